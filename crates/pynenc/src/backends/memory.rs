@@ -1,0 +1,506 @@
+//! The in-memory backend: every component in one process, behind one lock.
+//!
+//! Each atomic step takes the store's mutex once, so steps never interleave.
+//! Runners are woken by a notification when work is queued, and `result()`
+//! waiters when an invocation becomes final: nothing polls.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::exceptions::{PynencError, Result, TaskError};
+use crate::invocation::InvocationRecord;
+use crate::state_backend::{HistoryEntry, InvocationOutcome};
+use crate::status::{InvocationStatus, StatusRecord};
+use crate::store::{AtomicStore, StoreTxn};
+
+/// A process-wide home for memory stores, one per `app_id`: apps built on
+/// the same `MemoryBackend` share data only with apps of the same id.
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    stores: Arc<Mutex<HashMap<String, Arc<MemStore>>>>,
+}
+
+impl MemoryBackend {
+    /// A new, empty memory backend.
+    pub fn new() -> Self {
+        MemoryBackend::default()
+    }
+
+    /// The store of `app_id` (created on first use).
+    pub fn store(&self, app_id: &str) -> Arc<MemStore> {
+        self.stores
+            .lock()
+            .entry(app_id.to_string())
+            .or_insert_with(|| Arc::new(MemStore::default()))
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryBackend")
+    }
+}
+
+struct Entry {
+    record: Arc<InvocationRecord>,
+    status: StatusRecord,
+    history: Vec<HistoryEntry>,
+    retries: u32,
+    result: Option<String>,
+    error: Option<TaskError>,
+    final_at: Option<i64>,
+}
+
+struct GroupWait {
+    remaining: AtomicUsize,
+    done: Notify,
+}
+
+#[derive(Default)]
+struct MemState {
+    invocations: HashMap<String, Entry>,
+    queue: VecDeque<String>,
+    registered_by_key: HashMap<String, BTreeSet<(i64, String)>>,
+    running_keys: HashMap<String, usize>,
+    controlled: HashMap<String, VecDeque<String>>,
+    waiters_of: HashMap<String, HashSet<Option<String>>>,
+    blocking_order: BTreeSet<(i64, String)>,
+    edges: HashMap<String, HashMap<String, usize>>,
+    edges_by_invocation: HashMap<String, Vec<(String, String)>>,
+    scheduled: BTreeSet<(i64, String)>,
+    finals: BTreeSet<(i64, String)>,
+    final_waiters: HashMap<String, Vec<Arc<GroupWait>>>,
+    enqueued: bool,
+}
+
+/// The memory store of one app.
+#[derive(Default)]
+pub struct MemStore {
+    state: Mutex<MemState>,
+    epoch: AtomicU64,
+    work: Notify,
+}
+
+impl MemState {
+    fn entry(&mut self, id: &str) -> Result<&mut Entry> {
+        self.invocations
+            .get_mut(id)
+            .ok_or_else(|| PynencError::InvocationNotFound {
+                invocation_id: id.to_string(),
+                message: "in the memory store".into(),
+            })
+    }
+
+    fn notify_final(&mut self, id: &str) {
+        if let Some(waits) = self.final_waiters.remove(id) {
+            for w in waits {
+                if w.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    w.done.notify_one();
+                }
+            }
+        }
+    }
+}
+
+impl StoreTxn for MemState {
+    fn insert_invocation(&mut self, record: &Arc<InvocationRecord>, status: &StatusRecord) -> Result<()> {
+        let id = record.invocation_id.clone();
+        if status.status == InvocationStatus::Scheduled {
+            self.scheduled
+                .insert((record.scheduled_at_us.unwrap_or(0), id.clone()));
+        }
+        if status.status == InvocationStatus::Registered {
+            if let Some(key) = &record.concurrency.registration_key {
+                self.registered_by_key
+                    .entry(key.clone())
+                    .or_default()
+                    .insert((record.created_at_us, id.clone()));
+            }
+        }
+        self.invocations.insert(
+            id,
+            Entry {
+                record: record.clone(),
+                status: status.clone(),
+                history: Vec::with_capacity(6),
+                retries: 0,
+                result: None,
+                error: None,
+                final_at: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn get_invocation(&mut self, invocation_id: &str) -> Result<Option<Arc<InvocationRecord>>> {
+        Ok(self.invocations.get(invocation_id).map(|e| e.record.clone()))
+    }
+
+    fn get_status(&mut self, invocation_id: &str) -> Result<Option<StatusRecord>> {
+        Ok(self.invocations.get(invocation_id).map(|e| e.status.clone()))
+    }
+
+    fn put_status(&mut self, invocation_id: &str, status: &StatusRecord, now_us: i64) -> Result<()> {
+        let entry = self.entry(invocation_id)?;
+        let old = std::mem::replace(&mut entry.status, status.clone()).status;
+        let new = status.status;
+        let record = entry.record.clone();
+        if new.is_final() {
+            entry.final_at = Some(now_us);
+        }
+        if old == InvocationStatus::Registered && new != InvocationStatus::Registered {
+            if let Some(key) = &record.concurrency.registration_key {
+                if let Some(set) = self.registered_by_key.get_mut(key) {
+                    set.remove(&(record.created_at_us, invocation_id.to_string()));
+                    if set.is_empty() {
+                        self.registered_by_key.remove(key);
+                    }
+                }
+            }
+        }
+        if new == InvocationStatus::Registered && old != InvocationStatus::Registered {
+            if let Some(key) = &record.concurrency.registration_key {
+                self.registered_by_key
+                    .entry(key.clone())
+                    .or_default()
+                    .insert((record.created_at_us, invocation_id.to_string()));
+            }
+        }
+        if let Some(key) = &record.concurrency.running_key {
+            match (old.is_owned_running(), new.is_owned_running()) {
+                (false, true) => *self.running_keys.entry(key.clone()).or_default() += 1,
+                (true, false) => {
+                    if let Some(n) = self.running_keys.get_mut(key) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.running_keys.remove(key);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if old == InvocationStatus::Scheduled && new != InvocationStatus::Scheduled {
+            self.scheduled.remove(&(
+                record.scheduled_at_us.unwrap_or(0),
+                invocation_id.to_string(),
+            ));
+        }
+        if new.is_final() {
+            self.finals.insert((now_us, invocation_id.to_string()));
+        }
+        Ok(())
+    }
+
+    fn append_history(&mut self, entry: HistoryEntry) -> Result<()> {
+        let id = entry.invocation_id.clone();
+        self.entry(&id)?.history.push(entry);
+        Ok(())
+    }
+
+    fn get_history(&mut self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {
+        Ok(self.entry(invocation_id)?.history.clone())
+    }
+
+    fn get_retries(&mut self, invocation_id: &str) -> Result<u32> {
+        Ok(self.entry(invocation_id)?.retries)
+    }
+
+    fn increment_retries(&mut self, invocation_id: &str) -> Result<u32> {
+        let e = self.entry(invocation_id)?;
+        e.retries += 1;
+        Ok(e.retries)
+    }
+
+    fn set_result(&mut self, invocation_id: &str, result: &str) -> Result<()> {
+        self.entry(invocation_id)?.result = Some(result.to_string());
+        Ok(())
+    }
+
+    fn set_error(&mut self, invocation_id: &str, error: &TaskError) -> Result<()> {
+        self.entry(invocation_id)?.error = Some(error.clone());
+        Ok(())
+    }
+
+    fn get_outcome(&mut self, invocation_id: &str) -> Result<Option<InvocationOutcome>> {
+        Ok(self.invocations.get(invocation_id).map(|e| InvocationOutcome {
+            status: e.status.status,
+            result: e.result.clone(),
+            error: e.error.clone(),
+        }))
+    }
+
+    fn list_invocation_ids(&mut self) -> Result<Vec<String>> {
+        Ok(self.invocations.keys().cloned().collect())
+    }
+
+    fn find_registered(&mut self, registration_key: &str) -> Result<Option<String>> {
+        Ok(self
+            .registered_by_key
+            .get(registration_key)
+            .and_then(|s| s.iter().next())
+            .map(|(_, id)| id.clone()))
+    }
+
+    fn running_key_in_use(&mut self, running_key: &str) -> Result<bool> {
+        Ok(self.running_keys.get(running_key).copied().unwrap_or(0) > 0)
+    }
+
+    fn park_controlled(&mut self, running_key: &str, invocation_id: &str) -> Result<()> {
+        self.controlled
+            .entry(running_key.to_string())
+            .or_default()
+            .push_back(invocation_id.to_string());
+        Ok(())
+    }
+
+    fn take_controlled(&mut self, running_key: &str) -> Result<Vec<String>> {
+        Ok(self
+            .controlled
+            .remove(running_key)
+            .map(Vec::from)
+            .unwrap_or_default())
+    }
+
+    fn enqueue(&mut self, invocation_id: &str) -> Result<()> {
+        self.queue.push_back(invocation_id.to_string());
+        self.enqueued = true;
+        Ok(())
+    }
+
+    fn dequeue(&mut self, max: usize) -> Result<Vec<String>> {
+        let n = max.min(self.queue.len());
+        Ok(self.queue.drain(..n).collect())
+    }
+
+    fn queue_len(&mut self) -> Result<usize> {
+        Ok(self.queue.len())
+    }
+
+    fn add_waits(&mut self, waiter: Option<&str>, waited: &[String]) -> Result<()> {
+        for id in waited {
+            let created = match self.invocations.get(id) {
+                Some(e) => e.record.created_at_us,
+                None => continue,
+            };
+            self.waiters_of
+                .entry(id.clone())
+                .or_default()
+                .insert(waiter.map(str::to_string));
+            self.blocking_order.insert((created, id.clone()));
+        }
+        Ok(())
+    }
+
+    fn blocking_candidates(&mut self, max: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (_, id) in &self.blocking_order {
+            if out.len() >= max {
+                break;
+            }
+            if let Some(e) = self.invocations.get(id) {
+                if e.status.status.is_available_for_run() {
+                    out.push(id.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn release_waited(&mut self, waited: &str) -> Result<()> {
+        self.waiters_of.remove(waited);
+        if let Some(e) = self.invocations.get(waited) {
+            self.blocking_order
+                .remove(&(e.record.created_at_us, waited.to_string()));
+        }
+        Ok(())
+    }
+
+    fn add_edge(&mut self, caller_invocation_id: &str, caller_call_id: &str, callee_call_id: &str) -> Result<()> {
+        *self
+            .edges
+            .entry(caller_call_id.to_string())
+            .or_default()
+            .entry(callee_call_id.to_string())
+            .or_default() += 1;
+        self.edges_by_invocation
+            .entry(caller_invocation_id.to_string())
+            .or_default()
+            .push((caller_call_id.to_string(), callee_call_id.to_string()));
+        Ok(())
+    }
+
+    fn callees_of(&mut self, call_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .edges
+            .get(call_id)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn remove_edges_of(&mut self, caller_invocation_id: &str) -> Result<()> {
+        if let Some(list) = self.edges_by_invocation.remove(caller_invocation_id) {
+            for (from, to) in list {
+                if let Some(m) = self.edges.get_mut(&from) {
+                    if let Some(n) = m.get_mut(&to) {
+                        *n -= 1;
+                        if *n == 0 {
+                            m.remove(&to);
+                        }
+                    }
+                    if m.is_empty() {
+                        self.edges.remove(&from);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn due_scheduled(&mut self, now_us: i64, max: usize) -> Result<Vec<String>> {
+        Ok(self
+            .scheduled
+            .iter()
+            .take_while(|(at, _)| *at <= now_us)
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect())
+    }
+
+    fn final_before(&mut self, before_us: i64, max: usize) -> Result<Vec<String>> {
+        Ok(self
+            .finals
+            .iter()
+            .take_while(|(at, _)| *at < before_us)
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect())
+    }
+
+    fn delete_invocation(&mut self, invocation_id: &str) -> Result<()> {
+        let Some(e) = self.invocations.remove(invocation_id) else {
+            return Ok(());
+        };
+        let id = invocation_id.to_string();
+        if let Some(at) = e.final_at {
+            self.finals.remove(&(at, id.clone()));
+        }
+        self.scheduled
+            .remove(&(e.record.scheduled_at_us.unwrap_or(0), id.clone()));
+        if let Some(key) = &e.record.concurrency.registration_key {
+            if let Some(set) = self.registered_by_key.get_mut(key) {
+                set.remove(&(e.record.created_at_us, id.clone()));
+            }
+        }
+        self.blocking_order.remove(&(e.record.created_at_us, id.clone()));
+        self.waiters_of.remove(&id);
+        self.remove_edges_of(&id)?;
+        self.notify_final(&id);
+        Ok(())
+    }
+
+    fn purge(&mut self) -> Result<()> {
+        let ids: Vec<String> = self.final_waiters.keys().cloned().collect();
+        for id in ids {
+            self.notify_final(&id);
+        }
+        *self = MemState::default();
+        Ok(())
+    }
+
+    fn on_final(&mut self, invocation_id: &str) {
+        self.notify_final(invocation_id);
+    }
+}
+
+impl MemStore {
+    fn after(&self, enqueued: bool) {
+        if enqueued {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            self.work.notify_waiters();
+        }
+    }
+}
+
+impl AtomicStore for MemStore {
+    fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+    {
+        let (out, enqueued) = {
+            let mut state = self.state.lock();
+            state.enqueued = false;
+            let out = f(&mut *state);
+            (out, std::mem::take(&mut state.enqueued))
+        };
+        self.after(enqueued);
+        std::future::ready(out)
+    }
+
+    fn work_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn wait_for_work(&self, epoch: u64, timeout: Duration) -> impl Future<Output = ()> + Send {
+        async move {
+            let notified = self.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.epoch.load(Ordering::Acquire) != epoch {
+                return;
+            }
+            let _ = tokio::time::timeout(timeout, notified).await;
+        }
+    }
+
+    fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {
+        let wait = {
+            let mut state = self.state.lock();
+            let mut open = Vec::new();
+            let mut missing = None;
+            for id in &ids {
+                match state.invocations.get(id) {
+                    Some(e) if e.status.status.is_final() => {}
+                    Some(_) => open.push(id.clone()),
+                    None => {
+                        missing = Some(id.clone());
+                        break;
+                    }
+                }
+            }
+            match missing {
+                Some(id) => Err(PynencError::InvocationNotFound {
+                    invocation_id: id,
+                    message: "while waiting for its result".into(),
+                }),
+                None if open.is_empty() => Ok(None),
+                None => {
+                    let w = Arc::new(GroupWait {
+                        remaining: AtomicUsize::new(open.len()),
+                        done: Notify::new(),
+                    });
+                    for id in open {
+                        state.final_waiters.entry(id).or_default().push(w.clone());
+                    }
+                    Ok(Some(w))
+                }
+            }
+        };
+        async move {
+            if let Some(w) = wait? {
+                while w.remaining.load(Ordering::Acquire) > 0 {
+                    w.done.notified().await;
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The invocation context: which invocation the current code runs for.
+//!
+//! Inside a task body, sub-calls pick up their parent (for cycle control and
+//! the call graph) and their app from this context, as pynenc's thread-local
+//! context does. Async bodies carry it in a tokio task-local, sync bodies in
+//! a thread-local of their blocking thread.
+
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::RwLock;
+
+use crate::app::Pynenc;
+use crate::exceptions::{PynencError, Result};
+use crate::runner::RunnerShared;
+
+/// What is known about the invocation being run.
+pub struct InvocationContext {
+    /// The app running it.
+    pub app: Pynenc,
+    /// The invocation.
+    pub invocation_id: String,
+    /// Its call id.
+    pub call_id: String,
+    /// Its task.
+    pub task_id: &'static str,
+    /// The runner executing it (`None` in dev mode's synchronous calls).
+    pub(crate) runner: Option<Arc<RunnerShared>>,
+    /// The slot and pause state held by the invocation in its runner.
+    pub(crate) slot: tokio::sync::Mutex<crate::runner::SlotState>,
+}
+
+impl std::fmt::Debug for InvocationContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvocationContext")
+            .field("invocation_id", &self.invocation_id)
+            .field("task_id", &self.task_id)
+            .finish()
+    }
+}
+
+impl InvocationContext {
+    /// The id that acts for this code in histories: the runner's id, or the app's external id.
+    pub fn actor_id(&self) -> String {
+        match &self.runner {
+            Some(r) => r.runner_id.clone(),
+            None => self.app.external_runner_id().to_string(),
+        }
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: Arc<InvocationContext>;
+}
+
+thread_local! {
+    static SYNC_CURRENT: RefCell<Option<Arc<InvocationContext>>> = const { RefCell::new(None) };
+}
+
+static DEFAULT_APP: OnceLock<RwLock<Option<Pynenc>>> = OnceLock::new();
+
+fn default_slot() -> &'static RwLock<Option<Pynenc>> {
+    DEFAULT_APP.get_or_init(|| RwLock::new(None))
+}
+
+/// The context of the invocation running on this task or thread, if any.
+pub fn current() -> Option<Arc<InvocationContext>> {
+    CURRENT
+        .try_with(|c| c.clone())
+        .ok()
+        .or_else(|| SYNC_CURRENT.with(|c| c.borrow().clone()))
+}
+
+/// The app to call tasks on: the running invocation's app, else the default app.
+pub fn current_app() -> Result<Pynenc> {
+    if let Some(ctx) = current() {
+        return Ok(ctx.app.clone());
+    }
+    default_slot().read().clone().ok_or_else(|| PynencError::TaskRouting {
+        task_id: "(none)".into(),
+        message: "no app to call the task on: build one with Pynenc::builder()...build() (the first app built becomes the default) or call `task::call_on(&app, ...)`".into(),
+    })
+}
+
+/// Makes `app` the default app of this process.
+pub(crate) fn set_default_app(app: &Pynenc, only_if_unset: bool) {
+    let mut slot = default_slot().write();
+    if !only_if_unset || slot.is_none() {
+        *slot = Some(app.clone());
+    }
+}
+
+/// Runs `fut` with `ctx` as the current invocation.
+pub(crate) async fn scope<F: std::future::Future>(ctx: Arc<InvocationContext>, fut: F) -> F::Output {
+    CURRENT.scope(ctx, fut).await
+}
+
+/// Runs `f` on this thread with `ctx` as the current invocation.
+pub(crate) fn sync_scope<R>(ctx: Arc<InvocationContext>, f: impl FnOnce() -> R) -> R {
+    let prev = SYNC_CURRENT.with(|c| c.replace(Some(ctx)));
+    struct Restore(Option<Arc<InvocationContext>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            SYNC_CURRENT.with(|c| *c.borrow_mut() = prev);
+        }
+    }
+    let _restore = Restore(prev);
+    f()
+}
+
+/// Runs a future to completion from synchronous task code (a sync task body
+/// runs on a blocking thread, where this is allowed). Use it to call or wait
+/// for other tasks from a plain `fn` task:
+/// `pynenc::block_on(add::call(1, 2))`.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    let ctx = current();
+    let fut = async move {
+        match ctx {
+            Some(c) => scope(c, fut).await,
+            None => fut.await,
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(fut),
+        Err(_) => futures::executor::block_on(fut),
+    }
+}

@@ -1,0 +1,54 @@
+//! Running one task body: context, panics, sync bodies on blocking threads.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+
+use crate::context::{self, InvocationContext};
+use crate::exceptions::{TaskError, PANIC_KIND};
+use crate::task::{TaskBody, TaskInput, TaskOutput};
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".into()
+    }
+}
+
+/// Runs a task body with `ctx` as its context. A panic becomes a task error
+/// of kind `Panic`; it never escapes.
+pub(crate) async fn run_body(body: TaskBody, input: TaskInput, ctx: Arc<InvocationContext>) -> TaskOutput {
+    match body {
+        TaskBody::Async(f) => {
+            let fut = context::scope(ctx, AssertUnwindSafe(async move { f(input).await }).catch_unwind());
+            match fut.await {
+                Ok(out) => out,
+                Err(payload) => Err(TaskError::new(
+                    PANIC_KIND,
+                    format!("task panicked: {}", panic_message(payload.as_ref())),
+                )),
+            }
+        }
+        TaskBody::Sync(f) => {
+            let joined = tokio::task::spawn_blocking(move || {
+                context::sync_scope(ctx, || std::panic::catch_unwind(AssertUnwindSafe(|| f(input))))
+            })
+            .await;
+            match joined {
+                Ok(Ok(out)) => out,
+                Ok(Err(payload)) => Err(TaskError::new(
+                    PANIC_KIND,
+                    format!("task panicked: {}", panic_message(payload.as_ref())),
+                )),
+                Err(e) => Err(TaskError::new(
+                    PANIC_KIND,
+                    format!("task thread failed: {e}"),
+                )),
+            }
+        }
+    }
+}

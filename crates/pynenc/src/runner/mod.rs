@@ -1,0 +1,439 @@
+//! Runners execute invocations.
+//!
+//! [`ThreadRunner`] is the in-process runner: it runs async task bodies as
+//! tokio tasks and sync ones on blocking threads, up to `max_parallel_slots`
+//! at a time. It is woken by routing and by results (no sleep-polling), a
+//! task waiting on other tasks is `PAUSED` and frees its slot, and a stop
+//! (Ctrl-C, SIGTERM or [`RunnerHandle::stop`]) lets running invocations
+//! finish within the grace period, then sets the rest `KILLED` → `REROUTED`.
+
+mod execute;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::app::Pynenc;
+use crate::context::InvocationContext;
+use crate::exceptions::{PynencError, Result, TaskError};
+use crate::invocation::InvocationRecord;
+use crate::orchestrator::RunOutcome;
+use crate::status::InvocationStatus;
+use crate::task::TaskInput;
+use crate::util;
+
+pub(crate) use execute::run_body;
+
+/// The slot and pause state of one running invocation.
+#[derive(Default)]
+pub(crate) struct SlotState {
+    permit: Option<OwnedSemaphorePermit>,
+    waits: usize,
+}
+
+/// State shared by a runner and the invocations it runs.
+pub(crate) struct RunnerShared {
+    pub(crate) runner_id: String,
+    app: Pynenc,
+    slots: Arc<Semaphore>,
+    max_slots: usize,
+    stopping: AtomicBool,
+    stop_notify: Notify,
+    running: Mutex<HashMap<String, AbortHandle>>,
+    idle: Notify,
+}
+
+impl RunnerShared {
+    /// Pauses `ctx` while it waits for `ids`: the wait is recorded for
+    /// blocking control, the slot is freed, and taken back when all are final.
+    pub(crate) async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()> {
+        let orch = self.app.orchestrator();
+        orch.waiting_for_results(Some(&ctx.invocation_id), ids).await?;
+        {
+            let mut slot = ctx.slot.lock().await;
+            if slot.waits == 0 {
+                orch.set_status(&ctx.invocation_id, InvocationStatus::Paused, &self.runner_id, None)
+                    .await?;
+                slot.permit = None;
+                debug!(invocation_id = %ctx.invocation_id, waiting_for = ids.len(), "paused");
+            }
+            slot.waits += 1;
+        }
+        let waited = orch.wait_final(ids).await;
+        let mut slot = ctx.slot.lock().await;
+        slot.waits -= 1;
+        if slot.waits == 0 {
+            slot.permit = Some(
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| PynencError::Runner {
+                        message: "runner slots closed".into(),
+                    })?,
+            );
+            orch.set_status(&ctx.invocation_id, InvocationStatus::Resumed, &self.runner_id, None)
+                .await?;
+            debug!(invocation_id = %ctx.invocation_id, "resumed");
+        }
+        waited
+    }
+}
+
+/// The in-process runner (tokio tasks and blocking threads).
+pub struct ThreadRunner {
+    shared: Arc<RunnerShared>,
+}
+
+/// A handle to stop a runner (cheap to clone).
+#[derive(Clone)]
+pub struct RunnerHandle {
+    shared: Arc<RunnerShared>,
+}
+
+impl std::fmt::Debug for RunnerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RunnerHandle({})", self.shared.runner_id)
+    }
+}
+
+impl RunnerHandle {
+    /// Asks the runner to stop: it takes no new work, waits up to the grace
+    /// period for running invocations, then kills and re-routes the rest.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.stop_notify.notify_waiters();
+        self.shared.stop_notify.notify_one();
+    }
+
+    /// The runner's id.
+    pub fn runner_id(&self) -> &str {
+        &self.shared.runner_id
+    }
+
+    /// How many invocations are running (or paused) on the runner now.
+    pub fn running(&self) -> usize {
+        self.shared.running.lock().len()
+    }
+}
+
+/// A runner started in the background by [`ThreadRunner::spawn`].
+pub struct SpawnedRunner {
+    handle: RunnerHandle,
+    join: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl SpawnedRunner {
+    /// The stop handle.
+    pub fn handle(&self) -> &RunnerHandle {
+        &self.handle
+    }
+
+    /// Stops the runner and waits until it has finished stopping.
+    pub async fn stop(self) -> Result<()> {
+        self.handle.stop();
+        self.join.await.map_err(|e| PynencError::Runner {
+            message: format!("runner task failed: {e}"),
+        })?
+    }
+}
+
+impl ThreadRunner {
+    /// A runner for `app` with the configured number of slots.
+    pub fn new(app: &Pynenc) -> Self {
+        let slots = app.conf().effective_max_parallel_slots();
+        ThreadRunner::with_slots(app, slots)
+    }
+
+    /// A runner with `max_parallel_slots` slots (at least 1).
+    pub fn with_slots(app: &Pynenc, max_parallel_slots: usize) -> Self {
+        let n = max_parallel_slots.max(1);
+        let runner_id = format!(
+            "ThreadRunner@{}:{}",
+            util::process_context(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        ThreadRunner {
+            shared: Arc::new(RunnerShared {
+                runner_id,
+                app: app.clone(),
+                slots: Arc::new(Semaphore::new(n)),
+                max_slots: n,
+                stopping: AtomicBool::new(false),
+                stop_notify: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    /// The runner's id (owner of the invocations it runs).
+    pub fn runner_id(&self) -> &str {
+        &self.shared.runner_id
+    }
+
+    /// The number of slots.
+    pub fn max_parallel_slots(&self) -> usize {
+        self.shared.max_slots
+    }
+
+    /// A handle to stop the runner.
+    pub fn handle(&self) -> RunnerHandle {
+        RunnerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Starts the runner in the background on the current tokio runtime.
+    pub fn spawn(self) -> SpawnedRunner {
+        let handle = self.handle();
+        let join = tokio::spawn(async move { self.run().await });
+        SpawnedRunner { handle, join }
+    }
+
+    /// Runs until Ctrl-C or SIGTERM, then stops gracefully.
+    pub async fn run_until_signal(self) -> Result<()> {
+        let handle = self.handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!(runner_id = %handle.runner_id(), "stop signal received, stopping runner");
+            handle.stop();
+        });
+        self.run().await
+    }
+
+    /// Runs until stopped.
+    pub async fn run(self) -> Result<()> {
+        let shared = self.shared.clone();
+        let span = info_span!("runner", runner_id = %shared.runner_id);
+        async move {
+            if shared.app.conf().dev_mode_force_sync_tasks {
+                warn!("dev_mode_force_sync_tasks is on: calls run in the caller, this runner will find no work");
+            }
+            info!(slots = shared.max_slots, app_id = %shared.app.app_id(), "runner started");
+            let orch = shared.app.orchestrator();
+            let purge_every = Duration::from_secs_f64(
+                shared.app.conf().orchestrator.auto_purge_interval_seconds.max(0.1),
+            );
+            let purge_after = Duration::from_secs_f64(
+                shared.app.conf().orchestrator.auto_final_invocation_purge_hours.max(0.0) * 3600.0,
+            );
+            let mut last_purge = Instant::now();
+            let mut backoff = Duration::from_millis(10);
+            while !shared.stopping.load(Ordering::Acquire) {
+                if last_purge.elapsed() >= purge_every {
+                    last_purge = Instant::now();
+                    match orch.auto_purge(purge_after).await {
+                        Ok(0) => {}
+                        Ok(n) => info!(purged = n, "auto purge removed final invocations"),
+                        Err(e) => warn!(error = %e, "auto purge failed"),
+                    }
+                }
+                let free = shared.slots.available_permits();
+                if free == 0 {
+                    tokio::select! {
+                        p = shared.slots.clone().acquire_owned() => drop(p),
+                        _ = shared.stop_notify.notified() => {}
+                    }
+                    continue;
+                }
+                let epoch = orch.work_epoch();
+                let batch = match orch.get_invocations_to_run(&shared.runner_id, free).await {
+                    Ok(b) => {
+                        backoff = Duration::from_millis(10);
+                        b
+                    }
+                    Err(e) => {
+                        error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "could not get invocations to run");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shared.stop_notify.notified() => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                if batch.is_empty() {
+                    match orch.promote_scheduled().await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            debug!(promoted = n, "scheduled invocations are due");
+                            continue;
+                        }
+                        Err(e) => warn!(error = %e, "could not promote scheduled invocations"),
+                    }
+                    tokio::select! {
+                        _ = orch.wait_for_work(epoch, Duration::from_millis(100)) => {}
+                        _ = shared.stop_notify.notified() => {}
+                    }
+                    continue;
+                }
+                for record in batch {
+                    let permit = match shared.slots.clone().try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => match shared.slots.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                    };
+                    spawn_invocation(&shared, record, permit);
+                }
+            }
+            shutdown(&shared).await;
+            info!("runner stopped");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn spawn_invocation(shared: &Arc<RunnerShared>, record: InvocationRecord, permit: OwnedSemaphorePermit) {
+    let id = record.invocation_id.clone();
+    let key = id.clone();
+    let span = info_span!(
+        "invocation",
+        task_id = %record.call.task_id,
+        invocation_id = %record.invocation_id,
+    );
+    let s = shared.clone();
+    // hold the map lock while spawning so the task cannot remove itself before it is inserted
+    let mut running = shared.running.lock();
+    let task = tokio::spawn(
+        async move {
+            execute(&s, record, permit).await;
+            let mut running = s.running.lock();
+            running.remove(&id);
+            if running.is_empty() {
+                s.idle.notify_waiters();
+            }
+        }
+        .instrument(span),
+    );
+    running.insert(key, task.abort_handle());
+}
+
+async fn execute(shared: &Arc<RunnerShared>, record: InvocationRecord, permit: OwnedSemaphorePermit) {
+    let app = &shared.app;
+    let orch = app.orchestrator();
+    let id = record.invocation_id.clone();
+    if let Err(e) = orch
+        .set_status(&id, InvocationStatus::Running, &shared.runner_id, Some(util::process_context().to_string()))
+        .await
+    {
+        warn!(error = %e, "could not start invocation");
+        return;
+    }
+    let registered = app.registry().get(&record.call.task_id);
+    let (def, options) = match registered {
+        Ok(x) => x,
+        Err(e) => {
+            error!(error = %e, "task is not registered in this process");
+            let err = TaskError::new(e.kind(), e.to_string());
+            if let Err(e) = orch.finish(&id, &shared.runner_id, RunOutcome::Failed(err)).await {
+                error!(error = %e, "could not record the failure");
+            }
+            return;
+        }
+    };
+    let started = Instant::now();
+    debug!(
+        arguments = %record.call.arguments.render(app.conf().print_arguments, app.serializer()),
+        "running"
+    );
+    let ctx = Arc::new(InvocationContext {
+        app: app.clone(),
+        invocation_id: id.clone(),
+        call_id: record.call.call_id(),
+        task_id: def.task_id,
+        runner: Some(shared.clone()),
+        slot: tokio::sync::Mutex::new(SlotState {
+            permit: Some(permit),
+            waits: 0,
+        }),
+    });
+    let input = TaskInput {
+        task_id: def.task_id,
+        invocation_id: id.clone(),
+        arguments: record.call.arguments,
+        serializer: app.serializer(),
+    };
+    let output = run_body(def.body, input, ctx.clone()).await;
+    let outcome = match output {
+        Ok(result) => RunOutcome::Success(result),
+        Err(error) => {
+            let retriable = options.is_retriable(&error);
+            let retries = if retriable {
+                orch.get_num_retries(&id).await.unwrap_or(u32::MAX)
+            } else {
+                0
+            };
+            if retriable && retries < options.max_retries {
+                warn!(error = %error, retry = retries + 1, max_retries = options.max_retries, "invocation will be retried");
+                RunOutcome::Retry(error)
+            } else {
+                error!(error = %error, "invocation failed");
+                RunOutcome::Failed(error)
+            }
+        }
+    };
+    match orch.finish(&id, &shared.runner_id, outcome).await {
+        Ok(status) => debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished"),
+        Err(e) => warn!(error = %e, "could not record the end of the invocation (was it killed?)"),
+    }
+    // release the slot now (the context may outlive this function in user clones)
+    ctx.slot.lock().await.permit = None;
+}
+
+async fn shutdown(shared: &Arc<RunnerShared>) {
+    let grace = Duration::from_secs_f64(shared.app.conf().runner.shutdown_grace_seconds.max(0.0));
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let idle = shared.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if shared.running.lock().is_empty() {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, idle).await.is_err() {
+            break;
+        }
+    }
+    let left: Vec<(String, AbortHandle)> = shared.running.lock().drain().collect();
+    let orch = shared.app.orchestrator();
+    for (id, abort) in left {
+        abort.abort();
+        match orch.kill_and_reroute(&id, &shared.runner_id).await {
+            Ok(()) => info!(invocation_id = %id, "killed at shutdown and re-routed"),
+            Err(e) => warn!(invocation_id = %id, error = %e, "could not re-route at shutdown"),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

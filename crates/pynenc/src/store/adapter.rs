@@ -1,0 +1,234 @@
+//! [`TxnBackend`]: any [`AtomicStore`] as broker, orchestrator and state backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{engine, AtomicStore};
+use crate::broker::Broker;
+use crate::exceptions::{PynencError, Result};
+use crate::invocation::InvocationRecord;
+use crate::orchestrator::{Orchestrator, RouteOutcome, RouteRequest, RunOutcome};
+use crate::serializer::Serializer;
+use crate::state_backend::{HistoryEntry, InvocationOutcome, StateBackend};
+use crate::status::{InvocationStatus, StatusRecord};
+use crate::util::now_us;
+
+/// Exposes an [`AtomicStore`] as the three components of an app; every
+/// method is one atomic section running the shared [`engine`] rules.
+pub struct TxnBackend<S> {
+    store: Arc<S>,
+    serializer: Serializer,
+}
+
+impl<S> Clone for TxnBackend<S> {
+    fn clone(&self) -> Self {
+        TxnBackend {
+            store: self.store.clone(),
+            serializer: self.serializer,
+        }
+    }
+}
+
+impl<S: AtomicStore> TxnBackend<S> {
+    /// Wraps a store; `serializer` renders argument differences.
+    pub fn new(store: Arc<S>, serializer: Serializer) -> Self {
+        TxnBackend { store, serializer }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> Broker for TxnBackend<S> {
+    async fn route_invocations(&self, invocation_ids: &[String]) -> Result<()> {
+        let ids = invocation_ids.to_vec();
+        self.store
+            .atomic(move |t| {
+                for id in &ids {
+                    t.enqueue(id)?;
+                }
+                t.on_enqueue();
+                Ok(())
+            })
+            .await
+    }
+
+    async fn retrieve_invocation(&self) -> Result<Option<String>> {
+        self.store
+            .atomic(|t| Ok(t.dequeue(1)?.into_iter().next()))
+            .await
+    }
+
+    async fn queue_len(&self) -> Result<usize> {
+        self.store.atomic(|t| t.queue_len()).await
+    }
+
+    async fn purge(&self) -> Result<()> {
+        self.store.atomic(|t| t.purge()).await
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> StateBackend for TxnBackend<S> {
+    async fn get_invocation(&self, invocation_id: &str) -> Result<InvocationRecord> {
+        let id = invocation_id.to_string();
+        self.store
+            .atomic(move |t| {
+                t.get_invocation(&id)?
+                    .map(|r| (*r).clone())
+                    .ok_or(PynencError::InvocationNotFound {
+                        invocation_id: id,
+                        message: String::new(),
+                    })
+            })
+            .await
+    }
+
+    async fn get_history(&self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {
+        let id = invocation_id.to_string();
+        self.store.atomic(move |t| t.get_history(&id)).await
+    }
+
+    async fn get_outcomes(&self, invocation_ids: &[String]) -> Result<Vec<InvocationOutcome>> {
+        let ids = invocation_ids.to_vec();
+        self.store
+            .atomic(move |t| {
+                ids.into_iter()
+                    .map(|id| {
+                        t.get_outcome(&id)?.ok_or(PynencError::InvocationNotFound {
+                            invocation_id: id,
+                            message: "while reading its result".into(),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn list_invocation_ids(&self) -> Result<Vec<String>> {
+        self.store.atomic(|t| t.list_invocation_ids()).await
+    }
+
+    async fn purge(&self) -> Result<()> {
+        self.store.atomic(|t| t.purge()).await
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
+    async fn route_calls(&self, requests: Vec<RouteRequest>) -> Result<Vec<RouteOutcome>> {
+        let serializer = self.serializer;
+        self.store
+            .atomic(move |t| engine::route(t, requests, serializer, now_us()))
+            .await
+    }
+
+    async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<InvocationRecord>> {
+        let runner = runner_id.to_string();
+        let picked = self
+            .store
+            .atomic(move |t| engine::pick(t, &runner, max, now_us()))
+            .await?;
+        Ok(picked
+            .into_iter()
+            .map(|r| Arc::try_unwrap(r).unwrap_or_else(|r| (*r).clone()))
+            .collect())
+    }
+
+    async fn set_status(
+        &self,
+        invocation_id: &str,
+        status: InvocationStatus,
+        actor: &str,
+        execution_context: Option<String>,
+    ) -> Result<StatusRecord> {
+        let id = invocation_id.to_string();
+        let actor = actor.to_string();
+        self.store
+            .atomic(move |t| engine::transition(t, &id, status, &actor, execution_context, now_us()))
+            .await
+    }
+
+    async fn finish(&self, invocation_id: &str, runner_id: &str, outcome: RunOutcome) -> Result<InvocationStatus> {
+        let id = invocation_id.to_string();
+        let runner = runner_id.to_string();
+        self.store
+            .atomic(move |t| engine::finish(t, &id, &runner, outcome, now_us()))
+            .await
+    }
+
+    async fn kill_and_reroute(&self, invocation_id: &str, runner_id: &str) -> Result<()> {
+        let id = invocation_id.to_string();
+        let runner = runner_id.to_string();
+        self.store
+            .atomic(move |t| engine::kill_and_reroute(t, &id, &runner, now_us()))
+            .await
+    }
+
+    async fn get_status(&self, invocation_id: &str) -> Result<StatusRecord> {
+        let id = invocation_id.to_string();
+        self.store
+            .atomic(move |t| {
+                t.get_status(&id)?.ok_or(PynencError::InvocationNotFound {
+                    invocation_id: id,
+                    message: String::new(),
+                })
+            })
+            .await
+    }
+
+    async fn get_num_retries(&self, invocation_id: &str) -> Result<u32> {
+        let id = invocation_id.to_string();
+        self.store.atomic(move |t| t.get_retries(&id)).await
+    }
+
+    async fn waiting_for_results(&self, waiter: Option<&str>, waited: &[String]) -> Result<()> {
+        let waiter = waiter.map(str::to_string);
+        let waited = waited.to_vec();
+        self.store
+            .atomic(move |t| engine::waiting_for_results(t, waiter.as_deref(), &waited))
+            .await
+    }
+
+    async fn wait_final(&self, ids: &[String]) -> Result<()> {
+        self.store.wait_final(ids.to_vec()).await
+    }
+
+    fn work_epoch(&self) -> u64 {
+        self.store.work_epoch()
+    }
+
+    async fn wait_for_work(&self, epoch: u64, timeout: Duration) {
+        self.store.wait_for_work(epoch, timeout).await
+    }
+
+    async fn promote_scheduled(&self) -> Result<usize> {
+        self.store
+            .atomic(|t| engine::promote_scheduled(t, "scheduler", now_us()))
+            .await
+    }
+
+    async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
+        let before = now_us() - older_than.as_micros().min(i64::MAX as u128) as i64;
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .atomic(move |t| engine::auto_purge(t, before, 500))
+                .await?;
+            total += n;
+            if n < 500 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn purge(&self) -> Result<()> {
+        self.store.atomic(|t| t.purge()).await
+    }
+}

@@ -1,0 +1,364 @@
+//! The orchestration rules, written once over [`StoreTxn`].
+//!
+//! Every function here runs inside one atomic section of a backend.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::StoreTxn;
+use crate::exceptions::{PynencError, Result};
+use crate::invocation::InvocationRecord;
+use crate::orchestrator::{RouteOutcome, RouteRequest, RunOutcome};
+use crate::serializer::Serializer;
+use crate::state_backend::HistoryEntry;
+use crate::status::{InvocationStatus, StatusRecord};
+use crate::util;
+
+fn not_found(id: &str, during: &str) -> PynencError {
+    PynencError::InvocationNotFound {
+        invocation_id: id.to_string(),
+        message: during.to_string(),
+    }
+}
+
+/// Sets `to` on an invocation for `actor`, if the state machine allows it,
+/// records it in the history, and applies what the new status implies.
+pub fn transition(
+    txn: &mut dyn StoreTxn,
+    invocation_id: &str,
+    to: InvocationStatus,
+    actor: &str,
+    execution_context: Option<String>,
+    now_us: i64,
+) -> Result<StatusRecord> {
+    let current = txn
+        .get_status(invocation_id)?
+        .ok_or_else(|| not_found(invocation_id, &format!("while setting it {to}")))?;
+    let next = current
+        .transition(to, actor)
+        .map_err(|source| PynencError::StatusTransition {
+            invocation_id: invocation_id.to_string(),
+            source,
+        })?;
+    txn.put_status(invocation_id, &next, now_us)?;
+    txn.append_history(HistoryEntry {
+        invocation_id: invocation_id.to_string(),
+        status: to,
+        owner: next.owner.clone(),
+        actor: actor.to_string(),
+        timestamp_us: now_us,
+        execution_context,
+    })?;
+    if current.status.is_owned_running() && !to.is_owned_running() {
+        // the invocation no longer holds its running key: release what waited on it
+        if let Some(record) = txn.get_invocation(invocation_id)? {
+            if let Some(key) = &record.concurrency.running_key {
+                for parked in txn.take_controlled(key)? {
+                    transition(txn, &parked, InvocationStatus::Rerouted, actor, None, now_us)?;
+                    txn.enqueue(&parked)?;
+                }
+                txn.on_enqueue();
+            }
+        }
+        txn.remove_edges_of(invocation_id)?;
+    }
+    if to.is_final() {
+        txn.release_waited(invocation_id)?;
+        txn.remove_edges_of(invocation_id)?;
+        txn.on_final(invocation_id);
+    }
+    Ok(next)
+}
+
+/// Finds a path of call edges from `from` to `to`, returning the calls on it.
+fn find_path(txn: &mut dyn StoreTxn, from: &str, to: &str) -> Result<Option<Vec<String>>> {
+    let mut stack: Vec<(String, Vec<String>)> = vec![(from.to_string(), vec![from.to_string()])];
+    let mut seen: HashSet<String> = HashSet::new();
+    while let Some((node, path)) = stack.pop() {
+        if node == to {
+            return Ok(Some(path));
+        }
+        if !seen.insert(node.clone()) {
+            continue;
+        }
+        for next in txn.callees_of(&node)? {
+            if !seen.contains(&next) {
+                let mut p = path.clone();
+                p.push(next.clone());
+                stack.push((next, p));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn check_cycle(txn: &mut dyn StoreTxn, parent_call_id: &str, callee_call_id: &str) -> Result<()> {
+    let cycle = if parent_call_id == callee_call_id {
+        Some(vec![parent_call_id.to_string(), callee_call_id.to_string()])
+    } else {
+        find_path(txn, callee_call_id, parent_call_id)?.map(|path| {
+            let mut c = vec![parent_call_id.to_string()];
+            c.extend(path);
+            c
+        })
+    };
+    match cycle {
+        None => Ok(()),
+        Some(call_ids) => {
+            let message = format!(
+                "calling {} from {} would close the cycle {}; an invocation would wait for itself",
+                callee_call_id,
+                parent_call_id,
+                call_ids.join(" -> ")
+            );
+            Err(PynencError::CycleDetected { call_ids, message })
+        }
+    }
+}
+
+/// Routes calls (see [`crate::Orchestrator::route_calls`]).
+pub fn route(
+    txn: &mut dyn StoreTxn,
+    requests: Vec<RouteRequest>,
+    serializer: Serializer,
+    now_us: i64,
+) -> Result<Vec<RouteOutcome>> {
+    let mut outcomes = Vec::with_capacity(requests.len());
+    let mut queued = false;
+    for req in requests {
+        let call_id = req.call.call_id();
+        if let (true, Some(parent_call)) = (req.cycle_control, req.parent_call_id.as_deref()) {
+            check_cycle(txn, parent_call, &call_id)?;
+        }
+        if let Some(key) = &req.concurrency.registration_key {
+            if let Some(existing_id) = txn.find_registered(key)? {
+                let record = txn
+                    .get_invocation(&existing_id)?
+                    .ok_or_else(|| not_found(&existing_id, "registered under a concurrency key"))?;
+                let diff = if record.call.call_id() == call_id {
+                    None
+                } else {
+                    Some(record.call.arguments.diff(&req.call.arguments, serializer))
+                };
+                if let (Some(diff), true) = (&diff, req.concurrency.on_diff_non_key_args_raise) {
+                    return Err(PynencError::InvocationConcurrencyWithDifferentArguments {
+                        task_id: req.call.task_id.clone(),
+                        existing_invocation_id: existing_id,
+                        new_call_id: call_id,
+                        diff: diff.clone(),
+                    });
+                }
+                if let (Some(parent), Some(parent_call)) =
+                    (req.parent_invocation_id.as_deref(), req.parent_call_id.as_deref())
+                {
+                    txn.add_edge(parent, parent_call, &call_id)?;
+                }
+                outcomes.push(RouteOutcome::Reused {
+                    record: (*record).clone(),
+                    diff,
+                });
+                continue;
+            }
+        }
+        let status = if req.scheduled_at_us.is_some_and(|at| at > now_us) {
+            InvocationStatus::Scheduled
+        } else {
+            InvocationStatus::Registered
+        };
+        let record = Arc::new(InvocationRecord {
+            invocation_id: util::new_invocation_id(),
+            call: req.call,
+            parent_invocation_id: req.parent_invocation_id.clone(),
+            created_at_us: now_us,
+            scheduled_at_us: req.scheduled_at_us,
+            concurrency: req.concurrency,
+        });
+        let first = StatusRecord::initial(status).map_err(|source| PynencError::StatusTransition {
+            invocation_id: record.invocation_id.clone(),
+            source,
+        })?;
+        txn.insert_invocation(&record, &first)?;
+        txn.append_history(HistoryEntry {
+            invocation_id: record.invocation_id.clone(),
+            status,
+            owner: None,
+            actor: req.actor.clone(),
+            timestamp_us: now_us,
+            execution_context: None,
+        })?;
+        if status == InvocationStatus::Registered {
+            txn.enqueue(&record.invocation_id)?;
+            queued = true;
+        }
+        if let (Some(parent), Some(parent_call)) =
+            (req.parent_invocation_id.as_deref(), req.parent_call_id.as_deref())
+        {
+            txn.add_edge(parent, parent_call, &call_id)?;
+        }
+        outcomes.push(RouteOutcome::New((*record).clone()));
+    }
+    if queued {
+        txn.on_enqueue();
+    }
+    Ok(outcomes)
+}
+
+/// Picks up to `max` invocations for `runner_id` (see
+/// [`crate::Orchestrator::get_invocations_to_run`]).
+pub fn pick(
+    txn: &mut dyn StoreTxn,
+    runner_id: &str,
+    max: usize,
+    now_us: i64,
+) -> Result<Vec<Arc<InvocationRecord>>> {
+    let mut picked = Vec::new();
+    if max == 0 {
+        return Ok(picked);
+    }
+    let mut candidates = txn.blocking_candidates(max)?;
+    loop {
+        for id in std::mem::take(&mut candidates) {
+            if picked.len() >= max {
+                break;
+            }
+            if let Some(record) = try_claim(txn, &id, runner_id, now_us)? {
+                picked.push(record);
+            }
+        }
+        if picked.len() >= max {
+            break;
+        }
+        candidates = txn.dequeue(max - picked.len())?;
+        if candidates.is_empty() {
+            break;
+        }
+    }
+    Ok(picked)
+}
+
+/// Claims one invocation if it is still available and running concurrency allows it.
+fn try_claim(
+    txn: &mut dyn StoreTxn,
+    id: &str,
+    runner_id: &str,
+    now_us: i64,
+) -> Result<Option<Arc<InvocationRecord>>> {
+    let Some(status) = txn.get_status(id)? else {
+        // purged while queued: a stale id
+        return Ok(None);
+    };
+    if !status.status.is_available_for_run() {
+        return Ok(None);
+    }
+    let Some(record) = txn.get_invocation(id)? else {
+        return Ok(None);
+    };
+    if let Some(key) = &record.concurrency.running_key {
+        if txn.running_key_in_use(key)? {
+            if record.concurrency.reroute_on_concurrency_control {
+                transition(txn, id, InvocationStatus::ConcurrencyControlled, runner_id, None, now_us)?;
+                txn.park_controlled(key, id)?;
+            } else {
+                transition(
+                    txn,
+                    id,
+                    InvocationStatus::ConcurrencyControlledFinal,
+                    runner_id,
+                    None,
+                    now_us,
+                )?;
+            }
+            return Ok(None);
+        }
+    }
+    transition(txn, id, InvocationStatus::Pending, runner_id, None, now_us)?;
+    Ok(Some(record))
+}
+
+/// Ends a run (see [`crate::Orchestrator::finish`]).
+pub fn finish(
+    txn: &mut dyn StoreTxn,
+    invocation_id: &str,
+    runner_id: &str,
+    outcome: RunOutcome,
+    now_us: i64,
+) -> Result<InvocationStatus> {
+    // check first, so that a refused finish writes nothing
+    let current = txn
+        .get_status(invocation_id)?
+        .ok_or_else(|| not_found(invocation_id, "while finishing it"))?;
+    let to = match &outcome {
+        RunOutcome::Success(_) => InvocationStatus::Success,
+        RunOutcome::Retry(_) => InvocationStatus::Retry,
+        RunOutcome::Failed(_) => InvocationStatus::Failed,
+    };
+    current
+        .transition(to, runner_id)
+        .map_err(|source| PynencError::StatusTransition {
+            invocation_id: invocation_id.to_string(),
+            source,
+        })?;
+    match &outcome {
+        RunOutcome::Success(result) => txn.set_result(invocation_id, result)?,
+        RunOutcome::Retry(error) | RunOutcome::Failed(error) => txn.set_error(invocation_id, error)?,
+    }
+    transition(txn, invocation_id, to, runner_id, None, now_us)?;
+    if to == InvocationStatus::Retry {
+        txn.increment_retries(invocation_id)?;
+        txn.enqueue(invocation_id)?;
+        txn.on_enqueue();
+    }
+    Ok(to)
+}
+
+/// `KILLED` then `REROUTED`, queued again.
+pub fn kill_and_reroute(
+    txn: &mut dyn StoreTxn,
+    invocation_id: &str,
+    runner_id: &str,
+    now_us: i64,
+) -> Result<()> {
+    transition(txn, invocation_id, InvocationStatus::Killed, runner_id, None, now_us)?;
+    transition(txn, invocation_id, InvocationStatus::Rerouted, runner_id, None, now_us)?;
+    txn.enqueue(invocation_id)?;
+    txn.on_enqueue();
+    Ok(())
+}
+
+/// Registers due scheduled invocations.
+pub fn promote_scheduled(txn: &mut dyn StoreTxn, actor: &str, now_us: i64) -> Result<usize> {
+    let due = txn.due_scheduled(now_us, 1000)?;
+    for id in &due {
+        transition(txn, id, InvocationStatus::Registered, actor, None, now_us)?;
+        txn.enqueue(id)?;
+    }
+    if !due.is_empty() {
+        txn.on_enqueue();
+    }
+    Ok(due.len())
+}
+
+/// Deletes final invocations that ended before `before_us`, in chunks.
+pub fn auto_purge(txn: &mut dyn StoreTxn, before_us: i64, max: usize) -> Result<usize> {
+    let old = txn.final_before(before_us, max)?;
+    for id in &old {
+        txn.delete_invocation(id)?;
+    }
+    Ok(old.len())
+}
+
+/// Records waits, ignoring invocations that are already final.
+pub fn waiting_for_results(txn: &mut dyn StoreTxn, waiter: Option<&str>, waited: &[String]) -> Result<()> {
+    let mut open = Vec::with_capacity(waited.len());
+    for id in waited {
+        match txn.get_status(id)? {
+            Some(s) if s.status.is_final() => {}
+            Some(_) => open.push(id.clone()),
+            None => return Err(not_found(id, "while registering a wait for it")),
+        }
+    }
+    if !open.is_empty() {
+        txn.add_waits(waiter, &open)?;
+    }
+    Ok(())
+}

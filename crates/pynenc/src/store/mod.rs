@@ -1,0 +1,192 @@
+//! The atomic store: how backends plug into the shared orchestration logic.
+//!
+//! A backend that can run a closure atomically (one lock in memory, one
+//! `BEGIN IMMEDIATE` transaction in SQLite) implements [`AtomicStore`] and the
+//! primitive reads and writes of [`StoreTxn`]. [`engine`] holds every rule —
+//! the state machine, registration and running concurrency, blocking and
+//! cycle control, retries, purge — once, and [`TxnBackend`] exposes the result
+//! as the [`crate::Broker`], [`crate::Orchestrator`] and [`crate::StateBackend`]
+//! of an app.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::exceptions::{Result, TaskError};
+use crate::invocation::InvocationRecord;
+use crate::state_backend::{HistoryEntry, InvocationOutcome};
+use crate::status::StatusRecord;
+
+mod adapter;
+pub mod engine;
+
+pub use adapter::TxnBackend;
+
+/// The primitive operations of a backend, run inside one atomic section.
+///
+/// Implementations keep their own indexes consistent in [`StoreTxn::put_status`]
+/// and [`StoreTxn::insert_invocation`]: which invocations are `REGISTERED` per
+/// registration key, which running keys are held by an invocation in
+/// `PENDING`, `RUNNING`, `PAUSED` or `RESUMED`, when an invocation became
+/// final, and which scheduled invocations are due.
+pub trait StoreTxn {
+    /// Stores a new invocation with its first status.
+    fn insert_invocation(&mut self, record: &Arc<InvocationRecord>, status: &StatusRecord) -> Result<()>;
+    /// The invocation record, if it exists.
+    fn get_invocation(&mut self, invocation_id: &str) -> Result<Option<Arc<InvocationRecord>>>;
+    /// The current status, if the invocation exists.
+    fn get_status(&mut self, invocation_id: &str) -> Result<Option<StatusRecord>>;
+    /// Writes a status (already checked by the engine) at time `now_us`.
+    fn put_status(&mut self, invocation_id: &str, status: &StatusRecord, now_us: i64) -> Result<()>;
+    /// Appends to the invocation's history.
+    fn append_history(&mut self, entry: HistoryEntry) -> Result<()>;
+    /// The history, oldest first.
+    fn get_history(&mut self, invocation_id: &str) -> Result<Vec<HistoryEntry>>;
+    /// How many times the invocation was retried.
+    fn get_retries(&mut self, invocation_id: &str) -> Result<u32>;
+    /// Adds one retry and returns the new count.
+    fn increment_retries(&mut self, invocation_id: &str) -> Result<u32>;
+    /// Stores the serialized result.
+    fn set_result(&mut self, invocation_id: &str, result: &str) -> Result<()>;
+    /// Stores the error.
+    fn set_error(&mut self, invocation_id: &str, error: &TaskError) -> Result<()>;
+    /// Status, result and error.
+    fn get_outcome(&mut self, invocation_id: &str) -> Result<Option<InvocationOutcome>>;
+    /// Every invocation id of the app.
+    fn list_invocation_ids(&mut self) -> Result<Vec<String>>;
+
+    /// An invocation currently `REGISTERED` with this registration key.
+    fn find_registered(&mut self, registration_key: &str) -> Result<Option<String>>;
+    /// Whether an invocation with this running key is `PENDING`, `RUNNING`, `PAUSED` or `RESUMED`.
+    fn running_key_in_use(&mut self, running_key: &str) -> Result<bool>;
+    /// Parks an invocation held back by running concurrency until the key frees up.
+    fn park_controlled(&mut self, running_key: &str, invocation_id: &str) -> Result<()>;
+    /// Takes every invocation parked on the key, oldest first.
+    fn take_controlled(&mut self, running_key: &str) -> Result<Vec<String>>;
+
+    /// Appends an id to the queue.
+    fn enqueue(&mut self, invocation_id: &str) -> Result<()>;
+    /// Pops up to `max` ids from the head of the queue.
+    fn dequeue(&mut self, max: usize) -> Result<Vec<String>>;
+    /// The queue length.
+    fn queue_len(&mut self) -> Result<usize>;
+
+    /// Records that `waiter` (or an external caller, `None`) waits for `waited`.
+    fn add_waits(&mut self, waiter: Option<&str>, waited: &[String]) -> Result<()>;
+    /// Waited-on invocations that are available for run, oldest first.
+    fn blocking_candidates(&mut self, max: usize) -> Result<Vec<String>>;
+    /// Forgets the waits on a final invocation.
+    fn release_waited(&mut self, waited: &str) -> Result<()>;
+
+    /// Records a call edge from a running invocation's call to a callee call.
+    fn add_edge(&mut self, caller_invocation_id: &str, caller_call_id: &str, callee_call_id: &str) -> Result<()>;
+    /// The callee call ids of the edges leaving `call_id`.
+    fn callees_of(&mut self, call_id: &str) -> Result<Vec<String>>;
+    /// Removes the edges added by an invocation.
+    fn remove_edges_of(&mut self, caller_invocation_id: &str) -> Result<()>;
+
+    /// Up to `max` `SCHEDULED` invocations due at `now_us`, earliest first.
+    fn due_scheduled(&mut self, now_us: i64, max: usize) -> Result<Vec<String>>;
+    /// Up to `max` final invocations that became final before `before_us`.
+    fn final_before(&mut self, before_us: i64, max: usize) -> Result<Vec<String>>;
+    /// Deletes an invocation and everything attached to it.
+    fn delete_invocation(&mut self, invocation_id: &str) -> Result<()>;
+    /// Deletes everything of the app.
+    fn purge(&mut self) -> Result<()>;
+
+    /// Called when an invocation became final (a backend with notifications wakes waiters).
+    fn on_final(&mut self, _invocation_id: &str) {}
+    /// Called when ids were queued (a backend with notifications wakes runners).
+    fn on_enqueue(&mut self) {}
+}
+
+/// A backend that runs closures over a [`StoreTxn`] atomically.
+pub trait AtomicStore: Send + Sync + 'static {
+    /// Runs `f` in one atomic section; a returned error rolls back every write of `f`
+    /// where the backend supports it (SQLite), and is returned.
+    fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static;
+
+    /// A counter that changes whenever ids are queued (0 if the backend cannot tell).
+    fn work_epoch(&self) -> u64 {
+        0
+    }
+
+    /// Resolves when work may be available or after `timeout`. The default
+    /// polls the queue adaptively: short sleeps while work keeps coming,
+    /// backing off to the store's ceiling when idle.
+    fn wait_for_work(&self, epoch: u64, timeout: Duration) -> impl Future<Output = ()> + Send {
+        let _ = epoch;
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut poll = self.poll_interval_min();
+            loop {
+                let queued = self
+                    .atomic(|t| t.queue_len())
+                    .await
+                    .unwrap_or(0);
+                let due = self
+                    .atomic(|t| t.due_scheduled(crate::util::now_us(), 1).map(|v| v.len()))
+                    .await
+                    .unwrap_or(0);
+                if queued > 0 || due > 0 {
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return;
+                }
+                tokio::time::sleep(poll.min(deadline - now)).await;
+                poll = (poll * 2).min(self.poll_interval_max());
+            }
+        }
+    }
+
+    /// Resolves when every invocation in `ids` is final. The default polls
+    /// adaptively between [`AtomicStore::poll_interval_min`] and
+    /// [`AtomicStore::poll_interval_max`].
+    fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let mut pending = ids;
+            let mut poll = self.poll_interval_min();
+            loop {
+                let check = pending.clone();
+                pending = self
+                    .atomic(move |t| {
+                        let mut left = Vec::new();
+                        for id in check {
+                            match t.get_status(&id)? {
+                                Some(s) if s.status.is_final() => {}
+                                Some(_) => left.push(id),
+                                None => {
+                                    return Err(crate::PynencError::InvocationNotFound {
+                                        invocation_id: id,
+                                        message: "while waiting for its result".into(),
+                                    })
+                                }
+                            }
+                        }
+                        Ok(left)
+                    })
+                    .await?;
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                tokio::time::sleep(poll).await;
+                poll = (poll * 2).min(self.poll_interval_max());
+            }
+        }
+    }
+
+    /// The shortest polling interval of the default waits.
+    fn poll_interval_min(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    /// The longest polling interval of the default waits.
+    fn poll_interval_max(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+}
