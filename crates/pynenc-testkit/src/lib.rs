@@ -1,1 +1,188 @@
+//! The pynenc conformance suite.
+//!
+//! Every behaviour scenario of the design is written once here, against the
+//! public API, and instantiated for each backend with
+//! [`conformance_tests!`]. A backend is done when the whole suite passes on
+//! it unchanged. Every scenario ends by replaying the history of every
+//! invocation it created through the state machine (scenario 17).
+//!
+//! ```ignore
+//! // tests/memory.rs of a backend
+//! pynenc_testkit::conformance_tests!(pynenc_testkit::MemoryFactory::new());
+//! ```
+#![deny(missing_docs)]
 
+use std::time::Duration;
+
+use pynenc::backends::memory::MemoryBackend;
+use pynenc::status::replay_history;
+use pynenc::{Pynenc, PynencBuilder, SpawnedRunner, ThreadRunner};
+
+pub mod scenarios;
+pub mod tasks;
+
+pub use tokio;
+
+/// Makes apps on one backend instance. Apps made by the same factory share
+/// the backend (so `app_id` isolation can be tested); each factory is fresh.
+pub trait BackendFactory: Send + Sync {
+    /// The backend's name, for messages.
+    fn name(&self) -> &'static str;
+    /// A builder for an app on this backend.
+    fn builder(&self, app_id: &str) -> PynencBuilder;
+}
+
+/// The in-memory backend.
+#[derive(Default)]
+pub struct MemoryFactory {
+    hub: MemoryBackend,
+}
+
+impl MemoryFactory {
+    /// A fresh memory backend.
+    pub fn new() -> Self {
+        MemoryFactory::default()
+    }
+}
+
+impl BackendFactory for MemoryFactory {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn builder(&self, app_id: &str) -> PynencBuilder {
+        Pynenc::builder()
+            .env_vars(Vec::new())
+            .app_id(app_id)
+            .memory_backend(self.hub.clone())
+    }
+}
+
+/// Builds an app with extra configuration values.
+pub fn new_app(f: &dyn BackendFactory, app_id: &str, values: &[(&str, serde_json::Value)]) -> Pynenc {
+    let mut b = f.builder(app_id);
+    for (k, v) in values {
+        b = b.config_value(k, v.clone());
+    }
+    match b.build() {
+        Ok(app) => app,
+        Err(e) => panic!("could not build app {app_id} on {}: {e}", f.name()),
+    }
+}
+
+/// Starts an in-process runner with `slots` slots.
+pub fn start_runner(app: &Pynenc, slots: usize) -> SpawnedRunner {
+    ThreadRunner::with_slots(app, slots).spawn()
+}
+
+/// Scenario 17: every invocation's history replays legally through the state
+/// machine. Returns how many invocations were checked.
+pub async fn check_histories(app: &Pynenc) -> usize {
+    let ids = app
+        .state_backend()
+        .list_invocation_ids()
+        .await
+        .unwrap_or_else(|e| panic!("cannot list invocations: {e}"));
+    for id in &ids {
+        let history = app
+            .state_backend()
+            .get_history(id)
+            .await
+            .unwrap_or_else(|e| panic!("cannot read history of {id}: {e}"));
+        assert!(!history.is_empty(), "invocation {id} has an empty history");
+        let steps = history.iter().map(|h| (h.status, h.owner.as_deref()));
+        if let Err((i, err)) = replay_history(steps) {
+            let listing: Vec<String> = history
+                .iter()
+                .map(|h| format!("{} owner={:?} actor={}", h.status, h.owner, h.actor))
+                .collect();
+            panic!(
+                "history of invocation {id} is illegal at step {i}: {err}\n{}",
+                listing.join("\n")
+            );
+        }
+        for pair in history.windows(2) {
+            assert!(
+                pair[0].timestamp_us <= pair[1].timestamp_us,
+                "history of {id} is not in time order"
+            );
+        }
+    }
+    ids.len()
+}
+
+/// Polls `cond` every 5 ms until it holds or `timeout` passes (for test
+/// set-up only: waiting for a status another runner sets).
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A unique key for a test run (to separate global counters).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", pynenc::util::new_invocation_id())
+}
+
+/// Instantiates the whole conformance suite for a backend factory
+/// expression (evaluated once per test, so every test gets a fresh backend).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@tests $factory;
+            s01_call_returns_result_and_call_id_ignores_order,
+            s01b_sync_task_body,
+            s02_retry_then_success,
+            s02b_retries_exhausted_fail,
+            s03_error_kind_and_message,
+            s04_wait_on_subtask_single_slot,
+            s04b_sync_task_waits_on_subtask,
+            s05_chain_deeper_than_slots,
+            s06_parallelize_forms_order_and_batches,
+            s06b_fan_out_inside_task,
+            s07_exactly_one_running,
+            s08_running_concurrency_task_reroute,
+            s08b_running_concurrency_task_final,
+            s09_running_concurrency_keys,
+            s10_registration_concurrency,
+            s11_cycle_detection,
+            s12_blocking_control_priority,
+            s13_stop_runner_mid_task,
+            s14_large_argument,
+            s15_app_isolation,
+            s16_concurrent_pickers,
+            s18_dev_mode,
+            s19_auto_purge,
+            s20_scheduled_call,
+            bad_unregistered_task,
+            bad_undecodable_payload,
+            bad_panicking_task,
+            bad_illegal_transition_changes_nothing,
+            bad_oversized_argument
+        );
+    };
+    (@tests $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[$crate::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let factory = $factory;
+                let run = $crate::scenarios::$name(&factory);
+                match $crate::tokio::time::timeout(::std::time::Duration::from_secs(120), run).await {
+                    Ok(()) => {}
+                    Err(_) => panic!("scenario {} timed out on {}", stringify!($name),
+                        $crate::BackendFactory::name(&factory)),
+                }
+            }
+        )*
+    };
+}

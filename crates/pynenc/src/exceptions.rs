@@ -58,7 +58,7 @@ impl TaskError {
             return te.clone();
         }
         if let Some(pe) = any.downcast_ref::<PynencError>() {
-            return TaskError::new(pe.kind(), pe.to_string());
+            return TaskError::from(pe.clone());
         }
         TaskError::new(short_type_name::<E>(), err.to_string())
     }
@@ -75,7 +75,15 @@ impl std::error::Error for TaskError {}
 impl From<PynencError> for TaskError {
     fn from(e: PynencError) -> Self {
         match e {
-            PynencError::TaskFailed { error, .. } => error,
+            // a sub-task's failure keeps its kind, and says where it came from
+            PynencError::TaskFailed {
+                task_id,
+                invocation_id,
+                error,
+            } => TaskError::new(
+                error.kind,
+                format!("{} (raised by {task_id}, invocation {invocation_id})", error.message),
+            ),
             other => TaskError::new(other.kind(), other.to_string()),
         }
     }

@@ -1,0 +1,254 @@
+//! The tasks the conformance suite runs.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use pynenc::TaskError;
+
+fn attempts() -> &'static Mutex<HashMap<String, u32>> {
+    static A: OnceLock<Mutex<HashMap<String, u32>>> = OnceLock::new();
+    A.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Counts a run of `key` and returns the number of runs so far.
+pub fn count_run(key: &str) -> u32 {
+    let mut map = attempts().lock().unwrap_or_else(|e| e.into_inner());
+    let n = map.entry(key.to_string()).or_default();
+    *n += 1;
+    *n
+}
+
+/// How many times `key` ran.
+pub fn runs_of(key: &str) -> u32 {
+    attempts()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn events() -> &'static Mutex<Vec<(String, String, i64)>> {
+    static E: OnceLock<Mutex<Vec<(String, String, i64)>>> = OnceLock::new();
+    E.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Records an event (`group`, `label`) with the current time.
+pub fn record(group: &str, label: &str) {
+    events()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((group.to_string(), label.to_string(), pynenc::util::now_us()));
+}
+
+/// The events of a group, in order: (label, time µs).
+pub fn events_of(group: &str) -> Vec<(String, i64)> {
+    events()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(g, _, _)| g == group)
+        .map(|(_, l, t)| (l.clone(), *t))
+        .collect()
+}
+
+/// Adds two numbers.
+#[pynenc::task]
+pub async fn add(x: i64, y: i64) -> i64 {
+    x + y
+}
+
+/// Adds two numbers, synchronously (runs on a blocking thread).
+#[pynenc::task]
+pub fn add_sync(x: i64, y: i64) -> i64 {
+    x + y
+}
+
+/// Fails with a retriable error the first `fail_times` runs of `key`.
+#[pynenc::task(max_retries = 2, retry_for = ["Flaky"])]
+pub async fn flaky(key: String, fail_times: u32) -> Result<u32, TaskError> {
+    let run = count_run(&key);
+    if run <= fail_times {
+        Err(TaskError::new("Flaky", format!("run {run} of {key} fails")))
+    } else {
+        Ok(run)
+    }
+}
+
+/// Always asks for a retry.
+#[pynenc::task(max_retries = 2)]
+pub async fn always_retry(key: String) -> Result<(), TaskError> {
+    let run = count_run(&key);
+    Err(TaskError::retry(format!("run {run} asks for a retry")))
+}
+
+/// Fails with an error of the given kind (not retriable).
+#[pynenc::task(max_retries = 3)]
+pub async fn fail_with(kind: String, message: String) -> Result<(), TaskError> {
+    Err(TaskError::new(kind, message))
+}
+
+/// Panics.
+#[pynenc::task]
+pub async fn panics(message: String) -> i64 {
+    panic!("{message}")
+}
+
+/// Panics in a sync body.
+#[pynenc::task]
+pub fn panics_sync(message: String) -> i64 {
+    panic!("{message}")
+}
+
+/// Calls `add` and waits for it.
+#[pynenc::task]
+pub async fn add_via_child(x: i64, y: i64) -> Result<i64, pynenc::PynencError> {
+    add::call(x, y).await?.result().await
+}
+
+/// Calls `add_sync` from a sync body and waits for it.
+#[pynenc::task]
+pub fn add_via_child_sync(x: i64, y: i64) -> Result<i64, pynenc::PynencError> {
+    pynenc::block_on(async { add_sync::call(x, y).await?.result().await })
+}
+
+/// A chain of `depth` nested calls, each waiting on the next.
+#[pynenc::task]
+pub async fn chain(depth: u32) -> Result<u32, pynenc::PynencError> {
+    if depth == 0 {
+        return Ok(0);
+    }
+    Ok(chain::call(depth - 1).await?.result().await? + 1)
+}
+
+/// Sums `add(i, i)` for i in 0..n through `parallelize`.
+#[pynenc::task]
+pub async fn fan_out(n: i64) -> Result<i64, pynenc::PynencError> {
+    let group = add::parallelize((0..n).map(|i| (i, i))).await?;
+    Ok(group.results().await?.into_iter().sum())
+}
+
+/// Doubles, routed by `parallelize` in batches of 7.
+#[pynenc::task(parallel_batch_size = 7)]
+pub async fn double(x: i64) -> i64 {
+    x * 2
+}
+
+/// Sleeps `ms` and records start/end in `group` (running concurrency per task, re-routed).
+#[pynenc::task(running_concurrency = Task)]
+pub async fn exclusive(group: String, label: String, ms: u64) -> String {
+    record(&group, &format!("start:{label}"));
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    record(&group, &format!("end:{label}"));
+    label
+}
+
+/// Like `exclusive`, but a controlled invocation ends `CONCURRENCY_CONTROLLED_FINAL`.
+#[pynenc::task(running_concurrency = Task, reroute_on_concurrency_control = false)]
+pub async fn exclusive_final(group: String, label: String, ms: u64) -> String {
+    record(&group, &format!("start:{label}"));
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    record(&group, &format!("end:{label}"));
+    label
+}
+
+/// Running concurrency by key: only `key` counts.
+#[pynenc::task(running_concurrency = Keys, key_arguments = ["key"])]
+pub async fn keyed(group: String, key: String, label: String, ms: u64) -> String {
+    let _ = &key;
+    record(&group, &format!("start:{label}"));
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    record(&group, &format!("end:{label}"));
+    label
+}
+
+/// Registration concurrency per task.
+#[pynenc::task(registration_concurrency = Task)]
+pub async fn reg_task(x: i64) -> i64 {
+    x
+}
+
+/// Registration concurrency per arguments.
+#[pynenc::task(registration_concurrency = Arguments)]
+pub async fn reg_args(x: i64) -> i64 {
+    x
+}
+
+/// Registration concurrency per key, raising on different other arguments.
+#[pynenc::task(registration_concurrency = Keys, key_arguments = ["k"], on_diff_non_key_args_raise = true)]
+pub async fn reg_keys_raise(k: String, v: i64) -> i64 {
+    let _ = k;
+    v
+}
+
+/// Registration concurrency per key, reusing despite different other arguments.
+#[pynenc::task(registration_concurrency = Keys, key_arguments = ["k"])]
+pub async fn reg_keys_reuse(k: String, v: i64) -> i64 {
+    let _ = k;
+    v
+}
+
+/// a(x) calls b(x).
+#[pynenc::task]
+pub async fn cycle_a(x: i64) -> Result<i64, pynenc::PynencError> {
+    cycle_b::call(x).await?.result().await
+}
+
+/// b(x) calls a(x): a cycle.
+#[pynenc::task]
+pub async fn cycle_b(x: i64) -> Result<i64, pynenc::PynencError> {
+    cycle_a::call(x).await?.result().await
+}
+
+/// Calls itself with the same argument.
+#[pynenc::task]
+pub async fn self_call(x: i64) -> Result<i64, pynenc::PynencError> {
+    self_call::call(x).await?.result().await
+}
+
+/// Fibonacci by recursion on different arguments: no cycle.
+#[pynenc::task]
+pub async fn fib(n: u32) -> Result<u64, pynenc::PynencError> {
+    if n < 2 {
+        return Ok(n as u64);
+    }
+    let a = fib::call(n - 1).await?;
+    let b = fib::call(n - 2).await?;
+    Ok(a.result().await? + b.result().await?)
+}
+
+/// Records its label in `group` when it runs.
+#[pynenc::task]
+pub async fn filler(group: String, label: String, ms: u64) -> String {
+    record(&group, &label);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    label
+}
+
+/// Calls `filler(group, "child")` and waits for it (blocking control).
+#[pynenc::task]
+pub async fn parent_of_child(group: String) -> Result<String, pynenc::PynencError> {
+    record(&group, "parent");
+    filler::call(group, "child".into(), 0).await?.result().await
+}
+
+/// Sleeps `ms` milliseconds.
+#[pynenc::task]
+pub async fn sleeper(key: String, ms: u64) -> u64 {
+    count_run(&key);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+/// The length of a string argument.
+#[pynenc::task]
+pub async fn byte_len(data: String) -> usize {
+    data.len()
+}
+
+/// Takes no arguments.
+#[pynenc::task]
+pub async fn constant() -> u8 {
+    7
+}
