@@ -30,6 +30,11 @@ pub trait BackendFactory: Send + Sync {
     fn name(&self) -> &'static str;
     /// A builder for an app on this backend.
     fn builder(&self, app_id: &str) -> PynencBuilder;
+    /// Why the backend cannot be tested here (e.g. `redis-server` is not
+    /// installed); the suite then skips with this message.
+    fn skip_reason(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The in-memory backend.
@@ -176,6 +181,10 @@ macro_rules! conformance_tests {
             #[$crate::tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 let factory = $factory;
+                if let Some(reason) = $crate::BackendFactory::skip_reason(&factory) {
+                    eprintln!("SKIPPED {}: {}", stringify!($name), reason);
+                    return;
+                }
                 let run = $crate::scenarios::$name(&factory);
                 match $crate::tokio::time::timeout(::std::time::Duration::from_secs(120), run).await {
                     Ok(()) => {}

@@ -168,6 +168,24 @@ pub trait Orchestrator: Send + Sync {
     /// Removes final invocations that ended more than `older_than` ago; returns how many.
     async fn auto_purge(&self, older_than: Duration) -> Result<usize>;
 
+    /// Records that `runner_id` is alive now (runners call it every
+    /// `heartbeat_interval_seconds`).
+    async fn heartbeat(&self, runner_id: &str) -> Result<()>;
+
+    /// Forgets a runner's heartbeat (on a clean stop).
+    async fn remove_heartbeat(&self, runner_id: &str) -> Result<()>;
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`; returns
+    /// whether `holder` holds it. Only one holder at a time.
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// The recovery step: invocations in `PENDING`, `RUNNING`, `PAUSED` or
+    /// `RESUMED` whose claim is older than `dead_after` and whose owner's
+    /// heartbeat is older than `dead_after` (or missing), and `PENDING` ones
+    /// older than `max_pending`, go through `PENDING_RECOVERY` /
+    /// `RUNNING_RECOVERY` to `REROUTED` and are queued again. Returns their ids.
+    async fn recover(&self, actor: &str, dead_after: Duration, max_pending: Duration) -> Result<Vec<String>>;
+
     /// Removes everything of this app.
     async fn purge(&self) -> Result<()>;
 }

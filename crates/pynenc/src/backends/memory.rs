@@ -56,6 +56,7 @@ struct Entry {
     result: Option<String>,
     error: Option<TaskError>,
     final_at: Option<i64>,
+    status_at: i64,
 }
 
 struct GroupWait {
@@ -77,6 +78,9 @@ struct MemState {
     scheduled: BTreeSet<(i64, String)>,
     finals: BTreeSet<(i64, String)>,
     final_waiters: HashMap<String, Vec<Arc<GroupWait>>>,
+    owned: BTreeSet<(i64, String)>,
+    heartbeats: HashMap<String, i64>,
+    leases: HashMap<String, (String, i64)>,
     enqueued: bool,
 }
 
@@ -134,6 +138,7 @@ impl StoreTxn for MemState {
                 result: None,
                 error: None,
                 final_at: None,
+                status_at: record.created_at_us,
             },
         );
         Ok(())
@@ -152,8 +157,15 @@ impl StoreTxn for MemState {
         let old = std::mem::replace(&mut entry.status, status.clone()).status;
         let new = status.status;
         let record = entry.record.clone();
+        let old_at = std::mem::replace(&mut entry.status_at, now_us);
         if new.is_final() {
             entry.final_at = Some(now_us);
+        }
+        if old.is_owned_running() {
+            self.owned.remove(&(old_at, invocation_id.to_string()));
+        }
+        if new.is_owned_running() {
+            self.owned.insert((now_us, invocation_id.to_string()));
         }
         if old == InvocationStatus::Registered && new != InvocationStatus::Registered {
             if let Some(key) = &record.concurrency.registration_key {
@@ -392,6 +404,7 @@ impl StoreTxn for MemState {
         if let Some(at) = e.final_at {
             self.finals.remove(&(at, id.clone()));
         }
+        self.owned.remove(&(e.status_at, id.clone()));
         self.scheduled
             .remove(&(e.record.scheduled_at_us.unwrap_or(0), id.clone()));
         if let Some(key) = &e.record.concurrency.registration_key {
@@ -413,6 +426,46 @@ impl StoreTxn for MemState {
         }
         *self = MemState::default();
         Ok(())
+    }
+
+    fn put_heartbeat(&mut self, runner_id: &str, now_us: i64) -> Result<()> {
+        self.heartbeats.insert(runner_id.to_string(), now_us);
+        Ok(())
+    }
+
+    fn get_heartbeat(&mut self, runner_id: &str) -> Result<Option<i64>> {
+        Ok(self.heartbeats.get(runner_id).copied())
+    }
+
+    fn remove_heartbeat(&mut self, runner_id: &str) -> Result<()> {
+        self.heartbeats.remove(runner_id);
+        Ok(())
+    }
+
+    fn owned_claims_before(&mut self, before_us: i64, max: usize) -> Result<Vec<(String, StatusRecord, i64)>> {
+        Ok(self
+            .owned
+            .iter()
+            .take_while(|(at, _)| *at < before_us)
+            .take(max)
+            .filter_map(|(at, id)| {
+                self.invocations
+                    .get(id)
+                    .map(|e| (id.clone(), e.status.clone(), *at))
+            })
+            .collect())
+    }
+
+    fn try_lease(&mut self, name: &str, holder: &str, now_us: i64, ttl_us: i64) -> Result<bool> {
+        let free = match self.leases.get(name) {
+            None => true,
+            Some((h, expires)) => h == holder || *expires <= now_us,
+        };
+        if free {
+            self.leases
+                .insert(name.to_string(), (holder.to_string(), now_us + ttl_us));
+        }
+        Ok(free)
     }
 
     fn on_final(&mut self, invocation_id: &str) {

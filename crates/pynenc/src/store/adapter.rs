@@ -228,6 +228,36 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         }
     }
 
+    async fn heartbeat(&self, runner_id: &str) -> Result<()> {
+        let runner = runner_id.to_string();
+        self.store
+            .atomic(move |t| t.put_heartbeat(&runner, now_us()))
+            .await
+    }
+
+    async fn remove_heartbeat(&self, runner_id: &str) -> Result<()> {
+        let runner = runner_id.to_string();
+        self.store.atomic(move |t| t.remove_heartbeat(&runner)).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let name = name.to_string();
+        let holder = holder.to_string();
+        let ttl_us = ttl.as_micros().min(i64::MAX as u128) as i64;
+        self.store
+            .atomic(move |t| t.try_lease(&name, &holder, now_us(), ttl_us))
+            .await
+    }
+
+    async fn recover(&self, actor: &str, dead_after: Duration, max_pending: Duration) -> Result<Vec<String>> {
+        let actor = actor.to_string();
+        let dead = dead_after.as_micros().min(i64::MAX as u128) as i64;
+        let pending = max_pending.as_micros().min(i64::MAX as u128) as i64;
+        self.store
+            .atomic(move |t| engine::recover(t, &actor, now_us(), dead, pending))
+            .await
+    }
+
     async fn purge(&self) -> Result<()> {
         self.store.atomic(|t| t.purge()).await
     }

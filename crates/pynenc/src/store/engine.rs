@@ -2,7 +2,7 @@
 //!
 //! Every function here runs inside one atomic section of a backend.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::StoreTxn;
@@ -361,4 +361,51 @@ pub fn waiting_for_results(txn: &mut dyn StoreTxn, waiter: Option<&str>, waited:
         txn.add_waits(waiter, &open)?;
     }
     Ok(())
+}
+
+/// The recovery step (see [`crate::Orchestrator::recover`]).
+pub fn recover(
+    txn: &mut dyn StoreTxn,
+    actor: &str,
+    now_us: i64,
+    dead_after_us: i64,
+    max_pending_us: i64,
+) -> Result<Vec<String>> {
+    let claims = txn.owned_claims_before(now_us - dead_after_us.min(max_pending_us), 1000)?;
+    let mut recovered = Vec::new();
+    let mut alive: HashMap<String, bool> = HashMap::new();
+    for (id, rec, claimed_at) in claims {
+        let stuck_pending =
+            rec.status == InvocationStatus::Pending && claimed_at < now_us - max_pending_us;
+        let lost = claimed_at < now_us - dead_after_us && {
+            let owner = rec.owner.clone().unwrap_or_default();
+            let owner_alive = match alive.get(&owner) {
+                Some(a) => *a,
+                None => {
+                    let a = txn
+                        .get_heartbeat(&owner)?
+                        .is_some_and(|beat| beat >= now_us - dead_after_us);
+                    alive.insert(owner, a);
+                    a
+                }
+            };
+            !owner_alive
+        };
+        if !(stuck_pending || lost) {
+            continue;
+        }
+        let via = if rec.status == InvocationStatus::Pending {
+            InvocationStatus::PendingRecovery
+        } else {
+            InvocationStatus::RunningRecovery
+        };
+        transition(txn, &id, via, actor, None, now_us)?;
+        transition(txn, &id, InvocationStatus::Rerouted, actor, None, now_us)?;
+        txn.enqueue(&id)?;
+        recovered.push(id);
+    }
+    if !recovered.is_empty() {
+        txn.on_enqueue();
+    }
+    Ok(recovered)
 }

@@ -94,6 +94,19 @@ pub trait StoreTxn {
     /// Deletes everything of the app.
     fn purge(&mut self) -> Result<()>;
 
+    /// Records a runner heartbeat.
+    fn put_heartbeat(&mut self, runner_id: &str, now_us: i64) -> Result<()>;
+    /// The last heartbeat of a runner.
+    fn get_heartbeat(&mut self, runner_id: &str) -> Result<Option<i64>>;
+    /// Forgets a runner's heartbeat.
+    fn remove_heartbeat(&mut self, runner_id: &str) -> Result<()>;
+    /// Up to `max` invocations in `PENDING`, `RUNNING`, `PAUSED` or `RESUMED`
+    /// whose status was set before `before_us`, oldest claim first, with
+    /// their status record and the time (µs) it was set.
+    fn owned_claims_before(&mut self, before_us: i64, max: usize) -> Result<Vec<(String, StatusRecord, i64)>>;
+    /// Takes or renews a lease; returns whether `holder` holds it until `now_us + ttl_us`.
+    fn try_lease(&mut self, name: &str, holder: &str, now_us: i64, ttl_us: i64) -> Result<bool>;
+
     /// Called when an invocation became final (a backend with notifications wakes waiters).
     fn on_final(&mut self, _invocation_id: &str) {}
     /// Called when ids were queued (a backend with notifications wakes runners).
