@@ -169,6 +169,7 @@ macro_rules! conformance_tests {
             s18_dev_mode,
             s19_auto_purge,
             s20_scheduled_call,
+            s21_recovery_of_lost_work,
             bad_unregistered_task,
             bad_undecodable_payload,
             bad_panicking_task,

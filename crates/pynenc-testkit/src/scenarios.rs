@@ -701,3 +701,53 @@ pub async fn bad_oversized_argument(f: &dyn BackendFactory) {
     assert!(ok(app.state_backend().list_invocation_ids().await, "list").is_empty(), "nothing routed");
     let _ = Serializer::Json;
 }
+
+/// Recovery: work claimed by a runner whose heartbeat expired, and work stuck
+/// `PENDING` too long, is re-routed and runs; a live runner's work is left alone.
+pub async fn s21_recovery_of_lost_work(f: &dyn BackendFactory) {
+    let app = new_app(
+        f,
+        "s21",
+        &[
+            ("runner.runner_dead_after_seconds", json!(0.4)),
+            ("runner.recovery_interval_seconds", json!(0.1)),
+            ("runner.heartbeat_interval_seconds", json!(0.1)),
+            ("orchestrator.max_pending_seconds", json!(0.6)),
+        ],
+    );
+    let orch = app.orchestrator().clone();
+    let lost = ok(add::call_on(&app, 1, 1).await, "lost");
+    let stuck = ok(add::call_on(&app, 2, 2).await, "stuck");
+    let alive = ok(add::call_on(&app, 3, 3).await, "alive");
+    // a runner that dies after starting `lost`
+    let picked = ok(orch.get_invocations_to_run("dead-runner", 1).await, "pick");
+    assert_eq!(picked[0].invocation_id, lost.invocation_id());
+    ok(orch.heartbeat("dead-runner").await, "beat");
+    ok(orch.set_status(lost.invocation_id(), InvocationStatus::Running, "dead-runner", None).await, "run");
+    // a live runner that never starts `stuck`, and one that is running `alive`
+    let picked = ok(orch.get_invocations_to_run("slow-runner", 2).await, "pick");
+    assert_eq!(picked.len(), 2);
+    ok(orch.set_status(alive.invocation_id(), InvocationStatus::Running, "slow-runner", None).await, "run");
+    let beat_orch = orch.clone();
+    let beating = tokio::spawn(async move {
+        loop {
+            let _ = beat_orch.heartbeat("slow-runner").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let runner = start_runner(&app, 2);
+    assert_eq!(ok(lost.result().await, "lost"), 2);
+    assert_eq!(ok(stuck.result().await, "stuck"), 4);
+    let st = statuses(&app, lost.invocation_id()).await;
+    assert!(st.contains(&InvocationStatus::RunningRecovery), "{st:?}");
+    let st = statuses(&app, stuck.invocation_id()).await;
+    assert!(st.contains(&InvocationStatus::PendingRecovery), "{st:?}");
+    // the live runner's invocation is still its own
+    let rec = ok(orch.get_status(alive.invocation_id()).await, "status");
+    assert_eq!(rec.status, InvocationStatus::Running);
+    assert_eq!(rec.owner.as_deref(), Some("slow-runner"));
+    ok(orch.finish(alive.invocation_id(), "slow-runner", pynenc::orchestrator::RunOutcome::Success("6".into())).await, "finish");
+    beating.abort();
+    assert_eq!(ok(alive.result().await, "alive"), 6);
+    finish(&app, runner).await;
+}

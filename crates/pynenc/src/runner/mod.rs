@@ -218,23 +218,9 @@ impl ThreadRunner {
             }
             info!(slots = shared.max_slots, app_id = %shared.app.app_id(), "runner started");
             let orch = shared.app.orchestrator();
-            let purge_every = Duration::from_secs_f64(
-                shared.app.conf().orchestrator.auto_purge_interval_seconds.max(0.1),
-            );
-            let purge_after = Duration::from_secs_f64(
-                shared.app.conf().orchestrator.auto_final_invocation_purge_hours.max(0.0) * 3600.0,
-            );
-            let mut last_purge = Instant::now();
+            let maintenance = tokio::spawn(maintain(shared.clone()).instrument(tracing::Span::current()));
             let mut backoff = Duration::from_millis(10);
             while !shared.stopping.load(Ordering::Acquire) {
-                if last_purge.elapsed() >= purge_every {
-                    last_purge = Instant::now();
-                    match orch.auto_purge(purge_after).await {
-                        Ok(0) => {}
-                        Ok(n) => info!(purged = n, "auto purge removed final invocations"),
-                        Err(e) => warn!(error = %e, "auto purge failed"),
-                    }
-                }
                 let free = shared.slots.available_permits();
                 if free == 0 {
                     tokio::select! {
@@ -286,11 +272,63 @@ impl ThreadRunner {
                 }
             }
             shutdown(&shared).await;
+            maintenance.abort();
+            if let Err(e) = orch.remove_heartbeat(&shared.runner_id).await {
+                warn!(error = %e, "could not remove the runner heartbeat");
+            }
             info!("runner stopped");
             Ok(())
         }
         .instrument(span)
         .await
+    }
+}
+
+/// The runner's periodic duties, off the hot path: heartbeat, recovery of
+/// lost work (by the one runner holding the recovery lease) and auto purge.
+async fn maintain(shared: Arc<RunnerShared>) {
+    let conf = shared.app.conf();
+    let orch = shared.app.orchestrator();
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
+    let heartbeat_every = secs(conf.runner.heartbeat_interval_seconds);
+    let recover_every = secs(conf.runner.recovery_interval_seconds);
+    let dead_after = secs(conf.runner.runner_dead_after_seconds);
+    let max_pending = secs(conf.orchestrator.max_pending_seconds);
+    let purge_every = secs(conf.orchestrator.auto_purge_interval_seconds);
+    let purge_after = Duration::from_secs_f64(
+        conf.orchestrator.auto_final_invocation_purge_hours.max(0.0) * 3600.0,
+    );
+    let recovery_actor = format!("recovery@{}", shared.runner_id);
+    let tick = heartbeat_every.min(recover_every).min(purge_every);
+    let (mut last_beat, mut last_recover, mut last_purge) = (None::<Instant>, Instant::now(), Instant::now());
+    loop {
+        if last_beat.is_none_or(|t| t.elapsed() >= heartbeat_every) {
+            last_beat = Some(Instant::now());
+            if let Err(e) = orch.heartbeat(&shared.runner_id).await {
+                warn!(error = %e, "could not write the runner heartbeat");
+            }
+        }
+        if last_recover.elapsed() >= recover_every {
+            last_recover = Instant::now();
+            match orch.try_lease("recovery", &shared.runner_id, recover_every * 3).await {
+                Ok(true) => match orch.recover(&recovery_actor, dead_after, max_pending).await {
+                    Ok(ids) if ids.is_empty() => {}
+                    Ok(ids) => warn!(recovered = ids.len(), invocations = ?ids, "re-routed invocations of dead runners"),
+                    Err(e) => warn!(error = %e, "recovery failed"),
+                },
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "could not take the recovery lease"),
+            }
+        }
+        if last_purge.elapsed() >= purge_every {
+            last_purge = Instant::now();
+            match orch.auto_purge(purge_after).await {
+                Ok(0) => {}
+                Ok(n) => info!(purged = n, "auto purge removed final invocations"),
+                Err(e) => warn!(error = %e, "auto purge failed"),
+            }
+        }
+        tokio::time::sleep(tick).await;
     }
 }
 
