@@ -94,7 +94,9 @@ pub async fn check_histories(app: &Pynenc) -> usize {
             .await
             .unwrap_or_else(|e| panic!("cannot read history of {id}: {e}"));
         assert!(!history.is_empty(), "invocation {id} has an empty history");
-        let steps = history.iter().map(|h| (h.status, h.owner.as_deref()));
+        let steps = history
+            .iter()
+            .map(|h| (h.status, h.owner.as_deref(), h.actor.as_str()));
         if let Err((i, err)) = replay_history(steps) {
             let listing: Vec<String> = history
                 .iter()

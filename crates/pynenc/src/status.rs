@@ -65,16 +65,16 @@ pub const ALL_STATUSES: [InvocationStatus; 15] = [
     InvocationStatus::Failed,
 ];
 
-/// What a transition does with the owner of the invocation.
+/// What entering a status does with the owner of the invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ownership {
-    /// The new status takes ownership for the acting runner.
+    /// The acting runner becomes the owner (`PENDING`).
     Acquire,
-    /// The acting runner must already own the invocation, and keeps it.
-    Require,
-    /// Any actor may set it (recovery); the current owner is kept for the record.
-    Override,
-    /// The owner is cleared.
+    /// The owner is kept (the running statuses, their final outcomes, and
+    /// the recovery statuses, which keep the lost owner on record).
+    Keep,
+    /// The owner is cleared (`REGISTERED`, `REROUTED`, `RETRY`, `KILLED`,
+    /// `SCHEDULED` and the concurrency statuses).
     Release,
 }
 
@@ -114,11 +114,23 @@ impl InvocationStatus {
         use InvocationStatus::*;
         match self {
             Pending => Ownership::Acquire,
-            Running | Paused | Resumed | Retry | Success | Failed => Ownership::Require,
-            PendingRecovery | RunningRecovery => Ownership::Override,
-            Scheduled | Registered | Rerouted | Killed | ConcurrencyControlled
+            Running | Paused | Resumed | Success | Failed | PendingRecovery | RunningRecovery => {
+                Ownership::Keep
+            }
+            Scheduled | Registered | Rerouted | Retry | Killed | ConcurrencyControlled
             | ConcurrencyControlledFinal => Ownership::Release,
         }
+    }
+
+    /// Whether only the owner may leave this status for `next`: every move
+    /// out of `PENDING`, `RUNNING`, `PAUSED` and `RESUMED` except into the
+    /// recovery statuses, which the recovery service sets whoever owns it.
+    pub fn requires_owner_for(self, next: InvocationStatus) -> bool {
+        self.is_owned_running()
+            && !matches!(
+                next,
+                InvocationStatus::PendingRecovery | InvocationStatus::RunningRecovery
+            )
     }
 
     /// Available to be picked by any runner: `REGISTERED`, `REROUTED`, `RETRY`.
@@ -246,19 +258,16 @@ impl StatusRecord {
                 allowed: join(self.status.allowed_next()),
             });
         }
+        if self.status.requires_owner_for(to) && self.owner.as_deref() != Some(actor) {
+            return Err(TransitionError::NotOwner {
+                to,
+                actor: actor.to_string(),
+                owner: self.owner.clone().unwrap_or_else(|| "nobody".into()),
+            });
+        }
         let owner = match to.ownership() {
             Ownership::Acquire => Some(actor.to_string()),
-            Ownership::Require => {
-                if self.owner.as_deref() != Some(actor) {
-                    return Err(TransitionError::NotOwner {
-                        to,
-                        actor: actor.to_string(),
-                        owner: self.owner.clone().unwrap_or_else(|| "nobody".into()),
-                    });
-                }
-                self.owner.clone()
-            }
-            Ownership::Override => self.owner.clone(),
+            Ownership::Keep => self.owner.clone(),
             Ownership::Release => None,
         };
         Ok(StatusRecord { status: to, owner })
@@ -272,25 +281,34 @@ fn join(list: &[InvocationStatus]) -> String {
     list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// Replays a history (oldest first) through the state machine, returning the
-/// first illegal step. Used by the conformance suite after every test.
+/// Replays a history (oldest first) of `(status, owner after the step,
+/// actor)` through the state machine, returning the first illegal step: a
+/// transition the table forbids, one made by a runner that did not own the
+/// invocation, or a recorded owner that is not the one the step implies.
+/// Used by the conformance suite after every test.
 pub fn replay_history<'a>(
-    entries: impl IntoIterator<Item = (InvocationStatus, Option<&'a str>)>,
+    entries: impl IntoIterator<Item = (InvocationStatus, Option<&'a str>, &'a str)>,
 ) -> Result<(), (usize, TransitionError)> {
     let mut current: Option<StatusRecord> = None;
-    for (i, (status, owner)) in entries.into_iter().enumerate() {
+    for (i, (status, owner, actor)) in entries.into_iter().enumerate() {
         let next = match &current {
             None => StatusRecord::initial(status).map_err(|e| (i, e))?,
-            Some(rec) => {
-                // The recorded owner is who held the invocation after the step;
-                // for steps that require or acquire ownership it is the actor.
-                let actor = owner
-                    .map(str::to_string)
-                    .or_else(|| rec.owner.clone())
-                    .unwrap_or_default();
-                rec.transition(status, &actor).map_err(|e| (i, e))?
-            }
+            Some(rec) => rec.transition(status, actor).map_err(|e| (i, e))?,
         };
+        if next.owner.as_deref() != owner {
+            return Err((
+                i,
+                TransitionError::NotOwner {
+                    to: status,
+                    actor: actor.to_string(),
+                    owner: format!(
+                        "{} according to the state machine, but the history records {}",
+                        next.owner.as_deref().unwrap_or("nobody"),
+                        owner.unwrap_or("nobody")
+                    ),
+                },
+            ));
+        }
         current = Some(next);
     }
     Ok(())
@@ -316,6 +334,9 @@ mod tests {
                 match to.ownership() {
                     Ownership::Release => assert_eq!(next.owner, None),
                     _ => assert_eq!(next.owner.as_deref(), Some("r1")),
+                }
+                if from.requires_owner_for(to) {
+                    assert!(rec.transition(to, "r2").is_err(), "{from} -> {to} by a non-owner");
                 }
             }
         }
@@ -377,6 +398,8 @@ mod tests {
         assert!(matches!(err, TransitionError::NotOwner { .. }), "{err}");
         let running = pending.transition(Running, "runner-a").unwrap();
         // recovery may be set by anybody
+        // RETRY releases the owner
+        assert_eq!(running.transition(Retry, "runner-a").unwrap().owner, None);
         let rec = running.transition(RunningRecovery, "recovery").unwrap();
         assert_eq!(rec.owner.as_deref(), Some("runner-a"));
         let rerouted = rec.transition(Rerouted, "recovery").unwrap();
@@ -409,13 +432,20 @@ mod tests {
     #[test]
     fn replay_detects_illegal_history() {
         let ok = [
-            (Registered, None),
-            (Pending, Some("r")),
-            (Running, Some("r")),
-            (Success, Some("r")),
+            (Registered, None, "caller"),
+            (Pending, Some("r"), "r"),
+            (Running, Some("r"), "r"),
+            (Retry, None, "r"),
+            (Pending, Some("r2"), "r2"),
+            (Running, Some("r2"), "r2"),
+            (Success, Some("r2"), "r2"),
         ];
         assert!(replay_history(ok).is_ok());
-        let bad = [(Registered, None), (Running, Some("r"))];
+        let bad = [(Registered, None, "c"), (Running, Some("r"), "r")];
         assert_eq!(replay_history(bad).unwrap_err().0, 1);
+        let wrong_actor = [(Registered, None, "c"), (Pending, Some("r"), "r"), (Running, Some("r"), "x")];
+        assert_eq!(replay_history(wrong_actor).unwrap_err().0, 2);
+        let wrong_owner = [(Registered, None, "c"), (Pending, Some("x"), "r")];
+        assert_eq!(replay_history(wrong_owner).unwrap_err().0, 1);
     }
 }
