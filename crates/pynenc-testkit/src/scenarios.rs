@@ -474,7 +474,7 @@ pub async fn s16_concurrent_pickers(f: &dyn BackendFactory) {
                     break;
                 }
                 for rec in batch {
-                    mine.push(rec.invocation_id);
+                    mine.push(rec.invocation_id.clone());
                 }
                 tokio::task::yield_now().await;
             }

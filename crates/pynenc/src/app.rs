@@ -181,6 +181,15 @@ fn open_backend(conf: &PynencConfig, memory: Option<MemoryBackend>) -> Result<Co
             crate::backends::sqlite::SqliteStore::open(conf)?,
             conf.serializer,
         )),
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let backend = crate::backends::redis::RedisBackend::open(conf)?;
+            Ok(Components {
+                broker: backend.clone(),
+                orchestrator: backend.clone(),
+                state_backend: backend,
+            })
+        }
         other => Err(PynencError::Config(ConfigError {
             source: conf
                 .source_of("backend")
@@ -315,7 +324,7 @@ impl Pynenc {
             concurrency: ConcurrencySpec::for_call(&call, options),
             call,
             parent_invocation_id: ctx.map(|c| c.invocation_id.clone()),
-            parent_call_id: ctx.map(|c| c.call_id.clone()),
+            parent_call_id: ctx.map(|c| c.call_id()),
             scheduled_at_us,
             cycle_control: self.inner.conf.orchestrator.cycle_control,
             actor: ctx
@@ -436,10 +445,18 @@ impl Pynenc {
         call: Call,
     ) -> Result<UntypedInvocation> {
         let invocation_id = util::new_invocation_id();
+        let record = Arc::new(crate::invocation::InvocationRecord {
+            invocation_id: invocation_id.clone(),
+            call: call.clone(),
+            parent_invocation_id: context::current().map(|c| c.invocation_id.clone()),
+            created_at_us: util::now_us(),
+            scheduled_at_us: None,
+            concurrency: ConcurrencySpec::default(),
+        });
         let ctx = Arc::new(InvocationContext {
             app: self.clone(),
             invocation_id: invocation_id.clone(),
-            call_id: call.call_id(),
+            record: record.clone(),
             task_id: def.task_id,
             runner: None,
             slot: tokio::sync::Mutex::new(SlotState::default()),
@@ -448,8 +465,7 @@ impl Pynenc {
         let outcome = loop {
             let input = TaskInput {
                 task_id: def.task_id,
-                invocation_id: invocation_id.clone(),
-                arguments: call.arguments.clone(),
+                record: record.clone(),
                 serializer: self.serializer(),
             };
             match run_body(def.body, input, ctx.clone()).await {

@@ -11,11 +11,30 @@ use crate::serializer::Serializer;
 /// The arguments of one call: parameter name → serialized value.
 ///
 /// Arguments are kept sorted by name, so the same values given in any order
-/// produce the same [`Arguments::args_id`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+/// produce the same [`Arguments::args_id`]. They serialize as a map
+/// (`{"x": "1", "y": "2"}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Arguments {
-    values: BTreeMap<String, String>,
+    // sorted by name, unique names; a small vec is far lighter than a map
+    values: Vec<(String, String)>,
+}
+
+impl Serialize for Arguments {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.values.len()))?;
+        for (k, v) in &self.values {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Arguments {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(Arguments::from_serialized(map))
+    }
 }
 
 impl Arguments {
@@ -26,7 +45,9 @@ impl Arguments {
 
     /// Arguments from already serialized values.
     pub fn from_serialized(values: BTreeMap<String, String>) -> Self {
-        Arguments { values }
+        Arguments {
+            values: values.into_iter().collect(),
+        }
     }
 
     /// Adds one argument, serialized with `serializer`.
@@ -48,23 +69,30 @@ impl Arguments {
         value: &T,
     ) -> Result<()> {
         let text = serializer.serialize(value, &format!("argument '{name}'"))?;
-        self.values.insert(name.to_string(), text);
+        self.insert_serialized(name, text);
         Ok(())
     }
 
     /// Sets one already serialized argument.
     pub fn insert_serialized(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.values.insert(name.into(), value.into());
+        let name = name.into();
+        match self.values.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+            Ok(i) => self.values[i].1 = value.into(),
+            Err(i) => self.values.insert(i, (name, value.into())),
+        }
     }
 
     /// The serialized value of an argument.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+        self.values
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| self.values[i].1.as_str())
     }
 
-    /// All serialized values, sorted by name.
-    pub fn serialized(&self) -> &BTreeMap<String, String> {
-        &self.values
+    /// All `(name, serialized value)` pairs, sorted by name.
+    pub fn serialized(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// The number of arguments.
@@ -101,7 +129,7 @@ impl Arguments {
                 .values
                 .iter()
                 .filter(|(k, _)| keys.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .cloned()
                 .collect(),
         }
     }
@@ -109,13 +137,17 @@ impl Arguments {
     /// A readable line per argument that differs between `self` (existing) and `other` (new).
     pub fn diff(&self, other: &Arguments, serializer: Serializer) -> String {
         let mut lines = Vec::new();
-        let names: std::collections::BTreeSet<&String> =
-            self.values.keys().chain(other.values.keys()).collect();
+        let names: std::collections::BTreeSet<&str> = self
+            .values
+            .iter()
+            .chain(other.values.iter())
+            .map(|(k, _)| k.as_str())
+            .collect();
         for name in names {
-            let a = self.values.get(name);
-            let b = other.values.get(name);
+            let a = self.get(name);
+            let b = other.get(name);
             if a != b {
-                let show = |v: Option<&String>| match v {
+                let show = |v: Option<&str>| match v {
                     Some(v) => truncate(&serializer.display(v), 80),
                     None => "(missing)".to_string(),
                 };
@@ -138,7 +170,7 @@ impl Arguments {
         match mode {
             ArgumentPrintMode::Hidden => "<arguments hidden>".into(),
             ArgumentPrintMode::Keys => {
-                let keys: Vec<&str> = self.values.keys().map(String::as_str).collect();
+                let keys: Vec<&str> = self.values.iter().map(|(k, _)| k.as_str()).collect();
                 format!("({})", keys.join(", "))
             }
             ArgumentPrintMode::Full | ArgumentPrintMode::Truncated(_) => {

@@ -20,8 +20,8 @@ pub struct InvocationContext {
     pub app: Pynenc,
     /// The invocation.
     pub invocation_id: String,
-    /// Its call id.
-    pub call_id: String,
+    /// Its record (call, parent, creation time).
+    pub record: Arc<crate::invocation::InvocationRecord>,
     /// Its task.
     pub task_id: &'static str,
     /// The runner executing it (`None` in dev mode's synchronous calls).
@@ -40,6 +40,11 @@ impl std::fmt::Debug for InvocationContext {
 }
 
 impl InvocationContext {
+    /// The call id of the running invocation.
+    pub fn call_id(&self) -> String {
+        self.record.call.call_id()
+    }
+
     /// The id that acts for this code in histories: the runner's id, or the app's external id.
     pub fn actor_id(&self) -> String {
         match &self.runner {

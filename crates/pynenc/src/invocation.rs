@@ -100,12 +100,8 @@ struct InvocationJson {
 }
 
 impl UntypedInvocation {
-    pub(crate) fn distributed(app: Pynenc, record: InvocationRecord, reused: Option<Option<String>>) -> Self {
-        UntypedInvocation::Distributed(DistributedInvocation {
-            app,
-            record: Arc::new(record),
-            reused,
-        })
+    pub(crate) fn distributed(app: Pynenc, record: Arc<InvocationRecord>, reused: Option<Option<String>>) -> Self {
+        UntypedInvocation::Distributed(DistributedInvocation { app, record, reused })
     }
 
     /// The invocation id.
@@ -329,7 +325,7 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
         }
         Ok(Invocation::from_untyped(UntypedInvocation::distributed(
             app.clone(),
-            record,
+            Arc::new(record),
             None,
         )))
     }

@@ -5,6 +5,7 @@
 //! Every method is one atomic step in the backend. The shared logic lives in
 //! [`crate::store::engine`]; backends only provide the atomic section.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -80,11 +81,11 @@ pub struct RouteRequest {
 #[derive(Debug, Clone)]
 pub enum RouteOutcome {
     /// A new invocation, registered (or scheduled) and queued.
-    New(InvocationRecord),
+    New(Arc<InvocationRecord>),
     /// An invocation already registered for the same registration key.
     Reused {
         /// The existing invocation.
-        record: InvocationRecord,
+        record: Arc<InvocationRecord>,
         /// The arguments of the new call that differ, readable (`None` when identical).
         diff: Option<String>,
     },
@@ -122,7 +123,7 @@ pub trait Orchestrator: Send + Sync {
     /// Up to `max` invocations for `runner_id`: first those others wait on
     /// (oldest first), then the queue; each passes running concurrency and is
     /// set `PENDING` with `runner_id` as owner.
-    async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<InvocationRecord>>;
+    async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<Arc<InvocationRecord>>>;
 
     /// One status transition by `actor`, checked against the state machine and recorded.
     async fn set_status(

@@ -259,10 +259,8 @@ pub fn registered_tasks() -> impl Iterator<Item = &'static TaskDefinition> {
 pub struct TaskInput {
     /// The task.
     pub task_id: &'static str,
-    /// The invocation being run.
-    pub invocation_id: String,
-    /// The serialized arguments.
-    pub arguments: Arguments,
+    /// The invocation being run (its id, call and arguments).
+    pub record: std::sync::Arc<crate::invocation::InvocationRecord>,
     /// The app's serializer.
     pub serializer: Serializer,
 }
@@ -274,10 +272,10 @@ impl TaskInput {
         let what = || {
             format!(
                 "argument '{name}' of task {} (invocation {})",
-                self.task_id, self.invocation_id
+                self.task_id, self.record.invocation_id
             )
         };
-        let text = self.arguments.get(name).ok_or_else(|| {
+        let text = self.record.call.arguments.get(name).ok_or_else(|| {
             TaskError::new(
                 "SerializationError",
                 format!("missing {}", what()),

@@ -53,8 +53,7 @@ mod nested {
 
 fn values(args: &Arguments) -> Vec<(String, String)> {
     args.serialized()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 

@@ -4,13 +4,14 @@
 //! Runners are woken by a notification when work is queued, and `result()`
 //! waiters when an invocation becomes final: nothing polls.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
 use crate::exceptions::{PynencError, Result, TaskError};
@@ -48,7 +49,12 @@ impl std::fmt::Debug for MemoryBackend {
     }
 }
 
+/// Ordered-index key: a time and the invocation's insertion number (cheap to
+/// compare, unique).
+type OrderKey = (i64, u64);
+
 struct Entry {
+    seq: u64,
     record: Arc<InvocationRecord>,
     status: StatusRecord,
     history: Vec<HistoryEntry>,
@@ -66,19 +72,19 @@ struct GroupWait {
 
 #[derive(Default)]
 struct MemState {
-    invocations: HashMap<String, Entry>,
+    next_seq: u64,
+    invocations: FxHashMap<String, Entry>,
     queue: VecDeque<String>,
-    registered_by_key: HashMap<String, BTreeSet<(i64, String)>>,
-    running_keys: HashMap<String, usize>,
-    controlled: HashMap<String, VecDeque<String>>,
-    waiters_of: HashMap<String, HashSet<Option<String>>>,
-    blocking_order: BTreeSet<(i64, String)>,
-    edges: HashMap<String, HashMap<String, usize>>,
-    edges_by_invocation: HashMap<String, Vec<(String, String)>>,
-    scheduled: BTreeSet<(i64, String)>,
-    finals: BTreeSet<(i64, String)>,
-    final_waiters: HashMap<String, Vec<Arc<GroupWait>>>,
-    owned: BTreeSet<(i64, String)>,
+    registered_by_key: FxHashMap<String, BTreeMap<OrderKey, String>>,
+    running_keys: FxHashMap<String, usize>,
+    controlled: FxHashMap<String, VecDeque<String>>,
+    blocking_order: BTreeMap<OrderKey, String>,
+    edges: FxHashMap<String, FxHashMap<String, usize>>,
+    edges_by_invocation: FxHashMap<String, Vec<(String, String)>>,
+    scheduled: BTreeMap<OrderKey, String>,
+    finals: BTreeMap<OrderKey, String>,
+    final_waiters: FxHashMap<String, Vec<Arc<GroupWait>>>,
+    owned: BTreeMap<OrderKey, String>,
     heartbeats: HashMap<String, i64>,
     leases: HashMap<String, (String, i64)>,
     enqueued: bool,
@@ -116,24 +122,27 @@ impl MemState {
 impl StoreTxn for MemState {
     fn insert_invocation(&mut self, record: &Arc<InvocationRecord>, status: &StatusRecord) -> Result<()> {
         let id = record.invocation_id.clone();
+        let seq = self.next_seq;
+        self.next_seq += 1;
         if status.status == InvocationStatus::Scheduled {
             self.scheduled
-                .insert((record.scheduled_at_us.unwrap_or(0), id.clone()));
+                .insert((record.scheduled_at_us.unwrap_or(0), seq), id.clone());
         }
         if status.status == InvocationStatus::Registered {
             if let Some(key) = &record.concurrency.registration_key {
                 self.registered_by_key
                     .entry(key.clone())
                     .or_default()
-                    .insert((record.created_at_us, id.clone()));
+                    .insert((record.created_at_us, seq), id.clone());
             }
         }
         self.invocations.insert(
             id,
             Entry {
+                seq,
                 record: record.clone(),
                 status: status.clone(),
-                history: Vec::with_capacity(6),
+                history: Vec::with_capacity(4),
                 retries: 0,
                 result: None,
                 error: None,
@@ -157,20 +166,21 @@ impl StoreTxn for MemState {
         let old = std::mem::replace(&mut entry.status, status.clone()).status;
         let new = status.status;
         let record = entry.record.clone();
+        let seq = entry.seq;
         let old_at = std::mem::replace(&mut entry.status_at, now_us);
         if new.is_final() {
             entry.final_at = Some(now_us);
         }
         if old.is_owned_running() {
-            self.owned.remove(&(old_at, invocation_id.to_string()));
+            self.owned.remove(&(old_at, seq));
         }
         if new.is_owned_running() {
-            self.owned.insert((now_us, invocation_id.to_string()));
+            self.owned.insert((now_us, seq), invocation_id.to_string());
         }
         if old == InvocationStatus::Registered && new != InvocationStatus::Registered {
             if let Some(key) = &record.concurrency.registration_key {
                 if let Some(set) = self.registered_by_key.get_mut(key) {
-                    set.remove(&(record.created_at_us, invocation_id.to_string()));
+                    set.remove(&(record.created_at_us, seq));
                     if set.is_empty() {
                         self.registered_by_key.remove(key);
                     }
@@ -182,7 +192,7 @@ impl StoreTxn for MemState {
                 self.registered_by_key
                     .entry(key.clone())
                     .or_default()
-                    .insert((record.created_at_us, invocation_id.to_string()));
+                    .insert((record.created_at_us, seq), invocation_id.to_string());
             }
         }
         if let Some(key) = &record.concurrency.running_key {
@@ -200,21 +210,26 @@ impl StoreTxn for MemState {
             }
         }
         if old == InvocationStatus::Scheduled && new != InvocationStatus::Scheduled {
-            self.scheduled.remove(&(
-                record.scheduled_at_us.unwrap_or(0),
-                invocation_id.to_string(),
-            ));
+            self.scheduled
+                .remove(&(record.scheduled_at_us.unwrap_or(0), seq));
         }
         if new.is_final() {
-            self.finals.insert((now_us, invocation_id.to_string()));
+            self.finals.insert((now_us, seq), invocation_id.to_string());
         }
         Ok(())
     }
 
     fn append_history(&mut self, entry: HistoryEntry) -> Result<()> {
-        let id = entry.invocation_id.clone();
-        self.entry(&id)?.history.push(entry);
-        Ok(())
+        match self.invocations.get_mut(&entry.invocation_id) {
+            Some(e) => {
+                e.history.push(entry);
+                Ok(())
+            }
+            None => Err(PynencError::InvocationNotFound {
+                invocation_id: entry.invocation_id,
+                message: "in the memory store, while recording its history".into(),
+            }),
+        }
     }
 
     fn get_history(&mut self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {
@@ -257,8 +272,8 @@ impl StoreTxn for MemState {
         Ok(self
             .registered_by_key
             .get(registration_key)
-            .and_then(|s| s.iter().next())
-            .map(|(_, id)| id.clone()))
+            .and_then(|s| s.values().next())
+            .cloned())
     }
 
     fn running_key_in_use(&mut self, running_key: &str) -> Result<bool> {
@@ -296,24 +311,20 @@ impl StoreTxn for MemState {
         Ok(self.queue.len())
     }
 
-    fn add_waits(&mut self, waiter: Option<&str>, waited: &[String]) -> Result<()> {
+    fn add_waits(&mut self, _waiter: Option<&str>, waited: &[String]) -> Result<()> {
         for id in waited {
-            let created = match self.invocations.get(id) {
-                Some(e) => e.record.created_at_us,
+            let key = match self.invocations.get(id) {
+                Some(e) => (e.record.created_at_us, e.seq),
                 None => continue,
             };
-            self.waiters_of
-                .entry(id.clone())
-                .or_default()
-                .insert(waiter.map(str::to_string));
-            self.blocking_order.insert((created, id.clone()));
+            self.blocking_order.entry(key).or_insert_with(|| id.clone());
         }
         Ok(())
     }
 
     fn blocking_candidates(&mut self, max: usize) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for (_, id) in &self.blocking_order {
+        for id in self.blocking_order.values() {
             if out.len() >= max {
                 break;
             }
@@ -327,10 +338,8 @@ impl StoreTxn for MemState {
     }
 
     fn release_waited(&mut self, waited: &str) -> Result<()> {
-        self.waiters_of.remove(waited);
         if let Some(e) = self.invocations.get(waited) {
-            self.blocking_order
-                .remove(&(e.record.created_at_us, waited.to_string()));
+            self.blocking_order.remove(&(e.record.created_at_us, e.seq));
         }
         Ok(())
     }
@@ -380,7 +389,7 @@ impl StoreTxn for MemState {
         Ok(self
             .scheduled
             .iter()
-            .take_while(|(at, _)| *at <= now_us)
+            .take_while(|((at, _), _)| *at <= now_us)
             .take(max)
             .map(|(_, id)| id.clone())
             .collect())
@@ -390,7 +399,7 @@ impl StoreTxn for MemState {
         Ok(self
             .finals
             .iter()
-            .take_while(|(at, _)| *at < before_us)
+            .take_while(|((at, _), _)| *at < before_us)
             .take(max)
             .map(|(_, id)| id.clone())
             .collect())
@@ -402,18 +411,17 @@ impl StoreTxn for MemState {
         };
         let id = invocation_id.to_string();
         if let Some(at) = e.final_at {
-            self.finals.remove(&(at, id.clone()));
+            self.finals.remove(&(at, e.seq));
         }
-        self.owned.remove(&(e.status_at, id.clone()));
+        self.owned.remove(&(e.status_at, e.seq));
         self.scheduled
-            .remove(&(e.record.scheduled_at_us.unwrap_or(0), id.clone()));
+            .remove(&(e.record.scheduled_at_us.unwrap_or(0), e.seq));
         if let Some(key) = &e.record.concurrency.registration_key {
             if let Some(set) = self.registered_by_key.get_mut(key) {
-                set.remove(&(e.record.created_at_us, id.clone()));
+                set.remove(&(e.record.created_at_us, e.seq));
             }
         }
-        self.blocking_order.remove(&(e.record.created_at_us, id.clone()));
-        self.waiters_of.remove(&id);
+        self.blocking_order.remove(&(e.record.created_at_us, e.seq));
         self.remove_edges_of(&id)?;
         self.notify_final(&id);
         Ok(())
@@ -446,9 +454,9 @@ impl StoreTxn for MemState {
         Ok(self
             .owned
             .iter()
-            .take_while(|(at, _)| *at < before_us)
+            .take_while(|((at, _), _)| *at < before_us)
             .take(max)
-            .filter_map(|(at, id)| {
+            .filter_map(|((at, _), id)| {
                 self.invocations
                     .get(id)
                     .map(|e| (id.clone(), e.status.clone(), *at))

@@ -332,7 +332,7 @@ async fn maintain(shared: Arc<RunnerShared>) {
     }
 }
 
-fn spawn_invocation(shared: &Arc<RunnerShared>, record: InvocationRecord, permit: OwnedSemaphorePermit) {
+fn spawn_invocation(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, permit: OwnedSemaphorePermit) {
     let id = record.invocation_id.clone();
     let key = id.clone();
     let span = info_span!(
@@ -357,7 +357,7 @@ fn spawn_invocation(shared: &Arc<RunnerShared>, record: InvocationRecord, permit
     running.insert(key, task.abort_handle());
 }
 
-async fn execute(shared: &Arc<RunnerShared>, record: InvocationRecord, permit: OwnedSemaphorePermit) {
+async fn execute(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, permit: OwnedSemaphorePermit) {
     let app = &shared.app;
     let orch = app.orchestrator();
     let id = record.invocation_id.clone();
@@ -388,7 +388,7 @@ async fn execute(shared: &Arc<RunnerShared>, record: InvocationRecord, permit: O
     let ctx = Arc::new(InvocationContext {
         app: app.clone(),
         invocation_id: id.clone(),
-        call_id: record.call.call_id(),
+        record: record.clone(),
         task_id: def.task_id,
         runner: Some(shared.clone()),
         slot: tokio::sync::Mutex::new(SlotState {
@@ -398,8 +398,7 @@ async fn execute(shared: &Arc<RunnerShared>, record: InvocationRecord, permit: O
     });
     let input = TaskInput {
         task_id: def.task_id,
-        invocation_id: id.clone(),
-        arguments: record.call.arguments,
+        record,
         serializer: app.serializer(),
     };
     let output = run_body(def.body, input, ctx.clone()).await;

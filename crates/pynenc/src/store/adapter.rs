@@ -128,16 +128,11 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
-    async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<InvocationRecord>> {
+    async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<Arc<InvocationRecord>>> {
         let runner = runner_id.to_string();
-        let picked = self
-            .store
+        self.store
             .atomic(move |t| engine::pick(t, &runner, max, now_us()))
-            .await?;
-        Ok(picked
-            .into_iter()
-            .map(|r| Arc::try_unwrap(r).unwrap_or_else(|r| (*r).clone()))
-            .collect())
+            .await
     }
 
     async fn set_status(

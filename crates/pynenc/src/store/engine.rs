@@ -153,10 +153,7 @@ pub fn route(
                 {
                     txn.add_edge(parent, parent_call, &call_id)?;
                 }
-                outcomes.push(RouteOutcome::Reused {
-                    record: (*record).clone(),
-                    diff,
-                });
+                outcomes.push(RouteOutcome::Reused { record, diff });
                 continue;
             }
         }
@@ -195,7 +192,7 @@ pub fn route(
         {
             txn.add_edge(parent, parent_call, &call_id)?;
         }
-        outcomes.push(RouteOutcome::New((*record).clone()));
+        outcomes.push(RouteOutcome::New(record));
     }
     if queued {
         txn.on_enqueue();

@@ -1,0 +1,399 @@
+//! A real `redis-server` for tests: started on a free port of 127.0.0.1
+//! (never 6379), in its own temporary directory, without persistence unless
+//! asked, and killed when dropped.
+//!
+//! ```ignore
+//! // tests/redis.rs
+//! pynenc_testkit::conformance_tests!(pynenc_testkit::RedisFactory::new());
+//! ```
+//!
+//! Without `redis-server` on `PATH` the Redis tests are skipped with a
+//! message, or fail when the environment sets `PYNENC_REQUIRE_REDIS=1`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pynenc::{Pynenc, PynencBuilder};
+
+use crate::BackendFactory;
+
+/// The message of a skipped Redis test.
+pub const SKIP_MESSAGE: &str = "redis-server not found on PATH; install it (Debian: apt-get install redis-server) or set PYNENC_REQUIRE_REDIS=1 to make this a failure";
+
+/// Where `redis-server` is, if it is on `PATH`.
+pub fn redis_server_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|p| p.is_file())
+}
+
+/// Why Redis tests cannot run here (`None` when they can). Panics when
+/// `redis-server` is missing and `PYNENC_REQUIRE_REDIS=1`.
+pub fn skip_reason() -> Option<String> {
+    if redis_server_binary().is_some() {
+        return None;
+    }
+    if std::env::var("PYNENC_REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!("PYNENC_REQUIRE_REDIS=1 but redis-server is not on PATH; install it (Debian: apt-get install redis-server)");
+    }
+    Some(SKIP_MESSAGE.to_string())
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct RedisServerOptions {
+    /// Append-only file with `appendfsync always` (survives a kill).
+    pub appendonly: bool,
+    /// More `redis-server` arguments (`--name value` pairs).
+    pub extra_args: Vec<String>,
+}
+
+/// A running `redis-server` child process.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    options: RedisServerOptions,
+}
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisServer(127.0.0.1:{})", self.port)
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let port = listener.local_addr().expect("local address").port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pynenc-redis-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create the redis temp dir");
+    dir
+}
+
+impl RedisServer {
+    /// Starts a server without persistence. Panics if it cannot.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(RedisServerOptions::default())
+    }
+
+    /// Starts a server with `options`. Panics if it cannot.
+    pub fn start_with(options: RedisServerOptions) -> RedisServer {
+        let dir = temp_dir();
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                child: None,
+                port: free_port(),
+                dir: dir.clone(),
+                options: options.clone(),
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => {
+                    last_error = e;
+                    // Drop would remove the shared dir: forget this attempt's handle instead
+                    server.child = None;
+                    std::mem::forget(server);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        panic!("could not start redis-server: {last_error}");
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let bin = redis_server_binary().ok_or_else(|| SKIP_MESSAGE.to_string())?;
+        let log = self.dir.join("redis.log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&log)
+            .arg("--daemonize")
+            .arg("no");
+        if self.options.appendonly {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        cmd.args(&self.options.extra_args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run redis-server: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!(
+                    "redis-server exited ({status}) on port {}: {}",
+                    self.port,
+                    log_text.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                ));
+            }
+            if let Ok(Resp::Simple(s)) = send_command(self.port, None, &["PING"]) {
+                if s == "PONG" {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("redis-server on port {} never answered PING", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `redis://127.0.0.1:{port}/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts it again on the same port and directory
+    /// (with AOF on, the data comes back). Panics if it cannot.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("could not restart redis-server: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Sends one command as the default user.
+    pub fn command(&self, args: &[&str]) -> std::io::Result<Resp> {
+        send_command(self.port, None, args)
+    }
+
+    /// Sends one command after `AUTH user password`.
+    pub fn command_as(&self, user: &str, password: &str, args: &[&str]) -> std::io::Result<Resp> {
+        send_command(self.port, Some((user, password)), args)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A reply of the minimal RESP client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resp {
+    /// `+OK`
+    Simple(String),
+    /// `-ERR ...`
+    Error(String),
+    /// `:1`
+    Int(i64),
+    /// `$3 abc` (`None` for nil)
+    Bulk(Option<Vec<u8>>),
+    /// `*2 ...` (`None` for nil)
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    /// The reply as text (bulk or simple strings).
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Resp::Simple(s) => Some(s.clone()),
+            Resp::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+fn send_command(port: u16, auth: Option<(&str, &str)>, args: &[&str]) -> std::io::Result<Resp> {
+    let stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    if let Some((user, password)) = auth {
+        write_command(&mut writer, &["AUTH", user, password])?;
+        if let Resp::Error(e) = read_resp(&mut reader)? {
+            return Ok(Resp::Error(e));
+        }
+    }
+    write_command(&mut writer, args)?;
+    read_resp(&mut reader)
+}
+
+fn write_command(w: &mut impl Write, args: &[&str]) -> std::io::Result<()> {
+    let mut buf = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        buf.extend_from_slice(a.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    w.write_all(&buf)
+}
+
+fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad RESP line '{line}'"));
+    let (kind, rest) = line.split_at(line.len().min(1));
+    match kind {
+        "+" => Ok(Resp::Simple(rest.to_string())),
+        "-" => Ok(Resp::Error(rest.to_string())),
+        ":" => rest.parse().map(Resp::Int).map_err(|_| bad()),
+        "$" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            if n < 0 {
+                return Ok(Resp::Bulk(None));
+            }
+            let mut buf = vec![0u8; n as usize + 2];
+            r.read_exact(&mut buf)?;
+            buf.truncate(n as usize);
+            Ok(Resp::Bulk(Some(buf)))
+        }
+        "*" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            if n < 0 {
+                return Ok(Resp::Array(None));
+            }
+            (0..n).map(|_| read_resp(r)).collect::<std::io::Result<Vec<_>>>().map(|v| Resp::Array(Some(v)))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Apps on a fresh `redis-server` (one per factory, so every conformance
+/// test gets its own server).
+pub struct RedisFactory {
+    server: Option<RedisServer>,
+    skip: Option<String>,
+}
+
+impl Default for RedisFactory {
+    fn default() -> Self {
+        RedisFactory::new()
+    }
+}
+
+impl RedisFactory {
+    /// Starts a fresh server (or records why Redis tests are skipped).
+    pub fn new() -> Self {
+        match skip_reason() {
+            Some(reason) => RedisFactory {
+                server: None,
+                skip: Some(reason),
+            },
+            None => RedisFactory {
+                server: Some(RedisServer::start()),
+                skip: None,
+            },
+        }
+    }
+
+    /// Starts a fresh server with `options`.
+    pub fn with_options(options: RedisServerOptions) -> Self {
+        match skip_reason() {
+            Some(reason) => RedisFactory {
+                server: None,
+                skip: Some(reason),
+            },
+            None => RedisFactory {
+                server: Some(RedisServer::start_with(options)),
+                skip: None,
+            },
+        }
+    }
+
+    /// Why Redis tests are skipped here, if they are.
+    pub fn skip_reason(&self) -> Option<String> {
+        self.skip.clone()
+    }
+
+    /// The server (`None` when skipped).
+    pub fn server(&self) -> Option<&RedisServer> {
+        self.server.as_ref()
+    }
+
+    /// The server, mutably (to restart it).
+    pub fn server_mut(&mut self) -> Option<&mut RedisServer> {
+        self.server.as_mut()
+    }
+
+    /// The server's URL. Panics when skipped.
+    pub fn url(&self) -> String {
+        match &self.server {
+            Some(s) => s.url(),
+            None => panic!("{}", self.skip.clone().unwrap_or_default()),
+        }
+    }
+}
+
+impl BackendFactory for RedisFactory {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn builder(&self, app_id: &str) -> PynencBuilder {
+        Pynenc::builder()
+            .env_vars(Vec::new())
+            .app_id(app_id)
+            .config_value("backend", "redis")
+            .config_value("redis.redis_url", self.url())
+    }
+
+    fn skip_reason(&self) -> Option<String> {
+        self.skip.clone()
+    }
+}

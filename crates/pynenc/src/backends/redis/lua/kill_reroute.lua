@@ -1,0 +1,13 @@
+-- kill_and_reroute: KILLED then REROUTED, queued again.
+-- ARGV[2] = id, ARGV[3] = runner.
+
+local function main()
+  local id, runner = ARGV[2], ARGV[3]
+  if REPLAY and already_done(id, ST.REROUTED, runner) then
+    return 1
+  end
+  transition(id, ST.KILLED, runner, false)
+  transition(id, ST.REROUTED, runner, false)
+  enqueue(id)
+  return 1
+end

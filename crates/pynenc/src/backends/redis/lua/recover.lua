@@ -1,0 +1,40 @@
+-- The recovery step (store::engine::recover). ARGV[2] = actor,
+-- ARGV[3] = dead_after µs, ARGV[4] = max_pending µs. Returns the ids
+-- re-routed.
+
+local function main()
+  local actor, dead, maxp = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+  local claims = redis.call('ZRANGEBYSCORE', P .. 'owned', '-inf', '(' .. fmt(NOW - math.min(dead, maxp)),
+    'WITHSCORES', 'LIMIT', 0, 1000)
+  local alive = {}
+  local recovered = {}
+  for i = 1, #claims - 1, 2 do
+    local id, at = claims[i], tonumber(claims[i + 1])
+    local rec = load(id)
+    if rec then
+      local stuck = rec.status == ST.PENDING and at < NOW - maxp
+      local lost = false
+      if at < NOW - dead then
+        local owner = rec.owner or ''
+        local a = alive[owner]
+        if a == nil then
+          local beat = redis.call('HGET', P .. 'heartbeats', owner)
+          a = (beat and tonumber(beat) >= NOW - dead) or false
+          alive[owner] = a
+        end
+        lost = not a
+      end
+      if stuck or lost then
+        local via = ST.RUNNING_RECOVERY
+        if rec.status == ST.PENDING then
+          via = ST.PENDING_RECOVERY
+        end
+        transition(id, via, actor, false)
+        transition(id, ST.REROUTED, actor, false)
+        enqueue(id)
+        recovered[#recovered + 1] = id
+      end
+    end
+  end
+  return recovered
+end

@@ -1,0 +1,976 @@
+//! The Redis backend: broker, orchestrator and state backend on one Redis
+//! server, shared by any number of processes and machines (feature `redis`).
+//!
+//! Select it with `backend = "redis"` and either `redis.redis_url`
+//! (`redis://[user][:password@]host[:port][/db]`, or `rediss://` for TLS with
+//! the feature `redis-tls`) or `redis_host`, `redis_port`, `redis_db`,
+//! `redis_username` and `redis_password`.
+//!
+//! # Atomic on the server
+//!
+//! Every step that changes state is **one Lua script** (`EVALSHA`, loaded on
+//! first use): routing a whole batch (cycle check, registration concurrency,
+//! record, history, queue), pick-up (waited-on invocations first, then the
+//! queue; running concurrency; `PENDING` with the runner as owner), every
+//! status transition, finishing (result or error, status, history, waiters,
+//! call edges, re-routing invocations parked by running concurrency, `RETRY`
+//! re-queue), kill-and-reroute, waits, scheduled promotion, auto-purge
+//! chunks, heartbeats, leases and recovery. Nothing is read, checked on the
+//! client and written back, so two runners can never own one invocation.
+//!
+//! The state machine is not copied into Lua: the transition table, the
+//! ownership rules and the status classes are generated from
+//! [`crate::status::InvocationStatus`] when the scripts are built (see
+//! `script.rs`) and prepended to each script. The scripts follow
+//! [`crate::store::engine`] step by step, and every script reads the server
+//! clock once (`TIME`), so all timestamps of a step — e.g. the `created_at_us`
+//! of a routed batch — are equal.
+//!
+//! # Key layout
+//!
+//! Every key starts with `{redis_key_prefix}:{app_id}:` (`__pynenc__:{app_id}:`
+//! by default; a `:` or `%` in the app id is written `%3A` / `%25`, so one
+//! app's prefix never covers another's). After the prefix:
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `inv:{id}` | hash | `call` (JSON), `call_id`, `parent`, `created`, `sched`, `gkey` / `graise` (registration key, raise on diff), `rkey` / `reroute` (running key, re-route), `status`, `owner`, `status_at`, `final_at`, `retries`, `result`, `error` (JSON), `waited` |
+//! | `hist:{id}` | list | history entries `[status, owner, actor, timestamp_us, execution_context]` |
+//! | `ids` | set | every invocation id (listing) |
+//! | `queue` | list | the broker's FIFO of invocation ids (stale ids are skipped at pick-up) |
+//! | `reg:{registration key}` | zset | `REGISTERED` invocations of the key, by creation time |
+//! | `run:{running key}` | set | invocations holding the key (`PENDING`, `RUNNING`, `PAUSED`, `RESUMED`) |
+//! | `ctl:{running key}` | list | invocations parked `CONCURRENCY_CONTROLLED` until the key frees up |
+//! | `waiters:{id}` | set | who waits for the invocation (`""` = an external caller) |
+//! | `blocking` | zset | waited-on invocations available for run, by creation time (picked first) |
+//! | `edges:{call_id}` | hash | callee call id → count: the call graph of unfinished invocations (cycle control) |
+//! | `iedges:{id}` | list | the edges an invocation added, as (caller call, callee call) pairs |
+//! | `scheduled` | zset | `SCHEDULED` invocations by due time |
+//! | `finals` | zset | final invocations by the time they became final (auto purge) |
+//! | `owned` | zset | invocations in `PENDING` … `RESUMED` by the time of their last status (recovery) |
+//! | `heartbeats` | hash | runner id → last heartbeat (µs, server clock) |
+//! | `lease:{name}` | hash | `holder`, `expires` |
+//!
+//! Channels: `{prefix}work` (something was queued) and `{prefix}final`
+//! (payload: an invocation id that became final).
+//!
+//! Every step touches only the keys of the invocations it handles and
+//! per-key indexes (hashes, sets, sorted sets, lists), so its cost does not
+//! grow with the amount of data. Listing (`SSCAN ids`) and purging (`SCAN`
+//! on the app prefix, then `UNLINK`) are the only scans; the library never
+//! uses `KEYS`, `FLUSHDB`, `FLUSHALL`, `CONFIG`, `DEBUG` or any other
+//! `@dangerous` command, so an ACL user limited to `~__pynenc__:*` and
+//! `&__pynenc__:*` with `+@all -@dangerous` is enough. (Scripts build key
+//! names from the prefix passed as `KEYS[1]`; this is fine on a standalone
+//! server or a replica set, not on Redis Cluster.)
+//!
+//! # Wake-ups, not polling
+//!
+//! Scripts `PUBLISH` on the two channels; one pub/sub connection per backend
+//! wakes local runners (a work epoch) and `result()` waiters (a map from
+//! invocation id to waiters). A waiter registers first and then reads the
+//! status, so a wake-up is never lost; after the pub/sub connection comes
+//! back every waiter re-reads its statuses, and a 2 s re-check is kept as a
+//! safety net. The process that ran a script also applies the script's reply
+//! locally at once.
+//!
+//! # Connections and failures
+//!
+//! The app builder is synchronous: [`RedisBackend::open`] resolves the
+//! settings and checks the server with one blocking `PING` (so a wrong
+//! address or password fails `build()` with a message naming the address;
+//! inside a multi-threaded tokio runtime it runs under `block_in_place`).
+//! The async connections (`redis_pool_size` multiplexed
+//! [`redis::aio::ConnectionManager`]s, which reconnect by themselves, plus
+//! the pub/sub connection) are opened on first use, on the tokio runtime of
+//! that first use, which must outlive the app.
+//!
+//! A command whose connection was refused, or that met a server still
+//! loading its data, is retried with backoff for up to 30 s. When the
+//! connection broke while a script was in flight, the script is re-run with a
+//! *replay* flag that makes it recognise its own earlier effect (routing
+//! reuses the ids it generated; a transition already made by the same actor
+//! is accepted); a pick-up whose reply was lost gives its fresh claims back
+//! (`REROUTED`) instead, so a runner never owns work it did not receive.
+//! Every error is a [`PynencError::StateBackend`] naming the server and the
+//! command. With AOF (`appendfsync always`) nothing acknowledged is lost
+//! across a Redis restart.
+
+mod conn;
+mod notify;
+mod script;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Script, Value};
+use tracing::{error, warn};
+
+use self::conn::{Failure, Settings};
+use self::notify::Notifier;
+use self::script::{as_int, as_list, as_string, scripts, Reply};
+use crate::broker::Broker;
+use crate::call::Call;
+use crate::conf::PynencConfig;
+use crate::exceptions::{PynencError, Result, TaskError};
+use crate::invocation::InvocationRecord;
+use crate::orchestrator::{ConcurrencySpec, Orchestrator, RouteOutcome, RouteRequest, RunOutcome};
+use crate::serializer::Serializer;
+use crate::state_backend::{HistoryEntry, InvocationOutcome, StateBackend};
+use crate::status::{InvocationStatus, StatusRecord};
+
+/// How long a pick-up whose reply was lost looks back for its own claims.
+const RELEASE_WINDOW: Duration = Duration::from_secs(120);
+/// The safety-net re-check of `wait_final`.
+const WAIT_RECHECK: Duration = Duration::from_secs(2);
+/// Invocations deleted per auto-purge script.
+const PURGE_CHUNK: usize = 500;
+/// The most invocations one pick-up claims.
+const MAX_PICK: usize = 10_000;
+/// Fields of a routed request passed to `route.lua`.
+const ROUTE_FIELDS: usize = 12;
+
+/// The broker, orchestrator and state backend of one app on Redis.
+pub struct RedisBackend {
+    settings: Settings,
+    prefix: String,
+    serializer: Serializer,
+    pool_size: usize,
+    conns: tokio::sync::OnceCell<Vec<ConnectionManager>>,
+    next: AtomicUsize,
+    notifier: Arc<Notifier>,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("address", &self.settings.address)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// `app_id` with `%` and `:` escaped, so prefixes of different apps never nest.
+fn escape_app_id(app_id: &str) -> String {
+    app_id.replace('%', "%25").replace(':', "%3A")
+}
+
+/// `s` with the glob characters of `SCAN MATCH` escaped.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn corrupt(key: &str, field: &str, reason: impl std::fmt::Display) -> PynencError {
+    PynencError::backend(format!(
+        "corrupt record at redis key '{key}' (field '{field}'): {reason}"
+    ))
+}
+
+fn not_found(id: &str, message: &str) -> PynencError {
+    PynencError::InvocationNotFound {
+        invocation_id: id.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn bytes(s: impl Into<String>) -> Vec<u8> {
+    s.into().into_bytes()
+}
+
+fn opt_bytes(s: Option<&str>) -> Vec<u8> {
+    s.unwrap_or_default().as_bytes().to_vec()
+}
+
+fn micros(d: Duration) -> String {
+    d.as_micros().min(i64::MAX as u128).to_string()
+}
+
+impl RedisBackend {
+    /// Opens the backend of `conf.app_id`: resolves the connection settings
+    /// and checks that the server answers `PING` with these credentials (a
+    /// blocking check, see the module docs). The async connections are opened
+    /// on first use.
+    pub fn open(conf: &PynencConfig) -> Result<Arc<RedisBackend>> {
+        let settings = conn::settings(conf)?;
+        conn::check_reachable(&settings)?;
+        let base = if conf.redis.redis_key_prefix.is_empty() {
+            "__pynenc__"
+        } else {
+            conf.redis.redis_key_prefix.as_str()
+        };
+        Ok(Arc::new(RedisBackend {
+            prefix: format!("{base}:{}:", escape_app_id(&conf.app_id)),
+            settings,
+            serializer: conf.serializer,
+            pool_size: conf.redis.redis_pool_size.max(1),
+            conns: tokio::sync::OnceCell::new(),
+            next: AtomicUsize::new(0),
+            notifier: Arc::new(Notifier::default()),
+        }))
+    }
+
+    /// The prefix of every key of this app (`{redis_key_prefix}:{app_id}:`).
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key of an invocation's record (for tools and tests).
+    pub fn invocation_key(&self, invocation_id: &str) -> String {
+        self.key("inv", invocation_id)
+    }
+
+    /// The server address (`host:port/db`, without credentials).
+    pub fn address(&self) -> &str {
+        &self.settings.address
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+
+    async fn conn(&self) -> RedisResult<ConnectionManager> {
+        let conns = self
+            .conns
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(conn::RESPONSE_TIMEOUT))
+                    .set_connection_timeout(Some(conn::OPEN_TIMEOUT))
+                    .set_number_of_retries(3)
+                    .set_max_delay(Duration::from_millis(500));
+                let mut conns = Vec::with_capacity(self.pool_size);
+                for _ in 0..self.pool_size {
+                    conns.push(
+                        ConnectionManager::new_with_config(self.settings.client.clone(), config.clone())
+                            .await?,
+                    );
+                }
+                notify::start_listener(
+                    self.settings.client.clone(),
+                    self.prefix.clone(),
+                    Arc::downgrade(&self.notifier),
+                    self.settings.address.clone(),
+                )
+                .await?;
+                Ok::<_, redis::RedisError>(conns)
+            })
+            .await?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % conns.len();
+        Ok(conns[i].clone())
+    }
+
+    fn command_error(&self, command: &str, e: &redis::RedisError) -> PynencError {
+        if e.kind() == redis::ErrorKind::AuthenticationFailed {
+            return conn::connect_error(&self.settings, e);
+        }
+        conn::command_error(&self.settings.address, command, e)
+    }
+
+    /// Runs a script, retrying while the server is unreachable. `replayable`:
+    /// the script recognises a replay, so it is re-run after an ambiguous
+    /// failure too.
+    async fn run_script(
+        &self,
+        name: &str,
+        script: &Script,
+        args: &[Vec<u8>],
+        replayable: bool,
+    ) -> std::result::Result<Reply, (PynencError, Failure)> {
+        let command = format!("EVALSHA {name}");
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        let mut replay = false;
+        loop {
+            let res: RedisResult<Value> = async {
+                let mut con = self.conn().await?;
+                let mut inv = script.prepare_invoke();
+                inv.key(self.prefix.as_str()).arg(if replay { "1" } else { "0" });
+                for a in args {
+                    inv.arg(a.as_slice());
+                }
+                inv.invoke_async(&mut con).await
+            }
+            .await;
+            match res {
+                Ok(v) => {
+                    let reply = Reply::decode(v).ok_or_else(|| {
+                        (
+                            PynencError::backend(format!(
+                                "redis at {}: {command}: unexpected reply shape",
+                                self.settings.address
+                            )),
+                            Failure::Fatal,
+                        )
+                    })?;
+                    for id in &reply.finals {
+                        self.notifier.on_final(id);
+                    }
+                    if reply.enqueued {
+                        self.notifier.bump_work();
+                    }
+                    return Ok(reply);
+                }
+                Err(e) => {
+                    let kind = conn::classify(&e);
+                    let retry = match kind {
+                        Failure::NotSent => true,
+                        Failure::Ambiguous => replayable,
+                        Failure::Fatal => false,
+                    };
+                    if !retry || started.elapsed() > conn::RETRY_FOR {
+                        return Err((self.command_error(&command, &e), kind));
+                    }
+                    if kind == Failure::Ambiguous {
+                        replay = true;
+                    }
+                    warn!(redis = %self.settings.address, %command, error = %e, attempt, "redis command failed; retrying");
+                    tokio::time::sleep(conn::backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs a script and returns its result, or its failure as a pynenc error.
+    async fn script(&self, name: &str, script: &Script, args: &[Vec<u8>]) -> Result<Value> {
+        let reply = self.run_script(name, script, args, true).await.map_err(|(e, _)| e)?;
+        match reply.body {
+            Ok(v) => Ok(v),
+            Err(failure) => Err(self.script_failure(&failure)),
+        }
+    }
+
+    /// A read (or an idempotent write) with retries.
+    async fn query<T: redis::FromRedisValue>(&self, command: &str, pipe: &redis::Pipeline) -> Result<T> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let res: RedisResult<T> = async {
+                let mut con = self.conn().await?;
+                pipe.query_async(&mut con).await
+            }
+            .await;
+            match res {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let kind = conn::classify(&e);
+                    if kind == Failure::Fatal || started.elapsed() > conn::RETRY_FOR {
+                        return Err(self.command_error(command, &e));
+                    }
+                    warn!(redis = %self.settings.address, %command, error = %e, attempt, "redis command failed; retrying");
+                    tokio::time::sleep(conn::backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// A failure raised by a script (`kind`, fields...) as a pynenc error.
+    fn script_failure(&self, f: &[Value]) -> PynencError {
+        let s = |i: usize| f.get(i).and_then(as_string);
+        let kind = s(0).unwrap_or_default();
+        match kind.as_str() {
+            "NOT_FOUND" => not_found(&s(1).unwrap_or_default(), &s(2).unwrap_or_default()),
+            "TRANSITION" => {
+                let id = s(1).unwrap_or_default();
+                let from = s(2).unwrap_or_default();
+                let owner = s(3);
+                let to = s(4).unwrap_or_default();
+                let actor = s(5).unwrap_or_default();
+                let key = self.key("inv", &id);
+                let (from, to) = match (from.parse::<InvocationStatus>(), to.parse::<InvocationStatus>()) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => return corrupt(&key, "status", e),
+                };
+                // the same check the script made, for the same message
+                match (StatusRecord { status: from, owner }).transition(to, &actor) {
+                    Err(source) => PynencError::StatusTransition {
+                        invocation_id: id,
+                        source,
+                    },
+                    Ok(_) => PynencError::backend(format!(
+                        "redis at {}: the transition {from} -> {to} of invocation {id} by {actor} was refused by the server",
+                        self.settings.address
+                    )),
+                }
+            }
+            "CORRUPT" => corrupt(
+                &s(1).unwrap_or_default(),
+                &s(2).unwrap_or_default(),
+                format!("'{}' is not valid", s(3).unwrap_or_default().chars().take(80).collect::<String>()),
+            ),
+            "CYCLE" => {
+                let call_ids: Vec<String> = f[1..].iter().filter_map(as_string).collect();
+                let parent = call_ids.first().cloned().unwrap_or_default();
+                let callee = call_ids.get(1).cloned().unwrap_or_default();
+                let message = format!(
+                    "calling {} from {} would close the cycle {}; an invocation would wait for itself",
+                    callee,
+                    parent,
+                    call_ids.join(" -> ")
+                );
+                PynencError::CycleDetected { call_ids, message }
+            }
+            other => PynencError::backend(format!(
+                "redis at {}: script failure {other}: {:?}",
+                self.settings.address,
+                f.iter().skip(1).filter_map(as_string).collect::<Vec<_>>()
+            )),
+        }
+    }
+
+    /// An invocation record from `[id, call, parent, created, sched, gkey, graise, rkey, reroute]`.
+    fn decode_record(&self, f: &[Value]) -> Result<InvocationRecord> {
+        let s = |i: usize| f.get(i).and_then(as_string);
+        let id = s(0).unwrap_or_default();
+        let key = self.key("inv", &id);
+        let call_json = s(1).ok_or_else(|| corrupt(&key, "call", "missing"))?;
+        let call: Call = serde_json::from_str(&call_json).map_err(|e| corrupt(&key, "call", e))?;
+        let created_at_us = s(3)
+            .ok_or_else(|| corrupt(&key, "created", "missing"))?
+            .parse::<i64>()
+            .map_err(|e| corrupt(&key, "created", e))?;
+        let scheduled_at_us = match s(4) {
+            Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|e| corrupt(&key, "sched", e))?),
+            _ => None,
+        };
+        let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
+        Ok(InvocationRecord {
+            invocation_id: id,
+            call,
+            parent_invocation_id: nonempty(s(2)),
+            created_at_us,
+            scheduled_at_us,
+            concurrency: ConcurrencySpec {
+                registration_key: nonempty(s(5)),
+                on_diff_non_key_args_raise: s(6).as_deref() == Some("1"),
+                running_key: nonempty(s(7)),
+                reroute_on_concurrency_control: s(8).as_deref() == Some("1"),
+            },
+        })
+    }
+
+    fn parse_status(&self, id: &str, v: &str) -> Result<InvocationStatus> {
+        v.parse::<InvocationStatus>()
+            .map_err(|e| corrupt(&self.key("inv", id), "status", e))
+    }
+
+    /// For each id: whether it is final (error if missing or corrupt).
+    async fn finals_of(&self, ids: &[String]) -> Result<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(self.key("inv", id), "status");
+        }
+        let statuses: Vec<Option<String>> = self.query("HGET status", &pipe).await?;
+        ids.iter()
+            .zip(statuses)
+            .map(|(id, st)| match st {
+                None => Err(not_found(id, "while waiting for its result")),
+                Some(st) => Ok(self.parse_status(id, &st)?.is_final()),
+            })
+            .collect()
+    }
+
+    /// Gives back the fresh claims of `runner_id` after a pick-up whose reply was lost.
+    async fn release_claims(&self, runner_id: &str) {
+        let args = [bytes(runner_id), bytes(micros(RELEASE_WINDOW))];
+        match self.script("release_claims", &scripts().release_claims, &args).await {
+            Ok(v) => {
+                let n = as_int(&v).unwrap_or(0);
+                if n > 0 {
+                    warn!(runner_id, released = n, "pick-up reply lost; its claims were re-routed");
+                }
+            }
+            Err(e) => error!(runner_id, error = %e, "could not give back the claims of a lost pick-up; recovery will"),
+        }
+    }
+
+    /// A claimed invocation whose record cannot be decoded ends `FAILED` with
+    /// the decoding error, so its waiters learn what is wrong.
+    async fn fail_corrupt(&self, runner_id: &str, id: &str, err: &PynencError) {
+        error!(invocation_id = id, error = %err, "cannot decode a claimed invocation; it fails");
+        let te = TaskError::new(err.kind(), err.to_string());
+        let res = async {
+            self.set_status(id, InvocationStatus::Running, runner_id, None).await?;
+            self.finish(id, runner_id, RunOutcome::Failed(te)).await
+        }
+        .await;
+        if let Err(e) = res {
+            error!(invocation_id = id, error = %e, "could not fail the corrupt invocation");
+        }
+    }
+
+    async fn purge_all(&self) -> Result<()> {
+        let pattern = format!("{}*", escape_glob(&self.prefix));
+        let mut cursor: u64 = 0;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            let (next, keys): (u64, Vec<String>) = {
+                let r: Vec<(u64, Vec<String>)> = self.query("SCAN", &pipe).await?;
+                r.into_iter().next().unwrap_or((0, Vec::new()))
+            };
+            if !keys.is_empty() {
+                let mut del = redis::pipe();
+                del.cmd("UNLINK").arg(&keys).ignore();
+                self.query::<()>("UNLINK", &del).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        self.notifier.recheck.notify_waiters();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBackend {
+    async fn route_invocations(&self, invocation_ids: &[String]) -> Result<()> {
+        if invocation_ids.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![bytes("enqueue")];
+        args.extend(invocation_ids.iter().map(|id| bytes(id.as_str())));
+        self.script("enqueue", &scripts().small, &args).await.map(|_| ())
+    }
+
+    async fn retrieve_invocation(&self) -> Result<Option<String>> {
+        let command = "LPOP queue";
+        let mut con = self.conn().await.map_err(|e| self.command_error(command, &e))?;
+        redis::cmd("LPOP")
+            .arg(format!("{}queue", self.prefix))
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.command_error(command, &e))
+    }
+
+    async fn queue_len(&self) -> Result<usize> {
+        let mut pipe = redis::pipe();
+        pipe.llen(format!("{}queue", self.prefix));
+        let (n,): (usize,) = self.query("LLEN queue", &pipe).await?;
+        Ok(n)
+    }
+
+    async fn purge(&self) -> Result<()> {
+        self.purge_all().await
+    }
+}
+
+#[async_trait]
+impl StateBackend for RedisBackend {
+    async fn get_invocation(&self, invocation_id: &str) -> Result<InvocationRecord> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(self.key("inv", invocation_id))
+            .arg(&["status", "call", "parent", "created", "sched", "gkey", "graise", "rkey", "reroute"]);
+        let (mut fields,): (Vec<Value>,) = self.query("HMGET record", &pipe).await?;
+        if matches!(fields.first(), None | Some(Value::Nil)) {
+            return Err(not_found(invocation_id, ""));
+        }
+        fields[0] = Value::BulkString(invocation_id.as_bytes().to_vec());
+        self.decode_record(&fields)
+    }
+
+    async fn get_history(&self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {
+        let hkey = self.key("hist", invocation_id);
+        let mut pipe = redis::pipe();
+        pipe.exists(self.key("inv", invocation_id)).lrange(&hkey, 0, -1);
+        let (exists, entries): (bool, Vec<String>) = self.query("LRANGE history", &pipe).await?;
+        if !exists {
+            return Err(not_found(invocation_id, ""));
+        }
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                type Raw = (String, Option<String>, String, i64, Option<String>);
+                let (status, owner, actor, timestamp_us, execution_context): Raw =
+                    serde_json::from_str(e).map_err(|err| corrupt(&hkey, &format!("entry {i}"), err))?;
+                let status = status
+                    .parse::<InvocationStatus>()
+                    .map_err(|err| corrupt(&hkey, &format!("entry {i}"), err))?;
+                Ok(HistoryEntry {
+                    invocation_id: invocation_id.to_string(),
+                    status,
+                    owner,
+                    actor,
+                    timestamp_us,
+                    execution_context,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_outcomes(&self, invocation_ids: &[String]) -> Result<Vec<InvocationOutcome>> {
+        if invocation_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in invocation_ids {
+            pipe.cmd("HMGET").arg(self.key("inv", id)).arg(&["status", "result", "error"]);
+        }
+        let rows: Vec<(Option<String>, Option<String>, Option<String>)> =
+            self.query("HMGET outcome", &pipe).await?;
+        invocation_ids
+            .iter()
+            .zip(rows)
+            .map(|(id, (status, result, error))| {
+                let status = status.ok_or_else(|| not_found(id, "while reading its result"))?;
+                let status = self.parse_status(id, &status)?;
+                let error = match error {
+                    Some(e) => Some(
+                        serde_json::from_str::<TaskError>(&e)
+                            .map_err(|err| corrupt(&self.key("inv", id), "error", err))?,
+                    ),
+                    None => None,
+                };
+                Ok(InvocationOutcome { status, result, error })
+            })
+            .collect()
+    }
+
+    async fn list_invocation_ids(&self) -> Result<Vec<String>> {
+        let key = format!("{}ids", self.prefix);
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("SSCAN").arg(&key).arg(cursor).arg("COUNT").arg(1000);
+            let r: Vec<(u64, Vec<String>)> = self.query("SSCAN ids", &pipe).await?;
+            let (next, ids) = r.into_iter().next().unwrap_or((0, Vec::new()));
+            out.extend(ids);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SSCAN may return an element twice
+        let mut seen = HashSet::with_capacity(out.len());
+        out.retain(|id| seen.insert(id.clone()));
+        Ok(out)
+    }
+
+    async fn purge(&self) -> Result<()> {
+        self.purge_all().await
+    }
+}
+
+#[async_trait]
+impl Orchestrator for RedisBackend {
+    async fn route_calls(&self, requests: Vec<RouteRequest>) -> Result<Vec<RouteOutcome>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = requests.iter().map(|_| crate::util::new_invocation_id()).collect();
+        let mut args = Vec::with_capacity(1 + requests.len() * ROUTE_FIELDS);
+        args.push(bytes(requests.len().to_string()));
+        for (req, id) in requests.iter().zip(&ids) {
+            let call_json = serde_json::to_string(&req.call)
+                .map_err(|e| PynencError::serialization("serialize", format!("call of task {}", req.call.task_id), e))?;
+            let c = &req.concurrency;
+            args.push(bytes(id.as_str()));
+            args.push(call_json.into_bytes());
+            args.push(bytes(req.call.call_id()));
+            args.push(opt_bytes(req.parent_invocation_id.as_deref()));
+            args.push(opt_bytes(req.parent_call_id.as_deref()));
+            args.push(opt_bytes(c.registration_key.as_deref()));
+            args.push(bytes(if c.on_diff_non_key_args_raise { "1" } else { "0" }));
+            args.push(opt_bytes(c.running_key.as_deref()));
+            args.push(bytes(if c.reroute_on_concurrency_control { "1" } else { "0" }));
+            args.push(req.scheduled_at_us.map(|t| bytes(t.to_string())).unwrap_or_default());
+            args.push(bytes(if req.cycle_control { "1" } else { "0" }));
+            args.push(bytes(req.actor.as_str()));
+        }
+        let reply = self
+            .run_script("route", &scripts().route, &args, true)
+            .await
+            .map_err(|(e, _)| e)?;
+        drop(args);
+        let body = match reply.body {
+            Ok(v) => v,
+            Err(f) => {
+                if f.first().and_then(as_string).as_deref() == Some("REG_CONFLICT") {
+                    let idx = f.get(1).and_then(as_int).unwrap_or(0) as usize;
+                    let record = self.decode_record(&f[2..])?;
+                    let req = requests
+                        .get(idx)
+                        .ok_or_else(|| PynencError::backend("route: conflict on an unknown request"))?;
+                    return Err(PynencError::InvocationConcurrencyWithDifferentArguments {
+                        task_id: req.call.task_id.clone(),
+                        existing_invocation_id: record.invocation_id.clone(),
+                        new_call_id: req.call.call_id(),
+                        diff: record.call.arguments.diff(&req.call.arguments, self.serializer),
+                    });
+                }
+                return Err(self.script_failure(&f));
+            }
+        };
+        let items = as_list(&body);
+        let outcomes = items.get(1..).unwrap_or_default();
+        if outcomes.len() != requests.len() {
+            return Err(PynencError::backend(format!(
+                "redis at {}: route returned {} outcomes for {} calls",
+                self.settings.address,
+                outcomes.len(),
+                requests.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(requests.len());
+        for ((req, id), o) in requests.into_iter().zip(ids).zip(outcomes) {
+            let o = as_list(o);
+            match o.first().and_then(as_string).as_deref() {
+                Some("N") => {
+                    let created_at_us = o.get(2).and_then(as_int).ok_or_else(|| {
+                        PynencError::backend("route: a new invocation without creation time")
+                    })?;
+                    out.push(RouteOutcome::New(Arc::new(InvocationRecord {
+                        invocation_id: id,
+                        call: req.call,
+                        parent_invocation_id: req.parent_invocation_id,
+                        created_at_us,
+                        scheduled_at_us: req.scheduled_at_us,
+                        concurrency: req.concurrency,
+                    })));
+                }
+                Some("R") => {
+                    let same = o.get(1).and_then(as_int) == Some(1);
+                    let record = self.decode_record(o.get(2..).unwrap_or_default())?;
+                    let diff = if same {
+                        None
+                    } else {
+                        Some(record.call.arguments.diff(&req.call.arguments, self.serializer))
+                    };
+                    out.push(RouteOutcome::Reused {
+                        record: Arc::new(record),
+                        diff,
+                    });
+                }
+                _ => return Err(PynencError::backend("route: unexpected outcome shape")),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<Arc<InvocationRecord>>> {
+        let max = max.min(MAX_PICK);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let args = [bytes(runner_id), bytes(max.to_string())];
+        let reply = match self.run_script("pick", &scripts().pick, &args, false).await {
+            Ok(r) => r,
+            Err((e, Failure::Ambiguous)) => {
+                self.release_claims(runner_id).await;
+                return Err(e);
+            }
+            Err((e, _)) => return Err(e),
+        };
+        let body = reply.body.map_err(|f| self.script_failure(&f))?;
+        let parts = as_list(&body);
+        let picked = parts.first().map(as_list).unwrap_or_default();
+        for key in parts.get(1).map(as_list).unwrap_or_default().iter().filter_map(as_string) {
+            error!(redis_key = %key, "skipped a queued invocation whose record is corrupt (field 'status')");
+        }
+        let mut out = Vec::with_capacity(picked.len());
+        for fields in picked {
+            let fields = as_list(fields);
+            match self.decode_record(fields) {
+                Ok(r) => out.push(Arc::new(r)),
+                Err(e) => {
+                    let id = fields.first().and_then(as_string).unwrap_or_default();
+                    self.fail_corrupt(runner_id, &id, &e).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_status(
+        &self,
+        invocation_id: &str,
+        status: InvocationStatus,
+        actor: &str,
+        execution_context: Option<String>,
+    ) -> Result<StatusRecord> {
+        let args = [
+            bytes(invocation_id),
+            bytes(status.as_str()),
+            bytes(actor),
+            opt_bytes(execution_context.as_deref()),
+        ];
+        let v = self.script("set_status", &scripts().set_status, &args).await?;
+        let parts = as_list(&v);
+        let st = parts.first().and_then(as_string).unwrap_or_default();
+        Ok(StatusRecord {
+            status: self.parse_status(invocation_id, &st)?,
+            owner: parts.get(1).and_then(as_string),
+        })
+    }
+
+    async fn finish(&self, invocation_id: &str, runner_id: &str, outcome: RunOutcome) -> Result<InvocationStatus> {
+        let (kind, payload) = match &outcome {
+            RunOutcome::Success(result) => ("S", result.clone()),
+            RunOutcome::Retry(e) => ("R", serde_json::to_string(e).unwrap_or_default()),
+            RunOutcome::Failed(e) => ("F", serde_json::to_string(e).unwrap_or_default()),
+        };
+        let args = [bytes(invocation_id), bytes(runner_id), bytes(kind), bytes(payload)];
+        let v = self.script("finish", &scripts().finish, &args).await?;
+        self.parse_status(invocation_id, &as_string(&v).unwrap_or_default())
+    }
+
+    async fn kill_and_reroute(&self, invocation_id: &str, runner_id: &str) -> Result<()> {
+        let args = [bytes(invocation_id), bytes(runner_id)];
+        self.script("kill_reroute", &scripts().kill_reroute, &args).await.map(|_| ())
+    }
+
+    async fn get_status(&self, invocation_id: &str) -> Result<StatusRecord> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(self.key("inv", invocation_id)).arg(&["status", "owner"]);
+        let ((status, owner),): ((Option<String>, Option<String>),) = self.query("HMGET status", &pipe).await?;
+        let status = status.ok_or_else(|| not_found(invocation_id, ""))?;
+        Ok(StatusRecord {
+            status: self.parse_status(invocation_id, &status)?,
+            owner,
+        })
+    }
+
+    async fn get_num_retries(&self, invocation_id: &str) -> Result<u32> {
+        let key = self.key("inv", invocation_id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(&key).arg(&["status", "retries"]);
+        let ((status, retries),): ((Option<String>, Option<String>),) =
+            self.query("HMGET retries", &pipe).await?;
+        if status.is_none() {
+            return Err(not_found(invocation_id, ""));
+        }
+        match retries {
+            None => Ok(0),
+            Some(r) => r.parse().map_err(|e| corrupt(&key, "retries", e)),
+        }
+    }
+
+    async fn waiting_for_results(&self, waiter: Option<&str>, waited: &[String]) -> Result<()> {
+        if waited.is_empty() {
+            return Ok(());
+        }
+        let mut args = Vec::with_capacity(waited.len() + 1);
+        args.push(opt_bytes(waiter));
+        args.extend(waited.iter().map(|id| bytes(id.as_str())));
+        self.script("wait", &scripts().wait, &args).await.map(|_| ())
+    }
+
+    async fn wait_final(&self, ids: &[String]) -> Result<()> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        let ids: Vec<String> = ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // make sure the subscription is active before reading statuses
+        self.conn().await.map_err(|e| self.command_error("SUBSCRIBE", &e))?;
+        // register first, then read: a final status published in between is not lost
+        let reg = self.notifier.register(&ids);
+        let mut check = ids;
+        loop {
+            for (id, fin) in check.iter().zip(self.finals_of(&check).await?) {
+                if fin {
+                    reg.wait.mark(id);
+                }
+            }
+            if reg.wait.pending.lock().is_empty() {
+                return Ok(());
+            }
+            let recheck = self.notifier.recheck.notified();
+            tokio::select! {
+                _ = reg.wait.done.notified() => {}
+                _ = recheck => {}
+                _ = tokio::time::sleep(WAIT_RECHECK) => {}
+            }
+            check = reg.wait.pending.lock().iter().cloned().collect();
+            if check.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn work_epoch(&self) -> u64 {
+        self.notifier.work_epoch()
+    }
+
+    async fn wait_for_work(&self, epoch: u64, timeout: Duration) {
+        if self.conns.get().is_none() {
+            let _ = tokio::time::timeout(timeout, self.conn()).await;
+            return;
+        }
+        self.notifier.wait_for_work(epoch, timeout).await
+    }
+
+    async fn promote_scheduled(&self) -> Result<usize> {
+        let v = self.script("promote", &scripts().promote, &[bytes("scheduler")]).await?;
+        Ok(as_int(&v).unwrap_or(0).max(0) as usize)
+    }
+
+    async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let args = [bytes(micros(older_than)), bytes(PURGE_CHUNK.to_string())];
+            let v = self.script("purge_final", &scripts().purge_final, &args).await?;
+            let n = as_int(&v).unwrap_or(0).max(0) as usize;
+            total += n;
+            if n < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn heartbeat(&self, runner_id: &str) -> Result<()> {
+        self.script("heartbeat", &scripts().small, &[bytes("heartbeat"), bytes(runner_id)])
+            .await
+            .map(|_| ())
+    }
+
+    async fn remove_heartbeat(&self, runner_id: &str) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.hdel(format!("{}heartbeats", self.prefix), runner_id).ignore();
+        self.query::<()>("HDEL heartbeats", &pipe).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let args = [bytes("lease"), bytes(name), bytes(holder), bytes(micros(ttl))];
+        let v = self.script("lease", &scripts().small, &args).await?;
+        Ok(as_int(&v) == Some(1))
+    }
+
+    async fn recover(&self, actor: &str, dead_after: Duration, max_pending: Duration) -> Result<Vec<String>> {
+        let args = [bytes(actor), bytes(micros(dead_after)), bytes(micros(max_pending))];
+        let v = self.script("recover", &scripts().recover, &args).await?;
+        Ok(as_list(&v).iter().filter_map(as_string).collect())
+    }
+
+    async fn purge(&self) -> Result<()> {
+        self.purge_all().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_never_nest() {
+        assert_eq!(escape_app_id("a:b"), "a%3Ab");
+        assert_eq!(escape_app_id("a%3Ab"), "a%253Ab");
+        assert_eq!(escape_glob("p:a*[x]?:"), "p:a\\*\\[x\\]\\?:");
+    }
+}

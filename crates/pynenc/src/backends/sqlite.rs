@@ -1,0 +1,2492 @@
+//! The SQLite backend: broker, orchestrator and state backend in one database
+//! file, shared by every process of an app on one machine.
+//!
+//! # How it works
+//!
+//! - **One file, WAL mode.** The database is opened with
+//!   `journal_mode=WAL` and `synchronous=NORMAL`: readers never block the
+//!   writer, and a commit costs one append to the write-ahead log.
+//! - **Atomic steps.** Every [`AtomicStore::atomic`] section runs inside one
+//!   `BEGIN IMMEDIATE` transaction on a blocking thread
+//!   (`tokio::task::spawn_blocking`): it commits when the closure returns
+//!   `Ok` and rolls back every write when it returns an error. Inside one
+//!   process, write sections are queued in front of a single write
+//!   connection, so they never fight over the database lock; between
+//!   processes, a section waits for the lock (short sleeps, 50 µs doubling to
+//!   2 ms) for up to `busy_timeout_ms`, then fails with an error saying how
+//!   long the database stayed locked.
+//! - **Apps are isolated.** Every row carries the `app_id` of its app; two
+//!   apps can share one file, and purging one leaves the other intact.
+//! - **Versioned schema.** The library creates its tables when they are
+//!   missing and records its schema version in `pynenc_meta`. A file written
+//!   by a newer pynenc (a higher `schema_version`) is refused, with both
+//!   versions in the error, before anything is written to it.
+//! - **Index lookups on the hot path.** Registration and running concurrency,
+//!   due scheduled invocations, final invocations to purge, claims to
+//!   recover, blocking candidates, the queue and the call graph each have
+//!   their own index; the queue is a table ordered by an integer sequence.
+//!
+//! # Wake-up latency
+//!
+//! SQLite cannot notify other processes, so this backend polls, adaptively:
+//!
+//! - A runner with nothing to do checks for queued or due work after
+//!   `poll_min_ms` (default 1 ms), doubling the pause up to `poll_max_ms`
+//!   (default 50 ms) while the database stays idle. Work queued by another
+//!   process is therefore seen within at most `poll_max_ms` (plus one cheap
+//!   index lookup), and within about `poll_min_ms` while work keeps coming.
+//! - `result()` waits the same way: the waited invocations are re-checked
+//!   after `poll_min_ms`, backing off to `poll_max_ms`.
+//! - Inside one process nothing polls: work queued and invocations finished
+//!   through the same [`SqliteStore`] wake the waiting runners and `result()`
+//!   callers right after the commit.
+//!
+//! Both checks are read-only transactions, so they never take the write lock.
+//!
+//! # Schema (version 1)
+//!
+//! | table | key | content |
+//! |---|---|---|
+//! | `pynenc_meta` | `key` | `schema_version` |
+//! | `invocations` | `app_id, invocation_id` | task, concurrency keys, status, owner, times, retries, waited flag |
+//! | `records` | `app_id, invocation_id` | the invocation record as JSON (arguments included) |
+//! | `outcomes` | `app_id, invocation_id` | result and error (JSON) |
+//! | `history` | `seq` | one row per status transition |
+//! | `queue` | `seq` | the broker's FIFO of invocation ids |
+//! | `controlled` | `seq` | invocations parked by running concurrency, per running key |
+//! | `waits` | `app_id, waited_id, waiter_id` | who waits for whom (`''` for an external caller) |
+//! | `edges` | `seq` | call graph edges of unfinished invocations (cycle control) |
+//! | `heartbeats` | `app_id, runner_id` | the last heartbeat of each runner |
+//! | `leases` | `app_id, name` | leases (one holder at a time) |
+//!
+//! Large values (the record with its arguments, the result) live in their
+//! own tables, so status updates never rewrite them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::conf::PynencConfig;
+use crate::exceptions::{PynencError, Result, TaskError};
+use crate::invocation::InvocationRecord;
+use crate::state_backend::{HistoryEntry, InvocationOutcome};
+use crate::status::{InvocationStatus, StatusRecord};
+use crate::store::{AtomicStore, StoreTxn};
+
+/// The schema version this library writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How many read-only connections (for the polling waits) a store keeps at most.
+const READ_CONNECTIONS: usize = 4;
+
+/// The first and the longest pause between two attempts to take the write lock.
+const LOCK_PAUSE_MIN: Duration = Duration::from_micros(50);
+const LOCK_PAUSE_MAX: Duration = Duration::from_millis(2);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pynenc_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invocations (
+    app_id TEXT NOT NULL,
+    invocation_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    registration_key TEXT,
+    running_key TEXT,
+    created_at_us INTEGER NOT NULL,
+    due_at_us INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    owner TEXT,
+    status_at_us INTEGER NOT NULL,
+    retries INTEGER NOT NULL DEFAULT 0,
+    waited INTEGER NOT NULL DEFAULT 0,
+    final_at_us INTEGER,
+    PRIMARY KEY (app_id, invocation_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS invocations_registration
+    ON invocations (app_id, registration_key, status, created_at_us)
+    WHERE registration_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS invocations_running
+    ON invocations (app_id, running_key, status)
+    WHERE running_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS invocations_scheduled
+    ON invocations (app_id, due_at_us, invocation_id, status)
+    WHERE status = 'SCHEDULED';
+CREATE INDEX IF NOT EXISTS invocations_final
+    ON invocations (app_id, final_at_us)
+    WHERE final_at_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS invocations_owned
+    ON invocations (app_id, status_at_us)
+    WHERE status IN ('PENDING', 'RUNNING', 'PAUSED', 'RESUMED');
+CREATE INDEX IF NOT EXISTS invocations_blocking
+    ON invocations (app_id, created_at_us, invocation_id, status, waited)
+    WHERE waited = 1;
+CREATE TABLE IF NOT EXISTS records (
+    app_id TEXT NOT NULL,
+    invocation_id TEXT NOT NULL,
+    record_json TEXT NOT NULL,
+    PRIMARY KEY (app_id, invocation_id)
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    app_id TEXT NOT NULL,
+    invocation_id TEXT NOT NULL,
+    result TEXT,
+    error_json TEXT,
+    PRIMARY KEY (app_id, invocation_id)
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    invocation_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    owner TEXT,
+    actor TEXT NOT NULL,
+    timestamp_us INTEGER NOT NULL,
+    execution_context TEXT
+);
+CREATE INDEX IF NOT EXISTS history_invocation ON history (app_id, invocation_id, seq);
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    invocation_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_app ON queue (app_id, seq);
+CREATE TABLE IF NOT EXISTS controlled (
+    seq INTEGER PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    running_key TEXT NOT NULL,
+    invocation_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS controlled_key ON controlled (app_id, running_key, seq);
+CREATE TABLE IF NOT EXISTS waits (
+    app_id TEXT NOT NULL,
+    waited_id TEXT NOT NULL,
+    waiter_id TEXT NOT NULL,
+    PRIMARY KEY (app_id, waited_id, waiter_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS edges (
+    seq INTEGER PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    caller_invocation_id TEXT NOT NULL,
+    caller_call_id TEXT NOT NULL,
+    callee_call_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edges_call ON edges (app_id, caller_call_id, callee_call_id);
+CREATE INDEX IF NOT EXISTS edges_invocation ON edges (app_id, caller_invocation_id);
+CREATE TABLE IF NOT EXISTS heartbeats (
+    app_id TEXT NOT NULL,
+    runner_id TEXT NOT NULL,
+    beat_us INTEGER NOT NULL,
+    PRIMARY KEY (app_id, runner_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    app_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires_us INTEGER NOT NULL,
+    PRIMARY KEY (app_id, name)
+) WITHOUT ROWID;
+";
+
+/// Every table holding rows of an app (purged together).
+const APP_TABLES: &[&str] = &[
+    "DELETE FROM invocations WHERE app_id = ?1",
+    "DELETE FROM records WHERE app_id = ?1",
+    "DELETE FROM outcomes WHERE app_id = ?1",
+    "DELETE FROM history WHERE app_id = ?1",
+    "DELETE FROM queue WHERE app_id = ?1",
+    "DELETE FROM controlled WHERE app_id = ?1",
+    "DELETE FROM waits WHERE app_id = ?1",
+    "DELETE FROM edges WHERE app_id = ?1",
+    "DELETE FROM heartbeats WHERE app_id = ?1",
+    "DELETE FROM leases WHERE app_id = ?1",
+];
+
+/// Where a store is and how it waits: shared by its connections and transactions.
+struct Ctx {
+    path: PathBuf,
+    shown: String,
+    app_id: String,
+    busy_timeout: Duration,
+}
+
+impl Ctx {
+    /// A state backend error for a failed SQLite call during `op` (on `key`, if any).
+    fn err(&self, e: rusqlite::Error, op: &str, key: &str) -> PynencError {
+        describe(&self.shown, self.busy_timeout, e, op, key)
+    }
+
+    fn not_found(&self, invocation_id: &str) -> PynencError {
+        PynencError::InvocationNotFound {
+            invocation_id: invocation_id.to_string(),
+            message: format!(
+                "in the SQLite database {} (app '{}')",
+                self.shown, self.app_id
+            ),
+        }
+    }
+
+    fn corrupt(
+        &self,
+        invocation_id: &str,
+        what: &str,
+        detail: impl std::fmt::Display,
+    ) -> PynencError {
+        PynencError::backend(format!(
+            "SQLite database {}: invocation {invocation_id} (app '{}') has an unreadable {what}: {detail}",
+            self.shown, self.app_id
+        ))
+    }
+}
+
+fn describe(
+    path: &str,
+    busy_timeout: Duration,
+    e: rusqlite::Error,
+    op: &str,
+    key: &str,
+) -> PynencError {
+    let on = if key.is_empty() {
+        op.to_string()
+    } else {
+        format!("{op} ({key})")
+    };
+    let message = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => {
+            format!("SQLite database {path}: file is not a database ({on}: {e})")
+        }
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => format!(
+            "SQLite database {path} stayed locked for {} ms (busy_timeout_ms) during {on}: \
+             another connection holds a write transaction ({e})",
+            busy_timeout.as_millis()
+        ),
+        Some(ErrorCode::ReadOnly) => format!(
+            "SQLite database {path} is read-only ({on}: {e}); pynenc needs write access to the \
+             file and to its directory (for the -wal and -shm files)"
+        ),
+        Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) => format!(
+            "cannot open SQLite database {path} ({on}: {e}); check that its directory exists \
+             and that the file and the directory are writable"
+        ),
+        Some(ErrorCode::DiskFull) => {
+            format!("SQLite database {path}: the disk is full ({on}: {e})")
+        }
+        _ => format!("SQLite database {path}: {on} failed: {e}"),
+    };
+    PynencError::StateBackend { message }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked)
+    )
+}
+
+/// A SQL `LIMIT` for `max`.
+fn limit(max: usize) -> i64 {
+    i64::try_from(max).unwrap_or(i64::MAX)
+}
+
+/// A pause between `base / 2` and `base * 3 / 2`, so that competing processes drift apart.
+fn jittered(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base / 2 + base.mul_f64(f64::from(nanos % 1000) / 1000.0)
+}
+
+/// Opens one connection on the store's file and prepares it.
+fn connect(ctx: &Ctx, busy_timeout: Duration) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&ctx.path, flags)
+        .map_err(|e| ctx.err(e, "opening the file", ""))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(|e| ctx.err(e, "setting busy_timeout", ""))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| ctx.err(e, "setting synchronous=NORMAL", ""))?;
+    Ok(conn)
+}
+
+/// The schema version recorded in the file, if it has one.
+fn read_schema_version(ctx: &Ctx, conn: &Connection) -> Result<Option<i64>> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pynenc_meta')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| ctx.err(e, "reading the schema", ""))?;
+    if !has_meta {
+        return Ok(None);
+    }
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM pynenc_meta WHERE key = 'schema_version'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(|e| ctx.err(e, "reading the schema version", ""))?;
+    match value {
+        None => Ok(None),
+        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            PynencError::backend(format!(
+                "SQLite database {}: pynenc_meta.schema_version is '{v}', not a number",
+                ctx.shown
+            ))
+        }),
+    }
+}
+
+fn check_version(ctx: &Ctx, version: Option<i64>) -> Result<()> {
+    match version {
+        Some(v) if v > SCHEMA_VERSION => Err(PynencError::backend(format!(
+            "SQLite database {} has pynenc schema version {v}, newer than version {SCHEMA_VERSION} \
+             supported by this pynenc library; upgrade pynenc or use another file (nothing was written)",
+            ctx.shown
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks the path before SQLite sees it, for clearer errors.
+fn check_path(ctx: &Ctx) -> Result<()> {
+    let shown = &ctx.shown;
+    if shown.is_empty() || shown == ":memory:" || shown.starts_with("file:") {
+        return Err(PynencError::backend(format!(
+            "SQLite database path '{shown}' is not supported: pynenc needs a database file \
+             that all its connections and processes share"
+        )));
+    }
+    if ctx.path.is_dir() {
+        return Err(PynencError::backend(format!(
+            "cannot open SQLite database {shown}: it is a directory, not a database file"
+        )));
+    }
+    if let Some(parent) = ctx.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            return Err(PynencError::backend(format!(
+                "cannot open SQLite database {shown}: the directory {} does not exist",
+                parent.display()
+            )));
+        }
+        if !parent.is_dir() {
+            return Err(PynencError::backend(format!(
+                "cannot open SQLite database {shown}: {} is not a directory",
+                parent.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates (or checks) the schema on a fresh connection.
+fn init_schema(ctx: &Ctx, conn: &Connection) -> Result<()> {
+    // read first: a file we must refuse is left exactly as it was
+    check_version(ctx, read_schema_version(ctx, conn)?)?;
+    // SQLite silently falls back to read-only when it may not write the file
+    let read_only = conn
+        .is_readonly(rusqlite::DatabaseName::Main)
+        .map_err(|e| ctx.err(e, "checking write access", ""))?;
+    if read_only {
+        return Err(PynencError::backend(format!(
+            "SQLite database {} is read-only: pynenc needs write access to the file and to \
+             its directory (for the -wal and -shm files)",
+            ctx.shown
+        )));
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|e| ctx.err(e, "setting journal_mode=WAL", ""))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(PynencError::backend(format!(
+            "SQLite database {}: could not switch to WAL mode (journal_mode is '{mode}'); \
+             is the file or its directory read-only?",
+            ctx.shown
+        )));
+    }
+    begin_immediate(ctx, conn)?;
+    let created = (|| {
+        // another process may have created or upgraded it meanwhile
+        let version = read_schema_version(ctx, conn)?;
+        check_version(ctx, version)?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| ctx.err(e, "creating the schema", ""))?;
+        if version.is_none() {
+            conn.execute(
+                "INSERT OR REPLACE INTO pynenc_meta (key, value) VALUES ('schema_version', ?1)",
+                params![SCHEMA_VERSION.to_string()],
+            )
+            .map_err(|e| ctx.err(e, "recording the schema version", ""))?;
+        }
+        Ok(())
+    })();
+    finish_txn(ctx, conn, created)
+}
+
+/// Takes the write lock, waiting up to the busy timeout in short jittered pauses.
+fn begin_immediate(ctx: &Ctx, conn: &Connection) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = LOCK_PAUSE_MIN;
+    loop {
+        let attempt = conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]).map(|_| ()));
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(e) if is_busy(&e) => {
+                let waited = start.elapsed();
+                if waited >= ctx.busy_timeout {
+                    return Err(PynencError::backend(format!(
+                        "SQLite database {} stayed locked for {} ms (busy_timeout_ms = {}): another \
+                         process holds a write transaction; raise sqlite.busy_timeout_ms or find the \
+                         long transaction ({e})",
+                        ctx.shown,
+                        waited.as_millis(),
+                        ctx.busy_timeout.as_millis()
+                    )));
+                }
+                std::thread::sleep(jittered(pause).min(ctx.busy_timeout - waited));
+                pause = (pause * 2).min(LOCK_PAUSE_MAX);
+            }
+            Err(e) => return Err(ctx.err(e, "BEGIN IMMEDIATE", "")),
+        }
+    }
+}
+
+/// Commits on `Ok`, rolls back on `Err` (or when the commit fails).
+fn finish_txn<R>(ctx: &Ctx, conn: &Connection, out: Result<R>) -> Result<R> {
+    let out = match out {
+        Ok(v) => conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]).map(|_| ()))
+            .map(|()| v)
+            .map_err(|e| ctx.err(e, "COMMIT", "")),
+        Err(e) => Err(e),
+    };
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    out
+}
+
+/// What a committed section asks the store to announce to this process.
+#[derive(Default)]
+struct Effects {
+    enqueued: bool,
+    finals: Vec<String>,
+    purged: bool,
+}
+
+struct Inner {
+    ctx: Ctx,
+    poll_min: Duration,
+    poll_max: Duration,
+    /// The one write connection (taken while holding `write_gate`).
+    writer: Mutex<Option<Connection>>,
+    /// Idle read-only connections.
+    readers: Mutex<Vec<Connection>>,
+    write_gate: Arc<Semaphore>,
+    read_gate: Arc<Semaphore>,
+    epoch: AtomicU64,
+    work: Notify,
+    final_waiters: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
+}
+
+impl Inner {
+    fn run_write<R>(&self, f: impl FnOnce(&mut dyn StoreTxn) -> Result<R>) -> Result<R> {
+        let conn = match self.writer.lock().take() {
+            Some(c) => c,
+            // the write connection never waits in SQLite's busy handler: begin_immediate waits
+            None => connect(&self.ctx, Duration::ZERO)?,
+        };
+        let (out, effects) = match begin_immediate(&self.ctx, &conn) {
+            Err(e) => (Err(e), Effects::default()),
+            Ok(()) => {
+                let mut txn = SqliteTxn::new(&conn, &self.ctx);
+                let out = f(&mut txn);
+                let effects = txn.effects;
+                (finish_txn(&self.ctx, &conn, out), effects)
+            }
+        };
+        if conn.is_autocommit() {
+            *self.writer.lock() = Some(conn);
+        }
+        if out.is_ok() {
+            self.announce(effects);
+        }
+        out
+    }
+
+    fn run_read<R>(&self, f: impl FnOnce(&mut SqliteTxn<'_>) -> Result<R>) -> Result<R> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => connect(&self.ctx, self.ctx.busy_timeout)?,
+        };
+        let out = match conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])) {
+            Err(e) => Err(self.ctx.err(e, "BEGIN", "")),
+            Ok(_) => {
+                let mut txn = SqliteTxn::new(&conn, &self.ctx);
+                let out = f(&mut txn);
+                finish_txn(&self.ctx, &conn, out)
+            }
+        };
+        if conn.is_autocommit() {
+            self.readers.lock().push(conn);
+        }
+        out
+    }
+
+    /// Wakes this process's runners and `result()` waiters after a commit.
+    fn announce(&self, effects: Effects) {
+        if effects.enqueued {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            self.work.notify_waiters();
+        }
+        if effects.purged || !effects.finals.is_empty() {
+            let waiters = self.final_waiters.lock();
+            if effects.purged {
+                waiters.values().flatten().for_each(|n| n.notify_one());
+            } else {
+                for id in &effects.finals {
+                    if let Some(list) = waiters.get(id) {
+                        list.iter().for_each(|n| n.notify_one());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn read<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut SqliteTxn<'_>) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let permit = self
+            .read_gate
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PynencError::backend("the SQLite store is closed"))?;
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            inner.run_read(f)
+        })
+        .await
+        .map_err(|e| join_error(&self.ctx, e))?
+    }
+}
+
+fn join_error(ctx: &Ctx, e: tokio::task::JoinError) -> PynencError {
+    PynencError::backend(format!(
+        "SQLite database {}: a database section did not complete ({}); its transaction was rolled back",
+        ctx.shown,
+        if e.is_panic() { "it panicked" } else { "it was cancelled" }
+    ))
+}
+
+/// Unregisters a `wait_final` waiter when it ends (or is dropped).
+struct FinalWait {
+    inner: Arc<Inner>,
+    ids: Vec<String>,
+    notify: Arc<Notify>,
+}
+
+impl FinalWait {
+    fn register(inner: &Arc<Inner>, ids: &[String]) -> FinalWait {
+        let notify = Arc::new(Notify::new());
+        let mut waiters = inner.final_waiters.lock();
+        for id in ids {
+            waiters.entry(id.clone()).or_default().push(notify.clone());
+        }
+        FinalWait {
+            inner: inner.clone(),
+            ids: ids.to_vec(),
+            notify,
+        }
+    }
+}
+
+impl Drop for FinalWait {
+    fn drop(&mut self) {
+        let mut waiters = self.inner.final_waiters.lock();
+        for id in &self.ids {
+            if let Some(list) = waiters.get_mut(id) {
+                list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+                if list.is_empty() {
+                    waiters.remove(id);
+                }
+            }
+        }
+    }
+}
+
+/// The SQLite store of one app: an [`AtomicStore`] over one database file.
+///
+/// Open it with [`SqliteStore::open`] (from the app's configuration) or
+/// [`SqliteStore::open_path`]; wrap it in [`crate::store::TxnBackend`] to get
+/// the broker, orchestrator and state backend of an app.
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.ctx.shown)
+            .field("app_id", &self.inner.ctx.app_id)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store described by `conf`: `sqlite.sqlite_path`,
+    /// `sqlite.busy_timeout_ms`, `sqlite.poll_min_ms`, `sqlite.poll_max_ms`,
+    /// scoped to `app_id`.
+    pub fn open(conf: &PynencConfig) -> Result<Arc<SqliteStore>> {
+        SqliteStore::open_path(
+            &conf.sqlite.sqlite_path,
+            &conf.app_id,
+            Duration::from_millis(conf.sqlite.busy_timeout_ms),
+            Duration::from_millis(conf.sqlite.poll_min_ms),
+            Duration::from_millis(conf.sqlite.poll_max_ms),
+        )
+    }
+
+    /// Opens (creating if needed) the database file at `path` for the app
+    /// `app_id`. `busy_timeout` bounds how long a step waits for a database
+    /// locked by another process; `poll_min` and `poll_max` bound the pauses
+    /// of the polling waits (see the module documentation).
+    ///
+    /// Errors (all [`PynencError::StateBackend`], naming the path): the path
+    /// is a directory or its directory does not exist, the file is not a
+    /// SQLite database, it was written by a newer pynenc (schema version), or
+    /// it cannot be written.
+    pub fn open_path(
+        path: impl AsRef<Path>,
+        app_id: &str,
+        busy_timeout: Duration,
+        poll_min: Duration,
+        poll_max: Duration,
+    ) -> Result<Arc<SqliteStore>> {
+        let path = path.as_ref().to_path_buf();
+        let ctx = Ctx {
+            shown: path.display().to_string(),
+            path,
+            app_id: app_id.to_string(),
+            busy_timeout,
+        };
+        check_path(&ctx)?;
+        let conn = connect(&ctx, Duration::ZERO)?;
+        init_schema(&ctx, &conn)?;
+        let poll_min = poll_min.max(Duration::from_micros(100));
+        Ok(Arc::new(SqliteStore {
+            inner: Arc::new(Inner {
+                ctx,
+                poll_min,
+                poll_max: poll_max.max(poll_min),
+                writer: Mutex::new(Some(conn)),
+                readers: Mutex::new(Vec::new()),
+                write_gate: Arc::new(Semaphore::new(1)),
+                read_gate: Arc::new(Semaphore::new(READ_CONNECTIONS)),
+                epoch: AtomicU64::new(0),
+                work: Notify::new(),
+                final_waiters: Mutex::new(HashMap::new()),
+            }),
+        }))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.ctx.path
+    }
+
+    /// The app whose rows this store reads and writes.
+    pub fn app_id(&self) -> &str {
+        &self.inner.ctx.app_id
+    }
+}
+
+impl AtomicStore for SqliteStore {
+    fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        async move {
+            // one writer per process: waiting here is cheaper than in SQLite's lock
+            let permit = inner
+                .write_gate
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| PynencError::backend("the SQLite store is closed"))?;
+            let task = inner.clone();
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                task.run_write(f)
+            })
+            .await
+            .map_err(|e| join_error(&inner.ctx, e))?
+        }
+    }
+
+    fn work_epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    fn wait_for_work(&self, epoch: u64, timeout: Duration) -> impl Future<Output = ()> + Send {
+        let inner = self.inner.clone();
+        async move {
+            let notified = inner.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.epoch.load(Ordering::Acquire) != epoch {
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut poll = inner.poll_min;
+            loop {
+                let has_work = inner
+                    .read(|t| t.has_work(crate::util::now_us()))
+                    .await
+                    .unwrap_or(false);
+                if has_work {
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return;
+                }
+                tokio::select! {
+                    _ = notified.as_mut() => return,
+                    _ = tokio::time::sleep(poll.min(deadline - now)) => {}
+                }
+                poll = (poll * 2).min(inner.poll_max);
+            }
+        }
+    }
+
+    fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {
+        let inner = self.inner.clone();
+        async move {
+            let wait = FinalWait::register(&inner, &ids);
+            let mut pending = ids;
+            let mut poll = inner.poll_min;
+            loop {
+                let check = pending;
+                pending = inner
+                    .read(move |t| {
+                        let mut left = Vec::new();
+                        for id in check {
+                            match t.get_status(&id)? {
+                                Some(s) if s.status.is_final() => {}
+                                Some(_) => left.push(id),
+                                None => {
+                                    return Err(PynencError::InvocationNotFound {
+                                        invocation_id: id,
+                                        message: "while waiting for its result".into(),
+                                    })
+                                }
+                            }
+                        }
+                        Ok(left)
+                    })
+                    .await?;
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = wait.notify.notified() => poll = inner.poll_min,
+                    _ = tokio::time::sleep(poll) => poll = (poll * 2).min(inner.poll_max),
+                }
+            }
+        }
+    }
+
+    fn poll_interval_min(&self) -> Duration {
+        self.inner.poll_min
+    }
+
+    fn poll_interval_max(&self) -> Duration {
+        self.inner.poll_max
+    }
+}
+
+/// One transaction's view of the store: the primitives of [`StoreTxn`] as SQL.
+struct SqliteTxn<'a> {
+    conn: &'a Connection,
+    ctx: &'a Ctx,
+    effects: Effects,
+}
+
+impl<'a> SqliteTxn<'a> {
+    fn new(conn: &'a Connection, ctx: &'a Ctx) -> Self {
+        SqliteTxn {
+            conn,
+            ctx,
+            effects: Effects::default(),
+        }
+    }
+
+    fn stmt(&self, sql: &str, op: &str, key: &str) -> Result<rusqlite::CachedStatement<'a>> {
+        self.conn
+            .prepare_cached(sql)
+            .map_err(|e| self.ctx.err(e, op, key))
+    }
+
+    fn app(&self) -> &str {
+        &self.ctx.app_id
+    }
+
+    fn exists(&self, invocation_id: &str) -> Result<bool> {
+        let op = "checking an invocation";
+        let key = &format!("invocation {invocation_id}");
+        self.stmt(
+            "SELECT EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND invocation_id = ?2)",
+            op,
+            key,
+        )?
+        .query_row(params![self.app(), invocation_id], |r| r.get(0))
+        .map_err(|e| self.ctx.err(e, op, key))
+    }
+
+    fn parse_status(&self, invocation_id: &str, text: &str) -> Result<InvocationStatus> {
+        text.parse::<InvocationStatus>()
+            .map_err(|m| self.ctx.corrupt(invocation_id, "status", m))
+    }
+
+    /// Whether anything is queued or a scheduled invocation is due.
+    fn has_work(&mut self, now_us: i64) -> Result<bool> {
+        let op = "checking for work";
+        self.stmt(
+            "SELECT EXISTS (SELECT 1 FROM queue WHERE app_id = ?1)
+                 OR EXISTS (SELECT 1 FROM invocations
+                            WHERE app_id = ?1 AND status = 'SCHEDULED' AND due_at_us <= ?2)",
+            op,
+            "",
+        )?
+        .query_row(params![self.app(), now_us], |r| r.get(0))
+        .map_err(|e| self.ctx.err(e, op, ""))
+    }
+
+    fn ids(
+        &self,
+        sql: &str,
+        op: &str,
+        key: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<String>> {
+        let mut stmt = self.stmt(sql, op, key)?;
+        let rows = stmt
+            .query_map(args, |r| r.get::<_, String>(0))
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.ctx.err(e, op, key))
+    }
+
+    /// Runs a statement returning `(seq, id)` rows; the ids in `seq` order.
+    fn seq_ids(
+        &self,
+        sql: &str,
+        op: &str,
+        key: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<String>> {
+        let mut stmt = self.stmt(sql, op, key)?;
+        let rows = stmt
+            .query_map(args, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        let mut rows = rows
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        rows.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(rows.into_iter().map(|(_, id)| id).collect())
+    }
+
+    fn exec(&self, sql: &str, op: &str, key: &str, args: impl rusqlite::Params) -> Result<usize> {
+        self.stmt(sql, op, key)?
+            .execute(args)
+            .map_err(|e| self.ctx.err(e, op, key))
+    }
+}
+
+impl StoreTxn for SqliteTxn<'_> {
+    fn insert_invocation(
+        &mut self,
+        record: &Arc<InvocationRecord>,
+        status: &StatusRecord,
+    ) -> Result<()> {
+        let id = record.invocation_id.as_str();
+        let op = "inserting an invocation";
+        let key = &format!("invocation {id}");
+        let json = serde_json::to_string(&**record).map_err(|e| {
+            PynencError::serialization("serialize", format!("invocation record {id}"), e)
+        })?;
+        self.exec(
+            "INSERT OR REPLACE INTO invocations (app_id, invocation_id, task_id, registration_key,
+                 running_key, created_at_us, due_at_us, status, owner, status_at_us, retries, waited,
+                 final_at_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6, 0, 0, NULL)",
+            op,
+            key,
+            params![
+                self.app(),
+                id,
+                record.call.task_id,
+                record.concurrency.registration_key,
+                record.concurrency.running_key,
+                record.created_at_us,
+                record.scheduled_at_us.unwrap_or(0),
+                status.status.as_str(),
+                status.owner,
+            ],
+        )?;
+        self.exec(
+            "INSERT OR REPLACE INTO records (app_id, invocation_id, record_json) VALUES (?1, ?2, ?3)",
+            op,
+            key,
+            params![self.app(), id, json],
+        )?;
+        Ok(())
+    }
+
+    fn get_invocation(&mut self, invocation_id: &str) -> Result<Option<Arc<InvocationRecord>>> {
+        let op = "reading an invocation";
+        let key = &format!("invocation {invocation_id}");
+        let json: Option<String> = self
+            .stmt(
+                "SELECT record_json FROM records WHERE app_id = ?1 AND invocation_id = ?2",
+                op,
+                key,
+            )?
+            .query_row(params![self.app(), invocation_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        json.map(|j| {
+            serde_json::from_str::<InvocationRecord>(&j)
+                .map(Arc::new)
+                .map_err(|e| self.ctx.corrupt(invocation_id, "record", e))
+        })
+        .transpose()
+    }
+
+    fn get_status(&mut self, invocation_id: &str) -> Result<Option<StatusRecord>> {
+        let op = "reading a status";
+        let key = &format!("invocation {invocation_id}");
+        let row: Option<(String, Option<String>)> = self
+            .stmt(
+                "SELECT status, owner FROM invocations WHERE app_id = ?1 AND invocation_id = ?2",
+                op,
+                key,
+            )?
+            .query_row(params![self.app(), invocation_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        row.map(|(status, owner)| {
+            Ok(StatusRecord {
+                status: self.parse_status(invocation_id, &status)?,
+                owner,
+            })
+        })
+        .transpose()
+    }
+
+    fn put_status(
+        &mut self,
+        invocation_id: &str,
+        status: &StatusRecord,
+        now_us: i64,
+    ) -> Result<()> {
+        let final_at = status.status.is_final().then_some(now_us);
+        let changed = self.exec(
+            "UPDATE invocations
+             SET status = ?3, owner = ?4, status_at_us = ?5, final_at_us = COALESCE(?6, final_at_us)
+             WHERE app_id = ?1 AND invocation_id = ?2",
+            "writing a status",
+            &format!("invocation {invocation_id}"),
+            params![
+                self.app(),
+                invocation_id,
+                status.status.as_str(),
+                status.owner,
+                now_us,
+                final_at
+            ],
+        )?;
+        if changed == 0 {
+            return Err(self.ctx.not_found(invocation_id));
+        }
+        Ok(())
+    }
+
+    fn append_history(&mut self, entry: HistoryEntry) -> Result<()> {
+        let changed = self.exec(
+            "INSERT INTO history (app_id, invocation_id, status, owner, actor, timestamp_us,
+                 execution_context)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND invocation_id = ?2)",
+            "appending history",
+            &format!("invocation {}", entry.invocation_id),
+            params![
+                self.app(),
+                entry.invocation_id,
+                entry.status.as_str(),
+                entry.owner,
+                entry.actor,
+                entry.timestamp_us,
+                entry.execution_context
+            ],
+        )?;
+        if changed == 0 {
+            return Err(self.ctx.not_found(&entry.invocation_id));
+        }
+        Ok(())
+    }
+
+    fn get_history(&mut self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {
+        let op = "reading history";
+        let key = &format!("invocation {invocation_id}");
+        let mut stmt = self.stmt(
+            "SELECT status, owner, actor, timestamp_us, execution_context FROM history
+             WHERE app_id = ?1 AND invocation_id = ?2 ORDER BY seq",
+            op,
+            key,
+        )?;
+        let rows = stmt
+            .query_map(params![self.app(), invocation_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (status, owner, actor, timestamp_us, execution_context) =
+                row.map_err(|e| self.ctx.err(e, op, key))?;
+            out.push(HistoryEntry {
+                invocation_id: invocation_id.to_string(),
+                status: self.parse_status(invocation_id, &status)?,
+                owner,
+                actor,
+                timestamp_us,
+                execution_context,
+            });
+        }
+        if out.is_empty() && !self.exists(invocation_id)? {
+            return Err(self.ctx.not_found(invocation_id));
+        }
+        Ok(out)
+    }
+
+    fn get_retries(&mut self, invocation_id: &str) -> Result<u32> {
+        let op = "reading retries";
+        let key = &format!("invocation {invocation_id}");
+        let n: Option<i64> = self
+            .stmt(
+                "SELECT retries FROM invocations WHERE app_id = ?1 AND invocation_id = ?2",
+                op,
+                key,
+            )?
+            .query_row(params![self.app(), invocation_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        let n = n.ok_or_else(|| self.ctx.not_found(invocation_id))?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    fn increment_retries(&mut self, invocation_id: &str) -> Result<u32> {
+        let op = "counting a retry";
+        let key = &format!("invocation {invocation_id}");
+        let n: Option<i64> = self
+            .stmt(
+                "UPDATE invocations SET retries = retries + 1
+                 WHERE app_id = ?1 AND invocation_id = ?2 RETURNING retries",
+                op,
+                key,
+            )?
+            .query_row(params![self.app(), invocation_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        let n = n.ok_or_else(|| self.ctx.not_found(invocation_id))?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    fn set_result(&mut self, invocation_id: &str, result: &str) -> Result<()> {
+        let changed = self.exec(
+            "INSERT INTO outcomes (app_id, invocation_id, result)
+             SELECT ?1, ?2, ?3
+             WHERE EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND invocation_id = ?2)
+             ON CONFLICT (app_id, invocation_id) DO UPDATE SET result = excluded.result",
+            "storing a result",
+            &format!("invocation {invocation_id}"),
+            params![self.app(), invocation_id, result],
+        )?;
+        if changed == 0 {
+            return Err(self.ctx.not_found(invocation_id));
+        }
+        Ok(())
+    }
+
+    fn set_error(&mut self, invocation_id: &str, error: &TaskError) -> Result<()> {
+        let json = serde_json::to_string(error).map_err(|e| {
+            PynencError::serialization(
+                "serialize",
+                format!("error of invocation {invocation_id}"),
+                e,
+            )
+        })?;
+        let changed = self.exec(
+            "INSERT INTO outcomes (app_id, invocation_id, error_json)
+             SELECT ?1, ?2, ?3
+             WHERE EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND invocation_id = ?2)
+             ON CONFLICT (app_id, invocation_id) DO UPDATE SET error_json = excluded.error_json",
+            "storing an error",
+            &format!("invocation {invocation_id}"),
+            params![self.app(), invocation_id, json],
+        )?;
+        if changed == 0 {
+            return Err(self.ctx.not_found(invocation_id));
+        }
+        Ok(())
+    }
+
+    fn get_outcome(&mut self, invocation_id: &str) -> Result<Option<InvocationOutcome>> {
+        let op = "reading an outcome";
+        let key = &format!("invocation {invocation_id}");
+        let row: Option<(String, Option<String>, Option<String>)> = self
+            .stmt(
+                "SELECT i.status, o.result, o.error_json FROM invocations i
+                 LEFT JOIN outcomes o ON o.app_id = i.app_id AND o.invocation_id = i.invocation_id
+                 WHERE i.app_id = ?1 AND i.invocation_id = ?2",
+                op,
+                key,
+            )?
+            .query_row(params![self.app(), invocation_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        row.map(|(status, result, error)| {
+            let error = error
+                .map(|j| {
+                    serde_json::from_str::<TaskError>(&j)
+                        .map_err(|e| self.ctx.corrupt(invocation_id, "error", e))
+                })
+                .transpose()?;
+            Ok(InvocationOutcome {
+                status: self.parse_status(invocation_id, &status)?,
+                result,
+                error,
+            })
+        })
+        .transpose()
+    }
+
+    fn list_invocation_ids(&mut self) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT invocation_id FROM invocations WHERE app_id = ?1",
+            "listing invocations",
+            "",
+            params![self.app()],
+        )
+    }
+
+    fn find_registered(&mut self, registration_key: &str) -> Result<Option<String>> {
+        Ok(self
+            .ids(
+                "SELECT invocation_id FROM invocations
+                 WHERE app_id = ?1 AND registration_key = ?2 AND status = 'REGISTERED'
+                 ORDER BY created_at_us, invocation_id LIMIT 1",
+                "looking up a registration key",
+                &format!("key {registration_key}"),
+                params![self.app(), registration_key],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn running_key_in_use(&mut self, running_key: &str) -> Result<bool> {
+        let op = "looking up a running key";
+        let key = &format!("key {running_key}");
+        self.stmt(
+            "SELECT EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND running_key = ?2
+                 AND status IN ('PENDING', 'RUNNING', 'PAUSED', 'RESUMED'))",
+            op,
+            key,
+        )?
+        .query_row(params![self.app(), running_key], |r| r.get(0))
+        .map_err(|e| self.ctx.err(e, op, key))
+    }
+
+    fn park_controlled(&mut self, running_key: &str, invocation_id: &str) -> Result<()> {
+        self.exec(
+            "INSERT INTO controlled (app_id, running_key, invocation_id) VALUES (?1, ?2, ?3)",
+            "parking an invocation",
+            &format!("invocation {invocation_id}, key {running_key}"),
+            params![self.app(), running_key, invocation_id],
+        )?;
+        Ok(())
+    }
+
+    fn take_controlled(&mut self, running_key: &str) -> Result<Vec<String>> {
+        self.seq_ids(
+            "DELETE FROM controlled WHERE app_id = ?1 AND running_key = ?2
+             RETURNING seq, invocation_id",
+            "taking parked invocations",
+            &format!("key {running_key}"),
+            params![self.app(), running_key],
+        )
+    }
+
+    fn enqueue(&mut self, invocation_id: &str) -> Result<()> {
+        self.exec(
+            "INSERT INTO queue (app_id, invocation_id) VALUES (?1, ?2)",
+            "queueing",
+            &format!("invocation {invocation_id}"),
+            params![self.app(), invocation_id],
+        )?;
+        self.effects.enqueued = true;
+        Ok(())
+    }
+
+    fn dequeue(&mut self, max: usize) -> Result<Vec<String>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.seq_ids(
+            "DELETE FROM queue WHERE seq IN
+                 (SELECT seq FROM queue WHERE app_id = ?1 ORDER BY seq LIMIT ?2)
+             RETURNING seq, invocation_id",
+            "taking from the queue",
+            "",
+            params![self.app(), limit(max)],
+        )
+    }
+
+    fn queue_len(&mut self) -> Result<usize> {
+        let op = "counting the queue";
+        let n: i64 = self
+            .stmt("SELECT COUNT(*) FROM queue WHERE app_id = ?1", op, "")?
+            .query_row(params![self.app()], |r| r.get(0))
+            .map_err(|e| self.ctx.err(e, op, ""))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn add_waits(&mut self, waiter: Option<&str>, waited: &[String]) -> Result<()> {
+        for id in waited {
+            let key = &format!("invocation {id}");
+            let marked = self.exec(
+                "UPDATE invocations SET waited = 1 WHERE app_id = ?1 AND invocation_id = ?2",
+                "recording a wait",
+                key,
+                params![self.app(), id],
+            )?;
+            if marked == 0 {
+                continue;
+            }
+            self.exec(
+                "INSERT OR IGNORE INTO waits (app_id, waited_id, waiter_id) VALUES (?1, ?2, ?3)",
+                "recording a wait",
+                key,
+                params![self.app(), id, waiter.unwrap_or("")],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn blocking_candidates(&mut self, max: usize) -> Result<Vec<String>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.ids(
+            "SELECT invocation_id FROM invocations
+             WHERE app_id = ?1 AND waited = 1 AND status IN ('REGISTERED', 'REROUTED', 'RETRY')
+             ORDER BY created_at_us, invocation_id LIMIT ?2",
+            "finding waited invocations",
+            "",
+            params![self.app(), limit(max)],
+        )
+    }
+
+    fn release_waited(&mut self, waited: &str) -> Result<()> {
+        let key = &format!("invocation {waited}");
+        self.exec(
+            "UPDATE invocations SET waited = 0 WHERE app_id = ?1 AND invocation_id = ?2 AND waited = 1",
+            "releasing waits",
+            key,
+            params![self.app(), waited],
+        )?;
+        self.exec(
+            "DELETE FROM waits WHERE app_id = ?1 AND waited_id = ?2",
+            "releasing waits",
+            key,
+            params![self.app(), waited],
+        )?;
+        Ok(())
+    }
+
+    fn add_edge(
+        &mut self,
+        caller_invocation_id: &str,
+        caller_call_id: &str,
+        callee_call_id: &str,
+    ) -> Result<()> {
+        self.exec(
+            "INSERT INTO edges (app_id, caller_invocation_id, caller_call_id, callee_call_id)
+             VALUES (?1, ?2, ?3, ?4)",
+            "recording a call edge",
+            &format!("invocation {caller_invocation_id}, {caller_call_id} -> {callee_call_id}"),
+            params![
+                self.app(),
+                caller_invocation_id,
+                caller_call_id,
+                callee_call_id
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn callees_of(&mut self, call_id: &str) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT DISTINCT callee_call_id FROM edges WHERE app_id = ?1 AND caller_call_id = ?2",
+            "reading call edges",
+            &format!("call {call_id}"),
+            params![self.app(), call_id],
+        )
+    }
+
+    fn remove_edges_of(&mut self, caller_invocation_id: &str) -> Result<()> {
+        self.exec(
+            "DELETE FROM edges WHERE app_id = ?1 AND caller_invocation_id = ?2",
+            "removing call edges",
+            &format!("invocation {caller_invocation_id}"),
+            params![self.app(), caller_invocation_id],
+        )?;
+        Ok(())
+    }
+
+    fn due_scheduled(&mut self, now_us: i64, max: usize) -> Result<Vec<String>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.ids(
+            "SELECT invocation_id FROM invocations
+             WHERE app_id = ?1 AND status = 'SCHEDULED' AND due_at_us <= ?2
+             ORDER BY due_at_us, invocation_id LIMIT ?3",
+            "finding due scheduled invocations",
+            "",
+            params![self.app(), now_us, limit(max)],
+        )
+    }
+
+    fn final_before(&mut self, before_us: i64, max: usize) -> Result<Vec<String>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.ids(
+            "SELECT invocation_id FROM invocations
+             WHERE app_id = ?1 AND final_at_us < ?2
+             ORDER BY final_at_us, invocation_id LIMIT ?3",
+            "finding final invocations",
+            "",
+            params![self.app(), before_us, limit(max)],
+        )
+    }
+
+    fn delete_invocation(&mut self, invocation_id: &str) -> Result<()> {
+        let op = "deleting an invocation";
+        let key = &format!("invocation {invocation_id}");
+        let args = params![self.app(), invocation_id];
+        let deleted = self.exec(
+            "DELETE FROM invocations WHERE app_id = ?1 AND invocation_id = ?2",
+            op,
+            key,
+            args,
+        )?;
+        if deleted == 0 {
+            return Ok(());
+        }
+        for sql in [
+            "DELETE FROM records WHERE app_id = ?1 AND invocation_id = ?2",
+            "DELETE FROM outcomes WHERE app_id = ?1 AND invocation_id = ?2",
+            "DELETE FROM history WHERE app_id = ?1 AND invocation_id = ?2",
+            "DELETE FROM waits WHERE app_id = ?1 AND waited_id = ?2",
+            "DELETE FROM edges WHERE app_id = ?1 AND caller_invocation_id = ?2",
+        ] {
+            self.exec(sql, op, key, args)?;
+        }
+        self.effects.finals.push(invocation_id.to_string());
+        Ok(())
+    }
+
+    fn purge(&mut self) -> Result<()> {
+        for sql in APP_TABLES {
+            self.exec(
+                sql,
+                "purging the app",
+                &format!("app {}", self.app()),
+                params![self.app()],
+            )?;
+        }
+        self.effects.purged = true;
+        Ok(())
+    }
+
+    fn put_heartbeat(&mut self, runner_id: &str, now_us: i64) -> Result<()> {
+        self.exec(
+            "INSERT INTO heartbeats (app_id, runner_id, beat_us) VALUES (?1, ?2, ?3)
+             ON CONFLICT (app_id, runner_id) DO UPDATE SET beat_us = excluded.beat_us",
+            "recording a heartbeat",
+            &format!("runner {runner_id}"),
+            params![self.app(), runner_id, now_us],
+        )?;
+        Ok(())
+    }
+
+    fn get_heartbeat(&mut self, runner_id: &str) -> Result<Option<i64>> {
+        let op = "reading a heartbeat";
+        let key = &format!("runner {runner_id}");
+        self.stmt(
+            "SELECT beat_us FROM heartbeats WHERE app_id = ?1 AND runner_id = ?2",
+            op,
+            key,
+        )?
+        .query_row(params![self.app(), runner_id], |r| r.get(0))
+        .optional()
+        .map_err(|e| self.ctx.err(e, op, key))
+    }
+
+    fn remove_heartbeat(&mut self, runner_id: &str) -> Result<()> {
+        self.exec(
+            "DELETE FROM heartbeats WHERE app_id = ?1 AND runner_id = ?2",
+            "removing a heartbeat",
+            &format!("runner {runner_id}"),
+            params![self.app(), runner_id],
+        )?;
+        Ok(())
+    }
+
+    fn owned_claims_before(
+        &mut self,
+        before_us: i64,
+        max: usize,
+    ) -> Result<Vec<(String, StatusRecord, i64)>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let op = "finding claimed invocations";
+        let mut stmt = self.stmt(
+            "SELECT invocation_id, status, owner, status_at_us FROM invocations
+             WHERE app_id = ?1 AND status IN ('PENDING', 'RUNNING', 'PAUSED', 'RESUMED')
+                 AND status_at_us < ?2
+             ORDER BY status_at_us, invocation_id LIMIT ?3",
+            op,
+            "",
+        )?;
+        let rows = stmt
+            .query_map(params![self.app(), before_us, limit(max)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(|e| self.ctx.err(e, op, ""))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, status, owner, at) = row.map_err(|e| self.ctx.err(e, op, ""))?;
+            let status = self.parse_status(&id, &status)?;
+            out.push((id, StatusRecord { status, owner }, at));
+        }
+        Ok(out)
+    }
+
+    fn try_lease(&mut self, name: &str, holder: &str, now_us: i64, ttl_us: i64) -> Result<bool> {
+        let changed = self.exec(
+            "INSERT INTO leases (app_id, name, holder, expires_us) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (app_id, name) DO UPDATE
+                 SET holder = excluded.holder, expires_us = excluded.expires_us
+                 WHERE leases.holder = excluded.holder OR leases.expires_us <= ?5",
+            "taking a lease",
+            &format!("lease {name}, holder {holder}"),
+            params![
+                self.app(),
+                name,
+                holder,
+                now_us.saturating_add(ttl_us),
+                now_us
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn on_final(&mut self, invocation_id: &str) {
+        self.effects.finals.push(invocation_id.to_string());
+    }
+
+    fn on_enqueue(&mut self) {
+        self.effects.enqueued = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::arguments::Arguments;
+    use crate::broker::Broker;
+    use crate::call::Call;
+    use crate::orchestrator::{ConcurrencySpec, Orchestrator, RouteRequest, RunOutcome};
+    use crate::serializer::Serializer;
+    use crate::state_backend::StateBackend;
+    use crate::status::InvocationStatus::*;
+    use crate::store::TxnBackend;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn open_app(path: &Path, app_id: &str) -> Arc<SqliteStore> {
+        SqliteStore::open_path(path, app_id, Duration::from_secs(10), MS, 20 * MS).unwrap()
+    }
+
+    fn record(id: &str, created_at_us: i64, concurrency: ConcurrencySpec) -> Arc<InvocationRecord> {
+        Arc::new(InvocationRecord {
+            invocation_id: id.to_string(),
+            call: Call::new(
+                "tests.task",
+                Arguments::new().with(Serializer::Json, "id", id).unwrap(),
+            ),
+            parent_invocation_id: None,
+            created_at_us,
+            scheduled_at_us: None,
+            concurrency,
+        })
+    }
+
+    fn st(status: InvocationStatus, owner: Option<&str>) -> StatusRecord {
+        StatusRecord {
+            status,
+            owner: owner.map(str::to_string),
+        }
+    }
+
+    fn plain(id: &str, created_at_us: i64) -> Arc<InvocationRecord> {
+        record(id, created_at_us, ConcurrencySpec::default())
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn entry(id: &str, status: InvocationStatus, at: i64) -> HistoryEntry {
+        HistoryEntry {
+            invocation_id: id.to_string(),
+            status,
+            owner: None,
+            actor: "tester".into(),
+            timestamp_us: at,
+            execution_context: Some(format!("ctx-{at}")),
+        }
+    }
+
+    fn request(task_id: &str, x: i64) -> RouteRequest {
+        RouteRequest {
+            call: Call::new(
+                task_id,
+                Arguments::new().with(Serializer::Json, "x", &x).unwrap(),
+            ),
+            parent_invocation_id: None,
+            parent_call_id: None,
+            concurrency: ConcurrencySpec::default(),
+            scheduled_at_us: None,
+            cycle_control: true,
+            actor: "external".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn open_creates_schema_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pynenc.db");
+        let store = open_app(&path, "app");
+        store
+            .atomic(|t| {
+                t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
+                t.enqueue("a")
+            })
+            .await
+            .unwrap();
+        drop(store);
+
+        let raw = Connection::open(&path).unwrap();
+        let version: String = raw
+            .query_row(
+                "SELECT value FROM pynenc_meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION.to_string());
+        let mode: String = raw
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(raw);
+
+        let mut conf = PynencConfig::default();
+        conf.app_id = "app".into();
+        conf.sqlite.sqlite_path = path.display().to_string();
+        conf.sqlite.poll_min_ms = 3;
+        conf.sqlite.poll_max_ms = 30;
+        let store = SqliteStore::open(&conf).unwrap();
+        assert_eq!(store.poll_interval_min(), 3 * MS);
+        assert_eq!(store.poll_interval_max(), 30 * MS);
+        assert_eq!(store.app_id(), "app");
+        let (status, queued) = store
+            .atomic(|t| Ok((t.get_status("a")?, t.queue_len()?)))
+            .await
+            .unwrap();
+        assert_eq!(status, Some(st(Registered, None)));
+        assert_eq!(queued, 1);
+        let rec = store
+            .atomic(|t| t.get_invocation("a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*rec, *plain("a", 1));
+    }
+
+    #[tokio::test]
+    async fn apps_are_isolated_and_purge_keeps_the_other_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let a = open_app(&path, "app-a");
+        let b = open_app(&path, "app-b");
+        for store in [&a, &b] {
+            store
+                .atomic(|t| {
+                    t.insert_invocation(&plain("same-id", 1), &st(Registered, None))?;
+                    t.append_history(entry("same-id", Registered, 1))?;
+                    t.enqueue("same-id")?;
+                    t.add_waits(None, &strings(&["same-id"]))?;
+                    t.add_edge("same-id", "c1", "c2")?;
+                    t.park_controlled("rk", "same-id")?;
+                    t.put_heartbeat("runner", 5)?;
+                    t.try_lease("lease", "runner", 5, 100).map(|_| ())
+                })
+                .await
+                .unwrap();
+        }
+        a.atomic(|t| t.put_status("same-id", &st(Pending, Some("r")), 2))
+            .await
+            .unwrap();
+        let status_b = b.atomic(|t| t.get_status("same-id")).await.unwrap();
+        assert_eq!(
+            status_b,
+            Some(st(Registered, None)),
+            "a's write leaked into b"
+        );
+
+        a.atomic(|t| t.purge()).await.unwrap();
+        let left_a = a
+            .atomic(|t| {
+                Ok((
+                    t.list_invocation_ids()?,
+                    t.queue_len()?,
+                    t.callees_of("c1")?,
+                    t.get_heartbeat("runner")?,
+                    t.blocking_candidates(10)?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(left_a, (vec![], 0, vec![], None, vec![]));
+        // the lease of a is gone: another holder takes it
+        assert!(a
+            .atomic(|t| t.try_lease("lease", "other", 6, 100))
+            .await
+            .unwrap());
+
+        let left_b = b
+            .atomic(|t| {
+                Ok((
+                    t.list_invocation_ids()?,
+                    t.queue_len()?,
+                    t.callees_of("c1")?,
+                    t.get_heartbeat("runner")?,
+                    t.blocking_candidates(10)?,
+                    t.get_history("same-id")?.len(),
+                    t.try_lease("lease", "other", 6, 100)?,
+                    t.take_controlled("rk")?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            left_b,
+            (
+                strings(&["same-id"]),
+                1,
+                strings(&["c2"]),
+                Some(5),
+                strings(&["same-id"]),
+                1,
+                false,
+                strings(&["same-id"])
+            )
+        );
+    }
+
+    #[test]
+    fn a_text_file_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        std::fs::write(&path, "these are my notes, not a database\n".repeat(200)).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = SqliteStore::open_path(&path, "app", MS * 100, MS, MS * 50).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PynencError::StateBackend { .. }), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("not a database"), "{msg}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file was changed"
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("future.db");
+        {
+            let raw = Connection::open(&path).unwrap();
+            raw.execute_batch(
+                "CREATE TABLE pynenc_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO pynenc_meta VALUES ('schema_version', '99');",
+            )
+            .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = SqliteStore::open_path(&path, "app", MS * 100, MS, MS * 50).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PynencError::StateBackend { .. }), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("version 99"), "{msg}");
+        assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file was changed"
+        );
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        assert!(!Path::new(&wal).exists(), "a WAL file was created");
+        // the tables of a newer pynenc were not created either
+        let raw = Connection::open(&path).unwrap();
+        let tables: i64 = raw
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1);
+    }
+
+    #[test]
+    fn unusable_paths_give_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        // a directory instead of a file
+        let err = SqliteStore::open_path(dir.path(), "app", MS, MS, MS).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PynencError::StateBackend { .. }), "{msg}");
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+        assert!(msg.contains("is a directory"), "{msg}");
+        // a directory that does not exist
+        let path = dir.path().join("missing").join("pynenc.db");
+        let err = SqliteStore::open_path(&path, "app", MS, MS, MS).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("does not exist"), "{msg}");
+        // a file used as a directory
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let path = file.join("pynenc.db");
+        let msg = SqliteStore::open_path(&path, "app", MS, MS, MS)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("not a directory"), "{msg}");
+        // an in-memory database cannot be shared by connections
+        let msg = SqliteStore::open_path(":memory:", "app", MS, MS, MS)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(":memory:"), "{msg}");
+    }
+
+    /// Makes `path` unwritable: `chmod 0444`, and `chattr +i` when running as
+    /// root (root ignores file modes). Returns false when it cannot.
+    fn make_read_only(path: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let writable = || std::fs::OpenOptions::new().write(true).open(path).is_ok();
+        if writable() {
+            let _ = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .output();
+        }
+        !writable()
+    }
+
+    fn undo_read_only(path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(path)
+            .output();
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+    }
+
+    #[test]
+    fn a_read_only_file_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro.db");
+        drop(SqliteStore::open_path(&path, "app", MS * 100, MS, MS * 50).unwrap());
+        if !make_read_only(&path) {
+            undo_read_only(&path);
+            eprintln!("skipped: cannot make a file read-only here (root without chattr)");
+            return;
+        }
+        let result = SqliteStore::open_path(&path, "app", MS * 100, MS, MS * 50);
+        undo_read_only(&path);
+        let err = result.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PynencError::StateBackend { .. }), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("read-only") || msg.contains("writable"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_locked_database_waits_then_says_how_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked.db");
+        let store = SqliteStore::open_path(&path, "app", 100 * MS, MS, 10 * MS).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = Instant::now();
+        let err = store.atomic(|t| t.enqueue("x")).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            started.elapsed() >= 100 * MS,
+            "gave up after {:?}",
+            started.elapsed()
+        );
+        assert!(msg.contains("stayed locked for"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        // the lock is released while the store waits: it goes through
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(30 * MS);
+            other.execute_batch("ROLLBACK").unwrap();
+        });
+        store.atomic(|t| t.enqueue("x")).await.unwrap();
+        release.join().unwrap();
+        assert_eq!(store.atomic(|t| t.queue_len()).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_error_rolls_back_the_whole_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        let err = store
+            .atomic(|t| {
+                t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
+                t.enqueue("a")?;
+                t.put_status("missing", &st(Pending, Some("r")), 2)
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PynencError::InvocationNotFound { .. }),
+            "{err}"
+        );
+        let (ids, queued) = store
+            .atomic(|t| Ok((t.list_invocation_ids()?, t.queue_len()?)))
+            .await
+            .unwrap();
+        assert!(ids.is_empty());
+        assert_eq!(queued, 0);
+        // the store is usable afterwards
+        store.atomic(|t| t.enqueue("b")).await.unwrap();
+        assert_eq!(
+            store.atomic(|t| t.dequeue(5)).await.unwrap(),
+            strings(&["b"])
+        );
+    }
+
+    #[tokio::test]
+    async fn queue_is_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        let out = store
+            .atomic(|t| {
+                for id in ["a", "b", "c", "d", "a"] {
+                    t.enqueue(id)?;
+                }
+                let none = t.dequeue(0)?;
+                let first = t.dequeue(2)?;
+                let len = t.queue_len()?;
+                t.enqueue("e")?;
+                let rest = t.dequeue(usize::MAX)?;
+                Ok((none, first, len, rest, t.queue_len()?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            (
+                vec![],
+                strings(&["a", "b"]),
+                3,
+                strings(&["c", "d", "a", "e"]),
+                0
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrency_indexes_follow_put_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        store
+            .atomic(|t| {
+                let spec = ConcurrencySpec {
+                    registration_key: Some("K".into()),
+                    running_key: Some("R".into()),
+                    ..ConcurrencySpec::default()
+                };
+                t.insert_invocation(&record("newer", 10, spec.clone()), &st(Registered, None))?;
+                t.insert_invocation(&record("older", 5, spec.clone()), &st(Registered, None))?;
+                t.insert_invocation(&record("sched", 1, spec), &st(Scheduled, None))?;
+                assert_eq!(t.find_registered("K")?.as_deref(), Some("older"));
+                assert_eq!(t.find_registered("other")?, None);
+                assert!(!t.running_key_in_use("R")?);
+
+                t.put_status("older", &st(Pending, Some("r")), 20)?;
+                assert_eq!(t.find_registered("K")?.as_deref(), Some("newer"));
+                assert!(t.running_key_in_use("R")?);
+                for s in [Running, Paused, Resumed] {
+                    t.put_status("older", &st(s, Some("r")), 21)?;
+                    assert!(t.running_key_in_use("R")?, "{s}");
+                }
+                t.put_status("older", &st(Success, Some("r")), 22)?;
+                assert!(!t.running_key_in_use("R")?);
+
+                t.put_status("newer", &st(Pending, Some("r")), 23)?;
+                assert_eq!(t.find_registered("K")?, None);
+                t.put_status("newer", &st(Killed, None), 24)?;
+                assert!(!t.running_key_in_use("R")?);
+                t.put_status("newer", &st(Rerouted, None), 25)?;
+                assert_eq!(t.find_registered("K")?, None, "REROUTED is not REGISTERED");
+
+                t.put_status("sched", &st(Registered, None), 26)?;
+                assert_eq!(t.find_registered("K")?.as_deref(), Some("sched"));
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn controlled_invocations_come_back_in_park_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        let out = store
+            .atomic(|t| {
+                for id in ["c", "a", "b"] {
+                    t.park_controlled("R", id)?;
+                }
+                t.park_controlled("other", "z")?;
+                Ok((
+                    t.take_controlled("R")?,
+                    t.take_controlled("R")?,
+                    t.take_controlled("other")?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, (strings(&["c", "a", "b"]), vec![], strings(&["z"])));
+    }
+
+    #[tokio::test]
+    async fn scheduled_and_final_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        store
+            .atomic(|t| {
+                for (id, at) in [("s1", 100), ("s2", 50), ("s3", 200)] {
+                    let mut rec = (*plain(id, 1)).clone();
+                    rec.scheduled_at_us = Some(at);
+                    t.insert_invocation(&Arc::new(rec), &st(Scheduled, None))?;
+                }
+                assert_eq!(t.due_scheduled(150, 10)?, strings(&["s2", "s1"]));
+                assert_eq!(t.due_scheduled(150, 1)?, strings(&["s2"]));
+                assert_eq!(t.due_scheduled(49, 10)?, Vec::<String>::new());
+                t.put_status("s2", &st(Registered, None), 60)?;
+                assert_eq!(t.due_scheduled(1000, 10)?, strings(&["s1", "s3"]));
+
+                for id in ["x", "y", "z"] {
+                    t.insert_invocation(&plain(id, 1), &st(Registered, None))?;
+                    t.put_status(id, &st(Pending, Some("r")), 2)?;
+                    t.put_status(id, &st(Running, Some("r")), 3)?;
+                }
+                t.put_status("y", &st(Success, Some("r")), 2000)?;
+                t.put_status("x", &st(Failed, Some("r")), 1000)?;
+                assert_eq!(t.final_before(1500, 10)?, strings(&["x"]));
+                assert_eq!(t.final_before(1000, 10)?, Vec::<String>::new());
+                assert_eq!(t.final_before(5000, 10)?, strings(&["x", "y"]));
+                assert_eq!(t.final_before(5000, 1)?, strings(&["x"]));
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn call_edges() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        store
+            .atomic(|t| {
+                t.add_edge("inv1", "A", "B")?;
+                t.add_edge("inv2", "A", "B")?;
+                t.add_edge("inv1", "A", "C")?;
+                t.add_edge("inv3", "B", "C")?;
+                let mut callees = t.callees_of("A")?;
+                callees.sort();
+                assert_eq!(callees, strings(&["B", "C"]));
+                t.remove_edges_of("inv1")?;
+                assert_eq!(
+                    t.callees_of("A")?,
+                    strings(&["B"]),
+                    "inv2's edge A->B stays"
+                );
+                t.remove_edges_of("inv2")?;
+                assert_eq!(t.callees_of("A")?, Vec::<String>::new());
+                assert_eq!(t.callees_of("B")?, strings(&["C"]));
+                assert_eq!(t.callees_of("nobody")?, Vec::<String>::new());
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn blocking_candidates_are_available_waited_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        store
+            .atomic(|t| {
+                for (id, created) in [("w1", 30), ("w2", 10), ("w3", 20), ("free", 1)] {
+                    t.insert_invocation(&plain(id, created), &st(Registered, None))?;
+                }
+                t.add_waits(Some("parent"), &strings(&["w1", "w2", "w3", "missing"]))?;
+                t.add_waits(None, &strings(&["w1"]))?;
+                assert_eq!(t.blocking_candidates(10)?, strings(&["w2", "w3", "w1"]));
+                assert_eq!(t.blocking_candidates(1)?, strings(&["w2"]));
+                assert_eq!(t.blocking_candidates(0)?, Vec::<String>::new());
+                t.put_status("w3", &st(Pending, Some("r")), 40)?;
+                assert_eq!(t.blocking_candidates(10)?, strings(&["w2", "w1"]));
+                t.put_status("w3", &st(Killed, None), 41)?;
+                t.put_status("w3", &st(Rerouted, None), 42)?;
+                assert_eq!(t.blocking_candidates(10)?, strings(&["w2", "w3", "w1"]));
+                t.release_waited("w2")?;
+                t.release_waited("missing")?;
+                assert_eq!(t.blocking_candidates(10)?, strings(&["w3", "w1"]));
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn outcome_history_and_retries_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        store
+            .atomic(|t| {
+                t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
+                assert_eq!(
+                    t.get_outcome("a")?,
+                    Some(InvocationOutcome {
+                        status: Registered,
+                        result: None,
+                        error: None
+                    })
+                );
+                assert_eq!(t.get_outcome("missing")?, None);
+                assert_eq!(t.get_status("missing")?, None);
+                assert!(t.get_invocation("missing")?.is_none());
+
+                let error = TaskError::new("ValueError", "bad \"value\"\nline two");
+                t.set_error("a", &error)?;
+                t.set_result("a", "{\"v\": [1, 2]}")?;
+                t.put_status("a", &st(Pending, Some("r")), 5)?;
+                let out = t.get_outcome("a")?.unwrap();
+                assert_eq!(out.status, Pending);
+                assert_eq!(out.result.as_deref(), Some("{\"v\": [1, 2]}"));
+                assert_eq!(out.error, Some(error));
+
+                for (i, s) in [Registered, Pending, Running, Success].into_iter().enumerate() {
+                    let mut e = entry("a", s, 100 - i as i64);
+                    e.owner = (i > 0).then(|| "r".to_string());
+                    t.append_history(e)?;
+                }
+                let history = t.get_history("a")?;
+                let statuses: Vec<_> = history.iter().map(|h| h.status).collect();
+                assert_eq!(statuses, vec![Registered, Pending, Running, Success]);
+                assert_eq!(history[3], {
+                    let mut e = entry("a", Success, 97);
+                    e.owner = Some("r".into());
+                    e
+                });
+
+                assert_eq!(t.get_retries("a")?, 0);
+                assert_eq!(t.increment_retries("a")?, 1);
+                assert_eq!(t.increment_retries("a")?, 2);
+                assert_eq!(t.get_retries("a")?, 2);
+
+                for err in [
+                    t.get_history("missing").unwrap_err(),
+                    t.append_history(entry("missing", Registered, 1)).unwrap_err(),
+                    t.get_retries("missing").unwrap_err(),
+                    t.increment_retries("missing").unwrap_err(),
+                    t.set_result("missing", "1").unwrap_err(),
+                    t.set_error("missing", &TaskError::new("E", "m")).unwrap_err(),
+                    t.put_status("missing", &st(Pending, Some("r")), 1).unwrap_err(),
+                ] {
+                    assert!(
+                        matches!(&err, PynencError::InvocationNotFound { invocation_id, .. } if invocation_id == "missing"),
+                        "{err}"
+                    );
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn delete_invocation_removes_everything_attached() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        store
+            .atomic(|t| {
+                for id in ["a", "b"] {
+                    t.insert_invocation(&plain(id, 1), &st(Registered, None))?;
+                    t.append_history(entry(id, Registered, 1))?;
+                    t.set_result(id, "1")?;
+                    t.add_waits(Some("p"), &strings(&[id]))?;
+                    t.add_edge(id, &format!("call-{id}"), "callee")?;
+                }
+                t.delete_invocation("a")?;
+                t.delete_invocation("a")?;
+                t.delete_invocation("never")?;
+                assert_eq!(t.get_status("a")?, None);
+                assert!(t.get_invocation("a")?.is_none());
+                assert_eq!(t.get_outcome("a")?, None);
+                assert!(t.get_history("a").is_err());
+                assert_eq!(t.callees_of("call-a")?, Vec::<String>::new());
+                assert_eq!(t.blocking_candidates(10)?, strings(&["b"]));
+                assert_eq!(t.list_invocation_ids()?, strings(&["b"]));
+                assert_eq!(t.callees_of("call-b")?, strings(&["callee"]));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let raw = Connection::open(dir.path().join("p.db")).unwrap();
+        for table in ["records", "outcomes", "history", "waits", "edges"] {
+            let n: i64 = raw
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 1, "{table}");
+        }
+    }
+
+    #[tokio::test]
+    async fn heartbeats_leases_and_owned_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        store
+            .atomic(|t| {
+                assert_eq!(t.get_heartbeat("r1")?, None);
+                t.put_heartbeat("r1", 10)?;
+                t.put_heartbeat("r1", 20)?;
+                assert_eq!(t.get_heartbeat("r1")?, Some(20));
+                t.remove_heartbeat("r1")?;
+                assert_eq!(t.get_heartbeat("r1")?, None);
+
+                assert!(t.try_lease("recovery", "h1", 100, 50)?);
+                assert!(!t.try_lease("recovery", "h2", 120, 50)?);
+                assert!(t.try_lease("recovery", "h1", 140, 50)?, "the holder renews");
+                assert!(!t.try_lease("recovery", "h2", 189, 50)?);
+                assert!(
+                    t.try_lease("recovery", "h2", 190, 50)?,
+                    "expired: taken over"
+                );
+                assert!(!t.try_lease("recovery", "h1", 200, 50)?);
+
+                for (id, created) in [("p", 1), ("q", 2), ("reg", 3)] {
+                    t.insert_invocation(&plain(id, created), &st(Registered, None))?;
+                }
+                t.put_status("q", &st(Pending, Some("r1")), 50)?;
+                t.put_status("p", &st(Pending, Some("r2")), 60)?;
+                t.put_status("p", &st(Running, Some("r2")), 70)?;
+                assert_eq!(
+                    t.owned_claims_before(100, 10)?,
+                    vec![
+                        ("q".to_string(), st(Pending, Some("r1")), 50),
+                        ("p".to_string(), st(Running, Some("r2")), 70),
+                    ]
+                );
+                assert_eq!(t.owned_claims_before(60, 10)?.len(), 1);
+                assert_eq!(t.owned_claims_before(100, 1)?.len(), 1);
+                t.put_status("p", &st(Success, Some("r2")), 80)?;
+                assert_eq!(t.owned_claims_before(100, 10)?.len(), 1);
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn engine_routes_picks_runs_and_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        let backend = TxnBackend::new(store.clone(), Serializer::Json);
+        let routed = backend
+            .route_calls(vec![request("tests.add", 1)])
+            .await
+            .unwrap();
+        let id = routed[0].record().invocation_id.clone();
+        assert_eq!(backend.get_status(&id).await.unwrap().status, Registered);
+
+        let picked = backend.get_invocations_to_run("runner-1", 4).await.unwrap();
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].invocation_id, id);
+        assert_eq!(picked[0].call, routed[0].record().call);
+        assert!(backend
+            .get_invocations_to_run("runner-2", 4)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // a waiter in this process is woken by the finish
+        let waiter = {
+            let backend = backend.clone();
+            let ids = vec![id.clone()];
+            tokio::spawn(async move { backend.wait_final(&ids).await })
+        };
+        backend
+            .set_status(&id, Running, "runner-1", None)
+            .await
+            .unwrap();
+        assert!(backend
+            .set_status(&id, Success, "runner-2", None)
+            .await
+            .is_err());
+        let to = backend
+            .finish(&id, "runner-1", RunOutcome::Success("42".into()))
+            .await
+            .unwrap();
+        assert_eq!(to, Success);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+
+        let status = backend.get_status(&id).await.unwrap();
+        assert_eq!(status, st(Success, Some("runner-1")));
+        let outcome = backend
+            .get_outcomes(std::slice::from_ref(&id))
+            .await
+            .unwrap();
+        assert_eq!(outcome[0].result.as_deref(), Some("42"));
+        let history = StateBackend::get_history(&backend, &id).await.unwrap();
+        let steps: Vec<_> = history.iter().map(|h| h.status).collect();
+        assert_eq!(steps, vec![Registered, Pending, Running, Success]);
+        crate::status::replay_history(
+            history
+                .iter()
+                .map(|h| (h.status, h.owner.as_deref(), h.actor.as_str())),
+        )
+        .unwrap();
+
+        // a missing invocation is an error, not a hang
+        let err = backend
+            .wait_final(&strings(&["missing"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PynencError::InvocationNotFound { .. }),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_process_sees_work_and_finals_by_polling() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let a = TxnBackend::new(open_app(&path, "app"), Serializer::Json);
+        let b = TxnBackend::new(open_app(&path, "app"), Serializer::Json);
+
+        // b idles until a queues something
+        let epoch = b.work_epoch();
+        let idle = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                b.wait_for_work(epoch, Duration::from_secs(5)).await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(50 * MS).await;
+        let routed = a.route_calls(vec![request("tests.poll", 1)]).await.unwrap();
+        let woke_after = idle.await.unwrap();
+        assert!(
+            woke_after < Duration::from_secs(1),
+            "woke after {woke_after:?}"
+        );
+        let id = routed[0].record().invocation_id.clone();
+
+        // b waits for a result that a produces
+        let waiter = {
+            let b = b.clone();
+            let ids = vec![id.clone()];
+            tokio::spawn(async move { b.wait_final(&ids).await })
+        };
+        let picked = a.get_invocations_to_run("ra", 1).await.unwrap();
+        assert_eq!(picked.len(), 1);
+        a.set_status(&id, Running, "ra", None).await.unwrap();
+        a.finish(
+            &id,
+            "ra",
+            RunOutcome::Failed(TaskError::new("Boom", "it broke")),
+        )
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let outcome = b.get_outcomes(&[id]).await.unwrap().remove(0);
+        assert_eq!(outcome.status, Failed);
+        assert_eq!(outcome.error, Some(TaskError::new("Boom", "it broke")));
+
+        // an idle wait times out
+        let started = Instant::now();
+        b.wait_for_work(b.work_epoch(), 60 * MS).await;
+        assert!(started.elapsed() >= 60 * MS);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_pickers_never_share_an_invocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let one = TxnBackend::new(open_app(&path, "app"), Serializer::Json);
+        let two = TxnBackend::new(open_app(&path, "app"), Serializer::Json);
+        let requests: Vec<_> = (0..200).map(|i| request("tests.pick", i)).collect();
+        let routed = one.route_calls(requests).await.unwrap();
+        assert_eq!(two.queue_len().await.unwrap(), 200);
+
+        let mut pickers = Vec::new();
+        for (n, backend) in [&one, &two, &one, &two].into_iter().enumerate() {
+            let backend = backend.clone();
+            pickers.push(tokio::spawn(async move {
+                let runner = format!("runner-{n}");
+                let mut mine = Vec::new();
+                loop {
+                    let batch = backend.get_invocations_to_run(&runner, 3).await.unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    mine.extend(batch.iter().map(|r| r.invocation_id.clone()));
+                }
+                (runner, mine)
+            }));
+        }
+        let mut seen = HashSet::new();
+        let mut per_runner = Vec::new();
+        for p in pickers {
+            let (runner, mine) = p.await.unwrap();
+            per_runner.push(mine.len());
+            for id in mine {
+                assert_eq!(
+                    one.get_status(&id).await.unwrap(),
+                    st(Pending, Some(&runner))
+                );
+                assert!(seen.insert(id.clone()), "{id} picked twice");
+            }
+        }
+        assert_eq!(seen.len(), 200, "per runner: {per_runner:?}");
+        for r in &routed {
+            assert!(seen.contains(&r.record().invocation_id));
+        }
+        assert_eq!(one.queue_len().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_20_mb_argument_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        let backend = TxnBackend::new(store, Serializer::Json);
+        let big: String = "0123456789abcdef".repeat(20 * 1024 * 1024 / 16);
+        let mut req = request("tests.big", 0);
+        req.call.arguments = Arguments::new()
+            .with(Serializer::Json, "data", &big)
+            .unwrap();
+        let routed = backend.route_calls(vec![req]).await.unwrap();
+        let id = routed[0].record().invocation_id.clone();
+        let picked = backend.get_invocations_to_run("r", 1).await.unwrap();
+        let back: String = Serializer::Json
+            .deserialize(picked[0].call.arguments.get("data").unwrap(), "data")
+            .unwrap();
+        assert_eq!(back.len(), big.len());
+        assert!(back == big);
+        backend.set_status(&id, Running, "r", None).await.unwrap();
+        backend
+            .finish(&id, "r", RunOutcome::Success(format!("\"{big}\"")))
+            .await
+            .unwrap();
+        let outcome = backend.get_outcomes(&[id]).await.unwrap().remove(0);
+        assert_eq!(outcome.result.map(|r| r.len()), Some(big.len() + 2));
+    }
+}
