@@ -125,6 +125,16 @@ pub trait Orchestrator: Send + Sync {
     /// set `PENDING` with `runner_id` as owner.
     async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<Arc<InvocationRecord>>>;
 
+    /// [`Orchestrator::get_invocations_to_run`], then `RUNNING` for each picked
+    /// invocation in the same atomic step (the history records both
+    /// `PENDING` and `RUNNING`): for runners that start what they pick at once.
+    async fn get_invocations_to_start(
+        &self,
+        runner_id: &str,
+        max: usize,
+        execution_context: Option<String>,
+    ) -> Result<Vec<Arc<InvocationRecord>>>;
+
     /// One status transition by `actor`, checked against the state machine and recorded.
     async fn set_status(
         &self,

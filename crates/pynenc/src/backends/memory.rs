@@ -53,11 +53,21 @@ impl std::fmt::Debug for MemoryBackend {
 /// compare, unique).
 type OrderKey = (i64, u64);
 
+/// One history step, with runner ids and contexts interned (a few runners
+/// write millions of steps).
+struct Step {
+    status: InvocationStatus,
+    timestamp_us: i64,
+    owner: Option<Arc<str>>,
+    actor: Arc<str>,
+    execution_context: Option<Arc<str>>,
+}
+
 struct Entry {
     seq: u64,
     record: Arc<InvocationRecord>,
     status: StatusRecord,
-    history: Vec<HistoryEntry>,
+    history: Vec<Step>,
     retries: u32,
     result: Option<String>,
     error: Option<TaskError>,
@@ -87,6 +97,7 @@ struct MemState {
     owned: BTreeMap<OrderKey, String>,
     heartbeats: HashMap<String, i64>,
     leases: HashMap<String, (String, i64)>,
+    names: rustc_hash::FxHashSet<Arc<str>>,
     enqueued: bool,
 }
 
@@ -99,6 +110,15 @@ pub struct MemStore {
 }
 
 impl MemState {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(a.clone());
+        a
+    }
+
     fn entry(&mut self, id: &str) -> Result<&mut Entry> {
         self.invocations
             .get_mut(id)
@@ -220,20 +240,37 @@ impl StoreTxn for MemState {
     }
 
     fn append_history(&mut self, entry: HistoryEntry) -> Result<()> {
-        match self.invocations.get_mut(&entry.invocation_id) {
-            Some(e) => {
-                e.history.push(entry);
-                Ok(())
-            }
-            None => Err(PynencError::InvocationNotFound {
+        if !self.invocations.contains_key(&entry.invocation_id) {
+            return Err(PynencError::InvocationNotFound {
                 invocation_id: entry.invocation_id,
                 message: "in the memory store, while recording its history".into(),
-            }),
+            });
         }
+        let step = Step {
+            status: entry.status,
+            timestamp_us: entry.timestamp_us,
+            owner: entry.owner.as_deref().map(|o| self.intern(o)),
+            actor: self.intern(&entry.actor),
+            execution_context: entry.execution_context.as_deref().map(|c| self.intern(c)),
+        };
+        self.entry(&entry.invocation_id)?.history.push(step);
+        Ok(())
     }
 
     fn get_history(&mut self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {
-        Ok(self.entry(invocation_id)?.history.clone())
+        Ok(self
+            .entry(invocation_id)?
+            .history
+            .iter()
+            .map(|s| HistoryEntry {
+                invocation_id: invocation_id.to_string(),
+                status: s.status,
+                owner: s.owner.as_deref().map(str::to_string),
+                actor: s.actor.to_string(),
+                timestamp_us: s.timestamp_us,
+                execution_context: s.execution_context.as_deref().map(str::to_string),
+            })
+            .collect())
     }
 
     fn get_retries(&mut self, invocation_id: &str) -> Result<u32> {

@@ -230,7 +230,10 @@ impl ThreadRunner {
                     continue;
                 }
                 let epoch = orch.work_epoch();
-                let batch = match orch.get_invocations_to_run(&shared.runner_id, free).await {
+                let batch = match orch
+                    .get_invocations_to_start(&shared.runner_id, free, Some(util::process_context().to_string()))
+                    .await
+                {
                     Ok(b) => {
                         backoff = Duration::from_millis(10);
                         b
@@ -361,13 +364,6 @@ async fn execute(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, perm
     let app = &shared.app;
     let orch = app.orchestrator();
     let id = record.invocation_id.clone();
-    if let Err(e) = orch
-        .set_status(&id, InvocationStatus::Running, &shared.runner_id, Some(util::process_context().to_string()))
-        .await
-    {
-        warn!(error = %e, "could not start invocation");
-        return;
-    }
     let registered = app.registry().get(&record.call.task_id);
     let (def, options) = match registered {
         Ok(x) => x,

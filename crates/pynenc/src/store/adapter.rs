@@ -135,6 +135,32 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
+    async fn get_invocations_to_start(
+        &self,
+        runner_id: &str,
+        max: usize,
+        execution_context: Option<String>,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        let runner = runner_id.to_string();
+        self.store
+            .atomic(move |t| {
+                let now = now_us();
+                let picked = engine::pick(t, &runner, max, now)?;
+                for record in &picked {
+                    engine::transition(
+                        t,
+                        &record.invocation_id,
+                        InvocationStatus::Running,
+                        &runner,
+                        execution_context.clone(),
+                        now,
+                    )?;
+                }
+                Ok(picked)
+            })
+            .await
+    }
+
     async fn set_status(
         &self,
         invocation_id: &str,

@@ -25,7 +25,10 @@ pub(crate) struct Settings {
 
 fn config_error(conf: &PynencConfig, key: &str, reason: String) -> PynencError {
     PynencError::Config(ConfigError {
-        source: conf.source_of(key).cloned().unwrap_or(ConfigSource::Default),
+        source: conf
+            .source_of(key)
+            .cloned()
+            .unwrap_or(ConfigSource::Default),
         key: key.into(),
         reason,
     })
@@ -67,8 +70,11 @@ pub(crate) fn settings(conf: &PynencConfig) -> Result<Settings> {
     };
     let address = format!("{}/{}", info.addr(), info.redis_settings().db());
     let username = info.redis_settings().username().map(str::to_string);
-    let client = redis::Client::open(info)
-        .map_err(|e| PynencError::backend(format!("redis at {address}: invalid connection settings: {e}")))?;
+    let client = redis::Client::open(info).map_err(|e| {
+        PynencError::backend(format!(
+            "redis at {address}: invalid connection settings: {e}"
+        ))
+    })?;
     Ok(Settings {
         client,
         address,
@@ -79,7 +85,10 @@ pub(crate) fn settings(conf: &PynencConfig) -> Result<Settings> {
 /// A clear error for a failure to reach or log in to the server.
 pub(crate) fn connect_error(s: &Settings, e: &RedisError) -> PynencError {
     let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("WRONGPASS") | Some("NOAUTH") | Some("NOPERM"))
+        || matches!(
+            e.code(),
+            Some("WRONGPASS") | Some("NOAUTH") | Some("NOPERM")
+        )
         || e.to_string().contains("WRONGPASS");
     if auth {
         let who = match &s.username {

@@ -50,6 +50,7 @@
 //! | `owned` | zset | invocations in `PENDING` … `RESUMED` by the time of their last status (recovery) |
 //! | `heartbeats` | hash | runner id → last heartbeat (µs, server clock) |
 //! | `lease:{name}` | hash | `holder`, `expires` |
+//! | `lastpick:{runner}` | string | the token and ids of the runner's last pick-up (10 min), for a replay |
 //!
 //! Channels: `{prefix}work` (something was queued) and `{prefix}final`
 //! (payload: an invocation id that became final).
@@ -88,10 +89,11 @@
 //! A command whose connection was refused, or that met a server still
 //! loading its data, is retried with backoff for up to 30 s. When the
 //! connection broke while a script was in flight, the script is re-run with a
-//! *replay* flag that makes it recognise its own earlier effect (routing
-//! reuses the ids it generated; a transition already made by the same actor
-//! is accepted); a pick-up whose reply was lost gives its fresh claims back
-//! (`REROUTED`) instead, so a runner never owns work it did not receive.
+//! *replay* flag that makes it recognise its own earlier effect: routing
+//! reuses the ids it generated, a transition already made by the same actor
+//! (the last history entry) is accepted, and a pick-up returns the ids it
+//! handed out under its token (`lastpick:{runner}`) instead of claiming
+//! more, so a runner never owns work it did not receive.
 //! Every error is a [`PynencError::StateBackend`] naming the server and the
 //! command. With AOF (`appendfsync always`) nothing acknowledged is lost
 //! across a Redis restart.
@@ -123,8 +125,6 @@ use crate::serializer::Serializer;
 use crate::state_backend::{HistoryEntry, InvocationOutcome, StateBackend};
 use crate::status::{InvocationStatus, StatusRecord};
 
-/// How long a pick-up whose reply was lost looks back for its own claims.
-const RELEASE_WINDOW: Duration = Duration::from_secs(120);
 /// The safety-net re-check of `wait_final`.
 const WAIT_RECHECK: Duration = Duration::from_secs(2);
 /// Invocations deleted per auto-purge script.
@@ -251,8 +251,11 @@ impl RedisBackend {
                 let mut conns = Vec::with_capacity(self.pool_size);
                 for _ in 0..self.pool_size {
                     conns.push(
-                        ConnectionManager::new_with_config(self.settings.client.clone(), config.clone())
-                            .await?,
+                        ConnectionManager::new_with_config(
+                            self.settings.client.clone(),
+                            config.clone(),
+                        )
+                        .await?,
                     );
                 }
                 notify::start_listener(
@@ -294,7 +297,8 @@ impl RedisBackend {
             let res: RedisResult<Value> = async {
                 let mut con = self.conn().await?;
                 let mut inv = script.prepare_invoke();
-                inv.key(self.prefix.as_str()).arg(if replay { "1" } else { "0" });
+                inv.key(self.prefix.as_str())
+                    .arg(if replay { "1" } else { "0" });
                 for a in args {
                     inv.arg(a.as_slice());
                 }
@@ -343,7 +347,10 @@ impl RedisBackend {
 
     /// Runs a script and returns its result, or its failure as a pynenc error.
     async fn script(&self, name: &str, script: &Script, args: &[Vec<u8>]) -> Result<Value> {
-        let reply = self.run_script(name, script, args, true).await.map_err(|(e, _)| e)?;
+        let reply = self
+            .run_script(name, script, args, true)
+            .await
+            .map_err(|(e, _)| e)?;
         match reply.body {
             Ok(v) => Ok(v),
             Err(failure) => Err(self.script_failure(&failure)),
@@ -351,7 +358,11 @@ impl RedisBackend {
     }
 
     /// A read (or an idempotent write) with retries.
-    async fn query<T: redis::FromRedisValue>(&self, command: &str, pipe: &redis::Pipeline) -> Result<T> {
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
@@ -388,7 +399,10 @@ impl RedisBackend {
                 let to = s(4).unwrap_or_default();
                 let actor = s(5).unwrap_or_default();
                 let key = self.key("inv", &id);
-                let (from, to) = match (from.parse::<InvocationStatus>(), to.parse::<InvocationStatus>()) {
+                let (from, to) = match (
+                    from.parse::<InvocationStatus>(),
+                    to.parse::<InvocationStatus>(),
+                ) {
                     (Ok(a), Ok(b)) => (a, b),
                     (Err(e), _) | (_, Err(e)) => return corrupt(&key, "status", e),
                 };
@@ -407,7 +421,13 @@ impl RedisBackend {
             "CORRUPT" => corrupt(
                 &s(1).unwrap_or_default(),
                 &s(2).unwrap_or_default(),
-                format!("'{}' is not valid", s(3).unwrap_or_default().chars().take(80).collect::<String>()),
+                format!(
+                    "'{}' is not valid",
+                    s(3).unwrap_or_default()
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                ),
             ),
             "CYCLE" => {
                 let call_ids: Vec<String> = f[1..].iter().filter_map(as_string).collect();
@@ -441,7 +461,9 @@ impl RedisBackend {
             .parse::<i64>()
             .map_err(|e| corrupt(&key, "created", e))?;
         let scheduled_at_us = match s(4) {
-            Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|e| corrupt(&key, "sched", e))?),
+            Some(v) if !v.is_empty() => {
+                Some(v.parse::<i64>().map_err(|e| corrupt(&key, "sched", e))?)
+            }
             _ => None,
         };
         let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
@@ -481,27 +503,16 @@ impl RedisBackend {
             .collect()
     }
 
-    /// Gives back the fresh claims of `runner_id` after a pick-up whose reply was lost.
-    async fn release_claims(&self, runner_id: &str) {
-        let args = [bytes(runner_id), bytes(micros(RELEASE_WINDOW))];
-        match self.script("release_claims", &scripts().release_claims, &args).await {
-            Ok(v) => {
-                let n = as_int(&v).unwrap_or(0);
-                if n > 0 {
-                    warn!(runner_id, released = n, "pick-up reply lost; its claims were re-routed");
-                }
-            }
-            Err(e) => error!(runner_id, error = %e, "could not give back the claims of a lost pick-up; recovery will"),
-        }
-    }
-
     /// A claimed invocation whose record cannot be decoded ends `FAILED` with
     /// the decoding error, so its waiters learn what is wrong.
-    async fn fail_corrupt(&self, runner_id: &str, id: &str, err: &PynencError) {
+    async fn fail_corrupt(&self, runner_id: &str, id: &str, started: bool, err: &PynencError) {
         error!(invocation_id = id, error = %err, "cannot decode a claimed invocation; it fails");
         let te = TaskError::new(err.kind(), err.to_string());
         let res = async {
-            self.set_status(id, InvocationStatus::Running, runner_id, None).await?;
+            if !started {
+                self.set_status(id, InvocationStatus::Running, runner_id, None)
+                    .await?;
+            }
             self.finish(id, runner_id, RunOutcome::Failed(te)).await
         }
         .await;
@@ -510,12 +521,62 @@ impl RedisBackend {
         }
     }
 
+    /// Pick-up; `start`: also `RUNNING` with this execution context.
+    async fn pick(
+        &self,
+        runner_id: &str,
+        max: usize,
+        start: Option<String>,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        let max = max.min(MAX_PICK);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let started = start.is_some();
+        let args = [
+            bytes(runner_id),
+            bytes(max.to_string()),
+            bytes(crate::util::new_invocation_id()),
+            bytes(if started { "1" } else { "0" }),
+            bytes(start.unwrap_or_default()),
+        ];
+        let body = self.script("pick", &scripts().pick, &args).await?;
+        let parts = as_list(&body);
+        let picked = parts.first().map(as_list).unwrap_or_default();
+        for key in parts
+            .get(1)
+            .map(as_list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(as_string)
+        {
+            error!(redis_key = %key, "skipped a queued invocation whose record is corrupt (field 'status')");
+        }
+        let mut out = Vec::with_capacity(picked.len());
+        for fields in picked {
+            let fields = as_list(fields);
+            match self.decode_record(fields) {
+                Ok(r) => out.push(Arc::new(r)),
+                Err(e) => {
+                    let id = fields.first().and_then(as_string).unwrap_or_default();
+                    self.fail_corrupt(runner_id, &id, started, &e).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn purge_all(&self) -> Result<()> {
         let pattern = format!("{}*", escape_glob(&self.prefix));
         let mut cursor: u64 = 0;
         loop {
             let mut pipe = redis::pipe();
-            pipe.cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            pipe.cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
             let (next, keys): (u64, Vec<String>) = {
                 let r: Vec<(u64, Vec<String>)> = self.query("SCAN", &pipe).await?;
                 r.into_iter().next().unwrap_or((0, Vec::new()))
@@ -543,12 +604,17 @@ impl Broker for RedisBackend {
         }
         let mut args = vec![bytes("enqueue")];
         args.extend(invocation_ids.iter().map(|id| bytes(id.as_str())));
-        self.script("enqueue", &scripts().small, &args).await.map(|_| ())
+        self.script("enqueue", &scripts().small, &args)
+            .await
+            .map(|_| ())
     }
 
     async fn retrieve_invocation(&self) -> Result<Option<String>> {
         let command = "LPOP queue";
-        let mut con = self.conn().await.map_err(|e| self.command_error(command, &e))?;
+        let mut con = self
+            .conn()
+            .await
+            .map_err(|e| self.command_error(command, &e))?;
         redis::cmd("LPOP")
             .arg(format!("{}queue", self.prefix))
             .query_async(&mut con)
@@ -572,9 +638,9 @@ impl Broker for RedisBackend {
 impl StateBackend for RedisBackend {
     async fn get_invocation(&self, invocation_id: &str) -> Result<InvocationRecord> {
         let mut pipe = redis::pipe();
-        pipe.cmd("HMGET")
-            .arg(self.key("inv", invocation_id))
-            .arg(&["status", "call", "parent", "created", "sched", "gkey", "graise", "rkey", "reroute"]);
+        pipe.cmd("HMGET").arg(self.key("inv", invocation_id)).arg(&[
+            "status", "call", "parent", "created", "sched", "gkey", "graise", "rkey", "reroute",
+        ]);
         let (mut fields,): (Vec<Value>,) = self.query("HMGET record", &pipe).await?;
         if matches!(fields.first(), None | Some(Value::Nil)) {
             return Err(not_found(invocation_id, ""));
@@ -586,7 +652,8 @@ impl StateBackend for RedisBackend {
     async fn get_history(&self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {
         let hkey = self.key("hist", invocation_id);
         let mut pipe = redis::pipe();
-        pipe.exists(self.key("inv", invocation_id)).lrange(&hkey, 0, -1);
+        pipe.exists(self.key("inv", invocation_id))
+            .lrange(&hkey, 0, -1);
         let (exists, entries): (bool, Vec<String>) = self.query("LRANGE history", &pipe).await?;
         if !exists {
             return Err(not_found(invocation_id, ""));
@@ -597,7 +664,8 @@ impl StateBackend for RedisBackend {
             .map(|(i, e)| {
                 type Raw = (String, Option<String>, String, i64, Option<String>);
                 let (status, owner, actor, timestamp_us, execution_context): Raw =
-                    serde_json::from_str(e).map_err(|err| corrupt(&hkey, &format!("entry {i}"), err))?;
+                    serde_json::from_str(e)
+                        .map_err(|err| corrupt(&hkey, &format!("entry {i}"), err))?;
                 let status = status
                     .parse::<InvocationStatus>()
                     .map_err(|err| corrupt(&hkey, &format!("entry {i}"), err))?;
@@ -619,7 +687,9 @@ impl StateBackend for RedisBackend {
         }
         let mut pipe = redis::pipe();
         for id in invocation_ids {
-            pipe.cmd("HMGET").arg(self.key("inv", id)).arg(&["status", "result", "error"]);
+            pipe.cmd("HMGET")
+                .arg(self.key("inv", id))
+                .arg(&["status", "result", "error"]);
         }
         let rows: Vec<(Option<String>, Option<String>, Option<String>)> =
             self.query("HMGET outcome", &pipe).await?;
@@ -636,7 +706,11 @@ impl StateBackend for RedisBackend {
                     ),
                     None => None,
                 };
-                Ok(InvocationOutcome { status, result, error })
+                Ok(InvocationOutcome {
+                    status,
+                    result,
+                    error,
+                })
             })
             .collect()
     }
@@ -647,7 +721,11 @@ impl StateBackend for RedisBackend {
         let mut cursor: u64 = 0;
         loop {
             let mut pipe = redis::pipe();
-            pipe.cmd("SSCAN").arg(&key).arg(cursor).arg("COUNT").arg(1000);
+            pipe.cmd("SSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000);
             let r: Vec<(u64, Vec<String>)> = self.query("SSCAN ids", &pipe).await?;
             let (next, ids) = r.into_iter().next().unwrap_or((0, Vec::new()));
             out.extend(ids);
@@ -673,12 +751,20 @@ impl Orchestrator for RedisBackend {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = requests.iter().map(|_| crate::util::new_invocation_id()).collect();
+        let ids: Vec<String> = requests
+            .iter()
+            .map(|_| crate::util::new_invocation_id())
+            .collect();
         let mut args = Vec::with_capacity(1 + requests.len() * ROUTE_FIELDS);
         args.push(bytes(requests.len().to_string()));
         for (req, id) in requests.iter().zip(&ids) {
-            let call_json = serde_json::to_string(&req.call)
-                .map_err(|e| PynencError::serialization("serialize", format!("call of task {}", req.call.task_id), e))?;
+            let call_json = serde_json::to_string(&req.call).map_err(|e| {
+                PynencError::serialization(
+                    "serialize",
+                    format!("call of task {}", req.call.task_id),
+                    e,
+                )
+            })?;
             let c = &req.concurrency;
             args.push(bytes(id.as_str()));
             args.push(call_json.into_bytes());
@@ -686,10 +772,22 @@ impl Orchestrator for RedisBackend {
             args.push(opt_bytes(req.parent_invocation_id.as_deref()));
             args.push(opt_bytes(req.parent_call_id.as_deref()));
             args.push(opt_bytes(c.registration_key.as_deref()));
-            args.push(bytes(if c.on_diff_non_key_args_raise { "1" } else { "0" }));
+            args.push(bytes(if c.on_diff_non_key_args_raise {
+                "1"
+            } else {
+                "0"
+            }));
             args.push(opt_bytes(c.running_key.as_deref()));
-            args.push(bytes(if c.reroute_on_concurrency_control { "1" } else { "0" }));
-            args.push(req.scheduled_at_us.map(|t| bytes(t.to_string())).unwrap_or_default());
+            args.push(bytes(if c.reroute_on_concurrency_control {
+                "1"
+            } else {
+                "0"
+            }));
+            args.push(
+                req.scheduled_at_us
+                    .map(|t| bytes(t.to_string()))
+                    .unwrap_or_default(),
+            );
             args.push(bytes(if req.cycle_control { "1" } else { "0" }));
             args.push(bytes(req.actor.as_str()));
         }
@@ -704,14 +802,17 @@ impl Orchestrator for RedisBackend {
                 if f.first().and_then(as_string).as_deref() == Some("REG_CONFLICT") {
                     let idx = f.get(1).and_then(as_int).unwrap_or(0) as usize;
                     let record = self.decode_record(&f[2..])?;
-                    let req = requests
-                        .get(idx)
-                        .ok_or_else(|| PynencError::backend("route: conflict on an unknown request"))?;
+                    let req = requests.get(idx).ok_or_else(|| {
+                        PynencError::backend("route: conflict on an unknown request")
+                    })?;
                     return Err(PynencError::InvocationConcurrencyWithDifferentArguments {
                         task_id: req.call.task_id.clone(),
                         existing_invocation_id: record.invocation_id.clone(),
                         new_call_id: req.call.call_id(),
-                        diff: record.call.arguments.diff(&req.call.arguments, self.serializer),
+                        diff: record
+                            .call
+                            .arguments
+                            .diff(&req.call.arguments, self.serializer),
                     });
                 }
                 return Err(self.script_failure(&f));
@@ -750,7 +851,12 @@ impl Orchestrator for RedisBackend {
                     let diff = if same {
                         None
                     } else {
-                        Some(record.call.arguments.diff(&req.call.arguments, self.serializer))
+                        Some(
+                            record
+                                .call
+                                .arguments
+                                .diff(&req.call.arguments, self.serializer),
+                        )
                     };
                     out.push(RouteOutcome::Reused {
                         record: Arc::new(record),
@@ -763,38 +869,22 @@ impl Orchestrator for RedisBackend {
         Ok(out)
     }
 
-    async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<Arc<InvocationRecord>>> {
-        let max = max.min(MAX_PICK);
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let args = [bytes(runner_id), bytes(max.to_string())];
-        let reply = match self.run_script("pick", &scripts().pick, &args, false).await {
-            Ok(r) => r,
-            Err((e, Failure::Ambiguous)) => {
-                self.release_claims(runner_id).await;
-                return Err(e);
-            }
-            Err((e, _)) => return Err(e),
-        };
-        let body = reply.body.map_err(|f| self.script_failure(&f))?;
-        let parts = as_list(&body);
-        let picked = parts.first().map(as_list).unwrap_or_default();
-        for key in parts.get(1).map(as_list).unwrap_or_default().iter().filter_map(as_string) {
-            error!(redis_key = %key, "skipped a queued invocation whose record is corrupt (field 'status')");
-        }
-        let mut out = Vec::with_capacity(picked.len());
-        for fields in picked {
-            let fields = as_list(fields);
-            match self.decode_record(fields) {
-                Ok(r) => out.push(Arc::new(r)),
-                Err(e) => {
-                    let id = fields.first().and_then(as_string).unwrap_or_default();
-                    self.fail_corrupt(runner_id, &id, &e).await;
-                }
-            }
-        }
-        Ok(out)
+    async fn get_invocations_to_run(
+        &self,
+        runner_id: &str,
+        max: usize,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        self.pick(runner_id, max, None).await
+    }
+
+    async fn get_invocations_to_start(
+        &self,
+        runner_id: &str,
+        max: usize,
+        execution_context: Option<String>,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        self.pick(runner_id, max, Some(execution_context.unwrap_or_default()))
+            .await
     }
 
     async fn set_status(
@@ -810,7 +900,9 @@ impl Orchestrator for RedisBackend {
             bytes(actor),
             opt_bytes(execution_context.as_deref()),
         ];
-        let v = self.script("set_status", &scripts().set_status, &args).await?;
+        let v = self
+            .script("set_status", &scripts().set_status, &args)
+            .await?;
         let parts = as_list(&v);
         let st = parts.first().and_then(as_string).unwrap_or_default();
         Ok(StatusRecord {
@@ -819,26 +911,41 @@ impl Orchestrator for RedisBackend {
         })
     }
 
-    async fn finish(&self, invocation_id: &str, runner_id: &str, outcome: RunOutcome) -> Result<InvocationStatus> {
+    async fn finish(
+        &self,
+        invocation_id: &str,
+        runner_id: &str,
+        outcome: RunOutcome,
+    ) -> Result<InvocationStatus> {
         let (kind, payload) = match &outcome {
             RunOutcome::Success(result) => ("S", result.clone()),
             RunOutcome::Retry(e) => ("R", serde_json::to_string(e).unwrap_or_default()),
             RunOutcome::Failed(e) => ("F", serde_json::to_string(e).unwrap_or_default()),
         };
-        let args = [bytes(invocation_id), bytes(runner_id), bytes(kind), bytes(payload)];
+        let args = [
+            bytes(invocation_id),
+            bytes(runner_id),
+            bytes(kind),
+            bytes(payload),
+        ];
         let v = self.script("finish", &scripts().finish, &args).await?;
         self.parse_status(invocation_id, &as_string(&v).unwrap_or_default())
     }
 
     async fn kill_and_reroute(&self, invocation_id: &str, runner_id: &str) -> Result<()> {
         let args = [bytes(invocation_id), bytes(runner_id)];
-        self.script("kill_reroute", &scripts().kill_reroute, &args).await.map(|_| ())
+        self.script("kill_reroute", &scripts().kill_reroute, &args)
+            .await
+            .map(|_| ())
     }
 
     async fn get_status(&self, invocation_id: &str) -> Result<StatusRecord> {
         let mut pipe = redis::pipe();
-        pipe.cmd("HMGET").arg(self.key("inv", invocation_id)).arg(&["status", "owner"]);
-        let ((status, owner),): ((Option<String>, Option<String>),) = self.query("HMGET status", &pipe).await?;
+        pipe.cmd("HMGET")
+            .arg(self.key("inv", invocation_id))
+            .arg(&["status", "owner"]);
+        let ((status, owner),): ((Option<String>, Option<String>),) =
+            self.query("HMGET status", &pipe).await?;
         let status = status.ok_or_else(|| not_found(invocation_id, ""))?;
         Ok(StatusRecord {
             status: self.parse_status(invocation_id, &status)?,
@@ -868,17 +975,25 @@ impl Orchestrator for RedisBackend {
         let mut args = Vec::with_capacity(waited.len() + 1);
         args.push(opt_bytes(waiter));
         args.extend(waited.iter().map(|id| bytes(id.as_str())));
-        self.script("wait", &scripts().wait, &args).await.map(|_| ())
+        self.script("wait", &scripts().wait, &args)
+            .await
+            .map(|_| ())
     }
 
     async fn wait_final(&self, ids: &[String]) -> Result<()> {
         let mut seen = HashSet::with_capacity(ids.len());
-        let ids: Vec<String> = ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect();
+        let ids: Vec<String> = ids
+            .iter()
+            .filter(|id| seen.insert(id.as_str()))
+            .cloned()
+            .collect();
         if ids.is_empty() {
             return Ok(());
         }
         // make sure the subscription is active before reading statuses
-        self.conn().await.map_err(|e| self.command_error("SUBSCRIBE", &e))?;
+        self.conn()
+            .await
+            .map_err(|e| self.command_error("SUBSCRIBE", &e))?;
         // register first, then read: a final status published in between is not lost
         let reg = self.notifier.register(&ids);
         let mut check = ids;
@@ -917,7 +1032,9 @@ impl Orchestrator for RedisBackend {
     }
 
     async fn promote_scheduled(&self) -> Result<usize> {
-        let v = self.script("promote", &scripts().promote, &[bytes("scheduler")]).await?;
+        let v = self
+            .script("promote", &scripts().promote, &[bytes("scheduler")])
+            .await?;
         Ok(as_int(&v).unwrap_or(0).max(0) as usize)
     }
 
@@ -925,7 +1042,9 @@ impl Orchestrator for RedisBackend {
         let mut total = 0;
         loop {
             let args = [bytes(micros(older_than)), bytes(PURGE_CHUNK.to_string())];
-            let v = self.script("purge_final", &scripts().purge_final, &args).await?;
+            let v = self
+                .script("purge_final", &scripts().purge_final, &args)
+                .await?;
             let n = as_int(&v).unwrap_or(0).max(0) as usize;
             total += n;
             if n < PURGE_CHUNK {
@@ -935,25 +1054,44 @@ impl Orchestrator for RedisBackend {
     }
 
     async fn heartbeat(&self, runner_id: &str) -> Result<()> {
-        self.script("heartbeat", &scripts().small, &[bytes("heartbeat"), bytes(runner_id)])
-            .await
-            .map(|_| ())
+        self.script(
+            "heartbeat",
+            &scripts().small,
+            &[bytes("heartbeat"), bytes(runner_id)],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn remove_heartbeat(&self, runner_id: &str) -> Result<()> {
         let mut pipe = redis::pipe();
-        pipe.hdel(format!("{}heartbeats", self.prefix), runner_id).ignore();
+        pipe.hdel(format!("{}heartbeats", self.prefix), runner_id)
+            .ignore();
         self.query::<()>("HDEL heartbeats", &pipe).await
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
-        let args = [bytes("lease"), bytes(name), bytes(holder), bytes(micros(ttl))];
+        let args = [
+            bytes("lease"),
+            bytes(name),
+            bytes(holder),
+            bytes(micros(ttl)),
+        ];
         let v = self.script("lease", &scripts().small, &args).await?;
         Ok(as_int(&v) == Some(1))
     }
 
-    async fn recover(&self, actor: &str, dead_after: Duration, max_pending: Duration) -> Result<Vec<String>> {
-        let args = [bytes(actor), bytes(micros(dead_after)), bytes(micros(max_pending))];
+    async fn recover(
+        &self,
+        actor: &str,
+        dead_after: Duration,
+        max_pending: Duration,
+    ) -> Result<Vec<String>> {
+        let args = [
+            bytes(actor),
+            bytes(micros(dead_after)),
+            bytes(micros(max_pending)),
+        ];
         let v = self.script("recover", &scripts().recover, &args).await?;
         Ok(as_list(&v).iter().filter_map(as_string).collect())
     }

@@ -29,7 +29,6 @@ pub(crate) struct Scripts {
     pub promote: Script,
     pub purge_final: Script,
     pub recover: Script,
-    pub release_claims: Script,
     pub small: Script,
 }
 
@@ -49,7 +48,6 @@ pub(crate) fn scripts() -> &'static Scripts {
             promote: build(include_str!("lua/promote.lua")),
             purge_final: build(include_str!("lua/purge_final.lua")),
             recover: build(include_str!("lua/recover.lua")),
-            release_claims: build(include_str!("lua/release_claims.lua")),
             small: build(include_str!("lua/small.lua")),
         }
     })
@@ -92,7 +90,10 @@ pub(crate) fn prelude() -> String {
     out.push_str("local REQUIRES_OWNER = {");
     for from in ALL_STATUSES {
         let _ = write!(out, "[{}]={{", lua_str(from.as_str()));
-        for to in ALL_STATUSES.iter().filter(|to| from.requires_owner_for(**to)) {
+        for to in ALL_STATUSES
+            .iter()
+            .filter(|to| from.requires_owner_for(**to))
+        {
             let _ = write!(out, "[{}]=true,", lua_str(to.as_str()));
         }
         out.push_str("},");
@@ -109,9 +110,19 @@ pub(crate) fn prelude() -> String {
     }
     out.push_str("}\n");
     status_set(&mut out, "FINAL", InvocationStatus::is_final);
-    status_set(&mut out, "OWNED_RUNNING", InvocationStatus::is_owned_running);
-    status_set(&mut out, "AVAILABLE", InvocationStatus::is_available_for_run);
-    status_set(&mut out, "INITIAL", |s| InvocationStatus::initial().contains(&s));
+    status_set(
+        &mut out,
+        "OWNED_RUNNING",
+        InvocationStatus::is_owned_running,
+    );
+    status_set(
+        &mut out,
+        "AVAILABLE",
+        InvocationStatus::is_available_for_run,
+    );
+    status_set(&mut out, "INITIAL", |s| {
+        InvocationStatus::initial().contains(&s)
+    });
     out
 }
 
@@ -134,7 +145,11 @@ impl Reply {
         if items.len() < 3 {
             return None;
         }
-        let payload = if items.len() >= 4 { items.swap_remove(3) } else { Value::Nil };
+        let payload = if items.len() >= 4 {
+            items.swap_remove(3)
+        } else {
+            Value::Nil
+        };
         let finals = as_list(&items[2]).iter().filter_map(as_string).collect();
         let enqueued = as_int(&items[1]).unwrap_or(0) != 0;
         let body = match as_string(&items[0]).as_deref() {
@@ -195,7 +210,6 @@ mod tests {
         ("promote", include_str!("lua/promote.lua")),
         ("purge_final", include_str!("lua/purge_final.lua")),
         ("recover", include_str!("lua/recover.lua")),
-        ("release_claims", include_str!("lua/release_claims.lua")),
         ("small", include_str!("lua/small.lua")),
     ];
 
@@ -244,7 +258,10 @@ mod tests {
     #[test]
     fn scripts_define_main_and_no_globals() {
         for (name, body) in BODIES.iter().skip(1) {
-            assert!(body.contains("local function main()"), "{name}.lua has no main");
+            assert!(
+                body.contains("local function main()"),
+                "{name}.lua has no main"
+            );
         }
         let s = scripts();
         assert_ne!(s.route.get_hash(), s.pick.get_hash());
