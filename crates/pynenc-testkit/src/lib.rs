@@ -18,8 +18,13 @@ use pynenc::backends::memory::MemoryBackend;
 use pynenc::status::replay_history;
 use pynenc::{Pynenc, PynencBuilder, SpawnedRunner, ThreadRunner};
 
+#[cfg(feature = "redis")]
+pub mod redis_server;
 pub mod scenarios;
 pub mod tasks;
+
+#[cfg(feature = "redis")]
+pub use redis_server::RedisFactory;
 
 pub use tokio;
 

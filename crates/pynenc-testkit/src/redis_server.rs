@@ -10,7 +10,7 @@
 //! Without `redis-server` on `PATH` the Redis tests are skipped with a
 //! message, or fail when the environment sets `PYNENC_REQUIRE_REDIS=1`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -145,8 +145,12 @@ impl RedisServer {
             cmd.args(["--appendonly", "no"]);
         }
         cmd.args(&self.options.extra_args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let mut child = cmd.spawn().map_err(|e| format!("cannot run redis-server: {e}"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run redis-server: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -154,7 +158,12 @@ impl RedisServer {
                 return Err(format!(
                     "redis-server exited ({status}) on port {}: {}",
                     self.port,
-                    log_text.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                    log_text
+                        .lines()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
                 ));
             }
             if let Ok(Resp::Simple(s)) = send_command(self.port, None, &["PING"]) {
@@ -166,7 +175,10 @@ impl RedisServer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("redis-server on port {} never answered PING", self.port));
+                return Err(format!(
+                    "redis-server on port {} never answered PING",
+                    self.port
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -208,7 +220,9 @@ impl RedisServer {
         loop {
             match self.spawn() {
                 Ok(()) => return,
-                Err(e) if Instant::now() > deadline => panic!("could not restart redis-server: {e}"),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("could not restart redis-server: {e}")
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
@@ -259,7 +273,8 @@ impl Resp {
 }
 
 fn send_command(port: u16, auth: Option<(&str, &str)>, args: &[&str]) -> std::io::Result<Resp> {
-    let stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+    let stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
@@ -287,7 +302,12 @@ fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let line = line.trim_end_matches(['\r', '\n']);
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad RESP line '{line}'"));
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad RESP line '{line}'"),
+        )
+    };
     let (kind, rest) = line.split_at(line.len().min(1));
     match kind {
         "+" => Ok(Resp::Simple(rest.to_string())),
@@ -308,7 +328,10 @@ fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
             if n < 0 {
                 return Ok(Resp::Array(None));
             }
-            (0..n).map(|_| read_resp(r)).collect::<std::io::Result<Vec<_>>>().map(|v| Resp::Array(Some(v)))
+            (0..n)
+                .map(|_| read_resp(r))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map(|v| Resp::Array(Some(v)))
         }
         _ => Err(bad()),
     }

@@ -1,0 +1,52 @@
+//! A worker process for the runner tests: builds an app from the
+//! environment (`PYNENC__…`), routes what the mode asks, runs a runner until
+//! SIGTERM or Ctrl-C, and prints what happened.
+//!
+//! Modes (first argument):
+//! - `sleep-then-report`: calls `sleeper(key, 3000)` in-process on the memory
+//!   backend, prints `RUNNING` once it runs, runs until a signal, then prints
+//!   the invocation's statuses one per line and `DONE`.
+//! - `run`: runs a runner until a signal (for shared backends).
+
+use std::io::Write;
+use std::time::Duration;
+
+use pynenc::{InvocationStatus, Pynenc, ThreadRunner};
+use pynenc_testkit::tasks;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "run".into());
+    let app = Pynenc::builder().build()?;
+    match mode.as_str() {
+        "sleep-then-report" => {
+            let inv = tasks::sleeper::call_on(&app, "signal".into(), 3000).await?;
+            let runner = ThreadRunner::new(&app);
+            let watcher = {
+                let inv = inv.clone();
+                tokio::spawn(async move {
+                    loop {
+                        if inv.status().await.ok() == Some(InvocationStatus::Running) {
+                            println!("RUNNING");
+                            let _ = std::io::stdout().flush();
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            };
+            runner.run_until_signal().await?;
+            watcher.abort();
+            for h in inv.history().await? {
+                println!("{}", h.status);
+            }
+            println!("DONE");
+        }
+        "run" => {
+            ThreadRunner::new(&app).run_until_signal().await?;
+            println!("DONE");
+        }
+        other => anyhow::bail!("unknown mode {other}"),
+    }
+    Ok(())
+}

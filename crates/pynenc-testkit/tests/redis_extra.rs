@@ -1,0 +1,271 @@
+//! Redis-only tests: an ACL-restricted user, a Redis restart (AOF) in the
+//! middle of a run, bad input (corrupt records, wrong password, unreachable
+//! host), and two runner processes draining one queue.
+#![cfg(feature = "redis")]
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pynenc::{InvocationStatus, Pynenc, PynencError};
+use pynenc_testkit::redis_server::{Resp, RedisServerOptions};
+use pynenc_testkit::tasks::{self, add, add_via_child, filler};
+use pynenc_testkit::{check_histories, start_runner, unique, RedisFactory};
+
+fn ok<T>(r: pynenc::Result<T>, what: &str) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn app_at(url: &str, app_id: &str) -> pynenc::Result<Pynenc> {
+    Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id(app_id)
+        .config_value("backend", "redis")
+        .config_value("redis.redis_url", url)
+        .build()
+}
+
+macro_rules! factory_or_skip {
+    ($f:expr) => {{
+        let f = $f;
+        if let Some(reason) = f.skip_reason() {
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+        f
+    }};
+}
+
+/// (a) A user limited to the pynenc keys and channels, without `@dangerous`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acl_restricted_user_runs_the_basics() {
+    let f = factory_or_skip!(RedisFactory::new());
+    let server = f.server().expect("server");
+    let r = server
+        .command(&[
+            "ACL", "SETUSER", "pynenc", "on", ">pw", "~__pynenc__:*", "&__pynenc__:*", "+@all", "-@dangerous",
+        ])
+        .expect("ACL SETUSER");
+    assert_eq!(r, Resp::Simple("OK".into()));
+    // the user really is restricted
+    match server.command_as("pynenc", "pw", &["KEYS", "*"]).expect("KEYS") {
+        Resp::Error(e) => assert!(e.contains("NOPERM"), "{e}"),
+        other => panic!("KEYS should be refused, got {other:?}"),
+    }
+    match server.command_as("pynenc", "pw", &["SET", "other:key", "1"]).expect("SET") {
+        Resp::Error(e) => assert!(e.contains("NOPERM"), "{e}"),
+        other => panic!("a key outside the prefix should be refused, got {other:?}"),
+    }
+    let url = format!("redis://pynenc:pw@127.0.0.1:{}/0", server.port());
+    let app = ok(app_at(&url, "acl"), "build with the ACL user");
+    let runner = start_runner(&app, 2);
+    let inv = ok(add::call_on(&app, 2, 3).await, "call");
+    assert_eq!(ok(inv.result().await, "result"), 5);
+    let group = ok(add::parallelize_on(&app, (0..20).map(|i| (i, i))).await, "parallelize");
+    assert_eq!(ok(group.results().await, "results"), (0..20).map(|i| 2 * i).collect::<Vec<_>>());
+    let parent = ok(add_via_child::call_on(&app, 20, 22).await, "parent");
+    assert_eq!(ok(parent.result().await, "sub-task"), 42);
+    ok(runner.stop().await, "stop");
+    assert_eq!(check_histories(&app).await, 23);
+    ok(app.purge().await, "purge under ACL");
+    assert!(ok(app.state_backend().list_invocation_ids().await, "list").is_empty());
+}
+
+/// (b) Redis is killed and restarted (AOF, `appendfsync always`) in the middle of 2,000 tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restart_with_aof_loses_nothing() {
+    let mut f = factory_or_skip!(RedisFactory::with_options(RedisServerOptions {
+        appendonly: true,
+        ..Default::default()
+    }));
+    let app = ok(app_at(&f.url(), "restart"), "build");
+    let runner = start_runner(&app, 16);
+    let group_key = unique("restart");
+    let n = 2000;
+    let group = ok(
+        filler::parallelize_on(&app, (0..n).map(|i| (group_key.clone(), i.to_string(), 2u64))).await,
+        "parallelize",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tasks::events_of(&group_key).len() < n / 4 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = tasks::events_of(&group_key).len();
+    let server = f.server_mut().expect("server");
+    tokio::task::block_in_place(|| server.restart());
+    let values = tokio::time::timeout(Duration::from_secs(60), group.results())
+        .await
+        .expect("results after the restart in time");
+    let values = ok(values, "results after the restart");
+    assert_eq!(values, (0..n).map(|i| i.to_string()).collect::<Vec<_>>());
+    let ran: HashSet<String> = tasks::events_of(&group_key).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(ran.len(), n, "every task ran");
+    assert!(before < n, "the restart happened mid-run ({before} of {n} had run)");
+    ok(runner.stop().await, "stop");
+    assert_eq!(check_histories(&app).await, n);
+}
+
+/// (c) Bad input: corrupt records are named, the rest is unaffected; wrong
+/// password and unreachable host name the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gives_clear_errors() {
+    let f = factory_or_skip!(RedisFactory::new());
+    let server = f.server().expect("server");
+    let app = ok(app_at(&f.url(), "bad"), "build");
+    // no runner yet: both stay REGISTERED
+    let broken_call = ok(add::call_on(&app, 1, 1).await, "call");
+    let broken_status = ok(add::call_on(&app, 2, 2).await, "call");
+    let key_call = format!("__pynenc__:bad:inv:{}", broken_call.invocation_id());
+    let key_status = format!("__pynenc__:bad:inv:{}", broken_status.invocation_id());
+    assert_eq!(server.command(&["HSET", &key_call, "call", "{garbage"]).expect("HSET"), Resp::Int(0));
+    assert_eq!(server.command(&["HSET", &key_status, "status", "BOGUS"]).expect("HSET"), Resp::Int(0));
+
+    let err = app
+        .state_backend()
+        .get_invocation(broken_call.invocation_id())
+        .await
+        .expect_err("corrupt call");
+    assert!(err.to_string().contains(&key_call) && err.to_string().contains("'call'"), "{err}");
+    let err = broken_status.status().await.expect_err("corrupt status");
+    assert!(err.to_string().contains(&key_status) && err.to_string().contains("BOGUS"), "{err}");
+
+    let runner = start_runner(&app, 2);
+    let good = ok(add::call_on(&app, 3, 4).await, "good");
+    assert_eq!(ok(good.result().await, "good result"), 7);
+    // the invocation whose call cannot be decoded fails with the key in its error
+    match broken_call.result().await {
+        Err(PynencError::TaskFailed { error, .. }) => {
+            assert_eq!(error.kind, "StateBackendError");
+            assert!(error.message.contains(&key_call), "{}", error.message);
+        }
+        other => panic!("expected the corrupt invocation to fail, got {other:?}"),
+    }
+    // waiting on the one with a corrupt status names the key
+    let err = tokio::time::timeout(Duration::from_secs(10), broken_status.result())
+        .await
+        .expect("no hang")
+        .expect_err("corrupt status");
+    assert!(err.to_string().contains(&key_status), "{err}");
+    assert_eq!(ok(add::call_on(&app, 5, 5).await, "after").result().await.ok(), Some(10));
+    ok(runner.stop().await, "stop");
+
+    // an oversized argument is refused before anything is stored
+    let small = ok(
+        Pynenc::builder()
+            .env_vars(Vec::new())
+            .app_id("bad-size")
+            .config_value("backend", "redis")
+            .config_value("redis.redis_url", f.url())
+            .config_value("max_argument_bytes", 100)
+            .build(),
+        "build",
+    );
+    let err = tasks::byte_len::call_on(&small, "z".repeat(1000)).await.expect_err("too big");
+    assert!(err.to_string().contains("argument 'data'") && err.to_string().contains("100"), "{err}");
+    assert!(ok(small.state_backend().list_invocation_ids().await, "list").is_empty());
+
+    // wrong password
+    server
+        .command(&["ACL", "SETUSER", "someone", "on", ">right", "~*", "&*", "+@all"])
+        .expect("ACL SETUSER");
+    let addr = format!("127.0.0.1:{}", server.port());
+    let err = app_at(&format!("redis://someone:wrong@{addr}/0"), "x").expect_err("wrong password");
+    let text = err.to_string();
+    assert!(text.contains(&addr) && text.contains("authentication failed"), "{text}");
+    assert!(!text.contains("wrong"), "the password is not shown: {text}");
+
+    // nothing listening
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("addr").port();
+    drop(free);
+    let err = app_at(&format!("redis://127.0.0.1:{port}/0"), "x").expect_err("unreachable");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+
+    // host and port settings instead of a URL
+    let by_fields = Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id("fields")
+        .config_value("backend", "redis")
+        .config_value("redis.redis_host", "127.0.0.1")
+        .config_value("redis.redis_port", server.port() as u64)
+        .config_value("redis.redis_username", "someone")
+        .config_value("redis.redis_password", "right")
+        .build();
+    let by_fields = ok(by_fields, "build from host/port/username/password");
+    let r = start_runner(&by_fields, 1);
+    assert_eq!(ok(ok(add::call_on(&by_fields, 1, 2).await, "call").result().await, "result"), 3);
+    ok(r.stop().await, "stop");
+
+    // TLS without the feature is a configuration error that says what to enable
+    if let Err(e) = app_at(&format!("rediss://{addr}/0"), "x") {
+        let text = e.to_string();
+        assert!(text.contains("redis-tls") || text.contains(&addr), "{text}");
+    }
+}
+
+struct Worker(Child);
+
+impl Worker {
+    fn start(url: &str, app_id: &str) -> Worker {
+        let child = Command::new(env!("CARGO_BIN_EXE_redis_worker"))
+            .args([url, app_id, "8"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis_worker");
+        Worker(child)
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.0.kill();
+                panic!("redis_worker {pid} did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// (d) Two runner processes on one Redis drain 10,000 tasks; each ran once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_drain_ten_thousand_tasks() {
+    let f = factory_or_skip!(RedisFactory::new());
+    let app = ok(app_at(&f.url(), "drain"), "build");
+    let workers = [Worker::start(&f.url(), "drain"), Worker::start(&f.url(), "drain")];
+    let n = 10_000i64;
+    let group = ok(add::parallelize_on(&app, (0..n).map(|i| (i, i))).await, "parallelize");
+    let values = tokio::time::timeout(Duration::from_secs(90), group.results())
+        .await
+        .expect("drained in time");
+    assert_eq!(ok(values, "results"), (0..n).map(|i| 2 * i).collect::<Vec<_>>());
+    let mut owners = HashSet::new();
+    for inv in group.invocations() {
+        let history = ok(inv.history().await, "history");
+        let running: Vec<_> = history.iter().filter(|h| h.status == InvocationStatus::Running).collect();
+        assert_eq!(running.len(), 1, "{:?}", history.iter().map(|h| h.status).collect::<Vec<_>>());
+        owners.insert(running[0].owner.clone().unwrap_or_default());
+        assert_eq!(history.last().map(|h| h.status), Some(InvocationStatus::Success));
+    }
+    assert_eq!(owners.len(), 2, "both processes worked: {owners:?}");
+    for w in workers {
+        let status = w.stop();
+        assert!(status.success(), "worker exit status {status}");
+    }
+    assert_eq!(check_histories(&app).await, n as usize);
+}
