@@ -67,6 +67,48 @@ impl BackendFactory for MemoryFactory {
     }
 }
 
+/// The SQLite backend: a fresh database file in a temporary directory per
+/// factory (apps of one factory share the file).
+#[cfg(feature = "sqlite")]
+pub struct SqliteFactory {
+    dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteFactory {
+    /// A fresh database file.
+    pub fn new() -> Self {
+        SqliteFactory {
+            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}")),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("pynenc.db")
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Default for SqliteFactory {
+    fn default() -> Self {
+        SqliteFactory::new()
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl BackendFactory for SqliteFactory {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+    fn builder(&self, app_id: &str) -> PynencBuilder {
+        Pynenc::builder()
+            .env_vars(Vec::new())
+            .app_id(app_id)
+            .sqlite(self.path())
+    }
+}
+
 /// Builds an app with extra configuration values.
 pub fn new_app(f: &dyn BackendFactory, app_id: &str, values: &[(&str, serde_json::Value)]) -> Pynenc {
     let mut b = f.builder(app_id);

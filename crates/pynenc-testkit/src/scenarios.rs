@@ -678,7 +678,7 @@ pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
     assert!(err.to_string().contains("runner-a"), "{err}");
     let after = ok(app.state_backend().get_history(&id).await, "history");
     assert_eq!(after.len(), before.len() + 1, "only the PENDING step was recorded");
-    let out = ok(app.state_backend().get_outcomes(&[id.clone()]).await, "outcome").remove(0);
+    let out = ok(app.state_backend().get_outcomes(std::slice::from_ref(&id)).await, "outcome").remove(0);
     assert_eq!(out.result, None, "the refused finish stored no result");
     ok(orch.set_status(&id, InvocationStatus::Running, "runner-a", None).await, "run");
     ok(

@@ -202,7 +202,7 @@ impl TaskOptions {
     }
 
     /// The arguments that identify a call for `Keys` concurrency.
-    pub fn key_args<'a>(&'a self) -> Vec<&'a str> {
+    pub fn key_args(&self) -> Vec<&str> {
         self.key_arguments.iter().map(String::as_str).collect()
     }
 }

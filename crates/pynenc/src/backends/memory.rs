@@ -547,16 +547,14 @@ impl AtomicStore for MemStore {
         self.epoch.load(Ordering::Acquire)
     }
 
-    fn wait_for_work(&self, epoch: u64, timeout: Duration) -> impl Future<Output = ()> + Send {
-        async move {
-            let notified = self.work.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.epoch.load(Ordering::Acquire) != epoch {
-                return;
-            }
-            let _ = tokio::time::timeout(timeout, notified).await;
+    async fn wait_for_work(&self, epoch: u64, timeout: Duration) {
+        let notified = self.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
         }
+        let _ = tokio::time::timeout(timeout, notified).await;
     }
 
     fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {

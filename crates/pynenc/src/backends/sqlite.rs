@@ -365,7 +365,7 @@ fn check_version(ctx: &Ctx, version: Option<i64>) -> Result<()> {
 /// Checks the path before SQLite sees it, for clearer errors.
 fn check_path(ctx: &Ctx) -> Result<()> {
     let shown = &ctx.shown;
-    if shown.is_empty() || shown == ":memory:" || shown.starts_with("file:") {
+    if shown.is_empty() || shown == ":memory:" {
         return Err(PynencError::backend(format!(
             "SQLite database path '{shown}' is not supported: pynenc needs a database file \
              that all its connections and processes share"

@@ -305,7 +305,7 @@ async fn maintain(shared: Arc<RunnerShared>) {
     let tick = heartbeat_every.min(recover_every).min(purge_every);
     let (mut last_beat, mut last_recover, mut last_purge) = (None::<Instant>, Instant::now(), Instant::now());
     loop {
-        if last_beat.is_none_or(|t| t.elapsed() >= heartbeat_every) {
+        if last_beat.map_or(true, |t| t.elapsed() >= heartbeat_every) {
             last_beat = Some(Instant::now());
             if let Err(e) = orch.heartbeat(&shared.runner_id).await {
                 warn!(error = %e, "could not write the runner heartbeat");
