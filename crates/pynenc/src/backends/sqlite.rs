@@ -317,6 +317,11 @@ fn connect(ctx: &Ctx, busy_timeout: Duration) -> Result<Connection> {
     conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(|e| ctx.err(e, "setting synchronous=NORMAL", ""))?;
+    // map the file instead of copying pages through read(); keep a larger page cache
+    conn.pragma_update(None, "mmap_size", 1_i64 << 30)
+        .map_err(|e| ctx.err(e, "setting mmap_size", ""))?;
+    conn.pragma_update(None, "cache_size", -65_536_i64)
+        .map_err(|e| ctx.err(e, "setting cache_size", ""))?;
     Ok(conn)
 }
 
@@ -491,15 +496,42 @@ struct Effects {
     purged: bool,
 }
 
+impl Effects {
+    fn merge(&mut self, other: Effects) {
+        self.enqueued |= other.enqueued;
+        self.purged |= other.purged;
+        self.finals.extend(other.finals);
+    }
+}
+
+type AnyValue = Box<dyn std::any::Any + Send>;
+
+/// One atomic section waiting for the writer.
+struct WriteJob {
+    run: Box<dyn FnOnce(&mut dyn StoreTxn) -> Result<AnyValue> + Send>,
+    reply: tokio::sync::oneshot::Sender<Result<AnyValue>>,
+}
+
+/// The sections waiting for the writer, and whether a writer is draining them.
+#[derive(Default)]
+struct WriteQueue {
+    jobs: Vec<WriteJob>,
+    draining: bool,
+}
+
+/// The most sections committed together.
+const MAX_GROUP: usize = 64;
+
 struct Inner {
     ctx: Ctx,
     poll_min: Duration,
     poll_max: Duration,
-    /// The one write connection (taken while holding `write_gate`).
+    /// The one write connection (used by the draining writer only).
     writer: Mutex<Option<Connection>>,
+    /// Sections waiting to be written, committed in groups.
+    write_queue: Mutex<WriteQueue>,
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
-    write_gate: Arc<Semaphore>,
     read_gate: Arc<Semaphore>,
     epoch: AtomicU64,
     work: Notify,
@@ -507,28 +539,96 @@ struct Inner {
 }
 
 impl Inner {
-    fn run_write<R>(&self, f: impl FnOnce(&mut dyn StoreTxn) -> Result<R>) -> Result<R> {
+    /// Drains the write queue on this (blocking) thread: each round takes the
+    /// waiting sections and commits them in ONE transaction, each inside its
+    /// own savepoint, so a section that fails is rolled back alone (group
+    /// commit: the cost of a commit is shared by everyone waiting).
+    fn drain_writes(&self) {
+        loop {
+            let batch: Vec<WriteJob> = {
+                let mut q = self.write_queue.lock();
+                if q.jobs.is_empty() {
+                    q.draining = false;
+                    return;
+                }
+                let n = q.jobs.len().min(MAX_GROUP);
+                q.jobs.drain(..n).collect()
+            };
+            self.write_group(batch);
+        }
+    }
+
+    fn write_group(&self, batch: Vec<WriteJob>) {
         let conn = match self.writer.lock().take() {
-            Some(c) => c,
+            Some(c) => Ok(c),
             // the write connection never waits in SQLite's busy handler: begin_immediate waits
-            None => connect(&self.ctx, Duration::ZERO)?,
+            None => connect(&self.ctx, Duration::ZERO),
         };
-        let (out, effects) = match begin_immediate(&self.ctx, &conn) {
-            Err(e) => (Err(e), Effects::default()),
-            Ok(()) => {
-                let mut txn = SqliteTxn::new(&conn, &self.ctx);
-                let out = f(&mut txn);
-                let effects = txn.effects;
-                (finish_txn(&self.ctx, &conn, out), effects)
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+                return;
             }
         };
+        let mut results: Vec<(tokio::sync::oneshot::Sender<Result<AnyValue>>, Result<AnyValue>)> =
+            Vec::with_capacity(batch.len());
+        let mut effects = Effects::default();
+        match begin_immediate(&self.ctx, &conn) {
+            Err(e) => {
+                for job in batch {
+                    results.push((job.reply, Err(e.clone())));
+                }
+            }
+            Ok(()) => {
+                for job in batch {
+                    let out = match conn.execute_batch("SAVEPOINT section") {
+                        Err(e) => Err(self.ctx.err(e, "SAVEPOINT", "")),
+                        Ok(()) => {
+                            let mut txn = SqliteTxn::new(&conn, &self.ctx);
+                            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                (job.run)(&mut txn)
+                            }))
+                            .unwrap_or_else(|_| {
+                                Err(PynencError::backend(format!(
+                                    "SQLite database {}: a database section panicked; it was rolled back",
+                                    self.ctx.shown
+                                )))
+                            });
+                            let section_effects = txn.effects;
+                            let closed = if out.is_ok() {
+                                effects.merge(section_effects);
+                                conn.execute_batch("RELEASE section")
+                            } else {
+                                conn.execute_batch("ROLLBACK TO section; RELEASE section")
+                            };
+                            match closed {
+                                Ok(()) => out,
+                                Err(e) => Err(self.ctx.err(e, "closing a savepoint", "")),
+                            }
+                        }
+                    };
+                    results.push((job.reply, out));
+                }
+                if let Err(e) = finish_txn(&self.ctx, &conn, Ok(())) {
+                    effects = Effects::default();
+                    for r in results.iter_mut() {
+                        if r.1.is_ok() {
+                            r.1 = Err(e.clone());
+                        }
+                    }
+                }
+            }
+        }
         if conn.is_autocommit() {
             *self.writer.lock() = Some(conn);
         }
-        if out.is_ok() {
-            self.announce(effects);
+        self.announce(effects);
+        for (reply, out) in results {
+            let _ = reply.send(out);
         }
-        out
     }
 
     fn run_read<R>(&self, f: impl FnOnce(&mut SqliteTxn<'_>) -> Result<R>) -> Result<R> {
@@ -700,7 +800,7 @@ impl SqliteStore {
                 poll_max: poll_max.max(poll_min),
                 writer: Mutex::new(Some(conn)),
                 readers: Mutex::new(Vec::new()),
-                write_gate: Arc::new(Semaphore::new(1)),
+                write_queue: Mutex::new(WriteQueue::default()),
                 read_gate: Arc::new(Semaphore::new(READ_CONNECTIONS)),
                 epoch: AtomicU64::new(0),
                 work: Notify::new(),
@@ -728,20 +828,31 @@ impl AtomicStore for SqliteStore {
     {
         let inner = self.inner.clone();
         async move {
-            // one writer per process: waiting here is cheaper than in SQLite's lock
-            let permit = inner
-                .write_gate
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| PynencError::backend("the SQLite store is closed"))?;
-            let task = inner.clone();
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                task.run_write(f)
+            // one writer per process: sections queue here and are committed in groups
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = WriteJob {
+                run: Box::new(move |t: &mut dyn StoreTxn| f(t).map(|v| Box::new(v) as AnyValue)),
+                reply,
+            };
+            let start_writer = {
+                let mut q = inner.write_queue.lock();
+                q.jobs.push(job);
+                !std::mem::replace(&mut q.draining, true)
+            };
+            if start_writer {
+                let writer = inner.clone();
+                let drained = tokio::task::spawn_blocking(move || writer.drain_writes());
+                drop(drained);
+            }
+            let value = answer.await.map_err(|_| {
+                PynencError::backend(format!(
+                    "SQLite database {}: the writer stopped before answering; the section was rolled back",
+                    inner.ctx.shown
+                ))
+            })??;
+            value.downcast::<R>().map(|b| *b).map_err(|_| {
+                PynencError::backend("SQLite writer returned a value of another type")
             })
-            .await
-            .map_err(|e| join_error(&inner.ctx, e))?
         }
     }
 
@@ -781,40 +892,67 @@ impl AtomicStore for SqliteStore {
         }
     }
 
+    /// Waits for a group without re-reading it: one pass over the ids, then
+    /// only the final statuses recorded in the history since the last look
+    /// (a sequence watermark), woken at once by commits of this process and
+    /// by adaptive polling for other processes. A full re-check every two
+    /// seconds guards against ids purged meanwhile.
     fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {
         let inner = self.inner.clone();
         async move {
             let wait = FinalWait::register(&inner, &ids);
-            let mut pending = ids;
-            let mut poll = inner.poll_min;
-            loop {
-                let check = pending;
-                pending = inner
-                    .read(move |t| {
-                        let mut left = Vec::new();
-                        for id in check {
-                            match t.get_status(&id)? {
-                                Some(s) if s.status.is_final() => {}
-                                Some(_) => left.push(id),
-                                None => {
-                                    return Err(PynencError::InvocationNotFound {
-                                        invocation_id: id,
-                                        message: "while waiting for its result".into(),
-                                    })
+            let full_check = |ids: Vec<String>| {
+                let inner = inner.clone();
+                async move {
+                    inner
+                        .read(move |t| {
+                            let mark = t.history_max_seq()?;
+                            let mut left = std::collections::HashSet::new();
+                            for id in ids {
+                                match t.get_status(&id)? {
+                                    Some(s) if s.status.is_final() => {}
+                                    Some(_) => {
+                                        left.insert(id);
+                                    }
+                                    None => {
+                                        return Err(PynencError::InvocationNotFound {
+                                            invocation_id: id,
+                                            message: "while waiting for its result".into(),
+                                        })
+                                    }
                                 }
                             }
-                        }
-                        Ok(left)
-                    })
-                    .await?;
-                if pending.is_empty() {
-                    return Ok(());
+                            Ok((left, mark))
+                        })
+                        .await
                 }
+            };
+            let (mut pending, mut mark) = full_check(ids).await?;
+            let mut poll = inner.poll_min;
+            let mut last_full = tokio::time::Instant::now();
+            while !pending.is_empty() {
                 tokio::select! {
-                    _ = wait.notify.notified() => poll = inner.poll_min,
+                    _ = wait.notify.notified() => {
+                        poll = inner.poll_min;
+                        if pending.len() > 1 {
+                            // a group: let a few more commits land before looking
+                            tokio::time::sleep(poll).await;
+                        }
+                    }
                     _ = tokio::time::sleep(poll) => poll = (poll * 2).min(inner.poll_max),
                 }
+                if last_full.elapsed() >= Duration::from_secs(2) {
+                    last_full = tokio::time::Instant::now();
+                    (pending, mark) = full_check(pending.into_iter().collect()).await?;
+                    continue;
+                }
+                let (finals, new_mark) = inner.read(move |t| t.finals_since(mark)).await?;
+                mark = new_mark;
+                for id in finals {
+                    pending.remove(&id);
+                }
             }
+            Ok(())
         }
     }
 
@@ -868,6 +1006,28 @@ impl<'a> SqliteTxn<'a> {
     fn parse_status(&self, invocation_id: &str, text: &str) -> Result<InvocationStatus> {
         text.parse::<InvocationStatus>()
             .map_err(|m| self.ctx.corrupt(invocation_id, "status", m))
+    }
+
+    /// The newest history sequence number.
+    fn history_max_seq(&mut self) -> Result<i64> {
+        let op = "reading the history watermark";
+        self.stmt("SELECT COALESCE(MAX(seq), 0) FROM history", op, "")?
+            .query_row([], |r| r.get(0))
+            .map_err(|e| self.ctx.err(e, op, ""))
+    }
+
+    /// Invocations of this app that became final after history `seq`, and the new watermark.
+    fn finals_since(&mut self, seq: i64) -> Result<(Vec<String>, i64)> {
+        let ids = self.ids(
+            // a range of the rowid: only the rows written since the watermark
+            "SELECT invocation_id FROM history NOT INDEXED
+             WHERE seq > ?1 AND app_id = ?2
+               AND status IN ('SUCCESS', 'FAILED', 'CONCURRENCY_CONTROLLED_FINAL')",
+            "reading recent final statuses",
+            "",
+            params![seq, self.app()],
+        )?;
+        Ok((ids, self.history_max_seq()?))
     }
 
     /// Whether anything is queued or a scheduled invocation is due.
