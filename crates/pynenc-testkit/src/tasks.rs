@@ -252,3 +252,40 @@ pub async fn byte_len(data: String) -> usize {
 pub async fn constant() -> u8 {
     7
 }
+
+/// Counts its runs in a file (works across processes) and aborts the whole
+/// process on the first `crash_times` runs.
+#[pynenc::task(max_retries = 1, retry_for = ["ProcessCrashed"])]
+pub fn crash_then_succeed(marker: String, crash_times: u32) -> u32 {
+    let runs = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+        + 1;
+    let _ = std::fs::write(&marker, runs.to_string());
+    if runs <= crash_times {
+        std::process::abort();
+    }
+    runs
+}
+
+/// Aborts the process running it.
+#[pynenc::task]
+pub fn abort_process() -> u32 {
+    std::process::abort()
+}
+
+/// Dies of a segmentation fault: writes through a null pointer.
+#[pynenc::task]
+pub fn segfault() -> u32 {
+    let p: *mut u32 = std::hint::black_box(std::ptr::null_mut());
+    // SAFETY: deliberately unsound, to crash the process running the task.
+    unsafe { p.write_volatile(1) };
+    0
+}
+
+/// Returns the process id of the process running it.
+#[pynenc::task]
+pub async fn whoami(i: u32) -> (u32, u32) {
+    (i, std::process::id())
+}

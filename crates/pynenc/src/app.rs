@@ -14,7 +14,7 @@ use crate::context::{self, InvocationContext};
 use crate::exceptions::{ConfigError, ConfigSource, PynencError, Result};
 use crate::invocation::{SynchronousInvocation, UntypedInvocation};
 use crate::orchestrator::{ConcurrencySpec, Orchestrator, RouteOutcome, RouteRequest};
-use crate::runner::{run_body, SlotState, ThreadRunner};
+use crate::runner::{run_body, SlotState};
 use crate::serializer::Serializer;
 use crate::state_backend::StateBackend;
 use crate::store::{AtomicStore, TxnBackend};
@@ -139,7 +139,13 @@ impl PynencBuilder {
     /// compiled into the binary (with per-task configuration applied) and
     /// returns the app. The first app built becomes the process default.
     pub fn build(self) -> Result<Pynenc> {
-        let conf = self.loader.load()?;
+        let mut conf = self.loader.load()?;
+        let process_kind = conf.runner.kind != "thread";
+        let backend_defaulted = matches!(conf.source_of("backend"), None | Some(ConfigSource::Default));
+        if process_kind && backend_defaulted && self.memory.is_none() && self.components.is_none() {
+            // process runners need a backend other processes reach: SQLite by default
+            conf.backend = "sqlite".into();
+        }
         let components = match self.components {
             Some(factory) => factory(&conf)?,
             None => open_backend(&conf, self.memory)?,
@@ -276,9 +282,10 @@ impl Pynenc {
         &self.inner.external_runner_id
     }
 
-    /// A new in-process runner for this app.
-    pub fn runner(&self) -> ThreadRunner {
-        ThreadRunner::new(self)
+    /// A new runner of the kind `runner.kind` names (`thread` by default:
+    /// the in-process [`crate::ThreadRunner`]).
+    pub fn runner(&self) -> crate::runner::Runner {
+        crate::runner::Runner::for_app(self)
     }
 
     /// Makes this app the process default (used by `task::call(...)` outside tasks).
@@ -424,13 +431,10 @@ impl Pynenc {
     /// current invocation is paused meanwhile (blocking control).
     pub async fn wait_for(&self, ids: &[String]) -> Result<()> {
         match context::current() {
-            Some(ctx) if ctx.runner.is_some() => {
-                let runner = ctx.runner.clone();
-                match runner {
-                    Some(r) => r.waiting_for_results(&ctx, ids).await,
-                    None => Ok(()),
-                }
-            }
+            Some(ctx) if ctx.runner.is_some() => match ctx.runner.clone() {
+                Some(host) => host.waiting_for_results(&ctx, ids).await,
+                None => Ok(()),
+            },
             _ => {
                 self.orchestrator().waiting_for_results(None, ids).await?;
                 self.orchestrator().wait_final(ids).await

@@ -364,6 +364,20 @@ fn check_backend(v: &str) -> Result<(), String> {
     }
 }
 
+/// The runner kinds of `runner.kind`.
+pub const RUNNER_KINDS: &[&str] = &["thread", "process", "persistent_process", "multi_thread"];
+
+fn check_runner_kind(v: &str) -> Result<(), String> {
+    if RUNNER_KINDS.contains(&v) {
+        Ok(())
+    } else {
+        Err(expected(
+            &format!("one of {}", RUNNER_KINDS.join(", ")),
+            quote(v),
+        ))
+    }
+}
+
 fn non_empty(v: &str) -> Result<(), String> {
     if v.trim().is_empty() {
         Err("expected a non-empty string, got \"\"".into())
@@ -655,17 +669,23 @@ config_table! {
 
     /// Settings of the runners (`[runner]`, `PYNENC__RUNNER__*`).
     runner: RunnerConfig {
+        /// The runner `app.runner()` builds: `thread` (in-process), `process`
+        /// (a child process per invocation), `persistent_process` (a fixed pool
+        /// of worker processes) or `multi_thread` (worker processes running
+        /// threads, scaled by queue depth). A process kind with no backend
+        /// configured selects `sqlite`.
+        kind: String = "thread".to_string(), check = check_runner_kind;
         /// How many invocations a runner runs at once; 0 means auto: 8 per CPU core
         /// (see [`PynencConfig::effective_max_parallel_slots`]).
         max_parallel_slots: usize = 0;
         /// How long a stopping runner waits for running invocations, in seconds.
         shutdown_grace_seconds: f64 = 5.0, check = non_negative;
         /// How often a runner reports that it is alive, in seconds.
-        heartbeat_interval_seconds: f64 = 1.0, check = positive;
+        heartbeat_interval_seconds: f64 = 0.5, check = positive;
         /// A runner silent for this long is dead and its work is recovered, in seconds.
-        runner_dead_after_seconds: f64 = 4.0, check = positive;
+        runner_dead_after_seconds: f64 = 2.0, check = positive;
         /// How often the recovery service looks for dead runners' work, in seconds.
-        recovery_interval_seconds: f64 = 2.0, check = positive;
+        recovery_interval_seconds: f64 = 0.5, check = positive;
         /// The least number of worker processes of a multi-process runner.
         min_processes: usize = 1, check = at_least_one;
         /// The most worker processes of a multi-process runner; 0 means the number of CPUs.
@@ -1342,6 +1362,22 @@ impl PynencConfig {
         out
     }
 
+    /// Every effective value as `(key, value)`, task overrides as
+    /// `task.<task id>.<option>`: feeding them to [`ConfigLoader::value`]
+    /// rebuilds the same configuration (used to configure child processes).
+    pub fn effective_values(&self) -> Vec<(String, Value)> {
+        let mut out: Vec<(String, Value)> = FIELDS
+            .iter()
+            .map(|f| (f.key(), field_value(self, f)))
+            .collect();
+        for (task_id, options) in &self.task_overrides {
+            for (option, (value, _)) in options {
+                out.push((format!("{TASK_SECTION}.{task_id}.{option}"), value.clone()));
+            }
+        }
+        out
+    }
+
     /// The options of task `task_id`: the per-task overrides of the
     /// configuration applied on top of `base` (its `#[task]` options), then
     /// checked against its parameters with [`TaskOptions::validate`].
@@ -1535,9 +1571,10 @@ mod tests {
         assert_eq!(config.orchestrator.max_pending_seconds, 10.0);
         assert_eq!(config.runner.max_parallel_slots, 0);
         assert_eq!(config.runner.shutdown_grace_seconds, 5.0);
-        assert_eq!(config.runner.heartbeat_interval_seconds, 1.0);
-        assert_eq!(config.runner.runner_dead_after_seconds, 4.0);
-        assert_eq!(config.runner.recovery_interval_seconds, 2.0);
+        assert_eq!(config.runner.heartbeat_interval_seconds, 0.5);
+        assert_eq!(config.runner.runner_dead_after_seconds, 2.0);
+        assert_eq!(config.runner.recovery_interval_seconds, 0.5);
+        assert_eq!(config.runner.kind, "thread");
         assert_eq!(config.runner.min_processes, 1);
         assert_eq!(config.runner.max_processes, 0);
         assert_eq!(config.sqlite.sqlite_path, "pynenc.db");

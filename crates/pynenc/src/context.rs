@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 
 use crate::app::Pynenc;
 use crate::exceptions::{PynencError, Result};
-use crate::runner::RunnerShared;
+use crate::runner::InvocationHost;
 
 /// What is known about the invocation being run.
 pub struct InvocationContext {
@@ -25,7 +25,7 @@ pub struct InvocationContext {
     /// Its task.
     pub task_id: &'static str,
     /// The runner executing it (`None` in dev mode's synchronous calls).
-    pub(crate) runner: Option<Arc<RunnerShared>>,
+    pub(crate) runner: Option<Arc<dyn InvocationHost>>,
     /// The slot and pause state held by the invocation in its runner.
     pub(crate) slot: tokio::sync::Mutex<crate::runner::SlotState>,
 }
@@ -48,7 +48,7 @@ impl InvocationContext {
     /// The id that acts for this code in histories: the runner's id, or the app's external id.
     pub fn actor_id(&self) -> String {
         match &self.runner {
-            Some(r) => r.runner_id.clone(),
+            Some(r) => r.runner_id().to_string(),
             None => self.app.external_runner_id().to_string(),
         }
     }

@@ -6,7 +6,8 @@
 //! - `sleep-then-report`: calls `sleeper(key, 3000)` in-process on the memory
 //!   backend, prints `RUNNING` once it runs, runs until a signal, then prints
 //!   the invocation's statuses one per line and `DONE`.
-//! - `run`: runs a runner until a signal (for shared backends).
+//! - `run`: runs the runner `runner.kind` names until a signal (for shared
+//!   backends); process runners start this binary again as their children.
 
 use std::io::Write;
 use std::time::Duration;
@@ -14,8 +15,16 @@ use std::time::Duration;
 use pynenc::{InvocationStatus, Pynenc, ThreadRunner};
 use pynenc_testkit::tasks;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // process runners start this binary again as their children
+    pynenc::run_child_if_requested();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "run".into());
     let app = Pynenc::builder().build()?;
     match mode.as_str() {
@@ -43,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
             println!("DONE");
         }
         "run" => {
-            ThreadRunner::new(&app).run_until_signal().await?;
+            // the runner kind named by runner.kind (PYNENC__RUNNER__KIND)
+            app.runner().run_until_signal().await?;
             println!("DONE");
         }
         other => anyhow::bail!("unknown mode {other}"),

@@ -8,6 +8,9 @@
 //! finish within the grace period, then sets the rest `KILLED` → `REROUTED`.
 
 mod execute;
+pub mod process;
+
+pub use process::{run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,22 +40,36 @@ pub(crate) struct SlotState {
     waits: usize,
 }
 
+/// What an invocation needs from the runner hosting it.
+#[async_trait::async_trait]
+pub(crate) trait InvocationHost: Send + Sync {
+    /// The owner id of the invocations it runs.
+    fn runner_id(&self) -> &str;
+    /// Called when the invocation of `ctx` waits for `ids`: the host decides
+    /// how it waits (pause and free the slot, or hand the wait to a parent).
+    async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()>;
+}
+
 /// State shared by a runner and the invocations it runs.
 pub(crate) struct RunnerShared {
     pub(crate) runner_id: String,
     app: Pynenc,
     slots: Arc<Semaphore>,
     max_slots: usize,
-    stopping: AtomicBool,
-    stop_notify: Notify,
+    stop: Arc<StopSignal>,
     running: Mutex<HashMap<String, AbortHandle>>,
     idle: Notify,
 }
 
-impl RunnerShared {
+#[async_trait::async_trait]
+impl InvocationHost for RunnerShared {
+    fn runner_id(&self) -> &str {
+        &self.runner_id
+    }
+
     /// Pauses `ctx` while it waits for `ids`: the wait is recorded for
     /// blocking control, the slot is freed, and taken back when all are final.
-    pub(crate) async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()> {
+    async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()> {
         let orch = self.app.orchestrator();
         orch.waiting_for_results(Some(&ctx.invocation_id), ids).await?;
         {
@@ -86,6 +103,98 @@ impl RunnerShared {
     }
 }
 
+/// A stop request shared by a runner and its handles.
+#[derive(Default)]
+pub(crate) struct StopSignal {
+    stopping: AtomicBool,
+    notify: Notify,
+}
+
+impl StopSignal {
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a stop was requested.
+    pub(crate) async fn stopped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Any runner kind, as chosen by the `runner.kind` setting (see [`Pynenc::runner`]).
+pub enum Runner {
+    /// In-process: tokio tasks and blocking threads.
+    Thread(ThreadRunner),
+    /// A child process per invocation.
+    Process(ProcessRunner),
+    /// A fixed pool of single-slot worker processes.
+    PersistentProcess(PersistentProcessRunner),
+    /// Worker processes with several slots, scaled by queue depth.
+    MultiThread(MultiThreadRunner),
+}
+
+macro_rules! each_runner {
+    ($self:expr, $r:ident => $e:expr) => {
+        match $self {
+            Runner::Thread($r) => $e,
+            Runner::Process($r) => $e,
+            Runner::PersistentProcess($r) => $e,
+            Runner::MultiThread($r) => $e,
+        }
+    };
+}
+
+impl Runner {
+    /// The runner `runner.kind` names, for `app`.
+    pub fn for_app(app: &Pynenc) -> Runner {
+        match app.conf().runner.kind.as_str() {
+            "process" => Runner::Process(ProcessRunner::new(app)),
+            "persistent_process" => Runner::PersistentProcess(PersistentProcessRunner::new(app)),
+            "multi_thread" => Runner::MultiThread(MultiThreadRunner::new(app)),
+            _ => Runner::Thread(ThreadRunner::new(app)),
+        }
+    }
+
+    /// The runner's id.
+    pub fn runner_id(&self) -> &str {
+        each_runner!(self, r => r.runner_id())
+    }
+
+    /// A handle to stop it.
+    pub fn handle(&self) -> RunnerHandle {
+        each_runner!(self, r => r.handle())
+    }
+
+    /// Starts it in the background.
+    pub fn spawn(self) -> SpawnedRunner {
+        each_runner!(self, r => r.spawn())
+    }
+
+    /// Runs until stopped.
+    pub async fn run(self) -> Result<()> {
+        each_runner!(self, r => r.run().await)
+    }
+
+    /// Runs until Ctrl-C or SIGTERM.
+    pub async fn run_until_signal(self) -> Result<()> {
+        each_runner!(self, r => r.run_until_signal().await)
+    }
+}
+
 /// The in-process runner (tokio tasks and blocking threads).
 pub struct ThreadRunner {
     shared: Arc<RunnerShared>,
@@ -94,12 +203,13 @@ pub struct ThreadRunner {
 /// A handle to stop a runner (cheap to clone).
 #[derive(Clone)]
 pub struct RunnerHandle {
-    shared: Arc<RunnerShared>,
+    runner_id: Arc<str>,
+    stop: Arc<StopSignal>,
 }
 
 impl std::fmt::Debug for RunnerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RunnerHandle({})", self.shared.runner_id)
+        write!(f, "RunnerHandle({})", self.runner_id)
     }
 }
 
@@ -107,19 +217,19 @@ impl RunnerHandle {
     /// Asks the runner to stop: it takes no new work, waits up to the grace
     /// period for running invocations, then kills and re-routes the rest.
     pub fn stop(&self) {
-        self.shared.stopping.store(true, Ordering::Release);
-        self.shared.stop_notify.notify_waiters();
-        self.shared.stop_notify.notify_one();
+        self.stop.stop();
     }
 
     /// The runner's id.
     pub fn runner_id(&self) -> &str {
-        &self.shared.runner_id
+        &self.runner_id
     }
 
-    /// How many invocations are running (or paused) on the runner now.
-    pub fn running(&self) -> usize {
-        self.shared.running.lock().len()
+    pub(crate) fn new(runner_id: &str, stop: Arc<StopSignal>) -> Self {
+        RunnerHandle {
+            runner_id: Arc::from(runner_id),
+            stop,
+        }
     }
 }
 
@@ -130,6 +240,10 @@ pub struct SpawnedRunner {
 }
 
 impl SpawnedRunner {
+    pub(crate) fn new(handle: RunnerHandle, join: tokio::task::JoinHandle<Result<()>>) -> Self {
+        SpawnedRunner { handle, join }
+    }
+
     /// The stop handle.
     pub fn handle(&self) -> &RunnerHandle {
         &self.handle
@@ -165,8 +279,7 @@ impl ThreadRunner {
                 app: app.clone(),
                 slots: Arc::new(Semaphore::new(n)),
                 max_slots: n,
-                stopping: AtomicBool::new(false),
-                stop_notify: Notify::new(),
+                stop: Arc::new(StopSignal::default()),
                 running: Mutex::new(HashMap::new()),
                 idle: Notify::new(),
             }),
@@ -185,26 +298,19 @@ impl ThreadRunner {
 
     /// A handle to stop the runner.
     pub fn handle(&self) -> RunnerHandle {
-        RunnerHandle {
-            shared: self.shared.clone(),
-        }
+        RunnerHandle::new(&self.shared.runner_id, self.shared.stop.clone())
     }
 
     /// Starts the runner in the background on the current tokio runtime.
     pub fn spawn(self) -> SpawnedRunner {
         let handle = self.handle();
         let join = tokio::spawn(async move { self.run().await });
-        SpawnedRunner { handle, join }
+        SpawnedRunner::new(handle, join)
     }
 
     /// Runs until Ctrl-C or SIGTERM, then stops gracefully.
     pub async fn run_until_signal(self) -> Result<()> {
-        let handle = self.handle();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            info!(runner_id = %handle.runner_id(), "stop signal received, stopping runner");
-            handle.stop();
-        });
+        stop_on_signal(self.handle());
         self.run().await
     }
 
@@ -218,14 +324,16 @@ impl ThreadRunner {
             }
             info!(slots = shared.max_slots, app_id = %shared.app.app_id(), "runner started");
             let orch = shared.app.orchestrator();
-            let maintenance = tokio::spawn(maintain(shared.clone()).instrument(tracing::Span::current()));
+            let maintenance = tokio::spawn(
+                maintain(shared.app.clone(), shared.runner_id.clone()).instrument(tracing::Span::current()),
+            );
             let mut backoff = Duration::from_millis(10);
-            while !shared.stopping.load(Ordering::Acquire) {
+            while !shared.stop.is_stopped() {
                 let free = shared.slots.available_permits();
                 if free == 0 {
                     tokio::select! {
                         p = shared.slots.clone().acquire_owned() => drop(p),
-                        _ = shared.stop_notify.notified() => {}
+                        _ = shared.stop.stopped() => {}
                     }
                     continue;
                 }
@@ -242,7 +350,7 @@ impl ThreadRunner {
                         error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "could not get invocations to run");
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
-                            _ = shared.stop_notify.notified() => {}
+                            _ = shared.stop.stopped() => {}
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
@@ -259,7 +367,7 @@ impl ThreadRunner {
                     }
                     tokio::select! {
                         _ = orch.wait_for_work(epoch, Duration::from_millis(100)) => {}
-                        _ = shared.stop_notify.notified() => {}
+                        _ = shared.stop.stopped() => {}
                     }
                     continue;
                 }
@@ -289,9 +397,9 @@ impl ThreadRunner {
 
 /// The runner's periodic duties, off the hot path: heartbeat, recovery of
 /// lost work (by the one runner holding the recovery lease) and auto purge.
-async fn maintain(shared: Arc<RunnerShared>) {
-    let conf = shared.app.conf();
-    let orch = shared.app.orchestrator();
+pub(crate) async fn maintain(app: Pynenc, runner_id: String) {
+    let conf = app.conf();
+    let orch = app.orchestrator();
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
     let heartbeat_every = secs(conf.runner.heartbeat_interval_seconds);
     let recover_every = secs(conf.runner.recovery_interval_seconds);
@@ -301,19 +409,19 @@ async fn maintain(shared: Arc<RunnerShared>) {
     let purge_after = Duration::from_secs_f64(
         conf.orchestrator.auto_final_invocation_purge_hours.max(0.0) * 3600.0,
     );
-    let recovery_actor = format!("recovery@{}", shared.runner_id);
+    let recovery_actor = format!("recovery@{runner_id}");
     let tick = heartbeat_every.min(recover_every).min(purge_every);
     let (mut last_beat, mut last_recover, mut last_purge) = (None::<Instant>, Instant::now(), Instant::now());
     loop {
         if last_beat.map_or(true, |t| t.elapsed() >= heartbeat_every) {
             last_beat = Some(Instant::now());
-            if let Err(e) = orch.heartbeat(&shared.runner_id).await {
+            if let Err(e) = orch.heartbeat(&runner_id).await {
                 warn!(error = %e, "could not write the runner heartbeat");
             }
         }
         if last_recover.elapsed() >= recover_every {
             last_recover = Instant::now();
-            match orch.try_lease("recovery", &shared.runner_id, recover_every * 3).await {
+            match orch.try_lease("recovery", &runner_id, recover_every * 3).await {
                 Ok(true) => match orch.recover(&recovery_actor, dead_after, max_pending).await {
                     Ok(ids) if ids.is_empty() => {}
                     Ok(ids) => warn!(recovered = ids.len(), invocations = ?ids, "re-routed invocations of dead runners"),
@@ -348,7 +456,8 @@ fn spawn_invocation(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, p
     let mut running = shared.running.lock();
     let task = tokio::spawn(
         async move {
-            execute(&s, record, permit).await;
+            let host: Arc<dyn InvocationHost> = s.clone();
+            run_invocation(&s.app, host, record, Some(permit)).await;
             let mut running = s.running.lock();
             running.remove(&id);
             if running.is_empty() {
@@ -360,20 +469,31 @@ fn spawn_invocation(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, p
     running.insert(key, task.abort_handle());
 }
 
-async fn execute(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, permit: OwnedSemaphorePermit) {
-    let app = &shared.app;
+/// Runs one invocation that is already `RUNNING` for `host`: finds its task
+/// in the registry, runs the body in its context, decides between success,
+/// retry and failure, and records the end. Shared by every runner kind.
+pub(crate) async fn run_invocation(
+    app: &Pynenc,
+    host: Arc<dyn InvocationHost>,
+    record: Arc<InvocationRecord>,
+    permit: Option<OwnedSemaphorePermit>,
+) -> InvocationStatus {
     let orch = app.orchestrator();
     let id = record.invocation_id.clone();
+    let runner_id = host.runner_id().to_string();
     let registered = app.registry().get(&record.call.task_id);
     let (def, options) = match registered {
         Ok(x) => x,
         Err(e) => {
             error!(error = %e, "task is not registered in this process");
             let err = TaskError::new(e.kind(), e.to_string());
-            if let Err(e) = orch.finish(&id, &shared.runner_id, RunOutcome::Failed(err)).await {
-                error!(error = %e, "could not record the failure");
-            }
-            return;
+            return match orch.finish(&id, &runner_id, RunOutcome::Failed(err)).await {
+                Ok(status) => status,
+                Err(e) => {
+                    error!(error = %e, "could not record the failure");
+                    InvocationStatus::Failed
+                }
+            };
         }
     };
     let started = Instant::now();
@@ -386,11 +506,8 @@ async fn execute(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, perm
         invocation_id: id.clone(),
         record: record.clone(),
         task_id: def.task_id,
-        runner: Some(shared.clone()),
-        slot: tokio::sync::Mutex::new(SlotState {
-            permit: Some(permit),
-            waits: 0,
-        }),
+        runner: Some(host),
+        slot: tokio::sync::Mutex::new(SlotState { permit, waits: 0 }),
     });
     let input = TaskInput {
         task_id: def.task_id,
@@ -416,12 +533,19 @@ async fn execute(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, perm
             }
         }
     };
-    match orch.finish(&id, &shared.runner_id, outcome).await {
-        Ok(status) => debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished"),
-        Err(e) => warn!(error = %e, "could not record the end of the invocation (was it killed?)"),
-    }
+    let status = match orch.finish(&id, &runner_id, outcome).await {
+        Ok(status) => {
+            debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished");
+            status
+        }
+        Err(e) => {
+            warn!(error = %e, "could not record the end of the invocation (was it killed?)");
+            InvocationStatus::Killed
+        }
+    };
     // release the slot now (the context may outlive this function in user clones)
     ctx.slot.lock().await.permit = None;
+    status
 }
 
 async fn shutdown(shared: &Arc<RunnerShared>) {
@@ -447,6 +571,15 @@ async fn shutdown(shared: &Arc<RunnerShared>) {
             Err(e) => warn!(invocation_id = %id, error = %e, "could not re-route at shutdown"),
         }
     }
+}
+
+/// Stops `handle` on the first Ctrl-C or SIGTERM.
+pub(crate) fn stop_on_signal(handle: RunnerHandle) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!(runner_id = %handle.runner_id(), "stop signal received, stopping runner");
+        handle.stop();
+    });
 }
 
 async fn wait_for_signal() {

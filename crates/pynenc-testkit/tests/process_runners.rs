@@ -1,0 +1,207 @@
+//! Process runners on a shared SQLite file, as real OS processes: the
+//! testkit's `worker` binary runs the runner (its children are the worker
+//! binary started again), the test process is the caller.
+
+#![cfg(feature = "sqlite")]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pynenc::{InvocationStatus, Pynenc, PynencError};
+use pynenc_testkit::tasks::*;
+use pynenc_testkit::{check_histories, eventually};
+
+/// A worker process, killed when dropped.
+struct Worker(Child);
+
+impl Worker {
+    fn start(db: &std::path::Path, app_id: &str, kind: &str, extra: &[(&str, &str)]) -> Worker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+        cmd.arg("run")
+            .env("PYNENC__BACKEND", "sqlite")
+            .env("PYNENC__SQLITE__SQLITE_PATH", db)
+            .env("PYNENC__APP_ID", app_id)
+            .env("PYNENC__RUNNER__KIND", kind)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Worker(cmd.spawn().expect("start the worker"))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "the runner did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn app_on(db: &std::path::Path, app_id: &str) -> Pynenc {
+    Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id(app_id)
+        .sqlite(db)
+        .build()
+        .expect("app")
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep").args(["-P", &pid.to_string()]).output();
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_runner_runs_each_invocation_in_a_child() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("p.db");
+    let app = app_on(&db, "proc");
+    let worker = Worker::start(&db, "proc", "process", &[("PYNENC__RUNNER__MAX_PROCESSES", "3")]);
+    let ids = whoami::parallelize_on(&app, (0..6).map(|i| (i,))).await.expect("route");
+    let pids: std::collections::HashSet<u32> = ids.results().await.expect("results").into_iter().map(|(_, p)| p).collect();
+    assert_eq!(pids.len(), 6, "one child process per invocation");
+    assert!(!pids.contains(&worker.pid()), "not run in the runner process");
+
+    // a child waiting on a sub-task is PAUSED (SIGSTOP) and RESUMED
+    let parent = add_via_child::call_on(&app, 2, 3).await.expect("call");
+    assert_eq!(parent.result().await.expect("result"), 5);
+    let st: Vec<InvocationStatus> = parent.history().await.expect("history").iter().map(|h| h.status).collect();
+    assert!(st.contains(&InvocationStatus::Paused) && st.contains(&InvocationStatus::Resumed), "{st:?}");
+
+    // a panic, an abort and a segfault fail their invocation only
+    let p = panics_sync::call_on(&app, "child panic".into()).await.expect("call");
+    let a = abort_process::call_on(&app).await.expect("call");
+    let s = segfault::call_on(&app).await.expect("call");
+    match p.result().await {
+        Err(PynencError::TaskFailed { error, .. }) => assert_eq!(error.kind, "Panic"),
+        other => panic!("expected a panic failure, got {other:?}"),
+    }
+    for (inv, what) in [(&a, "SIGABRT"), (&s, "SIGSEGV")] {
+        match inv.result().await {
+            Err(PynencError::TaskFailed { error, .. }) => {
+                assert_eq!(error.kind, pynenc::runner::process::PROCESS_CRASHED_KIND);
+                assert!(error.message.contains(what), "{}", error.message);
+            }
+            other => panic!("expected a crash failure, got {other:?}"),
+        }
+    }
+    // retried when the task's retry_for names ProcessCrashed
+    let marker = dir.path().join("marker");
+    let c = crash_then_succeed::call_on(&app, marker.to_string_lossy().to_string(), 1).await.expect("call");
+    assert_eq!(c.result().await.expect("retried after the crash"), 2);
+    assert_eq!(c.num_retries().await.expect("retries"), 1);
+    // the runner still works
+    assert_eq!(add::call_on(&app, 1, 1).await.expect("call").result().await.expect("result"), 2);
+    assert!(worker.stop().success());
+    check_histories(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_process_runner_replaces_dead_workers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("p.db");
+    let app = app_on(&db, "persistent");
+    let worker = Worker::start(
+        &db,
+        "persistent",
+        "persistent_process",
+        &[("PYNENC__RUNNER__MAX_PROCESSES", "3")],
+    );
+    let group = sleeper::parallelize_on(&app, (0..60).map(|i| (format!("p{i}"), 20u64))).await.expect("route");
+    let three = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() == 3 }).await;
+    assert!(three, "three worker processes");
+    let victim = children_of(worker.pid())[0];
+    let _ = Command::new("kill").args(["-KILL", &victim.to_string()]).status();
+    let replaced = eventually(Duration::from_secs(20), || async {
+        let c = children_of(worker.pid());
+        c.len() == 3 && !c.contains(&victim)
+    })
+    .await;
+    assert!(replaced, "the killed worker was not replaced");
+    let values = group.results().await.expect("all finish");
+    assert_eq!(values.len(), 60);
+    let last_children = children_of(worker.pid());
+    assert!(worker.stop().success());
+    // no worker process outlives the runner
+    for pid in last_children {
+        let alive = Command::new("kill").args(["-0", &pid.to_string()]).status().map(|s| s.success()).unwrap_or(false);
+        assert!(!alive, "worker process {pid} outlived its runner");
+    }
+    check_histories(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_thread_runner_scales_with_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("p.db");
+    let app = app_on(&db, "multi");
+    let worker = Worker::start(
+        &db,
+        "multi",
+        "multi_thread",
+        &[
+            ("PYNENC__RUNNER__MIN_PROCESSES", "1"),
+            ("PYNENC__RUNNER__MAX_PROCESSES", "3"),
+            ("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", "2"),
+        ],
+    );
+    let one = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() == 1 }).await;
+    assert!(one, "starts with min_processes workers");
+    let group = whoami::parallelize_on(&app, (0..400).map(|i| (i,))).await.expect("route");
+    let scaled = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() > 1 }).await;
+    assert!(scaled, "more workers while the queue is deep");
+    let pids: std::collections::HashSet<u32> =
+        group.results().await.expect("results").into_iter().map(|(_, p)| p).collect();
+    assert!(!pids.is_empty());
+    assert!(worker.stop().success());
+    check_histories(&app).await;
+}
+
+#[tokio::test]
+async fn process_runners_refuse_the_memory_backend() {
+    let app = Pynenc::builder().env_vars(Vec::new()).app_id("mem").build().expect("app");
+    for result in [
+        pynenc::ProcessRunner::new(&app).run().await,
+        pynenc::PersistentProcessRunner::new(&app).run().await,
+        pynenc::MultiThreadRunner::new(&app).run().await,
+    ] {
+        match result {
+            Err(PynencError::RunnerNotExecutable { message }) => {
+                assert!(message.contains("in-memory backend") && message.contains("sqlite"), "{message}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    // choosing a process runner without a backend selects SQLite
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chosen = Pynenc::builder()
+        .env_vars(Vec::new())
+        .config_value("runner.kind", "process")
+        .config_value("sqlite.sqlite_path", dir.path().join("d.db").to_string_lossy().to_string())
+        .build()
+        .expect("app");
+    assert_eq!(chosen.conf().backend, "sqlite");
+}
