@@ -20,6 +20,7 @@ use pynenc::{Pynenc, PynencBuilder, SpawnedRunner, ThreadRunner};
 
 #[cfg(feature = "redis")]
 pub mod redis_server;
+pub mod chaos;
 pub mod scenarios;
 pub mod tasks;
 

@@ -289,3 +289,10 @@ pub fn segfault() -> u32 {
 pub async fn whoami(i: u32) -> (u32, u32) {
     (i, std::process::id())
 }
+
+/// The chaos workload: sleeps `ms` milliseconds and returns `2 * i`.
+#[pynenc::task]
+pub async fn chaos_work(i: u64, ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    2 * i
+}

@@ -339,6 +339,12 @@ impl StoreTxn for MemState {
         Ok(())
     }
 
+    fn enqueue_front(&mut self, invocation_id: &str) -> Result<()> {
+        self.queue.push_front(invocation_id.to_string());
+        self.enqueued = true;
+        Ok(())
+    }
+
     fn dequeue(&mut self, max: usize) -> Result<Vec<String>> {
         let n = max.min(self.queue.len());
         Ok(self.queue.drain(..n).collect())

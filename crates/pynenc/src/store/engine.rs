@@ -317,7 +317,7 @@ pub fn kill_and_reroute(
 ) -> Result<()> {
     transition(txn, invocation_id, InvocationStatus::Killed, runner_id, None, now_us)?;
     transition(txn, invocation_id, InvocationStatus::Rerouted, runner_id, None, now_us)?;
-    txn.enqueue(invocation_id)?;
+    txn.enqueue_front(invocation_id)?;
     txn.on_enqueue();
     Ok(())
 }
@@ -398,7 +398,7 @@ pub fn recover(
         };
         transition(txn, &id, via, actor, None, now_us)?;
         transition(txn, &id, InvocationStatus::Rerouted, actor, None, now_us)?;
-        txn.enqueue(&id)?;
+        txn.enqueue_front(&id)?;
         recovered.push(id);
     }
     if !recovered.is_empty() {

@@ -66,6 +66,11 @@ pub trait StoreTxn {
 
     /// Appends an id to the queue.
     fn enqueue(&mut self, invocation_id: &str) -> Result<()>;
+    /// Puts an id at the head of the queue: work taken back from a dead or
+    /// stopped runner runs before new work. The default appends.
+    fn enqueue_front(&mut self, invocation_id: &str) -> Result<()> {
+        self.enqueue(invocation_id)
+    }
     /// Pops up to `max` ids from the head of the queue.
     fn dequeue(&mut self, max: usize) -> Result<Vec<String>>;
     /// The queue length.
