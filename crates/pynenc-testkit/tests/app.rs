@@ -69,11 +69,12 @@ async fn message_pack_serializer_runs_everything() {
     check_histories(&app).await;
 }
 
-#[test]
-fn sigterm_stops_the_runner_and_reroutes_running_work() {
+/// Starts the worker in `sleep-then-report` mode, sends SIGTERM once the
+/// invocation runs, and returns the statuses it printed.
+fn sigterm_while_running(task_ms: &str, grace_s: &str) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .arg("sleep-then-report")
-        .env("PYNENC__RUNNER__SHUTDOWN_GRACE_SECONDS", "0.2")
+        .args(["sleep-then-report", task_ms])
+        .env("PYNENC__RUNNER__SHUTDOWN_GRACE_SECONDS", grace_s)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start the worker");
@@ -91,7 +92,13 @@ fn sigterm_stops_the_runner_and_reroutes_running_work() {
     assert!(exit.success(), "worker failed: {out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"RUNNING"), "{out}");
-    let statuses: Vec<&str> = lines[1..lines.len() - 1].to_vec();
+    assert_eq!(lines.last(), Some(&"DONE"), "{out}");
+    lines[1..lines.len() - 1].iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn sigterm_past_the_grace_period_kills_and_reroutes_running_work() {
+    let statuses = sigterm_while_running("3000", "0.2");
     assert_eq!(
         statuses,
         vec![
@@ -100,8 +107,20 @@ fn sigterm_stops_the_runner_and_reroutes_running_work() {
             InvocationStatus::Running.as_str(),
             InvocationStatus::Killed.as_str(),
             InvocationStatus::Rerouted.as_str()
-        ],
-        "{out}"
+        ]
     );
-    assert_eq!(lines.last(), Some(&"DONE"));
+}
+
+#[test]
+fn sigterm_lets_running_work_finish_within_the_grace_period() {
+    let statuses = sigterm_while_running("300", "5");
+    assert_eq!(
+        statuses,
+        vec![
+            InvocationStatus::Registered.as_str(),
+            InvocationStatus::Pending.as_str(),
+            InvocationStatus::Running.as_str(),
+            InvocationStatus::Success.as_str()
+        ]
+    );
 }

@@ -205,3 +205,36 @@ async fn process_runners_refuse_the_memory_backend() {
         .expect("app");
     assert_eq!(chosen.conf().backend, "sqlite");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_never_outlive_a_killed_runner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("p.db");
+    let app = app_on(&db, "orphans");
+    let worker = Worker::start(
+        &db,
+        "orphans",
+        "persistent_process",
+        &[("PYNENC__RUNNER__MAX_PROCESSES", "2")],
+    );
+    let two = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() == 2 }).await;
+    assert!(two, "two worker processes");
+    let children = children_of(worker.pid());
+    // SIGKILL the runner itself: it cannot clean up, its children must notice
+    let _ = Command::new("kill").args(["-KILL", &worker.pid().to_string()]).status();
+    let gone = eventually(Duration::from_secs(10), || {
+        let children = children.clone();
+        async move {
+            children.iter().all(|pid| {
+                !Command::new("kill")
+                    .args(["-0", &pid.to_string()])
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            })
+        }
+    })
+    .await;
+    assert!(gone, "worker processes outlived their killed runner: {children:?}");
+    drop(app);
+}

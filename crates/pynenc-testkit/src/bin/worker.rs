@@ -3,7 +3,7 @@
 //! SIGTERM or Ctrl-C, and prints what happened.
 //!
 //! Modes (first argument):
-//! - `sleep-then-report`: calls `sleeper(key, 3000)` in-process on the memory
+//! - `sleep-then-report [ms]`: calls `sleeper(key, ms)` (default 3000) in-process on the memory
 //!   backend, prints `RUNNING` once it runs, runs until a signal, then prints
 //!   the invocation's statuses one per line and `DONE`.
 //! - `run`: runs the runner `runner.kind` names until a signal (for shared
@@ -29,7 +29,8 @@ async fn run() -> anyhow::Result<()> {
     let app = Pynenc::builder().build()?;
     match mode.as_str() {
         "sleep-then-report" => {
-            let inv = tasks::sleeper::call_on(&app, "signal".into(), 3000).await?;
+            let ms: u64 = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(3000);
+            let inv = tasks::sleeper::call_on(&app, "signal".into(), ms).await?;
             let runner = ThreadRunner::new(&app);
             let watcher = {
                 let inv = inv.clone();
