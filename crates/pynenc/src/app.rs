@@ -435,10 +435,8 @@ impl Pynenc {
                 Some(host) => host.waiting_for_results(&ctx, ids).await,
                 None => Ok(()),
             },
-            _ => {
-                self.orchestrator().waiting_for_results(None, ids).await?;
-                self.orchestrator().wait_final(ids).await
-            }
+            // outside any invocation nobody's slot is at stake: just wait
+            _ => self.orchestrator().wait_final(ids).await,
         }
     }
 

@@ -143,21 +143,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
     ) -> Result<Vec<Arc<InvocationRecord>>> {
         let runner = runner_id.to_string();
         self.store
-            .atomic(move |t| {
-                let now = now_us();
-                let picked = engine::pick(t, &runner, max, now)?;
-                for record in &picked {
-                    engine::transition(
-                        t,
-                        &record.invocation_id,
-                        InvocationStatus::Running,
-                        &runner,
-                        execution_context.clone(),
-                        now,
-                    )?;
-                }
-                Ok(picked)
-            })
+            .atomic(move |t| engine::pick_and_start(t, &runner, max, execution_context, now_us()))
             .await
     }
 

@@ -12,7 +12,6 @@ use crate::orchestrator::{RouteOutcome, RouteRequest, RunOutcome};
 use crate::serializer::Serializer;
 use crate::state_backend::HistoryEntry;
 use crate::status::{InvocationStatus, StatusRecord};
-use crate::util;
 
 fn not_found(id: &str, during: &str) -> PynencError {
     PynencError::InvocationNotFound {
@@ -34,6 +33,19 @@ pub fn transition(
     let current = txn
         .get_status(invocation_id)?
         .ok_or_else(|| not_found(invocation_id, &format!("while setting it {to}")))?;
+    transition_from(txn, invocation_id, &current, to, actor, execution_context, now_us)
+}
+
+/// [`transition`] when the caller has just read the current status.
+fn transition_from(
+    txn: &mut dyn StoreTxn,
+    invocation_id: &str,
+    current: &StatusRecord,
+    to: InvocationStatus,
+    actor: &str,
+    execution_context: Option<String>,
+    now_us: i64,
+) -> Result<StatusRecord> {
     let next = current
         .transition(to, actor)
         .map_err(|source| PynencError::StatusTransition {
@@ -51,20 +63,20 @@ pub fn transition(
     })?;
     if current.status.is_owned_running() && !to.is_owned_running() {
         // the invocation no longer holds its running key: release what waited on it
-        if let Some(record) = txn.get_invocation(invocation_id)? {
-            if let Some(key) = &record.concurrency.running_key {
-                for parked in txn.take_controlled(key)? {
-                    transition(txn, &parked, InvocationStatus::Rerouted, actor, None, now_us)?;
-                    txn.enqueue(&parked)?;
-                }
-                txn.on_enqueue();
+        if let Some(key) = txn.running_key_of(invocation_id)? {
+            for parked in txn.take_controlled(&key)? {
+                transition(txn, &parked, InvocationStatus::Rerouted, actor, None, now_us)?;
+                txn.enqueue(&parked)?;
             }
+            txn.on_enqueue();
         }
         txn.remove_edges_of(invocation_id)?;
     }
     if to.is_final() {
         txn.release_waited(invocation_id)?;
-        txn.remove_edges_of(invocation_id)?;
+        if !current.status.is_owned_running() {
+            txn.remove_edges_of(invocation_id)?;
+        }
         txn.on_final(invocation_id);
     }
     Ok(next)
@@ -163,7 +175,7 @@ pub fn route(
             InvocationStatus::Registered
         };
         let record = Arc::new(InvocationRecord {
-            invocation_id: util::new_invocation_id(),
+            invocation_id: txn.new_invocation_id(),
             call: req.call,
             parent_invocation_id: req.parent_invocation_id.clone(),
             created_at_us: now_us,
@@ -233,6 +245,34 @@ pub fn pick(
     Ok(picked)
 }
 
+/// [`pick`], then `RUNNING` for each picked invocation, in the same section.
+pub fn pick_and_start(
+    txn: &mut dyn StoreTxn,
+    runner_id: &str,
+    max: usize,
+    execution_context: Option<String>,
+    now_us: i64,
+) -> Result<Vec<Arc<InvocationRecord>>> {
+    let picked = pick(txn, runner_id, max, now_us)?;
+    // just set PENDING for this runner, in this section
+    let pending = StatusRecord {
+        status: InvocationStatus::Pending,
+        owner: Some(runner_id.to_string()),
+    };
+    for record in &picked {
+        transition_from(
+            txn,
+            &record.invocation_id,
+            &pending,
+            InvocationStatus::Running,
+            runner_id,
+            execution_context.clone(),
+            now_us,
+        )?;
+    }
+    Ok(picked)
+}
+
 /// Claims one invocation if it is still available and running concurrency allows it.
 fn try_claim(
     txn: &mut dyn StoreTxn,
@@ -268,7 +308,7 @@ fn try_claim(
             return Ok(None);
         }
     }
-    transition(txn, id, InvocationStatus::Pending, runner_id, None, now_us)?;
+    transition_from(txn, id, &status, InvocationStatus::Pending, runner_id, None, now_us)?;
     Ok(Some(record))
 }
 
@@ -299,7 +339,7 @@ pub fn finish(
         RunOutcome::Success(result) => txn.set_result(invocation_id, result)?,
         RunOutcome::Retry(error) | RunOutcome::Failed(error) => txn.set_error(invocation_id, error)?,
     }
-    transition(txn, invocation_id, to, runner_id, None, now_us)?;
+    transition_from(txn, invocation_id, &current, to, runner_id, None, now_us)?;
     if to == InvocationStatus::Retry {
         txn.increment_retries(invocation_id)?;
         txn.enqueue(invocation_id)?;

@@ -36,6 +36,20 @@ pub trait StoreTxn {
     fn get_invocation(&mut self, invocation_id: &str) -> Result<Option<Arc<InvocationRecord>>>;
     /// The current status, if the invocation exists.
     fn get_status(&mut self, invocation_id: &str) -> Result<Option<StatusRecord>>;
+    /// The running concurrency key of an invocation (`None` if it has none or
+    /// does not exist). The default reads the whole record; a backend that
+    /// stores the key apart overrides it.
+    fn running_key_of(&mut self, invocation_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .get_invocation(invocation_id)?
+            .and_then(|record| record.concurrency.running_key.clone()))
+    }
+    /// A fresh, unique invocation id (32 hexadecimal characters). The default
+    /// is a random UUID; a backend whose indexes prefer ids in creation order
+    /// may return time-ordered ids instead.
+    fn new_invocation_id(&mut self) -> String {
+        crate::util::new_invocation_id()
+    }
     /// Writes a status (already checked by the engine) at time `now_us`.
     fn put_status(&mut self, invocation_id: &str, status: &StatusRecord, now_us: i64) -> Result<()>;
     /// Appends to the invocation's history.
