@@ -149,6 +149,21 @@ pub trait Orchestrator: Send + Sync {
     /// re-routes invocations held by running concurrency.
     async fn finish(&self, invocation_id: &str, runner_id: &str, outcome: RunOutcome) -> Result<InvocationStatus>;
 
+    /// [`Orchestrator::finish`] for several invocations of one runner in one
+    /// step where the backend can (one lock, one transaction, one round
+    /// trip); each gets its own result. The default finishes one by one.
+    async fn finish_many(
+        &self,
+        runner_id: &str,
+        outcomes: Vec<(String, RunOutcome)>,
+    ) -> Vec<Result<InvocationStatus>> {
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (id, outcome) in outcomes {
+            results.push(self.finish(&id, runner_id, outcome).await);
+        }
+        results
+    }
+
     /// Stops an owned invocation: `KILLED` then `REROUTED` and queued again.
     async fn kill_and_reroute(&self, invocation_id: &str, runner_id: &str) -> Result<()>;
 

@@ -48,6 +48,70 @@ pub(crate) trait InvocationHost: Send + Sync {
     /// Called when the invocation of `ctx` waits for `ids`: the host decides
     /// how it waits (pause and free the slot, or hand the wait to a parent).
     async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()>;
+    /// Records the end of a run.
+    async fn finish(&self, app: &Pynenc, invocation_id: &str, outcome: RunOutcome) -> Result<InvocationStatus> {
+        app.orchestrator().finish(invocation_id, self.runner_id(), outcome).await
+    }
+}
+
+type FinishReply = tokio::sync::oneshot::Sender<Result<InvocationStatus>>;
+
+/// Records the ends of runs in batches by flat combining: a finishing
+/// invocation queues its outcome, and whoever finds no flush in progress
+/// flushes everything queued in one `finish_many` (one lock, transaction or
+/// round trip for all of them). Alone, an invocation flushes itself at once.
+#[derive(Default)]
+pub(crate) struct Finisher {
+    queue: Mutex<Vec<(String, RunOutcome, FinishReply)>>,
+    flushing: AtomicBool,
+}
+
+/// Clears the flushing flag even if the flushing future is dropped.
+struct FlushGuard<'a>(&'a AtomicBool);
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Finisher {
+    pub(crate) async fn finish(
+        &self,
+        orch: &Arc<dyn crate::Orchestrator>,
+        runner_id: &str,
+        invocation_id: &str,
+        outcome: RunOutcome,
+    ) -> Result<InvocationStatus> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue.lock().push((invocation_id.to_string(), outcome, reply));
+        while !self.flushing.swap(true, Ordering::AcqRel) {
+            let guard = FlushGuard(&self.flushing);
+            let batch = std::mem::take(&mut *self.queue.lock());
+            if !batch.is_empty() {
+                let mut items = Vec::with_capacity(batch.len());
+                let mut replies = Vec::with_capacity(batch.len());
+                for (id, outcome, reply) in batch {
+                    items.push((id, outcome));
+                    replies.push(reply);
+                }
+                let results = orch.finish_many(runner_id, items).await;
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            drop(guard);
+            // anything queued while we flushed is ours to flush too
+            if self.queue.lock().is_empty() {
+                break;
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(PynencError::Runner {
+                message: format!("the end of invocation {invocation_id} was not recorded (runner stopping)"),
+            })
+        })
+    }
 }
 
 /// State shared by a runner and the invocations it runs.
@@ -59,12 +123,19 @@ pub(crate) struct RunnerShared {
     stop: Arc<StopSignal>,
     running: Mutex<HashMap<String, AbortHandle>>,
     idle: Notify,
+    finisher: Finisher,
 }
 
 #[async_trait::async_trait]
 impl InvocationHost for RunnerShared {
     fn runner_id(&self) -> &str {
         &self.runner_id
+    }
+
+    async fn finish(&self, app: &Pynenc, invocation_id: &str, outcome: RunOutcome) -> Result<InvocationStatus> {
+        self.finisher
+            .finish(app.orchestrator(), &self.runner_id, invocation_id, outcome)
+            .await
     }
 
     /// Pauses `ctx` while it waits for `ids`: the wait is recorded for
@@ -282,6 +353,7 @@ impl ThreadRunner {
                 stop: Arc::new(StopSignal::default()),
                 running: Mutex::new(HashMap::new()),
                 idle: Notify::new(),
+                finisher: Finisher::default(),
             }),
         }
     }
@@ -469,6 +541,18 @@ fn spawn_invocation(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, p
     running.insert(key, task.abort_handle());
 }
 
+async fn ctx_host_finish(
+    ctx: &InvocationContext,
+    app: &Pynenc,
+    id: &str,
+    outcome: RunOutcome,
+) -> Result<InvocationStatus> {
+    match &ctx.runner {
+        Some(host) => host.finish(app, id, outcome).await,
+        None => app.orchestrator().finish(id, app.external_runner_id(), outcome).await,
+    }
+}
+
 /// Runs one invocation that is already `RUNNING` for `host`: finds its task
 /// in the registry, runs the body in its context, decides between success,
 /// retry and failure, and records the end. Shared by every runner kind.
@@ -533,7 +617,7 @@ pub(crate) async fn run_invocation(
             }
         }
     };
-    let status = match orch.finish(&id, &runner_id, outcome).await {
+    let status = match ctx_host_finish(&ctx, app, &id, outcome).await {
         Ok(status) => {
             debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished");
             status

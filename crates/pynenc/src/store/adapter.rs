@@ -169,6 +169,39 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
+    async fn finish_many(
+        &self,
+        runner_id: &str,
+        outcomes: Vec<(String, RunOutcome)>,
+    ) -> Vec<Result<InvocationStatus>> {
+        let runner = runner_id.to_string();
+        let n = outcomes.len();
+        // engine::finish checks before it writes, so a refused finish leaves
+        // nothing behind and the others of the section stand; any other
+        // error aborts the whole section (it is rolled back where possible)
+        let out = self
+            .store
+            .atomic(move |t| {
+                let now = now_us();
+                let mut results = Vec::with_capacity(outcomes.len());
+                for (id, outcome) in outcomes {
+                    match engine::finish(t, &id, &runner, outcome, now) {
+                        Err(e @ (PynencError::StatusTransition { .. } | PynencError::InvocationNotFound { .. })) => {
+                            results.push(Err(e))
+                        }
+                        Err(e) => return Err(e),
+                        Ok(status) => results.push(Ok(status)),
+                    }
+                }
+                Ok(results)
+            })
+            .await;
+        match out {
+            Ok(results) => results,
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     async fn kill_and_reroute(&self, invocation_id: &str, runner_id: &str) -> Result<()> {
         let id = invocation_id.to_string();
         let runner = runner_id.to_string();
