@@ -170,12 +170,24 @@ async fn multi_thread_runner_scales_with_the_queue() {
     );
     let one = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() == 1 }).await;
     assert!(one, "starts with min_processes workers");
-    let group = whoami::parallelize_on(&app, (0..400).map(|i| (i,))).await.expect("route");
+    // 200 tasks of 30 ms: seconds of work for one 2-slot worker
+    let group = chaos_work::parallelize_on(&app, (0..200).map(|i| (i, 30u64))).await.expect("route");
     let scaled = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() > 1 }).await;
     assert!(scaled, "more workers while the queue is deep");
-    let pids: std::collections::HashSet<u32> =
-        group.results().await.expect("results").into_iter().map(|(_, p)| p).collect();
-    assert!(!pids.is_empty());
+    let values = group.results().await.expect("results");
+    assert_eq!(values, (0..200).map(|i| 2 * i).collect::<Vec<u64>>());
+    let owners: std::collections::HashSet<String> = {
+        let mut owners = std::collections::HashSet::new();
+        for inv in group.invocations() {
+            for h in inv.history().await.expect("history") {
+                if h.status == InvocationStatus::Running {
+                    owners.extend(h.owner);
+                }
+            }
+        }
+        owners
+    };
+    assert!(owners.len() > 1, "the work was spread over several worker processes: {owners:?}");
     assert!(worker.stop().success());
     check_histories(&app).await;
 }
