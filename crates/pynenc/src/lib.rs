@@ -9,7 +9,7 @@
 //! control*), errors are retried, and every invocation keeps the full history
 //! of its statuses.
 //!
-//! ```no_run
+//! ```
 //! use pynenc::{Pynenc, TaskError};
 //!
 //! #[pynenc::task(max_retries = 2)]
@@ -24,14 +24,19 @@
 //!     Ok(group.results().await?.into_iter().sum())
 //! }
 //!
-//! # async fn demo() -> Result<(), pynenc::PynencError> {
-//! let app = Pynenc::builder().app_id("demo").build()?; // in memory by default
-//! let runner = app.runner().spawn();                  // an in-process runner
-//! let inv = total::call(10).await?;                    // routed, queued, run
-//! assert_eq!(inv.result().await?, 90);
-//! runner.stop().await?;
-//! # Ok(()) }
+//! #[tokio::main]
+//! async fn main() -> Result<(), pynenc::PynencError> {
+//!     let app = Pynenc::builder().app_id("demo").build()?; // in memory by default
+//!     let runner = app.runner().spawn();                  // an in-process runner
+//!     let inv = total::call(10).await?;                    // routed, queued, run
+//!     assert_eq!(inv.result().await?, 90);
+//!     runner.stop().await
+//! }
 //! ```
+//!
+//! Tasks must be module-level items (the macro adds a module next to the
+//! function). Process runners start the program again as their children:
+//! see [`run_child_if_requested`].
 //!
 //! ## Concepts
 //!
