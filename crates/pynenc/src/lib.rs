@@ -40,7 +40,7 @@
 //!
 //! ## Concepts
 //!
-//! - [`task`] (attribute): turns a function into a registered task with a
+//! - [`macro@task`] (attribute): turns a function into a registered task with a
 //!   typed API (`call`, `direct`, `parallelize`, `args`, `task()`). The task
 //!   id is the module path and function name. See [`macro@task`] for options.
 //! - [`Arguments`] and [`Call`]: arguments bound by name and serialized one by
