@@ -355,15 +355,7 @@ impl Pynenc {
         if self.inner.conf.dev_mode_force_sync_tasks {
             return self.run_synchronously(def, &options, call).await;
         }
-        let ctx = context::current();
-        let req = self.route_request(&options, ctx.as_ref(), call, None)?;
-        let outcome = self
-            .orchestrator()
-            .route_calls(vec![req])
-            .await?
-            .pop()
-            .ok_or_else(|| PynencError::backend("route_calls returned no outcome"))?;
-        let inv = self.outcome_to_invocation(outcome);
+        let inv = self.route_one(&options, call, None).await?;
         debug!(
             task_id = %def.task_id,
             invocation_id = %inv.invocation_id(),
@@ -416,8 +408,18 @@ impl Pynenc {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_micros() as i64;
+        self.route_one(&options, call, Some(at_us)).await
+    }
+
+    /// Routes one call made from the current context.
+    async fn route_one(
+        &self,
+        options: &TaskOptions,
+        call: Call,
+        scheduled_at_us: Option<i64>,
+    ) -> Result<UntypedInvocation> {
         let ctx = context::current();
-        let req = self.route_request(&options, ctx.as_ref(), call, Some(at_us))?;
+        let req = self.route_request(options, ctx.as_ref(), call, scheduled_at_us)?;
         let outcome = self
             .orchestrator()
             .route_calls(vec![req])
