@@ -138,7 +138,9 @@ pub fn route(
     let mut outcomes = Vec::with_capacity(requests.len());
     let mut queued = false;
     for req in requests {
-        let call_id = req.call.call_id();
+        // the call id is a hash of every argument: only compute it when needed
+        let needs_id = req.parent_call_id.is_some() || req.concurrency.registration_key.is_some();
+        let call_id = if needs_id { req.call.call_id() } else { String::new() };
         if let (true, Some(parent_call)) = (req.cycle_control, req.parent_call_id.as_deref()) {
             check_cycle(txn, parent_call, &call_id)?;
         }
