@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pynenc::{InvocationStatus, Pynenc, PynencError};
-use pynenc_testkit::redis_server::{Resp, RedisServerOptions};
+use pynenc_testkit::redis_server::{RedisServerOptions, Resp};
 use pynenc_testkit::tasks::{self, add, add_via_child, filler};
 use pynenc_testkit::{check_histories, start_runner, unique, RedisFactory};
 
@@ -43,16 +43,30 @@ async fn acl_restricted_user_runs_the_basics() {
     let server = f.server().expect("server");
     let r = server
         .command(&[
-            "ACL", "SETUSER", "pynenc", "on", ">pw", "~__pynenc__:*", "&__pynenc__:*", "+@all", "-@dangerous",
+            "ACL",
+            "SETUSER",
+            "pynenc",
+            "on",
+            ">pw",
+            "~__pynenc__:*",
+            "&__pynenc__:*",
+            "+@all",
+            "-@dangerous",
         ])
         .expect("ACL SETUSER");
     assert_eq!(r, Resp::Simple("OK".into()));
     // the user really is restricted
-    match server.command_as("pynenc", "pw", &["KEYS", "*"]).expect("KEYS") {
+    match server
+        .command_as("pynenc", "pw", &["KEYS", "*"])
+        .expect("KEYS")
+    {
         Resp::Error(e) => assert!(e.contains("NOPERM"), "{e}"),
         other => panic!("KEYS should be refused, got {other:?}"),
     }
-    match server.command_as("pynenc", "pw", &["SET", "other:key", "1"]).expect("SET") {
+    match server
+        .command_as("pynenc", "pw", &["SET", "other:key", "1"])
+        .expect("SET")
+    {
         Resp::Error(e) => assert!(e.contains("NOPERM"), "{e}"),
         other => panic!("a key outside the prefix should be refused, got {other:?}"),
     }
@@ -61,8 +75,14 @@ async fn acl_restricted_user_runs_the_basics() {
     let runner = start_runner(&app, 2);
     let inv = ok(add::call_on(&app, 2, 3).await, "call");
     assert_eq!(ok(inv.result().await, "result"), 5);
-    let group = ok(add::parallelize_on(&app, (0..20).map(|i| (i, i))).await, "parallelize");
-    assert_eq!(ok(group.results().await, "results"), (0..20).map(|i| 2 * i).collect::<Vec<_>>());
+    let group = ok(
+        add::parallelize_on(&app, (0..20).map(|i| (i, i))).await,
+        "parallelize",
+    );
+    assert_eq!(
+        ok(group.results().await, "results"),
+        (0..20).map(|i| 2 * i).collect::<Vec<_>>()
+    );
     let parent = ok(add_via_child::call_on(&app, 20, 22).await, "parent");
     assert_eq!(ok(parent.result().await, "sub-task"), 42);
     ok(runner.stop().await, "stop");
@@ -83,7 +103,11 @@ async fn redis_restart_with_aof_loses_nothing() {
     let group_key = unique("restart");
     let n = 2000;
     let group = ok(
-        filler::parallelize_on(&app, (0..n).map(|i| (group_key.clone(), i.to_string(), 2u64))).await,
+        filler::parallelize_on(
+            &app,
+            (0..n).map(|i| (group_key.clone(), i.to_string(), 2u64)),
+        )
+        .await,
         "parallelize",
     );
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -99,9 +123,15 @@ async fn redis_restart_with_aof_loses_nothing() {
         .expect("results after the restart in time");
     let values = ok(values, "results after the restart");
     assert_eq!(values, (0..n).map(|i| i.to_string()).collect::<Vec<_>>());
-    let ran: HashSet<String> = tasks::events_of(&group_key).into_iter().map(|(l, _)| l).collect();
+    let ran: HashSet<String> = tasks::events_of(&group_key)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
     assert_eq!(ran.len(), n, "every task ran");
-    assert!(before < n, "the restart happened mid-run ({before} of {n} had run)");
+    assert!(
+        before < n,
+        "the restart happened mid-run ({before} of {n} had run)"
+    );
     ok(runner.stop().await, "stop");
     assert_eq!(check_histories(&app).await, n);
 }
@@ -118,17 +148,33 @@ async fn bad_input_gives_clear_errors() {
     let broken_status = ok(add::call_on(&app, 2, 2).await, "call");
     let key_call = format!("__pynenc__:bad:inv:{}", broken_call.invocation_id());
     let key_status = format!("__pynenc__:bad:inv:{}", broken_status.invocation_id());
-    assert_eq!(server.command(&["HSET", &key_call, "call", "{garbage"]).expect("HSET"), Resp::Int(0));
-    assert_eq!(server.command(&["HSET", &key_status, "status", "BOGUS"]).expect("HSET"), Resp::Int(0));
+    assert_eq!(
+        server
+            .command(&["HSET", &key_call, "call", "{garbage"])
+            .expect("HSET"),
+        Resp::Int(0)
+    );
+    assert_eq!(
+        server
+            .command(&["HSET", &key_status, "status", "BOGUS"])
+            .expect("HSET"),
+        Resp::Int(0)
+    );
 
     let err = app
         .state_backend()
         .get_invocation(broken_call.invocation_id())
         .await
         .expect_err("corrupt call");
-    assert!(err.to_string().contains(&key_call) && err.to_string().contains("'call'"), "{err}");
+    assert!(
+        err.to_string().contains(&key_call) && err.to_string().contains("'call'"),
+        "{err}"
+    );
     let err = broken_status.status().await.expect_err("corrupt status");
-    assert!(err.to_string().contains(&key_status) && err.to_string().contains("BOGUS"), "{err}");
+    assert!(
+        err.to_string().contains(&key_status) && err.to_string().contains("BOGUS"),
+        "{err}"
+    );
 
     let runner = start_runner(&app, 2);
     let good = ok(add::call_on(&app, 3, 4).await, "good");
@@ -147,7 +193,13 @@ async fn bad_input_gives_clear_errors() {
         .expect("no hang")
         .expect_err("corrupt status");
     assert!(err.to_string().contains(&key_status), "{err}");
-    assert_eq!(ok(add::call_on(&app, 5, 5).await, "after").result().await.ok(), Some(10));
+    assert_eq!(
+        ok(add::call_on(&app, 5, 5).await, "after")
+            .result()
+            .await
+            .ok(),
+        Some(10)
+    );
     ok(runner.stop().await, "stop");
 
     // an oversized argument is refused before anything is stored
@@ -161,18 +213,28 @@ async fn bad_input_gives_clear_errors() {
             .build(),
         "build",
     );
-    let err = tasks::byte_len::call_on(&small, "z".repeat(1000)).await.expect_err("too big");
-    assert!(err.to_string().contains("argument 'data'") && err.to_string().contains("100"), "{err}");
+    let err = tasks::byte_len::call_on(&small, "z".repeat(1000))
+        .await
+        .expect_err("too big");
+    assert!(
+        err.to_string().contains("argument 'data'") && err.to_string().contains("100"),
+        "{err}"
+    );
     assert!(ok(small.state_backend().list_invocation_ids().await, "list").is_empty());
 
     // wrong password
     server
-        .command(&["ACL", "SETUSER", "someone", "on", ">right", "~*", "&*", "+@all"])
+        .command(&[
+            "ACL", "SETUSER", "someone", "on", ">right", "~*", "&*", "+@all",
+        ])
         .expect("ACL SETUSER");
     let addr = format!("127.0.0.1:{}", server.port());
     let err = app_at(&format!("redis://someone:wrong@{addr}/0"), "x").expect_err("wrong password");
     let text = err.to_string();
-    assert!(text.contains(&addr) && text.contains("authentication failed"), "{text}");
+    assert!(
+        text.contains(&addr) && text.contains("authentication failed"),
+        "{text}"
+    );
     assert!(!text.contains("wrong"), "the password is not shown: {text}");
 
     // nothing listening
@@ -180,7 +242,10 @@ async fn bad_input_gives_clear_errors() {
     let port = free.local_addr().expect("addr").port();
     drop(free);
     let err = app_at(&format!("redis://127.0.0.1:{port}/0"), "x").expect_err("unreachable");
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
 
     // host and port settings instead of a URL
     let by_fields = Pynenc::builder()
@@ -194,7 +259,15 @@ async fn bad_input_gives_clear_errors() {
         .build();
     let by_fields = ok(by_fields, "build from host/port/username/password");
     let r = start_runner(&by_fields, 1);
-    assert_eq!(ok(ok(add::call_on(&by_fields, 1, 2).await, "call").result().await, "result"), 3);
+    assert_eq!(
+        ok(
+            ok(add::call_on(&by_fields, 1, 2).await, "call")
+                .result()
+                .await,
+            "result"
+        ),
+        3
+    );
     ok(r.stop().await, "stop");
 
     // TLS without the feature is a configuration error that says what to enable
@@ -206,16 +279,42 @@ async fn bad_input_gives_clear_errors() {
 
 struct Worker(Child);
 
+/// Exit code of `redis_worker` when it was built without the `redis` feature.
+const WORKER_WITHOUT_REDIS: i32 = 2;
+
 impl Worker {
+    /// Starts `redis_worker`. The binary lives in the shared target
+    /// directory, where a build of the testkit without the `redis` feature
+    /// may have replaced it with a stub; then this test binary itself serves
+    /// as the worker (see `worker_process`).
     fn start(url: &str, app_id: &str) -> Worker {
-        let child = Command::new(env!("CARGO_BIN_EXE_redis_worker"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redis_worker"))
             .args([url, app_id, "8"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start redis_worker");
-        Worker(child)
+        std::thread::sleep(Duration::from_millis(300));
+        match child.try_wait() {
+            Ok(None) => Worker(child),
+            Ok(Some(status)) if status.code() == Some(WORKER_WITHOUT_REDIS) => {
+                eprintln!("redis_worker is a build without the redis feature; using this test binary as the worker");
+                let exe = std::env::current_exe().expect("the test binary");
+                let child = Command::new(exe)
+                    .args(["--ignored", "--exact", "worker_process", "--nocapture"])
+                    .env("PYNENC_TEST_WORKER_URL", url)
+                    .env("PYNENC_TEST_WORKER_APP", app_id)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .expect("start the test binary as a worker");
+                Worker(child)
+            }
+            Ok(Some(status)) => panic!("redis_worker exited at once: {status}"),
+            Err(e) => panic!("cannot watch redis_worker: {e}"),
+        }
     }
 
     fn stop(mut self) -> std::process::ExitStatus {
@@ -242,25 +341,71 @@ impl Drop for Worker {
     }
 }
 
+/// The body of a worker process (started by `Worker::start` when the
+/// `redis_worker` binary is unusable); does nothing in a normal test run.
+#[test]
+#[ignore = "runs only as a worker process of two_processes_drain_ten_thousand_tasks"]
+fn worker_process() {
+    let (Ok(url), Ok(app_id)) = (
+        std::env::var("PYNENC_TEST_WORKER_URL"),
+        std::env::var("PYNENC_TEST_WORKER_APP"),
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let app = ok(app_at(&url, &app_id), "build the worker app");
+        ok(
+            pynenc::ThreadRunner::with_slots(&app, 8)
+                .run_until_signal()
+                .await,
+            "run the worker",
+        );
+    });
+}
+
 /// (d) Two runner processes on one Redis drain 10,000 tasks; each ran once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_drain_ten_thousand_tasks() {
     let f = factory_or_skip!(RedisFactory::new());
     let app = ok(app_at(&f.url(), "drain"), "build");
-    let workers = [Worker::start(&f.url(), "drain"), Worker::start(&f.url(), "drain")];
+    let workers = [
+        Worker::start(&f.url(), "drain"),
+        Worker::start(&f.url(), "drain"),
+    ];
     let n = 10_000i64;
-    let group = ok(add::parallelize_on(&app, (0..n).map(|i| (i, i))).await, "parallelize");
+    let group = ok(
+        add::parallelize_on(&app, (0..n).map(|i| (i, i))).await,
+        "parallelize",
+    );
     let values = tokio::time::timeout(Duration::from_secs(90), group.results())
         .await
         .expect("drained in time");
-    assert_eq!(ok(values, "results"), (0..n).map(|i| 2 * i).collect::<Vec<_>>());
+    assert_eq!(
+        ok(values, "results"),
+        (0..n).map(|i| 2 * i).collect::<Vec<_>>()
+    );
     let mut owners = HashSet::new();
     for inv in group.invocations() {
         let history = ok(inv.history().await, "history");
-        let running: Vec<_> = history.iter().filter(|h| h.status == InvocationStatus::Running).collect();
-        assert_eq!(running.len(), 1, "{:?}", history.iter().map(|h| h.status).collect::<Vec<_>>());
+        let running: Vec<_> = history
+            .iter()
+            .filter(|h| h.status == InvocationStatus::Running)
+            .collect();
+        assert_eq!(
+            running.len(),
+            1,
+            "{:?}",
+            history.iter().map(|h| h.status).collect::<Vec<_>>()
+        );
         owners.insert(running[0].owner.clone().unwrap_or_default());
-        assert_eq!(history.last().map(|h| h.status), Some(InvocationStatus::Success));
+        assert_eq!(
+            history.last().map(|h| h.status),
+            Some(InvocationStatus::Success)
+        );
     }
     assert_eq!(owners.len(), 2, "both processes worked: {owners:?}");
     for w in workers {

@@ -9,7 +9,10 @@ async fn main() {
     use pynenc_testkit::tasks;
 
     // make sure the task registrations of the testkit are linked in
-    let linked = [tasks::add::DEFINITION.task_id, tasks::filler::DEFINITION.task_id];
+    let linked = [
+        tasks::add::DEFINITION.task_id,
+        tasks::filler::DEFINITION.task_id,
+    ];
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         eprintln!("usage: redis_worker <redis_url> <app_id> [slots]");
@@ -26,7 +29,11 @@ async fn main() {
             eprintln!("redis_worker: cannot build the app: {e}");
             std::process::exit(1)
         });
-    eprintln!("redis_worker {} ready ({} tasks linked)", std::process::id(), linked.len());
+    eprintln!(
+        "redis_worker {} ready ({} tasks linked)",
+        std::process::id(),
+        linked.len()
+    );
     if let Err(e) = pynenc::ThreadRunner::with_slots(&app, slots)
         .run_until_signal()
         .await
@@ -36,6 +43,7 @@ async fn main() {
     }
 }
 
+/// Exit code 2: this build cannot reach Redis (tests fall back on their own binary).
 #[cfg(not(feature = "redis"))]
 fn main() {
     eprintln!("redis_worker was built without the `redis` feature of pynenc-testkit");

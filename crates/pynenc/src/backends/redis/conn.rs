@@ -115,11 +115,26 @@ pub(crate) fn check_reachable(s: &Settings) -> Result<()> {
         let _: String = redis::cmd("PING").query(&mut con)?;
         Ok(())
     };
+    let guarded = || {
+        // a TLS library without a crypto provider panics while connecting
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|m| m.to_string()))
+                .unwrap_or_default();
+            Err(RedisError::from((
+                redis::ErrorKind::Client,
+                "the connection setup panicked",
+                what,
+            )))
+        })
+    };
     let res = match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(check)
+            tokio::task::block_in_place(guarded)
         }
-        _ => check(),
+        _ => guarded(),
     };
     res.map_err(|e| connect_error(s, &e))
 }

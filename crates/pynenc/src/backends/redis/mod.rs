@@ -12,7 +12,7 @@
 //! first use): routing a whole batch (cycle check, registration concurrency,
 //! record, history, queue), pick-up (waited-on invocations first, then the
 //! queue; running concurrency; `PENDING` with the runner as owner), every
-//! status transition, finishing (result or error, status, history, waiters,
+//! status transition, finishing (result or error, status, history, waits,
 //! call edges, re-routing invocations parked by running concurrency, `RETRY`
 //! re-queue), kill-and-reroute, waits, scheduled promotion, auto-purge
 //! chunks, heartbeats, leases and recovery. Nothing is read, checked on the
@@ -34,15 +34,13 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `inv:{id}` | hash | `call` (JSON), `call_id`, `parent`, `created`, `sched`, `gkey` / `graise` (registration key, raise on diff), `rkey` / `reroute` (running key, re-route), `status`, `owner`, `status_at`, `final_at`, `retries`, `result`, `error` (JSON), `waited` |
+//! | `inv:{id}` | hash | `call` (JSON), `parent`, `created`, `sched`, `gkey` / `call_id` / `graise` (registration key, the call id, `1` to raise on diff), `rkey` / `reroute` (running key, `1` to re-route), `status`, `owner`, `status_at`, `final_at`, `retries`, `result`, `error` (JSON), `waited` (the last waiter), `edges` (set once it called other tasks) |
 //! | `hist:{id}` | list | history entries `[status, owner, actor, timestamp_us, execution_context]` |
-//! | `ids` | set | every invocation id (listing) |
-//! | `queue` | list | the broker's FIFO of invocation ids (stale ids are skipped at pick-up) |
+//! | `queue` | list | the broker's FIFO of invocation ids (stale ids are skipped at pick-up; killed and recovered work goes to the head) |
 //! | `reg:{registration key}` | zset | `REGISTERED` invocations of the key, by creation time |
 //! | `run:{running key}` | set | invocations holding the key (`PENDING`, `RUNNING`, `PAUSED`, `RESUMED`) |
 //! | `ctl:{running key}` | list | invocations parked `CONCURRENCY_CONTROLLED` until the key frees up |
-//! | `waiters:{id}` | set | who waits for the invocation (`""` = an external caller) |
-//! | `blocking` | zset | waited-on invocations available for run, by creation time (picked first) |
+//! | `blocking` | zset | waited-on invocations available for run, by creation time, then id (ids are time-ordered) — picked first |
 //! | `edges:{call_id}` | hash | callee call id → count: the call graph of unfinished invocations (cycle control) |
 //! | `iedges:{id}` | list | the edges an invocation added, as (caller call, callee call) pairs |
 //! | `scheduled` | zset | `SCHEDULED` invocations by due time |
@@ -57,9 +55,9 @@
 //!
 //! Every step touches only the keys of the invocations it handles and
 //! per-key indexes (hashes, sets, sorted sets, lists), so its cost does not
-//! grow with the amount of data. Listing (`SSCAN ids`) and purging (`SCAN`
-//! on the app prefix, then `UNLINK`) are the only scans; the library never
-//! uses `KEYS`, `FLUSHDB`, `FLUSHALL`, `CONFIG`, `DEBUG` or any other
+//! grow with the amount of data. Listing (`SCAN` for `{prefix}inv:*`) and
+//! purging (`SCAN` on the app prefix, then `UNLINK`) are the only scans;
+//! the library never uses `KEYS`, `FLUSHDB`, `FLUSHALL`, `CONFIG`, `DEBUG` or any other
 //! `@dangerous` command, so an ACL user limited to `~__pynenc__:*` and
 //! `&__pynenc__:*` with `+@all -@dangerous` is enough. (Scripts build key
 //! names from the prefix passed as `KEYS[1]`; this is fine on a standalone
@@ -71,9 +69,18 @@
 //! wakes local runners (a work epoch) and `result()` waiters (a map from
 //! invocation id to waiters). A waiter registers first and then reads the
 //! status, so a wake-up is never lost; after the pub/sub connection comes
-//! back every waiter re-reads its statuses, and a 2 s re-check is kept as a
-//! safety net. The process that ran a script also applies the script's reply
-//! locally at once.
+//! back every waiter re-reads its statuses, and a waiter that heard nothing
+//! for 2 s re-reads them as a safety net. The process that ran a script also
+//! applies the script's reply locally at once.
+//!
+//! # Round trips
+//!
+//! Routing a batch is one script; a pick-up claims (and starts) up to the
+//! runner's free slots in one script; `finish_many` (the runner combines
+//! the ends of concurrent runs) writes up to 256 ends in one script, each
+//! invocation still checked and changed on its own; waits are recorded in
+//! chunks of 1,000 and statuses and outcomes of a group are read with one
+//! pipeline.
 //!
 //! # Connections and failures
 //!
@@ -129,6 +136,10 @@ use crate::status::{InvocationStatus, StatusRecord};
 const WAIT_RECHECK: Duration = Duration::from_secs(2);
 /// Invocations deleted per auto-purge script.
 const PURGE_CHUNK: usize = 500;
+/// The most finishes written by one script.
+const FINISH_BATCH: usize = 256;
+/// Invocations per `waiting_for_results` script.
+const WAIT_CHUNK: usize = 1000;
 /// The most invocations one pick-up claims.
 const MAX_PICK: usize = 10_000;
 /// Fields of a routed request passed to `route.lua`.
@@ -169,6 +180,18 @@ fn escape_glob(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A new invocation id in creation order (32 hex digits: µs time, a
+/// per-process sequence, random bits), so that invocations created in the
+/// same microsecond (one routed batch) sort in call order in the
+/// `blocking` index, whose ties are broken by member.
+fn ordered_invocation_id() -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let us = (crate::util::now_us().max(0) as u64) & 0x000F_FFFF_FFFF_FFFF;
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed) & 0xFFF;
+    let random = uuid::Uuid::new_v4().as_u128() as u64;
+    format!("{us:013x}{seq:03x}{random:016x}")
 }
 
 fn corrupt(key: &str, field: &str, reason: impl std::fmt::Display) -> PynencError {
@@ -566,6 +589,57 @@ impl RedisBackend {
         Ok(out)
     }
 
+    /// Ends up to [`FINISH_BATCH`] runs in one script; each invocation is
+    /// checked and changed on its own and gets its own result.
+    async fn finish_batch(
+        &self,
+        runner_id: &str,
+        batch: Vec<(String, RunOutcome)>,
+    ) -> Vec<Result<InvocationStatus>> {
+        let mut args = Vec::with_capacity(1 + batch.len() * 4);
+        args.push(bytes(batch.len().to_string()));
+        for (id, outcome) in &batch {
+            let (kind, payload) = match outcome {
+                RunOutcome::Success(result) => ("S", result.clone()),
+                RunOutcome::Retry(e) => ("R", serde_json::to_string(e).unwrap_or_default()),
+                RunOutcome::Failed(e) => ("F", serde_json::to_string(e).unwrap_or_default()),
+            };
+            args.push(bytes(id.as_str()));
+            args.push(bytes(runner_id));
+            args.push(bytes(kind));
+            args.push(bytes(payload));
+        }
+        let all = |e: PynencError| batch.iter().map(|_| Err(e.clone())).collect();
+        let items = match self
+            .run_script("finish", &scripts().finish, &args, true)
+            .await
+        {
+            Err((e, _)) => return all(e),
+            Ok(Reply { body: Err(f), .. }) => return all(self.script_failure(&f)),
+            Ok(Reply { body: Ok(v), .. }) => v,
+        };
+        let items = as_list(&items);
+        batch
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| {
+                let item = items.get(i).map(as_list).unwrap_or_default();
+                match item.first().and_then(as_string).as_deref() {
+                    Some("OK") => {
+                        self.parse_status(id, &item.get(1).and_then(as_string).unwrap_or_default())
+                    }
+                    Some("ERR") => {
+                        Err(self.script_failure(item.get(1).map(as_list).unwrap_or_default()))
+                    }
+                    _ => Err(PynencError::backend(format!(
+                        "redis at {}: finish returned no outcome for invocation {id}",
+                        self.settings.address
+                    ))),
+                }
+            })
+            .collect()
+    }
+
     async fn purge_all(&self) -> Result<()> {
         let pattern = format!("{}*", escape_glob(&self.prefix));
         let mut cursor: u64 = 0;
@@ -716,25 +790,30 @@ impl StateBackend for RedisBackend {
     }
 
     async fn list_invocation_ids(&self) -> Result<Vec<String>> {
-        let key = format!("{}ids", self.prefix);
+        let inv_prefix = format!("{}inv:", self.prefix);
+        let pattern = format!("{}*", escape_glob(&inv_prefix));
         let mut out = Vec::new();
         let mut cursor: u64 = 0;
         loop {
             let mut pipe = redis::pipe();
-            pipe.cmd("SSCAN")
-                .arg(&key)
+            pipe.cmd("SCAN")
                 .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let r: Vec<(u64, Vec<String>)> = self.query("SSCAN ids", &pipe).await?;
-            let (next, ids) = r.into_iter().next().unwrap_or((0, Vec::new()));
-            out.extend(ids);
+            let r: Vec<(u64, Vec<String>)> = self.query("SCAN inv:*", &pipe).await?;
+            let (next, keys) = r.into_iter().next().unwrap_or((0, Vec::new()));
+            out.extend(
+                keys.into_iter()
+                    .filter_map(|k| k.strip_prefix(&inv_prefix).map(str::to_string)),
+            );
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        // SSCAN may return an element twice
+        // SCAN may return a key twice
         let mut seen = HashSet::with_capacity(out.len());
         out.retain(|id| seen.insert(id.clone()));
         Ok(out)
@@ -751,10 +830,7 @@ impl Orchestrator for RedisBackend {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = requests
-            .iter()
-            .map(|_| crate::util::new_invocation_id())
-            .collect();
+        let ids: Vec<String> = requests.iter().map(|_| ordered_invocation_id()).collect();
         let mut args = Vec::with_capacity(1 + requests.len() * ROUTE_FIELDS);
         args.push(bytes(requests.len().to_string()));
         for (req, id) in requests.iter().zip(&ids) {
@@ -917,19 +993,24 @@ impl Orchestrator for RedisBackend {
         runner_id: &str,
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
-        let (kind, payload) = match &outcome {
-            RunOutcome::Success(result) => ("S", result.clone()),
-            RunOutcome::Retry(e) => ("R", serde_json::to_string(e).unwrap_or_default()),
-            RunOutcome::Failed(e) => ("F", serde_json::to_string(e).unwrap_or_default()),
-        };
-        let args = [
-            bytes(invocation_id),
-            bytes(runner_id),
-            bytes(kind),
-            bytes(payload),
-        ];
-        let v = self.script("finish", &scripts().finish, &args).await?;
-        self.parse_status(invocation_id, &as_string(&v).unwrap_or_default())
+        self.finish_many(runner_id, vec![(invocation_id.to_string(), outcome)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(PynencError::backend("finish returned no outcome")))
+    }
+
+    async fn finish_many(
+        &self,
+        runner_id: &str,
+        outcomes: Vec<(String, RunOutcome)>,
+    ) -> Vec<Result<InvocationStatus>> {
+        let mut results = Vec::with_capacity(outcomes.len());
+        let mut outcomes = outcomes.into_iter().peekable();
+        while outcomes.peek().is_some() {
+            let batch: Vec<(String, RunOutcome)> = outcomes.by_ref().take(FINISH_BATCH).collect();
+            results.extend(self.finish_batch(runner_id, batch).await);
+        }
+        results
     }
 
     async fn kill_and_reroute(&self, invocation_id: &str, runner_id: &str) -> Result<()> {
@@ -972,12 +1053,14 @@ impl Orchestrator for RedisBackend {
         if waited.is_empty() {
             return Ok(());
         }
-        let mut args = Vec::with_capacity(waited.len() + 1);
-        args.push(opt_bytes(waiter));
-        args.extend(waited.iter().map(|id| bytes(id.as_str())));
-        self.script("wait", &scripts().wait, &args)
-            .await
-            .map(|_| ())
+        // chunks keep each script short (a wait is recorded per invocation)
+        for chunk in waited.chunks(WAIT_CHUNK) {
+            let mut args = Vec::with_capacity(chunk.len() + 1);
+            args.push(opt_bytes(waiter));
+            args.extend(chunk.iter().map(|id| bytes(id.as_str())));
+            self.script("wait", &scripts().wait, &args).await?;
+        }
+        Ok(())
     }
 
     async fn wait_final(&self, ids: &[String]) -> Result<()> {
@@ -1003,14 +1086,23 @@ impl Orchestrator for RedisBackend {
                     reg.wait.mark(id);
                 }
             }
-            if reg.wait.pending.lock().is_empty() {
-                return Ok(());
-            }
-            let recheck = self.notifier.recheck.notified();
-            tokio::select! {
-                _ = reg.wait.done.notified() => {}
-                _ = recheck => {}
-                _ = tokio::time::sleep(WAIT_RECHECK) => {}
+            // wait for the notifications; re-read the statuses only after a
+            // reconnect, or when nothing arrived for WAIT_RECHECK (safety net)
+            loop {
+                let left = reg.wait.pending.lock().len();
+                if left == 0 {
+                    return Ok(());
+                }
+                let recheck = self.notifier.recheck.notified();
+                tokio::select! {
+                    _ = reg.wait.done.notified() => return Ok(()),
+                    _ = recheck => break,
+                    _ = tokio::time::sleep(WAIT_RECHECK) => {
+                        if reg.wait.pending.lock().len() == left {
+                            break;
+                        }
+                    }
+                }
             }
             check = reg.wait.pending.lock().iter().cloned().collect();
             if check.is_empty() {
@@ -1104,6 +1196,15 @@ impl Orchestrator for RedisBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_in_creation_order() {
+        let ids: Vec<String> = (0..100).map(|_| ordered_invocation_id()).collect();
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit())));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
 
     #[test]
     fn prefixes_never_nest() {

@@ -78,25 +78,23 @@ pub(crate) fn prelude() -> String {
         let _ = write!(out, "{}={},", st.as_str(), lua_str(st.as_str()));
     }
     out.push_str("}\n");
+    // transitions as 'FROM>TO' keys: one table instead of one per status
     out.push_str("local ALLOWED = {");
-    for st in ALL_STATUSES {
-        let _ = write!(out, "[{}]={{", lua_str(st.as_str()));
-        for next in st.allowed_next() {
-            let _ = write!(out, "[{}]=true,", lua_str(next.as_str()));
+    for from in ALL_STATUSES {
+        for to in from.allowed_next() {
+            let _ = write!(out, "[{}]=true,", lua_str(&format!("{from}>{to}")));
         }
-        out.push_str("},");
     }
     out.push_str("}\n");
     out.push_str("local REQUIRES_OWNER = {");
     for from in ALL_STATUSES {
-        let _ = write!(out, "[{}]={{", lua_str(from.as_str()));
-        for to in ALL_STATUSES
+        for to in from
+            .allowed_next()
             .iter()
             .filter(|to| from.requires_owner_for(**to))
         {
-            let _ = write!(out, "[{}]=true,", lua_str(to.as_str()));
+            let _ = write!(out, "[{}]=true,", lua_str(&format!("{from}>{to}")));
         }
-        out.push_str("},");
     }
     out.push_str("}\n");
     out.push_str("local OWNERSHIP = {");
@@ -216,16 +214,32 @@ mod tests {
     #[test]
     fn prelude_mirrors_the_state_machine() {
         let p = prelude();
-        for st in ALL_STATUSES {
-            assert!(p.contains(&format!("{}='{}'", st.as_str(), st.as_str())));
-            let mut row = format!("['{}']={{", st.as_str());
-            for next in st.allowed_next() {
-                row.push_str(&format!("['{}']=true,", next.as_str()));
+        for from in ALL_STATUSES {
+            assert!(p.contains(&format!("{}='{}'", from.as_str(), from.as_str())));
+            for to in ALL_STATUSES {
+                let key = format!("['{from}>{to}']=true,");
+                let allowed_row = p
+                    .lines()
+                    .find(|l| l.starts_with("local ALLOWED"))
+                    .unwrap_or_default();
+                let owner_row = p
+                    .lines()
+                    .find(|l| l.starts_with("local REQUIRES_OWNER"))
+                    .unwrap_or_default();
+                assert_eq!(
+                    allowed_row.contains(&key),
+                    from.can_transition_to(to),
+                    "{from} -> {to}"
+                );
+                assert_eq!(
+                    owner_row.contains(&key),
+                    from.can_transition_to(to) && from.requires_owner_for(to),
+                    "owner {from} -> {to}"
+                );
             }
-            row.push('}');
-            assert!(p.contains(&row), "missing row {row} in\n{p}");
         }
         assert!(p.contains("['PENDING']='acquire'"));
+        assert!(p.contains("['RUNNING_RECOVERY']='keep'"));
         assert!(p.contains("local FINAL = {['CONCURRENCY_CONTROLLED_FINAL']=true,['SUCCESS']=true,['FAILED']=true,}"));
     }
 

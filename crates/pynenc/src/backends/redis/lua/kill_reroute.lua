@@ -6,8 +6,8 @@ local function main()
   if REPLAY and already_done(id, ST.REROUTED, runner) then
     return 1
   end
-  transition(id, ST.KILLED, runner, false)
-  transition(id, ST.REROUTED, runner, false)
-  enqueue(id)
+  local rec = transition(id, ST.KILLED, runner, false)
+  apply(rec, ST.REROUTED, runner, false)
+  enqueue_front(id)
   return 1
 end

@@ -29,31 +29,32 @@ local function main()
     return {picked, corrupt}
   end
   local function try_claim(id)
-    local key = k('inv', id)
-    local v = redis.call('HMGET', key, 'status', 'rkey', 'reroute')
-    local st = v[1]
-    if not st then
+    local rec = read(id, true)
+    if not rec then
       return -- purged while queued: a stale id
     end
-    if not ALLOWED[st] then
-      corrupt[#corrupt + 1] = key
+    if not ST[rec.status] then
+      corrupt[#corrupt + 1] = rec.key
       return
     end
-    if not AVAILABLE[st] then
+    if not AVAILABLE[rec.status] then
       return
     end
-    local rkey = nz(v[2])
-    if rkey and redis.call('SCARD', k('run', rkey)) > 0 then
-      if v[3] == '1' then
-        transition(id, ST.CONCURRENCY_CONTROLLED, runner, false)
-        redis.call('RPUSH', k('ctl', rkey), id)
+    if rec.rkey and redis.call('SCARD', k('run', rec.rkey)) > 0 then
+      if rec.reroute then
+        apply(rec, ST.CONCURRENCY_CONTROLLED, runner, false)
+        redis.call('RPUSH', k('ctl', rec.rkey), id)
       else
-        transition(id, ST.CONCURRENCY_CONTROLLED_FINAL, runner, false)
+        apply(rec, ST.CONCURRENCY_CONTROLLED_FINAL, runner, false)
       end
       return
     end
-    transition(id, ST.PENDING, runner, false)
+    apply(rec, ST.PENDING, runner, false)
+    if start then
+      apply(rec, ST.RUNNING, runner, ctx or false)
+    end
     ids[#ids + 1] = id
+    picked[#picked + 1] = rec.record
   end
   local cands = redis.call('ZRANGE', P .. 'blocking', 0, fmt(max - 1))
   while true do
@@ -70,12 +71,6 @@ local function main()
     if not cands then
       break
     end
-  end
-  for _, id in ipairs(ids) do
-    if start then
-      transition(id, ST.RUNNING, runner, ctx or false)
-    end
-    picked[#picked + 1] = record(id)
   end
   if #ids > 0 then
     redis.call('SET', last_key, token .. ' ' .. table.concat(ids, ' '), 'EX', 600)

@@ -14,10 +14,8 @@ local function delete_invocation(id)
   if nz(v[2]) then
     redis.call('SREM', k('run', v[2]), id)
   end
-  redis.call('DEL', k('waiters', id))
   remove_edges_of(id)
   redis.call('DEL', key, k('hist', id))
-  redis.call('SREM', P .. 'ids', id)
 end
 
 local function main()

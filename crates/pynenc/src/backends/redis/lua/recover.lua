@@ -29,9 +29,9 @@ local function main()
         if rec.status == ST.PENDING then
           via = ST.PENDING_RECOVERY
         end
-        transition(id, via, actor, false)
-        transition(id, ST.REROUTED, actor, false)
-        enqueue(id)
+        apply(rec, via, actor, false)
+        apply(rec, ST.REROUTED, actor, false)
+        enqueue_front(id)
         recovered[#recovered + 1] = id
       end
     end

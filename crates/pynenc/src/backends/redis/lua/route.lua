@@ -79,26 +79,28 @@ local function route_one(i, a)
     fail('TRANSITION_NEW', id, status)
   end
   local key = k('inv', id)
-  local f = {'call', call, 'call_id', call_id, 'created', NOW_S, 'status', status, 'status_at', NOW_S,
-    'graise', graise, 'reroute', reroute}
+  local f = {'call', call, 'created', NOW_S, 'status', status, 'status_at', NOW_S}
   if pinv then
     f[#f + 1] = 'parent'
     f[#f + 1] = pinv
   end
   if gkey then
-    f[#f + 1] = 'gkey'
-    f[#f + 1] = gkey
+    -- the call id tells a reused invocation's diff apart
+    f[#f + 1], f[#f + 2], f[#f + 3], f[#f + 4] = 'gkey', gkey, 'call_id', call_id
+  end
+  if graise == '1' then
+    f[#f + 1], f[#f + 2] = 'graise', graise
   end
   if rkey then
-    f[#f + 1] = 'rkey'
-    f[#f + 1] = rkey
+    f[#f + 1], f[#f + 2] = 'rkey', rkey
+  end
+  if reroute == '1' then
+    f[#f + 1], f[#f + 2] = 'reroute', reroute
   end
   if sched then
-    f[#f + 1] = 'sched'
-    f[#f + 1] = sched
+    f[#f + 1], f[#f + 2] = 'sched', sched
   end
   redis.call('HSET', key, unpack(f))
-  redis.call('SADD', P .. 'ids', id)
   if status == ST.SCHEDULED then
     redis.call('ZADD', P .. 'scheduled', sched, id)
   elseif gkey then

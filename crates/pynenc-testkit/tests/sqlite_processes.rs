@@ -1,0 +1,323 @@
+//! The SQLite backend shared by real OS processes: two runner processes (the
+//! testkit's `worker` binary) and the test process as the caller, on one
+//! database file; then a runner process killed with SIGKILL mid-work, whose
+//! invocations a new runner process recovers.
+
+#![cfg(feature = "sqlite")]
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pynenc::backends::sqlite::integrity_check;
+use pynenc::{InvocationStatus, Pynenc};
+use pynenc_testkit::tasks::{add, sleeper};
+use pynenc_testkit::{check_histories, eventually, unique};
+
+/// A runner process on the database file; killed (SIGKILL) when dropped, so
+/// a failing test leaves no process behind.
+struct Worker {
+    child: Option<Child>,
+    pid: u32,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr_log: PathBuf,
+}
+
+impl Worker {
+    fn start(db: &Path, app_id: &str, name: &str, extra: &[(&str, &str)]) -> Worker {
+        let stderr_log = db.with_file_name(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_log).expect("create the worker's stderr log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+        cmd.arg("run")
+            .env("PYNENC__BACKEND", "sqlite")
+            .env("PYNENC__SQLITE__SQLITE_PATH", db)
+            .env("PYNENC__APP_ID", app_id)
+            .env("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", "8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the worker process");
+        let pid = child.id();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let lines = stdout.clone();
+        let pipe = child.stdout.take().expect("the worker's stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(|l| l.ok()) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Worker {
+            child: Some(child),
+            pid,
+            stdout,
+            stderr_log,
+        }
+    }
+
+    /// What the process printed so far, for failure messages.
+    fn output(&self) -> String {
+        format!(
+            "worker {} stdout: {:?}\nstderr: {}",
+            self.pid,
+            self.stdout.lock().unwrap(),
+            std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+        )
+    }
+
+    /// Whether the process has the database file open (Linux: its file
+    /// descriptors; elsewhere assume yes after a short pause).
+    fn has_opened(&self, db: &Path) -> bool {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
+            std::thread::sleep(Duration::from_millis(300));
+            return true;
+        };
+        fds.filter_map(|fd| fd.ok())
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| target == db)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns what it printed.
+    fn stop(mut self) -> String {
+        signal(self.pid, "-TERM");
+        let status = wait_bounded(self.child.as_mut().expect("child"), Duration::from_secs(20));
+        self.child = None;
+        let out = self.output();
+        match status {
+            Some(s) if s.success() => {}
+            other => panic!("worker exited with {other:?} after SIGTERM\n{out}"),
+        }
+        // the stdout reader thread sees the pipe close right after the exit
+        let printed_done = (0..200).any(|_| {
+            let done = self.stdout.lock().unwrap().iter().any(|l| l == "DONE");
+            if !done {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done
+        });
+        assert!(printed_done, "worker did not print DONE\n{out}");
+        out
+    }
+
+    /// SIGKILL, then reap the process.
+    fn kill_9(mut self) {
+        signal(self.pid, "-KILL");
+        let status = wait_bounded(self.child.as_mut().expect("child"), Duration::from_secs(10));
+        assert!(status.is_some(), "worker {} survived SIGKILL", self.pid);
+        self.child = None;
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid} failed");
+}
+
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The caller's app: the test process, on the same file, with no runner.
+fn caller_app(db: &Path, app_id: &str) -> Pynenc {
+    Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id(app_id)
+        .sqlite(db)
+        .build()
+        .expect("build the caller app")
+}
+
+async fn wait_until_open(workers: &[&Worker], db: &Path) {
+    let open = eventually(Duration::from_secs(20), || async {
+        workers.iter().all(|w| w.has_opened(db))
+    })
+    .await;
+    let outputs: Vec<String> = workers.iter().map(|w| w.output()).collect();
+    assert!(open, "the workers did not open the database\n{}", outputs.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runner_processes_and_a_caller_share_one_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().canonicalize().expect("tempdir path").join("shared.db");
+    let app_id = unique("procs");
+    let app = caller_app(&db, &app_id);
+    let one = Worker::start(&db, &app_id, "one", &[]);
+    let two = Worker::start(&db, &app_id, "two", &[]);
+    wait_until_open(&[&one, &two], &db).await;
+
+    const N: i64 = 5_000;
+    let group = add::parallelize_on(&app, (0..N).map(|i| (i, 2 * i)))
+        .await
+        .expect("route the group");
+    assert_eq!(group.len(), N as usize);
+    let results = match tokio::time::timeout(Duration::from_secs(60), group.results()).await {
+        Ok(r) => r.expect("results"),
+        Err(_) => panic!("5,000 tasks not done in 60 s\n{}\n{}", one.output(), two.output()),
+    };
+    let expected: Vec<i64> = (0..N).map(|i| 3 * i).collect();
+    assert_eq!(results, expected);
+
+    // exactly one RUNNING per invocation, and both worker processes ran some
+    let mut owners: HashMap<String, usize> = HashMap::new();
+    for inv in group.invocations() {
+        let history = inv.history().await.expect("history");
+        let running: Vec<_> = history
+            .iter()
+            .filter(|h| h.status == InvocationStatus::Running)
+            .collect();
+        assert_eq!(
+            running.len(),
+            1,
+            "invocation {} ran {} times: {history:?}",
+            inv.invocation_id(),
+            running.len()
+        );
+        let owner = running[0].owner.clone().expect("RUNNING has an owner");
+        *owners.entry(owner).or_default() += 1;
+        assert_eq!(history.last().map(|h| h.status), Some(InvocationStatus::Success));
+    }
+    assert_eq!(owners.len(), 2, "runners: {owners:?}");
+    for w in [&one, &two] {
+        let tag = format!(":{}:", w.pid);
+        assert!(
+            owners.keys().any(|o| o.contains(&tag)),
+            "worker {} ran nothing: {owners:?}",
+            w.pid
+        );
+    }
+    assert_eq!(check_histories(&app).await, N as usize);
+
+    one.stop();
+    two.stop();
+    assert_eq!(integrity_check(&db).expect("integrity check"), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_with_sigkill_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().canonicalize().expect("tempdir path").join("killed.db");
+    let app_id = unique("kill9");
+    let app = caller_app(&db, &app_id);
+    let key = unique("sleep");
+
+    const N: usize = 300;
+    let group = sleeper::parallelize_on(&app, (0..N).map(|i| (format!("{key}-{i}"), 20u64)))
+        .await
+        .expect("route the group");
+
+    // one worker starts on the work and is killed in the middle of it
+    let victim = Worker::start(&db, &app_id, "victim", &[]);
+    let victim_tag = format!(":{}:", victim.pid);
+    let mid_work = eventually(Duration::from_secs(20), || async {
+        let mut running = 0;
+        let mut done = 0;
+        for inv in group.invocations() {
+            match inv.status().await {
+                Ok(InvocationStatus::Running) => running += 1,
+                Ok(InvocationStatus::Success) => done += 1,
+                _ => {}
+            }
+        }
+        running > 0 && done >= 16
+    })
+    .await;
+    assert!(mid_work, "the worker did not get going\n{}", victim.output());
+    victim.kill_9();
+
+    // the file is consistent, and so is every history written so far
+    assert_eq!(integrity_check(&db).expect("integrity check"), "ok");
+    check_histories(&app).await;
+    let mut held = Vec::new();
+    let mut finished_by_victim = 0;
+    for inv in group.invocations() {
+        let history = inv.history().await.expect("history");
+        let last = history.last().expect("a history");
+        let owned = matches!(
+            last.status,
+            InvocationStatus::Pending | InvocationStatus::Running
+        );
+        if owned {
+            assert!(
+                last.owner.as_deref().is_some_and(|o| o.contains(&victim_tag)),
+                "{last:?} is held by someone else than the killed worker"
+            );
+            held.push(inv.invocation_id().to_string());
+        } else if last.status == InvocationStatus::Success {
+            finished_by_victim += 1;
+        }
+    }
+    assert!(!held.is_empty(), "the killed worker held nothing");
+    assert!(finished_by_victim >= 16);
+
+    // a new worker with short recovery settings recovers and finishes everything
+    let rescuer = Worker::start(
+        &db,
+        &app_id,
+        "rescuer",
+        &[
+            ("PYNENC__RUNNER__RUNNER_DEAD_AFTER_SECONDS", "1"),
+            ("PYNENC__RUNNER__RECOVERY_INTERVAL_SECONDS", "0.2"),
+            ("PYNENC__ORCHESTRATOR__MAX_PENDING_SECONDS", "1"),
+        ],
+    );
+    let results = match tokio::time::timeout(Duration::from_secs(30), group.results()).await {
+        Ok(r) => r.expect("results"),
+        Err(_) => panic!("the work was not recovered in 30 s\n{}", rescuer.output()),
+    };
+    assert_eq!(results, vec![20u64; N]);
+    let held: HashSet<String> = held.into_iter().collect();
+    for inv in group.invocations() {
+        let history = inv.history().await.expect("history");
+        let statuses: Vec<InvocationStatus> = history.iter().map(|h| h.status).collect();
+        assert_eq!(statuses.last(), Some(&InvocationStatus::Success), "{statuses:?}");
+        if held.contains(inv.invocation_id()) {
+            let recovered = statuses.windows(2).any(|w| {
+                matches!(
+                    w[0],
+                    InvocationStatus::RunningRecovery | InvocationStatus::PendingRecovery
+                ) && w[1] == InvocationStatus::Rerouted
+            });
+            assert!(
+                recovered,
+                "invocation {} held by the killed worker was not recovered: {statuses:?}",
+                inv.invocation_id()
+            );
+        } else {
+            assert!(
+                !statuses.contains(&InvocationStatus::Rerouted),
+                "invocation {} was not held by the killed worker but was re-routed: {statuses:?}",
+                inv.invocation_id()
+            );
+        }
+    }
+    assert_eq!(check_histories(&app).await, N);
+    rescuer.stop();
+    assert_eq!(integrity_check(&db).expect("integrity check"), "ok");
+}
