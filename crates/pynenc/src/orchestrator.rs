@@ -48,6 +48,15 @@ pub fn concurrency_key(mode: ConcurrencyControl, call: &Call, key_arguments: &[&
 impl ConcurrencySpec {
     /// The spec of `call` under `options`.
     pub fn for_call(call: &Call, options: &TaskOptions) -> Self {
+        if options.registration_concurrency == ConcurrencyControl::Disabled
+            && options.running_concurrency == ConcurrencyControl::Disabled
+        {
+            return ConcurrencySpec {
+                on_diff_non_key_args_raise: options.on_diff_non_key_args_raise,
+                reroute_on_concurrency_control: options.reroute_on_concurrency_control,
+                ..ConcurrencySpec::default()
+            };
+        }
         let keys = options.key_args();
         ConcurrencySpec {
             registration_key: concurrency_key(options.registration_concurrency, call, &keys),

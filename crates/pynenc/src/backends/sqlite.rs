@@ -5,26 +5,46 @@
 //!
 //! - **One file, WAL mode.** The database is opened with
 //!   `journal_mode=WAL` and `synchronous=NORMAL`: readers never block the
-//!   writer, and a commit costs one append to the write-ahead log.
+//!   writer, and a commit costs one append to the write-ahead log (no
+//!   `fsync`; a power loss may lose the last commits, never corrupt the
+//!   file). Temporary data (the savepoint journal) stays in memory, and the
+//!   log is checkpointed back into the database every
+//!   [`WAL_AUTOCHECKPOINT_PAGES`] pages.
 //! - **Atomic steps.** Every [`AtomicStore::atomic`] section runs inside one
 //!   `BEGIN IMMEDIATE` transaction on a blocking thread
 //!   (`tokio::task::spawn_blocking`): it commits when the closure returns
 //!   `Ok` and rolls back every write when it returns an error. Inside one
 //!   process, write sections are queued in front of a single write
-//!   connection, so they never fight over the database lock; between
-//!   processes, a section waits for the lock (short sleeps, 50 µs doubling to
-//!   2 ms) for up to `busy_timeout_ms`, then fails with an error saying how
-//!   long the database stayed locked.
-//! - **Apps are isolated.** Every row carries the `app_id` of its app; two
-//!   apps can share one file, and purging one leaves the other intact.
+//!   connection and committed in groups (group commit): the sections waiting
+//!   when the writer is free run in one transaction, each inside its own
+//!   savepoint, so a failing section is rolled back alone while the others
+//!   share the cost of one commit. Between processes, a group waits for the
+//!   lock (short sleeps, 50 µs doubling to 2 ms) for up to `busy_timeout_ms`,
+//!   then fails with an error saying how long the database stayed locked.
+//! - **Apps are isolated.** Every row belongs to one app (a small integer
+//!   standing for the `app_id`, see the `apps` table); two apps can share one
+//!   file, and purging one leaves the other intact.
 //! - **Versioned schema.** The library creates its tables when they are
 //!   missing and records its schema version in `pynenc_meta`. A file written
-//!   by a newer pynenc (a higher `schema_version`) is refused, with both
-//!   versions in the error, before anything is written to it.
-//! - **Index lookups on the hot path.** Registration and running concurrency,
-//!   due scheduled invocations, final invocations to purge, claims to
-//!   recover, blocking candidates, the queue and the call graph each have
-//!   their own index; the queue is a table ordered by an integer sequence.
+//!   with another schema version, newer or older, is refused before anything
+//!   is written to it, with both versions in the error: older files are not
+//!   migrated (pynenc's data is transient work state), delete the file or
+//!   point `sqlite.sqlite_path` at another one.
+//! - **Few, small, ordered index entries.** Invocations are rows with an
+//!   integer key (`rid`) given in creation order; everything attached to an
+//!   invocation (record, outcome, history) is keyed by that integer, and the
+//!   ids this backend creates are time-ordered (see
+//!   [`StoreTxn::new_invocation_id`]), so the rows a burst of work touches
+//!   sit on a few neighbouring pages instead of being scattered over the
+//!   file. Statuses are small integers, and the runner ids, actors and
+//!   execution contexts of the history are interned in `names`. Each
+//!   question of the hot path (registration and running concurrency, due
+//!   scheduled invocations, final invocations to purge, claims to recover,
+//!   blocking candidates) has a partial index that holds exactly the rows it
+//!   asks for.
+//! - **Fewer statements per step.** Within one section the backend remembers
+//!   the key, status, running key and wait flag of every invocation it has
+//!   read or written, so a transition reads the row once.
 //!
 //! # Wake-up latency
 //!
@@ -43,26 +63,31 @@
 //!
 //! Both checks are read-only transactions, so they never take the write lock.
 //!
-//! # Schema (version 1)
+//! # Schema (version 2)
 //!
 //! | table | key | content |
 //! |---|---|---|
 //! | `pynenc_meta` | `key` | `schema_version` |
-//! | `invocations` | `app_id, invocation_id` | task, concurrency keys, status, owner, times, retries, waited flag |
-//! | `records` | `app_id, invocation_id` | the invocation record as JSON (arguments included) |
-//! | `outcomes` | `app_id, invocation_id` | result and error (JSON) |
-//! | `history` | `seq` | one row per status transition |
-//! | `queue` | `seq` | the broker's FIFO of invocation ids |
+//! | `apps` | `app` | the `app_id` of each app number |
+//! | `names` | `name_id` | interned runner ids, actors and execution contexts |
+//! | `invocations` | `rid` (unique `app, invocation_id`) | status (code), owner, times, concurrency keys, retries, waited flag |
+//! | `records` | `rid` | the invocation record as JSON (arguments included) |
+//! | `outcomes` | `rid` | result and error (JSON) |
+//! | `history` | `seq` (indexed by `rid`) | one row per status transition |
+//! | `queue` | `app, seq` | the broker's FIFO of invocation ids |
 //! | `controlled` | `seq` | invocations parked by running concurrency, per running key |
-//! | `waits` | `app_id, waited_id, waiter_id` | who waits for whom (`''` for an external caller) |
 //! | `edges` | `seq` | call graph edges of unfinished invocations (cycle control) |
-//! | `heartbeats` | `app_id, runner_id` | the last heartbeat of each runner |
-//! | `leases` | `app_id, name` | leases (one holder at a time) |
+//! | `heartbeats` | `app, runner_id` | the last heartbeat of each runner |
+//! | `leases` | `app, name` | leases (one holder at a time) |
+//!
+//! Status codes: 0 `SCHEDULED`, 1 `REGISTERED`, 2 `CONCURRENCY_CONTROLLED`,
+//! 3 `CONCURRENCY_CONTROLLED_FINAL`, 4 `REROUTED`, 5 `PENDING`,
+//! 6 `PENDING_RECOVERY`, 7 `RUNNING`, 8 `PAUSED`, 9 `RESUMED`,
+//! 10 `RUNNING_RECOVERY`, 11 `KILLED`, 12 `RETRY`, 13 `SUCCESS`, 14 `FAILED`.
 //!
 //! Large values (the record with its arguments, the result) live in their
 //! own tables, so status updates never rewrite them.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +96,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::conf::PynencConfig;
@@ -81,7 +107,12 @@ use crate::status::{InvocationStatus, StatusRecord};
 use crate::store::{AtomicStore, StoreTxn};
 
 /// The schema version this library writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// How many pages the write-ahead log may grow by before a commit copies it
+/// back into the database (SQLite's default is 1000; a larger log makes the
+/// copies rarer and lets pages rewritten meanwhile be copied once).
+pub const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
 /// How many read-only connections (for the polling waits) a store keeps at most.
 const READ_CONNECTIONS: usize = 4;
@@ -90,138 +121,230 @@ const READ_CONNECTIONS: usize = 4;
 const LOCK_PAUSE_MIN: Duration = Duration::from_micros(50);
 const LOCK_PAUSE_MAX: Duration = Duration::from_millis(2);
 
+/// The most names (runner ids, actors, contexts) a store remembers.
+const NAME_CACHE_MAX: usize = 10_000;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pynenc_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS apps (
+    app INTEGER PRIMARY KEY,
+    app_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS names (
+    name_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS invocations (
-    app_id TEXT NOT NULL,
+    rid INTEGER PRIMARY KEY,
+    app INTEGER NOT NULL,
     invocation_id TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    registration_key TEXT,
-    running_key TEXT,
-    created_at_us INTEGER NOT NULL,
-    due_at_us INTEGER NOT NULL,
-    status TEXT NOT NULL,
+    status INTEGER NOT NULL,
     owner TEXT,
     status_at_us INTEGER NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    due_at_us INTEGER NOT NULL,
+    registration_key TEXT,
+    running_key TEXT,
     retries INTEGER NOT NULL DEFAULT 0,
     waited INTEGER NOT NULL DEFAULT 0,
-    final_at_us INTEGER,
-    PRIMARY KEY (app_id, invocation_id)
-) WITHOUT ROWID;
+    final_at_us INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS invocations_id ON invocations (app, invocation_id);
 CREATE INDEX IF NOT EXISTS invocations_registration
-    ON invocations (app_id, registration_key, status, created_at_us)
-    WHERE registration_key IS NOT NULL;
+    ON invocations (app, registration_key, created_at_us)
+    WHERE registration_key IS NOT NULL AND status = 1;
 CREATE INDEX IF NOT EXISTS invocations_running
-    ON invocations (app_id, running_key, status)
-    WHERE running_key IS NOT NULL;
+    ON invocations (app, running_key)
+    WHERE running_key IS NOT NULL AND status IN (5, 7, 8, 9);
 CREATE INDEX IF NOT EXISTS invocations_scheduled
-    ON invocations (app_id, due_at_us, invocation_id, status)
-    WHERE status = 'SCHEDULED';
+    ON invocations (app, due_at_us)
+    WHERE status = 0;
 CREATE INDEX IF NOT EXISTS invocations_final
-    ON invocations (app_id, final_at_us)
+    ON invocations (app, final_at_us)
     WHERE final_at_us IS NOT NULL;
 CREATE INDEX IF NOT EXISTS invocations_owned
-    ON invocations (app_id, status_at_us)
-    WHERE status IN ('PENDING', 'RUNNING', 'PAUSED', 'RESUMED');
+    ON invocations (app, status_at_us)
+    WHERE status IN (5, 7, 8, 9);
 CREATE INDEX IF NOT EXISTS invocations_blocking
-    ON invocations (app_id, created_at_us, invocation_id, status, waited)
-    WHERE waited = 1;
+    ON invocations (app, created_at_us)
+    WHERE waited = 1 AND status IN (1, 4, 12);
 CREATE TABLE IF NOT EXISTS records (
-    app_id TEXT NOT NULL,
-    invocation_id TEXT NOT NULL,
-    record_json TEXT NOT NULL,
-    PRIMARY KEY (app_id, invocation_id)
+    rid INTEGER PRIMARY KEY,
+    record TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outcomes (
-    app_id TEXT NOT NULL,
-    invocation_id TEXT NOT NULL,
+    rid INTEGER PRIMARY KEY,
     result TEXT,
-    error_json TEXT,
-    PRIMARY KEY (app_id, invocation_id)
+    error TEXT
 );
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY,
-    app_id TEXT NOT NULL,
-    invocation_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    owner TEXT,
-    actor TEXT NOT NULL,
+    rid INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    owner INTEGER,
+    actor INTEGER NOT NULL,
     timestamp_us INTEGER NOT NULL,
-    execution_context TEXT
+    execution_context INTEGER
 );
-CREATE INDEX IF NOT EXISTS history_invocation ON history (app_id, invocation_id, seq);
+CREATE INDEX IF NOT EXISTS history_rid ON history (rid);
 CREATE TABLE IF NOT EXISTS queue (
-    seq INTEGER PRIMARY KEY,
-    app_id TEXT NOT NULL,
-    invocation_id TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS queue_app ON queue (app_id, seq);
+    app INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    invocation_id TEXT NOT NULL,
+    PRIMARY KEY (app, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS controlled (
     seq INTEGER PRIMARY KEY,
-    app_id TEXT NOT NULL,
+    app INTEGER NOT NULL,
     running_key TEXT NOT NULL,
     invocation_id TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS controlled_key ON controlled (app_id, running_key, seq);
-CREATE TABLE IF NOT EXISTS waits (
-    app_id TEXT NOT NULL,
-    waited_id TEXT NOT NULL,
-    waiter_id TEXT NOT NULL,
-    PRIMARY KEY (app_id, waited_id, waiter_id)
-) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS controlled_key ON controlled (app, running_key);
 CREATE TABLE IF NOT EXISTS edges (
     seq INTEGER PRIMARY KEY,
-    app_id TEXT NOT NULL,
+    app INTEGER NOT NULL,
     caller_invocation_id TEXT NOT NULL,
     caller_call_id TEXT NOT NULL,
     callee_call_id TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS edges_call ON edges (app_id, caller_call_id, callee_call_id);
-CREATE INDEX IF NOT EXISTS edges_invocation ON edges (app_id, caller_invocation_id);
+CREATE INDEX IF NOT EXISTS edges_call ON edges (app, caller_call_id, callee_call_id);
+CREATE INDEX IF NOT EXISTS edges_invocation ON edges (app, caller_invocation_id);
 CREATE TABLE IF NOT EXISTS heartbeats (
-    app_id TEXT NOT NULL,
+    app INTEGER NOT NULL,
     runner_id TEXT NOT NULL,
     beat_us INTEGER NOT NULL,
-    PRIMARY KEY (app_id, runner_id)
+    PRIMARY KEY (app, runner_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
-    app_id TEXT NOT NULL,
+    app INTEGER NOT NULL,
     name TEXT NOT NULL,
     holder TEXT NOT NULL,
     expires_us INTEGER NOT NULL,
-    PRIMARY KEY (app_id, name)
+    PRIMARY KEY (app, name)
 ) WITHOUT ROWID;
 ";
 
-/// Every table holding rows of an app (purged together).
-const APP_TABLES: &[&str] = &[
-    "DELETE FROM invocations WHERE app_id = ?1",
-    "DELETE FROM records WHERE app_id = ?1",
-    "DELETE FROM outcomes WHERE app_id = ?1",
-    "DELETE FROM history WHERE app_id = ?1",
-    "DELETE FROM queue WHERE app_id = ?1",
-    "DELETE FROM controlled WHERE app_id = ?1",
-    "DELETE FROM waits WHERE app_id = ?1",
-    "DELETE FROM edges WHERE app_id = ?1",
-    "DELETE FROM heartbeats WHERE app_id = ?1",
-    "DELETE FROM leases WHERE app_id = ?1",
+/// Deletes every row of an app (`?1`), children first.
+const PURGE_APP: &[&str] = &[
+    "DELETE FROM records WHERE rid IN (SELECT rid FROM invocations WHERE app = ?1)",
+    "DELETE FROM outcomes WHERE rid IN (SELECT rid FROM invocations WHERE app = ?1)",
+    "DELETE FROM history WHERE rid IN (SELECT rid FROM invocations WHERE app = ?1)",
+    "DELETE FROM invocations WHERE app = ?1",
+    "DELETE FROM queue WHERE app = ?1",
+    "DELETE FROM controlled WHERE app = ?1",
+    "DELETE FROM edges WHERE app = ?1",
+    "DELETE FROM heartbeats WHERE app = ?1",
+    "DELETE FROM leases WHERE app = ?1",
 ];
+
+/// The stable code of a status in the schema (see the module documentation).
+fn status_code(status: InvocationStatus) -> i64 {
+    use InvocationStatus::*;
+    match status {
+        Scheduled => 0,
+        Registered => 1,
+        ConcurrencyControlled => 2,
+        ConcurrencyControlledFinal => 3,
+        Rerouted => 4,
+        Pending => 5,
+        PendingRecovery => 6,
+        Running => 7,
+        Paused => 8,
+        Resumed => 9,
+        RunningRecovery => 10,
+        Killed => 11,
+        Retry => 12,
+        Success => 13,
+        Failed => 14,
+    }
+}
+
+/// The status of a code, if it is one.
+fn status_from_code(code: i64) -> Option<InvocationStatus> {
+    use InvocationStatus::*;
+    Some(match code {
+        0 => Scheduled,
+        1 => Registered,
+        2 => ConcurrencyControlled,
+        3 => ConcurrencyControlledFinal,
+        4 => Rerouted,
+        5 => Pending,
+        6 => PendingRecovery,
+        7 => Running,
+        8 => Paused,
+        9 => Resumed,
+        10 => RunningRecovery,
+        11 => Killed,
+        12 => Retry,
+        13 => Success,
+        14 => Failed,
+        _ => return None,
+    })
+}
+
+/// Checks the integrity of the SQLite database at `path` (`PRAGMA
+/// integrity_check`): returns `"ok"` or SQLite's list of problems. It opens
+/// its own read-only connection, so it can run while other processes use the
+/// file.
+pub fn integrity_check(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let shown = path.display().to_string();
+    let fail = |e: rusqlite::Error, op: &str| describe(&shown, Duration::ZERO, e, op, "");
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| fail(e, "opening the file"))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| fail(e, "setting busy_timeout"))?;
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(|e| fail(e, "PRAGMA integrity_check"))?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| fail(e, "PRAGMA integrity_check"))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| fail(e, "PRAGMA integrity_check"))?;
+    Ok(lines.join("\n"))
+}
 
 /// Where a store is and how it waits: shared by its connections and transactions.
 struct Ctx {
     path: PathBuf,
     shown: String,
     app_id: String,
+    /// The app's number in the `apps` table.
+    app: i64,
     busy_timeout: Duration,
+}
+
+/// What a failed statement was about, rendered only when it fails.
+#[derive(Clone, Copy)]
+enum Key<'k> {
+    None,
+    Of(&'static str, &'k str),
+}
+
+impl Key<'_> {
+    fn render(self) -> String {
+        match self {
+            Key::None => String::new(),
+            Key::Of(what, value) => format!("{what} {value}"),
+        }
+    }
+}
+
+fn inv(id: &str) -> Key<'_> {
+    Key::Of("invocation", id)
 }
 
 impl Ctx {
     /// A state backend error for a failed SQLite call during `op` (on `key`, if any).
-    fn err(&self, e: rusqlite::Error, op: &str, key: &str) -> PynencError {
-        describe(&self.shown, self.busy_timeout, e, op, key)
+    fn err(&self, e: rusqlite::Error, op: &str, key: Key<'_>) -> PynencError {
+        describe(&self.shown, self.busy_timeout, e, op, &key.render())
     }
 
     fn not_found(&self, invocation_id: &str) -> PynencError {
@@ -311,17 +434,27 @@ fn connect(ctx: &Ctx, busy_timeout: Duration) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&ctx.path, flags)
-        .map_err(|e| ctx.err(e, "opening the file", ""))?;
+        .map_err(|e| ctx.err(e, "opening the file", Key::None))?;
     conn.busy_timeout(busy_timeout)
-        .map_err(|e| ctx.err(e, "setting busy_timeout", ""))?;
-    conn.set_prepared_statement_cache_capacity(64);
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(|e| ctx.err(e, "setting synchronous=NORMAL", ""))?;
-    // map the file instead of copying pages through read(); keep a larger page cache
-    conn.pragma_update(None, "mmap_size", 1_i64 << 30)
-        .map_err(|e| ctx.err(e, "setting mmap_size", ""))?;
-    conn.pragma_update(None, "cache_size", -65_536_i64)
-        .map_err(|e| ctx.err(e, "setting cache_size", ""))?;
+        .map_err(|e| ctx.err(e, "setting busy_timeout", Key::None))?;
+    conn.set_prepared_statement_cache_capacity(128);
+    let pragmas: [(&str, rusqlite::types::Value); 5] = [
+        ("synchronous", "NORMAL".to_string().into()),
+        // the savepoint journal of a group commit stays in memory
+        ("temp_store", "MEMORY".to_string().into()),
+        // map the file instead of copying pages through read()
+        ("mmap_size", (1_i64 << 30).into()),
+        // 8 MiB of page cache: enough for the pages a burst of work touches,
+        // and small, because a commit after a b-tree rebalance scans the
+        // whole cache (SQLite re-keys pages through a page number beyond the
+        // end of the file, and truncates the cache back at the commit)
+        ("cache_size", (-8_192_i64).into()),
+        ("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.into()),
+    ];
+    for (name, value) in pragmas {
+        conn.pragma_update(None, name, value)
+            .map_err(|e| ctx.err(e, &format!("setting PRAGMA {name}"), Key::None))?;
+    }
     Ok(conn)
 }
 
@@ -333,7 +466,7 @@ fn read_schema_version(ctx: &Ctx, conn: &Connection) -> Result<Option<i64>> {
             [],
             |row| row.get(0),
         )
-        .map_err(|e| ctx.err(e, "reading the schema", ""))?;
+        .map_err(|e| ctx.err(e, "reading the schema", Key::None))?;
     if !has_meta {
         return Ok(None);
     }
@@ -344,7 +477,7 @@ fn read_schema_version(ctx: &Ctx, conn: &Connection) -> Result<Option<i64>> {
             |row| row.get(0),
         )
         .optional()
-        .map_err(|e| ctx.err(e, "reading the schema version", ""))?;
+        .map_err(|e| ctx.err(e, "reading the schema version", Key::None))?;
     match value {
         None => Ok(None),
         Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
@@ -361,6 +494,13 @@ fn check_version(ctx: &Ctx, version: Option<i64>) -> Result<()> {
         Some(v) if v > SCHEMA_VERSION => Err(PynencError::backend(format!(
             "SQLite database {} has pynenc schema version {v}, newer than version {SCHEMA_VERSION} \
              supported by this pynenc library; upgrade pynenc or use another file (nothing was written)",
+            ctx.shown
+        ))),
+        Some(v) if v < SCHEMA_VERSION => Err(PynencError::backend(format!(
+            "SQLite database {} has pynenc schema version {v}, older than version {SCHEMA_VERSION} \
+             used by this pynenc library, and is not migrated: delete the file (with its -wal and \
+             -shm files) once no process uses it, or set sqlite.sqlite_path to another file \
+             (nothing was written)",
             ctx.shown
         ))),
         _ => Ok(()),
@@ -398,14 +538,14 @@ fn check_path(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Creates (or checks) the schema on a fresh connection.
-fn init_schema(ctx: &Ctx, conn: &Connection) -> Result<()> {
+/// Creates (or checks) the schema on a fresh connection and returns the app's number.
+fn init_schema(ctx: &Ctx, conn: &Connection) -> Result<i64> {
     // read first: a file we must refuse is left exactly as it was
     check_version(ctx, read_schema_version(ctx, conn)?)?;
     // SQLite silently falls back to read-only when it may not write the file
     let read_only = conn
         .is_readonly(rusqlite::DatabaseName::Main)
-        .map_err(|e| ctx.err(e, "checking write access", ""))?;
+        .map_err(|e| ctx.err(e, "checking write access", Key::None))?;
     if read_only {
         return Err(PynencError::backend(format!(
             "SQLite database {} is read-only: pynenc needs write access to the file and to \
@@ -415,7 +555,7 @@ fn init_schema(ctx: &Ctx, conn: &Connection) -> Result<()> {
     }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(|e| ctx.err(e, "setting journal_mode=WAL", ""))?;
+        .map_err(|e| ctx.err(e, "setting journal_mode=WAL", Key::None))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(PynencError::backend(format!(
             "SQLite database {}: could not switch to WAL mode (journal_mode is '{mode}'); \
@@ -429,15 +569,26 @@ fn init_schema(ctx: &Ctx, conn: &Connection) -> Result<()> {
         let version = read_schema_version(ctx, conn)?;
         check_version(ctx, version)?;
         conn.execute_batch(SCHEMA)
-            .map_err(|e| ctx.err(e, "creating the schema", ""))?;
+            .map_err(|e| ctx.err(e, "creating the schema", Key::None))?;
         if version.is_none() {
             conn.execute(
                 "INSERT OR REPLACE INTO pynenc_meta (key, value) VALUES ('schema_version', ?1)",
                 params![SCHEMA_VERSION.to_string()],
             )
-            .map_err(|e| ctx.err(e, "recording the schema version", ""))?;
+            .map_err(|e| ctx.err(e, "recording the schema version", Key::None))?;
         }
-        Ok(())
+        let key = Key::Of("app", &ctx.app_id);
+        conn.execute(
+            "INSERT OR IGNORE INTO apps (app_id) VALUES (?1)",
+            params![ctx.app_id],
+        )
+        .map_err(|e| ctx.err(e, "registering the app", key))?;
+        conn.query_row(
+            "SELECT app FROM apps WHERE app_id = ?1",
+            params![ctx.app_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(|e| ctx.err(e, "registering the app", key))
     })();
     finish_txn(ctx, conn, created)
 }
@@ -467,19 +618,22 @@ fn begin_immediate(ctx: &Ctx, conn: &Connection) -> Result<()> {
                 std::thread::sleep(jittered(pause).min(ctx.busy_timeout - waited));
                 pause = (pause * 2).min(LOCK_PAUSE_MAX);
             }
-            Err(e) => return Err(ctx.err(e, "BEGIN IMMEDIATE", "")),
+            Err(e) => return Err(ctx.err(e, "BEGIN IMMEDIATE", Key::None)),
         }
     }
+}
+
+/// Runs one of the fixed transaction-control statements (cached).
+fn control(ctx: &Ctx, conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]).map(|_| ()))
+        .map_err(|e| ctx.err(e, sql, Key::None))
 }
 
 /// Commits on `Ok`, rolls back on `Err` (or when the commit fails).
 fn finish_txn<R>(ctx: &Ctx, conn: &Connection, out: Result<R>) -> Result<R> {
     let out = match out {
-        Ok(v) => conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]).map(|_| ()))
-            .map(|()| v)
-            .map_err(|e| ctx.err(e, "COMMIT", "")),
+        Ok(v) => control(ctx, conn, "COMMIT").map(|()| v),
         Err(e) => Err(e),
     };
     if !conn.is_autocommit() {
@@ -494,6 +648,8 @@ struct Effects {
     enqueued: bool,
     finals: Vec<String>,
     purged: bool,
+    /// Names interned (or looked up) by the section: remembered once committed.
+    names: Vec<(String, i64)>,
 }
 
 impl Effects {
@@ -501,6 +657,7 @@ impl Effects {
         self.enqueued |= other.enqueued;
         self.purged |= other.purged;
         self.finals.extend(other.finals);
+        self.names.extend(other.names);
     }
 }
 
@@ -508,7 +665,7 @@ type AnyValue = Box<dyn std::any::Any + Send>;
 
 /// One atomic section waiting for the writer.
 struct WriteJob {
-    run: Box<dyn FnOnce(&mut dyn StoreTxn) -> Result<AnyValue> + Send>,
+    run: JobFn,
     reply: tokio::sync::oneshot::Sender<Result<AnyValue>>,
 }
 
@@ -520,7 +677,7 @@ struct WriteQueue {
 }
 
 /// The most sections committed together.
-const MAX_GROUP: usize = 64;
+const MAX_GROUP: usize = 256;
 
 struct Inner {
     ctx: Ctx,
@@ -535,7 +692,9 @@ struct Inner {
     read_gate: Arc<Semaphore>,
     epoch: AtomicU64,
     work: Notify,
-    final_waiters: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
+    final_waiters: Mutex<FxHashMap<String, Vec<Arc<Notify>>>>,
+    /// Committed rows of `names` (they are never changed or deleted).
+    names: Mutex<FxHashMap<String, i64>>,
 }
 
 impl Inner {
@@ -558,6 +717,19 @@ impl Inner {
         }
     }
 
+    /// Runs one section on `conn`, catching a panic as an error.
+    fn run_section(&self, conn: &Connection, job_run: JobFn) -> (Result<AnyValue>, Effects) {
+        let mut txn = SqliteTxn::new(conn, &self.ctx, &self.names);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job_run(&mut txn)))
+            .unwrap_or_else(|_| {
+                Err(PynencError::backend(format!(
+                    "SQLite database {}: a database section panicked; it was rolled back",
+                    self.ctx.shown
+                )))
+            });
+        (out, txn.effects)
+    }
+
     fn write_group(&self, batch: Vec<WriteJob>) {
         let conn = match self.writer.lock().take() {
             Some(c) => Ok(c),
@@ -576,43 +748,53 @@ impl Inner {
         let mut results: Vec<(tokio::sync::oneshot::Sender<Result<AnyValue>>, Result<AnyValue>)> =
             Vec::with_capacity(batch.len());
         let mut effects = Effects::default();
-        match begin_immediate(&self.ctx, &conn) {
+        let ctx = &self.ctx;
+        match begin_immediate(ctx, &conn) {
             Err(e) => {
                 for job in batch {
                     results.push((job.reply, Err(e.clone())));
                 }
             }
+            Ok(()) if batch.len() == 1 => {
+                // alone in the transaction: no savepoint needed, an error rolls back everything
+                let job = batch.into_iter().next().expect("one job");
+                let (out, section_effects) = self.run_section(&conn, job.run);
+                let out = finish_txn(ctx, &conn, out);
+                if out.is_ok() {
+                    effects = section_effects;
+                }
+                results.push((job.reply, out));
+            }
             Ok(()) => {
                 for job in batch {
-                    let out = match conn.execute_batch("SAVEPOINT section") {
-                        Err(e) => Err(self.ctx.err(e, "SAVEPOINT", "")),
+                    if conn.is_autocommit() {
+                        // SQLite rolled the whole transaction back after an I/O,
+                        // disk-full or memory error: run nothing more outside it
+                        let e = PynencError::backend(format!(
+                            "SQLite database {}: the transaction was rolled back by an earlier \
+                             error in the same group; nothing of this section was written",
+                            ctx.shown
+                        ));
+                        results.push((job.reply, Err(e)));
+                        continue;
+                    }
+                    let out = match control(ctx, &conn, "SAVEPOINT section") {
+                        Err(e) => Err(e),
                         Ok(()) => {
-                            let mut txn = SqliteTxn::new(&conn, &self.ctx);
-                            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                (job.run)(&mut txn)
-                            }))
-                            .unwrap_or_else(|_| {
-                                Err(PynencError::backend(format!(
-                                    "SQLite database {}: a database section panicked; it was rolled back",
-                                    self.ctx.shown
-                                )))
-                            });
-                            let section_effects = txn.effects;
+                            let (out, section_effects) = self.run_section(&conn, job.run);
                             let closed = if out.is_ok() {
                                 effects.merge(section_effects);
-                                conn.execute_batch("RELEASE section")
+                                control(ctx, &conn, "RELEASE section")
                             } else {
-                                conn.execute_batch("ROLLBACK TO section; RELEASE section")
+                                control(ctx, &conn, "ROLLBACK TO section")
+                                    .and_then(|()| control(ctx, &conn, "RELEASE section"))
                             };
-                            match closed {
-                                Ok(()) => out,
-                                Err(e) => Err(self.ctx.err(e, "closing a savepoint", "")),
-                            }
+                            closed.and(out)
                         }
                     };
                     results.push((job.reply, out));
                 }
-                if let Err(e) = finish_txn(&self.ctx, &conn, Ok(())) {
+                if let Err(e) = finish_txn(ctx, &conn, Ok(())) {
                     effects = Effects::default();
                     for r in results.iter_mut() {
                         if r.1.is_ok() {
@@ -636,10 +818,10 @@ impl Inner {
             Some(c) => c,
             None => connect(&self.ctx, self.ctx.busy_timeout)?,
         };
-        let out = match conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])) {
-            Err(e) => Err(self.ctx.err(e, "BEGIN", "")),
-            Ok(_) => {
-                let mut txn = SqliteTxn::new(&conn, &self.ctx);
+        let out = match control(&self.ctx, &conn, "BEGIN") {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let mut txn = SqliteTxn::new(&conn, &self.ctx, &self.names);
                 let out = f(&mut txn);
                 finish_txn(&self.ctx, &conn, out)
             }
@@ -652,6 +834,13 @@ impl Inner {
 
     /// Wakes this process's runners and `result()` waiters after a commit.
     fn announce(&self, effects: Effects) {
+        if !effects.names.is_empty() {
+            let mut names = self.names.lock();
+            if names.len() + effects.names.len() > NAME_CACHE_MAX {
+                names.clear();
+            }
+            names.extend(effects.names);
+        }
         if effects.enqueued {
             self.epoch.fetch_add(1, Ordering::AcqRel);
             self.work.notify_waiters();
@@ -689,6 +878,8 @@ impl Inner {
         .map_err(|e| join_error(&self.ctx, e))?
     }
 }
+
+type JobFn = Box<dyn FnOnce(&mut dyn StoreTxn) -> Result<AnyValue> + Send>;
 
 fn join_error(ctx: &Ctx, e: tokio::task::JoinError) -> PynencError {
     PynencError::backend(format!(
@@ -773,8 +964,8 @@ impl SqliteStore {
     ///
     /// Errors (all [`PynencError::StateBackend`], naming the path): the path
     /// is a directory or its directory does not exist, the file is not a
-    /// SQLite database, it was written by a newer pynenc (schema version), or
-    /// it cannot be written.
+    /// SQLite database, it was written with another schema version (newer or
+    /// older), or it cannot be written.
     pub fn open_path(
         path: impl AsRef<Path>,
         app_id: &str,
@@ -783,15 +974,16 @@ impl SqliteStore {
         poll_max: Duration,
     ) -> Result<Arc<SqliteStore>> {
         let path = path.as_ref().to_path_buf();
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             shown: path.display().to_string(),
             path,
             app_id: app_id.to_string(),
+            app: 0,
             busy_timeout,
         };
         check_path(&ctx)?;
         let conn = connect(&ctx, Duration::ZERO)?;
-        init_schema(&ctx, &conn)?;
+        ctx.app = init_schema(&ctx, &conn)?;
         let poll_min = poll_min.max(Duration::from_micros(100));
         Ok(Arc::new(SqliteStore {
             inner: Arc::new(Inner {
@@ -804,7 +996,8 @@ impl SqliteStore {
                 read_gate: Arc::new(Semaphore::new(READ_CONNECTIONS)),
                 epoch: AtomicU64::new(0),
                 work: Notify::new(),
-                final_waiters: Mutex::new(HashMap::new()),
+                final_waiters: Mutex::new(FxHashMap::default()),
+                names: Mutex::new(FxHashMap::default()),
             }),
         }))
     }
@@ -909,8 +1102,8 @@ impl AtomicStore for SqliteStore {
                             let mark = t.history_max_seq()?;
                             let mut left = std::collections::HashSet::new();
                             for id in ids {
-                                match t.get_status(&id)? {
-                                    Some(s) if s.status.is_final() => {}
+                                match t.status_code_of(&id)? {
+                                    Some(s) if s.is_final() => {}
                                     Some(_) => {
                                         left.insert(id);
                                     }
@@ -965,66 +1158,181 @@ impl AtomicStore for SqliteStore {
     }
 }
 
+/// `rid, status, owner, running_key, waited` of an invocation.
+type RowColumns = (i64, i64, Option<String>, Option<String>, bool);
+
+/// What a section knows about an invocation it has read or written.
+struct Row {
+    rid: i64,
+    status: StatusRecord,
+    running_key: Option<String>,
+    waited: bool,
+}
+
 /// One transaction's view of the store: the primitives of [`StoreTxn`] as SQL.
 struct SqliteTxn<'a> {
     conn: &'a Connection,
     ctx: &'a Ctx,
+    /// The store's committed names.
+    names: &'a Mutex<FxHashMap<String, i64>>,
+    /// Names this section interned or looked up.
+    local_names: FxHashMap<String, i64>,
+    /// Invocations this section has read or written (valid until it ends:
+    /// nobody else writes meanwhile).
+    rows: FxHashMap<String, Row>,
     effects: Effects,
 }
 
 impl<'a> SqliteTxn<'a> {
-    fn new(conn: &'a Connection, ctx: &'a Ctx) -> Self {
+    fn new(
+        conn: &'a Connection,
+        ctx: &'a Ctx,
+        names: &'a Mutex<FxHashMap<String, i64>>,
+    ) -> Self {
         SqliteTxn {
             conn,
             ctx,
+            names,
+            local_names: FxHashMap::default(),
+            rows: FxHashMap::default(),
             effects: Effects::default(),
         }
     }
 
-    fn stmt(&self, sql: &str, op: &str, key: &str) -> Result<rusqlite::CachedStatement<'a>> {
+    fn stmt(&self, sql: &str, op: &str, key: Key<'_>) -> Result<rusqlite::CachedStatement<'a>> {
         self.conn
             .prepare_cached(sql)
             .map_err(|e| self.ctx.err(e, op, key))
     }
 
-    fn app(&self) -> &str {
-        &self.ctx.app_id
+    fn app(&self) -> i64 {
+        self.ctx.app
     }
 
-    fn exists(&self, invocation_id: &str) -> Result<bool> {
-        let op = "checking an invocation";
-        let key = &format!("invocation {invocation_id}");
-        self.stmt(
-            "SELECT EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND invocation_id = ?2)",
-            op,
-            key,
-        )?
-        .query_row(params![self.app(), invocation_id], |r| r.get(0))
-        .map_err(|e| self.ctx.err(e, op, key))
+    fn parse_status(&self, invocation_id: &str, code: i64) -> Result<InvocationStatus> {
+        status_from_code(code).ok_or_else(|| {
+            self.ctx
+                .corrupt(invocation_id, "status", format!("unknown status code {code}"))
+        })
     }
 
-    fn parse_status(&self, invocation_id: &str, text: &str) -> Result<InvocationStatus> {
-        text.parse::<InvocationStatus>()
-            .map_err(|m| self.ctx.corrupt(invocation_id, "status", m))
+    /// The section's view of an invocation, read on first use.
+    fn row(&mut self, invocation_id: &str) -> Result<Option<&mut Row>> {
+        if !self.rows.contains_key(invocation_id) {
+            let op = "reading an invocation";
+            let key = inv(invocation_id);
+            let found: Option<RowColumns> = self
+                .stmt(
+                    "SELECT rid, status, owner, running_key, waited FROM invocations
+                     WHERE app = ?1 AND invocation_id = ?2",
+                    op,
+                    key,
+                )?
+                .query_row(params![self.app(), invocation_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .optional()
+                .map_err(|e| self.ctx.err(e, op, key))?;
+            let Some((rid, code, owner, running_key, waited)) = found else {
+                return Ok(None);
+            };
+            let status = StatusRecord {
+                status: self.parse_status(invocation_id, code)?,
+                owner,
+            };
+            self.rows.insert(
+                invocation_id.to_string(),
+                Row {
+                    rid,
+                    status,
+                    running_key,
+                    waited,
+                },
+            );
+        }
+        Ok(self.rows.get_mut(invocation_id))
+    }
+
+    /// The invocation's `rid`, if it exists.
+    fn rid(&mut self, invocation_id: &str) -> Result<Option<i64>> {
+        Ok(self.row(invocation_id)?.map(|r| r.rid))
+    }
+
+    /// The invocation's `rid`, or a not-found error.
+    fn rid_or_not_found(&mut self, invocation_id: &str) -> Result<i64> {
+        self.rid(invocation_id)?
+            .ok_or_else(|| self.ctx.not_found(invocation_id))
+    }
+
+    /// The status of an invocation, read without caching (for read-only checks).
+    fn status_code_of(&mut self, invocation_id: &str) -> Result<Option<InvocationStatus>> {
+        let op = "reading a status";
+        let key = inv(invocation_id);
+        let code: Option<i64> = self
+            .stmt(
+                "SELECT status FROM invocations WHERE app = ?1 AND invocation_id = ?2",
+                op,
+                key,
+            )?
+            .query_row(params![self.app(), invocation_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        code.map(|c| self.parse_status(invocation_id, c))
+            .transpose()
+    }
+
+    /// The `names` row of `name`, created if needed.
+    fn name_id(&mut self, name: &str) -> Result<i64> {
+        if let Some(id) = self.local_names.get(name) {
+            return Ok(*id);
+        }
+        if let Some(id) = self.names.lock().get(name) {
+            return Ok(*id);
+        }
+        let op = "interning a name";
+        let key = Key::Of("name", name);
+        let found: Option<i64> = self
+            .stmt("SELECT name_id FROM names WHERE name = ?1", op, key)?
+            .query_row(params![name], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        let id = match found {
+            Some(id) => id,
+            None => self
+                .stmt(
+                    "INSERT INTO names (name) VALUES (?1) RETURNING name_id",
+                    op,
+                    key,
+                )?
+                .query_row(params![name], |r| r.get(0))
+                .map_err(|e| self.ctx.err(e, op, key))?,
+        };
+        self.local_names.insert(name.to_string(), id);
+        self.effects.names.push((name.to_string(), id));
+        Ok(id)
+    }
+
+    fn opt_name_id(&mut self, name: Option<&str>) -> Result<Option<i64>> {
+        name.map(|n| self.name_id(n)).transpose()
     }
 
     /// The newest history sequence number.
     fn history_max_seq(&mut self) -> Result<i64> {
         let op = "reading the history watermark";
-        self.stmt("SELECT COALESCE(MAX(seq), 0) FROM history", op, "")?
+        self.stmt("SELECT COALESCE(MAX(seq), 0) FROM history", op, Key::None)?
             .query_row([], |r| r.get(0))
-            .map_err(|e| self.ctx.err(e, op, ""))
+            .map_err(|e| self.ctx.err(e, op, Key::None))
     }
 
     /// Invocations of this app that became final after history `seq`, and the new watermark.
     fn finals_since(&mut self, seq: i64) -> Result<(Vec<String>, i64)> {
         let ids = self.ids(
             // a range of the rowid: only the rows written since the watermark
-            "SELECT invocation_id FROM history NOT INDEXED
-             WHERE seq > ?1 AND app_id = ?2
-               AND status IN ('SUCCESS', 'FAILED', 'CONCURRENCY_CONTROLLED_FINAL')",
+            "SELECT i.invocation_id FROM history AS h NOT INDEXED
+             JOIN invocations AS i ON i.rid = h.rid
+             WHERE h.seq > ?1 AND h.status IN (3, 13, 14) AND i.app = ?2",
             "reading recent final statuses",
-            "",
+            Key::None,
             params![seq, self.app()],
         )?;
         Ok((ids, self.history_max_seq()?))
@@ -1034,21 +1342,21 @@ impl<'a> SqliteTxn<'a> {
     fn has_work(&mut self, now_us: i64) -> Result<bool> {
         let op = "checking for work";
         self.stmt(
-            "SELECT EXISTS (SELECT 1 FROM queue WHERE app_id = ?1)
+            "SELECT EXISTS (SELECT 1 FROM queue WHERE app = ?1)
                  OR EXISTS (SELECT 1 FROM invocations
-                            WHERE app_id = ?1 AND status = 'SCHEDULED' AND due_at_us <= ?2)",
+                            WHERE app = ?1 AND status = 0 AND due_at_us <= ?2)",
             op,
-            "",
+            Key::None,
         )?
         .query_row(params![self.app(), now_us], |r| r.get(0))
-        .map_err(|e| self.ctx.err(e, op, ""))
+        .map_err(|e| self.ctx.err(e, op, Key::None))
     }
 
     fn ids(
         &self,
         sql: &str,
         op: &str,
-        key: &str,
+        key: Key<'_>,
         args: impl rusqlite::Params,
     ) -> Result<Vec<String>> {
         let mut stmt = self.stmt(sql, op, key)?;
@@ -1064,7 +1372,7 @@ impl<'a> SqliteTxn<'a> {
         &self,
         sql: &str,
         op: &str,
-        key: &str,
+        key: Key<'_>,
         args: impl rusqlite::Params,
     ) -> Result<Vec<String>> {
         let mut stmt = self.stmt(sql, op, key)?;
@@ -1078,7 +1386,7 @@ impl<'a> SqliteTxn<'a> {
         Ok(rows.into_iter().map(|(_, id)| id).collect())
     }
 
-    fn exec(&self, sql: &str, op: &str, key: &str, args: impl rusqlite::Params) -> Result<usize> {
+    fn exec(&self, sql: &str, op: &str, key: Key<'_>, args: impl rusqlite::Params) -> Result<usize> {
         self.stmt(sql, op, key)?
             .execute(args)
             .map_err(|e| self.ctx.err(e, op, key))
@@ -1093,50 +1401,77 @@ impl StoreTxn for SqliteTxn<'_> {
     ) -> Result<()> {
         let id = record.invocation_id.as_str();
         let op = "inserting an invocation";
-        let key = &format!("invocation {id}");
+        let key = inv(id);
         let json = serde_json::to_string(&**record).map_err(|e| {
             PynencError::serialization("serialize", format!("invocation record {id}"), e)
         })?;
+        // an existing id keeps its rid (and so its history), like a replace of its row
+        let rid: i64 = self
+            .stmt(
+                "INSERT INTO invocations (app, invocation_id, status, owner, status_at_us,
+                     created_at_us, due_at_us, registration_key, running_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (app, invocation_id) DO UPDATE SET
+                     status = excluded.status, owner = excluded.owner,
+                     status_at_us = excluded.status_at_us, created_at_us = excluded.created_at_us,
+                     due_at_us = excluded.due_at_us, registration_key = excluded.registration_key,
+                     running_key = excluded.running_key, retries = 0, waited = 0,
+                     final_at_us = NULL
+                 RETURNING rid",
+                op,
+                key,
+            )?
+            .query_row(
+                params![
+                    self.app(),
+                    id,
+                    status_code(status.status),
+                    status.owner,
+                    record.created_at_us,
+                    record.scheduled_at_us.unwrap_or(0),
+                    record.concurrency.registration_key,
+                    record.concurrency.running_key,
+                ],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.ctx.err(e, op, key))?;
         self.exec(
-            "INSERT OR REPLACE INTO invocations (app_id, invocation_id, task_id, registration_key,
-                 running_key, created_at_us, due_at_us, status, owner, status_at_us, retries, waited,
-                 final_at_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?6, 0, 0, NULL)",
+            "INSERT OR REPLACE INTO records (rid, record) VALUES (?1, ?2)",
             op,
             key,
-            params![
-                self.app(),
-                id,
-                record.call.task_id,
-                record.concurrency.registration_key,
-                record.concurrency.running_key,
-                record.created_at_us,
-                record.scheduled_at_us.unwrap_or(0),
-                status.status.as_str(),
-                status.owner,
-            ],
+            params![rid, json],
         )?;
-        self.exec(
-            "INSERT OR REPLACE INTO records (app_id, invocation_id, record_json) VALUES (?1, ?2, ?3)",
-            op,
-            key,
-            params![self.app(), id, json],
-        )?;
+        self.rows.insert(
+            id.to_string(),
+            Row {
+                rid,
+                status: status.clone(),
+                running_key: record.concurrency.running_key.clone(),
+                waited: false,
+            },
+        );
         Ok(())
     }
 
     fn get_invocation(&mut self, invocation_id: &str) -> Result<Option<Arc<InvocationRecord>>> {
         let op = "reading an invocation";
-        let key = &format!("invocation {invocation_id}");
-        let json: Option<String> = self
-            .stmt(
-                "SELECT record_json FROM records WHERE app_id = ?1 AND invocation_id = ?2",
-                op,
-                key,
-            )?
-            .query_row(params![self.app(), invocation_id], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.ctx.err(e, op, key))?;
+        let key = inv(invocation_id);
+        let json: Option<String> = match self.rows.get(invocation_id) {
+            Some(row) => self
+                .stmt("SELECT record FROM records WHERE rid = ?1", op, key)?
+                .query_row(params![row.rid], |r| r.get(0))
+                .optional(),
+            None => self
+                .stmt(
+                    "SELECT r.record FROM invocations AS i JOIN records AS r ON r.rid = i.rid
+                     WHERE i.app = ?1 AND i.invocation_id = ?2",
+                    op,
+                    key,
+                )?
+                .query_row(params![self.app(), invocation_id], |r| r.get(0))
+                .optional(),
+        }
+        .map_err(|e| self.ctx.err(e, op, key))?;
         json.map(|j| {
             serde_json::from_str::<InvocationRecord>(&j)
                 .map(Arc::new)
@@ -1146,26 +1481,27 @@ impl StoreTxn for SqliteTxn<'_> {
     }
 
     fn get_status(&mut self, invocation_id: &str) -> Result<Option<StatusRecord>> {
-        let op = "reading a status";
-        let key = &format!("invocation {invocation_id}");
-        let row: Option<(String, Option<String>)> = self
-            .stmt(
-                "SELECT status, owner FROM invocations WHERE app_id = ?1 AND invocation_id = ?2",
-                op,
-                key,
-            )?
-            .query_row(params![self.app(), invocation_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(|e| self.ctx.err(e, op, key))?;
-        row.map(|(status, owner)| {
-            Ok(StatusRecord {
-                status: self.parse_status(invocation_id, &status)?,
-                owner,
-            })
-        })
-        .transpose()
+        Ok(self.row(invocation_id)?.map(|r| r.status.clone()))
+    }
+
+    fn running_key_of(&mut self, invocation_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .row(invocation_id)?
+            .and_then(|r| r.running_key.clone()))
+    }
+
+    /// Time-ordered ids: 14 hexadecimal digits of the creation time in
+    /// microseconds, then 18 random ones (72 random bits). Invocations
+    /// created together have neighbouring keys in the `invocation_id` index.
+    fn new_invocation_id(&mut self) -> String {
+        let now = u64::try_from(crate::util::now_us()).unwrap_or(0) & ((1 << 56) - 1);
+        let random = uuid::Uuid::new_v4().as_u128();
+        // the top 48 and the low 24 bits of a v4 UUID are random
+        format!(
+            "{now:014x}{:012x}{:06x}",
+            (random >> 80) as u64,
+            (random as u64) & 0xff_ffff
+        )
     }
 
     fn put_status(
@@ -1174,67 +1510,69 @@ impl StoreTxn for SqliteTxn<'_> {
         status: &StatusRecord,
         now_us: i64,
     ) -> Result<()> {
+        let rid = self.rid_or_not_found(invocation_id)?;
         let final_at = status.status.is_final().then_some(now_us);
-        let changed = self.exec(
+        self.exec(
             "UPDATE invocations
-             SET status = ?3, owner = ?4, status_at_us = ?5, final_at_us = COALESCE(?6, final_at_us)
-             WHERE app_id = ?1 AND invocation_id = ?2",
+             SET status = ?2, owner = ?3, status_at_us = ?4, final_at_us = COALESCE(?5, final_at_us)
+             WHERE rid = ?1",
             "writing a status",
-            &format!("invocation {invocation_id}"),
+            inv(invocation_id),
             params![
-                self.app(),
-                invocation_id,
-                status.status.as_str(),
+                rid,
+                status_code(status.status),
                 status.owner,
                 now_us,
                 final_at
             ],
         )?;
-        if changed == 0 {
-            return Err(self.ctx.not_found(invocation_id));
+        if let Some(row) = self.rows.get_mut(invocation_id) {
+            row.status = status.clone();
         }
         Ok(())
     }
 
     fn append_history(&mut self, entry: HistoryEntry) -> Result<()> {
-        let changed = self.exec(
-            "INSERT INTO history (app_id, invocation_id, status, owner, actor, timestamp_us,
-                 execution_context)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-             WHERE EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND invocation_id = ?2)",
+        let rid = self.rid_or_not_found(&entry.invocation_id)?;
+        let owner = self.opt_name_id(entry.owner.as_deref())?;
+        let actor = self.name_id(&entry.actor)?;
+        let context = self.opt_name_id(entry.execution_context.as_deref())?;
+        self.exec(
+            "INSERT INTO history (rid, status, owner, actor, timestamp_us, execution_context)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             "appending history",
-            &format!("invocation {}", entry.invocation_id),
+            inv(&entry.invocation_id),
             params![
-                self.app(),
-                entry.invocation_id,
-                entry.status.as_str(),
-                entry.owner,
-                entry.actor,
+                rid,
+                status_code(entry.status),
+                owner,
+                actor,
                 entry.timestamp_us,
-                entry.execution_context
+                context
             ],
         )?;
-        if changed == 0 {
-            return Err(self.ctx.not_found(&entry.invocation_id));
-        }
         Ok(())
     }
 
     fn get_history(&mut self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {
+        let rid = self.rid_or_not_found(invocation_id)?;
         let op = "reading history";
-        let key = &format!("invocation {invocation_id}");
+        let key = inv(invocation_id);
         let mut stmt = self.stmt(
-            "SELECT status, owner, actor, timestamp_us, execution_context FROM history
-             WHERE app_id = ?1 AND invocation_id = ?2 ORDER BY seq",
+            "SELECT h.status, o.name, a.name, h.timestamp_us, c.name FROM history AS h
+             LEFT JOIN names AS o ON o.name_id = h.owner
+             LEFT JOIN names AS a ON a.name_id = h.actor
+             LEFT JOIN names AS c ON c.name_id = h.execution_context
+             WHERE h.rid = ?1 ORDER BY h.seq",
             op,
             key,
         )?;
         let rows = stmt
-            .query_map(params![self.app(), invocation_id], |r| {
+            .query_map(params![rid], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(0)?,
                     r.get::<_, Option<String>>(1)?,
-                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, Option<String>>(4)?,
                 ))
@@ -1246,25 +1584,22 @@ impl StoreTxn for SqliteTxn<'_> {
                 row.map_err(|e| self.ctx.err(e, op, key))?;
             out.push(HistoryEntry {
                 invocation_id: invocation_id.to_string(),
-                status: self.parse_status(invocation_id, &status)?,
+                status: self.parse_status(invocation_id, status)?,
                 owner,
-                actor,
+                actor: actor.unwrap_or_default(),
                 timestamp_us,
                 execution_context,
             });
-        }
-        if out.is_empty() && !self.exists(invocation_id)? {
-            return Err(self.ctx.not_found(invocation_id));
         }
         Ok(out)
     }
 
     fn get_retries(&mut self, invocation_id: &str) -> Result<u32> {
         let op = "reading retries";
-        let key = &format!("invocation {invocation_id}");
+        let key = inv(invocation_id);
         let n: Option<i64> = self
             .stmt(
-                "SELECT retries FROM invocations WHERE app_id = ?1 AND invocation_id = ?2",
+                "SELECT retries FROM invocations WHERE app = ?1 AND invocation_id = ?2",
                 op,
                 key,
             )?
@@ -1277,11 +1612,11 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn increment_retries(&mut self, invocation_id: &str) -> Result<u32> {
         let op = "counting a retry";
-        let key = &format!("invocation {invocation_id}");
+        let key = inv(invocation_id);
         let n: Option<i64> = self
             .stmt(
                 "UPDATE invocations SET retries = retries + 1
-                 WHERE app_id = ?1 AND invocation_id = ?2 RETURNING retries",
+                 WHERE app = ?1 AND invocation_id = ?2 RETURNING retries",
                 op,
                 key,
             )?
@@ -1293,22 +1628,19 @@ impl StoreTxn for SqliteTxn<'_> {
     }
 
     fn set_result(&mut self, invocation_id: &str, result: &str) -> Result<()> {
-        let changed = self.exec(
-            "INSERT INTO outcomes (app_id, invocation_id, result)
-             SELECT ?1, ?2, ?3
-             WHERE EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND invocation_id = ?2)
-             ON CONFLICT (app_id, invocation_id) DO UPDATE SET result = excluded.result",
+        let rid = self.rid_or_not_found(invocation_id)?;
+        self.exec(
+            "INSERT INTO outcomes (rid, result) VALUES (?1, ?2)
+             ON CONFLICT (rid) DO UPDATE SET result = excluded.result",
             "storing a result",
-            &format!("invocation {invocation_id}"),
-            params![self.app(), invocation_id, result],
+            inv(invocation_id),
+            params![rid, result],
         )?;
-        if changed == 0 {
-            return Err(self.ctx.not_found(invocation_id));
-        }
         Ok(())
     }
 
     fn set_error(&mut self, invocation_id: &str, error: &TaskError) -> Result<()> {
+        let rid = self.rid_or_not_found(invocation_id)?;
         let json = serde_json::to_string(error).map_err(|e| {
             PynencError::serialization(
                 "serialize",
@@ -1316,29 +1648,24 @@ impl StoreTxn for SqliteTxn<'_> {
                 e,
             )
         })?;
-        let changed = self.exec(
-            "INSERT INTO outcomes (app_id, invocation_id, error_json)
-             SELECT ?1, ?2, ?3
-             WHERE EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND invocation_id = ?2)
-             ON CONFLICT (app_id, invocation_id) DO UPDATE SET error_json = excluded.error_json",
+        self.exec(
+            "INSERT INTO outcomes (rid, error) VALUES (?1, ?2)
+             ON CONFLICT (rid) DO UPDATE SET error = excluded.error",
             "storing an error",
-            &format!("invocation {invocation_id}"),
-            params![self.app(), invocation_id, json],
+            inv(invocation_id),
+            params![rid, json],
         )?;
-        if changed == 0 {
-            return Err(self.ctx.not_found(invocation_id));
-        }
         Ok(())
     }
 
     fn get_outcome(&mut self, invocation_id: &str) -> Result<Option<InvocationOutcome>> {
         let op = "reading an outcome";
-        let key = &format!("invocation {invocation_id}");
-        let row: Option<(String, Option<String>, Option<String>)> = self
+        let key = inv(invocation_id);
+        let row: Option<(i64, Option<String>, Option<String>)> = self
             .stmt(
-                "SELECT i.status, o.result, o.error_json FROM invocations i
-                 LEFT JOIN outcomes o ON o.app_id = i.app_id AND o.invocation_id = i.invocation_id
-                 WHERE i.app_id = ?1 AND i.invocation_id = ?2",
+                "SELECT i.status, o.result, o.error FROM invocations AS i
+                 LEFT JOIN outcomes AS o ON o.rid = i.rid
+                 WHERE i.app = ?1 AND i.invocation_id = ?2",
                 op,
                 key,
             )?
@@ -1355,7 +1682,7 @@ impl StoreTxn for SqliteTxn<'_> {
                 })
                 .transpose()?;
             Ok(InvocationOutcome {
-                status: self.parse_status(invocation_id, &status)?,
+                status: self.parse_status(invocation_id, status)?,
                 result,
                 error,
             })
@@ -1365,9 +1692,9 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn list_invocation_ids(&mut self) -> Result<Vec<String>> {
         self.ids(
-            "SELECT invocation_id FROM invocations WHERE app_id = ?1",
+            "SELECT invocation_id FROM invocations WHERE app = ?1 ORDER BY rid",
             "listing invocations",
-            "",
+            Key::None,
             params![self.app()],
         )
     }
@@ -1376,10 +1703,10 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(self
             .ids(
                 "SELECT invocation_id FROM invocations
-                 WHERE app_id = ?1 AND registration_key = ?2 AND status = 'REGISTERED'
-                 ORDER BY created_at_us, invocation_id LIMIT 1",
+                 WHERE app = ?1 AND registration_key = ?2 AND status = 1
+                 ORDER BY created_at_us, rid LIMIT 1",
                 "looking up a registration key",
-                &format!("key {registration_key}"),
+                Key::Of("key", registration_key),
                 params![self.app(), registration_key],
             )?
             .into_iter()
@@ -1388,10 +1715,10 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn running_key_in_use(&mut self, running_key: &str) -> Result<bool> {
         let op = "looking up a running key";
-        let key = &format!("key {running_key}");
+        let key = Key::Of("key", running_key);
         self.stmt(
-            "SELECT EXISTS (SELECT 1 FROM invocations WHERE app_id = ?1 AND running_key = ?2
-                 AND status IN ('PENDING', 'RUNNING', 'PAUSED', 'RESUMED'))",
+            "SELECT EXISTS (SELECT 1 FROM invocations WHERE app = ?1 AND running_key = ?2
+                 AND status IN (5, 7, 8, 9))",
             op,
             key,
         )?
@@ -1401,9 +1728,9 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn park_controlled(&mut self, running_key: &str, invocation_id: &str) -> Result<()> {
         self.exec(
-            "INSERT INTO controlled (app_id, running_key, invocation_id) VALUES (?1, ?2, ?3)",
+            "INSERT INTO controlled (app, running_key, invocation_id) VALUES (?1, ?2, ?3)",
             "parking an invocation",
-            &format!("invocation {invocation_id}, key {running_key}"),
+            inv(invocation_id),
             params![self.app(), running_key, invocation_id],
         )?;
         Ok(())
@@ -1411,19 +1738,20 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn take_controlled(&mut self, running_key: &str) -> Result<Vec<String>> {
         self.seq_ids(
-            "DELETE FROM controlled WHERE app_id = ?1 AND running_key = ?2
+            "DELETE FROM controlled WHERE app = ?1 AND running_key = ?2
              RETURNING seq, invocation_id",
             "taking parked invocations",
-            &format!("key {running_key}"),
+            Key::Of("key", running_key),
             params![self.app(), running_key],
         )
     }
 
     fn enqueue(&mut self, invocation_id: &str) -> Result<()> {
         self.exec(
-            "INSERT INTO queue (app_id, invocation_id) VALUES (?1, ?2)",
+            "INSERT INTO queue (app, seq, invocation_id)
+             VALUES (?1, COALESCE((SELECT seq FROM queue WHERE app = ?1 ORDER BY seq DESC LIMIT 1), 0) + 1, ?2)",
             "queueing",
-            &format!("invocation {invocation_id}"),
+            inv(invocation_id),
             params![self.app(), invocation_id],
         )?;
         self.effects.enqueued = true;
@@ -1435,11 +1763,11 @@ impl StoreTxn for SqliteTxn<'_> {
             return Ok(Vec::new());
         }
         self.seq_ids(
-            "DELETE FROM queue WHERE seq IN
-                 (SELECT seq FROM queue WHERE app_id = ?1 ORDER BY seq LIMIT ?2)
+            "DELETE FROM queue WHERE app = ?1 AND seq IN
+                 (SELECT seq FROM queue WHERE app = ?1 ORDER BY seq LIMIT ?2)
              RETURNING seq, invocation_id",
             "taking from the queue",
-            "",
+            Key::None,
             params![self.app(), limit(max)],
         )
     }
@@ -1447,29 +1775,29 @@ impl StoreTxn for SqliteTxn<'_> {
     fn queue_len(&mut self) -> Result<usize> {
         let op = "counting the queue";
         let n: i64 = self
-            .stmt("SELECT COUNT(*) FROM queue WHERE app_id = ?1", op, "")?
+            .stmt("SELECT COUNT(*) FROM queue WHERE app = ?1", op, Key::None)?
             .query_row(params![self.app()], |r| r.get(0))
-            .map_err(|e| self.ctx.err(e, op, ""))?;
+            .map_err(|e| self.ctx.err(e, op, Key::None))?;
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    fn add_waits(&mut self, waiter: Option<&str>, waited: &[String]) -> Result<()> {
+    /// Marks the waited invocations (who waits is not needed by any question
+    /// of the store, so it is not recorded).
+    fn add_waits(&mut self, _waiter: Option<&str>, waited: &[String]) -> Result<()> {
         for id in waited {
-            let key = &format!("invocation {id}");
-            let marked = self.exec(
-                "UPDATE invocations SET waited = 1 WHERE app_id = ?1 AND invocation_id = ?2",
-                "recording a wait",
-                key,
-                params![self.app(), id],
-            )?;
-            if marked == 0 {
+            let Some(row) = self.row(id)? else {
+                continue;
+            };
+            if row.waited {
                 continue;
             }
+            row.waited = true;
+            let rid = row.rid;
             self.exec(
-                "INSERT OR IGNORE INTO waits (app_id, waited_id, waiter_id) VALUES (?1, ?2, ?3)",
+                "UPDATE invocations SET waited = 1 WHERE rid = ?1",
                 "recording a wait",
-                key,
-                params![self.app(), id, waiter.unwrap_or("")],
+                inv(id),
+                params![rid],
             )?;
         }
         Ok(())
@@ -1481,27 +1809,28 @@ impl StoreTxn for SqliteTxn<'_> {
         }
         self.ids(
             "SELECT invocation_id FROM invocations
-             WHERE app_id = ?1 AND waited = 1 AND status IN ('REGISTERED', 'REROUTED', 'RETRY')
-             ORDER BY created_at_us, invocation_id LIMIT ?2",
+             WHERE app = ?1 AND waited = 1 AND status IN (1, 4, 12)
+             ORDER BY created_at_us, rid LIMIT ?2",
             "finding waited invocations",
-            "",
+            Key::None,
             params![self.app(), limit(max)],
         )
     }
 
     fn release_waited(&mut self, waited: &str) -> Result<()> {
-        let key = &format!("invocation {waited}");
+        let Some(row) = self.row(waited)? else {
+            return Ok(());
+        };
+        if !row.waited {
+            return Ok(());
+        }
+        row.waited = false;
+        let rid = row.rid;
         self.exec(
-            "UPDATE invocations SET waited = 0 WHERE app_id = ?1 AND invocation_id = ?2 AND waited = 1",
+            "UPDATE invocations SET waited = 0 WHERE rid = ?1",
             "releasing waits",
-            key,
-            params![self.app(), waited],
-        )?;
-        self.exec(
-            "DELETE FROM waits WHERE app_id = ?1 AND waited_id = ?2",
-            "releasing waits",
-            key,
-            params![self.app(), waited],
+            inv(waited),
+            params![rid],
         )?;
         Ok(())
     }
@@ -1513,10 +1842,10 @@ impl StoreTxn for SqliteTxn<'_> {
         callee_call_id: &str,
     ) -> Result<()> {
         self.exec(
-            "INSERT INTO edges (app_id, caller_invocation_id, caller_call_id, callee_call_id)
+            "INSERT INTO edges (app, caller_invocation_id, caller_call_id, callee_call_id)
              VALUES (?1, ?2, ?3, ?4)",
             "recording a call edge",
-            &format!("invocation {caller_invocation_id}, {caller_call_id} -> {callee_call_id}"),
+            inv(caller_invocation_id),
             params![
                 self.app(),
                 caller_invocation_id,
@@ -1529,18 +1858,18 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn callees_of(&mut self, call_id: &str) -> Result<Vec<String>> {
         self.ids(
-            "SELECT DISTINCT callee_call_id FROM edges WHERE app_id = ?1 AND caller_call_id = ?2",
+            "SELECT DISTINCT callee_call_id FROM edges WHERE app = ?1 AND caller_call_id = ?2",
             "reading call edges",
-            &format!("call {call_id}"),
+            Key::Of("call", call_id),
             params![self.app(), call_id],
         )
     }
 
     fn remove_edges_of(&mut self, caller_invocation_id: &str) -> Result<()> {
         self.exec(
-            "DELETE FROM edges WHERE app_id = ?1 AND caller_invocation_id = ?2",
+            "DELETE FROM edges WHERE app = ?1 AND caller_invocation_id = ?2",
             "removing call edges",
-            &format!("invocation {caller_invocation_id}"),
+            inv(caller_invocation_id),
             params![self.app(), caller_invocation_id],
         )?;
         Ok(())
@@ -1552,10 +1881,10 @@ impl StoreTxn for SqliteTxn<'_> {
         }
         self.ids(
             "SELECT invocation_id FROM invocations
-             WHERE app_id = ?1 AND status = 'SCHEDULED' AND due_at_us <= ?2
-             ORDER BY due_at_us, invocation_id LIMIT ?3",
+             WHERE app = ?1 AND status = 0 AND due_at_us <= ?2
+             ORDER BY due_at_us, rid LIMIT ?3",
             "finding due scheduled invocations",
-            "",
+            Key::None,
             params![self.app(), now_us, limit(max)],
         )
     }
@@ -1566,59 +1895,55 @@ impl StoreTxn for SqliteTxn<'_> {
         }
         self.ids(
             "SELECT invocation_id FROM invocations
-             WHERE app_id = ?1 AND final_at_us < ?2
-             ORDER BY final_at_us, invocation_id LIMIT ?3",
+             WHERE app = ?1 AND final_at_us < ?2
+             ORDER BY final_at_us, rid LIMIT ?3",
             "finding final invocations",
-            "",
+            Key::None,
             params![self.app(), before_us, limit(max)],
         )
     }
 
     fn delete_invocation(&mut self, invocation_id: &str) -> Result<()> {
+        let Some(rid) = self.rid(invocation_id)? else {
+            return Ok(());
+        };
         let op = "deleting an invocation";
-        let key = &format!("invocation {invocation_id}");
-        let args = params![self.app(), invocation_id];
-        let deleted = self.exec(
-            "DELETE FROM invocations WHERE app_id = ?1 AND invocation_id = ?2",
+        let key = inv(invocation_id);
+        for sql in [
+            "DELETE FROM records WHERE rid = ?1",
+            "DELETE FROM outcomes WHERE rid = ?1",
+            "DELETE FROM history WHERE rid = ?1",
+            "DELETE FROM invocations WHERE rid = ?1",
+        ] {
+            self.exec(sql, op, key, params![rid])?;
+        }
+        self.exec(
+            "DELETE FROM edges WHERE app = ?1 AND caller_invocation_id = ?2",
             op,
             key,
-            args,
+            params![self.app(), invocation_id],
         )?;
-        if deleted == 0 {
-            return Ok(());
-        }
-        for sql in [
-            "DELETE FROM records WHERE app_id = ?1 AND invocation_id = ?2",
-            "DELETE FROM outcomes WHERE app_id = ?1 AND invocation_id = ?2",
-            "DELETE FROM history WHERE app_id = ?1 AND invocation_id = ?2",
-            "DELETE FROM waits WHERE app_id = ?1 AND waited_id = ?2",
-            "DELETE FROM edges WHERE app_id = ?1 AND caller_invocation_id = ?2",
-        ] {
-            self.exec(sql, op, key, args)?;
-        }
+        self.rows.remove(invocation_id);
         self.effects.finals.push(invocation_id.to_string());
         Ok(())
     }
 
     fn purge(&mut self) -> Result<()> {
-        for sql in APP_TABLES {
-            self.exec(
-                sql,
-                "purging the app",
-                &format!("app {}", self.app()),
-                params![self.app()],
-            )?;
+        let key = Key::Of("app", &self.ctx.app_id);
+        for sql in PURGE_APP {
+            self.exec(sql, "purging the app", key, params![self.app()])?;
         }
+        self.rows.clear();
         self.effects.purged = true;
         Ok(())
     }
 
     fn put_heartbeat(&mut self, runner_id: &str, now_us: i64) -> Result<()> {
         self.exec(
-            "INSERT INTO heartbeats (app_id, runner_id, beat_us) VALUES (?1, ?2, ?3)
-             ON CONFLICT (app_id, runner_id) DO UPDATE SET beat_us = excluded.beat_us",
+            "INSERT INTO heartbeats (app, runner_id, beat_us) VALUES (?1, ?2, ?3)
+             ON CONFLICT (app, runner_id) DO UPDATE SET beat_us = excluded.beat_us",
             "recording a heartbeat",
-            &format!("runner {runner_id}"),
+            Key::Of("runner", runner_id),
             params![self.app(), runner_id, now_us],
         )?;
         Ok(())
@@ -1626,9 +1951,9 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn get_heartbeat(&mut self, runner_id: &str) -> Result<Option<i64>> {
         let op = "reading a heartbeat";
-        let key = &format!("runner {runner_id}");
+        let key = Key::Of("runner", runner_id);
         self.stmt(
-            "SELECT beat_us FROM heartbeats WHERE app_id = ?1 AND runner_id = ?2",
+            "SELECT beat_us FROM heartbeats WHERE app = ?1 AND runner_id = ?2",
             op,
             key,
         )?
@@ -1639,9 +1964,9 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn remove_heartbeat(&mut self, runner_id: &str) -> Result<()> {
         self.exec(
-            "DELETE FROM heartbeats WHERE app_id = ?1 AND runner_id = ?2",
+            "DELETE FROM heartbeats WHERE app = ?1 AND runner_id = ?2",
             "removing a heartbeat",
-            &format!("runner {runner_id}"),
+            Key::Of("runner", runner_id),
             params![self.app(), runner_id],
         )?;
         Ok(())
@@ -1658,26 +1983,25 @@ impl StoreTxn for SqliteTxn<'_> {
         let op = "finding claimed invocations";
         let mut stmt = self.stmt(
             "SELECT invocation_id, status, owner, status_at_us FROM invocations
-             WHERE app_id = ?1 AND status IN ('PENDING', 'RUNNING', 'PAUSED', 'RESUMED')
-                 AND status_at_us < ?2
-             ORDER BY status_at_us, invocation_id LIMIT ?3",
+             WHERE app = ?1 AND status IN (5, 7, 8, 9) AND status_at_us < ?2
+             ORDER BY status_at_us, rid LIMIT ?3",
             op,
-            "",
+            Key::None,
         )?;
         let rows = stmt
             .query_map(params![self.app(), before_us, limit(max)], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(1)?,
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, i64>(3)?,
                 ))
             })
-            .map_err(|e| self.ctx.err(e, op, ""))?;
+            .map_err(|e| self.ctx.err(e, op, Key::None))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, status, owner, at) = row.map_err(|e| self.ctx.err(e, op, ""))?;
-            let status = self.parse_status(&id, &status)?;
+            let (id, status, owner, at) = row.map_err(|e| self.ctx.err(e, op, Key::None))?;
+            let status = self.parse_status(&id, status)?;
             out.push((id, StatusRecord { status, owner }, at));
         }
         Ok(out)
@@ -1685,12 +2009,12 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn try_lease(&mut self, name: &str, holder: &str, now_us: i64, ttl_us: i64) -> Result<bool> {
         let changed = self.exec(
-            "INSERT INTO leases (app_id, name, holder, expires_us) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (app_id, name) DO UPDATE
+            "INSERT INTO leases (app, name, holder, expires_us) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (app, name) DO UPDATE
                  SET holder = excluded.holder, expires_us = excluded.expires_us
                  WHERE leases.holder = excluded.holder OR leases.expires_us <= ?5",
             "taking a lease",
-            &format!("lease {name}, holder {holder}"),
+            Key::Of("lease", name),
             params![
                 self.app(),
                 name,
@@ -1935,6 +2259,195 @@ mod tests {
             before,
             "the file was changed"
         );
+    }
+
+    #[test]
+    fn an_older_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let raw = Connection::open(&path).unwrap();
+            raw.execute_batch(
+                "CREATE TABLE pynenc_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO pynenc_meta VALUES ('schema_version', '1');
+                 CREATE TABLE invocations (app_id TEXT, invocation_id TEXT);",
+            )
+            .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = SqliteStore::open_path(&path, "app", MS * 100, MS, MS * 50).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PynencError::StateBackend { .. }), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("version 1"), "{msg}");
+        assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
+        assert!(msg.contains("delete the file"), "{msg}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the file was changed");
+    }
+
+    #[test]
+    fn status_codes_are_stable_and_match_the_partial_indexes() {
+        use crate::status::ALL_STATUSES;
+        let mut seen = HashSet::new();
+        for s in ALL_STATUSES {
+            let code = status_code(s);
+            assert!(seen.insert(code), "{s} shares code {code}");
+            assert_eq!(status_from_code(code), Some(s));
+            // the literal code lists in SCHEMA and the queries
+            assert_eq!([5, 7, 8, 9].contains(&code), s.is_owned_running(), "{s}");
+            assert_eq!([1, 4, 12].contains(&code), s.is_available_for_run(), "{s}");
+            assert_eq!([3, 13, 14].contains(&code), s.is_final(), "{s}");
+            assert_eq!(code == 0, s == Scheduled);
+            assert_eq!(code == 1, s == Registered);
+        }
+        assert_eq!(status_from_code(15), None);
+        assert_eq!(status_from_code(-1), None);
+    }
+
+    #[tokio::test]
+    async fn new_ids_are_unique_and_in_creation_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        let ids = store
+            .atomic(|t| {
+                let mut ids = Vec::new();
+                for _ in 0..2000 {
+                    ids.push(t.new_invocation_id());
+                }
+                Ok(ids)
+            })
+            .await
+            .unwrap();
+        let unique: HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+        }
+        // the time prefix never goes backwards
+        for pair in ids.windows(2) {
+            assert!(pair[0][..14] <= pair[1][..14], "{pair:?}");
+        }
+        let now = crate::util::now_us();
+        let stamped = i64::from_str_radix(&ids[0][..14], 16).unwrap();
+        assert!((now - stamped).abs() < 60_000_000, "{stamped} vs {now}");
+    }
+
+    #[tokio::test]
+    async fn integrity_check_of_a_used_file_is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let store = open_app(&path, "app");
+        let backend = TxnBackend::new(store.clone(), Serializer::Json);
+        backend
+            .route_calls((0..50).map(|i| request("tests.check", i)).collect())
+            .await
+            .unwrap();
+        assert_eq!(integrity_check(&path).unwrap(), "ok");
+        let err = integrity_check(dir.path().join("missing.db")).unwrap_err();
+        assert!(err.to_string().contains("missing.db"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn names_of_a_rolled_back_section_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        store
+            .atomic(|t| t.insert_invocation(&plain("a", 1), &st(Registered, None)))
+            .await
+            .unwrap();
+        // interns "ghost" (and "ghost-ctx"), then fails: the names are rolled back
+        let err = store
+            .atomic(|t| {
+                let mut e = entry("a", Registered, 1);
+                e.actor = "ghost".into();
+                e.execution_context = Some("ghost-ctx".into());
+                t.append_history(e)?;
+                t.put_status("missing", &st(Pending, Some("r")), 2)
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PynencError::InvocationNotFound { .. }), "{err}");
+        // other names may now take the rolled-back rows' numbers
+        store
+            .atomic(|t| {
+                let mut e = entry("a", Registered, 2);
+                e.actor = "other".into();
+                e.execution_context = Some("other-ctx".into());
+                t.append_history(e)
+            })
+            .await
+            .unwrap();
+        store
+            .atomic(|t| {
+                let mut e = entry("a", Pending, 3);
+                e.actor = "ghost".into();
+                e.owner = Some("other".into());
+                e.execution_context = Some("ghost-ctx".into());
+                t.append_history(e)
+            })
+            .await
+            .unwrap();
+        let history = store.atomic(|t| t.get_history("a")).await.unwrap();
+        let got: Vec<_> = history
+            .iter()
+            .map(|h| (h.actor.as_str(), h.owner.as_deref(), h.execution_context.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("other", None, Some("other-ctx")),
+                ("ghost", Some("other"), Some("ghost-ctx")),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_section_sees_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        store
+            .atomic(|t| {
+                let spec = ConcurrencySpec {
+                    running_key: Some("R".into()),
+                    ..ConcurrencySpec::default()
+                };
+                t.insert_invocation(&record("a", 1, spec), &st(Registered, None))?;
+                assert_eq!(t.running_key_of("a")?.as_deref(), Some("R"));
+                assert_eq!(t.running_key_of("missing")?, None);
+                t.put_status("a", &st(Pending, Some("r")), 2)?;
+                assert_eq!(t.get_status("a")?, Some(st(Pending, Some("r"))));
+                assert!(t.running_key_in_use("R")?);
+                t.add_waits(None, &strings(&["a"]))?;
+                t.put_status("a", &st(Killed, None), 3)?;
+                t.put_status("a", &st(Rerouted, None), 4)?;
+                assert_eq!(t.blocking_candidates(5)?, strings(&["a"]));
+                t.release_waited("a")?;
+                assert_eq!(t.blocking_candidates(5)?, Vec::<String>::new());
+                t.delete_invocation("a")?;
+                assert_eq!(t.get_status("a")?, None);
+                assert_eq!(t.running_key_of("a")?, None);
+                assert!(t.put_status("a", &st(Pending, Some("r")), 5).is_err());
+                Ok(())
+            })
+            .await
+            .unwrap();
+        // and the next section reads what the last one committed
+        let (status, waited) = store
+            .atomic(|t| {
+                t.insert_invocation(&plain("b", 1), &st(Registered, None))?;
+                t.add_waits(None, &strings(&["b"]))?;
+                Ok(())
+            })
+            .await
+            .and(
+                store
+                    .atomic(|t| Ok((t.get_status("b")?, t.blocking_candidates(5)?)))
+                    .await,
+            )
+            .unwrap();
+        assert_eq!(status, Some(st(Registered, None)));
+        assert_eq!(waited, strings(&["b"]));
     }
 
     #[test]
@@ -2391,7 +2904,7 @@ mod tests {
             .await
             .unwrap();
         let raw = Connection::open(dir.path().join("p.db")).unwrap();
-        for table in ["records", "outcomes", "history", "waits", "edges"] {
+        for table in ["records", "outcomes", "history", "edges"] {
             let n: i64 = raw
                 .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
                 .unwrap();

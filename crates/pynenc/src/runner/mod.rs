@@ -121,7 +121,8 @@ pub(crate) struct RunnerShared {
     slots: Arc<Semaphore>,
     max_slots: usize,
     stop: Arc<StopSignal>,
-    running: Mutex<HashMap<String, AbortHandle>>,
+    /// Running invocations by the address of their record (no key to allocate).
+    running: Mutex<HashMap<usize, (Arc<InvocationRecord>, AbortHandle)>>,
     idle: Notify,
     finisher: Finisher,
 }
@@ -516,8 +517,8 @@ pub(crate) async fn maintain(app: Pynenc, runner_id: String) {
 }
 
 fn spawn_invocation(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, permit: OwnedSemaphorePermit) {
-    let id = record.invocation_id.clone();
-    let key = id.clone();
+    let key = Arc::as_ptr(&record) as usize;
+    let kept = record.clone();
     let span = info_span!(
         "invocation",
         task_id = %record.call.task_id,
@@ -531,14 +532,14 @@ fn spawn_invocation(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, p
             let host: Arc<dyn InvocationHost> = s.clone();
             run_invocation(&s.app, host, record, Some(permit)).await;
             let mut running = s.running.lock();
-            running.remove(&id);
+            running.remove(&key);
             if running.is_empty() {
                 s.idle.notify_waiters();
             }
         }
         .instrument(span),
     );
-    running.insert(key, task.abort_handle());
+    running.insert(key, (kept, task.abort_handle()));
 }
 
 async fn ctx_host_finish(
@@ -646,7 +647,12 @@ async fn shutdown(shared: &Arc<RunnerShared>) {
             break;
         }
     }
-    let left: Vec<(String, AbortHandle)> = shared.running.lock().drain().collect();
+    let left: Vec<(String, AbortHandle)> = shared
+        .running
+        .lock()
+        .drain()
+        .map(|(_, (record, abort))| (record.invocation_id.clone(), abort))
+        .collect();
     let orch = shared.app.orchestrator();
     for (id, abort) in left {
         abort.abort();
