@@ -220,6 +220,7 @@ macro_rules! conformance_tests {
             s19_auto_purge,
             s20_scheduled_call,
             s21_recovery_of_lost_work,
+            s22_rerouted_work_runs_first,
             bad_unregistered_task,
             bad_undecodable_payload,
             bad_panicking_task,

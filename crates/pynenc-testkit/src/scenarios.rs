@@ -751,3 +751,29 @@ pub async fn s21_recovery_of_lost_work(f: &dyn BackendFactory) {
     assert_eq!(ok(alive.result().await, "alive"), 6);
     finish(&app, runner).await;
 }
+
+/// Work taken back from a stopped runner runs before work queued after it.
+pub async fn s22_rerouted_work_runs_first(f: &dyn BackendFactory) {
+    let app = new_app(f, "s22", &[("runner.shutdown_grace_seconds", json!(0.0))]);
+    let group = unique("front");
+    let runner = start_runner(&app, 1);
+    let first = ok(filler::call_on(&app, group.clone(), "first".into(), 400).await, "first");
+    let running = eventually(Duration::from_secs(10), || async {
+        first.status().await.map(|s| s == InvocationStatus::Running).unwrap_or(false)
+    })
+    .await;
+    assert!(running, "never ran");
+    let mut queued = Vec::new();
+    for i in 0..3 {
+        queued.push(ok(filler::call_on(&app, group.clone(), format!("q{i}"), 0).await, "queued"));
+    }
+    ok(runner.stop().await, "stop");
+    let runner = start_runner(&app, 1);
+    ok(first.result().await, "first");
+    for q in &queued {
+        ok(q.result().await, "queued");
+    }
+    let order: Vec<String> = tasks::events_of(&group).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(order, vec!["first", "first", "q0", "q1", "q2"], "the re-routed invocation runs first");
+    finish(&app, runner).await;
+}

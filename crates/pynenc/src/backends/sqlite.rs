@@ -1758,6 +1758,18 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(())
     }
 
+    fn enqueue_front(&mut self, invocation_id: &str) -> Result<()> {
+        self.exec(
+            "INSERT INTO queue (app, seq, invocation_id)
+             VALUES (?1, COALESCE((SELECT seq FROM queue WHERE app = ?1 ORDER BY seq ASC LIMIT 1), 0) - 1, ?2)",
+            "queueing at the head",
+            inv(invocation_id),
+            params![self.app(), invocation_id],
+        )?;
+        self.effects.enqueued = true;
+        Ok(())
+    }
+
     fn dequeue(&mut self, max: usize) -> Result<Vec<String>> {
         if max == 0 {
             return Ok(Vec::new());
@@ -2651,6 +2663,24 @@ mod tests {
                 0
             )
         );
+    }
+
+    #[tokio::test]
+    async fn enqueue_front_goes_before_queued_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        let out = store
+            .atomic(|t| {
+                t.enqueue("a")?;
+                t.enqueue("b")?;
+                t.enqueue_front("urgent")?;
+                t.enqueue_front("more-urgent")?;
+                t.enqueue("c")?;
+                t.dequeue(usize::MAX)
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, strings(&["more-urgent", "urgent", "a", "b", "c"]));
     }
 
     #[tokio::test]
