@@ -6,6 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use pynenc::{Pynenc, PynencError, ThreadRunner};
@@ -217,8 +221,9 @@ async fn main() -> Result<()> {
         }
     }
     println!(
-        "pynenc-bench  backend={:?}  cores={}  slots={}",
+        "pynenc-bench  backend={:?}  allocator={}  cores={}  slots={}",
         args.backend,
+        if cfg!(feature = "mimalloc") { "mimalloc" } else { "system" },
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         if args.slots > 0 { args.slots } else { app.conf().effective_max_parallel_slots() }
     );
