@@ -147,21 +147,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn latency(app: &Pynenc, n: u64) -> Result<Row> {
     app.purge().await?;
     let runner = ThreadRunner::new(app).spawn();
-    // warm up
-    for i in 0..100 {
-        noop::call_on(app, i).await?.result().await?;
-    }
-    let mut samples = Vec::with_capacity(n as usize);
-    let t0 = Instant::now();
-    for i in 0..n {
-        let s = Instant::now();
-        let v = noop::call_on(app, i).await?.result().await?;
-        samples.push(s.elapsed());
-        if v != i {
-            bail!("latency returned a wrong result");
+    // the caller runs as a task on the runtime, as a request handler would
+    let caller = app.clone();
+    let (mut samples, total) = tokio::spawn(async move {
+        // warm up
+        for i in 0..100 {
+            noop::call_on(&caller, i).await?.result().await?;
         }
-    }
-    let total = t0.elapsed();
+        let mut samples = Vec::with_capacity(n as usize);
+        let t0 = Instant::now();
+        for i in 0..n {
+            let s = Instant::now();
+            let v = noop::call_on(&caller, i).await?.result().await?;
+            samples.push(s.elapsed());
+            if v != i {
+                bail!("latency returned a wrong result");
+            }
+        }
+        Ok((samples, t0.elapsed()))
+    })
+    .await??;
     runner.stop().await?;
     samples.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
