@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use pynenc::{Pynenc, PynencError, ThreadRunner};
 
+mod prefill;
+
 /// A task that does nothing but return its argument.
 #[pynenc::task]
 async fn noop(i: u64) -> u64 {
@@ -69,9 +71,17 @@ struct Args {
     /// SQLite file for `--backend sqlite` (default: a temporary file).
     #[arg(long)]
     sqlite_path: Option<String>,
-    /// Repetitions of each workload (the best is reported with the mean).
+    /// Repetitions of each workload (every repetition is printed).
     #[arg(long, default_value_t = 1)]
     repeat: u32,
+    /// Before measuring, run this many invocations to the end (they stay in
+    /// the backend) and keep the data between workloads.
+    #[arg(long, default_value_t = 0)]
+    prefill_finished: u64,
+    /// Before measuring, register this many invocations of another app on
+    /// the same backend.
+    #[arg(long, default_value_t = 0)]
+    prefill_foreign: u64,
 }
 
 struct Row {
@@ -105,8 +115,10 @@ fn build_app(args: &Args, app_id: &str, tmp: &tempfile::TempDir) -> Result<Pynen
     Ok(app)
 }
 
-async fn burn(app: &Pynenc, n: u64) -> Result<Row> {
-    app.purge().await?;
+async fn burn(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
+    if fresh {
+        app.purge().await?;
+    }
     let t0 = Instant::now();
     let group = noop::parallelize_on(app, 0..n).await?;
     let routed = t0.elapsed();
@@ -144,8 +156,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn latency(app: &Pynenc, n: u64) -> Result<Row> {
-    app.purge().await?;
+async fn latency(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
+    if fresh {
+        app.purge().await?;
+    }
     let runner = ThreadRunner::new(app).spawn();
     // the caller runs as a task on the runtime, as a request handler would
     let caller = app.clone();
@@ -184,8 +198,10 @@ async fn latency(app: &Pynenc, n: u64) -> Result<Row> {
     })
 }
 
-async fn fanout(app: &Pynenc, n: u64) -> Result<Row> {
-    app.purge().await?;
+async fn fanout(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
+    if fresh {
+        app.purge().await?;
+    }
     let runner = ThreadRunner::new(app).spawn();
     let t0 = Instant::now();
     let sum = fan::call_on(app, n).await?.result().await?;
@@ -212,17 +228,25 @@ async fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let app = build_app(&args, "pynenc-bench", &tmp)?;
     app.set_as_default();
+    let fresh = args.prefill_finished == 0 && args.prefill_foreign == 0;
+    let other = build_app(&args, "pynenc-bench-other", &tmp)?;
+    if !fresh {
+        app.purge().await?;
+        other.purge().await?;
+        prefill::finished(&app, args.prefill_finished).await?;
+        prefill::foreign(&other, args.prefill_foreign).await?;
+    }
     let mut rows = Vec::new();
     let wants = |w: Workload| args.workload == Workload::All || args.workload == w;
     for _ in 0..args.repeat.max(1) {
         if wants(Workload::Burn) {
-            rows.push(burn(&app, args.burn_tasks).await?);
+            rows.push(burn(&app, args.burn_tasks, fresh).await?);
         }
         if wants(Workload::Latency) {
-            rows.push(latency(&app, args.latency_calls).await?);
+            rows.push(latency(&app, args.latency_calls, fresh).await?);
         }
         if wants(Workload::Fanout) {
-            rows.push(fanout(&app, args.fanout_tasks).await?);
+            rows.push(fanout(&app, args.fanout_tasks, fresh).await?);
         }
     }
     println!(
@@ -236,6 +260,13 @@ async fn main() -> Result<()> {
     for r in &rows {
         println!("{:<9} {:>9} {:>10.3}  {}", r.workload, r.n, r.seconds, r.detail);
     }
+    if !fresh {
+        println!(
+            "(prefilled: {} finished invocations of this app, {} registered invocations of another app)",
+            args.prefill_finished, args.prefill_foreign
+        );
+    }
     app.purge().await?;
+    other.purge().await?;
     Ok(())
 }
