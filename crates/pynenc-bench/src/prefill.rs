@@ -23,7 +23,10 @@ pub async fn finished(app: &Pynenc, n: u64) -> Result<()> {
         let group = noop::parallelize_on(app, done..done + size).await?;
         group.results().await?;
         done += size;
-        eprintln!("prefill: {done} finished invocations ({:.0} s)", t0.elapsed().as_secs_f64());
+        eprintln!(
+            "prefill: {done} finished invocations ({:.0} s)",
+            t0.elapsed().as_secs_f64()
+        );
     }
     runner.stop().await?;
     Ok(())

@@ -116,13 +116,17 @@ fn start_worker(cfg: &ChaosConfig) -> std::io::Result<WorkerProc> {
         .stderr(Stdio::null());
     match &cfg.backend {
         ChaosBackend::Sqlite(path) => {
-            cmd.env("PYNENC__BACKEND", "sqlite").env("PYNENC__SQLITE__SQLITE_PATH", path);
+            cmd.env("PYNENC__BACKEND", "sqlite")
+                .env("PYNENC__SQLITE__SQLITE_PATH", path);
         }
         ChaosBackend::Redis(url) => {
-            cmd.env("PYNENC__BACKEND", "redis").env("PYNENC__REDIS__REDIS_URL", url);
+            cmd.env("PYNENC__BACKEND", "redis")
+                .env("PYNENC__REDIS__REDIS_URL", url);
         }
     }
-    Ok(WorkerProc { child: cmd.spawn()? })
+    Ok(WorkerProc {
+        child: cmd.spawn()?,
+    })
 }
 
 /// The caller's app on the chaos backend.
@@ -144,7 +148,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 33
     }
 }
@@ -154,7 +161,9 @@ pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
     let started = Instant::now();
     let app = chaos_app(cfg)?;
     let mut rng = Lcg(pynenc::util::now_us() as u64);
-    let durations: Vec<(u64, u64)> = (0..cfg.tasks).map(|i| (i, 1 + rng.next() % cfg.max_task_ms.max(1))).collect();
+    let durations: Vec<(u64, u64)> = (0..cfg.tasks)
+        .map(|i| (i, 1 + rng.next() % cfg.max_task_ms.max(1)))
+        .collect();
     let group = chaos_work::parallelize_on(&app, durations).await?;
     let spawn = |cfg: &ChaosConfig| {
         start_worker(cfg).map_err(|e| pynenc::PynencError::Runner {
@@ -176,8 +185,13 @@ pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
         killed.insert(pid, pynenc::util::now_us());
         workers[victim] = spawn(cfg)?;
     }
-    let ids: Vec<String> = group.invocations().iter().map(|i| i.invocation_id().to_string()).collect();
-    let finished = tokio::time::timeout(cfg.finish_timeout, app.orchestrator().wait_final(&ids)).await;
+    let ids: Vec<String> = group
+        .invocations()
+        .iter()
+        .map(|i| i.invocation_id().to_string())
+        .collect();
+    let finished =
+        tokio::time::timeout(cfg.finish_timeout, app.orchestrator().wait_final(&ids)).await;
     drop(workers);
     let mut report = ChaosReport {
         tasks: cfg.tasks,
@@ -200,16 +214,27 @@ pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
     };
     for id in &ids {
         let history = app.state_backend().get_history(id).await?;
-        if replay_history(history.iter().map(|h| (h.status, h.owner.as_deref(), h.actor.as_str()))).is_err() {
+        if replay_history(
+            history
+                .iter()
+                .map(|h| (h.status, h.owner.as_deref(), h.actor.as_str())),
+        )
+        .is_err()
+        {
             report.illegal_histories += 1;
         }
-        let runs: Vec<&pynenc::HistoryEntry> =
-            history.iter().filter(|h| h.status == InvocationStatus::Running).collect();
+        let runs: Vec<&pynenc::HistoryEntry> = history
+            .iter()
+            .filter(|h| h.status == InvocationStatus::Running)
+            .collect();
         if runs.len() > 1 {
             report.duplicate_runs += 1;
-            let explained = runs[..runs.len() - 1]
-                .iter()
-                .all(|r| r.owner.as_deref().and_then(pid_of).is_some_and(|p| killed.contains_key(&p)));
+            let explained = runs[..runs.len() - 1].iter().all(|r| {
+                r.owner
+                    .as_deref()
+                    .and_then(pid_of)
+                    .is_some_and(|p| killed.contains_key(&p))
+            });
             if !explained {
                 report.unexplained_duplicates += 1;
             }
@@ -219,7 +244,11 @@ pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
         for h in &history {
             match h.status {
                 InvocationStatus::RunningRecovery | InvocationStatus::PendingRecovery => {
-                    lost_owner = h.owner.as_deref().and_then(pid_of).filter(|p| killed.contains_key(p));
+                    lost_owner = h
+                        .owner
+                        .as_deref()
+                        .and_then(pid_of)
+                        .filter(|p| killed.contains_key(p));
                 }
                 InvocationStatus::Running => {
                     if let Some(pid) = lost_owner.take() {

@@ -18,9 +18,9 @@ use pynenc::backends::memory::MemoryBackend;
 use pynenc::status::replay_history;
 use pynenc::{Pynenc, PynencBuilder, SpawnedRunner, ThreadRunner};
 
+pub mod chaos;
 #[cfg(feature = "redis")]
 pub mod redis_server;
-pub mod chaos;
 pub mod scenarios;
 pub mod tasks;
 
@@ -80,7 +80,8 @@ impl SqliteFactory {
     /// A fresh database file.
     pub fn new() -> Self {
         SqliteFactory {
-            dir: tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}")),
+            dir: tempfile::tempdir()
+                .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}")),
         }
     }
 
@@ -111,7 +112,11 @@ impl BackendFactory for SqliteFactory {
 }
 
 /// Builds an app with extra configuration values.
-pub fn new_app(f: &dyn BackendFactory, app_id: &str, values: &[(&str, serde_json::Value)]) -> Pynenc {
+pub fn new_app(
+    f: &dyn BackendFactory,
+    app_id: &str,
+    values: &[(&str, serde_json::Value)],
+) -> Pynenc {
     let mut b = f.builder(app_id);
     for (k, v) in values {
         b = b.config_value(k, v.clone());

@@ -51,6 +51,20 @@ pub struct RedisServerOptions {
     pub appendonly: bool,
     /// More `redis-server` arguments (`--name value` pairs).
     pub extra_args: Vec<String>,
+    /// Serve TLS only (`--port 0 --tls-port …`): the server's URL is then
+    /// `rediss://` and [`RedisServer::command`] (plain RESP) cannot reach it.
+    pub tls: Option<RedisTlsFiles>,
+}
+
+/// The PEM files of a TLS server (clients are not asked for certificates).
+#[derive(Debug, Clone)]
+pub struct RedisTlsFiles {
+    /// The server certificate.
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+    /// The CA that signed it.
+    pub ca_file: PathBuf,
 }
 
 /// A running `redis-server` child process.
@@ -100,6 +114,13 @@ impl RedisServer {
 
     /// Starts a server with `options`. Panics if it cannot.
     pub fn start_with(options: RedisServerOptions) -> RedisServer {
+        RedisServer::try_start_with(options)
+            .unwrap_or_else(|e| panic!("could not start redis-server: {e}"))
+    }
+
+    /// Starts a server with `options`, or says why it could not (with the
+    /// last lines of the server's log, e.g. to tell a build without TLS).
+    pub fn try_start_with(options: RedisServerOptions) -> Result<RedisServer, String> {
         let dir = temp_dir();
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -110,7 +131,7 @@ impl RedisServer {
                 options: options.clone(),
             };
             match server.spawn() {
-                Ok(()) => return server,
+                Ok(()) => return Ok(server),
                 Err(e) => {
                     last_error = e;
                     // Drop would remove the shared dir: forget this attempt's handle instead
@@ -120,16 +141,30 @@ impl RedisServer {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
-        panic!("could not start redis-server: {last_error}");
+        Err(last_error)
     }
 
     fn spawn(&mut self) -> Result<(), String> {
         let bin = redis_server_binary().ok_or_else(|| SKIP_MESSAGE.to_string())?;
         let log = self.dir.join("redis.log");
         let mut cmd = Command::new(bin);
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
+        match &self.options.tls {
+            None => {
+                cmd.arg("--port").arg(self.port.to_string());
+            }
+            Some(tls) => {
+                cmd.args(["--port", "0", "--tls-port"])
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert_file)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key_file)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca_file)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
             .arg("")
@@ -166,7 +201,21 @@ impl RedisServer {
                         .join(" | ")
                 ));
             }
-            if let Ok(Resp::Simple(s)) = send_command(self.port, None, &["PING"]) {
+            if self.options.tls.is_some() {
+                // no TLS in the minimal client: the server says when it is ready
+                let ready = std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("Ready to accept connections"));
+                if ready
+                    && TcpStream::connect_timeout(
+                        &([127, 0, 0, 1], self.port).into(),
+                        Duration::from_secs(1),
+                    )
+                    .is_ok()
+                {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+            } else if let Ok(Resp::Simple(s)) = send_command(self.port, None, &["PING"]) {
                 if s == "PONG" {
                     self.child = Some(child);
                     return Ok(());
@@ -194,9 +243,14 @@ impl RedisServer {
         &self.dir
     }
 
-    /// `redis://127.0.0.1:{port}/0`.
+    /// `redis://127.0.0.1:{port}/0` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// The process id, while running.
@@ -228,7 +282,7 @@ impl RedisServer {
         }
     }
 
-    /// Sends one command as the default user.
+    /// Sends one command as the default user (plain servers only).
     pub fn command(&self, args: &[&str]) -> std::io::Result<Resp> {
         send_command(self.port, None, args)
     }

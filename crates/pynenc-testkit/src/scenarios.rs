@@ -37,21 +37,41 @@ pub async fn s01_call_returns_result_and_call_id_ignores_order(f: &dyn BackendFa
     assert_eq!(ok(inv.result().await, "result"), 5);
     assert_eq!(ok(inv.status().await, "status"), InvocationStatus::Success);
     let ser = app.serializer();
-    let a = ok(Arguments::new().with(ser, "x", &2).and_then(|a| a.with(ser, "y", &3)), "args");
-    let b = ok(Arguments::new().with(ser, "y", &3).and_then(|a| a.with(ser, "x", &2)), "args");
+    let a = ok(
+        Arguments::new()
+            .with(ser, "x", &2)
+            .and_then(|a| a.with(ser, "y", &3)),
+        "args",
+    );
+    let b = ok(
+        Arguments::new()
+            .with(ser, "y", &3)
+            .and_then(|a| a.with(ser, "x", &2)),
+        "args",
+    );
     let inv_a = ok(add::task().call_on(&app, a).await, "call a");
     let inv_b = ok(add::task().call_on(&app, b).await, "call b");
-    let inv_named = ok(add::task().call_on(&app, add::Params { y: 3, x: 2 }).await, "named");
+    let inv_named = ok(
+        add::task().call_on(&app, add::Params { y: 3, x: 2 }).await,
+        "named",
+    );
     assert_eq!(inv_a.call_id(), inv.call_id());
     assert_eq!(inv_b.call_id(), inv.call_id());
     assert_eq!(inv_named.call_id(), inv.call_id());
-    assert_ne!(inv_a.invocation_id(), inv_b.invocation_id(), "each call is a new invocation");
+    assert_ne!(
+        inv_a.invocation_id(),
+        inv_b.invocation_id(),
+        "each call is a new invocation"
+    );
     assert_eq!(ok(inv_named.result().await, "named result"), 5);
     // zero-argument task and the JSON round trip of an invocation handle
     let c = ok(constant::call_on(&app).await, "constant");
     assert_eq!(ok(c.result().await, "constant"), 7);
     let json = ok(inv.to_json(), "to_json");
-    let back = ok(pynenc::Invocation::<i64>::from_json(&app, &json).await, "from_json");
+    let back = ok(
+        pynenc::Invocation::<i64>::from_json(&app, &json).await,
+        "from_json",
+    );
     assert_eq!(back.invocation_id(), inv.invocation_id());
     assert_eq!(ok(back.result().await, "result"), 5);
     finish(&app, runner).await;
@@ -75,8 +95,18 @@ pub async fn s02_retry_then_success(f: &dyn BackendFactory) {
     assert_eq!(ok(inv.result().await, "result"), 2, "second run succeeds");
     assert_eq!(ok(inv.num_retries().await, "retries"), 1);
     let st = statuses(&app, inv.invocation_id()).await;
-    assert_eq!(st.iter().filter(|s| **s == InvocationStatus::Retry).count(), 1, "{st:?}");
-    assert_eq!(st.iter().filter(|s| **s == InvocationStatus::Running).count(), 2, "{st:?}");
+    assert_eq!(
+        st.iter().filter(|s| **s == InvocationStatus::Retry).count(),
+        1,
+        "{st:?}"
+    );
+    assert_eq!(
+        st.iter()
+            .filter(|s| **s == InvocationStatus::Running)
+            .count(),
+        2,
+        "{st:?}"
+    );
     finish(&app, runner).await;
 }
 
@@ -98,7 +128,10 @@ pub async fn s02b_retries_exhausted_fail(f: &dyn BackendFactory) {
     let key2 = unique("retry");
     let inv2 = ok(always_retry::call_on(&app, key2.clone()).await, "call");
     let err2 = inv2.result().await.expect_err("must fail");
-    assert!(matches!(err2, PynencError::TaskFailed { ref error, .. } if error.is_retry()), "{err2}");
+    assert!(
+        matches!(err2, PynencError::TaskFailed { ref error, .. } if error.is_retry()),
+        "{err2}"
+    );
     assert_eq!(tasks::runs_of(&key2), 3);
     finish(&app, runner).await;
 }
@@ -107,9 +140,16 @@ pub async fn s02b_retries_exhausted_fail(f: &dyn BackendFactory) {
 pub async fn s03_error_kind_and_message(f: &dyn BackendFactory) {
     let app = new_app(f, "s03", &[]);
     let runner = start_runner(&app, 2);
-    let inv = ok(fail_with::call_on(&app, "ValueError".into(), "x must be positive".into()).await, "call");
+    let inv = ok(
+        fail_with::call_on(&app, "ValueError".into(), "x must be positive".into()).await,
+        "call",
+    );
     match inv.result().await {
-        Err(PynencError::TaskFailed { task_id, invocation_id, error }) => {
+        Err(PynencError::TaskFailed {
+            task_id,
+            invocation_id,
+            error,
+        }) => {
             assert_eq!(error.kind, "ValueError");
             assert_eq!(error.message, "x must be positive");
             assert_eq!(task_id, fail_with::DEFINITION.task_id);
@@ -128,7 +168,10 @@ pub async fn s04_wait_on_subtask_single_slot(f: &dyn BackendFactory) {
     let inv = ok(add_via_child::call_on(&app, 20, 22).await, "call");
     assert_eq!(ok(inv.result().await, "result"), 42);
     let st = statuses(&app, inv.invocation_id()).await;
-    assert!(st.contains(&InvocationStatus::Paused), "the parent pauses while waiting: {st:?}");
+    assert!(
+        st.contains(&InvocationStatus::Paused),
+        "the parent pauses while waiting: {st:?}"
+    );
     assert!(st.contains(&InvocationStatus::Resumed), "{st:?}");
     finish(&app, runner).await;
 }
@@ -157,7 +200,10 @@ pub async fn s05_chain_deeper_than_slots(f: &dyn BackendFactory) {
 pub async fn s06_parallelize_forms_order_and_batches(f: &dyn BackendFactory) {
     let app = new_app(f, "s06", &[]);
     let runner = start_runner(&app, 4);
-    let tuples = ok(add::parallelize_on(&app, (0..30).map(|i| (i, 100))).await, "tuples");
+    let tuples = ok(
+        add::parallelize_on(&app, (0..30).map(|i| (i, 100))).await,
+        "tuples",
+    );
     let values = ok(tuples.results().await, "results");
     assert_eq!(values, (0..30).map(|i| i + 100).collect::<Vec<_>>());
     let named = ok(
@@ -167,10 +213,20 @@ pub async fn s06_parallelize_forms_order_and_batches(f: &dyn BackendFactory) {
     assert_eq!(ok(named.results().await, "results"), vec![0; 5]);
     let ser = app.serializer();
     let raw: Vec<Arguments> = (0..5)
-        .map(|i| ok(Arguments::new().with(ser, "y", &i).and_then(|a| a.with(ser, "x", &1)), "args"))
+        .map(|i| {
+            ok(
+                Arguments::new()
+                    .with(ser, "y", &i)
+                    .and_then(|a| a.with(ser, "x", &1)),
+                "args",
+            )
+        })
         .collect();
     let raw_group = ok(add::parallelize_on(&app, raw).await, "arguments");
-    assert_eq!(ok(raw_group.results().await, "results"), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        ok(raw_group.results().await, "results"),
+        vec![1, 2, 3, 4, 5]
+    );
     // results as they complete
     let mut seen: Vec<(usize, i64)> = tuples
         .stream()
@@ -181,15 +237,29 @@ pub async fn s06_parallelize_forms_order_and_batches(f: &dyn BackendFactory) {
     assert_eq!(seen.len(), 30);
     assert!(seen.iter().all(|(i, v)| *v == *i as i64 + 100));
     // batches of parallel_batch_size = 7: invocations of one batch are created in one step
-    let doubled = ok(double::parallelize_on(&app, (0..20).map(|i| (i,))).await, "double");
-    assert_eq!(ok(doubled.results().await, "results"), (0..20).map(|i| i * 2).collect::<Vec<_>>());
+    let doubled = ok(
+        double::parallelize_on(&app, (0..20).map(|i| (i,))).await,
+        "double",
+    );
+    assert_eq!(
+        ok(doubled.results().await, "results"),
+        (0..20).map(|i| i * 2).collect::<Vec<_>>()
+    );
     let mut created = Vec::new();
     for inv in doubled.invocations() {
-        let rec = ok(app.state_backend().get_invocation(inv.invocation_id()).await, "record");
+        let rec = ok(
+            app.state_backend()
+                .get_invocation(inv.invocation_id())
+                .await,
+            "record",
+        );
         created.push(rec.created_at_us);
     }
     for chunk in created.chunks(7) {
-        assert!(chunk.iter().all(|c| *c == chunk[0]), "one batch is routed in one step: {created:?}");
+        assert!(
+            chunk.iter().all(|c| *c == chunk[0]),
+            "one batch is routed in one step: {created:?}"
+        );
     }
     finish(&app, runner).await;
 }
@@ -199,7 +269,10 @@ pub async fn s06b_fan_out_inside_task(f: &dyn BackendFactory) {
     let app = new_app(f, "s06b", &[]);
     let runner = start_runner(&app, 2);
     let inv = ok(fan_out::call_on(&app, 200).await, "call");
-    assert_eq!(ok(inv.result().await, "result"), (0..200).map(|i| 2 * i).sum::<i64>());
+    assert_eq!(
+        ok(inv.result().await, "result"),
+        (0..200).map(|i| 2 * i).sum::<i64>()
+    );
     finish(&app, runner).await;
 }
 
@@ -207,12 +280,17 @@ pub async fn s06b_fan_out_inside_task(f: &dyn BackendFactory) {
 pub async fn s07_exactly_one_running(f: &dyn BackendFactory) {
     let app = new_app(f, "s07", &[]);
     let runner = start_runner(&app, 8);
-    let group = ok(add::parallelize_on(&app, (0..300).map(|i| (i, 1))).await, "group");
+    let group = ok(
+        add::parallelize_on(&app, (0..300).map(|i| (i, 1))).await,
+        "group",
+    );
     ok(group.results().await, "results");
     for inv in group.invocations() {
         let st = statuses(&app, inv.invocation_id()).await;
         assert_eq!(
-            st.iter().filter(|s| **s == InvocationStatus::Running).count(),
+            st.iter()
+                .filter(|s| **s == InvocationStatus::Running)
+                .count(),
             1,
             "{st:?}"
         );
@@ -239,15 +317,24 @@ pub async fn s08_running_concurrency_task_reroute(f: &dyn BackendFactory) {
     let app = new_app(f, "s08", &[]);
     let runner = start_runner(&app, 4);
     let group = unique("excl");
-    let first = ok(exclusive::call_on(&app, group.clone(), "a".into(), 200).await, "a");
-    let second = ok(exclusive::call_on(&app, group.clone(), "b".into(), 10).await, "b");
+    let first = ok(
+        exclusive::call_on(&app, group.clone(), "a".into(), 200).await,
+        "a",
+    );
+    let second = ok(
+        exclusive::call_on(&app, group.clone(), "b".into(), 10).await,
+        "b",
+    );
     assert_eq!(ok(first.result().await, "a"), "a");
     assert_eq!(ok(second.result().await, "b"), "b");
     let ev = tasks::events_of(&group);
     assert_eq!(ev.len(), 4, "{ev:?}");
     no_overlap(&ev);
     let st = statuses(&app, second.invocation_id()).await;
-    assert!(st.contains(&InvocationStatus::ConcurrencyControlled), "{st:?}");
+    assert!(
+        st.contains(&InvocationStatus::ConcurrencyControlled),
+        "{st:?}"
+    );
     assert!(st.contains(&InvocationStatus::Rerouted), "{st:?}");
     finish(&app, runner).await;
 }
@@ -257,13 +344,23 @@ pub async fn s08b_running_concurrency_task_final(f: &dyn BackendFactory) {
     let app = new_app(f, "s08b", &[]);
     let runner = start_runner(&app, 4);
     let group = unique("final");
-    let first = ok(exclusive_final::call_on(&app, group.clone(), "a".into(), 300).await, "a");
+    let first = ok(
+        exclusive_final::call_on(&app, group.clone(), "a".into(), 300).await,
+        "a",
+    );
     let running = eventually(Duration::from_secs(10), || async {
-        first.status().await.map(|s| s == InvocationStatus::Running).unwrap_or(false)
+        first
+            .status()
+            .await
+            .map(|s| s == InvocationStatus::Running)
+            .unwrap_or(false)
     })
     .await;
     assert!(running, "the first invocation never ran");
-    let second = ok(exclusive_final::call_on(&app, group.clone(), "b".into(), 10).await, "b");
+    let second = ok(
+        exclusive_final::call_on(&app, group.clone(), "b".into(), 10).await,
+        "b",
+    );
     match second.result().await {
         Err(PynencError::NoResult { status, .. }) => {
             assert_eq!(status, InvocationStatus::ConcurrencyControlledFinal)
@@ -280,21 +377,44 @@ pub async fn s09_running_concurrency_keys(f: &dyn BackendFactory) {
     let app = new_app(f, "s09", &[]);
     let runner = start_runner(&app, 4);
     let same = unique("same");
-    let a = ok(keyed::call_on(&app, same.clone(), "k1".into(), "a".into(), 150).await, "a");
-    let b = ok(keyed::call_on(&app, same.clone(), "k1".into(), "b".into(), 150).await, "b");
+    let a = ok(
+        keyed::call_on(&app, same.clone(), "k1".into(), "a".into(), 150).await,
+        "a",
+    );
+    let b = ok(
+        keyed::call_on(&app, same.clone(), "k1".into(), "b".into(), 150).await,
+        "b",
+    );
     ok(a.result().await, "a");
     ok(b.result().await, "b");
     no_overlap(&tasks::events_of(&same));
     // different keys run side by side
     let diff = unique("diff");
-    let c = ok(keyed::call_on(&app, diff.clone(), "k1".into(), "c".into(), 300).await, "c");
-    let d = ok(keyed::call_on(&app, diff.clone(), "k2".into(), "d".into(), 300).await, "d");
+    let c = ok(
+        keyed::call_on(&app, diff.clone(), "k1".into(), "c".into(), 300).await,
+        "c",
+    );
+    let d = ok(
+        keyed::call_on(&app, diff.clone(), "k2".into(), "d".into(), 300).await,
+        "d",
+    );
     ok(c.result().await, "c");
     ok(d.result().await, "d");
     let ev = tasks::events_of(&diff);
-    let starts: Vec<i64> = ev.iter().filter(|(l, _)| l.starts_with("start")).map(|(_, t)| *t).collect();
-    let ends: Vec<i64> = ev.iter().filter(|(l, _)| l.starts_with("end")).map(|(_, t)| *t).collect();
-    assert!(starts.iter().max() < ends.iter().min(), "different keys overlap: {ev:?}");
+    let starts: Vec<i64> = ev
+        .iter()
+        .filter(|(l, _)| l.starts_with("start"))
+        .map(|(_, t)| *t)
+        .collect();
+    let ends: Vec<i64> = ev
+        .iter()
+        .filter(|(l, _)| l.starts_with("end"))
+        .map(|(_, t)| *t)
+        .collect();
+    assert!(
+        starts.iter().max() < ends.iter().min(),
+        "different keys overlap: {ev:?}"
+    );
     finish(&app, runner).await;
 }
 
@@ -305,7 +425,10 @@ pub async fn s10_registration_concurrency(f: &dyn BackendFactory) {
     let t1 = ok(reg_task::call_on(&app, 1).await, "t1");
     let t2 = ok(reg_task::call_on(&app, 2).await, "t2");
     assert!(!t1.is_reused());
-    assert!(t2.is_reused(), "task concurrency reuses the registered invocation");
+    assert!(
+        t2.is_reused(),
+        "task concurrency reuses the registered invocation"
+    );
     assert_eq!(t1.invocation_id(), t2.invocation_id());
     let diff = t2.reuse_diff().unwrap_or_default();
     assert!(diff.contains("x: existing 1 != new 2"), "{diff}");
@@ -315,7 +438,11 @@ pub async fn s10_registration_concurrency(f: &dyn BackendFactory) {
     let a3 = ok(reg_args::call_on(&app, 2).await, "a3");
     assert_eq!(a1.invocation_id(), a2.invocation_id());
     assert!(a2.is_reused() && a2.reuse_diff().is_none());
-    assert_ne!(a1.invocation_id(), a3.invocation_id(), "other arguments, new invocation");
+    assert_ne!(
+        a1.invocation_id(),
+        a3.invocation_id(),
+        "other arguments, new invocation"
+    );
 
     let k1 = ok(reg_keys_raise::call_on(&app, "k".into(), 1).await, "k1");
     let k2 = ok(reg_keys_raise::call_on(&app, "k".into(), 1).await, "k2");
@@ -328,17 +455,27 @@ pub async fn s10_registration_concurrency(f: &dyn BackendFactory) {
         }
         other => panic!("expected a concurrency error, got {other:?}"),
     }
-    let other_key = ok(reg_keys_raise::call_on(&app, "other".into(), 2).await, "other key");
+    let other_key = ok(
+        reg_keys_raise::call_on(&app, "other".into(), 2).await,
+        "other key",
+    );
     assert_ne!(other_key.invocation_id(), k1.invocation_id());
 
     let r1 = ok(reg_keys_reuse::call_on(&app, "k".into(), 1).await, "r1");
     let r2 = ok(reg_keys_reuse::call_on(&app, "k".into(), 5).await, "r2");
     assert_eq!(r1.invocation_id(), r2.invocation_id());
-    assert!(r2.reuse_diff().unwrap_or_default().contains("v: existing 1 != new 5"));
+    assert!(r2
+        .reuse_diff()
+        .unwrap_or_default()
+        .contains("v: existing 1 != new 5"));
 
     // once they run, new calls register new invocations
     let runner = start_runner(&app, 4);
-    assert_eq!(ok(t2.result().await, "t"), 1, "the reused invocation runs with its own arguments");
+    assert_eq!(
+        ok(t2.result().await, "t"),
+        1,
+        "the reused invocation runs with its own arguments"
+    );
     assert_eq!(ok(r2.result().await, "r"), 1);
     ok(a3.result().await, "a3");
     ok(k1.result().await, "k1");
@@ -354,7 +491,11 @@ fn assert_cycle(err: PynencError, names: &[&str]) {
         PynencError::TaskFailed { error, .. } => {
             assert_eq!(error.kind, "CycleDetectedError", "{}", error.message);
             for n in names {
-                assert!(error.message.contains(n), "'{}' does not name {n}", error.message);
+                assert!(
+                    error.message.contains(n),
+                    "'{}' does not name {n}",
+                    error.message
+                );
             }
         }
         other => panic!("expected the cycle error to fail the task, got {other}"),
@@ -367,7 +508,10 @@ pub async fn s11_cycle_detection(f: &dyn BackendFactory) {
     let runner = start_runner(&app, 4);
     let a = ok(cycle_a::call_on(&app, 1).await, "a");
     let err = a.result().await.expect_err("a cycle must fail");
-    assert_cycle(err, &[cycle_a::DEFINITION.task_id, cycle_b::DEFINITION.task_id]);
+    assert_cycle(
+        err,
+        &[cycle_a::DEFINITION.task_id, cycle_b::DEFINITION.task_id],
+    );
     let s = ok(self_call::call_on(&app, 3).await, "self");
     let err = s.result().await.expect_err("a self call must fail");
     assert_cycle(err, &[self_call::DEFINITION.task_id]);
@@ -380,19 +524,36 @@ pub async fn s11_cycle_detection(f: &dyn BackendFactory) {
 pub async fn s12_blocking_control_priority(f: &dyn BackendFactory) {
     let app = new_app(f, "s12", &[]);
     let group = unique("block");
-    let parent = ok(parent_of_child::call_on(&app, group.clone()).await, "parent");
+    let parent = ok(
+        parent_of_child::call_on(&app, group.clone()).await,
+        "parent",
+    );
     let mut fillers = Vec::new();
     for i in 0..5 {
-        fillers.push(ok(filler::call_on(&app, group.clone(), format!("f{i}"), 20).await, "filler"));
+        fillers.push(ok(
+            filler::call_on(&app, group.clone(), format!("f{i}"), 20).await,
+            "filler",
+        ));
     }
     let runner = start_runner(&app, 1);
     assert_eq!(ok(parent.result().await, "parent"), "child");
     for fl in &fillers {
         ok(fl.result().await, "filler");
     }
-    let order: Vec<String> = tasks::events_of(&group).into_iter().map(|(l, _)| l).collect();
-    assert_eq!(order.first().map(String::as_str), Some("parent"), "{order:?}");
-    assert_eq!(order.get(1).map(String::as_str), Some("child"), "the waited child runs before older fillers: {order:?}");
+    let order: Vec<String> = tasks::events_of(&group)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    assert_eq!(
+        order.first().map(String::as_str),
+        Some("parent"),
+        "{order:?}"
+    );
+    assert_eq!(
+        order.get(1).map(String::as_str),
+        Some("child"),
+        "the waited child runs before older fillers: {order:?}"
+    );
     finish(&app, runner).await;
 }
 
@@ -403,7 +564,10 @@ pub async fn s13_stop_runner_mid_task(f: &dyn BackendFactory) {
     let key = unique("sleep");
     let inv = ok(sleeper::call_on(&app, key.clone(), 400).await, "call");
     let running = eventually(Duration::from_secs(10), || async {
-        inv.status().await.map(|s| s == InvocationStatus::Running).unwrap_or(false)
+        inv.status()
+            .await
+            .map(|s| s == InvocationStatus::Running)
+            .unwrap_or(false)
     })
     .await;
     assert!(running, "never ran");
@@ -411,7 +575,11 @@ pub async fn s13_stop_runner_mid_task(f: &dyn BackendFactory) {
     let st = statuses(&app, inv.invocation_id()).await;
     assert_eq!(
         &st[st.len() - 3..],
-        &[InvocationStatus::Running, InvocationStatus::Killed, InvocationStatus::Rerouted],
+        &[
+            InvocationStatus::Running,
+            InvocationStatus::Killed,
+            InvocationStatus::Rerouted
+        ],
         "{st:?}"
     );
     let runner2 = start_runner(&app, 2);
@@ -440,7 +608,11 @@ pub async fn s15_app_isolation(f: &dyn BackendFactory) {
     let ids_b = ok(b.state_backend().list_invocation_ids().await, "list b");
     assert_eq!(ids_a, vec![ia.invocation_id().to_string()]);
     assert_eq!(ids_b, vec![ib.invocation_id().to_string()]);
-    assert!(a.state_backend().get_invocation(ib.invocation_id()).await.is_err());
+    assert!(a
+        .state_backend()
+        .get_invocation(ib.invocation_id())
+        .await
+        .is_err());
     // a runner of app a does not run app b's work
     let runner_a = start_runner(&a, 2);
     assert_eq!(ok(ia.result().await, "a"), 2);
@@ -448,7 +620,10 @@ pub async fn s15_app_isolation(f: &dyn BackendFactory) {
     ok(runner_a.stop().await, "stop");
     ok(a.purge().await, "purge a");
     assert!(ok(a.state_backend().list_invocation_ids().await, "list").is_empty());
-    assert_eq!(ok(b.state_backend().list_invocation_ids().await, "list").len(), 1);
+    assert_eq!(
+        ok(b.state_backend().list_invocation_ids().await, "list").len(),
+        1
+    );
     let runner_b = start_runner(&b, 2);
     assert_eq!(ok(ib.result().await, "b"), 4);
     finish(&b, runner_b).await;
@@ -457,7 +632,10 @@ pub async fn s15_app_isolation(f: &dyn BackendFactory) {
 /// 16. Many concurrent `get_invocations_to_run` never hand one invocation to two runners.
 pub async fn s16_concurrent_pickers(f: &dyn BackendFactory) {
     let app = new_app(f, "s16", &[]);
-    let group = ok(add::parallelize_on(&app, (0..400).map(|i| (i, 0))).await, "group");
+    let group = ok(
+        add::parallelize_on(&app, (0..400).map(|i| (i, 0))).await,
+        "group",
+    );
     let mut joins = Vec::new();
     for r in 0..8 {
         let app = app.clone();
@@ -489,7 +667,10 @@ pub async fn s16_concurrent_pickers(f: &dyn BackendFactory) {
     assert_eq!(all.len(), 400, "every invocation picked once");
     assert_eq!(unique_ids.len(), 400, "no invocation picked twice");
     for inv in group.invocations().iter().take(20) {
-        let status = ok(app.orchestrator().get_status(inv.invocation_id()).await, "status");
+        let status = ok(
+            app.orchestrator().get_status(inv.invocation_id()).await,
+            "status",
+        );
         assert_eq!(status.status, InvocationStatus::Pending);
         assert!(status.owner.unwrap_or_default().starts_with("picker-"));
     }
@@ -509,12 +690,18 @@ pub async fn s18_dev_mode(f: &dyn BackendFactory) {
     let fl = ok(flaky::call_on(&app, key, 1).await, "flaky");
     assert_eq!(ok(fl.result().await, "flaky"), 2);
     assert_eq!(ok(fl.num_retries().await, "retries"), 1);
-    let err = ok(fail_with::call_on(&app, "KeyError".into(), "k".into()).await, "fail")
-        .result()
-        .await
-        .expect_err("fails");
+    let err = ok(
+        fail_with::call_on(&app, "KeyError".into(), "k".into()).await,
+        "fail",
+    )
+    .result()
+    .await
+    .expect_err("fails");
     assert!(matches!(err, PynencError::TaskFailed { ref error, .. } if error.kind == "KeyError"));
-    let group = ok(add::parallelize_on(&app, (0..5).map(|i| (i, i))).await, "group");
+    let group = ok(
+        add::parallelize_on(&app, (0..5).map(|i| (i, i))).await,
+        "group",
+    );
     assert_eq!(ok(group.results().await, "group"), vec![0, 2, 4, 6, 8]);
     // nothing went through the orchestrator
     assert!(ok(app.state_backend().list_invocation_ids().await, "list").is_empty());
@@ -524,21 +711,36 @@ pub async fn s18_dev_mode(f: &dyn BackendFactory) {
 pub async fn s19_auto_purge(f: &dyn BackendFactory) {
     let app = new_app(f, "s19", &[]);
     let runner = start_runner(&app, 2);
-    let old = ok(add::parallelize_on(&app, (0..3).map(|i| (i, i))).await, "old");
+    let old = ok(
+        add::parallelize_on(&app, (0..3).map(|i| (i, i))).await,
+        "old",
+    );
     ok(old.results().await, "old");
     ok(runner.stop().await, "stop");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let waiting = ok(add::call_on(&app, 9, 9).await, "registered");
-    let purged = ok(app.orchestrator().auto_purge(Duration::from_millis(150)).await, "purge");
+    let purged = ok(
+        app.orchestrator()
+            .auto_purge(Duration::from_millis(150))
+            .await,
+        "purge",
+    );
     assert_eq!(purged, 3);
     let ids = ok(app.state_backend().list_invocation_ids().await, "list");
-    assert_eq!(ids, vec![waiting.invocation_id().to_string()], "only the unfinished one is left");
+    assert_eq!(
+        ids,
+        vec![waiting.invocation_id().to_string()],
+        "only the unfinished one is left"
+    );
     // the runner purges periodically with the configured age
     let app2 = new_app(
         f,
         "s19-runner",
         &[
-            ("orchestrator.auto_final_invocation_purge_hours", json!(0.1 / 3600.0)),
+            (
+                "orchestrator.auto_final_invocation_purge_hours",
+                json!(0.1 / 3600.0),
+            ),
             ("orchestrator.auto_purge_interval_seconds", json!(0.05)),
         ],
     );
@@ -567,11 +769,17 @@ pub async fn s20_scheduled_call(f: &dyn BackendFactory) {
     let at = SystemTime::now() + Duration::from_millis(600);
     let inv = ok(add::task().schedule_on(&app, at, (3, 4)).await, "schedule");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(ok(inv.status().await, "status"), InvocationStatus::Scheduled);
+    assert_eq!(
+        ok(inv.status().await, "status"),
+        InvocationStatus::Scheduled
+    );
     assert_eq!(ok(inv.result().await, "result"), 7);
     assert!(SystemTime::now() >= at, "ran before it was due");
     let st = statuses(&app, inv.invocation_id()).await;
-    assert_eq!(st[..2], [InvocationStatus::Scheduled, InvocationStatus::Registered]);
+    assert_eq!(
+        st[..2],
+        [InvocationStatus::Scheduled, InvocationStatus::Registered]
+    );
     finish(&app, runner).await;
 }
 
@@ -591,13 +799,22 @@ fn raw_request(app: &pynenc::Pynenc, call: Call) -> RouteRequest {
 pub async fn bad_unregistered_task(f: &dyn BackendFactory) {
     let app = new_app(f, "bad1", &[]);
     let call = Call::new("no_such_crate::missing_task", Arguments::new());
-    let outcome = ok(app.orchestrator().route_calls(vec![raw_request(&app, call)]).await, "route");
+    let outcome = ok(
+        app.orchestrator()
+            .route_calls(vec![raw_request(&app, call)])
+            .await,
+        "route",
+    );
     let id = outcome[0].record().invocation_id.clone();
     let runner = start_runner(&app, 2);
     let good = ok(add::call_on(&app, 1, 1).await, "good");
     assert_eq!(ok(good.result().await, "good"), 2);
     let done = eventually(Duration::from_secs(10), || async {
-        app.orchestrator().get_status(&id).await.map(|s| s.status.is_final()).unwrap_or(false)
+        app.orchestrator()
+            .get_status(&id)
+            .await
+            .map(|s| s.status.is_final())
+            .unwrap_or(false)
     })
     .await;
     assert!(done, "the unknown task's invocation never ended");
@@ -605,8 +822,18 @@ pub async fn bad_unregistered_task(f: &dyn BackendFactory) {
     assert_eq!(out.status, InvocationStatus::Failed);
     let err = out.error.unwrap_or_else(|| panic!("no error stored"));
     assert_eq!(err.kind, "TaskNotRegisteredError");
-    assert!(err.message.contains("no_such_crate::missing_task"), "{}", err.message);
-    assert_eq!(ok(add::call_on(&app, 2, 2).await, "after").result().await.ok(), Some(4));
+    assert!(
+        err.message.contains("no_such_crate::missing_task"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        ok(add::call_on(&app, 2, 2).await, "after")
+            .result()
+            .await
+            .ok(),
+        Some(4)
+    );
     finish(&app, runner).await;
 }
 
@@ -622,11 +849,21 @@ pub async fn bad_undecodable_payload(f: &dyn BackendFactory) {
         Err(PynencError::TaskFailed { error, .. }) => {
             assert_eq!(error.kind, "SerializationError");
             assert!(error.message.contains("argument 'x'"), "{}", error.message);
-            assert!(error.message.contains(inv.invocation_id()), "{}", error.message);
+            assert!(
+                error.message.contains(inv.invocation_id()),
+                "{}",
+                error.message
+            );
         }
         other => panic!("expected a decoding failure, got {other:?}"),
     }
-    assert_eq!(ok(add::call_on(&app, 3, 3).await, "after").result().await.ok(), Some(6));
+    assert_eq!(
+        ok(add::call_on(&app, 3, 3).await, "after")
+            .result()
+            .await
+            .ok(),
+        Some(6)
+    );
     finish(&app, runner).await;
 }
 
@@ -635,7 +872,10 @@ pub async fn bad_panicking_task(f: &dyn BackendFactory) {
     let app = new_app(f, "bad3", &[]);
     let runner = start_runner(&app, 2);
     let p = ok(panics::call_on(&app, "boom".into()).await, "panics");
-    let ps = ok(panics_sync::call_on(&app, "sync boom".into()).await, "panics_sync");
+    let ps = ok(
+        panics_sync::call_on(&app, "sync boom".into()).await,
+        "panics_sync",
+    );
     let good = ok(add::call_on(&app, 5, 5).await, "good");
     for (inv, msg) in [(&p, "boom"), (&ps, "sync boom")] {
         match inv.result().await {
@@ -647,7 +887,13 @@ pub async fn bad_panicking_task(f: &dyn BackendFactory) {
         }
     }
     assert_eq!(ok(good.result().await, "good"), 10);
-    assert_eq!(ok(add::call_on(&app, 1, 5).await, "after").result().await.ok(), Some(6));
+    assert_eq!(
+        ok(add::call_on(&app, 1, 5).await, "after")
+            .result()
+            .await
+            .ok(),
+        Some(6)
+    );
     finish(&app, runner).await;
 }
 
@@ -664,10 +910,17 @@ pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
         .expect_err("REGISTERED -> SUCCESS is illegal");
     assert!(matches!(err, PynencError::StatusTransition { .. }), "{err}");
     let err = orch
-        .finish(&id, "someone", pynenc::orchestrator::RunOutcome::Success("3".into()))
+        .finish(
+            &id,
+            "someone",
+            pynenc::orchestrator::RunOutcome::Success("3".into()),
+        )
         .await
         .expect_err("finish without owning it");
-    assert!(err.to_string().contains("not allowed") || err.to_string().contains("owned"), "{err}");
+    assert!(
+        err.to_string().contains("not allowed") || err.to_string().contains("owned"),
+        "{err}"
+    );
     // a PENDING invocation owned by one runner cannot be run by another
     let picked = ok(orch.get_invocations_to_run("runner-a", 1).await, "pick");
     assert_eq!(picked.len(), 1);
@@ -677,13 +930,31 @@ pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
         .expect_err("not the owner");
     assert!(err.to_string().contains("runner-a"), "{err}");
     let after = ok(app.state_backend().get_history(&id).await, "history");
-    assert_eq!(after.len(), before.len() + 1, "only the PENDING step was recorded");
-    let out = ok(app.state_backend().get_outcomes(std::slice::from_ref(&id)).await, "outcome").remove(0);
-    assert_eq!(out.result, None, "the refused finish stored no result");
-    ok(orch.set_status(&id, InvocationStatus::Running, "runner-a", None).await, "run");
-    ok(
-        orch.finish(&id, "runner-a", pynenc::orchestrator::RunOutcome::Success("3".into()))
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "only the PENDING step was recorded"
+    );
+    let out = ok(
+        app.state_backend()
+            .get_outcomes(std::slice::from_ref(&id))
             .await,
+        "outcome",
+    )
+    .remove(0);
+    assert_eq!(out.result, None, "the refused finish stored no result");
+    ok(
+        orch.set_status(&id, InvocationStatus::Running, "runner-a", None)
+            .await,
+        "run",
+    );
+    ok(
+        orch.finish(
+            &id,
+            "runner-a",
+            pynenc::orchestrator::RunOutcome::Success("3".into()),
+        )
+        .await,
         "finish",
     );
     assert_eq!(ok(inv.result().await, "result"), 3);
@@ -697,8 +968,14 @@ pub async fn bad_oversized_argument(f: &dyn BackendFactory) {
         .await
         .expect_err("too big");
     let text = err.to_string();
-    assert!(text.contains("argument 'data'") && text.contains("5002 bytes") && text.contains("1000"), "{text}");
-    assert!(ok(app.state_backend().list_invocation_ids().await, "list").is_empty(), "nothing routed");
+    assert!(
+        text.contains("argument 'data'") && text.contains("5002 bytes") && text.contains("1000"),
+        "{text}"
+    );
+    assert!(
+        ok(app.state_backend().list_invocation_ids().await, "list").is_empty(),
+        "nothing routed"
+    );
     let _ = Serializer::Json;
 }
 
@@ -723,11 +1000,29 @@ pub async fn s21_recovery_of_lost_work(f: &dyn BackendFactory) {
     let picked = ok(orch.get_invocations_to_run("dead-runner", 1).await, "pick");
     assert_eq!(picked[0].invocation_id, lost.invocation_id());
     ok(orch.heartbeat("dead-runner").await, "beat");
-    ok(orch.set_status(lost.invocation_id(), InvocationStatus::Running, "dead-runner", None).await, "run");
+    ok(
+        orch.set_status(
+            lost.invocation_id(),
+            InvocationStatus::Running,
+            "dead-runner",
+            None,
+        )
+        .await,
+        "run",
+    );
     // a live runner that never starts `stuck`, and one that is running `alive`
     let picked = ok(orch.get_invocations_to_run("slow-runner", 2).await, "pick");
     assert_eq!(picked.len(), 2);
-    ok(orch.set_status(alive.invocation_id(), InvocationStatus::Running, "slow-runner", None).await, "run");
+    ok(
+        orch.set_status(
+            alive.invocation_id(),
+            InvocationStatus::Running,
+            "slow-runner",
+            None,
+        )
+        .await,
+        "run",
+    );
     let beat_orch = orch.clone();
     let beating = tokio::spawn(async move {
         loop {
@@ -746,7 +1041,15 @@ pub async fn s21_recovery_of_lost_work(f: &dyn BackendFactory) {
     let rec = ok(orch.get_status(alive.invocation_id()).await, "status");
     assert_eq!(rec.status, InvocationStatus::Running);
     assert_eq!(rec.owner.as_deref(), Some("slow-runner"));
-    ok(orch.finish(alive.invocation_id(), "slow-runner", pynenc::orchestrator::RunOutcome::Success("6".into())).await, "finish");
+    ok(
+        orch.finish(
+            alive.invocation_id(),
+            "slow-runner",
+            pynenc::orchestrator::RunOutcome::Success("6".into()),
+        )
+        .await,
+        "finish",
+    );
     beating.abort();
     assert_eq!(ok(alive.result().await, "alive"), 6);
     finish(&app, runner).await;
@@ -757,15 +1060,25 @@ pub async fn s22_rerouted_work_runs_first(f: &dyn BackendFactory) {
     let app = new_app(f, "s22", &[("runner.shutdown_grace_seconds", json!(0.0))]);
     let group = unique("front");
     let runner = start_runner(&app, 1);
-    let first = ok(filler::call_on(&app, group.clone(), "first".into(), 400).await, "first");
+    let first = ok(
+        filler::call_on(&app, group.clone(), "first".into(), 400).await,
+        "first",
+    );
     let running = eventually(Duration::from_secs(10), || async {
-        first.status().await.map(|s| s == InvocationStatus::Running).unwrap_or(false)
+        first
+            .status()
+            .await
+            .map(|s| s == InvocationStatus::Running)
+            .unwrap_or(false)
     })
     .await;
     assert!(running, "never ran");
     let mut queued = Vec::new();
     for i in 0..3 {
-        queued.push(ok(filler::call_on(&app, group.clone(), format!("q{i}"), 0).await, "queued"));
+        queued.push(ok(
+            filler::call_on(&app, group.clone(), format!("q{i}"), 0).await,
+            "queued",
+        ));
     }
     ok(runner.stop().await, "stop");
     let runner = start_runner(&app, 1);
@@ -773,7 +1086,14 @@ pub async fn s22_rerouted_work_runs_first(f: &dyn BackendFactory) {
     for q in &queued {
         ok(q.result().await, "queued");
     }
-    let order: Vec<String> = tasks::events_of(&group).into_iter().map(|(l, _)| l).collect();
-    assert_eq!(order, vec!["first", "first", "q0", "q1", "q2"], "the re-routed invocation runs first");
+    let order: Vec<String> = tasks::events_of(&group)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    assert_eq!(
+        order,
+        vec!["first", "first", "q0", "q1", "q2"],
+        "the re-routed invocation runs first"
+    );
     finish(&app, runner).await;
 }

@@ -36,10 +36,11 @@ fn events() -> &'static Mutex<Vec<(String, String, i64)>> {
 
 /// Records an event (`group`, `label`) with the current time.
 pub fn record(group: &str, label: &str) {
-    events()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((group.to_string(), label.to_string(), pynenc::util::now_us()));
+    events().lock().unwrap_or_else(|e| e.into_inner()).push((
+        group.to_string(),
+        label.to_string(),
+        pynenc::util::now_us(),
+    ));
 }
 
 /// The events of a group, in order: (label, time µs).

@@ -1,10 +1,10 @@
 //! App-level behaviour on the memory backend: configuration reaching tasks,
 //! the MessagePack serializer, and a runner stopped by a real signal.
 
-use std::process::{Command, Stdio};
 use pynenc::{InvocationStatus, PynencError, Serializer};
 use pynenc_testkit::tasks::{self, *};
 use pynenc_testkit::{check_histories, start_runner, unique};
+use std::process::{Command, Stdio};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_options_come_from_configuration() {
@@ -14,12 +14,24 @@ async fn task_options_come_from_configuration() {
         .app_id("conf-task")
         .build()
         .expect("build");
-    assert_eq!(app.registry().options(flaky::DEFINITION.task_id).map(|o| o.max_retries), Some(0));
+    assert_eq!(
+        app.registry()
+            .options(flaky::DEFINITION.task_id)
+            .map(|o| o.max_retries),
+        Some(0)
+    );
     let runner = start_runner(&app, 2);
     let key = unique("conf");
     let inv = flaky::call_on(&app, key.clone(), 1).await.expect("call");
-    assert!(matches!(inv.result().await, Err(PynencError::TaskFailed { .. })));
-    assert_eq!(tasks::runs_of(&key), 1, "max_retries 0 from the environment: no retry");
+    assert!(matches!(
+        inv.result().await,
+        Err(PynencError::TaskFailed { .. })
+    ));
+    assert_eq!(
+        tasks::runs_of(&key),
+        1,
+        "max_retries 0 from the environment: no retry"
+    );
     runner.stop().await.expect("stop");
     check_histories(&app).await;
 
@@ -32,14 +44,23 @@ async fn task_options_come_from_configuration() {
         .build()
         .expect_err("bad value");
     let text = err.to_string();
-    assert!(text.contains(flaky::DEFINITION.task_id) && text.contains("max_retries"), "{text}");
+    assert!(
+        text.contains(flaky::DEFINITION.task_id) && text.contains("max_retries"),
+        "{text}"
+    );
     // keys concurrency without key arguments, from configuration
     let err = pynenc::Pynenc::builder()
         .env_vars(Vec::new())
-        .config_value(&format!("task.{}.running_concurrency", add::DEFINITION.task_id), "keys")
+        .config_value(
+            &format!("task.{}.running_concurrency", add::DEFINITION.task_id),
+            "keys",
+        )
         .build()
         .expect_err("keys without key_arguments");
-    assert!(matches!(err, PynencError::InvalidTaskOptions { .. }), "{err}");
+    assert!(
+        matches!(err, PynencError::InvalidTaskOptions { .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,18 +73,37 @@ async fn message_pack_serializer_runs_everything() {
         .expect("build");
     assert_eq!(app.serializer(), Serializer::MessagePack);
     let runner = start_runner(&app, 2);
-    assert_eq!(add_via_child::call_on(&app, 4, 5).await.expect("call").result().await.expect("result"), 9);
-    let group = add::parallelize_on(&app, (0..20).map(|i| (i, 1))).await.expect("group");
-    assert_eq!(group.results().await.expect("results"), (1..21).collect::<Vec<i64>>());
+    assert_eq!(
+        add_via_child::call_on(&app, 4, 5)
+            .await
+            .expect("call")
+            .result()
+            .await
+            .expect("result"),
+        9
+    );
+    let group = add::parallelize_on(&app, (0..20).map(|i| (i, 1)))
+        .await
+        .expect("group");
+    assert_eq!(
+        group.results().await.expect("results"),
+        (1..21).collect::<Vec<i64>>()
+    );
     let err = fail_with::call_on(&app, "IoError".into(), "disk full".into())
         .await
         .expect("call")
         .result()
         .await
         .expect_err("fails");
-    assert!(matches!(err, PynencError::TaskFailed { ref error, .. } if error.kind == "IoError" && error.message == "disk full"));
+    assert!(
+        matches!(err, PynencError::TaskFailed { ref error, .. } if error.kind == "IoError" && error.message == "disk full")
+    );
     // stored arguments are MessagePack, not JSON
-    let rec = app.state_backend().get_invocation(group.invocations()[0].invocation_id()).await.expect("record");
+    let rec = app
+        .state_backend()
+        .get_invocation(group.invocations()[0].invocation_id())
+        .await
+        .expect("record");
     assert!(rec.call.arguments.get("x").is_some_and(|v| v != "0"));
     runner.stop().await.expect("stop");
     check_histories(&app).await;
@@ -84,7 +124,10 @@ fn sigterm_while_running(task_ms: &str, grace_s: &str) -> Vec<String> {
     // wait until the invocation runs, then send SIGTERM
     let first = lines_in.next().and_then(|l| l.ok()).unwrap_or_default();
     assert_eq!(first, "RUNNING");
-    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let rest: Vec<String> = lines_in.map_while(|l| l.ok()).collect();
     let exit = child.wait().expect("wait");
@@ -93,7 +136,10 @@ fn sigterm_while_running(task_ms: &str, grace_s: &str) -> Vec<String> {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"RUNNING"), "{out}");
     assert_eq!(lines.last(), Some(&"DONE"), "{out}");
-    lines[1..lines.len() - 1].iter().map(|s| s.to_string()).collect()
+    lines[1..lines.len() - 1]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 #[test]

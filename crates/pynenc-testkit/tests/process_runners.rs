@@ -35,13 +35,18 @@ impl Worker {
     }
 
     fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.0.try_wait() {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "the runner did not stop after SIGTERM");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the runner did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -64,7 +69,9 @@ fn app_on(db: &std::path::Path, app_id: &str) -> Pynenc {
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
-    let out = Command::new("pgrep").args(["-P", &pid.to_string()]).output();
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output();
     out.map(|o| {
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -79,20 +86,47 @@ async fn process_runner_runs_each_invocation_in_a_child() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("p.db");
     let app = app_on(&db, "proc");
-    let worker = Worker::start(&db, "proc", "process", &[("PYNENC__RUNNER__MAX_PROCESSES", "3")]);
-    let ids = whoami::parallelize_on(&app, (0..6).map(|i| (i,))).await.expect("route");
-    let pids: std::collections::HashSet<u32> = ids.results().await.expect("results").into_iter().map(|(_, p)| p).collect();
+    let worker = Worker::start(
+        &db,
+        "proc",
+        "process",
+        &[("PYNENC__RUNNER__MAX_PROCESSES", "3")],
+    );
+    let ids = whoami::parallelize_on(&app, (0..6).map(|i| (i,)))
+        .await
+        .expect("route");
+    let pids: std::collections::HashSet<u32> = ids
+        .results()
+        .await
+        .expect("results")
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
     assert_eq!(pids.len(), 6, "one child process per invocation");
-    assert!(!pids.contains(&worker.pid()), "not run in the runner process");
+    assert!(
+        !pids.contains(&worker.pid()),
+        "not run in the runner process"
+    );
 
     // a child waiting on a sub-task is PAUSED (SIGSTOP) and RESUMED
     let parent = add_via_child::call_on(&app, 2, 3).await.expect("call");
     assert_eq!(parent.result().await.expect("result"), 5);
-    let st: Vec<InvocationStatus> = parent.history().await.expect("history").iter().map(|h| h.status).collect();
-    assert!(st.contains(&InvocationStatus::Paused) && st.contains(&InvocationStatus::Resumed), "{st:?}");
+    let st: Vec<InvocationStatus> = parent
+        .history()
+        .await
+        .expect("history")
+        .iter()
+        .map(|h| h.status)
+        .collect();
+    assert!(
+        st.contains(&InvocationStatus::Paused) && st.contains(&InvocationStatus::Resumed),
+        "{st:?}"
+    );
 
     // a panic, an abort and a segfault fail their invocation only
-    let p = panics_sync::call_on(&app, "child panic".into()).await.expect("call");
+    let p = panics_sync::call_on(&app, "child panic".into())
+        .await
+        .expect("call");
     let a = abort_process::call_on(&app).await.expect("call");
     let s = segfault::call_on(&app).await.expect("call");
     match p.result().await {
@@ -110,11 +144,21 @@ async fn process_runner_runs_each_invocation_in_a_child() {
     }
     // retried when the task's retry_for names ProcessCrashed
     let marker = dir.path().join("marker");
-    let c = crash_then_succeed::call_on(&app, marker.to_string_lossy().to_string(), 1).await.expect("call");
+    let c = crash_then_succeed::call_on(&app, marker.to_string_lossy().to_string(), 1)
+        .await
+        .expect("call");
     assert_eq!(c.result().await.expect("retried after the crash"), 2);
     assert_eq!(c.num_retries().await.expect("retries"), 1);
     // the runner still works
-    assert_eq!(add::call_on(&app, 1, 1).await.expect("call").result().await.expect("result"), 2);
+    assert_eq!(
+        add::call_on(&app, 1, 1)
+            .await
+            .expect("call")
+            .result()
+            .await
+            .expect("result"),
+        2
+    );
     assert!(worker.stop().success());
     check_histories(&app).await;
 }
@@ -130,11 +174,18 @@ async fn persistent_process_runner_replaces_dead_workers() {
         "persistent_process",
         &[("PYNENC__RUNNER__MAX_PROCESSES", "3")],
     );
-    let group = sleeper::parallelize_on(&app, (0..60).map(|i| (format!("p{i}"), 20u64))).await.expect("route");
-    let three = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() == 3 }).await;
+    let group = sleeper::parallelize_on(&app, (0..60).map(|i| (format!("p{i}"), 20u64)))
+        .await
+        .expect("route");
+    let three = eventually(Duration::from_secs(20), || async {
+        children_of(worker.pid()).len() == 3
+    })
+    .await;
     assert!(three, "three worker processes");
     let victim = children_of(worker.pid())[0];
-    let _ = Command::new("kill").args(["-KILL", &victim.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status();
     let replaced = eventually(Duration::from_secs(20), || async {
         let c = children_of(worker.pid());
         c.len() == 3 && !c.contains(&victim)
@@ -147,7 +198,11 @@ async fn persistent_process_runner_replaces_dead_workers() {
     assert!(worker.stop().success());
     // no worker process outlives the runner
     for pid in last_children {
-        let alive = Command::new("kill").args(["-0", &pid.to_string()]).status().map(|s| s.success()).unwrap_or(false);
+        let alive = Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         assert!(!alive, "worker process {pid} outlived its runner");
     }
     check_histories(&app).await;
@@ -168,11 +223,19 @@ async fn multi_thread_runner_scales_with_the_queue() {
             ("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", "2"),
         ],
     );
-    let one = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() == 1 }).await;
+    let one = eventually(Duration::from_secs(20), || async {
+        children_of(worker.pid()).len() == 1
+    })
+    .await;
     assert!(one, "starts with min_processes workers");
     // 200 tasks of 30 ms: seconds of work for one 2-slot worker
-    let group = chaos_work::parallelize_on(&app, (0..200).map(|i| (i, 30u64))).await.expect("route");
-    let scaled = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() > 1 }).await;
+    let group = chaos_work::parallelize_on(&app, (0..200).map(|i| (i, 30u64)))
+        .await
+        .expect("route");
+    let scaled = eventually(Duration::from_secs(20), || async {
+        children_of(worker.pid()).len() > 1
+    })
+    .await;
     assert!(scaled, "more workers while the queue is deep");
     let values = group.results().await.expect("results");
     assert_eq!(values, (0..200).map(|i| 2 * i).collect::<Vec<u64>>());
@@ -187,14 +250,21 @@ async fn multi_thread_runner_scales_with_the_queue() {
         }
         owners
     };
-    assert!(owners.len() > 1, "the work was spread over several worker processes: {owners:?}");
+    assert!(
+        owners.len() > 1,
+        "the work was spread over several worker processes: {owners:?}"
+    );
     assert!(worker.stop().success());
     check_histories(&app).await;
 }
 
 #[tokio::test]
 async fn process_runners_refuse_the_memory_backend() {
-    let app = Pynenc::builder().env_vars(Vec::new()).app_id("mem").build().expect("app");
+    let app = Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id("mem")
+        .build()
+        .expect("app");
     for result in [
         pynenc::ProcessRunner::new(&app).run().await,
         pynenc::PersistentProcessRunner::new(&app).run().await,
@@ -202,7 +272,10 @@ async fn process_runners_refuse_the_memory_backend() {
     ] {
         match result {
             Err(PynencError::RunnerNotExecutable { message }) => {
-                assert!(message.contains("in-memory backend") && message.contains("sqlite"), "{message}")
+                assert!(
+                    message.contains("in-memory backend") && message.contains("sqlite"),
+                    "{message}"
+                )
             }
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -212,7 +285,10 @@ async fn process_runners_refuse_the_memory_backend() {
     let chosen = Pynenc::builder()
         .env_vars(Vec::new())
         .config_value("runner.kind", "process")
-        .config_value("sqlite.sqlite_path", dir.path().join("d.db").to_string_lossy().to_string())
+        .config_value(
+            "sqlite.sqlite_path",
+            dir.path().join("d.db").to_string_lossy().to_string(),
+        )
         .build()
         .expect("app");
     assert_eq!(chosen.conf().backend, "sqlite");
@@ -229,11 +305,16 @@ async fn children_never_outlive_a_killed_runner() {
         "persistent_process",
         &[("PYNENC__RUNNER__MAX_PROCESSES", "2")],
     );
-    let two = eventually(Duration::from_secs(20), || async { children_of(worker.pid()).len() == 2 }).await;
+    let two = eventually(Duration::from_secs(20), || async {
+        children_of(worker.pid()).len() == 2
+    })
+    .await;
     assert!(two, "two worker processes");
     let children = children_of(worker.pid());
     // SIGKILL the runner itself: it cannot clean up, its children must notice
-    let _ = Command::new("kill").args(["-KILL", &worker.pid().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &worker.pid().to_string()])
+        .status();
     let gone = eventually(Duration::from_secs(10), || {
         let children = children.clone();
         async move {
@@ -247,6 +328,9 @@ async fn children_never_outlive_a_killed_runner() {
         }
     })
     .await;
-    assert!(gone, "worker processes outlived their killed runner: {children:?}");
+    assert!(
+        gone,
+        "worker processes outlived their killed runner: {children:?}"
+    );
     drop(app);
 }

@@ -159,13 +159,21 @@ async fn wait_until_open(workers: &[&Worker], db: &Path) {
     })
     .await;
     let outputs: Vec<String> = workers.iter().map(|w| w.output()).collect();
-    assert!(open, "the workers did not open the database\n{}", outputs.join("\n"));
+    assert!(
+        open,
+        "the workers did not open the database\n{}",
+        outputs.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runner_processes_and_a_caller_share_one_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().canonicalize().expect("tempdir path").join("shared.db");
+    let db = dir
+        .path()
+        .canonicalize()
+        .expect("tempdir path")
+        .join("shared.db");
     let app_id = unique("procs");
     let app = caller_app(&db, &app_id);
     let one = Worker::start(&db, &app_id, "one", &[]);
@@ -179,7 +187,11 @@ async fn two_runner_processes_and_a_caller_share_one_file() {
     assert_eq!(group.len(), N as usize);
     let results = match tokio::time::timeout(Duration::from_secs(60), group.results()).await {
         Ok(r) => r.expect("results"),
-        Err(_) => panic!("5,000 tasks not done in 60 s\n{}\n{}", one.output(), two.output()),
+        Err(_) => panic!(
+            "5,000 tasks not done in 60 s\n{}\n{}",
+            one.output(),
+            two.output()
+        ),
     };
     let expected: Vec<i64> = (0..N).map(|i| 3 * i).collect();
     assert_eq!(results, expected);
@@ -201,7 +213,10 @@ async fn two_runner_processes_and_a_caller_share_one_file() {
         );
         let owner = running[0].owner.clone().expect("RUNNING has an owner");
         *owners.entry(owner).or_default() += 1;
-        assert_eq!(history.last().map(|h| h.status), Some(InvocationStatus::Success));
+        assert_eq!(
+            history.last().map(|h| h.status),
+            Some(InvocationStatus::Success)
+        );
     }
     assert_eq!(owners.len(), 2, "runners: {owners:?}");
     for w in [&one, &two] {
@@ -222,7 +237,11 @@ async fn two_runner_processes_and_a_caller_share_one_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_killed_with_sigkill_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().canonicalize().expect("tempdir path").join("killed.db");
+    let db = dir
+        .path()
+        .canonicalize()
+        .expect("tempdir path")
+        .join("killed.db");
     let app_id = unique("kill9");
     let app = caller_app(&db, &app_id);
     let key = unique("sleep");
@@ -248,7 +267,11 @@ async fn a_runner_killed_with_sigkill_loses_nothing() {
         running > 0 && done >= 16
     })
     .await;
-    assert!(mid_work, "the worker did not get going\n{}", victim.output());
+    assert!(
+        mid_work,
+        "the worker did not get going\n{}",
+        victim.output()
+    );
     victim.kill_9();
 
     // the file is consistent, and so is every history written so far
@@ -265,7 +288,9 @@ async fn a_runner_killed_with_sigkill_loses_nothing() {
         );
         if owned {
             assert!(
-                last.owner.as_deref().is_some_and(|o| o.contains(&victim_tag)),
+                last.owner
+                    .as_deref()
+                    .is_some_and(|o| o.contains(&victim_tag)),
                 "{last:?} is held by someone else than the killed worker"
             );
             held.push(inv.invocation_id().to_string());
@@ -296,7 +321,11 @@ async fn a_runner_killed_with_sigkill_loses_nothing() {
     for inv in group.invocations() {
         let history = inv.history().await.expect("history");
         let statuses: Vec<InvocationStatus> = history.iter().map(|h| h.status).collect();
-        assert_eq!(statuses.last(), Some(&InvocationStatus::Success), "{statuses:?}");
+        assert_eq!(
+            statuses.last(),
+            Some(&InvocationStatus::Success),
+            "{statuses:?}"
+        );
         if held.contains(inv.invocation_id()) {
             let recovered = statuses.windows(2).any(|w| {
                 matches!(

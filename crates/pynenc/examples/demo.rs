@@ -21,7 +21,10 @@ static PRICE_LOOKUPS: AtomicU32 = AtomicU32::new(0);
 async fn price_of(item: String) -> Result<u64, TaskError> {
     let n = PRICE_LOOKUPS.fetch_add(1, Ordering::SeqCst);
     if n % 5 == 4 {
-        return Err(TaskError::new("Unavailable", format!("price service busy (lookup {n})")));
+        return Err(TaskError::new(
+            "Unavailable",
+            format!("price service busy (lookup {n})"),
+        ));
     }
     Ok(item.bytes().map(u64::from).sum::<u64>() * 3)
 }
@@ -39,13 +42,20 @@ async fn order_total(items: Vec<String>) -> Result<u64, PynencError> {
 async fn checkout(customer: String, items: Vec<String>) -> Result<String, PynencError> {
     let total = order_total::call(items).await?.result().await?;
     tracing::info!(%customer, total, "checked out");
-    Ok(format!("{customer} pays {}.{:02}", total / 100, total % 100))
+    Ok(format!(
+        "{customer} pays {}.{:02}",
+        total / 100,
+        total % 100
+    ))
 }
 
 /// A task that always fails, to show how errors come back.
 #[pynenc::task]
 async fn refund(order_id: u32) -> Result<(), TaskError> {
-    Err(TaskError::new("RefundRefused", format!("order {order_id} was never paid")))
+    Err(TaskError::new(
+        "RefundRefused",
+        format!("order {order_id} was never paid"),
+    ))
 }
 
 #[tokio::main]
@@ -59,13 +69,19 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     // In memory by default; `PYNENC__...` variables and pynenc.toml apply too.
-    let app = Pynenc::builder().app_id("demo-shop").max_parallel_slots(4).build()?;
+    let app = Pynenc::builder()
+        .app_id("demo-shop")
+        .max_parallel_slots(4)
+        .build()?;
     let runner = app.runner().spawn();
 
     let baskets = [
         ("ada", vec!["tea", "scones", "jam"]),
         ("grace", vec!["coffee", "cake"]),
-        ("alan", vec!["apples", "bread", "cheese", "wine", "olives", "figs"]),
+        (
+            "alan",
+            vec!["apples", "bread", "cheese", "wine", "olives", "figs"],
+        ),
     ];
     let mut invocations = Vec::new();
     for (customer, items) in baskets {
@@ -78,7 +94,10 @@ async fn main() -> anyhow::Result<()> {
     }
     match refund::call(42).await?.result().await {
         Err(PynencError::TaskFailed { error, .. }) => {
-            println!("refund failed as expected: {} — {}", error.kind, error.message)
+            println!(
+                "refund failed as expected: {} — {}",
+                error.kind, error.message
+            )
         }
         other => println!("unexpected refund outcome: {other:?}"),
     }
@@ -91,7 +110,9 @@ async fn main() -> anyhow::Result<()> {
     for id in &ids {
         let record = app.state_backend().get_invocation(id).await?;
         let status = app.orchestrator().get_status(id).await?.status;
-        *table.entry((record.call.task_id.clone(), status)).or_default() += 1;
+        *table
+            .entry((record.call.task_id.clone(), status))
+            .or_default() += 1;
         if app.orchestrator().get_num_retries(id).await? > 0 {
             retried.push(id.clone());
         }

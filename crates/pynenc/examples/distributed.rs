@@ -49,7 +49,10 @@ async fn run() -> anyhow::Result<()> {
             *by_pid.entry(pid).or_default() += 1;
         }
     }
-    println!("took {:.2} s; thumbnails per worker process:", started.elapsed().as_secs_f64());
+    println!(
+        "took {:.2} s; thumbnails per worker process:",
+        started.elapsed().as_secs_f64()
+    );
     for (pid, n) in by_pid {
         println!("  pid {pid}: {n}");
     }

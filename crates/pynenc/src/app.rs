@@ -141,7 +141,10 @@ impl PynencBuilder {
     pub fn build(self) -> Result<Pynenc> {
         let mut conf = self.loader.load()?;
         let process_kind = conf.runner.kind != "thread";
-        let backend_defaulted = matches!(conf.source_of("backend"), None | Some(ConfigSource::Default));
+        let backend_defaulted = matches!(
+            conf.source_of("backend"),
+            None | Some(ConfigSource::Default)
+        );
         if process_kind && backend_defaulted && self.memory.is_none() && self.components.is_none() {
             // process runners need a backend other processes reach: SQLite by default
             conf.backend = "sqlite".into();
@@ -152,7 +155,8 @@ impl PynencBuilder {
         };
         let mut registry = TaskRegistry::default();
         for def in registered_tasks() {
-            let options = conf.task_options(def.task_id, def.params, TaskOptions::from(&def.options))?;
+            let options =
+                conf.task_options(def.task_id, def.params, TaskOptions::from(&def.options))?;
             registry.insert(def, options);
         }
         for task_id in conf.task_ids_configured() {
@@ -350,7 +354,11 @@ impl Pynenc {
     }
 
     /// Routes one call of `def` (or runs it in the caller in dev mode).
-    pub async fn call_task(&self, def: &'static TaskDefinition, call: Call) -> Result<UntypedInvocation> {
+    pub async fn call_task(
+        &self,
+        def: &'static TaskDefinition,
+        call: Call,
+    ) -> Result<UntypedInvocation> {
         let options = self.options_of(def);
         if self.inner.conf.dev_mode_force_sync_tasks {
             return self.run_synchronously(def, &options, call).await;

@@ -20,7 +20,10 @@ pub struct Arguments {
 }
 
 impl Serialize for Arguments {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(self.values.len()))?;
         for (k, v) in &self.values {
@@ -31,7 +34,9 @@ impl Serialize for Arguments {
 }
 
 impl<'de> Deserialize<'de> for Arguments {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
         let map = BTreeMap::<String, String>::deserialize(deserializer)?;
         Ok(Arguments::from_serialized(map))
     }
@@ -151,11 +156,7 @@ impl Arguments {
                     Some(v) => truncate(&serializer.display(v), 80),
                     None => "(missing)".to_string(),
                 };
-                lines.push(format!(
-                    "  {name}: existing {} != new {}",
-                    show(a),
-                    show(b)
-                ));
+                lines.push(format!("  {name}: existing {} != new {}", show(a), show(b)));
             }
         }
         if lines.is_empty() {

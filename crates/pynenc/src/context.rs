@@ -96,7 +96,10 @@ pub(crate) fn set_default_app(app: &Pynenc, only_if_unset: bool) {
 }
 
 /// Runs `fut` with `ctx` as the current invocation.
-pub(crate) async fn scope<F: std::future::Future>(ctx: Arc<InvocationContext>, fut: F) -> F::Output {
+pub(crate) async fn scope<F: std::future::Future>(
+    ctx: Arc<InvocationContext>,
+    fut: F,
+) -> F::Output {
     CURRENT.scope(ctx, fut).await
 }
 

@@ -82,7 +82,10 @@ impl From<PynencError> for TaskError {
                 error,
             } => TaskError::new(
                 error.kind,
-                format!("{} (raised by {task_id}, invocation {invocation_id})", error.message),
+                format!(
+                    "{} (raised by {task_id}, invocation {invocation_id})",
+                    error.message
+                ),
             ),
             other => TaskError::new(other.kind(), other.to_string()),
         }

@@ -100,8 +100,16 @@ struct InvocationJson {
 }
 
 impl UntypedInvocation {
-    pub(crate) fn distributed(app: Pynenc, record: Arc<InvocationRecord>, reused: Option<Option<String>>) -> Self {
-        UntypedInvocation::Distributed(DistributedInvocation { app, record, reused })
+    pub(crate) fn distributed(
+        app: Pynenc,
+        record: Arc<InvocationRecord>,
+        reused: Option<Option<String>>,
+    ) -> Self {
+        UntypedInvocation::Distributed(DistributedInvocation {
+            app,
+            record,
+            reused,
+        })
     }
 
     /// The invocation id.
@@ -160,7 +168,9 @@ fn decode<R: DeserializeOwned>(
         InvocationStatus::Failed => Err(PynencError::TaskFailed {
             task_id: task_id.to_string(),
             invocation_id: invocation_id.to_string(),
-            error: outcome.error.unwrap_or_else(|| TaskError::new("Unknown", "no error stored")),
+            error: outcome
+                .error
+                .unwrap_or_else(|| TaskError::new("Unknown", "no error stored")),
         }),
         status => Err(PynencError::NoResult {
             invocation_id: invocation_id.to_string(),
@@ -246,7 +256,10 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
     pub async fn num_retries(&self) -> Result<u32> {
         match &self.inner {
             UntypedInvocation::Distributed(d) => {
-                d.app.orchestrator().get_num_retries(&d.record.invocation_id).await
+                d.app
+                    .orchestrator()
+                    .get_num_retries(&d.record.invocation_id)
+                    .await
             }
             UntypedInvocation::Synchronous(s) => Ok(s.num_retries),
         }
@@ -256,7 +269,10 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
     pub async fn history(&self) -> Result<Vec<HistoryEntry>> {
         match &self.inner {
             UntypedInvocation::Distributed(d) => {
-                d.app.state_backend().get_history(&d.record.invocation_id).await
+                d.app
+                    .state_backend()
+                    .get_history(&d.record.invocation_id)
+                    .await
             }
             UntypedInvocation::Synchronous(_) => Ok(Vec::new()),
         }
@@ -279,7 +295,12 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
                     .await?
                     .pop()
                     .ok_or_else(|| PynencError::backend("no outcome returned"))?;
-                decode(d.app.serializer(), &d.record.call.task_id, &d.record.invocation_id, outcome)
+                decode(
+                    d.app.serializer(),
+                    &d.record.call.task_id,
+                    &d.record.invocation_id,
+                    outcome,
+                )
             }
             UntypedInvocation::Synchronous(s) => match &s.outcome {
                 Ok(text) => s
@@ -315,7 +336,10 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
     pub async fn from_json(app: &Pynenc, json: &str) -> Result<Self> {
         let parsed: InvocationJson = serde_json::from_str(json)
             .map_err(|e| PynencError::serialization("deserialize", "invocation", e))?;
-        let record = app.state_backend().get_invocation(&parsed.invocation_id).await?;
+        let record = app
+            .state_backend()
+            .get_invocation(&parsed.invocation_id)
+            .await?;
         if record.call != parsed.call {
             return Err(PynencError::serialization(
                 "deserialize",

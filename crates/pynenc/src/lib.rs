@@ -98,8 +98,8 @@ pub use exceptions::{ConfigError, ConfigSource, PynencError, Result, TaskError};
 pub use invocation::{Invocation, InvocationGroup, InvocationRecord, UntypedInvocation};
 pub use orchestrator::Orchestrator;
 pub use runner::{
-    run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner, Runner, RunnerHandle,
-    SpawnedRunner, ThreadRunner,
+    run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner, Runner,
+    RunnerHandle, SpawnedRunner, ThreadRunner,
 };
 pub use serializer::Serializer;
 pub use state_backend::{HistoryEntry, StateBackend};

@@ -32,7 +32,11 @@ pub struct ConcurrencySpec {
 }
 
 /// The key that groups invocations for a concurrency mode.
-pub fn concurrency_key(mode: ConcurrencyControl, call: &Call, key_arguments: &[&str]) -> Option<String> {
+pub fn concurrency_key(
+    mode: ConcurrencyControl,
+    call: &Call,
+    key_arguments: &[&str],
+) -> Option<String> {
     match mode {
         ConcurrencyControl::Disabled => None,
         ConcurrencyControl::Task => Some(format!("task:{}", call.task_id)),
@@ -132,7 +136,11 @@ pub trait Orchestrator: Send + Sync {
     /// Up to `max` invocations for `runner_id`: first those others wait on
     /// (oldest first), then the queue; each passes running concurrency and is
     /// set `PENDING` with `runner_id` as owner.
-    async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<Arc<InvocationRecord>>>;
+    async fn get_invocations_to_run(
+        &self,
+        runner_id: &str,
+        max: usize,
+    ) -> Result<Vec<Arc<InvocationRecord>>>;
 
     /// [`Orchestrator::get_invocations_to_run`], then `RUNNING` for each picked
     /// invocation in the same atomic step (the history records both
@@ -156,7 +164,12 @@ pub trait Orchestrator: Send + Sync {
     /// Ends a run: stores the result or error, sets `SUCCESS`, `FAILED` or
     /// `RETRY` (queued again), releases waiters, cleans cycle edges and
     /// re-routes invocations held by running concurrency.
-    async fn finish(&self, invocation_id: &str, runner_id: &str, outcome: RunOutcome) -> Result<InvocationStatus>;
+    async fn finish(
+        &self,
+        invocation_id: &str,
+        runner_id: &str,
+        outcome: RunOutcome,
+    ) -> Result<InvocationStatus>;
 
     /// [`Orchestrator::finish`] for several invocations of one runner in one
     /// step where the backend can (one lock, one transaction, one round
@@ -219,7 +232,12 @@ pub trait Orchestrator: Send + Sync {
     /// heartbeat is older than `dead_after` (or missing), and `PENDING` ones
     /// older than `max_pending`, go through `PENDING_RECOVERY` /
     /// `RUNNING_RECOVERY` to `REROUTED` and are queued again. Returns their ids.
-    async fn recover(&self, actor: &str, dead_after: Duration, max_pending: Duration) -> Result<Vec<String>>;
+    async fn recover(
+        &self,
+        actor: &str,
+        dead_after: Duration,
+        max_pending: Duration,
+    ) -> Result<Vec<String>>;
 
     /// Removes everything of this app.
     async fn purge(&self) -> Result<()>;

@@ -135,7 +135,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(Serializer::from_name("msgpack"), Some(Serializer::MessagePack));
+        assert_eq!(
+            Serializer::from_name("msgpack"),
+            Some(Serializer::MessagePack)
+        );
         assert_eq!(Serializer::from_name("JSON"), Some(Serializer::Json));
         assert_eq!(Serializer::from_name("pickle"), None);
     }

@@ -117,7 +117,12 @@ impl InvocationStatus {
             Running | Paused | Resumed | Success | Failed | PendingRecovery | RunningRecovery => {
                 Ownership::Keep
             }
-            Scheduled | Registered | Rerouted | Retry | Killed | ConcurrencyControlled
+            Scheduled
+            | Registered
+            | Rerouted
+            | Retry
+            | Killed
+            | ConcurrencyControlled
             | ConcurrencyControlledFinal => Ownership::Release,
         }
     }
@@ -241,7 +246,10 @@ impl StatusRecord {
                 allowed: join(InvocationStatus::initial()),
             });
         }
-        Ok(StatusRecord { status, owner: None })
+        Ok(StatusRecord {
+            status,
+            owner: None,
+        })
     }
 
     /// The one place where transitions are checked: returns the record that
@@ -278,7 +286,10 @@ fn join(list: &[InvocationStatus]) -> String {
     if list.is_empty() {
         return "none, it is final".into();
     }
-    list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    list.iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Replays a history (oldest first) of `(status, owner after the step,
@@ -336,7 +347,10 @@ mod tests {
                     _ => assert_eq!(next.owner.as_deref(), Some("r1")),
                 }
                 if from.requires_owner_for(to) {
-                    assert!(rec.transition(to, "r2").is_err(), "{from} -> {to} by a non-owner");
+                    assert!(
+                        rec.transition(to, "r2").is_err(),
+                        "{from} -> {to} by a non-owner"
+                    );
                 }
             }
         }
@@ -355,7 +369,10 @@ mod tests {
                     owner: Some("r1".into()),
                 };
                 assert!(
-                    matches!(rec.transition(to, "r1"), Err(TransitionError::NotAllowed { .. })),
+                    matches!(
+                        rec.transition(to, "r1"),
+                        Err(TransitionError::NotAllowed { .. })
+                    ),
                     "{from} -> {to} must be refused"
                 );
                 refused += 1;
@@ -443,7 +460,11 @@ mod tests {
         assert!(replay_history(ok).is_ok());
         let bad = [(Registered, None, "c"), (Running, Some("r"), "r")];
         assert_eq!(replay_history(bad).unwrap_err().0, 1);
-        let wrong_actor = [(Registered, None, "c"), (Pending, Some("r"), "r"), (Running, Some("r"), "x")];
+        let wrong_actor = [
+            (Registered, None, "c"),
+            (Pending, Some("r"), "r"),
+            (Running, Some("r"), "x"),
+        ];
         assert_eq!(replay_history(wrong_actor).unwrap_err().0, 2);
         let wrong_owner = [(Registered, None, "c"), (Pending, Some("x"), "r")];
         assert_eq!(replay_history(wrong_owner).unwrap_err().0, 1);

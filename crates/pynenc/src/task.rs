@@ -164,10 +164,7 @@ impl TaskOptions {
             message,
         };
         if self.parallel_batch_size == 0 {
-            return Err(invalid(
-                "parallel_batch_size",
-                "must be at least 1".into(),
-            ));
+            return Err(invalid("parallel_batch_size", "must be at least 1".into()));
         }
         for key in &self.key_arguments {
             if !params.contains(&key.as_str()) {
@@ -275,12 +272,10 @@ impl TaskInput {
                 self.task_id, self.record.invocation_id
             )
         };
-        let text = self.record.call.arguments.get(name).ok_or_else(|| {
-            TaskError::new(
-                "SerializationError",
-                format!("missing {}", what()),
-            )
-        })?;
+        let text =
+            self.record.call.arguments.get(name).ok_or_else(|| {
+                TaskError::new("SerializationError", format!("missing {}", what()))
+            })?;
         self.serializer
             .deserialize(text, &what())
             .map_err(|e| TaskError::new("SerializationError", e.to_string()))
@@ -375,7 +370,11 @@ where
     }
 
     /// Calls the task on a given app.
-    pub async fn call_on(&self, app: &Pynenc, args: impl IntoArguments<P>) -> Result<Invocation<R>> {
+    pub async fn call_on(
+        &self,
+        app: &Pynenc,
+        args: impl IntoArguments<P>,
+    ) -> Result<Invocation<R>> {
         let arguments = args.into_arguments(app.serializer())?;
         app.call_task(self.definition, Call::new(self.task_id(), arguments))
             .await
@@ -383,7 +382,11 @@ where
     }
 
     /// Calls the task to run at `at` (it stays `SCHEDULED` until then), on the current app.
-    pub async fn schedule(&self, at: std::time::SystemTime, args: impl IntoArguments<P>) -> Result<Invocation<R>> {
+    pub async fn schedule(
+        &self,
+        at: std::time::SystemTime,
+        args: impl IntoArguments<P>,
+    ) -> Result<Invocation<R>> {
         let app = context::current_app()?;
         self.schedule_on(&app, at, args).await
     }
@@ -430,7 +433,10 @@ where
         let invocations = app.call_task_many(self.definition, calls).await?;
         Ok(InvocationGroup::new(
             self.task_id(),
-            invocations.into_iter().map(Invocation::from_untyped).collect(),
+            invocations
+                .into_iter()
+                .map(Invocation::from_untyped)
+                .collect(),
         ))
     }
 }
@@ -494,7 +500,9 @@ mod tests {
             ..TaskOptions::default()
         };
         let err = o.validate("m::t", &["x", "y"]).unwrap_err();
-        assert!(matches!(err, PynencError::InvalidTaskOptions { ref option, .. } if option == "key_arguments"));
+        assert!(
+            matches!(err, PynencError::InvalidTaskOptions { ref option, .. } if option == "key_arguments")
+        );
         assert!(err.to_string().contains("m::t"));
         o.key_arguments = vec!["z".into()];
         let err = o.validate("m::t", &["x", "y"]).unwrap_err();

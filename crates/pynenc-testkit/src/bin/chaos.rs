@@ -52,7 +52,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     if args.mode.as_deref() == Some("worker") {
         return rt.block_on(async {
             let app = pynenc::Pynenc::builder().build()?;
@@ -90,9 +92,16 @@ fn main() -> anyhow::Result<()> {
         pynenc_testkit::chaos::chaos_app(&cfg)?.purge().await?;
         Ok::<_, pynenc::PynencError>(report)
     })?;
-    println!("backend {}  workers {} × {} slots", args.backend, args.workers, args.slots);
+    println!(
+        "backend {}  workers {} × {} slots",
+        args.backend, args.workers, args.slots
+    );
     println!("{report}");
-    if report.lost > 0 || report.wrong_results > 0 || report.illegal_histories > 0 || report.unexplained_duplicates > 0 {
+    if report.lost > 0
+        || report.wrong_results > 0
+        || report.illegal_histories > 0
+        || report.unexplained_duplicates > 0
+    {
         anyhow::bail!("chaos run found problems");
     }
     Ok(())

@@ -29,7 +29,10 @@ async fn run() -> anyhow::Result<()> {
     let app = Pynenc::builder().build()?;
     match mode.as_str() {
         "sleep-then-report" => {
-            let ms: u64 = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(3000);
+            let ms: u64 = std::env::args()
+                .nth(2)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(3000);
             let inv = tasks::sleeper::call_on(&app, "signal".into(), ms).await?;
             let runner = ThreadRunner::new(&app);
             let watcher = {

@@ -140,7 +140,11 @@ impl MemState {
 }
 
 impl StoreTxn for MemState {
-    fn insert_invocation(&mut self, record: &Arc<InvocationRecord>, status: &StatusRecord) -> Result<()> {
+    fn insert_invocation(
+        &mut self,
+        record: &Arc<InvocationRecord>,
+        status: &StatusRecord,
+    ) -> Result<()> {
         let id = record.invocation_id.clone();
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -174,14 +178,25 @@ impl StoreTxn for MemState {
     }
 
     fn get_invocation(&mut self, invocation_id: &str) -> Result<Option<Arc<InvocationRecord>>> {
-        Ok(self.invocations.get(invocation_id).map(|e| e.record.clone()))
+        Ok(self
+            .invocations
+            .get(invocation_id)
+            .map(|e| e.record.clone()))
     }
 
     fn get_status(&mut self, invocation_id: &str) -> Result<Option<StatusRecord>> {
-        Ok(self.invocations.get(invocation_id).map(|e| e.status.clone()))
+        Ok(self
+            .invocations
+            .get(invocation_id)
+            .map(|e| e.status.clone()))
     }
 
-    fn put_status(&mut self, invocation_id: &str, status: &StatusRecord, now_us: i64) -> Result<()> {
+    fn put_status(
+        &mut self,
+        invocation_id: &str,
+        status: &StatusRecord,
+        now_us: i64,
+    ) -> Result<()> {
         let entry = self.entry(invocation_id)?;
         let old = std::mem::replace(&mut entry.status, status.clone()).status;
         let new = status.status;
@@ -294,11 +309,14 @@ impl StoreTxn for MemState {
     }
 
     fn get_outcome(&mut self, invocation_id: &str) -> Result<Option<InvocationOutcome>> {
-        Ok(self.invocations.get(invocation_id).map(|e| InvocationOutcome {
-            status: e.status.status,
-            result: e.result.clone(),
-            error: e.error.clone(),
-        }))
+        Ok(self
+            .invocations
+            .get(invocation_id)
+            .map(|e| InvocationOutcome {
+                status: e.status.status,
+                result: e.result.clone(),
+                error: e.error.clone(),
+            }))
     }
 
     fn list_invocation_ids(&mut self) -> Result<Vec<String>> {
@@ -387,7 +405,12 @@ impl StoreTxn for MemState {
         Ok(())
     }
 
-    fn add_edge(&mut self, caller_invocation_id: &str, caller_call_id: &str, callee_call_id: &str) -> Result<()> {
+    fn add_edge(
+        &mut self,
+        caller_invocation_id: &str,
+        caller_call_id: &str,
+        callee_call_id: &str,
+    ) -> Result<()> {
         *self
             .edges
             .entry(caller_call_id.to_string())
@@ -493,7 +516,11 @@ impl StoreTxn for MemState {
         Ok(())
     }
 
-    fn owned_claims_before(&mut self, before_us: i64, max: usize) -> Result<Vec<(String, StatusRecord, i64)>> {
+    fn owned_claims_before(
+        &mut self,
+        before_us: i64,
+        max: usize,
+    ) -> Result<Vec<(String, StatusRecord, i64)>> {
         Ok(self
             .owned
             .iter()

@@ -745,8 +745,10 @@ impl Inner {
                 return;
             }
         };
-        let mut results: Vec<(tokio::sync::oneshot::Sender<Result<AnyValue>>, Result<AnyValue>)> =
-            Vec::with_capacity(batch.len());
+        let mut results: Vec<(
+            tokio::sync::oneshot::Sender<Result<AnyValue>>,
+            Result<AnyValue>,
+        )> = Vec::with_capacity(batch.len());
         let mut effects = Effects::default();
         let ctx = &self.ctx;
         match begin_immediate(ctx, &conn) {
@@ -1043,9 +1045,10 @@ impl AtomicStore for SqliteStore {
                     inner.ctx.shown
                 ))
             })??;
-            value.downcast::<R>().map(|b| *b).map_err(|_| {
-                PynencError::backend("SQLite writer returned a value of another type")
-            })
+            value
+                .downcast::<R>()
+                .map(|b| *b)
+                .map_err(|_| PynencError::backend("SQLite writer returned a value of another type"))
         }
     }
 
@@ -1184,11 +1187,7 @@ struct SqliteTxn<'a> {
 }
 
 impl<'a> SqliteTxn<'a> {
-    fn new(
-        conn: &'a Connection,
-        ctx: &'a Ctx,
-        names: &'a Mutex<FxHashMap<String, i64>>,
-    ) -> Self {
+    fn new(conn: &'a Connection, ctx: &'a Ctx, names: &'a Mutex<FxHashMap<String, i64>>) -> Self {
         SqliteTxn {
             conn,
             ctx,
@@ -1211,8 +1210,11 @@ impl<'a> SqliteTxn<'a> {
 
     fn parse_status(&self, invocation_id: &str, code: i64) -> Result<InvocationStatus> {
         status_from_code(code).ok_or_else(|| {
-            self.ctx
-                .corrupt(invocation_id, "status", format!("unknown status code {code}"))
+            self.ctx.corrupt(
+                invocation_id,
+                "status",
+                format!("unknown status code {code}"),
+            )
         })
     }
 
@@ -1386,7 +1388,13 @@ impl<'a> SqliteTxn<'a> {
         Ok(rows.into_iter().map(|(_, id)| id).collect())
     }
 
-    fn exec(&self, sql: &str, op: &str, key: Key<'_>, args: impl rusqlite::Params) -> Result<usize> {
+    fn exec(
+        &self,
+        sql: &str,
+        op: &str,
+        key: Key<'_>,
+        args: impl rusqlite::Params,
+    ) -> Result<usize> {
         self.stmt(sql, op, key)?
             .execute(args)
             .map_err(|e| self.ctx.err(e, op, key))
@@ -1485,9 +1493,7 @@ impl StoreTxn for SqliteTxn<'_> {
     }
 
     fn running_key_of(&mut self, invocation_id: &str) -> Result<Option<String>> {
-        Ok(self
-            .row(invocation_id)?
-            .and_then(|r| r.running_key.clone()))
+        Ok(self.row(invocation_id)?.and_then(|r| r.running_key.clone()))
     }
 
     /// Time-ordered ids: 14 hexadecimal digits of the creation time in
@@ -2294,7 +2300,11 @@ mod tests {
         assert!(msg.contains("version 1"), "{msg}");
         assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
         assert!(msg.contains("delete the file"), "{msg}");
-        assert_eq!(std::fs::read(&path).unwrap(), before, "the file was changed");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file was changed"
+        );
     }
 
     #[test]
@@ -2334,7 +2344,11 @@ mod tests {
         assert_eq!(unique.len(), ids.len());
         for id in &ids {
             assert_eq!(id.len(), 32, "{id}");
-            assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{id}"
+            );
         }
         // the time prefix never goes backwards
         for pair in ids.windows(2) {
@@ -2379,7 +2393,10 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert!(matches!(err, PynencError::InvocationNotFound { .. }), "{err}");
+        assert!(
+            matches!(err, PynencError::InvocationNotFound { .. }),
+            "{err}"
+        );
         // other names may now take the rolled-back rows' numbers
         store
             .atomic(|t| {
@@ -2403,7 +2420,13 @@ mod tests {
         let history = store.atomic(|t| t.get_history("a")).await.unwrap();
         let got: Vec<_> = history
             .iter()
-            .map(|h| (h.actor.as_str(), h.owner.as_deref(), h.execution_context.as_deref()))
+            .map(|h| {
+                (
+                    h.actor.as_str(),
+                    h.owner.as_deref(),
+                    h.execution_context.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             got,

@@ -21,10 +21,17 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs a task body with `ctx` as its context. A panic becomes a task error
 /// of kind `Panic`; it never escapes.
-pub(crate) async fn run_body(body: TaskBody, input: TaskInput, ctx: Arc<InvocationContext>) -> TaskOutput {
+pub(crate) async fn run_body(
+    body: TaskBody,
+    input: TaskInput,
+    ctx: Arc<InvocationContext>,
+) -> TaskOutput {
     match body {
         TaskBody::Async(f) => {
-            let fut = context::scope(ctx, AssertUnwindSafe(async move { f(input).await }).catch_unwind());
+            let fut = context::scope(
+                ctx,
+                AssertUnwindSafe(async move { f(input).await }).catch_unwind(),
+            );
             match fut.await {
                 Ok(out) => out,
                 Err(payload) => Err(TaskError::new(
@@ -35,7 +42,9 @@ pub(crate) async fn run_body(body: TaskBody, input: TaskInput, ctx: Arc<Invocati
         }
         TaskBody::Sync(f) => {
             let joined = tokio::task::spawn_blocking(move || {
-                context::sync_scope(ctx, || std::panic::catch_unwind(AssertUnwindSafe(|| f(input))))
+                context::sync_scope(ctx, || {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| f(input)))
+                })
             })
             .await;
             match joined {

@@ -10,7 +10,9 @@
 mod execute;
 pub mod process;
 
-pub use process::{run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner};
+pub use process::{
+    run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner,
+};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,8 +51,15 @@ pub(crate) trait InvocationHost: Send + Sync {
     /// how it waits (pause and free the slot, or hand the wait to a parent).
     async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()>;
     /// Records the end of a run.
-    async fn finish(&self, app: &Pynenc, invocation_id: &str, outcome: RunOutcome) -> Result<InvocationStatus> {
-        app.orchestrator().finish(invocation_id, self.runner_id(), outcome).await
+    async fn finish(
+        &self,
+        app: &Pynenc,
+        invocation_id: &str,
+        outcome: RunOutcome,
+    ) -> Result<InvocationStatus> {
+        app.orchestrator()
+            .finish(invocation_id, self.runner_id(), outcome)
+            .await
     }
 }
 
@@ -84,7 +93,9 @@ impl Finisher {
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue.lock().push((invocation_id.to_string(), outcome, reply));
+        self.queue
+            .lock()
+            .push((invocation_id.to_string(), outcome, reply));
         while !self.flushing.swap(true, Ordering::AcqRel) {
             let guard = FlushGuard(&self.flushing);
             let batch = std::mem::take(&mut *self.queue.lock());
@@ -108,7 +119,9 @@ impl Finisher {
         }
         answer.await.unwrap_or_else(|_| {
             Err(PynencError::Runner {
-                message: format!("the end of invocation {invocation_id} was not recorded (runner stopping)"),
+                message: format!(
+                    "the end of invocation {invocation_id} was not recorded (runner stopping)"
+                ),
             })
         })
     }
@@ -133,7 +146,12 @@ impl InvocationHost for RunnerShared {
         &self.runner_id
     }
 
-    async fn finish(&self, app: &Pynenc, invocation_id: &str, outcome: RunOutcome) -> Result<InvocationStatus> {
+    async fn finish(
+        &self,
+        app: &Pynenc,
+        invocation_id: &str,
+        outcome: RunOutcome,
+    ) -> Result<InvocationStatus> {
         self.finisher
             .finish(app.orchestrator(), &self.runner_id, invocation_id, outcome)
             .await
@@ -143,12 +161,18 @@ impl InvocationHost for RunnerShared {
     /// blocking control, the slot is freed, and taken back when all are final.
     async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()> {
         let orch = self.app.orchestrator();
-        orch.waiting_for_results(Some(&ctx.invocation_id), ids).await?;
+        orch.waiting_for_results(Some(&ctx.invocation_id), ids)
+            .await?;
         {
             let mut slot = ctx.slot.lock().await;
             if slot.waits == 0 {
-                orch.set_status(&ctx.invocation_id, InvocationStatus::Paused, &self.runner_id, None)
-                    .await?;
+                orch.set_status(
+                    &ctx.invocation_id,
+                    InvocationStatus::Paused,
+                    &self.runner_id,
+                    None,
+                )
+                .await?;
                 slot.permit = None;
                 debug!(invocation_id = %ctx.invocation_id, waiting_for = ids.len(), "paused");
             }
@@ -158,17 +182,18 @@ impl InvocationHost for RunnerShared {
         let mut slot = ctx.slot.lock().await;
         slot.waits -= 1;
         if slot.waits == 0 {
-            slot.permit = Some(
-                self.slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| PynencError::Runner {
-                        message: "runner slots closed".into(),
-                    })?,
-            );
-            orch.set_status(&ctx.invocation_id, InvocationStatus::Resumed, &self.runner_id, None)
-                .await?;
+            slot.permit = Some(self.slots.clone().acquire_owned().await.map_err(|_| {
+                PynencError::Runner {
+                    message: "runner slots closed".into(),
+                }
+            })?);
+            orch.set_status(
+                &ctx.invocation_id,
+                InvocationStatus::Resumed,
+                &self.runner_id,
+                None,
+            )
+            .await?;
             debug!(invocation_id = %ctx.invocation_id, "resumed");
         }
         waited
@@ -484,7 +509,8 @@ pub(crate) async fn maintain(app: Pynenc, runner_id: String) {
     );
     let recovery_actor = format!("recovery@{runner_id}");
     let tick = heartbeat_every.min(recover_every).min(purge_every);
-    let (mut last_beat, mut last_recover, mut last_purge) = (None::<Instant>, Instant::now(), Instant::now());
+    let (mut last_beat, mut last_recover, mut last_purge) =
+        (None::<Instant>, Instant::now(), Instant::now());
     loop {
         if last_beat.map_or(true, |t| t.elapsed() >= heartbeat_every) {
             last_beat = Some(Instant::now());
@@ -494,10 +520,15 @@ pub(crate) async fn maintain(app: Pynenc, runner_id: String) {
         }
         if last_recover.elapsed() >= recover_every {
             last_recover = Instant::now();
-            match orch.try_lease("recovery", &runner_id, recover_every * 3).await {
+            match orch
+                .try_lease("recovery", &runner_id, recover_every * 3)
+                .await
+            {
                 Ok(true) => match orch.recover(&recovery_actor, dead_after, max_pending).await {
                     Ok(ids) if ids.is_empty() => {}
-                    Ok(ids) => warn!(recovered = ids.len(), invocations = ?ids, "re-routed invocations of dead runners"),
+                    Ok(ids) => {
+                        warn!(recovered = ids.len(), invocations = ?ids, "re-routed invocations of dead runners")
+                    }
                     Err(e) => warn!(error = %e, "recovery failed"),
                 },
                 Ok(false) => {}
@@ -516,7 +547,11 @@ pub(crate) async fn maintain(app: Pynenc, runner_id: String) {
     }
 }
 
-fn spawn_invocation(shared: &Arc<RunnerShared>, record: Arc<InvocationRecord>, permit: OwnedSemaphorePermit) {
+fn spawn_invocation(
+    shared: &Arc<RunnerShared>,
+    record: Arc<InvocationRecord>,
+    permit: OwnedSemaphorePermit,
+) {
     let key = Arc::as_ptr(&record) as usize;
     let kept = record.clone();
     let span = info_span!(
@@ -550,7 +585,11 @@ async fn ctx_host_finish(
 ) -> Result<InvocationStatus> {
     match &ctx.runner {
         Some(host) => host.finish(app, id, outcome).await,
-        None => app.orchestrator().finish(id, app.external_runner_id(), outcome).await,
+        None => {
+            app.orchestrator()
+                .finish(id, app.external_runner_id(), outcome)
+                .await
+        }
     }
 }
 
@@ -693,4 +732,3 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
-

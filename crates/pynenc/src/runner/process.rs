@@ -38,7 +38,10 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::{maintain, run_invocation, stop_on_signal, InvocationHost, RunnerHandle, SpawnedRunner, StopSignal};
+use super::{
+    maintain, run_invocation, stop_on_signal, InvocationHost, RunnerHandle, SpawnedRunner,
+    StopSignal,
+};
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::exceptions::{PynencError, Result, TaskError};
@@ -66,7 +69,10 @@ pub fn run_child_if_requested() {
     };
     // a fresh thread, so it works whether or not `main` already runs a runtime
     let code = std::thread::spawn(move || {
-        match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt.block_on(child_main(&mode)),
             Err(e) => {
                 eprintln!("pynenc child: cannot start a runtime: {e}");
@@ -154,12 +160,19 @@ impl InvocationHost for ChildHost {
 
     async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()> {
         let orch = self.app.orchestrator();
-        orch.waiting_for_results(Some(&ctx.invocation_id), ids).await?;
+        orch.waiting_for_results(Some(&ctx.invocation_id), ids)
+            .await?;
         // one wait at a time: the parent stops the whole process
         let mut go = self.go.lock().await;
-        orch.set_status(&ctx.invocation_id, InvocationStatus::Paused, &self.owner, None)
-            .await?;
-        let line = serde_json::to_string(ids).map_err(|e| PynencError::serialization("serialize", "waited ids", e))?;
+        orch.set_status(
+            &ctx.invocation_id,
+            InvocationStatus::Paused,
+            &self.owner,
+            None,
+        )
+        .await?;
+        let line = serde_json::to_string(ids)
+            .map_err(|e| PynencError::serialization("serialize", "waited ids", e))?;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -169,8 +182,13 @@ impl InvocationHost for ChildHost {
         go.recv().await.ok_or_else(|| PynencError::Runner {
             message: "the parent runner closed the pipe while the child waited".into(),
         })?;
-        orch.set_status(&ctx.invocation_id, InvocationStatus::Resumed, &self.owner, None)
-            .await?;
+        orch.set_status(
+            &ctx.invocation_id,
+            InvocationStatus::Resumed,
+            &self.owner,
+            None,
+        )
+        .await?;
         orch.wait_final(ids).await
     }
 }
@@ -186,7 +204,12 @@ async fn invocation_child(app: Pynenc, go: tokio::sync::mpsc::UnboundedReceiver<
     let span = info_span!("invocation", task_id = %record.call.task_id, invocation_id = %id, runner_id = %owner);
     async {
         app.orchestrator()
-            .set_status(&id, InvocationStatus::Running, &owner, Some(util::process_context().to_string()))
+            .set_status(
+                &id,
+                InvocationStatus::Running,
+                &owner,
+                Some(util::process_context().to_string()),
+            )
             .await?;
         let host: Arc<dyn InvocationHost> = Arc::new(ChildHost {
             owner: owner.clone(),
@@ -205,7 +228,9 @@ async fn worker_child(app: Pynenc) -> Result<()> {
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(1);
-    super::ThreadRunner::with_slots(&app, slots).run_until_signal().await
+    super::ThreadRunner::with_slots(&app, slots)
+        .run_until_signal()
+        .await
 }
 
 fn refuse_memory(app: &Pynenc, kind: &str) -> Result<()> {
@@ -422,7 +447,11 @@ async fn supervise_child(
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "re-routing the invocation");
-            let _ = runner.app.orchestrator().kill_and_reroute(&id, &runner.runner_id).await;
+            let _ = runner
+                .app
+                .orchestrator()
+                .kill_and_reroute(&id, &runner.runner_id)
+                .await;
             return;
         }
     };
@@ -483,7 +512,9 @@ async fn record_crash(runner: &ProcessRunner, record: &InvocationRecord, pid: u3
     let Ok(current) = orch.get_status(id).await else {
         return;
     };
-    if current.owner.as_deref() != Some(runner.runner_id.as_str()) || !current.status.is_owned_running() {
+    if current.owner.as_deref() != Some(runner.runner_id.as_str())
+        || !current.status.is_owned_running()
+    {
         return; // it ended (or was recovered) already
     }
     let error = TaskError::new(
@@ -503,7 +534,12 @@ async fn record_crash(runner: &ProcessRunner, record: &InvocationRecord, pid: u3
             return;
         }
     }
-    let options = runner.app.registry().options(&record.call.task_id).cloned().unwrap_or_default();
+    let options = runner
+        .app
+        .registry()
+        .options(&record.call.task_id)
+        .cloned()
+        .unwrap_or_default();
     let retries = orch.get_num_retries(id).await.unwrap_or(u32::MAX);
     let outcome = if options.is_retriable(&error) && retries < options.max_retries {
         RunOutcome::Retry(error)
@@ -562,7 +598,11 @@ impl WorkerPool {
             message: format!("cannot start a worker process: {e}"),
         })?;
         let stdin = child.stdin.take();
-        info!(pid = child.id().unwrap_or(0), slots = self.slots_per_worker, "worker process started");
+        info!(
+            pid = child.id().unwrap_or(0),
+            slots = self.slots_per_worker,
+            "worker process started"
+        );
         Ok(Worker {
             child,
             _stdin: stdin,
@@ -578,7 +618,13 @@ impl WorkerPool {
                 PoolSize::Fixed(n) => (n.max(1), n.max(1)),
                 PoolSize::Scaled { min, max } => (min.max(1), max.max(min.max(1))),
             };
-            info!(min, max, slots_per_worker = self.slots_per_worker, "{} started", self.kind);
+            info!(
+                min,
+                max,
+                slots_per_worker = self.slots_per_worker,
+                "{} started",
+                self.kind
+            );
             let mut workers: Vec<Worker> = Vec::new();
             let mut idle_since: Option<Instant> = None;
             while !self.stop.is_stopped() {
@@ -627,7 +673,10 @@ impl WorkerPool {
                 }
                 if workers.len() > target {
                     if let Some(mut w) = workers.pop() {
-                        info!(pid = w.child.id().unwrap_or(0), "scaling down: stopping a worker process");
+                        info!(
+                            pid = w.child.id().unwrap_or(0),
+                            "scaling down: stopping a worker process"
+                        );
                         if let Some(pid) = w.child.id() {
                             signal(pid, libc::SIGTERM);
                         }
@@ -647,12 +696,19 @@ impl WorkerPool {
                     signal(pid, libc::SIGTERM);
                 }
             }
-            let grace = Duration::from_secs_f64(self.app.conf().runner.shutdown_grace_seconds.max(0.0))
-                + Duration::from_secs(2);
+            let grace =
+                Duration::from_secs_f64(self.app.conf().runner.shutdown_grace_seconds.max(0.0))
+                    + Duration::from_secs(2);
             let deadline = tokio::time::Instant::now() + grace;
             for w in &mut workers {
-                if tokio::time::timeout_at(deadline, w.child.wait()).await.is_err() {
-                    warn!(pid = w.child.id().unwrap_or(0), "worker did not stop in time; killing it");
+                if tokio::time::timeout_at(deadline, w.child.wait())
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        pid = w.child.id().unwrap_or(0),
+                        "worker did not stop in time; killing it"
+                    );
                     let _ = w.child.kill().await;
                 }
             }
@@ -724,7 +780,12 @@ impl PersistentProcessRunner {
     /// A pool of `processes` single-slot worker processes.
     pub fn with_processes(app: &Pynenc, processes: usize) -> Self {
         PersistentProcessRunner {
-            pool: WorkerPool::new(app, "PersistentProcessRunner", PoolSize::Fixed(processes), 1),
+            pool: WorkerPool::new(
+                app,
+                "PersistentProcessRunner",
+                PoolSize::Fixed(processes),
+                1,
+            ),
         }
     }
 }
@@ -745,7 +806,12 @@ impl MultiThreadRunner {
     /// Scaled between `min` and `max` processes of `slots` slots each.
     pub fn with_limits(app: &Pynenc, min: usize, max: usize, slots: usize) -> Self {
         MultiThreadRunner {
-            pool: WorkerPool::new(app, "MultiThreadRunner", PoolSize::Scaled { min, max }, slots),
+            pool: WorkerPool::new(
+                app,
+                "MultiThreadRunner",
+                PoolSize::Scaled { min, max },
+                slots,
+            ),
         }
     }
 }

@@ -79,12 +79,12 @@ impl<S: AtomicStore> StateBackend for TxnBackend<S> {
         let id = invocation_id.to_string();
         self.store
             .atomic(move |t| {
-                t.get_invocation(&id)?
-                    .map(|r| (*r).clone())
-                    .ok_or(PynencError::InvocationNotFound {
+                t.get_invocation(&id)?.map(|r| (*r).clone()).ok_or(
+                    PynencError::InvocationNotFound {
                         invocation_id: id,
                         message: String::new(),
-                    })
+                    },
+                )
             })
             .await
     }
@@ -128,7 +128,11 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
-    async fn get_invocations_to_run(&self, runner_id: &str, max: usize) -> Result<Vec<Arc<InvocationRecord>>> {
+    async fn get_invocations_to_run(
+        &self,
+        runner_id: &str,
+        max: usize,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
         let runner = runner_id.to_string();
         self.store
             .atomic(move |t| engine::pick(t, &runner, max, now_us()))
@@ -157,11 +161,18 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         let id = invocation_id.to_string();
         let actor = actor.to_string();
         self.store
-            .atomic(move |t| engine::transition(t, &id, status, &actor, execution_context, now_us()))
+            .atomic(move |t| {
+                engine::transition(t, &id, status, &actor, execution_context, now_us())
+            })
             .await
     }
 
-    async fn finish(&self, invocation_id: &str, runner_id: &str, outcome: RunOutcome) -> Result<InvocationStatus> {
+    async fn finish(
+        &self,
+        invocation_id: &str,
+        runner_id: &str,
+        outcome: RunOutcome,
+    ) -> Result<InvocationStatus> {
         let id = invocation_id.to_string();
         let runner = runner_id.to_string();
         self.store
@@ -186,9 +197,10 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
                 let mut results = Vec::with_capacity(outcomes.len());
                 for (id, outcome) in outcomes {
                     match engine::finish(t, &id, &runner, outcome, now) {
-                        Err(e @ (PynencError::StatusTransition { .. } | PynencError::InvocationNotFound { .. })) => {
-                            results.push(Err(e))
-                        }
+                        Err(
+                            e @ (PynencError::StatusTransition { .. }
+                            | PynencError::InvocationNotFound { .. }),
+                        ) => results.push(Err(e)),
                         Err(e) => return Err(e),
                         Ok(status) => results.push(Ok(status)),
                     }
@@ -277,7 +289,9 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
 
     async fn remove_heartbeat(&self, runner_id: &str) -> Result<()> {
         let runner = runner_id.to_string();
-        self.store.atomic(move |t| t.remove_heartbeat(&runner)).await
+        self.store
+            .atomic(move |t| t.remove_heartbeat(&runner))
+            .await
     }
 
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
@@ -289,7 +303,12 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
-    async fn recover(&self, actor: &str, dead_after: Duration, max_pending: Duration) -> Result<Vec<String>> {
+    async fn recover(
+        &self,
+        actor: &str,
+        dead_after: Duration,
+        max_pending: Duration,
+    ) -> Result<Vec<String>> {
         let actor = actor.to_string();
         let dead = dead_after.as_micros().min(i64::MAX as u128) as i64;
         let pending = max_pending.as_micros().min(i64::MAX as u128) as i64;

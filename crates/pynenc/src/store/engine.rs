@@ -33,7 +33,15 @@ pub fn transition(
     let current = txn
         .get_status(invocation_id)?
         .ok_or_else(|| not_found(invocation_id, &format!("while setting it {to}")))?;
-    transition_from(txn, invocation_id, &current, to, actor, execution_context, now_us)
+    transition_from(
+        txn,
+        invocation_id,
+        &current,
+        to,
+        actor,
+        execution_context,
+        now_us,
+    )
 }
 
 /// [`transition`] when the caller has just read the current status.
@@ -65,7 +73,14 @@ fn transition_from(
         // the invocation no longer holds its running key: release what waited on it
         if let Some(key) = txn.running_key_of(invocation_id)? {
             for parked in txn.take_controlled(&key)? {
-                transition(txn, &parked, InvocationStatus::Rerouted, actor, None, now_us)?;
+                transition(
+                    txn,
+                    &parked,
+                    InvocationStatus::Rerouted,
+                    actor,
+                    None,
+                    now_us,
+                )?;
                 txn.enqueue(&parked)?;
             }
             txn.on_enqueue();
@@ -140,7 +155,11 @@ pub fn route(
     for req in requests {
         // the call id is a hash of every argument: only compute it when needed
         let needs_id = req.parent_call_id.is_some() || req.concurrency.registration_key.is_some();
-        let call_id = if needs_id { req.call.call_id() } else { String::new() };
+        let call_id = if needs_id {
+            req.call.call_id()
+        } else {
+            String::new()
+        };
         if let (true, Some(parent_call)) = (req.cycle_control, req.parent_call_id.as_deref()) {
             check_cycle(txn, parent_call, &call_id)?;
         }
@@ -162,9 +181,10 @@ pub fn route(
                         diff: diff.clone(),
                     });
                 }
-                if let (Some(parent), Some(parent_call)) =
-                    (req.parent_invocation_id.as_deref(), req.parent_call_id.as_deref())
-                {
+                if let (Some(parent), Some(parent_call)) = (
+                    req.parent_invocation_id.as_deref(),
+                    req.parent_call_id.as_deref(),
+                ) {
                     txn.add_edge(parent, parent_call, &call_id)?;
                 }
                 outcomes.push(RouteOutcome::Reused { record, diff });
@@ -184,10 +204,11 @@ pub fn route(
             scheduled_at_us: req.scheduled_at_us,
             concurrency: req.concurrency,
         });
-        let first = StatusRecord::initial(status).map_err(|source| PynencError::StatusTransition {
-            invocation_id: record.invocation_id.clone(),
-            source,
-        })?;
+        let first =
+            StatusRecord::initial(status).map_err(|source| PynencError::StatusTransition {
+                invocation_id: record.invocation_id.clone(),
+                source,
+            })?;
         txn.insert_invocation(&record, &first)?;
         txn.append_history(HistoryEntry {
             invocation_id: record.invocation_id.clone(),
@@ -201,9 +222,10 @@ pub fn route(
             txn.enqueue(&record.invocation_id)?;
             queued = true;
         }
-        if let (Some(parent), Some(parent_call)) =
-            (req.parent_invocation_id.as_deref(), req.parent_call_id.as_deref())
-        {
+        if let (Some(parent), Some(parent_call)) = (
+            req.parent_invocation_id.as_deref(),
+            req.parent_call_id.as_deref(),
+        ) {
             txn.add_edge(parent, parent_call, &call_id)?;
         }
         outcomes.push(RouteOutcome::New(record));
@@ -295,7 +317,14 @@ fn try_claim(
     if let Some(key) = &record.concurrency.running_key {
         if txn.running_key_in_use(key)? {
             if record.concurrency.reroute_on_concurrency_control {
-                transition(txn, id, InvocationStatus::ConcurrencyControlled, runner_id, None, now_us)?;
+                transition(
+                    txn,
+                    id,
+                    InvocationStatus::ConcurrencyControlled,
+                    runner_id,
+                    None,
+                    now_us,
+                )?;
                 txn.park_controlled(key, id)?;
             } else {
                 transition(
@@ -310,7 +339,15 @@ fn try_claim(
             return Ok(None);
         }
     }
-    transition_from(txn, id, &status, InvocationStatus::Pending, runner_id, None, now_us)?;
+    transition_from(
+        txn,
+        id,
+        &status,
+        InvocationStatus::Pending,
+        runner_id,
+        None,
+        now_us,
+    )?;
     Ok(Some(record))
 }
 
@@ -339,7 +376,9 @@ pub fn finish(
         })?;
     match &outcome {
         RunOutcome::Success(result) => txn.set_result(invocation_id, result)?,
-        RunOutcome::Retry(error) | RunOutcome::Failed(error) => txn.set_error(invocation_id, error)?,
+        RunOutcome::Retry(error) | RunOutcome::Failed(error) => {
+            txn.set_error(invocation_id, error)?
+        }
     }
     transition_from(txn, invocation_id, &current, to, runner_id, None, now_us)?;
     if to == InvocationStatus::Retry {
@@ -357,8 +396,22 @@ pub fn kill_and_reroute(
     runner_id: &str,
     now_us: i64,
 ) -> Result<()> {
-    transition(txn, invocation_id, InvocationStatus::Killed, runner_id, None, now_us)?;
-    transition(txn, invocation_id, InvocationStatus::Rerouted, runner_id, None, now_us)?;
+    transition(
+        txn,
+        invocation_id,
+        InvocationStatus::Killed,
+        runner_id,
+        None,
+        now_us,
+    )?;
+    transition(
+        txn,
+        invocation_id,
+        InvocationStatus::Rerouted,
+        runner_id,
+        None,
+        now_us,
+    )?;
     txn.enqueue_front(invocation_id)?;
     txn.on_enqueue();
     Ok(())
@@ -387,7 +440,11 @@ pub fn auto_purge(txn: &mut dyn StoreTxn, before_us: i64, max: usize) -> Result<
 }
 
 /// Records waits, ignoring invocations that are already final.
-pub fn waiting_for_results(txn: &mut dyn StoreTxn, waiter: Option<&str>, waited: &[String]) -> Result<()> {
+pub fn waiting_for_results(
+    txn: &mut dyn StoreTxn,
+    waiter: Option<&str>,
+    waited: &[String],
+) -> Result<()> {
     let mut open = Vec::with_capacity(waited.len());
     for id in waited {
         match txn.get_status(id)? {

@@ -31,7 +31,11 @@ pub use adapter::TxnBackend;
 /// final, and which scheduled invocations are due.
 pub trait StoreTxn {
     /// Stores a new invocation with its first status.
-    fn insert_invocation(&mut self, record: &Arc<InvocationRecord>, status: &StatusRecord) -> Result<()>;
+    fn insert_invocation(
+        &mut self,
+        record: &Arc<InvocationRecord>,
+        status: &StatusRecord,
+    ) -> Result<()>;
     /// The invocation record, if it exists.
     fn get_invocation(&mut self, invocation_id: &str) -> Result<Option<Arc<InvocationRecord>>>;
     /// The current status, if the invocation exists.
@@ -51,7 +55,8 @@ pub trait StoreTxn {
         crate::util::new_invocation_id()
     }
     /// Writes a status (already checked by the engine) at time `now_us`.
-    fn put_status(&mut self, invocation_id: &str, status: &StatusRecord, now_us: i64) -> Result<()>;
+    fn put_status(&mut self, invocation_id: &str, status: &StatusRecord, now_us: i64)
+        -> Result<()>;
     /// Appends to the invocation's history.
     fn append_history(&mut self, entry: HistoryEntry) -> Result<()>;
     /// The history, oldest first.
@@ -98,7 +103,12 @@ pub trait StoreTxn {
     fn release_waited(&mut self, waited: &str) -> Result<()>;
 
     /// Records a call edge from a running invocation's call to a callee call.
-    fn add_edge(&mut self, caller_invocation_id: &str, caller_call_id: &str, callee_call_id: &str) -> Result<()>;
+    fn add_edge(
+        &mut self,
+        caller_invocation_id: &str,
+        caller_call_id: &str,
+        callee_call_id: &str,
+    ) -> Result<()>;
     /// The callee call ids of the edges leaving `call_id`.
     fn callees_of(&mut self, call_id: &str) -> Result<Vec<String>>;
     /// Removes the edges added by an invocation.
@@ -122,7 +132,11 @@ pub trait StoreTxn {
     /// Up to `max` invocations in `PENDING`, `RUNNING`, `PAUSED` or `RESUMED`
     /// whose status was set before `before_us`, oldest claim first, with
     /// their status record and the time (µs) it was set.
-    fn owned_claims_before(&mut self, before_us: i64, max: usize) -> Result<Vec<(String, StatusRecord, i64)>>;
+    fn owned_claims_before(
+        &mut self,
+        before_us: i64,
+        max: usize,
+    ) -> Result<Vec<(String, StatusRecord, i64)>>;
     /// Takes or renews a lease; returns whether `holder` holds it until `now_us + ttl_us`.
     fn try_lease(&mut self, name: &str, holder: &str, now_us: i64, ttl_us: i64) -> Result<bool>;
 
@@ -155,10 +169,7 @@ pub trait AtomicStore: Send + Sync + 'static {
             let deadline = tokio::time::Instant::now() + timeout;
             let mut poll = self.poll_interval_min();
             loop {
-                let queued = self
-                    .atomic(|t| t.queue_len())
-                    .await
-                    .unwrap_or(0);
+                let queued = self.atomic(|t| t.queue_len()).await.unwrap_or(0);
                 let due = self
                     .atomic(|t| t.due_scheduled(crate::util::now_us(), 1).map(|v| v.len()))
                     .await

@@ -8,21 +8,25 @@
 //!
 //! # Atomic on the server
 //!
-//! Every step that changes state is **one Lua script** (`EVALSHA`, loaded on
-//! first use): routing a whole batch (cycle check, registration concurrency,
-//! record, history, queue), pick-up (waited-on invocations first, then the
-//! queue; running concurrency; `PENDING` with the runner as owner), every
-//! status transition, finishing (result or error, status, history, waits,
-//! call edges, re-routing invocations parked by running concurrency, `RETRY`
-//! re-queue), kill-and-reroute, waits, scheduled promotion, auto-purge
+//! Every step that changes state is **one Lua function** of a library the
+//! backend loads once per server (`FUNCTION LOAD`, called with `FCALL`;
+//! where functions are not available — Redis 6, or an ACL user without
+//! `FUNCTION` — the same code runs as one script per step with `EVALSHA`):
+//! routing a whole batch (cycle check, registration concurrency, record,
+//! history, queue), the runners' *step* (ends of runs — result or error,
+//! status, history, waits, call edges, re-routing invocations parked by
+//! running concurrency, `RETRY` re-queue — and pick-ups — waited-on
+//! invocations first, then the queue; running concurrency; `PENDING` with
+//! the runner as owner, and `RUNNING` when starting), every status
+//! transition, kill-and-reroute, waits, scheduled promotion, auto-purge
 //! chunks, heartbeats, leases and recovery. Nothing is read, checked on the
 //! client and written back, so two runners can never own one invocation.
 //!
 //! The state machine is not copied into Lua: the transition table, the
 //! ownership rules and the status classes are generated from
-//! [`crate::status::InvocationStatus`] when the scripts are built (see
-//! `script.rs`) and prepended to each script. The scripts follow
-//! [`crate::store::engine`] step by step, and every script reads the server
+//! [`crate::status::InvocationStatus`] when the library is built (see
+//! `script.rs`) and prepended to it. The steps follow
+//! [`crate::store::engine`] step by step, and every call reads the server
 //! clock once (`TIME`), so all timestamps of a step — e.g. the `created_at_us`
 //! of a routed batch — are equal.
 //!
@@ -34,8 +38,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `inv:{id}` | hash | `call` (JSON), `parent`, `created`, `sched`, `gkey` / `call_id` / `graise` (registration key, the call id, `1` to raise on diff), `rkey` / `reroute` (running key, `1` to re-route), `status`, `owner`, `status_at`, `final_at`, `retries`, `result`, `error` (JSON), `waited` (the last waiter), `edges` (set once it called other tasks) |
-//! | `hist:{id}` | list | history entries `[status, owner, actor, timestamp_us, execution_context]` |
+//! | `inv:{id}` | hash | `call` (JSON), `parent`, `created`, `sched`, `gkey` / `call_id` / `graise` (registration key, the call id, `1` to raise on diff), `rkey` / `reroute` (running key, `1` to re-route), `status`, `owner` (empty once released), `retries`, `result`, `error` (JSON), `waited` (the last waiter), `edges` (set once it called other tasks), `x` (set when any of `gkey`, `rkey`, `waited`, `edges` is, so that transitions read those only then), and the history: `hn` fields `h1`, `h2`, …, each holding the entries one step wrote, `[status, owner, actor, timestamp_us, execution_context]` separated by commas |
 //! | `queue` | list | the broker's FIFO of invocation ids (stale ids are skipped at pick-up; killed and recovered work goes to the head) |
 //! | `reg:{registration key}` | zset | `REGISTERED` invocations of the key, by creation time |
 //! | `run:{running key}` | set | invocations holding the key (`PENDING`, `RUNNING`, `PAUSED`, `RESUMED`) |
@@ -44,14 +47,25 @@
 //! | `edges:{call_id}` | hash | callee call id → count: the call graph of unfinished invocations (cycle control) |
 //! | `iedges:{id}` | list | the edges an invocation added, as (caller call, callee call) pairs |
 //! | `scheduled` | zset | `SCHEDULED` invocations by due time |
-//! | `finals` | zset | final invocations by the time they became final (auto purge) |
+//! | `finals` | list | the auto-purge log: one entry per step that made invocations final, `time id id …`, in time order |
 //! | `owned` | zset | invocations in `PENDING` … `RESUMED` by the time of their last status (recovery) |
 //! | `heartbeats` | hash | runner id → last heartbeat (µs, server clock) |
+//! | `waiters` | hash | backend id → until when (µs) it waits for results (`wait_final`) |
 //! | `lease:{name}` | hash | `holder`, `expires` |
 //! | `lastpick:{runner}` | string | the token and ids of the runner's last pick-up (10 min), for a replay |
 //!
 //! Channels: `{prefix}work` (something was queued) and `{prefix}final`
-//! (payload: an invocation id that became final).
+//! (payload: the ids that became final in one step, separated by spaces).
+//! The library `pynenc_{hash of its code}` holds the functions
+//! `pynenc_{hash}_{step}`; processes of different versions each load their
+//! own.
+//!
+//! A transition costs one `HSET` per invocation: a step stages the fields
+//! it changes — status, owner, result, and its history entries, which live
+//! in the same hash — and writes them once at its end, so a pick-up that
+//! sets `PENDING` and `RUNNING` writes each invocation once. The shared
+//! indexes (`queue`, `owned`, `finals`) and the `final` notification get
+//! one command per step, whatever the batch size.
 //!
 //! Every step touches only the keys of the invocations it handles and
 //! per-key indexes (hashes, sets, sorted sets, lists), so its cost does not
@@ -59,28 +73,34 @@
 //! purging (`SCAN` on the app prefix, then `UNLINK`) are the only scans;
 //! the library never uses `KEYS`, `FLUSHDB`, `FLUSHALL`, `CONFIG`, `DEBUG` or any other
 //! `@dangerous` command, so an ACL user limited to `~__pynenc__:*` and
-//! `&__pynenc__:*` with `+@all -@dangerous` is enough. (Scripts build key
-//! names from the prefix passed as `KEYS[1]`; this is fine on a standalone
-//! server or a replica set, not on Redis Cluster.)
+//! `&__pynenc__:*` with `+@all -@dangerous` is enough. (The steps build key
+//! names from the prefix passed as their one key; this is fine on a
+//! standalone server or a replica set, not on Redis Cluster.)
 //!
 //! # Wake-ups, not polling
 //!
-//! Scripts `PUBLISH` on the two channels; one pub/sub connection per backend
+//! Steps `PUBLISH` on the two channels; one pub/sub connection per backend
 //! wakes local runners (a work epoch) and `result()` waiters (a map from
-//! invocation id to waiters). A waiter registers first and then reads the
-//! status, so a wake-up is never lost; after the pub/sub connection comes
-//! back every waiter re-reads its statuses, and a waiter that heard nothing
-//! for 2 s re-reads them as a safety net. The process that ran a script also
-//! applies the script's reply locally at once.
+//! invocation id to waiters). The process that ran a step applies the
+//! step's reply locally at once (work queued, ids that became final), so
+//! the end of an invocation is published only while some *other* backend
+//! waits for results: `wait_final` registers its backend in `waiters` for
+//! a minute (renewed while it waits) before it reads any status. A waiter
+//! registers first and then reads the status, so a wake-up is never lost;
+//! after the pub/sub connection comes back every waiter re-reads its
+//! statuses, and a waiter that heard nothing for 2 s re-reads them as a
+//! safety net.
 //!
 //! # Round trips
 //!
-//! Routing a batch is one script; a pick-up claims (and starts) up to the
-//! runner's free slots in one script; `finish_many` (the runner combines
-//! the ends of concurrent runs) writes up to 256 ends in one script, each
-//! invocation still checked and changed on its own; waits are recorded in
-//! chunks of 1,000 and statuses and outcomes of a group are read with one
-//! pipeline.
+//! Routing a batch is one call (a plain call is three arguments); a
+//! pick-up claims (and starts) up to the runner's free slots in one call;
+//! `finish_many` (the runner combines the ends of concurrent runs) writes
+//! up to 256 ends in one call, each invocation still checked and changed on
+//! its own; waits are recorded in chunks of 1,000 and statuses and outcomes
+//! of a group are read with one pipeline. With the thread runner a no-op
+//! task costs about 0.42 calls (one route per 100, a pick-up per ~5, an
+//! end per ~5) and 3 hash writes.
 //!
 //! # Connections and failures
 //!
@@ -100,28 +120,32 @@
 //! reuses the ids it generated, a transition already made by the same actor
 //! (the last history entry) is accepted, and a pick-up returns the ids it
 //! handed out under its token (`lastpick:{runner}`) instead of claiming
-//! more, so a runner never owns work it did not receive.
+//! more, so a runner never owns work it did not receive. A call that finds
+//! its function missing (a server restarted without its data) loads the
+//! library again and calls once more; it had not run.
 //! Every error is a [`PynencError::StateBackend`] naming the server and the
 //! command. With AOF (`appendfsync always`) nothing acknowledged is lost
 //! across a Redis restart.
 
+mod combine;
 mod conn;
 mod notify;
 mod script;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Script, Value};
-use tracing::{error, warn};
+use redis::{RedisResult, Value};
+use tracing::{debug, error, warn};
 
+use self::combine::{unanswered, Op, STEP_ENDS};
 use self::conn::{Failure, Settings};
 use self::notify::Notifier;
-use self::script::{as_int, as_list, as_string, scripts, Reply};
+use self::script::{as_int, as_list, as_string, scripts, Reply, Step};
 use crate::broker::Broker;
 use crate::call::Call;
 use crate::conf::PynencConfig;
@@ -136,14 +160,14 @@ use crate::status::{InvocationStatus, StatusRecord};
 const WAIT_RECHECK: Duration = Duration::from_secs(2);
 /// Invocations deleted per auto-purge script.
 const PURGE_CHUNK: usize = 500;
-/// The most finishes written by one script.
-const FINISH_BATCH: usize = 256;
 /// Invocations per `waiting_for_results` script.
 const WAIT_CHUNK: usize = 1000;
+/// How long a `wait_final` registration (hash `waiters`) lasts.
+const WAITING_TTL: Duration = Duration::from_secs(60);
+/// The fields of a record in a pick-up's reply (`RECORD_LEN` in lib.lua).
+const RECORD_LEN: usize = 9;
 /// The most invocations one pick-up claims.
 const MAX_PICK: usize = 10_000;
-/// Fields of a routed request passed to `route.lua`.
-const ROUTE_FIELDS: usize = 12;
 
 /// The broker, orchestrator and state backend of one app on Redis.
 pub struct RedisBackend {
@@ -154,6 +178,27 @@ pub struct RedisBackend {
     conns: tokio::sync::OnceCell<Vec<ConnectionManager>>,
     next: AtomicUsize,
     notifier: Arc<Notifier>,
+    /// This backend's id in the hash `waiters`.
+    instance: String,
+    /// When this backend last registered in `waiters`.
+    waiting_since: parking_lot::Mutex<Option<Instant>>,
+    /// Whether the steps run as Redis functions ([`FUNCTIONS_ON`]), as
+    /// scripts ([`FUNCTIONS_OFF`]), or not known yet.
+    functions: AtomicU8,
+}
+
+/// Functions not tried yet.
+const FUNCTIONS_UNKNOWN: u8 = 0;
+/// The library is loaded: steps run with `FCALL`.
+const FUNCTIONS_ON: u8 = 1;
+/// No functions on this server (or not for this user): steps run with `EVALSHA`.
+const FUNCTIONS_OFF: u8 = 2;
+
+/// Whether `FCALL` failed because the function is not there (or the server
+/// has no `FCALL` at all).
+fn function_missing(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("Function not found") || text.contains("unknown command")
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -207,7 +252,7 @@ fn not_found(id: &str, message: &str) -> PynencError {
     }
 }
 
-fn bytes(s: impl Into<String>) -> Vec<u8> {
+pub(crate) fn bytes(s: impl Into<String>) -> Vec<u8> {
     s.into().into_bytes()
 }
 
@@ -232,14 +277,18 @@ impl RedisBackend {
         } else {
             conf.redis.redis_key_prefix.as_str()
         };
+        let prefix = format!("{base}:{}:", escape_app_id(&conf.app_id));
         Ok(Arc::new(RedisBackend {
-            prefix: format!("{base}:{}:", escape_app_id(&conf.app_id)),
+            prefix,
             settings,
             serializer: conf.serializer,
             pool_size: conf.redis.redis_pool_size.max(1),
             conns: tokio::sync::OnceCell::new(),
             next: AtomicUsize::new(0),
             notifier: Arc::new(Notifier::default()),
+            functions: AtomicU8::new(FUNCTIONS_UNKNOWN),
+            instance: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
+            waiting_since: parking_lot::Mutex::new(None),
         }))
     }
 
@@ -295,6 +344,30 @@ impl RedisBackend {
         Ok(conns[i].clone())
     }
 
+    /// Loads the function library; `Ok(true)` when it is there now,
+    /// `Ok(false)` when this server or user has no functions (steps then run
+    /// as scripts from now on).
+    async fn load_library(&self, con: &mut ConnectionManager) -> RedisResult<bool> {
+        let res: RedisResult<Value> = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg(scripts().library.as_str())
+            .query_async(con)
+            .await;
+        match res {
+            Ok(_) => {}
+            // another process loaded it first
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) if conn::classify(&e) != Failure::Fatal => return Err(e),
+            Err(e) => {
+                debug!(redis = %self.settings.address, error = %e, "no redis functions here; the steps run as scripts");
+                self.functions.store(FUNCTIONS_OFF, Ordering::Release);
+                return Ok(false);
+            }
+        }
+        self.functions.store(FUNCTIONS_ON, Ordering::Release);
+        Ok(true)
+    }
+
     fn command_error(&self, command: &str, e: &redis::RedisError) -> PynencError {
         if e.kind() == redis::ErrorKind::AuthenticationFailed {
             return conn::connect_error(&self.settings, e);
@@ -302,26 +375,48 @@ impl RedisBackend {
         conn::command_error(&self.settings.address, command, e)
     }
 
-    /// Runs a script, retrying while the server is unreachable. `replayable`:
-    /// the script recognises a replay, so it is re-run after an ambiguous
-    /// failure too.
+    /// Runs a step (a function of the library, or its script where the
+    /// server has no functions), retrying while the server is unreachable.
+    /// `replayable`: the step recognises a replay, so it is re-run after an
+    /// ambiguous failure too.
     async fn run_script(
         &self,
-        name: &str,
-        script: &Script,
+        step: &Step,
         args: &[Vec<u8>],
         replayable: bool,
     ) -> std::result::Result<Reply, (PynencError, Failure)> {
-        let command = format!("EVALSHA {name}");
+        let command = format!("FCALL {}", step.name);
         let started = Instant::now();
         let mut attempt = 0u32;
         let mut replay = false;
         loop {
             let res: RedisResult<Value> = async {
                 let mut con = self.conn().await?;
-                let mut inv = script.prepare_invoke();
-                inv.key(self.prefix.as_str())
-                    .arg(if replay { "1" } else { "0" });
+                // the replay flag and who calls (see lib.lua)
+                let flag = format!("{}:{}", if replay { 1 } else { 0 }, self.instance);
+                if self.functions.load(Ordering::Acquire) != FUNCTIONS_OFF {
+                    let mut cmd = redis::cmd("FCALL");
+                    cmd.arg(&step.function)
+                        .arg(1)
+                        .arg(self.prefix.as_str())
+                        .arg(flag.as_str());
+                    for a in args {
+                        cmd.arg(a.as_slice());
+                    }
+                    match cmd.query_async(&mut con).await {
+                        Err(e) if function_missing(&e) => {
+                            // not loaded (first use, or a server restarted
+                            // without its data): load, then call again. It
+                            // did not run, so this is not a replay.
+                            if self.load_library(&mut con).await? {
+                                return cmd.query_async(&mut con).await;
+                            }
+                        }
+                        other => return other,
+                    }
+                }
+                let mut inv = step.script.prepare_invoke();
+                inv.key(self.prefix.as_str()).arg(flag.as_str());
                 for a in args {
                     inv.arg(a.as_slice());
                 }
@@ -369,9 +464,9 @@ impl RedisBackend {
     }
 
     /// Runs a script and returns its result, or its failure as a pynenc error.
-    async fn script(&self, name: &str, script: &Script, args: &[Vec<u8>]) -> Result<Value> {
+    async fn script(&self, step: &Step, args: &[Vec<u8>]) -> Result<Value> {
         let reply = self
-            .run_script(name, script, args, true)
+            .run_script(step, args, true)
             .await
             .map_err(|(e, _)| e)?;
         match reply.body {
@@ -510,6 +605,25 @@ impl RedisBackend {
             .map_err(|e| corrupt(&self.key("inv", id), "status", e))
     }
 
+    /// Makes sure the server knows this backend waits for results, so that
+    /// ends made by other backends are published (see `lib.lua`): the
+    /// registration lasts [`WAITING_TTL`] and is renewed once half of it
+    /// has passed.
+    async fn register_waiting(&self) -> Result<()> {
+        let fresh = |at: Option<Instant>| at.is_some_and(|t| t.elapsed() < WAITING_TTL / 2);
+        if fresh(*self.waiting_since.lock()) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.script(
+            &scripts().small,
+            &[bytes("waiting"), bytes(micros(WAITING_TTL))],
+        )
+        .await?;
+        *self.waiting_since.lock() = Some(started);
+        Ok(())
+    }
+
     /// For each id: whether it is final (error if missing or corrupt).
     async fn finals_of(&self, ids: &[String]) -> Result<Vec<bool>> {
         let mut pipe = redis::pipe();
@@ -544,7 +658,8 @@ impl RedisBackend {
         }
     }
 
-    /// Pick-up; `start`: also `RUNNING` with this execution context.
+    /// Pick-up; `start`: also `RUNNING` with this execution context (one
+    /// `step` script, see `combine.rs`).
     async fn pick(
         &self,
         runner_id: &str,
@@ -556,14 +671,17 @@ impl RedisBackend {
             return Ok(Vec::new());
         }
         let started = start.is_some();
-        let args = [
-            bytes(runner_id),
-            bytes(max.to_string()),
-            bytes(crate::util::new_invocation_id()),
-            bytes(if started { "1" } else { "0" }),
-            bytes(start.unwrap_or_default()),
-        ];
-        let body = self.script("pick", &scripts().pick, &args).await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.run_step(vec![Op::Pick {
+            runner: runner_id.to_string(),
+            max,
+            start,
+            reply,
+        }])
+        .await;
+        let body = answer
+            .await
+            .unwrap_or_else(|_| Err(unanswered("a pick-up")))?;
         let parts = as_list(&body);
         let picked = parts.first().map(as_list).unwrap_or_default();
         for key in parts
@@ -575,9 +693,9 @@ impl RedisBackend {
         {
             error!(redis_key = %key, "skipped a queued invocation whose record is corrupt (field 'status')");
         }
-        let mut out = Vec::with_capacity(picked.len());
-        for fields in picked {
-            let fields = as_list(fields);
+        // the records' fields, RECORD_LEN each (see step.lua)
+        let mut out = Vec::with_capacity(picked.len() / RECORD_LEN);
+        for fields in picked.chunks(RECORD_LEN) {
             match self.decode_record(fields) {
                 Ok(r) => out.push(Arc::new(r)),
                 Err(e) => {
@@ -587,57 +705,6 @@ impl RedisBackend {
             }
         }
         Ok(out)
-    }
-
-    /// Ends up to [`FINISH_BATCH`] runs in one script; each invocation is
-    /// checked and changed on its own and gets its own result.
-    async fn finish_batch(
-        &self,
-        runner_id: &str,
-        batch: Vec<(String, RunOutcome)>,
-    ) -> Vec<Result<InvocationStatus>> {
-        let mut args = Vec::with_capacity(1 + batch.len() * 4);
-        args.push(bytes(batch.len().to_string()));
-        for (id, outcome) in &batch {
-            let (kind, payload) = match outcome {
-                RunOutcome::Success(result) => ("S", result.clone()),
-                RunOutcome::Retry(e) => ("R", serde_json::to_string(e).unwrap_or_default()),
-                RunOutcome::Failed(e) => ("F", serde_json::to_string(e).unwrap_or_default()),
-            };
-            args.push(bytes(id.as_str()));
-            args.push(bytes(runner_id));
-            args.push(bytes(kind));
-            args.push(bytes(payload));
-        }
-        let all = |e: PynencError| batch.iter().map(|_| Err(e.clone())).collect();
-        let items = match self
-            .run_script("finish", &scripts().finish, &args, true)
-            .await
-        {
-            Err((e, _)) => return all(e),
-            Ok(Reply { body: Err(f), .. }) => return all(self.script_failure(&f)),
-            Ok(Reply { body: Ok(v), .. }) => v,
-        };
-        let items = as_list(&items);
-        batch
-            .iter()
-            .enumerate()
-            .map(|(i, (id, _))| {
-                let item = items.get(i).map(as_list).unwrap_or_default();
-                match item.first().and_then(as_string).as_deref() {
-                    Some("OK") => {
-                        self.parse_status(id, &item.get(1).and_then(as_string).unwrap_or_default())
-                    }
-                    Some("ERR") => {
-                        Err(self.script_failure(item.get(1).map(as_list).unwrap_or_default()))
-                    }
-                    _ => Err(PynencError::backend(format!(
-                        "redis at {}: finish returned no outcome for invocation {id}",
-                        self.settings.address
-                    ))),
-                }
-            })
-            .collect()
     }
 
     async fn purge_all(&self) -> Result<()> {
@@ -678,9 +745,7 @@ impl Broker for RedisBackend {
         }
         let mut args = vec![bytes("enqueue")];
         args.extend(invocation_ids.iter().map(|id| bytes(id.as_str())));
-        self.script("enqueue", &scripts().small, &args)
-            .await
-            .map(|_| ())
+        self.script(&scripts().small, &args).await.map(|_| ())
     }
 
     async fn retrieve_invocation(&self) -> Result<Option<String>> {
@@ -724,35 +789,36 @@ impl StateBackend for RedisBackend {
     }
 
     async fn get_history(&self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {
-        let hkey = self.key("hist", invocation_id);
-        let mut pipe = redis::pipe();
-        pipe.exists(self.key("inv", invocation_id))
-            .lrange(&hkey, 0, -1);
-        let (exists, entries): (bool, Vec<String>) = self.query("LRANGE history", &pipe).await?;
-        if !exists {
+        let key = self.key("inv", invocation_id);
+        let v = self
+            .script(&scripts().small, &[bytes("history"), bytes(invocation_id)])
+            .await?;
+        let Value::Array(fields) = v else {
             return Err(not_found(invocation_id, ""));
-        }
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                type Raw = (String, Option<String>, String, i64, Option<String>);
-                let (status, owner, actor, timestamp_us, execution_context): Raw =
-                    serde_json::from_str(e)
-                        .map_err(|err| corrupt(&hkey, &format!("entry {i}"), err))?;
+        };
+        type Raw = (String, Option<String>, String, i64, Option<String>);
+        let mut out = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            // a field holds the entries of one step, separated by commas
+            let field = format!("h{}", i + 1);
+            let f = as_string(f).ok_or_else(|| corrupt(&key, &field, "missing"))?;
+            let entries: Vec<Raw> = serde_json::from_str(&format!("[{f}]"))
+                .map_err(|err| corrupt(&key, &field, err))?;
+            for (status, owner, actor, timestamp_us, execution_context) in entries {
                 let status = status
                     .parse::<InvocationStatus>()
-                    .map_err(|err| corrupt(&hkey, &format!("entry {i}"), err))?;
-                Ok(HistoryEntry {
+                    .map_err(|err| corrupt(&key, &field, err))?;
+                out.push(HistoryEntry {
                     invocation_id: invocation_id.to_string(),
                     status,
                     owner,
                     actor,
                     timestamp_us,
                     execution_context,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn get_outcomes(&self, invocation_ids: &[String]) -> Result<Vec<InvocationOutcome>> {
@@ -831,7 +897,7 @@ impl Orchestrator for RedisBackend {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = requests.iter().map(|_| ordered_invocation_id()).collect();
-        let mut args = Vec::with_capacity(1 + requests.len() * ROUTE_FIELDS);
+        let mut args = Vec::with_capacity(1 + requests.len() * 3);
         args.push(bytes(requests.len().to_string()));
         for (req, id) in requests.iter().zip(&ids) {
             let call_json = serde_json::to_string(&req.call).map_err(|e| {
@@ -844,31 +910,49 @@ impl Orchestrator for RedisBackend {
             let c = &req.concurrency;
             args.push(bytes(id.as_str()));
             args.push(call_json.into_bytes());
-            args.push(bytes(req.call.call_id()));
+            let flag = |b: bool| if b { '1' } else { '0' };
+            let mut flags: String = [
+                flag(c.on_diff_non_key_args_raise),
+                flag(c.reroute_on_concurrency_control),
+                flag(req.cycle_control),
+            ]
+            .iter()
+            .collect();
+            // the rest only when there is one (see route.lua)
+            let plain = req.parent_invocation_id.is_none()
+                && req.parent_call_id.is_none()
+                && c.registration_key.is_none()
+                && c.running_key.is_none()
+                && req.scheduled_at_us.is_none()
+                && req.actor.is_empty();
+            if plain {
+                args.push(flags.into_bytes());
+                continue;
+            }
+            flags.push('+');
+            args.push(flags.into_bytes());
+            // the call id serves cycle control (with a parent) and
+            // registration concurrency; computing it costs a hash
+            args.push(
+                if req.parent_call_id.is_some() || c.registration_key.is_some() {
+                    bytes(req.call.call_id())
+                } else {
+                    Vec::new()
+                },
+            );
             args.push(opt_bytes(req.parent_invocation_id.as_deref()));
             args.push(opt_bytes(req.parent_call_id.as_deref()));
             args.push(opt_bytes(c.registration_key.as_deref()));
-            args.push(bytes(if c.on_diff_non_key_args_raise {
-                "1"
-            } else {
-                "0"
-            }));
             args.push(opt_bytes(c.running_key.as_deref()));
-            args.push(bytes(if c.reroute_on_concurrency_control {
-                "1"
-            } else {
-                "0"
-            }));
             args.push(
                 req.scheduled_at_us
                     .map(|t| bytes(t.to_string()))
                     .unwrap_or_default(),
             );
-            args.push(bytes(if req.cycle_control { "1" } else { "0" }));
             args.push(bytes(req.actor.as_str()));
         }
         let reply = self
-            .run_script("route", &scripts().route, &args, true)
+            .run_script(&scripts().route, &args, true)
             .await
             .map_err(|(e, _)| e)?;
         drop(args);
@@ -895,6 +979,7 @@ impl Orchestrator for RedisBackend {
             }
         };
         let items = as_list(&body);
+        let now = items.first().and_then(as_int);
         let outcomes = items.get(1..).unwrap_or_default();
         if outcomes.len() != requests.len() {
             return Err(PynencError::backend(format!(
@@ -906,10 +991,19 @@ impl Orchestrator for RedisBackend {
         }
         let mut out = Vec::with_capacity(requests.len());
         for ((req, id), o) in requests.into_iter().zip(ids).zip(outcomes) {
-            let o = as_list(o);
-            match o.first().and_then(as_string).as_deref() {
+            // a new invocation is 'N' (created now), or {'N', id, created} after a replay
+            let (kind, o) = match o {
+                Value::Array(_) => (as_list(o).first().and_then(as_string), as_list(o)),
+                other => (as_string(other), &[][..]),
+            };
+            match kind.as_deref() {
                 Some("N") => {
-                    let created_at_us = o.get(2).and_then(as_int).ok_or_else(|| {
+                    let created_at_us = if o.is_empty() {
+                        now
+                    } else {
+                        o.get(2).and_then(as_int)
+                    }
+                    .ok_or_else(|| {
                         PynencError::backend("route: a new invocation without creation time")
                     })?;
                     out.push(RouteOutcome::New(Arc::new(InvocationRecord {
@@ -976,9 +1070,7 @@ impl Orchestrator for RedisBackend {
             bytes(actor),
             opt_bytes(execution_context.as_deref()),
         ];
-        let v = self
-            .script("set_status", &scripts().set_status, &args)
-            .await?;
+        let v = self.script(&scripts().set_status, &args).await?;
         let parts = as_list(&v);
         let st = parts.first().and_then(as_string).unwrap_or_default();
         Ok(StatusRecord {
@@ -1004,18 +1096,30 @@ impl Orchestrator for RedisBackend {
         runner_id: &str,
         outcomes: Vec<(String, RunOutcome)>,
     ) -> Vec<Result<InvocationStatus>> {
+        // one `step` script per STEP_ENDS ends (see `combine.rs`)
         let mut results = Vec::with_capacity(outcomes.len());
         let mut outcomes = outcomes.into_iter().peekable();
         while outcomes.peek().is_some() {
-            let batch: Vec<(String, RunOutcome)> = outcomes.by_ref().take(FINISH_BATCH).collect();
-            results.extend(self.finish_batch(runner_id, batch).await);
+            let items: Vec<(String, RunOutcome)> = outcomes.by_ref().take(STEP_ENDS).collect();
+            let n = items.len();
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.run_step(vec![Op::Finish {
+                runner: runner_id.to_string(),
+                items,
+                reply,
+            }])
+            .await;
+            match answer.await {
+                Ok(r) => results.extend(r),
+                Err(_) => results.extend((0..n).map(|_| Err(unanswered("the end of a run")))),
+            }
         }
         results
     }
 
     async fn kill_and_reroute(&self, invocation_id: &str, runner_id: &str) -> Result<()> {
         let args = [bytes(invocation_id), bytes(runner_id)];
-        self.script("kill_reroute", &scripts().kill_reroute, &args)
+        self.script(&scripts().kill_reroute, &args)
             .await
             .map(|_| ())
     }
@@ -1030,7 +1134,8 @@ impl Orchestrator for RedisBackend {
         let status = status.ok_or_else(|| not_found(invocation_id, ""))?;
         Ok(StatusRecord {
             status: self.parse_status(invocation_id, &status)?,
-            owner,
+            // a released owner is stored empty
+            owner: owner.filter(|o| !o.is_empty()),
         })
     }
 
@@ -1058,7 +1163,7 @@ impl Orchestrator for RedisBackend {
             let mut args = Vec::with_capacity(chunk.len() + 1);
             args.push(opt_bytes(waiter));
             args.extend(chunk.iter().map(|id| bytes(id.as_str())));
-            self.script("wait", &scripts().wait, &args).await?;
+            self.script(&scripts().wait, &args).await?;
         }
         Ok(())
     }
@@ -1081,6 +1186,7 @@ impl Orchestrator for RedisBackend {
         let reg = self.notifier.register(&ids);
         let mut check = ids;
         loop {
+            self.register_waiting().await?;
             for (id, fin) in check.iter().zip(self.finals_of(&check).await?) {
                 if fin {
                     reg.wait.mark(id);
@@ -1094,9 +1200,16 @@ impl Orchestrator for RedisBackend {
                     return Ok(());
                 }
                 let recheck = self.notifier.recheck.notified();
+                // the registration in `waiters` is renewed before it runs out
+                let renew = self
+                    .waiting_since
+                    .lock()
+                    .map(|t| (WAITING_TTL / 2).saturating_sub(t.elapsed()))
+                    .unwrap_or_default();
                 tokio::select! {
                     _ = reg.wait.done.notified() => return Ok(()),
                     _ = recheck => break,
+                    _ = tokio::time::sleep(renew) => break,
                     _ = tokio::time::sleep(WAIT_RECHECK) => {
                         if reg.wait.pending.lock().len() == left {
                             break;
@@ -1125,7 +1238,7 @@ impl Orchestrator for RedisBackend {
 
     async fn promote_scheduled(&self) -> Result<usize> {
         let v = self
-            .script("promote", &scripts().promote, &[bytes("scheduler")])
+            .script(&scripts().promote, &[bytes("scheduler")])
             .await?;
         Ok(as_int(&v).unwrap_or(0).max(0) as usize)
     }
@@ -1134,9 +1247,7 @@ impl Orchestrator for RedisBackend {
         let mut total = 0;
         loop {
             let args = [bytes(micros(older_than)), bytes(PURGE_CHUNK.to_string())];
-            let v = self
-                .script("purge_final", &scripts().purge_final, &args)
-                .await?;
+            let v = self.script(&scripts().purge_final, &args).await?;
             let n = as_int(&v).unwrap_or(0).max(0) as usize;
             total += n;
             if n < PURGE_CHUNK {
@@ -1146,13 +1257,9 @@ impl Orchestrator for RedisBackend {
     }
 
     async fn heartbeat(&self, runner_id: &str) -> Result<()> {
-        self.script(
-            "heartbeat",
-            &scripts().small,
-            &[bytes("heartbeat"), bytes(runner_id)],
-        )
-        .await
-        .map(|_| ())
+        self.script(&scripts().small, &[bytes("heartbeat"), bytes(runner_id)])
+            .await
+            .map(|_| ())
     }
 
     async fn remove_heartbeat(&self, runner_id: &str) -> Result<()> {
@@ -1169,7 +1276,7 @@ impl Orchestrator for RedisBackend {
             bytes(holder),
             bytes(micros(ttl)),
         ];
-        let v = self.script("lease", &scripts().small, &args).await?;
+        let v = self.script(&scripts().small, &args).await?;
         Ok(as_int(&v) == Some(1))
     }
 
@@ -1184,7 +1291,7 @@ impl Orchestrator for RedisBackend {
             bytes(micros(dead_after)),
             bytes(micros(max_pending)),
         ];
-        let v = self.script("recover", &scripts().recover, &args).await?;
+        let v = self.script(&scripts().recover, &args).await?;
         Ok(as_list(&v).iter().filter_map(as_string).collect())
     }
 
@@ -1192,6 +1299,9 @@ impl Orchestrator for RedisBackend {
         self.purge_all().await
     }
 }
+
+#[cfg(test)]
+mod live_tests;
 
 #[cfg(test)]
 mod tests {

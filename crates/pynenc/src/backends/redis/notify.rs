@@ -1,6 +1,6 @@
 //! Wake-ups: the scripts `PUBLISH` on `{prefix}work` when they queue ids and
-//! on `{prefix}final` (payload: the invocation id) when an invocation becomes
-//! final. One pub/sub connection per backend dispatches them to local
+//! on `{prefix}final` (payload: the ids that became final in that script,
+//! separated by spaces) when invocations become final. One pub/sub connection per backend dispatches them to local
 //! waiters: a work epoch with a [`Notify`] for runners, and a map from
 //! invocation id to the groups waiting for it for `wait_final`.
 //!
@@ -155,8 +155,11 @@ pub(crate) async fn start_listener(
                         if channel == work_channel {
                             n.bump_work();
                         } else if channel == final_channel {
-                            if let Ok(id) = msg.get_payload::<String>() {
-                                n.on_final(&id);
+                            // one message per script: the ids, separated by spaces
+                            if let Ok(ids) = msg.get_payload::<String>() {
+                                for id in ids.split(' ').filter(|id| !id.is_empty()) {
+                                    n.on_final(id);
+                                }
                             }
                         }
                     }

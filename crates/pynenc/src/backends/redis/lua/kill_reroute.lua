@@ -3,7 +3,7 @@
 
 local function main()
   local id, runner = ARGV[2], ARGV[3]
-  if REPLAY and already_done(id, ST.REROUTED, runner) then
+  if REPLAY and already_done(load(id), ST.REROUTED, runner) then
     return 1
   end
   local rec = transition(id, ST.KILLED, runner, false)

@@ -1,30 +1,55 @@
 -- Shared helpers of every pynenc script. The Rust side prepends a prelude
 -- generated from `InvocationStatus`:
 --   ST              status name -> status name (every valid status)
---   ALLOWED         'FROM>TO' -> true for every allowed transition
---   REQUIRES_OWNER  'FROM>TO' -> true where only the owner may make it
+--   ALLOWED         ALLOWED[from][to] = true for every allowed transition
+--   REQUIRES_OWNER  REQUIRES_OWNER[from][to] = true where only the owner may make it
 --   OWNERSHIP       status -> 'acquire' | 'keep' | 'release'
 --   FINAL, OWNED_RUNNING, AVAILABLE, INITIAL   status -> true
--- and appends the script's own body, which defines `main` and ends with
--- `return run(main)`.
+-- and appends the steps' bodies, each defining `main`: as one Redis function
+-- library (loaded once; each step a function calling `invoke(main, keys,
+-- argv)`), or, where functions are not available, as one script per step
+-- ending with `return invoke(main, KEYS, ARGV)`. Nothing here calls Redis
+-- while the library loads.
 --
--- KEYS[1] is the app prefix; ARGV[1] is '1' when the call is a replay after
--- an ambiguous connection failure. Failures are raised as
+-- keys[1] is the app prefix; argv[1] is '<replay>:<backend id>', replay
+-- being '1' when the call is a replay after an ambiguous connection failure
+-- ('0' otherwise) and the backend id naming the caller (see `others_wait`).
+-- Failures are raised as
 -- `{pynenc = {kind, ...}}` and returned to the client as {'ERR', ...}.
+--
+-- Writes are batched per call: the fields a step changes in an
+-- invocation's hash (status, owner, history entries, result...) are staged
+-- on its record and written with one HSET per invocation at the end, and
+-- the shared indexes (`queue`, `owned`, `finals`) get one command per
+-- call. Every record a call reads goes through `RECS`, so a call always
+-- sees its own staged changes.
 
-local P = KEYS[1]
-local REPLAY = ARGV[1] == '1'
-local NOW_S, NOW
-do
+-- Per-call state, set by `begin` at the start of every call: in a Redis
+-- function library these locals outlive a call, so nothing may leak from
+-- one call into the next.
+local P, ARGV, REPLAY, ME, NOW_S, NOW, ENQUEUED, FINALS
+-- records read by this call (id -> rec), records with staged fields (in order)
+local RECS, DIRTY
+-- index changes written at the end: queue tail / head, owned (id -> true
+-- to add, false to remove), finals, ids whose call edges are gone
+local QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NEW_FINALS, NO_EDGES
+-- JSON strings of actors and contexts, history entries (they repeat within a call)
+local QUOTED, ENTRIES
+
+local function begin(keys, argv)
+  P = keys[1]
+  ARGV = argv
+  -- argv[1] = replay flag ('0' | '1'), ':', the id of the calling backend
+  REPLAY = string.sub(argv[1], 1, 1) == '1'
+  ME = string.sub(argv[1], 3)
   local t = redis.call('TIME')
   NOW_S = t[1] .. string.format('%06d', tonumber(t[2]))
   NOW = tonumber(NOW_S)
+  ENQUEUED = false
+  FINALS, RECS, DIRTY = {}, {}, {}
+  QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NEW_FINALS, NO_EDGES = {}, {}, {}, {}, {}, {}
+  QUOTED, ENTRIES = {}, {}
 end
-local ENQUEUED = false
-local FINALS = {}
--- per-script memos: history entries to append, ids already in `owned`
--- at NOW, ids whose call edges are gone
-local HIST, HIST_IDS, OWNED_NOW, NO_EDGES = {}, {}, {}, {}
 
 local function fail(...)
   error({pynenc = {...}})
@@ -47,8 +72,7 @@ local function nz(s)
   return s
 end
 
--- a JSON string (or null); actors and contexts repeat within a script
-local QUOTED = {}
+-- a JSON string (or null)
 local function q(s)
   if not s then
     return 'null'
@@ -61,25 +85,73 @@ local function q(s)
   return r
 end
 
--- the fields of an invocation that transitions need, unchecked; nil if it
--- does not exist. `full`: also the record the client decodes (`rec.record`).
-local function read(id, full)
-  local key = k('inv', id)
-  local v
-  if full then
-    v = redis.call('HMGET', key, 'status', 'owner', 'created', 'gkey', 'rkey', 'waited', 'reroute', 'edges',
-      'call', 'parent', 'sched', 'graise')
-  else
-    v = redis.call('HMGET', key, 'status', 'owner', 'created', 'gkey', 'rkey', 'waited', 'reroute', 'edges')
+-- Staging: a loaded record collects its changes — `rec.status`,
+-- `rec.owner`, history entries in `rec.hist` and extra field/value pairs
+-- in `rec.w` — and `flush` writes them with one HSET.
+local function dirty(rec)
+  if not rec.dirty then
+    rec.dirty = true
+    DIRTY[#DIRTY + 1] = rec
   end
+end
+
+-- stages `field = value` in the hash of a loaded record
+local function stage(rec, field, value)
+  dirty(rec)
+  local w = rec.w
+  if not w then
+    rec.w = {field, value}
+    return
+  end
+  local n = #w
+  w[n + 1] = field
+  w[n + 2] = value
+end
+
+-- sets a field of any invocation: staged when this script loaded it
+local function set_field(id, field, value)
+  local rec = RECS[id]
+  if rec then
+    stage(rec, field, value)
+  else
+    redis.call('HSET', k('inv', id), field, value)
+  end
+end
+
+-- The fields every transition reads. `x` is set when any of the rarer
+-- fields a transition needs (gkey, rkey, waited, edges) is, which are then
+-- read by a second HMGET (with `reroute`, which only matters with rkey).
+local READ_FIELDS = {'status', 'owner', 'created', 'hn', 'x'}
+local FULL_FIELDS = {'status', 'owner', 'created', 'hn', 'x', 'call', 'parent', 'sched', 'graise', 'reroute'}
+local RARE_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges'}
+
+-- the fields of an invocation that transitions need, unchecked; nil if it
+-- does not exist. `full`: also the record the client decodes (`rec.record`:
+-- id, call, parent, created, sched, gkey, graise, rkey, reroute).
+local function read(id, full)
+  local rec = RECS[id]
+  if rec then
+    if full and not rec.record then
+      local v = redis.call('HMGET', rec.key, 'call', 'parent', 'sched', 'graise', 'reroute')
+      rec.record = {id, v[1], v[2], rec.created, v[3], rec.gkey or false, v[4], rec.rkey or false, v[5]}
+    end
+    return rec
+  end
+  local key = k('inv', id)
+  local v = redis.call('HMGET', key, unpack(full and FULL_FIELDS or READ_FIELDS))
   if not v[1] then
     return nil
   end
-  local rec = {id = id, key = key, status = v[1], owner = nz(v[2]), created = v[3], gkey = nz(v[4]),
-    rkey = nz(v[5]), waited = nz(v[6]), reroute = v[7] == '1', edges = nz(v[8])}
-  if full then
-    rec.record = {id, v[9], v[10], v[3], v[11], v[4], v[12], v[5], v[7]}
+  rec = {id = id, key = key, status = v[1], owner = nz(v[2]), created = v[3], hn = tonumber(v[4]) or 0}
+  if v[5] then
+    local r = redis.call('HMGET', key, unpack(RARE_FIELDS))
+    rec.gkey, rec.rkey, rec.reroute = nz(r[1]), nz(r[2]), r[3] == '1'
+    rec.waited, rec.edges = nz(r[4]), nz(r[5])
   end
+  if full then
+    rec.record = {id, v[6], v[7], v[3], v[8], rec.gkey or false, v[9], rec.rkey or false, v[10]}
+  end
+  RECS[id] = rec
   return rec
 end
 
@@ -92,7 +164,12 @@ local function load(id)
   return rec
 end
 
--- the stored record of an invocation, as the client decodes it
+-- the fields of a record as the client decodes it: id, call, parent,
+-- created, sched, gkey, graise, rkey, reroute
+local RECORD_LEN = 9
+
+-- the stored record of an invocation, as the client decodes it (its
+-- fields never change after routing)
 local function record(id)
   local r = redis.call('HMGET', k('inv', id), 'call', 'parent', 'created', 'sched', 'gkey', 'graise', 'rkey', 'reroute')
   table.insert(r, 1, id)
@@ -101,8 +178,9 @@ end
 
 -- the owner after `actor` sets `to`, or a TRANSITION failure (nothing written)
 local function next_owner(rec, to, actor)
-  local step = rec.status .. '>' .. to
-  if not ALLOWED[step] or (REQUIRES_OWNER[step] and rec.owner ~= actor) then
+  local from = rec.status
+  local allowed, owned = ALLOWED[from], REQUIRES_OWNER[from]
+  if not (allowed and allowed[to]) or (owned[to] and rec.owner ~= actor) then
     fail('TRANSITION', rec.id, rec.status, rec.owner or false, to, actor)
   end
   local o = OWNERSHIP[to]
@@ -114,61 +192,114 @@ local function next_owner(rec, to, actor)
   return nil
 end
 
+-- a history entry `[status, owner, actor, timestamp_us, execution_context]`;
+-- the entries of a call repeat (same time, often the same runner), so each
+-- is built once per call (ENTRIES[status][owner][actor][ctx])
+local function entry(status, owner, actor, ctx)
+  local t = ENTRIES[status]
+  if not t then
+    t = {}
+    ENTRIES[status] = t
+  end
+  local o = owner or false
+  local t2 = t[o]
+  if not t2 then
+    t2 = {}
+    t[o] = t2
+  end
+  local a = actor or false
+  local t3 = t2[a]
+  if not t3 then
+    t3 = {}
+    t2[a] = t3
+  end
+  local c = ctx or false
+  local e = t3[c]
+  if not e then
+    e = '["' .. status .. '",' .. q(owner) .. ',' .. q(actor) .. ',' .. NOW_S .. ',' .. q(ctx) .. ']'
+    t3[c] = e
+  end
+  return e
+end
+
+-- the names of the history fields ('h1', 'h2', ...), kept between calls
+local HNAMES = {}
+
+local function hname(n)
+  local name = HNAMES[n]
+  if not name then
+    name = 'h' .. n
+    if n <= 64 then
+      HNAMES[n] = name
+    end
+  end
+  return name
+end
+
+-- appends a history entry to a loaded record; `flush` writes the entries a
+-- call made as one field (h1, h2, ...: one or more entries separated by
+-- commas) and the count of fields, hn
+local function history(rec, status, owner, actor, ctx)
+  dirty(rec)
+  local h = rec.hist
+  if not h then
+    rec.hist = {entry(status, owner, actor, ctx)}
+  else
+    h[#h + 1] = entry(status, owner, actor, ctx)
+  end
+end
+
 -- whether the last step of the invocation is `actor` setting `to` (a replay
 -- after a lost reply finds its own effect)
-local function already_done(id, to, actor)
-  local last = redis.call('LINDEX', k('hist', id), -1)
+local function already_done(rec, to, actor)
+  if not rec or rec.hn == 0 then
+    return false
+  end
+  local last = redis.call('HGET', rec.key, hname(rec.hn))
   if not last then
     return false
   end
-  local ok, e = pcall(cjson.decode, last)
-  return ok and type(e) == 'table' and e[1] == to and e[3] == actor
+  local ok, list = pcall(cjson.decode, '[' .. last .. ']')
+  local e = ok and type(list) == 'table' and list[#list]
+  return type(e) == 'table' and e[1] == to and e[3] == actor
 end
 
 local function enqueue(id)
-  redis.call('RPUSH', P .. 'queue', id)
+  QUEUE_TAIL[#QUEUE_TAIL + 1] = id
   ENQUEUED = true
 end
 
 -- work taken back from a stopped or dead runner runs before new work
 local function enqueue_front(id)
-  redis.call('LPUSH', P .. 'queue', id)
+  QUEUE_HEAD[#QUEUE_HEAD + 1] = id
   ENQUEUED = true
 end
 
--- writes a checked status (with `extra` fields, e.g. the result) and keeps
+local function set_owned(id, on)
+  if OWNED[id] == nil then
+    OWNED_IDS[#OWNED_IDS + 1] = id
+  end
+  OWNED[id] = on
+end
+
+-- writes a checked status (with an extra field, e.g. the result) and keeps
 -- every index in step with it
-local function put_status(rec, to, owner, extra)
-  local id, key, old = rec.id, rec.key, rec.status
-  local fin = FINAL[to]
-  local f = {'status', to, 'status_at', NOW_S}
-  if owner then
-    f[5], f[6] = 'owner', owner
+local function put_status(rec, to, owner, efield, evalue)
+  local id, old = rec.id, rec.status
+  dirty(rec)
+  if owner ~= rec.owner then
+    rec.owner_changed = true
   end
-  if fin then
-    f[#f + 1], f[#f + 2] = 'final_at', NOW_S
+  if FINAL[to] then
+    NEW_FINALS[#NEW_FINALS + 1] = id
   end
-  if extra then
-    for i = 1, #extra do
-      f[#f + 1] = extra[i]
-    end
-  end
-  redis.call('HSET', key, unpack(f))
-  if not owner and rec.owner then
-    redis.call('HDEL', key, 'owner')
-  end
-  if fin then
-    redis.call('ZADD', P .. 'finals', NOW_S, id)
+  if efield then
+    stage(rec, efield, evalue)
   end
   local was_owned, is_owned = OWNED_RUNNING[old] or false, OWNED_RUNNING[to] or false
-  if is_owned then
-    if not OWNED_NOW[id] then
-      redis.call('ZADD', P .. 'owned', NOW_S, id)
-      OWNED_NOW[id] = true
-    end
-  elseif was_owned then
-    redis.call('ZREM', P .. 'owned', id)
-    OWNED_NOW[id] = nil
+  if is_owned or was_owned then
+    -- `owned` is ordered by the time of the last status
+    set_owned(id, is_owned)
   end
   if rec.gkey then
     if old == ST.REGISTERED and to ~= ST.REGISTERED then
@@ -198,30 +329,13 @@ local function put_status(rec, to, owner, extra)
   rec.owner = owner
 end
 
--- appends a history entry (written at the end of the script, in order)
-local function history(id, status, owner, actor, ctx)
-  local list = HIST[id]
-  if not list then
-    list = {}
-    HIST[id] = list
-    HIST_IDS[#HIST_IDS + 1] = id
-  end
-  list[#list + 1] = '["' .. status .. '",' .. q(owner) .. ',' .. q(actor) .. ',' .. NOW_S .. ',' .. q(ctx) .. ']'
-end
-
-local function flush_history()
-  for _, id in ipairs(HIST_IDS) do
-    redis.call('RPUSH', k('hist', id), unpack(HIST[id]))
-  end
-  HIST, HIST_IDS = {}, {}
-end
-
 local function add_edge(parent_inv, parent_call, callee)
   redis.call('HINCRBY', k('edges', parent_call), callee, 1)
   redis.call('RPUSH', k('iedges', parent_inv), parent_call, callee)
   if NO_EDGES[parent_inv] ~= false then
     -- flag the caller so that removing its edges is free when it has none
-    redis.call('HSET', k('inv', parent_inv), 'edges', '1')
+    set_field(parent_inv, 'edges', '1')
+    set_field(parent_inv, 'x', '1')
     NO_EDGES[parent_inv] = false
   end
 end
@@ -246,15 +360,13 @@ local function remove_edges_of(id, rec)
   redis.call('DEL', ek)
 end
 
-local transition
-
 -- One status transition (store::engine::transition) of a loaded record:
 -- check, write, history, then what the new status implies.
-local function apply(rec, to, actor, ctx, extra)
+local function apply(rec, to, actor, ctx, efield, evalue)
   local from = rec.status
   local owner = next_owner(rec, to, actor)
-  put_status(rec, to, owner, extra)
-  history(rec.id, to, owner, actor, ctx)
+  put_status(rec, to, owner, efield, evalue)
+  history(rec, to, owner, actor, ctx)
   if OWNED_RUNNING[from] and not OWNED_RUNNING[to] then
     -- the running key is free again: re-route what was parked on it
     if rec.rkey then
@@ -264,7 +376,7 @@ local function apply(rec, to, actor, ctx, extra)
         redis.call('DEL', ck)
         for _, pid in ipairs(parked) do
           local prec = load(pid)
-          if prec and ALLOWED[prec.status .. '>' .. ST.REROUTED] then
+          if prec and ALLOWED[prec.status][ST.REROUTED] then
             apply(prec, ST.REROUTED, actor, false)
             enqueue(pid)
           end
@@ -283,7 +395,7 @@ local function apply(rec, to, actor, ctx, extra)
 end
 
 -- load, then apply (NOT_FOUND when the invocation does not exist)
-transition = function(id, to, actor, ctx, during)
+local function transition(id, to, actor, ctx, during)
   local rec = load(id)
   if not rec then
     fail('NOT_FOUND', id, during or ('while setting it ' .. to))
@@ -291,16 +403,101 @@ transition = function(id, to, actor, ctx, during)
   return apply(rec, to, actor, ctx)
 end
 
--- Runs `main`, writes the history, publishes the notifications and shapes
--- the reply: {'OK'|'ERR', enqueued 0/1, {ids that became final}, result | failure}.
-local function run(main)
+-- the largest slice unpack() handles comfortably
+local CHUNK = 4000
+
+-- `cmd key a1 a2 ...` in slices of CHUNK arguments
+local function call_chunked(cmd, key, list)
+  for i = 1, #list, CHUNK do
+    redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
+  end
+end
+
+-- writes the staged fields and index changes
+local function flush()
+  for _, rec in ipairs(DIRTY) do
+    local f = rec.w or {}
+    local n = #f
+    f[n + 1], f[n + 2] = 'status', rec.status
+    n = n + 2
+    if rec.hist then
+      local hn = rec.hn + 1
+      rec.hn = hn
+      local h = rec.hist
+      f[n + 1], f[n + 2], f[n + 3], f[n + 4] = hname(hn), #h == 1 and h[1] or table.concat(h, ','), 'hn', hn
+      n = n + 4
+    end
+    if rec.owner_changed then
+      -- a released owner is written empty (reads treat '' as none)
+      f[n + 1], f[n + 2] = 'owner', rec.owner or ''
+    end
+    call_chunked('HSET', rec.key, f)
+    rec.w, rec.dirty, rec.owner_changed, rec.hist = nil, nil, nil, nil
+  end
+  DIRTY = {}
+  if #OWNED_IDS > 0 then
+    local add, rem = {}, {}
+    for _, id in ipairs(OWNED_IDS) do
+      if OWNED[id] then
+        add[#add + 1] = NOW_S
+        add[#add + 1] = id
+      else
+        rem[#rem + 1] = id
+      end
+    end
+    if #add > 0 then
+      call_chunked('ZADD', P .. 'owned', add)
+    end
+    if #rem > 0 then
+      call_chunked('ZREM', P .. 'owned', rem)
+    end
+    OWNED, OWNED_IDS = {}, {}
+  end
+  if #NEW_FINALS > 0 then
+    -- the auto-purge log: one entry per script, 'time id id ...' (time order)
+    redis.call('RPUSH', P .. 'finals', NOW_S .. ' ' .. table.concat(NEW_FINALS, ' '))
+    NEW_FINALS = {}
+  end
+  if #QUEUE_HEAD > 0 then
+    call_chunked('LPUSH', P .. 'queue', QUEUE_HEAD)
+    QUEUE_HEAD = {}
+  end
+  if #QUEUE_TAIL > 0 then
+    call_chunked('RPUSH', P .. 'queue', QUEUE_TAIL)
+    QUEUE_TAIL = {}
+  end
+end
+
+-- Runs `main` for one call (`keys`, `argv`: the script's KEYS and ARGV or
+-- the function's arguments), writes what it staged, publishes the
+-- notifications and shapes the reply:
+-- {'OK'|'ERR', enqueued 0/1, {ids that became final}, result | failure}.
+-- The ids that became final go out in one message, separated by spaces,
+-- when a backend other than the caller waits for results (hash `waiters`:
+-- backend id -> registration expiry, µs); the caller learns them from the
+-- reply.
+local function others_wait()
+  local w = redis.call('HGETALL', P .. 'waiters')
+  local found = false
+  for i = 1, #w - 1, 2 do
+    if tonumber(w[i + 1]) < NOW then
+      redis.call('HDEL', P .. 'waiters', w[i])
+    elseif w[i] ~= ME then
+      found = true
+    end
+  end
+  return found
+end
+
+local function invoke(main, keys, argv)
+  begin(keys, argv)
   local ok, res = pcall(main)
-  flush_history()
+  flush()
   if ENQUEUED then
     redis.call('PUBLISH', P .. 'work', '1')
   end
-  for _, id in ipairs(FINALS) do
-    redis.call('PUBLISH', P .. 'final', id)
+  if #FINALS > 0 and others_wait() then
+    redis.call('PUBLISH', P .. 'final', table.concat(FINALS, ' '))
   end
   if ok then
     return {'OK', ENQUEUED and 1 or 0, FINALS, res or 0}

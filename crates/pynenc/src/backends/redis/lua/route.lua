@@ -1,9 +1,12 @@
 -- route_calls for a whole batch (store::engine::route).
--- ARGV[2] = number of requests, then 12 fields per request:
--- id, call, call_id, parent_inv, parent_call, gkey, graise, rkey, reroute,
--- scheduled_at, cycle_control, actor ('' = none).
--- Returns {now, outcome...}; outcome = {'N', id, created} or
--- {'R', same_call 0/1, record...}. Failures: CYCLE, REG_CONFLICT, NOT_FOUND.
+-- ARGV[2] = number of requests, then per request: id, call, flags — three
+-- characters '0' | '1': raise on a registration diff (graise), re-route on
+-- running concurrency (reroute), cycle control — and, when the flags end
+-- with '+', 7 more fields: call_id, parent_inv, parent_call, gkey, rkey,
+-- scheduled_at, actor ('' = none). A plain call is three arguments.
+-- Returns {now, outcome...}; outcome = 'N' (new, created now), {'N', id,
+-- created} (new, found by a replay) or {'R', same_call 0/1, record...}.
+-- Failures: CYCLE, REG_CONFLICT, NOT_FOUND.
 
 local function find_path(from, to)
   local stack = {{from, {from}}}
@@ -41,14 +44,24 @@ local function check_cycle(parent_call, callee)
   end
 end
 
-local function route_one(i, a)
-  local id, call, call_id, pinv, pcall_id, gkey, graise, rkey, reroute, sched, cycle, actor =
-    a[1], a[2], a[3], nz(a[4]), nz(a[5]), nz(a[6]), a[7], nz(a[8]), a[9], nz(a[10]), a[11], a[12]
+-- request `i` (0-based), whose fields follow ARGV[b]; returns its outcome
+-- and the index of its last field
+local function route_one(i, b)
+  local a = ARGV
+  local id, call, flags = a[b + 1], a[b + 2], a[b + 3]
+  local graise, reroute, cycle = string.sub(flags, 1, 1), string.sub(flags, 2, 2), string.sub(flags, 3, 3)
+  local call_id, pinv, pcall_id, gkey, rkey, sched, actor = '', nil, nil, nil, nil, nil, ''
+  local last = b + 3
+  if string.sub(flags, 4, 4) == '+' then
+    call_id, pinv, pcall_id, gkey, rkey, sched, actor =
+      a[b + 4], nz(a[b + 5]), nz(a[b + 6]), nz(a[b + 7]), nz(a[b + 8]), nz(a[b + 9]), a[b + 10]
+    last = b + 10
+  end
   if REPLAY then
     local created = redis.call('HGET', k('inv', id), 'created')
     if created then
       -- created by the first attempt of this very call
-      return {'N', id, created}
+      return {'N', id, created}, last
     end
   end
   if cycle == '1' and pcall_id then
@@ -68,7 +81,7 @@ local function route_one(i, a)
       for _, v in ipairs(record(existing)) do
         out[#out + 1] = v
       end
-      return out
+      return out, last
     end
   end
   local status = ST.REGISTERED
@@ -79,7 +92,9 @@ local function route_one(i, a)
     fail('TRANSITION_NEW', id, status)
   end
   local key = k('inv', id)
-  local f = {'call', call, 'created', NOW_S, 'status', status, 'status_at', NOW_S}
+  -- the record, its status and its first history entry in one write
+  local f = {'call', call, 'created', NOW_S, 'status', status,
+    'hn', '1', 'h1', entry(status, false, actor, false)}
   if pinv then
     f[#f + 1] = 'parent'
     f[#f + 1] = pinv
@@ -100,33 +115,31 @@ local function route_one(i, a)
   if sched then
     f[#f + 1], f[#f + 2] = 'sched', sched
   end
+  if gkey or rkey then
+    -- transitions read the rarer fields only when this flag says so
+    f[#f + 1], f[#f + 2] = 'x', '1'
+  end
   redis.call('HSET', key, unpack(f))
   if status == ST.SCHEDULED then
     redis.call('ZADD', P .. 'scheduled', sched, id)
   elseif gkey then
     redis.call('ZADD', k('reg', gkey), NOW_S, id)
   end
-  history(id, status, false, actor, false)
   if status == ST.REGISTERED then
     enqueue(id)
   end
   if pinv and pcall_id then
     add_edge(pinv, pcall_id, call_id)
   end
-  return {'N', id, NOW_S}
+  return 'N', last
 end
 
 local function main()
   local n = tonumber(ARGV[2])
   local out = {NOW_S}
-  local F = 12
+  local b = 2
   for i = 0, n - 1 do
-    local base = 2 + i * F
-    local a = {}
-    for j = 1, F do
-      a[j] = ARGV[base + j]
-    end
-    out[#out + 1] = route_one(i, a)
+    out[#out + 1], b = route_one(i, b)
   end
   return out
 end

@@ -4,9 +4,9 @@
 
 local function main()
   local id, to, actor, ctx = ARGV[2], ARGV[3], ARGV[4], nz(ARGV[5])
-  if REPLAY and already_done(id, to, actor) then
+  if REPLAY then
     local rec = load(id)
-    if rec and rec.status == to then
+    if rec and rec.status == to and already_done(rec, to, actor) then
       return {rec.status, rec.owner or false}
     end
   end

@@ -3,6 +3,11 @@
 --   'heartbeat' runner           records that the runner is alive now
 --   'lease' name holder ttl_us   takes or renews a lease; 1 if held
 --   'enqueue' id...              appends ids to the queue (broker)
+--   'history' id                 the history entries of an invocation in
+--                                order, or 0 when it does not exist
+--   'waiting' ttl_us             the calling backend waits for results for
+--                                the next ttl: ends made by other backends
+--                                are published (hash `waiters`)
 
 local function main()
   local op = ARGV[2]
@@ -24,6 +29,26 @@ local function main()
       enqueue(ARGV[i])
     end
     return #ARGV - 2
+  elseif op == 'waiting' then
+    redis.call('HSET', P .. 'waiters', ME, fmt(NOW + tonumber(ARGV[3])))
+    return 1
+  elseif op == 'history' then
+    local key = k('inv', ARGV[3])
+    local v = redis.call('HMGET', key, 'status', 'hn')
+    if not v[1] then
+      return 0
+    end
+    local n, out = tonumber(v[2]) or 0, {}
+    for first = 1, n, 1000 do
+      local fields = {}
+      for i = first, math.min(n, first + 999) do
+        fields[#fields + 1] = 'h' .. i
+      end
+      for _, e in ipairs(redis.call('HMGET', key, unpack(fields))) do
+        out[#out + 1] = e
+      end
+    end
+    return out
   end
   fail('BAD_OP', op)
 end

@@ -23,7 +23,7 @@ local function main()
     end
   end
   for _, v in ipairs(open) do
-    redis.call('HSET', v[5], 'waited', waiter)
+    redis.call('HSET', v[5], 'waited', waiter, 'x', '1')
     if not v[3] and AVAILABLE[v[1]] then
       redis.call('ZADD', P .. 'blocking', v[2], v[4])
     end

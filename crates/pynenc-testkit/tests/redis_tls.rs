@@ -1,0 +1,272 @@
+//! `rediss://`: a call and its result over a real TLS connection with the
+//! server certificate verified against a CA made for the test.
+//!
+//! The test makes a CA and a server certificate (for `127.0.0.1`) with the
+//! `openssl` command, starts `redis-server` with TLS only (`--port 0
+//! --tls-port …`), and trusts the CA the standard way of rustls-native-certs:
+//! `SSL_CERT_FILE` names the PEM file of trusted roots. A second, unrelated
+//! CA must be refused, so the certificate really is checked.
+//!
+//! Skipped with a message when `redis-server` or `openssl` is missing, or
+//! when the installed `redis-server` was built without TLS (a failure with
+//! `PYNENC_REQUIRE_REDIS=1`), and when pynenc was built without its
+//! `redis-tls` feature (always a skip: the testkit has no feature of its own
+//! to gate this file on, so the test finds out at run time).
+//!
+//! ```text
+//! cargo nextest run -p pynenc-testkit --features pynenc/redis-tls --test redis_tls
+//! ```
+
+#![cfg(feature = "redis-tls")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pynenc::Pynenc;
+use pynenc_testkit::redis_server::{skip_reason, RedisServer, RedisServerOptions, RedisTlsFiles};
+use pynenc_testkit::start_runner;
+use pynenc_testkit::tasks::add;
+
+fn require() -> bool {
+    std::env::var("PYNENC_REQUIRE_REDIS").as_deref() == Ok("1")
+}
+
+fn skip(reason: &str) {
+    if require() {
+        panic!("PYNENC_REQUIRE_REDIS=1 but {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run openssl: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A self-signed CA `{name}.pem` / `{name}.key` in `dir`.
+fn make_ca(dir: &Path, name: &str) -> Result<(), String> {
+    let (key, pem, subj) = (
+        format!("{name}.key"),
+        format!("{name}.pem"),
+        format!("/CN=pynenc test {name}"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &subj,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    )
+}
+
+/// `server.pem` / `server.key` for 127.0.0.1, signed by `ca`.
+fn make_server_cert(dir: &Path, ca: &str) -> Result<(), String> {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    )
+}
+
+fn app_at(url: &str, app_id: &str) -> pynenc::Result<Pynenc> {
+    Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id(app_id)
+        .config_value("backend", "redis")
+        .config_value("redis.redis_url", url)
+        .build()
+}
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("pynenc-tls-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create a temp dir");
+        TempDir(p)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether a failed start says the server has no TLS support.
+fn lacks_tls(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("tls")
+        && (e.contains("bad directive")
+            || e.contains("not supported")
+            || e.contains("unrecognized")
+            || e.contains("unknown")
+            || e.contains("built without"))
+}
+
+// A plain #[test]: SSL_CERT_FILE is set while no other thread of this process
+// runs (nextest runs every test in its own process), and the runtime that
+// opens the TLS connections is created afterwards.
+#[test]
+fn call_and_result_over_verified_tls() {
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let dir = TempDir::new();
+    let made = make_ca(dir.path(), "ca")
+        .and_then(|()| make_ca(dir.path(), "other-ca"))
+        .and_then(|()| make_server_cert(dir.path(), "ca"));
+    if let Err(e) = made {
+        skip(&format!(
+            "cannot make test certificates with the openssl command: {e}"
+        ));
+        return;
+    }
+    let options = RedisServerOptions {
+        tls: Some(RedisTlsFiles {
+            cert_file: dir.path().join("server.pem"),
+            key_file: dir.path().join("server.key"),
+            ca_file: dir.path().join("ca.pem"),
+        }),
+        ..Default::default()
+    };
+    let server = match RedisServer::try_start_with(options) {
+        Ok(s) => s,
+        Err(e) if lacks_tls(&e) => {
+            skip(&format!(
+                "the installed redis-server has no TLS support: {e}"
+            ));
+            return;
+        }
+        Err(e) => panic!("could not start redis-server with TLS: {e}"),
+    };
+    let url = server.url();
+    assert!(url.starts_with("rediss://127.0.0.1:"), "{url}");
+
+    // an unrelated CA: the server certificate is refused when the app is built
+    std::env::set_var("SSL_CERT_FILE", dir.path().join("other-ca.pem"));
+    let err = app_at(&url, "tls").expect_err("a certificate from an untrusted CA must be refused");
+    let msg = err.to_string();
+    println!("untrusted CA: {msg}");
+    if msg.contains("`redis-tls`") {
+        // pynenc was built without TLS (the testkit has no feature to gate
+        // on): a skip, whatever PYNENC_REQUIRE_REDIS says
+        eprintln!("SKIPPED: {msg} (run with --features pynenc/redis-tls)");
+        return;
+    }
+    assert!(
+        msg.contains("127.0.0.1") && msg.to_ascii_lowercase().contains("cert"),
+        "the error names the server and the certificate problem: {msg}"
+    );
+
+    // plain redis:// to the TLS port does not get an answer that passes for Redis
+    let plain = format!("redis://127.0.0.1:{}/0", server.port());
+    assert!(
+        app_at(&plain, "tls").is_err(),
+        "a plain connection to a TLS port must fail"
+    );
+
+    // the right CA
+    std::env::set_var("SSL_CERT_FILE", dir.path().join("ca.pem"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let app = app_at(&url, "tls").unwrap_or_else(|e| panic!("build over TLS: {e}"));
+        let runner = start_runner(&app, 4);
+        let inv = add::call_on(&app, 2, 3).await.expect("call over TLS");
+        println!("called {} over {url}", inv.invocation_id());
+        assert_eq!(inv.result().await.expect("result over TLS"), 5);
+        // a group: pipelined reads and pub/sub wake-ups over TLS too
+        let group = add::parallelize_on(&app, (0..50).map(|i| (i, 1)))
+            .await
+            .expect("parallelize over TLS");
+        let results = group.results().await.expect("group results over TLS");
+        assert_eq!(results, (0..50).map(|i| i + 1).collect::<Vec<i64>>());
+        assert!(pynenc_testkit::check_histories(&app).await >= 51);
+        runner.stop().await.expect("stop the runner");
+        app.purge().await.expect("purge");
+    });
+    drop(server);
+}

@@ -1,0 +1,150 @@
+-- One step of runners: ends of runs (store::engine::finish) then pick-ups
+-- (store::engine::pick), as many of each as the caller passes (today the
+-- client sends the ends a runner gathered, or one pick-up; a runner that
+-- ends runs and picks new ones at once could send both in one step). Each
+-- end and each pick-up is checked and applied on its own, and fails on its
+-- own.
+--
+-- ARGV[2] = n, then per end: id, runner, 'S' | 'R' | 'F', the result or the
+-- error JSON; then m, then per pick-up: runner, max, token, '1' to start,
+-- execution context of RUNNING ('' = none).
+-- Returns {{end outcome...}, {pick outcome...}}: an end outcome is the
+-- new status, or {'ERR', failure}; a pick outcome is
+-- {'OK', {fields of the records, RECORD_LEN each}, {corrupt keys}} or
+-- {'ERR', failure}.
+--
+-- An end: result or error, SUCCESS / FAILED / RETRY (queued again); a
+-- refused end writes nothing. A pick-up: waited-on invocations first
+-- (oldest first), then the queue; running concurrency; PENDING for the
+-- runner, and RUNNING too when starting. The ids a pick-up hands out are
+-- remembered per runner with its token, so a replay after a lost reply
+-- returns the same invocations instead of claiming more.
+
+local function finish_one(id, runner, kind, payload)
+  local to = ST.FAILED
+  if kind == 'S' then
+    to = ST.SUCCESS
+  elseif kind == 'R' then
+    to = ST.RETRY
+  end
+  local rec = load(id)
+  if not rec then
+    fail('NOT_FOUND', id, 'while finishing it')
+  end
+  if REPLAY and rec.status == to and already_done(rec, to, runner) then
+    if FINAL[to] then
+      -- the first attempt's reply was lost: tell the waiters again
+      FINALS[#FINALS + 1] = id
+    end
+    return to
+  end
+  -- apply checks before it writes anything
+  apply(rec, to, runner, false, kind == 'S' and 'result' or 'error', payload)
+  if to == ST.RETRY then
+    redis.call('HINCRBY', rec.key, 'retries', 1)
+    enqueue(id)
+  end
+  return to
+end
+
+local function pick_one(runner, max, token, start, ctx)
+  local last_key = k('lastpick', runner)
+  local picked, corrupt, ids = {}, {}, {}
+  if REPLAY then
+    local last = redis.call('GET', last_key)
+    if last and string.sub(last, 1, #token + 1) == token .. ' ' then
+      for id in string.gmatch(string.sub(last, #token + 2), '%S+') do
+        local v = redis.call('HMGET', k('inv', id), 'status', 'owner')
+        if v[2] == runner and OWNED_RUNNING[v[1]] then
+          for _, f in ipairs(record(id)) do
+            picked[#picked + 1] = f
+          end
+        end
+      end
+      return picked, corrupt
+    end
+  end
+  if max <= 0 then
+    return picked, corrupt
+  end
+  local function try_claim(id)
+    local rec = read(id, true)
+    if not rec then
+      return -- purged while queued: a stale id
+    end
+    if not ST[rec.status] then
+      corrupt[#corrupt + 1] = rec.key
+      return
+    end
+    if not AVAILABLE[rec.status] then
+      return
+    end
+    if rec.rkey and redis.call('SCARD', k('run', rec.rkey)) > 0 then
+      if rec.reroute then
+        apply(rec, ST.CONCURRENCY_CONTROLLED, runner, false)
+        redis.call('RPUSH', k('ctl', rec.rkey), id)
+      else
+        apply(rec, ST.CONCURRENCY_CONTROLLED_FINAL, runner, false)
+      end
+      return
+    end
+    apply(rec, ST.PENDING, runner, false)
+    if start then
+      apply(rec, ST.RUNNING, runner, ctx or false)
+    end
+    ids[#ids + 1] = id
+    local r, n = rec.record, #picked
+    for j = 1, RECORD_LEN do
+      picked[n + j] = r[j]
+    end
+  end
+  local cands = redis.call('ZRANGE', P .. 'blocking', 0, fmt(max - 1))
+  while true do
+    for _, id in ipairs(cands) do
+      if #ids >= max then
+        break
+      end
+      try_claim(id)
+    end
+    if #ids >= max then
+      break
+    end
+    cands = redis.call('LPOP', P .. 'queue', fmt(max - #ids))
+    if not cands then
+      break
+    end
+  end
+  if #ids > 0 then
+    redis.call('SET', last_key, token .. ' ' .. table.concat(ids, ' '), 'EX', 600)
+  end
+  return picked, corrupt
+end
+
+-- a failure of one end or pick-up, for its own outcome
+local function failed(res)
+  if type(res) == 'table' and res.pynenc then
+    return {'ERR', res.pynenc}
+  end
+  error(res, 0)
+end
+
+local function main()
+  local i = 2
+  local n = tonumber(ARGV[i])
+  local ends = {}
+  for _ = 1, n do
+    local ok, res = pcall(finish_one, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+    i = i + 4
+    ends[#ends + 1] = ok and res or failed(res)
+  end
+  i = i + 1
+  local m = tonumber(ARGV[i])
+  local picks = {}
+  for _ = 1, m do
+    local ok, picked, corrupt = pcall(pick_one, ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3],
+      ARGV[i + 4] == '1', nz(ARGV[i + 5]))
+    i = i + 5
+    picks[#picks + 1] = ok and {'OK', picked, corrupt} or failed(picked)
+  end
+  return {ends, picks}
+end
