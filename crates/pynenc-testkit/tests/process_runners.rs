@@ -198,12 +198,8 @@ async fn persistent_process_runner_replaces_dead_workers() {
     assert!(worker.stop().success());
     // no worker process outlives the runner
     for pid in last_children {
-        let alive = Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(!alive, "worker process {pid} outlived its runner");
+        let gone = eventually(Duration::from_secs(5), || async move { !is_running(pid) }).await;
+        assert!(gone, "worker process {pid} outlived its runner");
     }
     check_histories(&app).await;
 }
@@ -317,15 +313,7 @@ async fn children_never_outlive_a_killed_runner() {
         .status();
     let gone = eventually(Duration::from_secs(10), || {
         let children = children.clone();
-        async move {
-            children.iter().all(|pid| {
-                !Command::new("kill")
-                    .args(["-0", &pid.to_string()])
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false)
-            })
-        }
+        async move { children.iter().all(|pid| !is_running(*pid)) }
     })
     .await;
     assert!(
@@ -333,4 +321,67 @@ async fn children_never_outlive_a_killed_runner() {
         "worker processes outlived their killed runner: {children:?}"
     );
     drop(app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_runner_stop_kills_children_past_the_grace_period_and_reroutes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("p.db");
+    let app = app_on(&db, "proc-stop");
+    let worker = Worker::start(
+        &db,
+        "proc-stop",
+        "process",
+        &[("PYNENC__RUNNER__SHUTDOWN_GRACE_SECONDS", "0.3")],
+    );
+    let inv = sleeper::call_on(&app, "long".into(), 20_000)
+        .await
+        .expect("call");
+    let running = eventually(Duration::from_secs(20), || async {
+        inv.status()
+            .await
+            .map(|s| s == InvocationStatus::Running)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(running, "never ran");
+    let children = children_of(worker.pid());
+    assert_eq!(children.len(), 1, "one child for the invocation");
+    assert!(worker.stop().success(), "the runner stops cleanly");
+    let statuses: Vec<InvocationStatus> = inv
+        .history()
+        .await
+        .expect("history")
+        .iter()
+        .map(|h| h.status)
+        .collect();
+    assert_eq!(
+        &statuses[statuses.len() - 3..],
+        &[
+            InvocationStatus::Running,
+            InvocationStatus::Killed,
+            InvocationStatus::Rerouted
+        ],
+        "{statuses:?}"
+    );
+    let child = children[0];
+    let gone = eventually(Duration::from_secs(5), || async move { !is_running(child) }).await;
+    assert!(gone, "the child outlived its runner");
+    check_histories(&app).await;
+}
+
+/// Whether a process exists and is not a zombie (a dead child whose new
+/// parent has not reaped it yet).
+fn is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            // the state follows the parenthesised command name
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        }
+    }
 }
