@@ -3,19 +3,14 @@
 //!
 //! The test makes a CA and a server certificate (for `127.0.0.1`) with the
 //! `openssl` command, starts `redis-server` with TLS only (`--port 0
-//! --tls-port …`), and trusts the CA the standard way of rustls-native-certs:
-//! `SSL_CERT_FILE` names the PEM file of trusted roots. A second, unrelated
-//! CA must be refused, so the certificate really is checked.
+//! --tls-port …`), and trusts the CA through the `redis.redis_tls_ca_file`
+//! setting. A second, unrelated CA must be refused, so the certificate
+//! really is checked.
 //!
 //! Skipped with a message when `redis-server` or `openssl` is missing, or
 //! when the installed `redis-server` was built without TLS (a failure with
-//! `PYNENC_REQUIRE_REDIS=1`), and when pynenc was built without its
-//! `redis-tls` feature (always a skip: the testkit has no feature of its own
-//! to gate this file on, so the test finds out at run time).
-//!
-//! ```text
-//! cargo nextest run -p pynenc-testkit --features pynenc/redis-tls --test redis_tls
-//! ```
+//! `PYNENC_REQUIRE_REDIS=1`). Built with the testkit's `redis-tls` feature
+//! (on by default).
 
 #![cfg(feature = "redis-tls")]
 
@@ -137,12 +132,16 @@ fn make_server_cert(dir: &Path, ca: &str) -> Result<(), String> {
     )
 }
 
-fn app_at(url: &str, app_id: &str) -> pynenc::Result<Pynenc> {
+fn app_at(url: &str, app_id: &str, ca_file: &Path) -> pynenc::Result<Pynenc> {
     Pynenc::builder()
         .env_vars(Vec::new())
         .app_id(app_id)
         .config_value("backend", "redis")
         .config_value("redis.redis_url", url)
+        .config_value(
+            "redis.redis_tls_ca_file",
+            ca_file.to_string_lossy().to_string(),
+        )
         .build()
 }
 
@@ -182,9 +181,6 @@ fn lacks_tls(error: &str) -> bool {
             || e.contains("built without"))
 }
 
-// A plain #[test]: SSL_CERT_FILE is set while no other thread of this process
-// runs (nextest runs every test in its own process), and the runtime that
-// opens the TLS connections is created afterwards.
 #[test]
 fn call_and_result_over_verified_tls() {
     if let Some(reason) = skip_reason() {
@@ -223,8 +219,8 @@ fn call_and_result_over_verified_tls() {
     assert!(url.starts_with("rediss://127.0.0.1:"), "{url}");
 
     // an unrelated CA: the server certificate is refused when the app is built
-    std::env::set_var("SSL_CERT_FILE", dir.path().join("other-ca.pem"));
-    let err = app_at(&url, "tls").expect_err("a certificate from an untrusted CA must be refused");
+    let err = app_at(&url, "tls", &dir.path().join("other-ca.pem"))
+        .expect_err("a certificate from an untrusted CA must be refused");
     let msg = err.to_string();
     println!("untrusted CA: {msg}");
     if msg.contains("`redis-tls`") {
@@ -241,19 +237,19 @@ fn call_and_result_over_verified_tls() {
     // plain redis:// to the TLS port does not get an answer that passes for Redis
     let plain = format!("redis://127.0.0.1:{}/0", server.port());
     assert!(
-        app_at(&plain, "tls").is_err(),
+        app_at(&plain, "tls", &dir.path().join("ca.pem")).is_err(),
         "a plain connection to a TLS port must fail"
     );
 
     // the right CA
-    std::env::set_var("SSL_CERT_FILE", dir.path().join("ca.pem"));
+    let ca = dir.path().join("ca.pem");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let app = app_at(&url, "tls").unwrap_or_else(|e| panic!("build over TLS: {e}"));
+        let app = app_at(&url, "tls", &ca).unwrap_or_else(|e| panic!("build over TLS: {e}"));
         let runner = start_runner(&app, 4);
         let inv = add::call_on(&app, 2, 3).await.expect("call over TLS");
         println!("called {} over {url}", inv.invocation_id());

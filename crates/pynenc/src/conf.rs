@@ -723,6 +723,9 @@ config_table! {
         redis_key_prefix: String = "__pynenc__".to_string();
         /// How many connections a process keeps open.
         redis_pool_size: usize = 4, check = at_least_one;
+        /// For `rediss://`: a PEM file of the certificate authorities to trust
+        /// (empty: the system's trust store).
+        redis_tls_ca_file: String = String::new();
     }
 }
 

@@ -70,7 +70,13 @@ pub(crate) fn settings(conf: &PynencConfig) -> Result<Settings> {
     };
     let address = format!("{}/{}", info.addr(), info.redis_settings().db());
     let username = info.redis_settings().username().map(str::to_string);
-    let client = redis::Client::open(info).map_err(|e| {
+    let ca_file = rc.redis_tls_ca_file.trim();
+    let client = if ca_file.is_empty() {
+        redis::Client::open(info)
+    } else {
+        tls_client(conf, info, ca_file)?
+    }
+    .map_err(|e| {
         PynencError::backend(format!(
             "redis at {address}: invalid connection settings: {e}"
         ))
@@ -170,4 +176,41 @@ pub(crate) fn command_error(address: &str, command: &str, e: &RedisError) -> Pyn
 /// The backoff before the `attempt`-th retry.
 pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((25u64 << attempt.min(5)).min(1000))
+}
+
+/// A client trusting the certificate authorities of `ca_file` (PEM).
+#[cfg(feature = "redis-tls")]
+fn tls_client(
+    conf: &PynencConfig,
+    info: ConnectionInfo,
+    ca_file: &str,
+) -> Result<redis::RedisResult<redis::Client>> {
+    let pem = std::fs::read(ca_file).map_err(|e| {
+        config_error(
+            conf,
+            "redis.redis_tls_ca_file",
+            format!("cannot read the CA file {ca_file}: {e}"),
+        )
+    })?;
+    Ok(redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        },
+    ))
+}
+
+/// Without TLS support a CA file cannot be used.
+#[cfg(not(feature = "redis-tls"))]
+fn tls_client(
+    conf: &PynencConfig,
+    _info: ConnectionInfo,
+    _ca_file: &str,
+) -> Result<redis::RedisResult<redis::Client>> {
+    Err(config_error(
+        conf,
+        "redis.redis_tls_ca_file",
+        "a CA file is for rediss:// connections, which need the cargo feature `redis-tls` of pynenc".into(),
+    ))
 }
