@@ -50,6 +50,26 @@ pub struct ChaosConfig {
     pub finish_timeout: Duration,
 }
 
+impl ChaosConfig {
+    /// The size the test suite runs: 2,000 tasks of 1–20 ms on 3 worker
+    /// processes of 8 slots, a random worker SIGKILLed every 300 ms, 8 times.
+    pub fn test_size(backend: ChaosBackend, worker_exe: PathBuf, worker_args: Vec<String>) -> Self {
+        ChaosConfig {
+            backend,
+            app_id: "chaos".into(),
+            worker_exe,
+            worker_args,
+            tasks: 2_000,
+            max_task_ms: 20,
+            workers: 3,
+            slots: 8,
+            kills: 8,
+            kill_every: Duration::from_millis(300),
+            finish_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// What a chaos run measured.
 #[derive(Debug, Clone, Default)]
 pub struct ChaosReport {
@@ -73,6 +93,20 @@ pub struct ChaosReport {
     pub max_recovery: Duration,
     /// Wall time of the whole run.
     pub elapsed: Duration,
+}
+
+impl ChaosReport {
+    /// Panics unless the run lost nothing, every result and history is
+    /// right, every duplicate run comes from a killed worker, and killed work
+    /// ran again within `max_recovery`.
+    pub fn assert_sound(&self, kills: usize, max_recovery: Duration) {
+        assert_eq!(self.kills, kills, "{self}");
+        assert_eq!(self.lost, 0, "{self}");
+        assert_eq!(self.wrong_results, 0, "{self}");
+        assert_eq!(self.illegal_histories, 0, "{self}");
+        assert_eq!(self.unexplained_duplicates, 0, "{self}");
+        assert!(self.max_recovery <= max_recovery, "{self}");
+    }
 }
 
 impl std::fmt::Display for ChaosReport {
