@@ -38,6 +38,38 @@ impl HistoryEntry {
     }
 }
 
+/// A history entry being written: borrowed, so that a backend copies only
+/// what it keeps (the memory store interns runner ids, SQLite stores ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryStep<'a> {
+    /// The invocation.
+    pub invocation_id: &'a str,
+    /// The status it entered.
+    pub status: InvocationStatus,
+    /// Its owner after the transition.
+    pub owner: Option<&'a str>,
+    /// Who made the transition.
+    pub actor: &'a str,
+    /// When, in microseconds since the Unix epoch.
+    pub timestamp_us: i64,
+    /// The actor's execution context.
+    pub execution_context: Option<&'a str>,
+}
+
+impl HistoryEntry {
+    /// The entry as a [`HistoryStep`].
+    pub fn as_step(&self) -> HistoryStep<'_> {
+        HistoryStep {
+            invocation_id: &self.invocation_id,
+            status: self.status,
+            owner: self.owner.as_deref(),
+            actor: &self.actor,
+            timestamp_us: self.timestamp_us,
+            execution_context: self.execution_context.as_deref(),
+        }
+    }
+}
+
 /// What an invocation ended with, as the state backend stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvocationOutcome {

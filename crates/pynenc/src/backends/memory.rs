@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::exceptions::{PynencError, Result, TaskError};
 use crate::invocation::InvocationRecord;
-use crate::state_backend::{HistoryEntry, InvocationOutcome};
+use crate::state_backend::{HistoryEntry, HistoryStep, InvocationOutcome};
 use crate::status::{InvocationStatus, StatusRecord};
 use crate::store::{AtomicStore, StoreTxn};
 
@@ -254,22 +254,24 @@ impl StoreTxn for MemState {
         Ok(())
     }
 
-    fn append_history(&mut self, entry: HistoryEntry) -> Result<()> {
-        if !self.invocations.contains_key(&entry.invocation_id) {
-            return Err(PynencError::InvocationNotFound {
-                invocation_id: entry.invocation_id,
-                message: "in the memory store, while recording its history".into(),
-            });
-        }
+    fn append_history(&mut self, entry: HistoryStep<'_>) -> Result<()> {
         let step = Step {
             status: entry.status,
             timestamp_us: entry.timestamp_us,
-            owner: entry.owner.as_deref().map(|o| self.intern(o)),
-            actor: self.intern(&entry.actor),
-            execution_context: entry.execution_context.as_deref().map(|c| self.intern(c)),
+            owner: entry.owner.map(|o| self.intern(o)),
+            actor: self.intern(entry.actor),
+            execution_context: entry.execution_context.map(|c| self.intern(c)),
         };
-        self.entry(&entry.invocation_id)?.history.push(step);
-        Ok(())
+        match self.invocations.get_mut(entry.invocation_id) {
+            Some(e) => {
+                e.history.push(step);
+                Ok(())
+            }
+            None => Err(PynencError::InvocationNotFound {
+                invocation_id: entry.invocation_id.to_string(),
+                message: "in the memory store, while recording its history".into(),
+            }),
+        }
     }
 
     fn get_history(&mut self, invocation_id: &str) -> Result<Vec<HistoryEntry>> {

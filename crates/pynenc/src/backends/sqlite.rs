@@ -102,7 +102,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::conf::PynencConfig;
 use crate::exceptions::{PynencError, Result, TaskError};
 use crate::invocation::InvocationRecord;
-use crate::state_backend::{HistoryEntry, InvocationOutcome};
+use crate::state_backend::{HistoryEntry, HistoryStep, InvocationOutcome};
 use crate::status::{InvocationStatus, StatusRecord};
 use crate::store::{AtomicStore, StoreTxn};
 
@@ -1538,16 +1538,16 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(())
     }
 
-    fn append_history(&mut self, entry: HistoryEntry) -> Result<()> {
-        let rid = self.rid_or_not_found(&entry.invocation_id)?;
-        let owner = self.opt_name_id(entry.owner.as_deref())?;
-        let actor = self.name_id(&entry.actor)?;
-        let context = self.opt_name_id(entry.execution_context.as_deref())?;
+    fn append_history(&mut self, entry: HistoryStep<'_>) -> Result<()> {
+        let rid = self.rid_or_not_found(entry.invocation_id)?;
+        let owner = self.opt_name_id(entry.owner)?;
+        let actor = self.name_id(entry.actor)?;
+        let context = self.opt_name_id(entry.execution_context)?;
         self.exec(
             "INSERT INTO history (rid, status, owner, actor, timestamp_us, execution_context)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             "appending history",
-            inv(&entry.invocation_id),
+            inv(entry.invocation_id),
             params![
                 rid,
                 status_code(entry.status),
@@ -2190,7 +2190,7 @@ mod tests {
             store
                 .atomic(|t| {
                     t.insert_invocation(&plain("same-id", 1), &st(Registered, None))?;
-                    t.append_history(entry("same-id", Registered, 1))?;
+                    t.append_history(entry("same-id", Registered, 1).as_step())?;
                     t.enqueue("same-id")?;
                     t.add_waits(None, &strings(&["same-id"]))?;
                     t.add_edge("same-id", "c1", "c2")?;
@@ -2388,7 +2388,7 @@ mod tests {
                 let mut e = entry("a", Registered, 1);
                 e.actor = "ghost".into();
                 e.execution_context = Some("ghost-ctx".into());
-                t.append_history(e)?;
+                t.append_history(e.as_step())?;
                 t.put_status("missing", &st(Pending, Some("r")), 2)
             })
             .await
@@ -2403,7 +2403,7 @@ mod tests {
                 let mut e = entry("a", Registered, 2);
                 e.actor = "other".into();
                 e.execution_context = Some("other-ctx".into());
-                t.append_history(e)
+                t.append_history(e.as_step())
             })
             .await
             .unwrap();
@@ -2413,7 +2413,7 @@ mod tests {
                 e.actor = "ghost".into();
                 e.owner = Some("other".into());
                 e.execution_context = Some("ghost-ctx".into());
-                t.append_history(e)
+                t.append_history(e.as_step())
             })
             .await
             .unwrap();
@@ -2892,7 +2892,7 @@ mod tests {
                 for (i, s) in [Registered, Pending, Running, Success].into_iter().enumerate() {
                     let mut e = entry("a", s, 100 - i as i64);
                     e.owner = (i > 0).then(|| "r".to_string());
-                    t.append_history(e)?;
+                    t.append_history(e.as_step())?;
                 }
                 let history = t.get_history("a")?;
                 let statuses: Vec<_> = history.iter().map(|h| h.status).collect();
@@ -2910,7 +2910,7 @@ mod tests {
 
                 for err in [
                     t.get_history("missing").unwrap_err(),
-                    t.append_history(entry("missing", Registered, 1)).unwrap_err(),
+                    t.append_history(entry("missing", Registered, 1).as_step()).unwrap_err(),
                     t.get_retries("missing").unwrap_err(),
                     t.increment_retries("missing").unwrap_err(),
                     t.set_result("missing", "1").unwrap_err(),
@@ -2936,7 +2936,7 @@ mod tests {
             .atomic(|t| {
                 for id in ["a", "b"] {
                     t.insert_invocation(&plain(id, 1), &st(Registered, None))?;
-                    t.append_history(entry(id, Registered, 1))?;
+                    t.append_history(entry(id, Registered, 1).as_step())?;
                     t.set_result(id, "1")?;
                     t.add_waits(Some("p"), &strings(&[id]))?;
                     t.add_edge(id, &format!("call-{id}"), "callee")?;

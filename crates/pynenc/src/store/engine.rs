@@ -10,7 +10,7 @@ use crate::exceptions::{PynencError, Result};
 use crate::invocation::InvocationRecord;
 use crate::orchestrator::{RouteOutcome, RouteRequest, RunOutcome};
 use crate::serializer::Serializer;
-use crate::state_backend::HistoryEntry;
+use crate::state_backend::HistoryStep;
 use crate::status::{InvocationStatus, StatusRecord};
 
 fn not_found(id: &str, during: &str) -> PynencError {
@@ -61,13 +61,13 @@ fn transition_from(
             source,
         })?;
     txn.put_status(invocation_id, &next, now_us)?;
-    txn.append_history(HistoryEntry {
-        invocation_id: invocation_id.to_string(),
+    txn.append_history(HistoryStep {
+        invocation_id,
         status: to,
-        owner: next.owner.clone(),
-        actor: actor.to_string(),
+        owner: next.owner.as_deref(),
+        actor,
         timestamp_us: now_us,
-        execution_context,
+        execution_context: execution_context.as_deref(),
     })?;
     if current.status.is_owned_running() && !to.is_owned_running() {
         // the invocation no longer holds its running key: release what waited on it
@@ -210,11 +210,11 @@ pub fn route(
                 source,
             })?;
         txn.insert_invocation(&record, &first)?;
-        txn.append_history(HistoryEntry {
-            invocation_id: record.invocation_id.clone(),
+        txn.append_history(HistoryStep {
+            invocation_id: &record.invocation_id,
             status,
             owner: None,
-            actor: req.actor.clone(),
+            actor: &req.actor,
             timestamp_us: now_us,
             execution_context: None,
         })?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::exceptions::{Result, TaskError};
 use crate::invocation::InvocationRecord;
-use crate::state_backend::{HistoryEntry, InvocationOutcome};
+use crate::state_backend::{HistoryEntry, HistoryStep, InvocationOutcome};
 use crate::status::StatusRecord;
 
 mod adapter;
@@ -58,7 +58,7 @@ pub trait StoreTxn {
     fn put_status(&mut self, invocation_id: &str, status: &StatusRecord, now_us: i64)
         -> Result<()>;
     /// Appends to the invocation's history.
-    fn append_history(&mut self, entry: HistoryEntry) -> Result<()>;
+    fn append_history(&mut self, step: HistoryStep<'_>) -> Result<()>;
     /// The history, oldest first.
     fn get_history(&mut self, invocation_id: &str) -> Result<Vec<HistoryEntry>>;
     /// How many times the invocation was retried.
