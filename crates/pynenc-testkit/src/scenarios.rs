@@ -780,6 +780,23 @@ pub async fn s20_scheduled_call(f: &dyn BackendFactory) {
         st[..2],
         [InvocationStatus::Scheduled, InvocationStatus::Registered]
     );
+    // run after a delay
+    let before = SystemTime::now();
+    let later = ok(
+        add::task()
+            .schedule_after_on(&app, Duration::from_millis(300), (1, 1))
+            .await,
+        "schedule after",
+    );
+    assert_eq!(
+        ok(later.status().await, "status"),
+        InvocationStatus::Scheduled
+    );
+    assert_eq!(ok(later.result().await, "result"), 2);
+    assert!(
+        SystemTime::now().duration_since(before).unwrap_or_default() >= Duration::from_millis(300),
+        "ran before its delay"
+    );
     finish(&app, runner).await;
 }
 

@@ -404,6 +404,27 @@ where
             .map(Invocation::from_untyped)
     }
 
+    /// Calls the task to run once `delay` has passed (`SCHEDULED` until then).
+    pub async fn schedule_after(
+        &self,
+        delay: std::time::Duration,
+        args: impl IntoArguments<P>,
+    ) -> Result<Invocation<R>> {
+        self.schedule(std::time::SystemTime::now() + delay, args)
+            .await
+    }
+
+    /// [`Task::schedule_after`] on a given app.
+    pub async fn schedule_after_on(
+        &self,
+        app: &Pynenc,
+        delay: std::time::Duration,
+        args: impl IntoArguments<P>,
+    ) -> Result<Invocation<R>> {
+        self.schedule_on(app, std::time::SystemTime::now() + delay, args)
+            .await
+    }
+
     /// Calls the task and waits for its result.
     pub async fn direct(&self, args: impl IntoArguments<P>) -> Result<R> {
         self.call(args).await?.result().await
