@@ -707,21 +707,24 @@ impl RedisBackend {
         Ok(out)
     }
 
+    /// One page of `SCAN cursor MATCH <prefix>* COUNT 1000`: the next
+    /// cursor (0 at the end) and the keys (a key may come twice).
+    async fn scan_page(&self, cursor: u64, prefix: &str) -> Result<(u64, Vec<String>)> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", escape_glob(prefix)))
+            .arg("COUNT")
+            .arg(1000);
+        let r: Vec<(u64, Vec<String>)> = self.query("SCAN", &pipe).await?;
+        Ok(r.into_iter().next().unwrap_or((0, Vec::new())))
+    }
+
     async fn purge_all(&self) -> Result<()> {
-        let pattern = format!("{}*", escape_glob(&self.prefix));
         let mut cursor: u64 = 0;
         loop {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, keys): (u64, Vec<String>) = {
-                let r: Vec<(u64, Vec<String>)> = self.query("SCAN", &pipe).await?;
-                r.into_iter().next().unwrap_or((0, Vec::new()))
-            };
+            let (next, keys) = self.scan_page(cursor, &self.prefix).await?;
             if !keys.is_empty() {
                 let mut del = redis::pipe();
                 del.cmd("UNLINK").arg(&keys).ignore();
@@ -857,19 +860,10 @@ impl StateBackend for RedisBackend {
 
     async fn list_invocation_ids(&self) -> Result<Vec<String>> {
         let inv_prefix = format!("{}inv:", self.prefix);
-        let pattern = format!("{}*", escape_glob(&inv_prefix));
         let mut out = Vec::new();
         let mut cursor: u64 = 0;
         loop {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let r: Vec<(u64, Vec<String>)> = self.query("SCAN inv:*", &pipe).await?;
-            let (next, keys) = r.into_iter().next().unwrap_or((0, Vec::new()));
+            let (next, keys) = self.scan_page(cursor, &inv_prefix).await?;
             out.extend(
                 keys.into_iter()
                     .filter_map(|k| k.strip_prefix(&inv_prefix).map(str::to_string)),
