@@ -68,6 +68,19 @@ fn app_on(db: &std::path::Path, app_id: &str) -> Pynenc {
         .expect("app")
 }
 
+/// A fresh SQLite file, an app on it, and a runner process of `kind` on it.
+fn runner_on_fresh_file(
+    app_id: &str,
+    kind: &str,
+    extra: &[(&str, &str)],
+) -> (tempfile::TempDir, Pynenc, Worker) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("p.db");
+    let app = app_on(&db, app_id);
+    let worker = Worker::start(&db, app_id, kind, extra);
+    (dir, app, worker)
+}
+
 fn children_of(pid: u32) -> Vec<u32> {
     let out = Command::new("pgrep")
         .args(["-P", &pid.to_string()])
@@ -83,15 +96,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_runner_runs_each_invocation_in_a_child() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("p.db");
-    let app = app_on(&db, "proc");
-    let worker = Worker::start(
-        &db,
-        "proc",
-        "process",
-        &[("PYNENC__RUNNER__MAX_PROCESSES", "3")],
-    );
+    let (dir, app, worker) =
+        runner_on_fresh_file("proc", "process", &[("PYNENC__RUNNER__MAX_PROCESSES", "3")]);
     let ids = whoami::parallelize_on(&app, (0..6).map(|i| (i,)))
         .await
         .expect("route");
@@ -165,11 +171,7 @@ async fn process_runner_runs_each_invocation_in_a_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_process_runner_replaces_dead_workers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("p.db");
-    let app = app_on(&db, "persistent");
-    let worker = Worker::start(
-        &db,
+    let (_dir, app, worker) = runner_on_fresh_file(
         "persistent",
         "persistent_process",
         &[("PYNENC__RUNNER__MAX_PROCESSES", "3")],
@@ -206,11 +208,7 @@ async fn persistent_process_runner_replaces_dead_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_thread_runner_scales_with_the_queue() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("p.db");
-    let app = app_on(&db, "multi");
-    let worker = Worker::start(
-        &db,
+    let (_dir, app, worker) = runner_on_fresh_file(
         "multi",
         "multi_thread",
         &[
@@ -292,11 +290,7 @@ async fn process_runners_refuse_the_memory_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_never_outlive_a_killed_runner() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("p.db");
-    let app = app_on(&db, "orphans");
-    let worker = Worker::start(
-        &db,
+    let (_dir, app, worker) = runner_on_fresh_file(
         "orphans",
         "persistent_process",
         &[("PYNENC__RUNNER__MAX_PROCESSES", "2")],
@@ -325,11 +319,7 @@ async fn children_never_outlive_a_killed_runner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_runner_stop_kills_children_past_the_grace_period_and_reroutes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("p.db");
-    let app = app_on(&db, "proc-stop");
-    let worker = Worker::start(
-        &db,
+    let (_dir, app, worker) = runner_on_fresh_file(
         "proc-stop",
         "process",
         &[("PYNENC__RUNNER__SHUTDOWN_GRACE_SECONDS", "0.3")],
