@@ -139,15 +139,8 @@ async fn process_runner_runs_each_invocation_in_a_child() {
         Err(PynencError::TaskFailed { error, .. }) => assert_eq!(error.kind, "Panic"),
         other => panic!("expected a panic failure, got {other:?}"),
     }
-    for (inv, what) in [(&a, "SIGABRT"), (&s, "SIGSEGV")] {
-        match inv.result().await {
-            Err(PynencError::TaskFailed { error, .. }) => {
-                assert_eq!(error.kind, pynenc::runner::process::PROCESS_CRASHED_KIND);
-                assert!(error.message.contains(what), "{}", error.message);
-            }
-            other => panic!("expected a crash failure, got {other:?}"),
-        }
-    }
+    assert_crashed(&a, "SIGABRT").await;
+    assert_crashed(&s, "SIGSEGV").await;
     // retried when the task's retry_for names ProcessCrashed
     let marker = dir.path().join("marker");
     let c = crash_then_succeed::call_on(&app, marker.to_string_lossy().to_string(), 1)
@@ -165,6 +158,100 @@ async fn process_runner_runs_each_invocation_in_a_child() {
             .expect("result"),
         2
     );
+    assert!(worker.stop().success());
+    check_histories(&app).await;
+}
+
+/// `inv` failed with `ProcessCrashed`, naming the signal `what`.
+async fn assert_crashed<R>(inv: &pynenc::Invocation<R>, what: &str)
+where
+    R: serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    match inv.result().await {
+        Err(PynencError::TaskFailed { error, .. }) => {
+            assert_eq!(error.kind, pynenc::runner::process::PROCESS_CRASHED_KIND);
+            assert!(error.message.contains(what), "{}", error.message);
+        }
+        other => panic!("expected a crash failure, got {other:?}"),
+    }
+}
+
+/// How many times `inv` started running.
+async fn runs_in_history<R: serde::de::DeserializeOwned + Send + 'static>(
+    inv: &pynenc::Invocation<R>,
+) -> usize {
+    inv.history()
+        .await
+        .expect("history")
+        .iter()
+        .filter(|h| h.status == InvocationStatus::Running)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_crashes_a_pool_worker_fails_or_is_retried() {
+    let (dir, app, worker) = runner_on_fresh_file(
+        "pool-crash",
+        "persistent_process",
+        &[("PYNENC__RUNNER__MAX_PROCESSES", "2")],
+    );
+    let a = abort_process::call_on(&app).await.expect("call");
+    let s = segfault::call_on(&app).await.expect("call");
+    assert_crashed(&a, "SIGABRT").await;
+    assert_crashed(&s, "SIGSEGV").await;
+    // alone in its worker, the crash is pinned on it at once: one run each
+    assert_eq!(runs_in_history(&a).await, 1);
+    assert_eq!(runs_in_history(&s).await, 1);
+    // retried when the task's retry_for names ProcessCrashed
+    let marker = dir.path().join("marker");
+    let c = crash_then_succeed::call_on(&app, marker.to_string_lossy().to_string(), 1)
+        .await
+        .expect("call");
+    assert_eq!(c.result().await.expect("retried after the crash"), 2);
+    assert_eq!(c.num_retries().await.expect("retries"), 1);
+    // the pool still works
+    let sum = add::call_on(&app, 2, 2).await.expect("call");
+    assert_eq!(sum.result().await.expect("result"), 4);
+    assert!(worker.stop().success());
+    check_histories(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_beside_other_work_is_pinned_by_running_the_suspects_alone() {
+    let (_dir, app, worker) = runner_on_fresh_file(
+        "multi-crash",
+        "multi_thread",
+        &[
+            ("PYNENC__RUNNER__MIN_PROCESSES", "1"),
+            ("PYNENC__RUNNER__MAX_PROCESSES", "1"),
+            ("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", "2"),
+        ],
+    );
+    let beside = sleeper::call_on(&app, "beside".into(), 1500)
+        .await
+        .expect("call");
+    let running = eventually(Duration::from_secs(20), || async {
+        beside.status().await.ok() == Some(InvocationStatus::Running)
+    })
+    .await;
+    assert!(running, "the first invocation never ran");
+    // crashes the worker process while the sleeper runs beside it
+    let s = segfault::call_on(&app).await.expect("call");
+    assert_crashed(&s, "SIGSEGV").await;
+    // the innocent one was re-routed, not failed, and finishes
+    assert_eq!(beside.result().await.expect("re-routed and finished"), 1500);
+    let st: Vec<InvocationStatus> = beside
+        .history()
+        .await
+        .expect("history")
+        .iter()
+        .map(|h| h.status)
+        .collect();
+    assert!(st.contains(&InvocationStatus::Rerouted), "{st:?}");
+    // the culprit ran twice: beside the sleeper, then alone
+    assert_eq!(runs_in_history(&s).await, 2);
+    let sum = add::call_on(&app, 3, 4).await.expect("call");
+    assert_eq!(sum.result().await.expect("result"), 7);
     assert!(worker.stop().success());
     check_histories(&app).await;
 }

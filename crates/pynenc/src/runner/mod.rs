@@ -138,6 +138,9 @@ pub(crate) struct RunnerShared {
     running: Mutex<HashMap<usize, (Arc<InvocationRecord>, AbortHandle)>>,
     idle: Notify,
     finisher: Finisher,
+    /// Set in a worker process of a pool: tell the pool which invocations
+    /// run here, so it can account for them if this process dies.
+    report_to_parent: bool,
 }
 
 #[async_trait::async_trait]
@@ -364,12 +367,23 @@ impl ThreadRunner {
 
     /// A runner with `max_parallel_slots` slots (at least 1).
     pub fn with_slots(app: &Pynenc, max_parallel_slots: usize) -> Self {
-        let n = max_parallel_slots.max(1);
         let runner_id = format!(
             "ThreadRunner@{}:{}",
             util::process_context(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
+        ThreadRunner::with_identity(app, max_parallel_slots, runner_id, false)
+    }
+
+    /// A runner with a given id; `report_to_parent` makes it write the
+    /// start and end of every invocation to its pool parent.
+    pub(crate) fn with_identity(
+        app: &Pynenc,
+        max_parallel_slots: usize,
+        runner_id: String,
+        report_to_parent: bool,
+    ) -> Self {
+        let n = max_parallel_slots.max(1);
         ThreadRunner {
             shared: Arc::new(RunnerShared {
                 runner_id,
@@ -380,6 +394,7 @@ impl ThreadRunner {
                 running: Mutex::new(HashMap::new()),
                 idle: Notify::new(),
                 finisher: Finisher::default(),
+                report_to_parent,
             }),
         }
     }
@@ -565,7 +580,24 @@ fn spawn_invocation(
     let task = tokio::spawn(
         async move {
             let host: Arc<dyn InvocationHost> = s.clone();
-            run_invocation(&s.app, host, record, Some(permit)).await;
+            let id = s.report_to_parent.then(|| record.invocation_id.clone());
+            let mut permit = Some(permit);
+            if let Some(id) = &id {
+                if process::is_quarantined(id) {
+                    // it was running in a worker process that died beside
+                    // others: run it alone, so a crash is pinned on it
+                    drop(permit.take());
+                    let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
+                    permit = s.slots.clone().acquire_many_owned(all).await.ok();
+                    info!("running alone: it was in a worker process that died");
+                }
+                process::report_to_parent("start", id);
+            }
+            run_invocation(&s.app, host, record, permit).await;
+            if let Some(id) = &id {
+                process::report_to_parent("end", id);
+                process::end_quarantine(id);
+            }
             let mut running = s.running.lock();
             running.remove(&key);
             if running.is_empty() {

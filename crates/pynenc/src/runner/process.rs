@@ -11,7 +11,8 @@
 //!   `runner.max_processes` by the depth of the queue.
 //!
 //! Children are the user's own binary started again. The one line its
-//! `main` needs, before anything else:
+//! `main` needs, at its start (after setting up logging, so that children
+//! log too):
 //!
 //! ```ignore
 //! fn main() {
@@ -23,13 +24,26 @@
 //! A child gets the parent's effective configuration, so it opens the same
 //! backend. Process runners need a backend that other processes can reach
 //! (SQLite or Redis) and refuse to start on the memory backend. A child
-//! exits when its parent's pipe closes, so children are never orphaned;
-//! the work of a child that died is failed (or retried, when its task's
-//! `retry_for` names `ProcessCrashed`) by the parent, and the work of a dead
-//! worker process is re-routed by the recovery service.
+//! exits when its parent's pipe closes, so children are never orphaned.
+//!
+//! When a child or worker process dies while running invocations, its
+//! runner decides what they did to it (see [`PROCESS_CRASHED_KIND`]):
+//! - it died of a fault signal (`SIGSEGV`, `SIGABRT`, `SIGBUS`, `SIGILL`,
+//!   `SIGFPE`, `SIGSYS`) while running exactly one invocation: that
+//!   invocation crashed it, and it fails with `ProcessCrashed` (or is
+//!   retried, when its task's `retry_for` names `ProcessCrashed`);
+//! - otherwise (killed from outside, another exit, or several invocations
+//!   in the process) the culprit is unknown: each invocation it ran is
+//!   re-routed at once, and one that is running again in a process that
+//!   dies is then treated as the culprit. So a task that always kills its
+//!   process ends `FAILED` after at most two crashes instead of looping.
+//!
+//! Invocations a dead worker had taken but not started are re-routed by the
+//! recovery service once its heartbeat expires.
 
-use std::collections::HashMap;
-use std::process::Stdio;
+use std::collections::{HashMap, HashSet};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,11 +72,41 @@ const OWNER_ENV: &str = "PYNENC_CHILD_OWNER";
 const SLOTS_ENV: &str = "PYNENC_CHILD_SLOTS";
 /// Prefix of the protocol lines a child writes on its standard output.
 const MARK: &str = "\u{1e}pynenc:";
-/// The error kind of an invocation whose child process died.
+/// The error kind of an invocation that crashed the process running it.
 pub const PROCESS_CRASHED_KIND: &str = "ProcessCrashed";
+/// How long a runner remembers an invocation that was running in a
+/// process that died without the death being pinned on it.
+const SUSPECT_MEMORY: Duration = Duration::from_secs(3600);
+
+/// In a worker process: invocations its pool suspects of crashing a
+/// worker, to be run alone.
+fn quarantine() -> &'static parking_lot::Mutex<HashSet<String>> {
+    static SET: std::sync::OnceLock<parking_lot::Mutex<HashSet<String>>> =
+        std::sync::OnceLock::new();
+    SET.get_or_init(Default::default)
+}
+
+/// Whether this worker process must run `invocation_id` alone.
+pub(crate) fn is_quarantined(invocation_id: &str) -> bool {
+    quarantine().lock().contains(invocation_id)
+}
+
+/// `invocation_id` ran to its end in this worker process.
+pub(crate) fn end_quarantine(invocation_id: &str) {
+    quarantine().lock().remove(invocation_id);
+}
+
+/// Writes a protocol line for the parent runner on standard output.
+pub(crate) fn report_to_parent(what: &str, detail: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{MARK}{what} {detail}");
+    let _ = out.flush();
+}
 
 /// Runs the child role and exits if this process was started as a pynenc
-/// child; returns at once otherwise. Call it first thing in `main`.
+/// child; returns at once otherwise. Call it at the start of `main`, after
+/// setting up logging (a child logs through the same subscriber).
 pub fn run_child_if_requested() {
     let Ok(mode) = std::env::var(CHILD_ENV) else {
         return;
@@ -111,19 +155,20 @@ async fn child_main(mode: &str) -> i32 {
     }
 }
 
-/// Reads the parent's pipe: `go` lines resume a paused child; end of file
-/// means the parent is gone, and the child exits at once.
+/// Reads the parent's pipe: `go` lines resume a paused child, `suspect
+/// <id>` lines quarantine an invocation; end of file means the parent is
+/// gone, and the child exits at once.
 fn watch_parent(go: tokio::sync::mpsc::UnboundedSender<()>) {
     std::thread::spawn(move || {
         use std::io::BufRead;
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
-            match line {
-                Ok(l) if l.trim() == "go" => {
-                    let _ = go.send(());
-                }
-                Ok(_) => {}
-                Err(_) => break,
+            let Ok(line) = line else { break };
+            let line = line.trim();
+            if line == "go" {
+                let _ = go.send(());
+            } else if let Some(id) = line.strip_prefix("suspect ") {
+                quarantine().lock().insert(id.to_string());
             }
         }
         // the parent closed the pipe (it stopped or died): never outlive it
@@ -173,12 +218,7 @@ impl InvocationHost for ChildHost {
         .await?;
         let line = serde_json::to_string(ids)
             .map_err(|e| PynencError::serialization("serialize", "waited ids", e))?;
-        {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{MARK}wait {line}");
-            let _ = out.flush();
-        }
+        report_to_parent("wait", &line);
         go.recv().await.ok_or_else(|| PynencError::Runner {
             message: "the parent runner closed the pipe while the child waited".into(),
         })?;
@@ -228,7 +268,10 @@ async fn worker_child(app: Pynenc) -> Result<()> {
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(1);
-    super::ThreadRunner::with_slots(&app, slots)
+    let owner = std::env::var(OWNER_ENV).map_err(|_| PynencError::Runner {
+        message: format!("{OWNER_ENV} is not set"),
+    })?;
+    super::ThreadRunner::with_identity(&app, slots, owner, true)
         .run_until_signal()
         .await
 }
@@ -271,12 +314,136 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-fn describe_exit(status: &std::process::ExitStatus) -> String {
+fn describe_exit(status: &ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("signal {sig}{}", signal_name(sig)),
         _ => status.to_string(),
+    }
+}
+
+/// Whether a process died of a fault of the code it ran (as opposed to
+/// being killed from outside or exiting).
+fn died_of_a_fault(status: &ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    matches!(
+        status.signal(),
+        Some(
+            libc::SIGSEGV
+                | libc::SIGABRT
+                | libc::SIGBUS
+                | libc::SIGILL
+                | libc::SIGFPE
+                | libc::SIGSYS
+        )
+    )
+}
+
+/// What a runner knows of the processes that died under it; decides, for
+/// the invocations a dead process was running, whether they crashed it.
+struct CrashLedger {
+    /// Invocations re-routed after a death that was not pinned on them.
+    suspects: parking_lot::Mutex<HashMap<String, Instant>>,
+    /// Tells the live worker processes of a pool about new suspects.
+    announce: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Default for CrashLedger {
+    fn default() -> Self {
+        CrashLedger {
+            suspects: Default::default(),
+            announce: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl CrashLedger {
+    /// `invocation_id` ran to its end: no longer a suspect.
+    fn cleared(&self, invocation_id: &str) {
+        self.suspects.lock().remove(invocation_id);
+    }
+
+    /// Keeps a worker's pipe: sends it the current suspects, then every new
+    /// one, until the worker or the pool is gone.
+    async fn brief_worker(
+        mut suspects: tokio::sync::broadcast::Receiver<String>,
+        current: Vec<String>,
+        mut pipe: ChildStdin,
+    ) {
+        for id in current {
+            if pipe
+                .write_all(format!("suspect {id}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = pipe.flush().await;
+        loop {
+            let id = match suspects.recv().await {
+                Ok(id) => id,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if pipe
+                .write_all(format!("suspect {id}\n").as_bytes())
+                .await
+                .is_err()
+                || pipe.flush().await.is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// `held` were running for `owner` in process `pid` (a `what`), which
+    /// ended with `status` before finishing them.
+    async fn process_died(
+        &self,
+        app: &Pynenc,
+        owner: &str,
+        held: Vec<String>,
+        pid: u32,
+        status: &ExitStatus,
+        what: &str,
+    ) {
+        let exit = describe_exit(status);
+        let pinned = held.len() == 1 && died_of_a_fault(status);
+        for id in held {
+            let seen_before = {
+                let mut suspects = self.suspects.lock();
+                suspects.retain(|_, since| since.elapsed() < SUSPECT_MEMORY);
+                suspects.remove(&id).is_some()
+            };
+            if pinned || seen_before {
+                let why = if pinned {
+                    String::new()
+                } else {
+                    " (the second process to die while running it)".to_string()
+                };
+                let message = format!(
+                    "the {what} (pid {pid}) running invocation {id} ended with {exit} before finishing it{why}"
+                );
+                record_crash(app, owner, &id, message).await;
+                continue;
+            }
+            self.suspects.lock().insert(id.clone(), Instant::now());
+            // before it can be picked again: wherever it runs next in the
+            // pool, it runs alone
+            let _ = self.announce.send(id.clone());
+            match app.orchestrator().kill_and_reroute(&id, owner).await {
+                Ok(()) => warn!(
+                    invocation_id = %id, pid, %exit,
+                    "the {what} running this invocation died without the cause being pinned on it; re-routed"
+                ),
+                // it ended, or was recovered, already
+                Err(e) => {
+                    debug!(invocation_id = %id, error = %e, "not re-routed after the {what} died")
+                }
+            }
+        }
     }
 }
 
@@ -287,6 +454,9 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGKILL => " (SIGKILL)",
         libc::SIGTERM => " (SIGTERM)",
         libc::SIGBUS => " (SIGBUS)",
+        libc::SIGILL => " (SIGILL)",
+        libc::SIGFPE => " (SIGFPE)",
+        libc::SIGSYS => " (SIGSYS)",
         _ => "",
     }
 }
@@ -297,6 +467,7 @@ pub struct ProcessRunner {
     runner_id: String,
     max_processes: usize,
     stop: Arc<StopSignal>,
+    crashes: CrashLedger,
 }
 
 impl ProcessRunner {
@@ -316,6 +487,7 @@ impl ProcessRunner {
             ),
             max_processes: max_processes.max(1),
             stop: Arc::new(StopSignal::default()),
+            crashes: CrashLedger::default(),
         }
     }
 
@@ -497,31 +669,37 @@ async fn supervise_child(
     children.lock().remove(&id);
     drop(stdin);
     drop(permit);
-    let exit = match &status {
-        Ok(s) if s.success() => return,
-        Ok(s) => describe_exit(s),
-        Err(e) => format!("unknown end ({e})"),
-    };
-    record_crash(&runner, &record, pid, &exit).await;
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            runner
+                .crashes
+                .process_died(
+                    &runner.app,
+                    &runner.runner_id,
+                    vec![id],
+                    pid,
+                    &s,
+                    "child process",
+                )
+                .await
+        }
+        Err(e) => warn!(pid, error = %e, "could not learn how the child process ended"),
+    }
 }
 
-/// Fails (or retries) an invocation whose child died before finishing it.
-async fn record_crash(runner: &ProcessRunner, record: &InvocationRecord, pid: u32, exit: &str) {
-    let orch = runner.app.orchestrator();
-    let id = &record.invocation_id;
+/// Fails (or retries, when its task's `retry_for` names `ProcessCrashed`)
+/// an invocation that crashed the process running it for `owner`.
+async fn record_crash(app: &Pynenc, owner: &str, id: &str, message: String) {
+    let orch = app.orchestrator();
     let Ok(current) = orch.get_status(id).await else {
         return;
     };
-    if current.owner.as_deref() != Some(runner.runner_id.as_str())
-        || !current.status.is_owned_running()
-    {
+    if current.owner.as_deref() != Some(owner) || !current.status.is_owned_running() {
         return; // it ended (or was recovered) already
     }
-    let error = TaskError::new(
-        PROCESS_CRASHED_KIND,
-        format!("the child process (pid {pid}) running invocation {id} ended with {exit} before finishing it"),
-    );
-    error!(pid, %exit, "child process died");
+    error!(invocation_id = %id, "{message}");
+    let error = TaskError::new(PROCESS_CRASHED_KIND, message);
     // bring it back to a status a run can end from
     let step = match current.status {
         InvocationStatus::Pending => Some(InvocationStatus::Running),
@@ -529,25 +707,30 @@ async fn record_crash(runner: &ProcessRunner, record: &InvocationRecord, pid: u3
         _ => None,
     };
     if let Some(step) = step {
-        if let Err(e) = orch.set_status(id, step, &runner.runner_id, None).await {
-            warn!(error = %e, "could not record the crash");
+        if let Err(e) = orch.set_status(id, step, owner, None).await {
+            warn!(invocation_id = %id, error = %e, "could not record the crash");
             return;
         }
     }
-    let options = runner
-        .app
-        .registry()
-        .options(&record.call.task_id)
-        .cloned()
-        .unwrap_or_default();
+    let options = match app.state_backend().get_invocation(id).await {
+        Ok(record) => app
+            .registry()
+            .options(&record.call.task_id)
+            .cloned()
+            .unwrap_or_default(),
+        Err(e) => {
+            warn!(invocation_id = %id, error = %e, "could not read the crashed invocation; not retried");
+            Default::default()
+        }
+    };
     let retries = orch.get_num_retries(id).await.unwrap_or(u32::MAX);
     let outcome = if options.is_retriable(&error) && retries < options.max_retries {
         RunOutcome::Retry(error)
     } else {
         RunOutcome::Failed(error)
     };
-    if let Err(e) = orch.finish(id, &runner.runner_id, outcome).await {
-        warn!(error = %e, "could not record the crash");
+    if let Err(e) = orch.finish(id, owner, outcome).await {
+        warn!(invocation_id = %id, error = %e, "could not record the crash");
     }
 }
 
@@ -566,12 +749,49 @@ struct WorkerPool {
     size: PoolSize,
     slots_per_worker: usize,
     stop: Arc<StopSignal>,
+    crashes: Arc<CrashLedger>,
+    started_workers: AtomicUsize,
 }
 
+/// A worker process of a pool and what it reported running.
 struct Worker {
     child: Child,
-    _stdin: Option<ChildStdin>,
+    pid: u32,
+    /// The worker's runner id (owner of what it runs).
+    owner: String,
+    /// Writes to the worker's pipe (which it watches to outlive nobody).
+    briefing: Option<tokio::task::JoinHandle<()>>,
     started: Instant,
+    /// Invocations the worker started and has not finished.
+    held: Arc<parking_lot::Mutex<HashSet<String>>>,
+    /// Reads the worker's output until it closes.
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Forwards a worker's output and keeps `held` up to date from its
+/// `start` / `end` lines.
+async fn read_worker_output(
+    out: tokio::process::ChildStdout,
+    held: Arc<parking_lot::Mutex<HashSet<String>>>,
+    crashes: Arc<CrashLedger>,
+) {
+    let mut lines = BufReader::new(out).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Some(request) = line.strip_prefix(MARK) else {
+            println!("{line}");
+            continue;
+        };
+        match request.split_once(' ') {
+            Some(("start", id)) => {
+                held.lock().insert(id.to_string());
+            }
+            Some(("end", id)) => {
+                held.lock().remove(id);
+                crashes.cleared(id);
+            }
+            _ => warn!(request, "unknown line from a worker process"),
+        }
+    }
 }
 
 impl WorkerPool {
@@ -587,27 +807,80 @@ impl WorkerPool {
             size,
             slots_per_worker: slots_per_worker.max(1),
             stop: Arc::new(StopSignal::default()),
+            crashes: Arc::default(),
+            started_workers: AtomicUsize::new(0),
         }
     }
 
     fn start_worker(&self) -> Result<Worker> {
+        let n = self.started_workers.fetch_add(1, Ordering::Relaxed) + 1;
+        let owner = format!("{}/worker-{n}", self.runner_id);
         let mut cmd = child_command(&self.app, "worker")?;
         cmd.env(SLOTS_ENV, self.slots_per_worker.to_string())
-            .stdout(Stdio::inherit());
+            .env(OWNER_ENV, &owner);
         let mut child = cmd.spawn().map_err(|e| PynencError::Runner {
             message: format!("cannot start a worker process: {e}"),
         })?;
-        let stdin = child.stdin.take();
-        info!(
-            pid = child.id().unwrap_or(0),
-            slots = self.slots_per_worker,
-            "worker process started"
-        );
+        let held: Arc<parking_lot::Mutex<HashSet<String>>> = Arc::default();
+        let reader = child
+            .stdout
+            .take()
+            .map(|out| tokio::spawn(read_worker_output(out, held.clone(), self.crashes.clone())));
+        let briefing = child.stdin.take().map(|pipe| {
+            let current = self.crashes.suspects.lock().keys().cloned().collect();
+            tokio::spawn(CrashLedger::brief_worker(
+                self.crashes.announce.subscribe(),
+                current,
+                pipe,
+            ))
+        });
+        let pid = child.id().unwrap_or(0);
+        info!(pid, worker = %owner, slots = self.slots_per_worker, "worker process started");
         Ok(Worker {
             child,
-            _stdin: stdin,
+            pid,
+            owner,
+            briefing,
             started: Instant::now(),
+            held,
+            reader,
         })
+    }
+
+    /// Accounts for the invocations a worker was running when it died.
+    fn worker_died(&self, mut worker: Worker, status: ExitStatus) {
+        warn!(
+            pid = worker.pid,
+            worker = %worker.owner,
+            exit = %describe_exit(&status),
+            ran_for_s = worker.started.elapsed().as_secs_f64(),
+            "worker process died; replacing it"
+        );
+        if let Some(briefing) = worker.briefing.take() {
+            briefing.abort();
+        }
+        if status.success() {
+            return; // it stopped by itself, re-routing what it ran
+        }
+        let app = self.app.clone();
+        let crashes = self.crashes.clone();
+        tokio::spawn(async move {
+            // its output is complete once the reader has seen the end of it
+            if let Some(reader) = worker.reader.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+            }
+            let held: Vec<String> = worker.held.lock().drain().collect();
+            crashes
+                .process_died(
+                    &app,
+                    &worker.owner,
+                    held,
+                    worker.pid,
+                    &status,
+                    "worker process",
+                )
+                .await;
+        });
     }
 
     async fn run(self) -> Result<()> {
@@ -634,11 +907,7 @@ impl WorkerPool {
                     match workers[i].child.try_wait() {
                         Ok(Some(status)) => {
                             let w = workers.swap_remove(i);
-                            warn!(
-                                exit = %describe_exit(&status),
-                                ran_for_s = w.started.elapsed().as_secs_f64(),
-                                "worker process died; replacing it (its work is recovered)"
-                            );
+                            self.worker_died(w, status);
                         }
                         _ => i += 1,
                     }
@@ -673,15 +942,13 @@ impl WorkerPool {
                 }
                 if workers.len() > target {
                     if let Some(mut w) = workers.pop() {
-                        info!(
-                            pid = w.child.id().unwrap_or(0),
-                            "scaling down: stopping a worker process"
-                        );
-                        if let Some(pid) = w.child.id() {
-                            signal(pid, libc::SIGTERM);
-                        }
+                        info!(pid = w.pid, "scaling down: stopping a worker process");
+                        signal(w.pid, libc::SIGTERM);
                         tokio::spawn(async move {
                             let _ = w.child.wait().await;
+                            if let Some(briefing) = w.briefing.take() {
+                                briefing.abort();
+                            }
                         });
                     }
                 }
