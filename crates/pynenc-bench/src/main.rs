@@ -12,6 +12,49 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(all(feature = "alloc-count", not(feature = "mimalloc")))]
+mod alloc_count {
+    //! A global allocator that counts allocations, for `--features alloc-count`.
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub struct Counting;
+    pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+    // SAFETY: every call is forwarded to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: the caller's contract is passed on to System.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract is passed on to System.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: the caller's contract is passed on to System.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+}
+
+/// Heap allocations so far (0 unless built with `--features alloc-count`).
+fn allocations() -> u64 {
+    #[cfg(all(feature = "alloc-count", not(feature = "mimalloc")))]
+    {
+        alloc_count::ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(all(feature = "alloc-count", not(feature = "mimalloc"))))]
+    {
+        0
+    }
+}
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use pynenc::{Pynenc, PynencError, ThreadRunner};
@@ -132,9 +175,11 @@ async fn burn(
         app.purge().await?;
     }
     let before = stats.map(|p| p.snapshot()).transpose()?;
+    let a0 = allocations();
     let t0 = Instant::now();
     let group = noop::parallelize_on(app, 0..n).await?;
     let routed = t0.elapsed();
+    let a1 = allocations();
     let runner = ThreadRunner::new(app);
     let slots = runner.max_parallel_slots();
     let runner = runner.spawn();
@@ -142,6 +187,14 @@ async fn burn(
     let results = group.results().await?;
     let drained = t1.elapsed();
     let total = t0.elapsed();
+    let a2 = allocations();
+    if a2 > 0 {
+        println!(
+            "burn allocations per task: enqueue {:.1}, drain {:.1}",
+            (a1 - a0) as f64 / n as f64,
+            (a2 - a1) as f64 / n as f64
+        );
+    }
     if let (Some(probe), Some(before)) = (stats, before) {
         probe.report(&before, &probe.snapshot()?, n);
     }

@@ -73,7 +73,7 @@ impl Arguments {
         name: &str,
         value: &T,
     ) -> Result<()> {
-        let text = serializer.serialize(value, &format!("argument '{name}'"))?;
+        let text = serializer.serialize(value, format_args!("argument '{name}'"))?;
         self.insert_serialized(name, text);
         Ok(())
     }

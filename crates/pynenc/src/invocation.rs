@@ -163,7 +163,7 @@ fn decode<R: DeserializeOwned>(
                     "invocation {invocation_id} is SUCCESS but has no stored result"
                 ))
             })?;
-            app_serializer.deserialize(&text, &format!("result of invocation {invocation_id}"))
+            app_serializer.deserialize(&text, format_args!("result of invocation {invocation_id}"))
         }
         InvocationStatus::Failed => Err(PynencError::TaskFailed {
             task_id: task_id.to_string(),
@@ -303,9 +303,10 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
                 )
             }
             UntypedInvocation::Synchronous(s) => match &s.outcome {
-                Ok(text) => s
-                    .serializer
-                    .deserialize(text, &format!("result of invocation {}", s.invocation_id)),
+                Ok(text) => s.serializer.deserialize(
+                    text,
+                    format_args!("result of invocation {}", s.invocation_id),
+                ),
                 Err(e) => Err(PynencError::TaskFailed {
                     task_id: s.call.task_id.clone(),
                     invocation_id: s.invocation_id.clone(),

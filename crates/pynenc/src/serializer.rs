@@ -40,30 +40,40 @@ impl Serializer {
         }
     }
 
-    /// Serializes `value`; `what` names it in the error (e.g. `argument x of task t`).
-    pub fn serialize<T: Serialize + ?Sized>(self, value: &T, what: &str) -> Result<String> {
+    /// Serializes `value`; `what` names it in the error (e.g. `argument x of
+    /// task t`), and is only formatted if there is one.
+    pub fn serialize<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        what: impl std::fmt::Display,
+    ) -> Result<String> {
         match self {
             Serializer::Json => serde_json::to_string(value)
-                .map_err(|e| PynencError::serialization("serialize", what, e)),
+                .map_err(|e| PynencError::serialization("serialize", what.to_string(), e)),
             Serializer::MessagePack => {
                 let bytes = rmp_serde::to_vec_named(value)
-                    .map_err(|e| PynencError::serialization("serialize", what, e))?;
+                    .map_err(|e| PynencError::serialization("serialize", what.to_string(), e))?;
                 Ok(base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes))
             }
         }
     }
 
-    /// Deserializes `text`; `what` names it in the error.
-    pub fn deserialize<T: DeserializeOwned>(self, text: &str, what: &str) -> Result<T> {
+    /// Deserializes `text`; `what` names it in the error (formatted only
+    /// if there is one).
+    pub fn deserialize<T: DeserializeOwned>(
+        self,
+        text: &str,
+        what: impl std::fmt::Display,
+    ) -> Result<T> {
         match self {
             Serializer::Json => serde_json::from_str(text)
-                .map_err(|e| PynencError::serialization("deserialize", what, e)),
+                .map_err(|e| PynencError::serialization("deserialize", what.to_string(), e)),
             Serializer::MessagePack => {
                 let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
                     .decode(text.as_bytes())
-                    .map_err(|e| PynencError::serialization("deserialize", what, e))?;
+                    .map_err(|e| PynencError::serialization("deserialize", what.to_string(), e))?;
                 rmp_serde::from_slice(&bytes)
-                    .map_err(|e| PynencError::serialization("deserialize", what, e))
+                    .map_err(|e| PynencError::serialization("deserialize", what.to_string(), e))
             }
         }
     }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -232,8 +233,9 @@ pub enum TransitionError {
 pub struct StatusRecord {
     /// The status.
     pub status: InvocationStatus,
-    /// The runner that owns the invocation, if any.
-    pub owner: Option<String>,
+    /// The runner that owns the invocation, if any (shared: a status is
+    /// copied at every step, the owner's id rarely changes).
+    pub owner: Option<Arc<str>>,
 }
 
 impl StatusRecord {
@@ -270,11 +272,14 @@ impl StatusRecord {
             return Err(TransitionError::NotOwner {
                 to,
                 actor: actor.to_string(),
-                owner: self.owner.clone().unwrap_or_else(|| "nobody".into()),
+                owner: self.owner.as_deref().unwrap_or("nobody").to_string(),
             });
         }
         let owner = match to.ownership() {
-            Ownership::Acquire => Some(actor.to_string()),
+            Ownership::Acquire => match &self.owner {
+                Some(owner) if &**owner == actor => Some(owner.clone()),
+                _ => Some(Arc::from(actor)),
+            },
             Ownership::Keep => self.owner.clone(),
             Ownership::Release => None,
         };

@@ -266,25 +266,25 @@ impl TaskInput {
     /// Decodes the argument `name`. A missing or undecodable argument is a
     /// `SerializationError` task error naming the argument and invocation.
     pub fn arg<T: DeserializeOwned>(&self, name: &str) -> std::result::Result<T, TaskError> {
-        let what = || {
-            format!(
-                "argument '{name}' of task {} (invocation {})",
-                self.task_id, self.record.invocation_id
-            )
-        };
-        let text =
-            self.record.call.arguments.get(name).ok_or_else(|| {
-                TaskError::new("SerializationError", format!("missing {}", what()))
-            })?;
+        let what = format_args!(
+            "argument '{name}' of task {} (invocation {})",
+            self.task_id, self.record.invocation_id
+        );
+        let text = self
+            .record
+            .call
+            .arguments
+            .get(name)
+            .ok_or_else(|| TaskError::new("SerializationError", format!("missing {what}")))?;
         self.serializer
-            .deserialize(text, &what())
+            .deserialize(text, what)
             .map_err(|e| TaskError::new("SerializationError", e.to_string()))
     }
 
     /// Serializes a task's return value.
     pub fn output<R: Serialize>(&self, value: &R) -> TaskOutput {
         self.serializer
-            .serialize(value, &format!("result of task {}", self.task_id))
+            .serialize(value, format_args!("result of task {}", self.task_id))
             .map_err(|e| TaskError::new("SerializationError", e.to_string()))
     }
 

@@ -64,6 +64,8 @@ struct Step {
 }
 
 struct Entry {
+    /// The invocation id, shared by the indexes that name it.
+    id: Arc<str>,
     seq: u64,
     record: Arc<InvocationRecord>,
     status: StatusRecord,
@@ -80,21 +82,49 @@ struct GroupWait {
     done: Notify,
 }
 
+/// The waits on one invocation: almost always one.
+enum Waiters {
+    One(Arc<GroupWait>),
+    Many(Vec<Arc<GroupWait>>),
+}
+
+impl Waiters {
+    fn add(&mut self, w: Arc<GroupWait>) {
+        match self {
+            Waiters::One(first) => *self = Waiters::Many(vec![first.clone(), w]),
+            Waiters::Many(list) => list.push(w),
+        }
+    }
+
+    fn into_vec(self) -> Vec<Arc<GroupWait>> {
+        match self {
+            Waiters::One(w) => vec![w],
+            Waiters::Many(list) => list,
+        }
+    }
+}
+
+fn release(w: &GroupWait) {
+    if w.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        w.done.notify_one();
+    }
+}
+
 #[derive(Default)]
 struct MemState {
     next_seq: u64,
-    invocations: FxHashMap<String, Entry>,
+    invocations: FxHashMap<Arc<str>, Entry>,
     queue: VecDeque<String>,
-    registered_by_key: FxHashMap<String, BTreeMap<OrderKey, String>>,
+    registered_by_key: FxHashMap<String, BTreeMap<OrderKey, Arc<str>>>,
     running_keys: FxHashMap<String, usize>,
     controlled: FxHashMap<String, VecDeque<String>>,
-    blocking_order: BTreeMap<OrderKey, String>,
+    blocking_order: BTreeMap<OrderKey, Arc<str>>,
     edges: FxHashMap<String, FxHashMap<String, usize>>,
     edges_by_invocation: FxHashMap<String, Vec<(String, String)>>,
-    scheduled: BTreeMap<OrderKey, String>,
-    finals: BTreeMap<OrderKey, String>,
-    final_waiters: FxHashMap<String, Vec<Arc<GroupWait>>>,
-    owned: BTreeMap<OrderKey, String>,
+    scheduled: BTreeMap<OrderKey, Arc<str>>,
+    finals: BTreeMap<OrderKey, Arc<str>>,
+    final_waiters: FxHashMap<Arc<str>, Waiters>,
+    owned: BTreeMap<OrderKey, Arc<str>>,
     heartbeats: HashMap<String, i64>,
     leases: HashMap<String, (String, i64)>,
     names: rustc_hash::FxHashSet<Arc<str>>,
@@ -129,12 +159,10 @@ impl MemState {
     }
 
     fn notify_final(&mut self, id: &str) {
-        if let Some(waits) = self.final_waiters.remove(id) {
-            for w in waits {
-                if w.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    w.done.notify_one();
-                }
-            }
+        match self.final_waiters.remove(id) {
+            Some(Waiters::One(w)) => release(&w),
+            Some(Waiters::Many(list)) => list.iter().for_each(|w| release(w)),
+            None => {}
         }
     }
 }
@@ -145,7 +173,7 @@ impl StoreTxn for MemState {
         record: &Arc<InvocationRecord>,
         status: &StatusRecord,
     ) -> Result<()> {
-        let id = record.invocation_id.clone();
+        let id: Arc<str> = Arc::from(record.invocation_id.as_str());
         let seq = self.next_seq;
         self.next_seq += 1;
         if status.status == InvocationStatus::Scheduled {
@@ -161,8 +189,9 @@ impl StoreTxn for MemState {
             }
         }
         self.invocations.insert(
-            id,
+            id.clone(),
             Entry {
+                id,
                 seq,
                 record: record.clone(),
                 status: status.clone(),
@@ -198,6 +227,7 @@ impl StoreTxn for MemState {
         now_us: i64,
     ) -> Result<()> {
         let entry = self.entry(invocation_id)?;
+        let id = entry.id.clone();
         let old = std::mem::replace(&mut entry.status, status.clone()).status;
         let new = status.status;
         let record = entry.record.clone();
@@ -210,7 +240,7 @@ impl StoreTxn for MemState {
             self.owned.remove(&(old_at, seq));
         }
         if new.is_owned_running() {
-            self.owned.insert((now_us, seq), invocation_id.to_string());
+            self.owned.insert((now_us, seq), id.clone());
         }
         if old == InvocationStatus::Registered && new != InvocationStatus::Registered {
             if let Some(key) = &record.concurrency.registration_key {
@@ -227,7 +257,7 @@ impl StoreTxn for MemState {
                 self.registered_by_key
                     .entry(key.clone())
                     .or_default()
-                    .insert((record.created_at_us, seq), invocation_id.to_string());
+                    .insert((record.created_at_us, seq), id.clone());
             }
         }
         if let Some(key) = &record.concurrency.running_key {
@@ -249,7 +279,7 @@ impl StoreTxn for MemState {
                 .remove(&(record.scheduled_at_us.unwrap_or(0), seq));
         }
         if new.is_final() {
-            self.finals.insert((now_us, seq), invocation_id.to_string());
+            self.finals.insert((now_us, seq), id);
         }
         Ok(())
     }
@@ -300,8 +330,8 @@ impl StoreTxn for MemState {
         Ok(e.retries)
     }
 
-    fn set_result(&mut self, invocation_id: &str, result: &str) -> Result<()> {
-        self.entry(invocation_id)?.result = Some(result.to_string());
+    fn set_result(&mut self, invocation_id: &str, result: String) -> Result<()> {
+        self.entry(invocation_id)?.result = Some(result);
         Ok(())
     }
 
@@ -322,7 +352,7 @@ impl StoreTxn for MemState {
     }
 
     fn list_invocation_ids(&mut self) -> Result<Vec<String>> {
-        Ok(self.invocations.keys().cloned().collect())
+        Ok(self.invocations.keys().map(|k| k.to_string()).collect())
     }
 
     fn find_registered(&mut self, registration_key: &str) -> Result<Option<String>> {
@@ -330,7 +360,7 @@ impl StoreTxn for MemState {
             .registered_by_key
             .get(registration_key)
             .and_then(|s| s.values().next())
-            .cloned())
+            .map(|id| id.to_string()))
     }
 
     fn running_key_in_use(&mut self, running_key: &str) -> Result<bool> {
@@ -376,11 +406,11 @@ impl StoreTxn for MemState {
 
     fn add_waits(&mut self, _waiter: Option<&str>, waited: &[String]) -> Result<()> {
         for id in waited {
-            let key = match self.invocations.get(id) {
-                Some(e) => (e.record.created_at_us, e.seq),
+            let (key, id) = match self.invocations.get(id.as_str()) {
+                Some(e) => ((e.record.created_at_us, e.seq), e.id.clone()),
                 None => continue,
             };
-            self.blocking_order.entry(key).or_insert_with(|| id.clone());
+            self.blocking_order.entry(key).or_insert(id);
         }
         Ok(())
     }
@@ -393,7 +423,7 @@ impl StoreTxn for MemState {
             }
             if let Some(e) = self.invocations.get(id) {
                 if e.status.status.is_available_for_run() {
-                    out.push(id.clone());
+                    out.push(id.to_string());
                 }
             }
         }
@@ -459,7 +489,7 @@ impl StoreTxn for MemState {
             .iter()
             .take_while(|((at, _), _)| *at <= now_us)
             .take(max)
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| id.to_string())
             .collect())
     }
 
@@ -469,7 +499,7 @@ impl StoreTxn for MemState {
             .iter()
             .take_while(|((at, _), _)| *at < before_us)
             .take(max)
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| id.to_string())
             .collect())
     }
 
@@ -496,9 +526,8 @@ impl StoreTxn for MemState {
     }
 
     fn purge(&mut self) -> Result<()> {
-        let ids: Vec<String> = self.final_waiters.keys().cloned().collect();
-        for id in ids {
-            self.notify_final(&id);
+        for (_, waits) in self.final_waiters.drain() {
+            waits.into_vec().iter().for_each(|w| release(w));
         }
         *self = MemState::default();
         Ok(())
@@ -531,7 +560,7 @@ impl StoreTxn for MemState {
             .filter_map(|((at, _), id)| {
                 self.invocations
                     .get(id)
-                    .map(|e| (id.clone(), e.status.clone(), *at))
+                    .map(|e| (id.to_string(), e.status.clone(), *at))
             })
             .collect())
     }
@@ -595,12 +624,12 @@ impl AtomicStore for MemStore {
     fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {
         let wait = {
             let mut state = self.state.lock();
-            let mut open = Vec::new();
+            let mut open: Vec<Arc<str>> = Vec::new();
             let mut missing = None;
             for id in &ids {
-                match state.invocations.get(id) {
+                match state.invocations.get(id.as_str()) {
                     Some(e) if e.status.status.is_final() => {}
-                    Some(_) => open.push(id.clone()),
+                    Some(e) => open.push(e.id.clone()),
                     None => {
                         missing = Some(id.clone());
                         break;
@@ -619,7 +648,14 @@ impl AtomicStore for MemStore {
                         done: Notify::new(),
                     });
                     for id in open {
-                        state.final_waiters.entry(id).or_default().push(w.clone());
+                        match state.final_waiters.entry(id) {
+                            std::collections::hash_map::Entry::Occupied(mut o) => {
+                                o.get_mut().add(w.clone())
+                            }
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(Waiters::One(w.clone()));
+                            }
+                        }
                     }
                     Ok(Some(w))
                 }

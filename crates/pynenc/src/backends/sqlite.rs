@@ -1240,7 +1240,7 @@ impl<'a> SqliteTxn<'a> {
             };
             let status = StatusRecord {
                 status: self.parse_status(invocation_id, code)?,
-                owner,
+                owner: owner.map(Arc::<str>::from),
             };
             self.rows.insert(
                 invocation_id.to_string(),
@@ -1633,7 +1633,7 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
-    fn set_result(&mut self, invocation_id: &str, result: &str) -> Result<()> {
+    fn set_result(&mut self, invocation_id: &str, result: String) -> Result<()> {
         let rid = self.rid_or_not_found(invocation_id)?;
         self.exec(
             "INSERT INTO outcomes (rid, result) VALUES (?1, ?2)
@@ -2020,7 +2020,14 @@ impl StoreTxn for SqliteTxn<'_> {
         for row in rows {
             let (id, status, owner, at) = row.map_err(|e| self.ctx.err(e, op, Key::None))?;
             let status = self.parse_status(&id, status)?;
-            out.push((id, StatusRecord { status, owner }, at));
+            out.push((
+                id,
+                StatusRecord {
+                    status,
+                    owner: owner.map(Arc::from),
+                },
+                at,
+            ));
         }
         Ok(out)
     }
@@ -2090,7 +2097,7 @@ mod tests {
     fn st(status: InvocationStatus, owner: Option<&str>) -> StatusRecord {
         StatusRecord {
             status,
-            owner: owner.map(str::to_string),
+            owner: owner.map(Arc::from),
         }
     }
 
@@ -2882,7 +2889,7 @@ mod tests {
 
                 let error = TaskError::new("ValueError", "bad \"value\"\nline two");
                 t.set_error("a", &error)?;
-                t.set_result("a", "{\"v\": [1, 2]}")?;
+                t.set_result("a", "{\"v\": [1, 2]}".into())?;
                 t.put_status("a", &st(Pending, Some("r")), 5)?;
                 let out = t.get_outcome("a")?.unwrap();
                 assert_eq!(out.status, Pending);
@@ -2913,7 +2920,7 @@ mod tests {
                     t.append_history(entry("missing", Registered, 1).as_step()).unwrap_err(),
                     t.get_retries("missing").unwrap_err(),
                     t.increment_retries("missing").unwrap_err(),
-                    t.set_result("missing", "1").unwrap_err(),
+                    t.set_result("missing", "1".into()).unwrap_err(),
                     t.set_error("missing", &TaskError::new("E", "m")).unwrap_err(),
                     t.put_status("missing", &st(Pending, Some("r")), 1).unwrap_err(),
                 ] {
@@ -2937,7 +2944,7 @@ mod tests {
                 for id in ["a", "b"] {
                     t.insert_invocation(&plain(id, 1), &st(Registered, None))?;
                     t.append_history(entry(id, Registered, 1).as_step())?;
-                    t.set_result(id, "1")?;
+                    t.set_result(id, "1".into())?;
                     t.add_waits(Some("p"), &strings(&[id]))?;
                     t.add_edge(id, &format!("call-{id}"), "callee")?;
                 }

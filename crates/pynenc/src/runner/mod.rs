@@ -448,6 +448,9 @@ impl ThreadRunner {
                         p = shared.slots.clone().acquire_owned() => drop(p),
                         _ = shared.stop.stopped() => {}
                     }
+                    // let invocations that are about to end free their slots
+                    // too, so one pick fills several
+                    tokio::task::yield_now().await;
                     continue;
                 }
                 let epoch = orch.work_epoch();
@@ -636,14 +639,16 @@ pub(crate) async fn run_invocation(
 ) -> InvocationStatus {
     let orch = app.orchestrator();
     let id = record.invocation_id.clone();
-    let runner_id = host.runner_id().to_string();
     let registered = app.registry().get(&record.call.task_id);
     let (def, options) = match registered {
         Ok(x) => x,
         Err(e) => {
             error!(error = %e, "task is not registered in this process");
             let err = TaskError::new(e.kind(), e.to_string());
-            return match orch.finish(&id, &runner_id, RunOutcome::Failed(err)).await {
+            return match orch
+                .finish(&id, host.runner_id(), RunOutcome::Failed(err))
+                .await
+            {
                 Ok(status) => status,
                 Err(e) => {
                     error!(error = %e, "could not record the failure");

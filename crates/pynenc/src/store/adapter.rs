@@ -147,7 +147,9 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
     ) -> Result<Vec<Arc<InvocationRecord>>> {
         let runner = runner_id.to_string();
         self.store
-            .atomic(move |t| engine::pick_and_start(t, &runner, max, execution_context, now_us()))
+            .atomic(move |t| {
+                engine::pick_and_start(t, &runner, max, execution_context.as_deref(), now_us())
+            })
             .await
     }
 
@@ -162,7 +164,14 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         let actor = actor.to_string();
         self.store
             .atomic(move |t| {
-                engine::transition(t, &id, status, &actor, execution_context, now_us())
+                engine::transition(
+                    t,
+                    &id,
+                    status,
+                    &actor,
+                    execution_context.as_deref(),
+                    now_us(),
+                )
             })
             .await
     }

@@ -27,7 +27,7 @@ pub fn transition(
     invocation_id: &str,
     to: InvocationStatus,
     actor: &str,
-    execution_context: Option<String>,
+    execution_context: Option<&str>,
     now_us: i64,
 ) -> Result<StatusRecord> {
     let current = txn
@@ -51,7 +51,7 @@ fn transition_from(
     current: &StatusRecord,
     to: InvocationStatus,
     actor: &str,
-    execution_context: Option<String>,
+    execution_context: Option<&str>,
     now_us: i64,
 ) -> Result<StatusRecord> {
     let next = current
@@ -67,7 +67,7 @@ fn transition_from(
         owner: next.owner.as_deref(),
         actor,
         timestamp_us: now_us,
-        execution_context: execution_context.as_deref(),
+        execution_context,
     })?;
     if current.status.is_owned_running() && !to.is_owned_running() {
         // the invocation no longer holds its running key: release what waited on it
@@ -244,7 +244,7 @@ pub fn pick(
     max: usize,
     now_us: i64,
 ) -> Result<Vec<Arc<InvocationRecord>>> {
-    let mut picked = Vec::new();
+    let mut picked = Vec::with_capacity(max.min(1024));
     if max == 0 {
         return Ok(picked);
     }
@@ -274,14 +274,14 @@ pub fn pick_and_start(
     txn: &mut dyn StoreTxn,
     runner_id: &str,
     max: usize,
-    execution_context: Option<String>,
+    execution_context: Option<&str>,
     now_us: i64,
 ) -> Result<Vec<Arc<InvocationRecord>>> {
     let picked = pick(txn, runner_id, max, now_us)?;
     // just set PENDING for this runner, in this section
     let pending = StatusRecord {
         status: InvocationStatus::Pending,
-        owner: Some(runner_id.to_string()),
+        owner: Some(Arc::from(runner_id)),
     };
     for record in &picked {
         transition_from(
@@ -290,7 +290,7 @@ pub fn pick_and_start(
             &pending,
             InvocationStatus::Running,
             runner_id,
-            execution_context.clone(),
+            execution_context,
             now_us,
         )?;
     }
@@ -374,10 +374,10 @@ pub fn finish(
             invocation_id: invocation_id.to_string(),
             source,
         })?;
-    match &outcome {
+    match outcome {
         RunOutcome::Success(result) => txn.set_result(invocation_id, result)?,
         RunOutcome::Retry(error) | RunOutcome::Failed(error) => {
-            txn.set_error(invocation_id, error)?
+            txn.set_error(invocation_id, &error)?
         }
     }
     transition_from(txn, invocation_id, &current, to, runner_id, None, now_us)?;
@@ -469,12 +469,12 @@ pub fn recover(
 ) -> Result<Vec<String>> {
     let claims = txn.owned_claims_before(now_us - dead_after_us.min(max_pending_us), 1000)?;
     let mut recovered = Vec::new();
-    let mut alive: HashMap<String, bool> = HashMap::new();
+    let mut alive: HashMap<Arc<str>, bool> = HashMap::new();
     for (id, rec, claimed_at) in claims {
         let stuck_pending =
             rec.status == InvocationStatus::Pending && claimed_at < now_us - max_pending_us;
         let lost = claimed_at < now_us - dead_after_us && {
-            let owner = rec.owner.clone().unwrap_or_default();
+            let owner = rec.owner.clone().unwrap_or_else(|| Arc::from(""));
             let owner_alive = match alive.get(&owner) {
                 Some(a) => *a,
                 None => {

@@ -66,7 +66,7 @@ pub trait StoreTxn {
     /// Adds one retry and returns the new count.
     fn increment_retries(&mut self, invocation_id: &str) -> Result<u32>;
     /// Stores the serialized result.
-    fn set_result(&mut self, invocation_id: &str, result: &str) -> Result<()>;
+    fn set_result(&mut self, invocation_id: &str, result: String) -> Result<()>;
     /// Stores the error.
     fn set_error(&mut self, invocation_id: &str, error: &TaskError) -> Result<()>;
     /// Status, result and error.

@@ -525,7 +525,7 @@ impl RedisBackend {
                     (Err(e), _) | (_, Err(e)) => return corrupt(&key, "status", e),
                 };
                 // the same check the script made, for the same message
-                match (StatusRecord { status: from, owner }).transition(to, &actor) {
+                match (StatusRecord { status: from, owner: owner.map(Arc::from) }).transition(to, &actor) {
                     Err(source) => PynencError::StatusTransition {
                         invocation_id: id,
                         source,
@@ -1069,7 +1069,7 @@ impl Orchestrator for RedisBackend {
         let st = parts.first().and_then(as_string).unwrap_or_default();
         Ok(StatusRecord {
             status: self.parse_status(invocation_id, &st)?,
-            owner: parts.get(1).and_then(as_string),
+            owner: parts.get(1).and_then(as_string).map(Arc::from),
         })
     }
 
@@ -1129,7 +1129,7 @@ impl Orchestrator for RedisBackend {
         Ok(StatusRecord {
             status: self.parse_status(invocation_id, &status)?,
             // a released owner is stored empty
-            owner: owner.filter(|o| !o.is_empty()),
+            owner: owner.filter(|o| !o.is_empty()).map(Arc::from),
         })
     }
 
