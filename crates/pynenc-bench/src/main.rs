@@ -18,7 +18,9 @@ mod alloc_count {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    /// The system allocator, counting.
     pub struct Counting;
+    /// Allocations (and reallocations) so far.
     pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
     // SAFETY: every call is forwarded to the system allocator unchanged.

@@ -128,6 +128,8 @@ struct MemState {
     heartbeats: HashMap<String, i64>,
     leases: HashMap<String, (String, i64)>,
     names: rustc_hash::FxHashSet<Arc<str>>,
+    /// The name interned last: steps come in runs of the same runner.
+    last_name: Option<Arc<str>>,
     enqueued: bool,
 }
 
@@ -141,11 +143,20 @@ pub struct MemStore {
 
 impl MemState {
     fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.names.get(s) {
-            return a.clone();
+        if let Some(last) = &self.last_name {
+            if &**last == s {
+                return last.clone();
+            }
         }
-        let a: Arc<str> = Arc::from(s);
-        self.names.insert(a.clone());
+        let a = match self.names.get(s) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(s);
+                self.names.insert(a.clone());
+                a
+            }
+        };
+        self.last_name = Some(a.clone());
         a
     }
 

@@ -92,10 +92,34 @@ impl Finisher {
         invocation_id: &str,
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
+        // alone (nothing queued, nobody flushing): record it directly
+        if self.queue.lock().is_empty() && !self.flushing.swap(true, Ordering::AcqRel) {
+            let guard = FlushGuard(&self.flushing);
+            let result = orch.finish(invocation_id, runner_id, outcome).await;
+            drop(guard);
+            // ends queued meanwhile wait for a flusher: be it
+            if !self.queue.lock().is_empty() {
+                self.flush(orch, runner_id).await;
+            }
+            return result;
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .lock()
             .push((invocation_id.to_string(), outcome, reply));
+        self.flush(orch, runner_id).await;
+        answer.await.unwrap_or_else(|_| {
+            Err(PynencError::Runner {
+                message: format!(
+                    "the end of invocation {invocation_id} was not recorded (runner stopping)"
+                ),
+            })
+        })
+    }
+
+    /// Records the queued ends, unless another caller is already doing it
+    /// (it will take them too).
+    async fn flush(&self, orch: &Arc<dyn crate::Orchestrator>, runner_id: &str) {
         while !self.flushing.swap(true, Ordering::AcqRel) {
             let guard = FlushGuard(&self.flushing);
             let batch = std::mem::take(&mut *self.queue.lock());
@@ -117,13 +141,6 @@ impl Finisher {
                 break;
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(PynencError::Runner {
-                message: format!(
-                    "the end of invocation {invocation_id} was not recorded (runner stopping)"
-                ),
-            })
-        })
     }
 }
 
@@ -580,35 +597,34 @@ fn spawn_invocation(
     let s = shared.clone();
     // hold the map lock while spawning so the task cannot remove itself before it is inserted
     let mut running = shared.running.lock();
-    let task = tokio::spawn(
-        async move {
-            let host: Arc<dyn InvocationHost> = s.clone();
-            let id = s.report_to_parent.then(|| record.invocation_id.clone());
-            let mut permit = Some(permit);
-            if let Some(id) = &id {
-                if process::is_quarantined(id) {
-                    // it was running in a worker process that died beside
-                    // others: run it alone, so a crash is pinned on it
-                    drop(permit.take());
-                    let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
-                    permit = s.slots.clone().acquire_many_owned(all).await.ok();
-                    info!("running alone: it was in a worker process that died");
-                }
-                process::report_to_parent("start", id);
+    let fut = async move {
+        let host: Arc<dyn InvocationHost> = s.clone();
+        let id = s.report_to_parent.then(|| record.invocation_id.clone());
+        let mut permit = Some(permit);
+        if let Some(id) = &id {
+            if process::is_quarantined(id) {
+                // it was running in a worker process that died beside
+                // others: run it alone, so a crash is pinned on it
+                drop(permit.take());
+                let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
+                permit = s.slots.clone().acquire_many_owned(all).await.ok();
+                info!("running alone: it was in a worker process that died");
             }
-            run_invocation(&s.app, host, record, permit).await;
-            if let Some(id) = &id {
-                process::report_to_parent("end", id);
-                process::end_quarantine(id);
-            }
-            let mut running = s.running.lock();
-            running.remove(&key);
-            if running.is_empty() {
-                s.idle.notify_waiters();
-            }
+            process::report_to_parent("start", id);
         }
-        .instrument(span),
-    );
+        run_invocation(&s.app, host, record, permit).await;
+        if let Some(id) = &id {
+            process::report_to_parent("end", id);
+            process::end_quarantine(id);
+        }
+        let mut running = s.running.lock();
+        running.remove(&key);
+        if running.is_empty() {
+            s.idle.notify_waiters();
+        }
+    }
+    .instrument(span);
+    let task = tokio::spawn(fut);
     running.insert(key, (kept, task.abort_handle()));
 }
 
