@@ -92,17 +92,6 @@ impl Finisher {
         invocation_id: &str,
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
-        // alone (nothing queued, nobody flushing): record it directly
-        if self.queue.lock().is_empty() && !self.flushing.swap(true, Ordering::AcqRel) {
-            let guard = FlushGuard(&self.flushing);
-            let result = orch.finish(invocation_id, runner_id, outcome).await;
-            drop(guard);
-            // ends queued meanwhile wait for a flusher: be it
-            if !self.queue.lock().is_empty() {
-                self.flush(orch, runner_id).await;
-            }
-            return result;
-        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .lock()
