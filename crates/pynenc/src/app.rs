@@ -334,7 +334,7 @@ impl Pynenc {
         Ok(RouteRequest {
             concurrency: ConcurrencySpec::for_call(&call, options),
             call,
-            parent_invocation_id: ctx.map(|c| c.invocation_id.clone()),
+            parent_invocation_id: ctx.map(|c| c.invocation_id().to_string()),
             parent_call_id: ctx.map(|c| c.call_id()),
             scheduled_at_us,
             cycle_control: self.inner.conf.orchestrator.cycle_control,
@@ -460,14 +460,13 @@ impl Pynenc {
         let record = Arc::new(crate::invocation::InvocationRecord {
             invocation_id: invocation_id.clone(),
             call: call.clone(),
-            parent_invocation_id: context::current().map(|c| c.invocation_id.clone()),
+            parent_invocation_id: context::current().map(|c| c.invocation_id().to_string()),
             created_at_us: util::now_us(),
             scheduled_at_us: None,
             concurrency: ConcurrencySpec::default(),
         });
         let ctx = Arc::new(InvocationContext {
             app: self.clone(),
-            invocation_id: invocation_id.clone(),
             record: record.clone(),
             task_id: def.task_id,
             runner: None,

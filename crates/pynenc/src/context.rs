@@ -18,8 +18,6 @@ use crate::runner::InvocationHost;
 pub struct InvocationContext {
     /// The app running it.
     pub app: Pynenc,
-    /// The invocation.
-    pub invocation_id: String,
     /// Its record (call, parent, creation time).
     pub record: Arc<crate::invocation::InvocationRecord>,
     /// Its task.
@@ -33,13 +31,18 @@ pub struct InvocationContext {
 impl std::fmt::Debug for InvocationContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InvocationContext")
-            .field("invocation_id", &self.invocation_id)
+            .field("invocation_id", &self.invocation_id())
             .field("task_id", &self.task_id)
             .finish()
     }
 }
 
 impl InvocationContext {
+    /// The id of the running invocation.
+    pub fn invocation_id(&self) -> &str {
+        &self.record.invocation_id
+    }
+
     /// The call id of the running invocation.
     pub fn call_id(&self) -> String {
         self.record.call.call_id()

@@ -186,6 +186,14 @@ pub trait Orchestrator: Send + Sync {
         results
     }
 
+    /// Whether ending several runs in one [`Orchestrator::finish_many`]
+    /// saves work (one transaction or round trip instead of several). When
+    /// it does not (the in-process backend), runners end each run directly
+    /// and spare the hand-over between invocations.
+    fn batches_finishes(&self) -> bool {
+        true
+    }
+
     /// Stops an owned invocation: `KILLED` then `REROUTED` and queued again.
     async fn kill_and_reroute(&self, invocation_id: &str, runner_id: &str) -> Result<()>;
 

@@ -128,8 +128,9 @@ struct MemState {
     heartbeats: HashMap<String, i64>,
     leases: HashMap<String, (String, i64)>,
     names: rustc_hash::FxHashSet<Arc<str>>,
-    /// The name interned last: steps come in runs of the same runner.
-    last_name: Option<Arc<str>>,
+    /// The names interned last, one per field of a step (owner, actor,
+    /// context): steps come in runs of the same runner.
+    last_names: [Option<Arc<str>>; 3],
     enqueued: bool,
 }
 
@@ -142,8 +143,8 @@ pub struct MemStore {
 }
 
 impl MemState {
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(last) = &self.last_name {
+    fn intern(&mut self, field: usize, s: &str) -> Arc<str> {
+        if let Some(last) = &self.last_names[field] {
             if &**last == s {
                 return last.clone();
             }
@@ -156,7 +157,7 @@ impl MemState {
                 a
             }
         };
-        self.last_name = Some(a.clone());
+        self.last_names[field] = Some(a.clone());
         a
     }
 
@@ -299,9 +300,9 @@ impl StoreTxn for MemState {
         let step = Step {
             status: entry.status,
             timestamp_us: entry.timestamp_us,
-            owner: entry.owner.map(|o| self.intern(o)),
-            actor: self.intern(entry.actor),
-            execution_context: entry.execution_context.map(|c| self.intern(c)),
+            owner: entry.owner.map(|o| self.intern(0, o)),
+            actor: self.intern(1, entry.actor),
+            execution_context: entry.execution_context.map(|c| self.intern(2, c)),
         };
         match self.invocations.get_mut(entry.invocation_id) {
             Some(e) => {
@@ -603,6 +604,10 @@ impl MemStore {
 }
 
 impl AtomicStore for MemStore {
+    fn batching_pays(&self) -> bool {
+        false
+    }
+
     fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
     where
         R: Send + 'static,

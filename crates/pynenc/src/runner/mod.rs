@@ -161,8 +161,12 @@ impl InvocationHost for RunnerShared {
         invocation_id: &str,
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
+        let orch = app.orchestrator();
+        if !orch.batches_finishes() {
+            return orch.finish(invocation_id, &self.runner_id, outcome).await;
+        }
         self.finisher
-            .finish(app.orchestrator(), &self.runner_id, invocation_id, outcome)
+            .finish(orch, &self.runner_id, invocation_id, outcome)
             .await
     }
 
@@ -170,20 +174,20 @@ impl InvocationHost for RunnerShared {
     /// blocking control, the slot is freed, and taken back when all are final.
     async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()> {
         let orch = self.app.orchestrator();
-        orch.waiting_for_results(Some(&ctx.invocation_id), ids)
+        orch.waiting_for_results(Some(ctx.invocation_id()), ids)
             .await?;
         {
             let mut slot = ctx.slot.lock().await;
             if slot.waits == 0 {
                 orch.set_status(
-                    &ctx.invocation_id,
+                    ctx.invocation_id(),
                     InvocationStatus::Paused,
                     &self.runner_id,
                     None,
                 )
                 .await?;
                 slot.permit = None;
-                debug!(invocation_id = %ctx.invocation_id, waiting_for = ids.len(), "paused");
+                debug!(invocation_id = %ctx.invocation_id(), waiting_for = ids.len(), "paused");
             }
             slot.waits += 1;
         }
@@ -197,13 +201,13 @@ impl InvocationHost for RunnerShared {
                 }
             })?);
             orch.set_status(
-                &ctx.invocation_id,
+                ctx.invocation_id(),
                 InvocationStatus::Resumed,
                 &self.runner_id,
                 None,
             )
             .await?;
-            debug!(invocation_id = %ctx.invocation_id, "resumed");
+            debug!(invocation_id = %ctx.invocation_id(), "resumed");
         }
         waited
     }
@@ -456,7 +460,13 @@ impl ThreadRunner {
                     }
                     // let invocations that are about to end free their slots
                     // too, so one pick fills several
-                    tokio::task::yield_now().await;
+                    let enough = (shared.max_slots / 4).max(1);
+                    for _ in 0..8 {
+                        tokio::task::yield_now().await;
+                        if shared.slots.available_permits() >= enough {
+                            break;
+                        }
+                    }
                     continue;
                 }
                 let epoch = orch.work_epoch();
@@ -643,7 +653,8 @@ pub(crate) async fn run_invocation(
     permit: Option<OwnedSemaphorePermit>,
 ) -> InvocationStatus {
     let orch = app.orchestrator();
-    let id = record.invocation_id.clone();
+    let kept = record.clone();
+    let id = kept.invocation_id.as_str();
     let registered = app.registry().get(&record.call.task_id);
     let (def, options) = match registered {
         Ok(x) => x,
@@ -651,7 +662,7 @@ pub(crate) async fn run_invocation(
             error!(error = %e, "task is not registered in this process");
             let err = TaskError::new(e.kind(), e.to_string());
             return match orch
-                .finish(&id, host.runner_id(), RunOutcome::Failed(err))
+                .finish(id, host.runner_id(), RunOutcome::Failed(err))
                 .await
             {
                 Ok(status) => status,
@@ -669,7 +680,6 @@ pub(crate) async fn run_invocation(
     );
     let ctx = Arc::new(InvocationContext {
         app: app.clone(),
-        invocation_id: id.clone(),
         record: record.clone(),
         task_id: def.task_id,
         runner: Some(host),
@@ -686,7 +696,7 @@ pub(crate) async fn run_invocation(
         Err(error) => {
             let retriable = options.is_retriable(&error);
             let retries = if retriable {
-                orch.get_num_retries(&id).await.unwrap_or(u32::MAX)
+                orch.get_num_retries(id).await.unwrap_or(u32::MAX)
             } else {
                 0
             };
@@ -699,7 +709,7 @@ pub(crate) async fn run_invocation(
             }
         }
     };
-    let status = match ctx_host_finish(&ctx, app, &id, outcome).await {
+    let status = match ctx_host_finish(&ctx, app, id, outcome).await {
         Ok(status) => {
             debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished");
             status

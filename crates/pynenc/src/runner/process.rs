@@ -205,12 +205,12 @@ impl InvocationHost for ChildHost {
 
     async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()> {
         let orch = self.app.orchestrator();
-        orch.waiting_for_results(Some(&ctx.invocation_id), ids)
+        orch.waiting_for_results(Some(ctx.invocation_id()), ids)
             .await?;
         // one wait at a time: the parent stops the whole process
         let mut go = self.go.lock().await;
         orch.set_status(
-            &ctx.invocation_id,
+            ctx.invocation_id(),
             InvocationStatus::Paused,
             &self.owner,
             None,
@@ -223,7 +223,7 @@ impl InvocationHost for ChildHost {
             message: "the parent runner closed the pipe while the child waited".into(),
         })?;
         orch.set_status(
-            &ctx.invocation_id,
+            ctx.invocation_id(),
             InvocationStatus::Resumed,
             &self.owner,
             None,

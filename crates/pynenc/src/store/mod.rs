@@ -232,4 +232,11 @@ pub trait AtomicStore: Send + Sync + 'static {
     fn poll_interval_max(&self) -> Duration {
         Duration::from_millis(50)
     }
+
+    /// Whether running several steps in one section saves work (a
+    /// transaction, a round trip). False for a store whose sections are one
+    /// in-process lock.
+    fn batching_pays(&self) -> bool {
+        true
+    }
 }
