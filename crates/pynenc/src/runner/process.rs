@@ -96,6 +96,24 @@ pub(crate) fn end_quarantine(invocation_id: &str) {
     quarantine().lock().remove(invocation_id);
 }
 
+/// Splits a line of a child's output: what the task printed is passed on
+/// to this process's output, and the protocol request, if any, is returned
+/// (it may follow output that did not end its line).
+fn protocol_request(line: &str) -> Option<&str> {
+    match line.find(MARK) {
+        Some(at) => {
+            if at > 0 {
+                println!("{}", &line[..at]);
+            }
+            Some(&line[at + MARK.len()..])
+        }
+        None => {
+            println!("{line}");
+            None
+        }
+    }
+}
+
 /// Writes a protocol line for the parent runner on standard output.
 pub(crate) fn report_to_parent(what: &str, detail: &str) {
     use std::io::Write;
@@ -634,8 +652,7 @@ async fn supervise_child(
     if let Some(stdout) = child.stdout.take() {
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let Some(request) = line.strip_prefix(MARK) else {
-                println!("{line}");
+            let Some(request) = protocol_request(&line) else {
                 continue;
             };
             let Some(ids) = request.strip_prefix("wait ") else {
@@ -777,8 +794,7 @@ async fn read_worker_output(
 ) {
     let mut lines = BufReader::new(out).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let Some(request) = line.strip_prefix(MARK) else {
-            println!("{line}");
+        let Some(request) = protocol_request(&line) else {
             continue;
         };
         match request.split_once(' ') {
@@ -1080,5 +1096,46 @@ impl MultiThreadRunner {
                 slots,
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_lines_are_found_after_unterminated_output() {
+        assert_eq!(
+            protocol_request("\u{1e}pynenc:start abc"),
+            Some("start abc")
+        );
+        assert_eq!(
+            protocol_request("printed without a newline\u{1e}pynenc:wait [\"x\"]"),
+            Some("wait [\"x\"]")
+        );
+        assert_eq!(protocol_request("plain output"), None);
+    }
+
+    #[test]
+    fn only_fault_signals_pin_a_crash() {
+        use std::os::unix::process::ExitStatusExt;
+        for sig in [
+            libc::SIGSEGV,
+            libc::SIGABRT,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+        ] {
+            assert!(died_of_a_fault(&ExitStatus::from_raw(sig)), "signal {sig}");
+        }
+        for sig in [libc::SIGKILL, libc::SIGTERM, libc::SIGINT] {
+            assert!(!died_of_a_fault(&ExitStatus::from_raw(sig)), "signal {sig}");
+        }
+        // exit code 1 (wait status 1 << 8)
+        assert!(!died_of_a_fault(&ExitStatus::from_raw(1 << 8)));
+        assert_eq!(
+            describe_exit(&ExitStatus::from_raw(libc::SIGSEGV)),
+            "signal 11 (SIGSEGV)"
+        );
     }
 }
