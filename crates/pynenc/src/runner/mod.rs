@@ -605,6 +605,7 @@ fn spawn_invocation(
                 // it was running in a worker process that died beside
                 // others: run it alone, so a crash is pinned on it
                 drop(permit.take());
+                process::report_to_parent("wait-alone", id);
                 let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
                 permit = s.slots.clone().acquire_many_owned(all).await.ok();
                 info!("running alone: it was in a worker process that died");

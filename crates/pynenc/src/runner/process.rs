@@ -38,7 +38,8 @@
 //!   dies is then treated as the culprit. So a task that always kills its
 //!   process ends `FAILED` after at most two crashes instead of looping.
 //!
-//! Invocations a dead worker had taken but not started are re-routed by the
+//! Invocations a dead worker was holding back to run alone are re-routed at
+//! once; anything else it had taken but not started is re-routed by the
 //! recovery service once its heartbeat expires.
 
 use std::collections::{HashMap, HashSet};
@@ -779,17 +780,26 @@ struct Worker {
     /// Writes to the worker's pipe (which it watches to outlive nobody).
     briefing: Option<tokio::task::JoinHandle<()>>,
     started: Instant,
-    /// Invocations the worker started and has not finished.
-    held: Arc<parking_lot::Mutex<HashSet<String>>>,
+    /// What the worker reported holding.
+    held: Arc<parking_lot::Mutex<Holdings>>,
     /// Reads the worker's output until it closes.
     reader: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The invocations a worker process reported holding.
+#[derive(Default)]
+struct Holdings {
+    /// Started and not ended.
+    running: HashSet<String>,
+    /// Taken, waiting for the worker's other slots to run alone; not started.
+    waiting: HashSet<String>,
+}
+
 /// Forwards a worker's output and keeps `held` up to date from its
-/// `start` / `end` lines.
+/// `wait-alone` / `start` / `end` lines.
 async fn read_worker_output(
     out: tokio::process::ChildStdout,
-    held: Arc<parking_lot::Mutex<HashSet<String>>>,
+    held: Arc<parking_lot::Mutex<Holdings>>,
     crashes: Arc<CrashLedger>,
 ) {
     let mut lines = BufReader::new(out).lines();
@@ -798,11 +808,16 @@ async fn read_worker_output(
             continue;
         };
         match request.split_once(' ') {
+            Some(("wait-alone", id)) => {
+                held.lock().waiting.insert(id.to_string());
+            }
             Some(("start", id)) => {
-                held.lock().insert(id.to_string());
+                let mut held = held.lock();
+                held.waiting.remove(id);
+                held.running.insert(id.to_string());
             }
             Some(("end", id)) => {
-                held.lock().remove(id);
+                held.lock().running.remove(id);
                 crashes.cleared(id);
             }
             _ => warn!(request, "unknown line from a worker process"),
@@ -837,7 +852,7 @@ impl WorkerPool {
         let mut child = cmd.spawn().map_err(|e| PynencError::Runner {
             message: format!("cannot start a worker process: {e}"),
         })?;
-        let held: Arc<parking_lot::Mutex<HashSet<String>>> = Arc::default();
+        let held: Arc<parking_lot::Mutex<Holdings>> = Arc::default();
         let reader = child
             .stdout
             .take()
@@ -885,12 +900,33 @@ impl WorkerPool {
             if let Some(reader) = worker.reader.take() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
             }
-            let held: Vec<String> = worker.held.lock().drain().collect();
+            let (running, waiting): (Vec<String>, Vec<String>) = {
+                let mut held = worker.held.lock();
+                (
+                    held.running.drain().collect(),
+                    held.waiting.drain().collect(),
+                )
+            };
+            // taken but never started: they did nothing to it, run them again now
+            for id in waiting {
+                match app
+                    .orchestrator()
+                    .kill_and_reroute(&id, &worker.owner)
+                    .await
+                {
+                    Ok(()) => {
+                        info!(invocation_id = %id, "re-routed: its worker process died before running it")
+                    }
+                    Err(e) => {
+                        debug!(invocation_id = %id, error = %e, "not re-routed after its worker process died")
+                    }
+                }
+            }
             crashes
                 .process_died(
                     &app,
                     &worker.owner,
-                    held,
+                    running,
                     worker.pid,
                     &status,
                     "worker process",
