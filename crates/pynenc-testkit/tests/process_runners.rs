@@ -195,8 +195,16 @@ async fn a_task_that_crashes_a_pool_worker_fails_or_is_retried() {
         "persistent_process",
         &[("PYNENC__RUNNER__MAX_PROCESSES", "2")],
     );
+    let p = panics_sync::call_on(&app, "pool panic".into())
+        .await
+        .expect("call");
     let a = abort_process::call_on(&app).await.expect("call");
     let s = segfault::call_on(&app).await.expect("call");
+    // a panic is caught in the worker: the invocation fails, the worker lives
+    match p.result().await {
+        Err(PynencError::TaskFailed { error, .. }) => assert_eq!(error.kind, "Panic"),
+        other => panic!("expected a panic failure, got {other:?}"),
+    }
     assert_crashed(&a, "SIGABRT").await;
     assert_crashed(&s, "SIGSEGV").await;
     // alone in its worker, the crash is pinned on it at once: one run each
