@@ -35,7 +35,14 @@ pub struct Components {
 impl Components {
     /// The components of an [`AtomicStore`] (one object serving as all three).
     pub fn from_store<S: AtomicStore>(store: Arc<S>, serializer: Serializer) -> Self {
-        let backend = Arc::new(TxnBackend::new(store, serializer));
+        Components::from_backend(Arc::new(TxnBackend::new(store, serializer)))
+    }
+
+    /// The components of one backend that is broker, orchestrator and
+    /// state backend at once.
+    pub fn from_backend<B: Broker + Orchestrator + StateBackend + 'static>(
+        backend: Arc<B>,
+    ) -> Self {
         Components {
             broker: backend.clone(),
             orchestrator: backend.clone(),
@@ -192,14 +199,9 @@ fn open_backend(conf: &PynencConfig, memory: Option<MemoryBackend>) -> Result<Co
             conf.serializer,
         )),
         #[cfg(feature = "redis")]
-        "redis" => {
-            let backend = crate::backends::redis::RedisBackend::open(conf)?;
-            Ok(Components {
-                broker: backend.clone(),
-                orchestrator: backend.clone(),
-                state_backend: backend,
-            })
-        }
+        "redis" => Ok(Components::from_backend(
+            crate::backends::redis::RedisBackend::open(conf)?,
+        )),
         other => Err(PynencError::Config(ConfigError {
             source: conf
                 .source_of("backend")
@@ -440,13 +442,14 @@ impl Pynenc {
     /// Waits until every invocation in `ids` is final. Inside a runner the
     /// current invocation is paused meanwhile (blocking control).
     pub async fn wait_for(&self, ids: &[String]) -> Result<()> {
-        match context::current() {
-            Some(ctx) if ctx.runner.is_some() => match ctx.runner.clone() {
-                Some(host) => host.waiting_for_results(&ctx, ids).await,
-                None => Ok(()),
-            },
-            // outside any invocation nobody's slot is at stake: just wait
-            _ => self.orchestrator().wait_final(ids).await,
+        let ctx = context::current();
+        match ctx
+            .as_deref()
+            .and_then(|c| c.runner.as_ref().map(|host| (c, host)))
+        {
+            Some((ctx, host)) => host.waiting_for_results(ctx, ids).await,
+            // outside any runner nobody's slot is at stake: just wait
+            None => self.orchestrator().wait_final(ids).await,
         }
     }
 
@@ -480,7 +483,7 @@ impl Pynenc {
                 serializer: self.serializer(),
             };
             match run_body(def.body, input, ctx.clone()).await {
-                Err(e) if options.is_retriable(&e) && num_retries < options.max_retries => {
+                Err(e) if options.should_retry(&e, num_retries) => {
                     num_retries += 1;
                 }
                 other => break other,

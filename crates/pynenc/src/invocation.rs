@@ -82,6 +82,24 @@ pub struct SynchronousInvocation {
     pub(crate) serializer: crate::serializer::Serializer,
 }
 
+impl SynchronousInvocation {
+    /// Its end as a stored outcome would read.
+    fn as_outcome(&self) -> InvocationOutcome {
+        match &self.outcome {
+            Ok(result) => InvocationOutcome {
+                status: InvocationStatus::Success,
+                result: Some(result.clone()),
+                error: None,
+            },
+            Err(error) => InvocationOutcome {
+                status: InvocationStatus::Failed,
+                result: None,
+                error: Some(error.clone()),
+            },
+        }
+    }
+}
+
 /// An invocation of either kind, untyped.
 #[derive(Debug, Clone)]
 pub enum UntypedInvocation {
@@ -302,17 +320,12 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
                     outcome,
                 )
             }
-            UntypedInvocation::Synchronous(s) => match &s.outcome {
-                Ok(text) => s.serializer.deserialize(
-                    text,
-                    format_args!("result of invocation {}", s.invocation_id),
-                ),
-                Err(e) => Err(PynencError::TaskFailed {
-                    task_id: s.call.task_id.clone(),
-                    invocation_id: s.invocation_id.clone(),
-                    error: e.clone(),
-                }),
-            },
+            UntypedInvocation::Synchronous(s) => decode(
+                s.serializer,
+                &s.call.task_id,
+                &s.invocation_id,
+                s.as_outcome(),
+            ),
         }
     }
 

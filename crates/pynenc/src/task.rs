@@ -198,6 +198,11 @@ impl TaskOptions {
         error.is_retry() || self.retry_for.iter().any(|k| k == &error.kind)
     }
 
+    /// Whether `error`, after `retries` retries so far, is retried.
+    pub fn should_retry(&self, error: &TaskError, retries: u32) -> bool {
+        self.is_retriable(error) && retries < self.max_retries
+    }
+
     /// The arguments that identify a call for `Keys` concurrency.
     pub fn key_args(&self) -> Vec<&str> {
         self.key_arguments.iter().map(String::as_str).collect()

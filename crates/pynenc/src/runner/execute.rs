@@ -9,14 +9,16 @@ use crate::context::{self, InvocationContext};
 use crate::exceptions::{TaskError, PANIC_KIND};
 use crate::task::{TaskBody, TaskInput, TaskOutput};
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
+/// The task error for a panic with `payload`.
+fn panic_error(payload: &(dyn std::any::Any + Send)) -> TaskError {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "panic with a non-string payload".into()
-    }
+    };
+    TaskError::new(PANIC_KIND, format!("task panicked: {message}"))
 }
 
 /// Runs a task body with `ctx` as its context. A panic becomes a task error
@@ -34,10 +36,7 @@ pub(crate) async fn run_body(
             );
             match fut.await {
                 Ok(out) => out,
-                Err(payload) => Err(TaskError::new(
-                    PANIC_KIND,
-                    format!("task panicked: {}", panic_message(payload.as_ref())),
-                )),
+                Err(payload) => Err(panic_error(payload.as_ref())),
             }
         }
         TaskBody::Sync(f) => {
@@ -49,10 +48,7 @@ pub(crate) async fn run_body(
             .await;
             match joined {
                 Ok(Ok(out)) => out,
-                Ok(Err(payload)) => Err(TaskError::new(
-                    PANIC_KIND,
-                    format!("task panicked: {}", panic_message(payload.as_ref())),
-                )),
+                Ok(Err(payload)) => Err(panic_error(payload.as_ref())),
                 Err(e) => Err(TaskError::new(
                     PANIC_KIND,
                     format!("task thread failed: {e}"),

@@ -69,6 +69,8 @@ type FinishReply = tokio::sync::oneshot::Sender<Result<InvocationStatus>>;
 /// invocation queues its outcome, and whoever finds no flush in progress
 /// flushes everything queued in one `finish_many` (one lock, transaction or
 /// round trip for all of them). Alone, an invocation flushes itself at once.
+/// Where batching saves nothing ([`crate::Orchestrator::batches_finishes`]
+/// is false: the in-process backend), each end is recorded directly.
 #[derive(Default)]
 pub(crate) struct Finisher {
     queue: Mutex<Vec<(String, RunOutcome, FinishReply)>>,
@@ -92,6 +94,9 @@ impl Finisher {
         invocation_id: &str,
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
+        if !orch.batches_finishes() {
+            return orch.finish(invocation_id, runner_id, outcome).await;
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .lock()
@@ -133,6 +138,16 @@ impl Finisher {
     }
 }
 
+/// A new runner id: the kind, this process (`host:pid`) and 8 random hex
+/// digits.
+pub(crate) fn new_runner_id(kind: &str) -> String {
+    format!(
+        "{kind}@{}:{}",
+        util::process_context(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
 /// State shared by a runner and the invocations it runs.
 pub(crate) struct RunnerShared {
     pub(crate) runner_id: String,
@@ -161,12 +176,8 @@ impl InvocationHost for RunnerShared {
         invocation_id: &str,
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
-        let orch = app.orchestrator();
-        if !orch.batches_finishes() {
-            return orch.finish(invocation_id, &self.runner_id, outcome).await;
-        }
         self.finisher
-            .finish(orch, &self.runner_id, invocation_id, outcome)
+            .finish(app.orchestrator(), &self.runner_id, invocation_id, outcome)
             .await
     }
 
@@ -377,12 +388,12 @@ impl ThreadRunner {
 
     /// A runner with `max_parallel_slots` slots (at least 1).
     pub fn with_slots(app: &Pynenc, max_parallel_slots: usize) -> Self {
-        let runner_id = format!(
-            "ThreadRunner@{}:{}",
-            util::process_context(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        ThreadRunner::with_identity(app, max_parallel_slots, runner_id, false)
+        ThreadRunner::with_identity(
+            app,
+            max_parallel_slots,
+            new_runner_id("ThreadRunner"),
+            false,
+        )
     }
 
     /// A runner with a given id; `report_to_parent` makes it write the
@@ -628,20 +639,25 @@ fn spawn_invocation(
     running.insert(key, (kept, task.abort_handle()));
 }
 
-async fn ctx_host_finish(
-    ctx: &InvocationContext,
-    app: &Pynenc,
-    id: &str,
-    outcome: RunOutcome,
-) -> Result<InvocationStatus> {
-    match &ctx.runner {
-        Some(host) => host.finish(app, id, outcome).await,
-        None => {
-            app.orchestrator()
-                .finish(id, app.external_runner_id(), outcome)
-                .await
+/// Retry or failure for a run of `invocation_id` that ended with `error`:
+/// a retry while its task's options allow one (the retries so far are read
+/// only when the error is retriable at all).
+pub(crate) async fn failure_outcome(
+    orch: &Arc<dyn crate::Orchestrator>,
+    options: &crate::task::TaskOptions,
+    invocation_id: &str,
+    error: TaskError,
+) -> RunOutcome {
+    if options.is_retriable(&error) {
+        let retries = orch
+            .get_num_retries(invocation_id)
+            .await
+            .unwrap_or(u32::MAX);
+        if options.should_retry(&error, retries) {
+            return RunOutcome::Retry(error);
         }
     }
+    RunOutcome::Failed(error)
 }
 
 /// Runs one invocation that is already `RUNNING` for `host`: finds its task
@@ -683,7 +699,7 @@ pub(crate) async fn run_invocation(
         app: app.clone(),
         record: record.clone(),
         task_id: def.task_id,
-        runner: Some(host),
+        runner: Some(host.clone()),
         slot: tokio::sync::Mutex::new(SlotState { permit, waits: 0 }),
     });
     let input = TaskInput {
@@ -695,22 +711,18 @@ pub(crate) async fn run_invocation(
     let outcome = match output {
         Ok(result) => RunOutcome::Success(result),
         Err(error) => {
-            let retriable = options.is_retriable(&error);
-            let retries = if retriable {
-                orch.get_num_retries(id).await.unwrap_or(u32::MAX)
-            } else {
-                0
-            };
-            if retriable && retries < options.max_retries {
-                warn!(error = %error, retry = retries + 1, max_retries = options.max_retries, "invocation will be retried");
-                RunOutcome::Retry(error)
-            } else {
-                error!(error = %error, "invocation failed");
-                RunOutcome::Failed(error)
+            let outcome = failure_outcome(orch, options, id, error).await;
+            match &outcome {
+                RunOutcome::Retry(e) => {
+                    warn!(error = %e, max_retries = options.max_retries, "invocation will be retried")
+                }
+                RunOutcome::Failed(e) => error!(error = %e, "invocation failed"),
+                RunOutcome::Success(_) => {}
             }
+            outcome
         }
     };
-    let status = match ctx_host_finish(&ctx, app, id, outcome).await {
+    let status = match host.finish(app, id, outcome).await {
         Ok(status) => {
             debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished");
             status

@@ -61,7 +61,6 @@ use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::exceptions::{PynencError, Result, TaskError};
 use crate::invocation::InvocationRecord;
-use crate::orchestrator::RunOutcome;
 use crate::status::InvocationStatus;
 use crate::util;
 
@@ -499,11 +498,7 @@ impl ProcessRunner {
     pub fn with_processes(app: &Pynenc, max_processes: usize) -> Self {
         ProcessRunner {
             app: app.clone(),
-            runner_id: format!(
-                "ProcessRunner@{}:{}",
-                util::process_context(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
+            runner_id: super::new_runner_id("ProcessRunner"),
             max_processes: max_processes.max(1),
             stop: Arc::new(StopSignal::default()),
             crashes: CrashLedger::default(),
@@ -741,12 +736,7 @@ async fn record_crash(app: &Pynenc, owner: &str, id: &str, message: String) {
             Default::default()
         }
     };
-    let retries = orch.get_num_retries(id).await.unwrap_or(u32::MAX);
-    let outcome = if options.is_retriable(&error) && retries < options.max_retries {
-        RunOutcome::Retry(error)
-    } else {
-        RunOutcome::Failed(error)
-    };
+    let outcome = super::failure_outcome(orch, &options, id, error).await;
     if let Err(e) = orch.finish(id, owner, outcome).await {
         warn!(invocation_id = %id, error = %e, "could not record the crash");
     }
@@ -830,11 +820,7 @@ impl WorkerPool {
         WorkerPool {
             app: app.clone(),
             kind,
-            runner_id: format!(
-                "{kind}@{}:{}",
-                util::process_context(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
+            runner_id: super::new_runner_id(kind),
             size,
             slots_per_worker: slots_per_worker.max(1),
             stop: Arc::new(StopSignal::default()),
