@@ -127,7 +127,7 @@
 //! command. With AOF (`appendfsync always`) nothing acknowledged is lost
 //! across a Redis restart.
 
-mod combine;
+mod step;
 mod conn;
 mod notify;
 mod script;
@@ -142,7 +142,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Value};
 use tracing::{debug, error, warn};
 
-use self::combine::{unanswered, Op, STEP_ENDS};
+use self::step::STEP_ENDS;
 use self::conn::{Failure, Settings};
 use self::notify::Notifier;
 use self::script::{as_int, as_list, as_string, scripts, Reply, Step};
@@ -659,7 +659,7 @@ impl RedisBackend {
     }
 
     /// Pick-up; `start`: also `RUNNING` with this execution context (one
-    /// `step` script, see `combine.rs`).
+    /// `step` script, see `step.rs`).
     async fn pick(
         &self,
         runner_id: &str,
@@ -671,17 +671,7 @@ impl RedisBackend {
             return Ok(Vec::new());
         }
         let started = start.is_some();
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.run_step(vec![Op::Pick {
-            runner: runner_id.to_string(),
-            max,
-            start,
-            reply,
-        }])
-        .await;
-        let body = answer
-            .await
-            .unwrap_or_else(|_| Err(unanswered("a pick-up")))?;
+        let body = self.step_pick(runner_id, max, start.as_deref()).await?;
         let parts = as_list(&body);
         let picked = parts.first().map(as_list).unwrap_or_default();
         for key in parts
@@ -1090,23 +1080,10 @@ impl Orchestrator for RedisBackend {
         runner_id: &str,
         outcomes: Vec<(String, RunOutcome)>,
     ) -> Vec<Result<InvocationStatus>> {
-        // one `step` script per STEP_ENDS ends (see `combine.rs`)
+        // one `step` script per STEP_ENDS ends (see `step.rs`)
         let mut results = Vec::with_capacity(outcomes.len());
-        let mut outcomes = outcomes.into_iter().peekable();
-        while outcomes.peek().is_some() {
-            let items: Vec<(String, RunOutcome)> = outcomes.by_ref().take(STEP_ENDS).collect();
-            let n = items.len();
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            self.run_step(vec![Op::Finish {
-                runner: runner_id.to_string(),
-                items,
-                reply,
-            }])
-            .await;
-            match answer.await {
-                Ok(r) => results.extend(r),
-                Err(_) => results.extend((0..n).map(|_| Err(unanswered("the end of a run")))),
-            }
+        for items in outcomes.chunks(STEP_ENDS) {
+            results.extend(self.step_finish(runner_id, items).await);
         }
         results
     }
