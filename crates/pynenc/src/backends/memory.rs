@@ -170,6 +170,28 @@ impl MemState {
             })
     }
 
+    /// Lists a `REGISTERED` invocation under its registration key.
+    fn index_registered(&mut self, record: &InvocationRecord, seq: u64, id: &Arc<str>) {
+        if let Some(key) = &record.concurrency.registration_key {
+            self.registered_by_key
+                .entry(key.clone())
+                .or_default()
+                .insert((record.created_at_us, seq), id.clone());
+        }
+    }
+
+    /// Takes an invocation off its registration key's list.
+    fn unindex_registered(&mut self, record: &InvocationRecord, seq: u64) {
+        if let Some(key) = &record.concurrency.registration_key {
+            if let Some(set) = self.registered_by_key.get_mut(key) {
+                set.remove(&(record.created_at_us, seq));
+                if set.is_empty() {
+                    self.registered_by_key.remove(key);
+                }
+            }
+        }
+    }
+
     fn notify_final(&mut self, id: &str) {
         match self.final_waiters.remove(id) {
             Some(Waiters::One(w)) => release(&w),
@@ -193,12 +215,7 @@ impl StoreTxn for MemState {
                 .insert((record.scheduled_at_us.unwrap_or(0), seq), id.clone());
         }
         if status.status == InvocationStatus::Registered {
-            if let Some(key) = &record.concurrency.registration_key {
-                self.registered_by_key
-                    .entry(key.clone())
-                    .or_default()
-                    .insert((record.created_at_us, seq), id.clone());
-            }
+            self.index_registered(record, seq, &id);
         }
         self.invocations.insert(
             id.clone(),
@@ -255,22 +272,10 @@ impl StoreTxn for MemState {
             self.owned.insert((now_us, seq), id.clone());
         }
         if old == InvocationStatus::Registered && new != InvocationStatus::Registered {
-            if let Some(key) = &record.concurrency.registration_key {
-                if let Some(set) = self.registered_by_key.get_mut(key) {
-                    set.remove(&(record.created_at_us, seq));
-                    if set.is_empty() {
-                        self.registered_by_key.remove(key);
-                    }
-                }
-            }
+            self.unindex_registered(&record, seq);
         }
         if new == InvocationStatus::Registered && old != InvocationStatus::Registered {
-            if let Some(key) = &record.concurrency.registration_key {
-                self.registered_by_key
-                    .entry(key.clone())
-                    .or_default()
-                    .insert((record.created_at_us, seq), id.clone());
-            }
+            self.index_registered(&record, seq, &id);
         }
         if let Some(key) = &record.concurrency.running_key {
             match (old.is_owned_running(), new.is_owned_running()) {
@@ -526,11 +531,7 @@ impl StoreTxn for MemState {
         self.owned.remove(&(e.status_at, e.seq));
         self.scheduled
             .remove(&(e.record.scheduled_at_us.unwrap_or(0), e.seq));
-        if let Some(key) = &e.record.concurrency.registration_key {
-            if let Some(set) = self.registered_by_key.get_mut(key) {
-                set.remove(&(e.record.created_at_us, e.seq));
-            }
-        }
+        self.unindex_registered(&e.record, e.seq);
         self.blocking_order.remove(&(e.record.created_at_us, e.seq));
         self.remove_edges_of(&id)?;
         self.notify_final(&id);

@@ -1223,18 +1223,14 @@ impl<'a> SqliteTxn<'a> {
         if !self.rows.contains_key(invocation_id) {
             let op = "reading an invocation";
             let key = inv(invocation_id);
-            let found: Option<RowColumns> = self
-                .stmt(
-                    "SELECT rid, status, owner, running_key, waited FROM invocations
+            let found: Option<RowColumns> = self.opt_row(
+                "SELECT rid, status, owner, running_key, waited FROM invocations
                      WHERE app = ?1 AND invocation_id = ?2",
-                    op,
-                    key,
-                )?
-                .query_row(params![self.app(), invocation_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .optional()
-                .map_err(|e| self.ctx.err(e, op, key))?;
+                op,
+                key,
+                params![self.app(), invocation_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?;
             let Some((rid, code, owner, running_key, waited)) = found else {
                 return Ok(None);
             };
@@ -1270,15 +1266,13 @@ impl<'a> SqliteTxn<'a> {
     fn status_code_of(&mut self, invocation_id: &str) -> Result<Option<InvocationStatus>> {
         let op = "reading a status";
         let key = inv(invocation_id);
-        let code: Option<i64> = self
-            .stmt(
-                "SELECT status FROM invocations WHERE app = ?1 AND invocation_id = ?2",
-                op,
-                key,
-            )?
-            .query_row(params![self.app(), invocation_id], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.ctx.err(e, op, key))?;
+        let code: Option<i64> = self.opt_row(
+            "SELECT status FROM invocations WHERE app = ?1 AND invocation_id = ?2",
+            op,
+            key,
+            params![self.app(), invocation_id],
+            |r| r.get(0),
+        )?;
         code.map(|c| self.parse_status(invocation_id, c))
             .transpose()
     }
@@ -1293,11 +1287,13 @@ impl<'a> SqliteTxn<'a> {
         }
         let op = "interning a name";
         let key = Key::Of("name", name);
-        let found: Option<i64> = self
-            .stmt("SELECT name_id FROM names WHERE name = ?1", op, key)?
-            .query_row(params![name], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.ctx.err(e, op, key))?;
+        let found: Option<i64> = self.opt_row(
+            "SELECT name_id FROM names WHERE name = ?1",
+            op,
+            key,
+            params![name],
+            |r| r.get(0),
+        )?;
         let id = match found {
             Some(id) => id,
             None => self
@@ -1388,6 +1384,21 @@ impl<'a> SqliteTxn<'a> {
         Ok(rows.into_iter().map(|(_, id)| id).collect())
     }
 
+    /// The one row `sql` finds, if any, mapped by `f`.
+    fn opt_row<T>(
+        &self,
+        sql: &str,
+        op: &str,
+        key: Key<'_>,
+        args: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>> {
+        self.stmt(sql, op, key)?
+            .query_row(args, f)
+            .optional()
+            .map_err(|e| self.ctx.err(e, op, key))
+    }
+
     fn exec(
         &self,
         sql: &str,
@@ -1465,21 +1476,22 @@ impl StoreTxn for SqliteTxn<'_> {
         let op = "reading an invocation";
         let key = inv(invocation_id);
         let json: Option<String> = match self.rows.get(invocation_id) {
-            Some(row) => self
-                .stmt("SELECT record FROM records WHERE rid = ?1", op, key)?
-                .query_row(params![row.rid], |r| r.get(0))
-                .optional(),
-            None => self
-                .stmt(
-                    "SELECT r.record FROM invocations AS i JOIN records AS r ON r.rid = i.rid
-                     WHERE i.app = ?1 AND i.invocation_id = ?2",
-                    op,
-                    key,
-                )?
-                .query_row(params![self.app(), invocation_id], |r| r.get(0))
-                .optional(),
-        }
-        .map_err(|e| self.ctx.err(e, op, key))?;
+            Some(row) => self.opt_row(
+                "SELECT record FROM records WHERE rid = ?1",
+                op,
+                key,
+                params![row.rid],
+                |r| r.get(0),
+            )?,
+            None => self.opt_row(
+                "SELECT r.record FROM invocations AS i JOIN records AS r ON r.rid = i.rid
+                 WHERE i.app = ?1 AND i.invocation_id = ?2",
+                op,
+                key,
+                params![self.app(), invocation_id],
+                |r| r.get(0),
+            )?,
+        };
         json.map(|j| {
             serde_json::from_str::<InvocationRecord>(&j)
                 .map(Arc::new)
@@ -1603,15 +1615,13 @@ impl StoreTxn for SqliteTxn<'_> {
     fn get_retries(&mut self, invocation_id: &str) -> Result<u32> {
         let op = "reading retries";
         let key = inv(invocation_id);
-        let n: Option<i64> = self
-            .stmt(
-                "SELECT retries FROM invocations WHERE app = ?1 AND invocation_id = ?2",
-                op,
-                key,
-            )?
-            .query_row(params![self.app(), invocation_id], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.ctx.err(e, op, key))?;
+        let n: Option<i64> = self.opt_row(
+            "SELECT retries FROM invocations WHERE app = ?1 AND invocation_id = ?2",
+            op,
+            key,
+            params![self.app(), invocation_id],
+            |r| r.get(0),
+        )?;
         let n = n.ok_or_else(|| self.ctx.not_found(invocation_id))?;
         Ok(u32::try_from(n).unwrap_or(0))
     }
@@ -1619,16 +1629,14 @@ impl StoreTxn for SqliteTxn<'_> {
     fn increment_retries(&mut self, invocation_id: &str) -> Result<u32> {
         let op = "counting a retry";
         let key = inv(invocation_id);
-        let n: Option<i64> = self
-            .stmt(
-                "UPDATE invocations SET retries = retries + 1
+        let n: Option<i64> = self.opt_row(
+            "UPDATE invocations SET retries = retries + 1
                  WHERE app = ?1 AND invocation_id = ?2 RETURNING retries",
-                op,
-                key,
-            )?
-            .query_row(params![self.app(), invocation_id], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.ctx.err(e, op, key))?;
+            op,
+            key,
+            params![self.app(), invocation_id],
+            |r| r.get(0),
+        )?;
         let n = n.ok_or_else(|| self.ctx.not_found(invocation_id))?;
         Ok(u32::try_from(n).unwrap_or(0))
     }
@@ -1667,19 +1675,15 @@ impl StoreTxn for SqliteTxn<'_> {
     fn get_outcome(&mut self, invocation_id: &str) -> Result<Option<InvocationOutcome>> {
         let op = "reading an outcome";
         let key = inv(invocation_id);
-        let row: Option<(i64, Option<String>, Option<String>)> = self
-            .stmt(
-                "SELECT i.status, o.result, o.error FROM invocations AS i
+        let row: Option<(i64, Option<String>, Option<String>)> = self.opt_row(
+            "SELECT i.status, o.result, o.error FROM invocations AS i
                  LEFT JOIN outcomes AS o ON o.rid = i.rid
                  WHERE i.app = ?1 AND i.invocation_id = ?2",
-                op,
-                key,
-            )?
-            .query_row(params![self.app(), invocation_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()
-            .map_err(|e| self.ctx.err(e, op, key))?;
+            op,
+            key,
+            params![self.app(), invocation_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         row.map(|(status, result, error)| {
             let error = error
                 .map(|j| {
@@ -1970,14 +1974,13 @@ impl StoreTxn for SqliteTxn<'_> {
     fn get_heartbeat(&mut self, runner_id: &str) -> Result<Option<i64>> {
         let op = "reading a heartbeat";
         let key = Key::Of("runner", runner_id);
-        self.stmt(
+        self.opt_row(
             "SELECT beat_us FROM heartbeats WHERE app = ?1 AND runner_id = ?2",
             op,
             key,
-        )?
-        .query_row(params![self.app(), runner_id], |r| r.get(0))
-        .optional()
-        .map_err(|e| self.ctx.err(e, op, key))
+            params![self.app(), runner_id],
+            |r| r.get(0),
+        )
     }
 
     fn remove_heartbeat(&mut self, runner_id: &str) -> Result<()> {
@@ -2054,10 +2057,6 @@ impl StoreTxn for SqliteTxn<'_> {
     fn on_final(&mut self, invocation_id: &str) {
         self.effects.finals.push(invocation_id.to_string());
     }
-
-    fn on_enqueue(&mut self) {
-        self.effects.enqueued = true;
-    }
 }
 
 #[cfg(test)]
@@ -2078,6 +2077,13 @@ mod tests {
 
     fn open_app(path: &Path, app_id: &str) -> Arc<SqliteStore> {
         SqliteStore::open_path(path, app_id, Duration::from_secs(10), MS, 20 * MS).unwrap()
+    }
+
+    /// A store of app `app` on a fresh file (kept while the directory lives).
+    fn fresh() -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_app(&dir.path().join("p.db"), "app");
+        (dir, store)
     }
 
     fn record(id: &str, created_at_us: i64, concurrency: ConcurrencySpec) -> Arc<InvocationRecord> {
@@ -2335,8 +2341,7 @@ mod tests {
 
     #[tokio::test]
     async fn new_ids_are_unique_and_in_creation_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         let ids = store
             .atomic(|t| {
                 let mut ids = Vec::new();
@@ -2383,8 +2388,7 @@ mod tests {
 
     #[tokio::test]
     async fn names_of_a_rolled_back_section_are_forgotten() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         store
             .atomic(|t| t.insert_invocation(&plain("a", 1), &st(Registered, None)))
             .await
@@ -2446,8 +2450,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_section_sees_its_own_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         store
             .atomic(|t| {
                 let spec = ConcurrencySpec {
@@ -2637,8 +2640,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_rolls_back_the_whole_section() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         let err = store
             .atomic(|t| {
                 t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
@@ -2667,8 +2669,7 @@ mod tests {
 
     #[tokio::test]
     async fn queue_is_fifo() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         let out = store
             .atomic(|t| {
                 for id in ["a", "b", "c", "d", "a"] {
@@ -2697,8 +2698,7 @@ mod tests {
 
     #[tokio::test]
     async fn enqueue_front_goes_before_queued_work() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         let out = store
             .atomic(|t| {
                 t.enqueue("a")?;
@@ -2715,8 +2715,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrency_indexes_follow_put_status() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         store
             .atomic(|t| {
                 let spec = ConcurrencySpec {
@@ -2758,8 +2757,7 @@ mod tests {
 
     #[tokio::test]
     async fn controlled_invocations_come_back_in_park_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         let out = store
             .atomic(|t| {
                 for id in ["c", "a", "b"] {
@@ -2779,8 +2777,7 @@ mod tests {
 
     #[tokio::test]
     async fn scheduled_and_final_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         store
             .atomic(|t| {
                 for (id, at) in [("s1", 100), ("s2", 50), ("s3", 200)] {
@@ -2813,8 +2810,7 @@ mod tests {
 
     #[tokio::test]
     async fn call_edges() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         store
             .atomic(|t| {
                 t.add_edge("inv1", "A", "B")?;
@@ -2842,8 +2838,7 @@ mod tests {
 
     #[tokio::test]
     async fn blocking_candidates_are_available_waited_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         store
             .atomic(|t| {
                 for (id, created) in [("w1", 30), ("w2", 10), ("w3", 20), ("free", 1)] {
@@ -2870,8 +2865,7 @@ mod tests {
 
     #[tokio::test]
     async fn outcome_history_and_retries_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         store
             .atomic(|t| {
                 t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
@@ -2974,8 +2968,7 @@ mod tests {
 
     #[tokio::test]
     async fn heartbeats_leases_and_owned_claims() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         store
             .atomic(|t| {
                 assert_eq!(t.get_heartbeat("r1")?, None);
@@ -3020,8 +3013,7 @@ mod tests {
 
     #[tokio::test]
     async fn engine_routes_picks_runs_and_finishes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         let backend = TxnBackend::new(store.clone(), Serializer::Json);
         let routed = backend
             .route_calls(vec![request("tests.add", 1)])
@@ -3198,8 +3190,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_20_mb_argument_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open_app(&dir.path().join("p.db"), "app");
+        let (_dir, store) = fresh();
         let backend = TxnBackend::new(store, Serializer::Json);
         let big: String = "0123456789abcdef".repeat(20 * 1024 * 1024 / 16);
         let mut req = request("tests.big", 0);

@@ -52,7 +52,6 @@ impl<S: AtomicStore> Broker for TxnBackend<S> {
                 for id in &ids {
                     t.enqueue(id)?;
                 }
-                t.on_enqueue();
                 Ok(())
             })
             .await

@@ -83,7 +83,6 @@ fn transition_from(
                 )?;
                 txn.enqueue(&parked)?;
             }
-            txn.on_enqueue();
         }
         txn.remove_edges_of(invocation_id)?;
     }
@@ -151,7 +150,6 @@ pub fn route(
     now_us: i64,
 ) -> Result<Vec<RouteOutcome>> {
     let mut outcomes = Vec::with_capacity(requests.len());
-    let mut queued = false;
     for req in requests {
         // the call id is a hash of every argument: only compute it when needed
         let needs_id = req.parent_call_id.is_some() || req.concurrency.registration_key.is_some();
@@ -220,7 +218,6 @@ pub fn route(
         })?;
         if status == InvocationStatus::Registered {
             txn.enqueue(&record.invocation_id)?;
-            queued = true;
         }
         if let (Some(parent), Some(parent_call)) = (
             req.parent_invocation_id.as_deref(),
@@ -229,9 +226,6 @@ pub fn route(
             txn.add_edge(parent, parent_call, &call_id)?;
         }
         outcomes.push(RouteOutcome::New(record));
-    }
-    if queued {
-        txn.on_enqueue();
     }
     Ok(outcomes)
 }
@@ -384,7 +378,6 @@ pub fn finish(
     if to == InvocationStatus::Retry {
         txn.increment_retries(invocation_id)?;
         txn.enqueue(invocation_id)?;
-        txn.on_enqueue();
     }
     Ok(to)
 }
@@ -413,7 +406,6 @@ pub fn kill_and_reroute(
         now_us,
     )?;
     txn.enqueue_front(invocation_id)?;
-    txn.on_enqueue();
     Ok(())
 }
 
@@ -423,9 +415,6 @@ pub fn promote_scheduled(txn: &mut dyn StoreTxn, actor: &str, now_us: i64) -> Re
     for id in &due {
         transition(txn, id, InvocationStatus::Registered, actor, None, now_us)?;
         txn.enqueue(id)?;
-    }
-    if !due.is_empty() {
-        txn.on_enqueue();
     }
     Ok(due.len())
 }
@@ -499,9 +488,6 @@ pub fn recover(
         transition(txn, &id, InvocationStatus::Rerouted, actor, None, now_us)?;
         txn.enqueue_front(&id)?;
         recovered.push(id);
-    }
-    if !recovered.is_empty() {
-        txn.on_enqueue();
     }
     Ok(recovered)
 }

@@ -83,7 +83,8 @@ pub trait StoreTxn {
     /// Takes every invocation parked on the key, oldest first.
     fn take_controlled(&mut self, running_key: &str) -> Result<Vec<String>>;
 
-    /// Appends an id to the queue.
+    /// Appends an id to the queue (a backend with notifications wakes
+    /// runners once the section commits).
     fn enqueue(&mut self, invocation_id: &str) -> Result<()>;
     /// Puts an id at the head of the queue: work taken back from a dead or
     /// stopped runner runs before new work. The default appends.
@@ -142,8 +143,6 @@ pub trait StoreTxn {
 
     /// Called when an invocation became final (a backend with notifications wakes waiters).
     fn on_final(&mut self, _invocation_id: &str) {}
-    /// Called when ids were queued (a backend with notifications wakes runners).
-    fn on_enqueue(&mut self) {}
 }
 
 /// A backend that runs closures over a [`StoreTxn`] atomically.

@@ -127,10 +127,10 @@
 //! command. With AOF (`appendfsync always`) nothing acknowledged is lost
 //! across a Redis restart.
 
-mod step;
 mod conn;
 mod notify;
 mod script;
+mod step;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -142,10 +142,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Value};
 use tracing::{debug, error, warn};
 
-use self::step::STEP_ENDS;
 use self::conn::{Failure, Settings};
 use self::notify::Notifier;
 use self::script::{as_int, as_list, as_string, scripts, Reply, Step};
+use self::step::STEP_ENDS;
 use crate::broker::Broker;
 use crate::call::Call;
 use crate::conf::PynencConfig;
