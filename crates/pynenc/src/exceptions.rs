@@ -321,6 +321,26 @@ impl PynencError {
         }
     }
 
+    /// No invocation `invocation_id`; `message` says during what.
+    pub fn not_found(invocation_id: &str, message: &str) -> Self {
+        PynencError::InvocationNotFound {
+            invocation_id: invocation_id.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Calling `callee_call_id` from `parent_call_id` closes the cycle
+    /// `call_ids`.
+    pub fn cycle(parent_call_id: &str, callee_call_id: &str, call_ids: Vec<String>) -> Self {
+        let message = format!(
+            "calling {} from {} would close the cycle {}; an invocation would wait for itself",
+            callee_call_id,
+            parent_call_id,
+            call_ids.join(" -> ")
+        );
+        PynencError::CycleDetected { call_ids, message }
+    }
+
     /// A serialization error.
     pub fn serialization(
         action: &str,

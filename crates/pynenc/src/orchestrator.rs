@@ -90,6 +90,46 @@ pub struct RouteRequest {
     pub actor: String,
 }
 
+impl RouteRequest {
+    /// Whether routing needs the call id (a hash of every argument): for
+    /// cycle control under a parent, and for registration concurrency.
+    pub fn needs_call_id(&self) -> bool {
+        self.parent_call_id.is_some() || self.concurrency.registration_key.is_some()
+    }
+
+    /// How this call's arguments differ from those of `existing`, the
+    /// invocation registered under the same key (`None`: the same call).
+    pub fn registration_diff(
+        &self,
+        existing: &InvocationRecord,
+        same_call: bool,
+        serializer: crate::serializer::Serializer,
+    ) -> Option<String> {
+        (!same_call).then(|| {
+            existing
+                .call
+                .arguments
+                .diff(&self.call.arguments, serializer)
+        })
+    }
+
+    /// The error for a call refused because `existing_invocation_id` is
+    /// registered under the same key with other arguments.
+    pub fn registration_conflict(
+        &self,
+        existing_invocation_id: String,
+        new_call_id: String,
+        diff: String,
+    ) -> crate::PynencError {
+        crate::PynencError::InvocationConcurrencyWithDifferentArguments {
+            task_id: self.call.task_id.clone(),
+            existing_invocation_id,
+            new_call_id,
+            diff,
+        }
+    }
+}
+
 /// What routing a call produced.
 #[derive(Debug, Clone)]
 pub enum RouteOutcome {

@@ -13,13 +13,6 @@ use crate::serializer::Serializer;
 use crate::state_backend::HistoryStep;
 use crate::status::{InvocationStatus, StatusRecord};
 
-fn not_found(id: &str, during: &str) -> PynencError {
-    PynencError::InvocationNotFound {
-        invocation_id: id.to_string(),
-        message: during.to_string(),
-    }
-}
-
 /// Sets `to` on an invocation for `actor`, if the state machine allows it,
 /// records it in the history, and applies what the new status implies.
 pub fn transition(
@@ -32,7 +25,7 @@ pub fn transition(
 ) -> Result<StatusRecord> {
     let current = txn
         .get_status(invocation_id)?
-        .ok_or_else(|| not_found(invocation_id, &format!("while setting it {to}")))?;
+        .ok_or_else(|| PynencError::not_found(invocation_id, &format!("while setting it {to}")))?;
     transition_from(
         txn,
         invocation_id,
@@ -130,15 +123,7 @@ fn check_cycle(txn: &mut dyn StoreTxn, parent_call_id: &str, callee_call_id: &st
     };
     match cycle {
         None => Ok(()),
-        Some(call_ids) => {
-            let message = format!(
-                "calling {} from {} would close the cycle {}; an invocation would wait for itself",
-                callee_call_id,
-                parent_call_id,
-                call_ids.join(" -> ")
-            );
-            Err(PynencError::CycleDetected { call_ids, message })
-        }
+        Some(call_ids) => Err(PynencError::cycle(parent_call_id, callee_call_id, call_ids)),
     }
 }
 
@@ -152,8 +137,7 @@ pub fn route(
     let mut outcomes = Vec::with_capacity(requests.len());
     for req in requests {
         // the call id is a hash of every argument: only compute it when needed
-        let needs_id = req.parent_call_id.is_some() || req.concurrency.registration_key.is_some();
-        let call_id = if needs_id {
+        let call_id = if req.needs_call_id() {
             req.call.call_id()
         } else {
             String::new()
@@ -163,21 +147,13 @@ pub fn route(
         }
         if let Some(key) = &req.concurrency.registration_key {
             if let Some(existing_id) = txn.find_registered(key)? {
-                let record = txn
-                    .get_invocation(&existing_id)?
-                    .ok_or_else(|| not_found(&existing_id, "registered under a concurrency key"))?;
-                let diff = if record.call.call_id() == call_id {
-                    None
-                } else {
-                    Some(record.call.arguments.diff(&req.call.arguments, serializer))
-                };
+                let record = txn.get_invocation(&existing_id)?.ok_or_else(|| {
+                    PynencError::not_found(&existing_id, "registered under a concurrency key")
+                })?;
+                let diff =
+                    req.registration_diff(&record, record.call.call_id() == call_id, serializer);
                 if let (Some(diff), true) = (&diff, req.concurrency.on_diff_non_key_args_raise) {
-                    return Err(PynencError::InvocationConcurrencyWithDifferentArguments {
-                        task_id: req.call.task_id.clone(),
-                        existing_invocation_id: existing_id,
-                        new_call_id: call_id,
-                        diff: diff.clone(),
-                    });
+                    return Err(req.registration_conflict(existing_id, call_id, diff.clone()));
                 }
                 if let (Some(parent), Some(parent_call)) = (
                     req.parent_invocation_id.as_deref(),
@@ -356,7 +332,7 @@ pub fn finish(
     // check first, so that a refused finish writes nothing
     let current = txn
         .get_status(invocation_id)?
-        .ok_or_else(|| not_found(invocation_id, "while finishing it"))?;
+        .ok_or_else(|| PynencError::not_found(invocation_id, "while finishing it"))?;
     let to = match &outcome {
         RunOutcome::Success(_) => InvocationStatus::Success,
         RunOutcome::Retry(_) => InvocationStatus::Retry,
@@ -439,7 +415,12 @@ pub fn waiting_for_results(
         match txn.get_status(id)? {
             Some(s) if s.status.is_final() => {}
             Some(_) => open.push(id.clone()),
-            None => return Err(not_found(id, "while registering a wait for it")),
+            None => {
+                return Err(PynencError::not_found(
+                    id,
+                    "while registering a wait for it",
+                ))
+            }
         }
     }
     if !open.is_empty() {

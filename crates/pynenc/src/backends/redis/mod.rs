@@ -245,13 +245,6 @@ fn corrupt(key: &str, field: &str, reason: impl std::fmt::Display) -> PynencErro
     ))
 }
 
-fn not_found(id: &str, message: &str) -> PynencError {
-    PynencError::InvocationNotFound {
-        invocation_id: id.to_string(),
-        message: message.to_string(),
-    }
-}
-
 pub(crate) fn bytes(s: impl Into<String>) -> Vec<u8> {
     s.into().into_bytes()
 }
@@ -509,7 +502,9 @@ impl RedisBackend {
         let s = |i: usize| f.get(i).and_then(as_string);
         let kind = s(0).unwrap_or_default();
         match kind.as_str() {
-            "NOT_FOUND" => not_found(&s(1).unwrap_or_default(), &s(2).unwrap_or_default()),
+            "NOT_FOUND" => {
+                PynencError::not_found(&s(1).unwrap_or_default(), &s(2).unwrap_or_default())
+            }
             "TRANSITION" => {
                 let id = s(1).unwrap_or_default();
                 let from = s(2).unwrap_or_default();
@@ -551,13 +546,7 @@ impl RedisBackend {
                 let call_ids: Vec<String> = f[1..].iter().filter_map(as_string).collect();
                 let parent = call_ids.first().cloned().unwrap_or_default();
                 let callee = call_ids.get(1).cloned().unwrap_or_default();
-                let message = format!(
-                    "calling {} from {} would close the cycle {}; an invocation would wait for itself",
-                    callee,
-                    parent,
-                    call_ids.join(" -> ")
-                );
-                PynencError::CycleDetected { call_ids, message }
+                PynencError::cycle(&parent, &callee, call_ids)
             }
             other => PynencError::backend(format!(
                 "redis at {}: script failure {other}: {:?}",
@@ -634,7 +623,7 @@ impl RedisBackend {
         ids.iter()
             .zip(statuses)
             .map(|(id, st)| match st {
-                None => Err(not_found(id, "while waiting for its result")),
+                None => Err(PynencError::not_found(id, "while waiting for its result")),
                 Some(st) => Ok(self.parse_status(id, &st)?.is_final()),
             })
             .collect()
@@ -775,7 +764,7 @@ impl StateBackend for RedisBackend {
         ]);
         let (mut fields,): (Vec<Value>,) = self.query("HMGET record", &pipe).await?;
         if matches!(fields.first(), None | Some(Value::Nil)) {
-            return Err(not_found(invocation_id, ""));
+            return Err(PynencError::not_found(invocation_id, ""));
         }
         fields[0] = Value::BulkString(invocation_id.as_bytes().to_vec());
         self.decode_record(&fields)
@@ -787,7 +776,7 @@ impl StateBackend for RedisBackend {
             .script(&scripts().small, &[bytes("history"), bytes(invocation_id)])
             .await?;
         let Value::Array(fields) = v else {
-            return Err(not_found(invocation_id, ""));
+            return Err(PynencError::not_found(invocation_id, ""));
         };
         type Raw = (String, Option<String>, String, i64, Option<String>);
         let mut out = Vec::new();
@@ -830,7 +819,8 @@ impl StateBackend for RedisBackend {
             .iter()
             .zip(rows)
             .map(|(id, (status, result, error))| {
-                let status = status.ok_or_else(|| not_found(id, "while reading its result"))?;
+                let status =
+                    status.ok_or_else(|| PynencError::not_found(id, "while reading its result"))?;
                 let status = self.parse_status(id, &status)?;
                 let error = match error {
                     Some(e) => Some(
@@ -917,13 +907,11 @@ impl Orchestrator for RedisBackend {
             args.push(flags.into_bytes());
             // the call id serves cycle control (with a parent) and
             // registration concurrency; computing it costs a hash
-            args.push(
-                if req.parent_call_id.is_some() || c.registration_key.is_some() {
-                    bytes(req.call.call_id())
-                } else {
-                    Vec::new()
-                },
-            );
+            args.push(if req.needs_call_id() {
+                bytes(req.call.call_id())
+            } else {
+                Vec::new()
+            });
             args.push(opt_bytes(req.parent_invocation_id.as_deref()));
             args.push(opt_bytes(req.parent_call_id.as_deref()));
             args.push(opt_bytes(c.registration_key.as_deref()));
@@ -949,15 +937,15 @@ impl Orchestrator for RedisBackend {
                     let req = requests.get(idx).ok_or_else(|| {
                         PynencError::backend("route: conflict on an unknown request")
                     })?;
-                    return Err(PynencError::InvocationConcurrencyWithDifferentArguments {
-                        task_id: req.call.task_id.clone(),
-                        existing_invocation_id: record.invocation_id.clone(),
-                        new_call_id: req.call.call_id(),
-                        diff: record
-                            .call
-                            .arguments
-                            .diff(&req.call.arguments, self.serializer),
-                    });
+                    let diff = record
+                        .call
+                        .arguments
+                        .diff(&req.call.arguments, self.serializer);
+                    return Err(req.registration_conflict(
+                        record.invocation_id,
+                        req.call.call_id(),
+                        diff,
+                    ));
                 }
                 return Err(self.script_failure(&f));
             }
@@ -1002,16 +990,7 @@ impl Orchestrator for RedisBackend {
                 Some("R") => {
                     let same = o.get(1).and_then(as_int) == Some(1);
                     let record = self.decode_record(o.get(2..).unwrap_or_default())?;
-                    let diff = if same {
-                        None
-                    } else {
-                        Some(
-                            record
-                                .call
-                                .arguments
-                                .diff(&req.call.arguments, self.serializer),
-                        )
-                    };
+                    let diff = req.registration_diff(&record, same, self.serializer);
                     out.push(RouteOutcome::Reused {
                         record: Arc::new(record),
                         diff,
@@ -1102,7 +1081,7 @@ impl Orchestrator for RedisBackend {
             .arg(&["status", "owner"]);
         let ((status, owner),): ((Option<String>, Option<String>),) =
             self.query("HMGET status", &pipe).await?;
-        let status = status.ok_or_else(|| not_found(invocation_id, ""))?;
+        let status = status.ok_or_else(|| PynencError::not_found(invocation_id, ""))?;
         Ok(StatusRecord {
             status: self.parse_status(invocation_id, &status)?,
             // a released owner is stored empty
@@ -1117,7 +1096,7 @@ impl Orchestrator for RedisBackend {
         let ((status, retries),): ((Option<String>, Option<String>),) =
             self.query("HMGET retries", &pipe).await?;
         if status.is_none() {
-            return Err(not_found(invocation_id, ""));
+            return Err(PynencError::not_found(invocation_id, ""));
         }
         match retries {
             None => Ok(0),
