@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::exceptions::{PynencError, Result, TaskError};
 use crate::invocation::InvocationRecord;
 use crate::state_backend::{HistoryEntry, HistoryStep, InvocationOutcome};
 use crate::status::{InvocationStatus, StatusRecord};
-use crate::store::{AtomicStore, StoreTxn};
+use crate::store::{AtomicStore, StoreTxn, WorkSignal};
 
 /// A process-wide home for memory stores, one per `app_id`: apps built on
 /// the same `MemoryBackend` share data only with apps of the same id.
@@ -138,8 +138,7 @@ struct MemState {
 #[derive(Default)]
 pub struct MemStore {
     state: Mutex<MemState>,
-    epoch: AtomicU64,
-    work: Notify,
+    work: WorkSignal,
 }
 
 impl MemState {
@@ -598,8 +597,7 @@ impl StoreTxn for MemState {
 impl MemStore {
     fn after(&self, enqueued: bool) {
         if enqueued {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            self.work.notify_waiters();
+            self.work.bump();
         }
     }
 }
@@ -625,17 +623,11 @@ impl AtomicStore for MemStore {
     }
 
     fn work_epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+        self.work.epoch()
     }
 
     async fn wait_for_work(&self, epoch: u64, timeout: Duration) {
-        let notified = self.work.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.epoch.load(Ordering::Acquire) != epoch {
-            return;
-        }
-        let _ = tokio::time::timeout(timeout, notified).await;
+        self.work.wait(epoch, timeout).await
     }
 
     fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {

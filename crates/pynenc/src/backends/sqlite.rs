@@ -90,7 +90,6 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +103,7 @@ use crate::exceptions::{PynencError, Result, TaskError};
 use crate::invocation::InvocationRecord;
 use crate::state_backend::{HistoryEntry, HistoryStep, InvocationOutcome};
 use crate::status::{InvocationStatus, StatusRecord};
-use crate::store::{AtomicStore, StoreTxn};
+use crate::store::{AtomicStore, StoreTxn, WorkSignal};
 
 /// The schema version this library writes and understands.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -690,8 +689,7 @@ struct Inner {
     /// Idle read-only connections.
     readers: Mutex<Vec<Connection>>,
     read_gate: Arc<Semaphore>,
-    epoch: AtomicU64,
-    work: Notify,
+    work: WorkSignal,
     final_waiters: Mutex<FxHashMap<String, Vec<Arc<Notify>>>>,
     /// Committed rows of `names` (they are never changed or deleted).
     names: Mutex<FxHashMap<String, i64>>,
@@ -844,8 +842,7 @@ impl Inner {
             names.extend(effects.names);
         }
         if effects.enqueued {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            self.work.notify_waiters();
+            self.work.bump();
         }
         if effects.purged || !effects.finals.is_empty() {
             let waiters = self.final_waiters.lock();
@@ -996,8 +993,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 write_queue: Mutex::new(WriteQueue::default()),
                 read_gate: Arc::new(Semaphore::new(READ_CONNECTIONS)),
-                epoch: AtomicU64::new(0),
-                work: Notify::new(),
+                work: WorkSignal::default(),
                 final_waiters: Mutex::new(FxHashMap::default()),
                 names: Mutex::new(FxHashMap::default()),
             }),
@@ -1053,16 +1049,15 @@ impl AtomicStore for SqliteStore {
     }
 
     fn work_epoch(&self) -> u64 {
-        self.inner.epoch.load(Ordering::Acquire)
+        self.inner.work.epoch()
     }
 
     fn wait_for_work(&self, epoch: u64, timeout: Duration) -> impl Future<Output = ()> + Send {
         let inner = self.inner.clone();
         async move {
-            let notified = inner.work.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if inner.epoch.load(Ordering::Acquire) != epoch {
+            let moved = inner.work.moved_since(epoch);
+            tokio::pin!(moved);
+            if futures::FutureExt::now_or_never(moved.as_mut()).is_some() {
                 return;
             }
             let deadline = tokio::time::Instant::now() + timeout;
@@ -1080,7 +1075,7 @@ impl AtomicStore for SqliteStore {
                     return;
                 }
                 tokio::select! {
-                    _ = notified.as_mut() => return,
+                    _ = moved.as_mut() => return,
                     _ = tokio::time::sleep(poll.min(deadline - now)) => {}
                 }
                 poll = (poll * 2).min(inner.poll_max);

@@ -19,6 +19,9 @@ use crate::status::StatusRecord;
 
 mod adapter;
 pub mod engine;
+mod signal;
+
+pub(crate) use signal::WorkSignal;
 
 pub use adapter::TxnBackend;
 

@@ -8,7 +8,7 @@
 //! (queued? which became final?) at once, without waiting for the message.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
+
+use crate::store::WorkSignal;
 
 /// A group of invocations one `wait_final` call waits for.
 pub(crate) struct GroupWait {
@@ -36,8 +38,7 @@ impl GroupWait {
 /// Local waiters of one backend.
 #[derive(Default)]
 pub(crate) struct Notifier {
-    epoch: AtomicU64,
-    work: Notify,
+    work: WorkSignal,
     waiters: Mutex<HashMap<String, Vec<Arc<GroupWait>>>>,
     /// Woken after the pub/sub connection came back: every waiter re-reads its statuses.
     pub recheck: Notify,
@@ -46,24 +47,17 @@ pub(crate) struct Notifier {
 
 impl Notifier {
     pub fn work_epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+        self.work.epoch()
     }
 
     /// Work may be available.
     pub fn bump_work(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.work.notify_waiters();
+        self.work.bump();
     }
 
     /// Resolves when the epoch moved past `epoch` or after `timeout`.
     pub async fn wait_for_work(&self, epoch: u64, timeout: Duration) {
-        let notified = self.work.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.work_epoch() != epoch {
-            return;
-        }
-        let _ = tokio::time::timeout(timeout, notified).await;
+        self.work.wait(epoch, timeout).await
     }
 
     /// `id` became final.
