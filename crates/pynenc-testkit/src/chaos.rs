@@ -6,22 +6,17 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pynenc::status::replay_history;
 use pynenc::{InvocationStatus, Pynenc};
 
+use crate::process::WorkerProcess;
 use crate::tasks::chaos_work;
 
 /// Where the workers and the caller meet.
-#[derive(Debug, Clone)]
-pub enum ChaosBackend {
-    /// A SQLite file.
-    Sqlite(PathBuf),
-    /// A Redis URL.
-    Redis(String),
-}
+pub use crate::process::SharedBackend as ChaosBackend;
 
 /// The size of a chaos run.
 #[derive(Debug, Clone)]
@@ -128,53 +123,25 @@ impl std::fmt::Display for ChaosReport {
     }
 }
 
-struct WorkerProc {
-    child: Child,
-}
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_worker(cfg: &ChaosConfig) -> std::io::Result<WorkerProc> {
-    let mut cmd = Command::new(&cfg.worker_exe);
-    cmd.args(&cfg.worker_args)
-        .env("PYNENC__APP_ID", &cfg.app_id)
-        .env("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", cfg.slots.to_string())
-        .env("PYNENC__PRINT_ARGUMENTS", "hidden")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    match &cfg.backend {
-        ChaosBackend::Sqlite(path) => {
-            cmd.env("PYNENC__BACKEND", "sqlite")
-                .env("PYNENC__SQLITE__SQLITE_PATH", path);
-        }
-        ChaosBackend::Redis(url) => {
-            cmd.env("PYNENC__BACKEND", "redis")
-                .env("PYNENC__REDIS__REDIS_URL", url);
-        }
-    }
-    Ok(WorkerProc {
-        child: cmd.spawn()?,
-    })
+fn start_worker(cfg: &ChaosConfig) -> std::io::Result<WorkerProcess> {
+    let slots = cfg.slots.to_string();
+    let mut cmd = WorkerProcess::command(
+        &cfg.worker_exe,
+        &cfg.worker_args,
+        &cfg.backend,
+        &cfg.app_id,
+        &[
+            ("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", &slots),
+            ("PYNENC__PRINT_ARGUMENTS", "hidden"),
+        ],
+    );
+    cmd.stderr(Stdio::null());
+    WorkerProcess::spawn(cmd)
 }
 
 /// The caller's app on the chaos backend.
 pub fn chaos_app(cfg: &ChaosConfig) -> pynenc::Result<Pynenc> {
-    let b = Pynenc::builder().env_vars(Vec::new()).app_id(&cfg.app_id);
-    let b = match &cfg.backend {
-        ChaosBackend::Sqlite(path) => b
-            .config_value("backend", "sqlite")
-            .config_value("sqlite.sqlite_path", path.to_string_lossy().to_string()),
-        ChaosBackend::Redis(url) => b
-            .config_value("backend", "redis")
-            .config_value("redis.redis_url", url.clone()),
-    };
-    b.build()
+    cfg.backend.app(&cfg.app_id)
 }
 
 /// A small deterministic generator (no dependency needed for test randomness).
@@ -204,7 +171,7 @@ pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
             message: format!("cannot start worker {}: {e}", cfg.worker_exe.display()),
         })
     };
-    let mut workers: Vec<WorkerProc> = Vec::new();
+    let mut workers: Vec<WorkerProcess> = Vec::new();
     for _ in 0..cfg.workers {
         workers.push(spawn(cfg)?);
     }
@@ -213,9 +180,8 @@ pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
     for _ in 0..cfg.kills {
         tokio::time::sleep(cfg.kill_every).await;
         let victim = (rng.next() as usize) % workers.len();
-        let pid = workers[victim].child.id();
-        let _ = workers[victim].child.kill(); // SIGKILL
-        let _ = workers[victim].child.wait();
+        let pid = workers[victim].pid();
+        let _ = workers[victim].kill(); // SIGKILL
         killed.insert(pid, pynenc::util::now_us());
         workers[victim] = spawn(cfg)?;
     }

@@ -16,9 +16,13 @@ use std::time::Duration;
 
 use pynenc::backends::memory::MemoryBackend;
 use pynenc::status::replay_history;
-use pynenc::{Pynenc, PynencBuilder, SpawnedRunner, ThreadRunner};
+use pynenc::{
+    Invocation, InvocationStatus, Pynenc, PynencBuilder, PynencError, SpawnedRunner, TaskError,
+    ThreadRunner,
+};
 
 pub mod chaos;
+pub mod process;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod scenarios;
@@ -187,6 +191,61 @@ where
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The value of `r`; panics with `what` and the error otherwise.
+pub fn ok<T>(r: pynenc::Result<T>, what: &str) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The statuses `inv` went through, oldest first.
+pub async fn statuses<R>(inv: &Invocation<R>) -> Vec<InvocationStatus>
+where
+    R: serde::de::DeserializeOwned + Send + 'static,
+{
+    ok(inv.history().await, "history")
+        .into_iter()
+        .map(|h| h.status)
+        .collect()
+}
+
+/// Polls until `inv` has `status` or `timeout` passes; whether it got there.
+pub async fn wait_for_status<R>(
+    inv: &Invocation<R>,
+    status: InvocationStatus,
+    timeout: Duration,
+) -> bool
+where
+    R: serde::de::DeserializeOwned + Send + 'static,
+{
+    eventually(timeout, || async {
+        inv.status().await.ok() == Some(status)
+    })
+    .await
+}
+
+/// Waits for `inv` and returns the task's error; panics with
+/// `expected {what}, got …` unless it failed with
+/// [`PynencError::TaskFailed`].
+pub async fn expect_task_failed<R>(inv: &Invocation<R>, what: &str) -> TaskError
+where
+    R: serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    match inv.result().await {
+        Err(PynencError::TaskFailed { error, .. }) => error,
+        other => panic!("expected {what}, got {other:?}"),
+    }
+}
+
+/// Asserts that a runner of `app` still works: `add(x, y)` returns `x + y`.
+pub async fn assert_add_works(app: &Pynenc, x: i64, y: i64) {
+    assert_eq!(
+        ok(tasks::add::call_on(app, x, y).await, "after")
+            .result()
+            .await
+            .ok(),
+        Some(x + y)
+    );
 }
 
 /// A unique key for a test run (to separate global counters).

@@ -12,7 +12,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -49,8 +49,6 @@ pub fn skip_reason() -> Option<String> {
 pub struct RedisServerOptions {
     /// Append-only file with `appendfsync always` (survives a kill).
     pub appendonly: bool,
-    /// More `redis-server` arguments (`--name value` pairs).
-    pub extra_args: Vec<String>,
     /// Serve TLS only (`--port 0 --tls-port …`): the server's URL is then
     /// `rediss://` and [`RedisServer::command`] (plain RESP) cannot reach it.
     pub tls: Option<RedisTlsFiles>,
@@ -179,7 +177,6 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        cmd.args(&self.options.extra_args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -238,11 +235,6 @@ impl RedisServer {
         self.port
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// `redis://127.0.0.1:{port}/0` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
         let scheme = if self.options.tls.is_some() {
@@ -251,11 +243,6 @@ impl RedisServer {
             "redis"
         };
         format!("{scheme}://127.0.0.1:{}/0", self.port)
-    }
-
-    /// The process id, while running.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the server (SIGKILL) and waits for it.
@@ -313,17 +300,6 @@ pub enum Resp {
     Bulk(Option<Vec<u8>>),
     /// `*2 ...` (`None` for nil)
     Array(Option<Vec<Resp>>),
-}
-
-impl Resp {
-    /// The reply as text (bulk or simple strings).
-    pub fn text(&self) -> Option<String> {
-        match self {
-            Resp::Simple(s) => Some(s.clone()),
-            Resp::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        }
-    }
 }
 
 fn send_command(port: u16, auth: Option<(&str, &str)>, args: &[&str]) -> std::io::Result<Resp> {
@@ -407,19 +383,11 @@ impl Default for RedisFactory {
 impl RedisFactory {
     /// Starts a fresh server (or records why Redis tests are skipped).
     pub fn new() -> Self {
-        match skip_reason() {
-            Some(reason) => RedisFactory {
-                server: None,
-                skip: Some(reason),
-            },
-            None => RedisFactory {
-                server: Some(RedisServer::start()),
-                skip: None,
-            },
-        }
+        RedisFactory::with_options(RedisServerOptions::default())
     }
 
-    /// Starts a fresh server with `options`.
+    /// Starts a fresh server with `options` (or records why Redis tests are
+    /// skipped).
     pub fn with_options(options: RedisServerOptions) -> Self {
         match skip_reason() {
             Some(reason) => RedisFactory {

@@ -6,22 +6,14 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use pynenc::orchestrator::{ConcurrencySpec, RouteRequest};
-use pynenc::{Arguments, Call, InvocationStatus, PynencError, Serializer};
+use pynenc::{Arguments, Call, InvocationStatus, PynencError};
 use serde_json::json;
 
 use crate::tasks::{self, *};
-use crate::{check_histories, eventually, new_app, start_runner, unique, BackendFactory};
-
-fn ok<T>(r: pynenc::Result<T>, what: &str) -> T {
-    r.unwrap_or_else(|e| panic!("{what}: {e}"))
-}
-
-async fn statuses(app: &pynenc::Pynenc, id: &str) -> Vec<InvocationStatus> {
-    ok(app.state_backend().get_history(id).await, "history")
-        .into_iter()
-        .map(|h| h.status)
-        .collect()
-}
+use crate::{
+    assert_add_works, check_histories, eventually, expect_task_failed, new_app, ok, start_runner,
+    statuses, unique, wait_for_status, BackendFactory,
+};
 
 async fn finish(app: &pynenc::Pynenc, runner: pynenc::SpawnedRunner) {
     ok(runner.stop().await, "stopping the runner");
@@ -94,7 +86,7 @@ pub async fn s02_retry_then_success(f: &dyn BackendFactory) {
     let inv = ok(flaky::call_on(&app, key.clone(), 1).await, "call");
     assert_eq!(ok(inv.result().await, "result"), 2, "second run succeeds");
     assert_eq!(ok(inv.num_retries().await, "retries"), 1);
-    let st = statuses(&app, inv.invocation_id()).await;
+    let st = statuses(&inv).await;
     assert_eq!(
         st.iter().filter(|s| **s == InvocationStatus::Retry).count(),
         1,
@@ -167,7 +159,7 @@ pub async fn s04_wait_on_subtask_single_slot(f: &dyn BackendFactory) {
     let runner = start_runner(&app, 1);
     let inv = ok(add_via_child::call_on(&app, 20, 22).await, "call");
     assert_eq!(ok(inv.result().await, "result"), 42);
-    let st = statuses(&app, inv.invocation_id()).await;
+    let st = statuses(&inv).await;
     assert!(
         st.contains(&InvocationStatus::Paused),
         "the parent pauses while waiting: {st:?}"
@@ -286,7 +278,7 @@ pub async fn s07_exactly_one_running(f: &dyn BackendFactory) {
     );
     ok(group.results().await, "results");
     for inv in group.invocations() {
-        let st = statuses(&app, inv.invocation_id()).await;
+        let st = statuses(inv).await;
         assert_eq!(
             st.iter()
                 .filter(|s| **s == InvocationStatus::Running)
@@ -330,7 +322,7 @@ pub async fn s08_running_concurrency_task_reroute(f: &dyn BackendFactory) {
     let ev = tasks::events_of(&group);
     assert_eq!(ev.len(), 4, "{ev:?}");
     no_overlap(&ev);
-    let st = statuses(&app, second.invocation_id()).await;
+    let st = statuses(&second).await;
     assert!(
         st.contains(&InvocationStatus::ConcurrencyControlled),
         "{st:?}"
@@ -348,14 +340,7 @@ pub async fn s08b_running_concurrency_task_final(f: &dyn BackendFactory) {
         exclusive_final::call_on(&app, group.clone(), "a".into(), 300).await,
         "a",
     );
-    let running = eventually(Duration::from_secs(10), || async {
-        first
-            .status()
-            .await
-            .map(|s| s == InvocationStatus::Running)
-            .unwrap_or(false)
-    })
-    .await;
+    let running = wait_for_status(&first, InvocationStatus::Running, Duration::from_secs(10)).await;
     assert!(running, "the first invocation never ran");
     let second = ok(
         exclusive_final::call_on(&app, group.clone(), "b".into(), 10).await,
@@ -563,16 +548,10 @@ pub async fn s13_stop_runner_mid_task(f: &dyn BackendFactory) {
     let runner = start_runner(&app, 2);
     let key = unique("sleep");
     let inv = ok(sleeper::call_on(&app, key.clone(), 400).await, "call");
-    let running = eventually(Duration::from_secs(10), || async {
-        inv.status()
-            .await
-            .map(|s| s == InvocationStatus::Running)
-            .unwrap_or(false)
-    })
-    .await;
+    let running = wait_for_status(&inv, InvocationStatus::Running, Duration::from_secs(10)).await;
     assert!(running, "never ran");
     ok(runner.stop().await, "stop");
-    let st = statuses(&app, inv.invocation_id()).await;
+    let st = statuses(&inv).await;
     assert_eq!(
         &st[st.len() - 3..],
         &[
@@ -775,7 +754,7 @@ pub async fn s20_scheduled_call(f: &dyn BackendFactory) {
     );
     assert_eq!(ok(inv.result().await, "result"), 7);
     assert!(SystemTime::now() >= at, "ran before it was due");
-    let st = statuses(&app, inv.invocation_id()).await;
+    let st = statuses(&inv).await;
     assert_eq!(
         st[..2],
         [InvocationStatus::Scheduled, InvocationStatus::Registered]
@@ -844,13 +823,7 @@ pub async fn bad_unregistered_task(f: &dyn BackendFactory) {
         "{}",
         err.message
     );
-    assert_eq!(
-        ok(add::call_on(&app, 2, 2).await, "after")
-            .result()
-            .await
-            .ok(),
-        Some(4)
-    );
+    assert_add_works(&app, 2, 2).await;
     finish(&app, runner).await;
 }
 
@@ -862,25 +835,15 @@ pub async fn bad_undecodable_payload(f: &dyn BackendFactory) {
     args.insert_serialized("y", "{broken json");
     let inv = ok(add::task().call_on(&app, args).await, "route");
     let runner = start_runner(&app, 2);
-    match inv.result().await {
-        Err(PynencError::TaskFailed { error, .. }) => {
-            assert_eq!(error.kind, "SerializationError");
-            assert!(error.message.contains("argument 'x'"), "{}", error.message);
-            assert!(
-                error.message.contains(inv.invocation_id()),
-                "{}",
-                error.message
-            );
-        }
-        other => panic!("expected a decoding failure, got {other:?}"),
-    }
-    assert_eq!(
-        ok(add::call_on(&app, 3, 3).await, "after")
-            .result()
-            .await
-            .ok(),
-        Some(6)
+    let error = expect_task_failed(&inv, "a decoding failure").await;
+    assert_eq!(error.kind, "SerializationError");
+    assert!(error.message.contains("argument 'x'"), "{}", error.message);
+    assert!(
+        error.message.contains(inv.invocation_id()),
+        "{}",
+        error.message
     );
+    assert_add_works(&app, 3, 3).await;
     finish(&app, runner).await;
 }
 
@@ -895,22 +858,12 @@ pub async fn bad_panicking_task(f: &dyn BackendFactory) {
     );
     let good = ok(add::call_on(&app, 5, 5).await, "good");
     for (inv, msg) in [(&p, "boom"), (&ps, "sync boom")] {
-        match inv.result().await {
-            Err(PynencError::TaskFailed { error, .. }) => {
-                assert_eq!(error.kind, pynenc::exceptions::PANIC_KIND);
-                assert!(error.message.contains(msg), "{}", error.message);
-            }
-            other => panic!("expected a panic failure, got {other:?}"),
-        }
+        let error = expect_task_failed(inv, "a panic failure").await;
+        assert_eq!(error.kind, pynenc::exceptions::PANIC_KIND);
+        assert!(error.message.contains(msg), "{}", error.message);
     }
     assert_eq!(ok(good.result().await, "good"), 10);
-    assert_eq!(
-        ok(add::call_on(&app, 1, 5).await, "after")
-            .result()
-            .await
-            .ok(),
-        Some(6)
-    );
+    assert_add_works(&app, 1, 5).await;
     finish(&app, runner).await;
 }
 
@@ -993,7 +946,6 @@ pub async fn bad_oversized_argument(f: &dyn BackendFactory) {
         ok(app.state_backend().list_invocation_ids().await, "list").is_empty(),
         "nothing routed"
     );
-    let _ = Serializer::Json;
 }
 
 /// Recovery: work claimed by a runner whose heartbeat expired, and work stuck
@@ -1050,9 +1002,9 @@ pub async fn s21_recovery_of_lost_work(f: &dyn BackendFactory) {
     let runner = start_runner(&app, 2);
     assert_eq!(ok(lost.result().await, "lost"), 2);
     assert_eq!(ok(stuck.result().await, "stuck"), 4);
-    let st = statuses(&app, lost.invocation_id()).await;
+    let st = statuses(&lost).await;
     assert!(st.contains(&InvocationStatus::RunningRecovery), "{st:?}");
-    let st = statuses(&app, stuck.invocation_id()).await;
+    let st = statuses(&stuck).await;
     assert!(st.contains(&InvocationStatus::PendingRecovery), "{st:?}");
     // the live runner's invocation is still its own
     let rec = ok(orch.get_status(alive.invocation_id()).await, "status");
@@ -1081,14 +1033,7 @@ pub async fn s22_rerouted_work_runs_first(f: &dyn BackendFactory) {
         filler::call_on(&app, group.clone(), "first".into(), 400).await,
         "first",
     );
-    let running = eventually(Duration::from_secs(10), || async {
-        first
-            .status()
-            .await
-            .map(|s| s == InvocationStatus::Running)
-            .unwrap_or(false)
-    })
-    .await;
+    let running = wait_for_status(&first, InvocationStatus::Running, Duration::from_secs(10)).await;
     assert!(running, "never ran");
     let mut queued = Vec::new();
     for i in 0..3 {

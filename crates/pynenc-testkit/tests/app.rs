@@ -2,6 +2,7 @@
 //! the MessagePack serializer, and a runner stopped by a real signal.
 
 use pynenc::{InvocationStatus, PynencError, Serializer};
+use pynenc_testkit::process::signal;
 use pynenc_testkit::tasks::{self, *};
 use pynenc_testkit::{check_histories, start_runner, unique};
 use std::process::{Command, Stdio};
@@ -124,11 +125,7 @@ fn sigterm_while_running(task_ms: &str, grace_s: &str) -> Vec<String> {
     // wait until the invocation runs, then send SIGTERM
     let first = lines_in.next().and_then(|l| l.ok()).unwrap_or_default();
     assert_eq!(first, "RUNNING");
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    signal(pid, "-TERM");
     let rest: Vec<String> = lines_in.map_while(|l| l.ok()).collect();
     let exit = child.wait().expect("wait");
     let out = format!("{first}\n{}", rest.join("\n"));

@@ -4,81 +4,62 @@
 
 #![cfg(feature = "sqlite")]
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use pynenc::{InvocationStatus, Pynenc, PynencError};
+use pynenc_testkit::process::{fresh_db, try_signal, SharedBackend, WorkerProcess};
 use pynenc_testkit::tasks::*;
-use pynenc_testkit::{check_histories, eventually};
+use pynenc_testkit::{
+    assert_add_works, check_histories, eventually, expect_task_failed, statuses, wait_for_status,
+};
 
-/// A worker process, killed when dropped.
-struct Worker(Child);
-
-impl Worker {
-    fn start(db: &std::path::Path, app_id: &str, kind: &str, extra: &[(&str, &str)]) -> Worker {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
-        cmd.arg("run")
-            .env("PYNENC__BACKEND", "sqlite")
-            .env("PYNENC__SQLITE__SQLITE_PATH", db)
-            .env("PYNENC__APP_ID", app_id)
-            .env("PYNENC__RUNNER__KIND", kind)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        Worker(cmd.spawn().expect("start the worker"))
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the runner did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn app_on(db: &std::path::Path, app_id: &str) -> Pynenc {
-    Pynenc::builder()
-        .env_vars(Vec::new())
-        .app_id(app_id)
-        .sqlite(db)
-        .build()
-        .expect("app")
-}
-
-/// A fresh SQLite file, an app on it, and a runner process of `kind` on it.
+/// A fresh SQLite file, an app on it, and a runner process of `kind` on it
+/// (killed when dropped).
 fn runner_on_fresh_file(
     app_id: &str,
     kind: &str,
     extra: &[(&str, &str)],
-) -> (tempfile::TempDir, Pynenc, Worker) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("p.db");
-    let app = app_on(&db, app_id);
-    let worker = Worker::start(&db, app_id, kind, extra);
+) -> (tempfile::TempDir, Pynenc, WorkerProcess) {
+    let (dir, db) = fresh_db("p.db");
+    let backend = SharedBackend::Sqlite(db);
+    let app = backend.app(app_id).expect("app");
+    let mut env = vec![("PYNENC__RUNNER__KIND", kind)];
+    env.extend_from_slice(extra);
+    let worker = WorkerProcess::start(
+        env!("CARGO_BIN_EXE_worker"),
+        &["run"],
+        &backend,
+        app_id,
+        &env,
+    )
+    .expect("start the worker");
     (dir, app, worker)
+}
+
+/// SIGTERM, and the runner's exit status once it stopped.
+fn stop(mut worker: WorkerProcess) -> ExitStatus {
+    worker
+        .stop(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("the runner did not stop after SIGTERM"))
+}
+
+/// The runner stops cleanly, and every history replays.
+async fn stop_and_check(worker: WorkerProcess, app: &Pynenc) {
+    assert!(stop(worker).success());
+    check_histories(app).await;
+}
+
+/// Retried when the task's retry_for names ProcessCrashed (the marker file
+/// in `dir` counts the crashes).
+async fn assert_crash_is_retried(app: &Pynenc, dir: &Path) {
+    let marker = dir.join("marker");
+    let c = crash_then_succeed::call_on(app, marker.to_string_lossy().to_string(), 1)
+        .await
+        .expect("call");
+    assert_eq!(c.result().await.expect("retried after the crash"), 2);
+    assert_eq!(c.num_retries().await.expect("retries"), 1);
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
@@ -117,13 +98,7 @@ async fn process_runner_runs_each_invocation_in_a_child() {
     // a child waiting on a sub-task is PAUSED (SIGSTOP) and RESUMED
     let parent = add_via_child::call_on(&app, 2, 3).await.expect("call");
     assert_eq!(parent.result().await.expect("result"), 5);
-    let st: Vec<InvocationStatus> = parent
-        .history()
-        .await
-        .expect("history")
-        .iter()
-        .map(|h| h.status)
-        .collect();
+    let st = statuses(&parent).await;
     assert!(
         st.contains(&InvocationStatus::Paused) && st.contains(&InvocationStatus::Resumed),
         "{st:?}"
@@ -135,31 +110,16 @@ async fn process_runner_runs_each_invocation_in_a_child() {
         .expect("call");
     let a = abort_process::call_on(&app).await.expect("call");
     let s = segfault::call_on(&app).await.expect("call");
-    match p.result().await {
-        Err(PynencError::TaskFailed { error, .. }) => assert_eq!(error.kind, "Panic"),
-        other => panic!("expected a panic failure, got {other:?}"),
-    }
+    assert_eq!(
+        expect_task_failed(&p, "a panic failure").await.kind,
+        "Panic"
+    );
     assert_crashed(&a, "SIGABRT").await;
     assert_crashed(&s, "SIGSEGV").await;
-    // retried when the task's retry_for names ProcessCrashed
-    let marker = dir.path().join("marker");
-    let c = crash_then_succeed::call_on(&app, marker.to_string_lossy().to_string(), 1)
-        .await
-        .expect("call");
-    assert_eq!(c.result().await.expect("retried after the crash"), 2);
-    assert_eq!(c.num_retries().await.expect("retries"), 1);
+    assert_crash_is_retried(&app, dir.path()).await;
     // the runner still works
-    assert_eq!(
-        add::call_on(&app, 1, 1)
-            .await
-            .expect("call")
-            .result()
-            .await
-            .expect("result"),
-        2
-    );
-    assert!(worker.stop().success());
-    check_histories(&app).await;
+    assert_add_works(&app, 1, 1).await;
+    stop_and_check(worker, &app).await;
 }
 
 /// `inv` failed with `ProcessCrashed`, naming the signal `what`.
@@ -167,24 +127,19 @@ async fn assert_crashed<R>(inv: &pynenc::Invocation<R>, what: &str)
 where
     R: serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    match inv.result().await {
-        Err(PynencError::TaskFailed { error, .. }) => {
-            assert_eq!(error.kind, pynenc::runner::process::PROCESS_CRASHED_KIND);
-            assert!(error.message.contains(what), "{}", error.message);
-        }
-        other => panic!("expected a crash failure, got {other:?}"),
-    }
+    let error = expect_task_failed(inv, "a crash failure").await;
+    assert_eq!(error.kind, pynenc::runner::process::PROCESS_CRASHED_KIND);
+    assert!(error.message.contains(what), "{}", error.message);
 }
 
 /// How many times `inv` started running.
 async fn runs_in_history<R: serde::de::DeserializeOwned + Send + 'static>(
     inv: &pynenc::Invocation<R>,
 ) -> usize {
-    inv.history()
+    statuses(inv)
         .await
-        .expect("history")
         .iter()
-        .filter(|h| h.status == InvocationStatus::Running)
+        .filter(|s| **s == InvocationStatus::Running)
         .count()
 }
 
@@ -201,27 +156,19 @@ async fn a_task_that_crashes_a_pool_worker_fails_or_is_retried() {
     let a = abort_process::call_on(&app).await.expect("call");
     let s = segfault::call_on(&app).await.expect("call");
     // a panic is caught in the worker: the invocation fails, the worker lives
-    match p.result().await {
-        Err(PynencError::TaskFailed { error, .. }) => assert_eq!(error.kind, "Panic"),
-        other => panic!("expected a panic failure, got {other:?}"),
-    }
+    assert_eq!(
+        expect_task_failed(&p, "a panic failure").await.kind,
+        "Panic"
+    );
     assert_crashed(&a, "SIGABRT").await;
     assert_crashed(&s, "SIGSEGV").await;
     // alone in its worker, the crash is pinned on it at once: one run each
     assert_eq!(runs_in_history(&a).await, 1);
     assert_eq!(runs_in_history(&s).await, 1);
-    // retried when the task's retry_for names ProcessCrashed
-    let marker = dir.path().join("marker");
-    let c = crash_then_succeed::call_on(&app, marker.to_string_lossy().to_string(), 1)
-        .await
-        .expect("call");
-    assert_eq!(c.result().await.expect("retried after the crash"), 2);
-    assert_eq!(c.num_retries().await.expect("retries"), 1);
+    assert_crash_is_retried(&app, dir.path()).await;
     // the pool still works
-    let sum = add::call_on(&app, 2, 2).await.expect("call");
-    assert_eq!(sum.result().await.expect("result"), 4);
-    assert!(worker.stop().success());
-    check_histories(&app).await;
+    assert_add_works(&app, 2, 2).await;
+    stop_and_check(worker, &app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,30 +185,20 @@ async fn a_crash_beside_other_work_is_pinned_by_running_the_suspects_alone() {
     let beside = sleeper::call_on(&app, "beside".into(), 1500)
         .await
         .expect("call");
-    let running = eventually(Duration::from_secs(20), || async {
-        beside.status().await.ok() == Some(InvocationStatus::Running)
-    })
-    .await;
+    let running =
+        wait_for_status(&beside, InvocationStatus::Running, Duration::from_secs(20)).await;
     assert!(running, "the first invocation never ran");
     // crashes the worker process while the sleeper runs beside it
     let s = segfault::call_on(&app).await.expect("call");
     assert_crashed(&s, "SIGSEGV").await;
     // the innocent one was re-routed, not failed, and finishes
     assert_eq!(beside.result().await.expect("re-routed and finished"), 1500);
-    let st: Vec<InvocationStatus> = beside
-        .history()
-        .await
-        .expect("history")
-        .iter()
-        .map(|h| h.status)
-        .collect();
+    let st = statuses(&beside).await;
     assert!(st.contains(&InvocationStatus::Rerouted), "{st:?}");
     // the culprit ran twice: beside the sleeper, then alone
     assert_eq!(runs_in_history(&s).await, 2);
-    let sum = add::call_on(&app, 3, 4).await.expect("call");
-    assert_eq!(sum.result().await.expect("result"), 7);
-    assert!(worker.stop().success());
-    check_histories(&app).await;
+    assert_add_works(&app, 3, 4).await;
+    stop_and_check(worker, &app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,9 +217,7 @@ async fn persistent_process_runner_replaces_dead_workers() {
     .await;
     assert!(three, "three worker processes");
     let victim = children_of(worker.pid())[0];
-    let _ = Command::new("kill")
-        .args(["-KILL", &victim.to_string()])
-        .status();
+    try_signal(victim, "-KILL");
     let replaced = eventually(Duration::from_secs(20), || async {
         let c = children_of(worker.pid());
         c.len() == 3 && !c.contains(&victim)
@@ -292,7 +227,7 @@ async fn persistent_process_runner_replaces_dead_workers() {
     let values = group.results().await.expect("all finish");
     assert_eq!(values.len(), 60);
     let last_children = children_of(worker.pid());
-    assert!(worker.stop().success());
+    assert!(stop(worker).success());
     // no worker process outlives the runner
     for pid in last_children {
         let gone = eventually(Duration::from_secs(5), || async move { !is_running(pid) }).await;
@@ -343,8 +278,7 @@ async fn multi_thread_runner_scales_with_the_queue() {
         owners.len() > 1,
         "the work was spread over several worker processes: {owners:?}"
     );
-    assert!(worker.stop().success());
-    check_histories(&app).await;
+    stop_and_check(worker, &app).await;
 }
 
 #[tokio::test]
@@ -370,14 +304,11 @@ async fn process_runners_refuse_the_memory_backend() {
         }
     }
     // choosing a process runner without a backend selects SQLite
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (_dir, db) = fresh_db("d.db");
     let chosen = Pynenc::builder()
         .env_vars(Vec::new())
         .config_value("runner.kind", "process")
-        .config_value(
-            "sqlite.sqlite_path",
-            dir.path().join("d.db").to_string_lossy().to_string(),
-        )
+        .config_value("sqlite.sqlite_path", db.to_string_lossy().to_string())
         .build()
         .expect("app");
     assert_eq!(chosen.conf().backend, "sqlite");
@@ -397,9 +328,7 @@ async fn children_never_outlive_a_killed_runner() {
     assert!(two, "two worker processes");
     let children = children_of(worker.pid());
     // SIGKILL the runner itself: it cannot clean up, its children must notice
-    let _ = Command::new("kill")
-        .args(["-KILL", &worker.pid().to_string()])
-        .status();
+    try_signal(worker.pid(), "-KILL");
     let gone = eventually(Duration::from_secs(10), || {
         let children = children.clone();
         async move { children.iter().all(|pid| !is_running(*pid)) }
@@ -422,24 +351,12 @@ async fn process_runner_stop_kills_children_past_the_grace_period_and_reroutes()
     let inv = sleeper::call_on(&app, "long".into(), 20_000)
         .await
         .expect("call");
-    let running = eventually(Duration::from_secs(20), || async {
-        inv.status()
-            .await
-            .map(|s| s == InvocationStatus::Running)
-            .unwrap_or(false)
-    })
-    .await;
+    let running = wait_for_status(&inv, InvocationStatus::Running, Duration::from_secs(20)).await;
     assert!(running, "never ran");
     let children = children_of(worker.pid());
     assert_eq!(children.len(), 1, "one child for the invocation");
-    assert!(worker.stop().success(), "the runner stops cleanly");
-    let statuses: Vec<InvocationStatus> = inv
-        .history()
-        .await
-        .expect("history")
-        .iter()
-        .map(|h| h.status)
-        .collect();
+    assert!(stop(worker).success(), "the runner stops cleanly");
+    let statuses = statuses(&inv).await;
     assert_eq!(
         &statuses[statuses.len() - 3..],
         &[

@@ -4,17 +4,17 @@
 #![cfg(feature = "redis")]
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use pynenc::{InvocationStatus, Pynenc, PynencError};
+use pynenc::{InvocationStatus, Pynenc};
+use pynenc_testkit::process::WorkerProcess;
 use pynenc_testkit::redis_server::{RedisServerOptions, Resp};
 use pynenc_testkit::tasks::{self, add, add_via_child, filler};
-use pynenc_testkit::{check_histories, start_runner, unique, RedisFactory};
-
-fn ok<T>(r: pynenc::Result<T>, what: &str) -> T {
-    r.unwrap_or_else(|e| panic!("{what}: {e}"))
-}
+use pynenc_testkit::{
+    assert_add_works, check_histories, eventually, expect_task_failed, ok, start_runner, unique,
+    RedisFactory,
+};
 
 fn app_at(url: &str, app_id: &str) -> pynenc::Result<Pynenc> {
     Pynenc::builder()
@@ -110,11 +110,11 @@ async fn redis_restart_with_aof_loses_nothing() {
         .await,
         "parallelize",
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tasks::events_of(&group_key).len() < n / 4 {
-        assert!(Instant::now() < deadline, "the run never got going");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let got_going = eventually(Duration::from_secs(30), || async {
+        tasks::events_of(&group_key).len() >= n / 4
+    })
+    .await;
+    assert!(got_going, "the run never got going");
     let before = tasks::events_of(&group_key).len();
     let server = f.server_mut().expect("server");
     tokio::task::block_in_place(|| server.restart());
@@ -180,26 +180,16 @@ async fn bad_input_gives_clear_errors() {
     let good = ok(add::call_on(&app, 3, 4).await, "good");
     assert_eq!(ok(good.result().await, "good result"), 7);
     // the invocation whose call cannot be decoded fails with the key in its error
-    match broken_call.result().await {
-        Err(PynencError::TaskFailed { error, .. }) => {
-            assert_eq!(error.kind, "StateBackendError");
-            assert!(error.message.contains(&key_call), "{}", error.message);
-        }
-        other => panic!("expected the corrupt invocation to fail, got {other:?}"),
-    }
+    let error = expect_task_failed(&broken_call, "the corrupt invocation to fail").await;
+    assert_eq!(error.kind, "StateBackendError");
+    assert!(error.message.contains(&key_call), "{}", error.message);
     // waiting on the one with a corrupt status names the key
     let err = tokio::time::timeout(Duration::from_secs(10), broken_status.result())
         .await
         .expect("no hang")
         .expect_err("corrupt status");
     assert!(err.to_string().contains(&key_status), "{err}");
-    assert_eq!(
-        ok(add::call_on(&app, 5, 5).await, "after")
-            .result()
-            .await
-            .ok(),
-        Some(10)
-    );
+    assert_add_works(&app, 5, 5).await;
     ok(runner.stop().await, "stop");
 
     // an oversized argument is refused before anything is stored
@@ -259,15 +249,7 @@ async fn bad_input_gives_clear_errors() {
         .build();
     let by_fields = ok(by_fields, "build from host/port/username/password");
     let r = start_runner(&by_fields, 1);
-    assert_eq!(
-        ok(
-            ok(add::call_on(&by_fields, 1, 2).await, "call")
-                .result()
-                .await,
-            "result"
-        ),
-        3
-    );
+    assert_add_works(&by_fields, 1, 2).await;
     ok(r.stop().await, "stop");
 
     // TLS without the feature is a configuration error that says what to enable
@@ -277,94 +259,19 @@ async fn bad_input_gives_clear_errors() {
     }
 }
 
-struct Worker(Child);
-
-/// Exit code of `redis_worker` when it was built without the `redis` feature.
-const WORKER_WITHOUT_REDIS: i32 = 2;
-
-impl Worker {
-    /// Starts `redis_worker`. The binary lives in the shared target
-    /// directory, where a build of the testkit without the `redis` feature
-    /// may have replaced it with a stub; then this test binary itself serves
-    /// as the worker (see `worker_process`).
-    fn start(url: &str, app_id: &str) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_redis_worker"))
-            .args([url, app_id, "8"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start redis_worker");
-        std::thread::sleep(Duration::from_millis(300));
-        match child.try_wait() {
-            Ok(None) => Worker(child),
-            Ok(Some(status)) if status.code() == Some(WORKER_WITHOUT_REDIS) => {
-                eprintln!("redis_worker is a build without the redis feature; using this test binary as the worker");
-                let exe = std::env::current_exe().expect("the test binary");
-                let child = Command::new(exe)
-                    .args(["--ignored", "--exact", "worker_process", "--nocapture"])
-                    .env("PYNENC_TEST_WORKER_URL", url)
-                    .env("PYNENC_TEST_WORKER_APP", app_id)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .expect("start the test binary as a worker");
-                Worker(child)
-            }
-            Ok(Some(status)) => panic!("redis_worker exited at once: {status}"),
-            Err(e) => panic!("cannot watch redis_worker: {e}"),
-        }
+/// Starts `redis_worker` on `url` with 8 slots; panics if it exits at once.
+fn start_worker(url: &str, app_id: &str) -> WorkerProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis_worker"));
+    cmd.args([url, app_id, "8"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let mut worker = WorkerProcess::spawn(cmd).expect("start redis_worker");
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(status) = worker.try_wait() {
+        panic!("redis_worker exited at once: {status}");
     }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.0.kill();
-                panic!("redis_worker {pid} did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The body of a worker process (started by `Worker::start` when the
-/// `redis_worker` binary is unusable); does nothing in a normal test run.
-#[test]
-#[ignore = "runs only as a worker process of two_processes_drain_ten_thousand_tasks"]
-fn worker_process() {
-    let (Ok(url), Ok(app_id)) = (
-        std::env::var("PYNENC_TEST_WORKER_URL"),
-        std::env::var("PYNENC_TEST_WORKER_APP"),
-    ) else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let app = ok(app_at(&url, &app_id), "build the worker app");
-        ok(
-            pynenc::ThreadRunner::with_slots(&app, 8)
-                .run_until_signal()
-                .await,
-            "run the worker",
-        );
-    });
+    worker
 }
 
 /// (d) Two runner processes on one Redis drain 10,000 tasks; each ran once.
@@ -373,8 +280,8 @@ async fn two_processes_drain_ten_thousand_tasks() {
     let f = factory_or_skip!(RedisFactory::new());
     let app = ok(app_at(&f.url(), "drain"), "build");
     let workers = [
-        Worker::start(&f.url(), "drain"),
-        Worker::start(&f.url(), "drain"),
+        start_worker(&f.url(), "drain"),
+        start_worker(&f.url(), "drain"),
     ];
     let n = 10_000i64;
     let group = ok(
@@ -408,8 +315,11 @@ async fn two_processes_drain_ten_thousand_tasks() {
         );
     }
     assert_eq!(owners.len(), 2, "both processes worked: {owners:?}");
-    for w in workers {
-        let status = w.stop();
+    for mut w in workers {
+        let pid = w.pid();
+        let status = w
+            .stop(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("redis_worker {pid} did not stop on SIGTERM"));
         assert!(status.success(), "worker exit status {status}");
     }
     assert_eq!(check_histories(&app).await, n as usize);

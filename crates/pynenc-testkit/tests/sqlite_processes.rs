@@ -8,19 +8,20 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pynenc::backends::sqlite::integrity_check;
 use pynenc::{InvocationStatus, Pynenc};
+use pynenc_testkit::process::{fresh_db, signal, SharedBackend, WorkerProcess};
 use pynenc_testkit::tasks::{add, sleeper};
-use pynenc_testkit::{check_histories, eventually, unique};
+use pynenc_testkit::{check_histories, eventually, statuses, unique};
 
 /// A runner process on the database file; killed (SIGKILL) when dropped, so
 /// a failing test leaves no process behind.
 struct Worker {
-    child: Option<Child>,
+    process: WorkerProcess,
     pid: u32,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr_log: PathBuf,
@@ -30,30 +31,32 @@ impl Worker {
     fn start(db: &Path, app_id: &str, name: &str, extra: &[(&str, &str)]) -> Worker {
         let stderr_log = db.with_file_name(format!("{name}.stderr"));
         let stderr = std::fs::File::create(&stderr_log).expect("create the worker's stderr log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
-        cmd.arg("run")
-            .env("PYNENC__BACKEND", "sqlite")
-            .env("PYNENC__SQLITE__SQLITE_PATH", db)
-            .env("PYNENC__APP_ID", app_id)
-            .env("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", "8")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start the worker process");
-        let pid = child.id();
+        let mut env = vec![("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", "8")];
+        env.extend_from_slice(extra);
+        let mut cmd = WorkerProcess::command(
+            env!("CARGO_BIN_EXE_worker"),
+            &["run"],
+            &SharedBackend::Sqlite(db.to_path_buf()),
+            app_id,
+            &env,
+        );
+        cmd.stdout(Stdio::piped()).stderr(stderr);
+        let mut process = WorkerProcess::spawn(cmd).expect("start the worker process");
+        let pid = process.pid();
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let lines = stdout.clone();
-        let pipe = child.stdout.take().expect("the worker's stdout");
+        let pipe = process
+            .child_mut()
+            .stdout
+            .take()
+            .expect("the worker's stdout");
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(|l| l.ok()) {
                 lines.lock().unwrap().push(line);
             }
         });
         Worker {
-            child: Some(child),
+            process,
             pid,
             stdout,
             stderr_log,
@@ -85,8 +88,7 @@ impl Worker {
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns what it printed.
     fn stop(mut self) -> String {
         signal(self.pid, "-TERM");
-        let status = wait_bounded(self.child.as_mut().expect("child"), Duration::from_secs(20));
-        self.child = None;
+        let status = self.process.wait_timeout(Duration::from_secs(20));
         let out = self.output();
         match status {
             Some(s) if s.success() => {}
@@ -107,50 +109,19 @@ impl Worker {
     /// SIGKILL, then reap the process.
     fn kill_9(mut self) {
         signal(self.pid, "-KILL");
-        let status = wait_bounded(self.child.as_mut().expect("child"), Duration::from_secs(10));
+        let status = self.process.wait_timeout(Duration::from_secs(10));
         assert!(status.is_some(), "worker {} survived SIGKILL", self.pid);
-        self.child = None;
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {sig} {pid} failed");
-}
-
-fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The caller's app: the test process, on the same file, with no runner.
-fn caller_app(db: &Path, app_id: &str) -> Pynenc {
-    Pynenc::builder()
-        .env_vars(Vec::new())
-        .app_id(app_id)
-        .sqlite(db)
-        .build()
-        .expect("build the caller app")
+/// A fresh database file `file` and the caller's app on it: the test
+/// process, with no runner.
+fn caller_on_fresh_file(file: &str, app_id: &str) -> (tempfile::TempDir, PathBuf, Pynenc) {
+    let (dir, db) = fresh_db(file);
+    let app = SharedBackend::Sqlite(db.clone())
+        .app(app_id)
+        .expect("build the caller app");
+    (dir, db, app)
 }
 
 async fn wait_until_open(workers: &[&Worker], db: &Path) {
@@ -168,14 +139,8 @@ async fn wait_until_open(workers: &[&Worker], db: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runner_processes_and_a_caller_share_one_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir
-        .path()
-        .canonicalize()
-        .expect("tempdir path")
-        .join("shared.db");
     let app_id = unique("procs");
-    let app = caller_app(&db, &app_id);
+    let (_dir, db, app) = caller_on_fresh_file("shared.db", &app_id);
     let one = Worker::start(&db, &app_id, "one", &[]);
     let two = Worker::start(&db, &app_id, "two", &[]);
     wait_until_open(&[&one, &two], &db).await;
@@ -236,14 +201,8 @@ async fn two_runner_processes_and_a_caller_share_one_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_killed_with_sigkill_loses_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir
-        .path()
-        .canonicalize()
-        .expect("tempdir path")
-        .join("killed.db");
     let app_id = unique("kill9");
-    let app = caller_app(&db, &app_id);
+    let (_dir, db, app) = caller_on_fresh_file("killed.db", &app_id);
     let key = unique("sleep");
 
     const N: usize = 300;
@@ -319,8 +278,7 @@ async fn a_runner_killed_with_sigkill_loses_nothing() {
     assert_eq!(results, vec![20u64; N]);
     let held: HashSet<String> = held.into_iter().collect();
     for inv in group.invocations() {
-        let history = inv.history().await.expect("history");
-        let statuses: Vec<InvocationStatus> = history.iter().map(|h| h.status).collect();
+        let statuses = statuses(inv).await;
         assert_eq!(
             statuses.last(),
             Some(&InvocationStatus::Success),
