@@ -2074,6 +2074,12 @@ mod tests {
         SqliteStore::open_path(path, app_id, Duration::from_secs(10), MS, 20 * MS).unwrap()
     }
 
+    /// Runs `f` in one section of a store on a fresh file.
+    async fn in_fresh_store(f: impl FnOnce(&mut dyn StoreTxn) -> Result<()> + Send + 'static) {
+        let (_dir, store) = fresh();
+        store.atomic(f).await.unwrap();
+    }
+
     /// A store of app `app` on a fresh file (kept while the directory lives).
     fn fresh() -> (tempfile::TempDir, Arc<SqliteStore>) {
         let dir = tempfile::tempdir().unwrap();
@@ -2772,156 +2778,144 @@ mod tests {
 
     #[tokio::test]
     async fn scheduled_and_final_indexes() {
-        let (_dir, store) = fresh();
-        store
-            .atomic(|t| {
-                for (id, at) in [("s1", 100), ("s2", 50), ("s3", 200)] {
-                    let mut rec = (*plain(id, 1)).clone();
-                    rec.scheduled_at_us = Some(at);
-                    t.insert_invocation(&Arc::new(rec), &st(Scheduled, None))?;
-                }
-                assert_eq!(t.due_scheduled(150, 10)?, strings(&["s2", "s1"]));
-                assert_eq!(t.due_scheduled(150, 1)?, strings(&["s2"]));
-                assert_eq!(t.due_scheduled(49, 10)?, Vec::<String>::new());
-                t.put_status("s2", &st(Registered, None), 60)?;
-                assert_eq!(t.due_scheduled(1000, 10)?, strings(&["s1", "s3"]));
+        in_fresh_store(|t| {
+            for (id, at) in [("s1", 100), ("s2", 50), ("s3", 200)] {
+                let mut rec = (*plain(id, 1)).clone();
+                rec.scheduled_at_us = Some(at);
+                t.insert_invocation(&Arc::new(rec), &st(Scheduled, None))?;
+            }
+            assert_eq!(t.due_scheduled(150, 10)?, strings(&["s2", "s1"]));
+            assert_eq!(t.due_scheduled(150, 1)?, strings(&["s2"]));
+            assert_eq!(t.due_scheduled(49, 10)?, Vec::<String>::new());
+            t.put_status("s2", &st(Registered, None), 60)?;
+            assert_eq!(t.due_scheduled(1000, 10)?, strings(&["s1", "s3"]));
 
-                for id in ["x", "y", "z"] {
-                    t.insert_invocation(&plain(id, 1), &st(Registered, None))?;
-                    t.put_status(id, &st(Pending, Some("r")), 2)?;
-                    t.put_status(id, &st(Running, Some("r")), 3)?;
-                }
-                t.put_status("y", &st(Success, Some("r")), 2000)?;
-                t.put_status("x", &st(Failed, Some("r")), 1000)?;
-                assert_eq!(t.final_before(1500, 10)?, strings(&["x"]));
-                assert_eq!(t.final_before(1000, 10)?, Vec::<String>::new());
-                assert_eq!(t.final_before(5000, 10)?, strings(&["x", "y"]));
-                assert_eq!(t.final_before(5000, 1)?, strings(&["x"]));
-                Ok(())
-            })
-            .await
-            .unwrap();
+            for id in ["x", "y", "z"] {
+                t.insert_invocation(&plain(id, 1), &st(Registered, None))?;
+                t.put_status(id, &st(Pending, Some("r")), 2)?;
+                t.put_status(id, &st(Running, Some("r")), 3)?;
+            }
+            t.put_status("y", &st(Success, Some("r")), 2000)?;
+            t.put_status("x", &st(Failed, Some("r")), 1000)?;
+            assert_eq!(t.final_before(1500, 10)?, strings(&["x"]));
+            assert_eq!(t.final_before(1000, 10)?, Vec::<String>::new());
+            assert_eq!(t.final_before(5000, 10)?, strings(&["x", "y"]));
+            assert_eq!(t.final_before(5000, 1)?, strings(&["x"]));
+            Ok(())
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn call_edges() {
-        let (_dir, store) = fresh();
-        store
-            .atomic(|t| {
-                t.add_edge("inv1", "A", "B")?;
-                t.add_edge("inv2", "A", "B")?;
-                t.add_edge("inv1", "A", "C")?;
-                t.add_edge("inv3", "B", "C")?;
-                let mut callees = t.callees_of("A")?;
-                callees.sort();
-                assert_eq!(callees, strings(&["B", "C"]));
-                t.remove_edges_of("inv1")?;
-                assert_eq!(
-                    t.callees_of("A")?,
-                    strings(&["B"]),
-                    "inv2's edge A->B stays"
-                );
-                t.remove_edges_of("inv2")?;
-                assert_eq!(t.callees_of("A")?, Vec::<String>::new());
-                assert_eq!(t.callees_of("B")?, strings(&["C"]));
-                assert_eq!(t.callees_of("nobody")?, Vec::<String>::new());
-                Ok(())
-            })
-            .await
-            .unwrap();
+        in_fresh_store(|t| {
+            t.add_edge("inv1", "A", "B")?;
+            t.add_edge("inv2", "A", "B")?;
+            t.add_edge("inv1", "A", "C")?;
+            t.add_edge("inv3", "B", "C")?;
+            let mut callees = t.callees_of("A")?;
+            callees.sort();
+            assert_eq!(callees, strings(&["B", "C"]));
+            t.remove_edges_of("inv1")?;
+            assert_eq!(
+                t.callees_of("A")?,
+                strings(&["B"]),
+                "inv2's edge A->B stays"
+            );
+            t.remove_edges_of("inv2")?;
+            assert_eq!(t.callees_of("A")?, Vec::<String>::new());
+            assert_eq!(t.callees_of("B")?, strings(&["C"]));
+            assert_eq!(t.callees_of("nobody")?, Vec::<String>::new());
+            Ok(())
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn blocking_candidates_are_available_waited_oldest_first() {
-        let (_dir, store) = fresh();
-        store
-            .atomic(|t| {
-                for (id, created) in [("w1", 30), ("w2", 10), ("w3", 20), ("free", 1)] {
-                    t.insert_invocation(&plain(id, created), &st(Registered, None))?;
-                }
-                t.add_waits(Some("parent"), &strings(&["w1", "w2", "w3", "missing"]))?;
-                t.add_waits(None, &strings(&["w1"]))?;
-                assert_eq!(t.blocking_candidates(10)?, strings(&["w2", "w3", "w1"]));
-                assert_eq!(t.blocking_candidates(1)?, strings(&["w2"]));
-                assert_eq!(t.blocking_candidates(0)?, Vec::<String>::new());
-                t.put_status("w3", &st(Pending, Some("r")), 40)?;
-                assert_eq!(t.blocking_candidates(10)?, strings(&["w2", "w1"]));
-                t.put_status("w3", &st(Killed, None), 41)?;
-                t.put_status("w3", &st(Rerouted, None), 42)?;
-                assert_eq!(t.blocking_candidates(10)?, strings(&["w2", "w3", "w1"]));
-                t.release_waited("w2")?;
-                t.release_waited("missing")?;
-                assert_eq!(t.blocking_candidates(10)?, strings(&["w3", "w1"]));
-                Ok(())
-            })
-            .await
-            .unwrap();
+        in_fresh_store(|t| {
+            for (id, created) in [("w1", 30), ("w2", 10), ("w3", 20), ("free", 1)] {
+                t.insert_invocation(&plain(id, created), &st(Registered, None))?;
+            }
+            t.add_waits(Some("parent"), &strings(&["w1", "w2", "w3", "missing"]))?;
+            t.add_waits(None, &strings(&["w1"]))?;
+            assert_eq!(t.blocking_candidates(10)?, strings(&["w2", "w3", "w1"]));
+            assert_eq!(t.blocking_candidates(1)?, strings(&["w2"]));
+            assert_eq!(t.blocking_candidates(0)?, Vec::<String>::new());
+            t.put_status("w3", &st(Pending, Some("r")), 40)?;
+            assert_eq!(t.blocking_candidates(10)?, strings(&["w2", "w1"]));
+            t.put_status("w3", &st(Killed, None), 41)?;
+            t.put_status("w3", &st(Rerouted, None), 42)?;
+            assert_eq!(t.blocking_candidates(10)?, strings(&["w2", "w3", "w1"]));
+            t.release_waited("w2")?;
+            t.release_waited("missing")?;
+            assert_eq!(t.blocking_candidates(10)?, strings(&["w3", "w1"]));
+            Ok(())
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn outcome_history_and_retries_round_trip() {
-        let (_dir, store) = fresh();
-        store
-            .atomic(|t| {
-                t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
-                assert_eq!(
-                    t.get_outcome("a")?,
-                    Some(InvocationOutcome {
-                        status: Registered,
-                        result: None,
-                        error: None
-                    })
+        in_fresh_store(|t| {
+            t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
+            assert_eq!(
+                t.get_outcome("a")?,
+                Some(InvocationOutcome {
+                    status: Registered,
+                    result: None,
+                    error: None
+                })
+            );
+            assert_eq!(t.get_outcome("missing")?, None);
+            assert_eq!(t.get_status("missing")?, None);
+            assert!(t.get_invocation("missing")?.is_none());
+
+            let error = TaskError::new("ValueError", "bad \"value\"\nline two");
+            t.set_error("a", &error)?;
+            t.set_result("a", "{\"v\": [1, 2]}".into())?;
+            t.put_status("a", &st(Pending, Some("r")), 5)?;
+            let out = t.get_outcome("a")?.unwrap();
+            assert_eq!(out.status, Pending);
+            assert_eq!(out.result.as_deref(), Some("{\"v\": [1, 2]}"));
+            assert_eq!(out.error, Some(error));
+
+            for (i, s) in [Registered, Pending, Running, Success].into_iter().enumerate() {
+                let mut e = entry("a", s, 100 - i as i64);
+                e.owner = (i > 0).then(|| "r".to_string());
+                t.append_history(e.as_step())?;
+            }
+            let history = t.get_history("a")?;
+            let statuses: Vec<_> = history.iter().map(|h| h.status).collect();
+            assert_eq!(statuses, vec![Registered, Pending, Running, Success]);
+            assert_eq!(history[3], {
+                let mut e = entry("a", Success, 97);
+                e.owner = Some("r".into());
+                e
+            });
+
+            assert_eq!(t.get_retries("a")?, 0);
+            assert_eq!(t.increment_retries("a")?, 1);
+            assert_eq!(t.increment_retries("a")?, 2);
+            assert_eq!(t.get_retries("a")?, 2);
+
+            for err in [
+                t.get_history("missing").unwrap_err(),
+                t.append_history(entry("missing", Registered, 1).as_step()).unwrap_err(),
+                t.get_retries("missing").unwrap_err(),
+                t.increment_retries("missing").unwrap_err(),
+                t.set_result("missing", "1".into()).unwrap_err(),
+                t.set_error("missing", &TaskError::new("E", "m")).unwrap_err(),
+                t.put_status("missing", &st(Pending, Some("r")), 1).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(&err, PynencError::InvocationNotFound { invocation_id, .. } if invocation_id == "missing"),
+                    "{err}"
                 );
-                assert_eq!(t.get_outcome("missing")?, None);
-                assert_eq!(t.get_status("missing")?, None);
-                assert!(t.get_invocation("missing")?.is_none());
-
-                let error = TaskError::new("ValueError", "bad \"value\"\nline two");
-                t.set_error("a", &error)?;
-                t.set_result("a", "{\"v\": [1, 2]}".into())?;
-                t.put_status("a", &st(Pending, Some("r")), 5)?;
-                let out = t.get_outcome("a")?.unwrap();
-                assert_eq!(out.status, Pending);
-                assert_eq!(out.result.as_deref(), Some("{\"v\": [1, 2]}"));
-                assert_eq!(out.error, Some(error));
-
-                for (i, s) in [Registered, Pending, Running, Success].into_iter().enumerate() {
-                    let mut e = entry("a", s, 100 - i as i64);
-                    e.owner = (i > 0).then(|| "r".to_string());
-                    t.append_history(e.as_step())?;
-                }
-                let history = t.get_history("a")?;
-                let statuses: Vec<_> = history.iter().map(|h| h.status).collect();
-                assert_eq!(statuses, vec![Registered, Pending, Running, Success]);
-                assert_eq!(history[3], {
-                    let mut e = entry("a", Success, 97);
-                    e.owner = Some("r".into());
-                    e
-                });
-
-                assert_eq!(t.get_retries("a")?, 0);
-                assert_eq!(t.increment_retries("a")?, 1);
-                assert_eq!(t.increment_retries("a")?, 2);
-                assert_eq!(t.get_retries("a")?, 2);
-
-                for err in [
-                    t.get_history("missing").unwrap_err(),
-                    t.append_history(entry("missing", Registered, 1).as_step()).unwrap_err(),
-                    t.get_retries("missing").unwrap_err(),
-                    t.increment_retries("missing").unwrap_err(),
-                    t.set_result("missing", "1".into()).unwrap_err(),
-                    t.set_error("missing", &TaskError::new("E", "m")).unwrap_err(),
-                    t.put_status("missing", &st(Pending, Some("r")), 1).unwrap_err(),
-                ] {
-                    assert!(
-                        matches!(&err, PynencError::InvocationNotFound { invocation_id, .. } if invocation_id == "missing"),
-                        "{err}"
-                    );
-                }
-                Ok(())
-            })
-            .await
-            .unwrap();
+            }
+            Ok(())
+        })
+        .await;
     }
 
     #[tokio::test]
@@ -2963,47 +2957,44 @@ mod tests {
 
     #[tokio::test]
     async fn heartbeats_leases_and_owned_claims() {
-        let (_dir, store) = fresh();
-        store
-            .atomic(|t| {
-                assert_eq!(t.get_heartbeat("r1")?, None);
-                t.put_heartbeat("r1", 10)?;
-                t.put_heartbeat("r1", 20)?;
-                assert_eq!(t.get_heartbeat("r1")?, Some(20));
-                t.remove_heartbeat("r1")?;
-                assert_eq!(t.get_heartbeat("r1")?, None);
+        in_fresh_store(|t| {
+            assert_eq!(t.get_heartbeat("r1")?, None);
+            t.put_heartbeat("r1", 10)?;
+            t.put_heartbeat("r1", 20)?;
+            assert_eq!(t.get_heartbeat("r1")?, Some(20));
+            t.remove_heartbeat("r1")?;
+            assert_eq!(t.get_heartbeat("r1")?, None);
 
-                assert!(t.try_lease("recovery", "h1", 100, 50)?);
-                assert!(!t.try_lease("recovery", "h2", 120, 50)?);
-                assert!(t.try_lease("recovery", "h1", 140, 50)?, "the holder renews");
-                assert!(!t.try_lease("recovery", "h2", 189, 50)?);
-                assert!(
-                    t.try_lease("recovery", "h2", 190, 50)?,
-                    "expired: taken over"
-                );
-                assert!(!t.try_lease("recovery", "h1", 200, 50)?);
+            assert!(t.try_lease("recovery", "h1", 100, 50)?);
+            assert!(!t.try_lease("recovery", "h2", 120, 50)?);
+            assert!(t.try_lease("recovery", "h1", 140, 50)?, "the holder renews");
+            assert!(!t.try_lease("recovery", "h2", 189, 50)?);
+            assert!(
+                t.try_lease("recovery", "h2", 190, 50)?,
+                "expired: taken over"
+            );
+            assert!(!t.try_lease("recovery", "h1", 200, 50)?);
 
-                for (id, created) in [("p", 1), ("q", 2), ("reg", 3)] {
-                    t.insert_invocation(&plain(id, created), &st(Registered, None))?;
-                }
-                t.put_status("q", &st(Pending, Some("r1")), 50)?;
-                t.put_status("p", &st(Pending, Some("r2")), 60)?;
-                t.put_status("p", &st(Running, Some("r2")), 70)?;
-                assert_eq!(
-                    t.owned_claims_before(100, 10)?,
-                    vec![
-                        ("q".to_string(), st(Pending, Some("r1")), 50),
-                        ("p".to_string(), st(Running, Some("r2")), 70),
-                    ]
-                );
-                assert_eq!(t.owned_claims_before(60, 10)?.len(), 1);
-                assert_eq!(t.owned_claims_before(100, 1)?.len(), 1);
-                t.put_status("p", &st(Success, Some("r2")), 80)?;
-                assert_eq!(t.owned_claims_before(100, 10)?.len(), 1);
-                Ok(())
-            })
-            .await
-            .unwrap();
+            for (id, created) in [("p", 1), ("q", 2), ("reg", 3)] {
+                t.insert_invocation(&plain(id, created), &st(Registered, None))?;
+            }
+            t.put_status("q", &st(Pending, Some("r1")), 50)?;
+            t.put_status("p", &st(Pending, Some("r2")), 60)?;
+            t.put_status("p", &st(Running, Some("r2")), 70)?;
+            assert_eq!(
+                t.owned_claims_before(100, 10)?,
+                vec![
+                    ("q".to_string(), st(Pending, Some("r1")), 50),
+                    ("p".to_string(), st(Running, Some("r2")), 70),
+                ]
+            );
+            assert_eq!(t.owned_claims_before(60, 10)?.len(), 1);
+            assert_eq!(t.owned_claims_before(100, 1)?.len(), 1);
+            t.put_status("p", &st(Success, Some("r2")), 80)?;
+            assert_eq!(t.owned_claims_before(100, 10)?.len(), 1);
+            Ok(())
+        })
+        .await;
     }
 
     #[tokio::test]
