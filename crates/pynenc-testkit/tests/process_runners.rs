@@ -105,21 +105,31 @@ async fn process_runner_runs_each_invocation_in_a_child() {
     );
 
     // a panic, an abort and a segfault fail their invocation only
-    let p = panics_sync::call_on(&app, "child panic".into())
+    assert_panic_abort_segfault_fail(&app).await;
+    assert_crash_is_retried(&app, dir.path()).await;
+    // the runner still works
+    assert_add_works(&app, 1, 1).await;
+    stop_and_check(worker, &app).await;
+}
+
+/// A panic, an abort and a segfault each fail their invocation (`Panic`,
+/// then `ProcessCrashed` naming the signal); returns the abort's and the
+/// segfault's invocations.
+async fn assert_panic_abort_segfault_fail(
+    app: &Pynenc,
+) -> (pynenc::Invocation<u32>, pynenc::Invocation<u32>) {
+    let p = panics_sync::call_on(app, "panic".into())
         .await
         .expect("call");
-    let a = abort_process::call_on(&app).await.expect("call");
-    let s = segfault::call_on(&app).await.expect("call");
+    let a = abort_process::call_on(app).await.expect("call");
+    let s = segfault::call_on(app).await.expect("call");
     assert_eq!(
         expect_task_failed(&p, "a panic failure").await.kind,
         "Panic"
     );
     assert_crashed(&a, "SIGABRT").await;
     assert_crashed(&s, "SIGSEGV").await;
-    assert_crash_is_retried(&app, dir.path()).await;
-    // the runner still works
-    assert_add_works(&app, 1, 1).await;
-    stop_and_check(worker, &app).await;
+    (a, s)
 }
 
 /// `inv` failed with `ProcessCrashed`, naming the signal `what`.
@@ -150,18 +160,8 @@ async fn a_task_that_crashes_a_pool_worker_fails_or_is_retried() {
         "persistent_process",
         &[("PYNENC__RUNNER__MAX_PROCESSES", "2")],
     );
-    let p = panics_sync::call_on(&app, "pool panic".into())
-        .await
-        .expect("call");
-    let a = abort_process::call_on(&app).await.expect("call");
-    let s = segfault::call_on(&app).await.expect("call");
     // a panic is caught in the worker: the invocation fails, the worker lives
-    assert_eq!(
-        expect_task_failed(&p, "a panic failure").await.kind,
-        "Panic"
-    );
-    assert_crashed(&a, "SIGABRT").await;
-    assert_crashed(&s, "SIGSEGV").await;
+    let (a, s) = assert_panic_abort_segfault_fail(&app).await;
     // alone in its worker, the crash is pinned on it at once: one run each
     assert_eq!(runs_in_history(&a).await, 1);
     assert_eq!(runs_in_history(&s).await, 1);
