@@ -48,6 +48,20 @@ impl InvocationContext {
         self.record.call.call_id()
     }
 
+    /// Records `status` (`PAUSED`, `RESUMED`) for this invocation, set by
+    /// its runner `actor`.
+    pub(crate) async fn set_own_status(
+        &self,
+        status: crate::status::InvocationStatus,
+        actor: &str,
+    ) -> Result<()> {
+        self.app
+            .orchestrator()
+            .set_status(self.invocation_id(), status, actor, None)
+            .await
+            .map(|_| ())
+    }
+
     /// The id that acts for this code in histories: the runner's id, or the app's external id.
     pub fn actor_id(&self) -> String {
         match &self.runner {

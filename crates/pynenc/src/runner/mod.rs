@@ -190,13 +190,8 @@ impl InvocationHost for RunnerShared {
         {
             let mut slot = ctx.slot.lock().await;
             if slot.waits == 0 {
-                orch.set_status(
-                    ctx.invocation_id(),
-                    InvocationStatus::Paused,
-                    &self.runner_id,
-                    None,
-                )
-                .await?;
+                ctx.set_own_status(InvocationStatus::Paused, &self.runner_id)
+                    .await?;
                 slot.permit = None;
                 debug!(invocation_id = %ctx.invocation_id(), waiting_for = ids.len(), "paused");
             }
@@ -211,13 +206,8 @@ impl InvocationHost for RunnerShared {
                     message: "runner slots closed".into(),
                 }
             })?);
-            orch.set_status(
-                ctx.invocation_id(),
-                InvocationStatus::Resumed,
-                &self.runner_id,
-                None,
-            )
-            .await?;
+            ctx.set_own_status(InvocationStatus::Resumed, &self.runner_id)
+                .await?;
             debug!(invocation_id = %ctx.invocation_id(), "resumed");
         }
         waited
@@ -252,6 +242,14 @@ impl StopSignal {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Runs `fut` until it ends or a stop is requested, whichever is first.
+    pub(crate) async fn or_stopped<F: std::future::Future>(&self, fut: F) {
+        tokio::select! {
+            _ = fut => {}
+            _ = self.stopped() => {}
         }
     }
 }
@@ -465,10 +463,7 @@ impl ThreadRunner {
             while !shared.stop.is_stopped() {
                 let free = shared.slots.available_permits();
                 if free == 0 {
-                    tokio::select! {
-                        p = shared.slots.clone().acquire_owned() => drop(p),
-                        _ = shared.stop.stopped() => {}
-                    }
+                    shared.stop.or_stopped(shared.slots.clone().acquire_owned()).await;
                     // let invocations that are about to end free their slots
                     // too, so one pick fills several
                     let enough = (shared.max_slots / 4).max(1);
@@ -491,10 +486,7 @@ impl ThreadRunner {
                     }
                     Err(e) => {
                         error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "could not get invocations to run");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = shared.stop.stopped() => {}
-                        }
+                        shared.stop.or_stopped(tokio::time::sleep(backoff)).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
                     }
@@ -508,10 +500,7 @@ impl ThreadRunner {
                         }
                         Err(e) => warn!(error = %e, "could not promote scheduled invocations"),
                     }
-                    tokio::select! {
-                        _ = orch.wait_for_work(epoch, Duration::from_millis(100)) => {}
-                        _ = shared.stop.stopped() => {}
-                    }
+                    shared.stop.or_stopped(orch.wait_for_work(epoch, Duration::from_millis(100))).await;
                     continue;
                 }
                 for record in batch {

@@ -227,26 +227,16 @@ impl InvocationHost for ChildHost {
             .await?;
         // one wait at a time: the parent stops the whole process
         let mut go = self.go.lock().await;
-        orch.set_status(
-            ctx.invocation_id(),
-            InvocationStatus::Paused,
-            &self.owner,
-            None,
-        )
-        .await?;
+        ctx.set_own_status(InvocationStatus::Paused, &self.owner)
+            .await?;
         let line = serde_json::to_string(ids)
             .map_err(|e| PynencError::serialization("serialize", "waited ids", e))?;
         report_to_parent("wait", &line);
         go.recv().await.ok_or_else(|| PynencError::Runner {
             message: "the parent runner closed the pipe while the child waited".into(),
         })?;
-        orch.set_status(
-            ctx.invocation_id(),
-            InvocationStatus::Resumed,
-            &self.owner,
-            None,
-        )
-        .await?;
+        ctx.set_own_status(InvocationStatus::Resumed, &self.owner)
+            .await?;
         orch.wait_final(ids).await
     }
 }
@@ -545,10 +535,7 @@ impl ProcessRunner {
             while !me.stop.is_stopped() {
                 let free = slots.available_permits();
                 if free == 0 {
-                    tokio::select! {
-                        p = slots.clone().acquire_owned() => drop(p),
-                        _ = me.stop.stopped() => {}
-                    }
+                    me.stop.or_stopped(slots.clone().acquire_owned()).await;
                     continue;
                 }
                 let epoch = orch.work_epoch();
@@ -556,10 +543,7 @@ impl ProcessRunner {
                     Ok(p) => p,
                     Err(e) => {
                         error!(error = %e, "could not get invocations to run");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                            _ = me.stop.stopped() => {}
-                        }
+                        me.stop.or_stopped(tokio::time::sleep(Duration::from_millis(200))).await;
                         continue;
                     }
                 };
@@ -567,10 +551,7 @@ impl ProcessRunner {
                     if let Err(e) = orch.promote_scheduled().await {
                         warn!(error = %e, "could not promote scheduled invocations");
                     }
-                    tokio::select! {
-                        _ = orch.wait_for_work(epoch, Duration::from_millis(100)) => {}
-                        _ = me.stop.stopped() => {}
-                    }
+                    me.stop.or_stopped(orch.wait_for_work(epoch, Duration::from_millis(100))).await;
                     continue;
                 }
                 for record in picked {
@@ -990,10 +971,9 @@ impl WorkerPool {
                         });
                     }
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = self.stop.stopped() => {}
-                }
+                self.stop
+                    .or_stopped(tokio::time::sleep(Duration::from_millis(200)))
+                    .await;
             }
             // graceful stop: SIGTERM every worker, SIGKILL what is left after the grace period
             for w in &workers {
