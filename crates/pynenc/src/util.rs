@@ -34,3 +34,8 @@ pub fn format_us(us: i64) -> String {
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .unwrap_or_else(|| us.to_string())
 }
+
+/// A duration in whole microseconds, as the stores keep times (saturating).
+pub fn micros(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}

@@ -239,49 +239,42 @@ const PURGE_APP: &[&str] = &[
     "DELETE FROM leases WHERE app = ?1",
 ];
 
-/// The stable code of a status in the schema (see the module documentation).
-fn status_code(status: InvocationStatus) -> i64 {
+/// The statuses by their stable code in the schema (see the module
+/// documentation): a status's code is its position here.
+const STATUS_CODES: [InvocationStatus; 15] = {
     use InvocationStatus::*;
-    match status {
-        Scheduled => 0,
-        Registered => 1,
-        ConcurrencyControlled => 2,
-        ConcurrencyControlledFinal => 3,
-        Rerouted => 4,
-        Pending => 5,
-        PendingRecovery => 6,
-        Running => 7,
-        Paused => 8,
-        Resumed => 9,
-        RunningRecovery => 10,
-        Killed => 11,
-        Retry => 12,
-        Success => 13,
-        Failed => 14,
-    }
+    [
+        Scheduled,
+        Registered,
+        ConcurrencyControlled,
+        ConcurrencyControlledFinal,
+        Rerouted,
+        Pending,
+        PendingRecovery,
+        Running,
+        Paused,
+        Resumed,
+        RunningRecovery,
+        Killed,
+        Retry,
+        Success,
+        Failed,
+    ]
+};
+
+/// The stable code of a status in the schema.
+fn status_code(status: InvocationStatus) -> i64 {
+    STATUS_CODES
+        .iter()
+        .position(|s| *s == status)
+        .map_or(-1, |i| i as i64)
 }
 
 /// The status of a code, if it is one.
 fn status_from_code(code: i64) -> Option<InvocationStatus> {
-    use InvocationStatus::*;
-    Some(match code {
-        0 => Scheduled,
-        1 => Registered,
-        2 => ConcurrencyControlled,
-        3 => ConcurrencyControlledFinal,
-        4 => Rerouted,
-        5 => Pending,
-        6 => PendingRecovery,
-        7 => Running,
-        8 => Paused,
-        9 => Resumed,
-        10 => RunningRecovery,
-        11 => Killed,
-        12 => Retry,
-        13 => Success,
-        14 => Failed,
-        _ => return None,
-    })
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| STATUS_CODES.get(i).copied())
 }
 
 /// Checks the integrity of the SQLite database at `path` (`PRAGMA

@@ -278,7 +278,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
     }
 
     async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
-        let before = now_us() - older_than.as_micros().min(i64::MAX as u128) as i64;
+        let before = now_us() - crate::util::micros(older_than);
         let mut total = 0;
         loop {
             let n = self
@@ -309,7 +309,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
     async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
         let name = name.to_string();
         let holder = holder.to_string();
-        let ttl_us = ttl.as_micros().min(i64::MAX as u128) as i64;
+        let ttl_us = crate::util::micros(ttl);
         self.store
             .atomic(move |t| t.try_lease(&name, &holder, now_us(), ttl_us))
             .await
@@ -322,8 +322,8 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         max_pending: Duration,
     ) -> Result<Vec<String>> {
         let actor = actor.to_string();
-        let dead = dead_after.as_micros().min(i64::MAX as u128) as i64;
-        let pending = max_pending.as_micros().min(i64::MAX as u128) as i64;
+        let dead = crate::util::micros(dead_after);
+        let pending = crate::util::micros(max_pending);
         self.store
             .atomic(move |t| engine::recover(t, &actor, now_us(), dead, pending))
             .await

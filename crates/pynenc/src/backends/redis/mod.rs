@@ -254,7 +254,7 @@ fn opt_bytes(s: Option<&str>) -> Vec<u8> {
 }
 
 fn micros(d: Duration) -> String {
-    d.as_micros().min(i64::MAX as u128).to_string()
+    crate::util::micros(d).to_string()
 }
 
 impl RedisBackend {
