@@ -283,10 +283,10 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         loop {
             let n = self
                 .store
-                .atomic(move |t| engine::auto_purge(t, before, 500))
+                .atomic(move |t| engine::auto_purge(t, before, engine::PURGE_BATCH))
                 .await?;
             total += n;
-            if n < 500 {
+            if n < engine::PURGE_BATCH {
                 return Ok(total);
             }
         }

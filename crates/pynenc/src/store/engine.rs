@@ -13,6 +13,13 @@ use crate::serializer::Serializer;
 use crate::state_backend::HistoryStep;
 use crate::status::{InvocationStatus, StatusRecord};
 
+/// The most invocations one promotion of scheduled calls, or one recovery
+/// step, handles (the rest wait for the next step).
+pub const STEP_BATCH: usize = 1000;
+
+/// The most final invocations one auto-purge section deletes.
+pub const PURGE_BATCH: usize = 500;
+
 /// Sets `to` on an invocation for `actor`, if the state machine allows it,
 /// records it in the history, and applies what the new status implies.
 pub fn transition(
@@ -387,7 +394,7 @@ pub fn kill_and_reroute(
 
 /// Registers due scheduled invocations.
 pub fn promote_scheduled(txn: &mut dyn StoreTxn, actor: &str, now_us: i64) -> Result<usize> {
-    let due = txn.due_scheduled(now_us, 1000)?;
+    let due = txn.due_scheduled(now_us, STEP_BATCH)?;
     for id in &due {
         transition(txn, id, InvocationStatus::Registered, actor, None, now_us)?;
         txn.enqueue(id)?;
@@ -437,7 +444,7 @@ pub fn recover(
     dead_after_us: i64,
     max_pending_us: i64,
 ) -> Result<Vec<String>> {
-    let claims = txn.owned_claims_before(now_us - dead_after_us.min(max_pending_us), 1000)?;
+    let claims = txn.owned_claims_before(now_us - dead_after_us.min(max_pending_us), STEP_BATCH)?;
     let mut recovered = Vec::new();
     let mut alive: HashMap<Arc<str>, bool> = HashMap::new();
     for (id, rec, claimed_at) in claims {

@@ -155,11 +155,10 @@ use crate::orchestrator::{ConcurrencySpec, Orchestrator, RouteOutcome, RouteRequ
 use crate::serializer::Serializer;
 use crate::state_backend::{HistoryEntry, InvocationOutcome, StateBackend};
 use crate::status::{InvocationStatus, StatusRecord};
+use crate::store::engine::PURGE_BATCH;
 
 /// The safety-net re-check of `wait_final`.
 const WAIT_RECHECK: Duration = Duration::from_secs(2);
-/// Invocations deleted per auto-purge script.
-const PURGE_CHUNK: usize = 500;
 /// Invocations per `waiting_for_results` script.
 const WAIT_CHUNK: usize = 1000;
 /// How long a `wait_final` registration (hash `waiters`) lasts.
@@ -1196,11 +1195,11 @@ impl Orchestrator for RedisBackend {
     async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
         let mut total = 0;
         loop {
-            let args = [bytes(micros(older_than)), bytes(PURGE_CHUNK.to_string())];
+            let args = [bytes(micros(older_than)), bytes(PURGE_BATCH.to_string())];
             let v = self.script(&scripts().purge_final, &args).await?;
             let n = as_int(&v).unwrap_or(0).max(0) as usize;
             total += n;
-            if n < PURGE_CHUNK {
+            if n < PURGE_BATCH {
                 return Ok(total);
             }
         }

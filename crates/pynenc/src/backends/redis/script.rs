@@ -141,6 +141,11 @@ fn status_set(out: &mut String, name: &str, pred: impl Fn(InvocationStatus) -> b
 /// The state machine as Lua tables, generated from [`InvocationStatus`].
 pub(crate) fn prelude() -> String {
     let mut out = String::from("-- generated from pynenc::status::InvocationStatus; do not edit\n");
+    let _ = writeln!(
+        out,
+        "local STEP_BATCH = {}",
+        crate::store::engine::STEP_BATCH
+    );
     out.push_str("local ST = {");
     for st in ALL_STATUSES {
         let _ = write!(out, "{}={},", st.as_str(), lua_str(st.as_str()));

@@ -3,7 +3,7 @@
 
 local function main()
   local actor = ARGV[2]
-  local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW_S, 'LIMIT', 0, 1000)
+  local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW_S, 'LIMIT', 0, STEP_BATCH)
   for _, id in ipairs(due) do
     transition(id, ST.REGISTERED, actor, false)
     enqueue(id)

@@ -5,7 +5,7 @@
 local function main()
   local actor, dead, maxp = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
   local claims = redis.call('ZRANGEBYSCORE', P .. 'owned', '-inf', '(' .. fmt(NOW - math.min(dead, maxp)),
-    'WITHSCORES', 'LIMIT', 0, 1000)
+    'WITHSCORES', 'LIMIT', 0, STEP_BATCH)
   local alive = {}
   local recovered = {}
   for i = 1, #claims - 1, 2 do
