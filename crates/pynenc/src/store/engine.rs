@@ -411,25 +411,27 @@ pub fn auto_purge(txn: &mut dyn StoreTxn, before_us: i64, max: usize) -> Result<
     Ok(old.len())
 }
 
+/// Those of `ids` that are not final yet; an unknown id is an error saying
+/// it was looked for `during` what.
+pub fn not_final(txn: &mut dyn StoreTxn, ids: &[String], during: &str) -> Result<Vec<String>> {
+    let mut open = Vec::with_capacity(ids.len());
+    for id in ids {
+        match txn.get_status(id)? {
+            Some(s) if s.status.is_final() => {}
+            Some(_) => open.push(id.clone()),
+            None => return Err(PynencError::not_found(id, during)),
+        }
+    }
+    Ok(open)
+}
+
 /// Records waits, ignoring invocations that are already final.
 pub fn waiting_for_results(
     txn: &mut dyn StoreTxn,
     waiter: Option<&str>,
     waited: &[String],
 ) -> Result<()> {
-    let mut open = Vec::with_capacity(waited.len());
-    for id in waited {
-        match txn.get_status(id)? {
-            Some(s) if s.status.is_final() => {}
-            Some(_) => open.push(id.clone()),
-            None => {
-                return Err(PynencError::not_found(
-                    id,
-                    "while registering a wait for it",
-                ))
-            }
-        }
-    }
+    let open = not_final(txn, waited, "while registering a wait for it")?;
     if !open.is_empty() {
         txn.add_waits(waiter, &open)?;
     }

@@ -199,22 +199,7 @@ pub trait AtomicStore: Send + Sync + 'static {
             loop {
                 let check = pending.clone();
                 pending = self
-                    .atomic(move |t| {
-                        let mut left = Vec::new();
-                        for id in check {
-                            match t.get_status(&id)? {
-                                Some(s) if s.status.is_final() => {}
-                                Some(_) => left.push(id),
-                                None => {
-                                    return Err(crate::PynencError::InvocationNotFound {
-                                        invocation_id: id,
-                                        message: "while waiting for its result".into(),
-                                    })
-                                }
-                            }
-                        }
-                        Ok(left)
-                    })
+                    .atomic(move |t| engine::not_final(t, &check, "while waiting for its result"))
                     .await?;
                 if pending.is_empty() {
                     return Ok(());
