@@ -874,6 +874,51 @@ struct Layer {
     tasks: Vec<TaskSetting>,
 }
 
+/// The setting of a top-level key `name`: a global field, or the field of
+/// that name in the one section that has it.
+fn top_level_setting(
+    name: &str,
+    value: RawValue,
+    source: &ConfigSource,
+) -> Result<Setting, ConfigError> {
+    match find_top_level(name) {
+        Ok(field) => Ok(Setting {
+            field,
+            top_level: !field.section.is_empty(),
+            value,
+            source: source.clone(),
+        }),
+        Err(TopLevelMiss::Ambiguous(sections)) => Err(config_error(
+            source,
+            name,
+            ambiguous_reason(name, &sections),
+        )),
+        Err(TopLevelMiss::Unknown) => Err(config_error(source, name, unknown_key_reason(""))),
+    }
+}
+
+/// The setting of `section.name`, in a known section.
+fn section_setting(
+    section: &str,
+    name: &str,
+    value: RawValue,
+    source: &ConfigSource,
+) -> Result<Setting, ConfigError> {
+    match find_field(section, name) {
+        Some(field) => Ok(Setting {
+            field,
+            top_level: false,
+            value,
+            source: source.clone(),
+        }),
+        None => Err(config_error(
+            source,
+            format!("{section}.{name}"),
+            unknown_key_reason(section),
+        )),
+    }
+}
+
 fn config_error(
     source: &ConfigSource,
     key: impl Into<String>,
@@ -939,42 +984,22 @@ impl Layer {
                 })?;
                 for (name, v) in fields {
                     let lname = name.to_ascii_lowercase();
-                    let field = find_field(&lkey, &lname).ok_or_else(|| {
-                        config_error(source, format!("{lkey}.{lname}"), unknown_key_reason(&lkey))
-                    })?;
-                    layer.settings.push(Setting {
-                        field,
-                        top_level: false,
-                        value: RawValue::Json(v.clone()),
-                        source: source.clone(),
-                    });
+                    let setting =
+                        section_setting(&lkey, &lname, RawValue::Json(v.clone()), source)?;
+                    layer.settings.push(setting);
                 }
             } else {
-                match find_top_level(&lkey) {
-                    Ok(field) => layer.settings.push(Setting {
-                        field,
-                        top_level: !field.section.is_empty(),
-                        value: RawValue::Json(value.clone()),
-                        source: source.clone(),
-                    }),
-                    Err(TopLevelMiss::Ambiguous(sections)) => {
-                        return Err(config_error(
-                            source,
-                            lkey.as_str(),
-                            ambiguous_reason(&lkey, &sections),
-                        ))
-                    }
-                    Err(TopLevelMiss::Unknown) if value.is_object() => {
-                        return Err(config_error(
-                            source,
-                            lkey.as_str(),
-                            unknown_section_reason(&lkey),
-                        ))
-                    }
-                    Err(TopLevelMiss::Unknown) => {
-                        return Err(config_error(source, lkey.as_str(), unknown_key_reason("")))
-                    }
+                // a table under an unknown name reads as an unknown section
+                if value.is_object() && matches!(find_top_level(&lkey), Err(TopLevelMiss::Unknown))
+                {
+                    return Err(config_error(
+                        source,
+                        lkey.as_str(),
+                        unknown_section_reason(&lkey),
+                    ));
                 }
+                let setting = top_level_setting(&lkey, RawValue::Json(value.clone()), source)?;
+                layer.settings.push(setting);
             }
         }
         Ok(layer)
@@ -1065,36 +1090,9 @@ impl Layer {
             }
             let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             let setting = match parts.as_slice() {
-                [name] => match find_top_level(name) {
-                    Ok(field) => Setting {
-                        field,
-                        top_level: !field.section.is_empty(),
-                        value: RawValue::Env(value.clone()),
-                        source,
-                    },
-                    Err(TopLevelMiss::Ambiguous(sections)) => {
-                        return Err(config_error(&source, name.as_str(), ambiguous_reason(name, &sections)))
-                    }
-                    Err(TopLevelMiss::Unknown) => {
-                        return Err(config_error(&source, name.as_str(), unknown_key_reason("")))
-                    }
-                },
+                [name] => top_level_setting(name, RawValue::Env(value.clone()), &source)?,
                 [section, name] if SECTIONS.contains(&section.as_str()) => {
-                    match find_field(section, name) {
-                        Some(field) => Setting {
-                            field,
-                            top_level: false,
-                            value: RawValue::Env(value.clone()),
-                            source,
-                        },
-                        None => {
-                            return Err(config_error(
-                                &source,
-                                format!("{section}.{name}"),
-                                unknown_key_reason(section),
-                            ))
-                        }
-                    }
+                    section_setting(section, name, RawValue::Env(value.clone()), &source)?
                 }
                 [section, name] => {
                     return Err(config_error(
@@ -1150,21 +1148,7 @@ impl Layer {
             let lkey = key.to_ascii_lowercase();
             let setting = match lkey.split_once('.') {
                 Some((section, name)) if SECTIONS.contains(&section) => {
-                    match find_field(section, name) {
-                        Some(field) => Setting {
-                            field,
-                            top_level: false,
-                            value: RawValue::Json(value.clone()),
-                            source: source.clone(),
-                        },
-                        None => {
-                            return Err(config_error(
-                                &source,
-                                lkey.as_str(),
-                                unknown_key_reason(section),
-                            ))
-                        }
-                    }
+                    section_setting(section, name, RawValue::Json(value.clone()), &source)?
                 }
                 Some((section, _)) => {
                     return Err(config_error(
@@ -1173,24 +1157,7 @@ impl Layer {
                         unknown_section_reason(section),
                     ))
                 }
-                None => match find_top_level(&lkey) {
-                    Ok(field) => Setting {
-                        field,
-                        top_level: !field.section.is_empty(),
-                        value: RawValue::Json(value.clone()),
-                        source: source.clone(),
-                    },
-                    Err(TopLevelMiss::Ambiguous(sections)) => {
-                        return Err(config_error(
-                            &source,
-                            lkey.as_str(),
-                            ambiguous_reason(&lkey, &sections),
-                        ))
-                    }
-                    Err(TopLevelMiss::Unknown) => {
-                        return Err(config_error(&source, lkey.as_str(), unknown_key_reason("")))
-                    }
-                },
+                None => top_level_setting(&lkey, RawValue::Json(value.clone()), &source)?,
             };
             layer.settings.push(setting);
         }
@@ -1368,7 +1335,7 @@ impl PynencConfig {
             .collect();
         for (task_id, options) in &self.task_overrides {
             for (option, (value, _)) in options {
-                out.push((format!("{TASK_SECTION}.{task_id}.{option}"), value.clone()));
+                out.push((task_key(task_id, option), value.clone()));
             }
         }
         out
