@@ -492,15 +492,7 @@ impl ThreadRunner {
                     }
                 };
                 if batch.is_empty() {
-                    match orch.promote_scheduled().await {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            debug!(promoted = n, "scheduled invocations are due");
-                            continue;
-                        }
-                        Err(e) => warn!(error = %e, "could not promote scheduled invocations"),
-                    }
-                    shared.stop.or_stopped(orch.wait_for_work(epoch, Duration::from_millis(100))).await;
+                    idle(orch, &shared.stop, epoch).await;
                     continue;
                 }
                 for record in batch {
@@ -525,6 +517,21 @@ impl ThreadRunner {
         .instrument(span)
         .await
     }
+}
+
+/// A runner found nothing to pick: promotes the scheduled calls that are
+/// due, and when there were none, waits for work (or a stop) up to 100 ms.
+pub(crate) async fn idle(orch: &Arc<dyn crate::Orchestrator>, stop: &StopSignal, epoch: u64) {
+    match orch.promote_scheduled().await {
+        Ok(0) => {}
+        Ok(n) => {
+            debug!(promoted = n, "scheduled invocations are due");
+            return;
+        }
+        Err(e) => warn!(error = %e, "could not promote scheduled invocations"),
+    }
+    stop.or_stopped(orch.wait_for_work(epoch, Duration::from_millis(100)))
+        .await;
 }
 
 /// The runner's periodic duties, off the hot path: heartbeat, recovery of

@@ -548,10 +548,7 @@ impl ProcessRunner {
                     }
                 };
                 if picked.is_empty() {
-                    if let Err(e) = orch.promote_scheduled().await {
-                        warn!(error = %e, "could not promote scheduled invocations");
-                    }
-                    me.stop.or_stopped(orch.wait_for_work(epoch, Duration::from_millis(100))).await;
+                    super::idle(orch, &me.stop, epoch).await;
                     continue;
                 }
                 for record in picked {
