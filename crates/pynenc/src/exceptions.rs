@@ -298,6 +298,16 @@ impl PynencError {
         )
     }
 
+    /// Whether a finish was refused before it wrote anything: the
+    /// invocation is gone or no longer in a status its runner may end (it
+    /// was killed or recovered meanwhile).
+    pub fn is_refused_finish(&self) -> bool {
+        matches!(
+            self,
+            PynencError::StatusTransition { .. } | PynencError::InvocationNotFound { .. }
+        )
+    }
+
     /// The error as JSON (with its `kind`).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| {

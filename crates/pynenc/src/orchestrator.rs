@@ -229,9 +229,30 @@ pub trait Orchestrator: Send + Sync {
     /// Whether ending several runs in one [`Orchestrator::finish_many`]
     /// saves work (one transaction or round trip instead of several). When
     /// it does not (the in-process backend), runners end each run directly
-    /// and spare the hand-over between invocations.
+    /// with [`Orchestrator::finish_and_start`], and the slot that ends a run
+    /// takes its next invocation in the same step.
     fn batches_finishes(&self) -> bool {
         true
+    }
+
+    /// [`Orchestrator::finish`], then [`Orchestrator::get_invocations_to_start`]
+    /// for up to `max_next` invocations, in one atomic step where the backend
+    /// can. The pick happens even when the finish is refused (the first
+    /// result); an error of the step itself is the outer error. The default
+    /// makes the two calls.
+    async fn finish_and_start(
+        &self,
+        invocation_id: &str,
+        runner_id: &str,
+        outcome: RunOutcome,
+        max_next: usize,
+        execution_context: Option<String>,
+    ) -> Result<(Result<InvocationStatus>, Vec<Arc<InvocationRecord>>)> {
+        let finished = self.finish(invocation_id, runner_id, outcome).await;
+        let next = self
+            .get_invocations_to_start(runner_id, max_next, execution_context)
+            .await?;
+        Ok((finished, next))
     }
 
     /// Stops an owned invocation: `KILLED` then `REROUTED` and queued again.

@@ -50,16 +50,20 @@ pub(crate) trait InvocationHost: Send + Sync {
     /// Called when the invocation of `ctx` waits for `ids`: the host decides
     /// how it waits (pause and free the slot, or hand the wait to a parent).
     async fn waiting_for_results(&self, ctx: &InvocationContext, ids: &[String]) -> Result<()>;
-    /// Records the end of a run.
+    /// Records the end of the run of `record`. A host may take its next
+    /// invocations in the same step: they are returned, already `RUNNING`
+    /// for it, and the caller runs them.
     async fn finish(
         &self,
         app: &Pynenc,
-        invocation_id: &str,
+        record: &Arc<InvocationRecord>,
         outcome: RunOutcome,
-    ) -> Result<InvocationStatus> {
-        app.orchestrator()
-            .finish(invocation_id, self.runner_id(), outcome)
-            .await
+    ) -> (Result<InvocationStatus>, Vec<Arc<InvocationRecord>>) {
+        let finished = app
+            .orchestrator()
+            .finish(&record.invocation_id, self.runner_id(), outcome)
+            .await;
+        (finished, Vec::new())
     }
 }
 
@@ -69,8 +73,6 @@ type FinishReply = tokio::sync::oneshot::Sender<Result<InvocationStatus>>;
 /// invocation queues its outcome, and whoever finds no flush in progress
 /// flushes everything queued in one `finish_many` (one lock, transaction or
 /// round trip for all of them). Alone, an invocation flushes itself at once.
-/// Where batching saves nothing ([`crate::Orchestrator::batches_finishes`]
-/// is false: the in-process backend), each end is recorded directly.
 #[derive(Default)]
 pub(crate) struct Finisher {
     queue: Mutex<Vec<(String, RunOutcome, FinishReply)>>,
@@ -94,9 +96,6 @@ impl Finisher {
         invocation_id: &str,
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
-        if !orch.batches_finishes() {
-            return orch.finish(invocation_id, runner_id, outcome).await;
-        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .lock()
@@ -155,7 +154,8 @@ pub(crate) struct RunnerShared {
     slots: Arc<Semaphore>,
     max_slots: usize,
     stop: Arc<StopSignal>,
-    /// Running invocations by the address of their record (no key to allocate).
+    /// Running invocations by the address of their record (no key to
+    /// allocate), with the handle of the tokio task running them.
     running: Mutex<HashMap<usize, (Arc<InvocationRecord>, AbortHandle)>>,
     idle: Notify,
     finisher: Finisher,
@@ -170,15 +170,50 @@ impl InvocationHost for RunnerShared {
         &self.runner_id
     }
 
+    /// Where batching pays, the end joins the finisher's next batch and the
+    /// slot goes back to the runner loop, which picks for all free slots at
+    /// once. Where it does not (the in-process backend), the end is recorded
+    /// directly and, unless the runner is stopping, the slot's next
+    /// invocation is taken in the same step: it runs in this tokio task, so
+    /// a busy runner spawns no task and hands no slot over per invocation.
     async fn finish(
         &self,
         app: &Pynenc,
-        invocation_id: &str,
+        record: &Arc<InvocationRecord>,
         outcome: RunOutcome,
-    ) -> Result<InvocationStatus> {
-        self.finisher
-            .finish(app.orchestrator(), &self.runner_id, invocation_id, outcome)
+    ) -> (Result<InvocationStatus>, Vec<Arc<InvocationRecord>>) {
+        let orch = app.orchestrator();
+        let id = record.invocation_id.as_str();
+        if orch.batches_finishes() {
+            let finished = self
+                .finisher
+                .finish(orch, &self.runner_id, id, outcome)
+                .await;
+            return (finished, Vec::new());
+        }
+        if self.stop.is_stopped() {
+            return (orch.finish(id, &self.runner_id, outcome).await, Vec::new());
+        }
+        let context = Some(util::process_context().to_string());
+        match orch
+            .finish_and_start(id, &self.runner_id, outcome, 1, context)
             .await
+        {
+            Ok((finished, next)) => {
+                if !next.is_empty() {
+                    // the next invocations run in this task: list them
+                    // before the current one leaves, so a stop always finds them
+                    let mut running = self.running.lock();
+                    if let Some(abort) = running.get(&running_key(record)).map(|(_, a)| a.clone()) {
+                        for n in &next {
+                            running.insert(running_key(n), (n.clone(), abort.clone()));
+                        }
+                    }
+                }
+                (finished, next)
+            }
+            Err(e) => (Err(e), Vec::new()),
+        }
     }
 
     /// Pauses `ctx` while it waits for `ids`: the wait is recorded for
@@ -588,51 +623,81 @@ pub(crate) async fn maintain(app: Pynenc, runner_id: String) {
     }
 }
 
+/// The key of a running invocation in [`RunnerShared::running`].
+fn running_key(record: &Arc<InvocationRecord>) -> usize {
+    Arc::as_ptr(record) as usize
+}
+
+/// Runs `record` in a new tokio task holding `permit`, then, in the same
+/// task, the invocations its host takes next (see [`RunnerShared::finish`]).
 fn spawn_invocation(
     shared: &Arc<RunnerShared>,
     record: Arc<InvocationRecord>,
     permit: OwnedSemaphorePermit,
 ) {
-    let key = Arc::as_ptr(&record) as usize;
+    let key = running_key(&record);
     let kept = record.clone();
-    let span = info_span!(
-        "invocation",
-        task_id = %record.call.task_id,
-        invocation_id = %record.invocation_id,
-    );
     let s = shared.clone();
     // hold the map lock while spawning so the task cannot remove itself before it is inserted
     let mut running = shared.running.lock();
     let fut = async move {
         let host: Arc<dyn InvocationHost> = s.clone();
-        let id = s.report_to_parent.then(|| record.invocation_id.clone());
         let mut permit = Some(permit);
-        if let Some(id) = &id {
-            if process::is_quarantined(id) {
-                // it was running in a worker process that died beside
-                // others: run it alone, so a crash is pinned on it
-                drop(permit.take());
-                process::report_to_parent("wait-alone", id);
-                let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
-                permit = s.slots.clone().acquire_many_owned(all).await.ok();
-                info!("running alone: it was in a worker process that died");
+        let mut queue = vec![record];
+        while let Some(record) = queue.pop() {
+            if permit.is_none() {
+                // the slot went with a run that kept it: take another one
+                permit = s.slots.clone().acquire_owned().await.ok();
             }
-            process::report_to_parent("start", id);
+            let span = info_span!(
+                "invocation",
+                task_id = %record.call.task_id,
+                invocation_id = %record.invocation_id,
+            );
+            let end = run_hosted(&s, host.clone(), record.clone(), permit.take())
+                .instrument(span)
+                .await;
+            // only a one-slot permit goes on to the next invocation
+            permit = end.permit.filter(|p| p.num_permits() == 1);
+            queue.extend(end.next);
+            let mut running = s.running.lock();
+            running.remove(&running_key(&record));
+            if running.is_empty() {
+                s.idle.notify_waiters();
+            }
         }
-        run_invocation(&s.app, host, record, permit).await;
-        if let Some(id) = &id {
-            process::report_to_parent("end", id);
-            process::end_quarantine(id);
-        }
-        let mut running = s.running.lock();
-        running.remove(&key);
-        if running.is_empty() {
-            s.idle.notify_waiters();
-        }
-    }
-    .instrument(span);
+    };
     let task = tokio::spawn(fut);
     running.insert(key, (kept, task.abort_handle()));
+}
+
+/// [`run_invocation`] in a runner, reporting to a pool parent where the
+/// runner is a pool worker.
+async fn run_hosted(
+    s: &Arc<RunnerShared>,
+    host: Arc<dyn InvocationHost>,
+    record: Arc<InvocationRecord>,
+    mut permit: Option<OwnedSemaphorePermit>,
+) -> RunEnd {
+    let id = s.report_to_parent.then(|| record.invocation_id.clone());
+    if let Some(id) = &id {
+        if process::is_quarantined(id) {
+            // it was running in a worker process that died beside
+            // others: run it alone, so a crash is pinned on it
+            drop(permit.take());
+            process::report_to_parent("wait-alone", id);
+            let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
+            permit = s.slots.clone().acquire_many_owned(all).await.ok();
+            info!("running alone: it was in a worker process that died");
+        }
+        process::report_to_parent("start", id);
+    }
+    let end = run_invocation(&s.app, host, record, permit).await;
+    if let Some(id) = &id {
+        process::report_to_parent("end", id);
+        process::end_quarantine(id);
+    }
+    end
 }
 
 /// Retry or failure for a run of `invocation_id` that ended with `error`:
@@ -656,6 +721,14 @@ pub(crate) async fn failure_outcome(
     RunOutcome::Failed(error)
 }
 
+/// How a run of [`run_invocation`] ended.
+pub(crate) struct RunEnd {
+    /// The slot the run held at its end, if it still held one.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    /// Invocations the host took next (already `RUNNING` for it).
+    pub(crate) next: Vec<Arc<InvocationRecord>>,
+}
+
 /// Runs one invocation that is already `RUNNING` for `host`: finds its task
 /// in the registry, runs the body in its context, decides between success,
 /// retry and failure, and records the end. Shared by every runner kind.
@@ -664,7 +737,7 @@ pub(crate) async fn run_invocation(
     host: Arc<dyn InvocationHost>,
     record: Arc<InvocationRecord>,
     permit: Option<OwnedSemaphorePermit>,
-) -> InvocationStatus {
+) -> RunEnd {
     let orch = app.orchestrator();
     let kept = record.clone();
     let id = kept.invocation_id.as_str();
@@ -674,15 +747,15 @@ pub(crate) async fn run_invocation(
         Err(e) => {
             error!(error = %e, "task is not registered in this process");
             let err = TaskError::new(e.kind(), e.to_string());
-            return match orch
+            if let Err(e) = orch
                 .finish(id, host.runner_id(), RunOutcome::Failed(err))
                 .await
             {
-                Ok(status) => status,
-                Err(e) => {
-                    error!(error = %e, "could not record the failure");
-                    InvocationStatus::Failed
-                }
+                error!(error = %e, "could not record the failure");
+            }
+            return RunEnd {
+                permit,
+                next: Vec::new(),
             };
         }
     };
@@ -718,19 +791,18 @@ pub(crate) async fn run_invocation(
             outcome
         }
     };
-    let status = match host.finish(app, id, outcome).await {
+    let (finished, next) = host.finish(app, &kept, outcome).await;
+    match finished {
         Ok(status) => {
-            debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished");
-            status
+            debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished")
         }
         Err(e) => {
-            warn!(error = %e, "could not record the end of the invocation (was it killed?)");
-            InvocationStatus::Killed
+            warn!(error = %e, "could not record the end of the invocation (was it killed?)")
         }
-    };
-    // release the slot now (the context may outlive this function in user clones)
-    ctx.slot.lock().await.permit = None;
-    status
+    }
+    // take the slot back now (the context may outlive this function in user clones)
+    let permit = ctx.slot.lock().await.permit.take();
+    RunEnd { permit, next }
 }
 
 async fn shutdown(shared: &Arc<RunnerShared>) {

@@ -192,6 +192,38 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
+    async fn finish_and_start(
+        &self,
+        invocation_id: &str,
+        runner_id: &str,
+        outcome: RunOutcome,
+        max_next: usize,
+        execution_context: Option<String>,
+    ) -> Result<(Result<InvocationStatus>, Vec<Arc<InvocationRecord>>)> {
+        let id = invocation_id.to_string();
+        let runner = runner_id.to_string();
+        self.store
+            .atomic(move |t| {
+                let now = now_us();
+                // a refused finish writes nothing (engine::finish checks
+                // first): the pick still stands
+                let finished = match engine::finish(t, &id, &runner, outcome, now) {
+                    Err(e) if e.is_refused_finish() => Err(e),
+                    Err(e) => return Err(e),
+                    Ok(status) => Ok(status),
+                };
+                let next = engine::pick_and_start(
+                    t,
+                    &runner,
+                    max_next,
+                    execution_context.as_deref(),
+                    now,
+                )?;
+                Ok((finished, next))
+            })
+            .await
+    }
+
     async fn finish_many(
         &self,
         runner_id: &str,
@@ -209,10 +241,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
                 let mut results = Vec::with_capacity(outcomes.len());
                 for (id, outcome) in outcomes {
                     match engine::finish(t, &id, &runner, outcome, now) {
-                        Err(
-                            e @ (PynencError::StatusTransition { .. }
-                            | PynencError::InvocationNotFound { .. }),
-                        ) => results.push(Err(e)),
+                        Err(e) if e.is_refused_finish() => results.push(Err(e)),
                         Err(e) => return Err(e),
                         Ok(status) => results.push(Ok(status)),
                     }
