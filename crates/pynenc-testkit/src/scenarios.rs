@@ -787,7 +787,7 @@ fn raw_request(app: &pynenc::Pynenc, call: Call) -> RouteRequest {
         concurrency: ConcurrencySpec::default(),
         scheduled_at_us: None,
         cycle_control: true,
-        actor: app.external_runner_id().to_string(),
+        actor: app.external_runner_id().into(),
     }
 }
 

@@ -171,7 +171,8 @@ impl PynencBuilder {
                 tracing::warn!(%task_id, "configuration has options for a task that is not registered in this binary");
             }
         }
-        let external_runner_id = format!("ExternalRunner@{}", util::process_context());
+        let external_runner_id: Arc<str> =
+            Arc::from(format!("ExternalRunner@{}", util::process_context()));
         let app = Pynenc {
             inner: Arc::new(AppInner {
                 serializer: conf.serializer,
@@ -215,12 +216,20 @@ fn open_backend(conf: &PynencConfig, memory: Option<MemoryBackend>) -> Result<Co
     }
 }
 
+/// The parent invocation (inside a task) and the actor of calls made
+/// from one context: worked out once for a whole group of calls.
+struct Caller {
+    parent_invocation_id: Option<String>,
+    parent_call_id: Option<String>,
+    actor: Arc<str>,
+}
+
 struct AppInner {
     conf: PynencConfig,
     serializer: Serializer,
     components: Components,
     registry: TaskRegistry,
-    external_runner_id: String,
+    external_runner_id: Arc<str>,
 }
 
 /// A Pynenc application: cheap to clone, shared by every task call.
@@ -314,10 +323,26 @@ impl Pynenc {
             .unwrap_or_else(|| TaskOptions::from(&def.options))
     }
 
+    /// Who makes calls from the current context.
+    fn caller(&self) -> Caller {
+        match context::current() {
+            Some(ctx) => Caller {
+                parent_invocation_id: Some(ctx.invocation_id().to_string()),
+                parent_call_id: Some(ctx.call_id()),
+                actor: ctx.actor_id(),
+            },
+            None => Caller {
+                parent_invocation_id: None,
+                parent_call_id: None,
+                actor: self.inner.external_runner_id.clone(),
+            },
+        }
+    }
+
     fn route_request(
         &self,
         options: &TaskOptions,
-        ctx: Option<&Arc<InvocationContext>>,
+        caller: &Caller,
         call: Call,
         scheduled_at_us: Option<i64>,
     ) -> Result<RouteRequest> {
@@ -336,13 +361,11 @@ impl Pynenc {
         Ok(RouteRequest {
             concurrency: ConcurrencySpec::for_call(&call, options),
             call,
-            parent_invocation_id: ctx.map(|c| c.invocation_id().to_string()),
-            parent_call_id: ctx.map(|c| c.call_id()),
+            parent_invocation_id: caller.parent_invocation_id.clone(),
+            parent_call_id: caller.parent_call_id.clone(),
             scheduled_at_us,
             cycle_control: self.inner.conf.orchestrator.cycle_control,
-            actor: ctx
-                .map(|c| c.actor_id())
-                .unwrap_or_else(|| self.inner.external_runner_id.clone()),
+            actor: caller.actor.clone(),
         })
     }
 
@@ -389,14 +412,14 @@ impl Pynenc {
             }
             return Ok(out);
         }
-        let ctx = context::current();
+        let caller = self.caller();
         let batch = options.parallel_batch_size.max(1);
         let mut calls = calls.into_iter().peekable();
         while calls.peek().is_some() {
             let reqs = calls
                 .by_ref()
                 .take(batch)
-                .map(|c| self.route_request(&options, ctx.as_ref(), c, None))
+                .map(|c| self.route_request(&options, &caller, c, None))
                 .collect::<Result<Vec<_>>>()?;
             for outcome in self.orchestrator().route_calls(reqs).await? {
                 out.push(self.outcome_to_invocation(outcome));
@@ -428,8 +451,7 @@ impl Pynenc {
         call: Call,
         scheduled_at_us: Option<i64>,
     ) -> Result<UntypedInvocation> {
-        let ctx = context::current();
-        let req = self.route_request(options, ctx.as_ref(), call, scheduled_at_us)?;
+        let req = self.route_request(options, &self.caller(), call, scheduled_at_us)?;
         let outcome = self
             .orchestrator()
             .route_calls(vec![req])

@@ -63,10 +63,10 @@ impl InvocationContext {
     }
 
     /// The id that acts for this code in histories: the runner's id, or the app's external id.
-    pub fn actor_id(&self) -> String {
+    pub fn actor_id(&self) -> Arc<str> {
         match &self.runner {
-            Some(r) => r.runner_id().to_string(),
-            None => self.app.external_runner_id().to_string(),
+            Some(r) => Arc::from(r.runner_id()),
+            None => Arc::from(self.app.external_runner_id()),
         }
     }
 }

@@ -87,7 +87,7 @@ pub struct RouteRequest {
     /// Check that the call does not close a cycle with its parent's callers.
     pub cycle_control: bool,
     /// Who routes it (runner id or the external caller id), for the history.
-    pub actor: String,
+    pub actor: Arc<str>,
 }
 
 impl RouteRequest {
@@ -246,11 +246,11 @@ pub trait Orchestrator: Send + Sync {
         runner_id: &str,
         outcome: RunOutcome,
         max_next: usize,
-        execution_context: Option<String>,
+        execution_context: Option<&str>,
     ) -> Result<(Result<InvocationStatus>, Vec<Arc<InvocationRecord>>)> {
         let finished = self.finish(invocation_id, runner_id, outcome).await;
         let next = self
-            .get_invocations_to_start(runner_id, max_next, execution_context)
+            .get_invocations_to_start(runner_id, max_next, execution_context.map(str::to_string))
             .await?;
         Ok((finished, next))
     }

@@ -13,7 +13,11 @@ pub fn now_us() -> i64 {
 
 /// A new random invocation id.
 pub fn new_invocation_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut buf)
+        .to_string()
 }
 
 /// The host name and process id of this process, for execution contexts and runner ids.

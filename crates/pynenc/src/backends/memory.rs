@@ -595,10 +595,18 @@ impl StoreTxn for MemState {
 }
 
 impl MemStore {
-    fn after(&self, enqueued: bool) {
+    /// Runs `f` under the lock; wakes runners if it queued work.
+    fn locked<R>(&self, f: impl FnOnce(&mut dyn StoreTxn) -> Result<R>) -> Result<R> {
+        let (out, enqueued) = {
+            let mut state = self.state.lock();
+            state.enqueued = false;
+            let out = f(&mut *state);
+            (out, std::mem::take(&mut state.enqueued))
+        };
         if enqueued {
             self.work.bump();
         }
+        out
     }
 }
 
@@ -612,14 +620,14 @@ impl AtomicStore for MemStore {
         R: Send + 'static,
         F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
     {
-        let (out, enqueued) = {
-            let mut state = self.state.lock();
-            state.enqueued = false;
-            let out = f(&mut *state);
-            (out, std::mem::take(&mut state.enqueued))
-        };
-        self.after(enqueued);
-        std::future::ready(out)
+        std::future::ready(self.locked(f))
+    }
+
+    fn atomic_inline<R, F>(&self, f: F) -> Option<Result<R>>
+    where
+        F: FnOnce(&mut dyn StoreTxn) -> Result<R>,
+    {
+        Some(self.locked(f))
     }
 
     fn work_epoch(&self) -> u64 {
@@ -630,12 +638,12 @@ impl AtomicStore for MemStore {
         self.work.wait(epoch, timeout).await
     }
 
-    fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {
+    fn wait_final(&self, ids: &[String]) -> impl Future<Output = Result<()>> + Send {
         let wait = {
             let mut state = self.state.lock();
             let mut open: Vec<Arc<str>> = Vec::new();
             let mut missing = None;
-            for id in &ids {
+            for id in ids {
                 match state.invocations.get(id.as_str()) {
                     Some(e) if e.status.status.is_final() => {}
                     Some(e) => open.push(e.id.clone()),

@@ -1081,8 +1081,9 @@ impl AtomicStore for SqliteStore {
     /// (a sequence watermark), woken at once by commits of this process and
     /// by adaptive polling for other processes. A full re-check every two
     /// seconds guards against ids purged meanwhile.
-    fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {
+    fn wait_final(&self, ids: &[String]) -> impl Future<Output = Result<()>> + Send {
         let inner = self.inner.clone();
+        let ids = ids.to_vec();
         async move {
             let wait = FinalWait::register(&inner, &ids);
             let full_check = |ids: Vec<String>| {

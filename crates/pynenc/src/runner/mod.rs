@@ -194,7 +194,7 @@ impl InvocationHost for RunnerShared {
         if self.stop.is_stopped() {
             return (orch.finish(id, &self.runner_id, outcome).await, Vec::new());
         }
-        let context = Some(util::process_context().to_string());
+        let context = Some(util::process_context());
         match orch
             .finish_and_start(id, &self.runner_id, outcome, 1, context)
             .await

@@ -94,19 +94,14 @@ impl<S: AtomicStore> StateBackend for TxnBackend<S> {
     }
 
     async fn get_outcomes(&self, invocation_ids: &[String]) -> Result<Vec<InvocationOutcome>> {
+        if let Some(out) = self
+            .store
+            .atomic_inline(|t| engine::outcomes(t, invocation_ids))
+        {
+            return out;
+        }
         let ids = invocation_ids.to_vec();
-        self.store
-            .atomic(move |t| {
-                ids.into_iter()
-                    .map(|id| {
-                        t.get_outcome(&id)?.ok_or(PynencError::InvocationNotFound {
-                            invocation_id: id,
-                            message: "while reading its result".into(),
-                        })
-                    })
-                    .collect()
-            })
-            .await
+        self.store.atomic(move |t| engine::outcomes(t, &ids)).await
     }
 
     async fn list_invocation_ids(&self) -> Result<Vec<String>> {
@@ -198,28 +193,42 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         runner_id: &str,
         outcome: RunOutcome,
         max_next: usize,
-        execution_context: Option<String>,
+        execution_context: Option<&str>,
     ) -> Result<(Result<InvocationStatus>, Vec<Arc<InvocationRecord>>)> {
+        // an in-process store runs the section on the caller's strings
+        let mut outcome = Some(outcome);
+        let inline = self.store.atomic_inline(|t| {
+            let outcome = outcome
+                .take()
+                .ok_or_else(|| PynencError::backend("outcome taken"))?;
+            engine::finish_and_start(
+                t,
+                invocation_id,
+                runner_id,
+                outcome,
+                max_next,
+                execution_context,
+                now_us(),
+            )
+        });
+        if let Some(out) = inline {
+            return out;
+        }
+        let outcome = outcome.ok_or_else(|| PynencError::backend("outcome taken"))?;
         let id = invocation_id.to_string();
         let runner = runner_id.to_string();
+        let context = execution_context.map(str::to_string);
         self.store
             .atomic(move |t| {
-                let now = now_us();
-                // a refused finish writes nothing (engine::finish checks
-                // first): the pick still stands
-                let finished = match engine::finish(t, &id, &runner, outcome, now) {
-                    Err(e) if e.is_refused_finish() => Err(e),
-                    Err(e) => return Err(e),
-                    Ok(status) => Ok(status),
-                };
-                let next = engine::pick_and_start(
+                engine::finish_and_start(
                     t,
+                    &id,
                     &runner,
+                    outcome,
                     max_next,
-                    execution_context.as_deref(),
-                    now,
-                )?;
-                Ok((finished, next))
+                    context.as_deref(),
+                    now_us(),
+                )
             })
             .await
     }
@@ -289,7 +298,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
     }
 
     async fn wait_final(&self, ids: &[String]) -> Result<()> {
-        self.store.wait_final(ids.to_vec()).await
+        self.store.wait_final(ids).await
     }
 
     fn work_epoch(&self) -> u64 {

@@ -10,7 +10,7 @@ use crate::exceptions::{PynencError, Result};
 use crate::invocation::InvocationRecord;
 use crate::orchestrator::{RouteOutcome, RouteRequest, RunOutcome};
 use crate::serializer::Serializer;
-use crate::state_backend::HistoryStep;
+use crate::state_backend::{HistoryStep, InvocationOutcome};
 use crate::status::{InvocationStatus, StatusRecord};
 
 /// The most invocations one promotion of scheduled calls, or one recovery
@@ -363,6 +363,37 @@ pub fn finish(
         txn.enqueue(invocation_id)?;
     }
     Ok(to)
+}
+
+/// [`finish`], then [`pick_and_start`] for up to `max_next` invocations (see
+/// [`crate::Orchestrator::finish_and_start`]). A refused finish writes
+/// nothing, so the pick still stands; any other error ends the section.
+pub fn finish_and_start(
+    txn: &mut dyn StoreTxn,
+    invocation_id: &str,
+    runner_id: &str,
+    outcome: RunOutcome,
+    max_next: usize,
+    execution_context: Option<&str>,
+    now_us: i64,
+) -> Result<(Result<InvocationStatus>, Vec<Arc<InvocationRecord>>)> {
+    let finished = match finish(txn, invocation_id, runner_id, outcome, now_us) {
+        Err(e) if e.is_refused_finish() => Err(e),
+        Err(e) => return Err(e),
+        Ok(status) => Ok(status),
+    };
+    let next = pick_and_start(txn, runner_id, max_next, execution_context, now_us)?;
+    Ok((finished, next))
+}
+
+/// Status, result and error of each of `ids`, in order; an unknown id is an error.
+pub fn outcomes(txn: &mut dyn StoreTxn, ids: &[String]) -> Result<Vec<InvocationOutcome>> {
+    ids.iter()
+        .map(|id| {
+            txn.get_outcome(id)?
+                .ok_or_else(|| PynencError::not_found(id, "while reading its result"))
+        })
+        .collect()
 }
 
 /// `KILLED` then `REROUTED`, queued again.

@@ -157,6 +157,18 @@ pub trait AtomicStore: Send + Sync + 'static {
         R: Send + 'static,
         F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static;
 
+    /// Runs `f` in one atomic section right here, when the store can do so
+    /// without sending `f` elsewhere (an in-process lock), so `f` may borrow
+    /// its inputs; `None` (and `f` not run) otherwise, and the caller uses
+    /// [`AtomicStore::atomic`].
+    fn atomic_inline<R, F>(&self, f: F) -> Option<Result<R>>
+    where
+        F: FnOnce(&mut dyn StoreTxn) -> Result<R>,
+    {
+        let _ = f;
+        None
+    }
+
     /// A counter that changes whenever ids are queued (0 if the backend cannot tell).
     fn work_epoch(&self) -> u64 {
         0
@@ -192,7 +204,8 @@ pub trait AtomicStore: Send + Sync + 'static {
     /// Resolves when every invocation in `ids` is final. The default polls
     /// adaptively between [`AtomicStore::poll_interval_min`] and
     /// [`AtomicStore::poll_interval_max`].
-    fn wait_final(&self, ids: Vec<String>) -> impl Future<Output = Result<()>> + Send {
+    fn wait_final(&self, ids: &[String]) -> impl Future<Output = Result<()>> + Send {
+        let ids = ids.to_vec();
         async move {
             let mut pending = ids;
             let mut poll = self.poll_interval_min();

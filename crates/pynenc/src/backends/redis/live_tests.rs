@@ -34,7 +34,7 @@ fn request(i: i64) -> RouteRequest {
         concurrency: ConcurrencySpec::default(),
         scheduled_at_us: None,
         cycle_control: true,
-        actor: String::new(),
+        actor: Arc::from(""),
     }
 }
 

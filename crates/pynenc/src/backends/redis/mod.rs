@@ -920,7 +920,7 @@ impl Orchestrator for RedisBackend {
                     .map(|t| bytes(t.to_string()))
                     .unwrap_or_default(),
             );
-            args.push(bytes(req.actor.as_str()));
+            args.push(bytes(&*req.actor));
         }
         let reply = self
             .run_script(&scripts().route, &args, true)
