@@ -48,8 +48,15 @@ impl Serializer {
         what: impl std::fmt::Display,
     ) -> Result<String> {
         match self {
-            Serializer::Json => serde_json::to_string(value)
-                .map_err(|e| PynencError::serialization("serialize", what.to_string(), e)),
+            Serializer::Json => {
+                // most values are short: start small rather than at
+                // serde_json's 128 bytes (cheaper to allocate and to keep)
+                let mut text = Vec::with_capacity(32);
+                serde_json::to_writer(&mut text, value)
+                    .map_err(|e| PynencError::serialization("serialize", what.to_string(), e))?;
+                String::from_utf8(text)
+                    .map_err(|e| PynencError::serialization("serialize", what.to_string(), e))
+            }
             Serializer::MessagePack => {
                 let bytes = rmp_serde::to_vec_named(value)
                     .map_err(|e| PynencError::serialization("serialize", what.to_string(), e))?;

@@ -261,6 +261,18 @@ impl StatusRecord {
         to: InvocationStatus,
         actor: &str,
     ) -> Result<StatusRecord, TransitionError> {
+        self.transition_with(to, actor, || Arc::from(actor))
+    }
+
+    /// [`StatusRecord::transition`], where `owner_id` gives `actor` as a
+    /// shared string when the new record needs one (a store that keeps one
+    /// copy of each runner id hands out that copy).
+    pub fn transition_with(
+        &self,
+        to: InvocationStatus,
+        actor: &str,
+        owner_id: impl FnOnce() -> Arc<str>,
+    ) -> Result<StatusRecord, TransitionError> {
         if !self.status.can_transition_to(to) {
             return Err(TransitionError::NotAllowed {
                 from: self.status.to_string(),
@@ -278,7 +290,7 @@ impl StatusRecord {
         let owner = match to.ownership() {
             Ownership::Acquire => match &self.owner {
                 Some(owner) if &**owner == actor => Some(owner.clone()),
-                _ => Some(Arc::from(actor)),
+                _ => Some(owner_id()),
             },
             Ownership::Keep => self.owner.clone(),
             Ownership::Release => None,

@@ -110,10 +110,90 @@ fn release(w: &GroupWait) {
     }
 }
 
+/// An invocation id as a map key: its 32 characters inline, so a lookup
+/// compares them without following a pointer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct IdKey([u8; ID_LEN]);
+
+/// The length of the ids this store makes (a UUID's 32 hexadecimal digits).
+const ID_LEN: usize = 32;
+
+impl IdKey {
+    /// The key of `id`; `None` for a string that cannot be an id of this store.
+    fn of(id: &str) -> Option<IdKey> {
+        <[u8; ID_LEN]>::try_from(id.as_bytes()).ok().map(IdKey)
+    }
+}
+
+/// The invocations: entries in a slab (in creation order, reused after
+/// deletes, never moved when the index grows) and an index from id to slot.
+#[derive(Default)]
+struct Invocations {
+    index: FxHashMap<IdKey, u32>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+}
+
+impl Invocations {
+    fn get(&self, id: &str) -> Option<&Entry> {
+        let slot = *self.index.get(&IdKey::of(id)?)?;
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Entry> {
+        let slot = *self.index.get(&IdKey::of(id)?)?;
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// Stores a new entry (its id must be new and [`ID_LEN`] characters long).
+    fn insert(&mut self, entry: Entry) -> Result<()> {
+        let key = IdKey::of(&entry.id).ok_or_else(|| {
+            PynencError::backend(format!(
+                "memory store: invocation id '{}' is not {ID_LEN} characters long",
+                entry.id
+            ))
+        })?;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len()).map_err(|_| {
+                    PynencError::backend("memory store: more than 4,294,967,295 invocations")
+                })?;
+                self.slots.push(Some(entry));
+                slot
+            }
+        };
+        if let Some(old) = self.index.insert(key, slot) {
+            // an id made twice: keep the first entry, as if nothing happened
+            self.index.insert(key, old);
+            self.slots[slot as usize] = None;
+            self.free.push(slot);
+            return Err(PynencError::backend(
+                "memory store: an invocation with this id already exists",
+            ));
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let slot = self.index.remove(&IdKey::of(id)?)?;
+        let entry = self.slots.get_mut(slot as usize)?.take();
+        self.free.push(slot);
+        entry
+    }
+
+    fn ids(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.slots.iter().flatten().map(|e| &e.id)
+    }
+}
+
 #[derive(Default)]
 struct MemState {
     next_seq: u64,
-    invocations: FxHashMap<Arc<str>, Entry>,
+    invocations: Invocations,
     queue: VecDeque<String>,
     registered_by_key: FxHashMap<String, BTreeMap<OrderKey, Arc<str>>>,
     running_keys: FxHashMap<String, usize>,
@@ -208,6 +288,18 @@ impl StoreTxn for MemState {
     ) -> Result<()> {
         let id: Arc<str> = Arc::from(record.invocation_id.as_str());
         let seq = self.next_seq;
+        self.invocations.insert(Entry {
+            id: id.clone(),
+            seq,
+            record: record.clone(),
+            status: status.clone(),
+            history: Vec::with_capacity(4),
+            retries: 0,
+            result: None,
+            error: None,
+            final_at: None,
+            status_at: record.created_at_us,
+        })?;
         self.next_seq += 1;
         if status.status == InvocationStatus::Scheduled {
             self.scheduled
@@ -216,22 +308,11 @@ impl StoreTxn for MemState {
         if status.status == InvocationStatus::Registered {
             self.index_registered(record, seq, &id);
         }
-        self.invocations.insert(
-            id.clone(),
-            Entry {
-                id,
-                seq,
-                record: record.clone(),
-                status: status.clone(),
-                history: Vec::with_capacity(4),
-                retries: 0,
-                result: None,
-                error: None,
-                final_at: None,
-                status_at: record.created_at_us,
-            },
-        );
         Ok(())
+    }
+
+    fn owner_id(&mut self, runner_id: &str) -> Arc<str> {
+        self.intern(0, runner_id)
     }
 
     fn get_invocation(&mut self, invocation_id: &str) -> Result<Option<Arc<InvocationRecord>>> {
@@ -368,7 +449,7 @@ impl StoreTxn for MemState {
     }
 
     fn list_invocation_ids(&mut self) -> Result<Vec<String>> {
-        Ok(self.invocations.keys().map(|k| k.to_string()).collect())
+        Ok(self.invocations.ids().map(|k| k.to_string()).collect())
     }
 
     fn find_registered(&mut self, registration_key: &str) -> Result<Option<String>> {
@@ -686,5 +767,90 @@ impl AtomicStore for MemStore {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arguments::Arguments;
+    use crate::call::Call;
+    use crate::orchestrator::ConcurrencySpec;
+
+    fn record(id: &str) -> Arc<InvocationRecord> {
+        Arc::new(InvocationRecord {
+            invocation_id: id.to_string(),
+            call: Call::new("tests::t", Arguments::new()),
+            parent_invocation_id: None,
+            created_at_us: 1,
+            scheduled_at_us: None,
+            concurrency: ConcurrencySpec::default(),
+        })
+    }
+
+    fn registered() -> StatusRecord {
+        StatusRecord::initial(InvocationStatus::Registered).unwrap()
+    }
+
+    #[test]
+    fn ids_of_another_length_are_refused_and_never_found() {
+        let mut state = MemState::default();
+        let err = state
+            .insert_invocation(&record("short"), &registered())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("'short' is not 32 characters"),
+            "{err}"
+        );
+        assert!(state.get_status("short").unwrap().is_none());
+        assert!(state.list_invocation_ids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_second_invocation_with_the_same_id_is_refused_and_the_first_stays() {
+        let mut state = MemState::default();
+        let id = state.new_invocation_id();
+        state
+            .insert_invocation(&record(&id), &registered())
+            .unwrap();
+        state
+            .put_status(
+                &id,
+                &StatusRecord {
+                    status: InvocationStatus::Pending,
+                    owner: Some(Arc::from("r")),
+                },
+                2,
+            )
+            .unwrap();
+        let err = state
+            .insert_invocation(&record(&id), &registered())
+            .unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        let status = state.get_status(&id).unwrap().unwrap();
+        assert_eq!(status.status, InvocationStatus::Pending);
+        assert_eq!(state.list_invocation_ids().unwrap(), vec![id]);
+    }
+
+    #[test]
+    fn deleted_slots_are_reused_without_mixing_invocations() {
+        let mut state = MemState::default();
+        let first = state.new_invocation_id();
+        let second = state.new_invocation_id();
+        state
+            .insert_invocation(&record(&first), &registered())
+            .unwrap();
+        state.delete_invocation(&first).unwrap();
+        state
+            .insert_invocation(&record(&second), &registered())
+            .unwrap();
+        assert!(state.get_invocation(&first).unwrap().is_none());
+        let found = state.get_invocation(&second).unwrap().unwrap();
+        assert_eq!(found.invocation_id, second);
+        assert_eq!(
+            state.invocations.slots.len(),
+            1,
+            "the freed slot was reused"
+        );
     }
 }

@@ -14,7 +14,7 @@ pub use process::{
     run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner,
 };
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,7 +156,7 @@ pub(crate) struct RunnerShared {
     stop: Arc<StopSignal>,
     /// Running invocations by the address of their record (no key to
     /// allocate), with the handle of the tokio task running them.
-    running: Mutex<HashMap<usize, (Arc<InvocationRecord>, AbortHandle)>>,
+    running: Mutex<FxHashMap<usize, (Arc<InvocationRecord>, AbortHandle)>>,
     idle: Notify,
     finisher: Finisher,
     /// Set in a worker process of a pool: tell the pool which invocations
@@ -445,7 +445,7 @@ impl ThreadRunner {
                 slots: Arc::new(Semaphore::new(n)),
                 max_slots: n,
                 stop: Arc::new(StopSignal::default()),
-                running: Mutex::new(HashMap::new()),
+                running: Mutex::new(FxHashMap::default()),
                 idle: Notify::new(),
                 finisher: Finisher::default(),
                 report_to_parent,

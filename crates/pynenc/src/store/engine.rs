@@ -55,7 +55,7 @@ fn transition_from(
     now_us: i64,
 ) -> Result<StatusRecord> {
     let next = current
-        .transition(to, actor)
+        .transition_with(to, actor, || txn.owner_id(actor))
         .map_err(|source| PynencError::StatusTransition {
             invocation_id: invocation_id.to_string(),
             source,
@@ -258,7 +258,7 @@ pub fn pick_and_start(
     // just set PENDING for this runner, in this section
     let pending = StatusRecord {
         status: InvocationStatus::Pending,
-        owner: Some(Arc::from(runner_id)),
+        owner: Some(txn.owner_id(runner_id)),
     };
     for record in &picked {
         transition_from(

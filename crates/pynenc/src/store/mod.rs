@@ -57,6 +57,11 @@ pub trait StoreTxn {
     fn new_invocation_id(&mut self) -> String {
         crate::util::new_invocation_id()
     }
+    /// `runner_id` as a shared string for status owners. The default makes
+    /// a new one; a store may hand out one copy per runner.
+    fn owner_id(&mut self, runner_id: &str) -> Arc<str> {
+        Arc::from(runner_id)
+    }
     /// Writes a status (already checked by the engine) at time `now_us`.
     fn put_status(&mut self, invocation_id: &str, status: &StatusRecord, now_us: i64)
         -> Result<()>;
