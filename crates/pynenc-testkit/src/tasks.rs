@@ -60,6 +60,13 @@ pub async fn add(x: i64, y: i64) -> i64 {
     x + y
 }
 
+/// Logs one line from inside the task, then returns `x`.
+#[pynenc::task]
+pub async fn logged(x: i64) -> i64 {
+    tracing::info!(x, "inside the task");
+    x
+}
+
 /// Adds two numbers, synchronously (runs on a blocking thread).
 #[pynenc::task]
 pub fn add_sync(x: i64, y: i64) -> i64 {

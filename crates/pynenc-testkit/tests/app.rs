@@ -167,3 +167,69 @@ fn sigterm_lets_running_work_finish_within_the_grace_period() {
         ]
     );
 }
+
+/// A log sink for one test: every formatted line, kept in memory.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn log_lines_of_a_run_name_the_runner_the_task_and_the_invocation() {
+    let sink = Lines::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // the current-thread runtime runs the runner and every invocation on this thread
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = pynenc::Pynenc::builder()
+        .app_id(&unique("logs"))
+        .build()
+        .expect("build");
+    // one slot: the second and third invocations run after the first, in its slot
+    let runner = start_runner(&app, 1);
+    let group = logged::parallelize_on(&app, [(1,), (2,), (3,)])
+        .await
+        .expect("parallelize");
+    assert_eq!(group.results().await.expect("results"), vec![1, 2, 3]);
+    let runner_id = runner.handle().runner_id().to_string();
+    runner.stop().await.expect("stop");
+    let text = String::from_utf8(sink.0.lock().expect("lines").clone()).expect("utf-8");
+    let inside: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("inside the task"))
+        .collect();
+    assert_eq!(inside.len(), 3, "{text}");
+    for inv in group.invocations() {
+        let id = inv.invocation_id();
+        let line = inside
+            .iter()
+            .find(|l| l.contains(id))
+            .unwrap_or_else(|| panic!("no line names invocation {id}:\n{text}"));
+        assert!(line.contains(&format!("runner_id={runner_id}")), "{line}");
+        assert!(line.contains(logged::DEFINITION.task_id), "{line}");
+    }
+    let finished = text.lines().filter(|l| l.contains("finished")).count();
+    assert_eq!(finished, 3, "one 'finished' line per invocation:\n{text}");
+    for line in text.lines().filter(|l| l.contains("finished")) {
+        assert!(
+            line.contains(&format!("runner_id={runner_id}")) && line.contains("invocation_id="),
+            "{line}"
+        );
+    }
+    check_histories(&app).await;
+}

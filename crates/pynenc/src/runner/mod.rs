@@ -638,6 +638,8 @@ fn spawn_invocation(
     let key = running_key(&record);
     let kept = record.clone();
     let s = shared.clone();
+    // the runner's span (with its runner id) is the parent of every invocation's span
+    let runner_span = tracing::Span::current();
     // hold the map lock while spawning so the task cannot remove itself before it is inserted
     let mut running = shared.running.lock();
     let fut = async move {
@@ -650,6 +652,7 @@ fn spawn_invocation(
                 permit = s.slots.clone().acquire_owned().await.ok();
             }
             let span = info_span!(
+                parent: &runner_span,
                 "invocation",
                 task_id = %record.call.task_id,
                 invocation_id = %record.invocation_id,
