@@ -197,7 +197,7 @@ async fn log_lines_of_a_run_name_the_runner_the_task_and_the_invocation() {
     // the current-thread runtime runs the runner and every invocation on this thread
     let _guard = tracing::subscriber::set_default(subscriber);
     let app = pynenc::Pynenc::builder()
-        .app_id(&unique("logs"))
+        .app_id(unique("logs"))
         .build()
         .expect("build");
     // one slot: the second and third invocations run after the first, in its slot
