@@ -75,6 +75,8 @@ struct Entry {
     error: Option<TaskError>,
     final_at: Option<i64>,
     status_at: i64,
+    /// The `result()` waits on this invocation, released when it becomes final.
+    waiters: Option<Waiters>,
 }
 
 struct GroupWait {
@@ -96,10 +98,11 @@ impl Waiters {
         }
     }
 
-    fn into_vec(self) -> Vec<Arc<GroupWait>> {
+    /// Counts the invocation as final for every wait on it.
+    fn release(self) {
         match self {
-            Waiters::One(w) => vec![w],
-            Waiters::Many(list) => list,
+            Waiters::One(w) => release(&w),
+            Waiters::Many(list) => list.iter().for_each(|w| release(w)),
         }
     }
 }
@@ -203,7 +206,6 @@ struct MemState {
     edges_by_invocation: FxHashMap<String, Vec<(String, String)>>,
     scheduled: BTreeMap<OrderKey, Arc<str>>,
     finals: BTreeMap<OrderKey, Arc<str>>,
-    final_waiters: FxHashMap<Arc<str>, Waiters>,
     owned: BTreeMap<OrderKey, Arc<str>>,
     heartbeats: HashMap<String, i64>,
     leases: HashMap<String, (String, i64)>,
@@ -272,10 +274,8 @@ impl MemState {
     }
 
     fn notify_final(&mut self, id: &str) {
-        match self.final_waiters.remove(id) {
-            Some(Waiters::One(w)) => release(&w),
-            Some(Waiters::Many(list)) => list.iter().for_each(|w| release(w)),
-            None => {}
+        if let Some(waiters) = self.invocations.get_mut(id).and_then(|e| e.waiters.take()) {
+            waiters.release();
         }
     }
 }
@@ -299,6 +299,7 @@ impl StoreTxn for MemState {
             error: None,
             final_at: None,
             status_at: record.created_at_us,
+            waiters: None,
         })?;
         self.next_seq += 1;
         if status.status == InvocationStatus::Scheduled {
@@ -614,13 +615,17 @@ impl StoreTxn for MemState {
         self.unindex_registered(&e.record, e.seq);
         self.blocking_order.remove(&(e.record.created_at_us, e.seq));
         self.remove_edges_of(&id)?;
-        self.notify_final(&id);
+        if let Some(waiters) = e.waiters {
+            waiters.release();
+        }
         Ok(())
     }
 
     fn purge(&mut self) -> Result<()> {
-        for (_, waits) in self.final_waiters.drain() {
-            waits.into_vec().iter().for_each(|w| release(w));
+        for entry in self.invocations.slots.iter_mut().flatten() {
+            if let Some(waiters) = entry.waiters.take() {
+                waiters.release();
+            }
         }
         *self = MemState::default();
         Ok(())
@@ -722,12 +727,12 @@ impl AtomicStore for MemStore {
     fn wait_final(&self, ids: &[String]) -> impl Future<Output = Result<()>> + Send {
         let wait = {
             let mut state = self.state.lock();
-            let mut open: Vec<Arc<str>> = Vec::new();
+            let mut open = 0;
             let mut missing = None;
             for id in ids {
-                match state.invocations.get(id.as_str()) {
+                match state.invocations.get(id) {
                     Some(e) if e.status.status.is_final() => {}
-                    Some(e) => open.push(e.id.clone()),
+                    Some(_) => open += 1,
                     None => {
                         missing = Some(id.clone());
                         break;
@@ -739,19 +744,20 @@ impl AtomicStore for MemStore {
                     invocation_id: id,
                     message: "while waiting for its result".into(),
                 }),
-                None if open.is_empty() => Ok(None),
+                None if open == 0 => Ok(None),
                 None => {
                     let w = Arc::new(GroupWait {
-                        remaining: AtomicUsize::new(open.len()),
+                        remaining: AtomicUsize::new(open),
                         done: Notify::new(),
                     });
-                    for id in open {
-                        match state.final_waiters.entry(id) {
-                            std::collections::hash_map::Entry::Occupied(mut o) => {
-                                o.get_mut().add(w.clone())
-                            }
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                v.insert(Waiters::One(w.clone()));
+                    // the same section: the open invocations found above are still open
+                    for id in ids {
+                        if let Some(e) = state.invocations.get_mut(id) {
+                            if !e.status.status.is_final() {
+                                match &mut e.waiters {
+                                    Some(waiters) => waiters.add(w.clone()),
+                                    None => e.waiters = Some(Waiters::One(w.clone())),
+                                }
                             }
                         }
                     }
