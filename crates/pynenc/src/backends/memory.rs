@@ -782,6 +782,7 @@ mod tests {
     use crate::arguments::Arguments;
     use crate::call::Call;
     use crate::orchestrator::ConcurrencySpec;
+    use futures::FutureExt;
 
     fn record(id: &str) -> Arc<InvocationRecord> {
         Arc::new(InvocationRecord {
@@ -858,5 +859,64 @@ mod tests {
             1,
             "the freed slot was reused"
         );
+    }
+
+    fn finish_now(store: &MemStore, id: &str) {
+        let mut state = store.state.lock();
+        for (status, owner) in [
+            (InvocationStatus::Pending, Some(Arc::from("r"))),
+            (InvocationStatus::Running, Some(Arc::from("r"))),
+            (InvocationStatus::Success, None),
+        ] {
+            state
+                .put_status(id, &StatusRecord { status, owner }, 3)
+                .unwrap();
+        }
+        state.on_final(id);
+    }
+
+    #[tokio::test]
+    async fn waits_end_when_their_invocations_end_or_are_deleted_or_purged() {
+        let store = MemStore::default();
+        let ids: Vec<String> = {
+            let mut state = store.state.lock();
+            (0..3)
+                .map(|_| {
+                    let id = state.new_invocation_id();
+                    state
+                        .insert_invocation(&record(&id), &registered())
+                        .unwrap();
+                    id
+                })
+                .collect()
+        };
+        let pending = |w: &mut futures::future::BoxFuture<'_, Result<()>>| {
+            w.as_mut().now_or_never().is_none()
+        };
+        // a wait on the first; one on all three, naming the third twice
+        let mut first = store.wait_final(&ids[..1]).boxed();
+        let named = [
+            ids[0].clone(),
+            ids[1].clone(),
+            ids[2].clone(),
+            ids[2].clone(),
+        ];
+        let mut all = store.wait_final(&named).boxed();
+        assert!(pending(&mut first) && pending(&mut all));
+        finish_now(&store, &ids[0]);
+        assert!(matches!(first.as_mut().now_or_never(), Some(Ok(()))));
+        assert!(pending(&mut all), "two of three still open");
+        // a final invocation needs no wait
+        assert!(matches!(
+            store.wait_final(&ids[..1]).now_or_never(),
+            Some(Ok(()))
+        ));
+        store.state.lock().delete_invocation(&ids[1]).unwrap();
+        assert!(pending(&mut all), "one still open");
+        store.state.lock().purge().unwrap();
+        assert!(matches!(all.as_mut().now_or_never(), Some(Ok(()))));
+        // an unknown invocation is an error naming it
+        let err = store.wait_final(&ids[..1]).await.unwrap_err();
+        assert!(err.to_string().contains(&ids[0]), "{err}");
     }
 }
