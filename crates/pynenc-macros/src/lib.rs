@@ -1026,7 +1026,7 @@ fn generate(function: &ItemFn, task: &TaskFn, options: &TaskOptions) -> TokenStr
         let inserts = task.params.iter().map(|p| {
             let (ident, name, ty) = (&p.ident, &p.name, &p.ty);
             quote! {
-                __pynenc_arguments.insert::<#ty>(serializer, #name, &self.#ident)?;
+                __pynenc_arguments.insert_param::<#ty>(serializer, #name, &self.#ident)?;
             }
         });
         let indices = (0..task.params.len()).map(syn::Index::from);
@@ -1783,7 +1783,7 @@ mod tests {
         assert!(compact.contains("modr#loop{"), "{compact}");
         assert!(compact.contains("params:&[\"type\"]"), "{compact}");
         assert!(
-            compact.contains("insert::<Arguments>(serializer,\"type\",&self.r#type)"),
+            compact.contains("insert_param::<Arguments>(serializer,\"type\",&self.r#type)"),
             "{compact}"
         );
         // No bare-value impl, which would overlap `impl IntoArguments<P> for Arguments`.

@@ -1,5 +1,6 @@
 //! Task arguments, bound by parameter name and serialized one by one.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -15,8 +16,9 @@ use crate::serializer::Serializer;
 /// (`{"x": "1", "y": "2"}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Arguments {
-    // sorted by name, unique names; a small vec is far lighter than a map
-    values: Vec<(String, String)>,
+    // sorted by name, unique names; a small vec is far lighter than a map.
+    // Names given by a task's parameters are static: they are not copied.
+    values: Vec<(Cow<'static, str>, String)>,
 }
 
 impl Serialize for Arguments {
@@ -51,7 +53,10 @@ impl Arguments {
     /// Arguments from already serialized values.
     pub fn from_serialized(values: BTreeMap<String, String>) -> Self {
         Arguments {
-            values: values.into_iter().collect(),
+            values: values
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k), v))
+                .collect(),
         }
     }
 
@@ -74,30 +79,46 @@ impl Arguments {
         value: &T,
     ) -> Result<()> {
         let text = serializer.serialize(value, format_args!("argument '{name}'"))?;
-        self.insert_serialized(name, text);
+        self.put(Cow::Owned(name.to_string()), text);
+        Ok(())
+    }
+
+    /// [`Arguments::insert`] for a parameter whose name is known at compile
+    /// time (what `#[pynenc::task]` generates): the name is not copied.
+    pub fn insert_param<T: Serialize + ?Sized>(
+        &mut self,
+        serializer: Serializer,
+        name: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        let text = serializer.serialize(value, format_args!("argument '{name}'"))?;
+        self.put(Cow::Borrowed(name), text);
         Ok(())
     }
 
     /// Sets one already serialized argument.
     pub fn insert_serialized(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let name = name.into();
-        match self.values.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
-            Ok(i) => self.values[i].1 = value.into(),
-            Err(i) => self.values.insert(i, (name, value.into())),
+        self.put(Cow::Owned(name.into()), value.into());
+    }
+
+    fn put(&mut self, name: Cow<'static, str>, value: String) {
+        match self.values.binary_search_by(|(k, _)| (**k).cmp(&*name)) {
+            Ok(i) => self.values[i].1 = value,
+            Err(i) => self.values.insert(i, (name, value)),
         }
     }
 
     /// The serialized value of an argument.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .binary_search_by(|(k, _)| (**k).cmp(name))
             .ok()
             .map(|i| self.values[i].1.as_str())
     }
 
     /// All `(name, serialized value)` pairs, sorted by name.
     pub fn serialized(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.values.iter().map(|(k, v)| (&**k, v.as_str()))
     }
 
     /// The number of arguments.
@@ -133,7 +154,7 @@ impl Arguments {
             values: self
                 .values
                 .iter()
-                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .filter(|(k, _)| keys.contains(&&**k))
                 .cloned()
                 .collect(),
         }
@@ -146,7 +167,7 @@ impl Arguments {
             .values
             .iter()
             .chain(other.values.iter())
-            .map(|(k, _)| k.as_str())
+            .map(|(k, _)| &**k)
             .collect();
         for name in names {
             let a = self.get(name);
@@ -171,7 +192,7 @@ impl Arguments {
         match mode {
             ArgumentPrintMode::Hidden => "<arguments hidden>".into(),
             ArgumentPrintMode::Keys => {
-                let keys: Vec<&str> = self.values.iter().map(|(k, _)| k.as_str()).collect();
+                let keys: Vec<&str> = self.values.iter().map(|(k, _)| &**k).collect();
                 format!("({})", keys.join(", "))
             }
             ArgumentPrintMode::Full | ArgumentPrintMode::Truncated(_) => {
@@ -262,6 +283,18 @@ mod tests {
             .with(s, "y", &"two")
             .unwrap();
         assert_ne!(a.args_id(), d.args_id());
+        // static parameter names (as the task macro sets them) mean the same
+        let mut e = Arguments::new();
+        e.insert_param(s, "y", &"two").unwrap();
+        e.insert_param(s, "x", &0).unwrap();
+        e.insert_param(s, "x", &1).unwrap();
+        assert_eq!(e, a);
+        assert_eq!(e.args_id(), a.args_id());
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            serde_json::to_string(&a).unwrap()
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 
 use crate::exceptions::{PynencError, Result, TaskError};
@@ -69,7 +70,9 @@ struct Entry {
     seq: u64,
     record: Arc<InvocationRecord>,
     status: StatusRecord,
-    history: Vec<Step>,
+    /// Inline up to the four steps of a plain run (registered, pending,
+    /// running, final): no allocation of its own for most invocations.
+    history: SmallVec<[Step; 4]>,
     retries: u32,
     result: Option<String>,
     error: Option<TaskError>,
@@ -293,7 +296,7 @@ impl StoreTxn for MemState {
             seq,
             record: record.clone(),
             status: status.clone(),
-            history: Vec::with_capacity(4),
+            history: SmallVec::new(),
             retries: 0,
             result: None,
             error: None,
