@@ -6,6 +6,13 @@
 //! task waiting on other tasks is `PAUSED` and frees its slot, and a stop
 //! (Ctrl-C, SIGTERM or [`RunnerHandle::stop`]) lets running invocations
 //! finish within the grace period, then sets the rest `KILLED` → `REROUTED`.
+//!
+//! The runner loop picks for all free slots at once and starts each picked
+//! invocation in a tokio task that holds its slot. On the in-process backend
+//! that task, when its run ends, takes the slot's next invocation in the same
+//! locked step and runs it too, so a busy runner spawns no task and hands no
+//! slot over per invocation; where a step is a transaction or a round trip
+//! (SQLite, Redis), ends are batched instead and the loop picks again.
 
 mod execute;
 pub mod process;
