@@ -285,6 +285,7 @@ macro_rules! conformance_tests {
             s20_scheduled_call,
             s21_recovery_of_lost_work,
             s22_rerouted_work_runs_first,
+            s23_finish_and_start,
             bad_unregistered_task,
             bad_undecodable_payload,
             bad_panicking_task,

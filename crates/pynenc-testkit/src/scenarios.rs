@@ -931,6 +931,76 @@ pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
     assert!(check_histories(&app).await > 0);
 }
 
+/// 23. Ending a run and starting the next in one step: the next is `RUNNING`
+/// for the same runner; a refused end writes nothing and the pick stands.
+pub async fn s23_finish_and_start(f: &dyn BackendFactory) {
+    use pynenc::orchestrator::RunOutcome;
+    let app = new_app(f, "s23", &[]);
+    let orch = app.orchestrator();
+    let first = ok(add::call_on(&app, 1, 2).await, "route first");
+    let second = ok(add::call_on(&app, 3, 4).await, "route second");
+    let picked = ok(
+        orch.get_invocations_to_start("runner-a", 1, None).await,
+        "pick",
+    );
+    assert_eq!(picked.len(), 1);
+    assert_eq!(picked[0].invocation_id, first.invocation_id());
+    let (finished, next) = ok(
+        orch.finish_and_start(
+            first.invocation_id(),
+            "runner-a",
+            RunOutcome::Success("3".into()),
+            1,
+            Some("host:1"),
+        )
+        .await,
+        "finish and start",
+    );
+    assert_eq!(ok(finished, "first finished"), InvocationStatus::Success);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].invocation_id, second.invocation_id());
+    let status = ok(orch.get_status(second.invocation_id()).await, "status");
+    assert_eq!(status.status, InvocationStatus::Running);
+    assert_eq!(status.owner.as_deref(), Some("runner-a"));
+    // ending the first again is refused, and changes nothing; the pick still happens
+    let third = ok(add::call_on(&app, 5, 6).await, "route third");
+    let (finished, next) = ok(
+        orch.finish_and_start(
+            first.invocation_id(),
+            "runner-a",
+            RunOutcome::Success("99".into()),
+            1,
+            None,
+        )
+        .await,
+        "refused finish, pick",
+    );
+    let err = finished.expect_err("the first is already final");
+    assert!(matches!(err, PynencError::StatusTransition { .. }), "{err}");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].invocation_id, third.invocation_id());
+    assert_eq!(ok(first.result().await, "first result"), 3);
+    // nothing left to pick: the end is recorded and no next comes back
+    for (inv, value) in [(&second, "7"), (&third, "11")] {
+        let (finished, next) = ok(
+            orch.finish_and_start(
+                inv.invocation_id(),
+                "runner-a",
+                RunOutcome::Success(value.into()),
+                1,
+                None,
+            )
+            .await,
+            "finish",
+        );
+        assert_eq!(ok(finished, "finished"), InvocationStatus::Success);
+        assert!(next.is_empty());
+    }
+    assert_eq!(ok(second.result().await, "second result"), 7);
+    assert_eq!(ok(third.result().await, "third result"), 11);
+    assert!(check_histories(&app).await >= 3);
+}
+
 /// Bad input: an argument over `max_argument_bytes` is refused with its name and size.
 pub async fn bad_oversized_argument(f: &dyn BackendFactory) {
     let app = new_app(f, "bad5", &[("max_argument_bytes", json!(1000))]);

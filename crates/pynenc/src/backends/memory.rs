@@ -712,11 +712,11 @@ impl AtomicStore for MemStore {
         std::future::ready(self.locked(f))
     }
 
-    fn atomic_inline<R, F>(&self, f: F) -> Option<Result<R>>
+    fn atomic_inline<A, R, F>(&self, input: A, f: F) -> std::result::Result<Result<R>, A>
     where
-        F: FnOnce(&mut dyn StoreTxn) -> Result<R>,
+        F: FnOnce(&mut dyn StoreTxn, A) -> Result<R>,
     {
-        Some(self.locked(f))
+        Ok(self.locked(|t| f(t, input)))
     }
 
     fn work_epoch(&self) -> u64 {

@@ -94,9 +94,9 @@ impl<S: AtomicStore> StateBackend for TxnBackend<S> {
     }
 
     async fn get_outcomes(&self, invocation_ids: &[String]) -> Result<Vec<InvocationOutcome>> {
-        if let Some(out) = self
+        if let Ok(out) = self
             .store
-            .atomic_inline(|t| engine::outcomes(t, invocation_ids))
+            .atomic_inline((), |t, ()| engine::outcomes(t, invocation_ids))
         {
             return out;
         }
@@ -196,11 +196,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         execution_context: Option<&str>,
     ) -> Result<(Result<InvocationStatus>, Vec<Arc<InvocationRecord>>)> {
         // an in-process store runs the section on the caller's strings
-        let mut outcome = Some(outcome);
-        let inline = self.store.atomic_inline(|t| {
-            let outcome = outcome
-                .take()
-                .ok_or_else(|| PynencError::backend("outcome taken"))?;
+        let inline = self.store.atomic_inline(outcome, |t, outcome| {
             engine::finish_and_start(
                 t,
                 invocation_id,
@@ -211,10 +207,10 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
                 now_us(),
             )
         });
-        if let Some(out) = inline {
-            return out;
-        }
-        let outcome = outcome.ok_or_else(|| PynencError::backend("outcome taken"))?;
+        let outcome = match inline {
+            Ok(out) => return out,
+            Err(outcome) => outcome,
+        };
         let id = invocation_id.to_string();
         let runner = runner_id.to_string();
         let context = execution_context.map(str::to_string);

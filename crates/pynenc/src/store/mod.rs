@@ -162,16 +162,16 @@ pub trait AtomicStore: Send + Sync + 'static {
         R: Send + 'static,
         F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static;
 
-    /// Runs `f` in one atomic section right here, when the store can do so
-    /// without sending `f` elsewhere (an in-process lock), so `f` may borrow
-    /// its inputs; `None` (and `f` not run) otherwise, and the caller uses
-    /// [`AtomicStore::atomic`].
-    fn atomic_inline<R, F>(&self, f: F) -> Option<Result<R>>
+    /// Runs `f` on `input` in one atomic section right here, when the store
+    /// can do so without sending `f` elsewhere (an in-process lock), so `f`
+    /// may borrow what it reads. Otherwise `f` is not run and `input` comes
+    /// back (`Err`), for the caller to use [`AtomicStore::atomic`].
+    fn atomic_inline<A, R, F>(&self, input: A, f: F) -> std::result::Result<Result<R>, A>
     where
-        F: FnOnce(&mut dyn StoreTxn) -> Result<R>,
+        F: FnOnce(&mut dyn StoreTxn, A) -> Result<R>,
     {
         let _ = f;
-        None
+        Err(input)
     }
 
     /// A counter that changes whenever ids are queued (0 if the backend cannot tell).
