@@ -931,9 +931,10 @@ pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
     assert!(check_histories(&app).await > 0);
 }
 
-/// 23. Ending a run and starting the next in one step: the next is
-/// `RUNNING` for the same runner, a refused end writes nothing and the pick
-/// stands.
+/// 23. One step ends a run and starts the next; a refused end still picks.
+///
+/// The next invocation is `RUNNING` for the same runner; the refused end
+/// writes nothing.
 pub async fn s23_finish_and_start(f: &dyn BackendFactory) {
     use pynenc::orchestrator::RunOutcome;
     let app = new_app(f, "s23", &[]);
