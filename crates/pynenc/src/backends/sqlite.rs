@@ -103,7 +103,7 @@ use crate::exceptions::{PynencError, Result, TaskError};
 use crate::invocation::InvocationRecord;
 use crate::state_backend::{HistoryEntry, HistoryStep, InvocationOutcome};
 use crate::status::{InvocationStatus, StatusRecord};
-use crate::store::{AtomicStore, StoreTxn, WorkSignal};
+use crate::store::{AtomicStore, FinalWaiters, StoreTxn, WorkSignal};
 
 /// The schema version this library writes and understands.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -683,7 +683,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     read_gate: Arc<Semaphore>,
     work: WorkSignal,
-    final_waiters: Mutex<FxHashMap<String, Vec<Arc<Notify>>>>,
+    final_waiters: FinalWaiters<Notify>,
     /// Committed rows of `names` (they are never changed or deleted).
     names: Mutex<FxHashMap<String, i64>>,
 }
@@ -838,14 +838,18 @@ impl Inner {
             self.work.bump();
         }
         if effects.purged || !effects.finals.is_empty() {
-            let waiters = self.final_waiters.lock();
+            // a woken wait re-reads what it still waits for
             if effects.purged {
-                waiters.values().flatten().for_each(|n| n.notify_one());
+                self.final_waiters
+                    .take_all()
+                    .iter()
+                    .for_each(|n| n.notify_one());
             } else {
                 for id in &effects.finals {
-                    if let Some(list) = waiters.get(id) {
-                        list.iter().for_each(|n| n.notify_one());
-                    }
+                    self.final_waiters
+                        .take(id)
+                        .iter()
+                        .for_each(|n| n.notify_one());
                 }
             }
         }
@@ -891,10 +895,9 @@ struct FinalWait {
 impl FinalWait {
     fn register(inner: &Arc<Inner>, ids: &[String]) -> FinalWait {
         let notify = Arc::new(Notify::new());
-        let mut waiters = inner.final_waiters.lock();
-        for id in ids {
-            waiters.entry(id.clone()).or_default().push(notify.clone());
-        }
+        inner
+            .final_waiters
+            .add(ids.iter().map(String::as_str), &notify);
         FinalWait {
             inner: inner.clone(),
             ids: ids.to_vec(),
@@ -905,15 +908,9 @@ impl FinalWait {
 
 impl Drop for FinalWait {
     fn drop(&mut self) {
-        let mut waiters = self.inner.final_waiters.lock();
-        for id in &self.ids {
-            if let Some(list) = waiters.get_mut(id) {
-                list.retain(|n| !Arc::ptr_eq(n, &self.notify));
-                if list.is_empty() {
-                    waiters.remove(id);
-                }
-            }
-        }
+        self.inner
+            .final_waiters
+            .remove(self.ids.iter().map(String::as_str), &self.notify);
     }
 }
 
@@ -987,7 +984,7 @@ impl SqliteStore {
                 write_queue: Mutex::new(WriteQueue::default()),
                 read_gate: Arc::new(Semaphore::new(READ_CONNECTIONS)),
                 work: WorkSignal::default(),
-                final_waiters: Mutex::new(FxHashMap::default()),
+                final_waiters: FinalWaiters::default(),
                 names: Mutex::new(FxHashMap::default()),
             }),
         }))

@@ -501,7 +501,7 @@ impl ThreadRunner {
             let maintenance = tokio::spawn(
                 maintain(shared.app.clone(), shared.runner_id.clone()).instrument(tracing::Span::current()),
             );
-            let mut backoff = Duration::from_millis(10);
+            let mut backoff = PickBackoff::new();
             while !shared.stop.is_stopped() {
                 let free = shared.slots.available_permits();
                 if free == 0 {
@@ -523,13 +523,11 @@ impl ThreadRunner {
                     .await
                 {
                     Ok(b) => {
-                        backoff = Duration::from_millis(10);
+                        backoff.reset();
                         b
                     }
                     Err(e) => {
-                        error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "could not get invocations to run");
-                        shared.stop.or_stopped(tokio::time::sleep(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        backoff.failed(&shared.stop, &e).await;
                         continue;
                     }
                 };
@@ -558,6 +556,31 @@ impl ThreadRunner {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// The wait of a runner loop after a failed pick: 10 ms, doubling up to
+/// 5 s while picks keep failing, back to 10 ms once one works.
+pub(crate) struct PickBackoff(Duration);
+
+impl PickBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const LONGEST: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new() -> Self {
+        PickBackoff(Self::FIRST)
+    }
+
+    /// A pick worked.
+    pub(crate) fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    /// A pick failed with `error`: logs it and waits (or until a stop).
+    pub(crate) async fn failed(&mut self, stop: &StopSignal, error: &PynencError) {
+        error!(error = %error, retry_in_ms = self.0.as_millis() as u64, "could not get invocations to run");
+        stop.or_stopped(tokio::time::sleep(self.0)).await;
+        self.0 = (self.0 * 2).min(Self::LONGEST);
     }
 }
 

@@ -54,8 +54,8 @@ use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use super::{
-    maintain, run_invocation, stop_on_signal, InvocationHost, RunnerHandle, SpawnedRunner,
-    StopSignal,
+    maintain, run_invocation, stop_on_signal, InvocationHost, PickBackoff, RunnerHandle,
+    SpawnedRunner, StopSignal,
 };
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
@@ -532,6 +532,7 @@ impl ProcessRunner {
             let children: Arc<parking_lot::Mutex<HashMap<String, u32>>> = Arc::default();
             let mut tasks = tokio::task::JoinSet::new();
             let orch = me.app.orchestrator();
+            let mut backoff = PickBackoff::new();
             while !me.stop.is_stopped() {
                 let free = slots.available_permits();
                 if free == 0 {
@@ -540,10 +541,12 @@ impl ProcessRunner {
                 }
                 let epoch = orch.work_epoch();
                 let picked = match orch.get_invocations_to_run(&me.runner_id, free).await {
-                    Ok(p) => p,
+                    Ok(p) => {
+                        backoff.reset();
+                        p
+                    }
                     Err(e) => {
-                        error!(error = %e, "could not get invocations to run");
-                        me.stop.or_stopped(tokio::time::sleep(Duration::from_millis(200))).await;
+                        backoff.failed(&me.stop, &e).await;
                         continue;
                     }
                 };

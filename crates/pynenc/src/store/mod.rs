@@ -20,8 +20,12 @@ use crate::status::StatusRecord;
 mod adapter;
 pub mod engine;
 mod signal;
+#[cfg(any(feature = "sqlite", feature = "redis"))]
+mod waiters;
 
 pub(crate) use signal::WorkSignal;
+#[cfg(any(feature = "sqlite", feature = "redis"))]
+pub(crate) use waiters::FinalWaiters;
 
 pub use adapter::TxnBackend;
 

@@ -7,7 +7,7 @@
 //! The process that ran a script also applies the script's own reply
 //! (queued? which became final?) at once, without waiting for the message.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use crate::store::WorkSignal;
+use crate::store::{FinalWaiters, WorkSignal};
 
 /// A group of invocations one `wait_final` call waits for.
 pub(crate) struct GroupWait {
@@ -39,7 +39,7 @@ impl GroupWait {
 #[derive(Default)]
 pub(crate) struct Notifier {
     work: WorkSignal,
-    waiters: Mutex<HashMap<String, Vec<Arc<GroupWait>>>>,
+    waiters: FinalWaiters<GroupWait>,
     /// Woken after the pub/sub connection came back: every waiter re-reads its statuses.
     pub recheck: Notify,
     pub connected: AtomicBool,
@@ -62,11 +62,8 @@ impl Notifier {
 
     /// `id` became final.
     pub fn on_final(&self, id: &str) {
-        let list = self.waiters.lock().remove(id);
-        if let Some(list) = list {
-            for w in list {
-                w.mark(id);
-            }
+        for w in self.waiters.take(id) {
+            w.mark(id);
         }
     }
 
@@ -76,12 +73,7 @@ impl Notifier {
             pending: Mutex::new(ids.iter().cloned().collect()),
             done: Notify::new(),
         });
-        {
-            let mut map = self.waiters.lock();
-            for id in wait.pending.lock().iter() {
-                map.entry(id.clone()).or_default().push(wait.clone());
-            }
-        }
+        self.waiters.add(ids.iter().map(String::as_str), &wait);
         Registration {
             notifier: self.clone(),
             wait,
@@ -91,7 +83,7 @@ impl Notifier {
     /// How many invocations have local waiters.
     #[cfg(test)]
     pub fn waited_len(&self) -> usize {
-        self.waiters.lock().len()
+        self.waiters.len()
     }
 }
 
@@ -107,15 +99,9 @@ impl Drop for Registration {
         if left.is_empty() {
             return;
         }
-        let mut map = self.notifier.waiters.lock();
-        for id in left {
-            if let Some(list) = map.get_mut(&id) {
-                list.retain(|w| !Arc::ptr_eq(w, &self.wait));
-                if list.is_empty() {
-                    map.remove(&id);
-                }
-            }
-        }
+        self.notifier
+            .waiters
+            .remove(left.iter().map(String::as_str), &self.wait);
     }
 }
 
