@@ -931,10 +931,10 @@ pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
     assert!(check_histories(&app).await > 0);
 }
 
-/// 23. One step ends a run and starts the next; a refused end still picks.
+/// 23. One step ends runs and starts the next ones; a refused end still picks.
 ///
-/// The next invocation is `RUNNING` for the same runner; the refused end
-/// writes nothing.
+/// The next invocations are `RUNNING` for the same runner; a refused end
+/// writes nothing and the other ends of its step stand.
 pub async fn s23_finish_and_start(f: &dyn BackendFactory) {
     use pynenc::orchestrator::RunOutcome;
     let app = new_app(f, "s23", &[]);
@@ -1000,7 +1000,54 @@ pub async fn s23_finish_and_start(f: &dyn BackendFactory) {
     }
     assert_eq!(ok(second.result().await, "second result"), 7);
     assert_eq!(ok(third.result().await, "third result"), 11);
-    assert!(check_histories(&app).await >= 3);
+
+    // several ends in one step take the next invocations of the slots they free
+    let calls: Vec<_> = [(1, 1), (2, 2), (3, 3), (4, 4)].to_vec();
+    let group = ok(add::parallelize_on(&app, calls).await, "route four");
+    let ids: Vec<String> = group
+        .invocations()
+        .iter()
+        .map(|i| i.invocation_id().to_string())
+        .collect();
+    let started = ok(
+        orch.get_invocations_to_start("runner-b", 2, None).await,
+        "start two",
+    );
+    assert_eq!(started.len(), 2);
+    let ends = vec![
+        (ids[0].clone(), RunOutcome::Success("2".into())),
+        (ids[1].clone(), RunOutcome::Success("4".into())),
+        // ending the first twice: refused, and the rest stands
+        (ids[0].clone(), RunOutcome::Success("0".into())),
+    ];
+    let (finished, next) = orch
+        .finish_many_and_start("runner-b", ends, 2, Some("host:2"))
+        .await;
+    assert_eq!(finished.len(), 3);
+    assert_eq!(ok(finished[0].clone(), "end 1"), InvocationStatus::Success);
+    assert_eq!(ok(finished[1].clone(), "end 2"), InvocationStatus::Success);
+    assert!(
+        matches!(finished[2], Err(PynencError::StatusTransition { .. })),
+        "{:?}",
+        finished[2]
+    );
+    let next = ok(next, "next two");
+    let next_ids: Vec<&str> = next.iter().map(|r| r.invocation_id.as_str()).collect();
+    assert_eq!(next_ids, vec![ids[2].as_str(), ids[3].as_str()]);
+    for id in &ids[2..] {
+        let status = ok(orch.get_status(id).await, "status");
+        assert_eq!(status.status, InvocationStatus::Running);
+        assert_eq!(status.owner.as_deref(), Some("runner-b"));
+    }
+    let ends = vec![
+        (ids[2].clone(), RunOutcome::Success("6".into())),
+        (ids[3].clone(), RunOutcome::Success("8".into())),
+    ];
+    let (finished, next) = orch.finish_many_and_start("runner-b", ends, 2, None).await;
+    assert!(finished.iter().all(|f| f.is_ok()), "{finished:?}");
+    assert!(ok(next, "nothing left").is_empty());
+    assert_eq!(ok(group.results().await, "results"), vec![2, 4, 6, 8]);
+    assert!(check_histories(&app).await >= 7);
 }
 
 /// Bad input: an argument over `max_argument_bytes` is refused with its name and size.

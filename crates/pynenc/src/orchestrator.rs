@@ -164,6 +164,13 @@ pub enum RunOutcome {
     Failed(TaskError),
 }
 
+/// Invocations taken for a runner (already `PENDING`, or `RUNNING` when
+/// started, for it).
+pub type Picked = Vec<Arc<InvocationRecord>>;
+
+/// The ends of several runs, each with its own result.
+pub type Ends = Vec<Result<InvocationStatus>>;
+
 /// Coordinates invocations. All methods are atomic in the backend.
 #[async_trait]
 pub trait Orchestrator: Send + Sync {
@@ -226,6 +233,34 @@ pub trait Orchestrator: Send + Sync {
         results
     }
 
+    /// [`Orchestrator::finish_many`], then
+    /// [`Orchestrator::get_invocations_to_start`] for up to `max_next`
+    /// invocations (none when 0), in one step where the backend can (one
+    /// transaction, one round trip): the runner slots that end their runs
+    /// take their next invocations. The pick happens even when some ends are
+    /// refused; its own failure is the second result. The default makes the
+    /// two calls.
+    async fn finish_many_and_start(
+        &self,
+        runner_id: &str,
+        outcomes: Vec<(String, RunOutcome)>,
+        max_next: usize,
+        execution_context: Option<&str>,
+    ) -> (Ends, Result<Picked>) {
+        let finished = self.finish_many(runner_id, outcomes).await;
+        let next = if max_next == 0 {
+            Ok(Vec::new())
+        } else {
+            self.get_invocations_to_start(
+                runner_id,
+                max_next,
+                execution_context.map(str::to_string),
+            )
+            .await
+        };
+        (finished, next)
+    }
+
     /// Whether ending several runs in one [`Orchestrator::finish_many`]
     /// saves work (one transaction or round trip instead of several). When
     /// it does not (the in-process backend), runners end each run directly
@@ -247,7 +282,7 @@ pub trait Orchestrator: Send + Sync {
         outcome: RunOutcome,
         max_next: usize,
         execution_context: Option<&str>,
-    ) -> Result<(Result<InvocationStatus>, Vec<Arc<InvocationRecord>>)> {
+    ) -> Result<(Result<InvocationStatus>, Picked)> {
         let finished = self.finish(invocation_id, runner_id, outcome).await;
         let next = self
             .get_invocations_to_start(runner_id, max_next, execution_context.map(str::to_string))

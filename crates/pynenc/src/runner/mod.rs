@@ -8,11 +8,13 @@
 //! finish within the grace period, then sets the rest `KILLED` → `REROUTED`.
 //!
 //! The runner loop picks for all free slots at once and starts each picked
-//! invocation in a tokio task that holds its slot. On the in-process backend
-//! that task, when its run ends, takes the slot's next invocation in the same
-//! locked step and runs it too, so a busy runner spawns no task and hands no
-//! slot over per invocation; where a step is a transaction or a round trip
-//! (SQLite, Redis), ends are batched instead and the loop picks again.
+//! invocation in a tokio task that holds its slot. When a run ends, the same
+//! step that records the end takes the slot's next invocation, and the task
+//! runs it too: a busy runner spawns no task and hands no slot over per
+//! invocation. On the in-process backend each end is its own locked step;
+//! where a step is a transaction or a round trip (SQLite, Redis), the ends
+//! that come in while one step is in flight go together in the next, with
+//! one pick-up for all the slots they free.
 
 mod execute;
 pub mod process;
@@ -74,15 +76,20 @@ pub(crate) trait InvocationHost: Send + Sync {
     }
 }
 
-type FinishReply = tokio::sync::oneshot::Sender<Result<InvocationStatus>>;
+/// The answer to a queued end: its result, and the next invocation of the
+/// slot it frees, if one was taken.
+type Finished = (Result<InvocationStatus>, Option<Arc<InvocationRecord>>);
+type FinishReply = tokio::sync::oneshot::Sender<Finished>;
 
 /// Records the ends of runs in batches by flat combining: a finishing
 /// invocation queues its outcome, and whoever finds no flush in progress
-/// flushes everything queued in one `finish_many` (one lock, transaction or
-/// round trip for all of them). Alone, an invocation flushes itself at once.
+/// flushes everything queued in one `finish_many_and_start` (one
+/// transaction or round trip for all of them), which also takes the next
+/// invocation of every slot the batch frees. Alone, an invocation flushes
+/// itself at once.
 #[derive(Default)]
 pub(crate) struct Finisher {
-    queue: Mutex<Vec<(String, RunOutcome, FinishReply)>>,
+    queue: Mutex<Vec<(Arc<InvocationRecord>, RunOutcome, FinishReply)>>,
     flushing: AtomicBool,
 }
 
@@ -96,43 +103,67 @@ impl Drop for FlushGuard<'_> {
 }
 
 impl Finisher {
+    /// Queues the end of the run of `record` and waits until it is recorded.
     pub(crate) async fn finish(
         &self,
-        orch: &Arc<dyn crate::Orchestrator>,
-        runner_id: &str,
-        invocation_id: &str,
+        host: &RunnerShared,
+        record: &Arc<InvocationRecord>,
         outcome: RunOutcome,
-    ) -> Result<InvocationStatus> {
+    ) -> Finished {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue
-            .lock()
-            .push((invocation_id.to_string(), outcome, reply));
-        self.flush(orch, runner_id).await;
+        self.queue.lock().push((record.clone(), outcome, reply));
+        self.flush(host).await;
         answer.await.unwrap_or_else(|_| {
-            Err(PynencError::Runner {
-                message: format!(
-                    "the end of invocation {invocation_id} was not recorded (runner stopping)"
-                ),
-            })
+            let message = format!(
+                "the end of invocation {} was not recorded (runner stopping)",
+                record.invocation_id
+            );
+            (Err(PynencError::Runner { message }), None)
         })
     }
 
     /// Records the queued ends, unless another caller is already doing it
     /// (it will take them too).
-    async fn flush(&self, orch: &Arc<dyn crate::Orchestrator>, runner_id: &str) {
+    async fn flush(&self, host: &RunnerShared) {
+        let orch = host.app.orchestrator();
         while !self.flushing.swap(true, Ordering::AcqRel) {
             let guard = FlushGuard(&self.flushing);
             let batch = std::mem::take(&mut *self.queue.lock());
             if !batch.is_empty() {
+                // a stopping runner takes no new work
+                let max_next = if host.stop.is_stopped() {
+                    0
+                } else {
+                    batch.len()
+                };
                 let mut items = Vec::with_capacity(batch.len());
-                let mut replies = Vec::with_capacity(batch.len());
-                for (id, outcome, reply) in batch {
-                    items.push((id, outcome));
-                    replies.push(reply);
+                let mut waiting = Vec::with_capacity(batch.len());
+                for (record, outcome, reply) in batch {
+                    items.push((record.invocation_id.clone(), outcome));
+                    waiting.push((record, reply));
                 }
-                let results = orch.finish_many(runner_id, items).await;
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                let context = Some(util::process_context());
+                let (results, next) = orch
+                    .finish_many_and_start(&host.runner_id, items, max_next, context)
+                    .await;
+                let mut next = next
+                    .unwrap_or_else(|e| {
+                        warn!(error = %e, "could not take next invocations while recording ends");
+                        Vec::new()
+                    })
+                    .into_iter();
+                for ((record, reply), result) in waiting.into_iter().zip(results) {
+                    let taken = next.next();
+                    if let Some(n) = &taken {
+                        host.hand_over(&record, std::slice::from_ref(n));
+                    }
+                    if let Err((_, Some(lost))) = reply.send((result, taken)) {
+                        // the run that was to take it is gone
+                        host.give_back(&lost).await;
+                    }
+                }
+                for lost in next {
+                    host.give_back(&lost).await;
                 }
             }
             drop(guard);
@@ -171,18 +202,52 @@ pub(crate) struct RunnerShared {
     report_to_parent: bool,
 }
 
+impl RunnerShared {
+    /// Lists `next`, taken for the slot of `from`, as running in the tokio
+    /// task of `from` (before `from` leaves the list, so a stop always
+    /// finds them).
+    fn hand_over(&self, from: &Arc<InvocationRecord>, next: &[Arc<InvocationRecord>]) {
+        if next.is_empty() {
+            return;
+        }
+        let mut running = self.running.lock();
+        if let Some(abort) = running.get(&running_key(from)).map(|(_, a)| a.clone()) {
+            for n in next {
+                running.insert(running_key(n), (n.clone(), abort.clone()));
+            }
+        }
+    }
+
+    /// An invocation taken for a slot whose run is gone (the runner is
+    /// stopping): `KILLED` → `REROUTED`, back to the head of the queue.
+    async fn give_back(&self, record: &Arc<InvocationRecord>) {
+        self.running.lock().remove(&running_key(record));
+        let id = &record.invocation_id;
+        match self
+            .app
+            .orchestrator()
+            .kill_and_reroute(id, &self.runner_id)
+            .await
+        {
+            Ok(()) => info!(invocation_id = %id, "re-routed: its slot's run is gone"),
+            Err(e) => warn!(invocation_id = %id, error = %e, "could not re-route"),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl InvocationHost for RunnerShared {
     fn runner_id(&self) -> &str {
         &self.runner_id
     }
 
-    /// Where batching pays, the end joins the finisher's next batch and the
-    /// slot goes back to the runner loop, which picks for all free slots at
-    /// once. Where it does not (the in-process backend), the end is recorded
-    /// directly and, unless the runner is stopping, the slot's next
-    /// invocation is taken in the same step: it runs in this tokio task, so
-    /// a busy runner spawns no task and hands no slot over per invocation.
+    /// Where batching pays (SQLite, Redis), the end joins the finisher's
+    /// next batch, which also takes the next invocation of each slot it
+    /// frees. Where it does not (the in-process backend), the end is
+    /// recorded directly and the slot's next invocation taken in the same
+    /// step. Either way the next invocation runs in this tokio task, so a
+    /// busy runner spawns no task and hands no slot over per invocation; a
+    /// stopping runner takes none.
     async fn finish(
         &self,
         app: &Pynenc,
@@ -192,11 +257,8 @@ impl InvocationHost for RunnerShared {
         let orch = app.orchestrator();
         let id = record.invocation_id.as_str();
         if orch.batches_finishes() {
-            let finished = self
-                .finisher
-                .finish(orch, &self.runner_id, id, outcome)
-                .await;
-            return (finished, Vec::new());
+            let (finished, next) = self.finisher.finish(self, record, outcome).await;
+            return (finished, next.into_iter().collect());
         }
         if self.stop.is_stopped() {
             return (orch.finish(id, &self.runner_id, outcome).await, Vec::new());
@@ -207,16 +269,7 @@ impl InvocationHost for RunnerShared {
             .await
         {
             Ok((finished, next)) => {
-                if !next.is_empty() {
-                    // the next invocations run in this task: list them
-                    // before the current one leaves, so a stop always finds them
-                    let mut running = self.running.lock();
-                    if let Some(abort) = running.get(&running_key(record)).map(|(_, a)| a.clone()) {
-                        for n in &next {
-                            running.insert(running_key(n), (n.clone(), abort.clone()));
-                        }
-                    }
-                }
+                self.hand_over(record, &next);
                 (finished, next)
             }
             Err(e) => (Err(e), Vec::new()),

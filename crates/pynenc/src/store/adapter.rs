@@ -9,7 +9,7 @@ use super::{engine, AtomicStore};
 use crate::broker::Broker;
 use crate::exceptions::{PynencError, Result};
 use crate::invocation::InvocationRecord;
-use crate::orchestrator::{Orchestrator, RouteOutcome, RouteRequest, RunOutcome};
+use crate::orchestrator::{Ends, Orchestrator, Picked, RouteOutcome, RouteRequest, RunOutcome};
 use crate::serializer::Serializer;
 use crate::state_backend::{HistoryEntry, InvocationOutcome, StateBackend};
 use crate::status::{InvocationStatus, StatusRecord};
@@ -194,7 +194,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         outcome: RunOutcome,
         max_next: usize,
         execution_context: Option<&str>,
-    ) -> Result<(Result<InvocationStatus>, Vec<Arc<InvocationRecord>>)> {
+    ) -> Result<(Result<InvocationStatus>, Picked)> {
         // an in-process store runs the section on the caller's strings
         let inline = self.store.atomic_inline(outcome, |t, outcome| {
             engine::finish_and_start(
@@ -234,7 +234,20 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         runner_id: &str,
         outcomes: Vec<(String, RunOutcome)>,
     ) -> Vec<Result<InvocationStatus>> {
+        self.finish_many_and_start(runner_id, outcomes, 0, None)
+            .await
+            .0
+    }
+
+    async fn finish_many_and_start(
+        &self,
+        runner_id: &str,
+        outcomes: Vec<(String, RunOutcome)>,
+        max_next: usize,
+        execution_context: Option<&str>,
+    ) -> (Ends, Result<Picked>) {
         let runner = runner_id.to_string();
+        let context = execution_context.map(str::to_string);
         let n = outcomes.len();
         // engine::finish checks before it writes, so a refused finish leaves
         // nothing behind and the others of the section stand; any other
@@ -242,21 +255,19 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         let out = self
             .store
             .atomic(move |t| {
-                let now = now_us();
-                let mut results = Vec::with_capacity(outcomes.len());
-                for (id, outcome) in outcomes {
-                    match engine::finish(t, &id, &runner, outcome, now) {
-                        Err(e) if e.is_refused_finish() => results.push(Err(e)),
-                        Err(e) => return Err(e),
-                        Ok(status) => results.push(Ok(status)),
-                    }
-                }
-                Ok(results)
+                engine::finish_many_and_start(
+                    t,
+                    &runner,
+                    outcomes,
+                    max_next,
+                    context.as_deref(),
+                    now_us(),
+                )
             })
             .await;
         match out {
-            Ok(results) => results,
-            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+            Ok((results, next)) => (results, Ok(next)),
+            Err(e) => ((0..n).map(|_| Err(e.clone())).collect(), Err(e)),
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::StoreTxn;
 use crate::exceptions::{PynencError, Result};
 use crate::invocation::InvocationRecord;
-use crate::orchestrator::{RouteOutcome, RouteRequest, RunOutcome};
+use crate::orchestrator::{Ends, Picked, RouteOutcome, RouteRequest, RunOutcome};
 use crate::serializer::Serializer;
 use crate::state_backend::{HistoryStep, InvocationOutcome};
 use crate::status::{InvocationStatus, StatusRecord};
@@ -365,9 +365,25 @@ pub fn finish(
     Ok(to)
 }
 
+/// [`finish`], with a refused finish (it wrote nothing) as the inner error,
+/// so the section goes on; any other error ends the section.
+fn finish_or_refuse(
+    txn: &mut dyn StoreTxn,
+    invocation_id: &str,
+    runner_id: &str,
+    outcome: RunOutcome,
+    now_us: i64,
+) -> Result<Result<InvocationStatus>> {
+    match finish(txn, invocation_id, runner_id, outcome, now_us) {
+        Err(e) if e.is_refused_finish() => Ok(Err(e)),
+        Err(e) => Err(e),
+        Ok(status) => Ok(Ok(status)),
+    }
+}
+
 /// [`finish`], then [`pick_and_start`] for up to `max_next` invocations (see
-/// [`crate::Orchestrator::finish_and_start`]). A refused finish writes
-/// nothing, so the pick still stands; any other error ends the section.
+/// [`crate::Orchestrator::finish_and_start`]); a refused finish does not
+/// stop the pick.
 pub fn finish_and_start(
     txn: &mut dyn StoreTxn,
     invocation_id: &str,
@@ -376,12 +392,26 @@ pub fn finish_and_start(
     max_next: usize,
     execution_context: Option<&str>,
     now_us: i64,
-) -> Result<(Result<InvocationStatus>, Vec<Arc<InvocationRecord>>)> {
-    let finished = match finish(txn, invocation_id, runner_id, outcome, now_us) {
-        Err(e) if e.is_refused_finish() => Err(e),
-        Err(e) => return Err(e),
-        Ok(status) => Ok(status),
-    };
+) -> Result<(Result<InvocationStatus>, Picked)> {
+    let finished = finish_or_refuse(txn, invocation_id, runner_id, outcome, now_us)?;
+    let next = pick_and_start(txn, runner_id, max_next, execution_context, now_us)?;
+    Ok((finished, next))
+}
+
+/// [`finish_and_start`] for the ends of several runs, each with its own
+/// result (see [`crate::Orchestrator::finish_many_and_start`]).
+pub fn finish_many_and_start(
+    txn: &mut dyn StoreTxn,
+    runner_id: &str,
+    outcomes: Vec<(String, RunOutcome)>,
+    max_next: usize,
+    execution_context: Option<&str>,
+    now_us: i64,
+) -> Result<(Ends, Picked)> {
+    let mut finished = Vec::with_capacity(outcomes.len());
+    for (id, outcome) in outcomes {
+        finished.push(finish_or_refuse(txn, &id, runner_id, outcome, now_us)?);
+    }
     let next = pick_and_start(txn, runner_id, max_next, execution_context, now_us)?;
     Ok((finished, next))
 }

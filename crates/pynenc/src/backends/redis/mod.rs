@@ -145,13 +145,15 @@ use tracing::{debug, error, warn};
 use self::conn::{Failure, Settings};
 use self::notify::Notifier;
 use self::script::{as_int, as_list, as_string, scripts, Reply, Step};
-use self::step::STEP_ENDS;
+use self::step::{PickUp, STEP_ENDS};
 use crate::broker::Broker;
 use crate::call::Call;
 use crate::conf::PynencConfig;
 use crate::exceptions::{PynencError, Result, TaskError};
 use crate::invocation::InvocationRecord;
-use crate::orchestrator::{ConcurrencySpec, Orchestrator, RouteOutcome, RouteRequest, RunOutcome};
+use crate::orchestrator::{
+    ConcurrencySpec, Ends, Orchestrator, Picked, RouteOutcome, RouteRequest, RunOutcome,
+};
 use crate::serializer::Serializer;
 use crate::state_backend::{HistoryEntry, InvocationOutcome, StateBackend};
 use crate::status::{InvocationStatus, StatusRecord};
@@ -658,8 +660,24 @@ impl RedisBackend {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let started = start.is_some();
-        let body = self.step_pick(runner_id, max, start.as_deref()).await?;
+        let pick = PickUp {
+            max,
+            start: start.as_deref(),
+        };
+        let (_, body) = self.step(runner_id, &[], Some(pick)).await;
+        let body =
+            body.unwrap_or_else(|| Err(PynencError::backend("a pick-up returned nothing")))?;
+        self.decode_pick(runner_id, body, start.is_some()).await
+    }
+
+    /// The invocations of a pick-up's outcome; corrupt ones are logged,
+    /// and failed where they were already claimed.
+    async fn decode_pick(
+        &self,
+        runner_id: &str,
+        body: redis::Value,
+        started: bool,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
         let parts = as_list(&body);
         let picked = parts.first().map(as_list).unwrap_or_default();
         for key in parts
@@ -1058,12 +1076,46 @@ impl Orchestrator for RedisBackend {
         runner_id: &str,
         outcomes: Vec<(String, RunOutcome)>,
     ) -> Vec<Result<InvocationStatus>> {
-        // one `step` script per STEP_ENDS ends (see `step.rs`)
+        self.finish_many_and_start(runner_id, outcomes, 0, None)
+            .await
+            .0
+    }
+
+    async fn finish_many_and_start(
+        &self,
+        runner_id: &str,
+        outcomes: Vec<(String, RunOutcome)>,
+        max_next: usize,
+        execution_context: Option<&str>,
+    ) -> (Ends, Result<Picked>) {
+        // one `step` script per STEP_ENDS ends, the last with the pick-up (see `step.rs`)
         let mut results = Vec::with_capacity(outcomes.len());
-        for items in outcomes.chunks(STEP_ENDS) {
-            results.extend(self.step_finish(runner_id, items).await);
+        let chunks: Vec<&[(String, RunOutcome)]> = outcomes.chunks(STEP_ENDS).collect();
+        let mut picked = None;
+        for (i, items) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let pick = (last && max_next > 0).then(|| PickUp {
+                max: max_next.min(MAX_PICK),
+                start: Some(execution_context.unwrap_or_default()),
+            });
+            let (ends, pick) = self.step(runner_id, items, pick).await;
+            results.extend(ends);
+            picked = pick;
         }
-        results
+        let next = match picked {
+            None if max_next > 0 && chunks.is_empty() => {
+                self.get_invocations_to_start(
+                    runner_id,
+                    max_next,
+                    execution_context.map(str::to_string),
+                )
+                .await
+            }
+            None => Ok(Vec::new()),
+            Some(Err(e)) => Err(e),
+            Some(Ok(body)) => self.decode_pick(runner_id, body, true).await,
+        };
+        (results, next)
     }
 
     async fn kill_and_reroute(&self, invocation_id: &str, runner_id: &str) -> Result<()> {

@@ -1,10 +1,9 @@
-//! The runners' step script, `step.lua`: ends of runs (`finish_many`) and
-//! pick-ups (`get_invocations_to_start` / `_to_run`). The script takes any
-//! number of each and checks and applies every one on its own; each call
-//! here sends one kind. (Combining the ends and the next pick-up of a runner
-//! into one step was measured: with one step in flight at a time, a pick-up
-//! waits for the ends before it and the other way round, which costs more
-//! than the round trips it saves.)
+//! The runners' step script, `step.lua`: ends of runs and pick-ups. The
+//! script takes any number of each and checks and applies every one on its
+//! own. A runner sends the ends it gathered together with one pick-up for
+//! the slots those ends free (`finish_many_and_start`), so a busy runner
+//! makes one step per batch of ends; a pick-up alone serves slots that were
+//! free, and ends alone a stopping runner.
 
 use redis::Value;
 
@@ -17,15 +16,24 @@ use crate::status::InvocationStatus;
 /// The most ends one step writes.
 pub(crate) const STEP_ENDS: usize = 256;
 
+/// A pick-up in a step: at most `max`, for `runner`; `start`: also
+/// `RUNNING` with this execution context.
+pub(crate) struct PickUp<'a> {
+    pub max: usize,
+    pub start: Option<&'a str>,
+}
+
 impl RedisBackend {
-    /// Ends of runs of `runner` (at most [`STEP_ENDS`]) in one step; each
-    /// gets its own result.
-    pub(crate) async fn step_finish(
+    /// One step of `runner`: the ends of runs `items` (at most
+    /// [`STEP_ENDS`]), each with its own result, then the pick-up, if any:
+    /// its raw outcome `{picked, corrupt}`, decoded by the caller.
+    pub(crate) async fn step(
         &self,
         runner: &str,
         items: &[(String, RunOutcome)],
-    ) -> Vec<Result<InvocationStatus>> {
-        let mut args = Vec::with_capacity(2 + items.len() * 4);
+        pick: Option<PickUp<'_>>,
+    ) -> (Vec<Result<InvocationStatus>>, Option<Result<Value>>) {
+        let mut args = Vec::with_capacity(8 + items.len() * 4);
         args.push(bytes(items.len().to_string()));
         for (id, outcome) in items {
             let (kind, payload) = match outcome {
@@ -38,16 +46,29 @@ impl RedisBackend {
             args.push(bytes(kind));
             args.push(bytes(payload));
         }
-        args.push(bytes("0"));
-        let ends = match self.run_step(&args).await {
-            Ok((ends, _)) => ends,
-            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+        match &pick {
+            None => args.push(bytes("0")),
+            Some(p) => {
+                args.push(bytes("1"));
+                args.push(bytes(runner));
+                args.push(bytes(p.max.to_string()));
+                args.push(bytes(crate::util::new_invocation_id()));
+                args.push(bytes(if p.start.is_some() { "1" } else { "0" }));
+                args.push(bytes(p.start.unwrap_or_default()));
+            }
+        }
+        let (ends, picks) = match self.run_step(&args).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                let ends = items.iter().map(|_| Err(e.clone())).collect();
+                return (ends, pick.map(|_| Err(e)));
+            }
         };
-        let ends = as_list(&ends);
-        items
+        let ends_list = as_list(&ends);
+        let ends = items
             .iter()
             .enumerate()
-            .map(|(i, (id, _))| match ends.get(i) {
+            .map(|(i, (id, _))| match ends_list.get(i) {
                 // the new status, or {'ERR', failure}
                 Some(Value::Array(f)) => {
                     Err(self.script_failure(f.get(1).map(as_list).unwrap_or_default()))
@@ -58,28 +79,12 @@ impl RedisBackend {
                 },
                 None => Err(self.no_outcome(id)),
             })
-            .collect()
+            .collect();
+        (ends, pick.map(|_| self.pick_outcome(picks)))
     }
 
-    /// One pick-up of at most `max` for `runner` (also `RUNNING` with this
-    /// execution context when `start` is given); the script's raw outcome
-    /// `{picked, corrupt}`, decoded by the caller.
-    pub(crate) async fn step_pick(
-        &self,
-        runner: &str,
-        max: usize,
-        start: Option<&str>,
-    ) -> Result<Value> {
-        let args = [
-            bytes("0"),
-            bytes("1"),
-            bytes(runner),
-            bytes(max.to_string()),
-            bytes(crate::util::new_invocation_id()),
-            bytes(if start.is_some() { "1" } else { "0" }),
-            bytes(start.unwrap_or_default()),
-        ];
-        let (_, picks) = self.run_step(&args).await?;
+    /// The outcome of the one pick-up of a step.
+    fn pick_outcome(&self, picks: Value) -> Result<Value> {
         match picks {
             Value::Array(mut picks) if !picks.is_empty() => match picks.swap_remove(0) {
                 Value::Array(mut item) if !item.is_empty() => {
