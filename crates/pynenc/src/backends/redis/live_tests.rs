@@ -210,3 +210,44 @@ async fn ends_are_published_only_for_other_backends() {
         "b waits: ends are published"
     );
 }
+
+/// More ends than one step carries go in several steps; the pick-up for
+/// the slots they free rides with the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ends_over_one_step_and_their_pick_up() {
+    let server = server_or_skip!();
+    let b = backend(&server.url(), "chunks");
+    let n = STEP_ENDS + 44;
+    let ids = route(&b, n as i64).await;
+    let more = route(&b, 5).await;
+    let started = b
+        .get_invocations_to_start("runner-c", n, None)
+        .await
+        .expect("start");
+    assert_eq!(started.len(), n);
+    let ends = ids
+        .iter()
+        .map(|id| (id.clone(), RunOutcome::Success("1".into())))
+        .collect();
+    let calls = stat(&server, "fcall");
+    let (finished, next) = b
+        .finish_many_and_start("runner-c", ends, 5, Some("host:3"))
+        .await;
+    assert_eq!(stat(&server, "fcall") - calls, 2, "two steps");
+    assert_eq!(finished.len(), n);
+    assert!(finished
+        .iter()
+        .all(|f| matches!(f, Ok(InvocationStatus::Success))));
+    let next: Vec<String> = next
+        .expect("pick-up")
+        .iter()
+        .map(|r| r.invocation_id.clone())
+        .collect();
+    assert_eq!(next, more);
+    for id in &more {
+        let s = b.get_status(id).await.expect("status");
+        assert_eq!(s.status, InvocationStatus::Running);
+        assert_eq!(s.owner.as_deref(), Some("runner-c"));
+    }
+    check_histories(&b, &ids, "runner-c").await;
+}
