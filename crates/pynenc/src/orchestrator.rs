@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::call::Call;
-use crate::exceptions::{Result, TaskError};
+use crate::exceptions::{PynencError, Result, TaskError};
 use crate::invocation::InvocationRecord;
 use crate::status::{InvocationStatus, StatusRecord};
 use crate::task::{ConcurrencyControl, TaskOptions};
@@ -171,6 +171,12 @@ pub type Picked = Vec<Arc<InvocationRecord>>;
 /// The ends of several runs, each with its own result.
 pub type Ends = Vec<Result<InvocationStatus>>;
 
+/// The result of the one end given to [`Orchestrator::finish_many_and_start`].
+pub(crate) fn only_end(mut ends: Ends) -> Result<InvocationStatus> {
+    ends.pop()
+        .unwrap_or_else(|| Err(PynencError::backend("the end of a run got no result")))
+}
+
 /// Coordinates invocations. All methods are atomic in the backend.
 #[async_trait]
 pub trait Orchestrator: Send + Sync {
@@ -261,20 +267,19 @@ pub trait Orchestrator: Send + Sync {
         (finished, next)
     }
 
-    /// Whether ending several runs in one [`Orchestrator::finish_many`]
-    /// saves work (one transaction or round trip instead of several). When
-    /// it does not (the in-process backend), runners end each run directly
-    /// with [`Orchestrator::finish_and_start`], and the slot that ends a run
-    /// takes its next invocation in the same step.
+    /// Whether ending several runs in one step saves work (one transaction
+    /// or round trip instead of several): runners then gather the ends that
+    /// come in while a step is in flight. When it does not (the in-process
+    /// backend), each run ends in a step of its own. Either way the step
+    /// takes the next invocations of the slots it frees
+    /// ([`Orchestrator::finish_many_and_start`]).
     fn batches_finishes(&self) -> bool {
         true
     }
 
-    /// [`Orchestrator::finish`], then [`Orchestrator::get_invocations_to_start`]
-    /// for up to `max_next` invocations, in one atomic step where the backend
-    /// can. The pick happens even when the finish is refused (the first
-    /// result); an error of the step itself is the outer error. The default
-    /// makes the two calls.
+    /// [`Orchestrator::finish_many_and_start`] for the end of one run: the
+    /// finish (refused or not) is the first result, and a failed pick the
+    /// outer error.
     async fn finish_and_start(
         &self,
         invocation_id: &str,
@@ -283,11 +288,11 @@ pub trait Orchestrator: Send + Sync {
         max_next: usize,
         execution_context: Option<&str>,
     ) -> Result<(Result<InvocationStatus>, Picked)> {
-        let finished = self.finish(invocation_id, runner_id, outcome).await;
-        let next = self
-            .get_invocations_to_start(runner_id, max_next, execution_context.map(str::to_string))
-            .await?;
-        Ok((finished, next))
+        let end = vec![(invocation_id.to_string(), outcome)];
+        let (ends, next) = self
+            .finish_many_and_start(runner_id, end, max_next, execution_context)
+            .await;
+        Ok((only_end(ends), next?))
     }
 
     /// Stops an owned invocation: `KILLED` then `REROUTED` and queued again.

@@ -255,25 +255,22 @@ impl InvocationHost for RunnerShared {
         outcome: RunOutcome,
     ) -> (Result<InvocationStatus>, Vec<Arc<InvocationRecord>>) {
         let orch = app.orchestrator();
-        let id = record.invocation_id.as_str();
         if orch.batches_finishes() {
             let (finished, next) = self.finisher.finish(self, record, outcome).await;
             return (finished, next.into_iter().collect());
         }
-        if self.stop.is_stopped() {
-            return (orch.finish(id, &self.runner_id, outcome).await, Vec::new());
-        }
+        let end = vec![(record.invocation_id.clone(), outcome)];
+        let max_next = if self.stop.is_stopped() { 0 } else { 1 };
         let context = Some(util::process_context());
-        match orch
-            .finish_and_start(id, &self.runner_id, outcome, 1, context)
-            .await
-        {
-            Ok((finished, next)) => {
-                self.hand_over(record, &next);
-                (finished, next)
-            }
-            Err(e) => (Err(e), Vec::new()),
-        }
+        let (ends, next) = orch
+            .finish_many_and_start(&self.runner_id, end, max_next, context)
+            .await;
+        let next = next.unwrap_or_else(|e| {
+            warn!(error = %e, "could not take the slot's next invocation");
+            Vec::new()
+        });
+        self.hand_over(record, &next);
+        (crate::orchestrator::only_end(ends), next)
     }
 
     /// Pauses `ctx` while it waits for `ids`: the wait is recorded for

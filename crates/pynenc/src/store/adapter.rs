@@ -187,48 +187,6 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
-    async fn finish_and_start(
-        &self,
-        invocation_id: &str,
-        runner_id: &str,
-        outcome: RunOutcome,
-        max_next: usize,
-        execution_context: Option<&str>,
-    ) -> Result<(Result<InvocationStatus>, Picked)> {
-        // an in-process store runs the section on the caller's strings
-        let inline = self.store.atomic_inline(outcome, |t, outcome| {
-            engine::finish_and_start(
-                t,
-                invocation_id,
-                runner_id,
-                outcome,
-                max_next,
-                execution_context,
-                now_us(),
-            )
-        });
-        let outcome = match inline {
-            Ok(out) => return out,
-            Err(outcome) => outcome,
-        };
-        let id = invocation_id.to_string();
-        let runner = runner_id.to_string();
-        let context = execution_context.map(str::to_string);
-        self.store
-            .atomic(move |t| {
-                engine::finish_and_start(
-                    t,
-                    &id,
-                    &runner,
-                    outcome,
-                    max_next,
-                    context.as_deref(),
-                    now_us(),
-                )
-            })
-            .await
-    }
-
     async fn finish_many(
         &self,
         runner_id: &str,
@@ -246,25 +204,37 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         max_next: usize,
         execution_context: Option<&str>,
     ) -> (Ends, Result<Picked>) {
-        let runner = runner_id.to_string();
-        let context = execution_context.map(str::to_string);
         let n = outcomes.len();
-        // engine::finish checks before it writes, so a refused finish leaves
-        // nothing behind and the others of the section stand; any other
-        // error aborts the whole section (it is rolled back where possible)
-        let out = self
-            .store
-            .atomic(move |t| {
-                engine::finish_many_and_start(
-                    t,
-                    &runner,
-                    outcomes,
-                    max_next,
-                    context.as_deref(),
-                    now_us(),
-                )
-            })
-            .await;
+        // an in-process store runs the section on the caller's strings
+        let inline = self.store.atomic_inline(outcomes, |t, outcomes| {
+            engine::finish_many_and_start(
+                t,
+                runner_id,
+                outcomes,
+                max_next,
+                execution_context,
+                now_us(),
+            )
+        });
+        let out = match inline {
+            Ok(out) => out,
+            Err(outcomes) => {
+                let runner = runner_id.to_string();
+                let context = execution_context.map(str::to_string);
+                self.store
+                    .atomic(move |t| {
+                        engine::finish_many_and_start(
+                            t,
+                            &runner,
+                            outcomes,
+                            max_next,
+                            context.as_deref(),
+                            now_us(),
+                        )
+                    })
+                    .await
+            }
+        };
         match out {
             Ok((results, next)) => (results, Ok(next)),
             Err(e) => ((0..n).map(|_| Err(e.clone())).collect(), Err(e)),

@@ -381,25 +381,10 @@ fn finish_or_refuse(
     }
 }
 
-/// [`finish`], then [`pick_and_start`] for up to `max_next` invocations (see
-/// [`crate::Orchestrator::finish_and_start`]); a refused finish does not
-/// stop the pick.
-pub fn finish_and_start(
-    txn: &mut dyn StoreTxn,
-    invocation_id: &str,
-    runner_id: &str,
-    outcome: RunOutcome,
-    max_next: usize,
-    execution_context: Option<&str>,
-    now_us: i64,
-) -> Result<(Result<InvocationStatus>, Picked)> {
-    let finished = finish_or_refuse(txn, invocation_id, runner_id, outcome, now_us)?;
-    let next = pick_and_start(txn, runner_id, max_next, execution_context, now_us)?;
-    Ok((finished, next))
-}
-
-/// [`finish_and_start`] for the ends of several runs, each with its own
-/// result (see [`crate::Orchestrator::finish_many_and_start`]).
+/// [`finish`] for the ends of several runs, each with its own result (a
+/// refused one does not stop the others), then [`pick_and_start`] for up
+/// to `max_next` invocations (see
+/// [`crate::Orchestrator::finish_many_and_start`]).
 pub fn finish_many_and_start(
     txn: &mut dyn StoreTxn,
     runner_id: &str,

@@ -1065,10 +1065,10 @@ impl Orchestrator for RedisBackend {
         runner_id: &str,
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
-        self.finish_many(runner_id, vec![(invocation_id.to_string(), outcome)])
-            .await
-            .pop()
-            .unwrap_or_else(|| Err(PynencError::backend("finish returned no outcome")))
+        let ends = self
+            .finish_many(runner_id, vec![(invocation_id.to_string(), outcome)])
+            .await;
+        crate::orchestrator::only_end(ends)
     }
 
     async fn finish_many(
@@ -1088,9 +1088,16 @@ impl Orchestrator for RedisBackend {
         max_next: usize,
         execution_context: Option<&str>,
     ) -> (Ends, Result<Picked>) {
-        // one `step` script per STEP_ENDS ends, the last with the pick-up (see `step.rs`)
+        if outcomes.is_empty() && max_next == 0 {
+            return (Vec::new(), Ok(Vec::new()));
+        }
+        // one `step` script per STEP_ENDS ends (at least one), the last with
+        // the pick-up (see `step.rs`)
         let mut results = Vec::with_capacity(outcomes.len());
-        let chunks: Vec<&[(String, RunOutcome)]> = outcomes.chunks(STEP_ENDS).collect();
+        let mut chunks: Vec<&[(String, RunOutcome)]> = outcomes.chunks(STEP_ENDS).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
         let mut picked = None;
         for (i, items) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
@@ -1103,14 +1110,6 @@ impl Orchestrator for RedisBackend {
             picked = pick;
         }
         let next = match picked {
-            None if max_next > 0 && chunks.is_empty() => {
-                self.get_invocations_to_start(
-                    runner_id,
-                    max_next,
-                    execution_context.map(str::to_string),
-                )
-                .await
-            }
             None => Ok(Vec::new()),
             Some(Err(e)) => Err(e),
             Some(Ok(body)) => self.decode_pick(runner_id, body, true).await,
