@@ -209,6 +209,39 @@ where
         .collect()
 }
 
+/// Checks that every invocation of `group` ran exactly once (one
+/// `RUNNING`) and ended `SUCCESS`; how many each runner ran, by owner id.
+pub async fn runs_by_owner<R>(
+    group: &pynenc::InvocationGroup<R>,
+) -> std::collections::HashMap<String, usize>
+where
+    R: serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut owners = std::collections::HashMap::new();
+    for inv in group.invocations() {
+        let history = ok(inv.history().await, "history");
+        let running: Vec<_> = history
+            .iter()
+            .filter(|h| h.status == InvocationStatus::Running)
+            .collect();
+        assert_eq!(
+            running.len(),
+            1,
+            "invocation {} ran {} times: {:?}",
+            inv.invocation_id(),
+            running.len(),
+            history.iter().map(|h| h.status).collect::<Vec<_>>()
+        );
+        let owner = running[0].owner.clone().expect("RUNNING has an owner");
+        *owners.entry(owner).or_default() += 1;
+        assert_eq!(
+            history.last().map(|h| h.status),
+            Some(InvocationStatus::Success)
+        );
+    }
+    owners
+}
+
 /// Polls until `inv` has `status` or `timeout` passes; whether it got there.
 pub async fn wait_for_status<R>(
     inv: &Invocation<R>,

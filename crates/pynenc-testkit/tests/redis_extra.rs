@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pynenc::{InvocationStatus, Pynenc};
+use pynenc::Pynenc;
 use pynenc_testkit::process::WorkerProcess;
 use pynenc_testkit::redis_server::{RedisServerOptions, Resp};
 use pynenc_testkit::tasks::{self, add, add_via_child, filler};
@@ -295,25 +295,7 @@ async fn two_processes_drain_ten_thousand_tasks() {
         ok(values, "results"),
         (0..n).map(|i| 2 * i).collect::<Vec<_>>()
     );
-    let mut owners = HashSet::new();
-    for inv in group.invocations() {
-        let history = ok(inv.history().await, "history");
-        let running: Vec<_> = history
-            .iter()
-            .filter(|h| h.status == InvocationStatus::Running)
-            .collect();
-        assert_eq!(
-            running.len(),
-            1,
-            "{:?}",
-            history.iter().map(|h| h.status).collect::<Vec<_>>()
-        );
-        owners.insert(running[0].owner.clone().unwrap_or_default());
-        assert_eq!(
-            history.last().map(|h| h.status),
-            Some(InvocationStatus::Success)
-        );
-    }
+    let owners = pynenc_testkit::runs_by_owner(&group).await;
     assert_eq!(owners.len(), 2, "both processes worked: {owners:?}");
     for mut w in workers {
         let pid = w.pid();

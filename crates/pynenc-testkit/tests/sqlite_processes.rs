@@ -5,7 +5,7 @@
 
 #![cfg(feature = "sqlite")]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -162,27 +162,7 @@ async fn two_runner_processes_and_a_caller_share_one_file() {
     assert_eq!(results, expected);
 
     // exactly one RUNNING per invocation, and both worker processes ran some
-    let mut owners: HashMap<String, usize> = HashMap::new();
-    for inv in group.invocations() {
-        let history = inv.history().await.expect("history");
-        let running: Vec<_> = history
-            .iter()
-            .filter(|h| h.status == InvocationStatus::Running)
-            .collect();
-        assert_eq!(
-            running.len(),
-            1,
-            "invocation {} ran {} times: {history:?}",
-            inv.invocation_id(),
-            running.len()
-        );
-        let owner = running[0].owner.clone().expect("RUNNING has an owner");
-        *owners.entry(owner).or_default() += 1;
-        assert_eq!(
-            history.last().map(|h| h.status),
-            Some(InvocationStatus::Success)
-        );
-    }
+    let owners = pynenc_testkit::runs_by_owner(&group).await;
     assert_eq!(owners.len(), 2, "runners: {owners:?}");
     for w in [&one, &two] {
         let tag = format!(":{}:", w.pid);

@@ -2071,6 +2071,23 @@ mod tests {
         store.atomic(f).await.unwrap();
     }
 
+    /// Opens `path` expecting a refusal: a state backend error naming the
+    /// path, and the file left as it was. Returns the message.
+    fn refused_untouched(path: &Path) -> String {
+        let before = std::fs::read(path).unwrap();
+        let err = SqliteStore::open_path(path, "app", MS * 100, MS, MS * 50).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, PynencError::StateBackend { .. }), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert_eq!(std::fs::read(path).unwrap(), before, "the file was changed");
+        msg
+    }
+
+    /// A database file made by `sql` alone, as another program would leave it.
+    fn raw_database(path: &Path, sql: &str) {
+        Connection::open(path).unwrap().execute_batch(sql).unwrap();
+    }
+
     /// A store of app `app` on a fresh file (kept while the directory lives).
     fn fresh() -> (tempfile::TempDir, Arc<SqliteStore>) {
         let dir = tempfile::tempdir().unwrap();
@@ -2271,45 +2288,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notes.txt");
         std::fs::write(&path, "these are my notes, not a database\n".repeat(200)).unwrap();
-        let before = std::fs::read(&path).unwrap();
-        let err = SqliteStore::open_path(&path, "app", MS * 100, MS, MS * 50).unwrap_err();
-        let msg = err.to_string();
-        assert!(matches!(err, PynencError::StateBackend { .. }), "{msg}");
-        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        let msg = refused_untouched(&path);
         assert!(msg.contains("not a database"), "{msg}");
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            before,
-            "the file was changed"
-        );
     }
 
     #[test]
     fn an_older_schema_is_refused_and_left_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        {
-            let raw = Connection::open(&path).unwrap();
-            raw.execute_batch(
-                "CREATE TABLE pynenc_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                 INSERT INTO pynenc_meta VALUES ('schema_version', '1');
-                 CREATE TABLE invocations (app_id TEXT, invocation_id TEXT);",
-            )
-            .unwrap();
-        }
-        let before = std::fs::read(&path).unwrap();
-        let err = SqliteStore::open_path(&path, "app", MS * 100, MS, MS * 50).unwrap_err();
-        let msg = err.to_string();
-        assert!(matches!(err, PynencError::StateBackend { .. }), "{msg}");
-        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        raw_database(
+            &path,
+            "CREATE TABLE pynenc_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO pynenc_meta VALUES ('schema_version', '1');
+             CREATE TABLE invocations (app_id TEXT, invocation_id TEXT);",
+        );
+        let msg = refused_untouched(&path);
         assert!(msg.contains("version 1"), "{msg}");
         assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
         assert!(msg.contains("delete the file"), "{msg}");
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            before,
-            "the file was changed"
-        );
     }
 
     #[test]
@@ -2491,26 +2487,14 @@ mod tests {
     fn a_newer_schema_is_refused_and_left_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("future.db");
-        {
-            let raw = Connection::open(&path).unwrap();
-            raw.execute_batch(
-                "CREATE TABLE pynenc_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                 INSERT INTO pynenc_meta VALUES ('schema_version', '99');",
-            )
-            .unwrap();
-        }
-        let before = std::fs::read(&path).unwrap();
-        let err = SqliteStore::open_path(&path, "app", MS * 100, MS, MS * 50).unwrap_err();
-        let msg = err.to_string();
-        assert!(matches!(err, PynencError::StateBackend { .. }), "{msg}");
-        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        raw_database(
+            &path,
+            "CREATE TABLE pynenc_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO pynenc_meta VALUES ('schema_version', '99');",
+        );
+        let msg = refused_untouched(&path);
         assert!(msg.contains("version 99"), "{msg}");
         assert!(msg.contains(&format!("version {SCHEMA_VERSION}")), "{msg}");
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            before,
-            "the file was changed"
-        );
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         assert!(!Path::new(&wal).exists(), "a WAL file was created");
