@@ -969,7 +969,7 @@ fn generate(function: &ItemFn, task: &TaskFn, options: &TaskOptions) -> TokenStr
         // variable's hygiene consistent).
         let run = quote_spanned! {fn_ident.span()=>
             #[doc(hidden)]
-            fn __pynenc_run(__pynenc_input: ::pynenc::task::TaskInput) -> ::pynenc::task::TaskFuture {
+            fn __pynenc_run(__pynenc_input: ::pynenc::__private::TaskInput) -> ::pynenc::__private::TaskFuture {
                 ::std::boxed::Box::pin(__pynenc_body(__pynenc_input))
             }
         };
@@ -977,27 +977,27 @@ fn generate(function: &ItemFn, task: &TaskFn, options: &TaskOptions) -> TokenStr
             quote! {
                 #[doc(hidden)]
                 async fn __pynenc_body(
-                    __pynenc_input: ::pynenc::task::TaskInput,
-                ) -> ::pynenc::task::TaskOutput {
+                    __pynenc_input: ::pynenc::__private::TaskInput,
+                ) -> ::pynenc::__private::TaskOutput {
                     #(#decode)*
                     #finish
                 }
                 #run
             },
-            quote!(::pynenc::task::TaskBody::Async(__pynenc_run)),
+            quote!(::pynenc::__private::TaskBody::Async(__pynenc_run)),
         )
     } else {
         (
             quote! {
                 #[doc(hidden)]
                 fn __pynenc_run_sync(
-                    __pynenc_input: ::pynenc::task::TaskInput,
-                ) -> ::pynenc::task::TaskOutput {
+                    __pynenc_input: ::pynenc::__private::TaskInput,
+                ) -> ::pynenc::__private::TaskOutput {
                     #(#decode)*
                     #finish
                 }
             },
-            quote!(::pynenc::task::TaskBody::Sync(__pynenc_run_sync)),
+            quote!(::pynenc::__private::TaskBody::Sync(__pynenc_run_sync)),
         )
     };
 
@@ -1123,8 +1123,8 @@ fn generate(function: &ItemFn, task: &TaskFn, options: &TaskOptions) -> TokenStr
                 body: #body,
             };
 
-            ::pynenc::inventory::submit! {
-                ::pynenc::task::TaskRegistration(&DEFINITION)
+            ::pynenc::__private::inventory::submit! {
+                ::pynenc::__private::TaskRegistration(&DEFINITION)
             }
 
             #[doc = #module_doc_params]
@@ -1656,8 +1656,8 @@ mod tests {
             "task_id:::core::module_path!()",
             "params:&[\"x\",\"y\"]",
             "max_retries:2,..::pynenc::task::TaskOptionsSpec::DEFAULT",
-            "body:::pynenc::task::TaskBody::Async(__pynenc_run)",
-            "::pynenc::inventory::submit!{::pynenc::task::TaskRegistration(&DEFINITION)}",
+            "body:::pynenc::__private::TaskBody::Async(__pynenc_run)",
+            "::pynenc::__private::inventory::submit!{::pynenc::__private::TaskRegistration(&DEFINITION)}",
             "pubstructParams{",
             "pubx:i64,",
             "impl::pynenc::task::IntoArguments<Params>forParams",
@@ -1702,9 +1702,9 @@ mod tests {
         let compact = compact(&out);
         for part in [
             "mod total {".replace(' ', ""),
-            "body:::pynenc::task::TaskBody::Sync(__pynenc_run_sync)".into(),
+            "body:::pynenc::__private::TaskBody::Sync(__pynenc_run_sync)".into(),
             "options:::pynenc::task::TaskOptionsSpec::DEFAULT,".into(),
-            "fn__pynenc_run_sync(__pynenc_input:::pynenc::task::TaskInput,)->::pynenc::task::TaskOutput".into(),
+            "fn__pynenc_run_sync(__pynenc_input:::pynenc::__private::TaskInput,)->::pynenc::__private::TaskOutput".into(),
             "let__pynenc_value=super::total(n);".into(),
             "__pynenc_input.output_result::<i64,_>(__pynenc_value)".into(),
             "impl::pynenc::task::IntoArguments<Params>for(i64,)".into(),

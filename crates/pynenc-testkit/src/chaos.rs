@@ -161,14 +161,17 @@ impl Lcg {
 pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
     let started = Instant::now();
     let app = chaos_app(cfg)?;
-    let mut rng = Lcg(pynenc::util::now_us() as u64);
+    let mut rng = Lcg(pynenc::Timestamp::now().as_micros() as u64);
     let durations: Vec<(u64, u64)> = (0..cfg.tasks)
         .map(|i| (i, 1 + rng.next() % cfg.max_task_ms.max(1)))
         .collect();
     let group = chaos_work::parallelize_on(&app, durations).await?;
     let spawn = |cfg: &ChaosConfig| {
-        start_worker(cfg).map_err(|e| pynenc::PynencError::Runner {
-            message: format!("cannot start worker {}: {e}", cfg.worker_exe.display()),
+        start_worker(cfg).map_err(|e| {
+            pynenc::PynencError::runner(format!(
+                "cannot start worker {}: {e}",
+                cfg.worker_exe.display()
+            ))
         })
     };
     let mut workers: Vec<WorkerProcess> = Vec::new();
@@ -182,16 +185,16 @@ pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
         let victim = (rng.next() as usize) % workers.len();
         let pid = workers[victim].pid();
         let _ = workers[victim].kill(); // SIGKILL
-        killed.insert(pid, pynenc::util::now_us());
+        killed.insert(pid, pynenc::Timestamp::now().as_micros());
         workers[victim] = spawn(cfg)?;
     }
-    let ids: Vec<String> = group
+    let ids: Vec<pynenc::InvocationId> = group
         .invocations()
         .iter()
-        .map(|i| i.invocation_id().to_string())
+        .map(|i| *i.invocation_id())
         .collect();
     let finished =
-        tokio::time::timeout(cfg.finish_timeout, app.orchestrator().wait_final(&ids)).await;
+        tokio::time::timeout(cfg.finish_timeout, app.coordination().wait_final(&ids)).await;
     drop(workers);
     let mut report = ChaosReport {
         tasks: cfg.tasks,
@@ -254,7 +257,9 @@ pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
                     if let Some(pid) = lost_owner.take() {
                         report.recovered += 1;
                         let kill_us = killed[&pid];
-                        let gap = Duration::from_micros((h.timestamp_us - kill_us).max(0) as u64);
+                        let gap = Duration::from_micros(
+                            (h.timestamp.as_micros() - kill_us).max(0) as u64
+                        );
                         report.max_recovery = report.max_recovery.max(gap);
                     }
                 }

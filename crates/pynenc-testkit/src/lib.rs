@@ -11,6 +11,8 @@
 //! pynenc_testkit::conformance_tests!(pynenc_testkit::MemoryFactory::new());
 //! ```
 #![deny(missing_docs)]
+// test support: a failed expectation panics, which fails the test
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
@@ -166,7 +168,7 @@ pub async fn check_histories(app: &Pynenc) -> usize {
         }
         for pair in history.windows(2) {
             assert!(
-                pair[0].timestamp_us <= pair[1].timestamp_us,
+                pair[0].timestamp <= pair[1].timestamp,
                 "history of {id} is not in time order"
             );
         }
@@ -194,7 +196,7 @@ where
 }
 
 /// The value of `r`; panics with `what` and the error otherwise.
-pub fn ok<T>(r: pynenc::Result<T>, what: &str) -> T {
+pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
@@ -233,7 +235,7 @@ where
             history.iter().map(|h| h.status).collect::<Vec<_>>()
         );
         let owner = running[0].owner.clone().expect("RUNNING has an owner");
-        *owners.entry(owner).or_default() += 1;
+        *owners.entry(owner.to_string()).or_default() += 1;
         assert_eq!(
             history.last().map(|h| h.status),
             Some(InvocationStatus::Success)
@@ -283,7 +285,7 @@ pub async fn assert_add_works(app: &Pynenc, x: i64, y: i64) {
 
 /// A unique key for a test run (to separate global counters).
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", pynenc::util::new_invocation_id())
+    format!("{prefix}-{}", pynenc::InvocationId::random())
 }
 
 /// Instantiates the whole conformance suite for a backend factory

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use pynenc::orchestrator::{ConcurrencySpec, RouteRequest};
-use pynenc::{Arguments, Call, InvocationStatus, PynencError};
+use pynenc::model::{ConcurrencySpec, RouteRequest};
+use pynenc::{Arguments, Call, InvocationId, InvocationStatus, PynencError, RunnerId};
 use serde_json::json;
 
 use crate::tasks::{self, *};
@@ -145,7 +145,7 @@ pub async fn s03_error_kind_and_message(f: &dyn BackendFactory) {
             assert_eq!(error.kind, "ValueError");
             assert_eq!(error.message, "x must be positive");
             assert_eq!(task_id, fail_with::DEFINITION.task_id);
-            assert_eq!(invocation_id, inv.invocation_id());
+            assert_eq!(invocation_id, *inv.invocation_id());
         }
         other => panic!("expected TaskFailed, got {other:?}"),
     }
@@ -245,7 +245,7 @@ pub async fn s06_parallelize_forms_order_and_batches(f: &dyn BackendFactory) {
                 .await,
             "record",
         );
-        created.push(rec.created_at_us);
+        created.push(rec.created_at);
     }
     for chunk in created.chunks(7) {
         assert!(
@@ -435,7 +435,7 @@ pub async fn s10_registration_concurrency(f: &dyn BackendFactory) {
     match reg_keys_raise::call_on(&app, "k".into(), 2).await {
         Err(e @ PynencError::InvocationConcurrencyWithDifferentArguments { .. }) => {
             let text = e.to_string();
-            assert!(text.contains(k1.invocation_id()), "{text}");
+            assert!(text.contains(k1.invocation_id().as_str()), "{text}");
             assert!(text.contains("v: existing 1 != new 2"), "{text}");
         }
         other => panic!("expected a concurrency error, got {other:?}"),
@@ -585,8 +585,8 @@ pub async fn s15_app_isolation(f: &dyn BackendFactory) {
     let ib = ok(add::call_on(&b, 2, 2).await, "b");
     let ids_a = ok(a.state_backend().list_invocation_ids().await, "list a");
     let ids_b = ok(b.state_backend().list_invocation_ids().await, "list b");
-    assert_eq!(ids_a, vec![ia.invocation_id().to_string()]);
-    assert_eq!(ids_b, vec![ib.invocation_id().to_string()]);
+    assert_eq!(ids_a, vec![*ia.invocation_id()]);
+    assert_eq!(ids_b, vec![*ib.invocation_id()]);
     assert!(a
         .state_backend()
         .get_invocation(ib.invocation_id())
@@ -619,7 +619,7 @@ pub async fn s16_concurrent_pickers(f: &dyn BackendFactory) {
     for r in 0..8 {
         let app = app.clone();
         joins.push(tokio::spawn(async move {
-            let runner_id = format!("picker-{r}");
+            let runner_id = RunnerId::from(format!("picker-{r}"));
             let mut mine = Vec::new();
             loop {
                 let batch = app
@@ -631,7 +631,7 @@ pub async fn s16_concurrent_pickers(f: &dyn BackendFactory) {
                     break;
                 }
                 for rec in batch {
-                    mine.push(rec.invocation_id.clone());
+                    mine.push(rec.invocation_id);
                 }
                 tokio::task::yield_now().await;
             }
@@ -642,7 +642,7 @@ pub async fn s16_concurrent_pickers(f: &dyn BackendFactory) {
     for j in joins {
         all.extend(j.await.unwrap_or_default());
     }
-    let unique_ids: HashSet<&String> = all.iter().collect();
+    let unique_ids: HashSet<&InvocationId> = all.iter().collect();
     assert_eq!(all.len(), 400, "every invocation picked once");
     assert_eq!(unique_ids.len(), 400, "no invocation picked twice");
     for inv in group.invocations().iter().take(20) {
@@ -651,7 +651,7 @@ pub async fn s16_concurrent_pickers(f: &dyn BackendFactory) {
             "status",
         );
         assert_eq!(status.status, InvocationStatus::Pending);
-        assert!(status.owner.unwrap_or_default().starts_with("picker-"));
+        assert!(status.owner.is_some_and(|o| o.starts_with("picker-")));
     }
     let checked = check_histories(&app).await;
     assert_eq!(checked, 400);
@@ -708,7 +708,7 @@ pub async fn s19_auto_purge(f: &dyn BackendFactory) {
     let ids = ok(app.state_backend().list_invocation_ids().await, "list");
     assert_eq!(
         ids,
-        vec![waiting.invocation_id().to_string()],
+        vec![*waiting.invocation_id()],
         "only the unfinished one is left"
     );
     // the runner purges periodically with the configured age
@@ -785,9 +785,10 @@ fn raw_request(app: &pynenc::Pynenc, call: Call) -> RouteRequest {
         parent_invocation_id: None,
         parent_call_id: None,
         concurrency: ConcurrencySpec::default(),
-        scheduled_at_us: None,
+        scheduled_at: None,
         cycle_control: true,
-        actor: app.external_runner_id().into(),
+        print_arguments: app.conf().print_arguments,
+        actor: app.external_runner_id().clone(),
     }
 }
 
@@ -801,7 +802,7 @@ pub async fn bad_unregistered_task(f: &dyn BackendFactory) {
             .await,
         "route",
     );
-    let id = outcome[0].record().invocation_id.clone();
+    let id = outcome[0].record().invocation_id;
     let runner = start_runner(&app, 2);
     let good = ok(add::call_on(&app, 1, 1).await, "good");
     assert_eq!(ok(good.result().await, "good"), 2);
@@ -839,7 +840,7 @@ pub async fn bad_undecodable_payload(f: &dyn BackendFactory) {
     assert_eq!(error.kind, "SerializationError");
     assert!(error.message.contains("argument 'x'"), "{}", error.message);
     assert!(
-        error.message.contains(inv.invocation_id()),
+        error.message.contains(inv.invocation_id().as_str()),
         "{}",
         error.message
     );
@@ -859,7 +860,7 @@ pub async fn bad_panicking_task(f: &dyn BackendFactory) {
     let good = ok(add::call_on(&app, 5, 5).await, "good");
     for (inv, msg) in [(&p, "boom"), (&ps, "sync boom")] {
         let error = expect_task_failed(inv, "a panic failure").await;
-        assert_eq!(error.kind, pynenc::exceptions::PANIC_KIND);
+        assert_eq!(error.kind, pynenc::model::PANIC_KIND);
         assert!(error.message.contains(msg), "{}", error.message);
     }
     assert_eq!(ok(good.result().await, "good"), 10);
@@ -871,19 +872,25 @@ pub async fn bad_panicking_task(f: &dyn BackendFactory) {
 pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
     let app = new_app(f, "bad4", &[]);
     let inv = ok(add::call_on(&app, 1, 2).await, "route");
-    let id = inv.invocation_id().to_string();
+    let id = *inv.invocation_id();
+    let (someone, runner_a, runner_b) = (
+        RunnerId::from("someone"),
+        RunnerId::from("runner-a"),
+        RunnerId::from("runner-b"),
+    );
     let before = ok(app.state_backend().get_history(&id).await, "history");
     let orch = app.orchestrator();
     let err = orch
-        .set_status(&id, InvocationStatus::Success, "someone", None)
+        .set_status(&id, InvocationStatus::Success, &someone, None)
         .await
         .expect_err("REGISTERED -> SUCCESS is illegal");
+    let err = PynencError::from(err);
     assert!(matches!(err, PynencError::StatusTransition { .. }), "{err}");
     let err = orch
         .finish(
             &id,
-            "someone",
-            pynenc::orchestrator::RunOutcome::Success("3".into()),
+            &someone,
+            pynenc::model::RunOutcome::Success("3".into()),
         )
         .await
         .expect_err("finish without owning it");
@@ -892,10 +899,10 @@ pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
         "{err}"
     );
     // a PENDING invocation owned by one runner cannot be run by another
-    let picked = ok(orch.get_invocations_to_run("runner-a", 1).await, "pick");
+    let picked = ok(orch.get_invocations_to_run(&runner_a, 1).await, "pick");
     assert_eq!(picked.len(), 1);
     let err = orch
-        .set_status(&id, InvocationStatus::Running, "runner-b", None)
+        .set_status(&id, InvocationStatus::Running, &runner_b, None)
         .await
         .expect_err("not the owner");
     assert!(err.to_string().contains("runner-a"), "{err}");
@@ -914,15 +921,15 @@ pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
     .remove(0);
     assert_eq!(out.result, None, "the refused finish stored no result");
     ok(
-        orch.set_status(&id, InvocationStatus::Running, "runner-a", None)
+        orch.set_status(&id, InvocationStatus::Running, &runner_a, None)
             .await,
         "run",
     );
     ok(
         orch.finish(
             &id,
-            "runner-a",
-            pynenc::orchestrator::RunOutcome::Success("3".into()),
+            &runner_a,
+            pynenc::model::RunOutcome::Success("3".into()),
         )
         .await,
         "finish",
@@ -936,67 +943,74 @@ pub async fn bad_illegal_transition_changes_nothing(f: &dyn BackendFactory) {
 /// The next invocations are `RUNNING` for the same runner; a refused end
 /// writes nothing and the other ends of its step stand.
 pub async fn s23_finish_and_start(f: &dyn BackendFactory) {
-    use pynenc::orchestrator::RunOutcome;
+    use pynenc::model::RunOutcome;
+    use pynenc::store::{EndOutcome, RunEnd};
+    let end = |id: &InvocationId, value: &str| RunEnd {
+        invocation_id: *id,
+        outcome: RunOutcome::Success(value.into()),
+    };
     let app = new_app(f, "s23", &[]);
     let orch = app.orchestrator();
+    let (runner_a, runner_b) = (RunnerId::from("runner-a"), RunnerId::from("runner-b"));
     let first = ok(add::call_on(&app, 1, 2).await, "route first");
     let second = ok(add::call_on(&app, 3, 4).await, "route second");
     let picked = ok(
-        orch.get_invocations_to_start("runner-a", 1, None).await,
+        orch.get_invocations_to_start(&runner_a, 1, None).await,
         "pick",
     );
     assert_eq!(picked.len(), 1);
-    assert_eq!(picked[0].invocation_id, first.invocation_id());
-    let (finished, next) = ok(
-        orch.finish_and_start(
-            first.invocation_id(),
-            "runner-a",
-            RunOutcome::Success("3".into()),
+    assert_eq!(picked[0].invocation_id, *first.invocation_id());
+    let report = orch
+        .finish_many_and_start(
+            &runner_a,
+            vec![end(first.invocation_id(), "3")],
             1,
             Some("host:1"),
         )
-        .await,
-        "finish and start",
-    );
+        .await;
+    assert!(report.pick_error.is_none(), "{:?}", report.pick_error);
+    let finished = report
+        .ends
+        .into_iter()
+        .next()
+        .expect("one end")
+        .into_result();
     assert_eq!(ok(finished, "first finished"), InvocationStatus::Success);
-    assert_eq!(next.len(), 1);
-    assert_eq!(next[0].invocation_id, second.invocation_id());
+    assert_eq!(report.next.len(), 1);
+    assert_eq!(report.next[0].invocation_id, *second.invocation_id());
     let status = ok(orch.get_status(second.invocation_id()).await, "status");
     assert_eq!(status.status, InvocationStatus::Running);
     assert_eq!(status.owner.as_deref(), Some("runner-a"));
     // ending the first again is refused, and changes nothing; the pick still happens
     let third = ok(add::call_on(&app, 5, 6).await, "route third");
-    let (finished, next) = ok(
-        orch.finish_and_start(
-            first.invocation_id(),
-            "runner-a",
-            RunOutcome::Success("99".into()),
-            1,
-            None,
-        )
-        .await,
-        "refused finish, pick",
-    );
-    let err = finished.expect_err("the first is already final");
+    let report = orch
+        .finish_many_and_start(&runner_a, vec![end(first.invocation_id(), "99")], 1, None)
+        .await;
+    assert!(report.pick_error.is_none(), "{:?}", report.pick_error);
+    let finished = report
+        .ends
+        .into_iter()
+        .next()
+        .expect("one end")
+        .into_result();
+    let err = PynencError::from(finished.expect_err("the first is already final"));
     assert!(matches!(err, PynencError::StatusTransition { .. }), "{err}");
-    assert_eq!(next.len(), 1);
-    assert_eq!(next[0].invocation_id, third.invocation_id());
+    assert_eq!(report.next.len(), 1);
+    assert_eq!(report.next[0].invocation_id, *third.invocation_id());
     assert_eq!(ok(first.result().await, "first result"), 3);
     // nothing left to pick: the end is recorded and no next comes back
     for (inv, value) in [(&second, "7"), (&third, "11")] {
-        let (finished, next) = ok(
-            orch.finish_and_start(
-                inv.invocation_id(),
-                "runner-a",
-                RunOutcome::Success(value.into()),
-                1,
-                None,
-            )
-            .await,
-            "finish",
-        );
+        let report = orch
+            .finish_many_and_start(&runner_a, vec![end(inv.invocation_id(), value)], 1, None)
+            .await;
+        let finished = report
+            .ends
+            .into_iter()
+            .next()
+            .expect("one end")
+            .into_result();
         assert_eq!(ok(finished, "finished"), InvocationStatus::Success);
-        assert!(next.is_empty());
+        assert!(report.next.is_empty());
     }
     assert_eq!(ok(second.result().await, "second result"), 7);
     assert_eq!(ok(third.result().await, "third result"), 11);
@@ -1004,48 +1018,71 @@ pub async fn s23_finish_and_start(f: &dyn BackendFactory) {
     // several ends in one step take the next invocations of the slots they free
     let calls: Vec<_> = [(1, 1), (2, 2), (3, 3), (4, 4)].to_vec();
     let group = ok(add::parallelize_on(&app, calls).await, "route four");
-    let ids: Vec<String> = group
+    let ids: Vec<InvocationId> = group
         .invocations()
         .iter()
-        .map(|i| i.invocation_id().to_string())
+        .map(|i| *i.invocation_id())
         .collect();
     let started = ok(
-        orch.get_invocations_to_start("runner-b", 2, None).await,
+        orch.get_invocations_to_start(&runner_b, 2, None).await,
         "start two",
     );
     assert_eq!(started.len(), 2);
     let ends = vec![
-        (ids[0].clone(), RunOutcome::Success("2".into())),
-        (ids[1].clone(), RunOutcome::Success("4".into())),
+        end(&ids[0], "2"),
+        end(&ids[1], "4"),
         // ending the first twice: refused, and the rest stands
-        (ids[0].clone(), RunOutcome::Success("0".into())),
+        end(&ids[0], "0"),
     ];
-    let (finished, next) = orch
-        .finish_many_and_start("runner-b", ends, 2, Some("host:2"))
+    let report = orch
+        .finish_many_and_start(&runner_b, ends, 2, Some("host:2"))
         .await;
+    let finished = report.ends;
     assert_eq!(finished.len(), 3);
-    assert_eq!(ok(finished[0].clone(), "end 1"), InvocationStatus::Success);
-    assert_eq!(ok(finished[1].clone(), "end 2"), InvocationStatus::Success);
     assert!(
-        matches!(finished[2], Err(PynencError::StatusTransition { .. })),
+        matches!(finished[0], EndOutcome::Recorded(InvocationStatus::Success)),
+        "{:?}",
+        finished[0]
+    );
+    assert!(
+        matches!(finished[1], EndOutcome::Recorded(InvocationStatus::Success)),
+        "{:?}",
+        finished[1]
+    );
+    assert!(
+        matches!(
+            finished[2].clone().into_result().map_err(PynencError::from),
+            Err(PynencError::StatusTransition { .. })
+        ),
         "{:?}",
         finished[2]
     );
-    let next = ok(next, "next two");
-    let next_ids: Vec<&str> = next.iter().map(|r| r.invocation_id.as_str()).collect();
-    assert_eq!(next_ids, vec![ids[2].as_str(), ids[3].as_str()]);
+    assert!(
+        report.pick_error.is_none(),
+        "next two: {:?}",
+        report.pick_error
+    );
+    let next_ids: Vec<InvocationId> = report.next.iter().map(|r| r.invocation_id).collect();
+    assert_eq!(next_ids, vec![ids[2], ids[3]]);
     for id in &ids[2..] {
         let status = ok(orch.get_status(id).await, "status");
         assert_eq!(status.status, InvocationStatus::Running);
         assert_eq!(status.owner.as_deref(), Some("runner-b"));
     }
-    let ends = vec![
-        (ids[2].clone(), RunOutcome::Success("6".into())),
-        (ids[3].clone(), RunOutcome::Success("8".into())),
-    ];
-    let (finished, next) = orch.finish_many_and_start("runner-b", ends, 2, None).await;
-    assert!(finished.iter().all(|f| f.is_ok()), "{finished:?}");
-    assert!(ok(next, "nothing left").is_empty());
+    let ends = vec![end(&ids[2], "6"), end(&ids[3], "8")];
+    let report = orch.finish_many_and_start(&runner_b, ends, 2, None).await;
+    assert!(
+        report
+            .ends
+            .iter()
+            .all(|f| matches!(f, EndOutcome::Recorded(_))),
+        "{:?}",
+        report.ends
+    );
+    assert!(
+        report.pick_error.is_none() && report.next.is_empty(),
+        "nothing left"
+    );
     assert_eq!(ok(group.results().await, "results"), vec![2, 4, 6, 8]);
     assert!(check_histories(&app).await >= 7);
 }
@@ -1081,40 +1118,38 @@ pub async fn s21_recovery_of_lost_work(f: &dyn BackendFactory) {
         ],
     );
     let orch = app.orchestrator().clone();
+    let coordination = app.coordination().clone();
+    let (dead, slow) = (RunnerId::from("dead-runner"), RunnerId::from("slow-runner"));
     let lost = ok(add::call_on(&app, 1, 1).await, "lost");
     let stuck = ok(add::call_on(&app, 2, 2).await, "stuck");
     let alive = ok(add::call_on(&app, 3, 3).await, "alive");
     // a runner that dies after starting `lost`
-    let picked = ok(orch.get_invocations_to_run("dead-runner", 1).await, "pick");
-    assert_eq!(picked[0].invocation_id, lost.invocation_id());
-    ok(orch.heartbeat("dead-runner").await, "beat");
+    let picked = ok(orch.get_invocations_to_run(&dead, 1).await, "pick");
+    assert_eq!(picked[0].invocation_id, *lost.invocation_id());
+    ok(coordination.heartbeat(&dead).await, "beat");
     ok(
-        orch.set_status(
-            lost.invocation_id(),
-            InvocationStatus::Running,
-            "dead-runner",
-            None,
-        )
-        .await,
+        orch.set_status(lost.invocation_id(), InvocationStatus::Running, &dead, None)
+            .await,
         "run",
     );
     // a live runner that never starts `stuck`, and one that is running `alive`
-    let picked = ok(orch.get_invocations_to_run("slow-runner", 2).await, "pick");
+    let picked = ok(orch.get_invocations_to_run(&slow, 2).await, "pick");
     assert_eq!(picked.len(), 2);
     ok(
         orch.set_status(
             alive.invocation_id(),
             InvocationStatus::Running,
-            "slow-runner",
+            &slow,
             None,
         )
         .await,
         "run",
     );
-    let beat_orch = orch.clone();
+    let beat_coordination = coordination.clone();
+    let beat_runner = slow.clone();
     let beating = tokio::spawn(async move {
         loop {
-            let _ = beat_orch.heartbeat("slow-runner").await;
+            let _ = beat_coordination.heartbeat(&beat_runner).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
@@ -1132,8 +1167,8 @@ pub async fn s21_recovery_of_lost_work(f: &dyn BackendFactory) {
     ok(
         orch.finish(
             alive.invocation_id(),
-            "slow-runner",
-            pynenc::orchestrator::RunOutcome::Success("6".into()),
+            &slow,
+            pynenc::model::RunOutcome::Success("6".into()),
         )
         .await,
         "finish",

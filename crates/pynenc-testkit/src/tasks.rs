@@ -39,7 +39,7 @@ pub fn record(group: &str, label: &str) {
     events().lock().unwrap_or_else(|e| e.into_inner()).push((
         group.to_string(),
         label.to_string(),
-        pynenc::util::now_us(),
+        pynenc::Timestamp::now().as_micros(),
     ));
 }
 

@@ -218,7 +218,7 @@ async fn log_lines_of_a_run_name_the_runner_the_task_and_the_invocation() {
         let id = inv.invocation_id();
         let line = inside
             .iter()
-            .find(|l| l.contains(id))
+            .find(|l| l.contains(id.as_str()))
             .unwrap_or_else(|| panic!("no line names invocation {id}:\n{text}"));
         assert!(line.contains(&format!("runner_id={runner_id}")), "{line}");
         assert!(line.contains(logged::DEFINITION.task_id), "{line}");

@@ -268,7 +268,7 @@ async fn multi_thread_runner_scales_with_the_queue() {
         for inv in group.invocations() {
             for h in inv.history().await.expect("history") {
                 if h.status == InvocationStatus::Running {
-                    owners.extend(h.owner);
+                    owners.extend(h.owner.map(|o| o.to_string()));
                 }
             }
         }
@@ -311,7 +311,7 @@ async fn process_runners_refuse_the_memory_backend() {
         .config_value("sqlite.sqlite_path", db.to_string_lossy().to_string())
         .build()
         .expect("app");
-    assert_eq!(chosen.conf().backend, "sqlite");
+    assert_eq!(chosen.conf().backend, pynenc::BackendKind::Sqlite);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

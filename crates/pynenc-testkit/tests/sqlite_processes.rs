@@ -264,7 +264,7 @@ async fn a_runner_killed_with_sigkill_loses_nothing() {
             Some(&InvocationStatus::Success),
             "{statuses:?}"
         );
-        if held.contains(inv.invocation_id()) {
+        if held.contains(inv.invocation_id().as_str()) {
             let recovered = statuses.windows(2).any(|w| {
                 matches!(
                     w[0],

@@ -111,10 +111,10 @@ async fn main() -> anyhow::Result<()> {
         let record = app.state_backend().get_invocation(id).await?;
         let status = app.orchestrator().get_status(id).await?.status;
         *table
-            .entry((record.call.task_id.clone(), status))
+            .entry((record.call.task_id.to_string(), status))
             .or_default() += 1;
         if app.orchestrator().get_num_retries(id).await? > 0 {
-            retried.push(id.clone());
+            retried.push(*id);
         }
     }
     for ((task, status), n) in &table {
@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         for h in app.state_backend().get_history(id).await? {
             println!(
                 "{}  {:<10} owner={}",
-                pynenc::util::format_us(h.timestamp_us),
+                h.timestamp.to_rfc3339(),
                 h.status,
                 h.owner.as_deref().unwrap_or("-")
             );

@@ -9,23 +9,27 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
+use pynenc_model::{CallId, InvocationId, InvocationRecord, InvocationStatus, RunnerId};
 
 use crate::app::Pynenc;
 use crate::exceptions::{PynencError, Result};
-use crate::runner::InvocationHost;
+use crate::runner::{InvocationHost, SlotState};
 
 /// What is known about the invocation being run.
 pub struct InvocationContext {
     /// The app running it.
     pub app: Pynenc,
     /// Its record (call, parent, creation time).
-    pub record: Arc<crate::invocation::InvocationRecord>,
+    pub record: Arc<InvocationRecord>,
     /// Its task.
     pub task_id: &'static str,
     /// The runner executing it (`None` in dev mode's synchronous calls).
     pub(crate) runner: Option<Arc<dyn InvocationHost>>,
     /// The slot and pause state held by the invocation in its runner.
-    pub(crate) slot: tokio::sync::Mutex<crate::runner::SlotState>,
+    pub(crate) slot: tokio::sync::Mutex<SlotState>,
+    /// The invocation that called this one in the same process (dev mode's
+    /// synchronous calls, whose cycles are found by walking this chain).
+    pub(crate) caller: Option<Arc<InvocationContext>>,
 }
 
 impl std::fmt::Debug for InvocationContext {
@@ -39,12 +43,12 @@ impl std::fmt::Debug for InvocationContext {
 
 impl InvocationContext {
     /// The id of the running invocation.
-    pub fn invocation_id(&self) -> &str {
+    pub fn invocation_id(&self) -> &InvocationId {
         &self.record.invocation_id
     }
 
     /// The call id of the running invocation.
-    pub fn call_id(&self) -> String {
+    pub fn call_id(&self) -> CallId {
         self.record.call.call_id()
     }
 
@@ -52,21 +56,21 @@ impl InvocationContext {
     /// its runner `actor`.
     pub(crate) async fn set_own_status(
         &self,
-        status: crate::status::InvocationStatus,
-        actor: &str,
+        status: InvocationStatus,
+        actor: &RunnerId,
     ) -> Result<()> {
         self.app
             .orchestrator()
             .set_status(self.invocation_id(), status, actor, None)
-            .await
-            .map(|_| ())
+            .await?;
+        Ok(())
     }
 
     /// The id that acts for this code in histories: the runner's id, or the app's external id.
-    pub fn actor_id(&self) -> Arc<str> {
+    pub fn actor_id(&self) -> RunnerId {
         match &self.runner {
-            Some(r) => Arc::from(r.runner_id()),
-            None => Arc::from(self.app.external_runner_id()),
+            Some(r) => r.runner_id().clone(),
+            None => self.app.external_runner_id().clone(),
         }
     }
 }

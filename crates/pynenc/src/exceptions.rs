@@ -1,138 +1,65 @@
-//! The error hierarchy of pynenc.
+//! The errors of pynenc.
 //!
 //! [`PynencError`] mirrors the exceptions of the original Pynenc: one variant
-//! per error class, each naming what went wrong and where, and each
-//! serializable (with [`PynencError::to_json`] / [`PynencError::from_json`]) so
-//! it can be stored by a state backend and returned to another process.
+//! per error class ([`PynencError::kind`] gives the class name), each saying
+//! what went wrong and where, and each keeping the error it came from as its
+//! [`std::error::Error::source`]. The errors of the layers below keep their
+//! own types — [`StoreError`] for the backends, [`SerializationError`],
+//! [`TransitionError`], [`CycleError`] — and are turned into the variant
+//! that names them.
 //!
-//! [`TaskError`] is the error a task body returns: a `kind` (used by
-//! `retry_for`) and a message.
+//! [`TaskError`] is the error a task body returns and the one stored with a
+//! failed invocation: a `kind` (used by `retry_for`) and a message.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use crate::status::{InvocationStatus, TransitionError};
-
-/// The kind of the error that always triggers a retry (within `max_retries`).
-pub const RETRY_ERROR_KIND: &str = "RetryError";
-/// The kind recorded when a task body panics.
-pub const PANIC_KIND: &str = "Panic";
-
-/// The error of a task body: a kind and a human readable message.
-///
-/// Return it (or any `Display` error, whose type name becomes the kind) from a
-/// task. `TaskError::retry` asks for a retry whatever `retry_for` says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskError {
-    /// What kind of error it is: the error type's name, or one chosen by the task.
-    pub kind: String,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl TaskError {
-    /// A task error of the given kind.
-    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        TaskError {
-            kind: kind.into(),
-            message: message.into(),
-        }
-    }
-
-    /// An error that asks for the invocation to be retried (kind `RetryError`).
-    pub fn retry(message: impl Into<String>) -> Self {
-        TaskError::new(RETRY_ERROR_KIND, message)
-    }
-
-    /// Whether this is the retry error.
-    pub fn is_retry(&self) -> bool {
-        self.kind == RETRY_ERROR_KIND
-    }
-
-    /// Builds a task error from any displayable error, using its type name
-    /// (last path segment) as the kind. A `TaskError` is passed through.
-    pub fn from_error<E: fmt::Display + 'static>(err: E) -> Self {
-        let any: &dyn std::any::Any = &err;
-        if let Some(te) = any.downcast_ref::<TaskError>() {
-            return te.clone();
-        }
-        if let Some(pe) = any.downcast_ref::<PynencError>() {
-            return TaskError::from(pe.clone());
-        }
-        TaskError::new(short_type_name::<E>(), err.to_string())
-    }
-}
-
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
-    }
-}
-
-impl std::error::Error for TaskError {}
-
-impl From<PynencError> for TaskError {
-    fn from(e: PynencError) -> Self {
-        match e {
-            // a sub-task's failure keeps its kind, and says where it came from
-            PynencError::TaskFailed {
-                task_id,
-                invocation_id,
-                error,
-            } => TaskError::new(
-                error.kind,
-                format!(
-                    "{} (raised by {task_id}, invocation {invocation_id})",
-                    error.message
-                ),
-            ),
-            other => TaskError::new(other.kind(), other.to_string()),
-        }
-    }
-}
-
-/// The last path segment of a type name, without generics: `my::Error<T>` → `Error`.
-pub fn short_type_name<T: ?Sized>() -> String {
-    let full = std::any::type_name::<T>();
-    let base = full.split('<').next().unwrap_or(full);
-    base.rsplit("::").next().unwrap_or(base).to_string()
-}
+use pynenc_model::{
+    CallId, CallRef, CycleError, ErrorDetail, InvocationId, InvocationStatus, SerializationError,
+    TaskError, TaskId, TransitionError, CYCLE_ERROR_KIND,
+};
+use pynenc_store::StoreError;
 
 /// Every error pynenc reports. The variant names follow the original
 /// exception classes; [`PynencError::kind`] gives that class name.
-#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
-#[serde(tag = "kind")]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PynencError {
-    /// The invocation's task returned an error (or panicked).
+    /// The invocation's task returned an error (or panicked). Its kind and
+    /// message are kept as the task returned them.
     #[error("invocation {invocation_id} of task {task_id} failed: {error}")]
     TaskFailed {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// The failed invocation.
-        invocation_id: String,
+        invocation_id: InvocationId,
         /// The task's own error.
         error: TaskError,
     },
-    /// A task related error.
-    #[error("task {task_id}: {message}")]
-    TaskError {
-        /// The task.
-        task_id: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The options given to a task are invalid.
+    /// The options of a task (in `#[task]` or in configuration) break a
+    /// rule; fix the option named.
     #[error("invalid options for task {task_id}: option '{option}': {message}")]
     InvalidTaskOptions {
         /// The task.
         task_id: String,
         /// The offending option.
         option: String,
-        /// Why it is invalid.
+        /// Why it is invalid (and where the value came from).
         message: String,
     },
-    /// The task could not be routed.
+    /// The arguments of a call do not match the task's parameters; nothing
+    /// was routed.
+    #[error("task {task_id} cannot be called with these arguments: {}", argument_problems(.unknown, .missing, .parameters))]
+    InvalidArguments {
+        /// The task.
+        task_id: TaskId,
+        /// Arguments the task has no parameter for.
+        unknown: Vec<String>,
+        /// Parameters no argument was given for.
+        missing: Vec<String>,
+        /// The task's parameters, in order.
+        parameters: Vec<String>,
+    },
+    /// The call could not be routed, and why; nothing was routed.
     #[error("task {task_id} could not be routed: {message}")]
     TaskRouting {
         /// The task.
@@ -140,77 +67,66 @@ pub enum PynencError {
         /// Why.
         message: String,
     },
-    /// Registration concurrency found a registered invocation with other arguments.
+    /// Registration concurrency found a registered invocation of the same
+    /// key with other arguments, and the task raises on a difference.
     #[error("task {task_id} already has registered invocation {existing_invocation_id} with different arguments (new call {new_call_id}):\n{diff}")]
     InvocationConcurrencyWithDifferentArguments {
         /// The task.
-        task_id: String,
+        task_id: TaskId,
         /// The invocation already registered.
-        existing_invocation_id: String,
+        existing_invocation_id: InvocationId,
         /// The call that was refused.
-        new_call_id: String,
+        new_call_id: CallId,
         /// A readable difference between the two calls' arguments.
         diff: String,
     },
-    /// The call would close a cycle of invocations waiting for each other.
-    #[error("cycle detected: {message}")]
-    CycleDetected {
-        /// The calls forming the cycle, in call order.
-        call_ids: Vec<String>,
-        /// The cycle, readable.
-        message: String,
-    },
-    /// The invocation does not exist in the state backend.
-    #[error("invocation {invocation_id} not found{}", context_suffix(.message))]
+    /// The call would close a cycle of invocations waiting for each other;
+    /// it was refused instead of deadlocking.
+    #[error("cycle detected: {0}")]
+    CycleDetected(CycleError),
+    /// The invocation does not exist in the state backend (it was purged,
+    /// or never existed).
+    #[error("invocation {invocation_id} not found{}", context_suffix(.during))]
     InvocationNotFound {
         /// The missing invocation.
-        invocation_id: String,
-        /// Where it was looked for.
-        message: String,
+        invocation_id: InvocationId,
+        /// What was being done.
+        during: String,
     },
-    /// The task id is not in this process's task registry.
-    #[error("task {task_id} is not registered in this process (known tasks: {known})")]
+    /// The task id is not compiled into this process.
+    #[error("task {task_id} is not registered in this process{}", suggestion(.suggestions, *.registered))]
     TaskNotRegistered {
         /// The unknown task id.
         task_id: String,
-        /// The registered task ids, for the reader.
-        known: String,
+        /// Registered task ids that look like it, best first.
+        suggestions: Vec<String>,
+        /// How many tasks are registered.
+        registered: usize,
     },
-    /// A status change refused by the state machine.
+    /// A status change refused by the state machine; nothing changed.
     #[error("invocation {invocation_id}: {source}")]
     StatusTransition {
         /// The invocation.
-        invocation_id: String,
+        invocation_id: InvocationId,
         /// Why it was refused.
+        #[source]
         source: TransitionError,
     },
-    /// Two processes tried to set the same invocation pending.
-    #[error("invocation {invocation_id} is already being set to pending by another runner")]
-    PendingInvocationLock {
-        /// The invocation.
-        invocation_id: String,
-    },
     /// A value could not be serialized or deserialized.
-    #[error("cannot {action} {what}: {message}")]
-    Serialization {
-        /// "serialize" or "deserialize".
-        action: String,
-        /// What was being converted (an argument, a result, a record and its id).
-        what: String,
-        /// The codec's message.
-        message: String,
-    },
-    /// The state backend (or the store behind any component) failed.
-    #[error("state backend error: {message}")]
-    StateBackend {
-        /// What failed, with the key or path involved.
-        message: String,
-    },
+    #[error(transparent)]
+    Serialization(#[from] SerializationError),
+    /// The backend failed (unreachable, refused, corrupt data, a bad
+    /// option); the operation wrote nothing.
+    #[error(transparent)]
+    StateBackend(StoreError),
     /// A runner failed.
     #[error("runner error: {message}")]
     Runner {
         /// What failed.
         message: String,
+        /// The operating system's error, where there is one.
+        #[source]
+        source: Option<Arc<std::io::Error>>,
     },
     /// The runner cannot execute in this configuration.
     #[error("runner not executable: {message}")]
@@ -218,26 +134,14 @@ pub enum PynencError {
         /// Why.
         message: String,
     },
-    /// A task asked for a retry.
-    #[error("retry requested: {message}")]
-    Retry {
-        /// The reason.
-        message: String,
-    },
     /// A configuration value is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A component was changed after it was initialized.
-    #[error("component '{component}' is already initialized")]
-    AlreadyInitialized {
-        /// The component.
-        component: String,
-    },
     /// Waiting for an invocation ended because its status can no longer give a result.
     #[error("invocation {invocation_id} ended as {status} without a result")]
     NoResult {
         /// The invocation.
-        invocation_id: String,
+        invocation_id: InvocationId,
         /// The status it ended in.
         status: InvocationStatus,
     },
@@ -251,29 +155,90 @@ fn context_suffix(m: &str) -> String {
     }
 }
 
+fn suggestion(suggestions: &[String], registered: usize) -> String {
+    match suggestions {
+        [] if registered == 0 => {
+            " (no task is registered: is the crate defining it linked into this binary?)".into()
+        }
+        [] => format!(" (none of the {registered} registered tasks is close to it)"),
+        [one] => format!(" (did you mean {one}?)"),
+        many => format!(" (did you mean one of {}?)", many.join(", ")),
+    }
+}
+
+fn argument_problems(unknown: &[String], missing: &[String], parameters: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !unknown.is_empty() {
+        parts.push(format!("unknown arguments {}", unknown.join(", ")));
+    }
+    if !missing.is_empty() {
+        parts.push(format!("missing arguments {}", missing.join(", ")));
+    }
+    let params = if parameters.is_empty() {
+        "the task has no parameters".to_string()
+    } else {
+        format!("parameters: {}", parameters.join(", "))
+    };
+    format!("{} ({params})", parts.join("; "))
+}
+
+impl From<StoreError> for PynencError {
+    /// The errors a store names are turned into the variant of the same
+    /// class; the failures of the backend itself stay whole, with their source.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound {
+                invocation_id,
+                during,
+            } => PynencError::InvocationNotFound {
+                invocation_id,
+                during,
+            },
+            StoreError::Transition {
+                invocation_id,
+                source,
+            } => PynencError::StatusTransition {
+                invocation_id,
+                source,
+            },
+            StoreError::Cycle(c) => PynencError::CycleDetected(c),
+            StoreError::RegistrationConflict {
+                task_id,
+                existing_invocation_id,
+                new_call_id,
+                diff,
+            } => PynencError::InvocationConcurrencyWithDifferentArguments {
+                task_id,
+                existing_invocation_id,
+                new_call_id,
+                diff,
+            },
+            StoreError::Serialization(s) => PynencError::Serialization(s),
+            other => PynencError::StateBackend(other),
+        }
+    }
+}
+
 impl PynencError {
     /// The class name of the error, as in the original exception hierarchy.
     pub fn kind(&self) -> &'static str {
         match self {
             PynencError::TaskFailed { .. } => "TaskFailed",
-            PynencError::TaskError { .. } => "TaskError",
             PynencError::InvalidTaskOptions { .. } => "InvalidTaskOptionsError",
+            PynencError::InvalidArguments { .. } => "InvalidArgumentsError",
             PynencError::TaskRouting { .. } => "TaskRoutingError",
             PynencError::InvocationConcurrencyWithDifferentArguments { .. } => {
                 "InvocationConcurrencyWithDifferentArgumentsError"
             }
-            PynencError::CycleDetected { .. } => "CycleDetectedError",
+            PynencError::CycleDetected(_) => CYCLE_ERROR_KIND,
             PynencError::InvocationNotFound { .. } => "InvocationNotFoundError",
             PynencError::TaskNotRegistered { .. } => "TaskNotRegisteredError",
             PynencError::StatusTransition { .. } => "StatusTransitionError",
-            PynencError::PendingInvocationLock { .. } => "PendingInvocationLockError",
-            PynencError::Serialization { .. } => "SerializationError",
-            PynencError::StateBackend { .. } => "StateBackendError",
+            PynencError::Serialization(_) => "SerializationError",
+            PynencError::StateBackend(_) => "StateBackendError",
             PynencError::Runner { .. } => "RunnerError",
             PynencError::RunnerNotExecutable { .. } => "RunnerNotExecutableError",
-            PynencError::Retry { .. } => "RetryError",
             PynencError::Config(_) => "ConfigError",
-            PynencError::AlreadyInitialized { .. } => "AlreadyInitializedError",
             PynencError::NoResult { .. } => "NoResultError",
         }
     }
@@ -283,8 +248,8 @@ impl PynencError {
     pub fn is_task_error(&self) -> bool {
         matches!(
             self,
-            PynencError::TaskError { .. }
-                | PynencError::InvalidTaskOptions { .. }
+            PynencError::InvalidTaskOptions { .. }
+                | PynencError::InvalidArguments { .. }
                 | PynencError::TaskRouting { .. }
                 | PynencError::InvocationConcurrencyWithDifferentArguments { .. }
         )
@@ -294,79 +259,84 @@ impl PynencError {
     pub fn is_state_backend_error(&self) -> bool {
         matches!(
             self,
-            PynencError::StateBackend { .. } | PynencError::InvocationNotFound { .. }
+            PynencError::StateBackend(_) | PynencError::InvocationNotFound { .. }
         )
     }
 
-    /// Whether a finish was refused before it wrote anything: the
-    /// invocation is gone or no longer in a status its runner may end (it
-    /// was killed or recovered meanwhile).
-    pub fn is_refused_finish(&self) -> bool {
-        matches!(
-            self,
-            PynencError::StatusTransition { .. } | PynencError::InvocationNotFound { .. }
-        )
+    /// The calls of the cycle, for a cycle error: refused here
+    /// ([`PynencError::CycleDetected`]), or raised in an invocation this
+    /// one waited for and returned as its failure ([`PynencError::TaskFailed`]
+    /// of kind `CycleDetectedError`).
+    pub fn cycle(&self) -> Option<&[CallRef]> {
+        match self {
+            PynencError::CycleDetected(c) => Some(&c.calls),
+            PynencError::TaskFailed { error, .. } => error.cycle(),
+            _ => None,
+        }
     }
 
-    /// The error as JSON (with its `kind`).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| {
-            format!("{{\"kind\":\"Runner\",\"message\":\"unserializable error: {e}\"}}")
-        })
-    }
-
-    /// Reads an error written by [`PynencError::to_json`].
-    pub fn from_json(json: &str) -> Result<PynencError, PynencError> {
-        serde_json::from_str(json).map_err(|e| PynencError::Serialization {
-            action: "deserialize".into(),
-            what: "error".into(),
-            message: e.to_string(),
-        })
-    }
-
-    /// A state backend error with a message.
-    pub fn backend(message: impl Into<String>) -> Self {
-        PynencError::StateBackend {
+    /// A runner error with a message.
+    pub fn runner(message: impl Into<String>) -> Self {
+        PynencError::Runner {
             message: message.into(),
+            source: None,
         }
     }
 
-    /// No invocation `invocation_id`; `message` says during what.
-    pub fn not_found(invocation_id: &str, message: &str) -> Self {
-        PynencError::InvocationNotFound {
-            invocation_id: invocation_id.to_string(),
-            message: message.to_string(),
+    /// A runner error caused by an operating system error.
+    pub fn runner_io(message: impl Into<String>, source: std::io::Error) -> Self {
+        PynencError::Runner {
+            message: message.into(),
+            source: Some(Arc::new(source)),
         }
     }
 
-    /// Calling `callee_call_id` from `parent_call_id` closes the cycle
-    /// `call_ids`.
-    pub fn cycle(parent_call_id: &str, callee_call_id: &str, call_ids: Vec<String>) -> Self {
-        let message = format!(
-            "calling {} from {} would close the cycle {}; an invocation would wait for itself",
-            callee_call_id,
-            parent_call_id,
-            call_ids.join(" -> ")
-        );
-        PynencError::CycleDetected { call_ids, message }
-    }
-
-    /// A serialization error.
-    pub fn serialization(
-        action: &str,
-        what: impl Into<String>,
-        message: impl fmt::Display,
-    ) -> Self {
-        PynencError::Serialization {
-            action: action.into(),
-            what: what.into(),
-            message: message.to_string(),
+    /// The error as the [`TaskError`] of a task that returns it: its kind and
+    /// message, and, for a cycle, the calls; a sub-task's failure keeps its
+    /// own kind and says where it came from.
+    pub fn to_task_error(&self) -> TaskError {
+        match self {
+            PynencError::TaskFailed {
+                task_id,
+                invocation_id,
+                error,
+            } => TaskError {
+                kind: error.kind.clone(),
+                message: format!(
+                    "{} (raised by {task_id}, invocation {invocation_id})",
+                    error.message
+                ),
+                detail: error.detail.clone(),
+            },
+            PynencError::CycleDetected(c) => {
+                TaskError::new(self.kind(), c.message()).with_detail(ErrorDetail::Cycle {
+                    calls: c.calls.clone(),
+                })
+            }
+            other => TaskError::new(other.kind(), other.to_string()),
         }
     }
 }
 
+impl From<PynencError> for TaskError {
+    fn from(e: PynencError) -> Self {
+        e.to_task_error()
+    }
+}
+
+/// The task error of any displayable error returned by a task body: a
+/// [`PynencError`] keeps its kind and structure ([`PynencError::to_task_error`]),
+/// a [`TaskError`] is passed through, anything else gets its type name as kind.
+pub fn task_error_of<E: fmt::Display + 'static>(err: E) -> TaskError {
+    let any: &dyn std::any::Any = &err;
+    if let Some(pe) = any.downcast_ref::<PynencError>() {
+        return pe.to_task_error();
+    }
+    TaskError::from_error(err)
+}
+
 /// Where a configuration value came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigSource {
     /// The built-in default.
     Default,
@@ -389,8 +359,9 @@ impl fmt::Display for ConfigSource {
     }
 }
 
-/// A configuration value that could not be accepted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A configuration value that could not be accepted: where it came from,
+/// which key, and why. Fix the value at its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// Where the value came from.
     pub source: ConfigSource,
@@ -418,22 +389,26 @@ pub type Result<T, E = PynencError> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pynenc_model::CycleError;
 
     fn samples() -> Vec<PynencError> {
+        let id = InvocationId::from_u128(7);
         vec![
             PynencError::TaskFailed {
                 task_id: "t".into(),
-                invocation_id: "i".into(),
+                invocation_id: id,
                 error: TaskError::new("ValueError", "bad"),
-            },
-            PynencError::TaskError {
-                task_id: "t".into(),
-                message: "m".into(),
             },
             PynencError::InvalidTaskOptions {
                 task_id: "t".into(),
                 option: "max_retries".into(),
                 message: "negative".into(),
+            },
+            PynencError::InvalidArguments {
+                task_id: "t".into(),
+                unknown: vec!["z".into()],
+                missing: vec!["y".into()],
+                parameters: vec!["x".into(), "y".into()],
             },
             PynencError::TaskRouting {
                 task_id: "t".into(),
@@ -441,42 +416,37 @@ mod tests {
             },
             PynencError::InvocationConcurrencyWithDifferentArguments {
                 task_id: "t".into(),
-                existing_invocation_id: "i".into(),
-                new_call_id: "c".into(),
+                existing_invocation_id: id,
+                new_call_id: "t#c".into(),
                 diff: "x: 1 != 2".into(),
             },
-            PynencError::CycleDetected {
-                call_ids: vec!["a".into(), "b".into()],
-                message: "a -> b -> a".into(),
-            },
+            PynencError::CycleDetected(CycleError {
+                calls: vec![CallRef::from_call_id("a#00".into())],
+            }),
             PynencError::InvocationNotFound {
-                invocation_id: "i".into(),
-                message: String::new(),
+                invocation_id: id,
+                during: String::new(),
             },
             PynencError::TaskNotRegistered {
                 task_id: "x".into(),
-                known: "y".into(),
+                suggestions: vec!["y".into()],
+                registered: 1,
             },
             PynencError::StatusTransition {
-                invocation_id: "i".into(),
+                invocation_id: id,
                 source: TransitionError::NotOwner {
                     to: InvocationStatus::Running,
                     actor: "a".into(),
                     owner: "b".into(),
                 },
             },
-            PynencError::PendingInvocationLock {
-                invocation_id: "i".into(),
-            },
-            PynencError::serialization("deserialize", "argument x", "eof"),
-            PynencError::backend("down"),
-            PynencError::Runner {
-                message: "m".into(),
-            },
+            PynencError::Serialization(SerializationError::deserialize(
+                "argument x",
+                serde_json::from_str::<i32>("eof").unwrap_err(),
+            )),
+            PynencError::StateBackend(StoreError::backend("memory", "down")),
+            PynencError::runner("m"),
             PynencError::RunnerNotExecutable {
-                message: "m".into(),
-            },
-            PynencError::Retry {
                 message: "m".into(),
             },
             PynencError::Config(ConfigError {
@@ -484,44 +454,88 @@ mod tests {
                 key: "x".into(),
                 reason: "unknown key".into(),
             }),
-            PynencError::AlreadyInitialized {
-                component: "broker".into(),
-            },
             PynencError::NoResult {
-                invocation_id: "i".into(),
+                invocation_id: id,
                 status: InvocationStatus::ConcurrencyControlledFinal,
             },
         ]
     }
 
     #[test]
-    fn every_error_round_trips_through_json() {
+    fn every_error_has_a_kind_a_message_and_a_task_error() {
+        let mut kinds = std::collections::HashSet::new();
         for e in samples() {
-            let json = e.to_json();
-            assert!(json.contains("\"kind\""), "{json}");
-            let back = PynencError::from_json(&json).unwrap();
-            assert_eq!(back, e);
-            assert_eq!(back.kind(), e.kind());
+            assert!(kinds.insert(e.kind()), "{} twice", e.kind());
             assert!(!e.to_string().is_empty());
+            let te = e.to_task_error();
+            match &e {
+                PynencError::TaskFailed { error, .. } => assert_eq!(te.kind, error.kind),
+                other => assert_eq!(te.kind, other.kind()),
+            }
         }
     }
 
     #[test]
-    fn task_error_kind_from_type_name() {
-        #[derive(Debug)]
-        struct MyBadThing;
-        impl fmt::Display for MyBadThing {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("it broke")
-            }
-        }
-        let te = TaskError::from_error(MyBadThing);
-        assert_eq!(te.kind, "MyBadThing");
-        assert_eq!(te.message, "it broke");
-        let same = TaskError::from_error(TaskError::retry("again"));
-        assert!(same.is_retry());
-        let parse = TaskError::from_error("x".parse::<i32>().unwrap_err());
-        assert_eq!(parse.kind, "ParseIntError");
+    fn sources_are_kept() {
+        use std::error::Error as _;
+        let json_err = serde_json::from_str::<i32>("x").unwrap_err();
+        let e = PynencError::Serialization(SerializationError::deserialize("argument x", json_err));
+        let codec = e.source().expect("the codec error");
+        assert!(codec.source().is_some(), "serde_json's own error is kept");
+        let io = std::io::Error::other("no such file");
+        let e = PynencError::runner_io("cannot start a child", io);
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("no such file")
+        );
+        let store = StoreError::backend_caused("sqlite", "locked", std::io::Error::other("busy"));
+        let e = PynencError::from(store);
+        assert!(matches!(e, PynencError::StateBackend(_)));
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn store_errors_become_the_variant_of_their_class() {
+        let id = InvocationId::from_u128(1);
+        assert!(matches!(
+            PynencError::from(StoreError::not_found(&id, "x")),
+            PynencError::InvocationNotFound { .. }
+        ));
+        let cycle = StoreError::Cycle(CycleError { calls: vec![] });
+        assert!(matches!(
+            PynencError::from(cycle),
+            PynencError::CycleDetected(_)
+        ));
+    }
+
+    #[test]
+    fn a_cycle_keeps_its_kind_and_calls_across_the_task_boundary() {
+        let calls = vec![
+            CallRef::from_call_id("m::a#01".into()),
+            CallRef::from_call_id("m::b#02".into()),
+            CallRef::from_call_id("m::a#01".into()),
+        ];
+        let refused = PynencError::CycleDetected(CycleError {
+            calls: calls.clone(),
+        });
+        let raised = refused.to_task_error();
+        assert_eq!(raised.kind, CYCLE_ERROR_KIND);
+        assert_eq!(raised.cycle(), Some(&calls[..]));
+        // waited on by another task, which returns the failure with `?`
+        let failed = PynencError::TaskFailed {
+            task_id: "m::b".into(),
+            invocation_id: InvocationId::from_u128(2),
+            error: raised,
+        };
+        assert_eq!(failed.cycle(), Some(&calls[..]));
+        let passed_on = failed.to_task_error();
+        assert_eq!(passed_on.kind, CYCLE_ERROR_KIND);
+        assert_eq!(passed_on.cycle(), Some(&calls[..]));
+        assert!(
+            passed_on.message.contains("raised by m::b"),
+            "{}",
+            passed_on.message
+        );
     }
 
     #[test]
@@ -532,9 +546,22 @@ mod tests {
         }
         .is_task_error());
         assert!(PynencError::InvocationNotFound {
-            invocation_id: "i".into(),
-            message: String::new()
+            invocation_id: InvocationId::from_u128(1),
+            during: String::new()
         }
         .is_state_backend_error());
+    }
+
+    #[test]
+    fn unregistered_tasks_suggest_near_names() {
+        let e = PynencError::TaskNotRegistered {
+            task_id: "shop::ad".into(),
+            suggestions: vec!["shop::add".into()],
+            registered: 3,
+        };
+        assert_eq!(
+            e.to_string(),
+            "task shop::ad is not registered in this process (did you mean shop::add?)"
+        );
     }
 }

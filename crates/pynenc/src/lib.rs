@@ -46,20 +46,35 @@
 //! - [`Arguments`] and [`Call`]: arguments bound by name and serialized one by
 //!   one; the `call_id` is the task id plus a stable hash of the sorted
 //!   `name=value` pairs.
-//! - [`Invocation`]: one execution of a call: its id, status, retries,
-//!   history and `result()`. [`InvocationGroup`] for `parallelize`.
+//! - [`Invocation`]: one execution of a call: its id ([`InvocationId`]),
+//!   status, retries, history and `result()`. [`InvocationGroup`] for
+//!   `parallelize`.
 //! - [`InvocationStatus`]: the state machine, enforced in one place
 //!   ([`StatusRecord::transition`]) for every backend.
-//! - Components: [`Broker`], [`Orchestrator`], [`StateBackend`] — traits;
-//!   the memory backend ([`backends::memory`]) is the default, SQLite with the
-//!   `sqlite` feature. Backends implement [`store::StoreTxn`] and get every
-//!   rule from [`store::engine`].
-//! - [`ThreadRunner`]: the in-process runner.
+//! - Components: [`Broker`], [`Orchestrator`], [`StateBackend`] and
+//!   [`Coordination`] — traits ([`store`]); the memory backend
+//!   ([`backends::memory`]) is the default, SQLite with the `sqlite`
+//!   feature, Redis with `redis`. Choose one with
+//!   [`PynencBuilder::backend`] or the `backend` setting. Backends implement
+//!   [`store::StoreTxn`] and get every rule from [`store::engine`], or
+//!   implement the traits natively.
+//! - Runners: [`ThreadRunner`] (in-process), [`ProcessRunner`],
+//!   [`PersistentProcessRunner`], [`MultiThreadRunner`].
 //! - [`conf`]: layered configuration (defaults < `pynenc.toml` < file in code
 //!   < `PYNENC__FILEPATH` < `PYNENC__…` environment < code), every value with
 //!   its source.
 //! - [`Serializer`]: JSON (default) or MessagePack.
-//! - [`PynencError`]: one error hierarchy, serializable.
+//! - [`PynencError`]: the error of every operation, with the error it came
+//!   from as its source; a task's own error is a [`TaskError`].
+//!
+//! ## Layers
+//!
+//! The crate is the runtime layer over four crates, each importing only
+//! those before it: `pynenc-model` (plain data: ids, statuses, records),
+//! `pynenc-store` (the component traits and the engine), the backends
+//! (`pynenc-memory`, `pynenc-sqlite`, `pynenc-redis`), then this crate
+//! (app, tasks, invocations, configuration, runners). See the repository's
+//! `ARCHITECTURE.md`.
 //!
 //! ## Logging
 //!
@@ -71,43 +86,67 @@
 #![deny(missing_docs)]
 
 pub mod app;
-pub mod arguments;
-pub mod backends;
-pub mod broker;
-pub mod call;
 pub mod conf;
 pub mod context;
 pub mod exceptions;
 pub mod invocation;
-pub mod orchestrator;
 pub mod runner;
-pub mod serializer;
-pub mod state_backend;
-pub mod status;
-pub mod store;
 pub mod task;
-pub mod util;
 
-pub use app::{Components, Pynenc, PynencBuilder};
-pub use arguments::{ArgumentPrintMode, Arguments};
-pub use broker::Broker;
-pub use call::Call;
-pub use conf::PynencConfig;
+pub use pynenc_model::{arguments, call, serializer, status};
+
+/// The data model (ids, statuses, records, outcomes): the `pynenc-model` crate.
+pub mod model {
+    pub use pynenc_model::*;
+}
+
+/// The component traits and the engine: the `pynenc-store` crate.
+pub mod store {
+    pub use pynenc_store::*;
+}
+
+/// The backends compiled into this build.
+pub mod backends {
+    /// In one process (the default).
+    pub use pynenc_memory as memory;
+    /// Redis (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub use pynenc_redis as redis;
+    /// SQLite (feature `sqlite`).
+    #[cfg(feature = "sqlite")]
+    pub use pynenc_sqlite as sqlite;
+}
+
+#[cfg(feature = "redis")]
+pub use app::RedisOptions;
+#[cfg(feature = "sqlite")]
+pub use app::SqliteOptions;
+pub use app::{Backend, Pynenc, PynencBuilder};
+pub use conf::{BackendKind, PynencConfig, RunnerKind};
 pub use context::block_on;
-pub use exceptions::{ConfigError, ConfigSource, PynencError, Result, TaskError};
-pub use invocation::{Invocation, InvocationGroup, InvocationRecord, UntypedInvocation};
-pub use orchestrator::Orchestrator;
+pub use exceptions::{ConfigError, ConfigSource, PynencError, Result};
+pub use invocation::{Invocation, InvocationGroup, UntypedInvocation};
+pub use pynenc_memory::MemoryBackend;
+pub use pynenc_model::{
+    ArgumentPrintMode, Arguments, Call, CallId, CallRef, ConcurrencyControl, HistoryEntry,
+    InvocationId, InvocationRecord, InvocationStatus, RunnerId, Serializer, StatusRecord,
+    TaskError, TaskId, TaskOptions, Timestamp,
+};
+pub use pynenc_store::{Broker, Components, Coordination, Orchestrator, StateBackend};
 pub use runner::{
     run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner, Runner,
     RunnerHandle, SpawnedRunner, ThreadRunner,
 };
-pub use serializer::Serializer;
-pub use state_backend::{HistoryEntry, StateBackend};
-pub use status::{InvocationStatus, StatusRecord};
-pub use task::{ConcurrencyControl, Task, TaskOptions};
+pub use task::Task;
 
 /// The `#[task]` attribute: see the `pynenc-macros` crate documentation.
 pub use pynenc_macros::task;
 
+/// What code generated by `#[pynenc::task]` uses; not part of the API.
 #[doc(hidden)]
-pub use inventory;
+pub mod __private {
+    pub use crate::task::definition::{
+        TaskBody, TaskFuture, TaskInput, TaskOutput, TaskRegistration,
+    };
+    pub use inventory;
+}

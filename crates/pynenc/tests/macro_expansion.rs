@@ -1,6 +1,7 @@
 //! Expansion of `#[pynenc::task]`: definitions, options and arguments.
 
-use pynenc::task::{ConcurrencyControl, IntoArguments, TaskBody, TaskOptionsSpec};
+use pynenc::__private::TaskBody;
+use pynenc::task::{ConcurrencyControl, IntoArguments, TaskOptionsSpec};
 use pynenc::{Arguments, Serializer};
 use serde::{Deserialize, Serialize};
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use futures::FutureExt;
 
 use crate::context::{self, InvocationContext};
-use crate::exceptions::{TaskError, PANIC_KIND};
 use crate::task::{TaskBody, TaskInput, TaskOutput};
+use pynenc_model::{TaskError, PANIC_KIND};
 
 /// The task error for a panic with `payload`.
 fn panic_error(payload: &(dyn std::any::Any + Send)) -> TaskError {

@@ -1,0 +1,609 @@
+//! The data of one app's memory store and its [`StoreTxn`] primitives.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pynenc_model::{
+    CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord,
+    InvocationStatus, RunnerId, StatusRecord, TaskError, Timestamp,
+};
+use pynenc_store::{OwnedClaim, Result, StoreError, StoreTxn};
+use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
+use tokio::sync::Notify;
+
+/// Ordered-index key: a time and the invocation's insertion number (cheap to
+/// compare, unique).
+type OrderKey = (Timestamp, u64);
+
+/// One history step; runner ids are shared, contexts interned (a few
+/// runners write millions of steps).
+pub(crate) struct Step {
+    status: InvocationStatus,
+    timestamp: Timestamp,
+    owner: Option<RunnerId>,
+    actor: RunnerId,
+    execution_context: Option<Arc<str>>,
+}
+
+pub(crate) struct Entry {
+    seq: u64,
+    record: Arc<InvocationRecord>,
+    pub(crate) status: StatusRecord,
+    /// Inline up to the four steps of a plain run (registered, pending,
+    /// running, final): no allocation of its own for most invocations.
+    history: SmallVec<[Step; 4]>,
+    retries: u32,
+    result: Option<String>,
+    error: Option<TaskError>,
+    final_at: Option<Timestamp>,
+    status_at: Timestamp,
+    /// The `result()` waits on this invocation, released when it becomes final.
+    pub(crate) waiters: Option<Waiters>,
+}
+
+/// A `result()` wait on a group of invocations: how many are still open.
+pub(crate) struct GroupWait {
+    pub(crate) remaining: AtomicUsize,
+    pub(crate) done: Notify,
+}
+
+/// The waits on one invocation: almost always one.
+pub(crate) enum Waiters {
+    One(Arc<GroupWait>),
+    Many(Vec<Arc<GroupWait>>),
+}
+
+impl Waiters {
+    pub(crate) fn add(&mut self, w: Arc<GroupWait>) {
+        match self {
+            Waiters::One(first) => *self = Waiters::Many(vec![first.clone(), w]),
+            Waiters::Many(list) => list.push(w),
+        }
+    }
+
+    /// Counts the invocation as final for every wait on it.
+    fn release(self) {
+        match self {
+            Waiters::One(w) => release(&w),
+            Waiters::Many(list) => list.iter().for_each(|w| release(w)),
+        }
+    }
+}
+
+fn release(w: &GroupWait) {
+    if w.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        w.done.notify_one();
+    }
+}
+
+/// The invocations: entries in a slab (in creation order, reused after
+/// deletes, never moved when the index grows) and an index from id to slot.
+#[derive(Default)]
+pub(crate) struct Invocations {
+    index: FxHashMap<InvocationId, u32>,
+    pub(crate) slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+}
+
+impl Invocations {
+    pub(crate) fn get(&self, id: &InvocationId) -> Option<&Entry> {
+        let slot = *self.index.get(id)?;
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &InvocationId) -> Option<&mut Entry> {
+        let slot = *self.index.get(id)?;
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// Stores a new entry under `id`, which must be new.
+    fn insert(&mut self, id: InvocationId, entry: Entry) -> Result<()> {
+        if self.index.contains_key(&id) {
+            return Err(StoreError::backend(
+                "memory",
+                format!("an invocation with id {id} already exists"),
+            ));
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len()).map_err(|_| {
+                    StoreError::backend("memory", "more than 4,294,967,295 invocations")
+                })?;
+                self.slots.push(Some(entry));
+                slot
+            }
+        };
+        self.index.insert(id, slot);
+        Ok(())
+    }
+
+    fn remove(&mut self, id: &InvocationId) -> Option<Entry> {
+        let slot = self.index.remove(id)?;
+        let entry = self.slots.get_mut(slot as usize)?.take();
+        self.free.push(slot);
+        entry
+    }
+
+    fn ids(&self) -> impl Iterator<Item = InvocationId> + '_ {
+        self.slots.iter().flatten().map(|e| e.record.invocation_id)
+    }
+}
+
+/// Everything one app keeps in memory.
+#[derive(Default)]
+pub(crate) struct MemState {
+    next_seq: u64,
+    pub(crate) invocations: Invocations,
+    queue: VecDeque<InvocationId>,
+    registered_by_key: FxHashMap<String, BTreeMap<OrderKey, InvocationId>>,
+    running_keys: FxHashMap<String, usize>,
+    controlled: FxHashMap<String, VecDeque<InvocationId>>,
+    blocking_order: BTreeMap<OrderKey, InvocationId>,
+    edges: FxHashMap<CallId, FxHashMap<CallId, usize>>,
+    edges_by_invocation: FxHashMap<InvocationId, Vec<(CallId, CallId)>>,
+    scheduled: BTreeMap<OrderKey, InvocationId>,
+    finals: BTreeMap<OrderKey, InvocationId>,
+    owned: BTreeMap<OrderKey, InvocationId>,
+    heartbeats: HashMap<RunnerId, Timestamp>,
+    leases: HashMap<String, (RunnerId, Timestamp)>,
+    contexts: FxHashSet<Arc<str>>,
+    /// The execution context interned last: steps come in runs of one runner.
+    last_context: Option<Arc<str>>,
+    /// Set by a section that queued work, so the store wakes runners after it.
+    pub(crate) enqueued: bool,
+}
+
+impl MemState {
+    fn intern_context(&mut self, s: &str) -> Arc<str> {
+        if let Some(last) = &self.last_context {
+            if &**last == s {
+                return last.clone();
+            }
+        }
+        let a = match self.contexts.get(s) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(s);
+                self.contexts.insert(a.clone());
+                a
+            }
+        };
+        self.last_context = Some(a.clone());
+        a
+    }
+
+    fn entry(&mut self, id: &InvocationId) -> Result<&mut Entry> {
+        self.invocations
+            .get_mut(id)
+            .ok_or_else(|| StoreError::not_found(id, "in the memory store"))
+    }
+
+    /// Lists a `REGISTERED` invocation under its registration key.
+    fn index_registered(&mut self, record: &InvocationRecord, seq: u64) {
+        if let Some(key) = &record.concurrency.registration_key {
+            self.registered_by_key
+                .entry(key.clone())
+                .or_default()
+                .insert((record.created_at, seq), record.invocation_id);
+        }
+    }
+
+    /// Takes an invocation off its registration key's list.
+    fn unindex_registered(&mut self, record: &InvocationRecord, seq: u64) {
+        if let Some(key) = &record.concurrency.registration_key {
+            if let Some(set) = self.registered_by_key.get_mut(key) {
+                set.remove(&(record.created_at, seq));
+                if set.is_empty() {
+                    self.registered_by_key.remove(key);
+                }
+            }
+        }
+    }
+
+    fn notify_final(&mut self, id: &InvocationId) {
+        if let Some(waiters) = self.invocations.get_mut(id).and_then(|e| e.waiters.take()) {
+            waiters.release();
+        }
+    }
+}
+
+fn scheduled_at(record: &InvocationRecord) -> Timestamp {
+    record.scheduled_at.unwrap_or(Timestamp::EPOCH)
+}
+
+impl StoreTxn for MemState {
+    fn insert_invocation(
+        &mut self,
+        record: &Arc<InvocationRecord>,
+        status: &StatusRecord,
+    ) -> Result<()> {
+        let seq = self.next_seq;
+        self.invocations.insert(
+            record.invocation_id,
+            Entry {
+                seq,
+                record: record.clone(),
+                status: status.clone(),
+                history: SmallVec::new(),
+                retries: 0,
+                result: None,
+                error: None,
+                final_at: None,
+                status_at: record.created_at,
+                waiters: None,
+            },
+        )?;
+        self.next_seq += 1;
+        if status.status == InvocationStatus::Scheduled {
+            self.scheduled
+                .insert((scheduled_at(record), seq), record.invocation_id);
+        }
+        if status.status == InvocationStatus::Registered {
+            self.index_registered(record, seq);
+        }
+        Ok(())
+    }
+
+    fn get_invocation(&mut self, id: &InvocationId) -> Result<Option<Arc<InvocationRecord>>> {
+        Ok(self.invocations.get(id).map(|e| e.record.clone()))
+    }
+
+    fn get_status(&mut self, id: &InvocationId) -> Result<Option<StatusRecord>> {
+        Ok(self.invocations.get(id).map(|e| e.status.clone()))
+    }
+
+    fn put_status(
+        &mut self,
+        id: &InvocationId,
+        status: &StatusRecord,
+        now: Timestamp,
+    ) -> Result<()> {
+        let entry = self.entry(id)?;
+        let old = std::mem::replace(&mut entry.status, status.clone()).status;
+        let new = status.status;
+        let record = entry.record.clone();
+        let seq = entry.seq;
+        let old_at = std::mem::replace(&mut entry.status_at, now);
+        if new.is_final() {
+            entry.final_at = Some(now);
+        }
+        if old.is_owned_running() {
+            self.owned.remove(&(old_at, seq));
+        }
+        if new.is_owned_running() {
+            self.owned.insert((now, seq), *id);
+        }
+        if old == InvocationStatus::Registered && new != InvocationStatus::Registered {
+            self.unindex_registered(&record, seq);
+        }
+        if new == InvocationStatus::Registered && old != InvocationStatus::Registered {
+            self.index_registered(&record, seq);
+        }
+        if let Some(key) = &record.concurrency.running_key {
+            match (old.is_owned_running(), new.is_owned_running()) {
+                (false, true) => *self.running_keys.entry(key.clone()).or_default() += 1,
+                (true, false) => {
+                    if let Some(n) = self.running_keys.get_mut(key) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.running_keys.remove(key);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if old == InvocationStatus::Scheduled && new != InvocationStatus::Scheduled {
+            self.scheduled.remove(&(scheduled_at(&record), seq));
+        }
+        if new.is_final() {
+            self.finals.insert((now, seq), *id);
+        }
+        Ok(())
+    }
+
+    fn append_history(&mut self, step: HistoryStep<'_>) -> Result<()> {
+        let execution_context = step.execution_context.map(|c| self.intern_context(c));
+        let entry = self
+            .invocations
+            .get_mut(step.invocation_id)
+            .ok_or_else(|| {
+                StoreError::not_found(
+                    step.invocation_id,
+                    "in the memory store, while recording its history",
+                )
+            })?;
+        entry.history.push(Step {
+            status: step.status,
+            timestamp: step.timestamp,
+            owner: step.owner.cloned(),
+            actor: step.actor.clone(),
+            execution_context,
+        });
+        Ok(())
+    }
+
+    fn get_history(&mut self, id: &InvocationId) -> Result<Vec<HistoryEntry>> {
+        Ok(self
+            .entry(id)?
+            .history
+            .iter()
+            .map(|s| HistoryEntry {
+                invocation_id: *id,
+                status: s.status,
+                owner: s.owner.clone(),
+                actor: s.actor.clone(),
+                timestamp: s.timestamp,
+                execution_context: s.execution_context.as_deref().map(str::to_string),
+            })
+            .collect())
+    }
+
+    fn get_retries(&mut self, id: &InvocationId) -> Result<u32> {
+        Ok(self.entry(id)?.retries)
+    }
+
+    fn increment_retries(&mut self, id: &InvocationId) -> Result<u32> {
+        let e = self.entry(id)?;
+        e.retries += 1;
+        Ok(e.retries)
+    }
+
+    fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()> {
+        self.entry(id)?.result = Some(result);
+        Ok(())
+    }
+
+    fn set_error(&mut self, id: &InvocationId, error: &TaskError) -> Result<()> {
+        self.entry(id)?.error = Some(error.clone());
+        Ok(())
+    }
+
+    fn get_outcome(&mut self, id: &InvocationId) -> Result<Option<InvocationOutcome>> {
+        Ok(self.invocations.get(id).map(|e| InvocationOutcome {
+            status: e.status.status,
+            result: e.result.clone(),
+            error: e.error.clone(),
+        }))
+    }
+
+    fn list_invocation_ids(&mut self) -> Result<Vec<InvocationId>> {
+        Ok(self.invocations.ids().collect())
+    }
+
+    fn find_registered(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {
+        Ok(self
+            .registered_by_key
+            .get(registration_key)
+            .and_then(|s| s.values().next())
+            .copied())
+    }
+
+    fn running_key_in_use(&mut self, running_key: &str) -> Result<bool> {
+        Ok(self.running_keys.get(running_key).copied().unwrap_or(0) > 0)
+    }
+
+    fn park_controlled(&mut self, running_key: &str, id: &InvocationId) -> Result<()> {
+        self.controlled
+            .entry(running_key.to_string())
+            .or_default()
+            .push_back(*id);
+        Ok(())
+    }
+
+    fn take_controlled(&mut self, running_key: &str) -> Result<Vec<InvocationId>> {
+        Ok(self
+            .controlled
+            .remove(running_key)
+            .map(Vec::from)
+            .unwrap_or_default())
+    }
+
+    fn enqueue(&mut self, id: &InvocationId) -> Result<()> {
+        self.queue.push_back(*id);
+        self.enqueued = true;
+        Ok(())
+    }
+
+    fn enqueue_front(&mut self, id: &InvocationId) -> Result<()> {
+        self.queue.push_front(*id);
+        self.enqueued = true;
+        Ok(())
+    }
+
+    fn dequeue(&mut self, max: usize) -> Result<Vec<InvocationId>> {
+        let n = max.min(self.queue.len());
+        Ok(self.queue.drain(..n).collect())
+    }
+
+    fn queue_len(&mut self) -> Result<usize> {
+        Ok(self.queue.len())
+    }
+
+    fn add_waits(&mut self, _waiter: Option<&InvocationId>, waited: &[InvocationId]) -> Result<()> {
+        for id in waited {
+            let key = match self.invocations.get(id) {
+                Some(e) => (e.record.created_at, e.seq),
+                None => continue,
+            };
+            self.blocking_order.entry(key).or_insert(*id);
+        }
+        Ok(())
+    }
+
+    fn blocking_candidates(&mut self, max: usize) -> Result<Vec<InvocationId>> {
+        let mut out = Vec::new();
+        for id in self.blocking_order.values() {
+            if out.len() >= max {
+                break;
+            }
+            if let Some(e) = self.invocations.get(id) {
+                if e.status.status.is_available_for_run() {
+                    out.push(*id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn release_waited(&mut self, waited: &InvocationId) -> Result<()> {
+        if let Some(e) = self.invocations.get(waited) {
+            let key = (e.record.created_at, e.seq);
+            self.blocking_order.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn add_edge(
+        &mut self,
+        caller_invocation_id: &InvocationId,
+        caller_call_id: &CallId,
+        callee_call_id: &CallId,
+    ) -> Result<()> {
+        *self
+            .edges
+            .entry(caller_call_id.clone())
+            .or_default()
+            .entry(callee_call_id.clone())
+            .or_default() += 1;
+        self.edges_by_invocation
+            .entry(*caller_invocation_id)
+            .or_default()
+            .push((caller_call_id.clone(), callee_call_id.clone()));
+        Ok(())
+    }
+
+    fn callees_of(&mut self, call_id: &CallId) -> Result<Vec<CallId>> {
+        Ok(self
+            .edges
+            .get(call_id)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn remove_edges_of(&mut self, caller_invocation_id: &InvocationId) -> Result<()> {
+        if let Some(list) = self.edges_by_invocation.remove(caller_invocation_id) {
+            for (from, to) in list {
+                if let Some(m) = self.edges.get_mut(&from) {
+                    if let Some(n) = m.get_mut(&to) {
+                        *n -= 1;
+                        if *n == 0 {
+                            m.remove(&to);
+                        }
+                    }
+                    if m.is_empty() {
+                        self.edges.remove(&from);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn due_scheduled(&mut self, now: Timestamp, max: usize) -> Result<Vec<InvocationId>> {
+        Ok(self
+            .scheduled
+            .iter()
+            .take_while(|((at, _), _)| *at <= now)
+            .take(max)
+            .map(|(_, id)| *id)
+            .collect())
+    }
+
+    fn final_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<InvocationId>> {
+        Ok(self
+            .finals
+            .iter()
+            .take_while(|((at, _), _)| *at < before)
+            .take(max)
+            .map(|(_, id)| *id)
+            .collect())
+    }
+
+    fn delete_invocation(&mut self, id: &InvocationId) -> Result<()> {
+        let Some(e) = self.invocations.remove(id) else {
+            return Ok(());
+        };
+        if let Some(at) = e.final_at {
+            self.finals.remove(&(at, e.seq));
+        }
+        self.owned.remove(&(e.status_at, e.seq));
+        self.scheduled.remove(&(scheduled_at(&e.record), e.seq));
+        self.unindex_registered(&e.record, e.seq);
+        self.blocking_order.remove(&(e.record.created_at, e.seq));
+        self.remove_edges_of(id)?;
+        if let Some(waiters) = e.waiters {
+            waiters.release();
+        }
+        Ok(())
+    }
+
+    fn purge(&mut self) -> Result<()> {
+        for entry in self.invocations.slots.iter_mut().flatten() {
+            if let Some(waiters) = entry.waiters.take() {
+                waiters.release();
+            }
+        }
+        *self = MemState::default();
+        Ok(())
+    }
+
+    fn put_heartbeat(&mut self, runner_id: &RunnerId, now: Timestamp) -> Result<()> {
+        self.heartbeats.insert(runner_id.clone(), now);
+        Ok(())
+    }
+
+    fn get_heartbeat(&mut self, runner_id: &RunnerId) -> Result<Option<Timestamp>> {
+        Ok(self.heartbeats.get(runner_id).copied())
+    }
+
+    fn remove_heartbeat(&mut self, runner_id: &RunnerId) -> Result<()> {
+        self.heartbeats.remove(runner_id);
+        Ok(())
+    }
+
+    fn owned_claims_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<OwnedClaim>> {
+        Ok(self
+            .owned
+            .iter()
+            .take_while(|((at, _), _)| *at < before)
+            .take(max)
+            .filter_map(|((at, _), id)| {
+                self.invocations.get(id).map(|e| OwnedClaim {
+                    invocation_id: *id,
+                    status: e.status.clone(),
+                    since: *at,
+                })
+            })
+            .collect())
+    }
+
+    fn try_lease(
+        &mut self,
+        name: &str,
+        holder: &RunnerId,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let free = match self.leases.get(name) {
+            None => true,
+            Some((h, expires)) => h == holder || *expires <= now,
+        };
+        if free {
+            self.leases
+                .insert(name.to_string(), (holder.clone(), now + ttl));
+        }
+        Ok(free)
+    }
+
+    fn on_final(&mut self, id: &InvocationId) {
+        self.notify_final(id);
+    }
+}

@@ -1,0 +1,111 @@
+//! [`MemStore`]: one app's memory store as an [`AtomicStore`].
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pynenc_model::InvocationId;
+use pynenc_store::{AtomicStore, Result, StoreError, StoreTxn, WorkSignal};
+use tokio::sync::Notify;
+
+use crate::state::{GroupWait, MemState, Waiters};
+
+/// The memory store of one app: its data behind one lock, and the signal
+/// that wakes its runners.
+#[derive(Default)]
+pub struct MemStore {
+    pub(crate) state: Mutex<MemState>,
+    work: WorkSignal,
+}
+
+impl MemStore {
+    /// Runs `f` under the lock; wakes runners if it queued work.
+    fn locked<R>(&self, f: impl FnOnce(&mut dyn StoreTxn) -> Result<R>) -> Result<R> {
+        let (out, enqueued) = {
+            let mut state = self.state.lock();
+            state.enqueued = false;
+            let out = f(&mut *state);
+            (out, std::mem::take(&mut state.enqueued))
+        };
+        if enqueued {
+            self.work.bump();
+        }
+        out
+    }
+
+    /// Registers one wait on every open invocation of `ids` (in the same
+    /// section as the check, so none becomes final unseen); `None` when all
+    /// are final already.
+    fn register_wait(&self, ids: &[InvocationId]) -> Result<Option<Arc<GroupWait>>> {
+        let mut state = self.state.lock();
+        let mut open = 0;
+        for id in ids {
+            match state.invocations.get(id) {
+                Some(e) if e.status.status.is_final() => {}
+                Some(_) => open += 1,
+                None => return Err(StoreError::not_found(id, "while waiting for its result")),
+            }
+        }
+        if open == 0 {
+            return Ok(None);
+        }
+        let w = Arc::new(GroupWait {
+            remaining: AtomicUsize::new(open),
+            done: Notify::new(),
+        });
+        for id in ids {
+            if let Some(e) = state.invocations.get_mut(id) {
+                if !e.status.status.is_final() {
+                    match &mut e.waiters {
+                        Some(waiters) => waiters.add(w.clone()),
+                        None => e.waiters = Some(Waiters::One(w.clone())),
+                    }
+                }
+            }
+        }
+        Ok(Some(w))
+    }
+}
+
+impl AtomicStore for MemStore {
+    fn batching_pays(&self) -> bool {
+        false
+    }
+
+    fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+    {
+        std::future::ready(self.locked(f))
+    }
+
+    fn atomic_inline<A, R, F>(&self, input: A, f: F) -> std::result::Result<Result<R>, A>
+    where
+        F: FnOnce(&mut dyn StoreTxn, A) -> Result<R>,
+    {
+        Ok(self.locked(|t| f(t, input)))
+    }
+
+    fn work_epoch(&self) -> u64 {
+        self.work.epoch()
+    }
+
+    async fn wait_for_work(&self, epoch: u64, timeout: Duration) {
+        self.work.wait(epoch, timeout).await
+    }
+
+    fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send {
+        let wait = self.register_wait(ids);
+        async move {
+            if let Some(w) = wait? {
+                while w.remaining.load(Ordering::Acquire) > 0 {
+                    w.done.notified().await;
+                }
+            }
+            Ok(())
+        }
+    }
+}

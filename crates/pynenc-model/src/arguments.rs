@@ -1,0 +1,331 @@
+//! Task arguments, bound by parameter name and serialized one by one.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::serializer::{Result, Serializer};
+
+/// The arguments of one call: parameter name → serialized value.
+///
+/// Arguments are kept sorted by name, so the same values given in any order
+/// produce the same [`Arguments::args_id`]. They serialize as a map
+/// (`{"x": "1", "y": "2"}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Arguments {
+    // sorted by name, unique names; a small vec is far lighter than a map.
+    // Names given by a task's parameters are static: they are not copied.
+    values: Vec<(Cow<'static, str>, String)>,
+}
+
+impl Serialize for Arguments {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.values.len()))?;
+        for (k, v) in &self.values {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Arguments {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(deserializer)?;
+        Ok(Arguments::from_serialized(map))
+    }
+}
+
+impl Arguments {
+    /// No arguments.
+    pub fn new() -> Self {
+        Arguments::default()
+    }
+
+    /// Arguments from already serialized values.
+    pub fn from_serialized(values: BTreeMap<String, String>) -> Self {
+        Arguments {
+            values: values
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k), v))
+                .collect(),
+        }
+    }
+
+    /// Adds one argument, serialized with `serializer`.
+    pub fn with<T: Serialize + ?Sized>(
+        mut self,
+        serializer: Serializer,
+        name: &str,
+        value: &T,
+    ) -> Result<Self> {
+        self.insert(serializer, name, value)?;
+        Ok(self)
+    }
+
+    /// Sets one argument, serialized with `serializer`.
+    pub fn insert<T: Serialize + ?Sized>(
+        &mut self,
+        serializer: Serializer,
+        name: &str,
+        value: &T,
+    ) -> Result<()> {
+        let text = serializer.serialize(value, format_args!("argument '{name}'"))?;
+        self.put(Cow::Owned(name.to_string()), text);
+        Ok(())
+    }
+
+    /// [`Arguments::insert`] for a parameter whose name is known at compile
+    /// time (what `#[pynenc::task]` generates): the name is not copied.
+    pub fn insert_param<T: Serialize + ?Sized>(
+        &mut self,
+        serializer: Serializer,
+        name: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        let text = serializer.serialize(value, format_args!("argument '{name}'"))?;
+        self.put(Cow::Borrowed(name), text);
+        Ok(())
+    }
+
+    /// Sets one already serialized argument.
+    pub fn insert_serialized(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.put(Cow::Owned(name.into()), value.into());
+    }
+
+    fn put(&mut self, name: Cow<'static, str>, value: String) {
+        match self.values.binary_search_by(|(k, _)| (**k).cmp(&*name)) {
+            Ok(i) => self.values[i].1 = value,
+            Err(i) => self.values.insert(i, (name, value)),
+        }
+    }
+
+    /// The serialized value of an argument.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
+            .map(|i| self.values[i].1.as_str())
+    }
+
+    /// All `(name, serialized value)` pairs, sorted by name.
+    pub fn serialized(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (&**k, v.as_str()))
+    }
+
+    /// The number of arguments.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The total size of the serialized values, in bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.values.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// A stable id for these arguments: the SHA-256 of the sorted `name=value` pairs.
+    pub fn args_id(&self) -> String {
+        let mut h = Sha256::new();
+        for (k, v) in &self.values {
+            h.update(k.as_bytes());
+            h.update(b"=");
+            h.update(v.as_bytes());
+            h.update(b"\n");
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Only the named arguments (for key based concurrency control).
+    pub fn subset(&self, keys: &[&str]) -> Arguments {
+        Arguments {
+            values: self
+                .values
+                .iter()
+                .filter(|(k, _)| keys.contains(&&**k))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// A readable line per argument that differs between `self` (existing) and `other` (new).
+    pub fn diff(&self, other: &Arguments, serializer: Serializer) -> String {
+        let mut lines = Vec::new();
+        let names: std::collections::BTreeSet<&str> = self
+            .values
+            .iter()
+            .chain(other.values.iter())
+            .map(|(k, _)| &**k)
+            .collect();
+        for name in names {
+            let a = self.get(name);
+            let b = other.get(name);
+            if a != b {
+                let show = |v: Option<&str>| match v {
+                    Some(v) => truncate(&serializer.display(v), 80),
+                    None => "(missing)".to_string(),
+                };
+                lines.push(format!("  {name}: existing {} != new {}", show(a), show(b)));
+            }
+        }
+        if lines.is_empty() {
+            "  (no difference)".into()
+        } else {
+            lines.join("\n")
+        }
+    }
+
+    /// The arguments rendered for a log line according to `mode`.
+    pub fn render(&self, mode: ArgumentPrintMode, serializer: Serializer) -> String {
+        match mode {
+            ArgumentPrintMode::Hidden => "<arguments hidden>".into(),
+            ArgumentPrintMode::Keys => {
+                let keys: Vec<&str> = self.values.iter().map(|(k, _)| &**k).collect();
+                format!("({})", keys.join(", "))
+            }
+            ArgumentPrintMode::Full | ArgumentPrintMode::Truncated(_) => {
+                let parts: Vec<String> = self
+                    .values
+                    .iter()
+                    .map(|(k, v)| {
+                        let shown = serializer.display(v);
+                        let shown = match mode {
+                            ArgumentPrintMode::Truncated(n) => truncate(&shown, n),
+                            _ => shown,
+                        };
+                        format!("{k}={shown}")
+                    })
+                    .collect();
+                format!("({})", parts.join(", "))
+            }
+        }
+    }
+}
+
+/// How arguments are shown in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArgumentPrintMode {
+    /// Every value in full.
+    Full,
+    /// Only the argument names.
+    Keys,
+    /// Values cut to this many characters.
+    Truncated(usize),
+    /// Nothing.
+    Hidden,
+}
+
+impl ArgumentPrintMode {
+    /// Parses `full`, `keys`, `truncated` (with `truncate_length`) or `hidden`.
+    pub fn parse(name: &str, truncate_length: usize) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "full" => Some(ArgumentPrintMode::Full),
+            "keys" | "keys_only" => Some(ArgumentPrintMode::Keys),
+            "truncated" | "truncate" => Some(ArgumentPrintMode::Truncated(truncate_length)),
+            "hidden" | "none" => Some(ArgumentPrintMode::Hidden),
+            _ => None,
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(n).collect();
+        format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_id_is_stable_and_order_independent() {
+        let s = Serializer::Json;
+        let a = Arguments::new()
+            .with(s, "x", &1)
+            .unwrap()
+            .with(s, "y", &"two")
+            .unwrap();
+        let b = Arguments::new()
+            .with(s, "y", &"two")
+            .unwrap()
+            .with(s, "x", &1)
+            .unwrap();
+        assert_eq!(a.args_id(), b.args_id());
+        // fixed value: the hash must not change between releases
+        assert_eq!(a.args_id().len(), 64);
+        assert_eq!(a.args_id(), a.clone().args_id());
+        let c = Arguments::new()
+            .with(s, "x", &2)
+            .unwrap()
+            .with(s, "y", &"two")
+            .unwrap();
+        assert_ne!(a.args_id(), c.args_id());
+        // the name is part of the identity
+        let d = Arguments::new()
+            .with(s, "z", &1)
+            .unwrap()
+            .with(s, "y", &"two")
+            .unwrap();
+        assert_ne!(a.args_id(), d.args_id());
+        // static parameter names (as the task macro sets them) mean the same
+        let mut e = Arguments::new();
+        e.insert_param(s, "y", &"two").unwrap();
+        e.insert_param(s, "x", &0).unwrap();
+        e.insert_param(s, "x", &1).unwrap();
+        assert_eq!(e, a);
+        assert_eq!(e.args_id(), a.args_id());
+        assert_eq!(e.len(), 2);
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            serde_json::to_string(&a).unwrap()
+        );
+    }
+
+    #[test]
+    fn args_id_known_value() {
+        let a = Arguments::new().with(Serializer::Json, "x", &1).unwrap();
+        let mut h = Sha256::new();
+        h.update(b"x=1\n");
+        assert_eq!(a.args_id(), hex::encode(h.finalize()));
+    }
+
+    #[test]
+    fn diff_and_render() {
+        let s = Serializer::Json;
+        let a = Arguments::new()
+            .with(s, "x", &1)
+            .unwrap()
+            .with(s, "y", &2)
+            .unwrap();
+        let b = Arguments::new()
+            .with(s, "x", &1)
+            .unwrap()
+            .with(s, "y", &3)
+            .unwrap();
+        assert_eq!(a.diff(&b, s), "  y: existing 2 != new 3");
+        assert_eq!(a.render(ArgumentPrintMode::Full, s), "(x=1, y=2)");
+        assert_eq!(a.render(ArgumentPrintMode::Keys, s), "(x, y)");
+        assert_eq!(a.render(ArgumentPrintMode::Hidden, s), "<arguments hidden>");
+        let long = Arguments::new().with(s, "t", &"abcdefghij").unwrap();
+        assert_eq!(
+            long.render(ArgumentPrintMode::Truncated(4), s),
+            "(t=\"abc…)"
+        );
+        assert_eq!(a.subset(&["y"]).len(), 1);
+    }
+}

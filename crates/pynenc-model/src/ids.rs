@@ -1,0 +1,321 @@
+//! Typed ids: invocations, calls, runners and tasks.
+//!
+//! An [`InvocationId`] is 32 lowercase hexadecimal digits kept inline (it is
+//! `Copy`); the others share their text ([`std::sync::Arc`]), so every id is
+//! cheap to clone.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A string that is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{value}' is not a valid {what}: {reason}")]
+pub struct InvalidId {
+    /// The kind of id expected ("invocation id").
+    pub what: &'static str,
+    /// The text given (cut to 80 characters).
+    pub value: String,
+    /// Why it is not one.
+    pub reason: &'static str,
+}
+
+/// The number of hexadecimal digits of an invocation id.
+pub const INVOCATION_ID_LEN: usize = 32;
+
+/// The id of one invocation: 32 lowercase hexadecimal digits, kept inline.
+///
+/// Backends make them ([`InvocationId::random`], or time ordered with
+/// [`InvocationId::from_u128`]); [`InvocationId::parse`] reads one from text
+/// (a command line, a stored record) and refuses anything else.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InvocationId([u8; INVOCATION_ID_LEN]);
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl InvocationId {
+    /// A new random id (the 128 bits of a version 4 UUID).
+    pub fn random() -> Self {
+        InvocationId::from_u128(uuid::Uuid::new_v4().as_u128())
+    }
+
+    /// The id whose digits spell `value` (most significant first): a
+    /// backend that wants ids in creation order puts the time in the high bits.
+    pub fn from_u128(value: u128) -> Self {
+        let mut out = [0u8; INVOCATION_ID_LEN];
+        for (i, byte) in out.iter_mut().enumerate() {
+            let shift = (INVOCATION_ID_LEN - 1 - i) * 4;
+            *byte = HEX[((value >> shift) & 0xf) as usize];
+        }
+        InvocationId(out)
+    }
+
+    /// Reads an id: exactly 32 hexadecimal digits (upper case is accepted
+    /// and kept as lower case).
+    pub fn parse(text: &str) -> Result<Self, InvalidId> {
+        let invalid = |reason| InvalidId {
+            what: "invocation id",
+            value: text.chars().take(80).collect(),
+            reason,
+        };
+        let bytes = text.as_bytes();
+        if bytes.len() != INVOCATION_ID_LEN {
+            return Err(invalid("an invocation id has 32 hexadecimal digits"));
+        }
+        let mut out = [0u8; INVOCATION_ID_LEN];
+        for (o, b) in out.iter_mut().zip(bytes) {
+            *o = match b {
+                b'0'..=b'9' | b'a'..=b'f' => *b,
+                b'A'..=b'F' => b.to_ascii_lowercase(),
+                _ => return Err(invalid("an invocation id has only hexadecimal digits")),
+            };
+        }
+        Ok(InvocationId(out))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // only ASCII hexadecimal digits are ever stored
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The id's 32 ASCII digits.
+    pub fn as_bytes(&self) -> &[u8; INVOCATION_ID_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Display for InvocationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for InvocationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InvocationId({})", self.as_str())
+    }
+}
+
+impl FromStr for InvocationId {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        InvocationId::parse(s)
+    }
+}
+
+impl AsRef<str> for InvocationId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Serialize for InvocationId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for InvocationId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        InvocationId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Defines an id whose text is shared (cheap to clone).
+macro_rules! shared_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// The id with this text.
+            pub fn new(text: impl Into<Arc<str>>) -> Self {
+                $name(text.into())
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The shared text.
+            pub fn as_arc(&self) -> &Arc<str> {
+                &self.0
+            }
+
+            /// Whether two ids share one text (a cheap test before comparing).
+            pub fn ptr_eq(&self, other: &$name) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), &self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(Arc::from(s))
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(Arc::from(s))
+            }
+        }
+
+        impl From<Arc<str>> for $name {
+            fn from(s: Arc<str>) -> Self {
+                $name(s)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                &*self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                &*self.0 == *other
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                Ok($name(Arc::from(&*text)))
+            }
+        }
+    };
+}
+
+shared_id!(
+    /// Who acts on an invocation: a runner (the owner of what it runs), a
+    /// worker process of a pool, the external caller of a process (calls
+    /// made outside any runner), the recovery service or the scheduler. The
+    /// history records it for every transition.
+    RunnerId,
+    "runner id"
+);
+
+shared_id!(
+    /// The id of a task: its module path and function name
+    /// (`my_crate::jobs::add`).
+    TaskId,
+    "task id"
+);
+
+shared_id!(
+    /// The id of a call: the task id and a stable hash of its arguments
+    /// (`my_crate::jobs::add#<64 hex digits>`); see [`crate::Call::call_id`].
+    CallId,
+    "call id"
+);
+
+impl CallId {
+    /// The task part of the call id.
+    pub fn task_id(&self) -> &str {
+        self.0.split_once('#').map_or(&*self.0, |(task, _)| task)
+    }
+
+    /// The first `n` digits of the arguments' hash (for short, readable references).
+    pub fn short_hash(&self, n: usize) -> &str {
+        match self.0.split_once('#') {
+            Some((_, hash)) => &hash[..n.min(hash.len())],
+            None => "",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocation_ids_round_trip_and_refuse_other_text() {
+        let id = InvocationId::random();
+        assert_eq!(id.as_str().len(), 32);
+        assert_eq!(InvocationId::parse(id.as_str()), Ok(id));
+        assert_eq!(id.to_string().parse::<InvocationId>(), Ok(id));
+        let upper = id.as_str().to_ascii_uppercase();
+        assert_eq!(InvocationId::parse(&upper), Ok(id));
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<InvocationId>(&json).unwrap(), id);
+        let err = InvocationId::parse("short").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("'short' is not a valid invocation id"),
+            "{err}"
+        );
+        assert!(InvocationId::parse(&"g".repeat(32)).is_err());
+        assert!(serde_json::from_str::<InvocationId>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn ids_from_numbers_keep_their_order() {
+        let a = InvocationId::from_u128(1);
+        let b = InvocationId::from_u128(0xff << 64);
+        assert_eq!(a.as_str(), "00000000000000000000000000000001");
+        assert!(a < b);
+        assert_eq!(InvocationId::from_u128(u128::MAX).as_str(), "f".repeat(32));
+    }
+
+    #[test]
+    fn shared_ids() {
+        let r = RunnerId::from("ThreadRunner@h:1:ab");
+        let copy = r.clone();
+        assert!(r.ptr_eq(&copy));
+        assert_eq!(r, "ThreadRunner@h:1:ab");
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            "\"ThreadRunner@h:1:ab\""
+        );
+        let c = CallId::from("m::add#0123abcd");
+        assert_eq!(c.task_id(), "m::add");
+        assert_eq!(c.short_hash(4), "0123");
+        assert_eq!(CallId::from("m::add").short_hash(4), "");
+    }
+}

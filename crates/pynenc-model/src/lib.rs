@@ -1,0 +1,46 @@
+//! The data model of pynenc: plain data, shared by every layer above it.
+//!
+//! - ids: [`InvocationId`] (32 hexadecimal digits, inline), [`RunnerId`],
+//!   [`TaskId`], [`CallId`]; and [`Timestamp`];
+//! - the status state machine: [`InvocationStatus`], [`StatusRecord`]
+//!   (the one place where transitions are checked) and [`replay_history`];
+//! - what is called: [`Arguments`] (bound by name, serialized one by one by
+//!   a [`Serializer`]) and [`Call`];
+//! - what is stored: [`InvocationRecord`] with its [`ConcurrencySpec`],
+//!   [`HistoryEntry`], [`InvocationOutcome`], [`TaskError`];
+//! - what is asked and answered: [`RouteRequest`], [`RouteOutcome`],
+//!   [`RunOutcome`], [`CycleError`];
+//! - a task's effective [`TaskOptions`] (the vocabulary itself lives in
+//!   [`pynenc_options`]).
+//!
+//! Nothing here does input or output, and nothing depends on a store, a
+//! backend or the runtime.
+#![deny(missing_docs)]
+
+pub mod arguments;
+pub mod call;
+pub mod history;
+pub mod ids;
+pub mod options;
+pub mod outcome;
+pub mod record;
+pub mod routing;
+pub mod serializer;
+pub mod status;
+pub mod time;
+
+pub use arguments::{ArgumentPrintMode, Arguments};
+pub use call::Call;
+pub use history::{HistoryEntry, HistoryStep};
+pub use ids::{CallId, InvalidId, InvocationId, RunnerId, TaskId};
+pub use options::{OptionValue, TaskOptions};
+pub use outcome::{
+    short_type_name, ErrorDetail, InvocationOutcome, RunOutcome, TaskError, CYCLE_ERROR_KIND,
+    PANIC_KIND, RETRY_ERROR_KIND,
+};
+pub use pynenc_options::{ConcurrencyControl, TaskOptionsSpec};
+pub use record::{concurrency_key, ConcurrencySpec, InvocationRecord};
+pub use routing::{CallRef, CycleError, RouteOutcome, RouteRequest};
+pub use serializer::{CodecError, Direction, SerializationError, Serializer};
+pub use status::{replay_history, InvocationStatus, Ownership, StatusRecord, TransitionError};
+pub use time::Timestamp;

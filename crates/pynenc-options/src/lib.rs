@@ -1,0 +1,150 @@
+//! The task-option vocabulary of pynenc, written once.
+//!
+//! `#[pynenc::task(...)]` (a proc-macro crate, which cannot depend on the
+//! runtime), the configuration (`[task."<task id>"]` sections and
+//! `PYNENC__TASK__…` variables) and the runtime checks all read the option
+//! names, their kinds, their defaults and the rules that tie them to a
+//! task's parameters from here, so the three never disagree.
+//!
+//! | option | kind | default |
+//! |---|---|---|
+//! | `max_retries` | count | 0 |
+//! | `retry_for` | error kinds | `[]` |
+//! | `running_concurrency` | concurrency control | `disabled` |
+//! | `registration_concurrency` | concurrency control | `disabled` |
+//! | `key_arguments` | parameter names | `[]` |
+//! | `on_diff_non_key_args_raise` | flag | `false` |
+//! | `reroute_on_concurrency_control` | flag | `true` |
+//! | `parallel_batch_size` | batch size (at least 1) | 100 |
+#![deny(missing_docs)]
+
+mod check;
+mod concurrency;
+mod spec;
+
+pub use check::{
+    check_batch_size, check_key_arguments, check_keys_have_arguments, check_retry_for,
+    OptionProblem,
+};
+pub use concurrency::ConcurrencyControl;
+pub use spec::TaskOptionsSpec;
+
+/// What kind of value an option takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionKind {
+    /// A non-negative count that fits a `u32` (`max_retries`).
+    Count,
+    /// A positive size that fits a `usize` (`parallel_batch_size`).
+    BatchSize,
+    /// `true` or `false`.
+    Flag,
+    /// A list of error kinds (non-empty strings).
+    ErrorKinds,
+    /// A list of the task's parameter names.
+    ParamNames,
+    /// A [`ConcurrencyControl`] mode.
+    Concurrency,
+}
+
+impl OptionKind {
+    /// What a value of this kind looks like, for error messages.
+    pub fn expected(self) -> &'static str {
+        match self {
+            OptionKind::Count => "an unsigned integer",
+            OptionKind::BatchSize => "an unsigned integer of at least 1",
+            OptionKind::Flag => "a boolean (true/false, 1/0, yes/no)",
+            OptionKind::ErrorKinds | OptionKind::ParamNames => {
+                "a list of strings (comma separated or a JSON array)"
+            }
+            OptionKind::Concurrency => ConcurrencyControl::EXPECTED,
+        }
+    }
+}
+
+/// One task option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionDef {
+    /// Its name, as written in `#[task(...)]` and in configuration; also the
+    /// name of its field in [`TaskOptionsSpec`].
+    pub name: &'static str,
+    /// The kind of value it takes.
+    pub kind: OptionKind,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+/// Every task option, in the order they are documented.
+pub const OPTIONS: &[OptionDef] = &[
+    OptionDef {
+        name: "max_retries",
+        kind: OptionKind::Count,
+        doc: "how many times a retriable error is retried",
+    },
+    OptionDef {
+        name: "retry_for",
+        kind: OptionKind::ErrorKinds,
+        doc: "error kinds that are retried (the retry error always is)",
+    },
+    OptionDef {
+        name: "running_concurrency",
+        kind: OptionKind::Concurrency,
+        doc: "concurrency control when picking invocations to run",
+    },
+    OptionDef {
+        name: "registration_concurrency",
+        kind: OptionKind::Concurrency,
+        doc: "concurrency control when routing new calls",
+    },
+    OptionDef {
+        name: "key_arguments",
+        kind: OptionKind::ParamNames,
+        doc: "the parameters identifying an invocation for `keys` concurrency",
+    },
+    OptionDef {
+        name: "on_diff_non_key_args_raise",
+        kind: OptionKind::Flag,
+        doc: "raise instead of reusing a registered invocation whose other arguments differ",
+    },
+    OptionDef {
+        name: "reroute_on_concurrency_control",
+        kind: OptionKind::Flag,
+        doc: "re-route an invocation held back by running concurrency instead of ending it",
+    },
+    OptionDef {
+        name: "parallel_batch_size",
+        kind: OptionKind::BatchSize,
+        doc: "how many calls `parallelize` routes per batch",
+    },
+];
+
+/// The option called `name`, if there is one.
+pub fn find(name: &str) -> Option<&'static OptionDef> {
+    OPTIONS.iter().find(|o| o.name == name)
+}
+
+/// Every option name, comma separated (for error messages).
+pub fn names() -> String {
+    OPTIONS
+        .iter()
+        .map(|o| o.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_option_is_found_by_name_and_names_are_unique() {
+        for o in OPTIONS {
+            assert_eq!(find(o.name), Some(o));
+        }
+        let mut all: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), OPTIONS.len());
+        assert!(find("retries").is_none());
+        assert!(names().starts_with("max_retries, retry_for,"));
+    }
+}

@@ -1,0 +1,184 @@
+//! [`RedisBackend`]: one app's keys on one server, and how it is opened.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pynenc_model::{InvocationId, Serializer, Timestamp};
+use pynenc_store::{Components, Result};
+use redis::aio::ConnectionManager;
+
+use crate::conn::{self, Settings};
+use crate::notify::Notifier;
+use crate::RedisOptions;
+
+/// The broker, orchestrator, state backend and coordination of one app on
+/// Redis (see the crate documentation).
+pub struct RedisBackend {
+    pub(crate) settings: Settings,
+    pub(crate) prefix: String,
+    pub(crate) serializer: Serializer,
+    pub(crate) pool_size: usize,
+    pub(crate) conns: tokio::sync::OnceCell<Vec<ConnectionManager>>,
+    pub(crate) next: AtomicUsize,
+    pub(crate) notifier: Arc<Notifier>,
+    /// This backend's id in the hash `waiters`.
+    pub(crate) instance: String,
+    /// When this backend last registered in `waiters`.
+    pub(crate) waiting_since: parking_lot::Mutex<Option<Instant>>,
+    /// Whether the steps run as Redis functions ([`FUNCTIONS_ON`]), as
+    /// scripts ([`FUNCTIONS_OFF`]), or not known yet.
+    pub(crate) functions: AtomicU8,
+}
+
+/// Functions not tried yet.
+pub(crate) const FUNCTIONS_UNKNOWN: u8 = 0;
+/// The library is loaded: steps run with `FCALL`.
+pub(crate) const FUNCTIONS_ON: u8 = 1;
+/// No functions on this server (or not for this user): steps run with `EVALSHA`.
+pub(crate) const FUNCTIONS_OFF: u8 = 2;
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("address", &self.settings.address)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl RedisBackend {
+    /// Opens the backend of the app `app_id`: resolves the connection
+    /// settings and checks that the server answers `PING` with these
+    /// credentials (a blocking check, see the crate documentation). The
+    /// async connections are opened on first use. `serializer` renders
+    /// argument differences and cycles in errors.
+    ///
+    /// # Errors
+    ///
+    /// [`pynenc_store::StoreError::InvalidOption`] for a URL or CA file that
+    /// cannot be used; [`pynenc_store::StoreError::Backend`] when the server
+    /// cannot be reached or refuses the credentials (naming the address).
+    pub fn open(
+        options: &RedisOptions,
+        app_id: &str,
+        serializer: Serializer,
+    ) -> Result<Arc<RedisBackend>> {
+        let settings = conn::settings(options)?;
+        conn::check_reachable(&settings)?;
+        let base = if options.key_prefix.is_empty() {
+            "__pynenc__"
+        } else {
+            options.key_prefix.as_str()
+        };
+        let prefix = format!("{base}:{}:", escape_app_id(app_id));
+        Ok(Arc::new(RedisBackend {
+            prefix,
+            settings,
+            serializer,
+            pool_size: options.pool_size.max(1),
+            conns: tokio::sync::OnceCell::new(),
+            next: AtomicUsize::new(0),
+            notifier: Arc::new(Notifier::default()),
+            functions: AtomicU8::new(FUNCTIONS_UNKNOWN),
+            instance: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
+            waiting_since: parking_lot::Mutex::new(None),
+        }))
+    }
+
+    /// Opens the backend and returns the components of the app `app_id` on it.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisBackend::open`].
+    pub fn components(
+        options: &RedisOptions,
+        app_id: &str,
+        serializer: Serializer,
+    ) -> Result<Components> {
+        Ok(Components::of(RedisBackend::open(
+            options, app_id, serializer,
+        )?))
+    }
+
+    /// The prefix of every key of this app (`{key_prefix}:{app_id}:`).
+    pub fn key_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key of an invocation's record (for tools and tests).
+    pub fn invocation_key(&self, id: &InvocationId) -> String {
+        self.key("inv", id.as_str())
+    }
+
+    /// The server address (`host:port/db`, without credentials).
+    pub fn address(&self) -> &str {
+        &self.settings.address
+    }
+
+    pub(crate) fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+}
+
+/// `app_id` with `%` and `:` escaped, so prefixes of different apps never nest.
+pub(crate) fn escape_app_id(app_id: &str) -> String {
+    app_id.replace('%', "%25").replace(':', "%3A")
+}
+
+/// `s` with the glob characters of `SCAN MATCH` escaped.
+pub(crate) fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A new invocation id in creation order (32 hex digits: 13 of µs time, 3 of
+/// a per-process sequence, 16 random), so that invocations created in the
+/// same microsecond (one routed batch) sort in call order in the
+/// `blocking` index, whose ties are broken by member.
+pub(crate) fn ordered_invocation_id() -> InvocationId {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let us = u128::try_from(Timestamp::now().as_micros()).unwrap_or(0) & 0x000F_FFFF_FFFF_FFFF;
+    let seq = u128::from(SEQ.fetch_add(1, Ordering::Relaxed) & 0xFFF);
+    let random = u128::from(uuid::Uuid::new_v4().as_u128() as u64);
+    InvocationId::from_u128((us << 76) | (seq << 64) | random)
+}
+
+/// The bytes of a text argument.
+pub(crate) fn bytes(s: impl Into<String>) -> Vec<u8> {
+    s.into().into_bytes()
+}
+
+/// The bytes of an optional text argument (empty for none).
+pub(crate) fn opt_bytes(s: Option<&str>) -> Vec<u8> {
+    s.unwrap_or_default().as_bytes().to_vec()
+}
+
+/// A duration as microseconds, as the scripts take it.
+pub(crate) fn micros(d: Duration) -> String {
+    pynenc_model::time::micros(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_in_creation_order() {
+        let ids: Vec<InvocationId> = (0..100).map(|_| ordered_invocation_id()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
+
+    #[test]
+    fn prefixes_never_nest() {
+        assert_eq!(escape_app_id("a:b"), "a%3Ab");
+        assert_eq!(escape_app_id("a%3Ab"), "a%253Ab");
+        assert_eq!(escape_glob("p:a*[x]?:"), "p:a\\*\\[x\\]\\?:");
+    }
+}

@@ -1,0 +1,299 @@
+//! The broker, state backend and coordination of a Redis app.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pynenc_model::{
+    HistoryEntry, InvocationId, InvocationOutcome, InvocationRecord, RunnerId, TaskError, Timestamp,
+};
+use pynenc_store::{Broker, Coordination, Result, StateBackend, StoreError};
+use redis::Value;
+
+use crate::backend::{bytes, escape_glob, micros, RedisBackend};
+use crate::decode::corrupt;
+use crate::script::{as_int, as_string, scripts};
+
+/// The safety-net re-check of `wait_final`.
+const WAIT_RECHECK: Duration = Duration::from_secs(2);
+/// How long a `wait_final` registration (hash `waiters`) lasts.
+const WAITING_TTL: Duration = Duration::from_secs(60);
+
+impl RedisBackend {
+    /// Makes sure the server knows this backend waits for results, so that
+    /// ends made by other backends are published (see `lib.lua`): the
+    /// registration lasts [`WAITING_TTL`] and is renewed once half of it
+    /// has passed.
+    async fn register_waiting(&self) -> Result<()> {
+        let fresh = |at: Option<Instant>| at.is_some_and(|t| t.elapsed() < WAITING_TTL / 2);
+        if fresh(*self.waiting_since.lock()) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.script(
+            &scripts().small,
+            &[bytes("waiting"), bytes(micros(WAITING_TTL))],
+        )
+        .await?;
+        *self.waiting_since.lock() = Some(started);
+        Ok(())
+    }
+
+    /// For each id: whether it is final (error if missing or corrupt).
+    async fn finals_of(&self, ids: &[InvocationId]) -> Result<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(self.invocation_key(id), "status");
+        }
+        let statuses: Vec<Option<String>> = self.query("HGET status", &pipe).await?;
+        ids.iter()
+            .zip(statuses)
+            .map(|(id, st)| match st {
+                None => Err(StoreError::not_found(id, "while waiting for its result")),
+                Some(st) => Ok(self.parse_status(id, &st)?.is_final()),
+            })
+            .collect()
+    }
+
+    /// One page of `SCAN cursor MATCH <prefix>* COUNT 1000`: the next
+    /// cursor (0 at the end) and the keys (a key may come twice).
+    async fn scan_page(&self, cursor: u64, prefix: &str) -> Result<(u64, Vec<String>)> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", escape_glob(prefix)))
+            .arg("COUNT")
+            .arg(1000);
+        let r: Vec<(u64, Vec<String>)> = self.query("SCAN", &pipe).await?;
+        Ok(r.into_iter().next().unwrap_or((0, Vec::new())))
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBackend {
+    async fn queue_len(&self) -> Result<usize> {
+        let mut pipe = redis::pipe();
+        pipe.llen(format!("{}queue", self.prefix));
+        let (n,): (usize,) = self.query("LLEN queue", &pipe).await?;
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl StateBackend for RedisBackend {
+    async fn get_invocation(&self, id: &InvocationId) -> Result<InvocationRecord> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(self.invocation_key(id)).arg(&[
+            "status", "call", "parent", "created", "sched", "gkey", "graise", "rkey", "reroute",
+        ]);
+        let (mut fields,): (Vec<Value>,) = self.query("HMGET record", &pipe).await?;
+        if matches!(fields.first(), None | Some(Value::Nil)) {
+            return Err(StoreError::not_found(id, ""));
+        }
+        fields[0] = Value::BulkString(id.as_str().as_bytes().to_vec());
+        self.decode_record(&fields)
+    }
+
+    async fn get_history(&self, id: &InvocationId) -> Result<Vec<HistoryEntry>> {
+        let key = self.invocation_key(id);
+        let v = self
+            .script(&scripts().small, &[bytes("history"), bytes(id.as_str())])
+            .await?;
+        let Value::Array(fields) = v else {
+            return Err(StoreError::not_found(id, ""));
+        };
+        type Raw = (String, Option<String>, String, i64, Option<String>);
+        let mut out = Vec::new();
+        for (i, f) in fields.iter().enumerate() {
+            // a field holds the entries of one step, separated by commas
+            let field = format!("h{}", i + 1);
+            let f = as_string(f).ok_or_else(|| corrupt(&key, &field, "missing"))?;
+            let entries: Vec<Raw> = serde_json::from_str(&format!("[{f}]"))
+                .map_err(|err| corrupt(&key, &field, err))?;
+            for (status, owner, actor, timestamp_us, execution_context) in entries {
+                let status = status.parse().map_err(|err| corrupt(&key, &field, err))?;
+                out.push(HistoryEntry {
+                    invocation_id: *id,
+                    status,
+                    owner: owner.map(RunnerId::from),
+                    actor: RunnerId::from(actor),
+                    timestamp: Timestamp::from_micros(timestamp_us),
+                    execution_context,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_outcomes(&self, ids: &[InvocationId]) -> Result<Vec<InvocationOutcome>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.invocation_key(id))
+                .arg(&["status", "result", "error"]);
+        }
+        let rows: Vec<(Option<String>, Option<String>, Option<String>)> =
+            self.query("HMGET outcome", &pipe).await?;
+        ids.iter()
+            .zip(rows)
+            .map(|(id, (status, result, error))| {
+                let status =
+                    status.ok_or_else(|| StoreError::not_found(id, "while reading its result"))?;
+                let status = self.parse_status(id, &status)?;
+                let error = match error {
+                    Some(e) => Some(
+                        serde_json::from_str::<TaskError>(&e)
+                            .map_err(|err| corrupt(&self.invocation_key(id), "error", err))?,
+                    ),
+                    None => None,
+                };
+                Ok(InvocationOutcome {
+                    status,
+                    result,
+                    error,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_invocation_ids(&self) -> Result<Vec<InvocationId>> {
+        let inv_prefix = format!("{}inv:", self.prefix);
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys) = self.scan_page(cursor, &inv_prefix).await?;
+            for key in keys {
+                let Some(text) = key.strip_prefix(&inv_prefix) else {
+                    continue;
+                };
+                let id = InvocationId::parse(text).map_err(|e| StoreError::bad_id(&key, e))?;
+                // SCAN may return a key twice
+                if seen.insert(id) {
+                    out.push(id);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(out)
+    }
+
+    async fn purge(&self) -> Result<()> {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys) = self.scan_page(cursor, &self.prefix).await?;
+            if !keys.is_empty() {
+                let mut del = redis::pipe();
+                del.cmd("UNLINK").arg(&keys).ignore();
+                self.query::<()>("UNLINK", &del).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        self.notifier.recheck.notify_waiters();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Coordination for RedisBackend {
+    async fn heartbeat(&self, runner_id: &RunnerId) -> Result<()> {
+        self.script(
+            &scripts().small,
+            &[bytes("heartbeat"), bytes(runner_id.as_str())],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn remove_heartbeat(&self, runner_id: &RunnerId) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.hdel(format!("{}heartbeats", self.prefix), runner_id.as_str())
+            .ignore();
+        self.query::<()>("HDEL heartbeats", &pipe).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &RunnerId, ttl: Duration) -> Result<bool> {
+        let args = [
+            bytes("lease"),
+            bytes(name),
+            bytes(holder.as_str()),
+            bytes(micros(ttl)),
+        ];
+        let v = self.script(&scripts().small, &args).await?;
+        Ok(as_int(&v) == Some(1))
+    }
+
+    fn work_epoch(&self) -> u64 {
+        self.notifier.work_epoch()
+    }
+
+    async fn wait_for_work(&self, epoch: u64, timeout: Duration) {
+        if self.conns.get().is_none() {
+            let _ = tokio::time::timeout(timeout, self.conn()).await;
+            return;
+        }
+        self.notifier.wait_for_work(epoch, timeout).await
+    }
+
+    async fn wait_final(&self, ids: &[InvocationId]) -> Result<()> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        let ids: Vec<InvocationId> = ids.iter().filter(|id| seen.insert(**id)).copied().collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // make sure the subscription is active before reading statuses
+        self.conn()
+            .await
+            .map_err(|e| self.command_error("SUBSCRIBE", &e))?;
+        // register first, then read: a final status published in between is not lost
+        let reg = self.notifier.register(&ids);
+        let mut check = ids;
+        loop {
+            self.register_waiting().await?;
+            for (id, fin) in check.iter().zip(self.finals_of(&check).await?) {
+                if fin {
+                    reg.wait.mark(id);
+                }
+            }
+            // wait for the notifications; re-read the statuses only after a
+            // reconnect, or when nothing arrived for WAIT_RECHECK (safety net)
+            loop {
+                let left = reg.wait.pending.lock().len();
+                if left == 0 {
+                    return Ok(());
+                }
+                let recheck = self.notifier.recheck.notified();
+                // the registration in `waiters` is renewed before it runs out
+                let renew = self
+                    .waiting_since
+                    .lock()
+                    .map(|t| (WAITING_TTL / 2).saturating_sub(t.elapsed()))
+                    .unwrap_or_default();
+                tokio::select! {
+                    _ = reg.wait.done.notified() => return Ok(()),
+                    _ = recheck => break,
+                    _ = tokio::time::sleep(renew) => break,
+                    _ = tokio::time::sleep(WAIT_RECHECK) => {
+                        if reg.wait.pending.lock().len() == left {
+                            break;
+                        }
+                    }
+                }
+            }
+            check = reg.wait.pending.lock().iter().copied().collect();
+            if check.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Reading what the scripts and commands return: records, statuses, and
+//! the failures a script raises.
+
+use std::sync::Arc;
+
+use pynenc_model::{
+    Call, CallId, CallRef, ConcurrencySpec, CycleError, InvocationId, InvocationRecord,
+    InvocationStatus, RunOutcome, RunnerId, StatusRecord, TaskError, Timestamp,
+};
+use pynenc_store::{Orchestrator, Result, StoreError};
+use redis::Value;
+use tracing::error;
+
+use crate::backend::RedisBackend;
+use crate::script::{as_list, as_string};
+
+/// The fields of a record in a pick-up's reply (`RECORD_LEN` in lib.lua).
+pub(crate) const RECORD_LEN: usize = 9;
+
+/// The error for an unreadable field of a key.
+pub(crate) fn corrupt(key: &str, field: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::corrupt(format!("redis key '{key}' (field '{field}')"), reason)
+}
+
+impl RedisBackend {
+    /// A failure raised by a script (`kind`, fields...) as a store error.
+    pub(crate) fn script_failure(&self, f: &[Value]) -> StoreError {
+        let s = |i: usize| f.get(i).and_then(as_string);
+        let kind = s(0).unwrap_or_default();
+        match kind.as_str() {
+            "NOT_FOUND" => {
+                let id = s(1).unwrap_or_default();
+                match InvocationId::parse(&id) {
+                    Ok(id) => StoreError::not_found(&id, s(2).unwrap_or_default()),
+                    Err(e) => StoreError::bad_id(format!("redis at {}", self.settings.address), e),
+                }
+            }
+            "TRANSITION" => {
+                let id = s(1).unwrap_or_default();
+                let from = s(2).unwrap_or_default();
+                let owner = s(3);
+                let to = s(4).unwrap_or_default();
+                let actor = s(5).unwrap_or_default();
+                let key = self.key("inv", &id);
+                let (from, to) = match (
+                    from.parse::<InvocationStatus>(),
+                    to.parse::<InvocationStatus>(),
+                ) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => return corrupt(&key, "status", e),
+                };
+                let invocation_id = match InvocationId::parse(&id) {
+                    Ok(id) => id,
+                    Err(e) => return StoreError::bad_id(key, e),
+                };
+                // the same check the script made, for the same message
+                let current = StatusRecord {
+                    status: from,
+                    owner: owner.map(RunnerId::from),
+                };
+                match current.transition(to, &RunnerId::from(actor.as_str())) {
+                    Err(source) => StoreError::Transition {
+                        invocation_id,
+                        source,
+                    },
+                    Ok(_) => self.bad_reply(format!(
+                        "the transition {from} -> {to} of invocation {id} by {actor} was refused by the server"
+                    )),
+                }
+            }
+            "CORRUPT" => corrupt(
+                &s(1).unwrap_or_default(),
+                &s(2).unwrap_or_default(),
+                format!(
+                    "'{}' is not valid",
+                    s(3).unwrap_or_default()
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                ),
+            ),
+            "CYCLE" => StoreError::Cycle(CycleError {
+                calls: cycle_call_ids(f)
+                    .into_iter()
+                    .map(CallRef::from_call_id)
+                    .collect(),
+            }),
+            other => self.bad_reply(format!(
+                "script failure {other}: {:?}",
+                f.iter().skip(1).filter_map(as_string).collect::<Vec<_>>()
+            )),
+        }
+    }
+
+    /// An invocation record from `[id, call, parent, created, sched, gkey, graise, rkey, reroute]`.
+    pub(crate) fn decode_record(&self, f: &[Value]) -> Result<InvocationRecord> {
+        let s = |i: usize| f.get(i).and_then(as_string);
+        let id = s(0).unwrap_or_default();
+        let key = self.key("inv", &id);
+        let invocation_id = InvocationId::parse(&id).map_err(|e| StoreError::bad_id(&key, e))?;
+        let call_json = s(1).ok_or_else(|| corrupt(&key, "call", "missing"))?;
+        let call: Call = serde_json::from_str(&call_json).map_err(|e| corrupt(&key, "call", e))?;
+        let created = s(3)
+            .ok_or_else(|| corrupt(&key, "created", "missing"))?
+            .parse::<i64>()
+            .map_err(|e| corrupt(&key, "created", e))?;
+        let scheduled = match s(4) {
+            Some(v) if !v.is_empty() => Some(Timestamp::from_micros(
+                v.parse::<i64>().map_err(|e| corrupt(&key, "sched", e))?,
+            )),
+            _ => None,
+        };
+        let parent = match s(2).filter(|x| !x.is_empty()) {
+            Some(p) => Some(InvocationId::parse(&p).map_err(|e| corrupt(&key, "parent", e))?),
+            None => None,
+        };
+        let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
+        Ok(InvocationRecord {
+            invocation_id,
+            call,
+            parent_invocation_id: parent,
+            created_at: Timestamp::from_micros(created),
+            scheduled_at: scheduled,
+            concurrency: ConcurrencySpec {
+                registration_key: nonempty(s(5)),
+                on_diff_non_key_args_raise: s(6).as_deref() == Some("1"),
+                running_key: nonempty(s(7)),
+                reroute_on_concurrency_control: s(8).as_deref() == Some("1"),
+            },
+        })
+    }
+
+    /// A status read from the invocation `id`'s hash.
+    pub(crate) fn parse_status(&self, id: &InvocationId, v: &str) -> Result<InvocationStatus> {
+        v.parse::<InvocationStatus>()
+            .map_err(|e| corrupt(&self.invocation_key(id), "status", e))
+    }
+
+    /// The invocations of a pick-up's outcome; corrupt ones are logged,
+    /// and failed where they were already claimed.
+    pub(crate) async fn decode_pick(
+        &self,
+        runner_id: &RunnerId,
+        body: Value,
+        started: bool,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        let parts = as_list(&body);
+        let picked = parts.first().map(as_list).unwrap_or_default();
+        for key in parts
+            .get(1)
+            .map(as_list)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(as_string)
+        {
+            error!(redis_key = %key, "skipped a queued invocation whose record is corrupt (field 'status')");
+        }
+        // the records' fields, RECORD_LEN each (see step.lua)
+        let mut out = Vec::with_capacity(picked.len() / RECORD_LEN);
+        for fields in picked.chunks(RECORD_LEN) {
+            match self.decode_record(fields) {
+                Ok(r) => out.push(Arc::new(r)),
+                Err(e) => {
+                    let id = fields.first().and_then(as_string).unwrap_or_default();
+                    match InvocationId::parse(&id) {
+                        Ok(id) => self.fail_corrupt(runner_id, &id, started, &e).await,
+                        Err(_) => {
+                            error!(invocation_id = %id, error = %e, "cannot decode a claimed invocation, nor its id")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A claimed invocation whose record cannot be decoded ends `FAILED` with
+    /// the decoding error, so its waiters learn what is wrong.
+    async fn fail_corrupt(
+        &self,
+        runner_id: &RunnerId,
+        id: &InvocationId,
+        started: bool,
+        err: &StoreError,
+    ) {
+        error!(invocation_id = %id, error = %err, "cannot decode a claimed invocation; it fails");
+        let te = TaskError::new(err.kind(), err.to_string());
+        let res = async {
+            if !started {
+                self.set_status(id, InvocationStatus::Running, runner_id, None)
+                    .await?;
+            }
+            self.finish(id, runner_id, RunOutcome::Failed(te)).await
+        }
+        .await;
+        if let Err(e) = res {
+            error!(invocation_id = %id, error = %e, "could not fail the corrupt invocation");
+        }
+    }
+}
+
+/// The call ids of a `CYCLE` failure: the calling call, the callee, ...
+pub(crate) fn cycle_call_ids(f: &[Value]) -> Vec<CallId> {
+    f.get(1..)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(as_string)
+        .map(CallId::from)
+        .collect()
+}

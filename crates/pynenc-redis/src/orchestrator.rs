@@ -1,0 +1,436 @@
+//! The orchestrator of a Redis app: every step one script call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pynenc_model::{
+    InvocationId, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest, RunOutcome,
+    RunnerId, SerializationError, StatusRecord,
+};
+use pynenc_store::engine::{self, PURGE_BATCH};
+use pynenc_store::{
+    EndOutcome, Orchestrator, Result, RunEnd, StateBackend, StepReport, StoreError,
+};
+use redis::Value;
+
+use crate::backend::{bytes, micros, opt_bytes, ordered_invocation_id, RedisBackend};
+use crate::decode::cycle_call_ids;
+use crate::script::{as_int, as_list, as_string, scripts};
+use crate::step::{PickUp, STEP_ENDS};
+
+/// Invocations per `waiting_for_results` script.
+const WAIT_CHUNK: usize = 1000;
+/// The most invocations one pick-up claims.
+pub(crate) const MAX_PICK: usize = 10_000;
+
+impl RedisBackend {
+    /// Pick-up; `start`: also `RUNNING` with this execution context (one
+    /// `step` script, see `step.rs`).
+    async fn pick(
+        &self,
+        runner_id: &RunnerId,
+        max: usize,
+        start: Option<&str>,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        let max = max.min(MAX_PICK);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let pick = PickUp { max, start };
+        let (_, body) = self.step(runner_id, &[], Some(pick)).await;
+        let body = body.unwrap_or_else(|| Err(self.bad_reply("a pick-up returned nothing")))?;
+        self.decode_pick(runner_id, body, start.is_some()).await
+    }
+
+    /// The error of a `CYCLE` failure of routing: the request that closes the
+    /// cycle names the callee, its parent and the parent's ancestors the
+    /// other calls (read only now, on this rare path).
+    async fn cycle_failure(&self, requests: &[RouteRequest], failure: &[Value]) -> StoreError {
+        let call_ids = cycle_call_ids(failure);
+        let (Some(parent_call), Some(callee)) = (call_ids.first(), call_ids.get(1)) else {
+            return self.script_failure(failure);
+        };
+        let Some(req) = requests.iter().find(|r| {
+            r.parent_call_id.as_ref() == Some(parent_call) && &r.call.call_id() == callee
+        }) else {
+            return self.script_failure(failure);
+        };
+        let mut ancestors = Vec::new();
+        let mut next = req.parent_invocation_id;
+        while let Some(id) = next {
+            if ancestors.len() >= engine::ANCESTORS_SEARCHED {
+                break;
+            }
+            match self.get_invocation(&id).await {
+                Ok(record) => {
+                    next = record.parent_invocation_id;
+                    ancestors.push(Arc::new(record));
+                }
+                Err(_) => break,
+            }
+        }
+        StoreError::Cycle(engine::cycle_error(
+            call_ids,
+            &req.call,
+            &ancestors,
+            req.print_arguments,
+            self.serializer,
+        ))
+    }
+
+    /// The arguments of one request of `route.lua` (see its header).
+    fn route_args(
+        &self,
+        req: &RouteRequest,
+        id: &InvocationId,
+        args: &mut Vec<Vec<u8>>,
+    ) -> Result<()> {
+        let call_json = serde_json::to_string(&req.call).map_err(|e| {
+            SerializationError::serialize(format_args!("call of task {}", req.call.task_id), e)
+        })?;
+        let c = &req.concurrency;
+        args.push(bytes(id.as_str()));
+        args.push(call_json.into_bytes());
+        let flag = |b: bool| if b { '1' } else { '0' };
+        let mut flags: String = [
+            flag(c.on_diff_non_key_args_raise),
+            flag(c.reroute_on_concurrency_control),
+            flag(req.cycle_control),
+        ]
+        .iter()
+        .collect();
+        // the rest only when there is one (see route.lua)
+        let plain = req.parent_invocation_id.is_none()
+            && req.parent_call_id.is_none()
+            && c.registration_key.is_none()
+            && c.running_key.is_none()
+            && req.scheduled_at.is_none()
+            && req.actor.is_empty();
+        if plain {
+            args.push(flags.into_bytes());
+            return Ok(());
+        }
+        flags.push('+');
+        args.push(flags.into_bytes());
+        // the call id serves cycle control (with a parent) and
+        // registration concurrency; computing it costs a hash
+        args.push(if req.needs_call_id() {
+            bytes(req.call.call_id().as_str())
+        } else {
+            Vec::new()
+        });
+        args.push(opt_bytes(
+            req.parent_invocation_id.as_ref().map(InvocationId::as_str),
+        ));
+        args.push(opt_bytes(req.parent_call_id.as_deref()));
+        args.push(opt_bytes(c.registration_key.as_deref()));
+        args.push(opt_bytes(c.running_key.as_deref()));
+        args.push(
+            req.scheduled_at
+                .map(|t| bytes(t.as_micros().to_string()))
+                .unwrap_or_default(),
+        );
+        args.push(bytes(req.actor.as_str()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Orchestrator for RedisBackend {
+    async fn route_calls(&self, requests: Vec<RouteRequest>) -> Result<Vec<RouteOutcome>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<InvocationId> = requests.iter().map(|_| ordered_invocation_id()).collect();
+        let mut args = Vec::with_capacity(1 + requests.len() * 3);
+        args.push(bytes(requests.len().to_string()));
+        for (req, id) in requests.iter().zip(&ids) {
+            self.route_args(req, id, &mut args)?;
+        }
+        let reply = self
+            .run_script(&scripts().route, &args, true)
+            .await
+            .map_err(|(e, _)| e)?;
+        drop(args);
+        let body = match reply.body {
+            Ok(v) => v,
+            Err(f) => match f.first().and_then(as_string).as_deref() {
+                Some("REG_CONFLICT") => {
+                    let idx = f.get(1).and_then(as_int).unwrap_or(0) as usize;
+                    let record = self.decode_record(f.get(2..).unwrap_or_default())?;
+                    let req = requests
+                        .get(idx)
+                        .ok_or_else(|| self.bad_reply("route: conflict on an unknown request"))?;
+                    let diff = record
+                        .call
+                        .arguments
+                        .diff(&req.call.arguments, self.serializer);
+                    return Err(engine::registration_conflict(
+                        req,
+                        &record.invocation_id,
+                        req.call.call_id(),
+                        diff,
+                    ));
+                }
+                Some("CYCLE") => return Err(self.cycle_failure(&requests, &f).await),
+                _ => return Err(self.script_failure(&f)),
+            },
+        };
+        let items = as_list(&body);
+        let now = items.first().and_then(as_int);
+        let outcomes = items.get(1..).unwrap_or_default();
+        if outcomes.len() != requests.len() {
+            return Err(self.bad_reply(format!(
+                "route returned {} outcomes for {} calls",
+                outcomes.len(),
+                requests.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(requests.len());
+        for ((req, id), o) in requests.into_iter().zip(ids).zip(outcomes) {
+            // a new invocation is 'N' (created now), or {'N', id, created} after a replay
+            let (kind, o) = match o {
+                Value::Array(_) => (as_list(o).first().and_then(as_string), as_list(o)),
+                other => (as_string(other), &[][..]),
+            };
+            match kind.as_deref() {
+                Some("N") => {
+                    let created = if o.is_empty() {
+                        now
+                    } else {
+                        o.get(2).and_then(as_int)
+                    }
+                    .ok_or_else(|| {
+                        self.bad_reply("route: a new invocation without creation time")
+                    })?;
+                    out.push(RouteOutcome::New(Arc::new(InvocationRecord {
+                        invocation_id: id,
+                        call: req.call,
+                        parent_invocation_id: req.parent_invocation_id,
+                        created_at: pynenc_model::Timestamp::from_micros(created),
+                        scheduled_at: req.scheduled_at,
+                        concurrency: req.concurrency,
+                    })));
+                }
+                Some("R") => {
+                    let same = o.get(1).and_then(as_int) == Some(1);
+                    let record = self.decode_record(o.get(2..).unwrap_or_default())?;
+                    let diff = req.registration_diff(&record, same, self.serializer);
+                    out.push(RouteOutcome::Reused {
+                        record: Arc::new(record),
+                        diff,
+                    });
+                }
+                _ => return Err(self.bad_reply("route: unexpected outcome shape")),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_invocations_to_run(
+        &self,
+        runner_id: &RunnerId,
+        max: usize,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        self.pick(runner_id, max, None).await
+    }
+
+    async fn get_invocations_to_start(
+        &self,
+        runner_id: &RunnerId,
+        max: usize,
+        execution_context: Option<&str>,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        self.pick(runner_id, max, Some(execution_context.unwrap_or_default()))
+            .await
+    }
+
+    async fn set_status(
+        &self,
+        id: &InvocationId,
+        status: InvocationStatus,
+        actor: &RunnerId,
+        execution_context: Option<&str>,
+    ) -> Result<StatusRecord> {
+        let args = [
+            bytes(id.as_str()),
+            bytes(status.as_str()),
+            bytes(actor.as_str()),
+            opt_bytes(execution_context),
+        ];
+        let v = self.script(&scripts().set_status, &args).await?;
+        let parts = as_list(&v);
+        let st = parts.first().and_then(as_string).unwrap_or_default();
+        Ok(StatusRecord {
+            status: self.parse_status(id, &st)?,
+            owner: parts.get(1).and_then(as_string).map(RunnerId::from),
+        })
+    }
+
+    async fn finish(
+        &self,
+        id: &InvocationId,
+        runner_id: &RunnerId,
+        outcome: RunOutcome,
+    ) -> Result<InvocationStatus> {
+        let end = RunEnd {
+            invocation_id: *id,
+            outcome,
+        };
+        let report = self
+            .finish_many_and_start(runner_id, vec![end], 0, None)
+            .await;
+        report
+            .ends
+            .into_iter()
+            .next()
+            .map(EndOutcome::into_result)
+            .unwrap_or_else(|| Err(self.bad_reply("the end of a run got no outcome")))
+    }
+
+    async fn finish_many_and_start(
+        &self,
+        runner_id: &RunnerId,
+        ends: Vec<RunEnd>,
+        max_next: usize,
+        execution_context: Option<&str>,
+    ) -> StepReport {
+        if ends.is_empty() && max_next == 0 {
+            return StepReport::default();
+        }
+        // one `step` script per STEP_ENDS ends (at least one), the last with
+        // the pick-up (see `step.rs`)
+        let mut outcomes = Vec::with_capacity(ends.len());
+        let mut chunks: Vec<&[RunEnd]> = ends.chunks(STEP_ENDS).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        let mut picked = None;
+        for (i, items) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let pick = (last && max_next > 0).then(|| PickUp {
+                max: max_next.min(MAX_PICK),
+                start: Some(execution_context.unwrap_or_default()),
+            });
+            let (step_ends, pick) = self.step(runner_id, items, pick).await;
+            outcomes.extend(step_ends.into_iter().map(|end| match end {
+                Ok(status) => EndOutcome::Recorded(status),
+                Err(e) => EndOutcome::NotRecorded(e),
+            }));
+            picked = pick;
+        }
+        let (next, pick_error) = match picked {
+            None => (Vec::new(), None),
+            Some(Err(e)) => (Vec::new(), Some(e)),
+            Some(Ok(body)) => match self.decode_pick(runner_id, body, true).await {
+                Ok(next) => (next, None),
+                Err(e) => (Vec::new(), Some(e)),
+            },
+        };
+        StepReport {
+            ends: outcomes,
+            next,
+            pick_error,
+        }
+    }
+
+    async fn kill_and_reroute(&self, id: &InvocationId, runner_id: &RunnerId) -> Result<()> {
+        let args = [bytes(id.as_str()), bytes(runner_id.as_str())];
+        self.script(&scripts().kill_reroute, &args)
+            .await
+            .map(|_| ())
+    }
+
+    async fn get_status(&self, id: &InvocationId) -> Result<StatusRecord> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET")
+            .arg(self.invocation_key(id))
+            .arg(&["status", "owner"]);
+        let ((status, owner),): ((Option<String>, Option<String>),) =
+            self.query("HMGET status", &pipe).await?;
+        let status = status.ok_or_else(|| StoreError::not_found(id, ""))?;
+        Ok(StatusRecord {
+            status: self.parse_status(id, &status)?,
+            // a released owner is stored empty
+            owner: owner.filter(|o| !o.is_empty()).map(RunnerId::from),
+        })
+    }
+
+    async fn get_num_retries(&self, id: &InvocationId) -> Result<u32> {
+        let key = self.invocation_key(id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(&key).arg(&["status", "retries"]);
+        let ((status, retries),): ((Option<String>, Option<String>),) =
+            self.query("HMGET retries", &pipe).await?;
+        if status.is_none() {
+            return Err(StoreError::not_found(id, ""));
+        }
+        match retries {
+            None => Ok(0),
+            Some(r) => r
+                .parse()
+                .map_err(|e| crate::decode::corrupt(&key, "retries", e)),
+        }
+    }
+
+    async fn waiting_for_results(
+        &self,
+        waiter: Option<&InvocationId>,
+        waited: &[InvocationId],
+    ) -> Result<()> {
+        if waited.is_empty() {
+            return Ok(());
+        }
+        // chunks keep each script short (a wait is recorded per invocation)
+        for chunk in waited.chunks(WAIT_CHUNK) {
+            let mut args = Vec::with_capacity(chunk.len() + 1);
+            args.push(opt_bytes(waiter.map(InvocationId::as_str)));
+            args.extend(chunk.iter().map(|id| bytes(id.as_str())));
+            self.script(&scripts().wait, &args).await?;
+        }
+        Ok(())
+    }
+
+    async fn promote_scheduled(&self) -> Result<usize> {
+        let v = self
+            .script(&scripts().promote, &[bytes("scheduler")])
+            .await?;
+        Ok(as_int(&v).unwrap_or(0).max(0) as usize)
+    }
+
+    async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let args = [bytes(micros(older_than)), bytes(PURGE_BATCH.to_string())];
+            let v = self.script(&scripts().purge_final, &args).await?;
+            let n = as_int(&v).unwrap_or(0).max(0) as usize;
+            total += n;
+            if n < PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn recover(
+        &self,
+        actor: &RunnerId,
+        dead_after: Duration,
+        max_pending: Duration,
+    ) -> Result<Vec<InvocationId>> {
+        let args = [
+            bytes(actor.as_str()),
+            bytes(micros(dead_after)),
+            bytes(micros(max_pending)),
+        ];
+        let v = self.script(&scripts().recover, &args).await?;
+        as_list(&v)
+            .iter()
+            .filter_map(as_string)
+            .map(|id| {
+                InvocationId::parse(&id)
+                    .map_err(|e| StoreError::bad_id(format!("redis at {}", self.address()), e))
+            })
+            .collect()
+    }
+}

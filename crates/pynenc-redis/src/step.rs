@@ -1,0 +1,129 @@
+//! The runners' step script, `step.lua`: ends of runs and pick-ups. The
+//! script takes any number of each and checks and applies every one on its
+//! own. A runner sends the ends it gathered together with one pick-up for
+//! the slots those ends free (`finish_many_and_start`), so a busy runner
+//! makes one step per batch of ends; a pick-up alone serves slots that were
+//! free, and ends alone a stopping runner.
+
+use redis::Value;
+
+use pynenc_model::{InvocationId, InvocationStatus, RunOutcome, RunnerId};
+use pynenc_store::{Result, RunEnd, StoreError};
+
+use crate::backend::{bytes, RedisBackend};
+use crate::script::{as_list, as_string, scripts, Reply};
+
+/// The most ends one step writes.
+pub(crate) const STEP_ENDS: usize = 256;
+
+/// A pick-up in a step: at most `max`, for `runner`; `start`: also
+/// `RUNNING` with this execution context.
+pub(crate) struct PickUp<'a> {
+    pub max: usize,
+    pub start: Option<&'a str>,
+}
+
+impl RedisBackend {
+    /// One step of `runner`: the ends of runs `items` (at most
+    /// [`STEP_ENDS`]), each with its own result, then the pick-up, if any:
+    /// its raw outcome `{picked, corrupt}`, decoded by the caller.
+    pub(crate) async fn step(
+        &self,
+        runner: &RunnerId,
+        items: &[RunEnd],
+        pick: Option<PickUp<'_>>,
+    ) -> (Vec<Result<InvocationStatus>>, Option<Result<Value>>) {
+        let mut args = Vec::with_capacity(8 + items.len() * 4);
+        args.push(bytes(items.len().to_string()));
+        for end in items {
+            let (kind, payload) = match &end.outcome {
+                RunOutcome::Success(result) => ("S", result.clone()),
+                RunOutcome::Retry(e) => ("R", serde_json::to_string(e).unwrap_or_default()),
+                RunOutcome::Failed(e) => ("F", serde_json::to_string(e).unwrap_or_default()),
+            };
+            args.push(bytes(end.invocation_id.as_str()));
+            args.push(bytes(runner.as_str()));
+            args.push(bytes(kind));
+            args.push(bytes(payload));
+        }
+        match &pick {
+            None => args.push(bytes("0")),
+            Some(p) => {
+                args.push(bytes("1"));
+                args.push(bytes(runner.as_str()));
+                args.push(bytes(p.max.to_string()));
+                args.push(bytes(InvocationId::random().as_str()));
+                args.push(bytes(if p.start.is_some() { "1" } else { "0" }));
+                args.push(bytes(p.start.unwrap_or_default()));
+            }
+        }
+        let (ends, picks) = match self.run_step(&args).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                let ends = items.iter().map(|_| Err(e.clone())).collect();
+                return (ends, pick.map(|_| Err(e)));
+            }
+        };
+        let ends_list = as_list(&ends);
+        let ends = items
+            .iter()
+            .enumerate()
+            .map(|(i, end)| match ends_list.get(i) {
+                // the new status, or {'ERR', failure}
+                Some(Value::Array(f)) => {
+                    Err(self.script_failure(f.get(1).map(as_list).unwrap_or_default()))
+                }
+                Some(v) => match as_string(v) {
+                    Some(status) => self.parse_status(&end.invocation_id, &status),
+                    None => Err(self.no_outcome(&end.invocation_id)),
+                },
+                None => Err(self.no_outcome(&end.invocation_id)),
+            })
+            .collect();
+        (ends, pick.map(|_| self.pick_outcome(picks)))
+    }
+
+    /// The outcome of the one pick-up of a step.
+    fn pick_outcome(&self, picks: Value) -> Result<Value> {
+        match picks {
+            Value::Array(mut picks) if !picks.is_empty() => match picks.swap_remove(0) {
+                Value::Array(mut item) if !item.is_empty() => {
+                    match as_string(&item[0]).as_deref() {
+                        Some("OK") => {
+                            item.remove(0);
+                            Ok(Value::Array(item))
+                        }
+                        _ => Err(self.script_failure(item.get(1).map(as_list).unwrap_or_default())),
+                    }
+                }
+                _ => Err(self.no_pick_outcome()),
+            },
+            _ => Err(self.no_pick_outcome()),
+        }
+    }
+
+    /// Runs `step.lua`; its two parts: the ends' outcomes and the pick-ups'.
+    async fn run_step(&self, args: &[Vec<u8>]) -> Result<(Value, Value)> {
+        let body = match self.run_script(&scripts().step, args, true).await {
+            Err((e, _)) => return Err(e),
+            Ok(Reply { body: Err(f), .. }) => return Err(self.script_failure(&f)),
+            Ok(Reply { body: Ok(v), .. }) => v,
+        };
+        Ok(match body {
+            Value::Array(mut parts) if parts.len() >= 2 => {
+                let picks = parts.pop().unwrap_or(Value::Nil);
+                let ends = parts.pop().unwrap_or(Value::Nil);
+                (ends, picks)
+            }
+            _ => (Value::Nil, Value::Nil),
+        })
+    }
+
+    fn no_outcome(&self, id: &InvocationId) -> StoreError {
+        self.bad_reply(format!("finish returned no outcome for invocation {id}"))
+    }
+
+    fn no_pick_outcome(&self) -> StoreError {
+        self.bad_reply("a pick-up returned no outcome")
+    }
+}

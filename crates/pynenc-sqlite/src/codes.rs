@@ -1,0 +1,45 @@
+//! The stable codes of statuses in the schema.
+//!
+//! The codes are an on-disk format: a status's code is its position in
+//! [`STATUS_CODES`], and never changes (a new status gets the next code).
+//! The partial indexes of `sql/schema.sql` name some of them.
+
+use pynenc_model::InvocationStatus;
+
+/// The statuses by their stable code in the schema (see the crate
+/// documentation): a status's code is its position here.
+const STATUS_CODES: [InvocationStatus; 15] = {
+    use InvocationStatus::*;
+    [
+        Scheduled,
+        Registered,
+        ConcurrencyControlled,
+        ConcurrencyControlledFinal,
+        Rerouted,
+        Pending,
+        PendingRecovery,
+        Running,
+        Paused,
+        Resumed,
+        RunningRecovery,
+        Killed,
+        Retry,
+        Success,
+        Failed,
+    ]
+};
+
+/// The stable code of a status in the schema.
+pub(crate) fn status_code(status: InvocationStatus) -> i64 {
+    STATUS_CODES
+        .iter()
+        .position(|s| *s == status)
+        .map_or(-1, |i| i as i64)
+}
+
+/// The status of a code, if it is one.
+pub(crate) fn status_from_code(code: i64) -> Option<InvocationStatus> {
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| STATUS_CODES.get(i).copied())
+}

@@ -1,0 +1,660 @@
+//! The primitives of [`StoreTxn`] as SQL statements on one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pynenc_model::{
+    CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord, RunnerId,
+    SerializationError, StatusRecord, TaskError, Timestamp,
+};
+use pynenc_store::{OwnedClaim, Result, StoreTxn};
+use rusqlite::params;
+
+use crate::codes::status_code;
+use crate::error::{inv, Key};
+use crate::txn::{limit, Row, SqliteTxn};
+
+/// Deletes every row of an app (`?1`), children first.
+const PURGE_APP: &str = include_str!("sql/purge_app.sql");
+
+impl StoreTxn for SqliteTxn<'_> {
+    fn insert_invocation(
+        &mut self,
+        record: &Arc<InvocationRecord>,
+        status: &StatusRecord,
+    ) -> Result<()> {
+        let id = &record.invocation_id;
+        let op = "inserting an invocation";
+        let key = inv(id);
+        let json = record.to_json()?;
+        // an existing id keeps its rid (and so its history), like a replace of its row
+        let rid: i64 = self
+            .stmt(
+                "INSERT INTO invocations (app, invocation_id, status, owner, status_at_us,
+                     created_at_us, due_at_us, registration_key, running_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (app, invocation_id) DO UPDATE SET
+                     status = excluded.status, owner = excluded.owner,
+                     status_at_us = excluded.status_at_us, created_at_us = excluded.created_at_us,
+                     due_at_us = excluded.due_at_us, registration_key = excluded.registration_key,
+                     running_key = excluded.running_key, retries = 0, waited = 0,
+                     final_at_us = NULL
+                 RETURNING rid",
+                op,
+                key,
+            )?
+            .query_row(
+                params![
+                    self.app(),
+                    id.as_str(),
+                    status_code(status.status),
+                    status.owner.as_deref(),
+                    record.created_at.as_micros(),
+                    record.scheduled_at.map_or(0, Timestamp::as_micros),
+                    record.concurrency.registration_key,
+                    record.concurrency.running_key,
+                ],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        self.exec(
+            "INSERT OR REPLACE INTO records (rid, record) VALUES (?1, ?2)",
+            op,
+            key,
+            params![rid, json],
+        )?;
+        self.rows.insert(
+            *id,
+            Row {
+                rid,
+                status: status.clone(),
+                running_key: record.concurrency.running_key.clone(),
+                waited: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn get_invocation(&mut self, id: &InvocationId) -> Result<Option<Arc<InvocationRecord>>> {
+        let op = "reading an invocation";
+        let key = inv(id);
+        let json: Option<String> = match self.rows.get(id) {
+            Some(row) => self.opt_row(
+                "SELECT record FROM records WHERE rid = ?1",
+                op,
+                key,
+                params![row.rid],
+                |r| r.get(0),
+            )?,
+            None => self.opt_row(
+                "SELECT r.record FROM invocations AS i JOIN records AS r ON r.rid = i.rid
+                 WHERE i.app = ?1 AND i.invocation_id = ?2",
+                op,
+                key,
+                params![self.app(), id.as_str()],
+                |r| r.get(0),
+            )?,
+        };
+        json.map(|j| {
+            InvocationRecord::from_json(&j)
+                .map(Arc::new)
+                .map_err(|e| self.ctx.corrupt(id.as_str(), "record", e))
+        })
+        .transpose()
+    }
+
+    fn get_status(&mut self, id: &InvocationId) -> Result<Option<StatusRecord>> {
+        Ok(self.row(id)?.map(|r| r.status.clone()))
+    }
+
+    fn running_key_of(&mut self, id: &InvocationId) -> Result<Option<String>> {
+        Ok(self.row(id)?.and_then(|r| r.running_key.clone()))
+    }
+
+    /// Time-ordered ids: 14 hexadecimal digits of the creation time in
+    /// microseconds, then 18 random ones (72 random bits). Invocations
+    /// created together have neighbouring keys in the `invocation_id` index.
+    fn new_invocation_id(&mut self) -> InvocationId {
+        let now = u128::try_from(Timestamp::now().as_micros()).unwrap_or(0) & ((1 << 56) - 1);
+        let random = uuid::Uuid::new_v4().as_u128();
+        // the top 48 and the low 24 bits of a v4 UUID are random
+        let random72 = ((random >> 80) << 24) | (random & 0xff_ffff);
+        InvocationId::from_u128((now << 72) | random72)
+    }
+
+    fn put_status(
+        &mut self,
+        id: &InvocationId,
+        status: &StatusRecord,
+        now: Timestamp,
+    ) -> Result<()> {
+        let rid = self.rid_or_not_found(id)?;
+        let final_at = status.status.is_final().then_some(now.as_micros());
+        self.exec(
+            "UPDATE invocations
+             SET status = ?2, owner = ?3, status_at_us = ?4, final_at_us = COALESCE(?5, final_at_us)
+             WHERE rid = ?1",
+            "writing a status",
+            inv(id),
+            params![
+                rid,
+                status_code(status.status),
+                status.owner.as_deref(),
+                now.as_micros(),
+                final_at
+            ],
+        )?;
+        if let Some(row) = self.rows.get_mut(id) {
+            row.status = status.clone();
+        }
+        Ok(())
+    }
+
+    fn append_history(&mut self, entry: HistoryStep<'_>) -> Result<()> {
+        let rid = self.rid_or_not_found(entry.invocation_id)?;
+        let owner = self.opt_name_id(entry.owner.map(RunnerId::as_str))?;
+        let actor = self.name_id(entry.actor)?;
+        let context = self.opt_name_id(entry.execution_context)?;
+        self.exec(
+            "INSERT INTO history (rid, status, owner, actor, timestamp_us, execution_context)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "appending history",
+            inv(entry.invocation_id),
+            params![
+                rid,
+                status_code(entry.status),
+                owner,
+                actor,
+                entry.timestamp.as_micros(),
+                context
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn get_history(&mut self, id: &InvocationId) -> Result<Vec<HistoryEntry>> {
+        let rid = self.rid_or_not_found(id)?;
+        let op = "reading history";
+        let key = inv(id);
+        let mut stmt = self.stmt(
+            "SELECT h.status, o.name, a.name, h.timestamp_us, c.name FROM history AS h
+             LEFT JOIN names AS o ON o.name_id = h.owner
+             LEFT JOIN names AS a ON a.name_id = h.actor
+             LEFT JOIN names AS c ON c.name_id = h.execution_context
+             WHERE h.rid = ?1 ORDER BY h.seq",
+            op,
+            key,
+        )?;
+        let rows = stmt
+            .query_map(params![rid], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .map_err(|e| self.ctx.err(e, op, key))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (status, owner, actor, timestamp_us, execution_context) =
+                row.map_err(|e| self.ctx.err(e, op, key))?;
+            out.push(HistoryEntry {
+                invocation_id: *id,
+                status: self.parse_status(id.as_str(), status)?,
+                owner: owner.map(RunnerId::from),
+                actor: RunnerId::from(actor.unwrap_or_default()),
+                timestamp: Timestamp::from_micros(timestamp_us),
+                execution_context,
+            });
+        }
+        Ok(out)
+    }
+
+    fn get_retries(&mut self, id: &InvocationId) -> Result<u32> {
+        let n: Option<i64> = self.opt_row(
+            "SELECT retries FROM invocations WHERE app = ?1 AND invocation_id = ?2",
+            "reading retries",
+            inv(id),
+            params![self.app(), id.as_str()],
+            |r| r.get(0),
+        )?;
+        let n = n.ok_or_else(|| self.ctx.not_found(id))?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    fn increment_retries(&mut self, id: &InvocationId) -> Result<u32> {
+        let n: Option<i64> = self.opt_row(
+            "UPDATE invocations SET retries = retries + 1
+                 WHERE app = ?1 AND invocation_id = ?2 RETURNING retries",
+            "counting a retry",
+            inv(id),
+            params![self.app(), id.as_str()],
+            |r| r.get(0),
+        )?;
+        let n = n.ok_or_else(|| self.ctx.not_found(id))?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()> {
+        let rid = self.rid_or_not_found(id)?;
+        self.exec(
+            "INSERT INTO outcomes (rid, result) VALUES (?1, ?2)
+             ON CONFLICT (rid) DO UPDATE SET result = excluded.result",
+            "storing a result",
+            inv(id),
+            params![rid, result],
+        )?;
+        Ok(())
+    }
+
+    fn set_error(&mut self, id: &InvocationId, error: &TaskError) -> Result<()> {
+        let rid = self.rid_or_not_found(id)?;
+        let json = serde_json::to_string(error).map_err(|e| {
+            SerializationError::serialize(format_args!("error of invocation {id}"), e)
+        })?;
+        self.exec(
+            "INSERT INTO outcomes (rid, error) VALUES (?1, ?2)
+             ON CONFLICT (rid) DO UPDATE SET error = excluded.error",
+            "storing an error",
+            inv(id),
+            params![rid, json],
+        )?;
+        Ok(())
+    }
+
+    fn get_outcome(&mut self, id: &InvocationId) -> Result<Option<InvocationOutcome>> {
+        let row: Option<(i64, Option<String>, Option<String>)> = self.opt_row(
+            "SELECT i.status, o.result, o.error FROM invocations AS i
+                 LEFT JOIN outcomes AS o ON o.rid = i.rid
+                 WHERE i.app = ?1 AND i.invocation_id = ?2",
+            "reading an outcome",
+            inv(id),
+            params![self.app(), id.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        row.map(|(status, result, error)| {
+            let error = error
+                .map(|j| {
+                    serde_json::from_str::<TaskError>(&j)
+                        .map_err(|e| self.ctx.corrupt(id.as_str(), "error", e))
+                })
+                .transpose()?;
+            Ok(InvocationOutcome {
+                status: self.parse_status(id.as_str(), status)?,
+                result,
+                error,
+            })
+        })
+        .transpose()
+    }
+
+    fn list_invocation_ids(&mut self) -> Result<Vec<InvocationId>> {
+        self.ids(
+            "SELECT invocation_id FROM invocations WHERE app = ?1 ORDER BY rid",
+            "listing invocations",
+            Key::None,
+            params![self.app()],
+        )
+    }
+
+    fn find_registered(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {
+        Ok(self
+            .ids(
+                "SELECT invocation_id FROM invocations
+                 WHERE app = ?1 AND registration_key = ?2 AND status = 1
+                 ORDER BY created_at_us, rid LIMIT 1",
+                "looking up a registration key",
+                Key::Of("key", registration_key),
+                params![self.app(), registration_key],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn running_key_in_use(&mut self, running_key: &str) -> Result<bool> {
+        let op = "looking up a running key";
+        let key = Key::Of("key", running_key);
+        self.stmt(
+            "SELECT EXISTS (SELECT 1 FROM invocations WHERE app = ?1 AND running_key = ?2
+                 AND status IN (5, 7, 8, 9))",
+            op,
+            key,
+        )?
+        .query_row(params![self.app(), running_key], |r| r.get(0))
+        .map_err(|e| self.ctx.err(e, op, key))
+    }
+
+    fn park_controlled(&mut self, running_key: &str, id: &InvocationId) -> Result<()> {
+        self.exec(
+            "INSERT INTO controlled (app, running_key, invocation_id) VALUES (?1, ?2, ?3)",
+            "parking an invocation",
+            inv(id),
+            params![self.app(), running_key, id.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn take_controlled(&mut self, running_key: &str) -> Result<Vec<InvocationId>> {
+        self.seq_ids(
+            "DELETE FROM controlled WHERE app = ?1 AND running_key = ?2
+             RETURNING seq, invocation_id",
+            "taking parked invocations",
+            Key::Of("key", running_key),
+            params![self.app(), running_key],
+        )
+    }
+
+    fn enqueue(&mut self, id: &InvocationId) -> Result<()> {
+        self.exec(
+            "INSERT INTO queue (app, seq, invocation_id)
+             VALUES (?1, COALESCE((SELECT seq FROM queue WHERE app = ?1 ORDER BY seq DESC LIMIT 1), 0) + 1, ?2)",
+            "queueing",
+            inv(id),
+            params![self.app(), id.as_str()],
+        )?;
+        self.effects.enqueued = true;
+        Ok(())
+    }
+
+    fn enqueue_front(&mut self, id: &InvocationId) -> Result<()> {
+        self.exec(
+            "INSERT INTO queue (app, seq, invocation_id)
+             VALUES (?1, COALESCE((SELECT seq FROM queue WHERE app = ?1 ORDER BY seq ASC LIMIT 1), 0) - 1, ?2)",
+            "queueing at the head",
+            inv(id),
+            params![self.app(), id.as_str()],
+        )?;
+        self.effects.enqueued = true;
+        Ok(())
+    }
+
+    fn dequeue(&mut self, max: usize) -> Result<Vec<InvocationId>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.seq_ids(
+            "DELETE FROM queue WHERE app = ?1 AND seq IN
+                 (SELECT seq FROM queue WHERE app = ?1 ORDER BY seq LIMIT ?2)
+             RETURNING seq, invocation_id",
+            "taking from the queue",
+            Key::None,
+            params![self.app(), limit(max)],
+        )
+    }
+
+    fn queue_len(&mut self) -> Result<usize> {
+        let op = "counting the queue";
+        let n: i64 = self
+            .stmt("SELECT COUNT(*) FROM queue WHERE app = ?1", op, Key::None)?
+            .query_row(params![self.app()], |r| r.get(0))
+            .map_err(|e| self.ctx.err(e, op, Key::None))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Marks the waited invocations (who waits is not needed by any question
+    /// of the store, so it is not recorded).
+    fn add_waits(&mut self, _waiter: Option<&InvocationId>, waited: &[InvocationId]) -> Result<()> {
+        for id in waited {
+            let Some(row) = self.row(id)? else {
+                continue;
+            };
+            if row.waited {
+                continue;
+            }
+            row.waited = true;
+            let rid = row.rid;
+            self.exec(
+                "UPDATE invocations SET waited = 1 WHERE rid = ?1",
+                "recording a wait",
+                inv(id),
+                params![rid],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn blocking_candidates(&mut self, max: usize) -> Result<Vec<InvocationId>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.ids(
+            "SELECT invocation_id FROM invocations
+             WHERE app = ?1 AND waited = 1 AND status IN (1, 4, 12)
+             ORDER BY created_at_us, rid LIMIT ?2",
+            "finding waited invocations",
+            Key::None,
+            params![self.app(), limit(max)],
+        )
+    }
+
+    fn release_waited(&mut self, waited: &InvocationId) -> Result<()> {
+        let Some(row) = self.row(waited)? else {
+            return Ok(());
+        };
+        if !row.waited {
+            return Ok(());
+        }
+        row.waited = false;
+        let rid = row.rid;
+        self.exec(
+            "UPDATE invocations SET waited = 0 WHERE rid = ?1",
+            "releasing waits",
+            inv(waited),
+            params![rid],
+        )?;
+        Ok(())
+    }
+
+    fn add_edge(
+        &mut self,
+        caller_invocation_id: &InvocationId,
+        caller_call_id: &CallId,
+        callee_call_id: &CallId,
+    ) -> Result<()> {
+        self.exec(
+            "INSERT INTO edges (app, caller_invocation_id, caller_call_id, callee_call_id)
+             VALUES (?1, ?2, ?3, ?4)",
+            "recording a call edge",
+            inv(caller_invocation_id),
+            params![
+                self.app(),
+                caller_invocation_id.as_str(),
+                caller_call_id.as_str(),
+                callee_call_id.as_str()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn callees_of(&mut self, call_id: &CallId) -> Result<Vec<CallId>> {
+        Ok(self
+            .texts(
+                "SELECT DISTINCT callee_call_id FROM edges WHERE app = ?1 AND caller_call_id = ?2",
+                "reading call edges",
+                Key::Of("call", call_id),
+                params![self.app(), call_id.as_str()],
+            )?
+            .into_iter()
+            .map(CallId::from)
+            .collect())
+    }
+
+    fn remove_edges_of(&mut self, caller_invocation_id: &InvocationId) -> Result<()> {
+        self.exec(
+            "DELETE FROM edges WHERE app = ?1 AND caller_invocation_id = ?2",
+            "removing call edges",
+            inv(caller_invocation_id),
+            params![self.app(), caller_invocation_id.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn due_scheduled(&mut self, now: Timestamp, max: usize) -> Result<Vec<InvocationId>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.ids(
+            "SELECT invocation_id FROM invocations
+             WHERE app = ?1 AND status = 0 AND due_at_us <= ?2
+             ORDER BY due_at_us, rid LIMIT ?3",
+            "finding due scheduled invocations",
+            Key::None,
+            params![self.app(), now.as_micros(), limit(max)],
+        )
+    }
+
+    fn final_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<InvocationId>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.ids(
+            "SELECT invocation_id FROM invocations
+             WHERE app = ?1 AND final_at_us < ?2
+             ORDER BY final_at_us, rid LIMIT ?3",
+            "finding final invocations",
+            Key::None,
+            params![self.app(), before.as_micros(), limit(max)],
+        )
+    }
+
+    fn delete_invocation(&mut self, id: &InvocationId) -> Result<()> {
+        let Some(rid) = self.rid(id)? else {
+            return Ok(());
+        };
+        let op = "deleting an invocation";
+        let key = inv(id);
+        for sql in [
+            "DELETE FROM records WHERE rid = ?1",
+            "DELETE FROM outcomes WHERE rid = ?1",
+            "DELETE FROM history WHERE rid = ?1",
+            "DELETE FROM invocations WHERE rid = ?1",
+        ] {
+            self.exec(sql, op, key, params![rid])?;
+        }
+        self.exec(
+            "DELETE FROM edges WHERE app = ?1 AND caller_invocation_id = ?2",
+            op,
+            key,
+            params![self.app(), id.as_str()],
+        )?;
+        self.rows.remove(id);
+        self.effects.finals.push(*id);
+        Ok(())
+    }
+
+    fn purge(&mut self) -> Result<()> {
+        let key = Key::Of("app", &self.ctx.app_id);
+        let statements = PURGE_APP
+            .split(';')
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.trim_start().starts_with("--"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .filter(|s| !s.trim().is_empty());
+        for sql in statements {
+            self.exec(&sql, "purging the app", key, params![self.app()])?;
+        }
+        self.rows.clear();
+        self.effects.purged = true;
+        Ok(())
+    }
+
+    fn put_heartbeat(&mut self, runner_id: &RunnerId, now: Timestamp) -> Result<()> {
+        self.exec(
+            "INSERT INTO heartbeats (app, runner_id, beat_us) VALUES (?1, ?2, ?3)
+             ON CONFLICT (app, runner_id) DO UPDATE SET beat_us = excluded.beat_us",
+            "recording a heartbeat",
+            Key::Of("runner", runner_id),
+            params![self.app(), runner_id.as_str(), now.as_micros()],
+        )?;
+        Ok(())
+    }
+
+    fn get_heartbeat(&mut self, runner_id: &RunnerId) -> Result<Option<Timestamp>> {
+        let beat: Option<i64> = self.opt_row(
+            "SELECT beat_us FROM heartbeats WHERE app = ?1 AND runner_id = ?2",
+            "reading a heartbeat",
+            Key::Of("runner", runner_id),
+            params![self.app(), runner_id.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(beat.map(Timestamp::from_micros))
+    }
+
+    fn remove_heartbeat(&mut self, runner_id: &RunnerId) -> Result<()> {
+        self.exec(
+            "DELETE FROM heartbeats WHERE app = ?1 AND runner_id = ?2",
+            "removing a heartbeat",
+            Key::Of("runner", runner_id),
+            params![self.app(), runner_id.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn owned_claims_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<OwnedClaim>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let op = "finding claimed invocations";
+        let mut stmt = self.stmt(
+            "SELECT invocation_id, status, owner, status_at_us FROM invocations
+             WHERE app = ?1 AND status IN (5, 7, 8, 9) AND status_at_us < ?2
+             ORDER BY status_at_us, rid LIMIT ?3",
+            op,
+            Key::None,
+        )?;
+        let rows = stmt
+            .query_map(params![self.app(), before.as_micros(), limit(max)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(|e| self.ctx.err(e, op, Key::None))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, status, owner, at) = row.map_err(|e| self.ctx.err(e, op, Key::None))?;
+            out.push(OwnedClaim {
+                invocation_id: self.parse_id(&id)?,
+                status: self.status_record(&id, status, owner)?,
+                since: Timestamp::from_micros(at),
+            });
+        }
+        Ok(out)
+    }
+
+    fn try_lease(
+        &mut self,
+        name: &str,
+        holder: &RunnerId,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let changed = self.exec(
+            "INSERT INTO leases (app, name, holder, expires_us) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (app, name) DO UPDATE
+                 SET holder = excluded.holder, expires_us = excluded.expires_us
+                 WHERE leases.holder = excluded.holder OR leases.expires_us <= ?5",
+            "taking a lease",
+            Key::Of("lease", name),
+            params![
+                self.app(),
+                name,
+                holder.as_str(),
+                (now + ttl).as_micros(),
+                now.as_micros()
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn on_final(&mut self, id: &InvocationId) {
+        self.effects.finals.push(*id);
+    }
+}

@@ -1,0 +1,308 @@
+//! [`TxnBackend`]: any [`AtomicStore`] as broker, orchestrator, state backend
+//! and coordination.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use pynenc_model::{
+    HistoryEntry, InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus,
+    RouteOutcome, RouteRequest, RunOutcome, RunnerId, Serializer, StatusRecord, Timestamp,
+};
+
+use crate::atomic::AtomicStore;
+use crate::components::{Broker, Coordination, Orchestrator, RunEnd, StateBackend, StepReport};
+use crate::engine;
+use crate::error::{Result, StoreError};
+
+/// Exposes an [`AtomicStore`] as the four components of an app; every
+/// method is one atomic section running the shared [`engine`] rules.
+pub struct TxnBackend<S> {
+    store: Arc<S>,
+    serializer: Serializer,
+}
+
+impl<S> Clone for TxnBackend<S> {
+    fn clone(&self) -> Self {
+        TxnBackend {
+            store: self.store.clone(),
+            serializer: self.serializer,
+        }
+    }
+}
+
+impl<S: AtomicStore> TxnBackend<S> {
+    /// Wraps a store; `serializer` renders argument differences and cycles.
+    pub fn new(store: Arc<S>, serializer: Serializer) -> Self {
+        TxnBackend { store, serializer }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> Broker for TxnBackend<S> {
+    async fn queue_len(&self) -> Result<usize> {
+        self.store.atomic(|t| t.queue_len()).await
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> StateBackend for TxnBackend<S> {
+    async fn get_invocation(&self, id: &InvocationId) -> Result<InvocationRecord> {
+        let id = *id;
+        self.store
+            .atomic(move |t| {
+                t.get_invocation(&id)?
+                    .map(|r| (*r).clone())
+                    .ok_or_else(|| StoreError::not_found(&id, ""))
+            })
+            .await
+    }
+
+    async fn get_history(&self, id: &InvocationId) -> Result<Vec<HistoryEntry>> {
+        let id = *id;
+        self.store.atomic(move |t| t.get_history(&id)).await
+    }
+
+    async fn get_outcomes(&self, ids: &[InvocationId]) -> Result<Vec<InvocationOutcome>> {
+        if let Ok(out) = self
+            .store
+            .atomic_inline((), |t, ()| engine::outcomes(t, ids))
+        {
+            return out;
+        }
+        let ids = ids.to_vec();
+        self.store.atomic(move |t| engine::outcomes(t, &ids)).await
+    }
+
+    async fn list_invocation_ids(&self) -> Result<Vec<InvocationId>> {
+        self.store.atomic(|t| t.list_invocation_ids()).await
+    }
+
+    async fn purge(&self) -> Result<()> {
+        self.store.atomic(|t| t.purge()).await
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
+    fn batches_finishes(&self) -> bool {
+        self.store.batching_pays()
+    }
+
+    async fn route_calls(&self, requests: Vec<RouteRequest>) -> Result<Vec<RouteOutcome>> {
+        let serializer = self.serializer;
+        self.store
+            .atomic(move |t| engine::route(t, requests, serializer, Timestamp::now()))
+            .await
+    }
+
+    async fn get_invocations_to_run(
+        &self,
+        runner_id: &RunnerId,
+        max: usize,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        let runner = runner_id.clone();
+        self.store
+            .atomic(move |t| engine::pick(t, &runner, max, Timestamp::now()))
+            .await
+    }
+
+    async fn get_invocations_to_start(
+        &self,
+        runner_id: &RunnerId,
+        max: usize,
+        execution_context: Option<&str>,
+    ) -> Result<Vec<Arc<InvocationRecord>>> {
+        let runner = runner_id.clone();
+        let context = execution_context.map(str::to_string);
+        self.store
+            .atomic(move |t| {
+                engine::pick_and_start(t, &runner, max, context.as_deref(), Timestamp::now())
+            })
+            .await
+    }
+
+    async fn set_status(
+        &self,
+        id: &InvocationId,
+        status: InvocationStatus,
+        actor: &RunnerId,
+        execution_context: Option<&str>,
+    ) -> Result<StatusRecord> {
+        let id = *id;
+        let actor = actor.clone();
+        let context = execution_context.map(str::to_string);
+        self.store
+            .atomic(move |t| {
+                engine::transition(t, &id, status, &actor, context.as_deref(), Timestamp::now())
+            })
+            .await
+    }
+
+    async fn finish(
+        &self,
+        id: &InvocationId,
+        runner_id: &RunnerId,
+        outcome: RunOutcome,
+    ) -> Result<InvocationStatus> {
+        let id = *id;
+        let runner = runner_id.clone();
+        self.store
+            .atomic(move |t| engine::finish(t, &id, &runner, outcome, Timestamp::now()))
+            .await
+    }
+
+    async fn finish_many_and_start(
+        &self,
+        runner_id: &RunnerId,
+        ends: Vec<RunEnd>,
+        max_next: usize,
+        execution_context: Option<&str>,
+    ) -> StepReport {
+        let n = ends.len();
+        // an in-process store runs the section on the caller's values
+        let inline = self.store.atomic_inline(ends, |t, ends| {
+            engine::finish_many_and_start(
+                t,
+                runner_id,
+                ends,
+                max_next,
+                execution_context,
+                Timestamp::now(),
+            )
+        });
+        let out = match inline {
+            Ok(out) => out,
+            Err(ends) => {
+                let runner = runner_id.clone();
+                let context = execution_context.map(str::to_string);
+                self.store
+                    .atomic(move |t| {
+                        engine::finish_many_and_start(
+                            t,
+                            &runner,
+                            ends,
+                            max_next,
+                            context.as_deref(),
+                            Timestamp::now(),
+                        )
+                    })
+                    .await
+            }
+        };
+        out.unwrap_or_else(|e| StepReport::failed(n, e))
+    }
+
+    async fn kill_and_reroute(&self, id: &InvocationId, runner_id: &RunnerId) -> Result<()> {
+        let id = *id;
+        let runner = runner_id.clone();
+        self.store
+            .atomic(move |t| engine::kill_and_reroute(t, &id, &runner, Timestamp::now()))
+            .await
+    }
+
+    async fn get_status(&self, id: &InvocationId) -> Result<StatusRecord> {
+        let id = *id;
+        self.store
+            .atomic(move |t| {
+                t.get_status(&id)?
+                    .ok_or_else(|| StoreError::not_found(&id, ""))
+            })
+            .await
+    }
+
+    async fn get_num_retries(&self, id: &InvocationId) -> Result<u32> {
+        let id = *id;
+        self.store.atomic(move |t| t.get_retries(&id)).await
+    }
+
+    async fn waiting_for_results(
+        &self,
+        waiter: Option<&InvocationId>,
+        waited: &[InvocationId],
+    ) -> Result<()> {
+        let waiter = waiter.copied();
+        let waited = waited.to_vec();
+        self.store
+            .atomic(move |t| engine::waiting_for_results(t, waiter.as_ref(), &waited))
+            .await
+    }
+
+    async fn promote_scheduled(&self) -> Result<usize> {
+        self.store
+            .atomic(|t| {
+                engine::promote_scheduled(t, &RunnerId::from("scheduler"), Timestamp::now())
+            })
+            .await
+    }
+
+    async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
+        let before = Timestamp::now() - older_than;
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .atomic(move |t| engine::auto_purge(t, before, engine::PURGE_BATCH))
+                .await?;
+            total += n;
+            if n < engine::PURGE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn recover(
+        &self,
+        actor: &RunnerId,
+        dead_after: Duration,
+        max_pending: Duration,
+    ) -> Result<Vec<InvocationId>> {
+        let actor = actor.clone();
+        self.store
+            .atomic(move |t| engine::recover(t, &actor, Timestamp::now(), dead_after, max_pending))
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> Coordination for TxnBackend<S> {
+    async fn heartbeat(&self, runner_id: &RunnerId) -> Result<()> {
+        let runner = runner_id.clone();
+        self.store
+            .atomic(move |t| t.put_heartbeat(&runner, Timestamp::now()))
+            .await
+    }
+
+    async fn remove_heartbeat(&self, runner_id: &RunnerId) -> Result<()> {
+        let runner = runner_id.clone();
+        self.store
+            .atomic(move |t| t.remove_heartbeat(&runner))
+            .await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &RunnerId, ttl: Duration) -> Result<bool> {
+        let name = name.to_string();
+        let holder = holder.clone();
+        self.store
+            .atomic(move |t| t.try_lease(&name, &holder, Timestamp::now(), ttl))
+            .await
+    }
+
+    fn work_epoch(&self) -> u64 {
+        self.store.work_epoch()
+    }
+
+    async fn wait_for_work(&self, epoch: u64, timeout: Duration) {
+        self.store.wait_for_work(epoch, timeout).await
+    }
+
+    async fn wait_final(&self, ids: &[InvocationId]) -> Result<()> {
+        self.store.wait_final(ids).await
+    }
+}

@@ -1,0 +1,40 @@
+//! Coordination: heartbeats, leases and wake-ups.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use pynenc_model::{InvocationId, RunnerId};
+
+use crate::error::Result;
+
+/// What runners tell each other, and how waiting code is woken instead of
+/// polling.
+#[async_trait]
+pub trait Coordination: Send + Sync {
+    /// Records that `runner_id` is alive now (runners call it every
+    /// `heartbeat_interval_seconds`).
+    async fn heartbeat(&self, runner_id: &RunnerId) -> Result<()>;
+
+    /// Forgets a runner's heartbeat (on a clean stop).
+    async fn remove_heartbeat(&self, runner_id: &RunnerId) -> Result<()>;
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`; returns
+    /// whether `holder` holds it. Only one holder at a time.
+    async fn try_lease(&self, name: &str, holder: &RunnerId, ttl: Duration) -> Result<bool>;
+
+    /// A counter that changes whenever work may have become available.
+    fn work_epoch(&self) -> u64;
+
+    /// Resolves when work may be available (the epoch moved past `epoch`) or
+    /// after `timeout`.
+    async fn wait_for_work(&self, epoch: u64, timeout: Duration);
+
+    /// Resolves when every invocation in `ids` is final (woken, not re-asked,
+    /// where the backend can notify).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::StoreError::NotFound`] for an id that does not exist.
+    async fn wait_final(&self, ids: &[InvocationId]) -> Result<()>;
+}

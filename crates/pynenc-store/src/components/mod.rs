@@ -1,0 +1,60 @@
+//! The components of an app, each a trait holding what its concept owns:
+//!
+//! - [`Broker`]: the queue of invocation ids;
+//! - [`Orchestrator`]: statuses and their owners, routing, pick-up, the ends
+//!   of runs, blocking and cycle control, retries, scheduled calls, auto purge
+//!   and recovery;
+//! - [`StateBackend`]: what is remembered of every invocation (records,
+//!   history, results, errors), and the one purge of an app;
+//! - [`Coordination`]: what runners tell each other (heartbeats, leases)
+//!   and the wake-ups that spare them polling.
+//!
+//! Every method that changes state is one atomic step in the backend. A
+//! backend usually implements all four on one object ([`Components::of`]);
+//! [`crate::TxnBackend`] does so for any [`crate::AtomicStore`].
+
+mod broker;
+mod coordination;
+mod orchestrator;
+mod state_backend;
+
+use std::sync::Arc;
+
+pub use broker::Broker;
+pub use coordination::Coordination;
+pub use orchestrator::{EndOutcome, Orchestrator, RunEnd, StepReport};
+pub use state_backend::StateBackend;
+
+/// The four components an app works with.
+#[derive(Clone)]
+pub struct Components {
+    /// The queue of invocation ids.
+    pub broker: Arc<dyn Broker>,
+    /// Statuses, routing, pick-up and the control features.
+    pub orchestrator: Arc<dyn Orchestrator>,
+    /// Records, history, results and errors.
+    pub state_backend: Arc<dyn StateBackend>,
+    /// Heartbeats, leases and wake-ups.
+    pub coordination: Arc<dyn Coordination>,
+}
+
+impl Components {
+    /// The components of one backend object that is all four at once.
+    pub fn of<B>(backend: Arc<B>) -> Self
+    where
+        B: Broker + Orchestrator + StateBackend + Coordination + 'static,
+    {
+        Components {
+            broker: backend.clone(),
+            orchestrator: backend.clone(),
+            state_backend: backend.clone(),
+            coordination: backend,
+        }
+    }
+}
+
+impl std::fmt::Debug for Components {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Components")
+    }
+}

@@ -1,0 +1,194 @@
+//! The orchestrator: statuses and their owners, and every step that changes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use pynenc_model::{
+    InvocationId, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest, RunOutcome,
+    RunnerId, StatusRecord,
+};
+
+use crate::error::{Result, StoreError};
+
+/// The end of one run, as a runner reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnd {
+    /// The invocation that ran.
+    pub invocation_id: InvocationId,
+    /// How the run ended.
+    pub outcome: RunOutcome,
+}
+
+/// What became of one [`RunEnd`] in a step.
+#[derive(Debug, Clone)]
+pub enum EndOutcome {
+    /// The end was recorded: the invocation is now in this status.
+    Recorded(InvocationStatus),
+    /// The end was not recorded, and why; nothing was written for it. A
+    /// refusal ([`StoreError::is_refused_finish`]) means the invocation moved
+    /// on meanwhile (it was killed or recovered).
+    NotRecorded(StoreError),
+}
+
+impl EndOutcome {
+    /// The outcome as a `Result`.
+    pub fn into_result(self) -> Result<InvocationStatus> {
+        match self {
+            EndOutcome::Recorded(status) => Ok(status),
+            EndOutcome::NotRecorded(e) => Err(e),
+        }
+    }
+}
+
+/// What a step that ends runs and takes the next invocations did
+/// ([`Orchestrator::finish_many_and_start`]).
+#[derive(Debug, Clone, Default)]
+pub struct StepReport {
+    /// One outcome per end, in the order given.
+    pub ends: Vec<EndOutcome>,
+    /// The invocations taken next, already `RUNNING` for the runner.
+    pub next: Vec<Arc<InvocationRecord>>,
+    /// Why nothing was taken next, when the pick-up failed.
+    pub pick_error: Option<StoreError>,
+}
+
+impl StepReport {
+    /// The report of a step that failed as a whole: no end was recorded
+    /// and nothing was taken.
+    pub fn failed(ends: usize, error: StoreError) -> Self {
+        StepReport {
+            ends: (0..ends)
+                .map(|_| EndOutcome::NotRecorded(error.clone()))
+                .collect(),
+            next: Vec::new(),
+            pick_error: Some(error),
+        }
+    }
+}
+
+/// Coordinates invocations. Every method is one atomic step in the backend.
+#[async_trait]
+pub trait Orchestrator: Send + Sync {
+    /// Routes calls: registration concurrency (reuse or raise), cycle
+    /// control, then a new invocation `REGISTERED` (or `SCHEDULED`) and
+    /// queued. The outcomes are in request order.
+    ///
+    /// # Errors
+    ///
+    /// The first refused call ([`StoreError::Cycle`],
+    /// [`StoreError::RegistrationConflict`]) fails the batch; the calls
+    /// before it in the batch were routed.
+    async fn route_calls(&self, requests: Vec<RouteRequest>) -> Result<Vec<RouteOutcome>>;
+
+    /// Up to `max` invocations for `runner_id`: first those others wait on
+    /// (oldest first), then the queue; each passes running concurrency and is
+    /// set `PENDING` with `runner_id` as owner.
+    async fn get_invocations_to_run(
+        &self,
+        runner_id: &RunnerId,
+        max: usize,
+    ) -> Result<Vec<Arc<InvocationRecord>>>;
+
+    /// [`Orchestrator::get_invocations_to_run`], then `RUNNING` for each
+    /// picked invocation in the same atomic step (the history records both
+    /// `PENDING` and `RUNNING`): for runners that start what they pick at once.
+    async fn get_invocations_to_start(
+        &self,
+        runner_id: &RunnerId,
+        max: usize,
+        execution_context: Option<&str>,
+    ) -> Result<Vec<Arc<InvocationRecord>>>;
+
+    /// One status transition by `actor`, checked against the state machine
+    /// and recorded.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Transition`] when the state machine refuses it (nothing changes).
+    async fn set_status(
+        &self,
+        invocation_id: &InvocationId,
+        status: InvocationStatus,
+        actor: &RunnerId,
+        execution_context: Option<&str>,
+    ) -> Result<StatusRecord>;
+
+    /// Ends a run: stores the result or error, sets `SUCCESS`, `FAILED` or
+    /// `RETRY` (queued again), releases waiters, cleans cycle edges and
+    /// re-routes invocations held by running concurrency.
+    ///
+    /// # Errors
+    ///
+    /// A refusal ([`StoreError::is_refused_finish`]) when the invocation was
+    /// killed or recovered meanwhile; nothing was written.
+    async fn finish(
+        &self,
+        invocation_id: &InvocationId,
+        runner_id: &RunnerId,
+        outcome: RunOutcome,
+    ) -> Result<InvocationStatus>;
+
+    /// Ends several runs of one runner (each checked on its own: a refused
+    /// end does not stop the others), then takes up to `max_next`
+    /// invocations for it, `RUNNING` at once, in one step where the backend
+    /// can (one lock, one transaction, one round trip): the runner slots that
+    /// end their runs take their next invocations.
+    async fn finish_many_and_start(
+        &self,
+        runner_id: &RunnerId,
+        ends: Vec<RunEnd>,
+        max_next: usize,
+        execution_context: Option<&str>,
+    ) -> StepReport;
+
+    /// Whether ending several runs in one step saves work (one transaction
+    /// or round trip instead of several): runners then gather the ends that
+    /// come in while a step is in flight. When it does not (the in-process
+    /// backend), each run ends in a step of its own.
+    fn batches_finishes(&self) -> bool {
+        true
+    }
+
+    /// Stops an owned invocation: `KILLED` then `REROUTED`, at the head of the queue.
+    async fn kill_and_reroute(
+        &self,
+        invocation_id: &InvocationId,
+        runner_id: &RunnerId,
+    ) -> Result<()>;
+
+    /// The current status and owner.
+    async fn get_status(&self, invocation_id: &InvocationId) -> Result<StatusRecord>;
+
+    /// How many times the invocation was retried.
+    async fn get_num_retries(&self, invocation_id: &InvocationId) -> Result<u32>;
+
+    /// Records that `waiter` (or an external caller, `None`) waits for
+    /// `waited`: the waited invocations are picked before queued work
+    /// (blocking control). Invocations already final are ignored.
+    async fn waiting_for_results(
+        &self,
+        waiter: Option<&InvocationId>,
+        waited: &[InvocationId],
+    ) -> Result<()>;
+
+    /// Registers scheduled invocations that are due; returns how many.
+    async fn promote_scheduled(&self) -> Result<usize>;
+
+    /// Removes final invocations that ended more than `older_than` ago; returns how many.
+    async fn auto_purge(&self, older_than: Duration) -> Result<usize>;
+
+    /// The recovery step: invocations in `PENDING`, `RUNNING`, `PAUSED` or
+    /// `RESUMED` whose claim is older than `dead_after` and whose owner's
+    /// heartbeat is older than `dead_after` (or missing), and `PENDING` ones
+    /// older than `max_pending`, go through `PENDING_RECOVERY` /
+    /// `RUNNING_RECOVERY` to `REROUTED` and are queued again (at the head).
+    /// Returns their ids.
+    async fn recover(
+        &self,
+        actor: &RunnerId,
+        dead_after: Duration,
+        max_pending: Duration,
+    ) -> Result<Vec<InvocationId>>;
+}

@@ -1,0 +1,84 @@
+//! The ends of runs.
+
+use pynenc_model::{InvocationId, InvocationStatus, RunOutcome, RunnerId, Timestamp};
+
+use super::pick::pick_and_start;
+use super::{transition, transition_from};
+use crate::components::{EndOutcome, RunEnd, StepReport};
+use crate::error::{Result, StoreError};
+use crate::txn::StoreTxn;
+
+/// Ends a run (see [`crate::Orchestrator::finish`]).
+pub fn finish(
+    txn: &mut dyn StoreTxn,
+    id: &InvocationId,
+    runner_id: &RunnerId,
+    outcome: RunOutcome,
+    now: Timestamp,
+) -> Result<InvocationStatus> {
+    // check first, so that a refused finish writes nothing
+    let current = txn
+        .get_status(id)?
+        .ok_or_else(|| StoreError::not_found(id, "while finishing it"))?;
+    let to = outcome.status();
+    current
+        .transition(to, runner_id)
+        .map_err(|source| StoreError::Transition {
+            invocation_id: *id,
+            source,
+        })?;
+    match outcome {
+        RunOutcome::Success(result) => txn.set_result(id, result)?,
+        RunOutcome::Retry(error) | RunOutcome::Failed(error) => txn.set_error(id, &error)?,
+    }
+    transition_from(txn, id, &current, to, runner_id, None, now)?;
+    if to == InvocationStatus::Retry {
+        txn.increment_retries(id)?;
+        txn.enqueue(id)?;
+    }
+    Ok(to)
+}
+
+/// [`finish`] for the ends of several runs, each with its own outcome (a
+/// refused one wrote nothing and does not stop the others), then
+/// [`pick_and_start`] for up to `max_next` invocations (see
+/// [`crate::Orchestrator::finish_many_and_start`]). Any other error ends the
+/// section, which then wrote nothing.
+pub fn finish_many_and_start(
+    txn: &mut dyn StoreTxn,
+    runner_id: &RunnerId,
+    ends: Vec<RunEnd>,
+    max_next: usize,
+    execution_context: Option<&str>,
+    now: Timestamp,
+) -> Result<StepReport> {
+    let mut outcomes = Vec::with_capacity(ends.len());
+    for end in ends {
+        outcomes.push(
+            match finish(txn, &end.invocation_id, runner_id, end.outcome, now) {
+                Ok(status) => EndOutcome::Recorded(status),
+                Err(e) if e.is_refused_finish() => EndOutcome::NotRecorded(e),
+                Err(e) => return Err(e),
+            },
+        );
+    }
+    let next = pick_and_start(txn, runner_id, max_next, execution_context, now)?;
+    Ok(StepReport {
+        ends: outcomes,
+        next,
+        pick_error: None,
+    })
+}
+
+/// `KILLED` then `REROUTED`, at the head of the queue.
+pub fn kill_and_reroute(
+    txn: &mut dyn StoreTxn,
+    id: &InvocationId,
+    runner_id: &RunnerId,
+    now: Timestamp,
+) -> Result<()> {
+    transition(txn, id, InvocationStatus::Killed, runner_id, None, now)?;
+    transition(txn, id, InvocationStatus::Rerouted, runner_id, None, now)?;
+    txn.enqueue_front(id)?;
+    Ok(())
+}

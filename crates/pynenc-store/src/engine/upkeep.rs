@@ -1,0 +1,92 @@
+//! Waits, scheduled calls, auto purge and recovery.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pynenc_model::{InvocationId, InvocationStatus, RunnerId, Timestamp};
+
+use super::{not_final, transition, STEP_BATCH};
+use crate::error::Result;
+use crate::txn::StoreTxn;
+
+/// Records waits, ignoring invocations that are already final.
+pub fn waiting_for_results(
+    txn: &mut dyn StoreTxn,
+    waiter: Option<&InvocationId>,
+    waited: &[InvocationId],
+) -> Result<()> {
+    let open = not_final(txn, waited, "while registering a wait for it")?;
+    if !open.is_empty() {
+        txn.add_waits(waiter, &open)?;
+    }
+    Ok(())
+}
+
+/// Registers due scheduled invocations.
+pub fn promote_scheduled(
+    txn: &mut dyn StoreTxn,
+    actor: &RunnerId,
+    now: Timestamp,
+) -> Result<usize> {
+    let due = txn.due_scheduled(now, STEP_BATCH)?;
+    for id in &due {
+        transition(txn, id, InvocationStatus::Registered, actor, None, now)?;
+        txn.enqueue(id)?;
+    }
+    Ok(due.len())
+}
+
+/// Deletes up to `max` final invocations that ended before `before`.
+pub fn auto_purge(txn: &mut dyn StoreTxn, before: Timestamp, max: usize) -> Result<usize> {
+    let old = txn.final_before(before, max)?;
+    for id in &old {
+        txn.delete_invocation(id)?;
+    }
+    Ok(old.len())
+}
+
+/// The recovery step (see [`crate::Orchestrator::recover`]).
+pub fn recover(
+    txn: &mut dyn StoreTxn,
+    actor: &RunnerId,
+    now: Timestamp,
+    dead_after: Duration,
+    max_pending: Duration,
+) -> Result<Vec<InvocationId>> {
+    let claims = txn.owned_claims_before(now - dead_after.min(max_pending), STEP_BATCH)?;
+    let mut recovered = Vec::new();
+    let mut alive: HashMap<RunnerId, bool> = HashMap::new();
+    for claim in claims {
+        let rec = &claim.status;
+        let stuck_pending =
+            rec.status == InvocationStatus::Pending && claim.since < now - max_pending;
+        let lost = claim.since < now - dead_after && {
+            let owner = rec.owner.clone().unwrap_or_else(|| RunnerId::from(""));
+            let owner_alive = match alive.get(&owner) {
+                Some(a) => *a,
+                None => {
+                    let a = txn
+                        .get_heartbeat(&owner)?
+                        .is_some_and(|beat| beat >= now - dead_after);
+                    alive.insert(owner, a);
+                    a
+                }
+            };
+            !owner_alive
+        };
+        if !(stuck_pending || lost) {
+            continue;
+        }
+        let via = if rec.status == InvocationStatus::Pending {
+            InvocationStatus::PendingRecovery
+        } else {
+            InvocationStatus::RunningRecovery
+        };
+        let id = claim.invocation_id;
+        transition(txn, &id, via, actor, None, now)?;
+        transition(txn, &id, InvocationStatus::Rerouted, actor, None, now)?;
+        txn.enqueue_front(&id)?;
+        recovered.push(id);
+    }
+    Ok(recovered)
+}

@@ -1,0 +1,165 @@
+//! What a store step can fail with.
+
+use std::sync::Arc;
+
+use pynenc_model::{
+    CallId, CycleError, InvalidId, InvocationId, SerializationError, TaskId, TransitionError,
+};
+
+/// The error of a store step. Unless a variant says otherwise, a step that
+/// fails changed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// No invocation has this id: it was purged, or never existed.
+    #[error("invocation {invocation_id} not found{}", suffix(.during))]
+    NotFound {
+        /// The id looked for.
+        invocation_id: InvocationId,
+        /// What the step was doing (`while finishing it`), or empty.
+        during: String,
+    },
+    /// The state machine refused a transition: the invocation moved on
+    /// meanwhile (it ended, or was killed or recovered). Read its status again.
+    #[error("invocation {invocation_id}: {source}")]
+    Transition {
+        /// The invocation.
+        invocation_id: InvocationId,
+        /// Why the transition was refused.
+        #[source]
+        source: TransitionError,
+    },
+    /// Cycle control refused a call: it would close a cycle of invocations
+    /// waiting for each other.
+    #[error("cycle detected: {0}")]
+    Cycle(#[from] CycleError),
+    /// Registration concurrency found a registered invocation of the same
+    /// key with other arguments, and the task raises on a difference.
+    #[error("task {task_id} already has registered invocation {existing_invocation_id} with different arguments (new call {new_call_id}):\n{diff}")]
+    RegistrationConflict {
+        /// The task.
+        task_id: TaskId,
+        /// The invocation already registered.
+        existing_invocation_id: InvocationId,
+        /// The call that was refused.
+        new_call_id: CallId,
+        /// The arguments that differ, readable.
+        diff: String,
+    },
+    /// A value could not be serialized or read back.
+    #[error(transparent)]
+    Serialization(#[from] SerializationError),
+    /// Stored data cannot be read: which data, where, and why. The data is
+    /// left as it is; repair or purge it.
+    #[error("corrupt data at {location}: {reason}")]
+    Corrupt {
+        /// The key, row or field.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An option the backend was opened with cannot be used.
+    #[error("{backend} backend: option '{option}': {reason}")]
+    InvalidOption {
+        /// The backend.
+        backend: &'static str,
+        /// The option.
+        option: &'static str,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The backend failed: its server or file could not be reached, or
+    /// refused the operation. The step wrote nothing; it may work later.
+    #[error("{backend} backend: {message}")]
+    Backend {
+        /// The backend (`sqlite`, `redis`, `memory`).
+        backend: &'static str,
+        /// What failed, with the path, address, key or statement involved.
+        message: String,
+        /// The driver's own error, where there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+fn suffix(during: &str) -> String {
+    if during.is_empty() {
+        String::new()
+    } else {
+        format!(" ({during})")
+    }
+}
+
+impl StoreError {
+    /// No invocation `invocation_id`; `during` says during what.
+    pub fn not_found(invocation_id: &InvocationId, during: impl Into<String>) -> Self {
+        StoreError::NotFound {
+            invocation_id: *invocation_id,
+            during: during.into(),
+        }
+    }
+
+    /// A backend failure with a message and no driver error.
+    pub fn backend(backend: &'static str, message: impl Into<String>) -> Self {
+        StoreError::Backend {
+            backend,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A backend failure caused by a driver error.
+    pub fn backend_caused(
+        backend: &'static str,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Backend {
+            backend,
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// Stored data at `location` that cannot be read.
+    pub fn corrupt(location: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        StoreError::Corrupt {
+            location: location.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A stored id that is not an invocation id.
+    pub fn bad_id(location: impl Into<String>, err: InvalidId) -> Self {
+        StoreError::corrupt(location, err)
+    }
+
+    /// The class name of the error, as in the original exception hierarchy
+    /// (`StateBackendError` for the failures of the backend itself).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::NotFound { .. } => "InvocationNotFoundError",
+            StoreError::Transition { .. } => "StatusTransitionError",
+            StoreError::Cycle(_) => pynenc_model::CYCLE_ERROR_KIND,
+            StoreError::RegistrationConflict { .. } => {
+                "InvocationConcurrencyWithDifferentArgumentsError"
+            }
+            StoreError::Serialization(_) => "SerializationError",
+            StoreError::Corrupt { .. }
+            | StoreError::InvalidOption { .. }
+            | StoreError::Backend { .. } => "StateBackendError",
+        }
+    }
+
+    /// Whether a finish was refused before it wrote anything: the
+    /// invocation is gone or no longer in a status its runner may end (it
+    /// was killed or recovered meanwhile).
+    pub fn is_refused_finish(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Transition { .. } | StoreError::NotFound { .. }
+        )
+    }
+}
+
+/// The result of a store step.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

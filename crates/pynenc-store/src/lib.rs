@@ -1,0 +1,41 @@
+//! The pynenc engine: the component traits and every orchestration rule,
+//! written once.
+//!
+//! - [`components`]: the traits an app works with — [`Broker`],
+//!   [`Orchestrator`], [`StateBackend`] and [`Coordination`] — bundled as
+//!   [`Components`].
+//! - [`StoreTxn`]: the primitive reads and writes of a backend, and
+//!   [`AtomicStore`]: a backend that runs a closure over them atomically (one
+//!   lock in memory, one `BEGIN IMMEDIATE` transaction in SQLite).
+//! - [`engine`]: every rule — the state machine, registration and running
+//!   concurrency, blocking and cycle control, retries, purge, recovery —
+//!   once, over [`StoreTxn`].
+//! - [`TxnBackend`]: any [`AtomicStore`] as the four components.
+//!
+//! A backend either implements [`StoreTxn`] and [`AtomicStore`] and gets
+//! every rule from here (memory, SQLite), or implements the component
+//! traits natively (Redis runs each step as one server-side script) and
+//! reuses the engine's shared pieces (errors, cycle descriptions, batch
+//! limits). Either way it passes the same conformance suite.
+//!
+//! Nothing here depends on a backend or on the runtime.
+#![deny(missing_docs)]
+
+mod adapter;
+mod atomic;
+pub mod components;
+pub mod engine;
+mod error;
+mod signal;
+mod txn;
+mod waiters;
+
+pub use adapter::TxnBackend;
+pub use atomic::AtomicStore;
+pub use components::{
+    Broker, Components, Coordination, EndOutcome, Orchestrator, RunEnd, StateBackend, StepReport,
+};
+pub use error::{Result, StoreError};
+pub use signal::WorkSignal;
+pub use txn::{OwnedClaim, StoreTxn};
+pub use waiters::FinalWaiters;

@@ -1,0 +1,151 @@
+//! [`StoreTxn`]: the primitive reads and writes of a backend, run inside one
+//! atomic section.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pynenc_model::{
+    CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord, RunnerId,
+    StatusRecord, TaskError, Timestamp,
+};
+
+use crate::error::Result;
+
+/// An invocation held by a runner, as the recovery step sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedClaim {
+    /// The invocation.
+    pub invocation_id: InvocationId,
+    /// Its status and owner.
+    pub status: StatusRecord,
+    /// When that status was set.
+    pub since: Timestamp,
+}
+
+/// The primitive operations of a backend, run inside one atomic section.
+///
+/// Implementations keep their own indexes consistent in [`StoreTxn::put_status`]
+/// and [`StoreTxn::insert_invocation`]: which invocations are `REGISTERED` per
+/// registration key, which running keys are held by an invocation in
+/// `PENDING`, `RUNNING`, `PAUSED` or `RESUMED`, when an invocation became
+/// final, and which scheduled invocations are due. The rules themselves are
+/// in [`crate::engine`]; a primitive never checks a transition.
+pub trait StoreTxn {
+    /// Stores a new invocation with its first status.
+    fn insert_invocation(
+        &mut self,
+        record: &Arc<InvocationRecord>,
+        status: &StatusRecord,
+    ) -> Result<()>;
+    /// The invocation record, if it exists.
+    fn get_invocation(&mut self, id: &InvocationId) -> Result<Option<Arc<InvocationRecord>>>;
+    /// The current status, if the invocation exists.
+    fn get_status(&mut self, id: &InvocationId) -> Result<Option<StatusRecord>>;
+    /// The running concurrency key of an invocation (`None` if it has none or
+    /// does not exist). The default reads the whole record; a backend that
+    /// stores the key apart overrides it.
+    fn running_key_of(&mut self, id: &InvocationId) -> Result<Option<String>> {
+        Ok(self
+            .get_invocation(id)?
+            .and_then(|record| record.concurrency.running_key.clone()))
+    }
+    /// A fresh, unique invocation id. The default is random; a backend whose
+    /// indexes prefer ids in creation order may return time-ordered ids instead.
+    fn new_invocation_id(&mut self) -> InvocationId {
+        InvocationId::random()
+    }
+    /// Writes a status (already checked by the engine) at time `now`.
+    fn put_status(
+        &mut self,
+        id: &InvocationId,
+        status: &StatusRecord,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Appends to the invocation's history.
+    fn append_history(&mut self, step: HistoryStep<'_>) -> Result<()>;
+    /// The history, oldest first.
+    fn get_history(&mut self, id: &InvocationId) -> Result<Vec<HistoryEntry>>;
+    /// How many times the invocation was retried.
+    fn get_retries(&mut self, id: &InvocationId) -> Result<u32>;
+    /// Adds one retry and returns the new count.
+    fn increment_retries(&mut self, id: &InvocationId) -> Result<u32>;
+    /// Stores the serialized result.
+    fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()>;
+    /// Stores the error.
+    fn set_error(&mut self, id: &InvocationId, error: &TaskError) -> Result<()>;
+    /// Status, result and error.
+    fn get_outcome(&mut self, id: &InvocationId) -> Result<Option<InvocationOutcome>>;
+    /// Every invocation id of the app.
+    fn list_invocation_ids(&mut self) -> Result<Vec<InvocationId>>;
+
+    /// An invocation currently `REGISTERED` with this registration key.
+    fn find_registered(&mut self, registration_key: &str) -> Result<Option<InvocationId>>;
+    /// Whether an invocation with this running key is `PENDING`, `RUNNING`, `PAUSED` or `RESUMED`.
+    fn running_key_in_use(&mut self, running_key: &str) -> Result<bool>;
+    /// Parks an invocation held back by running concurrency until the key frees up.
+    fn park_controlled(&mut self, running_key: &str, id: &InvocationId) -> Result<()>;
+    /// Takes every invocation parked on the key, oldest first.
+    fn take_controlled(&mut self, running_key: &str) -> Result<Vec<InvocationId>>;
+
+    /// Appends an id to the queue (a backend with notifications wakes
+    /// runners once the section commits).
+    fn enqueue(&mut self, id: &InvocationId) -> Result<()>;
+    /// Puts an id at the head of the queue: work taken back from a dead or
+    /// stopped runner runs before new work. The default appends.
+    fn enqueue_front(&mut self, id: &InvocationId) -> Result<()> {
+        self.enqueue(id)
+    }
+    /// Pops up to `max` ids from the head of the queue.
+    fn dequeue(&mut self, max: usize) -> Result<Vec<InvocationId>>;
+    /// The queue length.
+    fn queue_len(&mut self) -> Result<usize>;
+
+    /// Records that `waiter` (or an external caller, `None`) waits for `waited`.
+    fn add_waits(&mut self, waiter: Option<&InvocationId>, waited: &[InvocationId]) -> Result<()>;
+    /// Waited-on invocations that are available for run, oldest first.
+    fn blocking_candidates(&mut self, max: usize) -> Result<Vec<InvocationId>>;
+    /// Forgets the waits on a final invocation.
+    fn release_waited(&mut self, waited: &InvocationId) -> Result<()>;
+
+    /// Records a call edge from a running invocation's call to a callee call.
+    fn add_edge(
+        &mut self,
+        caller_invocation_id: &InvocationId,
+        caller_call_id: &CallId,
+        callee_call_id: &CallId,
+    ) -> Result<()>;
+    /// The callee call ids of the edges leaving `call_id`.
+    fn callees_of(&mut self, call_id: &CallId) -> Result<Vec<CallId>>;
+    /// Removes the edges added by an invocation.
+    fn remove_edges_of(&mut self, caller_invocation_id: &InvocationId) -> Result<()>;
+
+    /// Up to `max` `SCHEDULED` invocations due at `now`, earliest first.
+    fn due_scheduled(&mut self, now: Timestamp, max: usize) -> Result<Vec<InvocationId>>;
+    /// Up to `max` final invocations that became final before `before`.
+    fn final_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<InvocationId>>;
+    /// Deletes an invocation and everything attached to it.
+    fn delete_invocation(&mut self, id: &InvocationId) -> Result<()>;
+    /// Deletes everything of the app.
+    fn purge(&mut self) -> Result<()>;
+
+    /// Records a runner heartbeat.
+    fn put_heartbeat(&mut self, runner_id: &RunnerId, now: Timestamp) -> Result<()>;
+    /// The last heartbeat of a runner.
+    fn get_heartbeat(&mut self, runner_id: &RunnerId) -> Result<Option<Timestamp>>;
+    /// Forgets a runner's heartbeat.
+    fn remove_heartbeat(&mut self, runner_id: &RunnerId) -> Result<()>;
+    /// Up to `max` invocations in `PENDING`, `RUNNING`, `PAUSED` or `RESUMED`
+    /// whose status was set before `before`, oldest claim first.
+    fn owned_claims_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<OwnedClaim>>;
+    /// Takes or renews a lease; returns whether `holder` holds it until `now + ttl`.
+    fn try_lease(
+        &mut self,
+        name: &str,
+        holder: &RunnerId,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<bool>;
+
+    /// Called when an invocation became final (a backend with notifications wakes waiters).
+    fn on_final(&mut self, _id: &InvocationId) {}
+}

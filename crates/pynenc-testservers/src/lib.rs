@@ -1,0 +1,14 @@
+//! Real servers for pynenc's tests, started by the tests themselves on free
+//! ports of 127.0.0.1, in temporary directories, and stopped when dropped:
+//! a test never touches the data of a server it did not start.
+//!
+//! - [`redis`]: `redis-server` (skipped with a message where it is not
+//!   installed; a failure with `PYNENC_REQUIRE_REDIS=1`).
+//!
+//! This crate does not depend on pynenc, so every crate of the workspace
+//! (the backends included) can use it in its tests.
+#![deny(missing_docs)]
+// test support: a failure to start a server fails the test
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod redis;

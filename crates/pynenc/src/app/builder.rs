@@ -1,0 +1,186 @@
+//! [`PynencBuilder`]: configuration, backend and tasks, put together once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pynenc_store::Components;
+use tracing::{debug, warn};
+
+use super::backend::Backend;
+use super::{AppInner, Pynenc};
+use crate::conf::{BackendKind, ConfigLoader, ConfigSource, PynencConfig};
+use crate::context;
+use crate::exceptions::Result;
+use crate::runner::external_runner_id;
+use crate::serializer::Serializer;
+use crate::task::{registered_tasks, TaskOptions, TaskRegistry};
+
+/// Builds a [`Pynenc`] app. Every setting can also come from configuration
+/// files and `PYNENC__…` environment variables; values set here win.
+pub struct PynencBuilder {
+    loader: ConfigLoader,
+    backend: Option<Backend>,
+}
+
+impl std::fmt::Debug for PynencBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PynencBuilder")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl PynencBuilder {
+    pub(crate) fn new() -> Self {
+        PynencBuilder {
+            loader: ConfigLoader::new(),
+            backend: None,
+        }
+    }
+
+    /// Sets the app id (isolates apps sharing a backend).
+    pub fn app_id(mut self, app_id: impl Into<String>) -> Self {
+        self.loader = self.loader.value("app_id", app_id.into());
+        self
+    }
+
+    /// Sets any configuration value: `field`, `section.field` or `task.<task id>.<option>`.
+    pub fn config_value(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.loader = self.loader.value(key, value);
+        self
+    }
+
+    /// Reads a configuration file (TOML, YAML or JSON) above the project file.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.loader = self.loader.file(path);
+        self
+    }
+
+    /// Uses these environment variables instead of the process environment.
+    pub fn env_vars(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.loader = self.loader.env_vars(vars);
+        self
+    }
+
+    /// Where the project file `pynenc.toml` is looked for (default: the current directory).
+    pub fn project_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.loader = self.loader.project_dir(dir);
+        self
+    }
+
+    /// The serializer (JSON by default).
+    pub fn serializer(self, serializer: Serializer) -> Self {
+        self.config_value("serializer", serializer.name())
+    }
+
+    /// Runs every call synchronously in the caller (development only).
+    pub fn dev_mode_force_sync_tasks(self, on: bool) -> Self {
+        self.config_value("dev_mode_force_sync_tasks", on)
+    }
+
+    /// The number of parallel slots of runners built from this app.
+    pub fn max_parallel_slots(self, slots: usize) -> Self {
+        self.config_value("runner.max_parallel_slots", slots as u64)
+    }
+
+    /// The backend, by value: a [`pynenc_memory::MemoryBackend`] shared with
+    /// other apps, `SqliteOptions`, `RedisOptions`, or [`Backend::Custom`].
+    /// It takes the place of the configured `backend`.
+    pub fn backend(mut self, backend: impl Into<Backend>) -> Self {
+        self.backend = Some(backend.into());
+        self
+    }
+
+    /// Uses a shared in-memory backend (apps with the same id on it share data).
+    pub fn memory_backend(self, hub: pynenc_memory::MemoryBackend) -> Self {
+        self.backend(hub)
+    }
+
+    /// Uses the SQLite backend with the database file at `path` (default timings).
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(self, path: impl Into<PathBuf>) -> Self {
+        self.backend(super::backend::SqliteOptions::new(path))
+    }
+
+    /// Uses custom components, built from the resolved configuration.
+    pub fn components(
+        self,
+        factory: impl Fn(&PynencConfig) -> Result<Components> + Send + Sync + 'static,
+    ) -> Self {
+        self.backend(Backend::Custom(Arc::new(factory)))
+    }
+
+    /// Resolves the configuration, opens the backend, registers every task
+    /// compiled into the binary (with per-task configuration applied) and
+    /// returns the app. The first app built becomes the process default.
+    ///
+    /// # Errors
+    ///
+    /// A configuration value that cannot be accepted (naming its source and
+    /// key), invalid task options, or a backend that cannot be opened.
+    pub fn build(self) -> Result<Pynenc> {
+        let mut loader = self.loader;
+        if let Some(backend) = &self.backend {
+            // what is set in code is what the effective configuration names
+            for (key, value) in backend.config_values() {
+                loader = loader.value(key, value);
+            }
+        }
+        let mut conf = loader.load()?;
+        let backend = match self.backend {
+            Some(backend) => backend,
+            None => {
+                let defaulted = matches!(
+                    conf.source_of("backend"),
+                    None | Some(ConfigSource::Default)
+                );
+                if conf.runner.kind.uses_processes() && defaulted {
+                    // process runners need a backend other processes reach: SQLite by default
+                    conf.backend = BackendKind::Sqlite;
+                }
+                Backend::from_config(&conf)?
+            }
+        };
+        let components = backend.open(&conf)?;
+        let registry = register_tasks(&conf)?;
+        let app = Pynenc {
+            inner: Arc::new(AppInner {
+                serializer: conf.serializer,
+                conf,
+                components,
+                registry,
+                external_runner_id: external_runner_id(),
+            }),
+        };
+        context::set_default_app(&app, true);
+        debug!(app_id = %app.app_id(), backend = ?backend.kind(), "app built");
+        Ok(app)
+    }
+}
+
+/// Every task compiled into the binary with its configured options; a
+/// per-task setting naming no task is reported.
+fn register_tasks(conf: &PynencConfig) -> Result<TaskRegistry> {
+    let mut registry = TaskRegistry::default();
+    for def in registered_tasks() {
+        let options =
+            conf.task_options(def.task_id, def.params, TaskOptions::from(&def.options))?;
+        registry.insert(def, options);
+    }
+    for unmatched in conf.unmatched_task_settings(registry.task_ids()) {
+        let sources: Vec<String> = unmatched.sources.iter().map(ToString::to_string).collect();
+        let hint = match unmatched.suggestions.as_slice() {
+            [] => String::new(),
+            some => format!("; did you mean {}?", some.join(" or ")),
+        };
+        let message = format!(
+            "pynenc: configuration has options for task '{}' (from {}), which is not registered in this binary; they are ignored{hint}",
+            unmatched.task_id,
+            sources.join(", ")
+        );
+        // printed as well as logged: it must be seen even without a subscriber
+        eprintln!("{message}");
+        warn!(task_id = %unmatched.task_id, "{message}");
+    }
+    Ok(registry)
+}

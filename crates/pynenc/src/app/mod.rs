@@ -1,0 +1,138 @@
+//! The Pynenc app: configuration, components and the task registry.
+
+mod backend;
+mod builder;
+mod dev_mode;
+mod routing;
+
+use std::sync::Arc;
+
+use pynenc_model::{InvocationId, RunnerId, Serializer};
+use pynenc_store::{Broker, Components, Coordination, Orchestrator, StateBackend};
+
+pub use backend::Backend;
+#[cfg(feature = "redis")]
+pub use backend::RedisOptions;
+#[cfg(feature = "sqlite")]
+pub use backend::SqliteOptions;
+pub use builder::PynencBuilder;
+
+use crate::conf::PynencConfig;
+use crate::context;
+use crate::exceptions::Result;
+use crate::task::TaskRegistry;
+
+struct AppInner {
+    conf: PynencConfig,
+    serializer: Serializer,
+    components: Components,
+    registry: TaskRegistry,
+    external_runner_id: RunnerId,
+}
+
+/// A Pynenc application: cheap to clone, shared by every task call.
+#[derive(Clone)]
+pub struct Pynenc {
+    inner: Arc<AppInner>,
+}
+
+impl std::fmt::Debug for Pynenc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pynenc")
+            .field("app_id", &self.app_id())
+            .field("backend", &self.inner.conf.backend)
+            .finish()
+    }
+}
+
+impl Pynenc {
+    /// A builder, in memory by default.
+    pub fn builder() -> PynencBuilder {
+        PynencBuilder::new()
+    }
+
+    /// The app id.
+    pub fn app_id(&self) -> &str {
+        &self.inner.conf.app_id
+    }
+
+    /// The resolved configuration (with the source of every value).
+    pub fn conf(&self) -> &PynencConfig {
+        &self.inner.conf
+    }
+
+    /// The serializer.
+    pub fn serializer(&self) -> Serializer {
+        self.inner.serializer
+    }
+
+    /// The broker (the queue of invocation ids).
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.components.broker
+    }
+
+    /// The orchestrator (statuses, routing, pick-up, control).
+    pub fn orchestrator(&self) -> &Arc<dyn Orchestrator> {
+        &self.inner.components.orchestrator
+    }
+
+    /// The state backend (records, history, results, errors).
+    pub fn state_backend(&self) -> &Arc<dyn StateBackend> {
+        &self.inner.components.state_backend
+    }
+
+    /// Heartbeats, leases and wake-ups.
+    pub fn coordination(&self) -> &Arc<dyn Coordination> {
+        &self.inner.components.coordination
+    }
+
+    /// The tasks of this app with their effective options.
+    pub fn registry(&self) -> &TaskRegistry {
+        &self.inner.registry
+    }
+
+    /// The owner id used for calls and waits made outside any runner.
+    pub fn external_runner_id(&self) -> &RunnerId {
+        &self.inner.external_runner_id
+    }
+
+    /// A new runner of the kind `runner.kind` names (`thread` by default:
+    /// the in-process [`crate::ThreadRunner`]).
+    pub fn runner(&self) -> crate::runner::Runner {
+        crate::runner::Runner::for_app(self)
+    }
+
+    /// Makes this app the process default (used by `task::call(...)` outside tasks).
+    pub fn set_as_default(&self) {
+        context::set_default_app(self, false);
+    }
+
+    /// Removes every invocation of this app with everything attached to it
+    /// (statuses, history, results, the queue, waits, heartbeats), in one
+    /// purge of the backend. Other apps on the same backend are untouched.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed; what it removed before failing stays removed.
+    pub async fn purge(&self) -> Result<()> {
+        Ok(self.state_backend().purge().await?)
+    }
+
+    /// Waits until every invocation in `ids` is final. Inside a runner the
+    /// current invocation is paused meanwhile (blocking control).
+    ///
+    /// # Errors
+    ///
+    /// An id that does not exist, or a backend failure.
+    pub async fn wait_for(&self, ids: &[InvocationId]) -> Result<()> {
+        let ctx = context::current();
+        match ctx
+            .as_deref()
+            .and_then(|c| c.runner.as_ref().map(|host| (c, host)))
+        {
+            Some((ctx, host)) => host.waiting_for_results(ctx, ids).await,
+            // outside any runner nobody's slot is at stake: just wait
+            None => Ok(self.coordination().wait_final(ids).await?),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Routing calls: who calls, the checks made before a call leaves the
+//! process (arguments against parameters, sizes), and the requests sent to
+//! the orchestrator.
+
+use std::time::SystemTime;
+
+use pynenc_model::{
+    Arguments, Call, CallId, ConcurrencySpec, InvocationId, RouteOutcome, RouteRequest, RunnerId,
+    Timestamp,
+};
+use tracing::debug;
+
+use super::Pynenc;
+use crate::context;
+use crate::exceptions::{PynencError, Result};
+use crate::invocation::UntypedInvocation;
+use crate::task::{RegisteredTask, TaskDefinition};
+
+/// The parent invocation (inside a task) and the actor of calls made
+/// from one context: worked out once for a whole group of calls.
+pub(super) struct Caller {
+    pub(super) parent_invocation_id: Option<InvocationId>,
+    pub(super) parent_call_id: Option<CallId>,
+    pub(super) actor: RunnerId,
+}
+
+/// The arguments of a call of `task` must name its parameters.
+fn check_arguments(task: &RegisteredTask, arguments: &Arguments) -> Result<()> {
+    let def = task.definition;
+    let names_match = arguments.len() == def.params.len()
+        && arguments
+            .serialized()
+            .all(|(name, _)| def.params.contains(&name));
+    if names_match {
+        return Ok(());
+    }
+    let unknown: Vec<String> = arguments
+        .serialized()
+        .filter(|(name, _)| !def.params.contains(name))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let missing: Vec<String> = def
+        .params
+        .iter()
+        .filter(|p| arguments.get(p).is_none())
+        .map(|p| p.to_string())
+        .collect();
+    Err(PynencError::InvalidArguments {
+        task_id: task.task_id.clone(),
+        unknown,
+        missing,
+        parameters: def.params.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+impl Pynenc {
+    /// The registration of `def` in this app.
+    fn registered(&self, def: &'static TaskDefinition) -> Result<&RegisteredTask> {
+        self.inner.registry.get(def.task_id)
+    }
+
+    /// Who makes calls from the current context.
+    pub(super) fn caller(&self) -> Caller {
+        match context::current() {
+            Some(ctx) => Caller {
+                parent_invocation_id: Some(*ctx.invocation_id()),
+                parent_call_id: Some(ctx.call_id()),
+                actor: ctx.actor_id(),
+            },
+            None => Caller {
+                parent_invocation_id: None,
+                parent_call_id: None,
+                actor: self.inner.external_runner_id.clone(),
+            },
+        }
+    }
+
+    /// The call of `task` with `arguments`, checked: the arguments name the
+    /// task's parameters and none is over `max_argument_bytes`.
+    fn checked_call(&self, task: &RegisteredTask, arguments: Arguments) -> Result<Call> {
+        check_arguments(task, &arguments)?;
+        let max = self.inner.conf.max_argument_bytes;
+        for (name, value) in arguments.serialized() {
+            if value.len() > max {
+                return Err(PynencError::TaskRouting {
+                    task_id: task.task_id.to_string(),
+                    message: format!(
+                        "argument '{name}' is {} bytes serialized, over max_argument_bytes = {max}",
+                        value.len()
+                    ),
+                });
+            }
+        }
+        Ok(Call::new(task.task_id.clone(), arguments))
+    }
+
+    fn route_request(
+        &self,
+        task: &RegisteredTask,
+        caller: &Caller,
+        call: Call,
+        scheduled_at: Option<Timestamp>,
+    ) -> RouteRequest {
+        RouteRequest {
+            concurrency: ConcurrencySpec::for_call(&call, &task.options),
+            call,
+            parent_invocation_id: caller.parent_invocation_id,
+            parent_call_id: caller.parent_call_id.clone(),
+            scheduled_at,
+            cycle_control: self.inner.conf.orchestrator.cycle_control,
+            print_arguments: self.inner.conf.print_arguments,
+            actor: caller.actor.clone(),
+        }
+    }
+
+    fn outcome_to_invocation(&self, outcome: RouteOutcome) -> UntypedInvocation {
+        match outcome {
+            RouteOutcome::New(record) => UntypedInvocation::distributed(self.clone(), record, None),
+            RouteOutcome::Reused { record, diff } => {
+                UntypedInvocation::distributed(self.clone(), record, Some(diff))
+            }
+        }
+    }
+
+    /// Routes one call of `def` (or runs it in the caller in dev mode).
+    ///
+    /// # Errors
+    ///
+    /// The task is not registered in this app, the arguments do not fit its
+    /// parameters, or routing refused the call (cycle, registration
+    /// concurrency) or failed.
+    pub async fn call_task(
+        &self,
+        def: &'static TaskDefinition,
+        arguments: Arguments,
+    ) -> Result<UntypedInvocation> {
+        let task = self.registered(def)?;
+        let call = self.checked_call(task, arguments)?;
+        if self.inner.conf.dev_mode_force_sync_tasks {
+            return self.run_synchronously(task, call).await;
+        }
+        let inv = self.route_one(task, call, None).await?;
+        debug!(
+            task_id = %def.task_id,
+            invocation_id = %inv.invocation_id(),
+            arguments = %inv.call().arguments.render(self.inner.conf.print_arguments, self.serializer()),
+            "routed"
+        );
+        Ok(inv)
+    }
+
+    /// Routes many calls of `def` in batches of its `parallel_batch_size`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pynenc::call_task`]; the batches before a refused call were routed.
+    pub async fn call_task_many(
+        &self,
+        def: &'static TaskDefinition,
+        arguments: Vec<Arguments>,
+    ) -> Result<Vec<UntypedInvocation>> {
+        let task = self.registered(def)?;
+        let calls = arguments
+            .into_iter()
+            .map(|a| self.checked_call(task, a))
+            .collect::<Result<Vec<Call>>>()?;
+        let mut out = Vec::with_capacity(calls.len());
+        if self.inner.conf.dev_mode_force_sync_tasks {
+            for call in calls {
+                out.push(self.run_synchronously(task, call).await?);
+            }
+            return Ok(out);
+        }
+        let caller = self.caller();
+        let batch = task.options.parallel_batch_size.max(1);
+        let mut calls = calls.into_iter().peekable();
+        while calls.peek().is_some() {
+            let reqs: Vec<RouteRequest> = calls
+                .by_ref()
+                .take(batch)
+                .map(|c| self.route_request(task, &caller, c, None))
+                .collect();
+            for outcome in self.orchestrator().route_calls(reqs).await? {
+                out.push(self.outcome_to_invocation(outcome));
+            }
+        }
+        debug!(task_id = %def.task_id, count = out.len(), "routed group");
+        Ok(out)
+    }
+
+    /// Routes a call that stays `SCHEDULED` until `at`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pynenc::call_task`].
+    pub async fn schedule_task(
+        &self,
+        def: &'static TaskDefinition,
+        arguments: Arguments,
+        at: SystemTime,
+    ) -> Result<UntypedInvocation> {
+        let task = self.registered(def)?;
+        let call = self.checked_call(task, arguments)?;
+        self.route_one(task, call, Some(Timestamp::from(at))).await
+    }
+
+    /// Routes one call made from the current context.
+    async fn route_one(
+        &self,
+        task: &RegisteredTask,
+        call: Call,
+        scheduled_at: Option<Timestamp>,
+    ) -> Result<UntypedInvocation> {
+        let req = self.route_request(task, &self.caller(), call, scheduled_at);
+        let outcome = self
+            .orchestrator()
+            .route_calls(vec![req])
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                PynencError::StateBackend(pynenc_store::StoreError::backend(
+                    "orchestrator",
+                    "route_calls returned no outcome for a call",
+                ))
+            })?;
+        Ok(self.outcome_to_invocation(outcome))
+    }
+}

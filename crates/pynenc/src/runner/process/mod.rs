@@ -1,0 +1,65 @@
+//! Runners that execute invocations in other OS processes.
+//!
+//! - [`ProcessRunner`]: one child process per invocation. A child that waits
+//!   for other invocations sets itself `PAUSED`, tells its parent, and is
+//!   stopped with `SIGSTOP` (it frees its slot) until the results are ready;
+//!   then `SIGCONT` and `RESUMED`.
+//! - [`PersistentProcessRunner`]: a fixed pool of worker processes, each
+//!   running one invocation at a time; a worker that dies is replaced.
+//! - [`MultiThreadRunner`]: worker processes that each run an in-process
+//!   runner with several slots, scaled between `runner.min_processes` and
+//!   `runner.max_processes` by the depth of the queue.
+//!
+//! Children are the user's own binary started again. The one line its
+//! `main` needs, at its start (after setting up logging, so that children
+//! log too):
+//!
+//! ```ignore
+//! fn main() {
+//!     pynenc::run_child_if_requested(); // returns at once unless this process is a pynenc child
+//!     // ... the program as usual
+//! }
+//! ```
+//!
+//! A child gets the parent's effective configuration, so it opens the same
+//! backend. Process runners need a backend that other processes can reach
+//! (SQLite or Redis) and refuse to start on the memory backend. A child
+//! exits when its parent's pipe closes, so children are never orphaned.
+//!
+//! When a child or worker process dies while running invocations, its
+//! runner decides what they did to it (see [`PROCESS_CRASHED_KIND`]):
+//! - it died of a fault signal (`SIGSEGV`, `SIGABRT`, `SIGBUS`, `SIGILL`,
+//!   `SIGFPE`, `SIGSYS`) while running exactly one invocation: that
+//!   invocation crashed it, and it fails with `ProcessCrashed` (or is
+//!   retried, when its task's `retry_for` names `ProcessCrashed`);
+//! - otherwise (killed from outside, another exit, or several invocations
+//!   in the process) the culprit is unknown: each invocation it ran is
+//!   re-routed at once, and one that is running again in a process that
+//!   dies is then treated as the culprit. So a task that always kills its
+//!   process ends `FAILED` after at most two crashes instead of looping.
+//!
+//! Invocations a dead worker was holding back to run alone are re-routed at
+//! once; anything else it had taken but not started is re-routed by the
+//! recovery service once its heartbeat expires.
+
+mod child;
+mod children;
+mod crash;
+mod per_invocation;
+mod pool;
+mod protocol;
+
+pub use child::run_child_if_requested;
+pub(crate) use child::{end_quarantine, is_quarantined};
+pub use per_invocation::ProcessRunner;
+pub use pool::{MultiThreadRunner, PersistentProcessRunner};
+pub(crate) use protocol::report_to_parent;
+
+/// Set in a child's environment: `invocation` or `worker`.
+pub const CHILD_ENV: &str = "PYNENC_CHILD";
+const CONFIG_ENV: &str = "PYNENC_CHILD_CONFIG";
+const INVOCATION_ENV: &str = "PYNENC_CHILD_INVOCATION";
+const OWNER_ENV: &str = "PYNENC_CHILD_OWNER";
+const SLOTS_ENV: &str = "PYNENC_CHILD_SLOTS";
+/// The error kind of an invocation that crashed the process running it.
+pub const PROCESS_CRASHED_KIND: &str = "ProcessCrashed";

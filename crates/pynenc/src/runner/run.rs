@@ -1,0 +1,120 @@
+//! Running one invocation, the same way in every runner kind.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pynenc_model::{InvocationId, InvocationRecord, RunOutcome, TaskError, TaskOptions};
+use pynenc_store::Orchestrator;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, error, warn};
+
+use super::execute::run_body;
+use super::host::{InvocationHost, RunFinish, SlotState};
+use crate::app::Pynenc;
+use crate::context::InvocationContext;
+use crate::task::TaskInput;
+
+/// Retry or failure for a run of `invocation_id` that ended with `error`:
+/// a retry while its task's options allow one (the retries so far are read
+/// only when the error is retriable at all).
+pub(crate) async fn failure_outcome(
+    orch: &Arc<dyn Orchestrator>,
+    options: &TaskOptions,
+    invocation_id: &InvocationId,
+    error: TaskError,
+) -> RunOutcome {
+    if options.is_retriable(&error) {
+        let retries = orch
+            .get_num_retries(invocation_id)
+            .await
+            .unwrap_or(u32::MAX);
+        if options.should_retry(&error, retries) {
+            return RunOutcome::Retry(error);
+        }
+    }
+    RunOutcome::Failed(error)
+}
+
+/// How a run of [`run_invocation`] ended.
+pub(crate) struct RunResult {
+    /// The slot the run held at its end, if it still held one.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    /// Invocations the host took next (already `RUNNING` for it).
+    pub(crate) next: Vec<Arc<InvocationRecord>>,
+}
+
+/// Runs one invocation that is already `RUNNING` for `host`: finds its task
+/// in the registry, runs the body in its context, decides between success,
+/// retry and failure, and records the end. Shared by every runner kind.
+pub(crate) async fn run_invocation(
+    app: &Pynenc,
+    host: Arc<dyn InvocationHost>,
+    record: Arc<InvocationRecord>,
+    permit: Option<OwnedSemaphorePermit>,
+) -> RunResult {
+    let orch = app.orchestrator();
+    let kept = record.clone();
+    let id = &kept.invocation_id;
+    let (def, options) = match app.registry().get(&record.call.task_id) {
+        Ok(task) => (task.definition, &task.options),
+        Err(e) => {
+            error!(error = %e, "task is not registered in this process");
+            let err = e.to_task_error();
+            if let Err(e) = orch
+                .finish(id, host.runner_id(), RunOutcome::Failed(err))
+                .await
+            {
+                error!(error = %e, "could not record the failure");
+            }
+            return RunResult {
+                permit,
+                next: Vec::new(),
+            };
+        }
+    };
+    let started = Instant::now();
+    debug!(
+        arguments = %record.call.arguments.render(app.conf().print_arguments, app.serializer()),
+        "running"
+    );
+    let ctx = Arc::new(InvocationContext {
+        app: app.clone(),
+        record: record.clone(),
+        task_id: def.task_id,
+        runner: Some(host.clone()),
+        slot: tokio::sync::Mutex::new(SlotState { permit, waits: 0 }),
+        caller: None,
+    });
+    let input = TaskInput {
+        task_id: def.task_id,
+        record,
+        serializer: app.serializer(),
+    };
+    let output = run_body(def.body, input, ctx.clone()).await;
+    let outcome = match output {
+        Ok(result) => RunOutcome::Success(result),
+        Err(error) => {
+            let outcome = failure_outcome(orch, options, id, error).await;
+            match &outcome {
+                RunOutcome::Retry(e) => {
+                    warn!(error = %e, max_retries = options.max_retries, "invocation will be retried")
+                }
+                RunOutcome::Failed(e) => error!(error = %e, "invocation failed"),
+                RunOutcome::Success(_) => {}
+            }
+            outcome
+        }
+    };
+    let RunFinish { end, next } = host.finish(app, &kept, outcome).await;
+    match end {
+        Ok(status) => {
+            debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished")
+        }
+        Err(e) => {
+            warn!(error = %e, "could not record the end of the invocation (was it killed?)")
+        }
+    }
+    // take the slot back now (the context may outlive this function in user clones)
+    let permit = ctx.slot.lock().await.permit.take();
+    RunResult { permit, next }
+}
