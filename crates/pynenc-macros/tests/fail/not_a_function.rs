@@ -1,0 +1,6 @@
+#[pynenc::task]
+struct Order {
+    id: u64,
+}
+
+fn main() {}
