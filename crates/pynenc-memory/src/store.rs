@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pynenc_model::InvocationId;
-use pynenc_store::{AtomicStore, Result, StoreError, StoreTxn, WorkSignal};
+use pynenc_store::{AtomicStore, Inline, Result, StoreError, StoreTxn, WorkSignal};
 use tokio::sync::Notify;
 
 use crate::state::{GroupWait, MemState, Waiters};
@@ -82,11 +82,11 @@ impl AtomicStore for MemStore {
         std::future::ready(self.locked(f))
     }
 
-    fn atomic_inline<A, R, F>(&self, input: A, f: F) -> std::result::Result<Result<R>, A>
+    fn atomic_inline<A, R, F>(&self, input: A, f: F) -> Inline<R, A>
     where
         F: FnOnce(&mut dyn StoreTxn, A) -> Result<R>,
     {
-        Ok(self.locked(|t| f(t, input)))
+        Inline::Ran(self.locked(|t| f(t, input)))
     }
 
     fn work_epoch(&self) -> u64 {

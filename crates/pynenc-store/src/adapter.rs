@@ -11,7 +11,7 @@ use pynenc_model::{
     RouteOutcome, RouteRequest, RunOutcome, RunnerId, Serializer, StatusRecord, Timestamp,
 };
 
-use crate::atomic::AtomicStore;
+use crate::atomic::{AtomicStore, Inline};
 use crate::components::{Broker, Coordination, Orchestrator, RunEnd, StateBackend, StepReport};
 use crate::engine;
 use crate::error::{Result, StoreError};
@@ -70,7 +70,7 @@ impl<S: AtomicStore> StateBackend for TxnBackend<S> {
     }
 
     async fn get_outcomes(&self, ids: &[InvocationId]) -> Result<Vec<InvocationOutcome>> {
-        if let Ok(out) = self
+        if let Inline::Ran(out) = self
             .store
             .atomic_inline((), |t, ()| engine::outcomes(t, ids))
         {
@@ -178,8 +178,8 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             )
         });
         let out = match inline {
-            Ok(out) => out,
-            Err(ends) => {
+            Inline::Ran(out) => out,
+            Inline::NotHere(ends) => {
                 let runner = runner_id.clone();
                 let context = execution_context.map(str::to_string);
                 self.store

@@ -9,6 +9,16 @@ use crate::engine;
 use crate::error::Result;
 use crate::txn::StoreTxn;
 
+/// What [`AtomicStore::atomic_inline`] did with a section.
+#[derive(Debug)]
+pub enum Inline<R, A> {
+    /// The section ran here; its result.
+    Ran(Result<R>),
+    /// The store cannot run sections here: the input, given back for
+    /// [`AtomicStore::atomic`].
+    NotHere(A),
+}
+
 /// A backend that runs closures over a [`StoreTxn`] atomically (one lock in
 /// memory, one `BEGIN IMMEDIATE` transaction in SQLite).
 pub trait AtomicStore: Send + Sync + 'static {
@@ -22,13 +32,13 @@ pub trait AtomicStore: Send + Sync + 'static {
     /// Runs `f` on `input` in one atomic section right here, when the store
     /// can do so without sending `f` elsewhere (an in-process lock), so `f`
     /// may borrow what it reads. Otherwise `f` is not run and `input` comes
-    /// back (`Err`), for the caller to use [`AtomicStore::atomic`].
-    fn atomic_inline<A, R, F>(&self, input: A, f: F) -> std::result::Result<Result<R>, A>
+    /// back ([`Inline::NotHere`]), for the caller to use [`AtomicStore::atomic`].
+    fn atomic_inline<A, R, F>(&self, input: A, f: F) -> Inline<R, A>
     where
         F: FnOnce(&mut dyn StoreTxn, A) -> Result<R>,
     {
         let _ = f;
-        Err(input)
+        Inline::NotHere(input)
     }
 
     /// A counter that changes whenever ids are queued (0 if the backend cannot tell).

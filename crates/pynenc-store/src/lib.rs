@@ -31,7 +31,7 @@ mod txn;
 mod waiters;
 
 pub use adapter::TxnBackend;
-pub use atomic::AtomicStore;
+pub use atomic::{AtomicStore, Inline};
 pub use components::{
     Broker, Components, Coordination, EndOutcome, Orchestrator, RunEnd, StateBackend, StepReport,
 };

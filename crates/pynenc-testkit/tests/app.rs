@@ -168,68 +168,45 @@ fn sigterm_lets_running_work_finish_within_the_grace_period() {
     );
 }
 
-/// A log sink for one test: every formatted line, kept in memory.
-#[derive(Clone, Default)]
-struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn log_lines_of_a_run_name_the_runner_the_task_and_the_invocation() {
-    let sink = Lines::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // the current-thread runtime runs the runner and every invocation on this thread
-    let _guard = tracing::subscriber::set_default(subscriber);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_task_variables_in_their_shell_safe_form_reach_the_task() {
+    // `pynenc_testkit::tasks::flaky` as a shell can export it
+    let task_id = flaky::DEFINITION.task_id;
+    let shell_name = task_id.replace("::", "__").to_ascii_uppercase();
+    let var = format!("PYNENC__TASK__{shell_name}__MAX_RETRIES");
+    assert!(
+        var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "{var} is a valid shell variable name"
+    );
     let app = pynenc::Pynenc::builder()
-        .app_id(unique("logs"))
+        .env_vars(vec![(var.clone(), "5".to_string())])
+        .app_id(unique("shell-safe"))
         .build()
         .expect("build");
-    // one slot: the second and third invocations run after the first, in its slot
-    let runner = start_runner(&app, 1);
-    let group = logged::parallelize_on(&app, [(1,), (2,), (3,)])
-        .await
-        .expect("parallelize");
-    assert_eq!(group.results().await.expect("results"), vec![1, 2, 3]);
-    let runner_id = runner.handle().runner_id().to_string();
-    runner.stop().await.expect("stop");
-    let text = String::from_utf8(sink.0.lock().expect("lines").clone()).expect("utf-8");
-    let inside: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("inside the task"))
-        .collect();
-    assert_eq!(inside.len(), 3, "{text}");
-    for inv in group.invocations() {
-        let id = inv.invocation_id();
-        let line = inside
-            .iter()
-            .find(|l| l.contains(id.as_str()))
-            .unwrap_or_else(|| panic!("no line names invocation {id}:\n{text}"));
-        assert!(line.contains(&format!("runner_id={runner_id}")), "{line}");
-        assert!(line.contains(logged::DEFINITION.task_id), "{line}");
-    }
-    let finished = text.lines().filter(|l| l.contains("finished")).count();
-    assert_eq!(finished, 3, "one 'finished' line per invocation:\n{text}");
-    for line in text.lines().filter(|l| l.contains("finished")) {
-        assert!(
-            line.contains(&format!("runner_id={runner_id}")) && line.contains("invocation_id="),
-            "{line}"
-        );
-    }
-    check_histories(&app).await;
+    assert_eq!(
+        app.registry().options(task_id).map(|o| o.max_retries),
+        Some(5)
+    );
+    assert_eq!(
+        app.conf()
+            .source_of(&format!("task.{task_id}.max_retries"))
+            .map(ToString::to_string),
+        Some(format!("environment variable {var}"))
+    );
+    // a setting for a task this binary does not have is reported with the near ids
+    let typo = format!(
+        "PYNENC__TASK__{}__MAX_RETRIES",
+        shell_name.trim_end_matches('Y')
+    );
+    let conf = pynenc::conf::ConfigLoader::new()
+        .env_vars(vec![(typo.clone(), "1".to_string())])
+        .load()
+        .expect("load");
+    let task_ids: Vec<&str> = app.registry().task_ids();
+    let unmatched = conf.unmatched_task_settings(task_ids.iter().copied());
+    assert_eq!(unmatched.len(), 1, "{unmatched:?}");
+    assert!(
+        unmatched[0].suggestions.iter().any(|s| s == task_id),
+        "{unmatched:?}"
+    );
 }
