@@ -310,6 +310,7 @@ macro_rules! conformance_tests {
             s09_running_concurrency_keys,
             s10_registration_concurrency,
             s11_cycle_detection,
+            s11b_dev_mode_cycle_control,
             s12_blocking_control_priority,
             s13_stop_runner_mid_task,
             s14_large_argument,
@@ -325,7 +326,8 @@ macro_rules! conformance_tests {
             bad_undecodable_payload,
             bad_panicking_task,
             bad_illegal_transition_changes_nothing,
-            bad_oversized_argument
+            bad_oversized_argument,
+            bad_argument_names
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -209,6 +209,24 @@ pub async fn cycle_b(x: i64) -> Result<i64, pynenc::PynencError> {
     cycle_a::call(x).await?.result().await
 }
 
+/// a(x) → b(x) → c(x) → a(x): a cycle of three (through `three_b` and `three_c`).
+#[pynenc::task]
+pub async fn three_a(x: i64) -> Result<i64, pynenc::PynencError> {
+    three_b::call(x).await?.result().await
+}
+
+/// The second call of the cycle of three.
+#[pynenc::task]
+pub async fn three_b(x: i64) -> Result<i64, pynenc::PynencError> {
+    three_c::call(x).await?.result().await
+}
+
+/// The third call of the cycle of three: it calls `three_a` again.
+#[pynenc::task]
+pub async fn three_c(x: i64) -> Result<i64, pynenc::PynencError> {
+    three_a::call(x).await?.result().await
+}
+
 /// Calls itself with the same argument.
 #[pynenc::task]
 pub async fn self_call(x: i64) -> Result<i64, pynenc::PynencError> {

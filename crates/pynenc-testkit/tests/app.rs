@@ -210,3 +210,56 @@ async fn per_task_variables_in_their_shell_safe_form_reach_the_task() {
         "{unmatched:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_are_chosen_by_value_and_named_in_the_configuration() {
+    // a memory backend shared by value: apps of one id share its data
+    let hub = pynenc::MemoryBackend::new();
+    let id = unique("by-value");
+    let first = pynenc::Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id(id.clone())
+        .backend(hub.clone())
+        .build()
+        .expect("build");
+    let second = pynenc::Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id(id)
+        .backend(hub)
+        .build()
+        .expect("build");
+    let inv = add::call_on(&first, 1, 2).await.expect("call");
+    assert!(second
+        .state_backend()
+        .get_invocation(inv.invocation_id())
+        .await
+        .is_ok());
+    assert_eq!(first.conf().backend, pynenc::BackendKind::Memory);
+    assert_eq!(
+        first.conf().source_of("backend"),
+        Some(&pynenc::ConfigSource::Code)
+    );
+
+    // SQLite by its options: the effective configuration names them, so a
+    // child process built from it opens the same file the same way
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("by-value.db");
+    let options = pynenc::SqliteOptions {
+        poll_min: std::time::Duration::from_millis(3),
+        ..pynenc::SqliteOptions::new(&path)
+    };
+    let app = pynenc::Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id(unique("sqlite-by-value"))
+        .backend(options)
+        .build()
+        .expect("build");
+    assert_eq!(app.conf().backend, pynenc::BackendKind::Sqlite);
+    assert_eq!(app.conf().sqlite.poll_min_ms, 3);
+    assert_eq!(app.conf().sqlite.sqlite_path, path.display().to_string());
+    let runner = start_runner(&app, 2);
+    let inv = add::call_on(&app, 20, 22).await.expect("call");
+    assert_eq!(inv.result().await.expect("result"), 42);
+    runner.stop().await.expect("stop");
+    check_histories(&app).await;
+}

@@ -252,6 +252,42 @@ async fn bad_input_gives_clear_errors() {
     assert_add_works(&by_fields, 1, 2).await;
     ok(r.stop().await, "stop");
 
+    // a URL that is not one: a configuration error on the key that set it
+    let err = app_at("not a url", "x").expect_err("bad URL");
+    match &err {
+        pynenc::PynencError::Config(c) => {
+            assert_eq!(c.key, "redis.redis_url");
+            assert_eq!(c.source, pynenc::ConfigSource::Code);
+            assert!(c.reason.contains("not a valid Redis URL"), "{c}");
+        }
+        other => panic!("expected a configuration error, got {other}"),
+    }
+    // the same through options given by value
+    let err = Pynenc::builder()
+        .env_vars(Vec::new())
+        .app_id("x")
+        .backend(pynenc::RedisOptions::from_url("not a url"))
+        .build()
+        .expect_err("bad URL by value");
+    assert!(
+        matches!(&err, pynenc::PynencError::Config(c) if c.key == "redis.redis_url"),
+        "{err}"
+    );
+    // a working server by value; its options are named in the configuration
+    let by_value = ok(
+        Pynenc::builder()
+            .env_vars(Vec::new())
+            .app_id("by-value")
+            .backend(pynenc::RedisOptions::from_url(format!("redis://{addr}/0")))
+            .build(),
+        "build with RedisOptions",
+    );
+    assert_eq!(by_value.conf().backend, pynenc::BackendKind::Redis);
+    assert_eq!(by_value.conf().redis.redis_url, format!("redis://{addr}/0"));
+    let r = start_runner(&by_value, 1);
+    assert_add_works(&by_value, 2, 3).await;
+    ok(r.stop().await, "stop");
+
     // TLS without the feature is a configuration error that says what to enable
     if let Err(e) = app_at(&format!("rediss://{addr}/0"), "x") {
         let text = e.to_string();

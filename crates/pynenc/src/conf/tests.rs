@@ -937,3 +937,21 @@ fn settings_for_tasks_of_no_registered_id_are_reported_with_near_ids() {
         }]
     );
 }
+
+#[test]
+fn an_unknown_runner_kind_names_its_source_and_the_valid_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let var = "PYNENC__RUNNER__KIND";
+    let err = load_err(loader(dir.path()).env_vars(env(&[(var, "threads")])));
+    assert_eq!(err.source, env_source(var));
+    assert_eq!(err.key, "runner.kind");
+    assert_eq!(
+        err.reason,
+        "expected one of thread, process, persistent_process, multi_thread, got \"threads\""
+    );
+    let config = loader(dir.path())
+        .value("runner.kind", "multi_thread")
+        .load()
+        .unwrap();
+    assert_eq!(config.runner.kind, RunnerKind::MultiThread);
+}

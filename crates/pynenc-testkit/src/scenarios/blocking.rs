@@ -1,0 +1,175 @@
+//! Blocking control (waiting on sub-tasks without deadlock) and cycle control.
+
+use pynenc::{InvocationStatus, PynencError};
+use serde_json::json;
+
+use crate::tasks::{self, *};
+use crate::{new_app, ok, start_runner, statuses, unique, BackendFactory};
+
+use super::finish;
+
+/// 4. A task waits on a sub-task's result without deadlock, with one slot.
+pub async fn s04_wait_on_subtask_single_slot(f: &dyn BackendFactory) {
+    let app = new_app(f, "s04", &[]);
+    let runner = start_runner(&app, 1);
+    let inv = ok(add_via_child::call_on(&app, 20, 22).await, "call");
+    assert_eq!(ok(inv.result().await, "result"), 42);
+    let st = statuses(&inv).await;
+    assert!(
+        st.contains(&InvocationStatus::Paused),
+        "the parent pauses while waiting: {st:?}"
+    );
+    assert!(st.contains(&InvocationStatus::Resumed), "{st:?}");
+    finish(&app, runner).await;
+}
+
+/// 4b. A sync task body calls and waits on a sub-task.
+pub async fn s04b_sync_task_waits_on_subtask(f: &dyn BackendFactory) {
+    let app = new_app(f, "s04b", &[]);
+    let runner = start_runner(&app, 1);
+    let inv = ok(add_via_child_sync::call_on(&app, 1, 2).await, "call");
+    assert_eq!(ok(inv.result().await, "result"), 3);
+    finish(&app, runner).await;
+}
+
+/// 5. A chain 50 deep finishes with a single-slot runner.
+pub async fn s05_chain_deeper_than_slots(f: &dyn BackendFactory) {
+    let app = new_app(f, "s05", &[]);
+    let runner = start_runner(&app, 1);
+    let inv = ok(chain::call_on(&app, 50).await, "call");
+    assert_eq!(ok(inv.result().await, "result"), 50);
+    let ids = ok(app.state_backend().list_invocation_ids().await, "list");
+    assert_eq!(ids.len(), 51);
+    finish(&app, runner).await;
+}
+
+/// 12. Invocations waited on are picked before older queued work; a waiting invocation holds no slot.
+pub async fn s12_blocking_control_priority(f: &dyn BackendFactory) {
+    let app = new_app(f, "s12", &[]);
+    let group = unique("block");
+    let parent = ok(
+        parent_of_child::call_on(&app, group.clone()).await,
+        "parent",
+    );
+    let mut fillers = Vec::new();
+    for i in 0..5 {
+        fillers.push(ok(
+            filler::call_on(&app, group.clone(), format!("f{i}"), 20).await,
+            "filler",
+        ));
+    }
+    let runner = start_runner(&app, 1);
+    assert_eq!(ok(parent.result().await, "parent"), "child");
+    for fl in &fillers {
+        ok(fl.result().await, "filler");
+    }
+    let order: Vec<String> = tasks::events_of(&group)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    assert_eq!(
+        order.first().map(String::as_str),
+        Some("parent"),
+        "{order:?}"
+    );
+    assert_eq!(
+        order.get(1).map(String::as_str),
+        Some("child"),
+        "the waited child runs before older fillers: {order:?}"
+    );
+    finish(&app, runner).await;
+}
+
+fn assert_cycle(err: PynencError, names: &[&str]) {
+    match &err {
+        PynencError::TaskFailed { error, .. } => {
+            assert_eq!(error.kind, "CycleDetectedError", "{}", error.message);
+            for n in names {
+                assert!(
+                    error.message.contains(n),
+                    "'{}' does not name {n}",
+                    error.message
+                );
+            }
+            // readable: the calls by task and arguments, not 64-digit hashes
+            assert!(
+                error.message.contains("(x=1)") || error.message.contains("(x=3)"),
+                "{}",
+                error.message
+            );
+            assert!(error.message.len() < 600, "{}", error.message);
+        }
+        other => panic!("expected the cycle error to fail the task, got {other}"),
+    }
+    // the structure crosses the task boundary: the calls, by task
+    let calls = err.cycle().expect("the calls of the cycle");
+    assert!(calls.len() >= 2, "{calls:?}");
+    assert_eq!(
+        calls.first().map(|c| &c.task_id),
+        calls.last().map(|c| &c.task_id)
+    );
+    for n in names {
+        assert!(
+            calls.iter().any(|c| c.task_id == *n),
+            "{n} not in {calls:?}"
+        );
+    }
+}
+
+/// 11. Cycles raise `CycleDetectedError` naming the calls; recursion on other arguments does not.
+pub async fn s11_cycle_detection(f: &dyn BackendFactory) {
+    let app = new_app(f, "s11", &[]);
+    let runner = start_runner(&app, 4);
+    let a = ok(cycle_a::call_on(&app, 1).await, "a");
+    let err = a.result().await.expect_err("a cycle must fail");
+    assert_cycle(
+        err,
+        &[cycle_a::DEFINITION.task_id, cycle_b::DEFINITION.task_id],
+    );
+    let s = ok(self_call::call_on(&app, 3).await, "self");
+    let err = s.result().await.expect_err("a self call must fail");
+    assert_cycle(err, &[self_call::DEFINITION.task_id]);
+    let three = ok(three_a::call_on(&app, 1).await, "three");
+    let err = three
+        .result()
+        .await
+        .expect_err("a cycle of three must fail");
+    assert_cycle(
+        err,
+        &[
+            three_a::DEFINITION.task_id,
+            three_b::DEFINITION.task_id,
+            three_c::DEFINITION.task_id,
+        ],
+    );
+    let fib8 = ok(fib::call_on(&app, 8).await, "fib");
+    assert_eq!(ok(fib8.result().await, "fib"), 21);
+    finish(&app, runner).await;
+}
+
+/// 11b. Dev mode has cycle control too: a cycle of three and a self-call
+/// raise `CycleDetectedError` naming the calls instead of overflowing the
+/// stack; recursion on other arguments runs.
+pub async fn s11b_dev_mode_cycle_control(f: &dyn BackendFactory) {
+    let app = new_app(f, "s11b", &[("dev_mode_force_sync_tasks", json!(true))]);
+    let three = ok(three_a::call_on(&app, 1).await, "three");
+    let err = three
+        .result()
+        .await
+        .expect_err("a cycle of three must fail");
+    assert_cycle(
+        err,
+        &[
+            three_a::DEFINITION.task_id,
+            three_b::DEFINITION.task_id,
+            three_c::DEFINITION.task_id,
+        ],
+    );
+    let own = ok(self_call::call_on(&app, 3).await, "self");
+    let err = own.result().await.expect_err("a self call must fail");
+    assert_cycle(err, &[self_call::DEFINITION.task_id]);
+    let fib8 = ok(fib::call_on(&app, 8).await, "fib");
+    assert_eq!(ok(fib8.result().await, "fib"), 21);
+    // nothing went through the orchestrator
+    assert!(ok(app.state_backend().list_invocation_ids().await, "list").is_empty());
+}

@@ -1,0 +1,26 @@
+//! The behaviour scenarios, one function each, written against the public
+//! API only. Numbers follow the design's list; every scenario ends by
+//! replaying the history of every invocation it created (scenario 17).
+
+mod bad_input;
+mod blocking;
+mod calls;
+mod concurrency;
+mod lifecycle;
+mod retries;
+
+pub use bad_input::*;
+pub use blocking::*;
+pub use calls::*;
+pub use concurrency::*;
+pub use lifecycle::*;
+pub use retries::*;
+
+use crate::{check_histories, ok};
+
+/// Stops the runner and checks every history of the app.
+pub(crate) async fn finish(app: &pynenc::Pynenc, runner: pynenc::SpawnedRunner) {
+    ok(runner.stop().await, "stopping the runner");
+    let checked = check_histories(app).await;
+    assert!(checked > 0, "the scenario created no invocation");
+}
