@@ -226,6 +226,13 @@ pub enum ArgumentPrintMode {
     Hidden,
 }
 
+impl Default for ArgumentPrintMode {
+    /// Values cut to 32 characters.
+    fn default() -> Self {
+        ArgumentPrintMode::Truncated(32)
+    }
+}
+
 impl ArgumentPrintMode {
     /// Parses `full`, `keys`, `truncated` (with `truncate_length`) or `hidden`.
     pub fn parse(name: &str, truncate_length: usize) -> Option<Self> {

@@ -35,6 +35,22 @@ pub struct RouteRequest {
 }
 
 impl RouteRequest {
+    /// A top-level call (no parent) routed now by `actor`, with cycle
+    /// control on, no concurrency control and arguments shown truncated in
+    /// errors; set the other fields for anything else.
+    pub fn new(call: Call, actor: RunnerId) -> RouteRequest {
+        RouteRequest {
+            call,
+            parent_invocation_id: None,
+            parent_call_id: None,
+            concurrency: ConcurrencySpec::default(),
+            scheduled_at: None,
+            cycle_control: true,
+            print_arguments: ArgumentPrintMode::default(),
+            actor,
+        }
+    }
+
     /// Whether routing needs the call id (a hash of every argument): for
     /// cycle control under a parent, and for registration concurrency.
     pub fn needs_call_id(&self) -> bool {

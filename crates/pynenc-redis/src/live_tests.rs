@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{
-    ArgumentPrintMode, Arguments, Call, ConcurrencySpec, InvocationId, InvocationStatus,
-    RouteOutcome, RouteRequest, RunOutcome, RunnerId, Serializer,
+    Arguments, Call, InvocationId, InvocationStatus, RouteOutcome, RouteRequest, RunOutcome,
+    RunnerId, Serializer,
 };
 use pynenc_store::{Coordination, EndOutcome, Orchestrator, RunEnd, StateBackend};
 use pynenc_testservers::redis::{skip_reason, RedisServer, Resp};
@@ -24,21 +24,10 @@ fn backend(url: &str, app_id: &str) -> Arc<RedisBackend> {
 }
 
 fn request(i: i64) -> RouteRequest {
-    RouteRequest {
-        call: Call::new(
-            "live_tests.task",
-            Arguments::new()
-                .with(Serializer::Json, "i", &i)
-                .expect("arguments"),
-        ),
-        parent_invocation_id: None,
-        parent_call_id: None,
-        concurrency: ConcurrencySpec::default(),
-        scheduled_at: None,
-        cycle_control: true,
-        print_arguments: ArgumentPrintMode::Truncated(32),
-        actor: RunnerId::from(""),
-    }
+    let arguments = Arguments::new()
+        .with(Serializer::Json, "i", &i)
+        .expect("arguments");
+    RouteRequest::new(Call::new("live_tests.task", arguments), RunnerId::from(""))
 }
 
 async fn route(b: &RedisBackend, n: i64) -> Vec<InvocationId> {

@@ -8,7 +8,7 @@ use pynenc_model::{
     InvocationId, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest, RunOutcome,
     RunnerId, SerializationError, StatusRecord,
 };
-use pynenc_store::engine::{self, PURGE_BATCH};
+use pynenc_store::engine;
 use pynenc_store::{
     EndOutcome, Orchestrator, Result, RunEnd, StateBackend, StepReport, StoreError,
 };
@@ -400,16 +400,12 @@ impl Orchestrator for RedisBackend {
     }
 
     async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
-        let mut total = 0;
-        loop {
-            let args = [bytes(micros(older_than)), bytes(PURGE_BATCH.to_string())];
+        engine::purge_in_batches(|max| async move {
+            let args = [bytes(micros(older_than)), bytes(max.to_string())];
             let v = self.script(&scripts().purge_final, &args).await?;
-            let n = as_int(&v).unwrap_or(0).max(0) as usize;
-            total += n;
-            if n < PURGE_BATCH {
-                return Ok(total);
-            }
-        }
+            Ok(as_int(&v).unwrap_or(0).max(0) as usize)
+        })
+        .await
     }
 
     async fn recover(

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use pynenc_model::InvocationStatus::*;
 use pynenc_model::{
-    ArgumentPrintMode, Arguments, Call, CallId, ConcurrencySpec, HistoryEntry, InvocationId,
-    InvocationOutcome, InvocationRecord, InvocationStatus, RouteRequest, RunOutcome, RunnerId,
-    Serializer, StatusRecord, TaskError, Timestamp,
+    Arguments, Call, CallId, ConcurrencySpec, HistoryEntry, InvocationId, InvocationOutcome,
+    InvocationRecord, InvocationStatus, RouteRequest, RunOutcome, RunnerId, Serializer,
+    StatusRecord, TaskError, Timestamp,
 };
 use pynenc_store::{
     AtomicStore, Broker, Coordination, Orchestrator, OwnedClaim, Result, StateBackend, StoreError,
@@ -140,19 +140,8 @@ fn entry(id: &str, status: InvocationStatus, at: i64) -> HistoryEntry {
 }
 
 fn request(task_id: &str, x: i64) -> RouteRequest {
-    RouteRequest {
-        call: Call::new(
-            task_id,
-            Arguments::new().with(Serializer::Json, "x", &x).unwrap(),
-        ),
-        parent_invocation_id: None,
-        parent_call_id: None,
-        concurrency: ConcurrencySpec::default(),
-        scheduled_at: None,
-        cycle_control: true,
-        print_arguments: ArgumentPrintMode::Truncated(32),
-        actor: "external".into(),
-    }
+    let arguments = Arguments::new().with(Serializer::Json, "x", &x).unwrap();
+    RouteRequest::new(Call::new(task_id, arguments), "external".into())
 }
 
 #[tokio::test]

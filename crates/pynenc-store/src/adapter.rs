@@ -244,17 +244,11 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
 
     async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
         let before = Timestamp::now() - older_than;
-        let mut total = 0;
-        loop {
-            let n = self
-                .store
-                .atomic(move |t| engine::auto_purge(t, before, engine::PURGE_BATCH))
-                .await?;
-            total += n;
-            if n < engine::PURGE_BATCH {
-                return Ok(total);
-            }
-        }
+        engine::purge_in_batches(|max| {
+            self.store
+                .atomic(move |t| engine::auto_purge(t, before, max))
+        })
+        .await
     }
 
     async fn recover(

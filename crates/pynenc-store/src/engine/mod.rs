@@ -38,6 +38,24 @@ pub const STEP_BATCH: usize = 1000;
 /// The most final invocations one auto-purge section deletes.
 pub const PURGE_BATCH: usize = 500;
 
+/// Runs auto-purge sections of at most [`PURGE_BATCH`] invocations (the
+/// argument `section` gets) until one deletes fewer, so other steps go
+/// between them; returns how many were deleted in all.
+pub async fn purge_in_batches<F, Fut>(mut section: F) -> Result<usize>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<usize>>,
+{
+    let mut total = 0;
+    loop {
+        let n = section(PURGE_BATCH).await?;
+        total += n;
+        if n < PURGE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// Sets `to` on an invocation for `actor`, if the state machine allows it,
 /// records it in the history, and applies what the new status implies.
 pub fn transition(

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pynenc::model::{ConcurrencySpec, RouteRequest};
+use pynenc::model::RouteRequest;
 use pynenc::{Arguments, Call, InvocationStatus, PynencError, RunnerId};
 use serde_json::json;
 
@@ -16,14 +16,8 @@ use super::finish;
 
 fn raw_request(app: &pynenc::Pynenc, call: Call) -> RouteRequest {
     RouteRequest {
-        call,
-        parent_invocation_id: None,
-        parent_call_id: None,
-        concurrency: ConcurrencySpec::default(),
-        scheduled_at: None,
-        cycle_control: true,
         print_arguments: app.conf().print_arguments,
-        actor: app.external_runner_id().clone(),
+        ..RouteRequest::new(call, app.external_runner_id().clone())
     }
 }
 

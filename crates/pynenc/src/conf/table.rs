@@ -223,7 +223,7 @@ config_table! {
         /// The backend of broker, orchestrator and state: `memory`, `sqlite` or `redis`.
         backend: BackendKind = BackendKind::Memory;
         /// How arguments are shown in logs: `full`, `keys`, `truncated` or `hidden`.
-        print_arguments: ArgumentPrintMode = ArgumentPrintMode::Truncated(32);
+        print_arguments: ArgumentPrintMode = ArgumentPrintMode::default();
         /// How many characters of each argument `truncated` shows.
         truncate_arguments_length: usize = 32;
         /// The largest serialized argument accepted, in bytes (default 512 MiB).
