@@ -86,6 +86,21 @@ impl PynencBuilder {
     /// The backend, by value: a [`pynenc_memory::MemoryBackend`] shared with
     /// other apps, `SqliteOptions`, `RedisOptions`, or [`Backend::Custom`].
     /// It takes the place of the configured `backend`.
+    ///
+    /// ```
+    /// use pynenc::{MemoryBackend, Pynenc};
+    ///
+    /// // two apps of one process on one in-memory backend, isolated by app id
+    /// let shared = MemoryBackend::new();
+    /// let shop = Pynenc::builder().app_id("shop").backend(shared.clone()).build()?;
+    /// let mail = Pynenc::builder().app_id("mail").backend(shared).build()?;
+    /// assert_eq!(shop.app_id(), "shop");
+    /// assert_eq!(mail.app_id(), "mail");
+    /// # Ok::<(), pynenc::PynencError>(())
+    /// ```
+    ///
+    /// With the `sqlite` feature, `.backend(SqliteOptions::new("jobs.db"))`;
+    /// with `redis`, `.backend(RedisOptions::from_url("redis://host:6379/0"))`.
     pub fn backend(mut self, backend: impl Into<Backend>) -> Self {
         self.backend = Some(backend.into());
         self
