@@ -67,7 +67,7 @@ impl RedisBackend {
         let settings = conn::settings(options)?;
         conn::check_reachable(&settings)?;
         let base = if options.key_prefix.is_empty() {
-            "__pynenc__"
+            RedisOptions::DEFAULT_KEY_PREFIX
         } else {
             options.key_prefix.as_str()
         };

@@ -11,7 +11,7 @@ use pynenc_store::{Broker, Coordination, Result, StateBackend, StoreError};
 use redis::Value;
 
 use crate::backend::{bytes, escape_glob, micros, RedisBackend};
-use crate::decode::corrupt;
+use crate::decode::{corrupt, corrupt_by};
 use crate::script::{as_int, as_string, scripts};
 
 /// The safety-net re-check of `wait_final`.
@@ -110,7 +110,7 @@ impl StateBackend for RedisBackend {
             let field = format!("h{}", i + 1);
             let f = as_string(f).ok_or_else(|| corrupt(&key, &field, "missing"))?;
             let entries: Vec<Raw> = serde_json::from_str(&format!("[{f}]"))
-                .map_err(|err| corrupt(&key, &field, err))?;
+                .map_err(|err| corrupt_by(&key, &field, err))?;
             for (status, owner, actor, timestamp_us, execution_context) in entries {
                 let status = status.parse().map_err(|err| corrupt(&key, &field, err))?;
                 out.push(HistoryEntry {
@@ -147,7 +147,7 @@ impl StateBackend for RedisBackend {
                 let error = match error {
                     Some(e) => Some(
                         serde_json::from_str::<TaskError>(&e)
-                            .map_err(|err| corrupt(&self.invocation_key(id), "error", err))?,
+                            .map_err(|err| corrupt_by(&self.invocation_key(id), "error", err))?,
                     ),
                     None => None,
                 };

@@ -29,11 +29,16 @@ pub(crate) struct Settings {
 
 /// An option that cannot be used, and why.
 fn invalid(option: &'static str, reason: String) -> StoreError {
-    StoreError::InvalidOption {
-        backend: BACKEND,
-        option,
-        reason,
-    }
+    StoreError::invalid_option(BACKEND, option, reason)
+}
+
+/// An option that cannot be used, and the error that says why.
+fn invalid_caused(
+    option: &'static str,
+    reason: String,
+    cause: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::invalid_option_caused(BACKEND, option, reason, cause)
 }
 
 /// `redis://user:pass@host` → `redis://user:***@host` (for messages).
@@ -73,7 +78,7 @@ pub(crate) fn settings(options: &RedisOptions) -> Result<Settings> {
             }
             ConnectionAddr::Tcp(options.host.clone(), options.port)
                 .into_connection_info()
-                .map_err(|e| invalid("host", e.to_string()))?
+                .map_err(|e| invalid_caused("host", e.to_string(), e))?
                 .set_redis_settings(redis)
         }
         Some(url) => {
@@ -81,14 +86,14 @@ pub(crate) fn settings(options: &RedisOptions) -> Result<Settings> {
             if tls && !cfg!(feature = "tls") {
                 return Err(invalid(
                     "url",
-                    "a rediss:// (TLS) URL needs the cargo feature `redis-tls` of pynenc; enable it or use redis://".into(),
+                    "a rediss:// (TLS) URL needs TLS support (the cargo feature `redis-tls` of pynenc, `tls` of pynenc-redis); enable it or use redis://".into(),
                 ));
             }
             url.into_connection_info().map_err(|e| {
-                invalid(
-                    "url",
-                    format!("not a valid Redis URL ({e}); expected redis://[user][:password@]host[:port][/db]"),
-                )
+                let reason = format!(
+                    "not a valid Redis URL ({e}); expected redis://[user][:password@]host[:port][/db]"
+                );
+                invalid_caused("url", reason, e)
             })?
         }
     };
@@ -221,10 +226,8 @@ fn tls_client(
     ca_file: &std::path::Path,
 ) -> Result<redis::RedisResult<redis::Client>> {
     let pem = std::fs::read(ca_file).map_err(|e| {
-        invalid(
-            "tls_ca_file",
-            format!("cannot read the CA file {}: {e}", ca_file.display()),
-        )
+        let reason = format!("cannot read the CA file {}: {e}", ca_file.display());
+        invalid_caused("tls_ca_file", reason, e)
     })?;
     Ok(redis::Client::build_with_tls(
         info,
@@ -243,7 +246,7 @@ fn tls_client(
 ) -> Result<redis::RedisResult<redis::Client>> {
     Err(invalid(
         "tls_ca_file",
-        "a CA file is for rediss:// connections, which need the cargo feature `redis-tls` of pynenc".into(),
+        "a CA file is for rediss:// connections, which need TLS support (the cargo feature `redis-tls` of pynenc, `tls` of pynenc-redis)".into(),
     ))
 }
 

@@ -22,6 +22,15 @@ pub(crate) fn corrupt(key: &str, field: &str, reason: impl std::fmt::Display) ->
     StoreError::corrupt(format!("redis key '{key}' (field '{field}')"), reason)
 }
 
+/// The error for a field of a key that `cause` (a parser) cannot read.
+pub(crate) fn corrupt_by(
+    key: &str,
+    field: &str,
+    cause: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::corrupt_caused(format!("redis key '{key}' (field '{field}')"), cause)
+}
+
 impl RedisBackend {
     /// A failure raised by a script (`kind`, fields...) as a store error.
     pub(crate) fn script_failure(&self, f: &[Value]) -> StoreError {
@@ -99,19 +108,20 @@ impl RedisBackend {
         let key = self.key("inv", &id);
         let invocation_id = InvocationId::parse(&id).map_err(|e| StoreError::bad_id(&key, e))?;
         let call_json = s(1).ok_or_else(|| corrupt(&key, "call", "missing"))?;
-        let call: Call = serde_json::from_str(&call_json).map_err(|e| corrupt(&key, "call", e))?;
+        let call: Call =
+            serde_json::from_str(&call_json).map_err(|e| corrupt_by(&key, "call", e))?;
         let created = s(3)
             .ok_or_else(|| corrupt(&key, "created", "missing"))?
             .parse::<i64>()
-            .map_err(|e| corrupt(&key, "created", e))?;
+            .map_err(|e| corrupt_by(&key, "created", e))?;
         let scheduled = match s(4) {
             Some(v) if !v.is_empty() => Some(Timestamp::from_micros(
-                v.parse::<i64>().map_err(|e| corrupt(&key, "sched", e))?,
+                v.parse::<i64>().map_err(|e| corrupt_by(&key, "sched", e))?,
             )),
             _ => None,
         };
         let parent = match s(2).filter(|x| !x.is_empty()) {
-            Some(p) => Some(InvocationId::parse(&p).map_err(|e| corrupt(&key, "parent", e))?),
+            Some(p) => Some(InvocationId::parse(&p).map_err(|e| corrupt_by(&key, "parent", e))?),
             None => None,
         };
         let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());

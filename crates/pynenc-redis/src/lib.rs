@@ -190,7 +190,7 @@ impl Default for RedisOptions {
             db: 0,
             username: None,
             password: None,
-            key_prefix: "__pynenc__".to_string(),
+            key_prefix: RedisOptions::DEFAULT_KEY_PREFIX.to_string(),
             pool_size: 4,
             tls_ca_file: None,
         }
@@ -198,6 +198,9 @@ impl Default for RedisOptions {
 }
 
 impl RedisOptions {
+    /// The key prefix used when none is given.
+    pub const DEFAULT_KEY_PREFIX: &'static str = "__pynenc__";
+
     /// The options of a server given by URL, the rest default.
     pub fn from_url(url: impl Into<String>) -> Self {
         RedisOptions {

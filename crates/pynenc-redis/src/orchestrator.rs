@@ -370,7 +370,7 @@ impl Orchestrator for RedisBackend {
             None => Ok(0),
             Some(r) => r
                 .parse()
-                .map_err(|e| crate::decode::corrupt(&key, "retries", e)),
+                .map_err(|e| crate::decode::corrupt_by(&key, "retries", e)),
         }
     }
 

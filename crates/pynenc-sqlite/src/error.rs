@@ -75,11 +75,40 @@ impl Ctx {
         )
     }
 
+    /// The `what` of invocation `id` that `cause` (a parser) cannot read.
+    pub(crate) fn corrupt_by(
+        &self,
+        id: &str,
+        what: &str,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::corrupt_caused(
+            format!(
+                "SQLite database {}: invocation {id} (app '{}'), its {what}",
+                self.shown, self.app_id
+            ),
+            cause,
+        )
+    }
+
     /// A failure of this store with a message (no SQLite error behind it).
     pub(crate) fn fail(&self, message: impl std::fmt::Display) -> StoreError {
         StoreError::backend(
             BACKEND,
             format!("SQLite database {}: {message}", self.shown),
+        )
+    }
+
+    /// A failure of this store caused by `cause` (not an SQLite error).
+    pub(crate) fn fail_caused(
+        &self,
+        message: impl std::fmt::Display,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> StoreError {
+        StoreError::backend_caused(
+            BACKEND,
+            format!("SQLite database {}: {message}", self.shown),
+            cause,
         )
     }
 }

@@ -98,7 +98,7 @@ impl StoreTxn for SqliteTxn<'_> {
         json.map(|j| {
             InvocationRecord::from_json(&j)
                 .map(Arc::new)
-                .map_err(|e| self.ctx.corrupt(id.as_str(), "record", e))
+                .map_err(|e| self.ctx.corrupt_by(id.as_str(), "record", e))
         })
         .transpose()
     }
@@ -278,7 +278,7 @@ impl StoreTxn for SqliteTxn<'_> {
             let error = error
                 .map(|j| {
                     serde_json::from_str::<TaskError>(&j)
-                        .map_err(|e| self.ctx.corrupt(id.as_str(), "error", e))
+                        .map_err(|e| self.ctx.corrupt_by(id.as_str(), "error", e))
                 })
                 .transpose()?;
             Ok(InvocationOutcome {

@@ -271,14 +271,15 @@ impl Inner {
 
 /// A section that did not come back from its blocking thread.
 pub(crate) fn join_error(ctx: &Ctx, e: tokio::task::JoinError) -> StoreError {
-    ctx.fail(format!(
-        "a database section did not complete ({}); its transaction was rolled back",
-        if e.is_panic() {
-            "it panicked"
-        } else {
-            "it was cancelled"
-        }
-    ))
+    let how = if e.is_panic() {
+        "it panicked"
+    } else {
+        "it was cancelled"
+    };
+    ctx.fail_caused(
+        format!("a database section did not complete ({how}); its transaction was rolled back"),
+        e,
+    )
 }
 
 /// A pause between `base / 2` and `base * 3 / 2`, so that competing processes drift apart.

@@ -56,6 +56,9 @@ pub enum StoreError {
         location: String,
         /// What is wrong with it.
         reason: String,
+        /// The parser's error, where there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// An option the backend was opened with cannot be used.
     #[error("{backend} backend: option '{option}': {reason}")]
@@ -66,6 +69,9 @@ pub enum StoreError {
         option: &'static str,
         /// Why it cannot be used.
         reason: String,
+        /// The driver's or the system's error, where there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// The backend failed: its server or file could not be reached, or
     /// refused the operation. The step wrote nothing; it may work later.
@@ -125,12 +131,54 @@ impl StoreError {
         StoreError::Corrupt {
             location: location.into(),
             reason: reason.to_string(),
+            source: None,
+        }
+    }
+
+    /// Stored data at `location` that `cause` (a parser's error) cannot read.
+    pub fn corrupt_caused(
+        location: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Corrupt {
+            location: location.into(),
+            reason: cause.to_string(),
+            source: Some(Arc::new(cause)),
         }
     }
 
     /// A stored id that is not an invocation id.
     pub fn bad_id(location: impl Into<String>, err: InvalidId) -> Self {
-        StoreError::corrupt(location, err)
+        StoreError::corrupt_caused(location, err)
+    }
+
+    /// The backend cannot use `option` for `reason`.
+    pub fn invalid_option(
+        backend: &'static str,
+        option: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
+        StoreError::InvalidOption {
+            backend,
+            option,
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// The backend cannot use `option`, for `reason` that `cause` gives.
+    pub fn invalid_option_caused(
+        backend: &'static str,
+        option: &'static str,
+        reason: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::InvalidOption {
+            backend,
+            option,
+            reason: reason.into(),
+            source: Some(Arc::new(cause)),
+        }
     }
 
     /// The class name of the error, as in the original exception hierarchy

@@ -263,3 +263,33 @@ async fn backends_are_chosen_by_value_and_named_in_the_configuration() {
     runner.stop().await.expect("stop");
     check_histories(&app).await;
 }
+
+#[test]
+fn the_sqlite_shortcut_sets_the_path_and_keeps_the_configured_timings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shortcut.db");
+    let app = pynenc::Pynenc::builder()
+        .env_vars(vec![
+            (
+                "PYNENC__SQLITE__BUSY_TIMEOUT_MS".to_string(),
+                "1234".to_string(),
+            ),
+            ("PYNENC__SQLITE__POLL_MAX_MS".to_string(), "20".to_string()),
+        ])
+        .app_id(unique("sqlite-shortcut"))
+        .backend(pynenc::MemoryBackend::new())
+        .sqlite(&path)
+        .build()
+        .expect("build");
+    let conf = app.conf();
+    assert_eq!(conf.backend, pynenc::BackendKind::Sqlite);
+    assert_eq!(conf.sqlite.sqlite_path, path.display().to_string());
+    assert_eq!(conf.sqlite.busy_timeout_ms, 1234);
+    assert_eq!(conf.sqlite.poll_max_ms, 20);
+    assert_eq!(
+        conf.source_of("sqlite.busy_timeout_ms"),
+        Some(&pynenc::ConfigSource::Env(
+            "PYNENC__SQLITE__BUSY_TIMEOUT_MS".to_string()
+        ))
+    );
+}

@@ -124,9 +124,10 @@ pub enum PynencError {
     Runner {
         /// What failed.
         message: String,
-        /// The operating system's error, where there is one.
+        /// The error behind it (the operating system's, a task's join
+        /// error, …), where there is one.
         #[source]
-        source: Option<Arc<std::io::Error>>,
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// The runner cannot execute in this configuration.
     #[error("runner not executable: {message}")]
@@ -283,8 +284,11 @@ impl PynencError {
         }
     }
 
-    /// A runner error caused by an operating system error.
-    pub fn runner_io(message: impl Into<String>, source: std::io::Error) -> Self {
+    /// A runner error caused by `source` (an operating system error, …).
+    pub fn runner_caused(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         PynencError::Runner {
             message: message.into(),
             source: Some(Arc::new(source)),
@@ -361,7 +365,7 @@ impl fmt::Display for ConfigSource {
 
 /// A configuration value that could not be accepted: where it came from,
 /// which key, and why. Fix the value at its source.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ConfigError {
     /// Where the value came from.
     pub source: ConfigSource,
@@ -369,7 +373,38 @@ pub struct ConfigError {
     pub key: String,
     /// Why it was refused.
     pub reason: String,
+    /// The error behind the refusal, where there is one (a file that could
+    /// not be read or parsed); it is also [`std::error::Error::source`].
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+impl ConfigError {
+    /// The value of `key` from `source` is refused for `reason`.
+    pub fn new(source: ConfigSource, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            source,
+            key: key.into(),
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
+    /// The same error, caused by `cause`.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+}
+
+/// Two configuration errors are equal when they name the same source, key
+/// and reason (their causes are not compared).
+impl PartialEq for ConfigError {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source && self.key == other.key && self.reason == other.reason
+    }
+}
+
+impl Eq for ConfigError {}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -381,7 +416,13 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// The result type of pynenc operations.
 pub type Result<T, E = PynencError> = std::result::Result<T, E>;
@@ -449,11 +490,11 @@ mod tests {
             PynencError::RunnerNotExecutable {
                 message: "m".into(),
             },
-            PynencError::Config(ConfigError {
-                source: ConfigSource::Env("PYNENC__X".into()),
-                key: "x".into(),
-                reason: "unknown key".into(),
-            }),
+            PynencError::Config(ConfigError::new(
+                ConfigSource::Env("PYNENC__X".into()),
+                "x",
+                "unknown key",
+            )),
             PynencError::NoResult {
                 invocation_id: id,
                 status: InvocationStatus::ConcurrencyControlledFinal,
@@ -483,7 +524,7 @@ mod tests {
         let codec = e.source().expect("the codec error");
         assert!(codec.source().is_some(), "serde_json's own error is kept");
         let io = std::io::Error::other("no such file");
-        let e = PynencError::runner_io("cannot start a child", io);
+        let e = PynencError::runner_caused("cannot start a child", io);
         assert_eq!(
             e.source().map(|s| s.to_string()).as_deref(),
             Some("no such file")

@@ -10,7 +10,7 @@ use pynenc_model::Serializer;
 use pynenc_store::{Components, StoreError};
 use serde_json::Value;
 
-use crate::conf::{BackendKind, ConfigError, ConfigSource, PynencConfig};
+use crate::conf::{BackendKind, PynencConfig};
 use crate::exceptions::{PynencError, Result};
 
 #[cfg(feature = "redis")]
@@ -129,16 +129,12 @@ impl Backend {
                 }))
             }
             #[allow(unreachable_patterns)]
-            other => Err(PynencError::Config(ConfigError {
-                source: conf
-                    .source_of("backend")
-                    .cloned()
-                    .unwrap_or(ConfigSource::Default),
-                key: "backend".into(),
-                reason: format!(
+            other => Err(PynencError::Config(conf.error_at(
+                "backend",
+                format!(
                     "backend '{other}' is not available in this build (enable the cargo feature '{other}' of pynenc)"
                 ),
-            })),
+            ))),
         }
     }
 
@@ -223,27 +219,53 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// A backend's refusal of one of its options, as an error on the
-/// configuration key that set it (other errors pass through).
+/// configuration key that set it, caused by the refusal (other errors pass
+/// through). Options are named `<backend>.<backend>_<option>`
+/// (`redis.redis_url` for the option `url` of the Redis backend).
 fn option_error(conf: &PynencConfig, e: StoreError) -> PynencError {
     let StoreError::InvalidOption {
         backend,
         option,
         reason,
+        ..
     } = &e
     else {
         return e.into();
     };
-    let key = match (*backend, *option) {
-        ("sqlite", "path") => "sqlite.sqlite_path".to_string(),
-        ("sqlite", other) => format!("sqlite.{other}"),
-        (backend, other) => format!("{backend}.{backend}_{other}"),
-    };
-    PynencError::Config(ConfigError {
-        source: conf
-            .source_of(&key)
-            .cloned()
-            .unwrap_or(ConfigSource::Default),
-        key,
-        reason: reason.clone(),
-    })
+    let key = format!("{backend}.{backend}_{option}");
+    let error = conf.error_at(&key, reason.clone());
+    PynencError::Config(error.caused_by(e))
+}
+
+#[cfg(all(test, any(feature = "sqlite", feature = "redis")))]
+mod tests {
+    use super::*;
+
+    /// The configuration's defaults (`conf/table.rs`) and the backends' own
+    /// defaults are written in two crates: they must agree.
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_defaults_agree_with_the_configuration() {
+        let conf = PynencConfig {
+            backend: BackendKind::Sqlite,
+            ..PynencConfig::default()
+        };
+        let Ok(Backend::Sqlite(options)) = Backend::from_config(&conf) else {
+            panic!("expected SQLite options");
+        };
+        assert_eq!(options, SqliteOptions::new(&conf.sqlite.sqlite_path));
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn redis_defaults_agree_with_the_configuration() {
+        let conf = PynencConfig {
+            backend: BackendKind::Redis,
+            ..PynencConfig::default()
+        };
+        let Ok(Backend::Redis(options)) = Backend::from_config(&conf) else {
+            panic!("expected Redis options");
+        };
+        assert_eq!(options, RedisOptions::default());
+    }
 }

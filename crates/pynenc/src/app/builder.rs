@@ -111,10 +111,15 @@ impl PynencBuilder {
         self.backend(hub)
     }
 
-    /// Uses the SQLite backend with the database file at `path` (default timings).
+    /// Uses the SQLite backend with the database file at `path`; its other
+    /// settings (`[sqlite]`) come from the configuration. It takes the
+    /// place of a backend set before.
     #[cfg(feature = "sqlite")]
-    pub fn sqlite(self, path: impl Into<PathBuf>) -> Self {
-        self.backend(super::backend::SqliteOptions::new(path))
+    pub fn sqlite(mut self, path: impl Into<PathBuf>) -> Self {
+        self.backend = None;
+        let path = path.into().to_string_lossy().into_owned();
+        self.config_value("backend", "sqlite")
+            .config_value("sqlite.sqlite_path", path)
     }
 
     /// Uses custom components, built from the resolved configuration.

@@ -91,11 +91,7 @@ pub(crate) fn config_error(
     key: impl Into<String>,
     reason: impl Into<String>,
 ) -> ConfigError {
-    ConfigError {
-        source: source.clone(),
-        key: key.into(),
-        reason: reason.into(),
-    }
+    ConfigError::new(source.clone(), key, reason)
 }
 
 impl Layer {
@@ -195,23 +191,26 @@ impl Layer {
                 FILE_KEY,
                 format!("cannot read the configuration file ({origin}): {e}"),
             )
+            .caused_by(e)
         })?;
-        let parsed: Result<Value, String> = match ext.as_str() {
-            "toml" => toml::from_str::<Value>(&text).map_err(|e| e.to_string()),
-            "json" => serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()),
-            _ => serde_yaml::from_str::<Value>(&text).map_err(|e| e.to_string()),
-        };
-        let tree = parsed.map_err(|e| {
+        let format = if ext == "yml" { "yaml" } else { ext.as_str() };
+        let parse_error = |e: &dyn std::fmt::Display| {
             config_error(
                 &source,
                 FILE_KEY,
                 format!(
-                    "cannot parse the {} file ({origin}): {}",
-                    if ext == "yml" { "yaml" } else { ext.as_str() },
-                    e.trim_end()
+                    "cannot parse the {format} file ({origin}): {}",
+                    e.to_string().trim_end()
                 ),
             )
-        })?;
+        };
+        let tree = match ext.as_str() {
+            "toml" => toml::from_str::<Value>(&text).map_err(|e| parse_error(&e).caused_by(e))?,
+            "json" => {
+                serde_json::from_str::<Value>(&text).map_err(|e| parse_error(&e).caused_by(e))?
+            }
+            _ => serde_yaml::from_str::<Value>(&text).map_err(|e| parse_error(&e).caused_by(e))?,
+        };
         Layer::from_tree(&tree, &source)
     }
 

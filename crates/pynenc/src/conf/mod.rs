@@ -339,12 +339,18 @@ impl PynencConfig {
     /// An error about two fields that do not fit together, reported on the
     /// one that was set (the first if both were).
     fn pair_error(&self, first: &str, second: &str, reason: String) -> ConfigError {
-        let (key, source) = match (self.sources.get(first), self.sources.get(second)) {
-            (Some(s), _) => (first, s.clone()),
-            (None, Some(s)) => (second, s.clone()),
-            (None, None) => (first, ConfigSource::Default),
+        let key = match (self.sources.get(first), self.sources.get(second)) {
+            (None, Some(_)) => second,
+            _ => first,
         };
-        config_error(&source, key, reason)
+        self.error_at(key, reason)
+    }
+
+    /// An error about the value of `key`, at the source that set it (the
+    /// default when none did).
+    pub(crate) fn error_at(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        let source = self.source_of(key).unwrap_or(&DEFAULT_SOURCE);
+        ConfigError::new(source.clone(), key, reason)
     }
 }
 

@@ -523,6 +523,33 @@ fn unparsable_file_names_the_file_and_line() {
 }
 
 #[test]
+fn file_errors_keep_the_reader_and_parser_errors_as_their_source() {
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_err(loader(dir.path()).file(dir.path().join("missing.toml")));
+    let io = err.source().expect("the I/O error");
+    assert!(io.downcast_ref::<std::io::Error>().is_some(), "{io:?}");
+    for (name, text) in [
+        ("bad.toml", "[runner\n"),
+        ("bad.json", "{\"app_id\": }"),
+        ("bad.yaml", "a: [1\n"),
+    ] {
+        let f = write(dir.path(), name, text);
+        let err = load_err(loader(dir.path()).file(&f));
+        let parser = err.source().expect("the parser's error");
+        assert!(
+            err.reason.contains(parser.to_string().trim_end()),
+            "{name}: {err}"
+        );
+    }
+    let toml_err = load_err(loader(dir.path()).file(dir.path().join("bad.toml")));
+    assert!(toml_err
+        .source()
+        .and_then(|e| e.downcast_ref::<toml::de::Error>())
+        .is_some());
+}
+
+#[test]
 fn missing_or_unsupported_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.toml");

@@ -167,6 +167,6 @@ impl SpawnedRunner {
         self.handle.stop();
         self.join
             .await
-            .map_err(|e| PynencError::runner(format!("runner task failed: {e}")))?
+            .map_err(|e| PynencError::runner_caused(format!("runner task failed: {e}"), e))?
     }
 }

@@ -163,7 +163,7 @@ impl InvocationHost for ChildHost {
 async fn invocation_child(app: Pynenc, go: tokio::sync::mpsc::UnboundedReceiver<()>) -> Result<()> {
     let id = env_var(INVOCATION_ENV)?;
     let id = InvocationId::parse(&id)
-        .map_err(|e| PynencError::runner(format!("{INVOCATION_ENV}: {e}")))?;
+        .map_err(|e| PynencError::runner_caused(format!("{INVOCATION_ENV}: {e}"), e))?;
     let owner = RunnerId::from(env_var(OWNER_ENV)?);
     let record = Arc::new(app.state_backend().get_invocation(&id).await?);
     let span = info_span!("invocation", task_id = %record.call.task_id, invocation_id = %id, runner_id = %owner);

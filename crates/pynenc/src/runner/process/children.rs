@@ -27,7 +27,7 @@ pub(crate) fn refuse_memory(app: &Pynenc, kind: &str) -> Result<()> {
 /// This program again, as a child of `mode`, with the app's effective configuration.
 pub(crate) fn child_command(app: &Pynenc, mode: &str) -> Result<Command> {
     let exe = std::env::current_exe().map_err(|e| {
-        PynencError::runner_io("cannot find this program to start a child process", e)
+        PynencError::runner_caused("cannot find this program to start a child process", e)
     })?;
     let values = serde_json::to_string(&app.conf().effective_values())
         .map_err(|e| SerializationError::serialize("configuration for a child", e))?;

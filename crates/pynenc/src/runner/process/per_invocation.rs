@@ -160,7 +160,7 @@ async fn supervise_child(
         cmd.env(INVOCATION_ENV, id.as_str())
             .env(OWNER_ENV, runner.runner_id.as_str())
             .spawn()
-            .map_err(|e| PynencError::runner_io("cannot start a child process", e))
+            .map_err(|e| PynencError::runner_caused("cannot start a child process", e))
     });
     let mut child: Child = match spawned {
         Ok(c) => c,

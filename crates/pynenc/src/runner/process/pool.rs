@@ -122,7 +122,7 @@ impl WorkerPool {
             .env(OWNER_ENV, owner.as_str());
         let mut child = cmd
             .spawn()
-            .map_err(|e| PynencError::runner_io("cannot start a worker process", e))?;
+            .map_err(|e| PynencError::runner_caused("cannot start a worker process", e))?;
         let held: Arc<parking_lot::Mutex<Holdings>> = Arc::default();
         let reader = child
             .stdout
