@@ -58,7 +58,7 @@ impl MemoryBackend {
     /// The components of the app `app_id`; `serializer` renders argument
     /// differences and cycles in errors.
     pub fn components(&self, app_id: &str, serializer: Serializer) -> Components {
-        Components::of(Arc::new(TxnBackend::new(self.store(app_id), serializer)))
+        TxnBackend::components(self.store(app_id), serializer)
     }
 }
 

@@ -101,12 +101,12 @@ impl Invocations {
 
     /// Stores a new entry under `id`, which must be new.
     fn insert(&mut self, id: InvocationId, entry: Entry) -> Result<()> {
-        if self.index.contains_key(&id) {
+        let std::collections::hash_map::Entry::Vacant(vacant) = self.index.entry(id) else {
             return Err(StoreError::backend(
                 "memory",
                 format!("an invocation with id {id} already exists"),
             ));
-        }
+        };
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize] = Some(entry);
@@ -120,7 +120,7 @@ impl Invocations {
                 slot
             }
         };
-        self.index.insert(id, slot);
+        vacant.insert(slot);
         Ok(())
     }
 

@@ -14,6 +14,17 @@ pub const RETRY_ERROR_KIND: &str = "RetryError";
 pub const PANIC_KIND: &str = "Panic";
 /// The kind of a cycle error (see [`crate::CycleError`]).
 pub const CYCLE_ERROR_KIND: &str = "CycleDetectedError";
+/// The kind of an error about an invocation that does not exist.
+pub const NOT_FOUND_ERROR_KIND: &str = "InvocationNotFoundError";
+/// The kind of a transition the state machine refused.
+pub const STATUS_TRANSITION_ERROR_KIND: &str = "StatusTransitionError";
+/// The kind of a call refused by registration concurrency for its arguments.
+pub const REGISTRATION_CONFLICT_ERROR_KIND: &str =
+    "InvocationConcurrencyWithDifferentArgumentsError";
+/// The kind of a value that could not be serialized or read back.
+pub const SERIALIZATION_ERROR_KIND: &str = "SerializationError";
+/// The kind of a failure of the backend itself.
+pub const STATE_BACKEND_ERROR_KIND: &str = "StateBackendError";
 
 /// The error of a task body: a kind and a human readable message, stored
 /// with the invocation and returned to whoever waits for its result.

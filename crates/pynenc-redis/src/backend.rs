@@ -1,10 +1,10 @@
 //! [`RedisBackend`]: one app's keys on one server, and how it is opened.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pynenc_model::{InvocationId, Serializer, Timestamp};
+use pynenc_model::{InvocationId, Serializer};
 use pynenc_store::{Components, Result};
 use redis::aio::ConnectionManager;
 
@@ -138,18 +138,6 @@ pub(crate) fn escape_glob(s: &str) -> String {
     out
 }
 
-/// A new invocation id in creation order (32 hex digits: 13 of µs time, 3 of
-/// a per-process sequence, 16 random), so that invocations created in the
-/// same microsecond (one routed batch) sort in call order in the
-/// `blocking` index, whose ties are broken by member.
-pub(crate) fn ordered_invocation_id() -> InvocationId {
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let us = u128::try_from(Timestamp::now().as_micros()).unwrap_or(0) & 0x000F_FFFF_FFFF_FFFF;
-    let seq = u128::from(SEQ.fetch_add(1, Ordering::Relaxed) & 0xFFF);
-    let random = u128::from(uuid::Uuid::new_v4().as_u128() as u64);
-    InvocationId::from_u128((us << 76) | (seq << 64) | random)
-}
-
 /// The bytes of a text argument.
 pub(crate) fn bytes(s: impl Into<String>) -> Vec<u8> {
     s.into().into_bytes()
@@ -171,7 +159,7 @@ mod tests {
 
     #[test]
     fn ids_are_in_creation_order() {
-        let ids: Vec<InvocationId> = (0..100).map(|_| ordered_invocation_id()).collect();
+        let ids: Vec<InvocationId> = (0..100).map(|_| InvocationId::time_ordered()).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     }
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use pynenc_model::{
-    Call, CallId, CallRef, ConcurrencySpec, CycleError, InvocationId, InvocationRecord,
-    InvocationStatus, RunOutcome, RunnerId, StatusRecord, TaskError, Timestamp,
+    Call, ConcurrencySpec, InvocationId, InvocationRecord, InvocationStatus, RunOutcome, RunnerId,
+    StatusRecord, TaskError, Timestamp,
 };
 use pynenc_store::{Orchestrator, Result, StoreError};
 use redis::Value;
@@ -88,12 +88,6 @@ impl RedisBackend {
                         .collect::<String>()
                 ),
             ),
-            "CYCLE" => StoreError::Cycle(CycleError {
-                calls: cycle_call_ids(f)
-                    .into_iter()
-                    .map(CallRef::from_call_id)
-                    .collect(),
-            }),
             other => self.bad_reply(format!(
                 "script failure {other}: {:?}",
                 f.iter().skip(1).filter_map(as_string).collect::<Vec<_>>()
@@ -207,14 +201,4 @@ impl RedisBackend {
             error!(invocation_id = %id, error = %e, "could not fail the corrupt invocation");
         }
     }
-}
-
-/// The call ids of a `CYCLE` failure: the calling call, the callee, ...
-pub(crate) fn cycle_call_ids(f: &[Value]) -> Vec<CallId> {
-    f.get(1..)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(as_string)
-        .map(CallId::from)
-        .collect()
 }

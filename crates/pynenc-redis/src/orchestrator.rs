@@ -5,24 +5,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pynenc_model::{
-    InvocationId, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest, RunOutcome,
-    RunnerId, SerializationError, StatusRecord,
+    Call, CallId, InvocationId, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest,
+    RunOutcome, RunnerId, SerializationError, StatusRecord,
 };
 use pynenc_store::engine;
-use pynenc_store::{
-    EndOutcome, Orchestrator, Result, RunEnd, StateBackend, StepReport, StoreError,
-};
+use pynenc_store::{EndOutcome, Orchestrator, Result, RunEnd, StepReport, StoreError};
 use redis::Value;
+use tracing::warn;
 
-use crate::backend::{bytes, micros, opt_bytes, ordered_invocation_id, RedisBackend};
-use crate::decode::cycle_call_ids;
+use crate::backend::{bytes, micros, opt_bytes, RedisBackend};
 use crate::script::{as_int, as_list, as_string, scripts};
 use crate::step::{PickUp, STEP_ENDS};
 
 /// Invocations per `waiting_for_results` script.
 const WAIT_CHUNK: usize = 1000;
-/// The most invocations one pick-up claims.
-pub(crate) const MAX_PICK: usize = 10_000;
 
 impl RedisBackend {
     /// Pick-up; `start`: also `RUNNING` with this execution context (one
@@ -33,47 +29,47 @@ impl RedisBackend {
         max: usize,
         start: Option<&str>,
     ) -> Result<Vec<Arc<InvocationRecord>>> {
-        let max = max.min(MAX_PICK);
-        if max == 0 {
+        let pick = PickUp::new(max, start);
+        if pick.max == 0 {
             return Ok(Vec::new());
         }
-        let pick = PickUp { max, start };
-        let (_, body) = self.step(runner_id, &[], Some(pick)).await;
+        let body = self.step(runner_id, &[], Some(pick)).await.pick;
         let body = body.unwrap_or_else(|| Err(self.bad_reply("a pick-up returned nothing")))?;
         self.decode_pick(runner_id, body, start.is_some()).await
     }
 
-    /// The error of a `CYCLE` failure of routing: the request that closes the
-    /// cycle names the callee, its parent and the parent's ancestors the
-    /// other calls (read only now, on this rare path).
-    async fn cycle_failure(&self, requests: &[RouteRequest], failure: &[Value]) -> StoreError {
-        let call_ids = cycle_call_ids(failure);
-        let (Some(parent_call), Some(callee)) = (call_ids.first(), call_ids.get(1)) else {
-            return self.script_failure(failure);
+    /// The error of a `CYCLE` failure of routing: `{'CYCLE', request index,
+    /// n, n calls of the caller and its ancestors, the cycle's call ids}`.
+    /// The request names the callee, the ancestors' calls the others.
+    fn cycle_failure(&self, requests: &[RouteRequest], f: &[Value]) -> StoreError {
+        let int = |i: usize| {
+            f.get(i)
+                .and_then(as_int)
+                .and_then(|n| usize::try_from(n).ok())
         };
-        let Some(req) = requests.iter().find(|r| {
-            r.parent_call_id.as_ref() == Some(parent_call) && &r.call.call_id() == callee
-        }) else {
-            return self.script_failure(failure);
+        let (Some(idx), Some(n)) = (int(1), int(2)) else {
+            return self.bad_reply("route: a cycle failure without its request");
         };
-        let mut ancestors = Vec::new();
-        let mut next = req.parent_invocation_id;
-        while let Some(id) = next {
-            if ancestors.len() >= engine::ANCESTORS_SEARCHED {
-                break;
-            }
-            match self.get_invocation(&id).await {
-                Ok(record) => {
-                    next = record.parent_invocation_id;
-                    ancestors.push(Arc::new(record));
-                }
-                Err(_) => break,
-            }
-        }
+        let Some(req) = requests.get(idx) else {
+            return self.bad_reply("route: a cycle failure on an unknown request");
+        };
+        let rest = f.get(3..).unwrap_or_default();
+        let (calls, call_ids) = rest.split_at(n.min(rest.len()));
+        // the ancestors' calls only name the calls: one that cannot be read is left out
+        let ancestor_calls: Vec<Call> = calls
+            .iter()
+            .filter_map(as_string)
+            .filter_map(|json| serde_json::from_str(&json).ok())
+            .collect();
+        let call_ids = call_ids
+            .iter()
+            .filter_map(as_string)
+            .map(CallId::from)
+            .collect();
         StoreError::Cycle(engine::cycle_error(
             call_ids,
             &req.call,
-            &ancestors,
+            &ancestor_calls,
             req.print_arguments,
             self.serializer,
         ))
@@ -142,7 +138,11 @@ impl Orchestrator for RedisBackend {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<InvocationId> = requests.iter().map(|_| ordered_invocation_id()).collect();
+        // in creation order: calls of one batch sort in call order in the `blocking` index
+        let ids: Vec<InvocationId> = requests
+            .iter()
+            .map(|_| InvocationId::time_ordered())
+            .collect();
         let mut args = Vec::with_capacity(1 + requests.len() * 3);
         args.push(bytes(requests.len().to_string()));
         for (req, id) in requests.iter().zip(&ids) {
@@ -157,23 +157,24 @@ impl Orchestrator for RedisBackend {
             Ok(v) => v,
             Err(f) => match f.first().and_then(as_string).as_deref() {
                 Some("REG_CONFLICT") => {
-                    let idx = f.get(1).and_then(as_int).unwrap_or(0) as usize;
-                    let record = self.decode_record(f.get(2..).unwrap_or_default())?;
-                    let req = requests
-                        .get(idx)
+                    let req = f
+                        .get(1)
+                        .and_then(as_int)
+                        .and_then(|i| usize::try_from(i).ok())
+                        .and_then(|i| requests.get(i))
                         .ok_or_else(|| self.bad_reply("route: conflict on an unknown request"))?;
-                    let diff = record
-                        .call
-                        .arguments
-                        .diff(&req.call.arguments, self.serializer);
-                    return Err(engine::registration_conflict(
+                    let record = self.decode_record(f.get(2..).unwrap_or_default())?;
+                    let diff = req
+                        .registration_diff(&record, false, self.serializer)
+                        .unwrap_or_default();
+                    return Err(StoreError::registration_conflict(
                         req,
                         &record.invocation_id,
                         req.call.call_id(),
                         diff,
                     ));
                 }
-                Some("CYCLE") => return Err(self.cycle_failure(&requests, &f).await),
+                Some("CYCLE") => return Err(self.cycle_failure(&requests, &f)),
                 _ => return Err(self.script_failure(&f)),
             },
         };
@@ -309,16 +310,11 @@ impl Orchestrator for RedisBackend {
         let mut picked = None;
         for (i, items) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
-            let pick = (last && max_next > 0).then(|| PickUp {
-                max: max_next.min(MAX_PICK),
-                start: Some(execution_context.unwrap_or_default()),
-            });
-            let (step_ends, pick) = self.step(runner_id, items, pick).await;
-            outcomes.extend(step_ends.into_iter().map(|end| match end {
-                Ok(status) => EndOutcome::Recorded(status),
-                Err(e) => EndOutcome::NotRecorded(e),
-            }));
-            picked = pick;
+            let pick = (last && max_next > 0)
+                .then(|| PickUp::new(max_next, Some(execution_context.unwrap_or_default())));
+            let reply = self.step(runner_id, items, pick).await;
+            outcomes.extend(reply.ends);
+            picked = reply.pick;
         }
         let (next, pick_error) = match picked {
             None => (Vec::new(), None),
@@ -420,13 +416,18 @@ impl Orchestrator for RedisBackend {
             bytes(micros(max_pending)),
         ];
         let v = self.script(&scripts().recover, &args).await?;
-        as_list(&v)
+        // the step has run: an id that cannot be read is reported, not an error
+        let recovered = as_list(&v)
             .iter()
             .filter_map(as_string)
-            .map(|id| {
-                InvocationId::parse(&id)
-                    .map_err(|e| StoreError::bad_id(format!("redis at {}", self.address()), e))
+            .filter_map(|id| match InvocationId::parse(&id) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    warn!(redis = %self.address(), error = %e, "recovery re-routed an invocation whose id cannot be read");
+                    None
+                }
             })
-            .collect()
+            .collect();
+        Ok(recovered)
     }
 }

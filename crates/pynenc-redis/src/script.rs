@@ -147,6 +147,11 @@ pub(crate) fn prelude() -> String {
         "local STEP_BATCH = {}",
         pynenc_store::engine::STEP_BATCH
     );
+    let _ = writeln!(
+        out,
+        "local ANCESTORS_SEARCHED = {}",
+        pynenc_store::engine::ANCESTORS_SEARCHED
+    );
     out.push_str("local ST = {");
     for st in ALL_STATUSES {
         let _ = write!(out, "{}={},", st.as_str(), lua_str(st.as_str()));

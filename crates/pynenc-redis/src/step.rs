@@ -7,14 +7,17 @@
 
 use redis::Value;
 
-use pynenc_model::{InvocationId, InvocationStatus, RunOutcome, RunnerId};
-use pynenc_store::{Result, RunEnd, StoreError};
+use pynenc_model::{InvocationId, RunOutcome, RunnerId};
+use pynenc_store::{EndOutcome, Result, RunEnd, StepReport, StoreError};
 
 use crate::backend::{bytes, RedisBackend};
 use crate::script::{as_list, as_string, scripts, Reply};
 
 /// The most ends one step writes.
 pub(crate) const STEP_ENDS: usize = 256;
+
+/// The most invocations one pick-up claims.
+const MAX_PICK: usize = 10_000;
 
 /// A pick-up in a step: at most `max`, for `runner`; `start`: also
 /// `RUNNING` with this execution context.
@@ -23,16 +26,33 @@ pub(crate) struct PickUp<'a> {
     pub start: Option<&'a str>,
 }
 
+impl<'a> PickUp<'a> {
+    /// A pick-up of up to `max` invocations (at most [`MAX_PICK`]).
+    pub(crate) fn new(max: usize, start: Option<&'a str>) -> Self {
+        PickUp {
+            max: max.min(MAX_PICK),
+            start,
+        }
+    }
+}
+
+/// What one step did: the outcome of each end, in order, and the raw
+/// outcome of its pick-up (`{picked, corrupt}`), if it had one.
+pub(crate) struct StepReply {
+    pub ends: Vec<EndOutcome>,
+    pub pick: Option<Result<Value>>,
+}
+
 impl RedisBackend {
     /// One step of `runner`: the ends of runs `items` (at most
-    /// [`STEP_ENDS`]), each with its own result, then the pick-up, if any:
-    /// its raw outcome `{picked, corrupt}`, decoded by the caller.
+    /// [`STEP_ENDS`]), each with its own outcome, then the pick-up, if any,
+    /// whose raw outcome the caller decodes.
     pub(crate) async fn step(
         &self,
         runner: &RunnerId,
         items: &[RunEnd],
         pick: Option<PickUp<'_>>,
-    ) -> (Vec<Result<InvocationStatus>>, Option<Result<Value>>) {
+    ) -> StepReply {
         let mut args = Vec::with_capacity(8 + items.len() * 4);
         args.push(bytes(items.len().to_string()));
         for end in items {
@@ -60,27 +80,39 @@ impl RedisBackend {
         let (ends, picks) = match self.run_step(&args).await {
             Ok(parts) => parts,
             Err(e) => {
-                let ends = items.iter().map(|_| Err(e.clone())).collect();
-                return (ends, pick.map(|_| Err(e)));
+                let ends = StepReport::failed(items.len(), e.clone()).ends;
+                return StepReply {
+                    ends,
+                    pick: pick.map(|_| Err(e)),
+                };
             }
         };
         let ends_list = as_list(&ends);
         let ends = items
             .iter()
             .enumerate()
-            .map(|(i, end)| match ends_list.get(i) {
-                // the new status, or {'ERR', failure}
-                Some(Value::Array(f)) => {
-                    Err(self.script_failure(f.get(1).map(as_list).unwrap_or_default()))
-                }
-                Some(v) => match as_string(v) {
-                    Some(status) => self.parse_status(&end.invocation_id, &status),
+            .map(|(i, end)| {
+                let status = match ends_list.get(i) {
+                    // the new status, or {'ERR', failure}
+                    Some(Value::Array(f)) => {
+                        Err(self.script_failure(f.get(1).map(as_list).unwrap_or_default()))
+                    }
+                    Some(v) => match as_string(v) {
+                        Some(status) => self.parse_status(&end.invocation_id, &status),
+                        None => Err(self.no_outcome(&end.invocation_id)),
+                    },
                     None => Err(self.no_outcome(&end.invocation_id)),
-                },
-                None => Err(self.no_outcome(&end.invocation_id)),
+                };
+                match status {
+                    Ok(status) => EndOutcome::Recorded(status),
+                    Err(e) => EndOutcome::NotRecorded(e),
+                }
             })
             .collect();
-        (ends, pick.map(|_| self.pick_outcome(picks)))
+        StepReply {
+            ends,
+            pick: pick.map(|_| self.pick_outcome(picks)),
+        }
     }
 
     /// The outcome of the one pick-up of a step.

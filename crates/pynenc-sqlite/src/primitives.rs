@@ -111,15 +111,10 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(self.row(id)?.and_then(|r| r.running_key.clone()))
     }
 
-    /// Time-ordered ids: 14 hexadecimal digits of the creation time in
-    /// microseconds, then 18 random ones (72 random bits). Invocations
-    /// created together have neighbouring keys in the `invocation_id` index.
+    /// Time-ordered ids: invocations created together have neighbouring
+    /// keys in the `invocation_id` index.
     fn new_invocation_id(&mut self) -> InvocationId {
-        let now = u128::try_from(Timestamp::now().as_micros()).unwrap_or(0) & ((1 << 56) - 1);
-        let random = uuid::Uuid::new_v4().as_u128();
-        // the top 48 and the low 24 bits of a v4 UUID are random
-        let random72 = ((random >> 80) << 24) | (random & 0xff_ffff);
-        InvocationId::from_u128((now << 72) | random72)
+        InvocationId::time_ordered()
     }
 
     fn put_status(
@@ -469,16 +464,13 @@ impl StoreTxn for SqliteTxn<'_> {
     }
 
     fn callees_of(&mut self, call_id: &CallId) -> Result<Vec<CallId>> {
-        Ok(self
-            .texts(
-                "SELECT DISTINCT callee_call_id FROM edges WHERE app = ?1 AND caller_call_id = ?2",
-                "reading call edges",
-                Key::Of("call", call_id),
-                params![self.app(), call_id.as_str()],
-            )?
-            .into_iter()
-            .map(CallId::from)
-            .collect())
+        self.texts(
+            "SELECT DISTINCT callee_call_id FROM edges WHERE app = ?1 AND caller_call_id = ?2",
+            "reading call edges",
+            Key::Of("call", call_id),
+            params![self.app(), call_id.as_str()],
+            |id| CallId::from(id),
+        )
     }
 
     fn remove_edges_of(&mut self, caller_invocation_id: &InvocationId) -> Result<()> {
@@ -546,17 +538,12 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn purge(&mut self) -> Result<()> {
         let key = Key::Of("app", &self.ctx.app_id);
-        let statements = PURGE_APP
-            .split(';')
-            .map(|s| {
-                s.lines()
-                    .filter(|l| !l.trim_start().starts_with("--"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .filter(|s| !s.trim().is_empty());
-        for sql in statements {
-            self.exec(&sql, "purging the app", key, params![self.app()])?;
+        let op = "purging the app";
+        let fail = |e| self.ctx.err(e, op, key);
+        // SQLite's own parser splits the file into statements
+        let mut batch = rusqlite::Batch::new(self.conn, PURGE_APP);
+        while let Some(mut statement) = batch.next().map_err(fail)? {
+            statement.execute(params![self.app()]).map_err(fail)?;
         }
         self.rows.clear();
         self.effects.purged = true;

@@ -87,12 +87,22 @@ impl SqliteStore {
         serializer: Serializer,
     ) -> Result<Components> {
         let store = SqliteStore::open(options, app_id)?;
-        Ok(Components::of(Arc::new(TxnBackend::new(store, serializer))))
+        Ok(TxnBackend::components(store, serializer))
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.ctx.path
+    }
+
+    /// The shortest pause of the polling waits (`poll_min`, at least 100 µs).
+    pub fn poll_interval_min(&self) -> Duration {
+        self.inner.poll_min
+    }
+
+    /// The longest pause of the polling waits (`poll_max`, at least the shortest).
+    pub fn poll_interval_max(&self) -> Duration {
+        self.inner.poll_max
     }
 
     /// The app whose rows this store reads and writes.
@@ -115,16 +125,7 @@ impl AtomicStore for SqliteStore {
                 run: Box::new(move |t: &mut dyn StoreTxn| f(t).map(|v| Box::new(v) as AnyValue)),
                 reply,
             };
-            let start_writer = {
-                let mut q = inner.write_queue.lock();
-                q.jobs.push(job);
-                !std::mem::replace(&mut q.draining, true)
-            };
-            if start_writer {
-                let writer = inner.clone();
-                let drained = tokio::task::spawn_blocking(move || writer.drain_writes());
-                drop(drained);
-            }
+            inner.submit(job);
             let value = answer.await.map_err(|_| {
                 inner
                     .ctx
@@ -148,13 +149,5 @@ impl AtomicStore for SqliteStore {
 
     fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send {
         waits::wait_final(self.inner.clone(), ids.to_vec())
-    }
-
-    fn poll_interval_min(&self) -> Duration {
-        self.inner.poll_min
-    }
-
-    fn poll_interval_max(&self) -> Duration {
-        self.inner.poll_max
     }
 }

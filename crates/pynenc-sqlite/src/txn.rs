@@ -82,8 +82,12 @@ impl<'a> SqliteTxn<'a> {
 
     /// An invocation id read from the database.
     pub(crate) fn parse_id(&self, text: &str) -> Result<InvocationId> {
-        InvocationId::parse(text)
-            .map_err(|e| StoreError::bad_id(format!("SQLite database {}", self.ctx.shown), e))
+        InvocationId::parse(text).map_err(|e| self.bad_id(e))
+    }
+
+    /// The error for an invocation id in the database that cannot be read.
+    fn bad_id(&self, e: pynenc_model::InvalidId) -> StoreError {
+        StoreError::bad_id(format!("SQLite database {}", self.ctx.shown), e)
     }
 
     /// A status and its owner read from the database.
@@ -222,17 +226,18 @@ impl<'a> SqliteTxn<'a> {
         .map_err(|e| self.ctx.err(e, op, Key::None))
     }
 
-    /// The text of the first column of every row `sql` returns.
-    pub(crate) fn texts(
+    /// The text of the first column of every row `sql` returns, mapped by `f`.
+    pub(crate) fn texts<T>(
         &self,
         sql: &str,
         op: &str,
         key: Key<'_>,
         args: impl rusqlite::Params,
-    ) -> Result<Vec<String>> {
+        f: impl Fn(&str) -> T,
+    ) -> Result<Vec<T>> {
         let mut stmt = self.stmt(sql, op, key)?;
         let rows = stmt
-            .query_map(args, |r| r.get::<_, String>(0))
+            .query_map(args, |r| Ok(f(r.get_ref(0)?.as_str()?)))
             .map_err(|e| self.ctx.err(e, op, key))?;
         rows.collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| self.ctx.err(e, op, key))
@@ -246,9 +251,9 @@ impl<'a> SqliteTxn<'a> {
         key: Key<'_>,
         args: impl rusqlite::Params,
     ) -> Result<Vec<InvocationId>> {
-        self.texts(sql, op, key, args)?
-            .iter()
-            .map(|t| self.parse_id(t))
+        self.texts(sql, op, key, args, InvocationId::parse)?
+            .into_iter()
+            .map(|id| id.map_err(|e| self.bad_id(e)))
             .collect()
     }
 
@@ -262,13 +267,18 @@ impl<'a> SqliteTxn<'a> {
     ) -> Result<Vec<InvocationId>> {
         let mut stmt = self.stmt(sql, op, key)?;
         let rows = stmt
-            .query_map(args, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_map(args, |r| {
+                let id = InvocationId::parse(r.get_ref(1)?.as_str()?);
+                Ok((r.get::<_, i64>(0)?, id))
+            })
             .map_err(|e| self.ctx.err(e, op, key))?;
-        let mut rows = rows
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.ctx.err(e, op, key))?;
-        rows.sort_unstable_by_key(|(seq, _)| *seq);
-        rows.iter().map(|(_, id)| self.parse_id(id)).collect()
+        let mut ids = Vec::new();
+        for row in rows {
+            let (seq, id) = row.map_err(|e| self.ctx.err(e, op, key))?;
+            ids.push((seq, id.map_err(|e| self.bad_id(e))?));
+        }
+        ids.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(ids.into_iter().map(|(_, id)| id).collect())
     }
 
     /// The one row `sql` finds, if any, mapped by `f`.

@@ -65,8 +65,8 @@ pub(crate) struct WriteJob {
 /// The sections waiting for the writer, and whether a writer is draining them.
 #[derive(Default)]
 pub(crate) struct WriteQueue {
-    pub(crate) jobs: Vec<WriteJob>,
-    pub(crate) draining: bool,
+    jobs: Vec<WriteJob>,
+    draining: bool,
 }
 
 /// Everything a store shares between its handles and its blocking threads.
@@ -88,11 +88,25 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Queues a section for the writer and starts a draining writer on a
+    /// blocking thread when none is draining.
+    pub(crate) fn submit(self: &Arc<Self>, job: WriteJob) {
+        let start_writer = {
+            let mut q = self.write_queue.lock();
+            q.jobs.push(job);
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start_writer {
+            let writer = self.clone();
+            drop(tokio::task::spawn_blocking(move || writer.drain_writes()));
+        }
+    }
+
     /// Drains the write queue on this (blocking) thread: each round takes the
     /// waiting sections and commits them in ONE transaction, each inside its
     /// own savepoint, so a section that fails is rolled back alone (group
     /// commit: the cost of a commit is shared by everyone waiting).
-    pub(crate) fn drain_writes(&self) {
+    fn drain_writes(&self) {
         loop {
             let batch: Vec<WriteJob> = {
                 let mut q = self.write_queue.lock();

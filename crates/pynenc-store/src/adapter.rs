@@ -12,7 +12,9 @@ use pynenc_model::{
 };
 
 use crate::atomic::{AtomicStore, Inline};
-use crate::components::{Broker, Coordination, Orchestrator, RunEnd, StateBackend, StepReport};
+use crate::components::{
+    Broker, Components, Coordination, Orchestrator, RunEnd, StateBackend, StepReport,
+};
 use crate::engine;
 use crate::error::{Result, StoreError};
 
@@ -41,6 +43,11 @@ impl<S: AtomicStore> TxnBackend<S> {
     /// The store.
     pub fn store(&self) -> &Arc<S> {
         &self.store
+    }
+
+    /// The four components of an app on `store`: every one is this adapter.
+    pub fn components(store: Arc<S>, serializer: Serializer) -> Components {
+        Components::of(Arc::new(TxnBackend::new(store, serializer)))
     }
 }
 

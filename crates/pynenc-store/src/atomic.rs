@@ -3,9 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use pynenc_model::{InvocationId, Timestamp};
+use pynenc_model::InvocationId;
 
-use crate::engine;
 use crate::error::Result;
 use crate::txn::StoreTxn;
 
@@ -41,69 +40,17 @@ pub trait AtomicStore: Send + Sync + 'static {
         Inline::NotHere(input)
     }
 
-    /// A counter that changes whenever ids are queued (0 if the backend cannot tell).
-    fn work_epoch(&self) -> u64 {
-        0
-    }
+    /// A counter that changes whenever ids are queued.
+    fn work_epoch(&self) -> u64;
 
-    /// Resolves when work may be available or after `timeout`. The default
-    /// polls the queue adaptively: short sleeps while work keeps coming,
-    /// backing off to the store's ceiling when idle.
-    fn wait_for_work(&self, epoch: u64, timeout: Duration) -> impl Future<Output = ()> + Send {
-        let _ = epoch;
-        async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut poll = self.poll_interval_min();
-            loop {
-                let queued = self.atomic(|t| t.queue_len()).await.unwrap_or(0);
-                let due = self
-                    .atomic(|t| t.due_scheduled(Timestamp::now(), 1).map(|v| v.len()))
-                    .await
-                    .unwrap_or(0);
-                if queued > 0 || due > 0 {
-                    return;
-                }
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    return;
-                }
-                tokio::time::sleep(poll.min(deadline - now)).await;
-                poll = (poll * 2).min(self.poll_interval_max());
-            }
-        }
-    }
+    /// Resolves when work may be available (the epoch moved past `epoch`,
+    /// or a scheduled call fell due) or after `timeout`.
+    fn wait_for_work(&self, epoch: u64, timeout: Duration) -> impl Future<Output = ()> + Send;
 
-    /// Resolves when every invocation in `ids` is final. The default polls
-    /// adaptively between [`AtomicStore::poll_interval_min`] and
-    /// [`AtomicStore::poll_interval_max`].
-    fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send {
-        let ids = ids.to_vec();
-        async move {
-            let mut pending = ids;
-            let mut poll = self.poll_interval_min();
-            loop {
-                let check = pending.clone();
-                pending = self
-                    .atomic(move |t| engine::not_final(t, &check, "while waiting for its result"))
-                    .await?;
-                if pending.is_empty() {
-                    return Ok(());
-                }
-                tokio::time::sleep(poll).await;
-                poll = (poll * 2).min(self.poll_interval_max());
-            }
-        }
-    }
-
-    /// The shortest polling interval of the default waits.
-    fn poll_interval_min(&self) -> Duration {
-        Duration::from_millis(1)
-    }
-
-    /// The longest polling interval of the default waits.
-    fn poll_interval_max(&self) -> Duration {
-        Duration::from_millis(50)
-    }
+    /// Resolves when every invocation in `ids` is final; an unknown id is
+    /// [`crate::StoreError::NotFound`]. Where the store can, it is woken by
+    /// the sections that make them final rather than by polling.
+    fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send;
 
     /// Whether running several steps in one section saves work (a
     /// transaction, a round trip). False for a store whose sections are one

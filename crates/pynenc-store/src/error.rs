@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use pynenc_model::{
-    CallId, CycleError, InvalidId, InvocationId, SerializationError, TaskId, TransitionError,
+    CallId, CycleError, InvalidId, InvocationId, RouteRequest, SerializationError, TaskId,
+    TransitionError,
 };
 
 /// The error of a store step. Unless a variant says otherwise, a step that
@@ -181,20 +182,36 @@ impl StoreError {
         }
     }
 
+    /// The error for `req`, refused because `existing` is registered under
+    /// the same key with other arguments (`diff`).
+    pub fn registration_conflict(
+        req: &RouteRequest,
+        existing: &InvocationId,
+        new_call_id: CallId,
+        diff: String,
+    ) -> Self {
+        StoreError::RegistrationConflict {
+            task_id: req.call.task_id.clone(),
+            existing_invocation_id: *existing,
+            new_call_id,
+            diff,
+        }
+    }
+
     /// The class name of the error, as in the original exception hierarchy
     /// (`StateBackendError` for the failures of the backend itself).
     pub fn kind(&self) -> &'static str {
         match self {
-            StoreError::NotFound { .. } => "InvocationNotFoundError",
-            StoreError::Transition { .. } => "StatusTransitionError",
+            StoreError::NotFound { .. } => pynenc_model::NOT_FOUND_ERROR_KIND,
+            StoreError::Transition { .. } => pynenc_model::STATUS_TRANSITION_ERROR_KIND,
             StoreError::Cycle(_) => pynenc_model::CYCLE_ERROR_KIND,
             StoreError::RegistrationConflict { .. } => {
-                "InvocationConcurrencyWithDifferentArgumentsError"
+                pynenc_model::REGISTRATION_CONFLICT_ERROR_KIND
             }
-            StoreError::Serialization(_) => "SerializationError",
+            StoreError::Serialization(_) => pynenc_model::SERIALIZATION_ERROR_KIND,
             StoreError::Corrupt { .. }
             | StoreError::InvalidOption { .. }
-            | StoreError::Backend { .. } => "StateBackendError",
+            | StoreError::Backend { .. } => pynenc_model::STATE_BACKEND_ERROR_KIND,
         }
     }
 

@@ -14,6 +14,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use pynenc_model as model;
 use pynenc_model::{
     CallId, CallRef, CycleError, ErrorDetail, InvocationId, InvocationStatus, SerializationError,
     TaskError, TaskId, TransitionError, CYCLE_ERROR_KIND,
@@ -229,14 +230,14 @@ impl PynencError {
             PynencError::InvalidArguments { .. } => "InvalidArgumentsError",
             PynencError::TaskRouting { .. } => "TaskRoutingError",
             PynencError::InvocationConcurrencyWithDifferentArguments { .. } => {
-                "InvocationConcurrencyWithDifferentArgumentsError"
+                model::REGISTRATION_CONFLICT_ERROR_KIND
             }
             PynencError::CycleDetected(_) => CYCLE_ERROR_KIND,
-            PynencError::InvocationNotFound { .. } => "InvocationNotFoundError",
+            PynencError::InvocationNotFound { .. } => model::NOT_FOUND_ERROR_KIND,
             PynencError::TaskNotRegistered { .. } => "TaskNotRegisteredError",
-            PynencError::StatusTransition { .. } => "StatusTransitionError",
-            PynencError::Serialization(_) => "SerializationError",
-            PynencError::StateBackend(_) => "StateBackendError",
+            PynencError::StatusTransition { .. } => model::STATUS_TRANSITION_ERROR_KIND,
+            PynencError::Serialization(_) => model::SERIALIZATION_ERROR_KIND,
+            PynencError::StateBackend(_) => model::STATE_BACKEND_ERROR_KIND,
             PynencError::Runner { .. } => "RunnerError",
             PynencError::RunnerNotExecutable { .. } => "RunnerNotExecutableError",
             PynencError::Config(_) => "ConfigError",

@@ -6,7 +6,9 @@
 -- scheduled_at, actor ('' = none). A plain call is three arguments.
 -- Returns {now, outcome...}; outcome = 'N' (new, created now), {'N', id,
 -- created} (new, found by a replay) or {'R', same_call 0/1, record...}.
--- Failures: CYCLE, REG_CONFLICT, NOT_FOUND.
+-- Failures: CYCLE (request index, number n of ancestor calls, the calls of
+-- the calling invocation and its ancestors — n JSON calls, nearest first —
+-- then the call ids of the cycle), REG_CONFLICT, NOT_FOUND.
 
 local function find_path(from, to)
   local stack = {{from, {from}}}
@@ -34,14 +36,39 @@ local function find_path(from, to)
   return nil
 end
 
-local function check_cycle(parent_call, callee)
+-- request `i`, made by invocation `pinv` (call `parent_call`), calls
+-- `callee`: a CYCLE failure when the callee's callees lead back to the
+-- caller; the failure carries the calls of the caller and its ancestors,
+-- which name the calls of the cycle by task and arguments
+local function check_cycle(i, pinv, parent_call, callee)
+  local path
   if parent_call == callee then
-    fail('CYCLE', parent_call, callee)
+    path = {callee}
+  else
+    path = find_path(callee, parent_call)
   end
-  local path = find_path(callee, parent_call)
-  if path then
-    fail('CYCLE', parent_call, unpack(path))
+  if not path then
+    return
   end
+  local calls = {}
+  local inv = pinv
+  while inv and #calls < ANCESTORS_SEARCHED do
+    local h = redis.call('HMGET', k('inv', inv), 'call', 'parent')
+    if not h[1] then
+      break
+    end
+    calls[#calls + 1] = h[1]
+    inv = nz(h[2])
+  end
+  local out = {'CYCLE', tostring(i), tostring(#calls)}
+  for _, c in ipairs(calls) do
+    out[#out + 1] = c
+  end
+  out[#out + 1] = parent_call
+  for _, c in ipairs(path) do
+    out[#out + 1] = c
+  end
+  fail(unpack(out))
 end
 
 -- request `i` (0-based), whose fields follow ARGV[b]; returns its outcome
@@ -65,7 +92,7 @@ local function route_one(i, b)
     end
   end
   if cycle == '1' and pcall_id then
-    check_cycle(pcall_id, call_id)
+    check_cycle(i, pinv, pcall_id, call_id)
   end
   if gkey then
     local existing = redis.call('ZRANGE', k('reg', gkey), 0, 0)[1]

@@ -2,7 +2,6 @@
 -- ARGV[2] = operation:
 --   'heartbeat' runner           records that the runner is alive now
 --   'lease' name holder ttl_us   takes or renews a lease; 1 if held
---   'enqueue' id...              appends ids to the queue (broker)
 --   'history' id                 the history entries of an invocation in
 --                                order, or 0 when it does not exist
 --   'waiting' ttl_us             the calling backend waits for results for
@@ -24,11 +23,6 @@ local function main()
       return 1
     end
     return 0
-  elseif op == 'enqueue' then
-    for i = 3, #ARGV do
-      enqueue(ARGV[i])
-    end
-    return #ARGV - 2
   elseif op == 'waiting' then
     redis.call('HSET', P .. 'waiters', ME, fmt(NOW + tonumber(ARGV[3])))
     return 1

@@ -2,14 +2,12 @@
 //! and describing the cycle readably.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use pynenc_model::{
-    ArgumentPrintMode, Call, CallId, CallRef, CycleError, InvocationId, InvocationRecord,
-    RouteRequest, Serializer,
+    ArgumentPrintMode, Call, CallId, CallRef, CycleError, RouteRequest, Serializer,
 };
 
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::txn::StoreTxn;
 
 /// How many ancestors of the calling invocation are read to show the
@@ -73,10 +71,11 @@ pub(crate) fn check_cycle(
             None => break,
         }
     }
+    let ancestor_calls = ancestors.iter().map(|r| &r.call);
     Err(cycle_error(
         call_ids,
         &req.call,
-        &ancestors,
+        ancestor_calls,
         req.print_arguments,
         serializer,
     )
@@ -85,24 +84,25 @@ pub(crate) fn check_cycle(
 
 /// The error for the cycle `call_ids` (calling call, callee, ..., calling
 /// call), naming each call by task and arguments: the callee's from `callee`,
-/// the others' from the calling invocation and its `ancestors` (nearest
-/// first), or by a short hash where none of them made that call.
-pub fn cycle_error(
+/// the others' from the calls of the calling invocation and its ancestors
+/// (`ancestor_calls`, nearest first), or by a short hash where none of them
+/// made that call.
+pub fn cycle_error<'a>(
     call_ids: Vec<CallId>,
-    callee: &Call,
-    ancestors: &[Arc<InvocationRecord>],
+    callee: &'a Call,
+    ancestor_calls: impl IntoIterator<Item = &'a Call>,
     mode: ArgumentPrintMode,
     serializer: Serializer,
 ) -> CycleError {
-    let callee_id = callee.call_id();
-    let known: Vec<(CallId, &Call)> = ancestors
-        .iter()
-        .map(|r| (r.call.call_id(), &r.call))
+    let callee_id = call_ids.get(1).cloned();
+    let known: Vec<(CallId, &Call)> = ancestor_calls
+        .into_iter()
+        .map(|c| (c.call_id(), c))
         .collect();
     let calls = call_ids
         .into_iter()
         .map(|id| {
-            let call = if id == callee_id {
+            let call = if Some(&id) == callee_id.as_ref() {
                 Some(callee)
             } else {
                 known.iter().find(|(k, _)| *k == id).map(|(_, c)| *c)
@@ -114,20 +114,4 @@ pub fn cycle_error(
         })
         .collect();
     CycleError { calls }
-}
-
-/// The error for a call refused because `existing` is registered under the
-/// same key with other arguments.
-pub fn registration_conflict(
-    req: &RouteRequest,
-    existing: &InvocationId,
-    new_call_id: CallId,
-    diff: String,
-) -> StoreError {
-    StoreError::RegistrationConflict {
-        task_id: req.call.task_id.clone(),
-        existing_invocation_id: *existing,
-        new_call_id,
-        diff,
-    }
 }

@@ -17,7 +17,7 @@ mod pick;
 mod route;
 mod upkeep;
 
-pub use cycle::{cycle_error, registration_conflict, ANCESTORS_SEARCHED};
+pub use cycle::{cycle_error, ANCESTORS_SEARCHED};
 pub use finish::{finish, finish_many_and_start, kill_and_reroute};
 pub use pick::{pick, pick_and_start};
 pub use route::route;

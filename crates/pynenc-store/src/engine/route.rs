@@ -7,7 +7,7 @@ use pynenc_model::{
     Serializer, StatusRecord, Timestamp,
 };
 
-use super::cycle::{check_cycle, registration_conflict};
+use super::cycle::check_cycle;
 use crate::error::{Result, StoreError};
 use crate::txn::StoreTxn;
 
@@ -38,7 +38,7 @@ pub fn route(
                 let same = record.call.call_id() == new_call_id;
                 let diff = req.registration_diff(&record, same, serializer);
                 if let (Some(diff), true) = (&diff, req.concurrency.on_diff_non_key_args_raise) {
-                    return Err(registration_conflict(
+                    return Err(StoreError::registration_conflict(
                         &req,
                         &existing_id,
                         new_call_id,

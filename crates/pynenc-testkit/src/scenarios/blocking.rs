@@ -114,6 +114,8 @@ fn assert_cycle(err: PynencError, names: &[&str]) {
             "{n} not in {calls:?}"
         );
     }
+    // every call of the cycle is named with its arguments, not by a hash
+    assert!(calls.iter().all(|c| c.arguments.is_some()), "{calls:?}");
 }
 
 /// 11. Cycles raise `CycleDetectedError` naming the calls; recursion on other arguments does not.
