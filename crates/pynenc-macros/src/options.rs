@@ -215,6 +215,12 @@ fn parse_raw_options(task: &str, attr: TokenStream2) -> syn::Result<Vec<RawOptio
                 ));
             }
             input.parse::<Token![=]>()?;
+            if input.is_empty() || input.peek(Token![,]) {
+                return Err(syn::Error::new_spanned(
+                    &name,
+                    format!("task `{task}`: option `{name}` has no value after `=`"),
+                ));
+            }
             let value: Expr = input.parse().map_err(|e| {
                 syn::Error::new(e.span(), format!("task `{task}`: option `{name}`: {e}"))
             })?;

@@ -406,6 +406,14 @@ fn rejected_signatures() {
             "task `f`: a task cannot take `self`: tasks are module-level functions, not methods",
         ),
         (
+            // rustc itself refuses this outside foreign functions, with errors
+            // that vary by toolchain; the macro's own error is checked here
+            quote!(
+                fn f(x: i64, ...) {}
+            ),
+            "task `f`: a task cannot be variadic",
+        ),
+        (
             quote!(
                 fn f<T>(x: T) {}
             ),

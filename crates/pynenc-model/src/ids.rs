@@ -143,7 +143,7 @@ impl<'de> Deserialize<'de> for InvocationId {
 
 /// Defines an id whose text is shared (cheap to clone).
 macro_rules! shared_id {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+    ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Arc<str>);
@@ -251,22 +251,19 @@ shared_id!(
     /// worker process of a pool, the external caller of a process (calls
     /// made outside any runner), the recovery service or the scheduler. The
     /// history records it for every transition.
-    RunnerId,
-    "runner id"
+    RunnerId
 );
 
 shared_id!(
     /// The id of a task: its module path and function name
     /// (`my_crate::jobs::add`).
-    TaskId,
-    "task id"
+    TaskId
 );
 
 shared_id!(
     /// The id of a call: the task id and a stable hash of its arguments
     /// (`my_crate::jobs::add#<64 hex digits>`); see [`crate::Call::call_id`].
-    CallId,
-    "call id"
+    CallId
 );
 
 impl CallId {

@@ -11,7 +11,8 @@
 //! - what is asked and answered: [`RouteRequest`], [`RouteOutcome`],
 //!   [`RunOutcome`], [`CycleError`];
 //! - a task's effective [`TaskOptions`] (the vocabulary itself lives in
-//!   [`pynenc_options`]).
+//!   [`pynenc_options`]);
+//! - [`mask_url_password`], for connection URLs in messages.
 //!
 //! Nothing here does input or output, and nothing depends on a store, a
 //! backend or the runtime.
@@ -25,6 +26,7 @@ pub mod options;
 pub mod outcome;
 pub mod record;
 pub mod routing;
+pub mod secret;
 pub mod serializer;
 pub mod status;
 pub mod time;
@@ -42,6 +44,7 @@ pub use outcome::{
 pub use pynenc_options::{ConcurrencyControl, TaskOptionsSpec};
 pub use record::{concurrency_key, ConcurrencySpec, InvocationRecord};
 pub use routing::{CallRef, CycleError, RouteOutcome, RouteRequest};
+pub use secret::mask_url_password;
 pub use serializer::{CodecError, Direction, SerializationError, Serializer};
 pub use status::{replay_history, InvocationStatus, Ownership, StatusRecord, TransitionError};
 pub use time::Timestamp;

@@ -90,12 +90,7 @@ impl TaskOptions {
     ///
     /// An unknown option, or a value of another kind than the option takes.
     pub fn set(&mut self, name: &str, value: OptionValue) -> Result<(), String> {
-        let def = pynenc_options::find(name).ok_or_else(|| {
-            format!(
-                "unknown task option (known options: {})",
-                pynenc_options::names()
-            )
-        })?;
+        let def = pynenc_options::find_known(name)?;
         if !value.fits(def.kind) {
             return Err(format!("expected {}", def.kind.expected()));
         }

@@ -122,6 +122,11 @@ pub fn find(name: &str) -> Option<&'static OptionDef> {
     OPTIONS.iter().find(|o| o.name == name)
 }
 
+/// The option called `name`, or why there is none (naming the known options).
+pub fn find_known(name: &str) -> Result<&'static OptionDef, String> {
+    find(name).ok_or_else(|| format!("unknown task option (known options: {})", names()))
+}
+
 /// Every option name, comma separated (for error messages).
 pub fn names() -> String {
     OPTIONS

@@ -43,20 +43,7 @@ fn invalid_caused(
 
 /// `redis://user:pass@host` → `redis://user:***@host` (for messages).
 pub(crate) fn mask_url(s: &str) -> String {
-    let Some(scheme_end) = s.find("://").map(|i| i + 3) else {
-        return s.to_string();
-    };
-    let rest = &s[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return s.to_string();
-    };
-    let userinfo = &rest[..at];
-    let masked = match userinfo.find(':') {
-        Some(colon) => format!("{}:***", &userinfo[..colon]),
-        None => userinfo.to_string(),
-    };
-    format!("{}{masked}{}", &s[..scheme_end], &rest[at..])
+    pynenc_model::mask_url_password(s).unwrap_or_else(|| s.to_string())
 }
 
 /// Builds the client from the URL, or from host, port, db, username and

@@ -158,13 +158,21 @@ fn context_suffix(m: &str) -> String {
 }
 
 fn suggestion(suggestions: &[String], registered: usize) -> String {
-    match suggestions {
-        [] if registered == 0 => {
+    match did_you_mean(suggestions) {
+        Some(question) => format!(" ({question})"),
+        None if registered == 0 => {
             " (no task is registered: is the crate defining it linked into this binary?)".into()
         }
-        [] => format!(" (none of the {registered} registered tasks is close to it)"),
-        [one] => format!(" (did you mean {one}?)"),
-        many => format!(" (did you mean one of {}?)", many.join(", ")),
+        None => format!(" (none of the {registered} registered tasks is close to it)"),
+    }
+}
+
+/// `did you mean a?` / `did you mean one of a, b?`; `None` without suggestions.
+pub(crate) fn did_you_mean(suggestions: &[String]) -> Option<String> {
+    match suggestions {
+        [] => None,
+        [one] => Some(format!("did you mean {one}?")),
+        many => Some(format!("did you mean one of {}?", many.join(", "))),
     }
 }
 

@@ -22,4 +22,13 @@ where
     x
 }
 
+struct Jobs;
+
+impl Jobs {
+    #[pynenc::task]
+    fn method(&self, x: i64) -> i64 {
+        x
+    }
+}
+
 fn main() {}

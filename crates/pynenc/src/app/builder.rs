@@ -10,7 +10,7 @@ use super::backend::Backend;
 use super::{AppInner, Pynenc};
 use crate::conf::{BackendKind, ConfigLoader, ConfigSource, PynencConfig};
 use crate::context;
-use crate::exceptions::Result;
+use crate::exceptions::{did_you_mean, Result};
 use crate::runner::external_runner_id;
 use crate::serializer::Serializer;
 use crate::task::{registered_tasks, TaskOptions, TaskRegistry};
@@ -189,17 +189,18 @@ fn register_tasks(conf: &PynencConfig) -> Result<TaskRegistry> {
     }
     for unmatched in conf.unmatched_task_settings(registry.task_ids()) {
         let sources: Vec<String> = unmatched.sources.iter().map(ToString::to_string).collect();
-        let hint = match unmatched.suggestions.as_slice() {
-            [] => String::new(),
-            some => format!("; did you mean {}?", some.join(" or ")),
-        };
+        let hint = did_you_mean(&unmatched.suggestions)
+            .map(|question| format!("; {question}"))
+            .unwrap_or_default();
         let message = format!(
             "pynenc: configuration has options for task '{}' (from {}), which is not registered in this binary; they are ignored{hint}",
             unmatched.task_id,
             sources.join(", ")
         );
-        // printed as well as logged: it must be seen even without a subscriber
-        eprintln!("{message}");
+        // logged, and printed when no subscriber records warnings: it must be seen
+        if !tracing::enabled!(tracing::Level::WARN) {
+            eprintln!("{message}");
+        }
         warn!(task_id = %unmatched.task_id, "{message}");
     }
     Ok(registry)

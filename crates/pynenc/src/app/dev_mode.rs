@@ -22,7 +22,6 @@ impl Pynenc {
         call: &Call,
         current: Option<&Arc<InvocationContext>>,
     ) -> Option<CycleError> {
-        let call_id = call.call_id();
         // the running invocations, nearest first
         let mut chain = Vec::new();
         let mut next = current.cloned();
@@ -30,7 +29,9 @@ impl Pynenc {
             next = ctx.caller.clone();
             chain.push(ctx);
         }
-        let at = chain.iter().position(|c| c.call_id() == call_id)?;
+        // the same call (task and arguments) as one of them: compared
+        // directly, so that call ids (hashes) are computed only for a cycle
+        let at = chain.iter().position(|c| c.record.call == *call)?;
         let mode = self.inner.conf.print_arguments;
         let serializer = self.serializer();
         let of = |ctx: &Arc<InvocationContext>| {

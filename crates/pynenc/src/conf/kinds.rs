@@ -54,13 +54,13 @@ macro_rules! named_choice {
             fn from_json(v: &Value) -> Result<Self, String> {
                 match v.as_str() {
                     Some(s) => Self::from_env(s),
-                    None => Err(expected(&format!("one of {}", Self::names()), json_got(v))),
+                    None => Err(expected(Self::KIND, json_got(v))),
                 }
             }
 
             fn from_env(s: &str) -> Result<Self, String> {
                 Self::from_name(s)
-                    .ok_or_else(|| expected(&format!("one of {}", Self::names()), quote(s)))
+                    .ok_or_else(|| expected(Self::KIND, quote(s)))
             }
 
             fn to_json(&self) -> Value {

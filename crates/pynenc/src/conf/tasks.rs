@@ -74,12 +74,7 @@ pub(crate) fn apply_task_option(
     option: &str,
     raw: Raw<'_>,
 ) -> Result<Value, String> {
-    let def = pynenc_options::find(option).ok_or_else(|| {
-        format!(
-            "unknown task option (known options: {})",
-            pynenc_options::names()
-        )
-    })?;
+    let def = pynenc_options::find_known(option)?;
     let value = parse_option(def.kind, raw)?;
     let json = option_json(&value);
     options.set(def.name, value)?;

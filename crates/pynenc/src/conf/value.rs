@@ -9,8 +9,8 @@ use serde_json::Value;
 use pynenc_model::ArgumentPrintMode;
 use pynenc_model::Serializer;
 
-/// What a secret value is shown as.
-pub(crate) const MASK: &str = "***";
+pub(crate) use pynenc_model::mask_url_password as mask_url;
+pub(crate) use pynenc_model::secret::MASK;
 
 /// A value as given by a layer: a typed tree (files, code) or a string (environment).
 #[derive(Debug, Clone, Copy)]
@@ -302,20 +302,4 @@ pub(crate) fn mask_secret(v: &Value) -> Value {
         Some(s) => Value::from(mask_url(s).unwrap_or_else(|| MASK.to_string())),
         None => Value::from(MASK),
     }
-}
-
-/// `redis://user:pass@host` → `redis://user:***@host`; `None` if `s` is not a URL.
-pub(crate) fn mask_url(s: &str) -> Option<String> {
-    let scheme_end = s.find("://")? + 3;
-    let rest = &s[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return Some(s.to_string());
-    };
-    let userinfo = &rest[..at];
-    let masked = match userinfo.find(':') {
-        Some(colon) => format!("{}:{MASK}", &userinfo[..colon]),
-        None => userinfo.to_string(),
-    };
-    Some(format!("{}{masked}{}", &s[..scheme_end], &rest[at..]))
 }

@@ -124,10 +124,10 @@ impl WorkerPool {
             .spawn()
             .map_err(|e| PynencError::runner_caused("cannot start a worker process", e))?;
         let held: Arc<parking_lot::Mutex<Holdings>> = Arc::default();
-        let reader = child
-            .stdout
-            .take()
-            .map(|out| tokio::spawn(read_worker_output(out, held.clone(), self.crashes.clone())));
+        let reader = child.stdout.take().map(|out| {
+            let read = read_worker_output(out, held.clone(), self.crashes.clone());
+            tokio::spawn(read.instrument(tracing::Span::current()))
+        });
         let briefing = child.stdin.take().map(|pipe| {
             let current = self.crashes.suspects.lock().keys().copied().collect();
             tokio::spawn(CrashLedger::brief_worker(
@@ -203,7 +203,8 @@ impl WorkerPool {
                     "worker process",
                 )
                 .await;
-        });
+        }
+        .instrument(tracing::Span::current()));
     }
 
     async fn run(self) -> Result<()> {
