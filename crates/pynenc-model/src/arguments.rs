@@ -137,6 +137,13 @@ impl Arguments {
 
     /// A stable id for these arguments: the SHA-256 of the sorted `name=value` pairs.
     pub fn args_id(&self) -> String {
+        let mut out = String::with_capacity(64);
+        self.push_args_id(&mut out);
+        out
+    }
+
+    /// Appends [`Arguments::args_id`] to `out` (no allocation of its own).
+    pub fn push_args_id(&self, out: &mut String) {
         let mut h = Sha256::new();
         for (k, v) in &self.values {
             h.update(k.as_bytes());
@@ -144,7 +151,11 @@ impl Arguments {
             h.update(v.as_bytes());
             h.update(b"\n");
         }
-        hex::encode(h.finalize())
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hexadecimal digits
+        if hex::encode_to_slice(h.finalize(), &mut hex).is_ok() {
+            out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+        }
     }
 
     /// Only the named arguments (for key based concurrency control).

@@ -27,7 +27,11 @@ impl Call {
 
     /// The id of the call: the task id and the arguments' stable hash.
     pub fn call_id(&self) -> CallId {
-        CallId::from(format!("{}#{}", self.task_id, self.arguments.args_id()))
+        let mut id = String::with_capacity(self.task_id.as_str().len() + 65);
+        id.push_str(self.task_id.as_str());
+        id.push('#');
+        self.arguments.push_args_id(&mut id);
+        CallId::from(id)
     }
 
     /// The serialized call.
