@@ -1,4 +1,4 @@
-//! pynenc benchmarks: `burn`, `latency` and `fanout` on a chosen backend.
+//! pynenc benchmarks: `burn`, `latency`, `fanout` and `query` on a chosen backend.
 //!
 //! ```text
 //! cargo run --release -p pynenc-bench -- --backend memory --workload all
@@ -62,6 +62,7 @@ use clap::{Parser, ValueEnum};
 use pynenc::{Pynenc, PynencError, ThreadRunner};
 
 mod prefill;
+mod query;
 
 /// A task that does nothing but return its argument.
 #[pynenc::task]
@@ -88,6 +89,8 @@ enum Workload {
     Burn,
     Latency,
     Fanout,
+    /// The query API on many stored invocations (not part of `all`).
+    Query,
     All,
 }
 
@@ -129,6 +132,12 @@ struct Args {
     /// the same backend.
     #[arg(long, default_value_t = 0)]
     prefill_foreign: u64,
+    /// Finished invocations stored before the `query` workload (one in ten FAILED).
+    #[arg(long, default_value_t = 1_000_000)]
+    query_stored: u64,
+    /// Times each query of the `query` workload is measured.
+    #[arg(long, default_value_t = 200)]
+    query_samples: usize,
     /// With `--backend redis`: read `INFO commandstats` and `INFO cpu` before
     /// and after `burn` and print the commands, scripts and server CPU per task.
     #[arg(long)]
@@ -314,6 +323,13 @@ async fn main() -> Result<()> {
     };
     let mut rows = Vec::new();
     let wants = |w: Workload| args.workload == Workload::All || args.workload == w;
+    if args.workload == Workload::Query {
+        app.purge().await?;
+        query::prefill(&app, args.query_stored).await?;
+        for _ in 0..args.repeat.max(1) {
+            rows.extend(query::run(&app, args.query_stored, args.query_samples).await?);
+        }
+    }
     for _ in 0..args.repeat.max(1) {
         if wants(Workload::Burn) {
             rows.push(burn(&app, args.burn_tasks, fresh, probe.as_ref()).await?);

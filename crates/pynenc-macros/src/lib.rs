@@ -46,6 +46,8 @@
 //! | `registration_concurrency` | same | concurrency control when routing new calls |
 //! | `key_arguments` | array of string literals | the parameters identifying an invocation for `Keys` concurrency |
 //! | `on_diff_non_key_args_raise` | `bool` | raise instead of reusing an invocation whose non-key arguments differ |
+//! | `registration_scope` | `Queued`, `Active` or `Cached` | which invocation registration concurrency reuses (default `Queued`) |
+//! | `registration_cache_seconds` | `u32` literal | how long a success is reused with `Cached` (default 300) |
 //! | `reroute_on_concurrency_control` | `bool` | re-route instead of ending `CONCURRENCY_CONTROLLED_FINAL` |
 //! | `parallel_batch_size` | `usize` literal, at least 1 | how many calls `parallelize` routes per batch |
 //!
@@ -57,6 +59,24 @@
 //! ```ignore
 //! #[pynenc::task(registration_concurrency = Keys, key_arguments = ["user_id"])]
 //! async fn sync_user(user_id: u64, full: bool) { /* ... */ }
+//! ```
+//!
+//! Registration concurrency reuses, for a new call with the same key, an
+//! invocation still queued (`registration_scope = Queued`, as in Pynenc);
+//! with `Active` it also joins one that is pending, running or paused, and
+//! with `Cached` it also returns a success younger than
+//! `registration_cache_seconds`. The scope is written like a concurrency
+//! control (`Active`, `RegistrationScopeName::Active`, `"active"`); a scope
+//! other than `Queued` without registration concurrency is a compile error
+//! (it would do nothing), and so is `Cached` with a cache time of 0:
+//!
+//! ```ignore
+//! #[pynenc::task(
+//!     registration_concurrency = Arguments,
+//!     registration_scope = Cached,
+//!     registration_cache_seconds = 60,
+//! )]
+//! async fn exchange_rate(currency: String) -> f64 { /* ... */ }
 //! ```
 //!
 //! # Generated API
@@ -148,6 +168,7 @@ use function::TaskFn;
 ///
 /// Options: `max_retries`, `retry_for`, `running_concurrency`,
 /// `registration_concurrency`, `key_arguments`, `on_diff_non_key_args_raise`,
+/// `registration_scope`, `registration_cache_seconds`,
 /// `reroute_on_concurrency_control` and `parallel_batch_size`; see the crate
 /// documentation for their values, the generated API and the restrictions on
 /// the function.

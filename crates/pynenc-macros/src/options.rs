@@ -5,7 +5,10 @@
 use std::collections::HashSet;
 
 use proc_macro2::TokenStream as TokenStream2;
-use pynenc_options::{ConcurrencyControl, OptionDef, OptionKind, OptionProblem};
+use pynenc_options::{
+    ConcurrencyControl, OptionDef, OptionKind, OptionProblem, RegistrationScopeName,
+    TaskOptionsSpec,
+};
 use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
@@ -26,6 +29,10 @@ pub(crate) enum Value {
     List(Vec<String>),
     /// [`OptionKind::Concurrency`].
     Concurrency(ConcurrencyControl),
+    /// [`OptionKind::Scope`].
+    Scope(RegistrationScopeName),
+    /// [`OptionKind::Seconds`]: whole seconds.
+    Seconds(u32),
 }
 
 /// The options written in `#[task(...)]`, in the order written; an option
@@ -44,10 +51,27 @@ impl TaskOptions {
             .map(|(_, v)| v)
     }
 
+    /// The concurrency control written for `name`, else the default.
     fn concurrency(&self, name: &str) -> ConcurrencyControl {
         match self.get(name) {
             Some(Value::Concurrency(c)) => *c,
             _ => ConcurrencyControl::Disabled,
+        }
+    }
+
+    /// The registration scope written, else the default.
+    fn registration_scope(&self) -> RegistrationScopeName {
+        match self.get("registration_scope") {
+            Some(Value::Scope(s)) => *s,
+            _ => TaskOptionsSpec::DEFAULT.registration_scope,
+        }
+    }
+
+    /// The cache time written, else the default.
+    fn registration_cache_seconds(&self) -> u32 {
+        match self.get("registration_cache_seconds") {
+            Some(Value::Seconds(n)) => *n,
+            _ => TaskOptionsSpec::DEFAULT.registration_cache_seconds,
         }
     }
 }
@@ -107,8 +131,11 @@ pub(crate) fn parse_options(
         }
     }
 
-    // the rules that tie options together, once each option was read
-    let key_args_invalid = seen.contains("key_arguments") && options.get("key_arguments").is_none();
+    // the rules that tie options together, once each option was read; an
+    // option written with an invalid value was already reported, so a rule
+    // it takes part in is not checked against its default
+    let invalid = |name: &str| seen.contains(name) && options.get(name).is_none();
+    let key_args_invalid = invalid("key_arguments");
     let has_keys = matches!(options.get("key_arguments"), Some(Value::List(l)) if !l.is_empty());
     let keys_rule = pynenc_options::check_keys_have_arguments(
         options.concurrency("running_concurrency"),
@@ -116,14 +143,30 @@ pub(crate) fn parse_options(
         has_keys,
         &param_refs,
     );
-    if let (Err(OptionProblem { option, message }), false) = (keys_rule, key_args_invalid) {
-        // an invalid `key_arguments` was already reported
+    let mut report = |problem: OptionProblem| {
+        let OptionProblem { option, message } = problem;
+        // a rule broken by options all left at their default cannot happen,
+        // so the option at fault was written
         if let Some((_, at)) = written.iter().find(|(name, _)| *name == option) {
             errors.push(syn::Error::new_spanned(
                 at,
                 format!("task `{task}`: option `{option}`: {message}"),
             ));
         }
+    };
+    if let (Err(problem), false) = (keys_rule, key_args_invalid) {
+        report(problem);
+    }
+    let scope_inputs_invalid = ["registration_concurrency", "registration_cache_seconds"]
+        .into_iter()
+        .any(invalid);
+    let scope_rule = pynenc_options::check_registration_scope(
+        options.registration_scope(),
+        options.concurrency("registration_concurrency"),
+        options.registration_cache_seconds(),
+    );
+    if let (Err(problem), false) = (scope_rule, scope_inputs_invalid) {
+        report(problem);
     }
     errors.finish()?;
     Ok(options)
@@ -192,6 +235,24 @@ fn parse_value(
         OptionKind::Concurrency => concurrency(value_expr)
             .map(Value::Concurrency)
             .map_err(|(t, m)| fail(&t, &m)),
+        OptionKind::Scope => scope(value_expr)
+            .map(Value::Scope)
+            .map_err(|(t, m)| fail(&t, &m)),
+        OptionKind::Seconds => {
+            let n = int_literal(value_expr, &["u32"]).ok_or_else(|| {
+                fail(
+                    value_expr,
+                    &format!(
+                        "expected a whole number of seconds as a `u32` integer literal, e.g. `{} = 300`",
+                        def.name
+                    ),
+                )
+            })?;
+            let n = n
+                .base10_parse::<u32>()
+                .map_err(|_| fail(value_expr, "the value does not fit in a `u32`"))?;
+            Ok(Value::Seconds(n))
+        }
     }
 }
 
@@ -282,20 +343,39 @@ fn string_array(expr: &Expr) -> Result<Vec<(String, syn::LitStr)>, ValueError> {
         .collect()
 }
 
+/// A name written as an identifier, a path ending in one, or a string
+/// literal; else the error `expected`.
+fn name_value(expr: &Expr, expected: &str) -> Result<String, ValueError> {
+    match expr {
+        Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => match p.path.segments.last() {
+            Some(last) if last.arguments.is_none() => Ok(last.ident.unraw().to_string()),
+            _ => Err((expr.to_token_stream(), expected.into())),
+        },
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.value()),
+        other => Err((other.to_token_stream(), expected.into())),
+    }
+}
+
+/// A registration scope: an identifier, a path ending in one, or a string,
+/// in any case, with the aliases the configuration accepts.
+fn scope(expr: &Expr) -> Result<RegistrationScopeName, ValueError> {
+    let expected = "expected `Queued`, `Active` or `Cached`";
+    let name = name_value(expr, expected)?;
+    RegistrationScopeName::from_name(&name).ok_or_else(|| {
+        (
+            expr.to_token_stream(),
+            format!("unknown registration scope `{name}` ({expected})"),
+        )
+    })
+}
+
 /// A concurrency control: an identifier, a path ending in one, or a string,
 /// in any case, with the aliases the configuration accepts.
 fn concurrency(expr: &Expr) -> Result<ConcurrencyControl, ValueError> {
     let expected = "expected `Disabled`, `Task`, `Arguments` or `Keys`";
-    let name = match expr {
-        Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => match p.path.segments.last() {
-            Some(last) if last.arguments.is_none() => last.ident.unraw().to_string(),
-            _ => return Err((expr.to_token_stream(), expected.into())),
-        },
-        Expr::Lit(syn::ExprLit {
-            lit: Lit::Str(s), ..
-        }) => s.value(),
-        other => return Err((other.to_token_stream(), expected.into())),
-    };
+    let name = name_value(expr, expected)?;
     ConcurrencyControl::from_name(&name).ok_or_else(|| {
         (
             expr.to_token_stream(),

@@ -2,7 +2,7 @@
 //! (the compile errors themselves are checked by `tests/compile_fail.rs`).
 
 use proc_macro2::TokenStream as TokenStream2;
-use pynenc_options::ConcurrencyControl;
+use pynenc_options::{ConcurrencyControl, RegistrationScopeName};
 use quote::{quote, ToTokens};
 use syn::ReturnType;
 
@@ -85,9 +85,15 @@ fn every_option_is_parsed() {
         registration_concurrency = "keys",
         key_arguments = ["y"],
         on_diff_non_key_args_raise = true,
+        registration_scope = active,
+        registration_cache_seconds = 60,
         reroute_on_concurrency_control = false,
         parallel_batch_size = 10,
     ));
+    // every option of the vocabulary was written
+    for def in pynenc_options::OPTIONS {
+        assert!(o.get(def.name).is_some(), "{} not parsed", def.name);
+    }
     assert_eq!(o.get("max_retries"), Some(&Value::Count(2)));
     assert_eq!(
         o.get("retry_for"),
@@ -110,6 +116,14 @@ fn every_option_is_parsed() {
         o.get("reroute_on_concurrency_control"),
         Some(&Value::Flag(false))
     );
+    assert_eq!(
+        o.get("registration_scope"),
+        Some(&Value::Scope(RegistrationScopeName::Active))
+    );
+    assert_eq!(
+        o.get("registration_cache_seconds"),
+        Some(&Value::Seconds(60))
+    );
     assert_eq!(o.get("parallel_batch_size"), Some(&Value::BatchSize(10)));
     let spec = compact(options_tokens(&o));
     for part in [
@@ -119,6 +133,8 @@ fn every_option_is_parsed() {
         "registration_concurrency:::pynenc::task::ConcurrencyControl::Keys,",
         "key_arguments:&[\"y\"],",
         "on_diff_non_key_args_raise:true,",
+        "registration_scope:::pynenc::model::options::RegistrationScopeName::Active,",
+        "registration_cache_seconds:60,",
         "reroute_on_concurrency_control:false,",
         "parallel_batch_size:10,",
         "..::pynenc::task::TaskOptionsSpec::DEFAULT}",
@@ -158,6 +174,139 @@ fn concurrency_forms() {
         err.contains("option `registration_concurrency`: expected `Disabled`"),
         "{err}"
     );
+}
+
+#[test]
+fn registration_scope_forms() {
+    for (value, expected) in [
+        (quote!(Queued), RegistrationScopeName::Queued),
+        (quote!(registered), RegistrationScopeName::Queued),
+        (quote!(ACTIVE), RegistrationScopeName::Active),
+        (
+            quote!(RegistrationScopeName::Cached),
+            RegistrationScopeName::Cached,
+        ),
+        (quote!("active"), RegistrationScopeName::Active),
+    ] {
+        let o = options(quote!(registration_concurrency = Task, registration_scope = #value));
+        assert_eq!(
+            o.get("registration_scope"),
+            Some(&Value::Scope(expected)),
+            "{value}"
+        );
+    }
+    let err = option_error(quote!(
+        registration_concurrency = Task,
+        registration_scope = Running
+    ));
+    assert_eq!(
+        err,
+        "task `add`: option `registration_scope`: unknown registration scope \
+         `Running` (expected `Queued`, `Active` or `Cached`)"
+    );
+    let err = option_error(quote!(registration_scope = 1));
+    assert_eq!(
+        err,
+        "task `add`: option `registration_scope`: expected `Queued`, `Active` or `Cached`"
+    );
+    let o = options(quote!(registration_cache_seconds = 30u32));
+    assert_eq!(
+        o.get("registration_cache_seconds"),
+        Some(&Value::Seconds(30))
+    );
+    for value in [quote!("30"), quote!(1.5), quote!(30u64), quote!(-1)] {
+        let err = option_error(quote!(registration_cache_seconds = #value));
+        assert_eq!(
+            err,
+            "task `add`: option `registration_cache_seconds`: expected a whole number of \
+             seconds as a `u32` integer literal, e.g. `registration_cache_seconds = 300`",
+            "{value}"
+        );
+    }
+    let err = option_error(quote!(registration_cache_seconds = 99999999999));
+    assert_eq!(
+        err,
+        "task `add`: option `registration_cache_seconds`: the value does not fit in a `u32`"
+    );
+}
+
+#[test]
+fn registration_scope_needs_registration_concurrency() {
+    for scope in [quote!(Active), quote!(Cached)] {
+        let err = option_error(quote!(registration_scope = #scope));
+        assert!(
+            err.starts_with("task `add`: option `registration_scope`: scope `"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(
+                "does nothing without registration concurrency: \
+                 set `registration_concurrency` to task, arguments or keys"
+            ),
+            "{err}"
+        );
+        let err = option_error(quote!(
+            registration_concurrency = Disabled,
+            registration_scope = #scope
+        ));
+        assert!(err.contains("`registration_scope`"), "{err}");
+    }
+    // the default scope, written or not, needs nothing
+    options(quote!(registration_scope = Queued));
+    options(quote!(
+        registration_scope = Queued,
+        registration_cache_seconds = 0
+    ));
+    options(quote!(registration_cache_seconds = 0));
+    // running concurrency is not registration concurrency
+    let err = option_error(quote!(
+        running_concurrency = Task,
+        registration_scope = Active
+    ));
+    assert!(err.contains("option `registration_scope`"), "{err}");
+    // an invalid registration concurrency is reported once, not twice
+    let err = option_error(quote!(
+        registration_concurrency = Sometimes,
+        registration_scope = Active
+    ));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("unknown concurrency control `Sometimes`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cached_scope_needs_a_cache_time() {
+    let err = option_error(quote!(
+        registration_concurrency = Arguments,
+        registration_scope = Cached,
+        registration_cache_seconds = 0,
+    ));
+    assert_eq!(
+        err,
+        "task `add`: option `registration_cache_seconds`: must be at least 1 with \
+         `registration_scope = cached` (a success reused for 0 seconds is never reused)"
+    );
+    let o = options(quote!(
+        registration_concurrency = Arguments,
+        registration_scope = Cached,
+    ));
+    assert!(o.get("registration_cache_seconds").is_none());
+    let spec = compact(options_tokens(&o));
+    assert!(
+        spec.contains(
+            "registration_scope:::pynenc::model::options::RegistrationScopeName::Cached,"
+        ),
+        "{spec}"
+    );
+    // an invalid cache time is reported once, not twice
+    let err = option_error(quote!(
+        registration_concurrency = Arguments,
+        registration_scope = Cached,
+        registration_cache_seconds = "0",
+    ));
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]

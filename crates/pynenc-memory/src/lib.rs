@@ -18,6 +18,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod index;
+mod queries;
 mod state;
 mod store;
 #[cfg(test)]

@@ -7,16 +7,14 @@ use std::time::Duration;
 
 use pynenc_model::{
     CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord,
-    InvocationStatus, RunnerId, StatusRecord, TaskError, Timestamp,
+    InvocationStatus, LeaseHolder, RunnerId, RunnerInfo, StatusRecord, TaskError, Timestamp,
 };
 use pynenc_store::{OwnedClaim, Result, StoreError, StoreTxn};
+
+use crate::index::{OrderKey, QueryIndex};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use tokio::sync::Notify;
-
-/// Ordered-index key: a time and the invocation's insertion number (cheap to
-/// compare, unique).
-type OrderKey = (Timestamp, u64);
 
 /// One history step; runner ids are shared, contexts interned (a few
 /// runners write millions of steps).
@@ -29,17 +27,19 @@ pub(crate) struct Step {
 }
 
 pub(crate) struct Entry {
-    seq: u64,
-    record: Arc<InvocationRecord>,
+    pub(crate) seq: u64,
+    /// The task's number in the query index.
+    pub(crate) task: u32,
+    pub(crate) record: Arc<InvocationRecord>,
     pub(crate) status: StatusRecord,
     /// Inline up to the four steps of a plain run (registered, pending,
     /// running, final): no allocation of its own for most invocations.
     history: SmallVec<[Step; 4]>,
-    retries: u32,
+    pub(crate) retries: u32,
     result: Option<String>,
-    error: Option<TaskError>,
-    final_at: Option<Timestamp>,
-    status_at: Timestamp,
+    pub(crate) error: Option<TaskError>,
+    pub(crate) final_at: Option<Timestamp>,
+    pub(crate) status_at: Timestamp,
     /// The `result()` waits on this invocation, released when it becomes final.
     pub(crate) waiters: Option<Waiters>,
 }
@@ -131,7 +131,7 @@ impl Invocations {
         entry
     }
 
-    fn ids(&self) -> impl Iterator<Item = InvocationId> + '_ {
+    pub(crate) fn ids(&self) -> impl Iterator<Item = InvocationId> + '_ {
         self.slots.iter().flatten().map(|e| e.record.invocation_id)
     }
 }
@@ -149,10 +149,17 @@ pub(crate) struct MemState {
     edges: FxHashMap<CallId, FxHashMap<CallId, usize>>,
     edges_by_invocation: FxHashMap<InvocationId, Vec<(CallId, CallId)>>,
     scheduled: BTreeMap<OrderKey, InvocationId>,
-    finals: BTreeMap<OrderKey, InvocationId>,
     owned: BTreeMap<OrderKey, InvocationId>,
-    heartbeats: HashMap<RunnerId, Timestamp>,
-    leases: HashMap<String, (RunnerId, Timestamp)>,
+    pub(crate) heartbeats: HashMap<RunnerId, Timestamp>,
+    pub(crate) runners: HashMap<RunnerId, RunnerInfo>,
+    pub(crate) leases: HashMap<String, (RunnerId, Timestamp)>,
+    pub(crate) index: QueryIndex,
+    /// Waited invocation → the invocations waiting on it.
+    pub(crate) waited_by: FxHashMap<InvocationId, Vec<InvocationId>>,
+    /// Waiting invocation → what it waits on.
+    pub(crate) waiting_on: FxHashMap<InvocationId, Vec<InvocationId>>,
+    /// Cancel requests: invocation → the owner asked to stop it.
+    pub(crate) cancels: FxHashMap<InvocationId, RunnerId>,
     contexts: FxHashSet<Arc<str>>,
     /// The execution context interned last: steps come in runs of one runner.
     last_context: Option<Arc<str>>,
@@ -207,6 +214,47 @@ impl MemState {
         }
     }
 
+    /// Forgets the waits on `waited` and those `waited` made.
+    fn forget_waits(&mut self, waited: &InvocationId) {
+        if self.waited_by.is_empty() {
+            return;
+        }
+        if let Some(waiters) = self.waited_by.remove(waited) {
+            for w in waiters {
+                if let Some(list) = self.waiting_on.get_mut(&w) {
+                    list.retain(|x| x != waited);
+                    if list.is_empty() {
+                        self.waiting_on.remove(&w);
+                    }
+                }
+            }
+        }
+        if let Some(on) = self.waiting_on.remove(waited) {
+            for x in on {
+                if let Some(list) = self.waited_by.get_mut(&x) {
+                    list.retain(|w| w != waited);
+                    if list.is_empty() {
+                        self.waited_by.remove(&x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The queued ids, head first.
+    pub(crate) fn queued(&self) -> impl Iterator<Item = &InvocationId> {
+        self.queue.iter()
+    }
+
+    /// The holder of a lease.
+    pub(crate) fn lease_holder(&self, name: &str) -> Option<LeaseHolder> {
+        self.leases.get(name).map(|(holder, expires)| LeaseHolder {
+            name: name.to_string(),
+            holder: holder.clone(),
+            expires_at: *expires,
+        })
+    }
+
     fn notify_final(&mut self, id: &InvocationId) {
         if let Some(waiters) = self.invocations.get_mut(id).and_then(|e| e.waiters.take()) {
             waiters.release();
@@ -225,10 +273,12 @@ impl StoreTxn for MemState {
         status: &StatusRecord,
     ) -> Result<()> {
         let seq = self.next_seq;
+        let task = self.index.task_number(&record.call.task_id);
         self.invocations.insert(
             record.invocation_id,
             Entry {
                 seq,
+                task,
                 record: record.clone(),
                 status: status.clone(),
                 history: SmallVec::new(),
@@ -241,6 +291,7 @@ impl StoreTxn for MemState {
             },
         )?;
         self.next_seq += 1;
+        self.index.inserted(task, record, status.status, seq);
         if status.status == InvocationStatus::Scheduled {
             self.scheduled
                 .insert((scheduled_at(record), seq), record.invocation_id);
@@ -270,9 +321,18 @@ impl StoreTxn for MemState {
         let new = status.status;
         let record = entry.record.clone();
         let seq = entry.seq;
+        let task = entry.task;
         let old_at = std::mem::replace(&mut entry.status_at, now);
         if new.is_final() {
             entry.final_at = Some(now);
+        }
+        let error_kind = (new == InvocationStatus::Failed)
+            .then(|| entry.error.as_ref().map(|e| e.kind.clone()))
+            .flatten();
+        self.index
+            .status_changed(task, &record, seq, old, new, now, error_kind.as_deref());
+        if new.is_final() && !self.cancels.is_empty() {
+            self.cancels.remove(id);
         }
         if old.is_owned_running() {
             self.owned.remove(&(old_at, seq));
@@ -302,9 +362,6 @@ impl StoreTxn for MemState {
         }
         if old == InvocationStatus::Scheduled && new != InvocationStatus::Scheduled {
             self.scheduled.remove(&(scheduled_at(&record), seq));
-        }
-        if new.is_final() {
-            self.finals.insert((now, seq), *id);
         }
         Ok(())
     }
@@ -427,13 +484,20 @@ impl StoreTxn for MemState {
         Ok(self.queue.len())
     }
 
-    fn add_waits(&mut self, _waiter: Option<&InvocationId>, waited: &[InvocationId]) -> Result<()> {
+    fn add_waits(&mut self, waiter: Option<&InvocationId>, waited: &[InvocationId]) -> Result<()> {
         for id in waited {
             let key = match self.invocations.get(id) {
                 Some(e) => (e.record.created_at, e.seq),
                 None => continue,
             };
             self.blocking_order.entry(key).or_insert(*id);
+            if let Some(w) = waiter {
+                let by = self.waited_by.entry(*id).or_default();
+                if !by.contains(w) {
+                    by.push(*w);
+                    self.waiting_on.entry(*w).or_default().push(*id);
+                }
+            }
         }
         Ok(())
     }
@@ -458,6 +522,7 @@ impl StoreTxn for MemState {
             let key = (e.record.created_at, e.seq);
             self.blocking_order.remove(&key);
         }
+        self.forget_waits(waited);
         Ok(())
     }
 
@@ -517,23 +582,69 @@ impl StoreTxn for MemState {
             .collect())
     }
 
-    fn final_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<InvocationId>> {
-        Ok(self
-            .finals
+    fn final_before(
+        &mut self,
+        statuses: &[InvocationStatus],
+        before: Timestamp,
+        max: usize,
+    ) -> Result<Vec<InvocationId>> {
+        Ok(self.index.final_before(statuses, before, max))
+    }
+
+    fn find_active(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {
+        Ok(self.index.find_active(registration_key))
+    }
+
+    fn find_success_since(
+        &mut self,
+        registration_key: &str,
+        since: Timestamp,
+    ) -> Result<Option<InvocationId>> {
+        Ok(self.index.find_success_since(registration_key, since))
+    }
+
+    fn request_cancel(&mut self, id: &InvocationId, owner: &RunnerId) -> Result<()> {
+        self.cancels.insert(*id, owner.clone());
+        Ok(())
+    }
+
+    fn cancel_requested(&mut self, id: &InvocationId) -> Result<bool> {
+        Ok(self.cancels.contains_key(id))
+    }
+
+    fn cancel_requests_of(&mut self, runner: &RunnerId) -> Result<Vec<InvocationId>> {
+        let mut ids: Vec<InvocationId> = self
+            .cancels
             .iter()
-            .take_while(|((at, _), _)| *at < before)
-            .take(max)
-            .map(|(_, id)| *id)
-            .collect())
+            .filter(|(_, owner)| *owner == runner)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn put_runner(&mut self, info: &RunnerInfo, now: Timestamp) -> Result<()> {
+        let mut info = info.clone();
+        info.heartbeat_at = now;
+        self.heartbeats.insert(info.runner_id.clone(), now);
+        self.runners.insert(info.runner_id.clone(), info);
+        Ok(())
     }
 
     fn delete_invocation(&mut self, id: &InvocationId) -> Result<()> {
         let Some(e) = self.invocations.remove(id) else {
             return Ok(());
         };
-        if let Some(at) = e.final_at {
-            self.finals.remove(&(at, e.seq));
-        }
+        self.index.deleted(
+            e.task,
+            &e.record,
+            e.seq,
+            e.status.status,
+            e.final_at,
+            e.error.as_ref().map(|err| err.kind.as_str()),
+        );
+        self.cancels.remove(id);
+        self.forget_waits(id);
         self.owned.remove(&(e.status_at, e.seq));
         self.scheduled.remove(&(scheduled_at(&e.record), e.seq));
         self.unindex_registered(&e.record, e.seq);
@@ -566,6 +677,7 @@ impl StoreTxn for MemState {
 
     fn remove_heartbeat(&mut self, runner_id: &RunnerId) -> Result<()> {
         self.heartbeats.remove(runner_id);
+        self.runners.remove(runner_id);
         Ok(())
     }
 

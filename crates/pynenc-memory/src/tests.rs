@@ -20,6 +20,7 @@ fn record(id: InvocationId) -> Arc<InvocationRecord> {
         created_at: Timestamp::from_micros(1),
         scheduled_at: None,
         concurrency: ConcurrencySpec::default(),
+        rerun_of: None,
     })
 }
 

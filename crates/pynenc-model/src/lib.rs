@@ -10,6 +10,8 @@
 //!   [`HistoryEntry`], [`InvocationOutcome`], [`TaskError`];
 //! - what is asked and answered: [`RouteRequest`], [`RouteOutcome`],
 //!   [`RunOutcome`], [`CycleError`];
+//! - what operators ask: [`InvocationQuery`], [`Page`], counts, the
+//!   queue, the [`WaitGraph`], [`RunnerInfo`];
 //! - a task's effective [`TaskOptions`] (the vocabulary itself lives in
 //!   [`pynenc_options`]);
 //! - [`mask_url_password`], for connection URLs in messages.
@@ -24,6 +26,7 @@ pub mod history;
 pub mod ids;
 pub mod options;
 pub mod outcome;
+pub mod query;
 pub mod record;
 pub mod routing;
 pub mod secret;
@@ -37,12 +40,18 @@ pub use history::{HistoryEntry, HistoryStep};
 pub use ids::{CallId, InvalidId, InvocationId, RunnerId, TaskId};
 pub use options::{OptionValue, TaskOptions};
 pub use outcome::{
-    short_type_name, ErrorDetail, InvocationOutcome, RunOutcome, TaskError, CYCLE_ERROR_KIND,
+    short_type_name, ErrorDetail, InvocationOutcome, RunOutcome, TaskError, CANCELLED_ERROR_KIND,
+    CYCLE_ERROR_KIND,
     NOT_FOUND_ERROR_KIND, PANIC_KIND, REGISTRATION_CONFLICT_ERROR_KIND, RETRY_ERROR_KIND,
     SERIALIZATION_ERROR_KIND, STATE_BACKEND_ERROR_KIND, STATUS_TRANSITION_ERROR_KIND,
 };
 pub use pynenc_options::{ConcurrencyControl, TaskOptionsSpec};
-pub use record::{concurrency_key, ConcurrencySpec, InvocationRecord};
+pub use query::{
+    CancelOutcome, Cursor, ErrorKindCount, InvocationQuery, InvocationSummary, LeaseHolder, Order,
+    Page, QueueStats, RunnerInfo, StatusCount, TimeRange, WaitGraph, DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+};
+pub use record::{concurrency_key, ConcurrencySpec, InvocationRecord, RegistrationScope};
 pub use routing::{CallRef, CycleError, RouteOutcome, RouteRequest};
 pub use secret::mask_url_password;
 pub use serializer::{CodecError, Direction, SerializationError, Serializer};

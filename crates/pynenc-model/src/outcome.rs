@@ -23,6 +23,8 @@ pub const REGISTRATION_CONFLICT_ERROR_KIND: &str =
     "InvocationConcurrencyWithDifferentArgumentsError";
 /// The kind of a value that could not be serialized or read back.
 pub const SERIALIZATION_ERROR_KIND: &str = "SerializationError";
+/// The kind of the error kept with a `CANCELLED` invocation.
+pub const CANCELLED_ERROR_KIND: &str = "InvocationCancelledError";
 /// The kind of a failure of the backend itself.
 pub const STATE_BACKEND_ERROR_KIND: &str = "StateBackendError";
 
@@ -123,6 +125,9 @@ pub enum RunOutcome {
     Retry(TaskError),
     /// The error that ends the invocation.
     Failed(TaskError),
+    /// The body stopped because the invocation was cancelled: status
+    /// `CANCELLED`, the error (kind [`CANCELLED_ERROR_KIND`]) says by whom.
+    Cancelled(TaskError),
 }
 
 impl RunOutcome {
@@ -132,6 +137,7 @@ impl RunOutcome {
             RunOutcome::Success(_) => InvocationStatus::Success,
             RunOutcome::Retry(_) => InvocationStatus::Retry,
             RunOutcome::Failed(_) => InvocationStatus::Failed,
+            RunOutcome::Cancelled(_) => InvocationStatus::Cancelled,
         }
     }
 }
@@ -143,7 +149,7 @@ pub struct InvocationOutcome {
     pub status: InvocationStatus,
     /// The serialized result, once `SUCCESS`.
     pub result: Option<String>,
-    /// The error, once `FAILED` (or the last one that caused a retry).
+    /// The error, once `FAILED` or `CANCELLED` (or the last one that caused a retry).
     pub error: Option<TaskError>,
 }
 

@@ -29,6 +29,9 @@ pub struct InvocationRecord {
     pub scheduled_at: Option<Timestamp>,
     /// Its concurrency keys.
     pub concurrency: ConcurrencySpec,
+    /// The invocation this one reruns (`app.control().rerun`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<InvocationId>,
 }
 
 impl InvocationRecord {
@@ -70,6 +73,50 @@ pub struct ConcurrencySpec {
     pub running_key: Option<String>,
     /// Re-route an invocation held back by running concurrency (else it ends final).
     pub reroute_on_concurrency_control: bool,
+    /// Which invocations with the same registration key a new call reuses.
+    #[serde(default, skip_serializing_if = "RegistrationScope::is_default")]
+    pub registration_scope: RegistrationScope,
+}
+
+/// Which invocation registration concurrency reuses for a new call with the
+/// same registration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "scope")]
+pub enum RegistrationScope {
+    /// One still queued (`REGISTERED`), as in Pynenc.
+    #[default]
+    Queued,
+    /// Also one that is picked, running or paused (not final): a second
+    /// caller joins the run in progress.
+    Active,
+    /// Also one that ended `SUCCESS` less than `ttl_us` microseconds ago:
+    /// its result is returned without running again.
+    Cached {
+        /// How long a success is reused, in microseconds.
+        ttl_us: i64,
+    },
+}
+
+impl RegistrationScope {
+    /// Whether this is [`RegistrationScope::Queued`].
+    pub fn is_default(&self) -> bool {
+        *self == RegistrationScope::Queued
+    }
+
+    /// Whether an invocation that is active (not queued, not final) is reused.
+    pub fn reuses_active(&self) -> bool {
+        !matches!(self, RegistrationScope::Queued)
+    }
+
+    /// The oldest end time of a `SUCCESS` that is reused, at `now`.
+    pub fn success_since(&self, now: Timestamp) -> Option<Timestamp> {
+        match self {
+            RegistrationScope::Cached { ttl_us } => {
+                Some(Timestamp::from_micros(now.as_micros().saturating_sub(*ttl_us)))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The key that groups invocations for a concurrency mode.
@@ -108,6 +155,7 @@ impl ConcurrencySpec {
             on_diff_non_key_args_raise: options.on_diff_non_key_args_raise,
             running_key: concurrency_key(options.running_concurrency, call, &keys),
             reroute_on_concurrency_control: options.reroute_on_concurrency_control,
+            registration_scope: options.registration_scope(),
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct RouteRequest {
     pub print_arguments: ArgumentPrintMode,
     /// Who routes it (runner id or the external caller id), for the history.
     pub actor: RunnerId,
+    /// The invocation this call reruns (it then never reuses another).
+    pub rerun_of: Option<InvocationId>,
 }
 
 impl RouteRequest {
@@ -48,6 +50,7 @@ impl RouteRequest {
             cycle_control: true,
             print_arguments: ArgumentPrintMode::default(),
             actor,
+            rerun_of: None,
         }
     }
 

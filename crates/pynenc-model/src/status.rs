@@ -12,8 +12,9 @@ use std::str::FromStr;
 use crate::ids::RunnerId;
 
 /// The status of one invocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+///
+/// Serialized in lower case as in the seed (`"success"`); either case is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum InvocationStatus {
     /// Registered to run at a specific time; becomes `REGISTERED` when due.
     Scheduled,
@@ -45,10 +46,13 @@ pub enum InvocationStatus {
     Success,
     /// Finished with an error (final).
     Failed,
+    /// Stopped at an operator's request (final): at once while it waited,
+    /// or by its owner once a running body stopped.
+    Cancelled,
 }
 
 /// Every status, in declaration order.
-pub const ALL_STATUSES: [InvocationStatus; 15] = [
+pub const ALL_STATUSES: [InvocationStatus; 16] = [
     InvocationStatus::Scheduled,
     InvocationStatus::Registered,
     InvocationStatus::ConcurrencyControlled,
@@ -64,6 +68,7 @@ pub const ALL_STATUSES: [InvocationStatus; 15] = [
     InvocationStatus::Retry,
     InvocationStatus::Success,
     InvocationStatus::Failed,
+    InvocationStatus::Cancelled,
 ];
 
 /// What entering a status does with the owner of the invocation.
@@ -84,19 +89,40 @@ impl InvocationStatus {
     pub fn allowed_next(self) -> &'static [InvocationStatus] {
         use InvocationStatus::*;
         match self {
-            Scheduled => &[Registered, Killed],
-            Registered => &[Pending, ConcurrencyControlled, ConcurrencyControlledFinal],
-            ConcurrencyControlled => &[Rerouted],
-            Rerouted => &[Pending, ConcurrencyControlled],
-            Pending => &[Running, Killed, Rerouted, PendingRecovery],
-            PendingRecovery => &[Rerouted],
-            Running => &[Paused, Killed, Retry, Success, Failed, RunningRecovery],
-            Paused => &[Resumed, Killed, RunningRecovery],
-            Resumed => &[Paused, Killed, Retry, Success, Failed, RunningRecovery],
-            RunningRecovery => &[Rerouted],
-            Killed => &[Rerouted],
-            Retry => &[Pending],
-            Success | Failed | ConcurrencyControlledFinal => &[],
+            Scheduled => &[Registered, Killed, Cancelled],
+            Registered => &[
+                Pending,
+                ConcurrencyControlled,
+                ConcurrencyControlledFinal,
+                Cancelled,
+            ],
+            ConcurrencyControlled => &[Rerouted, Cancelled],
+            Rerouted => &[Pending, ConcurrencyControlled, Cancelled],
+            Pending => &[Running, Killed, Rerouted, PendingRecovery, Cancelled],
+            PendingRecovery => &[Rerouted, Cancelled],
+            Running => &[
+                Paused,
+                Killed,
+                Retry,
+                Success,
+                Failed,
+                RunningRecovery,
+                Cancelled,
+            ],
+            Paused => &[Resumed, Killed, RunningRecovery, Cancelled],
+            Resumed => &[
+                Paused,
+                Killed,
+                Retry,
+                Success,
+                Failed,
+                RunningRecovery,
+                Cancelled,
+            ],
+            RunningRecovery => &[Rerouted, Cancelled],
+            Killed => &[Rerouted, Cancelled],
+            Retry => &[Pending, Cancelled],
+            Success | Failed | ConcurrencyControlledFinal | Cancelled => &[],
         }
     }
 
@@ -115,9 +141,8 @@ impl InvocationStatus {
         use InvocationStatus::*;
         match self {
             Pending => Ownership::Acquire,
-            Running | Paused | Resumed | Success | Failed | PendingRecovery | RunningRecovery => {
-                Ownership::Keep
-            }
+            Running | Paused | Resumed | Success | Failed | Cancelled | PendingRecovery
+            | RunningRecovery => Ownership::Keep,
             Scheduled
             | Registered
             | Rerouted
@@ -147,9 +172,15 @@ impl InvocationStatus {
         )
     }
 
-    /// No transition leaves this status: `SUCCESS`, `FAILED`, `CONCURRENCY_CONTROLLED_FINAL`.
+    /// No transition leaves this status: `SUCCESS`, `FAILED`, `CANCELLED`,
+    /// `CONCURRENCY_CONTROLLED_FINAL`.
     pub fn is_final(self) -> bool {
         self.allowed_next().is_empty()
+    }
+
+    /// The position of this status in [`ALL_STATUSES`] (for tables indexed by status).
+    pub const fn index(self) -> usize {
+        self as usize
     }
 
     /// Owned by a runner that is working on it (`PENDING` to `RESUMED`).
@@ -163,7 +194,23 @@ impl InvocationStatus {
         )
     }
 
-    /// The canonical upper-case name, as stored by every backend.
+    /// Waiting to run, holding no runner: what a cancel ends at once
+    /// (`SCHEDULED`, `REGISTERED`, `CONCURRENCY_CONTROLLED`, `REROUTED`,
+    /// `RETRY`, and `KILLED` on its way back to the queue).
+    pub fn is_waiting(self) -> bool {
+        matches!(
+            self,
+            InvocationStatus::Scheduled
+                | InvocationStatus::Registered
+                | InvocationStatus::ConcurrencyControlled
+                | InvocationStatus::Rerouted
+                | InvocationStatus::Retry
+                | InvocationStatus::Killed
+        )
+    }
+
+    /// The canonical upper-case name, as shown to people and stored by the
+    /// backends that store names.
     pub fn as_str(self) -> &'static str {
         use InvocationStatus::*;
         match self {
@@ -182,7 +229,53 @@ impl InvocationStatus {
             Retry => "RETRY",
             Success => "SUCCESS",
             Failed => "FAILED",
+            Cancelled => "CANCELLED",
         }
+    }
+
+    /// The lower-case name, as serialized (the seed's status values).
+    pub fn as_lower_str(self) -> &'static str {
+        use InvocationStatus::*;
+        match self {
+            Scheduled => "scheduled",
+            Registered => "registered",
+            ConcurrencyControlled => "concurrency_controlled",
+            ConcurrencyControlledFinal => "concurrency_controlled_final",
+            Rerouted => "rerouted",
+            Pending => "pending",
+            PendingRecovery => "pending_recovery",
+            Running => "running",
+            Paused => "paused",
+            Resumed => "resumed",
+            RunningRecovery => "running_recovery",
+            Killed => "killed",
+            Retry => "retry",
+            Success => "success",
+            Failed => "failed",
+            Cancelled => "cancelled",
+        }
+    }
+}
+
+impl Serialize for InvocationStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_lower_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for InvocationStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = InvocationStatus;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an invocation status name, in either case")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<InvocationStatus, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
@@ -449,7 +542,17 @@ mod tests {
             .collect();
         assert_eq!(available, vec![&Registered, &Rerouted, &Retry]);
         let finals: Vec<_> = ALL_STATUSES.iter().filter(|s| s.is_final()).collect();
-        assert_eq!(finals, vec![&ConcurrencyControlledFinal, &Success, &Failed]);
+        assert_eq!(
+            finals,
+            vec![&ConcurrencyControlledFinal, &Success, &Failed, &Cancelled]
+        );
+    }
+
+    #[test]
+    fn index_is_the_position_in_all_statuses() {
+        for (i, s) in ALL_STATUSES.iter().enumerate() {
+            assert_eq!(s.index(), i);
+        }
     }
 
     #[test]
@@ -457,7 +560,13 @@ mod tests {
         for s in ALL_STATUSES {
             assert_eq!(s.as_str().parse::<InvocationStatus>().unwrap(), s);
             let json = serde_json::to_string(&s).unwrap();
-            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(json, format!("\"{}\"", s.as_lower_str()));
+            assert_eq!(json, json.to_lowercase());
+            let upper: InvocationStatus =
+                serde_json::from_str(&format!("\"{}\"", s.as_str())).unwrap();
+            assert_eq!(upper, s);
+            let lower: InvocationStatus = serde_json::from_str(&json).unwrap();
+            assert_eq!(lower, s);
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::ConcurrencyControl;
+use crate::{ConcurrencyControl, RegistrationScopeName};
 
 /// An option value that breaks a rule: which option, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,41 @@ pub fn check_batch_size(size: u64) -> Result<(), OptionProblem> {
     Ok(())
 }
 
+/// A `registration_scope` other than `queued` needs registration
+/// concurrency (without it nothing is reused, so the scope does nothing),
+/// and `cached` needs a `registration_cache_seconds` of at least 1 (a
+/// success reused for no time at all is never reused).
+///
+/// The first problem is reported on `registration_scope`, the second on
+/// `registration_cache_seconds`.
+pub fn check_registration_scope(
+    scope: RegistrationScopeName,
+    registration: ConcurrencyControl,
+    cache_seconds: u32,
+) -> Result<(), OptionProblem> {
+    if scope == RegistrationScopeName::Queued {
+        return Ok(());
+    }
+    if registration == ConcurrencyControl::Disabled {
+        return Err(problem(
+            "registration_scope",
+            format!(
+                "scope `{scope}` does nothing without registration concurrency: \
+                 set `registration_concurrency` to task, arguments or keys"
+            ),
+        ));
+    }
+    if scope == RegistrationScopeName::Cached && cache_seconds == 0 {
+        return Err(problem(
+            "registration_cache_seconds",
+            "must be at least 1 with `registration_scope = cached` \
+             (a success reused for 0 seconds is never reused)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// No error kind of `retry_for` is empty.
 pub fn check_retry_for<S: AsRef<str>>(kinds: &[S]) -> Result<(), OptionProblem> {
     if kinds.iter().any(|k| k.as_ref().trim().is_empty()) {
@@ -129,6 +164,35 @@ mod tests {
         let err = check_keys_have_arguments(Keys, Keys, false, &["x"]).unwrap_err();
         assert_eq!(err.option, "running_concurrency");
         assert!(err.message.contains("(parameters: x)"), "{err}");
+    }
+
+    #[test]
+    fn registration_scope_needs_registration_concurrency_and_a_cache_time() {
+        use ConcurrencyControl::*;
+        use RegistrationScopeName::*;
+        // the default scope is fine with anything, even a cache time of 0
+        assert!(check_registration_scope(Queued, Disabled, 0).is_ok());
+        assert!(check_registration_scope(Queued, Task, 0).is_ok());
+        assert!(check_registration_scope(Active, Arguments, 0).is_ok());
+        assert!(check_registration_scope(Cached, Keys, 1).is_ok());
+        for scope in [Active, Cached] {
+            let err = check_registration_scope(scope, Disabled, 300).unwrap_err();
+            assert_eq!(err.option, "registration_scope");
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "option `registration_scope`: scope `{scope}` does nothing without \
+                     registration concurrency: set `registration_concurrency` to task, \
+                     arguments or keys"
+                )
+            );
+        }
+        let err = check_registration_scope(Cached, Task, 0).unwrap_err();
+        assert_eq!(err.option, "registration_cache_seconds");
+        assert!(err.message.starts_with("must be at least 1"), "{err}");
+        // without registration concurrency, that is the problem reported
+        let err = check_registration_scope(Cached, Disabled, 0).unwrap_err();
+        assert_eq!(err.option, "registration_scope");
     }
 
     #[test]

@@ -14,19 +14,23 @@
 //! | `registration_concurrency` | concurrency control | `disabled` |
 //! | `key_arguments` | parameter names | `[]` |
 //! | `on_diff_non_key_args_raise` | flag | `false` |
+//! | `registration_scope` | registration scope | `queued` |
+//! | `registration_cache_seconds` | seconds | 300 |
 //! | `reroute_on_concurrency_control` | flag | `true` |
 //! | `parallel_batch_size` | batch size (at least 1) | 100 |
 #![deny(missing_docs)]
 
 mod check;
 mod concurrency;
+mod scope;
 mod spec;
 
 pub use check::{
-    check_batch_size, check_key_arguments, check_keys_have_arguments, check_retry_for,
-    OptionProblem,
+    check_batch_size, check_key_arguments, check_keys_have_arguments, check_registration_scope,
+    check_retry_for, OptionProblem,
 };
 pub use concurrency::ConcurrencyControl;
+pub use scope::RegistrationScopeName;
 pub use spec::TaskOptionsSpec;
 
 /// What kind of value an option takes.
@@ -44,6 +48,11 @@ pub enum OptionKind {
     ParamNames,
     /// A [`ConcurrencyControl`] mode.
     Concurrency,
+    /// A [`RegistrationScopeName`] (`registration_scope`).
+    Scope,
+    /// A whole number of seconds that fits a `u32`
+    /// (`registration_cache_seconds`).
+    Seconds,
 }
 
 impl OptionKind {
@@ -57,6 +66,8 @@ impl OptionKind {
                 "a list of strings (comma separated or a JSON array)"
             }
             OptionKind::Concurrency => ConcurrencyControl::EXPECTED,
+            OptionKind::Scope => RegistrationScopeName::EXPECTED,
+            OptionKind::Seconds => "a whole number of seconds (an unsigned integer)",
         }
     }
 }
@@ -106,6 +117,17 @@ pub const OPTIONS: &[OptionDef] = &[
         doc: "raise instead of reusing a registered invocation whose other arguments differ",
     },
     OptionDef {
+        name: "registration_scope",
+        kind: OptionKind::Scope,
+        doc: "which invocation registration concurrency reuses: `queued` (still registered), \
+              `active` (also pending, running or paused) or `cached` (also a recent success)",
+    },
+    OptionDef {
+        name: "registration_cache_seconds",
+        kind: OptionKind::Seconds,
+        doc: "how long a success is reused with `registration_scope = cached`",
+    },
+    OptionDef {
         name: "reroute_on_concurrency_control",
         kind: OptionKind::Flag,
         doc: "re-route an invocation held back by running concurrency instead of ending it",
@@ -151,5 +173,19 @@ mod tests {
         assert_eq!(all.len(), OPTIONS.len());
         assert!(find("retries").is_none());
         assert!(names().starts_with("max_retries, retry_for,"));
+    }
+
+    #[test]
+    fn every_option_is_in_the_documentation_table_with_an_expected_value() {
+        let docs = include_str!("lib.rs");
+        for o in OPTIONS {
+            assert!(
+                docs.contains(&format!("//! | `{}` |", o.name)),
+                "{} missing from the table",
+                o.name
+            );
+            assert!(!o.kind.expected().is_empty(), "{}", o.name);
+            assert!(!o.doc.is_empty(), "{}", o.name);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The options as written in `#[task(...)]`: constant, before configuration.
 
-use crate::ConcurrencyControl;
+use crate::{ConcurrencyControl, RegistrationScopeName};
 
 /// Task options as written in `#[task(...)]` (a constant; configuration is
 /// applied on top of it when an app is built). Each field is named after
@@ -19,6 +19,10 @@ pub struct TaskOptionsSpec {
     pub key_arguments: &'static [&'static str],
     /// Raise instead of reusing when a registered invocation has other non-key arguments.
     pub on_diff_non_key_args_raise: bool,
+    /// Which invocation registration concurrency reuses (`queued`, `active`, `cached`).
+    pub registration_scope: RegistrationScopeName,
+    /// How long, in seconds, a success is reused with `registration_scope = cached`.
+    pub registration_cache_seconds: u32,
     /// Re-route instead of ending `CONCURRENCY_CONTROLLED_FINAL`.
     pub reroute_on_concurrency_control: bool,
     /// How many calls `parallelize` routes per batch.
@@ -34,6 +38,8 @@ impl TaskOptionsSpec {
         registration_concurrency: ConcurrencyControl::Disabled,
         key_arguments: &[],
         on_diff_non_key_args_raise: false,
+        registration_scope: RegistrationScopeName::Queued,
+        registration_cache_seconds: 300,
         reroute_on_concurrency_control: true,
         parallel_batch_size: 100,
     };

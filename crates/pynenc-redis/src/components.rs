@@ -5,13 +5,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pynenc_model::{
-    HistoryEntry, InvocationId, InvocationOutcome, InvocationRecord, RunnerId, TaskError, Timestamp,
+    HistoryEntry, InvocationId, InvocationOutcome, InvocationRecord, RunnerId, RunnerInfo,
+    SerializationError, TaskError, Timestamp,
 };
 use pynenc_store::{Broker, Coordination, Result, StateBackend, StoreError};
 use redis::Value;
 
 use crate::backend::{bytes, escape_glob, micros, RedisBackend};
-use crate::decode::{corrupt, corrupt_by};
+use crate::decode::{corrupt, corrupt_by, RECORD_FIELDS};
 use crate::script::{as_int, as_string, scripts};
 
 /// The safety-net re-check of `wait_final`.
@@ -84,9 +85,10 @@ impl Broker for RedisBackend {
 impl StateBackend for RedisBackend {
     async fn get_invocation(&self, id: &InvocationId) -> Result<InvocationRecord> {
         let mut pipe = redis::pipe();
-        pipe.cmd("HMGET").arg(self.invocation_key(id)).arg(&[
-            "status", "call", "parent", "created", "sched", "gkey", "graise", "rkey", "reroute",
-        ]);
+        pipe.cmd("HMGET")
+            .arg(self.invocation_key(id))
+            .arg("status")
+            .arg(&RECORD_FIELDS);
         let (mut fields,): (Vec<Value>,) = self.query("HMGET record", &pipe).await?;
         if matches!(fields.first(), None | Some(Value::Nil)) {
             return Err(StoreError::not_found(id, ""));
@@ -215,11 +217,26 @@ impl Coordination for RedisBackend {
         .map(|_| ())
     }
 
+    async fn register_runner(&self, info: &RunnerInfo) -> Result<()> {
+        let json = serde_json::to_string(info).map_err(|e| {
+            SerializationError::serialize(format_args!("runner info of {}", info.runner_id), e)
+        })?;
+        self.script(
+            &scripts().small,
+            &[bytes("runner"), bytes(info.runner_id.as_str()), bytes(json)],
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn remove_heartbeat(&self, runner_id: &RunnerId) -> Result<()> {
         let mut pipe = redis::pipe();
-        pipe.hdel(format!("{}heartbeats", self.prefix), runner_id.as_str())
+        pipe.atomic()
+            .hdel(format!("{}heartbeats", self.prefix), runner_id.as_str())
+            .ignore()
+            .hdel(format!("{}runners", self.prefix), runner_id.as_str())
             .ignore();
-        self.query::<()>("HDEL heartbeats", &pipe).await
+        self.query::<()>("HDEL heartbeats runners", &pipe).await
     }
 
     async fn try_lease(&self, name: &str, holder: &RunnerId, ttl: Duration) -> Result<bool> {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use pynenc_model::{
-    Call, ConcurrencySpec, InvocationId, InvocationRecord, InvocationStatus, RunOutcome, RunnerId,
-    StatusRecord, TaskError, Timestamp,
+    Call, ConcurrencySpec, InvocationId, InvocationRecord, InvocationStatus, RegistrationScope,
+    RunOutcome, RunnerId, StatusRecord, TaskError, Timestamp,
 };
 use pynenc_store::{Orchestrator, Result, StoreError};
 use redis::Value;
@@ -15,7 +15,36 @@ use crate::backend::RedisBackend;
 use crate::script::{as_list, as_string};
 
 /// The fields of a record in a pick-up's reply (`RECORD_LEN` in lib.lua).
-pub(crate) const RECORD_LEN: usize = 9;
+pub(crate) const RECORD_LEN: usize = 11;
+
+/// The fields of a record as `decode_record` reads them, after the status
+/// (`get_invocation` asks for the status first, in place of the id).
+pub(crate) const RECORD_FIELDS: [&str; 10] = [
+    "call", "parent", "created", "sched", "gkey", "graise", "rkey", "reroute", "rerun", "gscope",
+];
+
+/// A registration scope as the field `gscope` keeps it: empty for
+/// `queued`, `a` for `active`, `c` and the ttl in µs for `cached`.
+pub(crate) fn scope_field(scope: RegistrationScope) -> String {
+    match scope {
+        RegistrationScope::Queued => String::new(),
+        RegistrationScope::Active => "a".into(),
+        RegistrationScope::Cached { ttl_us } => format!("c{ttl_us}"),
+    }
+}
+
+/// Reads the field `gscope` (see [`scope_field`]).
+pub(crate) fn parse_scope(key: &str, v: Option<&str>) -> Result<RegistrationScope> {
+    match v.unwrap_or_default() {
+        "" => Ok(RegistrationScope::Queued),
+        "a" => Ok(RegistrationScope::Active),
+        other => match other.strip_prefix('c').map(str::parse::<i64>) {
+            Some(Ok(ttl_us)) => Ok(RegistrationScope::Cached { ttl_us }),
+            Some(Err(e)) => Err(corrupt_by(key, "gscope", e)),
+            None => Err(corrupt(key, "gscope", format!("'{other}' is not a scope"))),
+        },
+    }
+}
 
 /// The error for an unreadable field of a key.
 pub(crate) fn corrupt(key: &str, field: &str, reason: impl std::fmt::Display) -> StoreError {
@@ -95,7 +124,8 @@ impl RedisBackend {
         }
     }
 
-    /// An invocation record from `[id, call, parent, created, sched, gkey, graise, rkey, reroute]`.
+    /// An invocation record from `[id, call, parent, created, sched, gkey,
+    /// graise, rkey, reroute, rerun, gscope]`.
     pub(crate) fn decode_record(&self, f: &[Value]) -> Result<InvocationRecord> {
         let s = |i: usize| f.get(i).and_then(as_string);
         let id = s(0).unwrap_or_default();
@@ -119,6 +149,11 @@ impl RedisBackend {
             None => None,
         };
         let nonempty = |v: Option<String>| v.filter(|x| !x.is_empty());
+        let rerun_of = match nonempty(s(9)) {
+            Some(r) => Some(InvocationId::parse(&r).map_err(|e| corrupt_by(&key, "rerun", e))?),
+            None => None,
+        };
+        let registration_scope = parse_scope(&key, s(10).as_deref())?;
         Ok(InvocationRecord {
             invocation_id,
             call,
@@ -130,7 +165,9 @@ impl RedisBackend {
                 on_diff_non_key_args_raise: s(6).as_deref() == Some("1"),
                 running_key: nonempty(s(7)),
                 reroute_on_concurrency_control: s(8).as_deref() == Some("1"),
+                registration_scope,
             },
+            rerun_of,
         })
     }
 

@@ -143,9 +143,11 @@ mod backend;
 mod client;
 mod components;
 mod conn;
+mod control;
 mod decode;
 mod notify;
 mod orchestrator;
+mod queries;
 mod script;
 mod step;
 

@@ -1,7 +1,9 @@
 //! Tests of the Redis backend's own machinery against a real `redis-server`
 //! (started on a free port by `pynenc-testservers`; skipped with a message
 //! when it is not installed, a failure with `PYNENC_REQUIRE_REDIS=1`): the
-//! fallback from functions to scripts, and when ends are published.
+//! fallback from functions to scripts, and when ends are published; the
+//! query indexes and the operator steps in `live_tests/queries.rs` and
+//! `live_tests/control.rs`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -104,6 +106,70 @@ macro_rules! server_or_skip {
     }};
 }
 
+mod control;
+mod queries;
+
+/// A call of `task` with the argument `i`.
+fn call_of(task: &str, i: i64) -> RouteRequest {
+    let arguments = Arguments::new()
+        .with(Serializer::Json, "i", &i)
+        .expect("arguments");
+    RouteRequest::new(Call::new(task, arguments), RunnerId::from("tester"))
+}
+
+/// Routes `requests`; the id of each outcome (new or reused).
+async fn route_all(b: &RedisBackend, requests: Vec<RouteRequest>) -> Vec<InvocationId> {
+    b.route_calls(requests)
+        .await
+        .expect("route")
+        .into_iter()
+        .map(|o| match o {
+            RouteOutcome::New(r) => r.invocation_id,
+            RouteOutcome::Reused { record, .. } => record.invocation_id,
+        })
+        .collect()
+}
+
+/// Picks and starts up to `n` invocations as `runner`.
+async fn start(b: &RedisBackend, runner: &str, n: usize) -> Vec<InvocationId> {
+    b.get_invocations_to_start(&RunnerId::from(runner), n, None)
+        .await
+        .expect("pick")
+        .into_iter()
+        .map(|r| r.invocation_id)
+        .collect()
+}
+
+/// Ends a run of `runner` with `outcome`; the status it reached.
+async fn end(
+    b: &RedisBackend,
+    runner: &str,
+    id: &InvocationId,
+    outcome: RunOutcome,
+) -> InvocationStatus {
+    b.finish(id, &RunnerId::from(runner), outcome)
+        .await
+        .expect("finish")
+}
+
+/// The app's keys (a test may use KEYS), without the prefix, sorted.
+fn keys_of(server: &RedisServer, b: &RedisBackend) -> Vec<String> {
+    let Ok(Resp::Array(Some(keys))) = server.command(&["KEYS", &format!("{}*", b.key_prefix())])
+    else {
+        panic!("KEYS");
+    };
+    let mut out: Vec<String> = keys
+        .into_iter()
+        .filter_map(|k| match k {
+            Resp::Bulk(Some(k)) => Some(String::from_utf8_lossy(&k).into_owned()),
+            _ => None,
+        })
+        .map(|k| k.strip_prefix(b.key_prefix()).unwrap_or(&k).to_string())
+        .collect();
+    out.sort();
+    out
+}
+
 /// A user who may not load functions gets every step as a script of its
 /// own, with the same results; the default user gets the function library.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +197,23 @@ async fn steps_run_as_scripts_where_functions_are_denied() {
     let ids = route(&restricted, 5).await;
     run_all(&restricted, "runner-a", &ids).await;
     assert_eq!(restricted.functions.load(Ordering::Acquire), FUNCTIONS_OFF);
+    // the query and operator steps too
+    let counts = pynenc_store::Queries::count_by_status(&*restricted, &[])
+        .await
+        .expect("counts");
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].count, 5);
+    let listed = pynenc_store::Queries::list_invocations(
+        &*restricted,
+        &pynenc_model::InvocationQuery::new(),
+    )
+    .await
+    .expect("list");
+    assert_eq!(listed.len(), 5);
+    assert_eq!(restricted.delete_final(&ids).await.expect("delete"), 5);
     assert!(stat(&server, "evalsha") > 0, "the steps ran as scripts");
+    let ids = route(&restricted, 5).await;
+    run_all(&restricted, "runner-a", &ids).await;
     check_histories(&restricted, &ids, "runner-a").await;
     let outcomes = restricted.get_outcomes(&ids).await.expect("outcomes");
     assert!(outcomes

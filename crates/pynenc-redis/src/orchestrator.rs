@@ -5,17 +5,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pynenc_model::{
-    Call, CallId, InvocationId, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest,
-    RunOutcome, RunnerId, SerializationError, StatusRecord,
+    Call, CallId, CancelOutcome, InvocationId, InvocationRecord, InvocationStatus, RouteOutcome,
+    RouteRequest, RunOutcome, RunnerId, SerializationError, StatusRecord,
 };
 use pynenc_store::engine;
-use pynenc_store::{EndOutcome, Orchestrator, Result, RunEnd, StepReport, StoreError};
+use pynenc_store::{EndOutcome, Orchestrator, Result, Retention, RunEnd, StepReport, StoreError};
 use redis::Value;
 use tracing::warn;
 
 use crate::backend::{bytes, micros, opt_bytes, RedisBackend};
+use crate::decode::scope_field;
 use crate::script::{as_int, as_list, as_string, scripts};
-use crate::step::{PickUp, STEP_ENDS};
+use crate::step::{error_json, PickUp, STEP_ENDS};
 
 /// Invocations per `waiting_for_results` script.
 const WAIT_CHUNK: usize = 1000;
@@ -96,26 +97,34 @@ impl RedisBackend {
         ]
         .iter()
         .collect();
+        // the call id (`task#hash`) indexes every invocation (listing by
+        // call) and serves cycle control and registration concurrency: the
+        // task and the hash go apart
+        let call_id = req.call.call_id();
+        let task = req.call.task_id.as_str();
+        let hash = call_id
+            .as_str()
+            .get(task.len() + 1..)
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec();
         // the rest only when there is one (see route.lua)
         let plain = req.parent_invocation_id.is_none()
             && req.parent_call_id.is_none()
             && c.registration_key.is_none()
             && c.running_key.is_none()
             && req.scheduled_at.is_none()
-            && req.actor.is_empty();
+            && req.actor.is_empty()
+            && req.rerun_of.is_none();
+        if !plain {
+            flags.push('+');
+        }
+        args.push(flags.into_bytes());
+        args.push(bytes(task));
+        args.push(hash);
         if plain {
-            args.push(flags.into_bytes());
             return Ok(());
         }
-        flags.push('+');
-        args.push(flags.into_bytes());
-        // the call id serves cycle control (with a parent) and
-        // registration concurrency; computing it costs a hash
-        args.push(if req.needs_call_id() {
-            bytes(req.call.call_id().as_str())
-        } else {
-            Vec::new()
-        });
         args.push(opt_bytes(
             req.parent_invocation_id.as_ref().map(InvocationId::as_str),
         ));
@@ -128,6 +137,12 @@ impl RedisBackend {
                 .unwrap_or_default(),
         );
         args.push(bytes(req.actor.as_str()));
+        args.push(if c.registration_key.is_some() {
+            bytes(scope_field(c.registration_scope))
+        } else {
+            Vec::new()
+        });
+        args.push(opt_bytes(req.rerun_of.as_ref().map(InvocationId::as_str)));
         Ok(())
     }
 }
@@ -143,7 +158,7 @@ impl Orchestrator for RedisBackend {
             .iter()
             .map(|_| InvocationId::time_ordered())
             .collect();
-        let mut args = Vec::with_capacity(1 + requests.len() * 3);
+        let mut args = Vec::with_capacity(1 + requests.len() * 5);
         args.push(bytes(requests.len().to_string()));
         for (req, id) in requests.iter().zip(&ids) {
             self.route_args(req, id, &mut args)?;
@@ -212,6 +227,7 @@ impl Orchestrator for RedisBackend {
                         created_at: pynenc_model::Timestamp::from_micros(created),
                         scheduled_at: req.scheduled_at,
                         concurrency: req.concurrency,
+                        rerun_of: req.rerun_of,
                     })));
                 }
                 Some("R") => {
@@ -332,7 +348,11 @@ impl Orchestrator for RedisBackend {
     }
 
     async fn kill_and_reroute(&self, id: &InvocationId, runner_id: &RunnerId) -> Result<()> {
-        let args = [bytes(id.as_str()), bytes(runner_id.as_str())];
+        let args = [
+            bytes(id.as_str()),
+            bytes(runner_id.as_str()),
+            bytes(error_json(&engine::cancelled_error(runner_id))),
+        ];
         self.script(&scripts().kill_reroute, &args)
             .await
             .map(|_| ())
@@ -395,13 +415,20 @@ impl Orchestrator for RedisBackend {
         Ok(as_int(&v).unwrap_or(0).max(0) as usize)
     }
 
-    async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
-        engine::purge_in_batches(|max| async move {
-            let args = [bytes(micros(older_than)), bytes(max.to_string())];
-            let v = self.script(&scripts().purge_final, &args).await?;
-            Ok(as_int(&v).unwrap_or(0).max(0) as usize)
-        })
-        .await
+    async fn auto_purge(&self, retention: &Retention) -> Result<usize> {
+        self.purge_retention(retention).await
+    }
+
+    async fn delete_final(&self, ids: &[InvocationId]) -> Result<usize> {
+        self.delete_final_ids(ids).await
+    }
+
+    async fn cancel(&self, id: &InvocationId, actor: &RunnerId) -> Result<CancelOutcome> {
+        self.cancel_one(id, actor).await
+    }
+
+    async fn cancel_requests(&self, runner_id: &RunnerId) -> Result<Vec<InvocationId>> {
+        self.cancel_requests_of(runner_id).await
     }
 
     async fn recover(
@@ -414,6 +441,7 @@ impl Orchestrator for RedisBackend {
             bytes(actor.as_str()),
             bytes(micros(dead_after)),
             bytes(micros(max_pending)),
+            bytes(error_json(&engine::cancelled_error(actor))),
         ];
         let v = self.script(&scripts().recover, &args).await?;
         // the step has run: an id that cannot be read is reported, not an error

@@ -49,9 +49,11 @@ pub(crate) struct Scripts {
     pub kill_reroute: Step,
     pub wait: Step,
     pub promote: Step,
-    pub purge_final: Step,
+    pub purge: Step,
     pub recover: Step,
     pub small: Step,
+    pub cancel: Step,
+    pub query: Step,
 }
 
 /// The bodies of the steps, by name.
@@ -62,9 +64,11 @@ const BODIES: &[(&str, &str)] = &[
     ("kill_reroute", include_str!("lua/kill_reroute.lua")),
     ("wait", include_str!("lua/wait.lua")),
     ("promote", include_str!("lua/promote.lua")),
-    ("purge_final", include_str!("lua/purge_final.lua")),
+    ("purge", include_str!("lua/purge.lua")),
     ("recover", include_str!("lua/recover.lua")),
     ("small", include_str!("lua/small.lua")),
+    ("cancel", include_str!("lua/cancel.lua")),
+    ("query", include_str!("lua/query.lua")),
 ];
 
 /// The steps of this process (the same text, hence the same names and SHAs,
@@ -93,9 +97,11 @@ pub(crate) fn scripts() -> &'static Scripts {
             kill_reroute: step("kill_reroute"),
             wait: step("wait"),
             promote: step("promote"),
-            purge_final: step("purge_final"),
+            purge: step("purge"),
             recover: step("recover"),
             small: step("small"),
+            cancel: step("cancel"),
+            query: step("query"),
             library,
         }
     })
@@ -155,6 +161,12 @@ pub(crate) fn prelude() -> String {
     out.push_str("local ST = {");
     for st in ALL_STATUSES {
         let _ = write!(out, "{}={},", st.as_str(), lua_str(st.as_str()));
+    }
+    out.push_str("}\n");
+    // every status in declaration order (counts are listed in this order)
+    out.push_str("local ALL_ST = {");
+    for st in ALL_STATUSES {
+        let _ = write!(out, "{},", lua_str(st.as_str()));
     }
     out.push_str("}\n");
     // transitions as ALLOWED[from][to], one row per status
@@ -326,7 +338,9 @@ mod tests {
         }
         assert!(p.contains("['PENDING']='acquire'"));
         assert!(p.contains("['RUNNING_RECOVERY']='keep'"));
-        assert!(p.contains("local FINAL = {['CONCURRENCY_CONTROLLED_FINAL']=true,['SUCCESS']=true,['FAILED']=true,}"));
+        assert!(p.contains("local FINAL = {['CONCURRENCY_CONTROLLED_FINAL']=true,['SUCCESS']=true,['FAILED']=true,['CANCELLED']=true,}"));
+        assert!(p.contains("local ALL_ST = {'SCHEDULED',"));
+        assert!(p.contains("'CANCELLED',}"));
     }
 
     #[test]

@@ -7,11 +7,16 @@
 
 use redis::Value;
 
-use pynenc_model::{InvocationId, RunOutcome, RunnerId};
+use pynenc_model::{InvocationId, RunOutcome, RunnerId, TaskError};
 use pynenc_store::{EndOutcome, Result, RunEnd, StepReport, StoreError};
 
 use crate::backend::{bytes, RedisBackend};
 use crate::script::{as_list, as_string, scripts, Reply};
+
+/// A task error as the scripts store it (a `TaskError` always serializes).
+pub(crate) fn error_json(e: &TaskError) -> String {
+    serde_json::to_string(e).unwrap_or_default()
+}
 
 /// The most ends one step writes.
 pub(crate) const STEP_ENDS: usize = 256;
@@ -56,10 +61,12 @@ impl RedisBackend {
         let mut args = Vec::with_capacity(8 + items.len() * 4);
         args.push(bytes(items.len().to_string()));
         for end in items {
+            // a failure carries its error kind (counted per kind, `fk:{task}`)
             let (kind, payload) = match &end.outcome {
-                RunOutcome::Success(result) => ("S", result.clone()),
-                RunOutcome::Retry(e) => ("R", serde_json::to_string(e).unwrap_or_default()),
-                RunOutcome::Failed(e) => ("F", serde_json::to_string(e).unwrap_or_default()),
+                RunOutcome::Success(result) => ("S".to_string(), result.clone()),
+                RunOutcome::Retry(e) => ("R".to_string(), error_json(e)),
+                RunOutcome::Failed(e) => (format!("F{}", e.kind), error_json(e)),
+                RunOutcome::Cancelled(e) => ("C".to_string(), error_json(e)),
             };
             args.push(bytes(end.invocation_id.as_str()));
             args.push(bytes(runner.as_str()));

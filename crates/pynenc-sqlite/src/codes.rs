@@ -8,7 +8,7 @@ use pynenc_model::InvocationStatus;
 
 /// The statuses by their stable code in the schema (see the crate
 /// documentation): a status's code is its position here.
-const STATUS_CODES: [InvocationStatus; 15] = {
+const STATUS_CODES: [InvocationStatus; 16] = {
     use InvocationStatus::*;
     [
         Scheduled,
@@ -26,6 +26,7 @@ const STATUS_CODES: [InvocationStatus; 15] = {
         Retry,
         Success,
         Failed,
+        Cancelled,
     ]
 };
 
@@ -43,3 +44,10 @@ pub(crate) fn status_from_code(code: i64) -> Option<InvocationStatus> {
         .ok()
         .and_then(|i| STATUS_CODES.get(i).copied())
 }
+
+/// The codes of the final statuses (`CONCURRENCY_CONTROLLED_FINAL`,
+/// `SUCCESS`, `FAILED`, `CANCELLED`), as the queries spell them.
+pub(crate) const FINAL_CODES: [i64; 4] = [3, 13, 14, 15];
+
+/// The code of `FAILED`.
+pub(crate) const FAILED_CODE: i64 = 14;

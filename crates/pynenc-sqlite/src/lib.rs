@@ -100,14 +100,21 @@
 #![deny(missing_docs)]
 
 mod codes;
+mod counts;
 mod error;
+mod listing;
 mod primitives;
+mod queries;
+mod rows;
+mod runners;
 mod schema;
 mod store;
 mod txn;
 mod waits;
 mod writer;
 
+#[cfg(test)]
+mod query_tests;
 #[cfg(test)]
 mod tests;
 

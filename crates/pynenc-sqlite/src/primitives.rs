@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{
-    CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord, RunnerId,
-    SerializationError, StatusRecord, TaskError, Timestamp,
+    CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord,
+    InvocationStatus, RunnerId, RunnerInfo, SerializationError, StatusRecord, TaskError, Timestamp,
 };
 use pynenc_store::{OwnedClaim, Result, StoreTxn};
 use rusqlite::params;
 
 use crate::codes::status_code;
 use crate::error::{inv, Key};
-use crate::txn::{limit, Row, SqliteTxn};
+use crate::txn::{limit, SqliteTxn};
 
 /// Deletes every row of an app (`?1`), children first.
 const PURGE_APP: &str = include_str!("sql/purge_app.sql");
@@ -23,56 +23,7 @@ impl StoreTxn for SqliteTxn<'_> {
         record: &Arc<InvocationRecord>,
         status: &StatusRecord,
     ) -> Result<()> {
-        let id = &record.invocation_id;
-        let op = "inserting an invocation";
-        let key = inv(id);
-        let json = record.to_json()?;
-        // an existing id keeps its rid (and so its history), like a replace of its row
-        let rid: i64 = self
-            .stmt(
-                "INSERT INTO invocations (app, invocation_id, status, owner, status_at_us,
-                     created_at_us, due_at_us, registration_key, running_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (app, invocation_id) DO UPDATE SET
-                     status = excluded.status, owner = excluded.owner,
-                     status_at_us = excluded.status_at_us, created_at_us = excluded.created_at_us,
-                     due_at_us = excluded.due_at_us, registration_key = excluded.registration_key,
-                     running_key = excluded.running_key, retries = 0, waited = 0,
-                     final_at_us = NULL
-                 RETURNING rid",
-                op,
-                key,
-            )?
-            .query_row(
-                params![
-                    self.app(),
-                    id.as_str(),
-                    status_code(status.status),
-                    status.owner.as_deref(),
-                    record.created_at.as_micros(),
-                    record.scheduled_at.map_or(0, Timestamp::as_micros),
-                    record.concurrency.registration_key,
-                    record.concurrency.running_key,
-                ],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.ctx.err(e, op, key))?;
-        self.exec(
-            "INSERT OR REPLACE INTO records (rid, record) VALUES (?1, ?2)",
-            op,
-            key,
-            params![rid, json],
-        )?;
-        self.rows.insert(
-            *id,
-            Row {
-                rid,
-                status: status.clone(),
-                running_key: record.concurrency.running_key.clone(),
-                waited: false,
-            },
-        );
-        Ok(())
+        self.insert_row(record, status)
     }
 
     fn get_invocation(&mut self, id: &InvocationId) -> Result<Option<Arc<InvocationRecord>>> {
@@ -123,26 +74,7 @@ impl StoreTxn for SqliteTxn<'_> {
         status: &StatusRecord,
         now: Timestamp,
     ) -> Result<()> {
-        let rid = self.rid_or_not_found(id)?;
-        let final_at = status.status.is_final().then_some(now.as_micros());
-        self.exec(
-            "UPDATE invocations
-             SET status = ?2, owner = ?3, status_at_us = ?4, final_at_us = COALESCE(?5, final_at_us)
-             WHERE rid = ?1",
-            "writing a status",
-            inv(id),
-            params![
-                rid,
-                status_code(status.status),
-                status.owner.as_deref(),
-                now.as_micros(),
-                final_at
-            ],
-        )?;
-        if let Some(row) = self.rows.get_mut(id) {
-            row.status = status.clone();
-        }
-        Ok(())
+        self.write_status(id, status, now)
     }
 
     fn append_history(&mut self, entry: HistoryStep<'_>) -> Result<()> {
@@ -256,7 +188,7 @@ impl StoreTxn for SqliteTxn<'_> {
             inv(id),
             params![rid, json],
         )?;
-        Ok(())
+        self.set_error_kind(id, &error.kind)
     }
 
     fn get_outcome(&mut self, id: &InvocationId) -> Result<Option<InvocationOutcome>> {
@@ -298,7 +230,7 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(self
             .ids(
                 "SELECT invocation_id FROM invocations
-                 WHERE app = ?1 AND registration_key = ?2 AND status = 1
+                 WHERE app = ?1 AND registration_key = ?2 AND final_at_us IS NULL AND status = 1
                  ORDER BY created_at_us, rid LIMIT 1",
                 "looking up a registration key",
                 Key::Of("key", registration_key),
@@ -388,24 +320,35 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    /// Marks the waited invocations (who waits is not needed by any question
-    /// of the store, so it is not recorded).
-    fn add_waits(&mut self, _waiter: Option<&InvocationId>, waited: &[InvocationId]) -> Result<()> {
+    /// Marks the waited invocations (blocking control) and records who
+    /// waits on them (external waiters, `None`, are not recorded).
+    fn add_waits(&mut self, waiter: Option<&InvocationId>, waited: &[InvocationId]) -> Result<()> {
+        let waiter_rid = match waiter {
+            Some(w) => self.rid(w)?,
+            None => None,
+        };
         for id in waited {
             let Some(row) = self.row(id)? else {
                 continue;
             };
-            if row.waited {
-                continue;
-            }
-            row.waited = true;
             let rid = row.rid;
-            self.exec(
-                "UPDATE invocations SET waited = 1 WHERE rid = ?1",
-                "recording a wait",
-                inv(id),
-                params![rid],
-            )?;
+            if !row.waited {
+                row.waited = true;
+                self.exec(
+                    "UPDATE invocations SET waited = 1 WHERE rid = ?1",
+                    "recording a wait",
+                    inv(id),
+                    params![rid],
+                )?;
+            }
+            if let Some(w) = waiter_rid {
+                self.exec(
+                    "INSERT OR IGNORE INTO waits (waited, waiter) VALUES (?1, ?2)",
+                    "recording a wait",
+                    inv(id),
+                    params![rid, w],
+                )?;
+            }
         }
         Ok(())
     }
@@ -433,9 +376,16 @@ impl StoreTxn for SqliteTxn<'_> {
         }
         row.waited = false;
         let rid = row.rid;
+        let op = "releasing waits";
         self.exec(
             "UPDATE invocations SET waited = 0 WHERE rid = ?1",
-            "releasing waits",
+            op,
+            inv(waited),
+            params![rid],
+        )?;
+        self.exec(
+            "DELETE FROM waits WHERE waited = ?1",
+            op,
             inv(waited),
             params![rid],
         )?;
@@ -497,43 +447,17 @@ impl StoreTxn for SqliteTxn<'_> {
         )
     }
 
-    fn final_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<InvocationId>> {
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        self.ids(
-            "SELECT invocation_id FROM invocations
-             WHERE app = ?1 AND final_at_us < ?2
-             ORDER BY final_at_us, rid LIMIT ?3",
-            "finding final invocations",
-            Key::None,
-            params![self.app(), before.as_micros(), limit(max)],
-        )
+    fn final_before(
+        &mut self,
+        statuses: &[InvocationStatus],
+        before: Timestamp,
+        max: usize,
+    ) -> Result<Vec<InvocationId>> {
+        self.finals_before(statuses, before, max)
     }
 
     fn delete_invocation(&mut self, id: &InvocationId) -> Result<()> {
-        let Some(rid) = self.rid(id)? else {
-            return Ok(());
-        };
-        let op = "deleting an invocation";
-        let key = inv(id);
-        for sql in [
-            "DELETE FROM records WHERE rid = ?1",
-            "DELETE FROM outcomes WHERE rid = ?1",
-            "DELETE FROM history WHERE rid = ?1",
-            "DELETE FROM invocations WHERE rid = ?1",
-        ] {
-            self.exec(sql, op, key, params![rid])?;
-        }
-        self.exec(
-            "DELETE FROM edges WHERE app = ?1 AND caller_invocation_id = ?2",
-            op,
-            key,
-            params![self.app(), id.as_str()],
-        )?;
-        self.rows.remove(id);
-        self.effects.finals.push(*id);
-        Ok(())
+        self.delete_row(id)
     }
 
     fn purge(&mut self) -> Result<()> {
@@ -546,40 +470,69 @@ impl StoreTxn for SqliteTxn<'_> {
             statement.execute(params![self.app()]).map_err(fail)?;
         }
         self.rows.clear();
+        self.deltas.clear();
         self.effects.purged = true;
         Ok(())
     }
 
+    fn find_active(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {
+        Ok(self
+            .ids(
+                "SELECT invocation_id FROM invocations
+                 WHERE app = ?1 AND registration_key = ?2 AND final_at_us IS NULL AND status <> 0
+                 ORDER BY created_at_us, rid LIMIT 1",
+                "looking up a registration key",
+                Key::Of("key", registration_key),
+                params![self.app(), registration_key],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn find_success_since(
+        &mut self,
+        registration_key: &str,
+        since: Timestamp,
+    ) -> Result<Option<InvocationId>> {
+        Ok(self
+            .ids(
+                "SELECT invocation_id FROM invocations
+                 WHERE app = ?1 AND registration_key = ?2 AND status = 13 AND final_at_us >= ?3
+                 ORDER BY final_at_us DESC, rid DESC LIMIT 1",
+                "looking up a registration key",
+                Key::Of("key", registration_key),
+                params![self.app(), registration_key, since.as_micros()],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn request_cancel(&mut self, id: &InvocationId, owner: &RunnerId) -> Result<()> {
+        self.ask_cancel(id, owner)
+    }
+
+    fn cancel_requested(&mut self, id: &InvocationId) -> Result<bool> {
+        self.is_cancel_asked(id)
+    }
+
+    fn cancel_requests_of(&mut self, runner: &RunnerId) -> Result<Vec<InvocationId>> {
+        self.cancels_of(runner)
+    }
+
+    fn put_runner(&mut self, info: &RunnerInfo, now: Timestamp) -> Result<()> {
+        self.write_runner(info, now)
+    }
+
     fn put_heartbeat(&mut self, runner_id: &RunnerId, now: Timestamp) -> Result<()> {
-        self.exec(
-            "INSERT INTO heartbeats (app, runner_id, beat_us) VALUES (?1, ?2, ?3)
-             ON CONFLICT (app, runner_id) DO UPDATE SET beat_us = excluded.beat_us",
-            "recording a heartbeat",
-            Key::Of("runner", runner_id),
-            params![self.app(), runner_id.as_str(), now.as_micros()],
-        )?;
-        Ok(())
+        self.beat(runner_id, now)
     }
 
     fn get_heartbeat(&mut self, runner_id: &RunnerId) -> Result<Option<Timestamp>> {
-        let beat: Option<i64> = self.opt_row(
-            "SELECT beat_us FROM heartbeats WHERE app = ?1 AND runner_id = ?2",
-            "reading a heartbeat",
-            Key::Of("runner", runner_id),
-            params![self.app(), runner_id.as_str()],
-            |r| r.get(0),
-        )?;
-        Ok(beat.map(Timestamp::from_micros))
+        self.last_beat(runner_id)
     }
 
     fn remove_heartbeat(&mut self, runner_id: &RunnerId) -> Result<()> {
-        self.exec(
-            "DELETE FROM heartbeats WHERE app = ?1 AND runner_id = ?2",
-            "removing a heartbeat",
-            Key::Of("runner", runner_id),
-            params![self.app(), runner_id.as_str()],
-        )?;
-        Ok(())
+        self.forget_runner(runner_id)
     }
 
     fn owned_claims_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<OwnedClaim>> {
@@ -623,22 +576,7 @@ impl StoreTxn for SqliteTxn<'_> {
         now: Timestamp,
         ttl: Duration,
     ) -> Result<bool> {
-        let changed = self.exec(
-            "INSERT INTO leases (app, name, holder, expires_us) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (app, name) DO UPDATE
-                 SET holder = excluded.holder, expires_us = excluded.expires_us
-                 WHERE leases.holder = excluded.holder OR leases.expires_us <= ?5",
-            "taking a lease",
-            Key::Of("lease", name),
-            params![
-                self.app(),
-                name,
-                holder.as_str(),
-                (now + ttl).as_micros(),
-                now.as_micros()
-            ],
-        )?;
-        Ok(changed > 0)
+        self.take_lease(name, holder, now, ttl)
     }
 
     fn on_final(&mut self, id: &InvocationId) {

@@ -8,11 +8,20 @@ use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::FxHashMap;
 
 use crate::codes::status_from_code;
+use crate::counts::CountDeltas;
 use crate::error::{inv, Ctx, Key};
 use crate::writer::Effects;
 
-/// `rid, status, owner, running_key, waited` of an invocation.
-type RowColumns = (i64, i64, Option<String>, Option<String>, bool);
+/// `rid, status, owner, running_key, waited, task, error_kind` of an invocation.
+type RowColumns = (
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    bool,
+    i64,
+    Option<i64>,
+);
 
 /// What a section knows about an invocation it has read or written.
 pub(crate) struct Row {
@@ -20,6 +29,10 @@ pub(crate) struct Row {
     pub(crate) status: StatusRecord,
     pub(crate) running_key: Option<String>,
     pub(crate) waited: bool,
+    /// The task (`names.name_id`).
+    pub(crate) task: i64,
+    /// The kind of the stored error (`names.name_id`), if any.
+    pub(crate) error_kind: Option<i64>,
 }
 
 /// A SQL `LIMIT` for `max`.
@@ -40,6 +53,8 @@ pub(crate) struct SqliteTxn<'a> {
     /// nobody else writes meanwhile).
     pub(crate) rows: FxHashMap<InvocationId, Row>,
     pub(crate) effects: Effects,
+    /// Count changes not written yet (see `counts.rs`).
+    pub(crate) deltas: CountDeltas,
 }
 
 impl<'a> SqliteTxn<'a> {
@@ -55,6 +70,7 @@ impl<'a> SqliteTxn<'a> {
             local_names: FxHashMap::default(),
             rows: FxHashMap::default(),
             effects: Effects::default(),
+            deltas: CountDeltas::default(),
         }
     }
 
@@ -86,7 +102,7 @@ impl<'a> SqliteTxn<'a> {
     }
 
     /// The error for an invocation id in the database that cannot be read.
-    fn bad_id(&self, e: pynenc_model::InvalidId) -> StoreError {
+    pub(crate) fn bad_id(&self, e: pynenc_model::InvalidId) -> StoreError {
         StoreError::bad_id(format!("SQLite database {}", self.ctx.shown), e)
     }
 
@@ -107,14 +123,24 @@ impl<'a> SqliteTxn<'a> {
     pub(crate) fn row(&mut self, id: &InvocationId) -> Result<Option<&mut Row>> {
         if !self.rows.contains_key(id) {
             let found: Option<RowColumns> = self.opt_row(
-                "SELECT rid, status, owner, running_key, waited FROM invocations
-                     WHERE app = ?1 AND invocation_id = ?2",
+                "SELECT rid, status, owner, running_key, waited, task, error_kind
+                     FROM invocations WHERE app = ?1 AND invocation_id = ?2",
                 "reading an invocation",
                 inv(id),
                 params![self.app(), id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
             )?;
-            let Some((rid, code, owner, running_key, waited)) = found else {
+            let Some((rid, code, owner, running_key, waited, task, error_kind)) = found else {
                 return Ok(None);
             };
             let status = self.status_record(id.as_str(), code, owner)?;
@@ -125,6 +151,8 @@ impl<'a> SqliteTxn<'a> {
                     status,
                     running_key,
                     waited,
+                    task,
+                    error_kind,
                 },
             );
         }
@@ -186,6 +214,40 @@ impl<'a> SqliteTxn<'a> {
         Ok(id)
     }
 
+    /// The `names` row of `name` if it exists (a read: nothing is interned).
+    pub(crate) fn lookup_name_id(&mut self, name: &str) -> Result<Option<i64>> {
+        if let Some(id) = self.local_names.get(name) {
+            return Ok(Some(*id));
+        }
+        if let Some(id) = self.names.lock().get(name) {
+            return Ok(Some(*id));
+        }
+        self.opt_row(
+            "SELECT name_id FROM names WHERE name = ?1",
+            "looking up a name",
+            Key::Of("name", name),
+            params![name],
+            |r| r.get(0),
+        )
+    }
+
+    /// The name of a `names` row.
+    pub(crate) fn name_of(&self, name_id: i64) -> Result<String> {
+        let found: Option<String> = self.opt_row(
+            "SELECT name FROM names WHERE name_id = ?1",
+            "reading a name",
+            Key::None,
+            params![name_id],
+            |r| r.get(0),
+        )?;
+        found.ok_or_else(|| {
+            StoreError::corrupt(
+                format!("SQLite database {}: names", self.ctx.shown),
+                format!("no name {name_id}, yet an invocation refers to it"),
+            )
+        })
+    }
+
     pub(crate) fn opt_name_id(&mut self, name: Option<&str>) -> Result<Option<i64>> {
         name.map(|n| self.name_id(n)).transpose()
     }
@@ -204,7 +266,7 @@ impl<'a> SqliteTxn<'a> {
             // a range of the rowid: only the rows written since the watermark
             "SELECT i.invocation_id FROM history AS h NOT INDEXED
              JOIN invocations AS i ON i.rid = h.rid
-             WHERE h.seq > ?1 AND h.status IN (3, 13, 14) AND i.app = ?2",
+             WHERE h.seq > ?1 AND h.status IN (3, 13, 14, 15) AND i.app = ?2",
             "reading recent final statuses",
             Key::None,
             params![seq, self.app()],

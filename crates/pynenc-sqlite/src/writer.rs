@@ -124,8 +124,11 @@ impl Inner {
     /// Runs one section on `conn`, catching a panic as an error.
     fn run_section(&self, conn: &Connection, job_run: JobFn) -> (Result<AnyValue>, Effects) {
         let mut txn = SqliteTxn::new(conn, &self.ctx, &self.names);
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job_run(&mut txn)))
-            .unwrap_or_else(|_| {
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // the section's counters are written inside it, before it ends
+            job_run(&mut txn).and_then(|v| txn.flush_counts().map(|()| v))
+        }))
+        .unwrap_or_else(|_| {
                 Err(self
                     .ctx
                     .fail("a database section panicked; it was rolled back"))

@@ -7,13 +7,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use pynenc_model::{
-    HistoryEntry, InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus,
-    RouteOutcome, RouteRequest, RunOutcome, RunnerId, Serializer, StatusRecord, Timestamp,
+    CancelOutcome, ErrorKindCount, HistoryEntry, InvocationId, InvocationOutcome, InvocationQuery,
+    InvocationRecord, InvocationStatus, InvocationSummary, LeaseHolder, QueueStats, RouteOutcome,
+    RouteRequest, RunOutcome, RunnerId, RunnerInfo, Serializer, StatusCount, StatusRecord, TaskId,
+    Timestamp, WaitGraph,
 };
 
 use crate::atomic::{AtomicStore, Inline};
 use crate::components::{
-    Broker, Components, Coordination, Orchestrator, RunEnd, StateBackend, StepReport,
+    Broker, Components, Coordination, Orchestrator, Queries, Retention, RunEnd, StateBackend,
+    StepReport,
 };
 use crate::engine;
 use crate::error::{Result, StoreError};
@@ -249,13 +252,41 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
-    async fn auto_purge(&self, older_than: Duration) -> Result<usize> {
-        let before = Timestamp::now() - older_than;
+    async fn auto_purge(&self, retention: &Retention) -> Result<usize> {
+        let now = Timestamp::now();
+        let retention = *retention;
         engine::purge_in_batches(|max| {
             self.store
-                .atomic(move |t| engine::auto_purge(t, before, max))
+                .atomic(move |t| engine::auto_purge(t, &retention, now, max))
         })
         .await
+    }
+
+    async fn delete_final(&self, ids: &[InvocationId]) -> Result<usize> {
+        let mut deleted = 0;
+        for chunk in ids.chunks(engine::PURGE_BATCH) {
+            let chunk = chunk.to_vec();
+            deleted += self
+                .store
+                .atomic(move |t| engine::delete_final(t, &chunk))
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn cancel(&self, id: &InvocationId, actor: &RunnerId) -> Result<CancelOutcome> {
+        let id = *id;
+        let actor = actor.clone();
+        self.store
+            .atomic(move |t| engine::cancel(t, &id, &actor, Timestamp::now()))
+            .await
+    }
+
+    async fn cancel_requests(&self, runner_id: &RunnerId) -> Result<Vec<InvocationId>> {
+        let runner = runner_id.clone();
+        self.store
+            .atomic(move |t| t.cancel_requests_of(&runner))
+            .await
     }
 
     async fn recover(
@@ -277,6 +308,13 @@ impl<S: AtomicStore> Coordination for TxnBackend<S> {
         let runner = runner_id.clone();
         self.store
             .atomic(move |t| t.put_heartbeat(&runner, Timestamp::now()))
+            .await
+    }
+
+    async fn register_runner(&self, info: &RunnerInfo) -> Result<()> {
+        let info = info.clone();
+        self.store
+            .atomic(move |t| t.put_runner(&info, Timestamp::now()))
             .await
     }
 
@@ -305,5 +343,52 @@ impl<S: AtomicStore> Coordination for TxnBackend<S> {
 
     async fn wait_final(&self, ids: &[InvocationId]) -> Result<()> {
         self.store.wait_final(ids).await
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> Queries for TxnBackend<S> {
+    async fn list_invocations(&self, query: &InvocationQuery) -> Result<Vec<InvocationSummary>> {
+        let query = query.clone();
+        self.store.atomic(move |t| t.list_invocations(&query)).await
+    }
+
+    async fn count_by_status(&self, task_ids: &[TaskId]) -> Result<Vec<StatusCount>> {
+        let task_ids = task_ids.to_vec();
+        self.store
+            .atomic(move |t| t.count_by_status(&task_ids))
+            .await
+    }
+
+    async fn failed_by_kind(&self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>> {
+        let task_ids = task_ids.to_vec();
+        self.store
+            .atomic(move |t| t.failed_by_kind(&task_ids))
+            .await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        self.store.atomic(engine::queue_stats).await
+    }
+
+    async fn wait_graph(&self, id: &InvocationId) -> Result<WaitGraph> {
+        let id = *id;
+        self.store
+            .atomic(move |t| {
+                if t.get_status(&id)?.is_none() {
+                    return Err(StoreError::not_found(&id, "while reading its waits"));
+                }
+                t.waits_of(&id)
+            })
+            .await
+    }
+
+    async fn runners(&self) -> Result<Vec<RunnerInfo>> {
+        self.store.atomic(|t| t.list_runners()).await
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<LeaseHolder>> {
+        let name = name.to_string();
+        self.store.atomic(move |t| t.get_lease(&name)).await
     }
 }

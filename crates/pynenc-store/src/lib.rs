@@ -2,9 +2,9 @@
 //! written once.
 //!
 //! - [`components`]: the traits an app works with — [`Broker`],
-//!   [`Orchestrator`], [`StateBackend`] and [`Coordination`] — bundled as
-//!   [`Components`].
-//! - [`StoreTxn`]: the primitive reads and writes of a backend, and
+//!   [`Orchestrator`], [`StateBackend`], [`Coordination`] and [`Queries`] —
+//!   bundled as [`Components`].
+//! - [`StoreTxn`] and [`QueryTxn`]: the primitive reads and writes of a backend, and
 //!   [`AtomicStore`]: a backend that runs a closure over them atomically (one
 //!   lock in memory, one `BEGIN IMMEDIATE` transaction in SQLite).
 //! - [`engine`]: every rule — the state machine, registration and running
@@ -33,9 +33,10 @@ mod waiters;
 pub use adapter::TxnBackend;
 pub use atomic::{AtomicStore, Inline};
 pub use components::{
-    Broker, Components, Coordination, EndOutcome, Orchestrator, RunEnd, StateBackend, StepReport,
+    Broker, Components, Coordination, EndOutcome, Orchestrator, Queries, Retention, RunEnd,
+    StateBackend, StepReport,
 };
 pub use error::{Result, StoreError};
 pub use signal::WorkSignal;
-pub use txn::{OwnedClaim, StoreTxn};
+pub use txn::{OwnedClaim, QueryTxn, StoreTxn};
 pub use waiters::FinalWaiters;

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{
-    CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord, RunnerId,
-    StatusRecord, TaskError, Timestamp,
+    CallId, ErrorKindCount, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome,
+    InvocationQuery, InvocationRecord, InvocationStatus, InvocationSummary, LeaseHolder, RunnerId,
+    RunnerInfo, StatusCount, StatusRecord, TaskError, TaskId, Timestamp, WaitGraph,
 };
 
 use crate::error::Result;
@@ -30,7 +31,12 @@ pub struct OwnedClaim {
 /// `PENDING`, `RUNNING`, `PAUSED` or `RESUMED`, when an invocation became
 /// final, and which scheduled invocations are due. The rules themselves are
 /// in [`crate::engine`]; a primitive never checks a transition.
-pub trait StoreTxn {
+///
+/// The query indexes are kept in the same primitives: counts per task and
+/// status (and of `FAILED` per error kind, from the error stored before the
+/// status), the listing orders of [`QueryTxn`], the waits, and the cancel
+/// requests (forgotten when an invocation becomes final or is deleted).
+pub trait StoreTxn: QueryTxn {
     /// Stores a new invocation with its first status.
     fn insert_invocation(
         &mut self,
@@ -49,10 +55,10 @@ pub trait StoreTxn {
             .get_invocation(id)?
             .and_then(|record| record.concurrency.running_key.clone()))
     }
-    /// A fresh, unique invocation id. The default is random; a backend whose
-    /// indexes prefer ids in creation order may return time-ordered ids instead.
+    /// A fresh, unique invocation id, ordered by creation time (listings
+    /// are in id order, see [`pynenc_model::query`]).
     fn new_invocation_id(&mut self) -> InvocationId {
-        InvocationId::random()
+        InvocationId::time_ordered()
     }
     /// Writes a status (already checked by the engine) at time `now`.
     fn put_status(
@@ -121,18 +127,45 @@ pub trait StoreTxn {
 
     /// Up to `max` `SCHEDULED` invocations due at `now`, earliest first.
     fn due_scheduled(&mut self, now: Timestamp, max: usize) -> Result<Vec<InvocationId>>;
-    /// Up to `max` final invocations that became final before `before`.
-    fn final_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<InvocationId>>;
+    /// Up to `max` final invocations in any of `statuses` (any final status
+    /// when empty) that became final before `before`, earliest end first.
+    fn final_before(
+        &mut self,
+        statuses: &[InvocationStatus],
+        before: Timestamp,
+        max: usize,
+    ) -> Result<Vec<InvocationId>>;
     /// Deletes an invocation and everything attached to it.
     fn delete_invocation(&mut self, id: &InvocationId) -> Result<()>;
     /// Deletes everything of the app.
     fn purge(&mut self) -> Result<()>;
 
+    /// An invocation that is neither final nor `SCHEDULED` with this
+    /// registration key, the oldest first (registration scope `active`).
+    fn find_active(&mut self, registration_key: &str) -> Result<Option<InvocationId>>;
+    /// The newest `SUCCESS` invocation with this registration key that
+    /// became final at or after `since` (registration scope `cached`).
+    fn find_success_since(
+        &mut self,
+        registration_key: &str,
+        since: Timestamp,
+    ) -> Result<Option<InvocationId>>;
+
+    /// Asks `owner` to stop a running invocation (kept until it is final).
+    fn request_cancel(&mut self, id: &InvocationId, owner: &RunnerId) -> Result<()>;
+    /// Whether a cancel was asked for the invocation.
+    fn cancel_requested(&mut self, id: &InvocationId) -> Result<bool>;
+    /// The invocations `runner` was asked to stop.
+    fn cancel_requests_of(&mut self, runner: &RunnerId) -> Result<Vec<InvocationId>>;
+
+    /// Records what a runner says of itself, with `now` as its heartbeat.
+    fn put_runner(&mut self, info: &RunnerInfo, now: Timestamp) -> Result<()>;
+
     /// Records a runner heartbeat.
     fn put_heartbeat(&mut self, runner_id: &RunnerId, now: Timestamp) -> Result<()>;
     /// The last heartbeat of a runner.
     fn get_heartbeat(&mut self, runner_id: &RunnerId) -> Result<Option<Timestamp>>;
-    /// Forgets a runner's heartbeat.
+    /// Forgets a runner's heartbeat and what it said of itself.
     fn remove_heartbeat(&mut self, runner_id: &RunnerId) -> Result<()>;
     /// Up to `max` invocations in `PENDING`, `RUNNING`, `PAUSED` or `RESUMED`
     /// whose status was set before `before`, oldest claim first.
@@ -148,4 +181,26 @@ pub trait StoreTxn {
 
     /// Called when an invocation became final (a backend with notifications wakes waiters).
     fn on_final(&mut self, _id: &InvocationId) {}
+}
+
+/// The reads of the query API, run inside one atomic section like the
+/// other primitives. Each answers from an index; none reads every invocation.
+pub trait QueryTxn {
+    /// Up to `query.limit` invocations matching every filter of `query`,
+    /// after its cursor, in its order (ids order creation).
+    fn list_invocations(&mut self, query: &InvocationQuery) -> Result<Vec<InvocationSummary>>;
+    /// Counts per task and status, of the tasks in `task_ids` (every task
+    /// when empty); zero counts left out.
+    fn count_by_status(&mut self, task_ids: &[TaskId]) -> Result<Vec<StatusCount>>;
+    /// Counts of `FAILED` invocations per task and error kind, of the tasks
+    /// in `task_ids` (every task when empty); zero counts left out.
+    fn failed_by_kind(&mut self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>>;
+    /// The oldest invocation waiting in the queue, with its creation time.
+    fn queue_oldest(&mut self) -> Result<Option<(InvocationId, Timestamp)>>;
+    /// What the invocation waits on, and which invocations wait on it.
+    fn waits_of(&mut self, id: &InvocationId) -> Result<WaitGraph>;
+    /// Every runner that said what it is and has not left, with its last heartbeat.
+    fn list_runners(&mut self) -> Result<Vec<RunnerInfo>>;
+    /// The holder of a lease, if it is held.
+    fn get_lease(&mut self, name: &str) -> Result<Option<LeaseHolder>>;
 }

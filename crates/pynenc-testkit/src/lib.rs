@@ -327,7 +327,21 @@ macro_rules! conformance_tests {
             bad_panicking_task,
             bad_illegal_transition_changes_nothing,
             bad_oversized_argument,
-            bad_argument_names
+            bad_argument_names,
+            q01_list_filters_pages_and_counts,
+            q02_existing_invocations_by_key_arguments,
+            q03_family_waits_queue_and_handles,
+            q04_blocking_graph,
+            q05_runners,
+            q06_call_by_name,
+            q07_bad_queries,
+            c01_cancel_waiting,
+            c02_cancel_by_filter,
+            c03_cancel_running,
+            c04_rerun_and_retry,
+            c05_purge_by_filter,
+            c06_retention,
+            c07_registration_scopes
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -259,6 +259,15 @@ pub async fn parent_of_child(group: String) -> Result<String, pynenc::PynencErro
     filler::call(group, "child".into(), 0).await?.result().await
 }
 
+/// Adds `x` and `y` in a child that first sleeps `ms` milliseconds, and
+/// waits for it (a parent PAUSED on its child meanwhile).
+#[pynenc::task]
+pub async fn add_via_slow_child(x: i64, y: i64, ms: u64) -> Result<i64, pynenc::PynencError> {
+    let key = format!("slow-child-{x}-{y}-{ms}");
+    sleeper::call(key, ms).await?.result().await?;
+    add::call(x, y).await?.result().await
+}
+
 /// Sleeps `ms` milliseconds.
 #[pynenc::task]
 pub async fn sleeper(key: String, ms: u64) -> u64 {
@@ -321,4 +330,37 @@ pub async fn whoami(i: u32) -> (u32, u32) {
 pub async fn chaos_work(i: u64, ms: u64) -> u64 {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     2 * i
+}
+
+/// Counts its runs under `key`, sleeps `ms`, returns `x * 10`; a second call
+/// with the same arguments joins one that is queued or running.
+#[pynenc::task(registration_concurrency = Arguments, registration_scope = Active)]
+pub async fn shared_leaf(key: String, x: i64, ms: u64) -> i64 {
+    count_run(&key);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    x * 10
+}
+
+/// Waits `delay_ms`, then calls `shared_leaf(key, 1, 300)` and returns its result.
+#[pynenc::task]
+pub async fn diamond_side(key: String, side: String, delay_ms: u64) -> Result<i64, pynenc::PynencError> {
+    let _ = side;
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    shared_leaf::call(key, 1, 300).await?.result().await
+}
+
+/// a → b, c → d(1): two sides calling the same leaf, the second while the
+/// first's leaf runs.
+#[pynenc::task]
+pub async fn diamond_top(key: String) -> Result<i64, pynenc::PynencError> {
+    let b = diamond_side::call(key.clone(), "b".into(), 0).await?;
+    let c = diamond_side::call(key, "c".into(), 100).await?;
+    Ok(b.result().await? + c.result().await?)
+}
+
+/// Counts its runs under `key`; a success is reused for a minute.
+#[pynenc::task(registration_concurrency = Arguments, registration_scope = Cached, registration_cache_seconds = 60)]
+pub async fn cached_leaf(key: String, x: i64) -> i64 {
+    count_run(&key);
+    x + 1
 }

@@ -66,6 +66,22 @@ impl InvocationContext {
         Ok(())
     }
 
+    /// Whether this invocation was cancelled while it runs (see
+    /// [`crate::store::Orchestrator::cancel`]). A sync task body cannot be
+    /// interrupted: it should check this at convenient points and return
+    /// early; whatever it returns then, the run ends `CANCELLED`. An async
+    /// body is dropped at its next await instead, so it rarely needs this.
+    ///
+    /// Always `false` outside a runner (dev mode's synchronous calls) and in
+    /// the child processes of the process runners, which are stopped with
+    /// `SIGTERM` / `SIGKILL` instead.
+    pub fn is_cancelled(&self) -> bool {
+        self.runner
+            .as_ref()
+            .and_then(|host| host.cancel_signal())
+            .is_some_and(|signal| signal.is_cancelled(self.invocation_id()))
+    }
+
     /// The id that acts for this code in histories: the runner's id, or the app's external id.
     pub fn actor_id(&self) -> RunnerId {
         match &self.runner {
@@ -95,6 +111,30 @@ pub fn current() -> Option<Arc<InvocationContext>> {
         .try_with(|c| c.clone())
         .ok()
         .or_else(|| SYNC_CURRENT.with(|c| c.borrow().clone()))
+}
+
+/// Whether the invocation running on this task or thread was cancelled
+/// (`false` outside any invocation); see [`InvocationContext::is_cancelled`].
+///
+/// ```ignore
+/// #[pynenc::task]
+/// fn crunch(n: u64) -> u64 {
+///     let mut acc = 0;
+///     for i in 0..n {
+///         if i % 1_000 == 0 && pynenc::context::is_cancelled() {
+///             break; // the run ends CANCELLED whatever is returned
+///         }
+///         acc += i;
+///     }
+///     acc
+/// }
+/// ```
+pub fn is_cancelled() -> bool {
+    CURRENT
+        .try_with(|ctx| ctx.is_cancelled())
+        .ok()
+        .or_else(|| SYNC_CURRENT.with(|c| c.borrow().as_ref().map(|ctx| ctx.is_cancelled())))
+        .unwrap_or(false)
 }
 
 /// The app to call tasks on: the running invocation's app, else the default app.

@@ -139,6 +139,40 @@ pub enum PynencError {
     /// A configuration value is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The invocation was cancelled (by an operator, or with its parent);
+    /// it has no result. Whoever waited for it gets this error instead of
+    /// hanging.
+    #[error("invocation {invocation_id} of task {task_id} was cancelled: {error}")]
+    Cancelled {
+        /// The task.
+        task_id: TaskId,
+        /// The cancelled invocation.
+        invocation_id: InvocationId,
+        /// Who cancelled it (kind `InvocationCancelledError`).
+        error: TaskError,
+    },
+    /// A wait for a status ran out of time; nothing changed.
+    #[error("invocation {invocation_id} did not reach {} within {timeout_ms} ms (it is {status})", join_statuses(.expected))]
+    WaitTimeout {
+        /// The invocation.
+        invocation_id: InvocationId,
+        /// The statuses waited for.
+        expected: Vec<InvocationStatus>,
+        /// Its status when the wait gave up.
+        status: InvocationStatus,
+        /// How long the wait lasted, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// A wait for a status can never end: the invocation is final in another status.
+    #[error("invocation {invocation_id} ended as {status} and will never be {}", join_statuses(.expected))]
+    StatusUnreachable {
+        /// The invocation.
+        invocation_id: InvocationId,
+        /// The statuses waited for.
+        expected: Vec<InvocationStatus>,
+        /// The final status it ended in.
+        status: InvocationStatus,
+    },
     /// Waiting for an invocation ended because its status can no longer give a result.
     #[error("invocation {invocation_id} ended as {status} without a result")]
     NoResult {
@@ -147,6 +181,13 @@ pub enum PynencError {
         /// The status it ended in.
         status: InvocationStatus,
     },
+}
+
+fn join_statuses(list: &[InvocationStatus]) -> String {
+    list.iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 fn context_suffix(m: &str) -> String {
@@ -250,6 +291,9 @@ impl PynencError {
             PynencError::RunnerNotExecutable { .. } => "RunnerNotExecutableError",
             PynencError::Config(_) => "ConfigError",
             PynencError::NoResult { .. } => "NoResultError",
+            PynencError::Cancelled { .. } => model::CANCELLED_ERROR_KIND,
+            PynencError::WaitTimeout { .. } => "WaitTimeoutError",
+            PynencError::StatusUnreachable { .. } => "StatusUnreachableError",
         }
     }
 

@@ -132,7 +132,9 @@ pub use pynenc_model::{
     InvocationId, InvocationRecord, InvocationStatus, RunnerId, Serializer, StatusRecord,
     TaskError, TaskId, TaskOptions, Timestamp,
 };
-pub use pynenc_store::{Broker, Components, Coordination, Orchestrator, StateBackend};
+pub use pynenc_store::{
+    Broker, Components, Coordination, Orchestrator, Queries, Retention, StateBackend,
+};
 pub use runner::{
     run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner, Runner,
     RunnerHandle, SpawnedRunner, ThreadRunner,

@@ -3,7 +3,7 @@
 //! the app, task or invocation handles, the context or the runners.
 //!
 //! ```text
-//! options → model → store → memory / sqlite / redis → pynenc (runtime)
+//! options → model → store → memory / sqlite / redis → pynenc (runtime) → operate
 //!       ↘ macros ─────────────────────────────────────↗
 //! ```
 
@@ -64,6 +64,10 @@ fn every_crate_depends_only_on_the_layers_below_it() {
                 "pynenc-redis",
                 "pynenc-macros",
             ],
+        ),
+        (
+            "pynenc-operate",
+            &["pynenc-model", "pynenc-store", "pynenc"],
         ),
         ("pynenc-testservers", &[]),
     ];

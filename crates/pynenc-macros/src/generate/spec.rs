@@ -23,6 +23,14 @@ fn value_tokens(value: &Value) -> TokenStream2 {
             let variant = Ident::new(c.variant_name(), Span::call_site());
             quote!(::pynenc::task::ConcurrencyControl::#variant)
         }
+        Value::Scope(scope) => {
+            let variant = Ident::new(scope.variant_name(), Span::call_site());
+            quote!(::pynenc::model::options::RegistrationScopeName::#variant)
+        }
+        Value::Seconds(n) => {
+            let n = Literal::u32_unsuffixed(*n);
+            quote!(#n)
+        }
     }
 }
 

@@ -20,9 +20,21 @@
 -- Writes are batched per call: the fields a step changes in an
 -- invocation's hash (status, owner, history entries, result...) are staged
 -- on its record and written with one HSET per invocation at the end, and
--- the shared indexes (`queue`, `owned`, `finals`) get one command per
--- call. Every record a call reads goes through `RECS`, so a call always
--- sees its own staged changes.
+-- the shared indexes (`queue`, `owned`, the query indexes `ts:`, `own:`,
+-- `fin:`...) get one command per index key per call. Every record a call
+-- reads goes through `RECS`, so a call always sees its own staged changes.
+--
+-- The query indexes (see the crate documentation for the key layout) cost
+-- at most two sorted-set operations per invocation on the way REGISTERED ->
+-- PENDING -> RUNNING -> SUCCESS: `idx:{task}` holds every invocation of a
+-- task, scored by its status *band* and the millisecond of its id (see
+-- `score`), so an invocation is added when routed and moves once more when
+-- it becomes final; `cnt:{task}` counts per status (one HINCRBY per task
+-- and status per call); `finals:{status}` logs the ends per final status
+-- ('time id id ...', in time order: the auto purge); `par:{parent}` lists
+-- children; `fk:{task}` counts FAILED per error kind; `tasks` names every
+-- task with invocations. A record keeps the status it was read with
+-- (`st0`); `flush` applies the net change of a call once.
 
 -- Per-call state, set by `begin` at the start of every call: in a Redis
 -- function library these locals outlive a call, so nothing may leak from
@@ -31,8 +43,12 @@ local P, ARGV, REPLAY, ME, NOW_S, NOW, ENQUEUED, FINALS
 -- records read by this call (id -> rec), records with staged fields (in order)
 local RECS, DIRTY
 -- index changes written at the end: queue tail / head, owned (id -> true
--- to add, false to remove), finals, ids whose call edges are gone
-local QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NEW_FINALS, NO_EDGES
+-- to add, false to remove), ids whose call edges are gone
+local QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NO_EDGES
+-- staged query-index changes: sorted-set members to remove (key -> list)
+-- and to add or move (key -> score, member, ...), hash counters (key ->
+-- field -> delta), task ids routed by this call, ends per final status
+local ZREMS, ZADDS, HINCRS, NEW_TASKS, ENDS
 -- JSON strings of actors and contexts, history entries (they repeat within a call)
 local QUOTED, ENTRIES
 
@@ -47,7 +63,8 @@ local function begin(keys, argv)
   NOW = tonumber(NOW_S)
   ENQUEUED = false
   FINALS, RECS, DIRTY = {}, {}, {}
-  QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NEW_FINALS, NO_EDGES = {}, {}, {}, {}, {}, {}
+  QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NO_EDGES = {}, {}, {}, {}, {}
+  ZREMS, ZADDS, HINCRS, NEW_TASKS, ENDS = {}, {}, {}, {}, {}
   QUOTED, ENTRIES = {}, {}
 end
 
@@ -62,6 +79,77 @@ end
 
 local function k(kind, id)
   return P .. kind .. ':' .. id
+end
+
+-- a per-task key ('idx', 'cnt', 'fk'; the task last: it may hold any character)
+local function tkey(kind, task)
+  return P .. kind .. ':' .. task
+end
+
+-- The bands of `idx:{task}`: the statuses an invocation rests in on its
+-- usual way (queued, picked, running, paused) share band 1, so only
+-- becoming final moves it; the statuses it waits in aside share band 2;
+-- each final status has a band of its own (listings by final status need
+-- no filtering). A status not named here (a future one) is in band 7.
+local BAND = {}
+BAND[ST.REGISTERED], BAND[ST.PENDING], BAND[ST.RUNNING], BAND[ST.PAUSED] = 1, 1, 1, 1
+BAND[ST.RESUMED], BAND[ST.PENDING_RECOVERY], BAND[ST.RUNNING_RECOVERY], BAND[ST.KILLED] = 1, 1, 1, 1
+BAND[ST.SCHEDULED], BAND[ST.CONCURRENCY_CONTROLLED], BAND[ST.REROUTED], BAND[ST.RETRY] = 2, 2, 2, 2
+BAND[ST.SUCCESS], BAND[ST.FAILED], BAND[ST.CANCELLED], BAND[ST.CONCURRENCY_CONTROLLED_FINAL] = 3, 4, 5, 6
+local BANDS = 7
+
+local function band_of(status)
+  return BAND[status] or BANDS
+end
+
+-- 2^42: the width of a band, in milliseconds (until the year 2109)
+local BAND_WIDTH = 4398046511104
+
+-- The millisecond of an id (its first 14 hex digits are its time in µs),
+-- at most BAND_WIDTH - 1: ids sort by (ms, id), which is id order.
+local function id_ms(id)
+  local ms = math.floor((tonumber(string.sub(id, 1, 14), 16) or 0) / 1000)
+  if ms >= BAND_WIDTH then
+    return BAND_WIDTH - 1
+  end
+  return ms
+end
+
+-- the score of an id in a band of `idx:{task}` (exact: below 2^53)
+local function score(band, id)
+  return fmt(band * BAND_WIDTH + id_ms(id))
+end
+
+-- stages the removal of `member` from the sorted set `key`
+local function zrem_later(key, member)
+  local l = ZREMS[key]
+  if not l then
+    ZREMS[key] = {member}
+  else
+    l[#l + 1] = member
+  end
+end
+
+-- stages the addition of `member` to the sorted set `key`, or its move to
+-- `sc` (score '0': a lex index)
+local function zadd_later(key, member, sc)
+  local l = ZADDS[key]
+  if not l then
+    l = {}
+    ZADDS[key] = l
+  end
+  local n = #l
+  l[n + 1], l[n + 2] = sc or '0', member
+end
+
+-- stages `HINCRBY key field by` (a field that reaches 0 is removed)
+local function hincr_later(key, field, by)
+  local h = HINCRS[key]
+  if not h then
+    h = {}
+    HINCRS[key] = h
+  end
+  h[field] = (h[field] or 0) + by
 end
 
 -- nil for missing (false) and empty values
@@ -119,21 +207,28 @@ local function set_field(id, field, value)
 end
 
 -- The fields every transition reads. `x` is set when any of the rarer
--- fields a transition needs (gkey, rkey, waited, edges) is, which are then
--- read by a second HMGET (with `reroute`, which only matters with rkey).
-local READ_FIELDS = {'status', 'owner', 'created', 'hn', 'x'}
-local FULL_FIELDS = {'status', 'owner', 'created', 'hn', 'x', 'call', 'parent', 'sched', 'graise', 'reroute'}
-local RARE_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges'}
+-- fields a transition needs (gkey, rkey, waited, edges, cxl, wo, and rerun
+-- and gscope for the record) is, which are then read by a second HMGET
+-- (with `reroute`, which only matters with rkey).
+local READ_FIELDS = {'status', 'owner', 'created', 'hn', 'x', 'task'}
+local FULL_FIELDS = {'status', 'owner', 'created', 'hn', 'x', 'task', 'call', 'parent', 'sched', 'graise', 'reroute'}
+local RARE_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges', 'cxl', 'rerun', 'gscope', 'wo'}
+
+-- the fields of a record as the client decodes it: id, call, parent,
+-- created, sched, gkey, graise, rkey, reroute, rerun, gscope
+local RECORD_LEN = 11
 
 -- the fields of an invocation that transitions need, unchecked; nil if it
--- does not exist. `full`: also the record the client decodes (`rec.record`:
--- id, call, parent, created, sched, gkey, graise, rkey, reroute).
+-- does not exist. `full`: also the record the client decodes (`rec.record`,
+-- RECORD_LEN fields). `st0`: the status as read, for the counts and the
+-- band `flush` changes.
 local function read(id, full)
   local rec = RECS[id]
   if rec then
     if full and not rec.record then
       local v = redis.call('HMGET', rec.key, 'call', 'parent', 'sched', 'graise', 'reroute')
-      rec.record = {id, v[1], v[2], rec.created, v[3], rec.gkey or false, v[4], rec.rkey or false, v[5]}
+      rec.record = {id, v[1], v[2], rec.created, v[3], rec.gkey or false, v[4], rec.rkey or false, v[5],
+        rec.rerun or false, rec.gscope or false}
     end
     return rec
   end
@@ -142,17 +237,32 @@ local function read(id, full)
   if not v[1] then
     return nil
   end
-  rec = {id = id, key = key, status = v[1], owner = nz(v[2]), created = v[3], hn = tonumber(v[4]) or 0}
+  rec = {id = id, key = key, status = v[1], owner = nz(v[2]), created = v[3], hn = tonumber(v[4]) or 0,
+    task = nz(v[6]), st0 = v[1]}
   if v[5] then
     local r = redis.call('HMGET', key, unpack(RARE_FIELDS))
     rec.gkey, rec.rkey, rec.reroute = nz(r[1]), nz(r[2]), r[3] == '1'
-    rec.waited, rec.edges = nz(r[4]), nz(r[5])
+    rec.waited, rec.edges, rec.cxl = nz(r[4]), nz(r[5]), nz(r[6])
+    rec.rerun, rec.gscope, rec.wo = nz(r[7]), nz(r[8]), nz(r[9])
   end
   if full then
-    rec.record = {id, v[6], v[7], v[3], v[8], rec.gkey or false, v[9], rec.rkey or false, v[10]}
+    rec.record = {id, v[7], v[8], v[3], v[9], rec.gkey or false, v[10], rec.rkey or false, v[11],
+      rec.rerun or false, rec.gscope or false}
   end
   RECS[id] = rec
   return rec
+end
+
+-- the task id of a loaded record (records routed before the field `task`
+-- existed: read from the call)
+local function task_of(rec)
+  local t = rec.task
+  if not t then
+    local ok, c = pcall(cjson.decode, redis.call('HGET', rec.key, 'call') or '')
+    t = ok and type(c) == 'table' and type(c.task_id) == 'string' and c.task_id or '?'
+    rec.task = t
+  end
+  return t
 end
 
 -- like `read`, failing with CORRUPT when the status is not a status
@@ -164,14 +274,11 @@ local function load(id)
   return rec
 end
 
--- the fields of a record as the client decodes it: id, call, parent,
--- created, sched, gkey, graise, rkey, reroute
-local RECORD_LEN = 9
-
 -- the stored record of an invocation, as the client decodes it (its
 -- fields never change after routing)
 local function record(id)
-  local r = redis.call('HMGET', k('inv', id), 'call', 'parent', 'created', 'sched', 'gkey', 'graise', 'rkey', 'reroute')
+  local r = redis.call('HMGET', k('inv', id), 'call', 'parent', 'created', 'sched', 'gkey', 'graise', 'rkey',
+    'reroute', 'rerun', 'gscope')
   table.insert(r, 1, id)
   return r
 end
@@ -282,16 +389,48 @@ local function set_owned(id, on)
   OWNED[id] = on
 end
 
+-- the error kind of an invocation that becomes FAILED without a kind from
+-- its end (a status set directly): the kind of the error stored before
+local function stored_error_kind(rec)
+  local ok, e = pcall(cjson.decode, redis.call('HGET', rec.key, 'error') or '')
+  if ok and type(e) == 'table' and type(e.kind) == 'string' then
+    return e.kind
+  end
+  return nil
+end
+
+-- the waits on an invocation that became final are over: it leaves the
+-- `wo:` set of every invocation that waited on it, and its `wb:` set goes
+local function release_waits(id)
+  local wb = k('wb', id)
+  for _, w in ipairs(redis.call('SMEMBERS', wb)) do
+    redis.call('SREM', k('wo', w), id)
+  end
+  redis.call('DEL', wb)
+end
+
+-- the waits an invocation made (it became final, or is deleted): it leaves
+-- the `wb:` set of every invocation it waited on, and its `wo:` set goes
+local function release_own_waits(id)
+  local wo = k('wo', id)
+  for _, w in ipairs(redis.call('SMEMBERS', wo)) do
+    redis.call('SREM', k('wb', w), id)
+  end
+  redis.call('DEL', wo)
+end
+
+-- not final and not SCHEDULED: what registration scope `active` reuses
+local function is_active(status)
+  return not FINAL[status] and status ~= ST.SCHEDULED
+end
+
 -- writes a checked status (with an extra field, e.g. the result) and keeps
--- every index in step with it
+-- every index in step with it (the `ts:` and `own:` sets in `flush`)
 local function put_status(rec, to, owner, efield, evalue)
   local id, old = rec.id, rec.status
   dirty(rec)
   if owner ~= rec.owner then
     rec.owner_changed = true
-  end
-  if FINAL[to] then
-    NEW_FINALS[#NEW_FINALS + 1] = id
   end
   if efield then
     stage(rec, efield, evalue)
@@ -301,11 +440,24 @@ local function put_status(rec, to, owner, efield, evalue)
     -- `owned` is ordered by the time of the last status
     set_owned(id, is_owned)
   end
-  if rec.gkey then
+  local gkey = rec.gkey
+  if gkey then
     if old == ST.REGISTERED and to ~= ST.REGISTERED then
-      redis.call('ZREM', k('reg', rec.gkey), id)
+      redis.call('ZREM', k('reg', gkey), id)
     elseif to == ST.REGISTERED and old ~= ST.REGISTERED then
-      redis.call('ZADD', k('reg', rec.gkey), rec.created, id)
+      redis.call('ZADD', k('reg', gkey), rec.created, id)
+    end
+    local was_active, now_active = is_active(old), is_active(to)
+    if was_active ~= now_active then
+      if now_active then
+        redis.call('ZADD', k('gact', gkey), 0, id)
+      else
+        redis.call('ZREM', k('gact', gkey), id)
+      end
+    end
+    if to == ST.SUCCESS then
+      -- registration scope `cached`: the successes of the key by end time
+      redis.call('ZADD', k('gok', gkey), NOW_S, id)
     end
   end
   if rec.rkey and was_owned ~= is_owned then
@@ -323,6 +475,36 @@ local function put_status(rec, to, owner, efield, evalue)
       redis.call('ZADD', P .. 'blocking', rec.created, id)
     elseif AVAILABLE[old] and not AVAILABLE[to] then
       redis.call('ZREM', P .. 'blocking', id)
+    end
+  end
+  if FINAL[to] then
+    -- the log of ends per final status (auto purge)
+    local e = ENDS[to]
+    if not e then
+      ENDS[to] = {id}
+    else
+      e[#e + 1] = id
+    end
+    if to == ST.FAILED then
+      local kind = rec.ekind or stored_error_kind(rec)
+      if kind then
+        stage(rec, 'ekind', kind)
+        hincr_later(tkey('fk', task_of(rec)), kind, 1)
+      end
+    end
+    if rec.waited then
+      release_waits(id)
+    end
+    if rec.wo then
+      release_own_waits(id)
+      stage(rec, 'wo', '')
+      rec.wo = nil
+    end
+    if rec.cxl then
+      -- a cancel request lasts until the invocation is final
+      redis.call('SREM', k('cxl', rec.cxl), id)
+      stage(rec, 'cxl', '')
+      rec.cxl = nil
     end
   end
   rec.status = to
@@ -403,6 +585,18 @@ local function transition(id, to, actor, ctx, during)
   return apply(rec, to, actor, ctx)
 end
 
+-- After KILLED or a recovery status (store::engine::control): REROUTED at
+-- the head of the queue, or CANCELLED with `cancelled` (the error JSON)
+-- when a cancel was requested for the invocation.
+local function reroute_unless_cancelled(rec, actor, cancelled)
+  if rec.cxl then
+    apply(rec, ST.CANCELLED, actor, false, 'error', cancelled)
+  else
+    apply(rec, ST.REROUTED, actor, false)
+    enqueue_front(rec.id)
+  end
+end
+
 -- the largest slice unpack() handles comfortably
 local CHUNK = 4000
 
@@ -413,7 +607,8 @@ local function call_chunked(cmd, key, list)
   end
 end
 
--- writes the staged fields and index changes
+-- writes the staged fields and index changes (callable more than once
+-- in a call: everything staged so far is written and forgotten)
 local function flush()
   for _, rec in ipairs(DIRTY) do
     local f = rec.w or {}
@@ -433,6 +628,19 @@ local function flush()
     end
     call_chunked('HSET', rec.key, f)
     rec.w, rec.dirty, rec.owner_changed, rec.hist = nil, nil, nil, nil
+    -- the counts and the band change once per call
+    local old, new = rec.st0, rec.status
+    if new ~= old then
+      local t = task_of(rec)
+      local ck = tkey('cnt', t)
+      hincr_later(ck, old, -1)
+      hincr_later(ck, new, 1)
+      local b = band_of(new)
+      if b ~= band_of(old) then
+        zadd_later(tkey('idx', t), rec.id, score(b, rec.id))
+      end
+      rec.st0 = new
+    end
   end
   DIRTY = {}
   if #OWNED_IDS > 0 then
@@ -453,11 +661,35 @@ local function flush()
     end
     OWNED, OWNED_IDS = {}, {}
   end
-  if #NEW_FINALS > 0 then
-    -- the auto-purge log: one entry per script, 'time id id ...' (time order)
-    redis.call('RPUSH', P .. 'finals', NOW_S .. ' ' .. table.concat(NEW_FINALS, ' '))
-    NEW_FINALS = {}
+  for key, l in pairs(ZREMS) do
+    call_chunked('ZREM', key, l)
   end
+  ZREMS = {}
+  for key, l in pairs(ZADDS) do
+    call_chunked('ZADD', key, l)
+  end
+  ZADDS = {}
+  for key, h in pairs(HINCRS) do
+    for field, by in pairs(h) do
+      if by ~= 0 and redis.call('HINCRBY', key, field, by) <= 0 then
+        redis.call('HDEL', key, field)
+      end
+    end
+  end
+  HINCRS = {}
+  local tasks = {}
+  for t in pairs(NEW_TASKS) do
+    tasks[#tasks + 1] = t
+  end
+  if #tasks > 0 then
+    call_chunked('SADD', P .. 'tasks', tasks)
+    NEW_TASKS = {}
+  end
+  for st, ids in pairs(ENDS) do
+    -- one entry per call and final status: 'time id id ...'
+    redis.call('RPUSH', P .. 'finals:' .. st, NOW_S .. ' ' .. table.concat(ids, ' '))
+  end
+  ENDS = {}
   if #QUEUE_HEAD > 0 then
     call_chunked('LPUSH', P .. 'queue', QUEUE_HEAD)
     QUEUE_HEAD = {}

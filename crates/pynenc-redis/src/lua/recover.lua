@@ -1,9 +1,11 @@
 -- The recovery step (store::engine::recover). ARGV[2] = actor,
--- ARGV[3] = dead_after µs, ARGV[4] = max_pending µs. Returns the ids
--- re-routed.
+-- ARGV[3] = dead_after µs, ARGV[4] = max_pending µs, ARGV[5] = the error
+-- JSON of a cancel by the actor. Returns the ids recovered: re-routed at
+-- the head of the queue, or CANCELLED when a cancel was requested for
+-- them (field `cxl`).
 
 local function main()
-  local actor, dead, maxp = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+  local actor, dead, maxp, cancelled = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
   local claims = redis.call('ZRANGEBYSCORE', P .. 'owned', '-inf', '(' .. fmt(NOW - math.min(dead, maxp)),
     'WITHSCORES', 'LIMIT', 0, STEP_BATCH)
   local alive = {}
@@ -30,8 +32,7 @@ local function main()
           via = ST.PENDING_RECOVERY
         end
         apply(rec, via, actor, false)
-        apply(rec, ST.REROUTED, actor, false)
-        enqueue_front(id)
+        reroute_unless_cancelled(rec, actor, cancelled)
         recovered[#recovered + 1] = id
       end
     end

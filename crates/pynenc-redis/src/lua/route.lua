@@ -1,9 +1,15 @@
 -- route_calls for a whole batch (store::engine::route).
 -- ARGV[2] = number of requests, then per request: id, call, flags — three
 -- characters '0' | '1': raise on a registration diff (graise), re-route on
--- running concurrency (reroute), cycle control — and, when the flags end
--- with '+', 7 more fields: call_id, parent_inv, parent_call, gkey, rkey,
--- scheduled_at, actor ('' = none). A plain call is three arguments.
+-- running concurrency (reroute), cycle control —, the task id, the hash
+-- of the call's arguments (the call id is `task#hash`) and, when the flags
+-- end with '+', 8 more fields: parent_inv, parent_call, gkey, rkey,
+-- scheduled_at, actor, registration scope ('a' active, 'c<ttl_us>' cached),
+-- rerun_of ('' = none). A plain call is five arguments.
+-- Registration concurrency reuses (never for a rerun) a REGISTERED
+-- invocation of the key, then for scope active or cached the oldest
+-- active one (`gact:{key}`), then for scope cached the newest SUCCESS that
+-- ended within the ttl (`gok:{key}`).
 -- Returns {now, outcome...}; outcome = 'N' (new, created now), {'N', id,
 -- created} (new, found by a replay) or {'R', same_call 0/1, record...}.
 -- Failures: CYCLE (request index, number n of ancestor calls, the calls of
@@ -75,14 +81,15 @@ end
 -- and the index of its last field
 local function route_one(i, b)
   local a = ARGV
-  local id, call, flags = a[b + 1], a[b + 2], a[b + 3]
+  local id, call, flags, task, chash = a[b + 1], a[b + 2], a[b + 3], a[b + 4], a[b + 5]
   local graise, reroute, cycle = string.sub(flags, 1, 1), string.sub(flags, 2, 2), string.sub(flags, 3, 3)
-  local call_id, pinv, pcall_id, gkey, rkey, sched, actor = '', nil, nil, nil, nil, nil, ''
-  local last = b + 3
+  local call_id = task .. '#' .. chash
+  local pinv, pcall_id, gkey, rkey, sched, actor, gscope, rerun = nil, nil, nil, nil, nil, '', nil, nil
+  local last = b + 5
   if string.sub(flags, 4, 4) == '+' then
-    call_id, pinv, pcall_id, gkey, rkey, sched, actor =
-      a[b + 4], nz(a[b + 5]), nz(a[b + 6]), nz(a[b + 7]), nz(a[b + 8]), nz(a[b + 9]), a[b + 10]
-    last = b + 10
+    pinv, pcall_id, gkey, rkey, sched, actor, gscope, rerun =
+      nz(a[b + 6]), nz(a[b + 7]), nz(a[b + 8]), nz(a[b + 9]), nz(a[b + 10]), a[b + 11], nz(a[b + 12]), nz(a[b + 13])
+    last = b + 13
   end
   if REPLAY then
     local created = redis.call('HGET', k('inv', id), 'created')
@@ -94,8 +101,15 @@ local function route_one(i, b)
   if cycle == '1' and pcall_id then
     check_cycle(i, pinv, pcall_id, call_id)
   end
-  if gkey then
+  if gkey and not rerun then
     local existing = redis.call('ZRANGE', k('reg', gkey), 0, 0)[1]
+    if not existing and gscope then
+      existing = redis.call('ZRANGE', k('gact', gkey), 0, 0)[1]
+      if not existing and string.sub(gscope, 1, 1) == 'c' then
+        local since = NOW - (tonumber(string.sub(gscope, 2)) or 0)
+        existing = redis.call('ZREVRANGEBYSCORE', k('gok', gkey), '+inf', fmt(since), 'LIMIT', 0, 1)[1]
+      end
+    end
     if existing then
       local same = redis.call('HGET', k('inv', existing), 'call_id') == call_id
       if not same and graise == '1' then
@@ -121,7 +135,7 @@ local function route_one(i, b)
   local key = k('inv', id)
   -- the record, its status and its first history entry in one write
   local f = {'call', call, 'created', NOW_S, 'status', status,
-    'hn', '1', 'h1', entry(status, false, actor, false)}
+    'hn', '1', 'h1', entry(status, false, actor, false), 'task', task, 'chash', chash}
   if pinv then
     f[#f + 1] = 'parent'
     f[#f + 1] = pinv
@@ -142,7 +156,13 @@ local function route_one(i, b)
   if sched then
     f[#f + 1], f[#f + 2] = 'sched', sched
   end
-  if gkey or rkey then
+  if gscope then
+    f[#f + 1], f[#f + 2] = 'gscope', gscope
+  end
+  if rerun then
+    f[#f + 1], f[#f + 2] = 'rerun', rerun
+  end
+  if gkey or rkey or rerun then
     -- transitions read the rarer fields only when this flag says so
     f[#f + 1], f[#f + 2] = 'x', '1'
   end
@@ -151,7 +171,15 @@ local function route_one(i, b)
     redis.call('ZADD', P .. 'scheduled', sched, id)
   elseif gkey then
     redis.call('ZADD', k('reg', gkey), NOW_S, id)
+    redis.call('ZADD', k('gact', gkey), 0, id)
   end
+  -- the query indexes (written by `flush`, one command per key)
+  zadd_later(tkey('idx', task), id, score(band_of(status), id))
+  hincr_later(tkey('cnt', task), status, 1)
+  if pinv then
+    zadd_later(k('par', pinv), id)
+  end
+  NEW_TASKS[task] = true
   if status == ST.REGISTERED then
     enqueue(id)
   end

@@ -1,6 +1,10 @@
 -- Small steps that need the server clock or a notification.
 -- ARGV[2] = operation:
 --   'heartbeat' runner           records that the runner is alive now
+--   'runner' runner info         records what the runner says of itself
+--                                (`runners`: RunnerInfo JSON; the list
+--                                shows the heartbeat of `heartbeats`) and
+--                                that it is alive now
 --   'lease' name holder ttl_us   takes or renews a lease; 1 if held
 --   'history' id                 the history entries of an invocation in
 --                                order, or 0 when it does not exist
@@ -11,6 +15,10 @@
 local function main()
   local op = ARGV[2]
   if op == 'heartbeat' then
+    redis.call('HSET', P .. 'heartbeats', ARGV[3], NOW_S)
+    return 1
+  elseif op == 'runner' then
+    redis.call('HSET', P .. 'runners', ARGV[3], ARGV[4])
     redis.call('HSET', P .. 'heartbeats', ARGV[3], NOW_S)
     return 1
   elseif op == 'lease' then

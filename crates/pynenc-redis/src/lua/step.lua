@@ -5,31 +5,39 @@
 -- end and each pick-up is checked and applied on its own, and fails on its
 -- own.
 --
--- ARGV[2] = n, then per end: id, runner, 'S' | 'R' | 'F', the result or the
--- error JSON; then m, then per pick-up: runner, max, token, '1' to start,
+-- ARGV[2] = n, then per end: id, runner, 'S' | 'R' | 'F<error kind>' | 'C',
+-- the result or the error JSON; then m, then per pick-up: runner, max, token, '1' to start,
 -- execution context of RUNNING ('' = none).
 -- Returns {{end outcome...}, {pick outcome...}}: an end outcome is the
 -- new status, or {'ERR', failure}; a pick outcome is
 -- {'OK', {fields of the records, RECORD_LEN each}, {corrupt keys}} or
 -- {'ERR', failure}.
 --
--- An end: result or error, SUCCESS / FAILED / RETRY (queued again); a
--- refused end writes nothing. A pick-up: waited-on invocations first
+-- An end: result or error, SUCCESS / FAILED / RETRY (queued again) /
+-- CANCELLED (the body stopped at a cancel request); a refused end writes
+-- nothing. A pick-up: waited-on invocations first
 -- (oldest first), then the queue; running concurrency; PENDING for the
 -- runner, and RUNNING too when starting. The ids a pick-up hands out are
 -- remembered per runner with its token, so a replay after a lost reply
 -- returns the same invocations instead of claiming more.
 
 local function finish_one(id, runner, kind, payload)
+  local code = string.sub(kind, 1, 1)
   local to = ST.FAILED
-  if kind == 'S' then
+  if code == 'S' then
     to = ST.SUCCESS
-  elseif kind == 'R' then
+  elseif code == 'R' then
     to = ST.RETRY
+  elseif code == 'C' then
+    to = ST.CANCELLED
   end
   local rec = load(id)
   if not rec then
     fail('NOT_FOUND', id, 'while finishing it')
+  end
+  if code == 'F' then
+    -- counted per error kind (`fk:{task}`)
+    rec.ekind = string.sub(kind, 2)
   end
   if REPLAY and rec.status == to and already_done(rec, to, runner) then
     if FINAL[to] then
@@ -39,7 +47,7 @@ local function finish_one(id, runner, kind, payload)
     return to
   end
   -- apply checks before it writes anything
-  apply(rec, to, runner, false, kind == 'S' and 'result' or 'error', payload)
+  apply(rec, to, runner, false, code == 'S' and 'result' or 'error', payload)
   if to == ST.RETRY then
     redis.call('HINCRBY', rec.key, 'retries', 1)
     enqueue(id)

@@ -1,10 +1,15 @@
 -- waiting_for_results (store::engine::waiting_for_results): records that
 -- ARGV[2] ('' = an external caller) waits for ARGV[3..] (field `waited`,
 -- and `blocking` while available); final ones are ignored, a missing one is
--- NOT_FOUND (and nothing is recorded).
+-- NOT_FOUND (and nothing is recorded). An invocation that waits is also
+-- kept in the wait graph: `wo:{waiter}` (what it waits on) and
+-- `wb:{waited}` (who waits on it), until the waited one is final or
+-- deleted, or the waiter is final or deleted (its field `wo` says it has
+-- waits to clean up).
 
 local function main()
-  local waiter = nz(ARGV[2]) or '(external)'
+  local waiter_inv = nz(ARGV[2])
+  local waiter = waiter_inv or '(external)'
   local open = {}
   for i = 3, #ARGV do
     local id = ARGV[i]
@@ -22,11 +27,22 @@ local function main()
       open[#open + 1] = v
     end
   end
+  -- the wait graph only links invocations that exist
+  local graph = waiter_inv and #open > 0 and redis.call('HEXISTS', k('inv', waiter_inv), 'status') == 1
+  local ids = {}
   for _, v in ipairs(open) do
     redis.call('HSET', v[5], 'waited', waiter, 'x', '1')
     if not v[3] and AVAILABLE[v[1]] then
       redis.call('ZADD', P .. 'blocking', v[2], v[4])
     end
+    if graph then
+      redis.call('SADD', k('wb', v[4]), waiter_inv)
+      ids[#ids + 1] = v[4]
+    end
+  end
+  if #ids > 0 then
+    call_chunked('SADD', k('wo', waiter_inv), ids)
+    redis.call('HSET', k('inv', waiter_inv), 'wo', '1', 'x', '1')
   end
   return #open
 end

@@ -1,4 +1,4 @@
--- The pynenc SQLite schema (version 2; see the crate documentation).
+-- The pynenc SQLite schema (version 3; see the crate documentation).
 CREATE TABLE IF NOT EXISTS pynenc_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -11,10 +11,14 @@ CREATE TABLE IF NOT EXISTS names (
     name_id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE
 );
+-- task and error_kind are names.name_id; call_hash is the 32 bytes of the
+-- call id's argument hash, call_key its first 8 as an integer (indexed);
+-- cancel_owner is the runner asked to stop the invocation.
 CREATE TABLE IF NOT EXISTS invocations (
     rid INTEGER PRIMARY KEY,
     app INTEGER NOT NULL,
     invocation_id TEXT NOT NULL,
+    task INTEGER NOT NULL,
     status INTEGER NOT NULL,
     owner TEXT,
     status_at_us INTEGER NOT NULL,
@@ -24,12 +28,21 @@ CREATE TABLE IF NOT EXISTS invocations (
     running_key TEXT,
     retries INTEGER NOT NULL DEFAULT 0,
     waited INTEGER NOT NULL DEFAULT 0,
-    final_at_us INTEGER
+    final_at_us INTEGER,
+    parent TEXT,
+    call_key INTEGER NOT NULL,
+    call_hash BLOB NOT NULL,
+    error_kind INTEGER,
+    cancel_owner TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS invocations_id ON invocations (app, invocation_id);
+-- registration concurrency: the invocations of a key that are not final
 CREATE INDEX IF NOT EXISTS invocations_registration
     ON invocations (app, registration_key, created_at_us)
-    WHERE registration_key IS NOT NULL AND status = 1;
+    WHERE registration_key IS NOT NULL AND final_at_us IS NULL;
+CREATE INDEX IF NOT EXISTS invocations_success
+    ON invocations (app, registration_key, final_at_us)
+    WHERE registration_key IS NOT NULL AND status = 13;
 CREATE INDEX IF NOT EXISTS invocations_running
     ON invocations (app, running_key)
     WHERE running_key IS NOT NULL AND status IN (5, 7, 8, 9);
@@ -37,7 +50,7 @@ CREATE INDEX IF NOT EXISTS invocations_scheduled
     ON invocations (app, due_at_us)
     WHERE status = 0;
 CREATE INDEX IF NOT EXISTS invocations_final
-    ON invocations (app, final_at_us)
+    ON invocations (app, status, final_at_us)
     WHERE final_at_us IS NOT NULL;
 CREATE INDEX IF NOT EXISTS invocations_owned
     ON invocations (app, status_at_us)
@@ -45,6 +58,25 @@ CREATE INDEX IF NOT EXISTS invocations_owned
 CREATE INDEX IF NOT EXISTS invocations_blocking
     ON invocations (app, created_at_us)
     WHERE waited = 1 AND status IN (1, 4, 12);
+-- the listings, each in id (creation) order: per task the invocations not
+-- final yet, and per task and final status the final ones
+CREATE INDEX IF NOT EXISTS invocations_open
+    ON invocations (app, task, invocation_id)
+    WHERE final_at_us IS NULL;
+CREATE INDEX IF NOT EXISTS invocations_ended
+    ON invocations (app, task, status, invocation_id)
+    WHERE final_at_us IS NOT NULL;
+CREATE INDEX IF NOT EXISTS invocations_parent
+    ON invocations (app, parent, invocation_id)
+    WHERE parent IS NOT NULL;
+CREATE INDEX IF NOT EXISTS invocations_owner
+    ON invocations (app, owner, invocation_id)
+    WHERE owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS invocations_call
+    ON invocations (app, call_key, invocation_id);
+CREATE INDEX IF NOT EXISTS invocations_cancel
+    ON invocations (app, cancel_owner)
+    WHERE cancel_owner IS NOT NULL;
 CREATE TABLE IF NOT EXISTS records (
     rid INTEGER PRIMARY KEY,
     record TEXT NOT NULL
@@ -64,6 +96,29 @@ CREATE TABLE IF NOT EXISTS history (
     execution_context INTEGER
 );
 CREATE INDEX IF NOT EXISTS history_rid ON history (rid);
+-- how many invocations of a task are in a status, and how many FAILED ones
+-- failed with an error kind (names.name_id), kept by the primitives
+CREATE TABLE IF NOT EXISTS status_counts (
+    app INTEGER NOT NULL,
+    task INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (app, task, status)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failed_counts (
+    app INTEGER NOT NULL,
+    task INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (app, task, kind)
+) WITHOUT ROWID;
+-- who waits on whom (invocations.rid); external waiters are not recorded
+CREATE TABLE IF NOT EXISTS waits (
+    waited INTEGER NOT NULL,
+    waiter INTEGER NOT NULL,
+    PRIMARY KEY (waited, waiter)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS waits_waiter ON waits (waiter);
 CREATE TABLE IF NOT EXISTS queue (
     app INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -90,6 +145,18 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     app INTEGER NOT NULL,
     runner_id TEXT NOT NULL,
     beat_us INTEGER NOT NULL,
+    PRIMARY KEY (app, runner_id)
+) WITHOUT ROWID;
+-- what each runner said of itself (its heartbeat is in heartbeats)
+CREATE TABLE IF NOT EXISTS runners (
+    app INTEGER NOT NULL,
+    runner_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_us INTEGER NOT NULL,
+    slots INTEGER NOT NULL,
+    running TEXT NOT NULL,
     PRIMARY KEY (app, runner_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (

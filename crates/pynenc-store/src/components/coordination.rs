@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use pynenc_model::{InvocationId, RunnerId};
+use pynenc_model::{InvocationId, RunnerId, RunnerInfo};
 
 use crate::error::Result;
 
@@ -16,7 +16,11 @@ pub trait Coordination: Send + Sync {
     /// `heartbeat_interval_seconds`).
     async fn heartbeat(&self, runner_id: &RunnerId) -> Result<()>;
 
-    /// Forgets a runner's heartbeat (on a clean stop).
+    /// Records what a runner says of itself (at start and at every
+    /// heartbeat, with what it runs now); it counts as a heartbeat.
+    async fn register_runner(&self, info: &RunnerInfo) -> Result<()>;
+
+    /// Forgets a runner's heartbeat and what it said of itself (on a clean stop).
     async fn remove_heartbeat(&self, runner_id: &RunnerId) -> Result<()>;
 
     /// Takes or renews the lease `name` for `holder` for `ttl`; returns

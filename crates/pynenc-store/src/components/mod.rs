@@ -6,8 +6,10 @@
 //!   and recovery;
 //! - [`StateBackend`]: what is remembered of every invocation (records,
 //!   history, results, errors), and the one purge of an app;
-//! - [`Coordination`]: what runners tell each other (heartbeats, leases)
-//!   and the wake-ups that spare them polling.
+//! - [`Coordination`]: what runners tell each other (heartbeats, leases,
+//!   who they are) and the wake-ups that spare them polling;
+//! - [`Queries`]: what operators ask (listings, counts, the queue, the
+//!   blocking graph, the runners).
 //!
 //! Every method that changes state is one atomic step in the backend. A
 //! backend usually implements all four on one object ([`Components::of`]);
@@ -16,16 +18,18 @@
 mod broker;
 mod coordination;
 mod orchestrator;
+mod queries;
 mod state_backend;
 
 use std::sync::Arc;
 
 pub use broker::Broker;
 pub use coordination::Coordination;
-pub use orchestrator::{EndOutcome, Orchestrator, RunEnd, StepReport};
+pub use orchestrator::{EndOutcome, Orchestrator, Retention, RunEnd, StepReport};
+pub use queries::Queries;
 pub use state_backend::StateBackend;
 
-/// The four components an app works with.
+/// The components an app works with.
 #[derive(Clone)]
 pub struct Components {
     /// The queue of invocation ids.
@@ -36,19 +40,22 @@ pub struct Components {
     pub state_backend: Arc<dyn StateBackend>,
     /// Heartbeats, leases and wake-ups.
     pub coordination: Arc<dyn Coordination>,
+    /// Listings, counts and the runners, for operators.
+    pub queries: Arc<dyn Queries>,
 }
 
 impl Components {
-    /// The components of one backend object that is all four at once.
+    /// The components of one backend object that is all of them at once.
     pub fn of<B>(backend: Arc<B>) -> Self
     where
-        B: Broker + Orchestrator + StateBackend + Coordination + 'static,
+        B: Broker + Orchestrator + StateBackend + Coordination + Queries + 'static,
     {
         Components {
             broker: backend.clone(),
             orchestrator: backend.clone(),
             state_backend: backend.clone(),
-            coordination: backend,
+            coordination: backend.clone(),
+            queries: backend,
         }
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use pynenc_model::{
-    InvocationId, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest, RunOutcome,
-    RunnerId, StatusRecord,
+    CancelOutcome, InvocationId, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest,
+    RunOutcome, RunnerId, StatusRecord,
 };
 
 use crate::error::{Result, StoreError};
@@ -65,6 +65,43 @@ impl StepReport {
             next: Vec::new(),
             pick_error: Some(error),
         }
+    }
+}
+
+/// How long final invocations are kept (record, result or error, history)
+/// before the auto purge deletes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// `SUCCESS` and `CONCURRENCY_CONTROLLED_FINAL`, after they ended.
+    pub success: Duration,
+    /// `FAILED`, after they ended.
+    pub failed: Duration,
+    /// `CANCELLED`, after they ended.
+    pub cancelled: Duration,
+    /// At most this many final invocations are kept; the oldest ends go
+    /// first. `None`: no limit.
+    pub max_final: Option<u64>,
+}
+
+impl Retention {
+    /// Every final invocation kept for `d`, without a count limit.
+    pub fn all(d: Duration) -> Self {
+        Retention {
+            success: d,
+            failed: d,
+            cancelled: d,
+            max_final: None,
+        }
+    }
+
+    /// The final statuses with how long each is kept.
+    pub fn per_status(&self) -> [(&'static [InvocationStatus], Duration); 3] {
+        use InvocationStatus::*;
+        [
+            (&[Success, ConcurrencyControlledFinal], self.success),
+            (&[Failed], self.failed),
+            (&[Cancelled], self.cancelled),
+        ]
     }
 }
 
@@ -176,8 +213,28 @@ pub trait Orchestrator: Send + Sync {
     /// Registers scheduled invocations that are due; returns how many.
     async fn promote_scheduled(&self) -> Result<usize>;
 
-    /// Removes final invocations that ended more than `older_than` ago; returns how many.
-    async fn auto_purge(&self, older_than: Duration) -> Result<usize>;
+    /// Deletes the final invocations that `retention` no longer keeps, in
+    /// sections of at most [`crate::engine::PURGE_BATCH`]; returns how many.
+    async fn auto_purge(&self, retention: &Retention) -> Result<usize>;
+
+    /// Deletes those of `ids` that are final (others are left alone);
+    /// returns how many were deleted.
+    async fn delete_final(&self, ids: &[InvocationId]) -> Result<usize>;
+
+    /// Cancels an invocation for `actor`: one that waits (see
+    /// [`InvocationStatus::is_waiting`]) becomes `CANCELLED` at once; for a
+    /// running one its owner is asked to stop it (it then ends `CANCELLED`,
+    /// and the recovery step cancels it instead of re-routing it if the
+    /// owner dies). A final one is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown invocation.
+    async fn cancel(&self, invocation_id: &InvocationId, actor: &RunnerId)
+        -> Result<CancelOutcome>;
+
+    /// The invocations `runner_id` was asked to stop and still owns.
+    async fn cancel_requests(&self, runner_id: &RunnerId) -> Result<Vec<InvocationId>>;
 
     /// The recovery step: invocations in `PENDING`, `RUNNING`, `PAUSED` or
     /// `RESUMED` whose claim is older than `dead_after` and whose owner's

@@ -29,7 +29,9 @@ pub fn finish(
         })?;
     match outcome {
         RunOutcome::Success(result) => txn.set_result(id, result)?,
-        RunOutcome::Retry(error) | RunOutcome::Failed(error) => txn.set_error(id, &error)?,
+        RunOutcome::Retry(error) | RunOutcome::Failed(error) | RunOutcome::Cancelled(error) => {
+            txn.set_error(id, &error)?
+        }
     }
     transition_from(txn, id, &current, to, runner_id, None, now)?;
     if to == InvocationStatus::Retry {
@@ -70,7 +72,8 @@ pub fn finish_many_and_start(
     })
 }
 
-/// `KILLED` then `REROUTED`, at the head of the queue.
+/// `KILLED` then `REROUTED`, at the head of the queue; `CANCELLED` instead
+/// of `REROUTED` when a cancel was asked for it.
 pub fn kill_and_reroute(
     txn: &mut dyn StoreTxn,
     id: &InvocationId,
@@ -78,7 +81,5 @@ pub fn kill_and_reroute(
     now: Timestamp,
 ) -> Result<()> {
     transition(txn, id, InvocationStatus::Killed, runner_id, None, now)?;
-    transition(txn, id, InvocationStatus::Rerouted, runner_id, None, now)?;
-    txn.enqueue_front(id)?;
-    Ok(())
+    super::control::reroute_unless_cancelled(txn, id, runner_id, now)
 }

@@ -9,14 +9,17 @@
 //! - [`pick`] / [`pick_and_start`]: blocking control first, then the queue,
 //!   with running concurrency;
 //! - [`finish`] / [`finish_many_and_start`] / [`kill_and_reroute`]: the ends of runs;
-//! - [`promote_scheduled`], [`auto_purge`], [`recover`], [`waiting_for_results`].
+//! - [`promote_scheduled`], [`auto_purge`], [`recover`], [`waiting_for_results`];
+//! - [`cancel`], [`delete_final`], [`queue_stats`]: what operators do and ask.
 
+mod control;
 mod cycle;
 mod finish;
 mod pick;
 mod route;
 mod upkeep;
 
+pub use control::{cancel, cancelled_error, delete_final, queue_stats};
 pub use cycle::{cycle_error, ANCESTORS_SEARCHED};
 pub use finish::{finish, finish_many_and_start, kill_and_reroute};
 pub use pick::{pick, pick_and_start};

@@ -29,8 +29,8 @@ pub fn route(
         ) {
             check_cycle(txn, &req, parent_call, call_id, serializer)?;
         }
-        if let Some(key) = &req.concurrency.registration_key {
-            if let Some(existing_id) = txn.find_registered(key)? {
+        {
+            if let Some(existing_id) = find_reusable(txn, &req, now)? {
                 let record = txn.get_invocation(&existing_id)?.ok_or_else(|| {
                     StoreError::not_found(&existing_id, "registered under a concurrency key")
                 })?;
@@ -68,6 +68,7 @@ pub fn route(
             created_at: now,
             scheduled_at: req.scheduled_at,
             concurrency: req.concurrency,
+            rerun_of: req.rerun_of,
         });
         txn.insert_invocation(&record, &first)?;
         txn.append_history(HistoryStep {
@@ -84,6 +85,36 @@ pub fn route(
         outcomes.push(RouteOutcome::New(record));
     }
     Ok(outcomes)
+}
+
+/// The invocation registration concurrency reuses for `req`, per its
+/// registration scope: one still queued, then (scope `active`) one picked,
+/// running or paused, then (scope `cached`) a recent success. A rerun never
+/// reuses.
+fn find_reusable(
+    txn: &mut dyn StoreTxn,
+    req: &RouteRequest,
+    now: Timestamp,
+) -> Result<Option<pynenc_model::InvocationId>> {
+    let Some(key) = req.concurrency.registration_key.as_deref() else {
+        return Ok(None);
+    };
+    if req.rerun_of.is_some() {
+        return Ok(None);
+    }
+    if let Some(id) = txn.find_registered(key)? {
+        return Ok(Some(id));
+    }
+    let scope = req.concurrency.registration_scope;
+    if scope.reuses_active() {
+        if let Some(id) = txn.find_active(key)? {
+            return Ok(Some(id));
+        }
+    }
+    match scope.success_since(now) {
+        Some(since) => txn.find_success_since(key, since),
+        None => Ok(None),
+    }
 }
 
 /// The call edge from the calling invocation's call to this call (cycle control).

@@ -6,6 +6,7 @@ use std::time::Duration;
 use pynenc_model::{InvocationId, InvocationStatus, RunnerId, Timestamp};
 
 use super::{not_final, transition, STEP_BATCH};
+use crate::components::Retention;
 use crate::error::Result;
 use crate::txn::StoreTxn;
 
@@ -36,13 +37,40 @@ pub fn promote_scheduled(
     Ok(due.len())
 }
 
-/// Deletes up to `max` final invocations that ended before `before`.
-pub fn auto_purge(txn: &mut dyn StoreTxn, before: Timestamp, max: usize) -> Result<usize> {
-    let old = txn.final_before(before, max)?;
-    for id in &old {
-        txn.delete_invocation(id)?;
+/// Deletes up to `max` final invocations that `retention` no longer keeps
+/// at `now`: each final status after its own time, then the oldest ends
+/// beyond the count limit.
+pub fn auto_purge(
+    txn: &mut dyn StoreTxn,
+    retention: &Retention,
+    now: Timestamp,
+    max: usize,
+) -> Result<usize> {
+    let mut deleted = 0;
+    for (statuses, keep) in retention.per_status() {
+        if deleted >= max {
+            break;
+        }
+        for id in txn.final_before(statuses, now - keep, max - deleted)? {
+            txn.delete_invocation(&id)?;
+            deleted += 1;
+        }
     }
-    Ok(old.len())
+    if let (Some(limit), true) = (retention.max_final, deleted < max) {
+        let finals: u64 = txn
+            .count_by_status(&[])?
+            .iter()
+            .filter(|c| c.status.is_final())
+            .map(|c| c.count)
+            .sum();
+        let excess = usize::try_from(finals.saturating_sub(limit)).unwrap_or(usize::MAX);
+        let far = Timestamp::from_micros(i64::MAX);
+        for id in txn.final_before(&[], far, excess.min(max - deleted))? {
+            txn.delete_invocation(&id)?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 /// The recovery step (see [`crate::Orchestrator::recover`]).
@@ -84,8 +112,7 @@ pub fn recover(
         };
         let id = claim.invocation_id;
         transition(txn, &id, via, actor, None, now)?;
-        transition(txn, &id, InvocationStatus::Rerouted, actor, None, now)?;
-        txn.enqueue_front(&id)?;
+        super::control::reroute_unless_cancelled(txn, &id, actor, now)?;
         recovered.push(id);
     }
     Ok(recovered)

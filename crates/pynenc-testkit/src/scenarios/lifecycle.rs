@@ -83,7 +83,7 @@ pub async fn s19_auto_purge(f: &dyn BackendFactory) {
     let waiting = ok(add::call_on(&app, 9, 9).await, "registered");
     let purged = ok(
         app.orchestrator()
-            .auto_purge(Duration::from_millis(150))
+            .auto_purge(&pynenc::Retention::all(Duration::from_millis(150)))
             .await,
         "purge",
     );
@@ -99,10 +99,7 @@ pub async fn s19_auto_purge(f: &dyn BackendFactory) {
         f,
         "s19-runner",
         &[
-            (
-                "orchestrator.auto_final_invocation_purge_hours",
-                json!(0.1 / 3600.0),
-            ),
+            ("retention.success_hours", json!(0.1 / 3600.0)),
             ("orchestrator.auto_purge_interval_seconds", json!(0.05)),
         ],
     );

@@ -6,14 +6,18 @@ mod bad_input;
 mod blocking;
 mod calls;
 mod concurrency;
+mod control;
 mod lifecycle;
+mod queries;
 mod retries;
 
 pub use bad_input::*;
 pub use blocking::*;
 pub use calls::*;
 pub use concurrency::*;
+pub use control::*;
 pub use lifecycle::*;
+pub use queries::*;
 pub use retries::*;
 
 use crate::{check_histories, ok};

@@ -63,6 +63,7 @@ impl Pynenc {
             created_at: Timestamp::now(),
             scheduled_at: None,
             concurrency: ConcurrencySpec::default(),
+            rerun_of: None,
         });
         let def = task.definition;
         let ctx = Arc::new(InvocationContext {

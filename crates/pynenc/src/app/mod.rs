@@ -3,6 +3,7 @@
 mod backend;
 mod builder;
 mod dev_mode;
+mod lookup;
 mod routing;
 
 use std::sync::Arc;

@@ -110,6 +110,7 @@ impl Pynenc {
             cycle_control: self.inner.conf.orchestrator.cycle_control,
             print_arguments: self.inner.conf.print_arguments,
             actor: caller.actor.clone(),
+            rerun_of: None,
         }
     }
 

@@ -82,7 +82,8 @@ pub use loader::ConfigLoader;
 use pynenc_model::{ArgumentPrintMode, TaskOptions};
 use table::{field_value, find_key, set_field, FIELDS};
 pub use table::{
-    ConfigField, OrchestratorConfig, PynencConfig, RedisConfig, RunnerConfig, SqliteConfig,
+    ConfigField, OrchestratorConfig, PynencConfig, RedisConfig, RetentionConfig, RunnerConfig,
+    SqliteConfig,
 };
 pub(crate) use tasks::near_task_ids;
 use tasks::{apply_task_option, normalize_task_id, shell_key, task_key};
@@ -259,6 +260,18 @@ impl PynencConfig {
                 }
             })
             .collect()
+    }
+
+    /// The `[retention]` settings as the store's auto purge takes them.
+    pub fn retention_policy(&self) -> pynenc_store::Retention {
+        let hours = |h: f64| std::time::Duration::from_secs_f64(h.max(0.0) * 3600.0);
+        pynenc_store::Retention {
+            success: hours(self.retention.success_hours),
+            failed: hours(self.retention.failed_hours),
+            cancelled: hours(self.retention.cancelled_hours),
+            max_final: (self.retention.max_final_invocations > 0)
+                .then_some(self.retention.max_final_invocations),
+        }
     }
 
     /// `runner.max_parallel_slots`, with 0 (auto) resolved to 8 per CPU core.

@@ -236,12 +236,31 @@ config_table! {
         cycle_control: bool = true;
         /// Prefer invocations that others wait on, and free the slot of a waiting one.
         blocking_control: bool = true;
-        /// Final invocations older than this many hours are purged automatically.
+        /// The seed's purge of the orchestration data of final invocations,
+        /// in hours. Here an invocation holds no orchestration data once final
+        /// (waits, call edges, running keys and cancel requests go in the
+        /// transition that makes it final), so nothing waits for this purge;
+        /// how long records, results and history stay is `[retention]`.
         auto_final_invocation_purge_hours: f64 = 24.0, check = non_negative;
         /// How often the automatic purge runs, in seconds.
         auto_purge_interval_seconds: f64 = 60.0, check = positive;
         /// How long an invocation may stay PENDING before it is recovered, in seconds.
         max_pending_seconds: f64 = 10.0, check = positive;
+    }
+
+    /// How long final invocations are kept (`[retention]`,
+    /// `PYNENC__RETENTION__*`): their record, result or error and history,
+    /// then the auto purge deletes them.
+    retention: RetentionConfig {
+        /// Hours a `SUCCESS` (or `CONCURRENCY_CONTROLLED_FINAL`) invocation is kept after it ended.
+        success_hours: f64 = 24.0, check = non_negative;
+        /// Hours a `FAILED` invocation is kept after it ended (longer by default: failures get looked at).
+        failed_hours: f64 = 168.0, check = non_negative;
+        /// Hours a `CANCELLED` invocation is kept after it ended.
+        cancelled_hours: f64 = 24.0, check = non_negative;
+        /// At most this many final invocations are kept, the oldest ends
+        /// purged first (0: no limit).
+        max_final_invocations: u64 = 0;
     }
 
     /// Settings of the runners (`[runner]`, `PYNENC__RUNNER__*`).
@@ -263,6 +282,11 @@ config_table! {
         runner_dead_after_seconds: f64 = 2.0, check = positive;
         /// How often the recovery service looks for dead runners' work, in seconds.
         recovery_interval_seconds: f64 = 0.5, check = positive;
+        /// How often a runner that runs invocations asks whether any of them
+        /// was cancelled, in seconds.
+        cancel_poll_seconds: f64 = 0.2, check = positive;
+        /// How long a stopped or dead runner is still listed, in seconds.
+        runner_info_keep_seconds: f64 = 3600.0, check = non_negative;
         /// The least number of worker processes of a multi-process runner.
         min_processes: usize = 1, check = at_least_one;
         /// The most worker processes of a multi-process runner; 0 means the number of CPUs.

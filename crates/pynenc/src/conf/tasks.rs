@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use pynenc_options::{ConcurrencyControl, OptionKind};
+use pynenc_options::{ConcurrencyControl, OptionKind, RegistrationScopeName};
 use serde_json::Value;
 
 use super::value::{parse_raw, FieldValue, Raw};
@@ -53,6 +53,8 @@ fn parse_option(kind: OptionKind, raw: Raw<'_>) -> Result<OptionValue, String> {
         OptionKind::Flag => OptionValue::Flag(parse_raw(raw)?),
         OptionKind::ErrorKinds | OptionKind::ParamNames => OptionValue::List(parse_raw(raw)?),
         OptionKind::Concurrency => OptionValue::Concurrency(parse_raw(raw)?),
+        OptionKind::Scope => OptionValue::Scope(parse_raw(raw)?),
+        OptionKind::Seconds => OptionValue::Seconds(parse_raw(raw)?),
     })
 }
 
@@ -64,6 +66,8 @@ fn option_json(value: &OptionValue) -> Value {
         OptionValue::Flag(b) => b.to_json(),
         OptionValue::List(l) => l.to_json(),
         OptionValue::Concurrency(c) => FieldValue::to_json(c),
+        OptionValue::Scope(s) => FieldValue::to_json(s),
+        OptionValue::Seconds(n) => n.to_json(),
     }
 }
 
@@ -150,6 +154,24 @@ impl FieldValue for ConcurrencyControl {
 
     fn from_env(s: &str) -> Result<Self, String> {
         ConcurrencyControl::from_name(s.trim())
+            .ok_or_else(|| super::value::expected(Self::KIND, super::value::quote(s)))
+    }
+
+    fn to_json(&self) -> Value {
+        Value::from(self.name())
+    }
+}
+
+/// Registration scopes in files are their names.
+impl FieldValue for RegistrationScopeName {
+    const KIND: &'static str = RegistrationScopeName::EXPECTED;
+
+    fn from_json(v: &Value) -> Result<Self, String> {
+        super::value::named_from_json(Self::KIND, v, RegistrationScopeName::from_name)
+    }
+
+    fn from_env(s: &str) -> Result<Self, String> {
+        RegistrationScopeName::from_name(s.trim())
             .ok_or_else(|| super::value::expected(Self::KIND, super::value::quote(s)))
     }
 

@@ -793,11 +793,101 @@ fn task_options_validation_failure_propagates() {
 }
 
 #[test]
+fn registration_scope_from_file_and_env_and_its_rules() {
+    use pynenc_model::RegistrationScope;
+    use pynenc_options::RegistrationScopeName;
+
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "pynenc.toml",
+        "[task.\"m::t\"]\nregistration_concurrency = \"arguments\"\nregistration_scope = \"active\"\n",
+    );
+    let options = loader(dir.path())
+        .load()
+        .unwrap()
+        .task_options("m::t", &["x"], TaskOptions::default())
+        .unwrap();
+    assert_eq!(options.registration_scope, RegistrationScopeName::Active);
+    assert_eq!(options.registration_scope(), RegistrationScope::Active);
+    // environment variables win over the file, in any case
+    let config = loader(dir.path())
+        .env_vars(env(&[
+            ("PYNENC__TASK__M__T__REGISTRATION_SCOPE", "Cached"),
+            ("PYNENC__TASK__M__T__REGISTRATION_CACHE_SECONDS", "45"),
+        ]))
+        .load()
+        .unwrap();
+    let options = config
+        .task_options("m::t", &["x"], TaskOptions::default())
+        .unwrap();
+    assert_eq!(
+        options.registration_scope(),
+        RegistrationScope::Cached { ttl_us: 45_000_000 }
+    );
+    assert_eq!(
+        config.source_of("task.m::t.registration_scope"),
+        Some(&env_source("PYNENC__TASK__M__T__REGISTRATION_SCOPE"))
+    );
+
+    // an unknown scope or a cache time that is not a number fail at load
+    let var = "PYNENC__TASK__M__T__REGISTRATION_SCOPE";
+    let err = load_err(loader(dir.path()).env_vars(env(&[(var, "running")])));
+    assert_eq!(err.key, "task.M__T.registration_scope");
+    assert_eq!(
+        err.reason,
+        "expected one of queued, active, cached, got \"running\""
+    );
+    let err = load_err(loader(dir.path()).value("task.m::t.registration_cache_seconds", -1));
+    assert_eq!(err.key, "task.m::t.registration_cache_seconds");
+
+    // a scope without registration concurrency does nothing: an error
+    // naming where the scope came from
+    let config = loader(dir.path())
+        .value("task.other::t.registration_scope", "active")
+        .load()
+        .unwrap();
+    let err = config
+        .task_options("other::t", &[], TaskOptions::default())
+        .unwrap_err();
+    match &err {
+        PynencError::InvalidTaskOptions {
+            task_id,
+            option,
+            message,
+        } => {
+            assert_eq!(task_id, "other::t");
+            assert_eq!(option, "registration_scope");
+            assert!(
+                message.contains("does nothing without registration concurrency"),
+                "{message}"
+            );
+            assert!(message.contains("value from code"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // `cached` for 0 seconds is never reused: an error too
+    let config = loader(dir.path())
+        .value("task.m::t.registration_scope", "cached")
+        .value("task.m::t.registration_cache_seconds", 0)
+        .load()
+        .unwrap();
+    let err = config
+        .task_options("m::t", &["x"], TaskOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, PynencError::InvalidTaskOptions { ref option, .. } if option == "registration_cache_seconds"),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn every_task_option_name_is_configurable() {
     for name in pynenc_options::OPTIONS.iter().map(|o| o.name) {
         let sample = match name {
             "retry_for" | "key_arguments" => "a,b",
             "running_concurrency" | "registration_concurrency" => "task",
+            "registration_scope" => "active",
             "on_diff_non_key_args_raise" | "reroute_on_concurrency_control" => "true",
             _ => "2",
         };

@@ -7,6 +7,7 @@
 //! from `parallelize` as an [`InvocationGroup`].
 
 mod group;
+mod wait;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -166,6 +167,13 @@ pub(crate) fn decode<R: DeserializeOwned>(
                 .error
                 .unwrap_or_else(|| TaskError::new("Unknown", "no error stored")),
         }),
+        InvocationStatus::Cancelled => Err(PynencError::Cancelled {
+            task_id: task_id.clone(),
+            invocation_id: *invocation_id,
+            error: outcome.error.unwrap_or_else(|| {
+                TaskError::new(pynenc_model::CANCELLED_ERROR_KIND, "cancelled")
+            }),
+        }),
         status => Err(PynencError::NoResult {
             invocation_id: *invocation_id,
             status,
@@ -211,6 +219,22 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
     pub fn parent_invocation_id(&self) -> Option<&InvocationId> {
         match &self.inner {
             UntypedInvocation::Distributed(d) => d.record.parent_invocation_id.as_ref(),
+            UntypedInvocation::Synchronous(_) => None,
+        }
+    }
+
+    /// The invocation this one reruns, if it is a rerun.
+    pub fn rerun_of(&self) -> Option<&InvocationId> {
+        match &self.inner {
+            UntypedInvocation::Distributed(d) => d.record.rerun_of.as_ref(),
+            UntypedInvocation::Synchronous(_) => None,
+        }
+    }
+
+    /// The stored record (distributed invocations only).
+    pub fn record(&self) -> Option<&InvocationRecord> {
+        match &self.inner {
+            UntypedInvocation::Distributed(d) => Some(&d.record),
             UntypedInvocation::Synchronous(_) => None,
         }
     }

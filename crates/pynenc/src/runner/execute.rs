@@ -1,10 +1,12 @@
-//! Running one task body: context, panics, sync bodies on blocking threads.
+//! Running one task body: context, panics, sync bodies on blocking threads,
+//! async bodies dropped when their invocation is cancelled.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
 
+use super::cancel::CancelSignal;
 use crate::context::{self, InvocationContext};
 use crate::task::{TaskBody, TaskInput, TaskOutput};
 use pynenc_model::{TaskError, PANIC_KIND};
@@ -55,5 +57,29 @@ pub(crate) async fn run_body(
                 )),
             }
         }
+    }
+}
+
+/// [`run_body`] for a run that can be cancelled through `cancel`: an async
+/// body is dropped at its next await once its invocation is cancelled, and
+/// `None` is returned. A sync body cannot be interrupted: it runs to its end
+/// (it can check [`crate::context::is_cancelled`]), and the caller checks
+/// the signal afterwards.
+pub(crate) async fn run_body_cancellable(
+    body: TaskBody,
+    input: TaskInput,
+    ctx: Arc<InvocationContext>,
+    cancel: Option<&CancelSignal>,
+) -> Option<TaskOutput> {
+    match (cancel, &body) {
+        (Some(signal), TaskBody::Async(_)) => {
+            let id = *ctx.invocation_id();
+            tokio::select! {
+                biased;
+                () = signal.cancelled(&id) => None,
+                out = run_body(body, input, ctx) => Some(out),
+            }
+        }
+        _ => Some(run_body(body, input, ctx).await),
     }
 }

@@ -21,6 +21,10 @@ pub(crate) struct Finished {
 
 type FinishReply = tokio::sync::oneshot::Sender<Finished>;
 
+/// A queued end: the run, its outcome, whether it frees a slot (takes a
+/// next invocation), and where to answer.
+type QueuedEnd = (Arc<InvocationRecord>, RunOutcome, bool, FinishReply);
+
 /// Records the ends of runs in batches by flat combining: a finishing
 /// invocation queues its outcome, and whoever finds no flush in progress
 /// flushes everything queued in one `finish_many_and_start` (one
@@ -29,7 +33,7 @@ type FinishReply = tokio::sync::oneshot::Sender<Finished>;
 /// itself at once.
 #[derive(Default)]
 pub(crate) struct Finisher {
-    queue: Mutex<Vec<(Arc<InvocationRecord>, RunOutcome, FinishReply)>>,
+    queue: Mutex<Vec<QueuedEnd>>,
     flushing: AtomicBool,
 }
 
@@ -43,15 +47,19 @@ impl Drop for FlushGuard<'_> {
 }
 
 impl Finisher {
-    /// Queues the end of the run of `record` and waits until it is recorded.
+    /// Queues the end of the run of `record` and waits until it is
+    /// recorded; a next invocation is taken for it only if it `frees_slot`.
     pub(crate) async fn finish(
         &self,
         host: &RunnerShared,
         record: &Arc<InvocationRecord>,
         outcome: RunOutcome,
+        frees_slot: bool,
     ) -> Finished {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue.lock().push((record.clone(), outcome, reply));
+        self.queue
+            .lock()
+            .push((record.clone(), outcome, frees_slot, reply));
         self.flush(host).await;
         answer.await.unwrap_or_else(|_| Finished {
             end: Err(PynencError::runner(format!(
@@ -74,16 +82,16 @@ impl Finisher {
                 let max_next = if host.stop.is_stopped() {
                     0
                 } else {
-                    batch.len()
+                    batch.iter().filter(|(_, _, frees, _)| *frees).count()
                 };
                 let mut ends = Vec::with_capacity(batch.len());
                 let mut waiting = Vec::with_capacity(batch.len());
-                for (record, outcome, reply) in batch {
+                for (record, outcome, frees_slot, reply) in batch {
                     ends.push(RunEnd {
                         invocation_id: record.invocation_id,
                         outcome,
                     });
-                    waiting.push((record, reply));
+                    waiting.push((record, frees_slot, reply));
                 }
                 let report = orch
                     .finish_many_and_start(&host.runner_id, ends, max_next, Some(process_context()))
@@ -92,8 +100,8 @@ impl Finisher {
                     warn!(error = %e, "could not take next invocations while recording ends");
                 }
                 let mut next = report.next.into_iter();
-                for ((record, reply), end) in waiting.into_iter().zip(report.ends) {
-                    let taken = next.next();
+                for ((record, frees_slot, reply), end) in waiting.into_iter().zip(report.ends) {
+                    let taken = if frees_slot { next.next() } else { None };
                     if let Some(n) = &taken {
                         host.hand_over(&record, std::slice::from_ref(n));
                     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use pynenc_model::{InvocationId, InvocationRecord, InvocationStatus, RunOutcome, RunnerId};
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::cancel::CancelSignal;
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::exceptions::Result;
@@ -36,15 +37,25 @@ pub(crate) trait InvocationHost: Send + Sync {
         ctx: &InvocationContext,
         ids: &[InvocationId],
     ) -> Result<()>;
+    /// The cancel signal of the runs it hosts, where a cancel reaches the
+    /// body in this process (see [`super::cancel`]); `None` where a cancel
+    /// stops the whole process instead.
+    fn cancel_signal(&self) -> Option<&CancelSignal> {
+        None
+    }
     /// Records the end of the run of `record`. A host may take its next
     /// invocations in the same step: they are returned, already `RUNNING`
-    /// for it, and the caller runs them.
+    /// for it, and the caller runs them. `frees_slot` tells whether the run
+    /// held a slot at its end: one that did not (a run cancelled while it
+    /// was `PAUSED`) takes nothing next.
     async fn finish(
         &self,
         app: &Pynenc,
         record: &Arc<InvocationRecord>,
         outcome: RunOutcome,
+        frees_slot: bool,
     ) -> RunFinish {
+        let _ = frees_slot;
         let end = app
             .orchestrator()
             .finish(&record.invocation_id, self.runner_id(), outcome)

@@ -4,16 +4,21 @@ use std::sync::OnceLock;
 
 use pynenc_model::RunnerId;
 
+/// The name of the host this process runs on.
+pub(crate) fn host_name() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "localhost".into())
+    })
+}
+
 /// The host name and process id of this process, for execution contexts and runner ids.
 pub fn process_context() -> &'static str {
     static CTX: OnceLock<String> = OnceLock::new();
-    CTX.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "localhost".into());
-        format!("{host}:{}", std::process::id())
-    })
+    CTX.get_or_init(|| format!("{}:{}", host_name(), std::process::id()))
 }
 
 /// A new runner id: the kind, this process (`host:pid`) and 8 random hex

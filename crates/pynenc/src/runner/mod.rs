@@ -23,6 +23,8 @@
 //! that come in while one step is in flight go together in the next, with
 //! one pick-up for all the slots they free.
 
+mod cancel;
+mod chain;
 mod execute;
 mod finisher;
 mod host;

@@ -6,9 +6,10 @@ use std::time::Instant;
 use pynenc_model::{InvocationId, InvocationRecord, RunOutcome, TaskError, TaskOptions};
 use pynenc_store::Orchestrator;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
-use super::execute::run_body;
+use super::cancel::cancelled_outcome;
+use super::execute::run_body_cancellable;
 use super::host::{InvocationHost, RunFinish, SlotState};
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
@@ -45,7 +46,13 @@ pub(crate) struct RunResult {
 
 /// Runs one invocation that is already `RUNNING` for `host`: finds its task
 /// in the registry, runs the body in its context, decides between success,
-/// retry and failure, and records the end. Shared by every runner kind.
+/// retry, failure and cancellation, and records the end. Shared by every
+/// runner kind.
+///
+/// Where the host has a cancel signal, a cancel of the invocation drops an
+/// async body at its next await; a sync body runs to its end. Either way a
+/// run whose invocation was cancelled ends `CANCELLED`, whatever the body
+/// returned.
 pub(crate) async fn run_invocation(
     app: &Pynenc,
     host: Arc<dyn InvocationHost>,
@@ -77,6 +84,10 @@ pub(crate) async fn run_invocation(
         arguments = %record.call.arguments.render(app.conf().print_arguments, app.serializer()),
         "running"
     );
+    let cancel = host.cancel_signal();
+    if let Some(signal) = cancel {
+        signal.begin(*id);
+    }
     let ctx = Arc::new(InvocationContext {
         app: app.clone(),
         record: record.clone(),
@@ -90,22 +101,36 @@ pub(crate) async fn run_invocation(
         record,
         serializer: app.serializer(),
     };
-    let output = run_body(def.body, input, ctx.clone()).await;
+    let output = run_body_cancellable(def.body, input, ctx.clone(), cancel).await;
+    let cancelled = cancel.is_some_and(|signal| signal.is_cancelled(id));
     let outcome = match output {
-        Ok(result) => RunOutcome::Success(result),
-        Err(error) => {
+        Some(Ok(result)) if !cancelled => RunOutcome::Success(result),
+        Some(Err(error)) if !cancelled => {
             let outcome = failure_outcome(orch, options, id, error).await;
             match &outcome {
                 RunOutcome::Retry(e) => {
                     warn!(error = %e, max_retries = options.max_retries, "invocation will be retried")
                 }
                 RunOutcome::Failed(e) => error!(error = %e, "invocation failed"),
-                RunOutcome::Success(_) => {}
+                RunOutcome::Cancelled(_) | RunOutcome::Success(_) => {}
             }
             outcome
         }
+        // cancelled: the body was dropped (`None`), or returned after the cancel
+        _ => {
+            info!(
+                runner_id = %host.runner_id(),
+                task_id = %def.task_id,
+                invocation_id = %id,
+                body_returned = output.is_some(),
+                "invocation cancelled"
+            );
+            cancelled_outcome(host.runner_id())
+        }
     };
-    let RunFinish { end, next } = host.finish(app, &kept, outcome).await;
+    // a run cancelled while PAUSED holds no slot: it takes nothing next
+    let frees_slot = ctx.slot.lock().await.permit.is_some();
+    let RunFinish { end, next } = host.finish(app, &kept, outcome, frees_slot).await;
     match end {
         Ok(status) => {
             debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished")

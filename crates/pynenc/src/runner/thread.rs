@@ -10,24 +10,49 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pynenc_model::{InvocationId, InvocationRecord, InvocationStatus, RunOutcome, RunnerId};
-use pynenc_store::RunEnd;
+use pynenc_model::{InvocationId, InvocationRecord, RunnerId};
 use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::cancel::{log_if_cancelled, requests_now, watch_requests};
+use super::chain::ChainHost;
 use super::finisher::Finisher;
-use super::host::{InvocationHost, RunFinish};
+use super::host::InvocationHost;
 use super::ids::{new_runner_id, process_context};
 use super::process;
 use super::run::{run_invocation, RunResult};
 use super::stop::{stop_on_signal, StopSignal};
-use super::upkeep::{idle, maintain, PickBackoff};
+use super::upkeep::{idle, maintain, PickBackoff, Presence};
 use super::{RunnerHandle, SpawnedRunner};
 use crate::app::Pynenc;
-use crate::context::InvocationContext;
-use crate::exceptions::{PynencError, Result};
+use crate::conf::RunnerKind;
+use crate::exceptions::Result;
+
+/// What a [`ThreadRunner`] is: a runner of its own, or a worker process of
+/// a pool runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A runner of its own: listed among the runners, cancels in-process.
+    Standalone,
+    /// A worker process of a pool: reports what it runs to the pool (which
+    /// lists it), and beats its own heartbeat unlisted. With
+    /// `cancel_by_parent`, a cancel is reported to the pool, which stops
+    /// the whole process; without, it is done in-process.
+    PoolWorker {
+        /// Whether the pool stops the process on a cancel.
+        cancel_by_parent: bool,
+    },
+}
+
+/// An invocation running in a runner: its record, the tokio task running
+/// it and the host of that task (with its cancel signal).
+pub(crate) struct Running {
+    record: Arc<InvocationRecord>,
+    abort: AbortHandle,
+    chain: Arc<ChainHost>,
+}
 
 /// State shared by a runner and the invocations it runs.
 pub(crate) struct RunnerShared {
@@ -37,13 +62,16 @@ pub(crate) struct RunnerShared {
     pub(crate) max_slots: usize,
     pub(crate) stop: Arc<StopSignal>,
     /// Running invocations by the address of their record (no key to
-    /// allocate), with the handle of the tokio task running them.
-    running: Mutex<FxHashMap<usize, (Arc<InvocationRecord>, AbortHandle)>>,
+    /// allocate).
+    running: Mutex<FxHashMap<usize, Running>>,
     idle: Notify,
-    finisher: Finisher,
-    /// Set in a worker process of a pool: tell the pool which invocations
-    /// run here, so it can account for them if this process dies.
-    report_to_parent: bool,
+    /// Notified when the runner starts running something after running nothing.
+    busy: Notify,
+    pub(crate) finisher: Finisher,
+    role: Role,
+    /// Hosts of tokio tasks that ended, for the next ones (one allocation
+    /// fewer per task); cleared when the runner stops.
+    spare_chains: Mutex<Vec<Arc<ChainHost>>>,
 }
 
 impl RunnerShared {
@@ -55,15 +83,27 @@ impl RunnerShared {
             return;
         }
         let mut running = self.running.lock();
-        if let Some(abort) = running.get(&running_key(from)).map(|(_, a)| a.clone()) {
-            for n in next {
-                running.insert(running_key(n), (n.clone(), abort.clone()));
-            }
+        let Some((abort, chain)) = running
+            .get(&running_key(from))
+            .map(|r| (r.abort.clone(), r.chain.clone()))
+        else {
+            return;
+        };
+        for n in next {
+            running.insert(
+                running_key(n),
+                Running {
+                    record: n.clone(),
+                    abort: abort.clone(),
+                    chain: chain.clone(),
+                },
+            );
         }
     }
 
     /// An invocation taken for a slot whose run is gone (the runner is
-    /// stopping): `KILLED` → `REROUTED`, back to the head of the queue.
+    /// stopping): `KILLED` → `REROUTED`, back to the head of the queue (or
+    /// `CANCELLED`, when a cancel was asked for it).
     pub(crate) async fn give_back(&self, record: &Arc<InvocationRecord>) {
         self.running.lock().remove(&running_key(record));
         let id = &record.invocation_id;
@@ -73,97 +113,68 @@ impl RunnerShared {
             .kill_and_reroute(id, &self.runner_id)
             .await
         {
-            Ok(()) => info!(invocation_id = %id, "re-routed: its slot's run is gone"),
+            Ok(()) => {
+                let task_id = Some(record.call.task_id.as_ref());
+                if !log_if_cancelled(&self.app, &self.runner_id, id, task_id).await {
+                    info!(invocation_id = %id, "re-routed: its slot's run is gone");
+                }
+            }
             Err(e) => warn!(invocation_id = %id, error = %e, "could not re-route"),
         }
     }
-}
 
-#[async_trait::async_trait]
-impl InvocationHost for RunnerShared {
-    fn runner_id(&self) -> &RunnerId {
-        &self.runner_id
+    /// A host for a new tokio task: a spare one, or a new one.
+    fn take_chain(self: &Arc<Self>) -> Arc<ChainHost> {
+        let spare = self.spare_chains.lock().pop();
+        spare.unwrap_or_else(|| Arc::new(ChainHost::new(self.clone())))
     }
 
-    /// Where batching pays (SQLite, Redis), the end joins the finisher's
-    /// next batch, which also takes the next invocation of each slot it
-    /// frees. Where it does not (the in-process backend), the end is
-    /// recorded directly and the slot's next invocation taken in the same
-    /// step. Either way the next invocation runs in this tokio task, so a
-    /// busy runner spawns no task and hands no slot over per invocation; a
-    /// stopping runner takes none.
-    async fn finish(
-        &self,
-        app: &Pynenc,
-        record: &Arc<InvocationRecord>,
-        outcome: RunOutcome,
-    ) -> RunFinish {
-        let orch = app.orchestrator();
-        if orch.batches_finishes() {
-            let finished = self.finisher.finish(self, record, outcome).await;
-            return RunFinish {
-                end: finished.end,
-                next: finished.next.into_iter().collect(),
-            };
-        }
-        let end = vec![RunEnd {
-            invocation_id: record.invocation_id,
-            outcome,
-        }];
-        let max_next = if self.stop.is_stopped() { 0 } else { 1 };
-        let report = orch
-            .finish_many_and_start(&self.runner_id, end, max_next, Some(process_context()))
-            .await;
-        if let Some(e) = &report.pick_error {
-            warn!(error = %e, "could not take the slot's next invocation");
-        }
-        self.hand_over(record, &report.next);
-        let end = match report.ends.into_iter().next() {
-            Some(end) => end.into_result().map_err(Into::into),
-            None => Err(PynencError::runner("the end of the run got no outcome")),
-        };
-        RunFinish {
-            end,
-            next: report.next,
+    /// The host of a tokio task that ended, kept for a next one (a few).
+    fn keep_chain(&self, chain: Arc<ChainHost>) {
+        let mut spare = self.spare_chains.lock();
+        if spare.len() < self.max_slots.min(64) {
+            spare.push(chain);
         }
     }
 
-    /// Pauses `ctx` while it waits for `ids`: the wait is recorded for
-    /// blocking control, the slot is freed, and taken back when all are final.
-    async fn waiting_for_results(
-        &self,
-        ctx: &InvocationContext,
-        ids: &[InvocationId],
-    ) -> Result<()> {
-        let orch = self.app.orchestrator();
-        orch.waiting_for_results(Some(ctx.invocation_id()), ids)
-            .await?;
-        {
-            let mut slot = ctx.slot.lock().await;
-            if slot.waits == 0 {
-                ctx.set_own_status(InvocationStatus::Paused, &self.runner_id)
-                    .await?;
-                slot.permit = None;
-                debug!(invocation_id = %ctx.invocation_id(), waiting_for = ids.len(), "paused");
+    /// The invocations running here now.
+    fn running_ids(&self) -> Vec<InvocationId> {
+        self.running
+            .lock()
+            .values()
+            .map(|r| r.record.invocation_id)
+            .collect()
+    }
+
+    /// Stops those of `ids` that run here (in-process: see
+    /// [`super::cancel`]), or, in a worker whose pool stops the process on a
+    /// cancel and unless `in_process`, tells the pool.
+    fn cancel_running(&self, ids: &[InvocationId], in_process: bool) {
+        let by_parent = matches!(
+            self.role,
+            Role::PoolWorker {
+                cancel_by_parent: true
             }
-            slot.waits += 1;
+        );
+        let running = self.running.lock();
+        for r in running.values() {
+            let id = &r.record.invocation_id;
+            if !ids.contains(id) {
+                continue;
+            }
+            if by_parent && !in_process {
+                debug!(invocation_id = %id, "cancel requested: asking the pool to stop this process");
+                let line = format!("{id} {}", r.record.call.task_id);
+                process::report_to_parent("cancel", &line);
+            } else if r.chain.cancel.request(id) {
+                info!(
+                    runner_id = %self.runner_id,
+                    task_id = %r.record.call.task_id,
+                    invocation_id = %id,
+                    "cancel requested: stopping the invocation"
+                );
+            }
         }
-        let waited = self.app.coordination().wait_final(ids).await;
-        let mut slot = ctx.slot.lock().await;
-        slot.waits -= 1;
-        if slot.waits == 0 {
-            slot.permit = Some(
-                self.slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| PynencError::runner("runner slots closed"))?,
-            );
-            ctx.set_own_status(InvocationStatus::Resumed, &self.runner_id)
-                .await?;
-            debug!(invocation_id = %ctx.invocation_id(), "resumed");
-        }
-        Ok(waited?)
     }
 }
 
@@ -185,17 +196,17 @@ impl ThreadRunner {
             app,
             max_parallel_slots,
             new_runner_id("ThreadRunner"),
-            false,
+            Role::Standalone,
         )
     }
 
-    /// A runner with a given id; `report_to_parent` makes it write the
-    /// start and end of every invocation to its pool parent.
+    /// A runner with a given id and role (a pool worker writes the start
+    /// and end of every invocation to its pool parent).
     pub(crate) fn with_identity(
         app: &Pynenc,
         max_parallel_slots: usize,
         runner_id: RunnerId,
-        report_to_parent: bool,
+        role: Role,
     ) -> Self {
         let n = max_parallel_slots.max(1);
         ThreadRunner {
@@ -207,8 +218,10 @@ impl ThreadRunner {
                 stop: Arc::new(StopSignal::default()),
                 running: Mutex::new(FxHashMap::default()),
                 idle: Notify::new(),
+                busy: Notify::new(),
                 finisher: Finisher::default(),
-                report_to_parent,
+                role,
+                spare_chains: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -241,7 +254,10 @@ impl ThreadRunner {
         self.run().await
     }
 
-    /// Runs until stopped.
+    /// Runs until stopped. It registers at start (see
+    /// [`crate::store::Queries::runners`]), re-registers with what it runs
+    /// at every heartbeat, watches for cancel requests while it runs
+    /// anything, and leaves the list on a clean stop.
     pub async fn run(self) -> Result<()> {
         let shared = self.shared.clone();
         let span = info_span!("runner", runner_id = %shared.runner_id);
@@ -250,66 +266,106 @@ impl ThreadRunner {
                 warn!("dev_mode_force_sync_tasks is on: calls run in the caller, this runner will find no work");
             }
             info!(slots = shared.max_slots, app_id = %shared.app.app_id(), "runner started");
-            let orch = shared.app.orchestrator();
-            let coordination = shared.app.coordination();
+            let presence = Arc::new(presence_of(&shared));
+            presence.beat().await;
             let maintenance = tokio::spawn(
-                maintain(shared.app.clone(), shared.runner_id.clone()).instrument(tracing::Span::current()),
+                maintain(presence.clone(), true).instrument(tracing::Span::current()),
             );
-            let mut backoff = PickBackoff::new();
-            while !shared.stop.is_stopped() {
-                let free = shared.slots.available_permits();
-                if free == 0 {
-                    shared.stop.or_stopped(shared.slots.clone().acquire_owned()).await;
-                    // let invocations that are about to end free their slots
-                    // too, so one pick fills several
-                    let enough = (shared.max_slots / 4).max(1);
-                    for _ in 0..8 {
-                        tokio::task::yield_now().await;
-                        if shared.slots.available_permits() >= enough {
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                let epoch = coordination.work_epoch();
-                let batch = match orch
-                    .get_invocations_to_start(&shared.runner_id, free, Some(process_context()))
-                    .await
-                {
-                    Ok(b) => {
-                        backoff.reset();
-                        b
-                    }
-                    Err(e) => {
-                        backoff.failed(&shared.stop, &e.into()).await;
-                        continue;
-                    }
-                };
-                if batch.is_empty() {
-                    idle(&shared.app, &shared.stop, epoch).await;
-                    continue;
-                }
-                for record in batch {
-                    let permit = match shared.slots.clone().try_acquire_owned() {
-                        Ok(p) => p,
-                        Err(_) => match shared.slots.clone().acquire_owned().await {
-                            Ok(p) => p,
-                            Err(_) => break,
-                        },
-                    };
-                    spawn_invocation(&shared, record, permit);
-                }
-            }
+            let watcher = tokio::spawn(watch_cancels(shared.clone()).instrument(tracing::Span::current()));
+            pick_and_run(&shared).await;
             shutdown(&shared).await;
+            watcher.abort();
             maintenance.abort();
-            if let Err(e) = coordination.remove_heartbeat(&shared.runner_id).await {
-                warn!(error = %e, "could not remove the runner heartbeat");
-            }
+            // a heartbeat in flight must not land after the runner left
+            let _ = maintenance.await;
+            presence.leave().await;
+            // the spare hosts point back at the runner
+            shared.spare_chains.lock().clear();
             info!("runner stopped");
             Ok(())
         }
         .instrument(span)
         .await
+    }
+}
+
+/// How a runner of `shared`'s role tells the store about itself.
+fn presence_of(shared: &Arc<RunnerShared>) -> Presence {
+    let kind = (shared.role == Role::Standalone).then_some(RunnerKind::Thread);
+    let s = shared.clone();
+    Presence::new(&shared.app, &shared.runner_id, kind, move || {
+        (s.max_slots, s.running_ids())
+    })
+}
+
+/// Asks for the runner's cancel requests while it runs anything.
+async fn watch_cancels(shared: Arc<RunnerShared>) {
+    let s = shared.clone();
+    watch_requests(
+        shared.app.clone(),
+        shared.runner_id.clone(),
+        &shared.busy,
+        || !s.running.lock().is_empty(),
+        |ids| {
+            shared.cancel_running(&ids, false);
+            async {}
+        },
+    )
+    .await;
+}
+
+/// The runner loop: picks for all free slots at once and runs what it
+/// picked, until a stop.
+async fn pick_and_run(shared: &Arc<RunnerShared>) {
+    let orch = shared.app.orchestrator();
+    let coordination = shared.app.coordination();
+    let mut backoff = PickBackoff::new();
+    while !shared.stop.is_stopped() {
+        let free = shared.slots.available_permits();
+        if free == 0 {
+            shared
+                .stop
+                .or_stopped(shared.slots.clone().acquire_owned())
+                .await;
+            // let invocations that are about to end free their slots
+            // too, so one pick fills several
+            let enough = (shared.max_slots / 4).max(1);
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+                if shared.slots.available_permits() >= enough {
+                    break;
+                }
+            }
+            continue;
+        }
+        let epoch = coordination.work_epoch();
+        let batch = match orch
+            .get_invocations_to_start(&shared.runner_id, free, Some(process_context()))
+            .await
+        {
+            Ok(b) => {
+                backoff.reset();
+                b
+            }
+            Err(e) => {
+                backoff.failed(&shared.stop, &e.into()).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            idle(&shared.app, &shared.stop, epoch).await;
+            continue;
+        }
+        for record in batch {
+            let permit = match shared.slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => match shared.slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            spawn_invocation(shared, record, permit);
+        }
     }
 }
 
@@ -319,7 +375,7 @@ fn running_key(record: &Arc<InvocationRecord>) -> usize {
 }
 
 /// Runs `record` in a new tokio task holding `permit`, then, in the same
-/// task, the invocations its host takes next (see [`RunnerShared::finish`]).
+/// task, the invocations its host takes next (see [`ChainHost::finish`]).
 fn spawn_invocation(
     shared: &Arc<RunnerShared>,
     record: Arc<InvocationRecord>,
@@ -327,13 +383,18 @@ fn spawn_invocation(
 ) {
     let key = running_key(&record);
     let kept = record.clone();
+    let chain = shared.take_chain();
+    let kept_chain = chain.clone();
+    let host: Arc<dyn InvocationHost> = chain.clone();
     let s = shared.clone();
     // the runner's span (with its runner id) is the parent of every invocation's span
     let runner_span = tracing::Span::current();
     // hold the map lock while spawning so the task cannot remove itself before it is inserted
     let mut running = shared.running.lock();
+    if running.is_empty() {
+        shared.busy.notify_waiters();
+    }
     let fut = async move {
-        let host: Arc<dyn InvocationHost> = s.clone();
         let mut permit = Some(permit);
         let mut queue = vec![record];
         while let Some(record) = queue.pop() {
@@ -359,9 +420,18 @@ fn spawn_invocation(
                 s.idle.notify_waiters();
             }
         }
+        drop(host);
+        s.keep_chain(kept_chain);
     };
     let task = tokio::spawn(fut);
-    running.insert(key, (kept, task.abort_handle()));
+    running.insert(
+        key,
+        Running {
+            record: kept,
+            abort: task.abort_handle(),
+            chain,
+        },
+    );
 }
 
 /// [`run_invocation`] in a runner, reporting to a pool parent where the
@@ -372,7 +442,7 @@ async fn run_hosted(
     record: Arc<InvocationRecord>,
     mut permit: Option<OwnedSemaphorePermit>,
 ) -> RunResult {
-    let id = s.report_to_parent.then_some(record.invocation_id);
+    let id = matches!(s.role, Role::PoolWorker { .. }).then_some(record.invocation_id);
     if let Some(id) = &id {
         if process::is_quarantined(id) {
             // it was running in a worker process that died beside
@@ -393,9 +463,16 @@ async fn run_hosted(
     end
 }
 
-/// Lets running invocations finish within the grace period, then kills and
-/// re-routes the rest.
+/// Stops at once what the runner was asked to cancel, lets the other
+/// running invocations finish within the grace period, then kills and
+/// re-routes the rest (those with a pending cancel end `CANCELLED`).
 async fn shutdown(shared: &Arc<RunnerShared>) {
+    if !shared.running.lock().is_empty() {
+        let cancels = requests_now(&shared.app, &shared.runner_id).await;
+        if !cancels.is_empty() {
+            shared.cancel_running(&cancels, true);
+        }
+    }
     let grace = Duration::from_secs_f64(shared.app.conf().runner.shutdown_grace_seconds.max(0.0));
     let deadline = tokio::time::Instant::now() + grace;
     loop {
@@ -409,17 +486,23 @@ async fn shutdown(shared: &Arc<RunnerShared>) {
             break;
         }
     }
-    let left: Vec<(InvocationId, AbortHandle)> = shared
+    let left: Vec<(Arc<InvocationRecord>, AbortHandle)> = shared
         .running
         .lock()
         .drain()
-        .map(|(_, (record, abort))| (record.invocation_id, abort))
+        .map(|(_, r)| (r.record, r.abort))
         .collect();
     let orch = shared.app.orchestrator();
-    for (id, abort) in left {
+    for (record, abort) in left {
         abort.abort();
-        match orch.kill_and_reroute(&id, &shared.runner_id).await {
-            Ok(()) => info!(invocation_id = %id, "killed at shutdown and re-routed"),
+        let id = &record.invocation_id;
+        match orch.kill_and_reroute(id, &shared.runner_id).await {
+            Ok(()) => {
+                let task_id = Some(record.call.task_id.as_ref());
+                if !log_if_cancelled(&shared.app, &shared.runner_id, id, task_id).await {
+                    info!(invocation_id = %id, "killed at shutdown and re-routed");
+                }
+            }
             Err(e) => warn!(invocation_id = %id, error = %e, "could not re-route at shutdown"),
         }
     }

@@ -1,14 +1,18 @@
 //! What a runner does besides running: backing off after a failed pick,
-//! idling until work comes, and its periodic duties (heartbeat, recovery,
-//! auto purge).
+//! idling until work comes, and its periodic duties (heartbeat and
+//! registration, recovery, pruning of silent runners, auto purge).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pynenc_model::RunnerId;
+use pynenc_model::{InvocationId, RunnerId, RunnerInfo, Timestamp};
 use tracing::{debug, error, info, warn};
 
+use super::cancel::log_if_cancelled;
+use super::ids::host_name;
 use super::stop::StopSignal;
 use crate::app::Pynenc;
+use crate::conf::RunnerKind;
 use crate::exceptions::PynencError;
 
 /// The wait of a runner loop after a failed pick: 10 ms, doubling up to
@@ -54,9 +58,119 @@ pub(crate) async fn idle(app: &Pynenc, stop: &StopSignal, epoch: u64) {
     .await;
 }
 
-/// The runner's periodic duties, off the hot path: heartbeat, recovery of
-/// lost work (by the one runner holding the recovery lease) and auto purge.
-pub(crate) async fn maintain(app: Pynenc, runner_id: RunnerId) {
+/// What a runner says of itself to the store: who it is and, at every
+/// heartbeat, what it runs now.
+///
+/// A listed runner registers (`Coordination::register_runner`, which counts
+/// as a heartbeat) and appears in `Queries::runners`; an unlisted one (a
+/// worker process of a pool, whose pool lists what it runs) only beats its
+/// heartbeat, which keeps what it owns from being recovered.
+pub(crate) struct Presence {
+    app: Pynenc,
+    info: RunnerInfo,
+    listed: bool,
+    now: NowRunning,
+}
+
+/// What a runner has now: its slots and the invocations it runs.
+type NowRunning = Box<dyn Fn() -> (usize, Vec<InvocationId>) + Send + Sync>;
+
+impl Presence {
+    /// The presence of `runner_id`, listed as a runner of `kind` (`None`:
+    /// not listed); `now` tells its slots and what it runs now.
+    pub(crate) fn new(
+        app: &Pynenc,
+        runner_id: &RunnerId,
+        kind: Option<RunnerKind>,
+        now: impl Fn() -> (usize, Vec<InvocationId>) + Send + Sync + 'static,
+    ) -> Self {
+        let started_at = Timestamp::now();
+        Presence {
+            app: app.clone(),
+            info: RunnerInfo {
+                runner_id: runner_id.clone(),
+                kind: kind.map_or("", RunnerKind::name).to_string(),
+                host: host_name().to_string(),
+                pid: std::process::id(),
+                started_at,
+                heartbeat_at: started_at,
+                slots: 0,
+                running: Vec::new(),
+            },
+            listed: kind.is_some(),
+            now: Box::new(now),
+        }
+    }
+
+    /// The runner's id.
+    pub(crate) fn runner_id(&self) -> &RunnerId {
+        &self.info.runner_id
+    }
+
+    /// A heartbeat: registers the runner with what it runs now (a listed
+    /// runner), or records that it is alive.
+    pub(crate) async fn beat(&self) {
+        let coordination = self.app.coordination();
+        let written = if self.listed {
+            let (slots, running) = (self.now)();
+            let mut info = self.info.clone();
+            info.slots = u32::try_from(slots).unwrap_or(u32::MAX);
+            info.running = running;
+            coordination.register_runner(&info).await
+        } else {
+            coordination.heartbeat(&self.info.runner_id).await
+        };
+        if let Err(e) = written {
+            warn!(error = %e, "could not write the runner heartbeat");
+        }
+    }
+
+    /// A clean stop: the runner's heartbeat and registration are removed.
+    pub(crate) async fn leave(&self) {
+        if let Err(e) = self
+            .app
+            .coordination()
+            .remove_heartbeat(self.runner_id())
+            .await
+        {
+            warn!(error = %e, "could not remove the runner heartbeat");
+        }
+    }
+}
+
+/// Forgets the registrations of runners whose heartbeat is older than
+/// `keep` (they stopped without leaving, or died).
+async fn prune_runners(app: &Pynenc, keep: Duration) {
+    let runners = match app.queries().runners().await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "could not list the runners to prune them");
+            return;
+        }
+    };
+    let cutoff = Timestamp::now() - keep;
+    for runner in runners.into_iter().filter(|r| r.heartbeat_at < cutoff) {
+        match app.coordination().remove_heartbeat(&runner.runner_id).await {
+            Ok(()) => info!(
+                runner = %runner.runner_id,
+                last_heartbeat = %runner.heartbeat_at,
+                "forgot a runner silent for longer than runner_info_keep_seconds"
+            ),
+            Err(e) => {
+                warn!(runner = %runner.runner_id, error = %e, "could not forget a silent runner")
+            }
+        }
+    }
+}
+
+/// The runner's periodic duties, off the hot path: its heartbeat (with
+/// what it runs now, see [`Presence`]) and, when `upkeep`, recovery of lost
+/// work and pruning of silent runners (by the one runner holding the
+/// recovery lease) and auto purge. The caller announced the runner already
+/// (the first heartbeat comes one interval later).
+pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
+    let app = presence.app.clone();
+    let runner_id = presence.runner_id().clone();
     let conf = app.conf();
     let orch = app.orchestrator();
     let coordination = app.coordination();
@@ -66,19 +180,29 @@ pub(crate) async fn maintain(app: Pynenc, runner_id: RunnerId) {
     let dead_after = secs(conf.runner.runner_dead_after_seconds);
     let max_pending = secs(conf.orchestrator.max_pending_seconds);
     let purge_every = secs(conf.orchestrator.auto_purge_interval_seconds);
-    let purge_after = Duration::from_secs_f64(
-        conf.orchestrator.auto_final_invocation_purge_hours.max(0.0) * 3600.0,
-    );
+    let keep_runners = Duration::from_secs_f64(conf.runner.runner_info_keep_seconds.max(0.0));
+    let prune_every = keep_runners.clamp(recover_every, Duration::from_secs(60).max(recover_every));
+    let retention = conf.retention_policy();
     let recovery_actor = RunnerId::from(format!("recovery@{runner_id}"));
-    let tick = heartbeat_every.min(recover_every).min(purge_every);
-    let (mut last_beat, mut last_recover, mut last_purge) =
-        (None::<Instant>, Instant::now(), Instant::now());
+    let tick = if upkeep {
+        heartbeat_every.min(recover_every).min(purge_every)
+    } else {
+        heartbeat_every
+    };
+    let (mut last_beat, mut last_recover, mut last_purge, mut last_prune) = (
+        Instant::now(),
+        Instant::now(),
+        Instant::now(),
+        None::<Instant>,
+    );
     loop {
-        if last_beat.map_or(true, |t| t.elapsed() >= heartbeat_every) {
-            last_beat = Some(Instant::now());
-            if let Err(e) = coordination.heartbeat(&runner_id).await {
-                warn!(error = %e, "could not write the runner heartbeat");
-            }
+        tokio::time::sleep(tick).await;
+        if last_beat.elapsed() >= heartbeat_every {
+            last_beat = Instant::now();
+            presence.beat().await;
+        }
+        if !upkeep {
+            continue;
         }
         if last_recover.elapsed() >= recover_every {
             last_recover = Instant::now();
@@ -86,25 +210,33 @@ pub(crate) async fn maintain(app: Pynenc, runner_id: RunnerId) {
                 .try_lease("recovery", &runner_id, recover_every * 3)
                 .await
             {
-                Ok(true) => match orch.recover(&recovery_actor, dead_after, max_pending).await {
-                    Ok(ids) if ids.is_empty() => {}
-                    Ok(ids) => {
-                        warn!(recovered = ids.len(), invocations = ?ids, "re-routed invocations of dead runners")
+                Ok(true) => {
+                    match orch.recover(&recovery_actor, dead_after, max_pending).await {
+                        Ok(ids) if ids.is_empty() => {}
+                        Ok(ids) => {
+                            warn!(recovered = ids.len(), invocations = ?ids, "recovered invocations of dead runners (re-routed, or cancelled when a cancel was pending)");
+                            for id in &ids {
+                                log_if_cancelled(&app, &recovery_actor, id, None).await;
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "recovery failed"),
                     }
-                    Err(e) => warn!(error = %e, "recovery failed"),
-                },
+                    if last_prune.map_or(true, |t| t.elapsed() >= prune_every) {
+                        last_prune = Some(Instant::now());
+                        prune_runners(&app, keep_runners).await;
+                    }
+                }
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "could not take the recovery lease"),
             }
         }
         if last_purge.elapsed() >= purge_every {
             last_purge = Instant::now();
-            match orch.auto_purge(purge_after).await {
+            match orch.auto_purge(&retention).await {
                 Ok(0) => {}
                 Ok(n) => info!(purged = n, "auto purge removed final invocations"),
                 Err(e) => warn!(error = %e, "auto purge failed"),
             }
         }
-        tokio::time::sleep(tick).await;
     }
 }

@@ -11,12 +11,13 @@ use tokio::sync::Mutex as AsyncMutex;
 use tracing::{info_span, Instrument};
 
 use super::protocol::report_to_parent;
-use super::{CHILD_ENV, CONFIG_ENV, INVOCATION_ENV, OWNER_ENV, SLOTS_ENV};
+use super::{CANCEL_ENV, CHILD_ENV, CONFIG_ENV, INVOCATION_ENV, OWNER_ENV, SLOTS_ENV};
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::exceptions::{PynencError, Result};
 use crate::runner::ids::process_context;
 use crate::runner::run::run_invocation;
+use crate::runner::thread::Role;
 use crate::runner::{InvocationHost, ThreadRunner};
 
 /// In a worker process: invocations its pool suspects of crashing a
@@ -50,7 +51,13 @@ pub fn run_child_if_requested() {
             .enable_all()
             .build()
         {
-            Ok(rt) => rt.block_on(child_main(&mode)),
+            Ok(rt) => {
+                let code = rt.block_on(child_main(&mode));
+                // what is left on blocking threads (a sync body that ignored
+                // a cancel or outlived a stop) was ended already: do not wait for it
+                rt.shutdown_background();
+                code
+            }
             Err(e) => {
                 eprintln!("pynenc child: cannot start a runtime: {e}");
                 70
@@ -194,9 +201,16 @@ async fn worker_child(app: Pynenc) -> Result<()> {
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(1);
     let owner = RunnerId::from(env_var(OWNER_ENV)?);
-    ThreadRunner::with_identity(&app, slots, owner, true)
+    ThreadRunner::with_identity(&app, slots, owner, worker_role())
         .run_until_signal()
         .await
+}
+
+/// The role of this worker process: whether its pool stops it on a cancel.
+fn worker_role() -> Role {
+    Role::PoolWorker {
+        cancel_by_parent: std::env::var(CANCEL_ENV).is_ok_and(|v| v == "parent"),
+    }
 }
 
 /// A variable the parent sets in a child's environment.

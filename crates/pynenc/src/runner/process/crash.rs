@@ -13,6 +13,7 @@ use tracing::{debug, error, warn};
 use super::children::{describe_exit, died_of_a_fault};
 use super::PROCESS_CRASHED_KIND;
 use crate::app::Pynenc;
+use crate::runner::cancel::log_if_cancelled;
 use crate::runner::run::failure_outcome;
 
 /// How long a runner remembers an invocation that was running in a
@@ -113,6 +114,7 @@ impl CrashLedger {
             // pool, it runs alone
             let _ = self.announce.send(id);
             match app.orchestrator().kill_and_reroute(&id, owner).await {
+                Ok(()) if log_if_cancelled(app, owner, &id, None).await => {}
                 Ok(()) => warn!(
                     invocation_id = %id, pid, %exit,
                     "the {what} running this invocation died without the cause being pinned on it; re-routed"

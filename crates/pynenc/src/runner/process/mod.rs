@@ -41,6 +41,21 @@
 //! Invocations a dead worker was holding back to run alone are re-routed at
 //! once; anything else it had taken but not started is re-routed by the
 //! recovery service once its heartbeat expires.
+//!
+//! Who is a runner: a [`ProcessRunner`]'s children act for it (they own
+//! nothing, beat no heartbeat and are not listed among the runners). A
+//! pool's workers own what they run and beat their own heartbeats, but the
+//! pool is the runner that is listed, with what its workers run.
+//!
+//! A cancel of an invocation running in a child stops the process: the
+//! child of a [`ProcessRunner`] gets `SIGTERM`, then `SIGKILL` after
+//! `runner.shutdown_grace_seconds`, and the runner ends the run
+//! `CANCELLED` (not as a crash, not re-routed). A worker of a
+//! [`PersistentProcessRunner`] reports the cancel to its pool, which stops
+//! the worker the same way (`SIGKILL` two seconds after the grace period,
+//! which the worker's own graceful stop uses to end the run `CANCELLED`)
+//! and replaces it. The workers of a [`MultiThreadRunner`] run several
+//! invocations each, so they cancel in-process, as a [`crate::ThreadRunner`].
 
 mod child;
 mod children;
@@ -48,6 +63,8 @@ mod crash;
 mod per_invocation;
 mod pool;
 mod protocol;
+mod supervise;
+mod worker;
 
 pub use child::run_child_if_requested;
 pub(crate) use child::{end_quarantine, is_quarantined};
@@ -61,5 +78,8 @@ const CONFIG_ENV: &str = "PYNENC_CHILD_CONFIG";
 const INVOCATION_ENV: &str = "PYNENC_CHILD_INVOCATION";
 const OWNER_ENV: &str = "PYNENC_CHILD_OWNER";
 const SLOTS_ENV: &str = "PYNENC_CHILD_SLOTS";
+/// Set to `parent` for a worker whose pool stops the whole process on a
+/// cancel (a persistent pool's single-slot workers).
+const CANCEL_ENV: &str = "PYNENC_CHILD_CANCEL";
 /// The error kind of an invocation that crashed the process running it.
 pub const PROCESS_CRASHED_KIND: &str = "ProcessCrashed";

@@ -1,34 +1,40 @@
 //! [`ProcessRunner`]: one child process per invocation, stopped while it
-//! waits for other invocations.
+//! waits for other invocations, and stopped for good when its invocation
+//! is cancelled.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pynenc_model::{InvocationId, InvocationRecord, RunnerId};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin};
-use tokio::sync::Semaphore;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use pynenc_model::{InvocationId, RunnerId};
+use tokio::sync::{Notify, Semaphore};
+use tracing::{info, info_span, warn, Instrument};
 
-use super::children::{child_command, refuse_memory, signal};
+use super::children::{refuse_memory, signal};
 use super::crash::CrashLedger;
-use super::protocol::protocol_request;
-use super::{INVOCATION_ENV, OWNER_ENV};
+use super::supervise::{supervise_child, Children};
 use crate::app::Pynenc;
-use crate::exceptions::{PynencError, Result};
+use crate::conf::RunnerKind;
+use crate::exceptions::Result;
+use crate::runner::cancel::{log_if_cancelled, requests_now, watch_requests};
 use crate::runner::ids::new_runner_id;
 use crate::runner::stop::{stop_on_signal, StopSignal};
-use crate::runner::upkeep::{idle, maintain, PickBackoff};
+use crate::runner::upkeep::{idle, maintain, PickBackoff, Presence};
 use crate::runner::{RunnerHandle, SpawnedRunner};
 
 /// One child process per invocation.
+///
+/// The children are not runners of their own: each acts for this runner
+/// (the owner of its invocation), beats no heartbeat and is not listed
+/// among the runners; this runner lists the invocations they run. A cancel
+/// of one of them reaches this runner, which stops the child (`SIGTERM`,
+/// then `SIGKILL` after `runner.shutdown_grace_seconds`) and ends the run
+/// `CANCELLED`.
 pub struct ProcessRunner {
-    app: Pynenc,
-    runner_id: RunnerId,
+    pub(crate) app: Pynenc,
+    pub(crate) runner_id: RunnerId,
     max_processes: usize,
     stop: Arc<StopSignal>,
-    crashes: CrashLedger,
+    pub(crate) crashes: CrashLedger,
 }
 
 impl ProcessRunner {
@@ -78,11 +84,21 @@ impl ProcessRunner {
         let me = this.clone();
         async move {
             info!(max_processes = me.max_processes, "process runner started");
+            let children = Arc::new(Children::default());
+            let presence = {
+                let (children, slots) = (children.clone(), me.max_processes);
+                Arc::new(Presence::new(&me.app, &me.runner_id, Some(RunnerKind::Process), move || {
+                    (slots, children.running_ids())
+                }))
+            };
+            presence.beat().await;
             let maintenance = tokio::spawn(
-                maintain(me.app.clone(), me.runner_id.clone()).instrument(tracing::Span::current()),
+                maintain(presence.clone(), true).instrument(tracing::Span::current()),
+            );
+            let watcher = tokio::spawn(
+                watch_cancels(me.clone(), children.clone()).instrument(tracing::Span::current()),
             );
             let slots = Arc::new(Semaphore::new(me.max_processes));
-            let children: Arc<parking_lot::Mutex<HashMap<InvocationId, u32>>> = Arc::default();
             let mut tasks = tokio::task::JoinSet::new();
             let orch = me.app.orchestrator();
             let coordination = me.app.coordination();
@@ -119,25 +135,35 @@ impl ProcessRunner {
                 }
                 while tasks.try_join_next().is_some() {}
             }
+            // what was cancelled is stopped now, not waited for
+            let cancels = requests_now(&me.app, &me.runner_id).await;
+            children.cancel(&me.runner_id, &cancels);
             // graceful stop: let children finish within the grace period, then kill
             let grace = Duration::from_secs_f64(me.app.conf().runner.shutdown_grace_seconds.max(0.0));
             if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
                 .await
                 .is_err()
             {
-                let left: Vec<(InvocationId, u32)> = children.lock().drain().collect();
+                let left: Vec<(InvocationId, u32)> = children.drain();
                 for (id, pid) in left {
                     signal(pid, libc::SIGKILL);
                     match orch.kill_and_reroute(&id, &me.runner_id).await {
-                        Ok(()) => info!(invocation_id = %id, pid, "child killed at shutdown, invocation re-routed"),
+                        Ok(()) => {
+                            if !log_if_cancelled(&me.app, &me.runner_id, &id, None).await {
+                                info!(invocation_id = %id, pid, "child killed at shutdown, invocation re-routed")
+                            }
+                        }
                         Err(e) => warn!(invocation_id = %id, error = %e, "could not re-route at shutdown"),
                     }
                 }
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
             }
+            watcher.abort();
             maintenance.abort();
-            let _ = coordination.remove_heartbeat(&me.runner_id).await;
+            // a heartbeat in flight must not land after the runner left
+            let _ = maintenance.await;
+            presence.leave().await;
             info!("process runner stopped");
             Ok(())
         }
@@ -146,90 +172,19 @@ impl ProcessRunner {
     }
 }
 
-/// Runs one invocation in a child process and answers its requests.
-async fn supervise_child(
-    runner: Arc<ProcessRunner>,
-    record: Arc<InvocationRecord>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-    slots: Arc<Semaphore>,
-    children: Arc<parking_lot::Mutex<HashMap<InvocationId, u32>>>,
-) {
-    let id = record.invocation_id;
-    let mut permit = Some(permit);
-    let spawned = child_command(&runner.app, "invocation").and_then(|mut cmd| {
-        cmd.env(INVOCATION_ENV, id.as_str())
-            .env(OWNER_ENV, runner.runner_id.as_str())
-            .spawn()
-            .map_err(|e| PynencError::runner_caused("cannot start a child process", e))
-    });
-    let mut child: Child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            error!(error = %e, "re-routing the invocation");
-            let _ = runner
-                .app
-                .orchestrator()
-                .kill_and_reroute(&id, &runner.runner_id)
-                .await;
-            return;
-        }
-    };
-    let pid = child.id().unwrap_or(0);
-    children.lock().insert(id, pid);
-    debug!(pid, "child started");
-    let mut stdin: Option<ChildStdin> = child.stdin.take();
-    if let Some(stdout) = child.stdout.take() {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let Some(request) = protocol_request(&line) else {
-                continue;
-            };
-            let Some(ids) = request.strip_prefix("wait ") else {
-                warn!(request, "unknown request from a child");
-                continue;
-            };
-            let waited: Vec<InvocationId> = match serde_json::from_str(ids) {
-                Ok(w) => w,
-                Err(e) => {
-                    warn!(error = %e, "unreadable wait request from a child");
-                    continue;
-                }
-            };
-            // the child is PAUSED: stop it and free its slot until the results are ready
-            signal(pid, libc::SIGSTOP);
-            drop(permit.take());
-            debug!(pid, waiting_for = waited.len(), "child paused");
-            if let Err(e) = runner.app.coordination().wait_final(&waited).await {
-                warn!(error = %e, "waiting for a child's results failed");
-            }
-            permit = slots.clone().acquire_owned().await.ok();
-            signal(pid, libc::SIGCONT);
-            if let Some(pipe) = stdin.as_mut() {
-                let _ = pipe.write_all(b"go\n").await;
-                let _ = pipe.flush().await;
-            }
-            debug!(pid, "child resumed");
-        }
-    }
-    let status = child.wait().await;
-    children.lock().remove(&id);
-    drop(stdin);
-    drop(permit);
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            runner
-                .crashes
-                .process_died(
-                    &runner.app,
-                    &runner.runner_id,
-                    vec![id],
-                    pid,
-                    &s,
-                    "child process",
-                )
-                .await
-        }
-        Err(e) => warn!(pid, error = %e, "could not learn how the child process ended"),
-    }
+/// Asks for the runner's cancel requests while any child runs, and stops
+/// the children running what was cancelled.
+async fn watch_cancels(runner: Arc<ProcessRunner>, children: Arc<Children>) {
+    let busy: &Notify = &children.busy;
+    watch_requests(
+        runner.app.clone(),
+        runner.runner_id.clone(),
+        busy,
+        || !children.is_empty(),
+        |ids| {
+            children.cancel(&runner.runner_id, &ids);
+            async {}
+        },
+    )
+    .await;
 }

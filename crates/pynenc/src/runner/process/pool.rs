@@ -3,25 +3,24 @@
 //! workers) and [`MultiThreadRunner`] (workers with several slots, scaled
 //! by queue depth).
 
-use std::collections::HashSet;
-use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use pynenc_model::{InvocationId, RunnerId};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Child;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
-use super::children::{child_command, describe_exit, refuse_memory, signal};
+use super::children::{child_command, refuse_memory, signal};
 use super::crash::CrashLedger;
-use super::protocol::protocol_request;
-use super::{OWNER_ENV, SLOTS_ENV};
+use super::worker::{worker_died, Holdings, Worker, WorkerOutput, KILL_MARGIN};
+use super::{CANCEL_ENV, OWNER_ENV, SLOTS_ENV};
 use crate::app::Pynenc;
+use crate::conf::RunnerKind;
 use crate::exceptions::{PynencError, Result};
 use crate::runner::ids::new_runner_id;
 use crate::runner::stop::{stop_on_signal, StopSignal};
+use crate::runner::upkeep::{maintain, Presence};
 use crate::runner::{RunnerHandle, SpawnedRunner};
 
 /// How a pool of worker processes is sized.
@@ -32,86 +31,60 @@ enum PoolSize {
 }
 
 /// A supervised pool of worker processes, each an in-process runner.
+///
+/// The pool is the runner listed among the runners (its kind, this
+/// process, its slots and what its workers run). The workers are not
+/// listed: each owns what it runs and beats its own heartbeat (so recovery
+/// treats each on its own), and asks for its own cancel requests. In a
+/// [`PersistentProcessRunner`] a worker reports a cancel to the pool, which
+/// stops the worker process (`SIGTERM`, then `SIGKILL` after
+/// `runner.shutdown_grace_seconds` and a margin) and replaces it; in a
+/// [`MultiThreadRunner`], whose workers run several invocations each, the
+/// worker cancels in-process as a [`crate::ThreadRunner`] does.
 struct WorkerPool {
     app: Pynenc,
-    kind: &'static str,
+    kind: RunnerKind,
     runner_id: RunnerId,
     size: PoolSize,
     slots_per_worker: usize,
     stop: Arc<StopSignal>,
     crashes: Arc<CrashLedger>,
     started_workers: AtomicUsize,
-}
-
-/// A worker process of a pool and what it reported running.
-struct Worker {
-    child: Child,
-    pid: u32,
-    /// The worker's runner id (owner of what it runs).
-    owner: RunnerId,
-    /// Writes to the worker's pipe (which it watches to outlive nobody).
-    briefing: Option<tokio::task::JoinHandle<()>>,
-    started: Instant,
-    /// What the worker reported holding.
-    held: Arc<parking_lot::Mutex<Holdings>>,
-    /// Reads the worker's output until it closes.
-    reader: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// The invocations a worker process reported holding.
-#[derive(Default)]
-struct Holdings {
-    /// Started and not ended.
-    running: HashSet<InvocationId>,
-    /// Taken, waiting for the worker's other slots to run alone; not started.
-    waiting: HashSet<InvocationId>,
-}
-
-/// Forwards a worker's output and keeps `held` up to date from its
-/// `wait-alone` / `start` / `end` lines.
-async fn read_worker_output(
-    out: tokio::process::ChildStdout,
-    held: Arc<parking_lot::Mutex<Holdings>>,
-    crashes: Arc<CrashLedger>,
-) {
-    let mut lines = BufReader::new(out).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let Some(request) = protocol_request(&line) else {
-            continue;
-        };
-        let parsed = request
-            .split_once(' ')
-            .and_then(|(what, id)| Some((what, InvocationId::parse(id).ok()?)));
-        match parsed {
-            Some(("wait-alone", id)) => {
-                held.lock().waiting.insert(id);
-            }
-            Some(("start", id)) => {
-                let mut held = held.lock();
-                held.waiting.remove(&id);
-                held.running.insert(id);
-            }
-            Some(("end", id)) => {
-                held.lock().running.remove(&id);
-                crashes.cleared(&id);
-            }
-            _ => warn!(request, "unknown line from a worker process"),
-        }
-    }
+    /// What each live worker reported holding.
+    live: Arc<Mutex<Vec<Arc<Mutex<Holdings>>>>>,
 }
 
 impl WorkerPool {
-    fn new(app: &Pynenc, kind: &'static str, size: PoolSize, slots_per_worker: usize) -> Self {
+    fn new(app: &Pynenc, kind: RunnerKind, size: PoolSize, slots_per_worker: usize) -> Self {
+        let name = match kind {
+            RunnerKind::MultiThread => "MultiThreadRunner",
+            _ => "PersistentProcessRunner",
+        };
         WorkerPool {
             app: app.clone(),
             kind,
-            runner_id: new_runner_id(kind),
+            runner_id: new_runner_id(name),
             size,
             slots_per_worker: slots_per_worker.max(1),
             stop: Arc::new(StopSignal::default()),
             crashes: Arc::default(),
             started_workers: AtomicUsize::new(0),
+            live: Arc::default(),
         }
+    }
+
+    /// The runner's name in logs.
+    fn name(&self) -> &'static str {
+        match self.kind {
+            RunnerKind::MultiThread => "MultiThreadRunner",
+            _ => "PersistentProcessRunner",
+        }
+    }
+
+    /// Whether a cancel stops the whole worker process (single-slot
+    /// workers), rather than the invocation in it.
+    fn cancel_stops_worker(&self) -> bool {
+        self.kind == RunnerKind::PersistentProcess
     }
 
     fn start_worker(&self) -> Result<Worker> {
@@ -120,13 +93,24 @@ impl WorkerPool {
         let mut cmd = child_command(&self.app, "worker")?;
         cmd.env(SLOTS_ENV, self.slots_per_worker.to_string())
             .env(OWNER_ENV, owner.as_str());
+        if self.cancel_stops_worker() {
+            cmd.env(CANCEL_ENV, "parent");
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| PynencError::runner_caused("cannot start a worker process", e))?;
-        let held: Arc<parking_lot::Mutex<Holdings>> = Arc::default();
+        let pid = child.id().unwrap_or(0);
+        let held: Arc<Mutex<Holdings>> = Arc::default();
+        let grace = Duration::from_secs_f64(self.app.conf().runner.shutdown_grace_seconds.max(0.0));
         let reader = child.stdout.take().map(|out| {
-            let read = read_worker_output(out, held.clone(), self.crashes.clone());
-            tokio::spawn(read.instrument(tracing::Span::current()))
+            let output = WorkerOutput {
+                held: held.clone(),
+                crashes: self.crashes.clone(),
+                pid,
+                owner: owner.clone(),
+                kill_after: grace + KILL_MARGIN,
+            };
+            tokio::spawn(output.read(out).instrument(tracing::Span::current()))
         });
         let briefing = child.stdin.take().map(|pipe| {
             let current = self.crashes.suspects.lock().keys().copied().collect();
@@ -136,8 +120,8 @@ impl WorkerPool {
                 pipe,
             ))
         });
-        let pid = child.id().unwrap_or(0);
         info!(pid, worker = %owner, slots = self.slots_per_worker, "worker process started");
+        self.live.lock().push(held.clone());
         Ok(Worker {
             child,
             pid,
@@ -149,66 +133,28 @@ impl WorkerPool {
         })
     }
 
-    /// Accounts for the invocations a worker was running when it died.
-    fn worker_died(&self, mut worker: Worker, status: ExitStatus) {
-        warn!(
-            pid = worker.pid,
-            worker = %worker.owner,
-            exit = %describe_exit(&status),
-            ran_for_s = worker.started.elapsed().as_secs_f64(),
-            "worker process died; replacing it"
-        );
-        if let Some(briefing) = worker.briefing.take() {
-            briefing.abort();
-        }
-        if status.success() {
-            return; // it stopped by itself, re-routing what it ran
-        }
-        let app = self.app.clone();
-        let crashes = self.crashes.clone();
-        tokio::spawn(async move {
-            // its output is complete once the reader has seen the end of it
-            if let Some(reader) = worker.reader.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-            }
-            let (running, waiting): (Vec<InvocationId>, Vec<InvocationId>) = {
-                let mut held = worker.held.lock();
-                (
-                    held.running.drain().collect(),
-                    held.waiting.drain().collect(),
-                )
-            };
-            // taken but never started: they did nothing to it, run them again now
-            for id in waiting {
-                match app
-                    .orchestrator()
-                    .kill_and_reroute(&id, &worker.owner)
-                    .await
-                {
-                    Ok(()) => {
-                        info!(invocation_id = %id, "re-routed: its worker process died before running it")
-                    }
-                    Err(e) => {
-                        debug!(invocation_id = %id, error = %e, "not re-routed after its worker process died")
-                    }
-                }
-            }
-            crashes
-                .process_died(
-                    &app,
-                    &worker.owner,
-                    running,
-                    worker.pid,
-                    &status,
-                    "worker process",
-                )
-                .await;
-        }
-        .instrument(tracing::Span::current()));
+    /// `worker` is gone: it no longer counts among the live ones.
+    fn forget(&self, worker: &Worker) {
+        self.live.lock().retain(|h| !Arc::ptr_eq(h, &worker.held));
+    }
+
+    /// How the pool tells the store about itself: its slots (live workers,
+    /// at least the least number, times their slots) and what they run.
+    fn presence(&self, min: usize) -> Presence {
+        let live = self.live.clone();
+        let per_worker = self.slots_per_worker;
+        Presence::new(&self.app, &self.runner_id, Some(self.kind), move || {
+            let live = live.lock();
+            let running: Vec<InvocationId> = live
+                .iter()
+                .flat_map(|h| h.lock().running.iter().copied().collect::<Vec<_>>())
+                .collect();
+            (live.len().max(min) * per_worker, running)
+        })
     }
 
     async fn run(self) -> Result<()> {
-        refuse_memory(&self.app, self.kind)?;
+        refuse_memory(&self.app, self.name())?;
         let span = info_span!("runner", runner_id = %self.runner_id);
         async move {
             let (min, max) = match self.size {
@@ -220,20 +166,30 @@ impl WorkerPool {
                 max,
                 slots_per_worker = self.slots_per_worker,
                 "{} started",
-                self.kind
+                self.name()
+            );
+            let presence = Arc::new(self.presence(min));
+            presence.beat().await;
+            // the workers do recovery and purges, as runners of their own
+            let maintenance = tokio::spawn(
+                maintain(presence.clone(), false).instrument(tracing::Span::current()),
             );
             let mut workers: Vec<Worker> = Vec::new();
             let mut idle_since: Option<Instant> = None;
             while !self.stop.is_stopped() {
-                // replace workers that died
+                // replace workers that died; kill those stopped for a cancel that outlived the grace
                 let mut i = 0;
                 while i < workers.len() {
                     match workers[i].child.try_wait() {
                         Ok(Some(status)) => {
                             let w = workers.swap_remove(i);
-                            self.worker_died(w, status);
+                            self.forget(&w);
+                            worker_died(&self.app, &self.crashes, w, status);
                         }
-                        _ => i += 1,
+                        _ => {
+                            workers[i].kill_if_overdue();
+                            i += 1;
+                        }
                     }
                 }
                 let target = match self.size {
@@ -266,6 +222,7 @@ impl WorkerPool {
                 }
                 if workers.len() > target {
                     if let Some(mut w) = workers.pop() {
+                        self.forget(&w);
                         info!(pid = w.pid, "scaling down: stopping a worker process");
                         signal(w.pid, libc::SIGTERM);
                         tokio::spawn(async move {
@@ -288,7 +245,7 @@ impl WorkerPool {
             }
             let grace =
                 Duration::from_secs_f64(self.app.conf().runner.shutdown_grace_seconds.max(0.0))
-                    + Duration::from_secs(2);
+                    + KILL_MARGIN;
             let deadline = tokio::time::Instant::now() + grace;
             for w in &mut workers {
                 if tokio::time::timeout_at(deadline, w.child.wait())
@@ -302,7 +259,11 @@ impl WorkerPool {
                     let _ = w.child.kill().await;
                 }
             }
-            info!("{} stopped", self.kind);
+            maintenance.abort();
+            // a heartbeat in flight must not land after the runner left
+            let _ = maintenance.await;
+            presence.leave().await;
+            info!("{} stopped", self.name());
             Ok(())
         }
         .instrument(span)
@@ -372,7 +333,7 @@ impl PersistentProcessRunner {
         PersistentProcessRunner {
             pool: WorkerPool::new(
                 app,
-                "PersistentProcessRunner",
+                RunnerKind::PersistentProcess,
                 PoolSize::Fixed(processes),
                 1,
             ),
@@ -398,7 +359,7 @@ impl MultiThreadRunner {
         MultiThreadRunner {
             pool: WorkerPool::new(
                 app,
-                "MultiThreadRunner",
+                RunnerKind::MultiThread,
                 PoolSize::Scaled { min, max },
                 slots,
             ),

@@ -1,0 +1,308 @@
+//! [`Controller`]: cancel, rerun, retry and purge — each one transition (or
+//! one new invocation) made by the engine, recorded with its actor.
+
+use std::collections::VecDeque;
+
+use pynenc::Pynenc;
+use pynenc_model::{
+    CancelOutcome, InvocationId, InvocationQuery, InvocationStatus, InvocationSummary, Order,
+    RouteOutcome, RouteRequest, RunnerId, MAX_PAGE_SIZE,
+};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::error::{OperateError, Result};
+use crate::inspect::Inspector;
+
+/// What a cancel did to each invocation it reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReport {
+    /// Each invocation reached, with what became of it.
+    pub outcomes: Vec<(InvocationId, CancelOutcome)>,
+}
+
+impl CancelReport {
+    /// How many were cancelled at once.
+    pub fn cancelled(&self) -> usize {
+        self.count(|o| matches!(o, CancelOutcome::Cancelled))
+    }
+
+    /// How many runners were asked to stop a running invocation.
+    pub fn requested(&self) -> usize {
+        self.count(|o| matches!(o, CancelOutcome::Requested { .. }))
+    }
+
+    /// How many were already final (left as they were).
+    pub fn already_final(&self) -> usize {
+        self.count(|o| matches!(o, CancelOutcome::AlreadyFinal { .. }))
+    }
+
+    fn count(&self, f: impl Fn(&CancelOutcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|(_, o)| f(o)).count()
+    }
+}
+
+/// A rerun: the original invocation and the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rerun {
+    /// The invocation rerun.
+    pub original: InvocationId,
+    /// The new invocation of the same call.
+    pub new: InvocationId,
+}
+
+/// Changes an app's invocations: every change is made by the engine's
+/// steps, so the history of each invocation records it with the actor
+/// ([`Controller::as_actor`]; `operator` by default). Get one with
+/// [`crate::Operate::control`].
+#[derive(Debug, Clone)]
+pub struct Controller {
+    app: Pynenc,
+    actor: RunnerId,
+}
+
+impl Controller {
+    /// The controller of `app`, acting as `operator`.
+    pub fn new(app: &Pynenc) -> Self {
+        Controller {
+            app: app.clone(),
+            actor: RunnerId::from("operator"),
+        }
+    }
+
+    /// The same controller acting as `actor` (who the histories name).
+    pub fn as_actor(mut self, actor: impl Into<RunnerId>) -> Self {
+        self.actor = actor.into();
+        self
+    }
+
+    /// Who the histories name for the changes made here.
+    pub fn actor(&self) -> &RunnerId {
+        &self.actor
+    }
+
+    /// Cancels one invocation (see [`pynenc_store::Orchestrator::cancel`]):
+    /// a waiting one is `CANCELLED` at once, a running one is stopped by
+    /// its runner. With `with_children`, its descendants are cancelled too.
+    /// Cancelling a `CANCELLED` invocation again is harmless.
+    ///
+    /// # Errors
+    ///
+    /// [`OperateError::NotFound`] for an unknown id;
+    /// [`OperateError::WrongStatus`] for an invocation that already ended
+    /// otherwise (`SUCCESS`, `FAILED`...): nothing changes.
+    pub async fn cancel(&self, id: &InvocationId, with_children: bool) -> Result<CancelReport> {
+        let outcome = self.app.orchestrator().cancel(id, &self.actor).await?;
+        if let CancelOutcome::AlreadyFinal { status } = outcome {
+            if status != InvocationStatus::Cancelled {
+                return Err(OperateError::WrongStatus {
+                    invocation_id: *id,
+                    status,
+                    reason: "it already ended, so it cannot be cancelled",
+                });
+            }
+        }
+        info!(invocation_id = %id, actor = %self.actor, ?outcome, "cancel");
+        let mut report = CancelReport {
+            outcomes: vec![(*id, outcome)],
+        };
+        if with_children {
+            self.cancel_descendants(id, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Cancels every invocation matching `query` (final ones are skipped),
+    /// with their descendants when `with_children`.
+    ///
+    /// # Errors
+    ///
+    /// An invalid query; the backend failed (what was cancelled before stays cancelled).
+    pub async fn cancel_matching(
+        &self,
+        query: &InvocationQuery,
+        with_children: bool,
+    ) -> Result<CancelReport> {
+        let mut report = CancelReport::default();
+        for s in self.matching(query).await? {
+            if s.status.is_final() {
+                continue;
+            }
+            let outcome = self
+                .app
+                .orchestrator()
+                .cancel(&s.invocation_id, &self.actor)
+                .await?;
+            report.outcomes.push((s.invocation_id, outcome));
+            if with_children {
+                self.cancel_descendants(&s.invocation_id, &mut report).await?;
+            }
+        }
+        info!(actor = %self.actor, cancelled = report.cancelled(), requested = report.requested(), "cancel by filter");
+        Ok(report)
+    }
+
+    /// Cancels every descendant of `id` that is not final, breadth first.
+    async fn cancel_descendants(&self, id: &InvocationId, report: &mut CancelReport) -> Result<()> {
+        let inspector = Inspector::new(&self.app);
+        let mut todo = VecDeque::from([*id]);
+        while let Some(parent) = todo.pop_front() {
+            let children = inspector
+                .list_all(
+                    &InvocationQuery {
+                        parent: Some(parent),
+                        order: Order::OldestFirst,
+                        limit: MAX_PAGE_SIZE,
+                        ..InvocationQuery::default()
+                    },
+                    usize::MAX,
+                )
+                .await?;
+            for child in children {
+                todo.push_back(child.invocation_id);
+                if child.status.is_final() {
+                    continue;
+                }
+                let outcome = self
+                    .app
+                    .orchestrator()
+                    .cancel(&child.invocation_id, &self.actor)
+                    .await?;
+                report.outcomes.push((child.invocation_id, outcome));
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes a new invocation of the same call as `id`, linked to it
+    /// (`rerun_of`); it never reuses another invocation. Works on any
+    /// invocation, whatever its status.
+    ///
+    /// # Errors
+    ///
+    /// [`OperateError::NotFound`] for an unknown id; routing failed.
+    pub async fn rerun(&self, id: &InvocationId) -> Result<Rerun> {
+        let record = self.app.state_backend().get_invocation(id).await?;
+        let request = RouteRequest {
+            concurrency: record.concurrency.clone(),
+            cycle_control: false,
+            print_arguments: self.app.conf().print_arguments,
+            rerun_of: Some(*id),
+            ..RouteRequest::new(record.call.clone(), self.actor.clone())
+        };
+        let outcome = self
+            .app
+            .orchestrator()
+            .route_calls(vec![request])
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                OperateError::Store(pynenc_store::StoreError::backend(
+                    "orchestrator",
+                    "route_calls returned no outcome for a rerun",
+                ))
+            })?;
+        let new = match outcome {
+            RouteOutcome::New(r) | RouteOutcome::Reused { record: r, .. } => r.invocation_id,
+        };
+        info!(invocation_id = %id, rerun = %new, actor = %self.actor, "rerun");
+        Ok(Rerun { original: *id, new })
+    }
+
+    /// Retries a `FAILED` invocation now: a rerun of its call.
+    ///
+    /// # Errors
+    ///
+    /// [`OperateError::WrongStatus`] when it is not `FAILED`; as [`Controller::rerun`].
+    pub async fn retry_failed(&self, id: &InvocationId) -> Result<Rerun> {
+        let status = self.app.orchestrator().get_status(id).await?.status;
+        if status != InvocationStatus::Failed {
+            return Err(OperateError::WrongStatus {
+                invocation_id: *id,
+                status,
+                reason: "only a FAILED invocation can be retried (rerun it instead)",
+            });
+        }
+        self.rerun(id).await
+    }
+
+    /// Retries every `FAILED` invocation matching `query` (its status
+    /// filter is replaced by `FAILED`).
+    ///
+    /// # Errors
+    ///
+    /// An invalid query; the backend failed (what was retried stays retried).
+    pub async fn retry_failed_matching(&self, query: &InvocationQuery) -> Result<Vec<Rerun>> {
+        let query = InvocationQuery {
+            statuses: vec![InvocationStatus::Failed],
+            ..query.clone()
+        };
+        let mut out = Vec::new();
+        for s in self.matching(&query).await? {
+            out.push(self.rerun(&s.invocation_id).await?);
+        }
+        Ok(out)
+    }
+
+    /// The final invocations a purge of `query` would delete (at most `max`).
+    ///
+    /// # Errors
+    ///
+    /// An invalid query; the backend failed.
+    pub async fn purge_preview(
+        &self,
+        query: &InvocationQuery,
+        max: usize,
+    ) -> Result<Vec<InvocationSummary>> {
+        match final_only(query) {
+            Some(query) => Inspector::new(&self.app).list_all(&query, max).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Deletes every final invocation matching `query` (record, result,
+    /// history); invocations that are not final are never deleted. Returns
+    /// how many were deleted.
+    ///
+    /// # Errors
+    ///
+    /// An invalid query; the backend failed (what was deleted stays deleted).
+    pub async fn purge_matching(&self, query: &InvocationQuery) -> Result<usize> {
+        let Some(query) = final_only(query) else {
+            return Ok(0);
+        };
+        let ids: Vec<InvocationId> = self
+            .matching(&query)
+            .await?
+            .into_iter()
+            .map(|s| s.invocation_id)
+            .collect();
+        let deleted = self.app.orchestrator().delete_final(&ids).await?;
+        info!(actor = %self.actor, deleted, "purge by filter");
+        Ok(deleted)
+    }
+
+    /// Every invocation matching `query`, oldest first.
+    async fn matching(&self, query: &InvocationQuery) -> Result<Vec<InvocationSummary>> {
+        let query = InvocationQuery {
+            order: Order::OldestFirst,
+            limit: MAX_PAGE_SIZE,
+            after: None,
+            ..query.clone()
+        };
+        Inspector::new(&self.app).list_all(&query, usize::MAX).await
+    }
+}
+
+/// `query` narrowed to final statuses; `None` when it asks for none of them.
+fn final_only(query: &InvocationQuery) -> Option<InvocationQuery> {
+    let statuses: Vec<InvocationStatus> = pynenc_model::status::ALL_STATUSES
+        .into_iter()
+        .filter(|s| s.is_final())
+        .filter(|s| query.statuses.is_empty() || query.statuses.contains(s))
+        .collect();
+    (!statuses.is_empty()).then(|| InvocationQuery {
+        statuses,
+        ..query.clone()
+    })
+}

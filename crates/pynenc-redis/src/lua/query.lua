@@ -1,0 +1,453 @@
+-- The reads of the query API (store::QueryTxn), each from an index; none
+-- reads every invocation. ARGV[2] = operation:
+--   'list' ...            a page of invocations (see `list`)
+--   'counts' n task...    {task, status, count}... per task and status
+--                         (every task when n = 0); zero counts left out
+--   'kinds' n task...     {task, kind, count}... of FAILED per error kind
+--   'queue'               {depth, oldest id or false, its created or false}
+--   'waits' id            {{waited...}, {waiters...}}, or 0 when it does
+--                         not exist
+--   'cancels' runner      the invocations the runner was asked to stop and
+--                         still owns
+--   'lease' name          {holder, expires} of the lease's last holder
+--                         (expired or not), or 0
+
+-- The fields of a listed invocation, ROW_LEN per row: id, task, call hash,
+-- status, owner, parent, created, retries, its last history field (the
+-- time of its status, see the client) and its call (only when the call
+-- hash is missing: records routed before it was stored).
+local ROW_FIELDS = {'status', 'owner', 'created', 'parent', 'task', 'chash', 'retries', 'hn'}
+
+-- How many queue entries `queue` reads looking for the first one still
+-- waiting.
+local QUEUE_SCAN = 10000
+
+-- the task ids given from ARGV[i] (count, then ids), or every task
+local function task_list(i)
+  local n = tonumber(ARGV[i]) or 0
+  if n == 0 then
+    return redis.call('SMEMBERS', P .. 'tasks'), i
+  end
+  local t = {}
+  for j = 1, n do
+    t[j] = ARGV[i + j]
+  end
+  return t, i + n
+end
+
+-- How many invocations the `owned` set may hold for a listing of owned
+-- statuses to read it whole (and sort it) instead of a task's band 1.
+local OWNED_READ = 10000
+
+-- 'list': ARGV[3..] = order ('a' oldest first | 'd' newest first), after
+-- (the cursor's id, '' = none), how many to return, the lowest and the
+-- first excluded id of the created range ('' = open), created from / to
+-- (µs, '' = open), ended from / to, parent, owner, the call's task and
+-- hash, the scan budget, then the task ids (count first), the statuses
+-- (count first) and the key arguments (count of pairs first, then name,
+-- value...). Returns {rows, the last id scanned, 1 when nothing is left}.
+--
+-- It walks the smallest of the indexes the filters allow — the children
+-- of the parent (`par:{parent}`), the invocations in owned statuses
+-- (`owned`, read whole and sorted), the bands of the statuses asked for
+-- in `idx:{task}` of the tasks asked for (or of the call's task, or of
+-- every task) — several merged in id order, from the cursor in the
+-- query's order, and checks every filter on each invocation. It stops at
+-- the number asked for, at the end, or when it has scanned `budget`
+-- entries: the client then continues after the last id scanned.
+local function list()
+  local a = ARGV
+  local asc = a[3] == 'a'
+  local after, want = nz(a[4]), tonumber(a[5])
+  local lo, hi = nz(a[6]), nz(a[7])
+  local cfrom, cto, efrom, eto = tonumber(a[8]), tonumber(a[9]), tonumber(a[10]), tonumber(a[11])
+  local ended = efrom or eto
+  local parent, owner, ctask, chash = nz(a[12]), nz(a[13]), nz(a[14]), nz(a[15])
+  local budget = tonumber(a[16])
+  local tasks, i = {}, 17
+  local n = tonumber(a[i])
+  for j = 1, n do
+    tasks[j] = a[i + j]
+  end
+  i = i + n + 1
+  local statuses, status_set = {}, nil
+  n = tonumber(a[i])
+  for j = 1, n do
+    statuses[j] = a[i + j]
+    status_set = status_set or {}
+    status_set[a[i + j]] = true
+  end
+  i = i + n + 1
+  local keyargs = {}
+  n = tonumber(a[i])
+  for j = 1, n do
+    keyargs[j] = {a[i + 2 * j - 1], a[i + 2 * j]}
+  end
+  local task_set = nil
+  for _, t in ipairs(tasks) do
+    task_set = task_set or {}
+    task_set[t] = true
+  end
+  if chash then
+    if task_set and not task_set[ctask] then
+      return {{}, '', 1}
+    end
+    -- a call belongs to one task
+    tasks, task_set = {ctask}, {[ctask] = true}
+  end
+
+  -- The candidate indexes, each a list of sources with a size: a band of
+  -- `idx:{task}` {kind = 'band', key, band}, a lex set {kind = 'lex',
+  -- key} or ids read whole {kind = 'ids', ids (ascending)}.
+  local groups = {}
+  if parent then
+    local key = k('par', parent)
+    groups[#groups + 1] = {size = redis.call('ZCARD', key), {kind = 'lex', key = key}}
+  end
+  local only_owned = #statuses > 0
+  for _, st in ipairs(statuses) do
+    only_owned = only_owned and OWNED_RUNNING[st] or false
+  end
+  if only_owned then
+    local size = redis.call('ZCARD', P .. 'owned')
+    if size <= OWNED_READ then
+      local ids = redis.call('ZRANGE', P .. 'owned', 0, -1)
+      table.sort(ids)
+      groups[#groups + 1] = {size = size, {kind = 'ids', ids = ids}}
+    end
+  end
+  local every = tasks
+  if #every == 0 then
+    every = redis.call('SMEMBERS', P .. 'tasks')
+  end
+  local bands = {}
+  if #statuses > 0 then
+    for _, st in ipairs(statuses) do
+      bands[band_of(st)] = true
+    end
+  else
+    for b = 1, BANDS do
+      bands[b] = true
+    end
+  end
+  local g = {size = 0}
+  for _, t in ipairs(every) do
+    local key = tkey('idx', t)
+    for b = 1, BANDS do
+      if bands[b] then
+        g[#g + 1] = {kind = 'band', key = key, band = b}
+        g.size = g.size + redis.call('ZCOUNT', key, fmt(b * BAND_WIDTH), fmt((b + 1) * BAND_WIDTH - 1))
+      end
+    end
+  end
+  groups[#groups + 1] = g
+  local srcs = groups[1]
+  for _, gr in ipairs(groups) do
+    if gr.size < srcs.size then
+      srcs = gr
+    end
+  end
+
+  local nsrc = #srcs
+  local chunk = want
+  if nsrc > 1 then
+    chunk = math.min(want, math.max(16, math.ceil(2 * want / nsrc)))
+  end
+  chunk = math.max(1, math.min(chunk, 1000))
+
+  -- whether `id` lies beyond `pos` in the walk's direction
+  local function beyond(id, pos)
+    if asc then
+      return id > pos
+    end
+    return id < pos
+  end
+  -- the next ids of a source after its position `src.pos` (nil: from the
+  -- start of the range), at most `chunk`
+  local function fetch(src)
+    local pos = src.pos
+    local out = {}
+    if src.kind == 'ids' then
+      local ids = src.ids
+      local from, to, step = 1, #ids, 1
+      if not asc then
+        from, to, step = #ids, 1, -1
+      end
+      for j = from, to, step do
+        local id = ids[j]
+        if (not pos or beyond(id, pos)) and #out < chunk then
+          out[#out + 1] = id
+        end
+      end
+      src.buf, src.i, src.done = out, 1, #out < chunk
+      return
+    end
+    if src.kind == 'lex' then
+      local min = lo and ('[' .. lo) or '-'
+      local max = hi and ('(' .. hi) or '+'
+      if pos and asc and (not lo or pos >= lo) then
+        min = '(' .. pos
+      elseif pos and not asc and (not hi or pos < hi) then
+        max = '(' .. pos
+      end
+      local r
+      if asc then
+        r = redis.call('ZRANGEBYLEX', src.key, min, max, 'LIMIT', 0, chunk)
+      else
+        r = redis.call('ZREVRANGEBYLEX', src.key, max, min, 'LIMIT', 0, chunk)
+      end
+      src.buf, src.i, src.done = r, 1, #r < chunk
+      return
+    end
+    -- a band: scores (band, ms of the id); ids of the same ms as `pos`
+    -- at or before it are skipped (`off` pages past many of them)
+    local b = src.band
+    local min = lo and score(b, lo) or fmt(b * BAND_WIDTH)
+    local max = hi and score(b, hi) or fmt((b + 1) * BAND_WIDTH - 1)
+    if pos and asc and (not lo or pos >= lo) then
+      min = score(b, pos)
+    elseif pos and not asc and (not hi or pos <= hi) then
+      max = score(b, pos)
+    end
+    local off = 0
+    while true do
+      local r
+      if asc then
+        r = redis.call('ZRANGEBYSCORE', src.key, min, max, 'LIMIT', off, chunk)
+      else
+        r = redis.call('ZREVRANGEBYSCORE', src.key, max, min, 'LIMIT', off, chunk)
+      end
+      for _, id in ipairs(r) do
+        if not pos or beyond(id, pos) then
+          out[#out + 1] = id
+        end
+      end
+      if #out > 0 or #r < chunk then
+        src.buf, src.i, src.done = out, 1, #r < chunk
+        return
+      end
+      off = off + chunk
+    end
+  end
+
+  local rows = {}
+  -- the row of `id` when it matches every filter
+  local function check(id)
+    if (lo and id < lo) or (hi and id >= hi) then
+      return false
+    end
+    local key = k('inv', id)
+    local v = redis.call('HMGET', key, unpack(ROW_FIELDS))
+    local st = v[1]
+    if not st or (status_set and not status_set[st]) then
+      return false
+    end
+    local task = nz(v[5]) or task_of({key = key})
+    if task_set and not task_set[task] then
+      return false
+    end
+    local created = tonumber(v[3])
+    if (cfrom and not (created and created >= cfrom)) or (cto and not (created and created < cto)) then
+      return false
+    end
+    local own = nz(v[2])
+    if (parent and v[4] ~= parent) or (owner and own ~= owner) then
+      return false
+    end
+    local ch = nz(v[6])
+    if chash and ch ~= chash then
+      return false
+    end
+    local hist = false
+    local hn = tonumber(v[8])
+    if hn and hn > 0 then
+      hist = redis.call('HGET', key, 'h' .. fmt(hn))
+    end
+    if ended then
+      -- the time of the last history entry is when it became final
+      if not FINAL[st] or not hist then
+        return false
+      end
+      local ok, list = pcall(cjson.decode, '[' .. hist .. ']')
+      local last = ok and type(list) == 'table' and list[#list]
+      local e = type(last) == 'table' and tonumber(last[4])
+      if not e or (efrom and e < efrom) or (eto and e >= eto) then
+        return false
+      end
+    end
+    local call = false
+    if #keyargs > 0 or not ch then
+      call = redis.call('HGET', key, 'call')
+      if #keyargs > 0 then
+        local ok, c = pcall(cjson.decode, call or '')
+        local args = ok and type(c) == 'table' and c.arguments
+        if type(args) ~= 'table' then
+          return false
+        end
+        for _, kv in ipairs(keyargs) do
+          if args[kv[1]] ~= kv[2] then
+            return false
+          end
+        end
+      end
+      if ch then
+        call = false
+      end
+    end
+    local r = #rows
+    rows[r + 1], rows[r + 2], rows[r + 3], rows[r + 4], rows[r + 5] = id, task, ch or false, st, own or false
+    rows[r + 6], rows[r + 7], rows[r + 8], rows[r + 9], rows[r + 10] =
+      nz(v[4]) or false, v[3] or false, v[7] or false, hist, call
+    return true
+  end
+
+  -- where the walk starts: after the cursor (the created range is checked
+  -- on each id)
+  for _, src in ipairs(srcs) do
+    src.pos = after
+    fetch(src)
+  end
+  local matched, scanned, last, exhausted = 0, 0, '', false
+  while matched < want do
+    if scanned >= budget then
+      break
+    end
+    local best, bid = nil, nil
+    local j = 1
+    while j <= #srcs do
+      local src = srcs[j]
+      if src.i > #src.buf and not src.done then
+        fetch(src)
+      end
+      local id = src.buf[src.i]
+      if id then
+        if not bid or beyond(bid, id) then
+          best, bid = src, id
+        end
+        j = j + 1
+      else
+        -- this source is walked to its end
+        table.remove(srcs, j)
+      end
+    end
+    if not best then
+      exhausted = true
+      break
+    end
+    best.i = best.i + 1
+    best.pos = bid
+    scanned = scanned + 1
+    if bid ~= last then
+      last = bid
+      if check(bid) then
+        matched = matched + 1
+      end
+    end
+    if (asc and hi and bid >= hi) or (not asc and lo and bid < lo) then
+      -- past the created range
+      exhausted = true
+      break
+    end
+  end
+  return {rows, last, exhausted and 1 or 0}
+end
+
+local function counts()
+  local out = {}
+  for _, t in ipairs((task_list(3))) do
+    local h = redis.call('HGETALL', tkey('cnt', t))
+    for j = 1, #h - 1, 2 do
+      local c = tonumber(h[j + 1]) or 0
+      if c > 0 then
+        out[#out + 1], out[#out + 2], out[#out + 3] = t, h[j], c
+      end
+    end
+  end
+  return out
+end
+
+local function kinds()
+  local out = {}
+  for _, t in ipairs((task_list(3))) do
+    local h = redis.call('HGETALL', tkey('fk', t))
+    for j = 1, #h - 1, 2 do
+      local c = tonumber(h[j + 1]) or 0
+      if c > 0 then
+        out[#out + 1], out[#out + 2], out[#out + 3] = t, h[j], c
+      end
+    end
+  end
+  return out
+end
+
+-- the queue's depth (from the counts) and its first invocation still
+-- waiting to run (stale ids — picked, cancelled or deleted — skipped, up
+-- to QUEUE_SCAN of them; the pick-ups drop them from the head)
+local function queue()
+  local avail = {}
+  for _, st in ipairs(ALL_ST) do
+    if AVAILABLE[st] then
+      avail[#avail + 1] = st
+    end
+  end
+  local depth = 0
+  for _, t in ipairs(redis.call('SMEMBERS', P .. 'tasks')) do
+    for _, c in ipairs(redis.call('HMGET', tkey('cnt', t), unpack(avail))) do
+      depth = depth + (tonumber(c) or 0)
+    end
+  end
+  if depth == 0 then
+    return {0, false, false}
+  end
+  local qk = P .. 'queue'
+  for first = 0, QUEUE_SCAN - 1, 200 do
+    local ids = redis.call('LRANGE', qk, first, first + 199)
+    for _, id in ipairs(ids) do
+      local v = redis.call('HMGET', k('inv', id), 'status', 'created')
+      if v[1] and AVAILABLE[v[1]] then
+        return {depth, id, v[2] or false}
+      end
+    end
+    if #ids < 200 then
+      break
+    end
+  end
+  return {depth, false, false}
+end
+
+local function main()
+  local op = ARGV[2]
+  if op == 'list' then
+    return list()
+  elseif op == 'counts' then
+    return counts()
+  elseif op == 'kinds' then
+    return kinds()
+  elseif op == 'queue' then
+    return queue()
+  elseif op == 'waits' then
+    local id = ARGV[3]
+    if redis.call('HEXISTS', k('inv', id), 'status') == 0 then
+      return 0
+    end
+    return {redis.call('SMEMBERS', k('wo', id)), redis.call('SMEMBERS', k('wb', id))}
+  elseif op == 'cancels' then
+    local runner = ARGV[3]
+    local out = {}
+    for _, id in ipairs(redis.call('SMEMBERS', k('cxl', runner))) do
+      local v = redis.call('HMGET', k('inv', id), 'status', 'owner')
+      if v[2] == runner and OWNED_RUNNING[v[1]] then
+        out[#out + 1] = id
+      end
+    end
+    return out
+  elseif op == 'lease' then
+    -- held or expired: the expiry tells (as the other backends answer)
+    local v = redis.call('HMGET', k('lease', ARGV[3]), 'holder', 'expires')
+    if v[1] then
+      return {v[1], v[2]}
+    end
+    return 0
+  end
+  fail('BAD_OP', op)
+end

@@ -1,0 +1,241 @@
+//! The counters of the query API: invocations per task and status
+//! (`status_counts`), and `FAILED` invocations per task and error kind
+//! (`failed_counts`).
+//!
+//! The primitives that insert, change the status of, or delete an
+//! invocation record a change here; a section writes its changes to the
+//! tables when it ends (and before it reads a count), one statement per
+//! counter it changed. The changes of one section often cancel out (an
+//! invocation that ends and the next one that starts), so a step that moves
+//! many invocations writes a few counters, inside its own transaction.
+
+use pynenc_model::{ErrorKindCount, InvocationStatus, StatusCount, TaskId};
+use pynenc_store::Result;
+use rusqlite::params;
+use rustc_hash::FxHashMap;
+
+use crate::codes::{status_code, FAILED_CODE};
+use crate::error::Key;
+use crate::txn::SqliteTxn;
+
+/// Count changes of a section not written yet.
+#[derive(Default)]
+pub(crate) struct CountDeltas {
+    /// `(task, status code)` → change.
+    statuses: FxHashMap<(i64, i64), i64>,
+    /// `(task, error kind)` → change of the `FAILED` count.
+    failed: FxHashMap<(i64, Option<i64>), i64>,
+}
+
+impl CountDeltas {
+    /// Whether there is nothing to write.
+    fn is_empty(&self) -> bool {
+        self.statuses.is_empty() && self.failed.is_empty()
+    }
+
+    /// One invocation of `task` more (`delta` 1) or less (-1) in `status`,
+    /// whose stored error has the kind `error_kind`.
+    pub(crate) fn status(
+        &mut self,
+        task: i64,
+        status: InvocationStatus,
+        error_kind: Option<i64>,
+        delta: i64,
+    ) {
+        let code = status_code(status);
+        *self.statuses.entry((task, code)).or_default() += delta;
+        if code == FAILED_CODE {
+            self.failed_kind(task, error_kind, delta);
+        }
+    }
+
+    /// One `FAILED` invocation of `task` more or less with this error kind.
+    pub(crate) fn failed_kind(&mut self, task: i64, error_kind: Option<i64>, delta: i64) {
+        *self.failed.entry((task, error_kind)).or_default() += delta;
+    }
+
+    /// Forgets every change (the rows they were about are gone).
+    pub(crate) fn clear(&mut self) {
+        self.statuses.clear();
+        self.failed.clear();
+    }
+}
+
+/// The kind counted for a `FAILED` invocation without a stored error.
+const NO_KIND: &str = "";
+
+impl SqliteTxn<'_> {
+    /// Writes the section's count changes.
+    pub(crate) fn flush_counts(&mut self) -> Result<()> {
+        if self.deltas.is_empty() {
+            return Ok(());
+        }
+        let deltas = std::mem::take(&mut self.deltas);
+        let op = "counting invocations";
+        for ((task, status), n) in deltas.statuses {
+            if n == 0 {
+                continue;
+            }
+            self.exec(
+                "INSERT INTO status_counts (app, task, status, n) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, task, status) DO UPDATE SET n = n + excluded.n",
+                op,
+                Key::None,
+                params![self.app(), task, status, n],
+            )?;
+        }
+        for ((task, kind), n) in deltas.failed {
+            if n == 0 {
+                continue;
+            }
+            let kind = match kind {
+                Some(kind) => kind,
+                None => self.name_id(NO_KIND)?,
+            };
+            self.exec(
+                "INSERT INTO failed_counts (app, task, kind, n) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, task, kind) DO UPDATE SET n = n + excluded.n",
+                op,
+                Key::None,
+                params![self.app(), task, kind, n],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The `names` ids of `task_ids` that name a task (unknown names left out).
+    pub(crate) fn task_numbers(&mut self, task_ids: &[TaskId]) -> Result<Vec<i64>> {
+        let mut out = Vec::with_capacity(task_ids.len());
+        for task in task_ids {
+            if let Some(n) = self.lookup_name_id(task.as_str())? {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// `(task, status code, count)` of the non-zero counters of the tasks
+    /// `tasks` (every task when `None`), by task then status.
+    pub(crate) fn status_counts(&mut self, tasks: Option<&[i64]>) -> Result<Vec<(i64, i64, u64)>> {
+        self.flush_counts()?;
+        let op = "reading counts";
+        let rows = match tasks {
+            None => self.count_rows(
+                "SELECT task, status, n FROM status_counts WHERE app = ?1 AND n > 0
+                 ORDER BY task, status",
+                op,
+                params![self.app()],
+            )?,
+            Some(tasks) => {
+                let mut out = Vec::new();
+                for task in tasks {
+                    out.extend(self.count_rows(
+                        "SELECT task, status, n FROM status_counts
+                         WHERE app = ?1 AND task = ?2 AND n > 0 ORDER BY status",
+                        op,
+                        params![self.app(), task],
+                    )?);
+                }
+                out
+            }
+        };
+        Ok(rows)
+    }
+
+    /// `(a, b, n)` rows of a count query.
+    fn count_rows(
+        &self,
+        sql: &str,
+        op: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<(i64, i64, u64)>> {
+        let mut stmt = self.stmt(sql, op, Key::None)?;
+        let rows = stmt
+            .query_map(args, |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(|e| self.ctx.err(e, op, Key::None))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (a, b, n) = row.map_err(|e| self.ctx.err(e, op, Key::None))?;
+            out.push((a, b, u64::try_from(n).unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
+    /// Counts per task and status (see [`pynenc_store::QueryTxn::count_by_status`]).
+    pub(crate) fn count_by_status_of(&mut self, task_ids: &[TaskId]) -> Result<Vec<StatusCount>> {
+        let numbers;
+        let tasks = if task_ids.is_empty() {
+            None
+        } else {
+            numbers = self.task_numbers(task_ids)?;
+            Some(numbers.as_slice())
+        };
+        let mut names = TaskNames::default();
+        let mut out = Vec::new();
+        for (task, code, count) in self.status_counts(tasks)? {
+            let status = self.parse_status("(a count)", code)?;
+            out.push(StatusCount {
+                task_id: names.get(self, task)?,
+                status,
+                count,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `FAILED` counts per task and error kind (see
+    /// [`pynenc_store::QueryTxn::failed_by_kind`]), by task then kind.
+    pub(crate) fn failed_by_kind_of(&mut self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>> {
+        self.flush_counts()?;
+        let op = "reading failure counts";
+        let rows = if task_ids.is_empty() {
+            self.count_rows(
+                "SELECT task, kind, n FROM failed_counts WHERE app = ?1 AND n > 0",
+                op,
+                params![self.app()],
+            )?
+        } else {
+            let mut out = Vec::new();
+            for task in self.task_numbers(task_ids)? {
+                out.extend(self.count_rows(
+                    "SELECT task, kind, n FROM failed_counts
+                     WHERE app = ?1 AND task = ?2 AND n > 0",
+                    op,
+                    params![self.app(), task],
+                )?);
+            }
+            out
+        };
+        let mut names = TaskNames::default();
+        let mut out = Vec::with_capacity(rows.len());
+        for (task, kind, count) in rows {
+            out.push(ErrorKindCount {
+                task_id: names.get(self, task)?,
+                kind: self.name_of(kind)?,
+                count,
+            });
+        }
+        out.sort_by(|a, b| (&a.task_id, &a.kind).cmp(&(&b.task_id, &b.kind)));
+        Ok(out)
+    }
+}
+
+/// Task names read once per answer.
+#[derive(Default)]
+pub(crate) struct TaskNames(FxHashMap<i64, TaskId>);
+
+impl TaskNames {
+    /// The task id of a `names` row.
+    pub(crate) fn get(&mut self, txn: &SqliteTxn<'_>, task: i64) -> Result<TaskId> {
+        if let Some(t) = self.0.get(&task) {
+            return Ok(t.clone());
+        }
+        let t = TaskId::from(txn.name_of(task)?);
+        self.0.insert(task, t.clone());
+        Ok(t)
+    }
+}

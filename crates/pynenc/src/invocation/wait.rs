@@ -1,0 +1,85 @@
+//! Waiting on an invocation without taking its result: until it is final,
+//! or until it reaches a status.
+
+use std::time::{Duration, Instant};
+
+use pynenc_model::InvocationStatus;
+use serde::de::DeserializeOwned;
+
+use super::{Invocation, UntypedInvocation};
+use crate::exceptions::{PynencError, Result};
+
+/// The longest a status wait sleeps between two reads when the backend has
+/// no wake-up for the status waited for.
+const STATUS_RECHECK: Duration = Duration::from_millis(20);
+
+impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
+    /// Waits until the invocation is final and returns its final status
+    /// (whatever it is: a failure is not an error here). Inside a task the
+    /// waiting invocation is paused meanwhile, as with `result()`.
+    ///
+    /// # Errors
+    ///
+    /// The invocation was purged, or the backend failed.
+    pub async fn wait(&self) -> Result<InvocationStatus> {
+        if let UntypedInvocation::Distributed(d) = self.untyped() {
+            d.app.wait_for(&[*self.invocation_id()]).await?;
+        }
+        self.status().await
+    }
+
+    /// Waits until the invocation is in one of `statuses`, for at most
+    /// `timeout`, and returns the status it reached. Final statuses are
+    /// waited for by the backend's wake-up (no polling); a non-final status
+    /// is read again after each wake-up of the queue, and at least every 20 ms.
+    ///
+    /// # Errors
+    ///
+    /// [`PynencError::StatusUnreachable`] when it became final in another
+    /// status; [`PynencError::WaitTimeout`] when `timeout` passed; the
+    /// invocation was purged, or the backend failed.
+    pub async fn wait_for_status(
+        &self,
+        statuses: &[InvocationStatus],
+        timeout: Duration,
+    ) -> Result<InvocationStatus> {
+        let start = Instant::now();
+        let only_final = !statuses.is_empty() && statuses.iter().all(|s| s.is_final());
+        loop {
+            let status = self.status().await?;
+            if statuses.contains(&status) {
+                return Ok(status);
+            }
+            if status.is_final() {
+                return Err(PynencError::StatusUnreachable {
+                    invocation_id: *self.invocation_id(),
+                    expected: statuses.to_vec(),
+                    status,
+                });
+            }
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(PynencError::WaitTimeout {
+                    invocation_id: *self.invocation_id(),
+                    expected: statuses.to_vec(),
+                    status,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            let UntypedInvocation::Distributed(d) = self.untyped() else {
+                continue;
+            };
+            let coordination = d.app.coordination();
+            if only_final {
+                let ids = [*self.invocation_id()];
+                // a timeout here is checked by the loop
+                let _ = tokio::time::timeout(left, coordination.wait_final(&ids)).await;
+            } else {
+                let epoch = coordination.work_epoch();
+                coordination
+                    .wait_for_work(epoch, left.min(STATUS_RECHECK))
+                    .await;
+            }
+        }
+    }
+}

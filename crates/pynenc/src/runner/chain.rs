@@ -1,0 +1,157 @@
+//! The host of the invocations one tokio task of a [`super::ThreadRunner`]
+//! runs, one after another: the end of each run (batched or not), the
+//! pause while it waits for other invocations, and its cancel signal.
+
+use std::sync::Arc;
+
+use pynenc_model::{InvocationId, InvocationRecord, InvocationStatus, RunOutcome, RunnerId};
+use pynenc_store::RunEnd;
+use tracing::{debug, warn};
+
+use super::cancel::CancelSignal;
+use super::host::{InvocationHost, RunFinish};
+use super::ids::process_context;
+use super::thread::RunnerShared;
+use crate::app::Pynenc;
+use crate::context::InvocationContext;
+use crate::exceptions::{PynencError, Result};
+
+/// The host of the invocations one tokio task of a runner runs in turn.
+/// Each task has its own, so that a cancel reaches the one run it is for.
+pub(crate) struct ChainHost {
+    pub(crate) shared: Arc<RunnerShared>,
+    pub(crate) cancel: CancelSignal,
+}
+
+impl ChainHost {
+    pub(crate) fn new(shared: Arc<RunnerShared>) -> Self {
+        ChainHost {
+            shared,
+            cancel: CancelSignal::default(),
+        }
+    }
+}
+
+/// What a wait inside the invocation of `ctx` returns once that invocation
+/// was cancelled.
+fn own_cancel(ctx: &InvocationContext, runner_id: &RunnerId) -> PynencError {
+    PynencError::Cancelled {
+        task_id: ctx.record.call.task_id.clone(),
+        invocation_id: *ctx.invocation_id(),
+        error: pynenc_store::engine::cancelled_error(runner_id),
+    }
+}
+
+#[async_trait::async_trait]
+impl InvocationHost for ChainHost {
+    fn runner_id(&self) -> &RunnerId {
+        &self.shared.runner_id
+    }
+
+    fn cancel_signal(&self) -> Option<&CancelSignal> {
+        Some(&self.cancel)
+    }
+
+    /// Where batching pays (SQLite, Redis), the end joins the finisher's
+    /// next batch, which also takes the next invocation of each slot it
+    /// frees. Where it does not (the in-process backend), the end is
+    /// recorded directly and the slot's next invocation taken in the same
+    /// step. Either way the next invocation runs in this tokio task, so a
+    /// busy runner spawns no task and hands no slot over per invocation; a
+    /// stopping runner, and a run that holds no slot, take none.
+    async fn finish(
+        &self,
+        app: &Pynenc,
+        record: &Arc<InvocationRecord>,
+        outcome: RunOutcome,
+        frees_slot: bool,
+    ) -> RunFinish {
+        let shared = &self.shared;
+        let orch = app.orchestrator();
+        if orch.batches_finishes() {
+            let finished = shared
+                .finisher
+                .finish(shared, record, outcome, frees_slot)
+                .await;
+            return RunFinish {
+                end: finished.end,
+                next: finished.next.into_iter().collect(),
+            };
+        }
+        let end = vec![RunEnd {
+            invocation_id: record.invocation_id,
+            outcome,
+        }];
+        let max_next = usize::from(frees_slot && !shared.stop.is_stopped());
+        let report = orch
+            .finish_many_and_start(&shared.runner_id, end, max_next, Some(process_context()))
+            .await;
+        if let Some(e) = &report.pick_error {
+            warn!(error = %e, "could not take the slot's next invocation");
+        }
+        shared.hand_over(record, &report.next);
+        let end = match report.ends.into_iter().next() {
+            Some(end) => end.into_result().map_err(Into::into),
+            None => Err(PynencError::runner("the end of the run got no outcome")),
+        };
+        RunFinish {
+            end,
+            next: report.next,
+        }
+    }
+
+    /// Pauses `ctx` while it waits for `ids`: the wait is recorded for
+    /// blocking control, the slot is freed, and taken back when all are
+    /// final. A cancel of the waiting invocation ends the wait at once with
+    /// [`PynencError::Cancelled`], without taking a slot back.
+    async fn waiting_for_results(
+        &self,
+        ctx: &InvocationContext,
+        ids: &[InvocationId],
+    ) -> Result<()> {
+        let shared = &self.shared;
+        let id = *ctx.invocation_id();
+        if self.cancel.is_cancelled(&id) {
+            return Err(own_cancel(ctx, &shared.runner_id));
+        }
+        shared
+            .app
+            .orchestrator()
+            .waiting_for_results(Some(&id), ids)
+            .await?;
+        {
+            let mut slot = ctx.slot.lock().await;
+            if slot.waits == 0 {
+                ctx.set_own_status(InvocationStatus::Paused, &shared.runner_id)
+                    .await?;
+                slot.permit = None;
+                debug!(invocation_id = %id, waiting_for = ids.len(), "paused");
+            }
+            slot.waits += 1;
+        }
+        let waited = tokio::select! {
+            biased;
+            () = self.cancel.cancelled(&id) => None,
+            waited = shared.app.coordination().wait_final(ids) => Some(waited),
+        };
+        let mut slot = ctx.slot.lock().await;
+        slot.waits -= 1;
+        let Some(waited) = waited else {
+            return Err(own_cancel(ctx, &shared.runner_id));
+        };
+        if slot.waits == 0 {
+            let permit = tokio::select! {
+                biased;
+                () = self.cancel.cancelled(&id) => {
+                    return Err(own_cancel(ctx, &shared.runner_id));
+                }
+                permit = shared.slots.clone().acquire_owned() => permit,
+            };
+            slot.permit = Some(permit.map_err(|_| PynencError::runner("runner slots closed"))?);
+            ctx.set_own_status(InvocationStatus::Resumed, &shared.runner_id)
+                .await?;
+            debug!(invocation_id = %id, "resumed");
+        }
+        Ok(waited?)
+    }
+}
