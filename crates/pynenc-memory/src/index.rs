@@ -38,6 +38,9 @@ struct TaskIndex {
 pub(crate) struct QueryIndex {
     tasks: Vec<TaskIndex>,
     numbers: FxHashMap<TaskId, u32>,
+    /// The task numbered last: calls of one task share its id, so most
+    /// lookups are a pointer comparison.
+    last: Option<(TaskId, u32)>,
     children: FxHashMap<InvocationId, Vec<InvocationId>>,
     failed_kinds: FxHashMap<(u32, String), u64>,
     /// Per registration key, invocations neither final nor scheduled.
@@ -51,8 +54,14 @@ pub(crate) struct QueryIndex {
 impl QueryIndex {
     /// The number of a task (given on first sight).
     pub(crate) fn task_number(&mut self, task_id: &TaskId) -> u32 {
-        if let Some(n) = self.numbers.get(task_id) {
-            return *n;
+        if let Some((last, n)) = &self.last {
+            if last.ptr_eq(task_id) {
+                return *n;
+            }
+        }
+        if let Some(n) = self.numbers.get(task_id).copied() {
+            self.last = Some((task_id.clone(), n));
+            return n;
         }
         let n = u32::try_from(self.tasks.len()).unwrap_or(u32::MAX);
         self.tasks.push(TaskIndex {
@@ -62,6 +71,7 @@ impl QueryIndex {
             ended: Default::default(),
         });
         self.numbers.insert(task_id.clone(), n);
+        self.last = Some((task_id.clone(), n));
         n
     }
 

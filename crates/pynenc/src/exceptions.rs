@@ -148,8 +148,9 @@ pub enum PynencError {
         task_id: TaskId,
         /// The cancelled invocation.
         invocation_id: InvocationId,
-        /// Who cancelled it (kind `InvocationCancelledError`).
-        error: TaskError,
+        /// Who cancelled it (kind `InvocationCancelledError`; boxed, so
+        /// that every `Result` stays small).
+        error: Box<TaskError>,
     },
     /// A wait for a status ran out of time; nothing changed.
     #[error("invocation {invocation_id} did not reach {} within {timeout_ms} ms (it is {status})", join_statuses(.expected))]

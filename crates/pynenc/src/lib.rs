@@ -123,7 +123,7 @@ pub use app::RedisOptions;
 pub use app::SqliteOptions;
 pub use app::{Backend, Pynenc, PynencBuilder};
 pub use conf::{BackendKind, PynencConfig, RunnerKind};
-pub use context::block_on;
+pub use context::{block_on, is_cancelled};
 pub use exceptions::{ConfigError, ConfigSource, PynencError, Result};
 pub use invocation::{Invocation, InvocationGroup, UntypedInvocation};
 pub use pynenc_memory::MemoryBackend;

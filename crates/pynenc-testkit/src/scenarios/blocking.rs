@@ -80,6 +80,40 @@ pub async fn s12_blocking_control_priority(f: &dyn BackendFactory) {
     finish(&app, runner).await;
 }
 
+/// 12b. With `orchestrator.blocking_control = false` a waiting parent keeps
+/// running (never PAUSED) and its child waits its turn behind older work.
+pub async fn s12b_blocking_control_off(f: &dyn BackendFactory) {
+    let app = new_app(f, "s12b", &[("orchestrator.blocking_control", serde_json::json!(false))]);
+    let group = unique("noblock");
+    let parent = ok(parent_of_child::call_on(&app, group.clone()).await, "parent");
+    let mut fillers = Vec::new();
+    for i in 0..5 {
+        fillers.push(ok(
+            filler::call_on(&app, group.clone(), format!("f{i}"), 20).await,
+            "filler",
+        ));
+    }
+    let runner = start_runner(&app, 2);
+    assert_eq!(ok(parent.result().await, "parent"), "child");
+    for fl in &fillers {
+        ok(fl.result().await, "filler");
+    }
+    let order: Vec<String> = tasks::events_of(&group)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    // parent and f0 start together on the two slots; the child comes last
+    assert_eq!(order.len(), 7, "{order:?}");
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some("child"),
+        "without blocking control the child is not picked first: {order:?}"
+    );
+    let st = statuses(&parent).await;
+    assert!(!st.contains(&InvocationStatus::Paused), "{st:?}");
+    finish(&app, runner).await;
+}
+
 fn assert_cycle(err: PynencError, names: &[&str]) {
     match &err {
         PynencError::TaskFailed { error, .. } => {

@@ -120,19 +120,25 @@ impl Pynenc {
     }
 
     /// Waits until every invocation in `ids` is final. Inside a runner the
-    /// current invocation is paused meanwhile (blocking control).
+    /// current invocation is paused meanwhile and the waited ones are picked
+    /// first (blocking control); with `orchestrator.blocking_control =
+    /// false` it keeps running and its slot, and the waited invocations
+    /// wait their turn in the queue.
     ///
     /// # Errors
     ///
     /// An id that does not exist, or a backend failure.
     pub async fn wait_for(&self, ids: &[InvocationId]) -> Result<()> {
         let ctx = context::current();
+        let blocking_control = self.inner.conf.orchestrator.blocking_control;
         match ctx
             .as_deref()
+            .filter(|_| blocking_control)
             .and_then(|c| c.runner.as_ref().map(|host| (c, host)))
         {
             Some((ctx, host)) => host.waiting_for_results(ctx, ids).await,
-            // outside any runner nobody's slot is at stake: just wait
+            // outside any runner nobody's slot is at stake (and without
+            // blocking control the waiting invocation keeps its own): just wait
             None => Ok(self.coordination().wait_final(ids).await?),
         }
     }

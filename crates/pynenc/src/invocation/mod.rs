@@ -170,9 +170,9 @@ pub(crate) fn decode<R: DeserializeOwned>(
         InvocationStatus::Cancelled => Err(PynencError::Cancelled {
             task_id: task_id.clone(),
             invocation_id: *invocation_id,
-            error: outcome.error.unwrap_or_else(|| {
+            error: Box::new(outcome.error.unwrap_or_else(|| {
                 TaskError::new(pynenc_model::CANCELLED_ERROR_KIND, "cancelled")
-            }),
+            })),
         }),
         status => Err(PynencError::NoResult {
             invocation_id: *invocation_id,

@@ -17,13 +17,21 @@
 //!   `CANCELLED` through the normal end of a run;
 //! - in a child process ([`crate::ProcessRunner`], the workers of a
 //!   [`crate::PersistentProcessRunner`]): the process gets `SIGTERM`, then
-//!   `SIGKILL` if it is still alive after `runner.shutdown_grace_seconds`,
-//!   and the run ends `CANCELLED` (not as a crash, not re-routed).
+//!   `SIGKILL` if it is still alive after `runner.shutdown_grace_seconds`
+//!   (plus a margin for a pool's worker, whose own graceful stop ends the
+//!   run first), and the run ends `CANCELLED` (not as a crash, not
+//!   re-routed); a pool replaces the worker.
+//!
+//! A `PAUSED` invocation holds no slot: its wait is dropped, and the end of
+//! its run takes no next invocation (the `frees_slot` of
+//! [`super::host::InvocationHost::finish`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 use pynenc_model::{InvocationId, RunOutcome, RunnerId};
 use tokio::sync::Notify;
@@ -48,6 +56,10 @@ pub(crate) struct CancelSignal {
     raised: AtomicBool,
     /// The invocation the task runs now.
     current: Mutex<Option<InvocationId>>,
+    /// The run's own wait ([`CancelSignal::dropped_on_cancel`]): one waiter,
+    /// polled with the body, so it is woken without a lock.
+    run: AtomicWaker,
+    /// Other waits (a paused invocation's wait for results).
     notify: Notify,
 }
 
@@ -69,6 +81,7 @@ impl CancelSignal {
         }
         self.raised.store(true, Ordering::Release);
         drop(current);
+        self.run.wake();
         self.notify.notify_waiters();
         true
     }
@@ -79,6 +92,29 @@ impl CancelSignal {
             return false;
         }
         self.current.lock().as_ref() == Some(invocation_id)
+    }
+
+    /// Runs `fut` unless `invocation_id` is cancelled first: `None` then
+    /// (`fut` is dropped). For the body of a run, polled at every wake-up of
+    /// the body: the check is one atomic load.
+    pub(crate) async fn dropped_on_cancel<F: Future>(
+        &self,
+        invocation_id: &InvocationId,
+        fut: F,
+    ) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if self.is_cancelled(invocation_id) {
+                return Poll::Ready(None);
+            }
+            self.run.register(cx.waker());
+            // a cancel between the check and the registration woke nobody
+            if self.is_cancelled(invocation_id) {
+                return Poll::Ready(None);
+            }
+            fut.as_mut().poll(cx).map(Some)
+        })
+        .await
     }
 
     /// Resolves once `invocation_id` is cancelled (never, if it does not run here).

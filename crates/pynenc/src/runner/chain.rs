@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use super::cancel::CancelSignal;
 use super::host::{InvocationHost, RunFinish};
 use super::ids::process_context;
-use super::thread::RunnerShared;
+use super::shared::RunnerShared;
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::exceptions::{PynencError, Result};
@@ -38,7 +38,7 @@ fn own_cancel(ctx: &InvocationContext, runner_id: &RunnerId) -> PynencError {
     PynencError::Cancelled {
         task_id: ctx.record.call.task_id.clone(),
         invocation_id: *ctx.invocation_id(),
-        error: pynenc_store::engine::cancelled_error(runner_id),
+        error: Box::new(pynenc_store::engine::cancelled_error(runner_id)),
     }
 }
 

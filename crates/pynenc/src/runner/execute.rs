@@ -74,11 +74,9 @@ pub(crate) async fn run_body_cancellable(
     match (cancel, &body) {
         (Some(signal), TaskBody::Async(_)) => {
             let id = *ctx.invocation_id();
-            tokio::select! {
-                biased;
-                () = signal.cancelled(&id) => None,
-                out = run_body(body, input, ctx) => Some(out),
-            }
+            signal
+                .dropped_on_cancel(&id, run_body(body, input, ctx))
+                .await
         }
         _ => Some(run_body(body, input, ctx).await),
     }

@@ -9,7 +9,7 @@ use pynenc_store::RunEnd;
 use tracing::warn;
 
 use super::ids::process_context;
-use super::thread::RunnerShared;
+use super::shared::RunnerShared;
 use crate::exceptions::{PynencError, Result};
 
 /// The answer to a queued end: its result, and the next invocation of the

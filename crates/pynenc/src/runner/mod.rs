@@ -22,6 +22,25 @@
 //! where a step is a transaction or a round trip (SQLite, Redis), the ends
 //! that come in while one step is in flight go together in the next, with
 //! one pick-up for all the slots they free.
+//!
+//! Every runner lists itself (`Coordination::register_runner`, read back by
+//! `Queries::runners`): at start with its kind (`thread`, `process`,
+//! `persistent_process`, `multi_thread`), host, process id, start time and
+//! slots, at every heartbeat with the invocations it runs now, and it
+//! leaves the list on a clean stop. A runner that dies stays listed with
+//! its last heartbeat until the runner holding the recovery lease forgets
+//! it after `runner.runner_info_keep_seconds`. The child and worker
+//! processes of the process runners are not listed (see [`process`]).
+//!
+//! While a runner runs anything, it asks every `runner.cancel_poll_seconds`
+//! whether any of its invocations was cancelled (one call for the whole
+//! runner, none while it runs nothing) and stops them: an async body is
+//! dropped at its next await, a sync body sees
+//! [`crate::context::is_cancelled`] (it cannot be interrupted), a `PAUSED`
+//! invocation stops waiting (it holds no slot, and its end takes none),
+//! and a child process is stopped with `SIGTERM`, then `SIGKILL`. The run
+//! then ends `CANCELLED`. A stopping runner stops what was cancelled at
+//! once instead of waiting for it.
 
 mod cancel;
 mod chain;
@@ -31,6 +50,7 @@ mod host;
 mod ids;
 pub mod process;
 mod run;
+mod shared;
 mod stop;
 mod thread;
 mod upkeep;

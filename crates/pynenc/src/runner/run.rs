@@ -128,9 +128,10 @@ pub(crate) async fn run_invocation(
             cancelled_outcome(host.runner_id())
         }
     };
-    // a run cancelled while PAUSED holds no slot: it takes nothing next
-    let frees_slot = ctx.slot.lock().await.permit.is_some();
-    let RunFinish { end, next } = host.finish(app, &kept, outcome, frees_slot).await;
+    // take the slot back now (the context may outlive this function in user
+    // clones); a run cancelled while PAUSED holds none, and takes nothing next
+    let permit = ctx.slot.lock().await.permit.take();
+    let RunFinish { end, next } = host.finish(app, &kept, outcome, permit.is_some()).await;
     match end {
         Ok(status) => {
             debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished")
@@ -139,7 +140,5 @@ pub(crate) async fn run_invocation(
             warn!(error = %e, "could not record the end of the invocation (was it killed?)")
         }
     }
-    // take the slot back now (the context may outlive this function in user clones)
-    let permit = ctx.slot.lock().await.permit.take();
     RunResult { permit, next }
 }

@@ -10,173 +10,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pynenc_model::{InvocationId, InvocationRecord, RunnerId};
+use pynenc_model::{InvocationRecord, RunnerId};
 use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{info, info_span, warn, Instrument};
 
 use super::cancel::{log_if_cancelled, requests_now, watch_requests};
-use super::chain::ChainHost;
 use super::finisher::Finisher;
 use super::host::InvocationHost;
 use super::ids::{new_runner_id, process_context};
 use super::process;
 use super::run::{run_invocation, RunResult};
+use super::shared::{running_key, Role, RunnerShared, Running};
 use super::stop::{stop_on_signal, StopSignal};
 use super::upkeep::{idle, maintain, PickBackoff, Presence};
 use super::{RunnerHandle, SpawnedRunner};
 use crate::app::Pynenc;
 use crate::conf::RunnerKind;
 use crate::exceptions::Result;
-
-/// What a [`ThreadRunner`] is: a runner of its own, or a worker process of
-/// a pool runner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// A runner of its own: listed among the runners, cancels in-process.
-    Standalone,
-    /// A worker process of a pool: reports what it runs to the pool (which
-    /// lists it), and beats its own heartbeat unlisted. With
-    /// `cancel_by_parent`, a cancel is reported to the pool, which stops
-    /// the whole process; without, it is done in-process.
-    PoolWorker {
-        /// Whether the pool stops the process on a cancel.
-        cancel_by_parent: bool,
-    },
-}
-
-/// An invocation running in a runner: its record, the tokio task running
-/// it and the host of that task (with its cancel signal).
-pub(crate) struct Running {
-    record: Arc<InvocationRecord>,
-    abort: AbortHandle,
-    chain: Arc<ChainHost>,
-}
-
-/// State shared by a runner and the invocations it runs.
-pub(crate) struct RunnerShared {
-    pub(crate) runner_id: RunnerId,
-    pub(crate) app: Pynenc,
-    pub(crate) slots: Arc<Semaphore>,
-    pub(crate) max_slots: usize,
-    pub(crate) stop: Arc<StopSignal>,
-    /// Running invocations by the address of their record (no key to
-    /// allocate).
-    running: Mutex<FxHashMap<usize, Running>>,
-    idle: Notify,
-    /// Notified when the runner starts running something after running nothing.
-    busy: Notify,
-    pub(crate) finisher: Finisher,
-    role: Role,
-    /// Hosts of tokio tasks that ended, for the next ones (one allocation
-    /// fewer per task); cleared when the runner stops.
-    spare_chains: Mutex<Vec<Arc<ChainHost>>>,
-}
-
-impl RunnerShared {
-    /// Lists `next`, taken for the slot of `from`, as running in the tokio
-    /// task of `from` (before `from` leaves the list, so a stop always
-    /// finds them).
-    pub(crate) fn hand_over(&self, from: &Arc<InvocationRecord>, next: &[Arc<InvocationRecord>]) {
-        if next.is_empty() {
-            return;
-        }
-        let mut running = self.running.lock();
-        let Some((abort, chain)) = running
-            .get(&running_key(from))
-            .map(|r| (r.abort.clone(), r.chain.clone()))
-        else {
-            return;
-        };
-        for n in next {
-            running.insert(
-                running_key(n),
-                Running {
-                    record: n.clone(),
-                    abort: abort.clone(),
-                    chain: chain.clone(),
-                },
-            );
-        }
-    }
-
-    /// An invocation taken for a slot whose run is gone (the runner is
-    /// stopping): `KILLED` → `REROUTED`, back to the head of the queue (or
-    /// `CANCELLED`, when a cancel was asked for it).
-    pub(crate) async fn give_back(&self, record: &Arc<InvocationRecord>) {
-        self.running.lock().remove(&running_key(record));
-        let id = &record.invocation_id;
-        match self
-            .app
-            .orchestrator()
-            .kill_and_reroute(id, &self.runner_id)
-            .await
-        {
-            Ok(()) => {
-                let task_id = Some(record.call.task_id.as_ref());
-                if !log_if_cancelled(&self.app, &self.runner_id, id, task_id).await {
-                    info!(invocation_id = %id, "re-routed: its slot's run is gone");
-                }
-            }
-            Err(e) => warn!(invocation_id = %id, error = %e, "could not re-route"),
-        }
-    }
-
-    /// A host for a new tokio task: a spare one, or a new one.
-    fn take_chain(self: &Arc<Self>) -> Arc<ChainHost> {
-        let spare = self.spare_chains.lock().pop();
-        spare.unwrap_or_else(|| Arc::new(ChainHost::new(self.clone())))
-    }
-
-    /// The host of a tokio task that ended, kept for a next one (a few).
-    fn keep_chain(&self, chain: Arc<ChainHost>) {
-        let mut spare = self.spare_chains.lock();
-        if spare.len() < self.max_slots.min(64) {
-            spare.push(chain);
-        }
-    }
-
-    /// The invocations running here now.
-    fn running_ids(&self) -> Vec<InvocationId> {
-        self.running
-            .lock()
-            .values()
-            .map(|r| r.record.invocation_id)
-            .collect()
-    }
-
-    /// Stops those of `ids` that run here (in-process: see
-    /// [`super::cancel`]), or, in a worker whose pool stops the process on a
-    /// cancel and unless `in_process`, tells the pool.
-    fn cancel_running(&self, ids: &[InvocationId], in_process: bool) {
-        let by_parent = matches!(
-            self.role,
-            Role::PoolWorker {
-                cancel_by_parent: true
-            }
-        );
-        let running = self.running.lock();
-        for r in running.values() {
-            let id = &r.record.invocation_id;
-            if !ids.contains(id) {
-                continue;
-            }
-            if by_parent && !in_process {
-                debug!(invocation_id = %id, "cancel requested: asking the pool to stop this process");
-                let line = format!("{id} {}", r.record.call.task_id);
-                process::report_to_parent("cancel", &line);
-            } else if r.chain.cancel.request(id) {
-                info!(
-                    runner_id = %self.runner_id,
-                    task_id = %r.record.call.task_id,
-                    invocation_id = %id,
-                    "cancel requested: stopping the invocation"
-                );
-            }
-        }
-    }
-}
 
 /// The in-process runner (tokio tasks and blocking threads).
 pub struct ThreadRunner {
@@ -369,13 +221,8 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
     }
 }
 
-/// The key of a running invocation in [`RunnerShared::running`].
-fn running_key(record: &Arc<InvocationRecord>) -> usize {
-    Arc::as_ptr(record) as usize
-}
-
 /// Runs `record` in a new tokio task holding `permit`, then, in the same
-/// task, the invocations its host takes next (see [`ChainHost::finish`]).
+/// task, the invocations its host takes next (see [`super::chain::ChainHost::finish`]).
 fn spawn_invocation(
     shared: &Arc<RunnerShared>,
     record: Arc<InvocationRecord>,

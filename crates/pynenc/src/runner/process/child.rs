@@ -17,7 +17,7 @@ use crate::context::InvocationContext;
 use crate::exceptions::{PynencError, Result};
 use crate::runner::ids::process_context;
 use crate::runner::run::run_invocation;
-use crate::runner::thread::Role;
+use crate::runner::shared::Role;
 use crate::runner::{InvocationHost, ThreadRunner};
 
 /// In a worker process: invocations its pool suspects of crashing a
