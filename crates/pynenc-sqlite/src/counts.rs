@@ -154,7 +154,11 @@ impl SqliteTxn<'_> {
         let mut stmt = self.stmt(sql, op, Key::None)?;
         let rows = stmt
             .query_map(args, |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .map_err(|e| self.ctx.err(e, op, Key::None))?;
         let mut out = Vec::new();

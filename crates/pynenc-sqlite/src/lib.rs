@@ -43,15 +43,16 @@
 //!   ids this backend creates are time-ordered (see
 //!   [`pynenc_store::StoreTxn::new_invocation_id`]), so the rows a burst of work touches
 //!   sit on a few neighbouring pages instead of being scattered over the
-//!   file. Statuses are small integers, and the runner ids, actors and
-//!   execution contexts of the history are interned in `names`. Each
+//!   file. Statuses are small integers, and the task ids, error kinds, and
+//!   the runner ids, actors and execution contexts of the history are
+//!   interned in `names`. Each
 //!   question of the hot path (registration and running concurrency, due
 //!   scheduled invocations, final invocations to purge, claims to recover,
 //!   blocking candidates) has a partial index that holds exactly the rows it
 //!   asks for.
 //! - **Fewer statements per step.** Within one section the backend remembers
-//!   the key, status, running key and wait flag of every invocation it has
-//!   read or written, so a transition reads the row once.
+//!   the key, task, status, error kind, running key and wait flag of every
+//!   invocation it has read or written, so a transition reads the row once.
 //!
 //! # Wake-up latency
 //!
@@ -70,7 +71,7 @@
 //!
 //! Both checks are read-only transactions, so they never take the write lock.
 //!
-//! # Schema (version 2)
+//! # Schema (version 3)
 //!
 //! The tables are created from `sql/schema.sql`, included at build time.
 //!
@@ -78,21 +79,48 @@
 //! |---|---|---|
 //! | `pynenc_meta` | `key` | `schema_version` |
 //! | `apps` | `app` | the `app_id` of each app number |
-//! | `names` | `name_id` | interned runner ids, actors and execution contexts |
-//! | `invocations` | `rid` (unique `app, invocation_id`) | status (code), owner, times, concurrency keys, retries, waited flag |
+//! | `names` | `name_id` | interned task ids, error kinds, runner ids, actors and execution contexts |
+//! | `invocations` | `rid` (unique `app, invocation_id`) | task, status (code), owner, times, concurrency keys, retries, waited flag, parent, call hash, error kind, cancel request |
 //! | `records` | `rid` | the invocation record as JSON (arguments included) |
 //! | `outcomes` | `rid` | result and error (JSON) |
 //! | `history` | `seq` (indexed by `rid`) | one row per status transition |
+//! | `status_counts` | `app, task, status` | how many invocations of a task are in a status |
+//! | `failed_counts` | `app, task, kind` | how many `FAILED` invocations of a task failed with an error kind |
+//! | `waits` | `waited, waiter` (`rid`s; indexed by `waiter`) | which invocation waits on which |
 //! | `queue` | `app, seq` | the broker's FIFO of invocation ids |
 //! | `controlled` | `seq` | invocations parked by running concurrency, per running key |
 //! | `edges` | `seq` | call graph edges of unfinished invocations (cycle control) |
 //! | `heartbeats` | `app, runner_id` | the last heartbeat of each runner |
+//! | `runners` | `app, runner_id` | what each runner said of itself (kind, host, pid, start, slots, running ids) |
 //! | `leases` | `app, name` | leases (one holder at a time) |
 //!
 //! Status codes: 0 `SCHEDULED`, 1 `REGISTERED`, 2 `CONCURRENCY_CONTROLLED`,
 //! 3 `CONCURRENCY_CONTROLLED_FINAL`, 4 `REROUTED`, 5 `PENDING`,
 //! 6 `PENDING_RECOVERY`, 7 `RUNNING`, 8 `PAUSED`, 9 `RESUMED`,
-//! 10 `RUNNING_RECOVERY`, 11 `KILLED`, 12 `RETRY`, 13 `SUCCESS`, 14 `FAILED`.
+//! 10 `RUNNING_RECOVERY`, 11 `KILLED`, 12 `RETRY`, 13 `SUCCESS`, 14 `FAILED`,
+//! 15 `CANCELLED`.
+//!
+//! The query API reads indexes kept by the same primitives that change
+//! statuses, in the same transaction:
+//!
+//! - **Listings** read, in `invocation_id` (creation) order, one range per
+//!   task of `invocations_open` (not final yet: an entry written when the
+//!   invocation is created and removed when it ends) and per task and final
+//!   status of `invocations_ended` (written once, when it ends), merged by
+//!   one `UNION ALL … ORDER BY` statement; children come from
+//!   `invocations_parent`, everything from `invocations_id`. A run writes
+//!   three entries of these indexes in all, and `put_status` names only the
+//!   columns that change, so an index on a column that keeps its value is
+//!   not rewritten.
+//! - **Counts** per task and status and of `FAILED` per error kind are
+//!   counters: each section adds up its changes and writes them before it
+//!   ends (one statement per counter it changed), so counting never reads
+//!   the invocations.
+//! - **Ends to purge** come from `invocations_final` (status, end time);
+//!   **registration scopes** from `invocations_registration` (every
+//!   invocation of a key that is not final) and `invocations_success`;
+//!   **cancel requests** are a column, cleared by the status that ends the
+//!   invocation, with a partial index for the requests of a runner.
 //!
 //! Large values (the record with its arguments, the result) live in their
 //! own tables, so status updates never rewrite them.
@@ -102,9 +130,11 @@
 mod codes;
 mod counts;
 mod error;
+mod history;
 mod listing;
 mod primitives;
 mod queries;
+mod queue;
 mod rows;
 mod runners;
 mod schema;

@@ -4,15 +4,20 @@
 //! filter, and read in `invocation_id` order (ids order creation), so a
 //! page is one range scan from the cursor:
 //!
-//! - a parent: `invocations_parent`; a call: `invocations_call`;
-//! - an owner (unless only statuses that are not final are asked, which
-//!   the task ranges answer better): `invocations_owner`;
-//! - tasks, statuses, an end range or key arguments: one range per task of
-//!   `invocations_open` (invocations not final yet) and one per task and
-//!   final status of `invocations_ended`, merged by SQLite (`UNION ALL`
-//!   with one `ORDER BY`), leaving out the ranges whose counter is zero;
-//!   with statuses and no task, the tasks are those the counters know;
+//! - a parent: `invocations_parent`;
+//! - tasks, statuses, an end range, an owner, a call or key arguments: one
+//!   range per task of `invocations_open` (invocations not final yet) and
+//!   one per task and final status of `invocations_ended`, merged by SQLite
+//!   (`UNION ALL` with one `ORDER BY`), leaving out the ranges whose
+//!   counter is zero; a call's task is the one in its id; without a task,
+//!   the tasks are those the counters know;
 //! - nothing else: `invocations_id`.
+//!
+//! Owners and calls have no index of their own: an index entry per
+//! invocation on a column that is not in creation order (the argument
+//! hash) or that every run writes (the owner) cost the hot path more than
+//! they save these rarer questions, which the task ranges answer with a
+//! filter.
 //!
 //! Every filter is applied in every range (the same rules as
 //! [`InvocationQuery::matches`]); values are bound parameters. Key arguments
@@ -21,8 +26,8 @@
 
 use pynenc_model::status::ALL_STATUSES;
 use pynenc_model::{
-    CallId, InvocationId, InvocationQuery, InvocationRecord, InvocationSummary, Order,
-    RunnerId, Timestamp,
+    CallId, InvocationId, InvocationQuery, InvocationRecord, InvocationSummary, Order, RunnerId,
+    Timestamp,
 };
 use pynenc_store::Result;
 use rusqlite::types::Value;
@@ -31,7 +36,7 @@ use rustc_hash::FxHashMap;
 use crate::codes::status_code;
 use crate::counts::TaskNames;
 use crate::error::Key;
-use crate::rows::{call_key, hash_from_hex, hash_to_hex};
+use crate::rows::{hash_from_hex, hash_to_hex};
 use crate::txn::{limit, SqliteTxn};
 
 /// The most ranges merged by one statement (more are read in several
@@ -103,7 +108,10 @@ impl SqliteTxn<'_> {
             let exhausted = rows.len() < batch;
             after = rows.last().map(|c| c.summary.invocation_id);
             for row in rows {
-                if self.record_of(&row)?.is_some_and(|r| query.matches_arguments(&r.call)) {
+                if self
+                    .record_of(&row)?
+                    .is_some_and(|r| query.matches_arguments(&r.call))
+                {
                     out.push(row.summary);
                     if out.len() == query.limit {
                         return Ok(out);
@@ -234,10 +242,16 @@ impl SqliteTxn<'_> {
             c.push(format!("created_at_us < {}", sql.bind(to.as_micros())));
         }
         if let Some(low) = low {
-            c.push(format!("invocation_id >= {}", sql.bind(low.as_str().to_string())));
+            c.push(format!(
+                "invocation_id >= {}",
+                sql.bind(low.as_str().to_string())
+            ));
         }
         if let Some(high) = high {
-            c.push(format!("invocation_id < {}", sql.bind(high.as_str().to_string())));
+            c.push(format!(
+                "invocation_id < {}",
+                sql.bind(high.as_str().to_string())
+            ));
         }
         if !query.ended.is_open() {
             c.push("final_at_us IS NOT NULL".to_string());
@@ -249,7 +263,10 @@ impl SqliteTxn<'_> {
             }
         }
         if let Some(parent) = &query.parent {
-            c.push(format!("parent = {}", sql.bind(parent.as_str().to_string())));
+            c.push(format!(
+                "parent = {}",
+                sql.bind(parent.as_str().to_string())
+            ));
         }
         if let Some(owner) = &query.owner {
             c.push(format!("owner = {}", sql.bind(owner.as_str().to_string())));
@@ -258,7 +275,6 @@ impl SqliteTxn<'_> {
             let Some((task, hash)) = self.call_of(call)? else {
                 return Ok(None);
             };
-            c.push(format!("call_key = {}", sql.bind(call_key(&hash))));
             c.push(format!("call_hash = {}", sql.bind(hash.to_vec())));
             c.push(format!("task = {}", sql.bind(task)));
         }
@@ -288,49 +304,29 @@ impl SqliteTxn<'_> {
 
     /// The ranges that answer `query` (see the module documentation).
     fn plan(&mut self, query: &InvocationQuery, sql: &mut Sql) -> Result<Plan> {
-        let one = |index: &'static str| Ok(Plan::Ranges(vec![Range::new(index)]));
-        let only_open = !query.statuses.is_empty() && query.statuses.iter().all(|s| !s.is_final());
-        let task_filter = !query.task_ids.is_empty();
-        if query.parent.is_some() || query.call_id.is_some() {
-            let index = if query.parent.is_some() {
-                "invocations_parent"
-            } else {
-                "invocations_call"
-            };
-            return self.with_tasks(query, sql, index);
+        if query.parent.is_some() {
+            let mut range = Range::new("invocations_parent");
+            if !query.task_ids.is_empty() {
+                let tasks = self.task_numbers(&query.task_ids)?;
+                if tasks.is_empty() {
+                    return Ok(Plan::Empty);
+                }
+                range
+                    .conditions
+                    .push(sql.in_list("task", tasks.into_iter().map(Value::from)));
+            }
+            return Ok(Plan::Ranges(vec![range]));
         }
-        if query.owner.is_some() && !only_open {
-            return self.with_tasks(query, sql, "invocations_owner");
-        }
-        if !task_filter
+        if query.task_ids.is_empty()
             && query.statuses.is_empty()
             && query.ended.is_open()
             && query.owner.is_none()
+            && query.call_id.is_none()
             && query.key_arguments.is_empty()
         {
-            return one("invocations_id");
+            return Ok(Plan::Ranges(vec![Range::new("invocations_id")]));
         }
         self.task_ranges(query, sql)
-    }
-
-    /// One range of `index`, narrowed to the query's tasks.
-    fn with_tasks(
-        &mut self,
-        query: &InvocationQuery,
-        sql: &mut Sql,
-        index: &'static str,
-    ) -> Result<Plan> {
-        let mut range = Range::new(index);
-        if !query.task_ids.is_empty() {
-            let tasks = self.task_numbers(&query.task_ids)?;
-            if tasks.is_empty() {
-                return Ok(Plan::Empty);
-            }
-            range
-                .conditions
-                .push(sql.in_list("task", tasks.into_iter().map(Value::from)));
-        }
-        Ok(Plan::Ranges(vec![range]))
     }
 
     /// A range per task of the invocations not final yet, and per task
@@ -340,13 +336,22 @@ impl SqliteTxn<'_> {
         let wanted = |code: i64| {
             query.statuses.is_empty() || query.statuses.iter().any(|s| status_code(*s) == code)
         };
-        let numbers;
-        let tasks = if query.task_ids.is_empty() {
-            None
-        } else {
-            numbers = self.task_numbers(&query.task_ids)?;
-            Some(numbers.as_slice())
-        };
+        let mut numbers = None;
+        if !query.task_ids.is_empty() {
+            numbers = Some(self.task_numbers(&query.task_ids)?);
+        }
+        if let Some(call) = &query.call_id {
+            // a call's task is the part of its id before '#'
+            let task = match self.call_of(call)? {
+                Some((task, _)) => task,
+                None => return Ok(Plan::Empty),
+            };
+            if numbers.as_ref().is_some_and(|n| !n.contains(&task)) {
+                return Ok(Plan::Empty);
+            }
+            numbers = Some(vec![task]);
+        }
+        let tasks = numbers.as_deref();
         let mut per_task: FxHashMap<i64, Vec<i64>> = FxHashMap::default();
         let mut order: Vec<i64> = Vec::new();
         for (task, code, _) in self.status_counts(tasks)? {

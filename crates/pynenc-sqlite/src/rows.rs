@@ -53,13 +53,6 @@ pub(crate) fn hash_to_hex(hash: &[u8]) -> String {
     out
 }
 
-/// The indexed part of a call hash: its first 8 bytes as an integer.
-pub(crate) fn call_key(hash: &CallHash) -> i64 {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&hash[..8]);
-    i64::from_be_bytes(first)
-}
-
 /// Whether SQLite refused a row because its unique key exists.
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
@@ -86,8 +79,8 @@ impl SqliteTxn<'_> {
             .stmt(
                 "INSERT INTO invocations (app, invocation_id, task, status, owner, status_at_us,
                      created_at_us, due_at_us, registration_key, running_key, final_at_us,
-                     parent, call_key, call_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     parent, call_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  RETURNING rid",
                 op,
                 key,
@@ -104,8 +97,10 @@ impl SqliteTxn<'_> {
                     record.concurrency.registration_key,
                     record.concurrency.running_key,
                     final_at,
-                    record.parent_invocation_id.as_ref().map(InvocationId::as_str),
-                    call_key(&hash),
+                    record
+                        .parent_invocation_id
+                        .as_ref()
+                        .map(InvocationId::as_str),
                     &hash[..],
                 ],
                 |r| r.get::<_, i64>(0),
@@ -163,8 +158,8 @@ impl SqliteTxn<'_> {
         self.exec(
             "UPDATE invocations SET task = ?2, status = ?3, owner = ?4, status_at_us = ?5,
                  created_at_us = ?5, due_at_us = ?6, registration_key = ?7, running_key = ?8,
-                 retries = 0, waited = 0, final_at_us = ?9, parent = ?10, call_key = ?11,
-                 call_hash = ?12, cancel_owner = NULL
+                 retries = 0, waited = 0, final_at_us = ?9, parent = ?10, call_hash = ?11,
+                 cancel_owner = NULL
              WHERE rid = ?1",
             op,
             inv(id),
@@ -178,8 +173,10 @@ impl SqliteTxn<'_> {
                 record.concurrency.registration_key,
                 record.concurrency.running_key,
                 status.status.is_final().then_some(created),
-                record.parent_invocation_id.as_ref().map(InvocationId::as_str),
-                call_key(hash),
+                record
+                    .parent_invocation_id
+                    .as_ref()
+                    .map(InvocationId::as_str),
                 &hash[..],
             ],
         )?;
@@ -306,12 +303,7 @@ impl SqliteTxn<'_> {
             self.exec(sql, op, key, params![rid])?;
         }
         if row.waited {
-            self.exec(
-                "DELETE FROM waits WHERE waited = ?1",
-                op,
-                key,
-                params![rid],
-            )?;
+            self.exec("DELETE FROM waits WHERE waited = ?1", op, key, params![rid])?;
         }
         self.exec(
             "DELETE FROM edges WHERE app = ?1 AND caller_invocation_id = ?2",

@@ -117,11 +117,10 @@ impl SqliteTxn<'_> {
         found
             .into_iter()
             .map(|(id, kind, host, pid, started, slots, running, beat)| {
-                let running: Vec<InvocationId> =
-                    serde_json::from_str(&running).map_err(|e| {
-                        self.ctx
-                            .fail_caused(format!("runner {id}: its running invocations"), e)
-                    })?;
+                let running: Vec<InvocationId> = serde_json::from_str(&running).map_err(|e| {
+                    self.ctx
+                        .fail_caused(format!("runner {id}: its running invocations"), e)
+                })?;
                 Ok(RunnerInfo {
                     runner_id: RunnerId::from(id),
                     kind,

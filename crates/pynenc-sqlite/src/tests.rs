@@ -316,7 +316,11 @@ fn status_codes_are_stable_and_match_the_partial_indexes() {
         assert_eq!([5, 7, 8, 9].contains(&code), s.is_owned_running(), "{s}");
         assert_eq!([1, 4, 12].contains(&code), s.is_available_for_run(), "{s}");
         assert_eq!([3, 13, 14, 15].contains(&code), s.is_final(), "{s}");
-        assert_eq!(crate::codes::FINAL_CODES.contains(&code), s.is_final(), "{s}");
+        assert_eq!(
+            crate::codes::FINAL_CODES.contains(&code),
+            s.is_final(),
+            "{s}"
+        );
         assert_eq!(code == crate::codes::FAILED_CODE, s == Failed);
         assert_eq!(code == 0, s == Scheduled);
         assert_eq!(code == 1, s == Registered);
@@ -758,7 +762,10 @@ async fn scheduled_and_final_indexes() {
         t.put_status(&iid("y"), &st(Success, Some("r")), ts(2000))?;
         t.put_status(&iid("x"), &st(Failed, Some("r")), ts(1000))?;
         assert_eq!(t.final_before(&[], ts(1500), 10)?, ids(&["x"]));
-        assert_eq!(t.final_before(&[], ts(1000), 10)?, Vec::<InvocationId>::new());
+        assert_eq!(
+            t.final_before(&[], ts(1000), 10)?,
+            Vec::<InvocationId>::new()
+        );
         assert_eq!(t.final_before(&[], ts(5000), 10)?, ids(&["x", "y"]));
         assert_eq!(t.final_before(&[], ts(5000), 1)?, ids(&["x"]));
         Ok(())

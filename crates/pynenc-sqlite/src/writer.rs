@@ -129,10 +129,10 @@ impl Inner {
             job_run(&mut txn).and_then(|v| txn.flush_counts().map(|()| v))
         }))
         .unwrap_or_else(|_| {
-                Err(self
-                    .ctx
-                    .fail("a database section panicked; it was rolled back"))
-            });
+            Err(self
+                .ctx
+                .fail("a database section panicked; it was rolled back"))
+        });
         (out, txn.effects)
     }
 

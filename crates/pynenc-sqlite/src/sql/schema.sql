@@ -12,8 +12,8 @@ CREATE TABLE IF NOT EXISTS names (
     name TEXT NOT NULL UNIQUE
 );
 -- task and error_kind are names.name_id; call_hash is the 32 bytes of the
--- call id's argument hash, call_key its first 8 as an integer (indexed);
--- cancel_owner is the runner asked to stop the invocation.
+-- call id's argument hash; cancel_owner is the runner asked to stop the
+-- invocation.
 CREATE TABLE IF NOT EXISTS invocations (
     rid INTEGER PRIMARY KEY,
     app INTEGER NOT NULL,
@@ -30,7 +30,6 @@ CREATE TABLE IF NOT EXISTS invocations (
     waited INTEGER NOT NULL DEFAULT 0,
     final_at_us INTEGER,
     parent TEXT,
-    call_key INTEGER NOT NULL,
     call_hash BLOB NOT NULL,
     error_kind INTEGER,
     cancel_owner TEXT
@@ -69,11 +68,6 @@ CREATE INDEX IF NOT EXISTS invocations_ended
 CREATE INDEX IF NOT EXISTS invocations_parent
     ON invocations (app, parent, invocation_id)
     WHERE parent IS NOT NULL;
-CREATE INDEX IF NOT EXISTS invocations_owner
-    ON invocations (app, owner, invocation_id)
-    WHERE owner IS NOT NULL;
-CREATE INDEX IF NOT EXISTS invocations_call
-    ON invocations (app, call_key, invocation_id);
 CREATE INDEX IF NOT EXISTS invocations_cancel
     ON invocations (app, cancel_owner)
     WHERE cancel_owner IS NOT NULL;
