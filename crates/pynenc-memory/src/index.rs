@@ -1,13 +1,15 @@
 //! The query indexes of the memory store, kept by the same primitives that
-//! change statuses: per task, the invocations not final yet and those in
-//! each final status (in id order, which is creation order), counts per
-//! status, `FAILED` counts per error kind, children per parent, and the
-//! registration-scope lookups.
+//! change statuses: per task, the invocations in each final status (in id
+//! order, which is creation order), counts per status, `FAILED` counts per
+//! error kind, children per parent, and the registration-scope lookups.
 //!
-//! A plain run touches three ordered-set operations (added to its task's
-//! open set; moved to its final status's set) and a few array counters.
+//! Invocations that are not final are found where the store keeps them to
+//! run them (the queue, the owned, scheduled and parked ones: see
+//! [`crate::state::MemState::open_ids`]), so a plain run adds one
+//! ordered-set insertion and a few array counters to its steps.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeBounds;
 
 use pynenc_model::query::InvocationQuery;
 use pynenc_model::status::ALL_STATUSES;
@@ -23,14 +25,16 @@ const N: usize = ALL_STATUSES.len();
 /// Ordered-index key: a time and the invocation's insertion number.
 pub(crate) type OrderKey = (Timestamp, u64);
 
+/// An invocation id as its number ([`InvocationId::as_u128`]): the sets
+/// below compare these, cheaper than the 32 digits.
+type Key = u128;
+
 /// The indexes of one task.
 struct TaskIndex {
     task_id: TaskId,
     counts: [u64; N],
-    /// Invocations not final yet.
-    open: BTreeSet<InvocationId>,
     /// Final invocations, by final status.
-    ended: [BTreeSet<InvocationId>; N],
+    ended: [BTreeSet<Key>; N],
 }
 
 /// Every query index of one app.
@@ -67,7 +71,6 @@ impl QueryIndex {
         self.tasks.push(TaskIndex {
             task_id: task_id.clone(),
             counts: [0; N],
-            open: BTreeSet::new(),
             ended: Default::default(),
         });
         self.numbers.insert(task_id.clone(), n);
@@ -90,7 +93,6 @@ impl QueryIndex {
         let id = record.invocation_id;
         if let Some(t) = self.task(task) {
             t.counts[status.index()] += 1;
-            t.open.insert(id);
         }
         if let Some(parent) = record.parent_invocation_id {
             self.children.entry(parent).or_default().push(id);
@@ -122,8 +124,7 @@ impl QueryIndex {
             t.counts[old.index()] = t.counts[old.index()].saturating_sub(1);
             t.counts[new.index()] += 1;
             if new.is_final() {
-                t.open.remove(&id);
-                t.ended[new.index()].insert(id);
+                t.ended[new.index()].insert(id.as_u128());
             }
         }
         if !new.is_final() {
@@ -173,8 +174,7 @@ impl QueryIndex {
         let id = record.invocation_id;
         if let Some(t) = self.task(task) {
             t.counts[status.index()] = t.counts[status.index()].saturating_sub(1);
-            t.open.remove(&id);
-            t.ended[status.index()].remove(&id);
+            t.ended[status.index()].remove(&id.as_u128());
         }
         if let Some(at) = final_at {
             self.finals[status.index()].remove(&(at, seq));
@@ -291,16 +291,22 @@ impl QueryIndex {
     /// Candidate ids for `query`, in its order from its cursor: each
     /// source set contributes up to what `accept` takes of it, and the
     /// sources are merged. `accept` applies every filter and stops a source
-    /// once `query.limit` ids of it matched.
-    pub(crate) fn candidates(
+    /// once `query.limit` ids of it matched. `open` gives the invocations
+    /// that are not final (asked only when the query wants such a status).
+    pub(crate) fn candidates<O>(
         &self,
         query: &InvocationQuery,
+        open: impl FnOnce() -> O,
         mut accept: impl FnMut(&InvocationId) -> bool,
-    ) -> Vec<InvocationId> {
+    ) -> Vec<InvocationId>
+    where
+        O: Iterator<Item = InvocationId>,
+    {
         let limit = query.limit;
         let mut out: Vec<InvocationId> = Vec::new();
         if let Some(parent) = &query.parent {
-            let mut kids: Vec<InvocationId> = self.children.get(parent).cloned().unwrap_or_default();
+            let mut kids: Vec<InvocationId> =
+                self.children.get(parent).cloned().unwrap_or_default();
             kids.sort_unstable();
             if query.order == Order::NewestFirst {
                 kids.reverse();
@@ -325,25 +331,41 @@ impl QueryIndex {
         };
         let wants = |s: InvocationStatus| query.statuses.is_empty() || query.statuses.contains(&s);
         let wants_open = ALL_STATUSES.iter().any(|s| !s.is_final() && wants(*s));
+        if wants_open && query.ended.is_open() {
+            // the open ones, from where the store keeps them to run them
+            let (lower, upper) = range_of(query, low, high);
+            let mut ids: Vec<InvocationId> = open()
+                .filter(|id| {
+                    let k = id.as_u128();
+                    (lower, upper).contains(&k)
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if query.order == Order::NewestFirst {
+                ids.reverse();
+            }
+            out.extend(ids.into_iter().filter(|id| accept(id)).take(limit));
+        }
         for t in self.selected(&task_ids) {
-            let mut sets: Vec<&BTreeSet<InvocationId>> = Vec::new();
-            if wants_open && query.ended.is_open() {
-                sets.push(&t.open);
-            }
-            for s in ALL_STATUSES.iter().filter(|s| s.is_final() && wants(**s)) {
-                sets.push(&t.ended[s.index()]);
-            }
+            let sets = ALL_STATUSES
+                .iter()
+                .filter(|s| s.is_final() && wants(**s))
+                .map(|s| &t.ended[s.index()]);
             for set in sets {
-                let range = set.range(range_of(query, low, high));
+                let range = set
+                    .range(range_of(query, low, high))
+                    .map(|k| InvocationId::from_u128(*k));
                 let taken: Vec<InvocationId> = if query.order == Order::NewestFirst {
-                    range.rev().filter(|id| accept(id)).take(limit).copied().collect()
+                    range.rev().filter(|id| accept(id)).take(limit).collect()
                 } else {
-                    range.filter(|id| accept(id)).take(limit).copied().collect()
+                    range.filter(|id| accept(id)).take(limit).collect()
                 };
                 out.extend(taken);
             }
         }
         out.sort_unstable();
+        out.dedup();
         if query.order == Order::NewestFirst {
             out.reverse();
         }
@@ -352,25 +374,27 @@ impl QueryIndex {
     }
 }
 
-/// The id range of a query: its created bounds narrowed by its cursor.
+/// The key range of a query: its created bounds narrowed by its cursor.
 fn range_of(
     query: &InvocationQuery,
     low: Option<InvocationId>,
     high: Option<InvocationId>,
-) -> (std::ops::Bound<InvocationId>, std::ops::Bound<InvocationId>) {
+) -> (std::ops::Bound<Key>, std::ops::Bound<Key>) {
     use std::ops::Bound::{Excluded, Included, Unbounded};
+    let (low, high) = (low.map(|l| l.as_u128()), high.map(|h| h.as_u128()));
     let mut lower = low.map_or(Unbounded, Included);
     let mut upper = high.map_or(Unbounded, Excluded);
     if let Some(c) = query.after {
+        let c = c.0.as_u128();
         match query.order {
             Order::OldestFirst => {
-                if low.map_or(true, |l| c.0 >= l) {
-                    lower = Excluded(c.0);
+                if low.map_or(true, |l| c >= l) {
+                    lower = Excluded(c);
                 }
             }
             Order::NewestFirst => {
-                if high.map_or(true, |h| c.0 < h) {
-                    upper = Excluded(c.0);
+                if high.map_or(true, |h| c < h) {
+                    upper = Excluded(c);
                 }
             }
         }

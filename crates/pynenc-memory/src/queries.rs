@@ -41,9 +41,17 @@ fn matches(query: &InvocationQuery, e: &Entry) -> bool {
 impl QueryTxn for MemState {
     fn list_invocations(&mut self, query: &InvocationQuery) -> Result<Vec<InvocationSummary>> {
         let invocations = &self.invocations;
-        let ids = self.index.candidates(query, |id| {
-            invocations.get(id).is_some_and(|e| matches(query, e))
-        });
+        let ids = self.index.candidates(
+            query,
+            || {
+                self.open_ids().filter(|id| {
+                    invocations
+                        .get(id)
+                        .is_some_and(|e| !e.status.status.is_final())
+                })
+            },
+            |id| invocations.get(id).is_some_and(|e| matches(query, e)),
+        );
         Ok(ids
             .iter()
             .filter_map(|id| invocations.get(id).map(summary))

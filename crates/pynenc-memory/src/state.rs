@@ -246,6 +246,18 @@ impl MemState {
         self.queue.iter()
     }
 
+    /// Every invocation that is not final, from where the store keeps them
+    /// to run them: the queue (which may also hold ids that moved on, and
+    /// one id twice), the owned, the scheduled and the parked ones.
+    pub(crate) fn open_ids(&self) -> impl Iterator<Item = InvocationId> + '_ {
+        self.queue
+            .iter()
+            .chain(self.owned.values())
+            .chain(self.scheduled.values())
+            .chain(self.controlled.values().flatten())
+            .copied()
+    }
+
     /// The holder of a lease.
     pub(crate) fn lease_holder(&self, name: &str) -> Option<LeaseHolder> {
         self.leases.get(name).map(|(holder, expires)| LeaseHolder {

@@ -68,6 +68,21 @@ impl InvocationId {
         InvocationId(out)
     }
 
+    /// The number the id's digits spell (the inverse of
+    /// [`InvocationId::from_u128`]): ids compare as their numbers do, so an
+    /// index may keep the number (cheaper to compare than the text).
+    pub fn as_u128(&self) -> u128 {
+        self.0.iter().fold(0u128, |acc, &b| {
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                // ids are made and parsed as lower-case hex only
+                _ => 0,
+            };
+            (acc << 4) | u128::from(digit)
+        })
+    }
+
     /// Reads an id: exactly 32 hexadecimal digits (upper case is accepted
     /// and kept as lower case).
     pub fn parse(text: &str) -> Result<Self, InvalidId> {
@@ -284,6 +299,15 @@ impl CallId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn u128_round_trips_and_keeps_the_order() {
+        let a = InvocationId::time_ordered();
+        let b = InvocationId::time_ordered();
+        assert_eq!(InvocationId::from_u128(a.as_u128()), a);
+        assert_eq!(a < b, a.as_u128() < b.as_u128());
+        assert_eq!(InvocationId::from_u128(u128::MAX).as_u128(), u128::MAX);
+    }
 
     #[test]
     fn invocation_ids_round_trip_and_refuse_other_text() {

@@ -41,9 +41,9 @@ pub use ids::{CallId, InvalidId, InvocationId, RunnerId, TaskId};
 pub use options::{OptionValue, TaskOptions};
 pub use outcome::{
     short_type_name, ErrorDetail, InvocationOutcome, RunOutcome, TaskError, CANCELLED_ERROR_KIND,
-    CYCLE_ERROR_KIND,
-    NOT_FOUND_ERROR_KIND, PANIC_KIND, REGISTRATION_CONFLICT_ERROR_KIND, RETRY_ERROR_KIND,
-    SERIALIZATION_ERROR_KIND, STATE_BACKEND_ERROR_KIND, STATUS_TRANSITION_ERROR_KIND,
+    CYCLE_ERROR_KIND, NOT_FOUND_ERROR_KIND, PANIC_KIND, REGISTRATION_CONFLICT_ERROR_KIND,
+    RETRY_ERROR_KIND, SERIALIZATION_ERROR_KIND, STATE_BACKEND_ERROR_KIND,
+    STATUS_TRANSITION_ERROR_KIND,
 };
 pub use pynenc_options::{ConcurrencyControl, TaskOptionsSpec};
 pub use query::{

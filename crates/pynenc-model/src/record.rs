@@ -111,9 +111,9 @@ impl RegistrationScope {
     /// The oldest end time of a `SUCCESS` that is reused, at `now`.
     pub fn success_since(&self, now: Timestamp) -> Option<Timestamp> {
         match self {
-            RegistrationScope::Cached { ttl_us } => {
-                Some(Timestamp::from_micros(now.as_micros().saturating_sub(*ttl_us)))
-            }
+            RegistrationScope::Cached { ttl_us } => Some(Timestamp::from_micros(
+                now.as_micros().saturating_sub(*ttl_us),
+            )),
             _ => None,
         }
     }
