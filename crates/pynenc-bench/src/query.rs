@@ -87,9 +87,16 @@ pub async fn run(app: &Pynenc, stored: u64, samples: usize) -> Result<Vec<Row>> 
         ..InvocationQuery::new()
     };
     let first = inspect.list(&failed_of_task).await?;
-    if first.items.len() != 50 || first.items.iter().any(|s| s.status != InvocationStatus::Failed)
+    if first.items.len() != 50
+        || first
+            .items
+            .iter()
+            .any(|s| s.status != InvocationStatus::Failed)
     {
-        bail!("the page of FAILED invocations is wrong: {} items", first.items.len());
+        bail!(
+            "the page of FAILED invocations is wrong: {} items",
+            first.items.len()
+        );
     }
     let mut rows = Vec::new();
     let t = timed(samples, || async {
@@ -97,7 +104,12 @@ pub async fn run(app: &Pynenc, stored: u64, samples: usize) -> Result<Vec<Row>> 
         Ok(())
     })
     .await?;
-    rows.push(row("q-failed", stored, t, "a page of 50 FAILED of one task, newest first"));
+    rows.push(row(
+        "q-failed",
+        stored,
+        t,
+        "a page of 50 FAILED of one task, newest first",
+    ));
 
     let next = first.next;
     let t = timed(samples, || {
@@ -113,7 +125,12 @@ pub async fn run(app: &Pynenc, stored: u64, samples: usize) -> Result<Vec<Row>> 
         }
     })
     .await?;
-    rows.push(row("q-next", stored, t, "the next page of the same, by cursor"));
+    rows.push(row(
+        "q-next",
+        stored,
+        t,
+        "the next page of the same, by cursor",
+    ));
 
     let t = timed(samples, || async {
         let counts = inspect.counts(&[]).await?;
@@ -123,7 +140,12 @@ pub async fn run(app: &Pynenc, stored: u64, samples: usize) -> Result<Vec<Row>> 
         Ok(())
     })
     .await?;
-    rows.push(row("q-counts", stored, t, "counts by status, per task and overall"));
+    rows.push(row(
+        "q-counts",
+        stored,
+        t,
+        "counts by status, per task and overall",
+    ));
 
     let t = timed(samples, || async {
         inspect.failed_by_kind(&[]).await?;
@@ -154,7 +176,12 @@ pub async fn run(app: &Pynenc, stored: u64, samples: usize) -> Result<Vec<Row>> 
         Ok(())
     })
     .await?;
-    rows.push(row("q-success", stored, t, "the oldest 50 SUCCESS, any task"));
+    rows.push(row(
+        "q-success",
+        stored,
+        t,
+        "the oldest 50 SUCCESS, any task",
+    ));
 
     let t = timed(samples, || async {
         inspect.queue().await?;

@@ -135,7 +135,8 @@ impl Controller {
                 .await?;
             report.outcomes.push((s.invocation_id, outcome));
             if with_children {
-                self.cancel_descendants(&s.invocation_id, &mut report).await?;
+                self.cancel_descendants(&s.invocation_id, &mut report)
+                    .await?;
             }
         }
         info!(actor = %self.actor, cancelled = report.cancelled(), requested = report.requested(), "cancel by filter");

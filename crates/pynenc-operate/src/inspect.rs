@@ -272,9 +272,8 @@ impl Inspector {
         let queries = self.app.queries();
         let lease = queries.lease(RECOVERY_LEASE).await?;
         let now = Timestamp::now();
-        let dead_after = Duration::from_secs_f64(
-            self.app.conf().runner.runner_dead_after_seconds.max(0.0),
-        );
+        let dead_after =
+            Duration::from_secs_f64(self.app.conf().runner.runner_dead_after_seconds.max(0.0));
         Ok(queries
             .runners()
             .await?
