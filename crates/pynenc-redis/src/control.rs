@@ -29,7 +29,9 @@ impl RedisBackend {
         let outcome = match field(0).as_deref() {
             Some("C") => CancelOutcome::Cancelled,
             Some("R") => CancelOutcome::Requested {
-                owner: RunnerId::from(field(1).unwrap_or_default()),
+                owner: field(1)
+                    .map(RunnerId::from)
+                    .ok_or_else(|| self.bad_reply("cancel: a request without its owner"))?,
             },
             Some("F") => CancelOutcome::AlreadyFinal {
                 status: self.parse_status(id, &field(1).unwrap_or_default())?,
@@ -72,7 +74,7 @@ impl RedisBackend {
     /// until one deletes fewer.
     pub(crate) async fn purge_retention(&self, retention: &Retention) -> Result<usize> {
         let retention = *retention;
-        engine::purge_in_batches(|max| async move {
+        let deleted = engine::purge_in_batches(|max| async move {
             let args = [
                 bytes("retention"),
                 bytes(micros(retention.success)),
@@ -87,7 +89,9 @@ impl RedisBackend {
             let v = self.script(&scripts().purge, &args).await?;
             Ok(count(&v))
         })
-        .await
+        .await?;
+        debug!(deleted, "auto purge by retention");
+        Ok(deleted)
     }
 
     /// The ids of a list reply; one that cannot be read is logged and left

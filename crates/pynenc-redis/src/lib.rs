@@ -29,7 +29,8 @@
 //! invocations first, then the queue; running concurrency; `PENDING` with
 //! the runner as owner, and `RUNNING` when starting), every status
 //! transition, kill-and-reroute, waits, scheduled promotion, auto-purge
-//! chunks, heartbeats, leases and recovery. Nothing is read, checked on the
+//! chunks, deletes, cancels, heartbeats, runners, leases and recovery, and
+//! the reads of the query API (`query.lua`). Nothing is read, checked on the
 //! client and written back, so two runners can never own one invocation.
 //!
 //! The state machine is not copied into Lua: the transition table, the
@@ -48,18 +49,27 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `inv:{id}` | hash | `call` (JSON), `parent`, `created`, `sched`, `gkey` / `call_id` / `graise` (registration key, the call id, `1` to raise on diff), `rkey` / `reroute` (running key, `1` to re-route), `status`, `owner` (empty once released), `retries`, `result`, `error` (JSON), `waited` (the last waiter), `edges` (set once it called other tasks), `x` (set when any of `gkey`, `rkey`, `waited`, `edges` is, so that transitions read those only then), and the history: `hn` fields `h1`, `h2`, …, each holding the entries one step wrote, `[status, owner, actor, timestamp_us, execution_context]` separated by commas |
+//! | `inv:{id}` | hash | `call` (JSON), `tc` (the task id, `#` and 16 hex digits of the call's hash: the call id cut short), `parent`, `created`, `sched`, `gkey` / `call_id` / `graise` / `gscope` (registration key, the call id, `1` to raise on diff, the registration scope: empty, `a` active or `c{ttl_us}` cached), `rkey` / `reroute` (running key, `1` to re-route), `rerun` (the invocation it reruns), `status`, `owner` (empty once released), `retries`, `result`, `error` (JSON), `ekind` (the error kind of a `FAILED` one), `waited` (who waits on it: invocation ids, `(external)` for a caller outside any invocation, `-` once those are gone, separated by spaces; set at all once anything waited on it), `wo` (set while it waits on others), `cxl` (the runner asked to stop it, until it is final), `edges` (set once it called other tasks), `x` (set when any of `gkey`, `rkey`, `waited`, `edges`, `wo`, `cxl`, `graise`, `rerun` is, so that transitions read those only then), and the history: `hn` fields `h1`, `h2`, …, each holding the entries one step wrote, `[status, owner, actor, timestamp_us, execution_context]` separated by commas |
 //! | `queue` | list | the broker's FIFO of invocation ids (stale ids are skipped at pick-up; killed and recovered work goes to the head) |
 //! | `reg:{registration key}` | zset | `REGISTERED` invocations of the key, by creation time |
+//! | `gact:{registration key}` | zset | invocations of the key neither final nor `SCHEDULED` (score 0: id order), for registration scope `active` |
+//! | `gok:{registration key}` | zset | `SUCCESS` invocations of the key by the time they ended, for registration scope `cached` |
 //! | `run:{running key}` | set | invocations holding the key (`PENDING`, `RUNNING`, `PAUSED`, `RESUMED`) |
 //! | `ctl:{running key}` | list | invocations parked `CONCURRENCY_CONTROLLED` until the key frees up |
 //! | `blocking` | zset | waited-on invocations available for run, by creation time, then id (ids are time-ordered) — picked first |
 //! | `edges:{call_id}` | hash | callee call id → count: the call graph of unfinished invocations (cycle control) |
 //! | `iedges:{id}` | list | the edges an invocation added, as (caller call, callee call) pairs |
 //! | `scheduled` | zset | `SCHEDULED` invocations by due time |
-//! | `finals` | list | the auto-purge log: one entry per step that made invocations final, `time id id …`, in time order |
-//! | `owned` | zset | invocations in `PENDING` … `RESUMED` by the time of their last status (recovery) |
+//! | `owned` | zset | invocations in `PENDING` … `RESUMED` by the time of their last status (recovery; the counts of those statuses) |
+//! | `idx:{task}` | zset | every invocation of the task, scored by its status *band* — 1 for `REGISTERED`, `PENDING`, `RUNNING`, `PAUSED` and `RESUMED`, one band for each other status — and in id (creation) order inside a band: the listings and the counts |
+//! | `tasks` | set | the task ids that have invocations |
+//! | `finals:{status}` | list | per final status, one entry per step that made invocations final, `time id id …`, in time order (retention; ids deleted meanwhile are skipped) |
+//! | `par:{parent}` | zset | the children of an invocation (score 0: id order) |
+//! | `fk:{task}` | hash | error kind → how many `FAILED` invocations of the task failed with it |
+//! | `wo:{id}` | set | the invocations it waits on (until they, or it, are final or deleted; who waits on an invocation is its field `waited`) |
+//! | `cxl:{runner}` | set | the invocations the runner was asked to stop (until they are final) |
 //! | `heartbeats` | hash | runner id → last heartbeat (µs, server clock) |
+//! | `runners` | hash | runner id → what it said of itself (`RunnerInfo` JSON; the listing takes the heartbeat from `heartbeats`) |
 //! | `waiters` | hash | backend id → until when (µs) it waits for results (`wait_final`) |
 //! | `lease:{name}` | hash | `holder`, `expires` |
 //! | `lastpick:{runner}` | string | the token and ids of the runner's last pick-up (10 min), for a replay |
@@ -74,13 +84,40 @@
 //! it changes — status, owner, result, and its history entries, which live
 //! in the same hash — and writes them once at its end, so a pick-up that
 //! sets `PENDING` and `RUNNING` writes each invocation once. The shared
-//! indexes (`queue`, `owned`, `finals`) and the `final` notification get
-//! one command per step, whatever the batch size.
+//! indexes (`queue`, `owned`, `idx:{task}`, `finals:{status}`, `tasks`) and
+//! the `final` notification get one command per key and step, whatever the
+//! batch size.
+//!
+//! # Query indexes
+//!
+//! The query API ([`pynenc_store::Queries`]) answers from indexes kept in
+//! the same steps, at about two sorted-set operations per invocation on its
+//! usual way: it enters `idx:{task}` (band 1) when routed, stays there
+//! while picked and running, and moves once, to the band of its final
+//! status. So the counts per task and status are the sizes of the bands
+//! (`ZCOUNT`), those of `PENDING` … `RESUMED` come from `owned` (what
+//! runners hold: small) and `REGISTERED` is the rest of band 1; a page of
+//! one task and status is a range of one band, found by rank. A listing
+//! (`query.lua`, one script call per page) walks the smallest index its
+//! filters allow — the children of a parent, `owned` for the statuses
+//! runners hold, the bands of the statuses asked for (of the tasks asked
+//! for, of a call's task, or of every task, merged in id order) — from the
+//! cursor, checks every filter on each invocation, and stops at the page
+//! size; after 5,000 index entries scanned it returns what it found and
+//! the client goes on from the last id scanned in a further call (filters
+//! no index serves, such as `ended`, an owner of final invocations or key
+//! arguments, may take several calls over a large task). Retention reads
+//! the logs `finals:{status}` from their oldest entries; `delete_final`
+//! deletes by id. Neither a query nor a purge scans the keyspace.
+//! Invocations stored by a build before these indexes are listed and
+//! counted once they change status; the retention purges the old log
+//! `finals` with the longest of its times.
 //!
 //! Every step touches only the keys of the invocations it handles and
 //! per-key indexes (hashes, sets, sorted sets, lists), so its cost does not
-//! grow with the amount of data. Listing (`SCAN` for `{prefix}inv:*`) and
-//! purging (`SCAN` on the app prefix, then `UNLINK`) are the only scans;
+//! grow with the amount of data. Listing every id (`SCAN` for
+//! `{prefix}inv:*`) and purging the app (`SCAN` on the app prefix, then
+//! `UNLINK`) are the only scans;
 //! the library never uses `KEYS`, `FLUSHDB`, `FLUSHALL`, `CONFIG`, `DEBUG` or any other
 //! `@dangerous` command, so an ACL user limited to `~__pynenc__:*` and
 //! `&__pynenc__:*` with `+@all -@dangerous` is enough. (The steps build key

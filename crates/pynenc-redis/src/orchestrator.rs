@@ -97,17 +97,13 @@ impl RedisBackend {
         ]
         .iter()
         .collect();
-        // the call id (`task#hash`) indexes every invocation (listing by
-        // call) and serves cycle control and registration concurrency: the
-        // task and the hash go apart
+        // the call id (`task#hash`) cut to 16 hex digits of the hash: the
+        // task and the key of listings by call (field `tc`); cycle control
+        // and registration concurrency compare whole call ids
         let call_id = req.call.call_id();
-        let task = req.call.task_id.as_str();
-        let hash = call_id
-            .as_str()
-            .get(task.len() + 1..)
-            .unwrap_or_default()
-            .as_bytes()
-            .to_vec();
+        let task_len = req.call.task_id.as_str().len();
+        let id_text = call_id.as_str();
+        let tc = id_text.get(..task_len + 17).unwrap_or(id_text);
         // the rest only when there is one (see route.lua)
         let plain = req.parent_invocation_id.is_none()
             && req.parent_call_id.is_none()
@@ -120,11 +116,11 @@ impl RedisBackend {
             flags.push('+');
         }
         args.push(flags.into_bytes());
-        args.push(bytes(task));
-        args.push(hash);
+        args.push(tc.as_bytes().to_vec());
         if plain {
             return Ok(());
         }
+        args.push(bytes(id_text));
         args.push(opt_bytes(
             req.parent_invocation_id.as_ref().map(InvocationId::as_str),
         ));
@@ -158,7 +154,7 @@ impl Orchestrator for RedisBackend {
             .iter()
             .map(|_| InvocationId::time_ordered())
             .collect();
-        let mut args = Vec::with_capacity(1 + requests.len() * 5);
+        let mut args = Vec::with_capacity(1 + requests.len() * 4);
         args.push(bytes(requests.len().to_string()));
         for (req, id) in requests.iter().zip(&ids) {
             self.route_args(req, id, &mut args)?;

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use pynenc_model::{
-    Call, CallId, ErrorKindCount, InvocationId, InvocationQuery, InvocationStatus,
-    InvocationSummary, LeaseHolder, Order, QueueStats, RunnerId, RunnerInfo, StatusCount, TaskId,
-    Timestamp, WaitGraph, MAX_PAGE_SIZE,
+    Call, ErrorKindCount, InvocationId, InvocationQuery, InvocationStatus, InvocationSummary,
+    LeaseHolder, Order, QueueStats, RunnerId, RunnerInfo, StatusCount, TaskId, Timestamp,
+    WaitGraph, MAX_PAGE_SIZE,
 };
 use pynenc_store::{Queries, Result, StoreError};
 use redis::Value;
@@ -85,16 +85,10 @@ impl RedisBackend {
         let key = self.key("inv", &id);
         let invocation_id = InvocationId::parse(&id).map_err(|e| StoreError::bad_id(&key, e))?;
         let task_id = TaskId::from(s(1).ok_or_else(|| corrupt(&key, "task", "missing"))?);
-        let call_id = match s(2) {
-            Some(hash) => CallId::from(format!("{task_id}#{hash}")),
-            // routed before the hash was stored: from the call itself
-            None => {
-                let json = s(9).ok_or_else(|| corrupt(&key, "call", "missing"))?;
-                let call: Call =
-                    serde_json::from_str(&json).map_err(|e| corrupt_by(&key, "call", e))?;
-                call.call_id()
-            }
-        };
+        // the call id from the call (the index keeps 16 hex digits of its hash)
+        let json = s(9).ok_or_else(|| corrupt(&key, "call", "missing"))?;
+        let call: Call = serde_json::from_str(&json).map_err(|e| corrupt_by(&key, "call", e))?;
+        let call_id = call.call_id();
         let status = self.parse_status(&invocation_id, &s(3).unwrap_or_default())?;
         let int = |i: usize, field: &str| -> Result<Option<i64>> {
             s(i).map(|v| v.parse::<i64>().map_err(|e| corrupt_by(&key, field, e)))
@@ -171,14 +165,24 @@ impl Queries for RedisBackend {
             let parts = as_list(&v);
             let rows = parts.first().map(as_list).unwrap_or_default();
             for row in rows.chunks(ROW_LEN) {
-                out.push(self.decode_summary(row)?);
+                let summary = self.decode_summary(row)?;
+                // a listing by call compared 16 hex digits of the hash: the
+                // whole id decides (a different call is left out)
+                if query
+                    .call_id
+                    .as_ref()
+                    .map_or(true, |c| *c == summary.call_id)
+                {
+                    out.push(summary);
+                }
             }
-            let exhausted = parts.get(2).and_then(as_int) == Some(1);
-            let last = parts.get(1).and_then(as_string).filter(|s| !s.is_empty());
-            if exhausted || rows.len() / ROW_LEN >= want {
+            if parts.get(2).and_then(as_int) == Some(1) {
+                // nothing is left after the last id scanned
                 break;
             }
-            // the scan budget ran out: go on after the last id scanned
+            // the scan budget ran out (or a row of another call was left
+            // out): go on after the last id scanned
+            let last = parts.get(1).and_then(as_string).filter(|s| !s.is_empty());
             match last.map(|l| InvocationId::parse(&l)) {
                 Some(Ok(id)) => after = Some(id),
                 Some(Err(e)) => {

@@ -1,5 +1,6 @@
 //! The Lua code: a prelude generated from [`InvocationStatus`], the shared
-//! library (`lua/lib.lua`) and one body per atomic step.
+//! library (`lua/lib.lua`, `lua/index.lua`, `lua/apply.lua`) and one body
+//! per atomic step.
 //!
 //! The steps are loaded once per server as a **Redis function library**
 //! (`FUNCTION LOAD`, called with `FCALL`; Redis 7+), so the prelude and the
@@ -26,7 +27,15 @@ use sha2::{Digest, Sha256};
 use pynenc_model::status::ALL_STATUSES;
 use pynenc_model::{InvocationId, InvocationStatus, Ownership};
 
-const LIB: &str = include_str!("lua/lib.lua");
+/// The shared library: its three files, in order (each uses what the ones
+/// before it define).
+const LIB: &str = concat!(
+    include_str!("lua/lib.lua"),
+    "\n",
+    include_str!("lua/index.lua"),
+    "\n",
+    include_str!("lua/apply.lua")
+);
 
 /// One atomic step: its function name in the library, and the same step as
 /// a script of its own.

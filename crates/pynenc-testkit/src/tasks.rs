@@ -343,7 +343,11 @@ pub async fn shared_leaf(key: String, x: i64, ms: u64) -> i64 {
 
 /// Waits `delay_ms`, then calls `shared_leaf(key, 1, 300)` and returns its result.
 #[pynenc::task]
-pub async fn diamond_side(key: String, side: String, delay_ms: u64) -> Result<i64, pynenc::PynencError> {
+pub async fn diamond_side(
+    key: String,
+    side: String,
+    delay_ms: u64,
+) -> Result<i64, pynenc::PynencError> {
     let _ = side;
     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     shared_leaf::call(key, 1, 300).await?.result().await

@@ -340,6 +340,59 @@ async fn filters_counts_and_failures_per_kind() {
     assert_eq!((kinds[0].kind.as_str(), kinds[0].count), ("KindA", 1));
 }
 
+/// The statuses sharing band 1 of the index: `PENDING` … `RESUMED` are
+/// counted and listed from `owned`, `REGISTERED` is the rest of the band.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_and_listings_of_the_statuses_runners_hold() {
+    use InvocationStatus::*;
+    let server = server_or_skip!();
+    let b = backend(&server.url(), "held");
+    let routed = route_all(&b, (0..6).map(|i| call_of(A, i)).collect()).await;
+    let runner = RunnerId::from("runner-h");
+    let pending = b.get_invocations_to_run(&runner, 1).await.expect("pick");
+    assert_eq!(pending[0].invocation_id, routed[0]);
+    let running = start(&b, "runner-h", 3).await;
+    assert_eq!(running, routed[1..4].to_vec());
+    b.set_status(&running[0], Paused, &runner, None)
+        .await
+        .expect("pause");
+    b.set_status(&running[1], Paused, &runner, None)
+        .await
+        .expect("pause");
+    b.set_status(&running[1], Resumed, &runner, None)
+        .await
+        .expect("resume");
+    let counts = b.count_by_status(&[]).await.expect("counts");
+    for (status, n) in [
+        (Registered, 2),
+        (Pending, 1),
+        (Running, 1),
+        (Paused, 1),
+        (Resumed, 1),
+    ] {
+        assert_eq!(count_of(&counts, A, status), n, "{status}");
+    }
+    assert_eq!(counts.len(), 5);
+    let list = |statuses: Vec<InvocationStatus>| {
+        let b = b.clone();
+        async move {
+            let q = InvocationQuery {
+                statuses,
+                order: Order::OldestFirst,
+                ..InvocationQuery::new()
+            };
+            ids(&b.list_invocations(&q).await.expect("list"))
+        }
+    };
+    assert_eq!(list(vec![Paused]).await, vec![running[0]]);
+    assert_eq!(
+        list(vec![Pending, Resumed]).await,
+        vec![routed[0], running[1]]
+    );
+    assert_eq!(list(vec![Registered]).await, routed[4..].to_vec());
+    assert_eq!(b.queue_stats().await.expect("queue").depth, 2);
+}
+
 /// The queue's depth and oldest, and the blocking graph both ways.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_and_wait_graph() {

@@ -12,9 +12,10 @@
 --                                      limit); at most `max` in all.
 --                                      Returns how many.
 -- The ends come from the logs `finals:{status}` ('time id id ...', in time
--- order); an id deleted meanwhile by `ids` is skipped there.
+-- order); an id deleted meanwhile by `ids` is skipped there. The log
+-- `finals` of a build before them is purged with the longest retention.
 
-local DEL_FIELDS = {'status', 'task', 'parent', 'gkey', 'rkey', 'waited', 'wo', 'cxl', 'ekind', 'edges'}
+local DEL_FIELDS = {'status', 'tc', 'parent', 'gkey', 'rkey', 'waited', 'wo', 'cxl', 'ekind', 'edges'}
 
 -- the task ids whose `idx:` set lost members (the set `tasks` forgets
 -- those left empty once the section is written)
@@ -28,13 +29,9 @@ local function delete_invocation(id)
   if not status then
     return 0
   end
-  local task, parent = nz(v[2]), nz(v[3])
+  local task, parent = task_of({key = key, tc = nz(v[2])}), nz(v[3])
   local gkey, rkey, wo, cxl, ekind = nz(v[4]), nz(v[5]), nz(v[7]), nz(v[8]), nz(v[9])
-  if not task then
-    task = task_of({key = key})
-  end
   zrem_later(tkey('idx', task), id)
-  hincr_later(tkey('cnt', task), status, -1)
   TOUCHED[task] = true
   if parent then
     zrem_later(k('par', parent), id)
@@ -53,7 +50,7 @@ local function delete_invocation(id)
   end
   if v[6] then
     zrem_later(P .. 'blocking', id)
-    release_waits(id)
+    release_waits(id, v[6])
   end
   if gkey then
     zrem_later(k('reg', gkey), id)
@@ -87,8 +84,8 @@ end
 -- The head of the log of one final status: its entries are read in pages
 -- and taken id by id; `done` entries are used up, the ids of entry
 -- `done + 1` before `skip` are taken.
-local function log_head(status)
-  return {key = P .. 'finals:' .. status, page = {}, at = 1, done = 0, skip = 0, ids = nil, time = nil}
+local function log_head(key)
+  return {key = key, page = {}, at = 1, done = 0, skip = 0, ids = nil, time = nil}
 end
 
 -- the time and ids of the current entry of a log head, or nil at its end
@@ -133,12 +130,12 @@ local function trim_head(h)
   end
 end
 
--- Deletes up to `max` invocations of the logs of `statuses` that ended
--- before `before` (nil: any time), earliest end first; returns how many.
-local function purge_logs(statuses, before, max)
+-- Deletes up to `max` invocations of the logs `keys` that ended before
+-- `before` (nil: any time), earliest end first; returns how many.
+local function purge_logs(keys, before, max)
   local heads = {}
-  for i, st in ipairs(statuses) do
-    heads[i] = log_head(st)
+  for i, key in ipairs(keys) do
+    heads[i] = log_head(key)
   end
   local deleted = 0
   while deleted < max do
@@ -172,13 +169,22 @@ for i = 1, #ALL_ST do
   end
 end
 
+-- the log of the ends of a final status
+local function log_of(status)
+  return P .. 'finals:' .. status
+end
+
 local function retention()
   local max = tonumber(ARGV[7])
   local max_final = tonumber(ARGV[6])
+  local keep_s, keep_f, keep_c = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
   local groups = {
-    {{ST.SUCCESS, ST.CONCURRENCY_CONTROLLED_FINAL}, tonumber(ARGV[3])},
-    {{ST.FAILED}, tonumber(ARGV[4])},
-    {{ST.CANCELLED}, tonumber(ARGV[5])},
+    {{log_of(ST.SUCCESS), log_of(ST.CONCURRENCY_CONTROLLED_FINAL)}, keep_s},
+    {{log_of(ST.FAILED)}, keep_f},
+    {{log_of(ST.CANCELLED)}, keep_c},
+    -- the log of a build before the per-status logs (statuses unknown):
+    -- kept as long as the longest retention
+    {{P .. 'finals'}, math.max(keep_s, keep_f, keep_c)},
   }
   local deleted = 0
   for _, g in ipairs(groups) do
@@ -190,13 +196,18 @@ local function retention()
   if max_final and deleted < max then
     local finals = 0
     for _, t in ipairs(redis.call('SMEMBERS', P .. 'tasks')) do
-      for _, c in ipairs(redis.call('HMGET', tkey('cnt', t), unpack(FINAL_LIST))) do
-        finals = finals + (tonumber(c) or 0)
+      for _, st in ipairs(FINAL_LIST) do
+        local b = BAND[st]
+        finals = finals + redis.call('ZCOUNT', tkey('idx', t), b, b)
       end
     end
     local excess = math.min(finals - max_final, max - deleted)
     if excess > 0 then
-      deleted = deleted + purge_logs(FINAL_LIST, nil, excess)
+      local logs = {}
+      for i, st in ipairs(FINAL_LIST) do
+        logs[i] = log_of(st)
+      end
+      deleted = deleted + purge_logs(logs, nil, excess)
     end
   end
   return deleted

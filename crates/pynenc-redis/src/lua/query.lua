@@ -12,11 +12,11 @@
 --   'lease' name          {holder, expires} of the lease's last holder
 --                         (expired or not), or 0
 
--- The fields of a listed invocation, ROW_LEN per row: id, task, call hash,
--- status, owner, parent, created, retries, its last history field (the
--- time of its status, see the client) and its call (only when the call
--- hash is missing: records routed before it was stored).
-local ROW_FIELDS = {'status', 'owner', 'created', 'parent', 'task', 'chash', 'retries', 'hn'}
+-- The fields of a listed invocation, ROW_LEN per row: id, task, (unused),
+-- status, owner, parent, created,
+-- retries, its last history field (the time of its status, see the
+-- client) and its call (the client computes the call id from it).
+local ROW_FIELDS = {'status', 'owner', 'created', 'parent', 'tc', 'retries', 'hn'}
 
 -- How many queue entries `queue` reads looking for the first one still
 -- waiting.
@@ -120,24 +120,26 @@ local function list()
   if #every == 0 then
     every = redis.call('SMEMBERS', P .. 'tasks')
   end
-  local bands = {}
-  if #statuses > 0 then
-    for _, st in ipairs(statuses) do
-      bands[band_of(st)] = true
-    end
-  else
-    for b = 1, BANDS do
-      bands[b] = true
+  local bands, last_band = {}, 0
+  for _, st in ipairs(#statuses > 0 and statuses or ALL_ST) do
+    -- only final invocations have ended
+    if BAND[st] and (#statuses > 0 or not ended or FINAL[st]) then
+      bands[BAND[st]] = true
+      last_band = math.max(last_band, BAND[st])
     end
   end
   local g = {size = 0}
   for _, t in ipairs(every) do
     local key = tkey('idx', t)
-    for b = 1, BANDS do
-      if bands[b] then
-        g[#g + 1] = {kind = 'band', key = key, band = b}
-        g.size = g.size + redis.call('ZCOUNT', key, fmt(b * BAND_WIDTH), fmt((b + 1) * BAND_WIDTH - 1))
+    -- the band's ranks: members first .. first + n - 1 (bands in order)
+    local first = 0
+    for b = 1, last_band do
+      local n = redis.call('ZCOUNT', key, b, b)
+      if n > 0 and bands[b] then
+        g[#g + 1] = {kind = 'band', key = key, first = first, last = first + n - 1}
+        g.size = g.size + n
       end
+      first = first + n
     end
   end
   groups[#groups + 1] = g
@@ -199,35 +201,68 @@ local function list()
       src.buf, src.i, src.done = r, 1, #r < chunk
       return
     end
-    -- a band: scores (band, ms of the id); ids of the same ms as `pos`
-    -- at or before it are skipped (`off` pages past many of them)
-    local b = src.band
-    local min = lo and score(b, lo) or fmt(b * BAND_WIDTH)
-    local max = hi and score(b, hi) or fmt((b + 1) * BAND_WIDTH - 1)
-    if pos and asc and (not lo or pos >= lo) then
-      min = score(b, pos)
-    elseif pos and not asc and (not hi or pos <= hi) then
-      max = score(b, pos)
-    end
-    local off = 0
-    while true do
-      local r
-      if asc then
-        r = redis.call('ZRANGEBYSCORE', src.key, min, max, 'LIMIT', off, chunk)
-      else
-        r = redis.call('ZREVRANGEBYSCORE', src.key, max, min, 'LIMIT', off, chunk)
+    -- a band: members ranked src.first .. src.last in id order; `cur` is
+    -- the next rank to read
+    local key = src.key
+    if not src.cur then
+      local function member(r)
+        return redis.call('ZRANGE', key, r, r)[1]
       end
-      for _, id in ipairs(r) do
-        if not pos or beyond(id, pos) then
-          out[#out + 1] = id
+      -- the first rank of the band whose member is >= id (or > id)
+      local function rank_of(id, strictly)
+        local r = redis.call('ZRANK', key, id)
+        if r and r >= src.first and r <= src.last then
+          return strictly and r + 1 or r
         end
+        local l, h = src.first, src.last + 1
+        while l < h do
+          local mid = math.floor((l + h) / 2)
+          local m = member(mid)
+          if m > id or (not strictly and m == id) then
+            h = mid
+          else
+            l = mid + 1
+          end
+        end
+        return l
       end
-      if #out > 0 or #r < chunk then
-        src.buf, src.i, src.done = out, 1, #r < chunk
-        return
+      local from, to = src.first, src.last
+      if lo then
+        from = rank_of(lo, false)
       end
-      off = off + chunk
+      if hi then
+        to = rank_of(hi, false) - 1
+      end
+      if pos and asc then
+        from = math.max(from, rank_of(pos, true))
+      elseif pos then
+        to = math.min(to, rank_of(pos, false) - 1)
+      end
+      src.first, src.last = from, to
+      src.cur = asc and from or to
     end
+    local r1, r2
+    if asc then
+      r1, r2 = src.cur, math.min(src.cur + chunk - 1, src.last)
+      src.cur = r2 + 1
+    else
+      r1, r2 = math.max(src.cur - chunk + 1, src.first), src.cur
+      src.cur = r1 - 1
+    end
+    if r1 > r2 then
+      src.buf, src.i, src.done = out, 1, true
+      return
+    end
+    local r = redis.call('ZRANGE', key, r1, r2)
+    if asc then
+      out = r
+    else
+      for j = #r, 1, -1 do
+        out[#out + 1] = r[j]
+      end
+    end
+    src.buf, src.i = out, 1
+    src.done = (asc and src.cur > src.last) or (not asc and src.cur < src.first)
   end
 
   local rows = {}
@@ -242,7 +277,8 @@ local function list()
     if not st or (status_set and not status_set[st]) then
       return false
     end
-    local task = nz(v[5]) or task_of({key = key})
+    local tc = nz(v[5])
+    local task = task_of({key = key, tc = tc})
     if task_set and not task_set[task] then
       return false
     end
@@ -254,12 +290,11 @@ local function list()
     if (parent and v[4] ~= parent) or (owner and own ~= owner) then
       return false
     end
-    local ch = nz(v[6])
-    if chash and ch ~= chash then
+    if chash and (task ~= ctask or string.sub(tc or '', -16) ~= string.sub(chash, 1, 16)) then
       return false
     end
     local hist = false
-    local hn = tonumber(v[8])
+    local hn = tonumber(v[7])
     if hn and hn > 0 then
       hist = redis.call('HGET', key, 'h' .. fmt(hn))
     end
@@ -275,29 +310,25 @@ local function list()
         return false
       end
     end
-    local call = false
-    if #keyargs > 0 or not ch then
-      call = redis.call('HGET', key, 'call')
-      if #keyargs > 0 then
-        local ok, c = pcall(cjson.decode, call or '')
-        local args = ok and type(c) == 'table' and c.arguments
-        if type(args) ~= 'table' then
+    -- the call: its id is computed by the client (which also checks the
+    -- whole call id of a listing by call)
+    local call = redis.call('HGET', key, 'call')
+    if #keyargs > 0 then
+      local ok, c = pcall(cjson.decode, call or '')
+      local args = ok and type(c) == 'table' and c.arguments
+      if type(args) ~= 'table' then
+        return false
+      end
+      for _, kv in ipairs(keyargs) do
+        if args[kv[1]] ~= kv[2] then
           return false
         end
-        for _, kv in ipairs(keyargs) do
-          if args[kv[1]] ~= kv[2] then
-            return false
-          end
-        end
-      end
-      if ch then
-        call = false
       end
     end
     local r = #rows
-    rows[r + 1], rows[r + 2], rows[r + 3], rows[r + 4], rows[r + 5] = id, task, ch or false, st, own or false
+    rows[r + 1], rows[r + 2], rows[r + 3], rows[r + 4], rows[r + 5] = id, task, false, st, own or false
     rows[r + 6], rows[r + 7], rows[r + 8], rows[r + 9], rows[r + 10] =
-      nz(v[4]) or false, v[3] or false, v[7] or false, hist, call
+      nz(v[4]) or false, v[3] or false, v[6] or false, hist, call
     return true
   end
 
@@ -352,14 +383,56 @@ local function list()
   return {rows, last, exhausted and 1 or 0}
 end
 
+-- The invocations in PENDING, RUNNING, PAUSED or RESUMED (band 1 with
+-- REGISTERED), counted per task and status from `owned` (what runners
+-- hold: few), read once per call.
+local HELD
+local function held()
+  if not HELD then
+    HELD = {}
+    for _, id in ipairs(redis.call('ZRANGE', P .. 'owned', 0, -1)) do
+      local v = redis.call('HMGET', k('inv', id), 'status', 'tc')
+      if v[1] and BAND[v[1]] == 1 then
+        local t = task_of({key = k('inv', id), tc = nz(v[2])})
+        local c = HELD[t]
+        if not c then
+          c = {}
+          HELD[t] = c
+        end
+        c[v[1]] = (c[v[1]] or 0) + 1
+      end
+    end
+  end
+  return HELD
+end
+
+-- the count of every status of `task`: a band's size, the held ones of
+-- `owned`, REGISTERED the rest of band 1
+local function counts_of(task)
+  local key = tkey('idx', task)
+  local out, in_band1 = {}, 0
+  for st, c in pairs(held()[task] or {}) do
+    out[st] = c
+    in_band1 = in_band1 + c
+  end
+  for _, st in ipairs(ALL_ST) do
+    local b = BAND[st]
+    if st == ST.REGISTERED then
+      out[st] = redis.call('ZCOUNT', key, b, b) - in_band1
+    elseif b ~= 1 then
+      out[st] = redis.call('ZCOUNT', key, b, b)
+    end
+  end
+  return out
+end
+
 local function counts()
   local out = {}
   for _, t in ipairs((task_list(3))) do
-    local h = redis.call('HGETALL', tkey('cnt', t))
-    for j = 1, #h - 1, 2 do
-      local c = tonumber(h[j + 1]) or 0
-      if c > 0 then
-        out[#out + 1], out[#out + 2], out[#out + 3] = t, h[j], c
+    local c = counts_of(t)
+    for _, st in ipairs(ALL_ST) do
+      if (c[st] or 0) > 0 then
+        out[#out + 1], out[#out + 2], out[#out + 3] = t, st, c[st]
       end
     end
   end
@@ -384,16 +457,11 @@ end
 -- waiting to run (stale ids — picked, cancelled or deleted — skipped, up
 -- to QUEUE_SCAN of them; the pick-ups drop them from the head)
 local function queue()
-  local avail = {}
-  for _, st in ipairs(ALL_ST) do
-    if AVAILABLE[st] then
-      avail[#avail + 1] = st
-    end
-  end
   local depth = 0
   for _, t in ipairs(redis.call('SMEMBERS', P .. 'tasks')) do
-    for _, c in ipairs(redis.call('HMGET', tkey('cnt', t), unpack(avail))) do
-      depth = depth + (tonumber(c) or 0)
+    local c = counts_of(t)
+    for st in pairs(AVAILABLE) do
+      depth = depth + (c[st] or 0)
     end
   end
   if depth == 0 then
@@ -416,6 +484,7 @@ local function queue()
 end
 
 local function main()
+  HELD = nil
   local op = ARGV[2]
   if op == 'list' then
     return list()
@@ -427,10 +496,12 @@ local function main()
     return queue()
   elseif op == 'waits' then
     local id = ARGV[3]
-    if redis.call('HEXISTS', k('inv', id), 'status') == 0 then
+    local v = redis.call('HMGET', k('inv', id), 'status', 'waited')
+    if not v[1] then
       return 0
     end
-    return {redis.call('SMEMBERS', k('wo', id)), redis.call('SMEMBERS', k('wb', id))}
+    -- a final invocation is waited by nobody (its waits were released)
+    return {redis.call('SMEMBERS', k('wo', id)), FINAL[v[1]] and {} or waiters_of(v[2])}
   elseif op == 'cancels' then
     local runner = ARGV[3]
     local out = {}

@@ -1,11 +1,13 @@
 -- route_calls for a whole batch (store::engine::route).
 -- ARGV[2] = number of requests, then per request: id, call, flags — three
 -- characters '0' | '1': raise on a registration diff (graise), re-route on
--- running concurrency (reroute), cycle control —, the task id, the hash
--- of the call's arguments (the call id is `task#hash`) and, when the flags
--- end with '+', 8 more fields: parent_inv, parent_call, gkey, rkey,
--- scheduled_at, actor, registration scope ('a' active, 'c<ttl_us>' cached),
--- rerun_of ('' = none). A plain call is five arguments.
+-- running concurrency (reroute), cycle control —, `tc`: the task id, '#'
+-- and 16 hex digits of the hash of the call's arguments (the call id cut
+-- short; kept as the field `tc`, for the task and listings by call) and,
+-- when the flags end with '+', 9 more fields: the call id, parent_inv,
+-- parent_call, gkey, rkey, scheduled_at,
+-- actor, registration scope ('a' active, 'c<ttl_us>' cached), rerun_of
+-- ('' = none). A plain call is four arguments.
 -- Registration concurrency reuses (never for a rerun) a REGISTERED
 -- invocation of the key, then for scope active or cached the oldest
 -- active one (`gact:{key}`), then for scope cached the newest SUCCESS that
@@ -77,19 +79,25 @@ local function check_cycle(i, pinv, parent_call, callee)
   fail(unpack(out))
 end
 
+-- the keys `par:{parent}` of this call, by parent
+local PAR_KEYS
+
 -- request `i` (0-based), whose fields follow ARGV[b]; returns its outcome
 -- and the index of its last field
 local function route_one(i, b)
   local a = ARGV
-  local id, call, flags, task, chash = a[b + 1], a[b + 2], a[b + 3], a[b + 4], a[b + 5]
+  local id, call, flags, tc = a[b + 1], a[b + 2], a[b + 3], a[b + 4]
   local graise, reroute, cycle = string.sub(flags, 1, 1), string.sub(flags, 2, 2), string.sub(flags, 3, 3)
-  local call_id = task .. '#' .. chash
+  local task = string.sub(tc, 1, #tc - 17)
+  local call_id = nil
   local pinv, pcall_id, gkey, rkey, sched, actor, gscope, rerun = nil, nil, nil, nil, nil, '', nil, nil
-  local last = b + 5
+  local last = b + 4
   if string.sub(flags, 4, 4) == '+' then
     pinv, pcall_id, gkey, rkey, sched, actor, gscope, rerun =
       nz(a[b + 6]), nz(a[b + 7]), nz(a[b + 8]), nz(a[b + 9]), nz(a[b + 10]), a[b + 11], nz(a[b + 12]), nz(a[b + 13])
     last = b + 13
+    -- cycle control and registration concurrency compare call ids
+    call_id = a[b + 5]
   end
   if REPLAY then
     local created = redis.call('HGET', k('inv', id), 'created')
@@ -135,7 +143,7 @@ local function route_one(i, b)
   local key = k('inv', id)
   -- the record, its status and its first history entry in one write
   local f = {'call', call, 'created', NOW_S, 'status', status,
-    'hn', '1', 'h1', entry(status, false, actor, false), 'task', task, 'chash', chash}
+    'hn', '1', 'h1', entry(status, false, actor, false), 'tc', tc}
   if pinv then
     f[#f + 1] = 'parent'
     f[#f + 1] = pinv
@@ -162,7 +170,7 @@ local function route_one(i, b)
   if rerun then
     f[#f + 1], f[#f + 2] = 'rerun', rerun
   end
-  if gkey or rkey or rerun then
+  if gkey or rkey or rerun or pinv or sched or graise == '1' then
     -- transitions read the rarer fields only when this flag says so
     f[#f + 1], f[#f + 2] = 'x', '1'
   end
@@ -174,10 +182,14 @@ local function route_one(i, b)
     redis.call('ZADD', k('gact', gkey), 0, id)
   end
   -- the query indexes (written by `flush`, one command per key)
-  zadd_later(tkey('idx', task), id, score(band_of(status), id))
-  hincr_later(tkey('cnt', task), status, 1)
+  move_later(task, BAND_ARG[status], id)
   if pinv then
-    zadd_later(k('par', pinv), id)
+    local pk = PAR_KEYS[pinv]
+    if not pk then
+      pk = k('par', pinv)
+      PAR_KEYS[pinv] = pk
+    end
+    zadd_later(pk, id)
   end
   NEW_TASKS[task] = true
   if status == ST.REGISTERED then
@@ -190,6 +202,7 @@ local function route_one(i, b)
 end
 
 local function main()
+  PAR_KEYS = {}
   local n = tonumber(ARGV[2])
   local out = {NOW_S}
   local b = 2

@@ -22,14 +22,16 @@
 -- returns the same invocations instead of claiming more.
 
 local function finish_one(id, runner, kind, payload)
-  local code = string.sub(kind, 1, 1)
-  local to = ST.FAILED
-  if code == 'S' then
-    to = ST.SUCCESS
-  elseif code == 'R' then
-    to = ST.RETRY
-  elseif code == 'C' then
-    to = ST.CANCELLED
+  local code, to = kind, ST.SUCCESS
+  if kind ~= 'S' then
+    code = string.sub(kind, 1, 1)
+    if code == 'R' then
+      to = ST.RETRY
+    elseif code == 'C' then
+      to = ST.CANCELLED
+    else
+      to = ST.FAILED
+    end
   end
   local rec = load(id)
   if not rec then

@@ -1,15 +1,13 @@
 -- waiting_for_results (store::engine::waiting_for_results): records that
 -- ARGV[2] ('' = an external caller) waits for ARGV[3..] (field `waited`,
 -- and `blocking` while available); final ones are ignored, a missing one is
--- NOT_FOUND (and nothing is recorded). An invocation that waits is also
--- kept in the wait graph: `wo:{waiter}` (what it waits on) and
--- `wb:{waited}` (who waits on it), until the waited one is final or
--- deleted, or the waiter is final or deleted (its field `wo` says it has
--- waits to clean up).
+-- NOT_FOUND (and nothing is recorded). The field `waited` lists the
+-- waiters (see lib.lua); an invocation that waits is also kept in
+-- `wo:{waiter}` (what it waits on), until the waited one is final or
+-- deleted, or the waiter is (its field `wo` says it has waits to clean up).
 
 local function main()
   local waiter_inv = nz(ARGV[2])
-  local waiter = waiter_inv or '(external)'
   local open = {}
   for i = 3, #ARGV do
     local id = ARGV[i]
@@ -30,13 +28,18 @@ local function main()
   -- the wait graph only links invocations that exist
   local graph = waiter_inv and #open > 0 and redis.call('HEXISTS', k('inv', waiter_inv), 'status') == 1
   local ids = {}
+  local token = graph and waiter_inv or '(external)'
   for _, v in ipairs(open) do
-    redis.call('HSET', v[5], 'waited', waiter, 'x', '1')
-    if not v[3] and AVAILABLE[v[1]] then
+    local waited = v[3]
+    if not waited or waited == '-' then
+      redis.call('HSET', v[5], 'waited', token, 'x', '1')
+    elseif waited ~= token and not string.find(' ' .. waited .. ' ', ' ' .. token .. ' ', 1, true) then
+      redis.call('HSET', v[5], 'waited', waited .. ' ' .. token)
+    end
+    if not waited and AVAILABLE[v[1]] then
       redis.call('ZADD', P .. 'blocking', v[2], v[4])
     end
     if graph then
-      redis.call('SADD', k('wb', v[4]), waiter_inv)
       ids[#ids + 1] = v[4]
     end
   end

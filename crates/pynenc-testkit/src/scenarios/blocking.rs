@@ -83,9 +83,16 @@ pub async fn s12_blocking_control_priority(f: &dyn BackendFactory) {
 /// 12b. With `orchestrator.blocking_control = false` a waiting parent keeps
 /// running (never PAUSED) and its child waits its turn behind older work.
 pub async fn s12b_blocking_control_off(f: &dyn BackendFactory) {
-    let app = new_app(f, "s12b", &[("orchestrator.blocking_control", serde_json::json!(false))]);
+    let app = new_app(
+        f,
+        "s12b",
+        &[("orchestrator.blocking_control", serde_json::json!(false))],
+    );
     let group = unique("noblock");
-    let parent = ok(parent_of_child::call_on(&app, group.clone()).await, "parent");
+    let parent = ok(
+        parent_of_child::call_on(&app, group.clone()).await,
+        "parent",
+    );
     let mut fillers = Vec::new();
     for i in 0..5 {
         fillers.push(ok(

@@ -21,13 +21,23 @@ pub async fn c01_cancel_waiting(f: &dyn BackendFactory) {
     let queued = ok(add::call_on(&app, 1, 2).await, "queued");
     let later = ok(
         add::task()
-            .schedule_on(&app, std::time::SystemTime::now() + Duration::from_millis(300), (5, 5))
+            .schedule_on(
+                &app,
+                std::time::SystemTime::now() + Duration::from_millis(300),
+                (5, 5),
+            )
             .await,
         "scheduled",
     );
-    let report = ok(control.cancel(queued.invocation_id(), false).await, "cancel");
+    let report = ok(
+        control.cancel(queued.invocation_id(), false).await,
+        "cancel",
+    );
     assert_eq!(report.cancelled(), 1);
-    assert_eq!(ok(queued.status().await, "status"), InvocationStatus::Cancelled);
+    assert_eq!(
+        ok(queued.status().await, "status"),
+        InvocationStatus::Cancelled
+    );
     let history = ok(queued.history().await, "history");
     let last = history.last().expect("a history");
     assert_eq!(last.status, InvocationStatus::Cancelled);
@@ -47,7 +57,10 @@ pub async fn c01_cancel_waiting(f: &dyn BackendFactory) {
             status: InvocationStatus::Cancelled
         }
     );
-    ok(control.cancel(later.invocation_id(), false).await, "cancel scheduled");
+    ok(
+        control.cancel(later.invocation_id(), false).await,
+        "cancel scheduled",
+    );
     let unknown = InvocationId::time_ordered();
     assert!(matches!(
         control.cancel(&unknown, false).await,
@@ -58,11 +71,20 @@ pub async fn c01_cancel_waiting(f: &dyn BackendFactory) {
     assert_eq!(ok(done.result().await, "result"), 7);
     let refused = control.cancel(done.invocation_id(), false).await;
     assert!(
-        matches!(refused, Err(OperateError::WrongStatus { status: InvocationStatus::Success, .. })),
+        matches!(
+            refused,
+            Err(OperateError::WrongStatus {
+                status: InvocationStatus::Success,
+                ..
+            })
+        ),
         "{refused:?}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(ok(later.status().await, "scheduled"), InvocationStatus::Cancelled);
+    assert_eq!(
+        ok(later.status().await, "scheduled"),
+        InvocationStatus::Cancelled
+    );
     assert_eq!(
         statuses(&later).await,
         vec![InvocationStatus::Scheduled, InvocationStatus::Cancelled],
@@ -74,7 +96,10 @@ pub async fn c01_cancel_waiting(f: &dyn BackendFactory) {
 /// Cancel by filter reaches every matching waiting invocation and nothing else.
 pub async fn c02_cancel_by_filter(f: &dyn BackendFactory) {
     let app = new_app(f, "c02", &[]);
-    let adds = ok(add::parallelize_on(&app, (0..12).map(|i| (i, i))).await, "adds");
+    let adds = ok(
+        add::parallelize_on(&app, (0..12).map(|i| (i, i))).await,
+        "adds",
+    );
     let other = ok(double::call_on(&app, 21).await, "other task");
     let report = ok(
         app.control()
@@ -90,7 +115,10 @@ pub async fn c02_cancel_by_filter(f: &dyn BackendFactory) {
     );
     assert_eq!(report.cancelled(), 12);
     for inv in adds.invocations() {
-        assert_eq!(ok(inv.status().await, "status"), InvocationStatus::Cancelled);
+        assert_eq!(
+            ok(inv.status().await, "status"),
+            InvocationStatus::Cancelled
+        );
     }
     let counts = ok(app.inspect().counts(&[]).await, "counts");
     assert_eq!(counts.of(InvocationStatus::Cancelled), 12);
@@ -111,7 +139,10 @@ pub async fn c03_cancel_running(f: &dyn BackendFactory) {
             .await,
         "running",
     );
-    let report = ok(app.control().cancel(inv.invocation_id(), false).await, "cancel");
+    let report = ok(
+        app.control().cancel(inv.invocation_id(), false).await,
+        "cancel",
+    );
     assert_eq!(report.requested(), 1, "{report:?}");
     let status = ok(
         inv.wait_for_status(&[InvocationStatus::Cancelled], Duration::from_secs(10))
@@ -119,7 +150,10 @@ pub async fn c03_cancel_running(f: &dyn BackendFactory) {
         "cancelled",
     );
     assert_eq!(status, InvocationStatus::Cancelled);
-    assert!(matches!(inv.result().await, Err(PynencError::Cancelled { .. })));
+    assert!(matches!(
+        inv.result().await,
+        Err(PynencError::Cancelled { .. })
+    ));
     // the slot is free again
     let next = ok(add::call_on(&app, 2, 2).await, "next");
     assert_eq!(ok(next.result().await, "next result"), 4);
@@ -141,18 +175,31 @@ pub async fn c04_rerun_and_retry(f: &dyn BackendFactory) {
     assert_eq!(ok(again.result().await, "rerun result"), 21);
     assert_eq!(again.call_id(), good.call_id());
 
-    let bad = ok(fail_with::call_on(&app, "Nope".into(), "always".into()).await, "bad");
+    let bad = ok(
+        fail_with::call_on(&app, "Nope".into(), "always".into()).await,
+        "bad",
+    );
     assert!(bad.result().await.is_err());
     let retried = ok(control.retry_failed(bad.invocation_id()).await, "retry");
     let retry = ok(app.invocation(&retried.new).await, "retry handle");
     assert_eq!(ok(retry.wait().await, "wait"), InvocationStatus::Failed);
-    assert_eq!(ok(bad.status().await, "original"), InvocationStatus::Failed, "the original is untouched");
+    assert_eq!(
+        ok(bad.status().await, "original"),
+        InvocationStatus::Failed,
+        "the original is untouched"
+    );
     let family = ok(app.inspect().family(&retried.new).await, "family");
     assert_eq!(family.rerun_of, Some(*bad.invocation_id()));
     let refused = control.retry_failed(good.invocation_id()).await;
-    assert!(matches!(refused, Err(OperateError::WrongStatus { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(OperateError::WrongStatus { .. })),
+        "{refused:?}"
+    );
     let unknown = InvocationId::time_ordered();
-    assert!(matches!(control.rerun(&unknown).await, Err(OperateError::NotFound(_))));
+    assert!(matches!(
+        control.rerun(&unknown).await,
+        Err(OperateError::NotFound(_))
+    ));
     // retry by filter: the two FAILED of fail_with
     let reruns = ok(
         control
@@ -176,9 +223,15 @@ pub async fn c04_rerun_and_retry(f: &dyn BackendFactory) {
 pub async fn c05_purge_by_filter(f: &dyn BackendFactory) {
     let app = new_app(f, "c05", &[]);
     let runner = start_runner(&app, 2);
-    let adds = ok(add::parallelize_on(&app, (0..6).map(|i| (i, i))).await, "adds");
+    let adds = ok(
+        add::parallelize_on(&app, (0..6).map(|i| (i, i))).await,
+        "adds",
+    );
     ok(adds.results().await, "adds ran");
-    let doubles = ok(double::parallelize_on(&app, (0..4).map(|i| (i,))).await, "doubles");
+    let doubles = ok(
+        double::parallelize_on(&app, (0..4).map(|i| (i,))).await,
+        "doubles",
+    );
     ok(doubles.results().await, "doubles ran");
     ok(runner.stop().await, "stop");
     let waiting = ok(add::call_on(&app, 100, 1).await, "waiting");
@@ -192,7 +245,10 @@ pub async fn c05_purge_by_filter(f: &dyn BackendFactory) {
     assert_eq!(deleted, 6);
     let counts = ok(app.inspect().counts(&[]).await, "counts");
     assert_eq!(counts.total(), 5, "4 doubles and the waiting add are left");
-    assert_eq!(ok(waiting.status().await, "waiting"), InvocationStatus::Registered);
+    assert_eq!(
+        ok(waiting.status().await, "waiting"),
+        InvocationStatus::Registered
+    );
     for inv in adds.invocations() {
         assert!(matches!(
             inv.status().await,
@@ -208,14 +264,23 @@ pub async fn c05_purge_by_filter(f: &dyn BackendFactory) {
 pub async fn c06_retention(f: &dyn BackendFactory) {
     let app = new_app(f, "c06", &[]);
     let runner = start_runner(&app, 2);
-    let good = ok(add::parallelize_on(&app, (0..3).map(|i| (i, i))).await, "good");
+    let good = ok(
+        add::parallelize_on(&app, (0..3).map(|i| (i, i))).await,
+        "good",
+    );
     ok(good.results().await, "good ran");
-    let bad = ok(fail_with::call_on(&app, "Kept".into(), "longer".into()).await, "bad");
+    let bad = ok(
+        fail_with::call_on(&app, "Kept".into(), "longer".into()).await,
+        "bad",
+    );
     assert!(bad.result().await.is_err());
     ok(runner.stop().await, "stop");
     // queued with no runner up: cancel it
     let gone = ok(add::call_on(&app, 50, 50).await, "to cancel");
-    ok(app.control().cancel(gone.invocation_id(), false).await, "cancel");
+    ok(
+        app.control().cancel(gone.invocation_id(), false).await,
+        "cancel",
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let policy = Retention {
         success: Duration::from_millis(100),
@@ -227,13 +292,19 @@ pub async fn c06_retention(f: &dyn BackendFactory) {
     assert_eq!(purged, 4, "3 successes and the cancelled one");
     let left = ok(app.state_backend().list_invocation_ids().await, "left");
     assert_eq!(left, vec![*bad.invocation_id()], "FAILED is kept longer");
-    assert_eq!(ok(bad.status().await, "failed kept"), InvocationStatus::Failed);
+    assert_eq!(
+        ok(bad.status().await, "failed kept"),
+        InvocationStatus::Failed
+    );
     // a count limit: keep at most 0 final invocations
     let policy = Retention {
         max_final: Some(0),
         ..Retention::all(Duration::from_secs(3600))
     };
-    assert_eq!(ok(app.orchestrator().auto_purge(&policy).await, "count purge"), 1);
+    assert_eq!(
+        ok(app.orchestrator().auto_purge(&policy).await, "count purge"),
+        1
+    );
     assert!(ok(app.state_backend().list_invocation_ids().await, "empty").is_empty());
     assert_eq!(check_histories(&app).await, 0);
 }
@@ -256,7 +327,10 @@ pub async fn c07_registration_scopes(f: &dyn BackendFactory) {
     assert_eq!(second.invocation_id(), first.invocation_id());
     assert_eq!(ok(second.result().await, "second"), 2);
     assert_eq!(crate::tasks::runs_of(&key), 1);
-    let other = ok(cached_leaf::call_on(&app, key.clone(), 2).await, "other args");
+    let other = ok(
+        cached_leaf::call_on(&app, key.clone(), 2).await,
+        "other args",
+    );
     assert!(!other.is_reused());
     assert_eq!(ok(other.result().await, "other"), 3);
     finish(&app, runner).await;

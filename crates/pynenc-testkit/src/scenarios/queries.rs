@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use pynenc::{InvocationId, InvocationStatus, PynencError, TaskId, Timestamp};
 use pynenc::model::{InvocationQuery, Order, TimeRange};
+use pynenc::{InvocationId, InvocationStatus, PynencError, TaskId, Timestamp};
 use pynenc_operate::{parse_cursor, parse_statuses, Operate, OperateError};
 use serde_json::json;
 
@@ -21,12 +21,18 @@ pub async fn q01_list_filters_pages_and_counts(f: &dyn BackendFactory) {
     let app = new_app(f, "q01", &[]);
     let inspect = app.inspect();
     let before = Timestamp::now();
-    let adds = ok(add::parallelize_on(&app, (0..25).map(|i| (i, 1))).await, "adds");
+    let adds = ok(
+        add::parallelize_on(&app, (0..25).map(|i| (i, 1))).await,
+        "adds",
+    );
     let fails: Vec<_> = {
         let mut v = Vec::new();
         for i in 0..4 {
             let kind = if i % 2 == 0 { "KindA" } else { "KindB" };
-            v.push(ok(fail_with::call_on(&app, kind.into(), format!("no {i}")).await, "fail"));
+            v.push(ok(
+                fail_with::call_on(&app, kind.into(), format!("no {i}")).await,
+                "fail",
+            ));
         }
         v
     };
@@ -44,7 +50,11 @@ pub async fn q01_list_filters_pages_and_counts(f: &dyn BackendFactory) {
             .await,
         "list all",
     );
-    let mut expected: Vec<InvocationId> = adds.invocations().iter().map(|i| *i.invocation_id()).collect();
+    let mut expected: Vec<InvocationId> = adds
+        .invocations()
+        .iter()
+        .map(|i| *i.invocation_id())
+        .collect();
     expected.extend(fails.iter().map(|i| *i.invocation_id()));
     let got: Vec<InvocationId> = all.iter().map(|s| s.invocation_id).collect();
     assert_eq!(got, expected, "oldest first is creation order");
@@ -68,8 +78,11 @@ pub async fn q01_list_filters_pages_and_counts(f: &dyn BackendFactory) {
             None => break,
         }
     }
-    let mut newest_first: Vec<InvocationId> =
-        adds.invocations().iter().map(|i| *i.invocation_id()).collect();
+    let mut newest_first: Vec<InvocationId> = adds
+        .invocations()
+        .iter()
+        .map(|i| *i.invocation_id())
+        .collect();
     newest_first.reverse();
     assert_eq!(seen, newest_first, "no duplicate, no skip, newest first");
 
@@ -91,13 +104,19 @@ pub async fn q01_list_filters_pages_and_counts(f: &dyn BackendFactory) {
     let failed_ids: HashSet<InvocationId> = failed.items.iter().map(|s| s.invocation_id).collect();
     let fail_ids: HashSet<InvocationId> = fails.iter().map(|i| *i.invocation_id()).collect();
     assert_eq!(failed_ids, fail_ids);
-    assert!(failed.items.iter().all(|s| s.ended_at.is_some() && s.retries == 0));
+    assert!(failed
+        .items
+        .iter()
+        .all(|s| s.ended_at.is_some() && s.retries == 0));
 
     // ended range: everything ended after `before`, nothing before it
     let ended_late = ok(
         inspect
             .list(&InvocationQuery {
-                ended: TimeRange { from: Some(before), to: None },
+                ended: TimeRange {
+                    from: Some(before),
+                    to: None,
+                },
                 limit: 1000,
                 ..InvocationQuery::new()
             })
@@ -105,11 +124,17 @@ pub async fn q01_list_filters_pages_and_counts(f: &dyn BackendFactory) {
         "ended",
     );
     assert!(ended_late.items.len() >= 29, "{}", ended_late.items.len());
-    assert!(ended_late.items.iter().all(|s| s.status.is_final() && s.ended_at.is_some()));
+    assert!(ended_late
+        .items
+        .iter()
+        .all(|s| s.status.is_final() && s.ended_at.is_some()));
     let ended_early = ok(
         inspect
             .list(&InvocationQuery {
-                ended: TimeRange { from: None, to: Some(before) },
+                ended: TimeRange {
+                    from: None,
+                    to: Some(before),
+                },
                 ..InvocationQuery::new()
             })
             .await,
@@ -121,7 +146,10 @@ pub async fn q01_list_filters_pages_and_counts(f: &dyn BackendFactory) {
     let none = ok(
         inspect
             .list(&InvocationQuery {
-                created: TimeRange { from: Some(later), to: None },
+                created: TimeRange {
+                    from: Some(later),
+                    to: None,
+                },
                 ..InvocationQuery::new()
             })
             .await,
@@ -148,11 +176,18 @@ pub async fn q01_list_filters_pages_and_counts(f: &dyn BackendFactory) {
     assert_eq!(counts.of(InvocationStatus::Failed), 4);
     let added_later = seen.len().div_ceil(7) as u64;
     assert_eq!(
-        counts.of(InvocationStatus::Success) + counts.of(InvocationStatus::Registered)
-            + counts.of(InvocationStatus::Pending) + counts.of(InvocationStatus::Running),
+        counts.of(InvocationStatus::Success)
+            + counts.of(InvocationStatus::Registered)
+            + counts.of(InvocationStatus::Pending)
+            + counts.of(InvocationStatus::Running),
         25 + added_later
     );
-    let per_task = ok(inspect.counts(&[TaskId::from(fail_with::task().task_id())]).await, "task counts");
+    let per_task = ok(
+        inspect
+            .counts(&[TaskId::from(fail_with::task().task_id())])
+            .await,
+        "task counts",
+    );
     assert_eq!(per_task.total(), 4);
     let kinds = ok(inspect.failed_by_kind(&[]).await, "kinds");
     let mut by_kind: Vec<(String, u64)> = kinds.iter().map(|k| (k.kind.clone(), k.count)).collect();
@@ -201,18 +236,31 @@ pub async fn q02_existing_invocations_by_key_arguments(f: &dyn BackendFactory) {
 /// invocations of a call; the queue's depth and oldest; handles by id.
 pub async fn q03_family_waits_queue_and_handles(f: &dyn BackendFactory) {
     let app = new_app(f, "q03", &[]);
-    let queued = ok(add::parallelize_on(&app, (0..3).map(|i| (i, i))).await, "queued");
+    let queued = ok(
+        add::parallelize_on(&app, (0..3).map(|i| (i, i))).await,
+        "queued",
+    );
     let queue = ok(app.inspect().queue().await, "queue");
     assert_eq!(queue.depth, 3);
-    assert_eq!(queue.oldest.map(|(id, _)| id), Some(*queued.invocations()[0].invocation_id()));
+    assert_eq!(
+        queue.oldest.map(|(id, _)| id),
+        Some(*queued.invocations()[0].invocation_id())
+    );
 
     let runner = start_runner(&app, 4);
     ok(queued.results().await, "queued ran");
     let parent = ok(fan_out::call_on(&app, 5).await, "parent");
-    assert_eq!(ok(parent.result().await, "fan out"), (0..5).map(|i| i * 2).sum::<i64>());
+    assert_eq!(
+        ok(parent.result().await, "fan out"),
+        (0..5).map(|i| i * 2).sum::<i64>()
+    );
     let family = ok(app.inspect().family(parent.invocation_id()).await, "family");
     assert_eq!(family.children.items.len(), 5);
-    assert!(family.children.items.iter().all(|c| c.parent_invocation_id == Some(*parent.invocation_id())));
+    assert!(family
+        .children
+        .items
+        .iter()
+        .all(|c| c.parent_invocation_id == Some(*parent.invocation_id())));
     assert!(family.waiting_on.is_empty(), "final: waits are gone");
     assert_eq!(family.invocation.status, InvocationStatus::Success);
     let child = family.children.items[0].invocation_id;
@@ -222,7 +270,10 @@ pub async fn q03_family_waits_queue_and_handles(f: &dyn BackendFactory) {
     // a handle by id, untyped (JSON) and typed
     let handle = ok(app.invocation(parent.invocation_id()).await, "by id");
     assert_eq!(ok(handle.result().await, "json result"), json!(20));
-    let typed = ok(app.invocation_as::<i64>(parent.invocation_id()).await, "typed");
+    let typed = ok(
+        app.invocation_as::<i64>(parent.invocation_id()).await,
+        "typed",
+    );
     assert_eq!(ok(typed.result().await, "typed result"), 20);
     assert_eq!(ok(typed.wait().await, "wait"), InvocationStatus::Success);
     let missing = InvocationId::time_ordered();
@@ -262,7 +313,11 @@ pub async fn q04_blocking_graph(f: &dyn BackendFactory) {
 
 /// Runners register, report what they run, and leave when they stop.
 pub async fn q05_runners(f: &dyn BackendFactory) {
-    let app = new_app(f, "q05", &[("runner.heartbeat_interval_seconds", json!(0.05))]);
+    let app = new_app(
+        f,
+        "q05",
+        &[("runner.heartbeat_interval_seconds", json!(0.05))],
+    );
     let runner = start_runner(&app, 3);
     let inv = ok(add::call_on(&app, 1, 2).await, "call");
     ok(inv.result().await, "ran");
@@ -280,7 +335,10 @@ pub async fn q05_runners(f: &dyn BackendFactory) {
     assert_eq!(views[0].info.pid, std::process::id());
     ok(runner.stop().await, "stop");
     let views = ok(app.inspect().runners().await, "runners after stop");
-    assert!(views.is_empty(), "a runner that stopped cleanly left: {views:?}");
+    assert!(
+        views.is_empty(),
+        "a runner that stopped cleanly left: {views:?}"
+    );
     assert!(check_histories(&app).await > 0);
 }
 
@@ -288,21 +346,35 @@ pub async fn q05_runners(f: &dyn BackendFactory) {
 pub async fn q06_call_by_name(f: &dyn BackendFactory) {
     let app = new_app(f, "q06", &[]);
     let runner = start_runner(&app, 2);
-    let inv = ok(app.call_by_name_json(add::task().task_id(), r#"{"x": 20, "y": 22}"#).await, "by name");
+    let inv = ok(
+        app.call_by_name_json(add::task().task_id(), r#"{"x": 20, "y": 22}"#)
+            .await,
+        "by name",
+    );
     assert_eq!(ok(inv.result().await, "result"), json!(42));
     let before = ok(app.inspect().counts(&[]).await, "counts").total();
     let unknown = app.call_by_name_json("no::such_task", "{}").await;
-    assert!(matches!(unknown, Err(PynencError::TaskNotRegistered { .. })), "{unknown:?}");
-    let bad_arg = app.call_by_name_json(add::task().task_id(), r#"{"x": 1, "z": 2}"#).await;
+    assert!(
+        matches!(unknown, Err(PynencError::TaskNotRegistered { .. })),
+        "{unknown:?}"
+    );
+    let bad_arg = app
+        .call_by_name_json(add::task().task_id(), r#"{"x": 1, "z": 2}"#)
+        .await;
     match bad_arg {
-        Err(PynencError::InvalidArguments { unknown, missing, .. }) => {
+        Err(PynencError::InvalidArguments {
+            unknown, missing, ..
+        }) => {
             assert_eq!(unknown, vec!["z".to_string()]);
             assert_eq!(missing, vec!["y".to_string()]);
         }
         other => panic!("expected InvalidArguments, got {other:?}"),
     }
     let not_object = app.call_by_name_json(add::task().task_id(), "[1, 2]").await;
-    assert!(matches!(not_object, Err(PynencError::TaskRouting { .. })), "{not_object:?}");
+    assert!(
+        matches!(not_object, Err(PynencError::TaskRouting { .. })),
+        "{not_object:?}"
+    );
     let after = ok(app.inspect().counts(&[]).await, "counts").total();
     assert_eq!(before, after, "bad calls routed nothing");
     finish(&app, runner).await;
@@ -320,7 +392,10 @@ pub async fn q07_bad_queries(f: &dyn BackendFactory) {
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, OperateError::Invalid { what: "task", .. }), "{err}");
+    assert!(
+        matches!(err, OperateError::Invalid { what: "task", .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("no::such_task"), "{err}");
     let err = inspect
         .list(&InvocationQuery {
@@ -329,20 +404,38 @@ pub async fn q07_bad_queries(f: &dyn BackendFactory) {
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, OperateError::Invalid { what: "limit", .. }), "{err}");
+    assert!(
+        matches!(err, OperateError::Invalid { what: "limit", .. }),
+        "{err}"
+    );
     let err = parse_cursor("c1.not-an-id").unwrap_err();
-    assert!(matches!(err, OperateError::Invalid { what: "cursor", .. }), "{err}");
+    assert!(
+        matches!(err, OperateError::Invalid { what: "cursor", .. }),
+        "{err}"
+    );
     let err = parse_statuses("success,finished").unwrap_err();
     assert!(err.to_string().contains("finished"), "{err}");
     let now = Timestamp::now();
     let err = inspect
         .list(&InvocationQuery {
-            created: TimeRange { from: Some(now), to: Some(now) },
+            created: TimeRange {
+                from: Some(now),
+                to: Some(now),
+            },
             ..InvocationQuery::new()
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, OperateError::Invalid { what: "created", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            OperateError::Invalid {
+                what: "created",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = inspect
         .list(&InvocationQuery {
             key_arguments: vec![("x".into(), "1".into())],
@@ -350,12 +443,21 @@ pub async fn q07_bad_queries(f: &dyn BackendFactory) {
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, OperateError::Invalid { what: "key_arguments", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            OperateError::Invalid {
+                what: "key_arguments",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // the statuses parse in either case
     assert_eq!(
         ok(parse_statuses("success, FAILED"), "statuses"),
         vec![InvocationStatus::Success, InvocationStatus::Failed]
     );
-        let runner = start_runner(&app, 1);
+    let runner = start_runner(&app, 1);
     finish(&app, runner).await;
 }

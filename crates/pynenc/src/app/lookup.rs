@@ -80,11 +80,16 @@ impl Pynenc {
     /// # Errors
     ///
     /// As [`Pynenc::call_by_name`], and the text is not a JSON object.
-    pub async fn call_by_name_json(&self, task_id: &str, arguments: &str) -> Result<Invocation<Value>> {
-        let parsed: Value = serde_json::from_str(arguments).map_err(|e| PynencError::TaskRouting {
-            task_id: task_id.to_string(),
-            message: format!("the arguments are not JSON: {e}"),
-        })?;
+    pub async fn call_by_name_json(
+        &self,
+        task_id: &str,
+        arguments: &str,
+    ) -> Result<Invocation<Value>> {
+        let parsed: Value =
+            serde_json::from_str(arguments).map_err(|e| PynencError::TaskRouting {
+                task_id: task_id.to_string(),
+                message: format!("the arguments are not JSON: {e}"),
+            })?;
         let Value::Object(map) = parsed else {
             return Err(PynencError::TaskRouting {
                 task_id: task_id.to_string(),

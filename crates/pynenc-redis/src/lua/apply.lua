@@ -1,0 +1,329 @@
+-- Status transitions and the end of every call (part of the library:
+-- lib.lua, index.lua and apply.lua are loaded as one text, in this order):
+-- `put_status` keeps every index in step with a status, `apply` is one
+-- checked transition, `flush` writes what a call staged and `invoke` runs
+-- a step.
+
+-- writes a checked status (with an extra field, e.g. the result) and keeps
+-- every index in step with it (the band of `idx:{task}` in `flush`)
+local function put_status(rec, to, owner, efield, evalue)
+  local id, old = rec.id, rec.status
+  dirty(rec)
+  if owner ~= rec.owner then
+    rec.owner_changed = true
+  end
+  if efield then
+    stage(rec, efield, evalue)
+  end
+  local was_owned, is_owned = OWNED_RUNNING[old] or false, OWNED_RUNNING[to] or false
+  if is_owned or was_owned then
+    -- `owned` is ordered by the time of the last status
+    set_owned(id, is_owned)
+  end
+  local gkey = rec.gkey
+  if gkey then
+    if old == ST.REGISTERED and to ~= ST.REGISTERED then
+      redis.call('ZREM', k('reg', gkey), id)
+    elseif to == ST.REGISTERED and old ~= ST.REGISTERED then
+      redis.call('ZADD', k('reg', gkey), rec.created, id)
+    end
+    local was_active, now_active = is_active(old), is_active(to)
+    if was_active ~= now_active then
+      if now_active then
+        redis.call('ZADD', k('gact', gkey), 0, id)
+      else
+        redis.call('ZREM', k('gact', gkey), id)
+      end
+    end
+    if to == ST.SUCCESS then
+      -- registration scope `cached`: the successes of the key by end time
+      redis.call('ZADD', k('gok', gkey), NOW_S, id)
+    end
+  end
+  if rec.rkey and was_owned ~= is_owned then
+    if is_owned then
+      redis.call('SADD', k('run', rec.rkey), id)
+    else
+      redis.call('SREM', k('run', rec.rkey), id)
+    end
+  end
+  if old == ST.SCHEDULED and to ~= ST.SCHEDULED then
+    redis.call('ZREM', P .. 'scheduled', id)
+  end
+  if rec.waited then
+    if AVAILABLE[to] and not AVAILABLE[old] then
+      redis.call('ZADD', P .. 'blocking', rec.created, id)
+    elseif AVAILABLE[old] and not AVAILABLE[to] then
+      redis.call('ZREM', P .. 'blocking', id)
+    end
+  end
+  if FINAL[to] then
+    -- the log of ends per final status (auto purge)
+    local e = ENDS[to]
+    if not e then
+      ENDS[to] = {id}
+    else
+      e[#e + 1] = id
+    end
+    if to == ST.FAILED then
+      local kind = rec.ekind or stored_error_kind(rec)
+      if kind then
+        stage(rec, 'ekind', kind)
+        hincr_later(tkey('fk', task_of(rec)), kind, 1)
+      end
+    end
+    if rec.waited then
+      -- the field stays (`waiters_of` of a final invocation is not asked)
+      release_waits(id, rec.waited)
+    end
+    if rec.wo then
+      release_own_waits(id)
+      stage(rec, 'wo', '')
+      rec.wo = nil
+    end
+    if rec.cxl then
+      -- a cancel request lasts until the invocation is final
+      redis.call('SREM', k('cxl', rec.cxl), id)
+      stage(rec, 'cxl', '')
+      rec.cxl = nil
+    end
+  end
+  rec.status = to
+  rec.owner = owner
+end
+
+local function add_edge(parent_inv, parent_call, callee)
+  redis.call('HINCRBY', k('edges', parent_call), callee, 1)
+  redis.call('RPUSH', k('iedges', parent_inv), parent_call, callee)
+  if NO_EDGES[parent_inv] ~= false then
+    -- flag the caller so that removing its edges is free when it has none
+    set_field(parent_inv, 'edges', '1')
+    set_field(parent_inv, 'x', '1')
+    NO_EDGES[parent_inv] = false
+  end
+end
+
+-- removes the call edges an invocation added (`rec` = nil: look anyway)
+local function remove_edges_of(id, rec)
+  if NO_EDGES[id] or (rec and not rec.edges and NO_EDGES[id] == nil) then
+    return
+  end
+  NO_EDGES[id] = true
+  local ek = k('iedges', id)
+  local list = redis.call('LRANGE', ek, 0, -1)
+  if #list == 0 then
+    return
+  end
+  for i = 1, #list - 1, 2 do
+    local hk = k('edges', list[i])
+    if redis.call('HINCRBY', hk, list[i + 1], -1) <= 0 then
+      redis.call('HDEL', hk, list[i + 1])
+    end
+  end
+  redis.call('DEL', ek)
+end
+
+-- One status transition (store::engine::transition) of a loaded record:
+-- check, write, history, then what the new status implies.
+local function apply(rec, to, actor, ctx, efield, evalue)
+  local from = rec.status
+  local owner = next_owner(rec, to, actor)
+  put_status(rec, to, owner, efield, evalue)
+  history(rec, to, owner, actor, ctx)
+  if OWNED_RUNNING[from] and not OWNED_RUNNING[to] then
+    -- the running key is free again: re-route what was parked on it
+    if rec.rkey then
+      local ck = k('ctl', rec.rkey)
+      local parked = redis.call('LRANGE', ck, 0, -1)
+      if #parked > 0 then
+        redis.call('DEL', ck)
+        for _, pid in ipairs(parked) do
+          local prec = load(pid)
+          if prec and ALLOWED[prec.status][ST.REROUTED] then
+            apply(prec, ST.REROUTED, actor, false)
+            enqueue(pid)
+          end
+        end
+      end
+    end
+    remove_edges_of(rec.id, rec)
+  end
+  if FINAL[to] then
+    -- the waits are over: a final invocation is never available, so it left
+    -- `blocking` in put_status (`waited` keeps the last waiter for the record)
+    remove_edges_of(rec.id, rec)
+    FINALS[#FINALS + 1] = rec.id
+  end
+  return rec
+end
+
+-- load, then apply (NOT_FOUND when the invocation does not exist)
+local function transition(id, to, actor, ctx, during)
+  local rec = load(id)
+  if not rec then
+    fail('NOT_FOUND', id, during or ('while setting it ' .. to))
+  end
+  return apply(rec, to, actor, ctx)
+end
+
+-- After KILLED or a recovery status (store::engine::control): REROUTED at
+-- the head of the queue, or CANCELLED with `cancelled` (the error JSON)
+-- when a cancel was requested for the invocation.
+local function reroute_unless_cancelled(rec, actor, cancelled)
+  if rec.cxl then
+    apply(rec, ST.CANCELLED, actor, false, 'error', cancelled)
+  else
+    apply(rec, ST.REROUTED, actor, false)
+    enqueue_front(rec.id)
+  end
+end
+
+-- the largest slice unpack() handles comfortably
+local CHUNK = 4000
+
+-- `cmd key a1 a2 ...` in slices of CHUNK arguments
+local function call_chunked(cmd, key, list)
+  for i = 1, #list, CHUNK do
+    redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
+  end
+end
+
+-- writes the staged fields and index changes (callable more than once
+-- in a call: everything staged so far is written and forgotten)
+local function flush()
+  for _, rec in ipairs(DIRTY) do
+    local f = rec.w or {}
+    local n = #f
+    f[n + 1], f[n + 2] = 'status', rec.status
+    n = n + 2
+    if rec.hist then
+      local hn = rec.hn + 1
+      rec.hn = hn
+      local h = rec.hist
+      f[n + 1], f[n + 2], f[n + 3], f[n + 4] = hname(hn), #h == 1 and h[1] or table.concat(h, ','), 'hn', HNUM[hn] or ('' .. hn)
+      n = n + 4
+    end
+    if rec.owner_changed then
+      -- a released owner is written empty (reads treat '' as none)
+      f[n + 1], f[n + 2] = 'owner', rec.owner or ''
+    end
+    call_chunked('HSET', rec.key, f)
+    rec.w, rec.dirty, rec.owner_changed, rec.hist = nil, nil, nil, nil
+    -- the band changes once per call
+    local new = rec.status
+    if BAND[new] ~= BAND[rec.st0] then
+      local t = task_of(rec)
+      move_later(t, BAND_ARG[new], rec.id)
+      if not rec.tc then
+        -- routed by a build before the indexes: it joins them now
+        NEW_TASKS[t] = true
+      end
+    end
+    rec.st0 = new
+  end
+  DIRTY = {}
+  if #OWNED_IDS > 0 then
+    local add, rem = {}, {}
+    for _, id in ipairs(OWNED_IDS) do
+      if OWNED[id] then
+        add[#add + 1] = NOW_S
+        add[#add + 1] = id
+      else
+        rem[#rem + 1] = id
+      end
+    end
+    if #add > 0 then
+      call_chunked('ZADD', P .. 'owned', add)
+    end
+    if #rem > 0 then
+      call_chunked('ZREM', P .. 'owned', rem)
+    end
+    OWNED, OWNED_IDS = {}, {}
+  end
+  for key, l in pairs(ZREMS) do
+    call_chunked('ZREM', key, l)
+  end
+  ZREMS = {}
+  for key, l in pairs(SREMS) do
+    call_chunked('SREM', key, l)
+  end
+  SREMS = {}
+  for key, l in pairs(ZADDS) do
+    call_chunked('ZADD', key, l)
+  end
+  ZADDS = {}
+  for t, l in pairs(MOVES) do
+    call_chunked('ZADD', P .. 'idx:' .. t, l)
+  end
+  MOVES = {}
+
+  for key, h in pairs(HINCRS) do
+    for field, by in pairs(h) do
+      if by ~= 0 and redis.call('HINCRBY', key, field, by) <= 0 then
+        redis.call('HDEL', key, field)
+      end
+    end
+  end
+  HINCRS = {}
+  local tasks = {}
+  for t in pairs(NEW_TASKS) do
+    tasks[#tasks + 1] = t
+  end
+  if #tasks > 0 then
+    call_chunked('SADD', P .. 'tasks', tasks)
+    NEW_TASKS = {}
+  end
+  for st, ids in pairs(ENDS) do
+    -- one entry per call and final status: 'time id id ...'
+    redis.call('RPUSH', P .. 'finals:' .. st, NOW_S .. ' ' .. table.concat(ids, ' '))
+  end
+  ENDS = {}
+  if #QUEUE_HEAD > 0 then
+    call_chunked('LPUSH', P .. 'queue', QUEUE_HEAD)
+    QUEUE_HEAD = {}
+  end
+  if #QUEUE_TAIL > 0 then
+    call_chunked('RPUSH', P .. 'queue', QUEUE_TAIL)
+    QUEUE_TAIL = {}
+  end
+end
+
+-- Runs `main` for one call (`keys`, `argv`: the script's KEYS and ARGV or
+-- the function's arguments), writes what it staged, publishes the
+-- notifications and shapes the reply:
+-- {'OK'|'ERR', enqueued 0/1, {ids that became final}, result | failure}.
+-- The ids that became final go out in one message, separated by spaces,
+-- when a backend other than the caller waits for results (hash `waiters`:
+-- backend id -> registration expiry, µs); the caller learns them from the
+-- reply.
+local function others_wait()
+  local w = redis.call('HGETALL', P .. 'waiters')
+  local found = false
+  for i = 1, #w - 1, 2 do
+    if tonumber(w[i + 1]) < NOW then
+      redis.call('HDEL', P .. 'waiters', w[i])
+    elseif w[i] ~= ME then
+      found = true
+    end
+  end
+  return found
+end
+
+local function invoke(main, keys, argv)
+  begin(keys, argv)
+  local ok, res = pcall(main)
+  flush()
+  if ENQUEUED then
+    redis.call('PUBLISH', P .. 'work', '1')
+  end
+  if #FINALS > 0 and others_wait() then
+    redis.call('PUBLISH', P .. 'final', table.concat(FINALS, ' '))
+  end
+  if ok then
+    return {'OK', ENQUEUED and 1 or 0, FINALS, res or 0}
+  end
+  if type(res) == 'table' and res.pynenc then
+    return {'ERR', ENQUEUED and 1 or 0, FINALS, res.pynenc}
+  end
+  error(res, 0)
+end
