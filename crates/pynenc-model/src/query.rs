@@ -368,7 +368,7 @@ mod tests {
         assert_eq!(Cursor::parse(&c.to_string()).unwrap(), c);
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Cursor>(&json).unwrap(), c);
-        for bad in ["", "c1.", "c1.xyz", "c2.0123", &id.to_string()] {
+        for bad in ["", "c1.", "c1.xyz", "c2.0123", id.as_str()] {
             let err = Cursor::parse(bad).unwrap_err();
             assert!(err.to_string().contains("page cursor"), "{err}");
         }
