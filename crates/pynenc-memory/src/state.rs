@@ -158,8 +158,9 @@ pub(crate) struct MemState {
     pub(crate) waited_by: FxHashMap<InvocationId, Vec<InvocationId>>,
     /// Waiting invocation → what it waits on.
     pub(crate) waiting_on: FxHashMap<InvocationId, Vec<InvocationId>>,
-    /// Cancel requests: invocation → the owner asked to stop it.
-    pub(crate) cancels: FxHashMap<InvocationId, RunnerId>,
+    /// Cancel requests: invocation → the owner asked to stop it, and the
+    /// error naming who asked.
+    pub(crate) cancels: FxHashMap<InvocationId, (RunnerId, TaskError)>,
     contexts: FxHashSet<Arc<str>>,
     /// The execution context interned last: steps come in runs of one runner.
     last_context: Option<Arc<str>>,
@@ -615,20 +616,25 @@ impl StoreTxn for MemState {
         Ok(self.index.find_success_since(registration_key, since))
     }
 
-    fn request_cancel(&mut self, id: &InvocationId, owner: &RunnerId) -> Result<()> {
-        self.cancels.insert(*id, owner.clone());
+    fn request_cancel(
+        &mut self,
+        id: &InvocationId,
+        owner: &RunnerId,
+        error: &TaskError,
+    ) -> Result<()> {
+        self.cancels.insert(*id, (owner.clone(), error.clone()));
         Ok(())
     }
 
-    fn cancel_requested(&mut self, id: &InvocationId) -> Result<bool> {
-        Ok(self.cancels.contains_key(id))
+    fn cancel_requested(&mut self, id: &InvocationId) -> Result<Option<TaskError>> {
+        Ok(self.cancels.get(id).map(|(_, error)| error.clone()))
     }
 
     fn cancel_requests_of(&mut self, runner: &RunnerId) -> Result<Vec<InvocationId>> {
         let mut ids: Vec<InvocationId> = self
             .cancels
             .iter()
-            .filter(|(_, owner)| *owner == runner)
+            .filter(|(_, (owner, _))| owner == runner)
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();

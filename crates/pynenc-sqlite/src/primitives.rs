@@ -387,12 +387,17 @@ impl StoreTxn for SqliteTxn<'_> {
             .next())
     }
 
-    fn request_cancel(&mut self, id: &InvocationId, owner: &RunnerId) -> Result<()> {
-        self.ask_cancel(id, owner)
+    fn request_cancel(
+        &mut self,
+        id: &InvocationId,
+        owner: &RunnerId,
+        error: &TaskError,
+    ) -> Result<()> {
+        self.ask_cancel(id, owner, error)
     }
 
-    fn cancel_requested(&mut self, id: &InvocationId) -> Result<bool> {
-        self.is_cancel_asked(id)
+    fn cancel_requested(&mut self, id: &InvocationId) -> Result<Option<TaskError>> {
+        self.cancel_asked(id)
     }
 
     fn cancel_requests_of(&mut self, runner: &RunnerId) -> Result<Vec<InvocationId>> {

@@ -159,7 +159,7 @@ impl SqliteTxn<'_> {
             "UPDATE invocations SET task = ?2, status = ?3, owner = ?4, status_at_us = ?5,
                  created_at_us = ?5, due_at_us = ?6, registration_key = ?7, running_key = ?8,
                  retries = 0, waited = 0, final_at_us = ?9, parent = ?10, call_hash = ?11,
-                 cancel_owner = NULL
+                 cancel_owner = NULL, cancel_error = NULL
              WHERE rid = ?1",
             op,
             inv(id),
@@ -220,12 +220,12 @@ impl SqliteTxn<'_> {
             }
             (false, true) => {
                 "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4,
-                     cancel_owner = NULL
+                     cancel_owner = NULL, cancel_error = NULL
                  WHERE rid = ?1"
             }
             (true, true) => {
                 "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4,
-                     cancel_owner = NULL, owner = ?5
+                     cancel_owner = NULL, cancel_error = NULL, owner = ?5
                  WHERE rid = ?1"
             }
         };

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use pynenc_model::{InvocationId, LeaseHolder, RunnerId, RunnerInfo, Timestamp};
-use pynenc_store::Result;
+use pynenc_model::{
+    InvocationId, LeaseHolder, RunnerId, RunnerInfo, SerializationError, TaskError, Timestamp,
+};
+use pynenc_store::{Result, StoreError};
 use rusqlite::params;
 
 use crate::error::{inv, Key};
@@ -177,29 +179,43 @@ impl SqliteTxn<'_> {
         }))
     }
 
-    /// Asks `owner` to stop the invocation (forgotten once it is final).
-    pub(crate) fn ask_cancel(&mut self, id: &InvocationId, owner: &RunnerId) -> Result<()> {
+    /// Asks `owner` to stop the invocation (forgotten once it is final);
+    /// `error` names who asked.
+    pub(crate) fn ask_cancel(
+        &mut self,
+        id: &InvocationId,
+        owner: &RunnerId,
+        error: &TaskError,
+    ) -> Result<()> {
         let rid = self.rid_or_not_found(id)?;
+        let error = serde_json::to_string(error).map_err(|e| {
+            StoreError::Serialization(SerializationError::serialize("cancel error", e))
+        })?;
         self.exec(
-            "UPDATE invocations SET cancel_owner = ?2 WHERE rid = ?1",
+            "UPDATE invocations SET cancel_owner = ?2, cancel_error = ?3 WHERE rid = ?1",
             "requesting a cancel",
             inv(id),
-            params![rid, owner.as_str()],
+            params![rid, owner.as_str(), error],
         )?;
         Ok(())
     }
 
-    /// Whether a cancel was asked for the invocation (and it is not final yet).
-    pub(crate) fn is_cancel_asked(&mut self, id: &InvocationId) -> Result<bool> {
-        let asked: Option<bool> = self.opt_row(
-            "SELECT cancel_owner IS NOT NULL FROM invocations
-             WHERE app = ?1 AND invocation_id = ?2",
+    /// The error of the cancel asked for the invocation (while it is not final).
+    pub(crate) fn cancel_asked(&mut self, id: &InvocationId) -> Result<Option<TaskError>> {
+        let asked: Option<Option<String>> = self.opt_row(
+            "SELECT cancel_error FROM invocations
+             WHERE app = ?1 AND invocation_id = ?2 AND cancel_owner IS NOT NULL",
             "reading a cancel request",
             inv(id),
             params![self.app(), id.as_str()],
             |r| r.get(0),
         )?;
-        Ok(asked.unwrap_or(false))
+        match asked.flatten() {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                StoreError::corrupt_caused(format!("invocation {id}, its cancel request"), e)
+            }),
+        }
     }
 
     /// The invocations `runner` was asked to stop, by id.

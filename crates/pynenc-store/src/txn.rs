@@ -151,10 +151,17 @@ pub trait StoreTxn: QueryTxn {
         since: Timestamp,
     ) -> Result<Option<InvocationId>>;
 
-    /// Asks `owner` to stop a running invocation (kept until it is final).
-    fn request_cancel(&mut self, id: &InvocationId, owner: &RunnerId) -> Result<()>;
-    /// Whether a cancel was asked for the invocation.
-    fn cancel_requested(&mut self, id: &InvocationId) -> Result<bool>;
+    /// Asks `owner` to stop a running invocation (kept until it is final);
+    /// `error` names who asked, and becomes the invocation's error when it
+    /// ends `CANCELLED`.
+    fn request_cancel(
+        &mut self,
+        id: &InvocationId,
+        owner: &RunnerId,
+        error: &TaskError,
+    ) -> Result<()>;
+    /// The error of the cancel asked for the invocation, if one was.
+    fn cancel_requested(&mut self, id: &InvocationId) -> Result<Option<TaskError>>;
     /// The invocations `runner` was asked to stop.
     fn cancel_requests_of(&mut self, runner: &RunnerId) -> Result<Vec<InvocationId>>;
 

@@ -148,10 +148,11 @@ async fn cancel_requests_survive_their_runner() {
     );
     assert_eq!(status(&b, &ids[1]).await, Rerouted);
     let out = &b.get_outcomes(&[ids[0]]).await.expect("outcome")[0];
+    // the error names who asked for the cancel, not the recovery
     assert!(out
         .error
         .as_ref()
-        .is_some_and(|e| e.message.contains("recoverer")));
+        .is_some_and(|e| e.message.contains(ops().as_str())));
     assert!(b.cancel_requests(&dead).await.expect("requests").is_empty());
     let counts = b.count_by_status(&[]).await.expect("counts");
     let of = |s| counts.iter().find(|c| c.status == s).map_or(0, |c| c.count);

@@ -85,6 +85,7 @@ local function put_status(rec, to, owner, efield, evalue)
       -- a cancel request lasts until the invocation is final
       redis.call('SREM', k('cxl', rec.cxl), id)
       stage(rec, 'cxl', '')
+      stage(rec, 'cxle', '')
       rec.cxl = nil
     end
   end
@@ -171,7 +172,9 @@ end
 -- when a cancel was requested for the invocation.
 local function reroute_unless_cancelled(rec, actor, cancelled)
   if rec.cxl then
-    apply(rec, ST.CANCELLED, actor, false, 'error', cancelled)
+    -- the error of the request names who asked for the cancel
+    local asked = redis.call('HGET', rec.key, 'cxle')
+    apply(rec, ST.CANCELLED, actor, false, 'error', asked or cancelled)
   else
     apply(rec, ST.REROUTED, actor, false)
     enqueue_front(rec.id)

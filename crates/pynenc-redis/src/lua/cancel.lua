@@ -2,8 +2,9 @@
 -- the error JSON of a cancel by the actor.
 -- Returns {'F', status} when it is final already (nothing changes), {'R',
 -- owner} when it runs: its owner is asked to stop it (`cxl:{owner}` and the
--- field `cxl`, kept until it is final; the recovery cancels it instead of
--- re-routing it), {'C'} when it waited and is CANCELLED now.
+-- field `cxl`, kept until it is final, and `cxle`, the error naming the
+-- actor, which it ends with; the recovery cancels it instead of re-routing
+-- it), {'C'} when it waited and is CANCELLED now.
 
 local function main()
   local id, actor, err = ARGV[2], ARGV[3], ARGV[4]
@@ -29,6 +30,8 @@ local function main()
     end
     redis.call('SADD', k('cxl', owner), id)
     stage(rec, 'cxl', owner)
+    -- the error it ends with names who asked
+    stage(rec, 'cxle', err)
     stage(rec, 'x', '1')
     rec.cxl = owner
     return {'R', owner}

@@ -48,6 +48,10 @@ local function finish_one(id, runner, kind, payload)
     end
     return to
   end
+  if code == 'C' and rec.cxl then
+    -- the error of the request names who asked for the cancel
+    payload = redis.call('HGET', rec.key, 'cxle') or payload
+  end
   -- apply checks before it writes anything
   apply(rec, to, runner, false, code == 'S' and 'result' or 'error', payload)
   if to == ST.RETRY then

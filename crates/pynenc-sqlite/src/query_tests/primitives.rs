@@ -86,18 +86,22 @@ async fn cancel_requests_last_until_the_invocation_ends() {
             for n in 0..3 {
                 t.insert_invocation(&rec(n, "a", 0, None), &st(Running, Some("r1")))?;
             }
-            t.request_cancel(&b, &r("r1"))?;
-            t.request_cancel(&a, &r("r1"))?;
-            t.request_cancel(&c, &r("r2"))?;
+            let by = pynenc_model::TaskError::new("InvocationCancelledError", "cancelled by ops");
+            t.request_cancel(&b, &r("r1"), &by)?;
+            t.request_cancel(&a, &r("r1"), &by)?;
+            t.request_cancel(&c, &r("r2"), &by)?;
             Ok((
-                (t.cancel_requested(&a)?, t.cancel_requested(&id_at(9))?),
+                (
+                    t.cancel_requested(&a)?.map(|e| e.message),
+                    t.cancel_requested(&id_at(9))?,
+                ),
                 t.cancel_requests_of(&r("r1"))?,
                 t.cancel_requests_of(&r("r2"))?,
             ))
         })
         .await
         .unwrap();
-    assert_eq!(asked, (true, false));
+    assert_eq!(asked, (Some("cancelled by ops".to_string()), None));
     assert_eq!(of_r1, vec![a, b]);
     assert_eq!(of_r2, vec![c]);
     let after = store
@@ -107,8 +111,8 @@ async fn cancel_requests_last_until_the_invocation_ends() {
             t.put_status(&b, &st(Cancelled, Some("r1")), ts(5))?;
             t.delete_invocation(&c)?;
             Ok((
-                t.cancel_requested(&a)?,
-                t.cancel_requested(&b)?,
+                t.cancel_requested(&a)?.is_some(),
+                t.cancel_requested(&b)?.is_some(),
                 t.cancel_requests_of(&r("r1"))?,
                 t.cancel_requests_of(&r("r2"))?,
             ))

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS names (
 );
 -- task and error_kind are names.name_id; call_hash is the 32 bytes of the
 -- call id's argument hash; cancel_owner is the runner asked to stop the
--- invocation.
+-- invocation, cancel_error (JSON) the error naming who asked.
 CREATE TABLE IF NOT EXISTS invocations (
     rid INTEGER PRIMARY KEY,
     app INTEGER NOT NULL,
@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS invocations (
     parent TEXT,
     call_hash BLOB NOT NULL,
     error_kind INTEGER,
-    cancel_owner TEXT
+    cancel_owner TEXT,
+    cancel_error TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS invocations_id ON invocations (app, invocation_id);
 -- registration concurrency: the invocations of a key that are not final

@@ -32,7 +32,7 @@ pub fn cancel(
         let owner = current.owner.ok_or_else(|| {
             StoreError::corrupt(format!("invocation {id}"), "running without an owner")
         })?;
-        txn.request_cancel(id, &owner)?;
+        txn.request_cancel(id, &owner, &cancelled_error(actor))?;
         return Ok(CancelOutcome::Requested { owner });
     }
     // waiting, or between two steps of the recovery: it ends here
@@ -49,8 +49,9 @@ pub(crate) fn reroute_unless_cancelled(
     actor: &RunnerId,
     now: Timestamp,
 ) -> Result<()> {
-    if txn.cancel_requested(id)? {
-        txn.set_error(id, &cancelled_error(actor))?;
+    if let Some(error) = txn.cancel_requested(id)? {
+        // the error names who asked for the cancel
+        txn.set_error(id, &error)?;
         transition(txn, id, InvocationStatus::Cancelled, actor, None, now)?;
     } else {
         transition(txn, id, InvocationStatus::Rerouted, actor, None, now)?;

@@ -29,9 +29,12 @@ pub fn finish(
         })?;
     match outcome {
         RunOutcome::Success(result) => txn.set_result(id, result)?,
-        RunOutcome::Retry(error) | RunOutcome::Failed(error) | RunOutcome::Cancelled(error) => {
-            txn.set_error(id, &error)?
-        }
+        RunOutcome::Retry(error) | RunOutcome::Failed(error) => txn.set_error(id, &error)?,
+        // the error of the request names who asked for the cancel
+        RunOutcome::Cancelled(error) => match txn.cancel_requested(id)? {
+            Some(asked) => txn.set_error(id, &asked)?,
+            None => txn.set_error(id, &error)?,
+        },
     }
     transition_from(txn, id, &current, to, runner_id, None, now)?;
     if to == InvocationStatus::Retry {

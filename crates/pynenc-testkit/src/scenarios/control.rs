@@ -140,7 +140,10 @@ pub async fn c03_cancel_running(f: &dyn BackendFactory) {
         "running",
     );
     let report = ok(
-        app.control().cancel(inv.invocation_id(), false).await,
+        app.control()
+            .as_actor("ops@c03")
+            .cancel(inv.invocation_id(), false)
+            .await,
         "cancel",
     );
     assert_eq!(report.requested(), 1, "{report:?}");
@@ -150,10 +153,13 @@ pub async fn c03_cancel_running(f: &dyn BackendFactory) {
         "cancelled",
     );
     assert_eq!(status, InvocationStatus::Cancelled);
-    assert!(matches!(
-        inv.result().await,
-        Err(PynencError::Cancelled { .. })
-    ));
+    match inv.result().await {
+        // the error names the operator who asked, not only the runner that stopped it
+        Err(PynencError::Cancelled { error, .. }) => {
+            assert!(error.message.contains("ops@c03"), "{}", error.message)
+        }
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
     // the slot is free again
     let next = ok(add::call_on(&app, 2, 2).await, "next");
     assert_eq!(ok(next.result().await, "next result"), 4);

@@ -39,8 +39,9 @@ use tracing::{debug, warn};
 
 use crate::app::Pynenc;
 
-/// The outcome of a run that stopped because it was cancelled; the error
-/// names the runner that stopped it.
+/// The outcome of a run that stopped because it was cancelled. The error
+/// names the runner that stopped it; the store keeps the error of the
+/// request instead, which names who asked for the cancel.
 pub(crate) fn cancelled_outcome(runner_id: &RunnerId) -> RunOutcome {
     RunOutcome::Cancelled(pynenc_store::engine::cancelled_error(runner_id))
 }
