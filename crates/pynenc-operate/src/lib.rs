@@ -30,6 +30,9 @@
 //!   family and waits, the runners.
 //! - [`Controller`] ([`Operate::control`]): cancel (one, with children, or
 //!   by filter), rerun, retry failed, purge by filter.
+//!
+//! A runnable tour on the embedded backend: `cargo run -p pynenc-operate
+//! --example operate`.
 #![deny(missing_docs)]
 
 mod control;
