@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use pynenc::Pynenc;
 use pynenc_model::{
     CancelOutcome, InvocationId, InvocationQuery, InvocationStatus, InvocationSummary, Order,
-    RouteOutcome, RouteRequest, RunnerId, MAX_PAGE_SIZE,
+    RouteOutcome, RouteRequest, RunnerId, TimeRange, Timestamp, MAX_PAGE_SIZE,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -124,19 +124,22 @@ impl Controller {
         with_children: bool,
     ) -> Result<CancelReport> {
         let mut report = CancelReport::default();
-        for s in self.matching(query).await? {
-            if s.status.is_final() {
-                continue;
-            }
-            let outcome = self
-                .app
-                .orchestrator()
-                .cancel(&s.invocation_id, &self.actor)
-                .await?;
-            report.outcomes.push((s.invocation_id, outcome));
-            if with_children {
-                self.cancel_descendants(&s.invocation_id, &mut report)
+        let mut walk = Walk::new(query);
+        while let Some(page) = self.next_page(&mut walk).await? {
+            for s in page {
+                if s.status.is_final() {
+                    continue;
+                }
+                let outcome = self
+                    .app
+                    .orchestrator()
+                    .cancel(&s.invocation_id, &self.actor)
                     .await?;
+                report.outcomes.push((s.invocation_id, outcome));
+                if with_children {
+                    self.cancel_descendants(&s.invocation_id, &mut report)
+                        .await?;
+                }
             }
         }
         info!(actor = %self.actor, cancelled = report.cancelled(), requested = report.requested(), "cancel by filter");
@@ -239,8 +242,13 @@ impl Controller {
             ..query.clone()
         };
         let mut out = Vec::new();
-        for s in self.matching(&query).await? {
-            out.push(self.rerun(&s.invocation_id).await?);
+        // the reruns are newer than the walk: a rerun that fails again is
+        // not retried again by this call
+        let mut walk = Walk::new(&query);
+        while let Some(page) = self.next_page(&mut walk).await? {
+            for s in page {
+                out.push(self.rerun(&s.invocation_id).await?);
+            }
         }
         Ok(out)
     }
@@ -272,26 +280,56 @@ impl Controller {
         let Some(query) = final_only(query) else {
             return Ok(0);
         };
-        let ids: Vec<InvocationId> = self
-            .matching(&query)
-            .await?
-            .into_iter()
-            .map(|s| s.invocation_id)
-            .collect();
-        let deleted = self.app.orchestrator().delete_final(&ids).await?;
+        let mut deleted = 0;
+        let mut walk = Walk::new(&query);
+        while let Some(page) = self.next_page(&mut walk).await? {
+            let ids: Vec<InvocationId> = page.into_iter().map(|s| s.invocation_id).collect();
+            deleted += self.app.orchestrator().delete_final(&ids).await?;
+        }
         info!(actor = %self.actor, deleted, "purge by filter");
         Ok(deleted)
     }
 
-    /// Every invocation matching `query`, oldest first.
-    async fn matching(&self, query: &InvocationQuery) -> Result<Vec<InvocationSummary>> {
-        let query = InvocationQuery {
-            order: Order::OldestFirst,
-            limit: MAX_PAGE_SIZE,
-            after: None,
-            ..query.clone()
-        };
-        Inspector::new(&self.app).list_all(&query, usize::MAX).await
+    /// The next page of a walk, `None` once it is over.
+    async fn next_page(&self, walk: &mut Walk) -> Result<Option<Vec<InvocationSummary>>> {
+        if walk.done {
+            return Ok(None);
+        }
+        let page = Inspector::new(&self.app).list(&walk.query).await?;
+        match page.next {
+            Some(c) => walk.query.after = Some(c),
+            None => walk.done = true,
+        }
+        Ok((!page.items.is_empty()).then_some(page.items))
+    }
+}
+
+/// A walk over the invocations matching a query that existed when it began
+/// (created before then), oldest first, a page at a time: an action by
+/// filter never holds every match in memory, and never reaches the
+/// invocations it creates itself.
+struct Walk {
+    query: InvocationQuery,
+    done: bool,
+}
+
+impl Walk {
+    fn new(query: &InvocationQuery) -> Self {
+        let now = Timestamp::from_micros(Timestamp::now().as_micros() + 1);
+        let to = query.created.to.map_or(now, |t| t.min(now));
+        Walk {
+            query: InvocationQuery {
+                order: Order::OldestFirst,
+                limit: MAX_PAGE_SIZE,
+                after: None,
+                created: TimeRange {
+                    from: query.created.from,
+                    to: Some(to),
+                },
+                ..query.clone()
+            },
+            done: false,
+        }
     }
 }
 
