@@ -1,69 +1,19 @@
 //! Concurrency control modes and their names.
 
-use std::fmt;
+use crate::named::named_choices;
 
-/// How concurrency control groups the invocations of a task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum ConcurrencyControl {
-    /// No control (default).
-    #[default]
-    Disabled,
-    /// One invocation per task.
-    Task,
-    /// One invocation per task and arguments.
-    Arguments,
-    /// One invocation per task and values of `key_arguments`.
-    Keys,
-}
-
-impl ConcurrencyControl {
-    /// Every mode.
-    pub const ALL: [ConcurrencyControl; 4] = [
-        ConcurrencyControl::Disabled,
-        ConcurrencyControl::Task,
-        ConcurrencyControl::Arguments,
-        ConcurrencyControl::Keys,
-    ];
-
-    /// What a mode looks like, for error messages.
-    pub const EXPECTED: &'static str = "one of disabled, task, arguments, keys";
-
-    /// Parses a mode name in any case: `disabled` (`none`, `off`), `task`,
-    /// `arguments` (`args`) or `keys` (`key`).
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "disabled" | "none" | "off" => Some(ConcurrencyControl::Disabled),
-            "task" => Some(ConcurrencyControl::Task),
-            "arguments" | "args" => Some(ConcurrencyControl::Arguments),
-            "keys" | "key" => Some(ConcurrencyControl::Keys),
-            _ => None,
-        }
-    }
-
-    /// The name as written in configuration (`disabled`, `task`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            ConcurrencyControl::Disabled => "disabled",
-            ConcurrencyControl::Task => "task",
-            ConcurrencyControl::Arguments => "arguments",
-            ConcurrencyControl::Keys => "keys",
-        }
-    }
-
-    /// The name of the enum variant (`Disabled`, `Task`, ...), as generated code writes it.
-    pub fn variant_name(self) -> &'static str {
-        match self {
-            ConcurrencyControl::Disabled => "Disabled",
-            ConcurrencyControl::Task => "Task",
-            ConcurrencyControl::Arguments => "Arguments",
-            ConcurrencyControl::Keys => "Keys",
-        }
-    }
-}
-
-impl fmt::Display for ConcurrencyControl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+named_choices! {
+    /// How concurrency control groups the invocations of a task.
+    pub enum ConcurrencyControl {
+        /// No control (default).
+        #[default]
+        Disabled = "disabled" | "none" | "off",
+        /// One invocation per task.
+        Task = "task",
+        /// One invocation per task and arguments.
+        Arguments = "arguments" | "args",
+        /// One invocation per task and values of `key_arguments`.
+        Keys = "keys" | "key",
     }
 }
 

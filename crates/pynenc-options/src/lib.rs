@@ -22,6 +22,7 @@
 
 mod check;
 mod concurrency;
+mod named;
 mod scope;
 mod spec;
 

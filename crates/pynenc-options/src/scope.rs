@@ -5,68 +5,22 @@
 //! it, together with `registration_cache_seconds`, into
 //! `pynenc_model::RegistrationScope`, which is what the backends see.
 
-use std::fmt;
+use crate::named::named_choices;
 
-/// Which invocation with the same registration key a new call reuses
-/// (`registration_scope`). Each scope reuses what the one before does, and
-/// more.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum RegistrationScopeName {
-    /// Only an invocation still queued (`REGISTERED`), as in Pynenc (default).
-    #[default]
-    Queued,
-    /// Also one that is pending, running or paused (any that is neither
-    /// final nor scheduled): a second caller joins the run in progress.
-    Active,
-    /// Also one that ended `SUCCESS` less than `registration_cache_seconds`
-    /// ago: its result is returned without running again.
-    Cached,
-}
-
-impl RegistrationScopeName {
-    /// Every scope, from the narrowest.
-    pub const ALL: [RegistrationScopeName; 3] = [
-        RegistrationScopeName::Queued,
-        RegistrationScopeName::Active,
-        RegistrationScopeName::Cached,
-    ];
-
-    /// What a scope looks like, for error messages.
-    pub const EXPECTED: &'static str = "one of queued, active, cached";
-
-    /// Parses a scope name in any case: `queued` (`registered`), `active`
-    /// or `cached`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "queued" | "registered" => Some(RegistrationScopeName::Queued),
-            "active" => Some(RegistrationScopeName::Active),
-            "cached" => Some(RegistrationScopeName::Cached),
-            _ => None,
-        }
-    }
-
-    /// The name as written in configuration (`queued`, `active`, `cached`).
-    pub fn name(self) -> &'static str {
-        match self {
-            RegistrationScopeName::Queued => "queued",
-            RegistrationScopeName::Active => "active",
-            RegistrationScopeName::Cached => "cached",
-        }
-    }
-
-    /// The name of the enum variant (`Queued`, ...), as generated code writes it.
-    pub fn variant_name(self) -> &'static str {
-        match self {
-            RegistrationScopeName::Queued => "Queued",
-            RegistrationScopeName::Active => "Active",
-            RegistrationScopeName::Cached => "Cached",
-        }
-    }
-}
-
-impl fmt::Display for RegistrationScopeName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+named_choices! {
+    /// Which invocation with the same registration key a new call reuses
+    /// (`registration_scope`). Each scope reuses what the one before does, and
+    /// more.
+    pub enum RegistrationScopeName {
+        /// Only an invocation still queued (`REGISTERED`), as in Pynenc (default).
+        #[default]
+        Queued = "queued" | "registered",
+        /// Also one that is pending, running or paused (any that is neither
+        /// final nor scheduled): a second caller joins the run in progress.
+        Active = "active",
+        /// Also one that ended `SUCCESS` less than `registration_cache_seconds`
+        /// ago: its result is returned without running again.
+        Cached = "cached",
     }
 }
 

@@ -283,6 +283,22 @@ pub async fn assert_add_works(app: &Pynenc, x: i64, y: i64) {
     );
 }
 
+/// Logging of the test programs (worker and chaos binaries and their
+/// children) to standard error: warnings, or what `RUST_LOG` asks
+/// (`info`, `pynenc=debug`, …).
+pub fn init_program_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(targets)
+        .try_init();
+}
+
 /// A unique key for a test run (to separate global counters).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", pynenc::InvocationId::random())

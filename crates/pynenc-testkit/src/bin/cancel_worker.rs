@@ -33,27 +33,13 @@ pub fn stubborn(ms: u64, marker: String) -> Result<u64, pynenc::TaskError> {
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    pynenc_testkit::init_program_logging();
     // process runners start this binary again as their children
     pynenc::run_child_if_requested();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run())
-}
-
-/// Logs to standard error: warnings, or what `RUST_LOG` asks.
-fn init_logging() {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::prelude::*;
-    let targets = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|s| s.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
-    let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(targets)
-        .try_init();
 }
 
 async fn run() -> anyhow::Result<()> {

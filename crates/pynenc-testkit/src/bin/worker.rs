@@ -16,7 +16,7 @@ use pynenc::{InvocationStatus, Pynenc, ThreadRunner};
 use pynenc_testkit::tasks;
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    pynenc_testkit::init_program_logging();
     // process runners start this binary again as their children (after the
     // logging set-up, so the children log too)
     pynenc::run_child_if_requested();
@@ -24,21 +24,6 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run())
-}
-
-/// Logs to standard error: warnings, or what `RUST_LOG` asks
-/// (`info`, `pynenc=debug`, …).
-fn init_logging() {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::prelude::*;
-    let targets = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|s| s.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
-    let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(targets)
-        .try_init();
 }
 
 async fn run() -> anyhow::Result<()> {

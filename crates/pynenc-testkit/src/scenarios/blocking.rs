@@ -43,30 +43,42 @@ pub async fn s05_chain_deeper_than_slots(f: &dyn BackendFactory) {
     finish(&app, runner).await;
 }
 
-/// 12. Invocations waited on are picked before older queued work; a waiting invocation holds no slot.
-pub async fn s12_blocking_control_priority(f: &dyn BackendFactory) {
-    let app = new_app(f, "s12", &[]);
-    let group = unique("block");
-    let parent = ok(
-        parent_of_child::call_on(&app, group.clone()).await,
-        "parent",
-    );
+/// Routes `parent_of_child` and then five older-than-its-child fillers,
+/// runs them on `slots` slots and returns the order they ran in.
+async fn parent_then_fillers(
+    app: &pynenc::Pynenc,
+    prefix: &str,
+    slots: usize,
+) -> (
+    Vec<String>,
+    pynenc::Invocation<String>,
+    pynenc::SpawnedRunner,
+) {
+    let group = unique(prefix);
+    let parent = ok(parent_of_child::call_on(app, group.clone()).await, "parent");
     let mut fillers = Vec::new();
     for i in 0..5 {
         fillers.push(ok(
-            filler::call_on(&app, group.clone(), format!("f{i}"), 20).await,
+            filler::call_on(app, group.clone(), format!("f{i}"), 20).await,
             "filler",
         ));
     }
-    let runner = start_runner(&app, 1);
+    let runner = start_runner(app, slots);
     assert_eq!(ok(parent.result().await, "parent"), "child");
     for fl in &fillers {
         ok(fl.result().await, "filler");
     }
-    let order: Vec<String> = tasks::events_of(&group)
+    let order = tasks::events_of(&group)
         .into_iter()
         .map(|(l, _)| l)
         .collect();
+    (order, parent, runner)
+}
+
+/// 12. Invocations waited on are picked before older queued work; a waiting invocation holds no slot.
+pub async fn s12_blocking_control_priority(f: &dyn BackendFactory) {
+    let app = new_app(f, "s12", &[]);
+    let (order, _, runner) = parent_then_fillers(&app, "block", 1).await;
     assert_eq!(
         order.first().map(String::as_str),
         Some("parent"),
@@ -88,27 +100,7 @@ pub async fn s12b_blocking_control_off(f: &dyn BackendFactory) {
         "s12b",
         &[("orchestrator.blocking_control", serde_json::json!(false))],
     );
-    let group = unique("noblock");
-    let parent = ok(
-        parent_of_child::call_on(&app, group.clone()).await,
-        "parent",
-    );
-    let mut fillers = Vec::new();
-    for i in 0..5 {
-        fillers.push(ok(
-            filler::call_on(&app, group.clone(), format!("f{i}"), 20).await,
-            "filler",
-        ));
-    }
-    let runner = start_runner(&app, 2);
-    assert_eq!(ok(parent.result().await, "parent"), "child");
-    for fl in &fillers {
-        ok(fl.result().await, "filler");
-    }
-    let order: Vec<String> = tasks::events_of(&group)
-        .into_iter()
-        .map(|(l, _)| l)
-        .collect();
+    let (order, parent, runner) = parent_then_fillers(&app, "noblock", 2).await;
     // parent and f0 start together on the two slots; the child comes last
     assert_eq!(order.len(), 7, "{order:?}");
     assert_eq!(
