@@ -358,7 +358,8 @@ macro_rules! conformance_tests {
             c04_rerun_and_retry,
             c05_purge_by_filter,
             c06_retention,
-            c07_registration_scopes
+            c07_registration_scopes,
+            c08_cancel_wins_over_a_retry
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

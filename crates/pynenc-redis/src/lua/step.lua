@@ -37,6 +37,12 @@ local function finish_one(id, runner, kind, payload)
   if not rec then
     fail('NOT_FOUND', id, 'while finishing it')
   end
+  if (code == 'C' or code == 'R') and rec.cxl then
+    -- a run that stops at a cancel, or that would be retried after one was
+    -- asked, ends CANCELLED with the error naming who asked
+    code, to = 'C', ST.CANCELLED
+    payload = redis.call('HGET', rec.key, 'cxle') or payload
+  end
   if code == 'F' then
     -- counted per error kind (`fk:{task}`)
     rec.ekind = string.sub(kind, 2)
@@ -47,10 +53,6 @@ local function finish_one(id, runner, kind, payload)
       FINALS[#FINALS + 1] = id
     end
     return to
-  end
-  if code == 'C' and rec.cxl then
-    -- the error of the request names who asked for the cancel
-    payload = redis.call('HGET', rec.key, 'cxle') or payload
   end
   -- apply checks before it writes anything
   apply(rec, to, runner, false, code == 'S' and 'result' or 'error', payload)

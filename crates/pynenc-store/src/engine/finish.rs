@@ -20,6 +20,15 @@ pub fn finish(
     let current = txn
         .get_status(id)?
         .ok_or_else(|| StoreError::not_found(id, "while finishing it"))?;
+    // a run that stops at a cancel, or that would be retried after one was
+    // asked, ends CANCELLED with the error naming who asked
+    let outcome = match outcome {
+        RunOutcome::Retry(_) | RunOutcome::Cancelled(_) => match txn.cancel_requested(id)? {
+            Some(asked) => RunOutcome::Cancelled(asked),
+            None => outcome,
+        },
+        other => other,
+    };
     let to = outcome.status();
     current
         .transition(to, runner_id)
@@ -29,12 +38,9 @@ pub fn finish(
         })?;
     match outcome {
         RunOutcome::Success(result) => txn.set_result(id, result)?,
-        RunOutcome::Retry(error) | RunOutcome::Failed(error) => txn.set_error(id, &error)?,
-        // the error of the request names who asked for the cancel
-        RunOutcome::Cancelled(error) => match txn.cancel_requested(id)? {
-            Some(asked) => txn.set_error(id, &asked)?,
-            None => txn.set_error(id, &error)?,
-        },
+        RunOutcome::Retry(error) | RunOutcome::Failed(error) | RunOutcome::Cancelled(error) => {
+            txn.set_error(id, &error)?
+        }
     }
     transition_from(txn, id, &current, to, runner_id, None, now)?;
     if to == InvocationStatus::Retry {

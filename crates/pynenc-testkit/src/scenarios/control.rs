@@ -341,3 +341,44 @@ pub async fn c07_registration_scopes(f: &dyn BackendFactory) {
     assert_eq!(ok(other.result().await, "other"), 3);
     finish(&app, runner).await;
 }
+
+/// A run whose invocation was asked to stop and that ends with a retriable
+/// error is not retried: it ends `CANCELLED`, with the error naming who
+/// asked (the engine decides this, not the runner).
+pub async fn c08_cancel_wins_over_a_retry(f: &dyn BackendFactory) {
+    let app = new_app(f, "c08", &[]);
+    let inv = ok(always_retry::call_on(&app, unique("c08")).await, "call");
+    let runner = pynenc::RunnerId::from("c08-runner");
+    let orch = app.orchestrator();
+    let started = ok(
+        orch.get_invocations_to_start(&runner, 1, None).await,
+        "start",
+    );
+    assert_eq!(started.len(), 1);
+    let report = ok(
+        app.control()
+            .as_actor("ops@c08")
+            .cancel(inv.invocation_id(), false)
+            .await,
+        "cancel",
+    );
+    assert_eq!(report.requested(), 1, "{report:?}");
+    let end = ok(
+        orch.finish(
+            inv.invocation_id(),
+            &runner,
+            pynenc::model::RunOutcome::Retry(pynenc::TaskError::retry("again")),
+        )
+        .await,
+        "finish",
+    );
+    assert_eq!(end, InvocationStatus::Cancelled);
+    match inv.result().await {
+        Err(PynencError::Cancelled { error, .. }) => {
+            assert!(error.message.contains("ops@c08"), "{}", error.message)
+        }
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    assert_eq!(ok(inv.num_retries().await, "retries"), 0);
+    assert!(check_histories(&app).await > 0);
+}
