@@ -219,21 +219,26 @@ impl Inspector {
     /// [`OperateError::NotFound`] for an unknown id; the backend failed.
     pub async fn family(&self, id: &InvocationId) -> Result<Family> {
         let record = self.app.state_backend().get_invocation(id).await?;
-        let status = self.app.orchestrator().get_status(id).await?;
         let history = self.app.state_backend().get_history(id).await?;
         let retries = self.app.orchestrator().get_num_retries(id).await?;
+        // the last history entry is the current status, its owner and its time
+        let last = history.last().ok_or_else(|| {
+            OperateError::Store(pynenc_store::StoreError::corrupt(
+                format!("invocation {id}"),
+                "it has no history",
+            ))
+        })?;
         let call_id = record.call.call_id();
-        let status_at = history.last().map_or(record.created_at, |h| h.timestamp);
         let invocation = InvocationSummary {
             invocation_id: *id,
             task_id: record.call.task_id.clone(),
             call_id: call_id.clone(),
-            status: status.status,
-            owner: status.owner,
+            status: last.status,
+            owner: last.owner.clone(),
             parent_invocation_id: record.parent_invocation_id,
             created_at: record.created_at,
-            status_at,
-            ended_at: status.status.is_final().then_some(status_at),
+            status_at: last.timestamp,
+            ended_at: last.status.is_final().then_some(last.timestamp),
             retries,
         };
         let children = self
