@@ -61,9 +61,15 @@ async fn main() -> Result<()> {
     // who runs what (a runner reports what it runs with every heartbeat, 0.5 s)
     tokio::time::sleep(Duration::from_millis(600)).await;
     for r in app.inspect().runners().await? {
+        let running: Vec<String> = r.info.running.iter().map(|id| id.to_string()).collect();
         println!(
-            "runner {} ({}, pid {}): {} slots, running {:?}, alive {}",
-            r.info.runner_id, r.info.kind, r.info.pid, r.info.slots, r.info.running, r.alive
+            "runner {} ({}, pid {}): {} slots, running [{}], {}",
+            r.info.runner_id,
+            r.info.kind,
+            r.info.pid,
+            r.info.slots,
+            running.join(", "),
+            if r.alive { "alive" } else { "silent" }
         );
     }
 

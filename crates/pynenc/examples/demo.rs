@@ -64,7 +64,12 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "warn,pynenc=info,demo=info".into())
         .parse()?;
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().compact())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .compact()
+                // colour only on a terminal, plain text when piped
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+        )
         .with(filter)
         .init();
 
