@@ -166,6 +166,9 @@ pub(crate) struct MemState {
     last_context: Option<Arc<str>>,
     /// Set by a section that queued work, so the store wakes runners after it.
     pub(crate) enqueued: bool,
+    /// Waits for the next status change of an invocation
+    /// (`wait_status_change`), woken and dropped by the change.
+    pub(crate) status_watch: FxHashMap<InvocationId, Vec<Arc<Notify>>>,
 }
 
 impl MemState {
@@ -268,6 +271,16 @@ impl MemState {
         })
     }
 
+    /// Wakes the waits for a status change of `id` (it changed or is gone).
+    fn wake_status_watch(&mut self, id: &InvocationId) {
+        if self.status_watch.is_empty() {
+            return;
+        }
+        if let Some(list) = self.status_watch.remove(id) {
+            list.iter().for_each(|n| n.notify_one());
+        }
+    }
+
     fn notify_final(&mut self, id: &InvocationId) {
         if let Some(waiters) = self.invocations.get_mut(id).and_then(|e| e.waiters.take()) {
             waiters.release();
@@ -329,6 +342,7 @@ impl StoreTxn for MemState {
         status: &StatusRecord,
         now: Timestamp,
     ) -> Result<()> {
+        self.wake_status_watch(id);
         let entry = self.entry(id)?;
         let old = std::mem::replace(&mut entry.status, status.clone()).status;
         let new = status.status;
@@ -671,10 +685,14 @@ impl StoreTxn for MemState {
         if let Some(waiters) = e.waiters {
             waiters.release();
         }
+        self.wake_status_watch(id);
         Ok(())
     }
 
     fn purge(&mut self) -> Result<()> {
+        for list in self.status_watch.values() {
+            list.iter().for_each(|n| n.notify_one());
+        }
         for entry in self.invocations.slots.iter_mut().flatten() {
             if let Some(waiters) = entry.waiters.take() {
                 waiters.release();

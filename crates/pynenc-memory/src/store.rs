@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pynenc_model::InvocationId;
+use pynenc_model::{InvocationId, InvocationStatus};
 use pynenc_store::{AtomicStore, Inline, Result, StoreError, StoreTxn, WorkSignal};
 use tokio::sync::Notify;
 
@@ -69,6 +69,56 @@ impl MemStore {
     }
 }
 
+/// A wait for the next status change of one invocation; leaves the
+/// store's list when it ends or is dropped.
+struct StatusWatch<'a> {
+    store: &'a MemStore,
+    id: InvocationId,
+    notify: Arc<Notify>,
+}
+
+impl Drop for StatusWatch<'_> {
+    fn drop(&mut self) {
+        let mut state = self.store.state.lock();
+        if let Some(list) = state.status_watch.get_mut(&self.id) {
+            list.retain(|n| !Arc::ptr_eq(n, &self.notify));
+            if list.is_empty() {
+                state.status_watch.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl MemStore {
+    /// Registers a wait for the next status change of `id`, in the same
+    /// section as the check of its status (so no change is missed); `None`
+    /// when its status is not `seen` any more.
+    fn watch_status(
+        &self,
+        id: &InvocationId,
+        seen: InvocationStatus,
+    ) -> Result<Option<StatusWatch<'_>>> {
+        let mut state = self.state.lock();
+        match state.invocations.get(id) {
+            None => Err(StoreError::not_found(id, "while waiting for a status")),
+            Some(e) if e.status.status != seen => Ok(None),
+            Some(_) => {
+                let notify = Arc::new(Notify::new());
+                state
+                    .status_watch
+                    .entry(*id)
+                    .or_default()
+                    .push(notify.clone());
+                Ok(Some(StatusWatch {
+                    store: self,
+                    id: *id,
+                    notify,
+                }))
+            }
+        }
+    }
+}
+
 impl AtomicStore for MemStore {
     fn batching_pays(&self) -> bool {
         false
@@ -104,6 +154,22 @@ impl AtomicStore for MemStore {
                 while w.remaining.load(Ordering::Acquire) > 0 {
                     w.done.notified().await;
                 }
+            }
+            Ok(())
+        }
+    }
+
+    fn wait_status_change(
+        &self,
+        id: &InvocationId,
+        seen: InvocationStatus,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let watch = self.watch_status(id, seen);
+        async move {
+            if let Some(w) = watch? {
+                // a timeout is the caller's to notice
+                let _ = tokio::time::timeout(timeout, w.notify.notified()).await;
             }
             Ok(())
         }

@@ -1,6 +1,7 @@
 //! The memory store's own machinery: the slab, waits.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use pynenc_model::{
@@ -127,4 +128,67 @@ async fn waits_end_when_their_invocations_end_or_are_deleted_or_purged() {
     // an unknown invocation is an error naming it
     let err = store.wait_final(&ids[..1]).await.unwrap_err();
     assert!(err.to_string().contains(ids[0].as_str()), "{err}");
+}
+
+#[tokio::test]
+async fn status_waits_are_woken_by_the_change_itself() {
+    let store = MemStore::default();
+    let id = {
+        let mut state = store.state.lock();
+        let id = state.new_invocation_id();
+        state.insert_invocation(&record(id), &registered()).unwrap();
+        id
+    };
+    let long = Duration::from_secs(3600);
+    // a status other than the one seen: at once
+    assert!(matches!(
+        store
+            .wait_status_change(&id, InvocationStatus::Pending, long)
+            .now_or_never(),
+        Some(Ok(()))
+    ));
+    let mut wait = store
+        .wait_status_change(&id, InvocationStatus::Registered, long)
+        .boxed();
+    assert!(
+        wait.as_mut().now_or_never().is_none(),
+        "nothing changed yet"
+    );
+    store
+        .state
+        .lock()
+        .put_status(
+            &id,
+            &StatusRecord {
+                status: InvocationStatus::Pending,
+                owner: Some(RunnerId::from("r")),
+            },
+            Timestamp::from_micros(2),
+        )
+        .unwrap();
+    assert!(
+        matches!(wait.as_mut().now_or_never(), Some(Ok(()))),
+        "woken by the step, with no timer"
+    );
+    drop(wait);
+    assert!(store.state.lock().status_watch.is_empty(), "forgotten");
+    // a wait that times out leaves nothing behind
+    store
+        .wait_status_change(&id, InvocationStatus::Pending, Duration::from_millis(5))
+        .await
+        .unwrap();
+    assert!(store.state.lock().status_watch.is_empty());
+    // a deleted invocation wakes its waits; an unknown one is an error naming it
+    let mut wait = store
+        .wait_status_change(&id, InvocationStatus::Pending, long)
+        .boxed();
+    assert!(wait.as_mut().now_or_never().is_none());
+    store.state.lock().delete_invocation(&id).unwrap();
+    assert!(matches!(wait.as_mut().now_or_never(), Some(Ok(()))));
+    drop(wait);
+    let err = store
+        .wait_status_change(&id, InvocationStatus::Pending, long)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(id.as_str()), "{err}");
 }

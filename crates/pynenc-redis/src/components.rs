@@ -1,24 +1,54 @@
 //! The broker, state backend and coordination of a Redis app.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pynenc_model::{
-    HistoryEntry, InvocationId, InvocationOutcome, InvocationRecord, RunnerId, RunnerInfo,
-    SerializationError, TaskError, Timestamp,
+    HistoryEntry, InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus, RunnerId,
+    RunnerInfo, SerializationError, TaskError, Timestamp,
 };
 use pynenc_store::{Broker, Coordination, Result, StateBackend, StoreError};
 use redis::Value;
+use tokio::sync::Notify;
 
 use crate::backend::{bytes, escape_glob, micros, RedisBackend};
 use crate::decode::{corrupt, corrupt_by, RECORD_FIELDS};
+use crate::notify::Notifier;
 use crate::script::{as_int, as_string, scripts};
 
 /// The safety-net re-check of `wait_final`.
 const WAIT_RECHECK: Duration = Duration::from_secs(2);
 /// How long a `wait_final` registration (hash `waiters`) lasts.
 const WAITING_TTL: Duration = Duration::from_secs(60);
+
+/// A local wait for the next status of an invocation, forgotten when it
+/// ends or is dropped.
+struct LocalWatch<'a> {
+    notifier: &'a Notifier,
+    id: InvocationId,
+    notify: Arc<Notify>,
+}
+
+impl<'a> LocalWatch<'a> {
+    fn new(notifier: &'a Notifier, id: InvocationId, notify: Arc<Notify>) -> Self {
+        notifier.status_waiters.add([&id], &notify);
+        LocalWatch {
+            notifier,
+            id,
+            notify,
+        }
+    }
+}
+
+impl Drop for LocalWatch<'_> {
+    fn drop(&mut self) {
+        self.notifier
+            .status_waiters
+            .remove([&self.id], &self.notify);
+    }
+}
 
 impl RedisBackend {
     /// Makes sure the server knows this backend waits for results, so that
@@ -38,6 +68,25 @@ impl RedisBackend {
         .await?;
         *self.waiting_since.lock() = Some(started);
         Ok(())
+    }
+
+    /// One wait more (`delta` 1) or less (-1) for the next status of `id`
+    /// (while any is registered, the scripts publish its status changes);
+    /// its status, `None` when it does not exist.
+    async fn watch_status(
+        &self,
+        id: &InvocationId,
+        delta: i64,
+    ) -> Result<Option<InvocationStatus>> {
+        let args = [bytes("watch"), bytes(id.as_str()), bytes(delta.to_string())];
+        let v = self.script(&scripts().small, &args).await?;
+        if as_int(&v) == Some(0) {
+            return Ok(None);
+        }
+        match as_string(&v) {
+            Some(s) => self.parse_status(id, &s).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// For each id: whether it is final (error if missing or corrupt).
@@ -260,6 +309,44 @@ impl Coordination for RedisBackend {
             return;
         }
         self.notifier.wait_for_work(epoch, timeout).await
+    }
+
+    async fn wait_status_change(
+        &self,
+        id: &InvocationId,
+        seen: InvocationStatus,
+        timeout: Duration,
+    ) -> Result<()> {
+        // make sure the subscription is active before reading the status
+        self.conn()
+            .await
+            .map_err(|e| self.command_error("SUBSCRIBE", &e))?;
+        // register here first, then on the server with the read: a change
+        // published in between is not lost
+        let notify = Arc::new(Notify::new());
+        let local = LocalWatch::new(&self.notifier, *id, notify.clone());
+        let status = self.watch_status(id, 1).await?;
+        let waited = match status {
+            None => Err(StoreError::not_found(id, "while waiting for a status")),
+            Some(s) if s != seen => Ok(()),
+            Some(_) => {
+                // a change wakes it; a reconnect too (messages may be lost),
+                // and the caller reads again at least every WAIT_RECHECK
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = self.notifier.recheck.notified() => {}
+                    _ = tokio::time::sleep(timeout.min(WAIT_RECHECK)) => {}
+                }
+                Ok(())
+            }
+        };
+        drop(local);
+        if status.is_some() {
+            // a wait dropped before this point leaves the field counted:
+            // its invocation's changes are published (harmless, rare)
+            self.watch_status(id, -1).await?;
+        }
+        waited
     }
 
     async fn wait_final(&self, ids: &[InvocationId]) -> Result<()> {

@@ -108,6 +108,7 @@ macro_rules! server_or_skip {
 
 mod control;
 mod queries;
+mod status_waits;
 
 /// A call of `task` with the argument `i`.
 fn call_of(task: &str, i: i64) -> RouteRequest {

@@ -1,8 +1,11 @@
-//! Wake-ups: the scripts `PUBLISH` on `{prefix}work` when they queue ids and
+//! Wake-ups: the scripts `PUBLISH` on `{prefix}work` when they queue ids,
 //! on `{prefix}final` (payload: the ids that became final in that script,
-//! separated by spaces) when invocations become final. One pub/sub connection per backend dispatches them to local
-//! waiters: a work epoch with a [`Notify`] for runners, and a map from
-//! invocation id to the groups waiting for it for `wait_final`.
+//! separated by spaces) when invocations become final, and on
+//! `{prefix}status` (the same payload) when the status of an invocation
+//! someone watches changed. One pub/sub connection per backend dispatches
+//! them to local waiters: a work epoch with a [`Notify`] for runners, a map
+//! from invocation id to the groups waiting for it for `wait_final`, and one
+//! to the waits for its next status (`wait_status_change`).
 //!
 //! The process that ran a script also applies the script's own reply
 //! (queued? which became final?) at once, without waiting for the message.
@@ -41,6 +44,8 @@ impl GroupWait {
 pub(crate) struct Notifier {
     work: WorkSignal,
     waiters: FinalWaiters<GroupWait>,
+    /// Waits for the next status of an invocation.
+    pub status_waiters: FinalWaiters<Notify>,
     /// Woken after the pub/sub connection came back: every waiter re-reads its statuses.
     pub recheck: Notify,
     pub connected: AtomicBool,
@@ -65,6 +70,13 @@ impl Notifier {
     pub fn on_final(&self, id: &InvocationId) {
         for w in self.waiters.take(id) {
             w.mark(id);
+        }
+    }
+
+    /// The status of `id` changed (or it was deleted).
+    pub fn on_status(&self, id: &InvocationId) {
+        for w in self.status_waiters.take(id) {
+            w.notify_one();
         }
     }
 
@@ -113,9 +125,8 @@ pub(crate) async fn start_listener(
     notifier: Weak<Notifier>,
     address: String,
 ) -> redis::RedisResult<()> {
-    let work_channel = format!("{prefix}work");
-    let final_channel = format!("{prefix}final");
-    let pubsub = subscribe(&client, &work_channel, &final_channel).await?;
+    let channels = Channels::of(&prefix);
+    let pubsub = subscribe(&client, &channels).await?;
     if let Some(n) = notifier.upgrade() {
         n.connected.store(true, Ordering::Release);
     }
@@ -131,17 +142,24 @@ pub(crate) async fn start_listener(
                             return;
                         };
                         let channel = msg.get_channel_name();
-                        if channel == work_channel {
+                        if channel == channels.work {
                             n.bump_work();
-                        } else if channel == final_channel {
-                            // one message per script: the ids, separated by spaces
-                            if let Ok(ids) = msg.get_payload::<String>() {
-                                for id in ids.split(' ').filter(|id| !id.is_empty()) {
-                                    match InvocationId::parse(id) {
-                                        Ok(id) => n.on_final(&id),
-                                        Err(e) => {
-                                            warn!(redis = %address, error = %e, "ignored a final message naming no invocation")
-                                        }
+                            continue;
+                        }
+                        let on: fn(&Notifier, &InvocationId) = if channel == channels.finals {
+                            Notifier::on_final
+                        } else if channel == channels.status {
+                            Notifier::on_status
+                        } else {
+                            continue;
+                        };
+                        // one message per script: the ids, separated by spaces
+                        if let Ok(ids) = msg.get_payload::<String>() {
+                            for id in ids.split(' ').filter(|id| !id.is_empty()) {
+                                match InvocationId::parse(id) {
+                                    Ok(id) => on(&n, &id),
+                                    Err(e) => {
+                                        warn!(redis = %address, channel, error = %e, "ignored a message naming no invocation")
                                     }
                                 }
                             }
@@ -158,7 +176,7 @@ pub(crate) async fn start_listener(
             if notifier.strong_count() == 0 {
                 return;
             }
-            match subscribe(&client, &work_channel, &final_channel).await {
+            match subscribe(&client, &channels).await {
                 Ok(ps) => {
                     debug!(redis = %address, "redis pub/sub connection restored");
                     backoff = Duration::from_millis(50);
@@ -169,6 +187,10 @@ pub(crate) async fn start_listener(
                     n.connected.store(true, Ordering::Release);
                     // messages may have been missed while disconnected
                     n.recheck.notify_waiters();
+                    n.status_waiters
+                        .take_all()
+                        .iter()
+                        .for_each(|w| w.notify_one());
                     n.bump_work();
                 }
                 Err(e) => {
@@ -181,13 +203,30 @@ pub(crate) async fn start_listener(
     Ok(())
 }
 
+/// The channels of one app.
+struct Channels {
+    work: String,
+    finals: String,
+    status: String,
+}
+
+impl Channels {
+    fn of(prefix: &str) -> Channels {
+        Channels {
+            work: format!("{prefix}work"),
+            finals: format!("{prefix}final"),
+            status: format!("{prefix}status"),
+        }
+    }
+}
+
 async fn subscribe(
     client: &redis::Client,
-    work_channel: &str,
-    final_channel: &str,
+    channels: &Channels,
 ) -> redis::RedisResult<redis::aio::PubSub> {
     let mut ps = client.get_async_pubsub().await?;
-    ps.subscribe(&[work_channel, final_channel]).await?;
+    ps.subscribe(&[&channels.work, &channels.finals, &channels.status])
+        .await?;
     Ok(ps)
 }
 

@@ -73,6 +73,7 @@ impl StoreTxn for SqliteTxn<'_> {
         status: &StatusRecord,
         now: Timestamp,
     ) -> Result<()> {
+        self.effects.changed.push(*id);
         self.write_status(id, status, now)
     }
 

@@ -312,6 +312,7 @@ impl SqliteTxn<'_> {
             params![self.app(), id.as_str()],
         )?;
         self.effects.finals.push(*id);
+        self.effects.changed.push(*id);
         Ok(())
     }
 }

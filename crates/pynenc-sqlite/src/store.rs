@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pynenc_model::{InvocationId, Serializer};
+use pynenc_model::{InvocationId, InvocationStatus, Serializer};
 use pynenc_store::{
     AtomicStore, Components, FinalWaiters, Result, StoreTxn, TxnBackend, WorkSignal,
 };
@@ -70,6 +70,7 @@ impl SqliteStore {
                 read_gate: Arc::new(Semaphore::new(READ_CONNECTIONS)),
                 work: WorkSignal::default(),
                 final_waiters: FinalWaiters::default(),
+                status_waiters: FinalWaiters::default(),
                 names: Mutex::new(FxHashMap::default()),
             }),
         }))
@@ -149,5 +150,14 @@ impl AtomicStore for SqliteStore {
 
     fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send {
         waits::wait_final(self.inner.clone(), ids.to_vec())
+    }
+
+    fn wait_status_change(
+        &self,
+        id: &InvocationId,
+        seen: InvocationStatus,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<()>> + Send {
+        waits::wait_status_change(self.inner.clone(), *id, seen, timeout)
     }
 }

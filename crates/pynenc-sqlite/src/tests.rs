@@ -1180,3 +1180,5 @@ async fn a_20_mb_argument_round_trips() {
     let outcome = backend.get_outcomes(&[id]).await.unwrap().remove(0);
     assert_eq!(outcome.result.map(|r| r.len()), Some(big.len() + 2));
 }
+
+mod status_waits;

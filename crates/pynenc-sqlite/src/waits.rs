@@ -6,34 +6,53 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pynenc_model::{InvocationId, Timestamp};
-use pynenc_store::Result;
+use pynenc_model::{InvocationId, InvocationStatus, Timestamp};
+use pynenc_store::{FinalWaiters, Result, StoreError};
 use tokio::sync::Notify;
 
 use crate::writer::Inner;
 
-/// Unregisters a `wait_final` waiter when it ends (or is dropped).
-struct FinalWait {
+/// Which of this process's waiter lists a wait is in.
+#[derive(Clone, Copy)]
+enum List {
+    /// `wait_final`: woken when one of its ids is final.
+    Finals,
+    /// `wait_status_change`: woken when its id's status changed.
+    Changes,
+}
+
+/// A waiter in one of the lists, unregistered when it ends (or is dropped).
+struct Registered {
     inner: Arc<Inner>,
+    list: List,
     ids: Vec<InvocationId>,
     notify: Arc<Notify>,
 }
 
-impl FinalWait {
-    fn register(inner: &Arc<Inner>, ids: &[InvocationId]) -> FinalWait {
+impl Registered {
+    fn new(inner: &Arc<Inner>, list: List, ids: &[InvocationId]) -> Registered {
         let notify = Arc::new(Notify::new());
-        inner.final_waiters.add(ids, &notify);
-        FinalWait {
+        let reg = Registered {
             inner: inner.clone(),
+            list,
             ids: ids.to_vec(),
             notify,
+        };
+        reg.waiters().add(ids, &reg.notify);
+        reg
+    }
+
+    fn waiters(&self) -> &FinalWaiters<Notify> {
+        match self.list {
+            List::Finals => &self.inner.final_waiters,
+            List::Changes => &self.inner.status_waiters,
         }
     }
 }
 
-impl Drop for FinalWait {
+impl Drop for Registered {
     fn drop(&mut self) {
-        self.inner.final_waiters.remove(&self.ids, &self.notify);
+        self.waiters().remove(&self.ids, &self.notify);
     }
 }
 
@@ -73,7 +92,7 @@ pub(crate) async fn wait_for_work(inner: Arc<Inner>, epoch: u64, timeout: Durati
 /// by adaptive polling for other processes. A full re-check every two
 /// seconds guards against ids purged meanwhile.
 pub(crate) async fn wait_final(inner: Arc<Inner>, ids: Vec<InvocationId>) -> Result<()> {
-    let wait = FinalWait::register(&inner, &ids);
+    let wait = Registered::new(&inner, List::Finals, &ids);
     let full_check = |ids: Vec<InvocationId>| {
         let inner = inner.clone();
         async move {
@@ -88,7 +107,7 @@ pub(crate) async fn wait_final(inner: Arc<Inner>, ids: Vec<InvocationId>) -> Res
                                 left.insert(id);
                             }
                             None => {
-                                return Err(pynenc_store::StoreError::not_found(
+                                return Err(StoreError::not_found(
                                     &id,
                                     "while waiting for its result",
                                 ))
@@ -126,4 +145,35 @@ pub(crate) async fn wait_final(inner: Arc<Inner>, ids: Vec<InvocationId>) -> Res
         }
     }
     Ok(())
+}
+
+/// Waits until the status of `id` is no longer `seen`, or `timeout`: woken
+/// at once by this process's commits that change it, and by adaptive
+/// polling of its status (one indexed read) for other processes' commits.
+pub(crate) async fn wait_status_change(
+    inner: Arc<Inner>,
+    id: InvocationId,
+    seen: InvocationStatus,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut poll = inner.poll_min;
+    loop {
+        // register before reading: a commit in between is not missed
+        let wait = Registered::new(&inner, List::Changes, &[id]);
+        let status = inner.read(move |t| t.status_code_of(&id)).await?;
+        match status {
+            None => return Err(StoreError::not_found(&id, "while waiting for a status")),
+            Some(s) if s != seen => return Ok(()),
+            Some(_) => {}
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = wait.notify.notified() => poll = inner.poll_min,
+            _ = tokio::time::sleep(poll.min(deadline - now)) => poll = (poll * 2).min(inner.poll_max),
+        }
+    }
 }

@@ -38,6 +38,8 @@ const MAX_GROUP: usize = 256;
 pub(crate) struct Effects {
     pub(crate) enqueued: bool,
     pub(crate) finals: Vec<InvocationId>,
+    /// Invocations whose status changed (or that were deleted).
+    pub(crate) changed: Vec<InvocationId>,
     pub(crate) purged: bool,
     /// Names interned (or looked up) by the section: remembered once committed.
     pub(crate) names: Vec<(String, i64)>,
@@ -48,6 +50,7 @@ impl Effects {
         self.enqueued |= other.enqueued;
         self.purged |= other.purged;
         self.finals.extend(other.finals);
+        self.changed.extend(other.changed);
         self.names.extend(other.names);
     }
 }
@@ -83,6 +86,8 @@ pub(crate) struct Inner {
     pub(crate) read_gate: Arc<Semaphore>,
     pub(crate) work: WorkSignal,
     pub(crate) final_waiters: FinalWaiters<Notify>,
+    /// This process's waits for a status change (`wait_status_change`).
+    pub(crate) status_waiters: FinalWaiters<Notify>,
     /// Committed rows of `names` (they are never changed or deleted).
     pub(crate) names: Mutex<FxHashMap<String, i64>>,
 }
@@ -250,18 +255,9 @@ impl Inner {
             self.work.bump();
         }
         // a woken wait re-reads what it still waits for
-        if effects.purged {
-            self.final_waiters
-                .take_all()
-                .iter()
-                .for_each(|n| n.notify_one());
-        } else {
-            for id in &effects.finals {
-                self.final_waiters
-                    .take(id)
-                    .iter()
-                    .for_each(|n| n.notify_one());
-            }
+        wake(&self.final_waiters, effects.purged, &effects.finals);
+        if !self.status_waiters.is_empty() {
+            wake(&self.status_waiters, effects.purged, &effects.changed);
         }
     }
 
@@ -359,4 +355,15 @@ pub(crate) fn finish_txn<R>(ctx: &Ctx, conn: &Connection, out: Result<R>) -> Res
         let _ = conn.execute_batch("ROLLBACK");
     }
     out
+}
+
+/// Wakes the waiters of `ids` (of every id after a purge).
+fn wake(waiters: &FinalWaiters<Notify>, purged: bool, ids: &[InvocationId]) {
+    if purged {
+        waiters.take_all().iter().for_each(|n| n.notify_one());
+    } else {
+        for id in ids {
+            waiters.take(id).iter().for_each(|n| n.notify_one());
+        }
+    }
 }

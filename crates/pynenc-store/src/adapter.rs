@@ -344,6 +344,15 @@ impl<S: AtomicStore> Coordination for TxnBackend<S> {
     async fn wait_final(&self, ids: &[InvocationId]) -> Result<()> {
         self.store.wait_final(ids).await
     }
+
+    async fn wait_status_change(
+        &self,
+        id: &InvocationId,
+        seen: InvocationStatus,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.store.wait_status_change(id, seen, timeout).await
+    }
 }
 
 #[async_trait]

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use pynenc_model::InvocationId;
+use pynenc_model::{InvocationId, InvocationStatus};
 
 use crate::error::Result;
 use crate::txn::StoreTxn;
@@ -51,6 +51,16 @@ pub trait AtomicStore: Send + Sync + 'static {
     /// [`crate::StoreError::NotFound`]. Where the store can, it is woken by
     /// the sections that make them final rather than by polling.
     fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Resolves when the status of `id` is no longer `seen`, or after
+    /// `timeout` (see [`crate::Coordination::wait_status_change`]); an
+    /// unknown id is [`crate::StoreError::NotFound`].
+    fn wait_status_change(
+        &self,
+        id: &InvocationId,
+        seen: InvocationStatus,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Whether running several steps in one section saves work (a
     /// transaction, a round trip). False for a store whose sections are one

@@ -9,6 +9,10 @@
 local function put_status(rec, to, owner, efield, evalue)
   local id, old = rec.id, rec.status
   dirty(rec)
+  if rec.sw then
+    -- someone waits for its next status (`wait_status_change`)
+    CHANGED[#CHANGED + 1] = id
+  end
   if owner ~= rec.owner then
     rec.owner_changed = true
   end
@@ -321,6 +325,9 @@ local function invoke(main, keys, argv)
   end
   if #FINALS > 0 and others_wait() then
     redis.call('PUBLISH', P .. 'final', table.concat(FINALS, ' '))
+  end
+  if #CHANGED > 0 then
+    redis.call('PUBLISH', P .. 'status', table.concat(CHANGED, ' '))
   end
   if ok then
     return {'OK', ENQUEUED and 1 or 0, FINALS, res or 0}

@@ -42,6 +42,8 @@
 -- function library these locals outlive a call, so nothing may leak from
 -- one call into the next.
 local P, ARGV, REPLAY, ME, NOW_S, NOW, ENQUEUED, FINALS
+-- ids of watched invocations (field `sw`) whose status this call changed
+local CHANGED
 -- records read by this call (id -> rec), records with staged fields (in order)
 local RECS, DIRTY
 -- index changes written at the end: queue tail / head, owned (id -> true
@@ -66,7 +68,7 @@ local function begin(keys, argv)
   NOW_S = t[1] .. string.format('%06d', tonumber(t[2]))
   NOW = tonumber(NOW_S)
   ENQUEUED = false
-  FINALS, RECS, DIRTY = {}, {}, {}
+  FINALS, RECS, DIRTY, CHANGED = {}, {}, {}, {}
   QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NO_EDGES = {}, {}, {}, {}, {}
   ZREMS, SREMS, ZADDS, HINCRS, MOVES, NEW_TASKS, ENDS = {}, {}, {}, {}, {}, {}, {}
   QUOTED, ENTRIES = {}, {}
@@ -146,19 +148,19 @@ end
 
 -- The fields every transition reads (with `call` for the record of a
 -- pick-up). `x` is set when any of the rarer fields is — the ones a
--- transition needs (gkey, rkey, waited, edges, cxl, wo) and those of the
+-- transition needs (gkey, rkey, waited, edges, cxl, wo, sw) and those of the
 -- record (parent, sched, graise, rerun, gscope, read by pick-ups only) —
 -- which are then read by a second HMGET (`reroute` only matters with
 -- rkey). A record routed before
 -- `tc` (the task id, '#', 16 hex digits of the call's hash) existed has its
 -- rarer fields read anyway.
 local READ_FIELDS = {'status', 'owner', 'created', 'hn', 'x', 'tc'}
-local RARE_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges', 'cxl', 'wo'}
+local RARE_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges', 'cxl', 'wo', 'sw'}
 -- A pick-up reads the record too, and no owner: an invocation available
 -- for run has none (a field missing from a small hash costs a scan of it)
 local FULL_FIELDS = {'status', 'created', 'hn', 'x', 'tc', 'call'}
-local RARE_FULL_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges', 'cxl', 'wo', 'rerun', 'gscope', 'graise',
-  'parent', 'sched'}
+local RARE_FULL_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges', 'cxl', 'wo', 'sw', 'rerun', 'gscope',
+  'graise', 'parent', 'sched'}
 
 -- the fields of a record as the client decodes it: id, call, parent,
 -- created, sched, gkey, graise, rkey, reroute, rerun, gscope
@@ -210,10 +212,10 @@ local function read(id, full)
   if rec.tc == nil or (full and v[4]) or (not full and v[5]) then
     local r = redis.call('HMGET', key, unpack(full and RARE_FULL_FIELDS or RARE_FIELDS))
     rec.gkey, rec.rkey, rec.reroute = nz(r[1]), nz(r[2]), r[3] == '1'
-    rec.waited, rec.edges, rec.cxl, rec.wo = nz(r[4]), nz(r[5]), nz(r[6]), nz(r[7])
+    rec.waited, rec.edges, rec.cxl, rec.wo, rec.sw = nz(r[4]), nz(r[5]), nz(r[6]), nz(r[7]), nz(r[8])
     if full then
-      rec.rerun, rec.gscope, rec.graise = nz(r[8]), nz(r[9]), nz(r[10])
-      rec.parent, rec.sched = nz(r[11]), nz(r[12])
+      rec.rerun, rec.gscope, rec.graise = nz(r[9]), nz(r[10]), nz(r[11])
+      rec.parent, rec.sched = nz(r[12]), nz(r[13])
     end
   end
   if full then

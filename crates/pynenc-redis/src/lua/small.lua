@@ -11,6 +11,11 @@
 --   'waiting' ttl_us             the calling backend waits for results for
 --                                the next ttl: ends made by other backends
 --                                are published (hash `waiters`)
+--   'watch' id delta             one wait more (delta 1) or less (-1) for
+--                                the next status of an invocation (field
+--                                `sw`: while set, each status change is
+--                                published on `status`); the status, or 0
+--                                when the invocation does not exist
 
 local function main()
   local op = ARGV[2]
@@ -34,6 +39,19 @@ local function main()
   elseif op == 'waiting' then
     redis.call('HSET', P .. 'waiters', ME, fmt(NOW + tonumber(ARGV[3])))
     return 1
+  elseif op == 'watch' then
+    local key = k('inv', ARGV[3])
+    local status = redis.call('HGET', key, 'status')
+    if not status then
+      return 0
+    end
+    if redis.call('HINCRBY', key, 'sw', tonumber(ARGV[4])) <= 0 then
+      redis.call('HDEL', key, 'sw')
+    else
+      -- `x`: the rarer fields (`sw` among them) are read by transitions
+      redis.call('HSET', key, 'x', '1')
+    end
+    return status
   elseif op == 'history' then
     local key = k('inv', ARGV[3])
     local v = redis.call('HMGET', key, 'status', 'hn')

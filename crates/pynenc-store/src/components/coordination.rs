@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use pynenc_model::{InvocationId, RunnerId, RunnerInfo};
+use pynenc_model::{InvocationId, InvocationStatus, RunnerId, RunnerInfo};
 
 use crate::error::Result;
 
@@ -41,4 +41,20 @@ pub trait Coordination: Send + Sync {
     ///
     /// [`crate::StoreError::NotFound`] for an id that does not exist.
     async fn wait_final(&self, ids: &[InvocationId]) -> Result<()>;
+
+    /// Resolves when the status of `id` is no longer `seen` (woken by the
+    /// step that changes it where the backend can notify; read again at
+    /// adaptive intervals where it cannot, as for other processes of a
+    /// SQLite file), or after `timeout`. It says nothing of the new status:
+    /// the caller reads it.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::StoreError::NotFound`] when `id` does not exist.
+    async fn wait_status_change(
+        &self,
+        id: &InvocationId,
+        seen: InvocationStatus,
+        timeout: Duration,
+    ) -> Result<()>;
 }

@@ -461,3 +461,62 @@ pub async fn q07_bad_queries(f: &dyn BackendFactory) {
     let runner = start_runner(&app, 1);
     finish(&app, runner).await;
 }
+
+/// Waiting for a status: a timeout names the status it was in, a wait is
+/// woken when the status is reached, and a status that can no longer come
+/// is an error naming the final one.
+pub async fn q08_wait_for_status(f: &dyn BackendFactory) {
+    let app = new_app(f, "q08", &[]);
+    let inv = ok(
+        exclusive::call_on(&app, "q08".into(), "slow".into(), 300).await,
+        "call",
+    );
+    let started = std::time::Instant::now();
+    match inv
+        .wait_for_status(&[InvocationStatus::Running], Duration::from_millis(150))
+        .await
+    {
+        Err(PynencError::WaitTimeout {
+            status, timeout_ms, ..
+        }) => {
+            assert_eq!(status, InvocationStatus::Registered);
+            assert_eq!(timeout_ms, 150);
+        }
+        other => panic!("expected a timeout with no runner, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    let waiter = {
+        let inv = inv.clone();
+        tokio::spawn(async move {
+            inv.wait_for_status(&[InvocationStatus::Running], Duration::from_secs(20))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "no runner yet: still waiting");
+    let runner = start_runner(&app, 1);
+    let reached = ok(waiter.await.expect("joined"), "running");
+    assert_eq!(reached, InvocationStatus::Running);
+    match inv
+        .wait_for_status(&[InvocationStatus::Paused], Duration::from_secs(20))
+        .await
+    {
+        Err(PynencError::StatusUnreachable {
+            status, expected, ..
+        }) => {
+            assert_eq!(status, InvocationStatus::Success);
+            assert_eq!(expected, vec![InvocationStatus::Paused]);
+        }
+        other => panic!("expected the status to be unreachable, got {other:?}"),
+    }
+    let done = ok(
+        inv.wait_for_status(
+            &[InvocationStatus::Success, InvocationStatus::Failed],
+            Duration::from_secs(1),
+        )
+        .await,
+        "final",
+    );
+    assert_eq!(done, InvocationStatus::Success);
+    finish(&app, runner).await;
+}

@@ -9,10 +9,6 @@ use serde::de::DeserializeOwned;
 use super::{Invocation, UntypedInvocation};
 use crate::exceptions::{PynencError, Result};
 
-/// The longest a status wait sleeps between two reads when the backend has
-/// no wake-up for the status waited for.
-const STATUS_RECHECK: Duration = Duration::from_millis(20);
-
 impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
     /// Waits until the invocation is final and returns its final status
     /// (whatever it is: a failure is not an error here). Inside a task the
@@ -29,9 +25,11 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
     }
 
     /// Waits until the invocation is in one of `statuses`, for at most
-    /// `timeout`, and returns the status it reached. Final statuses are
-    /// waited for by the backend's wake-up (no polling); a non-final status
-    /// is read again after each wake-up of the queue, and at least every 20 ms.
+    /// `timeout`, and returns the status it reached. It is woken by the
+    /// backend when the status changes (memory: the step itself; SQLite:
+    /// this process's commits, and adaptive polling of one row for other
+    /// processes'; Redis: a message the steps publish for watched
+    /// invocations), not by polling a loop of its own.
     ///
     /// # Errors
     ///
@@ -44,7 +42,6 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
         timeout: Duration,
     ) -> Result<InvocationStatus> {
         let start = Instant::now();
-        let only_final = !statuses.is_empty() && statuses.iter().all(|s| s.is_final());
         loop {
             let status = self.status().await?;
             if statuses.contains(&status) {
@@ -67,19 +64,14 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
                 });
             }
             let UntypedInvocation::Distributed(d) = self.untyped() else {
+                // a dev-mode invocation is final when it is made
                 continue;
             };
-            let coordination = d.app.coordination();
-            if only_final {
-                let ids = [*self.invocation_id()];
-                // a timeout here is checked by the loop
-                let _ = tokio::time::timeout(left, coordination.wait_final(&ids)).await;
-            } else {
-                let epoch = coordination.work_epoch();
-                coordination
-                    .wait_for_work(epoch, left.min(STATUS_RECHECK))
-                    .await;
-            }
+            // a timeout here is checked by the loop
+            d.app
+                .coordination()
+                .wait_status_change(self.invocation_id(), status, left)
+                .await?;
         }
     }
 }
