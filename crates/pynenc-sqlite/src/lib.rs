@@ -120,7 +120,8 @@
 //!   **registration scopes** from `invocations_registration` (every
 //!   invocation of a key that is not final) and `invocations_success`;
 //!   **cancel requests** are a column, cleared by the status that ends the
-//!   invocation, with a partial index for the requests of a runner.
+//!   invocation (named in that update only when a request was made), with
+//!   a partial index for the requests of a runner.
 //!
 //! Large values (the record with its arguments, the result) live in their
 //! own tables, so status updates never rewrite them.

@@ -126,6 +126,7 @@ impl SqliteTxn<'_> {
                 waited: false,
                 task,
                 error_kind,
+                cancel_asked: false,
             },
         );
         Ok(())
@@ -202,28 +203,41 @@ impl SqliteTxn<'_> {
         status: &StatusRecord,
         now: Timestamp,
     ) -> Result<()> {
-        let (rid, old, task, error_kind) = {
+        let new = status.status;
+        let (rid, old, task, error_kind, cancel_ends) = {
             let ctx = self.ctx;
             let row = self.row(id)?.ok_or_else(|| ctx.not_found(id))?;
             let old = std::mem::replace(&mut row.status, status.clone());
-            (row.rid, old, row.task, row.error_kind)
+            // a cancel request lasts until the invocation is final
+            let cancel_ends = row.cancel_asked && new.is_final();
+            row.cancel_asked &= !cancel_ends;
+            (row.rid, old, row.task, row.error_kind, cancel_ends)
         };
-        let new = status.status;
         let owner_changes = old.owner != status.owner;
         let end_changes = new.is_final() || old.status.is_final();
-        let sql = match (owner_changes, end_changes) {
-            (false, false) => {
+        // only the columns that change are named (see above)
+        let sql = match (owner_changes, end_changes, cancel_ends) {
+            (false, false, _) => {
                 "UPDATE invocations SET status = ?2, status_at_us = ?3 WHERE rid = ?1"
             }
-            (true, false) => {
+            (true, false, _) => {
                 "UPDATE invocations SET status = ?2, status_at_us = ?3, owner = ?4 WHERE rid = ?1"
             }
-            (false, true) => {
+            (false, true, false) => {
+                "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4
+                 WHERE rid = ?1"
+            }
+            (true, true, false) => {
+                "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4,
+                     owner = ?5
+                 WHERE rid = ?1"
+            }
+            (false, true, true) => {
                 "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4,
                      cancel_owner = NULL, cancel_error = NULL
                  WHERE rid = ?1"
             }
-            (true, true) => {
+            (true, true, true) => {
                 "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4,
                      cancel_owner = NULL, cancel_error = NULL, owner = ?5
                  WHERE rid = ?1"

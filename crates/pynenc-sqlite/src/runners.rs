@@ -197,6 +197,9 @@ impl SqliteTxn<'_> {
             inv(id),
             params![rid, owner.as_str(), error],
         )?;
+        if let Some(row) = self.rows.get_mut(id) {
+            row.cancel_asked = true;
+        }
         Ok(())
     }
 

@@ -12,7 +12,8 @@ use crate::counts::CountDeltas;
 use crate::error::{inv, Ctx, Key};
 use crate::writer::Effects;
 
-/// `rid, status, owner, running_key, waited, task, error_kind` of an invocation.
+/// `rid, status, owner, running_key, waited, task, error_kind` of an
+/// invocation, and whether a cancel was asked.
 type RowColumns = (
     i64,
     i64,
@@ -21,6 +22,7 @@ type RowColumns = (
     bool,
     i64,
     Option<i64>,
+    bool,
 );
 
 /// What a section knows about an invocation it has read or written.
@@ -33,6 +35,8 @@ pub(crate) struct Row {
     pub(crate) task: i64,
     /// The kind of the stored error (`names.name_id`), if any.
     pub(crate) error_kind: Option<i64>,
+    /// Whether a cancel was asked (its columns are cleared when it ends).
+    pub(crate) cancel_asked: bool,
 }
 
 /// A SQL `LIMIT` for `max`.
@@ -123,7 +127,8 @@ impl<'a> SqliteTxn<'a> {
     pub(crate) fn row(&mut self, id: &InvocationId) -> Result<Option<&mut Row>> {
         if !self.rows.contains_key(id) {
             let found: Option<RowColumns> = self.opt_row(
-                "SELECT rid, status, owner, running_key, waited, task, error_kind
+                "SELECT rid, status, owner, running_key, waited, task, error_kind,
+                     cancel_owner IS NOT NULL
                      FROM invocations WHERE app = ?1 AND invocation_id = ?2",
                 "reading an invocation",
                 inv(id),
@@ -137,10 +142,13 @@ impl<'a> SqliteTxn<'a> {
                         r.get(4)?,
                         r.get(5)?,
                         r.get(6)?,
+                        r.get(7)?,
                     ))
                 },
             )?;
-            let Some((rid, code, owner, running_key, waited, task, error_kind)) = found else {
+            let Some((rid, code, owner, running_key, waited, task, error_kind, cancel_asked)) =
+                found
+            else {
                 return Ok(None);
             };
             let status = self.status_record(id.as_str(), code, owner)?;
@@ -153,6 +161,7 @@ impl<'a> SqliteTxn<'a> {
                     waited,
                     task,
                     error_kind,
+                    cancel_asked,
                 },
             );
         }
