@@ -49,7 +49,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `inv:{id}` | hash | `call` (JSON), `tc` (the task id, `#` and 16 hex digits of the call's hash: the call id cut short), `parent`, `created`, `sched`, `gkey` / `call_id` / `graise` / `gscope` (registration key, the call id, `1` to raise on diff, the registration scope: empty, `a` active or `c{ttl_us}` cached), `rkey` / `reroute` (running key, `1` to re-route), `rerun` (the invocation it reruns), `status`, `owner` (empty once released), `retries`, `result`, `error` (JSON), `ekind` (the error kind of a `FAILED` one), `waited` (who waits on it: invocation ids, `(external)` for a caller outside any invocation, `-` once those are gone, separated by spaces; set at all once anything waited on it), `wo` (set while it waits on others), `cxl` (the runner asked to stop it, until it is final), `edges` (set once it called other tasks), `x` (set when any of `gkey`, `rkey`, `waited`, `edges`, `wo`, `cxl`, `graise`, `rerun` is, so that transitions read those only then), and the history: `hn` fields `h1`, `h2`, …, each holding the entries one step wrote, `[status, owner, actor, timestamp_us, execution_context]` separated by commas |
+//! | `inv:{id}` | hash | `call` (JSON), `tc` (the task id, `#` and 16 hex digits of the call's hash: the call id cut short), `parent`, `created`, `sched`, `gkey` / `call_id` / `graise` / `gscope` (registration key, the call id, `1` to raise on diff, the registration scope: empty, `a` active or `c{ttl_us}` cached), `rkey` / `reroute` (running key, `1` to re-route), `rerun` (the invocation it reruns), `status`, `owner` (empty once released), `retries`, `result`, `error` (JSON), `ekind` (the error kind of a `FAILED` one), `waited` (who waits on it: invocation ids, `(external)` for a caller outside any invocation, `-` once those are gone, separated by spaces; set at all once anything waited on it), `wo` (set while it waits on others), `cxl` (the runner asked to stop it, until it is final), `edges` (set once it called other tasks), `sw` (how many waits for its next status there are: while set, its status changes are published), `x` (set when any of `gkey`, `rkey`, `waited`, `edges`, `wo`, `cxl`, `sw`, `graise`, `rerun` is, so that transitions read those only then), and the history: `hn` fields `h1`, `h2`, …, each holding the entries one step wrote, `[status, owner, actor, timestamp_us, execution_context]` separated by commas |
 //! | `queue` | list | the broker's FIFO of invocation ids (stale ids are skipped at pick-up; killed and recovered work goes to the head) |
 //! | `reg:{registration key}` | zset | `REGISTERED` invocations of the key, by creation time |
 //! | `gact:{registration key}` | zset | invocations of the key neither final nor `SCHEDULED` (score 0: id order), for registration scope `active` |
@@ -126,9 +126,12 @@
 //!
 //! # Wake-ups, not polling
 //!
-//! Steps `PUBLISH` on the two channels; one pub/sub connection per backend
-//! wakes local runners (a work epoch) and `result()` waiters (a map from
-//! invocation id to waiters). The process that ran a step applies the
+//! Steps `PUBLISH` on three channels: `work` when they queue ids, `final`
+//! with the ids that became final, `status` with the ids whose status
+//! changed among those someone watches (field `sw`, set by
+//! `wait_status_change` for the length of one wait). One pub/sub
+//! connection per backend wakes local runners (a work epoch), `result()`
+//! waiters and status waiters (maps from invocation id to waiters). The process that ran a step applies the
 //! step's reply locally at once (work queued, ids that became final), so
 //! the end of an invocation is published only while some *other* backend
 //! waits for results: `wait_final` registers its backend in `waiters` for
