@@ -29,14 +29,11 @@ fn registered() -> StatusRecord {
     StatusRecord::initial(InvocationStatus::Registered).unwrap()
 }
 
-#[test]
-fn a_second_invocation_with_the_same_id_is_refused_and_the_first_stays() {
-    let mut state = MemState::default();
-    let id = state.new_invocation_id();
-    state.insert_invocation(&record(id), &registered()).unwrap();
+/// Moves `id` to `PENDING` for runner `r`.
+fn to_pending(state: &mut MemState, id: &InvocationId) {
     state
         .put_status(
-            &id,
+            id,
             &StatusRecord {
                 status: InvocationStatus::Pending,
                 owner: Some(RunnerId::from("r")),
@@ -44,6 +41,14 @@ fn a_second_invocation_with_the_same_id_is_refused_and_the_first_stays() {
             Timestamp::from_micros(2),
         )
         .unwrap();
+}
+
+#[test]
+fn a_second_invocation_with_the_same_id_is_refused_and_the_first_stays() {
+    let mut state = MemState::default();
+    let id = state.new_invocation_id();
+    state.insert_invocation(&record(id), &registered()).unwrap();
+    to_pending(&mut state, &id);
     let err = state
         .insert_invocation(&record(id), &registered())
         .unwrap_err();
@@ -154,18 +159,7 @@ async fn status_waits_are_woken_by_the_change_itself() {
         wait.as_mut().now_or_never().is_none(),
         "nothing changed yet"
     );
-    store
-        .state
-        .lock()
-        .put_status(
-            &id,
-            &StatusRecord {
-                status: InvocationStatus::Pending,
-                owner: Some(RunnerId::from("r")),
-            },
-            Timestamp::from_micros(2),
-        )
-        .unwrap();
+    to_pending(&mut store.state.lock(), &id);
     assert!(
         matches!(wait.as_mut().now_or_never(), Some(Ok(()))),
         "woken by the step, with no timer"

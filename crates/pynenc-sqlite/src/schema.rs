@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::error::{describe, Ctx, Key};
+use crate::error::{describe, is_busy, Ctx, Key};
 use crate::writer::{begin_immediate, finish_txn};
 use pynenc_store::Result;
 
@@ -73,9 +73,20 @@ pub(crate) fn connect(ctx: &Ctx, busy_timeout: Duration) -> Result<Connection> {
         ("cache_size", (-8_192_i64).into()),
         ("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.into()),
     ];
+    // SQLite answers "busy" at once, without its busy handler, while the
+    // last connection of another handle is closing the write-ahead log:
+    // such a refusal is retried until busy_timeout has passed
+    let started = std::time::Instant::now();
     for (name, value) in pragmas {
-        conn.pragma_update(None, name, value)
-            .map_err(|e| ctx.err(e, &format!("setting PRAGMA {name}"), Key::None))?;
+        loop {
+            match conn.pragma_update(None, name, &value) {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && started.elapsed() < busy_timeout => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(ctx.err(e, &format!("setting PRAGMA {name}"), Key::None)),
+            }
+        }
     }
     Ok(conn)
 }
