@@ -98,18 +98,7 @@ impl SqliteTxn<'_> {
             Key::None,
         )?;
         let rows = stmt
-            .query_map(params![self.app()], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })
+            .query_map(params![self.app()], |r| r.try_into())
             .map_err(|e| self.ctx.err(e, op, Key::None))?;
         let mut found: Vec<RunnerRow> = Vec::new();
         for row in rows {

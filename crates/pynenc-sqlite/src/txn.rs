@@ -133,18 +133,7 @@ impl<'a> SqliteTxn<'a> {
                 "reading an invocation",
                 inv(id),
                 params![self.app(), id.as_str()],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
-                },
+                |r| r.try_into(),
             )?;
             let Some((rid, code, owner, running_key, waited, task, error_kind, cancel_asked)) =
                 found
