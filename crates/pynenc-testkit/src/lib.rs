@@ -211,6 +211,39 @@ where
         .collect()
 }
 
+/// Asserts that `inv` ended `CANCELLED` once, by `actor` (its last history
+/// entry), never went through any of `never`, and that its waiter gets
+/// `PynencError::Cancelled` naming it.
+pub async fn assert_cancelled_by<R>(
+    inv: &Invocation<R>,
+    actor: &pynenc::RunnerId,
+    never: &[InvocationStatus],
+) where
+    R: serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let history = ok(inv.history().await, "history");
+    let last = history.last().expect("a history");
+    assert_eq!(last.status, InvocationStatus::Cancelled, "{history:?}");
+    assert_eq!(&last.actor, actor, "{history:?}");
+    let st: Vec<InvocationStatus> = history.iter().map(|h| h.status).collect();
+    for bad in never {
+        assert!(!st.contains(bad), "{bad} in {st:?}");
+    }
+    let cancelled = st.iter().filter(|s| **s == InvocationStatus::Cancelled);
+    assert_eq!(cancelled.count(), 1, "{st:?}");
+    match inv.result().await {
+        Err(PynencError::Cancelled {
+            invocation_id,
+            error,
+            ..
+        }) => {
+            assert_eq!(&invocation_id, inv.invocation_id());
+            assert_eq!(error.kind, pynenc::model::CANCELLED_ERROR_KIND);
+        }
+        other => panic!("expected PynencError::Cancelled, got {other:?}"),
+    }
+}
+
 /// Checks that every invocation of `group` ran exactly once (one
 /// `RUNNING`) and ended `SUCCESS`; how many each runner ran, by owner id.
 pub async fn runs_by_owner<R>(

@@ -21,14 +21,22 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pynenc::model::{CancelOutcome, RunnerInfo, CANCELLED_ERROR_KIND};
-use pynenc::{
-    Invocation, InvocationId, InvocationStatus, Pynenc, PynencError, RunnerId, ThreadRunner,
-};
+use pynenc::model::{CancelOutcome, RunnerInfo};
+use pynenc::{Invocation, InvocationId, InvocationStatus, Pynenc, RunnerId, ThreadRunner};
 use pynenc_testkit::process::{SharedBackend, WorkerProcess};
 use pynenc_testkit::tasks::{add_via_slow_child, sleeper};
-use pynenc_testkit::{assert_add_works, check_histories, eventually, ok, statuses, unique};
+use pynenc_testkit::{
+    assert_add_works, assert_cancelled_by, check_histories, eventually, ok, unique,
+};
 use serde_json::{json, Value};
+
+/// What a cancelled invocation never goes through: it is not re-routed, failed
+/// or retried.
+const NEVER: &[InvocationStatus] = &[
+    InvocationStatus::Rerouted,
+    InvocationStatus::Failed,
+    InvocationStatus::Retry,
+];
 
 /// How long a test waits for a status before it fails.
 const WAIT: Duration = Duration::from_secs(30);
@@ -136,30 +144,6 @@ where
     assert_eq!(ok(reached, &format!("waiting for {status}")), status);
 }
 
-/// `inv` ended `CANCELLED` by `actor`, was never re-routed, failed or
-/// retried, and its waiter gets `PynencError::Cancelled`.
-async fn assert_cancelled_by<R>(inv: &Invocation<R>, actor: &RunnerId)
-where
-    R: serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let history = ok(inv.history().await, "history");
-    let last = history.last().expect("a history");
-    assert_eq!(last.status, InvocationStatus::Cancelled, "{history:?}");
-    assert_eq!(&last.actor, actor, "{history:?}");
-    let st = statuses(inv).await;
-    for bad in [
-        InvocationStatus::Rerouted,
-        InvocationStatus::Failed,
-        InvocationStatus::Retry,
-    ] {
-        assert!(!st.contains(&bad), "{st:?}");
-    }
-    match inv.result().await {
-        Err(PynencError::Cancelled { error, .. }) => assert_eq!(error.kind, CANCELLED_ERROR_KIND),
-        other => panic!("expected PynencError::Cancelled, got {other:?}"),
-    }
-}
-
 /// The runner listed with process id `pid`, once it lists `running`.
 async fn listed_with(app: &Pynenc, pid: u32, running: &InvocationId) -> RunnerInfo {
     let mut found = None;
@@ -222,7 +206,7 @@ async fn process_runner(backend: SharedBackend, dir: &Path) {
     let owner = cancel_running(&app, s.invocation_id()).await;
     assert_eq!(owner, info.runner_id);
     reach(&s, InvocationStatus::Cancelled).await;
-    assert_cancelled_by(&s, &owner).await;
+    assert_cancelled_by(&s, &owner, NEVER).await;
 
     let marker = dir.join("stubborn-process");
     let id = call_stubborn(&backend, app_id, &marker);
@@ -236,7 +220,7 @@ async fn process_runner(backend: SharedBackend, dir: &Path) {
         "a child that ignores SIGTERM was stopped before the grace period ended ({:?})",
         asked.elapsed()
     );
-    assert_cancelled_by(&stubborn, &owner).await;
+    assert_cancelled_by(&stubborn, &owner, NEVER).await;
 
     let parent = ok(
         add_via_slow_child::call_on(&app, 1, 2, 60_000).await,
@@ -251,7 +235,7 @@ async fn process_runner(backend: SharedBackend, dir: &Path) {
     assert_eq!(child.len(), 1);
     cancel_running(&app, parent.invocation_id()).await;
     reach(&parent, InvocationStatus::Cancelled).await;
-    assert_cancelled_by(&parent, &owner).await;
+    assert_cancelled_by(&parent, &owner, NEVER).await;
     let child = ok(app.invocation_as::<u64>(&child[0]).await, "child");
     reach(&child, InvocationStatus::Running).await;
     cancel_running(&app, child.invocation_id()).await;
@@ -291,7 +275,7 @@ async fn persistent_pool(backend: SharedBackend, dir: &Path) {
         "{owner}"
     );
     reach(&s, InvocationStatus::Cancelled).await;
-    assert_cancelled_by(&s, &owner).await;
+    assert_cancelled_by(&s, &owner, NEVER).await;
     let replaced = eventually(WAIT, || async {
         let now = one_worker().await;
         now.len() == 1 && now[0] != first[0]
@@ -306,7 +290,7 @@ async fn persistent_pool(backend: SharedBackend, dir: &Path) {
     wait_for_file(&marker).await;
     let owner = cancel_running(&app, &id).await;
     reach(&stubborn, InvocationStatus::Cancelled).await;
-    assert_cancelled_by(&stubborn, &owner).await;
+    assert_cancelled_by(&stubborn, &owner, NEVER).await;
     let replaced = eventually(WAIT, || async {
         let now = one_worker().await;
         now.len() == 1 && !second.contains(&now[0])
@@ -343,7 +327,7 @@ async fn multi_thread_pool(backend: SharedBackend, _dir: &Path) {
     let before = children_of(worker.pid());
     let owner = cancel_running(&app, s.invocation_id()).await;
     reach(&s, InvocationStatus::Cancelled).await;
-    assert_cancelled_by(&s, &owner).await;
+    assert_cancelled_by(&s, &owner, NEVER).await;
     assert_add_works(&app, 3, 4).await;
     assert_eq!(
         children_of(worker.pid()),
@@ -382,7 +366,7 @@ async fn dead_runner_process(backend: SharedBackend, _dir: &Path) {
     let recovery = RunnerId::from(format!("recovery@{}", runner.runner_id()));
     let spawned = runner.spawn();
     reach(&s, InvocationStatus::Cancelled).await;
-    assert_cancelled_by(&s, &recovery).await;
+    assert_cancelled_by(&s, &recovery, NEVER).await;
     let pruned = eventually(WAIT, || async {
         let runners = ok(app.queries().runners().await, "runners");
         !runners.iter().any(|r| r.runner_id == info.runner_id)

@@ -14,13 +14,18 @@
 
 use std::time::{Duration, Instant};
 
-use pynenc::model::{CancelOutcome, RunnerInfo, CANCELLED_ERROR_KIND};
+use pynenc::model::{CancelOutcome, RunnerInfo};
 use pynenc::{
     Invocation, InvocationStatus, Pynenc, PynencError, RunnerId, ThreadRunner, Timestamp,
 };
 use pynenc_testkit::tasks::{add, add_sync, events_of, filler, record};
-use pynenc_testkit::{check_histories, eventually, new_app, ok, statuses, unique, BackendFactory};
+use pynenc_testkit::{
+    assert_cancelled_by, check_histories, eventually, new_app, ok, statuses, unique, BackendFactory,
+};
 use serde_json::json;
+
+/// What a cancelled invocation never goes through: it is not re-routed or failed.
+const NEVER: &[InvocationStatus] = &[InvocationStatus::Rerouted, InvocationStatus::Failed];
 
 /// How long a test waits for a status before it fails.
 const WAIT: Duration = Duration::from_secs(20);
@@ -112,41 +117,6 @@ fn has(group: &str, label: &str) -> bool {
     events_of(group).iter().any(|(l, _)| l == label)
 }
 
-/// `inv` ended `CANCELLED` by `actor` (its last history entry), never
-/// re-routed or failed, and its waiter gets `PynencError::Cancelled`.
-async fn assert_cancelled_by<R>(inv: &Invocation<R>, actor: &RunnerId)
-where
-    R: serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let history = ok(inv.history().await, "history");
-    let last = history.last().expect("a history");
-    assert_eq!(last.status, InvocationStatus::Cancelled, "{history:?}");
-    assert_eq!(&last.actor, actor, "{history:?}");
-    let st = statuses(inv).await;
-    assert!(
-        !st.contains(&InvocationStatus::Rerouted) && !st.contains(&InvocationStatus::Failed),
-        "{st:?}"
-    );
-    assert_eq!(
-        st.iter()
-            .filter(|s| **s == InvocationStatus::Cancelled)
-            .count(),
-        1,
-        "{st:?}"
-    );
-    match inv.result().await {
-        Err(PynencError::Cancelled {
-            invocation_id,
-            error,
-            ..
-        }) => {
-            assert_eq!(&invocation_id, inv.invocation_id());
-            assert_eq!(error.kind, CANCELLED_ERROR_KIND);
-        }
-        other => panic!("expected PynencError::Cancelled, got {other:?}"),
-    }
-}
-
 /// The one invocation `parent` waits on, once it waits.
 async fn waited_child(app: &Pynenc, parent: &pynenc::InvocationId) -> pynenc::InvocationId {
     let deadline = Instant::now() + WAIT;
@@ -225,7 +195,7 @@ async fn async_body_is_dropped(f: &dyn BackendFactory) {
         "{:?}",
         events_of(&group)
     );
-    assert_cancelled_by(&inv, &runner_id).await;
+    assert_cancelled_by(&inv, &runner_id, NEVER).await;
     assert_one_slot(&app).await;
     ok(spawned.stop().await, "stop");
     check_histories(&app).await;
@@ -245,7 +215,7 @@ async fn sync_body_sees_the_flag(f: &dyn BackendFactory) {
     ));
     reach(&inv, InvocationStatus::Cancelled).await;
     assert!(has(&group, "saw-cancel"), "{:?}", events_of(&group));
-    assert_cancelled_by(&inv, &runner_id).await;
+    assert_cancelled_by(&inv, &runner_id, NEVER).await;
     assert_eq!(
         ok(
             ok(add_sync::call_on(&app, 1, 2).await, "call")
@@ -293,7 +263,7 @@ async fn paused_parent(f: &dyn BackendFactory, sync: bool) {
         CancelOutcome::Requested { .. }
     ));
     reach(&parent, InvocationStatus::Cancelled).await;
-    assert_cancelled_by(&parent, &runner_id).await;
+    assert_cancelled_by(&parent, &runner_id, NEVER).await;
     let st = statuses(&parent).await;
     assert!(!st.contains(&InvocationStatus::Resumed), "{st:?}");
     // the child is not affected by its parent's cancel
@@ -307,7 +277,7 @@ async fn paused_parent(f: &dyn BackendFactory, sync: bool) {
         CancelOutcome::Requested { .. }
     ));
     reach(&child, InvocationStatus::Cancelled).await;
-    assert_cancelled_by(&child, &runner_id).await;
+    assert_cancelled_by(&child, &runner_id, NEVER).await;
     assert_one_slot(&app).await;
     ok(spawned.stop().await, "stop");
     check_histories(&app).await;
@@ -339,7 +309,7 @@ async fn waiter_of_a_cancelled_child(f: &dyn BackendFactory) {
     ));
     assert_eq!(ok(parent.result().await, "parent"), "child cancelled");
     let child = ok(app.invocation_as::<u64>(&child_id).await, "child");
-    assert_cancelled_by(&child, &runner_id).await;
+    assert_cancelled_by(&child, &runner_id, NEVER).await;
     ok(spawned.stop().await, "stop");
     check_histories(&app).await;
 }
@@ -357,7 +327,7 @@ async fn queued_is_cancelled_at_once(f: &dyn BackendFactory) {
         ok(inv.status().await, "status"),
         InvocationStatus::Cancelled
     );
-    assert_cancelled_by(&inv, &RunnerId::from("operator")).await;
+    assert_cancelled_by(&inv, &RunnerId::from("operator"), NEVER).await;
     let (spawned, _) = runner(&app, 1);
     assert_eq!(
         ok(
@@ -405,7 +375,7 @@ async fn cancel_twice(f: &dyn BackendFactory) {
             status: InvocationStatus::Cancelled
         }
     );
-    assert_cancelled_by(&inv, &runner_id).await;
+    assert_cancelled_by(&inv, &runner_id, NEVER).await;
     assert_one_slot(&app).await;
     ok(spawned.stop().await, "stop");
     check_histories(&app).await;

@@ -63,12 +63,7 @@ local function put_status(rec, to, owner, efield, evalue)
   end
   if FINAL[to] then
     -- the log of ends per final status (auto purge)
-    local e = ENDS[to]
-    if not e then
-      ENDS[to] = {id}
-    else
-      e[#e + 1] = id
-    end
+    append_later(ENDS, to, id)
     if to == ST.FAILED then
       local kind = rec.ekind or stored_error_kind(rec)
       if kind then

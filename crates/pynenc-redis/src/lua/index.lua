@@ -30,47 +30,39 @@ for i = 1, #ALL_ST do
   BAND_ARG[ALL_ST[i]] = '' .. BAND[ALL_ST[i]]
 end
 
+-- appends `a` (and `b` when given) to the list `map[key]`, made on first use
+local function append_later(map, key, a, b)
+  local l = map[key]
+  if not l then
+    l = {}
+    map[key] = l
+  end
+  local n = #l
+  l[n + 1] = a
+  if b ~= nil then
+    l[n + 2] = b
+  end
+end
+
 -- stages the band of a new or moved invocation of `task`
 local function move_later(task, band, id)
-  local l = MOVES[task]
-  if not l then
-    MOVES[task] = {band, id}
-  else
-    local n = #l
-    l[n + 1], l[n + 2] = band, id
-  end
+  append_later(MOVES, task, band, id)
 end
 
 -- stages the removal of `member` from the sorted set `key`
 local function zrem_later(key, member)
-  local l = ZREMS[key]
-  if not l then
-    ZREMS[key] = {member}
-  else
-    l[#l + 1] = member
-  end
+  append_later(ZREMS, key, member)
 end
 
 -- stages the removal of `member` from the set `key`
 local function srem_later(key, member)
-  local l = SREMS[key]
-  if not l then
-    SREMS[key] = {member}
-  else
-    l[#l + 1] = member
-  end
+  append_later(SREMS, key, member)
 end
 
 -- stages the addition of `member` to the sorted set `key`, or its move to
 -- `sc` (score '0': a lex index)
 local function zadd_later(key, member, sc)
-  local l = ZADDS[key]
-  if not l then
-    l = {}
-    ZADDS[key] = l
-  end
-  local n = #l
-  l[n + 1], l[n + 2] = sc or '0', member
+  append_later(ZADDS, key, sc or '0', member)
 end
 
 -- stages `HINCRBY key field by` (a field that reaches 0 is removed)
