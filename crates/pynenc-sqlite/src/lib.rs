@@ -124,7 +124,10 @@
 //!   a partial index for the requests of a runner.
 //!
 //! Large values (the record with its arguments, the result) live in their
-//! own tables, so status updates never rewrite them.
+//! own tables, so status updates never rewrite them. The status steps of
+//! one invocation in a section (a pick-up's `PENDING` then `RUNNING`) are
+//! sent as one update of its row, before the next statement on the rows or
+//! when the section ends.
 
 #![deny(missing_docs)]
 
@@ -139,6 +142,7 @@ mod queue;
 mod rows;
 mod runners;
 mod schema;
+mod status_write;
 mod store;
 mod txn;
 mod waits;

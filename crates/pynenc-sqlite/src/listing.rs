@@ -401,6 +401,7 @@ impl SqliteTxn<'_> {
     ) -> Result<Vec<Candidate>> {
         let op = "listing invocations";
         let fail = |e| self.ctx.err(e, op, Key::None);
+        self.flush_status()?;
         let mut stmt = self.conn.prepare(text).map_err(fail)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(args.iter()))

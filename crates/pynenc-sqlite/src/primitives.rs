@@ -345,6 +345,7 @@ impl StoreTxn for SqliteTxn<'_> {
         let key = Key::Of("app", &self.ctx.app_id);
         let op = "purging the app";
         let fail = |e| self.ctx.err(e, op, key);
+        self.flush_status()?;
         // SQLite's own parser splits the file into statements
         let mut batch = rusqlite::Batch::new(self.conn, PURGE_APP);
         while let Some(mut statement) = batch.next().map_err(fail)? {

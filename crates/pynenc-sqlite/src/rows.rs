@@ -7,10 +7,11 @@ use pynenc_model::{
     Call, InvocationId, InvocationRecord, InvocationStatus, StatusRecord, Timestamp,
 };
 use pynenc_store::Result;
-use rusqlite::{params, ToSql};
+use rusqlite::params;
 
 use crate::codes::{status_code, FINAL_CODES};
 use crate::error::{inv, Key};
+use crate::status_write::StatusWrite;
 use crate::txn::{limit, Row, SqliteTxn};
 
 /// The 32 bytes of a call's argument hash (the part of its call id after `#`).
@@ -192,11 +193,9 @@ impl SqliteTxn<'_> {
         Ok((rid, error_kind))
     }
 
-    /// Writes a status: the columns that change, and the counters.
-    ///
-    /// Only the columns that change are named, so an index on a column
-    /// that keeps its value (the owner while it runs, the end time while it
-    /// is not final) is not rewritten.
+    /// Writes a status: the columns that change (sent as one update with
+    /// the invocation's next status writes of the section, see
+    /// `status_write.rs`), and the counters.
     pub(crate) fn write_status(
         &mut self,
         id: &InvocationId,
@@ -215,48 +214,15 @@ impl SqliteTxn<'_> {
         };
         let owner_changes = old.owner != status.owner;
         let end_changes = new.is_final() || old.status.is_final();
-        // only the columns that change are named (see above)
-        let sql = match (owner_changes, end_changes, cancel_ends) {
-            (false, false, _) => {
-                "UPDATE invocations SET status = ?2, status_at_us = ?3 WHERE rid = ?1"
-            }
-            (true, false, _) => {
-                "UPDATE invocations SET status = ?2, status_at_us = ?3, owner = ?4 WHERE rid = ?1"
-            }
-            (false, true, false) => {
-                "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4
-                 WHERE rid = ?1"
-            }
-            (true, true, false) => {
-                "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4,
-                     owner = ?5
-                 WHERE rid = ?1"
-            }
-            (false, true, true) => {
-                "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4,
-                     cancel_owner = NULL, cancel_error = NULL
-                 WHERE rid = ?1"
-            }
-            (true, true, true) => {
-                "UPDATE invocations SET status = ?2, status_at_us = ?3, final_at_us = ?4,
-                     cancel_owner = NULL, cancel_error = NULL, owner = ?5
-                 WHERE rid = ?1"
-            }
-        };
-        let code = status_code(new);
-        let at = now.as_micros();
-        let final_at = new.is_final().then_some(at);
-        let owner = status.owner.as_deref();
-        let mut args: Vec<&dyn ToSql> = vec![&rid, &code, &at];
-        if end_changes {
-            args.push(&final_at);
-        }
-        if owner_changes {
-            args.push(&owner);
-        }
-        self.stmt(sql, "writing a status", inv(id))?
-            .execute(args.as_slice())
-            .map_err(|e| self.ctx.err(e, "writing a status", inv(id)))?;
+        self.defer_status(StatusWrite {
+            id: *id,
+            rid,
+            code: status_code(new),
+            at: now.as_micros(),
+            owner: owner_changes.then(|| status.owner.as_deref().map(str::to_string)),
+            final_at: end_changes.then(|| new.is_final().then_some(now.as_micros())),
+            clear_cancel: cancel_ends,
+        });
         if old.status != new {
             self.deltas.status(task, old.status, error_kind, -1);
             self.deltas.status(task, new, error_kind, 1);

@@ -75,13 +75,14 @@ pub(crate) fn connect(ctx: &Ctx, busy_timeout: Duration) -> Result<Connection> {
     ];
     // SQLite answers "busy" at once, without its busy handler, while the
     // last connection of another handle is closing the write-ahead log:
-    // such a refusal is retried until busy_timeout has passed
+    // such a refusal is retried until the store's busy_timeout has passed
+    // (also for the write connection, whose own busy handler never waits)
     let started = std::time::Instant::now();
     for (name, value) in pragmas {
         loop {
             match conn.pragma_update(None, name, &value) {
                 Ok(()) => break,
-                Err(e) if is_busy(&e) && started.elapsed() < busy_timeout => {
+                Err(e) if is_busy(&e) && started.elapsed() < ctx.busy_timeout => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err(e) => return Err(ctx.err(e, &format!("setting PRAGMA {name}"), Key::None)),

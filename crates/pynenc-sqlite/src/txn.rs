@@ -1,6 +1,8 @@
 //! [`SqliteTxn`]: one transaction's view of the store, and the statement
 //! helpers the primitives are written with.
 
+use std::cell::RefCell;
+
 use parking_lot::Mutex;
 use pynenc_model::{InvocationId, InvocationStatus, RunnerId, StatusRecord, Timestamp};
 use pynenc_store::{Result, StoreError};
@@ -10,6 +12,7 @@ use rustc_hash::FxHashMap;
 use crate::codes::status_from_code;
 use crate::counts::CountDeltas;
 use crate::error::{inv, Ctx, Key};
+use crate::status_write::StatusWrite;
 use crate::writer::Effects;
 
 /// `rid, status, owner, running_key, waited, task, error_kind` of an
@@ -59,6 +62,8 @@ pub(crate) struct SqliteTxn<'a> {
     pub(crate) effects: Effects,
     /// Count changes not written yet (see `counts.rs`).
     pub(crate) deltas: CountDeltas,
+    /// Status writes not sent yet, by `rid` (see `status_write.rs`).
+    pub(crate) held_status: RefCell<FxHashMap<i64, StatusWrite>>,
 }
 
 impl<'a> SqliteTxn<'a> {
@@ -75,6 +80,7 @@ impl<'a> SqliteTxn<'a> {
             rows: FxHashMap::default(),
             effects: Effects::default(),
             deltas: CountDeltas::default(),
+            held_status: RefCell::default(),
         }
     }
 
@@ -84,6 +90,10 @@ impl<'a> SqliteTxn<'a> {
         op: &str,
         key: Key<'_>,
     ) -> Result<rusqlite::CachedStatement<'a>> {
+        if sql.contains("invocations") {
+            // the rows as the section left them (`status_write.rs`)
+            self.flush_status()?;
+        }
         self.conn
             .prepare_cached(sql)
             .map_err(|e| self.ctx.err(e, op, key))
@@ -126,15 +136,21 @@ impl<'a> SqliteTxn<'a> {
     /// The section's view of an invocation, read on first use.
     pub(crate) fn row(&mut self, id: &InvocationId) -> Result<Option<&mut Row>> {
         if !self.rows.contains_key(id) {
-            let found: Option<RowColumns> = self.opt_row(
-                "SELECT rid, status, owner, running_key, waited, task, error_kind,
-                     cancel_owner IS NOT NULL
-                     FROM invocations WHERE app = ?1 AND invocation_id = ?2",
-                "reading an invocation",
-                inv(id),
-                params![self.app(), id.as_str()],
-                |r| r.try_into(),
-            )?;
+            // a row not in the cache has no held status write, so this
+            // read need not send one (`status_write.rs`)
+            let op = "reading an invocation";
+            let found: Option<RowColumns> = self
+                .conn
+                .prepare_cached(
+                    "SELECT rid, status, owner, running_key, waited, task, error_kind,
+                         cancel_owner IS NOT NULL
+                         FROM invocations WHERE app = ?1 AND invocation_id = ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![self.app(), id.as_str()], |r| r.try_into())
+                        .optional()
+                })
+                .map_err(|e| self.ctx.err(e, op, inv(id)))?;
             let Some((rid, code, owner, running_key, waited, task, error_kind, cancel_asked)) =
                 found
             else {

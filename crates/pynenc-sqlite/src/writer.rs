@@ -130,8 +130,12 @@ impl Inner {
     fn run_section(&self, conn: &Connection, job_run: JobFn) -> (Result<AnyValue>, Effects) {
         let mut txn = SqliteTxn::new(conn, &self.ctx, &self.names);
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // the section's counters are written inside it, before it ends
-            job_run(&mut txn).and_then(|v| txn.flush_counts().map(|()| v))
+            // the section's held status write and counters are written
+            // inside it, before it ends
+            job_run(&mut txn).and_then(|v| {
+                txn.flush_status()?;
+                txn.flush_counts().map(|()| v)
+            })
         }))
         .unwrap_or_else(|_| {
             Err(self
