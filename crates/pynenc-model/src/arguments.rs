@@ -142,8 +142,9 @@ impl Arguments {
         out
     }
 
-    /// Appends [`Arguments::args_id`] to `out` (no allocation of its own).
-    pub fn push_args_id(&self, out: &mut String) {
+    /// The 32 bytes of the SHA-256 hash that [`Arguments::args_id`] spells
+    /// in hexadecimal.
+    pub fn args_hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         for (k, v) in &self.values {
             h.update(k.as_bytes());
@@ -151,9 +152,14 @@ impl Arguments {
             h.update(v.as_bytes());
             h.update(b"\n");
         }
+        h.finalize().into()
+    }
+
+    /// Appends [`Arguments::args_id`] to `out` (no allocation of its own).
+    pub fn push_args_id(&self, out: &mut String) {
         let mut hex = [0u8; 64];
         // 32 bytes always fit 64 hexadecimal digits
-        if hex::encode_to_slice(h.finalize(), &mut hex).is_ok() {
+        if hex::encode_to_slice(self.args_hash(), &mut hex).is_ok() {
             out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
         }
     }

@@ -19,9 +19,7 @@ pub(crate) type CallHash = [u8; 32];
 
 /// The argument hash of `call` (the digits of its call id after the task).
 pub(crate) fn call_hash(call: &Call) -> CallHash {
-    let mut digits = String::with_capacity(64);
-    call.arguments.push_args_id(&mut digits);
-    hash_from_hex(&digits).unwrap_or([0; 32])
+    call.arguments.args_hash()
 }
 
 /// The hash spelled by 64 hexadecimal digits.

@@ -90,7 +90,7 @@ impl<'a> SqliteTxn<'a> {
         op: &str,
         key: Key<'_>,
     ) -> Result<rusqlite::CachedStatement<'a>> {
-        if sql.contains("invocations") {
+        if !self.held_status.borrow().is_empty() && sql.contains("invocations") {
             // the rows as the section left them (`status_write.rs`)
             self.flush_status()?;
         }

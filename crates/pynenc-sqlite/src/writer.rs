@@ -260,9 +260,7 @@ impl Inner {
         }
         // a woken wait re-reads what it still waits for
         wake(&self.final_waiters, effects.purged, &effects.finals);
-        if !self.status_waiters.is_empty() {
-            wake(&self.status_waiters, effects.purged, &effects.changed);
-        }
+        wake(&self.status_waiters, effects.purged, &effects.changed);
     }
 
     /// Runs `f` in a read-only transaction on a blocking thread.
@@ -363,6 +361,9 @@ pub(crate) fn finish_txn<R>(ctx: &Ctx, conn: &Connection, out: Result<R>) -> Res
 
 /// Wakes the waiters of `ids` (of every id after a purge).
 fn wake(waiters: &FinalWaiters<Notify>, purged: bool, ids: &[InvocationId]) {
+    if waiters.is_empty() {
+        return;
+    }
     if purged {
         waiters.take_all().iter().for_each(|n| n.notify_one());
     } else {
