@@ -59,6 +59,24 @@ fn assert_searches(what: &str, lines: &[String]) {
     );
 }
 
+#[test]
+fn a_runners_cancel_poll_reads_only_the_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    drop(open(&path, "app"));
+    let conn = Connection::open(&path).unwrap();
+    let lines = plan(
+        &conn,
+        crate::runners::CANCELS_OF,
+        &[1.into(), "runner".to_string().into()],
+    );
+    assert_searches("cancel requests", &lines);
+    assert!(
+        lines.iter().any(|l| l.contains("invocations_cancel")),
+        "not the partial index of requests: {lines:#?}"
+    );
+}
+
 #[tokio::test]
 async fn listings_and_counts_read_index_ranges_only() {
     let (dir, store) = varied_store().await;
