@@ -1,6 +1,7 @@
-//! Process runners on a shared SQLite file, as real OS processes: the
-//! testkit's `worker` binary runs the runner (its children are the worker
-//! binary started again), the test process is the caller.
+//! Process runners on a shared SQLite file (and, for registration scopes,
+//! on a `redis-server` too), as real OS processes: the testkit's `worker`
+//! binary runs the runner (its children are the worker binary started
+//! again), the test process is the caller.
 
 #![cfg(feature = "sqlite")]
 
@@ -23,19 +24,30 @@ fn runner_on_fresh_file(
     extra: &[(&str, &str)],
 ) -> (tempfile::TempDir, Pynenc, WorkerProcess) {
     let (dir, db) = fresh_db("p.db");
-    let backend = SharedBackend::Sqlite(db);
+    let (app, worker) = runner_on(&SharedBackend::Sqlite(db), app_id, kind, extra);
+    (dir, app, worker)
+}
+
+/// An app on `backend` and a runner process of `kind` on it (killed when
+/// dropped).
+fn runner_on(
+    backend: &SharedBackend,
+    app_id: &str,
+    kind: &str,
+    extra: &[(&str, &str)],
+) -> (Pynenc, WorkerProcess) {
     let app = backend.app(app_id).expect("app");
     let mut env = vec![("PYNENC__RUNNER__KIND", kind)];
     env.extend_from_slice(extra);
     let worker = WorkerProcess::start(
         env!("CARGO_BIN_EXE_worker"),
         &["run"],
-        &backend,
+        backend,
         app_id,
         &env,
     )
     .expect("start the worker");
-    (dir, app, worker)
+    (app, worker)
 }
 
 /// SIGTERM, and the runner's exit status once it stopped.
@@ -385,5 +397,83 @@ fn is_running(pid: u32) -> bool {
                 .and_then(|rest| rest.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X"))
         }
+    }
+}
+
+/// The process runners and their settings for a diamond (four slots).
+const DIAMOND_RUNNERS: [(&str, &[(&str, &str)]); 3] = [
+    ("process", &[("PYNENC__RUNNER__MAX_PROCESSES", "4")]),
+    (
+        "persistent_process",
+        &[("PYNENC__RUNNER__MAX_PROCESSES", "4")],
+    ),
+    (
+        "multi_thread",
+        &[
+            ("PYNENC__RUNNER__MIN_PROCESSES", "1"),
+            ("PYNENC__RUNNER__MAX_PROCESSES", "1"),
+            ("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", "4"),
+        ],
+    ),
+];
+
+/// Registration scope `active`: in the diamond `a → b, c → d(1)` run by a
+/// runner of `kind`, both sides get the one invocation of the shared leaf,
+/// which runs once.
+async fn diamond_runs_the_leaf_once(app: &Pynenc, worker: WorkerProcess, kind: &str) {
+    let top = diamond_top::call_on(app, format!("diamond-{kind}"))
+        .await
+        .expect("call");
+    let sum = tokio::time::timeout(Duration::from_secs(60), top.result())
+        .await
+        .unwrap_or_else(|_| panic!("{kind}: the diamond did not finish"))
+        .expect("the diamond's result");
+    assert_eq!(sum, 20, "{kind}");
+    let query = pynenc::model::InvocationQuery {
+        task_ids: vec![pynenc::TaskId::from(shared_leaf::task().task_id())],
+        ..pynenc::model::InvocationQuery::new()
+    };
+    let leaves = app.queries().list_invocations(&query).await.expect("list");
+    assert_eq!(
+        leaves.len(),
+        1,
+        "{kind}: one invocation of the leaf: {leaves:?}"
+    );
+    let runs = app
+        .invocation(&leaves[0].invocation_id)
+        .await
+        .expect("the leaf")
+        .history()
+        .await
+        .expect("history")
+        .iter()
+        .filter(|h| h.status == InvocationStatus::Running)
+        .count();
+    assert_eq!(runs, 1, "{kind}: the leaf ran once");
+    stop_and_check(worker, app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_diamond_runs_its_shared_leaf_once_on_every_process_runner() {
+    for (kind, extra) in DIAMOND_RUNNERS {
+        let (_dir, app, worker) = runner_on_fresh_file("diamond", kind, extra);
+        diamond_runs_the_leaf_once(&app, worker, kind).await;
+    }
+}
+
+/// The same on Redis (a `redis-server` per runner kind; skipped with a
+/// message when it is not installed, a failure with `PYNENC_REQUIRE_REDIS=1`).
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_diamond_runs_its_shared_leaf_once_on_every_process_runner_on_redis() {
+    use pynenc_testkit::redis_server::{skip_reason, RedisServer};
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    for (kind, extra) in DIAMOND_RUNNERS {
+        let server = RedisServer::start();
+        let (app, worker) = runner_on(&SharedBackend::Redis(server.url()), "diamond", kind, extra);
+        diamond_runs_the_leaf_once(&app, worker, kind).await;
     }
 }
