@@ -53,7 +53,7 @@ impl MemoryBackend {
         self.stores
             .lock()
             .entry(app_id.to_string())
-            .or_insert_with(|| Arc::new(MemStore::default()))
+            .or_insert_with(|| Arc::new(MemStore::for_app(app_id)))
             .clone()
     }
 

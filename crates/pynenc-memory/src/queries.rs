@@ -101,4 +101,13 @@ impl QueryTxn for MemState {
     fn get_lease(&mut self, name: &str) -> Result<Option<LeaseHolder>> {
         Ok(self.lease_holder(name))
     }
+
+    fn app_ids(&mut self) -> Result<Vec<String>> {
+        // one store holds one app; its id once it has invocations
+        Ok(if self.invocations.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.app_id.clone()]
+        })
+    }
 }

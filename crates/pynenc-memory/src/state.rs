@@ -89,6 +89,11 @@ pub(crate) struct Invocations {
 }
 
 impl Invocations {
+    /// Whether there are none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
     pub(crate) fn get(&self, id: &InvocationId) -> Option<&Entry> {
         let slot = *self.index.get(id)?;
         self.slots.get(slot as usize)?.as_ref()
@@ -139,6 +144,8 @@ impl Invocations {
 /// Everything one app keeps in memory.
 #[derive(Default)]
 pub(crate) struct MemState {
+    /// The id of the app this store holds (empty for a store made alone).
+    pub(crate) app_id: String,
     next_seq: u64,
     pub(crate) invocations: Invocations,
     queue: VecDeque<InvocationId>,
@@ -698,7 +705,10 @@ impl StoreTxn for MemState {
                 waiters.release();
             }
         }
-        *self = MemState::default();
+        *self = MemState {
+            app_id: std::mem::take(&mut self.app_id),
+            ..MemState::default()
+        };
         Ok(())
     }
 

@@ -21,6 +21,13 @@ pub struct MemStore {
 }
 
 impl MemStore {
+    /// The empty store of the app `app_id`.
+    pub fn for_app(app_id: &str) -> Self {
+        let store = MemStore::default();
+        store.state.lock().app_id = app_id.to_string();
+        store
+    }
+
     /// Runs `f` under the lock; wakes runners if it queued work.
     fn locked<R>(&self, f: impl FnOnce(&mut dyn StoreTxn) -> Result<R>) -> Result<R> {
         let (out, enqueued) = {

@@ -189,6 +189,16 @@ impl Inspector {
         Ok(self.app.queries().queue_stats().await?)
     }
 
+    /// The ids of the apps that routed anything to this app's backend
+    /// (this one included once it has), sorted.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed.
+    pub async fn apps(&self) -> Result<Vec<String>> {
+        Ok(self.app.queries().app_ids().await?)
+    }
+
     /// Every task id this app registers or has invocations of, sorted.
     ///
     /// # Errors

@@ -17,6 +17,12 @@ use crate::RedisOptions;
 pub struct RedisBackend {
     pub(crate) settings: Settings,
     pub(crate) prefix: String,
+    /// The set of the app ids that routed anything on this server
+    /// (`{key_prefix}:apps`), and this app's id as it goes in it.
+    pub(crate) apps_key: String,
+    pub(crate) app_id: String,
+    /// Whether this backend put its app id in `apps_key` already.
+    pub(crate) app_listed: std::sync::atomic::AtomicBool,
     pub(crate) serializer: Serializer,
     pub(crate) pool_size: usize,
     pub(crate) conns: tokio::sync::OnceCell<Vec<ConnectionManager>>,
@@ -74,6 +80,9 @@ impl RedisBackend {
         let prefix = format!("{base}:{}:", escape_app_id(app_id));
         Ok(Arc::new(RedisBackend {
             prefix,
+            apps_key: format!("{base}:apps"),
+            app_id: app_id.to_string(),
+            app_listed: std::sync::atomic::AtomicBool::new(false),
             settings,
             serializer,
             pool_size: options.pool_size.max(1),

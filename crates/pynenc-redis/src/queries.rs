@@ -314,6 +314,14 @@ impl Queries for RedisBackend {
         Ok(out)
     }
 
+    async fn app_ids(&self) -> Result<Vec<String>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SMEMBERS").arg(&self.apps_key);
+        let (mut ids,): (Vec<String>,) = self.query("SMEMBERS apps", &pipe).await?;
+        ids.sort();
+        Ok(ids)
+    }
+
     async fn lease(&self, name: &str) -> Result<Option<LeaseHolder>> {
         let v = self
             .script(&scripts().query, &[bytes("lease"), bytes(name)])

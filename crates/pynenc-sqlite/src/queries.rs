@@ -84,4 +84,8 @@ impl QueryTxn for SqliteTxn<'_> {
     fn get_lease(&mut self, name: &str) -> Result<Option<LeaseHolder>> {
         self.lease(name)
     }
+
+    fn app_ids(&mut self) -> Result<Vec<String>> {
+        self.apps()
+    }
 }

@@ -132,6 +132,27 @@ impl SqliteTxn<'_> {
             .collect()
     }
 
+    /// The ids of the apps of this file that have invocations, sorted (one
+    /// probe of the id index per app).
+    pub(crate) fn apps(&mut self) -> Result<Vec<String>> {
+        let op = "listing apps";
+        let mut stmt = self.stmt(
+            "SELECT a.app_id FROM apps AS a
+             WHERE EXISTS (SELECT 1 FROM invocations AS i INDEXED BY invocations_id WHERE i.app = a.app)
+             ORDER BY a.app_id",
+            op,
+            Key::None,
+        )?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.ctx.err(e, op, Key::None))?;
+        let mut found = Vec::new();
+        for row in rows {
+            found.push(row.map_err(|e| self.ctx.err(e, op, Key::None))?);
+        }
+        Ok(found)
+    }
+
     /// Takes or renews a lease (see [`pynenc_store::StoreTxn::try_lease`]).
     pub(crate) fn take_lease(
         &mut self,

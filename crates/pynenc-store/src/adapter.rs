@@ -400,4 +400,8 @@ impl<S: AtomicStore> Queries for TxnBackend<S> {
         let name = name.to_string();
         self.store.atomic(move |t| t.get_lease(&name)).await
     }
+
+    async fn app_ids(&self) -> Result<Vec<String>> {
+        self.store.atomic(|t| t.app_ids()).await
+    }
 }

@@ -210,4 +210,7 @@ pub trait QueryTxn {
     fn list_runners(&mut self) -> Result<Vec<RunnerInfo>>;
     /// The holder of a lease, if it is held.
     fn get_lease(&mut self, name: &str) -> Result<Option<LeaseHolder>>;
+    /// The ids of the apps that routed anything to this backend (this app
+    /// included once it has), sorted.
+    fn app_ids(&mut self) -> Result<Vec<String>>;
 }

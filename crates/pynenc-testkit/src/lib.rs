@@ -386,6 +386,7 @@ macro_rules! conformance_tests {
             q06_call_by_name,
             q07_bad_queries,
             q08_wait_for_status,
+            q09_app_ids,
             c01_cancel_waiting,
             c02_cancel_by_filter,
             c03_cancel_running,

@@ -42,4 +42,8 @@ pub trait Queries: Send + Sync {
 
     /// The holder of the lease `name`, if it is held.
     async fn lease(&self, name: &str) -> Result<Option<LeaseHolder>>;
+
+    /// The ids of the apps that routed anything to this backend (this app
+    /// included once it has), sorted: what an operator connects to.
+    async fn app_ids(&self) -> Result<Vec<String>>;
 }

@@ -520,3 +520,30 @@ pub async fn q08_wait_for_status(f: &dyn BackendFactory) {
     assert_eq!(done, InvocationStatus::Success);
     finish(&app, runner).await;
 }
+
+/// The apps of a backend: an app is listed once it routed a call, and no
+/// longer after its purge.
+pub async fn q09_app_ids(f: &dyn BackendFactory) {
+    let app = new_app(f, "q09", &[]);
+    let me = app.app_id().to_string();
+    let before = ok(app.inspect().apps().await, "apps before routing");
+    assert!(
+        !before.contains(&me),
+        "{me} listed before routing: {before:?}"
+    );
+    let runner = start_runner(&app, 1);
+    let inv = ok(add::call_on(&app, 1, 2).await, "call");
+    assert_eq!(ok(inv.result().await, "result"), 3);
+    let listed = ok(app.inspect().apps().await, "apps after routing");
+    assert!(listed.contains(&me), "{me} not listed: {listed:?}");
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted, "app ids come sorted");
+    runner.stop().await.ok();
+    ok(app.purge().await, "purge");
+    let after = ok(app.inspect().apps().await, "apps after purge");
+    assert!(
+        !after.contains(&me),
+        "{me} still listed after purge: {after:?}"
+    );
+}
