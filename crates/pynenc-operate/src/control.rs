@@ -2,6 +2,7 @@
 //! one new invocation) made by the engine, recorded with its actor.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use pynenc::Pynenc;
 use pynenc_model::{
@@ -55,10 +56,20 @@ pub struct Rerun {
 /// steps, so the history of each invocation records it with the actor
 /// ([`Controller::as_actor`]; `operator` by default). Get one with
 /// [`crate::Operate::control`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Controller {
     app: Pynenc,
     actor: RunnerId,
+    progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("app", &self.app.app_id())
+            .field("actor", &self.actor)
+            .finish()
+    }
 }
 
 impl Controller {
@@ -67,6 +78,21 @@ impl Controller {
         Controller {
             app: app.clone(),
             actor: RunnerId::from("operator"),
+            progress: None,
+        }
+    }
+
+    /// The same controller calling `f` with how many invocations each step
+    /// of an action by filter handled (a page cancelled, retried or
+    /// purged), for a progress display.
+    pub fn on_progress(mut self, f: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    fn report(&self, n: usize) {
+        if let Some(f) = &self.progress {
+            f(n as u64);
         }
     }
 
@@ -126,6 +152,7 @@ impl Controller {
         let mut report = CancelReport::default();
         let mut walk = Walk::new(query);
         while let Some(page) = self.next_page(&mut walk).await? {
+            self.report(page.len());
             for s in page {
                 if s.status.is_final() {
                     continue;
@@ -248,6 +275,7 @@ impl Controller {
         while let Some(page) = self.next_page(&mut walk).await? {
             for s in page {
                 out.push(self.rerun(&s.invocation_id).await?);
+                self.report(1);
             }
         }
         Ok(out)
@@ -284,7 +312,9 @@ impl Controller {
         let mut walk = Walk::new(&query);
         while let Some(page) = self.next_page(&mut walk).await? {
             let ids: Vec<InvocationId> = page.into_iter().map(|s| s.invocation_id).collect();
-            deleted += self.app.orchestrator().delete_final(&ids).await?;
+            let n = self.app.orchestrator().delete_final(&ids).await?;
+            self.report(n);
+            deleted += n;
         }
         info!(actor = %self.actor, deleted, "purge by filter");
         Ok(deleted)

@@ -122,7 +122,7 @@ pub use app::RedisOptions;
 #[cfg(feature = "sqlite")]
 pub use app::SqliteOptions;
 pub use app::{Backend, Pynenc, PynencBuilder};
-pub use conf::{BackendKind, PynencConfig, RunnerKind};
+pub use conf::{BackendKind, ConfigEntry, PynencConfig, RunnerKind};
 pub use context::{block_on, is_cancelled};
 pub use exceptions::{ConfigError, ConfigSource, PynencError, Result};
 pub use invocation::{Invocation, InvocationGroup, UntypedInvocation};

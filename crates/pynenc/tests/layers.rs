@@ -69,6 +69,7 @@ fn every_crate_depends_only_on_the_layers_below_it() {
             "pynenc-operate",
             &["pynenc-model", "pynenc-store", "pynenc"],
         ),
+        ("pynenc-cli", &["pynenc", "pynenc-operate"]),
         ("pynenc-testservers", &[]),
     ];
     for (krate, may_use) in allowed {

@@ -130,6 +130,34 @@ impl PynencBuilder {
         self.backend(Backend::Custom(Arc::new(factory)))
     }
 
+    /// The effective configuration this builder would build the app with
+    /// (files, environment and values set here), without opening the
+    /// backend: what a tool checks before it connects.
+    ///
+    /// # Errors
+    ///
+    /// A configuration value that cannot be accepted, naming its source and key.
+    pub fn config(&self) -> Result<PynencConfig> {
+        let mut loader = self.loader.clone();
+        if let Some(backend) = &self.backend {
+            for (key, value) in backend.config_values() {
+                loader = loader.value(key, value);
+            }
+        }
+        let mut conf = loader.load()?;
+        // process runners need a backend other processes reach: SQLite by default
+        if self.backend.is_none()
+            && conf.runner.kind.uses_processes()
+            && matches!(
+                conf.source_of("backend"),
+                None | Some(ConfigSource::Default)
+            )
+        {
+            conf.backend = BackendKind::Sqlite;
+        }
+        Ok(conf)
+    }
+
     /// Resolves the configuration, opens the backend, registers every task
     /// compiled into the binary (with per-task configuration applied) and
     /// returns the app. The first app built becomes the process default.
@@ -139,27 +167,10 @@ impl PynencBuilder {
     /// A configuration value that cannot be accepted (naming its source and
     /// key), invalid task options, or a backend that cannot be opened.
     pub fn build(self) -> Result<Pynenc> {
-        let mut loader = self.loader;
-        if let Some(backend) = &self.backend {
-            // what is set in code is what the effective configuration names
-            for (key, value) in backend.config_values() {
-                loader = loader.value(key, value);
-            }
-        }
-        let mut conf = loader.load()?;
+        let conf = self.config()?;
         let backend = match self.backend {
             Some(backend) => backend,
-            None => {
-                let defaulted = matches!(
-                    conf.source_of("backend"),
-                    None | Some(ConfigSource::Default)
-                );
-                if conf.runner.kind.uses_processes() && defaulted {
-                    // process runners need a backend other processes reach: SQLite by default
-                    conf.backend = BackendKind::Sqlite;
-                }
-                Backend::from_config(&conf)?
-            }
+            None => Backend::from_config(&conf)?,
         };
         let components = backend.open(&conf)?;
         let registry = register_tasks(&conf)?;

@@ -103,6 +103,17 @@ pub(crate) const TASK_SECTION: &str = "task";
 
 static DEFAULT_SOURCE: ConfigSource = ConfigSource::Default;
 
+/// One effective configuration value, as [`PynencConfig::described`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigEntry {
+    /// The key (`runner.max_parallel_slots`, `task."<task id>".<option>`).
+    pub key: String,
+    /// The value, secrets masked.
+    pub value: Value,
+    /// Where the value came from.
+    pub source: ConfigSource,
+}
+
 /// A per-task setting that names no task of this binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnmatchedTaskSetting {
@@ -144,29 +155,45 @@ impl PynencConfig {
         Some(self.sources.get(&field.key()).unwrap_or(&DEFAULT_SOURCE))
     }
 
-    /// The effective configuration, one line per field, global fields first
-    /// then by section, then the per-task overrides:
-    /// `runner.max_parallel_slots = 8    (environment variable PYNENC__RUNNER__MAX_PARALLEL_SLOTS)`.
-    /// Secrets (passwords) are shown as `***`.
-    pub fn describe(&self) -> String {
+    /// The effective configuration, one entry per field, global fields
+    /// first then by section, then the per-task overrides, each with where
+    /// its value came from. Secrets (passwords) are masked (`***`, or the
+    /// URL with its password masked).
+    pub fn described(&self) -> Vec<ConfigEntry> {
         let mut fields: Vec<&ConfigField> = FIELDS.iter().collect();
         fields.sort_by_key(|f| (!f.section.is_empty(), f.section));
-        let mut out = String::new();
+        let mut out = Vec::new();
         for field in fields {
             let mut value = field_value(self, field);
             if field.secret {
                 value = mask_secret(&value);
             }
             let source = self.sources.get(&field.key()).unwrap_or(&DEFAULT_SOURCE);
-            out.push_str(&format!("{} = {value}    ({source})\n", field.key()));
+            out.push(ConfigEntry {
+                key: field.key(),
+                value,
+                source: source.clone(),
+            });
         }
         for task in self.task_overrides.values() {
             for (option, (value, source)) in &task.options {
-                out.push_str(&format!(
-                    "{TASK_SECTION}.{}.{option} = {value}    ({source})\n",
-                    quote(&task.spelling)
-                ));
+                out.push(ConfigEntry {
+                    key: format!("{TASK_SECTION}.{}.{option}", quote(&task.spelling)),
+                    value: value.clone(),
+                    source: source.clone(),
+                });
             }
+        }
+        out
+    }
+
+    /// The effective configuration, one line per entry of
+    /// [`PynencConfig::described`]:
+    /// `runner.max_parallel_slots = 8    (environment variable PYNENC__RUNNER__MAX_PARALLEL_SLOTS)`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for e in self.described() {
+            out.push_str(&format!("{} = {}    ({})\n", e.key, e.value, e.source));
         }
         out
     }
