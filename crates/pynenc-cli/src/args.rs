@@ -71,7 +71,8 @@ pub enum Command {
     /// Start a runner with this program's tasks (embedded form only).
     #[command(subcommand)]
     Runner(RunnerCommand),
-    /// Call a task by its id with JSON arguments (embedded form only).
+    /// Call a task by its id with JSON arguments (standalone: a task with
+    /// invocations stored and no concurrency control).
     Call(CallArgs),
     /// List invocations, newest first, with filters and pages.
     List(ListArgs),

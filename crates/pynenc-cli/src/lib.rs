@@ -25,7 +25,8 @@
 //!   [`execute`].
 //! - **Standalone**: the `pynenc` binary of this crate (`cargo install
 //!   pynenc-cli`) operates any app on a SQLite file or a Redis server
-//!   without its code — everything but starting runners and calling tasks.
+//!   without its code — everything but starting runners (a call by name
+//!   is checked against the task's stored invocations).
 //!
 //! ```text
 //! pynenc --sqlite-path app.db --app shop list --status failed --since 1h

@@ -331,6 +331,58 @@ async fn every_command(dir: &Path, conn: &[&str], app: &Pynenc) {
         "app 'nobody' has no data",
     );
     fails(dir, &[conn, &["runner", "start"]].concat(), 2, "embedded");
+
+    // standalone call: by the task's stored invocations
+    let called = json(
+        dir,
+        conn,
+        &[
+            "call",
+            add::task().task_id(),
+            "--arg",
+            "x=2",
+            "--arg",
+            "y=3",
+        ],
+    );
+    let id = pynenc::InvocationId::parse(called["invocation_id"].as_str().unwrap()).unwrap();
+    let record = app.state_backend().get_invocation(&id).await.unwrap();
+    assert_eq!(record.call.arguments.get("y"), Some("3"));
+    let queued_now = json(dir, conn, &["queue"])["depth"].as_u64();
+    fails(
+        dir,
+        &[
+            conn,
+            &[
+                "call",
+                add::task().task_id(),
+                "--arg",
+                "x=2",
+                "--arg",
+                "z=3",
+            ],
+        ]
+        .concat(),
+        2,
+        "unknown [z], missing [y]",
+    );
+    fails(
+        dir,
+        &[conn, &["call", "no::such", "--arg", "x=1"]].concat(),
+        2,
+        "'no::such' is neither registered",
+    );
+    fails(
+        dir,
+        &[conn, &["call", add::task().task_id(), "--arg", "x=two"]].concat(),
+        2,
+        "is not JSON",
+    );
+    assert_eq!(
+        json(dir, conn, &["queue"])["depth"].as_u64(),
+        queued_now,
+        "bad calls routed nothing"
+    );
 }
 
 fn tempdir() -> tempfile::TempDir {

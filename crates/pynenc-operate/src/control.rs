@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pynenc::Pynenc;
 use pynenc_model::{
     CancelOutcome, InvocationId, InvocationQuery, InvocationStatus, InvocationSummary, Order,
-    RouteOutcome, RouteRequest, RunnerId, TimeRange, Timestamp, MAX_PAGE_SIZE,
+    RouteOutcome, RouteRequest, RunnerId, TaskId, TimeRange, Timestamp, MAX_PAGE_SIZE,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -238,6 +238,104 @@ impl Controller {
         };
         info!(invocation_id = %id, rerun = %new, actor = %self.actor, "rerun");
         Ok(Rerun { original: *id, new })
+    }
+
+    /// Routes a call of `task_id` with JSON arguments from a program that
+    /// does not have the task (a standalone command line): the task is
+    /// known by its stored invocations, the newest of which gives the
+    /// parameter names to check against. A task with concurrency control is
+    /// refused (its keys come from options only its program has).
+    ///
+    /// # Errors
+    ///
+    /// [`OperateError::Invalid`] for a task with no stored invocation, an
+    /// argument it has no parameter for or a parameter with no argument, a
+    /// task with concurrency control, or a value that does not serialize;
+    /// routing failed. Nothing is routed then.
+    pub async fn call_by_stored_name(
+        &self,
+        task_id: &TaskId,
+        arguments: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<InvocationId> {
+        let newest = Inspector::new(&self.app)
+            .list(&InvocationQuery {
+                task_ids: vec![task_id.clone()],
+                limit: 1,
+                ..InvocationQuery::new()
+            })
+            .await?
+            .items
+            .pop()
+            .ok_or_else(|| {
+                OperateError::invalid(
+                    "task",
+                    format!("no invocation of '{task_id}' is stored, so its parameters are unknown here: call it from the program that defines it"),
+                )
+            })?;
+        let record = self
+            .app
+            .state_backend()
+            .get_invocation(&newest.invocation_id)
+            .await?;
+        let c = &record.concurrency;
+        if c.registration_key.is_some() || c.running_key.is_some() {
+            return Err(OperateError::invalid(
+                "task",
+                format!("'{task_id}' has concurrency control, whose keys only its program computes: call it from there"),
+            ));
+        }
+        let params: Vec<&str> = record.call.arguments.serialized().map(|(k, _)| k).collect();
+        let unknown: Vec<&str> = arguments
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !params.contains(k))
+            .collect();
+        let missing: Vec<&str> = params
+            .iter()
+            .copied()
+            .filter(|p| !arguments.contains_key(*p))
+            .collect();
+        if !unknown.is_empty() || !missing.is_empty() {
+            return Err(OperateError::invalid(
+                "arguments",
+                format!(
+                    "'{task_id}' takes ({}): unknown [{}], missing [{}]",
+                    params.join(", "),
+                    unknown.join(", "),
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let serializer = self.app.serializer();
+        let mut args = pynenc_model::Arguments::new();
+        for (name, value) in arguments {
+            args.insert(serializer, name, value)
+                .map_err(|e| OperateError::invalid("arguments", e.to_string()))?;
+        }
+        let request = RouteRequest {
+            print_arguments: self.app.conf().print_arguments,
+            ..RouteRequest::new(
+                pynenc_model::Call::new(task_id.clone(), args),
+                self.actor.clone(),
+            )
+        };
+        let outcome = self
+            .app
+            .orchestrator()
+            .route_calls(vec![request])
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                OperateError::Store(pynenc_store::StoreError::backend(
+                    "orchestrator",
+                    "route_calls returned no outcome for a call by name",
+                ))
+            })?;
+        let id = match outcome {
+            RouteOutcome::New(r) | RouteOutcome::Reused { record: r, .. } => r.invocation_id,
+        };
+        info!(task_id = %task_id, invocation_id = %id, actor = %self.actor, "called by stored name");
+        Ok(id)
     }
 
     /// Retries a `FAILED` invocation now: a rerun of its call.

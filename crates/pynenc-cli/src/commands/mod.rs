@@ -25,23 +25,25 @@ pub(crate) async fn run(cli: Cli, builder: PynencBuilder, form: Form) -> Result<
     let need = match &cli.command {
         Command::Config => return info::config(&out, &builder),
         Command::Status(StatusCommand::Graph(g)) => return info::graph(&out, g.mermaid),
-        Command::Runner(_) | Command::Call(_) => {
+        Command::Runner(_) => {
             if form == Form::Standalone {
                 return Err(CliError::Usage(
-                    "`runner` and `call` need the program's tasks: run them from your program's \
-                     embedded command line (pynenc_cli::run_if_requested)"
+                    "`runner` needs the program's tasks: run it from your program's embedded \
+                     command line (pynenc_cli::run_if_requested)"
                         .into(),
                 ));
             }
             Need::MayCreate
         }
+        Command::Call(_) if form == Form::Standalone => Need::ExistingApp,
+        Command::Call(_) => Need::MayCreate,
         Command::Apps => Need::ExistingBackend,
         _ => Need::ExistingApp,
     };
     let app = connect::open(builder, form, need).await?;
     match cli.command {
         Command::Runner(RunnerCommand::Start(_)) => run::runner_start(&out, &app).await,
-        Command::Call(a) => run::call(&out, &app, &a).await,
+        Command::Call(a) => run::call(&out, &app, &a, form).await,
         Command::List(a) => listing::list(&out, &app, &a).await,
         Command::Show(a) => invocation::show(&out, &app, &a.id).await,
         Command::Tree(a) => invocation::tree(&out, &app, &a).await,

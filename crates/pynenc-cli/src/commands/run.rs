@@ -1,13 +1,16 @@
-//! `runner start` and `call`: the embedded form's commands, which need the
-//! program's own tasks.
+//! `runner start` (the embedded form's: it needs the program's tasks) and
+//! `call` (by the program's tasks, or standalone by the task's stored
+//! invocations).
 
 use std::time::Duration;
 
-use pynenc::{BackendKind, Pynenc, PynencBuilder, ThreadRunner};
+use pynenc::{BackendKind, Pynenc, PynencBuilder, TaskId, ThreadRunner};
+use pynenc_operate::Operate;
 use serde_json::{json, Map, Value};
 use tracing::info;
 
 use crate::args::{CallArgs, RunnerStartArgs};
+use crate::connect::Form;
 use crate::error::{CliError, Result};
 use crate::filters;
 use crate::output::{line, Out};
@@ -90,7 +93,7 @@ fn arguments(args: &[String]) -> Result<Map<String, Value>> {
 /// `call <task>`: routes a call by task id; with `--wait` (always on the
 /// in-memory backend, where only this process can run it) waits for the
 /// result, running it in this process when the backend lives here.
-pub(crate) async fn call(out: &Out, app: &Pynenc, a: &CallArgs) -> Result<()> {
+pub(crate) async fn call(out: &Out, app: &Pynenc, a: &CallArgs, form: Form) -> Result<()> {
     let args = arguments(&a.args)?;
     let timeout = a
         .timeout
@@ -98,7 +101,17 @@ pub(crate) async fn call(out: &Out, app: &Pynenc, a: &CallArgs) -> Result<()> {
         .map(|t| filters::duration("--timeout", t))
         .transpose()?;
     let in_process = app.conf().backend == BackendKind::Memory;
-    let inv = app.call_by_name(&a.task, &args).await?;
+    let inv = match form {
+        Form::Embedded => app.call_by_name(&a.task, &args).await?,
+        Form::Standalone => {
+            // the task is not in this binary: known by its stored invocations
+            let id = app
+                .control()
+                .call_by_stored_name(&TaskId::from(a.task.as_str()), &args)
+                .await?;
+            app.invocation(&id).await?
+        }
+    };
     let id = *inv.invocation_id();
     if !(a.wait || in_process) {
         if out.json {
