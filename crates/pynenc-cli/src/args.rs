@@ -90,8 +90,9 @@ pub enum Command {
     Apps,
     /// Cancel invocations by id or by filter.
     Cancel(CancelArgs),
-    /// Run invocations again: a new invocation of the same call, linked to the original.
-    Rerun(IdsArg),
+    /// Run invocations again, by id or by filter: a new invocation of the
+    /// same call, linked to the original.
+    Rerun(RerunArgs),
     /// Retry FAILED invocations now, by id or by filter.
     RetryFailed(RetryArgs),
     /// Delete ended invocations by filter (shows what will go and asks first).
@@ -214,14 +215,6 @@ pub struct IdArg {
     pub id: String,
 }
 
-/// Invocation ids.
-#[derive(Debug, Args)]
-pub struct IdsArg {
-    /// The invocation ids.
-    #[arg(required = true)]
-    pub ids: Vec<String>,
-}
-
 /// `tree`
 #[derive(Debug, Args)]
 pub struct TreeArgs {
@@ -248,6 +241,16 @@ pub struct CancelArgs {
     /// Cancel their descendants too.
     #[arg(long)]
     pub children: bool,
+    /// The filters (when no id is given; at least one is needed).
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `rerun`
+#[derive(Debug, Args)]
+pub struct RerunArgs {
+    /// The invocation ids (or use the filters).
+    pub ids: Vec<String>,
     /// The filters (when no id is given; at least one is needed).
     #[command(flatten)]
     pub filter: FilterArgs,

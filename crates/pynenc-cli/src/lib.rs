@@ -60,7 +60,7 @@ use pynenc::PynencBuilder;
 
 pub use args::{
     BackendArg, CallArgs, CancelArgs, Cli, Command, Connection, FilterArgs, GraphArgs, IdArg,
-    IdsArg, KindArg, ListArgs, PurgeArgs, QueueArgs, RetryArgs, RunnerCommand, RunnerStartArgs,
+    KindArg, ListArgs, PurgeArgs, QueueArgs, RerunArgs, RetryArgs, RunnerCommand, RunnerStartArgs,
     StatusCommand, TreeArgs, WatchArgs, EXIT_CODES,
 };
 pub use connect::Form;

@@ -41,6 +41,14 @@ fn pynenc(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn run(exe: &Path, dir: &Path, args: &[&str]) -> Output {
+    command(exe, dir, args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()))
+}
+
+/// `exe args` in `dir`, without the caller's `PYNENC__…` variables and
+/// without colour.
+fn command(exe: &Path, dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args(args).current_dir(dir).stdin(Stdio::null());
     for (k, _) in std::env::vars_os() {
@@ -48,9 +56,8 @@ fn run(exe: &Path, dir: &Path, args: &[&str]) -> Output {
             cmd.env_remove(k);
         }
     }
-    cmd.env("NO_COLOR", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()))
+    cmd.env("NO_COLOR", "1");
+    cmd
 }
 
 fn stdout(o: &Output) -> String {
@@ -138,6 +145,16 @@ async fn every_command(dir: &Path, conn: &[&str], app: &Pynenc) {
     assert!(rest["next"].is_null());
     let failed = json(dir, conn, &["list", "--status", "failed"]);
     assert_eq!(failed["items"][0]["invocation_id"], failed_id.as_str());
+    let owner = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["invocation_id"] == fan_id.as_str())
+        .and_then(|i| i["owner"].as_str())
+        .expect("the runner that ran the fan-out")
+        .to_string();
+    let owned = json(dir, conn, &["list", "--runner", &owner]);
+    assert_eq!(owned["items"].as_array().unwrap().len(), 5, "{owned}");
     let children = json(dir, conn, &["list", "--parent", &fan_id]);
     assert_eq!(children["items"].as_array().unwrap().len(), 3);
     let recent = json(
@@ -237,6 +254,15 @@ async fn every_command(dir: &Path, conn: &[&str], app: &Pynenc) {
         &["retry-failed", "--task", refuse::task().task_id()],
     );
     assert_eq!(retried["retried"].as_array().unwrap().len(), 1);
+    // rerun by filter: the two cancelled additions, once each
+    let by_filter = json(dir, conn, &["rerun", "--status", "cancelled"]);
+    let originals: Vec<&str> = by_filter["rerun"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["original"].as_str().unwrap())
+        .collect();
+    assert_eq!(originals, vec![queued[0].as_str(), queued[1].as_str()]);
 
     // purge: refused when piped without --yes, then done with it
     let before = json(
@@ -282,55 +308,41 @@ async fn every_command(dir: &Path, conn: &[&str], app: &Pynenc) {
     assert!(v["counts"]["cancelled"].as_u64() == Some(2), "{v}");
 
     // bad input: clear errors, documented codes
-    fails(
-        dir,
-        &[conn, &["show", "0661e8c1ba395d7720446a580bd0193f"]].concat(),
-        3,
-        "not found",
-    );
-    fails(
-        dir,
-        &[conn, &["show", "nope"]].concat(),
-        2,
-        "'nope' is not an invocation id",
-    );
-    fails(
-        dir,
-        &[conn, &["list", "--task", "no::such"]].concat(),
-        2,
-        "'no::such' is neither registered",
-    );
-    fails(
-        dir,
-        &[conn, &["list", "--status", "done"]].concat(),
-        2,
-        "'done' is not a status",
-    );
-    fails(
-        dir,
-        &[conn, &["list", "--since", "yesterday"]].concat(),
-        2,
-        "--since 'yesterday'",
-    );
-    fails(
-        dir,
-        &[conn, &["list", "--limit", "5000"]].concat(),
-        2,
-        "page cap",
-    );
-    fails(
-        dir,
-        &[conn, &["list", "--frobnicate"]].concat(),
-        2,
-        "--frobnicate",
-    );
+    let bad: &[(&[&str], i32, &str)] = &[
+        (
+            &["show", "0661e8c1ba395d7720446a580bd0193f"],
+            3,
+            "not found",
+        ),
+        (&["show", "nope"], 2, "'nope' is not an invocation id"),
+        (
+            &["list", "--task", "no::such"],
+            2,
+            "'no::such' is neither registered",
+        ),
+        (&["list", "--status", "done"], 2, "'done' is not a status"),
+        (&["list", "--since", "yesterday"], 2, "--since 'yesterday'"),
+        (&["list", "--limit", "5000"], 2, "page cap"),
+        (&["list", "--frobnicate"], 2, "--frobnicate"),
+        (&["list", "--after", "c1.nope"], 2, "invalid cursor"),
+        (&["cancel"], 2, "cancel what?"),
+        (&["rerun"], 2, "rerun what?"),
+        (
+            &["purge", "--status", "running", "--yes"],
+            2,
+            "ended invocations only",
+        ),
+        (&["runner", "start"], 2, "embedded"),
+    ];
+    for (args, code, needle) in bad {
+        fails(dir, &[conn, args].concat(), *code, needle);
+    }
     fails(
         dir,
         &[&conn[..2], &["--app", "nobody", "list"]].concat(),
         3,
         "app 'nobody' has no data",
     );
-    fails(dir, &[conn, &["runner", "start"]].concat(), 2, "embedded");
 
     // standalone call: by the task's stored invocations
     let called = json(
@@ -400,6 +412,56 @@ async fn every_command_on_sqlite() {
         .expect("app");
     let db_text = db.display().to_string();
     every_command(dir.path(), &["--sqlite-path", &db_text, "--app", APP], &app).await;
+
+    // the configuration layers: a file given with --config, then PYNENC__ variables
+    let toml = dir.path().join("shop.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "app_id = \"{APP}\"\nbackend = \"sqlite\"\n\n[sqlite]\nsqlite_path = {db_text:?}\n"
+        ),
+    )
+    .unwrap();
+    let by_file = json(
+        dir.path(),
+        &["--config", &toml.display().to_string()],
+        &["tasks"],
+    );
+    assert!(
+        !by_file["tasks"].as_array().unwrap().is_empty(),
+        "{by_file}"
+    );
+    let o = command(
+        Path::new(env!("CARGO_BIN_EXE_pynenc")),
+        dir.path(),
+        &["queue", "--json"],
+    )
+    .env("PYNENC__BACKEND", "sqlite")
+    .env("PYNENC__SQLITE__SQLITE_PATH", &db_text)
+    .env("PYNENC__APP_ID", APP)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let by_env: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(by_env["depth"].is_u64(), "{by_env}");
+    let conf = json(
+        dir.path(),
+        &["--config", &toml.display().to_string()],
+        &["config"],
+    );
+    let source = conf["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == "sqlite.sqlite_path")
+        .map(|e| e["source"].as_str().unwrap().to_string());
+    assert_eq!(source, Some(format!("file {}", toml.display())));
+    fails(
+        dir.path(),
+        &["--config", "nope.toml", "list"],
+        5,
+        "nope.toml does not exist",
+    );
 
     // a missing file is an error and is not created
     let missing = dir.path().join("missing.db");
@@ -603,13 +665,28 @@ fn the_embedded_form_calls_tasks_and_runs_a_runner() {
             &db,
             "runner",
             "start",
-            "--slots",
+            "--kind",
+            "persistent-process",
+            "--processes",
             "2",
+            "--json",
         ])
         .current_dir(dir.path())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("runner");
+    // --json: one document on stdout when it starts
+    let mut started = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(runner.stdout.as_mut().unwrap()),
+        &mut started,
+    )
+    .unwrap();
+    let started: Value = serde_json::from_str(&started).expect("the start as JSON");
+    assert_eq!(started["kind"], "persistent_process");
+    assert_eq!(started["backend"], "sqlite");
+    let runner_id = started["runner_id"].as_str().unwrap().to_string();
     let mut done = false;
     for _ in 0..100 {
         let shown = json(
@@ -624,6 +701,19 @@ fn the_embedded_form_calls_tasks_and_runs_a_runner() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let listed = json(
+        dir.path(),
+        &["--sqlite-path", &db, "--app", "shop"],
+        &["runners"],
+    );
+    let me = listed["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["info"]["runner_id"] == runner_id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{runner_id} not listed: {listed}"));
+    assert_eq!(me["info"]["kind"], "persistent_process");
     let pid = runner.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let status = runner.wait().expect("runner exit");
@@ -721,4 +811,92 @@ fn help_texts_match_their_snapshots() {
             );
         }
     }
+}
+
+/// Runs the standalone binary in a pseudo-terminal (`script`, from
+/// util-linux) with `input` typed in; its exit code and what the terminal
+/// showed. `None` when `script` is not installed.
+fn in_terminal(dir: &Path, args: &[&str], input: &str) -> Option<(Option<i32>, String)> {
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_pynenc"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let mut child = Command::new("script")
+        .args(["-qfec", &quoted.join(" "), "/dev/null"])
+        .current_dir(dir)
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    std::io::Write::write_all(child.stdin.as_mut()?, input.as_bytes()).ok()?;
+    let o = child.wait_with_output().ok()?;
+    Some((o.status.code(), stdout(&o)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_gets_colour_and_a_purge_asks_first() {
+    let dir = tempdir();
+    let db = dir.path().join("tty.db");
+    let app = Pynenc::builder()
+        .app_id(APP)
+        .sqlite(&db)
+        .build()
+        .expect("app");
+    seed(&app).await;
+    let db_text = db.display().to_string();
+    let conn = ["--sqlite-path", db_text.as_str(), "--app", APP];
+    let Some((code, shown)) = in_terminal(dir.path(), &[&conn[..], &["list"]].concat(), "") else {
+        eprintln!("skipped: `script` (util-linux) is needed for a pseudo-terminal");
+        return;
+    };
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("\x1b[32mSUCCESS\x1b[0m"),
+        "no colour on a terminal: {shown}"
+    );
+    // piped, without NO_COLOR: no colour
+    let piped = command(
+        Path::new(env!("CARGO_BIN_EXE_pynenc")),
+        dir.path(),
+        &[&conn[..], &["list"]].concat(),
+    )
+    .env_remove("NO_COLOR")
+    .output()
+    .unwrap();
+    assert!(
+        !stdout(&piped).contains('\x1b'),
+        "colour in a pipe: {}",
+        stdout(&piped)
+    );
+
+    // the purge shows what will go and asks; "n" deletes nothing
+    let purge = [&conn[..], &["purge", "--status", "success"]].concat();
+    let (code, shown) = in_terminal(dir.path(), &purge, "n\n").unwrap();
+    assert_eq!(code, Some(4), "{shown}");
+    assert!(
+        shown.contains("delete 4 invocations (records, results, histories)? [y/N]"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("not confirmed: nothing was deleted"),
+        "{shown}"
+    );
+    assert_eq!(
+        json(dir.path(), &conn, &["list", "--status", "success"])["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let (code, shown) = in_terminal(dir.path(), &purge, "y\n").unwrap();
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("4 invocations deleted"), "{shown}");
+    assert!(
+        json(dir.path(), &conn, &["list", "--status", "success"])["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }

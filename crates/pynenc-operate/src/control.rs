@@ -221,21 +221,7 @@ impl Controller {
             rerun_of: Some(*id),
             ..RouteRequest::new(record.call.clone(), self.actor.clone())
         };
-        let outcome = self
-            .app
-            .orchestrator()
-            .route_calls(vec![request])
-            .await?
-            .pop()
-            .ok_or_else(|| {
-                OperateError::Store(pynenc_store::StoreError::backend(
-                    "orchestrator",
-                    "route_calls returned no outcome for a rerun",
-                ))
-            })?;
-        let new = match outcome {
-            RouteOutcome::New(r) | RouteOutcome::Reused { record: r, .. } => r.invocation_id,
-        };
+        let new = self.route_one(request).await?;
         info!(invocation_id = %id, rerun = %new, actor = %self.actor, "rerun");
         Ok(Rerun { original: *id, new })
     }
@@ -319,6 +305,13 @@ impl Controller {
                 self.actor.clone(),
             )
         };
+        let id = self.route_one(request).await?;
+        info!(task_id = %task_id, invocation_id = %id, actor = %self.actor, "called by stored name");
+        Ok(id)
+    }
+
+    /// Routes one request; the id of the invocation it made (or reused).
+    async fn route_one(&self, request: RouteRequest) -> Result<InvocationId> {
         let outcome = self
             .app
             .orchestrator()
@@ -328,14 +321,12 @@ impl Controller {
             .ok_or_else(|| {
                 OperateError::Store(pynenc_store::StoreError::backend(
                     "orchestrator",
-                    "route_calls returned no outcome for a call by name",
+                    "route_calls returned no outcome for a request",
                 ))
             })?;
-        let id = match outcome {
+        Ok(match outcome {
             RouteOutcome::New(r) | RouteOutcome::Reused { record: r, .. } => r.invocation_id,
-        };
-        info!(task_id = %task_id, invocation_id = %id, actor = %self.actor, "called by stored name");
-        Ok(id)
+        })
     }
 
     /// Retries a `FAILED` invocation now: a rerun of its call.
@@ -355,21 +346,16 @@ impl Controller {
         self.rerun(id).await
     }
 
-    /// Retries every `FAILED` invocation matching `query` (its status
-    /// filter is replaced by `FAILED`).
+    /// Reruns every invocation matching `query`, whatever its status.
     ///
     /// # Errors
     ///
-    /// An invalid query; the backend failed (what was retried stays retried).
-    pub async fn retry_failed_matching(&self, query: &InvocationQuery) -> Result<Vec<Rerun>> {
-        let query = InvocationQuery {
-            statuses: vec![InvocationStatus::Failed],
-            ..query.clone()
-        };
+    /// An invalid query; the backend failed (what was rerun stays rerun).
+    pub async fn rerun_matching(&self, query: &InvocationQuery) -> Result<Vec<Rerun>> {
         let mut out = Vec::new();
-        // the reruns are newer than the walk: a rerun that fails again is
-        // not retried again by this call
-        let mut walk = Walk::new(&query);
+        // the walk ends at its start time: the reruns made by this call are
+        // newer, so none is rerun again
+        let mut walk = Walk::new(query);
         while let Some(page) = self.next_page(&mut walk).await? {
             for s in page {
                 out.push(self.rerun(&s.invocation_id).await?);
@@ -377,6 +363,20 @@ impl Controller {
             }
         }
         Ok(out)
+    }
+
+    /// Retries every `FAILED` invocation matching `query` (its status
+    /// filter is replaced by `FAILED`).
+    ///
+    /// # Errors
+    ///
+    /// An invalid query; the backend failed (what was retried stays retried).
+    pub async fn retry_failed_matching(&self, query: &InvocationQuery) -> Result<Vec<Rerun>> {
+        self.rerun_matching(&InvocationQuery {
+            statuses: vec![InvocationStatus::Failed],
+            ..query.clone()
+        })
+        .await
     }
 
     /// The final invocations a purge of `query` would delete (at most `max`).

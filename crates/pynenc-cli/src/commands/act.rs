@@ -10,7 +10,7 @@ use pynenc::{InvocationId, InvocationStatus, Pynenc, TaskId, Timestamp};
 use pynenc_operate::{parse_statuses, CancelReport, Controller, Operate, Rerun};
 use serde_json::json;
 
-use crate::args::{CancelArgs, PurgeArgs, RetryArgs};
+use crate::args::{CancelArgs, PurgeArgs, RerunArgs, RetryArgs};
 use crate::commands::listing::summaries;
 use crate::error::{CliError, Result};
 use crate::filters::{self, invocation_id};
@@ -100,19 +100,33 @@ fn print_reruns(out: &Out, reruns: &[Rerun], verb: &str) -> Result<()> {
 }
 
 /// `rerun`.
-pub(crate) async fn rerun(out: &Out, app: &Pynenc, texts: &[String]) -> Result<()> {
-    let ids = ids(texts)?;
-    // every id must exist before anything is routed
-    for id in &ids {
-        app.orchestrator()
-            .get_status(id)
-            .await
-            .map_err(pynenc::PynencError::from)?;
-    }
-    let mut reruns = Vec::new();
-    for id in &ids {
-        reruns.push(app.control().rerun(id).await?);
-    }
+pub(crate) async fn rerun(out: &Out, app: &Pynenc, a: &RerunArgs) -> Result<()> {
+    let reruns = if a.ids.is_empty() {
+        if !filters::any(&a.filter) {
+            return Err(CliError::Usage(
+                "rerun what? give invocation ids, or filters (--task, --status, --since...)".into(),
+            ));
+        }
+        let query = filters::query(&a.filter)?;
+        let progress = Progress::start("rerun", out.json);
+        let r = controller(app, &progress).rerun_matching(&query).await;
+        progress.finish();
+        r?
+    } else {
+        let ids = ids(&a.ids)?;
+        // every id must exist before anything is routed
+        for id in &ids {
+            app.orchestrator()
+                .get_status(id)
+                .await
+                .map_err(pynenc::PynencError::from)?;
+        }
+        let mut reruns = Vec::new();
+        for id in &ids {
+            reruns.push(app.control().rerun(id).await?);
+        }
+        reruns
+    };
     print_reruns(out, &reruns, "rerun")
 }
 
@@ -192,6 +206,15 @@ fn purge_query(a: &PurgeArgs) -> Result<InvocationQuery> {
     Ok(q)
 }
 
+/// `1 invocation`, `2 invocations`.
+fn invocations(n: usize) -> String {
+    if n == 1 {
+        "1 invocation".into()
+    } else {
+        format!("{n} invocations")
+    }
+}
+
 fn final_statuses() -> Vec<InvocationStatus> {
     ALL_STATUSES
         .iter()
@@ -223,30 +246,24 @@ pub(crate) async fn purge(out: &Out, app: &Pynenc, a: &PurgeArgs) -> Result<()> 
         return line("nothing to purge");
     }
     let many = if at_least {
-        format!("{count} or more")
+        format!("{count} or more invocations")
     } else {
-        count.to_string()
+        invocations(count)
     };
     if !a.yes {
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {
             return Err(CliError::Refused(format!(
-                "a purge would delete {many} invocations; not on a terminal, so pass --yes to confirm (nothing was deleted)"
+                "a purge would delete {many}; not on a terminal, so pass --yes to confirm (nothing was deleted)"
             )));
         }
         let preview = app.control().purge_preview(&q, PREVIEW).await?;
         eprintln!("{}", summaries(out, &preview).render(out));
         if count > preview.len() {
-            eprintln!(
-                "… and {} more",
-                if at_least {
-                    many.clone()
-                } else {
-                    (count - preview.len()).to_string()
-                }
-            );
+            let rest = count - preview.len();
+            eprintln!("… and {rest}{} more", if at_least { " or" } else { "" });
         }
-        eprint!("delete {many} ended invocations (records, results, histories)? [y/N] ");
+        eprint!("delete {many} (records, results, histories)? [y/N] ");
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         stdin
@@ -266,5 +283,5 @@ pub(crate) async fn purge(out: &Out, app: &Pynenc, a: &PurgeArgs) -> Result<()> 
     if out.json {
         return out.json(&json!({ "deleted": deleted }));
     }
-    line(&format!("{deleted} invocations deleted"))
+    line(&format!("{} deleted", invocations(deleted)))
 }

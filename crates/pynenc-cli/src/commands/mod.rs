@@ -52,7 +52,7 @@ pub(crate) async fn run(cli: Cli, builder: PynencBuilder, form: Form) -> Result<
         Command::Queue(a) => listing::queue(&out, &app, a.next).await,
         Command::Apps => listing::apps(&out, &app).await,
         Command::Cancel(a) => act::cancel(&out, &app, &a).await,
-        Command::Rerun(a) => act::rerun(&out, &app, &a.ids).await,
+        Command::Rerun(a) => act::rerun(&out, &app, &a).await,
         Command::RetryFailed(a) => act::retry_failed(&out, &app, &a).await,
         Command::Purge(a) => act::purge(&out, &app, &a).await,
         Command::Watch(a) => watch::watch(&out, &app, &a).await,

@@ -43,12 +43,16 @@ pub(crate) async fn runner_start(out: &Out, app: &Pynenc) -> Result<()> {
     let conf = app.conf();
     info!(runner_id = %id, kind = conf.runner.kind.name(), app_id = %app.app_id(), "runner starting");
     if out.json {
-        out.json(&json!({
-            "runner_id": id,
-            "kind": conf.runner.kind.name(),
-            "app_id": app.app_id(),
-            "backend": conf.backend.name(),
-        }))?;
+        // one line: the process goes on running after it
+        line(
+            &json!({
+                "runner_id": id,
+                "kind": conf.runner.kind.name(),
+                "app_id": app.app_id(),
+                "backend": conf.backend.name(),
+            })
+            .to_string(),
+        )?;
     } else {
         eprintln!(
             "runner {id} ({}) of app '{}' on {}: Ctrl-C or SIGTERM stops it",

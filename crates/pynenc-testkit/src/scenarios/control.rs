@@ -1,5 +1,6 @@
 //! The control API: cancel, rerun, retry, purge by filter, retention.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use pynenc::model::{CancelOutcome, InvocationQuery};
@@ -220,6 +221,25 @@ pub async fn c04_rerun_and_retry(f: &dyn BackendFactory) {
     for r in &reruns {
         let h = ok(app.invocation(&r.new).await, "handle");
         assert_eq!(ok(h.wait().await, "wait"), InvocationStatus::Failed);
+    }
+    // rerun by filter: both SUCCESS of add, once each (the reruns it makes
+    // are not rerun again)
+    let add_query = InvocationQuery {
+        task_ids: vec![TaskId::from(add::task().task_id())],
+        statuses: vec![InvocationStatus::Success],
+        ..InvocationQuery::new()
+    };
+    let reruns = ok(control.rerun_matching(&add_query).await, "rerun by filter");
+    let originals: HashSet<InvocationId> = reruns.iter().map(|r| r.original).collect();
+    assert_eq!(
+        originals,
+        HashSet::from([*good.invocation_id(), rerun.new]),
+        "{reruns:?}"
+    );
+    for r in &reruns {
+        let h = ok(app.invocation_as::<i64>(&r.new).await, "handle");
+        assert_eq!(ok(h.result().await, "rerun result"), 21);
+        assert_eq!(h.rerun_of(), Some(&r.original));
     }
     finish(&app, runner).await;
 }
