@@ -128,10 +128,7 @@ pub(crate) async fn open(builder: PynencBuilder, form: Form, need: Need) -> Resu
     debug!(app_id = %app.app_id(), backend = conf.backend.name(), "connected");
     if need == Need::ExistingApp && conf.backend != BackendKind::Memory {
         let apps = app.inspect().apps().await?;
-        // the counters decide when the list of apps missed it (a purge by
-        // another process while this app's runners kept routing)
-        if !apps.iter().any(|a| a == app.app_id()) && app.inspect().counts(&[]).await?.total() == 0
-        {
+        if !apps.iter().any(|a| a == app.app_id()) {
             let found = if apps.is_empty() {
                 "none".to_string()
             } else {

@@ -55,17 +55,21 @@ pub fn time(flag: &str, text: &str) -> Result<Timestamp> {
     Ok(Timestamp::from_micros(parsed.timestamp_micros()))
 }
 
-/// The query of a set of filters (newest first, the operate layer's
-/// default page size).
-pub fn query(f: &FilterArgs) -> Result<InvocationQuery> {
-    let mut q = InvocationQuery::new();
-    q.task_ids = f
-        .tasks
+/// Task ids as given with `--task` (blanks dropped).
+pub fn task_ids(given: &[String]) -> Vec<TaskId> {
+    given
         .iter()
         .map(|t| t.trim())
         .filter(|t| !t.is_empty())
         .map(TaskId::from)
-        .collect();
+        .collect()
+}
+
+/// The query of a set of filters (newest first, the operate layer's
+/// default page size).
+pub fn query(f: &FilterArgs) -> Result<InvocationQuery> {
+    let mut q = InvocationQuery::new();
+    q.task_ids = task_ids(&f.tasks);
     if let Some(s) = &f.status {
         q.statuses = parse_statuses(s)?;
     }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use pynenc::Pynenc;
 use pynenc_model::{
-    Cursor, ErrorKindCount, InvocationId, InvocationQuery, InvocationStatus, InvocationSummary,
-    Order, Page, QueueStats, RunnerInfo, StatusCount, TaskId, Timestamp, DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
+    Call, Cursor, ErrorKindCount, HistoryEntry, InvocationId, InvocationQuery, InvocationRecord,
+    InvocationStatus, InvocationSummary, Order, Page, QueueStats, RunnerInfo, StatusCount, TaskId,
+    Timestamp, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,10 @@ impl StatusCounts {
 pub struct Family {
     /// The invocation.
     pub invocation: InvocationSummary,
+    /// Its call: the task and the serialized arguments.
+    pub call: Call,
+    /// Its status history, oldest first.
+    pub history: Vec<HistoryEntry>,
     /// The invocation that called it.
     pub parent: Option<InvocationId>,
     /// The invocation it reruns.
@@ -221,13 +225,20 @@ impl Inspector {
         Ok(ids)
     }
 
-    /// An invocation with its parent, children, waits and the other
-    /// invocations of its call.
+    /// The summary of one invocation (what a listing shows of it).
     ///
     /// # Errors
     ///
     /// [`OperateError::NotFound`] for an unknown id; the backend failed.
-    pub async fn family(&self, id: &InvocationId) -> Result<Family> {
+    pub async fn summary(&self, id: &InvocationId) -> Result<InvocationSummary> {
+        Ok(self.detail(id).await?.1)
+    }
+
+    /// The record, summary and history of one invocation.
+    async fn detail(
+        &self,
+        id: &InvocationId,
+    ) -> Result<(InvocationRecord, InvocationSummary, Vec<HistoryEntry>)> {
         let record = self.app.state_backend().get_invocation(id).await?;
         let history = self.app.state_backend().get_history(id).await?;
         let retries = self.app.orchestrator().get_num_retries(id).await?;
@@ -238,11 +249,10 @@ impl Inspector {
                 "it has no history",
             ))
         })?;
-        let call_id = record.call.call_id();
-        let invocation = InvocationSummary {
+        let summary = InvocationSummary {
             invocation_id: *id,
             task_id: record.call.task_id.clone(),
-            call_id: call_id.clone(),
+            call_id: record.call.call_id(),
             status: last.status,
             owner: last.owner.clone(),
             parent_invocation_id: record.parent_invocation_id,
@@ -251,6 +261,18 @@ impl Inspector {
             ended_at: last.status.is_final().then_some(last.timestamp),
             retries,
         };
+        Ok((record, summary, history))
+    }
+
+    /// An invocation with its call, history, parent, children, waits and
+    /// the other invocations of its call.
+    ///
+    /// # Errors
+    ///
+    /// [`OperateError::NotFound`] for an unknown id; the backend failed.
+    pub async fn family(&self, id: &InvocationId) -> Result<Family> {
+        let (record, invocation, history) = self.detail(id).await?;
+        let call_id = invocation.call_id.clone();
         let children = self
             .list(&InvocationQuery {
                 parent: Some(*id),
@@ -268,6 +290,8 @@ impl Inspector {
         let waits = self.app.queries().wait_graph(id).await?;
         Ok(Family {
             invocation,
+            call: record.call,
+            history,
             parent: record.parent_invocation_id,
             rerun_of: record.rerun_of,
             children,

@@ -17,12 +17,11 @@ use crate::RedisOptions;
 pub struct RedisBackend {
     pub(crate) settings: Settings,
     pub(crate) prefix: String,
-    /// The set of the app ids that routed anything on this server
-    /// (`{key_prefix}:apps`), and this app's id as it goes in it.
+    /// The set of the apps that routed anything on this server
+    /// (`{key_prefix}:apps`, of escaped app ids: the route step adds its app).
     pub(crate) apps_key: String,
-    pub(crate) app_id: String,
-    /// Whether this backend put its app id in `apps_key` already.
-    pub(crate) app_listed: std::sync::atomic::AtomicBool,
+    /// This app's member of `apps_key`: its escaped id.
+    pub(crate) app_member: String,
     pub(crate) serializer: Serializer,
     pub(crate) pool_size: usize,
     pub(crate) conns: tokio::sync::OnceCell<Vec<ConnectionManager>>,
@@ -77,12 +76,12 @@ impl RedisBackend {
         } else {
             options.key_prefix.as_str()
         };
-        let prefix = format!("{base}:{}:", escape_app_id(app_id));
+        let app_member = escape_app_id(app_id);
+        let prefix = format!("{base}:{app_member}:");
         Ok(Arc::new(RedisBackend {
             prefix,
             apps_key: format!("{base}:apps"),
-            app_id: app_id.to_string(),
-            app_listed: std::sync::atomic::AtomicBool::new(false),
+            app_member,
             settings,
             serializer,
             pool_size: options.pool_size.max(1),
@@ -135,6 +134,12 @@ pub(crate) fn escape_app_id(app_id: &str) -> String {
     app_id.replace('%', "%25").replace(':', "%3A")
 }
 
+/// The app id of its escaped form ([`escape_app_id`] undone).
+pub(crate) fn unescape_app_id(escaped: &str) -> String {
+    // every `%` of an escaped id starts `%25` or `%3A`: `%3A` first
+    escaped.replace("%3A", ":").replace("%25", "%")
+}
+
 /// `s` with the glob characters of `SCAN MATCH` escaped.
 pub(crate) fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -176,6 +181,9 @@ mod tests {
     fn prefixes_never_nest() {
         assert_eq!(escape_app_id("a:b"), "a%3Ab");
         assert_eq!(escape_app_id("a%3Ab"), "a%253Ab");
+        for id in ["a:b", "a%3Ab", "%25:%", "plain", ":%:"] {
+            assert_eq!(unescape_app_id(&escape_app_id(id)), id);
+        }
         assert_eq!(escape_glob("p:a*[x]?:"), "p:a\\*\\[x\\]\\?:");
     }
 }

@@ -1,7 +1,6 @@
 //! The broker, state backend and coordination of a Redis app.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,22 +51,6 @@ impl Drop for LocalWatch<'_> {
 }
 
 impl RedisBackend {
-    /// Puts this app's id in the set of apps on the server (once per
-    /// backend: on its first routing), for [`pynenc_store::Queries::app_ids`].
-    pub(crate) async fn list_app(&self) -> Result<()> {
-        if self.app_listed.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("SADD")
-            .arg(&self.apps_key)
-            .arg(&self.app_id)
-            .ignore();
-        self.query::<()>("SADD apps", &pipe).await?;
-        self.app_listed.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
     /// Makes sure the server knows this backend waits for results, so that
     /// ends made by other backends are published (see `lib.lua`): the
     /// registration lasts [`WAITING_TTL`] and is renewed once half of it
@@ -267,13 +250,13 @@ impl StateBackend for RedisBackend {
             }
             cursor = next;
         }
+        // the app leaves the set its route steps put it in
         let mut srem = redis::pipe();
         srem.cmd("SREM")
             .arg(&self.apps_key)
-            .arg(&self.app_id)
+            .arg(&self.app_member)
             .ignore();
         self.query::<()>("SREM apps", &srem).await?;
-        self.app_listed.store(false, Ordering::Relaxed);
         self.notifier.recheck.notify_waiters();
         Ok(())
     }

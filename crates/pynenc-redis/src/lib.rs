@@ -45,7 +45,10 @@
 //!
 //! Every key starts with `{redis_key_prefix}:{app_id}:` (`__pynenc__:{app_id}:`
 //! by default; a `:` or `%` in the app id is written `%3A` / `%25`, so one
-//! app's prefix never covers another's). After the prefix:
+//! app's prefix never covers another's). One key is shared by the apps of a
+//! server: `{redis_key_prefix}:apps`, the set of the (escaped) ids of the apps
+//! that routed anything, kept by the route step and left by an app's purge
+//! ([`pynenc_store::Queries::app_ids`]). After the prefix:
 //!
 //! | key | type | content |
 //! |---|---|---|

@@ -154,7 +154,6 @@ impl Orchestrator for RedisBackend {
             .iter()
             .map(|_| InvocationId::time_ordered())
             .collect();
-        self.list_app().await?;
         let mut args = Vec::with_capacity(1 + requests.len() * 4);
         args.push(bytes(requests.len().to_string()));
         for (req, id) in requests.iter().zip(&ids) {

@@ -14,7 +14,7 @@ use pynenc_store::{Queries, Result, StoreError};
 use redis::Value;
 use tracing::{debug, warn};
 
-use crate::backend::{bytes, opt_bytes, RedisBackend};
+use crate::backend::{bytes, opt_bytes, unescape_app_id, RedisBackend};
 use crate::decode::{corrupt, corrupt_by};
 use crate::script::{as_int, as_list, as_string, scripts};
 
@@ -317,7 +317,8 @@ impl Queries for RedisBackend {
     async fn app_ids(&self) -> Result<Vec<String>> {
         let mut pipe = redis::pipe();
         pipe.cmd("SMEMBERS").arg(&self.apps_key);
-        let (mut ids,): (Vec<String>,) = self.query("SMEMBERS apps", &pipe).await?;
+        let (members,): (Vec<String>,) = self.query("SMEMBERS apps", &pipe).await?;
+        let mut ids: Vec<String> = members.iter().map(|m| unescape_app_id(m)).collect();
         ids.sort();
         Ok(ids)
     }

@@ -2,15 +2,16 @@
 //! is checked before anything changes; actions by filter show progress on
 //! a terminal; a purge shows what will go and asks first.
 
+use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
 
 use pynenc::model::{CancelOutcome, InvocationQuery, TimeRange};
 use pynenc::status::ALL_STATUSES;
-use pynenc::{InvocationId, InvocationStatus, Pynenc, TaskId, Timestamp};
+use pynenc::{InvocationId, InvocationStatus, Pynenc, Timestamp};
 use pynenc_operate::{parse_statuses, CancelReport, Controller, Operate, Rerun};
 use serde_json::json;
 
-use crate::args::{CancelArgs, PurgeArgs, RerunArgs, RetryArgs};
+use crate::args::{CancelArgs, FilterArgs, PurgeArgs, RerunArgs, RetryArgs};
 use crate::commands::listing::summaries;
 use crate::error::{CliError, Result};
 use crate::filters::{self, invocation_id};
@@ -26,27 +27,38 @@ fn ids(texts: &[String]) -> Result<Vec<InvocationId>> {
     texts.iter().map(|t| invocation_id(t)).collect()
 }
 
-/// A controller that draws progress on a terminal.
-fn controller(app: &Pynenc, progress: &Progress) -> Controller {
-    app.control().on_progress(progress.counter())
+/// The query of an action by filter: at least one filter is needed.
+fn filter_query(verb: &str, f: &FilterArgs) -> Result<InvocationQuery> {
+    if !filters::any(f) {
+        return Err(CliError::Usage(format!(
+            "{verb} what? give invocation ids, or filters (--task, --status, --since...)"
+        )));
+    }
+    filters::query(f)
+}
+
+/// Runs an action by filter on a controller that counts what it handled
+/// as `what` on a terminal.
+async fn with_progress<T, F, Fut>(out: &Out, app: &Pynenc, what: &str, action: F) -> Result<T>
+where
+    F: FnOnce(Controller) -> Fut,
+    Fut: Future<Output = pynenc_operate::Result<T>>,
+{
+    let progress = Progress::start(what, out.json);
+    let done = action(app.control().on_progress(progress.counter())).await;
+    progress.finish();
+    Ok(done?)
 }
 
 /// `cancel`.
 pub(crate) async fn cancel(out: &Out, app: &Pynenc, a: &CancelArgs) -> Result<()> {
     let report = if a.ids.is_empty() {
-        if !filters::any(&a.filter) {
-            return Err(CliError::Usage(
-                "cancel what? give invocation ids, or filters (--task, --status, --since...)"
-                    .into(),
-            ));
-        }
-        let query = filters::query(&a.filter)?;
-        let progress = Progress::start("looked at", out.json);
-        let report = controller(app, &progress)
-            .cancel_matching(&query, a.children)
-            .await;
-        progress.finish();
-        report?
+        let query = filter_query("cancel", &a.filter)?;
+        let children = a.children;
+        with_progress(out, app, "looked at", |c| async move {
+            c.cancel_matching(&query, children).await
+        })
+        .await?
     } else {
         let ids = ids(&a.ids)?;
         let mut all = CancelReport::default();
@@ -102,16 +114,11 @@ fn print_reruns(out: &Out, reruns: &[Rerun], verb: &str) -> Result<()> {
 /// `rerun`.
 pub(crate) async fn rerun(out: &Out, app: &Pynenc, a: &RerunArgs) -> Result<()> {
     let reruns = if a.ids.is_empty() {
-        if !filters::any(&a.filter) {
-            return Err(CliError::Usage(
-                "rerun what? give invocation ids, or filters (--task, --status, --since...)".into(),
-            ));
-        }
-        let query = filters::query(&a.filter)?;
-        let progress = Progress::start("rerun", out.json);
-        let r = controller(app, &progress).rerun_matching(&query).await;
-        progress.finish();
-        r?
+        let query = filter_query("rerun", &a.filter)?;
+        with_progress(out, app, "rerun", |c| async move {
+            c.rerun_matching(&query).await
+        })
+        .await?
     } else {
         let ids = ids(&a.ids)?;
         // every id must exist before anything is routed
@@ -139,12 +146,10 @@ pub(crate) async fn retry_failed(out: &Out, app: &Pynenc, a: &RetryArgs) -> Resu
             ));
         }
         let query = filters::query(&a.filter)?;
-        let progress = Progress::start("retried", out.json);
-        let r = controller(app, &progress)
-            .retry_failed_matching(&query)
-            .await;
-        progress.finish();
-        r?
+        with_progress(out, app, "retried", |c| async move {
+            c.retry_failed_matching(&query).await
+        })
+        .await?
     } else {
         let ids = ids(&a.ids)?;
         for id in &ids {
@@ -172,13 +177,7 @@ pub(crate) async fn retry_failed(out: &Out, app: &Pynenc, a: &RetryArgs) -> Resu
 /// The query of `purge`'s flags: final statuses only.
 fn purge_query(a: &PurgeArgs) -> Result<InvocationQuery> {
     let mut q = InvocationQuery::new();
-    q.task_ids = a
-        .tasks
-        .iter()
-        .map(|t| t.trim())
-        .filter(|t| !t.is_empty())
-        .map(TaskId::from)
-        .collect();
+    q.task_ids = filters::task_ids(&a.tasks);
     q.statuses = match &a.status {
         Some(s) => {
             let statuses = parse_statuses(s)?;
@@ -258,7 +257,7 @@ pub(crate) async fn purge(out: &Out, app: &Pynenc, a: &PurgeArgs) -> Result<()> 
             )));
         }
         let preview = app.control().purge_preview(&q, PREVIEW).await?;
-        eprintln!("{}", summaries(out, &preview).render(out));
+        eprintln!("{}", summaries(out, &preview, true).render(out));
         if count > preview.len() {
             let rest = count - preview.len();
             eprintln!("… and {rest}{} more", if at_least { " or" } else { "" });
@@ -276,10 +275,13 @@ pub(crate) async fn purge(out: &Out, app: &Pynenc, a: &PurgeArgs) -> Result<()> 
             ));
         }
     }
-    let progress = Progress::start("purged", out.json);
-    let deleted = controller(app, &progress).purge_matching(&q).await;
-    progress.finish();
-    let deleted = deleted?;
+    let deleted = with_progress(
+        out,
+        app,
+        "purged",
+        |c| async move { c.purge_matching(&q).await },
+    )
+    .await?;
     if out.json {
         return out.json(&json!({ "deleted": deleted }));
     }

@@ -6,6 +6,7 @@ use pynenc_operate::Operate;
 use serde_json::{json, Value};
 
 use crate::args::TreeArgs;
+use crate::commands::listing::summaries;
 use crate::error::{CliError, Result};
 use crate::filters::invocation_id;
 use crate::output::{duration, line, time, Out, Table};
@@ -14,16 +15,7 @@ use crate::output::{duration, line, time, Out, Table};
 pub(crate) async fn show(out: &Out, app: &Pynenc, id: &str) -> Result<()> {
     let id = invocation_id(id)?;
     let family = app.inspect().family(&id).await?;
-    let record = app
-        .state_backend()
-        .get_invocation(&id)
-        .await
-        .map_err(pynenc::PynencError::from)?;
-    let history = app
-        .state_backend()
-        .get_history(&id)
-        .await
-        .map_err(pynenc::PynencError::from)?;
+    let history = &family.history;
     let outcome = app
         .state_backend()
         .get_outcomes(&[id])
@@ -32,7 +24,7 @@ pub(crate) async fn show(out: &Out, app: &Pynenc, id: &str) -> Result<()> {
         .pop()
         .ok_or_else(|| CliError::NotFound(format!("invocation {id} has no outcome stored")))?;
     let serializer = app.serializer();
-    let arguments = record
+    let arguments = family
         .call
         .arguments
         .render(app.conf().print_arguments, serializer);
@@ -89,7 +81,7 @@ pub(crate) async fn show(out: &Out, app: &Pynenc, id: &str) -> Result<()> {
     }
     field("call", inv.call_id.to_string())?;
     line("")?;
-    history_table(out, &history).print(out, "no history")?;
+    history_table(out, history).print(out, "no history")?;
     let ids = |v: &[InvocationId]| -> String {
         v.iter()
             .map(ToString::to_string)
@@ -104,14 +96,14 @@ pub(crate) async fn show(out: &Out, app: &Pynenc, id: &str) -> Result<()> {
     }
     if !family.children.items.is_empty() {
         line("\nchildren")?;
-        child_table(out, &family.children.items).print(out, "")?;
+        summaries(out, &family.children.items, false).print(out, "")?;
         if family.children.next.is_some() {
             line(&format!("(more: pynenc list --parent {id})"))?;
         }
     }
     if !family.same_call.items.is_empty() {
         line("\nother invocations of the same call")?;
-        child_table(out, &family.same_call.items).print(out, "")?;
+        summaries(out, &family.same_call.items, false).print(out, "")?;
     }
     Ok(())
 }
@@ -138,19 +130,6 @@ fn history_table(out: &Out, history: &[HistoryEntry]) -> Table {
     t
 }
 
-fn child_table(out: &Out, items: &[InvocationSummary]) -> Table {
-    let mut t = Table::new(&["INVOCATION", "TASK", "STATUS", "CREATED"]);
-    for s in items {
-        t.row(vec![
-            s.invocation_id.to_string(),
-            s.task_id.to_string(),
-            out.status(s.status),
-            time(s.created_at),
-        ]);
-    }
-    t
-}
-
 /// A node of `tree`: an invocation and its children.
 #[derive(serde::Serialize)]
 struct Node {
@@ -164,7 +143,7 @@ struct Node {
 /// `tree <id>`.
 pub(crate) async fn tree(out: &Out, app: &Pynenc, a: &TreeArgs) -> Result<()> {
     let id = invocation_id(&a.id)?;
-    let root = app.inspect().family(&id).await?.invocation;
+    let root = app.inspect().summary(&id).await?;
     let node = grow(app, root, a.depth).await?;
     if out.json {
         return out.json(&node);
@@ -175,6 +154,25 @@ pub(crate) async fn tree(out: &Out, app: &Pynenc, a: &TreeArgs) -> Result<()> {
         line(&l)?;
     }
     Ok(())
+}
+
+/// The children of `parent`, oldest first: up to `limit`, and whether
+/// there are more.
+async fn children(
+    app: &Pynenc,
+    parent: InvocationId,
+    limit: usize,
+) -> Result<(Vec<InvocationSummary>, bool)> {
+    let page = app
+        .inspect()
+        .list(&InvocationQuery {
+            parent: Some(parent),
+            order: Order::OldestFirst,
+            limit,
+            ..InvocationQuery::new()
+        })
+        .await?;
+    Ok((page.items, page.next.is_some()))
 }
 
 /// The tree under `summary`, `depth` generations deep (breadth first, one
@@ -191,17 +189,9 @@ async fn grow(app: &Pynenc, summary: InvocationSummary, depth: usize) -> Result<
         let mut next_level = Vec::new();
         for path in level {
             let node = node_at(&mut root, &path);
-            let page = app
-                .inspect()
-                .list(&InvocationQuery {
-                    parent: Some(node.summary.invocation_id),
-                    order: Order::OldestFirst,
-                    limit: MAX_PAGE_SIZE,
-                    ..InvocationQuery::new()
-                })
-                .await?;
-            node.more = page.next.is_some();
-            for (i, child) in page.items.into_iter().enumerate() {
+            let (items, more) = children(app, node.summary.invocation_id, MAX_PAGE_SIZE).await?;
+            node.more = more;
+            for (i, child) in items.into_iter().enumerate() {
                 node.children.push(Node {
                     summary: child,
                     children: Vec::new(),
@@ -220,15 +210,10 @@ async fn grow(app: &Pynenc, summary: InvocationSummary, depth: usize) -> Result<
     // the last generation shown: say where more lies below
     for path in level {
         let node = node_at(&mut root, &path);
-        let page = app
-            .inspect()
-            .list(&InvocationQuery {
-                parent: Some(node.summary.invocation_id),
-                limit: 1,
-                ..InvocationQuery::new()
-            })
-            .await?;
-        node.more = !page.items.is_empty();
+        node.more = !children(app, node.summary.invocation_id, 1)
+            .await?
+            .0
+            .is_empty();
     }
     Ok(root)
 }

@@ -26,29 +26,39 @@ pub(crate) async fn list(out: &Out, app: &Pynenc, a: &ListArgs) -> Result<()> {
     if out.json {
         return out.json(&json!({ "items": page.items, "next": next }));
     }
-    summaries(out, &page.items).print(out, "no invocation matches")?;
+    summaries(out, &page.items, true).print(out, "no invocation matches")?;
     if let Some(next) = next {
         line(&format!("more: --after {next}"))?;
     }
     Ok(())
 }
 
-/// The table of invocation summaries.
-pub(crate) fn summaries(out: &Out, items: &[InvocationSummary]) -> Table {
+/// The table of invocation summaries; `full` adds their age and owner.
+pub(crate) fn summaries(out: &Out, items: &[InvocationSummary], full: bool) -> Table {
     let now = Timestamp::now();
-    let mut t = Table::new(&["INVOCATION", "TASK", "STATUS", "CREATED", "AGE", "OWNER"]);
+    let header: &[&str] = if full {
+        &["INVOCATION", "TASK", "STATUS", "CREATED", "AGE", "OWNER"]
+    } else {
+        &["INVOCATION", "TASK", "STATUS", "CREATED"]
+    };
+    let mut t = Table::new(header);
     for s in items {
-        t.row(vec![
+        let mut row = vec![
             s.invocation_id.to_string(),
             s.task_id.to_string(),
             out.status(s.status),
             time(s.created_at),
-            duration(now.since(s.created_at)),
-            s.owner
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        ]);
+        ];
+        if full {
+            row.push(duration(now.since(s.created_at)));
+            row.push(
+                s.owner
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            );
+        }
+        t.row(row);
     }
     t
 }
@@ -197,7 +207,7 @@ pub(crate) async fn queue(out: &Out, app: &Pynenc, next: usize) -> Result<()> {
     }
     if next > 0 && !waiting.is_empty() {
         line("")?;
-        summaries(out, &waiting).print(out, "")?;
+        summaries(out, &waiting, true).print(out, "")?;
     }
     Ok(())
 }

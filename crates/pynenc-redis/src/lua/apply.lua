@@ -273,6 +273,10 @@ local function flush()
   end
   if #tasks > 0 then
     call_chunked('SADD', P .. 'tasks', tasks)
+    -- the app is on this server: `{key_prefix}:apps` lists it (P is
+    -- `{key_prefix}:{escaped app id}:`)
+    local app = string.match(P, '([^:]*):$')
+    redis.call('SADD', string.sub(P, 1, #P - #app - 2) .. ':apps', app)
     NEW_TASKS = {}
   end
   for st, ids in pairs(ENDS) do
