@@ -397,6 +397,15 @@ async fn every_command(dir: &Path, conn: &[&str], app: &Pynenc) {
     );
 }
 
+/// The test app on the SQLite file `db`.
+fn sqlite_app(db: &Path) -> Pynenc {
+    Pynenc::builder()
+        .app_id(APP)
+        .sqlite(db)
+        .build()
+        .expect("app")
+}
+
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temporary directory")
 }
@@ -405,11 +414,7 @@ fn tempdir() -> tempfile::TempDir {
 async fn every_command_on_sqlite() {
     let dir = tempdir();
     let db = dir.path().join("shop.db");
-    let app = Pynenc::builder()
-        .app_id(APP)
-        .sqlite(&db)
-        .build()
-        .expect("app");
+    let app = sqlite_app(&db);
     let db_text = db.display().to_string();
     every_command(dir.path(), &["--sqlite-path", &db_text, "--app", APP], &app).await;
 
@@ -489,11 +494,7 @@ async fn every_command_on_sqlite() {
 async fn a_locked_sqlite_file_is_a_clear_error() {
     let dir = tempdir();
     let db = dir.path().join("locked.db");
-    let app = Pynenc::builder()
-        .app_id(APP)
-        .sqlite(&db)
-        .build()
-        .expect("app");
+    let app = sqlite_app(&db);
     add::call_on(&app, 1, 1).await.expect("route");
     // another process holds the write lock for the whole run
     let db_text = db.display().to_string();
@@ -839,11 +840,7 @@ fn in_terminal(dir: &Path, args: &[&str], input: &str) -> Option<(Option<i32>, S
 async fn a_terminal_gets_colour_and_a_purge_asks_first() {
     let dir = tempdir();
     let db = dir.path().join("tty.db");
-    let app = Pynenc::builder()
-        .app_id(APP)
-        .sqlite(&db)
-        .build()
-        .expect("app");
+    let app = sqlite_app(&db);
     seed(&app).await;
     let db_text = db.display().to_string();
     let conn = ["--sqlite-path", db_text.as_str(), "--app", APP];

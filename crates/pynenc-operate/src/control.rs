@@ -154,15 +154,9 @@ impl Controller {
         while let Some(page) = self.next_page(&mut walk).await? {
             self.report(page.len());
             for s in page {
-                if s.status.is_final() {
+                if !self.cancel_open(&s, &mut report).await? {
                     continue;
                 }
-                let outcome = self
-                    .app
-                    .orchestrator()
-                    .cancel(&s.invocation_id, &self.actor)
-                    .await?;
-                report.outcomes.push((s.invocation_id, outcome));
                 if with_children {
                     self.cancel_descendants(&s.invocation_id, &mut report)
                         .await?;
@@ -191,18 +185,24 @@ impl Controller {
                 .await?;
             for child in children {
                 todo.push_back(child.invocation_id);
-                if child.status.is_final() {
-                    continue;
-                }
-                let outcome = self
-                    .app
-                    .orchestrator()
-                    .cancel(&child.invocation_id, &self.actor)
-                    .await?;
-                report.outcomes.push((child.invocation_id, outcome));
+                self.cancel_open(&child, report).await?;
             }
         }
         Ok(())
+    }
+
+    /// Cancels `s` into `report` unless it is final; whether it was asked.
+    async fn cancel_open(&self, s: &InvocationSummary, report: &mut CancelReport) -> Result<bool> {
+        if s.status.is_final() {
+            return Ok(false);
+        }
+        let outcome = self
+            .app
+            .orchestrator()
+            .cancel(&s.invocation_id, &self.actor)
+            .await?;
+        report.outcomes.push((s.invocation_id, outcome));
+        Ok(true)
     }
 
     /// Routes a new invocation of the same call as `id`, linked to it
