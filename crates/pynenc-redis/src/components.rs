@@ -212,27 +212,30 @@ impl StateBackend for RedisBackend {
     }
 
     async fn list_invocation_ids(&self) -> Result<Vec<InvocationId>> {
-        let inv_prefix = format!("{}inv:", self.prefix);
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys) = self.scan_page(cursor, &inv_prefix).await?;
-            for key in keys {
-                let Some(text) = key.strip_prefix(&inv_prefix) else {
-                    continue;
-                };
-                let id = InvocationId::parse(text).map_err(|e| StoreError::bad_id(&key, e))?;
-                // SCAN may return a key twice
-                if seen.insert(id) {
-                    out.push(id);
-                }
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+        // from the indexes the steps keep: the tasks, then each task's
+        // invocations (`idx:{task}`), in two round trips and no key scan
+        let mut pipe = redis::pipe();
+        pipe.cmd("SMEMBERS").arg(format!("{}tasks", self.prefix));
+        let (tasks,): (Vec<String>,) = self.query("SMEMBERS tasks", &pipe).await?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut pipe = redis::pipe();
+        for t in &tasks {
+            pipe.cmd("ZRANGE").arg(self.key("idx", t)).arg(0).arg(-1);
+        }
+        let members: Vec<Vec<String>> = self.query("ZRANGE idx", &pipe).await?;
+        let mut out = Vec::new();
+        for (t, ids) in tasks.iter().zip(members) {
+            for text in ids {
+                out.push(
+                    InvocationId::parse(&text)
+                        .map_err(|e| StoreError::bad_id(self.key("idx", t), e))?,
+                );
+            }
+        }
+        // ids are time-ordered: creation order across tasks
+        out.sort_unstable();
         Ok(out)
     }
 

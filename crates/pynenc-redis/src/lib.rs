@@ -118,9 +118,9 @@
 //!
 //! Every step touches only the keys of the invocations it handles and
 //! per-key indexes (hashes, sets, sorted sets, lists), so its cost does not
-//! grow with the amount of data. Listing every id (`SCAN` for
-//! `{prefix}inv:*`) and purging the app (`SCAN` on the app prefix, then
-//! `UNLINK`) are the only scans;
+//! grow with the amount of data. Listing every id reads the per-task
+//! indexes (`tasks`, then each `idx:{task}`); purging the app (`SCAN` on
+//! the app prefix, then `UNLINK`) is the only scan;
 //! the library never uses `KEYS`, `FLUSHDB`, `FLUSHALL`, `CONFIG`, `DEBUG` or any other
 //! `@dangerous` command, so an ACL user limited to `~__pynenc__:*` and
 //! `&__pynenc__:*` with `+@all -@dangerous` is enough. (The steps build key
