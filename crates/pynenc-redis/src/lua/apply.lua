@@ -272,11 +272,17 @@ local function flush()
     tasks[#tasks + 1] = t
   end
   if #tasks > 0 then
-    call_chunked('SADD', P .. 'tasks', tasks)
-    -- the app is on this server: `{key_prefix}:apps` lists it (P is
-    -- `{key_prefix}:{escaped app id}:`)
-    local app = string.match(P, '([^:]*):$')
-    redis.call('SADD', string.sub(P, 1, #P - #app - 2) .. ':apps', app)
+    local added = 0
+    for i = 1, #tasks, CHUNK do
+      added = added + redis.call('SADD', P .. 'tasks', unpack(tasks, i, math.min(i + CHUNK - 1, #tasks)))
+    end
+    if added > 0 then
+      -- the app's first invocation of a task (after a purge too): the app
+      -- is on this server, `{key_prefix}:apps` lists it (P is
+      -- `{key_prefix}:{escaped app id}:`)
+      local app = string.match(P, '([^:]*):$')
+      redis.call('SADD', string.sub(P, 1, #P - #app - 2) .. ':apps', app)
+    end
     NEW_TASKS = {}
   end
   for st, ids in pairs(ENDS) do

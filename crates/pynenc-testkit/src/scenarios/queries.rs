@@ -546,4 +546,9 @@ pub async fn q09_app_ids(f: &dyn BackendFactory) {
         !after.contains(&me),
         "{me} still listed after purge: {after:?}"
     );
+    // routing again lists it again
+    ok(add::call_on(&app, 2, 2).await, "call after purge");
+    let again = ok(app.inspect().apps().await, "apps after routing again");
+    assert!(again.contains(&me), "{me} not listed again: {again:?}");
+    ok(app.purge().await, "purge again");
 }
