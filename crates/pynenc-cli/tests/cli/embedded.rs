@@ -1,0 +1,162 @@
+//! The embedded form, through the `embedded` example: calls by the
+//! program's tasks and a runner started from the command line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// The `embedded` example: the embedded form with the program's tasks.
+fn embedded_exe() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    // target/<profile>/deps/cli-… → target/<profile>/examples/embedded
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| {
+            d.join("examples")
+                .join(format!("embedded{}", std::env::consts::EXE_SUFFIX))
+        })
+        .expect("the target directory")
+}
+
+#[test]
+fn the_embedded_form_calls_tasks_and_runs_a_runner() {
+    let exe = embedded_exe();
+    if !exe.is_file() {
+        // built by `cargo test` and `cargo nextest run` with the tests
+        panic!(
+            "{} was not built: run the tests with cargo test or cargo nextest run",
+            exe.display()
+        );
+    }
+    let dir = tempdir();
+    // in memory: the call runs in the process and prints its result
+    let o = run(
+        &exe,
+        dir.path(),
+        &[
+            "pynenc",
+            "call",
+            "embedded::add",
+            "--arg",
+            "x=20",
+            "--arg",
+            "y=22",
+            "--wait",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "42");
+    let o = run(
+        &exe,
+        dir.path(),
+        &[
+            "pynenc",
+            "call",
+            "embedded::add",
+            "--arg",
+            "x=1",
+            "--arg",
+            "z=2",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("z"), "{}", stderr(&o));
+    // on SQLite: calls queue, a runner started from the command line runs
+    // them, SIGTERM stops it cleanly
+    let db = dir.path().join("shop.db").display().to_string();
+    let o = run(
+        &exe,
+        dir.path(),
+        &[
+            "pynenc",
+            "--sqlite-path",
+            &db,
+            "call",
+            "embedded::fan_out",
+            "--arg",
+            "n=4",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_string();
+    let mut runner = Command::new(&exe)
+        .args([
+            "pynenc",
+            "--sqlite-path",
+            &db,
+            "runner",
+            "start",
+            "--kind",
+            "persistent-process",
+            "--processes",
+            "2",
+            "--json",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runner");
+    // --json: one document on stdout when it starts
+    let mut started = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(runner.stdout.as_mut().unwrap()),
+        &mut started,
+    )
+    .unwrap();
+    let started: Value = serde_json::from_str(&started).expect("the start as JSON");
+    assert_eq!(started["kind"], "persistent_process");
+    assert_eq!(started["backend"], "sqlite");
+    let runner_id = started["runner_id"].as_str().unwrap().to_string();
+    let mut done = false;
+    for _ in 0..100 {
+        let shown = json(
+            dir.path(),
+            &["--sqlite-path", &db, "--app", "shop"],
+            &["show", &id],
+        );
+        if shown["invocation"]["status"] == "success" {
+            assert_eq!(shown["result"], 12);
+            done = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = json(
+        dir.path(),
+        &["--sqlite-path", &db, "--app", "shop"],
+        &["runners"],
+    );
+    let me = listed["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["info"]["runner_id"] == runner_id.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("{runner_id} not listed: {listed}"));
+    assert_eq!(me["info"]["kind"], "persistent_process");
+    let pid = runner.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = runner.wait().expect("runner exit");
+    assert!(done, "the runner did not run the fan-out");
+    assert!(
+        status.success(),
+        "the runner did not stop cleanly on SIGTERM: {status:?}"
+    );
+    let runners = json(
+        dir.path(),
+        &["--sqlite-path", &db, "--app", "shop"],
+        &["runners"],
+    );
+    assert!(
+        runners["runners"].as_array().unwrap().is_empty(),
+        "a clean stop leaves the list: {runners}"
+    );
+    // not `pynenc …`: the program does its own work
+    let o = run(&exe, dir.path(), &["hello"]);
+    assert!(stdout(&o).contains("own work"));
+}
