@@ -89,6 +89,9 @@ enum Workload {
     Burn,
     Latency,
     Fanout,
+    /// Calls routed one at a time, each awaited (a web handler's pattern),
+    /// then drained.
+    Single,
     /// The query API on many stored invocations (not part of `all`).
     Query,
     All,
@@ -278,6 +281,37 @@ async fn latency(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
     })
 }
 
+async fn single(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
+    if fresh {
+        app.purge().await?;
+    }
+    let caller = app.clone();
+    let (ids, routed) = tokio::spawn(async move {
+        let mut ids = Vec::with_capacity(n as usize);
+        let t0 = Instant::now();
+        for i in 0..n {
+            ids.push(noop::call_on(&caller, i).await?);
+        }
+        Ok::<_, anyhow::Error>((ids, t0.elapsed()))
+    })
+    .await??;
+    let runner = ThreadRunner::new(app).spawn();
+    for inv in &ids {
+        inv.result().await?;
+    }
+    runner.stop().await?;
+    Ok(Row {
+        workload: "single",
+        n,
+        seconds: routed.as_secs_f64(),
+        detail: format!(
+            "{:.0} calls/s routed one at a time, each awaited ({:.1} µs per call)",
+            n as f64 / routed.as_secs_f64(),
+            routed.as_secs_f64() * 1e6 / n as f64
+        ),
+    })
+}
+
 async fn fanout(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
     if fresh {
         app.purge().await?;
@@ -339,6 +373,9 @@ async fn main() -> Result<()> {
         }
         if wants(Workload::Fanout) {
             rows.push(fanout(&app, args.fanout_tasks, fresh).await?);
+        }
+        if wants(Workload::Single) {
+            rows.push(single(&app, args.latency_calls, fresh).await?);
         }
     }
     println!(
