@@ -83,11 +83,12 @@ pub(crate) fn apply(mut builder: PynencBuilder, c: &Connection) -> Result<Pynenc
 }
 
 fn backend_name(b: BackendArg) -> &'static str {
-    match b {
-        BackendArg::Memory => "memory",
-        BackendArg::Sqlite => "sqlite",
-        BackendArg::Redis => "redis",
-    }
+    let kind = match b {
+        BackendArg::Memory => BackendKind::Memory,
+        BackendArg::Sqlite => BackendKind::Sqlite,
+        BackendArg::Redis => BackendKind::Redis,
+    };
+    kind.name()
 }
 
 /// The effective configuration of `builder` (nothing opened).
