@@ -89,9 +89,9 @@ enum Workload {
     Burn,
     Latency,
     Fanout,
-    /// Calls routed one at a time, each awaited (a web handler's pattern),
-    /// then drained.
-    Single,
+    /// Calls routed one at a time, each awaited (a web handler's pattern):
+    /// from one caller, then from 100 concurrent callers; then drained.
+    Enqueue,
     /// The query API on many stored invocations (not part of `all`).
     Query,
     All,
@@ -281,35 +281,51 @@ async fn latency(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
     })
 }
 
-async fn single(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
+/// Concurrent callers of `enqueue`.
+const CALLERS: u64 = 100;
+
+async fn enqueue(app: &Pynenc, n: u64, fresh: bool) -> Result<Vec<Row>> {
     if fresh {
         app.purge().await?;
     }
-    let caller = app.clone();
-    let (ids, routed) = tokio::spawn(async move {
-        let mut ids = Vec::with_capacity(n as usize);
+    let mut rows = Vec::new();
+    for callers in [1, CALLERS] {
+        let per_caller = (n / callers).max(1);
         let t0 = Instant::now();
-        for i in 0..n {
-            ids.push(noop::call_on(&caller, i).await?);
+        let mut handles = Vec::new();
+        for c in 0..callers {
+            let caller = app.clone();
+            handles.push(tokio::spawn(async move {
+                let mut ids = Vec::with_capacity(per_caller as usize);
+                for i in 0..per_caller {
+                    ids.push(noop::call_on(&caller, c * per_caller + i).await?);
+                }
+                Ok::<_, anyhow::Error>(ids)
+            }));
         }
-        Ok::<_, anyhow::Error>((ids, t0.elapsed()))
-    })
-    .await??;
-    let runner = ThreadRunner::new(app).spawn();
-    for inv in &ids {
-        inv.result().await?;
+        let mut ids = Vec::new();
+        for h in handles {
+            ids.extend(h.await??);
+        }
+        let routed = t0.elapsed();
+        let runner = ThreadRunner::new(app).spawn();
+        for inv in &ids {
+            inv.result().await?;
+        }
+        runner.stop().await?;
+        let calls = ids.len() as f64;
+        rows.push(Row {
+            workload: if callers == 1 { "enqueue" } else { "enqueue×100" },
+            n: ids.len() as u64,
+            seconds: routed.as_secs_f64(),
+            detail: format!(
+                "{:.0} calls/s, each awaited, from {callers} caller(s) ({:.1} µs per call per caller)",
+                calls / routed.as_secs_f64(),
+                routed.as_secs_f64() * 1e6 * callers as f64 / calls
+            ),
+        });
     }
-    runner.stop().await?;
-    Ok(Row {
-        workload: "single",
-        n,
-        seconds: routed.as_secs_f64(),
-        detail: format!(
-            "{:.0} calls/s routed one at a time, each awaited ({:.1} µs per call)",
-            n as f64 / routed.as_secs_f64(),
-            routed.as_secs_f64() * 1e6 / n as f64
-        ),
-    })
+    Ok(rows)
 }
 
 async fn fanout(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
@@ -374,8 +390,8 @@ async fn main() -> Result<()> {
         if wants(Workload::Fanout) {
             rows.push(fanout(&app, args.fanout_tasks, fresh).await?);
         }
-        if wants(Workload::Single) {
-            rows.push(single(&app, args.latency_calls, fresh).await?);
+        if wants(Workload::Enqueue) {
+            rows.extend(enqueue(&app, args.latency_calls, fresh).await?);
         }
     }
     println!(

@@ -34,6 +34,10 @@ pub struct RedisBackend {
     /// Whether the steps run as Redis functions ([`FUNCTIONS_ON`]), as
     /// scripts ([`FUNCTIONS_OFF`]), or not known yet.
     pub(crate) functions: AtomicU8,
+    /// Calls routed at the same time share a step (see `coalesce.rs`).
+    pub(crate) coalescer: crate::coalesce::RouteCoalescer,
+    /// This backend, for the task that routes calls that waited.
+    pub(crate) me: std::sync::Weak<RedisBackend>,
 }
 
 /// Functions not tried yet.
@@ -78,7 +82,7 @@ impl RedisBackend {
         };
         let app_member = escape_app_id(app_id);
         let prefix = format!("{base}:{app_member}:");
-        Ok(Arc::new(RedisBackend {
+        Ok(Arc::new_cyclic(|me| RedisBackend {
             prefix,
             apps_key: format!("{base}:apps"),
             app_member,
@@ -91,6 +95,8 @@ impl RedisBackend {
             functions: AtomicU8::new(FUNCTIONS_UNKNOWN),
             instance: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
             waiting_since: parking_lot::Mutex::new(None),
+            coalescer: crate::coalesce::RouteCoalescer::default(),
+            me: me.clone(),
         }))
     }
 

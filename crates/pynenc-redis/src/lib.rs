@@ -155,6 +155,13 @@
 //! task costs about 0.42 calls (one route per 100, a pick-up per ~5, an
 //! end per ~5) and 3 hash writes.
 //!
+//! Calls routed at the same time by one process share route steps (a web
+//! service whose request handlers each call a task): a lone call goes at
+//! once, and the calls that come in while a route step is in flight go
+//! together in the next one. Calls made by a task (cycle control) and calls
+//! that raise on a registration conflict go alone, so that a refusal reaches
+//! only its own caller.
+//!
 //! # Connections and failures
 //!
 //! The app builder is synchronous: [`RedisBackend::open`] resolves the
@@ -184,6 +191,7 @@
 
 mod backend;
 mod client;
+mod coalesce;
 mod components;
 mod conn;
 mod control;

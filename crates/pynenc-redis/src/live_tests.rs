@@ -13,7 +13,7 @@ use pynenc_model::{
     Arguments, Call, InvocationId, InvocationStatus, RouteOutcome, RouteRequest, RunOutcome,
     RunnerId, Serializer,
 };
-use pynenc_store::{Coordination, EndOutcome, Orchestrator, RunEnd, StateBackend};
+use pynenc_store::{Broker, Coordination, EndOutcome, Orchestrator, RunEnd, StateBackend};
 use pynenc_testservers::redis::{skip_reason, RedisServer, Resp};
 
 use crate::backend::{FUNCTIONS_OFF, FUNCTIONS_ON};
@@ -106,6 +106,7 @@ macro_rules! server_or_skip {
     }};
 }
 
+mod coalesce;
 mod control;
 mod queries;
 mod status_waits;

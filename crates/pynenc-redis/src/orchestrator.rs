@@ -76,6 +76,119 @@ impl RedisBackend {
         ))
     }
 
+    /// One route step for `requests` (see [`crate::coalesce`]).
+    pub(crate) async fn route_step(
+        &self,
+        requests: Vec<RouteRequest>,
+    ) -> Result<Vec<RouteOutcome>> {
+        let ids = new_ids(&requests);
+        let body = self.route_reply(&requests, &ids).await?;
+        self.route_outcomes(requests, ids, &body)
+    }
+
+    /// Runs the route script for `requests` with the invocation ids `ids`;
+    /// its reply, or the failure it names (nothing was routed then).
+    pub(crate) async fn route_reply(
+        &self,
+        requests: &[RouteRequest],
+        ids: &[InvocationId],
+    ) -> Result<Value> {
+        let mut args = Vec::with_capacity(1 + requests.len() * 4);
+        args.push(bytes(requests.len().to_string()));
+        for (req, id) in requests.iter().zip(ids) {
+            self.route_args(req, id, &mut args)?;
+        }
+        let reply = self
+            .run_script(&scripts().route, &args, true)
+            .await
+            .map_err(|(e, _)| e)?;
+        drop(args);
+        match reply.body {
+            Ok(v) => Ok(v),
+            Err(f) => match f.first().and_then(as_string).as_deref() {
+                Some("REG_CONFLICT") => {
+                    let req = f
+                        .get(1)
+                        .and_then(as_int)
+                        .and_then(|i| usize::try_from(i).ok())
+                        .and_then(|i| requests.get(i))
+                        .ok_or_else(|| self.bad_reply("route: conflict on an unknown request"))?;
+                    let record = self.decode_record(f.get(2..).unwrap_or_default())?;
+                    let diff = req
+                        .registration_diff(&record, false, self.serializer)
+                        .unwrap_or_default();
+                    Err(StoreError::registration_conflict(
+                        req,
+                        &record.invocation_id,
+                        req.call.call_id(),
+                        diff,
+                    ))
+                }
+                Some("CYCLE") => Err(self.cycle_failure(requests, &f)),
+                _ => Err(self.script_failure(&f)),
+            },
+        }
+    }
+
+    /// The outcomes of a route script's reply `body`, one per request.
+    pub(crate) fn route_outcomes(
+        &self,
+        requests: Vec<RouteRequest>,
+        ids: Vec<InvocationId>,
+        body: &Value,
+    ) -> Result<Vec<RouteOutcome>> {
+        let items = as_list(body);
+        let now = items.first().and_then(as_int);
+        let outcomes = items.get(1..).unwrap_or_default();
+        if outcomes.len() != requests.len() {
+            return Err(self.bad_reply(format!(
+                "route returned {} outcomes for {} calls",
+                outcomes.len(),
+                requests.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(requests.len());
+        for ((req, id), o) in requests.into_iter().zip(ids).zip(outcomes) {
+            // a new invocation is 'N' (created now), or {'N', id, created} after a replay
+            let (kind, o) = match o {
+                Value::Array(_) => (as_list(o).first().and_then(as_string), as_list(o)),
+                other => (as_string(other), &[][..]),
+            };
+            match kind.as_deref() {
+                Some("N") => {
+                    let created = if o.is_empty() {
+                        now
+                    } else {
+                        o.get(2).and_then(as_int)
+                    }
+                    .ok_or_else(|| {
+                        self.bad_reply("route: a new invocation without creation time")
+                    })?;
+                    out.push(RouteOutcome::New(Arc::new(InvocationRecord {
+                        invocation_id: id,
+                        call: req.call,
+                        parent_invocation_id: req.parent_invocation_id,
+                        created_at: pynenc_model::Timestamp::from_micros(created),
+                        scheduled_at: req.scheduled_at,
+                        concurrency: req.concurrency,
+                        rerun_of: req.rerun_of,
+                    })));
+                }
+                Some("R") => {
+                    let same = o.get(1).and_then(as_int) == Some(1);
+                    let record = self.decode_record(o.get(2..).unwrap_or_default())?;
+                    let diff = req.registration_diff(&record, same, self.serializer);
+                    out.push(RouteOutcome::Reused {
+                        record: Arc::new(record),
+                        diff,
+                    });
+                }
+                _ => return Err(self.bad_reply("route: unexpected outcome shape")),
+            }
+        }
+        Ok(out)
+    }
+
     /// The arguments of one request of `route.lua` (see its header).
     fn route_args(
         &self,
@@ -143,102 +256,22 @@ impl RedisBackend {
     }
 }
 
+/// Fresh invocation ids for `requests`, in creation order: the calls of one
+/// step sort in call order in the `blocking` index.
+pub(crate) fn new_ids(requests: &[RouteRequest]) -> Vec<InvocationId> {
+    requests
+        .iter()
+        .map(|_| InvocationId::time_ordered())
+        .collect()
+}
+
 #[async_trait]
 impl Orchestrator for RedisBackend {
     async fn route_calls(&self, requests: Vec<RouteRequest>) -> Result<Vec<RouteOutcome>> {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        // in creation order: calls of one batch sort in call order in the `blocking` index
-        let ids: Vec<InvocationId> = requests
-            .iter()
-            .map(|_| InvocationId::time_ordered())
-            .collect();
-        let mut args = Vec::with_capacity(1 + requests.len() * 4);
-        args.push(bytes(requests.len().to_string()));
-        for (req, id) in requests.iter().zip(&ids) {
-            self.route_args(req, id, &mut args)?;
-        }
-        let reply = self
-            .run_script(&scripts().route, &args, true)
-            .await
-            .map_err(|(e, _)| e)?;
-        drop(args);
-        let body = match reply.body {
-            Ok(v) => v,
-            Err(f) => match f.first().and_then(as_string).as_deref() {
-                Some("REG_CONFLICT") => {
-                    let req = f
-                        .get(1)
-                        .and_then(as_int)
-                        .and_then(|i| usize::try_from(i).ok())
-                        .and_then(|i| requests.get(i))
-                        .ok_or_else(|| self.bad_reply("route: conflict on an unknown request"))?;
-                    let record = self.decode_record(f.get(2..).unwrap_or_default())?;
-                    let diff = req
-                        .registration_diff(&record, false, self.serializer)
-                        .unwrap_or_default();
-                    return Err(StoreError::registration_conflict(
-                        req,
-                        &record.invocation_id,
-                        req.call.call_id(),
-                        diff,
-                    ));
-                }
-                Some("CYCLE") => return Err(self.cycle_failure(&requests, &f)),
-                _ => return Err(self.script_failure(&f)),
-            },
-        };
-        let items = as_list(&body);
-        let now = items.first().and_then(as_int);
-        let outcomes = items.get(1..).unwrap_or_default();
-        if outcomes.len() != requests.len() {
-            return Err(self.bad_reply(format!(
-                "route returned {} outcomes for {} calls",
-                outcomes.len(),
-                requests.len()
-            )));
-        }
-        let mut out = Vec::with_capacity(requests.len());
-        for ((req, id), o) in requests.into_iter().zip(ids).zip(outcomes) {
-            // a new invocation is 'N' (created now), or {'N', id, created} after a replay
-            let (kind, o) = match o {
-                Value::Array(_) => (as_list(o).first().and_then(as_string), as_list(o)),
-                other => (as_string(other), &[][..]),
-            };
-            match kind.as_deref() {
-                Some("N") => {
-                    let created = if o.is_empty() {
-                        now
-                    } else {
-                        o.get(2).and_then(as_int)
-                    }
-                    .ok_or_else(|| {
-                        self.bad_reply("route: a new invocation without creation time")
-                    })?;
-                    out.push(RouteOutcome::New(Arc::new(InvocationRecord {
-                        invocation_id: id,
-                        call: req.call,
-                        parent_invocation_id: req.parent_invocation_id,
-                        created_at: pynenc_model::Timestamp::from_micros(created),
-                        scheduled_at: req.scheduled_at,
-                        concurrency: req.concurrency,
-                        rerun_of: req.rerun_of,
-                    })));
-                }
-                Some("R") => {
-                    let same = o.get(1).and_then(as_int) == Some(1);
-                    let record = self.decode_record(o.get(2..).unwrap_or_default())?;
-                    let diff = req.registration_diff(&record, same, self.serializer);
-                    out.push(RouteOutcome::Reused {
-                        record: Arc::new(record),
-                        diff,
-                    });
-                }
-                _ => return Err(self.bad_reply("route: unexpected outcome shape")),
-            }
-        }
-        Ok(out)
+        self.coalescer.route(self, requests).await
     }
 
     async fn get_invocations_to_run(
