@@ -77,6 +77,18 @@ async fn fan(n: u64) -> Result<u64, PynencError> {
     Ok(group.results().await?.into_iter().sum())
 }
 
+/// Fibonacci through sub-tasks: `fib(n)` calls `fib(n - 1)` and
+/// `fib(n - 2)` and waits for both (2·fib(n+1) − 1 invocations).
+#[pynenc::task]
+async fn fib(n: u64) -> Result<u64, PynencError> {
+    if n < 2 {
+        return Ok(n);
+    }
+    let a = fib::call(n - 1).await?;
+    let b = fib::call(n - 2).await?;
+    Ok(a.result().await? + b.result().await?)
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Backend {
     Memory,
@@ -92,6 +104,9 @@ enum Workload {
     /// Calls routed one at a time, each awaited (a web handler's pattern):
     /// from one caller, then from 100 concurrent callers; then drained.
     Enqueue,
+    /// fib(18) through sub-tasks that it awaits (8,361 invocations) on a
+    /// runner with 2 slots: waiting-heavy work.
+    Recursive,
     /// The query API on many stored invocations (not part of `all`).
     Query,
     All,
@@ -281,6 +296,33 @@ async fn latency(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
     })
 }
 
+/// `fib(18)`, 8,361 invocations, on a runner with 2 slots.
+async fn recursive(app: &Pynenc, fresh: bool) -> Result<Row> {
+    const N: u64 = 18;
+    if fresh {
+        app.purge().await?;
+    }
+    let runner = ThreadRunner::with_slots(app, 2).spawn();
+    let t0 = Instant::now();
+    let v = fib::call_on(app, N).await?.result().await?;
+    let total = t0.elapsed();
+    runner.stop().await?;
+    if v != 2584 {
+        bail!("fib({N}) returned {v}, expected 2584");
+    }
+    let invocations = 8_361.0;
+    Ok(Row {
+        workload: "recursive",
+        n: 8_361,
+        seconds: total.as_secs_f64(),
+        detail: format!(
+            "fib({N}) through awaited sub-tasks on 2 slots: {:.3} s ({:.1} µs per invocation)",
+            total.as_secs_f64(),
+            total.as_secs_f64() * 1e6 / invocations
+        ),
+    })
+}
+
 /// Concurrent callers of `enqueue`.
 const CALLERS: u64 = 100;
 
@@ -389,6 +431,9 @@ async fn main() -> Result<()> {
         }
         if wants(Workload::Fanout) {
             rows.push(fanout(&app, args.fanout_tasks, fresh).await?);
+        }
+        if wants(Workload::Recursive) {
+            rows.push(recursive(&app, fresh).await?);
         }
         if wants(Workload::Enqueue) {
             rows.extend(enqueue(&app, args.latency_calls, fresh).await?);
