@@ -108,6 +108,7 @@ macro_rules! server_or_skip {
 
 mod coalesce;
 mod control;
+mod pauses;
 mod queries;
 mod status_waits;
 

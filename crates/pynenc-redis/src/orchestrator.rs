@@ -256,6 +256,24 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// One wait step (`wait.lua`): `waiter` waits for `waited`, and is
+    /// paused by `pause_by` when given; how many of `waited` are not final.
+    async fn wait_step(
+        &self,
+        waiter: Option<&InvocationId>,
+        pause_by: Option<&RunnerId>,
+        waited: &[InvocationId],
+    ) -> Result<usize> {
+        let mut args = Vec::with_capacity(waited.len() + 2);
+        args.push(opt_bytes(waiter.map(InvocationId::as_str)));
+        args.push(opt_bytes(pause_by.map(RunnerId::as_str)));
+        args.extend(waited.iter().map(|id| bytes(id.as_str())));
+        let v = self.script(&scripts().wait, &args).await?;
+        Ok(usize::try_from(as_int(&v).unwrap_or(0)).unwrap_or(0))
+    }
+}
+
 /// Fresh invocation ids for `requests`, in creation order: the calls of one
 /// step sort in call order in the `blocking` index.
 pub(crate) fn new_ids(requests: &[RouteRequest]) -> Vec<InvocationId> {
@@ -429,12 +447,34 @@ impl Orchestrator for RedisBackend {
         }
         // chunks keep each script short (a wait is recorded per invocation)
         for chunk in waited.chunks(WAIT_CHUNK) {
-            let mut args = Vec::with_capacity(chunk.len() + 1);
-            args.push(opt_bytes(waiter.map(InvocationId::as_str)));
-            args.extend(chunk.iter().map(|id| bytes(id.as_str())));
-            self.script(&scripts().wait, &args).await?;
+            self.wait_step(waiter, None, chunk).await?;
         }
         Ok(())
+    }
+
+    async fn pause_for_results(
+        &self,
+        waiter: &InvocationId,
+        runner_id: &RunnerId,
+        waited: &[InvocationId],
+    ) -> Result<bool> {
+        if waited.len() > WAIT_CHUNK {
+            // too many for one step: the waits in chunks, then the pause
+            // (unless everything waited on has ended meanwhile)
+            let mut open = 0;
+            for chunk in waited.chunks(WAIT_CHUNK) {
+                open += self.wait_step(Some(waiter), None, chunk).await?;
+            }
+            if open > 0 {
+                self.set_status(waiter, InvocationStatus::Paused, runner_id, None)
+                    .await?;
+            }
+            return Ok(open > 0);
+        }
+        Ok(self
+            .wait_step(Some(waiter), Some(runner_id), waited)
+            .await?
+            > 0)
     }
 
     async fn promote_scheduled(&self) -> Result<usize> {

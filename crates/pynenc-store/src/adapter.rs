@@ -244,6 +244,22 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
+    async fn pause_for_results(
+        &self,
+        waiter: &InvocationId,
+        runner_id: &RunnerId,
+        waited: &[InvocationId],
+    ) -> Result<bool> {
+        let waiter = *waiter;
+        let runner_id = runner_id.clone();
+        let waited = waited.to_vec();
+        self.store
+            .atomic(move |t| {
+                engine::pause_for_results(t, &waiter, &runner_id, &waited, Timestamp::now())
+            })
+            .await
+    }
+
     async fn promote_scheduled(&self) -> Result<usize> {
         self.store
             .atomic(|t| {

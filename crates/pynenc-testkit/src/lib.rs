@@ -362,6 +362,7 @@ macro_rules! conformance_tests {
             s11b_dev_mode_cycle_control,
             s12_blocking_control_priority,
             s12b_blocking_control_off,
+            s12c_pause_for_results_is_one_step,
             s13_stop_runner_mid_task,
             s14_large_argument,
             s15_app_isolation,

@@ -210,6 +210,22 @@ pub trait Orchestrator: Send + Sync {
         waited: &[InvocationId],
     ) -> Result<()>;
 
+    /// [`Orchestrator::waiting_for_results`] for `waiter`, run by
+    /// `runner_id`, and its `PAUSED` in one step (a task that waits frees
+    /// its slot). Returns `false`, recording nothing and pausing nothing,
+    /// when every waited invocation is final already.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::StoreError::NotFound`] for a waited invocation that does not
+    /// exist; the transition to `PAUSED` refused. Nothing changes then.
+    async fn pause_for_results(
+        &self,
+        waiter: &InvocationId,
+        runner_id: &RunnerId,
+        waited: &[InvocationId],
+    ) -> Result<bool>;
+
     /// Registers scheduled invocations that are due; returns how many.
     async fn promote_scheduled(&self) -> Result<usize>;
 

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use pynenc_model::{InvocationId, InvocationStatus, RunnerId, Timestamp};
 
-use super::{not_final, transition, STEP_BATCH};
+use super::{not_final, transition, transition_from, STEP_BATCH};
 use crate::components::Retention;
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::txn::StoreTxn;
 
 /// Records waits, ignoring invocations that are already final.
@@ -21,6 +21,44 @@ pub fn waiting_for_results(
         txn.add_waits(waiter, &open)?;
     }
     Ok(())
+}
+
+/// Records that `waiter`, run by `runner`, waits for `waited`, and pauses it
+/// (`PAUSED`), in one step; `false` when every waited invocation is final
+/// already (nothing recorded, no pause: the caller goes on).
+pub fn pause_for_results(
+    txn: &mut dyn StoreTxn,
+    waiter: &InvocationId,
+    runner: &RunnerId,
+    waited: &[InvocationId],
+    now: Timestamp,
+) -> Result<bool> {
+    let current = txn
+        .get_status(waiter)?
+        .ok_or_else(|| StoreError::not_found(waiter, "while pausing it to wait"))?;
+    // a pause that would be refused is refused before anything is written
+    // (not every backend undoes a section that fails)
+    current
+        .transition(InvocationStatus::Paused, runner)
+        .map_err(|source| StoreError::Transition {
+            invocation_id: *waiter,
+            source,
+        })?;
+    let open = not_final(txn, waited, "while registering a wait for it")?;
+    if open.is_empty() {
+        return Ok(false);
+    }
+    txn.add_waits(Some(waiter), &open)?;
+    transition_from(
+        txn,
+        waiter,
+        &current,
+        InvocationStatus::Paused,
+        runner,
+        None,
+        now,
+    )?;
+    Ok(true)
 }
 
 /// Registers due scheduled invocations.

@@ -208,3 +208,75 @@ pub async fn s11b_dev_mode_cycle_control(f: &dyn BackendFactory) {
     // nothing went through the orchestrator
     assert!(ok(app.state_backend().list_invocation_ids().await, "list").is_empty());
 }
+
+/// 12c. A waiting task's waits and its pause are one step: refused as a
+/// whole (nothing recorded), and skipped when what it waits on has ended.
+pub async fn s12c_pause_for_results_is_one_step(f: &dyn BackendFactory) {
+    use pynenc::RunnerId;
+    let app = new_app(f, "s12c", &[]);
+    let orch = app.orchestrator();
+    let waiter = ok(add::call_on(&app, 1, 1).await, "waiter");
+    let a = ok(add::call_on(&app, 2, 2).await, "a");
+    let b = ok(add::call_on(&app, 3, 3).await, "b");
+    let (w, ids) = (
+        *waiter.invocation_id(),
+        [*a.invocation_id(), *b.invocation_id()],
+    );
+    let (r, other) = (RunnerId::from("runner-r"), RunnerId::from("runner-x"));
+    let started = ok(orch.get_invocations_to_start(&r, 1, None).await, "start");
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        started[0].invocation_id, w,
+        "the waiter routed first runs first"
+    );
+
+    // another runner cannot pause it: refused, and no wait recorded
+    let refused = orch.pause_for_results(&w, &other, &ids).await;
+    assert!(refused.is_err(), "{refused:?}");
+    let graph = ok(app.queries().wait_graph(&w).await, "graph");
+    assert!(graph.waiting_on.is_empty(), "{graph:?}");
+    // an unknown waited id: not found, nothing recorded, not paused
+    let unknown = pynenc::InvocationId::time_ordered();
+    assert!(orch
+        .pause_for_results(&w, &r, &[ids[0], unknown])
+        .await
+        .is_err());
+    assert_eq!(
+        ok(waiter.status().await, "status"),
+        InvocationStatus::Running
+    );
+    assert!(ok(app.queries().wait_graph(&w).await, "graph")
+        .waiting_on
+        .is_empty());
+
+    // its runner: the waits and PAUSED together
+    assert!(ok(orch.pause_for_results(&w, &r, &ids).await, "pause"));
+    assert_eq!(
+        ok(waiter.status().await, "status"),
+        InvocationStatus::Paused
+    );
+    let mut waiting = ok(app.queries().wait_graph(&w).await, "graph").waiting_on;
+    waiting.sort();
+    let mut want = ids.to_vec();
+    want.sort();
+    assert_eq!(waiting, want);
+
+    // once what it waits on has ended, nothing is recorded and it is not paused
+    ok(
+        orch.set_status(&w, InvocationStatus::Resumed, &r, None)
+            .await,
+        "resume",
+    );
+    let runner = start_runner(&app, 2);
+    ok(a.result().await, "a");
+    ok(b.result().await, "b");
+    runner.stop().await.ok();
+    assert!(!ok(
+        orch.pause_for_results(&w, &r, &ids).await,
+        "nothing open"
+    ));
+    assert_eq!(
+        ok(waiter.status().await, "status"),
+        InvocationStatus::Resumed
+    );
+}

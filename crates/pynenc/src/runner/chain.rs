@@ -114,18 +114,23 @@ impl InvocationHost for ChainHost {
         if self.cancel.is_cancelled(&id) {
             return Err(own_cancel(ctx, &shared.runner_id));
         }
-        shared
-            .app
-            .orchestrator()
-            .waiting_for_results(Some(&id), ids)
-            .await?;
         {
             let mut slot = ctx.slot.lock().await;
+            let orchestrator = shared.app.orchestrator();
             if slot.waits == 0 {
-                ctx.set_own_status(InvocationStatus::Paused, &shared.runner_id)
-                    .await?;
+                // the waits and the pause in one step
+                if !orchestrator
+                    .pause_for_results(&id, &shared.runner_id, ids)
+                    .await?
+                {
+                    // everything waited on has ended: go on, slot kept
+                    return Ok(());
+                }
                 slot.permit = None;
                 debug!(invocation_id = %id, waiting_for = ids.len(), "paused");
+            } else {
+                // paused already by another wait of this invocation
+                orchestrator.waiting_for_results(Some(&id), ids).await?;
             }
             slot.waits += 1;
         }
