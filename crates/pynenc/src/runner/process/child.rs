@@ -148,13 +148,18 @@ impl InvocationHost for ChildHost {
         ctx: &InvocationContext,
         ids: &[InvocationId],
     ) -> Result<()> {
-        let orch = self.app.orchestrator();
-        orch.waiting_for_results(Some(ctx.invocation_id()), ids)
-            .await?;
         // one wait at a time: the parent stops the whole process
         let mut go = self.go.lock().await;
-        ctx.set_own_status(InvocationStatus::Paused, &self.owner)
-            .await?;
+        // the waits and the pause in one step
+        if !self
+            .app
+            .orchestrator()
+            .pause_for_results(ctx.invocation_id(), &self.owner, ids)
+            .await?
+        {
+            // everything waited on has ended: go on
+            return Ok(());
+        }
         let line = serde_json::to_string(ids)
             .map_err(|e| SerializationError::serialize("waited ids", e))?;
         report_to_parent("wait", &line);
