@@ -51,6 +51,31 @@ impl Drop for LocalWatch<'_> {
 }
 
 impl RedisBackend {
+    /// An outcome from the fields `status`, `result`, `error` of an
+    /// invocation's record (`status` missing: no such invocation).
+    pub(crate) fn decode_outcome(
+        &self,
+        id: &InvocationId,
+        status: Option<String>,
+        result: Option<String>,
+        error: Option<String>,
+    ) -> Result<InvocationOutcome> {
+        let status = status.ok_or_else(|| StoreError::not_found(id, "while reading its result"))?;
+        let status = self.parse_status(id, &status)?;
+        let error = match error {
+            Some(e) => Some(
+                serde_json::from_str::<TaskError>(&e)
+                    .map_err(|err| corrupt_by(&self.invocation_key(id), "error", err))?,
+            ),
+            None => None,
+        };
+        Ok(InvocationOutcome {
+            status,
+            result,
+            error,
+        })
+    }
+
     /// Makes sure the server knows this backend waits for results, so that
     /// ends made by other backends are published (see `lib.lua`): the
     /// registration lasts [`WAITING_TTL`] and is renewed once half of it
@@ -191,23 +216,7 @@ impl StateBackend for RedisBackend {
             self.query("HMGET outcome", &pipe).await?;
         ids.iter()
             .zip(rows)
-            .map(|(id, (status, result, error))| {
-                let status =
-                    status.ok_or_else(|| StoreError::not_found(id, "while reading its result"))?;
-                let status = self.parse_status(id, &status)?;
-                let error = match error {
-                    Some(e) => Some(
-                        serde_json::from_str::<TaskError>(&e)
-                            .map_err(|err| corrupt_by(&self.invocation_key(id), "error", err))?,
-                    ),
-                    None => None,
-                };
-                Ok(InvocationOutcome {
-                    status,
-                    result,
-                    error,
-                })
-            })
+            .map(|(id, (status, result, error))| self.decode_outcome(id, status, result, error))
             .collect()
     }
 

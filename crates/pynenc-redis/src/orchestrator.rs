@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pynenc_model::{
-    Call, CallId, CancelOutcome, InvocationId, InvocationRecord, InvocationStatus, RouteOutcome,
-    RouteRequest, RunOutcome, RunnerId, SerializationError, StatusRecord,
+    Call, CallId, CancelOutcome, InvocationId, InvocationOutcome, InvocationRecord,
+    InvocationStatus, RouteOutcome, RouteRequest, RunOutcome, RunnerId, SerializationError,
+    StatusRecord,
 };
 use pynenc_store::engine;
 use pynenc_store::{EndOutcome, Orchestrator, Result, Retention, RunEnd, StepReport, StoreError};
@@ -475,6 +476,41 @@ impl Orchestrator for RedisBackend {
             .wait_step(Some(waiter), Some(runner_id), waited)
             .await?
             > 0)
+    }
+
+    async fn resume_with_outcomes(
+        &self,
+        waiter: &InvocationId,
+        runner_id: &RunnerId,
+        waited: &[InvocationId],
+    ) -> Result<Vec<InvocationOutcome>> {
+        let mut args = Vec::with_capacity(waited.len() + 4);
+        args.extend([
+            bytes(waiter.as_str()),
+            bytes(InvocationStatus::Resumed.as_str()),
+            bytes(runner_id.as_str()),
+            Vec::new(),
+        ]);
+        args.extend(waited.iter().map(|id| bytes(id.as_str())));
+        let v = self.script(&scripts().set_status, &args).await?;
+        let parts = as_list(&v);
+        let rows = parts.get(2).map(as_list).unwrap_or_default();
+        if rows.len() != waited.len() {
+            return Err(self.bad_reply(format!(
+                "set_status returned {} outcomes for {} invocations",
+                rows.len(),
+                waited.len()
+            )));
+        }
+        waited
+            .iter()
+            .zip(rows)
+            .map(|(id, row)| {
+                let f = as_list(row);
+                let field = |i: usize| f.get(i).and_then(as_string);
+                self.decode_outcome(id, field(0), field(1), field(2))
+            })
+            .collect()
     }
 
     async fn promote_scheduled(&self) -> Result<usize> {

@@ -260,6 +260,22 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
+    async fn resume_with_outcomes(
+        &self,
+        waiter: &InvocationId,
+        runner_id: &RunnerId,
+        waited: &[InvocationId],
+    ) -> Result<Vec<InvocationOutcome>> {
+        let waiter = *waiter;
+        let runner_id = runner_id.clone();
+        let waited = waited.to_vec();
+        self.store
+            .atomic(move |t| {
+                engine::resume_with_outcomes(t, &waiter, &runner_id, &waited, Timestamp::now())
+            })
+            .await
+    }
+
     async fn promote_scheduled(&self) -> Result<usize> {
         self.store
             .atomic(|t| {

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
-use pynenc_model::{CallId, InvocationId, InvocationRecord, InvocationStatus, RunnerId};
+use pynenc_model::{CallId, InvocationId, InvocationRecord, RunnerId};
 
 use crate::app::Pynenc;
 use crate::exceptions::{PynencError, Result};
@@ -50,20 +50,6 @@ impl InvocationContext {
     /// The call id of the running invocation.
     pub fn call_id(&self) -> CallId {
         self.record.call.call_id()
-    }
-
-    /// Records `status` (`PAUSED`, `RESUMED`) for this invocation, set by
-    /// its runner `actor`.
-    pub(crate) async fn set_own_status(
-        &self,
-        status: InvocationStatus,
-        actor: &RunnerId,
-    ) -> Result<()> {
-        self.app
-            .orchestrator()
-            .set_status(self.invocation_id(), status, actor, None)
-            .await?;
-        Ok(())
     }
 
     /// Whether this invocation was cancelled while it runs (see

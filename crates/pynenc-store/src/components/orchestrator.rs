@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use pynenc_model::{
-    CancelOutcome, InvocationId, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest,
-    RunOutcome, RunnerId, StatusRecord,
+    CancelOutcome, InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus,
+    RouteOutcome, RouteRequest, RunOutcome, RunnerId, StatusRecord,
 };
 
 use crate::error::{Result, StoreError};
@@ -225,6 +225,21 @@ pub trait Orchestrator: Send + Sync {
         runner_id: &RunnerId,
         waited: &[InvocationId],
     ) -> Result<bool>;
+
+    /// Sets `waiter` `RESUMED` by `runner_id` and returns the outcomes of
+    /// `waited`, in that order, in one step (a task that waited takes its
+    /// slot back and reads what it waited for).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::StoreError::NotFound`] for an unknown id; the transition
+    /// refused. Nothing changes then.
+    async fn resume_with_outcomes(
+        &self,
+        waiter: &InvocationId,
+        runner_id: &RunnerId,
+        waited: &[InvocationId],
+    ) -> Result<Vec<InvocationOutcome>>;
 
     /// Registers scheduled invocations that are due; returns how many.
     async fn promote_scheduled(&self) -> Result<usize>;

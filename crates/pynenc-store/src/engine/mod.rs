@@ -24,7 +24,10 @@ pub use cycle::{cycle_error, ANCESTORS_SEARCHED};
 pub use finish::{finish, finish_many_and_start, kill_and_reroute};
 pub use pick::{pick, pick_and_start};
 pub use route::route;
-pub use upkeep::{auto_purge, pause_for_results, promote_scheduled, recover, waiting_for_results};
+pub use upkeep::{
+    auto_purge, pause_for_results, promote_scheduled, recover, resume_with_outcomes,
+    waiting_for_results,
+};
 
 use pynenc_model::{
     HistoryStep, InvocationId, InvocationOutcome, InvocationStatus, RunnerId, StatusRecord,

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pynenc_model::{InvocationId, InvocationStatus, RunnerId, Timestamp};
+use pynenc_model::{InvocationId, InvocationOutcome, InvocationStatus, RunnerId, Timestamp};
 
 use super::{not_final, transition, transition_from, STEP_BATCH};
 use crate::components::Retention;
@@ -59,6 +59,21 @@ pub fn pause_for_results(
         now,
     )?;
     Ok(true)
+}
+
+/// Sets `waiter` `RESUMED` by `runner` and reads the outcomes of `waited`
+/// (what it waited on), in one step. The outcomes are read first: an
+/// unknown id fails the step before anything is written.
+pub fn resume_with_outcomes(
+    txn: &mut dyn StoreTxn,
+    waiter: &InvocationId,
+    runner: &RunnerId,
+    waited: &[InvocationId],
+    now: Timestamp,
+) -> Result<Vec<InvocationOutcome>> {
+    let out = super::outcomes(txn, waited)?;
+    transition(txn, waiter, InvocationStatus::Resumed, runner, None, now)?;
+    Ok(out)
 }
 
 /// Registers due scheduled invocations.

@@ -210,7 +210,8 @@ pub async fn s11b_dev_mode_cycle_control(f: &dyn BackendFactory) {
 }
 
 /// 12c. A waiting task's waits and its pause are one step: refused as a
-/// whole (nothing recorded), and skipped when what it waits on has ended.
+/// whole (nothing recorded), and skipped when what it waits on has ended;
+/// its resume and the read of the outcomes are one step too.
 pub async fn s12c_pause_for_results_is_one_step(f: &dyn BackendFactory) {
     use pynenc::RunnerId;
     let app = new_app(f, "s12c", &[]);
@@ -261,16 +262,31 @@ pub async fn s12c_pause_for_results_is_one_step(f: &dyn BackendFactory) {
     want.sort();
     assert_eq!(waiting, want);
 
-    // once what it waits on has ended, nothing is recorded and it is not paused
-    ok(
-        orch.set_status(&w, InvocationStatus::Resumed, &r, None)
-            .await,
-        "resume",
-    );
+    // they end; it resumes and reads their outcomes in one step (an
+    // unknown id: refused, still PAUSED)
     let runner = start_runner(&app, 2);
     ok(a.result().await, "a");
     ok(b.result().await, "b");
     runner.stop().await.ok();
+    assert!(orch
+        .resume_with_outcomes(&w, &r, &[ids[0], unknown])
+        .await
+        .is_err());
+    assert_eq!(
+        ok(waiter.status().await, "status"),
+        InvocationStatus::Paused
+    );
+    let outcomes = ok(orch.resume_with_outcomes(&w, &r, &ids).await, "resume");
+    assert_eq!(
+        ok(waiter.status().await, "status"),
+        InvocationStatus::Resumed
+    );
+    let results: Vec<Option<&str>> = outcomes.iter().map(|o| o.result.as_deref()).collect();
+    assert_eq!(results, vec![Some("4"), Some("6")]);
+    assert!(outcomes
+        .iter()
+        .all(|o| o.status == InvocationStatus::Success));
+    // once what it waits on has ended, nothing is recorded and it is not paused
     assert!(!ok(
         orch.pause_for_results(&w, &r, &ids).await,
         "nothing open"

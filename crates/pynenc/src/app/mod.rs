@@ -129,6 +129,27 @@ impl Pynenc {
     ///
     /// An id that does not exist, or a backend failure.
     pub async fn wait_for(&self, ids: &[InvocationId]) -> Result<()> {
+        self.wait_until_final(ids).await.map(|_| ())
+    }
+
+    /// The outcomes of `ids`, in that order, once every one is final (as
+    /// [`Pynenc::wait_for`] waits for them): read by the step that resumes
+    /// a waiting task, or after the wait.
+    pub(crate) async fn final_outcomes(
+        &self,
+        ids: &[InvocationId],
+    ) -> Result<Vec<pynenc_model::InvocationOutcome>> {
+        match self.wait_until_final(ids).await? {
+            Some(outcomes) => Ok(outcomes),
+            None => Ok(self.state_backend().get_outcomes(ids).await?),
+        }
+    }
+
+    /// [`Pynenc::wait_for`], with the outcomes when the runner read them.
+    async fn wait_until_final(
+        &self,
+        ids: &[InvocationId],
+    ) -> Result<Option<Vec<pynenc_model::InvocationOutcome>>> {
         let ctx = context::current();
         let blocking_control = self.inner.conf.orchestrator.blocking_control;
         match ctx
@@ -139,7 +160,10 @@ impl Pynenc {
             Some((ctx, host)) => host.waiting_for_results(ctx, ids).await,
             // outside any runner nobody's slot is at stake (and without
             // blocking control the waiting invocation keeps its own): just wait
-            None => Ok(self.coordination().wait_final(ids).await?),
+            None => {
+                self.coordination().wait_final(ids).await?;
+                Ok(None)
+            }
         }
     }
 }

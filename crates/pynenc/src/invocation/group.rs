@@ -62,10 +62,7 @@ impl<R: DeserializeOwned + Send + 'static> InvocationGroup<R> {
             }
         }
         let mut outcomes = match &app {
-            Some(app) => {
-                app.wait_for(&ids).await?;
-                app.state_backend().get_outcomes(&ids).await?.into_iter()
-            }
+            Some(app) => app.final_outcomes(&ids).await?.into_iter(),
             None => Vec::new().into_iter(),
         };
         let mut values = Vec::with_capacity(self.invocations.len());

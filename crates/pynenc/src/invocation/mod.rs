@@ -302,12 +302,9 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
     pub async fn result(&self) -> Result<R> {
         match &self.inner {
             UntypedInvocation::Distributed(d) => {
-                let ids = [d.record.invocation_id];
-                d.app.wait_for(&ids).await?;
                 let outcome = d
                     .app
-                    .state_backend()
-                    .get_outcomes(&ids)
+                    .final_outcomes(&[d.record.invocation_id])
                     .await?
                     .pop()
                     .ok_or_else(|| {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use pynenc_model::{InvocationId, InvocationRecord, InvocationStatus, RunOutcome, RunnerId};
+use pynenc_model::{InvocationId, InvocationOutcome, InvocationRecord, RunOutcome, RunnerId};
 use pynenc_store::RunEnd;
 use tracing::{debug, warn};
 
@@ -102,13 +102,14 @@ impl InvocationHost for ChainHost {
 
     /// Pauses `ctx` while it waits for `ids`: the wait is recorded for
     /// blocking control, the slot is freed, and taken back when all are
-    /// final. A cancel of the waiting invocation ends the wait at once with
-    /// [`PynencError::Cancelled`], without taking a slot back.
+    /// final, in the step that reads their outcomes. A cancel of the waiting
+    /// invocation ends the wait at once with [`PynencError::Cancelled`],
+    /// without taking a slot back.
     async fn waiting_for_results(
         &self,
         ctx: &InvocationContext,
         ids: &[InvocationId],
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<InvocationOutcome>>> {
         let shared = &self.shared;
         let id = *ctx.invocation_id();
         if self.cancel.is_cancelled(&id) {
@@ -124,7 +125,7 @@ impl InvocationHost for ChainHost {
                     .await?
                 {
                     // everything waited on has ended: go on, slot kept
-                    return Ok(());
+                    return Ok(None);
                 }
                 slot.permit = None;
                 debug!(invocation_id = %id, waiting_for = ids.len(), "paused");
@@ -153,10 +154,17 @@ impl InvocationHost for ChainHost {
                 permit = shared.slots.clone().acquire_owned() => permit,
             };
             slot.permit = Some(permit.map_err(|_| PynencError::runner("runner slots closed"))?);
-            ctx.set_own_status(InvocationStatus::Resumed, &shared.runner_id)
+            waited?;
+            // RESUMED and the outcomes in one step
+            let outcomes = shared
+                .app
+                .orchestrator()
+                .resume_with_outcomes(&id, &shared.runner_id, ids)
                 .await?;
             debug!(invocation_id = %id, "resumed");
+            return Ok(Some(outcomes));
         }
-        Ok(waited?)
+        waited?;
+        Ok(None)
     }
 }

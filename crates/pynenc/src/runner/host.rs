@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use pynenc_model::{InvocationId, InvocationRecord, InvocationStatus, RunOutcome, RunnerId};
+use pynenc_model::{
+    InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus, RunOutcome, RunnerId,
+};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::cancel::CancelSignal;
@@ -32,11 +34,13 @@ pub(crate) trait InvocationHost: Send + Sync {
     fn runner_id(&self) -> &RunnerId;
     /// Called when the invocation of `ctx` waits for `ids`: the host decides
     /// how it waits (pause and free the slot, or hand the wait to a parent).
+    /// The outcomes of `ids` when it read them in the step that resumed the
+    /// invocation, `None` when the caller reads them.
     async fn waiting_for_results(
         &self,
         ctx: &InvocationContext,
         ids: &[InvocationId],
-    ) -> Result<()>;
+    ) -> Result<Option<Vec<InvocationOutcome>>>;
     /// The cancel signal of the runs it hosts, where a cancel reaches the
     /// body in this process (see [`super::cancel`]); `None` where a cancel
     /// stops the whole process instead.

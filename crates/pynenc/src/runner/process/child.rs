@@ -6,7 +6,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use pynenc_model::{InvocationId, InvocationStatus, RunnerId, SerializationError};
+use pynenc_model::{
+    InvocationId, InvocationOutcome, InvocationStatus, RunnerId, SerializationError,
+};
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{info_span, Instrument};
 
@@ -147,7 +149,7 @@ impl InvocationHost for ChildHost {
         &self,
         ctx: &InvocationContext,
         ids: &[InvocationId],
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<InvocationOutcome>>> {
         // one wait at a time: the parent stops the whole process
         let mut go = self.go.lock().await;
         // the waits and the pause in one step
@@ -158,7 +160,7 @@ impl InvocationHost for ChildHost {
             .await?
         {
             // everything waited on has ended: go on
-            return Ok(());
+            return Ok(None);
         }
         let line = serde_json::to_string(ids)
             .map_err(|e| SerializationError::serialize("waited ids", e))?;
@@ -166,9 +168,14 @@ impl InvocationHost for ChildHost {
         go.recv().await.ok_or_else(|| {
             PynencError::runner("the parent runner closed the pipe while the child waited")
         })?;
-        ctx.set_own_status(InvocationStatus::Resumed, &self.owner)
+        self.app.coordination().wait_final(ids).await?;
+        // RESUMED and the outcomes in one step
+        let outcomes = self
+            .app
+            .orchestrator()
+            .resume_with_outcomes(ctx.invocation_id(), &self.owner, ids)
             .await?;
-        Ok(self.app.coordination().wait_final(ids).await?)
+        Ok(Some(outcomes))
     }
 }
 
