@@ -55,13 +55,8 @@ async fn every_command_on_sqlite() {
         &["--config", &toml.display().to_string()],
         &["config"],
     );
-    let source = conf["config"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["key"] == "sqlite.sqlite_path")
-        .map(|e| e["source"].as_str().unwrap().to_string());
-    assert_eq!(source, Some(format!("file {}", toml.display())));
+    let source = &entry(&conf, "config", "key", "sqlite.sqlite_path")["source"];
+    assert_eq!(*source, format!("file {}", toml.display()));
     fails(
         dir.path(),
         &["--config", "nope.toml", "list"],
@@ -172,13 +167,7 @@ async fn every_command_on_redis() {
     let o = pynenc(dir.path(), &["--redis-url", &wrong, "--app", APP, "list"]);
     assert!(!stderr(&o).contains("wrong"), "{}", stderr(&o));
     let conf = json(dir.path(), &["--redis-url", &wrong], &["config"]);
-    let url_entry = conf["config"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["key"] == "redis.redis_url")
-        .expect("redis_url listed")
-        .clone();
+    let url_entry = entry(&conf, "config", "key", "redis.redis_url");
     assert!(
         !url_entry["value"].as_str().unwrap().contains("wrong"),
         "{url_entry}"

@@ -32,12 +32,8 @@ pub async fn every_command(dir: &Path, conn: &[&str], app: &Pynenc) {
     assert!(rest["next"].is_null());
     let failed = json(dir, conn, &["list", "--status", "failed"]);
     assert_eq!(failed["items"][0]["invocation_id"], failed_id.as_str());
-    let owner = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["invocation_id"] == fan_id.as_str())
-        .and_then(|i| i["owner"].as_str())
+    let owner = entry(&list, "items", "invocation_id", &fan_id)["owner"]
+        .as_str()
         .expect("the runner that ran the fan-out")
         .to_string();
     let owned = json(dir, conn, &["list", "--runner", &owner]);
@@ -76,22 +72,10 @@ pub async fn every_command(dir: &Path, conn: &[&str], app: &Pynenc) {
     assert!(drawn.contains("└── "), "{drawn}");
 
     let tasks = json(dir, conn, &["tasks"]);
-    let add_row = tasks["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["task_id"] == add::task().task_id())
-        .expect("add listed")
-        .clone();
+    let add_row = entry(&tasks, "tasks", "task_id", add::task().task_id());
     assert_eq!(add_row["counts"]["success"], 3);
     assert_eq!(add_row["counts"]["registered"], 2);
-    let refuse_row = tasks["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["task_id"] == refuse::task().task_id())
-        .expect("refuse listed")
-        .clone();
+    let refuse_row = entry(&tasks, "tasks", "task_id", refuse::task().task_id());
     assert_eq!(refuse_row["failed_by_kind"]["Refused"], 1);
 
     let runners = json(dir, conn, &["runners"]);

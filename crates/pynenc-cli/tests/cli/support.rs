@@ -112,6 +112,16 @@ pub async fn seed(app: &Pynenc) -> (String, String, Vec<String>) {
     )
 }
 
+/// The element of the array `doc[list]` whose `field` is `value`.
+pub fn entry<'a>(doc: &'a Value, list: &str, field: &str, value: &str) -> &'a Value {
+    doc[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no array `{list}` in {doc}"))
+        .iter()
+        .find(|e| e[field] == value)
+        .unwrap_or_else(|| panic!("no `{list}` entry with {field} = {value} in {doc}"))
+}
+
 /// The test app on the SQLite file `db`.
 pub fn sqlite_app(db: &Path) -> Pynenc {
     Pynenc::builder()
