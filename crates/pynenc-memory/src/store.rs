@@ -134,7 +134,7 @@ impl AtomicStore for MemStore {
     fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
     where
         R: Send + 'static,
-        F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+        F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
     {
         std::future::ready(self.locked(f))
     }

@@ -116,7 +116,7 @@ impl AtomicStore for SqliteStore {
     fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
     where
         R: Send + 'static,
-        F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+        F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
     {
         let inner = self.inner.clone();
         async move {

@@ -74,7 +74,7 @@ fn us(n: u64) -> Duration {
 }
 
 /// Runs `f` in one section of a store on a fresh file.
-async fn in_fresh_store(f: impl FnOnce(&mut dyn StoreTxn) -> Result<()> + Send + 'static) {
+async fn in_fresh_store(f: impl Fn(&mut dyn StoreTxn) -> Result<()> + Send + 'static) {
     let (_dir, store) = fresh();
     store.atomic(f).await.unwrap();
 }

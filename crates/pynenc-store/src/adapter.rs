@@ -108,7 +108,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
     async fn route_calls(&self, requests: Vec<RouteRequest>) -> Result<Vec<RouteOutcome>> {
         let serializer = self.serializer;
         self.store
-            .atomic(move |t| engine::route(t, requests, serializer, Timestamp::now()))
+            .atomic(move |t| engine::route(t, requests.clone(), serializer, Timestamp::now()))
             .await
     }
 
@@ -164,7 +164,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         let id = *id;
         let runner = runner_id.clone();
         self.store
-            .atomic(move |t| engine::finish(t, &id, &runner, outcome, Timestamp::now()))
+            .atomic(move |t| engine::finish(t, &id, &runner, outcome.clone(), Timestamp::now()))
             .await
     }
 
@@ -197,7 +197,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
                         engine::finish_many_and_start(
                             t,
                             &runner,
-                            ends,
+                            ends.clone(),
                             max_next,
                             context.as_deref(),
                             Timestamp::now(),

@@ -22,11 +22,15 @@ pub enum Inline<R, A> {
 /// memory, one `BEGIN IMMEDIATE` transaction in SQLite).
 pub trait AtomicStore: Send + Sync + 'static {
     /// Runs `f` in one atomic section; a returned error rolls back every write of `f`
-    /// where the backend supports it (SQLite), and is returned.
+    /// where the backend supports it (SQLite, PostgreSQL), and is returned.
+    ///
+    /// `f` is `Fn`: a store that loses its connection before the section
+    /// committed (a server restart) rolls it back and runs `f` again on a
+    /// new connection, so `f` must not depend on having run once.
     fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
     where
         R: Send + 'static,
-        F: FnOnce(&mut dyn StoreTxn) -> Result<R> + Send + 'static;
+        F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static;
 
     /// Runs `f` on `input` in one atomic section right here, when the store
     /// can do so without sending `f` elsewhere (an in-process lock), so `f`
