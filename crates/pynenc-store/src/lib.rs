@@ -6,14 +6,15 @@
 //!   bundled as [`Components`].
 //! - [`StoreTxn`] and [`QueryTxn`]: the primitive reads and writes of a backend, and
 //!   [`AtomicStore`]: a backend that runs a closure over them atomically (one
-//!   lock in memory, one `BEGIN IMMEDIATE` transaction in SQLite).
+//!   lock in memory, one transaction in SQLite and PostgreSQL).
+//! - [`codes`]: the stable status codes of the SQL backends' schemas.
 //! - [`engine`]: every rule — the state machine, registration and running
 //!   concurrency, blocking and cycle control, retries, purge, recovery —
 //!   once, over [`StoreTxn`].
 //! - [`TxnBackend`]: any [`AtomicStore`] as the four components.
 //!
 //! A backend either implements [`StoreTxn`] and [`AtomicStore`] and gets
-//! every rule from here (memory, SQLite), or implements the component
+//! every rule from here (memory, SQLite, PostgreSQL), or implements the component
 //! traits natively (Redis runs each step as one server-side script) and
 //! reuses the engine's shared pieces (errors, cycle descriptions, batch
 //! limits). Either way it passes the same conformance suite.
@@ -23,6 +24,7 @@
 
 mod adapter;
 mod atomic;
+pub mod codes;
 pub mod components;
 pub mod engine;
 mod error;

@@ -188,6 +188,13 @@ pub trait StoreTxn: QueryTxn {
 
     /// Called when an invocation became final (a backend with notifications wakes waiters).
     fn on_final(&mut self, _id: &InvocationId) {}
+
+    /// A hint: the step is about to read the statuses (and records) of
+    /// `ids`, which a backend with round trips may read in one go. The
+    /// default does nothing.
+    fn prefetch(&mut self, _ids: &[InvocationId]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The reads of the query API, run inside one atomic section like the

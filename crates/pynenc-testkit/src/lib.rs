@@ -24,12 +24,16 @@ use pynenc::{
 };
 
 pub mod chaos;
+#[cfg(feature = "postgres")]
+pub mod postgres_server;
 pub mod process;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod scenarios;
 pub mod tasks;
 
+#[cfg(feature = "postgres")]
+pub use postgres_server::PostgresFactory;
 #[cfg(feature = "redis")]
 pub use redis_server::RedisFactory;
 

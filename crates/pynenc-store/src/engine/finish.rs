@@ -63,6 +63,8 @@ pub fn finish_many_and_start(
     execution_context: Option<&str>,
     now: Timestamp,
 ) -> Result<StepReport> {
+    let ids: Vec<InvocationId> = ends.iter().map(|e| e.invocation_id).collect();
+    txn.prefetch(&ids)?;
     let mut outcomes = Vec::with_capacity(ends.len());
     for end in ends {
         outcomes.push(

@@ -2,7 +2,7 @@
 //! configuration (`backend` and its section) is mapped to it.
 
 use std::sync::Arc;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use std::time::Duration;
 
 use pynenc_memory::MemoryBackend;
@@ -13,6 +13,8 @@ use serde_json::Value;
 use crate::conf::{BackendKind, PynencConfig};
 use crate::exceptions::{PynencError, Result};
 
+#[cfg(feature = "postgres")]
+pub use pynenc_postgres::PostgresOptions;
 #[cfg(feature = "redis")]
 pub use pynenc_redis::RedisOptions;
 #[cfg(feature = "sqlite")]
@@ -34,6 +36,9 @@ pub enum Backend {
     /// A Redis server shared by many machines.
     #[cfg(feature = "redis")]
     Redis(RedisOptions),
+    /// A PostgreSQL database shared by many machines.
+    #[cfg(feature = "postgres")]
+    Postgres(PostgresOptions),
     /// Components built by the caller (any implementation of the traits).
     Custom(Arc<ComponentsFactory>),
 }
@@ -46,6 +51,8 @@ impl std::fmt::Debug for Backend {
             Backend::Sqlite(o) => write!(f, "Backend::Sqlite({o:?})"),
             #[cfg(feature = "redis")]
             Backend::Redis(o) => write!(f, "Backend::Redis({o:?})"),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(o) => write!(f, "Backend::Postgres({o:?})"),
             Backend::Custom(_) => f.write_str("Backend::Custom"),
         }
     }
@@ -71,7 +78,14 @@ impl From<RedisOptions> for Backend {
     }
 }
 
-#[cfg(feature = "sqlite")]
+#[cfg(feature = "postgres")]
+impl From<PostgresOptions> for Backend {
+    fn from(options: PostgresOptions) -> Self {
+        Backend::Postgres(options)
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -91,6 +105,8 @@ impl Backend {
             Backend::Sqlite(_) => Some(BackendKind::Sqlite),
             #[cfg(feature = "redis")]
             Backend::Redis(_) => Some(BackendKind::Redis),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => Some(BackendKind::Postgres),
             Backend::Custom(_) => None,
         }
     }
@@ -126,6 +142,15 @@ impl Backend {
                     key_prefix: r.redis_key_prefix.clone(),
                     pool_size: r.redis_pool_size,
                     tls_ca_file: non_empty(&r.redis_tls_ca_file).map(Into::into),
+                }))
+            }
+            #[cfg(feature = "postgres")]
+            BackendKind::Postgres => {
+                let p = &conf.postgres;
+                Ok(Backend::Postgres(PostgresOptions {
+                    url: p.postgres_url.clone(),
+                    connect_timeout: ms(p.postgres_connect_timeout_ms),
+                    retry_for: ms(p.postgres_retry_for_ms),
                 }))
             }
             #[allow(unreachable_patterns)]
@@ -188,6 +213,19 @@ impl Backend {
                     ),
                 ),
             ],
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(o) => vec![
+                ("backend", Value::from("postgres")),
+                ("postgres.postgres_url", Value::from(o.url.clone())),
+                (
+                    "postgres.postgres_connect_timeout_ms",
+                    Value::from(millis(o.connect_timeout)),
+                ),
+                (
+                    "postgres.postgres_retry_for_ms",
+                    Value::from(millis(o.retry_for)),
+                ),
+            ],
             Backend::Custom(_) => Vec::new(),
         }
     }
@@ -207,13 +245,17 @@ impl Backend {
             Backend::Sqlite(o) => pynenc_sqlite::SqliteStore::components(o, app_id, serializer),
             #[cfg(feature = "redis")]
             Backend::Redis(o) => pynenc_redis::RedisBackend::components(o, app_id, serializer),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(o) => {
+                pynenc_postgres::PostgresStore::components(o, app_id, serializer)
+            }
             Backend::Custom(factory) => return factory(conf),
         };
         opened.map_err(|e| option_error(conf, e))
     }
 }
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -237,7 +279,7 @@ fn option_error(conf: &PynencConfig, e: StoreError) -> PynencError {
     PynencError::Config(error.caused_by(e))
 }
 
-#[cfg(all(test, any(feature = "sqlite", feature = "redis")))]
+#[cfg(all(test, any(feature = "sqlite", feature = "redis", feature = "postgres")))]
 mod tests {
     use super::*;
 
@@ -267,5 +309,18 @@ mod tests {
             panic!("expected Redis options");
         };
         assert_eq!(options, RedisOptions::default());
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_defaults_agree_with_the_configuration() {
+        let conf = PynencConfig {
+            backend: BackendKind::Postgres,
+            ..PynencConfig::default()
+        };
+        let Ok(Backend::Postgres(options)) = Backend::from_config(&conf) else {
+            panic!("expected PostgreSQL options");
+        };
+        assert_eq!(options, PostgresOptions::new(&conf.postgres.postgres_url));
     }
 }

@@ -72,13 +72,15 @@ macro_rules! named_choice {
 
 named_choice! {
     /// Where an app keeps its broker, orchestrator and state (`backend`).
-    BackendKind ("one of memory, sqlite, redis") {
+    BackendKind ("one of memory, sqlite, redis, postgres") {
         /// In this process (the default): no server, no file.
         Memory = "memory",
         /// One SQLite file shared by the processes of one machine (feature `sqlite`).
         Sqlite = "sqlite",
         /// A Redis server shared by many machines (feature `redis`).
         Redis = "redis",
+        /// A PostgreSQL database shared by many machines (feature `postgres`).
+        Postgres = "postgres",
     }
 }
 

@@ -220,7 +220,7 @@ config_table! {
         dev_mode_force_sync_tasks: bool = false;
         /// The serializer of arguments and results: `json` or `message_pack`.
         serializer: Serializer = Serializer::Json;
-        /// The backend of broker, orchestrator and state: `memory`, `sqlite` or `redis`.
+        /// The backend of broker, orchestrator and state: `memory`, `sqlite`, `redis` or `postgres`.
         backend: BackendKind = BackendKind::Memory;
         /// How arguments are shown in logs: `full`, `keys`, `truncated` or `hidden`.
         print_arguments: ArgumentPrintMode = ArgumentPrintMode::default();
@@ -327,6 +327,17 @@ config_table! {
         /// For `rediss://`: a PEM file of the certificate authorities to trust
         /// (empty: the system's trust store).
         redis_tls_ca_file: String = String::new();
+    }
+
+    /// Settings of the PostgreSQL backend (`[postgres]`, `PYNENC__POSTGRES__*`).
+    postgres: PostgresConfig {
+        /// The connection URL (`postgres://user:password@host:port/database`);
+        /// the database must exist.
+        postgres_url: String = "postgres://localhost/pynenc".to_string(), check = non_empty, secret = true;
+        /// How long to wait for a connection, in milliseconds.
+        postgres_connect_timeout_ms: u64 = 5000, check = at_least_one;
+        /// How long a step keeps trying while the server cannot be reached, in milliseconds.
+        postgres_retry_for_ms: u64 = 60000;
     }
 }
 

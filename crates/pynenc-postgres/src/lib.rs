@@ -1,0 +1,140 @@
+//! The PostgreSQL backend of pynenc: broker, orchestrator and state backend
+//! in a PostgreSQL database, shared by every process of an app on any
+//! number of machines.
+//!
+//! ```no_run
+//! use pynenc_postgres::{PostgresOptions, PostgresStore};
+//!
+//! let store = PostgresStore::open(
+//!     &PostgresOptions::new("postgres://pynenc@127.0.0.1/jobs"),
+//!     "my-app",
+//! )?;
+//! # Ok::<(), pynenc_store::StoreError>(())
+//! ```
+//!
+//! # How it works
+//!
+//! - **Every rule from the engine.** The store implements the primitives
+//!   of [`pynenc_store::StoreTxn`]; routing, pick-up, the ends of runs,
+//!   cancels, recovery and purges are the engine's functions, run in one
+//!   transaction each, exactly as on SQLite and in memory.
+//! - **One step at a time per app, many steps per transaction.** A write
+//!   transaction first takes the app's advisory lock
+//!   (`pg_advisory_xact_lock`), so the steps of one app are serialised
+//!   across every process and machine without row locks, deadlocks or
+//!   serialisation failures, while apps in one database never wait for
+//!   each other. Inside one process the steps queue in front of one
+//!   writer connection and the steps waiting when it is free commit
+//!   together (group commit): one `BEGIN`, one lock, one `COMMIT` for up
+//!   to [`MAX_GROUP`] steps. A step that fails rolls the group back and
+//!   the others run again without it; its error goes to its caller alone.
+//! - **Statements prepared once per connection**, and the section's view
+//!   of every invocation it read or wrote kept in memory, so a transition
+//!   reads the row once.
+//! - **Wake-ups by `LISTEN`/`NOTIFY`.** A committing group notifies the
+//!   app's channel with what it changed (work queued, invocations that
+//!   became final or changed status); a listener connection in every
+//!   process wakes the runners waiting for work and the callers waiting for
+//!   results, so nothing polls on the hot path. A check every
+//!   [`SAFETY_RECHECK`] guards against notifications lost while a listener
+//!   reconnects.
+//! - **Survives a server restart.** A step whose connection is lost before
+//!   its transaction committed is rolled back by the server and runs again
+//!   on a new connection (steps are `Fn`), for up to `retry_for`; a
+//!   connection lost during `COMMIT` is settled by asking the server
+//!   whether the transaction committed (`txid_status`), so a step is never
+//!   applied twice.
+//! - **Versioned schema.** The library creates its tables (all named
+//!   `pynenc_*`) when they are missing and records its schema version in
+//!   `pynenc_meta`. A database with another schema version, newer or
+//!   older, is refused before anything is written to it, with both
+//!   versions in the error.
+//! - **Apps are isolated.** Every row carries the app's number (the
+//!   `pynenc_apps` table); two apps can share a database, and purging one
+//!   leaves the other intact.
+//!
+//! # Schema (version 1)
+//!
+//! | table | key | content |
+//! |---|---|---|
+//! | `pynenc_meta` | `key` | `schema_version` |
+//! | `pynenc_apps` | `app` | the `app_id` of each app number |
+//! | `pynenc_invocations` | `app, invocation_id` | task, status (code), owner, times, concurrency keys, retries, waited flag, parent, call id, error kind, cancel request |
+//! | `pynenc_records` | `app, invocation_id` | the invocation record as JSON (arguments included) |
+//! | `pynenc_outcomes` | `app, invocation_id` | result and error (JSON) |
+//! | `pynenc_history` | `seq` (indexed by invocation) | one row per status transition |
+//! | `pynenc_status_counts`, `pynenc_failed_counts` | `app, task, status/kind` | counters kept by the steps |
+//! | `pynenc_waits` | `app, waited, waiter` | which invocation waits on which |
+//! | `pynenc_queue` | `app, seq` | the broker's FIFO |
+//! | `pynenc_controlled` | `seq` | invocations parked by running concurrency |
+//! | `pynenc_edges` | `seq` | call graph edges (cycle control) |
+//! | `pynenc_heartbeats`, `pynenc_runners`, `pynenc_leases` | `app, …` | runners and leases |
+//!
+//! Status codes are those of [`pynenc_store::codes`]. Each question of the
+//! hot path (registration and running concurrency, due scheduled
+//! invocations, ends to purge, claims to recover, blocking candidates, the
+//! listings) has a partial index holding exactly the rows it asks for.
+
+#![deny(missing_docs)]
+
+mod conn;
+mod error;
+mod notify;
+mod pending;
+mod primitives;
+mod queries;
+mod rows;
+mod schema;
+mod store;
+mod txn;
+mod writer;
+
+
+use std::time::Duration;
+
+pub use schema::SCHEMA_VERSION;
+pub use store::PostgresStore;
+pub use writer::MAX_GROUP;
+
+/// How often a wait re-reads what it waits for even without a
+/// notification (notifications sent while a listener reconnects are lost).
+pub const SAFETY_RECHECK: Duration = Duration::from_secs(1);
+
+/// How to open a PostgreSQL store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The connection URL (`postgres://user:password@host:port/database`,
+    /// or the `key=value` form); the database must exist.
+    pub url: String,
+    /// How long to wait for a connection (default 5 s).
+    pub connect_timeout: Duration,
+    /// How long a step keeps trying while the server cannot be reached
+    /// (default 60 s); after that it fails with an error naming the server.
+    pub retry_for: Duration,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &conn::redact(&self.url))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry_for", &self.retry_for)
+            .finish()
+    }
+}
+
+impl PostgresOptions {
+    /// The default connection timeout.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The default time a step keeps trying while the server is unreachable.
+    pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(60);
+
+    /// The options for the database at `url`, with the default timings.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresOptions {
+            url: url.into(),
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            retry_for: Self::DEFAULT_RETRY_FOR,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Wake-ups: what a committed group announces on the app's channel
+//! (`NOTIFY`), the listener that hears the other processes' groups
+//! (`LISTEN`), and the waiters they wake.
+//!
+//! A notification's payload is a letter and, for some, invocation ids:
+//! `w` (work was queued), `p` (the app was purged), `f id…` (they became
+//! final), `s id…` (their status changed). Payloads stay under the
+//! server's limit by splitting the ids over several notifications. The
+//! listener ignores what its own process's writer sent: the writer wakes
+//! this process's waiters itself, right after its commit.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use parking_lot::Mutex;
+use pynenc_model::InvocationId;
+use pynenc_store::{FinalWaiters, WorkSignal};
+use rustc_hash::FxHashSet;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tracing::{debug, warn};
+
+use crate::error::{describe, Ctx};
+use crate::txn::Effects;
+
+/// The longest payload sent (the server refuses 8,000 bytes and more).
+const PAYLOAD_MAX: usize = 7_000;
+
+/// A wait for a group of invocations to become final.
+pub(crate) struct GroupWait {
+    pub(crate) pending: Mutex<FxHashSet<InvocationId>>,
+    pub(crate) done: Notify,
+}
+
+impl GroupWait {
+    /// `id` became final.
+    fn mark(&self, id: &InvocationId) {
+        let mut pending = self.pending.lock();
+        pending.remove(id);
+        if pending.is_empty() {
+            self.done.notify_one();
+        }
+    }
+}
+
+/// What a store shares between its handles, its writer and its listener.
+pub(crate) struct Shared {
+    pub(crate) ctx: Ctx,
+    /// The app's channel.
+    pub(crate) channel: String,
+    pub(crate) work: WorkSignal,
+    pub(crate) final_waiters: FinalWaiters<GroupWait>,
+    pub(crate) status_waiters: FinalWaiters<Notify>,
+    /// The backend process of this store's writer (its notifications are
+    /// announced by the writer itself).
+    writer_pid: AtomicI32,
+}
+
+impl Shared {
+    pub(crate) fn new(ctx: Ctx) -> Shared {
+        Shared {
+            channel: format!("pynenc_app_{}", ctx.app),
+            ctx,
+            work: WorkSignal::default(),
+            final_waiters: FinalWaiters::default(),
+            status_waiters: FinalWaiters::default(),
+            writer_pid: AtomicI32::new(0),
+        }
+    }
+
+    pub(crate) fn set_writer_pid(&self, pid: i32) {
+        self.writer_pid.store(pid, Ordering::Release);
+    }
+
+    /// Wakes this process's waiters after a commit of its own writer.
+    pub(crate) fn announce_local(&self, effects: &Effects) {
+        if effects.purged {
+            self.wake_everyone();
+            return;
+        }
+        if effects.enqueued {
+            self.work.bump();
+        }
+        for id in &effects.finals {
+            self.on_final(id);
+        }
+        for id in &effects.changed {
+            self.on_status(id);
+        }
+    }
+
+    fn on_final(&self, id: &InvocationId) {
+        for w in self.final_waiters.take(id) {
+            w.mark(id);
+        }
+        self.on_status(id);
+    }
+
+    fn on_status(&self, id: &InvocationId) {
+        for w in self.status_waiters.take(id) {
+            w.notify_one();
+        }
+    }
+
+    /// Everything may have changed (a purge, or notifications missed while
+    /// the listener reconnected): every waiter looks again.
+    fn wake_everyone(&self) {
+        self.work.bump();
+        for w in self.final_waiters.take_all() {
+            w.done.notify_one();
+        }
+        for w in self.status_waiters.take_all() {
+            w.notify_one();
+        }
+    }
+
+    /// Handles a notification of another process.
+    fn heard(&self, from_pid: i32, payload: &str) {
+        if from_pid == self.writer_pid.load(Ordering::Acquire) {
+            return;
+        }
+        let mut words = payload.split(' ');
+        match words.next() {
+            Some("w") => self.work.bump(),
+            Some("p") => self.wake_everyone(),
+            Some(kind @ ("f" | "s")) => {
+                for word in words {
+                    match InvocationId::parse(word) {
+                        Ok(id) if kind == "f" => self.on_final(&id),
+                        Ok(id) => self.on_status(&id),
+                        Err(e) => debug!(error = %e, "a notification names no invocation"),
+                    }
+                }
+            }
+            _ => debug!(payload, "a notification of unknown kind"),
+        }
+    }
+}
+
+/// The `SELECT pg_notify(…);` statements announcing `effects` on `channel`
+/// (empty when there is nothing to announce), to send before `COMMIT`.
+pub(crate) fn notify_sql(channel: &str, effects: &Effects) -> String {
+    let mut payloads = Vec::new();
+    if effects.purged {
+        payloads.push("p".to_string());
+    } else {
+        if effects.enqueued {
+            payloads.push("w".to_string());
+        }
+        split_ids(&mut payloads, "f", &effects.finals);
+        split_ids(&mut payloads, "s", &effects.changed);
+    }
+    let mut sql = String::new();
+    for payload in payloads {
+        // ids and letters only; quotes doubled all the same
+        sql.push_str(&format!(
+            "SELECT pg_notify('{channel}', '{}'); ",
+            payload.replace('\'', "''")
+        ));
+    }
+    sql
+}
+
+fn split_ids(out: &mut Vec<String>, kind: &str, ids: &[InvocationId]) {
+    let mut current = String::new();
+    for id in ids {
+        if current.is_empty() {
+            current.push_str(kind);
+        }
+        current.push(' ');
+        current.push_str(id.as_str());
+        if current.len() >= PAYLOAD_MAX {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+}
+
+/// Starts the listener thread of a store: it lives until the store is gone.
+pub(crate) fn start_listener(shared: &Arc<Shared>, config: Config) -> std::io::Result<()> {
+    let weak = Arc::downgrade(shared);
+    std::thread::Builder::new()
+        .name("pynenc-pg-listen".to_string())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    warn!(error = %e, "cannot start the PostgreSQL listener; waits fall back to rechecks");
+                    return;
+                }
+            };
+            rt.block_on(listen(weak, config));
+        })
+        .map(|_| ())
+}
+
+async fn listen(weak: Weak<Shared>, config: Config) {
+    let mut backoff = Duration::from_millis(20);
+    let mut reconnected = false;
+    loop {
+        let Some((channel, shown)) = weak
+            .upgrade()
+            .map(|s| (s.channel.clone(), s.ctx.shown.clone()))
+        else {
+            return;
+        };
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let driver = tokio::spawn(async move {
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                if tx.send(n).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                debug!(error = %describe(&e), "PostgreSQL listener connection ended");
+                                return;
+                            }
+                        }
+                    }
+                });
+                if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
+                    warn!(postgres = %shown, error = %describe(&e), "cannot LISTEN; retrying");
+                    driver.abort();
+                } else {
+                    backoff = Duration::from_millis(20);
+                    if reconnected {
+                        // notifications sent meanwhile are lost: look again
+                        if let Some(s) = weak.upgrade() {
+                            s.wake_everyone();
+                        }
+                    }
+                    loop {
+                        tokio::select! {
+                            heard = rx.recv() => match heard {
+                                Some(n) => match weak.upgrade() {
+                                    Some(s) => s.heard(n.process_id(), n.payload()),
+                                    None => return,
+                                },
+                                None => break,
+                            },
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                                if weak.strong_count() == 0 {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    warn!(postgres = %shown, "PostgreSQL listener disconnected; reconnecting");
+                }
+            }
+            Err(e) => {
+                debug!(postgres = %shown, error = %describe(&e), "PostgreSQL listener cannot connect");
+            }
+        }
+        reconnected = true;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}

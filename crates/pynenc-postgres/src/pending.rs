@@ -1,0 +1,410 @@
+//! The writes a group holds back: new invocations and their records,
+//! status writes (one per invocation, merged), history rows, counter
+//! changes, results and errors, error kinds, queue appends and the removal
+//! of call edges. They are sent together — one statement per table over
+//! arrays (`UNNEST`), all in one round trip — before the first statement
+//! that reads one of their tables, or when the group commits. The group's
+//! own view ([`crate::txn::Row`]) answers its reads of statuses meanwhile.
+
+use futures::future::BoxFuture;
+use pynenc_model::{HistoryStep, InvocationId, InvocationStatus};
+use pynenc_store::codes::status_code;
+use rustc_hash::FxHashMap;
+use tokio_postgres::{Client, Statement};
+
+use crate::txn::tables;
+
+/// The code of a status as the schema stores it.
+pub(crate) fn code(status: InvocationStatus) -> i16 {
+    i16::try_from(status_code(status)).unwrap_or(-1)
+}
+
+/// One invocation's held status write (several merged).
+pub(crate) struct StatusWrite {
+    pub(crate) code: i16,
+    pub(crate) at: i64,
+    /// The owner, when it changed.
+    pub(crate) owner: Option<Option<String>>,
+    /// The end time, when it changed.
+    pub(crate) final_at: Option<Option<i64>>,
+    pub(crate) clear_cancel: bool,
+}
+
+/// A new invocation's row.
+pub(crate) struct NewRow {
+    pub(crate) id: String,
+    pub(crate) task: String,
+    pub(crate) code: i16,
+    pub(crate) owner: Option<String>,
+    pub(crate) created: i64,
+    pub(crate) due: i64,
+    pub(crate) registration_key: Option<String>,
+    pub(crate) running_key: Option<String>,
+    pub(crate) final_at: Option<i64>,
+    pub(crate) parent: Option<String>,
+    pub(crate) call_id: String,
+    pub(crate) record: String,
+}
+
+/// A history row.
+pub(crate) struct HistoryRow {
+    id: String,
+    code: i16,
+    owner: Option<String>,
+    actor: String,
+    at: i64,
+    context: Option<String>,
+}
+
+/// The writes a group holds back, by table.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub(crate) inserts: Vec<NewRow>,
+    status: Vec<(InvocationId, StatusWrite)>,
+    status_at: FxHashMap<InvocationId, usize>,
+    history: Vec<HistoryRow>,
+    status_counts: FxHashMap<(String, i16), i64>,
+    failed_counts: FxHashMap<(String, String), i64>,
+    results: FxHashMap<InvocationId, String>,
+    errors: FxHashMap<InvocationId, String>,
+    pub(crate) error_kinds: FxHashMap<InvocationId, String>,
+    edges_removed: Vec<String>,
+    enqueued: Vec<String>,
+    mask: u8,
+}
+
+/// One statement of held writes, ready to send.
+pub(crate) enum Write {
+    Inserts(Vec<NewRow>),
+    Status(Vec<(InvocationId, StatusWrite)>),
+    History(Vec<HistoryRow>),
+    StatusCounts(Vec<((String, i16), i64)>),
+    FailedCounts(Vec<((String, String), i64)>),
+    Results(Vec<(InvocationId, String)>),
+    Errors(Vec<(InvocationId, String)>),
+    ErrorKinds(Vec<(InvocationId, String)>),
+    EdgesRemoved(Vec<String>),
+    Enqueued(Vec<String>),
+}
+
+const INSERTS: &str = "WITH u AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::smallint[], \
+        $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], \
+        $11::text[], $12::text[], $13::text[]) AS u(id, task, status, owner, created, due, \
+        rkey, runkey, final_at, parent, call_id, record)), \
+    inv AS (INSERT INTO pynenc_invocations (app, invocation_id, task, status, owner, \
+        status_at_us, created_at_us, due_at_us, registration_key, running_key, final_at_us, \
+        parent, call_id) \
+        SELECT $1, id, task, status, owner, created, created, due, rkey, runkey, final_at, \
+        parent, call_id FROM u) \
+    INSERT INTO pynenc_records (app, invocation_id, record) SELECT $1, id, record FROM u";
+
+const STATUS: &str = "UPDATE pynenc_invocations AS i SET status = u.status, status_at_us = u.at, \
+        owner = CASE WHEN u.set_owner THEN u.owner ELSE i.owner END, \
+        final_at_us = CASE WHEN u.set_final THEN u.final_at ELSE i.final_at_us END, \
+        cancel_owner = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_owner END, \
+        cancel_error = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_error END \
+    FROM UNNEST($2::text[], $3::smallint[], $4::bigint[], $5::bool[], $6::text[], $7::bool[], \
+        $8::bigint[], $9::bool[]) AS u(id, status, at, set_owner, owner, set_final, final_at, \
+        clear_cancel) \
+    WHERE i.app = $1 AND i.invocation_id = u.id";
+
+const HISTORY: &str = "INSERT INTO pynenc_history (app, invocation_id, status, owner, actor, \
+        timestamp_us, execution_context) \
+    SELECT $1, * FROM UNNEST($2::text[], $3::smallint[], $4::text[], $5::text[], $6::bigint[], \
+        $7::text[])";
+
+const STATUS_COUNTS: &str = "INSERT INTO pynenc_status_counts (app, task, status, n) \
+    SELECT $1, * FROM UNNEST($2::text[], $3::smallint[], $4::bigint[]) \
+    ON CONFLICT (app, task, status) DO UPDATE SET n = pynenc_status_counts.n + excluded.n";
+
+const FAILED_COUNTS: &str = "INSERT INTO pynenc_failed_counts (app, task, kind, n) \
+    SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[]) \
+    ON CONFLICT (app, task, kind) DO UPDATE SET n = pynenc_failed_counts.n + excluded.n";
+
+const RESULTS: &str = "INSERT INTO pynenc_outcomes (app, invocation_id, result) \
+    SELECT $1, * FROM UNNEST($2::text[], $3::text[]) \
+    ON CONFLICT (app, invocation_id) DO UPDATE SET result = excluded.result";
+
+const ERRORS: &str = "INSERT INTO pynenc_outcomes (app, invocation_id, error) \
+    SELECT $1, * FROM UNNEST($2::text[], $3::text[]) \
+    ON CONFLICT (app, invocation_id) DO UPDATE SET error = excluded.error";
+
+const ERROR_KINDS: &str = "UPDATE pynenc_invocations AS i SET error_kind = u.kind \
+    FROM UNNEST($2::text[], $3::text[]) AS u(id, kind) \
+    WHERE i.app = $1 AND i.invocation_id = u.id";
+
+const ENQUEUED: &str = "INSERT INTO pynenc_queue (app, seq, invocation_id) \
+    SELECT $1, nextval('pynenc_queue_seq'), u.id \
+    FROM UNNEST($2::text[]) WITH ORDINALITY AS u(id, n) ORDER BY u.n";
+
+const EDGES_REMOVED: &str =
+    "DELETE FROM pynenc_edges WHERE app = $1 AND caller_invocation_id = ANY($2::text[])";
+
+impl Write {
+    /// The statement.
+    pub(crate) fn sql(&self) -> &'static str {
+        match self {
+            Write::Inserts(_) => INSERTS,
+            Write::Status(_) => STATUS,
+            Write::History(_) => HISTORY,
+            Write::StatusCounts(_) => STATUS_COUNTS,
+            Write::FailedCounts(_) => FAILED_COUNTS,
+            Write::Results(_) => RESULTS,
+            Write::Errors(_) => ERRORS,
+            Write::ErrorKinds(_) => ERROR_KINDS,
+            Write::EdgesRemoved(_) => EDGES_REMOVED,
+            Write::Enqueued(_) => ENQUEUED,
+        }
+    }
+
+    /// Sends the statement (polled with the others: one round trip).
+    pub(crate) fn send<'c>(
+        &'c self,
+        client: &'c Client,
+        stmt: &'c Statement,
+        app: i32,
+    ) -> BoxFuture<'c, std::result::Result<u64, tokio_postgres::Error>> {
+        match self {
+            Write::Inserts(rows) => {
+                let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                let tasks: Vec<&str> = rows.iter().map(|r| r.task.as_str()).collect();
+                let codes: Vec<i16> = rows.iter().map(|r| r.code).collect();
+                let owners: Vec<Option<&str>> = rows.iter().map(|r| r.owner.as_deref()).collect();
+                let created: Vec<i64> = rows.iter().map(|r| r.created).collect();
+                let due: Vec<i64> = rows.iter().map(|r| r.due).collect();
+                let rkeys: Vec<Option<&str>> =
+                    rows.iter().map(|r| r.registration_key.as_deref()).collect();
+                let runkeys: Vec<Option<&str>> =
+                    rows.iter().map(|r| r.running_key.as_deref()).collect();
+                let finals: Vec<Option<i64>> = rows.iter().map(|r| r.final_at).collect();
+                let parents: Vec<Option<&str>> = rows.iter().map(|r| r.parent.as_deref()).collect();
+                let calls: Vec<&str> = rows.iter().map(|r| r.call_id.as_str()).collect();
+                let records: Vec<&str> = rows.iter().map(|r| r.record.as_str()).collect();
+                Box::pin(async move {
+                    client
+                        .execute(
+                            stmt,
+                            &[
+                                &app, &ids, &tasks, &codes, &owners, &created, &due, &rkeys,
+                                &runkeys, &finals, &parents, &calls, &records,
+                            ],
+                        )
+                        .await
+                })
+            }
+            Write::Status(writes) => {
+                let ids: Vec<&str> = writes.iter().map(|(id, _)| id.as_str()).collect();
+                let codes: Vec<i16> = writes.iter().map(|(_, w)| w.code).collect();
+                let at: Vec<i64> = writes.iter().map(|(_, w)| w.at).collect();
+                let set_owner: Vec<bool> = writes.iter().map(|(_, w)| w.owner.is_some()).collect();
+                let owners: Vec<Option<&str>> = writes
+                    .iter()
+                    .map(|(_, w)| w.owner.as_ref().and_then(|o| o.as_deref()))
+                    .collect();
+                let set_final: Vec<bool> =
+                    writes.iter().map(|(_, w)| w.final_at.is_some()).collect();
+                let finals: Vec<Option<i64>> =
+                    writes.iter().map(|(_, w)| w.final_at.flatten()).collect();
+                let clear: Vec<bool> = writes.iter().map(|(_, w)| w.clear_cancel).collect();
+                Box::pin(async move {
+                    client
+                        .execute(
+                            stmt,
+                            &[
+                                &app, &ids, &codes, &at, &set_owner, &owners, &set_final, &finals,
+                                &clear,
+                            ],
+                        )
+                        .await
+                })
+            }
+            Write::History(rows) => {
+                let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                let codes: Vec<i16> = rows.iter().map(|r| r.code).collect();
+                let owners: Vec<Option<&str>> = rows.iter().map(|r| r.owner.as_deref()).collect();
+                let actors: Vec<&str> = rows.iter().map(|r| r.actor.as_str()).collect();
+                let at: Vec<i64> = rows.iter().map(|r| r.at).collect();
+                let contexts: Vec<Option<&str>> =
+                    rows.iter().map(|r| r.context.as_deref()).collect();
+                Box::pin(async move {
+                    client
+                        .execute(
+                            stmt,
+                            &[&app, &ids, &codes, &owners, &actors, &at, &contexts],
+                        )
+                        .await
+                })
+            }
+            Write::StatusCounts(deltas) => {
+                let tasks: Vec<&str> = deltas.iter().map(|((t, _), _)| t.as_str()).collect();
+                let codes: Vec<i16> = deltas.iter().map(|((_, c), _)| *c).collect();
+                let n: Vec<i64> = deltas.iter().map(|(_, n)| *n).collect();
+                Box::pin(async move { client.execute(stmt, &[&app, &tasks, &codes, &n]).await })
+            }
+            Write::FailedCounts(deltas) => {
+                let tasks: Vec<&str> = deltas.iter().map(|((t, _), _)| t.as_str()).collect();
+                let kinds: Vec<&str> = deltas.iter().map(|((_, k), _)| k.as_str()).collect();
+                let n: Vec<i64> = deltas.iter().map(|(_, n)| *n).collect();
+                Box::pin(async move { client.execute(stmt, &[&app, &tasks, &kinds, &n]).await })
+            }
+            Write::Results(values) | Write::Errors(values) | Write::ErrorKinds(values) => {
+                let ids: Vec<&str> = values.iter().map(|(id, _)| id.as_str()).collect();
+                let texts: Vec<&str> = values.iter().map(|(_, v)| v.as_str()).collect();
+                Box::pin(async move { client.execute(stmt, &[&app, &ids, &texts]).await })
+            }
+            Write::EdgesRemoved(ids) | Write::Enqueued(ids) => {
+                Box::pin(async move { client.execute(stmt, &[&app, ids]).await })
+            }
+        }
+    }
+}
+
+impl Pending {
+    /// Whether writes to one of the tables in `mask` are held.
+    pub(crate) fn holds(&self, mask: u8) -> bool {
+        self.mask & mask != 0
+    }
+
+    /// Takes the held writes of the tables in `mask`, in the order they
+    /// must be applied (rows before their status writes).
+    pub(crate) fn take(&mut self, mask: u8) -> Vec<Write> {
+        let mut out = Vec::new();
+        if mask & tables::INVOCATIONS != 0 {
+            if !self.inserts.is_empty() {
+                out.push(Write::Inserts(std::mem::take(&mut self.inserts)));
+            }
+            if !self.status.is_empty() {
+                self.status_at.clear();
+                out.push(Write::Status(std::mem::take(&mut self.status)));
+            }
+            if !self.error_kinds.is_empty() {
+                out.push(Write::ErrorKinds(self.error_kinds.drain().collect()));
+            }
+        }
+        if mask & tables::HISTORY != 0 && !self.history.is_empty() {
+            out.push(Write::History(std::mem::take(&mut self.history)));
+        }
+        if mask & tables::COUNTS != 0 {
+            let status: Vec<_> = self
+                .status_counts
+                .drain()
+                .filter(|(_, n)| *n != 0)
+                .collect();
+            if !status.is_empty() {
+                out.push(Write::StatusCounts(status));
+            }
+            let failed: Vec<_> = self
+                .failed_counts
+                .drain()
+                .filter(|(_, n)| *n != 0)
+                .collect();
+            if !failed.is_empty() {
+                out.push(Write::FailedCounts(failed));
+            }
+        }
+        if mask & tables::OUTCOMES != 0 {
+            if !self.results.is_empty() {
+                out.push(Write::Results(self.results.drain().collect()));
+            }
+            if !self.errors.is_empty() {
+                out.push(Write::Errors(self.errors.drain().collect()));
+            }
+        }
+        if mask & tables::EDGES != 0 && !self.edges_removed.is_empty() {
+            out.push(Write::EdgesRemoved(std::mem::take(&mut self.edges_removed)));
+        }
+        if mask & tables::QUEUE != 0 && !self.enqueued.is_empty() {
+            out.push(Write::Enqueued(std::mem::take(&mut self.enqueued)));
+        }
+        self.mask &= !mask;
+        out
+    }
+
+    /// Notes that writes to `table` are held.
+    pub(crate) fn hold(&mut self, table: u8) {
+        self.mask |= table;
+    }
+
+    /// A change of the counters of `task` in `status` (and of the failures
+    /// of `kind`, when it is `FAILED`).
+    pub(crate) fn count(
+        &mut self,
+        task: &str,
+        status: InvocationStatus,
+        kind: Option<&str>,
+        delta: i64,
+    ) {
+        *self
+            .status_counts
+            .entry((task.to_string(), code(status)))
+            .or_default() += delta;
+        if status == InvocationStatus::Failed {
+            if let Some(kind) = kind {
+                *self
+                    .failed_counts
+                    .entry((task.to_string(), kind.to_string()))
+                    .or_default() += delta;
+            }
+        }
+        self.hold(tables::COUNTS);
+    }
+
+    pub(crate) fn result(&mut self, id: &InvocationId, result: String) {
+        self.results.insert(*id, result);
+        self.hold(tables::OUTCOMES);
+    }
+
+    pub(crate) fn error(&mut self, id: &InvocationId, error: String) {
+        self.errors.insert(*id, error);
+        self.hold(tables::OUTCOMES);
+    }
+
+    pub(crate) fn enqueue(&mut self, id: &InvocationId) {
+        self.enqueued.push(id.as_str().to_string());
+        self.hold(tables::QUEUE);
+    }
+
+    /// Forgets every held write (the app's rows are being deleted).
+    pub(crate) fn clear(&mut self) {
+        *self = Pending::default();
+    }
+
+    pub(crate) fn remove_edges(&mut self, id: &InvocationId) {
+        self.edges_removed.push(id.as_str().to_string());
+        self.hold(tables::EDGES);
+    }
+
+    pub(crate) fn history(&mut self, step: &HistoryStep<'_>) {
+        self.history.push(HistoryRow {
+            id: step.invocation_id.as_str().to_string(),
+            code: code(step.status),
+            owner: step.owner.map(|o| o.as_str().to_string()),
+            actor: step.actor.as_str().to_string(),
+            at: step.timestamp.as_micros(),
+            context: step.execution_context.map(str::to_string),
+        });
+        self.hold(tables::HISTORY);
+    }
+
+    pub(crate) fn status(&mut self, id: &InvocationId, write: StatusWrite) {
+        match self.status_at.get(id) {
+            Some(&i) => {
+                let held = &mut self.status[i].1;
+                held.code = write.code;
+                held.at = write.at;
+                if write.owner.is_some() {
+                    held.owner = write.owner;
+                }
+                if write.final_at.is_some() {
+                    held.final_at = write.final_at;
+                }
+                held.clear_cancel |= write.clear_cancel;
+            }
+            None => {
+                self.status_at.insert(*id, self.status.len());
+                self.status.push((*id, write));
+            }
+        }
+        self.hold(tables::INVOCATIONS);
+    }
+}

@@ -1,0 +1,662 @@
+//! The primitives of [`StoreTxn`] as SQL statements in the group transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pynenc_model::{
+    CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord,
+    InvocationStatus, RunnerId, RunnerInfo, SerializationError, StatusRecord, TaskError, Timestamp,
+};
+use pynenc_store::codes::FINAL_CODES;
+use pynenc_store::{OwnedClaim, Result, StoreTxn};
+
+use crate::pending::code;
+use crate::txn::{tables, PgTxn};
+
+/// Deletes every row of an app (`$APP`).
+const PURGE_APP: &str = include_str!("sql/purge_app.sql");
+
+/// A SQL `LIMIT` for `max`.
+fn limit(max: usize) -> i64 {
+    i64::try_from(max).unwrap_or(i64::MAX)
+}
+
+impl StoreTxn for PgTxn<'_> {
+    fn insert_invocation(
+        &mut self,
+        record: &Arc<InvocationRecord>,
+        status: &StatusRecord,
+    ) -> Result<()> {
+        self.insert_row(record, status)
+    }
+
+    fn get_invocation(&mut self, id: &InvocationId) -> Result<Option<Arc<InvocationRecord>>> {
+        if let Some(record) = self.g.records.get(id) {
+            return Ok(Some(record.clone()));
+        }
+        let app = self.app();
+        let found = self.query_opt(
+            "SELECT record FROM pynenc_records WHERE app = $1 AND invocation_id = $2",
+            &[&app, &id.as_str()],
+            "reading an invocation",
+            tables::NONE,
+        )?;
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        let record = self.parse_record(id.as_str(), row.get(0))?;
+        self.g.records.insert(*id, record.clone());
+        Ok(Some(record))
+    }
+
+    fn get_status(&mut self, id: &InvocationId) -> Result<Option<StatusRecord>> {
+        Ok(self.row(id)?.map(|r| r.status.clone()))
+    }
+
+    fn running_key_of(&mut self, id: &InvocationId) -> Result<Option<String>> {
+        Ok(self.row(id)?.and_then(|r| r.running_key.clone()))
+    }
+
+    fn put_status(
+        &mut self,
+        id: &InvocationId,
+        status: &StatusRecord,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.write_status(id, status, now)?;
+        self.g.effects.changed.push(*id);
+        Ok(())
+    }
+
+    fn append_history(&mut self, step: HistoryStep<'_>) -> Result<()> {
+        self.g.pending.history(&step);
+        Ok(())
+    }
+
+    fn get_history(&mut self, id: &InvocationId) -> Result<Vec<HistoryEntry>> {
+        let app = self.app();
+        let rows = self.query(
+            "SELECT status, owner, actor, timestamp_us, execution_context FROM pynenc_history \
+             WHERE app = $1 AND invocation_id = $2 ORDER BY seq",
+            &[&app, &id.as_str()],
+            "reading a history",
+            tables::HISTORY,
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    invocation_id: *id,
+                    status: self.parse_status(id.as_str(), r.get(0))?,
+                    owner: r.get::<_, Option<String>>(1).map(RunnerId::from),
+                    actor: RunnerId::from(r.get::<_, String>(2)),
+                    timestamp: Timestamp::from_micros(r.get(3)),
+                    execution_context: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    fn get_retries(&mut self, id: &InvocationId) -> Result<u32> {
+        let app = self.app();
+        let found = self.query_opt(
+            "SELECT retries FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
+            &[&app, &id.as_str()],
+            "reading retries",
+            tables::INVOCATIONS,
+        )?;
+        let n: i32 = found.ok_or_else(|| self.ctx.not_found(id))?.get(0);
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    fn increment_retries(&mut self, id: &InvocationId) -> Result<u32> {
+        let app = self.app();
+        let found = self.query_opt(
+            "UPDATE pynenc_invocations SET retries = retries + 1 \
+             WHERE app = $1 AND invocation_id = $2 RETURNING retries",
+            &[&app, &id.as_str()],
+            "counting a retry",
+            tables::INVOCATIONS,
+        )?;
+        let n: i32 = found.ok_or_else(|| self.ctx.not_found(id))?.get(0);
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()> {
+        if self.row(id)?.is_none() {
+            return Err(self.ctx.not_found(id));
+        }
+        self.g.pending.result(id, result);
+        Ok(())
+    }
+
+    fn set_error(&mut self, id: &InvocationId, error: &TaskError) -> Result<()> {
+        if self.row(id)?.is_none() {
+            return Err(self.ctx.not_found(id));
+        }
+        let json = serde_json::to_string(error).map_err(|e| {
+            SerializationError::serialize(format_args!("error of invocation {id}"), e)
+        })?;
+        self.g.pending.error(id, json);
+        self.set_error_kind(id, &error.kind)
+    }
+
+    fn get_outcome(&mut self, id: &InvocationId) -> Result<Option<InvocationOutcome>> {
+        let Some(status) = self.row(id)?.map(|r| r.status.status) else {
+            return Ok(None);
+        };
+        let app = self.app();
+        let found = self.query_opt(
+            "SELECT result, error FROM pynenc_outcomes WHERE app = $1 AND invocation_id = $2",
+            &[&app, &id.as_str()],
+            "reading an outcome",
+            tables::OUTCOMES,
+        )?;
+        let (result, error) = match found {
+            Some(r) => (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1)),
+            None => (None, None),
+        };
+        let error = error
+            .map(|j| {
+                serde_json::from_str::<TaskError>(&j)
+                    .map_err(|e| self.ctx.corrupt(id.as_str(), "error", e))
+            })
+            .transpose()?;
+        Ok(Some(InvocationOutcome {
+            status,
+            result,
+            error,
+        }))
+    }
+
+    fn list_invocation_ids(&mut self) -> Result<Vec<InvocationId>> {
+        let app = self.app();
+        self.ids(
+            "SELECT invocation_id FROM pynenc_invocations WHERE app = $1 ORDER BY invocation_id",
+            &[&app],
+            "listing invocations",
+            tables::INVOCATIONS,
+        )
+    }
+
+    fn find_registered(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {
+        let app = self.app();
+        Ok(self
+            .ids(
+                "SELECT invocation_id FROM pynenc_invocations \
+                 WHERE app = $1 AND registration_key = $2 AND final_at_us IS NULL \
+                     AND status = 1 \
+                 ORDER BY created_at_us, invocation_id LIMIT 1",
+                &[&app, &registration_key],
+                "looking up a registration key",
+                tables::INVOCATIONS,
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn running_key_in_use(&mut self, running_key: &str) -> Result<bool> {
+        let app = self.app();
+        let rows = self.query(
+            "SELECT 1 FROM pynenc_invocations WHERE app = $1 AND running_key = $2 \
+                 AND status IN (5, 7, 8, 9) LIMIT 1",
+            &[&app, &running_key],
+            "looking up a running key",
+            tables::INVOCATIONS,
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    fn park_controlled(&mut self, running_key: &str, id: &InvocationId) -> Result<()> {
+        let app = self.app();
+        self.exec(
+            "INSERT INTO pynenc_controlled (app, running_key, invocation_id) VALUES ($1, $2, $3)",
+            &[&app, &running_key, &id.as_str()],
+            "parking an invocation",
+            tables::NONE,
+        )?;
+        Ok(())
+    }
+
+    fn take_controlled(&mut self, running_key: &str) -> Result<Vec<InvocationId>> {
+        let app = self.app();
+        let rows = self.query(
+            "DELETE FROM pynenc_controlled WHERE app = $1 AND running_key = $2 \
+             RETURNING seq, invocation_id",
+            &[&app, &running_key],
+            "taking parked invocations",
+            tables::NONE,
+        )?;
+        let mut taken: Vec<(i64, &str)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        taken.sort_unstable_by_key(|(seq, _)| *seq);
+        taken.into_iter().map(|(_, id)| self.parse_id(id)).collect()
+    }
+
+    fn enqueue(&mut self, id: &InvocationId) -> Result<()> {
+        self.g.pending.enqueue(id);
+        self.g.effects.enqueued = true;
+        Ok(())
+    }
+
+    fn enqueue_front(&mut self, id: &InvocationId) -> Result<()> {
+        let app = self.app();
+        self.exec(
+            "INSERT INTO pynenc_queue (app, seq, invocation_id) \
+             SELECT $1, LEAST(COALESCE(MIN(seq), 0), 0) - 1, $2 FROM pynenc_queue WHERE app = $1",
+            &[&app, &id.as_str()],
+            "queueing an invocation first",
+            tables::QUEUE,
+        )?;
+        self.g.effects.enqueued = true;
+        Ok(())
+    }
+
+    /// Takes the head of the queue and reads the rows and records of what
+    /// it took, in one statement.
+    fn dequeue(&mut self, max: usize) -> Result<Vec<InvocationId>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let app = self.app();
+        let rows = self.query(
+            "WITH q AS (DELETE FROM pynenc_queue WHERE app = $1 AND seq IN \
+                 (SELECT seq FROM pynenc_queue WHERE app = $1 ORDER BY seq LIMIT $2) \
+                 RETURNING seq, invocation_id) \
+             SELECT q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
+                 i.error_kind, i.cancel_owner IS NOT NULL, r.record \
+             FROM q \
+             LEFT JOIN pynenc_invocations AS i \
+                 ON i.app = $1 AND i.invocation_id = q.invocation_id \
+             LEFT JOIN pynenc_records AS r \
+                 ON r.app = $1 AND r.invocation_id = q.invocation_id \
+             ORDER BY q.seq",
+            &[&app, &limit(max)],
+            "taking from the queue",
+            tables::QUEUE,
+        )?;
+        self.take_rows(&rows)
+    }
+
+    fn queue_len(&mut self) -> Result<usize> {
+        let app = self.app();
+        let row = self.query_opt(
+            "SELECT COUNT(*) FROM pynenc_queue WHERE app = $1",
+            &[&app],
+            "counting the queue",
+            tables::QUEUE,
+        )?;
+        Ok(row.map_or(0, |r| usize::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+    }
+
+    /// Marks the waited invocations (blocking control) and records who
+    /// waits on them (external waiters, `None`, are not recorded).
+    fn add_waits(&mut self, waiter: Option<&InvocationId>, waited: &[InvocationId]) -> Result<()> {
+        self.read_rows(waited)?;
+        let mut mark = Vec::new();
+        let mut known = Vec::new();
+        for id in waited {
+            let Some(row) = self.g.rows.get_mut(id) else {
+                continue;
+            };
+            if !row.waited {
+                row.waited = true;
+                mark.push(id.as_str());
+            }
+            known.push(id.as_str());
+        }
+        let app = self.app();
+        if !mark.is_empty() {
+            self.exec(
+                "UPDATE pynenc_invocations SET waited = TRUE \
+                 WHERE app = $1 AND invocation_id = ANY($2::text[])",
+                &[&app, &mark],
+                "recording a wait",
+                tables::INVOCATIONS,
+            )?;
+        }
+        if let (Some(w), false) = (waiter, known.is_empty()) {
+            self.exec(
+                "INSERT INTO pynenc_waits (app, waited, waiter) \
+                 SELECT $1, u.id, $3 FROM UNNEST($2::text[]) AS u(id) ON CONFLICT DO NOTHING",
+                &[&app, &known, &w.as_str()],
+                "recording a wait",
+                tables::NONE,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn blocking_candidates(&mut self, max: usize) -> Result<Vec<InvocationId>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let app = self.app();
+        self.ids(
+            "SELECT invocation_id FROM pynenc_invocations \
+             WHERE app = $1 AND waited AND status IN (1, 4, 12) \
+             ORDER BY created_at_us, invocation_id LIMIT $2",
+            &[&app, &limit(max)],
+            "finding waited invocations",
+            tables::INVOCATIONS,
+        )
+    }
+
+    fn release_waited(&mut self, waited: &InvocationId) -> Result<()> {
+        let Some(row) = self.row(waited)? else {
+            return Ok(());
+        };
+        if !row.waited {
+            return Ok(());
+        }
+        row.waited = false;
+        let app = self.app();
+        self.exec(
+            "UPDATE pynenc_invocations SET waited = FALSE WHERE app = $1 AND invocation_id = $2",
+            &[&app, &waited.as_str()],
+            "releasing waits",
+            tables::INVOCATIONS,
+        )?;
+        self.exec(
+            "DELETE FROM pynenc_waits WHERE app = $1 AND waited = $2",
+            &[&app, &waited.as_str()],
+            "releasing waits",
+            tables::NONE,
+        )?;
+        Ok(())
+    }
+
+    fn add_edge(
+        &mut self,
+        caller_invocation_id: &InvocationId,
+        caller_call_id: &CallId,
+        callee_call_id: &CallId,
+    ) -> Result<()> {
+        let app = self.app();
+        self.exec(
+            "INSERT INTO pynenc_edges (app, caller_invocation_id, caller_call_id, callee_call_id) \
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &app,
+                &caller_invocation_id.as_str(),
+                &caller_call_id.as_str(),
+                &callee_call_id.as_str(),
+            ],
+            "recording a call edge",
+            tables::EDGES,
+        )?;
+        Ok(())
+    }
+
+    fn callees_of(&mut self, call_id: &CallId) -> Result<Vec<CallId>> {
+        let app = self.app();
+        let rows = self.query(
+            "SELECT DISTINCT callee_call_id FROM pynenc_edges \
+             WHERE app = $1 AND caller_call_id = $2",
+            &[&app, &call_id.as_str()],
+            "reading call edges",
+            tables::EDGES,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| CallId::from(r.get::<_, String>(0)))
+            .collect())
+    }
+
+    fn remove_edges_of(&mut self, caller_invocation_id: &InvocationId) -> Result<()> {
+        self.g.pending.remove_edges(caller_invocation_id);
+        Ok(())
+    }
+
+    fn due_scheduled(&mut self, now: Timestamp, max: usize) -> Result<Vec<InvocationId>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let app = self.app();
+        self.ids(
+            "SELECT invocation_id FROM pynenc_invocations \
+             WHERE app = $1 AND status = 0 AND due_at_us <= $2 \
+             ORDER BY due_at_us, invocation_id LIMIT $3",
+            &[&app, &now.as_micros(), &limit(max)],
+            "finding due scheduled invocations",
+            tables::INVOCATIONS,
+        )
+    }
+
+    fn final_before(
+        &mut self,
+        statuses: &[InvocationStatus],
+        before: Timestamp,
+        max: usize,
+    ) -> Result<Vec<InvocationId>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let codes: Vec<i16> = if statuses.is_empty() {
+            FINAL_CODES.iter().map(|c| *c as i16).collect()
+        } else {
+            statuses
+                .iter()
+                .filter(|s| s.is_final())
+                .map(|s| code(*s))
+                .collect()
+        };
+        let app = self.app();
+        self.ids(
+            "SELECT invocation_id FROM pynenc_invocations \
+             WHERE app = $1 AND status = ANY($2::smallint[]) AND final_at_us IS NOT NULL \
+                 AND final_at_us < $3 \
+             ORDER BY final_at_us, invocation_id LIMIT $4",
+            &[&app, &codes, &before.as_micros(), &limit(max)],
+            "finding final invocations",
+            tables::INVOCATIONS,
+        )
+    }
+
+    fn delete_invocation(&mut self, id: &InvocationId) -> Result<()> {
+        self.delete_row(id)
+    }
+
+    fn purge(&mut self) -> Result<()> {
+        self.g.pending.clear();
+        self.g.rows.clear();
+        self.g.records.clear();
+        let sql = PURGE_APP.replace("$APP", &self.app().to_string());
+        self.block(self.conn.client.batch_execute(&sql))
+            .map_err(|e| self.fail(e, "purging the app"))?;
+        self.g.effects.purged = true;
+        Ok(())
+    }
+
+    fn find_active(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {
+        let app = self.app();
+        Ok(self
+            .ids(
+                "SELECT invocation_id FROM pynenc_invocations \
+                 WHERE app = $1 AND registration_key = $2 AND final_at_us IS NULL \
+                     AND status <> 0 \
+                 ORDER BY created_at_us, invocation_id LIMIT 1",
+                &[&app, &registration_key],
+                "looking up a registration key",
+                tables::INVOCATIONS,
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn find_success_since(
+        &mut self,
+        registration_key: &str,
+        since: Timestamp,
+    ) -> Result<Option<InvocationId>> {
+        let app = self.app();
+        Ok(self
+            .ids(
+                "SELECT invocation_id FROM pynenc_invocations \
+                 WHERE app = $1 AND registration_key = $2 AND status = 13 \
+                     AND final_at_us >= $3 \
+                 ORDER BY final_at_us DESC, invocation_id DESC LIMIT 1",
+                &[&app, &registration_key, &since.as_micros()],
+                "looking up a registration key",
+                tables::INVOCATIONS,
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn request_cancel(
+        &mut self,
+        id: &InvocationId,
+        owner: &RunnerId,
+        error: &TaskError,
+    ) -> Result<()> {
+        let json = serde_json::to_string(error).map_err(|e| {
+            SerializationError::serialize(format_args!("cancel of invocation {id}"), e)
+        })?;
+        let ctx = self.ctx;
+        let row = self.row(id)?.ok_or_else(|| ctx.not_found(id))?;
+        row.cancel_asked = true;
+        let app = self.app();
+        self.exec(
+            "UPDATE pynenc_invocations SET cancel_owner = $3, cancel_error = $4 \
+             WHERE app = $1 AND invocation_id = $2",
+            &[&app, &id.as_str(), &owner.as_str(), &json],
+            "asking for a cancel",
+            tables::INVOCATIONS,
+        )?;
+        Ok(())
+    }
+
+    fn cancel_requested(&mut self, id: &InvocationId) -> Result<Option<TaskError>> {
+        match self.row(id)? {
+            Some(row) if row.cancel_asked => {}
+            _ => return Ok(None),
+        }
+        let app = self.app();
+        let found = self.query_opt(
+            "SELECT cancel_error FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
+            &[&app, &id.as_str()],
+            "reading a cancel request",
+            tables::INVOCATIONS,
+        )?;
+        found
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .map(|j| {
+                serde_json::from_str::<TaskError>(&j)
+                    .map_err(|e| self.ctx.corrupt(id.as_str(), "cancel request", e))
+            })
+            .transpose()
+    }
+
+    fn cancel_requests_of(&mut self, runner: &RunnerId) -> Result<Vec<InvocationId>> {
+        let app = self.app();
+        self.ids(
+            "SELECT invocation_id FROM pynenc_invocations \
+             WHERE app = $1 AND cancel_owner = $2 ORDER BY invocation_id",
+            &[&app, &runner.as_str()],
+            "reading cancel requests",
+            tables::INVOCATIONS,
+        )
+    }
+
+    fn put_runner(&mut self, info: &RunnerInfo, now: Timestamp) -> Result<()> {
+        self.write_runner(info, now)
+    }
+
+    fn put_heartbeat(&mut self, runner_id: &RunnerId, now: Timestamp) -> Result<()> {
+        let app = self.app();
+        self.exec(
+            "INSERT INTO pynenc_heartbeats (app, runner_id, beat_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (app, runner_id) DO UPDATE SET beat_us = excluded.beat_us",
+            &[&app, &runner_id.as_str(), &now.as_micros()],
+            "recording a heartbeat",
+            tables::NONE,
+        )?;
+        Ok(())
+    }
+
+    fn get_heartbeat(&mut self, runner_id: &RunnerId) -> Result<Option<Timestamp>> {
+        let app = self.app();
+        let found = self.query_opt(
+            "SELECT beat_us FROM pynenc_heartbeats WHERE app = $1 AND runner_id = $2",
+            &[&app, &runner_id.as_str()],
+            "reading a heartbeat",
+            tables::NONE,
+        )?;
+        Ok(found.map(|r| Timestamp::from_micros(r.get(0))))
+    }
+
+    fn remove_heartbeat(&mut self, runner_id: &RunnerId) -> Result<()> {
+        let app = self.app();
+        for sql in [
+            "DELETE FROM pynenc_heartbeats WHERE app = $1 AND runner_id = $2",
+            "DELETE FROM pynenc_runners WHERE app = $1 AND runner_id = $2",
+        ] {
+            self.exec(
+                sql,
+                &[&app, &runner_id.as_str()],
+                "removing a runner",
+                tables::NONE,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn owned_claims_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<OwnedClaim>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let app = self.app();
+        let rows = self.query(
+            "SELECT invocation_id, status, owner, status_at_us FROM pynenc_invocations \
+             WHERE app = $1 AND status IN (5, 7, 8, 9) AND status_at_us < $2 \
+             ORDER BY status_at_us, invocation_id LIMIT $3",
+            &[&app, &before.as_micros(), &limit(max)],
+            "finding claimed invocations",
+            tables::INVOCATIONS,
+        )?;
+        rows.iter()
+            .map(|r| {
+                let text: &str = r.get(0);
+                Ok(OwnedClaim {
+                    invocation_id: self.parse_id(text)?,
+                    status: self.status_record(text, r.get(1), r.get(2))?,
+                    since: Timestamp::from_micros(r.get(3)),
+                })
+            })
+            .collect()
+    }
+
+    fn try_lease(
+        &mut self,
+        name: &str,
+        holder: &RunnerId,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let app = self.app();
+        let changed = self.exec(
+            "INSERT INTO pynenc_leases (app, name, holder, expires_us) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (app, name) DO UPDATE \
+                 SET holder = excluded.holder, expires_us = excluded.expires_us \
+                 WHERE pynenc_leases.holder = excluded.holder \
+                     OR pynenc_leases.expires_us <= $5",
+            &[
+                &app,
+                &name,
+                &holder.as_str(),
+                &(now + ttl).as_micros(),
+                &now.as_micros(),
+            ],
+            "taking a lease",
+            tables::NONE,
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn on_final(&mut self, id: &InvocationId) {
+        self.g.effects.finals.push(*id);
+    }
+
+    fn prefetch(&mut self, ids: &[InvocationId]) -> Result<()> {
+        self.read_rows(ids)
+    }
+}

@@ -1,0 +1,346 @@
+//! The reads of the query API ([`QueryTxn`]), each answered from an index
+//! or a counter.
+//!
+//! A listing is one statement built from the query's filters, read in
+//! `invocation_id` (creation) order from the cursor: PostgreSQL drives it
+//! by `pynenc_invocations_task` (task, status, id) when tasks are named, by
+//! `pynenc_invocations_parent` for children, and by the primary key
+//! otherwise. Key arguments are checked on the stored records, page by
+//! page, until the page is full or the candidates run out.
+
+use pynenc_model::{
+    ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, Order, RunnerId,
+    RunnerInfo, StatusCount, TaskId, Timestamp, WaitGraph,
+};
+use pynenc_store::{QueryTxn, Result};
+use tokio_postgres::types::ToSql;
+
+use crate::pending::code;
+use crate::txn::{tables, PgTxn};
+
+/// How many candidates a page with key arguments reads at a time (at least).
+const KEY_ARGUMENT_BATCH: usize = 200;
+
+/// A statement being built: its conditions and their bound values.
+struct Built {
+    conditions: Vec<String>,
+    args: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Built {
+    /// Binds a value; its parameter (`$N`).
+    fn bind(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.args.push(Box::new(value));
+        format!("${}", self.args.len())
+    }
+
+    fn and(&mut self, condition: String) {
+        self.conditions.push(condition);
+    }
+}
+
+impl PgTxn<'_> {
+    /// Up to `max` summaries (with their records when `with_records`)
+    /// matching every filter of `query` but the key arguments, after `after`.
+    fn candidates(
+        &mut self,
+        query: &InvocationQuery,
+        after: Option<InvocationId>,
+        max: usize,
+        with_records: bool,
+    ) -> Result<Vec<(InvocationSummary, Option<String>)>> {
+        let mut b = Built {
+            conditions: Vec::new(),
+            args: Vec::new(),
+        };
+        let app = b.bind(self.app());
+        b.and(format!("i.app = {app}"));
+        if !query.task_ids.is_empty() {
+            let tasks: Vec<String> = query
+                .task_ids
+                .iter()
+                .map(|t| t.as_str().to_string())
+                .collect();
+            let p = b.bind(tasks);
+            b.and(format!("i.task = ANY({p}::text[])"));
+        }
+        if !query.statuses.is_empty() {
+            let codes: Vec<i16> = query.statuses.iter().map(|s| code(*s)).collect();
+            let p = b.bind(codes);
+            b.and(format!("i.status = ANY({p}::smallint[])"));
+        }
+        if let Some(from) = query.created.from {
+            let p = b.bind(from.as_micros());
+            b.and(format!("i.created_at_us >= {p}"));
+        }
+        if let Some(to) = query.created.to {
+            let p = b.bind(to.as_micros());
+            b.and(format!("i.created_at_us < {p}"));
+        }
+        if !query.ended.is_open() {
+            b.and("i.final_at_us IS NOT NULL".to_string());
+        }
+        if let Some(from) = query.ended.from {
+            let p = b.bind(from.as_micros());
+            b.and(format!("i.final_at_us >= {p}"));
+        }
+        if let Some(to) = query.ended.to {
+            let p = b.bind(to.as_micros());
+            b.and(format!("i.final_at_us < {p}"));
+        }
+        if let Some(parent) = &query.parent {
+            let p = b.bind(parent.as_str().to_string());
+            b.and(format!("i.parent = {p}"));
+        }
+        if let Some(owner) = &query.owner {
+            let p = b.bind(owner.as_str().to_string());
+            b.and(format!("i.owner = {p}"));
+        }
+        if let Some(call) = &query.call_id {
+            let p = b.bind(call.as_str().to_string());
+            b.and(format!("i.call_id = {p}"));
+        }
+        let (cmp, dir) = match query.order {
+            Order::OldestFirst => (">", "ASC"),
+            Order::NewestFirst => ("<", "DESC"),
+        };
+        if let Some(after) = after {
+            let p = b.bind(after.as_str().to_string());
+            b.and(format!("i.invocation_id {cmp} {p}"));
+        }
+        let lim = b.bind(i64::try_from(max).unwrap_or(i64::MAX));
+        let (record, join) = if with_records {
+            (
+                ", r.record",
+                " LEFT JOIN pynenc_records AS r \
+                 ON r.app = i.app AND r.invocation_id = i.invocation_id",
+            )
+        } else {
+            (", NULL::text", "")
+        };
+        let sql = format!(
+            "SELECT i.invocation_id, i.task, i.status, i.owner, i.parent, i.call_id, \
+                 i.created_at_us, i.status_at_us, i.final_at_us, i.retries{record} \
+             FROM pynenc_invocations AS i{join} WHERE {} \
+             ORDER BY i.invocation_id {dir} LIMIT {lim}",
+            b.conditions.join(" AND ")
+        );
+        let params: Vec<&(dyn ToSql + Sync)> = b
+            .args
+            .iter()
+            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let rows = self.query_built(&sql, &params, "listing invocations")?;
+        rows.iter()
+            .map(|r| {
+                let text: &str = r.get(0);
+                let summary = InvocationSummary {
+                    invocation_id: self.parse_id(text)?,
+                    task_id: TaskId::from(r.get::<_, String>(1)),
+                    status: self.parse_status(text, r.get(2))?,
+                    owner: r.get::<_, Option<String>>(3).map(RunnerId::from),
+                    parent_invocation_id: r
+                        .get::<_, Option<&str>>(4)
+                        .map(|p| self.parse_id(p))
+                        .transpose()?,
+                    call_id: pynenc_model::CallId::from(r.get::<_, String>(5)),
+                    created_at: Timestamp::from_micros(r.get(6)),
+                    status_at: Timestamp::from_micros(r.get(7)),
+                    ended_at: r.get::<_, Option<i64>>(8).map(Timestamp::from_micros),
+                    retries: u32::try_from(r.get::<_, i32>(9)).unwrap_or(0),
+                };
+                Ok((summary, r.get::<_, Option<String>>(10)))
+            })
+            .collect()
+    }
+}
+
+impl QueryTxn for PgTxn<'_> {
+    fn list_invocations(&mut self, query: &InvocationQuery) -> Result<Vec<InvocationSummary>> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        if query.key_arguments.is_empty() {
+            let rows = self.candidates(query, query.after.map(|c| c.0), query.limit, false)?;
+            return Ok(rows.into_iter().map(|(s, _)| s).collect());
+        }
+        let batch = query.limit.max(KEY_ARGUMENT_BATCH);
+        let mut after = query.after.map(|c| c.0);
+        let mut out = Vec::with_capacity(query.limit);
+        loop {
+            let rows = self.candidates(query, after, batch, true)?;
+            let exhausted = rows.len() < batch;
+            after = rows.last().map(|(s, _)| s.invocation_id);
+            for (summary, json) in rows {
+                let Some(json) = json else { continue };
+                let record = self.parse_record(summary.invocation_id.as_str(), &json)?;
+                if query.matches_arguments(&record.call) {
+                    out.push(summary);
+                    if out.len() == query.limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(out);
+            }
+        }
+    }
+
+    fn count_by_status(&mut self, task_ids: &[TaskId]) -> Result<Vec<StatusCount>> {
+        let app = self.app();
+        let tasks: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
+        let rows = self.query(
+            "SELECT task, status, n FROM pynenc_status_counts \
+             WHERE app = $1 AND n > 0 AND (cardinality($2::text[]) = 0 OR task = ANY($2::text[])) \
+             ORDER BY task, status",
+            &[&app, &tasks],
+            "counting invocations",
+            tables::COUNTS,
+        )?;
+        rows.iter()
+            .map(|r| {
+                let task: String = r.get(0);
+                Ok(StatusCount {
+                    status: self.parse_status(&task, r.get(1))?,
+                    count: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                    task_id: TaskId::from(task),
+                })
+            })
+            .collect()
+    }
+
+    fn failed_by_kind(&mut self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>> {
+        let app = self.app();
+        let tasks: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
+        let rows = self.query(
+            "SELECT task, kind, n FROM pynenc_failed_counts \
+             WHERE app = $1 AND n > 0 AND (cardinality($2::text[]) = 0 OR task = ANY($2::text[])) \
+             ORDER BY task, kind",
+            &[&app, &tasks],
+            "counting failures",
+            tables::COUNTS,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| ErrorKindCount {
+                task_id: TaskId::from(r.get::<_, String>(0)),
+                kind: r.get(1),
+                count: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// The first row of the queue whose invocation is still available for
+    /// a run (rows of invocations cancelled meanwhile are skipped).
+    fn queue_oldest(&mut self) -> Result<Option<(InvocationId, Timestamp)>> {
+        let app = self.app();
+        let found = self.query_opt(
+            "SELECT q.invocation_id, i.created_at_us FROM pynenc_queue AS q \
+             JOIN pynenc_invocations AS i ON i.app = q.app AND i.invocation_id = q.invocation_id \
+             WHERE q.app = $1 AND i.status IN (1, 4, 12) ORDER BY q.seq LIMIT 1",
+            &[&app],
+            "reading the queue",
+            tables::QUEUE | tables::INVOCATIONS,
+        )?;
+        found
+            .map(|r| Ok((self.parse_id(r.get(0))?, Timestamp::from_micros(r.get(1)))))
+            .transpose()
+    }
+
+    /// The waits recorded between invocations that are not final.
+    fn waits_of(&mut self, id: &InvocationId) -> Result<WaitGraph> {
+        let app = self.app();
+        let found = self.query_opt(
+            "SELECT final_at_us IS NOT NULL FROM pynenc_invocations \
+             WHERE app = $1 AND invocation_id = $2",
+            &[&app, &id.as_str()],
+            "reading waits",
+            tables::INVOCATIONS,
+        )?;
+        if found.map_or(true, |r| r.get::<_, bool>(0)) {
+            return Ok(WaitGraph::default());
+        }
+        let waiting_on = self.ids(
+            "SELECT w.waited FROM pynenc_waits AS w \
+             JOIN pynenc_invocations AS i ON i.app = w.app AND i.invocation_id = w.waited \
+             WHERE w.app = $1 AND w.waiter = $2 AND i.final_at_us IS NULL ORDER BY w.waited",
+            &[&app, &id.as_str()],
+            "reading waits",
+            tables::INVOCATIONS,
+        )?;
+        let waited_by = self.ids(
+            "SELECT w.waiter FROM pynenc_waits AS w \
+             JOIN pynenc_invocations AS i ON i.app = w.app AND i.invocation_id = w.waiter \
+             WHERE w.app = $1 AND w.waited = $2 AND i.final_at_us IS NULL ORDER BY w.waiter",
+            &[&app, &id.as_str()],
+            "reading waits",
+            tables::INVOCATIONS,
+        )?;
+        Ok(WaitGraph {
+            waiting_on,
+            waited_by,
+        })
+    }
+
+    fn list_runners(&mut self) -> Result<Vec<RunnerInfo>> {
+        let app = self.app();
+        let rows = self.query(
+            "SELECT r.runner_id, r.kind, r.host, r.pid, r.started_us, r.slots, r.running, \
+                 COALESCE(h.beat_us, r.started_us) \
+             FROM pynenc_runners AS r \
+             LEFT JOIN pynenc_heartbeats AS h ON h.app = r.app AND h.runner_id = r.runner_id \
+             WHERE r.app = $1 ORDER BY r.runner_id",
+            &[&app],
+            "listing runners",
+            tables::NONE,
+        )?;
+        rows.iter()
+            .map(|r| {
+                let runner_id: String = r.get(0);
+                let running: Vec<InvocationId> = serde_json::from_str(r.get(6)).map_err(|e| {
+                    self.ctx.fail(format!(
+                        "runner {runner_id}: its running ids cannot be read: {e}"
+                    ))
+                })?;
+                Ok(RunnerInfo {
+                    runner_id: RunnerId::from(runner_id),
+                    kind: r.get(1),
+                    host: r.get(2),
+                    pid: u32::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+                    started_at: Timestamp::from_micros(r.get(4)),
+                    heartbeat_at: Timestamp::from_micros(r.get(7)),
+                    slots: u32::try_from(r.get::<_, i64>(5)).unwrap_or(0),
+                    running,
+                })
+            })
+            .collect()
+    }
+
+    fn get_lease(&mut self, name: &str) -> Result<Option<LeaseHolder>> {
+        let app = self.app();
+        let found = self.query_opt(
+            "SELECT holder, expires_us FROM pynenc_leases WHERE app = $1 AND name = $2",
+            &[&app, &name],
+            "reading a lease",
+            tables::NONE,
+        )?;
+        Ok(found.map(|r| LeaseHolder {
+            name: name.to_string(),
+            holder: RunnerId::from(r.get::<_, String>(0)),
+            expires_at: Timestamp::from_micros(r.get(1)),
+        }))
+    }
+
+    fn app_ids(&mut self) -> Result<Vec<String>> {
+        let rows = self.query(
+            "SELECT a.app_id FROM pynenc_apps AS a \
+             WHERE EXISTS (SELECT 1 FROM pynenc_invocations AS i WHERE i.app = a.app) \
+             ORDER BY a.app_id",
+            &[],
+            "listing apps",
+            tables::INVOCATIONS,
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}

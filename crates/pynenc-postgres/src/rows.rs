@@ -1,0 +1,271 @@
+//! The invocation rows: reading them into the group's view, inserting
+//! them, writing statuses (held, see [`crate::pending`]), deleting them.
+
+use std::sync::Arc;
+
+use crate::pending::{code, NewRow, StatusWrite};
+use crate::txn::{tables, PgTxn, Row};
+use pynenc_model::{InvocationId, InvocationRecord, InvocationStatus, StatusRecord, Timestamp};
+use pynenc_store::Result;
+
+impl PgTxn<'_> {
+    /// A row from its columns (status, owner, running key, waited, task,
+    /// error kind, whether a cancel was asked), starting at `at`.
+    fn row_from(&self, id: &str, r: &tokio_postgres::Row, at: usize) -> Result<Row> {
+        Ok(Row {
+            status: self.status_record(id, r.get(at), r.get(at + 1))?,
+            running_key: r.get(at + 2),
+            waited: r.get(at + 3),
+            task: r.get(at + 4),
+            error_kind: r.get(at + 5),
+            cancel_asked: r.get(at + 6),
+        })
+    }
+
+    /// The group's view of an invocation, read on first use.
+    pub(crate) fn row(&mut self, id: &InvocationId) -> Result<Option<&mut Row>> {
+        if !self.g.rows.contains_key(id) {
+            // a row the group has not seen has no held writes: no flush
+            let app = self.app();
+            let found = self.query_opt(
+                "SELECT status, owner, running_key, waited, task, error_kind, \
+                     cancel_owner IS NOT NULL \
+                 FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
+                &[&app, &id.as_str()],
+                "reading an invocation",
+                tables::NONE,
+            )?;
+            let Some(r) = found else {
+                return Ok(None);
+            };
+            let row = self.row_from(id.as_str(), &r, 0)?;
+            self.g.rows.insert(*id, row);
+        }
+        Ok(self.g.rows.get_mut(id))
+    }
+
+    /// Reads the rows (and records) of the invocations in `ids` the group
+    /// has not seen, in one statement.
+    pub(crate) fn read_rows(&mut self, ids: &[InvocationId]) -> Result<()> {
+        let missing: Vec<&str> = ids
+            .iter()
+            .filter(|id| !self.g.rows.contains_key(id))
+            .map(InvocationId::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let app = self.app();
+        let rows = self.query(
+            "SELECT i.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
+                 i.error_kind, i.cancel_owner IS NOT NULL, r.record \
+             FROM pynenc_invocations AS i \
+             LEFT JOIN pynenc_records AS r \
+                 ON r.app = i.app AND r.invocation_id = i.invocation_id \
+             WHERE i.app = $1 AND i.invocation_id = ANY($2::text[])",
+            &[&app, &missing],
+            "reading invocations",
+            tables::NONE,
+        )?;
+        self.take_rows(&rows)?;
+        Ok(())
+    }
+
+    /// The ids of rows read as `invocation_id`, the columns of a row and
+    /// the record (columns missing for an invocation that no longer
+    /// exists); the group's view learns those it had not seen.
+    pub(crate) fn take_rows(&mut self, rows: &[tokio_postgres::Row]) -> Result<Vec<InvocationId>> {
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in rows {
+            let text: &str = r.get(0);
+            let id = self.parse_id(text)?;
+            ids.push(id);
+            if self.g.rows.contains_key(&id) || r.get::<_, Option<i16>>(1).is_none() {
+                continue;
+            }
+            let row = self.row_from(text, r, 1)?;
+            if let Some(json) = r.get::<_, Option<&str>>(8) {
+                let record = self.parse_record(text, json)?;
+                self.g.records.insert(id, record);
+            }
+            self.g.rows.insert(id, row);
+        }
+        Ok(ids)
+    }
+
+    /// Deletes an invocation and everything attached to it.
+    pub(crate) fn delete_row(&mut self, id: &InvocationId) -> Result<()> {
+        if self.row(id)?.is_none() {
+            return Ok(());
+        }
+        let Some(row) = self.g.rows.remove(id) else {
+            return Ok(());
+        };
+        self.g.records.remove(id);
+        self.g
+            .pending
+            .count(&row.task, row.status.status, row.error_kind.as_deref(), -1);
+        // the held writes may name it: send them first
+        self.flush(tables::ALL)?;
+        let app = self.app();
+        let text = id.as_str();
+        let statements = [
+            "DELETE FROM pynenc_records WHERE app = $1 AND invocation_id = $2",
+            "DELETE FROM pynenc_outcomes WHERE app = $1 AND invocation_id = $2",
+            "DELETE FROM pynenc_history WHERE app = $1 AND invocation_id = $2",
+            "DELETE FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
+            "DELETE FROM pynenc_waits WHERE app = $1 AND (waiter = $2 OR waited = $2)",
+            "DELETE FROM pynenc_edges WHERE app = $1 AND caller_invocation_id = $2",
+        ];
+        let prepared = statements
+            .iter()
+            .map(|sql| self.conn.prepared(sql))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.fail(e, "deleting an invocation"))?;
+        let client = &self.conn.client;
+        let sent = prepared
+            .iter()
+            .map(|stmt| async move { client.execute(stmt, &[&app, &text]).await });
+        let results = self.block(futures::future::join_all(sent));
+        for r in results {
+            r.map_err(|e| self.fail(e, "deleting an invocation"))?;
+        }
+        self.g.effects.finals.push(*id);
+        self.g.effects.changed.push(*id);
+        Ok(())
+    }
+
+    /// Records what a runner says of itself, and `now` as its heartbeat.
+    pub(crate) fn write_runner(
+        &mut self,
+        info: &pynenc_model::RunnerInfo,
+        now: Timestamp,
+    ) -> Result<()> {
+        let running = serde_json::to_string(&info.running).map_err(|e| {
+            self.ctx
+                .fail(format!("cannot write runner {}: {e}", info.runner_id))
+        })?;
+        let app = self.app();
+        self.exec(
+            "INSERT INTO pynenc_runners (app, runner_id, kind, host, pid, started_us, slots, running) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (app, runner_id) DO UPDATE SET kind = excluded.kind, \
+                 host = excluded.host, pid = excluded.pid, started_us = excluded.started_us, \
+                 slots = excluded.slots, running = excluded.running",
+            &[
+                &app,
+                &info.runner_id.as_str(),
+                &info.kind,
+                &info.host,
+                &i64::from(info.pid),
+                &info.started_at.as_micros(),
+                &i64::from(info.slots),
+                &running,
+            ],
+            "recording a runner",
+            tables::NONE,
+        )?;
+        pynenc_store::StoreTxn::put_heartbeat(self, &info.runner_id, now)
+    }
+
+    /// Stores a new invocation (held until its table is read, see [`Pending`]).
+    pub(crate) fn insert_row(
+        &mut self,
+        record: &Arc<InvocationRecord>,
+        status: &StatusRecord,
+    ) -> Result<()> {
+        let id = &record.invocation_id;
+        let created = record.created_at.as_micros();
+        let row = NewRow {
+            id: id.as_str().to_string(),
+            task: record.call.task_id.as_str().to_string(),
+            code: code(status.status),
+            owner: status.owner.as_ref().map(|o| o.as_str().to_string()),
+            created,
+            due: record.scheduled_at.map_or(0, Timestamp::as_micros),
+            registration_key: record.concurrency.registration_key.clone(),
+            running_key: record.concurrency.running_key.clone(),
+            final_at: status.status.is_final().then_some(created),
+            parent: record
+                .parent_invocation_id
+                .as_ref()
+                .map(|p| p.as_str().to_string()),
+            call_id: record.call.call_id().as_str().to_string(),
+            record: record.to_json()?,
+        };
+        self.g.pending.inserts.push(row);
+        self.g.pending.hold(tables::INVOCATIONS);
+        self.g
+            .pending
+            .count(record.call.task_id.as_str(), status.status, None, 1);
+        self.g.rows.insert(
+            *id,
+            Row {
+                status: status.clone(),
+                task: record.call.task_id.as_str().to_string(),
+                running_key: record.concurrency.running_key.clone(),
+                waited: false,
+                error_kind: None,
+                cancel_asked: false,
+            },
+        );
+        self.g.records.insert(*id, record.clone());
+        Ok(())
+    }
+
+    /// Writes a status (held, merged with the invocation's other status
+    /// writes of the group) and its counters.
+    pub(crate) fn write_status(
+        &mut self,
+        id: &InvocationId,
+        status: &StatusRecord,
+        now: Timestamp,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let row = self.row(id)?.ok_or_else(|| ctx.not_found(id))?;
+        let old = std::mem::replace(&mut row.status, status.clone());
+        let task = row.task.clone();
+        let kind = row.error_kind.clone();
+        let was_final = old.status.is_final();
+        let is_final = status.status.is_final();
+        let clear_cancel = is_final && row.cancel_asked;
+        if clear_cancel {
+            row.cancel_asked = false;
+        }
+        let write = StatusWrite {
+            code: code(status.status),
+            at: now.as_micros(),
+            owner: (old.owner != status.owner)
+                .then(|| status.owner.as_ref().map(|o| o.as_str().to_string())),
+            final_at: (was_final != is_final).then(|| is_final.then_some(now.as_micros())),
+            clear_cancel,
+        };
+        self.g.pending.status(id, write);
+        if old.status != status.status {
+            self.g.pending.count(&task, old.status, kind.as_deref(), -1);
+            self.g
+                .pending
+                .count(&task, status.status, kind.as_deref(), 1);
+        }
+        Ok(())
+    }
+
+    /// Records the kind of the invocation's error (the failure counters
+    /// follow it if it is `FAILED` already).
+    pub(crate) fn set_error_kind(&mut self, id: &InvocationId, kind: &str) -> Result<()> {
+        let ctx = self.ctx;
+        let row = self.row(id)?.ok_or_else(|| ctx.not_found(id))?;
+        if row.error_kind.as_deref() == Some(kind) {
+            return Ok(());
+        }
+        let old = row.error_kind.replace(kind.to_string());
+        let (task, status) = (row.task.clone(), row.status.status);
+        if status == InvocationStatus::Failed {
+            self.g.pending.count(&task, status, old.as_deref(), -1);
+            self.g.pending.count(&task, status, Some(kind), 1);
+        }
+        self.g.pending.error_kinds.insert(*id, kind.to_string());
+        self.g.pending.hold(tables::INVOCATIONS);
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+-- The pynenc PostgreSQL schema (version 1; see the crate documentation).
+-- Status codes are those of pynenc_store::codes: 0 SCHEDULED, 1 REGISTERED,
+-- 4 REROUTED, 5 PENDING, 7 RUNNING, 8 PAUSED, 9 RESUMED, 12 RETRY,
+-- 13 SUCCESS, 14 FAILED ...
+CREATE TABLE pynenc_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE pynenc_apps (
+    app SERIAL PRIMARY KEY,
+    app_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE pynenc_invocations (
+    app INTEGER NOT NULL,
+    invocation_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    status SMALLINT NOT NULL,
+    owner TEXT,
+    status_at_us BIGINT NOT NULL,
+    created_at_us BIGINT NOT NULL,
+    due_at_us BIGINT NOT NULL,
+    registration_key TEXT,
+    running_key TEXT,
+    retries INTEGER NOT NULL DEFAULT 0,
+    waited BOOLEAN NOT NULL DEFAULT FALSE,
+    final_at_us BIGINT,
+    parent TEXT,
+    call_id TEXT NOT NULL,
+    error_kind TEXT,
+    cancel_owner TEXT,
+    cancel_error TEXT,
+    PRIMARY KEY (app, invocation_id)
+);
+CREATE INDEX pynenc_invocations_registration
+    ON pynenc_invocations (app, registration_key, created_at_us)
+    WHERE registration_key IS NOT NULL AND final_at_us IS NULL;
+CREATE INDEX pynenc_invocations_success
+    ON pynenc_invocations (app, registration_key, final_at_us)
+    WHERE registration_key IS NOT NULL AND status = 13;
+CREATE INDEX pynenc_invocations_running
+    ON pynenc_invocations (app, running_key)
+    WHERE running_key IS NOT NULL AND status IN (5, 7, 8, 9);
+CREATE INDEX pynenc_invocations_scheduled
+    ON pynenc_invocations (app, due_at_us)
+    WHERE status = 0;
+CREATE INDEX pynenc_invocations_final
+    ON pynenc_invocations (app, status, final_at_us)
+    WHERE final_at_us IS NOT NULL;
+CREATE INDEX pynenc_invocations_owned
+    ON pynenc_invocations (app, status_at_us)
+    WHERE status IN (5, 7, 8, 9);
+CREATE INDEX pynenc_invocations_blocking
+    ON pynenc_invocations (app, created_at_us)
+    WHERE waited AND status IN (1, 4, 12);
+-- the listings, in id (creation) order: per task and status, and children
+CREATE INDEX pynenc_invocations_task
+    ON pynenc_invocations (app, task, status, invocation_id);
+CREATE INDEX pynenc_invocations_parent
+    ON pynenc_invocations (app, parent, invocation_id)
+    WHERE parent IS NOT NULL;
+CREATE INDEX pynenc_invocations_cancel
+    ON pynenc_invocations (app, cancel_owner)
+    WHERE cancel_owner IS NOT NULL;
+CREATE TABLE pynenc_records (
+    app INTEGER NOT NULL,
+    invocation_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (app, invocation_id)
+);
+CREATE TABLE pynenc_outcomes (
+    app INTEGER NOT NULL,
+    invocation_id TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    PRIMARY KEY (app, invocation_id)
+);
+CREATE TABLE pynenc_history (
+    seq BIGSERIAL PRIMARY KEY,
+    app INTEGER NOT NULL,
+    invocation_id TEXT NOT NULL,
+    status SMALLINT NOT NULL,
+    owner TEXT,
+    actor TEXT NOT NULL,
+    timestamp_us BIGINT NOT NULL,
+    execution_context TEXT
+);
+CREATE INDEX pynenc_history_invocation ON pynenc_history (app, invocation_id, seq);
+CREATE TABLE pynenc_status_counts (
+    app INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    status SMALLINT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (app, task, status)
+);
+CREATE TABLE pynenc_failed_counts (
+    app INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (app, task, kind)
+);
+-- who waits on whom; external waiters are not recorded
+CREATE TABLE pynenc_waits (
+    app INTEGER NOT NULL,
+    waited TEXT NOT NULL,
+    waiter TEXT NOT NULL,
+    PRIMARY KEY (app, waited, waiter)
+);
+CREATE INDEX pynenc_waits_waiter ON pynenc_waits (app, waiter);
+CREATE SEQUENCE pynenc_queue_seq;
+CREATE TABLE pynenc_queue (
+    app INTEGER NOT NULL,
+    seq BIGINT NOT NULL,
+    invocation_id TEXT NOT NULL,
+    PRIMARY KEY (app, seq)
+);
+CREATE TABLE pynenc_controlled (
+    seq BIGSERIAL PRIMARY KEY,
+    app INTEGER NOT NULL,
+    running_key TEXT NOT NULL,
+    invocation_id TEXT NOT NULL
+);
+CREATE INDEX pynenc_controlled_key ON pynenc_controlled (app, running_key, seq);
+CREATE TABLE pynenc_edges (
+    seq BIGSERIAL PRIMARY KEY,
+    app INTEGER NOT NULL,
+    caller_invocation_id TEXT NOT NULL,
+    caller_call_id TEXT NOT NULL,
+    callee_call_id TEXT NOT NULL
+);
+CREATE INDEX pynenc_edges_call ON pynenc_edges (app, caller_call_id, callee_call_id);
+CREATE INDEX pynenc_edges_invocation ON pynenc_edges (app, caller_invocation_id);
+CREATE TABLE pynenc_heartbeats (
+    app INTEGER NOT NULL,
+    runner_id TEXT NOT NULL,
+    beat_us BIGINT NOT NULL,
+    PRIMARY KEY (app, runner_id)
+);
+CREATE TABLE pynenc_runners (
+    app INTEGER NOT NULL,
+    runner_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    started_us BIGINT NOT NULL,
+    slots BIGINT NOT NULL,
+    running TEXT NOT NULL,
+    PRIMARY KEY (app, runner_id)
+);
+CREATE TABLE pynenc_leases (
+    app INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires_us BIGINT NOT NULL,
+    PRIMARY KEY (app, name)
+);

@@ -1,0 +1,325 @@
+//! [`PostgresStore`]: the PostgreSQL store of one app, an [`AtomicStore`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pynenc_model::{InvocationId, InvocationStatus, Serializer};
+use pynenc_store::{AtomicStore, Components, Result, StoreError, StoreTxn, TxnBackend};
+use rustc_hash::FxHashSet;
+use tokio::sync::Notify;
+
+use crate::conn::{config, connect, redact};
+use crate::error::{Ctx, BACKEND};
+use crate::notify::{start_listener, GroupWait, Shared};
+use crate::txn::{tables, Conn, PgTxn};
+use crate::writer::{AnyValue, Job, Writer};
+use crate::{PostgresOptions, SAFETY_RECHECK};
+
+/// The PostgreSQL store of one app: an [`AtomicStore`] over one database.
+///
+/// Open it with [`PostgresStore::open`]; [`PostgresStore::components`] (or
+/// [`pynenc_store::TxnBackend`]) turns it into the components of an app.
+/// It keeps two connections: the writer's (every step) and the listener's
+/// (wake-ups); both reconnect by themselves.
+pub struct PostgresStore {
+    shared: Arc<Shared>,
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.shared.ctx.shown)
+            .field("app_id", &self.shared.ctx.app_id)
+            .finish()
+    }
+}
+
+/// The key of an app's advisory lock: the app's number in a range of its own.
+fn lock_key(app: i32) -> i64 {
+    0x7079_6e65_6e63_0000_i64 ^ (i64::from(app) << 1)
+}
+
+impl PostgresStore {
+    /// Connects to the database of `options`, creates the schema if it has
+    /// none, and opens the app `app_id` in it.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError::InvalidOption`] for a URL that cannot be read, and a
+    /// [`StoreError::Backend`] naming the server (never the password): it
+    /// cannot be reached, refuses the user or password, has no such
+    /// database, or holds another schema version (nothing is written then).
+    pub fn open(options: &PostgresOptions, app_id: &str) -> Result<Arc<PostgresStore>> {
+        let shown = redact(&options.url);
+        let cfg = config(&options.url, options.connect_timeout)?;
+        // a runtime of its own: the caller may be inside one
+        let opened = {
+            let (cfg, shown, app_id) = (cfg.clone(), shown.clone(), app_id.to_string());
+            std::thread::spawn(move || -> Result<(tokio::runtime::Runtime, _, i32, i32)> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        StoreError::backend_caused(BACKEND, "cannot start a runtime", e)
+                    })?;
+                let (client, app, pid) = rt.block_on(async {
+                    let client = connect(&cfg, &shown).await?;
+                    let app = crate::schema::init(&client, &shown, &app_id).await?;
+                    let pid: i32 = client
+                        .query_one("SELECT pg_backend_pid()", &[])
+                        .await
+                        .map_err(|e| {
+                            StoreError::backend_caused(
+                                BACKEND,
+                                format!("PostgreSQL {shown}: {e}"),
+                                e,
+                            )
+                        })?
+                        .get(0);
+                    Ok::<_, StoreError>((client, app, pid))
+                })?;
+                Ok((rt, client, app, pid))
+            })
+            .join()
+            .map_err(|_| StoreError::backend(BACKEND, "the thread opening the store panicked"))??
+        };
+        let (rt, client, app, pid) = opened;
+        let ctx = Ctx {
+            shown,
+            app_id: app_id.to_string(),
+            app,
+            lock_key: lock_key(app),
+        };
+        let shared = Arc::new(Shared::new(ctx));
+        shared.set_writer_pid(pid);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            conn: Conn::new(rt, client),
+            config: cfg.clone(),
+            retry_for: options.retry_for,
+            broken: false,
+        };
+        std::thread::Builder::new()
+            .name("pynenc-pg-writer".to_string())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| {
+                StoreError::backend_caused(BACKEND, "cannot start the writer thread", e)
+            })?;
+        start_listener(&shared, cfg).map_err(|e| {
+            StoreError::backend_caused(BACKEND, "cannot start the listener thread", e)
+        })?;
+        Ok(Arc::new(PostgresStore {
+            shared,
+            jobs: Mutex::new(tx),
+        }))
+    }
+
+    /// Opens the store and returns the components of the app `app_id` on it;
+    /// `serializer` renders argument differences and cycles in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStore::open`].
+    pub fn components(
+        options: &PostgresOptions,
+        app_id: &str,
+        serializer: Serializer,
+    ) -> Result<Components> {
+        let store = PostgresStore::open(options, app_id)?;
+        Ok(TxnBackend::components(store, serializer))
+    }
+
+    /// The app whose rows this store reads and writes.
+    pub fn app_id(&self) -> &str {
+        &self.shared.ctx.app_id
+    }
+
+    /// The server's URL, without its password.
+    pub fn url(&self) -> &str {
+        &self.shared.ctx.shown
+    }
+
+    /// The statuses of `ids` (`None` for an id that does not exist).
+    async fn statuses(&self, ids: Vec<InvocationId>) -> Result<Vec<Option<InvocationStatus>>> {
+        self.run(move |t| t.statuses_of(&ids)).await
+    }
+
+    /// Runs `f` in a group transaction of the writer.
+    fn run<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        R: Send + 'static,
+        F: for<'t, 'a> Fn(&'t mut PgTxn<'a>) -> Result<R> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            run: Box::new(move |t: &mut PgTxn<'_>| f(t).map(|v| Box::new(v) as AnyValue)),
+            reply,
+        };
+        let sent = self.jobs.lock().send(job);
+        let shared = self.shared.clone();
+        async move {
+            if sent.is_err() {
+                return Err(shared.ctx.fail("the writer thread has stopped"));
+            }
+            let value = answer
+                .await
+                .map_err(|_| shared.ctx.fail("the writer stopped before answering"))??;
+            value.downcast::<R>().map(|b| *b).map_err(|_| {
+                shared
+                    .ctx
+                    .fail("the writer returned a value of another type")
+            })
+        }
+    }
+}
+
+impl PgTxn<'_> {
+    /// The statuses of `ids`, in one statement.
+    fn statuses_of(&mut self, ids: &[InvocationId]) -> Result<Vec<Option<InvocationStatus>>> {
+        let texts: Vec<&str> = ids.iter().map(InvocationId::as_str).collect();
+        let app = self.app();
+        let rows = self.query(
+            "SELECT invocation_id, status FROM pynenc_invocations \
+             WHERE app = $1 AND invocation_id = ANY($2::text[])",
+            &[&app, &texts],
+            "reading statuses",
+            tables::INVOCATIONS,
+        )?;
+        let mut found = rustc_hash::FxHashMap::default();
+        for r in &rows {
+            let text: &str = r.get(0);
+            found.insert(text, self.parse_status(text, r.get(1))?);
+        }
+        Ok(texts.iter().map(|t| found.get(t).copied()).collect())
+    }
+}
+
+impl AtomicStore for PostgresStore {
+    fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        R: Send + 'static,
+        F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+    {
+        self.run(move |t| f(t))
+    }
+
+    fn work_epoch(&self) -> u64 {
+        self.shared.work.epoch()
+    }
+
+    fn wait_for_work(&self, epoch: u64, timeout: Duration) -> impl Future<Output = ()> + Send {
+        let shared = self.shared.clone();
+        async move { shared.work.wait(epoch, timeout).await }
+    }
+
+    fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send {
+        let ids = ids.to_vec();
+        async move {
+            let wait = Arc::new(GroupWait {
+                pending: Mutex::new(ids.iter().copied().collect()),
+                done: Notify::new(),
+            });
+            let waiters = &self.shared.final_waiters;
+            let _registered = Unregister {
+                ids: ids.clone(),
+                release: Box::new({
+                    let shared = self.shared.clone();
+                    let wait = wait.clone();
+                    move |ids: &[InvocationId]| shared.final_waiters.remove(ids, &wait)
+                }),
+            };
+            loop {
+                // register before reading: a commit in between is not missed
+                let pending: Vec<InvocationId> = wait.pending.lock().iter().copied().collect();
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                waiters.remove(&pending, &wait);
+                waiters.add(&pending, &wait);
+                let statuses = self.statuses(pending.clone()).await?;
+                let mut left = FxHashSet::default();
+                for (id, status) in pending.iter().zip(statuses) {
+                    match status {
+                        None => {
+                            return Err(StoreError::not_found(id, "while waiting for its result"))
+                        }
+                        Some(s) if s.is_final() => {}
+                        Some(_) => {
+                            left.insert(*id);
+                        }
+                    }
+                }
+                if left.is_empty() {
+                    return Ok(());
+                }
+                {
+                    let mut p = wait.pending.lock();
+                    p.retain(|id| left.contains(id));
+                    if p.is_empty() {
+                        return Ok(());
+                    }
+                }
+                tokio::select! {
+                    _ = wait.done.notified() => {}
+                    _ = tokio::time::sleep(SAFETY_RECHECK) => {}
+                }
+            }
+        }
+    }
+
+    fn wait_status_change(
+        &self,
+        id: &InvocationId,
+        seen: InvocationStatus,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let id = *id;
+        async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let notify = Arc::new(Notify::new());
+                self.shared.status_waiters.add([&id], &notify);
+                let _registered = Unregister {
+                    ids: vec![id],
+                    release: Box::new({
+                        let shared = self.shared.clone();
+                        let notify = notify.clone();
+                        move |ids: &[InvocationId]| shared.status_waiters.remove(ids, &notify)
+                    }),
+                };
+                match self.statuses(vec![id]).await?.pop().flatten() {
+                    None => return Err(StoreError::not_found(&id, "while waiting for a status")),
+                    Some(s) if s != seen => return Ok(()),
+                    Some(_) => {}
+                }
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Ok(());
+                }
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = tokio::time::sleep(SAFETY_RECHECK.min(deadline - now)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Removes a waiter from its list.
+type Release = Box<dyn Fn(&[InvocationId]) + Send + Sync>;
+
+/// Leaves a waiter list when the wait ends or is dropped.
+struct Unregister {
+    ids: Vec<InvocationId>,
+    release: Release,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        (self.release)(&self.ids);
+    }
+}

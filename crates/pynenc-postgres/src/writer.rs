@@ -1,0 +1,310 @@
+//! The writer: one connection per store, on a thread of its own, that runs
+//! the steps queued by the store in group transactions.
+//!
+//! Each round takes the steps waiting (up to [`MAX_GROUP`]) and runs them
+//! one after the other in ONE transaction that first takes the app's
+//! advisory lock, then commits once, with the `NOTIFY` that wakes the other
+//! processes in the same round trip as the `COMMIT`. A step that returns an
+//! error is answered with it and the group runs again without it (a
+//! rollback is cheaper than a savepoint around every step). A lost
+//! connection rolls the group back on the server: the writer reconnects and
+//! runs it again, for up to `retry_for`; a connection lost during the
+//! `COMMIT` itself is settled with `txid_status`.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pynenc_store::{Result, StoreError};
+use tokio_postgres::{Config, SimpleQueryMessage};
+use tracing::{debug, warn};
+
+use crate::conn::connect;
+use crate::error::is_connection_lost;
+use crate::notify::{notify_sql, Shared};
+use crate::txn::{tables, Conn, Effects, Group, PgTxn};
+
+/// The most steps committed together.
+pub const MAX_GROUP: usize = 256;
+
+/// The first and the longest pause between two attempts to reconnect.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+pub(crate) type AnyValue = Box<dyn std::any::Any + Send>;
+pub(crate) type JobFn = Box<dyn for<'t, 'a> Fn(&'t mut PgTxn<'a>) -> Result<AnyValue> + Send>;
+type Reply = tokio::sync::oneshot::Sender<Result<AnyValue>>;
+
+/// One step waiting for the writer.
+pub(crate) struct Job {
+    pub(crate) run: JobFn,
+    pub(crate) reply: Reply,
+}
+
+/// How one attempt at a group ended.
+enum Attempt {
+    /// Committed: the value of every step that did not fail.
+    Committed(Vec<Option<AnyValue>>, Effects),
+    /// Step `i` failed on its own: the group was rolled back.
+    StepFailed(usize, StoreError),
+    /// The connection was lost before the commit: rolled back by the server.
+    Lost(StoreError),
+    /// The connection was lost during the commit of transaction `xid`.
+    Ambiguous(i64, Vec<Option<AnyValue>>, Effects, StoreError),
+    /// The group failed as a whole (its held writes were refused).
+    Failed(StoreError),
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) conn: Conn,
+    pub(crate) config: Config,
+    pub(crate) retry_for: Duration,
+    /// Whether the connection is known to be gone.
+    pub(crate) broken: bool,
+}
+
+impl Writer {
+    /// Runs groups until every handle of the store is dropped.
+    pub(crate) fn run(mut self, jobs: Receiver<Job>) {
+        loop {
+            let first = match jobs.recv_timeout(Duration::from_secs(30)) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_group(group);
+        }
+    }
+
+    fn run_group(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let mut failed: Vec<Option<StoreError>> = jobs.iter().map(|_| None).collect();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if failed.iter().all(Option::is_some) {
+                return self.answer(jobs, failed, Vec::new());
+            }
+            if self.broken {
+                if let Err(e) = self.reconnect() {
+                    if started.elapsed() >= self.retry_for {
+                        let all = jobs.iter().map(|_| Some(e.clone())).collect();
+                        return self.answer(jobs, all, Vec::new());
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+            match self.attempt(&jobs, &failed) {
+                Attempt::Committed(values, effects) => {
+                    self.shared.announce_local(&effects);
+                    return self.answer(jobs, failed, values);
+                }
+                Attempt::StepFailed(i, e) => {
+                    debug!(error = %e, "a step failed; its group runs again without it");
+                    failed[i] = Some(e);
+                }
+                Attempt::Failed(e) => {
+                    let all = jobs.iter().map(|_| Some(e.clone())).collect();
+                    return self.answer(jobs, all, Vec::new());
+                }
+                Attempt::Lost(e) => {
+                    self.broken = true;
+                    warn!(error = %e, "PostgreSQL connection lost; the steps run again");
+                    if started.elapsed() >= self.retry_for {
+                        let all = jobs.iter().map(|_| Some(e.clone())).collect();
+                        return self.answer(jobs, all, Vec::new());
+                    }
+                }
+                Attempt::Ambiguous(xid, values, effects, e) => {
+                    self.broken = true;
+                    match self.settle(xid, started) {
+                        Some(true) => {
+                            self.shared.announce_local(&effects);
+                            return self.answer(jobs, failed, values);
+                        }
+                        Some(false) => {
+                            warn!(error = %e, "PostgreSQL connection lost before the commit; the steps run again");
+                        }
+                        None => {
+                            let e = self.shared.ctx.fail(format!(
+                                "the connection was lost during a commit and the server could \
+                                 not be asked whether it committed within {:?}: {e}",
+                                self.retry_for
+                            ));
+                            let all = jobs.iter().map(|_| Some(e.clone())).collect();
+                            return self.answer(jobs, all, Vec::new());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether transaction `xid` committed, asked on a new connection
+    /// (`None` when the server cannot be reached in time).
+    fn settle(&mut self, xid: i64, started: Instant) -> Option<bool> {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if self.reconnect().is_ok() {
+                let asked = self.conn.rt.block_on(
+                    self.conn
+                        .client
+                        .query_opt("SELECT txid_status($1)::text", &[&xid]),
+                );
+                match asked {
+                    Ok(row) => {
+                        let status: Option<String> = row.and_then(|r| r.get(0));
+                        return Some(status.as_deref() == Some("committed"));
+                    }
+                    Err(e) if is_connection_lost(&e) => self.broken = true,
+                    Err(_) => return None,
+                }
+            }
+            if started.elapsed() >= self.retry_for {
+                return None;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        let shown = self.shared.ctx.shown.clone();
+        let client = self.conn.rt.block_on(connect(&self.config, &shown))?;
+        let pid = self
+            .conn
+            .rt
+            .block_on(client.query_one("SELECT pg_backend_pid()", &[]))
+            .map_err(|e| self.shared.ctx.err(e, "reading the backend pid"))?;
+        self.shared.set_writer_pid(pid.get(0));
+        self.conn.replace_client(client);
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Sends each step its value or its error.
+    fn answer(
+        &self,
+        jobs: Vec<Job>,
+        failed: Vec<Option<StoreError>>,
+        values: Vec<Option<AnyValue>>,
+    ) {
+        let mut values = values.into_iter();
+        for (job, error) in jobs.into_iter().zip(failed) {
+            let value = values.next().flatten();
+            let answer = match (error, value) {
+                (Some(e), _) => Err(e),
+                (None, Some(v)) => Ok(v),
+                (None, None) => Err(self.shared.ctx.fail("the step was not run")),
+            };
+            // a caller that stopped waiting is no error
+            let _ = job.reply.send(answer);
+        }
+    }
+
+    /// One attempt at a group: `BEGIN` and the lock, every step not failed
+    /// yet, the held writes, then the notification and `COMMIT`.
+    fn attempt(&mut self, jobs: &[Job], failed: &[Option<StoreError>]) -> Attempt {
+        let shared = self.shared.clone();
+        let ctx = &shared.ctx;
+        let begin = format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}), txid_current()",
+            ctx.lock_key
+        );
+        let xid = match self.conn.rt.block_on(self.conn.client.simple_query(&begin)) {
+            Ok(messages) => messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(1).and_then(|x| x.parse::<i64>().ok()),
+                _ => None,
+            }),
+            Err(e) => {
+                return if is_connection_lost(&e) {
+                    Attempt::Lost(ctx.err(e, "beginning a transaction"))
+                } else {
+                    self.rollback();
+                    Attempt::Failed(ctx.err(e, "beginning a transaction"))
+                };
+            }
+        };
+        let Some(xid) = xid else {
+            self.rollback();
+            return Attempt::Failed(ctx.fail("the server did not say which transaction began"));
+        };
+        let mut g = Group::default();
+        let mut values = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            if failed[i].is_some() {
+                values.push(None);
+                continue;
+            }
+            let mut txn = PgTxn {
+                conn: &self.conn,
+                ctx,
+                g: &mut g,
+            };
+            let result = (job.run)(&mut txn);
+            if g.lost.get() {
+                let e = result.err().unwrap_or_else(|| ctx.fail("connection lost"));
+                return Attempt::Lost(e);
+            }
+            match result {
+                Ok(v) => values.push(Some(v)),
+                Err(e) => {
+                    self.rollback();
+                    return Attempt::StepFailed(i, e);
+                }
+            }
+        }
+        let mut txn = PgTxn {
+            conn: &self.conn,
+            ctx,
+            g: &mut g,
+        };
+        if let Err(e) = txn.flush(tables::ALL) {
+            if g.lost.get() {
+                return Attempt::Lost(e);
+            }
+            self.rollback();
+            return Attempt::Failed(e);
+        }
+        let effects = std::mem::take(&mut g.effects);
+        let mut commit = notify_sql(&shared.channel, &effects);
+        commit.push_str("COMMIT");
+        match self
+            .conn
+            .rt
+            .block_on(self.conn.client.simple_query(&commit))
+        {
+            Ok(_) => Attempt::Committed(values, effects),
+            Err(e) if is_connection_lost(&e) => {
+                Attempt::Ambiguous(xid, values, effects, ctx.err(e, "committing"))
+            }
+            Err(e) => {
+                self.rollback();
+                Attempt::Failed(ctx.err(e, "committing"))
+            }
+        }
+    }
+
+    /// Rolls the open transaction back (a lost connection rolls it back anyway).
+    fn rollback(&mut self) {
+        if let Err(e) = self
+            .conn
+            .rt
+            .block_on(self.conn.client.batch_execute("ROLLBACK"))
+        {
+            if is_connection_lost(&e) {
+                self.broken = true;
+            }
+        }
+    }
+}
