@@ -89,7 +89,6 @@ mod store;
 mod txn;
 mod writer;
 
-
 use std::time::Duration;
 
 pub use schema::SCHEMA_VERSION;

@@ -16,6 +16,8 @@ pub enum SharedBackend {
     Sqlite(PathBuf),
     /// A Redis URL.
     Redis(String),
+    /// A PostgreSQL URL.
+    Postgres(String),
 }
 
 impl SharedBackend {
@@ -28,22 +30,33 @@ impl SharedBackend {
             SharedBackend::Redis(url) => cmd
                 .env("PYNENC__BACKEND", "redis")
                 .env("PYNENC__REDIS__REDIS_URL", url),
+            SharedBackend::Postgres(url) => cmd
+                .env("PYNENC__BACKEND", "postgres")
+                .env("PYNENC__POSTGRES__POSTGRES_URL", url),
         }
     }
 
-    /// An app with `app_id` on this backend, configured by nothing else
-    /// (the environment is ignored).
-    pub fn app(&self, app_id: &str) -> pynenc::Result<Pynenc> {
+    /// A builder of an app with `app_id` on this backend, configured by
+    /// nothing else (the environment is ignored).
+    pub fn builder(&self, app_id: &str) -> pynenc::PynencBuilder {
         let b = Pynenc::builder().env_vars(Vec::new()).app_id(app_id);
-        let b = match self {
+        match self {
             SharedBackend::Sqlite(path) => b
                 .config_value("backend", "sqlite")
                 .config_value("sqlite.sqlite_path", path.to_string_lossy().to_string()),
             SharedBackend::Redis(url) => b
                 .config_value("backend", "redis")
                 .config_value("redis.redis_url", url.clone()),
-        };
-        b.build()
+            SharedBackend::Postgres(url) => b
+                .config_value("backend", "postgres")
+                .config_value("postgres.postgres_url", url.clone()),
+        }
+    }
+
+    /// An app with `app_id` on this backend, configured by nothing else
+    /// (the environment is ignored).
+    pub fn app(&self, app_id: &str) -> pynenc::Result<Pynenc> {
+        self.builder(app_id).build()
     }
 }
 

@@ -45,15 +45,7 @@ const GRACE: Duration = Duration::from_secs(1);
 
 /// An app on `backend` configured by `extra` only.
 fn shared_app(backend: &SharedBackend, app_id: &str, extra: &[(&str, Value)]) -> Pynenc {
-    let b = Pynenc::builder().env_vars(Vec::new()).app_id(app_id);
-    let mut b = match backend {
-        SharedBackend::Sqlite(path) => b
-            .config_value("backend", "sqlite")
-            .config_value("sqlite.sqlite_path", path.to_string_lossy().to_string()),
-        SharedBackend::Redis(url) => b
-            .config_value("backend", "redis")
-            .config_value("redis.redis_url", url.clone()),
-    };
+    let mut b = backend.builder(app_id);
     for (k, v) in extra {
         b = b.config_value(k, v.clone());
     }
