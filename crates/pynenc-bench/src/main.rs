@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo run --release -p pynenc-bench -- --backend memory --workload all
+//! cargo run --release -p pynenc-bench -- --backend postgres \
+//!     --postgres-url postgres://pynenc@127.0.0.1:5433/bench
 //! cargo run --release -p pynenc-bench --features pynenc/redis -- --backend redis \
 //!     --redis-url redis://127.0.0.1:7000/0 --workload burn --redis-commandstats
 //! ```
@@ -94,6 +96,7 @@ enum Backend {
     Memory,
     Sqlite,
     Redis,
+    Postgres,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -136,6 +139,10 @@ struct Args {
     /// Redis URL for `--backend redis`.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     redis_url: String,
+    /// PostgreSQL URL for `--backend postgres` (the database must exist;
+    /// the bench writes its tables and purges its app).
+    #[arg(long)]
+    postgres_url: Option<String>,
     /// SQLite file for `--backend sqlite` (default: a temporary file).
     #[arg(long)]
     sqlite_path: Option<String>,
@@ -189,6 +196,14 @@ fn build_app(args: &Args, app_id: &str, tmp: &tempfile::TempDir) -> Result<Pynen
         Backend::Redis => b
             .config_value("backend", "redis")
             .config_value("redis.redis_url", args.redis_url.clone()),
+        Backend::Postgres => {
+            let url = args
+                .postgres_url
+                .clone()
+                .context("--backend postgres needs --postgres-url")?;
+            b.config_value("backend", "postgres")
+                .config_value("postgres.postgres_url", url)
+        }
     };
     let app = b.build().context("building the app")?;
     Ok(app)

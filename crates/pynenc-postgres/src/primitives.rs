@@ -168,6 +168,10 @@ impl StoreTxn for PgTxn<'_> {
         }))
     }
 
+    fn get_outcomes(&mut self, ids: &[InvocationId]) -> Result<Vec<Option<InvocationOutcome>>> {
+        self.outcomes_of(ids)
+    }
+
     fn list_invocation_ids(&mut self) -> Result<Vec<InvocationId>> {
         let app = self.app();
         self.ids(
@@ -329,6 +333,13 @@ impl StoreTxn for PgTxn<'_> {
         if max == 0 {
             return Ok(Vec::new());
         }
+        // the held status writes matter only if they are of waited
+        // invocations (marking one waited is written at once)
+        let reads = if self.g.rows.values().any(|r| r.waited) {
+            tables::INVOCATIONS
+        } else {
+            tables::NONE
+        };
         let app = self.app();
         self.ids(
             "SELECT invocation_id FROM pynenc_invocations \
@@ -336,7 +347,7 @@ impl StoreTxn for PgTxn<'_> {
              ORDER BY created_at_us, invocation_id LIMIT $2",
             &[&app, &limit(max)],
             "finding waited invocations",
-            tables::INVOCATIONS,
+            reads,
         )
     }
 
@@ -460,8 +471,8 @@ impl StoreTxn for PgTxn<'_> {
         self.g.rows.clear();
         self.g.records.clear();
         let sql = PURGE_APP.replace("$APP", &self.app().to_string());
-        self.block(self.conn.client.batch_execute(&sql))
-            .map_err(|e| self.fail(e, "purging the app"))?;
+        let client = &self.conn.client;
+        self.pipeline(tables::NONE, "purging the app", client.batch_execute(&sql))?;
         self.g.effects.purged = true;
         Ok(())
     }

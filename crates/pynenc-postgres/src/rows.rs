@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
+use pynenc_model::{
+    InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus, StatusRecord, TaskError,
+    Timestamp,
+};
+use pynenc_store::Result;
+
 use crate::pending::{code, NewRow, StatusWrite};
 use crate::txn::{tables, PgTxn, Row};
-use pynenc_model::{InvocationId, InvocationRecord, InvocationStatus, StatusRecord, Timestamp};
-use pynenc_store::Result;
 
 impl PgTxn<'_> {
     /// A row from its columns (status, owner, running key, waited, task,
@@ -93,6 +97,42 @@ impl PgTxn<'_> {
         Ok(ids)
     }
 
+    /// The status, result and error of each of `ids`, in one statement.
+    pub(crate) fn outcomes_of(
+        &mut self,
+        ids: &[InvocationId],
+    ) -> Result<Vec<Option<InvocationOutcome>>> {
+        let texts: Vec<&str> = ids.iter().map(InvocationId::as_str).collect();
+        let app = self.app();
+        let rows = self.query(
+            "SELECT i.invocation_id, i.status, o.result, o.error FROM pynenc_invocations AS i \
+             LEFT JOIN pynenc_outcomes AS o \
+                 ON o.app = i.app AND o.invocation_id = i.invocation_id \
+             WHERE i.app = $1 AND i.invocation_id = ANY($2::text[])",
+            &[&app, &texts],
+            "reading outcomes",
+            tables::INVOCATIONS | tables::OUTCOMES,
+        )?;
+        let mut found = rustc_hash::FxHashMap::default();
+        for r in &rows {
+            let text: &str = r.get(0);
+            let error = r
+                .get::<_, Option<&str>>(3)
+                .map(|j| {
+                    serde_json::from_str::<TaskError>(j)
+                        .map_err(|e| self.ctx.corrupt(text, "error", e))
+                })
+                .transpose()?;
+            let outcome = InvocationOutcome {
+                status: self.parse_status(text, r.get(1))?,
+                result: r.get(2),
+                error,
+            };
+            found.insert(text, outcome);
+        }
+        Ok(texts.iter().map(|t| found.remove(t)).collect())
+    }
+
     /// Deletes an invocation and everything attached to it.
     pub(crate) fn delete_row(&mut self, id: &InvocationId) -> Result<()> {
         if self.row(id)?.is_none() {
@@ -105,8 +145,7 @@ impl PgTxn<'_> {
         self.g
             .pending
             .count(&row.task, row.status.status, row.error_kind.as_deref(), -1);
-        // the held writes may name it: send them first
-        self.flush(tables::ALL)?;
+        // after the held writes, which may name it
         let app = self.app();
         let text = id.as_str();
         let statements = [
@@ -117,19 +156,23 @@ impl PgTxn<'_> {
             "DELETE FROM pynenc_waits WHERE app = $1 AND (waiter = $2 OR waited = $2)",
             "DELETE FROM pynenc_edges WHERE app = $1 AND caller_invocation_id = $2",
         ];
+        let op = "deleting an invocation";
         let prepared = statements
             .iter()
             .map(|sql| self.conn.prepared(sql))
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.fail(e, "deleting an invocation"))?;
+            .map_err(|e| self.fail(e, op))?;
         let client = &self.conn.client;
-        let sent = prepared
-            .iter()
-            .map(|stmt| async move { client.execute(stmt, &[&app, &text]).await });
-        let results = self.block(futures::future::join_all(sent));
-        for r in results {
-            r.map_err(|e| self.fail(e, "deleting an invocation"))?;
-        }
+        let deletes = async {
+            let sent = prepared
+                .iter()
+                .map(|stmt| async move { client.execute(stmt, &[&app, &text]).await });
+            futures::future::join_all(sent)
+                .await
+                .into_iter()
+                .collect::<std::result::Result<Vec<u64>, _>>()
+        };
+        self.pipeline(tables::ALL, op, deletes)?;
         self.g.effects.finals.push(*id);
         self.g.effects.changed.push(*id);
         Ok(())

@@ -12,16 +12,17 @@
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
+use std::future::Future;
+
 use pynenc_model::{InvocationId, InvocationRecord, InvocationStatus, RunnerId, StatusRecord};
 use pynenc_store::codes::status_from_code;
 use pynenc_store::{Result, StoreError};
 use rustc_hash::FxHashMap;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 
 use crate::error::{is_connection_lost, Ctx};
-use crate::pending::Pending;
+use crate::pending::{Pending, Write};
 
 /// Parameters of a statement.
 pub(crate) type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
@@ -48,6 +49,14 @@ impl Conn {
     pub(crate) fn replace_client(&mut self, client: Client) {
         self.client = client;
         self.prepared.get_mut().clear();
+    }
+
+    /// A statement built at run time, prepared for one use.
+    pub(crate) fn prepared_once(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        self.rt.block_on(self.client.prepare(sql))
     }
 
     /// The statement for `sql`, prepared on first use.
@@ -97,6 +106,10 @@ pub(crate) struct Group {
     pub(crate) effects: Effects,
     /// The connection was lost: the group must run again.
     pub(crate) lost: Cell<bool>,
+    /// Whether the transaction has begun (sent with the group's first statement).
+    pub(crate) begun: bool,
+    /// The transaction's id, once it has begun.
+    pub(crate) xid: Option<i64>,
 }
 
 /// Tables whose held writes a statement needs sent first.
@@ -140,13 +153,64 @@ impl<'a> PgTxn<'a> {
         self.ctx.err(e, op)
     }
 
-    /// Runs a future of the connection to its end.
-    pub(crate) fn block<T>(&self, fut: impl std::future::Future<Output = T>) -> T {
-        self.conn.rt.block_on(fut)
+    /// Sends, in ONE round trip: `BEGIN` with the app's lock when the group
+    /// has not begun, the held writes of the tables in `mask`, then `last`
+    /// (requests sent back to back are answered in order, so `last` sees
+    /// the writes). A held write that fails aborts the transaction: `last`
+    /// then fails too, and the write's error is returned.
+    pub(crate) fn pipeline<'s, T>(
+        &'s mut self,
+        mask: u8,
+        op: &str,
+        last: impl Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
+    ) -> Result<T> {
+        let writes = if mask != tables::NONE && self.g.pending.holds(mask) {
+            self.g.pending.take(mask)
+        } else {
+            Vec::new()
+        };
+        let prepared: Vec<(Statement, &Write)> = writes
+            .iter()
+            .map(|w| self.conn.prepared(w.sql()).map(|s| (s, w)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.fail(e, "preparing held writes"))?;
+        let begin = (!self.g.begun).then(|| {
+            format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({}), txid_current()",
+                self.ctx.lock_key
+            )
+        });
+        let client = &self.conn.client;
+        let app = self.ctx.app;
+        let sent = async {
+            let begin = async {
+                match &begin {
+                    Some(sql) => Some(client.simple_query(sql).await),
+                    None => None,
+                }
+            };
+            let writes = futures::future::join_all(
+                prepared.iter().map(|(stmt, w)| w.send(client, stmt, app)),
+            );
+            futures::join!(begin, writes, last)
+        };
+        let (began, written, out) = self.conn.rt.block_on(sent);
+        if let Some(began) = began {
+            let messages = began.map_err(|e| self.fail(e, "beginning a transaction"))?;
+            self.g.begun = true;
+            self.g.xid = messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(1).and_then(|x| x.parse::<i64>().ok()),
+                _ => None,
+            });
+        }
+        for w in written {
+            w.map_err(|e| self.fail(e, "sending held writes"))?;
+        }
+        out.map_err(|e| self.fail(e, op))
     }
 
-    /// Rows of a prepared statement, after sending the held writes of the
-    /// tables in `reads`.
+    /// Rows of a prepared statement, sent with the held writes of the
+    /// tables in `reads` (see [`PgTxn::pipeline`]).
     pub(crate) fn query(
         &mut self,
         sql: &'static str,
@@ -154,10 +218,10 @@ impl<'a> PgTxn<'a> {
         op: &str,
         reads: u8,
     ) -> Result<Vec<tokio_postgres::Row>> {
-        self.flush(reads)?;
         let stmt = self.conn.prepared(sql).map_err(|e| self.fail(e, op))?;
-        self.block(self.conn.client.query(&stmt, params))
-            .map_err(|e| self.fail(e, op))
+        let client = &self.conn.client;
+        let last = async move { client.query(&stmt, params).await };
+        self.pipeline(reads, op, last)
     }
 
     /// The first row of a prepared statement, if any (see [`PgTxn::query`]).
@@ -179,10 +243,10 @@ impl<'a> PgTxn<'a> {
         op: &str,
         reads: u8,
     ) -> Result<u64> {
-        self.flush(reads)?;
         let stmt = self.conn.prepared(sql).map_err(|e| self.fail(e, op))?;
-        self.block(self.conn.client.execute(&stmt, params))
-            .map_err(|e| self.fail(e, op))
+        let client = &self.conn.client;
+        let last = async move { client.execute(&stmt, params).await };
+        self.pipeline(reads, op, last)
     }
 
     /// Rows of a statement built at run time (prepared for this use only).
@@ -192,9 +256,10 @@ impl<'a> PgTxn<'a> {
         params: Params<'_>,
         op: &str,
     ) -> Result<Vec<tokio_postgres::Row>> {
-        self.flush(tables::ALL)?;
-        self.block(self.conn.client.query(sql, params))
-            .map_err(|e| self.fail(e, op))
+        let stmt = self.conn.prepared_once(sql).map_err(|e| self.fail(e, op))?;
+        let client = &self.conn.client;
+        let last = async move { client.query(&stmt, params).await };
+        self.pipeline(tables::ALL, op, last)
     }
 
     /// Invocation ids in the first column of a statement's rows.
@@ -209,28 +274,10 @@ impl<'a> PgTxn<'a> {
         rows.iter().map(|r| self.parse_id(r.get(0))).collect()
     }
 
-    /// Sends the held writes of the tables in `mask` (all in one round trip).
+    /// Sends the held writes of the tables in `mask` (and `BEGIN` if the
+    /// group has not begun), in one round trip.
     pub(crate) fn flush(&mut self, mask: u8) -> Result<()> {
-        if mask == tables::NONE || !self.g.pending.holds(mask) {
-            return Ok(());
-        }
-        let writes = self.g.pending.take(mask);
-        let app = self.app();
-        let prepared: Vec<(Statement, &crate::pending::Write)> = writes
-            .iter()
-            .map(|w| self.conn.prepared(w.sql()).map(|s| (s, w)))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| self.fail(e, "preparing held writes"))?;
-        let mut futures: Vec<BoxFuture<'_, std::result::Result<u64, tokio_postgres::Error>>> =
-            Vec::with_capacity(prepared.len());
-        for (stmt, w) in &prepared {
-            futures.push(w.send(&self.conn.client, stmt, app));
-        }
-        let results = self.block(futures::future::join_all(futures));
-        for r in results {
-            r.map_err(|e| self.fail(e, "sending held writes"))?;
-        }
-        Ok(())
+        self.pipeline(mask, "sending held writes", async { Ok(()) })
     }
 
     pub(crate) fn parse_status(&self, id: &str, code: i16) -> Result<InvocationStatus> {

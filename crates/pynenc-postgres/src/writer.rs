@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pynenc_store::{Result, StoreError};
-use tokio_postgres::{Config, SimpleQueryMessage};
+use tokio_postgres::Config;
 use tracing::{debug, warn};
 
 use crate::conn::connect;
@@ -212,33 +212,12 @@ impl Writer {
         }
     }
 
-    /// One attempt at a group: `BEGIN` and the lock, every step not failed
-    /// yet, the held writes, then the notification and `COMMIT`.
+    /// One attempt at a group: every step not failed yet (the first
+    /// statement goes with `BEGIN` and the app's lock), then the held
+    /// writes, the notification and `COMMIT` in one round trip.
     fn attempt(&mut self, jobs: &[Job], failed: &[Option<StoreError>]) -> Attempt {
         let shared = self.shared.clone();
         let ctx = &shared.ctx;
-        let begin = format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}), txid_current()",
-            ctx.lock_key
-        );
-        let xid = match self.conn.rt.block_on(self.conn.client.simple_query(&begin)) {
-            Ok(messages) => messages.iter().find_map(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(1).and_then(|x| x.parse::<i64>().ok()),
-                _ => None,
-            }),
-            Err(e) => {
-                return if is_connection_lost(&e) {
-                    Attempt::Lost(ctx.err(e, "beginning a transaction"))
-                } else {
-                    self.rollback();
-                    Attempt::Failed(ctx.err(e, "beginning a transaction"))
-                };
-            }
-        };
-        let Some(xid) = xid else {
-            self.rollback();
-            return Attempt::Failed(ctx.fail("the server did not say which transaction began"));
-        };
         let mut g = Group::default();
         let mut values = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.iter().enumerate() {
@@ -259,40 +238,58 @@ impl Writer {
             match result {
                 Ok(v) => values.push(Some(v)),
                 Err(e) => {
-                    self.rollback();
+                    if g.begun {
+                        self.rollback();
+                    }
                     return Attempt::StepFailed(i, e);
                 }
             }
         }
+        let effects = std::mem::take(&mut g.effects);
         let mut txn = PgTxn {
             conn: &self.conn,
             ctx,
             g: &mut g,
         };
-        if let Err(e) = txn.flush(tables::ALL) {
-            if g.lost.get() {
-                return Attempt::Lost(e);
+        // the transaction's id must be known before COMMIT is sent, to
+        // settle a commit whose answer is lost
+        if !txn.g.begun {
+            if let Err(e) = txn.flush(tables::ALL) {
+                return self.abandon(&g, e);
             }
-            self.rollback();
-            return Attempt::Failed(e);
         }
-        let effects = std::mem::take(&mut g.effects);
+        let Some(xid) = g.xid else {
+            self.rollback();
+            return Attempt::Failed(ctx.fail("the server did not say which transaction began"));
+        };
         let mut commit = notify_sql(&shared.channel, &effects);
         commit.push_str("COMMIT");
-        match self
-            .conn
-            .rt
-            .block_on(self.conn.client.simple_query(&commit))
-        {
+        let mut txn = PgTxn {
+            conn: &self.conn,
+            ctx,
+            g: &mut g,
+        };
+        let client = &self.conn.client;
+        let committed = txn.pipeline(tables::ALL, "committing", client.simple_query(&commit));
+        // a held write that fails is returned before the COMMIT's answer
+        // (the server then answers COMMIT with ROLLBACK)
+        match committed {
             Ok(_) => Attempt::Committed(values, effects),
-            Err(e) if is_connection_lost(&e) => {
-                Attempt::Ambiguous(xid, values, effects, ctx.err(e, "committing"))
-            }
+            Err(e) if g.lost.get() => Attempt::Ambiguous(xid, values, effects, e),
             Err(e) => {
                 self.rollback();
-                Attempt::Failed(ctx.err(e, "committing"))
+                Attempt::Failed(e)
             }
         }
+    }
+
+    /// The end of an attempt whose statements failed.
+    fn abandon(&mut self, g: &Group, e: StoreError) -> Attempt {
+        if g.lost.get() {
+            return Attempt::Lost(e);
+        }
+        self.rollback();
+        Attempt::Failed(e)
     }
 
     /// Rolls the open transaction back (a lost connection rolls it back anyway).

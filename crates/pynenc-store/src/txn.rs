@@ -81,6 +81,11 @@ pub trait StoreTxn: QueryTxn {
     fn set_error(&mut self, id: &InvocationId, error: &TaskError) -> Result<()>;
     /// Status, result and error.
     fn get_outcome(&mut self, id: &InvocationId) -> Result<Option<InvocationOutcome>>;
+    /// [`StoreTxn::get_outcome`] of each of `ids`, in order. The default
+    /// reads them one at a time; a backend with round trips reads them at once.
+    fn get_outcomes(&mut self, ids: &[InvocationId]) -> Result<Vec<Option<InvocationOutcome>>> {
+        ids.iter().map(|id| self.get_outcome(id)).collect()
+    }
     /// Every invocation id of the app.
     fn list_invocation_ids(&mut self) -> Result<Vec<InvocationId>>;
 

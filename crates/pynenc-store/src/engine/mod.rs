@@ -126,9 +126,9 @@ pub(crate) fn transition_from(
 /// Status, result and error of each of `ids`, in order; an unknown id is an error.
 pub fn outcomes(txn: &mut dyn StoreTxn, ids: &[InvocationId]) -> Result<Vec<InvocationOutcome>> {
     ids.iter()
-        .map(|id| {
-            txn.get_outcome(id)?
-                .ok_or_else(|| StoreError::not_found(id, "while reading its result"))
+        .zip(txn.get_outcomes(ids)?)
+        .map(|(id, outcome)| {
+            outcome.ok_or_else(|| StoreError::not_found(id, "while reading its result"))
         })
         .collect()
 }
@@ -141,6 +141,7 @@ pub fn not_final(
     during: &str,
 ) -> Result<Vec<InvocationId>> {
     let mut open = Vec::with_capacity(ids.len());
+    txn.prefetch(ids)?;
     for id in ids {
         match txn.get_status(id)? {
             Some(s) if s.status.is_final() => {}

@@ -1,0 +1,254 @@
+//! The PostgreSQL store on a real server started by the test process
+//! (skipped with a message when the server binaries are missing; a failure
+//! with `PYNENC_REQUIRE_POSTGRES=1`): the group commit, the held writes,
+//! and bad input — a URL that is not one, a server that is not there, a
+//! wrong password, a missing database, a schema of another version.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pynenc_model::{
+    Arguments, Call, ConcurrencySpec, HistoryStep, InvocationId, InvocationRecord,
+    InvocationStatus, RunnerId, Serializer, StatusRecord, Timestamp,
+};
+use pynenc_postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION};
+use pynenc_store::{AtomicStore, StoreError, StoreTxn};
+use pynenc_testservers::postgres::{test_database, TestDatabase};
+
+fn record(n: u32) -> Arc<InvocationRecord> {
+    Arc::new(InvocationRecord {
+        invocation_id: InvocationId::time_ordered(),
+        call: Call::new(
+            "tests.task",
+            Arguments::new()
+                .with(Serializer::Json, "n", &n)
+                .expect("serialize"),
+        ),
+        parent_invocation_id: None,
+        created_at: Timestamp::now(),
+        scheduled_at: None,
+        concurrency: ConcurrencySpec::default(),
+        rerun_of: None,
+    })
+}
+
+fn registered() -> StatusRecord {
+    StatusRecord {
+        status: InvocationStatus::Registered,
+        owner: None,
+    }
+}
+
+fn options(url: &str) -> PostgresOptions {
+    PostgresOptions {
+        connect_timeout: Duration::from_secs(3),
+        retry_for: Duration::from_secs(2),
+        ..PostgresOptions::new(url)
+    }
+}
+
+fn open(db: &TestDatabase, app: &str) -> Arc<PostgresStore> {
+    PostgresStore::open(&options(&db.url()), app).expect("open the store")
+}
+
+/// Steps run concurrently share group transactions; a step that fails is
+/// rolled back alone, the others commit, and their held writes (rows,
+/// history, counters, queue) are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_rolls_back_alone_in_its_group() {
+    let Some(db) = test_database() else { return };
+    let store = open(&db, "groups");
+    let mut steps = Vec::new();
+    for n in 0..200u32 {
+        let store = store.clone();
+        steps.push(tokio::spawn(async move {
+            let rec = record(n);
+            let id = rec.invocation_id;
+            let result = store
+                .atomic(move |t| {
+                    t.insert_invocation(&rec, &registered())?;
+                    t.append_history(HistoryStep {
+                        invocation_id: &rec.invocation_id,
+                        status: InvocationStatus::Registered,
+                        owner: None,
+                        actor: &RunnerId::from("tester"),
+                        timestamp: Timestamp::now(),
+                        execution_context: None,
+                    })?;
+                    t.enqueue(&rec.invocation_id)?;
+                    if n % 7 == 3 {
+                        return Err(StoreError::backend("test", format!("step {n} refused")));
+                    }
+                    Ok(n)
+                })
+                .await;
+            (n, id, result)
+        }));
+    }
+    let mut kept = Vec::new();
+    for step in steps {
+        let (n, id, result) = step.await.unwrap();
+        match result {
+            Ok(v) => {
+                assert_eq!(v, n);
+                kept.push(id);
+            }
+            Err(e) => {
+                assert_eq!(n % 7, 3, "only the refusing steps fail: {e}");
+                assert!(e.to_string().contains(&format!("step {n} refused")), "{e}");
+            }
+        }
+    }
+    assert_eq!(kept.len(), 200 - 29);
+    let (ids, queued, histories) = store
+        .atomic(|t| {
+            let ids = t.list_invocation_ids()?;
+            let queued = t.queue_len()?;
+            let mut histories = 0;
+            for id in &ids {
+                histories += t.get_history(id)?.len();
+            }
+            Ok((ids, queued, histories))
+        })
+        .await
+        .unwrap();
+    let mut expected = kept.clone();
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "exactly the steps that succeeded were written"
+    );
+    assert_eq!(queued, kept.len());
+    assert_eq!(histories, kept.len());
+    let counts = store.atomic(|t| t.count_by_status(&[])).await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].count, kept.len() as u64);
+}
+
+/// A held status write is seen by the next statement of the same group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_writes_are_sent_before_a_read_of_their_table() {
+    let Some(db) = test_database() else { return };
+    let store = open(&db, "held");
+    let rec = record(1);
+    let id = rec.invocation_id;
+    let found = store
+        .atomic(move |t| {
+            t.insert_invocation(&rec, &registered())?;
+            t.put_status(
+                &rec.invocation_id,
+                &StatusRecord {
+                    status: InvocationStatus::Success,
+                    owner: None,
+                },
+                Timestamp::now(),
+            )?;
+            t.set_result(&rec.invocation_id, "42".to_string())?;
+            // reads of the tables: the held writes go first
+            let finals = t.final_before(&[], Timestamp::now() + Duration::from_secs(1), 10)?;
+            let outcome = t.get_outcome(&rec.invocation_id)?;
+            Ok((finals, outcome))
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.0, vec![id]);
+    let outcome = found.1.expect("an outcome");
+    assert_eq!(outcome.status, InvocationStatus::Success);
+    assert_eq!(outcome.result.as_deref(), Some("42"));
+}
+
+fn open_err(url: &str) -> StoreError {
+    PostgresStore::open(&options(url), "app").expect_err("the store must not open")
+}
+
+#[test]
+fn a_url_that_is_not_one_names_the_option() {
+    let e = open_err("postgres://user:s3cret@host:notaport/db");
+    let text = e.to_string();
+    assert!(
+        matches!(e, StoreError::InvalidOption { option: "url", .. }),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "the password is shown: {text}");
+}
+
+#[test]
+fn a_server_that_is_not_there_is_named_without_the_password() {
+    // a free port: nothing listens on it
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = open_err(&format!("postgres://pynenc:s3cret@127.0.0.1:{port}/db"));
+    let text = e.to_string();
+    assert!(matches!(e, StoreError::Backend { .. }), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("***") && !text.contains("s3cret"), "{text}");
+}
+
+#[test]
+fn a_missing_database_is_named() {
+    let Some(db) = test_database() else { return };
+    let url = db.url();
+    let missing = format!("{}/nope_db", &url[..url.rfind('/').unwrap()]);
+    let e = open_err(&missing);
+    let text = e.to_string();
+    assert!(
+        text.contains("nope_db") && text.contains("does not exist"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_wrong_password_is_refused_clearly() {
+    let Some(mut db) = TestDatabase::own_server() else {
+        return;
+    };
+    let Some(server) = db.server() else { return };
+    // this user must give its password (the others stay trusted)
+    let hba = server.dir().join("data").join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all pwuser 127.0.0.1/32 scram-sha-256\n{old}"),
+    )
+    .unwrap();
+    server.psql(
+        "postgres",
+        "CREATE ROLE pwuser LOGIN PASSWORD 'right'; SELECT pg_reload_conf();",
+    );
+    let port = server.port();
+    let name = db.name().to_string();
+    db.psql("GRANT ALL ON SCHEMA public TO pwuser");
+    let e = open_err(&format!("postgres://pwuser:wrong@127.0.0.1:{port}/{name}"));
+    let text = e.to_string();
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(
+        text.contains("pwuser:***@") && !text.contains("wrong@"),
+        "{text}"
+    );
+    // the right password works
+    PostgresStore::open(
+        &options(&format!("postgres://pwuser:right@127.0.0.1:{port}/{name}")),
+        "app",
+    )
+    .expect("the right password opens the store");
+}
+
+#[test]
+fn a_schema_of_another_version_is_refused_and_left_alone() {
+    let Some(db) = test_database() else { return };
+    drop(open(&db, "first"));
+    db.psql("UPDATE pynenc_meta SET value = '99' WHERE key = 'schema_version'");
+    let e = PostgresStore::open(&options(&db.url()), "second").expect_err("refused");
+    let text = e.to_string();
+    assert!(text.contains("schema version 99"), "{text}");
+    assert!(
+        text.contains(&format!("version {SCHEMA_VERSION}")),
+        "{text}"
+    );
+    let apps = db.psql("SELECT string_agg(app_id, ',') FROM pynenc_apps");
+    assert_eq!(apps.trim(), "first", "nothing was written");
+}
