@@ -13,7 +13,7 @@ use pynenc_model::{
     InvocationStatus, RunnerId, Serializer, StatusRecord, Timestamp,
 };
 use pynenc_postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION};
-use pynenc_store::{AtomicStore, StoreError, StoreTxn};
+use pynenc_store::{AtomicStore, StoreError};
 use pynenc_testservers::postgres::{test_database, TestDatabase};
 
 fn record(n: u32) -> Arc<InvocationRecord> {

@@ -7,9 +7,15 @@
 //! cargo build --release -p pynenc-testkit --bins
 //! target/release/chaos --backend sqlite --tasks 20000 --workers 3 --kills 40
 //! target/release/chaos --backend redis --redis-url redis://127.0.0.1:6379/0 --tasks 20000
+//! target/release/chaos --backend postgres --postgres-url postgres://user@127.0.0.1:5433/scratch --tasks 20000
 //! ```
 //!
 //! It starts itself again as the workers (`chaos worker`).
+//!
+//! With `--backend postgres`, `--postgres-url` is required: the run writes
+//! the app's tables in that database and purges the app at the end, so
+//! there is no default server to write to by accident. The database must
+//! exist (the tables are created when missing); use a scratch database.
 
 use std::time::Duration;
 
@@ -21,7 +27,7 @@ use pynenc_testkit::chaos::{run_chaos, ChaosBackend, ChaosConfig};
 struct Args {
     /// `worker` runs as a worker process (used by the program itself).
     mode: Option<String>,
-    /// `sqlite` or `redis`.
+    /// `sqlite`, `redis` or `postgres`.
     #[arg(long, default_value = "sqlite")]
     backend: String,
     /// SQLite file (default: a temporary file).
@@ -30,6 +36,11 @@ struct Args {
     /// Redis URL.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     redis_url: String,
+    /// PostgreSQL URL of an existing scratch database
+    /// (`postgres://user:password@host:port/database`); required with
+    /// `--backend postgres`, which writes and purges the app there.
+    #[arg(long)]
+    postgres_url: Option<String>,
     /// Tasks in the workload.
     #[arg(long, default_value_t = 20_000)]
     tasks: u64,
@@ -71,7 +82,14 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| tmp.path().join("chaos.db")),
         ),
         "redis" => ChaosBackend::Redis(args.redis_url.clone()),
-        other => anyhow::bail!("unknown backend {other}"),
+        "postgres" => match args.postgres_url.as_deref().map(str::trim) {
+            Some(url) if !url.is_empty() => ChaosBackend::Postgres(url.to_string()),
+            _ => anyhow::bail!(
+                "--backend postgres needs --postgres-url postgres://user:password@host:port/database \
+                 (an existing scratch database: the run writes its tables there and purges the app at the end)"
+            ),
+        },
+        other => anyhow::bail!("unknown backend {other} (sqlite, redis or postgres)"),
     };
     let cfg = ChaosConfig {
         backend,
