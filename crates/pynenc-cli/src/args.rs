@@ -49,6 +49,10 @@ pub struct Connection {
     /// The Redis URL, `redis://[user:password@]host:port/db` (implies `--backend redis`).
     #[arg(long, global = true, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// The PostgreSQL URL, `postgres://user[:password]@host:port/database`
+    /// (implies `--backend postgres`).
+    #[arg(long, global = true, value_name = "URL")]
+    pub postgres_url: Option<String>,
     /// The app id (default: the configuration's `app_id`).
     #[arg(long = "app", global = true, value_name = "APP_ID")]
     pub app_id: Option<String>,
@@ -63,6 +67,8 @@ pub enum BackendArg {
     Sqlite,
     /// A Redis server.
     Redis,
+    /// A PostgreSQL database.
+    Postgres,
 }
 
 /// The commands.

@@ -42,32 +42,35 @@ pub(crate) fn apply(mut builder: PynencBuilder, c: &Connection) -> Result<Pynenc
         }
         builder = builder.config_file(file);
     }
-    if c.sqlite_path.is_some() && c.redis_url.is_some() {
-        return Err(CliError::Usage(
-            "--sqlite-path and --redis-url name two backends: give one".into(),
-        ));
+    // the backend each location flag names
+    let named: Vec<(BackendArg, &'static str)> = [
+        (c.sqlite_path.is_some(), BackendArg::Sqlite, "--sqlite-path"),
+        (c.redis_url.is_some(), BackendArg::Redis, "--redis-url"),
+        (
+            c.postgres_url.is_some(),
+            BackendArg::Postgres,
+            "--postgres-url",
+        ),
+    ]
+    .into_iter()
+    .filter(|(given, _, _)| *given)
+    .map(|(_, kind, flag)| (kind, flag))
+    .collect();
+    if let [(_, a), (_, b), ..] = named.as_slice() {
+        return Err(CliError::Usage(format!(
+            "{a} and {b} name two backends: give one"
+        )));
     }
-    let implied = if c.sqlite_path.is_some() {
-        Some(BackendArg::Sqlite)
-    } else if c.redis_url.is_some() {
-        Some(BackendArg::Redis)
-    } else {
-        None
-    };
-    if let (Some(given), Some(implied)) = (c.backend, implied) {
-        if given != implied {
+    let implied = named.first().copied();
+    if let (Some(given), Some((kind, flag))) = (c.backend, implied) {
+        if given != kind {
             return Err(CliError::Usage(format!(
-                "--backend {} does not go with {}",
+                "--backend {} does not go with {flag}",
                 backend_name(given),
-                if implied == BackendArg::Sqlite {
-                    "--sqlite-path"
-                } else {
-                    "--redis-url"
-                }
             )));
         }
     }
-    if let Some(kind) = c.backend.or(implied) {
+    if let Some(kind) = c.backend.or(implied.map(|(kind, _)| kind)) {
         builder = builder.config_value("backend", backend_name(kind));
     }
     if let Some(path) = &c.sqlite_path {
@@ -75,6 +78,9 @@ pub(crate) fn apply(mut builder: PynencBuilder, c: &Connection) -> Result<Pynenc
     }
     if let Some(url) = &c.redis_url {
         builder = builder.config_value("redis.redis_url", url.clone());
+    }
+    if let Some(url) = &c.postgres_url {
+        builder = builder.config_value("postgres.postgres_url", url.clone());
     }
     if let Some(app_id) = &c.app_id {
         builder = builder.app_id(app_id.clone());
@@ -87,6 +93,7 @@ fn backend_name(b: BackendArg) -> &'static str {
         BackendArg::Memory => BackendKind::Memory,
         BackendArg::Sqlite => BackendKind::Sqlite,
         BackendArg::Redis => BackendKind::Redis,
+        BackendArg::Postgres => BackendKind::Postgres,
     };
     kind.name()
 }
@@ -105,7 +112,8 @@ pub(crate) async fn open(builder: PynencBuilder, form: Form, need: Need) -> Resu
     let conf = config_of(&builder)?;
     if form == Form::Standalone && conf.backend == BackendKind::Memory {
         return Err(CliError::Connect(
-            "no shared backend: pass --sqlite-path FILE or --redis-url URL (or set `backend` in \
+            "no shared backend: pass --sqlite-path FILE, --redis-url URL or --postgres-url URL \
+             (or set `backend` in \
              pynenc.toml or PYNENC__BACKEND); the in-memory backend lives inside one program"
                 .into(),
         ));

@@ -39,9 +39,10 @@
 //! that says what kind of failure it was ([`EXIT_CODES`]); messages go to
 //! stderr. The app is found through the library's configuration layers
 //! (`pynenc.toml`, `PYNENC__…` variables) and then the flags `--config`,
-//! `--backend`, `--sqlite-path`, `--redis-url` and `--app`. A SQLite file
-//! that does not exist is an error (never a new empty file), and so is an
-//! app with no data on the backend (`apps` lists those there are).
+//! `--backend`, `--sqlite-path`, `--redis-url`, `--postgres-url` and
+//! `--app`. A SQLite file that does not exist is an error (never a new
+//! empty file), and so is an app with no data on the backend (`apps` lists
+//! those there are).
 #![deny(missing_docs)]
 
 mod args;

@@ -52,6 +52,7 @@ fn every_crate_depends_only_on_the_layers_below_it() {
         ("pynenc-memory", &["pynenc-model", "pynenc-store"]),
         ("pynenc-sqlite", &["pynenc-model", "pynenc-store"]),
         ("pynenc-redis", &["pynenc-model", "pynenc-store"]),
+        ("pynenc-postgres", &["pynenc-model", "pynenc-store"]),
         ("pynenc-macros", &["pynenc-options"]),
         (
             "pynenc",
@@ -62,6 +63,7 @@ fn every_crate_depends_only_on_the_layers_below_it() {
                 "pynenc-memory",
                 "pynenc-sqlite",
                 "pynenc-redis",
+                "pynenc-postgres",
                 "pynenc-macros",
             ],
         ),

@@ -1,5 +1,5 @@
-//! The commands on a real SQLite file and a real `redis-server`, and what
-//! goes wrong with each: missing, locked or bad files, unreachable servers,
+//! The commands on a real SQLite file, a real `redis-server` and a real
+//! PostgreSQL server, and what goes wrong with each: missing, locked or bad files, unreachable servers,
 //! wrong passwords, configuration layers.
 
 use std::path::Path;
@@ -173,4 +173,58 @@ async fn every_command_on_redis() {
         "{url_entry}"
     );
     assert_eq!(url_entry["source"], "code");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_on_postgres() {
+    let Some(db) = pynenc_testservers::postgres::test_database() else {
+        return;
+    };
+    let url = db.url();
+    let dir = tempdir();
+    let app = Pynenc::builder()
+        .app_id(APP)
+        .config_value("backend", "postgres")
+        .config_value("postgres.postgres_url", url.clone())
+        .build()
+        .expect("app");
+    every_command(dir.path(), &["--postgres-url", &url, "--app", APP], &app).await;
+
+    // an absent server names its address; two backends at once are refused
+    fails(
+        dir.path(),
+        &[
+            "--postgres-url",
+            "postgres://ops:s3cret@127.0.0.1:1/db",
+            "list",
+        ],
+        5,
+        "127.0.0.1:1",
+    );
+    let o = pynenc(
+        dir.path(),
+        &[
+            "--postgres-url",
+            "postgres://ops:s3cret@127.0.0.1:1/db",
+            "list",
+        ],
+    );
+    assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    fails(
+        dir.path(),
+        &["--postgres-url", &url, "--redis-url", "redis://x", "list"],
+        2,
+        "name two backends",
+    );
+    // the URL is a secret in `config`
+    let conf = json(
+        dir.path(),
+        &["--postgres-url", "postgres://ops:s3cret@127.0.0.1:1/db"],
+        &["config"],
+    );
+    let url_entry = entry(&conf, "config", "key", "postgres.postgres_url");
+    assert!(
+        !url_entry["value"].as_str().unwrap().contains("s3cret"),
+        "{url_entry}"
+    );
 }
