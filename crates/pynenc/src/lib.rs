@@ -109,6 +109,9 @@ pub mod store {
 pub mod backends {
     /// In one process (the default).
     pub use pynenc_memory as memory;
+    /// PostgreSQL (feature `postgres`).
+    #[cfg(feature = "postgres")]
+    pub use pynenc_postgres as postgres;
     /// Redis (feature `redis`).
     #[cfg(feature = "redis")]
     pub use pynenc_redis as redis;
@@ -117,6 +120,8 @@ pub mod backends {
     pub use pynenc_sqlite as sqlite;
 }
 
+#[cfg(feature = "postgres")]
+pub use app::PostgresOptions;
 #[cfg(feature = "redis")]
 pub use app::RedisOptions;
 #[cfg(feature = "sqlite")]

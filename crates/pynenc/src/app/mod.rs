@@ -12,6 +12,8 @@ use pynenc_model::{InvocationId, RunnerId, Serializer};
 use pynenc_store::{Broker, Components, Coordination, Orchestrator, StateBackend};
 
 pub use backend::Backend;
+#[cfg(feature = "postgres")]
+pub use backend::PostgresOptions;
 #[cfg(feature = "redis")]
 pub use backend::RedisOptions;
 #[cfg(feature = "sqlite")]
