@@ -255,10 +255,18 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     /// Takes the head of the queue and reads the rows and records of what
-    /// it took, in one statement.
+    /// it took, in one statement (or hands over what
+    /// [`StoreTxn::blocking_candidates`] took).
     fn dequeue(&mut self, max: usize) -> Result<Vec<InvocationId>> {
         if max == 0 {
             return Ok(Vec::new());
+        }
+        if !self.g.taken.is_empty() {
+            let n = max.min(self.g.taken.len());
+            let rest = self.g.taken.split_off(n);
+            let ids = std::mem::replace(&mut self.g.taken, rest);
+            self.put_back_taken()?;
+            return Ok(ids);
         }
         let app = self.app();
         let rows = self.query(
@@ -329,26 +337,53 @@ impl StoreTxn for PgTxn<'_> {
         Ok(())
     }
 
+    /// The waited invocations available for a run; when there are none,
+    /// the same statement takes up to `max` from the head of the queue,
+    /// for the [`StoreTxn::dequeue`] that follows (a pick-up then costs one
+    /// round trip for both).
     fn blocking_candidates(&mut self, max: usize) -> Result<Vec<InvocationId>> {
         if max == 0 {
             return Ok(Vec::new());
         }
+        self.put_back_taken()?;
         // the held status writes matter only if they are of waited
         // invocations (marking one waited is written at once)
         let reads = if self.g.rows.values().any(|r| r.waited) {
-            tables::INVOCATIONS
+            tables::INVOCATIONS | tables::QUEUE
         } else {
-            tables::NONE
+            tables::QUEUE
         };
         let app = self.app();
-        self.ids(
-            "SELECT invocation_id FROM pynenc_invocations \
-             WHERE app = $1 AND waited AND status IN (1, 4, 12) \
-             ORDER BY created_at_us, invocation_id LIMIT $2",
+        let rows = self.query(
+            "WITH b AS (SELECT invocation_id FROM pynenc_invocations \
+                 WHERE app = $1 AND waited AND status IN (1, 4, 12) \
+                 ORDER BY created_at_us, invocation_id LIMIT $2), \
+             q AS (DELETE FROM pynenc_queue WHERE app = $1 AND NOT EXISTS (SELECT 1 FROM b) \
+                 AND seq IN (SELECT seq FROM pynenc_queue WHERE app = $1 ORDER BY seq LIMIT $2) \
+                 RETURNING seq, invocation_id) \
+             SELECT TRUE, b.invocation_id, NULL::smallint, NULL, NULL, NULL::bool, NULL, NULL, \
+                 NULL::bool, NULL, 0::bigint FROM b \
+             UNION ALL \
+             SELECT FALSE, q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
+                 i.error_kind, i.cancel_owner IS NOT NULL, r.record, q.seq \
+             FROM q \
+             LEFT JOIN pynenc_invocations AS i \
+                 ON i.app = $1 AND i.invocation_id = q.invocation_id \
+             LEFT JOIN pynenc_records AS r \
+                 ON r.app = $1 AND r.invocation_id = q.invocation_id",
             &[&app, &limit(max)],
             "finding waited invocations",
             reads,
-        )
+        )?;
+        let (waited, mut taken): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| r.get::<_, bool>(0));
+        let candidates = waited
+            .iter()
+            .map(|r| self.parse_id(r.get(1)))
+            .collect::<Result<Vec<_>>>()?;
+        taken.sort_by_key(|r| r.get::<_, i64>(10));
+        self.g.taken = self.take_rows_at(&taken, 1)?;
+        Ok(candidates)
     }
 
     fn release_waited(&mut self, waited: &InvocationId) -> Result<()> {

@@ -79,16 +79,25 @@ impl PgTxn<'_> {
     /// the record (columns missing for an invocation that no longer
     /// exists); the group's view learns those it had not seen.
     pub(crate) fn take_rows(&mut self, rows: &[tokio_postgres::Row]) -> Result<Vec<InvocationId>> {
+        self.take_rows_at(rows, 0)
+    }
+
+    /// [`PgTxn::take_rows`] of rows whose columns start at `at`.
+    pub(crate) fn take_rows_at(
+        &mut self,
+        rows: &[tokio_postgres::Row],
+        at: usize,
+    ) -> Result<Vec<InvocationId>> {
         let mut ids = Vec::with_capacity(rows.len());
         for r in rows {
-            let text: &str = r.get(0);
+            let text: &str = r.get(at);
             let id = self.parse_id(text)?;
             ids.push(id);
-            if self.g.rows.contains_key(&id) || r.get::<_, Option<i16>>(1).is_none() {
+            if self.g.rows.contains_key(&id) || r.get::<_, Option<i16>>(at + 1).is_none() {
                 continue;
             }
-            let row = self.row_from(text, r, 1)?;
-            if let Some(json) = r.get::<_, Option<&str>>(8) {
+            let row = self.row_from(text, r, at + 1)?;
+            if let Some(json) = r.get::<_, Option<&str>>(at + 8) {
                 let record = self.parse_record(text, json)?;
                 self.g.records.insert(id, record);
             }
@@ -131,6 +140,16 @@ impl PgTxn<'_> {
             found.insert(text, outcome);
         }
         Ok(texts.iter().map(|t| found.remove(t)).collect())
+    }
+
+    /// Puts back at the head of the queue, in their order, the ids taken
+    /// ahead of a [`pynenc_store::StoreTxn::dequeue`] that did not use them.
+    pub(crate) fn put_back_taken(&mut self) -> Result<()> {
+        let taken = std::mem::take(&mut self.g.taken);
+        for id in taken.iter().rev() {
+            pynenc_store::StoreTxn::enqueue_front(self, id)?;
+        }
+        Ok(())
     }
 
     /// Deletes an invocation and everything attached to it.

@@ -230,7 +230,13 @@ impl Writer {
                 ctx,
                 g: &mut g,
             };
-            let result = (job.run)(&mut txn);
+            let mut result = (job.run)(&mut txn);
+            if result.is_ok() {
+                // ids a step took ahead and did not use go back first
+                if let Err(e) = txn.put_back_taken() {
+                    result = Err(e);
+                }
+            }
             if g.lost.get() {
                 let e = result.err().unwrap_or_else(|| ctx.fail("connection lost"));
                 return Attempt::Lost(e);
