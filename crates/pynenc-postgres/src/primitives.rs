@@ -184,18 +184,15 @@ impl StoreTxn for PgTxn<'_> {
 
     fn find_registered(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {
         let app = self.app();
-        Ok(self
-            .ids(
-                "SELECT invocation_id FROM pynenc_invocations \
+        self.first_id(
+            "SELECT invocation_id FROM pynenc_invocations \
                  WHERE app = $1 AND registration_key = $2 AND final_at_us IS NULL \
                      AND status = 1 \
                  ORDER BY created_at_us, invocation_id LIMIT 1",
-                &[&app, &registration_key],
-                "looking up a registration key",
-                tables::INVOCATIONS,
-            )?
-            .into_iter()
-            .next())
+            &[&app, &registration_key],
+            "looking up a registration key",
+            tables::INVOCATIONS,
+        )
     }
 
     fn running_key_in_use(&mut self, running_key: &str) -> Result<bool> {
@@ -514,18 +511,15 @@ impl StoreTxn for PgTxn<'_> {
 
     fn find_active(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {
         let app = self.app();
-        Ok(self
-            .ids(
-                "SELECT invocation_id FROM pynenc_invocations \
+        self.first_id(
+            "SELECT invocation_id FROM pynenc_invocations \
                  WHERE app = $1 AND registration_key = $2 AND final_at_us IS NULL \
                      AND status <> 0 \
                  ORDER BY created_at_us, invocation_id LIMIT 1",
-                &[&app, &registration_key],
-                "looking up a registration key",
-                tables::INVOCATIONS,
-            )?
-            .into_iter()
-            .next())
+            &[&app, &registration_key],
+            "looking up a registration key",
+            tables::INVOCATIONS,
+        )
     }
 
     fn find_success_since(
@@ -534,18 +528,15 @@ impl StoreTxn for PgTxn<'_> {
         since: Timestamp,
     ) -> Result<Option<InvocationId>> {
         let app = self.app();
-        Ok(self
-            .ids(
-                "SELECT invocation_id FROM pynenc_invocations \
+        self.first_id(
+            "SELECT invocation_id FROM pynenc_invocations \
                  WHERE app = $1 AND registration_key = $2 AND status = 13 \
                      AND final_at_us >= $3 \
                  ORDER BY final_at_us DESC, invocation_id DESC LIMIT 1",
-                &[&app, &registration_key, &since.as_micros()],
-                "looking up a registration key",
-                tables::INVOCATIONS,
-            )?
-            .into_iter()
-            .next())
+            &[&app, &registration_key, &since.as_micros()],
+            "looking up a registration key",
+            tables::INVOCATIONS,
+        )
     }
 
     fn request_cancel(

@@ -276,6 +276,19 @@ impl<'a> PgTxn<'a> {
         rows.iter().map(|r| self.parse_id(r.get(0))).collect()
     }
 
+    /// The invocation id in the first column of a statement's first row.
+    pub(crate) fn first_id(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+        op: &str,
+        reads: u8,
+    ) -> Result<Option<InvocationId>> {
+        self.query_opt(sql, params, op, reads)?
+            .map(|r| self.parse_id(r.get(0)))
+            .transpose()
+    }
+
     /// Sends the held writes of the tables in `mask` (and `BEGIN` if the
     /// group has not begun), in one round trip.
     pub(crate) fn flush(&mut self, mask: u8) -> Result<()> {
