@@ -84,6 +84,7 @@ mod pending;
 mod primitives;
 mod queries;
 mod rows;
+mod runners;
 mod schema;
 mod store;
 mod txn;

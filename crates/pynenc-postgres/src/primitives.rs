@@ -599,42 +599,15 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     fn put_heartbeat(&mut self, runner_id: &RunnerId, now: Timestamp) -> Result<()> {
-        let app = self.app();
-        self.exec(
-            "INSERT INTO pynenc_heartbeats (app, runner_id, beat_us) VALUES ($1, $2, $3) \
-             ON CONFLICT (app, runner_id) DO UPDATE SET beat_us = excluded.beat_us",
-            &[&app, &runner_id.as_str(), &now.as_micros()],
-            "recording a heartbeat",
-            tables::NONE,
-        )?;
-        Ok(())
+        self.beat(runner_id, now)
     }
 
     fn get_heartbeat(&mut self, runner_id: &RunnerId) -> Result<Option<Timestamp>> {
-        let app = self.app();
-        let found = self.query_opt(
-            "SELECT beat_us FROM pynenc_heartbeats WHERE app = $1 AND runner_id = $2",
-            &[&app, &runner_id.as_str()],
-            "reading a heartbeat",
-            tables::NONE,
-        )?;
-        Ok(found.map(|r| Timestamp::from_micros(r.get(0))))
+        self.last_beat(runner_id)
     }
 
     fn remove_heartbeat(&mut self, runner_id: &RunnerId) -> Result<()> {
-        let app = self.app();
-        for sql in [
-            "DELETE FROM pynenc_heartbeats WHERE app = $1 AND runner_id = $2",
-            "DELETE FROM pynenc_runners WHERE app = $1 AND runner_id = $2",
-        ] {
-            self.exec(
-                sql,
-                &[&app, &runner_id.as_str()],
-                "removing a runner",
-                tables::NONE,
-            )?;
-        }
-        Ok(())
+        self.forget_runner(runner_id)
     }
 
     fn owned_claims_before(&mut self, before: Timestamp, max: usize) -> Result<Vec<OwnedClaim>> {
@@ -669,24 +642,7 @@ impl StoreTxn for PgTxn<'_> {
         now: Timestamp,
         ttl: Duration,
     ) -> Result<bool> {
-        let app = self.app();
-        let changed = self.exec(
-            "INSERT INTO pynenc_leases (app, name, holder, expires_us) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (app, name) DO UPDATE \
-                 SET holder = excluded.holder, expires_us = excluded.expires_us \
-                 WHERE pynenc_leases.holder = excluded.holder \
-                     OR pynenc_leases.expires_us <= $5",
-            &[
-                &app,
-                &name,
-                &holder.as_str(),
-                &(now + ttl).as_micros(),
-                &now.as_micros(),
-            ],
-            "taking a lease",
-            tables::NONE,
-        )?;
-        Ok(changed > 0)
+        self.take_lease(name, holder, now, ttl)
     }
 
     fn on_final(&mut self, id: &InvocationId) {

@@ -197,39 +197,6 @@ impl PgTxn<'_> {
         Ok(())
     }
 
-    /// Records what a runner says of itself, and `now` as its heartbeat.
-    pub(crate) fn write_runner(
-        &mut self,
-        info: &pynenc_model::RunnerInfo,
-        now: Timestamp,
-    ) -> Result<()> {
-        let running = serde_json::to_string(&info.running).map_err(|e| {
-            self.ctx
-                .fail(format!("cannot write runner {}: {e}", info.runner_id))
-        })?;
-        let app = self.app();
-        self.exec(
-            "INSERT INTO pynenc_runners (app, runner_id, kind, host, pid, started_us, slots, running) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (app, runner_id) DO UPDATE SET kind = excluded.kind, \
-                 host = excluded.host, pid = excluded.pid, started_us = excluded.started_us, \
-                 slots = excluded.slots, running = excluded.running",
-            &[
-                &app,
-                &info.runner_id.as_str(),
-                &info.kind,
-                &info.host,
-                &i64::from(info.pid),
-                &info.started_at.as_micros(),
-                &i64::from(info.slots),
-                &running,
-            ],
-            "recording a runner",
-            tables::NONE,
-        )?;
-        pynenc_store::StoreTxn::put_heartbeat(self, &info.runner_id, now)
-    }
-
     /// Stores a new invocation (held until its table is read, see [`Pending`]).
     pub(crate) fn insert_row(
         &mut self,
