@@ -258,10 +258,9 @@ impl StoreTxn for PgTxn<'_> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        if !self.g.taken.is_empty() {
-            let n = max.min(self.g.taken.len());
-            let rest = self.g.taken.split_off(n);
-            let ids = std::mem::replace(&mut self.g.taken, rest);
+        if let Some(mut ids) = self.g.taken.take() {
+            let rest = ids.split_off(max.min(ids.len()));
+            self.g.taken = Some(rest);
             self.put_back_taken()?;
             return Ok(ids);
         }
@@ -379,7 +378,12 @@ impl StoreTxn for PgTxn<'_> {
             .map(|r| self.parse_id(r.get(1)))
             .collect::<Result<Vec<_>>>()?;
         taken.sort_by_key(|r| r.get::<_, i64>(10));
-        self.g.taken = self.take_rows_at(&taken, 1)?;
+        // the queue was read only when no waited invocation was found
+        self.g.taken = if candidates.is_empty() {
+            Some(self.take_rows_at(&taken, 1)?)
+        } else {
+            None
+        };
         Ok(candidates)
     }
 

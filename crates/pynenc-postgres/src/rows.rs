@@ -145,7 +145,7 @@ impl PgTxn<'_> {
     /// Puts back at the head of the queue, in their order, the ids taken
     /// ahead of a [`pynenc_store::StoreTxn::dequeue`] that did not use them.
     pub(crate) fn put_back_taken(&mut self) -> Result<()> {
-        let taken = std::mem::take(&mut self.g.taken);
+        let taken = self.g.taken.take().unwrap_or_default();
         for id in taken.iter().rev() {
             pynenc_store::StoreTxn::enqueue_front(self, id)?;
         }

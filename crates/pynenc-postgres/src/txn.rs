@@ -110,8 +110,9 @@ pub(crate) struct Group {
     pub(crate) begun: bool,
     /// The transaction's id, once it has begun.
     pub(crate) xid: Option<i64>,
-    /// Ids taken from the queue ahead of the step's `dequeue`.
-    pub(crate) taken: Vec<InvocationId>,
+    /// Ids taken from the queue ahead of the step's `dequeue` (`Some`
+    /// and empty: the queue was found empty).
+    pub(crate) taken: Option<Vec<InvocationId>>,
 }
 
 /// Tables whose held writes a statement needs sent first.
