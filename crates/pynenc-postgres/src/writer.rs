@@ -151,7 +151,7 @@ impl Writer {
     }
 
     /// Whether transaction `xid` committed, asked on a new connection
-    /// (`None` when the server cannot be reached in time).
+    /// (`None` when the server cannot be reached in time, or cannot tell).
     fn settle(&mut self, xid: i64, started: Instant) -> Option<bool> {
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -162,10 +162,16 @@ impl Writer {
                         .query_opt("SELECT txid_status($1)::text", &[&xid]),
                 );
                 match asked {
-                    Ok(row) => {
-                        let status: Option<String> = row.and_then(|r| r.get(0));
-                        return Some(status.as_deref() == Some("committed"));
-                    }
+                    Ok(row) => match row.and_then(|r| r.get::<_, Option<String>>(0)).as_deref() {
+                        Some("committed") => return Some(true),
+                        Some("aborted") => return Some(false),
+                        // the old session has not ended yet (its server
+                        // process has not seen the connection close): ask
+                        // again until it committed or rolled back
+                        Some(_) => {}
+                        // too old for the server to know
+                        None => return None,
+                    },
                     Err(e) if is_connection_lost(&e) => self.broken = true,
                     Err(_) => return None,
                 }
