@@ -252,7 +252,9 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     /// Takes the head of the queue and reads the rows and records of what
-    /// it took, in one statement (or hands over what
+    /// it took, in one statement (the head is read first, then deleted by
+    /// key: a plan that stays a few index lookups whatever the table's
+    /// statistics say) (or hands over what
     /// [`StoreTxn::blocking_candidates`] took).
     fn dequeue(&mut self, max: usize) -> Result<Vec<InvocationId>> {
         if max == 0 {
@@ -266,9 +268,10 @@ impl StoreTxn for PgTxn<'_> {
         }
         let app = self.app();
         let rows = self.query(
-            "WITH q AS (DELETE FROM pynenc_queue WHERE app = $1 AND seq IN \
-                 (SELECT seq FROM pynenc_queue WHERE app = $1 ORDER BY seq LIMIT $2) \
-                 RETURNING seq, invocation_id) \
+            "WITH h AS MATERIALIZED \
+                 (SELECT seq FROM pynenc_queue WHERE app = $1 ORDER BY seq LIMIT $2), \
+             q AS (DELETE FROM pynenc_queue AS d USING h WHERE d.app = $1 AND d.seq = h.seq \
+                 RETURNING d.seq, d.invocation_id) \
              SELECT q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
                  i.error_kind, i.cancel_owner IS NOT NULL, r.record \
              FROM q \
@@ -354,9 +357,10 @@ impl StoreTxn for PgTxn<'_> {
             "WITH b AS (SELECT invocation_id FROM pynenc_invocations \
                  WHERE app = $1 AND waited AND status IN (1, 4, 12) \
                  ORDER BY created_at_us, invocation_id LIMIT $2), \
-             q AS (DELETE FROM pynenc_queue WHERE app = $1 AND NOT EXISTS (SELECT 1 FROM b) \
-                 AND seq IN (SELECT seq FROM pynenc_queue WHERE app = $1 ORDER BY seq LIMIT $2) \
-                 RETURNING seq, invocation_id) \
+             h AS MATERIALIZED (SELECT seq FROM pynenc_queue \
+                 WHERE app = $1 AND NOT EXISTS (SELECT 1 FROM b) ORDER BY seq LIMIT $2), \
+             q AS (DELETE FROM pynenc_queue AS d USING h WHERE d.app = $1 AND d.seq = h.seq \
+                 RETURNING d.seq, d.invocation_id) \
              SELECT TRUE, b.invocation_id, NULL::smallint, NULL, NULL, NULL::bool, NULL, NULL, \
                  NULL::bool, NULL, 0::bigint FROM b \
              UNION ALL \

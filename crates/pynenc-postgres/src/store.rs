@@ -9,6 +9,7 @@ use pynenc_model::{InvocationId, InvocationStatus, Serializer};
 use pynenc_store::{AtomicStore, Components, Result, StoreError, StoreTxn, TxnBackend};
 use rustc_hash::FxHashSet;
 use tokio::sync::Notify;
+use tokio_postgres::types::Type;
 
 use crate::conn::{config, connect, redact};
 use crate::error::{Ctx, BACKEND};
@@ -26,6 +27,9 @@ use crate::{PostgresOptions, SAFETY_RECHECK};
 pub struct PostgresStore {
     shared: Arc<Shared>,
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    /// The connection of the waits' reads (opened on first use).
+    reader: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -109,12 +113,15 @@ impl PostgresStore {
             .map_err(|e| {
                 StoreError::backend_caused(BACKEND, "cannot start the writer thread", e)
             })?;
+        let cfg_reader = cfg.clone();
         start_listener(&shared, cfg).map_err(|e| {
             StoreError::backend_caused(BACKEND, "cannot start the listener thread", e)
         })?;
         Ok(Arc::new(PostgresStore {
             shared,
             jobs: Mutex::new(tx),
+            reader: Mutex::new(None),
+            config: cfg_reader,
         }))
     }
 
@@ -143,9 +150,60 @@ impl PostgresStore {
         &self.shared.ctx.shown
     }
 
-    /// The statuses of `ids` (`None` for an id that does not exist).
+    /// The statuses of `ids` (`None` for an id that does not exist), read
+    /// on the reader connection: committed data, without the app's lock,
+    /// so waiting never slows the steps down. Through the writer (which
+    /// retries while the server is away) when the reader fails.
     async fn statuses(&self, ids: Vec<InvocationId>) -> Result<Vec<Option<InvocationStatus>>> {
-        self.run(move |t| t.statuses_of(&ids)).await
+        match self.read_statuses(&ids).await {
+            Ok(found) => Ok(found),
+            Err(e) => {
+                tracing::debug!(error = %e, "the reader failed; reading through the writer");
+                *self.reader.lock() = None;
+                self.run(move |t| t.statuses_of(&ids)).await
+            }
+        }
+    }
+
+    async fn read_statuses(
+        &self,
+        ids: &[InvocationId],
+    ) -> std::result::Result<Vec<Option<InvocationStatus>>, String> {
+        let existing = self.reader.lock().clone();
+        let client = match existing {
+            Some(c) if !c.is_closed() => c,
+            _ => {
+                let c = Arc::new(
+                    connect(&self.config, &self.shared.ctx.shown)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+                *self.reader.lock() = Some(c.clone());
+                c
+            }
+        };
+        let texts: Vec<&str> = ids.iter().map(InvocationId::as_str).collect();
+        // one round trip: no named statement to prepare
+        let rows = client
+            .query_typed(
+                "SELECT invocation_id, status FROM pynenc_invocations \
+                 WHERE app = $1 AND invocation_id = ANY($2::text[])",
+                &[
+                    (&self.shared.ctx.app, Type::INT4),
+                    (&texts, Type::TEXT_ARRAY),
+                ],
+            )
+            .await
+            .map_err(|e| crate::error::describe(&e))?;
+        let mut found = rustc_hash::FxHashMap::default();
+        for r in &rows {
+            let text: &str = r.get(0);
+            let code: i16 = r.get(1);
+            let status = pynenc_store::codes::status_from_code(i64::from(code))
+                .ok_or_else(|| format!("invocation {text}: unknown status code {code}"))?;
+            found.insert(text, status);
+        }
+        Ok(texts.iter().map(|t| found.get(t).copied()).collect())
     }
 
     /// Runs `f` in a group transaction of the writer.
