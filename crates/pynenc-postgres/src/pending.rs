@@ -70,6 +70,8 @@ pub(crate) struct Pending {
     pub(crate) error_kinds: FxHashMap<InvocationId, String>,
     edges_removed: Vec<String>,
     enqueued: Vec<String>,
+    /// Invocations no longer waited on (final): their flag and their waits.
+    unwaited: Vec<String>,
     mask: u8,
 }
 
@@ -85,6 +87,8 @@ pub(crate) enum Write {
     ErrorKinds(Vec<(InvocationId, String)>),
     EdgesRemoved(Vec<String>),
     Enqueued(Vec<String>),
+    Unwaited(Vec<String>),
+    WaitsReleased(Vec<String>),
 }
 
 const INSERTS: &str = "WITH u AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::smallint[], \
@@ -137,6 +141,11 @@ const ENQUEUED: &str = "INSERT INTO pynenc_queue (app, seq, invocation_id) \
     SELECT $1, nextval('pynenc_queue_seq'), u.id \
     FROM UNNEST($2::text[]) WITH ORDINALITY AS u(id, n) ORDER BY u.n";
 
+const UNWAITED: &str = "UPDATE pynenc_invocations SET waited = FALSE \
+    WHERE app = $1 AND invocation_id = ANY($2::text[])";
+
+const WAITS_RELEASED: &str = "DELETE FROM pynenc_waits WHERE app = $1 AND waited = ANY($2::text[])";
+
 const EDGES_REMOVED: &str =
     "DELETE FROM pynenc_edges WHERE app = $1 AND caller_invocation_id = ANY($2::text[])";
 
@@ -154,6 +163,8 @@ impl Write {
             Write::ErrorKinds(_) => ERROR_KINDS,
             Write::EdgesRemoved(_) => EDGES_REMOVED,
             Write::Enqueued(_) => ENQUEUED,
+            Write::Unwaited(_) => UNWAITED,
+            Write::WaitsReleased(_) => WAITS_RELEASED,
         }
     }
 
@@ -252,7 +263,10 @@ impl Write {
                 let texts: Vec<&str> = values.iter().map(|(_, v)| v.as_str()).collect();
                 Box::pin(async move { client.execute(stmt, &[&app, &ids, &texts]).await })
             }
-            Write::EdgesRemoved(ids) | Write::Enqueued(ids) => {
+            Write::EdgesRemoved(ids)
+            | Write::Enqueued(ids)
+            | Write::Unwaited(ids)
+            | Write::WaitsReleased(ids) => {
                 Box::pin(async move { client.execute(stmt, &[&app, ids]).await })
             }
         }
@@ -267,7 +281,12 @@ impl Pending {
 
     /// Takes the held writes of the tables in `mask`, in the order they
     /// must be applied (rows before their status writes).
-    pub(crate) fn take(&mut self, mask: u8) -> Vec<Write> {
+    pub(crate) fn take(&mut self, mut mask: u8) -> Vec<Write> {
+        // a released wait clears the flag (rows) and the waits (their
+        // table) together: a read of either sends both
+        if mask & (tables::INVOCATIONS | tables::WAITS) != 0 && !self.unwaited.is_empty() {
+            mask |= tables::INVOCATIONS | tables::WAITS;
+        }
         let mut out = Vec::new();
         if mask & tables::INVOCATIONS != 0 {
             if !self.inserts.is_empty() {
@@ -313,6 +332,11 @@ impl Pending {
         if mask & tables::EDGES != 0 && !self.edges_removed.is_empty() {
             out.push(Write::EdgesRemoved(std::mem::take(&mut self.edges_removed)));
         }
+        if mask & tables::INVOCATIONS != 0 && !self.unwaited.is_empty() {
+            let ids = std::mem::take(&mut self.unwaited);
+            out.push(Write::Unwaited(ids.clone()));
+            out.push(Write::WaitsReleased(ids));
+        }
         if mask & tables::QUEUE != 0 && !self.enqueued.is_empty() {
             out.push(Write::Enqueued(std::mem::take(&mut self.enqueued)));
         }
@@ -357,6 +381,12 @@ impl Pending {
     pub(crate) fn error(&mut self, id: &InvocationId, error: String) {
         self.errors.insert(*id, error);
         self.hold(tables::OUTCOMES);
+    }
+
+    /// `id` is final: it is waited on no more.
+    pub(crate) fn release_waited(&mut self, id: &InvocationId) {
+        self.unwaited.push(id.as_str().to_string());
+        self.hold(tables::INVOCATIONS | tables::WAITS);
     }
 
     pub(crate) fn enqueue(&mut self, id: &InvocationId) {

@@ -330,7 +330,7 @@ impl StoreTxn for PgTxn<'_> {
                  SELECT $1, u.id, $3 FROM UNNEST($2::text[]) AS u(id) ON CONFLICT DO NOTHING",
                 &[&app, &known, &w.as_str()],
                 "recording a wait",
-                tables::NONE,
+                tables::WAITS,
             )?;
         }
         Ok(())
@@ -354,15 +354,20 @@ impl StoreTxn for PgTxn<'_> {
         };
         let app = self.app();
         let rows = self.query(
-            "WITH b AS (SELECT invocation_id FROM pynenc_invocations \
+            "WITH b AS (SELECT invocation_id, status, owner, running_key, waited, task, \
+                 error_kind, cancel_owner IS NOT NULL AS asked, created_at_us \
+                 FROM pynenc_invocations \
                  WHERE app = $1 AND waited AND status IN (1, 4, 12) \
                  ORDER BY created_at_us, invocation_id LIMIT $2), \
              h AS MATERIALIZED (SELECT seq FROM pynenc_queue \
                  WHERE app = $1 AND NOT EXISTS (SELECT 1 FROM b) ORDER BY seq LIMIT $2), \
              q AS (DELETE FROM pynenc_queue AS d USING h WHERE d.app = $1 AND d.seq = h.seq \
                  RETURNING d.seq, d.invocation_id) \
-             SELECT TRUE, b.invocation_id, NULL::smallint, NULL, NULL, NULL::bool, NULL, NULL, \
-                 NULL::bool, NULL, 0::bigint FROM b \
+             SELECT TRUE, b.invocation_id, b.status, b.owner, b.running_key, b.waited, b.task, \
+                 b.error_kind, b.asked, r.record, b.created_at_us \
+             FROM b \
+             LEFT JOIN pynenc_records AS r \
+                 ON r.app = $1 AND r.invocation_id = b.invocation_id \
              UNION ALL \
              SELECT FALSE, q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
                  i.error_kind, i.cancel_owner IS NOT NULL, r.record, q.seq \
@@ -375,13 +380,16 @@ impl StoreTxn for PgTxn<'_> {
             "finding waited invocations",
             reads,
         )?;
-        let (waited, mut taken): (Vec<_>, Vec<_>) =
+        // column 10 orders each part: creation time of the waited ones,
+        // queue position of those taken
+        let (mut waited, mut taken): (Vec<_>, Vec<_>) =
             rows.into_iter().partition(|r| r.get::<_, bool>(0));
-        let candidates = waited
-            .iter()
-            .map(|r| self.parse_id(r.get(1)))
-            .collect::<Result<Vec<_>>>()?;
+        waited.sort_by(|a, b| {
+            (a.get::<_, i64>(10), a.get::<_, &str>(1))
+                .cmp(&(b.get::<_, i64>(10), b.get::<_, &str>(1)))
+        });
         taken.sort_by_key(|r| r.get::<_, i64>(10));
+        let candidates = self.take_rows_at(&waited, 1)?;
         // the queue was read only when no waited invocation was found
         self.g.taken = if candidates.is_empty() {
             Some(self.take_rows_at(&taken, 1)?)
@@ -399,19 +407,7 @@ impl StoreTxn for PgTxn<'_> {
             return Ok(());
         }
         row.waited = false;
-        let app = self.app();
-        self.exec(
-            "UPDATE pynenc_invocations SET waited = FALSE WHERE app = $1 AND invocation_id = $2",
-            &[&app, &waited.as_str()],
-            "releasing waits",
-            tables::INVOCATIONS,
-        )?;
-        self.exec(
-            "DELETE FROM pynenc_waits WHERE app = $1 AND waited = $2",
-            &[&app, &waited.as_str()],
-            "releasing waits",
-            tables::NONE,
-        )?;
+        self.g.pending.release_waited(waited);
         Ok(())
     }
 

@@ -256,7 +256,7 @@ impl QueryTxn for PgTxn<'_> {
              WHERE app = $1 AND invocation_id = $2",
             &[&app, &id.as_str()],
             "reading waits",
-            tables::INVOCATIONS,
+            tables::INVOCATIONS | tables::WAITS,
         )?;
         if found.map_or(true, |r| r.get::<_, bool>(0)) {
             return Ok(WaitGraph::default());
@@ -267,7 +267,7 @@ impl QueryTxn for PgTxn<'_> {
              WHERE w.app = $1 AND w.waiter = $2 AND i.final_at_us IS NULL ORDER BY w.waited",
             &[&app, &id.as_str()],
             "reading waits",
-            tables::INVOCATIONS,
+            tables::INVOCATIONS | tables::WAITS,
         )?;
         let waited_by = self.ids(
             "SELECT w.waiter FROM pynenc_waits AS w \
@@ -275,7 +275,7 @@ impl QueryTxn for PgTxn<'_> {
              WHERE w.app = $1 AND w.waited = $2 AND i.final_at_us IS NULL ORDER BY w.waiter",
             &[&app, &id.as_str()],
             "reading waits",
-            tables::INVOCATIONS,
+            tables::INVOCATIONS | tables::WAITS,
         )?;
         Ok(WaitGraph {
             waiting_on,

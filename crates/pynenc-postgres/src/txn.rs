@@ -129,10 +129,12 @@ pub(crate) mod tables {
     pub(crate) const EDGES: u8 = 16;
     /// `pynenc_queue` (appends).
     pub(crate) const QUEUE: u8 = 32;
+    /// `pynenc_waits` (removals).
+    pub(crate) const WAITS: u8 = 64;
     /// None of them.
     pub(crate) const NONE: u8 = 0;
     /// All of them.
-    pub(crate) const ALL: u8 = 63;
+    pub(crate) const ALL: u8 = 127;
 }
 
 /// One step's view of the store: the primitives of
