@@ -69,6 +69,8 @@ pub(crate) struct Pending {
     errors: FxHashMap<InvocationId, String>,
     pub(crate) error_kinds: FxHashMap<InvocationId, String>,
     edges_removed: Vec<String>,
+    /// Edges added: caller invocation, caller call, callee call.
+    edges_added: Vec<(String, String, String)>,
     enqueued: Vec<String>,
     /// Invocations no longer waited on (final): their flag and their waits.
     unwaited: Vec<String>,
@@ -86,6 +88,7 @@ pub(crate) enum Write {
     Errors(Vec<(InvocationId, String)>),
     ErrorKinds(Vec<(InvocationId, String)>),
     EdgesRemoved(Vec<String>),
+    EdgesAdded(Vec<(String, String, String)>),
     Enqueued(Vec<String>),
     Unwaited(Vec<String>),
     WaitsReleased(Vec<String>),
@@ -146,6 +149,10 @@ const UNWAITED: &str = "UPDATE pynenc_invocations SET waited = FALSE \
 
 const WAITS_RELEASED: &str = "DELETE FROM pynenc_waits WHERE app = $1 AND waited = ANY($2::text[])";
 
+const EDGES_ADDED: &str = "INSERT INTO pynenc_edges \
+    (app, caller_invocation_id, caller_call_id, callee_call_id) \
+    SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[])";
+
 const EDGES_REMOVED: &str =
     "DELETE FROM pynenc_edges WHERE app = $1 AND caller_invocation_id = ANY($2::text[])";
 
@@ -162,6 +169,7 @@ impl Write {
             Write::Errors(_) => ERRORS,
             Write::ErrorKinds(_) => ERROR_KINDS,
             Write::EdgesRemoved(_) => EDGES_REMOVED,
+            Write::EdgesAdded(_) => EDGES_ADDED,
             Write::Enqueued(_) => ENQUEUED,
             Write::Unwaited(_) => UNWAITED,
             Write::WaitsReleased(_) => WAITS_RELEASED,
@@ -263,6 +271,16 @@ impl Write {
                 let texts: Vec<&str> = values.iter().map(|(_, v)| v.as_str()).collect();
                 Box::pin(async move { client.execute(stmt, &[&app, &ids, &texts]).await })
             }
+            Write::EdgesAdded(edges) => {
+                let invocations: Vec<&str> = edges.iter().map(|e| e.0.as_str()).collect();
+                let callers: Vec<&str> = edges.iter().map(|e| e.1.as_str()).collect();
+                let callees: Vec<&str> = edges.iter().map(|e| e.2.as_str()).collect();
+                Box::pin(async move {
+                    client
+                        .execute(stmt, &[&app, &invocations, &callers, &callees])
+                        .await
+                })
+            }
             Write::EdgesRemoved(ids)
             | Write::Enqueued(ids)
             | Write::Unwaited(ids)
@@ -329,8 +347,15 @@ impl Pending {
                 out.push(Write::Errors(self.errors.drain().collect()));
             }
         }
-        if mask & tables::EDGES != 0 && !self.edges_removed.is_empty() {
-            out.push(Write::EdgesRemoved(std::mem::take(&mut self.edges_removed)));
+        if mask & tables::EDGES != 0 {
+            // removals first: an edge added after its caller's removal in
+            // the group is kept, one added before it was dropped already
+            if !self.edges_removed.is_empty() {
+                out.push(Write::EdgesRemoved(std::mem::take(&mut self.edges_removed)));
+            }
+            if !self.edges_added.is_empty() {
+                out.push(Write::EdgesAdded(std::mem::take(&mut self.edges_added)));
+            }
         }
         if mask & tables::INVOCATIONS != 0 && !self.unwaited.is_empty() {
             let ids = std::mem::take(&mut self.unwaited);
@@ -399,7 +424,18 @@ impl Pending {
         *self = Pending::default();
     }
 
+    /// An edge from a call of invocation `caller` to another call.
+    pub(crate) fn add_edge(&mut self, caller: &InvocationId, from: &str, to: &str) {
+        self.edges_added.push((
+            caller.as_str().to_string(),
+            from.to_string(),
+            to.to_string(),
+        ));
+        self.hold(tables::EDGES);
+    }
+
     pub(crate) fn remove_edges(&mut self, id: &InvocationId) {
+        self.edges_added.retain(|e| e.0 != id.as_str());
         self.edges_removed.push(id.as_str().to_string());
         self.hold(tables::EDGES);
     }

@@ -417,39 +417,63 @@ impl StoreTxn for PgTxn<'_> {
         caller_call_id: &CallId,
         callee_call_id: &CallId,
     ) -> Result<()> {
-        let app = self.app();
-        self.exec(
-            "INSERT INTO pynenc_edges (app, caller_invocation_id, caller_call_id, callee_call_id) \
-             VALUES ($1, $2, $3, $4)",
-            &[
-                &app,
-                &caller_invocation_id.as_str(),
-                &caller_call_id.as_str(),
-                &callee_call_id.as_str(),
-            ],
-            "recording a call edge",
-            tables::EDGES,
-        )?;
+        self.g.pending.add_edge(
+            caller_invocation_id,
+            caller_call_id.as_str(),
+            callee_call_id.as_str(),
+        );
+        if let Some(known) = self.g.callees.get_mut(caller_call_id) {
+            known.push(callee_call_id.clone());
+        }
         Ok(())
     }
 
     fn callees_of(&mut self, call_id: &CallId) -> Result<Vec<CallId>> {
-        let app = self.app();
-        let rows = self.query(
-            "SELECT DISTINCT callee_call_id FROM pynenc_edges \
-             WHERE app = $1 AND caller_call_id = $2",
-            &[&app, &call_id.as_str()],
-            "reading call edges",
-            tables::EDGES,
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| CallId::from(r.get::<_, String>(0)))
-            .collect())
+        if !self.g.callees.contains_key(call_id) {
+            self.prefetch_callees(std::slice::from_ref(call_id))?;
+        }
+        let mut callees = self.g.callees.get(call_id).cloned().unwrap_or_default();
+        callees.sort_unstable();
+        callees.dedup();
+        Ok(callees)
     }
 
     fn remove_edges_of(&mut self, caller_invocation_id: &InvocationId) -> Result<()> {
         self.g.pending.remove_edges(caller_invocation_id);
+        // which calls lose edges is not known here: read them again
+        self.g.callees.clear();
+        Ok(())
+    }
+
+    /// The edges leaving each of `call_ids`, in one statement.
+    fn prefetch_callees(&mut self, call_ids: &[CallId]) -> Result<()> {
+        let missing: Vec<&str> = call_ids
+            .iter()
+            .filter(|c| !self.g.callees.contains_key(*c))
+            .map(CallId::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let app = self.app();
+        let rows = self.query(
+            "SELECT caller_call_id, callee_call_id FROM pynenc_edges \
+             WHERE app = $1 AND caller_call_id = ANY($2::text[])",
+            &[&app, &missing],
+            "reading call edges",
+            tables::EDGES,
+        )?;
+        for id in &missing {
+            self.g.callees.insert(CallId::from(*id), Vec::new());
+        }
+        for r in &rows {
+            let from = CallId::from(r.get::<_, String>(0));
+            self.g
+                .callees
+                .entry(from)
+                .or_default()
+                .push(CallId::from(r.get::<_, String>(1)));
+        }
         Ok(())
     }
 
@@ -506,6 +530,7 @@ impl StoreTxn for PgTxn<'_> {
         self.g.pending.clear();
         self.g.rows.clear();
         self.g.records.clear();
+        self.g.callees.clear();
         let sql = PURGE_APP.replace("$APP", &self.app().to_string());
         let client = &self.conn.client;
         self.pipeline(tables::NONE, "purging the app", client.batch_execute(&sql))?;

@@ -161,6 +161,7 @@ impl PgTxn<'_> {
             return Ok(());
         };
         self.g.records.remove(id);
+        self.g.callees.clear();
         self.g
             .pending
             .count(&row.task, row.status.status, row.error_kind.as_deref(), -1);

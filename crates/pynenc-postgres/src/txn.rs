@@ -110,6 +110,9 @@ pub(crate) struct Group {
     pub(crate) begun: bool,
     /// The transaction's id, once it has begun.
     pub(crate) xid: Option<i64>,
+    /// The call edges leaving the calls the group has read them for
+    /// (those it added included).
+    pub(crate) callees: FxHashMap<pynenc_model::CallId, Vec<pynenc_model::CallId>>,
     /// Ids taken from the queue ahead of the step's `dequeue` (`Some`
     /// and empty: the queue was found empty).
     pub(crate) taken: Option<Vec<InvocationId>>,

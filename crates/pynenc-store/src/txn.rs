@@ -194,6 +194,13 @@ pub trait StoreTxn: QueryTxn {
     /// Called when an invocation became final (a backend with notifications wakes waiters).
     fn on_final(&mut self, _id: &InvocationId) {}
 
+    /// A hint: the step is about to ask [`StoreTxn::callees_of`] each of
+    /// `call_ids`, which a backend with round trips may read in one go. The
+    /// default does nothing.
+    fn prefetch_callees(&mut self, _call_ids: &[CallId]) -> Result<()> {
+        Ok(())
+    }
+
     /// A hint: the step is about to read the statuses (and records) of
     /// `ids`, which a backend with round trips may read in one go. The
     /// default does nothing.

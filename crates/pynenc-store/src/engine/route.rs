@@ -19,9 +19,22 @@ pub fn route(
     now: Timestamp,
 ) -> Result<Vec<RouteOutcome>> {
     let mut outcomes = Vec::with_capacity(requests.len());
-    for req in requests {
-        // the call id is a hash of every argument: only compute it when needed
-        let call_id = req.needs_call_id().then(|| req.call.call_id());
+    // the call id is a hash of every argument: only computed when needed
+    let call_ids: Vec<Option<CallId>> = requests
+        .iter()
+        .map(|req| req.needs_call_id().then(|| req.call.call_id()))
+        .collect();
+    // the cycle checks start from these calls' edges: a hint to read them at once
+    let checked: Vec<CallId> = requests
+        .iter()
+        .zip(&call_ids)
+        .filter(|(req, _)| req.cycle_control && req.parent_call_id.is_some())
+        .filter_map(|(_, id)| id.clone())
+        .collect();
+    if !checked.is_empty() {
+        txn.prefetch_callees(&checked)?;
+    }
+    for (req, call_id) in requests.into_iter().zip(call_ids) {
         if let (true, Some(parent_call), Some(call_id)) = (
             req.cycle_control,
             req.parent_call_id.as_ref(),
