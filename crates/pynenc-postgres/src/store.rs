@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pynenc_model::{InvocationId, InvocationStatus, Serializer};
+use pynenc_model::{InvocationId, InvocationStatus, RunnerId, RunnerInfo, Serializer, Timestamp};
 use pynenc_store::{AtomicStore, Components, Result, StoreError, StoreTxn, TxnBackend};
 use rustc_hash::FxHashSet;
 use tokio::sync::Notify;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::conn::{config, connect, redact};
 use crate::error::{Ctx, BACKEND};
@@ -165,13 +165,11 @@ impl PostgresStore {
         }
     }
 
-    async fn read_statuses(
-        &self,
-        ids: &[InvocationId],
-    ) -> std::result::Result<Vec<Option<InvocationStatus>>, String> {
+    /// The reader connection, opened (again) when needed.
+    async fn reader(&self) -> std::result::Result<Arc<tokio_postgres::Client>, String> {
         let existing = self.reader.lock().clone();
-        let client = match existing {
-            Some(c) if !c.is_closed() => c,
+        match existing {
+            Some(c) if !c.is_closed() => Ok(c),
             _ => {
                 let c = Arc::new(
                     connect(&self.config, &self.shared.ctx.shown)
@@ -179,9 +177,73 @@ impl PostgresStore {
                         .map_err(|e| e.to_string())?,
                 );
                 *self.reader.lock() = Some(c.clone());
-                c
+                Ok(c)
             }
+        }
+    }
+
+    /// A heartbeat (and what the runner says of itself) written on the
+    /// reader connection, outside the steps and their lock.
+    async fn write_beat(
+        &self,
+        runner_id: &RunnerId,
+        info: Option<&RunnerInfo>,
+    ) -> std::result::Result<(), String> {
+        let client = self.reader().await?;
+        let app = self.shared.ctx.app;
+        let now = Timestamp::now().as_micros();
+        let runner = runner_id.as_str();
+        let beat_params: [(&(dyn ToSql + Sync), Type); 3] = [
+            (&app, Type::INT4),
+            (&runner, Type::TEXT),
+            (&now, Type::INT8),
+        ];
+        let beat = client.execute_typed(
+            "INSERT INTO pynenc_heartbeats (app, runner_id, beat_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (app, runner_id) DO UPDATE SET beat_us = excluded.beat_us",
+            &beat_params,
+        );
+        let Some(info) = info else {
+            return beat
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::error::describe(&e));
         };
+        let running = serde_json::to_string(&info.running).map_err(|e| e.to_string())?;
+        let (pid, slots, started) = (
+            i64::from(info.pid),
+            i64::from(info.slots),
+            info.started_at.as_micros(),
+        );
+        let said_params: [(&(dyn ToSql + Sync), Type); 8] = [
+            (&app, Type::INT4),
+            (&runner, Type::TEXT),
+            (&info.kind, Type::TEXT),
+            (&info.host, Type::TEXT),
+            (&pid, Type::INT8),
+            (&started, Type::INT8),
+            (&slots, Type::INT8),
+            (&running, Type::TEXT),
+        ];
+        let said = client.execute_typed(
+            "INSERT INTO pynenc_runners (app, runner_id, kind, host, pid, started_us, slots, \
+                 running) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (app, runner_id) DO UPDATE SET kind = excluded.kind, \
+                 host = excluded.host, pid = excluded.pid, started_us = excluded.started_us, \
+                 slots = excluded.slots, running = excluded.running",
+            &said_params,
+        );
+        let (said, beat) = futures::join!(said, beat);
+        said.and(beat)
+            .map(|_| ())
+            .map_err(|e| crate::error::describe(&e))
+    }
+
+    async fn read_statuses(
+        &self,
+        ids: &[InvocationId],
+    ) -> std::result::Result<Vec<Option<InvocationStatus>>, String> {
+        let client = self.reader().await?;
         let texts: Vec<&str> = ids.iter().map(InvocationId::as_str).collect();
         // one round trip: no named statement to prepare
         let rows = client
@@ -263,6 +325,36 @@ impl AtomicStore for PostgresStore {
         F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
     {
         self.run(move |t| f(t))
+    }
+
+    /// Written on the reader connection, so a busy app (steps waiting for
+    /// its lock) never delays it; through a step when the reader fails.
+    fn heartbeat(&self, runner_id: &RunnerId) -> impl Future<Output = Result<()>> + Send {
+        let runner = runner_id.clone();
+        async move {
+            if let Err(e) = self.write_beat(&runner, None).await {
+                tracing::debug!(error = %e, "the reader failed; the heartbeat goes through the writer");
+                *self.reader.lock() = None;
+                let r = runner.clone();
+                self.run(move |t| t.beat(&r, Timestamp::now())).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Written like [`PostgresStore::heartbeat`].
+    fn register_runner(&self, info: &RunnerInfo) -> impl Future<Output = Result<()>> + Send {
+        let info = info.clone();
+        async move {
+            if let Err(e) = self.write_beat(&info.runner_id, Some(&info)).await {
+                tracing::debug!(error = %e, "the reader failed; the runner is recorded through the writer");
+                *self.reader.lock() = None;
+                let i = info.clone();
+                self.run(move |t| t.write_runner(&i, Timestamp::now()))
+                    .await?;
+            }
+            Ok(())
+        }
     }
 
     fn work_epoch(&self) -> u64 {

@@ -337,17 +337,11 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
 #[async_trait]
 impl<S: AtomicStore> Coordination for TxnBackend<S> {
     async fn heartbeat(&self, runner_id: &RunnerId) -> Result<()> {
-        let runner = runner_id.clone();
-        self.store
-            .atomic(move |t| t.put_heartbeat(&runner, Timestamp::now()))
-            .await
+        self.store.heartbeat(runner_id).await
     }
 
     async fn register_runner(&self, info: &RunnerInfo) -> Result<()> {
-        let info = info.clone();
-        self.store
-            .atomic(move |t| t.put_runner(&info, Timestamp::now()))
-            .await
+        self.store.register_runner(info).await
     }
 
     async fn remove_heartbeat(&self, runner_id: &RunnerId) -> Result<()> {

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use pynenc_model::{InvocationId, InvocationStatus};
+use pynenc_model::{InvocationId, InvocationStatus, RunnerId, RunnerInfo, Timestamp};
 
 use crate::error::Result;
 use crate::txn::StoreTxn;
@@ -65,6 +65,22 @@ pub trait AtomicStore: Send + Sync + 'static {
         seen: InvocationStatus,
         timeout: Duration,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records a runner's heartbeat. The default is one section; a store
+    /// whose sections may wait for a lock writes it apart, so that a busy
+    /// app never delays a heartbeat (a late heartbeat looks like a dead
+    /// runner, whose work would be recovered while it still runs).
+    fn heartbeat(&self, runner_id: &RunnerId) -> impl Future<Output = Result<()>> + Send {
+        let runner = runner_id.clone();
+        self.atomic(move |t| t.put_heartbeat(&runner, Timestamp::now()))
+    }
+
+    /// Records what a runner says of itself, with a heartbeat (see
+    /// [`AtomicStore::heartbeat`]).
+    fn register_runner(&self, info: &RunnerInfo) -> impl Future<Output = Result<()>> + Send {
+        let info = info.clone();
+        self.atomic(move |t| t.put_runner(&info, Timestamp::now()))
+    }
 
     /// Whether running several steps in one section saves work (a
     /// transaction, a round trip). False for a store whose sections are one
