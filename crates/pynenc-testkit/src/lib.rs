@@ -29,6 +29,7 @@ pub mod postgres_server;
 pub mod process;
 #[cfg(feature = "redis")]
 pub mod redis_server;
+pub mod runner_process;
 pub mod scenarios;
 pub mod tasks;
 

@@ -11,14 +11,12 @@
 #![cfg(feature = "postgres")]
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pynenc::{InvocationStatus, Pynenc};
-use pynenc_testkit::process::{signal, SharedBackend, WorkerProcess};
+use pynenc_testkit::process::SharedBackend;
+use pynenc_testkit::runner_process::RunnerProcess;
 use pynenc_testkit::tasks::{add, sleeper};
 use pynenc_testkit::{check_histories, eventually, statuses, unique, PostgresFactory};
 
@@ -36,14 +34,8 @@ fn caller_on_fresh_database(app_id: &str) -> Option<(PostgresFactory, SharedBack
     Some((factory, backend, app))
 }
 
-/// A runner process on the database; killed (SIGKILL) when dropped, so a
-/// failing test leaves no process behind.
-struct Worker {
-    process: WorkerProcess,
-    pid: u32,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr_log: PathBuf,
-}
+/// A runner process on the database (the testkit's `worker` binary).
+struct Worker;
 
 impl Worker {
     fn start(
@@ -52,83 +44,21 @@ impl Worker {
         app_id: &str,
         name: &str,
         extra: &[(&str, &str)],
-    ) -> Worker {
-        let stderr_log = logs.join(format!("{name}.stderr"));
-        let stderr = std::fs::File::create(&stderr_log).expect("create the worker's stderr log");
-        let mut env = vec![("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", "8")];
-        env.extend_from_slice(extra);
-        let mut cmd = WorkerProcess::command(
+    ) -> RunnerProcess {
+        RunnerProcess::start(
             env!("CARGO_BIN_EXE_worker"),
-            &["run"],
             backend,
+            logs,
             app_id,
-            &env,
-        );
-        cmd.stdout(Stdio::piped()).stderr(stderr);
-        let mut process = WorkerProcess::spawn(cmd).expect("start the worker process");
-        let pid = process.pid();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let lines = stdout.clone();
-        let pipe = process
-            .child_mut()
-            .stdout
-            .take()
-            .expect("the worker's stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(|l| l.ok()) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Worker {
-            process,
-            pid,
-            stdout,
-            stderr_log,
-        }
-    }
-
-    /// What the process printed so far, for failure messages.
-    fn output(&self) -> String {
-        format!(
-            "worker {} stdout: {:?}\nstderr: {}",
-            self.pid,
-            self.stdout.lock().unwrap(),
-            std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+            name,
+            extra,
         )
-    }
-
-    /// Sends SIGTERM and waits (bounded) for a clean exit; returns what it printed.
-    fn stop(mut self) -> String {
-        signal(self.pid, "-TERM");
-        let status = self.process.wait_timeout(Duration::from_secs(20));
-        let out = self.output();
-        match status {
-            Some(s) if s.success() => {}
-            other => panic!("worker exited with {other:?} after SIGTERM\n{out}"),
-        }
-        // the stdout reader thread sees the pipe close right after the exit
-        let printed_done = (0..200).any(|_| {
-            let done = self.stdout.lock().unwrap().iter().any(|l| l == "DONE");
-            if !done {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            done
-        });
-        assert!(printed_done, "worker did not print DONE\n{out}");
-        out
-    }
-
-    /// SIGKILL, then reap the process.
-    fn kill_9(mut self) {
-        signal(self.pid, "-KILL");
-        let status = self.process.wait_timeout(Duration::from_secs(10));
-        assert!(status.is_some(), "worker {} survived SIGKILL", self.pid);
     }
 }
 
 /// Waits until every worker has registered as a runner of the app (a
 /// runner lists itself, with its process id, when it starts).
-async fn wait_until_registered(app: &Pynenc, workers: &[&Worker]) {
+async fn wait_until_registered(app: &Pynenc, workers: &[&RunnerProcess]) {
     let registered = eventually(Duration::from_secs(30), || async {
         let Ok(runners) = app.queries().runners().await else {
             return false;

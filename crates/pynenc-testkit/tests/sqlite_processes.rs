@@ -6,112 +6,44 @@
 #![cfg(feature = "sqlite")]
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pynenc::backends::sqlite::integrity_check;
 use pynenc::{InvocationStatus, Pynenc};
-use pynenc_testkit::process::{fresh_db, signal, SharedBackend, WorkerProcess};
+use pynenc_testkit::process::{fresh_db, SharedBackend};
+use pynenc_testkit::runner_process::RunnerProcess;
 use pynenc_testkit::tasks::{add, sleeper};
 use pynenc_testkit::{check_histories, eventually, statuses, unique};
 
-/// A runner process on the database file; killed (SIGKILL) when dropped, so
-/// a failing test leaves no process behind.
-struct Worker {
-    process: WorkerProcess,
-    pid: u32,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr_log: PathBuf,
-}
+/// A runner process on the database file (the testkit's `worker` binary),
+/// its standard error logged beside the file.
+struct Worker;
 
 impl Worker {
-    fn start(db: &Path, app_id: &str, name: &str, extra: &[(&str, &str)]) -> Worker {
-        let stderr_log = db.with_file_name(format!("{name}.stderr"));
-        let stderr = std::fs::File::create(&stderr_log).expect("create the worker's stderr log");
-        let mut env = vec![("PYNENC__RUNNER__MAX_PARALLEL_SLOTS", "8")];
-        env.extend_from_slice(extra);
-        let mut cmd = WorkerProcess::command(
+    fn start(db: &Path, app_id: &str, name: &str, extra: &[(&str, &str)]) -> RunnerProcess {
+        let logs = db.parent().expect("the database's directory");
+        RunnerProcess::start(
             env!("CARGO_BIN_EXE_worker"),
-            &["run"],
             &SharedBackend::Sqlite(db.to_path_buf()),
+            logs,
             app_id,
-            &env,
-        );
-        cmd.stdout(Stdio::piped()).stderr(stderr);
-        let mut process = WorkerProcess::spawn(cmd).expect("start the worker process");
-        let pid = process.pid();
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let lines = stdout.clone();
-        let pipe = process
-            .child_mut()
-            .stdout
-            .take()
-            .expect("the worker's stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(|l| l.ok()) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Worker {
-            process,
-            pid,
-            stdout,
-            stderr_log,
-        }
-    }
-
-    /// What the process printed so far, for failure messages.
-    fn output(&self) -> String {
-        format!(
-            "worker {} stdout: {:?}\nstderr: {}",
-            self.pid,
-            self.stdout.lock().unwrap(),
-            std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+            name,
+            extra,
         )
     }
+}
 
-    /// Whether the process has the database file open (Linux: its file
-    /// descriptors; elsewhere assume yes after a short pause).
-    fn has_opened(&self, db: &Path) -> bool {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
-            std::thread::sleep(Duration::from_millis(300));
-            return true;
-        };
-        fds.filter_map(|fd| fd.ok())
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .any(|target| target == db)
-    }
-
-    /// Sends SIGTERM and waits (bounded) for a clean exit; returns what it printed.
-    fn stop(mut self) -> String {
-        signal(self.pid, "-TERM");
-        let status = self.process.wait_timeout(Duration::from_secs(20));
-        let out = self.output();
-        match status {
-            Some(s) if s.success() => {}
-            other => panic!("worker exited with {other:?} after SIGTERM\n{out}"),
-        }
-        // the stdout reader thread sees the pipe close right after the exit
-        let printed_done = (0..200).any(|_| {
-            let done = self.stdout.lock().unwrap().iter().any(|l| l == "DONE");
-            if !done {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            done
-        });
-        assert!(printed_done, "worker did not print DONE\n{out}");
-        out
-    }
-
-    /// SIGKILL, then reap the process.
-    fn kill_9(mut self) {
-        signal(self.pid, "-KILL");
-        let status = self.process.wait_timeout(Duration::from_secs(10));
-        assert!(status.is_some(), "worker {} survived SIGKILL", self.pid);
-    }
+/// Whether the process has the database file open (Linux: its file
+/// descriptors; elsewhere assume yes after a short pause).
+fn has_opened(worker: &RunnerProcess, db: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", worker.pid)) else {
+        std::thread::sleep(Duration::from_millis(300));
+        return true;
+    };
+    fds.filter_map(|fd| fd.ok())
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| target == db)
 }
 
 /// A fresh database file `file` and the caller's app on it: the test
@@ -124,9 +56,9 @@ fn caller_on_fresh_file(file: &str, app_id: &str) -> (tempfile::TempDir, PathBuf
     (dir, db, app)
 }
 
-async fn wait_until_open(workers: &[&Worker], db: &Path) {
+async fn wait_until_open(workers: &[&RunnerProcess], db: &Path) {
     let open = eventually(Duration::from_secs(20), || async {
-        workers.iter().all(|w| w.has_opened(db))
+        workers.iter().all(|w| has_opened(w, db))
     })
     .await;
     let outputs: Vec<String> = workers.iter().map(|w| w.output()).collect();
