@@ -120,7 +120,7 @@ mod tests {
         }
         assert_eq!(
             BackendKind::from_env("mongo").unwrap_err(),
-            "expected one of memory, sqlite, redis, got \"mongo\""
+            "expected one of memory, sqlite, redis, postgres, got \"mongo\""
         );
         assert_eq!(
             RunnerKind::from_env("threads").unwrap_err(),

@@ -610,7 +610,7 @@ fn bad_serializer_and_backend_names() {
     assert_eq!(err.key, "backend");
     assert_eq!(
         err.reason,
-        "expected one of memory, sqlite, redis, got \"mongo\""
+        "expected one of memory, sqlite, redis, postgres, got \"mongo\""
     );
 
     let err = load_err(loader(dir.path()).value("print_arguments", "some"));
