@@ -216,6 +216,79 @@ where
         .collect()
 }
 
+/// Right after a runner whose owner ids contain `owner_tag` was killed:
+/// the ids of the invocations it still held (`PENDING` or `RUNNING`,
+/// checked to be held by it and nobody else) and how many had ended
+/// `SUCCESS`.
+pub async fn held_by_killed<R>(
+    invocations: &[Invocation<R>],
+    owner_tag: &str,
+) -> (Vec<String>, usize)
+where
+    R: serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut held = Vec::new();
+    let mut finished = 0;
+    for inv in invocations {
+        let history = ok(inv.history().await, "history");
+        let Some(last) = history.last() else {
+            panic!("invocation {} has no history", inv.invocation_id());
+        };
+        if matches!(
+            last.status,
+            InvocationStatus::Pending | InvocationStatus::Running
+        ) {
+            assert!(
+                last.owner.as_deref().is_some_and(|o| o.contains(owner_tag)),
+                "{last:?} is held by someone else than the killed worker"
+            );
+            held.push(inv.invocation_id().to_string());
+        } else if last.status == InvocationStatus::Success {
+            finished += 1;
+        }
+    }
+    (held, finished)
+}
+
+/// After a runner that held the invocations `held` (ids) was killed and
+/// another runner recovered its work: every invocation of `invocations`
+/// ended `SUCCESS`, each held one went through a recovery status then
+/// `REROUTED`, and no other one was re-routed.
+pub async fn assert_only_held_were_recovered<R>(
+    invocations: &[Invocation<R>],
+    held: &std::collections::HashSet<String>,
+) where
+    R: serde::de::DeserializeOwned + Send + 'static,
+{
+    for inv in invocations {
+        let statuses = statuses(inv).await;
+        assert_eq!(
+            statuses.last(),
+            Some(&InvocationStatus::Success),
+            "{statuses:?}"
+        );
+        if held.contains(inv.invocation_id().as_str()) {
+            let recovered = statuses.windows(2).any(|w| {
+                matches!(
+                    w[0],
+                    InvocationStatus::RunningRecovery | InvocationStatus::PendingRecovery
+                ) && w[1] == InvocationStatus::Rerouted
+            });
+            assert!(
+                recovered,
+                "invocation {} held by the killed worker was not recovered: {statuses:?}",
+                inv.invocation_id()
+            );
+        } else {
+            assert!(
+                !statuses.contains(&InvocationStatus::Rerouted),
+                "invocation {} was not held by the killed worker but was re-routed: {statuses:?}",
+                inv.invocation_id()
+            );
+        }
+    }
+}
+
 /// Asserts that `inv` ended `CANCELLED` once, by `actor` (its last history
 /// entry), never went through any of `never`, and that its waiter gets
 /// `PynencError::Cancelled` naming it.

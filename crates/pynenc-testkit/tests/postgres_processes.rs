@@ -18,7 +18,10 @@ use pynenc::{InvocationStatus, Pynenc};
 use pynenc_testkit::process::SharedBackend;
 use pynenc_testkit::runner_process::RunnerProcess;
 use pynenc_testkit::tasks::{add, sleeper};
-use pynenc_testkit::{check_histories, eventually, statuses, unique, PostgresFactory};
+use pynenc_testkit::{
+    assert_only_held_were_recovered, check_histories, eventually, held_by_killed, unique,
+    PostgresFactory,
+};
 
 /// A fresh database (dropped with the factory) and the caller's app on it:
 /// the test process, with no runner. `None` (after printing why) when
@@ -197,27 +200,7 @@ async fn a_runner_killed_with_sigkill_loses_nothing() {
     // every history written so far replays; what is not final is held by
     // the killed worker
     check_histories(&app).await;
-    let mut held = Vec::new();
-    let mut finished_by_victim = 0;
-    for inv in group.invocations() {
-        let history = inv.history().await.expect("history");
-        let last = history.last().expect("a history");
-        let owned = matches!(
-            last.status,
-            InvocationStatus::Pending | InvocationStatus::Running
-        );
-        if owned {
-            assert!(
-                last.owner
-                    .as_deref()
-                    .is_some_and(|o| o.contains(&victim_tag)),
-                "{last:?} is held by someone else than the killed worker"
-            );
-            held.push(inv.invocation_id().to_string());
-        } else if last.status == InvocationStatus::Success {
-            finished_by_victim += 1;
-        }
-    }
+    let (held, finished_by_victim) = held_by_killed(group.invocations(), &victim_tag).await;
     assert!(!held.is_empty(), "the killed worker held nothing");
     assert!(finished_by_victim >= 16);
 
@@ -244,33 +227,7 @@ async fn a_runner_killed_with_sigkill_loses_nothing() {
     );
     assert_eq!(results, vec![20u64; N]);
     let held: HashSet<String> = held.into_iter().collect();
-    for inv in group.invocations() {
-        let statuses = statuses(inv).await;
-        assert_eq!(
-            statuses.last(),
-            Some(&InvocationStatus::Success),
-            "{statuses:?}"
-        );
-        if held.contains(inv.invocation_id().as_str()) {
-            let recovered = statuses.windows(2).any(|w| {
-                matches!(
-                    w[0],
-                    InvocationStatus::RunningRecovery | InvocationStatus::PendingRecovery
-                ) && w[1] == InvocationStatus::Rerouted
-            });
-            assert!(
-                recovered,
-                "invocation {} held by the killed worker was not recovered: {statuses:?}",
-                inv.invocation_id()
-            );
-        } else {
-            assert!(
-                !statuses.contains(&InvocationStatus::Rerouted),
-                "invocation {} was not held by the killed worker but was re-routed: {statuses:?}",
-                inv.invocation_id()
-            );
-        }
-    }
+    assert_only_held_were_recovered(group.invocations(), &held).await;
     assert_eq!(check_histories(&app).await, N);
     rescuer.stop();
 }
