@@ -14,7 +14,7 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::conn::{config, connect, redact};
 use crate::error::{Ctx, BACKEND};
 use crate::notify::{start_listener, GroupWait, Shared};
-use crate::txn::{tables, Conn, PgTxn};
+use crate::txn::{Conn, PgTxn};
 use crate::writer::{AnyValue, Job, Writer};
 use crate::{PostgresOptions, SAFETY_RECHECK};
 
@@ -160,7 +160,11 @@ impl PostgresStore {
             Err(e) => {
                 tracing::debug!(error = %e, "the reader failed; reading through the writer");
                 *self.reader.lock() = None;
-                self.run(move |t| t.statuses_of(&ids)).await
+                self.run(move |t| {
+                    let outcomes = t.outcomes_of(&ids)?;
+                    Ok(outcomes.into_iter().map(|o| o.map(|o| o.status)).collect())
+                })
+                .await
             }
         }
     }
@@ -294,27 +298,6 @@ impl PostgresStore {
                     .fail("the writer returned a value of another type")
             })
         }
-    }
-}
-
-impl PgTxn<'_> {
-    /// The statuses of `ids`, in one statement.
-    fn statuses_of(&mut self, ids: &[InvocationId]) -> Result<Vec<Option<InvocationStatus>>> {
-        let texts: Vec<&str> = ids.iter().map(InvocationId::as_str).collect();
-        let app = self.app();
-        let rows = self.query(
-            "SELECT invocation_id, status FROM pynenc_invocations \
-             WHERE app = $1 AND invocation_id = ANY($2::text[])",
-            &[&app, &texts],
-            "reading statuses",
-            tables::INVOCATIONS,
-        )?;
-        let mut found = rustc_hash::FxHashMap::default();
-        for r in &rows {
-            let text: &str = r.get(0);
-            found.insert(text, self.parse_status(text, r.get(1))?);
-        }
-        Ok(texts.iter().map(|t| found.get(t).copied()).collect())
     }
 }
 
