@@ -18,6 +18,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod data;
 mod index;
 mod queries;
 mod state;

@@ -176,6 +176,8 @@ pub(crate) struct MemState {
     /// Waits for the next status change of an invocation
     /// (`wait_status_change`), woken and dropped by the change.
     pub(crate) status_watch: FxHashMap<InvocationId, Vec<Arc<Notify>>>,
+    /// The data store's values.
+    pub(crate) data: crate::data::MemData,
 }
 
 impl MemState {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::data::DataRef;
 use crate::serializer::{Result, Serializer};
 
 /// The arguments of one call: parameter name → serialized value.
@@ -135,7 +136,10 @@ impl Arguments {
         self.values.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
-    /// A stable id for these arguments: the SHA-256 of the sorted `name=value` pairs.
+    /// A stable id for these arguments: the SHA-256 of the sorted
+    /// `name=digest` lines, where the digest is the SHA-256 of the value's
+    /// serialized text, so a value stored out of band ([`DataRef`]) gives
+    /// the same id as the same value inline.
     pub fn args_id(&self) -> String {
         let mut out = String::with_capacity(64);
         self.push_args_id(&mut out);
@@ -149,7 +153,7 @@ impl Arguments {
         for (k, v) in &self.values {
             h.update(k.as_bytes());
             h.update(b"=");
-            h.update(v.as_bytes());
+            h.update(DataRef::digest_of_value(v));
             h.update(b"\n");
         }
         h.finalize().into()
@@ -162,6 +166,38 @@ impl Arguments {
         if hex::encode_to_slice(self.args_hash(), &mut hex).is_ok() {
             out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
         }
+    }
+
+    /// The arguments stored out of band: `(name, reference)`.
+    pub fn stored(&self) -> impl Iterator<Item = (&str, DataRef)> {
+        self.values
+            .iter()
+            .filter_map(|(k, v)| DataRef::parse(v).map(|r| (&**k, r)))
+    }
+
+    /// Whether any argument is stored out of band.
+    pub fn has_stored(&self) -> bool {
+        self.stored().next().is_some()
+    }
+
+    /// Moves every inline value longer than `min_size` bytes out, except
+    /// those `keep_inline` names, leaving its [`DataRef`] marker in its
+    /// place; returns the references with the values moved out. The
+    /// arguments' id does not change.
+    pub fn externalize(
+        &mut self,
+        min_size: usize,
+        keep_inline: impl Fn(&str) -> bool,
+    ) -> Vec<(DataRef, String)> {
+        let mut out = Vec::new();
+        for (k, v) in &mut self.values {
+            if v.len() > min_size && !keep_inline(k) && DataRef::parse(v).is_none() {
+                let data = DataRef::of(v);
+                let value = std::mem::replace(v, data.marker());
+                out.push((data, value));
+            }
+        }
+        out
     }
 
     /// Only the named arguments (for key based concurrency control).
@@ -190,7 +226,7 @@ impl Arguments {
             let b = other.get(name);
             if a != b {
                 let show = |v: Option<&str>| match v {
-                    Some(v) => truncate(&serializer.display(v), 80),
+                    Some(v) => truncate(&display_value(v, serializer), 80),
                     None => "(missing)".to_string(),
                 };
                 lines.push(format!("  {name}: existing {} != new {}", show(a), show(b)));
@@ -216,7 +252,7 @@ impl Arguments {
                     .values
                     .iter()
                     .map(|(k, v)| {
-                        let shown = serializer.display(v);
+                        let shown = display_value(v, serializer);
                         let shown = match mode {
                             ArgumentPrintMode::Truncated(n) => truncate(&shown, n),
                             _ => shown,
@@ -260,6 +296,15 @@ impl ArgumentPrintMode {
             "hidden" | "none" => Some(ArgumentPrintMode::Hidden),
             _ => None,
         }
+    }
+}
+
+/// A serialized value for people: a stored value's reference, or the
+/// serializer's rendering of an inline one.
+pub fn display_value(text: &str, serializer: Serializer) -> String {
+    match DataRef::parse(text) {
+        Some(data) => data.to_string(),
+        None => serializer.display(text),
     }
 }
 
@@ -324,8 +369,39 @@ mod tests {
     fn args_id_known_value() {
         let a = Arguments::new().with(Serializer::Json, "x", &1).unwrap();
         let mut h = Sha256::new();
-        h.update(b"x=1\n");
+        h.update(b"x=");
+        h.update(Sha256::digest(b"1"));
+        h.update(b"\n");
         assert_eq!(a.args_id(), hex::encode(h.finalize()));
+    }
+
+    #[test]
+    fn externalized_arguments_keep_their_id() {
+        let s = Serializer::Json;
+        let big = "x".repeat(100);
+        let a = Arguments::new()
+            .with(s, "big", &big)
+            .unwrap()
+            .with(s, "keep", &big)
+            .unwrap()
+            .with(s, "small", &1)
+            .unwrap();
+        let mut b = a.clone();
+        let moved = b.externalize(50, |name| name == "keep");
+        assert_eq!(moved.len(), 1);
+        let (data, value) = &moved[0];
+        assert_eq!(value, a.get("big").unwrap());
+        assert_eq!(*data, DataRef::of(value));
+        assert_eq!(b.get("big"), Some(data.marker().as_str()));
+        assert_eq!(b.get("keep"), a.get("keep"));
+        assert_eq!(b.args_id(), a.args_id());
+        assert_eq!(b.stored().collect::<Vec<_>>(), vec![("big", *data)]);
+        assert!(b.has_stored() && !a.has_stored());
+        // a second pass moves nothing more
+        assert!(b.clone().externalize(50, |_| false).len() == 1);
+        assert!(b
+            .render(ArgumentPrintMode::Full, s)
+            .contains("<stored value sha256:"));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - the status state machine: [`InvocationStatus`], [`StatusRecord`]
 //!   (the one place where transitions are checked) and [`replay_history`];
 //! - what is called: [`Arguments`] (bound by name, serialized one by one by
-//!   a [`Serializer`]) and [`Call`];
+//!   a [`Serializer`]) and [`Call`]; large values kept out of band by
+//!   [`DataRef`] (the `data` module);
 //! - what is stored: [`InvocationRecord`] with its [`ConcurrencySpec`],
 //!   [`HistoryEntry`], [`InvocationOutcome`], [`TaskError`];
 //! - what is asked and answered: [`RouteRequest`], [`RouteOutcome`],
@@ -22,6 +23,7 @@
 
 pub mod arguments;
 pub mod call;
+pub mod data;
 pub mod history;
 pub mod ids;
 pub mod options;
@@ -36,6 +38,7 @@ pub mod time;
 
 pub use arguments::{ArgumentPrintMode, Arguments};
 pub use call::Call;
+pub use data::{DataClaim, DataRef, DataSweep, DataUsage};
 pub use history::{HistoryEntry, HistoryStep};
 pub use ids::{CallId, InvalidId, InvocationId, RunnerId, TaskId};
 pub use options::{OptionValue, TaskOptions};

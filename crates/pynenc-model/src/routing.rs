@@ -34,6 +34,10 @@ pub struct RouteRequest {
     pub actor: RunnerId,
     /// The invocation this call reruns (it then never reuses another).
     pub rerun_of: Option<InvocationId>,
+    /// The id a new invocation gets (`None`: the backend picks one). A
+    /// caller chooses it when it must name the invocation before routing:
+    /// as the holder of values its arguments keep in the data store.
+    pub invocation_id: Option<InvocationId>,
 }
 
 impl RouteRequest {
@@ -51,6 +55,7 @@ impl RouteRequest {
             print_arguments: ArgumentPrintMode::default(),
             actor,
             rerun_of: None,
+            invocation_id: None,
         }
     }
 

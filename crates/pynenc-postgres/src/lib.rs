@@ -78,6 +78,7 @@
 #![deny(missing_docs)]
 
 mod conn;
+mod data;
 mod error;
 mod notify;
 mod pending;

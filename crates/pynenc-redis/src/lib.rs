@@ -195,6 +195,7 @@ mod coalesce;
 mod components;
 mod conn;
 mod control;
+mod data;
 mod decode;
 mod notify;
 mod orchestrator;

@@ -275,12 +275,13 @@ impl RedisBackend {
     }
 }
 
-/// Fresh invocation ids for `requests`, in creation order: the calls of one
-/// step sort in call order in the `blocking` index.
+/// The invocation ids for `requests`: the one a caller chose, or a fresh
+/// one, in creation order (the calls of one step sort in call order in the
+/// `blocking` index).
 pub(crate) fn new_ids(requests: &[RouteRequest]) -> Vec<InvocationId> {
     requests
         .iter()
-        .map(|_| InvocationId::time_ordered())
+        .map(|req| req.invocation_id.unwrap_or_else(InvocationId::time_ordered))
         .collect()
 }
 

@@ -133,6 +133,7 @@
 
 mod codes;
 mod counts;
+mod data;
 mod error;
 mod history;
 mod listing;

@@ -7,21 +7,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use pynenc_model::{
-    CancelOutcome, ErrorKindCount, HistoryEntry, InvocationId, InvocationOutcome, InvocationQuery,
-    InvocationRecord, InvocationStatus, InvocationSummary, LeaseHolder, QueueStats, RouteOutcome,
-    RouteRequest, RunOutcome, RunnerId, RunnerInfo, Serializer, StatusCount, StatusRecord, TaskId,
-    Timestamp, WaitGraph,
+    CancelOutcome, DataClaim, DataRef, DataSweep, DataUsage, ErrorKindCount, HistoryEntry,
+    InvocationId, InvocationOutcome, InvocationQuery, InvocationRecord, InvocationStatus,
+    InvocationSummary, LeaseHolder, QueueStats, RouteOutcome, RouteRequest, RunOutcome, RunnerId,
+    RunnerInfo, Serializer, StatusCount, StatusRecord, TaskId, Timestamp, WaitGraph,
 };
 
 use crate::atomic::{AtomicStore, Inline};
 use crate::components::{
-    Broker, Components, Coordination, Orchestrator, Queries, Retention, RunEnd, StateBackend,
-    StepReport,
+    Broker, Components, Coordination, DataStore, Orchestrator, Queries, Retention, RunEnd,
+    StateBackend, StepReport,
 };
 use crate::engine;
 use crate::error::{Result, StoreError};
 
-/// Exposes an [`AtomicStore`] as the four components of an app; every
+/// Exposes an [`AtomicStore`] as the components of an app; every
 /// method is one atomic section running the shared [`engine`] rules.
 pub struct TxnBackend<S> {
     store: Arc<S>,
@@ -378,6 +378,40 @@ impl<S: AtomicStore> Coordination for TxnBackend<S> {
         timeout: Duration,
     ) -> Result<()> {
         self.store.wait_status_change(id, seen, timeout).await
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> DataStore for TxnBackend<S> {
+    async fn claim_values(&self, claims: &[DataClaim]) -> Result<Vec<bool>> {
+        let claims = claims.to_vec();
+        self.store
+            .atomic(move |t| engine::claim_data(t, &claims, Timestamp::now()))
+            .await
+    }
+
+    async fn put_values(&self, values: &[(DataClaim, String)]) -> Result<()> {
+        let values = Arc::new(values.to_vec());
+        self.store
+            .atomic(move |t| engine::put_data(t, &values, Timestamp::now()))
+            .await
+    }
+
+    async fn get_value(&self, data: &DataRef) -> Result<Option<String>> {
+        let data = *data;
+        self.store.atomic(move |t| t.get_data(&data)).await
+    }
+
+    async fn sweep_values(&self, claimed_before: Timestamp) -> Result<DataSweep> {
+        engine::sweep_in_batches(|max| {
+            self.store
+                .atomic(move |t| engine::sweep_data(t, claimed_before, Timestamp::now(), max))
+        })
+        .await
+    }
+
+    async fn data_usage(&self) -> Result<DataUsage> {
+        self.store.atomic(|t| t.data_usage()).await
     }
 }
 

@@ -2,9 +2,9 @@
 //! written once.
 //!
 //! - [`components`]: the traits an app works with — [`Broker`],
-//!   [`Orchestrator`], [`StateBackend`], [`Coordination`] and [`Queries`] —
-//!   bundled as [`Components`].
-//! - [`StoreTxn`] and [`QueryTxn`]: the primitive reads and writes of a backend, and
+//!   [`Orchestrator`], [`StateBackend`], [`Coordination`], [`Queries`] and
+//!   [`DataStore`] — bundled as [`Components`].
+//! - [`StoreTxn`], [`QueryTxn`] and [`DataTxn`]: the primitive reads and writes of a backend, and
 //!   [`AtomicStore`]: a backend that runs a closure over them atomically (one
 //!   lock in memory, one transaction in SQLite and PostgreSQL).
 //! - [`codes`]: the stable status codes of the SQL backends' schemas.
@@ -35,10 +35,10 @@ mod waiters;
 pub use adapter::TxnBackend;
 pub use atomic::{AtomicStore, Inline};
 pub use components::{
-    Broker, Components, Coordination, EndOutcome, Orchestrator, Queries, Retention, RunEnd,
-    StateBackend, StepReport,
+    Broker, Components, Coordination, DataStore, EndOutcome, Orchestrator, Queries, Retention,
+    RunEnd, StateBackend, StepReport,
 };
 pub use error::{Result, StoreError};
 pub use signal::WorkSignal;
-pub use txn::{OwnedClaim, QueryTxn, StoreTxn};
+pub use txn::{DataTxn, OwnedClaim, QueryTxn, StoreTxn};
 pub use waiters::FinalWaiters;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{
-    CallId, ErrorKindCount, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome,
-    InvocationQuery, InvocationRecord, InvocationStatus, InvocationSummary, LeaseHolder, RunnerId,
-    RunnerInfo, StatusCount, StatusRecord, TaskError, TaskId, Timestamp, WaitGraph,
+    CallId, DataRef, DataUsage, ErrorKindCount, HistoryEntry, HistoryStep, InvocationId,
+    InvocationOutcome, InvocationQuery, InvocationRecord, InvocationStatus, InvocationSummary,
+    LeaseHolder, RunnerId, RunnerInfo, StatusCount, StatusRecord, TaskError, TaskId, Timestamp,
+    WaitGraph,
 };
 
 use crate::error::Result;
@@ -36,7 +37,7 @@ pub struct OwnedClaim {
 /// status (and of `FAILED` per error kind, from the error stored before the
 /// status), the listing orders of [`QueryTxn`], the waits, and the cancel
 /// requests (forgotten when an invocation becomes final or is deleted).
-pub trait StoreTxn: QueryTxn {
+pub trait StoreTxn: QueryTxn + DataTxn {
     /// Stores a new invocation with its first status.
     fn insert_invocation(
         &mut self,
@@ -142,7 +143,7 @@ pub trait StoreTxn: QueryTxn {
     ) -> Result<Vec<InvocationId>>;
     /// Deletes an invocation and everything attached to it.
     fn delete_invocation(&mut self, id: &InvocationId) -> Result<()>;
-    /// Deletes everything of the app.
+    /// Deletes everything of the app, its stored values included.
     fn purge(&mut self) -> Result<()>;
 
     /// An invocation that is neither final nor `SCHEDULED` with this
@@ -207,6 +208,45 @@ pub trait StoreTxn: QueryTxn {
     fn prefetch(&mut self, _ids: &[InvocationId]) -> Result<()> {
         Ok(())
     }
+}
+
+/// The primitives of the data store (see [`crate::DataStore`]), run inside
+/// one atomic section like the others. A value is keyed by its digest; its
+/// references are the invocations whose records refer to it; its claim
+/// time is when it was last put or claimed. The rules are in
+/// [`crate::engine::claim_data`], [`crate::engine::put_data`] and
+/// [`crate::engine::sweep_data`].
+pub trait DataTxn {
+    /// Whether the value is stored; if it is, adds `referenced_by` to its
+    /// references and sets its claim time to `now`.
+    fn claim_data(
+        &mut self,
+        data: &DataRef,
+        referenced_by: &[InvocationId],
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Stores the value unless it is stored already, adds `referenced_by`
+    /// to its references and sets its claim time to `now`.
+    fn put_data(
+        &mut self,
+        data: &DataRef,
+        value: &str,
+        referenced_by: &[InvocationId],
+        now: Timestamp,
+    ) -> Result<()>;
+    /// The stored text of a value.
+    fn get_data(&mut self, data: &DataRef) -> Result<Option<String>>;
+    /// Up to `limit` values whose claim time is before `before`, the
+    /// longest unclaimed first.
+    fn unclaimed_data(&mut self, before: Timestamp, limit: usize) -> Result<Vec<DataRef>>;
+    /// The invocations recorded as referring to a value.
+    fn data_references(&mut self, data: &DataRef) -> Result<Vec<InvocationId>>;
+    /// Forgets some references of a value.
+    fn forget_data_references(&mut self, data: &DataRef, ids: &[InvocationId]) -> Result<()>;
+    /// Removes a value and its references.
+    fn delete_data(&mut self, data: &DataRef) -> Result<()>;
+    /// How many values, bytes and references are stored.
+    fn data_usage(&mut self) -> Result<DataUsage>;
 }
 
 /// The reads of the query API, run inside one atomic section like the

@@ -473,7 +473,8 @@ macro_rules! conformance_tests {
             c05_purge_by_filter,
             c06_retention,
             c07_registration_scopes,
-            c08_cancel_wins_over_a_retry
+            c08_cancel_wins_over_a_retry,
+            d01_data_store_values
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

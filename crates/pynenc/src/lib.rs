@@ -133,12 +133,12 @@ pub use exceptions::{ConfigError, ConfigSource, PynencError, Result};
 pub use invocation::{Invocation, InvocationGroup, UntypedInvocation};
 pub use pynenc_memory::MemoryBackend;
 pub use pynenc_model::{
-    ArgumentPrintMode, Arguments, Call, CallId, CallRef, ConcurrencyControl, HistoryEntry,
+    ArgumentPrintMode, Arguments, Call, CallId, CallRef, ConcurrencyControl, DataRef, HistoryEntry,
     InvocationId, InvocationRecord, InvocationStatus, RunnerId, Serializer, StatusRecord,
     TaskError, TaskId, TaskOptions, Timestamp,
 };
 pub use pynenc_store::{
-    Broker, Components, Coordination, Orchestrator, Queries, Retention, StateBackend,
+    Broker, Components, Coordination, DataStore, Orchestrator, Queries, Retention, StateBackend,
 };
 pub use runner::{
     run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner, Runner,

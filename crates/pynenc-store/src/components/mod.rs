@@ -9,7 +9,8 @@
 //! - [`Coordination`]: what runners tell each other (heartbeats, leases,
 //!   who they are) and the wake-ups that spare them polling;
 //! - [`Queries`]: what operators ask (listings, counts, the queue, the
-//!   blocking graph, the runners).
+//!   blocking graph, the runners);
+//! - [`DataStore`]: large values kept out of band, once per content digest.
 //!
 //! Every method that changes state is one atomic step in the backend. A
 //! backend usually implements all four on one object ([`Components::of`]);
@@ -17,6 +18,7 @@
 
 mod broker;
 mod coordination;
+mod data_store;
 mod orchestrator;
 mod queries;
 mod state_backend;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 pub use broker::Broker;
 pub use coordination::Coordination;
+pub use data_store::DataStore;
 pub use orchestrator::{EndOutcome, Orchestrator, Retention, RunEnd, StepReport};
 pub use queries::Queries;
 pub use state_backend::StateBackend;
@@ -42,20 +45,23 @@ pub struct Components {
     pub coordination: Arc<dyn Coordination>,
     /// Listings, counts and the runners, for operators.
     pub queries: Arc<dyn Queries>,
+    /// Large values kept out of band.
+    pub data_store: Arc<dyn DataStore>,
 }
 
 impl Components {
     /// The components of one backend object that is all of them at once.
     pub fn of<B>(backend: Arc<B>) -> Self
     where
-        B: Broker + Orchestrator + StateBackend + Coordination + Queries + 'static,
+        B: Broker + Orchestrator + StateBackend + Coordination + Queries + DataStore + 'static,
     {
         Components {
             broker: backend.clone(),
             orchestrator: backend.clone(),
             state_backend: backend.clone(),
             coordination: backend.clone(),
-            queries: backend,
+            queries: backend.clone(),
+            data_store: backend,
         }
     }
 }

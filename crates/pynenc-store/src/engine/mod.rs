@@ -10,10 +10,12 @@
 //!   with running concurrency;
 //! - [`finish`] / [`finish_many_and_start`] / [`kill_and_reroute`]: the ends of runs;
 //! - [`promote_scheduled`], [`auto_purge`], [`recover`], [`waiting_for_results`];
-//! - [`cancel`], [`delete_final`], [`queue_stats`]: what operators do and ask.
+//! - [`cancel`], [`delete_final`], [`queue_stats`]: what operators do and ask;
+//! - [`claim_data`], [`put_data`], [`sweep_data`]: the data store's values.
 
 mod control;
 mod cycle;
+mod data;
 mod finish;
 mod pick;
 mod route;
@@ -21,6 +23,7 @@ mod upkeep;
 
 pub use control::{cancel, cancelled_error, delete_final, queue_stats};
 pub use cycle::{cycle_error, ANCESTORS_SEARCHED};
+pub use data::{claim_data, put_data, sweep_data, sweep_in_batches, DATA_SWEEP_BATCH};
 pub use finish::{finish, finish_many_and_start, kill_and_reroute};
 pub use pick::{pick, pick_and_start};
 pub use route::route;

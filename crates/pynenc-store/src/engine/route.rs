@@ -68,7 +68,10 @@ pub fn route(
         } else {
             InvocationStatus::Registered
         };
-        let invocation_id = txn.new_invocation_id();
+        let invocation_id = match req.invocation_id {
+            Some(id) => id,
+            None => txn.new_invocation_id(),
+        };
         let first = StatusRecord::initial(status).map_err(|source| StoreError::Transition {
             invocation_id,
             source,

@@ -9,7 +9,7 @@ mod routing;
 use std::sync::Arc;
 
 use pynenc_model::{InvocationId, RunnerId, Serializer};
-use pynenc_store::{Broker, Components, Coordination, Orchestrator, StateBackend};
+use pynenc_store::{Broker, Components, Coordination, DataStore, Orchestrator, StateBackend};
 
 pub use backend::Backend;
 #[cfg(feature = "postgres")]
@@ -82,6 +82,11 @@ impl Pynenc {
     /// The state backend (records, history, results, errors).
     pub fn state_backend(&self) -> &Arc<dyn StateBackend> {
         &self.inner.components.state_backend
+    }
+
+    /// The data store: large arguments and results kept out of band.
+    pub fn data_store(&self) -> &Arc<dyn DataStore> {
+        &self.inner.components.data_store
     }
 
     /// Heartbeats, leases and wake-ups.

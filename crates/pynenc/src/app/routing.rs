@@ -111,6 +111,7 @@ impl Pynenc {
             print_arguments: self.inner.conf.print_arguments,
             actor: caller.actor.clone(),
             rerun_of: None,
+            invocation_id: None,
         }
     }
 
