@@ -50,6 +50,8 @@
 //! | `registration_cache_seconds` | `u32` literal | how long a success is reused with `Cached` (default 300) |
 //! | `reroute_on_concurrency_control` | `bool` | re-route instead of ending `CONCURRENCY_CONTROLLED_FINAL` |
 //! | `parallel_batch_size` | `usize` literal, at least 1 | how many calls `parallelize` routes per batch |
+//! | `inline_arguments` | array of string literals | parameters whose values stay in the record whatever their size (never in the data store) |
+//! | `data_store_min_size_bytes` | `u32` literal | arguments and results longer than this go to the data store (default 0: the app's `data_store.min_size_bytes`) |
 //!
 //! Concurrency controls are written as a bare identifier (`Task`), a path
 //! ending in one (`ConcurrencyControl::Task`) or a string literal (`"task"`),
@@ -169,7 +171,8 @@ use function::TaskFn;
 /// Options: `max_retries`, `retry_for`, `running_concurrency`,
 /// `registration_concurrency`, `key_arguments`, `on_diff_non_key_args_raise`,
 /// `registration_scope`, `registration_cache_seconds`,
-/// `reroute_on_concurrency_control` and `parallel_batch_size`; see the crate
+/// `reroute_on_concurrency_control`, `parallel_batch_size`,
+/// `inline_arguments` and `data_store_min_size_bytes`; see the crate
 /// documentation for their values, the generated API and the restrictions on
 /// the function.
 #[proc_macro_attribute]

@@ -227,7 +227,7 @@ fn parse_value(
             let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
             // checked one more name at a time, to point at the one at fault
             for (i, (_, lit)) in keys.iter().enumerate() {
-                pynenc_options::check_key_arguments(&names[..=i], params)
+                pynenc_options::check_param_names(def.name, &names[..=i], params)
                     .map_err(|p| problem(lit, p))?;
             }
             Ok(Value::List(keys.into_iter().map(|(k, _)| k).collect()))

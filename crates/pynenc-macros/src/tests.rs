@@ -89,12 +89,22 @@ fn every_option_is_parsed() {
         registration_cache_seconds = 60,
         reroute_on_concurrency_control = false,
         parallel_batch_size = 10,
+        inline_arguments = ["x"],
+        data_store_min_size_bytes = 4096,
     ));
     // every option of the vocabulary was written
     for def in pynenc_options::OPTIONS {
         assert!(o.get(def.name).is_some(), "{} not parsed", def.name);
     }
     assert_eq!(o.get("max_retries"), Some(&Value::Count(2)));
+    assert_eq!(
+        o.get("inline_arguments"),
+        Some(&Value::List(vec!["x".into()]))
+    );
+    assert_eq!(
+        o.get("data_store_min_size_bytes"),
+        Some(&Value::Count(4096))
+    );
     assert_eq!(
         o.get("retry_for"),
         Some(&Value::List(vec!["Timeout".into(), "IoError".into()]))

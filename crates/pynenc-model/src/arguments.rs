@@ -183,16 +183,19 @@ impl Arguments {
     /// Moves every inline value longer than `min_size` bytes out, except
     /// those `keep_inline` names, leaving its [`DataRef`] marker in its
     /// place; returns the references with the values moved out. The
-    /// arguments' id does not change.
+    /// reference of a value is `reference(text)` ([`DataRef::of`], or a
+    /// caller's memory of values it has seen). The arguments' id does not
+    /// change.
     pub fn externalize(
         &mut self,
         min_size: usize,
         keep_inline: impl Fn(&str) -> bool,
+        mut reference: impl FnMut(&str) -> DataRef,
     ) -> Vec<(DataRef, String)> {
         let mut out = Vec::new();
         for (k, v) in &mut self.values {
             if v.len() > min_size && !keep_inline(k) && DataRef::parse(v).is_none() {
-                let data = DataRef::of(v);
+                let data = reference(v);
                 let value = std::mem::replace(v, data.marker());
                 out.push((data, value));
             }
@@ -387,7 +390,7 @@ mod tests {
             .with(s, "small", &1)
             .unwrap();
         let mut b = a.clone();
-        let moved = b.externalize(50, |name| name == "keep");
+        let moved = b.externalize(50, |name| name == "keep", DataRef::of);
         assert_eq!(moved.len(), 1);
         let (data, value) = &moved[0];
         assert_eq!(value, a.get("big").unwrap());
@@ -398,7 +401,7 @@ mod tests {
         assert_eq!(b.stored().collect::<Vec<_>>(), vec![("big", *data)]);
         assert!(b.has_stored() && !a.has_stored());
         // a second pass moves nothing more
-        assert!(b.clone().externalize(50, |_| false).len() == 1);
+        assert!(b.clone().externalize(50, |_| false, DataRef::of).len() == 1);
         assert!(b
             .render(ArgumentPrintMode::Full, s)
             .contains("<stored value sha256:"));

@@ -48,6 +48,14 @@ pub struct TaskOptions {
     pub reroute_on_concurrency_control: bool,
     /// How many calls `parallelize` routes per batch (default 100).
     pub parallel_batch_size: usize,
+    /// Parameters whose values stay in the record whatever their size
+    /// (never in the data store).
+    #[serde(default)]
+    pub inline_arguments: Vec<String>,
+    /// Arguments and results longer than this many bytes go to the data
+    /// store (0, the default: the app's `data_store.min_size_bytes`).
+    #[serde(default)]
+    pub data_store_min_size_bytes: u32,
 }
 
 /// One option value, parsed according to its [`OptionKind`].
@@ -108,6 +116,8 @@ impl From<&TaskOptionsSpec> for TaskOptions {
             registration_cache_seconds: s.registration_cache_seconds,
             reroute_on_concurrency_control: s.reroute_on_concurrency_control,
             parallel_batch_size: s.parallel_batch_size,
+            inline_arguments: s.inline_arguments.iter().map(|s| s.to_string()).collect(),
+            data_store_min_size_bytes: s.data_store_min_size_bytes,
         }
     }
 }
@@ -142,6 +152,10 @@ impl TaskOptions {
                 self.reroute_on_concurrency_control = b
             }
             ("parallel_batch_size", OptionValue::BatchSize(n)) => self.parallel_batch_size = n,
+            ("inline_arguments", OptionValue::List(l)) => self.inline_arguments = l,
+            ("data_store_min_size_bytes", OptionValue::Count(n)) => {
+                self.data_store_min_size_bytes = n
+            }
             (other, _) => return Err(format!("option {other} has no field")),
         }
         Ok(())
@@ -162,6 +176,8 @@ impl TaskOptions {
                 OptionValue::Flag(self.reroute_on_concurrency_control)
             }
             "parallel_batch_size" => OptionValue::BatchSize(self.parallel_batch_size),
+            "inline_arguments" => OptionValue::List(self.inline_arguments.clone()),
+            "data_store_min_size_bytes" => OptionValue::Count(self.data_store_min_size_bytes),
             _ => return None,
         })
     }
@@ -175,6 +191,7 @@ impl TaskOptions {
     pub fn validate(&self, params: &[&str]) -> Result<(), OptionProblem> {
         pynenc_options::check_batch_size(self.parallel_batch_size as u64)?;
         pynenc_options::check_key_arguments(&self.key_arguments, params)?;
+        pynenc_options::check_param_names("inline_arguments", &self.inline_arguments, params)?;
         pynenc_options::check_keys_have_arguments(
             self.running_concurrency,
             self.registration_concurrency,

@@ -10,7 +10,7 @@ use pynenc_model::{
     RouteOutcome, RouteRequest, RunnerId, TaskId, TimeRange, Timestamp, MAX_PAGE_SIZE,
 };
 use serde::{Deserialize, Serialize};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::{OperateError, Result};
 use crate::inspect::Inspector;
@@ -314,8 +314,7 @@ impl Controller {
     async fn route_one(&self, request: RouteRequest) -> Result<InvocationId> {
         let outcome = self
             .app
-            .orchestrator()
-            .route_calls(vec![request])
+            .route_requests(vec![request])
             .await?
             .pop()
             .ok_or_else(|| {
@@ -397,7 +396,10 @@ impl Controller {
 
     /// Deletes every final invocation matching `query` (record, result,
     /// history); invocations that are not final are never deleted. Returns
-    /// how many were deleted.
+    /// how many were deleted. Then sweeps the data store, so the stored
+    /// values only those invocations used go too (once unclaimed for
+    /// `data_store.grace_seconds`; a failed sweep is logged, and the
+    /// runners' next auto purge sweeps again).
     ///
     /// # Errors
     ///
@@ -415,6 +417,19 @@ impl Controller {
             deleted += n;
         }
         info!(actor = %self.actor, deleted, "purge by filter");
+        if deleted > 0 {
+            match self.app.sweep_data_store().await {
+                Ok(s) if s.removed > 0 => {
+                    info!(
+                        values = s.removed,
+                        bytes = s.bytes_freed,
+                        "data store swept"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "could not sweep the data store after a purge"),
+            }
+        }
         Ok(deleted)
     }
 

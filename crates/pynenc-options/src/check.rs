@@ -40,18 +40,28 @@ pub fn check_key_arguments<S: AsRef<str>>(
     keys: &[S],
     params: &[&str],
 ) -> Result<(), OptionProblem> {
-    for (i, key) in keys.iter().enumerate() {
-        let key = key.as_ref();
-        if !params.contains(&key) {
+    check_param_names("key_arguments", keys, params)
+}
+
+/// The option `option` (of kind parameter names) names parameters of the
+/// task, each once.
+pub fn check_param_names<S: AsRef<str>>(
+    option: &'static str,
+    names: &[S],
+    params: &[&str],
+) -> Result<(), OptionProblem> {
+    for (i, name) in names.iter().enumerate() {
+        let name = name.as_ref();
+        if !params.contains(&name) {
             return Err(problem(
-                "key_arguments",
-                format!("`{key}` is not a parameter ({})", parameters(params)),
+                option,
+                format!("`{name}` is not a parameter ({})", parameters(params)),
             ));
         }
-        if keys[..i].iter().any(|k| k.as_ref() == key) {
+        if names[..i].iter().any(|k| k.as_ref() == name) {
             return Err(problem(
-                "key_arguments",
-                format!("`{key}` is listed more than once"),
+                option,
+                format!("`{name}` is listed more than once"),
             ));
         }
     }

@@ -18,6 +18,8 @@
 //! | `registration_cache_seconds` | seconds | 300 |
 //! | `reroute_on_concurrency_control` | flag | `true` |
 //! | `parallel_batch_size` | batch size (at least 1) | 100 |
+//! | `inline_arguments` | parameter names | `[]` |
+//! | `data_store_min_size_bytes` | count | 0 (the app's `data_store.min_size_bytes`) |
 #![deny(missing_docs)]
 
 mod check;
@@ -27,8 +29,8 @@ mod scope;
 mod spec;
 
 pub use check::{
-    check_batch_size, check_key_arguments, check_keys_have_arguments, check_registration_scope,
-    check_retry_for, OptionProblem,
+    check_batch_size, check_key_arguments, check_keys_have_arguments, check_param_names,
+    check_registration_scope, check_retry_for, OptionProblem,
 };
 pub use concurrency::ConcurrencyControl;
 pub use scope::RegistrationScopeName;
@@ -137,6 +139,18 @@ pub const OPTIONS: &[OptionDef] = &[
         name: "parallel_batch_size",
         kind: OptionKind::BatchSize,
         doc: "how many calls `parallelize` routes per batch",
+    },
+    OptionDef {
+        name: "inline_arguments",
+        kind: OptionKind::ParamNames,
+        doc: "parameters whose values stay in the record whatever their size \
+              (never in the data store)",
+    },
+    OptionDef {
+        name: "data_store_min_size_bytes",
+        kind: OptionKind::Count,
+        doc: "arguments and results of this task longer than this many bytes go to the \
+              data store (0: the app's `data_store.min_size_bytes`)",
     },
 ];
 

@@ -27,6 +27,11 @@ pub struct TaskOptionsSpec {
     pub reroute_on_concurrency_control: bool,
     /// How many calls `parallelize` routes per batch.
     pub parallel_batch_size: usize,
+    /// Parameters whose values stay in the record whatever their size.
+    pub inline_arguments: &'static [&'static str],
+    /// Arguments and results longer than this go to the data store (0:
+    /// the app's `data_store.min_size_bytes`).
+    pub data_store_min_size_bytes: u32,
 }
 
 impl TaskOptionsSpec {
@@ -42,6 +47,8 @@ impl TaskOptionsSpec {
         registration_cache_seconds: 300,
         reroute_on_concurrency_control: true,
         parallel_batch_size: 100,
+        inline_arguments: &[],
+        data_store_min_size_bytes: 0,
     };
 }
 

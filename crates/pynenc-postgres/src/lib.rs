@@ -53,7 +53,7 @@
 //!   `pynenc_apps` table); two apps can share a database, and purging one
 //!   leaves the other intact.
 //!
-//! # Schema (version 1)
+//! # Schema (version 2)
 //!
 //! | table | key | content |
 //! |---|---|---|
@@ -69,6 +69,8 @@
 //! | `pynenc_controlled` | `seq` | invocations parked by running concurrency |
 //! | `pynenc_edges` | `seq` | call graph edges (cycle control) |
 //! | `pynenc_heartbeats`, `pynenc_runners`, `pynenc_leases` | `app, …` | runners and leases |
+//! | `pynenc_data` | `app, digest` | the data store's values by SHA-256 (`bytea`): length, text, claim time (indexed for the sweep) |
+//! | `pynenc_data_refs` | `app, digest, invocation_id` | the invocations that refer to each value |
 //!
 //! Status codes are those of [`pynenc_store::codes`]. Each question of the
 //! hot path (registration and running concurrency, due scheduled

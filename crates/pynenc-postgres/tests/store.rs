@@ -241,14 +241,19 @@ fn a_wrong_password_is_refused_clearly() {
 fn a_schema_of_another_version_is_refused_and_left_alone() {
     let Some(db) = test_database() else { return };
     drop(open(&db, "first"));
-    db.psql("UPDATE pynenc_meta SET value = '99' WHERE key = 'schema_version'");
-    let e = PostgresStore::open(&options(&db.url()), "second").expect_err("refused");
-    let text = e.to_string();
-    assert!(text.contains("schema version 99"), "{text}");
-    assert!(
-        text.contains(&format!("version {SCHEMA_VERSION}")),
-        "{text}"
-    );
-    let apps = db.psql("SELECT string_agg(app_id, ',') FROM pynenc_apps");
-    assert_eq!(apps.trim(), "first", "nothing was written");
+    // a newer schema, and version 1 (before the data store's tables)
+    for found in ["99", "1"] {
+        db.psql(&format!(
+            "UPDATE pynenc_meta SET value = '{found}' WHERE key = 'schema_version'"
+        ));
+        let e = PostgresStore::open(&options(&db.url()), "second").expect_err("refused");
+        let text = e.to_string();
+        assert!(text.contains(&format!("schema version {found},")), "{text}");
+        assert!(
+            text.contains(&format!("version {SCHEMA_VERSION}")),
+            "{text}"
+        );
+        let apps = db.psql("SELECT string_agg(app_id, ',') FROM pynenc_apps");
+        assert_eq!(apps.trim(), "first", "nothing was written");
+    }
 }

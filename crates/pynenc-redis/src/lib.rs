@@ -29,8 +29,9 @@
 //! invocations first, then the queue; running concurrency; `PENDING` with
 //! the runner as owner, and `RUNNING` when starting), every status
 //! transition, kill-and-reroute, waits, scheduled promotion, auto-purge
-//! chunks, deletes, cancels, heartbeats, runners, leases and recovery, and
-//! the reads of the query API (`query.lua`). Nothing is read, checked on the
+//! chunks, deletes, cancels, heartbeats, runners, leases and recovery, the
+//! data store's claims, puts and sweep sections (`data.lua`), and the reads
+//! of the query API (`query.lua`). Nothing is read, checked on the
 //! client and written back, so two runners can never own one invocation.
 //!
 //! The state machine is not copied into Lua: the transition table, the
@@ -76,6 +77,10 @@
 //! | `waiters` | hash | backend id → until when (µs) it waits for results (`wait_final`) |
 //! | `lease:{name}` | hash | `holder`, `expires` |
 //! | `lastpick:{runner}` | string | the token and ids of the runner's last pick-up (10 min), for a replay |
+//! | `data:{digest}` | string | a value of the data store ([`pynenc_store::DataStore`]): the serialized text whose SHA-256 is `digest` (64 hex digits, [`pynenc_model::DataRef::key`]) |
+//! | `dref:{digest}` | set | the invocations that refer to the value (a sweep forgets those that no longer exist) |
+//! | `dclaim` | zset | every value's digest by the time it was last claimed (µs, server clock): the sweep's order |
+//! | `dusage` | hash | `values`, `bytes`, `refs`: the data store's counters |
 //!
 //! Channels: `{prefix}work` (something was queued) and `{prefix}final`
 //! (payload: the ids that became final in one step, separated by spaces).

@@ -3,7 +3,7 @@
 //! when it is not installed, a failure with `PYNENC_REQUIRE_REDIS=1`): the
 //! fallback from functions to scripts, and when ends are published; the
 //! query indexes and the operator steps in `live_tests/queries.rs` and
-//! `live_tests/control.rs`.
+//! `live_tests/control.rs`; the data store in `live_tests/data.rs`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -108,6 +108,7 @@ macro_rules! server_or_skip {
 
 mod coalesce;
 mod control;
+mod data;
 mod pauses;
 mod queries;
 mod status_waits;

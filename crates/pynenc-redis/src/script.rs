@@ -63,6 +63,7 @@ pub(crate) struct Scripts {
     pub small: Step,
     pub cancel: Step,
     pub query: Step,
+    pub data: Step,
 }
 
 /// The bodies of the steps, by name.
@@ -78,6 +79,7 @@ const BODIES: &[(&str, &str)] = &[
     ("small", include_str!("lua/small.lua")),
     ("cancel", include_str!("lua/cancel.lua")),
     ("query", include_str!("lua/query.lua")),
+    ("data", include_str!("lua/data.lua")),
 ];
 
 /// The steps of this process (the same text, hence the same names and SHAs,
@@ -111,6 +113,7 @@ pub(crate) fn scripts() -> &'static Scripts {
             small: step("small"),
             cancel: step("cancel"),
             query: step("query"),
+            data: step("data"),
             library,
         }
     })

@@ -71,7 +71,7 @@
 //!
 //! Both checks are read-only transactions, so they never take the write lock.
 //!
-//! # Schema (version 3)
+//! # Schema (version 4)
 //!
 //! The tables are created from `sql/schema.sql`, included at build time.
 //!
@@ -93,6 +93,9 @@
 //! | `heartbeats` | `app, runner_id` | the last heartbeat of each runner |
 //! | `runners` | `app, runner_id` | what each runner said of itself (kind, host, pid, start, slots, running ids) |
 //! | `leases` | `app, name` | leases (one holder at a time) |
+//! | `data_values` | `dv` (unique `app, digest`; indexed by `app, claimed_at_us`) | the data store's values: SHA-256 digest (64 hex digits), length, last claim time |
+//! | `data_texts` | `dv` | the text of each stored value |
+//! | `data_references` | `dv, invocation_id` | the invocations that refer to each value (a set) |
 //!
 //! Status codes: 0 `SCHEDULED`, 1 `REGISTERED`, 2 `CONCURRENCY_CONTROLLED`,
 //! 3 `CONCURRENCY_CONTROLLED_FINAL`, 4 `REROUTED`, 5 `PENDING`,
@@ -128,6 +131,12 @@
 //! one invocation in a section (a pick-up's `PENDING` then `RUNNING`) are
 //! sent as one update of its row, before the next statement on the rows or
 //! when the section ends.
+//!
+//! **Stored values** (the data store) are rows of `data_values`, one per app
+//! and content digest, with their text apart in `data_texts`, so a claim
+//! (which sets the claim time and adds rows to `data_references`) never
+//! rewrites the text; the sweep reads `data_values_claim`, oldest claim
+//! first. The purge of an app removes its values with the rest.
 
 #![deny(missing_docs)]
 

@@ -1181,5 +1181,6 @@ async fn a_20_mb_argument_round_trips() {
     assert_eq!(outcome.result.map(|r| r.len()), Some(big.len() + 2));
 }
 
+mod data_values;
 mod held_writes;
 mod status_waits;

@@ -474,7 +474,9 @@ macro_rules! conformance_tests {
             c06_retention,
             c07_registration_scopes,
             c08_cancel_wins_over_a_retry,
-            d01_data_store_values
+            d01_data_store_values,
+            d02_large_argument_to_many_subtasks,
+            d03_results_options_and_reruns
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -368,3 +368,48 @@ pub async fn cached_leaf(key: String, x: i64) -> i64 {
     count_run(&key);
     x + 1
 }
+
+/// A large string of `len` bytes in a fixed pattern (see [`is_big_value`]).
+pub fn big_value(len: usize) -> String {
+    (0..len)
+        .map(|k| char::from(b'a' + (k % 23) as u8))
+        .collect()
+}
+
+/// Whether `s` is [`big_value`] of `len` bytes: its length, its first and
+/// last kilobyte and 4,096 bytes spread over it.
+pub fn is_big_value(s: &str, len: usize) -> bool {
+    let b = s.as_bytes();
+    let at = |k: usize| b[k] == b'a' + (k % 23) as u8;
+    b.len() == len
+        && (0..len.min(1024)).all(at)
+        && (len.saturating_sub(1024)..len).all(at)
+        && (0..4096)
+            .map(|j| j * (len / 4096).max(1))
+            .filter(|&k| k < len)
+            .all(at)
+}
+
+/// Checks a large argument: `(i, its length, whether it is big_value(len))`.
+#[pynenc::task]
+pub async fn check_big(data: String, len: usize, i: u32) -> (u32, usize, bool) {
+    (i, data.len(), is_big_value(&data, len))
+}
+
+/// Returns `big_value(len)`: a large result.
+#[pynenc::task]
+pub async fn big_result(len: usize) -> String {
+    big_value(len)
+}
+
+/// The length of an argument that always stays in the record.
+#[pynenc::task(inline_arguments = ["data"])]
+pub async fn inline_len(data: String) -> usize {
+    data.len()
+}
+
+/// The length of an argument stored from 1,000 bytes on.
+#[pynenc::task(data_store_min_size_bytes = 1000)]
+pub async fn low_threshold_len(data: String) -> usize {
+    data.len()
+}

@@ -88,6 +88,7 @@
 pub mod app;
 pub mod conf;
 pub mod context;
+mod data;
 pub mod exceptions;
 pub mod invocation;
 pub mod runner;
@@ -129,6 +130,7 @@ pub use app::SqliteOptions;
 pub use app::{Backend, Pynenc, PynencBuilder};
 pub use conf::{BackendKind, ConfigEntry, PynencConfig, RunnerKind};
 pub use context::{block_on, is_cancelled};
+pub use data::DataCacheStats;
 pub use exceptions::{ConfigError, ConfigSource, PynencError, Result};
 pub use invocation::{Invocation, InvocationGroup, UntypedInvocation};
 pub use pynenc_memory::MemoryBackend;

@@ -1,4 +1,4 @@
--- The pynenc PostgreSQL schema (version 1; see the crate documentation).
+-- The pynenc PostgreSQL schema (version 2; see the crate documentation).
 -- Status codes are those of pynenc_store::codes: 0 SCHEDULED, 1 REGISTERED,
 -- 4 REROUTED, 5 PENDING, 7 RUNNING, 8 PAUSED, 9 RESUMED, 12 RETRY,
 -- 13 SUCCESS, 14 FAILED ...
@@ -153,4 +153,22 @@ CREATE TABLE pynenc_leases (
     holder TEXT NOT NULL,
     expires_us BIGINT NOT NULL,
     PRIMARY KEY (app, name)
+);
+-- the data store: values by content digest (SHA-256, 32 bytes) with their
+-- length and claim time (when last put or claimed: the sweep's order), and
+-- the invocations that refer to each
+CREATE TABLE pynenc_data (
+    app INTEGER NOT NULL,
+    digest BYTEA NOT NULL CHECK (octet_length(digest) = 32),
+    length BIGINT NOT NULL,
+    value TEXT NOT NULL,
+    claimed_us BIGINT NOT NULL,
+    PRIMARY KEY (app, digest)
+);
+CREATE INDEX pynenc_data_claimed ON pynenc_data (app, claimed_us, digest);
+CREATE TABLE pynenc_data_refs (
+    app INTEGER NOT NULL,
+    digest BYTEA NOT NULL,
+    invocation_id TEXT NOT NULL,
+    PRIMARY KEY (app, digest, invocation_id)
 );

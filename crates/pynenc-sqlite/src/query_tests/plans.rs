@@ -78,6 +78,37 @@ fn a_runners_cancel_poll_reads_only_the_requests() {
 }
 
 #[tokio::test]
+async fn the_data_sweep_reads_the_claim_index_in_order() {
+    let (dir, store) = fresh();
+    // values of two apps, so that the plan is not that of an empty table
+    let other = open(&dir.path().join("q.db"), "other");
+    for (s, fill) in [(&store, 'a'), (&other, 'b')] {
+        s.atomic(move |t| {
+            for n in 0..50_i64 {
+                let v = format!("\"{fill}{n}\"");
+                t.put_data(&pynenc_model::DataRef::of(&v), &v, &[id_at(1)], ts(T0 + n))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    drop((store, other));
+    let conn = Connection::open(dir.path().join("q.db")).unwrap();
+    conn.execute_batch("ANALYZE").unwrap();
+    let lines = plan(
+        &conn,
+        crate::data::UNCLAIMED,
+        &[1.into(), (T0 + 25).into(), 100.into()],
+    );
+    assert_searches("unclaimed values", &lines);
+    assert!(
+        lines.iter().any(|l| l.contains("data_values_claim")),
+        "not the index of claim times: {lines:#?}"
+    );
+}
+
+#[tokio::test]
 async fn listings_and_counts_read_index_ranges_only() {
     let (dir, store) = varied_store().await;
     let path = dir.path().join("q.db");

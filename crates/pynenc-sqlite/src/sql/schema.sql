@@ -1,4 +1,4 @@
--- The pynenc SQLite schema (version 3; see the crate documentation).
+-- The pynenc SQLite schema (version 4; see the crate documentation).
 CREATE TABLE IF NOT EXISTS pynenc_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -160,4 +160,28 @@ CREATE TABLE IF NOT EXISTS leases (
     holder TEXT NOT NULL,
     expires_us INTEGER NOT NULL,
     PRIMARY KEY (app, name)
+) WITHOUT ROWID;
+-- the data store: a large value stored once per content digest (the 64 hex
+-- digits of its SHA-256) and app, its length in bytes and when it was last
+-- put or claimed; the sweep reads data_values_claim, oldest claim first
+CREATE TABLE IF NOT EXISTS data_values (
+    dv INTEGER PRIMARY KEY,
+    app INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    len INTEGER NOT NULL,
+    claimed_at_us INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS data_values_digest ON data_values (app, digest);
+CREATE INDEX IF NOT EXISTS data_values_claim ON data_values (app, claimed_at_us);
+-- the text of each value (data_values.dv), apart so that a claim never
+-- rewrites it
+CREATE TABLE IF NOT EXISTS data_texts (
+    dv INTEGER PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- the invocations that refer to each value: a set
+CREATE TABLE IF NOT EXISTS data_references (
+    dv INTEGER NOT NULL,
+    invocation_id TEXT NOT NULL,
+    PRIMARY KEY (dv, invocation_id)
 ) WITHOUT ROWID;

@@ -5,9 +5,12 @@ use std::collections::HashSet;
 
 use pynenc::model::{DataClaim, DataRef, DataUsage};
 use pynenc::{InvocationId, Timestamp};
+use pynenc_operate::Operate;
 
 use crate::tasks::*;
 use crate::{new_app, ok, start_runner, BackendFactory};
+
+use super::finish;
 
 fn claim(data: DataRef, ids: &[InvocationId]) -> DataClaim {
     DataClaim {
@@ -151,4 +154,151 @@ pub async fn d01_data_store_values(f: &dyn BackendFactory) {
     );
     let distinct: HashSet<_> = [ra, rb, rc, rd].into_iter().collect();
     assert_eq!(distinct.len(), 4);
+}
+
+/// The size of the large argument of [`d02_large_argument_to_many_subtasks`].
+const BIG: usize = 20 * 1024 * 1024;
+
+/// A 20 MB argument given to 1,000 sub-tasks: stored once (one value of
+/// 20 MB with 1,000 references), each record carries only a reference,
+/// every sub-task sees the right value, a runner of another app object
+/// fetches it once, and purging the invocations frees it.
+pub async fn d02_large_argument_to_many_subtasks(f: &dyn BackendFactory) {
+    let settings = [("data_store.grace_seconds", serde_json::json!(0))];
+    let app = new_app(f, "d02", &settings);
+    let runner_app = new_app(f, "d02", &settings);
+    let ser = app.serializer();
+    let big = big_value(BIG);
+    let base = ok(
+        pynenc::Arguments::new()
+            .with(ser, "data", &big)
+            .and_then(|a| a.with(ser, "len", &BIG)),
+        "arguments",
+    );
+    drop(big);
+    let items = (0..1000u32).map(|i| ok(base.clone().with(ser, "i", &i), "argument i"));
+    let group = ok(check_big::parallelize_on(&app, items).await, "parallelize");
+    drop(base);
+    let usage = ok(app.data_store().data_usage().await, "usage");
+    assert_eq!(usage.values, 1, "stored once: {usage:?}");
+    assert_eq!(usage.bytes, BIG as u64 + 2, "the JSON text of the value");
+    assert_eq!(usage.references, 1000);
+    for inv in group.invocations().iter().take(3) {
+        let record = inv.record().expect("distributed");
+        let data = record.call.arguments.get("data").unwrap_or_default();
+        assert!(DataRef::parse(data).is_some(), "a reference: {data:.80}");
+        assert!(record.call.arguments.size_bytes() < 300);
+    }
+
+    let runner = start_runner(&runner_app, 4);
+    let results = ok(group.results().await, "results");
+    assert_eq!(results.len(), 1000);
+    for (k, (i, len, right)) in results.into_iter().enumerate() {
+        assert_eq!((i as usize, len, right), (k, BIG, true), "sub-task {k}");
+    }
+    let stats = runner_app.data_cache_stats();
+    assert_eq!(stats.fetches, 1, "fetched once by the runner: {stats:?}");
+    assert_eq!(stats.hits, 999, "{stats:?}");
+    ok(runner.stop().await, "stop");
+
+    let purged = ok(
+        app.control()
+            .purge_matching(&pynenc::model::InvocationQuery {
+                task_ids: vec![pynenc::TaskId::from(check_big::task().task_id())],
+                ..pynenc::model::InvocationQuery::new()
+            })
+            .await,
+        "purge",
+    );
+    assert_eq!(purged, 1000);
+    let usage = ok(app.data_store().data_usage().await, "usage");
+    assert_eq!(usage, DataUsage::default(), "the purge freed the value");
+}
+
+/// Large results, `inline_arguments`, a task's own threshold, the same call
+/// id stored or inline, a rerun claiming the stored value again, and
+/// `max_argument_bytes` applying to stored values.
+pub async fn d03_results_options_and_reruns(f: &dyn BackendFactory) {
+    let app = new_app(f, "d03", &[]);
+    let ds = app.data_store().clone();
+    let runner = start_runner(&app, 2);
+
+    // a large result is stored; the record holds its reference
+    let inv = ok(big_result::call_on(&app, 200_000).await, "big result");
+    let value = ok(inv.result().await, "result");
+    assert!(is_big_value(&value, 200_000));
+    let stored = ok(
+        app.state_backend()
+            .get_outcomes(&[*inv.invocation_id()])
+            .await,
+        "raw outcome",
+    );
+    let marker = stored[0].result.clone().unwrap_or_default();
+    let data = DataRef::parse(&marker).expect("the stored result is a reference");
+    assert_eq!(data.len(), 200_002);
+    assert_eq!(ok(ds.data_usage().await, "usage").values, 1);
+
+    // inline_arguments keeps a large value in the record
+    let inline = ok(
+        inline_len::call_on(&app, "x".repeat(100_000)).await,
+        "inline",
+    );
+    assert_eq!(ok(inline.result().await, "inline"), 100_000);
+    let arg = inline.record().and_then(|r| r.call.arguments.get("data"));
+    assert_eq!(arg.map(str::len), Some(100_002), "kept in the record");
+    assert_eq!(ok(ds.data_usage().await, "usage").values, 1);
+
+    // a task's own threshold: 5 kB is stored for it, not for others
+    let low = ok(
+        low_threshold_len::call_on(&app, "y".repeat(5000)).await,
+        "low",
+    );
+    assert_eq!(ok(low.result().await, "low"), 5000);
+    assert!(low.record().is_some_and(|r| r.call.arguments.has_stored()));
+    let plain = ok(byte_len::call_on(&app, "y".repeat(5000)).await, "plain");
+    assert!(plain
+        .record()
+        .is_some_and(|r| !r.call.arguments.has_stored()));
+    assert_eq!(ok(ds.data_usage().await, "usage").values, 2);
+
+    // the call id is the same whether the value is stored or inline
+    let off = new_app(
+        f,
+        "d03-off",
+        &[("data_store.data_store_enabled", serde_json::json!(false))],
+    );
+    let inline_call = ok(
+        low_threshold_len::call_on(&off, "y".repeat(5000)).await,
+        "off",
+    );
+    assert!(inline_call
+        .record()
+        .is_some_and(|r| !r.call.arguments.has_stored()));
+    assert_eq!(inline_call.call_id(), low.call_id());
+
+    // a rerun claims the stored value for the new invocation
+    let before = ok(ds.data_usage().await, "usage").references;
+    let rerun = ok(app.control().rerun(low.invocation_id()).await, "rerun");
+    let again = ok(app.invocation(&rerun.new).await, "rerun handle");
+    assert_eq!(
+        ok(again.result().await, "rerun result"),
+        serde_json::json!(5000)
+    );
+    assert_eq!(ok(ds.data_usage().await, "usage").references, before + 1);
+
+    // max_argument_bytes applies to the value, stored or not
+    let strict = new_app(
+        f,
+        "d03-strict",
+        &[("max_argument_bytes", serde_json::json!(100_000))],
+    );
+    let err = low_threshold_len::call_on(&strict, "z".repeat(200_000))
+        .await
+        .expect_err("over max_argument_bytes");
+    assert!(err.to_string().contains("max_argument_bytes"), "{err}");
+    assert_eq!(
+        ok(strict.data_store().data_usage().await, "usage").values,
+        0
+    );
+    finish(&app, runner).await;
 }

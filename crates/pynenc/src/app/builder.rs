@@ -10,6 +10,7 @@ use super::backend::Backend;
 use super::{AppInner, Pynenc};
 use crate::conf::{BackendKind, ConfigLoader, ConfigSource, PynencConfig};
 use crate::context;
+use crate::data::DataClient;
 use crate::exceptions::{did_you_mean, Result};
 use crate::runner::external_runner_id;
 use crate::serializer::Serializer;
@@ -174,6 +175,7 @@ impl PynencBuilder {
         };
         let components = backend.open(&conf)?;
         let registry = register_tasks(&conf)?;
+        let conf_data = conf.data_store.clone();
         let app = Pynenc {
             inner: Arc::new(AppInner {
                 serializer: conf.serializer,
@@ -181,6 +183,7 @@ impl PynencBuilder {
                 components,
                 registry,
                 external_runner_id: external_runner_id(),
+                data: DataClient::new(&conf_data),
             }),
         };
         context::set_default_app(&app, true);

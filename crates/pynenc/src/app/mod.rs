@@ -22,6 +22,7 @@ pub use builder::PynencBuilder;
 
 use crate::conf::PynencConfig;
 use crate::context;
+use crate::data::{DataCacheStats, DataClient};
 use crate::exceptions::Result;
 use crate::task::TaskRegistry;
 
@@ -31,6 +32,7 @@ struct AppInner {
     components: Components,
     registry: TaskRegistry,
     external_runner_id: RunnerId,
+    data: DataClient,
 }
 
 /// A Pynenc application: cheap to clone, shared by every task call.
@@ -87,6 +89,29 @@ impl Pynenc {
     /// The data store: large arguments and results kept out of band.
     pub fn data_store(&self) -> &Arc<dyn DataStore> {
         &self.inner.components.data_store
+    }
+
+    /// This process's side of the data store.
+    pub(crate) fn data(&self) -> &DataClient {
+        &self.inner.data
+    }
+
+    /// What this process's cache of stored values did: values fetched from
+    /// the data store, reads answered from the cache, bytes held.
+    pub fn data_cache_stats(&self) -> DataCacheStats {
+        self.inner.data.cache_stats()
+    }
+
+    /// Removes the stored values no invocation refers to any more (and
+    /// that nobody claimed within `data_store.grace_seconds`). Runners do
+    /// this at every auto purge; call it after purging invocations by hand
+    /// to free their values at once.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed; what was removed before stays removed.
+    pub async fn sweep_data_store(&self) -> Result<pynenc_model::DataSweep> {
+        self.inner.data.sweep(self.data_store()).await
     }
 
     /// Heartbeats, leases and wake-ups.
@@ -146,10 +171,15 @@ impl Pynenc {
         &self,
         ids: &[InvocationId],
     ) -> Result<Vec<pynenc_model::InvocationOutcome>> {
-        match self.wait_until_final(ids).await? {
-            Some(outcomes) => Ok(outcomes),
-            None => Ok(self.state_backend().get_outcomes(ids).await?),
-        }
+        let mut outcomes = match self.wait_until_final(ids).await? {
+            Some(outcomes) => outcomes,
+            None => self.state_backend().get_outcomes(ids).await?,
+        };
+        self.inner
+            .data
+            .resolve_outcomes(self.data_store(), ids, &mut outcomes)
+            .await?;
+        Ok(outcomes)
     }
 
     /// [`Pynenc::wait_for`], with the outcomes when the runner read them.

@@ -12,6 +12,7 @@ use tracing::debug;
 
 use super::Pynenc;
 use crate::context;
+use crate::data::PendingValues;
 use crate::exceptions::{PynencError, Result};
 use crate::invocation::UntypedInvocation;
 use crate::task::{RegisteredTask, TaskDefinition};
@@ -76,8 +77,15 @@ impl Pynenc {
     }
 
     /// The call of `task` with `arguments`, checked: the arguments name the
-    /// task's parameters and none is over `max_argument_bytes`.
-    fn checked_call(&self, task: &RegisteredTask, arguments: Arguments) -> Result<Call> {
+    /// task's parameters and none is over `max_argument_bytes`. Large values
+    /// move to `pending`, for the data store (not in dev mode: the call
+    /// runs here).
+    fn checked_call(
+        &self,
+        task: &RegisteredTask,
+        mut arguments: Arguments,
+        pending: &mut PendingValues,
+    ) -> Result<Call> {
         check_arguments(task, &arguments)?;
         let max = self.inner.conf.max_argument_bytes;
         for (name, value) in arguments.serialized() {
@@ -90,6 +98,10 @@ impl Pynenc {
                     ),
                 });
             }
+        }
+        if !self.inner.conf.dev_mode_force_sync_tasks {
+            self.data()
+                .externalize(&mut arguments, Some(&task.options), pending);
         }
         Ok(Call::new(task.task_id.clone(), arguments))
     }
@@ -137,11 +149,12 @@ impl Pynenc {
         arguments: Arguments,
     ) -> Result<UntypedInvocation> {
         let task = self.registered(def)?;
-        let call = self.checked_call(task, arguments)?;
+        let mut pending = PendingValues::default();
+        let call = self.checked_call(task, arguments, &mut pending)?;
         if self.inner.conf.dev_mode_force_sync_tasks {
             return self.run_synchronously(task, call).await;
         }
-        let inv = self.route_one(task, call, None).await?;
+        let inv = self.route_one(task, call, None, &pending).await?;
         debug!(
             task_id = %def.task_id,
             invocation_id = %inv.invocation_id(),
@@ -161,10 +174,22 @@ impl Pynenc {
         def: &'static TaskDefinition,
         arguments: Vec<Arguments>,
     ) -> Result<Vec<UntypedInvocation>> {
+        self.call_task_iter(def, arguments.into_iter().map(Ok))
+            .await
+    }
+
+    /// [`Pynenc::call_task_many`] over arguments as they are serialized:
+    /// each call's large values move to the data store's pending values
+    /// before the next is made, so a value given to many calls is held once.
+    pub(crate) async fn call_task_iter(
+        &self,
+        def: &'static TaskDefinition,
+        arguments: impl Iterator<Item = Result<Arguments>>,
+    ) -> Result<Vec<UntypedInvocation>> {
         let task = self.registered(def)?;
+        let mut pending = PendingValues::default();
         let calls = arguments
-            .into_iter()
-            .map(|a| self.checked_call(task, a))
+            .map(|a| self.checked_call(task, a?, &mut pending))
             .collect::<Result<Vec<Call>>>()?;
         let mut out = Vec::with_capacity(calls.len());
         if self.inner.conf.dev_mode_force_sync_tasks {
@@ -177,11 +202,14 @@ impl Pynenc {
         let batch = task.options.parallel_batch_size.max(1);
         let mut calls = calls.into_iter().peekable();
         while calls.peek().is_some() {
-            let reqs: Vec<RouteRequest> = calls
+            let mut reqs: Vec<RouteRequest> = calls
                 .by_ref()
                 .take(batch)
                 .map(|c| self.route_request(task, &caller, c, None))
                 .collect();
+            self.data()
+                .claim_for(self.data_store(), &mut reqs, &pending)
+                .await?;
             for outcome in self.orchestrator().route_calls(reqs).await? {
                 out.push(self.outcome_to_invocation(outcome));
             }
@@ -202,8 +230,10 @@ impl Pynenc {
         at: SystemTime,
     ) -> Result<UntypedInvocation> {
         let task = self.registered(def)?;
-        let call = self.checked_call(task, arguments)?;
-        self.route_one(task, call, Some(Timestamp::from(at))).await
+        let mut pending = PendingValues::default();
+        let call = self.checked_call(task, arguments, &mut pending)?;
+        self.route_one(task, call, Some(Timestamp::from(at)), &pending)
+            .await
     }
 
     /// Routes one call made from the current context.
@@ -212,11 +242,15 @@ impl Pynenc {
         task: &RegisteredTask,
         call: Call,
         scheduled_at: Option<Timestamp>,
+        pending: &PendingValues,
     ) -> Result<UntypedInvocation> {
-        let req = self.route_request(task, &self.caller(), call, scheduled_at);
+        let mut reqs = vec![self.route_request(task, &self.caller(), call, scheduled_at)];
+        self.data()
+            .claim_for(self.data_store(), &mut reqs, pending)
+            .await?;
         let outcome = self
             .orchestrator()
-            .route_calls(vec![req])
+            .route_calls(reqs)
             .await?
             .pop()
             .ok_or_else(|| {
@@ -226,5 +260,30 @@ impl Pynenc {
                 ))
             })?;
         Ok(self.outcome_to_invocation(outcome))
+    }
+
+    /// Routes requests built elsewhere (an operator's rerun, a call by task
+    /// name): large argument values go to the data store first (with the
+    /// options of the task when this program has it, the app's settings
+    /// otherwise), and values the arguments already refer to are claimed
+    /// for the new invocations, then the orchestrator routes them.
+    ///
+    /// # Errors
+    ///
+    /// The data store failed (nothing is routed), or routing failed.
+    pub async fn route_requests(
+        &self,
+        mut requests: Vec<RouteRequest>,
+    ) -> Result<Vec<RouteOutcome>> {
+        let mut pending = PendingValues::default();
+        for req in &mut requests {
+            let options = self.inner.registry.options(req.call.task_id.as_str());
+            self.data()
+                .externalize(&mut req.call.arguments, options, &mut pending);
+        }
+        self.data()
+            .claim_for(self.data_store(), &mut requests, &pending)
+            .await?;
+        Ok(self.orchestrator().route_calls(requests).await?)
     }
 }

@@ -263,6 +263,24 @@ config_table! {
         max_final_invocations: u64 = 0;
     }
 
+    /// The data store (`[data_store]`, `PYNENC__DATA_STORE__*`): arguments
+    /// and results above a size kept once per content in the backend, the
+    /// records carrying a reference.
+    data_store: DataStoreConfig {
+        /// Keep large arguments and results in the data store (false: every
+        /// value stays in its record).
+        data_store_enabled: bool = true;
+        /// Serialized arguments and results longer than this many bytes go to
+        /// the data store (a task may set its own `data_store_min_size_bytes`).
+        min_size_bytes: usize = 64 * 1024, check = at_least_one;
+        /// How many bytes of stored values each process keeps in memory, so
+        /// that a value read by many invocations is fetched once.
+        local_cache_bytes: usize = 256 * 1024 * 1024;
+        /// How long a stored value no invocation refers to is kept, in
+        /// seconds (it covers a call between storing its values and routing).
+        grace_seconds: f64 = 300.0, check = non_negative;
+    }
+
     /// Settings of the runners (`[runner]`, `PYNENC__RUNNER__*`).
     runner: RunnerConfig {
         /// The runner `app.runner()` builds: `thread` (in-process), `process`

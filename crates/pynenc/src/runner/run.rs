@@ -36,6 +36,30 @@ pub(crate) async fn failure_outcome(
     RunOutcome::Failed(error)
 }
 
+/// The record with its stored argument values read back (the same record
+/// when none is stored).
+async fn with_stored_arguments(
+    app: &Pynenc,
+    record: Arc<InvocationRecord>,
+) -> crate::Result<Arc<InvocationRecord>> {
+    let resolved = app
+        .data()
+        .resolve_arguments(
+            app.data_store(),
+            &record.call.arguments,
+            &record.invocation_id,
+        )
+        .await?;
+    Ok(match resolved {
+        None => record,
+        Some(arguments) => {
+            let mut full = (*record).clone();
+            full.call.arguments = arguments;
+            Arc::new(full)
+        }
+    })
+}
+
 /// How a run of [`run_invocation`] ended.
 pub(crate) struct RunResult {
     /// The slot the run held at its end, if it still held one.
@@ -96,12 +120,28 @@ pub(crate) async fn run_invocation(
         slot: tokio::sync::Mutex::new(SlotState { permit, waits: 0 }),
         caller: None,
     });
-    let input = TaskInput {
-        task_id: def.task_id,
-        record,
-        serializer: app.serializer(),
+    // stored arguments are read back (through the local cache) for the body
+    let output = match with_stored_arguments(app, record).await {
+        Ok(record) => {
+            let input = TaskInput {
+                task_id: def.task_id,
+                record,
+                serializer: app.serializer(),
+            };
+            run_body_cancellable(def.body, input, ctx.clone(), cancel).await
+        }
+        Err(e) => {
+            error!(error = %e, "could not read the stored arguments");
+            Some(Err(e.to_task_error()))
+        }
     };
-    let output = run_body_cancellable(def.body, input, ctx.clone(), cancel).await;
+    let output = match output {
+        Some(Ok(result)) => Some(Ok(app
+            .data()
+            .store_result(app.data_store(), id, Some(options), result)
+            .await)),
+        other => other,
+    };
     let cancelled = cancel.is_some_and(|signal| signal.is_cancelled(id));
     let outcome = match output {
         Some(Ok(result)) if !cancelled => RunOutcome::Success(result),

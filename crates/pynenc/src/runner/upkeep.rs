@@ -237,6 +237,17 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
                 Ok(n) => info!(purged = n, "auto purge removed final invocations"),
                 Err(e) => warn!(error = %e, "auto purge failed"),
             }
+            // the values of purged invocations (and of calls that never
+            // routed) go once unclaimed for the grace period
+            match app.sweep_data_store().await {
+                Ok(s) if s.removed > 0 => info!(
+                    values = s.removed,
+                    bytes = s.bytes_freed,
+                    "data store sweep removed values no invocation uses"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "data store sweep failed"),
+            }
         }
     }
 }

@@ -155,11 +155,8 @@ where
         I: IntoIterator<Item = A>,
     {
         let ser = app.serializer();
-        let arguments = items
-            .into_iter()
-            .map(|a| a.into_arguments(ser))
-            .collect::<Result<Vec<Arguments>>>()?;
-        let invocations = app.call_task_many(self.definition, arguments).await?;
+        let arguments = items.into_iter().map(|a| a.into_arguments(ser));
+        let invocations = app.call_task_iter(self.definition, arguments).await?;
         Ok(InvocationGroup::new(
             self.task_id(),
             invocations
