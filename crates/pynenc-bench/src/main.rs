@@ -1,4 +1,5 @@
-//! pynenc benchmarks: `burn`, `latency`, `fanout` and `query` on a chosen backend.
+//! pynenc benchmarks: `burn`, `latency`, `fanout`, `enqueue`, `recursive`,
+//! `query` and `shared-arg` on a chosen backend.
 //!
 //! ```text
 //! cargo run --release -p pynenc-bench -- --backend memory --workload all
@@ -65,6 +66,8 @@ use pynenc::{Pynenc, PynencError, ThreadRunner};
 
 mod prefill;
 mod query;
+mod redis_stats;
+mod shared_arg;
 
 /// A task that does nothing but return its argument.
 #[pynenc::task]
@@ -112,6 +115,9 @@ enum Workload {
     Recursive,
     /// The query API on many stored invocations (not part of `all`).
     Query,
+    /// 1,000 calls sharing a 1 MB argument, with the data store off and on:
+    /// time and backend growth (not part of `all`).
+    SharedArg,
     All,
 }
 
@@ -177,6 +183,16 @@ struct Row {
 }
 
 fn build_app(args: &Args, app_id: &str, tmp: &tempfile::TempDir) -> Result<Pynenc> {
+    build_app_with(args, app_id, tmp, |b| b)
+}
+
+/// [`build_app`], with `customize` applied to the builder.
+fn build_app_with(
+    args: &Args,
+    app_id: &str,
+    tmp: &tempfile::TempDir,
+    customize: impl FnOnce(pynenc::PynencBuilder) -> pynenc::PynencBuilder,
+) -> Result<Pynenc> {
     let mut b = Pynenc::builder()
         .app_id(app_id)
         .config_value("print_arguments", "hidden");
@@ -205,7 +221,7 @@ fn build_app(args: &Args, app_id: &str, tmp: &tempfile::TempDir) -> Result<Pynen
                 .config_value("postgres.postgres_url", url)
         }
     };
-    let app = b.build().context("building the app")?;
+    let app = customize(b).build().context("building the app")?;
     Ok(app)
 }
 
@@ -430,6 +446,11 @@ async fn main() -> Result<()> {
     };
     let mut rows = Vec::new();
     let wants = |w: Workload| args.workload == Workload::All || args.workload == w;
+    if args.workload == Workload::SharedArg {
+        for _ in 0..args.repeat.max(1) {
+            rows.extend(shared_arg::run(&args, &tmp).await?);
+        }
+    }
     if args.workload == Workload::Query {
         app.purge().await?;
         query::prefill(&app, args.query_stored).await?;
@@ -487,209 +508,4 @@ async fn main() -> Result<()> {
     app.purge().await?;
     other.purge().await?;
     Ok(())
-}
-
-/// `--redis-commandstats`: the server's own counters around a workload, read
-/// over a plain connection of its own (a minimal RESP client, so the bench
-/// needs no Redis client library).
-mod redis_stats {
-    use std::collections::BTreeMap;
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::TcpStream;
-    use std::time::Duration;
-
-    use anyhow::{anyhow, bail, Context, Result};
-
-    /// Where the server is and how to log in.
-    pub struct Probe {
-        address: String,
-        auth: Option<(Option<String>, String)>,
-    }
-
-    /// Counters at one moment.
-    pub struct Snapshot {
-        /// command → (calls, µs)
-        commands: BTreeMap<String, (u64, u64)>,
-        /// used_cpu_sys + used_cpu_user, seconds
-        cpu: f64,
-    }
-
-    fn percent_decode(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' && i + 2 < b.len() {
-                if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    out.push(v);
-                    i += 3;
-                    continue;
-                }
-            }
-            out.push(b[i]);
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    impl Probe {
-        /// From a `redis://[user][:password@]host[:port][/db]` URL.
-        pub fn new(url: &str) -> Result<Probe> {
-            let Some(rest) = url.strip_prefix("redis://") else {
-                bail!("--redis-commandstats reads the server over a plain redis:// URL, not {url}");
-            };
-            let rest = rest.split('/').next().unwrap_or_default();
-            let (userinfo, hostport) = match rest.rsplit_once('@') {
-                Some((u, h)) => (Some(u), h),
-                None => (None, rest),
-            };
-            let auth = userinfo.map(|u| match u.split_once(':') {
-                Some((user, pass)) => (
-                    Some(percent_decode(user)).filter(|u| !u.is_empty()),
-                    percent_decode(pass),
-                ),
-                None => (None, percent_decode(u)),
-            });
-            let address = if hostport.contains(':') {
-                hostport.to_string()
-            } else {
-                format!("{hostport}:6379")
-            };
-            let probe = Probe { address, auth };
-            probe
-                .snapshot()
-                .context("reading INFO for --redis-commandstats")?;
-            Ok(probe)
-        }
-
-        fn info(&self, section: &str) -> Result<String> {
-            let stream = TcpStream::connect(&self.address)
-                .with_context(|| format!("connecting to {}", self.address))?;
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let mut w = stream.try_clone()?;
-            let mut r = BufReader::new(stream);
-            if let Some((user, pass)) = &self.auth {
-                let mut args = vec!["AUTH"];
-                if let Some(u) = user {
-                    args.push(u);
-                }
-                args.push(pass);
-                send(&mut w, &args)?;
-                let mut line = String::new();
-                r.read_line(&mut line)?;
-                if line.starts_with('-') {
-                    bail!("AUTH: {}", line.trim());
-                }
-            }
-            send(&mut w, &["INFO", section])?;
-            let mut line = String::new();
-            r.read_line(&mut line)?;
-            let n: usize = line
-                .trim()
-                .strip_prefix('$')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| anyhow!("INFO {section}: {}", line.trim()))?;
-            let mut body = vec![0u8; n + 2];
-            r.read_exact(&mut body)?;
-            body.truncate(n);
-            Ok(String::from_utf8_lossy(&body).into_owned())
-        }
-
-        /// The counters now.
-        pub fn snapshot(&self) -> Result<Snapshot> {
-            let mut commands = BTreeMap::new();
-            for line in self.info("commandstats")?.lines() {
-                let Some((name, rest)) = line
-                    .strip_prefix("cmdstat_")
-                    .and_then(|l| l.split_once(':'))
-                else {
-                    continue;
-                };
-                let field = |key: &str| {
-                    rest.split(',')
-                        .find_map(|kv| kv.strip_prefix(key))
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                commands.insert(name.to_string(), (field("calls="), field("usec=")));
-            }
-            let mut cpu = 0.0;
-            for line in self.info("cpu")?.lines() {
-                if let Some((k, v)) = line.split_once(':') {
-                    if k == "used_cpu_sys" || k == "used_cpu_user" {
-                        cpu += v.trim().parse::<f64>().unwrap_or(0.0);
-                    }
-                }
-            }
-            Ok(Snapshot { commands, cpu })
-        }
-
-        /// Prints what the server did between two snapshots, per task.
-        pub fn report(&self, before: &Snapshot, after: &Snapshot, tasks: u64) {
-            let per = |x: f64| x / tasks.max(1) as f64;
-            let mut rows: Vec<(String, u64, u64)> = after
-                .commands
-                .iter()
-                .filter(|(name, _)| !name.starts_with("info") && name.as_str() != "auth")
-                .map(|(name, &(calls, usec))| {
-                    let (c0, u0) = before.commands.get(name).copied().unwrap_or((0, 0));
-                    (
-                        name.clone(),
-                        calls.saturating_sub(c0),
-                        usec.saturating_sub(u0),
-                    )
-                })
-                .filter(|(_, calls, _)| *calls > 0)
-                .collect();
-            rows.sort_by_key(|r| std::cmp::Reverse(r.2));
-            let scripts = ["evalsha", "eval", "fcall", "fcall_ro", "evalsha_ro"];
-            let script_calls: u64 = rows
-                .iter()
-                .filter(|(n, _, _)| scripts.contains(&n.as_str()))
-                .map(|(_, c, _)| c)
-                .sum();
-            let script_usec: u64 = rows
-                .iter()
-                .filter(|(n, _, _)| scripts.contains(&n.as_str()))
-                .map(|(_, _, u)| u)
-                .sum();
-            let inner: u64 = rows
-                .iter()
-                .filter(|(n, _, _)| !scripts.contains(&n.as_str()))
-                .map(|(_, c, _)| c)
-                .sum();
-            println!("redis commandstats during burn ({tasks} tasks; commands run by scripts are counted too):");
-            println!(
-                "  {:<16} {:>10} {:>10} {:>12}",
-                "command", "calls", "per task", "µs per task"
-            );
-            for (name, calls, usec) in &rows {
-                println!(
-                    "  {:<16} {:>10} {:>10.2} {:>12.2}",
-                    name,
-                    calls,
-                    per(*calls as f64),
-                    per(*usec as f64)
-                );
-            }
-            println!(
-                "  scripts (EVALSHA/FCALL) per task {:.3}, their µs per task {:.1}; other commands per task {:.2}; server CPU per task {:.1} µs",
-                per(script_calls as f64),
-                per(script_usec as f64),
-                per(inner as f64),
-                per((after.cpu - before.cpu) * 1e6)
-            );
-        }
-    }
-
-    fn send(w: &mut impl Write, args: &[&str]) -> Result<()> {
-        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a.as_bytes());
-            buf.extend_from_slice(b"\r\n");
-        }
-        w.write_all(&buf)?;
-        Ok(())
-    }
 }
