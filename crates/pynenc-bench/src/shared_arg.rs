@@ -61,12 +61,7 @@ async fn backend_bytes(args: &Args, sqlite_path: &str) -> Result<Option<u64>> {
 }
 
 /// One measure on `app` (data store on or off, as it was built).
-async fn measure(
-    app: &Pynenc,
-    args: &Args,
-    sqlite_path: &str,
-    label: &'static str,
-) -> Result<Row> {
+async fn measure(app: &Pynenc, args: &Args, sqlite_path: &str, label: &'static str) -> Result<Row> {
     app.purge().await?;
     let ser = app.serializer();
     let base = Arguments::new().with(ser, "data", &incompressible(SIZE))?;

@@ -52,6 +52,12 @@ pub trait BackendFactory: Send + Sync {
     fn skip_reason(&self) -> Option<String> {
         None
     }
+    /// How many bytes the backend holds, as the backend measures itself
+    /// (the SQLite file with its write-ahead log, Redis' `used_memory`,
+    /// the PostgreSQL database's size); `None` where it cannot be told.
+    fn stored_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The in-memory backend.
@@ -119,6 +125,13 @@ impl BackendFactory for SqliteFactory {
             .env_vars(Vec::new())
             .app_id(app_id)
             .sqlite(self.path())
+    }
+    fn stored_bytes(&self) -> Option<u64> {
+        let path = self.path();
+        let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        Some(size(path) + size(wal.into()))
     }
 }
 

@@ -84,4 +84,12 @@ impl BackendFactory for PostgresFactory {
     fn skip_reason(&self) -> Option<String> {
         self.skip.clone()
     }
+
+    fn stored_bytes(&self) -> Option<u64> {
+        let db = self.db.as_ref()?;
+        db.psql("SELECT pg_database_size(current_database())")
+            .trim()
+            .parse()
+            .ok()
+    }
 }

@@ -80,4 +80,15 @@ impl BackendFactory for RedisFactory {
     fn skip_reason(&self) -> Option<String> {
         self.skip.clone()
     }
+
+    fn stored_bytes(&self) -> Option<u64> {
+        let reply = self.server()?.command(&["INFO", "memory"]).ok()?;
+        let pynenc_testservers::redis::Resp::Bulk(Some(text)) = reply else {
+            return None;
+        };
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
 }

@@ -168,6 +168,7 @@ pub async fn d02_large_argument_to_many_subtasks(f: &dyn BackendFactory) {
     let app = new_app(f, "d02", &settings);
     let runner_app = new_app(f, "d02", &settings);
     let ser = app.serializer();
+    let bytes_before = f.stored_bytes();
     let big = big_value(BIG);
     let base = ok(
         pynenc::Arguments::new()
@@ -183,6 +184,14 @@ pub async fn d02_large_argument_to_many_subtasks(f: &dyn BackendFactory) {
     assert_eq!(usage.values, 1, "stored once: {usage:?}");
     assert_eq!(usage.bytes, BIG as u64 + 2, "the JSON text of the value");
     assert_eq!(usage.references, 1000);
+    if let (Some(before), Some(after)) = (bytes_before, f.stored_bytes()) {
+        let grew = after.saturating_sub(before);
+        println!("{}: the backend grew {:.1} MB", f.name(), grew as f64 / 1e6);
+        assert!(
+            grew < 100_000_000,
+            "the backend grew {grew} bytes for one 20 MB value given to 1,000 calls"
+        );
+    }
     for inv in group.invocations().iter().take(3) {
         let record = inv.record().expect("distributed");
         let data = record.call.arguments.get("data").unwrap_or_default();
