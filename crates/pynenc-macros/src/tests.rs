@@ -819,7 +819,9 @@ fn raw_names_and_arguments_type_parameter() {
     assert!(compact.contains("modr#loop{"), "{compact}");
     assert!(compact.contains("params:&[\"type\"]"), "{compact}");
     assert!(
-        compact.contains("insert_param::<Arguments>(serializer,\"type\",&self.r#type)"),
+        compact.contains(
+            "ArgValue::insert_into(&self.r#type,&mut__pynenc_arguments,serializer,\"type\",)"
+        ),
         "{compact}"
     );
     // No bare-value impl, which would overlap `impl IntoArguments<P> for Arguments`.

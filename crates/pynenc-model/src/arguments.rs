@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -18,7 +19,60 @@ use crate::serializer::{Result, Serializer};
 pub struct Arguments {
     // sorted by name, unique names; a small vec is far lighter than a map.
     // Names given by a task's parameters are static: they are not copied.
-    values: Vec<(Cow<'static, str>, String)>,
+    values: Vec<(Cow<'static, str>, Text)>,
+}
+
+/// One serialized value: its own text, or a text shared with other calls
+/// (an argument serialized once, see [`Arguments::insert_shared_param`]).
+#[derive(Debug, Clone)]
+enum Text {
+    Owned(String),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Text::Owned(s) => s,
+            Text::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+/// A serialized value [`Arguments::externalize`] moved out of the
+/// arguments: its own text or one shared with other calls, handed over
+/// without a copy.
+#[derive(Debug)]
+pub struct MovedText(Text);
+
+impl MovedText {
+    /// The serialized text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text as a shared string (no copy if it was shared already).
+    pub fn into_shared(self) -> Arc<str> {
+        match self.0 {
+            Text::Owned(s) => Arc::from(s),
+            Text::Shared(s) => s,
+        }
+    }
 }
 
 impl Serialize for Arguments {
@@ -29,7 +83,7 @@ impl Serialize for Arguments {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(Some(self.values.len()))?;
         for (k, v) in &self.values {
-            map.serialize_entry(k, v)?;
+            map.serialize_entry(k, &**v)?;
         }
         map.end()
     }
@@ -55,7 +109,7 @@ impl Arguments {
         Arguments {
             values: values
                 .into_iter()
-                .map(|(k, v)| (Cow::Owned(k), v))
+                .map(|(k, v)| (Cow::Owned(k), Text::Owned(v)))
                 .collect(),
         }
     }
@@ -79,7 +133,7 @@ impl Arguments {
         value: &T,
     ) -> Result<()> {
         let text = serializer.serialize(value, format_args!("argument '{name}'"))?;
-        self.put(Cow::Owned(name.to_string()), text);
+        self.put(Cow::Owned(name.to_string()), Text::Owned(text));
         Ok(())
     }
 
@@ -92,16 +146,29 @@ impl Arguments {
         value: &T,
     ) -> Result<()> {
         let text = serializer.serialize(value, format_args!("argument '{name}'"))?;
-        self.put(Cow::Borrowed(name), text);
+        self.put(Cow::Borrowed(name), Text::Owned(text));
         Ok(())
+    }
+
+    /// Sets one argument to a text serialized once and shared with other
+    /// calls: many calls given the same large value hold one copy, and the
+    /// data store recognises it without comparing bytes.
+    pub fn insert_shared_param(&mut self, name: &'static str, text: Arc<str>) {
+        self.put(Cow::Borrowed(name), Text::Shared(text));
+    }
+
+    /// Sets one argument to a shared serialized text (see
+    /// [`Arguments::insert_shared_param`]) under a name known at run time.
+    pub fn insert_shared(&mut self, name: &str, text: Arc<str>) {
+        self.put(Cow::Owned(name.to_string()), Text::Shared(text));
     }
 
     /// Sets one already serialized argument.
     pub fn insert_serialized(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.put(Cow::Owned(name.into()), value.into());
+        self.put(Cow::Owned(name.into()), Text::Owned(value.into()));
     }
 
-    fn put(&mut self, name: Cow<'static, str>, value: String) {
+    fn put(&mut self, name: Cow<'static, str>, value: Text) {
         match self.values.binary_search_by(|(k, _)| (**k).cmp(&*name)) {
             Ok(i) => self.values[i].1 = value,
             Err(i) => self.values.insert(i, (name, value)),
@@ -113,12 +180,12 @@ impl Arguments {
         self.values
             .binary_search_by(|(k, _)| (**k).cmp(name))
             .ok()
-            .map(|i| self.values[i].1.as_str())
+            .map(|i| &*self.values[i].1)
     }
 
     /// All `(name, serialized value)` pairs, sorted by name.
     pub fn serialized(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.values.iter().map(|(k, v)| (&**k, v.as_str()))
+        self.values.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// The number of arguments.
@@ -182,25 +249,25 @@ impl Arguments {
 
     /// Moves every inline value longer than `min_size` bytes out, except
     /// those `keep_inline` names, leaving its [`DataRef`] marker in its
-    /// place; returns the references with the values moved out. The
-    /// reference of a value is `reference(text)` ([`DataRef::of`], or a
-    /// caller's memory of values it has seen). The arguments' id does not
+    /// place: `store` takes each value moved out and returns its reference
+    /// ([`DataRef::of`] its text, or a caller's memory of values it has
+    /// seen). Returns how many values moved. The arguments' id does not
     /// change.
     pub fn externalize(
         &mut self,
         min_size: usize,
         keep_inline: impl Fn(&str) -> bool,
-        mut reference: impl FnMut(&str) -> DataRef,
-    ) -> Vec<(DataRef, String)> {
-        let mut out = Vec::new();
+        mut store: impl FnMut(MovedText) -> DataRef,
+    ) -> usize {
+        let mut moved = 0;
         for (k, v) in &mut self.values {
             if v.len() > min_size && !keep_inline(k) && DataRef::parse(v).is_none() {
-                let data = reference(v);
-                let value = std::mem::replace(v, data.marker());
-                out.push((data, value));
+                let text = std::mem::replace(v, Text::Owned(String::new()));
+                *v = Text::Owned(store(MovedText(text)).marker());
+                moved += 1;
             }
         }
-        out
+        moved
     }
 
     /// Only the named arguments (for key based concurrency control).
@@ -390,10 +457,19 @@ mod tests {
             .with(s, "small", &1)
             .unwrap();
         let mut b = a.clone();
-        let moved = b.externalize(50, |name| name == "keep", DataRef::of);
-        assert_eq!(moved.len(), 1);
+        let mut moved = Vec::new();
+        let n = b.externalize(
+            50,
+            |name| name == "keep",
+            |text| {
+                let data = DataRef::of(text.as_str());
+                moved.push((data, text.into_shared()));
+                data
+            },
+        );
+        assert_eq!(n, 1);
         let (data, value) = &moved[0];
-        assert_eq!(value, a.get("big").unwrap());
+        assert_eq!(&**value, a.get("big").unwrap());
         assert_eq!(*data, DataRef::of(value));
         assert_eq!(b.get("big"), Some(data.marker().as_str()));
         assert_eq!(b.get("keep"), a.get("keep"));
@@ -401,7 +477,28 @@ mod tests {
         assert_eq!(b.stored().collect::<Vec<_>>(), vec![("big", *data)]);
         assert!(b.has_stored() && !a.has_stored());
         // a second pass moves nothing more
-        assert!(b.clone().externalize(50, |_| false, DataRef::of).len() == 1);
+        assert_eq!(
+            b.clone()
+                .externalize(50, |_| false, |t| DataRef::of(t.as_str())),
+            1
+        );
+        // a shared text is the same argument as its own copy
+        let shared: Arc<str> = Arc::from(a.get("big").unwrap());
+        let mut c = Arguments::new().with(s, "keep", &big).unwrap();
+        c.insert_shared_param("big", shared.clone());
+        c.insert_param(s, "small", &1).unwrap();
+        assert_eq!(c, a);
+        assert_eq!(c.args_id(), a.args_id());
+        let mut same = None;
+        c.externalize(
+            50,
+            |n| n == "keep",
+            |t| {
+                same = Some(t.as_str().as_ptr() == shared.as_ptr());
+                DataRef::of(t.as_str())
+            },
+        );
+        assert_eq!(same, Some(true), "handed over without a copy");
         assert!(b
             .render(ArgumentPrintMode::Full, s)
             .contains("<stored value sha256:"));

@@ -36,7 +36,7 @@ pub mod serializer;
 pub mod status;
 pub mod time;
 
-pub use arguments::{ArgumentPrintMode, Arguments};
+pub use arguments::{ArgumentPrintMode, Arguments, MovedText};
 pub use call::Call;
 pub use data::{DataClaim, DataRef, DataSweep, DataUsage};
 pub use history::{HistoryEntry, HistoryStep};

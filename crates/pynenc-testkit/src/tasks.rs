@@ -390,9 +390,10 @@ pub fn is_big_value(s: &str, len: usize) -> bool {
             .all(at)
 }
 
-/// Checks a large argument: `(i, its length, whether it is big_value(len))`.
+/// Checks a large argument, serialized once for all calls:
+/// `(i, its length, whether it is big_value(len))`.
 #[pynenc::task]
-pub async fn check_big(data: String, len: usize, i: u32) -> (u32, usize, bool) {
+pub async fn check_big(data: pynenc::Shared<String>, len: usize, i: u32) -> (u32, usize, bool) {
     (i, data.len(), is_big_value(&data, len))
 }
 

@@ -146,7 +146,7 @@ pub use runner::{
     run_child_if_requested, MultiThreadRunner, PersistentProcessRunner, ProcessRunner, Runner,
     RunnerHandle, SpawnedRunner, ThreadRunner,
 };
-pub use task::Task;
+pub use task::{Shared, Task};
 
 /// The `#[task]` attribute: see the `pynenc-macros` crate documentation.
 pub use pynenc_macros::task;

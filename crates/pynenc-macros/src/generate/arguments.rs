@@ -33,9 +33,14 @@ pub(crate) fn into_arguments(task: &TaskFn) -> TokenStream2 {
         }
     } else {
         let inserts = task.params.iter().map(|p| {
-            let (ident, name, ty) = (&p.ident, &p.name, &p.ty);
+            let (ident, name) = (&p.ident, &p.name);
             quote! {
-                __pynenc_arguments.insert_param::<#ty>(serializer, #name, &self.#ident)?;
+                ::pynenc::task::ArgValue::insert_into(
+                    &self.#ident,
+                    &mut __pynenc_arguments,
+                    serializer,
+                    #name,
+                )?;
             }
         });
         let indices = (0..task.params.len()).map(syn::Index::from);

@@ -159,27 +159,20 @@ pub async fn d01_data_store_values(f: &dyn BackendFactory) {
 /// The size of the large argument of [`d02_large_argument_to_many_subtasks`].
 const BIG: usize = 20 * 1024 * 1024;
 
-/// A 20 MB argument given to 1,000 sub-tasks: stored once (one value of
-/// 20 MB with 1,000 references), each record carries only a reference,
+/// A 20 MB argument given to 1,000 sub-tasks (a [`pynenc::Shared`], so
+/// the caller serializes it once): stored once (one value of 20 MB with
+/// 1,000 references), each record carries only a reference,
 /// every sub-task sees the right value, a runner of another app object
 /// fetches it once, and purging the invocations frees it.
 pub async fn d02_large_argument_to_many_subtasks(f: &dyn BackendFactory) {
     let settings = [("data_store.grace_seconds", serde_json::json!(0))];
     let app = new_app(f, "d02", &settings);
     let runner_app = new_app(f, "d02", &settings);
-    let ser = app.serializer();
     let bytes_before = f.stored_bytes();
-    let big = big_value(BIG);
-    let base = ok(
-        pynenc::Arguments::new()
-            .with(ser, "data", &big)
-            .and_then(|a| a.with(ser, "len", &BIG)),
-        "arguments",
-    );
-    drop(big);
-    let items = (0..1000u32).map(|i| ok(base.clone().with(ser, "i", &i), "argument i"));
+    let big = pynenc::Shared::new(big_value(BIG));
+    let items = (0..1000u32).map(|i| (big.clone(), BIG, i));
     let group = ok(check_big::parallelize_on(&app, items).await, "parallelize");
-    drop(base);
+    drop(big);
     let usage = ok(app.data_store().data_usage().await, "usage");
     assert_eq!(usage.values, 1, "stored once: {usage:?}");
     assert_eq!(usage.bytes, BIG as u64 + 2, "the JSON text of the value");

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{
-    Arguments, DataClaim, DataRef, DataSweep, InvocationId, InvocationOutcome, RouteRequest,
-    TaskOptions, Timestamp,
+    Arguments, DataClaim, DataRef, DataSweep, InvocationId, InvocationOutcome, MovedText,
+    RouteRequest, TaskOptions, Timestamp,
 };
 use pynenc_store::{DataStore, StoreError};
 use tracing::{debug, warn};
@@ -39,21 +39,36 @@ use crate::exceptions::{PynencError, Result};
 /// one copy per content, however many calls carry it.
 #[derive(Default)]
 pub(crate) struct PendingValues {
-    values: HashMap<DataRef, String>,
+    values: HashMap<DataRef, Arc<str>>,
 }
 
 impl PendingValues {
-    /// The reference of `text`: a pending value with the same content is
-    /// recognised by comparing bytes (cheaper than hashing again).
-    fn reference_of(&self, text: &str, cache: &LocalCache) -> DataRef {
-        let len = text.len() as u64;
-        for (r, v) in &self.values {
-            if r.len() == len && v == text {
-                return *r;
-            }
+    /// The reference of a value moved out of a call's arguments, kept here
+    /// unless it is pending already or in the local cache. A value seen
+    /// before is recognised without hashing: the same shared text, or the
+    /// same bytes.
+    fn take(&mut self, moved: MovedText, cache: &LocalCache) -> DataRef {
+        let text = moved.as_str();
+        if let Some(r) = self
+            .values
+            .iter()
+            .find_map(|(r, v)| same_text(v, text).then_some(*r))
+        {
+            return r;
         }
-        cache.find(text).unwrap_or_else(|| DataRef::of(text))
+        if let Some(r) = cache.find(text) {
+            return r;
+        }
+        let r = DataRef::of(text);
+        self.values.insert(r, moved.into_shared());
+        r
     }
+}
+
+/// Whether `held` and `text` are the same text: the same allocation, or
+/// the same bytes.
+fn same_text(held: &str, text: &str) -> bool {
+    held.len() == text.len() && (held.as_ptr() == text.as_ptr() || held == text)
 }
 
 /// The data store settings of an app and its local cache.
@@ -100,14 +115,11 @@ impl DataClient {
         let inline = options
             .map(|o| o.inline_arguments.as_slice())
             .unwrap_or(&[]);
-        let moved = arguments.externalize(
+        arguments.externalize(
             min,
             |name| inline.iter().any(|n| n == name),
-            |text| pending.reference_of(text, &self.cache),
+            |moved| pending.take(moved, &self.cache),
         );
-        for (data, text) in moved {
-            pending.values.entry(data).or_insert(text);
-        }
     }
 
     /// Stores or claims every value the arguments of `requests` refer to,
@@ -157,7 +169,7 @@ impl DataClient {
             let text = match pending.values.get(&claim.data) {
                 Some(text) => text.clone(),
                 None => match self.cache.get(&claim.data) {
-                    Some(text) => text.to_string(),
+                    Some(text) => text,
                     None => {
                         return Err(PynencError::StateBackend(StoreError::corrupt(
                             format!("stored value {}", claim.data),
@@ -170,10 +182,14 @@ impl DataClient {
             puts.push((claim, text));
         }
         if !puts.is_empty() {
-            ds.put_values(&puts).await?;
+            let values: Vec<(DataClaim, String)> = puts
+                .iter()
+                .map(|(claim, text)| (claim.clone(), text.to_string()))
+                .collect();
+            ds.put_values(&values).await?;
             for (claim, text) in puts {
                 debug!(data = %claim.data, invocations = claim.referenced_by.len(), "stored a value");
-                self.cache.insert(claim.data, Arc::from(text));
+                self.cache.insert(claim.data, text);
             }
         }
         Ok(())
@@ -209,7 +225,7 @@ impl DataClient {
         for (name, data) in arguments.stored() {
             let what = format!("argument '{name}' of invocation {invocation_id}");
             let text = self.read(ds, data, &what).await?;
-            resolved.insert_serialized(name, text.to_string());
+            resolved.insert_shared(name, text);
         }
         Ok(Some(resolved))
     }

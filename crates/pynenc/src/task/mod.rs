@@ -7,6 +7,7 @@
 
 pub(crate) mod definition;
 mod registry;
+mod shared;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -17,6 +18,7 @@ pub use definition::{registered_tasks, IntoArguments, TaskDefinition};
 pub(crate) use definition::{TaskBody, TaskInput, TaskOutput};
 pub use pynenc_model::{ConcurrencyControl, OptionValue, TaskOptions, TaskOptionsSpec};
 pub use registry::{RegisteredTask, TaskRegistry};
+pub use shared::{ArgValue, Shared};
 
 use crate::app::Pynenc;
 use crate::context;
