@@ -477,3 +477,37 @@ async fn the_diamond_runs_its_shared_leaf_once_on_every_process_runner_on_redis(
         diamond_runs_the_leaf_once(&app, worker, kind).await;
     }
 }
+
+/// Large arguments and results cross processes through the data store: a
+/// runner process of each process kind reads a 2 MB argument stored once
+/// for 20 calls, and returns large results the caller reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_arguments_and_results_cross_process_runners() {
+    for kind in ["process", "persistent_process", "multi_thread"] {
+        let (_dir, app, worker) = runner_on_fresh_file(&format!("data-{kind}"), kind, &[]);
+        let len = 2_000_000;
+        let big = pynenc::Shared::new(big_value(len));
+        let group = check_big::parallelize_on(&app, (0..20u32).map(|i| (big.clone(), len, i)))
+            .await
+            .expect("route");
+        let usage = app.data_store().data_usage().await.expect("usage");
+        assert_eq!(
+            (usage.values, usage.references),
+            (1, 20),
+            "{kind}: {usage:?}"
+        );
+        let results = group.results().await.expect("results");
+        for (k, (i, n, right)) in results.into_iter().enumerate() {
+            assert_eq!((i as usize, n, right), (k, len, true), "{kind}: call {k}");
+        }
+        let result = big_result::call_on(&app, 300_000).await.expect("call");
+        let value = result.result().await.expect("large result");
+        assert!(
+            is_big_value(&value, 300_000),
+            "{kind}: the result read back"
+        );
+        let usage = app.data_store().data_usage().await.expect("usage");
+        assert_eq!(usage.values, 2, "{kind}: the result was stored: {usage:?}");
+        stop_and_check(worker, &app).await;
+    }
+}

@@ -17,10 +17,8 @@ pub(crate) async fn show(out: &Out, app: &Pynenc, id: &str) -> Result<()> {
     let family = app.inspect().family(&id).await?;
     let history = &family.history;
     let outcome = app
-        .state_backend()
-        .get_outcomes(&[id])
-        .await
-        .map_err(pynenc::PynencError::from)?
+        .outcomes(&[id])
+        .await?
         .pop()
         .ok_or_else(|| CliError::NotFound(format!("invocation {id} has no outcome stored")))?;
     let serializer = app.serializer();

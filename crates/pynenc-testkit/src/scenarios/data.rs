@@ -288,6 +288,36 @@ pub async fn d03_results_options_and_reruns(f: &dyn BackendFactory) {
     );
     assert_eq!(ok(ds.data_usage().await, "usage").references, before + 1);
 
+    // a record referring to a value the data store does not have (another
+    // program's call): the invocation fails naming the argument and the
+    // value, and the runner goes on
+    let missing = DataRef::of("\"never stored\"");
+    let mut args = pynenc::Arguments::new();
+    args.insert_serialized("data", missing.marker());
+    let call = pynenc::Call::new(byte_len::task().task_id(), args);
+    let req = pynenc::model::RouteRequest::new(call, app.external_runner_id().clone());
+    let routed = ok(app.orchestrator().route_calls(vec![req]).await, "route raw");
+    let bad = match &routed[0] {
+        pynenc::model::RouteOutcome::New(r) => r.invocation_id,
+        other => panic!("expected a new invocation, got {other:?}"),
+    };
+    let err = ok(app.invocation(&bad).await, "handle")
+        .result()
+        .await
+        .expect_err("the value is missing");
+    let text = err.to_string();
+    assert!(
+        text.contains("argument 'data'") && text.contains("not in the data store"),
+        "{text}"
+    );
+    assert_eq!(
+        ok(add::call_on(&app, 2, 3).await, "after")
+            .result()
+            .await
+            .ok(),
+        Some(5)
+    );
+
     // max_argument_bytes applies to the value, stored or not
     let strict = new_app(
         f,

@@ -182,6 +182,24 @@ impl Pynenc {
         Ok(outcomes)
     }
 
+    /// The outcomes of `ids` as they are now (no wait), in that order, with
+    /// results kept in the data store read back.
+    ///
+    /// # Errors
+    ///
+    /// An unknown id, a stored result that is missing, or a backend failure.
+    pub async fn outcomes(
+        &self,
+        ids: &[InvocationId],
+    ) -> Result<Vec<pynenc_model::InvocationOutcome>> {
+        let mut outcomes = self.state_backend().get_outcomes(ids).await?;
+        self.inner
+            .data
+            .resolve_outcomes(self.data_store(), ids, &mut outcomes)
+            .await?;
+        Ok(outcomes)
+    }
+
     /// [`Pynenc::wait_for`], with the outcomes when the runner read them.
     async fn wait_until_final(
         &self,
