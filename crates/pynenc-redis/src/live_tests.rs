@@ -114,6 +114,27 @@ mod queries;
 mod status_waits;
 
 /// A call of `task` with the argument `i`.
+/// The URL of a user who may do everything on pynenc's keys but load
+/// functions (steps then run as scripts).
+fn user_without_functions(server: &RedisServer) -> String {
+    let r = server
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "nofn",
+            "on",
+            ">pw",
+            "~__pynenc__:*",
+            "&__pynenc__:*",
+            "+@all",
+            "-@dangerous",
+            "-function",
+        ])
+        .expect("ACL SETUSER");
+    assert_eq!(r, Resp::Simple("OK".into()));
+    format!("redis://nofn:pw@127.0.0.1:{}/0", server.port())
+}
+
 fn call_of(task: &str, i: i64) -> RouteRequest {
     let arguments = Arguments::new()
         .with(Serializer::Json, "i", &i)
@@ -179,25 +200,8 @@ fn keys_of(server: &RedisServer, b: &RedisBackend) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_run_as_scripts_where_functions_are_denied() {
     let server = server_or_skip!();
-    let r = server
-        .command(&[
-            "ACL",
-            "SETUSER",
-            "nofn",
-            "on",
-            ">pw",
-            "~__pynenc__:*",
-            "&__pynenc__:*",
-            "+@all",
-            "-@dangerous",
-            "-function",
-        ])
-        .expect("ACL SETUSER");
-    assert_eq!(r, Resp::Simple("OK".into()));
-    let restricted = backend(
-        &format!("redis://nofn:pw@127.0.0.1:{}/0", server.port()),
-        "scripts",
-    );
+    let url = user_without_functions(&server);
+    let restricted = backend(&url, "scripts");
     let ids = route(&restricted, 5).await;
     run_all(&restricted, "runner-a", &ids).await;
     assert_eq!(restricted.functions.load(Ordering::Acquire), FUNCTIONS_OFF);

@@ -169,25 +169,7 @@ async fn a_claim_racing_the_sweep_keeps_its_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_step_runs_as_a_script() {
     let server = server_or_skip!();
-    let r = server
-        .command(&[
-            "ACL",
-            "SETUSER",
-            "nofn",
-            "on",
-            ">pw",
-            "~__pynenc__:*",
-            "&__pynenc__:*",
-            "+@all",
-            "-@dangerous",
-            "-function",
-        ])
-        .expect("ACL SETUSER");
-    assert_eq!(r, Resp::Simple("OK".into()));
-    let b = backend(
-        &format!("redis://nofn:pw@127.0.0.1:{}/0", server.port()),
-        "data-scripts",
-    );
+    let b = backend(&user_without_functions(&server), "data-scripts");
     let text = values("s", 1).remove(0);
     let r = DataRef::of(&text);
     let id = InvocationId::time_ordered();
