@@ -36,7 +36,10 @@ pub struct RouteRequest {
     pub rerun_of: Option<InvocationId>,
     /// The id a new invocation gets (`None`: the backend picks one). A
     /// caller chooses it when it must name the invocation before routing:
-    /// as the holder of values its arguments keep in the data store.
+    /// as the holder of values its arguments keep in the data store, or as
+    /// the key of a call that must be made once (a trigger's firing, see
+    /// [`InvocationId::keyed`]). If an invocation with this id exists, routing
+    /// returns it as reused and creates nothing.
     pub invocation_id: Option<InvocationId>,
 }
 

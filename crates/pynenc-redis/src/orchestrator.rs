@@ -225,9 +225,14 @@ impl RedisBackend {
             && c.running_key.is_none()
             && req.scheduled_at.is_none()
             && req.actor.is_empty()
-            && req.rerun_of.is_none();
+            && req.rerun_of.is_none()
+            && req.invocation_id.is_none();
         if !plain {
             flags.push('+');
+            if req.invocation_id.is_some() {
+                // the caller chose the id: routed again, it is reused
+                flags.push('k');
+            }
         }
         args.push(flags.into_bytes());
         args.push(tc.as_bytes().to_vec());

@@ -489,7 +489,10 @@ macro_rules! conformance_tests {
             c08_cancel_wins_over_a_retry,
             d01_data_store_values,
             d02_large_argument_to_many_subtasks,
-            d03_results_options_and_reruns
+            d03_results_options_and_reruns,
+            t01_keyed_routing_makes_one_invocation,
+            t02_cron_trigger_fires_once_per_tick,
+            t03_bad_triggers_are_refused_at_build
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

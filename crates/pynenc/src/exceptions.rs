@@ -116,6 +116,18 @@ pub enum PynencError {
     /// A value could not be serialized or deserialized.
     #[error(transparent)]
     Serialization(#[from] SerializationError),
+    /// A trigger declared for the app cannot be used (an invalid cron
+    /// expression or time zone, arguments that do not fit its task); the
+    /// app is not built.
+    #[error("trigger {trigger} (calls {task_id}): {message}")]
+    InvalidTrigger {
+        /// The trigger's name.
+        trigger: String,
+        /// The task it calls.
+        task_id: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The backend failed (unreachable, refused, corrupt data, a bad
     /// option); the operation wrote nothing.
     #[error(transparent)]
@@ -287,6 +299,7 @@ impl PynencError {
             PynencError::TaskNotRegistered { .. } => "TaskNotRegisteredError",
             PynencError::StatusTransition { .. } => model::STATUS_TRANSITION_ERROR_KIND,
             PynencError::Serialization(_) => model::SERIALIZATION_ERROR_KIND,
+            PynencError::InvalidTrigger { .. } => "InvalidTriggerError",
             PynencError::StateBackend(_) => model::STATE_BACKEND_ERROR_KIND,
             PynencError::Runner { .. } => "RunnerError",
             PynencError::RunnerNotExecutable { .. } => "RunnerNotExecutableError",

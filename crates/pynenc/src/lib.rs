@@ -93,6 +93,7 @@ pub mod exceptions;
 pub mod invocation;
 pub mod runner;
 pub mod task;
+mod trigger;
 
 pub use pynenc_model::{arguments, call, serializer, status};
 
@@ -147,6 +148,7 @@ pub use runner::{
     RunnerHandle, SpawnedRunner, ThreadRunner,
 };
 pub use task::{Shared, Task};
+pub use trigger::{Trigger, TriggerInfo};
 
 /// The `#[task]` attribute: see the `pynenc-macros` crate documentation.
 pub use pynenc_macros::task;

@@ -7,7 +7,9 @@
 -- when the flags end with '+', 9 more fields: the call id, parent_inv,
 -- parent_call, gkey, rkey, scheduled_at,
 -- actor, registration scope ('a' active, 'c<ttl_us>' cached), rerun_of
--- ('' = none). A plain call is four arguments.
+-- ('' = none). A plain call is four arguments. The flags end with '+k'
+-- when the caller chose the id: if that invocation exists, it is reused
+-- (the same call routed again, e.g. a trigger's firing).
 -- Registration concurrency reuses (never for a rerun) a REGISTERED
 -- invocation of the key, then for scope active or cached the oldest
 -- active one (`gact:{key}`), then for scope cached the newest SUCCESS that
@@ -105,6 +107,13 @@ local function route_one(i, b)
       -- created by the first attempt of this very call
       return {'N', id, created}, last
     end
+  end
+  if string.sub(flags, 5, 5) == 'k' and redis.call('EXISTS', k('inv', id)) == 1 then
+    local out = {'R', 1}
+    for _, v in ipairs(record(id)) do
+      out[#out + 1] = v
+    end
+    return out, last
   end
   if cycle == '1' and pcall_id then
     check_cycle(i, pinv, pcall_id, call_id)

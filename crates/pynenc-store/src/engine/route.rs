@@ -35,6 +35,13 @@ pub fn route(
         txn.prefetch_callees(&checked)?;
     }
     for (req, call_id) in requests.into_iter().zip(call_ids) {
+        // a caller-chosen id routed again: the invocation it made
+        if let Some(id) = &req.invocation_id {
+            if let Some(record) = txn.get_invocation(id)? {
+                outcomes.push(RouteOutcome::Reused { record, diff: None });
+                continue;
+            }
+        }
         if let (true, Some(parent_call), Some(call_id)) = (
             req.cycle_control,
             req.parent_call_id.as_ref(),

@@ -11,6 +11,7 @@ mod data;
 mod lifecycle;
 mod queries;
 mod retries;
+mod triggers;
 
 pub use bad_input::*;
 pub use blocking::*;
@@ -21,6 +22,7 @@ pub use data::*;
 pub use lifecycle::*;
 pub use queries::*;
 pub use retries::*;
+pub use triggers::*;
 
 use crate::{check_histories, ok};
 

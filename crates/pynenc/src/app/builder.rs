@@ -15,18 +15,21 @@ use crate::exceptions::{did_you_mean, Result};
 use crate::runner::external_runner_id;
 use crate::serializer::Serializer;
 use crate::task::{registered_tasks, TaskOptions, TaskRegistry};
+use crate::trigger::{ResolvedTrigger, Trigger};
 
 /// Builds a [`Pynenc`] app. Every setting can also come from configuration
 /// files and `PYNENC__…` environment variables; values set here win.
 pub struct PynencBuilder {
     loader: ConfigLoader,
     backend: Option<Backend>,
+    triggers: Vec<Trigger>,
 }
 
 impl std::fmt::Debug for PynencBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PynencBuilder")
             .field("backend", &self.backend)
+            .field("triggers", &self.triggers)
             .finish()
     }
 }
@@ -36,7 +39,15 @@ impl PynencBuilder {
         PynencBuilder {
             loader: ConfigLoader::new(),
             backend: None,
+            triggers: Vec::new(),
         }
+    }
+
+    /// Adds a trigger: calls the app makes by itself (see [`Trigger`]),
+    /// checked when the app is built and fired by the runners.
+    pub fn trigger(mut self, trigger: Trigger) -> Self {
+        self.triggers.push(trigger);
+        self
     }
 
     /// Sets the app id (isolates apps sharing a backend).
@@ -175,6 +186,7 @@ impl PynencBuilder {
         };
         let components = backend.open(&conf)?;
         let registry = register_tasks(&conf)?;
+        let triggers = resolve_triggers(&self.triggers, &conf, &registry)?;
         let conf_data = conf.data_store.clone();
         let app = Pynenc {
             inner: Arc::new(AppInner {
@@ -184,6 +196,7 @@ impl PynencBuilder {
                 registry,
                 external_runner_id: external_runner_id(),
                 data: DataClient::new(&conf_data),
+                triggers,
             }),
         };
         context::set_default_app(&app, true);
@@ -218,4 +231,28 @@ fn register_tasks(conf: &PynencConfig) -> Result<TaskRegistry> {
         warn!(task_id = %unmatched.task_id, "{message}");
     }
     Ok(registry)
+}
+
+/// Checks every trigger against the app's serializer and tasks; two
+/// triggers with one name are refused (their firings would share keys).
+fn resolve_triggers(
+    triggers: &[Trigger],
+    conf: &PynencConfig,
+    registry: &TaskRegistry,
+) -> Result<Vec<ResolvedTrigger>> {
+    let mut out: Vec<ResolvedTrigger> = Vec::with_capacity(triggers.len());
+    for t in triggers {
+        let resolved = t.resolve(conf.serializer, |def, arguments| {
+            super::routing::check_arguments(registry.get(def.task_id)?, arguments)
+        })?;
+        if out.iter().any(|o| o.name == resolved.name) {
+            return Err(crate::PynencError::InvalidTrigger {
+                trigger: resolved.name.clone(),
+                task_id: resolved.task.task_id.to_string(),
+                message: "another trigger has this name: name one of them (Trigger::named)".into(),
+            });
+        }
+        out.push(resolved);
+    }
+    Ok(out)
 }

@@ -25,6 +25,7 @@ use crate::context;
 use crate::data::{DataCacheStats, DataClient};
 use crate::exceptions::Result;
 use crate::task::TaskRegistry;
+use crate::trigger::{ResolvedTrigger, TriggerInfo};
 
 struct AppInner {
     conf: PynencConfig,
@@ -33,6 +34,7 @@ struct AppInner {
     registry: TaskRegistry,
     external_runner_id: RunnerId,
     data: DataClient,
+    triggers: Vec<ResolvedTrigger>,
 }
 
 /// A Pynenc application: cheap to clone, shared by every task call.
@@ -89,6 +91,17 @@ impl Pynenc {
     /// The data store: large arguments and results kept out of band.
     pub fn data_store(&self) -> &Arc<dyn DataStore> {
         &self.inner.components.data_store
+    }
+
+    /// The app's triggers, with their next ticks.
+    pub fn triggers(&self) -> Vec<TriggerInfo> {
+        let now = pynenc_model::Timestamp::now();
+        self.inner.triggers.iter().map(|t| t.info(now)).collect()
+    }
+
+    /// The checked triggers (evaluated by the runners' upkeep).
+    pub(crate) fn resolved_triggers(&self) -> &[ResolvedTrigger] {
+        &self.inner.triggers
     }
 
     /// This process's side of the data store.

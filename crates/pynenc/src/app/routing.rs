@@ -26,7 +26,7 @@ pub(super) struct Caller {
 }
 
 /// The arguments of a call of `task` must name its parameters.
-fn check_arguments(task: &RegisteredTask, arguments: &Arguments) -> Result<()> {
+pub(crate) fn check_arguments(task: &RegisteredTask, arguments: &Arguments) -> Result<()> {
     let def = task.definition;
     let names_match = arguments.len() == def.params.len()
         && arguments

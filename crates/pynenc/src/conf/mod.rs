@@ -83,7 +83,7 @@ use pynenc_model::{ArgumentPrintMode, TaskOptions};
 use table::{field_value, find_key, set_field, FIELDS};
 pub use table::{
     ConfigField, DataStoreConfig, OrchestratorConfig, PynencConfig, RedisConfig, RetentionConfig,
-    RunnerConfig, SqliteConfig,
+    RunnerConfig, SqliteConfig, TriggersConfig,
 };
 pub(crate) use tasks::near_task_ids;
 use tasks::{apply_task_option, normalize_task_id, shell_key, task_key};

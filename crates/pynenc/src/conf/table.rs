@@ -281,6 +281,18 @@ config_table! {
         grace_seconds: f64 = 300.0, check = non_negative;
     }
 
+    /// How runners evaluate the app's triggers (`[triggers]`,
+    /// `PYNENC__TRIGGERS__*`): one runner at a time, under a lease.
+    triggers: TriggersConfig {
+        /// How often the runner holding the triggers' lease looks for due
+        /// ticks, in seconds.
+        evaluate_interval_seconds: f64 = 0.5, check = positive;
+        /// Ticks up to this late are still fired (by the next evaluator,
+        /// after a runner died or while none was up); older ones are
+        /// skipped. In seconds.
+        missed_tick_window_seconds: f64 = 10.0, check = positive;
+    }
+
     /// Settings of the runners (`[runner]`, `PYNENC__RUNNER__*`).
     runner: RunnerConfig {
         /// The runner `app.runner()` builds: `thread` (in-process), `process`

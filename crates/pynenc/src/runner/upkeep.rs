@@ -14,6 +14,7 @@ use super::stop::StopSignal;
 use crate::app::Pynenc;
 use crate::conf::RunnerKind;
 use crate::exceptions::PynencError;
+use crate::trigger::fire_due;
 
 /// The wait of a runner loop after a failed pick: 10 ms, doubling up to
 /// 5 s while picks keep failing, back to 10 ms once one works.
@@ -184,11 +185,18 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
     let prune_every = keep_runners.clamp(recover_every, Duration::from_secs(60).max(recover_every));
     let retention = conf.retention_policy();
     let recovery_actor = RunnerId::from(format!("recovery@{runner_id}"));
-    let tick = if upkeep {
+    let triggers = app.resolved_triggers();
+    let trigger_every = secs(conf.triggers.evaluate_interval_seconds);
+    let missed_window = secs(conf.triggers.missed_tick_window_seconds);
+    let mut tick = if upkeep {
         heartbeat_every.min(recover_every).min(purge_every)
     } else {
         heartbeat_every
     };
+    if upkeep && !triggers.is_empty() {
+        tick = tick.min(trigger_every);
+    }
+    let mut last_triggers = Instant::now();
     let (mut last_beat, mut last_recover, mut last_purge, mut last_prune) = (
         Instant::now(),
         Instant::now(),
@@ -203,6 +211,23 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
         }
         if !upkeep {
             continue;
+        }
+        if !triggers.is_empty() && last_triggers.elapsed() >= trigger_every {
+            last_triggers = Instant::now();
+            // one evaluator at a time; a lease that moves mid-tick fires
+            // nothing twice (each firing is keyed)
+            match coordination
+                .try_lease("triggers", &runner_id, trigger_every * 3)
+                .await
+            {
+                Ok(true) => {
+                    if let Err(e) = fire_due(&app, triggers, missed_window).await {
+                        warn!(error = %e, "could not fire the due triggers");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "could not take the triggers' lease"),
+            }
         }
         if last_recover.elapsed() >= recover_every {
             last_recover = Instant::now();

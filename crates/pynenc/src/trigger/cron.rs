@@ -1,0 +1,116 @@
+//! Cron schedules: an expression (with an optional seconds field) in a time
+//! zone, and its ticks in a window of time.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+use pynenc_model::Timestamp;
+
+/// A parsed cron expression and its time zone.
+#[derive(Debug, Clone)]
+pub(crate) struct CronSchedule {
+    cron: Cron,
+    tz: Tz,
+}
+
+impl CronSchedule {
+    /// Parses `expr` (five fields, or six with seconds first) in the time
+    /// zone named `tz` (an IANA name such as `Europe/Madrid`; `UTC` when none).
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with the expression or the time zone.
+    pub(crate) fn parse(expr: &str, tz: Option<&str>) -> Result<Self, String> {
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse(expr)
+            .map_err(|e| format!("invalid cron expression '{expr}': {e}"))?;
+        let tz = match tz {
+            None => Tz::UTC,
+            Some(name) => Tz::from_str(name).map_err(|_| {
+                format!("unknown time zone '{name}' (an IANA name, e.g. 'Europe/Madrid' or 'UTC')")
+            })?,
+        };
+        Ok(CronSchedule { cron, tz })
+    }
+
+    /// The ticks after `after` and up to `until` (inclusive), oldest first;
+    /// at most `max` of them (the newest are kept).
+    pub(crate) fn ticks(&self, after: Timestamp, until: Timestamp, max: usize) -> Vec<Timestamp> {
+        // from the whole second: the ticks are on whole seconds (the
+        // schedule's iterator keeps the start's fraction of a second)
+        let whole = Timestamp::from_micros(after.as_micros().div_euclid(1_000_000) * 1_000_000);
+        let (Some(start), Some(end)) = (to_utc(whole), to_utc(until)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Timestamp> = self
+            .cron
+            .iter_after(start.with_timezone(&self.tz))
+            .map(|t| t.with_timezone(&Utc))
+            .take_while(|t| *t <= end)
+            .map(|t| Timestamp::from_micros(t.timestamp_micros()))
+            .collect();
+        if out.len() > max {
+            out.drain(..out.len() - max);
+        }
+        out
+    }
+
+    /// The next tick after `now`, if there is one.
+    pub(crate) fn next_after(&self, now: Timestamp) -> Option<Timestamp> {
+        let whole = Timestamp::from_micros(now.as_micros().div_euclid(1_000_000) * 1_000_000);
+        let start = to_utc(whole)?.with_timezone(&self.tz);
+        let next = self.cron.find_next_occurrence(&start, false).ok()?;
+        Some(Timestamp::from_micros(
+            next.with_timezone(&Utc).timestamp_micros(),
+        ))
+    }
+}
+
+fn to_utc(t: Timestamp) -> Option<DateTime<Utc>> {
+    Utc.timestamp_micros(t.as_micros()).single()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        let t = DateTime::parse_from_rfc3339(s).unwrap();
+        Timestamp::from_micros(t.timestamp_micros())
+    }
+
+    #[test]
+    fn ticks_in_a_window_with_seconds_and_time_zones() {
+        let every_2s = CronSchedule::parse("*/2 * * * * *", None).unwrap();
+        let ticks = every_2s.ticks(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:09Z"), 100);
+        // a start within a second: the ticks stay on whole seconds
+        let from_fraction =
+            every_2s.ticks(at("2026-01-01T00:00:00.250Z"), at("2026-01-01T00:00:09Z"), 100);
+        assert_eq!(from_fraction, ticks);
+        assert_eq!(ticks.len(), 4, "2, 4, 6, 8 (the start is excluded)");
+        assert_eq!(ticks[0], at("2026-01-01T00:00:02Z"));
+        let last_two = every_2s.ticks(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:09Z"), 2);
+        assert_eq!(
+            last_two,
+            vec![at("2026-01-01T00:00:06Z"), at("2026-01-01T00:00:08Z")]
+        );
+        // five fields: minutes; 09:00 in Madrid is 08:00 UTC in winter
+        let nine = CronSchedule::parse("0 9 * * *", Some("Europe/Madrid")).unwrap();
+        assert_eq!(
+            nine.next_after(at("2026-01-15T00:00:00Z")),
+            Some(at("2026-01-15T08:00:00Z"))
+        );
+        let err = CronSchedule::parse("61 * * * *", None).unwrap_err();
+        assert!(
+            err.contains("invalid cron expression '61 * * * *'"),
+            "{err}"
+        );
+        let err = CronSchedule::parse("* * * * *", Some("Mars/Olympus")).unwrap_err();
+        assert!(err.contains("unknown time zone 'Mars/Olympus'"), "{err}");
+    }
+}
