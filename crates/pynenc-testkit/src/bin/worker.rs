@@ -8,6 +8,9 @@
 //!   the invocation's statuses one per line and `DONE`.
 //! - `run`: runs the runner `runner.kind` names until a signal (for shared
 //!   backends); process runners start this binary again as their children.
+//!
+//! With `PYNENC_TEST_TRIGGER=<cron expression>` the app has a trigger
+//! named `test trigger` calling `add(1, 2)` on that schedule.
 
 use std::io::Write;
 use std::time::Duration;
@@ -28,7 +31,14 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "run".into());
-    let app = Pynenc::builder().build()?;
+    let mut builder = Pynenc::builder();
+    if let Ok(expr) = std::env::var("PYNENC_TEST_TRIGGER") {
+        // a cron trigger calling add(1, 2), for the trigger tests
+        builder = builder.trigger(
+            pynenc::Trigger::cron(&expr, tasks::add::task(), (1i64, 2i64)).named("test trigger"),
+        );
+    }
+    let app = builder.build()?;
     match mode.as_str() {
         "sleep-then-report" => {
             let ms: u64 = std::env::args()

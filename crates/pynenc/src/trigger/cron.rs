@@ -89,8 +89,11 @@ mod tests {
         let every_2s = CronSchedule::parse("*/2 * * * * *", None).unwrap();
         let ticks = every_2s.ticks(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:09Z"), 100);
         // a start within a second: the ticks stay on whole seconds
-        let from_fraction =
-            every_2s.ticks(at("2026-01-01T00:00:00.250Z"), at("2026-01-01T00:00:09Z"), 100);
+        let from_fraction = every_2s.ticks(
+            at("2026-01-01T00:00:00.250Z"),
+            at("2026-01-01T00:00:09Z"),
+            100,
+        );
         assert_eq!(from_fraction, ticks);
         assert_eq!(ticks.len(), 4, "2, 4, 6, 8 (the start is excluded)");
         assert_eq!(ticks[0], at("2026-01-01T00:00:02Z"));

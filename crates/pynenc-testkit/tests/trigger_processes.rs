@@ -1,0 +1,118 @@
+//! Cron triggers with three runner processes on one backend (SQLite, and a
+//! `redis-server` of the test's own, skipped with a message when it is not
+//! installed, a failure with `PYNENC_REQUIRE_REDIS=1`): over 60 one-second
+//! ticks, exactly one invocation per tick — none lost, none twice — also
+//! when the runner evaluating the triggers is SIGKILLed during the run.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pynenc::model::{InvocationQuery, Order};
+use pynenc::{InvocationId, TaskId, Timestamp};
+use pynenc_operate::Operate;
+use pynenc_testkit::process::{signal, SharedBackend};
+use pynenc_testkit::runner_process::RunnerProcess;
+use pynenc_testkit::tasks::add;
+use pynenc_testkit::{ok, start_runner};
+
+/// How long the runners fire: 60 one-second ticks.
+const RUN: Duration = Duration::from_secs(61);
+
+async fn sixty_ticks_with_a_killed_evaluator(backend: SharedBackend, logs: &Path) {
+    let app_id = "triggers";
+    let env = [
+        ("PYNENC_TEST_TRIGGER", "* * * * * *"),
+        ("PYNENC__TRIGGERS__EVALUATE_INTERVAL_SECONDS", "0.2"),
+        ("PYNENC__RUNNER__RUNNER_DEAD_AFTER_SECONDS", "2"),
+    ];
+    let exe = env!("CARGO_BIN_EXE_worker");
+    let mut runners: Vec<RunnerProcess> = (0..3)
+        .map(|i| RunnerProcess::start(exe, &backend, logs, app_id, &format!("r{i}"), &env))
+        .collect();
+    let app = ok(backend.app(app_id), "app");
+    let started = Instant::now();
+    let start = Timestamp::now();
+
+    // a third of the way in, kill the runner that holds the triggers' lease
+    tokio::time::sleep(RUN / 3).await;
+    let holder = ok(app.queries().lease("triggers").await, "lease").expect("a lease holder");
+    let infos = ok(app.queries().runners().await, "runners");
+    let pid = infos
+        .iter()
+        .find(|r| r.runner_id == holder.holder)
+        .map(|r| r.pid)
+        .expect("the lease holder is a listed runner");
+    let victim = runners
+        .iter()
+        .position(|r| r.pid == pid)
+        .expect("the lease holder is one of the runner processes");
+    signal(pid, "-KILL");
+    let killed_at = Timestamp::now();
+    drop(runners.remove(victim));
+
+    tokio::time::sleep(RUN.saturating_sub(started.elapsed())).await;
+    for r in runners {
+        r.stop();
+    }
+    let end = Timestamp::now();
+
+    let query = InvocationQuery {
+        task_ids: vec![TaskId::from(add::task().task_id())],
+        order: Order::OldestFirst,
+        ..InvocationQuery::new()
+    };
+    let listed = ok(app.inspect().list_all(&query, 10_000).await, "list");
+    let ids: Vec<InvocationId> = listed.iter().map(|s| s.invocation_id).collect();
+    let ticks: BTreeSet<i64> = ids.iter().map(InvocationId::time_micros).collect();
+    assert_eq!(ticks.len(), ids.len(), "a tick fired twice");
+    let (first, last) = (
+        *ticks.first().expect("fired"),
+        *ticks.last().expect("fired"),
+    );
+    assert_eq!(
+        ticks.len() as i64,
+        (last - first) / 1_000_000 + 1,
+        "a tick was lost between the first and the last (the kill was at {killed_at})"
+    );
+    assert!(
+        first <= start.as_micros() + 2_000_000,
+        "fired from the start"
+    );
+    assert!(last >= end.as_micros() - 2_000_000, "fired until the end");
+    assert!(ticks.len() >= 60, "{} ticks", ticks.len());
+    println!(
+        "{} ticks, one invocation each; the evaluator was killed at {killed_at}",
+        ticks.len()
+    );
+    // every firing runs
+    let runner = start_runner(&app, 8);
+    for id in &ids {
+        let v = ok(
+            ok(app.invocation(id).await, "handle").result().await,
+            "result",
+        );
+        assert_eq!(v, serde_json::json!(3));
+    }
+    ok(runner.stop().await, "stop");
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sixty_ticks_with_a_killed_evaluator() {
+    let (dir, db) = pynenc_testkit::process::fresh_db("triggers.db");
+    sixty_ticks_with_a_killed_evaluator(SharedBackend::Sqlite(db), dir.path()).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sixty_ticks_with_a_killed_evaluator() {
+    use pynenc_testkit::redis_server::{skip_reason, RedisServer};
+    if let Some(reason) = skip_reason() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    sixty_ticks_with_a_killed_evaluator(SharedBackend::Redis(server.url()), dir.path()).await;
+}
