@@ -35,7 +35,12 @@ async fn fan_out(n: i64) -> Result<i64, pynenc::PynencError> {
 
 fn main() -> ExitCode {
     pynenc_cli::init_logging();
-    if let Some(code) = pynenc_cli::run_if_requested(pynenc::Pynenc::builder().app_id("shop")) {
+    // a trigger: `embedded pynenc triggers` lists it (new year only, so the
+    // runner of the examples never fires it)
+    let new_year =
+        pynenc::Trigger::cron("0 0 0 1 1 *", add::task(), (2026i64, 1i64)).named("new year");
+    let builder = pynenc::Pynenc::builder().app_id("shop").trigger(new_year);
+    if let Some(code) = pynenc_cli::run_if_requested(builder) {
         return code;
     }
     println!("this program's own work; try `embedded pynenc --help`");

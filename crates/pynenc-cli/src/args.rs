@@ -94,6 +94,9 @@ pub enum Command {
     Queue(QueueArgs),
     /// The app ids found on the backend.
     Apps,
+    /// The program's triggers: schedule, next tick, and what their latest
+    /// ticks fired (embedded form only).
+    Triggers,
     /// Cancel invocations by id or by filter.
     Cancel(CancelArgs),
     /// Run invocations again, by id or by filter: a new invocation of the

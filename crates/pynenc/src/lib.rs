@@ -148,7 +148,7 @@ pub use runner::{
     RunnerHandle, SpawnedRunner, ThreadRunner,
 };
 pub use task::{Shared, Task};
-pub use trigger::{Trigger, TriggerInfo};
+pub use trigger::{Trigger, TriggerFiring, TriggerInfo, RECENT_TICKS};
 
 /// The `#[task]` attribute: see the `pynenc-macros` crate documentation.
 pub use pynenc_macros::task;

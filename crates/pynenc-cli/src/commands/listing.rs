@@ -226,3 +226,30 @@ pub(crate) async fn apps(out: &Out, app: &Pynenc) -> Result<()> {
     }
     Ok(())
 }
+
+/// `triggers`: the program's triggers and what their latest ticks fired.
+pub(crate) async fn triggers(out: &Out, app: &Pynenc) -> Result<()> {
+    let triggers = app.triggers().await?;
+    if out.json {
+        return out.json(&json!({ "triggers": triggers }));
+    }
+    let mut t = Table::new(&["TRIGGER", "CRON", "TASK", "NEXT TICK", "LATEST TICKS"]);
+    for tr in &triggers {
+        let recent: Vec<String> = tr
+            .recent
+            .iter()
+            .map(|f| {
+                let status = f.status.map_or("not fired".to_string(), |s| s.to_string());
+                format!("{} {status}", time(f.tick))
+            })
+            .collect();
+        t.row(vec![
+            tr.name.clone(),
+            tr.cron.clone(),
+            tr.task_id.clone(),
+            tr.next_tick.map(time).unwrap_or_default(),
+            recent.join(", "),
+        ]);
+    }
+    t.print(out, "this program declares no trigger")
+}

@@ -35,6 +35,14 @@ pub(crate) async fn run(cli: Cli, builder: PynencBuilder, form: Form) -> Result<
             }
             Need::MayCreate
         }
+        Command::Triggers if form == Form::Standalone => {
+            return Err(CliError::Usage(
+                "`triggers` lists the program's own triggers: run it from your program's \
+                 embedded command line (pynenc_cli::run_if_requested)"
+                    .into(),
+            ))
+        }
+        Command::Triggers => Need::MayCreate,
         Command::Call(_) if form == Form::Standalone => Need::ExistingApp,
         Command::Call(_) => Need::MayCreate,
         Command::Apps => Need::ExistingBackend,
@@ -51,6 +59,7 @@ pub(crate) async fn run(cli: Cli, builder: PynencBuilder, form: Form) -> Result<
         Command::Runners => listing::runners(&out, &app).await,
         Command::Queue(a) => listing::queue(&out, &app, a.next).await,
         Command::Apps => listing::apps(&out, &app).await,
+        Command::Triggers => listing::triggers(&out, &app).await,
         Command::Cancel(a) => act::cancel(&out, &app, &a).await,
         Command::Rerun(a) => act::rerun(&out, &app, &a).await,
         Command::RetryFailed(a) => act::retry_failed(&out, &app, &a).await,

@@ -160,3 +160,38 @@ fn the_embedded_form_calls_tasks_and_runs_a_runner() {
     let o = run(&exe, dir.path(), &["hello"]);
     assert!(stdout(&o).contains("own work"));
 }
+
+#[test]
+fn triggers_lists_the_programs_triggers_and_their_latest_ticks() {
+    let exe = embedded_exe();
+    assert!(exe.is_file(), "{} was not built", exe.display());
+    let dir = tempdir();
+    let o = run(&exe, dir.path(), &["pynenc", "triggers"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("new year") && text.contains("0 0 0 1 1 *"),
+        "{text}"
+    );
+    assert!(
+        text.contains("embedded::add") && text.contains("not fired"),
+        "{text}"
+    );
+    let o = run(&exe, dir.path(), &["pynenc", "--json", "triggers"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let t = &v["triggers"][0];
+    assert_eq!(t["name"], "new year");
+    assert_eq!(
+        t["recent"].as_array().map(Vec::len),
+        Some(pynenc::RECENT_TICKS)
+    );
+    assert!(
+        t["next_tick"].is_string() || t["next_tick"].is_number(),
+        "{v}"
+    );
+    // the standalone command line has no program triggers
+    let o = pynenc(dir.path(), &["triggers"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("embedded"), "{}", stderr(&o));
+}

@@ -44,6 +44,7 @@ fn help_texts_match_their_snapshots() {
         &["runners"],
         &["queue"],
         &["apps"],
+        &["triggers"],
         &["cancel"],
         &["rerun"],
         &["retry-failed"],

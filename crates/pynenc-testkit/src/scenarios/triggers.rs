@@ -110,8 +110,14 @@ pub async fn t02_cron_trigger_fires_once_per_tick(f: &dyn BackendFactory) {
         )
     };
     let (a, b) = (build(), build());
-    assert_eq!(a.triggers().len(), 1);
-    assert_eq!(a.triggers()[0].name, "t02 every second");
+    let listed = ok(a.triggers().await, "triggers");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "t02 every second");
+    assert_eq!(listed[0].recent.len(), pynenc::RECENT_TICKS);
+    assert!(
+        listed[0].recent.iter().all(|f| f.status.is_none()),
+        "nothing fired yet"
+    );
     let start = Timestamp::now();
     let (ra, rb) = (start_runner(&a, 2), start_runner(&b, 2));
     tokio::time::sleep(Duration::from_millis(4500)).await;
@@ -138,6 +144,17 @@ pub async fn t02_cron_trigger_fires_once_per_tick(f: &dyn BackendFactory) {
     );
     assert!(last >= end.as_micros() - 1_600_000, "fired until the end");
     assert!(ticks.len() >= 4, "{} ticks in 4.5 s", ticks.len());
+    // the listing shows the recent ticks and what they fired
+    let listed = ok(a.triggers().await, "triggers");
+    let fired = listed[0]
+        .recent
+        .iter()
+        .filter(|f| f.status.is_some())
+        .count();
+    assert!(fired >= 1, "{:?}", listed[0].recent);
+    for f in listed[0].recent.iter().filter(|f| f.status.is_some()) {
+        assert!(ids.contains(&f.invocation_id));
+    }
     // a runner without triggers runs them all
     let drain = new_app(f, "t02", &[]);
     let runner = start_runner(&drain, 2);

@@ -93,10 +93,28 @@ impl Pynenc {
         &self.inner.components.data_store
     }
 
-    /// The app's triggers, with their next ticks.
-    pub fn triggers(&self) -> Vec<TriggerInfo> {
+    /// The app's triggers: their next tick, and their last
+    /// [`crate::trigger::RECENT_TICKS`] ticks with the status of the
+    /// invocation each fired.
+    ///
+    /// # Errors
+    ///
+    /// The backend failed.
+    pub async fn triggers(&self) -> Result<Vec<TriggerInfo>> {
         let now = pynenc_model::Timestamp::now();
-        self.inner.triggers.iter().map(|t| t.info(now)).collect()
+        let mut out = Vec::with_capacity(self.inner.triggers.len());
+        for t in &self.inner.triggers {
+            let mut info = t.info(now, crate::trigger::RECENT_TICKS);
+            for firing in &mut info.recent {
+                firing.status = match self.orchestrator().get_status(&firing.invocation_id).await {
+                    Ok(s) => Some(s.status),
+                    Err(pynenc_store::StoreError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+            }
+            out.push(info);
+        }
+        Ok(out)
     }
 
     /// The checked triggers (evaluated by the runners' upkeep).

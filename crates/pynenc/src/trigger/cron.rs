@@ -60,6 +60,23 @@ impl CronSchedule {
         out
     }
 
+    /// The last `n` ticks at or before `now`, newest first.
+    pub(crate) fn previous(&self, now: Timestamp, n: usize) -> Vec<Timestamp> {
+        // before the next whole second (a tick at `now` counts): the
+        // iterator keeps the start's fraction of a second
+        let next_second =
+            Timestamp::from_micros((now.as_micros().div_euclid(1_000_000) + 1) * 1_000_000);
+        let Some(start) = to_utc(next_second) else {
+            return Vec::new();
+        };
+        self.cron
+            .iter_before(start.with_timezone(&self.tz))
+            .take(n)
+            .map(|t| Timestamp::from_micros(t.with_timezone(&Utc).timestamp_micros()))
+            .filter(|t| *t <= now)
+            .collect()
+    }
+
     /// The next tick after `now`, if there is one.
     pub(crate) fn next_after(&self, now: Timestamp) -> Option<Timestamp> {
         let whole = Timestamp::from_micros(now.as_micros().div_euclid(1_000_000) * 1_000_000);
@@ -107,6 +124,14 @@ mod tests {
         assert_eq!(
             nine.next_after(at("2026-01-15T00:00:00Z")),
             Some(at("2026-01-15T08:00:00Z"))
+        );
+        assert_eq!(
+            every_2s.previous(at("2026-01-01T00:00:05.500Z"), 2),
+            vec![at("2026-01-01T00:00:04Z"), at("2026-01-01T00:00:02Z")]
+        );
+        assert_eq!(
+            every_2s.previous(at("2026-01-01T00:00:04Z"), 1),
+            vec![at("2026-01-01T00:00:04Z")]
         );
         let err = CronSchedule::parse("61 * * * *", None).unwrap_err();
         assert!(

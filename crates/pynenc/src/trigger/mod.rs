@@ -30,6 +30,9 @@ use crate::task::{IntoArguments, Task, TaskDefinition};
 use cron::CronSchedule;
 pub(crate) use fire::fire_due;
 
+/// How many recent ticks [`crate::Pynenc::triggers`] shows per trigger.
+pub const RECENT_TICKS: usize = 5;
+
 type MakeArguments = Arc<dyn Fn(Serializer) -> Result<Arguments> + Send + Sync>;
 
 /// A trigger as declared: a condition and the call it makes.
@@ -156,7 +159,7 @@ impl ResolvedTrigger {
 }
 
 /// What an app's trigger is, for operators ([`crate::Pynenc::triggers`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TriggerInfo {
     /// The trigger's name (its firings are keyed by it).
     pub name: String,
@@ -166,15 +169,41 @@ pub struct TriggerInfo {
     pub task_id: String,
     /// Its next tick after now.
     pub next_tick: Option<Timestamp>,
+    /// Its latest ticks, newest first, with what each fired.
+    pub recent: Vec<TriggerFiring>,
+}
+
+/// One tick of a trigger and the invocation it fired.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TriggerFiring {
+    /// The tick.
+    pub tick: Timestamp,
+    /// The invocation of this tick (keyed by the trigger and the tick).
+    pub invocation_id: InvocationId,
+    /// Its status; `None` when the tick did not fire (no runner was up, or
+    /// the invocation was purged since).
+    pub status: Option<pynenc_model::InvocationStatus>,
 }
 
 impl ResolvedTrigger {
-    pub(crate) fn info(&self, now: Timestamp) -> TriggerInfo {
+    /// What the trigger is, with its last `recent` ticks (their statuses
+    /// still to be read).
+    pub(crate) fn info(&self, now: Timestamp, recent: usize) -> TriggerInfo {
         TriggerInfo {
             name: self.name.clone(),
             cron: self.expr.clone(),
             task_id: self.task.task_id.to_string(),
             next_tick: self.schedule.next_after(now),
+            recent: self
+                .schedule
+                .previous(now, recent)
+                .into_iter()
+                .map(|tick| TriggerFiring {
+                    tick,
+                    invocation_id: self.firing_id(tick),
+                    status: None,
+                })
+                .collect(),
         }
     }
 
