@@ -26,11 +26,12 @@ async fn sixty_ticks_with_a_killed_evaluator(backend: SharedBackend, logs: &Path
         ("PYNENC__TRIGGERS__EVALUATE_INTERVAL_SECONDS", "0.2"),
         ("PYNENC__RUNNER__RUNNER_DEAD_AFTER_SECONDS", "2"),
     ];
+    // the caller's app first: the schema exists before the runners open it
+    let app = ok(backend.app(app_id), "app");
     let exe = env!("CARGO_BIN_EXE_worker");
     let mut runners: Vec<RunnerProcess> = (0..3)
         .map(|i| RunnerProcess::start(exe, &backend, logs, app_id, &format!("r{i}"), &env))
         .collect();
-    let app = ok(backend.app(app_id), "app");
     let started = Instant::now();
     let start = Timestamp::now();
 
