@@ -414,3 +414,16 @@ pub async fn inline_len(data: String) -> usize {
 pub async fn low_threshold_len(data: String) -> usize {
     data.len()
 }
+
+/// Appends `line` to the file at `path` (a count of runs across processes).
+#[pynenc::task]
+pub async fn append_line(path: String, line: String) -> Result<(), TaskError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| TaskError::new("IoError", format!("cannot open {path}: {e}")))?;
+    writeln!(f, "{line}")
+        .map_err(|e| TaskError::new("IoError", format!("cannot write {path}: {e}")))
+}

@@ -13,16 +13,19 @@ use pynenc::{InvocationId, TaskId, Timestamp};
 use pynenc_operate::Operate;
 use pynenc_testkit::process::{signal, SharedBackend};
 use pynenc_testkit::runner_process::RunnerProcess;
-use pynenc_testkit::tasks::add;
-use pynenc_testkit::{ok, start_runner};
+use pynenc_testkit::tasks::append_line;
+use pynenc_testkit::{check_histories, ok, start_runner};
 
 /// How long the runners fire: 60 one-second ticks.
 const RUN: Duration = Duration::from_secs(61);
 
 async fn sixty_ticks_with_a_killed_evaluator(backend: SharedBackend, logs: &Path) {
     let app_id = "triggers";
+    let runs_file = logs.join("runs");
+    let runs_path = runs_file.display().to_string();
     let env = [
         ("PYNENC_TEST_TRIGGER", "* * * * * *"),
+        ("PYNENC_TEST_TRIGGER_FILE", runs_path.as_str()),
         ("PYNENC__TRIGGERS__EVALUATE_INTERVAL_SECONDS", "0.2"),
         ("PYNENC__RUNNER__RUNNER_DEAD_AFTER_SECONDS", "2"),
     ];
@@ -59,14 +62,15 @@ async fn sixty_ticks_with_a_killed_evaluator(backend: SharedBackend, logs: &Path
     let end = Timestamp::now();
 
     let query = InvocationQuery {
-        task_ids: vec![TaskId::from(add::task().task_id())],
+        task_ids: vec![TaskId::from(append_line::task().task_id())],
         order: Order::OldestFirst,
         ..InvocationQuery::new()
     };
     let listed = ok(app.inspect().list_all(&query, 10_000).await, "list");
     let ids: Vec<InvocationId> = listed.iter().map(|s| s.invocation_id).collect();
     let ticks: BTreeSet<i64> = ids.iter().map(InvocationId::time_micros).collect();
-    assert_eq!(ticks.len(), ids.len(), "a tick fired twice");
+    // one invocation per tick (keyed ids are one per tick); below, each ran once
+    assert_eq!(ticks.len(), ids.len(), "two invocations of one tick");
     let (first, last) = (
         *ticks.first().expect("fired"),
         *ticks.last().expect("fired"),
@@ -86,16 +90,19 @@ async fn sixty_ticks_with_a_killed_evaluator(backend: SharedBackend, logs: &Path
         "{} ticks, one invocation each; the evaluator was killed at {killed_at}",
         ticks.len()
     );
-    // every firing runs
+    // every firing runs, once: one line per tick in the runs file
     let runner = start_runner(&app, 8);
     for id in &ids {
         let v = ok(
             ok(app.invocation(id).await, "handle").result().await,
             "result",
         );
-        assert_eq!(v, serde_json::json!(3));
+        assert_eq!(v, serde_json::Value::Null);
     }
     ok(runner.stop().await, "stop");
+    let runs = std::fs::read_to_string(&runs_file).unwrap_or_default();
+    assert_eq!(runs.lines().count(), ticks.len(), "each tick ran once");
+    check_histories(&app).await;
 }
 
 #[cfg(feature = "sqlite")]

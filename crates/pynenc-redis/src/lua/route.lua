@@ -101,19 +101,21 @@ local function route_one(i, b)
     -- cycle control and registration concurrency compare call ids
     call_id = a[b + 5]
   end
-  if REPLAY then
-    local created = redis.call('HGET', k('inv', id), 'created')
-    if created then
-      -- created by the first attempt of this very call
-      return {'N', id, created}, last
-    end
-  end
+  -- a caller-chosen id that exists is reused (also on a replay: another
+  -- caller may have made it)
   if string.sub(flags, 5, 5) == 'k' and redis.call('EXISTS', k('inv', id)) == 1 then
     local out = {'R', 1}
     for _, v in ipairs(record(id)) do
       out[#out + 1] = v
     end
     return out, last
+  end
+  if REPLAY then
+    local created = redis.call('HGET', k('inv', id), 'created')
+    if created then
+      -- created by the first attempt of this very call
+      return {'N', id, created}, last
+    end
   end
   if cycle == '1' and pcall_id then
     check_cycle(i, pinv, pcall_id, call_id)

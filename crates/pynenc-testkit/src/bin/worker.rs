@@ -9,8 +9,9 @@
 //! - `run`: runs the runner `runner.kind` names until a signal (for shared
 //!   backends); process runners start this binary again as their children.
 //!
-//! With `PYNENC_TEST_TRIGGER=<cron expression>` the app has a trigger
-//! named `test trigger` calling `add(1, 2)` on that schedule.
+//! With `PYNENC_TEST_TRIGGER=<cron expression>` and
+//! `PYNENC_TEST_TRIGGER_FILE=<path>` the app has a trigger named `test
+//! trigger` calling `append_line(path, "run")` on that schedule.
 
 use std::io::Write;
 use std::time::Duration;
@@ -32,10 +33,15 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "run".into());
     let mut builder = Pynenc::builder();
-    if let Ok(expr) = std::env::var("PYNENC_TEST_TRIGGER") {
-        // a cron trigger calling add(1, 2), for the trigger tests
+    if let (Ok(expr), Ok(file)) = (
+        std::env::var("PYNENC_TEST_TRIGGER"),
+        std::env::var("PYNENC_TEST_TRIGGER_FILE"),
+    ) {
+        // a cron trigger appending a line to a file per run, for the
+        // trigger tests
+        let args = (file, "run".to_string());
         builder = builder.trigger(
-            pynenc::Trigger::cron(&expr, tasks::add::task(), (1i64, 2i64)).named("test trigger"),
+            pynenc::Trigger::cron(&expr, tasks::append_line::task(), args).named("test trigger"),
         );
     }
     let app = builder.build()?;

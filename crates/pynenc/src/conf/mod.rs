@@ -373,6 +373,21 @@ impl PynencConfig {
                 ),
             ));
         }
+        let t = &self.triggers;
+        // the lease of a dead evaluator lasts 3 intervals: the next one must
+        // still find its ticks in the window
+        if t.missed_tick_window_seconds < 3.0 * t.evaluate_interval_seconds + 1.0 {
+            return Err(self.pair_error(
+                "triggers.missed_tick_window_seconds",
+                "triggers.evaluate_interval_seconds",
+                format!(
+                    "missed_tick_window_seconds ({}) must be at least 3 × evaluate_interval_seconds + 1 ({}): \
+                     the ticks of an evaluator that died are fired by the next one within that window",
+                    t.missed_tick_window_seconds,
+                    3.0 * t.evaluate_interval_seconds + 1.0
+                ),
+            ));
+        }
         Ok(())
     }
 

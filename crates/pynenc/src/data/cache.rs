@@ -98,14 +98,16 @@ impl LocalCache {
 
     /// The reference of a value the cache holds with this exact text (found
     /// by length, then compared byte for byte: cheaper than hashing it).
-    pub(crate) fn find(&self, text: &str) -> Option<DataRef> {
+    pub(crate) fn find(&self, text: &str) -> Option<(DataRef, Arc<str>)> {
         let len = text.len() as u64;
         let e = self.lock();
         e.slots
             .iter()
             .filter(|(r, _)| r.len() == len)
-            .find(|(_, s)| s.get().is_some_and(|v| &**v == text))
-            .map(|(r, _)| *r)
+            .find_map(|(r, s)| {
+                let v = s.get()?;
+                (v.as_ptr() == text.as_ptr() || &**v == text).then(|| (*r, v.clone()))
+            })
     }
 
     /// The value, if the cache holds it.

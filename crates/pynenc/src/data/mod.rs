@@ -56,7 +56,9 @@ impl PendingValues {
         {
             return r;
         }
-        if let Some(r) = cache.find(text) {
+        if let Some((r, held)) = cache.find(text) {
+            // kept here too: the cache may drop it before the put
+            self.values.insert(r, held);
             return r;
         }
         let r = DataRef::of(text);
@@ -247,7 +249,7 @@ impl DataClient {
         let data = self
             .cache
             .find(&result)
-            .unwrap_or_else(|| DataRef::of(&result));
+            .map_or_else(|| DataRef::of(&result), |(r, _)| r);
         let claim = DataClaim {
             data,
             referenced_by: vec![*invocation_id],

@@ -14,7 +14,7 @@ use super::stop::StopSignal;
 use crate::app::Pynenc;
 use crate::conf::RunnerKind;
 use crate::exceptions::PynencError;
-use crate::trigger::fire_due;
+use crate::trigger::{fire_due, TriggerState};
 
 /// The wait of a runner loop after a failed pick: 10 ms, doubling up to
 /// 5 s while picks keep failing, back to 10 ms once one works.
@@ -197,6 +197,7 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
         tick = tick.min(trigger_every);
     }
     let mut last_triggers = Instant::now();
+    let mut trigger_state = TriggerState::default();
     let (mut last_beat, mut last_recover, mut last_purge, mut last_prune) = (
         Instant::now(),
         Instant::now(),
@@ -221,12 +222,15 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
                 .await
             {
                 Ok(true) => {
-                    if let Err(e) = fire_due(&app, triggers, missed_window).await {
-                        warn!(error = %e, "could not fire the due triggers");
-                    }
+                    fire_due(&app, triggers, missed_window, &mut trigger_state).await;
                 }
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "could not take the triggers' lease"),
+                // another runner evaluates: start from the whole window
+                // when the lease comes back
+                Ok(false) => trigger_state.forget(),
+                Err(e) => {
+                    trigger_state.forget();
+                    warn!(error = %e, "could not take the triggers' lease")
+                }
             }
         }
         if last_recover.elapsed() >= recover_every {

@@ -18,8 +18,9 @@ use pynenc_model::Arguments;
 /// `Shared` (a clone shares the value): the value is serialized at the first
 /// call and every later call reuses that text, so `parallelize` over 1,000
 /// calls sharing a 20 MB value serializes it once, holds it once, and the
-/// [data store](crate#large-arguments-and-results-the-data-store) stores it
-/// once without hashing or comparing it again. The task receives a
+/// data store (see the README's "Large arguments and results") hashes and
+/// stores it once, recognising the other calls' copies by their shared
+/// text without comparing bytes. The task receives a
 /// `Shared<T>`, which dereferences to the value.
 ///
 /// ```rust,ignore

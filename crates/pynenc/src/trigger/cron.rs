@@ -9,6 +9,10 @@ use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 use pynenc_model::Timestamp;
 
+/// The longest window [`CronSchedule::ticks`] looks at, in seconds (a day):
+/// older ticks are skipped.
+const MAX_WINDOW_SECONDS: i64 = 86_400;
+
 /// A parsed cron expression and its time zone.
 #[derive(Debug, Clone)]
 pub(crate) struct CronSchedule {
@@ -40,19 +44,24 @@ impl CronSchedule {
 
     /// The ticks after `after` and up to `until` (inclusive), oldest first;
     /// at most `max` of them (the newest are kept).
+    ///
+    /// Every whole second of the window is matched against the expression
+    /// in the schedule's time zone (ticks are whole seconds), so the ticks
+    /// come in time order across daylight-saving changes: in the hour a
+    /// change repeats, a local time that matches fires at both of its
+    /// instants; a local time a change skips does not fire.
     pub(crate) fn ticks(&self, after: Timestamp, until: Timestamp, max: usize) -> Vec<Timestamp> {
-        // from the whole second: the ticks are on whole seconds (the
-        // schedule's iterator keeps the start's fraction of a second)
-        let whole = Timestamp::from_micros(after.as_micros().div_euclid(1_000_000) * 1_000_000);
-        let (Some(start), Some(end)) = (to_utc(whole), to_utc(until)) else {
-            return Vec::new();
-        };
-        let mut out: Vec<Timestamp> = self
-            .cron
-            .iter_after(start.with_timezone(&self.tz))
-            .map(|t| t.with_timezone(&Utc))
-            .take_while(|t| *t <= end)
-            .map(|t| Timestamp::from_micros(t.timestamp_micros()))
+        let first = after.as_micros().div_euclid(1_000_000) + 1;
+        let last = until.as_micros().div_euclid(1_000_000);
+        let first = first.max(last.saturating_sub(MAX_WINDOW_SECONDS));
+        let mut out: Vec<Timestamp> = (first..=last)
+            .filter_map(|s| {
+                let t = Utc.timestamp_opt(s, 0).single()?;
+                self.cron
+                    .is_time_matching(&t.with_timezone(&self.tz))
+                    .ok()?
+                    .then(|| Timestamp::from_micros(s * 1_000_000))
+            })
             .collect();
         if out.len() > max {
             out.drain(..out.len() - max);
@@ -133,6 +142,24 @@ mod tests {
             every_2s.previous(at("2026-01-01T00:00:04Z"), 1),
             vec![at("2026-01-01T00:00:04Z")]
         );
+        // the autumn change in Madrid (03:00 CEST -> 02:00 CET on 2026-10-25):
+        // 02:30 local happens twice, at 00:30 and 01:30 UTC, both fired, in order
+        let half_past_two = CronSchedule::parse("0 30 2 * * *", Some("Europe/Madrid")).unwrap();
+        assert_eq!(
+            half_past_two.ticks(at("2026-10-24T23:00:00Z"), at("2026-10-25T03:00:00Z"), 10),
+            vec![at("2026-10-25T00:30:00Z"), at("2026-10-25T01:30:00Z")]
+        );
+        // every second through the repeated hour: one tick per second, in order
+        let every = CronSchedule::parse("* * * * * *", Some("Europe/Madrid")).unwrap();
+        let through = every.ticks(at("2026-10-25T00:59:58Z"), at("2026-10-25T01:00:02Z"), 100);
+        assert_eq!(through.len(), 4);
+        assert!(through
+            .windows(2)
+            .all(|w| w[1].as_micros() - w[0].as_micros() == 1_000_000));
+        // the spring change skips 02:00-03:00 local: 02:30 does not fire that day
+        assert!(half_past_two
+            .ticks(at("2026-03-29T00:00:00Z"), at("2026-03-29T03:00:00Z"), 10)
+            .is_empty());
         let err = CronSchedule::parse("61 * * * *", None).unwrap_err();
         assert!(
             err.contains("invalid cron expression '61 * * * *'"),

@@ -28,7 +28,7 @@ use crate::exceptions::{PynencError, Result};
 use crate::serializer::Serializer;
 use crate::task::{IntoArguments, Task, TaskDefinition};
 use cron::CronSchedule;
-pub(crate) use fire::fire_due;
+pub(crate) use fire::{fire_due, TriggerState};
 
 /// How many recent ticks [`crate::Pynenc::triggers`] shows per trigger.
 pub const RECENT_TICKS: usize = 5;
