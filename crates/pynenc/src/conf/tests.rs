@@ -638,6 +638,22 @@ fn fields_that_must_fit_together() {
         .value("runner.min_processes", 3)
         .load()
         .is_ok());
+    // a dead evaluator's lease (3 intervals) must end inside the window
+    let err = load_err(loader(dir.path()).value("triggers.evaluate_interval_seconds", 5.0));
+    assert_eq!(
+        (err.source, err.key.as_str()),
+        (ConfigSource::Code, "triggers.evaluate_interval_seconds")
+    );
+    assert!(
+        err.reason.contains("missed_tick_window_seconds (10)"),
+        "{}",
+        err.reason
+    );
+    assert!(loader(dir.path())
+        .value("triggers.evaluate_interval_seconds", 5.0)
+        .value("triggers.missed_tick_window_seconds", 16.0)
+        .load()
+        .is_ok());
 }
 
 #[test]
