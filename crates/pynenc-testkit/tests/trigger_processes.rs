@@ -84,7 +84,7 @@ async fn sixty_ticks_with_a_killed_evaluator(backend: SharedBackend, logs: &Path
         first <= start.as_micros() + 2_000_000,
         "fired from the start"
     );
-    assert!(last >= end.as_micros() - 2_000_000, "fired until the end");
+    assert!(last >= end.as_micros() - 4_000_000, "fired until the end");
     assert!(ticks.len() >= 60, "{} ticks", ticks.len());
     println!(
         "{} ticks, one invocation each; the evaluator was killed at {killed_at}",
