@@ -514,3 +514,44 @@ macro_rules! conformance_tests {
         )*
     };
 }
+
+/// The ticks of a one-second trigger's invocations (`ids`), checked: one
+/// invocation per tick, on whole seconds, none missing between the first
+/// and the last, the first no later than `slack_us` after `start` and the
+/// last no earlier than `slack_us` before `end`. Returns `(first, last,
+/// count)` in microseconds.
+pub fn assert_one_per_second(
+    ids: &[pynenc::InvocationId],
+    start: pynenc::Timestamp,
+    end: pynenc::Timestamp,
+    slack_us: i64,
+) -> (i64, i64, usize) {
+    let ticks: std::collections::BTreeSet<i64> =
+        ids.iter().map(pynenc::InvocationId::time_micros).collect();
+    assert_eq!(
+        ticks.len(),
+        ids.len(),
+        "two invocations of one tick: {ids:?}"
+    );
+    let (Some(&first), Some(&last)) = (ticks.first(), ticks.last()) else {
+        panic!("the trigger never fired");
+    };
+    assert!(
+        ticks.iter().all(|t| t % 1_000_000 == 0),
+        "ticks on whole seconds: {ticks:?}"
+    );
+    assert_eq!(
+        ticks.len() as i64,
+        (last - first) / 1_000_000 + 1,
+        "a tick was lost between the first and the last: {ticks:?}"
+    );
+    assert!(
+        first <= start.as_micros() + slack_us,
+        "fired from the start: {ticks:?}"
+    );
+    assert!(
+        last >= end.as_micros() - slack_us,
+        "fired until the end: {ticks:?}"
+    );
+    (first, last, ticks.len())
+}
