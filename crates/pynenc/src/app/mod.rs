@@ -202,15 +202,16 @@ impl Pynenc {
         &self,
         ids: &[InvocationId],
     ) -> Result<Vec<pynenc_model::InvocationOutcome>> {
-        let mut outcomes = match self.wait_until_final(ids).await? {
-            Some(outcomes) => outcomes,
-            None => self.state_backend().get_outcomes(ids).await?,
-        };
-        self.inner
-            .data
-            .resolve_outcomes(self.data_store(), ids, &mut outcomes)
-            .await?;
-        Ok(outcomes)
+        match self.wait_until_final(ids).await? {
+            Some(mut outcomes) => {
+                self.inner
+                    .data
+                    .resolve_outcomes(self.data_store(), ids, &mut outcomes)
+                    .await?;
+                Ok(outcomes)
+            }
+            None => self.outcomes(ids).await,
+        }
     }
 
     /// The outcomes of `ids` as they are now (no wait), in that order, with

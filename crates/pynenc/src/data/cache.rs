@@ -106,7 +106,7 @@ impl LocalCache {
             .filter(|(r, _)| r.len() == len)
             .find_map(|(r, s)| {
                 let v = s.get()?;
-                (v.as_ptr() == text.as_ptr() || &**v == text).then(|| (*r, v.clone()))
+                super::same_text(v, text).then(|| (*r, v.clone()))
             })
     }
 

@@ -69,7 +69,7 @@ impl PendingValues {
 
 /// Whether `held` and `text` are the same text: the same allocation, or
 /// the same bytes.
-fn same_text(held: &str, text: &str) -> bool {
+pub(crate) fn same_text(held: &str, text: &str) -> bool {
     held.len() == text.len() && (held.as_ptr() == text.as_ptr() || held == text)
 }
 
