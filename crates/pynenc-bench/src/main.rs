@@ -239,6 +239,7 @@ async fn burn(
     let t0 = Instant::now();
     let group = noop::parallelize_on(app, 0..n).await?;
     let routed = t0.elapsed();
+    let mid = stats.map(|p| p.snapshot()).transpose()?;
     let a1 = allocations();
     let runner = ThreadRunner::new(app);
     let slots = runner.max_parallel_slots();
@@ -255,8 +256,11 @@ async fn burn(
             (a2 - a1) as f64 / n as f64
         );
     }
-    if let (Some(probe), Some(before)) = (stats, before) {
-        probe.report(&before, &probe.snapshot()?, n);
+    if let (Some(probe), Some(before), Some(mid)) = (stats, before, mid) {
+        let after = probe.snapshot()?;
+        probe.report("the burn's enqueue", &before, &mid, n);
+        probe.report("the burn's drain", &mid, &after, n);
+        probe.report("the whole burn", &before, &after, n);
     }
     runner.stop().await?;
     if results.len() as u64 != n || results.iter().sum::<u64>() != n * (n - 1) / 2 {

@@ -143,7 +143,7 @@ impl Probe {
     }
 
     /// Prints what the server did between two snapshots, per task.
-    pub fn report(&self, before: &Snapshot, after: &Snapshot, tasks: u64) {
+    pub fn report(&self, phase: &str, before: &Snapshot, after: &Snapshot, tasks: u64) {
         let per = |x: f64| x / tasks.max(1) as f64;
         let mut rows: Vec<(String, u64, u64)> = after
             .commands
@@ -176,7 +176,7 @@ impl Probe {
             .filter(|(n, _, _)| !scripts.contains(&n.as_str()))
             .map(|(_, c, _)| c)
             .sum();
-        println!("redis commandstats during burn ({tasks} tasks; commands run by scripts are counted too):");
+        println!("redis commandstats during {phase} ({tasks} tasks; commands run by scripts are counted too):");
         println!(
             "  {:<16} {:>10} {:>10} {:>12}",
             "command", "calls", "per task", "µs per task"
