@@ -492,7 +492,10 @@ macro_rules! conformance_tests {
             d03_results_options_and_reruns,
             t01_keyed_routing_makes_one_invocation,
             t02_cron_trigger_fires_once_per_tick,
-            t03_bad_triggers_are_refused_at_build
+            t03_bad_triggers_are_refused_at_build,
+            t04_reactions_fire_once_per_source,
+            t05_events_fire_their_triggers,
+            t06_bad_reactions_are_refused_at_build
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

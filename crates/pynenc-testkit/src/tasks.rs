@@ -427,3 +427,10 @@ pub async fn append_line(path: String, line: String) -> Result<(), TaskError> {
     writeln!(f, "{line}")
         .map_err(|e| TaskError::new("IoError", format!("cannot write {path}: {e}")))
 }
+
+/// Records `label` in `group` (what a trigger's reaction does in the tests).
+#[pynenc::task]
+pub async fn reaction(group: String, label: String) -> String {
+    record(&group, &label);
+    label
+}

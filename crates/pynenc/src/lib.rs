@@ -148,7 +148,10 @@ pub use runner::{
     RunnerHandle, SpawnedRunner, ThreadRunner,
 };
 pub use task::{Shared, Task};
-pub use trigger::{Trigger, TriggerFiring, TriggerInfo, RECENT_TICKS};
+pub use trigger::{
+    trigger_arguments, Trigger, TriggerEvent, TriggerFiring, TriggerInfo, TriggerSource,
+    EVENT_TASK_ID, REACTABLE_STATUSES, RECENT_TICKS,
+};
 
 /// The `#[task]` attribute: see the `pynenc-macros` crate documentation.
 pub use pynenc_macros::task;

@@ -233,7 +233,7 @@ pub(crate) async fn triggers(out: &Out, app: &Pynenc) -> Result<()> {
     if out.json {
         return out.json(&json!({ "triggers": triggers }));
     }
-    let mut t = Table::new(&["TRIGGER", "CRON", "TASK", "NEXT TICK", "LATEST TICKS"]);
+    let mut t = Table::new(&["TRIGGER", "CONDITION", "TASK", "NEXT TICK", "LATEST TICKS"]);
     for tr in &triggers {
         let recent: Vec<String> = tr
             .recent
@@ -245,7 +245,7 @@ pub(crate) async fn triggers(out: &Out, app: &Pynenc) -> Result<()> {
             .collect();
         t.row(vec![
             tr.name.clone(),
-            tr.cron.clone(),
+            tr.condition.clone(),
             tr.task_id.clone(),
             tr.next_tick.map(time).unwrap_or_default(),
             recent.join(", "),

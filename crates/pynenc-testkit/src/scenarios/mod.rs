@@ -10,6 +10,7 @@ mod control;
 mod data;
 mod lifecycle;
 mod queries;
+mod reactions;
 mod retries;
 mod triggers;
 
@@ -21,6 +22,7 @@ pub use control::*;
 pub use data::*;
 pub use lifecycle::*;
 pub use queries::*;
+pub use reactions::*;
 pub use retries::*;
 pub use triggers::*;
 

@@ -29,7 +29,7 @@ fn keyed_request(app: &pynenc::Pynenc, id: InvocationId) -> RouteRequest {
 }
 
 /// The ids of the invocations of `task` in `app`, oldest first.
-async fn ids_of(app: &pynenc::Pynenc, task: &str) -> Vec<InvocationId> {
+pub(super) async fn ids_of(app: &pynenc::Pynenc, task: &str) -> Vec<InvocationId> {
     let query = InvocationQuery {
         task_ids: vec![TaskId::from(task)],
         order: Order::OldestFirst,

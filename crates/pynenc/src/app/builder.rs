@@ -209,7 +209,8 @@ impl PynencBuilder {
 /// per-task setting naming no task is reported.
 fn register_tasks(conf: &PynencConfig) -> Result<TaskRegistry> {
     let mut registry = TaskRegistry::default();
-    for def in registered_tasks() {
+    // the built-in task of events, then every task compiled in
+    for def in std::iter::once(&crate::trigger::EVENT_TASK).chain(registered_tasks()) {
         let options =
             conf.task_options(def.task_id, def.params, TaskOptions::from(&def.options))?;
         registry.insert(def, options);

@@ -6,6 +6,8 @@ mod dev_mode;
 mod lookup;
 mod routing;
 
+pub(crate) use routing::check_arguments;
+
 use std::sync::Arc;
 
 use pynenc_model::{InvocationId, RunnerId, Serializer};

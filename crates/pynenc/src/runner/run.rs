@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pynenc_model::{InvocationId, InvocationRecord, RunOutcome, TaskError, TaskOptions};
+use pynenc_model::{
+    InvocationId, InvocationRecord, InvocationStatus, RunOutcome, TaskError, TaskOptions,
+};
 use pynenc_store::Orchestrator;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, info, warn};
@@ -14,6 +16,7 @@ use super::host::{InvocationHost, RunFinish, SlotState};
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::task::TaskInput;
+use crate::trigger::{self, Happened};
 
 /// Retry or failure for a run of `invocation_id` that ended with `error`:
 /// a retry while its task's options allow one (the retries so far are read
@@ -120,6 +123,15 @@ pub(crate) async fn run_invocation(
         slot: tokio::sync::Mutex::new(SlotState { permit, waits: 0 }),
         caller: None,
     });
+    let reacting = trigger::reacts_to(app.resolved_triggers(), def.task_id);
+    if reacting {
+        let running = Happened {
+            status: InvocationStatus::Running,
+            result: None,
+            error: None,
+        };
+        trigger::react(app, &kept, running).await;
+    }
     // stored arguments are read back (through the local cache) for the body
     let output = match with_stored_arguments(app, record).await {
         Ok(record) => {
@@ -134,6 +146,11 @@ pub(crate) async fn run_invocation(
             error!(error = %e, "could not read the stored arguments");
             Some(Err(e.to_task_error()))
         }
+    };
+    // the result as the body returned it, for the triggers that read it
+    let plain_result = match &output {
+        Some(Ok(result)) if reacting => Some(result.clone()),
+        _ => None,
     };
     let output = match output {
         Some(Ok(result)) => Some(Ok(app
@@ -168,6 +185,31 @@ pub(crate) async fn run_invocation(
             cancelled_outcome(host.runner_id())
         }
     };
+    if reacting {
+        let happened = match &outcome {
+            RunOutcome::Success(_) => Some(Happened {
+                status: InvocationStatus::Success,
+                result: plain_result.as_deref(),
+                error: None,
+            }),
+            RunOutcome::Failed(e) => Some(Happened {
+                status: InvocationStatus::Failed,
+                result: None,
+                error: Some(e),
+            }),
+            RunOutcome::Retry(e) => Some(Happened {
+                status: InvocationStatus::Retry,
+                result: None,
+                error: Some(e),
+            }),
+            RunOutcome::Cancelled(_) => None,
+        };
+        // before the end is recorded: a runner lost in between runs it
+        // again, and the keyed calls are made once
+        if let Some(happened) = happened {
+            trigger::react(app, &kept, happened).await;
+        }
+    }
     // take the slot back now (the context may outlive this function in user
     // clones); a run cancelled while PAUSED holds none, and takes nothing next
     let permit = ctx.slot.lock().await.permit.take();

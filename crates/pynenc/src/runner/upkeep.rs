@@ -185,7 +185,13 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
     let prune_every = keep_runners.clamp(recover_every, Duration::from_secs(60).max(recover_every));
     let retention = conf.retention_policy();
     let recovery_actor = RunnerId::from(format!("recovery@{runner_id}"));
-    let triggers = app.resolved_triggers();
+    // cron triggers are evaluated here; the others react in the runs
+    let triggers: Vec<_> = app
+        .resolved_triggers()
+        .iter()
+        .filter(|t| t.source_task().is_none())
+        .cloned()
+        .collect();
     let trigger_every = secs(conf.triggers.evaluate_interval_seconds);
     let missed_window = secs(conf.triggers.missed_tick_window_seconds);
     let mut tick = if upkeep {
@@ -222,7 +228,7 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
                 .await
             {
                 Ok(true) => {
-                    fire_due(&app, triggers, missed_window, &mut trigger_state).await;
+                    fire_due(&app, &triggers, missed_window, &mut trigger_state).await;
                 }
                 // another runner evaluates: start from the whole window
                 // when the lease comes back

@@ -64,15 +64,15 @@ pub(crate) async fn fire_due(
             .unwrap_or_default();
         let requests: Vec<RouteRequest> = ticks
             .iter()
-            .map(|&tick| {
-                let call = t.call();
-                RouteRequest {
+            .filter_map(|&tick| {
+                let call = t.call()?;
+                Some(RouteRequest {
                     concurrency: ConcurrencySpec::for_call(&call, &options),
                     cycle_control: false,
                     print_arguments: app.conf().print_arguments,
                     invocation_id: Some(t.firing_id(tick)),
                     ..RouteRequest::new(call, RunnerId::from(format!("trigger:{}", t.name)))
-                }
+                })
             })
             .collect();
         match app.route_requests(requests).await {

@@ -1,149 +1,91 @@
-//! Triggers: calls the app makes by itself, on a cron schedule, exactly once
-//! per tick however many runners are up.
+//! Triggers: calls the app makes by itself — on a cron schedule, or in
+//! reaction to what happens to invocations (a status, a result, an error)
+//! and to events — exactly once per tick or source however many runners
+//! are up.
 //!
 //! A trigger is declared when the app is built
-//! ([`crate::PynencBuilder::trigger`]) and checked then: an invalid cron
-//! expression or time zone, or arguments that do not fit the task, is a
-//! [`crate::PynencError::InvalidTrigger`] naming the trigger and its task.
+//! ([`crate::PynencBuilder::trigger`], [`Trigger`]) and checked then: an
+//! invalid cron expression or time zone, arguments that do not fit the
+//! task, a status no runner reacts to, a filter on an argument the source
+//! task does not have, is a [`crate::PynencError::InvalidTrigger`] naming
+//! the trigger and its task.
 //!
-//! Every runner that does upkeep takes part; one at a time holds the lease
-//! `triggers` and, every `triggers.evaluate_interval_seconds`, routes the
-//! calls of the ticks that fell due. Each firing is keyed: its invocation id
-//! is made from the trigger's name and the tick
-//! ([`pynenc_model::InvocationId::keyed`]), and routing an id that exists
-//! creates nothing. So a tick fires once even when the lease moves in the
-//! middle of it or two runners evaluate the same tick. A tick is fired up to
-//! `triggers.missed_tick_window_seconds` late (after the evaluating runner
-//! died, or while no runner was up); older ticks are skipped.
+//! Every firing is keyed: its invocation id is made from the trigger's
+//! name and what fired it ([`pynenc_model::InvocationId::keyed`]), and
+//! routing an id that exists creates nothing.
+//!
+//! - **Cron** (`fire.rs`): every runner that does upkeep takes part; one at
+//!   a time holds the lease `triggers` and, every
+//!   `triggers.evaluate_interval_seconds`, routes the calls of the ticks
+//!   that fell due, keyed by trigger and tick. A tick fires once even when
+//!   the lease moves in the middle of it or two runners evaluate the same
+//!   tick. A tick is fired up to `triggers.missed_tick_window_seconds` late
+//!   (after the evaluating runner died, or while no runner was up); older
+//!   ticks are skipped.
+//! - **Reactions** (`react.rs`): the runner that runs an invocation routes
+//!   the calls of the triggers it meets — when it starts and before its
+//!   end is recorded — keyed by trigger, invocation, status and attempt. A
+//!   runner lost in between leaves the invocation to run again, and that
+//!   run's calls have the same keys: one call per trigger and source.
+//! - **Events** (`event.rs`): [`crate::Pynenc::emit_event`] routes an
+//!   invocation of the built-in task [`EVENT_TASK_ID`]; its run is the
+//!   source of the `on_event` reactions.
 
+mod condition;
 mod cron;
+mod declare;
+mod event;
 mod fire;
+mod react;
 
 use std::fmt;
-use std::sync::Arc;
 
 use pynenc_model::{Arguments, Call, InvocationId, Timestamp};
+use serde_json::{Map, Value};
 
-use crate::exceptions::{PynencError, Result};
 use crate::serializer::Serializer;
-use crate::task::{IntoArguments, Task, TaskDefinition};
+use crate::task::TaskDefinition;
+pub(crate) use condition::Happened;
+use condition::{JsonCheck, Resolved};
+pub use condition::{TriggerEvent, TriggerSource, REACTABLE_STATUSES};
 use cron::CronSchedule;
+use declare::FromSource;
+pub use declare::{trigger_arguments, Trigger};
+pub(crate) use event::EVENT_TASK;
+pub use event::EVENT_TASK_ID;
 pub(crate) use fire::{fire_due, TriggerState};
+pub(crate) use react::{react, reacts_to};
 
 /// How many recent ticks [`crate::Pynenc::triggers`] shows per trigger.
 pub const RECENT_TICKS: usize = 5;
 
-type MakeArguments = Arc<dyn Fn(Serializer) -> Result<Arguments> + Send + Sync>;
-
-/// A trigger as declared: a condition and the call it makes.
-///
-/// ```rust,ignore
-/// let app = pynenc::Pynenc::builder()
-///     .trigger(Trigger::cron("0 */5 * * * *", report::task(), ("sales",)).named("sales report"))
-///     .trigger(Trigger::cron("0 9 * * MON-FRI", digest::task(), ()).timezone("Europe/Madrid"))
-///     .build()?;
-/// ```
+/// The arguments of a checked trigger's calls.
 #[derive(Clone)]
-pub struct Trigger {
-    name: Option<String>,
-    expr: String,
-    timezone: Option<String>,
-    task: &'static TaskDefinition,
-    arguments: MakeArguments,
-}
-
-impl fmt::Debug for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Trigger")
-            .field("name", &self.name())
-            .field("cron", &self.expr)
-            .field("timezone", &self.timezone)
-            .field("task", &self.task.task_id)
-            .finish()
-    }
-}
-
-impl Trigger {
-    /// Calls `task` with `args` at every tick of the cron expression `expr`:
-    /// five fields (minute, hour, day of month, month, day of week) or six
-    /// with seconds first (`*/10 * * * * *`: every ten seconds), in UTC
-    /// unless [`Trigger::timezone`] says otherwise.
-    pub fn cron<P, R, A>(expr: &str, task: Task<P, R>, args: A) -> Trigger
-    where
-        R: serde::de::DeserializeOwned + Send + 'static,
-        A: IntoArguments<P> + Clone + Send + Sync + 'static,
-    {
-        Trigger {
-            name: None,
-            expr: expr.to_string(),
-            timezone: None,
-            task: task.definition(),
-            arguments: Arc::new(move |serializer| args.clone().into_arguments(serializer)),
-        }
-    }
-
-    /// The time zone of the cron expression (an IANA name, e.g.
-    /// `Europe/Madrid`).
-    pub fn timezone(mut self, tz: &str) -> Trigger {
-        self.timezone = Some(tz.to_string());
-        self
-    }
-
-    /// Names the trigger (its firings are keyed by this name: renaming a
-    /// trigger makes its ticks new ones). The default name is
-    /// `cron(<expression>[ <time zone>]) <task id>`.
-    pub fn named(mut self, name: &str) -> Trigger {
-        self.name = Some(name.to_string());
-        self
-    }
-
-    /// The trigger's name.
-    pub fn name(&self) -> String {
-        match &self.name {
-            Some(n) => n.clone(),
-            None => match &self.timezone {
-                Some(tz) => format!("cron({} {tz}) {}", self.expr, self.task.task_id),
-                None => format!("cron({}) {}", self.expr, self.task.task_id),
-            },
-        }
-    }
-
-    /// Checks the trigger for an app with `serializer` whose tasks are
-    /// `registered`.
-    pub(crate) fn resolve(
-        &self,
-        serializer: Serializer,
-        check_call: impl Fn(&'static TaskDefinition, &Arguments) -> Result<()>,
-    ) -> Result<ResolvedTrigger> {
-        let name = self.name();
-        let invalid = |message: String| PynencError::InvalidTrigger {
-            trigger: name.clone(),
-            task_id: self.task.task_id.to_string(),
-            message,
-        };
-        let schedule =
-            CronSchedule::parse(&self.expr, self.timezone.as_deref()).map_err(&invalid)?;
-        let arguments = (self.arguments)(serializer)
-            .map_err(|e| invalid(format!("its arguments do not serialize: {e}")))?;
-        check_call(self.task, &arguments).map_err(|e| invalid(e.to_string()))?;
-        Ok(ResolvedTrigger {
-            name,
-            expr: self.expr.clone(),
-            schedule,
-            task: self.task,
-            arguments,
-        })
-    }
+pub(crate) enum ResolvedArguments {
+    /// The same for every firing.
+    Static(Arguments),
+    /// Made from the source of each firing.
+    FromSource(FromSource),
 }
 
 /// A checked trigger of a built app.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ResolvedTrigger {
     pub(crate) name: String,
-    pub(crate) expr: String,
-    schedule: CronSchedule,
+    kind: Resolved,
     pub(crate) task: &'static TaskDefinition,
-    pub(crate) arguments: Arguments,
+    pub(crate) arguments: ResolvedArguments,
+    argument_filters: Vec<(String, JsonCheck)>,
+}
+
+impl fmt::Debug for ResolvedTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedTrigger")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("task", &self.task.task_id)
+            .finish()
+    }
 }
 
 impl ResolvedTrigger {
@@ -152,9 +94,47 @@ impl ResolvedTrigger {
         InvocationId::keyed(tick, &format!("{}@{}", self.name, tick.as_micros()))
     }
 
-    /// The call a firing makes.
-    pub(crate) fn call(&self) -> Call {
-        Call::new(self.task.task_id, self.arguments.clone())
+    /// The call a cron firing makes.
+    pub(crate) fn call(&self) -> Option<Call> {
+        match &self.arguments {
+            ResolvedArguments::Static(a) => Some(Call::new(self.task.task_id, a.clone())),
+            ResolvedArguments::FromSource(_) => None,
+        }
+    }
+
+    /// The cron schedule, for a cron trigger.
+    fn schedule(&self) -> Option<&CronSchedule> {
+        match &self.kind {
+            Resolved::Cron { schedule, .. } => Some(schedule),
+            Resolved::Reaction(_) => None,
+        }
+    }
+
+    /// The task whose invocations the trigger reacts to.
+    pub(crate) fn source_task(&self) -> Option<&'static str> {
+        match &self.kind {
+            Resolved::Cron { .. } => None,
+            Resolved::Reaction(c) => c.source_task(),
+        }
+    }
+
+    /// Whether `happened` to a source invocation with `arguments` meets the
+    /// trigger (condition and argument filters).
+    pub(crate) fn is_met(
+        &self,
+        happened: &Happened<'_>,
+        serializer: Serializer,
+        event: Option<&TriggerEvent>,
+        arguments: &Map<String, Value>,
+    ) -> bool {
+        let Resolved::Reaction(condition) = &self.kind else {
+            return false;
+        };
+        condition.is_met(happened, serializer, event)
+            && self
+                .argument_filters
+                .iter()
+                .all(|(name, check)| arguments.get(name).is_some_and(|v| check(v)))
     }
 }
 
@@ -163,13 +143,19 @@ impl ResolvedTrigger {
 pub struct TriggerInfo {
     /// The trigger's name (its firings are keyed by it).
     pub name: String,
-    /// Its cron expression.
+    /// What makes it fire, e.g. `cron(0 */5 * * * *)`,
+    /// `on_exception(shop::charge: Timeout)`, `on_event(user.signed_up)`.
+    pub condition: String,
+    /// Its cron expression (empty for a trigger that reacts to invocations
+    /// or events).
     pub cron: String,
     /// The task it calls.
     pub task_id: String,
-    /// Its next tick after now.
+    /// Its next tick after now (a cron trigger).
     pub next_tick: Option<Timestamp>,
-    /// Its latest ticks, newest first, with what each fired.
+    /// Its latest ticks, newest first, with what each fired (a cron
+    /// trigger; the reactions of other triggers are invocations of their
+    /// task, listed with the actor `trigger:<name>` in their history).
     pub recent: Vec<TriggerFiring>,
 }
 
@@ -189,14 +175,20 @@ impl ResolvedTrigger {
     /// What the trigger is, with its last `recent` ticks (their statuses
     /// still to be read).
     pub(crate) fn info(&self, now: Timestamp, recent: usize) -> TriggerInfo {
+        let (condition, cron) = match &self.kind {
+            Resolved::Cron { expr, .. } => (format!("cron({expr})"), expr.clone()),
+            Resolved::Reaction(c) => (c.describe(), String::new()),
+        };
         TriggerInfo {
             name: self.name.clone(),
-            cron: self.expr.clone(),
+            condition,
+            cron,
             task_id: self.task.task_id.to_string(),
-            next_tick: self.schedule.next_after(now),
+            next_tick: self.schedule().and_then(|s| s.next_after(now)),
             recent: self
-                .schedule
-                .previous(now, recent)
+                .schedule()
+                .map(|s| s.previous(now, recent))
+                .unwrap_or_default()
                 .into_iter()
                 .map(|tick| TriggerFiring {
                     tick,
@@ -207,8 +199,11 @@ impl ResolvedTrigger {
         }
     }
 
-    /// The ticks in `(after, until]`, at most `max` (the newest).
+    /// The ticks in `(after, until]`, at most `max` (the newest); none for
+    /// a trigger that is not a cron trigger.
     pub(crate) fn ticks(&self, after: Timestamp, until: Timestamp, max: usize) -> Vec<Timestamp> {
-        self.schedule.ticks(after, until, max)
+        self.schedule()
+            .map(|s| s.ticks(after, until, max))
+            .unwrap_or_default()
     }
 }

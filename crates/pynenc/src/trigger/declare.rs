@@ -1,0 +1,342 @@
+//! Declaring triggers: [`Trigger`] (its condition, the call it makes, its
+//! filters) and its check when the app builds.
+
+use std::fmt;
+use std::sync::Arc;
+
+use pynenc_model::{Arguments, InvocationStatus};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::condition::{Condition, JsonCheck, Resolved};
+use super::cron::CronSchedule;
+use super::{ResolvedArguments, ResolvedTrigger, TriggerSource};
+use crate::exceptions::{PynencError, Result};
+use crate::serializer::Serializer;
+use crate::task::{IntoArguments, Task, TaskDefinition};
+
+type MakeArguments = Arc<dyn Fn(Serializer) -> Result<Arguments> + Send + Sync>;
+/// Arguments made from what met the condition: a JSON object of parameter
+/// name to value, or what is wrong.
+pub(super) type FromSource =
+    Arc<dyn Fn(&TriggerSource) -> std::result::Result<Map<String, Value>, String> + Send + Sync>;
+
+/// A trigger as declared: a condition and the call it makes.
+///
+/// ```rust,ignore
+/// use pynenc::{trigger_arguments, InvocationStatus, Trigger};
+/// use serde_json::json;
+///
+/// let app = pynenc::Pynenc::builder()
+///     // every five minutes, and on weekdays at 9 in Madrid
+///     .trigger(Trigger::cron("0 */5 * * * *", report::task(), ("sales".to_string(),)).named("sales report"))
+///     .trigger(Trigger::cron("0 9 * * MON-FRI", digest::task(), ()).timezone("Europe/Madrid"))
+///     // an alert when a charge for the EU fails for good with a timeout
+///     .trigger(
+///         Trigger::on_exception(charge::task(), &["Timeout"], alert::task(), ("charge timed out".to_string(),))
+///             .when_argument("region", |v| v == &json!("eu")),
+///     )
+///     // a receipt for every charge above 100, made from the charge's result
+///     .trigger(
+///         Trigger::on_result(charge::task(), |c: &Charge| c.amount > 100, receipt::task(), (0u64,))
+///             .arguments_from(|src| Ok(trigger_arguments([("charge_id", src.result.clone().unwrap_or_default()["id"].clone())]))),
+///     )
+///     // a welcome mail for every `user.signed_up` event
+///     .trigger(
+///         Trigger::on_event("user.signed_up", welcome::task(), (String::new(),))
+///             .arguments_from(|src| Ok(trigger_arguments([("email", src.event_payload("email"))]))),
+///     )
+///     .build()?;
+/// app.emit_event("user.signed_up", json!({"email": "ana@example.com"})).await?;
+/// ```
+#[derive(Clone)]
+pub struct Trigger {
+    name: Option<String>,
+    condition: Condition,
+    task: &'static TaskDefinition,
+    arguments: MakeArguments,
+    from_source: Option<FromSource>,
+    argument_filters: Vec<(String, JsonCheck)>,
+}
+
+impl fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trigger")
+            .field("name", &self.name())
+            .field("condition", &self.condition.describe())
+            .field("task", &self.task.task_id)
+            .finish()
+    }
+}
+
+impl Trigger {
+    fn new<P, R, A>(condition: Condition, task: Task<P, R>, args: A) -> Trigger
+    where
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        Trigger {
+            name: None,
+            condition,
+            task: task.definition(),
+            arguments: Arc::new(move |serializer| args.clone().into_arguments(serializer)),
+            from_source: None,
+            argument_filters: Vec::new(),
+        }
+    }
+
+    /// Calls `task` with `args` at every tick of the cron expression `expr`:
+    /// five fields (minute, hour, day of month, month, day of week) or six
+    /// with seconds first (`*/10 * * * * *`: every ten seconds), in UTC
+    /// unless [`Trigger::timezone`] says otherwise.
+    pub fn cron<P, R, A>(expr: &str, task: Task<P, R>, args: A) -> Trigger
+    where
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        let condition = Condition::Cron {
+            expr: expr.to_string(),
+            timezone: None,
+        };
+        Trigger::new(condition, task, args)
+    }
+
+    /// Calls `task` once for every invocation of `source` that reaches one
+    /// of `statuses` (those of [`REACTABLE_STATUSES`]: `running` and
+    /// `retry` once per attempt, `success` and `failed` once).
+    pub fn on_status<P0, R0, P, R, A>(
+        source: Task<P0, R0>,
+        statuses: &[InvocationStatus],
+        task: Task<P, R>,
+        args: A,
+    ) -> Trigger
+    where
+        R0: DeserializeOwned + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        let condition = Condition::Status {
+            source: source.definition(),
+            statuses: statuses.to_vec(),
+        };
+        Trigger::new(condition, task, args)
+    }
+
+    /// Calls `task` once for every invocation of `source` that succeeds
+    /// with a result `filter` accepts (a result that does not decode as
+    /// `R0` is not accepted).
+    pub fn on_result<P0, R0, P, R, A>(
+        source: Task<P0, R0>,
+        filter: impl Fn(&R0) -> bool + Send + Sync + 'static,
+        task: Task<P, R>,
+        args: A,
+    ) -> Trigger
+    where
+        R0: DeserializeOwned + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        let source_id = source.task_id();
+        let check = Arc::new(move |text: &str, serializer: Serializer| {
+            match serializer.deserialize::<R0>(text, format_args!("a result of {source_id}")) {
+                Ok(value) => filter(&value),
+                Err(e) => {
+                    tracing::warn!(task_id = source_id, error = %e, "on_result: the result does not decode as the task's type; not a match");
+                    false
+                }
+            }
+        });
+        let condition = Condition::Result {
+            source: source.definition(),
+            check: Some(check),
+        };
+        Trigger::new(condition, task, args)
+    }
+
+    /// Calls `task` once for every invocation of `source` that succeeds.
+    pub fn on_any_result<P0, R0, P, R, A>(
+        source: Task<P0, R0>,
+        task: Task<P, R>,
+        args: A,
+    ) -> Trigger
+    where
+        R0: DeserializeOwned + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        let condition = Condition::Result {
+            source: source.definition(),
+            check: None,
+        };
+        Trigger::new(condition, task, args)
+    }
+
+    /// Calls `task` once for every invocation of `source` that fails for
+    /// good (no retry left) with an error of one of `kinds` (any kind when
+    /// `kinds` is empty).
+    pub fn on_exception<P0, R0, P, R, A>(
+        source: Task<P0, R0>,
+        kinds: &[&str],
+        task: Task<P, R>,
+        args: A,
+    ) -> Trigger
+    where
+        R0: DeserializeOwned + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        let condition = Condition::Exception {
+            source: source.definition(),
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        };
+        Trigger::new(condition, task, args)
+    }
+
+    /// Calls `task` once for every event `name` emitted with
+    /// [`crate::Pynenc::emit_event`] (whose payload passes
+    /// [`Trigger::when_payload`], if given).
+    pub fn on_event<P, R, A>(name: &str, task: Task<P, R>, args: A) -> Trigger
+    where
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        let condition = Condition::Event {
+            name: name.to_string(),
+            check: None,
+        };
+        Trigger::new(condition, task, args)
+    }
+
+    /// The time zone of the cron expression (an IANA name, e.g.
+    /// `Europe/Madrid`); ignored by other triggers.
+    pub fn timezone(mut self, tz: &str) -> Trigger {
+        if let Condition::Cron { timezone, .. } = &mut self.condition {
+            *timezone = Some(tz.to_string());
+        }
+        self
+    }
+
+    /// Only events whose payload `filter` accepts (an `on_event` trigger).
+    pub fn when_payload(
+        mut self,
+        filter: impl Fn(&Value) -> bool + Send + Sync + 'static,
+    ) -> Trigger {
+        if let Condition::Event { check, .. } = &mut self.condition {
+            *check = Some(Arc::new(filter));
+        }
+        self
+    }
+
+    /// Only sources whose argument `name` `filter` accepts (as JSON). Every
+    /// filter must accept. The source task must have the parameter: checked
+    /// when the app builds (for an event, `name` and `payload`).
+    pub fn when_argument(
+        mut self,
+        name: &str,
+        filter: impl Fn(&Value) -> bool + Send + Sync + 'static,
+    ) -> Trigger {
+        self.argument_filters
+            .push((name.to_string(), Arc::new(filter)));
+        self
+    }
+
+    /// The arguments of each call made from what met the condition (its
+    /// result, error, arguments or event), as a JSON object of parameter
+    /// name to value, instead of the static arguments; checked against the
+    /// task's parameters at each firing (a firing whose arguments do not
+    /// fit is logged with the trigger's name and not made). Not for cron
+    /// triggers.
+    pub fn arguments_from(
+        mut self,
+        make: impl Fn(&TriggerSource) -> std::result::Result<Map<String, Value>, String>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Trigger {
+        self.from_source = Some(Arc::new(make));
+        self
+    }
+
+    /// Names the trigger (its firings are keyed by this name: renaming a
+    /// trigger makes its ticks and reactions new ones). The default name is
+    /// its condition and task, e.g. `cron(<expression>[ <time zone>]) <task id>`.
+    pub fn named(mut self, name: &str) -> Trigger {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// The trigger's name.
+    pub fn name(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("{} {}", self.condition.describe(), self.task.task_id),
+        }
+    }
+
+    /// Checks the trigger for an app with `serializer`; `check_call`
+    /// checks a call of a task against its parameters.
+    pub(crate) fn resolve(
+        &self,
+        serializer: Serializer,
+        check_call: impl Fn(&'static TaskDefinition, &Arguments) -> Result<()>,
+    ) -> Result<ResolvedTrigger> {
+        let name = self.name();
+        let invalid = |message: String| PynencError::InvalidTrigger {
+            trigger: name.clone(),
+            task_id: self.task.task_id.to_string(),
+            message,
+        };
+        if let Some(problem) = self.condition.problem() {
+            return Err(invalid(problem));
+        }
+        let params = self.condition.source_params();
+        for (arg, _) in &self.argument_filters {
+            if !params.contains(&arg.as_str()) {
+                let source = self.condition.source_task().unwrap_or("a cron schedule");
+                return Err(invalid(format!(
+                    "a filter names the argument '{arg}', which {source} does not have (its parameters: {})",
+                    params.join(", ")
+                )));
+            }
+        }
+        let kind = match &self.condition {
+            Condition::Cron { expr, timezone } => {
+                if self.from_source.is_some() {
+                    return Err(invalid(
+                        "a cron trigger has no source to make arguments from".into(),
+                    ));
+                }
+                let schedule = CronSchedule::parse(expr, timezone.as_deref()).map_err(&invalid)?;
+                Resolved::Cron {
+                    expr: expr.clone(),
+                    schedule: Box::new(schedule),
+                }
+            }
+            other => Resolved::Reaction(other.clone()),
+        };
+        let arguments = match &self.from_source {
+            Some(make) => ResolvedArguments::FromSource(make.clone()),
+            None => {
+                let arguments = (self.arguments)(serializer)
+                    .map_err(|e| invalid(format!("its arguments do not serialize: {e}")))?;
+                check_call(self.task, &arguments).map_err(|e| invalid(e.to_string()))?;
+                ResolvedArguments::Static(arguments)
+            }
+        };
+        Ok(ResolvedTrigger {
+            name,
+            kind,
+            task: self.task,
+            arguments,
+            argument_filters: self.argument_filters.clone(),
+        })
+    }
+}
+
+/// A JSON object of arguments from name/value pairs, for
+/// [`Trigger::arguments_from`].
+pub fn trigger_arguments<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, Value)>,
+) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
