@@ -495,7 +495,8 @@ macro_rules! conformance_tests {
             t03_bad_triggers_are_refused_at_build,
             t04_reactions_fire_once_per_source,
             t05_events_fire_their_triggers,
-            t06_bad_reactions_are_refused_at_build
+            t06_bad_reactions_are_refused_at_build,
+            t07_cron_catch_up
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

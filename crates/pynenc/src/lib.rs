@@ -150,7 +150,7 @@ pub use runner::{
 pub use task::{Shared, Task};
 pub use trigger::{
     trigger_arguments, Trigger, TriggerEvent, TriggerFiring, TriggerInfo, TriggerSource,
-    EVENT_TASK_ID, REACTABLE_STATUSES, RECENT_TICKS,
+    EVENT_TASK_ID, MAX_CATCH_UP, REACTABLE_STATUSES, RECENT_TICKS,
 };
 
 /// The `#[task]` attribute: see the `pynenc-macros` crate documentation.

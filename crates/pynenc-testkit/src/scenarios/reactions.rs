@@ -296,6 +296,9 @@ pub async fn t06_bad_reactions_are_refused_at_build(f: &dyn BackendFactory) {
             .arguments_from(|_| Ok(Map::new())),
     );
     assert!(e.contains("no source"), "{e}");
+    let e =
+        refused(Trigger::on_any_result(add::task(), reaction::task(), args.clone()).catch_up(3));
+    assert!(e.contains("catch_up is for cron triggers"), "{e}");
     let only_group = pynenc::Arguments::new()
         .with(pynenc::Serializer::Json, "group", &"g")
         .unwrap_or_default();

@@ -192,3 +192,87 @@ pub async fn t03_bad_triggers_are_refused_at_build(f: &dyn BackendFactory) {
     let e = refused(t.clone(), Some(t));
     assert!(e.contains("another trigger has this name"), "{e}");
 }
+
+/// The second (since the epoch, UTC) at which `year` begins.
+fn new_year_second(year: i64) -> i64 {
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    (1970..year)
+        .map(|y| if leap(y) { 366 } else { 365 })
+        .sum::<i64>()
+        * 86_400
+}
+
+/// A cron trigger with `catch_up(n)` fires the last `n` ticks missed while
+/// no runner was up, once (a second evaluator makes nothing new); one
+/// without it skips them.
+pub async fn t07_cron_catch_up(f: &dyn BackendFactory) {
+    let group = crate::unique("t07");
+    let new_year = |name: &str, catch_up: usize| {
+        Trigger::cron(
+            "0 0 0 1 1 *",
+            reaction::task(),
+            (group.clone(), name.to_string()),
+        )
+        .named(name)
+        .catch_up(catch_up)
+    };
+    let build = || {
+        ok(
+            f.builder("t07")
+                .config_value("triggers.evaluate_interval_seconds", 0.1)
+                .trigger(new_year("caught up", 2))
+                .trigger(new_year("skipped", 0))
+                .build(),
+            "app with catch-up",
+        )
+    };
+    let app = build();
+    let runner = start_runner(&app, 2);
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids = ids_of(&app, reaction::task().task_id()).await;
+        if ids.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the two new years before now, keyed by trigger and tick
+    let now_s = Timestamp::now().as_micros() / 1_000_000;
+    let years: Vec<i64> = (1970..3000)
+        .map(new_year_second)
+        .filter(|s| *s <= now_s)
+        .collect();
+    let expected: Vec<InvocationId> = years[years.len() - 2..]
+        .iter()
+        .map(|s| {
+            let tick = Timestamp::from_micros(s * 1_000_000);
+            InvocationId::keyed(tick, &format!("caught up@{}", tick.as_micros()))
+        })
+        .collect();
+    assert_eq!(
+        ids, expected,
+        "the two missed new years, oldest first, and nothing skipped"
+    );
+    for id in &ids {
+        ok(ok(app.invocation(id).await, "handle").result().await, "run");
+    }
+    ok(runner.stop().await, "stop");
+    // another evaluator catches up again: the keyed ticks make nothing new
+    let again = build();
+    let runner = start_runner(&again, 2);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(ids_of(&again, reaction::task().task_id()).await, expected);
+    super::finish(&again, runner).await;
+    let labels: Vec<String> = events_of(&group).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(labels, vec!["caught up".to_string(); 2]);
+    // more than the cap is refused
+    let e = f
+        .builder("t07")
+        .trigger(new_year("too many", pynenc::MAX_CATCH_UP + 1))
+        .build();
+    assert!(
+        matches!(&e, Err(PynencError::InvalidTrigger { message, .. }) if message.contains("catch_up")),
+        "{:?}",
+        e.err()
+    );
+}

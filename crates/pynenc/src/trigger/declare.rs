@@ -15,6 +15,9 @@ use crate::exceptions::{PynencError, Result};
 use crate::serializer::Serializer;
 use crate::task::{IntoArguments, Task, TaskDefinition};
 
+/// The most missed ticks a trigger may catch up on ([`Trigger::catch_up`]).
+pub const MAX_CATCH_UP: usize = 1000;
+
 type MakeArguments = Arc<dyn Fn(Serializer) -> Result<Arguments> + Send + Sync>;
 /// Arguments made from what met the condition: a JSON object of parameter
 /// name to value, or what is wrong.
@@ -57,6 +60,7 @@ pub struct Trigger {
     arguments: MakeArguments,
     from_source: Option<FromSource>,
     argument_filters: Vec<(String, JsonCheck)>,
+    catch_up: usize,
 }
 
 impl fmt::Debug for Trigger {
@@ -82,6 +86,7 @@ impl Trigger {
             arguments: Arc::new(move |serializer| args.clone().into_arguments(serializer)),
             from_source: None,
             argument_filters: Vec::new(),
+            catch_up: 0,
         }
     }
 
@@ -257,6 +262,16 @@ impl Trigger {
         self
     }
 
+    /// A cron trigger fires up to `max` ticks missed while no runner was up
+    /// (older than `triggers.missed_tick_window_seconds`; the newest `max`),
+    /// when a runner takes the evaluation over; by default such ticks are
+    /// skipped. At most 1,000. Ticks that fired before are not fired again
+    /// (each firing is keyed), unless their invocation was purged since.
+    pub fn catch_up(mut self, max: usize) -> Trigger {
+        self.catch_up = max;
+        self
+    }
+
     /// Names the trigger (its firings are keyed by this name: renaming a
     /// trigger makes its ticks and reactions new ones). The default name is
     /// its condition and task, e.g. `cron(<expression>[ <time zone>]) <task id>`.
@@ -301,6 +316,12 @@ impl Trigger {
         }
         let kind = match &self.condition {
             Condition::Cron { expr, timezone } => {
+                if self.catch_up > MAX_CATCH_UP {
+                    return Err(invalid(format!(
+                        "catch_up({}) is over the most a trigger catches up on ({MAX_CATCH_UP})",
+                        self.catch_up
+                    )));
+                }
                 if self.from_source.is_some() {
                     return Err(invalid(
                         "a cron trigger has no source to make arguments from".into(),
@@ -311,6 +332,12 @@ impl Trigger {
                     expr: expr.clone(),
                     schedule: Box::new(schedule),
                 }
+            }
+            _ if self.catch_up > 0 => {
+                return Err(invalid(
+                    "catch_up is for cron triggers: a reaction is made by the run of its source"
+                        .into(),
+                ))
             }
             other => Resolved::Reaction(other.clone()),
         };
@@ -329,6 +356,7 @@ impl Trigger {
             task: self.task,
             arguments,
             argument_filters: self.argument_filters.clone(),
+            catch_up: self.catch_up,
         })
     }
 }

@@ -49,11 +49,19 @@ pub(crate) async fn fire_due(
     let window_start = Timestamp::from_micros(now.as_micros().saturating_sub(window));
     let mut created = Vec::new();
     for t in triggers {
-        let after = match state.routed_up_to.get(&t.name) {
-            Some(done) if *done > window_start => *done,
-            _ => window_start,
+        let resumed = state
+            .routed_up_to
+            .get(&t.name)
+            .copied()
+            .filter(|done| *done > window_start);
+        // a runner that takes the evaluation over catches up on the ticks
+        // before the window the trigger asks for (each keyed: those that
+        // fired are not made again)
+        let mut ticks = match resumed {
+            None if t.catch_up > 0 => t.ticks_before(window_start, t.catch_up),
+            _ => Vec::new(),
         };
-        let ticks = t.ticks(after, now, MAX_TICKS);
+        ticks.extend(t.ticks(resumed.unwrap_or(window_start), now, MAX_TICKS));
         let Some(&last) = ticks.last() else {
             continue;
         };

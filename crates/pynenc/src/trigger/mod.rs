@@ -50,7 +50,7 @@ use condition::{JsonCheck, Resolved};
 pub use condition::{TriggerEvent, TriggerSource, REACTABLE_STATUSES};
 use cron::CronSchedule;
 use declare::FromSource;
-pub use declare::{trigger_arguments, Trigger};
+pub use declare::{trigger_arguments, Trigger, MAX_CATCH_UP};
 pub(crate) use event::EVENT_TASK;
 pub use event::EVENT_TASK_ID;
 pub(crate) use fire::{fire_due, TriggerState};
@@ -76,6 +76,8 @@ pub(crate) struct ResolvedTrigger {
     pub(crate) task: &'static TaskDefinition,
     pub(crate) arguments: ResolvedArguments,
     argument_filters: Vec<(String, JsonCheck)>,
+    /// Missed ticks fired when a runner takes the evaluation over.
+    pub(crate) catch_up: usize,
 }
 
 impl fmt::Debug for ResolvedTrigger {
@@ -197,6 +199,17 @@ impl ResolvedTrigger {
                 })
                 .collect(),
         }
+    }
+
+    /// The last `n` ticks at or before `at`, oldest first (none for a
+    /// trigger that is not a cron trigger).
+    pub(crate) fn ticks_before(&self, at: Timestamp, n: usize) -> Vec<Timestamp> {
+        let mut ticks = self
+            .schedule()
+            .map(|s| s.previous(at, n))
+            .unwrap_or_default();
+        ticks.reverse();
+        ticks
     }
 
     /// The ticks in `(after, until]`, at most `max` (the newest); none for
