@@ -424,7 +424,9 @@ pub async fn append_line(path: String, line: String) -> Result<(), TaskError> {
         .append(true)
         .open(&path)
         .map_err(|e| TaskError::new("IoError", format!("cannot open {path}: {e}")))?;
-    writeln!(f, "{line}")
+    // one write of the whole line: appends of several processes do not
+    // interleave (`writeln!` may write the line and its end apart)
+    f.write_all(format!("{line}\n").as_bytes())
         .map_err(|e| TaskError::new("IoError", format!("cannot write {path}: {e}")))
 }
 

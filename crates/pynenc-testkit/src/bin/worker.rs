@@ -11,7 +11,11 @@
 //!
 //! With `PYNENC_TEST_TRIGGER=<cron expression>` and
 //! `PYNENC_TEST_TRIGGER_FILE=<path>` the app has a trigger named `test
-//! trigger` calling `append_line(path, "run")` on that schedule.
+//! trigger` calling `append_line(path, "run")` on that schedule. With
+//! `PYNENC_TEST_REACTIONS_FILE=<path>` it has reaction triggers calling
+//! `append_line(path, "<what>:<source invocation id>")`: `running` and
+//! `result` of `sleeper`, `error` of `fail_with`, `event` for the events
+//! named `tick`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -43,6 +47,11 @@ async fn run() -> anyhow::Result<()> {
         builder = builder.trigger(
             pynenc::Trigger::cron(&expr, tasks::append_line::task(), args).named("test trigger"),
         );
+    }
+    if let Ok(file) = std::env::var("PYNENC_TEST_REACTIONS_FILE") {
+        builder = reaction_triggers(&file)
+            .into_iter()
+            .fold(builder, |b, t| b.trigger(t));
     }
     let app = builder.build()?;
     match mode.as_str() {
@@ -81,4 +90,46 @@ async fn run() -> anyhow::Result<()> {
         other => anyhow::bail!("unknown mode {other}"),
     }
     Ok(())
+}
+
+/// The reaction triggers of the multi-process tests: each appends
+/// `<what>:<source invocation id>` to `file`.
+fn reaction_triggers(file: &str) -> Vec<pynenc::Trigger> {
+    use pynenc::{trigger_arguments, Trigger, TriggerSource};
+    let line = |what: &'static str| {
+        let file = file.to_string();
+        move |src: &TriggerSource| {
+            Ok(trigger_arguments([
+                ("path", serde_json::json!(file)),
+                (
+                    "line",
+                    serde_json::json!(format!("{what}:{}", src.invocation_id)),
+                ),
+            ]))
+        }
+    };
+    let none = (String::new(), String::new());
+    vec![
+        Trigger::on_status(
+            tasks::sleeper::task(),
+            &[InvocationStatus::Running],
+            tasks::append_line::task(),
+            none.clone(),
+        )
+        .arguments_from(line("running")),
+        Trigger::on_any_result(
+            tasks::sleeper::task(),
+            tasks::append_line::task(),
+            none.clone(),
+        )
+        .arguments_from(line("result")),
+        Trigger::on_exception(
+            tasks::fail_with::task(),
+            &[],
+            tasks::append_line::task(),
+            none.clone(),
+        )
+        .arguments_from(line("error")),
+        Trigger::on_event("tick", tasks::append_line::task(), none).arguments_from(line("event")),
+    ]
 }
