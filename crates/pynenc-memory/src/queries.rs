@@ -2,7 +2,7 @@
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, RunnerInfo,
-    StatusCount, TaskId, Timestamp, WaitGraph,
+    StatusCount, TaskId, Timestamp, TriggerRecord, WaitGraph,
 };
 use pynenc_store::{QueryTxn, Result};
 
@@ -96,6 +96,10 @@ impl QueryTxn for MemState {
             .collect();
         runners.sort_by(|a, b| a.runner_id.cmp(&b.runner_id));
         Ok(runners)
+    }
+
+    fn list_triggers(&mut self) -> Result<Vec<TriggerRecord>> {
+        Ok(self.triggers.values().cloned().collect())
     }
 
     fn get_lease(&mut self, name: &str) -> Result<Option<LeaseHolder>> {

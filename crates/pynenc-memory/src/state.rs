@@ -8,6 +8,7 @@ use std::time::Duration;
 use pynenc_model::{
     CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord,
     InvocationStatus, LeaseHolder, RunnerId, RunnerInfo, StatusRecord, TaskError, Timestamp,
+    TriggerRecord,
 };
 use pynenc_store::{OwnedClaim, Result, StoreError, StoreTxn};
 
@@ -159,6 +160,8 @@ pub(crate) struct MemState {
     owned: BTreeMap<OrderKey, InvocationId>,
     pub(crate) heartbeats: HashMap<RunnerId, Timestamp>,
     pub(crate) runners: HashMap<RunnerId, RunnerInfo>,
+    /// The triggers runners declared, by name.
+    pub(crate) triggers: BTreeMap<String, TriggerRecord>,
     pub(crate) leases: HashMap<String, (RunnerId, Timestamp)>,
     pub(crate) index: QueryIndex,
     /// Waited invocation → the invocations waiting on it.
@@ -711,6 +714,11 @@ impl StoreTxn for MemState {
             app_id: std::mem::take(&mut self.app_id),
             ..MemState::default()
         };
+        Ok(())
+    }
+
+    fn put_trigger(&mut self, trigger: &TriggerRecord) -> Result<()> {
+        self.triggers.insert(trigger.name.clone(), trigger.clone());
         Ok(())
     }
 

@@ -51,8 +51,8 @@ pub use outcome::{
 pub use pynenc_options::{ConcurrencyControl, TaskOptionsSpec};
 pub use query::{
     CancelOutcome, Cursor, ErrorKindCount, InvocationQuery, InvocationSummary, LeaseHolder, Order,
-    Page, QueueStats, RunnerInfo, StatusCount, TimeRange, WaitGraph, DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
+    Page, QueueStats, RunnerInfo, StatusCount, TimeRange, TriggerRecord, WaitGraph,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 pub use record::{concurrency_key, ConcurrencySpec, InvocationRecord, RegistrationScope};
 pub use routing::{CallRef, CycleError, RouteOutcome, RouteRequest};

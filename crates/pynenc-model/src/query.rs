@@ -326,6 +326,30 @@ pub struct RunnerInfo {
     pub running: Vec<InvocationId>,
 }
 
+/// A trigger as a runner declared it, stored so that every process of the
+/// app — a command line or a monitor without the tasks compiled in —
+/// lists it. Its closures (filters, arguments made from a source) stay
+/// with the processes that declare it; what is stored describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    /// Its name (its firings are keyed by it).
+    pub name: String,
+    /// What makes it fire, e.g. `cron(0 */5 * * * *)` or
+    /// `on_exception(shop::charge: Timeout)`.
+    pub condition: String,
+    /// Its cron expression (`None`: a reaction).
+    pub cron: Option<String>,
+    /// Its cron expression's time zone (`None`: UTC).
+    pub timezone: Option<String>,
+    /// The task it calls.
+    pub task_id: TaskId,
+    /// The arguments of its calls as JSON text, when they are static.
+    pub arguments: Option<String>,
+    /// When it was last declared (a runner started with it).
+    #[serde(rename = "declared_at_us")]
+    pub declared_at: Timestamp,
+}
+
 /// Who holds a lease, and until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseHolder {

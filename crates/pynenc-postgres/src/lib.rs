@@ -53,7 +53,7 @@
 //!   `pynenc_apps` table); two apps can share a database, and purging one
 //!   leaves the other intact.
 //!
-//! # Schema (version 2)
+//! # Schema (version 3)
 //!
 //! | table | key | content |
 //! |---|---|---|
@@ -69,6 +69,7 @@
 //! | `pynenc_controlled` | `seq` | invocations parked by running concurrency |
 //! | `pynenc_edges` | `seq` | call graph edges (cycle control) |
 //! | `pynenc_heartbeats`, `pynenc_runners`, `pynenc_leases` | `app, …` | runners and leases |
+//! | `pynenc_triggers` | `app, name` | the triggers runners declared (a JSON record each) |
 //! | `pynenc_data` | `app, digest` | the data store's values by SHA-256 (`bytea`): length, text, claim time (indexed for the sweep) |
 //! | `pynenc_data_refs` | `app, digest, invocation_id` | the invocations that refer to each value |
 //!
@@ -90,6 +91,7 @@ mod rows;
 mod runners;
 mod schema;
 mod store;
+mod triggers;
 mod txn;
 mod writer;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use pynenc_model::{
     CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord,
     InvocationStatus, RunnerId, RunnerInfo, SerializationError, StatusRecord, TaskError, Timestamp,
+    TriggerRecord,
 };
 use pynenc_store::codes::FINAL_CODES;
 use pynenc_store::{OwnedClaim, Result, StoreTxn};
@@ -625,6 +626,10 @@ impl StoreTxn for PgTxn<'_> {
 
     fn put_runner(&mut self, info: &RunnerInfo, now: Timestamp) -> Result<()> {
         self.write_runner(info, now)
+    }
+
+    fn put_trigger(&mut self, trigger: &TriggerRecord) -> Result<()> {
+        self.write_trigger(trigger)
     }
 
     fn put_heartbeat(&mut self, runner_id: &RunnerId, now: Timestamp) -> Result<()> {

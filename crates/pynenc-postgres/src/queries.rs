@@ -10,7 +10,7 @@
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, Order, RunnerId,
-    RunnerInfo, StatusCount, TaskId, Timestamp, WaitGraph,
+    RunnerInfo, StatusCount, TaskId, Timestamp, TriggerRecord, WaitGraph,
 };
 use pynenc_store::{QueryTxn, Result};
 use tokio_postgres::types::ToSql;
@@ -315,6 +315,10 @@ impl QueryTxn for PgTxn<'_> {
                 })
             })
             .collect()
+    }
+
+    fn list_triggers(&mut self) -> Result<Vec<TriggerRecord>> {
+        self.triggers()
     }
 
     fn get_lease(&mut self, name: &str) -> Result<Option<LeaseHolder>> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pynenc_model::{
     HistoryEntry, InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus, RunnerId,
-    RunnerInfo, SerializationError, TaskError, Timestamp,
+    RunnerInfo, SerializationError, TaskError, Timestamp, TriggerRecord,
 };
 use pynenc_store::{Broker, Coordination, Result, StateBackend, StoreError};
 use redis::Value;
@@ -295,6 +295,22 @@ impl Coordination for RedisBackend {
         )
         .await
         .map(|_| ())
+    }
+
+    async fn register_triggers(&self, triggers: &[TriggerRecord]) -> Result<()> {
+        if triggers.is_empty() {
+            return Ok(());
+        }
+        let key = format!("{}triggers", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for t in triggers {
+            let json = serde_json::to_string(t).map_err(|e| {
+                SerializationError::serialize(format_args!("trigger {}", t.name), e)
+            })?;
+            pipe.hset(&key, &t.name, json).ignore();
+        }
+        self.query::<()>("HSET triggers", &pipe).await
     }
 
     async fn remove_heartbeat(&self, runner_id: &RunnerId) -> Result<()> {

@@ -74,6 +74,7 @@
 //! | `cxl:{runner}` | set | the invocations the runner was asked to stop (until they are final) |
 //! | `heartbeats` | hash | runner id → last heartbeat (µs, server clock) |
 //! | `runners` | hash | runner id → what it said of itself (`RunnerInfo` JSON; the listing takes the heartbeat from `heartbeats`) |
+//! | `triggers` | hash | trigger name → the trigger a runner declared (`TriggerRecord` JSON) |
 //! | `waiters` | hash | backend id → until when (µs) it waits for results (`wait_final`) |
 //! | `lease:{name}` | hash | `holder`, `expires` |
 //! | `lastpick:{runner}` | string | the token and ids of the runner's last pick-up (10 min), for a replay |

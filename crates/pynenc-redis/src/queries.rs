@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use pynenc_model::{
     Call, ErrorKindCount, InvocationId, InvocationQuery, InvocationStatus, InvocationSummary,
     LeaseHolder, Order, QueueStats, RunnerId, RunnerInfo, StatusCount, TaskId, Timestamp,
-    WaitGraph, MAX_PAGE_SIZE,
+    TriggerRecord, WaitGraph, MAX_PAGE_SIZE,
 };
 use pynenc_store::{Queries, Result, StoreError};
 use redis::Value;
@@ -311,6 +311,22 @@ impl Queries for RedisBackend {
             out.push(info);
         }
         out.sort_by(|a, b| a.runner_id.as_str().cmp(b.runner_id.as_str()));
+        Ok(out)
+    }
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>> {
+        let key = format!("{}triggers", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(&key);
+        let (records,): (HashMap<String, String>,) = self.query("HGETALL triggers", &pipe).await?;
+        let mut out = Vec::with_capacity(records.len());
+        for (name, json) in records {
+            match serde_json::from_str::<TriggerRecord>(&json) {
+                Ok(t) => out.push(t),
+                Err(e) => return Err(corrupt_by(&key, &name, e)),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 

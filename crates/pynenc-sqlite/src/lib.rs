@@ -71,7 +71,7 @@
 //!
 //! Both checks are read-only transactions, so they never take the write lock.
 //!
-//! # Schema (version 4)
+//! # Schema (version 5)
 //!
 //! The tables are created from `sql/schema.sql`, included at build time.
 //!
@@ -93,6 +93,7 @@
 //! | `heartbeats` | `app, runner_id` | the last heartbeat of each runner |
 //! | `runners` | `app, runner_id` | what each runner said of itself (kind, host, pid, start, slots, running ids) |
 //! | `leases` | `app, name` | leases (one holder at a time) |
+//! | `triggers` | `app, name` | the triggers runners declared (a JSON record each) |
 //! | `data_values` | `dv` (unique `app, digest`; indexed by `app, claimed_at_us`) | the data store's values: SHA-256 digest (64 hex digits), length, last claim time |
 //! | `data_texts` | `dv` | the text of each stored value |
 //! | `data_references` | `dv, invocation_id` | the invocations that refer to each value (a set) |
@@ -154,6 +155,7 @@ mod runners;
 mod schema;
 mod status_write;
 mod store;
+mod triggers;
 mod txn;
 mod waits;
 mod writer;

@@ -3,7 +3,7 @@
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, RunnerInfo,
-    StatusCount, TaskId, Timestamp, WaitGraph,
+    StatusCount, TaskId, Timestamp, TriggerRecord, WaitGraph,
 };
 use pynenc_store::{QueryTxn, Result};
 use rusqlite::params;
@@ -79,6 +79,10 @@ impl QueryTxn for SqliteTxn<'_> {
 
     fn list_runners(&mut self) -> Result<Vec<RunnerInfo>> {
         self.runners()
+    }
+
+    fn list_triggers(&mut self) -> Result<Vec<TriggerRecord>> {
+        self.triggers()
     }
 
     fn get_lease(&mut self, name: &str) -> Result<Option<LeaseHolder>> {

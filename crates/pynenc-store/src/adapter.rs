@@ -10,7 +10,7 @@ use pynenc_model::{
     CancelOutcome, DataClaim, DataRef, DataSweep, DataUsage, ErrorKindCount, HistoryEntry,
     InvocationId, InvocationOutcome, InvocationQuery, InvocationRecord, InvocationStatus,
     InvocationSummary, LeaseHolder, QueueStats, RouteOutcome, RouteRequest, RunOutcome, RunnerId,
-    RunnerInfo, Serializer, StatusCount, StatusRecord, TaskId, Timestamp, WaitGraph,
+    RunnerInfo, Serializer, StatusCount, StatusRecord, TaskId, Timestamp, TriggerRecord, WaitGraph,
 };
 
 use crate::atomic::{AtomicStore, Inline};
@@ -344,6 +344,13 @@ impl<S: AtomicStore> Coordination for TxnBackend<S> {
         self.store.register_runner(info).await
     }
 
+    async fn register_triggers(&self, triggers: &[TriggerRecord]) -> Result<()> {
+        let triggers = triggers.to_vec();
+        self.store
+            .atomic(move |t| triggers.iter().try_for_each(|tr| t.put_trigger(tr)))
+            .await
+    }
+
     async fn remove_heartbeat(&self, runner_id: &RunnerId) -> Result<()> {
         let runner = runner_id.clone();
         self.store
@@ -454,6 +461,10 @@ impl<S: AtomicStore> Queries for TxnBackend<S> {
 
     async fn runners(&self) -> Result<Vec<RunnerInfo>> {
         self.store.atomic(|t| t.list_runners()).await
+    }
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>> {
+        self.store.atomic(|t| t.list_triggers()).await
     }
 
     async fn lease(&self, name: &str) -> Result<Option<LeaseHolder>> {

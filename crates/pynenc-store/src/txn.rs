@@ -8,7 +8,7 @@ use pynenc_model::{
     CallId, DataRef, DataUsage, ErrorKindCount, HistoryEntry, HistoryStep, InvocationId,
     InvocationOutcome, InvocationQuery, InvocationRecord, InvocationStatus, InvocationSummary,
     LeaseHolder, RunnerId, RunnerInfo, StatusCount, StatusRecord, TaskError, TaskId, Timestamp,
-    WaitGraph,
+    TriggerRecord, WaitGraph,
 };
 
 use crate::error::Result;
@@ -174,6 +174,9 @@ pub trait StoreTxn: QueryTxn + DataTxn {
     /// Records what a runner says of itself, with `now` as its heartbeat.
     fn put_runner(&mut self, info: &RunnerInfo, now: Timestamp) -> Result<()>;
 
+    /// Records a declared trigger (replacing the one of the same name).
+    fn put_trigger(&mut self, trigger: &TriggerRecord) -> Result<()>;
+
     /// Records a runner heartbeat.
     fn put_heartbeat(&mut self, runner_id: &RunnerId, now: Timestamp) -> Result<()>;
     /// The last heartbeat of a runner.
@@ -267,6 +270,8 @@ pub trait QueryTxn {
     fn waits_of(&mut self, id: &InvocationId) -> Result<WaitGraph>;
     /// Every runner that said what it is and has not left, with its last heartbeat.
     fn list_runners(&mut self) -> Result<Vec<RunnerInfo>>;
+    /// The declared triggers, by name.
+    fn list_triggers(&mut self) -> Result<Vec<TriggerRecord>>;
     /// The holder of a lease, if it is held.
     fn get_lease(&mut self, name: &str) -> Result<Option<LeaseHolder>>;
     /// The ids of the apps that routed anything to this backend (this app

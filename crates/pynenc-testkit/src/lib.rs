@@ -496,7 +496,8 @@ macro_rules! conformance_tests {
             t04_reactions_fire_once_per_source,
             t05_events_fire_their_triggers,
             t06_bad_reactions_are_refused_at_build,
-            t07_cron_catch_up
+            t07_cron_catch_up,
+            t08_triggers_are_stored_for_every_process
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

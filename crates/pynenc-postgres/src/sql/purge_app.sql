@@ -12,6 +12,7 @@ DELETE FROM pynenc_controlled WHERE app = $APP;
 DELETE FROM pynenc_edges WHERE app = $APP;
 DELETE FROM pynenc_heartbeats WHERE app = $APP;
 DELETE FROM pynenc_runners WHERE app = $APP;
+DELETE FROM pynenc_triggers WHERE app = $APP;
 DELETE FROM pynenc_leases WHERE app = $APP;
 DELETE FROM pynenc_data_refs WHERE app = $APP;
 DELETE FROM pynenc_data WHERE app = $APP;

@@ -1,4 +1,4 @@
--- The pynenc PostgreSQL schema (version 2; see the crate documentation).
+-- The pynenc PostgreSQL schema (version 3; see the crate documentation).
 -- Status codes are those of pynenc_store::codes: 0 SCHEDULED, 1 REGISTERED,
 -- 4 REROUTED, 5 PENDING, 7 RUNNING, 8 PAUSED, 9 RESUMED, 12 RETRY,
 -- 13 SUCCESS, 14 FAILED ...
@@ -146,6 +146,12 @@ CREATE TABLE pynenc_runners (
     slots BIGINT NOT NULL,
     running TEXT NOT NULL,
     PRIMARY KEY (app, runner_id)
+);
+CREATE TABLE pynenc_triggers (
+    app INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (app, name)
 );
 CREATE TABLE pynenc_leases (
     app INTEGER NOT NULL,

@@ -12,6 +12,7 @@ DELETE FROM controlled WHERE app = ?1;
 DELETE FROM edges WHERE app = ?1;
 DELETE FROM heartbeats WHERE app = ?1;
 DELETE FROM runners WHERE app = ?1;
+DELETE FROM triggers WHERE app = ?1;
 DELETE FROM leases WHERE app = ?1;
 DELETE FROM data_references WHERE dv IN (SELECT dv FROM data_values WHERE app = ?1);
 DELETE FROM data_texts WHERE dv IN (SELECT dv FROM data_values WHERE app = ?1);

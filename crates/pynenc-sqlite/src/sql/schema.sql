@@ -154,6 +154,13 @@ CREATE TABLE IF NOT EXISTS runners (
     running TEXT NOT NULL,
     PRIMARY KEY (app, runner_id)
 ) WITHOUT ROWID;
+-- the triggers runners declared (a JSON TriggerRecord per name)
+CREATE TABLE IF NOT EXISTS triggers (
+    app INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (app, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
     app INTEGER NOT NULL,
     name TEXT NOT NULL,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use pynenc_model::{InvocationId, InvocationStatus, RunnerId, RunnerInfo};
+use pynenc_model::{InvocationId, InvocationStatus, RunnerId, RunnerInfo, TriggerRecord};
 
 use crate::error::Result;
 
@@ -19,6 +19,10 @@ pub trait Coordination: Send + Sync {
     /// Records what a runner says of itself (at start and at every
     /// heartbeat, with what it runs now); it counts as a heartbeat.
     async fn register_runner(&self, info: &RunnerInfo) -> Result<()>;
+
+    /// Records the triggers a runner declares (replacing those of the same
+    /// names), so that every process of the app lists them.
+    async fn register_triggers(&self, triggers: &[TriggerRecord]) -> Result<()>;
 
     /// Forgets a runner's heartbeat and what it said of itself (on a clean stop).
     async fn remove_heartbeat(&self, runner_id: &RunnerId) -> Result<()>;

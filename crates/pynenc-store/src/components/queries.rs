@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, QueueStats,
-    RunnerInfo, StatusCount, TaskId, WaitGraph,
+    RunnerInfo, StatusCount, TaskId, TriggerRecord, WaitGraph,
 };
 
 use crate::error::Result;
@@ -39,6 +39,9 @@ pub trait Queries: Send + Sync {
     /// Every runner that registered and did not leave (live or dead: the
     /// heartbeat tells), with its last heartbeat.
     async fn runners(&self) -> Result<Vec<RunnerInfo>>;
+
+    /// The triggers runners of the app declared, by name.
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>>;
 
     /// The holder of the lease `name`, if it is held.
     async fn lease(&self, name: &str) -> Result<Option<LeaseHolder>>;

@@ -309,3 +309,89 @@ pub async fn t06_bad_reactions_are_refused_at_build(f: &dyn BackendFactory) {
     ));
     assert!(e.contains("label"), "{e}");
 }
+
+/// The triggers a runner declares are stored: a program of the app that
+/// does not declare them (a command line, a monitor) lists them, with the
+/// cron trigger's recent firings.
+pub async fn t08_triggers_are_stored_for_every_process(f: &dyn BackendFactory) {
+    let group = crate::unique("t08");
+    let declaring = ok(
+        f.builder("t08")
+            .config_value("triggers.evaluate_interval_seconds", 0.1)
+            .trigger(
+                Trigger::cron(
+                    "* * * * * *",
+                    reaction::task(),
+                    (group.clone(), "tick".to_string()),
+                )
+                .named("t08 every second"),
+            )
+            .trigger(
+                Trigger::on_exception(
+                    fail_with::task(),
+                    &["Timeout"],
+                    reaction::task(),
+                    (group.clone(), "timeout".to_string()),
+                )
+                .named("t08 timeouts"),
+            )
+            .build(),
+        "app declaring triggers",
+    );
+    let other = crate::new_app(f, "t08", &[]);
+    assert!(ok(other.triggers().await, "nothing stored yet").is_empty());
+    let runner = start_runner(&declaring, 2);
+    // until a tick fired and ran
+    let mut fired = Vec::new();
+    for _ in 0..100 {
+        fired = ids_of(&declaring, reaction::task().task_id()).await;
+        if !fired.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ok(
+        ok(declaring.invocation(&fired[0]).await, "tick")
+            .result()
+            .await,
+        "tick ran",
+    );
+    let listed = ok(other.triggers().await, "stored triggers");
+    let names: Vec<&str> = listed.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["t08 every second", "t08 timeouts"]);
+    assert!(listed
+        .iter()
+        .all(|t| !t.declared_here && t.declared_at.is_some()));
+    let cron = &listed[0];
+    assert_eq!(cron.cron, "* * * * * *");
+    assert_eq!(cron.condition, "cron(* * * * * *)");
+    assert_eq!(cron.task_id, reaction::task().task_id());
+    let args: Value = ok(
+        serde_json::from_str(cron.arguments.as_deref().unwrap_or("null")),
+        "arguments",
+    );
+    assert_eq!(args, json!({"group": group, "label": "tick"}));
+    assert!(cron.next_tick.is_some());
+    // the recent ticks that fired are invocations of the trigger's task
+    let all = ids_of(&other, reaction::task().task_id()).await;
+    let seen: Vec<_> = cron.recent.iter().filter(|f| f.status.is_some()).collect();
+    assert!(!seen.is_empty(), "{:?}", cron.recent);
+    assert!(
+        seen.iter().all(|f| all.contains(&f.invocation_id)),
+        "{:?}",
+        cron.recent
+    );
+    let reaction = &listed[1];
+    assert_eq!(
+        reaction.condition,
+        format!("on_exception({}: Timeout)", fail_with::task().task_id())
+    );
+    assert!(reaction.cron.is_empty() && reaction.next_tick.is_none() && reaction.recent.is_empty());
+    // the declaring program sees its own, declared here and stored
+    let own = ok(declaring.triggers().await, "own triggers");
+    assert_eq!(own.len(), 2);
+    assert!(own
+        .iter()
+        .all(|t| t.declared_here && t.declared_at.is_some()));
+    super::finish(&declaring, runner).await;
+}

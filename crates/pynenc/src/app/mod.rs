@@ -95,18 +95,49 @@ impl Pynenc {
         &self.inner.components.data_store
     }
 
-    /// The app's triggers: their next tick, and their last
-    /// [`crate::trigger::RECENT_TICKS`] ticks with the status of the
-    /// invocation each fired.
+    /// The app's triggers — those this program declares, then those runners
+    /// of the app stored that it does not (what a command line or a monitor
+    /// without the tasks compiled in sees) — with, for cron triggers, the
+    /// next tick and the last [`crate::trigger::RECENT_TICKS`] ticks with
+    /// the status of the invocation each fired.
     ///
     /// # Errors
     ///
     /// The backend failed.
     pub async fn triggers(&self) -> Result<Vec<TriggerInfo>> {
         let now = pynenc_model::Timestamp::now();
-        let mut out = Vec::with_capacity(self.inner.triggers.len());
+        // the triggers runners stored, and those this program declares
+        let mut stored: std::collections::BTreeMap<String, pynenc_model::TriggerRecord> = self
+            .queries()
+            .triggers()
+            .await?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        let mut infos = Vec::new();
         for t in &self.inner.triggers {
-            let mut info = t.info(now, crate::trigger::RECENT_TICKS);
+            let stored_at = stored.remove(&t.name).map(|s| s.declared_at);
+            let record = t.record(self.serializer(), now);
+            infos.push(TriggerInfo::of(
+                &record,
+                true,
+                stored_at,
+                now,
+                crate::trigger::RECENT_TICKS,
+            ));
+        }
+        for record in stored.values() {
+            let stored_at = Some(record.declared_at);
+            infos.push(TriggerInfo::of(
+                record,
+                false,
+                stored_at,
+                now,
+                crate::trigger::RECENT_TICKS,
+            ));
+        }
+        let mut out = Vec::with_capacity(infos.len());
+        for mut info in infos {
             for firing in &mut info.recent {
                 firing.status = match self.orchestrator().get_status(&firing.invocation_id).await {
                     Ok(s) => Some(s.status),

@@ -141,6 +141,7 @@ pub(crate) enum Resolved {
     /// A cron trigger.
     Cron {
         expr: String,
+        timezone: Option<String>,
         schedule: Box<CronSchedule>,
     },
     /// A trigger reacting to invocations of its source task (an event is

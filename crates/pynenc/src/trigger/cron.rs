@@ -69,21 +69,27 @@ impl CronSchedule {
         out
     }
 
-    /// The last `n` ticks at or before `now`, newest first.
+    /// The last `n` ticks at or before `now`, newest first. (Each is looked
+    /// for before the one found last: the backward iterator of the cron
+    /// library skips every other second of a per-second schedule.)
     pub(crate) fn previous(&self, now: Timestamp, n: usize) -> Vec<Timestamp> {
-        // before the next whole second (a tick at `now` counts): the
-        // iterator keeps the start's fraction of a second
-        let next_second =
-            Timestamp::from_micros((now.as_micros().div_euclid(1_000_000) + 1) * 1_000_000);
-        let Some(start) = to_utc(next_second) else {
+        let whole = Timestamp::from_micros(now.as_micros().div_euclid(1_000_000) * 1_000_000);
+        let Some(mut cursor) = to_utc(whole).map(|t| t.with_timezone(&self.tz)) else {
             return Vec::new();
         };
-        self.cron
-            .iter_before(start.with_timezone(&self.tz))
-            .take(n)
-            .map(|t| Timestamp::from_micros(t.with_timezone(&Utc).timestamp_micros()))
-            .filter(|t| *t <= now)
-            .collect()
+        let mut out = Vec::with_capacity(n);
+        let mut inclusive = true;
+        while out.len() < n {
+            let Ok(found) = self.cron.find_previous_occurrence(&cursor, inclusive) else {
+                break;
+            };
+            out.push(Timestamp::from_micros(
+                found.with_timezone(&Utc).timestamp_micros(),
+            ));
+            cursor = found;
+            inclusive = false;
+        }
+        out
     }
 
     /// The next tick after `now`, if there is one.
@@ -141,6 +147,15 @@ mod tests {
         assert_eq!(
             every_2s.previous(at("2026-01-01T00:00:04Z"), 1),
             vec![at("2026-01-01T00:00:04Z")]
+        );
+        let every_s = CronSchedule::parse("* * * * * *", None).unwrap();
+        assert_eq!(
+            every_s.previous(at("2026-01-01T00:00:05.500Z"), 3),
+            vec![
+                at("2026-01-01T00:00:05Z"),
+                at("2026-01-01T00:00:04Z"),
+                at("2026-01-01T00:00:03Z")
+            ]
         );
         // the autumn change in Madrid (03:00 CEST -> 02:00 CET on 2026-10-25):
         // 02:30 local happens twice, at 00:30 and 01:30 UTC, both fired, in order

@@ -330,6 +330,7 @@ impl Trigger {
                 let schedule = CronSchedule::parse(expr, timezone.as_deref()).map_err(&invalid)?;
                 Resolved::Cron {
                     expr: expr.clone(),
+                    timezone: timezone.clone(),
                     schedule: Box::new(schedule),
                 }
             }

@@ -40,13 +40,13 @@ mod react;
 
 use std::fmt;
 
-use pynenc_model::{Arguments, Call, InvocationId, Timestamp};
+use pynenc_model::{Arguments, Call, InvocationId, TaskId, Timestamp, TriggerRecord};
 use serde_json::{Map, Value};
 
 use crate::serializer::Serializer;
 use crate::task::TaskDefinition;
 pub(crate) use condition::Happened;
-use condition::{JsonCheck, Resolved};
+use condition::{Condition, JsonCheck, Resolved};
 pub use condition::{TriggerEvent, TriggerSource, REACTABLE_STATUSES};
 use cron::CronSchedule;
 use declare::FromSource;
@@ -93,7 +93,7 @@ impl fmt::Debug for ResolvedTrigger {
 impl ResolvedTrigger {
     /// The invocation id of this trigger's firing at `tick`.
     pub(crate) fn firing_id(&self, tick: Timestamp) -> InvocationId {
-        InvocationId::keyed(tick, &format!("{}@{}", self.name, tick.as_micros()))
+        firing_id(&self.name, tick)
     }
 
     /// The call a cron firing makes.
@@ -153,6 +153,13 @@ pub struct TriggerInfo {
     pub cron: String,
     /// The task it calls.
     pub task_id: String,
+    /// The arguments of its calls as JSON text, when they are static.
+    pub arguments: Option<String>,
+    /// Whether the program that lists it declares it.
+    pub declared_here: bool,
+    /// When a runner last declared it (stored for every process of the
+    /// app); `None` when no runner has yet.
+    pub declared_at: Option<Timestamp>,
     /// Its next tick after now (a cron trigger).
     pub next_tick: Option<Timestamp>,
     /// Its latest ticks, newest first, with what each fired (a cron
@@ -173,31 +180,91 @@ pub struct TriggerFiring {
     pub status: Option<pynenc_model::InvocationStatus>,
 }
 
-impl ResolvedTrigger {
-    /// What the trigger is, with its last `recent` ticks (their statuses
-    /// still to be read).
-    pub(crate) fn info(&self, now: Timestamp, recent: usize) -> TriggerInfo {
-        let (condition, cron) = match &self.kind {
-            Resolved::Cron { expr, .. } => (format!("cron({expr})"), expr.clone()),
-            Resolved::Reaction(c) => (c.describe(), String::new()),
-        };
+impl TriggerInfo {
+    /// What a trigger is, with its last `recent` ticks when it is a cron
+    /// trigger (their statuses still to be read). `declared_here`: this
+    /// program declares it; `stored_at`: when a runner last stored it.
+    pub(crate) fn of(
+        record: &TriggerRecord,
+        declared_here: bool,
+        stored_at: Option<Timestamp>,
+        now: Timestamp,
+        recent: usize,
+    ) -> TriggerInfo {
+        let schedule = record
+            .cron
+            .as_deref()
+            .and_then(|expr| CronSchedule::parse(expr, record.timezone.as_deref()).ok());
         TriggerInfo {
-            name: self.name.clone(),
-            condition,
-            cron,
-            task_id: self.task.task_id.to_string(),
-            next_tick: self.schedule().and_then(|s| s.next_after(now)),
-            recent: self
-                .schedule()
+            name: record.name.clone(),
+            condition: record.condition.clone(),
+            cron: record.cron.clone().unwrap_or_default(),
+            task_id: record.task_id.to_string(),
+            arguments: record.arguments.clone(),
+            declared_here,
+            declared_at: stored_at,
+            next_tick: schedule.as_ref().and_then(|s| s.next_after(now)),
+            recent: schedule
                 .map(|s| s.previous(now, recent))
                 .unwrap_or_default()
                 .into_iter()
                 .map(|tick| TriggerFiring {
                     tick,
-                    invocation_id: self.firing_id(tick),
+                    invocation_id: firing_id(&record.name, tick),
                     status: None,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// The invocation id of the firing of the cron trigger `name` at `tick`.
+fn firing_id(name: &str, tick: Timestamp) -> InvocationId {
+    InvocationId::keyed(tick, &format!("{name}@{}", tick.as_micros()))
+}
+
+impl ResolvedTrigger {
+    /// What is stored of the trigger for every process of the app to list.
+    pub(crate) fn record(&self, serializer: Serializer, now: Timestamp) -> TriggerRecord {
+        let (cron, timezone) = match &self.kind {
+            Resolved::Cron { expr, timezone, .. } => (Some(expr.clone()), timezone.clone()),
+            Resolved::Reaction(_) => (None, None),
+        };
+        let arguments = match &self.arguments {
+            ResolvedArguments::Static(a) => {
+                let map: Map<String, Value> = a
+                    .serialized()
+                    .map(|(name, text)| {
+                        let v = serializer
+                            .deserialize::<Value>(text, format_args!("argument '{name}'"))
+                            .unwrap_or(Value::Null);
+                        (name.to_string(), v)
+                    })
+                    .collect();
+                Some(Value::Object(map).to_string())
+            }
+            ResolvedArguments::FromSource(_) => None,
+        };
+        TriggerRecord {
+            name: self.name.clone(),
+            condition: self.condition(),
+            cron,
+            timezone,
+            task_id: TaskId::from(self.task.task_id),
+            arguments,
+            declared_at: now,
+        }
+    }
+
+    /// How the trigger's condition reads.
+    fn condition(&self) -> String {
+        match &self.kind {
+            Resolved::Cron { expr, timezone, .. } => Condition::Cron {
+                expr: expr.clone(),
+                timezone: timezone.clone(),
+            }
+            .describe(),
+            Resolved::Reaction(c) => c.describe(),
         }
     }
 
