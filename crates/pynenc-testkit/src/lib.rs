@@ -497,7 +497,8 @@ macro_rules! conformance_tests {
             t05_events_fire_their_triggers,
             t06_bad_reactions_are_refused_at_build,
             t07_cron_catch_up,
-            t08_triggers_are_stored_for_every_process
+            t08_triggers_are_stored_for_every_process,
+            t09_any_of_and_all_of
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

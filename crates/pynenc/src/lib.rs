@@ -149,7 +149,7 @@ pub use runner::{
 };
 pub use task::{Shared, Task};
 pub use trigger::{
-    trigger_arguments, Trigger, TriggerEvent, TriggerFiring, TriggerInfo, TriggerSource,
+    trigger_arguments, Trigger, TriggerEvent, TriggerFiring, TriggerInfo, TriggerSource, When,
     EVENT_TASK_ID, MAX_CATCH_UP, REACTABLE_STATUSES, RECENT_TICKS,
 };
 

@@ -395,3 +395,105 @@ pub async fn t08_triggers_are_stored_for_every_process(f: &dyn BackendFactory) {
         .all(|t| t.declared_here && t.declared_at.is_some()));
     super::finish(&declaring, runner).await;
 }
+
+/// `any_of` fires once per source meeting any condition; `all_of` fires
+/// when the last of its conditions is met while the others were met within
+/// the window, once per set of sources.
+pub async fn t09_any_of_and_all_of(f: &dyn BackendFactory) {
+    use pynenc::When;
+    let group = crate::unique("t09");
+    let g = group.clone();
+    let any = Trigger::any_of(
+        vec![
+            When::any_result(add::task()),
+            When::exception(fail_with::task(), &["Timeout"]),
+        ],
+        reaction::task(),
+        (group.clone(), String::new()),
+    )
+    .named("t09 any")
+    .arguments_from(move |src| {
+        let task = src
+            .task_id
+            .rsplit("::")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Ok(reaction_args(
+            &g,
+            format!("any:{task}:{}", src.status.as_str().to_lowercase()),
+        ))
+    });
+    let g = group.clone();
+    let all = Trigger::all_of(
+        vec![
+            When::any_result(add::task()).when_argument("x", |v| v == &json!(100)),
+            When::event("go").when_payload(|p| p["ok"] == json!(true)),
+        ],
+        std::time::Duration::from_secs(60),
+        reaction::task(),
+        (group.clone(), String::new()),
+    )
+    .named("t09 all")
+    .arguments_from(move |src| Ok(reaction_args(&g, format!("all:{}", src.task_id))));
+    let app = ok(
+        f.builder("t09").trigger(any).trigger(all).build(),
+        "app with any_of and all_of",
+    );
+    let listed = ok(app.triggers().await, "triggers");
+    assert!(
+        listed
+            .iter()
+            .any(|t| t.condition.starts_with("all_of(") && t.condition.contains("within 60s")),
+        "{listed:?}"
+    );
+    let runner = start_runner(&app, 4);
+    let run_add = |x: i64| {
+        let app = app.clone();
+        async move {
+            ok(
+                ok(add::call_on(&app, x, 1).await, "add").result().await,
+                "sum",
+            )
+        }
+    };
+    run_add(1).await;
+    let failed = ok(
+        fail_with::call_on(&app, "Timeout".into(), "late".into()).await,
+        "fail",
+    );
+    assert!(failed.result().await.is_err());
+    // an event with the wrong payload, then before the other condition
+    for payload in [json!({"ok": false}), json!({"ok": true})] {
+        let id = ok(app.emit_event("go", payload).await, "emit");
+        ok(
+            ok(app.invocation(&id).await, "event").wait().await,
+            "event runs",
+        );
+    }
+    assert_eq!(
+        run_reactions(&app).await,
+        2,
+        "only the any_of reactions so far"
+    );
+    // the add of x = 100 completes the set with the event before it
+    run_add(100).await;
+    // a second event makes a second set with that add
+    let id = ok(app.emit_event("go", json!({"ok": true})).await, "emit");
+    ok(
+        ok(app.invocation(&id).await, "event").wait().await,
+        "event runs",
+    );
+    let routed = run_reactions(&app).await;
+    let expected: BTreeMap<String, usize> = [
+        ("any:add:success".to_string(), 2),
+        ("any:fail_with:failed".to_string(), 1),
+        (format!("all:{}", add::task().task_id()), 1),
+        (format!("all:{EVENT_TASK_ID}"), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(labels(&group), expected);
+    assert_eq!(routed, 5);
+    super::finish(&app, runner).await;
+}

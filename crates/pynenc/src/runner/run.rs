@@ -16,7 +16,7 @@ use super::host::{InvocationHost, RunFinish, SlotState};
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::task::TaskInput;
-use crate::trigger::{self, Happened};
+use crate::trigger::{self, Happened, Phase};
 
 /// Retry or failure for a run of `invocation_id` that ended with `error`:
 /// a retry while its task's options allow one (the retries so far are read
@@ -130,7 +130,7 @@ pub(crate) async fn run_invocation(
             result: None,
             error: None,
         };
-        trigger::react(app, &kept, running).await;
+        trigger::react(app, &kept, running, Phase::BeforeEnd).await;
     }
     // stored arguments are read back (through the local cache) for the body
     let output = match with_stored_arguments(app, record).await {
@@ -185,6 +185,7 @@ pub(crate) async fn run_invocation(
             cancelled_outcome(host.runner_id())
         }
     };
+    let mut reacted = None;
     if reacting {
         let happened = match &outcome {
             RunOutcome::Success(_) => Some(Happened {
@@ -206,9 +207,10 @@ pub(crate) async fn run_invocation(
         };
         // before the end is recorded: a runner lost in between runs it
         // again, and the keyed calls are made once
-        if let Some(happened) = happened {
-            trigger::react(app, &kept, happened).await;
+        if let Some(happened) = &happened {
+            trigger::react(app, &kept, happened.clone(), Phase::BeforeEnd).await;
         }
+        reacted = happened.map(|h| (h.status, h.error.cloned()));
     }
     // take the slot back now (the context may outlive this function in user
     // clones); a run cancelled while PAUSED holds none, and takes nothing next
@@ -216,7 +218,16 @@ pub(crate) async fn run_invocation(
     let RunFinish { end, next } = host.finish(app, &kept, outcome, permit.is_some()).await;
     match end {
         Ok(status) => {
-            debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished")
+            debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished");
+            // the end is recorded: `all_of` triggers look back again
+            if let Some((reached, error)) = reacted.filter(|(s, _)| *s == status) {
+                let happened = Happened {
+                    status: reached,
+                    result: plain_result.as_deref(),
+                    error: error.as_ref(),
+                };
+                trigger::react(app, &kept, happened, Phase::AfterEnd).await;
+            }
         }
         Err(e) => {
             warn!(error = %e, "could not record the end of the invocation (was it killed?)")

@@ -206,7 +206,7 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
     let triggers: Vec<_> = app
         .resolved_triggers()
         .iter()
-        .filter(|t| t.source_task().is_none())
+        .filter(|t| t.is_cron())
         .cloned()
         .collect();
     let trigger_every = secs(conf.triggers.evaluate_interval_seconds);

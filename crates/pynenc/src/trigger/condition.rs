@@ -135,6 +135,65 @@ impl Condition {
     }
 }
 
+/// How a trigger's conditions combine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Combine {
+    /// One condition.
+    One,
+    /// Any of them (a source meeting several fires once).
+    Any,
+    /// All of them, each met by a source that ended within the window.
+    All(std::time::Duration),
+}
+
+/// How conditions combined read in names and listings.
+pub(crate) fn describe(conditions: &[super::When], combine: &Combine) -> String {
+    let parts: Vec<String> = conditions.iter().map(super::When::describe).collect();
+    match combine {
+        Combine::One => parts.join("; "),
+        Combine::Any => format!("any_of({})", parts.join("; ")),
+        Combine::All(within) => format!(
+            "all_of({} within {}s)",
+            parts.join("; "),
+            within.as_secs_f64()
+        ),
+    }
+}
+
+impl Condition {
+    /// Whether the condition is met by an outcome a runner can look back
+    /// on later (what `all_of` combines): a result, an error, the statuses
+    /// `success` and `failed`, an event.
+    pub(crate) fn is_outcome(&self) -> bool {
+        match self {
+            Condition::Cron { .. } => false,
+            Condition::Status { statuses, .. } => statuses
+                .iter()
+                .all(|s| matches!(s, InvocationStatus::Success | InvocationStatus::Failed)),
+            Condition::Result { .. } | Condition::Exception { .. } | Condition::Event { .. } => {
+                true
+            }
+        }
+    }
+
+    /// The final statuses of the sources that meet an outcome condition.
+    pub(crate) fn outcome_statuses(&self) -> Vec<InvocationStatus> {
+        match self {
+            Condition::Status { statuses, .. } => statuses.clone(),
+            Condition::Exception { .. } => vec![InvocationStatus::Failed],
+            _ => vec![InvocationStatus::Success],
+        }
+    }
+
+    /// The name of the events the condition watches.
+    pub(crate) fn event_name(&self) -> Option<&str> {
+        match self {
+            Condition::Event { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
 /// The schedule or the reaction of a checked trigger.
 #[derive(Clone)]
 pub(crate) enum Resolved {
@@ -144,16 +203,22 @@ pub(crate) enum Resolved {
         timezone: Option<String>,
         schedule: Box<CronSchedule>,
     },
-    /// A trigger reacting to invocations of its source task (an event is
-    /// an invocation of the built-in event task).
-    Reaction(Condition),
+    /// A trigger reacting to invocations of its sources' tasks (an event
+    /// is an invocation of the built-in event task).
+    Reaction {
+        conditions: Vec<super::When>,
+        combine: Combine,
+    },
 }
 
 impl fmt::Debug for Resolved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Resolved::Cron { expr, .. } => write!(f, "Cron({expr})"),
-            Resolved::Reaction(c) => write!(f, "Reaction({})", c.describe()),
+            Resolved::Reaction {
+                conditions,
+                combine,
+            } => write!(f, "Reaction({})", describe(conditions, combine)),
         }
     }
 }

@@ -3,13 +3,15 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pynenc_model::{Arguments, InvocationStatus};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::condition::{Condition, JsonCheck, Resolved};
+use super::condition::{describe, Combine, Condition, Resolved};
 use super::cron::CronSchedule;
+use super::when::When;
 use super::{ResolvedArguments, ResolvedTrigger, TriggerSource};
 use crate::exceptions::{PynencError, Result};
 use crate::serializer::Serializer;
@@ -55,38 +57,42 @@ pub(super) type FromSource =
 #[derive(Clone)]
 pub struct Trigger {
     name: Option<String>,
-    condition: Condition,
+    conditions: Vec<When>,
+    combine: Combine,
     task: &'static TaskDefinition,
     arguments: MakeArguments,
     from_source: Option<FromSource>,
-    argument_filters: Vec<(String, JsonCheck)>,
     catch_up: usize,
+    /// A trigger-level filter on a trigger of several conditions (refused
+    /// at build: filters go on each [`When`]).
+    misplaced_filter: bool,
 }
 
 impl fmt::Debug for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Trigger")
             .field("name", &self.name())
-            .field("condition", &self.condition.describe())
+            .field("condition", &self.describe())
             .field("task", &self.task.task_id)
             .finish()
     }
 }
 
 impl Trigger {
-    fn new<P, R, A>(condition: Condition, task: Task<P, R>, args: A) -> Trigger
+    fn new<P, R, A>(conditions: Vec<When>, combine: Combine, task: Task<P, R>, args: A) -> Trigger
     where
         R: DeserializeOwned + Send + 'static,
         A: IntoArguments<P> + Clone + Send + Sync + 'static,
     {
         Trigger {
             name: None,
-            condition,
+            conditions,
+            combine,
             task: task.definition(),
             arguments: Arc::new(move |serializer| args.clone().into_arguments(serializer)),
             from_source: None,
-            argument_filters: Vec::new(),
             catch_up: 0,
+            misplaced_filter: false,
         }
     }
 
@@ -99,16 +105,54 @@ impl Trigger {
         R: DeserializeOwned + Send + 'static,
         A: IntoArguments<P> + Clone + Send + Sync + 'static,
     {
-        let condition = Condition::Cron {
+        let when = When::of(Condition::Cron {
             expr: expr.to_string(),
             timezone: None,
-        };
-        Trigger::new(condition, task, args)
+        });
+        Trigger::new(vec![when], Combine::One, task, args)
+    }
+
+    /// Calls `task` once for every source that meets `when`.
+    pub fn on<P, R, A>(when: When, task: Task<P, R>, args: A) -> Trigger
+    where
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        Trigger::new(vec![when], Combine::One, task, args)
+    }
+
+    /// Calls `task` once for every source that meets any of `conditions`
+    /// (one call for a source that meets several).
+    pub fn any_of<P, R, A>(conditions: Vec<When>, task: Task<P, R>, args: A) -> Trigger
+    where
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        Trigger::new(conditions, Combine::Any, task, args)
+    }
+
+    /// Calls `task` when a source meets one of `conditions` and each of the
+    /// others was met by a source that ended within `within` before it:
+    /// once per such set of sources (the newest that meets each condition).
+    /// The conditions are outcomes a runner can look back on: results,
+    /// errors, the statuses `success` and `failed`, and events. The
+    /// arguments made from a source ([`Trigger::arguments_from`]) are made
+    /// from the one that completed the set.
+    pub fn all_of<P, R, A>(
+        conditions: Vec<When>,
+        within: Duration,
+        task: Task<P, R>,
+        args: A,
+    ) -> Trigger
+    where
+        R: DeserializeOwned + Send + 'static,
+        A: IntoArguments<P> + Clone + Send + Sync + 'static,
+    {
+        Trigger::new(conditions, Combine::All(within), task, args)
     }
 
     /// Calls `task` once for every invocation of `source` that reaches one
-    /// of `statuses` (those of [`REACTABLE_STATUSES`]: `running` and
-    /// `retry` once per attempt, `success` and `failed` once).
+    /// of `statuses` ([`When::status`]).
     pub fn on_status<P0, R0, P, R, A>(
         source: Task<P0, R0>,
         statuses: &[InvocationStatus],
@@ -120,16 +164,11 @@ impl Trigger {
         R: DeserializeOwned + Send + 'static,
         A: IntoArguments<P> + Clone + Send + Sync + 'static,
     {
-        let condition = Condition::Status {
-            source: source.definition(),
-            statuses: statuses.to_vec(),
-        };
-        Trigger::new(condition, task, args)
+        Trigger::on(When::status(source, statuses), task, args)
     }
 
     /// Calls `task` once for every invocation of `source` that succeeds
-    /// with a result `filter` accepts (a result that does not decode as
-    /// `R0` is not accepted).
+    /// with a result `filter` accepts ([`When::result`]).
     pub fn on_result<P0, R0, P, R, A>(
         source: Task<P0, R0>,
         filter: impl Fn(&R0) -> bool + Send + Sync + 'static,
@@ -141,24 +180,11 @@ impl Trigger {
         R: DeserializeOwned + Send + 'static,
         A: IntoArguments<P> + Clone + Send + Sync + 'static,
     {
-        let source_id = source.task_id();
-        let check = Arc::new(move |text: &str, serializer: Serializer| {
-            match serializer.deserialize::<R0>(text, format_args!("a result of {source_id}")) {
-                Ok(value) => filter(&value),
-                Err(e) => {
-                    tracing::warn!(task_id = source_id, error = %e, "on_result: the result does not decode as the task's type; not a match");
-                    false
-                }
-            }
-        });
-        let condition = Condition::Result {
-            source: source.definition(),
-            check: Some(check),
-        };
-        Trigger::new(condition, task, args)
+        Trigger::on(When::result(source, filter), task, args)
     }
 
-    /// Calls `task` once for every invocation of `source` that succeeds.
+    /// Calls `task` once for every invocation of `source` that succeeds
+    /// ([`When::any_result`]).
     pub fn on_any_result<P0, R0, P, R, A>(
         source: Task<P0, R0>,
         task: Task<P, R>,
@@ -169,16 +195,11 @@ impl Trigger {
         R: DeserializeOwned + Send + 'static,
         A: IntoArguments<P> + Clone + Send + Sync + 'static,
     {
-        let condition = Condition::Result {
-            source: source.definition(),
-            check: None,
-        };
-        Trigger::new(condition, task, args)
+        Trigger::on(When::any_result(source), task, args)
     }
 
     /// Calls `task` once for every invocation of `source` that fails for
-    /// good (no retry left) with an error of one of `kinds` (any kind when
-    /// `kinds` is empty).
+    /// good with an error of one of `kinds` ([`When::exception`]).
     pub fn on_exception<P0, R0, P, R, A>(
         source: Task<P0, R0>,
         kinds: &[&str],
@@ -190,58 +211,56 @@ impl Trigger {
         R: DeserializeOwned + Send + 'static,
         A: IntoArguments<P> + Clone + Send + Sync + 'static,
     {
-        let condition = Condition::Exception {
-            source: source.definition(),
-            kinds: kinds.iter().map(|k| k.to_string()).collect(),
-        };
-        Trigger::new(condition, task, args)
+        Trigger::on(When::exception(source, kinds), task, args)
     }
 
     /// Calls `task` once for every event `name` emitted with
-    /// [`crate::Pynenc::emit_event`] (whose payload passes
-    /// [`Trigger::when_payload`], if given).
+    /// [`crate::Pynenc::emit_event`] ([`When::event`]).
     pub fn on_event<P, R, A>(name: &str, task: Task<P, R>, args: A) -> Trigger
     where
         R: DeserializeOwned + Send + 'static,
         A: IntoArguments<P> + Clone + Send + Sync + 'static,
     {
-        let condition = Condition::Event {
-            name: name.to_string(),
-            check: None,
-        };
-        Trigger::new(condition, task, args)
+        Trigger::on(When::event(name), task, args)
     }
 
     /// The time zone of the cron expression (an IANA name, e.g.
     /// `Europe/Madrid`); ignored by other triggers.
     pub fn timezone(mut self, tz: &str) -> Trigger {
-        if let Condition::Cron { timezone, .. } = &mut self.condition {
+        if let [When {
+            condition: Condition::Cron { timezone, .. },
+            ..
+        }] = self.conditions.as_mut_slice()
+        {
             *timezone = Some(tz.to_string());
         }
         self
     }
 
-    /// Only events whose payload `filter` accepts (an `on_event` trigger).
+    /// Only events whose payload `filter` accepts ([`When::when_payload`]
+    /// on the trigger's one condition).
     pub fn when_payload(
         mut self,
         filter: impl Fn(&Value) -> bool + Send + Sync + 'static,
     ) -> Trigger {
-        if let Condition::Event { check, .. } = &mut self.condition {
-            *check = Some(Arc::new(filter));
+        match self.conditions.as_mut_slice() {
+            [one] => *one = one.clone().when_payload(filter),
+            _ => self.misplaced_filter = true,
         }
         self
     }
 
-    /// Only sources whose argument `name` `filter` accepts (as JSON). Every
-    /// filter must accept. The source task must have the parameter: checked
-    /// when the app builds (for an event, `name` and `payload`).
+    /// Only sources whose argument `name` `filter` accepts
+    /// ([`When::when_argument`] on the trigger's one condition).
     pub fn when_argument(
         mut self,
         name: &str,
         filter: impl Fn(&Value) -> bool + Send + Sync + 'static,
     ) -> Trigger {
-        self.argument_filters
-            .push((name.to_string(), Arc::new(filter)));
+        match self.conditions.as_mut_slice() {
+            [one] => *one = one.clone().when_argument(name, filter),
+            _ => self.misplaced_filter = true,
+        }
         self
     }
 
@@ -284,8 +303,13 @@ impl Trigger {
     pub fn name(&self) -> String {
         match &self.name {
             Some(n) => n.clone(),
-            None => format!("{} {}", self.condition.describe(), self.task.task_id),
+            None => format!("{} {}", self.describe(), self.task.task_id),
         }
+    }
+
+    /// How the trigger's conditions read.
+    fn describe(&self) -> String {
+        describe(&self.conditions, &self.combine)
     }
 
     /// Checks the trigger for an app with `serializer`; `check_call`
@@ -301,21 +325,14 @@ impl Trigger {
             task_id: self.task.task_id.to_string(),
             message,
         };
-        if let Some(problem) = self.condition.problem() {
+        if let Some(problem) = self.problem() {
             return Err(invalid(problem));
         }
-        let params = self.condition.source_params();
-        for (arg, _) in &self.argument_filters {
-            if !params.contains(&arg.as_str()) {
-                let source = self.condition.source_task().unwrap_or("a cron schedule");
-                return Err(invalid(format!(
-                    "a filter names the argument '{arg}', which {source} does not have (its parameters: {})",
-                    params.join(", ")
-                )));
-            }
-        }
-        let kind = match &self.condition {
-            Condition::Cron { expr, timezone } => {
+        let kind = match self.conditions.as_slice() {
+            [When {
+                condition: Condition::Cron { expr, timezone },
+                ..
+            }] => {
                 if self.catch_up > MAX_CATCH_UP {
                     return Err(invalid(format!(
                         "catch_up({}) is over the most a trigger catches up on ({MAX_CATCH_UP})",
@@ -340,7 +357,10 @@ impl Trigger {
                         .into(),
                 ))
             }
-            other => Resolved::Reaction(other.clone()),
+            conditions => Resolved::Reaction {
+                conditions: conditions.to_vec(),
+                combine: self.combine.clone(),
+            },
         };
         let arguments = match &self.from_source {
             Some(make) => ResolvedArguments::FromSource(make.clone()),
@@ -356,9 +376,43 @@ impl Trigger {
             kind,
             task: self.task,
             arguments,
-            argument_filters: self.argument_filters.clone(),
             catch_up: self.catch_up,
         })
+    }
+
+    /// What is wrong with the trigger's conditions, if anything.
+    fn problem(&self) -> Option<String> {
+        if self.conditions.is_empty() {
+            return Some("a trigger needs at least one condition".into());
+        }
+        if self.misplaced_filter {
+            return Some(
+                "a trigger of several conditions takes its filters on each condition (When::when_argument, When::when_payload)"
+                    .into(),
+            );
+        }
+        if let Some(p) = self.conditions.iter().find_map(When::problem) {
+            return Some(p);
+        }
+        let cron = self
+            .conditions
+            .iter()
+            .any(|w| matches!(w.condition, Condition::Cron { .. }));
+        if cron && self.conditions.len() > 1 {
+            return Some("a cron schedule cannot be combined with other conditions".into());
+        }
+        if let Combine::All(within) = &self.combine {
+            if within.is_zero() {
+                return Some("all_of needs a time window longer than zero".into());
+            }
+            if let Some(w) = self.conditions.iter().find(|w| !w.condition.is_outcome()) {
+                return Some(format!(
+                    "all_of looks back on outcomes (results, errors, success and failed, events); {} is not one",
+                    w.describe()
+                ));
+            }
+        }
+        None
     }
 }
 

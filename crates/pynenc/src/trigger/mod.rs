@@ -36,7 +36,9 @@ mod cron;
 mod declare;
 mod event;
 mod fire;
+mod look_back;
 mod react;
+mod when;
 
 use std::fmt;
 
@@ -46,7 +48,7 @@ use serde_json::{Map, Value};
 use crate::serializer::Serializer;
 use crate::task::TaskDefinition;
 pub(crate) use condition::Happened;
-use condition::{Condition, JsonCheck, Resolved};
+use condition::{describe, Combine, Condition, Resolved};
 pub use condition::{TriggerEvent, TriggerSource, REACTABLE_STATUSES};
 use cron::CronSchedule;
 use declare::FromSource;
@@ -54,7 +56,8 @@ pub use declare::{trigger_arguments, Trigger, MAX_CATCH_UP};
 pub(crate) use event::EVENT_TASK;
 pub use event::EVENT_TASK_ID;
 pub(crate) use fire::{fire_due, TriggerState};
-pub(crate) use react::{react, reacts_to};
+pub(crate) use react::{react, reacts_to, Phase};
+pub use when::When;
 
 /// How many recent ticks [`crate::Pynenc::triggers`] shows per trigger.
 pub const RECENT_TICKS: usize = 5;
@@ -75,7 +78,6 @@ pub(crate) struct ResolvedTrigger {
     kind: Resolved,
     pub(crate) task: &'static TaskDefinition,
     pub(crate) arguments: ResolvedArguments,
-    argument_filters: Vec<(String, JsonCheck)>,
     /// Missed ticks fired when a runner takes the evaluation over.
     pub(crate) catch_up: usize,
 }
@@ -108,35 +110,31 @@ impl ResolvedTrigger {
     fn schedule(&self) -> Option<&CronSchedule> {
         match &self.kind {
             Resolved::Cron { schedule, .. } => Some(schedule),
-            Resolved::Reaction(_) => None,
+            Resolved::Reaction { .. } => None,
         }
     }
 
-    /// The task whose invocations the trigger reacts to.
-    pub(crate) fn source_task(&self) -> Option<&'static str> {
+    /// Whether it is a cron trigger (fired by the runners' upkeep).
+    pub(crate) fn is_cron(&self) -> bool {
+        matches!(self.kind, Resolved::Cron { .. })
+    }
+
+    /// The conditions of a reaction and how they combine (`None`: cron).
+    pub(crate) fn reaction(&self) -> Option<(&[When], &Combine)> {
         match &self.kind {
             Resolved::Cron { .. } => None,
-            Resolved::Reaction(c) => c.source_task(),
+            Resolved::Reaction {
+                conditions,
+                combine,
+            } => Some((conditions, combine)),
         }
     }
 
-    /// Whether `happened` to a source invocation with `arguments` meets the
-    /// trigger (condition and argument filters).
-    pub(crate) fn is_met(
-        &self,
-        happened: &Happened<'_>,
-        serializer: Serializer,
-        event: Option<&TriggerEvent>,
-        arguments: &Map<String, Value>,
-    ) -> bool {
-        let Resolved::Reaction(condition) = &self.kind else {
-            return false;
-        };
-        condition.is_met(happened, serializer, event)
-            && self
-                .argument_filters
-                .iter()
-                .all(|(name, check)| arguments.get(name).is_some_and(|v| check(v)))
+    /// Whether it reacts to invocations of `task_id`.
+    pub(crate) fn watches(&self, task_id: &str) -> bool {
+        self.reaction().is_some_and(|(conditions, _)| {
+            conditions.iter().any(|w| w.source_task() == Some(task_id))
+        })
     }
 }
 
@@ -228,7 +226,7 @@ impl ResolvedTrigger {
     pub(crate) fn record(&self, serializer: Serializer, now: Timestamp) -> TriggerRecord {
         let (cron, timezone) = match &self.kind {
             Resolved::Cron { expr, timezone, .. } => (Some(expr.clone()), timezone.clone()),
-            Resolved::Reaction(_) => (None, None),
+            Resolved::Reaction { .. } => (None, None),
         };
         let arguments = match &self.arguments {
             ResolvedArguments::Static(a) => {
@@ -264,7 +262,10 @@ impl ResolvedTrigger {
                 timezone: timezone.clone(),
             }
             .describe(),
-            Resolved::Reaction(c) => c.describe(),
+            Resolved::Reaction {
+                conditions,
+                combine,
+            } => describe(conditions, combine),
         }
     }
 

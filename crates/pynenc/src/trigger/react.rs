@@ -15,6 +15,7 @@ use pynenc_model::{
 use serde_json::{Map, Value};
 use tracing::{debug, error, info, warn};
 
+use super::condition::Combine;
 use super::condition::{Happened, TriggerEvent, TriggerSource};
 use super::{ResolvedArguments, ResolvedTrigger};
 use crate::app::Pynenc;
@@ -26,7 +27,7 @@ const ROUTE_ATTEMPTS: u32 = 3;
 
 /// Whether any trigger reacts to invocations of `task_id`.
 pub(crate) fn reacts_to(triggers: &[ResolvedTrigger], task_id: &str) -> bool {
-    triggers.iter().any(|t| t.source_task() == Some(task_id))
+    triggers.iter().any(|t| t.watches(task_id))
 }
 
 /// Whether `status` happens once per attempt (`running`, `retry`) rather
@@ -35,9 +36,21 @@ fn needs_attempt(status: InvocationStatus) -> bool {
     matches!(status, InvocationStatus::Running | InvocationStatus::Retry)
 }
 
+/// When a reaction is looked for in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Before the source's status is recorded: every trigger.
+    BeforeEnd,
+    /// Once the source's end is recorded: `all_of` triggers again, whose
+    /// other conditions may have been met meanwhile by sources that ended
+    /// while this one ran its reactions (each of two sources ending at
+    /// once sees the other then).
+    AfterEnd,
+}
+
 /// The source's arguments as JSON (a value that does not decode is
 /// `null`).
-fn arguments_json(app: &Pynenc, arguments: &Arguments) -> Map<String, Value> {
+pub(super) fn arguments_json(app: &Pynenc, arguments: &Arguments) -> Map<String, Value> {
     arguments
         .serialized()
         .map(|(name, text)| {
@@ -50,13 +63,37 @@ fn arguments_json(app: &Pynenc, arguments: &Arguments) -> Map<String, Value> {
         .collect()
 }
 
-/// Routes the calls of the triggers `record` meets now that `happened`.
-/// A firing that cannot be made is logged with the trigger's name; the run
-/// goes on either way.
-pub(crate) async fn react(app: &Pynenc, record: &InvocationRecord, happened: Happened<'_>) {
+/// The event an invocation of the event task is (from its arguments).
+pub(super) fn event_of(task_id: &str, arguments: &Map<String, Value>) -> Option<TriggerEvent> {
+    (task_id == super::EVENT_TASK_ID).then(|| TriggerEvent {
+        name: arguments
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        payload: arguments.get("payload").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// Routes the calls of the triggers `record` meets now that `happened`,
+/// in `phase`. A firing that cannot be made is logged with the trigger's
+/// name; the run goes on either way.
+pub(crate) async fn react(
+    app: &Pynenc,
+    record: &InvocationRecord,
+    happened: Happened<'_>,
+    phase: Phase,
+) {
     let triggers = app.resolved_triggers();
     let task_id = record.call.task_id.as_str();
     if !reacts_to(triggers, task_id) {
+        return;
+    }
+    if phase == Phase::AfterEnd
+        && !triggers
+            .iter()
+            .any(|t| t.watches(task_id) && matches!(t.reaction(), Some((_, Combine::All(_)))))
+    {
         return;
     }
     // `running` and `retry` happen once per attempt: the retries so far
@@ -78,20 +115,50 @@ pub(crate) async fn react(app: &Pynenc, record: &InvocationRecord, happened: Hap
         0
     };
     let arguments = arguments_json(app, &record.call.arguments);
-    let event = (task_id == super::EVENT_TASK_ID).then(|| TriggerEvent {
-        name: arguments
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        payload: arguments.get("payload").cloned().unwrap_or(Value::Null),
-    });
+    let event = event_of(task_id, &arguments);
     let mut requests = Vec::new();
     let mut names = Vec::new();
-    for t in triggers.iter().filter(|t| t.source_task() == Some(task_id)) {
-        if !t.is_met(&happened, app.serializer(), event.as_ref(), &arguments) {
+    for t in triggers.iter().filter(|t| t.watches(task_id)) {
+        let Some((conditions, combine)) = t.reaction() else {
+            continue;
+        };
+        let met: Vec<usize> = conditions
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| {
+                w.source_task() == Some(task_id)
+                    && w.is_met(&happened, app.serializer(), event.as_ref(), &arguments)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if met.is_empty() {
             continue;
         }
+        let key = match combine {
+            Combine::One | Combine::Any if phase == Phase::BeforeEnd => {
+                let attempt = if needs_attempt(happened.status) {
+                    attempt
+                } else {
+                    0
+                };
+                Some((
+                    record.created_at,
+                    format!(
+                        "{}@{}:{}#{attempt}",
+                        t.name,
+                        record.invocation_id,
+                        happened.status.as_str()
+                    ),
+                ))
+            }
+            Combine::One | Combine::Any => None,
+            Combine::All(within) => {
+                super::look_back::all_met(app, t, conditions, &met, record, *within).await
+            }
+        };
+        let Some((at, key)) = key else {
+            continue;
+        };
         let source = || TriggerSource {
             invocation_id: record.invocation_id,
             task_id: task_id.to_string(),
@@ -105,7 +172,7 @@ pub(crate) async fn react(app: &Pynenc, record: &InvocationRecord, happened: Hap
             error: happened.error.cloned(),
             event: event.clone(),
         };
-        match reaction_request(app, t, record, &happened, attempt, source) {
+        match reaction_request(app, t, at, &key, source) {
             Ok(req) => {
                 requests.push(req);
                 names.push(t.name.as_str());
@@ -121,13 +188,12 @@ pub(crate) async fn react(app: &Pynenc, record: &InvocationRecord, happened: Hap
     route_with_retries(app, requests, &names, &record.invocation_id).await;
 }
 
-/// The keyed call of trigger `t` for `record`.
+/// The call of trigger `t`, keyed by `key` and made at `at`.
 fn reaction_request(
     app: &Pynenc,
     t: &ResolvedTrigger,
-    record: &InvocationRecord,
-    happened: &Happened<'_>,
-    attempt: u32,
+    at: pynenc_model::Timestamp,
+    key: &str,
     source: impl FnOnce() -> TriggerSource,
 ) -> Result<RouteRequest> {
     let arguments = match &t.arguments {
@@ -148,17 +214,6 @@ fn reaction_request(
             args
         }
     };
-    let key = format!(
-        "{}@{}:{}#{}",
-        t.name,
-        record.invocation_id,
-        happened.status.as_str(),
-        if needs_attempt(happened.status) {
-            attempt
-        } else {
-            0
-        }
-    );
     let call = pynenc_model::Call::new(t.task.task_id, arguments);
     let options = app
         .registry()
@@ -169,7 +224,7 @@ fn reaction_request(
         concurrency: ConcurrencySpec::for_call(&call, &options),
         cycle_control: false,
         print_arguments: app.conf().print_arguments,
-        invocation_id: Some(InvocationId::keyed(record.created_at, &key)),
+        invocation_id: Some(InvocationId::keyed(at, key)),
         ..RouteRequest::new(call, RunnerId::from(format!("trigger:{}", t.name)))
     })
 }
