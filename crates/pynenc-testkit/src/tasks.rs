@@ -436,3 +436,13 @@ pub async fn reaction(group: String, label: String) -> String {
     record(&group, &label);
     label
 }
+
+/// Emits the event `name` with `{"from": "a task"}` from inside a task.
+#[pynenc::task]
+pub async fn emit_from_task(name: String) -> Result<String, pynenc::PynencError> {
+    let app = pynenc::context::current_app()?;
+    let id = app
+        .emit_event(&name, serde_json::json!({"from": "a task"}))
+        .await?;
+    Ok(id.to_string())
+}

@@ -226,6 +226,17 @@ pub async fn t05_events_fire_their_triggers(f: &dyn BackendFactory) {
         app.emit_event("order.cancelled", json!({"order": 2})).await,
         "emit other",
     ));
+    // from inside a task: the task's app emits it
+    let from_task = ok(
+        ok(
+            emit_from_task::call_on(&app, "order.cancelled".into()).await,
+            "task",
+        )
+        .result()
+        .await,
+        "emitted from a task",
+    );
+    events.push(ok(from_task.parse(), "event id"));
     for id in &events {
         ok(
             ok(app.invocation(id).await, "event").wait().await,
