@@ -94,8 +94,8 @@ pub enum Command {
     Queue(QueueArgs),
     /// The app ids found on the backend.
     Apps,
-    /// The program's triggers: schedule, next tick, and what their latest
-    /// ticks fired (embedded form only).
+    /// The triggers: those the program declares and those runners of the
+    /// app stored; condition, next tick, and what the latest ticks fired.
     Triggers,
     /// Cancel invocations by id or by filter.
     Cancel(CancelArgs),
@@ -113,6 +113,14 @@ pub enum Command {
     Status(StatusCommand),
     /// Live counts by status and throughput.
     Watch(WatchArgs),
+    /// Serve the web monitor: live views, and actions behind authentication.
+    ///
+    /// Credentials come from the environment, never from flags (which other
+    /// users of the machine can read): PYNENC_MONITOR_OPERATOR_TOKEN (user
+    /// `operator`, may act) and PYNENC_MONITOR_VIEWER_TOKEN (user `viewer`,
+    /// read-only), each at least 8 characters. With neither set, an operator
+    /// token is generated and printed, and only a loopback address is allowed.
+    Monitor(MonitorArgs),
 }
 
 /// `runner …`
@@ -317,4 +325,27 @@ pub struct WatchArgs {
     /// Stop after this many updates (default: until Ctrl-C).
     #[arg(long)]
     pub count: Option<u64>,
+}
+
+/// `monitor` (credentials: see [`Command::Monitor`]).
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Where to listen (anything but a loopback address needs credentials).
+    #[arg(long, default_value = "127.0.0.1:8025", value_name = "ADDR")]
+    pub bind: std::net::SocketAddr,
+    /// An origin allowed to POST besides the monitor's own, e.g. the public
+    /// URL of a reverse proxy in front of it (repeat for more).
+    #[arg(long = "allow-origin", value_name = "URL")]
+    pub allow_origins: Vec<String>,
+    /// Another argument name to redact (any name containing it; repeat for
+    /// more). Names with password, secret, token, ... are always redacted.
+    #[arg(long = "redact", value_name = "NAME")]
+    pub redact: Vec<String>,
+    /// The largest page of invocations served.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub max_page_size: usize,
+    /// Append the audit log of actions to this file (JSON lines; read back
+    /// at start). Without it the audit page starts empty at each start.
+    #[arg(long, value_name = "FILE")]
+    pub audit_file: Option<PathBuf>,
 }

@@ -61,8 +61,8 @@ use pynenc::PynencBuilder;
 
 pub use args::{
     BackendArg, CallArgs, CancelArgs, Cli, Command, Connection, FilterArgs, GraphArgs, IdArg,
-    KindArg, ListArgs, PurgeArgs, QueueArgs, RerunArgs, RetryArgs, RunnerCommand, RunnerStartArgs,
-    StatusCommand, TreeArgs, WatchArgs, EXIT_CODES,
+    KindArg, ListArgs, MonitorArgs, PurgeArgs, QueueArgs, RerunArgs, RetryArgs, RunnerCommand,
+    RunnerStartArgs, StatusCommand, TreeArgs, WatchArgs, EXIT_CODES,
 };
 pub use connect::Form;
 pub use error::CliError;

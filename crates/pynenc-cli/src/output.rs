@@ -25,7 +25,7 @@ impl Out {
     pub fn new(json: bool) -> Self {
         let colour = !json
             && std::io::stdout().is_terminal()
-            && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty());
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Out { json, colour }
     }
 

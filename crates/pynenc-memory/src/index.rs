@@ -388,12 +388,12 @@ fn range_of(
         let c = c.0.as_u128();
         match query.order {
             Order::OldestFirst => {
-                if low.map_or(true, |l| c >= l) {
+                if low.is_none_or(|l| c >= l) {
                     lower = Excluded(c);
                 }
             }
             Order::NewestFirst => {
-                if high.map_or(true, |h| c < h) {
+                if high.is_none_or(|h| c < h) {
                     upper = Excluded(c);
                 }
             }

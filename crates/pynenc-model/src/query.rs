@@ -55,7 +55,7 @@ impl TimeRange {
 
     /// Whether `t` is inside the range.
     pub fn contains(&self, t: Timestamp) -> bool {
-        self.from.map_or(true, |from| t >= from) && self.to.map_or(true, |to| t < to)
+        self.from.is_none_or(|from| t >= from) && self.to.is_none_or(|to| t < to)
     }
 }
 
@@ -211,9 +211,9 @@ impl InvocationQuery {
             && (self.statuses.is_empty() || self.statuses.contains(&status))
             && self.created.contains(created_at)
             && (self.ended.is_open() || ended_at.is_some_and(|t| self.ended.contains(t)))
-            && self.parent.as_ref().map_or(true, |p| parent == Some(p))
-            && self.owner.as_ref().map_or(true, |o| owner == Some(o))
-            && self.call_id.as_ref().map_or(true, |c| &call_id() == c)
+            && self.parent.as_ref().is_none_or(|p| parent == Some(p))
+            && self.owner.as_ref().is_none_or(|o| owner == Some(o))
+            && self.call_id.as_ref().is_none_or(|c| &call_id() == c)
     }
 }
 

@@ -258,7 +258,7 @@ impl QueryTxn for PgTxn<'_> {
             "reading waits",
             tables::INVOCATIONS | tables::WAITS,
         )?;
-        if found.map_or(true, |r| r.get::<_, bool>(0)) {
+        if found.is_none_or(|r| r.get::<_, bool>(0)) {
             return Ok(WaitGraph::default());
         }
         let waiting_on = self.ids(

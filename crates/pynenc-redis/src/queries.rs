@@ -168,11 +168,7 @@ impl Queries for RedisBackend {
                 let summary = self.decode_summary(row)?;
                 // a listing by call compared 16 hex digits of the hash: the
                 // whole id decides (a different call is left out)
-                if query
-                    .call_id
-                    .as_ref()
-                    .map_or(true, |c| *c == summary.call_id)
-                {
+                if query.call_id.as_ref().is_none_or(|c| *c == summary.call_id) {
                     out.push(summary);
                 }
             }

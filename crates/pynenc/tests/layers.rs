@@ -71,7 +71,14 @@ fn every_crate_depends_only_on_the_layers_below_it() {
             "pynenc-operate",
             &["pynenc-model", "pynenc-store", "pynenc"],
         ),
-        ("pynenc-cli", &["pynenc", "pynenc-operate"]),
+        (
+            "pynenc-monitor",
+            &["pynenc-model", "pynenc-store", "pynenc", "pynenc-operate"],
+        ),
+        (
+            "pynenc-cli",
+            &["pynenc", "pynenc-operate", "pynenc-monitor"],
+        ),
         ("pynenc-testservers", &[]),
     ];
     for (krate, may_use) in allowed {

@@ -227,7 +227,8 @@ pub(crate) async fn apps(out: &Out, app: &Pynenc) -> Result<()> {
     Ok(())
 }
 
-/// `triggers`: the program's triggers and what their latest ticks fired.
+/// `triggers`: the triggers the program declares and those runners of the
+/// app stored, with what the latest ticks of cron triggers fired.
 pub(crate) async fn triggers(out: &Out, app: &Pynenc) -> Result<()> {
     let triggers = app.triggers().await?;
     if out.json {
@@ -251,5 +252,8 @@ pub(crate) async fn triggers(out: &Out, app: &Pynenc) -> Result<()> {
             recent.join(", "),
         ]);
     }
-    t.print(out, "this program declares no trigger")
+    t.print(
+        out,
+        "no trigger: none declared by this program, none stored by a runner of the app",
+    )
 }

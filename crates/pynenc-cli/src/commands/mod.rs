@@ -5,6 +5,7 @@ mod act;
 mod info;
 mod invocation;
 mod listing;
+mod monitor;
 mod run;
 mod watch;
 
@@ -35,17 +36,14 @@ pub(crate) async fn run(cli: Cli, builder: PynencBuilder, form: Form) -> Result<
             }
             Need::MayCreate
         }
-        Command::Triggers if form == Form::Standalone => {
-            return Err(CliError::Usage(
-                "`triggers` lists the program's own triggers: run it from your program's \
-                 embedded command line (pynenc_cli::run_if_requested)"
-                    .into(),
-            ))
-        }
+        // standalone: the triggers runners of the app stored
+        // (an app whose runners are up has triggers before any invocation)
+        Command::Triggers if form == Form::Standalone => Need::ExistingBackend,
         Command::Triggers => Need::MayCreate,
         Command::Call(_) if form == Form::Standalone => Need::ExistingApp,
         Command::Call(_) => Need::MayCreate,
         Command::Apps => Need::ExistingBackend,
+        Command::Monitor(_) if form == Form::Embedded => Need::MayCreate,
         _ => Need::ExistingApp,
     };
     let app = connect::open(builder, form, need).await?;
@@ -65,6 +63,7 @@ pub(crate) async fn run(cli: Cli, builder: PynencBuilder, form: Form) -> Result<
         Command::RetryFailed(a) => act::retry_failed(&out, &app, &a).await,
         Command::Purge(a) => act::purge(&out, &app, &a).await,
         Command::Watch(a) => watch::watch(&out, &app, &a).await,
+        Command::Monitor(a) => monitor::monitor(&out, &app, &a).await,
         Command::Config | Command::Status(_) => Ok(()),
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::support::*;
 
 /// The `embedded` example: the embedded form with the program's tasks.
-fn embedded_exe() -> PathBuf {
+pub fn embedded_exe() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary");
     // target/<profile>/deps/cli-… → target/<profile>/examples/embedded
     exe.parent()
@@ -190,8 +190,62 @@ fn triggers_lists_the_programs_triggers_and_their_latest_ticks() {
         t["next_tick"].is_string() || t["next_tick"].is_number(),
         "{v}"
     );
-    // the standalone command line has no program triggers
-    let o = pynenc(dir.path(), &["triggers"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("embedded"), "{}", stderr(&o));
+}
+
+#[test]
+fn standalone_triggers_lists_what_runners_stored() {
+    let exe = embedded_exe();
+    let dir = tempdir();
+    let db = dir.path().join("triggers.db").display().to_string();
+    // the program's runner stores its triggers when it starts
+    let mut runner = Command::new(&exe)
+        .args(["pynenc", "--sqlite-path", &db, "runner", "start", "--json"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runner");
+    let mut started = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(runner.stdout.as_mut().unwrap()),
+        &mut started,
+    )
+    .unwrap();
+    let started: Value = serde_json::from_str(&started).expect("the start as JSON");
+    let app = started["app_id"].as_str().unwrap_or("shop").to_string();
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        let o = pynenc(
+            dir.path(),
+            &["--sqlite-path", &db, "--app", &app, "--json", "triggers"],
+        );
+        if o.status.success() {
+            listed = serde_json::from_str(&stdout(&o)).expect("json");
+            if listed["triggers"].as_array().is_some_and(|t| !t.is_empty()) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = runner.kill();
+    let _ = runner.wait();
+    let t = &listed["triggers"][0];
+    assert_eq!(t["name"], "new year", "{listed}");
+    assert_eq!(t["cron"], "0 0 0 1 1 *");
+    assert_eq!(t["declared_here"], false);
+    assert!(
+        t["declared_at"].is_string() || t["declared_at"].is_number(),
+        "{listed}"
+    );
+    // in a table too
+    let o = pynenc(
+        dir.path(),
+        &["--sqlite-path", &db, "--app", &app, "triggers"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("new year") && stdout(&o).contains("cron(0 0 0 1 1 *)"),
+        "{}",
+        stdout(&o)
+    );
 }

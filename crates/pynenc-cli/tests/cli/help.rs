@@ -52,6 +52,7 @@ fn help_texts_match_their_snapshots() {
         &["config"],
         &["status", "graph"],
         &["watch"],
+        &["monitor"],
     ];
     for c in commands {
         let args: Vec<&str> = c.iter().copied().chain(["--help"]).collect();

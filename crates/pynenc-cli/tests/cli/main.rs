@@ -11,5 +11,6 @@ mod backends;
 mod commands;
 mod embedded;
 mod help;
+mod monitor;
 mod support;
 mod terminal;

@@ -221,7 +221,7 @@ impl PostgresServer {
         };
         let lines: Vec<&str> = text.lines().collect();
         lines.first().map(|l| l.trim()) == Some(pid.to_string().as_str())
-            && lines.get(7).map_or(true, |status| status.trim() == "ready")
+            && lines.get(7).is_none_or(|status| status.trim() == "ready")
     }
 
     /// Waits until the postmaster accepts connections (`select 1`), or

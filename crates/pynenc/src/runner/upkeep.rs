@@ -276,7 +276,7 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
                         }
                         Err(e) => warn!(error = %e, "recovery failed"),
                     }
-                    if last_prune.map_or(true, |t| t.elapsed() >= prune_every) {
+                    if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
                         last_prune = Some(Instant::now());
                         prune_runners(&app, keep_runners).await;
                     }

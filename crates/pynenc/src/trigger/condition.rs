@@ -264,7 +264,7 @@ impl Condition {
             Condition::Event { name, check } => {
                 happened.status == InvocationStatus::Success
                     && event.is_some_and(|ev| {
-                        ev.name == *name && check.as_ref().map_or(true, |c| c(&ev.payload))
+                        ev.name == *name && check.as_ref().is_none_or(|c| c(&ev.payload))
                     })
             }
         }

@@ -1,0 +1,118 @@
+//! The table views: tasks, runners, failures, configuration, audit.
+
+use maud::{html, Markup};
+
+use crate::audit::AuditEntry;
+use crate::data::{ConfigRow, TaskRow};
+use crate::views::layout::{inv_link, ms, q, status, time};
+use pynenc_model::ErrorKindCount;
+use pynenc_operate::RunnerView;
+
+pub(crate) fn tasks(rows: &[TaskRow]) -> Markup {
+    html! {
+        p.hint { "p50 / p95: time from creation to end of each task's latest " (crate::data::LATENCY_SAMPLE) " successes (queue wait included)." }
+        @if rows.is_empty() { p.empty { "No task registered or seen." } } @else {
+            table #tasks {
+                thead { tr { th { "task" } th.n { "total" } th { "by status" } th.n { "failure rate" } th.n { "p50" } th.n { "p95" } th { "here" } } }
+                tbody {
+                    @for r in rows {
+                        tr {
+                            td { a href={ "/invocations?task=" (q(r.task_id.as_str())) } { (r.task_id) } }
+                            td.n { (r.total) }
+                            td { @for (s, n) in &r.by_status { (status(*s)) " " (n) " " } }
+                            td.n { @if let Some(f) = r.failure_rate { (format!("{:.1} %", f * 100.0)) } @else { "—" } }
+                            td.n { @if let Some(p) = r.latency_p50_ms { (ms(p)) } @else { "—" } }
+                            td.n { @if let Some(p) = r.latency_p95_ms { (ms(p)) } @else { "—" } }
+                            td {
+                                @if let Some(serde_json::Value::Object(o)) = &r.options {
+                                    details {
+                                        summary { "registered" }
+                                        dl.options { @for (k, v) in o { dt { (k) } dd.mono { (v) } } }
+                                    }
+                                } @else if r.registered_here { "registered" } @else { "seen" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn runners(rows: &[RunnerView]) -> Markup {
+    html! {
+        @if rows.is_empty() { p.empty { "No runner has registered." } } @else {
+            table #runners {
+                thead { tr {
+                    th { "runner" } th { "state" } th { "kind" } th { "host" } th.n { "pid" }
+                    th.n { "slots" } th.n { "running" } th { "heartbeat" } th { "started" } th { "recovery lease" }
+                } }
+                tbody {
+                    @for r in rows {
+                        tr {
+                            td.mono { (r.info.runner_id) }
+                            td { @if r.alive { span.st.ok { "alive" } } @else { span.st.bad { "dead" } } }
+                            td { (r.info.kind) } td { (r.info.host) } td.n { (r.info.pid) }
+                            td.n { (r.info.slots) }
+                            td.n { (r.info.running.len()) }
+                            td { (ms(r.heartbeat_age_ms)) " ago" }
+                            td { (time(r.info.started_at)) }
+                            td { @if r.holds_recovery_lease { "holds it" } }
+                        }
+                    }
+                }
+            }
+            @for r in rows.iter().filter(|r| !r.info.running.is_empty()) {
+                h2 { "Running on " (r.info.runner_id) }
+                ul { @for i in &r.info.running { li { (inv_link(i)) } } }
+            }
+        }
+    }
+}
+
+pub(crate) fn failures(rows: &[ErrorKindCount]) -> Markup {
+    html! {
+        @if rows.is_empty() { p.empty { "No failure." } } @else {
+            table #failures {
+                thead { tr { th { "error kind" } th { "task" } th.n { "failed" } } }
+                tbody {
+                    @for r in rows {
+                        tr {
+                            td { strong { (r.kind) } }
+                            td { (r.task_id) }
+                            td.n { a href={ "/invocations?status=failed&task=" (q(r.task_id.as_str())) } { (r.count) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn config(rows: &[ConfigRow], monitor: &[(String, String)]) -> Markup {
+    html! {
+        h2 { "Monitor" }
+        table #monitor-config { tbody { @for (k, v) in monitor { tr { th { (k) } td.mono { (v) } } } } }
+        h2 { "App (secrets masked)" }
+        table #config {
+            thead { tr { th { "key" } th { "value" } th { "source" } } }
+            tbody { @for r in rows { tr { td.mono { (r.key) } td.mono { (r.value) } td { (r.source) } } } }
+        }
+    }
+}
+
+pub(crate) fn audit(rows: &[AuditEntry]) -> Markup {
+    html! {
+        p.hint { "Actions taken through this monitor process since it started (kept in its memory, and written to its log). Each change is also in the history of every invocation it touched." }
+        @if rows.is_empty() { p.empty { "No action taken yet." } } @else {
+            table #audit {
+                thead { tr { th { "when" } th { "who" } th { "action" } th { "on" } th { "outcome" } } }
+                tbody {
+                    @for e in rows {
+                        tr { td { (time(e.at)) } td { (e.user) } td { (e.action) } td.mono { (e.target) } td { (e.outcome) } }
+                    }
+                }
+            }
+        }
+    }
+}
