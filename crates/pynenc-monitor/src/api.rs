@@ -39,6 +39,10 @@ pub(crate) async fn runners(State(s): State<Shared>) -> HttpResult<Response> {
     Ok(Json(json!({ "runners": data::runners(&s).await? })).into_response())
 }
 
+pub(crate) async fn triggers(State(s): State<Shared>) -> HttpResult<Response> {
+    Ok(Json(json!({ "triggers": data::triggers(&s).await? })).into_response())
+}
+
 pub(crate) async fn failures(State(s): State<Shared>) -> HttpResult<Response> {
     Ok(Json(json!({ "failures": data::failures(&s).await? })).into_response())
 }

@@ -48,6 +48,17 @@ pub(crate) async fn runners(s: &MonitorState) -> HttpResult<Vec<RunnerView>> {
     Ok(s.app.inspect().runners().await?)
 }
 
+/// Every trigger: declared by this program or stored by a runner of the
+/// app, with a cron trigger's recent firings; static arguments redacted
+/// like any argument.
+pub(crate) async fn triggers(s: &MonitorState) -> HttpResult<Vec<pynenc::TriggerInfo>> {
+    let mut triggers = s.app.triggers().await?;
+    for t in &mut triggers {
+        t.arguments = t.arguments.as_deref().map(|a| s.redactor.value(a));
+    }
+    Ok(triggers)
+}
+
 /// Failures by error kind, most frequent first.
 pub(crate) async fn failures(s: &MonitorState) -> HttpResult<Vec<ErrorKindCount>> {
     let mut v = s.app.inspect().failed_by_kind(&[]).await?;

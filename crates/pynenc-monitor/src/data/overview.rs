@@ -114,7 +114,7 @@ async fn recent(s: &MonitorState, now: Timestamp) -> HttpResult<Recent> {
 #[derive(Debug, Serialize)]
 pub(crate) struct TriggerDue {
     pub(crate) name: String,
-    pub(crate) cron: String,
+    pub(crate) condition: String,
     pub(crate) task_id: String,
     #[serde(rename = "next_tick_us")]
     pub(crate) next_tick: Option<Timestamp>,
@@ -133,7 +133,7 @@ pub(crate) async fn overview(s: &MonitorState) -> HttpResult<Overview> {
         .into_iter()
         .map(|t| TriggerDue {
             name: t.name,
-            cron: t.cron,
+            condition: t.condition,
             task_id: t.task_id,
             next_tick: t.next_tick,
         })

@@ -37,6 +37,7 @@ const NAV: &[(&str, &str)] = &[
     ("/tasks", "Tasks"),
     ("/runners", "Runners"),
     ("/failures", "Failures"),
+    ("/triggers", "Triggers"),
     ("/config", "Configuration"),
     ("/audit", "Audit"),
 ];

@@ -144,6 +144,23 @@ pub(crate) async fn failures(
     }
 }
 
+pub(crate) async fn triggers(
+    State(s): State<Shared>,
+    Extension(who): Extension<Principal>,
+    uri: Uri,
+) -> Response {
+    match data::triggers(&s).await {
+        Ok(rows) => respond(page(
+            &ctx(&s, &who, &uri),
+            "/triggers",
+            "Triggers",
+            true,
+            tables::triggers(&rows),
+        )),
+        Err(e) => error_page(&e),
+    }
+}
+
 pub(crate) async fn config(
     State(s): State<Shared>,
     Extension(who): Extension<Principal>,

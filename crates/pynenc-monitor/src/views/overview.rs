@@ -48,14 +48,14 @@ pub(crate) fn render(o: &Overview) -> Markup {
         }
         h2 { "Triggers due soon" }
         @if o.triggers.is_empty() {
-            p.empty { "This program declares no trigger." }
+            p.empty { "No trigger: none declared by this program, none stored by a runner of the app." }
         } @else {
             table {
-                thead { tr { th { "trigger" } th { "cron" } th { "task" } th { "next tick" } } }
+                thead { tr { th { "trigger" } th { "condition" } th { "task" } th { "next tick" } } }
                 tbody {
                     @for t in &o.triggers {
                         tr {
-                            td { (t.name) } td.mono { (t.cron) } td { (t.task_id) }
+                            td { a href="/triggers" { (t.name) } } td.mono { (t.condition) } td { (t.task_id) }
                             td { @if let Some(n) = t.next_tick { (time(n)) } @else { "—" } }
                         }
                     }

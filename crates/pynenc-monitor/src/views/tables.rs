@@ -89,6 +89,43 @@ pub(crate) fn failures(rows: &[ErrorKindCount]) -> Markup {
     }
 }
 
+pub(crate) fn triggers(rows: &[pynenc::TriggerInfo]) -> Markup {
+    html! {
+        p.hint { "The triggers this program declares and those runners of the app stored when they started. A cron trigger shows what its latest ticks fired; a reaction's calls are invocations of its task with the actor trigger:<name>." }
+        @if rows.is_empty() { p.empty { "No trigger: none declared by this program, none stored by a runner of the app." } } @else {
+            table #triggers {
+                thead { tr { th { "trigger" } th { "condition" } th { "task" } th { "arguments" } th { "declared" } th { "next tick" } th { "latest ticks" } } }
+                tbody {
+                    @for t in rows {
+                        tr {
+                            td { strong { (t.name) } }
+                            td.mono { (t.condition) }
+                            td { a href={ "/invocations?task=" (q(&t.task_id)) } { (t.task_id) } }
+                            td.mono { (t.arguments.as_deref().unwrap_or("made from the source")) }
+                            td {
+                                @if t.declared_here { "here" @if t.declared_at.is_some() { ", " } }
+                                @if let Some(at) = t.declared_at { "by a runner " (time(at)) }
+                            }
+                            td { @if let Some(n) = t.next_tick { (time(n)) } @else { "—" } }
+                            td {
+                                @for f in &t.recent {
+                                    div {
+                                        (time(f.tick)) " "
+                                        @match f.status {
+                                            Some(st) => { (status(st)) " " (inv_link(&f.invocation_id)) }
+                                            None => { "not fired" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn config(rows: &[ConfigRow], monitor: &[(String, String)]) -> Markup {
     html! {
         h2 { "Monitor" }
