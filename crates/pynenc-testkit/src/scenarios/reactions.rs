@@ -349,8 +349,17 @@ pub async fn t08_triggers_are_stored_for_every_process(f: &dyn BackendFactory) {
             .build(),
         "app declaring triggers",
     );
+    // stored when the app is built (in the background), before any runner
     let other = crate::new_app(f, "t08", &[]);
-    assert!(ok(other.triggers().await, "nothing stored yet").is_empty());
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        stored = ok(other.triggers().await, "stored triggers");
+        if stored.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored.len(), 2, "{stored:?}");
     let runner = start_runner(&declaring, 2);
     // until a tick fired and ran
     let mut fired = Vec::new();

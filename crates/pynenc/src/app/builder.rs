@@ -200,6 +200,15 @@ impl PynencBuilder {
             }),
         };
         context::set_default_app(&app, true);
+        // the triggers are stored for every process of the app to list
+        // (best effort, in the background; a runner stores them again when
+        // it starts)
+        if !app.resolved_triggers().is_empty() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let stored = app.clone();
+                runtime.spawn(async move { crate::trigger::store_triggers(&stored).await });
+            }
+        }
         debug!(app_id = %app.app_id(), backend = ?backend.kind(), "app built");
         Ok(app)
     }

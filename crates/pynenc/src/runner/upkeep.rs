@@ -139,23 +139,6 @@ impl Presence {
     }
 }
 
-/// Stores the app's triggers, so that every process of the app lists them
-/// (a command line or a monitor without the tasks compiled in).
-async fn register_triggers(app: &Pynenc) {
-    let now = Timestamp::now();
-    let records: Vec<_> = app
-        .resolved_triggers()
-        .iter()
-        .map(|t| t.record(app.serializer(), now))
-        .collect();
-    if records.is_empty() {
-        return;
-    }
-    if let Err(e) = app.coordination().register_triggers(&records).await {
-        warn!(error = %e, triggers = records.len(), "could not store the app's triggers; they fire all the same");
-    }
-}
-
 /// Forgets the registrations of runners whose heartbeat is older than
 /// `keep` (they stopped without leaving, or died).
 async fn prune_runners(app: &Pynenc, keep: Duration) {
@@ -220,7 +203,7 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
         tick = tick.min(trigger_every);
     }
     if upkeep {
-        register_triggers(&app).await;
+        crate::trigger::store_triggers(&app).await;
     }
     let mut last_triggers = Instant::now();
     let mut trigger_state = TriggerState::default();

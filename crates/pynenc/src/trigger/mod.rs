@@ -59,6 +59,24 @@ pub(crate) use fire::{fire_due, TriggerState};
 pub(crate) use react::{react, reacts_to, Phase};
 pub use when::When;
 
+/// Stores the app's triggers, so that every process of the app lists them
+/// (a command line or a monitor without the tasks compiled in): when the
+/// app is built inside a runtime, and when a runner starts.
+pub(crate) async fn store_triggers(app: &crate::app::Pynenc) {
+    let now = Timestamp::now();
+    let records: Vec<_> = app
+        .resolved_triggers()
+        .iter()
+        .map(|t| t.record(app.serializer(), now))
+        .collect();
+    if records.is_empty() {
+        return;
+    }
+    if let Err(e) = app.coordination().register_triggers(&records).await {
+        tracing::warn!(error = %e, triggers = records.len(), "could not store the app's triggers; they fire all the same");
+    }
+}
+
 /// How many recent ticks [`crate::Pynenc::triggers`] shows per trigger.
 pub const RECENT_TICKS: usize = 5;
 
