@@ -22,6 +22,29 @@ pub fn embedded_exe() -> PathBuf {
         .expect("the target directory")
 }
 
+/// Starts `exe pynenc <args> --json` (a `runner start`) and reads the JSON
+/// document it prints when it has started.
+fn start_runner(exe: &Path, dir: &Path, args: &[&str]) -> (std::process::Child, Value) {
+    let mut runner = Command::new(exe)
+        .arg("pynenc")
+        .args(args)
+        .arg("--json")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runner");
+    // --json: one document on stdout when it starts
+    let mut started = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(runner.stdout.as_mut().expect("the runner's stdout")),
+        &mut started,
+    )
+    .expect("the runner's first line");
+    let started: Value = serde_json::from_str(&started).expect("the start as JSON");
+    (runner, started)
+}
+
 #[test]
 fn the_embedded_form_calls_tasks_and_runs_a_runner() {
     let exe = embedded_exe();
@@ -83,9 +106,10 @@ fn the_embedded_form_calls_tasks_and_runs_a_runner() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let id = stdout(&o).trim().to_string();
-    let mut runner = Command::new(&exe)
-        .args([
-            "pynenc",
+    let (mut runner, started) = start_runner(
+        &exe,
+        dir.path(),
+        &[
             "--sqlite-path",
             &db,
             "runner",
@@ -94,21 +118,8 @@ fn the_embedded_form_calls_tasks_and_runs_a_runner() {
             "persistent-process",
             "--processes",
             "2",
-            "--json",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("runner");
-    // --json: one document on stdout when it starts
-    let mut started = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(runner.stdout.as_mut().unwrap()),
-        &mut started,
-    )
-    .unwrap();
-    let started: Value = serde_json::from_str(&started).expect("the start as JSON");
+        ],
+    );
     assert_eq!(started["kind"], "persistent_process");
     assert_eq!(started["backend"], "sqlite");
     let runner_id = started["runner_id"].as_str().unwrap().to_string();
@@ -198,20 +209,8 @@ fn standalone_triggers_lists_what_runners_stored() {
     let dir = tempdir();
     let db = dir.path().join("triggers.db").display().to_string();
     // the program's runner stores its triggers when it starts
-    let mut runner = Command::new(&exe)
-        .args(["pynenc", "--sqlite-path", &db, "runner", "start", "--json"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("runner");
-    let mut started = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(runner.stdout.as_mut().unwrap()),
-        &mut started,
-    )
-    .unwrap();
-    let started: Value = serde_json::from_str(&started).expect("the start as JSON");
+    let (mut runner, started) =
+        start_runner(&exe, dir.path(), &["--sqlite-path", &db, "runner", "start"]);
     let app = started["app_id"].as_str().unwrap_or("shop").to_string();
     let mut listed = Value::Null;
     for _ in 0..100 {
