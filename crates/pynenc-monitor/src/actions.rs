@@ -1,4 +1,4 @@
-//! The actions: cancel, rerun, retry now, purge by filter — on ids ticked
+//! The actions: cancel, rerun, retry now, run a scheduled call now, purge by filter — on ids ticked
 //! or on every invocation matching a filter. Each is a POST (the CSRF guard
 //! has run), needs the operator role, shows what it will touch first
 //! (without `confirm`), then acts through `pynenc_operate`'s controller as
@@ -27,6 +27,7 @@ pub(crate) enum Action {
     Cancel,
     Rerun,
     Retry,
+    RunNow,
     Purge,
 }
 
@@ -36,6 +37,7 @@ impl Action {
             "cancel" => Action::Cancel,
             "rerun" => Action::Rerun,
             "retry" => Action::Retry,
+            "run-now" => Action::RunNow,
             "purge" => Action::Purge,
             other => {
                 return Err(HttpError::new(
@@ -51,6 +53,7 @@ impl Action {
             Action::Cancel => "cancel",
             Action::Rerun => "rerun",
             Action::Retry => "retry",
+            Action::RunNow => "run-now",
             Action::Purge => "purge",
         }
     }
@@ -297,6 +300,9 @@ async fn preview(state: &Shared, req: &ActionRequest) -> HttpResult<Preview> {
         if req.action == Action::Retry {
             query.statuses = vec![pynenc_model::InvocationStatus::Failed];
         }
+        if req.action == Action::RunNow {
+            query.statuses = vec![pynenc_model::InvocationStatus::Scheduled];
+        }
         query.limit = cap;
         let page = inspect.list(&query).await?;
         (page.items, page.next.is_some())
@@ -347,6 +353,26 @@ async fn act(state: &Shared, control: &Controller, req: &ActionRequest) -> HttpR
                 .collect();
             done.changed = done.new_invocations.len();
         }
+        (Action::RunNow, Some(q)) => {
+            // the scheduled ones among the matches, as many as a page holds
+            let mut q = q.clone();
+            q.statuses = vec![pynenc_model::InvocationStatus::Scheduled];
+            let matching = state
+                .app
+                .inspect()
+                .list_all(&q, state.max_page_size)
+                .await?;
+            for s in &matching {
+                match control.run_scheduled_now(&s.invocation_id).await {
+                    Ok(()) => done.changed += 1,
+                    // it moved on meanwhile (its time came, or it was cancelled)
+                    Err(e @ pynenc_operate::OperateError::WrongStatus { .. }) => {
+                        done.refused.push(e.to_string())
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         (Action::Purge, Some(q)) => done.changed = control.purge_matching(q).await?,
         (Action::Purge, None) => return Err(HttpError::bad_request("purge works by filter only")),
         (action, None) => {
@@ -357,6 +383,7 @@ async fn act(state: &Shared, control: &Controller, req: &ActionRequest) -> HttpR
                         .await
                         .map(|r| (r.cancelled() + r.requested(), None)),
                     Action::Rerun => control.rerun(id).await.map(|r| (1, Some(r.new))),
+                    Action::RunNow => control.run_scheduled_now(id).await.map(|()| (1, None)),
                     _ => control.retry_failed(id).await.map(|r| (1, Some(r.new))),
                 };
                 match one {

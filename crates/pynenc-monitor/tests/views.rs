@@ -252,6 +252,41 @@ async fn actions(kind: Kind) {
         .await
         .json();
     assert_eq!(done["done"]["refused"].as_array().unwrap().len(), 1);
+    // run a scheduled call now: the same invocation, registered at once
+    let later = add::task()
+        .schedule_after_on(&f.app, Duration::from_secs(3600), (40, 2))
+        .await
+        .unwrap();
+    let id = later.invocation_id().to_string();
+    assert_eq!(f.status(&id).await, "scheduled");
+    let page = f.page(&format!("/invocations/{id}")).await;
+    assert!(
+        page.contains("act-run-now"),
+        "a scheduled invocation offers to run now"
+    );
+    let preview = f.act("run-now", json!({ "ids": [id] })).await.json();
+    assert_eq!(preview["preview"]["items"][0]["invocation_id"], id.as_str());
+    assert_eq!(f.status(&id).await, "scheduled");
+    let done = f
+        .act("run-now", json!({ "ids": [id], "confirm": true }))
+        .await
+        .json();
+    assert_eq!(done["done"]["changed"], 1, "{done}");
+    assert_ne!(f.status(&id).await, "scheduled");
+    let d = f.api(&format!("/api/invocations/{id}")).await;
+    assert_eq!(d["history"][1]["status"], "registered", "{d}");
+    assert_eq!(d["history"][1]["actor"], "monitor:ops", "{d}");
+    // not scheduled any more: refused, said so
+    let done = f
+        .act("run-now", json!({ "ids": [id], "confirm": true }))
+        .await
+        .json();
+    assert_eq!(done["done"]["changed"], 0);
+    assert_eq!(
+        done["done"]["refused"].as_array().unwrap().len(),
+        1,
+        "{done}"
+    );
     // bulk: every REGISTERED one matching a filter
     let preview = f
         .act(
@@ -261,7 +296,7 @@ async fn actions(kind: Kind) {
         .await
         .json();
     let n = preview["preview"]["items"].as_array().unwrap().len();
-    assert_eq!(n, 3, "{preview}"); // one queued, the rerun and the retry
+    assert_eq!(n, 4, "{preview}"); // one queued, the rerun, the retry, the one run now
     let done = f
         .act(
             "cancel",
@@ -269,7 +304,7 @@ async fn actions(kind: Kind) {
         )
         .await
         .json();
-    assert_eq!(done["done"]["changed"], 3, "{done}");
+    assert_eq!(done["done"]["changed"], 4, "{done}");
     assert_eq!(
         f.api("/api/invocations?status=registered").await["page"]["items"]
             .as_array()
@@ -289,7 +324,7 @@ async fn actions(kind: Kind) {
         .json();
     assert_eq!(
         preview["preview"]["items"].as_array().unwrap().len(),
-        4,
+        5,
         "{preview}"
     );
     assert!(f
@@ -300,7 +335,7 @@ async fn actions(kind: Kind) {
         .act("purge", json!({ "status": "cancelled", "confirm": true }))
         .await
         .json();
-    assert_eq!(done["done"]["changed"], 4);
+    assert_eq!(done["done"]["changed"], 5);
     assert_eq!(
         Req::get(&format!("/api/invocations/{}", s.queued[0]))
             .bearer(OPERATOR)
@@ -344,7 +379,7 @@ async fn actions(kind: Kind) {
     // the audit log: who, what, when
     let audit = f.api("/api/audit").await;
     let entries = audit["audit"].as_array().unwrap();
-    assert_eq!(entries.len(), 8, "{audit}");
+    assert_eq!(entries.len(), 10, "{audit}");
     assert!(entries
         .iter()
         .all(|e| e["user"] == "ops" && e["at_us"].is_i64()));

@@ -328,6 +328,33 @@ impl Controller {
         })
     }
 
+    /// Runs a `SCHEDULED` invocation now: it becomes `REGISTERED` and is
+    /// queued, without waiting for its time (the same invocation, in its
+    /// history with this controller's actor).
+    ///
+    /// # Errors
+    ///
+    /// [`OperateError::NotFound`] for an unknown id;
+    /// [`OperateError::WrongStatus`] when it is not `SCHEDULED`: nothing
+    /// changes.
+    pub async fn run_scheduled_now(&self, id: &InvocationId) -> Result<()> {
+        let status = self.app.orchestrator().get_status(id).await?.status;
+        if status != InvocationStatus::Scheduled {
+            return Err(OperateError::WrongStatus {
+                invocation_id: *id,
+                status,
+                reason: "only a SCHEDULED invocation can be run now",
+            });
+        }
+        // the step refuses it too if its status moved meanwhile
+        self.app
+            .orchestrator()
+            .run_scheduled_now(id, &self.actor)
+            .await?;
+        info!(invocation_id = %id, actor = %self.actor, "scheduled call run now");
+        Ok(())
+    }
+
     /// Retries a `FAILED` invocation now: a rerun of its call.
     ///
     /// # Errors

@@ -526,6 +526,15 @@ impl Orchestrator for RedisBackend {
         Ok(as_int(&v).unwrap_or(0).max(0) as usize)
     }
 
+    async fn run_scheduled_now(&self, id: &InvocationId, actor: &RunnerId) -> Result<()> {
+        self.script(
+            &scripts().promote,
+            &[bytes(actor.as_str()), bytes(id.as_str())],
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn auto_purge(&self, retention: &Retention) -> Result<usize> {
         self.purge_retention(retention).await
     }

@@ -284,6 +284,14 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
+    async fn run_scheduled_now(&self, id: &InvocationId, actor: &RunnerId) -> Result<()> {
+        let id = *id;
+        let actor = actor.clone();
+        self.store
+            .atomic(move |t| engine::run_scheduled_now(t, &id, &actor, Timestamp::now()))
+            .await
+    }
+
     async fn auto_purge(&self, retention: &Retention) -> Result<usize> {
         let now = Timestamp::now();
         let retention = *retention;

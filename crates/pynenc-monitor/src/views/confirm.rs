@@ -14,6 +14,7 @@ fn verb(a: Action) -> &'static str {
         Action::Cancel => "cancelled",
         Action::Rerun => "run again",
         Action::Retry => "retried",
+        Action::RunNow => "run now instead of at their scheduled time",
         Action::Purge => "deleted for good",
     }
 }

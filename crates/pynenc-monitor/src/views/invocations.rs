@@ -83,6 +83,7 @@ pub(crate) fn list(ctx: &Ctx, v: &Invocations) -> Markup {
                         button type="submit" formaction="/actions/cancel" #bulk-cancel { "Cancel…" }
                         button type="submit" formaction="/actions/rerun" #bulk-rerun { "Rerun…" }
                         button type="submit" formaction="/actions/retry" #bulk-retry { "Retry failed…" }
+                        button type="submit" formaction="/actions/run-now" #bulk-run-now { "Run scheduled now…" }
                         a.button href={ "/purge?" (qs) } #purge { "Purge ended…" }
                     }
                     (rows(&v.page.items, true))
@@ -116,6 +117,13 @@ pub(crate) fn detail(ctx: &Ctx, d: &Detail) -> Markup {
         }
         @if ctx.operator() {
             div.actions {
+                @if inv.status == pynenc_model::InvocationStatus::Scheduled {
+                    form.inline method="post" action="/actions/run-now" {
+                        (ctx.csrf_field())
+                        input type="hidden" name="ids" value=(inv.invocation_id);
+                        button type="submit" id="act-run-now" { "Run now…" }
+                    }
+                }
                 @for (action, label) in [("cancel", "Cancel…"), ("rerun", "Rerun…"), ("retry", "Retry…")] {
                     form.inline method="post" action={ "/actions/" (action) } {
                         (ctx.csrf_field())

@@ -244,6 +244,17 @@ pub trait Orchestrator: Send + Sync {
     /// Registers scheduled invocations that are due; returns how many.
     async fn promote_scheduled(&self) -> Result<usize>;
 
+    /// A `SCHEDULED` invocation becomes `REGISTERED` now, for `actor`, and
+    /// is queued (its scheduled time no longer waited for).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown invocation;
+    /// [`StoreError::Transition`] for one that is not `SCHEDULED` (nothing
+    /// changes).
+    async fn run_scheduled_now(&self, invocation_id: &InvocationId, actor: &RunnerId)
+        -> Result<()>;
+
     /// Deletes the final invocations that `retention` no longer keeps, in
     /// sections of at most [`crate::engine::PURGE_BATCH`]; returns how many.
     async fn auto_purge(&self, retention: &Retention) -> Result<usize>;

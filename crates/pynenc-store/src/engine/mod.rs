@@ -29,7 +29,7 @@ pub use pick::{pick, pick_and_start};
 pub use route::route;
 pub use upkeep::{
     auto_purge, pause_for_results, promote_scheduled, recover, resume_with_outcomes,
-    waiting_for_results,
+    run_scheduled_now, waiting_for_results,
 };
 
 use pynenc_model::{

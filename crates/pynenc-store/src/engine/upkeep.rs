@@ -90,6 +90,18 @@ pub fn promote_scheduled(
     Ok(due.len())
 }
 
+/// The scheduled invocation `id` becomes `REGISTERED` now and is queued;
+/// the transition refuses an invocation that is not `SCHEDULED`.
+pub fn run_scheduled_now(
+    txn: &mut dyn StoreTxn,
+    id: &InvocationId,
+    actor: &RunnerId,
+    now: Timestamp,
+) -> Result<()> {
+    transition(txn, id, InvocationStatus::Registered, actor, None, now)?;
+    txn.enqueue(id)
+}
+
 /// Deletes up to `max` final invocations that `retention` no longer keeps
 /// at `now`: each final status after its own time, then the oldest ends
 /// beyond the count limit.

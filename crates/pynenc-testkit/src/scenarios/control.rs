@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use pynenc::model::{CancelOutcome, InvocationQuery};
-use pynenc::{InvocationId, InvocationStatus, PynencError, Retention, TaskId};
+use pynenc::store::StoreError;
+use pynenc::{InvocationId, InvocationStatus, PynencError, Retention, RunnerId, TaskId};
 use pynenc_operate::{Operate, OperateError};
 use serde_json::json;
 
@@ -401,4 +402,55 @@ pub async fn c08_cancel_wins_over_a_retry(f: &dyn BackendFactory) {
     }
     assert_eq!(ok(inv.num_retries().await, "retries"), 0);
     assert!(check_histories(&app).await > 0);
+}
+
+/// A scheduled call run now: the same invocation becomes `REGISTERED` and
+/// runs without waiting for its time; one that is not scheduled is refused
+/// naming its status, an unknown id is not found, and nothing changes.
+pub async fn c09_run_a_scheduled_call_now(f: &dyn BackendFactory) {
+    let app = new_app(f, "c09", &[]);
+    let runner = start_runner(&app, 2);
+    let hour = std::time::Duration::from_secs(3600);
+    let inv = ok(
+        add::task().schedule_after_on(&app, hour, (20, 22)).await,
+        "schedule",
+    );
+    assert_eq!(
+        ok(inv.status().await, "status"),
+        InvocationStatus::Scheduled
+    );
+    let control = app.control().as_actor("operator:ana");
+    ok(
+        control.run_scheduled_now(inv.invocation_id()).await,
+        "run now",
+    );
+    assert_eq!(ok(inv.result().await, "result"), 42);
+    let history = ok(inv.history().await, "history");
+    assert_eq!(history[0].status, InvocationStatus::Scheduled);
+    assert_eq!(history[1].status, InvocationStatus::Registered);
+    assert_eq!(history[1].actor.as_str(), "operator:ana");
+    // again: it is not scheduled any more
+    match control.run_scheduled_now(inv.invocation_id()).await {
+        Err(OperateError::WrongStatus { status, .. }) => {
+            assert_eq!(status, InvocationStatus::Success)
+        }
+        other => panic!("expected WrongStatus, got {other:?}"),
+    }
+    let unknown = InvocationId::random();
+    assert!(matches!(
+        control.run_scheduled_now(&unknown).await,
+        Err(OperateError::NotFound(id)) if id == unknown
+    ));
+    // the store's step refuses a status that moved on too
+    let done = *inv.invocation_id();
+    let refused = app
+        .orchestrator()
+        .run_scheduled_now(&done, &RunnerId::from("x"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Transition { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(ok(inv.status().await, "status"), InvocationStatus::Success);
+    super::finish(&app, runner).await;
 }
