@@ -62,7 +62,7 @@
 //! | `pynenc_invocations` | `app, invocation_id` | task, status (code), owner, times, concurrency keys, retries, waited flag, parent, call id, error kind, cancel request |
 //! | `pynenc_records` | `app, invocation_id` | the invocation record as JSON (arguments included) |
 //! | `pynenc_outcomes` | `app, invocation_id` | result and error (JSON) |
-//! | `pynenc_history` | `seq` (indexed by invocation) | one row per status transition |
+//! | `pynenc_history` | `seq` (indexed by invocation) | one row per status transition (read in `seq` order, each entry dated no earlier than the one before: a step reads the clock before its group waits for the app's lock) |
 //! | `pynenc_status_counts`, `pynenc_failed_counts` | `app, task, status/kind` | counters kept by the steps |
 //! | `pynenc_waits` | `app, waited, waiter` | which invocation waits on which |
 //! | `pynenc_queue` | `app, seq` | the broker's FIFO |

@@ -83,14 +83,22 @@ impl StoreTxn for PgTxn<'_> {
             "reading a history",
             tables::HISTORY,
         )?;
+        // a step reads the clock before its group waits for the app's
+        // lock, so a step of another writer that waited can carry a time a
+        // few µs before the step it follows: the entries come in the order
+        // they were written (`seq`), each dated no earlier than the one
+        // before it
+        let mut last = i64::MIN;
         rows.iter()
             .map(|r| {
+                let at: i64 = r.get(3);
+                last = last.max(at);
                 Ok(HistoryEntry {
                     invocation_id: *id,
                     status: self.parse_status(id.as_str(), r.get(0))?,
                     owner: r.get::<_, Option<String>>(1).map(RunnerId::from),
                     actor: RunnerId::from(r.get::<_, String>(2)),
-                    timestamp: Timestamp::from_micros(r.get(3)),
+                    timestamp: Timestamp::from_micros(last),
                     execution_context: r.get(4),
                 })
             })

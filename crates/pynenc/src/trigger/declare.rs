@@ -293,7 +293,7 @@ impl Trigger {
 
     /// Names the trigger (its firings are keyed by this name: renaming a
     /// trigger makes its ticks and reactions new ones). The default name is
-    /// its condition and task, e.g. `cron(<expression>[ <time zone>]) <task id>`.
+    /// its condition and task, e.g. `cron(<expression>[ <time zone>]) -> <task id>`.
     pub fn named(mut self, name: &str) -> Trigger {
         self.name = Some(name.to_string());
         self
@@ -303,7 +303,7 @@ impl Trigger {
     pub fn name(&self) -> String {
         match &self.name {
             Some(n) => n.clone(),
-            None => format!("{} {}", self.describe(), self.task.task_id),
+            None => format!("{} -> {}", self.describe(), self.task.task_id),
         }
     }
 

@@ -157,7 +157,7 @@ impl When {
             .iter()
             .map(|(n, _)| n.as_str())
             .collect();
-        format!("{base} where {}", names.join(", "))
+        format!("{base} filtered on {}", names.join(", "))
     }
 
     /// What is wrong with the condition or its filters, if anything.
