@@ -119,10 +119,9 @@ impl Filter {
         })
     }
 
-    /// The query string of these filters (without `after`), for links.
-    pub(crate) fn query_string(&self) -> String {
-        let mut s = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
+    /// The text filters that are set, by name.
+    fn set_fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
             ("task", &self.task),
             ("status", &self.status),
             ("since", &self.since),
@@ -130,10 +129,17 @@ impl Filter {
             ("ended_before", &self.ended_before),
             ("parent", &self.parent),
             ("call", &self.call),
-        ] {
-            if !v.is_empty() {
-                s.append_pair(k, v);
-            }
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.as_str()))
+    }
+
+    /// The query string of these filters (without `after`), for links.
+    pub(crate) fn query_string(&self) -> String {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in self.set_fields() {
+            s.append_pair(k, v);
         }
         if self.oldest_first {
             s.append_pair("order", "oldest");
@@ -147,18 +153,8 @@ impl Filter {
     /// A description for the audit log and confirmation pages.
     pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
-        for (k, v) in [
-            ("task", &self.task),
-            ("status", &self.status),
-            ("since", &self.since),
-            ("until", &self.until),
-            ("ended_before", &self.ended_before),
-            ("parent", &self.parent),
-            ("call", &self.call),
-        ] {
-            if !v.is_empty() {
-                parts.push(format!("{k}={v}"));
-            }
+        for (k, v) in self.set_fields() {
+            parts.push(format!("{k}={v}"));
         }
         if parts.is_empty() {
             "every invocation".to_string()
