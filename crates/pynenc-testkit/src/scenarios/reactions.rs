@@ -117,11 +117,21 @@ pub async fn t04_reactions_fire_once_per_source(f: &dyn BackendFactory) {
             .trigger(five)
             .trigger(timeout)
             .trigger(statuses)
+            .trigger(
+                // an argument kept in the data store is filtered on its value
+                Trigger::on_any_result(
+                    byte_len::task(),
+                    reaction::task(),
+                    (group.clone(), "big arg".to_string()),
+                )
+                .named("big argument")
+                .when_argument("data", |v| v.as_str().is_some_and(|d| d.len() == 200_000)),
+            )
             .build(),
         "app with reaction triggers",
     );
     let listed = ok(app.triggers().await, "triggers");
-    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.len(), 6);
     assert!(listed
         .iter()
         .all(|t| t.cron.is_empty() && t.next_tick.is_none()));
@@ -153,6 +163,13 @@ pub async fn t04_reactions_fire_once_per_source(f: &dyn BackendFactory) {
         "flaky",
     );
     assert_eq!(n, 2, "flaky failed once, then succeeded");
+    let len = ok(
+        ok(byte_len::call_on(&app, big_value(200_000)).await, "big")
+            .result()
+            .await,
+        "byte_len",
+    );
+    assert_eq!(len, 200_000);
     // the reactions were routed before their sources ended: run them all
     let routed = run_reactions(&app).await;
     let expected: BTreeMap<String, usize> = [
@@ -166,6 +183,7 @@ pub async fn t04_reactions_fire_once_per_source(f: &dyn BackendFactory) {
         ("flaky:running", 2),
         ("flaky:retry", 1),
         ("flaky:success", 1),
+        ("big arg", 1),
     ]
     .into_iter()
     .map(|(l, n)| (l.to_string(), n))

@@ -123,6 +123,13 @@ pub(crate) async fn run_invocation(
         slot: tokio::sync::Mutex::new(SlotState { permit, waits: 0 }),
         caller: None,
     });
+    // stored arguments are read back (through the local cache) for the body
+    let resolved = with_stored_arguments(app, record).await;
+    // what the triggers see of the source: its arguments' values
+    let source = match &resolved {
+        Ok(full) => full.clone(),
+        Err(_) => kept.clone(),
+    };
     let reacting = trigger::reacts_to(app.resolved_triggers(), def.task_id);
     if reacting {
         let running = Happened {
@@ -130,10 +137,9 @@ pub(crate) async fn run_invocation(
             result: None,
             error: None,
         };
-        trigger::react(app, &kept, running, Phase::BeforeEnd).await;
+        trigger::react(app, &source, running, Phase::BeforeEnd).await;
     }
-    // stored arguments are read back (through the local cache) for the body
-    let output = match with_stored_arguments(app, record).await {
+    let output = match resolved {
         Ok(record) => {
             let input = TaskInput {
                 task_id: def.task_id,
@@ -208,7 +214,7 @@ pub(crate) async fn run_invocation(
         // before the end is recorded: a runner lost in between runs it
         // again, and the keyed calls are made once
         if let Some(happened) = &happened {
-            trigger::react(app, &kept, happened.clone(), Phase::BeforeEnd).await;
+            trigger::react(app, &source, happened.clone(), Phase::BeforeEnd).await;
         }
         reacted = happened.map(|h| (h.status, h.error.cloned()));
     }
@@ -226,7 +232,7 @@ pub(crate) async fn run_invocation(
                     result: plain_result.as_deref(),
                     error: error.as_ref(),
                 };
-                trigger::react(app, &kept, happened, Phase::AfterEnd).await;
+                trigger::react(app, &source, happened, Phase::AfterEnd).await;
             }
         }
         Err(e) => {

@@ -105,7 +105,12 @@ async fn newest_met(
     for (id, outcome) in candidates.iter().zip(&outcomes) {
         let (arguments, event) = if needs_record {
             let record = app.state_backend().get_invocation(id).await?;
-            let arguments = arguments_json(app, &record.call.arguments);
+            // values kept in the data store are filtered on, not their references
+            let stored = app
+                .data()
+                .resolve_arguments(app.data_store(), &record.call.arguments, id)
+                .await?;
+            let arguments = arguments_json(app, stored.as_ref().unwrap_or(&record.call.arguments));
             let event = event_of(task, &arguments);
             (arguments, event)
         } else {
