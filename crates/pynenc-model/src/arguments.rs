@@ -188,6 +188,37 @@ impl Arguments {
         self.values.iter().map(|(k, v)| (&**k, &**v))
     }
 
+    /// Arguments from a JSON object of parameter name to value, each value
+    /// serialized with `serializer` (what callers by name send).
+    ///
+    /// # Errors
+    ///
+    /// A value the serializer refuses, naming its argument.
+    pub fn from_json(
+        serializer: Serializer,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Arguments> {
+        let mut args = Arguments::new();
+        for (name, value) in values {
+            args.insert(serializer, name, value)?;
+        }
+        Ok(args)
+    }
+
+    /// The values as a JSON object of parameter name to value (a value that
+    /// does not decode, such as the reference of one kept in the data
+    /// store, is `null`).
+    pub fn to_json(&self, serializer: Serializer) -> serde_json::Map<String, serde_json::Value> {
+        self.serialized()
+            .map(|(name, text)| {
+                let v = serializer
+                    .deserialize::<serde_json::Value>(text, format_args!("argument '{name}'"))
+                    .unwrap_or(serde_json::Value::Null);
+                (name.to_string(), v)
+            })
+            .collect()
+    }
+
     /// The number of arguments.
     pub fn len(&self) -> usize {
         self.values.len()

@@ -292,12 +292,8 @@ impl Controller {
                 ),
             ));
         }
-        let serializer = self.app.serializer();
-        let mut args = pynenc_model::Arguments::new();
-        for (name, value) in arguments {
-            args.insert(serializer, name, value)
-                .map_err(|e| OperateError::invalid("arguments", e.to_string()))?;
-        }
+        let args = pynenc_model::Arguments::from_json(self.app.serializer(), arguments)
+            .map_err(|e| OperateError::invalid("arguments", e.to_string()))?;
         let request = RouteRequest {
             print_arguments: self.app.conf().print_arguments,
             ..RouteRequest::new(

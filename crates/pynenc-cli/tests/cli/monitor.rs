@@ -34,6 +34,37 @@ fn get(addr: &str, path: &str, token: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Starts `exe <args> monitor --bind 127.0.0.1:0 --json` with `env`, reads
+/// the line it prints when it listens: the process, that line, the address.
+fn start_monitor(
+    exe: &std::path::Path,
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, Value, String) {
+    let mut cmd = command(
+        exe,
+        dir,
+        &[args, &["monitor", "--bind", "127.0.0.1:0", "--json"]].concat(),
+    );
+    cmd.envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("start the monitor");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("the monitor's stdout"))
+        .read_line(&mut first)
+        .expect("the monitor's start line");
+    let started: Value = serde_json::from_str(&first).expect("the start line as JSON");
+    let addr = started["url"]
+        .as_str()
+        .expect("the monitor's url")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    (child, started, addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_serves_the_app_until_stopped() {
     let dir = tempdir();
@@ -44,29 +75,17 @@ async fn monitor_serves_the_app_until_stopped() {
     let conn = ["--sqlite-path", db_arg.as_str(), "--app", APP];
 
     // with a token from the environment
-    let mut cmd = command(
-        std::path::Path::new(env!("CARGO_BIN_EXE_pynenc")),
+    let pynenc_exe = std::path::Path::new(env!("CARGO_BIN_EXE_pynenc"));
+    let (mut child, started, addr) = start_monitor(
+        pynenc_exe,
         dir.path(),
-        &[&conn[..], &["monitor", "--bind", "127.0.0.1:0", "--json"]].concat(),
+        &conn,
+        &[("PYNENC_MONITOR_VIEWER_TOKEN", "viewer-token-for-tests")],
     );
-    cmd.env("PYNENC_MONITOR_VIEWER_TOKEN", "viewer-token-for-tests")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start pynenc monitor");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let started: Value = serde_json::from_str(&first).expect("the start line as JSON");
     assert!(
         started["token"].is_null(),
         "no token generated when one is configured"
     );
-    let url = started["url"].as_str().unwrap();
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
     assert!(addr.starts_with("127.0.0.1:"));
     let (status, _) = get(&addr, "/api/overview", "wrong-token-here");
     assert_eq!(status, 401);
@@ -93,27 +112,10 @@ async fn monitor_serves_the_app_until_stopped() {
     assert!(status.success(), "{status:?}");
 
     // without credentials: a generated token, printed
-    let mut cmd = command(
-        std::path::Path::new(env!("CARGO_BIN_EXE_pynenc")),
-        dir.path(),
-        &[&conn[..], &["monitor", "--bind", "127.0.0.1:0", "--json"]].concat(),
-    );
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("start pynenc monitor");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let started: Value = serde_json::from_str(&first).unwrap();
+    let (mut child, started, addr) = start_monitor(pynenc_exe, dir.path(), &conn, &[]);
     let token = started["token"]
         .as_str()
         .expect("a generated token")
-        .to_string();
-    let addr = started["url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
         .to_string();
     let (status, body) = get(&addr, "/api/me", &token);
     assert_eq!(status, 200);
@@ -134,27 +136,10 @@ async fn monitor_serves_the_app_until_stopped() {
 fn the_embedded_monitor_shows_the_programs_tasks_and_triggers() {
     let exe = crate::embedded::embedded_exe();
     let dir = tempdir();
-    let mut cmd = command(
-        &exe,
-        dir.path(),
-        &["pynenc", "monitor", "--bind", "127.0.0.1:0", "--json"],
-    );
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("start the embedded monitor");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let started: Value = serde_json::from_str(&first).expect("the start line as JSON");
+    let (mut child, started, addr) = start_monitor(&exe, dir.path(), &["pynenc"], &[]);
     let token = started["token"]
         .as_str()
         .expect("a generated token")
-        .to_string();
-    let addr = started["url"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
         .to_string();
     let (status, body) = get(&addr, "/api/tasks", &token);
     assert_eq!(status, 200, "{body}");

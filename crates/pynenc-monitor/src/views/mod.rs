@@ -93,21 +93,29 @@ pub(crate) async fn invocation(
     }
 }
 
+/// A live page of one table, or the error that kept it from being read.
+fn live_table<T>(
+    c: &Ctx,
+    path: &str,
+    title: &str,
+    rows: crate::error::HttpResult<Vec<T>>,
+    render: impl Fn(&[T]) -> maud::Markup,
+) -> Response {
+    match rows {
+        Ok(rows) => respond(page(c, path, title, true, render(&rows))),
+        Err(e) => error_page(&e),
+    }
+}
+
 pub(crate) async fn tasks(
     State(s): State<Shared>,
     Extension(who): Extension<Principal>,
     uri: Uri,
 ) -> Response {
-    match data::tasks(&s).await {
-        Ok(rows) => respond(page(
-            &ctx(&s, &who, &uri),
-            "/tasks",
-            "Tasks",
-            true,
-            tables::tasks(&rows),
-        )),
-        Err(e) => error_page(&e),
-    }
+    let rows = data::tasks(&s).await;
+    live_table(&ctx(&s, &who, &uri), "/tasks", "Tasks", rows, |r| {
+        tables::tasks(r)
+    })
 }
 
 pub(crate) async fn runners(
@@ -115,16 +123,10 @@ pub(crate) async fn runners(
     Extension(who): Extension<Principal>,
     uri: Uri,
 ) -> Response {
-    match data::runners(&s).await {
-        Ok(rows) => respond(page(
-            &ctx(&s, &who, &uri),
-            "/runners",
-            "Runners",
-            true,
-            tables::runners(&rows),
-        )),
-        Err(e) => error_page(&e),
-    }
+    let rows = data::runners(&s).await;
+    live_table(&ctx(&s, &who, &uri), "/runners", "Runners", rows, |r| {
+        tables::runners(r)
+    })
 }
 
 pub(crate) async fn failures(
@@ -132,16 +134,14 @@ pub(crate) async fn failures(
     Extension(who): Extension<Principal>,
     uri: Uri,
 ) -> Response {
-    match data::failures(&s).await {
-        Ok(rows) => respond(page(
-            &ctx(&s, &who, &uri),
-            "/failures",
-            "Failures by error kind",
-            true,
-            tables::failures(&rows),
-        )),
-        Err(e) => error_page(&e),
-    }
+    let rows = data::failures(&s).await;
+    live_table(
+        &ctx(&s, &who, &uri),
+        "/failures",
+        "Failures by error kind",
+        rows,
+        tables::failures,
+    )
 }
 
 pub(crate) async fn triggers(
@@ -149,16 +149,10 @@ pub(crate) async fn triggers(
     Extension(who): Extension<Principal>,
     uri: Uri,
 ) -> Response {
-    match data::triggers(&s).await {
-        Ok(rows) => respond(page(
-            &ctx(&s, &who, &uri),
-            "/triggers",
-            "Triggers",
-            true,
-            tables::triggers(&rows),
-        )),
-        Err(e) => error_page(&e),
-    }
+    let rows = data::triggers(&s).await;
+    live_table(&ctx(&s, &who, &uri), "/triggers", "Triggers", rows, |r| {
+        tables::triggers(r)
+    })
 }
 
 pub(crate) async fn config(

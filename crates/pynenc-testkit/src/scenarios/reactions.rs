@@ -107,7 +107,7 @@ pub async fn t04_reactions_fire_once_per_source(f: &dyn BackendFactory) {
     .arguments_from(move |src| {
         Ok(reaction_args(
             &g,
-            format!("flaky:{}", src.status.as_str().to_lowercase()),
+            format!("flaky:{}", src.status.as_lower_str()),
         ))
     });
     let app = ok(
@@ -459,7 +459,7 @@ pub async fn t09_any_of_and_all_of(f: &dyn BackendFactory) {
             .to_string();
         Ok(reaction_args(
             &g,
-            format!("any:{task}:{}", src.status.as_str().to_lowercase()),
+            format!("any:{task}:{}", src.status.as_lower_str()),
         ))
     });
     let g = group.clone();

@@ -65,11 +65,7 @@ impl Pynenc {
         arguments: &Map<String, Value>,
     ) -> Result<Invocation<Value>> {
         let task = self.registry().get(task_id)?;
-        let serializer = self.serializer();
-        let mut args = Arguments::new();
-        for (name, value) in arguments {
-            args.insert(serializer, name, value)?;
-        }
+        let args = Arguments::from_json(self.serializer(), arguments)?;
         let inv = self.call_task(task.definition, args).await?;
         debug!(task_id, invocation_id = %inv.invocation_id(), "routed by name");
         Ok(Invocation::from_untyped(inv))

@@ -68,7 +68,7 @@ impl Condition {
                 None => format!("cron({expr})"),
             },
             Condition::Status { source, statuses } => {
-                let s: Vec<String> = statuses.iter().map(|s| s.as_str().to_lowercase()).collect();
+                let s: Vec<&str> = statuses.iter().map(|s| s.as_lower_str()).collect();
                 format!("on_status({}: {})", source.task_id, s.join("|"))
             }
             Condition::Result { source, check } => match check {
@@ -120,7 +120,7 @@ impl Condition {
                     .map(|s| {
                         format!(
                             "on_status reacts to the statuses a runner sets while it runs an invocation (running, success, failed, retry); {} is set elsewhere",
-                            s.as_str().to_lowercase()
+                            s.as_lower_str()
                         )
                     })
             }

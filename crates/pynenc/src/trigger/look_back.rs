@@ -14,7 +14,7 @@ use pynenc_model::{
 use tracing::{debug, warn};
 
 use super::condition::Happened;
-use super::react::{arguments_json, event_of};
+use super::react::event_of;
 use super::{ResolvedTrigger, When};
 use crate::app::Pynenc;
 use crate::exceptions::Result;
@@ -110,7 +110,10 @@ async fn newest_met(
                 .data()
                 .resolve_arguments(app.data_store(), &record.call.arguments, id)
                 .await?;
-            let arguments = arguments_json(app, stored.as_ref().unwrap_or(&record.call.arguments));
+            let arguments = stored
+                .as_ref()
+                .unwrap_or(&record.call.arguments)
+                .to_json(app.serializer());
             let event = event_of(task, &arguments);
             (arguments, event)
         } else {

@@ -43,7 +43,7 @@ mod when;
 use std::fmt;
 
 use pynenc_model::{Arguments, Call, InvocationId, TaskId, Timestamp, TriggerRecord};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::serializer::Serializer;
 use crate::task::TaskDefinition;
@@ -247,18 +247,7 @@ impl ResolvedTrigger {
             Resolved::Reaction { .. } => (None, None),
         };
         let arguments = match &self.arguments {
-            ResolvedArguments::Static(a) => {
-                let map: Map<String, Value> = a
-                    .serialized()
-                    .map(|(name, text)| {
-                        let v = serializer
-                            .deserialize::<Value>(text, format_args!("argument '{name}'"))
-                            .unwrap_or(Value::Null);
-                        (name.to_string(), v)
-                    })
-                    .collect();
-                Some(Value::Object(map).to_string())
-            }
+            ResolvedArguments::Static(a) => Some(Value::Object(a.to_json(serializer)).to_string()),
             ResolvedArguments::FromSource(_) => None,
         };
         TriggerRecord {

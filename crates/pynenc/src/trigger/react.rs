@@ -48,21 +48,6 @@ pub(crate) enum Phase {
     AfterEnd,
 }
 
-/// The source's arguments as JSON (a value that does not decode is
-/// `null`).
-pub(super) fn arguments_json(app: &Pynenc, arguments: &Arguments) -> Map<String, Value> {
-    arguments
-        .serialized()
-        .map(|(name, text)| {
-            let v = app
-                .serializer()
-                .deserialize::<Value>(text, format_args!("argument '{name}'"))
-                .unwrap_or(Value::Null);
-            (name.to_string(), v)
-        })
-        .collect()
-}
-
 /// The event an invocation of the event task is (from its arguments).
 pub(super) fn event_of(task_id: &str, arguments: &Map<String, Value>) -> Option<TriggerEvent> {
     (task_id == super::EVENT_TASK_ID).then(|| TriggerEvent {
@@ -114,7 +99,7 @@ pub(crate) async fn react(
     } else {
         0
     };
-    let arguments = arguments_json(app, &record.call.arguments);
+    let arguments = record.call.arguments.to_json(app.serializer());
     let event = event_of(task_id, &arguments);
     let mut requests = Vec::new();
     let mut names = Vec::new();
@@ -206,10 +191,7 @@ fn reaction_request(
                     t.name
                 ),
             })?;
-            let mut args = Arguments::new();
-            for (name, value) in &map {
-                args.insert(app.serializer(), name, value)?;
-            }
+            let args = Arguments::from_json(app.serializer(), &map)?;
             crate::app::check_arguments(app.registry().get(t.task.task_id)?, &args)?;
             args
         }
