@@ -91,7 +91,7 @@ pub(crate) fn failures(rows: &[ErrorKindCount]) -> Markup {
 
 pub(crate) fn triggers(rows: &[pynenc::TriggerInfo]) -> Markup {
     html! {
-        p.hint { "The triggers this program declares and those runners of the app stored when they started. A cron trigger shows what its latest ticks fired; a reaction's calls are invocations of its task with the actor trigger:<name>." }
+        p.hint { "The triggers this program declares and those the app stored (when a program declaring them was built, and when its runners started). A cron trigger shows what its latest ticks fired; a reaction's calls are invocations of its task with the actor trigger:<name>." }
         @if rows.is_empty() { p.empty { "No trigger: none declared by this program, none stored by a runner of the app." } } @else {
             table #triggers {
                 thead { tr { th { "trigger" } th { "condition" } th { "task" } th { "arguments" } th { "declared" } th { "next tick" } th { "latest ticks" } } }
@@ -103,8 +103,8 @@ pub(crate) fn triggers(rows: &[pynenc::TriggerInfo]) -> Markup {
                             td { a href={ "/invocations?task=" (q(&t.task_id)) } { (t.task_id) } }
                             td.mono { (t.arguments.as_deref().unwrap_or("made from the source")) }
                             td {
-                                @if t.declared_here { "here" @if t.declared_at.is_some() { ", " } }
-                                @if let Some(at) = t.declared_at { "by a runner " (time(at)) }
+                                @if t.declared_here { "in this program" @if t.declared_at.is_some() { "; " } }
+                                @if let Some(at) = t.declared_at { "stored " (time(at)) }
                             }
                             td { @if let Some(n) = t.next_tick { (time(n)) } @else { "—" } }
                             td {
