@@ -14,8 +14,8 @@ use std::ops::RangeBounds;
 use pynenc_model::query::InvocationQuery;
 use pynenc_model::status::ALL_STATUSES;
 use pynenc_model::{
-    ErrorKindCount, InvocationId, InvocationRecord, InvocationStatus, Order, StatusCount, TaskId,
-    Timestamp,
+    ErrorKindCount, InvocationId, InvocationRecord, InvocationStatus, Order, StatusCount,
+    TaskCounter, TaskId, TaskTotals, Timestamp,
 };
 use rustc_hash::FxHashMap;
 
@@ -33,6 +33,8 @@ type Key = u128;
 struct TaskIndex {
     task_id: TaskId,
     counts: [u64; N],
+    /// What was routed, started and ended, and run times (only grow).
+    totals: TaskTotals,
     /// Final invocations, by final status.
     ended: [BTreeSet<Key>; N],
 }
@@ -71,6 +73,7 @@ impl QueryIndex {
         self.tasks.push(TaskIndex {
             task_id: task_id.clone(),
             counts: [0; N],
+            totals: TaskTotals::new(task_id.clone()),
             ended: Default::default(),
         });
         self.numbers.insert(task_id.clone(), n);
@@ -93,6 +96,7 @@ impl QueryIndex {
         let id = record.invocation_id;
         if let Some(t) = self.task(task) {
             t.counts[status.index()] += 1;
+            t.totals.counts[TaskCounter::Routed.index()] += 1;
         }
         if let Some(parent) = record.parent_invocation_id {
             self.children.entry(parent).or_default().push(id);
@@ -123,6 +127,9 @@ impl QueryIndex {
         if let Some(t) = self.task(task) {
             t.counts[old.index()] = t.counts[old.index()].saturating_sub(1);
             t.counts[new.index()] += 1;
+            if let Some(counter) = TaskCounter::of_status(new) {
+                t.totals.counts[counter.index()] += 1;
+            }
             if new.is_final() {
                 t.ended[new.index()].insert(id.as_u128());
             }
@@ -260,6 +267,20 @@ impl QueryIndex {
                 }
             }
         }
+        out
+    }
+
+    /// A run of `micros` microseconds of the task numbered `task`.
+    pub(crate) fn add_run_time(&mut self, task: u32, micros: u64) {
+        if let Some(t) = self.task(task) {
+            t.totals.run_times.observe(micros);
+        }
+    }
+
+    /// The totals of the tasks in `task_ids` (all when empty), by task id.
+    pub(crate) fn task_totals(&self, task_ids: &[TaskId]) -> Vec<TaskTotals> {
+        let mut out: Vec<TaskTotals> = self.selected(task_ids).map(|t| t.totals.clone()).collect();
+        out.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         out
     }
 

@@ -2,7 +2,7 @@
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, RunnerInfo,
-    StatusCount, TaskId, Timestamp, TriggerRecord, WaitGraph,
+    StatusCount, TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
 };
 use pynenc_store::{QueryTxn, Result};
 
@@ -64,6 +64,10 @@ impl QueryTxn for MemState {
 
     fn failed_by_kind(&mut self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>> {
         Ok(self.index.failed_by_kind(task_ids))
+    }
+
+    fn task_totals(&mut self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
+        Ok(self.index.task_totals(task_ids))
     }
 
     fn queue_oldest(&mut self) -> Result<Option<(InvocationId, Timestamp)>> {

@@ -452,6 +452,12 @@ impl StoreTxn for MemState {
         Ok(e.retries)
     }
 
+    fn add_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()> {
+        let task = self.entry(id)?.task;
+        self.index.add_run_time(task, micros);
+        Ok(())
+    }
+
     fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()> {
         self.entry(id)?.result = Some(result);
         Ok(())

@@ -12,7 +12,8 @@
 //! - what is asked and answered: [`RouteRequest`], [`RouteOutcome`],
 //!   [`RunOutcome`], [`CycleError`];
 //! - what operators ask: [`InvocationQuery`], [`Page`], counts, the
-//!   queue, the [`WaitGraph`], [`RunnerInfo`];
+//!   queue, the [`WaitGraph`], [`RunnerInfo`]; [`TaskTotals`] (what was
+//!   routed, started, ended per task, and run times, kept across purges);
 //! - a task's effective [`TaskOptions`] (the vocabulary itself lives in
 //!   [`pynenc_options`]);
 //! - [`mask_url_password`], for connection URLs in messages.
@@ -35,6 +36,7 @@ pub mod secret;
 pub mod serializer;
 pub mod status;
 pub mod time;
+pub mod totals;
 
 pub use arguments::{ArgumentPrintMode, Arguments, MovedText};
 pub use call::Call;
@@ -60,3 +62,7 @@ pub use secret::mask_url_password;
 pub use serializer::{CodecError, Direction, SerializationError, Serializer};
 pub use status::{replay_history, InvocationStatus, Ownership, StatusRecord, TransitionError};
 pub use time::Timestamp;
+pub use totals::{
+    run_time_bucket, RunTimes, TaskCounter, TaskTotals, TotalKey, RUN_TIME_BOUNDS_US,
+    RUN_TIME_BUCKETS,
+};

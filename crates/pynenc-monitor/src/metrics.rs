@@ -5,6 +5,8 @@
 //!
 //! | metric | type | labels | derived from |
 //! |---|---|---|---|
+//! | `pynenc_invocations_routed_total`, `…_started_total`, `…_succeeded_total`, `…_failed_total`, `…_retried_total`, `…_cancelled_total` | counter | `task` | the task totals, kept by the backend in the step of each transition (a run started once per attempt; a purge of invocations keeps them) |
+//! | `pynenc_run_duration_seconds` | histogram | `task` | the run times runners measured (body start to end), per bucket of the task totals |
 //! | `pynenc_invocations` | gauge | `task`, `status` | the count-by-status index: invocations of the task now in the status (all stored, until purged) |
 //! | `pynenc_failures` | gauge | `task`, `kind` | the failed-by-kind index: `FAILED` invocations stored, by error kind |
 //! | `pynenc_queue_depth` | gauge | — | invocations waiting for a runner (`REGISTERED`, `REROUTED`, `RETRY`) |
@@ -19,7 +21,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use pynenc_model::Timestamp;
+use pynenc_model::{TaskCounter, TaskTotals, Timestamp};
 use pynenc_operate::Operate;
 
 use crate::error::HttpResult;
@@ -32,6 +34,48 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The counters and the run-time histogram of the task totals.
+fn write_totals(out: &mut String, totals: &[TaskTotals]) {
+    for counter in TaskCounter::ALL {
+        let name = format!("pynenc_invocations_{}_total", counter.name());
+        let _ = writeln!(
+            out,
+            "# HELP {name} Invocations {} per task, since the app's data began.\n# TYPE {name} counter",
+            counter.name()
+        );
+        for t in totals {
+            let _ = writeln!(
+                out,
+                "{name}{{task=\"{}\"}} {}",
+                label(t.task_id.as_str()),
+                t.get(counter)
+            );
+        }
+    }
+    let name = "pynenc_run_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} How long runs took, body start to end, per task.\n# TYPE {name} histogram"
+    );
+    for t in totals {
+        let task = label(t.task_id.as_str());
+        for (bound, n) in t.run_times.cumulative() {
+            let le = bound.map_or_else(|| "+Inf".to_string(), |us| (us as f64 / 1e6).to_string());
+            let _ = writeln!(out, "{name}_bucket{{task=\"{task}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{task=\"{task}\"}} {}",
+            t.run_times.sum_us as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{{task=\"{task}\"}} {}",
+            t.run_times.count()
+        );
+    }
+}
+
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(s): State<Shared>) -> HttpResult<Response> {
     let inspect = s.app.inspect();
@@ -39,7 +83,9 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> HttpResult<Response> {
     let failures = inspect.failed_by_kind(&[]).await?;
     let queue = inspect.queue().await?;
     let runners = inspect.runners().await?;
+    let totals = inspect.task_totals(&[]).await?;
     let mut out = String::new();
+    write_totals(&mut out, &totals);
     // writing to a String cannot fail
     let _ = writeln!(
         out,

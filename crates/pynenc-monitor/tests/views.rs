@@ -419,6 +419,35 @@ async fn metrics_and_events(kind: Kind) {
     ] {
         assert!(m.contains(needle), "no {needle} in {m}");
     }
+    // counters and the run-time histogram of the task totals: add was
+    // routed three times (one ran), refuse once (it failed)
+    let line = |metric: &str, task_end: &str| -> String {
+        m.lines()
+            .find(|l| l.starts_with(&format!("{metric}{{")) && l.contains(task_end))
+            .unwrap_or_else(|| panic!("no {metric} for {task_end} in {m}"))
+            .to_string()
+    };
+    for (metric, task, value) in [
+        ("pynenc_invocations_routed_total", "add\"}", "3"),
+        ("pynenc_invocations_started_total", "add\"}", "1"),
+        ("pynenc_invocations_succeeded_total", "add\"}", "1"),
+        ("pynenc_invocations_failed_total", "add\"}", "0"),
+        ("pynenc_invocations_failed_total", "refuse\"}", "1"),
+        ("pynenc_invocations_retried_total", "refuse\"}", "0"),
+        ("pynenc_invocations_cancelled_total", "refuse\"}", "0"),
+        ("pynenc_run_duration_seconds_count", "add\"}", "1"),
+        (
+            "pynenc_run_duration_seconds_bucket",
+            "add\",le=\"+Inf\"}",
+            "1",
+        ),
+        ("pynenc_run_duration_seconds_count", "refuse\"}", "1"),
+    ] {
+        let l = line(metric, task);
+        assert!(l.ends_with(&format!(" {value}")), "{l} (want {value})");
+    }
+    assert!(m.contains("# TYPE pynenc_run_duration_seconds histogram"));
+    assert!(m.contains("# TYPE pynenc_invocations_routed_total counter"));
     for id in [&f.seeded.ok, &f.seeded.failed, &f.seeded.queued[0]] {
         assert!(!m.contains(id.as_str()), "an invocation id in the metrics");
     }

@@ -7,7 +7,7 @@ use pynenc::Pynenc;
 use pynenc_model::{
     Call, Cursor, ErrorKindCount, HistoryEntry, InvocationId, InvocationQuery, InvocationRecord,
     InvocationStatus, InvocationSummary, Order, Page, QueueStats, RunnerInfo, StatusCount, TaskId,
-    Timestamp, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+    TaskTotals, Timestamp, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -173,6 +173,19 @@ impl Inspector {
             *totals.entry(c.status).or_insert(0) += c.count;
         }
         Ok(StatusCounts { by_task, totals })
+    }
+
+    /// What was routed, started, succeeded, failed, retried and cancelled
+    /// per task since the app's data began, and the run times of the runs
+    /// that ended, of the tasks in `task_ids` (every task when empty).
+    /// Totals only grow: purging invocations keeps them (see
+    /// [`pynenc_model::totals`]).
+    ///
+    /// # Errors
+    ///
+    /// The backend failed.
+    pub async fn task_totals(&self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
+        Ok(self.app.queries().task_totals(task_ids).await?)
     }
 
     /// `FAILED` counts per task and error kind.

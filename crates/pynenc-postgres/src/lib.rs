@@ -53,7 +53,7 @@
 //!   `pynenc_apps` table); two apps can share a database, and purging one
 //!   leaves the other intact.
 //!
-//! # Schema (version 3)
+//! # Schema (version 4)
 //!
 //! | table | key | content |
 //! |---|---|---|
@@ -64,6 +64,7 @@
 //! | `pynenc_outcomes` | `app, invocation_id` | result and error (JSON) |
 //! | `pynenc_history` | `seq` (indexed by invocation) | one row per status transition (read in `seq` order, each entry dated no earlier than the one before: a step reads the clock before its group waits for the app's lock) |
 //! | `pynenc_status_counts`, `pynenc_failed_counts` | `app, task, status/kind` | counters kept by the steps |
+//! | `pynenc_task_totals` | `app, task, counter` | the task totals ([`pynenc_model::TaskTotals`]): one row per [`pynenc_model::TotalKey::code`], only growing; kept when invocations are deleted, forgotten by the app purge |
 //! | `pynenc_waits` | `app, waited, waiter` | which invocation waits on which |
 //! | `pynenc_queue` | `app, seq` | the broker's FIFO |
 //! | `pynenc_controlled` | `seq` | invocations parked by running concurrency |

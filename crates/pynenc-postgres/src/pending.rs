@@ -1,13 +1,13 @@
 //! The writes a group holds back: new invocations and their records,
 //! status writes (one per invocation, merged), history rows, counter
-//! changes, results and errors, error kinds, queue appends and the removal
-//! of call edges. They are sent together — one statement per table over
+//! changes (the task totals included), results and errors, error kinds,
+//! queue appends and the removal of call edges. They are sent together — one statement per table over
 //! arrays (`UNNEST`), all in one round trip — before the first statement
 //! that reads one of their tables, or when the group commits. The group's
 //! own view ([`crate::txn::Row`]) answers its reads of statuses meanwhile.
 
 use futures::future::BoxFuture;
-use pynenc_model::{HistoryStep, InvocationId, InvocationStatus};
+use pynenc_model::{HistoryStep, InvocationId, InvocationStatus, TotalKey};
 use pynenc_store::codes::status_code;
 use rustc_hash::FxHashMap;
 use tokio_postgres::{Client, Statement};
@@ -65,6 +65,8 @@ pub(crate) struct Pending {
     history: Vec<HistoryRow>,
     status_counts: FxHashMap<(String, i16), i64>,
     failed_counts: FxHashMap<(String, String), i64>,
+    /// What to add to the task totals, by task and [`TotalKey::code`].
+    totals: FxHashMap<(String, i16), i64>,
     results: FxHashMap<InvocationId, String>,
     errors: FxHashMap<InvocationId, String>,
     pub(crate) error_kinds: FxHashMap<InvocationId, String>,
@@ -84,6 +86,8 @@ pub(crate) enum Write {
     History(Vec<HistoryRow>),
     StatusCounts(Vec<((String, i16), i64)>),
     FailedCounts(Vec<((String, String), i64)>),
+    /// Additions to the task totals, by task and [`TotalKey::code`].
+    Totals(Vec<((String, i16), i64)>),
     Results(Vec<(InvocationId, String)>),
     Errors(Vec<(InvocationId, String)>),
     ErrorKinds(Vec<(InvocationId, String)>),
@@ -128,6 +132,14 @@ const FAILED_COUNTS: &str = "INSERT INTO pynenc_failed_counts (app, task, kind, 
     SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[]) \
     ON CONFLICT (app, task, kind) DO UPDATE SET n = pynenc_failed_counts.n + excluded.n";
 
+/// Adds to the task totals (the additions are never negative: the sum
+/// stops at the largest `bigint` rather than failing the group).
+const TOTALS: &str = "INSERT INTO pynenc_task_totals (app, task, counter, n) \
+    SELECT $1, * FROM UNNEST($2::text[], $3::smallint[], $4::bigint[]) \
+    ON CONFLICT (app, task, counter) DO UPDATE SET n = CASE \
+        WHEN pynenc_task_totals.n > 9223372036854775807 - excluded.n \
+        THEN 9223372036854775807 ELSE pynenc_task_totals.n + excluded.n END";
+
 const RESULTS: &str = "INSERT INTO pynenc_outcomes (app, invocation_id, result) \
     SELECT $1, * FROM UNNEST($2::text[], $3::text[]) \
     ON CONFLICT (app, invocation_id) DO UPDATE SET result = excluded.result";
@@ -165,6 +177,7 @@ impl Write {
             Write::History(_) => HISTORY,
             Write::StatusCounts(_) => STATUS_COUNTS,
             Write::FailedCounts(_) => FAILED_COUNTS,
+            Write::Totals(_) => TOTALS,
             Write::Results(_) => RESULTS,
             Write::Errors(_) => ERRORS,
             Write::ErrorKinds(_) => ERROR_KINDS,
@@ -254,7 +267,7 @@ impl Write {
                         .await
                 })
             }
-            Write::StatusCounts(deltas) => {
+            Write::StatusCounts(deltas) | Write::Totals(deltas) => {
                 let tasks: Vec<&str> = deltas.iter().map(|((t, _), _)| t.as_str()).collect();
                 let codes: Vec<i16> = deltas.iter().map(|((_, c), _)| *c).collect();
                 let n: Vec<i64> = deltas.iter().map(|(_, n)| *n).collect();
@@ -338,6 +351,9 @@ impl Pending {
             if !failed.is_empty() {
                 out.push(Write::FailedCounts(failed));
             }
+            if !self.totals.is_empty() {
+                out.push(Write::Totals(self.totals.drain().collect()));
+            }
         }
         if mask & tables::OUTCOMES != 0 {
             if !self.results.is_empty() {
@@ -395,6 +411,17 @@ impl Pending {
                     .or_default() += delta;
             }
         }
+        self.hold(tables::COUNTS);
+    }
+
+    /// Adds `n` to the total `key` of `task` (totals only grow).
+    pub(crate) fn total(&mut self, task: &str, key: TotalKey, n: u64) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let held = self
+            .totals
+            .entry((task.to_string(), key.code()))
+            .or_default();
+        *held = held.saturating_add(n);
         self.hold(tables::COUNTS);
     }
 

@@ -130,6 +130,10 @@ impl StoreTxn for PgTxn<'_> {
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
+    fn add_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()> {
+        self.count_run_time(id, micros)
+    }
+
     fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()> {
         if self.row(id)?.is_none() {
             return Err(self.ctx.not_found(id));

@@ -10,7 +10,7 @@
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, Order, RunnerId,
-    RunnerInfo, StatusCount, TaskId, Timestamp, TriggerRecord, WaitGraph,
+    RunnerInfo, StatusCount, TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
 };
 use pynenc_store::{QueryTxn, Result};
 use tokio_postgres::types::ToSql;
@@ -229,6 +229,27 @@ impl QueryTxn for PgTxn<'_> {
                 count: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
             })
             .collect())
+    }
+
+    /// The totals rows of the tasks asked for (held additions sent first),
+    /// gathered by [`TaskTotals::from_rows`].
+    fn task_totals(&mut self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
+        let app = self.app();
+        let tasks: Vec<&str> = task_ids.iter().map(TaskId::as_str).collect();
+        let rows = self.query(
+            "SELECT task, counter, n FROM pynenc_task_totals \
+             WHERE app = $1 AND (cardinality($2::text[]) = 0 OR task = ANY($2::text[]))",
+            &[&app, &tasks],
+            "reading task totals",
+            tables::COUNTS,
+        )?;
+        Ok(TaskTotals::from_rows(rows.iter().map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, i16>(1),
+                u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+            )
+        })))
     }
 
     /// The first row of the queue whose invocation is still available for

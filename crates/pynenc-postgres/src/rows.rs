@@ -1,11 +1,12 @@
 //! The invocation rows: reading them into the group's view, inserting
-//! them, writing statuses (held, see [`crate::pending`]), deleting them.
+//! them, writing statuses (held, see [`crate::pending`]) with their
+//! counters and task totals, deleting them (which leaves the totals).
 
 use std::sync::Arc;
 
 use pynenc_model::{
-    InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus, StatusRecord, TaskError,
-    Timestamp,
+    run_time_bucket, InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus,
+    StatusRecord, TaskCounter, TaskError, Timestamp, TotalKey,
 };
 use pynenc_store::Result;
 
@@ -152,7 +153,8 @@ impl PgTxn<'_> {
         Ok(())
     }
 
-    /// Deletes an invocation and everything attached to it.
+    /// Deletes an invocation and everything attached to it (its task's
+    /// totals stay: only the counts by status lose it).
     pub(crate) fn delete_row(&mut self, id: &InvocationId) -> Result<()> {
         if self.row(id)?.is_none() {
             return Ok(());
@@ -225,9 +227,11 @@ impl PgTxn<'_> {
         };
         self.g.pending.inserts.push(row);
         self.g.pending.hold(tables::INVOCATIONS);
+        let task = record.call.task_id.as_str();
+        self.g.pending.count(task, status.status, None, 1);
         self.g
             .pending
-            .count(record.call.task_id.as_str(), status.status, None, 1);
+            .total(task, TotalKey::Counter(TaskCounter::Routed), 1);
         self.g.rows.insert(
             *id,
             Row {
@@ -244,7 +248,9 @@ impl PgTxn<'_> {
     }
 
     /// Writes a status (held, merged with the invocation's other status
-    /// writes of the group) and its counters.
+    /// writes of the group), its counters, and the task total of the new
+    /// status ([`TaskCounter::of_status`]; every write counts, as in the
+    /// other backends).
     pub(crate) fn write_status(
         &mut self,
         id: &InvocationId,
@@ -277,6 +283,21 @@ impl PgTxn<'_> {
                 .pending
                 .count(&task, status.status, kind.as_deref(), 1);
         }
+        if let Some(counter) = TaskCounter::of_status(status.status) {
+            self.g.pending.total(&task, TotalKey::Counter(counter), 1);
+        }
+        Ok(())
+    }
+
+    /// Adds a run of `micros` microseconds to the run times of the task of
+    /// invocation `id`: one to its bucket, `micros` to the sum (held with
+    /// the counters).
+    pub(crate) fn count_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()> {
+        let ctx = self.ctx;
+        let task = self.row(id)?.ok_or_else(|| ctx.not_found(id))?.task.clone();
+        let pending = &mut self.g.pending;
+        pending.total(&task, TotalKey::RunTimeBucket(run_time_bucket(micros)), 1);
+        pending.total(&task, TotalKey::RunTimeSum, micros);
         Ok(())
     }
 

@@ -124,7 +124,7 @@ pub(crate) mod tables {
     pub(crate) const INVOCATIONS: u8 = 1;
     /// `pynenc_history`.
     pub(crate) const HISTORY: u8 = 2;
-    /// The counters.
+    /// The counters: counts by status, failures by kind, task totals.
     pub(crate) const COUNTS: u8 = 4;
     /// `pynenc_outcomes`.
     pub(crate) const OUTCOMES: u8 = 8;

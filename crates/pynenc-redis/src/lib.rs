@@ -66,10 +66,11 @@
 //! | `scheduled` | zset | `SCHEDULED` invocations by due time |
 //! | `owned` | zset | invocations in `PENDING` … `RESUMED` by the time of their last status (recovery; the counts of those statuses) |
 //! | `idx:{task}` | zset | every invocation of the task, scored by its status *band* — 1 for `REGISTERED`, `PENDING`, `RUNNING`, `PAUSED` and `RESUMED`, one band for each other status — and in id (creation) order inside a band: the listings and the counts |
-//! | `tasks` | set | the task ids that have invocations |
+//! | `tasks` | set | the task ids that have invocations or totals |
 //! | `finals:{status}` | list | per final status, one entry per step that made invocations final, `time id id …`, in time order (retention; ids deleted meanwhile are skipped) |
 //! | `par:{parent}` | zset | the children of an invocation (score 0: id order) |
 //! | `fk:{task}` | hash | error kind → how many `FAILED` invocations of the task failed with it |
+//! | `tot:{task}` | hash | the task totals: code of a `pynenc_model::TotalKey` → how many (routed, started, ended, runs per run-time bucket, the run times' sum in µs); only grow, a retention purge leaves them |
 //! | `wo:{id}` | set | the invocations it waits on (until they, or it, are final or deleted; who waits on an invocation is its field `waited`) |
 //! | `cxl:{runner}` | set | the invocations the runner was asked to stop (until they are final) |
 //! | `heartbeats` | hash | runner id → last heartbeat (µs, server clock) |

@@ -58,10 +58,7 @@ async fn run_all(b: &RedisBackend, runner: &str, ids: &[InvocationId]) {
     }
     let ends = picked
         .iter()
-        .map(|id| RunEnd {
-            invocation_id: *id,
-            outcome: RunOutcome::Success(format!("\"{id}\"")),
-        })
+        .map(|id| RunEnd::new(*id, RunOutcome::Success(format!("\"{id}\""))))
         .collect();
     for r in b.finish_many_and_start(&runner, ends, 0, None).await.ends {
         assert_eq!(r.into_result().expect("finish"), InvocationStatus::Success);
@@ -314,10 +311,7 @@ async fn ends_over_one_step_and_their_pick_up() {
     assert_eq!(started.len(), n);
     let ends = ids
         .iter()
-        .map(|id| RunEnd {
-            invocation_id: *id,
-            outcome: RunOutcome::Success("1".into()),
-        })
+        .map(|id| RunEnd::new(*id, RunOutcome::Success("1".into())))
         .collect();
     let calls = stat(&server, "fcall");
     let report = b

@@ -345,10 +345,7 @@ impl Orchestrator for RedisBackend {
         runner_id: &RunnerId,
         outcome: RunOutcome,
     ) -> Result<InvocationStatus> {
-        let end = RunEnd {
-            invocation_id: *id,
-            outcome,
-        };
+        let end = RunEnd::new(*id, outcome);
         let report = self
             .finish_many_and_start(runner_id, vec![end], 0, None)
             .await;

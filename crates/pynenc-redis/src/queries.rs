@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use pynenc_model::{
     Call, ErrorKindCount, InvocationId, InvocationQuery, InvocationStatus, InvocationSummary,
-    LeaseHolder, Order, QueueStats, RunnerId, RunnerInfo, StatusCount, TaskId, Timestamp,
-    TriggerRecord, WaitGraph, MAX_PAGE_SIZE,
+    LeaseHolder, Order, QueueStats, RunnerId, RunnerInfo, StatusCount, TaskId, TaskTotals,
+    Timestamp, TriggerRecord, WaitGraph, MAX_PAGE_SIZE,
 };
 use pynenc_store::{Queries, Result, StoreError};
 use redis::Value;
@@ -235,6 +235,15 @@ impl Queries for RedisBackend {
             .collect();
         out.sort_by(|a, b| (a.task_id.as_str(), &a.kind).cmp(&(b.task_id.as_str(), &b.kind)));
         Ok(out)
+    }
+
+    async fn task_totals(&self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
+        let v = self
+            .script(&scripts().query, &Self::task_args("totals", task_ids))
+            .await?;
+        Ok(TaskTotals::from_rows(triples(&v).into_iter().filter_map(
+            |(task, code, n)| Some((task, code.parse::<i16>().ok()?, n)),
+        )))
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {

@@ -25,7 +25,10 @@ use redis::{Script, Value};
 use sha2::{Digest, Sha256};
 
 use pynenc_model::status::ALL_STATUSES;
-use pynenc_model::{InvocationId, InvocationStatus, Ownership};
+use pynenc_model::{
+    InvocationId, InvocationStatus, Ownership, TaskCounter, TotalKey, RUN_TIME_BOUNDS_US,
+    RUN_TIME_BUCKETS,
+};
 
 /// The shared library: its three files, in order (each uses what the ones
 /// before it define).
@@ -228,7 +231,39 @@ pub(crate) fn prelude() -> String {
     status_set(&mut out, "INITIAL", |s| {
         InvocationStatus::initial().contains(&s)
     });
+    totals(&mut out);
     out
+}
+
+/// The codes of the task totals (`tot:{task}` fields, see
+/// [`pynenc_model::totals`]): `TOT[status]` for the statuses counted,
+/// `TOT_ROUTED`, `TOT_SUM`, and the run-time buckets (`RT_BOUNDS`, bounds
+/// in µs, the codes `RT_CODES`, one more than the bounds).
+fn totals(out: &mut String) {
+    out.push_str("local TOT = {");
+    for st in ALL_STATUSES {
+        if let Some(counter) = TaskCounter::of_status(st) {
+            let code = TotalKey::Counter(counter).code();
+            let _ = write!(out, "[{}]='{code}',", lua_str(st.as_str()));
+        }
+    }
+    out.push_str("}\n");
+    let _ = writeln!(
+        out,
+        "local TOT_ROUTED = '{}'",
+        TotalKey::Counter(TaskCounter::Routed).code()
+    );
+    let _ = writeln!(out, "local TOT_SUM = '{}'", TotalKey::RunTimeSum.code());
+    out.push_str("local RT_BOUNDS = {");
+    for bound in RUN_TIME_BOUNDS_US {
+        let _ = write!(out, "{bound},");
+    }
+    out.push_str("}\n");
+    out.push_str("local RT_CODES = {");
+    for i in 0..RUN_TIME_BUCKETS {
+        let _ = write!(out, "'{}',", TotalKey::RunTimeBucket(i).code());
+    }
+    out.push_str("}\n");
 }
 
 /// A decoded script reply.

@@ -58,7 +58,7 @@ impl RedisBackend {
         items: &[RunEnd],
         pick: Option<PickUp<'_>>,
     ) -> StepReply {
-        let mut args = Vec::with_capacity(8 + items.len() * 4);
+        let mut args = Vec::with_capacity(8 + items.len() * 5);
         args.push(bytes(items.len().to_string()));
         for end in items {
             // a failure carries its error kind (counted per kind, `fk:{task}`)
@@ -72,6 +72,11 @@ impl RedisBackend {
             args.push(bytes(runner.as_str()));
             args.push(bytes(kind));
             args.push(bytes(payload));
+            args.push(bytes(
+                end.ran_for
+                    .map(|d| d.as_micros().to_string())
+                    .unwrap_or_default(),
+            ));
         }
         match &pick {
             None => args.push(bytes("0")),

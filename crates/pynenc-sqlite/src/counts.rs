@@ -1,6 +1,7 @@
 //! The counters of the query API: invocations per task and status
-//! (`status_counts`), and `FAILED` invocations per task and error kind
-//! (`failed_counts`).
+//! (`status_counts`), `FAILED` invocations per task and error kind
+//! (`failed_counts`), and the task totals (`task_totals`: what was routed,
+//! started and ended, and run times; they only grow).
 //!
 //! The primitives that insert, change the status of, or delete an
 //! invocation record a change here; a section writes its changes to the
@@ -9,7 +10,7 @@
 //! invocation that ends and the next one that starts), so a step that moves
 //! many invocations writes a few counters, inside its own transaction.
 
-use pynenc_model::{ErrorKindCount, InvocationStatus, StatusCount, TaskId};
+use pynenc_model::{ErrorKindCount, InvocationStatus, StatusCount, TaskId, TaskTotals, TotalKey};
 use pynenc_store::Result;
 use rusqlite::params;
 use rustc_hash::FxHashMap;
@@ -25,12 +26,19 @@ pub(crate) struct CountDeltas {
     statuses: FxHashMap<(i64, i64), i64>,
     /// `(task, error kind)` → change of the `FAILED` count.
     failed: FxHashMap<(i64, Option<i64>), i64>,
+    /// `(task, total code)` → addition.
+    totals: FxHashMap<(i64, i16), i64>,
 }
 
 impl CountDeltas {
     /// Whether there is nothing to write.
     fn is_empty(&self) -> bool {
-        self.statuses.is_empty() && self.failed.is_empty()
+        self.statuses.is_empty() && self.failed.is_empty() && self.totals.is_empty()
+    }
+
+    /// Adds `n` to the total `key` of `task`.
+    pub(crate) fn total(&mut self, task: i64, key: TotalKey, n: i64) {
+        *self.totals.entry((task, key.code())).or_default() += n;
     }
 
     /// One invocation of `task` more (`delta` 1) or less (-1) in `status`,
@@ -58,6 +66,7 @@ impl CountDeltas {
     pub(crate) fn clear(&mut self) {
         self.statuses.clear();
         self.failed.clear();
+        self.totals.clear();
     }
 }
 
@@ -100,7 +109,51 @@ impl SqliteTxn<'_> {
                 params![self.app(), task, kind, n],
             )?;
         }
+        for ((task, code), n) in deltas.totals {
+            self.exec(
+                "INSERT INTO task_totals (app, task, counter, n) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, task, counter) DO UPDATE SET n = n + excluded.n",
+                op,
+                Key::None,
+                params![self.app(), task, code, n],
+            )?;
+        }
         Ok(())
+    }
+
+    /// The totals of `task_ids` (every task when empty; see
+    /// [`pynenc_store::QueryTxn::task_totals`]).
+    pub(crate) fn task_totals_of(&mut self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
+        self.flush_counts()?;
+        let op = "reading task totals";
+        let rows = if task_ids.is_empty() {
+            self.count_rows(
+                "SELECT task, counter, n FROM task_totals WHERE app = ?1",
+                op,
+                params![self.app()],
+            )?
+        } else {
+            let mut out = Vec::new();
+            for task in self.task_numbers(task_ids)? {
+                out.extend(self.count_rows(
+                    "SELECT task, counter, n FROM task_totals WHERE app = ?1 AND task = ?2",
+                    op,
+                    params![self.app(), task],
+                )?);
+            }
+            out
+        };
+        let mut names = TaskNames::default();
+        let mut named = Vec::with_capacity(rows.len());
+        for (task, code, n) in rows {
+            let name = names.get(self, task)?;
+            named.push((
+                name.as_str().to_string(),
+                i16::try_from(code).unwrap_or(-1),
+                n,
+            ));
+        }
+        Ok(TaskTotals::from_rows(named))
     }
 
     /// The `names` ids of `task_ids` that name a task (unknown names left out).

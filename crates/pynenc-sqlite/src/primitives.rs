@@ -98,6 +98,10 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
+    fn add_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()> {
+        SqliteTxn::add_run_time(self, id, micros)
+    }
+
     fn increment_retries(&mut self, id: &InvocationId) -> Result<u32> {
         let n: Option<i64> = self.opt_row(
             "UPDATE invocations SET retries = retries + 1

@@ -3,7 +3,7 @@
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, RunnerInfo,
-    StatusCount, TaskId, Timestamp, TriggerRecord, WaitGraph,
+    StatusCount, TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
 };
 use pynenc_store::{QueryTxn, Result};
 use rusqlite::params;
@@ -22,6 +22,10 @@ impl QueryTxn for SqliteTxn<'_> {
 
     fn failed_by_kind(&mut self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>> {
         self.failed_by_kind_of(task_ids)
+    }
+
+    fn task_totals(&mut self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
+        self.task_totals_of(task_ids)
     }
 
     /// The first row of the queue whose invocation is still available for

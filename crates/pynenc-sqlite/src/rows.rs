@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use pynenc_model::{
-    Call, InvocationId, InvocationRecord, InvocationStatus, StatusRecord, Timestamp,
+    run_time_bucket, Call, InvocationId, InvocationRecord, InvocationStatus, StatusRecord,
+    TaskCounter, Timestamp, TotalKey,
 };
 use pynenc_store::Result;
 use rusqlite::params;
@@ -116,6 +117,8 @@ impl SqliteTxn<'_> {
             params![rid, json],
         )?;
         self.deltas.status(task, status.status, error_kind, 1);
+        self.deltas
+            .total(task, TotalKey::Counter(TaskCounter::Routed), 1);
         self.rows.insert(
             *id,
             Row {
@@ -224,7 +227,26 @@ impl SqliteTxn<'_> {
         if old.status != new {
             self.deltas.status(task, old.status, error_kind, -1);
             self.deltas.status(task, new, error_kind, 1);
+            if let Some(counter) = TaskCounter::of_status(new) {
+                self.deltas.total(task, TotalKey::Counter(counter), 1);
+            }
         }
+        Ok(())
+    }
+
+    /// Adds a run time to the totals of the invocation's task.
+    pub(crate) fn add_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()> {
+        let task = {
+            let ctx = self.ctx;
+            self.row(id)?.ok_or_else(|| ctx.not_found(id))?.task
+        };
+        self.deltas
+            .total(task, TotalKey::RunTimeBucket(run_time_bucket(micros)), 1);
+        self.deltas.total(
+            task,
+            TotalKey::RunTimeSum,
+            i64::try_from(micros).unwrap_or(i64::MAX),
+        );
         Ok(())
     }
 

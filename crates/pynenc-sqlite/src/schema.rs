@@ -10,7 +10,7 @@ use crate::writer::{begin_immediate, finish_txn};
 use pynenc_store::Result;
 
 /// The schema version this library writes and understands.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// How many pages the write-ahead log may grow by before a commit copies it
 /// back into the database (SQLite's default is 1000; a larger log makes the

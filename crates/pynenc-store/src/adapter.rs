@@ -10,7 +10,8 @@ use pynenc_model::{
     CancelOutcome, DataClaim, DataRef, DataSweep, DataUsage, ErrorKindCount, HistoryEntry,
     InvocationId, InvocationOutcome, InvocationQuery, InvocationRecord, InvocationStatus,
     InvocationSummary, LeaseHolder, QueueStats, RouteOutcome, RouteRequest, RunOutcome, RunnerId,
-    RunnerInfo, Serializer, StatusCount, StatusRecord, TaskId, Timestamp, TriggerRecord, WaitGraph,
+    RunnerInfo, Serializer, StatusCount, StatusRecord, TaskId, TaskTotals, Timestamp,
+    TriggerRecord, WaitGraph,
 };
 
 use crate::atomic::{AtomicStore, Inline};
@@ -164,7 +165,9 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         let id = *id;
         let runner = runner_id.clone();
         self.store
-            .atomic(move |t| engine::finish(t, &id, &runner, outcome.clone(), Timestamp::now()))
+            .atomic(move |t| {
+                engine::finish(t, &id, &runner, outcome.clone(), None, Timestamp::now())
+            })
             .await
     }
 
@@ -449,6 +452,11 @@ impl<S: AtomicStore> Queries for TxnBackend<S> {
         self.store
             .atomic(move |t| t.failed_by_kind(&task_ids))
             .await
+    }
+
+    async fn task_totals(&self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
+        let task_ids = task_ids.to_vec();
+        self.store.atomic(move |t| t.task_totals(&task_ids)).await
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use pynenc_model::{
     CallId, DataRef, DataUsage, ErrorKindCount, HistoryEntry, HistoryStep, InvocationId,
     InvocationOutcome, InvocationQuery, InvocationRecord, InvocationStatus, InvocationSummary,
-    LeaseHolder, RunnerId, RunnerInfo, StatusCount, StatusRecord, TaskError, TaskId, Timestamp,
-    TriggerRecord, WaitGraph,
+    LeaseHolder, RunnerId, RunnerInfo, StatusCount, StatusRecord, TaskError, TaskId, TaskTotals,
+    Timestamp, TriggerRecord, WaitGraph,
 };
 
 use crate::error::Result;
@@ -37,6 +37,11 @@ pub struct OwnedClaim {
 /// status (and of `FAILED` per error kind, from the error stored before the
 /// status), the listing orders of [`QueryTxn`], the waits, and the cancel
 /// requests (forgotten when an invocation becomes final or is deleted).
+///
+/// So are the task totals ([`pynenc_model::totals`]): `insert_invocation`
+/// adds one to the task's `routed`, `put_status` one to the counter of the
+/// new status ([`pynenc_model::TaskCounter::of_status`]); deleting an
+/// invocation leaves them, [`StoreTxn::purge`] forgets them.
 pub trait StoreTxn: QueryTxn + DataTxn {
     /// Stores a new invocation with its first status.
     fn insert_invocation(
@@ -76,6 +81,10 @@ pub trait StoreTxn: QueryTxn + DataTxn {
     fn get_retries(&mut self, id: &InvocationId) -> Result<u32>;
     /// Adds one retry and returns the new count.
     fn increment_retries(&mut self, id: &InvocationId) -> Result<u32>;
+    /// Adds a run of `micros` microseconds to the run times of the task of
+    /// invocation `id` (its bucket, [`pynenc_model::run_time_bucket`], and
+    /// the sum).
+    fn add_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()>;
     /// Stores the serialized result.
     fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()>;
     /// Stores the error.
@@ -264,6 +273,9 @@ pub trait QueryTxn {
     /// Counts of `FAILED` invocations per task and error kind, of the tasks
     /// in `task_ids` (every task when empty); zero counts left out.
     fn failed_by_kind(&mut self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>>;
+    /// The totals of the tasks in `task_ids` (every task when empty) that
+    /// have any, by task id.
+    fn task_totals(&mut self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>>;
     /// The oldest invocation waiting in the queue, with its creation time.
     fn queue_oldest(&mut self) -> Result<Option<(InvocationId, Timestamp)>>;
     /// What the invocation waits on, and which invocations wait on it.

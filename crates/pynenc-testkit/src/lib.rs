@@ -488,6 +488,7 @@ macro_rules! conformance_tests {
             c07_registration_scopes,
             c08_cancel_wins_over_a_retry,
             c09_run_a_scheduled_call_now,
+            m01_task_totals,
             d01_data_store_values,
             d02_large_argument_to_many_subtasks,
             d03_results_options_and_reruns,

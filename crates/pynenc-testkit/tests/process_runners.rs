@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use pynenc::{InvocationStatus, Pynenc, PynencError};
+use pynenc::model::{TaskCounter, TaskTotals};
+use pynenc::{InvocationStatus, Pynenc, PynencError, TaskId};
+use pynenc_operate::Operate;
 use pynenc_testkit::process::{fresh_db, try_signal, SharedBackend, WorkerProcess};
 use pynenc_testkit::tasks::*;
 use pynenc_testkit::{
@@ -48,6 +50,19 @@ fn runner_on(
     )
     .expect("start the worker");
     (app, worker)
+}
+
+/// The totals of one task.
+async fn task_totals(app: &Pynenc, task: &str) -> TaskTotals {
+    let totals = app
+        .inspect()
+        .task_totals(&[TaskId::from(task)])
+        .await
+        .expect("task totals");
+    totals
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no totals for {task}"))
 }
 
 /// SIGTERM, and the runner's exit status once it stopped.
@@ -102,6 +117,11 @@ async fn process_runner_runs_each_invocation_in_a_child() {
         .map(|(_, p)| p)
         .collect();
     assert_eq!(pids.len(), 6, "one child process per invocation");
+    // the children's runs are counted and timed like any runner's
+    let totals = task_totals(&app, whoami::task().task_id()).await;
+    assert_eq!(totals.get(TaskCounter::Started), 6);
+    assert_eq!(totals.get(TaskCounter::Succeeded), 6);
+    assert_eq!(totals.run_times.count(), 6);
     assert!(
         !pids.contains(&worker.pid()),
         "not run in the runner process"
@@ -238,6 +258,11 @@ async fn persistent_process_runner_replaces_dead_workers() {
     assert!(replaced, "the killed worker was not replaced");
     let values = group.results().await.expect("all finish");
     assert_eq!(values.len(), 60);
+    // every run that ended is timed, each at least its 20 ms sleep
+    let totals = task_totals(&app, sleeper::task().task_id()).await;
+    assert_eq!(totals.get(TaskCounter::Succeeded), 60);
+    assert!(totals.run_times.count() >= 60, "{totals:?}");
+    assert!(totals.run_times.sum_us >= 60 * 20_000, "{totals:?}");
     let last_children = children_of(worker.pid());
     assert!(stop(worker).success());
     // no worker process outlives the runner

@@ -7,6 +7,7 @@ DELETE FROM pynenc_waits WHERE app = $APP;
 DELETE FROM pynenc_invocations WHERE app = $APP;
 DELETE FROM pynenc_status_counts WHERE app = $APP;
 DELETE FROM pynenc_failed_counts WHERE app = $APP;
+DELETE FROM pynenc_task_totals WHERE app = $APP;
 DELETE FROM pynenc_queue WHERE app = $APP;
 DELETE FROM pynenc_controlled WHERE app = $APP;
 DELETE FROM pynenc_edges WHERE app = $APP;

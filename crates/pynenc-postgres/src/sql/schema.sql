@@ -1,4 +1,4 @@
--- The pynenc PostgreSQL schema (version 3; see the crate documentation).
+-- The pynenc PostgreSQL schema (version 4; see the crate documentation).
 -- Status codes are those of pynenc_store::codes: 0 SCHEDULED, 1 REGISTERED,
 -- 4 REROUTED, 5 PENDING, 7 RUNNING, 8 PAUSED, 9 RESUMED, 12 RETRY,
 -- 13 SUCCESS, 14 FAILED ...
@@ -91,6 +91,16 @@ CREATE TABLE pynenc_status_counts (
     status SMALLINT NOT NULL,
     n BIGINT NOT NULL,
     PRIMARY KEY (app, task, status)
+);
+-- the task totals (pynenc_model::totals): monotonic counters per task,
+-- one row per TotalKey code (0-5 counters, 9 run-time sum, 10+ run-time
+-- buckets); kept when invocations are deleted, forgotten by the app purge
+CREATE TABLE pynenc_task_totals (
+    app INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    counter SMALLINT NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (app, task, counter)
 );
 CREATE TABLE pynenc_failed_counts (
     app INTEGER NOT NULL,

@@ -25,8 +25,10 @@ async fn status(b: &RedisBackend, id: &InvocationId) -> InvocationStatus {
 /// The index keys of the query API and registration scopes (the logs
 /// `finals:{status}` may keep ids deleted by `delete_final`: the purge
 /// skips them).
-const INDEX_KINDS: [&str; 9] = [
-    "inv:", "idx:", "par:", "fk:", "gact:", "gok:", "wo:", "cxl:", "tasks",
+/// The keys of invocations and their indexes (the task totals, `tot:`, and
+/// the set of tasks that have them stay when invocations are deleted).
+const INDEX_KINDS: [&str; 8] = [
+    "inv:", "idx:", "par:", "fk:", "gact:", "gok:", "wo:", "cxl:",
 ];
 
 /// Waiting invocations are cancelled at once; running ones are asked to
@@ -324,6 +326,20 @@ async fn retention_deletes_and_no_index_left_behind() {
         .filter(|k| INDEX_KINDS.iter().any(|kind| k.starts_with(kind)))
         .collect();
     assert!(left.is_empty(), "index keys left behind: {left:?}");
+    let totals = b.task_totals(&[]).await.expect("totals");
+    assert_eq!(
+        totals.iter().map(|t| t.run_times.count()).sum::<u64>(),
+        0,
+        "no run time was given"
+    );
+    assert!(
+        totals
+            .iter()
+            .map(|t| t.get(pynenc_model::TaskCounter::Routed))
+            .sum::<u64>()
+            >= 5,
+        "the totals stay: {totals:?}"
+    );
 }
 
 /// Records of a build before the query indexes (no field `tc`, ends in the

@@ -19,6 +19,9 @@ local function put_status(rec, to, owner, efield, evalue)
   if efield then
     stage(rec, efield, evalue)
   end
+  if TOT[to] then
+    add_total(task_of(rec), TOT[to])
+  end
   local was_owned, is_owned = OWNED_RUNNING[old] or false, OWNED_RUNNING[to] or false
   if is_owned or was_owned then
     -- `owned` is ordered by the time of the last status

@@ -75,6 +75,28 @@ local function hincr_later(key, field, by)
   h[field] = (h[field] or 0) + by
 end
 
+-- The task totals, `tot:{task}` (codes of pynenc_model::TotalKey, from
+-- the prelude): they only grow, and a retention purge leaves them.
+
+-- stages one more of the total `code` of `task`
+local function add_total(task, code)
+  hincr_later(tkey('tot', task), code, 1)
+end
+
+-- stages a run of `us` microseconds of `task`: its bucket and the sum
+local function add_run_time(task, us)
+  local b = #RT_CODES
+  for i = 1, #RT_BOUNDS do
+    if us <= RT_BOUNDS[i] then
+      b = i
+      break
+    end
+  end
+  local key = tkey('tot', task)
+  hincr_later(key, RT_CODES[b], 1)
+  hincr_later(key, TOT_SUM, us)
+end
+
 -- the error kind of an invocation that becomes FAILED without a kind from
 -- its end (a status set directly): the kind of the error stored before
 local function stored_error_kind(rec)

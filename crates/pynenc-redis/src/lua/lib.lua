@@ -87,7 +87,7 @@ local function k(kind, id)
   return P .. kind .. ':' .. id
 end
 
--- a per-task key ('idx', 'cnt', 'fk'; the task last: it may hold any character)
+-- a per-task key ('idx', 'cnt', 'fk', 'tot'; the task last: it may hold any character)
 local function tkey(kind, task)
   return P .. kind .. ':' .. task
 end

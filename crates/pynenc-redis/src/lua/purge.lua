@@ -70,11 +70,11 @@ local function delete_invocation(id)
 end
 
 -- writes the section's index changes, then forgets the tasks left without
--- invocations
+-- invocations and totals
 local function finish_section()
   flush()
   for task in pairs(TOUCHED) do
-    if redis.call('ZCARD', tkey('idx', task)) == 0 then
+    if redis.call('ZCARD', tkey('idx', task)) == 0 and redis.call('EXISTS', tkey('tot', task)) == 0 then
       redis.call('SREM', P .. 'tasks', task)
     end
   end

@@ -4,6 +4,7 @@
 --   'counts' n task...    {task, status, count}... per task and status
 --                         (every task when n = 0); zero counts left out
 --   'kinds' n task...     {task, kind, count}... of FAILED per error kind
+--   'totals' n task...    {task, code, n}... of the task totals
 --   'queue'               {depth, oldest id or false, its created or false}
 --   'waits' id            {{waited...}, {waiters...}}, or 0 when it does
 --                         not exist
@@ -439,6 +440,17 @@ local function counts()
   return out
 end
 
+local function totals()
+  local out = {}
+  for _, t in ipairs((task_list(3))) do
+    local h = redis.call('HGETALL', tkey('tot', t))
+    for j = 1, #h - 1, 2 do
+      out[#out + 1], out[#out + 2], out[#out + 3] = t, h[j], tonumber(h[j + 1]) or 0
+    end
+  end
+  return out
+end
+
 local function kinds()
   local out = {}
   for _, t in ipairs((task_list(3))) do
@@ -492,6 +504,8 @@ local function main()
     return counts()
   elseif op == 'kinds' then
     return kinds()
+  elseif op == 'totals' then
+    return totals()
   elseif op == 'queue' then
     return queue()
   elseif op == 'waits' then

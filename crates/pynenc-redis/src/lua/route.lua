@@ -203,6 +203,7 @@ local function route_one(i, b)
     zadd_later(pk, id)
   end
   NEW_TASKS[task] = true
+  add_total(task, TOT_ROUTED)
   if status == ST.REGISTERED then
     enqueue(id)
   end

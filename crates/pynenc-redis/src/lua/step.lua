@@ -6,7 +6,7 @@
 -- own.
 --
 -- ARGV[2] = n, then per end: id, runner, 'S' | 'R' | 'F<error kind>' | 'C',
--- the result or the error JSON; then m, then per pick-up: runner, max, token, '1' to start,
+-- the result or the error JSON, the run time in µs ('' = not measured); then m, then per pick-up: runner, max, token, '1' to start,
 -- execution context of RUNNING ('' = none).
 -- Returns {{end outcome...}, {pick outcome...}}: an end outcome is the
 -- new status, or {'ERR', failure}; a pick outcome is
@@ -21,7 +21,7 @@
 -- remembered per runner with its token, so a replay after a lost reply
 -- returns the same invocations instead of claiming more.
 
-local function finish_one(id, runner, kind, payload)
+local function finish_one(id, runner, kind, payload, us)
   local code, to = kind, ST.SUCCESS
   if kind ~= 'S' then
     code = string.sub(kind, 1, 1)
@@ -56,6 +56,10 @@ local function finish_one(id, runner, kind, payload)
   end
   -- apply checks before it writes anything
   apply(rec, to, runner, false, code == 'S' and 'result' or 'error', payload)
+  us = tonumber(us)
+  if us then
+    add_run_time(task_of(rec), us)
+  end
   if to == ST.RETRY then
     redis.call('HINCRBY', rec.key, 'retries', 1)
     enqueue(id)
@@ -149,8 +153,8 @@ local function main()
   local n = tonumber(ARGV[i])
   local ends = {}
   for _ = 1, n do
-    local ok, res = pcall(finish_one, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
-    i = i + 4
+    local ok, res = pcall(finish_one, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
+    i = i + 5
     ends[#ends + 1] = ok and res or failed(res)
   end
   i = i + 1

@@ -7,6 +7,7 @@ DELETE FROM waits WHERE waiter IN (SELECT rid FROM invocations WHERE app = ?1);
 DELETE FROM invocations WHERE app = ?1;
 DELETE FROM status_counts WHERE app = ?1;
 DELETE FROM failed_counts WHERE app = ?1;
+DELETE FROM task_totals WHERE app = ?1;
 DELETE FROM queue WHERE app = ?1;
 DELETE FROM controlled WHERE app = ?1;
 DELETE FROM edges WHERE app = ?1;

@@ -107,6 +107,15 @@ CREATE TABLE IF NOT EXISTS failed_counts (
     n INTEGER NOT NULL,
     PRIMARY KEY (app, task, kind)
 ) WITHOUT ROWID;
+-- what was routed, started and ended per task, and run times (codes of
+-- pynenc_model::TotalKey); kept when invocations are deleted
+CREATE TABLE IF NOT EXISTS task_totals (
+    app INTEGER NOT NULL,
+    task INTEGER NOT NULL,
+    counter INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (app, task, counter)
+) WITHOUT ROWID;
 -- who waits on whom (invocations.rid); external waiters are not recorded
 CREATE TABLE IF NOT EXISTS waits (
     waited INTEGER NOT NULL,

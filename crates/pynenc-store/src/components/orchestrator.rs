@@ -19,6 +19,20 @@ pub struct RunEnd {
     pub invocation_id: InvocationId,
     /// How the run ended.
     pub outcome: RunOutcome,
+    /// How long the body ran, as the runner measured it (added to the
+    /// task's run times when the end is recorded; `None`: not measured).
+    pub ran_for: Option<Duration>,
+}
+
+impl RunEnd {
+    /// The end of the run of `invocation_id`, with no run time.
+    pub fn new(invocation_id: InvocationId, outcome: RunOutcome) -> Self {
+        RunEnd {
+            invocation_id,
+            outcome,
+            ran_for: None,
+        }
+    }
 }
 
 /// What became of one [`RunEnd`] in a step.

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, QueueStats,
-    RunnerInfo, StatusCount, TaskId, TriggerRecord, WaitGraph,
+    RunnerInfo, StatusCount, TaskId, TaskTotals, TriggerRecord, WaitGraph,
 };
 
 use crate::error::Result;
@@ -25,6 +25,11 @@ pub trait Queries: Send + Sync {
 
     /// Counts of `FAILED` invocations per task and error kind.
     async fn failed_by_kind(&self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>>;
+
+    /// The totals (routed, started, ended, run times) of the tasks in
+    /// `task_ids` (all when empty) that have any, by task id; kept across
+    /// purges of invocations.
+    async fn task_totals(&self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>>;
 
     /// The queue's depth and its oldest invocation.
     async fn queue_stats(&self) -> Result<QueueStats>;

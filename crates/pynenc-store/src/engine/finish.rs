@@ -1,5 +1,7 @@
 //! The ends of runs.
 
+use std::time::Duration;
+
 use pynenc_model::{InvocationId, InvocationStatus, RunOutcome, RunnerId, Timestamp};
 
 use super::pick::pick_and_start;
@@ -8,12 +10,14 @@ use crate::components::{EndOutcome, RunEnd, StepReport};
 use crate::error::{Result, StoreError};
 use crate::txn::StoreTxn;
 
-/// Ends a run (see [`crate::Orchestrator::finish`]).
+/// Ends a run (see [`crate::Orchestrator::finish`]); `ran_for`, when the
+/// runner measured it, is added to the task's run times.
 pub fn finish(
     txn: &mut dyn StoreTxn,
     id: &InvocationId,
     runner_id: &RunnerId,
     outcome: RunOutcome,
+    ran_for: Option<Duration>,
     now: Timestamp,
 ) -> Result<InvocationStatus> {
     // check first, so that a refused finish writes nothing
@@ -43,6 +47,9 @@ pub fn finish(
         }
     }
     transition_from(txn, id, &current, to, runner_id, None, now)?;
+    if let Some(ran_for) = ran_for {
+        txn.add_run_time(id, u64::try_from(ran_for.as_micros()).unwrap_or(u64::MAX))?;
+    }
     if to == InvocationStatus::Retry {
         txn.increment_retries(id)?;
         txn.enqueue(id)?;
@@ -68,7 +75,14 @@ pub fn finish_many_and_start(
     let mut outcomes = Vec::with_capacity(ends.len());
     for end in ends {
         outcomes.push(
-            match finish(txn, &end.invocation_id, runner_id, end.outcome, now) {
+            match finish(
+                txn,
+                &end.invocation_id,
+                runner_id,
+                end.outcome,
+                end.ran_for,
+                now,
+            ) {
                 Ok(status) => EndOutcome::Recorded(status),
                 Err(e) if e.is_refused_finish() => EndOutcome::NotRecorded(e),
                 Err(e) => return Err(e),

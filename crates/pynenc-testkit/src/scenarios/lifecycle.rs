@@ -237,10 +237,7 @@ pub async fn s22_rerouted_work_runs_first(f: &dyn BackendFactory) {
 pub async fn s23_finish_and_start(f: &dyn BackendFactory) {
     use pynenc::model::RunOutcome;
     use pynenc::store::{EndOutcome, RunEnd};
-    let end = |id: &InvocationId, value: &str| RunEnd {
-        invocation_id: *id,
-        outcome: RunOutcome::Success(value.into()),
-    };
+    let end = |id: &InvocationId, value: &str| RunEnd::new(*id, RunOutcome::Success(value.into()));
     let app = new_app(f, "s23", &[]);
     let orch = app.orchestrator();
     let (runner_a, runner_b) = (RunnerId::from("runner-a"), RunnerId::from("runner-b"));

@@ -12,6 +12,7 @@ mod lifecycle;
 mod queries;
 mod reactions;
 mod retries;
+mod totals;
 mod triggers;
 
 pub use bad_input::*;
@@ -24,6 +25,7 @@ pub use lifecycle::*;
 pub use queries::*;
 pub use reactions::*;
 pub use retries::*;
+pub use totals::*;
 pub use triggers::*;
 
 use crate::{check_histories, ok};

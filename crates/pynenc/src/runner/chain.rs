@@ -3,6 +3,7 @@
 //! pause while it waits for other invocations, and its cancel signal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pynenc_model::{InvocationId, InvocationOutcome, InvocationRecord, RunOutcome, RunnerId};
 use pynenc_store::RunEnd;
@@ -64,6 +65,7 @@ impl InvocationHost for ChainHost {
         app: &Pynenc,
         record: &Arc<InvocationRecord>,
         outcome: RunOutcome,
+        ran_for: Duration,
         frees_slot: bool,
     ) -> RunFinish {
         let shared = &self.shared;
@@ -71,7 +73,7 @@ impl InvocationHost for ChainHost {
         if orch.batches_finishes() {
             let finished = shared
                 .finisher
-                .finish(shared, record, outcome, frees_slot)
+                .finish(shared, record, outcome, ran_for, frees_slot)
                 .await;
             return RunFinish {
                 end: finished.end,
@@ -81,6 +83,7 @@ impl InvocationHost for ChainHost {
         let end = vec![RunEnd {
             invocation_id: record.invocation_id,
             outcome,
+            ran_for: Some(ran_for),
         }];
         let max_next = usize::from(frees_slot && !shared.stop.is_stopped());
         let report = orch

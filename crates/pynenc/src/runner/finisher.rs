@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use pynenc_model::{InvocationRecord, InvocationStatus, RunOutcome};
@@ -23,7 +24,7 @@ type FinishReply = tokio::sync::oneshot::Sender<Finished>;
 
 /// A queued end: the run, its outcome, whether it frees a slot (takes a
 /// next invocation), and where to answer.
-type QueuedEnd = (Arc<InvocationRecord>, RunOutcome, bool, FinishReply);
+type QueuedEnd = (Arc<InvocationRecord>, RunEnd, bool, FinishReply);
 
 /// Records the ends of runs in batches by flat combining: a finishing
 /// invocation queues its outcome, and whoever finds no flush in progress
@@ -47,19 +48,26 @@ impl Drop for FlushGuard<'_> {
 }
 
 impl Finisher {
-    /// Queues the end of the run of `record` and waits until it is
-    /// recorded; a next invocation is taken for it only if it `frees_slot`.
+    /// Queues the end of the run of `record` (which took `ran_for`) and
+    /// waits until it is recorded; a next invocation is taken for it only
+    /// if it `frees_slot`.
     pub(crate) async fn finish(
         &self,
         host: &RunnerShared,
         record: &Arc<InvocationRecord>,
         outcome: RunOutcome,
+        ran_for: Duration,
         frees_slot: bool,
     ) -> Finished {
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let end = RunEnd {
+            invocation_id: record.invocation_id,
+            outcome,
+            ran_for: Some(ran_for),
+        };
         self.queue
             .lock()
-            .push((record.clone(), outcome, frees_slot, reply));
+            .push((record.clone(), end, frees_slot, reply));
         self.flush(host).await;
         answer.await.unwrap_or_else(|_| Finished {
             end: Err(PynencError::runner(format!(
@@ -86,11 +94,8 @@ impl Finisher {
                 };
                 let mut ends = Vec::with_capacity(batch.len());
                 let mut waiting = Vec::with_capacity(batch.len());
-                for (record, outcome, frees_slot, reply) in batch {
-                    ends.push(RunEnd {
-                        invocation_id: record.invocation_id,
-                        outcome,
-                    });
+                for (record, end, frees_slot, reply) in batch {
+                    ends.push(end);
                     waiting.push((record, frees_slot, reply));
                 }
                 let report = orch

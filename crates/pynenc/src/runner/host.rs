@@ -1,16 +1,18 @@
 //! What an invocation needs from the runner hosting it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pynenc_model::{
     InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus, RunOutcome, RunnerId,
 };
+use pynenc_store::RunEnd;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::cancel::CancelSignal;
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
-use crate::exceptions::Result;
+use crate::exceptions::{PynencError, Result};
 
 /// The slot and pause state of one running invocation.
 #[derive(Default)]
@@ -47,7 +49,8 @@ pub(crate) trait InvocationHost: Send + Sync {
     fn cancel_signal(&self) -> Option<&CancelSignal> {
         None
     }
-    /// Records the end of the run of `record`. A host may take its next
+    /// Records the end of the run of `record`, whose body ran for
+    /// `ran_for` (added to the task's run times). A host may take its next
     /// invocations in the same step: they are returned, already `RUNNING`
     /// for it, and the caller runs them. `frees_slot` tells whether the run
     /// held a slot at its end: one that did not (a run cancelled while it
@@ -57,14 +60,23 @@ pub(crate) trait InvocationHost: Send + Sync {
         app: &Pynenc,
         record: &Arc<InvocationRecord>,
         outcome: RunOutcome,
+        ran_for: Duration,
         frees_slot: bool,
     ) -> RunFinish {
         let _ = frees_slot;
-        let end = app
+        let end = RunEnd {
+            invocation_id: record.invocation_id,
+            outcome,
+            ran_for: Some(ran_for),
+        };
+        let report = app
             .orchestrator()
-            .finish(&record.invocation_id, self.runner_id(), outcome)
-            .await
-            .map_err(Into::into);
+            .finish_many_and_start(self.runner_id(), vec![end], 0, None)
+            .await;
+        let end = match report.ends.into_iter().next() {
+            Some(end) => end.into_result().map_err(Into::into),
+            None => Err(PynencError::runner("the end of the run got no outcome")),
+        };
         RunFinish {
             end,
             next: Vec::new(),

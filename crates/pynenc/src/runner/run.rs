@@ -221,7 +221,9 @@ pub(crate) async fn run_invocation(
     // take the slot back now (the context may outlive this function in user
     // clones); a run cancelled while PAUSED holds none, and takes nothing next
     let permit = ctx.slot.lock().await.permit.take();
-    let RunFinish { end, next } = host.finish(app, &kept, outcome, permit.is_some()).await;
+    let RunFinish { end, next } = host
+        .finish(app, &kept, outcome, started.elapsed(), permit.is_some())
+        .await;
     match end {
         Ok(status) => {
             debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished");
