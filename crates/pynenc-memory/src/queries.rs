@@ -1,8 +1,8 @@
 //! The query primitives of the memory store, answered from its indexes.
 
 use pynenc_model::{
-    ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, RunnerInfo,
-    StatusCount, TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
+    ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, Reuses,
+    RunnerInfo, StatusCount, TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
 };
 use pynenc_store::{QueryTxn, Result};
 
@@ -64,6 +64,14 @@ impl QueryTxn for MemState {
 
     fn failed_by_kind(&mut self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>> {
         Ok(self.index.failed_by_kind(task_ids))
+    }
+
+    fn reuses_of(&mut self, id: &InvocationId) -> Result<Reuses> {
+        Ok(self
+            .invocations
+            .get(id)
+            .and_then(|e| e.reuses.as_deref().cloned())
+            .unwrap_or_default())
     }
 
     fn task_totals(&mut self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {

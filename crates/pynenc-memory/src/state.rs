@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use pynenc_model::{
     CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord,
-    InvocationStatus, LeaseHolder, RunnerId, RunnerInfo, StatusRecord, TaskError, Timestamp,
-    TriggerRecord,
+    InvocationStatus, LeaseHolder, ReuseRecord, Reuses, RunnerId, RunnerInfo, StatusRecord,
+    TaskError, Timestamp, TriggerRecord, REUSES_KEPT,
 };
 use pynenc_store::{OwnedClaim, Result, StoreError, StoreTxn};
 
@@ -43,6 +43,8 @@ pub(crate) struct Entry {
     pub(crate) status_at: Timestamp,
     /// The `result()` waits on this invocation, released when it becomes final.
     pub(crate) waiters: Option<Waiters>,
+    /// The calls registration concurrency folded into it (rare: boxed).
+    pub(crate) reuses: Option<Box<Reuses>>,
 }
 
 /// A `result()` wait on a group of invocations: how many are still open.
@@ -326,6 +328,7 @@ impl StoreTxn for MemState {
                 final_at: None,
                 status_at: record.created_at,
                 waiters: None,
+                reuses: None,
             },
         )?;
         self.next_seq += 1;
@@ -450,6 +453,16 @@ impl StoreTxn for MemState {
         let e = self.entry(id)?;
         e.retries += 1;
         Ok(e.retries)
+    }
+
+    fn add_reuse(&mut self, id: &InvocationId, reuse: &ReuseRecord) -> Result<()> {
+        let reuses = self.entry(id)?.reuses.get_or_insert_with(Default::default);
+        reuses.total += 1;
+        if reuses.latest.len() >= REUSES_KEPT {
+            reuses.latest.remove(0);
+        }
+        reuses.latest.push(reuse.clone());
+        Ok(())
     }
 
     fn add_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()> {

@@ -14,6 +14,8 @@
 //! - what operators ask: [`InvocationQuery`], [`Page`], counts, the
 //!   queue, the [`WaitGraph`], [`RunnerInfo`]; [`TaskTotals`] (what was
 //!   routed, started, ended per task, and run times, kept across purges);
+//!   [`Reuses`] (the calls registration concurrency folded into an
+//!   invocation, and how their arguments differed);
 //! - a task's effective [`TaskOptions`] (the vocabulary itself lives in
 //!   [`pynenc_options`]);
 //! - [`mask_url_password`], for connection URLs in messages.
@@ -31,6 +33,7 @@ pub mod options;
 pub mod outcome;
 pub mod query;
 pub mod record;
+pub mod reuse;
 pub mod routing;
 pub mod secret;
 pub mod serializer;
@@ -57,6 +60,7 @@ pub use query::{
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 pub use record::{concurrency_key, ConcurrencySpec, InvocationRecord, RegistrationScope};
+pub use reuse::{DifferingArgument, ReuseRecord, Reuses, REUSES_KEPT, REUSE_VALUE_MAX_BYTES};
 pub use routing::{CallRef, CycleError, RouteOutcome, RouteRequest};
 pub use secret::mask_url_password;
 pub use serializer::{CodecError, Direction, SerializationError, Serializer};

@@ -4,7 +4,7 @@
 //! in every API answer.
 
 use pynenc_model::arguments::display_value;
-use pynenc_model::{ArgumentPrintMode, Arguments, Serializer};
+use pynenc_model::{ArgumentPrintMode, Arguments, DifferingArgument, Serializer};
 use serde_json::Value;
 
 /// What a redacted value is shown as.
@@ -64,27 +64,56 @@ impl Redactor {
         serializer: Serializer,
     ) -> Vec<ShownArgument> {
         args.serialized()
-            .map(|(name, text)| {
-                let value = if self.hides(name) {
-                    REDACTED.to_string()
-                } else {
-                    match mode {
-                        ArgumentPrintMode::Hidden => "<hidden>".to_string(),
-                        ArgumentPrintMode::Keys => "…".to_string(),
-                        ArgumentPrintMode::Full => truncate(
-                            &self.value(&display_value(text, serializer)),
-                            MAX_ARGUMENT_CHARS,
-                        ),
-                        ArgumentPrintMode::Truncated(n) => truncate(
-                            &self.value(&display_value(text, serializer)),
-                            n.min(MAX_ARGUMENT_CHARS),
-                        ),
-                    }
-                };
-                ShownArgument {
-                    name: name.to_string(),
-                    value,
-                }
+            .map(|(name, text)| ShownArgument {
+                name: name.to_string(),
+                value: self.argument(name, text, mode, serializer),
+            })
+            .collect()
+    }
+
+    /// One argument's serialized value `text`, as shown.
+    pub(crate) fn argument(
+        &self,
+        name: &str,
+        text: &str,
+        mode: ArgumentPrintMode,
+        serializer: Serializer,
+    ) -> String {
+        if self.hides(name) {
+            return REDACTED.to_string();
+        }
+        match mode {
+            ArgumentPrintMode::Hidden => "<hidden>".to_string(),
+            ArgumentPrintMode::Keys => "…".to_string(),
+            ArgumentPrintMode::Full => truncate(
+                &self.value(&display_value(text, serializer)),
+                MAX_ARGUMENT_CHARS,
+            ),
+            ArgumentPrintMode::Truncated(n) => truncate(
+                &self.value(&display_value(text, serializer)),
+                n.min(MAX_ARGUMENT_CHARS),
+            ),
+        }
+    }
+
+    /// The arguments of a reusing call that differ from the invocation's,
+    /// as shown (one it did not have, or too large to have been kept, says so).
+    pub(crate) fn differing(
+        &self,
+        differing: &[DifferingArgument],
+        mode: ArgumentPrintMode,
+        serializer: Serializer,
+    ) -> Vec<ShownArgument> {
+        differing
+            .iter()
+            .map(|d| ShownArgument {
+                name: d.name.clone(),
+                value: match &d.value {
+                    Some(text) => self.argument(&d.name, text, mode, serializer),
+                    None if d.size == 0 => "(not given)".to_string(),
+                    None if self.hides(&d.name) => REDACTED.to_string(),
+                    None => format!("<{} bytes, not kept>", d.size),
+                },
             })
             .collect()
     }

@@ -504,6 +504,41 @@ async fn family(kind: Kind) {
     f.stop().await;
 }
 
+/// The calls folded into an invocation by registration concurrency, with
+/// their differing arguments redacted like arguments.
+async fn reuses(kind: Kind) {
+    let f = Fixture::start(kind).await;
+    let first = sign_in::call_on(&f.app, "ann".into(), PASSWORD.into(), "first".into())
+        .await
+        .unwrap();
+    let other_password = "also-not-to-be-shown";
+    let again = sign_in::call_on(&f.app, "ann".into(), other_password.into(), "second".into())
+        .await
+        .unwrap();
+    assert_eq!(first.invocation_id(), again.invocation_id());
+    let id = first.invocation_id().to_string();
+    let d = f.api(&format!("/api/invocations/{id}")).await;
+    assert_eq!(d["reuses"]["total"], 1, "{d}");
+    let shown = d["reuses"]["latest"][0]["differing"].as_array().unwrap();
+    let names: Vec<&str> = shown.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["note", "password"], "{d}");
+    assert_eq!(shown[0]["value"], "\"second\"");
+    assert_eq!(shown[1]["value"], "<redacted>");
+    let page = f.page(&format!("/invocations/{id}")).await;
+    assert!(page.contains("Reused by 1 call"), "{page}");
+    assert!(
+        page.contains("id=\"reuses\"") && page.contains("note = &quot;second&quot;"),
+        "{page}"
+    );
+    for secret in [PASSWORD, other_password] {
+        assert!(!page.contains(secret) && !d.to_string().contains(secret));
+    }
+    // an invocation nobody reused shows no such section
+    let plain = f.page(&format!("/invocations/{}", f.seeded.ok)).await;
+    assert!(!plain.contains("Reused by"));
+    f.stop().await;
+}
+
 macro_rules! on_backends {
     ($($name:ident),*) => {
         mod memory {
@@ -529,7 +564,7 @@ macro_rules! on_backends {
     };
 }
 
-on_backends!(views_and_api, actions, metrics_and_events, family);
+on_backends!(views_and_api, actions, metrics_and_events, family, reuses);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_file_keeps_actions_across_restarts() {

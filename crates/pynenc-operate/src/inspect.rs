@@ -6,8 +6,8 @@ use std::time::Duration;
 use pynenc::Pynenc;
 use pynenc_model::{
     Call, Cursor, ErrorKindCount, HistoryEntry, InvocationId, InvocationQuery, InvocationRecord,
-    InvocationStatus, InvocationSummary, Order, Page, QueueStats, RunnerInfo, StatusCount, TaskId,
-    TaskTotals, Timestamp, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+    InvocationStatus, InvocationSummary, Order, Page, QueueStats, Reuses, RunnerInfo, StatusCount,
+    TaskId, TaskTotals, Timestamp, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -186,6 +186,17 @@ impl Inspector {
     /// The backend failed.
     pub async fn task_totals(&self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
         Ok(self.app.queries().task_totals(task_ids).await?)
+    }
+
+    /// The calls registration concurrency folded into an invocation: how
+    /// many, and the latest with their arguments that differed (none for an
+    /// unknown invocation).
+    ///
+    /// # Errors
+    ///
+    /// The backend failed.
+    pub async fn reuses(&self, id: &InvocationId) -> Result<Reuses> {
+        Ok(self.app.queries().reuses(id).await?)
     }
 
     /// `FAILED` counts per task and error kind.

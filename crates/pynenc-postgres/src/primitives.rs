@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use pynenc_model::{
     CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord,
-    InvocationStatus, RunnerId, RunnerInfo, SerializationError, StatusRecord, TaskError, Timestamp,
-    TriggerRecord,
+    InvocationStatus, ReuseRecord, RunnerId, RunnerInfo, SerializationError, StatusRecord,
+    TaskError, Timestamp, TriggerRecord,
 };
 use pynenc_store::codes::FINAL_CODES;
 use pynenc_store::{OwnedClaim, Result, StoreTxn};
@@ -132,6 +132,10 @@ impl StoreTxn for PgTxn<'_> {
 
     fn add_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()> {
         self.count_run_time(id, micros)
+    }
+
+    fn add_reuse(&mut self, id: &InvocationId, reuse: &ReuseRecord) -> Result<()> {
+        self.write_reuse(id, reuse)
     }
 
     fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()> {

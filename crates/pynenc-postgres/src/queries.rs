@@ -9,8 +9,8 @@
 //! page, until the page is full or the candidates run out.
 
 use pynenc_model::{
-    ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, Order, RunnerId,
-    RunnerInfo, StatusCount, TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
+    ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, Order, Reuses,
+    RunnerId, RunnerInfo, StatusCount, TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
 };
 use pynenc_store::{QueryTxn, Result};
 use tokio_postgres::types::ToSql;
@@ -250,6 +250,12 @@ impl QueryTxn for PgTxn<'_> {
                 u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
             )
         })))
+    }
+
+    /// One statement over the latest rows of `pynenc_reuses` (see
+    /// [`crate::reuses`]).
+    fn reuses_of(&mut self, id: &InvocationId) -> Result<Reuses> {
+        self.read_reuses(id)
     }
 
     /// The first row of the queue whose invocation is still available for

@@ -139,20 +139,13 @@ async fn flush(backend: Arc<RedisBackend>) {
             batch.into_iter().map(|w| (w.requests, w.reply)).unzip();
         let all: Vec<RouteRequest> = merged.into_iter().flatten().collect();
         let ids = new_ids(&all);
-        match backend.route_reply(&all, &ids).await {
-            Ok(body) => match backend.route_outcomes(all, ids, &body) {
-                Ok(outcomes) => {
-                    let mut outcomes = outcomes.into_iter();
-                    for (reply, n) in replies.into_iter().zip(counts) {
-                        let _ = reply.send(Ok(outcomes.by_ref().take(n).collect()));
-                    }
+        match backend.route_with_ids(all, ids).await {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for (reply, n) in replies.into_iter().zip(counts) {
+                    let _ = reply.send(Ok(outcomes.by_ref().take(n).collect()));
                 }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            },
+            }
             Err(e) => {
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pynenc_model::{
     Call, CallId, CancelOutcome, InvocationId, InvocationOutcome, InvocationRecord,
-    InvocationStatus, RouteOutcome, RouteRequest, RunOutcome, RunnerId, SerializationError,
-    StatusRecord,
+    InvocationStatus, ReuseRecord, RouteOutcome, RouteRequest, RunOutcome, RunnerId,
+    SerializationError, StatusRecord,
 };
 use pynenc_store::engine;
 use pynenc_store::{EndOutcome, Orchestrator, Result, Retention, RunEnd, StepReport, StoreError};
@@ -83,8 +83,40 @@ impl RedisBackend {
         requests: Vec<RouteRequest>,
     ) -> Result<Vec<RouteOutcome>> {
         let ids = new_ids(&requests);
+        self.route_with_ids(requests, ids).await
+    }
+
+    /// Routes `requests` with the invocation ids `ids`, then records the
+    /// reuses it made (see [`RedisBackend::note_reuses`]).
+    pub(crate) async fn route_with_ids(
+        &self,
+        requests: Vec<RouteRequest>,
+        ids: Vec<InvocationId>,
+    ) -> Result<Vec<RouteOutcome>> {
         let body = self.route_reply(&requests, &ids).await?;
-        self.route_outcomes(requests, ids, &body)
+        let (outcomes, reuses) = self.route_outcomes(requests, ids, &body)?;
+        self.note_reuses(&reuses).await;
+        Ok(outcomes)
+    }
+
+    /// Records the reuses of a route step in a step of their own (the
+    /// argument differences are worked out here, after the route script):
+    /// a failure is logged, the routing stands.
+    async fn note_reuses(&self, reuses: &[NotedReuse]) {
+        if reuses.is_empty() {
+            return;
+        }
+        let mut args = Vec::with_capacity(2 + reuses.len() * 2);
+        args.push(bytes("reuse"));
+        args.push(bytes(reuses.len().to_string()));
+        for (id, reuse) in reuses {
+            args.push(bytes(id.as_str()));
+            args.push(bytes(reuse.to_text()));
+        }
+        if let Err(e) = self.script(&scripts().small, &args).await {
+            warn!(redis = %self.address(), error = %e, reuses = reuses.len(),
+                "could not record the reuses of routed calls");
+        }
     }
 
     /// Runs the route script for `requests` with the invocation ids `ids`;
@@ -131,13 +163,14 @@ impl RedisBackend {
         }
     }
 
-    /// The outcomes of a route script's reply `body`, one per request.
-    pub(crate) fn route_outcomes(
+    /// The outcomes of a route script's reply `body`, one per request, and
+    /// the reuses by registration concurrency among them.
+    fn route_outcomes(
         &self,
         requests: Vec<RouteRequest>,
         ids: Vec<InvocationId>,
         body: &Value,
-    ) -> Result<Vec<RouteOutcome>> {
+    ) -> Result<(Vec<RouteOutcome>, Vec<NotedReuse>)> {
         let items = as_list(body);
         let now = items.first().and_then(as_int);
         let outcomes = items.get(1..).unwrap_or_default();
@@ -149,6 +182,11 @@ impl RedisBackend {
             )));
         }
         let mut out = Vec::with_capacity(requests.len());
+        let mut reuses = Vec::new();
+        let at = now.map_or_else(
+            pynenc_model::Timestamp::now,
+            pynenc_model::Timestamp::from_micros,
+        );
         for ((req, id), o) in requests.into_iter().zip(ids).zip(outcomes) {
             // a new invocation is 'N' (created now), or {'N', id, created} after a replay
             let (kind, o) = match o {
@@ -179,6 +217,18 @@ impl RedisBackend {
                     let same = o.get(1).and_then(as_int) == Some(1);
                     let record = self.decode_record(o.get(2..).unwrap_or_default())?;
                     let diff = req.registration_diff(&record, same, self.serializer);
+                    // a caller-chosen id routed again is not a reuse
+                    if req.invocation_id != Some(record.invocation_id) {
+                        reuses.push((
+                            record.invocation_id,
+                            ReuseRecord::new(
+                                at,
+                                req.parent_invocation_id,
+                                &record.call.arguments,
+                                &req.call.arguments,
+                            ),
+                        ));
+                    }
                     out.push(RouteOutcome::Reused {
                         record: Arc::new(record),
                         diff,
@@ -187,7 +237,7 @@ impl RedisBackend {
                 _ => return Err(self.bad_reply("route: unexpected outcome shape")),
             }
         }
-        Ok(out)
+        Ok((out, reuses))
     }
 
     /// The arguments of one request of `route.lua` (see its header).
@@ -289,6 +339,9 @@ pub(crate) fn new_ids(requests: &[RouteRequest]) -> Vec<InvocationId> {
         .map(|req| req.invocation_id.unwrap_or_else(InvocationId::time_ordered))
         .collect()
 }
+
+/// A reuse to record: the invocation reused, and the call that reused it.
+type NotedReuse = (InvocationId, ReuseRecord);
 
 #[async_trait]
 impl Orchestrator for RedisBackend {

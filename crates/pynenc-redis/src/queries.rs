@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use pynenc_model::{
     Call, ErrorKindCount, InvocationId, InvocationQuery, InvocationStatus, InvocationSummary,
-    LeaseHolder, Order, QueueStats, RunnerId, RunnerInfo, StatusCount, TaskId, TaskTotals,
-    Timestamp, TriggerRecord, WaitGraph, MAX_PAGE_SIZE,
+    LeaseHolder, Order, QueueStats, ReuseRecord, Reuses, RunnerId, RunnerInfo, StatusCount, TaskId,
+    TaskTotals, Timestamp, TriggerRecord, WaitGraph, MAX_PAGE_SIZE,
 };
 use pynenc_store::{Queries, Result, StoreError};
 use redis::Value;
@@ -235,6 +235,25 @@ impl Queries for RedisBackend {
             .collect();
         out.sort_by(|a, b| (a.task_id.as_str(), &a.kind).cmp(&(b.task_id.as_str(), &b.kind)));
         Ok(out)
+    }
+
+    async fn reuses(&self, id: &InvocationId) -> Result<Reuses> {
+        let v = self
+            .script(&scripts().small, &[bytes("reuses"), bytes(id.as_str())])
+            .await?;
+        let items = as_list(&v);
+        let total = items.first().and_then(as_int).unwrap_or(0);
+        Ok(Reuses {
+            total: u64::try_from(total).unwrap_or(0),
+            // a note this version cannot read is left out
+            latest: items
+                .get(1..)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(as_string)
+                .filter_map(|text| ReuseRecord::from_text(&text))
+                .collect(),
+        })
     }
 
     async fn task_totals(&self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {

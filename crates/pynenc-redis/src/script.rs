@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 
 use pynenc_model::status::ALL_STATUSES;
 use pynenc_model::{
-    InvocationId, InvocationStatus, Ownership, TaskCounter, TotalKey, RUN_TIME_BOUNDS_US,
-    RUN_TIME_BUCKETS,
+    InvocationId, InvocationStatus, Ownership, TaskCounter, TotalKey, REUSES_KEPT,
+    RUN_TIME_BOUNDS_US, RUN_TIME_BUCKETS,
 };
 
 /// The shared library: its three files, in order (each uses what the ones
@@ -232,6 +232,7 @@ pub(crate) fn prelude() -> String {
         InvocationStatus::initial().contains(&s)
     });
     totals(&mut out);
+    let _ = writeln!(out, "local REUSES_KEPT = {REUSES_KEPT}");
     out
 }
 

@@ -150,6 +150,7 @@ mod listing;
 mod primitives;
 mod queries;
 mod queue;
+mod reuses;
 mod rows;
 mod runners;
 mod schema;

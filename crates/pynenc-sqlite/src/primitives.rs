@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use pynenc_model::{
     CallId, HistoryEntry, HistoryStep, InvocationId, InvocationOutcome, InvocationRecord,
-    InvocationStatus, RunnerId, RunnerInfo, SerializationError, StatusRecord, TaskError, Timestamp,
-    TriggerRecord,
+    InvocationStatus, ReuseRecord, RunnerId, RunnerInfo, SerializationError, StatusRecord,
+    TaskError, Timestamp, TriggerRecord,
 };
 use pynenc_store::{OwnedClaim, Result, StoreTxn};
 use rusqlite::params;
@@ -96,6 +96,10 @@ impl StoreTxn for SqliteTxn<'_> {
         )?;
         let n = n.ok_or_else(|| self.ctx.not_found(id))?;
         Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    fn add_reuse(&mut self, id: &InvocationId, reuse: &ReuseRecord) -> Result<()> {
+        self.write_reuse(id, reuse)
     }
 
     fn add_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()> {

@@ -2,8 +2,8 @@
 //! queue, the waits, the runners and the leases.
 
 use pynenc_model::{
-    ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, RunnerInfo,
-    StatusCount, TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
+    ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, Reuses,
+    RunnerInfo, StatusCount, TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
 };
 use pynenc_store::{QueryTxn, Result};
 use rusqlite::params;
@@ -22,6 +22,10 @@ impl QueryTxn for SqliteTxn<'_> {
 
     fn failed_by_kind(&mut self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>> {
         self.failed_by_kind_of(task_ids)
+    }
+
+    fn reuses_of(&mut self, id: &InvocationId) -> Result<Reuses> {
+        self.read_reuses(id)
     }
 
     fn task_totals(&mut self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {

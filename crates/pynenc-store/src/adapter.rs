@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use pynenc_model::{
     CancelOutcome, DataClaim, DataRef, DataSweep, DataUsage, ErrorKindCount, HistoryEntry,
     InvocationId, InvocationOutcome, InvocationQuery, InvocationRecord, InvocationStatus,
-    InvocationSummary, LeaseHolder, QueueStats, RouteOutcome, RouteRequest, RunOutcome, RunnerId,
-    RunnerInfo, Serializer, StatusCount, StatusRecord, TaskId, TaskTotals, Timestamp,
+    InvocationSummary, LeaseHolder, QueueStats, Reuses, RouteOutcome, RouteRequest, RunOutcome,
+    RunnerId, RunnerInfo, Serializer, StatusCount, StatusRecord, TaskId, TaskTotals, Timestamp,
     TriggerRecord, WaitGraph,
 };
 
@@ -457,6 +457,11 @@ impl<S: AtomicStore> Queries for TxnBackend<S> {
     async fn task_totals(&self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
         let task_ids = task_ids.to_vec();
         self.store.atomic(move |t| t.task_totals(&task_ids)).await
+    }
+
+    async fn reuses(&self, id: &InvocationId) -> Result<Reuses> {
+        let id = *id;
+        self.store.atomic(move |t| t.reuses_of(&id)).await
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use pynenc_model::{
     CallId, DataRef, DataUsage, ErrorKindCount, HistoryEntry, HistoryStep, InvocationId,
     InvocationOutcome, InvocationQuery, InvocationRecord, InvocationStatus, InvocationSummary,
-    LeaseHolder, RunnerId, RunnerInfo, StatusCount, StatusRecord, TaskError, TaskId, TaskTotals,
-    Timestamp, TriggerRecord, WaitGraph,
+    LeaseHolder, ReuseRecord, Reuses, RunnerId, RunnerInfo, StatusCount, StatusRecord, TaskError,
+    TaskId, TaskTotals, Timestamp, TriggerRecord, WaitGraph,
 };
 
 use crate::error::Result;
@@ -85,6 +85,11 @@ pub trait StoreTxn: QueryTxn + DataTxn {
     /// invocation `id` (its bucket, [`pynenc_model::run_time_bucket`], and
     /// the sum).
     fn add_run_time(&mut self, id: &InvocationId, micros: u64) -> Result<()>;
+    /// Records that a call was folded into invocation `id` (registration
+    /// concurrency): one more reuse, and `reuse` among the latest
+    /// [`pynenc_model::REUSES_KEPT`] (older ones dropped). Deleting the
+    /// invocation forgets them.
+    fn add_reuse(&mut self, id: &InvocationId, reuse: &ReuseRecord) -> Result<()>;
     /// Stores the serialized result.
     fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()>;
     /// Stores the error.
@@ -276,6 +281,8 @@ pub trait QueryTxn {
     /// The totals of the tasks in `task_ids` (every task when empty) that
     /// have any, by task id.
     fn task_totals(&mut self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>>;
+    /// The reuses of an invocation (none when it has none or does not exist).
+    fn reuses_of(&mut self, id: &InvocationId) -> Result<Reuses>;
     /// The oldest invocation waiting in the queue, with its creation time.
     fn queue_oldest(&mut self) -> Result<Option<(InvocationId, Timestamp)>>;
     /// What the invocation waits on, and which invocations wait on it.

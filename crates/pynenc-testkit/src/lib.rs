@@ -449,6 +449,7 @@ macro_rules! conformance_tests {
             s08b_running_concurrency_task_final,
             s09_running_concurrency_keys,
             s10_registration_concurrency,
+            s10c_reuses_are_recorded,
             s11_cycle_detection,
             s11b_dev_mode_cycle_control,
             s12_blocking_control_priority,

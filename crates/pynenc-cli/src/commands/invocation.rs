@@ -31,6 +31,28 @@ pub(crate) async fn show(out: &Out, app: &Pynenc, id: &str) -> Result<()> {
         .as_deref()
         .map(|r| serde_json::from_str(r).unwrap_or_else(|_| Value::String(serializer.display(r))));
     let inv = &family.invocation;
+    let reuses = app.inspect().reuses(&id).await?;
+    // the differing arguments of each reuse, rendered like the arguments
+    let reused: Vec<Value> = reuses
+        .latest
+        .iter()
+        .map(|r| {
+            let mut differing = pynenc::model::Arguments::new();
+            for d in &r.differing {
+                let text = match &d.value {
+                    Some(v) => v.clone(),
+                    None if d.size == 0 => "\"(not given)\"".to_string(),
+                    None => format!("\"<{} bytes, not kept>\"", d.size),
+                };
+                differing.insert_serialized(d.name.clone(), text);
+            }
+            json!({
+                "at": r.at,
+                "caller": r.caller,
+                "differing": differing.render(app.conf().print_arguments, serializer),
+            })
+        })
+        .collect();
     if out.json {
         return out.json(&json!({
             "invocation": inv,
@@ -44,6 +66,7 @@ pub(crate) async fn show(out: &Out, app: &Pynenc, id: &str) -> Result<()> {
             "waiting_on": family.waiting_on,
             "waited_by": family.waited_by,
             "same_call": family.same_call.items,
+            "reuses": { "total": reuses.total, "latest": reused },
         }));
     }
     let field = |name: &str, value: String| line(&format!("{:<11} {value}", out.bold(name)));
@@ -78,6 +101,17 @@ pub(crate) async fn show(out: &Out, app: &Pynenc, id: &str) -> Result<()> {
         field("rerun of", r.to_string())?;
     }
     field("call", inv.call_id.to_string())?;
+    if let (Some(last), Some(shown)) = (reuses.latest.last(), reused.last()) {
+        let latest = if last.differing.is_empty() {
+            "the latest was the same call".to_string()
+        } else {
+            format!(
+                "the latest differed in {}",
+                shown["differing"].as_str().unwrap_or_default()
+            )
+        };
+        field("reused by", format!("{} call(s); {latest}", reuses.total))?;
+    }
     line("")?;
     history_table(out, history).print(out, "no history")?;
     let ids = |v: &[InvocationId]| -> String {

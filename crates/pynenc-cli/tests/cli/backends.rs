@@ -18,6 +18,30 @@ async fn every_command_on_sqlite() {
     let app = sqlite_app(&db);
     let db_text = db.display().to_string();
     every_command(dir.path(), &["--sqlite-path", &db_text, "--app", APP], &app).await;
+    // `show` of an invocation other calls reused (after every_command,
+    // whose counts it would change)
+    let conn = ["--sqlite-path", db_text.as_str(), "--app", APP];
+    let first = keyed::call_on(&app, "k".into(), "first".into())
+        .await
+        .unwrap();
+    keyed::call_on(&app, "k".into(), "second".into())
+        .await
+        .unwrap();
+    let id = first.invocation_id().to_string();
+    let shown = json(dir.path(), &conn, &["show", &id]);
+    assert_eq!(shown["reuses"]["total"], 1, "{shown}");
+    assert!(
+        shown["reuses"]["latest"][0]["differing"]
+            .as_str()
+            .unwrap()
+            .contains("note=\"second\""),
+        "{shown}"
+    );
+    let text = stdout(&pynenc(dir.path(), &[&conn[..], &["show", &id]].concat()));
+    assert!(
+        text.contains("reused by") && text.contains("1 call(s); the latest differed in"),
+        "{text}"
+    );
 
     // the configuration layers: a file given with --config, then PYNENC__ variables
     let toml = dir.path().join("shop.toml");

@@ -19,6 +19,12 @@ pub async fn refuse(n: i64) -> Result<i64, TaskError> {
 }
 
 /// Fans out `n` additions.
+/// One queued invocation per key: later calls of the key reuse it.
+#[pynenc::task(registration_concurrency = Keys, key_arguments = ["key"])]
+pub async fn keyed(key: String, note: String) -> String {
+    format!("{key}: {note}")
+}
+
 #[pynenc::task]
 pub async fn fan(n: i64) -> Result<i64, pynenc::PynencError> {
     let g = add::parallelize((0..n).map(|i| (i, i))).await?;

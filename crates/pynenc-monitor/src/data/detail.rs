@@ -2,7 +2,7 @@
 
 use pynenc_model::{
     ErrorDetail, HistoryEntry, InvocationId, InvocationQuery, InvocationSummary, Order, Page,
-    TaskError, DEFAULT_PAGE_SIZE,
+    TaskError, Timestamp, DEFAULT_PAGE_SIZE,
 };
 use pynenc_operate::Operate;
 use serde::Serialize;
@@ -37,6 +37,27 @@ pub(crate) struct Detail {
     pub(crate) waited_by: Vec<InvocationId>,
     /// Its descendants, [`TREE_DEPTH`] generations deep.
     pub(crate) tree: Vec<Node>,
+    /// The calls registration concurrency folded into it.
+    pub(crate) reuses: ReuseView,
+}
+
+/// The calls folded into an invocation, as shown.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReuseView {
+    /// How many in all.
+    pub(crate) total: u64,
+    /// The latest kept, newest first.
+    pub(crate) latest: Vec<ShownReuse>,
+}
+
+/// One call folded into an invocation, as shown.
+#[derive(Debug, Serialize)]
+pub(crate) struct ShownReuse {
+    pub(crate) at: Timestamp,
+    /// The invocation that made the call, if any.
+    pub(crate) caller: Option<InvocationId>,
+    /// Its values of the arguments that differ (redacted like arguments).
+    pub(crate) differing: Vec<ShownArgument>,
 }
 
 /// How many generations of descendants the invocation page shows.
@@ -159,6 +180,7 @@ pub(crate) async fn detail(s: &MonitorState, id: &str) -> HttpResult<Detail> {
         .wait_graph(&id)
         .await
         .map_err(pynenc_operate::OperateError::from)?;
+    let reuses = inspect.reuses(&id).await?;
     let outcome = s.app.outcomes(&[id]).await?.pop();
     let tree = tree(s, &children).await?;
     let serializer = s.app.serializer();
@@ -167,6 +189,23 @@ pub(crate) async fn detail(s: &MonitorState, id: &str) -> HttpResult<Detail> {
         s.app.conf().print_arguments,
         serializer,
     );
+    let reuses = ReuseView {
+        total: reuses.total,
+        latest: reuses
+            .latest
+            .iter()
+            .rev()
+            .map(|r| ShownReuse {
+                at: r.at,
+                caller: r.caller,
+                differing: s.redactor.differing(
+                    &r.differing,
+                    s.app.conf().print_arguments,
+                    serializer,
+                ),
+            })
+            .collect(),
+    };
     let result = outcome.as_ref().and_then(|o| o.result.as_deref()).map(|r| {
         crate::redact::truncate(
             &s.redactor.value(&serializer.display(r)),
@@ -206,5 +245,6 @@ pub(crate) async fn detail(s: &MonitorState, id: &str) -> HttpResult<Detail> {
         waiting_on: waits.waiting_on,
         waited_by: waits.waited_by,
         tree,
+        reuses,
     })
 }

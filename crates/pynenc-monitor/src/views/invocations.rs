@@ -158,6 +158,27 @@ pub(crate) fn detail(ctx: &Ctx, d: &Detail) -> Markup {
                 }
             }
         }
+        @if d.reuses.total > 0 {
+            h2 { "Reused by " (d.reuses.total) " call" @if d.reuses.total != 1 { "s" } }
+            p.hint { "Registration concurrency gave these calls this invocation instead of a new one; "
+                "each lists its arguments that differ from this invocation's"
+                @if d.reuses.total > d.reuses.latest.len() as u64 { " (the latest " (d.reuses.latest.len()) " shown)" } "." }
+            table #reuses {
+                thead { tr { th { "time" } th { "caller" } th { "differing arguments" } } }
+                tbody {
+                    @for r in &d.reuses.latest {
+                        tr {
+                            td { (time(r.at)) }
+                            td { @if let Some(c) = &r.caller { (inv_link(c)) } @else { "outside any invocation" } }
+                            td.mono {
+                                @if r.differing.is_empty() { "none (the same call)" }
+                                @for a in &r.differing { div { (a.name) " = " (a.value) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         @if !d.waiting_on.is_empty() {
             h2 { "Waiting on" } ul { @for i in &d.waiting_on { li { (inv_link(i)) } } }
         }

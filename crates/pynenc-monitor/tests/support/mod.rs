@@ -51,6 +51,14 @@ pub async fn fan(n: i64) -> Result<i64, pynenc::PynencError> {
     Ok(g.results().await?.into_iter().sum())
 }
 
+/// One sign-in per user at a time: later calls for the same user reuse
+/// the queued one (their password is to be redacted in the reuses too).
+#[pynenc::task(registration_concurrency = Keys, key_arguments = ["user"])]
+pub async fn sign_in(user: String, password: String, note: String) -> String {
+    let _ = (&password, &note);
+    user
+}
+
 /// Sleeps.
 #[pynenc::task]
 pub async fn nap(ms: u64) -> u64 {

@@ -85,6 +85,17 @@ CREATE TABLE pynenc_history (
     execution_context TEXT
 );
 CREATE INDEX pynenc_history_invocation ON pynenc_history (app, invocation_id, seq);
+-- the calls registration concurrency folded into an invocation
+-- (pynenc_model::reuse): seq numbers them per invocation from 1, so the
+-- total is MAX(seq); only the latest REUSES_KEPT rows are kept, and they
+-- go with their invocation
+CREATE TABLE pynenc_reuses (
+    app INTEGER NOT NULL,
+    invocation_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    note TEXT NOT NULL,
+    PRIMARY KEY (app, invocation_id, seq)
+);
 CREATE TABLE pynenc_status_counts (
     app INTEGER NOT NULL,
     task TEXT NOT NULL,

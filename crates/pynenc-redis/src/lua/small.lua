@@ -16,6 +16,11 @@
 --                                `sw`: while set, each status change is
 --                                published on `status`); the status, or 0
 --                                when the invocation does not exist
+--   'reuse' n (id note)...       one more reuse of each existing id
+--                                (field `rn`: the total), its note among
+--                                the latest REUSES_KEPT (`reuse:{id}`)
+--   'reuses' id                  {total, note...} of an invocation's
+--                                reuses, oldest note first (0 when none)
 
 local function main()
   local op = ARGV[2]
@@ -52,6 +57,25 @@ local function main()
       redis.call('HSET', key, 'x', '1')
     end
     return status
+  elseif op == 'reuse' then
+    for i = 4, 3 + 2 * tonumber(ARGV[3]), 2 do
+      local key = k('inv', ARGV[i])
+      if redis.call('EXISTS', key) == 1 then
+        redis.call('HINCRBY', key, 'rn', 1)
+        local lk = k('reuse', ARGV[i])
+        redis.call('RPUSH', lk, ARGV[i + 1])
+        redis.call('LTRIM', lk, -REUSES_KEPT, -1)
+      end
+    end
+    return 1
+  elseif op == 'reuses' then
+    local total = tonumber(redis.call('HGET', k('inv', ARGV[3]), 'rn'))
+    if not total then
+      return 0
+    end
+    local out = redis.call('LRANGE', k('reuse', ARGV[3]), 0, -1)
+    table.insert(out, 1, total)
+    return out
   elseif op == 'history' then
     local key = k('inv', ARGV[3])
     local v = redis.call('HMGET', key, 'status', 'hn')

@@ -91,6 +91,14 @@ CREATE TABLE IF NOT EXISTS history (
     execution_context INTEGER
 );
 CREATE INDEX IF NOT EXISTS history_rid ON history (rid);
+-- the calls registration concurrency folded into an invocation, numbered
+-- from 1 per invocation (the latest kept; the largest number is the total)
+CREATE TABLE IF NOT EXISTS reuses (
+    rid INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    PRIMARY KEY (rid, seq)
+) WITHOUT ROWID;
 -- how many invocations of a task are in a status, and how many FAILED ones
 -- failed with an error kind (names.name_id), kept by the primitives
 CREATE TABLE IF NOT EXISTS status_counts (

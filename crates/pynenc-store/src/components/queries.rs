@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, QueueStats,
-    RunnerInfo, StatusCount, TaskId, TaskTotals, TriggerRecord, WaitGraph,
+    Reuses, RunnerInfo, StatusCount, TaskId, TaskTotals, TriggerRecord, WaitGraph,
 };
 
 use crate::error::Result;
@@ -30,6 +30,11 @@ pub trait Queries: Send + Sync {
     /// `task_ids` (all when empty) that have any, by task id; kept across
     /// purges of invocations.
     async fn task_totals(&self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>>;
+
+    /// The calls registration concurrency folded into an invocation: how
+    /// many, and the latest with how their arguments differed (empty for
+    /// an unknown invocation).
+    async fn reuses(&self, invocation_id: &InvocationId) -> Result<Reuses>;
 
     /// The queue's depth and its oldest invocation.
     async fn queue_stats(&self) -> Result<QueueStats>;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use pynenc_model::{
-    CallId, HistoryStep, InvocationRecord, InvocationStatus, RouteOutcome, RouteRequest,
-    Serializer, StatusRecord, Timestamp,
+    CallId, HistoryStep, InvocationRecord, InvocationStatus, ReuseRecord, RouteOutcome,
+    RouteRequest, Serializer, StatusRecord, Timestamp,
 };
 
 use super::cycle::check_cycle;
@@ -66,6 +66,15 @@ pub fn route(
                     ));
                 }
                 add_parent_edge(txn, &req, call_id.as_ref())?;
+                txn.add_reuse(
+                    &existing_id,
+                    &ReuseRecord::new(
+                        now,
+                        req.parent_invocation_id,
+                        &record.call.arguments,
+                        &req.call.arguments,
+                    ),
+                )?;
                 outcomes.push(RouteOutcome::Reused { record, diff });
                 continue;
             }

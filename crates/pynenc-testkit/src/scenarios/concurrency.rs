@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use pynenc::{InvocationId, InvocationStatus, PynencError, RunnerId};
+use pynenc_operate::Operate;
 
 use crate::tasks::{self, *};
 use crate::{
@@ -262,4 +263,73 @@ pub async fn s16_concurrent_pickers(f: &dyn BackendFactory) {
     }
     let checked = check_histories(&app).await;
     assert_eq!(checked, 400);
+}
+
+/// The calls registration concurrency folds into an invocation are kept
+/// with it: how many, and the latest with their differing arguments.
+pub async fn s10c_reuses_are_recorded(f: &dyn BackendFactory) {
+    let app = new_app(f, "s10c", &[]);
+    let inspect = app.inspect();
+    let before = pynenc::Timestamp::now();
+    let first = ok(reg_keys_reuse::call_on(&app, "rk".into(), 0).await, "first");
+    let id = *first.invocation_id();
+    assert_eq!(
+        ok(inspect.reuses(&id).await, "none yet"),
+        Default::default()
+    );
+    for v in 1..=24 {
+        let again = ok(reg_keys_reuse::call_on(&app, "rk".into(), v).await, "again");
+        assert_eq!(*again.invocation_id(), id);
+    }
+    // a batch reuses too, and the same call is a reuse without difference
+    let batch = ok(
+        reg_keys_reuse::parallelize_on(&app, [("rk".to_string(), 25)]).await,
+        "batch",
+    );
+    assert_eq!(*batch.invocations()[0].invocation_id(), id);
+    ok(reg_keys_reuse::call_on(&app, "rk".into(), 0).await, "same");
+    let reuses = ok(inspect.reuses(&id).await, "reuses");
+    assert_eq!(reuses.total, 26);
+    assert_eq!(reuses.latest.len(), pynenc::model::REUSES_KEPT);
+    let values: Vec<Option<&str>> = reuses
+        .latest
+        .iter()
+        .map(|r| r.differing.first().and_then(|d| d.value.as_deref()))
+        .collect();
+    let mut expected: Vec<Option<String>> = (7..=25).map(|v| Some(v.to_string())).collect();
+    expected.push(None);
+    assert_eq!(
+        values,
+        expected.iter().map(Option::as_deref).collect::<Vec<_>>(),
+        "the latest, oldest first"
+    );
+    assert!(reuses.latest[0].differing[0].name == "v" && reuses.latest[0].differing.len() == 1);
+    assert!(reuses
+        .latest
+        .iter()
+        .all(|r| r.caller.is_none() && r.at >= before));
+    assert!(reuses.latest.windows(2).all(|w| w[0].at <= w[1].at));
+    // an unknown invocation has none
+    let unknown = pynenc::InvocationId::random();
+    assert_eq!(
+        ok(inspect.reuses(&unknown).await, "unknown"),
+        Default::default()
+    );
+
+    // they go with the invocation
+    let runner = start_runner(&app, 2);
+    assert_eq!(
+        ok(first.result().await, "ran"),
+        0,
+        "it ran with its own arguments"
+    );
+    ok(runner.stop().await, "stop");
+    let purged = ok(
+        app.control()
+            .purge_matching(&pynenc::model::InvocationQuery::new())
+            .await,
+        "purge",
+    );
+    assert_eq!(purged, 1);
+    assert_eq!(ok(inspect.reuses(&id).await, "purged"), Default::default());
 }
