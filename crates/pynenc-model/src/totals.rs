@@ -169,6 +169,28 @@ impl RunTimes {
         self.sum_us = self.sum_us.saturating_add(micros);
     }
 
+    /// The mean run time in microseconds (`None` before any run).
+    pub fn mean_us(&self) -> Option<u64> {
+        let n = self.count();
+        (n > 0).then(|| self.sum_us / n)
+    }
+
+    /// The bound of the bucket holding the `q`-quantile (0..=1) of the
+    /// runs: at least that share of runs took at most this many
+    /// microseconds; `Some(None)` when it is the unbounded last bucket,
+    /// `None` before any run.
+    pub fn quantile_bound_us(&self, q: f64) -> Option<Option<u64>> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as u64).max(1);
+        self.cumulative()
+            .into_iter()
+            .find(|(_, runs)| *runs >= rank)
+            .map(|(bound, _)| bound)
+    }
+
     /// `(upper bound in microseconds, runs at most that long)` for each
     /// bucket, cumulative as Prometheus has them; `None` is the unbounded last.
     pub fn cumulative(&self) -> Vec<(Option<u64>, u64)> {
@@ -287,6 +309,13 @@ mod tests {
         assert_eq!(cumulative[0], (Some(1_000), 4));
         assert_eq!(cumulative[2], (Some(25_000), 5));
         assert_eq!(cumulative[RUN_TIME_BUCKETS - 1], (None, 5));
+        assert_eq!(a.run_times.mean_us(), Some(6_000));
+        assert_eq!(a.run_times.quantile_bound_us(0.5), Some(Some(1_000)));
+        assert_eq!(a.run_times.quantile_bound_us(0.95), Some(Some(25_000)));
+        assert_eq!(RunTimes::default().quantile_bound_us(0.5), None);
+        let mut slow = RunTimes::default();
+        slow.observe(700_000_000);
+        assert_eq!(slow.quantile_bound_us(0.5), Some(None));
         assert_eq!(totals[1].get(TaskCounter::Routed), 3);
     }
 

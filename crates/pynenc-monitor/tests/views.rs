@@ -153,7 +153,30 @@ async fn views_and_api(kind: Kind) {
         .unwrap();
     assert_eq!(add["latency_sample"], 1, "{add}");
     assert!(add["latency_p95_ms"].is_u64(), "{add}");
-    assert!(f.page("/tasks").await.contains("100.0 %"));
+    // the task totals: add was routed three times and ran once
+    assert_eq!(
+        add["totals"]["counts"],
+        serde_json::json!([3, 1, 1, 0, 0, 0])
+    );
+    assert_eq!(
+        refuse["totals"]["counts"],
+        serde_json::json!([1, 1, 0, 1, 0, 0])
+    );
+    assert_eq!(
+        add["totals"]["run_times"]["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap())
+            .sum::<u64>(),
+        1
+    );
+    let page = f.page("/tasks").await;
+    assert!(page.contains("100.0 %"));
+    assert!(
+        page.contains("failed 1") && page.contains("succeeded 1"),
+        "{page}"
+    );
     // runners: one up now (it runs the two queued calls)
     let runner = pynenc::ThreadRunner::with_slots(&f.app, 3).spawn();
     let mut runners = f.api("/api/runners").await;

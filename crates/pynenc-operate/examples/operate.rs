@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use pynenc::model::{InvocationQuery, InvocationStatus};
+use pynenc::model::{InvocationQuery, InvocationStatus, TaskCounter};
 use pynenc::{Pynenc, TaskError, TaskId, ThreadRunner};
 use pynenc_operate::{parse_statuses, Operate};
 
@@ -104,6 +104,18 @@ async fn main() -> Result<()> {
     }
     let purged = control.purge_matching(&InvocationQuery::new()).await?;
     println!("purged {purged} final invocations");
+    // the task totals stay: routed, started, ended, and how long runs took
+    for t in app.inspect().task_totals(&[]).await? {
+        let counts: Vec<String> = TaskCounter::ALL
+            .iter()
+            .filter(|c| t.get(**c) > 0)
+            .map(|c| format!("{} {}", c.name(), t.get(*c)))
+            .collect();
+        let mean = t.run_times.mean_us().map_or_else(String::new, |us| {
+            format!(", mean run {:.3} ms", us as f64 / 1000.0)
+        });
+        println!("  {}: {}{mean}", t.task_id, counts.join(", "));
+    }
     runner.stop().await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use pynenc_model::{InvocationQuery, InvocationStatus, TaskId};
+use pynenc_model::{InvocationQuery, InvocationStatus, TaskId, TaskTotals};
 use pynenc_operate::Operate;
 use serde::Serialize;
 
@@ -27,6 +27,9 @@ pub(crate) struct TaskRow {
     pub(crate) latency_p95_ms: Option<u64>,
     /// How many successes the percentiles are over.
     pub(crate) latency_sample: usize,
+    /// What was routed, started and ended since the app's data began, and
+    /// run times (kept across purges).
+    pub(crate) totals: Option<TaskTotals>,
 }
 
 /// How many of a task's latest successes its latency percentiles are over.
@@ -65,8 +68,17 @@ async fn latencies(s: &MonitorState, task: &str) -> HttpResult<Vec<u64>> {
 pub(crate) async fn tasks(s: &MonitorState) -> HttpResult<Vec<TaskRow>> {
     let inspect = s.app.inspect();
     let counts = inspect.counts(&[]).await?;
+    let mut totals: BTreeMap<String, TaskTotals> = inspect
+        .task_totals(&[])
+        .await?
+        .into_iter()
+        .map(|t| (t.task_id.to_string(), t))
+        .collect();
     let mut rows: BTreeMap<String, TaskRow> = BTreeMap::new();
-    for id in inspect.tasks().await? {
+    let mut known: Vec<TaskId> = inspect.tasks().await?;
+    // a task whose invocations were all purged still has its totals
+    known.extend(totals.keys().map(|t| TaskId::from(t.as_str())));
+    for id in known {
         let name = id.to_string();
         rows.insert(
             name.clone(),
@@ -84,8 +96,14 @@ pub(crate) async fn tasks(s: &MonitorState) -> HttpResult<Vec<TaskRow>> {
                 latency_p50_ms: None,
                 latency_p95_ms: None,
                 latency_sample: 0,
+                totals: None,
             },
         );
+    }
+    for (name, t) in std::mem::take(&mut totals) {
+        if let Some(row) = rows.get_mut(&name) {
+            row.totals = Some(t);
+        }
     }
     for c in counts.by_task {
         if let Some(row) = rows.get_mut(c.task_id.as_str()) {

@@ -5,15 +5,17 @@ use maud::{html, Markup};
 use crate::audit::AuditEntry;
 use crate::data::{ConfigRow, TaskRow};
 use crate::views::layout::{inv_link, ms, q, status, time};
-use pynenc_model::ErrorKindCount;
+use pynenc_model::{ErrorKindCount, TaskCounter, TaskTotals};
 use pynenc_operate::RunnerView;
 
 pub(crate) fn tasks(rows: &[TaskRow]) -> Markup {
     html! {
-        p.hint { "p50 / p95: time from creation to end of each task's latest " (crate::data::LATENCY_SAMPLE) " successes (queue wait included)." }
+        p.hint { "p50 / p95: time from creation to end of each task's latest " (crate::data::LATENCY_SAMPLE) " successes (queue wait included). "
+            "Routed, started, ended: since the app's data began (purges keep them); run: the body's time as runners measured it, mean and the bucket 95 % of runs fit in." }
         @if rows.is_empty() { p.empty { "No task registered or seen." } } @else {
             table #tasks {
-                thead { tr { th { "task" } th.n { "total" } th { "by status" } th.n { "failure rate" } th.n { "p50" } th.n { "p95" } th { "here" } } }
+                thead { tr { th { "task" } th.n { "total" } th { "by status" } th.n { "failure rate" } th.n { "p50" } th.n { "p95" }
+                    th.n { "routed" } th.n { "started" } th { "ended" } th.n { "run mean" } th.n { "run p95 ≤" } th { "here" } } }
                 tbody {
                     @for r in rows {
                         tr {
@@ -23,6 +25,7 @@ pub(crate) fn tasks(rows: &[TaskRow]) -> Markup {
                             td.n { @if let Some(f) = r.failure_rate { (format!("{:.1} %", f * 100.0)) } @else { "—" } }
                             td.n { @if let Some(p) = r.latency_p50_ms { (ms(p)) } @else { "—" } }
                             td.n { @if let Some(p) = r.latency_p95_ms { (ms(p)) } @else { "—" } }
+                            (totals_cells(r.totals.as_ref()))
                             td {
                                 @if let Some(serde_json::Value::Object(o)) = &r.options {
                                     details {
@@ -34,6 +37,38 @@ pub(crate) fn tasks(rows: &[TaskRow]) -> Markup {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The task totals' cells of a task row: routed, started, the ends, run
+/// mean and the bound 95 % of runs fit in.
+fn totals_cells(t: Option<&TaskTotals>) -> Markup {
+    let Some(t) = t else {
+        return html! { td.n { "0" } td.n { "0" } td { "—" } td.n { "—" } td.n { "—" } };
+    };
+    let us = |v: u64| {
+        if v < 1000 {
+            format!("{v} µs")
+        } else {
+            ms(v / 1000)
+        }
+    };
+    html! {
+        td.n { (t.get(TaskCounter::Routed)) }
+        td.n { (t.get(TaskCounter::Started)) }
+        td {
+            @for c in [TaskCounter::Succeeded, TaskCounter::Failed, TaskCounter::Retried, TaskCounter::Cancelled] {
+                @if t.get(c) > 0 { (c.name()) " " (t.get(c)) " " }
+            }
+        }
+        td.n { @if let Some(m) = t.run_times.mean_us() { (us(m)) } @else { "—" } }
+        td.n {
+            @match t.run_times.quantile_bound_us(0.95) {
+                Some(Some(b)) => (us(b)),
+                Some(None) => "> 10 min",
+                None => "—",
             }
         }
     }
