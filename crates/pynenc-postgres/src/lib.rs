@@ -94,6 +94,8 @@ mod rows;
 mod runners;
 mod schema;
 mod store;
+#[cfg(feature = "tls")]
+mod tls;
 mod triggers;
 mod txn;
 mod writer;
@@ -119,6 +121,10 @@ pub struct PostgresOptions {
     /// How long a step keeps trying while the server cannot be reached
     /// (default 60 s); after that it fails with an error naming the server.
     pub retry_for: Duration,
+    /// For a URL with `sslmode=require`: a PEM file of the certificate
+    /// authorities to trust (`None`: the system's trust store). The
+    /// server's certificate is always verified for the URL's host.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresOptions {
@@ -127,6 +133,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("url", &conn::redact(&self.url))
             .field("connect_timeout", &self.connect_timeout)
             .field("retry_for", &self.retry_for)
+            .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
 }
@@ -143,6 +150,7 @@ impl PostgresOptions {
             url: url.into(),
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             retry_for: Self::DEFAULT_RETRY_FOR,
+            tls_ca_file: None,
         }
     }
 }

@@ -18,10 +18,13 @@ use parking_lot::Mutex;
 use pynenc_model::InvocationId;
 use pynenc_store::{FinalWaiters, WorkSignal};
 use rustc_hash::FxHashSet;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Connection, NoTls, Notification, Socket};
 use tracing::{debug, warn};
 
+use crate::conn::{Server, Tls};
 use crate::error::{describe, Ctx};
 use crate::txn::Effects;
 
@@ -181,7 +184,7 @@ fn split_ids(out: &mut Vec<String>, kind: &str, ids: &[InvocationId]) {
 }
 
 /// Starts the listener thread of a store: it lives until the store is gone.
-pub(crate) fn start_listener(shared: &Arc<Shared>, config: Config) -> std::io::Result<()> {
+pub(crate) fn start_listener(shared: &Arc<Shared>, config: Server) -> std::io::Result<()> {
     let weak = Arc::downgrade(shared);
     std::thread::Builder::new()
         .name("pynenc-pg-listen".to_string())
@@ -201,7 +204,35 @@ pub(crate) fn start_listener(shared: &Arc<Shared>, config: Config) -> std::io::R
         .map(|_| ())
 }
 
-async fn listen(weak: Weak<Shared>, config: Config) {
+/// Drives a listener connection, sending the notifications it hears to
+/// `tx` until the connection ends or nobody listens.
+fn drive<T>(
+    mut connection: Connection<Socket, T>,
+    tx: UnboundedSender<Notification>,
+) -> tokio::task::JoinHandle<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %describe(&e), "PostgreSQL listener connection ended");
+                    return;
+                }
+            }
+        }
+    })
+}
+
+async fn listen(weak: Weak<Shared>, server: Server) {
     let mut backoff = Duration::from_millis(20);
     let mut reconnected = false;
     loop {
@@ -211,26 +242,22 @@ async fn listen(weak: Weak<Shared>, config: Config) {
         else {
             return;
         };
-        match config.connect(NoTls).await {
-            Ok((client, mut connection)) => {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let driver = tokio::spawn(async move {
-                    while let Some(message) = messages.next().await {
-                        match message {
-                            Ok(AsyncMessage::Notification(n)) => {
-                                if tx.send(n).is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                debug!(error = %describe(&e), "PostgreSQL listener connection ended");
-                                return;
-                            }
-                        }
-                    }
-                });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let connected = match &server.tls {
+            Tls::Plain => server
+                .config
+                .connect(NoTls)
+                .await
+                .map(|(client, connection)| (client, drive(connection, tx))),
+            #[cfg(feature = "tls")]
+            Tls::Rustls(make) => server
+                .config
+                .connect(make.clone())
+                .await
+                .map(|(client, connection)| (client, drive(connection, tx))),
+        };
+        match connected {
+            Ok((client, driver)) => {
                 if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
                     warn!(postgres = %shown, error = %describe(&e), "cannot LISTEN; retrying");
                     driver.abort();

@@ -11,7 +11,7 @@ use rustc_hash::FxHashSet;
 use tokio::sync::Notify;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::conn::{config, connect, redact};
+use crate::conn::{connect, redact, Server};
 use crate::error::{Ctx, BACKEND};
 use crate::notify::{start_listener, GroupWait, Shared};
 use crate::txn::{Conn, PgTxn};
@@ -29,7 +29,7 @@ pub struct PostgresStore {
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
     /// The connection of the waits' reads (opened on first use).
     reader: Mutex<Option<Arc<tokio_postgres::Client>>>,
-    config: tokio_postgres::Config,
+    config: Server,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -58,7 +58,7 @@ impl PostgresStore {
     /// database, or holds another schema version (nothing is written then).
     pub fn open(options: &PostgresOptions, app_id: &str) -> Result<Arc<PostgresStore>> {
         let shown = redact(&options.url);
-        let cfg = config(&options.url, options.connect_timeout)?;
+        let cfg = Server::of(options)?;
         // a runtime of its own: the caller may be inside one
         let opened = {
             let (cfg, shown, app_id) = (cfg.clone(), shown.clone(), app_id.to_string());

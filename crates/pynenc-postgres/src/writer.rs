@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pynenc_store::{Result, StoreError};
-use tokio_postgres::Config;
 use tracing::{debug, warn};
 
 use crate::conn::connect;
@@ -59,7 +58,7 @@ enum Attempt {
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) conn: Conn,
-    pub(crate) config: Config,
+    pub(crate) config: crate::conn::Server,
     pub(crate) retry_for: Duration,
     /// Whether the connection is known to be gone.
     pub(crate) broken: bool,

@@ -14,13 +14,13 @@
 
 #![cfg(feature = "redis-tls")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use pynenc::Pynenc;
 use pynenc_testkit::redis_server::{skip_reason, RedisServer, RedisServerOptions, RedisTlsFiles};
 use pynenc_testkit::start_runner;
 use pynenc_testkit::tasks::add;
+use pynenc_testservers::certs::TestCerts;
 
 fn require() -> bool {
     std::env::var("PYNENC_REQUIRE_REDIS").as_deref() == Ok("1")
@@ -31,105 +31,6 @@ fn skip(reason: &str) {
         panic!("PYNENC_REQUIRE_REDIS=1 but {reason}");
     }
     eprintln!("SKIPPED: {reason}");
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("cannot run openssl: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// A self-signed CA `{name}.pem` / `{name}.key` in `dir`.
-fn make_ca(dir: &Path, name: &str) -> Result<(), String> {
-    let (key, pem, subj) = (
-        format!("{name}.key"),
-        format!("{name}.pem"),
-        format!("/CN=pynenc test {name}"),
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-subj",
-            &subj,
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    )
-}
-
-/// `server.pem` / `server.key` for 127.0.0.1, signed by `ca`.
-fn make_server_cert(dir: &Path, ca: &str) -> Result<(), String> {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    )?;
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .map_err(|e| e.to_string())?;
-    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    )
 }
 
 fn app_at(url: &str, app_id: &str, ca_file: &Path) -> pynenc::Result<Pynenc> {
@@ -143,31 +44,6 @@ fn app_at(url: &str, app_id: &str, ca_file: &Path) -> pynenc::Result<Pynenc> {
             ca_file.to_string_lossy().to_string(),
         )
         .build()
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!("pynenc-tls-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create a temp dir");
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Whether a failed start says the server has no TLS support.
@@ -187,21 +63,20 @@ fn call_and_result_over_verified_tls() {
         eprintln!("SKIPPED: {reason}");
         return;
     }
-    let dir = TempDir::new();
-    let made = make_ca(dir.path(), "ca")
-        .and_then(|()| make_ca(dir.path(), "other-ca"))
-        .and_then(|()| make_server_cert(dir.path(), "ca"));
-    if let Err(e) = made {
-        skip(&format!(
-            "cannot make test certificates with the openssl command: {e}"
-        ));
-        return;
-    }
+    let dir = match TestCerts::make() {
+        Ok(certs) => certs,
+        Err(e) => {
+            skip(&format!(
+                "cannot make test certificates with the openssl command: {e}"
+            ));
+            return;
+        }
+    };
     let options = RedisServerOptions {
         tls: Some(RedisTlsFiles {
-            cert_file: dir.path().join("server.pem"),
-            key_file: dir.path().join("server.key"),
-            ca_file: dir.path().join("ca.pem"),
+            cert_file: dir.server_cert(),
+            key_file: dir.server_key(),
+            ca_file: dir.ca(),
         }),
         ..Default::default()
     };
@@ -219,7 +94,7 @@ fn call_and_result_over_verified_tls() {
     assert!(url.starts_with("rediss://127.0.0.1:"), "{url}");
 
     // an unrelated CA: the server certificate is refused when the app is built
-    let err = app_at(&url, "tls", &dir.path().join("other-ca.pem"))
+    let err = app_at(&url, "tls", &dir.other_ca())
         .expect_err("a certificate from an untrusted CA must be refused");
     let msg = err.to_string();
     println!("untrusted CA: {msg}");
@@ -237,12 +112,12 @@ fn call_and_result_over_verified_tls() {
     // plain redis:// to the TLS port does not get an answer that passes for Redis
     let plain = format!("redis://127.0.0.1:{}/0", server.port());
     assert!(
-        app_at(&plain, "tls", &dir.path().join("ca.pem")).is_err(),
+        app_at(&plain, "tls", &dir.ca()).is_err(),
         "a plain connection to a TLS port must fail"
     );
 
     // the right CA
-    let ca = dir.path().join("ca.pem");
+    let ca = dir.ca();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -320,6 +320,42 @@ impl PostgresServer {
         })
     }
 
+    /// Turns TLS on (`ssl = on`, reloaded: no restart) with the certificate
+    /// `cert` and its key `key` (PEM files, copied into the cluster for the
+    /// server's user), and waits until new connections are offered it.
+    /// Plain connections are still accepted.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        let data = self.data_dir();
+        for (from, name, mode) in [(cert, "server.crt", 0o644), (key, "server.key", 0o600)] {
+            let to = data.join(name);
+            std::fs::copy(from, &to)
+                .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
+            if let Some(user) = self.user {
+                std::os::unix::fs::chown(&to, Some(user.uid), Some(user.gid)).map_err(|e| {
+                    format!("cannot give {} to the server's user: {e}", to.display())
+                })?;
+            }
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", to.display()))?;
+        }
+        let url = self.url_for("postgres");
+        run_psql(&url, "ALTER SYSTEM SET ssl = on", true)?;
+        run_psql(&url, "SELECT pg_reload_conf()", true)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if run_psql(&url, "SHOW ssl", true)?.trim() == "on" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "ssl is still off after the reload; {}",
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops the server (fast shutdown: clients are disconnected, the data
     /// is written) and waits for it; nothing if it is not running.
     pub fn stop(&mut self) {

@@ -90,7 +90,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 fn non_empty(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_string())
@@ -151,6 +151,7 @@ impl Backend {
                     url: p.postgres_url.clone(),
                     connect_timeout: ms(p.postgres_connect_timeout_ms),
                     retry_for: ms(p.postgres_retry_for_ms),
+                    tls_ca_file: non_empty(&p.postgres_tls_ca_file).map(Into::into),
                 }))
             }
             #[allow(unreachable_patterns)]
@@ -203,15 +204,7 @@ impl Backend {
                 ),
                 ("redis.redis_key_prefix", Value::from(o.key_prefix.clone())),
                 ("redis.redis_pool_size", Value::from(o.pool_size)),
-                (
-                    "redis.redis_tls_ca_file",
-                    Value::from(
-                        o.tls_ca_file
-                            .as_ref()
-                            .map(|p| p.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                    ),
-                ),
+                ("redis.redis_tls_ca_file", path_value(&o.tls_ca_file)),
             ],
             #[cfg(feature = "postgres")]
             Backend::Postgres(o) => vec![
@@ -225,6 +218,7 @@ impl Backend {
                     "postgres.postgres_retry_for_ms",
                     Value::from(millis(o.retry_for)),
                 ),
+                ("postgres.postgres_tls_ca_file", path_value(&o.tls_ca_file)),
             ],
             Backend::Custom(_) => Vec::new(),
         }
@@ -253,6 +247,16 @@ impl Backend {
         };
         opened.map_err(|e| option_error(conf, e))
     }
+}
+
+/// An optional file as a configuration value (empty: none).
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn path_value(path: &Option<std::path::PathBuf>) -> Value {
+    Value::from(
+        path.as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

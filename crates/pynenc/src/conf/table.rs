@@ -368,6 +368,9 @@ config_table! {
         postgres_connect_timeout_ms: u64 = 5000, check = at_least_one;
         /// How long a step keeps trying while the server cannot be reached, in milliseconds.
         postgres_retry_for_ms: u64 = 60000;
+        /// For a URL with `sslmode=require` (TLS): a PEM file of the
+        /// certificate authorities to trust (empty: the system's trust store).
+        postgres_tls_ca_file: String = String::new();
     }
 }
 
