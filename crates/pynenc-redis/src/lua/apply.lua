@@ -270,6 +270,13 @@ local function flush()
     end
   end
   HINCRS = {}
+  for task, t in pairs(TOTS) do
+    local key = tkey('tot', task)
+    for code, n in pairs(t) do
+      redis.call('HINCRBY', key, code, n)
+    end
+  end
+  TOTS = {}
   local tasks = {}
   for t in pairs(NEW_TASKS) do
     tasks[#tasks + 1] = t

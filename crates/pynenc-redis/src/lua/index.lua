@@ -78,23 +78,34 @@ end
 -- The task totals, `tot:{task}` (codes of pynenc_model::TotalKey, from
 -- the prelude): they only grow, and a retention purge leaves them.
 
+-- the totals staged for `task` (per code)
+local function tots_of(task)
+  local t = TOTS[task]
+  if not t then
+    t = {}
+    TOTS[task] = t
+  end
+  return t
+end
+
 -- stages one more of the total `code` of `task`
 local function add_total(task, code)
-  hincr_later(tkey('tot', task), code, 1)
+  local t = tots_of(task)
+  t[code] = (t[code] or 0) + 1
 end
 
 -- stages a run of `us` microseconds of `task`: its bucket and the sum
 local function add_run_time(task, us)
-  local b = #RT_CODES
+  local code = RT_CODES[#RT_CODES]
   for i = 1, #RT_BOUNDS do
     if us <= RT_BOUNDS[i] then
-      b = i
+      code = RT_CODES[i]
       break
     end
   end
-  local key = tkey('tot', task)
-  hincr_later(key, RT_CODES[b], 1)
-  hincr_later(key, TOT_SUM, us)
+  local t = tots_of(task)
+  t[code] = (t[code] or 0) + 1
+  t[TOT_SUM] = (t[TOT_SUM] or 0) + us
 end
 
 -- the error kind of an invocation that becomes FAILED without a kind from

@@ -55,6 +55,8 @@ local QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NO_EDGES
 -- delta), per task the band moves (task -> band, id, ...), task ids routed
 -- by this call, ends per final status (status -> ids)
 local ZREMS, SREMS, ZADDS, HINCRS, MOVES, NEW_TASKS, ENDS
+-- the task totals a call adds: TOTS[task][code] = n (written by `flush`)
+local TOTS
 -- JSON strings of actors and contexts, history entries (they repeat within a call)
 local QUOTED, ENTRIES
 
@@ -71,6 +73,7 @@ local function begin(keys, argv)
   FINALS, RECS, DIRTY, CHANGED = {}, {}, {}, {}
   QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NO_EDGES = {}, {}, {}, {}, {}
   ZREMS, SREMS, ZADDS, HINCRS, MOVES, NEW_TASKS, ENDS = {}, {}, {}, {}, {}, {}, {}
+  TOTS = {}
   QUOTED, ENTRIES = {}, {}
 end
 
