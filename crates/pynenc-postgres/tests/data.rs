@@ -5,22 +5,12 @@
 //! checked against the rows of the tables.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
+use support::*;
 
 use pynenc_model::{DataRef, DataUsage, InvocationId, Timestamp};
-use pynenc_postgres::{PostgresOptions, PostgresStore};
 use pynenc_store::AtomicStore;
 use pynenc_testservers::postgres::{test_database, TestDatabase};
-
-fn open(db: &TestDatabase, app: &str) -> Arc<PostgresStore> {
-    let options = PostgresOptions {
-        connect_timeout: Duration::from_secs(3),
-        retry_for: Duration::from_secs(2),
-        ..PostgresOptions::new(db.url())
-    };
-    PostgresStore::open(&options, app).expect("open the store")
-}
 
 fn at(us: i64) -> Timestamp {
     Timestamp::from_micros(us)

@@ -7,32 +7,19 @@
 //! (of that app only).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
+use support::*;
 
 use pynenc_model::{
     concurrency_key, Arguments, Call, ConcurrencyControl, ConcurrencySpec, InvocationId,
     ReuseRecord, Reuses, RouteOutcome, RouteRequest, RunOutcome, RunnerId, Serializer, Timestamp,
     REUSES_KEPT,
 };
-use pynenc_postgres::{PostgresOptions, PostgresStore};
+use pynenc_postgres::PostgresStore;
 use pynenc_store::{engine, AtomicStore, StoreError};
 use pynenc_testservers::postgres::{test_database, TestDatabase};
 
 const TASK: &str = "tests.keyed";
-
-fn open(db: &TestDatabase, app: &str) -> Arc<PostgresStore> {
-    let options = PostgresOptions {
-        connect_timeout: Duration::from_secs(3),
-        retry_for: Duration::from_secs(2),
-        ..PostgresOptions::new(db.url())
-    };
-    PostgresStore::open(&options, app).expect("open the store")
-}
-
-fn runner() -> RunnerId {
-    RunnerId::from("runner-1")
-}
 
 /// A call of [`TASK`] with `k` and `note`, registration concurrency keyed
 /// on `k` alone.

@@ -5,6 +5,9 @@
 //! wrong password, a missing database, a schema of another version.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::*;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +15,7 @@ use pynenc_model::{
     Arguments, Call, ConcurrencySpec, HistoryStep, InvocationId, InvocationRecord,
     InvocationStatus, RunnerId, Serializer, StatusRecord, Timestamp,
 };
-use pynenc_postgres::{PostgresOptions, PostgresStore, SCHEMA_VERSION};
+use pynenc_postgres::{PostgresStore, SCHEMA_VERSION};
 use pynenc_store::{AtomicStore, StoreError};
 use pynenc_testservers::postgres::{test_database, TestDatabase};
 
@@ -38,18 +41,6 @@ fn registered() -> StatusRecord {
         status: InvocationStatus::Registered,
         owner: None,
     }
-}
-
-fn options(url: &str) -> PostgresOptions {
-    PostgresOptions {
-        connect_timeout: Duration::from_secs(3),
-        retry_for: Duration::from_secs(2),
-        ..PostgresOptions::new(url)
-    }
-}
-
-fn open(db: &TestDatabase, app: &str) -> Arc<PostgresStore> {
-    PostgresStore::open(&options(&db.url()), app).expect("open the store")
 }
 
 /// Steps run concurrently share group transactions; a step that fails is

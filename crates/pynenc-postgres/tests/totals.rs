@@ -6,32 +6,21 @@
 //! them and leaves another app's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod support;
+use support::*;
+
 use std::time::Duration;
 
 use pynenc_model::{
     Arguments, Call, InvocationId, RouteRequest, RunOutcome, RunnerId, Serializer, TaskCounter,
     TaskError, TaskId, TaskTotals, Timestamp, RUN_TIME_BUCKETS,
 };
-use pynenc_postgres::{PostgresOptions, PostgresStore};
+use pynenc_postgres::PostgresStore;
 use pynenc_store::{engine, AtomicStore, StoreError};
-use pynenc_testservers::postgres::{test_database, TestDatabase};
+use pynenc_testservers::postgres::test_database;
 
 const A: &str = "tests.a";
 const B: &str = "tests.b";
-
-fn open(db: &TestDatabase, app: &str) -> Arc<PostgresStore> {
-    let options = PostgresOptions {
-        connect_timeout: Duration::from_secs(3),
-        retry_for: Duration::from_secs(2),
-        ..PostgresOptions::new(db.url())
-    };
-    PostgresStore::open(&options, app).expect("open the store")
-}
-
-fn runner() -> RunnerId {
-    RunnerId::from("runner-1")
-}
 
 /// Routes one call of `task` per `n`; the new invocations' ids.
 async fn route(store: &PostgresStore, task: &'static str, ns: &[u32]) -> Vec<InvocationId> {

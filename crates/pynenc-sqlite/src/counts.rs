@@ -124,25 +124,7 @@ impl SqliteTxn<'_> {
     /// The totals of `task_ids` (every task when empty; see
     /// [`pynenc_store::QueryTxn::task_totals`]).
     pub(crate) fn task_totals_of(&mut self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
-        self.flush_counts()?;
-        let op = "reading task totals";
-        let rows = if task_ids.is_empty() {
-            self.count_rows(
-                "SELECT task, counter, n FROM task_totals WHERE app = ?1",
-                op,
-                params![self.app()],
-            )?
-        } else {
-            let mut out = Vec::new();
-            for task in self.task_numbers(task_ids)? {
-                out.extend(self.count_rows(
-                    "SELECT task, counter, n FROM task_totals WHERE app = ?1 AND task = ?2",
-                    op,
-                    params![self.app(), task],
-                )?);
-            }
-            out
-        };
+        let rows = self.counters_of_tasks("task_totals", "counter", task_ids)?;
         let mut names = TaskNames::default();
         let mut named = Vec::with_capacity(rows.len());
         for (task, code, n) in rows {
@@ -172,29 +154,52 @@ impl SqliteTxn<'_> {
     /// `(task, status code, count)` of the non-zero counters of the tasks
     /// `tasks` (every task when `None`), by task then status.
     pub(crate) fn status_counts(&mut self, tasks: Option<&[i64]>) -> Result<Vec<(i64, i64, u64)>> {
+        self.counter_rows("status_counts", "status", tasks)
+    }
+
+    /// [`SqliteTxn::counter_rows`] of the tasks named `task_ids` (every
+    /// task when empty; unknown names have none).
+    fn counters_of_tasks(
+        &mut self,
+        table: &str,
+        key: &str,
+        task_ids: &[TaskId],
+    ) -> Result<Vec<(i64, i64, u64)>> {
+        if task_ids.is_empty() {
+            return self.counter_rows(table, key, None);
+        }
+        let numbers = self.task_numbers(task_ids)?;
+        self.counter_rows(table, key, Some(&numbers))
+    }
+
+    /// `(task, key, n)` of the non-zero rows of the counters table `table`
+    /// (`status_counts`, `failed_counts`, `task_totals`, keyed by the column
+    /// `key`) of the tasks `tasks` (every task when `None`), by task then
+    /// key; the section's own changes written first.
+    fn counter_rows(
+        &mut self,
+        table: &str,
+        key: &str,
+        tasks: Option<&[i64]>,
+    ) -> Result<Vec<(i64, i64, u64)>> {
         self.flush_counts()?;
         let op = "reading counts";
-        let rows = match tasks {
+        let select = format!("SELECT task, {key}, n FROM {table} WHERE app = ?1 AND n > 0");
+        match tasks {
             None => self.count_rows(
-                "SELECT task, status, n FROM status_counts WHERE app = ?1 AND n > 0
-                 ORDER BY task, status",
+                &format!("{select} ORDER BY task, {key}"),
                 op,
                 params![self.app()],
-            )?,
+            ),
             Some(tasks) => {
+                let one = format!("{select} AND task = ?2 ORDER BY {key}");
                 let mut out = Vec::new();
                 for task in tasks {
-                    out.extend(self.count_rows(
-                        "SELECT task, status, n FROM status_counts
-                         WHERE app = ?1 AND task = ?2 AND n > 0 ORDER BY status",
-                        op,
-                        params![self.app(), task],
-                    )?);
+                    out.extend(self.count_rows(&one, op, params![self.app(), task])?);
                 }
-                out
+                Ok(out)
             }
-        };
-        Ok(rows)
+        }
     }
 
     /// `(a, b, n)` rows of a count query.
@@ -247,26 +252,7 @@ impl SqliteTxn<'_> {
     /// `FAILED` counts per task and error kind (see
     /// [`pynenc_store::QueryTxn::failed_by_kind`]), by task then kind.
     pub(crate) fn failed_by_kind_of(&mut self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>> {
-        self.flush_counts()?;
-        let op = "reading failure counts";
-        let rows = if task_ids.is_empty() {
-            self.count_rows(
-                "SELECT task, kind, n FROM failed_counts WHERE app = ?1 AND n > 0",
-                op,
-                params![self.app()],
-            )?
-        } else {
-            let mut out = Vec::new();
-            for task in self.task_numbers(task_ids)? {
-                out.extend(self.count_rows(
-                    "SELECT task, kind, n FROM failed_counts
-                     WHERE app = ?1 AND task = ?2 AND n > 0",
-                    op,
-                    params![self.app(), task],
-                )?);
-            }
-            out
-        };
+        let rows = self.counters_of_tasks("failed_counts", "kind", task_ids)?;
         let mut names = TaskNames::default();
         let mut out = Vec::with_capacity(rows.len());
         for (task, kind, count) in rows {
