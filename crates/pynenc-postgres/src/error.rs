@@ -10,6 +10,7 @@ use tokio_postgres::error::SqlState;
 pub(crate) const BACKEND: &str = "postgres";
 
 /// Where a store is: shared by its connections and transactions.
+#[derive(Clone)]
 pub(crate) struct Ctx {
     /// The URL without its password.
     pub(crate) shown: String,

@@ -89,6 +89,7 @@ mod notify;
 mod pending;
 mod primitives;
 mod queries;
+mod readers;
 mod reuses;
 mod rows;
 mod runners;
@@ -125,6 +126,11 @@ pub struct PostgresOptions {
     /// authorities to trust (`None`: the system's trust store). The
     /// server's certificate is always verified for the URL's host.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// How many connections answer queries (listings, counts, the
+    /// monitor) apart from the steps, on committed data and without the
+    /// app's lock (default 2; 0: through the writer, after the steps
+    /// waiting before them). Made on first use.
+    pub pool_size: usize,
 }
 
 impl std::fmt::Debug for PostgresOptions {
@@ -134,6 +140,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("retry_for", &self.retry_for)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("pool_size", &self.pool_size)
             .finish()
     }
 }
@@ -143,6 +150,8 @@ impl PostgresOptions {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// The default time a step keeps trying while the server is unreachable.
     pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(60);
+    /// The default number of query readers.
+    pub const DEFAULT_POOL_SIZE: usize = 2;
 
     /// The options for the database at `url`, with the default timings.
     pub fn new(url: impl Into<String>) -> Self {
@@ -151,6 +160,7 @@ impl PostgresOptions {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             retry_for: Self::DEFAULT_RETRY_FOR,
             tls_ca_file: None,
+            pool_size: Self::DEFAULT_POOL_SIZE,
         }
     }
 }

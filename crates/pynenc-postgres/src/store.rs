@@ -14,21 +14,25 @@ use tokio_postgres::types::{ToSql, Type};
 use crate::conn::{connect, redact, Server};
 use crate::error::{Ctx, BACKEND};
 use crate::notify::{start_listener, GroupWait, Shared};
+use crate::readers::{ReadJob, Readers};
 use crate::txn::{Conn, PgTxn};
-use crate::writer::{AnyValue, Job, Writer};
+use crate::writer::{AnyValue, Job, JobFn, Writer};
 use crate::{PostgresOptions, SAFETY_RECHECK};
 
 /// The PostgreSQL store of one app: an [`AtomicStore`] over one database.
 ///
 /// Open it with [`PostgresStore::open`]; [`PostgresStore::components`] (or
 /// [`pynenc_store::TxnBackend`]) turns it into the components of an app.
-/// It keeps two connections: the writer's (every step) and the listener's
-/// (wake-ups); both reconnect by themselves.
+/// Its connections: the writer's (every step), the listener's (wake-ups),
+/// one for the waits' reads and heartbeats, and up to `pool_size` query
+/// readers (made on first use); each reconnects by itself.
 pub struct PostgresStore {
     shared: Arc<Shared>,
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
     /// The connection of the waits' reads (opened on first use).
     reader: Mutex<Option<Arc<tokio_postgres::Client>>>,
+    /// The query readers (`pool_size` of them).
+    readers: Readers,
     config: Server,
 }
 
@@ -113,6 +117,9 @@ impl PostgresStore {
             .map_err(|e| {
                 StoreError::backend_caused(BACKEND, "cannot start the writer thread", e)
             })?;
+        let readers = Readers::start(&shared.ctx, &cfg, options.pool_size).map_err(|e| {
+            StoreError::backend_caused(BACKEND, "cannot start the query readers", e)
+        })?;
         let cfg_reader = cfg.clone();
         start_listener(&shared, cfg).map_err(|e| {
             StoreError::backend_caused(BACKEND, "cannot start the listener thread", e)
@@ -121,6 +128,7 @@ impl PostgresStore {
             shared,
             jobs: Mutex::new(tx),
             reader: Mutex::new(None),
+            readers,
             config: cfg_reader,
         }))
     }
@@ -143,6 +151,13 @@ impl PostgresStore {
     /// The app whose rows this store reads and writes.
     pub fn app_id(&self) -> &str {
         &self.shared.ctx.app_id
+    }
+
+    /// The key of the advisory lock every step of this app takes
+    /// (`pg_advisory_xact_lock`): what to look for in `pg_locks` when
+    /// steps wait.
+    pub fn lock_key(&self) -> i64 {
+        self.shared.ctx.lock_key
     }
 
     /// The server's URL, without its password.
@@ -278,25 +293,31 @@ impl PostgresStore {
         R: Send + 'static,
         F: for<'t, 'a> Fn(&'t mut PgTxn<'a>) -> Result<R> + Send + 'static,
     {
+        let value = self.run_job(Box::new(move |t: &mut PgTxn<'_>| {
+            f(t).map(|v| Box::new(v) as AnyValue)
+        }));
+        let shared = self.shared.clone();
+        async move {
+            value.await?.downcast::<R>().map(|b| *b).map_err(|_| {
+                shared
+                    .ctx
+                    .fail("the writer returned a value of another type")
+            })
+        }
+    }
+
+    /// Runs `run` in a group transaction of the writer; its value.
+    fn run_job(&self, run: JobFn) -> impl Future<Output = Result<AnyValue>> + Send {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job {
-            run: Box::new(move |t: &mut PgTxn<'_>| f(t).map(|v| Box::new(v) as AnyValue)),
-            reply,
-        };
-        let sent = self.jobs.lock().send(job);
+        let sent = self.jobs.lock().send(Job { run, reply });
         let shared = self.shared.clone();
         async move {
             if sent.is_err() {
                 return Err(shared.ctx.fail("the writer thread has stopped"));
             }
-            let value = answer
+            answer
                 .await
-                .map_err(|_| shared.ctx.fail("the writer stopped before answering"))??;
-            value.downcast::<R>().map(|b| *b).map_err(|_| {
-                shared
-                    .ctx
-                    .fail("the writer returned a value of another type")
-            })
+                .map_err(|_| shared.ctx.fail("the writer stopped before answering"))?
         }
     }
 }
@@ -308,6 +329,43 @@ impl AtomicStore for PostgresStore {
         F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
     {
         self.run(move |t| f(t))
+    }
+
+    /// On a query reader (see [`crate::readers`]); through the writer when
+    /// the store has none or the reader cannot run it.
+    fn read<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        R: Send + 'static,
+        F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = ReadJob {
+            run: Box::new(move |t: &mut PgTxn<'_>| f(t).map(|v| Box::new(v) as AnyValue)),
+            reply,
+        };
+        let sent = self.readers.send(job);
+        let shared = self.shared.clone();
+        async move {
+            let value = match sent {
+                // no reader: through the writer
+                Err(job) => self.run_job(job.run).await,
+                Ok(()) => match answer.await {
+                    Ok(Ok(value)) => value,
+                    Ok(Err((why, run))) => {
+                        tracing::debug!(reason = %why, "a query runs through the writer");
+                        self.run_job(run).await
+                    }
+                    Err(_) => Err(shared.ctx.fail("the reader stopped before answering")),
+                },
+            };
+            value.and_then(|v| {
+                v.downcast::<R>().map(|b| *b).map_err(|_| {
+                    shared
+                        .ctx
+                        .fail("a section returned a value of another type")
+                })
+            })
+        }
     }
 
     /// Written on the reader connection, so a busy app (steps waiting for

@@ -437,41 +437,37 @@ impl<S: AtomicStore> DataStore for TxnBackend<S> {
 impl<S: AtomicStore> Queries for TxnBackend<S> {
     async fn list_invocations(&self, query: &InvocationQuery) -> Result<Vec<InvocationSummary>> {
         let query = query.clone();
-        self.store.atomic(move |t| t.list_invocations(&query)).await
+        self.store.read(move |t| t.list_invocations(&query)).await
     }
 
     async fn count_by_status(&self, task_ids: &[TaskId]) -> Result<Vec<StatusCount>> {
         let task_ids = task_ids.to_vec();
-        self.store
-            .atomic(move |t| t.count_by_status(&task_ids))
-            .await
+        self.store.read(move |t| t.count_by_status(&task_ids)).await
     }
 
     async fn failed_by_kind(&self, task_ids: &[TaskId]) -> Result<Vec<ErrorKindCount>> {
         let task_ids = task_ids.to_vec();
-        self.store
-            .atomic(move |t| t.failed_by_kind(&task_ids))
-            .await
+        self.store.read(move |t| t.failed_by_kind(&task_ids)).await
     }
 
     async fn task_totals(&self, task_ids: &[TaskId]) -> Result<Vec<TaskTotals>> {
         let task_ids = task_ids.to_vec();
-        self.store.atomic(move |t| t.task_totals(&task_ids)).await
+        self.store.read(move |t| t.task_totals(&task_ids)).await
     }
 
     async fn reuses(&self, id: &InvocationId) -> Result<Reuses> {
         let id = *id;
-        self.store.atomic(move |t| t.reuses_of(&id)).await
+        self.store.read(move |t| t.reuses_of(&id)).await
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {
-        self.store.atomic(engine::queue_stats).await
+        self.store.read(engine::queue_stats).await
     }
 
     async fn wait_graph(&self, id: &InvocationId) -> Result<WaitGraph> {
         let id = *id;
         self.store
-            .atomic(move |t| {
+            .read(move |t| {
                 if t.get_status(&id)?.is_none() {
                     return Err(StoreError::not_found(&id, "while reading its waits"));
                 }
@@ -481,19 +477,19 @@ impl<S: AtomicStore> Queries for TxnBackend<S> {
     }
 
     async fn runners(&self) -> Result<Vec<RunnerInfo>> {
-        self.store.atomic(|t| t.list_runners()).await
+        self.store.read(|t| t.list_runners()).await
     }
 
     async fn triggers(&self) -> Result<Vec<TriggerRecord>> {
-        self.store.atomic(|t| t.list_triggers()).await
+        self.store.read(|t| t.list_triggers()).await
     }
 
     async fn lease(&self, name: &str) -> Result<Option<LeaseHolder>> {
         let name = name.to_string();
-        self.store.atomic(move |t| t.get_lease(&name)).await
+        self.store.read(move |t| t.get_lease(&name)).await
     }
 
     async fn app_ids(&self) -> Result<Vec<String>> {
-        self.store.atomic(|t| t.app_ids()).await
+        self.store.read(|t| t.app_ids()).await
     }
 }

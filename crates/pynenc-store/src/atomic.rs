@@ -32,6 +32,19 @@ pub trait AtomicStore: Send + Sync + 'static {
         R: Send + 'static,
         F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static;
 
+    /// Runs `f`, a section that only reads (the query API), in one atomic
+    /// section. The default is [`AtomicStore::atomic`]; a store whose
+    /// sections wait for a lock runs it apart, on committed data (PostgreSQL:
+    /// a pool of reader connections), so that queries and steps never wait
+    /// for each other. `f` must not write.
+    fn read<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
+    where
+        R: Send + 'static,
+        F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+    {
+        self.atomic(f)
+    }
+
     /// Runs `f` on `input` in one atomic section right here, when the store
     /// can do so without sending `f` elsewhere (an in-process lock), so `f`
     /// may borrow what it reads. Otherwise `f` is not run and `input` comes

@@ -152,6 +152,7 @@ impl Backend {
                     connect_timeout: ms(p.postgres_connect_timeout_ms),
                     retry_for: ms(p.postgres_retry_for_ms),
                     tls_ca_file: non_empty(&p.postgres_tls_ca_file).map(Into::into),
+                    pool_size: p.postgres_pool_size,
                 }))
             }
             #[allow(unreachable_patterns)]
@@ -219,6 +220,7 @@ impl Backend {
                     Value::from(millis(o.retry_for)),
                 ),
                 ("postgres.postgres_tls_ca_file", path_value(&o.tls_ca_file)),
+                ("postgres.postgres_pool_size", Value::from(o.pool_size)),
             ],
             Backend::Custom(_) => Vec::new(),
         }

@@ -371,6 +371,10 @@ config_table! {
         /// For a URL with `sslmode=require` (TLS): a PEM file of the
         /// certificate authorities to trust (empty: the system's trust store).
         postgres_tls_ca_file: String = String::new();
+        /// How many connections a process keeps for queries (listings,
+        /// counts, the monitor), answered on committed data without waiting
+        /// for the app's steps; 0 sends them through the steps' connection.
+        postgres_pool_size: usize = 2;
     }
 }
 
