@@ -237,6 +237,28 @@ impl Queries for RedisBackend {
         Ok(out)
     }
 
+    async fn statuses(&self, ids: &[InvocationId]) -> Result<Vec<Option<InvocationStatus>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGET")
+                .arg(self.key("inv", id.as_str()))
+                .arg("status");
+        }
+        let found: Vec<Option<String>> = self.query("HGET status", &pipe).await?;
+        ids.iter()
+            .zip(found)
+            .map(|(id, status)| match status {
+                None => Ok(None),
+                Some(s) => s.parse::<InvocationStatus>().map(Some).map_err(|e| {
+                    StoreError::corrupt(self.key("inv", id.as_str()), format!("status: {e}"))
+                }),
+            })
+            .collect()
+    }
+
     async fn reuses(&self, id: &InvocationId) -> Result<Reuses> {
         let v = self
             .script(&scripts().small, &[bytes("reuses"), bytes(id.as_str())])

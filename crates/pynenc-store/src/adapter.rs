@@ -460,6 +460,18 @@ impl<S: AtomicStore> Queries for TxnBackend<S> {
         self.store.read(move |t| t.reuses_of(&id)).await
     }
 
+    async fn statuses(&self, ids: &[InvocationId]) -> Result<Vec<Option<InvocationStatus>>> {
+        let ids = ids.to_vec();
+        self.store
+            .read(move |t| {
+                t.prefetch(&ids)?;
+                ids.iter()
+                    .map(|id| Ok(t.get_status(id)?.map(|s| s.status)))
+                    .collect()
+            })
+            .await
+    }
+
     async fn queue_stats(&self) -> Result<QueueStats> {
         self.store.read(engine::queue_stats).await
     }

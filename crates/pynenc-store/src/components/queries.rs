@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 
 use pynenc_model::{
-    ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, QueueStats,
-    Reuses, RunnerInfo, StatusCount, TaskId, TaskTotals, TriggerRecord, WaitGraph,
+    ErrorKindCount, InvocationId, InvocationQuery, InvocationStatus, InvocationSummary,
+    LeaseHolder, QueueStats, Reuses, RunnerInfo, StatusCount, TaskId, TaskTotals, TriggerRecord,
+    WaitGraph,
 };
 
 use crate::error::Result;
@@ -35,6 +36,13 @@ pub trait Queries: Send + Sync {
     /// many, and the latest with how their arguments differed (empty for
     /// an unknown invocation).
     async fn reuses(&self, invocation_id: &InvocationId) -> Result<Reuses>;
+
+    /// The current status of each of `invocation_ids`, in order; `None` for
+    /// one that does not exist (never stored, or purged). One round trip.
+    async fn statuses(
+        &self,
+        invocation_ids: &[InvocationId],
+    ) -> Result<Vec<Option<InvocationStatus>>>;
 
     /// The queue's depth and its oldest invocation.
     async fn queue_stats(&self) -> Result<QueueStats>;

@@ -534,6 +534,19 @@ pub async fn q09_app_ids(f: &dyn BackendFactory) {
     let runner = start_runner(&app, 1);
     let inv = ok(add::call_on(&app, 1, 2).await, "call");
     assert_eq!(ok(inv.result().await, "result"), 3);
+    // statuses by id in one read; an unknown id is none, in its place
+    let queued = ok(add::call_on(&app, 5, 5).await, "queued");
+    let unknown = InvocationId::random();
+    let found = ok(
+        app.queries()
+            .statuses(&[*inv.invocation_id(), unknown, *queued.invocation_id()])
+            .await,
+        "statuses",
+    );
+    assert_eq!(found[0], Some(InvocationStatus::Success));
+    assert_eq!(found[1], None);
+    assert!(found[2].is_some(), "{found:?}");
+    assert!(ok(app.queries().statuses(&[]).await, "none").is_empty());
     let listed = ok(app.inspect().apps().await, "apps after routing");
     assert!(listed.contains(&me), "{me} not listed: {listed:?}");
     let mut sorted = listed.clone();

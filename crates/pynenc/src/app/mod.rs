@@ -136,18 +136,18 @@ impl Pynenc {
                 crate::trigger::RECENT_TICKS,
             ));
         }
-        let mut out = Vec::with_capacity(infos.len());
-        for mut info in infos {
+        // the statuses of every trigger's recent firings, in one read
+        let ids: Vec<pynenc_model::InvocationId> = infos
+            .iter()
+            .flat_map(|i| i.recent.iter().map(|f| f.invocation_id))
+            .collect();
+        let mut statuses = self.queries().statuses(&ids).await?.into_iter();
+        for info in &mut infos {
             for firing in &mut info.recent {
-                firing.status = match self.orchestrator().get_status(&firing.invocation_id).await {
-                    Ok(s) => Some(s.status),
-                    Err(pynenc_store::StoreError::NotFound { .. }) => None,
-                    Err(e) => return Err(e.into()),
-                };
+                firing.status = statuses.next().flatten();
             }
-            out.push(info);
         }
-        Ok(out)
+        Ok(infos)
     }
 
     /// The checked triggers (evaluated by the runners' upkeep).
