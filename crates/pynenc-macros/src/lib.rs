@@ -52,6 +52,7 @@
 //! | `parallel_batch_size` | `usize` literal, at least 1 | how many calls `parallelize` routes per batch |
 //! | `inline_arguments` | array of string literals | parameters whose values stay in the record whatever their size (never in the data store) |
 //! | `data_store_min_size_bytes` | `u32` literal | arguments and results longer than this go to the data store (default 0: the app's `data_store.min_size_bytes`) |
+//! | `workflow` | `bool` | a durable workflow: its calls are steps, recorded once and given back when it runs again |
 //!
 //! Concurrency controls are written as a bare identifier (`Task`), a path
 //! ending in one (`ConcurrencyControl::Task`) or a string literal (`"task"`),

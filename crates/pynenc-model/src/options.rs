@@ -56,6 +56,10 @@ pub struct TaskOptions {
     /// store (0, the default: the app's `data_store.min_size_bytes`).
     #[serde(default)]
     pub data_store_min_size_bytes: u32,
+    /// A durable workflow: the calls it makes are steps, each recorded once
+    /// and given back when it runs again (default `false`).
+    #[serde(default)]
+    pub workflow: bool,
 }
 
 /// One option value, parsed according to its [`OptionKind`].
@@ -118,6 +122,7 @@ impl From<&TaskOptionsSpec> for TaskOptions {
             parallel_batch_size: s.parallel_batch_size,
             inline_arguments: s.inline_arguments.iter().map(|s| s.to_string()).collect(),
             data_store_min_size_bytes: s.data_store_min_size_bytes,
+            workflow: s.workflow,
         }
     }
 }
@@ -156,6 +161,7 @@ impl TaskOptions {
             ("data_store_min_size_bytes", OptionValue::Count(n)) => {
                 self.data_store_min_size_bytes = n
             }
+            ("workflow", OptionValue::Flag(b)) => self.workflow = b,
             (other, _) => return Err(format!("option {other} has no field")),
         }
         Ok(())
@@ -178,6 +184,7 @@ impl TaskOptions {
             "parallel_batch_size" => OptionValue::BatchSize(self.parallel_batch_size),
             "inline_arguments" => OptionValue::List(self.inline_arguments.clone()),
             "data_store_min_size_bytes" => OptionValue::Count(self.data_store_min_size_bytes),
+            "workflow" => OptionValue::Flag(self.workflow),
             _ => return None,
         })
     }

@@ -20,6 +20,7 @@
 //! | `parallel_batch_size` | batch size (at least 1) | 100 |
 //! | `inline_arguments` | parameter names | `[]` |
 //! | `data_store_min_size_bytes` | count | 0 (the app's `data_store.min_size_bytes`) |
+//! | `workflow` | flag | `false` |
 #![deny(missing_docs)]
 
 mod check;
@@ -151,6 +152,12 @@ pub const OPTIONS: &[OptionDef] = &[
         kind: OptionKind::Count,
         doc: "arguments and results of this task longer than this many bytes go to the \
               data store (0: the app's `data_store.min_size_bytes`)",
+    },
+    OptionDef {
+        name: "workflow",
+        kind: OptionKind::Flag,
+        doc: "a durable workflow: the calls it makes are steps, recorded once; when it runs \
+              again (a retry, a runner lost) each step gives back what it recorded",
     },
 ];
 

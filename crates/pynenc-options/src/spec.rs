@@ -32,6 +32,9 @@ pub struct TaskOptionsSpec {
     /// Arguments and results longer than this go to the data store (0:
     /// the app's `data_store.min_size_bytes`).
     pub data_store_min_size_bytes: u32,
+    /// A durable workflow: its calls are recorded steps, replayed when it
+    /// runs again.
+    pub workflow: bool,
 }
 
 impl TaskOptionsSpec {
@@ -49,6 +52,7 @@ impl TaskOptionsSpec {
         parallel_batch_size: 100,
         inline_arguments: &[],
         data_store_min_size_bytes: 0,
+        workflow: false,
     };
 }
 

@@ -501,7 +501,9 @@ macro_rules! conformance_tests {
             t06_bad_reactions_are_refused_at_build,
             t07_cron_catch_up,
             t08_triggers_are_stored_for_every_process,
-            t09_any_of_and_all_of
+            t09_any_of_and_all_of,
+            w01_workflow_steps_replay,
+            w02_workflow_non_determinism_fails
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

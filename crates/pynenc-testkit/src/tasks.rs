@@ -418,14 +418,19 @@ pub async fn low_threshold_len(data: String) -> usize {
 /// Appends `line` to the file at `path` (a count of runs across processes).
 #[pynenc::task]
 pub async fn append_line(path: String, line: String) -> Result<(), TaskError> {
+    append_to(&path, &line)
+}
+
+/// Appends `line` to the file `path` (made if missing) in one write:
+/// appends of several processes do not interleave (`writeln!` may write
+/// the line and its end apart).
+fn append_to(path: &str, line: &str) -> Result<(), TaskError> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| TaskError::new("IoError", format!("cannot open {path}: {e}")))?;
-    // one write of the whole line: appends of several processes do not
-    // interleave (`writeln!` may write the line and its end apart)
     f.write_all(format!("{line}\n").as_bytes())
         .map_err(|e| TaskError::new("IoError", format!("cannot write {path}: {e}")))
 }
@@ -445,4 +450,72 @@ pub async fn emit_from_task(name: String) -> Result<String, pynenc::PynencError>
         .emit_event(&name, serde_json::json!({"from": "a task"}))
         .await?;
     Ok(id.to_string())
+}
+
+/// A step of the workflows below: counts its runs under `key`, returns
+/// `i * 10`.
+#[pynenc::task]
+pub async fn wf_step(key: String, i: u32) -> u64 {
+    count_run(&key);
+    u64::from(i) * 10
+}
+
+/// A workflow: a group of three steps in parallel, then `n` steps one
+/// after the other; its first run stops (a retriable `Interrupted`) before
+/// step `stop_after` of the sequence, so the second run replays what the
+/// first recorded. Returns the sum of the steps' results.
+#[pynenc::task(workflow = true, max_retries = 1, retry_for = ["Interrupted"])]
+pub async fn wf_steps(key: String, n: u32, stop_after: u32) -> Result<u64, TaskError> {
+    let run = count_run(&format!("{key}/workflow"));
+    let group = wf_step::parallelize((0..3).map(|g| (format!("{key}/g{g}"), g))).await?;
+    let mut total: u64 = group.results().await?.into_iter().sum();
+    for i in 0..n {
+        if run == 1 && i == stop_after {
+            return Err(TaskError::new("Interrupted", "the first run stops here"));
+        }
+        total += wf_step::call(format!("{key}/s{i}"), i)
+            .await?
+            .result()
+            .await?;
+    }
+    Ok(total)
+}
+
+/// A workflow that is not deterministic: its first step's argument is the
+/// number of the run, so the second run asks for another call than the
+/// recorded one.
+#[pynenc::task(workflow = true, max_retries = 1, retry_for = ["Interrupted"])]
+pub async fn wf_diverge(key: String) -> Result<u64, TaskError> {
+    let run = count_run(&format!("{key}/workflow"));
+    let first = wf_step::call(format!("{key}/a"), run)
+        .await?
+        .result()
+        .await?;
+    if run == 1 {
+        return Err(TaskError::new("Interrupted", "the first run stops here"));
+    }
+    Ok(first)
+}
+
+/// A step that writes `{i}` on a line of `path` when it starts, then
+/// sleeps `ms` milliseconds; returns `i * 10`.
+#[pynenc::task]
+pub async fn wf_file_step(path: String, i: u32, ms: u64) -> Result<u64, TaskError> {
+    append_to(&path, &i.to_string())?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(u64::from(i) * 10)
+}
+
+/// A workflow of `n` steps [`wf_file_step`] one after the other; returns
+/// the sum of their results.
+#[pynenc::task(workflow = true)]
+pub async fn wf_file(path: String, n: u32, ms: u64) -> Result<u64, TaskError> {
+    let mut total = 0;
+    for i in 0..n {
+        total += wf_file_step::call(path.clone(), i, ms)
+            .await?
+            .result()
+            .await?;
+    }
+    Ok(total)
 }

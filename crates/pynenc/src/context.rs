@@ -30,6 +30,9 @@ pub struct InvocationContext {
     /// The invocation that called this one in the same process (dev mode's
     /// synchronous calls, whose cycles are found by walking this chain).
     pub(crate) caller: Option<Arc<InvocationContext>>,
+    /// For a workflow (task option `workflow`): how many calls this run of
+    /// it made so far (each call is a step, numbered from 1).
+    pub(crate) workflow_steps: Option<std::sync::atomic::AtomicU32>,
 }
 
 impl std::fmt::Debug for InvocationContext {
@@ -42,6 +45,18 @@ impl std::fmt::Debug for InvocationContext {
 }
 
 impl InvocationContext {
+    /// The id of the invocation of the next step of this workflow, and its
+    /// number; `None` when the invocation is not a workflow. The id is the
+    /// same every time the workflow runs (keyed by the workflow and the
+    /// step's number), so routing a recorded step again gives back the
+    /// invocation it made.
+    pub(crate) fn next_workflow_step(&self) -> Option<(InvocationId, u32)> {
+        let steps = self.workflow_steps.as_ref()?;
+        let n = steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let key = format!("{}#step{n}", self.invocation_id());
+        Some((InvocationId::keyed(self.record.created_at, &key), n))
+    }
+
     /// The id of the running invocation.
     pub fn invocation_id(&self) -> &InvocationId {
         &self.record.invocation_id

@@ -81,6 +81,20 @@ pub enum PynencError {
         /// A readable difference between the two calls' arguments.
         diff: String,
     },
+    /// A workflow ran again and asked, at a step it had recorded, for
+    /// another call than the one recorded: its code does not make the same
+    /// calls in the same order every time it runs.
+    #[error("workflow {workflow_id} is not deterministic: step {step} recorded {recorded} but now asks for {asked}")]
+    WorkflowNonDeterminism {
+        /// The workflow's invocation.
+        workflow_id: InvocationId,
+        /// The step (its calls numbered from 1, in the order it makes them).
+        step: u32,
+        /// The call recorded at that step (task and arguments).
+        recorded: String,
+        /// The call asked for now.
+        asked: String,
+    },
     /// The call would close a cycle of invocations waiting for each other;
     /// it was refused instead of deadlocking.
     #[error("cycle detected: {0}")]
@@ -295,6 +309,7 @@ impl PynencError {
                 model::REGISTRATION_CONFLICT_ERROR_KIND
             }
             PynencError::CycleDetected(_) => CYCLE_ERROR_KIND,
+            PynencError::WorkflowNonDeterminism { .. } => "WorkflowNonDeterminismError",
             PynencError::InvocationNotFound { .. } => model::NOT_FOUND_ERROR_KIND,
             PynencError::TaskNotRegistered { .. } => "TaskNotRegisteredError",
             PynencError::StatusTransition { .. } => model::STATUS_TRANSITION_ERROR_KIND,

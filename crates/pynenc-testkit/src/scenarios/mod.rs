@@ -14,6 +14,7 @@ mod reactions;
 mod retries;
 mod totals;
 mod triggers;
+mod workflows;
 
 pub use bad_input::*;
 pub use blocking::*;
@@ -27,6 +28,7 @@ pub use reactions::*;
 pub use retries::*;
 pub use totals::*;
 pub use triggers::*;
+pub use workflows::*;
 
 use crate::{check_histories, ok};
 

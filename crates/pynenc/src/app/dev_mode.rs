@@ -73,6 +73,8 @@ impl Pynenc {
             runner: None,
             slot: tokio::sync::Mutex::new(SlotState::default()),
             caller: current,
+            // calls run here, once: nothing to replay
+            workflow_steps: None,
         });
         let mut num_retries = 0;
         let outcome = loop {

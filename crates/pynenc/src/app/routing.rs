@@ -23,6 +23,16 @@ pub(super) struct Caller {
     pub(super) parent_invocation_id: Option<InvocationId>,
     pub(super) parent_call_id: Option<CallId>,
     pub(super) actor: RunnerId,
+    /// The calling invocation when it is a workflow (its calls are steps).
+    pub(super) workflow: Option<std::sync::Arc<context::InvocationContext>>,
+}
+
+/// A step of a workflow being routed: its number, and the call it asks
+/// for (to compare with the one recorded when the step was routed before).
+struct Step {
+    invocation_id: InvocationId,
+    number: u32,
+    call_id: CallId,
 }
 
 /// The arguments of a call of `task` must name its parameters.
@@ -67,11 +77,13 @@ impl Pynenc {
                 parent_invocation_id: Some(*ctx.invocation_id()),
                 parent_call_id: Some(ctx.call_id()),
                 actor: ctx.actor_id(),
+                workflow: ctx.workflow_steps.is_some().then(|| ctx.clone()),
             },
             None => Caller {
                 parent_invocation_id: None,
                 parent_call_id: None,
                 actor: self.inner.external_runner_id.clone(),
+                workflow: None,
             },
         }
     }
@@ -125,6 +137,51 @@ impl Pynenc {
             rerun_of: None,
             invocation_id: None,
         }
+    }
+
+    /// The request of a call made from a workflow takes the id of its
+    /// step: routed again (the workflow runs again), it gives back the
+    /// invocation the step made the first time.
+    fn step_of(caller: &Caller, req: &mut RouteRequest) -> Option<Step> {
+        let (invocation_id, number) = caller.workflow.as_ref()?.next_workflow_step()?;
+        req.invocation_id = Some(invocation_id);
+        Some(Step {
+            invocation_id,
+            number,
+            call_id: req.call.call_id(),
+        })
+    }
+
+    /// The invocation of a routed call; for a workflow's step given back
+    /// from an earlier run, it must be the same call.
+    fn step_outcome(
+        &self,
+        caller: &Caller,
+        step: Option<&Step>,
+        req_call: Option<&Call>,
+        outcome: RouteOutcome,
+    ) -> Result<UntypedInvocation> {
+        if let (Some(step), Some(wf), RouteOutcome::Reused { record, .. }) =
+            (step, caller.workflow.as_ref(), &outcome)
+        {
+            if record.invocation_id == step.invocation_id && record.call.call_id() != step.call_id {
+                let render = |c: &Call| {
+                    format!(
+                        "{}({})",
+                        c.task_id,
+                        c.arguments
+                            .render(self.inner.conf.print_arguments, self.serializer())
+                    )
+                };
+                return Err(PynencError::WorkflowNonDeterminism {
+                    workflow_id: *wf.invocation_id(),
+                    step: step.number,
+                    recorded: render(&record.call),
+                    asked: req_call.map(render).unwrap_or_default(),
+                });
+            }
+        }
+        Ok(self.outcome_to_invocation(outcome))
     }
 
     fn outcome_to_invocation(&self, outcome: RouteOutcome) -> UntypedInvocation {
@@ -207,11 +264,19 @@ impl Pynenc {
                 .take(batch)
                 .map(|c| self.route_request(task, &caller, c, None))
                 .collect();
+            let steps: Vec<Option<Step>> =
+                reqs.iter_mut().map(|r| Self::step_of(&caller, r)).collect();
+            let asked: Vec<Option<Call>> = steps
+                .iter()
+                .zip(&reqs)
+                .map(|(s, r)| s.as_ref().map(|_| r.call.clone()))
+                .collect();
             self.data()
                 .claim_for(self.data_store(), &mut reqs, &pending)
                 .await?;
-            for outcome in self.orchestrator().route_calls(reqs).await? {
-                out.push(self.outcome_to_invocation(outcome));
+            let outcomes = self.orchestrator().route_calls(reqs).await?;
+            for ((outcome, step), call) in outcomes.into_iter().zip(&steps).zip(&asked) {
+                out.push(self.step_outcome(&caller, step.as_ref(), call.as_ref(), outcome)?);
             }
         }
         debug!(task_id = %def.task_id, count = out.len(), "routed group");
@@ -244,7 +309,12 @@ impl Pynenc {
         scheduled_at: Option<Timestamp>,
         pending: &PendingValues,
     ) -> Result<UntypedInvocation> {
-        let mut reqs = vec![self.route_request(task, &self.caller(), call, scheduled_at)];
+        let caller = self.caller();
+        let mut reqs = vec![self.route_request(task, &caller, call, scheduled_at)];
+        let step = reqs.first_mut().and_then(|r| Self::step_of(&caller, r));
+        let asked = step
+            .as_ref()
+            .and_then(|_| reqs.first().map(|r| r.call.clone()));
         self.data()
             .claim_for(self.data_store(), &mut reqs, pending)
             .await?;
@@ -259,7 +329,7 @@ impl Pynenc {
                     "route_calls returned no outcome for a call",
                 ))
             })?;
-        Ok(self.outcome_to_invocation(outcome))
+        self.step_outcome(&caller, step.as_ref(), asked.as_ref(), outcome)
     }
 
     /// Routes requests built elsewhere (an operator's rerun, a call by task

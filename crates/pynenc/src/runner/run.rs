@@ -122,6 +122,9 @@ pub(crate) async fn run_invocation(
         runner: Some(host.clone()),
         slot: tokio::sync::Mutex::new(SlotState { permit, waits: 0 }),
         caller: None,
+        workflow_steps: options
+            .workflow
+            .then(|| std::sync::atomic::AtomicU32::new(0)),
     });
     // stored arguments are read back (through the local cache) for the body
     let resolved = with_stored_arguments(app, record).await;
