@@ -91,12 +91,14 @@ fn every_option_is_parsed() {
         parallel_batch_size = 10,
         inline_arguments = ["x"],
         data_store_min_size_bytes = 4096,
+        workflow = true,
     ));
     // every option of the vocabulary was written
     for def in pynenc_options::OPTIONS {
         assert!(o.get(def.name).is_some(), "{} not parsed", def.name);
     }
     assert_eq!(o.get("max_retries"), Some(&Value::Count(2)));
+    assert_eq!(o.get("workflow"), Some(&Value::Flag(true)));
     assert_eq!(
         o.get("inline_arguments"),
         Some(&Value::List(vec!["x".into()]))

@@ -503,7 +503,8 @@ macro_rules! conformance_tests {
             t08_triggers_are_stored_for_every_process,
             t09_any_of_and_all_of,
             w01_workflow_steps_replay,
-            w02_workflow_non_determinism_fails
+            w02_workflow_non_determinism_fails,
+            w03_workflow_sleep_is_durable
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -519,3 +519,18 @@ pub async fn wf_file(path: String, n: u32, ms: u64) -> Result<u64, TaskError> {
     }
     Ok(total)
 }
+
+/// A workflow that sleeps `ms` between two steps; its first run stops
+/// (a retriable `Interrupted`) right after the sleep, so the second run
+/// gets the sleep back instead of sleeping again. Returns 30.
+#[pynenc::task(workflow = true, max_retries = 1, retry_for = ["Interrupted"])]
+pub async fn wf_sleepy(key: String, ms: u64) -> Result<u64, TaskError> {
+    let run = count_run(&format!("{key}/workflow"));
+    let a = wf_step::call(format!("{key}/a"), 1).await?.result().await?;
+    pynenc::workflow::sleep(Duration::from_millis(ms)).await?;
+    if run == 1 {
+        return Err(TaskError::new("Interrupted", "the first run stops here"));
+    }
+    let b = wf_step::call(format!("{key}/b"), 2).await?.result().await?;
+    Ok(a + b)
+}

@@ -94,6 +94,7 @@ pub mod invocation;
 pub mod runner;
 pub mod task;
 mod trigger;
+pub mod workflow;
 
 pub use pynenc_model::{arguments, call, serializer, status};
 

@@ -3,8 +3,10 @@
 //! recorded, and a step that asks for another call than the recorded one
 //! fails the workflow.
 
+use std::time::Duration;
+
 use pynenc::model::InvocationQuery;
-use pynenc::{InvocationId, PynencError};
+use pynenc::{InvocationId, InvocationStatus, PynencError, TaskId};
 use pynenc_operate::Operate;
 
 use crate::tasks::*;
@@ -71,5 +73,57 @@ pub async fn w02_workflow_non_determinism_fails(f: &dyn BackendFactory) {
     }
     // the recorded step ran once; nothing ran for the call asked the second time
     assert_eq!(runs_of(&format!("{key}/a")), 1);
+    finish(&app, runner).await;
+}
+
+/// A workflow's sleep is a step: the workflow is paused and its slot freed
+/// meanwhile (other work runs on a one-slot runner), it resumes when the
+/// step is due, and running again it does not sleep again. Outside a
+/// workflow, sleep is refused.
+pub async fn w03_workflow_sleep_is_durable(f: &dyn BackendFactory) {
+    let app = new_app(f, "w03", &[]);
+    match pynenc::workflow::sleep(Duration::from_millis(1)).await {
+        Err(PynencError::TaskRouting { message, .. }) => {
+            assert!(message.contains("workflow"), "{message}")
+        }
+        other => panic!("sleep outside a workflow: {other:?}"),
+    }
+    let runner = start_runner(&app, 1);
+    let key = format!("w03-{}-{}", f.name(), InvocationId::random());
+    let started = std::time::Instant::now();
+    let wf = ok(
+        wf_sleepy::call_on(&app, key.clone(), 1500).await,
+        "workflow",
+    );
+    ok(
+        wf.wait_for_status(&[InvocationStatus::Paused], Duration::from_secs(20))
+            .await,
+        "the workflow pauses while it sleeps",
+    );
+    // the one slot is free: other work runs while the workflow sleeps
+    let other = ok(add::call_on(&app, 2, 3).await, "other work");
+    assert_eq!(ok(other.result().await, "other work runs"), 5);
+    assert!(
+        !ok(wf.status().await, "status").is_final(),
+        "the other work ran after the workflow ended"
+    );
+    assert_eq!(ok(wf.result().await, "result"), 30);
+    assert!(started.elapsed() >= Duration::from_millis(1500), "it slept");
+    assert_eq!(runs_of(&format!("{key}/workflow")), 2);
+    assert_eq!(runs_of(&format!("{key}/a")), 1);
+    assert_eq!(runs_of(&format!("{key}/b")), 1);
+    // one sleep step, run once, though the workflow ran twice
+    let sleeps = ok(
+        app.inspect()
+            .list(&InvocationQuery {
+                parent: Some(*wf.invocation_id()),
+                task_ids: vec![TaskId::from(pynenc::workflow::SLEEP_TASK_ID)],
+                ..InvocationQuery::new()
+            })
+            .await,
+        "sleeps",
+    );
+    assert_eq!(sleeps.items.len(), 1, "{:?}", sleeps.items);
+    assert_eq!(sleeps.items[0].status, InvocationStatus::Success);
     finish(&app, runner).await;
 }

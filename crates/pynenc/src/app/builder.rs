@@ -218,8 +218,9 @@ impl PynencBuilder {
 /// per-task setting naming no task is reported.
 fn register_tasks(conf: &PynencConfig) -> Result<TaskRegistry> {
     let mut registry = TaskRegistry::default();
-    // the built-in task of events, then every task compiled in
-    for def in std::iter::once(&crate::trigger::EVENT_TASK).chain(registered_tasks()) {
+    // the built-in tasks (events, workflows' sleeps), then every task compiled in
+    let built_in = [&crate::trigger::EVENT_TASK, &crate::workflow::SLEEP_TASK];
+    for def in built_in.into_iter().chain(registered_tasks()) {
         let options =
             conf.task_options(def.task_id, def.params, TaskOptions::from(&def.options))?;
         registry.insert(def, options);

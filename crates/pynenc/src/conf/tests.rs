@@ -904,7 +904,7 @@ fn every_task_option_name_is_configurable() {
             "retry_for" | "key_arguments" => "a,b",
             "running_concurrency" | "registration_concurrency" => "task",
             "registration_scope" => "active",
-            "on_diff_non_key_args_raise" | "reroute_on_concurrency_control" => "true",
+            "on_diff_non_key_args_raise" | "reroute_on_concurrency_control" | "workflow" => "true",
             _ => "2",
         };
         let mut options = TaskOptions::default();
