@@ -45,6 +45,8 @@ pub(crate) struct Entry {
     pub(crate) waiters: Option<Waiters>,
     /// The calls registration concurrency folded into it (rare: boxed).
     pub(crate) reuses: Option<Box<Reuses>>,
+    /// Its data, when it is a workflow that keeps any.
+    pub(crate) workflow_data: Option<BTreeMap<String, String>>,
 }
 
 /// A `result()` wait on a group of invocations: how many are still open.
@@ -329,6 +331,7 @@ impl StoreTxn for MemState {
                 status_at: record.created_at,
                 waiters: None,
                 reuses: None,
+                workflow_data: None,
             },
         )?;
         self.next_seq += 1;
@@ -453,6 +456,34 @@ impl StoreTxn for MemState {
         let e = self.entry(id)?;
         e.retries += 1;
         Ok(e.retries)
+    }
+
+    fn put_workflow_data(
+        &mut self,
+        id: &InvocationId,
+        key: &str,
+        value: &str,
+        if_absent: bool,
+    ) -> Result<String> {
+        let data = self
+            .entry(id)?
+            .workflow_data
+            .get_or_insert_with(Default::default);
+        if if_absent {
+            if let Some(kept) = data.get(key) {
+                return Ok(kept.clone());
+            }
+        }
+        data.insert(key.to_string(), value.to_string());
+        Ok(value.to_string())
+    }
+
+    fn get_workflow_data(&mut self, id: &InvocationId, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .invocations
+            .get(id)
+            .and_then(|e| e.workflow_data.as_ref())
+            .and_then(|d| d.get(key).cloned()))
     }
 
     fn add_reuse(&mut self, id: &InvocationId, reuse: &ReuseRecord) -> Result<()> {

@@ -64,6 +64,7 @@
 //! | `pynenc_outcomes` | `app, invocation_id` | result and error (JSON) |
 //! | `pynenc_history` | `seq` (indexed by invocation) | one row per status transition (read in `seq` order, each entry dated no earlier than the one before: a step reads the clock before its group waits for the app's lock) |
 //! | `pynenc_reuses` | `app, invocation_id, seq` | the calls registration concurrency folded into an invocation ([`pynenc_model::Reuses`]): `seq` numbers them from 1 (the total is the largest), a [`pynenc_model::ReuseRecord::to_text`] each; the latest [`pynenc_model::REUSES_KEPT`] kept, deleted with the invocation |
+//! | `pynenc_workflow_data` | `app, invocation_id, key` | the data of workflow invocations ([`pynenc_store::StoreTxn::put_workflow_data`]): a text value per key, deleted with the invocation |
 //! | `pynenc_status_counts`, `pynenc_failed_counts` | `app, task, status/kind` | counters kept by the steps |
 //! | `pynenc_task_totals` | `app, task, counter` | the task totals ([`pynenc_model::TaskTotals`]): one row per [`pynenc_model::TotalKey::code`], only growing; kept when invocations are deleted, forgotten by the app purge |
 //! | `pynenc_waits` | `app, waited, waiter` | which invocation waits on which |
@@ -99,6 +100,7 @@ mod store;
 mod tls;
 mod triggers;
 mod txn;
+mod workflow_data;
 mod writer;
 
 use std::time::Duration;

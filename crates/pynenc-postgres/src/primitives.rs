@@ -138,6 +138,20 @@ impl StoreTxn for PgTxn<'_> {
         self.write_reuse(id, reuse)
     }
 
+    fn put_workflow_data(
+        &mut self,
+        id: &InvocationId,
+        key: &str,
+        value: &str,
+        if_absent: bool,
+    ) -> Result<String> {
+        self.write_workflow_data(id, key, value, if_absent)
+    }
+
+    fn get_workflow_data(&mut self, id: &InvocationId, key: &str) -> Result<Option<String>> {
+        self.read_workflow_data(id, key)
+    }
+
     fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()> {
         if self.row(id)?.is_none() {
             return Err(self.ctx.not_found(id));

@@ -1,7 +1,7 @@
 //! The invocation rows: reading them into the group's view, inserting
 //! them, writing statuses (held, see [`crate::pending`]) with their
-//! counters and task totals, deleting them (with their reuses; the totals
-//! stay).
+//! counters and task totals, deleting them (with their reuses and workflow
+//! data; the totals stay).
 
 use std::sync::Arc;
 
@@ -154,8 +154,9 @@ impl PgTxn<'_> {
         Ok(())
     }
 
-    /// Deletes an invocation and everything attached to it, its reuses
-    /// included (its task's totals stay: only the counts by status lose it).
+    /// Deletes an invocation and everything attached to it, its reuses and
+    /// workflow data included (its task's totals stay: only the counts by
+    /// status lose it).
     pub(crate) fn delete_row(&mut self, id: &InvocationId) -> Result<()> {
         if self.row(id)?.is_none() {
             return Ok(());
@@ -176,6 +177,7 @@ impl PgTxn<'_> {
             "DELETE FROM pynenc_outcomes WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_history WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_reuses WHERE app = $1 AND invocation_id = $2",
+            "DELETE FROM pynenc_workflow_data WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_waits WHERE app = $1 AND (waiter = $2 OR waited = $2)",
             "DELETE FROM pynenc_edges WHERE app = $1 AND caller_invocation_id = $2",

@@ -331,7 +331,7 @@ impl AtomicStore for PostgresStore {
         self.run(move |t| f(t))
     }
 
-    /// On a query reader (see [`crate::readers`]); through the writer when
+    /// On a query reader (see `readers.rs`); through the writer when
     /// the store has none or the reader cannot run it.
     fn read<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
     where

@@ -53,7 +53,7 @@
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `inv:{id}` | hash | `call` (JSON), `tc` (the task id, `#` and 16 hex digits of the call's hash: the call id cut short), `parent`, `created`, `sched`, `gkey` / `call_id` / `graise` / `gscope` (registration key, the call id, `1` to raise on diff, the registration scope: empty, `a` active or `c{ttl_us}` cached), `rkey` / `reroute` (running key, `1` to re-route), `rerun` (the invocation it reruns), `status`, `owner` (empty once released), `retries`, `result`, `error` (JSON), `ekind` (the error kind of a `FAILED` one), `waited` (who waits on it: invocation ids, `(external)` for a caller outside any invocation, `-` once those are gone, separated by spaces; set at all once anything waited on it), `wo` (set while it waits on others), `cxl` (the runner asked to stop it, until it is final), `edges` (set once it called other tasks), `sw` (how many waits for its next status there are: while set, its status changes are published), `rn` (how many calls reused it, see `reuse:{id}`), `x` (set when any of `gkey`, `rkey`, `waited`, `edges`, `wo`, `cxl`, `sw`, `graise`, `rerun` is, so that transitions read those only then), and the history: `hn` fields `h1`, `h2`, …, each holding the entries one step wrote, `[status, owner, actor, timestamp_us, execution_context]` separated by commas |
+//! | `inv:{id}` | hash | `call` (JSON), `tc` (the task id, `#` and 16 hex digits of the call's hash: the call id cut short), `parent`, `created`, `sched`, `gkey` / `call_id` / `graise` / `gscope` (registration key, the call id, `1` to raise on diff, the registration scope: empty, `a` active or `c{ttl_us}` cached), `rkey` / `reroute` (running key, `1` to re-route), `rerun` (the invocation it reruns), `status`, `owner` (empty once released), `retries`, `result`, `error` (JSON), `ekind` (the error kind of a `FAILED` one), `waited` (who waits on it: invocation ids, `(external)` for a caller outside any invocation, `-` once those are gone, separated by spaces; set at all once anything waited on it), `wo` (set while it waits on others), `cxl` (the runner asked to stop it, until it is final), `edges` (set once it called other tasks), `sw` (how many waits for its next status there are: while set, its status changes are published), `rn` (how many calls reused it, see `reuse:{id}`), `wd` (set once it has workflow data, `wfd:{id}`), `x` (set when any of `gkey`, `rkey`, `waited`, `edges`, `wo`, `cxl`, `sw`, `graise`, `rerun` is, so that transitions read those only then), and the history: `hn` fields `h1`, `h2`, …, each holding the entries one step wrote, `[status, owner, actor, timestamp_us, execution_context]` separated by commas |
 //! | `queue` | list | the broker's FIFO of invocation ids (stale ids are skipped at pick-up; killed and recovered work goes to the head) |
 //! | `reg:{registration key}` | zset | `REGISTERED` invocations of the key, by creation time |
 //! | `gact:{registration key}` | zset | invocations of the key neither final nor `SCHEDULED` (score 0: id order), for registration scope `active` |
@@ -70,6 +70,7 @@
 //! | `finals:{status}` | list | per final status, one entry per step that made invocations final, `time id id …`, in time order (retention; ids deleted meanwhile are skipped) |
 //! | `par:{parent}` | zset | the children of an invocation (score 0: id order) |
 //! | `fk:{task}` | hash | error kind → how many `FAILED` invocations of the task failed with it |
+//! | `wfd:{id}` | hash | the data of a workflow: key → value (the invocation's field `wd` is set while it has any) |
 //! | `reuse:{id}` | list | the latest reuses of an invocation by registration concurrency (`ReuseRecord` JSON, oldest first; the invocation's field `rn` counts them all) |
 //! | `tot:{task}` | hash | the task totals: code of a `pynenc_model::TotalKey` → how many (routed, started, ended, runs per run-time bucket, the run times' sum in µs); only grow, a retention purge leaves them |
 //! | `wo:{id}` | set | the invocations it waits on (until they, or it, are final or deleted; who waits on an invocation is its field `waited`) |
@@ -210,6 +211,7 @@ mod orchestrator;
 mod queries;
 mod script;
 mod step;
+mod workflow_data;
 
 #[cfg(test)]
 mod live_tests;

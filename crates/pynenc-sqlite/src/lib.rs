@@ -159,6 +159,7 @@ mod store;
 mod triggers;
 mod txn;
 mod waits;
+mod workflow_data;
 mod writer;
 
 #[cfg(test)]

@@ -98,6 +98,20 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
+    fn put_workflow_data(
+        &mut self,
+        id: &InvocationId,
+        key: &str,
+        value: &str,
+        if_absent: bool,
+    ) -> Result<String> {
+        self.write_workflow_data(id, key, value, if_absent)
+    }
+
+    fn get_workflow_data(&mut self, id: &InvocationId, key: &str) -> Result<Option<String>> {
+        self.read_workflow_data(id, key)
+    }
+
     fn add_reuse(&mut self, id: &InvocationId, reuse: &ReuseRecord) -> Result<()> {
         self.write_reuse(id, reuse)
     }

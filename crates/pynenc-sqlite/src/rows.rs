@@ -298,6 +298,7 @@ impl SqliteTxn<'_> {
             "DELETE FROM outcomes WHERE rid = ?1",
             "DELETE FROM history WHERE rid = ?1",
             "DELETE FROM reuses WHERE rid = ?1",
+            "DELETE FROM workflow_data WHERE rid = ?1",
             "DELETE FROM invocations WHERE rid = ?1",
             "DELETE FROM waits WHERE waiter = ?1",
         ] {

@@ -17,7 +17,7 @@ use pynenc_model::{
 use crate::atomic::{AtomicStore, Inline};
 use crate::components::{
     Broker, Components, Coordination, DataStore, Orchestrator, Queries, Retention, RunEnd,
-    StateBackend, StepReport,
+    StateBackend, StepReport, WorkflowData,
 };
 use crate::engine;
 use crate::error::{Result, StoreError};
@@ -396,6 +396,29 @@ impl<S: AtomicStore> Coordination for TxnBackend<S> {
         timeout: Duration,
     ) -> Result<()> {
         self.store.wait_status_change(id, seen, timeout).await
+    }
+}
+
+#[async_trait]
+impl<S: AtomicStore> WorkflowData for TxnBackend<S> {
+    async fn put_workflow_data(
+        &self,
+        id: &InvocationId,
+        key: &str,
+        value: &str,
+        if_absent: bool,
+    ) -> Result<String> {
+        let (id, key, value) = (*id, key.to_string(), value.to_string());
+        self.store
+            .atomic(move |t| t.put_workflow_data(&id, &key, &value, if_absent))
+            .await
+    }
+
+    async fn workflow_data(&self, id: &InvocationId, key: &str) -> Result<Option<String>> {
+        let (id, key) = (*id, key.to_string());
+        self.store
+            .read(move |t| t.get_workflow_data(&id, &key))
+            .await
     }
 }
 

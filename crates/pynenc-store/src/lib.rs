@@ -36,7 +36,7 @@ pub use adapter::TxnBackend;
 pub use atomic::{AtomicStore, Inline};
 pub use components::{
     Broker, Components, Coordination, DataStore, EndOutcome, Orchestrator, Queries, Retention,
-    RunEnd, StateBackend, StepReport,
+    RunEnd, StateBackend, StepReport, WorkflowData,
 };
 pub use error::{Result, StoreError};
 pub use signal::WorkSignal;

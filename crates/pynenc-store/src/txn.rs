@@ -90,6 +90,18 @@ pub trait StoreTxn: QueryTxn + DataTxn {
     /// [`pynenc_model::REUSES_KEPT`] (older ones dropped). Deleting the
     /// invocation forgets them.
     fn add_reuse(&mut self, id: &InvocationId, reuse: &ReuseRecord) -> Result<()>;
+    /// Sets `key` of the workflow `id` to `value` (with `if_absent`, only
+    /// when it has none) and returns the value it holds after; the data
+    /// goes with the invocation when it is deleted.
+    fn put_workflow_data(
+        &mut self,
+        id: &InvocationId,
+        key: &str,
+        value: &str,
+        if_absent: bool,
+    ) -> Result<String>;
+    /// The value of `key` of the workflow `id`, if any.
+    fn get_workflow_data(&mut self, id: &InvocationId, key: &str) -> Result<Option<String>>;
     /// Stores the serialized result.
     fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()>;
     /// Stores the error.

@@ -504,7 +504,9 @@ macro_rules! conformance_tests {
             t09_any_of_and_all_of,
             w01_workflow_steps_replay,
             w02_workflow_non_determinism_fails,
-            w03_workflow_sleep_is_durable
+            w03_workflow_sleep_is_durable,
+            w04_workflow_values_and_data,
+            w05_child_workflows_and_cancel
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -534,3 +534,55 @@ pub async fn wf_sleepy(key: String, ms: u64) -> Result<u64, TaskError> {
     let b = wf_step::call(format!("{key}/b"), 2).await?.result().await?;
     Ok(a + b)
 }
+
+/// A workflow that takes the time, a random number and a UUID, keeps them
+/// as data on its first run and stops there (a retriable `Interrupted`);
+/// its second run returns, as JSON, what it took then and what its first
+/// run kept: `[micros, random, uuid, kept, a key never set]`.
+#[pynenc::task(workflow = true, max_retries = 1, retry_for = ["Interrupted"])]
+pub async fn wf_values(key: String) -> Result<String, TaskError> {
+    let run = count_run(&format!("{key}/workflow"));
+    let now = pynenc::workflow::now().await?;
+    let micros = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let random = pynenc::workflow::random().await?;
+    let id = pynenc::workflow::uuid().await?.to_string();
+    let taken = (micros, random, id);
+    if run == 1 {
+        pynenc::workflow::set_data("first", &taken).await?;
+        return Err(TaskError::new("Interrupted", "the first run stops here"));
+    }
+    let kept: Option<(u64, f64, String)> = pynenc::workflow::get_data("first").await?;
+    let never: Option<u32> = pynenc::workflow::get_data("never set").await?;
+    serde_json::to_string(&(taken.0, taken.1, taken.2, kept, never))
+        .map_err(|e| TaskError::new("Json", e.to_string()))
+}
+
+/// A workflow calling a workflow: [`wf_steps`] (two steps after its group)
+/// then [`wf_step`]; its first run stops (a retriable `Interrupted`) after
+/// the child workflow ended, so the second run gets the child's result
+/// back. Returns 90.
+#[pynenc::task(workflow = true, max_retries = 1, retry_for = ["Interrupted"])]
+pub async fn wf_parent(key: String) -> Result<u64, TaskError> {
+    let run = count_run(&format!("{key}/workflow"));
+    let child = wf_steps::call(format!("{key}/child"), 2, u32::MAX)
+        .await?
+        .result()
+        .await?;
+    if run == 1 {
+        return Err(TaskError::new("Interrupted", "the first run stops here"));
+    }
+    let last = wf_step::call(format!("{key}/last"), 5)
+        .await?
+        .result()
+        .await?;
+    Ok(child + last)
+}
+
+/// A workflow whose one step sleeps `ms` milliseconds ([`sleeper`]).
+#[pynenc::task(workflow = true)]
+pub async fn wf_slow(key: String, ms: u64) -> Result<u64, TaskError> {
+    Ok(sleeper::call(key, ms).await?.result().await?)
+}

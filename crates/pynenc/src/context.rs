@@ -51,10 +51,17 @@ impl InvocationContext {
     /// step's number), so routing a recorded step again gives back the
     /// invocation it made.
     pub(crate) fn next_workflow_step(&self) -> Option<(InvocationId, u32)> {
-        let steps = self.workflow_steps.as_ref()?;
-        let n = steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let n = self.next_workflow_number()?;
         let key = format!("{}#step{n}", self.invocation_id());
         Some((InvocationId::keyed(self.record.created_at, &key), n))
+    }
+
+    /// The number of this workflow's next step (calls and recorded values
+    /// share the numbering: a workflow makes them in the same order every
+    /// time it runs); `None` when the invocation is not a workflow.
+    pub(crate) fn next_workflow_number(&self) -> Option<u32> {
+        let steps = self.workflow_steps.as_ref()?;
+        Some(steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
     }
 
     /// The id of the running invocation.

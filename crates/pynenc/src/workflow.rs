@@ -1,14 +1,19 @@
 //! Workflows: tasks with the option `workflow = true`, whose calls are
 //! steps recorded once and given back when the workflow runs again (see
 //! the routing of calls, `app/routing.rs`), and what only a workflow can
-//! do: [`sleep`] durably.
+//! do: [`sleep`] durably; take the time, random numbers and ids that are
+//! the same every time it runs ([`now`], [`random`], [`uuid()`]); keep data
+//! ([`set_data`], [`get_data`]).
 
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pynenc_model::Arguments;
 use pynenc_options::TaskOptionsSpec;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::context;
+use crate::context::{self, InvocationContext};
 use crate::exceptions::{PynencError, Result};
 use crate::task::{TaskBody, TaskDefinition, TaskInput, TaskOutput};
 
@@ -32,6 +37,135 @@ fn sleep_body(input: TaskInput) -> TaskOutput {
         .map_err(|e| PynencError::from(e).to_task_error())
 }
 
+/// The error of a workflow-only function called elsewhere.
+fn outside(what: &str) -> PynencError {
+    PynencError::TaskRouting {
+        task_id: SLEEP_TASK_ID.to_string(),
+        message: format!(
+            "pynenc::workflow::{what} is for the body of a workflow (a task with workflow = true)"
+        ),
+    }
+}
+
+/// The workflow running here; `Ok(None)` in dev mode (calls run in the
+/// caller, nothing is replayed).
+fn current(what: &str) -> Result<Option<Arc<InvocationContext>>> {
+    let ctx = context::current().ok_or_else(|| outside(what))?;
+    if ctx.workflow_steps.is_some() {
+        return Ok(Some(ctx));
+    }
+    if ctx.app.conf().dev_mode_force_sync_tasks {
+        return Ok(None);
+    }
+    Err(outside(what))
+}
+
+/// A value made on the workflow's first run and given back as it was on
+/// every later run: a step of its own, kept in the workflow's data (one
+/// round trip, first run or not).
+async fn recorded<T: Serialize + DeserializeOwned>(
+    what: &str,
+    make: impl FnOnce() -> T,
+) -> Result<T> {
+    let Some(ctx) = current(what)? else {
+        return Ok(make());
+    };
+    let n = ctx.next_workflow_number().ok_or_else(|| outside(what))?;
+    let text = serde_json::to_string(&make()).map_err(|e| value_error(what, e))?;
+    let kept = ctx
+        .app
+        .workflow_data()
+        .put_workflow_data(ctx.invocation_id(), &format!("@{n}"), &text, true)
+        .await?;
+    serde_json::from_str(&kept).map_err(|e| value_error(what, e))
+}
+
+fn value_error(what: &str, e: serde_json::Error) -> PynencError {
+    PynencError::TaskRouting {
+        task_id: SLEEP_TASK_ID.to_string(),
+        message: format!("the value of pynenc::workflow::{what} cannot be kept: {e}"),
+    }
+}
+
+/// The time of the workflow's first run at this point: the same on every
+/// run (a step; the current time in dev mode).
+///
+/// # Errors
+///
+/// Outside the body of a workflow; the backend failed.
+pub async fn now() -> Result<SystemTime> {
+    let micros: u128 = recorded("now", || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0)
+    })
+    .await?;
+    let micros = u64::try_from(micros).unwrap_or(u64::MAX);
+    Ok(UNIX_EPOCH + Duration::from_micros(micros))
+}
+
+/// A random number in `[0, 1)` drawn on the workflow's first run, the same
+/// on every run (a step).
+///
+/// # Errors
+///
+/// Outside the body of a workflow; the backend failed.
+pub async fn random() -> Result<f64> {
+    recorded("random", || {
+        let bits = uuid::Uuid::new_v4().as_u128() as u64;
+        (bits >> 11) as f64 / (1u64 << 53) as f64
+    })
+    .await
+}
+
+/// A random (v4) UUID made on the workflow's first run, the same on every
+/// run (a step).
+///
+/// # Errors
+///
+/// Outside the body of a workflow; the backend failed.
+pub async fn uuid() -> Result<uuid::Uuid> {
+    let bits: u128 = recorded("uuid", || uuid::Uuid::new_v4().as_u128()).await?;
+    Ok(uuid::Uuid::from_u128(bits))
+}
+
+/// Keeps `value` under `key` in the workflow's data, for the rest of this
+/// run and every later run (a later `set_data` of the key replaces it). The
+/// data goes with the workflow's invocation when it is purged.
+///
+/// # Errors
+///
+/// Outside the body of a workflow (dev mode included: nothing is kept
+/// there); a value that does not serialize; the backend failed.
+pub async fn set_data<T: Serialize>(key: &str, value: &T) -> Result<()> {
+    let ctx = current("set_data")?.ok_or_else(|| outside("set_data"))?;
+    let text = serde_json::to_string(value).map_err(|e| value_error("set_data", e))?;
+    ctx.app
+        .workflow_data()
+        .put_workflow_data(ctx.invocation_id(), &format!("data:{key}"), &text, false)
+        .await?;
+    Ok(())
+}
+
+/// The value kept under `key` in the workflow's data (by this run or an
+/// earlier one), if any.
+///
+/// # Errors
+///
+/// Outside the body of a workflow; a kept value that does not decode as
+/// `T`; the backend failed.
+pub async fn get_data<T: DeserializeOwned>(key: &str) -> Result<Option<T>> {
+    let ctx = current("get_data")?.ok_or_else(|| outside("get_data"))?;
+    let kept = ctx
+        .app
+        .workflow_data()
+        .workflow_data(ctx.invocation_id(), &format!("data:{key}"))
+        .await?;
+    kept.map(|text| serde_json::from_str(&text).map_err(|e| value_error("get_data", e)))
+        .transpose()
+}
+
 /// Sleeps `duration`, durably, in the body of a workflow: the sleep is a
 /// step (an invocation of [`SLEEP_TASK_ID`] scheduled for its end), the
 /// workflow is paused meanwhile and its runner slot freed, and it resumes
@@ -46,21 +180,11 @@ fn sleep_body(input: TaskInput) -> TaskOutput {
 /// routing the step failed, or the workflow's code asked for another step
 /// here than the one it recorded ([`PynencError::WorkflowNonDeterminism`]).
 pub async fn sleep(duration: Duration) -> Result<()> {
-    let outside = || PynencError::TaskRouting {
-        task_id: SLEEP_TASK_ID.to_string(),
-        message: "pynenc::workflow::sleep is for the body of a workflow (a task with \
-                  workflow = true)"
-            .into(),
+    let Some(ctx) = current("sleep")? else {
+        tokio::time::sleep(duration).await;
+        return Ok(());
     };
-    let ctx = context::current().ok_or_else(outside)?;
     let app = ctx.app.clone();
-    if ctx.workflow_steps.is_none() {
-        if app.conf().dev_mode_force_sync_tasks {
-            tokio::time::sleep(duration).await;
-            return Ok(());
-        }
-        return Err(outside());
-    }
     let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     let mut args = Arguments::new();
     args.insert(app.serializer(), "duration_ms", &millis)?;

@@ -4,6 +4,7 @@ DELETE FROM pynenc_records WHERE app = $APP;
 DELETE FROM pynenc_outcomes WHERE app = $APP;
 DELETE FROM pynenc_history WHERE app = $APP;
 DELETE FROM pynenc_reuses WHERE app = $APP;
+DELETE FROM pynenc_workflow_data WHERE app = $APP;
 DELETE FROM pynenc_waits WHERE app = $APP;
 DELETE FROM pynenc_invocations WHERE app = $APP;
 DELETE FROM pynenc_status_counts WHERE app = $APP;

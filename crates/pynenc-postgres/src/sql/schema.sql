@@ -96,6 +96,16 @@ CREATE TABLE pynenc_reuses (
     note TEXT NOT NULL,
     PRIMARY KEY (app, invocation_id, seq)
 );
+-- the data of workflow invocations (StoreTxn::put_workflow_data): a text
+-- value per key, set by the workflow or recorded on its first run; they
+-- go with their invocation
+CREATE TABLE pynenc_workflow_data (
+    app INTEGER NOT NULL,
+    invocation_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (app, invocation_id, key)
+);
 CREATE TABLE pynenc_status_counts (
     app INTEGER NOT NULL,
     task TEXT NOT NULL,

@@ -15,7 +15,7 @@
 -- order); an id deleted meanwhile by `ids` is skipped there. The log
 -- `finals` of a build before them is purged with the longest retention.
 
-local DEL_FIELDS = {'status', 'tc', 'parent', 'gkey', 'rkey', 'waited', 'wo', 'cxl', 'ekind', 'edges', 'rn'}
+local DEL_FIELDS = {'status', 'tc', 'parent', 'gkey', 'rkey', 'waited', 'wo', 'cxl', 'ekind', 'edges', 'rn', 'wd'}
 
 -- the task ids whose `idx:` set lost members (the set `tasks` forgets
 -- those left empty once the section is written)
@@ -67,6 +67,9 @@ local function delete_invocation(id)
   remove_edges_of(id, {edges = nz(v[10])})
   if v[11] then
     redis.call('DEL', k('reuse', id))
+  end
+  if v[12] then
+    redis.call('DEL', k('wfd', id))
   end
   redis.call('DEL', key)
   return 1

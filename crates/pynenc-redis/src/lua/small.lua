@@ -21,6 +21,10 @@
 --                                the latest REUSES_KEPT (`reuse:{id}`)
 --   'reuses' id                  {total, note...} of an invocation's
 --                                reuses, oldest note first (0 when none)
+--   'wfput' id key value '1'|'0' sets `key` of the workflow's data
+--                                (`wfd:{id}`; with '1' only when unset)
+--                                and returns the value it holds after;
+--                                fails NOT_FOUND for an unknown id
 
 local function main()
   local op = ARGV[2]
@@ -68,6 +72,23 @@ local function main()
       end
     end
     return 1
+  elseif op == 'wfput' then
+    local id, key, value = ARGV[3], ARGV[4], ARGV[5]
+    local ik = k('inv', id)
+    if redis.call('EXISTS', ik) == 0 then
+      fail('NOT_FOUND', id, 'while writing its workflow data')
+    end
+    local dk = k('wfd', id)
+    if ARGV[6] == '1' then
+      if redis.call('HSETNX', dk, key, value) == 0 then
+        return redis.call('HGET', dk, key)
+      end
+    else
+      redis.call('HSET', dk, key, value)
+    end
+    -- `wd`: the purge deletes the data with the invocation
+    redis.call('HSET', ik, 'wd', '1')
+    return value
   elseif op == 'reuses' then
     local total = tonumber(redis.call('HGET', k('inv', ARGV[3]), 'rn'))
     if not total then

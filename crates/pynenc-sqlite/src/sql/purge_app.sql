@@ -3,6 +3,7 @@ DELETE FROM records WHERE rid IN (SELECT rid FROM invocations WHERE app = ?1);
 DELETE FROM outcomes WHERE rid IN (SELECT rid FROM invocations WHERE app = ?1);
 DELETE FROM history WHERE rid IN (SELECT rid FROM invocations WHERE app = ?1);
 DELETE FROM reuses WHERE rid IN (SELECT rid FROM invocations WHERE app = ?1);
+DELETE FROM workflow_data WHERE rid IN (SELECT rid FROM invocations WHERE app = ?1);
 DELETE FROM waits WHERE waited IN (SELECT rid FROM invocations WHERE app = ?1);
 DELETE FROM waits WHERE waiter IN (SELECT rid FROM invocations WHERE app = ?1);
 DELETE FROM invocations WHERE app = ?1;

@@ -91,6 +91,13 @@ CREATE TABLE IF NOT EXISTS history (
     execution_context INTEGER
 );
 CREATE INDEX IF NOT EXISTS history_rid ON history (rid);
+-- the data of workflows (invocations.rid), key -> value
+CREATE TABLE IF NOT EXISTS workflow_data (
+    rid INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (rid, key)
+) WITHOUT ROWID;
 -- the calls registration concurrency folded into an invocation, numbered
 -- from 1 per invocation (the latest kept; the largest number is the total)
 CREATE TABLE IF NOT EXISTS reuses (

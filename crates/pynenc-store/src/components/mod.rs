@@ -10,7 +10,8 @@
 //!   who they are) and the wake-ups that spare them polling;
 //! - [`Queries`]: what operators ask (listings, counts, the queue, the
 //!   blocking graph, the runners);
-//! - [`DataStore`]: large values kept out of band, once per content digest.
+//! - [`DataStore`]: large values kept out of band, once per content digest;
+//! - [`WorkflowData`]: values kept per workflow invocation.
 //!
 //! Every method that changes state is one atomic step in the backend. A
 //! backend usually implements all four on one object ([`Components::of`]);
@@ -22,6 +23,7 @@ mod data_store;
 mod orchestrator;
 mod queries;
 mod state_backend;
+mod workflow_data;
 
 use std::sync::Arc;
 
@@ -31,6 +33,7 @@ pub use data_store::DataStore;
 pub use orchestrator::{EndOutcome, Orchestrator, Retention, RunEnd, StepReport};
 pub use queries::Queries;
 pub use state_backend::StateBackend;
+pub use workflow_data::WorkflowData;
 
 /// The components an app works with.
 #[derive(Clone)]
@@ -47,13 +50,22 @@ pub struct Components {
     pub queries: Arc<dyn Queries>,
     /// Large values kept out of band.
     pub data_store: Arc<dyn DataStore>,
+    /// Values kept per workflow.
+    pub workflow_data: Arc<dyn WorkflowData>,
 }
 
 impl Components {
     /// The components of one backend object that is all of them at once.
     pub fn of<B>(backend: Arc<B>) -> Self
     where
-        B: Broker + Orchestrator + StateBackend + Coordination + Queries + DataStore + 'static,
+        B: Broker
+            + Orchestrator
+            + StateBackend
+            + Coordination
+            + Queries
+            + DataStore
+            + WorkflowData
+            + 'static,
     {
         Components {
             broker: backend.clone(),
@@ -61,7 +73,8 @@ impl Components {
             state_backend: backend.clone(),
             coordination: backend.clone(),
             queries: backend.clone(),
-            data_store: backend,
+            data_store: backend.clone(),
+            workflow_data: backend,
         }
     }
 }

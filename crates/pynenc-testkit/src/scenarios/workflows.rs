@@ -10,7 +10,7 @@ use pynenc::{InvocationId, InvocationStatus, PynencError, TaskId};
 use pynenc_operate::Operate;
 
 use crate::tasks::*;
-use crate::{new_app, ok, start_runner, BackendFactory};
+use crate::{check_histories, new_app, ok, start_runner, BackendFactory};
 
 use super::finish;
 
@@ -125,5 +125,135 @@ pub async fn w03_workflow_sleep_is_durable(f: &dyn BackendFactory) {
     );
     assert_eq!(sleeps.items.len(), 1, "{:?}", sleeps.items);
     assert_eq!(sleeps.items[0].status, InvocationStatus::Success);
+    finish(&app, runner).await;
+}
+
+/// The time, random numbers and UUIDs a workflow takes are the same on
+/// every run; its data outlives a run; outside a workflow they are refused.
+pub async fn w04_workflow_values_and_data(f: &dyn BackendFactory) {
+    let app = new_app(f, "w04", &[]);
+    assert!(matches!(
+        pynenc::workflow::set_data("k", &1).await,
+        Err(PynencError::TaskRouting { .. })
+    ));
+    assert!(pynenc::workflow::random().await.is_err());
+    let runner = start_runner(&app, 2);
+    let key = format!("w04-{}-{}", f.name(), InvocationId::random());
+    let wf = ok(wf_values::call_on(&app, key.clone()).await, "workflow");
+    let text = ok(wf.result().await, "result");
+    type Taken = (u64, f64, String);
+    let (micros, random, id, kept, never): (u64, f64, String, Option<Taken>, Option<u32>) =
+        ok(serde_json::from_str(&text), "decode");
+    assert_eq!(runs_of(&format!("{key}/workflow")), 2);
+    assert_eq!(
+        kept,
+        Some((micros, random, id.clone())),
+        "the second run took what the first took"
+    );
+    assert!((0.0..1.0).contains(&random), "{random}");
+    assert!(uuid_like(&id), "{id}");
+    assert_eq!(never, None);
+    ok(runner.stop().await, "stop");
+    assert!(check_histories(&app).await > 0);
+    // the data goes with the workflow
+    let wf_id = *wf.invocation_id();
+    assert!(ok(
+        app.workflow_data()
+            .workflow_data(&wf_id, "data:first")
+            .await,
+        "data"
+    )
+    .is_some());
+    ok(
+        app.control()
+            .purge_matching(&InvocationQuery {
+                task_ids: vec![TaskId::from(wf_values::task().task_id())],
+                ..InvocationQuery::new()
+            })
+            .await,
+        "purge",
+    );
+    assert_eq!(
+        ok(
+            app.workflow_data()
+                .workflow_data(&wf_id, "data:first")
+                .await,
+            "purged"
+        ),
+        None
+    );
+    assert!(matches!(
+        app.workflow_data()
+            .put_workflow_data(&wf_id, "k", "1", false)
+            .await,
+        Err(pynenc::store::StoreError::NotFound { .. })
+    ));
+}
+
+/// Whether `s` reads as a hyphenated UUID.
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+/// A workflow that calls a workflow gets the child's result back when it
+/// runs again (the child does not run again); cancelling a workflow with
+/// its children stops the step it waits on.
+pub async fn w05_child_workflows_and_cancel(f: &dyn BackendFactory) {
+    let app = new_app(f, "w05", &[]);
+    let runner = start_runner(&app, 4);
+    let key = format!("w05-{}-{}", f.name(), InvocationId::random());
+    let parent = ok(wf_parent::call_on(&app, key.clone()).await, "parent");
+    assert_eq!(ok(parent.result().await, "result"), 90);
+    assert_eq!(
+        runs_of(&format!("{key}/workflow")),
+        2,
+        "the parent ran twice"
+    );
+    assert_eq!(
+        runs_of(&format!("{key}/child/workflow")),
+        1,
+        "the child workflow ran once"
+    );
+    assert_eq!(runs_of(&format!("{key}/last")), 1);
+
+    let slow_key = format!("{key}/slow");
+    let slow = ok(
+        wf_slow::call_on(&app, slow_key.clone(), 60_000).await,
+        "slow",
+    );
+    let step = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let children = ok(
+                app.inspect()
+                    .list(&InvocationQuery {
+                        parent: Some(*slow.invocation_id()),
+                        statuses: vec![InvocationStatus::Running],
+                        ..InvocationQuery::new()
+                    })
+                    .await,
+                "children",
+            );
+            if let Some(c) = children.items.first() {
+                break c.invocation_id;
+            }
+            assert!(std::time::Instant::now() < deadline, "the step never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    ok(
+        app.control().cancel(slow.invocation_id(), true).await,
+        "cancel",
+    );
+    assert!(matches!(
+        slow.result().await,
+        Err(PynencError::Cancelled { .. })
+    ));
+    let step = ok(app.invocation(&step).await, "step");
+    ok(step.wait().await, "the step ends");
+    assert_eq!(
+        ok(step.status().await, "status"),
+        InvocationStatus::Cancelled
+    );
     finish(&app, runner).await;
 }

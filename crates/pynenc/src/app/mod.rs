@@ -95,6 +95,11 @@ impl Pynenc {
         &self.inner.components.data_store
     }
 
+    /// The values kept per workflow (see [`crate::workflow`]).
+    pub fn workflow_data(&self) -> &Arc<dyn pynenc_store::WorkflowData> {
+        &self.inner.components.workflow_data
+    }
+
     /// The app's triggers — those this program declares, then those runners
     /// of the app stored that it does not (what a command line or a monitor
     /// without the tasks compiled in sees) — with, for cron triggers, the

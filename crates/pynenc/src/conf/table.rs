@@ -97,7 +97,7 @@ macro_rules! config_table {
 
         /// Typed, resolved configuration, with the source of every value.
         ///
-        /// Build it with [`ConfigLoader`] (or [`PynencConfig::load`]);
+        /// Build it with [`ConfigLoader`](crate::conf::ConfigLoader) (or [`PynencConfig::load`]);
         /// [`PynencConfig::default`] holds the defaults only.
         #[derive(Clone, PartialEq)]
         pub struct PynencConfig {
