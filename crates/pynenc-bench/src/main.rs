@@ -68,6 +68,7 @@ mod prefill;
 mod query;
 mod redis_stats;
 mod shared_arg;
+mod workflow;
 
 /// A task that does nothing but return its argument.
 #[pynenc::task]
@@ -118,6 +119,10 @@ enum Workload {
     /// 1,000 calls sharing a 1 MB argument, with the data store off and on:
     /// time and backend growth (not part of `all`).
     SharedArg,
+    /// One workflow of 100 steps and 1,000 workflows of 10 steps, each run
+    /// to its end and then again: the first run and the replay per step
+    /// (not part of `all`).
+    Workflow,
     All,
 }
 
@@ -453,6 +458,11 @@ async fn main() -> Result<()> {
     if args.workload == Workload::SharedArg {
         for _ in 0..args.repeat.max(1) {
             rows.extend(shared_arg::run(&args, &tmp).await?);
+        }
+    }
+    if args.workload == Workload::Workflow {
+        for _ in 0..args.repeat.max(1) {
+            rows.extend(workflow::run(&app, fresh).await?);
         }
     }
     if args.workload == Workload::Query {

@@ -506,7 +506,8 @@ macro_rules! conformance_tests {
             w02_workflow_non_determinism_fails,
             w03_workflow_sleep_is_durable,
             w04_workflow_values_and_data,
-            w05_child_workflows_and_cancel
+            w05_child_workflows_and_cancel,
+            w06_workflow_signals
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -586,3 +586,17 @@ pub async fn wf_parent(key: String) -> Result<u64, TaskError> {
 pub async fn wf_slow(key: String, ms: u64) -> Result<u64, TaskError> {
     Ok(sleeper::call(key, ms).await?.result().await?)
 }
+
+/// A workflow waiting for two signals: `early` (a text) and `late` (a
+/// number); its first run stops (a retriable `Interrupted`) after both, so
+/// the second run gets them back without waiting. Returns `"{early}-{late}"`.
+#[pynenc::task(workflow = true, max_retries = 1, retry_for = ["Interrupted"])]
+pub async fn wf_signals(key: String) -> Result<String, TaskError> {
+    let run = count_run(&format!("{key}/workflow"));
+    let early: String = pynenc::workflow::wait_signal("early").await?;
+    let late: u32 = pynenc::workflow::wait_signal("late").await?;
+    if run == 1 {
+        return Err(TaskError::new("Interrupted", "the first run stops here"));
+    }
+    Ok(format!("{early}-{late}"))
+}

@@ -3,12 +3,13 @@
 //! the routing of calls, `app/routing.rs`), and what only a workflow can
 //! do: [`sleep`] durably; take the time, random numbers and ids that are
 //! the same every time it runs ([`now`], [`random`], [`uuid()`]); keep data
-//! ([`set_data`], [`get_data`]).
+//! ([`set_data`], [`get_data`]); wait for a signal ([`wait_signal`],
+//! sent by [`crate::Pynenc::signal`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pynenc_model::Arguments;
+use pynenc_model::{Arguments, InvocationId, InvocationRecord, Timestamp};
 use pynenc_options::TaskOptionsSpec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -35,6 +36,44 @@ fn sleep_body(input: TaskInput) -> TaskOutput {
         .serializer
         .serialize(&(), "the end of a sleep")
         .map_err(|e| PynencError::from(e).to_task_error())
+}
+
+/// The task id of a workflow's waits for signals: each wait that is not
+/// answered at once is an invocation of this task, scheduled for a time
+/// that never comes, run by [`crate::Pynenc::signal`].
+pub const SIGNAL_TASK_ID: &str = "pynenc::workflow_signal";
+
+/// The built-in task of signals: its body does nothing; being run (by the
+/// signal) is what ends the wait.
+pub(crate) static SIGNAL_TASK: TaskDefinition = TaskDefinition {
+    task_id: SIGNAL_TASK_ID,
+    params: &["name"],
+    options: TaskOptionsSpec::DEFAULT,
+    body: TaskBody::Sync(signal_body),
+};
+
+fn signal_body(input: TaskInput) -> TaskOutput {
+    input
+        .serializer
+        .serialize(&(), "the end of a wait for a signal")
+        .map_err(|e| PynencError::from(e).to_task_error())
+}
+
+/// How far ahead a wait for a signal is scheduled: never, in practice.
+const SIGNAL_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The key of the signal `name` in a workflow's data.
+fn signal_key(name: &str) -> String {
+    format!("signal:{name}")
+}
+
+/// The invocation of the workflow `record`'s wait for the signal `name`:
+/// its id is known to the sender as well as to the workflow.
+fn signal_wait_id(record: &InvocationRecord, name: &str) -> InvocationId {
+    InvocationId::keyed(
+        record.created_at,
+        &format!("{}#signal:{name}", record.invocation_id),
+    )
 }
 
 /// The error of a workflow-only function called elsewhere.
@@ -164,6 +203,93 @@ pub async fn get_data<T: DeserializeOwned>(key: &str) -> Result<Option<T>> {
         .await?;
     kept.map(|text| serde_json::from_str(&text).map_err(|e| value_error("get_data", e)))
         .transpose()
+}
+
+/// Waits for the signal `name` ([`crate::Pynenc::signal`]) and returns its
+/// payload, in the body of a workflow: a step. When the signal has come
+/// already (before the wait, or on an earlier run) it returns at once;
+/// otherwise the workflow is paused (its slot freed) until the signal
+/// comes, on any runner. A workflow receives each signal name once.
+///
+/// # Errors
+///
+/// Outside the body of a workflow (dev mode included: nothing can signal
+/// it); a payload that does not decode as `T`; the wait ended without the
+/// signal (it was cancelled); the backend failed.
+pub async fn wait_signal<T: DeserializeOwned>(name: &str) -> Result<T> {
+    let ctx = current("wait_signal")?.ok_or_else(|| outside("wait_signal"))?;
+    // a step for the numbering, whether it waits or not
+    ctx.next_workflow_number();
+    let app = ctx.app.clone();
+    let workflow = *ctx.invocation_id();
+    let key = signal_key(name);
+    let received = || async {
+        app.workflow_data()
+            .workflow_data(&workflow, &key)
+            .await
+            .map_err(PynencError::from)
+    };
+    if let Some(text) = received().await? {
+        return serde_json::from_str(&text).map_err(|e| value_error("wait_signal", e));
+    }
+    let wait = signal_wait_id(&ctx.record, name);
+    let mut args = Arguments::new();
+    args.insert(app.serializer(), "name", name)?;
+    let at = Timestamp::from(SystemTime::now() + SIGNAL_WAIT);
+    app.route_keyed(&SIGNAL_TASK, args, Some(at), wait).await?;
+    // a signal sent after the look above found no wait to end: look again
+    if received().await?.is_some() {
+        end_wait(&app, &wait).await?;
+    }
+    app.wait_for(&[wait]).await?;
+    let text = received().await?.ok_or_else(|| PynencError::TaskRouting {
+        task_id: SIGNAL_TASK_ID.to_string(),
+        message: format!("the wait of workflow {workflow} for signal '{name}' ended without it"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| value_error("wait_signal", e))
+}
+
+/// Ends a workflow's wait for a signal (its invocation runs now); nothing
+/// when there is no such wait, or it ended already.
+async fn end_wait(app: &crate::Pynenc, wait: &InvocationId) -> Result<()> {
+    match app
+        .orchestrator()
+        .run_scheduled_now(wait, app.external_runner_id())
+        .await
+    {
+        Ok(())
+        | Err(pynenc_store::StoreError::NotFound { .. })
+        | Err(pynenc_store::StoreError::Transition { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl crate::Pynenc {
+    /// Sends the signal `name` with `payload` to the workflow
+    /// `workflow_id` ([`wait_signal`]): kept in the workflow's data, and the
+    /// workflow's wait for it, if it waits, ends now. A workflow receives a
+    /// name once: returns `false` (and changes nothing) when that name was
+    /// sent already with another payload.
+    ///
+    /// # Errors
+    ///
+    /// An unknown invocation; a payload that does not serialize; the
+    /// backend failed.
+    pub async fn signal(
+        &self,
+        workflow_id: &InvocationId,
+        name: &str,
+        payload: impl Serialize,
+    ) -> Result<bool> {
+        let text = serde_json::to_string(&payload).map_err(|e| value_error("signal", e))?;
+        let kept = self
+            .workflow_data()
+            .put_workflow_data(workflow_id, &signal_key(name), &text, true)
+            .await?;
+        let record = self.state_backend().get_invocation(workflow_id).await?;
+        end_wait(self, &signal_wait_id(&record, name)).await?;
+        Ok(kept == text)
+    }
 }
 
 /// Sleeps `duration`, durably, in the body of a workflow: the sleep is a

@@ -257,3 +257,41 @@ pub async fn w05_child_workflows_and_cancel(f: &dyn BackendFactory) {
     );
     finish(&app, runner).await;
 }
+
+/// Signals: one sent before the workflow waits is there when it does; one
+/// sent while it waits (paused, its slot free) ends the wait; running again
+/// it gets both back at once; a name is received once; a signal to an
+/// unknown workflow is an error.
+pub async fn w06_workflow_signals(f: &dyn BackendFactory) {
+    let app = new_app(f, "w06", &[]);
+    let key = format!("w06-{}-{}", f.name(), InvocationId::random());
+    let wf = ok(wf_signals::call_on(&app, key.clone()).await, "workflow");
+    let id = *wf.invocation_id();
+    // before any runner: the workflow has not started waiting
+    assert!(ok(app.signal(&id, "early", "e").await, "early signal"));
+    let runner = start_runner(&app, 1);
+    ok(
+        wf.wait_for_status(&[InvocationStatus::Paused], Duration::from_secs(20))
+            .await,
+        "the workflow waits for the late signal",
+    );
+    // its slot is free meanwhile
+    assert_eq!(
+        ok(
+            ok(add::call_on(&app, 1, 1).await, "other").result().await,
+            "other runs"
+        ),
+        2
+    );
+    assert!(ok(app.signal(&id, "late", 7u32).await, "late signal"));
+    assert_eq!(ok(wf.result().await, "result"), "e-7");
+    assert_eq!(runs_of(&format!("{key}/workflow")), 2);
+    // a name is received once
+    assert!(!ok(app.signal(&id, "late", 8u32).await, "again"));
+    assert!(ok(app.signal(&id, "late", 7u32).await, "the same again"));
+    match app.signal(&InvocationId::random(), "early", 1).await {
+        Err(PynencError::InvocationNotFound { .. }) => {}
+        other => panic!("a signal to an unknown workflow: {other:?}"),
+    }
+    finish(&app, runner).await;
+}

@@ -219,7 +219,11 @@ impl PynencBuilder {
 fn register_tasks(conf: &PynencConfig) -> Result<TaskRegistry> {
     let mut registry = TaskRegistry::default();
     // the built-in tasks (events, workflows' sleeps), then every task compiled in
-    let built_in = [&crate::trigger::EVENT_TASK, &crate::workflow::SLEEP_TASK];
+    let built_in = [
+        &crate::trigger::EVENT_TASK,
+        &crate::workflow::SLEEP_TASK,
+        &crate::workflow::SIGNAL_TASK,
+    ];
     for def in built_in.into_iter().chain(registered_tasks()) {
         let options =
             conf.task_options(def.task_id, def.params, TaskOptions::from(&def.options))?;

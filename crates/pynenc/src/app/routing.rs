@@ -64,6 +64,16 @@ pub(crate) fn check_arguments(task: &RegisteredTask, arguments: &Arguments) -> R
     })
 }
 
+/// The outcome of routing one call.
+fn only_outcome(mut outcomes: Vec<RouteOutcome>) -> Result<RouteOutcome> {
+    outcomes.pop().ok_or_else(|| {
+        PynencError::StateBackend(pynenc_store::StoreError::backend(
+            "orchestrator",
+            "route_calls returned no outcome for a call",
+        ))
+    })
+}
+
 impl Pynenc {
     /// The registration of `def` in this app.
     fn registered(&self, def: &'static TaskDefinition) -> Result<&RegisteredTask> {
@@ -301,6 +311,31 @@ impl Pynenc {
             .await
     }
 
+    /// Routes a call of `def` under the caller-chosen `invocation_id` (an
+    /// invocation of that id already there is given back), scheduled for
+    /// `at` when given. Made from a workflow it is not a numbered step:
+    /// its id says what it is (a workflow's wait for a signal).
+    pub(crate) async fn route_keyed(
+        &self,
+        def: &'static TaskDefinition,
+        arguments: Arguments,
+        at: Option<Timestamp>,
+        invocation_id: InvocationId,
+    ) -> Result<UntypedInvocation> {
+        let task = self.registered(def)?;
+        let mut pending = PendingValues::default();
+        let call = self.checked_call(task, arguments, &mut pending)?;
+        let mut reqs = vec![self.route_request(task, &self.caller(), call, at)];
+        for req in &mut reqs {
+            req.invocation_id = Some(invocation_id);
+        }
+        self.data()
+            .claim_for(self.data_store(), &mut reqs, &pending)
+            .await?;
+        let outcome = only_outcome(self.orchestrator().route_calls(reqs).await?)?;
+        Ok(self.outcome_to_invocation(outcome))
+    }
+
     /// Routes one call made from the current context.
     async fn route_one(
         &self,
@@ -318,17 +353,7 @@ impl Pynenc {
         self.data()
             .claim_for(self.data_store(), &mut reqs, pending)
             .await?;
-        let outcome = self
-            .orchestrator()
-            .route_calls(reqs)
-            .await?
-            .pop()
-            .ok_or_else(|| {
-                PynencError::StateBackend(pynenc_store::StoreError::backend(
-                    "orchestrator",
-                    "route_calls returned no outcome for a call",
-                ))
-            })?;
+        let outcome = only_outcome(self.orchestrator().route_calls(reqs).await?)?;
         self.step_outcome(&caller, step.as_ref(), asked.as_ref(), outcome)
     }
 
