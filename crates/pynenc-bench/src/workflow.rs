@@ -42,7 +42,9 @@ async fn wf_bench(key: String, n: u64) -> Result<u64, TaskError> {
         total += wf_bench_step::call(i).await?.result().await?;
     }
     let first = {
-        let mut runs = runs().lock().map_err(|_| TaskError::new("Bench", "poisoned"))?;
+        let mut runs = runs()
+            .lock()
+            .map_err(|_| TaskError::new("Bench", "poisoned"))?;
         let mine = runs.entry(key).or_default();
         mine.push(started.elapsed());
         mine.len() == 1
@@ -56,7 +58,10 @@ async fn wf_bench(key: String, n: u64) -> Result<u64, TaskError> {
 /// Runs `count` workflows of `steps` steps each; one row.
 async fn measure(app: &Pynenc, count: u64, steps: u64) -> Result<Row> {
     STEP_RUNS.store(0, Ordering::Relaxed);
-    runs().lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clear();
+    runs()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clear();
     let runner = ThreadRunner::new(app).spawn();
     let t0 = Instant::now();
     let calls = (0..count).map(|w| (format!("w{w}"), steps));
@@ -70,7 +75,11 @@ async fn measure(app: &Pynenc, count: u64, steps: u64) -> Result<Row> {
     }
     let step_runs = STEP_RUNS.load(Ordering::Relaxed);
     let (mut first, mut replay) = (Duration::ZERO, Duration::ZERO);
-    for times in runs().lock().map_err(|_| anyhow::anyhow!("poisoned"))?.values() {
+    for times in runs()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .values()
+    {
         first += times.first().copied().unwrap_or_default();
         replay += times.get(1).copied().unwrap_or_default();
     }

@@ -171,6 +171,40 @@ impl StateBackend for RedisBackend {
         self.decode_record(&fields)
     }
 
+    async fn find_invocations(
+        &self,
+        ids: &[InvocationId],
+    ) -> Result<Vec<Option<(InvocationRecord, InvocationOutcome)>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HMGET")
+                .arg(self.invocation_key(id))
+                .arg("status")
+                .arg(&RECORD_FIELDS)
+                .arg(&["result", "error"]);
+        }
+        let rows: Vec<Vec<Value>> = self.query("HMGET record and outcome", &pipe).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, mut fields) in ids.iter().zip(rows) {
+            let status = match fields.first() {
+                None | Some(Value::Nil) => {
+                    out.push(None);
+                    continue;
+                }
+                Some(v) => as_string(v),
+            };
+            let error = fields.pop().as_ref().and_then(as_string);
+            let result = fields.pop().as_ref().and_then(as_string);
+            let outcome = self.decode_outcome(id, status, result, error)?;
+            fields[0] = Value::BulkString(id.as_str().as_bytes().to_vec());
+            out.push(Some((self.decode_record(&fields)?, outcome)));
+        }
+        Ok(out)
+    }
+
     async fn get_history(&self, id: &InvocationId) -> Result<Vec<HistoryEntry>> {
         let key = self.invocation_key(id);
         let v = self

@@ -75,6 +75,28 @@ impl<S: AtomicStore> StateBackend for TxnBackend<S> {
             .await
     }
 
+    async fn find_invocations(
+        &self,
+        ids: &[InvocationId],
+    ) -> Result<Vec<Option<(InvocationRecord, InvocationOutcome)>>> {
+        let ids = ids.to_vec();
+        self.store
+            .read(move |t| {
+                t.prefetch(&ids)?;
+                let outcomes = t.get_outcomes(&ids)?;
+                ids.iter()
+                    .zip(outcomes)
+                    .map(|(id, outcome)| {
+                        Ok(match (t.get_invocation(id)?, outcome) {
+                            (Some(record), Some(outcome)) => Some(((*record).clone(), outcome)),
+                            _ => None,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     async fn get_history(&self, id: &InvocationId) -> Result<Vec<HistoryEntry>> {
         let id = *id;
         self.store.atomic(move |t| t.get_history(&id)).await

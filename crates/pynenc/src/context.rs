@@ -30,9 +30,38 @@ pub struct InvocationContext {
     /// The invocation that called this one in the same process (dev mode's
     /// synchronous calls, whose cycles are found by walking this chain).
     pub(crate) caller: Option<Arc<InvocationContext>>,
-    /// For a workflow (task option `workflow`): how many calls this run of
-    /// it made so far (each call is a step, numbered from 1).
-    pub(crate) workflow_steps: Option<std::sync::atomic::AtomicU32>,
+    /// For a workflow (task option `workflow`): this run's steps.
+    pub(crate) workflow: Option<WorkflowRun>,
+}
+
+/// One run of a workflow: how many steps it made so far (numbered from 1),
+/// and whether it is still replaying steps an earlier run recorded.
+#[derive(Debug)]
+pub(crate) struct WorkflowRun {
+    steps: std::sync::atomic::AtomicU32,
+    replaying: std::sync::atomic::AtomicBool,
+}
+
+impl WorkflowRun {
+    /// A run that has made no step yet (it may replay an earlier run's).
+    pub(crate) fn new() -> Self {
+        WorkflowRun {
+            steps: std::sync::atomic::AtomicU32::new(0),
+            replaying: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// Whether the steps so far were all recorded by an earlier run (the
+    /// next one may be too: it is looked up before it is routed).
+    pub(crate) fn replaying(&self) -> bool {
+        self.replaying.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A step was not recorded: this run makes the rest.
+    pub(crate) fn stop_replaying(&self) {
+        self.replaying
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for InvocationContext {
@@ -60,8 +89,8 @@ impl InvocationContext {
     /// share the numbering: a workflow makes them in the same order every
     /// time it runs); `None` when the invocation is not a workflow.
     pub(crate) fn next_workflow_number(&self) -> Option<u32> {
-        let steps = self.workflow_steps.as_ref()?;
-        Some(steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+        let run = self.workflow.as_ref()?;
+        Some(run.steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
     }
 
     /// The id of the running invocation.

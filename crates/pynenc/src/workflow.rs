@@ -90,7 +90,7 @@ fn outside(what: &str) -> PynencError {
 /// caller, nothing is replayed).
 fn current(what: &str) -> Result<Option<Arc<InvocationContext>>> {
     let ctx = context::current().ok_or_else(|| outside(what))?;
-    if ctx.workflow_steps.is_some() {
+    if ctx.workflow.is_some() {
         return Ok(Some(ctx));
     }
     if ctx.app.conf().dev_mode_force_sync_tasks {

@@ -25,6 +25,28 @@ pub trait StateBackend: Send + Sync {
     async fn get_outcomes(&self, invocation_ids: &[InvocationId])
         -> Result<Vec<InvocationOutcome>>;
 
+    /// The record and the outcome of each of `invocation_ids`, in order;
+    /// `None` for one that does not exist. Backends answer in one round
+    /// trip (a workflow replaying its steps asks for them so); the default
+    /// asks for each apart.
+    async fn find_invocations(
+        &self,
+        invocation_ids: &[InvocationId],
+    ) -> Result<Vec<Option<(InvocationRecord, InvocationOutcome)>>> {
+        let mut out = Vec::with_capacity(invocation_ids.len());
+        for id in invocation_ids {
+            out.push(match self.get_invocation(id).await {
+                Ok(record) => {
+                    let outcome = self.get_outcomes(std::slice::from_ref(id)).await?.pop();
+                    outcome.map(|o| (record, o))
+                }
+                Err(crate::StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(out)
+    }
+
     /// The ids of every invocation of this app.
     async fn list_invocation_ids(&self) -> Result<Vec<InvocationId>>;
 

@@ -74,7 +74,7 @@ impl Pynenc {
             slot: tokio::sync::Mutex::new(SlotState::default()),
             caller: current,
             // calls run here, once: nothing to replay
-            workflow_steps: None,
+            workflow: None,
         });
         let mut num_retries = 0;
         let outcome = loop {

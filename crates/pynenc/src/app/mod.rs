@@ -252,6 +252,28 @@ impl Pynenc {
         }
     }
 
+    /// The final outcomes of `invocations`, in order: those already known
+    /// (replayed workflow steps) without waiting or reading when all are,
+    /// [`Pynenc::final_outcomes`] otherwise.
+    pub(crate) async fn outcomes_of(
+        &self,
+        invocations: &[&crate::invocation::DistributedInvocation],
+    ) -> Result<Vec<pynenc_model::InvocationOutcome>> {
+        let ids: Vec<InvocationId> = invocations.iter().map(|d| d.record.invocation_id).collect();
+        let known: Option<Vec<pynenc_model::InvocationOutcome>> =
+            invocations.iter().map(|d| d.known.clone()).collect();
+        match known {
+            Some(mut outcomes) => {
+                self.inner
+                    .data
+                    .resolve_outcomes(self.data_store(), &ids, &mut outcomes)
+                    .await?;
+                Ok(outcomes)
+            }
+            None => self.final_outcomes(&ids).await,
+        }
+    }
+
     /// The outcomes of `ids` as they are now (no wait), in that order, with
     /// results kept in the data store read back.
     ///

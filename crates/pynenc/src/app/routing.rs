@@ -5,8 +5,8 @@
 use std::time::SystemTime;
 
 use pynenc_model::{
-    Arguments, Call, CallId, ConcurrencySpec, InvocationId, RouteOutcome, RouteRequest, RunnerId,
-    Timestamp,
+    Arguments, Call, CallId, ConcurrencySpec, InvocationId, InvocationRecord, RouteOutcome,
+    RouteRequest, RunnerId, Timestamp,
 };
 use tracing::debug;
 
@@ -87,7 +87,7 @@ impl Pynenc {
                 parent_invocation_id: Some(*ctx.invocation_id()),
                 parent_call_id: Some(ctx.call_id()),
                 actor: ctx.actor_id(),
-                workflow: ctx.workflow_steps.is_some().then(|| ctx.clone()),
+                workflow: ctx.workflow.is_some().then(|| ctx.clone()),
             },
             None => Caller {
                 parent_invocation_id: None,
@@ -171,27 +171,85 @@ impl Pynenc {
         req_call: Option<&Call>,
         outcome: RouteOutcome,
     ) -> Result<UntypedInvocation> {
-        if let (Some(step), Some(wf), RouteOutcome::Reused { record, .. }) =
-            (step, caller.workflow.as_ref(), &outcome)
-        {
-            if record.invocation_id == step.invocation_id && record.call.call_id() != step.call_id {
-                let render = |c: &Call| {
-                    format!(
-                        "{}({})",
-                        c.task_id,
-                        c.arguments
-                            .render(self.inner.conf.print_arguments, self.serializer())
-                    )
-                };
-                return Err(PynencError::WorkflowNonDeterminism {
-                    workflow_id: *wf.invocation_id(),
-                    step: step.number,
-                    recorded: render(&record.call),
-                    asked: req_call.map(render).unwrap_or_default(),
-                });
-            }
+        if let (Some(step), RouteOutcome::Reused { record, .. }) = (step, &outcome) {
+            self.check_step(caller, step, req_call, record)?;
         }
         Ok(self.outcome_to_invocation(outcome))
+    }
+
+    /// A workflow's step found recorded (`record`) must be the call asked
+    /// for now (`req_call`).
+    fn check_step(
+        &self,
+        caller: &Caller,
+        step: &Step,
+        req_call: Option<&Call>,
+        record: &InvocationRecord,
+    ) -> Result<()> {
+        let Some(wf) = caller.workflow.as_ref() else {
+            return Ok(());
+        };
+        if record.invocation_id != step.invocation_id || record.call.call_id() == step.call_id {
+            return Ok(());
+        }
+        let render = |c: &Call| {
+            format!(
+                "{}({})",
+                c.task_id,
+                c.arguments
+                    .render(self.inner.conf.print_arguments, self.serializer())
+            )
+        };
+        Err(PynencError::WorkflowNonDeterminism {
+            workflow_id: *wf.invocation_id(),
+            step: step.number,
+            recorded: render(&record.call),
+            asked: req_call.map(render).unwrap_or_default(),
+        })
+    }
+
+    /// While a workflow replays the steps an earlier run recorded: the
+    /// steps `steps` looked up in one read and, when each was recorded,
+    /// their invocations (with their outcomes when final: a replayed step
+    /// costs that one read). `None` when one was not recorded: the workflow
+    /// stops replaying and routes them.
+    async fn replayed_steps(
+        &self,
+        caller: &Caller,
+        steps: &[Option<Step>],
+        asked: &[Option<Call>],
+    ) -> Result<Option<Vec<UntypedInvocation>>> {
+        let Some(run) = caller.workflow.as_ref().and_then(|w| w.workflow.as_ref()) else {
+            return Ok(None);
+        };
+        if !run.replaying() {
+            return Ok(None);
+        }
+        let ids: Option<Vec<InvocationId>> = steps
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.invocation_id))
+            .collect();
+        let Some(ids) = ids else {
+            return Ok(None);
+        };
+        let found = self.state_backend().find_invocations(&ids).await?;
+        if found.iter().any(Option::is_none) {
+            run.stop_replaying();
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(found.len());
+        for ((found, step), call) in found.into_iter().flatten().zip(steps).zip(asked) {
+            let (record, outcome) = found;
+            if let Some(step) = step {
+                self.check_step(caller, step, call.as_ref(), &record)?;
+            }
+            out.push(UntypedInvocation::replayed(
+                self.clone(),
+                std::sync::Arc::new(record),
+                outcome,
+            ));
+        }
+        Ok(Some(out))
     }
 
     fn outcome_to_invocation(&self, outcome: RouteOutcome) -> UntypedInvocation {
@@ -281,6 +339,10 @@ impl Pynenc {
                 .zip(&reqs)
                 .map(|(s, r)| s.as_ref().map(|_| r.call.clone()))
                 .collect();
+            if let Some(replayed) = self.replayed_steps(&caller, &steps, &asked).await? {
+                out.extend(replayed);
+                continue;
+            }
             self.data()
                 .claim_for(self.data_store(), &mut reqs, &pending)
                 .await?;
@@ -350,6 +412,18 @@ impl Pynenc {
         let asked = step
             .as_ref()
             .and_then(|_| reqs.first().map(|r| r.call.clone()));
+        if step.is_some() {
+            let replayed = self
+                .replayed_steps(
+                    &caller,
+                    std::slice::from_ref(&step),
+                    std::slice::from_ref(&asked),
+                )
+                .await?;
+            if let Some(inv) = replayed.and_then(|mut v| v.pop()) {
+                return Ok(inv);
+            }
+        }
         self.data()
             .claim_for(self.data_store(), &mut reqs, pending)
             .await?;

@@ -53,16 +53,16 @@ impl<R: DeserializeOwned + Send + 'static> InvocationGroup<R> {
     /// Waits for all of them (one pause of the caller) and returns the values
     /// in call order; the first error (in call order) is returned instead.
     pub async fn results(&self) -> Result<Vec<R>> {
-        let mut app = None;
-        let mut ids = Vec::new();
-        for inv in &self.invocations {
-            if let UntypedInvocation::Distributed(d) = &inv.inner {
-                app.get_or_insert_with(|| d.app.clone());
-                ids.push(d.record.invocation_id);
-            }
-        }
-        let mut outcomes = match &app {
-            Some(app) => app.final_outcomes(&ids).await?.into_iter(),
+        let distributed: Vec<&super::DistributedInvocation> = self
+            .invocations
+            .iter()
+            .filter_map(|inv| match &inv.inner {
+                UntypedInvocation::Distributed(d) => Some(d),
+                UntypedInvocation::Synchronous(_) => None,
+            })
+            .collect();
+        let mut outcomes = match distributed.first() {
+            Some(d) => d.app.outcomes_of(&distributed).await?.into_iter(),
             None => Vec::new().into_iter(),
         };
         let mut values = Vec::with_capacity(self.invocations.len());

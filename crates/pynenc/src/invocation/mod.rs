@@ -27,9 +27,12 @@ pub use group::InvocationGroup;
 /// An invocation routed through the orchestrator.
 #[derive(Clone)]
 pub struct DistributedInvocation {
-    app: Pynenc,
-    record: Arc<InvocationRecord>,
+    pub(crate) app: Pynenc,
+    pub(crate) record: Arc<InvocationRecord>,
     reused: Option<Option<String>>,
+    /// Its final outcome, when it was read with the record (a workflow's
+    /// step replayed): nothing to wait for, nothing more to read.
+    pub(crate) known: Option<InvocationOutcome>,
 }
 
 impl std::fmt::Debug for DistributedInvocation {
@@ -101,6 +104,22 @@ impl UntypedInvocation {
             app,
             record,
             reused,
+            known: None,
+        })
+    }
+
+    /// A workflow's step recorded by an earlier run, read with its outcome:
+    /// a final outcome is kept (its result needs no more reads).
+    pub(crate) fn replayed(
+        app: Pynenc,
+        record: Arc<InvocationRecord>,
+        outcome: InvocationOutcome,
+    ) -> Self {
+        UntypedInvocation::Distributed(DistributedInvocation {
+            app,
+            record,
+            reused: Some(None),
+            known: outcome.status.is_final().then_some(outcome),
         })
     }
 
@@ -302,17 +321,12 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
     pub async fn result(&self) -> Result<R> {
         match &self.inner {
             UntypedInvocation::Distributed(d) => {
-                let outcome = d
-                    .app
-                    .final_outcomes(&[d.record.invocation_id])
-                    .await?
-                    .pop()
-                    .ok_or_else(|| {
-                        PynencError::StateBackend(pynenc_store::StoreError::not_found(
-                            &d.record.invocation_id,
-                            "the state backend returned no outcome",
-                        ))
-                    })?;
+                let outcome = d.app.outcomes_of(&[d]).await?.pop().ok_or_else(|| {
+                    PynencError::StateBackend(pynenc_store::StoreError::not_found(
+                        &d.record.invocation_id,
+                        "the state backend returned no outcome",
+                    ))
+                })?;
                 decode(
                     d.app.serializer(),
                     &d.record.call.task_id,

@@ -19,6 +19,9 @@ impl<R: DeserializeOwned + Send + 'static> Invocation<R> {
     /// The invocation was purged, or the backend failed.
     pub async fn wait(&self) -> Result<InvocationStatus> {
         if let UntypedInvocation::Distributed(d) = self.untyped() {
+            if let Some(known) = &d.known {
+                return Ok(known.status);
+            }
             d.app.wait_for(&[*self.invocation_id()]).await?;
         }
         self.status().await

@@ -122,9 +122,7 @@ pub(crate) async fn run_invocation(
         runner: Some(host.clone()),
         slot: tokio::sync::Mutex::new(SlotState { permit, waits: 0 }),
         caller: None,
-        workflow_steps: options
-            .workflow
-            .then(|| std::sync::atomic::AtomicU32::new(0)),
+        workflow: options.workflow.then(crate::context::WorkflowRun::new),
     });
     // stored arguments are read back (through the local cache) for the body
     let resolved = with_stored_arguments(app, record).await;
