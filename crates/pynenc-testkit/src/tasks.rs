@@ -600,3 +600,23 @@ pub async fn wf_signals(key: String) -> Result<String, TaskError> {
     }
     Ok(format!("{early}-{late}"))
 }
+
+/// A workflow of `n` steps that then waits for the signal `go`; its first
+/// run stops (a retriable `Interrupted`) after the signal, so the second
+/// run replays the `n` steps and gets the signal back. Returns the sum.
+#[pynenc::task(workflow = true, max_retries = 1, retry_for = ["Interrupted"])]
+pub async fn wf_replay(key: String, n: u32) -> Result<u64, TaskError> {
+    let run = count_run(&format!("{key}/workflow"));
+    let mut total = 0;
+    for i in 0..n {
+        total += wf_step::call(format!("{key}/{i}"), i)
+            .await?
+            .result()
+            .await?;
+    }
+    let _: u32 = pynenc::workflow::wait_signal("go").await?;
+    if run == 1 {
+        return Err(TaskError::new("Interrupted", "the first run stops here"));
+    }
+    Ok(total)
+}

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pynenc::Pynenc;
+use pynenc_operate::Operate;
 use pynenc_testkit::process::WorkerProcess;
 use pynenc_testkit::redis_server::{RedisServerOptions, Resp};
 use pynenc_testkit::tasks::{self, add, add_via_child, filler};
@@ -341,4 +342,89 @@ async fn two_processes_drain_ten_thousand_tasks() {
         assert!(status.success(), "worker exit status {status}");
     }
     assert_eq!(check_histories(&app).await, n as usize);
+}
+
+/// The commands the server ran so far: `(FCALL calls, HMGET calls)`
+/// (HMGETs of scripts included).
+fn fcalls_and_hmgets(server: &pynenc_testkit::redis_server::RedisServer) -> (u64, u64) {
+    let info = match server.command(&["INFO", "commandstats"]).expect("INFO") {
+        Resp::Bulk(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("INFO commandstats: {other:?}"),
+    };
+    let calls = |cmd: &str| {
+        info.lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (calls("fcall"), calls("hmget"))
+}
+
+/// A workflow replaying `n` recorded steps: the server's commands from the
+/// signal that ends its first run to the end of its second.
+async fn replay_cost(
+    app: &Pynenc,
+    server: &pynenc_testkit::redis_server::RedisServer,
+    n: u32,
+) -> (u64, u64) {
+    let key = format!("replay-{n}-{}", pynenc::InvocationId::random());
+    let wf = ok(
+        tasks::wf_replay::call_on(app, key.clone(), n).await,
+        "workflow",
+    );
+    // the first run made its steps and waits for its signal (its wait is
+    // routed before the workflow pauses on it)
+    let signal_wait = pynenc::model::InvocationQuery {
+        parent: Some(*wf.invocation_id()),
+        task_ids: vec![pynenc::TaskId::from(pynenc::workflow::SIGNAL_TASK_ID)],
+        ..pynenc::model::InvocationQuery::new()
+    };
+    let waits = eventually(Duration::from_secs(30), || async {
+        let routed = app
+            .inspect()
+            .list(&signal_wait)
+            .await
+            .is_ok_and(|p| !p.items.is_empty());
+        routed && matches!(wf.status().await, Ok(pynenc::InvocationStatus::Paused))
+    })
+    .await;
+    assert!(waits, "the first run did not reach its wait for the signal");
+    let before = fcalls_and_hmgets(server);
+    assert!(ok(
+        app.signal(wf.invocation_id(), "go", 1u32).await,
+        "signal"
+    ));
+    let expected: u64 = (0..u64::from(n)).map(|i| i * 10).sum();
+    assert_eq!(ok(wf.result().await, "result"), expected);
+    let after = fcalls_and_hmgets(server);
+    for i in 0..n {
+        assert_eq!(
+            tasks::runs_of(&format!("{key}/{i}")),
+            1,
+            "step {i} ran again"
+        );
+    }
+    (after.0 - before.0, after.1 - before.1)
+}
+
+/// A replayed step costs one read (one HMGET of its record and outcome,
+/// pipelined) and no script call: no routing, no run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_workflow_step_costs_one_read() {
+    let f = factory_or_skip!(RedisFactory::new());
+    let server = f.server().expect("server");
+    let app = ok(app_at(&server.url(), "replay-cost"), "app");
+    let runner = start_runner(&app, 2);
+    let (fcalls_10, hmgets_10) = replay_cost(&app, &server, 10).await;
+    let (fcalls_30, hmgets_30) = replay_cost(&app, &server, 30).await;
+    println!("replaying 10 steps: {fcalls_10} FCALL, {hmgets_10} HMGET; 30 steps: {fcalls_30} FCALL, {hmgets_30} HMGET");
+    assert_eq!(
+        fcalls_30, fcalls_10,
+        "20 more replayed steps made script calls"
+    );
+    assert_eq!(hmgets_30 - hmgets_10, 20, "one HMGET per replayed step");
+    ok(runner.stop().await, "stop");
+    check_histories(&app).await;
 }
