@@ -417,8 +417,8 @@ async fn a_replayed_workflow_step_costs_one_read() {
     let server = f.server().expect("server");
     let app = ok(app_at(&server.url(), "replay-cost"), "app");
     let runner = start_runner(&app, 2);
-    let (fcalls_10, hmgets_10) = replay_cost(&app, &server, 10).await;
-    let (fcalls_30, hmgets_30) = replay_cost(&app, &server, 30).await;
+    let (fcalls_10, hmgets_10) = replay_cost(&app, server, 10).await;
+    let (fcalls_30, hmgets_30) = replay_cost(&app, server, 30).await;
     println!("replaying 10 steps: {fcalls_10} FCALL, {hmgets_10} HMGET; 30 steps: {fcalls_30} FCALL, {hmgets_30} HMGET");
     assert_eq!(
         fcalls_30, fcalls_10,
