@@ -415,16 +415,38 @@ async fn replay_cost(
 async fn a_replayed_workflow_step_costs_one_read() {
     let f = factory_or_skip!(RedisFactory::new());
     let server = f.server().expect("server");
-    let app = ok(app_at(&server.url(), "replay-cost"), "app");
+    // the runner's periodic work (heartbeats, recovery, cancel polls) made
+    // rare, so that the windows count the workflows' commands
+    let app = ok(
+        Pynenc::builder()
+            .env_vars(Vec::new())
+            .app_id("replay-cost")
+            .config_value("backend", "redis")
+            .config_value("redis.redis_url", server.url())
+            .config_value("runner.heartbeat_interval_seconds", 30)
+            .config_value("runner.runner_dead_after_seconds", 600)
+            .config_value("runner.recovery_interval_seconds", 30)
+            .config_value("runner.cancel_poll_seconds", 30)
+            .build(),
+        "app",
+    );
     let runner = start_runner(&app, 2);
     let (fcalls_10, hmgets_10) = replay_cost(&app, server, 10).await;
     let (fcalls_30, hmgets_30) = replay_cost(&app, server, 30).await;
     println!("replaying 10 steps: {fcalls_10} FCALL, {hmgets_10} HMGET; 30 steps: {fcalls_30} FCALL, {hmgets_30} HMGET");
-    assert_eq!(
-        fcalls_30, fcalls_10,
-        "20 more replayed steps made script calls"
+    // routed, each of the 20 more steps would make at least one script
+    // call (and a run two more); replayed, they make none: a few more can
+    // only be periodic work that a longer window caught
+    assert!(
+        fcalls_30 < fcalls_10 + 10,
+        "20 more replayed steps made {} more script calls",
+        fcalls_30.saturating_sub(fcalls_10)
     );
-    assert_eq!(hmgets_30 - hmgets_10, 20, "one HMGET per replayed step");
+    let more_reads = hmgets_30.saturating_sub(hmgets_10);
+    assert!(
+        (20..25).contains(&more_reads),
+        "20 more replayed steps made {more_reads} more HMGETs (one each expected)"
+    );
     ok(runner.stop().await, "stop");
     check_histories(&app).await;
 }
