@@ -173,12 +173,39 @@ use function::TaskFn;
 /// `registration_concurrency`, `key_arguments`, `on_diff_non_key_args_raise`,
 /// `registration_scope`, `registration_cache_seconds`,
 /// `reroute_on_concurrency_control`, `parallel_batch_size`,
-/// `inline_arguments` and `data_store_min_size_bytes`; see the crate
+/// `inline_arguments`, `data_store_min_size_bytes` and `workflow` (or
+/// [`macro@workflow`]); see the crate
 /// documentation for their values, the generated API and the restrictions on
 /// the function.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_task(attr.into(), item.into()).into()
+}
+
+/// A durable workflow: `#[pynenc::workflow(options)]` is
+/// `#[pynenc::task(workflow = true, options)]`. The calls the function
+/// makes are steps, recorded once and given back when it runs again; in
+/// its body `pynenc::workflow::{sleep, now, random, uuid, set_data,
+/// get_data, wait_signal}` do what only a workflow can.
+///
+/// ```ignore
+/// #[pynenc::workflow(max_retries = 3)]
+/// async fn onboard(user: String) -> Result<(), pynenc::TaskError> {
+///     create_account::call(user.clone()).await?.result().await?;
+///     pynenc::workflow::sleep(std::time::Duration::from_secs(24 * 3600)).await?;
+///     send_tips::call(user).await?.result().await?;
+///     Ok(())
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn workflow(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = TokenStream2::from(attr);
+    let attr = if attr.is_empty() {
+        quote!(workflow = true)
+    } else {
+        quote!(workflow = true, #attr)
+    };
+    expand_task(attr, item.into()).into()
 }
 
 /// Expands `#[task(attr)] item`; on error, the errors followed by the

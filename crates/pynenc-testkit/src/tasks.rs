@@ -508,7 +508,7 @@ pub async fn wf_file_step(path: String, i: u32, ms: u64) -> Result<u64, TaskErro
 
 /// A workflow of `n` steps [`wf_file_step`] one after the other; returns
 /// the sum of their results.
-#[pynenc::task(workflow = true)]
+#[pynenc::workflow]
 pub async fn wf_file(path: String, n: u32, ms: u64) -> Result<u64, TaskError> {
     let mut total = 0;
     for i in 0..n {
@@ -589,8 +589,9 @@ pub async fn wf_slow(key: String, ms: u64) -> Result<u64, TaskError> {
 
 /// A workflow waiting for two signals: `early` (a text) and `late` (a
 /// number); its first run stops (a retriable `Interrupted`) after both, so
-/// the second run gets them back without waiting. Returns `"{early}-{late}"`.
-#[pynenc::task(workflow = true, max_retries = 1, retry_for = ["Interrupted"])]
+/// the second run gets them back without waiting. Returns
+/// `"{early}-{late}@{workflow id}"`.
+#[pynenc::workflow(max_retries = 1, retry_for = ["Interrupted"])]
 pub async fn wf_signals(key: String) -> Result<String, TaskError> {
     let run = count_run(&format!("{key}/workflow"));
     let early: String = pynenc::workflow::wait_signal("early").await?;
@@ -598,7 +599,7 @@ pub async fn wf_signals(key: String) -> Result<String, TaskError> {
     if run == 1 {
         return Err(TaskError::new("Interrupted", "the first run stops here"));
     }
-    Ok(format!("{early}-{late}"))
+    Ok(format!("{early}-{late}@{}", pynenc::workflow::id()?))
 }
 
 /// A workflow of `n` steps that then waits for the signal `go`; its first

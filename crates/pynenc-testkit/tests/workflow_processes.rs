@@ -1,6 +1,7 @@
 //! A workflow of ten steps whose runner process is SIGKILLed in the middle
-//! (SQLite, and a `redis-server` of the test's own, skipped with a message
-//! when it is not installed, a failure with `PYNENC_REQUIRE_REDIS=1`): a
+//! (SQLite; a `redis-server` and a PostgreSQL server of the test's own,
+//! skipped with a message when not installed, a failure with
+//! `PYNENC_REQUIRE_REDIS=1` / `PYNENC_REQUIRE_POSTGRES=1`): a
 //! second runner recovers the workflow, the steps that had finished do not
 //! run again, the step that was running runs again, and the result is
 //! right.
@@ -97,6 +98,18 @@ async fn workflow_survives_a_killed_runner(backend: SharedBackend, logs: &Path) 
 async fn sqlite_workflow_survives_a_killed_runner() {
     let (dir, db) = pynenc_testkit::process::fresh_db("workflows.db");
     workflow_survives_a_killed_runner(SharedBackend::Sqlite(db), dir.path()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_workflow_survives_a_killed_runner() {
+    let factory = pynenc_testkit::PostgresFactory::new();
+    if let Some(reason) = pynenc_testkit::BackendFactory::skip_reason(&factory) {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    workflow_survives_a_killed_runner(SharedBackend::Postgres(factory.url()), dir.path()).await;
 }
 
 #[cfg(feature = "redis")]

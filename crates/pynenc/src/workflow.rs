@@ -292,6 +292,17 @@ impl crate::Pynenc {
     }
 }
 
+/// The id of the workflow running here (its invocation's id): what
+/// [`crate::Pynenc::signal`] is sent to.
+///
+/// # Errors
+///
+/// Outside the body of a workflow.
+pub fn id() -> Result<InvocationId> {
+    let ctx = current("id")?.ok_or_else(|| outside("id"))?;
+    Ok(*ctx.invocation_id())
+}
+
 /// Sleeps `duration`, durably, in the body of a workflow: the sleep is a
 /// step (an invocation of [`SLEEP_TASK_ID`] scheduled for its end), the
 /// workflow is paused meanwhile and its runner slot freed, and it resumes

@@ -284,7 +284,8 @@ pub async fn w06_workflow_signals(f: &dyn BackendFactory) {
         2
     );
     assert!(ok(app.signal(&id, "late", 7u32).await, "late signal"));
-    assert_eq!(ok(wf.result().await, "result"), "e-7");
+    assert_eq!(ok(wf.result().await, "result"), format!("e-7@{id}"));
+    assert!(pynenc::workflow::id().is_err(), "no workflow here");
     assert_eq!(runs_of(&format!("{key}/workflow")), 2);
     // a name is received once
     assert!(!ok(app.signal(&id, "late", 8u32).await, "again"));
