@@ -46,6 +46,10 @@
 //! - [`Arguments`] and [`Call`]: arguments bound by name and serialized one by
 //!   one; the `call_id` is the task id plus a stable hash of the sorted
 //!   `name=value` pairs.
+//! - [`macro@workflow`] (attribute): a task whose calls are steps recorded
+//!   once and given back when it runs again; [`mod@workflow`] holds what
+//!   only a workflow body does (durable `sleep`, `wait_signal`, `now` /
+//!   `random` / `uuid` taken once, `set_data` / `get_data`).
 //! - [`Invocation`]: one execution of a call: its id ([`InvocationId`]),
 //!   status, retries, history and `result()`. [`InvocationGroup`] for
 //!   `parallelize`.

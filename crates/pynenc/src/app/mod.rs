@@ -95,7 +95,7 @@ impl Pynenc {
         &self.inner.components.data_store
     }
 
-    /// The values kept per workflow (see [`crate::workflow`]).
+    /// The values kept per workflow (see [`mod@crate::workflow`]).
     pub fn workflow_data(&self) -> &Arc<dyn pynenc_store::WorkflowData> {
         &self.inner.components.workflow_data
     }
