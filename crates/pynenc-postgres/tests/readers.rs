@@ -9,32 +9,16 @@
 mod support;
 use support::*;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use pynenc_model::{
-    Arguments, Call, ConcurrencySpec, InvocationId, InvocationRecord, StatusRecord,
-};
-use pynenc_model::{InvocationStatus, Timestamp};
+use pynenc_model::InvocationId;
 use pynenc_postgres::PostgresStore;
 use pynenc_store::AtomicStore;
 use pynenc_testservers::postgres::test_database;
 
 /// Stores one invocation of `tests.task` (a step through the writer).
 async fn insert_one(store: &PostgresStore) {
-    let record = Arc::new(InvocationRecord {
-        invocation_id: InvocationId::time_ordered(),
-        call: Call::new("tests.task", Arguments::new()),
-        parent_invocation_id: None,
-        created_at: Timestamp::now(),
-        scheduled_at: None,
-        concurrency: ConcurrencySpec::default(),
-        rerun_of: None,
-    });
-    let status = StatusRecord {
-        status: InvocationStatus::Registered,
-        owner: None,
-    };
+    let (record, status) = new_invocation("tests.task");
     store
         .atomic(move |t| t.insert_invocation(&record, &status))
         .await

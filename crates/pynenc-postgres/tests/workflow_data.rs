@@ -9,37 +9,14 @@
 mod support;
 use support::*;
 
-use std::sync::Arc;
-
-use pynenc_model::{
-    Arguments, Call, ConcurrencySpec, InvocationId, InvocationRecord, InvocationStatus,
-    StatusRecord, Timestamp,
-};
+use pynenc_model::{InvocationId, InvocationStatus, Timestamp};
 use pynenc_postgres::PostgresStore;
 use pynenc_store::{engine, AtomicStore, StoreError};
 use pynenc_testservers::postgres::{test_database, TestDatabase};
 
-/// An invocation of `tests.workflow`, `REGISTERED`.
-fn new_invocation() -> (Arc<InvocationRecord>, StatusRecord) {
-    let record = Arc::new(InvocationRecord {
-        invocation_id: InvocationId::time_ordered(),
-        call: Call::new("tests.workflow", Arguments::new()),
-        parent_invocation_id: None,
-        created_at: Timestamp::now(),
-        scheduled_at: None,
-        concurrency: ConcurrencySpec::default(),
-        rerun_of: None,
-    });
-    let status = StatusRecord {
-        status: InvocationStatus::Registered,
-        owner: None,
-    };
-    (record, status)
-}
-
 /// Stores a new invocation (one step); its id.
 async fn insert(store: &PostgresStore) -> InvocationId {
-    let (record, status) = new_invocation();
+    let (record, status) = new_invocation("tests.workflow");
     let id = record.invocation_id;
     store
         .atomic(move |t| t.insert_invocation(&record, &status))
@@ -117,7 +94,7 @@ async fn workflow_data_is_kept_per_key_and_forgotten_with_its_invocation() {
 
     // in one step, with the invocation inserted in that step (its row
     // still held): the step sees its own writes
-    let (record, status) = new_invocation();
+    let (record, status) = new_invocation("tests.workflow");
     let fresh = record.invocation_id;
     let seen = store
         .atomic(move |t| {

@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pynenc_model::RunnerId;
+use pynenc_model::{
+    Arguments, Call, ConcurrencySpec, InvocationId, InvocationRecord, InvocationStatus, RunnerId,
+    StatusRecord, Timestamp,
+};
 use pynenc_postgres::{PostgresOptions, PostgresStore};
 use pynenc_testservers::postgres::TestDatabase;
 
@@ -28,4 +31,23 @@ pub fn open(db: &TestDatabase, app: &str) -> Arc<PostgresStore> {
 /// The runner the tests' steps run for.
 pub fn runner() -> RunnerId {
     RunnerId::from("runner-1")
+}
+
+/// A new invocation of `task` without arguments, and its first status
+/// (`REGISTERED`), to insert.
+pub fn new_invocation(task: &str) -> (Arc<InvocationRecord>, StatusRecord) {
+    let record = Arc::new(InvocationRecord {
+        invocation_id: InvocationId::time_ordered(),
+        call: Call::new(task, Arguments::new()),
+        parent_invocation_id: None,
+        created_at: Timestamp::now(),
+        scheduled_at: None,
+        concurrency: ConcurrencySpec::default(),
+        rerun_of: None,
+    });
+    let status = StatusRecord {
+        status: InvocationStatus::Registered,
+        owner: None,
+    };
+    (record, status)
 }
