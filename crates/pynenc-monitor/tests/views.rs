@@ -228,20 +228,14 @@ async fn actions(kind: Kind) {
         s.queued[0].as_str()
     );
     assert_eq!(f.status(&s.queued[0]).await, "registered");
-    let done = f
-        .act("cancel", json!({ "ids": [s.queued[0]], "confirm": true }))
-        .await
-        .json();
+    let done = f.confirm("cancel", &s.queued[0]).await;
     assert_eq!(done["done"]["changed"], 1, "{done}");
     assert_eq!(f.status(&s.queued[0]).await, "cancelled");
     let d = f.api(&format!("/api/invocations/{}", s.queued[0])).await;
     let last = d["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["actor"], "monitor:ops", "{last}");
     // cancelling a SUCCESS is refused, and said so
-    let done = f
-        .act("cancel", json!({ "ids": [s.ok], "confirm": true }))
-        .await
-        .json();
+    let done = f.confirm("cancel", &s.ok).await;
     assert_eq!(done["done"]["changed"], 0);
     assert_eq!(
         done["done"]["refused"].as_array().unwrap().len(),
@@ -249,10 +243,7 @@ async fn actions(kind: Kind) {
         "{done}"
     );
     // rerun one: a new invocation linked to it
-    let done = f
-        .act("rerun", json!({ "ids": [s.ok], "confirm": true }))
-        .await
-        .json();
+    let done = f.confirm("rerun", &s.ok).await;
     let new = done["done"]["new_invocations"][0]
         .as_str()
         .unwrap()
@@ -265,15 +256,9 @@ async fn actions(kind: Kind) {
     let same = f.api(&format!("/api/invocations?call={q}")).await;
     assert_eq!(same["page"]["items"].as_array().unwrap().len(), 2, "{same}");
     // retry now: only FAILED ones
-    let done = f
-        .act("retry", json!({ "ids": [s.failed], "confirm": true }))
-        .await
-        .json();
+    let done = f.confirm("retry", &s.failed).await;
     assert_eq!(done["done"]["new_invocations"].as_array().unwrap().len(), 1);
-    let done = f
-        .act("retry", json!({ "ids": [s.ok], "confirm": true }))
-        .await
-        .json();
+    let done = f.confirm("retry", &s.ok).await;
     assert_eq!(done["done"]["refused"].as_array().unwrap().len(), 1);
     // run a scheduled call now: the same invocation, registered at once
     let later = add::task()
@@ -290,20 +275,14 @@ async fn actions(kind: Kind) {
     let preview = f.act("run-now", json!({ "ids": [id] })).await.json();
     assert_eq!(preview["preview"]["items"][0]["invocation_id"], id.as_str());
     assert_eq!(f.status(&id).await, "scheduled");
-    let done = f
-        .act("run-now", json!({ "ids": [id], "confirm": true }))
-        .await
-        .json();
+    let done = f.confirm("run-now", &id).await;
     assert_eq!(done["done"]["changed"], 1, "{done}");
     assert_ne!(f.status(&id).await, "scheduled");
     let d = f.api(&format!("/api/invocations/{id}")).await;
     assert_eq!(d["history"][1]["status"], "registered", "{d}");
     assert_eq!(d["history"][1]["actor"], "monitor:ops", "{d}");
     // not scheduled any more: refused, said so
-    let done = f
-        .act("run-now", json!({ "ids": [id], "confirm": true }))
-        .await
-        .json();
+    let done = f.confirm("run-now", &id).await;
     assert_eq!(done["done"]["changed"], 0);
     assert_eq!(
         done["done"]["refused"].as_array().unwrap().len(),

@@ -176,6 +176,13 @@ impl Fixture {
             .to_string()
     }
 
+    /// `action` on the one invocation `id`, confirmed; the JSON answer.
+    pub async fn confirm(&self, action: &str, id: &str) -> serde_json::Value {
+        self.act(action, serde_json::json!({ "ids": [id], "confirm": true }))
+            .await
+            .json()
+    }
+
     /// POST an action as the operator through the JSON API, confirmed.
     pub async fn act(&self, action: &str, body: serde_json::Value) -> Resp {
         let csrf = self.csrf().await;

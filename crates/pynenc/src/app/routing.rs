@@ -64,9 +64,9 @@ pub(crate) fn check_arguments(task: &RegisteredTask, arguments: &Arguments) -> R
     })
 }
 
-/// The outcome of routing one call.
-fn only_outcome(mut outcomes: Vec<RouteOutcome>) -> Result<RouteOutcome> {
-    outcomes.pop().ok_or_else(|| {
+/// The invocation of routing one call.
+fn only_invocation(mut routed: Vec<UntypedInvocation>) -> Result<UntypedInvocation> {
+    routed.pop().ok_or_else(|| {
         PynencError::StateBackend(pynenc_store::StoreError::backend(
             "orchestrator",
             "route_calls returned no outcome for a call",
@@ -327,29 +327,12 @@ impl Pynenc {
         let batch = task.options.parallel_batch_size.max(1);
         let mut calls = calls.into_iter().peekable();
         while calls.peek().is_some() {
-            let mut reqs: Vec<RouteRequest> = calls
+            let reqs: Vec<RouteRequest> = calls
                 .by_ref()
                 .take(batch)
                 .map(|c| self.route_request(task, &caller, c, None))
                 .collect();
-            let steps: Vec<Option<Step>> =
-                reqs.iter_mut().map(|r| Self::step_of(&caller, r)).collect();
-            let asked: Vec<Option<Call>> = steps
-                .iter()
-                .zip(&reqs)
-                .map(|(s, r)| s.as_ref().map(|_| r.call.clone()))
-                .collect();
-            if let Some(replayed) = self.replayed_steps(&caller, &steps, &asked).await? {
-                out.extend(replayed);
-                continue;
-            }
-            self.data()
-                .claim_for(self.data_store(), &mut reqs, &pending)
-                .await?;
-            let outcomes = self.orchestrator().route_calls(reqs).await?;
-            for ((outcome, step), call) in outcomes.into_iter().zip(&steps).zip(&asked) {
-                out.push(self.step_outcome(&caller, step.as_ref(), call.as_ref(), outcome)?);
-            }
+            out.extend(self.route_batch(&caller, reqs, &pending, true).await?);
         }
         debug!(task_id = %def.task_id, count = out.len(), "routed group");
         Ok(out)
@@ -387,15 +370,13 @@ impl Pynenc {
         let task = self.registered(def)?;
         let mut pending = PendingValues::default();
         let call = self.checked_call(task, arguments, &mut pending)?;
-        let mut reqs = vec![self.route_request(task, &self.caller(), call, at)];
-        for req in &mut reqs {
-            req.invocation_id = Some(invocation_id);
-        }
-        self.data()
-            .claim_for(self.data_store(), &mut reqs, &pending)
-            .await?;
-        let outcome = only_outcome(self.orchestrator().route_calls(reqs).await?)?;
-        Ok(self.outcome_to_invocation(outcome))
+        let caller = self.caller();
+        let mut req = self.route_request(task, &caller, call, at);
+        req.invocation_id = Some(invocation_id);
+        only_invocation(
+            self.route_batch(&caller, vec![req], &pending, false)
+                .await?,
+        )
     }
 
     /// Routes one call made from the current context.
@@ -407,28 +388,44 @@ impl Pynenc {
         pending: &PendingValues,
     ) -> Result<UntypedInvocation> {
         let caller = self.caller();
-        let mut reqs = vec![self.route_request(task, &caller, call, scheduled_at)];
-        let step = reqs.first_mut().and_then(|r| Self::step_of(&caller, r));
-        let asked = step
-            .as_ref()
-            .and_then(|_| reqs.first().map(|r| r.call.clone()));
-        if step.is_some() {
-            let replayed = self
-                .replayed_steps(
-                    &caller,
-                    std::slice::from_ref(&step),
-                    std::slice::from_ref(&asked),
-                )
-                .await?;
-            if let Some(inv) = replayed.and_then(|mut v| v.pop()) {
-                return Ok(inv);
-            }
+        let req = self.route_request(task, &caller, call, scheduled_at);
+        only_invocation(self.route_batch(&caller, vec![req], pending, true).await?)
+    }
+
+    /// Routes `reqs` made by `caller` (from a workflow with `as_steps`,
+    /// each a step: given back without routing when an earlier run
+    /// recorded it), large values claimed first; their invocations in order.
+    async fn route_batch(
+        &self,
+        caller: &Caller,
+        mut reqs: Vec<RouteRequest>,
+        pending: &PendingValues,
+        as_steps: bool,
+    ) -> Result<Vec<UntypedInvocation>> {
+        let steps: Vec<Option<Step>> = reqs
+            .iter_mut()
+            .map(|r| as_steps.then(|| Self::step_of(caller, r)).flatten())
+            .collect();
+        let asked: Vec<Option<Call>> = steps
+            .iter()
+            .zip(&reqs)
+            .map(|(s, r)| s.as_ref().map(|_| r.call.clone()))
+            .collect();
+        if let Some(replayed) = self.replayed_steps(caller, &steps, &asked).await? {
+            return Ok(replayed);
         }
         self.data()
             .claim_for(self.data_store(), &mut reqs, pending)
             .await?;
-        let outcome = only_outcome(self.orchestrator().route_calls(reqs).await?)?;
-        self.step_outcome(&caller, step.as_ref(), asked.as_ref(), outcome)
+        let outcomes = self.orchestrator().route_calls(reqs).await?;
+        outcomes
+            .into_iter()
+            .zip(&steps)
+            .zip(&asked)
+            .map(|((outcome, step), call)| {
+                self.step_outcome(caller, step.as_ref(), call.as_ref(), outcome)
+            })
+            .collect()
     }
 
     /// Routes requests built elsewhere (an operator's rerun, a call by task
