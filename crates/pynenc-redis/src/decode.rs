@@ -14,8 +14,15 @@ use tracing::error;
 use crate::backend::RedisBackend;
 use crate::script::{as_list, as_string};
 
-/// The fields of a record in a pick-up's reply (`RECORD_LEN` in lib.lua).
-pub(crate) const RECORD_LEN: usize = 11;
+/// The values of a picked invocation in a pick-up's reply (`PICK_LEN` in
+/// lib.lua): id, call, created, then nil or the rarer fields
+/// `[parent, sched, gkey, graise, rkey, reroute, rerun, gscope]`.
+pub(crate) const PICK_LEN: usize = 4;
+
+/// Where each field of a record (in the order `decode_record` reads them)
+/// is among a picked invocation's rarer fields, for those not among its
+/// first three values.
+const PICK_RARE: [usize; 11] = [0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7];
 
 /// The fields of a record as `decode_record` reads them, after the status
 /// (`get_invocation` asks for the status first, in place of the id).
@@ -127,7 +134,23 @@ impl RedisBackend {
     /// An invocation record from `[id, call, parent, created, sched, gkey,
     /// graise, rkey, reroute, rerun, gscope]`.
     pub(crate) fn decode_record(&self, f: &[Value]) -> Result<InvocationRecord> {
-        let s = |i: usize| f.get(i).and_then(as_string);
+        self.decode_fields(|i| f.get(i).and_then(as_string))
+    }
+
+    /// A picked invocation (see [`PICK_LEN`]) as a record.
+    fn decode_picked(&self, p: &[Value]) -> Result<InvocationRecord> {
+        let rare = p.get(3).map(as_list).unwrap_or_default();
+        self.decode_fields(|i| match i {
+            0 | 1 => p.get(i).and_then(as_string),
+            3 => p.get(2).and_then(as_string),
+            2 => rare.first().and_then(as_string),
+            _ => rare.get(PICK_RARE[i]).and_then(as_string),
+        })
+    }
+
+    /// A record from its fields, in the order of [`Self::decode_record`]
+    /// (`s(i)`: the field `i`, `None` where missing).
+    fn decode_fields(&self, s: impl Fn(usize) -> Option<String>) -> Result<InvocationRecord> {
         let id = s(0).unwrap_or_default();
         let key = self.key("inv", &id);
         let invocation_id = InvocationId::parse(&id).map_err(|e| StoreError::bad_id(&key, e))?;
@@ -196,10 +219,10 @@ impl RedisBackend {
         {
             error!(redis_key = %key, "skipped a queued invocation whose record is corrupt (field 'status')");
         }
-        // the records' fields, RECORD_LEN each (see step.lua)
-        let mut out = Vec::with_capacity(picked.len() / RECORD_LEN);
-        for fields in picked.chunks(RECORD_LEN) {
-            match self.decode_record(fields) {
+        // PICK_LEN values each (see lib.lua)
+        let mut out = Vec::with_capacity(picked.len() / PICK_LEN);
+        for fields in picked.chunks(PICK_LEN) {
+            match self.decode_picked(fields) {
                 Ok(r) => out.push(Arc::new(r)),
                 Err(e) => {
                     let id = fields.first().and_then(as_string).unwrap_or_default();

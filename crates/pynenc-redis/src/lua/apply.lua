@@ -30,38 +30,38 @@ local function put_status(rec, to, owner, efield, evalue)
   local gkey = rec.gkey
   if gkey then
     if old == ST.REGISTERED and to ~= ST.REGISTERED then
-      redis.call('ZREM', k('reg', gkey), id)
+      rcall('ZREM', k('reg', gkey), id)
     elseif to == ST.REGISTERED and old ~= ST.REGISTERED then
-      redis.call('ZADD', k('reg', gkey), rec.created, id)
+      rcall('ZADD', k('reg', gkey), rec.created, id)
     end
     local was_active, now_active = is_active(old), is_active(to)
     if was_active ~= now_active then
       if now_active then
-        redis.call('ZADD', k('gact', gkey), 0, id)
+        rcall('ZADD', k('gact', gkey), 0, id)
       else
-        redis.call('ZREM', k('gact', gkey), id)
+        rcall('ZREM', k('gact', gkey), id)
       end
     end
     if to == ST.SUCCESS then
       -- registration scope `cached`: the successes of the key by end time
-      redis.call('ZADD', k('gok', gkey), NOW_S, id)
+      rcall('ZADD', k('gok', gkey), NOW_S, id)
     end
   end
   if rec.rkey and was_owned ~= is_owned then
     if is_owned then
-      redis.call('SADD', k('run', rec.rkey), id)
+      rcall('SADD', k('run', rec.rkey), id)
     else
-      redis.call('SREM', k('run', rec.rkey), id)
+      rcall('SREM', k('run', rec.rkey), id)
     end
   end
   if old == ST.SCHEDULED and to ~= ST.SCHEDULED then
-    redis.call('ZREM', P .. 'scheduled', id)
+    rcall('ZREM', P .. 'scheduled', id)
   end
   if rec.waited then
     if AVAILABLE[to] and not AVAILABLE[old] then
-      redis.call('ZADD', P .. 'blocking', rec.created, id)
+      rcall('ZADD', P .. 'blocking', rec.created, id)
     elseif AVAILABLE[old] and not AVAILABLE[to] then
-      redis.call('ZREM', P .. 'blocking', id)
+      rcall('ZREM', P .. 'blocking', id)
     end
   end
   if FINAL[to] then
@@ -85,7 +85,7 @@ local function put_status(rec, to, owner, efield, evalue)
     end
     if rec.cxl then
       -- a cancel request lasts until the invocation is final
-      redis.call('SREM', k('cxl', rec.cxl), id)
+      rcall('SREM', k('cxl', rec.cxl), id)
       stage(rec, 'cxl', '')
       stage(rec, 'cxle', '')
       rec.cxl = nil
@@ -96,8 +96,8 @@ local function put_status(rec, to, owner, efield, evalue)
 end
 
 local function add_edge(parent_inv, parent_call, callee)
-  redis.call('HINCRBY', k('edges', parent_call), callee, 1)
-  redis.call('RPUSH', k('iedges', parent_inv), parent_call, callee)
+  rcall('HINCRBY', k('edges', parent_call), callee, 1)
+  rcall('RPUSH', k('iedges', parent_inv), parent_call, callee)
   if NO_EDGES[parent_inv] ~= false then
     -- flag the caller so that removing its edges is free when it has none
     set_field(parent_inv, 'edges', '1')
@@ -113,17 +113,17 @@ local function remove_edges_of(id, rec)
   end
   NO_EDGES[id] = true
   local ek = k('iedges', id)
-  local list = redis.call('LRANGE', ek, 0, -1)
+  local list = rcall('LRANGE', ek, 0, -1)
   if #list == 0 then
     return
   end
   for i = 1, #list - 1, 2 do
     local hk = k('edges', list[i])
-    if redis.call('HINCRBY', hk, list[i + 1], -1) <= 0 then
-      redis.call('HDEL', hk, list[i + 1])
+    if rcall('HINCRBY', hk, list[i + 1], -1) <= 0 then
+      rcall('HDEL', hk, list[i + 1])
     end
   end
-  redis.call('DEL', ek)
+  rcall('DEL', ek)
 end
 
 -- One status transition (store::engine::transition) of a loaded record:
@@ -137,9 +137,9 @@ local function apply(rec, to, actor, ctx, efield, evalue)
     -- the running key is free again: re-route what was parked on it
     if rec.rkey then
       local ck = k('ctl', rec.rkey)
-      local parked = redis.call('LRANGE', ck, 0, -1)
+      local parked = rcall('LRANGE', ck, 0, -1)
       if #parked > 0 then
-        redis.call('DEL', ck)
+        rcall('DEL', ck)
         for _, pid in ipairs(parked) do
           local prec = load(pid)
           if prec and ALLOWED[prec.status][ST.REROUTED] then
@@ -175,7 +175,7 @@ end
 local function reroute_unless_cancelled(rec, actor, cancelled)
   if rec.cxl then
     -- the error of the request names who asked for the cancel
-    local asked = redis.call('HGET', rec.key, 'cxle')
+    local asked = rcall('HGET', rec.key, 'cxle')
     apply(rec, ST.CANCELLED, actor, false, 'error', asked or cancelled)
   else
     apply(rec, ST.REROUTED, actor, false)
@@ -189,30 +189,33 @@ local CHUNK = 4000
 -- `cmd key a1 a2 ...` in slices of CHUNK arguments
 local function call_chunked(cmd, key, list)
   for i = 1, #list, CHUNK do
-    redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
+    rcall(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
   end
 end
 
 -- writes the staged fields and index changes (callable more than once
 -- in a call: everything staged so far is written and forgotten)
 local function flush()
-  for _, rec in ipairs(DIRTY) do
-    local f = rec.w or {}
-    local n = #f
-    f[n + 1], f[n + 2] = 'status', rec.status
-    n = n + 2
-    if rec.hist then
+  for i = 1, #DIRTY do
+    local rec = DIRTY[i]
+    -- one HSET of the status, the staged fields and, when changed, the
+    -- history and the owner (a released owner is written empty: reads treat
+    -- '' as none); its arguments passed as they are, without a table
+    local key, st, w, h = rec.key, rec.status, rec.w or EMPTY, rec.hist
+    if h then
       local hn = rec.hn + 1
       rec.hn = hn
-      local h = rec.hist
-      f[n + 1], f[n + 2], f[n + 3], f[n + 4] = hname(hn), #h == 1 and h[1] or table.concat(h, ','), 'hn', HNUM[hn] or ('' .. hn)
-      n = n + 4
+      local hf, hv, hnv = hname(hn), #h == 1 and h[1] or table.concat(h, ','), HNUM[hn] or ('' .. hn)
+      if rec.owner_changed then
+        rcall('HSET', key, 'status', st, hf, hv, 'hn', hnv, 'owner', rec.owner or '', unpack(w))
+      else
+        rcall('HSET', key, 'status', st, hf, hv, 'hn', hnv, unpack(w))
+      end
+    elseif rec.owner_changed then
+      rcall('HSET', key, 'status', st, 'owner', rec.owner or '', unpack(w))
+    else
+      rcall('HSET', key, 'status', st, unpack(w))
     end
-    if rec.owner_changed then
-      -- a released owner is written empty (reads treat '' as none)
-      f[n + 1], f[n + 2] = 'owner', rec.owner or ''
-    end
-    call_chunked('HSET', rec.key, f)
     rec.w, rec.dirty, rec.owner_changed, rec.hist = nil, nil, nil, nil
     -- the band changes once per call
     local new = rec.status
@@ -229,7 +232,8 @@ local function flush()
   DIRTY = {}
   if #OWNED_IDS > 0 then
     local add, rem = {}, {}
-    for _, id in ipairs(OWNED_IDS) do
+    for i = 1, #OWNED_IDS do
+      local id = OWNED_IDS[i]
       if OWNED[id] then
         add[#add + 1] = NOW_S
         add[#add + 1] = id
@@ -264,8 +268,8 @@ local function flush()
 
   for key, h in pairs(HINCRS) do
     for field, by in pairs(h) do
-      if by ~= 0 and redis.call('HINCRBY', key, field, by) <= 0 then
-        redis.call('HDEL', key, field)
+      if by ~= 0 and rcall('HINCRBY', key, field, by) <= 0 then
+        rcall('HDEL', key, field)
       end
     end
   end
@@ -273,7 +277,7 @@ local function flush()
   for task, t in pairs(TOTS) do
     local key = tkey('tot', task)
     for code, n in pairs(t) do
-      redis.call('HINCRBY', key, code, n)
+      rcall('HINCRBY', key, code, n)
     end
   end
   TOTS = {}
@@ -284,20 +288,20 @@ local function flush()
   if #tasks > 0 then
     local added = 0
     for i = 1, #tasks, CHUNK do
-      added = added + redis.call('SADD', P .. 'tasks', unpack(tasks, i, math.min(i + CHUNK - 1, #tasks)))
+      added = added + rcall('SADD', P .. 'tasks', unpack(tasks, i, math.min(i + CHUNK - 1, #tasks)))
     end
     if added > 0 then
       -- the app's first invocation of a task (after a purge too): the app
       -- is on this server, `{key_prefix}:apps` lists it (P is
       -- `{key_prefix}:{escaped app id}:`)
       local app = string.match(P, '([^:]*):$')
-      redis.call('SADD', string.sub(P, 1, #P - #app - 2) .. ':apps', app)
+      rcall('SADD', string.sub(P, 1, #P - #app - 2) .. ':apps', app)
     end
     NEW_TASKS = {}
   end
   for st, ids in pairs(ENDS) do
     -- one entry per call and final status: 'time id id ...'
-    redis.call('RPUSH', P .. 'finals:' .. st, NOW_S .. ' ' .. table.concat(ids, ' '))
+    rcall('RPUSH', P .. 'finals:' .. st, NOW_S .. ' ' .. table.concat(ids, ' '))
   end
   ENDS = {}
   if #QUEUE_HEAD > 0 then
@@ -319,11 +323,11 @@ end
 -- backend id -> registration expiry, µs); the caller learns them from the
 -- reply.
 local function others_wait()
-  local w = redis.call('HGETALL', P .. 'waiters')
+  local w = rcall('HGETALL', P .. 'waiters')
   local found = false
   for i = 1, #w - 1, 2 do
     if tonumber(w[i + 1]) < NOW then
-      redis.call('HDEL', P .. 'waiters', w[i])
+      rcall('HDEL', P .. 'waiters', w[i])
     elseif w[i] ~= ME then
       found = true
     end
@@ -336,13 +340,13 @@ local function invoke(main, keys, argv)
   local ok, res = pcall(main)
   flush()
   if ENQUEUED then
-    redis.call('PUBLISH', P .. 'work', '1')
+    rcall('PUBLISH', P .. 'work', '1')
   end
   if #FINALS > 0 and others_wait() then
-    redis.call('PUBLISH', P .. 'final', table.concat(FINALS, ' '))
+    rcall('PUBLISH', P .. 'final', table.concat(FINALS, ' '))
   end
   if #CHANGED > 0 then
-    redis.call('PUBLISH', P .. 'status', table.concat(CHANGED, ' '))
+    rcall('PUBLISH', P .. 'status', table.concat(CHANGED, ' '))
   end
   if ok then
     return {'OK', ENQUEUED and 1 or 0, FINALS, res or 0}

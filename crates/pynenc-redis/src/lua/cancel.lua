@@ -26,9 +26,9 @@ local function main()
     end
     if rec.cxl and rec.cxl ~= owner then
       -- asked before of an earlier owner (it was retried since)
-      redis.call('SREM', k('cxl', rec.cxl), id)
+      rcall('SREM', k('cxl', rec.cxl), id)
     end
-    redis.call('SADD', k('cxl', owner), id)
+    rcall('SADD', k('cxl', owner), id)
     stage(rec, 'cxl', owner)
     -- the error it ends with names who asked
     stage(rec, 'cxle', err)

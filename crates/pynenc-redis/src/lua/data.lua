@@ -34,17 +34,17 @@ local D_VALUES, D_BYTES, D_REFS
 local function refer(key, first, n)
   local last = first + n - 1
   for i = first, last, CHUNK do
-    D_REFS = D_REFS + redis.call('SADD', k('dref', key), unpack(ARGV, i, math.min(i + CHUNK - 1, last)))
+    D_REFS = D_REFS + rcall('SADD', k('dref', key), unpack(ARGV, i, math.min(i + CHUNK - 1, last)))
   end
 end
 
 -- claims the value `key` with its references (ARGV[first ..], n of them);
 -- false when it is not stored
 local function claim(key, first, n)
-  if redis.call('EXISTS', k('data', key)) == 0 then
+  if rcall('EXISTS', k('data', key)) == 0 then
     return false
   end
-  redis.call('ZADD', P .. 'dclaim', NOW_S, key)
+  rcall('ZADD', P .. 'dclaim', NOW_S, key)
   refer(key, first, n)
   return true
 end
@@ -78,8 +78,8 @@ local function puts()
   for _, c in ipairs(parse(true)) do
     local key, text = c[1], c[2]
     if not claim(key, c[3], c[4]) then
-      redis.call('SET', k('data', key), text)
-      redis.call('ZADD', P .. 'dclaim', NOW_S, key)
+      rcall('SET', k('data', key), text)
+      rcall('ZADD', P .. 'dclaim', NOW_S, key)
       D_VALUES, D_BYTES = D_VALUES + 1, D_BYTES + #text
       refer(key, c[3], c[4])
     end
@@ -90,7 +90,7 @@ end
 local function sweep()
   local bound = math.min(tonumber(ARGV[3]) or 0, NOW)
   local batch, budget = tonumber(ARGV[4]) or 0, tonumber(ARGV[5]) or 0
-  local keys = redis.call('ZRANGEBYSCORE', P .. 'dclaim', '-inf', '(' .. fmt(bound), 'LIMIT', 0, batch)
+  local keys = rcall('ZRANGEBYSCORE', P .. 'dclaim', '-inf', '(' .. fmt(bound), 'LIMIT', 0, batch)
   local examined, removed, freed, checked = 0, 0, 0, 0
   for _, key in ipairs(keys) do
     if examined > 0 and checked >= budget then
@@ -98,30 +98,30 @@ local function sweep()
     end
     examined = examined + 1
     local rk = k('dref', key)
-    local refs = redis.call('SMEMBERS', rk)
+    local refs = rcall('SMEMBERS', rk)
     checked = checked + #refs
     local gone = {}
     for _, id in ipairs(refs) do
-      if redis.call('HEXISTS', k('inv', id), 'status') == 0 then
+      if rcall('HEXISTS', k('inv', id), 'status') == 0 then
         gone[#gone + 1] = id
       end
     end
     if #gone == #refs then
       local dk = k('data', key)
-      local len = redis.call('STRLEN', dk)
-      if redis.call('UNLINK', dk) == 1 then
+      local len = rcall('STRLEN', dk)
+      if rcall('UNLINK', dk) == 1 then
         D_VALUES, D_BYTES = D_VALUES - 1, D_BYTES - len
         removed, freed = removed + 1, freed + len
       end
-      redis.call('DEL', rk)
-      redis.call('ZREM', P .. 'dclaim', key)
+      rcall('DEL', rk)
+      rcall('ZREM', P .. 'dclaim', key)
       D_REFS = D_REFS - #refs
     else
       if #gone > 0 then
         call_chunked('SREM', rk, gone)
         D_REFS = D_REFS - #gone
       end
-      redis.call('ZADD', P .. 'dclaim', NOW_S, key)
+      rcall('ZADD', P .. 'dclaim', NOW_S, key)
     end
   end
   local more = (#keys >= batch or examined < #keys) and 1 or 0
@@ -132,8 +132,8 @@ end
 local function count()
   local uk = P .. 'dusage'
   for field, by in pairs({values = D_VALUES, bytes = D_BYTES, refs = D_REFS}) do
-    if by ~= 0 and redis.call('HINCRBY', uk, field, fmt(by)) <= 0 then
-      redis.call('HDEL', uk, field)
+    if by ~= 0 and rcall('HINCRBY', uk, field, fmt(by)) <= 0 then
+      rcall('HDEL', uk, field)
     end
   end
 end

@@ -111,7 +111,7 @@ end
 -- the error kind of an invocation that becomes FAILED without a kind from
 -- its end (a status set directly): the kind of the error stored before
 local function stored_error_kind(rec)
-  local ok, e = pcall(cjson.decode, redis.call('HGET', rec.key, 'error') or '')
+  local ok, e = pcall(cjson.decode, rcall('HGET', rec.key, 'error') or '')
   if ok and type(e) == 'table' and type(e.kind) == 'string' then
     return e.kind
   end
@@ -155,16 +155,16 @@ end
 -- field `waited` of each invocation it waited on, and its `wo:` set goes
 local function release_own_waits(id)
   local wo = k('wo', id)
-  for _, w in ipairs(redis.call('SMEMBERS', wo)) do
+  for _, w in ipairs(rcall('SMEMBERS', wo)) do
     local left = {}
-    for t in string.gmatch(redis.call('HGET', k('inv', w), 'waited') or '', '%S+') do
+    for t in string.gmatch(rcall('HGET', k('inv', w), 'waited') or '', '%S+') do
       if t ~= id then
         left[#left + 1] = t
       end
     end
     set_field(w, 'waited', #left > 0 and table.concat(left, ' ') or '-')
   end
-  redis.call('DEL', wo)
+  rcall('DEL', wo)
 end
 
 -- not final and not SCHEDULED: what registration scope `active` reuses

@@ -38,6 +38,18 @@
 -- `tasks` names every task with invocations. A record keeps the status it
 -- was read with (`st0`); `flush` applies the net change of a call once.
 
+-- The standard functions the steps use, kept in locals. In a function
+-- library every global is looked up through two tables (the library's
+-- empty globals table, then, by its metatable, the protected globals), and
+-- the steps use them hundreds of times per invocation: an upvalue costs a
+-- fraction of that. Globals are out of reach while a library loads, so
+-- `begin` takes them at the first call (nothing here uses them before).
+local function standard_functions()
+  return redis.call, tonumber, tostring, ipairs, pairs, unpack, pcall, type, error, next, string, table,
+    math, cjson
+end
+local rcall, tonumber, tostring, ipairs, pairs, unpack, pcall, type, error, next, string, table, math, cjson
+
 -- Per-call state, set by `begin` at the start of every call: in a Redis
 -- function library these locals outlive a call, so nothing may leak from
 -- one call into the next.
@@ -61,12 +73,16 @@ local TOTS
 local QUOTED, ENTRIES
 
 local function begin(keys, argv)
+  if not rcall then
+    rcall, tonumber, tostring, ipairs, pairs, unpack, pcall, type, error, next, string, table, math, cjson =
+      standard_functions()
+  end
   P = keys[1]
   ARGV = argv
   -- argv[1] = replay flag ('0' | '1'), ':', the id of the calling backend
   REPLAY = string.sub(argv[1], 1, 1) == '1'
   ME = string.sub(argv[1], 3)
-  local t = redis.call('TIME')
+  local t = rcall('TIME')
   NOW_S = t[1] .. string.format('%06d', tonumber(t[2]))
   NOW = tonumber(NOW_S)
   ENQUEUED = false
@@ -76,6 +92,9 @@ local function begin(keys, argv)
   TOTS = {}
   QUOTED, ENTRIES = {}, {}
 end
+
+-- an empty list, never written to
+local EMPTY = {}
 
 local function fail(...)
   error({pynenc = {...}})
@@ -145,7 +164,7 @@ local function set_field(id, field, value)
   if rec then
     stage(rec, field, value)
   else
-    redis.call('HSET', k('inv', id), field, value)
+    rcall('HSET', k('inv', id), field, value)
   end
 end
 
@@ -165,55 +184,85 @@ local FULL_FIELDS = {'status', 'created', 'hn', 'x', 'tc', 'call'}
 local RARE_FULL_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges', 'cxl', 'wo', 'sw', 'rerun', 'gscope',
   'graise', 'parent', 'sched'}
 
--- the fields of a record as the client decodes it: id, call, parent,
--- created, sched, gkey, graise, rkey, reroute, rerun, gscope
-local RECORD_LEN = 11
+-- the names of the history fields ('h1', 'h2', ...), kept between calls,
+-- and their numbers as strings
+local HNAMES, HNUM, HN_OF = {}, {}, {}
+for i = 1, 16 do
+  HNUM[i] = '' .. i
+  -- and back: no number parsing for the usual counts
+  HN_OF[HNUM[i]] = i
+end
 
--- the record of a loaded invocation as the client decodes it
-local function record_of(rec, call)
-  return {rec.id, call, rec.parent or false, rec.created, rec.sched or false, rec.gkey or false,
-    rec.graise or false, rec.rkey or false, rec.reroute and '1' or false, rec.rerun or false,
-    rec.gscope or false}
+local function hname(n)
+  local name = HNAMES[n]
+  if not name then
+    name = 'h' .. n
+    if n <= 64 then
+      HNAMES[n] = name
+    end
+  end
+  return name
+end
+
+-- A picked invocation in a pick-up's reply, as the client decodes it
+-- (PICK_LEN values): its id, call and creation time, then false or, when
+-- it has any of them, its rarer fields {parent, sched, gkey, graise, rkey,
+-- reroute, rerun, gscope} (false where missing). A plain invocation is
+-- four values, most of the reply's cost being per value.
+local PICK_LEN = 4
+
+-- appends a picked invocation to `out` (the rarer fields nil or false where missing)
+local function append_picked(out, id, call, created, parent, sched, gkey, graise, rkey, reroute, rerun, gscope)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3] = id, call, created
+  if parent or sched or gkey or graise or rkey or reroute or rerun or gscope then
+    out[n + 4] = {parent or false, sched or false, gkey or false, graise or false, rkey or false, reroute or false,
+      rerun or false, gscope or false}
+  else
+    out[n + 4] = false
+  end
 end
 
 -- the fields of an invocation that transitions need, unchecked; nil if it
--- does not exist. `full`: also the record the client decodes (`rec.record`,
--- RECORD_LEN fields). `st0`: the status as read, for the band `flush`
--- changes.
+-- does not exist. The table is made with every field a usual step sets
+-- (nil until then): a field added to a full table makes Lua resize it,
+-- which cost more than the rest of the step's table work. `full`: also
+-- what a pick-up replies (`rec.call` and the rarer fields). `st0`: the
+-- status as read, for the band `flush` changes.
 local function read(id, full)
   local rec = RECS[id]
   if rec then
-    if full and not rec.record then
-      local v = redis.call('HMGET', rec.key, 'call', 'parent', 'sched', 'rerun', 'gscope', 'graise')
+    if full and not rec.call then
+      local v = rcall('HMGET', rec.key, 'call', 'parent', 'sched', 'rerun', 'gscope', 'graise')
       rec.parent, rec.sched = nz(v[2]), nz(v[3])
       rec.rerun, rec.gscope, rec.graise = nz(v[4]), nz(v[5]), nz(v[6])
-      rec.record = record_of(rec, v[1])
+      rec.call = v[1]
     end
     return rec
   end
   local key = k('inv', id)
   local v
   if full then
-    v = redis.call('HMGET', key, unpack(FULL_FIELDS))
+    v = rcall('HMGET', key, unpack(FULL_FIELDS))
     if not v[1] then
       return nil
     end
-    rec = {id = id, key = key, status = v[1], created = v[2], hn = tonumber(v[3]) or 0, tc = nz(v[5]),
-      st0 = v[1]}
+    rec = {id = id, key = key, status = v[1], created = v[2], hn = HN_OF[v[3]] or tonumber(v[3]) or 0, tc = nz(v[5]),
+      st0 = v[1], owner = nil, call = nil, dirty = nil, w = nil, hist = nil, task = nil, owner_changed = nil}
     if not AVAILABLE[v[1]] then
       -- not to be picked (a stale queue entry): its owner as it is
-      rec.owner = nz(redis.call('HGET', key, 'owner'))
+      rec.owner = nz(rcall('HGET', key, 'owner'))
     end
   else
-    v = redis.call('HMGET', key, unpack(READ_FIELDS))
+    v = rcall('HMGET', key, unpack(READ_FIELDS))
     if not v[1] then
       return nil
     end
-    rec = {id = id, key = key, status = v[1], owner = nz(v[2]), created = v[3], hn = tonumber(v[4]) or 0,
-      tc = nz(v[6]), st0 = v[1]}
+    rec = {id = id, key = key, status = v[1], owner = nz(v[2]), created = v[3], hn = HN_OF[v[4]] or tonumber(v[4]) or 0,
+      tc = nz(v[6]), st0 = v[1], call = nil, dirty = nil, w = nil, hist = nil, task = nil, owner_changed = nil}
   end
   if rec.tc == nil or (full and v[4]) or (not full and v[5]) then
-    local r = redis.call('HMGET', key, unpack(full and RARE_FULL_FIELDS or RARE_FIELDS))
+    local r = rcall('HMGET', key, unpack(full and RARE_FULL_FIELDS or RARE_FIELDS))
     rec.gkey, rec.rkey, rec.reroute = nz(r[1]), nz(r[2]), r[3] == '1'
     rec.waited, rec.edges, rec.cxl, rec.wo, rec.sw = nz(r[4]), nz(r[5]), nz(r[6]), nz(r[7]), nz(r[8])
     if full then
@@ -222,7 +271,7 @@ local function read(id, full)
     end
   end
   if full then
-    rec.record = record_of(rec, v[6])
+    rec.call = v[6]
   end
   RECS[id] = rec
   return rec
@@ -237,7 +286,7 @@ local function task_of(rec)
     if tc then
       t = string.sub(tc, 1, #tc - 17)
     else
-      local ok, c = pcall(cjson.decode, redis.call('HGET', rec.key, 'call') or '')
+      local ok, c = pcall(cjson.decode, rcall('HGET', rec.key, 'call') or '')
       t = ok and type(c) == 'table' and type(c.task_id) == 'string' and c.task_id or '?'
     end
     rec.task = t
@@ -257,7 +306,7 @@ end
 -- the stored record of an invocation, as the client decodes it (its
 -- fields never change after routing)
 local function record(id)
-  local r = redis.call('HMGET', k('inv', id), 'call', 'parent', 'created', 'sched', 'gkey', 'graise', 'rkey',
+  local r = rcall('HMGET', k('inv', id), 'call', 'parent', 'created', 'sched', 'gkey', 'graise', 'rkey',
     'reroute', 'rerun', 'gscope')
   table.insert(r, 1, id)
   return r
@@ -309,24 +358,6 @@ local function entry(status, owner, actor, ctx)
   return e
 end
 
--- the names of the history fields ('h1', 'h2', ...), kept between calls,
--- and their numbers as strings
-local HNAMES, HNUM = {}, {}
-for i = 1, 16 do
-  HNUM[i] = '' .. i
-end
-
-local function hname(n)
-  local name = HNAMES[n]
-  if not name then
-    name = 'h' .. n
-    if n <= 64 then
-      HNAMES[n] = name
-    end
-  end
-  return name
-end
-
 -- appends a history entry to a loaded record; `flush` writes the entries a
 -- call made as one field (h1, h2, ...: one or more entries separated by
 -- commas) and the count of fields, hn
@@ -346,7 +377,7 @@ local function already_done(rec, to, actor)
   if not rec or rec.hn == 0 then
     return false
   end
-  local last = redis.call('HGET', rec.key, hname(rec.hn))
+  local last = rcall('HGET', rec.key, hname(rec.hn))
   if not last then
     return false
   end

@@ -10,7 +10,7 @@ local function main()
     enqueue(ARGV[3])
     return 1
   end
-  local due = redis.call('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW_S, 'LIMIT', 0, STEP_BATCH)
+  local due = rcall('ZRANGEBYSCORE', P .. 'scheduled', '-inf', NOW_S, 'LIMIT', 0, STEP_BATCH)
   for _, id in ipairs(due) do
     transition(id, ST.REGISTERED, actor, false)
     enqueue(id)

@@ -24,7 +24,7 @@ local TOUCHED
 -- deletes one invocation and its entries in every index; 1 if it existed
 local function delete_invocation(id)
   local key = k('inv', id)
-  local v = redis.call('HMGET', key, unpack(DEL_FIELDS))
+  local v = rcall('HMGET', key, unpack(DEL_FIELDS))
   local status = v[1]
   if not status then
     return 0
@@ -42,7 +42,7 @@ local function delete_invocation(id)
   if OWNED_RUNNING[status] then
     zrem_later(P .. 'owned', id)
     if rkey then
-      redis.call('SREM', k('run', rkey), id)
+      rcall('SREM', k('run', rkey), id)
     end
   end
   if status == ST.SCHEDULED then
@@ -62,16 +62,16 @@ local function delete_invocation(id)
     release_own_waits(id)
   end
   if cxl then
-    redis.call('SREM', k('cxl', cxl), id)
+    rcall('SREM', k('cxl', cxl), id)
   end
   remove_edges_of(id, {edges = nz(v[10])})
   if v[11] then
-    redis.call('DEL', k('reuse', id))
+    rcall('DEL', k('reuse', id))
   end
   if v[12] then
-    redis.call('DEL', k('wfd', id))
+    rcall('DEL', k('wfd', id))
   end
-  redis.call('DEL', key)
+  rcall('DEL', key)
   return 1
 end
 
@@ -80,8 +80,8 @@ end
 local function finish_section()
   flush()
   for task in pairs(TOUCHED) do
-    if redis.call('ZCARD', tkey('idx', task)) == 0 and redis.call('EXISTS', tkey('tot', task)) == 0 then
-      redis.call('SREM', P .. 'tasks', task)
+    if rcall('ZCARD', tkey('idx', task)) == 0 and rcall('EXISTS', tkey('tot', task)) == 0 then
+      rcall('SREM', P .. 'tasks', task)
     end
   end
   TOUCHED = {}
@@ -105,7 +105,7 @@ local function head_entry(h)
       h.done, h.skip, h.ids, h.at = h.done + 1, 0, nil, h.at + 1
     end
     if h.at > #h.page then
-      h.page = redis.call('LRANGE', h.key, h.done, h.done + 99)
+      h.page = rcall('LRANGE', h.key, h.done, h.done + 99)
       h.at = 1
       if #h.page == 0 then
         return nil
@@ -129,10 +129,10 @@ local function trim_head(h)
     for i = h.skip + 1, #h.ids do
       rest[#rest + 1] = h.ids[i]
     end
-    redis.call('LSET', h.key, h.done, fmt(h.time) .. ' ' .. table.concat(rest, ' '))
+    rcall('LSET', h.key, h.done, fmt(h.time) .. ' ' .. table.concat(rest, ' '))
   end
   if h.done > 0 then
-    redis.call('LTRIM', h.key, h.done, -1)
+    rcall('LTRIM', h.key, h.done, -1)
   end
 end
 
@@ -201,10 +201,10 @@ local function retention()
   end
   if max_final and deleted < max then
     local finals = 0
-    for _, t in ipairs(redis.call('SMEMBERS', P .. 'tasks')) do
+    for _, t in ipairs(rcall('SMEMBERS', P .. 'tasks')) do
       for _, st in ipairs(FINAL_LIST) do
         local b = BAND[st]
-        finals = finals + redis.call('ZCOUNT', tkey('idx', t), b, b)
+        finals = finals + rcall('ZCOUNT', tkey('idx', t), b, b)
       end
     end
     local excess = math.min(finals - max_final, max - deleted)
@@ -226,7 +226,7 @@ local function main()
     local deleted = 0
     for i = 3, #ARGV do
       local id = ARGV[i]
-      local st = redis.call('HGET', k('inv', id), 'status')
+      local st = rcall('HGET', k('inv', id), 'status')
       if st and FINAL[st] then
         deleted = deleted + delete_invocation(id)
       end

@@ -27,7 +27,7 @@ local QUEUE_SCAN = 10000
 local function task_list(i)
   local n = tonumber(ARGV[i]) or 0
   if n == 0 then
-    return redis.call('SMEMBERS', P .. 'tasks'), i
+    return rcall('SMEMBERS', P .. 'tasks'), i
   end
   local t = {}
   for j = 1, n do
@@ -103,23 +103,23 @@ local function list()
   local groups = {}
   if parent then
     local key = k('par', parent)
-    groups[#groups + 1] = {size = redis.call('ZCARD', key), {kind = 'lex', key = key}}
+    groups[#groups + 1] = {size = rcall('ZCARD', key), {kind = 'lex', key = key}}
   end
   local only_owned = #statuses > 0
   for _, st in ipairs(statuses) do
     only_owned = only_owned and OWNED_RUNNING[st] or false
   end
   if only_owned then
-    local size = redis.call('ZCARD', P .. 'owned')
+    local size = rcall('ZCARD', P .. 'owned')
     if size <= OWNED_READ then
-      local ids = redis.call('ZRANGE', P .. 'owned', 0, -1)
+      local ids = rcall('ZRANGE', P .. 'owned', 0, -1)
       table.sort(ids)
       groups[#groups + 1] = {size = size, {kind = 'ids', ids = ids}}
     end
   end
   local every = tasks
   if #every == 0 then
-    every = redis.call('SMEMBERS', P .. 'tasks')
+    every = rcall('SMEMBERS', P .. 'tasks')
   end
   local bands, last_band = {}, 0
   for _, st in ipairs(#statuses > 0 and statuses or ALL_ST) do
@@ -135,7 +135,7 @@ local function list()
     -- the band's ranks: members first .. first + n - 1 (bands in order)
     local first = 0
     for b = 1, last_band do
-      local n = redis.call('ZCOUNT', key, b, b)
+      local n = rcall('ZCOUNT', key, b, b)
       if n > 0 and bands[b] then
         g[#g + 1] = {kind = 'band', key = key, first = first, last = first + n - 1}
         g.size = g.size + n
@@ -195,9 +195,9 @@ local function list()
       end
       local r
       if asc then
-        r = redis.call('ZRANGEBYLEX', src.key, min, max, 'LIMIT', 0, chunk)
+        r = rcall('ZRANGEBYLEX', src.key, min, max, 'LIMIT', 0, chunk)
       else
-        r = redis.call('ZREVRANGEBYLEX', src.key, max, min, 'LIMIT', 0, chunk)
+        r = rcall('ZREVRANGEBYLEX', src.key, max, min, 'LIMIT', 0, chunk)
       end
       src.buf, src.i, src.done = r, 1, #r < chunk
       return
@@ -207,11 +207,11 @@ local function list()
     local key = src.key
     if not src.cur then
       local function member(r)
-        return redis.call('ZRANGE', key, r, r)[1]
+        return rcall('ZRANGE', key, r, r)[1]
       end
       -- the first rank of the band whose member is >= id (or > id)
       local function rank_of(id, strictly)
-        local r = redis.call('ZRANK', key, id)
+        local r = rcall('ZRANK', key, id)
         if r and r >= src.first and r <= src.last then
           return strictly and r + 1 or r
         end
@@ -254,7 +254,7 @@ local function list()
       src.buf, src.i, src.done = out, 1, true
       return
     end
-    local r = redis.call('ZRANGE', key, r1, r2)
+    local r = rcall('ZRANGE', key, r1, r2)
     if asc then
       out = r
     else
@@ -273,7 +273,7 @@ local function list()
       return false
     end
     local key = k('inv', id)
-    local v = redis.call('HMGET', key, unpack(ROW_FIELDS))
+    local v = rcall('HMGET', key, unpack(ROW_FIELDS))
     local st = v[1]
     if not st or (status_set and not status_set[st]) then
       return false
@@ -297,7 +297,7 @@ local function list()
     local hist = false
     local hn = tonumber(v[7])
     if hn and hn > 0 then
-      hist = redis.call('HGET', key, 'h' .. fmt(hn))
+      hist = rcall('HGET', key, 'h' .. fmt(hn))
     end
     if ended then
       -- the time of the last history entry is when it became final
@@ -313,7 +313,7 @@ local function list()
     end
     -- the call: its id is computed by the client (which also checks the
     -- whole call id of a listing by call)
-    local call = redis.call('HGET', key, 'call')
+    local call = rcall('HGET', key, 'call')
     if #keyargs > 0 then
       local ok, c = pcall(cjson.decode, call or '')
       local args = ok and type(c) == 'table' and c.arguments
@@ -391,8 +391,8 @@ local HELD
 local function held()
   if not HELD then
     HELD = {}
-    for _, id in ipairs(redis.call('ZRANGE', P .. 'owned', 0, -1)) do
-      local v = redis.call('HMGET', k('inv', id), 'status', 'tc')
+    for _, id in ipairs(rcall('ZRANGE', P .. 'owned', 0, -1)) do
+      local v = rcall('HMGET', k('inv', id), 'status', 'tc')
       if v[1] and BAND[v[1]] == 1 then
         local t = task_of({key = k('inv', id), tc = nz(v[2])})
         local c = HELD[t]
@@ -419,9 +419,9 @@ local function counts_of(task)
   for _, st in ipairs(ALL_ST) do
     local b = BAND[st]
     if st == ST.REGISTERED then
-      out[st] = redis.call('ZCOUNT', key, b, b) - in_band1
+      out[st] = rcall('ZCOUNT', key, b, b) - in_band1
     elseif b ~= 1 then
-      out[st] = redis.call('ZCOUNT', key, b, b)
+      out[st] = rcall('ZCOUNT', key, b, b)
     end
   end
   return out
@@ -443,7 +443,7 @@ end
 local function totals()
   local out = {}
   for _, t in ipairs((task_list(3))) do
-    local h = redis.call('HGETALL', tkey('tot', t))
+    local h = rcall('HGETALL', tkey('tot', t))
     for j = 1, #h - 1, 2 do
       out[#out + 1], out[#out + 2], out[#out + 3] = t, h[j], tonumber(h[j + 1]) or 0
     end
@@ -454,7 +454,7 @@ end
 local function kinds()
   local out = {}
   for _, t in ipairs((task_list(3))) do
-    local h = redis.call('HGETALL', tkey('fk', t))
+    local h = rcall('HGETALL', tkey('fk', t))
     for j = 1, #h - 1, 2 do
       local c = tonumber(h[j + 1]) or 0
       if c > 0 then
@@ -470,7 +470,7 @@ end
 -- to QUEUE_SCAN of them; the pick-ups drop them from the head)
 local function queue()
   local depth = 0
-  for _, t in ipairs(redis.call('SMEMBERS', P .. 'tasks')) do
+  for _, t in ipairs(rcall('SMEMBERS', P .. 'tasks')) do
     local c = counts_of(t)
     for st in pairs(AVAILABLE) do
       depth = depth + (c[st] or 0)
@@ -481,9 +481,9 @@ local function queue()
   end
   local qk = P .. 'queue'
   for first = 0, QUEUE_SCAN - 1, 200 do
-    local ids = redis.call('LRANGE', qk, first, first + 199)
+    local ids = rcall('LRANGE', qk, first, first + 199)
     for _, id in ipairs(ids) do
-      local v = redis.call('HMGET', k('inv', id), 'status', 'created')
+      local v = rcall('HMGET', k('inv', id), 'status', 'created')
       if v[1] and AVAILABLE[v[1]] then
         return {depth, id, v[2] or false}
       end
@@ -510,17 +510,17 @@ local function main()
     return queue()
   elseif op == 'waits' then
     local id = ARGV[3]
-    local v = redis.call('HMGET', k('inv', id), 'status', 'waited')
+    local v = rcall('HMGET', k('inv', id), 'status', 'waited')
     if not v[1] then
       return 0
     end
     -- a final invocation is waited by nobody (its waits were released)
-    return {redis.call('SMEMBERS', k('wo', id)), FINAL[v[1]] and {} or waiters_of(v[2])}
+    return {rcall('SMEMBERS', k('wo', id)), FINAL[v[1]] and {} or waiters_of(v[2])}
   elseif op == 'cancels' then
     local runner = ARGV[3]
     local out = {}
-    for _, id in ipairs(redis.call('SMEMBERS', k('cxl', runner))) do
-      local v = redis.call('HMGET', k('inv', id), 'status', 'owner')
+    for _, id in ipairs(rcall('SMEMBERS', k('cxl', runner))) do
+      local v = rcall('HMGET', k('inv', id), 'status', 'owner')
       if v[2] == runner and OWNED_RUNNING[v[1]] then
         out[#out + 1] = id
       end
@@ -528,7 +528,7 @@ local function main()
     return out
   elseif op == 'lease' then
     -- held or expired: the expiry tells (as the other backends answer)
-    local v = redis.call('HMGET', k('lease', ARGV[3]), 'holder', 'expires')
+    local v = rcall('HMGET', k('lease', ARGV[3]), 'holder', 'expires')
     if v[1] then
       return {v[1], v[2]}
     end

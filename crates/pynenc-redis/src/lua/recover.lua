@@ -6,7 +6,7 @@
 
 local function main()
   local actor, dead, maxp, cancelled = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-  local claims = redis.call('ZRANGEBYSCORE', P .. 'owned', '-inf', '(' .. fmt(NOW - math.min(dead, maxp)),
+  local claims = rcall('ZRANGEBYSCORE', P .. 'owned', '-inf', '(' .. fmt(NOW - math.min(dead, maxp)),
     'WITHSCORES', 'LIMIT', 0, STEP_BATCH)
   local alive = {}
   local recovered = {}
@@ -20,7 +20,7 @@ local function main()
         local owner = rec.owner or ''
         local a = alive[owner]
         if a == nil then
-          local beat = redis.call('HGET', P .. 'heartbeats', owner)
+          local beat = rcall('HGET', P .. 'heartbeats', owner)
           a = (beat and tonumber(beat) >= NOW - dead) or false
           alive[owner] = a
         end

@@ -31,7 +31,7 @@ local function find_path(from, to)
     end
     if not seen[node] then
       seen[node] = true
-      for _, nx in ipairs(redis.call('HKEYS', k('edges', node))) do
+      for _, nx in ipairs(rcall('HKEYS', k('edges', node))) do
         if not seen[nx] then
           local p = {}
           for j = 1, #path do
@@ -63,7 +63,7 @@ local function check_cycle(i, pinv, parent_call, callee)
   local calls = {}
   local inv = pinv
   while inv and #calls < ANCESTORS_SEARCHED do
-    local h = redis.call('HMGET', k('inv', inv), 'call', 'parent')
+    local h = rcall('HMGET', k('inv', inv), 'call', 'parent')
     if not h[1] then
       break
     end
@@ -103,7 +103,7 @@ local function route_one(i, b)
   end
   -- a caller-chosen id that exists is reused (also on a replay: another
   -- caller may have made it)
-  if string.sub(flags, 5, 5) == 'k' and redis.call('EXISTS', k('inv', id)) == 1 then
+  if string.sub(flags, 5, 5) == 'k' and rcall('EXISTS', k('inv', id)) == 1 then
     local out = {'R', 1}
     for _, v in ipairs(record(id)) do
       out[#out + 1] = v
@@ -111,7 +111,7 @@ local function route_one(i, b)
     return out, last
   end
   if REPLAY then
-    local created = redis.call('HGET', k('inv', id), 'created')
+    local created = rcall('HGET', k('inv', id), 'created')
     if created then
       -- created by the first attempt of this very call
       return {'N', id, created}, last
@@ -121,16 +121,16 @@ local function route_one(i, b)
     check_cycle(i, pinv, pcall_id, call_id)
   end
   if gkey and not rerun then
-    local existing = redis.call('ZRANGE', k('reg', gkey), 0, 0)[1]
+    local existing = rcall('ZRANGE', k('reg', gkey), 0, 0)[1]
     if not existing and gscope then
-      existing = redis.call('ZRANGE', k('gact', gkey), 0, 0)[1]
+      existing = rcall('ZRANGE', k('gact', gkey), 0, 0)[1]
       if not existing and string.sub(gscope, 1, 1) == 'c' then
         local since = NOW - (tonumber(string.sub(gscope, 2)) or 0)
-        existing = redis.call('ZREVRANGEBYSCORE', k('gok', gkey), '+inf', fmt(since), 'LIMIT', 0, 1)[1]
+        existing = rcall('ZREVRANGEBYSCORE', k('gok', gkey), '+inf', fmt(since), 'LIMIT', 0, 1)[1]
       end
     end
     if existing then
-      local same = redis.call('HGET', k('inv', existing), 'call_id') == call_id
+      local same = rcall('HGET', k('inv', existing), 'call_id') == call_id
       if not same and graise == '1' then
         fail('REG_CONFLICT', tostring(i), unpack(record(existing)))
       end
@@ -185,12 +185,12 @@ local function route_one(i, b)
     -- transitions read the rarer fields only when this flag says so
     f[#f + 1], f[#f + 2] = 'x', '1'
   end
-  redis.call('HSET', key, unpack(f))
+  rcall('HSET', key, unpack(f))
   if status == ST.SCHEDULED then
-    redis.call('ZADD', P .. 'scheduled', sched, id)
+    rcall('ZADD', P .. 'scheduled', sched, id)
   elseif gkey then
-    redis.call('ZADD', k('reg', gkey), NOW_S, id)
-    redis.call('ZADD', k('gact', gkey), 0, id)
+    rcall('ZADD', k('reg', gkey), NOW_S, id)
+    rcall('ZADD', k('gact', gkey), 0, id)
   end
   -- the query indexes (written by `flush`, one command per key)
   move_later(task, BAND_ARG[status], id)

@@ -8,7 +8,7 @@ local function main()
   local id, to, actor, ctx = ARGV[2], ARGV[3], ARGV[4], nz(ARGV[5])
   local outcomes = {}
   for i = 6, #ARGV do
-    local v = redis.call('HMGET', k('inv', ARGV[i]), 'status', 'result', 'error')
+    local v = rcall('HMGET', k('inv', ARGV[i]), 'status', 'result', 'error')
     if not v[1] then
       fail('NOT_FOUND', ARGV[i], 'while reading its result')
     end

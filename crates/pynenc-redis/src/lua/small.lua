@@ -29,77 +29,77 @@
 local function main()
   local op = ARGV[2]
   if op == 'heartbeat' then
-    redis.call('HSET', P .. 'heartbeats', ARGV[3], NOW_S)
+    rcall('HSET', P .. 'heartbeats', ARGV[3], NOW_S)
     return 1
   elseif op == 'runner' then
-    redis.call('HSET', P .. 'runners', ARGV[3], ARGV[4])
-    redis.call('HSET', P .. 'heartbeats', ARGV[3], NOW_S)
+    rcall('HSET', P .. 'runners', ARGV[3], ARGV[4])
+    rcall('HSET', P .. 'heartbeats', ARGV[3], NOW_S)
     return 1
   elseif op == 'lease' then
     local lk = k('lease', ARGV[3])
     local holder = ARGV[4]
-    local v = redis.call('HMGET', lk, 'holder', 'expires')
+    local v = rcall('HMGET', lk, 'holder', 'expires')
     local free = (not v[1]) or v[1] == holder or tonumber(v[2]) <= NOW
     if free then
-      redis.call('HSET', lk, 'holder', holder, 'expires', fmt(NOW + tonumber(ARGV[5])))
+      rcall('HSET', lk, 'holder', holder, 'expires', fmt(NOW + tonumber(ARGV[5])))
       return 1
     end
     return 0
   elseif op == 'waiting' then
-    redis.call('HSET', P .. 'waiters', ME, fmt(NOW + tonumber(ARGV[3])))
+    rcall('HSET', P .. 'waiters', ME, fmt(NOW + tonumber(ARGV[3])))
     return 1
   elseif op == 'watch' then
     local key = k('inv', ARGV[3])
-    local status = redis.call('HGET', key, 'status')
+    local status = rcall('HGET', key, 'status')
     if not status then
       return 0
     end
-    if redis.call('HINCRBY', key, 'sw', tonumber(ARGV[4])) <= 0 then
-      redis.call('HDEL', key, 'sw')
+    if rcall('HINCRBY', key, 'sw', tonumber(ARGV[4])) <= 0 then
+      rcall('HDEL', key, 'sw')
     else
       -- `x`: the rarer fields (`sw` among them) are read by transitions
-      redis.call('HSET', key, 'x', '1')
+      rcall('HSET', key, 'x', '1')
     end
     return status
   elseif op == 'reuse' then
     for i = 4, 3 + 2 * tonumber(ARGV[3]), 2 do
       local key = k('inv', ARGV[i])
-      if redis.call('EXISTS', key) == 1 then
-        redis.call('HINCRBY', key, 'rn', 1)
+      if rcall('EXISTS', key) == 1 then
+        rcall('HINCRBY', key, 'rn', 1)
         local lk = k('reuse', ARGV[i])
-        redis.call('RPUSH', lk, ARGV[i + 1])
-        redis.call('LTRIM', lk, -REUSES_KEPT, -1)
+        rcall('RPUSH', lk, ARGV[i + 1])
+        rcall('LTRIM', lk, -REUSES_KEPT, -1)
       end
     end
     return 1
   elseif op == 'wfput' then
     local id, key, value = ARGV[3], ARGV[4], ARGV[5]
     local ik = k('inv', id)
-    if redis.call('EXISTS', ik) == 0 then
+    if rcall('EXISTS', ik) == 0 then
       fail('NOT_FOUND', id, 'while writing its workflow data')
     end
     local dk = k('wfd', id)
     if ARGV[6] == '1' then
-      if redis.call('HSETNX', dk, key, value) == 0 then
-        return redis.call('HGET', dk, key)
+      if rcall('HSETNX', dk, key, value) == 0 then
+        return rcall('HGET', dk, key)
       end
     else
-      redis.call('HSET', dk, key, value)
+      rcall('HSET', dk, key, value)
     end
     -- `wd`: the purge deletes the data with the invocation
-    redis.call('HSET', ik, 'wd', '1')
+    rcall('HSET', ik, 'wd', '1')
     return value
   elseif op == 'reuses' then
-    local total = tonumber(redis.call('HGET', k('inv', ARGV[3]), 'rn'))
+    local total = tonumber(rcall('HGET', k('inv', ARGV[3]), 'rn'))
     if not total then
       return 0
     end
-    local out = redis.call('LRANGE', k('reuse', ARGV[3]), 0, -1)
+    local out = rcall('LRANGE', k('reuse', ARGV[3]), 0, -1)
     table.insert(out, 1, total)
     return out
   elseif op == 'history' then
     local key = k('inv', ARGV[3])
-    local v = redis.call('HMGET', key, 'status', 'hn')
+    local v = rcall('HMGET', key, 'status', 'hn')
     if not v[1] then
       return 0
     end
@@ -109,7 +109,7 @@ local function main()
       for i = first, math.min(n, first + 999) do
         fields[#fields + 1] = 'h' .. i
       end
-      for _, e in ipairs(redis.call('HMGET', key, unpack(fields))) do
+      for _, e in ipairs(rcall('HMGET', key, unpack(fields))) do
         out[#out + 1] = e
       end
     end

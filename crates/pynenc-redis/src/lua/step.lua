@@ -10,7 +10,7 @@
 -- execution context of RUNNING ('' = none).
 -- Returns {{end outcome...}, {pick outcome...}}: an end outcome is the
 -- new status, or {'ERR', failure}; a pick outcome is
--- {'OK', {fields of the records, RECORD_LEN each}, {corrupt keys}} or
+-- {'OK', {the picked invocations, PICK_LEN values each}, {corrupt keys}} or
 -- {'ERR', failure}.
 --
 -- An end: result or error, SUCCESS / FAILED / RETRY (queued again) /
@@ -41,7 +41,7 @@ local function finish_one(id, runner, kind, payload, us)
     -- a run that stops at a cancel, or that would be retried after one was
     -- asked, ends CANCELLED with the error naming who asked
     code, to = 'C', ST.CANCELLED
-    payload = redis.call('HGET', rec.key, 'cxle') or payload
+    payload = rcall('HGET', rec.key, 'cxle') or payload
   end
   if code == 'F' then
     -- counted per error kind (`fk:{task}`)
@@ -61,7 +61,7 @@ local function finish_one(id, runner, kind, payload, us)
     add_run_time(task_of(rec), us)
   end
   if to == ST.RETRY then
-    redis.call('HINCRBY', rec.key, 'retries', 1)
+    rcall('HINCRBY', rec.key, 'retries', 1)
     enqueue(id)
   end
   return to
@@ -71,14 +71,14 @@ local function pick_one(runner, max, token, start, ctx)
   local last_key = k('lastpick', runner)
   local picked, corrupt, ids = {}, {}, {}
   if REPLAY then
-    local last = redis.call('GET', last_key)
+    local last = rcall('GET', last_key)
     if last and string.sub(last, 1, #token + 1) == token .. ' ' then
       for id in string.gmatch(string.sub(last, #token + 2), '%S+') do
-        local v = redis.call('HMGET', k('inv', id), 'status', 'owner')
+        local v = rcall('HMGET', k('inv', id), 'status', 'owner')
         if v[2] == runner and OWNED_RUNNING[v[1]] then
-          for _, f in ipairs(record(id)) do
-            picked[#picked + 1] = f
-          end
+          local r = record(id)
+          append_picked(picked, id, r[2], r[4], nz(r[3]), nz(r[5]), nz(r[6]), nz(r[7]), nz(r[8]), nz(r[9]),
+            nz(r[10]), nz(r[11]))
         end
       end
       return picked, corrupt
@@ -99,10 +99,10 @@ local function pick_one(runner, max, token, start, ctx)
     if not AVAILABLE[rec.status] then
       return
     end
-    if rec.rkey and redis.call('SCARD', k('run', rec.rkey)) > 0 then
+    if rec.rkey and rcall('SCARD', k('run', rec.rkey)) > 0 then
       if rec.reroute then
         apply(rec, ST.CONCURRENCY_CONTROLLED, runner, false)
-        redis.call('RPUSH', k('ctl', rec.rkey), id)
+        rcall('RPUSH', k('ctl', rec.rkey), id)
       else
         apply(rec, ST.CONCURRENCY_CONTROLLED_FINAL, runner, false)
       end
@@ -113,29 +113,27 @@ local function pick_one(runner, max, token, start, ctx)
       apply(rec, ST.RUNNING, runner, ctx or false)
     end
     ids[#ids + 1] = id
-    local r, n = rec.record, #picked
-    for j = 1, RECORD_LEN do
-      picked[n + j] = r[j]
-    end
+    append_picked(picked, id, rec.call, rec.created, rec.parent, rec.sched, rec.gkey, rec.graise, rec.rkey,
+      rec.reroute and '1' or nil, rec.rerun, rec.gscope)
   end
-  local cands = redis.call('ZRANGE', P .. 'blocking', 0, fmt(max - 1))
+  local cands = rcall('ZRANGE', P .. 'blocking', 0, fmt(max - 1))
   while true do
-    for _, id in ipairs(cands) do
+    for c = 1, #cands do
       if #ids >= max then
         break
       end
-      try_claim(id)
+      try_claim(cands[c])
     end
     if #ids >= max then
       break
     end
-    cands = redis.call('LPOP', P .. 'queue', fmt(max - #ids))
+    cands = rcall('LPOP', P .. 'queue', fmt(max - #ids))
     if not cands then
       break
     end
   end
   if #ids > 0 then
-    redis.call('SET', last_key, token .. ' ' .. table.concat(ids, ' '), 'EX', 600)
+    rcall('SET', last_key, token .. ' ' .. table.concat(ids, ' '), 'EX', 600)
   end
   return picked, corrupt
 end

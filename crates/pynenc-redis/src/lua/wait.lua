@@ -33,7 +33,7 @@ local function main()
     local id = ARGV[i]
     local key = k('inv', id)
     -- {status, created, waited}
-    local v = redis.call('HMGET', key, 'status', 'created', 'waited')
+    local v = rcall('HMGET', key, 'status', 'created', 'waited')
     if not v[1] then
       fail('NOT_FOUND', id, 'while registering a wait for it')
     end
@@ -46,18 +46,18 @@ local function main()
     end
   end
   -- the wait graph only links invocations that exist
-  local graph = waiter_inv and #open > 0 and redis.call('HEXISTS', k('inv', waiter_inv), 'status') == 1
+  local graph = waiter_inv and #open > 0 and rcall('HEXISTS', k('inv', waiter_inv), 'status') == 1
   local ids = {}
   local token = graph and waiter_inv or '(external)'
   for _, v in ipairs(open) do
     local waited = v[3]
     if not waited or waited == '-' then
-      redis.call('HSET', v[5], 'waited', token, 'x', '1')
+      rcall('HSET', v[5], 'waited', token, 'x', '1')
     elseif waited ~= token and not string.find(' ' .. waited .. ' ', ' ' .. token .. ' ', 1, true) then
-      redis.call('HSET', v[5], 'waited', waited .. ' ' .. token)
+      rcall('HSET', v[5], 'waited', waited .. ' ' .. token)
     end
     if not waited and AVAILABLE[v[1]] then
-      redis.call('ZADD', P .. 'blocking', v[2], v[4])
+      rcall('ZADD', P .. 'blocking', v[2], v[4])
     end
     if graph then
       ids[#ids + 1] = v[4]
@@ -65,7 +65,7 @@ local function main()
   end
   if #ids > 0 then
     call_chunked('SADD', k('wo', waiter_inv), ids)
-    redis.call('HSET', k('inv', waiter_inv), 'wo', '1', 'x', '1')
+    rcall('HSET', k('inv', waiter_inv), 'wo', '1', 'x', '1')
   end
   if paused and #open > 0 then
     apply(paused, ST.PAUSED, pause_by, false)
