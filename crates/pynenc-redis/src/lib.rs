@@ -64,7 +64,7 @@
 //! | `edges:{call_id}` | hash | callee call id → count: the call graph of unfinished invocations (cycle control) |
 //! | `iedges:{id}` | list | the edges an invocation added, as (caller call, callee call) pairs |
 //! | `scheduled` | zset | `SCHEDULED` invocations by due time |
-//! | `owned` | zset | invocations in `PENDING` … `RESUMED` by the time of their last status (recovery; the counts of those statuses) |
+//! | `owned` | zset | invocations in `PENDING` … `RESUMED` by the time of their last status (recovery; the counts of those statuses), and one member with the score +inf that keeps the set a skip list (readers take the scores below +inf) |
 //! | `idx:{task}` | zset | every invocation of the task, scored by its status *band* — 1 for `REGISTERED`, `PENDING`, `RUNNING`, `PAUSED` and `RESUMED`, one band for each other status — and in id (creation) order inside a band: the listings and the counts |
 //! | `tasks` | set | the task ids that have invocations or totals |
 //! | `finals:{status}` | list | per final status, one entry per step that made invocations final, `time id id …`, in time order (retention; ids deleted meanwhile are skipped) |

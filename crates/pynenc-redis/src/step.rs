@@ -58,7 +58,9 @@ impl RedisBackend {
         items: &[RunEnd],
         pick: Option<PickUp<'_>>,
     ) -> StepReply {
-        let mut args = Vec::with_capacity(8 + items.len() * 5);
+        let mut args = Vec::with_capacity(8 + items.len() * 4);
+        // the runner once: every end and the pick-up are its own
+        args.push(bytes(runner.as_str()));
         args.push(bytes(items.len().to_string()));
         for end in items {
             // a failure carries its error kind (counted per kind, `fk:{task}`)
@@ -69,7 +71,6 @@ impl RedisBackend {
                 RunOutcome::Cancelled(e) => ("C".to_string(), error_json(e)),
             };
             args.push(bytes(end.invocation_id.as_str()));
-            args.push(bytes(runner.as_str()));
             args.push(bytes(kind));
             args.push(bytes(payload));
             args.push(bytes(
@@ -82,7 +83,6 @@ impl RedisBackend {
             None => args.push(bytes("0")),
             Some(p) => {
                 args.push(bytes("1"));
-                args.push(bytes(runner.as_str()));
                 args.push(bytes(p.max.to_string()));
                 args.push(bytes(InvocationId::random().as_str()));
                 args.push(bytes(if p.start.is_some() { "1" } else { "0" }));

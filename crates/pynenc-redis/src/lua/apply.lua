@@ -24,8 +24,8 @@ local function put_status(rec, to, owner, efield, evalue)
   end
   local was_owned, is_owned = OWNED_RUNNING[old] or false, OWNED_RUNNING[to] or false
   if is_owned or was_owned then
-    -- `owned` is ordered by the time of the last status
-    set_owned(id, is_owned)
+    -- `owned` is ordered by the time of the last status (written by `flush`)
+    rec.owned = is_owned
   end
   local gkey = rec.gkey
   if gkey then
@@ -196,6 +196,8 @@ end
 -- writes the staged fields and index changes (callable more than once
 -- in a call: everything staged so far is written and forgotten)
 local function flush()
+  -- the changes to `owned`: members to add (score, id, ...) and to remove
+  local add, rem
   for i = 1, #DIRTY do
     local rec = DIRTY[i]
     -- one HSET of the status, the staged fields and, when changed, the
@@ -217,6 +219,16 @@ local function flush()
       rcall('HSET', key, 'status', st, unpack(w))
     end
     rec.w, rec.dirty, rec.owner_changed, rec.hist = nil, nil, nil, nil
+    local owned = rec.owned
+    if owned then
+      add = add or {'+inf', OWNED_KEEPER}
+      add[#add + 1] = NOW_S
+      add[#add + 1] = rec.id
+    elseif owned == false then
+      rem = rem or {}
+      rem[#rem + 1] = rec.id
+    end
+    rec.owned = nil
     -- the band changes once per call
     local new = rec.status
     if BAND[new] ~= BAND[rec.st0] then
@@ -230,24 +242,11 @@ local function flush()
     rec.st0 = new
   end
   DIRTY = {}
-  if #OWNED_IDS > 0 then
-    local add, rem = {}, {}
-    for i = 1, #OWNED_IDS do
-      local id = OWNED_IDS[i]
-      if OWNED[id] then
-        add[#add + 1] = NOW_S
-        add[#add + 1] = id
-      else
-        rem[#rem + 1] = id
-      end
-    end
-    if #add > 0 then
-      call_chunked('ZADD', P .. 'owned', add)
-    end
-    if #rem > 0 then
-      call_chunked('ZREM', P .. 'owned', rem)
-    end
-    OWNED, OWNED_IDS = {}, {}
+  if add then
+    call_chunked('ZADD', P .. 'owned', add)
+  end
+  if rem then
+    call_chunked('ZREM', P .. 'owned', rem)
   end
   for key, l in pairs(ZREMS) do
     call_chunked('ZREM', key, l)

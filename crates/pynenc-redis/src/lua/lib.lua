@@ -58,9 +58,10 @@ local P, ARGV, REPLAY, ME, NOW_S, NOW, ENQUEUED, FINALS
 local CHANGED
 -- records read by this call (id -> rec), records with staged fields (in order)
 local RECS, DIRTY
--- index changes written at the end: queue tail / head, owned (id -> true
--- to add, false to remove), ids whose call edges are gone
-local QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NO_EDGES
+-- index changes written at the end: queue tail / head, ids whose call
+-- edges are gone (a loaded record's change to `owned` is its field `owned`:
+-- true to add, false to remove)
+local QUEUE_TAIL, QUEUE_HEAD, NO_EDGES
 -- staged query-index changes: sorted-set and set members to remove (key ->
 -- list)
 -- and to add (key -> score, member, ...), hash counters (key -> field ->
@@ -87,7 +88,7 @@ local function begin(keys, argv)
   NOW = tonumber(NOW_S)
   ENQUEUED = false
   FINALS, RECS, DIRTY, CHANGED = {}, {}, {}, {}
-  QUEUE_TAIL, QUEUE_HEAD, OWNED, OWNED_IDS, NO_EDGES = {}, {}, {}, {}, {}
+  QUEUE_TAIL, QUEUE_HEAD, NO_EDGES = {}, {}, {}
   ZREMS, SREMS, ZADDS, HINCRS, MOVES, NEW_TASKS, ENDS = {}, {}, {}, {}, {}, {}, {}
   TOTS = {}
   QUOTED, ENTRIES = {}, {}
@@ -95,6 +96,14 @@ end
 
 -- an empty list, never written to
 local EMPTY = {}
+
+-- A member `owned` always has, with the score +inf (written with every
+-- addition; readers take the scores below +inf): it is longer than Redis
+-- keeps in the compact encoding of a small sorted set, so `owned` stays a
+-- skip list, whose inserts and removals cost a fraction of the compact
+-- form's (a list searched from its start, each score parsed) at the sizes
+-- `owned` has (what runners hold).
+local OWNED_KEEPER = '(this member keeps the sorted set in its skip-list form; it is not an invocation)'
 
 local function fail(...)
   error({pynenc = {...}})
@@ -173,11 +182,12 @@ end
 -- transition needs (gkey, rkey, waited, edges, cxl, wo, sw) and those of the
 -- record (parent, sched, graise, rerun, gscope, read by pick-ups only) —
 -- which are then read by a second HMGET (`reroute` only matters with
--- rkey). A record routed before
+-- rkey; `created` only matters with gkey or waited, so a transition reads
+-- it with them). A record routed before
 -- `tc` (the task id, '#', 16 hex digits of the call's hash) existed has its
 -- rarer fields read anyway.
-local READ_FIELDS = {'status', 'owner', 'created', 'hn', 'x', 'tc'}
-local RARE_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges', 'cxl', 'wo', 'sw'}
+local READ_FIELDS = {'status', 'owner', 'hn', 'x', 'tc'}
+local RARE_FIELDS = {'gkey', 'rkey', 'reroute', 'waited', 'edges', 'cxl', 'wo', 'sw', 'created'}
 -- A pick-up reads the record too, and no owner: an invocation available
 -- for run has none (a field missing from a small hash costs a scan of it)
 local FULL_FIELDS = {'status', 'created', 'hn', 'x', 'tc', 'call'}
@@ -233,10 +243,10 @@ local function read(id, full)
   local rec = RECS[id]
   if rec then
     if full and not rec.call then
-      local v = rcall('HMGET', rec.key, 'call', 'parent', 'sched', 'rerun', 'gscope', 'graise')
+      local v = rcall('HMGET', rec.key, 'call', 'parent', 'sched', 'rerun', 'gscope', 'graise', 'created')
       rec.parent, rec.sched = nz(v[2]), nz(v[3])
       rec.rerun, rec.gscope, rec.graise = nz(v[4]), nz(v[5]), nz(v[6])
-      rec.call = v[1]
+      rec.call, rec.created = v[1], v[7]
     end
     return rec
   end
@@ -247,8 +257,9 @@ local function read(id, full)
     if not v[1] then
       return nil
     end
-    rec = {id = id, key = key, status = v[1], created = v[2], hn = HN_OF[v[3]] or tonumber(v[3]) or 0, tc = nz(v[5]),
-      st0 = v[1], owner = nil, call = nil, dirty = nil, w = nil, hist = nil, task = nil, owner_changed = nil}
+    rec = {id = id, key = key, status = v[1], created = v[2], hn = HN_OF[v[3]] or tonumber(v[3]) or 0,
+      tc = nz(v[5]), st0 = v[1], owner = nil, call = nil, dirty = nil, w = nil, hist = nil, task = nil,
+      owner_changed = nil, owned = nil}
     if not AVAILABLE[v[1]] then
       -- not to be picked (a stale queue entry): its owner as it is
       rec.owner = nz(rcall('HGET', key, 'owner'))
@@ -258,16 +269,19 @@ local function read(id, full)
     if not v[1] then
       return nil
     end
-    rec = {id = id, key = key, status = v[1], owner = nz(v[2]), created = v[3], hn = HN_OF[v[4]] or tonumber(v[4]) or 0,
-      tc = nz(v[6]), st0 = v[1], call = nil, dirty = nil, w = nil, hist = nil, task = nil, owner_changed = nil}
+    rec = {id = id, key = key, status = v[1], owner = nz(v[2]), created = nil,
+      hn = HN_OF[v[3]] or tonumber(v[3]) or 0, tc = nz(v[5]), st0 = v[1], call = nil, dirty = nil, w = nil,
+      hist = nil, task = nil, owner_changed = nil, owned = nil}
   end
-  if rec.tc == nil or (full and v[4]) or (not full and v[5]) then
+  if rec.tc == nil or v[4] then
     local r = rcall('HMGET', key, unpack(full and RARE_FULL_FIELDS or RARE_FIELDS))
     rec.gkey, rec.rkey, rec.reroute = nz(r[1]), nz(r[2]), r[3] == '1'
     rec.waited, rec.edges, rec.cxl, rec.wo, rec.sw = nz(r[4]), nz(r[5]), nz(r[6]), nz(r[7]), nz(r[8])
     if full then
       rec.rerun, rec.gscope, rec.graise = nz(r[9]), nz(r[10]), nz(r[11])
       rec.parent, rec.sched = nz(r[12]), nz(r[13])
+    else
+      rec.created = r[9]
     end
   end
   if full then
@@ -365,7 +379,8 @@ local function history(rec, status, owner, actor, ctx)
   dirty(rec)
   local h = rec.hist
   if not h then
-    rec.hist = {entry(status, owner, actor, ctx)}
+    -- room for a second entry (a pick-up's PENDING, then RUNNING)
+    rec.hist = {entry(status, owner, actor, ctx), nil}
   else
     h[#h + 1] = entry(status, owner, actor, ctx)
   end
@@ -395,11 +410,4 @@ end
 local function enqueue_front(id)
   QUEUE_HEAD[#QUEUE_HEAD + 1] = id
   ENQUEUED = true
-end
-
-local function set_owned(id, on)
-  if OWNED[id] == nil then
-    OWNED_IDS[#OWNED_IDS + 1] = id
-  end
-  OWNED[id] = on
 end

@@ -84,17 +84,33 @@ end
 -- the keys `par:{parent}` of this call, by parent
 local PAR_KEYS
 
+-- the flags of a request, read once per distinct text (a handful) and kept
+-- between calls: {graise, reroute, cycle, full request ('+'), caller-chosen id ('k')}
+local FLAGS = {}
+local function flags_of(text)
+  local f = FLAGS[text]
+  if not f then
+    f = {string.sub(text, 1, 1), string.sub(text, 2, 2), string.sub(text, 3, 3), string.sub(text, 4, 4) == '+',
+      string.sub(text, 5, 5) == 'k'}
+    if #text <= 5 then
+      FLAGS[text] = f
+    end
+  end
+  return f
+end
+
 -- request `i` (0-based), whose fields follow ARGV[b]; returns its outcome
 -- and the index of its last field
 local function route_one(i, b)
   local a = ARGV
   local id, call, flags, tc = a[b + 1], a[b + 2], a[b + 3], a[b + 4]
-  local graise, reroute, cycle = string.sub(flags, 1, 1), string.sub(flags, 2, 2), string.sub(flags, 3, 3)
+  local fl = flags_of(flags)
+  local graise, reroute, cycle = fl[1], fl[2], fl[3]
   local task = string.sub(tc, 1, #tc - 17)
   local call_id = nil
   local pinv, pcall_id, gkey, rkey, sched, actor, gscope, rerun = nil, nil, nil, nil, nil, '', nil, nil
   local last = b + 4
-  if string.sub(flags, 4, 4) == '+' then
+  if fl[4] then
     pinv, pcall_id, gkey, rkey, sched, actor, gscope, rerun =
       nz(a[b + 6]), nz(a[b + 7]), nz(a[b + 8]), nz(a[b + 9]), nz(a[b + 10]), a[b + 11], nz(a[b + 12]), nz(a[b + 13])
     last = b + 13
@@ -103,7 +119,7 @@ local function route_one(i, b)
   end
   -- a caller-chosen id that exists is reused (also on a replay: another
   -- caller may have made it)
-  if string.sub(flags, 5, 5) == 'k' and rcall('EXISTS', k('inv', id)) == 1 then
+  if fl[5] and rcall('EXISTS', k('inv', id)) == 1 then
     local out = {'R', 1}
     for _, v in ipairs(record(id)) do
       out[#out + 1] = v
@@ -152,9 +168,12 @@ local function route_one(i, b)
     fail('TRANSITION_NEW', id, status)
   end
   local key = k('inv', id)
-  -- the record, its status and its first history entry in one write
-  local f = {'call', call, 'created', NOW_S, 'status', status,
-    'hn', '1', 'h1', entry(status, false, actor, false), 'tc', tc}
+  -- the record, its status and its first history entry in one write: the
+  -- fields every record has, then those of the request (`f`)
+  local f = EMPTY
+  if pinv or gkey or graise == '1' or rkey or reroute == '1' or sched or gscope or rerun then
+    f = {}
+  end
   if pinv then
     f[#f + 1] = 'parent'
     f[#f + 1] = pinv
@@ -185,7 +204,8 @@ local function route_one(i, b)
     -- transitions read the rarer fields only when this flag says so
     f[#f + 1], f[#f + 2] = 'x', '1'
   end
-  rcall('HSET', key, unpack(f))
+  rcall('HSET', key, 'call', call, 'created', NOW_S, 'status', status, 'hn', '1', 'h1',
+    entry(status, false, actor, false), 'tc', tc, unpack(f))
   if status == ST.SCHEDULED then
     rcall('ZADD', P .. 'scheduled', sched, id)
   elseif gkey then

@@ -5,8 +5,9 @@
 -- end and each pick-up is checked and applied on its own, and fails on its
 -- own.
 --
--- ARGV[2] = n, then per end: id, runner, 'S' | 'R' | 'F<error kind>' | 'C',
--- the result or the error JSON, the run time in µs ('' = not measured); then m, then per pick-up: runner, max, token, '1' to start,
+-- ARGV[2] = the runner, ARGV[3] = n, then per end: id, 'S' | 'R' |
+-- 'F<error kind>' | 'C', the result or the error JSON, the run time in µs
+-- ('' = not measured); then m, then per pick-up: max, token, '1' to start,
 -- execution context of RUNNING ('' = none).
 -- Returns {{end outcome...}, {pick outcome...}}: an end outcome is the
 -- new status, or {'ERR', failure}; a pick outcome is
@@ -147,22 +148,23 @@ local function failed(res)
 end
 
 local function main()
-  local i = 2
+  local runner = ARGV[2]
+  local i = 3
   local n = tonumber(ARGV[i])
   local ends = {}
-  for _ = 1, n do
-    local ok, res = pcall(finish_one, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
-    i = i + 5
-    ends[#ends + 1] = ok and res or failed(res)
+  for e = 1, n do
+    local ok, res = pcall(finish_one, ARGV[i + 1], runner, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+    i = i + 4
+    ends[e] = ok and res or failed(res)
   end
   i = i + 1
   local m = tonumber(ARGV[i])
   local picks = {}
-  for _ = 1, m do
-    local ok, picked, corrupt = pcall(pick_one, ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3],
-      ARGV[i + 4] == '1', nz(ARGV[i + 5]))
-    i = i + 5
-    picks[#picks + 1] = ok and {'OK', picked, corrupt} or failed(picked)
+  for p = 1, m do
+    local ok, picked, corrupt = pcall(pick_one, runner, tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3] == '1',
+      nz(ARGV[i + 4]))
+    i = i + 4
+    picks[p] = ok and {'OK', picked, corrupt} or failed(picked)
   end
   return {ends, picks}
 end
