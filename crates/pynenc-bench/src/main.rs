@@ -62,7 +62,9 @@ fn allocations() -> u64 {
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use pynenc::{Pynenc, PynencError, ThreadRunner};
+use pynenc::{
+    MultiThreadRunner, PersistentProcessRunner, Pynenc, PynencError, SpawnedRunner, ThreadRunner,
+};
 
 mod prefill;
 mod query;
@@ -126,6 +128,17 @@ enum Workload {
     All,
 }
 
+/// The runner that drains the `burn`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum RunnerChoice {
+    /// `ThreadRunner`: this process, `--slots` slots.
+    Thread,
+    /// `PersistentProcessRunner`: `--processes` single-slot worker processes.
+    PersistentProcess,
+    /// `MultiThreadRunner`: `--processes` worker processes of `--slots` slots each.
+    MultiThread,
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Throughput, latency and fan-out of pynenc on one backend")]
 struct Args {
@@ -147,6 +160,13 @@ struct Args {
     /// Runner slots (0: the configured default).
     #[arg(long, default_value_t = 0)]
     slots: usize,
+    /// The runner that drains `burn` (process runners need SQLite, Redis
+    /// or PostgreSQL).
+    #[arg(long, value_enum, default_value = "thread")]
+    runner: RunnerChoice,
+    /// Worker processes of `--runner persistent-process` and `multi-thread`.
+    #[arg(long, default_value_t = 2)]
+    processes: usize,
     /// Redis URL for `--backend redis`.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     redis_url: String,
@@ -230,11 +250,33 @@ fn build_app_with(
     Ok(app)
 }
 
+/// Starts the runner `choice`; also says what it is (name and slots).
+fn start_runner(app: &Pynenc, choice: RunnerChoice, processes: usize) -> (SpawnedRunner, String) {
+    let slots = app.conf().effective_max_parallel_slots();
+    match choice {
+        RunnerChoice::Thread => {
+            let runner = ThreadRunner::new(app);
+            let slots = runner.max_parallel_slots();
+            (runner.spawn(), format!("ThreadRunner, {slots} slots"))
+        }
+        RunnerChoice::PersistentProcess => (
+            PersistentProcessRunner::with_processes(app, processes).spawn(),
+            format!("PersistentProcessRunner, {processes} worker processes"),
+        ),
+        RunnerChoice::MultiThread => (
+            MultiThreadRunner::with_limits(app, processes, processes, slots).spawn(),
+            format!("MultiThreadRunner, {processes} worker processes of {slots} slots"),
+        ),
+    }
+}
+
 async fn burn(
     app: &Pynenc,
     n: u64,
     fresh: bool,
     stats: Option<&redis_stats::Probe>,
+    choice: RunnerChoice,
+    processes: usize,
 ) -> Result<Row> {
     if fresh {
         app.purge().await?;
@@ -246,9 +288,7 @@ async fn burn(
     let routed = t0.elapsed();
     let mid = stats.map(|p| p.snapshot()).transpose()?;
     let a1 = allocations();
-    let runner = ThreadRunner::new(app);
-    let slots = runner.max_parallel_slots();
-    let runner = runner.spawn();
+    let (runner, runner_name) = start_runner(app, choice, processes);
     let t1 = Instant::now();
     let results = group.results().await?;
     let drained = t1.elapsed();
@@ -276,7 +316,7 @@ async fn burn(
         n,
         seconds: total.as_secs_f64(),
         detail: format!(
-            "{:.0} tasks/s overall; enqueue {:.0}/s ({:.3} s), drain {:.0}/s ({:.3} s); {slots} slots",
+            "{:.0} tasks/s overall; enqueue {:.0}/s ({:.3} s), drain {:.0}/s ({:.3} s); {runner_name}",
             n as f64 / total.as_secs_f64(),
             n as f64 / routed.as_secs_f64(),
             routed.as_secs_f64(),
@@ -434,8 +474,17 @@ async fn fanout(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
     })
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    // the worker processes of `--runner persistent-process | multi-thread`
+    // are this binary started again: they run their role here and exit
+    pynenc::run_child_if_requested();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     let args = Args::parse();
     let tmp = tempfile::tempdir()?;
     let app = build_app(&args, "pynenc-bench", &tmp)?;
@@ -474,7 +523,17 @@ async fn main() -> Result<()> {
     }
     for _ in 0..args.repeat.max(1) {
         if wants(Workload::Burn) {
-            rows.push(burn(&app, args.burn_tasks, fresh, probe.as_ref()).await?);
+            rows.push(
+                burn(
+                    &app,
+                    args.burn_tasks,
+                    fresh,
+                    probe.as_ref(),
+                    args.runner,
+                    args.processes,
+                )
+                .await?,
+            );
         }
         if wants(Workload::Latency) {
             rows.push(latency(&app, args.latency_calls, fresh).await?);
