@@ -19,6 +19,8 @@ pub(crate) struct Ctx {
     pub(crate) app: i32,
     /// The key of the app's advisory lock.
     pub(crate) lock_key: i64,
+    /// Where a read of the queue's head starts (see [`crate::queue_head`]).
+    pub(crate) queue_from: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Whether a driver error means the connection is gone (the statement did

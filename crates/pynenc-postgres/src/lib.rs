@@ -90,6 +90,7 @@ mod notify;
 mod pending;
 mod primitives;
 mod queries;
+mod queue_head;
 mod readers;
 mod reuses;
 mod rows;

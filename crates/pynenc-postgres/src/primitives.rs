@@ -1,6 +1,6 @@
 //! The primitives of [`StoreTxn`] as SQL statements in the group transaction.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use pynenc_model::{
@@ -12,10 +12,63 @@ use pynenc_store::codes::FINAL_CODES;
 use pynenc_store::{OwnedClaim, Result, StoreTxn};
 
 use crate::pending::code;
+use crate::queue_head::{FRONT_POSITION, QUEUE_HEAD};
 use crate::txn::{tables, PgTxn};
 
 /// Deletes every row of an app (`$APP`).
 const PURGE_APP: &str = include_str!("sql/purge_app.sql");
+
+/// Puts an invocation at the front of the queue (see [`FRONT_POSITION`]).
+static ENQUEUE_FRONT: LazyLock<String> = LazyLock::new(|| {
+    format!("INSERT INTO pynenc_queue (app, seq, invocation_id) SELECT $1, {FRONT_POSITION}, $2")
+});
+
+/// Takes the head of the queue (see [`QUEUE_HEAD`]) and reads the rows and
+/// records of what it took; the last column is the position.
+static DEQUEUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH h AS MATERIALIZED ({QUEUE_HEAD}), \
+                 q AS (DELETE FROM pynenc_queue AS d USING h WHERE d.app = $1 AND d.seq = h.seq \
+                     RETURNING d.seq, d.invocation_id) \
+                 SELECT q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
+                     i.error_kind, i.cancel_owner IS NOT NULL, r.record, q.seq \
+                 FROM q \
+                 LEFT JOIN pynenc_invocations AS i \
+                     ON i.app = $1 AND i.invocation_id = q.invocation_id \
+                 LEFT JOIN pynenc_records AS r \
+                     ON r.app = $1 AND r.invocation_id = q.invocation_id \
+                 ORDER BY q.seq"
+    )
+});
+
+/// The waited invocations available for a run, oldest first; when there are
+/// none, takes the head of the queue instead (as [`DEQUEUE`]).
+static BLOCKING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH b AS (SELECT invocation_id, status, owner, running_key, waited, task, \
+                 error_kind, cancel_owner IS NOT NULL AS asked, created_at_us \
+                 FROM pynenc_invocations \
+                 WHERE app = $1 AND waited AND status IN (1, 4, 12) \
+                 ORDER BY created_at_us, invocation_id LIMIT $2), \
+             h AS MATERIALIZED (SELECT seq FROM ({QUEUE_HEAD}) AS hh \
+                 WHERE NOT EXISTS (SELECT 1 FROM b)), \
+             q AS (DELETE FROM pynenc_queue AS d USING h WHERE d.app = $1 AND d.seq = h.seq \
+                 RETURNING d.seq, d.invocation_id) \
+             SELECT TRUE, b.invocation_id, b.status, b.owner, b.running_key, b.waited, b.task, \
+                 b.error_kind, b.asked, r.record, b.created_at_us \
+             FROM b \
+             LEFT JOIN pynenc_records AS r \
+                 ON r.app = $1 AND r.invocation_id = b.invocation_id \
+             UNION ALL \
+             SELECT FALSE, q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
+                 i.error_kind, i.cancel_owner IS NOT NULL, r.record, q.seq \
+             FROM q \
+             LEFT JOIN pynenc_invocations AS i \
+                 ON i.app = $1 AND i.invocation_id = q.invocation_id \
+             LEFT JOIN pynenc_records AS r \
+                 ON r.app = $1 AND r.invocation_id = q.invocation_id"
+    )
+});
 
 /// A SQL `LIMIT` for `max`.
 fn limit(max: usize) -> i64 {
@@ -272,8 +325,7 @@ impl StoreTxn for PgTxn<'_> {
     fn enqueue_front(&mut self, id: &InvocationId) -> Result<()> {
         let app = self.app();
         self.exec(
-            "INSERT INTO pynenc_queue (app, seq, invocation_id) \
-             SELECT $1, LEAST(COALESCE(MIN(seq), 0), 0) - 1, $2 FROM pynenc_queue WHERE app = $1",
+            &ENQUEUE_FRONT,
             &[&app, &id.as_str()],
             "queueing an invocation first",
             tables::QUEUE,
@@ -298,23 +350,17 @@ impl StoreTxn for PgTxn<'_> {
             return Ok(ids);
         }
         let app = self.app();
+        let from = self.queue_from();
         let rows = self.query(
-            "WITH h AS MATERIALIZED \
-                 (SELECT seq FROM pynenc_queue WHERE app = $1 ORDER BY seq LIMIT $2), \
-             q AS (DELETE FROM pynenc_queue AS d USING h WHERE d.app = $1 AND d.seq = h.seq \
-                 RETURNING d.seq, d.invocation_id) \
-             SELECT q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
-                 i.error_kind, i.cancel_owner IS NOT NULL, r.record \
-             FROM q \
-             LEFT JOIN pynenc_invocations AS i \
-                 ON i.app = $1 AND i.invocation_id = q.invocation_id \
-             LEFT JOIN pynenc_records AS r \
-                 ON r.app = $1 AND r.invocation_id = q.invocation_id \
-             ORDER BY q.seq",
-            &[&app, &limit(max)],
+            &DEQUEUE,
+            &[&app, &limit(max), &from],
             "taking from the queue",
             tables::QUEUE,
         )?;
+        let taken: Vec<i64> = rows.iter().map(|r| r.get(9)).collect();
+        if self.queue_read(from, &taken) {
+            return self.dequeue(max);
+        }
         self.take_rows(&rows)
     }
 
@@ -384,30 +430,10 @@ impl StoreTxn for PgTxn<'_> {
             tables::QUEUE
         };
         let app = self.app();
+        let from = self.queue_from();
         let rows = self.query(
-            "WITH b AS (SELECT invocation_id, status, owner, running_key, waited, task, \
-                 error_kind, cancel_owner IS NOT NULL AS asked, created_at_us \
-                 FROM pynenc_invocations \
-                 WHERE app = $1 AND waited AND status IN (1, 4, 12) \
-                 ORDER BY created_at_us, invocation_id LIMIT $2), \
-             h AS MATERIALIZED (SELECT seq FROM pynenc_queue \
-                 WHERE app = $1 AND NOT EXISTS (SELECT 1 FROM b) ORDER BY seq LIMIT $2), \
-             q AS (DELETE FROM pynenc_queue AS d USING h WHERE d.app = $1 AND d.seq = h.seq \
-                 RETURNING d.seq, d.invocation_id) \
-             SELECT TRUE, b.invocation_id, b.status, b.owner, b.running_key, b.waited, b.task, \
-                 b.error_kind, b.asked, r.record, b.created_at_us \
-             FROM b \
-             LEFT JOIN pynenc_records AS r \
-                 ON r.app = $1 AND r.invocation_id = b.invocation_id \
-             UNION ALL \
-             SELECT FALSE, q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
-                 i.error_kind, i.cancel_owner IS NOT NULL, r.record, q.seq \
-             FROM q \
-             LEFT JOIN pynenc_invocations AS i \
-                 ON i.app = $1 AND i.invocation_id = q.invocation_id \
-             LEFT JOIN pynenc_records AS r \
-                 ON r.app = $1 AND r.invocation_id = q.invocation_id",
-            &[&app, &limit(max)],
+            &BLOCKING,
+            &[&app, &limit(max), &from],
             "finding waited invocations",
             reads,
         )?;
@@ -420,6 +446,10 @@ impl StoreTxn for PgTxn<'_> {
                 .cmp(&(b.get::<_, i64>(10), b.get::<_, &str>(1)))
         });
         taken.sort_by_key(|r| r.get::<_, i64>(10));
+        let positions: Vec<i64> = taken.iter().map(|r| r.get(10)).collect();
+        if waited.is_empty() && self.queue_read(from, &positions) {
+            return self.blocking_candidates(max);
+        }
         let candidates = self.take_rows_at(&waited, 1)?;
         // the queue was read only when no waited invocation was found
         self.g.taken = if candidates.is_empty() {

@@ -100,6 +100,7 @@ impl PostgresStore {
             app_id: app_id.to_string(),
             app,
             lock_key: lock_key(app),
+            queue_from: Default::default(),
         };
         let shared = Arc::new(Shared::new(ctx));
         shared.set_writer_pid(pid);
