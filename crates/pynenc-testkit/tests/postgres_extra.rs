@@ -157,3 +157,79 @@ async fn postgres_restart_loses_nothing() {
     ok(runner.stop().await, "stop");
     assert_eq!(check_histories(&app).await, n);
 }
+
+/// A runner's heartbeat goes on while its other duties wait. The table of
+/// leases is locked for 4 s, so the runner's recovery duty waits for its
+/// lease (and every step with it); meanwhile the heartbeat, written apart
+/// from the steps, keeps being written, and once the lock goes the runner's
+/// own recovery finds it alive: the invocation it runs is not taken back
+/// and run again. (When the duties held the heartbeat back, a runner busy
+/// enough found itself silent for longer than `runner_dead_after_seconds`
+/// and re-routed its own waiting parent; it then failed resuming it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeat_goes_on_while_duties_wait() {
+    let mut f = PostgresFactory::new();
+    if let Some(reason) = f.skip_reason() {
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let app = ok(SharedBackend::Postgres(f.url()).app("beats"), "build");
+    let dead_after = app.conf().runner.runner_dead_after_seconds;
+    let runner = start_runner(&app, 4);
+    let group = unique("beats");
+    let inv = ok(
+        tasks::exclusive::call_on(&app, group.clone(), "long".into(), 6000).await,
+        "call",
+    );
+    let started = eventually(Duration::from_secs(20), || async {
+        !tasks::events_of(&group).is_empty()
+    })
+    .await;
+    assert!(started, "the long task never started");
+    let db = f.database().expect("the test database");
+    let oldest_beat = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            let lock = s.spawn(|| {
+                db.psql(
+                    "BEGIN; LOCK TABLE pynenc_leases IN ACCESS EXCLUSIVE MODE; \
+                     SELECT pg_sleep(4); COMMIT;",
+                )
+            });
+            let mut oldest = 0.0f64;
+            while !lock.is_finished() {
+                std::thread::sleep(Duration::from_millis(200));
+                let age = db.psql(
+                    "SELECT COALESCE(MAX((extract(epoch FROM clock_timestamp()) * 1e6)::bigint \
+                     - beat_us), 0) FROM pynenc_heartbeats",
+                );
+                oldest = oldest.max(age.trim().parse::<f64>().unwrap_or(0.0) / 1e6);
+            }
+            lock.join().expect("the locking session");
+            oldest
+        })
+    });
+    assert!(
+        oldest_beat < dead_after,
+        "the heartbeat stopped for {oldest_beat:.2} s while the duties waited (dead after {dead_after} s)"
+    );
+    let label = tokio::time::timeout(Duration::from_secs(30), inv.result())
+        .await
+        .expect("the long task ended");
+    assert_eq!(ok(label, "result"), "long");
+    let history = ok(inv.history().await, "history");
+    assert!(
+        !history
+            .iter()
+            .any(|e| e.status == pynenc::InvocationStatus::RunningRecovery),
+        "the runner took back its own invocation: {history:?}"
+    );
+    let starts = tasks::events_of(&group)
+        .iter()
+        .filter(|(l, _)| l.starts_with("start:"))
+        .count();
+    assert_eq!(starts, 1, "the task ran once");
+    println!(
+        "postgres heartbeat: at most {oldest_beat:.2} s old while the leases were locked for 4 s"
+    );
+    ok(runner.stop().await, "stop");
+}

@@ -194,98 +194,97 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
         .collect();
     let trigger_every = secs(conf.triggers.evaluate_interval_seconds);
     let missed_window = secs(conf.triggers.missed_tick_window_seconds);
-    let mut tick = if upkeep {
-        heartbeat_every.min(recover_every).min(purge_every)
-    } else {
-        heartbeat_every
+    // the heartbeat beats on its own: a duty that waits (a lease, a
+    // recovery or a purge queued behind busy steps) never holds it back, or
+    // this runner's own recovery would find it silent and take back what it
+    // runs
+    let beats = async {
+        loop {
+            tokio::time::sleep(heartbeat_every).await;
+            presence.beat().await;
+        }
     };
-    if upkeep && !triggers.is_empty() {
-        tick = tick.min(trigger_every);
+    if !upkeep {
+        return beats.await;
     }
-    if upkeep {
-        crate::trigger::store_triggers(&app).await;
+    let mut tick = recover_every.min(purge_every);
+    if !triggers.is_empty() {
+        tick = tick.min(trigger_every);
     }
     let mut last_triggers = Instant::now();
     let mut trigger_state = TriggerState::default();
-    let (mut last_beat, mut last_recover, mut last_purge, mut last_prune) = (
-        Instant::now(),
-        Instant::now(),
-        Instant::now(),
-        None::<Instant>,
-    );
-    loop {
-        tokio::time::sleep(tick).await;
-        if last_beat.elapsed() >= heartbeat_every {
-            last_beat = Instant::now();
-            presence.beat().await;
-        }
-        if !upkeep {
-            continue;
-        }
-        if !triggers.is_empty() && last_triggers.elapsed() >= trigger_every {
-            last_triggers = Instant::now();
-            // one evaluator at a time; a lease that moves mid-tick fires
-            // nothing twice (each firing is keyed)
-            match coordination
-                .try_lease("triggers", &runner_id, trigger_every * 3)
-                .await
-            {
-                Ok(true) => {
-                    fire_due(&app, &triggers, missed_window, &mut trigger_state).await;
-                }
-                // another runner evaluates: start from the whole window
-                // when the lease comes back
-                Ok(false) => trigger_state.forget(),
-                Err(e) => {
-                    trigger_state.forget();
-                    warn!(error = %e, "could not take the triggers' lease")
+    let (mut last_recover, mut last_purge, mut last_prune) =
+        (Instant::now(), Instant::now(), None::<Instant>);
+    let duties = async {
+        crate::trigger::store_triggers(&app).await;
+        loop {
+            tokio::time::sleep(tick).await;
+            if !triggers.is_empty() && last_triggers.elapsed() >= trigger_every {
+                last_triggers = Instant::now();
+                // one evaluator at a time; a lease that moves mid-tick fires
+                // nothing twice (each firing is keyed)
+                match coordination
+                    .try_lease("triggers", &runner_id, trigger_every * 3)
+                    .await
+                {
+                    Ok(true) => {
+                        fire_due(&app, &triggers, missed_window, &mut trigger_state).await;
+                    }
+                    // another runner evaluates: start from the whole window
+                    // when the lease comes back
+                    Ok(false) => trigger_state.forget(),
+                    Err(e) => {
+                        trigger_state.forget();
+                        warn!(error = %e, "could not take the triggers' lease")
+                    }
                 }
             }
-        }
-        if last_recover.elapsed() >= recover_every {
-            last_recover = Instant::now();
-            match coordination
-                .try_lease("recovery", &runner_id, recover_every * 3)
-                .await
-            {
-                Ok(true) => {
-                    match orch.recover(&recovery_actor, dead_after, max_pending).await {
-                        Ok(ids) if ids.is_empty() => {}
-                        Ok(ids) => {
-                            warn!(recovered = ids.len(), invocations = ?ids, "recovered invocations of dead runners (re-routed, or cancelled when a cancel was pending)");
-                            for id in &ids {
-                                log_if_cancelled(&app, &recovery_actor, id, None).await;
+            if last_recover.elapsed() >= recover_every {
+                last_recover = Instant::now();
+                match coordination
+                    .try_lease("recovery", &runner_id, recover_every * 3)
+                    .await
+                {
+                    Ok(true) => {
+                        match orch.recover(&recovery_actor, dead_after, max_pending).await {
+                            Ok(ids) if ids.is_empty() => {}
+                            Ok(ids) => {
+                                warn!(recovered = ids.len(), invocations = ?ids, "recovered invocations of dead runners (re-routed, or cancelled when a cancel was pending)");
+                                for id in &ids {
+                                    log_if_cancelled(&app, &recovery_actor, id, None).await;
+                                }
                             }
+                            Err(e) => warn!(error = %e, "recovery failed"),
                         }
-                        Err(e) => warn!(error = %e, "recovery failed"),
+                        if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
+                            last_prune = Some(Instant::now());
+                            prune_runners(&app, keep_runners).await;
+                        }
                     }
-                    if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
-                        last_prune = Some(Instant::now());
-                        prune_runners(&app, keep_runners).await;
-                    }
+                    Ok(false) => {}
+                    Err(e) => warn!(error = %e, "could not take the recovery lease"),
                 }
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "could not take the recovery lease"),
+            }
+            if last_purge.elapsed() >= purge_every {
+                last_purge = Instant::now();
+                match orch.auto_purge(&retention).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(purged = n, "auto purge removed final invocations"),
+                    Err(e) => warn!(error = %e, "auto purge failed"),
+                }
+                // the values of purged invocations (and of calls that never
+                // routed) go once unclaimed for the grace period
+                match app.sweep_data_store().await {
+                    Ok(s) if s.removed > 0 => info!(
+                        values = s.removed,
+                        bytes = s.bytes_freed,
+                        "data store sweep removed values no invocation uses"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "data store sweep failed"),
+                }
             }
         }
-        if last_purge.elapsed() >= purge_every {
-            last_purge = Instant::now();
-            match orch.auto_purge(&retention).await {
-                Ok(0) => {}
-                Ok(n) => info!(purged = n, "auto purge removed final invocations"),
-                Err(e) => warn!(error = %e, "auto purge failed"),
-            }
-            // the values of purged invocations (and of calls that never
-            // routed) go once unclaimed for the grace period
-            match app.sweep_data_store().await {
-                Ok(s) if s.removed > 0 => info!(
-                    values = s.removed,
-                    bytes = s.bytes_freed,
-                    "data store sweep removed values no invocation uses"
-                ),
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "data store sweep failed"),
-            }
-        }
-    }
+    };
+    tokio::join!(beats, duties);
 }
