@@ -108,7 +108,7 @@ async fn reactions_with_a_killed_runner(backend: SharedBackend, logs: &Path) {
         .map(|i| RunnerProcess::start(exe, &backend, logs, app_id, &format!("r{i}"), &env))
         .collect();
     let sleepers = ok(
-        sleeper::parallelize_on(&app, (0..30).map(|i| (format!("s{i}"), 400u64))).await,
+        sleeper::parallelize_on(&app, (0..30).map(|i| (format!("s{i}"), 1500u64))).await,
         "sleepers",
     );
     let failures = ok(
@@ -127,23 +127,35 @@ async fn reactions_with_a_killed_runner(backend: SharedBackend, logs: &Path) {
         ));
     }
     // kill a runner while it runs sleepers: one that owns at least two
-    // RUNNING sleepers right before the kill (the listing of runners is
-    // refreshed at their heartbeats; the statuses are read now)
-    let (victim, held) = loop {
+    // sleepers (of 1.5 s) that became RUNNING under it less than 1 s ago,
+    // so that they are still running at the kill (the listing of runners
+    // is refreshed at their heartbeats; the histories are read now)
+    let looking = Instant::now();
+    let (victim, victim_id, held) = loop {
+        assert!(
+            looking.elapsed() < Duration::from_secs(30),
+            "no runner was seen running two fresh sleepers"
+        );
         let infos = ok(app.queries().runners().await, "runners");
         let mut found = None;
         for r in infos.iter().filter(|r| r.running.len() >= 2) {
             let mut held = Vec::new();
             for id in &r.running {
-                let s = ok(app.orchestrator().get_status(id).await, "status");
-                if s.status == pynenc::InvocationStatus::Running
-                    && s.owner.as_ref() == Some(&r.runner_id)
-                {
+                let history = ok(
+                    ok(app.invocation(id).await, "sleeper").history().await,
+                    "history",
+                );
+                let fresh = history.last().is_some_and(|h| {
+                    h.status == pynenc::InvocationStatus::Running
+                        && h.owner.as_ref() == Some(&r.runner_id)
+                        && h.timestamp > Timestamp::now() - Duration::from_millis(1000)
+                });
+                if fresh {
                     held.push(*id);
                 }
             }
             if held.len() >= 2 {
-                found = Some((r.pid, held));
+                found = Some((r.pid, r.runner_id.clone(), held));
                 break;
             }
         }
@@ -212,13 +224,22 @@ async fn reactions_with_a_killed_runner(backend: SharedBackend, logs: &Path) {
     );
     let twice = lines_ran(&lines_file, &expected);
     // the killed runner's sleepers ran again elsewhere: their `running`
-    // happened twice, and made one reaction
-    let mut ran_again = 0;
+    // happened twice, and made one reaction (one that ended under the
+    // killed runner all the same, between the read and the kill, had no
+    // need to)
+    let (mut ran_again, mut ended_before_kill) = (0, 0);
     for id in &held {
         let history = ok(
             ok(app.invocation(id).await, "sleeper").history().await,
             "history",
         );
+        if history
+            .iter()
+            .any(|h| h.status == pynenc::InvocationStatus::Success && h.actor == victim_id)
+        {
+            ended_before_kill += 1;
+            continue;
+        }
         let runs = history
             .iter()
             .filter(|h| h.status == pynenc::InvocationStatus::Running)
@@ -226,10 +247,11 @@ async fn reactions_with_a_killed_runner(backend: SharedBackend, logs: &Path) {
         ran_again += usize::from(runs > 1);
     }
     assert_eq!(
-        ran_again,
+        ran_again + ended_before_kill,
         held.len(),
         "the killed runner's sleepers ran again"
     );
+    assert!(ran_again >= 1, "the kill cut no sleeper short");
     println!(
         "{} reactions, one invocation each; {ran_again} sources ran twice; {twice} reaction runs were made twice (a run of the killed runner, run again)",
         expected.len()
