@@ -14,8 +14,8 @@ use tracing::error;
 use crate::backend::RedisBackend;
 use crate::script::{as_list, as_string};
 
-/// The values of a picked invocation in a pick-up's reply (`PICK_LEN` in
-/// lib.lua): id, call, created, then nil or the rarer fields
+/// The values of a picked invocation in a pick-up's reply (`append_picked`
+/// in lib.lua): id, call, created, then nil or the rarer fields
 /// `[parent, sched, gkey, graise, rkey, reroute, rerun, gscope]`.
 pub(crate) const PICK_LEN: usize = 4;
 

@@ -215,12 +215,10 @@ local function hname(n)
 end
 
 -- A picked invocation in a pick-up's reply, as the client decodes it
--- (PICK_LEN values): its id, call and creation time, then false or, when
--- it has any of them, its rarer fields {parent, sched, gkey, graise, rkey,
--- reroute, rerun, gscope} (false where missing). A plain invocation is
--- four values, most of the reply's cost being per value.
-local PICK_LEN = 4
-
+-- (`PICK_LEN` in decode.rs): four values — its id, call and creation time,
+-- then false or, when it has any of them, its rarer fields {parent, sched,
+-- gkey, graise, rkey, reroute, rerun, gscope} (false where missing); most
+-- of a reply's cost is per value.
 -- appends a picked invocation to `out` (the rarer fields nil or false where missing)
 local function append_picked(out, id, call, created, parent, sched, gkey, graise, rkey, reroute, rerun, gscope)
   local n = #out

@@ -11,7 +11,7 @@
 -- execution context of RUNNING ('' = none).
 -- Returns {{end outcome...}, {pick outcome...}}: an end outcome is the
 -- new status, or {'ERR', failure}; a pick outcome is
--- {'OK', {the picked invocations, PICK_LEN values each}, {corrupt keys}} or
+-- {'OK', {the picked invocations, four values each (`append_picked`)}, {corrupt keys}} or
 -- {'ERR', failure}.
 --
 -- An end: result or error, SUCCESS / FAILED / RETRY (queued again) /
