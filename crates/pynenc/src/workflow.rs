@@ -28,13 +28,15 @@ pub(crate) static SLEEP_TASK: TaskDefinition = TaskDefinition {
     task_id: SLEEP_TASK_ID,
     params: &["duration_ms"],
     options: TaskOptionsSpec::DEFAULT,
-    body: TaskBody::Sync(sleep_body),
+    body: TaskBody::Sync(wait_ended),
 };
 
-fn sleep_body(input: TaskInput) -> TaskOutput {
+/// The body of the built-in tasks whose run ends a workflow's wait (a
+/// sleep, a signal): nothing to do, `()` as the result.
+fn wait_ended(input: TaskInput) -> TaskOutput {
     input
         .serializer
-        .serialize(&(), "the end of a sleep")
+        .serialize(&(), "the end of a workflow's wait")
         .map_err(|e| PynencError::from(e).to_task_error())
 }
 
@@ -49,15 +51,8 @@ pub(crate) static SIGNAL_TASK: TaskDefinition = TaskDefinition {
     task_id: SIGNAL_TASK_ID,
     params: &["name"],
     options: TaskOptionsSpec::DEFAULT,
-    body: TaskBody::Sync(signal_body),
+    body: TaskBody::Sync(wait_ended),
 };
-
-fn signal_body(input: TaskInput) -> TaskOutput {
-    input
-        .serializer
-        .serialize(&(), "the end of a wait for a signal")
-        .map_err(|e| PynencError::from(e).to_task_error())
-}
 
 /// How far ahead a wait for a signal is scheduled: never, in practice.
 const SIGNAL_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

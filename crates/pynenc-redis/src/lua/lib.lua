@@ -105,6 +105,16 @@ local EMPTY = {}
 -- `owned` has (what runners hold).
 local OWNED_KEEPER = '(this member keeps the sorted set in its skip-list form; it is not an invocation)'
 
+-- the invocations in `owned` (without OWNED_KEEPER), by the time of their last status
+local function owned_ids()
+  return rcall('ZRANGEBYSCORE', P .. 'owned', '-inf', '(+inf')
+end
+
+-- how many invocations `owned` holds (without OWNED_KEEPER)
+local function owned_count()
+  return rcall('ZCOUNT', P .. 'owned', '-inf', '(+inf')
+end
+
 local function fail(...)
   error({pynenc = {...}})
 end

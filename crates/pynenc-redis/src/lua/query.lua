@@ -110,9 +110,9 @@ local function list()
     only_owned = only_owned and OWNED_RUNNING[st] or false
   end
   if only_owned then
-    local size = rcall('ZCOUNT', P .. 'owned', '-inf', '(+inf')
+    local size = owned_count()
     if size <= OWNED_READ then
-      local ids = rcall('ZRANGEBYSCORE', P .. 'owned', '-inf', '(+inf')
+      local ids = owned_ids()
       table.sort(ids)
       groups[#groups + 1] = {size = size, {kind = 'ids', ids = ids}}
     end
@@ -391,7 +391,7 @@ local HELD
 local function held()
   if not HELD then
     HELD = {}
-    for _, id in ipairs(rcall('ZRANGEBYSCORE', P .. 'owned', '-inf', '(+inf')) do
+    for _, id in ipairs(owned_ids()) do
       local v = rcall('HMGET', k('inv', id), 'status', 'tc')
       if v[1] and BAND[v[1]] == 1 then
         local t = task_of({key = k('inv', id), tc = nz(v[2])})
