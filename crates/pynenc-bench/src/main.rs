@@ -486,6 +486,22 @@ fn main() -> Result<()> {
 
 async fn run() -> Result<()> {
     let args = Args::parse();
+    if args.runner != RunnerChoice::Thread {
+        let runner = args
+            .runner
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        if args.backend == Backend::Memory {
+            bail!(
+                "--runner {runner} runs the tasks in worker processes, which cannot see the \
+                 memory backend of this one: use --backend sqlite, redis or postgres"
+            );
+        }
+        if args.processes == 0 {
+            bail!("--runner {runner} needs --processes 1 or more");
+        }
+    }
     let tmp = tempfile::tempdir()?;
     let app = build_app(&args, "pynenc-bench", &tmp)?;
     app.set_as_default();
