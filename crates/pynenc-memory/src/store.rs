@@ -127,10 +127,6 @@ impl MemStore {
 }
 
 impl AtomicStore for MemStore {
-    fn batching_pays(&self) -> bool {
-        false
-    }
-
     fn atomic<R, F>(&self, f: F) -> impl Future<Output = Result<R>> + Send
     where
         R: Send + 'static,

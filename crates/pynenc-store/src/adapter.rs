@@ -124,10 +124,6 @@ impl<S: AtomicStore> StateBackend for TxnBackend<S> {
 
 #[async_trait]
 impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
-    fn batches_finishes(&self) -> bool {
-        self.store.batching_pays()
-    }
-
     async fn route_calls(&self, requests: Vec<RouteRequest>) -> Result<Vec<RouteOutcome>> {
         let serializer = self.serializer;
         self.store

@@ -94,11 +94,4 @@ pub trait AtomicStore: Send + Sync + 'static {
         let info = info.clone();
         self.atomic(move |t| t.put_runner(&info, Timestamp::now()))
     }
-
-    /// Whether running several steps in one section saves work (a
-    /// transaction, a round trip). False for a store whose sections are one
-    /// in-process lock.
-    fn batching_pays(&self) -> bool {
-        true
-    }
 }

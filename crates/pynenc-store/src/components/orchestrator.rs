@@ -194,14 +194,6 @@ pub trait Orchestrator: Send + Sync {
         execution_context: Option<&str>,
     ) -> StepReport;
 
-    /// Whether ending several runs in one step saves work (one transaction
-    /// or round trip instead of several): runners then gather the ends that
-    /// come in while a step is in flight. When it does not (the in-process
-    /// backend), each run ends in a step of its own.
-    fn batches_finishes(&self) -> bool {
-        true
-    }
-
     /// Stops an owned invocation: `KILLED` then `REROUTED`, at the head of the queue.
     async fn kill_and_reroute(
         &self,

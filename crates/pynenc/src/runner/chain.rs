@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{InvocationId, InvocationOutcome, InvocationRecord, RunOutcome, RunnerId};
-use pynenc_store::RunEnd;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::cancel::CancelSignal;
 use super::host::{InvocationHost, RunFinish};
-use super::ids::process_context;
 use super::shared::RunnerShared;
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
@@ -53,53 +51,29 @@ impl InvocationHost for ChainHost {
         Some(&self.cancel)
     }
 
-    /// Where batching pays (SQLite, Redis), the end joins the finisher's
-    /// next batch, which also takes the next invocation of each slot it
-    /// frees. Where it does not (the in-process backend), the end is
-    /// recorded directly and the slot's next invocation taken in the same
-    /// step. Either way the next invocation runs in this tokio task, so a
-    /// busy runner spawns no task and hands no slot over per invocation; a
+    /// The end joins the finisher's next batch (flat combining: one step
+    /// for the ends that come in while a step is in flight, on every
+    /// backend — a transaction or round trip saved, or one lock taken
+    /// instead of many), which also takes the next invocation of each slot
+    /// it frees. The next invocation runs in this tokio task, so a busy
+    /// runner spawns no task and hands no slot over per invocation; a
     /// stopping runner, and a run that holds no slot, take none.
     async fn finish(
         &self,
-        app: &Pynenc,
+        _app: &Pynenc,
         record: &Arc<InvocationRecord>,
         outcome: RunOutcome,
         ran_for: Duration,
         frees_slot: bool,
     ) -> RunFinish {
         let shared = &self.shared;
-        let orch = app.orchestrator();
-        if orch.batches_finishes() {
-            let finished = shared
-                .finisher
-                .finish(shared, record, outcome, ran_for, frees_slot)
-                .await;
-            return RunFinish {
-                end: finished.end,
-                next: finished.next.into_iter().collect(),
-            };
-        }
-        let end = vec![RunEnd {
-            invocation_id: record.invocation_id,
-            outcome,
-            ran_for: Some(ran_for),
-        }];
-        let max_next = usize::from(frees_slot && !shared.stop.is_stopped());
-        let report = orch
-            .finish_many_and_start(&shared.runner_id, end, max_next, Some(process_context()))
+        let finished = shared
+            .finisher
+            .finish(shared, record, outcome, ran_for, frees_slot)
             .await;
-        if let Some(e) = &report.pick_error {
-            warn!(error = %e, "could not take the slot's next invocation");
-        }
-        shared.hand_over(record, &report.next);
-        let end = match report.ends.into_iter().next() {
-            Some(end) => end.into_result().map_err(Into::into),
-            None => Err(PynencError::runner("the end of the run got no outcome")),
-        };
         RunFinish {
-            end,
-            next: report.next,
+            end: finished.end,
+            next: finished.next.into_iter().collect(),
         }
     }
 
