@@ -5,7 +5,8 @@
 //!
 //! The caller whose step is in flight is the leader. When it is done (or
 //! dropped), it hands what waited to a task that routes it in merged steps
-//! until nothing waits. Only calls the route step cannot refuse are merged:
+//! until nothing waits. A batch of [`OWN_STEP`] calls or more is a step of
+//! its own, sent at once. Only calls the route step cannot refuse are merged:
 //! calls made by a task (cycle control) and calls that raise on a
 //! registration conflict go in steps of their own, so that a refusal
 //! reaches only the call it belongs to. A merged step that fails (the
@@ -21,6 +22,11 @@ use tracing::debug;
 
 use crate::backend::RedisBackend;
 use crate::orchestrator::new_ids;
+
+/// A batch this large is a step of its own, sent at once even while
+/// another step is in flight (the batches of one `parallelize` are
+/// pipelined): merging it would save little and make it wait.
+const OWN_STEP: usize = 16;
 
 /// A call waiting for the step in flight to end.
 struct Waiting {
@@ -60,7 +66,7 @@ impl RouteCoalescer {
         backend: &RedisBackend,
         requests: Vec<RouteRequest>,
     ) -> Result<Vec<RouteOutcome>> {
-        if !requests.iter().all(mergeable) {
+        if requests.len() >= OWN_STEP || !requests.iter().all(mergeable) {
             return backend.route_step(requests).await;
         }
         let waiting = {

@@ -133,6 +133,34 @@ pub async fn s06_parallelize_forms_order_and_batches(f: &dyn BackendFactory) {
             "one batch is routed in one step: {created:?}"
         );
     }
+    // several batches in flight at once: results and creation in call order
+    let many = ok(
+        double::parallelize_on(&app, (0..70).map(|i| (i,))).await,
+        "double, 10 batches",
+    );
+    assert_eq!(
+        ok(many.results().await, "results"),
+        (0..70).map(|i| i * 2).collect::<Vec<_>>()
+    );
+    let mut created = Vec::new();
+    for inv in many.invocations() {
+        let rec = ok(
+            app.state_backend()
+                .get_invocation(inv.invocation_id())
+                .await,
+            "record",
+        );
+        assert_eq!(
+            rec.call.arguments.get("x").map(ToString::to_string),
+            Some(created.len().to_string()),
+            "the group's invocations are in call order"
+        );
+        created.push(rec.created_at);
+    }
+    assert!(
+        created.windows(2).all(|w| w[0] <= w[1]),
+        "batches are routed in call order: {created:?}"
+    );
     finish(&app, runner).await;
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use futures::StreamExt;
 use pynenc_model::{
     Arguments, Call, CallId, ConcurrencySpec, InvocationId, InvocationRecord, RouteOutcome,
     RouteRequest, RunnerId, Timestamp,
@@ -16,6 +17,12 @@ use crate::data::PendingValues;
 use crate::exceptions::{PynencError, Result};
 use crate::invocation::UntypedInvocation;
 use crate::task::{RegisteredTask, TaskDefinition};
+
+/// The batches of one `parallelize` routed at the same time: while one is
+/// in flight the next ones go (pipelined on one connection where the
+/// backend has round trips), so the caller builds and the backend routes
+/// side by side.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The parent invocation (inside a task) and the actor of calls made
 /// from one context: worked out once for a whole group of calls.
@@ -326,13 +333,29 @@ impl Pynenc {
         let caller = self.caller();
         let batch = task.options.parallel_batch_size.max(1);
         let mut calls = calls.into_iter().peekable();
+        let mut batches = Vec::with_capacity(calls.len().div_ceil(batch));
         while calls.peek().is_some() {
             let reqs: Vec<RouteRequest> = calls
                 .by_ref()
                 .take(batch)
                 .map(|c| self.route_request(task, &caller, c, None))
                 .collect();
-            out.extend(self.route_batch(&caller, reqs, &pending, true).await?);
+            batches.push(reqs);
+        }
+        if caller.workflow.is_some() {
+            // a workflow numbers its steps in call order: one batch at a time
+            for reqs in batches {
+                out.extend(self.route_batch(&caller, reqs, &pending, true).await?);
+            }
+        } else {
+            // the next batches go while one is in flight (a backend with
+            // round trips pipelines them), their invocations kept in order
+            let mut routed = futures::stream::iter(batches)
+                .map(|reqs| self.route_batch(&caller, reqs, &pending, false))
+                .buffered(BATCHES_IN_FLIGHT);
+            while let Some(invocations) = routed.next().await {
+                out.extend(invocations?);
+            }
         }
         debug!(task_id = %def.task_id, count = out.len(), "routed group");
         Ok(out)
