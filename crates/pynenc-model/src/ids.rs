@@ -34,7 +34,32 @@ pub const INVOCATION_ID_LEN: usize = 32;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InvocationId([u8; INVOCATION_ID_LEN]);
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The 8 lower-case hex digits of `nibbles`, most significant first:
+/// each nibble spread to a byte of its own, then `'0'` added to each and
+/// `'a' - '0' - 10` more to those of 10 and up (eight at a time).
+fn hex_digits(nibbles: u32) -> [u8; 8] {
+    let x = u64::from(nibbles);
+    let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    let x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // 1 in each byte whose nibble is 10 or more
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + letters * 0x27).to_be_bytes()
+}
+
+/// The number spelled by 8 lower-case hex digits (the inverse of
+/// [`hex_digits`]): `'0'..='9'` are 0x30..0x39 (low four bits 0..9, bit 6
+/// clear), `'a'..='f'` 0x61..0x66 (low four bits 1..6, bit 6 set: plus 9);
+/// then the eight nibbles packed, eight at a time.
+fn digit_values(digits: &[u8]) -> u32 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digits[..8]);
+    let x = u64::from_be_bytes(bytes);
+    let v = (x & 0x0f0f_0f0f_0f0f_0f0f) + ((x >> 6) & 0x0101_0101_0101_0101) * 9;
+    let v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
+    ((v | (v >> 16)) & 0xffff_ffff) as u32
+}
 
 impl InvocationId {
     /// A new random id (the 128 bits of a version 4 UUID).
@@ -84,9 +109,9 @@ impl InvocationId {
     /// backend that wants ids in creation order puts the time in the high bits.
     pub fn from_u128(value: u128) -> Self {
         let mut out = [0u8; INVOCATION_ID_LEN];
-        for (i, byte) in out.iter_mut().enumerate() {
-            let shift = (INVOCATION_ID_LEN - 1 - i) * 4;
-            *byte = HEX[((value >> shift) & 0xf) as usize];
+        for (i, digits) in out.chunks_exact_mut(8).enumerate() {
+            let nibbles = (value >> (96 - 32 * i)) as u32;
+            digits.copy_from_slice(&hex_digits(nibbles));
         }
         InvocationId(out)
     }
@@ -95,14 +120,8 @@ impl InvocationId {
     /// [`InvocationId::from_u128`]): ids compare as their numbers do, so an
     /// index may keep the number (cheaper to compare than the text).
     pub fn as_u128(&self) -> u128 {
-        self.0.iter().fold(0u128, |acc, &b| {
-            let digit = match b {
-                b'0'..=b'9' => b - b'0',
-                b'a'..=b'f' => b - b'a' + 10,
-                // ids are made and parsed as lower-case hex only
-                _ => 0,
-            };
-            (acc << 4) | u128::from(digit)
+        self.0.chunks_exact(8).fold(0u128, |acc, digits| {
+            (acc << 32) | u128::from(digit_values(digits))
         })
     }
 
@@ -342,6 +361,13 @@ mod tests {
 
     use super::*;
 
+    /// A shift that gives numbers of every length, leading zeros included.
+    fn n_shift() -> u32 {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % 128
+    }
+
     #[test]
     fn u128_round_trips_and_keeps_the_order() {
         let a = InvocationId::time_ordered();
@@ -349,6 +375,19 @@ mod tests {
         assert_eq!(InvocationId::from_u128(a.as_u128()), a);
         assert_eq!(a < b, a.as_u128() < b.as_u128());
         assert_eq!(InvocationId::from_u128(u128::MAX).as_u128(), u128::MAX);
+        // every digit, in both halves
+        let n = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+        let id = InvocationId::from_u128(n);
+        assert_eq!(id.as_str(), "0123456789abcdeffedcba9876543210");
+        assert_eq!(id.as_u128(), n);
+        for _ in 0..1000 {
+            let n = uuid::Uuid::new_v4().as_u128() >> (n_shift());
+            let id = InvocationId::from_u128(n);
+            assert_eq!(id.as_str(), format!("{n:032x}"));
+            assert_eq!(id.as_u128(), n);
+        }
+        let parsed = InvocationId::parse("FEDCBA98765432100123456789ABCDEF").expect("an id");
+        assert_eq!(parsed.as_u128(), 0xfedc_ba98_7654_3210_0123_4567_89ab_cdef);
     }
 
     #[test]

@@ -126,9 +126,20 @@ impl<S: AtomicStore> StateBackend for TxnBackend<S> {
 impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
     async fn route_calls(&self, requests: Vec<RouteRequest>) -> Result<Vec<RouteOutcome>> {
         let serializer = self.serializer;
-        self.store
-            .atomic(move |t| engine::route(t, requests.clone(), serializer, Timestamp::now()))
-            .await
+        // an in-process store routes the caller's requests, not copies
+        let inline = self.store.atomic_inline(requests, |t, requests| {
+            engine::route(t, requests, serializer, Timestamp::now())
+        });
+        match inline {
+            Inline::Ran(out) => out,
+            Inline::NotHere(requests) => {
+                self.store
+                    .atomic(move |t| {
+                        engine::route(t, requests.clone(), serializer, Timestamp::now())
+                    })
+                    .await
+            }
+        }
     }
 
     async fn get_invocations_to_run(
