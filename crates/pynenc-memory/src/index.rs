@@ -8,7 +8,7 @@
 //! [`crate::state::MemState::open_ids`]), so a plain run adds one
 //! ordered-set insertion and a few array counters to its steps.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::RangeBounds;
 
 use pynenc_model::query::InvocationQuery;
@@ -53,8 +53,11 @@ pub(crate) struct QueryIndex {
     active_by_key: FxHashMap<String, BTreeMap<OrderKey, InvocationId>>,
     /// Per registration key, its newest `SUCCESS` and when it ended.
     last_success: FxHashMap<String, (Timestamp, InvocationId)>,
-    /// Final invocations by status, in the order they ended.
-    finals: [BTreeMap<OrderKey, InvocationId>; N],
+    /// Final invocations by status, in the order they ended: appended as
+    /// they end; an invocation deleted since is left in place, skipped by
+    /// readers and dropped once it reaches the front (a retention purge
+    /// takes the oldest first).
+    finals: [VecDeque<(OrderKey, InvocationId)>; N],
 }
 
 impl QueryIndex {
@@ -145,7 +148,7 @@ impl QueryIndex {
             }
             return;
         }
-        self.finals[new.index()].insert((now, seq), id);
+        self.finals[new.index()].push_back(((now, seq), id));
         if new == InvocationStatus::Failed {
             let kind = error_kind.unwrap_or("").to_string();
             *self.failed_kinds.entry((task, kind)).or_default() += 1;
@@ -167,24 +170,20 @@ impl QueryIndex {
         }
     }
 
-    /// An invocation deleted while in `status` (final at `final_at`, if final).
-    #[allow(clippy::too_many_arguments)]
+    /// An invocation deleted while in `status` (its entry in `finals`, if
+    /// final, is skipped from now on: see [`QueryIndex::final_before`]).
     pub(crate) fn deleted(
         &mut self,
         task: u32,
         record: &InvocationRecord,
         seq: u64,
         status: InvocationStatus,
-        final_at: Option<Timestamp>,
         error_kind: Option<&str>,
     ) {
         let id = record.invocation_id;
         if let Some(t) = self.task(task) {
             t.counts[status.index()] = t.counts[status.index()].saturating_sub(1);
             t.ended[status.index()].remove(&id.as_u128());
-        }
-        if let Some(at) = final_at {
-            self.finals[status.index()].remove(&(at, seq));
         }
         if status == InvocationStatus::Failed {
             let key = (task, error_kind.unwrap_or("").to_string());
@@ -228,24 +227,32 @@ impl QueryIndex {
     }
 
     /// Up to `max` final invocations in `statuses` (any final status when
-    /// empty) that ended before `before`, earliest end first.
+    /// empty) that ended before `before`, earliest end first. `is_current`
+    /// tells whether an entry's invocation is still stored with that end
+    /// (the entries of deleted ones are skipped, and dropped from the front).
     pub(crate) fn final_before(
-        &self,
+        &mut self,
         statuses: &[InvocationStatus],
         before: Timestamp,
         max: usize,
+        is_current: impl Fn(&InvocationId, OrderKey) -> bool,
     ) -> Vec<InvocationId> {
         let mut found: Vec<(OrderKey, InvocationId)> = Vec::new();
         for status in ALL_STATUSES {
             if !status.is_final() || !(statuses.is_empty() || statuses.contains(&status)) {
                 continue;
             }
+            let ended = &mut self.finals[status.index()];
+            while ended.front().is_some_and(|(k, id)| !is_current(id, *k)) {
+                ended.pop_front();
+            }
             found.extend(
-                self.finals[status.index()]
+                ended
                     .iter()
+                    .filter(|(k, id)| is_current(id, *k))
                     .take_while(|((at, _), _)| *at < before)
                     .take(max)
-                    .map(|(k, id)| (*k, *id)),
+                    .copied(),
             );
         }
         found.sort_unstable();

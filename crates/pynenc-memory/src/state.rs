@@ -677,7 +677,12 @@ impl StoreTxn for MemState {
         before: Timestamp,
         max: usize,
     ) -> Result<Vec<InvocationId>> {
-        Ok(self.index.final_before(statuses, before, max))
+        let invocations = &self.invocations;
+        Ok(self.index.final_before(statuses, before, max, |id, (at, seq)| {
+            invocations
+                .get(id)
+                .is_some_and(|e| e.seq == seq && e.final_at == Some(at))
+        }))
     }
 
     fn find_active(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {
@@ -734,7 +739,6 @@ impl StoreTxn for MemState {
             &e.record,
             e.seq,
             e.status.status,
-            e.final_at,
             e.error.as_ref().map(|err| err.kind.as_str()),
         );
         self.cancels.remove(id);

@@ -186,3 +186,50 @@ async fn status_waits_are_woken_by_the_change_itself() {
         .unwrap_err();
     assert!(err.to_string().contains(id.as_str()), "{err}");
 }
+
+/// Ends `id` `SUCCESS` at `at` microseconds.
+fn to_success(state: &mut MemState, id: &InvocationId, at: i64) {
+    state
+        .put_status(
+            id,
+            &StatusRecord {
+                status: InvocationStatus::Success,
+                owner: Some(RunnerId::from("r")),
+            },
+            Timestamp::from_micros(at),
+        )
+        .unwrap();
+}
+
+#[test]
+fn the_oldest_ends_leave_out_invocations_deleted_since() {
+    let mut state = MemState::default();
+    let ids: Vec<InvocationId> = (0..4).map(|_| state.new_invocation_id()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        state.insert_invocation(&record(*id), &registered()).unwrap();
+        to_success(&mut state, id, 10 * (i as i64 + 1));
+    }
+    // the oldest end and one in the middle are deleted (a purge by filter)
+    state.delete_invocation(&ids[0]).unwrap();
+    state.delete_invocation(&ids[2]).unwrap();
+    let before = Timestamp::from_micros(100);
+    assert_eq!(
+        state.final_before(&[], before, 10).unwrap(),
+        vec![ids[1], ids[3]]
+    );
+    // asked again, and with a limit: the same order, nothing deleted comes back
+    assert_eq!(state.final_before(&[], before, 1).unwrap(), vec![ids[1]]);
+    assert_eq!(
+        state
+            .final_before(&[InvocationStatus::Success], Timestamp::from_micros(40), 10)
+            .unwrap(),
+        vec![ids[1]]
+    );
+    // an id ending again after its deletion (a new invocation) is its own entry
+    state.insert_invocation(&record(ids[0]), &registered()).unwrap();
+    to_success(&mut state, &ids[0], 50);
+    assert_eq!(
+        state.final_before(&[], before, 10).unwrap(),
+        vec![ids[1], ids[3], ids[0]]
+    );
+}
