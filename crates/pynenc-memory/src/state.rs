@@ -678,11 +678,13 @@ impl StoreTxn for MemState {
         max: usize,
     ) -> Result<Vec<InvocationId>> {
         let invocations = &self.invocations;
-        Ok(self.index.final_before(statuses, before, max, |id, (at, seq)| {
-            invocations
-                .get(id)
-                .is_some_and(|e| e.seq == seq && e.final_at == Some(at))
-        }))
+        Ok(self
+            .index
+            .final_before(statuses, before, max, |id, (at, seq)| {
+                invocations
+                    .get(id)
+                    .is_some_and(|e| e.seq == seq && e.final_at == Some(at))
+            }))
     }
 
     fn find_active(&mut self, registration_key: &str) -> Result<Option<InvocationId>> {

@@ -206,7 +206,9 @@ fn the_oldest_ends_leave_out_invocations_deleted_since() {
     let mut state = MemState::default();
     let ids: Vec<InvocationId> = (0..4).map(|_| state.new_invocation_id()).collect();
     for (i, id) in ids.iter().enumerate() {
-        state.insert_invocation(&record(*id), &registered()).unwrap();
+        state
+            .insert_invocation(&record(*id), &registered())
+            .unwrap();
         to_success(&mut state, id, 10 * (i as i64 + 1));
     }
     // the oldest end and one in the middle are deleted (a purge by filter)
@@ -226,7 +228,9 @@ fn the_oldest_ends_leave_out_invocations_deleted_since() {
         vec![ids[1]]
     );
     // an id ending again after its deletion (a new invocation) is its own entry
-    state.insert_invocation(&record(ids[0]), &registered()).unwrap();
+    state
+        .insert_invocation(&record(ids[0]), &registered())
+        .unwrap();
     to_success(&mut state, &ids[0], 50);
     assert_eq!(
         state.final_before(&[], before, 10).unwrap(),

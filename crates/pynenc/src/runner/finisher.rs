@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pynenc_model::{InvocationRecord, InvocationStatus, RunOutcome};
-use pynenc_store::RunEnd;
+use pynenc_store::{EndOutcome, RunEnd};
 use tracing::warn;
 
 use super::ids::process_context;
@@ -23,9 +23,11 @@ pub(crate) struct Finished {
 type FinishReply = tokio::sync::oneshot::Sender<Finished>;
 
 /// A queued end: the run, its outcome, whether it frees a slot (takes a
-/// next invocation), and where to answer (`None`: the end of the caller
-/// that records the batch, answered directly).
-type QueuedEnd = (Arc<InvocationRecord>, RunEnd, bool, Option<FinishReply>);
+/// next invocation), and where to answer.
+type QueuedEnd = (Arc<InvocationRecord>, RunEnd, bool, FinishReply);
+
+/// The end of the caller that records a batch: answered directly.
+type OwnEnd<'a> = (&'a Arc<InvocationRecord>, RunEnd, bool);
 
 /// Records the ends of runs in batches by flat combining: a finishing
 /// invocation that finds no flush in progress records its own end at once,
@@ -69,9 +71,10 @@ impl Finisher {
         if !self.flushing.swap(true, Ordering::AcqRel) {
             // no flush in progress: this end goes now, with what waits
             let guard = FlushGuard(&self.flushing);
-            let mut batch = std::mem::take(&mut *self.queue.lock());
-            batch.push((record.clone(), end, frees_slot, None));
-            let own = self.record(host, batch).await;
+            let queued = std::mem::take(&mut *self.queue.lock());
+            let own = self
+                .record(host, Some((record, end, frees_slot)), queued)
+                .await;
             drop(guard);
             // what queued meanwhile
             self.flush(host).await;
@@ -80,7 +83,7 @@ impl Finisher {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
             .lock()
-            .push((record.clone(), end, frees_slot, Some(reply)));
+            .push((record.clone(), end, frees_slot, reply));
         self.flush(host).await;
         answer.await.unwrap_or_else(|_| not_recorded(record))
     }
@@ -90,60 +93,73 @@ impl Finisher {
     async fn flush(&self, host: &RunnerShared) {
         while !self.queue.lock().is_empty() && !self.flushing.swap(true, Ordering::AcqRel) {
             let guard = FlushGuard(&self.flushing);
-            let batch = std::mem::take(&mut *self.queue.lock());
-            if !batch.is_empty() {
-                self.record(host, batch).await;
+            let queued = std::mem::take(&mut *self.queue.lock());
+            if !queued.is_empty() {
+                self.record(host, None, queued).await;
             }
             drop(guard);
         }
     }
 
-    /// Records `batch` in one step and answers each end; the answer of the
-    /// end without a reply channel (the caller's own) is returned.
-    async fn record(&self, host: &RunnerShared, batch: Vec<QueuedEnd>) -> Option<Finished> {
+    /// Records the `queued` ends and the caller's `own` in one step and
+    /// answers each queued one; the answer to `own` is returned.
+    async fn record(
+        &self,
+        host: &RunnerShared,
+        own: Option<OwnEnd<'_>>,
+        queued: Vec<QueuedEnd>,
+    ) -> Option<Finished> {
         let orch = host.app.orchestrator();
         // a stopping runner takes no new work
         let max_next = if host.stop.is_stopped() {
             0
         } else {
-            batch.iter().filter(|(_, _, frees, _)| *frees).count()
+            queued.iter().filter(|(_, _, frees, _)| *frees).count()
+                + usize::from(own.as_ref().is_some_and(|(_, _, frees)| *frees))
         };
-        let mut ends = Vec::with_capacity(batch.len());
-        let mut waiting = Vec::with_capacity(batch.len());
-        for (record, end, frees_slot, reply) in batch {
+        let mut ends = Vec::with_capacity(queued.len() + 1);
+        let mut waiting = Vec::with_capacity(queued.len());
+        for (record, end, frees_slot, reply) in queued {
             ends.push(end);
             waiting.push((record, frees_slot, reply));
         }
+        let own = own.map(|(record, end, frees_slot)| {
+            ends.push(end);
+            (record, frees_slot)
+        });
         let report = orch
             .finish_many_and_start(&host.runner_id, ends, max_next, Some(process_context()))
             .await;
         if let Some(e) = &report.pick_error {
             warn!(error = %e, "could not take next invocations while recording ends");
         }
-        let mut own = None;
         let mut next = report.next.into_iter();
-        for ((record, frees_slot, reply), end) in waiting.into_iter().zip(report.ends) {
-            let taken = if frees_slot { next.next() } else { None };
-            if let Some(n) = &taken {
-                host.hand_over(&record, std::slice::from_ref(n));
-            }
-            let answer = Finished {
-                end: end.into_result().map_err(Into::into),
-                next: taken,
-            };
-            match reply {
-                None => own = Some(answer),
-                Some(reply) => {
-                    if let Err(Finished {
-                        next: Some(lost), ..
-                    }) = reply.send(answer)
-                    {
-                        // the run that was to take it is gone
-                        host.give_back(&lost).await;
-                    }
+        let mut answer =
+            |record: &Arc<InvocationRecord>, frees_slot: bool, end: Option<EndOutcome>| {
+                let taken = if frees_slot { next.next() } else { None };
+                if let Some(n) = &taken {
+                    host.hand_over(record, std::slice::from_ref(n));
                 }
+                Finished {
+                    end: match end {
+                        Some(end) => end.into_result().map_err(Into::into),
+                        None => Err(PynencError::runner("the end of the run got no outcome")),
+                    },
+                    next: taken,
+                }
+            };
+        let mut results = report.ends.into_iter();
+        for (record, frees_slot, reply) in waiting {
+            let finished = answer(&record, frees_slot, results.next());
+            if let Err(Finished {
+                next: Some(lost), ..
+            }) = reply.send(finished)
+            {
+                // the run that was to take it is gone
+                host.give_back(&lost).await;
             }
         }
+        let own = own.map(|(record, frees_slot)| answer(record, frees_slot, results.next()));
         for lost in next {
             host.give_back(&lost).await;
         }
