@@ -140,7 +140,15 @@ where
         self.call(args).await?.result().await
     }
 
-    /// Calls the task once per item, routing in batches of `parallel_batch_size`.
+    /// Calls the task once per item, routing in batches of
+    /// `parallel_batch_size`, up to four batches in flight at once; the
+    /// group's invocations are in the items' order.
+    ///
+    /// # Errors
+    ///
+    /// An item's arguments do not fit the task (nothing is routed), or
+    /// routing failed: the batches routed before the failure, and those in
+    /// flight with it, stay routed.
     pub async fn parallelize<A, I>(&self, items: I) -> Result<InvocationGroup<R>>
     where
         A: IntoArguments<P>,
