@@ -109,24 +109,11 @@ pub async fn s06_parallelize_forms_order_and_batches(f: &dyn BackendFactory) {
     assert_eq!(seen.len(), 30);
     assert!(seen.iter().all(|(i, v)| *v == *i as i64 + 100));
     // batches of parallel_batch_size = 7: invocations of one batch are created in one step
-    let doubled = ok(
-        double::parallelize_on(&app, (0..20).map(|i| (i,))).await,
-        "double",
-    );
-    assert_eq!(
-        ok(doubled.results().await, "results"),
-        (0..20).map(|i| i * 2).collect::<Vec<_>>()
-    );
-    let mut created = Vec::new();
-    for inv in doubled.invocations() {
-        let rec = ok(
-            app.state_backend()
-                .get_invocation(inv.invocation_id())
-                .await,
-            "record",
-        );
-        created.push(rec.created_at);
-    }
+    let created: Vec<_> = doubled_records(&app, 20)
+        .await
+        .iter()
+        .map(|r| r.created_at)
+        .collect();
     for chunk in created.chunks(7) {
         assert!(
             chunk.iter().all(|c| *c == chunk[0]),
@@ -134,34 +121,43 @@ pub async fn s06_parallelize_forms_order_and_batches(f: &dyn BackendFactory) {
         );
     }
     // several batches in flight at once: results and creation in call order
-    let many = ok(
-        double::parallelize_on(&app, (0..70).map(|i| (i,))).await,
-        "double, 10 batches",
-    );
-    assert_eq!(
-        ok(many.results().await, "results"),
-        (0..70).map(|i| i * 2).collect::<Vec<_>>()
-    );
-    let mut created = Vec::new();
-    for inv in many.invocations() {
-        let rec = ok(
-            app.state_backend()
-                .get_invocation(inv.invocation_id())
-                .await,
-            "record",
-        );
+    let records = doubled_records(&app, 70).await;
+    for (i, rec) in records.iter().enumerate() {
         assert_eq!(
             rec.call.arguments.get("x").map(ToString::to_string),
-            Some(created.len().to_string()),
+            Some(i.to_string()),
             "the group's invocations are in call order"
         );
-        created.push(rec.created_at);
     }
+    let created: Vec<_> = records.iter().map(|r| r.created_at).collect();
     assert!(
         created.windows(2).all(|w| w[0] <= w[1]),
         "batches are routed in call order: {created:?}"
     );
     finish(&app, runner).await;
+}
+
+/// `double` of 0..n by `parallelize` (batches of 7): checks the results,
+/// in order, and returns the stored records of the group's invocations.
+async fn doubled_records(app: &pynenc::Pynenc, n: i64) -> Vec<pynenc::InvocationRecord> {
+    let group = ok(
+        double::parallelize_on(app, (0..n).map(|i| (i,))).await,
+        "double",
+    );
+    assert_eq!(
+        ok(group.results().await, "results"),
+        (0..n).map(|i| i * 2).collect::<Vec<_>>()
+    );
+    let mut out = Vec::new();
+    for inv in group.invocations() {
+        out.push(ok(
+            app.state_backend()
+                .get_invocation(inv.invocation_id())
+                .await,
+            "record",
+        ));
+    }
+    out
 }
 
 /// 6b. A task fans out with `parallelize` and sums the results.
