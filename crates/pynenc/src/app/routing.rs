@@ -332,6 +332,12 @@ impl Pynenc {
         }
         let caller = self.caller();
         let batch = task.options.parallel_batch_size.max(1);
+        // one batch at a time when the calls carry values for the data store
+        // (the first batch that claims a value sends it: batches in flight
+        // together would each send it) or come from a workflow (it numbers
+        // its steps in call order)
+        let one_at_a_time =
+            caller.workflow.is_some() || calls.iter().any(|c| c.arguments.has_stored());
         let mut calls = calls.into_iter().peekable();
         let mut batches = Vec::with_capacity(calls.len().div_ceil(batch));
         while calls.peek().is_some() {
@@ -342,8 +348,7 @@ impl Pynenc {
                 .collect();
             batches.push(reqs);
         }
-        if caller.workflow.is_some() {
-            // a workflow numbers its steps in call order: one batch at a time
+        if one_at_a_time {
             for reqs in batches {
                 out.extend(self.route_batch(&caller, reqs, &pending, true).await?);
             }

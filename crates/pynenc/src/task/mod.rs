@@ -141,8 +141,9 @@ where
     }
 
     /// Calls the task once per item, routing in batches of
-    /// `parallel_batch_size`, up to four batches in flight at once; the
-    /// group's invocations are in the items' order.
+    /// `parallel_batch_size`, up to four batches in flight at once (one at
+    /// a time when the items carry values for the data store, which the
+    /// first batch sends); the group's invocations are in the items' order.
     ///
     /// # Errors
     ///
