@@ -23,22 +23,23 @@ static ENQUEUE_FRONT: LazyLock<String> = LazyLock::new(|| {
     format!("INSERT INTO pynenc_queue (app, seq, invocation_id) SELECT $1, {FRONT_POSITION}, $2")
 });
 
+/// Deletes the queue entries at the positions of `h` (a CTE of `seq`s),
+/// as the CTE `q` of what was taken.
+const TAKE_HEAD: &str = "q AS (DELETE FROM pynenc_queue AS d USING h \
+     WHERE d.app = $1 AND d.seq = h.seq RETURNING d.seq, d.invocation_id)";
+
+/// The columns read of what `q` took (its status row and record, then its
+/// position), with their `FROM`.
+const TAKEN_ROWS: &str = "q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
+     i.error_kind, i.cancel_owner IS NOT NULL, r.record, q.seq \
+     FROM q \
+     LEFT JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = q.invocation_id \
+     LEFT JOIN pynenc_records AS r ON r.app = $1 AND r.invocation_id = q.invocation_id";
+
 /// Takes the head of the queue (see [`QUEUE_HEAD`]) and reads the rows and
 /// records of what it took; the last column is the position.
 static DEQUEUE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH h AS MATERIALIZED ({QUEUE_HEAD}), \
-                 q AS (DELETE FROM pynenc_queue AS d USING h WHERE d.app = $1 AND d.seq = h.seq \
-                     RETURNING d.seq, d.invocation_id) \
-                 SELECT q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
-                     i.error_kind, i.cancel_owner IS NOT NULL, r.record, q.seq \
-                 FROM q \
-                 LEFT JOIN pynenc_invocations AS i \
-                     ON i.app = $1 AND i.invocation_id = q.invocation_id \
-                 LEFT JOIN pynenc_records AS r \
-                     ON r.app = $1 AND r.invocation_id = q.invocation_id \
-                 ORDER BY q.seq"
-    )
+    format!("WITH h AS MATERIALIZED ({QUEUE_HEAD}), {TAKE_HEAD} SELECT {TAKEN_ROWS} ORDER BY q.seq")
 });
 
 /// The waited invocations available for a run, oldest first; when there are
@@ -52,21 +53,14 @@ static BLOCKING: LazyLock<String> = LazyLock::new(|| {
                  ORDER BY created_at_us, invocation_id LIMIT $2), \
              h AS MATERIALIZED (SELECT seq FROM ({QUEUE_HEAD}) AS hh \
                  WHERE NOT EXISTS (SELECT 1 FROM b)), \
-             q AS (DELETE FROM pynenc_queue AS d USING h WHERE d.app = $1 AND d.seq = h.seq \
-                 RETURNING d.seq, d.invocation_id) \
+             {TAKE_HEAD} \
              SELECT TRUE, b.invocation_id, b.status, b.owner, b.running_key, b.waited, b.task, \
                  b.error_kind, b.asked, r.record, b.created_at_us \
              FROM b \
              LEFT JOIN pynenc_records AS r \
                  ON r.app = $1 AND r.invocation_id = b.invocation_id \
              UNION ALL \
-             SELECT FALSE, q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
-                 i.error_kind, i.cancel_owner IS NOT NULL, r.record, q.seq \
-             FROM q \
-             LEFT JOIN pynenc_invocations AS i \
-                 ON i.app = $1 AND i.invocation_id = q.invocation_id \
-             LEFT JOIN pynenc_records AS r \
-                 ON r.app = $1 AND r.invocation_id = q.invocation_id"
+             SELECT FALSE, {TAKEN_ROWS}"
     )
 });
 

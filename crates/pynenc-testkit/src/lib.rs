@@ -428,6 +428,21 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", pynenc::InvocationId::random())
 }
 
+/// The factory `$f` (a Redis or PostgreSQL test factory), or, when its
+/// server is not available here, a `SKIPPED` message and a return from the
+/// test (the factory panics instead where `PYNENC_REQUIRE_*` asks for it).
+#[macro_export]
+macro_rules! factory_or_skip {
+    ($f:expr) => {{
+        let f = $f;
+        if let Some(reason) = f.skip_reason() {
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+        f
+    }};
+}
+
 /// Instantiates the whole conformance suite for a backend factory
 /// expression (evaluated once per test, so every test gets a fresh backend).
 #[macro_export]

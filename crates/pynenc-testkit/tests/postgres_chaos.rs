@@ -17,11 +17,7 @@ use pynenc_testkit::PostgresFactory;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_survives_kill_9_of_workers() {
-    let factory = PostgresFactory::new();
-    if let Some(reason) = factory.skip_reason() {
-        eprintln!("SKIPPED: {reason}");
-        return;
-    }
+    let factory = pynenc_testkit::factory_or_skip!(PostgresFactory::new());
     let cfg = ChaosConfig::test_size(
         ChaosBackend::Postgres(factory.url()),
         env!("CARGO_BIN_EXE_worker").into(),

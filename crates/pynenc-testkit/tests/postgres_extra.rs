@@ -74,11 +74,7 @@ const DOWN_FOR: Duration = Duration::from_millis(500);
 /// The server is stopped and started again in the middle of 2,000 tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restart_loses_nothing() {
-    let mut f = PostgresFactory::with_own_server();
-    if let Some(reason) = f.skip_reason() {
-        eprintln!("SKIPPED: {reason}");
-        return;
-    }
+    let mut f = pynenc_testkit::factory_or_skip!(PostgresFactory::with_own_server());
     if f.database().and_then(|db| db.server()).is_none() {
         eprintln!("SKIPPED: no PostgreSQL server binaries, only PYNENC_POSTGRES_URL: the test cannot restart that server");
         return;
@@ -168,11 +164,7 @@ async fn postgres_restart_loses_nothing() {
 /// and re-routed its own waiting parent; it then failed resuming it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heartbeat_goes_on_while_duties_wait() {
-    let mut f = PostgresFactory::new();
-    if let Some(reason) = f.skip_reason() {
-        eprintln!("SKIPPED: {reason}");
-        return;
-    }
+    let mut f = pynenc_testkit::factory_or_skip!(PostgresFactory::new());
     let app = ok(SharedBackend::Postgres(f.url()).app("beats"), "build");
     let dead_after = app.conf().runner.runner_dead_after_seconds;
     let runner = start_runner(&app, 4);

@@ -26,21 +26,10 @@ fn app_at(url: &str, app_id: &str) -> pynenc::Result<Pynenc> {
         .build()
 }
 
-macro_rules! factory_or_skip {
-    ($f:expr) => {{
-        let f = $f;
-        if let Some(reason) = f.skip_reason() {
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
-        f
-    }};
-}
-
 /// (a) A user limited to the pynenc keys and channels, without `@dangerous`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acl_restricted_user_runs_the_basics() {
-    let f = factory_or_skip!(RedisFactory::new());
+    let f = pynenc_testkit::factory_or_skip!(RedisFactory::new());
     let server = f.server().expect("server");
     let r = server
         .command(&[
@@ -95,7 +84,7 @@ async fn acl_restricted_user_runs_the_basics() {
 /// (b) Redis is killed and restarted (AOF, `appendfsync always`) in the middle of 2,000 tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_restart_with_aof_loses_nothing() {
-    let mut f = factory_or_skip!(RedisFactory::with_options(RedisServerOptions {
+    let mut f = pynenc_testkit::factory_or_skip!(RedisFactory::with_options(RedisServerOptions {
         appendonly: true,
         ..Default::default()
     }));
@@ -141,7 +130,7 @@ async fn redis_restart_with_aof_loses_nothing() {
 /// password and unreachable host name the address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gives_clear_errors() {
-    let f = factory_or_skip!(RedisFactory::new());
+    let f = pynenc_testkit::factory_or_skip!(RedisFactory::new());
     let server = f.server().expect("server");
     let app = ok(app_at(&f.url(), "bad"), "build");
     // no runner yet: both stay REGISTERED
@@ -314,7 +303,7 @@ fn start_worker(url: &str, app_id: &str) -> WorkerProcess {
 /// (d) Two runner processes on one Redis drain 10,000 tasks; each ran once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_drain_ten_thousand_tasks() {
-    let f = factory_or_skip!(RedisFactory::new());
+    let f = pynenc_testkit::factory_or_skip!(RedisFactory::new());
     let app = ok(app_at(&f.url(), "drain"), "build");
     let workers = [
         start_worker(&f.url(), "drain"),
@@ -413,7 +402,7 @@ async fn replay_cost(
 /// pipelined) and no script call: no routing, no run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replayed_workflow_step_costs_one_read() {
-    let f = factory_or_skip!(RedisFactory::new());
+    let f = pynenc_testkit::factory_or_skip!(RedisFactory::new());
     let server = f.server().expect("server");
     // the runner's periodic work (heartbeats, recovery, cancel polls) made
     // rare, so that the windows count the workflows' commands
