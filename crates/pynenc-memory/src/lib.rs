@@ -20,6 +20,7 @@
 
 mod data;
 mod index;
+mod names;
 mod queries;
 mod state;
 mod store;

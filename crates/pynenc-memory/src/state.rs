@@ -13,18 +13,19 @@ use pynenc_model::{
 use pynenc_store::{OwnedClaim, Result, StoreError, StoreTxn};
 
 use crate::index::{OrderKey, QueryIndex};
-use rustc_hash::{FxHashMap, FxHashSet};
+use crate::names::{Names, NONE};
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use tokio::sync::Notify;
 
-/// One history step; runner ids are shared, contexts interned (a few
-/// runners write millions of steps).
+/// One history step: its runner ids and execution context are numbers in
+/// [`MemState`]'s names (24 bytes a step; a few runners write millions).
 pub(crate) struct Step {
-    status: InvocationStatus,
     timestamp: Timestamp,
-    owner: Option<RunnerId>,
-    actor: RunnerId,
-    execution_context: Option<Arc<str>>,
+    owner: u32,
+    actor: u32,
+    execution_context: u32,
+    status: InvocationStatus,
 }
 
 pub(crate) struct Entry {
@@ -38,15 +39,16 @@ pub(crate) struct Entry {
     history: SmallVec<[Step; 4]>,
     pub(crate) retries: u32,
     result: Option<String>,
-    pub(crate) error: Option<TaskError>,
+    /// Why it failed (rare: boxed).
+    pub(crate) error: Option<Box<TaskError>>,
     pub(crate) final_at: Option<Timestamp>,
     pub(crate) status_at: Timestamp,
     /// The `result()` waits on this invocation, released when it becomes final.
     pub(crate) waiters: Option<Waiters>,
     /// The calls registration concurrency folded into it (rare: boxed).
     pub(crate) reuses: Option<Box<Reuses>>,
-    /// Its data, when it is a workflow that keeps any.
-    pub(crate) workflow_data: Option<BTreeMap<String, String>>,
+    /// Its data, when it is a workflow that keeps any (rare: boxed).
+    pub(crate) workflow_data: Option<Box<BTreeMap<String, String>>>,
 }
 
 /// A `result()` wait on a group of invocations: how many are still open.
@@ -175,9 +177,10 @@ pub(crate) struct MemState {
     /// Cancel requests: invocation → the owner asked to stop it, and the
     /// error naming who asked.
     pub(crate) cancels: FxHashMap<InvocationId, (RunnerId, TaskError)>,
-    contexts: FxHashSet<Arc<str>>,
-    /// The execution context interned last: steps come in runs of one runner.
-    last_context: Option<Arc<str>>,
+    /// The runner ids of history steps, by number.
+    runner_names: Names<RunnerId>,
+    /// The execution contexts of history steps, by number.
+    context_names: Names<Arc<str>>,
     /// Set by a section that queued work, so the store wakes runners after it.
     pub(crate) enqueued: bool,
     /// Waits for the next status change of an invocation
@@ -188,22 +191,20 @@ pub(crate) struct MemState {
 }
 
 impl MemState {
-    fn intern_context(&mut self, s: &str) -> Arc<str> {
-        if let Some(last) = &self.last_context {
-            if &**last == s {
-                return last.clone();
-            }
-        }
-        let a = match self.contexts.get(s) {
-            Some(a) => a.clone(),
-            None => {
-                let a: Arc<str> = Arc::from(s);
-                self.contexts.insert(a.clone());
-                a
-            }
-        };
-        self.last_context = Some(a.clone());
-        a
+    /// The number of a history step's runner id.
+    fn runner_number(&mut self, runner: &RunnerId) -> Result<u32> {
+        self.runner_names
+            .number(runner, RunnerId::clone)
+            .ok_or_else(|| StoreError::backend("memory", "more than 4,294,967,294 runner ids"))
+    }
+
+    /// The number of a history step's execution context.
+    fn context_number(&mut self, context: &str) -> Result<u32> {
+        self.context_names
+            .number(context, |c| Arc::from(c))
+            .ok_or_else(|| {
+                StoreError::backend("memory", "more than 4,294,967,294 execution contexts")
+            })
     }
 
     fn entry(&mut self, id: &InvocationId) -> Result<&mut Entry> {
@@ -412,7 +413,15 @@ impl StoreTxn for MemState {
     }
 
     fn append_history(&mut self, step: HistoryStep<'_>) -> Result<()> {
-        let execution_context = step.execution_context.map(|c| self.intern_context(c));
+        let execution_context = match step.execution_context {
+            Some(c) => self.context_number(c)?,
+            None => NONE,
+        };
+        let owner = match step.owner {
+            Some(o) => self.runner_number(o)?,
+            None => NONE,
+        };
+        let actor = self.runner_number(step.actor)?;
         let entry = self
             .invocations
             .get_mut(step.invocation_id)
@@ -423,29 +432,40 @@ impl StoreTxn for MemState {
                 )
             })?;
         entry.history.push(Step {
-            status: step.status,
             timestamp: step.timestamp,
-            owner: step.owner.cloned(),
-            actor: step.actor.clone(),
+            owner,
+            actor,
             execution_context,
+            status: step.status,
         });
         Ok(())
     }
 
     fn get_history(&mut self, id: &InvocationId) -> Result<Vec<HistoryEntry>> {
-        Ok(self
-            .entry(id)?
-            .history
+        let history = &self
+            .invocations
+            .get(id)
+            .ok_or_else(|| StoreError::not_found(id, "in the memory store"))?
+            .history;
+        let (runners, contexts) = (&self.runner_names, &self.context_names);
+        history
             .iter()
-            .map(|s| HistoryEntry {
-                invocation_id: *id,
-                status: s.status,
-                owner: s.owner.clone(),
-                actor: s.actor.clone(),
-                timestamp: s.timestamp,
-                execution_context: s.execution_context.as_deref().map(str::to_string),
+            .map(|s| {
+                Ok(HistoryEntry {
+                    invocation_id: *id,
+                    status: s.status,
+                    owner: runners.get(s.owner).cloned(),
+                    actor: runners.get(s.actor).cloned().ok_or_else(|| {
+                        StoreError::backend(
+                            "memory",
+                            format!("a history step of {id} names no known runner"),
+                        )
+                    })?,
+                    timestamp: s.timestamp,
+                    execution_context: contexts.get(s.execution_context).map(|c| c.to_string()),
+                })
             })
-            .collect())
+            .collect()
     }
 
     fn get_retries(&mut self, id: &InvocationId) -> Result<u32> {
@@ -508,7 +528,7 @@ impl StoreTxn for MemState {
     }
 
     fn set_error(&mut self, id: &InvocationId, error: &TaskError) -> Result<()> {
-        self.entry(id)?.error = Some(error.clone());
+        self.entry(id)?.error = Some(Box::new(error.clone()));
         Ok(())
     }
 
@@ -516,7 +536,7 @@ impl StoreTxn for MemState {
         Ok(self.invocations.get(id).map(|e| InvocationOutcome {
             status: e.status.status,
             result: e.result.clone(),
-            error: e.error.clone(),
+            error: e.error.as_deref().cloned(),
         }))
     }
 
