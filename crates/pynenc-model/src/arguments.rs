@@ -104,6 +104,14 @@ impl Arguments {
         Arguments::default()
     }
 
+    /// No arguments yet, with room for `n` (a task's parameter count: the
+    /// arguments of a call then take exactly the memory they need).
+    pub fn with_capacity(n: usize) -> Self {
+        Arguments {
+            values: Vec::with_capacity(n),
+        }
+    }
+
     /// Arguments from already serialized values.
     pub fn from_serialized(values: BTreeMap<String, String>) -> Self {
         Arguments {

@@ -43,7 +43,8 @@ pub(crate) fn into_arguments(task: &TaskFn) -> TokenStream2 {
                 )?;
             }
         });
-        let indices = (0..task.params.len()).map(syn::Index::from);
+        let count = task.params.len();
+        let indices = (0..count).map(syn::Index::from);
         let bare = match task.params.as_slice() {
             [only] if last_segment(&only.ty).as_deref() != Some("Arguments") => {
                 let (ident, ty) = (&only.ident, &only.ty);
@@ -69,7 +70,7 @@ pub(crate) fn into_arguments(task: &TaskFn) -> TokenStream2 {
                     self,
                     serializer: ::pynenc::Serializer,
                 ) -> ::pynenc::Result<::pynenc::Arguments> {
-                    let mut __pynenc_arguments = ::pynenc::Arguments::new();
+                    let mut __pynenc_arguments = ::pynenc::Arguments::with_capacity(#count);
                     #(#inserts)*
                     ::core::result::Result::Ok(__pynenc_arguments)
                 }
