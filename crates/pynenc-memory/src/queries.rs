@@ -70,7 +70,7 @@ impl QueryTxn for MemState {
         Ok(self
             .invocations
             .get(id)
-            .and_then(|e| e.reuses.as_deref().cloned())
+            .and_then(|e| e.rare.as_ref().map(|r| r.reuses.clone()))
             .unwrap_or_default())
     }
 

@@ -45,10 +45,24 @@ pub(crate) struct Entry {
     pub(crate) status_at: Timestamp,
     /// The `result()` waits on this invocation, released when it becomes final.
     pub(crate) waiters: Option<Waiters>,
-    /// The calls registration concurrency folded into it (rare: boxed).
-    pub(crate) reuses: Option<Box<Reuses>>,
-    /// Its data, when it is a workflow that keeps any (rare: boxed).
-    pub(crate) workflow_data: Option<Box<BTreeMap<String, String>>>,
+    /// What few invocations have (boxed, allocated on first use).
+    pub(crate) rare: Option<Box<Rare>>,
+}
+
+/// The parts of an entry few invocations have.
+#[derive(Default)]
+pub(crate) struct Rare {
+    /// The calls registration concurrency folded into it.
+    pub(crate) reuses: Reuses,
+    /// Its data, when it is a workflow that keeps any.
+    pub(crate) workflow_data: BTreeMap<String, String>,
+}
+
+impl Entry {
+    /// The rare parts, made on first use.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Default::default)
+    }
 }
 
 /// A `result()` wait on a group of invocations: how many are still open.
@@ -331,8 +345,7 @@ impl StoreTxn for MemState {
                 final_at: None,
                 status_at: record.created_at,
                 waiters: None,
-                reuses: None,
-                workflow_data: None,
+                rare: None,
             },
         )?;
         self.next_seq += 1;
@@ -485,10 +498,7 @@ impl StoreTxn for MemState {
         value: &str,
         if_absent: bool,
     ) -> Result<String> {
-        let data = self
-            .entry(id)?
-            .workflow_data
-            .get_or_insert_with(Default::default);
+        let data = &mut self.entry(id)?.rare_mut().workflow_data;
         if if_absent {
             if let Some(kept) = data.get(key) {
                 return Ok(kept.clone());
@@ -502,12 +512,12 @@ impl StoreTxn for MemState {
         Ok(self
             .invocations
             .get(id)
-            .and_then(|e| e.workflow_data.as_ref())
-            .and_then(|d| d.get(key).cloned()))
+            .and_then(|e| e.rare.as_ref())
+            .and_then(|r| r.workflow_data.get(key).cloned()))
     }
 
     fn add_reuse(&mut self, id: &InvocationId, reuse: &ReuseRecord) -> Result<()> {
-        let reuses = self.entry(id)?.reuses.get_or_insert_with(Default::default);
+        let reuses = &mut self.entry(id)?.rare_mut().reuses;
         reuses.total += 1;
         if reuses.latest.len() >= REUSES_KEPT {
             reuses.latest.remove(0);
