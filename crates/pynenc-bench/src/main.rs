@@ -133,7 +133,7 @@ enum Workload {
 enum RunnerChoice {
     /// `ThreadRunner`: this process, `--slots` slots.
     Thread,
-    /// `PersistentProcessRunner`: `--processes` single-slot worker processes.
+    /// `PersistentProcessRunner`: `--processes` worker processes that run one body at a time.
     PersistentProcess,
     /// `MultiThreadRunner`: `--processes` worker processes of `--slots` slots each.
     MultiThread,

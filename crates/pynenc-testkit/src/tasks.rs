@@ -325,6 +325,22 @@ pub async fn whoami(i: u32) -> (u32, u32) {
     (i, std::process::id())
 }
 
+/// Sleeps `ms` milliseconds; returns the process id of the process running
+/// it and when its body began and ended (µs since the epoch).
+#[pynenc::task]
+pub async fn timed_body(i: u32, ms: u64) -> (u32, i64, i64) {
+    let _ = i;
+    let began = pynenc::Timestamp::now().as_micros();
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    (
+        std::process::id(),
+        began,
+        pynenc::Timestamp::now().as_micros(),
+    )
+}
+
 /// The chaos workload: sleeps `ms` milliseconds and returns `2 * i`.
 #[pynenc::task]
 pub async fn chaos_work(i: u64, ms: u64) -> u64 {

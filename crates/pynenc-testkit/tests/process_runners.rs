@@ -273,6 +273,68 @@ async fn persistent_process_runner_replaces_dead_workers() {
     check_histories(&app).await;
 }
 
+/// A persistent worker takes invocations ahead while its runs are short,
+/// and still runs one body at a time: in each worker process the bodies
+/// never overlap, and some invocation was taken (`RUNNING` for the worker)
+/// before another body of the same process began and ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_worker_takes_runs_ahead_and_runs_one_body_at_a_time() {
+    let (_dir, app, worker) = runner_on_fresh_file(
+        "one-body",
+        "persistent_process",
+        &[
+            ("PYNENC__RUNNER__MAX_PROCESSES", "2"),
+            ("PYNENC__RUNNER__PREFETCH", "8"),
+        ],
+    );
+    // short runs, and every tenth one long enough to hold the others back
+    let group = timed_body::parallelize_on(
+        &app,
+        (0..300).map(|i| (i, if i % 10 == 9 { 20 } else { 0 })),
+    )
+    .await
+    .expect("route");
+    let runs = group.results().await.expect("all finish");
+    let mut by_pid: std::collections::HashMap<u32, Vec<(i64, i64, usize)>> = Default::default();
+    for (n, (pid, began, ended)) in runs.iter().copied().enumerate() {
+        by_pid.entry(pid).or_default().push((began, ended, n));
+    }
+    for (pid, spans) in &mut by_pid {
+        spans.sort_unstable();
+        for pair in spans.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1,
+                "two bodies at once in worker process {pid}: {:?} and {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+    // when each was taken (its RUNNING step)
+    let mut taken_at = Vec::with_capacity(runs.len());
+    for inv in group.invocations() {
+        let history = inv.history().await.expect("history");
+        let running = history
+            .iter()
+            .find(|h| h.status == InvocationStatus::Running)
+            .map(|h| h.timestamp.as_micros())
+            .expect("a RUNNING step");
+        taken_at.push(running);
+    }
+    let waited_behind_another = by_pid.values().any(|spans| {
+        spans.iter().any(|&(began, _, n)| {
+            spans
+                .iter()
+                .any(|&(b, e, m)| m != n && taken_at[n] < b && e <= began)
+        })
+    });
+    assert!(
+        waited_behind_another,
+        "no invocation was taken ahead while another body of its worker ran"
+    );
+    stop_and_check(worker, &app).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_thread_runner_scales_with_the_queue() {
     let (_dir, app, worker) = runner_on_fresh_file(

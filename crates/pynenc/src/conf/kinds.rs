@@ -91,7 +91,7 @@ named_choice! {
         Thread = "thread",
         /// A child process per invocation.
         Process = "process",
-        /// A fixed pool of single-slot worker processes.
+        /// A fixed pool of worker processes that run one body at a time.
         PersistentProcess = "persistent_process",
         /// Worker processes running threads, scaled by queue depth.
         MultiThread = "multi_thread",

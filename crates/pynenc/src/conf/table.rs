@@ -321,6 +321,12 @@ config_table! {
         min_processes: usize = 1, check = at_least_one;
         /// The most worker processes of a multi-process runner; 0 means the number of CPUs.
         max_processes: usize = 0;
+        /// The most invocations a worker of a persistent-process runner
+        /// takes at once. It runs their bodies one at a time: while its runs
+        /// are short (under 5 ms) it takes more, up to this many, and their
+        /// ends are recorded together; after a longer run it takes one at a
+        /// time, so that nothing waits behind a long run. 1: always one.
+        prefetch: usize = 16, check = at_least_one;
     }
 
     /// Settings of the SQLite backend (`[sqlite]`, `PYNENC__SQLITE__*`).

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{InvocationId, InvocationOutcome, InvocationRecord, RunOutcome, RunnerId};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::cancel::CancelSignal;
 use super::host::{InvocationHost, RunFinish};
+use super::process;
 use super::shared::RunnerShared;
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
@@ -27,6 +29,17 @@ impl ChainHost {
         ChainHost {
             shared,
             cancel: CancelSignal::default(),
+        }
+    }
+
+    /// The turn to run a body, in a runner that runs one at a time (`None`
+    /// elsewhere, or once `id` is cancelled).
+    async fn take_turn(&self, id: &InvocationId) -> Option<OwnedSemaphorePermit> {
+        let turns = self.shared.turns.as_ref()?;
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled(id) => None,
+            turn = turns.clone().acquire_owned() => turn.ok(),
         }
     }
 }
@@ -49,6 +62,28 @@ impl InvocationHost for ChainHost {
 
     fn cancel_signal(&self) -> Option<&CancelSignal> {
         Some(&self.cancel)
+    }
+
+    /// In a worker that takes invocations ahead, the number it takes moves
+    /// with the length of its runs (see [`super::prefetch`]).
+    fn run_ended(
+        &self,
+        ran_for: Duration,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<OwnedSemaphorePermit> {
+        match &self.shared.prefetch {
+            Some(prefetch) => prefetch.run_ended(&self.shared.slots, ran_for, permit),
+            None => permit,
+        }
+    }
+
+    /// In a worker that runs one body at a time: waits for the turn (not
+    /// past a cancel of `id`), then tells the pool the body begins.
+    async fn begin_body(&self, id: &InvocationId) -> Option<OwnedSemaphorePermit> {
+        let turn = self.take_turn(id).await?;
+        self.shared.begun.lock().insert(*id);
+        process::report_to_parent("start", id.as_str());
+        Some(turn)
     }
 
     /// The end joins the finisher's next batch (flat combining: one step
@@ -105,6 +140,8 @@ impl InvocationHost for ChainHost {
                     return Ok(None);
                 }
                 slot.permit = None;
+                // another body may run meanwhile
+                slot.turn = None;
                 debug!(invocation_id = %id, waiting_for = ids.len(), "paused");
             } else {
                 // paused already by another wait of this invocation
@@ -131,6 +168,12 @@ impl InvocationHost for ChainHost {
                 permit = shared.slots.clone().acquire_owned() => permit,
             };
             slot.permit = Some(permit.map_err(|_| PynencError::runner("runner slots closed"))?);
+            if self.shared.turns.is_some() {
+                slot.turn = self.take_turn(&id).await;
+                if slot.turn.is_none() {
+                    return Err(own_cancel(ctx, &shared.runner_id));
+                }
+            }
             waited?;
             // RESUMED and the outcomes in one step
             let outcomes = shared

@@ -19,6 +19,9 @@ use crate::exceptions::{PynencError, Result};
 pub(crate) struct SlotState {
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) waits: usize,
+    /// Its turn, in a host that runs one body at a time (given up while
+    /// it is paused).
+    pub(crate) turn: Option<OwnedSemaphorePermit>,
 }
 
 /// How recording the end of a run went, and what its slot takes next.
@@ -47,6 +50,23 @@ pub(crate) trait InvocationHost: Send + Sync {
     /// body in this process (see [`super::cancel`]); `None` where a cancel
     /// stops the whole process instead.
     fn cancel_signal(&self) -> Option<&CancelSignal> {
+        None
+    }
+    /// The run that held `permit` (its slot) took `ran_for`: the slot it
+    /// keeps for a next invocation (`None`: the host withdrew it).
+    fn run_ended(
+        &self,
+        ran_for: Duration,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<OwnedSemaphorePermit> {
+        let _ = ran_for;
+        permit
+    }
+    /// Waits for the turn of `id` to run its body, in a host that runs one
+    /// body at a time (`None` elsewhere, or when `id` was cancelled while
+    /// it waited); the body begins when this returns.
+    async fn begin_body(&self, id: &InvocationId) -> Option<OwnedSemaphorePermit> {
+        let _ = id;
         None
     }
     /// Records the end of the run of `record`, whose body ran for

@@ -48,6 +48,7 @@ mod execute;
 mod finisher;
 mod host;
 mod ids;
+mod prefetch;
 pub mod process;
 mod run;
 mod shared;
@@ -79,7 +80,7 @@ pub enum Runner {
     Thread(ThreadRunner),
     /// A child process per invocation.
     Process(ProcessRunner),
-    /// A fixed pool of single-slot worker processes.
+    /// A fixed pool of worker processes that run one body at a time.
     PersistentProcess(PersistentProcessRunner),
     /// Worker processes with several slots, scaled by queue depth.
     MultiThread(MultiThreadRunner),

@@ -106,7 +106,6 @@ pub(crate) async fn run_invocation(
             };
         }
     };
-    let started = Instant::now();
     debug!(
         arguments = %record.call.arguments.render(app.conf().print_arguments, app.serializer()),
         "running"
@@ -120,10 +119,18 @@ pub(crate) async fn run_invocation(
         record: record.clone(),
         task_id: def.task_id,
         runner: Some(host.clone()),
-        slot: tokio::sync::Mutex::new(SlotState { permit, waits: 0 }),
+        slot: tokio::sync::Mutex::new(SlotState {
+            permit,
+            waits: 0,
+            turn: None,
+        }),
         caller: None,
         workflow: options.workflow.then(crate::context::WorkflowRun::new),
     });
+    // a host that runs one body at a time gives this run its turn here
+    let turn = host.begin_body(id).await;
+    ctx.slot.lock().await.turn = turn;
+    let started = Instant::now();
     // stored arguments are read back (through the local cache) for the body
     let resolved = with_stored_arguments(app, record).await;
     // what the triggers see of the source: its arguments' values
@@ -147,13 +154,19 @@ pub(crate) async fn run_invocation(
                 record,
                 serializer: app.serializer(),
             };
-            run_body_cancellable(def.body, input, ctx.clone(), cancel).await
+            if cancel.is_some_and(|signal| signal.is_cancelled(id)) {
+                None // cancelled before its body began: it does not begin
+            } else {
+                run_body_cancellable(def.body, input, ctx.clone(), cancel).await
+            }
         }
         Err(e) => {
             error!(error = %e, "could not read the stored arguments");
             Some(Err(e.to_task_error()))
         }
     };
+    // the next body may begin while this run's end is recorded
+    ctx.slot.lock().await.turn = None;
     // the result as the body returned it, for the triggers that read it
     let plain_result = match &output {
         Some(Ok(result)) if reacting => Some(result.clone()),
@@ -221,7 +234,7 @@ pub(crate) async fn run_invocation(
     }
     // take the slot back now (the context may outlive this function in user
     // clones); a run cancelled while PAUSED holds none, and takes nothing next
-    let permit = ctx.slot.lock().await.permit.take();
+    let permit = host.run_ended(started.elapsed(), ctx.slot.lock().await.permit.take());
     let RunFinish { end, next } = host
         .finish(app, &kept, outcome, started.elapsed(), permit.is_some())
         .await;

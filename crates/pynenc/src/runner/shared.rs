@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pynenc_model::{InvocationId, InvocationRecord, RunnerId};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use super::cancel::log_if_cancelled;
 use super::chain::ChainHost;
 use super::finisher::Finisher;
+use super::prefetch::Prefetch;
 use super::process;
 use super::stop::StopSignal;
 use crate::app::Pynenc;
@@ -31,6 +32,9 @@ pub(crate) enum Role {
     PoolWorker {
         /// Whether the pool stops the process on a cancel.
         cancel_by_parent: bool,
+        /// Whether it runs one invocation body at a time (its other slots
+        /// hold invocations taken ahead, which wait for their turn).
+        one_body: bool,
     },
 }
 
@@ -60,6 +64,13 @@ pub(crate) struct RunnerShared {
     /// Hosts of tokio tasks that ended, for the next ones (one allocation
     /// fewer per task); cleared when the runner stops.
     pub(crate) spare_chains: Mutex<Vec<Arc<ChainHost>>>,
+    /// In a worker that runs one body at a time: the turn to run one.
+    pub(crate) turns: Option<Arc<Semaphore>>,
+    /// In such a worker: the invocations whose body has begun (the others
+    /// were taken ahead and wait for their turn).
+    pub(crate) begun: Mutex<FxHashSet<InvocationId>>,
+    /// In such a worker: how many it takes ahead.
+    pub(crate) prefetch: Option<Prefetch>,
 }
 
 impl RunnerShared {
@@ -136,12 +147,14 @@ impl RunnerShared {
 
     /// Stops those of `ids` that run here (in-process: see
     /// [`super::cancel`]), or, in a worker whose pool stops the process on a
-    /// cancel and unless `in_process`, tells the pool.
+    /// cancel and unless `in_process`, tells the pool (for those whose body
+    /// has begun: one taken ahead is cancelled in-process, before its body).
     pub(crate) fn cancel_running(&self, ids: &[InvocationId], in_process: bool) {
         let by_parent = matches!(
             self.role,
             Role::PoolWorker {
-                cancel_by_parent: true
+                cancel_by_parent: true,
+                ..
             }
         );
         let running = self.running.lock();
@@ -150,7 +163,9 @@ impl RunnerShared {
             if !ids.contains(id) {
                 continue;
             }
-            if by_parent && !in_process {
+            // one taken ahead whose body has not begun ends here, at its turn
+            let begun = self.turns.is_none() || self.begun.lock().contains(id);
+            if by_parent && !in_process && begun {
                 debug!(invocation_id = %id, "cancel requested: asking the pool to stop this process");
                 let line = format!("{id} {}", r.record.call.task_id);
                 process::report_to_parent("cancel", &line);

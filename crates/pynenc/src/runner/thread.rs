@@ -20,6 +20,7 @@ use super::cancel::{log_if_cancelled, requests_now, watch_requests};
 use super::finisher::Finisher;
 use super::host::InvocationHost;
 use super::ids::{new_runner_id, process_context};
+use super::prefetch::Prefetch;
 use super::process;
 use super::run::{run_invocation, RunResult};
 use super::shared::{running_key, Role, RunnerShared, Running};
@@ -61,11 +62,14 @@ impl ThreadRunner {
         role: Role,
     ) -> Self {
         let n = max_parallel_slots.max(1);
+        let slots = Arc::new(Semaphore::new(n));
+        let one_body = matches!(role, Role::PoolWorker { one_body: true, .. });
         ThreadRunner {
             shared: Arc::new(RunnerShared {
                 runner_id,
                 app: app.clone(),
-                slots: Arc::new(Semaphore::new(n)),
+                prefetch: one_body.then(|| Prefetch::new(&slots, n)),
+                slots,
                 max_slots: n,
                 stop: Arc::new(StopSignal::default()),
                 running: Mutex::new(FxHashMap::default()),
@@ -74,6 +78,8 @@ impl ThreadRunner {
                 finisher: Finisher::default(),
                 role,
                 spare_chains: Mutex::new(Vec::new()),
+                turns: one_body.then(|| Arc::new(Semaphore::new(1))),
+                begun: Mutex::default(),
             }),
         }
     }
@@ -291,21 +297,31 @@ async fn run_hosted(
 ) -> RunResult {
     let id = matches!(s.role, Role::PoolWorker { .. }).then_some(record.invocation_id);
     if let Some(id) = &id {
-        if process::is_quarantined(id) {
-            // it was running in a worker process that died beside
-            // others: run it alone, so a crash is pinned on it
+        // it was running in a worker process that died beside others: run
+        // it alone, so a crash is pinned on it (a worker that runs one body
+        // at a time runs every body alone: it waits for its turn, and the
+        // slots it does not hold now were withdrawn, not lent)
+        if process::is_quarantined(id) && s.turns.is_none() {
             drop(permit.take());
             process::report_to_parent("wait-alone", id.as_str());
             let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
             permit = s.slots.clone().acquire_many_owned(all).await.ok();
             info!("running alone: it was in a worker process that died");
         }
-        process::report_to_parent("start", id.as_str());
+        if s.turns.is_some() {
+            // taken ahead: its body begins at its turn, which says `start`
+            process::report_to_parent("taken", id.as_str());
+        } else {
+            process::report_to_parent("start", id.as_str());
+        }
     }
     let end = run_invocation(&s.app, host, record, permit).await;
     if let Some(id) = &id {
         process::report_to_parent("end", id.as_str());
         process::end_quarantine(id);
+        if s.turns.is_some() {
+            s.begun.lock().remove(id);
+        }
     }
     end
 }

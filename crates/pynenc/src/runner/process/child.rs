@@ -13,7 +13,9 @@ use tokio::sync::Mutex as AsyncMutex;
 use tracing::{info_span, Instrument};
 
 use super::protocol::report_to_parent;
-use super::{CANCEL_ENV, CHILD_ENV, CONFIG_ENV, INVOCATION_ENV, OWNER_ENV, SLOTS_ENV};
+use super::{
+    CANCEL_ENV, CHILD_ENV, CONFIG_ENV, INVOCATION_ENV, ONE_BODY_ENV, OWNER_ENV, SLOTS_ENV,
+};
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::exceptions::{PynencError, Result};
@@ -218,10 +220,12 @@ async fn worker_child(app: Pynenc) -> Result<()> {
         .await
 }
 
-/// The role of this worker process: whether its pool stops it on a cancel.
+/// The role of this worker process: whether its pool stops it on a
+/// cancel, and whether it runs one body at a time.
 fn worker_role() -> Role {
     Role::PoolWorker {
         cancel_by_parent: std::env::var(CANCEL_ENV).is_ok_and(|v| v == "parent"),
+        one_body: std::env::var(ONE_BODY_ENV).is_ok_and(|v| v == "1"),
     }
 }
 

@@ -5,7 +5,9 @@
 //!   stopped with `SIGSTOP` (it frees its slot) until the results are ready;
 //!   then `SIGCONT` and `RESUMED`.
 //! - [`PersistentProcessRunner`]: a fixed pool of worker processes, each
-//!   running one invocation at a time; a worker that dies is replaced.
+//!   running one invocation body at a time (and taking invocations ahead
+//!   while its runs are short, see `runner.prefetch`); a worker that dies
+//!   is replaced.
 //! - [`MultiThreadRunner`]: worker processes that each run an in-process
 //!   runner with several slots, scaled between `runner.min_processes` and
 //!   `runner.max_processes` by the depth of the queue.
@@ -51,8 +53,9 @@
 //! child of a [`ProcessRunner`] gets `SIGTERM`, then `SIGKILL` after
 //! `runner.shutdown_grace_seconds`, and the runner ends the run
 //! `CANCELLED` (not as a crash, not re-routed). A worker of a
-//! [`PersistentProcessRunner`] reports the cancel to its pool, which stops
-//! the worker the same way (`SIGKILL` two seconds after the grace period,
+//! [`PersistentProcessRunner`] reports the cancel of a body that began to
+//! its pool (one taken ahead and waiting for its turn ends `CANCELLED` in
+//! the worker, before its body begins), which stops the worker the same way (`SIGKILL` two seconds after the grace period,
 //! which the worker's own graceful stop uses to end the run `CANCELLED`)
 //! and replaces it. The workers of a [`MultiThreadRunner`] run several
 //! invocations each, so they cancel in-process, as a [`crate::ThreadRunner`].
@@ -78,8 +81,10 @@ const CONFIG_ENV: &str = "PYNENC_CHILD_CONFIG";
 const INVOCATION_ENV: &str = "PYNENC_CHILD_INVOCATION";
 const OWNER_ENV: &str = "PYNENC_CHILD_OWNER";
 const SLOTS_ENV: &str = "PYNENC_CHILD_SLOTS";
+/// Set (to `1`) for a worker that runs one invocation body at a time.
+const ONE_BODY_ENV: &str = "PYNENC_CHILD_ONE_BODY";
 /// Set to `parent` for a worker whose pool stops the whole process on a
-/// cancel (a persistent pool's single-slot workers).
+/// cancel (a persistent pool's workers, which run one body at a time).
 const CANCEL_ENV: &str = "PYNENC_CHILD_CANCEL";
 /// The error kind of an invocation that crashed the process running it.
 pub const PROCESS_CRASHED_KIND: &str = "ProcessCrashed";

@@ -1,6 +1,6 @@
 //! The pool runners: supervised worker processes, each an in-process
-//! runner — [`PersistentProcessRunner`] (a fixed pool of single-slot
-//! workers) and [`MultiThreadRunner`] (workers with several slots, scaled
+//! runner — [`PersistentProcessRunner`] (a fixed pool of workers that
+//! run one body at a time) and [`MultiThreadRunner`] (workers with several slots, scaled
 //! by queue depth).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 use super::children::{child_command, refuse_memory, signal};
 use super::crash::CrashLedger;
 use super::worker::{worker_died, Holdings, Worker, WorkerOutput, KILL_MARGIN};
-use super::{CANCEL_ENV, OWNER_ENV, SLOTS_ENV};
+use super::{CANCEL_ENV, ONE_BODY_ENV, OWNER_ENV, SLOTS_ENV};
 use crate::app::Pynenc;
 use crate::conf::RunnerKind;
 use crate::exceptions::{PynencError, Result};
@@ -81,10 +81,25 @@ impl WorkerPool {
         }
     }
 
-    /// Whether a cancel stops the whole worker process (single-slot
-    /// workers), rather than the invocation in it.
+    /// Whether a cancel stops the whole worker process (workers that run
+    /// one body at a time), rather than the invocation in it.
     fn cancel_stops_worker(&self) -> bool {
         self.kind == RunnerKind::PersistentProcess
+    }
+
+    /// Whether each worker runs one invocation body at a time (its slots
+    /// hold invocations taken ahead).
+    fn one_body_per_worker(&self) -> bool {
+        self.kind == RunnerKind::PersistentProcess
+    }
+
+    /// How many invocations a worker runs at once.
+    fn bodies_per_worker(&self) -> usize {
+        if self.one_body_per_worker() {
+            1
+        } else {
+            self.slots_per_worker
+        }
     }
 
     fn start_worker(&self) -> Result<Worker> {
@@ -95,6 +110,9 @@ impl WorkerPool {
             .env(OWNER_ENV, owner.as_str());
         if self.cancel_stops_worker() {
             cmd.env(CANCEL_ENV, "parent");
+        }
+        if self.one_body_per_worker() {
+            cmd.env(ONE_BODY_ENV, "1");
         }
         let mut child = cmd
             .spawn()
@@ -142,7 +160,7 @@ impl WorkerPool {
     /// at least the least number, times their slots) and what they run.
     fn presence(&self, min: usize) -> Presence {
         let live = self.live.clone();
-        let per_worker = self.slots_per_worker;
+        let per_worker = self.bodies_per_worker();
         Presence::new(&self.app, &self.runner_id, Some(self.kind), move || {
             let live = live.lock();
             let running: Vec<InvocationId> = live
@@ -311,7 +329,10 @@ macro_rules! pool_runner {
 
 pool_runner!(
     /// A fixed pool of `runner.max_processes` worker processes, each running
-    /// one invocation at a time; a worker that dies is replaced.
+    /// one invocation body at a time; a worker that dies is replaced. A
+    /// worker takes up to `runner.prefetch` invocations at once: the others
+    /// wait in it for their turn, and the ends of short runs are recorded
+    /// together (one step for several).
     PersistentProcessRunner
 );
 
@@ -323,19 +344,20 @@ pool_runner!(
 );
 
 impl PersistentProcessRunner {
-    /// A pool of `runner.max_processes` single-slot worker processes.
+    /// A pool of `runner.max_processes` worker processes.
     pub fn new(app: &Pynenc) -> Self {
         PersistentProcessRunner::with_processes(app, app.conf().effective_max_processes())
     }
 
-    /// A pool of `processes` single-slot worker processes.
+    /// A pool of `processes` worker processes, each taking up to
+    /// `runner.prefetch` invocations at once.
     pub fn with_processes(app: &Pynenc, processes: usize) -> Self {
         PersistentProcessRunner {
             pool: WorkerPool::new(
                 app,
                 RunnerKind::PersistentProcess,
                 PoolSize::Fixed(processes),
-                1,
+                app.conf().runner.prefetch,
             ),
         }
     }

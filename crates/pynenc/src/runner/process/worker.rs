@@ -68,7 +68,8 @@ impl Worker {
 pub(crate) struct Holdings {
     /// Started and not ended.
     pub(crate) running: HashSet<InvocationId>,
-    /// Taken, waiting for the worker's other slots to run alone; not started.
+    /// Taken and not started: waiting for its turn (taken ahead) or for
+    /// the worker's other slots to run alone.
     pub(crate) waiting: HashSet<InvocationId>,
     /// Running and cancelled (with their task ids): the process was
     /// stopped for them.
@@ -89,7 +90,9 @@ pub(crate) struct WorkerOutput {
 
 impl WorkerOutput {
     /// Forwards a worker's output and keeps `held` up to date from its
-    /// `wait-alone` / `start` / `end` / `cancel` lines.
+    /// `taken` / `wait-alone` / `start` / `end` / `cancel` lines (`taken`:
+    /// taken ahead, waiting for its turn; `wait-alone`: waiting to run
+    /// alone; both not started).
     pub(crate) async fn read(self, out: tokio::process::ChildStdout) {
         let mut lines = BufReader::new(out).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -104,7 +107,7 @@ impl WorkerOutput {
                 .split_once(' ')
                 .and_then(|(what, id)| Some((what, InvocationId::parse(id).ok()?)));
             match parsed {
-                Some(("wait-alone", id)) => {
+                Some(("taken" | "wait-alone", id)) => {
                     self.held.lock().waiting.insert(id);
                 }
                 Some(("start", id)) => {

@@ -1,0 +1,130 @@
+//! How many invocations a worker that runs one body at a time takes ahead
+//! (a [`crate::PersistentProcessRunner`]'s worker): as many as
+//! `runner.prefetch` while its runs are short, so that their ends are
+//! recorded together and the next ones come in the same steps; one at a
+//! time as soon as a run is long, so that no invocation waits behind a long
+//! one while another worker could run it.
+//!
+//! The limit is the number of the runner's slots: a slot is added for each
+//! short run (up to the most), and all but one are withdrawn by a long run
+//! (those in use are withdrawn as their runs end).
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A run at least this long makes the worker take one invocation at a time.
+pub(crate) const LONG_RUN: Duration = Duration::from_millis(5);
+
+/// The limit on the invocations a worker holds at once.
+pub(crate) struct Prefetch {
+    most: usize,
+    state: Mutex<Limit>,
+}
+
+struct Limit {
+    /// Slots the worker may hold now.
+    now: usize,
+    /// Slots still to withdraw as the runs holding them end.
+    owed: usize,
+}
+
+impl Prefetch {
+    /// A limit between 1 and `most` over `slots` (which has `most`
+    /// permits): it starts at 1, and grows with short runs.
+    pub(crate) fn new(slots: &Semaphore, most: usize) -> Self {
+        let most = most.max(1);
+        let owed = (most - 1) - slots.forget_permits(most - 1);
+        Prefetch {
+            most,
+            state: Mutex::new(Limit { now: 1, owed }),
+        }
+    }
+
+    /// A run that held `permit` took `ran_for`: the limit moves, and the
+    /// slot is given back (`None`) when one is owed.
+    pub(crate) fn run_ended(
+        &self,
+        slots: &Semaphore,
+        ran_for: Duration,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<OwnedSemaphorePermit> {
+        let mut limit = self.state.lock();
+        if ran_for >= LONG_RUN {
+            if limit.now > 1 {
+                let withdraw = limit.now - 1;
+                limit.owed += withdraw - slots.forget_permits(withdraw);
+                limit.now = 1;
+            }
+        } else if limit.now < self.most {
+            limit.now += 1;
+            if limit.owed > 0 {
+                limit.owed -= 1;
+            } else {
+                slots.add_permits(1);
+            }
+        }
+        match permit {
+            Some(p) if limit.owed > 0 => {
+                limit.owed -= 1;
+                p.forget();
+                None
+            }
+            other => other,
+        }
+    }
+
+    /// The slots the worker may hold now.
+    #[cfg(test)]
+    fn now(&self) -> usize {
+        self.state.lock().now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    const SHORT: Duration = Duration::from_micros(100);
+
+    #[test]
+    fn grows_with_short_runs_and_falls_to_one_after_a_long_one() {
+        let slots = Arc::new(Semaphore::new(4));
+        let limit = Prefetch::new(&slots, 4);
+        assert_eq!(slots.available_permits(), 1);
+        for expected in 2..=4 {
+            assert!(limit.run_ended(&slots, SHORT, None).is_none());
+            assert_eq!(limit.now(), expected);
+            assert_eq!(slots.available_permits(), expected);
+        }
+        // never past the most
+        limit.run_ended(&slots, SHORT, None);
+        assert_eq!((limit.now(), slots.available_permits()), (4, 4));
+        // a long run, all slots free: withdrawn at once
+        limit.run_ended(&slots, LONG_RUN, None);
+        assert_eq!((limit.now(), slots.available_permits()), (1, 1));
+    }
+
+    #[test]
+    fn slots_in_use_are_withdrawn_as_their_runs_end() {
+        let slots = Arc::new(Semaphore::new(3));
+        let limit = Prefetch::new(&slots, 3);
+        limit.run_ended(&slots, SHORT, None);
+        limit.run_ended(&slots, SHORT, None);
+        let held: Vec<OwnedSemaphorePermit> = (0..3)
+            .map(|_| slots.clone().try_acquire_owned().unwrap())
+            .collect();
+        let mut held = held.into_iter();
+        // a long run while all three are held: two are owed
+        let first = limit.run_ended(&slots, LONG_RUN, held.next());
+        assert!(first.is_none(), "the slot of the long run is withdrawn");
+        let second = limit.run_ended(&slots, LONG_RUN, held.next());
+        assert!(second.is_none(), "the second owed slot is withdrawn");
+        let third = limit.run_ended(&slots, LONG_RUN, held.next());
+        assert!(third.is_some(), "one slot stays");
+        drop(third);
+        assert_eq!(slots.available_permits(), 1);
+    }
+}
