@@ -9,7 +9,8 @@
 //!   `SIGKILL` after the grace period; a child stopped while `PAUSED` too;
 //!   each run ends `CANCELLED` (not a crash, not re-routed).
 //! - `PersistentProcessRunner`: the worker process running a cancelled
-//!   invocation is stopped and replaced.
+//!   invocation is stopped and replaced; one taken ahead and waiting for
+//!   its turn ends in the worker, which lives on.
 //! - `MultiThreadRunner`: the worker cancels in-process and lives on.
 //! - a runner process killed with a cancel pending: recovery ends the
 //!   invocation `CANCELLED`, and the dead runner is pruned from the list.
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use pynenc::model::{CancelOutcome, RunnerInfo};
 use pynenc::{Invocation, InvocationId, InvocationStatus, Pynenc, RunnerId, ThreadRunner};
 use pynenc_testkit::process::{SharedBackend, WorkerProcess};
-use pynenc_testkit::tasks::{add_via_slow_child, sleeper};
+use pynenc_testkit::tasks::{add, add_via_slow_child, sleeper};
 use pynenc_testkit::{
     assert_add_works, assert_cancelled_by, check_histories, eventually, ok, unique,
 };
@@ -241,7 +242,8 @@ async fn process_runner(backend: SharedBackend, dir: &Path) {
 
 /// `PersistentProcessRunner`: the worker running a cancelled invocation is
 /// stopped (async body, and a sync body that ignores `SIGTERM`) and
-/// replaced; the pool works on.
+/// replaced; the pool works on. One taken ahead and cancelled before its
+/// turn ends in the worker.
 async fn persistent_pool(backend: SharedBackend, dir: &Path) {
     let app_id = "cancel-persistent";
     let app = shared_app(&backend, app_id, &[]);
@@ -289,6 +291,38 @@ async fn persistent_pool(backend: SharedBackend, dir: &Path) {
     })
     .await;
     assert!(replaced, "the worker that ignored SIGTERM was not replaced");
+
+    // short runs let the worker take invocations ahead; one taken ahead
+    // while a body runs, cancelled, ends in the worker: its body never
+    // begins and the worker process lives on
+    let warm = ok(
+        add::parallelize_on(&app, (0..20).map(|i| (i, i))).await,
+        "route",
+    );
+    assert_eq!(ok(warm.results().await, "warm-up").len(), 20);
+    let third = one_worker().await;
+    let running = ok(sleeper::call_on(&app, unique("ahead"), 3_000).await, "call");
+    reach(&running, InvocationStatus::Running).await;
+    let ahead = ok(
+        sleeper::call_on(&app, unique("ahead"), 60_000).await,
+        "call",
+    );
+    reach(&ahead, InvocationStatus::Running).await;
+    assert_eq!(
+        ok(running.status().await, "status"),
+        InvocationStatus::Running,
+        "taken while the body before it runs"
+    );
+    cancel_running(&app, ahead.invocation_id()).await;
+    let cancelled_at = Instant::now();
+    reach(&ahead, InvocationStatus::Cancelled).await;
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(2),
+        "the cancel waited for the body before it: {:?}",
+        cancelled_at.elapsed()
+    );
+    assert_eq!(ok(running.result().await, "the body before it"), 3_000);
+    assert_eq!(one_worker().await, third, "the worker process lives on");
 
     assert_add_works(&app, 2, 2).await;
     stop_and_check(worker, &app).await;

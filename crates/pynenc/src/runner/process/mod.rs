@@ -54,10 +54,10 @@
 //! `runner.shutdown_grace_seconds`, and the runner ends the run
 //! `CANCELLED` (not as a crash, not re-routed). A worker of a
 //! [`PersistentProcessRunner`] reports the cancel of a body that began to
-//! its pool (one taken ahead and waiting for its turn ends `CANCELLED` in
-//! the worker, before its body begins), which stops the worker the same way (`SIGKILL` two seconds after the grace period,
-//! which the worker's own graceful stop uses to end the run `CANCELLED`)
-//! and replaces it. The workers of a [`MultiThreadRunner`] run several
+//! its pool, which stops the worker the same way (`SIGKILL` two seconds
+//! after the grace period, which the worker's own graceful stop uses to end
+//! the run `CANCELLED`) and replaces it; one taken ahead and waiting for its
+//! turn ends `CANCELLED` in the worker, before its body begins. The workers of a [`MultiThreadRunner`] run several
 //! invocations each, so they cancel in-process, as a [`crate::ThreadRunner`].
 
 mod child;

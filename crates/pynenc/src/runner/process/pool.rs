@@ -1,7 +1,7 @@
 //! The pool runners: supervised worker processes, each an in-process
-//! runner — [`PersistentProcessRunner`] (a fixed pool of workers that
-//! run one body at a time) and [`MultiThreadRunner`] (workers with several slots, scaled
-//! by queue depth).
+//! runner — [`PersistentProcessRunner`] (a fixed pool of workers that run
+//! one body at a time) and [`MultiThreadRunner`] (workers with several
+//! slots, scaled by queue depth).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
