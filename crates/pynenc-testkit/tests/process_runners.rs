@@ -335,6 +335,36 @@ async fn a_persistent_worker_takes_runs_ahead_and_runs_one_body_at_a_time() {
     stop_and_check(worker, &app).await;
 }
 
+/// A run that turns long gives back what its worker took ahead: with two
+/// workers, after a burst of short runs, the calls routed together with a
+/// long one all end before it does (none waits behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_gives_back_what_its_worker_took_ahead() {
+    let (_dir, app, worker) = runner_on_fresh_file(
+        "give-back",
+        "persistent_process",
+        &[("PYNENC__RUNNER__MAX_PROCESSES", "2")],
+    );
+    // short runs first: the workers take more and more ahead
+    let warm = timed_body::parallelize_on(&app, (0..200).map(|i| (i, 0)))
+        .await
+        .expect("route");
+    warm.results().await.expect("warm-up");
+    let group =
+        timed_body::parallelize_on(&app, (0..13).map(|i| (i, if i == 0 { 3_000 } else { 20 })))
+            .await
+            .expect("route");
+    let runs = group.results().await.expect("all finish");
+    let long_end = runs[0].2;
+    for (n, (_, _, ended)) in runs.iter().enumerate().skip(1) {
+        assert!(
+            *ended < long_end,
+            "call {n} waited behind the long run ({ended} >= {long_end})"
+        );
+    }
+    stop_and_check(worker, &app).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_thread_runner_scales_with_the_queue() {
     let (_dir, app, worker) = runner_on_fresh_file(

@@ -324,8 +324,9 @@ config_table! {
         /// The most invocations a worker of a persistent-process runner
         /// takes at once. It runs their bodies one at a time: while its runs
         /// are short (under 5 ms) it takes more, up to this many, and their
-        /// ends are recorded together; after a longer run it takes one at a
-        /// time, so that nothing waits behind a long run. 1: always one.
+        /// ends are recorded together; once a body has run for 5 ms it takes
+        /// one at a time and gives back what it took ahead (re-routed), so
+        /// that nothing waits behind a long run. 1: always one.
         prefetch: usize = 16, check = at_least_one;
     }
 

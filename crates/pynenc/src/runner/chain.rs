@@ -10,7 +10,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use super::cancel::CancelSignal;
-use super::host::{InvocationHost, RunFinish};
+use super::host::{BodyTurn, InvocationHost, RunFinish};
+use super::prefetch::LONG_RUN;
 use super::process;
 use super::shared::RunnerShared;
 use crate::app::Pynenc;
@@ -32,14 +33,20 @@ impl ChainHost {
         }
     }
 
-    /// The turn to run a body, in a runner that runs one at a time (`None`
-    /// elsewhere, or once `id` is cancelled).
-    async fn take_turn(&self, id: &InvocationId) -> Option<OwnedSemaphorePermit> {
-        let turns = self.shared.turns.as_ref()?;
+    /// The turn to run a body, in a runner that runs one at a time
+    /// (`Now(None)` elsewhere, or once `id` is cancelled). A body that has
+    /// not begun yet is given back when a long run begins (`first`); one
+    /// that resumes after a pause waits for its turn whatever runs.
+    async fn take_turn(&self, id: &InvocationId, first: bool) -> BodyTurn {
+        let Some(turns) = self.shared.turns.as_ref() else {
+            return BodyTurn::Now(None);
+        };
+        let long_run = self.shared.long_run.notified();
         tokio::select! {
             biased;
-            () = self.cancel.cancelled(id) => None,
-            turn = turns.clone().acquire_owned() => turn.ok(),
+            () = self.cancel.cancelled(id) => BodyTurn::Now(None),
+            turn = turns.clone().acquire_owned() => BodyTurn::Now(turn.ok()),
+            () = long_run, if first => BodyTurn::GiveBack,
         }
     }
 }
@@ -78,12 +85,34 @@ impl InvocationHost for ChainHost {
     }
 
     /// In a worker that runs one body at a time: waits for the turn (not
-    /// past a cancel of `id`), then tells the pool the body begins.
-    async fn begin_body(&self, id: &InvocationId) -> Option<OwnedSemaphorePermit> {
-        let turn = self.take_turn(id).await?;
-        self.shared.begun.lock().insert(*id);
-        process::report_to_parent("start", id.as_str());
-        Some(turn)
+    /// past a cancel of `id`, nor past the start of a long run), then tells
+    /// the pool the body begins.
+    async fn begin_body(&self, id: &InvocationId) -> BodyTurn {
+        let turn = self.take_turn(id, true).await;
+        if let BodyTurn::Now(Some(_)) = &turn {
+            self.shared.begun.lock().insert(*id);
+            process::report_to_parent("start", id.as_str());
+        }
+        turn
+    }
+
+    fn long_run_after(&self) -> Option<Duration> {
+        self.shared.prefetch.as_ref().map(|_| LONG_RUN)
+    }
+
+    /// One at a time from now; what waits for its turn goes back to the
+    /// queue, where another worker may take it.
+    fn run_is_long(&self) {
+        if let Some(prefetch) = &self.shared.prefetch {
+            prefetch.run_is_long(&self.shared.slots);
+            self.shared.long_run.notify_waiters();
+        }
+    }
+
+    async fn give_back(&self, record: &Arc<InvocationRecord>) {
+        self.shared
+            .give_back(record, "taken ahead of a long run, back to the queue")
+            .await;
     }
 
     /// The end joins the finisher's next batch (flat combining: one step
@@ -169,10 +198,10 @@ impl InvocationHost for ChainHost {
             };
             slot.permit = Some(permit.map_err(|_| PynencError::runner("runner slots closed"))?);
             if self.shared.turns.is_some() {
-                slot.turn = self.take_turn(&id).await;
-                if slot.turn.is_none() {
+                let BodyTurn::Now(Some(turn)) = self.take_turn(&id, false).await else {
                     return Err(own_cancel(ctx, &shared.runner_id));
-                }
+                };
+                slot.turn = Some(turn);
             }
             waited?;
             // RESUMED and the outcomes in one step

@@ -156,12 +156,12 @@ impl Finisher {
             }) = reply.send(finished)
             {
                 // the run that was to take it is gone
-                host.give_back(&lost).await;
+                host.give_back(&lost, "its slot's run is gone").await;
             }
         }
         let own = own.map(|(record, frees_slot)| answer(record, frees_slot, results.next()));
         for lost in next {
-            host.give_back(&lost).await;
+            host.give_back(&lost, "its slot's run is gone").await;
         }
         own
     }

@@ -24,6 +24,15 @@ pub(crate) struct SlotState {
     pub(crate) turn: Option<OwnedSemaphorePermit>,
 }
 
+/// What an invocation taken ahead does when its wait for a turn ends.
+pub(crate) enum BodyTurn {
+    /// Its body begins now, holding the turn (`None`: a host without turns,
+    /// or the invocation was cancelled meanwhile).
+    Now(Option<OwnedSemaphorePermit>),
+    /// It goes back to the queue, for another worker: a long run began.
+    GiveBack,
+}
+
 /// How recording the end of a run went, and what its slot takes next.
 pub(crate) struct RunFinish {
     /// The status the run ended in, or why the end was not recorded.
@@ -63,11 +72,23 @@ pub(crate) trait InvocationHost: Send + Sync {
         permit
     }
     /// Waits for the turn of `id` to run its body, in a host that runs one
-    /// body at a time (`None` elsewhere, or when `id` was cancelled while
-    /// it waited); the body begins when this returns.
-    async fn begin_body(&self, id: &InvocationId) -> Option<OwnedSemaphorePermit> {
+    /// body at a time (`Now(None)` elsewhere, or when `id` was cancelled
+    /// while it waited); the body begins when this returns `Now`.
+    async fn begin_body(&self, id: &InvocationId) -> BodyTurn {
         let _ = id;
+        BodyTurn::Now(None)
+    }
+    /// After how long a body that still runs counts as long, in a host
+    /// that takes invocations ahead of one body at a time.
+    fn long_run_after(&self) -> Option<Duration> {
         None
+    }
+    /// A body ran for [`InvocationHost::long_run_after`] and goes on.
+    fn run_is_long(&self) {}
+    /// `record`, taken ahead, is given back to the queue instead of run
+    /// (a long run began before its turn came).
+    async fn give_back(&self, record: &Arc<InvocationRecord>) {
+        let _ = record;
     }
     /// Records the end of the run of `record`, whose body ran for
     /// `ran_for` (added to the task's run times). A host may take its next

@@ -6,8 +6,10 @@
 //! one while another worker could run it.
 //!
 //! The limit is the number of the runner's slots: a slot is added for each
-//! short run (up to the most), and all but one are withdrawn by a long run
-//! (those in use are withdrawn as their runs end).
+//! short run (up to the most), and all but one are withdrawn once a body
+//! has run for [`LONG_RUN`] (those in use are withdrawn as their runs end);
+//! the invocations taken ahead then go back to the queue for other workers
+//! (see [`super::chain`]).
 
 use std::time::Duration;
 
@@ -28,6 +30,18 @@ struct Limit {
     now: usize,
     /// Slots still to withdraw as the runs holding them end.
     owed: usize,
+}
+
+impl Limit {
+    /// Withdraws all slots but one: the free ones now, the others as
+    /// their runs end.
+    fn fall_to_one(&mut self, slots: &Semaphore) {
+        if self.now > 1 {
+            let withdraw = self.now - 1;
+            self.owed += withdraw - slots.forget_permits(withdraw);
+            self.now = 1;
+        }
+    }
 }
 
 impl Prefetch {
@@ -52,11 +66,7 @@ impl Prefetch {
     ) -> Option<OwnedSemaphorePermit> {
         let mut limit = self.state.lock();
         if ran_for >= LONG_RUN {
-            if limit.now > 1 {
-                let withdraw = limit.now - 1;
-                limit.owed += withdraw - slots.forget_permits(withdraw);
-                limit.now = 1;
-            }
+            limit.fall_to_one(slots);
         } else if limit.now < self.most {
             limit.now += 1;
             if limit.owed > 0 {
@@ -73,6 +83,11 @@ impl Prefetch {
             }
             other => other,
         }
+    }
+
+    /// A body has run for [`LONG_RUN`] and goes on: one at a time from now.
+    pub(crate) fn run_is_long(&self, slots: &Semaphore) {
+        self.state.lock().fall_to_one(slots);
     }
 
     /// The slots the worker may hold now.

@@ -12,7 +12,8 @@ use tracing::{debug, error, info, warn};
 
 use super::cancel::cancelled_outcome;
 use super::execute::run_body_cancellable;
-use super::host::{InvocationHost, RunFinish, SlotState};
+use super::host::{BodyTurn, InvocationHost, RunFinish, SlotState};
+use super::prefetch::LONG_RUN;
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::task::TaskInput;
@@ -128,7 +129,17 @@ pub(crate) async fn run_invocation(
         workflow: options.workflow.then(crate::context::WorkflowRun::new),
     });
     // a host that runs one body at a time gives this run its turn here
-    let turn = host.begin_body(id).await;
+    let turn = match host.begin_body(id).await {
+        BodyTurn::Now(turn) => turn,
+        BodyTurn::GiveBack => {
+            host.give_back(&kept).await;
+            let permit = ctx.slot.lock().await.permit.take();
+            return RunResult {
+                permit: host.run_ended(LONG_RUN, permit),
+                next: Vec::new(),
+            };
+        }
+    };
     ctx.slot.lock().await.turn = turn;
     let started = Instant::now();
     // stored arguments are read back (through the local cache) for the body
@@ -157,7 +168,22 @@ pub(crate) async fn run_invocation(
             if cancel.is_some_and(|signal| signal.is_cancelled(id)) {
                 None // cancelled before its body began: it does not begin
             } else {
-                run_body_cancellable(def.body, input, ctx.clone(), cancel).await
+                let body = run_body_cancellable(def.body, input, ctx.clone(), cancel);
+                match host.long_run_after() {
+                    // a host that takes runs ahead learns when this one is long
+                    Some(after) => {
+                        tokio::pin!(body);
+                        tokio::select! {
+                            biased;
+                            output = &mut body => output,
+                            () = tokio::time::sleep(after) => {
+                                host.run_is_long();
+                                body.await
+                            }
+                        }
+                    }
+                    None => body.await,
+                }
             }
         }
         Err(e) => {

@@ -71,6 +71,9 @@ pub(crate) struct RunnerShared {
     pub(crate) begun: Mutex<FxHashSet<InvocationId>>,
     /// In such a worker: how many it takes ahead.
     pub(crate) prefetch: Option<Prefetch>,
+    /// In such a worker: notified when a body runs long, for the
+    /// invocations taken ahead to go back to the queue.
+    pub(crate) long_run: Notify,
 }
 
 impl RunnerShared {
@@ -100,10 +103,11 @@ impl RunnerShared {
         }
     }
 
-    /// An invocation taken for a slot whose run is gone (the runner is
-    /// stopping): `KILLED` → `REROUTED`, back to the head of the queue (or
-    /// `CANCELLED`, when a cancel was asked for it).
-    pub(crate) async fn give_back(&self, record: &Arc<InvocationRecord>) {
+    /// An invocation taken that will not run here (its slot's run is gone
+    /// as the runner stops, or it was taken ahead of a long run): `KILLED`
+    /// → `REROUTED`, back to the head of the queue (or `CANCELLED`, when a
+    /// cancel was asked for it); `why` is logged.
+    pub(crate) async fn give_back(&self, record: &Arc<InvocationRecord>, why: &str) {
         self.running.lock().remove(&running_key(record));
         let id = &record.invocation_id;
         match self
@@ -115,7 +119,7 @@ impl RunnerShared {
             Ok(()) => {
                 let task_id = Some(record.call.task_id.as_ref());
                 if !log_if_cancelled(&self.app, &self.runner_id, id, task_id).await {
-                    info!(invocation_id = %id, "re-routed: its slot's run is gone");
+                    info!(invocation_id = %id, "re-routed: {why}");
                 }
             }
             Err(e) => warn!(invocation_id = %id, error = %e, "could not re-route"),

@@ -80,6 +80,7 @@ impl ThreadRunner {
                 spare_chains: Mutex::new(Vec::new()),
                 turns: one_body.then(|| Arc::new(Semaphore::new(1))),
                 begun: Mutex::default(),
+                long_run: Notify::new(),
             }),
         }
     }

@@ -116,7 +116,12 @@ impl WorkerOutput {
                     held.running.insert(id);
                 }
                 Some(("end", id)) => {
-                    self.held.lock().running.remove(&id);
+                    let mut held = self.held.lock();
+                    // an invocation taken ahead may end without starting
+                    // (given back to the queue)
+                    held.waiting.remove(&id);
+                    held.running.remove(&id);
+                    drop(held);
                     self.crashes.cleared(&id);
                 }
                 _ => warn!(request, "unknown line from a worker process"),
