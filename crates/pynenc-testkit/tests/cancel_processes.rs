@@ -251,7 +251,12 @@ async fn persistent_pool(backend: SharedBackend, dir: &Path) {
         &backend,
         app_id,
         "persistent_process",
-        &[("PYNENC__RUNNER__MAX_PROCESSES", "1")],
+        &[
+            ("PYNENC__RUNNER__MAX_PROCESSES", "1"),
+            // runs up to a minute count as short: what the worker takes
+            // ahead stays in it while a body of a few seconds runs
+            ("PYNENC__RUNNER__PREFETCH_LONG_RUN_MS", "60000"),
+        ],
     );
     let one_worker = || async { children_of(worker.pid()) };
 

@@ -323,11 +323,16 @@ config_table! {
         max_processes: usize = 0;
         /// The most invocations a worker of a persistent-process runner
         /// takes at once. It runs their bodies one at a time: while its runs
-        /// are short (under 5 ms) it takes more, up to this many, and their
-        /// ends are recorded together; once a body has run for 5 ms it takes
-        /// one at a time and gives back what it took ahead (re-routed), so
-        /// that nothing waits behind a long run. 1: always one.
+        /// are short (under `prefetch_long_run_ms`) it takes more, up to this
+        /// many, and their ends are recorded together; once a body has run
+        /// that long it takes one at a time and gives back what it took
+        /// ahead (re-routed), so that nothing waits behind a long run. 1:
+        /// always one.
         prefetch: usize = 16, check = at_least_one;
+        /// How long a body of a persistent-process worker runs before it
+        /// counts as long (the worker then gives back what it took ahead),
+        /// in milliseconds.
+        prefetch_long_run_ms: u64 = 5, check = at_least_one;
     }
 
     /// Settings of the SQLite backend (`[sqlite]`, `PYNENC__SQLITE__*`).

@@ -11,7 +11,7 @@ use tracing::debug;
 
 use super::cancel::CancelSignal;
 use super::host::{BodyTurn, InvocationHost, RunFinish};
-use super::prefetch::LONG_RUN;
+use super::prefetch::Prefetch;
 use super::process;
 use super::shared::RunnerShared;
 use crate::app::Pynenc;
@@ -97,7 +97,7 @@ impl InvocationHost for ChainHost {
     }
 
     fn long_run_after(&self) -> Option<Duration> {
-        self.shared.prefetch.as_ref().map(|_| LONG_RUN)
+        self.shared.prefetch.as_ref().map(Prefetch::long_run)
     }
 
     /// One at a time from now; what waits for its turn goes back to the

@@ -7,7 +7,8 @@
 //!
 //! The limit is the number of the runner's slots: a slot is added for each
 //! short run (up to the most), and all but one are withdrawn once a body
-//! has run for [`LONG_RUN`] (those in use are withdrawn as their runs end);
+//! has run for `runner.prefetch_long_run_ms` (those in use are withdrawn as
+//! their runs end);
 //! the invocations taken ahead then go back to the queue for other workers
 //! (see [`super::chain`]).
 
@@ -16,12 +17,11 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A run at least this long makes the worker take one invocation at a time.
-pub(crate) const LONG_RUN: Duration = Duration::from_millis(5);
-
 /// The limit on the invocations a worker holds at once.
 pub(crate) struct Prefetch {
     most: usize,
+    /// A run at least this long makes the worker take one at a time.
+    long_run: Duration,
     state: Mutex<Limit>,
 }
 
@@ -46,14 +46,21 @@ impl Limit {
 
 impl Prefetch {
     /// A limit between 1 and `most` over `slots` (which has `most`
-    /// permits): it starts at 1, and grows with short runs.
-    pub(crate) fn new(slots: &Semaphore, most: usize) -> Self {
+    /// permits): it starts at 1, and grows with runs shorter than
+    /// `long_run`.
+    pub(crate) fn new(slots: &Semaphore, most: usize, long_run: Duration) -> Self {
         let most = most.max(1);
         let owed = (most - 1) - slots.forget_permits(most - 1);
         Prefetch {
             most,
+            long_run,
             state: Mutex::new(Limit { now: 1, owed }),
         }
+    }
+
+    /// How long a run lasts before it counts as long.
+    pub(crate) fn long_run(&self) -> Duration {
+        self.long_run
     }
 
     /// A run that held `permit` took `ran_for`: the limit moves, and the
@@ -65,7 +72,7 @@ impl Prefetch {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Option<OwnedSemaphorePermit> {
         let mut limit = self.state.lock();
-        if ran_for >= LONG_RUN {
+        if ran_for >= self.long_run {
             limit.fall_to_one(slots);
         } else if limit.now < self.most {
             limit.now += 1;
@@ -85,7 +92,8 @@ impl Prefetch {
         }
     }
 
-    /// A body has run for [`LONG_RUN`] and goes on: one at a time from now.
+    /// A body has run for [`Prefetch::long_run`] and goes on: one at a time
+    /// from now.
     pub(crate) fn run_is_long(&self, slots: &Semaphore) {
         self.state.lock().fall_to_one(slots);
     }
@@ -103,11 +111,12 @@ mod tests {
     use std::sync::Arc;
 
     const SHORT: Duration = Duration::from_micros(100);
+    const LONG_RUN: Duration = Duration::from_millis(5);
 
     #[test]
     fn grows_with_short_runs_and_falls_to_one_after_a_long_one() {
         let slots = Arc::new(Semaphore::new(4));
-        let limit = Prefetch::new(&slots, 4);
+        let limit = Prefetch::new(&slots, 4, LONG_RUN);
         assert_eq!(slots.available_permits(), 1);
         for expected in 2..=4 {
             assert!(limit.run_ended(&slots, SHORT, None).is_none());
@@ -125,7 +134,7 @@ mod tests {
     #[test]
     fn slots_in_use_are_withdrawn_as_their_runs_end() {
         let slots = Arc::new(Semaphore::new(3));
-        let limit = Prefetch::new(&slots, 3);
+        let limit = Prefetch::new(&slots, 3, LONG_RUN);
         limit.run_ended(&slots, SHORT, None);
         limit.run_ended(&slots, SHORT, None);
         let held: Vec<OwnedSemaphorePermit> = (0..3)

@@ -1,7 +1,7 @@
 //! Running one invocation, the same way in every runner kind.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pynenc_model::{
     InvocationId, InvocationRecord, InvocationStatus, RunOutcome, TaskError, TaskOptions,
@@ -13,7 +13,6 @@ use tracing::{debug, error, info, warn};
 use super::cancel::cancelled_outcome;
 use super::execute::run_body_cancellable;
 use super::host::{BodyTurn, InvocationHost, RunFinish, SlotState};
-use super::prefetch::LONG_RUN;
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::task::TaskInput;
@@ -135,7 +134,8 @@ pub(crate) async fn run_invocation(
             host.give_back(&kept).await;
             let permit = ctx.slot.lock().await.permit.take();
             return RunResult {
-                permit: host.run_ended(LONG_RUN, permit),
+                // as a long run: the slot it held is withdrawn
+                permit: host.run_ended(Duration::MAX, permit),
                 next: Vec::new(),
             };
         }

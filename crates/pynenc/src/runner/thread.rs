@@ -68,7 +68,10 @@ impl ThreadRunner {
             shared: Arc::new(RunnerShared {
                 runner_id,
                 app: app.clone(),
-                prefetch: one_body.then(|| Prefetch::new(&slots, n)),
+                prefetch: one_body.then(|| {
+                    let long_run = app.conf().runner.prefetch_long_run_ms;
+                    Prefetch::new(&slots, n, Duration::from_millis(long_run))
+                }),
                 slots,
                 max_slots: n,
                 stop: Arc::new(StopSignal::default()),
