@@ -11,7 +11,6 @@ use tracing::debug;
 
 use super::cancel::CancelSignal;
 use super::host::{BodyTurn, InvocationHost, RunFinish};
-use super::prefetch::Prefetch;
 use super::process;
 use super::shared::RunnerShared;
 use crate::app::Pynenc;
@@ -38,14 +37,14 @@ impl ChainHost {
     /// not begun yet is given back when a long run begins (`first`); one
     /// that resumes after a pause waits for its turn whatever runs.
     async fn take_turn(&self, id: &InvocationId, first: bool) -> BodyTurn {
-        let Some(turns) = self.shared.turns.as_ref() else {
+        let Some(one_body) = self.shared.one_body.as_ref() else {
             return BodyTurn::Now(None);
         };
-        let long_run = self.shared.long_run.notified();
+        let long_run = one_body.long_run.notified();
         tokio::select! {
             biased;
             () = self.cancel.cancelled(id) => BodyTurn::Now(None),
-            turn = turns.clone().acquire_owned() => BodyTurn::Now(turn.ok()),
+            turn = one_body.turn.clone().acquire_owned() => BodyTurn::Now(turn.ok()),
             () = long_run, if first => BodyTurn::GiveBack,
         }
     }
@@ -78,8 +77,8 @@ impl InvocationHost for ChainHost {
         ran_for: Duration,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Option<OwnedSemaphorePermit> {
-        match &self.shared.prefetch {
-            Some(prefetch) => prefetch.run_ended(&self.shared.slots, ran_for, permit),
+        match &self.shared.one_body {
+            Some(o) => o.prefetch.run_ended(&self.shared.slots, ran_for, permit),
             None => permit,
         }
     }
@@ -90,22 +89,23 @@ impl InvocationHost for ChainHost {
     async fn begin_body(&self, id: &InvocationId) -> BodyTurn {
         let turn = self.take_turn(id, true).await;
         if let BodyTurn::Now(Some(_)) = &turn {
-            self.shared.begun.lock().insert(*id);
+            if let Some(one_body) = &self.shared.one_body {
+                one_body.began(*id);
+            }
             process::report_to_parent("start", id.as_str());
         }
         turn
     }
 
     fn long_run_after(&self) -> Option<Duration> {
-        self.shared.prefetch.as_ref().map(Prefetch::long_run)
+        self.shared.one_body.as_ref().map(|o| o.prefetch.long_run())
     }
 
     /// One at a time from now; what waits for its turn goes back to the
     /// queue, where another worker may take it.
     fn run_is_long(&self) {
-        if let Some(prefetch) = &self.shared.prefetch {
-            prefetch.run_is_long(&self.shared.slots);
-            self.shared.long_run.notify_waiters();
+        if let Some(one_body) = &self.shared.one_body {
+            one_body.run_is_long(&self.shared.slots);
         }
     }
 
@@ -197,7 +197,7 @@ impl InvocationHost for ChainHost {
                 permit = shared.slots.clone().acquire_owned() => permit,
             };
             slot.permit = Some(permit.map_err(|_| PynencError::runner("runner slots closed"))?);
-            if self.shared.turns.is_some() {
+            if self.shared.one_body.is_some() {
                 let BodyTurn::Now(Some(turn)) = self.take_turn(&id, false).await else {
                     return Err(own_cancel(ctx, &shared.runner_id));
                 };

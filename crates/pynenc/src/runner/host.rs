@@ -72,14 +72,16 @@ pub(crate) trait InvocationHost: Send + Sync {
         permit
     }
     /// Waits for the turn of `id` to run its body, in a host that runs one
-    /// body at a time (`Now(None)` elsewhere, or when `id` was cancelled
-    /// while it waited); the body begins when this returns `Now`.
+    /// body at a time (asked only of a host with
+    /// [`InvocationHost::long_run_after`]); `Now(None)` when `id` was
+    /// cancelled while it waited. The body begins when this returns `Now`.
     async fn begin_body(&self, id: &InvocationId) -> BodyTurn {
         let _ = id;
         BodyTurn::Now(None)
     }
     /// After how long a body that still runs counts as long, in a host
-    /// that takes invocations ahead of one body at a time.
+    /// that runs one body at a time and takes invocations ahead (`None`
+    /// elsewhere: such a host has no turns either).
     fn long_run_after(&self) -> Option<Duration> {
         None
     }

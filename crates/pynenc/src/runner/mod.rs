@@ -48,6 +48,7 @@ mod execute;
 mod finisher;
 mod host;
 mod ids;
+mod one_body;
 mod prefetch;
 pub mod process;
 mod run;

@@ -1,5 +1,6 @@
 //! Running one invocation, the same way in every runner kind.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,27 @@ async fn with_stored_arguments(
             Arc::new(full)
         }
     })
+}
+
+/// Runs `body`; a host that runs one body at a time is told once it has
+/// run for `long_run` (it then gives back what it took ahead).
+async fn watch_long_run<T>(
+    body: impl Future<Output = T>,
+    long_run: Option<Duration>,
+    host: &dyn InvocationHost,
+) -> T {
+    let Some(after) = long_run else {
+        return body.await;
+    };
+    tokio::pin!(body);
+    tokio::select! {
+        biased;
+        output = &mut body => output,
+        () = tokio::time::sleep(after) => {
+            host.run_is_long();
+            body.await
+        }
+    }
 }
 
 /// How a run of [`run_invocation`] ended.
@@ -127,20 +149,23 @@ pub(crate) async fn run_invocation(
         caller: None,
         workflow: options.workflow.then(crate::context::WorkflowRun::new),
     });
-    // a host that runs one body at a time gives this run its turn here
-    let turn = match host.begin_body(id).await {
-        BodyTurn::Now(turn) => turn,
-        BodyTurn::GiveBack => {
-            host.give_back(&kept).await;
-            let permit = ctx.slot.lock().await.permit.take();
-            return RunResult {
-                // as a long run: the slot it held is withdrawn
-                permit: host.run_ended(Duration::MAX, permit),
-                next: Vec::new(),
-            };
+    // a host that runs one body at a time (and learns when one runs long)
+    // gives this run its turn here; the others cost nothing here
+    let long_run = host.long_run_after();
+    if long_run.is_some() {
+        match host.begin_body(id).await {
+            BodyTurn::Now(turn) => ctx.slot.lock().await.turn = turn,
+            BodyTurn::GiveBack => {
+                host.give_back(&kept).await;
+                let permit = ctx.slot.lock().await.permit.take();
+                return RunResult {
+                    // as a long run: the slot it held is withdrawn
+                    permit: host.run_ended(Duration::MAX, permit),
+                    next: Vec::new(),
+                };
+            }
         }
-    };
-    ctx.slot.lock().await.turn = turn;
+    }
     let started = Instant::now();
     // stored arguments are read back (through the local cache) for the body
     let resolved = with_stored_arguments(app, record).await;
@@ -169,21 +194,7 @@ pub(crate) async fn run_invocation(
                 None // cancelled before its body began: it does not begin
             } else {
                 let body = run_body_cancellable(def.body, input, ctx.clone(), cancel);
-                match host.long_run_after() {
-                    // a host that takes runs ahead learns when this one is long
-                    Some(after) => {
-                        tokio::pin!(body);
-                        tokio::select! {
-                            biased;
-                            output = &mut body => output,
-                            () = tokio::time::sleep(after) => {
-                                host.run_is_long();
-                                body.await
-                            }
-                        }
-                    }
-                    None => body.await,
-                }
+                watch_long_run(body, long_run, host.as_ref()).await
             }
         }
         Err(e) => {
@@ -192,7 +203,9 @@ pub(crate) async fn run_invocation(
         }
     };
     // the next body may begin while this run's end is recorded
-    ctx.slot.lock().await.turn = None;
+    if long_run.is_some() {
+        ctx.slot.lock().await.turn = None;
+    }
     // the result as the body returned it, for the triggers that read it
     let plain_result = match &output {
         Some(Ok(result)) if reacting => Some(result.clone()),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pynenc_model::{InvocationId, InvocationRecord, RunnerId};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::cancel::log_if_cancelled;
 use super::chain::ChainHost;
 use super::finisher::Finisher;
-use super::prefetch::Prefetch;
+use super::one_body::OneBody;
 use super::process;
 use super::stop::StopSignal;
 use crate::app::Pynenc;
@@ -64,16 +64,9 @@ pub(crate) struct RunnerShared {
     /// Hosts of tokio tasks that ended, for the next ones (one allocation
     /// fewer per task); cleared when the runner stops.
     pub(crate) spare_chains: Mutex<Vec<Arc<ChainHost>>>,
-    /// In a worker that runs one body at a time: the turn to run one.
-    pub(crate) turns: Option<Arc<Semaphore>>,
-    /// In such a worker: the invocations whose body has begun (the others
-    /// were taken ahead and wait for their turn).
-    pub(crate) begun: Mutex<FxHashSet<InvocationId>>,
-    /// In such a worker: how many it takes ahead.
-    pub(crate) prefetch: Option<Prefetch>,
-    /// In such a worker: notified when a body runs long, for the
-    /// invocations taken ahead to go back to the queue.
-    pub(crate) long_run: Notify,
+    /// In a worker that runs one body at a time: its turn, and what it
+    /// takes ahead.
+    pub(crate) one_body: Option<OneBody>,
 }
 
 impl RunnerShared {
@@ -168,7 +161,7 @@ impl RunnerShared {
                 continue;
             }
             // one taken ahead whose body has not begun ends here, at its turn
-            let begun = self.turns.is_none() || self.begun.lock().contains(id);
+            let begun = self.one_body.as_ref().is_none_or(|o| o.has_begun(id));
             if by_parent && !in_process && begun {
                 debug!(invocation_id = %id, "cancel requested: asking the pool to stop this process");
                 let line = format!("{id} {}", r.record.call.task_id);

@@ -20,7 +20,7 @@ use super::cancel::{log_if_cancelled, requests_now, watch_requests};
 use super::finisher::Finisher;
 use super::host::InvocationHost;
 use super::ids::{new_runner_id, process_context};
-use super::prefetch::Prefetch;
+use super::one_body::OneBody;
 use super::process;
 use super::run::{run_invocation, RunResult};
 use super::shared::{running_key, Role, RunnerShared, Running};
@@ -68,9 +68,9 @@ impl ThreadRunner {
             shared: Arc::new(RunnerShared {
                 runner_id,
                 app: app.clone(),
-                prefetch: one_body.then(|| {
+                one_body: one_body.then(|| {
                     let long_run = app.conf().runner.prefetch_long_run_ms;
-                    Prefetch::new(&slots, n, Duration::from_millis(long_run))
+                    OneBody::new(&slots, n, Duration::from_millis(long_run))
                 }),
                 slots,
                 max_slots: n,
@@ -81,9 +81,6 @@ impl ThreadRunner {
                 finisher: Finisher::default(),
                 role,
                 spare_chains: Mutex::new(Vec::new()),
-                turns: one_body.then(|| Arc::new(Semaphore::new(1))),
-                begun: Mutex::default(),
-                long_run: Notify::new(),
             }),
         }
     }
@@ -305,14 +302,14 @@ async fn run_hosted(
         // it alone, so a crash is pinned on it (a worker that runs one body
         // at a time runs every body alone: it waits for its turn, and the
         // slots it does not hold now were withdrawn, not lent)
-        if process::is_quarantined(id) && s.turns.is_none() {
+        if process::is_quarantined(id) && s.one_body.is_none() {
             drop(permit.take());
             process::report_to_parent("wait-alone", id.as_str());
             let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
             permit = s.slots.clone().acquire_many_owned(all).await.ok();
             info!("running alone: it was in a worker process that died");
         }
-        if s.turns.is_some() {
+        if s.one_body.is_some() {
             // taken ahead: its body begins at its turn, which says `start`
             process::report_to_parent("taken", id.as_str());
         } else {
@@ -323,8 +320,8 @@ async fn run_hosted(
     if let Some(id) = &id {
         process::report_to_parent("end", id.as_str());
         process::end_quarantine(id);
-        if s.turns.is_some() {
-            s.begun.lock().remove(id);
+        if let Some(one_body) = &s.one_body {
+            one_body.ended(id);
         }
     }
     end
