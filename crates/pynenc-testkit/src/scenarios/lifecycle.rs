@@ -219,10 +219,15 @@ pub async fn s22_rerouted_work_runs_first(f: &dyn BackendFactory) {
     for q in &queued {
         ok(q.result().await, "queued");
     }
-    let order: Vec<String> = tasks::events_of(&group)
+    let mut order: Vec<String> = tasks::events_of(&group)
         .into_iter()
         .map(|(l, _)| l)
         .collect();
+    // those queued after it run after it (a runner that takes invocations
+    // ahead may begin the bodies of those it took together in any order)
+    if let Some(after) = order.get_mut(2..) {
+        after.sort();
+    }
     assert_eq!(
         order,
         vec!["first", "first", "q0", "q1", "q2"],

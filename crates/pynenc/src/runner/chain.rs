@@ -12,7 +12,7 @@ use tracing::debug;
 use super::cancel::CancelSignal;
 use super::host::{BodyTurn, InvocationHost, RunFinish};
 use super::process;
-use super::shared::RunnerShared;
+use super::shared::{Role, RunnerShared};
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::exceptions::{PynencError, Result};
@@ -32,19 +32,20 @@ impl ChainHost {
         }
     }
 
-    /// The turn to run a body, in a runner that runs one at a time
+    /// The turn to run a body, in a runner that takes invocations ahead
     /// (`Now(None)` elsewhere, or once `id` is cancelled). A body that has
-    /// not begun yet is given back when a long run begins (`first`); one
-    /// that resumes after a pause waits for its turn whatever runs.
+    /// not begun yet is given back when every turn is held by a long run
+    /// (`first`); one that resumes after a pause waits for its turn
+    /// whatever runs.
     async fn take_turn(&self, id: &InvocationId, first: bool) -> BodyTurn {
-        let Some(one_body) = self.shared.one_body.as_ref() else {
+        let Some(turns) = self.shared.turns.as_ref() else {
             return BodyTurn::Now(None);
         };
-        let long_run = one_body.long_run.notified();
+        let long_run = turns.long_run.notified();
         tokio::select! {
             biased;
             () = self.cancel.cancelled(id) => BodyTurn::Now(None),
-            turn = one_body.turn.clone().acquire_owned() => BodyTurn::Now(turn.ok()),
+            turn = turns.turn.clone().acquire_owned() => BodyTurn::Now(turn.ok()),
             () = long_run, if first => BodyTurn::GiveBack,
         }
     }
@@ -70,42 +71,51 @@ impl InvocationHost for ChainHost {
         Some(&self.cancel)
     }
 
-    /// In a worker that takes invocations ahead, the number it takes moves
+    /// In a runner that takes invocations ahead, the number it takes moves
     /// with the length of its runs (see [`super::prefetch`]).
     fn run_ended(
         &self,
         ran_for: Duration,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Option<OwnedSemaphorePermit> {
-        match &self.shared.one_body {
-            Some(o) => o.prefetch.run_ended(&self.shared.slots, ran_for, permit),
+        match &self.shared.turns {
+            Some(t) => t.prefetch.run_ended(&self.shared.slots, ran_for, permit),
             None => permit,
         }
     }
 
-    /// In a worker that runs one body at a time: waits for the turn (not
-    /// past a cancel of `id`, nor past the start of a long run), then tells
-    /// the pool the body begins.
+    /// In a runner that takes invocations ahead: waits for the turn (not
+    /// past a cancel of `id`, nor past the moment every turn is held by a
+    /// long run), then tells a pool the body begins.
     async fn begin_body(&self, id: &InvocationId) -> BodyTurn {
         let turn = self.take_turn(id, true).await;
         if let BodyTurn::Now(Some(_)) = &turn {
-            if let Some(one_body) = &self.shared.one_body {
-                one_body.began(*id);
+            if let Some(turns) = &self.shared.turns {
+                turns.began(*id);
             }
-            process::report_to_parent("start", id.as_str());
+            if matches!(self.shared.role, Role::PoolWorker { .. }) {
+                process::report_to_parent("start", id.as_str());
+            }
         }
         turn
     }
 
     fn long_run_after(&self) -> Option<Duration> {
-        self.shared.one_body.as_ref().map(|o| o.prefetch.long_run())
+        self.shared.turns.as_ref().map(|t| t.prefetch.long_run())
     }
 
-    /// One at a time from now; what waits for its turn goes back to the
-    /// queue, where another worker may take it.
+    /// No more taken than the bodies from now; once every turn is held by
+    /// a long run, what waits for its turn goes back to the queue, where
+    /// another runner may take it.
     fn run_is_long(&self) {
-        if let Some(one_body) = &self.shared.one_body {
-            one_body.run_is_long(&self.shared.slots);
+        if let Some(turns) = &self.shared.turns {
+            turns.run_is_long(&self.shared.slots);
+        }
+    }
+
+    fn long_run_over(&self) {
+        if let Some(turns) = &self.shared.turns {
+            turns.long_run_over();
         }
     }
 
@@ -197,7 +207,7 @@ impl InvocationHost for ChainHost {
                 permit = shared.slots.clone().acquire_owned() => permit,
             };
             slot.permit = Some(permit.map_err(|_| PynencError::runner("runner slots closed"))?);
-            if self.shared.one_body.is_some() {
+            if self.shared.turns.is_some() {
                 let BodyTurn::Now(Some(turn)) = self.take_turn(&id, false).await else {
                     return Err(own_cancel(ctx, &shared.runner_id));
                 };

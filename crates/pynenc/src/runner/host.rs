@@ -19,7 +19,7 @@ use crate::exceptions::{PynencError, Result};
 pub(crate) struct SlotState {
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) waits: usize,
-    /// Its turn, in a host that runs one body at a time (given up while
+    /// Its turn, in a host that takes invocations ahead (given up while
     /// it is paused).
     pub(crate) turn: Option<OwnedSemaphorePermit>,
 }
@@ -71,8 +71,8 @@ pub(crate) trait InvocationHost: Send + Sync {
         let _ = ran_for;
         permit
     }
-    /// Waits for the turn of `id` to run its body, in a host that runs one
-    /// body at a time (asked only of a host with
+    /// Waits for the turn of `id` to run its body, in a host that takes
+    /// invocations ahead (asked only of a host with
     /// [`InvocationHost::long_run_after`]); `Now(None)` when `id` was
     /// cancelled while it waited. The body begins when this returns `Now`.
     async fn begin_body(&self, id: &InvocationId) -> BodyTurn {
@@ -80,15 +80,17 @@ pub(crate) trait InvocationHost: Send + Sync {
         BodyTurn::Now(None)
     }
     /// After how long a body that still runs counts as long, in a host
-    /// that runs one body at a time and takes invocations ahead (`None`
-    /// elsewhere: such a host has no turns either).
+    /// that takes invocations ahead of its bodies (`None` elsewhere: such
+    /// a host has no turns either).
     fn long_run_after(&self) -> Option<Duration> {
         None
     }
     /// A body ran for [`InvocationHost::long_run_after`] and goes on.
     fn run_is_long(&self) {}
+    /// A body that [`InvocationHost::run_is_long`] was told of ended.
+    fn long_run_over(&self) {}
     /// `record`, taken ahead, is given back to the queue instead of run
-    /// (a long run began before its turn came).
+    /// (every turn was held by a long run before its turn came).
     async fn give_back(&self, record: &Arc<InvocationRecord>) {
         let _ = record;
     }

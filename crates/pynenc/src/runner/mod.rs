@@ -48,13 +48,13 @@ mod execute;
 mod finisher;
 mod host;
 mod ids;
-mod one_body;
 mod prefetch;
 pub mod process;
 mod run;
 mod shared;
 mod stop;
 mod thread;
+mod turns;
 mod upkeep;
 
 use std::sync::Arc;

@@ -1,60 +1,65 @@
-//! How many invocations a worker that runs one body at a time takes ahead
-//! (a [`crate::PersistentProcessRunner`]'s worker): as many as
-//! `runner.prefetch` while its runs are short, so that their ends are
-//! recorded together and the next ones come in the same steps; one at a
-//! time as soon as a run is long, so that no invocation waits behind a long
-//! one while another worker could run it.
+//! How many invocations a runner that takes invocations ahead holds at
+//! once (see [`super::turns`]): its number of bodies (one for a
+//! [`crate::PersistentProcessRunner`]'s worker, `runner.max_parallel_slots`
+//! for a [`crate::ThreadRunner`]) times `runner.prefetch` while its runs are
+//! short, so that their ends are recorded together and the next ones come
+//! in the same steps; no more than its bodies as soon as a run is long, so
+//! that no invocation waits behind a long one while another runner could
+//! run it.
 //!
 //! The limit is the number of the runner's slots: a slot is added for each
-//! short run (up to the most), and all but one are withdrawn once a body
-//! has run for `runner.prefetch_long_run_ms` (those in use are withdrawn as
-//! their runs end);
-//! the invocations taken ahead then go back to the queue for other workers
-//! (see [`super::chain`]).
+//! short run (up to the most), and all but the bodies' are withdrawn once a
+//! body has run for `runner.prefetch_long_run_ms` (those in use are
+//! withdrawn as their runs end); the invocations taken ahead then go back
+//! to the queue for other runners (see [`super::chain`]).
 
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The limit on the invocations a worker holds at once.
+/// The limit on the invocations a runner holds at once.
 pub(crate) struct Prefetch {
+    /// The limit after a long run: the number of bodies.
+    base: usize,
     most: usize,
-    /// A run at least this long makes the worker take one at a time.
+    /// A run at least this long makes the runner take no more than its bodies.
     long_run: Duration,
     state: Mutex<Limit>,
 }
 
 struct Limit {
-    /// Slots the worker may hold now.
+    /// Slots the runner may hold now.
     now: usize,
     /// Slots still to withdraw as the runs holding them end.
     owed: usize,
 }
 
 impl Limit {
-    /// Withdraws all slots but one: the free ones now, the others as
+    /// Withdraws all slots but `base`: the free ones now, the others as
     /// their runs end.
-    fn fall_to_one(&mut self, slots: &Semaphore) {
-        if self.now > 1 {
-            let withdraw = self.now - 1;
+    fn fall_to(&mut self, base: usize, slots: &Semaphore) {
+        if self.now > base {
+            let withdraw = self.now - base;
             self.owed += withdraw - slots.forget_permits(withdraw);
-            self.now = 1;
+            self.now = base;
         }
     }
 }
 
 impl Prefetch {
-    /// A limit between 1 and `most` over `slots` (which has `most`
-    /// permits): it starts at 1, and grows with runs shorter than
+    /// A limit between `base` and `most` over `slots` (which has `most`
+    /// permits): it starts at `base`, and grows with runs shorter than
     /// `long_run`.
-    pub(crate) fn new(slots: &Semaphore, most: usize, long_run: Duration) -> Self {
-        let most = most.max(1);
-        let owed = (most - 1) - slots.forget_permits(most - 1);
+    pub(crate) fn new(slots: &Semaphore, base: usize, most: usize, long_run: Duration) -> Self {
+        let base = base.max(1);
+        let most = most.max(base);
+        let owed = (most - base) - slots.forget_permits(most - base);
         Prefetch {
+            base,
             most,
             long_run,
-            state: Mutex::new(Limit { now: 1, owed }),
+            state: Mutex::new(Limit { now: base, owed }),
         }
     }
 
@@ -73,7 +78,7 @@ impl Prefetch {
     ) -> Option<OwnedSemaphorePermit> {
         let mut limit = self.state.lock();
         if ran_for >= self.long_run {
-            limit.fall_to_one(slots);
+            limit.fall_to(self.base, slots);
         } else if limit.now < self.most {
             limit.now += 1;
             if limit.owed > 0 {
@@ -92,13 +97,13 @@ impl Prefetch {
         }
     }
 
-    /// A body has run for [`Prefetch::long_run`] and goes on: one at a time
-    /// from now.
+    /// A body has run for [`Prefetch::long_run`] and goes on: no more than
+    /// the bodies from now.
     pub(crate) fn run_is_long(&self, slots: &Semaphore) {
-        self.state.lock().fall_to_one(slots);
+        self.state.lock().fall_to(self.base, slots);
     }
 
-    /// The slots the worker may hold now.
+    /// The slots the runner may hold now.
     #[cfg(test)]
     fn now(&self) -> usize {
         self.state.lock().now
@@ -116,7 +121,7 @@ mod tests {
     #[test]
     fn grows_with_short_runs_and_falls_to_one_after_a_long_one() {
         let slots = Arc::new(Semaphore::new(4));
-        let limit = Prefetch::new(&slots, 4, LONG_RUN);
+        let limit = Prefetch::new(&slots, 1, 4, LONG_RUN);
         assert_eq!(slots.available_permits(), 1);
         for expected in 2..=4 {
             assert!(limit.run_ended(&slots, SHORT, None).is_none());
@@ -134,7 +139,7 @@ mod tests {
     #[test]
     fn slots_in_use_are_withdrawn_as_their_runs_end() {
         let slots = Arc::new(Semaphore::new(3));
-        let limit = Prefetch::new(&slots, 3, LONG_RUN);
+        let limit = Prefetch::new(&slots, 1, 3, LONG_RUN);
         limit.run_ended(&slots, SHORT, None);
         limit.run_ended(&slots, SHORT, None);
         let held: Vec<OwnedSemaphorePermit> = (0..3)
@@ -150,5 +155,21 @@ mod tests {
         assert!(third.is_some(), "one slot stays");
         drop(third);
         assert_eq!(slots.available_permits(), 1);
+    }
+
+    #[test]
+    fn several_bodies_fall_back_to_their_number() {
+        let slots = Arc::new(Semaphore::new(12));
+        let limit = Prefetch::new(&slots, 3, 12, LONG_RUN);
+        assert_eq!((limit.now(), slots.available_permits()), (3, 3));
+        for _ in 0..20 {
+            limit.run_ended(&slots, SHORT, None);
+        }
+        assert_eq!((limit.now(), slots.available_permits()), (12, 12));
+        limit.run_is_long(&slots);
+        assert_eq!((limit.now(), slots.available_permits()), (3, 3));
+        // a long run with nothing held: nothing more to withdraw
+        limit.run_ended(&slots, LONG_RUN, None);
+        assert_eq!((limit.now(), slots.available_permits()), (3, 3));
     }
 }

@@ -64,8 +64,9 @@ async fn with_stored_arguments(
     })
 }
 
-/// Runs `body`; a host that runs one body at a time is told once it has
-/// run for `long_run` (it then gives back what it took ahead).
+/// Runs `body`; a host that takes invocations ahead is told once it has
+/// run for `long_run` (it then takes no more than its bodies), and when a
+/// body it was told of ends.
 async fn watch_long_run<T>(
     body: impl Future<Output = T>,
     long_run: Option<Duration>,
@@ -80,8 +81,18 @@ async fn watch_long_run<T>(
         output = &mut body => output,
         () = tokio::time::sleep(after) => {
             host.run_is_long();
+            let _over = LongRunOver(host);
             body.await
         }
+    }
+}
+
+/// Tells its host that a long body ended, however it ended.
+struct LongRunOver<'h>(&'h dyn InvocationHost);
+
+impl Drop for LongRunOver<'_> {
+    fn drop(&mut self) {
+        self.0.long_run_over();
     }
 }
 
@@ -149,7 +160,7 @@ pub(crate) async fn run_invocation(
         caller: None,
         workflow: options.workflow.then(crate::context::WorkflowRun::new),
     });
-    // a host that runs one body at a time (and learns when one runs long)
+    // a host that takes invocations ahead (and learns when one runs long)
     // gives this run its turn here; the others cost nothing here
     let long_run = host.long_run_after();
     if long_run.is_some() {

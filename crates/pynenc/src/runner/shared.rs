@@ -14,9 +14,9 @@ use tracing::{debug, info, warn};
 use super::cancel::log_if_cancelled;
 use super::chain::ChainHost;
 use super::finisher::Finisher;
-use super::one_body::OneBody;
 use super::process;
 use super::stop::StopSignal;
+use super::turns::Turns;
 use crate::app::Pynenc;
 
 /// What a [`ThreadRunner`] is: a runner of its own, or a worker process of
@@ -64,9 +64,9 @@ pub(crate) struct RunnerShared {
     /// Hosts of tokio tasks that ended, for the next ones (one allocation
     /// fewer per task); cleared when the runner stops.
     pub(crate) spare_chains: Mutex<Vec<Arc<ChainHost>>>,
-    /// In a worker that runs one body at a time: its turn, and what it
-    /// takes ahead.
-    pub(crate) one_body: Option<OneBody>,
+    /// In a runner that takes invocations ahead of its bodies: the turns
+    /// to run them, and how many it takes.
+    pub(crate) turns: Option<Turns>,
 }
 
 impl RunnerShared {
@@ -161,7 +161,7 @@ impl RunnerShared {
                 continue;
             }
             // one taken ahead whose body has not begun ends here, at its turn
-            let begun = self.one_body.as_ref().is_none_or(|o| o.has_begun(id));
+            let begun = self.turns.as_ref().is_none_or(|t| t.has_begun(id));
             if by_parent && !in_process && begun {
                 debug!(invocation_id = %id, "cancel requested: asking the pool to stop this process");
                 let line = format!("{id} {}", r.record.call.task_id);

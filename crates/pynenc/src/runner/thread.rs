@@ -20,15 +20,15 @@ use super::cancel::{log_if_cancelled, requests_now, watch_requests};
 use super::finisher::Finisher;
 use super::host::InvocationHost;
 use super::ids::{new_runner_id, process_context};
-use super::one_body::OneBody;
 use super::process;
 use super::run::{run_invocation, RunResult};
 use super::shared::{running_key, Role, RunnerShared, Running};
 use super::stop::{stop_on_signal, StopSignal};
+use super::turns::Turns;
 use super::upkeep::{idle, maintain, PickBackoff, Presence};
 use super::{RunnerHandle, SpawnedRunner};
 use crate::app::Pynenc;
-use crate::conf::RunnerKind;
+use crate::conf::{BackendKind, RunnerKind};
 use crate::exceptions::Result;
 
 /// The in-process runner (tokio tasks and blocking threads).
@@ -62,16 +62,27 @@ impl ThreadRunner {
         role: Role,
     ) -> Self {
         let n = max_parallel_slots.max(1);
-        let slots = Arc::new(Semaphore::new(n));
-        let one_body = matches!(role, Role::PoolWorker { one_body: true, .. });
+        let conf = &app.conf().runner;
+        let long_run = Duration::from_millis(conf.prefetch_long_run_ms);
+        // (bodies, most held): a persistent worker runs one body and holds
+        // its `n` slots; a standalone runner runs `n` bodies and holds up
+        // to `runner.prefetch` invocations for each, where a step costs a
+        // round trip or a transaction (in memory it costs neither: taking
+        // ahead would only add the wait for a turn)
+        let steps_cost = app.conf().backend != BackendKind::Memory;
+        let ahead = match role {
+            Role::PoolWorker { one_body: true, .. } => Some((1, n)),
+            Role::Standalone if conf.prefetch > 1 && steps_cost => {
+                Some((n, n.saturating_mul(conf.prefetch)))
+            }
+            _ => None,
+        };
+        let slots = Arc::new(Semaphore::new(ahead.map_or(n, |(_, most)| most)));
         ThreadRunner {
             shared: Arc::new(RunnerShared {
                 runner_id,
                 app: app.clone(),
-                one_body: one_body.then(|| {
-                    let long_run = app.conf().runner.prefetch_long_run_ms;
-                    OneBody::new(&slots, n, Duration::from_millis(long_run))
-                }),
+                turns: ahead.map(|(bodies, most)| Turns::new(&slots, bodies, most, long_run)),
                 slots,
                 max_slots: n,
                 stop: Arc::new(StopSignal::default()),
@@ -302,27 +313,28 @@ async fn run_hosted(
         // it alone, so a crash is pinned on it (a worker that runs one body
         // at a time runs every body alone: it waits for its turn, and the
         // slots it does not hold now were withdrawn, not lent)
-        if process::is_quarantined(id) && s.one_body.is_none() {
+        if process::is_quarantined(id) && s.turns.is_none() {
             drop(permit.take());
             process::report_to_parent("wait-alone", id.as_str());
             let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
             permit = s.slots.clone().acquire_many_owned(all).await.ok();
             info!("running alone: it was in a worker process that died");
         }
-        if s.one_body.is_some() {
+        if s.turns.is_some() {
             // taken ahead: its body begins at its turn, which says `start`
             process::report_to_parent("taken", id.as_str());
         } else {
             process::report_to_parent("start", id.as_str());
         }
     }
+    let invocation_id = record.invocation_id;
     let end = run_invocation(&s.app, host, record, permit).await;
+    if let Some(turns) = &s.turns {
+        turns.ended(&invocation_id);
+    }
     if let Some(id) = &id {
         process::report_to_parent("end", id.as_str());
         process::end_quarantine(id);
-        if let Some(one_body) = &s.one_body {
-            one_body.ended(id);
-        }
     }
     end
 }

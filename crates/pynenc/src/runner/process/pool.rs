@@ -333,7 +333,7 @@ pool_runner!(
     /// worker takes up to `runner.prefetch` invocations at once while its
     /// runs are short: the others wait in it for their turn, and the ends
     /// are recorded together (one step for several). A body that runs for
-    /// 5 ms makes it give back what it took ahead.
+    /// `runner.prefetch_long_run_ms` makes it give back what it took ahead.
     PersistentProcessRunner
 );
 

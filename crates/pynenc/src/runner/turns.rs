@@ -1,0 +1,108 @@
+//! What a runner that takes invocations ahead keeps: the turns to run
+//! bodies (one for a [`crate::PersistentProcessRunner`]'s worker,
+//! `runner.max_parallel_slots` for a [`crate::ThreadRunner`]), which
+//! invocations' bodies have begun, how many it takes ahead, and the signal
+//! that gives back what it took ahead once every turn is held by a long run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pynenc_model::InvocationId;
+use rustc_hash::FxHashSet;
+use tokio::sync::{Notify, Semaphore};
+
+use super::prefetch::Prefetch;
+
+/// The state of a runner that takes invocations ahead of its bodies.
+pub(crate) struct Turns {
+    /// The turns to run a body (one permit per body).
+    pub(crate) turn: Arc<Semaphore>,
+    bodies: usize,
+    /// The bodies running now that have run long.
+    long_now: Mutex<usize>,
+    /// The invocations whose body has begun (the others were taken ahead
+    /// and wait for their turn).
+    begun: Mutex<FxHashSet<InvocationId>>,
+    /// How many it takes ahead.
+    pub(crate) prefetch: Prefetch,
+    /// Notified when every turn is held by a long run, for the invocations
+    /// taken ahead to go back to the queue.
+    pub(crate) long_run: Notify,
+}
+
+impl Turns {
+    /// For a runner that runs `bodies` bodies at once and whose `slots`
+    /// has `most` permits; a body that runs `long_run` is long.
+    pub(crate) fn new(slots: &Semaphore, bodies: usize, most: usize, long_run: Duration) -> Self {
+        let bodies = bodies.max(1);
+        Turns {
+            turn: Arc::new(Semaphore::new(bodies)),
+            bodies,
+            long_now: Mutex::new(0),
+            begun: Mutex::default(),
+            prefetch: Prefetch::new(slots, bodies, most, long_run),
+            long_run: Notify::new(),
+        }
+    }
+
+    /// The body of `id` begins.
+    pub(crate) fn began(&self, id: InvocationId) {
+        self.begun.lock().insert(id);
+    }
+
+    /// The run of `id` ended (its body ran or not).
+    pub(crate) fn ended(&self, id: &InvocationId) {
+        self.begun.lock().remove(id);
+    }
+
+    /// Whether the body of `id` has begun.
+    pub(crate) fn has_begun(&self, id: &InvocationId) -> bool {
+        self.begun.lock().contains(id)
+    }
+
+    /// A body has run long and goes on: no more taken than the bodies from
+    /// now, and once every turn is held by a long run, what waits for its
+    /// turn goes back to the queue.
+    pub(crate) fn run_is_long(&self, slots: &Semaphore) {
+        self.prefetch.run_is_long(slots);
+        let mut long_now = self.long_now.lock();
+        *long_now += 1;
+        if *long_now >= self.bodies {
+            self.long_run.notify_waiters();
+        }
+    }
+
+    /// A body that had run long ended.
+    pub(crate) fn long_run_over(&self) {
+        let mut long_now = self.long_now.lock();
+        *long_now = long_now.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn what_waits_goes_back_only_once_every_turn_is_long() {
+        let slots = Semaphore::new(8);
+        let turns = Turns::new(&slots, 2, 8, Duration::from_millis(5));
+        let given_back = turns.long_run.notified();
+        tokio::pin!(given_back);
+        given_back.as_mut().enable();
+        turns.run_is_long(&slots);
+        let one_long = tokio::time::timeout(Duration::from_millis(20), given_back.as_mut()).await;
+        assert!(one_long.is_err(), "one long body of two gives nothing back");
+        turns.long_run_over();
+        turns.run_is_long(&slots);
+        let again = tokio::time::timeout(Duration::from_millis(20), given_back.as_mut()).await;
+        assert!(
+            again.is_err(),
+            "the first long body ended: still one of two"
+        );
+        turns.run_is_long(&slots);
+        let both = tokio::time::timeout(Duration::from_millis(200), given_back.as_mut()).await;
+        assert!(both.is_ok(), "both bodies long: what waits goes back");
+    }
+}
