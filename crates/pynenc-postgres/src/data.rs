@@ -175,8 +175,8 @@ impl DataTxn for PgTxn<'_> {
         let digest = data.digest().as_slice();
         let ids = id_texts(ids);
         self.exec(
-            "DELETE FROM pynenc_data_refs \
-             WHERE app = $1 AND digest = $2 AND invocation_id = ANY($3::text[])",
+            "DELETE FROM pynenc_data_refs AS d USING UNNEST($3::text[]) AS u(id) \
+             WHERE d.app = $1 AND d.digest = $2 AND d.invocation_id = u.id",
             &[&app, &digest, &ids],
             "forgetting references of a value",
             tables::NONE,

@@ -28,6 +28,9 @@ pub(crate) struct StatusWrite {
     /// The end time, when it changed.
     pub(crate) final_at: Option<Option<i64>>,
     pub(crate) clear_cancel: bool,
+    /// Whether it is no longer waited on (final: see
+    /// [`Pending::release_waited`]).
+    pub(crate) clear_waited: bool,
 }
 
 /// A new invocation's row.
@@ -74,8 +77,11 @@ pub(crate) struct Pending {
     /// Edges added: caller invocation, caller call, callee call.
     edges_added: Vec<(String, String, String)>,
     enqueued: Vec<String>,
-    /// Invocations no longer waited on (final): their flag and their waits.
+    /// Invocations no longer waited on (final) whose status write is not
+    /// held: their flag (the others' goes with their status write).
     unwaited: Vec<String>,
+    /// Invocations no longer waited on: their waits, to delete.
+    waits_released: Vec<String>,
     mask: u8,
 }
 
@@ -113,10 +119,11 @@ const STATUS: &str = "UPDATE pynenc_invocations AS i SET status = u.status, stat
         owner = CASE WHEN u.set_owner THEN u.owner ELSE i.owner END, \
         final_at_us = CASE WHEN u.set_final THEN u.final_at ELSE i.final_at_us END, \
         cancel_owner = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_owner END, \
-        cancel_error = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_error END \
+        cancel_error = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_error END, \
+        waited = i.waited AND NOT u.clear_waited \
     FROM UNNEST($2::text[], $3::smallint[], $4::bigint[], $5::bool[], $6::text[], $7::bool[], \
-        $8::bigint[], $9::bool[]) AS u(id, status, at, set_owner, owner, set_final, final_at, \
-        clear_cancel) \
+        $8::bigint[], $9::bool[], $10::bool[]) AS u(id, status, at, set_owner, owner, set_final, \
+        final_at, clear_cancel, clear_waited) \
     WHERE i.app = $1 AND i.invocation_id = u.id";
 
 const HISTORY: &str = "INSERT INTO pynenc_history (app, invocation_id, status, owner, actor, \
@@ -156,17 +163,18 @@ const ENQUEUED: &str = "INSERT INTO pynenc_queue (app, seq, invocation_id) \
     SELECT $1, nextval('pynenc_queue_seq'), u.id \
     FROM UNNEST($2::text[]) WITH ORDINALITY AS u(id, n) ORDER BY u.n";
 
-const UNWAITED: &str = "UPDATE pynenc_invocations SET waited = FALSE \
-    WHERE app = $1 AND invocation_id = ANY($2::text[])";
+const UNWAITED: &str = "UPDATE pynenc_invocations AS i SET waited = FALSE \
+    FROM UNNEST($2::text[]) AS u(id) WHERE i.app = $1 AND i.invocation_id = u.id";
 
-const WAITS_RELEASED: &str = "DELETE FROM pynenc_waits WHERE app = $1 AND waited = ANY($2::text[])";
+const WAITS_RELEASED: &str = "DELETE FROM pynenc_waits AS w USING UNNEST($2::text[]) AS u(id) \
+    WHERE w.app = $1 AND w.waited = u.id";
 
 const EDGES_ADDED: &str = "INSERT INTO pynenc_edges \
     (app, caller_invocation_id, caller_call_id, callee_call_id) \
     SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[])";
 
-const EDGES_REMOVED: &str =
-    "DELETE FROM pynenc_edges WHERE app = $1 AND caller_invocation_id = ANY($2::text[])";
+const EDGES_REMOVED: &str = "DELETE FROM pynenc_edges AS e USING UNNEST($2::text[]) AS u(id) \
+    WHERE e.app = $1 AND e.caller_invocation_id = u.id";
 
 impl Write {
     /// The statement.
@@ -238,13 +246,14 @@ impl Write {
                 let finals: Vec<Option<i64>> =
                     writes.iter().map(|(_, w)| w.final_at.flatten()).collect();
                 let clear: Vec<bool> = writes.iter().map(|(_, w)| w.clear_cancel).collect();
+                let unwaited: Vec<bool> = writes.iter().map(|(_, w)| w.clear_waited).collect();
                 Box::pin(async move {
                     client
                         .execute(
                             stmt,
                             &[
                                 &app, &ids, &codes, &at, &set_owner, &owners, &set_final, &finals,
-                                &clear,
+                                &clear, &unwaited,
                             ],
                         )
                         .await
@@ -315,7 +324,7 @@ impl Pending {
     pub(crate) fn take(&mut self, mut mask: u8) -> Vec<Write> {
         // a released wait clears the flag (rows) and the waits (their
         // table) together: a read of either sends both
-        if mask & (tables::INVOCATIONS | tables::WAITS) != 0 && !self.unwaited.is_empty() {
+        if mask & (tables::INVOCATIONS | tables::WAITS) != 0 && !self.waits_released.is_empty() {
             mask |= tables::INVOCATIONS | tables::WAITS;
         }
         let mut out = Vec::new();
@@ -373,10 +382,15 @@ impl Pending {
                 out.push(Write::EdgesAdded(std::mem::take(&mut self.edges_added)));
             }
         }
-        if mask & tables::INVOCATIONS != 0 && !self.unwaited.is_empty() {
-            let ids = std::mem::take(&mut self.unwaited);
-            out.push(Write::Unwaited(ids.clone()));
-            out.push(Write::WaitsReleased(ids));
+        if mask & tables::INVOCATIONS != 0 {
+            if !self.unwaited.is_empty() {
+                out.push(Write::Unwaited(std::mem::take(&mut self.unwaited)));
+            }
+            if !self.waits_released.is_empty() {
+                out.push(Write::WaitsReleased(std::mem::take(
+                    &mut self.waits_released,
+                )));
+            }
         }
         if mask & tables::QUEUE != 0 && !self.enqueued.is_empty() {
             out.push(Write::Enqueued(std::mem::take(&mut self.enqueued)));
@@ -435,9 +449,14 @@ impl Pending {
         self.hold(tables::OUTCOMES);
     }
 
-    /// `id` is final: it is waited on no more.
+    /// `id` is final: it is waited on no more. Its flag is cleared by its
+    /// held status write (the final one), or by a statement of its own.
     pub(crate) fn release_waited(&mut self, id: &InvocationId) {
-        self.unwaited.push(id.as_str().to_string());
+        match self.status_at.get(id) {
+            Some(&i) => self.status[i].1.clear_waited = true,
+            None => self.unwaited.push(id.as_str().to_string()),
+        }
+        self.waits_released.push(id.as_str().to_string());
         self.hold(tables::INVOCATIONS | tables::WAITS);
     }
 
@@ -492,6 +511,7 @@ impl Pending {
                     held.final_at = write.final_at;
                 }
                 held.clear_cancel |= write.clear_cancel;
+                held.clear_waited |= write.clear_waited;
             }
             None => {
                 self.status_at.insert(*id, self.status.len());

@@ -388,8 +388,9 @@ impl StoreTxn for PgTxn<'_> {
         let app = self.app();
         if !mark.is_empty() {
             self.exec(
-                "UPDATE pynenc_invocations SET waited = TRUE \
-                 WHERE app = $1 AND invocation_id = ANY($2::text[])",
+                "UPDATE pynenc_invocations AS i SET waited = TRUE \
+                 FROM UNNEST($2::text[]) AS u(id) \
+                 WHERE i.app = $1 AND i.invocation_id = u.id",
                 &[&app, &mark],
                 "recording a wait",
                 tables::INVOCATIONS,
@@ -512,8 +513,9 @@ impl StoreTxn for PgTxn<'_> {
         }
         let app = self.app();
         let rows = self.query(
-            "SELECT caller_call_id, callee_call_id FROM pynenc_edges \
-             WHERE app = $1 AND caller_call_id = ANY($2::text[])",
+            "SELECT e.caller_call_id, e.callee_call_id \
+             FROM (SELECT DISTINCT id FROM UNNEST($2::text[]) AS u(id)) AS u \
+             JOIN pynenc_edges AS e ON e.app = $1 AND e.caller_call_id = u.id",
             &[&app, &missing],
             "reading call edges",
             tables::EDGES,

@@ -65,10 +65,10 @@ impl PgTxn<'_> {
         let rows = self.query(
             "SELECT i.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
                  i.error_kind, i.cancel_owner IS NOT NULL, r.record \
-             FROM pynenc_invocations AS i \
+             FROM (SELECT DISTINCT id FROM UNNEST($2::text[]) AS u(id)) AS u \
+             JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id \
              LEFT JOIN pynenc_records AS r \
-                 ON r.app = i.app AND r.invocation_id = i.invocation_id \
-             WHERE i.app = $1 AND i.invocation_id = ANY($2::text[])",
+                 ON r.app = i.app AND r.invocation_id = i.invocation_id",
             &[&app, &missing],
             "reading invocations",
             tables::NONE,
@@ -116,10 +116,11 @@ impl PgTxn<'_> {
         let texts: Vec<&str> = ids.iter().map(InvocationId::as_str).collect();
         let app = self.app();
         let rows = self.query(
-            "SELECT i.invocation_id, i.status, o.result, o.error FROM pynenc_invocations AS i \
+            "SELECT i.invocation_id, i.status, o.result, o.error \
+             FROM (SELECT DISTINCT id FROM UNNEST($2::text[]) AS u(id)) AS u \
+             JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id \
              LEFT JOIN pynenc_outcomes AS o \
-                 ON o.app = i.app AND o.invocation_id = i.invocation_id \
-             WHERE i.app = $1 AND i.invocation_id = ANY($2::text[])",
+                 ON o.app = i.app AND o.invocation_id = i.invocation_id",
             &[&app, &texts],
             "reading outcomes",
             tables::INVOCATIONS | tables::OUTCOMES,
@@ -279,6 +280,7 @@ impl PgTxn<'_> {
                 .then(|| status.owner.as_ref().map(|o| o.as_str().to_string())),
             final_at: (was_final != is_final).then(|| is_final.then_some(now.as_micros())),
             clear_cancel,
+            clear_waited: false,
         };
         self.g.pending.status(id, write);
         if old.status != status.status {

@@ -249,3 +249,75 @@ fn a_schema_of_another_version_is_refused_and_left_alone() {
         assert_eq!(apps.trim(), "first", "nothing was written");
     }
 }
+
+/// A final invocation is waited on no more: its flag is cleared with its
+/// final status write when both are in one step (one row version), by a
+/// statement of its own when the status was written in an earlier step;
+/// its waits go either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_invocation_is_waited_on_no_more() {
+    let Some(db) = test_database() else { return };
+    let store = open(&db, "unwaited");
+    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let (a, first) = new_invocation("tests.waited");
+    let (b, _) = new_invocation("tests.waited");
+    let (w, _) = new_invocation("tests.waiter");
+    let (ida, idb, idw) = (a.invocation_id, b.invocation_id, w.invocation_id);
+    store
+        .atomic(move |t| {
+            for r in [&a, &b, &w] {
+                t.insert_invocation(r, &first)?;
+            }
+            t.add_waits(Some(&idw), &[ida, idb])
+        })
+        .await
+        .expect("insert and wait");
+    let flags = |ids: [InvocationId; 2]| {
+        let client = &client;
+        async move {
+            let texts: Vec<String> = ids.iter().map(|i| i.as_str().to_string()).collect();
+            let waited = client
+                .query(
+                    "SELECT waited FROM pynenc_invocations WHERE invocation_id = ANY($1) \
+                     ORDER BY invocation_id",
+                    &[&texts],
+                )
+                .await
+                .expect("flags");
+            let waits: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pynenc_waits WHERE waited = ANY($1)",
+                    &[&texts],
+                )
+                .await
+                .expect("waits")
+                .get(0);
+            let flags: Vec<bool> = waited.iter().map(|r| r.get(0)).collect();
+            (flags, waits)
+        }
+    };
+    assert_eq!(flags([ida, idb]).await, (vec![true, true], 2));
+    let success = StatusRecord {
+        status: InvocationStatus::Success,
+        owner: None,
+    };
+    let (done, now) = (success.clone(), Timestamp::now());
+    store
+        .atomic(move |t| {
+            // `a`: final and released in one step
+            t.put_status(&ida, &done, now)?;
+            t.release_waited(&ida)?;
+            // `b`: final here, released in the next step
+            t.put_status(&idb, &done, now)
+        })
+        .await
+        .expect("final");
+    store
+        .atomic(move |t| t.release_waited(&idb))
+        .await
+        .expect("release");
+    assert_eq!(flags([ida, idb]).await, (vec![false, false], 0));
+}
