@@ -65,7 +65,7 @@ impl PgTxn<'_> {
         let rows = self.query(
             "SELECT i.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
                  i.error_kind, i.cancel_owner IS NOT NULL, r.record \
-             FROM (SELECT DISTINCT id FROM UNNEST($2::text[]) AS u(id)) AS u \
+             FROM UNNEST($2::text[]) AS u(id) \
              JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id \
              LEFT JOIN pynenc_records AS r \
                  ON r.app = i.app AND r.invocation_id = i.invocation_id",
@@ -117,7 +117,7 @@ impl PgTxn<'_> {
         let app = self.app();
         let rows = self.query(
             "SELECT i.invocation_id, i.status, o.result, o.error \
-             FROM (SELECT DISTINCT id FROM UNNEST($2::text[]) AS u(id)) AS u \
+             FROM UNNEST($2::text[]) AS u(id) \
              JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id \
              LEFT JOIN pynenc_outcomes AS o \
                  ON o.app = i.app AND o.invocation_id = i.invocation_id",

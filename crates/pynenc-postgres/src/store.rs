@@ -269,7 +269,7 @@ impl PostgresStore {
         let rows = client
             .query_typed(
                 "SELECT i.invocation_id, i.status \
-                 FROM (SELECT DISTINCT id FROM UNNEST($2::text[]) AS u(id)) AS u \
+                 FROM UNNEST($2::text[]) AS u(id) \
                  JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id",
                 &[
                     (&self.shared.ctx.app, Type::INT4),
