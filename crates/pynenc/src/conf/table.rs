@@ -322,15 +322,17 @@ config_table! {
         /// The most worker processes of a multi-process runner; 0 means the number of CPUs.
         max_processes: usize = 0;
         /// How many invocations a runner takes ahead for each body it runs
-        /// at once (a thread runner's slot, a persistent-process worker).
+        /// at once (a thread runner's slot, a multi-thread runner worker's
+        /// slot, a persistent-process worker).
         /// While its runs are short (under `prefetch_long_run_ms`) it takes
         /// more, up to this many per body, and runs them as bodies free
         /// up: their ends and the next pick-ups are recorded together. Once
         /// a body has run that long it takes no more than its bodies, and
         /// once every body has, it gives back what it took ahead
         /// (re-routed), so that nothing waits behind long runs. 1: never
-        /// ahead (a multi-thread runner's workers never take ahead).
-        prefetch: usize = 16, check = at_least_one;
+        /// ahead (nor on the memory backend, whose steps cost no round
+        /// trip: a thread runner there never takes ahead).
+        prefetch: usize = 64, check = at_least_one;
         /// How long a body runs before it counts as long (see `prefetch`),
         /// in milliseconds.
         prefetch_long_run_ms: u64 = 5, check = at_least_one;

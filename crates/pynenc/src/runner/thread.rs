@@ -65,16 +65,15 @@ impl ThreadRunner {
         let conf = &app.conf().runner;
         let long_run = Duration::from_millis(conf.prefetch_long_run_ms);
         // (bodies, most held): a persistent worker runs one body and holds
-        // its `n` slots; a standalone runner runs `n` bodies and holds up
-        // to `runner.prefetch` invocations for each, where a step costs a
-        // round trip or a transaction (in memory it costs neither: taking
-        // ahead would only add the wait for a turn)
+        // its `n` slots; a standalone runner or a multi-thread runner's
+        // worker runs `n` bodies and holds up to `runner.prefetch`
+        // invocations for each, where a step costs a round trip or a
+        // transaction (in memory it costs neither: taking ahead would only
+        // add the wait for a turn)
         let steps_cost = app.conf().backend != BackendKind::Memory;
         let ahead = match role {
             Role::PoolWorker { one_body: true, .. } => Some((1, n)),
-            Role::Standalone if conf.prefetch > 1 && steps_cost => {
-                Some((n, n.saturating_mul(conf.prefetch)))
-            }
+            _ if conf.prefetch > 1 && steps_cost => Some((n, n.saturating_mul(conf.prefetch))),
             _ => None,
         };
         let slots = Arc::new(Semaphore::new(ahead.map_or(n, |(_, most)| most)));
@@ -308,17 +307,29 @@ async fn run_hosted(
     mut permit: Option<OwnedSemaphorePermit>,
 ) -> RunResult {
     let id = matches!(s.role, Role::PoolWorker { .. }).then_some(record.invocation_id);
+    let mut alone = None;
     if let Some(id) = &id {
         // it was running in a worker process that died beside others: run
         // it alone, so a crash is pinned on it (a worker that runs one body
         // at a time runs every body alone: it waits for its turn, and the
         // slots it does not hold now were withdrawn, not lent)
-        if process::is_quarantined(id) && s.turns.is_none() {
-            drop(permit.take());
-            process::report_to_parent("wait-alone", id.as_str());
-            let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
-            permit = s.slots.clone().acquire_many_owned(all).await.ok();
-            info!("running alone: it was in a worker process that died");
+        if process::is_quarantined(id) {
+            match &s.turns {
+                // every turn but the one its body takes, held until it ends
+                Some(turns) if turns.bodies() > 1 => {
+                    process::report_to_parent("wait-alone", id.as_str());
+                    alone = Some(turns.others_turns().await);
+                    info!("running alone: it was in a worker process that died");
+                }
+                Some(_) => {}
+                None => {
+                    drop(permit.take());
+                    process::report_to_parent("wait-alone", id.as_str());
+                    let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
+                    permit = s.slots.clone().acquire_many_owned(all).await.ok();
+                    info!("running alone: it was in a worker process that died");
+                }
+            }
         }
         if s.turns.is_some() {
             // taken ahead: its body begins at its turn, which says `start`
@@ -329,6 +340,7 @@ async fn run_hosted(
     }
     let invocation_id = record.invocation_id;
     let end = run_invocation(&s.app, host, record, permit).await;
+    drop(alone);
     if let Some(turns) = &s.turns {
         turns.ended(&invocation_id);
     }

@@ -21,6 +21,9 @@ pub(crate) struct Turns {
     bodies: usize,
     /// The bodies running now that have run long.
     long_now: Mutex<usize>,
+    /// Held by the one invocation that runs alone (see
+    /// [`Turns::others_turns`]).
+    alone: Arc<tokio::sync::Mutex<()>>,
     /// The invocations whose body has begun (the others were taken ahead
     /// and wait for their turn).
     begun: Mutex<FxHashSet<InvocationId>>,
@@ -29,6 +32,12 @@ pub(crate) struct Turns {
     /// Notified when every turn is held by a long run, for the invocations
     /// taken ahead to go back to the queue.
     pub(crate) long_run: Notify,
+}
+
+/// Every turn of a runner but one, held while one body runs alone.
+pub(crate) struct Alone {
+    _turns: Option<tokio::sync::OwnedSemaphorePermit>,
+    _lock: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Turns {
@@ -40,9 +49,29 @@ impl Turns {
             turn: Arc::new(Semaphore::new(bodies)),
             bodies,
             long_now: Mutex::new(0),
+            alone: Arc::default(),
             begun: Mutex::default(),
             prefetch: Prefetch::new(slots, bodies, most, long_run),
             long_run: Notify::new(),
+        }
+    }
+
+    /// How many bodies run at once.
+    pub(crate) fn bodies(&self) -> usize {
+        self.bodies
+    }
+
+    /// Every turn but one, once they are free, for one invocation at a
+    /// time (two taking part of the turns each would wait for each other):
+    /// while this is held, the one body that takes the last turn runs
+    /// alone.
+    pub(crate) async fn others_turns(&self) -> Alone {
+        let lock = self.alone.clone().lock_owned().await;
+        let others = u32::try_from(self.bodies - 1).unwrap_or(u32::MAX);
+        let turns = self.turn.clone().acquire_many_owned(others).await.ok();
+        Alone {
+            _turns: turns,
+            _lock: lock,
         }
     }
 
@@ -83,6 +112,42 @@ impl Turns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_runs_alone_at_a_time_and_two_do_not_wait_for_each_other() {
+        let slots = Semaphore::new(8);
+        let turns = Arc::new(Turns::new(&slots, 2, 8, Duration::from_millis(5)));
+        let first = turns.others_turns().await;
+        // a second one to run alone waits for the first, holding no turn
+        // (each holding one of the two, neither body could begin)
+        let t = turns.clone();
+        let second = tokio::spawn(async move { t.others_turns().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished(), "the second waits for the first");
+        // the body of the first takes the last turn: none is left
+        let body = turns
+            .turn
+            .clone()
+            .try_acquire_owned()
+            .expect("the last turn");
+        assert!(
+            turns.turn.clone().try_acquire_owned().is_err(),
+            "it runs alone"
+        );
+        drop(body);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(2), second)
+            .await
+            .expect("the second runs alone once the first ended")
+            .expect("join");
+        assert_eq!(
+            turns.turn.available_permits(),
+            1,
+            "one turn left for its body"
+        );
+        drop(second);
+        assert_eq!(turns.turn.available_permits(), 2);
+    }
 
     #[tokio::test]
     async fn what_waits_goes_back_only_once_every_turn_is_long() {
