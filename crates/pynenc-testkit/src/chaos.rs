@@ -80,7 +80,8 @@ pub struct ChaosReport {
     pub illegal_histories: usize,
     /// Invocations that ran more than once.
     pub duplicate_runs: usize,
-    /// Duplicate runs not explained by a killed worker.
+    /// Duplicate runs not explained by a killed worker (nor by a runner
+    /// that gave back what it had taken ahead).
     pub unexplained_duplicates: usize,
     /// Invocations taken from a killed worker and run again.
     pub recovered: usize,
@@ -226,17 +227,24 @@ pub async fn run_chaos(cfg: &ChaosConfig) -> pynenc::Result<ChaosReport> {
         {
             report.illegal_histories += 1;
         }
-        let runs: Vec<&pynenc::HistoryEntry> = history
-            .iter()
-            .filter(|h| h.status == InvocationStatus::Running)
+        let runs: Vec<usize> = (0..history.len())
+            .filter(|&i| history[i].status == InvocationStatus::Running)
             .collect();
         if runs.len() > 1 {
             report.duplicate_runs += 1;
-            let explained = runs[..runs.len() - 1].iter().all(|r| {
-                r.owner
-                    .as_deref()
+            // each run before the last: its worker was killed, or the
+            // runner that held it gave it back itself (`KILLED` by it, then
+            // `REROUTED`: taken ahead of long runs; the workers are not
+            // stopped before everything is final)
+            let explained = runs.windows(2).all(|pair| {
+                let owner = history[pair[0]].owner.as_deref();
+                let worker_killed = owner
                     .and_then(pid_of)
-                    .is_some_and(|p| killed.contains_key(&p))
+                    .is_some_and(|p| killed.contains_key(&p));
+                let given_back = history[pair[0]..pair[1]].iter().any(|h| {
+                    h.status == InvocationStatus::Killed && Some(h.actor.as_str()) == owner
+                });
+                worker_killed || given_back
             });
             if !explained {
                 report.unexplained_duplicates += 1;
