@@ -585,3 +585,26 @@ pub fn assert_one_per_second(
     );
     (first, last, ticks.len())
 }
+
+/// After a burst of 200 short runs (the runners of `app` take more and
+/// more ahead), routes a call of `long_ms` together with twelve short ones
+/// and checks that every short one ends before the long one: what a runner
+/// took ahead of the long run was given back and run elsewhere.
+pub async fn assert_nothing_waits_behind_a_long_run(app: &Pynenc, long_ms: u64) {
+    let warm = tasks::timed_body::parallelize_on(app, (0..200).map(|i| (i, 0)))
+        .await
+        .expect("route");
+    warm.results().await.expect("warm-up");
+    let calls = (0..13).map(|i| (i, if i == 0 { long_ms } else { 20 }));
+    let group = tasks::timed_body::parallelize_on(app, calls)
+        .await
+        .expect("route");
+    let runs = group.results().await.expect("all finish");
+    let long_end = runs[0].2;
+    for (n, (_, _, ended)) in runs.iter().enumerate().skip(1) {
+        assert!(
+            *ended < long_end,
+            "call {n} waited behind the long run ({ended} >= {long_end})"
+        );
+    }
+}

@@ -15,7 +15,8 @@ use pynenc_operate::Operate;
 use pynenc_testkit::process::{fresh_db, try_signal, SharedBackend, WorkerProcess};
 use pynenc_testkit::tasks::*;
 use pynenc_testkit::{
-    assert_add_works, check_histories, eventually, expect_task_failed, statuses, wait_for_status,
+    assert_add_works, assert_nothing_waits_behind_a_long_run, check_histories, eventually,
+    expect_task_failed, statuses, wait_for_status,
 };
 
 /// A fresh SQLite file, an app on it, and a runner process of `kind` on it
@@ -345,23 +346,7 @@ async fn a_long_run_gives_back_what_its_worker_took_ahead() {
         "persistent_process",
         &[("PYNENC__RUNNER__MAX_PROCESSES", "2")],
     );
-    // short runs first: the workers take more and more ahead
-    let warm = timed_body::parallelize_on(&app, (0..200).map(|i| (i, 0)))
-        .await
-        .expect("route");
-    warm.results().await.expect("warm-up");
-    let group =
-        timed_body::parallelize_on(&app, (0..13).map(|i| (i, if i == 0 { 3_000 } else { 20 })))
-            .await
-            .expect("route");
-    let runs = group.results().await.expect("all finish");
-    let long_end = runs[0].2;
-    for (n, (_, _, ended)) in runs.iter().enumerate().skip(1) {
-        assert!(
-            *ended < long_end,
-            "call {n} waited behind the long run ({ended} >= {long_end})"
-        );
-    }
+    assert_nothing_waits_behind_a_long_run(&app, 3_000).await;
     stop_and_check(worker, &app).await;
 }
 

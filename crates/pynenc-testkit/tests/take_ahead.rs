@@ -7,7 +7,8 @@
 use pynenc::{InvocationStatus, Pynenc, ThreadRunner};
 use pynenc_testkit::tasks::timed_body;
 use pynenc_testkit::{
-    check_histories, new_app, unique, BackendFactory, MemoryFactory, SqliteFactory,
+    assert_nothing_waits_behind_a_long_run, check_histories, new_app, unique, BackendFactory,
+    MemoryFactory, SqliteFactory,
 };
 
 fn app_with_prefetch(f: &dyn BackendFactory, prefetch: usize) -> Pynenc {
@@ -114,23 +115,7 @@ async fn a_long_run_gives_back_what_a_thread_runner_took_ahead() {
     let app = app_with_prefetch(&sqlite, 16);
     let first = ThreadRunner::with_slots(&app, 1).spawn();
     let second = ThreadRunner::with_slots(&app, 1).spawn();
-    // short runs first: the runners take more and more ahead
-    let warm = timed_body::parallelize_on(&app, (0..200).map(|i| (i, 0)))
-        .await
-        .expect("route");
-    warm.results().await.expect("warm-up");
-    let group =
-        timed_body::parallelize_on(&app, (0..13).map(|i| (i, if i == 0 { 2_000 } else { 20 })))
-            .await
-            .expect("route");
-    let runs = group.results().await.expect("all finish");
-    let long_end = runs[0].2;
-    for (n, (_, _, ended)) in runs.iter().enumerate().skip(1) {
-        assert!(
-            *ended < long_end,
-            "call {n} waited behind the long run ({ended} >= {long_end})"
-        );
-    }
+    assert_nothing_waits_behind_a_long_run(&app, 2_000).await;
     first.stop().await.expect("stop");
     second.stop().await.expect("stop");
     check_histories(&app).await;
