@@ -63,6 +63,11 @@ impl Prefetch {
         }
     }
 
+    /// The limit after a long run: the number of bodies.
+    pub(crate) fn base(&self) -> usize {
+        self.base
+    }
+
     /// How long a run lasts before it counts as long.
     pub(crate) fn long_run(&self) -> Duration {
         self.long_run

@@ -77,11 +77,26 @@ impl ThreadRunner {
             _ => None,
         };
         let slots = Arc::new(Semaphore::new(ahead.map_or(n, |(_, most)| most)));
+        let cancel_stops_process = matches!(
+            role,
+            Role::PoolWorker {
+                cancel_by_parent: true,
+                ..
+            }
+        );
+        let turns = ahead.map(|(bodies, most)| {
+            let turns = Turns::new(&slots, bodies, most, long_run);
+            if cancel_stops_process {
+                turns.tracking_begun()
+            } else {
+                turns
+            }
+        });
         ThreadRunner {
             shared: Arc::new(RunnerShared {
                 runner_id,
                 app: app.clone(),
-                turns: ahead.map(|(bodies, most)| Turns::new(&slots, bodies, most, long_run)),
+                turns,
                 slots,
                 max_slots: n,
                 stop: Arc::new(StopSignal::default()),
@@ -313,23 +328,19 @@ async fn run_hosted(
         // it alone, so a crash is pinned on it (a worker that runs one body
         // at a time runs every body alone: it waits for its turn, and the
         // slots it does not hold now were withdrawn, not lent)
-        if process::is_quarantined(id) {
+        let one_body = s.turns.as_ref().is_some_and(|t| t.bodies() == 1);
+        if process::is_quarantined(id) && !one_body {
+            process::report_to_parent("wait-alone", id.as_str());
             match &s.turns {
                 // every turn but the one its body takes, held until it ends
-                Some(turns) if turns.bodies() > 1 => {
-                    process::report_to_parent("wait-alone", id.as_str());
-                    alone = Some(turns.others_turns().await);
-                    info!("running alone: it was in a worker process that died");
-                }
-                Some(_) => {}
+                Some(turns) => alone = Some(turns.others_turns().await),
                 None => {
                     drop(permit.take());
-                    process::report_to_parent("wait-alone", id.as_str());
                     let all = u32::try_from(s.max_slots).unwrap_or(u32::MAX);
                     permit = s.slots.clone().acquire_many_owned(all).await.ok();
-                    info!("running alone: it was in a worker process that died");
                 }
             }
+            info!("running alone: it was in a worker process that died");
         }
         if s.turns.is_some() {
             // taken ahead: its body begins at its turn, which says `start`

@@ -18,16 +18,16 @@ use super::prefetch::Prefetch;
 pub(crate) struct Turns {
     /// The turns to run a body (one permit per body).
     pub(crate) turn: Arc<Semaphore>,
-    bodies: usize,
     /// The bodies running now that have run long.
     long_now: Mutex<usize>,
     /// Held by the one invocation that runs alone (see
     /// [`Turns::others_turns`]).
     alone: Arc<tokio::sync::Mutex<()>>,
     /// The invocations whose body has begun (the others were taken ahead
-    /// and wait for their turn).
-    begun: Mutex<FxHashSet<InvocationId>>,
-    /// How many it takes ahead.
+    /// and wait for their turn), where it is asked (see
+    /// [`Turns::tracking_begun`]).
+    begun: Option<Mutex<FxHashSet<InvocationId>>>,
+    /// How many it takes ahead (its least is the number of bodies).
     pub(crate) prefetch: Prefetch,
     /// Notified when every turn is held by a long run, for the invocations
     /// taken ahead to go back to the queue.
@@ -47,18 +47,26 @@ impl Turns {
         let bodies = bodies.max(1);
         Turns {
             turn: Arc::new(Semaphore::new(bodies)),
-            bodies,
             long_now: Mutex::new(0),
             alone: Arc::default(),
-            begun: Mutex::default(),
+            begun: None,
             prefetch: Prefetch::new(slots, bodies, most, long_run),
             long_run: Notify::new(),
         }
     }
 
+    /// Keeps which bodies have begun: a pool that stops a worker process
+    /// to cancel a running body asks it (see
+    /// `RunnerShared::cancel_running`); elsewhere
+    /// every run is spared the bookkeeping.
+    pub(crate) fn tracking_begun(mut self) -> Self {
+        self.begun = Some(Mutex::default());
+        self
+    }
+
     /// How many bodies run at once.
     pub(crate) fn bodies(&self) -> usize {
-        self.bodies
+        self.prefetch.base()
     }
 
     /// Every turn but one, once they are free, for one invocation at a
@@ -67,7 +75,7 @@ impl Turns {
     /// alone.
     pub(crate) async fn others_turns(&self) -> Alone {
         let lock = self.alone.clone().lock_owned().await;
-        let others = u32::try_from(self.bodies - 1).unwrap_or(u32::MAX);
+        let others = u32::try_from(self.bodies() - 1).unwrap_or(u32::MAX);
         let turns = self.turn.clone().acquire_many_owned(others).await.ok();
         Alone {
             _turns: turns,
@@ -77,17 +85,23 @@ impl Turns {
 
     /// The body of `id` begins.
     pub(crate) fn began(&self, id: InvocationId) {
-        self.begun.lock().insert(id);
+        if let Some(begun) = &self.begun {
+            begun.lock().insert(id);
+        }
     }
 
     /// The run of `id` ended (its body ran or not).
     pub(crate) fn ended(&self, id: &InvocationId) {
-        self.begun.lock().remove(id);
+        if let Some(begun) = &self.begun {
+            begun.lock().remove(id);
+        }
     }
 
-    /// Whether the body of `id` has begun.
+    /// Whether the body of `id` has begun (always, where it is not kept).
     pub(crate) fn has_begun(&self, id: &InvocationId) -> bool {
-        self.begun.lock().contains(id)
+        self.begun
+            .as_ref()
+            .is_none_or(|begun| begun.lock().contains(id))
     }
 
     /// A body has run long and goes on: no more taken than the bodies from
@@ -97,7 +111,7 @@ impl Turns {
         self.prefetch.run_is_long(slots);
         let mut long_now = self.long_now.lock();
         *long_now += 1;
-        if *long_now >= self.bodies {
+        if *long_now >= self.bodies() {
             self.long_run.notify_waiters();
         }
     }
