@@ -87,6 +87,7 @@ mod conn;
 mod data;
 mod error;
 mod notify;
+mod one_row;
 mod pending;
 mod primitives;
 mod queries;

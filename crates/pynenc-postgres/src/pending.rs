@@ -177,6 +177,23 @@ const EDGES_REMOVED: &str = "DELETE FROM pynenc_edges AS e USING UNNEST($2::text
     WHERE e.app = $1 AND e.caller_invocation_id = u.id";
 
 impl Write {
+    /// The number of rows in its arrays.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Write::Inserts(v) => v.len(),
+            Write::Status(v) => v.len(),
+            Write::History(v) => v.len(),
+            Write::StatusCounts(v) | Write::Totals(v) => v.len(),
+            Write::FailedCounts(v) => v.len(),
+            Write::Results(v) | Write::Errors(v) | Write::ErrorKinds(v) => v.len(),
+            Write::EdgesAdded(v) => v.len(),
+            Write::EdgesRemoved(v)
+            | Write::Enqueued(v)
+            | Write::Unwaited(v)
+            | Write::WaitsReleased(v) => v.len(),
+        }
+    }
+
     /// The statement.
     pub(crate) fn sql(&self) -> &'static str {
         match self {

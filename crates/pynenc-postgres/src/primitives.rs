@@ -345,16 +345,14 @@ impl StoreTxn for PgTxn<'_> {
         }
         let app = self.app();
         let from = self.queue_from();
-        let rows = self.query(
+        let rows = self.query_taking(
             &DEQUEUE,
             &[&app, &limit(max), &from],
             "taking from the queue",
             tables::QUEUE,
         )?;
         let taken: Vec<i64> = rows.iter().map(|r| r.get(9)).collect();
-        if self.queue_read(from, &taken) {
-            return self.dequeue(max);
-        }
+        self.queue_read(&taken);
         self.take_rows(&rows)
     }
 
@@ -387,10 +385,11 @@ impl StoreTxn for PgTxn<'_> {
         }
         let app = self.app();
         if !mark.is_empty() {
-            self.exec(
+            self.exec_over(
                 "UPDATE pynenc_invocations AS i SET waited = TRUE \
                  FROM UNNEST($2::text[]) AS u(id) \
                  WHERE i.app = $1 AND i.invocation_id = u.id",
+                mark.len(),
                 &[&app, &mark],
                 "recording a wait",
                 tables::INVOCATIONS,
@@ -426,7 +425,7 @@ impl StoreTxn for PgTxn<'_> {
         };
         let app = self.app();
         let from = self.queue_from();
-        let rows = self.query(
+        let rows = self.query_taking(
             &BLOCKING,
             &[&app, &limit(max), &from],
             "finding waited invocations",
@@ -442,8 +441,8 @@ impl StoreTxn for PgTxn<'_> {
         });
         taken.sort_by_key(|r| r.get::<_, i64>(10));
         let positions: Vec<i64> = taken.iter().map(|r| r.get(10)).collect();
-        if waited.is_empty() && self.queue_read(from, &positions) {
-            return self.blocking_candidates(max);
+        if waited.is_empty() {
+            self.queue_read(&positions);
         }
         let candidates = self.take_rows_at(&waited, 1)?;
         // the queue was read only when no waited invocation was found
@@ -512,10 +511,11 @@ impl StoreTxn for PgTxn<'_> {
             return Ok(());
         }
         let app = self.app();
-        let rows = self.query(
+        let rows = self.query_over(
             "SELECT e.caller_call_id, e.callee_call_id \
              FROM (SELECT DISTINCT id FROM UNNEST($2::text[]) AS u(id)) AS u \
              JOIN pynenc_edges AS e ON e.app = $1 AND e.caller_call_id = u.id",
+            missing.len(),
             &[&app, &missing],
             "reading call edges",
             tables::EDGES,

@@ -12,20 +12,26 @@
 //! Appended positions come from a sequence inside the app's group
 //! transactions, which its advisory lock serialises: a position committed
 //! later is larger than every one taken before, so nothing is left behind
-//! the start. Should one be anyway, a read that finds nothing from the
-//! start reads again from the beginning.
+//! the start by this process. Another process's rolled-back transaction
+//! can leave one there, though: a read that finds nothing from the start
+//! looks below it, in the same statement.
 
 use std::sync::atomic::Ordering;
 
 use crate::txn::PgTxn;
 
 /// The head of the queue, `$2` positions at most: those before 1 first,
-/// then the appended ones from `$3` on (`$1`: the app).
-pub(crate) const QUEUE_HEAD: &str = "SELECT seq FROM ( \
+/// then the appended ones from `$3` on; when there are none, the appended
+/// ones below `$3` (`$1`: the app).
+pub(crate) const QUEUE_HEAD: &str = "WITH a AS MATERIALIZED (SELECT seq FROM ( \
      (SELECT seq FROM pynenc_queue WHERE app = $1 AND seq < 1 ORDER BY seq LIMIT $2) \
      UNION ALL \
      (SELECT seq FROM pynenc_queue WHERE app = $1 AND seq >= $3 ORDER BY seq LIMIT $2)) AS head \
-     ORDER BY seq LIMIT $2";
+     ORDER BY seq LIMIT $2) \
+     SELECT seq FROM a \
+     UNION ALL \
+     (SELECT seq FROM pynenc_queue WHERE app = $1 AND seq >= 1 AND seq < $3 \
+         AND NOT EXISTS (SELECT 1 FROM a) ORDER BY seq LIMIT $2)";
 
 /// The position of a new entry at the front: below every other.
 pub(crate) const FRONT_POSITION: &str =
@@ -39,18 +45,11 @@ impl PgTxn<'_> {
 
     /// After a read of the head that took the positions `taken`: the next
     /// read starts at the lowest appended one (a transaction rolled back
-    /// leaves them there, still found). Returns whether the read should be
-    /// made again from the beginning: it took nothing though it did not
-    /// start there.
-    pub(crate) fn queue_read(&self, from: i64, taken: &[i64]) -> bool {
+    /// leaves them there, still found). A read that took nothing leaves
+    /// the start where it is (it looked below it).
+    pub(crate) fn queue_read(&self, taken: &[i64]) {
         if let Some(lowest) = taken.iter().copied().filter(|seq| *seq >= 1).min() {
             self.ctx.queue_from.store(lowest, Ordering::Relaxed);
-            return false;
         }
-        if taken.is_empty() && from > 1 {
-            self.ctx.queue_from.store(1, Ordering::Relaxed);
-            return true;
-        }
-        false
     }
 }

@@ -21,6 +21,9 @@ use crate::error::{is_connection_lost, Ctx};
 use crate::txn::{Conn, Group, PgTxn};
 use crate::writer::{AnyValue, JobFn};
 
+/// A section's value, and the connection whose transaction is to end.
+type ReadDone = (pynenc_store::Result<AnyValue>, Option<Conn>);
+
 /// What a reader answers: the section's own result, or why the reader
 /// could not run it, with the section given back (the caller then runs it
 /// through the writer).
@@ -88,35 +91,35 @@ impl Reader {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            let answer = match self.answer(&job.run) {
-                Ok(result) => Ok(result),
-                Err(why) => Err((why, job.run)),
+            let (answer, open) = match self.answer(&job.run) {
+                Ok((result, open)) => (Ok(result), open),
+                Err(why) => (Err((why, job.run)), None),
             };
             // a caller that stopped waiting is no error
             let _ = job.reply.send(answer);
+            // the caller has its answer: the snapshot ends after it (a
+            // failed statement aborted it anyway)
+            if let Some(conn) = open {
+                match conn.rt.block_on(conn.client.batch_execute("ROLLBACK")) {
+                    Err(e) if is_connection_lost(&e) => {}
+                    _ => self.conn = Some(conn),
+                }
+            }
         }
     }
 
-    /// Runs one section in a read-only transaction; the connection is
-    /// kept unless it was lost.
-    fn answer(
-        &mut self,
-        run: &JobFn,
-    ) -> std::result::Result<pynenc_store::Result<AnyValue>, String> {
+    /// Runs one section in a read-only transaction, begun with its first
+    /// statement (one round trip); the connection comes back when its
+    /// transaction is still to be rolled back, or is kept when the section
+    /// read nothing.
+    fn answer(&mut self, run: &JobFn) -> std::result::Result<ReadDone, String> {
         let conn = match self.conn.take() {
             Some(c) if !c.client.is_closed() => c,
             _ => self.connect()?,
         };
-        let begin = conn.rt.block_on(
-            conn.client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
-        );
-        if let Err(e) = begin {
-            return Err(format!("cannot begin a read: {e}"));
-        }
-        // no lock to take and nothing to write: the group has begun
+        // no lock to take and nothing to write
         let mut g = Group {
-            begun: true,
+            read_only: true,
             ..Group::default()
         };
         let mut txn = PgTxn {
@@ -128,12 +131,11 @@ impl Reader {
         if g.lost.get() {
             return Err("the reader's connection was lost".to_string());
         }
-        // the snapshot ends either way (a failed statement aborted it)
-        match conn.rt.block_on(conn.client.batch_execute("ROLLBACK")) {
-            Err(e) if is_connection_lost(&e) => {}
-            _ => self.conn = Some(conn),
+        if g.begun {
+            return Ok((result, Some(conn)));
         }
-        Ok(result)
+        self.conn = Some(conn);
+        Ok((result, None))
     }
 
     /// A new connection with a runtime of its own.

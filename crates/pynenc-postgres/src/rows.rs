@@ -62,13 +62,14 @@ impl PgTxn<'_> {
             return Ok(());
         }
         let app = self.app();
-        let rows = self.query(
+        let rows = self.query_over(
             "SELECT i.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
                  i.error_kind, i.cancel_owner IS NOT NULL, r.record \
              FROM UNNEST($2::text[]) AS u(id) \
              JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id \
              LEFT JOIN pynenc_records AS r \
                  ON r.app = i.app AND r.invocation_id = i.invocation_id",
+            missing.len(),
             &[&app, &missing],
             "reading invocations",
             tables::NONE,
@@ -115,12 +116,13 @@ impl PgTxn<'_> {
     ) -> Result<Vec<Option<InvocationOutcome>>> {
         let texts: Vec<&str> = ids.iter().map(InvocationId::as_str).collect();
         let app = self.app();
-        let rows = self.query(
+        let rows = self.query_over(
             "SELECT i.invocation_id, i.status, o.result, o.error \
              FROM UNNEST($2::text[]) AS u(id) \
              JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id \
              LEFT JOIN pynenc_outcomes AS o \
                  ON o.app = i.app AND o.invocation_id = i.invocation_id",
+            texts.len(),
             &[&app, &texts],
             "reading outcomes",
             tables::INVOCATIONS | tables::OUTCOMES,

@@ -22,6 +22,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, SimpleQueryMessage, Statement};
 
 use crate::error::{is_connection_lost, Ctx};
+use crate::one_row::one_row;
 use crate::pending::{Pending, Write};
 
 /// Parameters of a statement.
@@ -32,7 +33,8 @@ pub(crate) type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 pub(crate) struct Conn {
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) client: Client,
-    prepared: RefCell<FxHashMap<&'static str, Statement>>,
+    /// By text, and whether in its one-row form (see `one_row.rs`).
+    prepared: RefCell<FxHashMap<(&'static str, bool), Statement>>,
 }
 
 impl Conn {
@@ -64,11 +66,26 @@ impl Conn {
         &self,
         sql: &'static str,
     ) -> std::result::Result<Statement, tokio_postgres::Error> {
-        if let Some(s) = self.prepared.borrow().get(sql) {
+        self.prepared_for(sql, usize::MAX)
+    }
+
+    /// The statement for `sql` over arrays of `rows` elements, prepared on
+    /// first use: in its one-row form when `rows` is 1 (see `one_row.rs`).
+    pub(crate) fn prepared_for(
+        &self,
+        sql: &'static str,
+        rows: usize,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        let key = (sql, rows == 1);
+        if let Some(s) = self.prepared.borrow().get(&key) {
             return Ok(s.clone());
         }
-        let s = self.rt.block_on(self.client.prepare(sql))?;
-        self.prepared.borrow_mut().insert(sql, s.clone());
+        let s = if key.1 {
+            self.rt.block_on(self.client.prepare(&one_row(sql)))?
+        } else {
+            self.rt.block_on(self.client.prepare(sql))?
+        };
+        self.prepared.borrow_mut().insert(key, s.clone());
         Ok(s)
     }
 }
@@ -96,6 +113,13 @@ pub(crate) struct Effects {
     pub(crate) purged: bool,
 }
 
+impl Effects {
+    /// Whether there is nothing to announce.
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.enqueued && !self.purged && self.finals.is_empty() && self.changed.is_empty()
+    }
+}
+
 /// What the steps of one group transaction share.
 #[derive(Default)]
 pub(crate) struct Group {
@@ -108,6 +132,12 @@ pub(crate) struct Group {
     pub(crate) lost: Cell<bool>,
     /// Whether the transaction has begun (sent with the group's first statement).
     pub(crate) begun: bool,
+    /// Whether a statement that may write was sent (held writes, or a
+    /// statement that is not a plain `SELECT`).
+    pub(crate) wrote: bool,
+    /// A read-only transaction on committed data without the app's lock
+    /// (the query readers), instead of a step's.
+    pub(crate) read_only: bool,
     /// The transaction's id, once it has begun.
     pub(crate) xid: Option<i64>,
     /// The call edges leaving the calls the group has read them for
@@ -161,6 +191,13 @@ impl<'a> PgTxn<'a> {
         self.ctx.err(e, op)
     }
 
+    /// Notes that `sql` may write, unless it is a plain `SELECT`.
+    fn note_writes(&mut self, sql: &str) {
+        if !sql.trim_start().starts_with("SELECT") {
+            self.g.wrote = true;
+        }
+    }
+
     /// Sends, in ONE round trip: `BEGIN` with the app's lock when the group
     /// has not begun, the held writes of the tables in `mask`, then `last`
     /// (requests sent back to back are answered in order, so `last` sees
@@ -177,16 +214,23 @@ impl<'a> PgTxn<'a> {
         } else {
             Vec::new()
         };
+        if !writes.is_empty() {
+            self.g.wrote = true;
+        }
         let prepared: Vec<(Statement, &Write)> = writes
             .iter()
-            .map(|w| self.conn.prepared(w.sql()).map(|s| (s, w)))
+            .map(|w| self.conn.prepared_for(w.sql(), w.len()).map(|s| (s, w)))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| self.fail(e, "preparing held writes"))?;
         let begin = (!self.g.begun).then(|| {
-            format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({}), txid_current()",
-                self.ctx.lock_key
-            )
+            if self.g.read_only {
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string()
+            } else {
+                format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({}), txid_current()",
+                    self.ctx.lock_key
+                )
+            }
         });
         let client = &self.conn.client;
         let app = self.ctx.app;
@@ -226,10 +270,46 @@ impl<'a> PgTxn<'a> {
         op: &str,
         reads: u8,
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let stmt = self.conn.prepared(sql).map_err(|e| self.fail(e, op))?;
+        self.query_over(sql, usize::MAX, params, op, reads)
+    }
+
+    /// [`PgTxn::query`] of a statement over arrays of `rows` elements (one
+    /// element: its one-row form, see `one_row.rs`).
+    pub(crate) fn query_over(
+        &mut self,
+        sql: &'static str,
+        rows: usize,
+        params: Params<'_>,
+        op: &str,
+        reads: u8,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        self.note_writes(sql);
+        let stmt = self
+            .conn
+            .prepared_for(sql, rows)
+            .map_err(|e| self.fail(e, op))?;
         let client = &self.conn.client;
         let last = async move { client.query(&stmt, params).await };
         self.pipeline(reads, op, last)
+    }
+
+    /// [`PgTxn::query`] of a statement that writes only what it returns
+    /// (`DELETE … RETURNING`): one that returns no row wrote nothing.
+    pub(crate) fn query_taking(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+        op: &str,
+        reads: u8,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let stmt = self.conn.prepared(sql).map_err(|e| self.fail(e, op))?;
+        let client = &self.conn.client;
+        let last = async move { client.query(&stmt, params).await };
+        let rows = self.pipeline(reads, op, last)?;
+        if !rows.is_empty() {
+            self.g.wrote = true;
+        }
+        Ok(rows)
     }
 
     /// The first row of a prepared statement, if any (see [`PgTxn::query`]).
@@ -251,7 +331,24 @@ impl<'a> PgTxn<'a> {
         op: &str,
         reads: u8,
     ) -> Result<u64> {
-        let stmt = self.conn.prepared(sql).map_err(|e| self.fail(e, op))?;
+        self.exec_over(sql, usize::MAX, params, op, reads)
+    }
+
+    /// [`PgTxn::exec`] of a statement over arrays of `rows` elements (see
+    /// [`PgTxn::query_over`]).
+    pub(crate) fn exec_over(
+        &mut self,
+        sql: &'static str,
+        rows: usize,
+        params: Params<'_>,
+        op: &str,
+        reads: u8,
+    ) -> Result<u64> {
+        self.note_writes(sql);
+        let stmt = self
+            .conn
+            .prepared_for(sql, rows)
+            .map_err(|e| self.fail(e, op))?;
         let client = &self.conn.client;
         let last = async move { client.execute(&stmt, params).await };
         self.pipeline(reads, op, last)
@@ -264,6 +361,7 @@ impl<'a> PgTxn<'a> {
         params: Params<'_>,
         op: &str,
     ) -> Result<Vec<tokio_postgres::Row>> {
+        self.note_writes(sql);
         let stmt = self.conn.prepared_once(sql).map_err(|e| self.fail(e, op))?;
         let client = &self.conn.client;
         let last = async move { client.query(&stmt, params).await };

@@ -50,6 +50,9 @@ enum Attempt {
     Lost(StoreError),
     /// The connection was lost during the commit of transaction `xid`.
     Ambiguous(i64, Vec<Option<AnyValue>>, Effects, StoreError),
+    /// Every step ran and none wrote: the values, and whether a
+    /// transaction is open (to end once the steps have their answers).
+    ReadOnly(Vec<Option<AnyValue>>, bool),
     /// The group failed as a whole (its held writes were refused).
     Failed(StoreError),
 }
@@ -107,6 +110,14 @@ impl Writer {
                 Attempt::Committed(values, effects) => {
                     self.shared.announce_local(&effects);
                     return self.answer(jobs, failed, values);
+                }
+                Attempt::ReadOnly(values, open) => {
+                    self.answer(jobs, failed, values);
+                    // nothing to commit: the steps do not wait for its end
+                    if open {
+                        self.rollback();
+                    }
+                    return;
                 }
                 Attempt::StepFailed(i, e) => {
                     debug!(error = %e, "a step failed; its group runs again without it");
@@ -255,6 +266,9 @@ impl Writer {
                     return Attempt::StepFailed(i, e);
                 }
             }
+        }
+        if !g.wrote && !g.pending.holds(tables::ALL) && g.effects.is_empty() {
+            return Attempt::ReadOnly(values, g.begun);
         }
         let effects = std::mem::take(&mut g.effects);
         let mut txn = PgTxn {

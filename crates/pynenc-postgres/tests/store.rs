@@ -321,3 +321,58 @@ async fn a_final_invocation_is_waited_on_no_more() {
         .expect("release");
     assert_eq!(flags([ida, idb]).await, (vec![false, false], 0));
 }
+
+/// A queue entry below where this process starts its reads of the head (as
+/// another process's rolled-back transaction can leave one) is still taken,
+/// once nothing is left above it; an empty queue answers empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_below_the_start_of_the_head_is_still_taken() {
+    let Some(db) = test_database() else { return };
+    let store = open(&db, "head");
+    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let records: Vec<_> = (0..3).map(|_| new_invocation("tests.queued")).collect();
+    let ids: Vec<InvocationId> = records.iter().map(|(r, _)| r.invocation_id).collect();
+    let queued = ids.clone();
+    store
+        .atomic(move |t| {
+            for (r, s) in &records {
+                t.insert_invocation(r, s)?;
+            }
+            queued.iter().try_for_each(|id| t.enqueue(id))
+        })
+        .await
+        .expect("queue three");
+    let take = |n: usize| {
+        let store = store.clone();
+        async move { store.atomic(move |t| t.dequeue(n)).await.expect("dequeue") }
+    };
+    assert_eq!(take(1).await, vec![ids[0]]);
+    assert_eq!(take(1).await, vec![ids[1]]);
+    // the first entry comes back at its old position, below the start
+    let third: i64 = client
+        .query_one(
+            "SELECT seq FROM pynenc_queue WHERE invocation_id = $1",
+            &[&ids[2].as_str()],
+        )
+        .await
+        .expect("position")
+        .get(0);
+    let app: i32 = client
+        .query_one("SELECT app FROM pynenc_apps WHERE app_id = 'head'", &[])
+        .await
+        .expect("app")
+        .get(0);
+    client
+        .execute(
+            "INSERT INTO pynenc_queue (app, seq, invocation_id) VALUES ($1, $2, $3)",
+            &[&app, &(third - 2), &ids[0].as_str()],
+        )
+        .await
+        .expect("put it back");
+    assert_eq!(take(5).await, vec![ids[2]], "above the start first");
+    assert_eq!(take(5).await, vec![ids[0]], "then below it");
+    assert_eq!(take(5).await, Vec::<InvocationId>::new());
+}

@@ -109,8 +109,10 @@ impl<S: AtomicStore> StateBackend for TxnBackend<S> {
         {
             return out;
         }
+        // committed outcomes: where the store reads apart from its steps
+        // (PostgreSQL), a wait for results never queues behind them
         let ids = ids.to_vec();
-        self.store.atomic(move |t| engine::outcomes(t, &ids)).await
+        self.store.read(move |t| engine::outcomes(t, &ids)).await
     }
 
     async fn list_invocation_ids(&self) -> Result<Vec<InvocationId>> {
