@@ -32,7 +32,8 @@ pub trait AtomicStore: Send + Sync + 'static {
         R: Send + 'static,
         F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static;
 
-    /// Runs `f`, a section that only reads (the query API), in one atomic
+    /// Runs `f`, a section that only reads (the query API, the outcomes a
+    /// caller reads once they are final), in one atomic
     /// section. The default is [`AtomicStore::atomic`]; a store whose
     /// sections wait for a lock runs it apart, on committed data (PostgreSQL:
     /// a pool of reader connections), so that queries and steps never wait
