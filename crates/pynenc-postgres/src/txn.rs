@@ -284,13 +284,28 @@ impl<'a> PgTxn<'a> {
         reads: u8,
     ) -> Result<Vec<tokio_postgres::Row>> {
         self.note_writes(sql);
-        let stmt = self
-            .conn
-            .prepared_for(sql, rows)
-            .map_err(|e| self.fail(e, op))?;
+        self.rows_of(sql, rows, params, op, reads)
+    }
+
+    /// Rows of a prepared statement over arrays of `rows` elements.
+    fn rows_of(
+        &mut self,
+        sql: &'static str,
+        rows: usize,
+        params: Params<'_>,
+        op: &str,
+        reads: u8,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let stmt = self.statement(sql, rows, op)?;
         let client = &self.conn.client;
-        let last = async move { client.query(&stmt, params).await };
-        self.pipeline(reads, op, last)
+        self.pipeline(reads, op, async move { client.query(&stmt, params).await })
+    }
+
+    /// The statement for `sql` over arrays of `rows` elements.
+    fn statement(&mut self, sql: &'static str, rows: usize, op: &str) -> Result<Statement> {
+        self.conn
+            .prepared_for(sql, rows)
+            .map_err(|e| self.fail(e, op))
     }
 
     /// [`PgTxn::query`] of a statement that writes only what it returns
@@ -302,10 +317,7 @@ impl<'a> PgTxn<'a> {
         op: &str,
         reads: u8,
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let stmt = self.conn.prepared(sql).map_err(|e| self.fail(e, op))?;
-        let client = &self.conn.client;
-        let last = async move { client.query(&stmt, params).await };
-        let rows = self.pipeline(reads, op, last)?;
+        let rows = self.rows_of(sql, usize::MAX, params, op, reads)?;
         if !rows.is_empty() {
             self.g.wrote = true;
         }
@@ -345,10 +357,7 @@ impl<'a> PgTxn<'a> {
         reads: u8,
     ) -> Result<u64> {
         self.note_writes(sql);
-        let stmt = self
-            .conn
-            .prepared_for(sql, rows)
-            .map_err(|e| self.fail(e, op))?;
+        let stmt = self.statement(sql, rows, op)?;
         let client = &self.conn.client;
         let last = async move { client.execute(&stmt, params).await };
         self.pipeline(reads, op, last)
