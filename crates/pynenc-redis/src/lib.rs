@@ -80,7 +80,7 @@
 //! | `triggers` | hash | trigger name → the trigger a runner declared (`TriggerRecord` JSON) |
 //! | `waiters` | hash | backend id → until when (µs) it waits for results (`wait_final`) |
 //! | `lease:{name}` | hash | `holder`, `expires` |
-//! | `lastpick:{runner}` | string | the token and ids of the runner's last pick-up (10 min), for a replay |
+//! | `lastpicks:{runner}` | list | the token and ids of the runner's latest 64 pick-ups (10 min), for a replay |
 //! | `data:{digest}` | string | a value of the data store ([`pynenc_store::DataStore`]): the serialized text whose SHA-256 is `digest` (64 hex digits, [`pynenc_model::DataRef::key`]) |
 //! | `dref:{digest}` | set | the invocations that refer to the value (a sweep forgets those that no longer exist) |
 //! | `dclaim` | zset | every value's digest by the time it was last claimed (µs, server clock): the sweep's order |
@@ -188,7 +188,7 @@
 //! *replay* flag that makes it recognise its own earlier effect: routing
 //! reuses the ids it generated, a transition already made by the same actor
 //! (the last history entry) is accepted, and a pick-up returns the ids it
-//! handed out under its token (`lastpick:{runner}`) instead of claiming
+//! handed out under its token (`lastpicks:{runner}`) instead of claiming
 //! more, so a runner never owns work it did not receive. A call that finds
 //! its function missing (a server restarted without its data) loads the
 //! library again and calls once more; it had not run.

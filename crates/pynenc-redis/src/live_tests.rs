@@ -108,6 +108,7 @@ mod control;
 mod data;
 mod pauses;
 mod queries;
+mod replays;
 mod status_waits;
 
 /// A call of `task` with the argument `i`.

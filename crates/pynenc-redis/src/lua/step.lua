@@ -19,8 +19,9 @@
 -- nothing. A pick-up: waited-on invocations first
 -- (oldest first), then the queue; running concurrency; PENDING for the
 -- runner, and RUNNING too when starting. The ids a pick-up hands out are
--- remembered per runner with its token, so a replay after a lost reply
--- returns the same invocations instead of claiming more.
+-- remembered per runner with its token (the latest PICKS_KEPT), so a
+-- replay after a lost reply returns the same invocations instead of
+-- claiming more, also when other steps of the runner ran since.
 
 local function finish_one(id, runner, kind, payload, us)
   local code, to = kind, ST.SUCCESS
@@ -68,13 +69,29 @@ local function finish_one(id, runner, kind, payload, us)
   return to
 end
 
+-- how many of a runner's latest pick-ups a replay may find: more than its
+-- steps in flight at once, each of which may lose its reply
+local PICKS_KEPT = 64
+
+-- the ids the pick-up `token` of the runner handed out, if it is among the
+-- latest PICKS_KEPT
+local function picked_before(last_key, token)
+  local prefix = token .. ' '
+  for _, last in ipairs(rcall('LRANGE', last_key, 0, -1)) do
+    if string.sub(last, 1, #prefix) == prefix then
+      return string.sub(last, #prefix + 1)
+    end
+  end
+  return nil
+end
+
 local function pick_one(runner, max, token, start, ctx)
-  local last_key = k('lastpick', runner)
+  local last_key = k('lastpicks', runner)
   local picked, corrupt, ids = {}, {}, {}
   if REPLAY then
-    local last = rcall('GET', last_key)
-    if last and string.sub(last, 1, #token + 1) == token .. ' ' then
-      for id in string.gmatch(string.sub(last, #token + 2), '%S+') do
+    local last = picked_before(last_key, token)
+    if last then
+      for id in string.gmatch(last, '%S+') do
         local v = rcall('HMGET', k('inv', id), 'status', 'owner')
         if v[2] == runner and OWNED_RUNNING[v[1]] then
           local r = record(id)
@@ -134,7 +151,9 @@ local function pick_one(runner, max, token, start, ctx)
     end
   end
   if #ids > 0 then
-    rcall('SET', last_key, token .. ' ' .. table.concat(ids, ' '), 'EX', 600)
+    rcall('LPUSH', last_key, token .. ' ' .. table.concat(ids, ' '))
+    rcall('LTRIM', last_key, 0, PICKS_KEPT - 1)
+    rcall('EXPIRE', last_key, 600)
   end
   return picked, corrupt
 end
