@@ -311,12 +311,14 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     fn enqueue(&mut self, id: &InvocationId) -> Result<()> {
+        self.g.queue_drained = false;
         self.g.pending.enqueue(id);
         self.g.effects.enqueued = true;
         Ok(())
     }
 
     fn enqueue_front(&mut self, id: &InvocationId) -> Result<()> {
+        self.g.queue_drained = false;
         let app = self.app();
         self.exec(
             &ENQUEUE_FRONT,
@@ -343,6 +345,9 @@ impl StoreTxn for PgTxn<'_> {
             self.put_back_taken()?;
             return Ok(ids);
         }
+        if self.g.queue_drained {
+            return Ok(Vec::new());
+        }
         let app = self.app();
         let from = self.queue_from();
         let rows = self.query_taking(
@@ -353,6 +358,7 @@ impl StoreTxn for PgTxn<'_> {
         )?;
         let taken: Vec<i64> = rows.iter().map(|r| r.get(9)).collect();
         self.queue_read(&taken);
+        self.g.queue_drained = taken.len() < max;
         self.take_rows(&rows)
     }
 
@@ -443,6 +449,7 @@ impl StoreTxn for PgTxn<'_> {
         let positions: Vec<i64> = taken.iter().map(|r| r.get(10)).collect();
         if waited.is_empty() {
             self.queue_read(&positions);
+            self.g.queue_drained = positions.len() < max;
         }
         let candidates = self.take_rows_at(&waited, 1)?;
         // the queue was read only when no waited invocation was found

@@ -143,6 +143,10 @@ pub(crate) struct Group {
     /// The call edges leaving the calls the group has read them for
     /// (those it added included).
     pub(crate) callees: FxHashMap<pynenc_model::CallId, Vec<pynenc_model::CallId>>,
+    /// A read of the queue's head found fewer than it asked for, and the
+    /// group queued nothing since: under the app's lock the queue stays
+    /// empty, so a `dequeue` answers without a round trip.
+    pub(crate) queue_drained: bool,
     /// Ids taken from the queue ahead of the step's `dequeue` (`Some`
     /// and empty: the queue was found empty).
     pub(crate) taken: Option<Vec<InvocationId>>,

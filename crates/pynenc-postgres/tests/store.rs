@@ -376,3 +376,25 @@ async fn an_entry_below_the_start_of_the_head_is_still_taken() {
     assert_eq!(take(5).await, vec![ids[0]], "then below it");
     assert_eq!(take(5).await, Vec::<InvocationId>::new());
 }
+
+/// A step that found the queue drained and then queues an invocation takes
+/// it with its next read of the queue (the group remembers the queue
+/// drained only until it queues something).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_queue_gives_what_the_same_step_queued_after() {
+    let Some(db) = test_database() else { return };
+    let store = open(&db, "drained");
+    let (record, status) = new_invocation("tests.queued");
+    let id = record.invocation_id;
+    let (before, after) = store
+        .atomic(move |t| {
+            let before = t.dequeue(5)?;
+            t.insert_invocation(&record, &status)?;
+            t.enqueue(&id)?;
+            Ok((before, t.dequeue(5)?))
+        })
+        .await
+        .expect("step");
+    assert_eq!(before, Vec::<InvocationId>::new());
+    assert_eq!(after, vec![id]);
+}
