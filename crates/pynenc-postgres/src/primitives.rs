@@ -597,6 +597,7 @@ impl StoreTxn for PgTxn<'_> {
         self.g.callees.clear();
         let sql = PURGE_APP.replace("$APP", &self.app().to_string());
         let client = &self.conn.client;
+        self.g.wrote = true;
         self.pipeline(tables::NONE, "purging the app", client.batch_execute(&sql))?;
         self.g.effects.purged = true;
         Ok(())

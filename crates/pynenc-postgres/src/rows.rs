@@ -201,6 +201,7 @@ impl PgTxn<'_> {
                 .into_iter()
                 .collect::<std::result::Result<Vec<u64>, _>>()
         };
+        self.g.wrote = true;
         self.pipeline(tables::ALL, op, deletes)?;
         self.g.effects.finals.push(*id);
         self.g.effects.changed.push(*id);
