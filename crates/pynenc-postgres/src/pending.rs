@@ -538,3 +538,48 @@ impl Pending {
         self.hold(tables::INVOCATIONS);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::one_row::one_row;
+
+    /// Every held write, in both forms, is a statement the server accepts
+    /// on the library's schema (on a server the test starts; skipped with a
+    /// message when the server binaries are missing).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_held_write_prepares_in_both_forms() {
+        let Some(db) = pynenc_testservers::postgres::test_database() else {
+            return;
+        };
+        // opening a store creates the schema
+        let store = crate::PostgresStore::open(&crate::PostgresOptions::new(db.url()), "forms")
+            .expect("open the store");
+        drop(store);
+        let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        for sql in [
+            super::INSERTS,
+            super::STATUS,
+            super::HISTORY,
+            super::STATUS_COUNTS,
+            super::FAILED_COUNTS,
+            super::TOTALS,
+            super::RESULTS,
+            super::ERRORS,
+            super::ERROR_KINDS,
+            super::ENQUEUED,
+            super::UNWAITED,
+            super::WAITS_RELEASED,
+            super::EDGES_ADDED,
+            super::EDGES_REMOVED,
+        ] {
+            for text in [sql.to_string(), one_row(sql)] {
+                if let Err(e) = client.prepare(&text).await {
+                    panic!("{text}: {e}");
+                }
+            }
+        }
+    }
+}
