@@ -357,8 +357,7 @@ impl StoreTxn for PgTxn<'_> {
             tables::QUEUE,
         )?;
         let taken: Vec<i64> = rows.iter().map(|r| r.get(9)).collect();
-        self.queue_read(&taken);
-        self.g.queue_drained = taken.len() < max;
+        self.queue_read(max, &taken);
         self.take_rows(&rows)
     }
 
@@ -448,8 +447,7 @@ impl StoreTxn for PgTxn<'_> {
         taken.sort_by_key(|r| r.get::<_, i64>(10));
         let positions: Vec<i64> = taken.iter().map(|r| r.get(10)).collect();
         if waited.is_empty() {
-            self.queue_read(&positions);
-            self.g.queue_drained = positions.len() < max;
+            self.queue_read(max, &positions);
         }
         let candidates = self.take_rows_at(&waited, 1)?;
         // the queue was read only when no waited invocation was found

@@ -43,13 +43,16 @@ impl PgTxn<'_> {
         self.ctx.queue_from.load(Ordering::Relaxed).max(1)
     }
 
-    /// After a read of the head that took the positions `taken`: the next
-    /// read starts at the lowest appended one (a transaction rolled back
-    /// leaves them there, still found). A read that took nothing leaves
-    /// the start where it is (it looked below it).
-    pub(crate) fn queue_read(&self, taken: &[i64]) {
+    /// After a read of the head that asked for `max` and took the
+    /// positions `taken`: the next read starts at the lowest appended one
+    /// (a transaction rolled back leaves them there, still found); a read
+    /// that took nothing leaves the start where it is (it looked below
+    /// it). One that took fewer than it asked for found the queue drained
+    /// for the rest of the group (see `Group::queue_drained`).
+    pub(crate) fn queue_read(&mut self, max: usize, taken: &[i64]) {
         if let Some(lowest) = taken.iter().copied().filter(|seq| *seq >= 1).min() {
             self.ctx.queue_from.store(lowest, Ordering::Relaxed);
         }
+        self.g.queue_drained = taken.len() < max;
     }
 }

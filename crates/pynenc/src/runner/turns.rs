@@ -75,7 +75,7 @@ impl Turns {
     /// alone.
     pub(crate) async fn others_turns(&self) -> Alone {
         let lock = self.alone.clone().lock_owned().await;
-        let others = u32::try_from(self.bodies() - 1).unwrap_or(u32::MAX);
+        let others = u32::try_from(self.bodies().saturating_sub(1)).unwrap_or(u32::MAX);
         let turns = self.turn.clone().acquire_many_owned(others).await.ok();
         Alone {
             _turns: turns,
