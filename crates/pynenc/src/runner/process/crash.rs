@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pynenc_model::{InvocationId, InvocationStatus, RunnerId, TaskError};
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
+use tokio::sync::Semaphore;
 use tracing::{debug, error, warn};
 
 use super::children::{describe_exit, died_of_a_fault};
@@ -25,9 +27,18 @@ const SUSPECT_MEMORY: Duration = Duration::from_secs(3600);
 pub(crate) struct CrashLedger {
     /// Invocations re-routed after a death that was not pinned on them.
     pub(crate) suspects: parking_lot::Mutex<HashMap<InvocationId, Instant>>,
-    /// Tells the live worker processes of a pool about new suspects.
-    pub(crate) announce: tokio::sync::broadcast::Sender<InvocationId>,
+    /// Tells the live worker processes of a pool about new suspects; each
+    /// worker's briefing adds a permit to the announcement's semaphore once
+    /// it has written it to the worker's pipe.
+    pub(crate) announce: tokio::sync::broadcast::Sender<Announcement>,
 }
+
+/// A new suspect, and the permits its briefings add once it is written.
+pub(crate) type Announcement = (InvocationId, Arc<Semaphore>);
+
+/// How long a death waits for the live workers to have read of a suspect
+/// before it re-routes it (a briefing that cannot write gives up at once).
+const ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
 
 impl Default for CrashLedger {
     fn default() -> Self {
@@ -38,6 +49,12 @@ impl Default for CrashLedger {
     }
 }
 
+/// Writes `suspect <id>` to a worker's pipe.
+async fn write_suspect(pipe: &mut ChildStdin, id: &InvocationId) -> std::io::Result<()> {
+    pipe.write_all(format!("suspect {id}\n").as_bytes()).await?;
+    pipe.flush().await
+}
+
 impl CrashLedger {
     /// `invocation_id` ran to its end: no longer a suspect.
     pub(crate) fn cleared(&self, invocation_id: &InvocationId) {
@@ -45,37 +62,43 @@ impl CrashLedger {
     }
 
     /// Keeps a worker's pipe: sends it the current suspects, then every new
-    /// one, until the worker or the pool is gone.
+    /// one, until the worker or the pool is gone. `suspects` must be
+    /// subscribed before `current` is read, so that no suspect falls
+    /// between the two.
     pub(crate) async fn brief_worker(
-        mut suspects: tokio::sync::broadcast::Receiver<InvocationId>,
+        mut suspects: tokio::sync::broadcast::Receiver<Announcement>,
         current: Vec<InvocationId>,
         mut pipe: ChildStdin,
     ) {
         for id in current {
-            if pipe
-                .write_all(format!("suspect {id}\n").as_bytes())
-                .await
-                .is_err()
-            {
+            if write_suspect(&mut pipe, &id).await.is_err() {
                 return;
             }
         }
-        let _ = pipe.flush().await;
         loop {
-            let id = match suspects.recv().await {
-                Ok(id) => id,
+            let (id, written) = match suspects.recv().await {
+                Ok(announced) => announced,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
-            if pipe
-                .write_all(format!("suspect {id}\n").as_bytes())
-                .await
-                .is_err()
-                || pipe.flush().await.is_err()
-            {
+            let sent = write_suspect(&mut pipe, &id).await;
+            written.add_permits(1);
+            if sent.is_err() {
                 return;
             }
         }
+    }
+
+    /// Tells every live worker that `id` is a suspect, and waits until each
+    /// has it in its pipe (or `ANNOUNCE_WAIT`): a worker that picks it once
+    /// it is re-routed runs it alone.
+    async fn announce(&self, id: InvocationId) {
+        let written = Arc::new(Semaphore::new(0));
+        let Ok(workers) = self.announce.send((id, written.clone())) else {
+            return; // no worker listens
+        };
+        let workers = u32::try_from(workers).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(ANNOUNCE_WAIT, written.acquire_many(workers)).await;
     }
 
     /// `held` were running for `owner` in process `pid` (a `what`), which
@@ -112,7 +135,7 @@ impl CrashLedger {
             self.suspects.lock().insert(id, Instant::now());
             // before it can be picked again: wherever it runs next in the
             // pool, it runs alone
-            let _ = self.announce.send(id);
+            self.announce(id).await;
             match app.orchestrator().kill_and_reroute(&id, owner).await {
                 Ok(()) if log_if_cancelled(app, owner, &id, None).await => {}
                 Ok(()) => warn!(

@@ -131,12 +131,10 @@ impl WorkerPool {
             tokio::spawn(output.read(out).instrument(tracing::Span::current()))
         });
         let briefing = child.stdin.take().map(|pipe| {
+            // subscribed first: a suspect announced meanwhile is in one or both
+            let announced = self.crashes.announce.subscribe();
             let current = self.crashes.suspects.lock().keys().copied().collect();
-            tokio::spawn(CrashLedger::brief_worker(
-                self.crashes.announce.subscribe(),
-                current,
-                pipe,
-            ))
+            tokio::spawn(CrashLedger::brief_worker(announced, current, pipe))
         });
         info!(pid, worker = %owner, slots = self.slots_per_worker, "worker process started");
         self.live.lock().push(held.clone());
