@@ -19,8 +19,9 @@ pub(crate) struct Ctx {
     pub(crate) app: i32,
     /// The key of the app's advisory lock.
     pub(crate) lock_key: i64,
-    /// Where a read of the queue's head starts (see [`crate::queue_head`]).
-    pub(crate) queue_from: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// What this process knows of the queue: where a read of its head
+    /// starts, and whether it was found drained (see [`crate::queue_head`]).
+    pub(crate) queue: std::sync::Arc<crate::queue_head::QueueKnown>,
 }
 
 /// Whether a driver error means the connection is gone (the statement did

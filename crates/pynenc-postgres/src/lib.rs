@@ -44,6 +44,19 @@
 //!   connection lost during `COMMIT` is settled by asking the server
 //!   whether the transaction committed (`txid_status`), so a step is never
 //!   applied twice.
+//! - **What waits for the disk.** A routed call, the end of a run, a
+//!   cancel — every commit that anybody is told about — waits until the
+//!   server has flushed it (`synchronous_commit` as the server sets it). A
+//!   group made only of pick-ups commits with `synchronous_commit = off`:
+//!   if the server crashes before flushing it (a crash, not a restart,
+//!   which flushes), the invocations it took are back in the queue and run
+//!   again, as when a runner dies; the next commit that waits flushes it
+//!   anyway.
+//! - **A drained queue is believed.** A group that found the queue drained
+//!   tells the next groups of its process, whose pick-ups then answer
+//!   without reading it until work may have been queued: until the
+//!   process queues something or hears another one do so (`NOTIFY`), for
+//!   250 ms at most, and only while its listener is connected.
 //! - **Versioned schema.** The library creates its tables (all named
 //!   `pynenc_*`) when they are missing and records its schema version in
 //!   `pynenc_meta`. A database with another schema version, newer or

@@ -263,6 +263,9 @@ async fn listen(weak: Weak<Shared>, server: Server) {
                     driver.abort();
                 } else {
                     backoff = Duration::from_millis(20);
+                    if let Some(s) = weak.upgrade() {
+                        s.ctx.queue.hearing(true);
+                    }
                     if reconnected {
                         // notifications sent meanwhile are lost: look again
                         if let Some(s) = weak.upgrade() {
@@ -284,6 +287,9 @@ async fn listen(weak: Weak<Shared>, server: Server) {
                                 }
                             }
                         }
+                    }
+                    if let Some(s) = weak.upgrade() {
+                        s.ctx.queue.hearing(false);
                     }
                     warn!(postgres = %shown, "PostgreSQL listener disconnected; reconnecting");
                 }

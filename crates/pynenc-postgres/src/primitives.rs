@@ -421,6 +421,10 @@ impl StoreTxn for PgTxn<'_> {
             return Ok(Vec::new());
         }
         self.put_back_taken()?;
+        // every available invocation, a waited one too, is queued
+        if self.g.queue_drained {
+            return Ok(Vec::new());
+        }
         // the held status writes matter only if they are of waited
         // invocations (marking one waited is written at once)
         let reads = if self.g.rows.values().any(|r| r.waited) {
@@ -747,5 +751,9 @@ impl StoreTxn for PgTxn<'_> {
 
     fn prefetch(&mut self, ids: &[InvocationId]) -> Result<()> {
         self.read_rows(ids)
+    }
+
+    fn redone_if_lost(&mut self) {
+        self.g.section_redone = true;
     }
 }

@@ -5,7 +5,7 @@
 //! the head that starts at the app's first position walks every one of
 //! them (a drained burst of 100,000 made each read cost about a
 //! millisecond). So a read starts at the lowest appended position it may
-//! still find ([`Ctx::queue_from`](crate::error::Ctx)), which every read
+//! still find ([`QueueKnown`]), which every read
 //! moves to the lowest position it took. Positions below 1 (work put at the
 //! front: recovered, re-routed, given back) are always read first.
 //!
@@ -15,10 +15,106 @@
 //! the start by this process. Another process's rolled-back transaction
 //! can leave one there, though: a read that finds nothing from the start
 //! looks below it, in the same statement.
+//!
+//! A group that found the queue drained also tells the groups after it
+//! ([`QueueKnown`]): until work may have been queued, their pick-ups answer
+//! without reading it (a runner looks for work after every start and end,
+//! and in a quiet app each look was a locked round trip or two).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::txn::PgTxn;
+use crate::txn::{Group, PgTxn};
+
+/// How long a drained queue is believed without a read, at most (the
+/// notifications of other processes end it sooner; this bounds what a
+/// notification lost without the listener noticing could delay).
+pub(crate) const DRAINED_FOR: Duration = Duration::from_millis(250);
+
+/// What this process knows of its app's queue between group transactions.
+///
+/// Every way work enters the queue moves the store's work epoch: a group
+/// of this process that queued (after its commit), a `w` notification of
+/// another process, a purge, the listener reconnecting. So a queue found
+/// drained by a committed group at epoch `e` is still drained while the
+/// epoch is `e`; the available invocations a pick-up also looks for
+/// (waited ones, for blocking control) are always queued too. The belief
+/// holds only while the listener hears the other processes, and for
+/// [`DRAINED_FOR`] at most.
+pub(crate) struct QueueKnown {
+    /// Where a read of the head starts among the appended positions.
+    from: AtomicI64,
+    /// One more than the epoch at which a committed group found the queue
+    /// drained (0: not known drained).
+    drained_at: AtomicU64,
+    /// When that group began, in microseconds since `origin`.
+    drained_us: AtomicU64,
+    /// Whether the listener hears the other processes' notifications.
+    hearing: AtomicBool,
+    origin: Instant,
+}
+
+impl Default for QueueKnown {
+    fn default() -> QueueKnown {
+        QueueKnown {
+            from: AtomicI64::new(0),
+            drained_at: AtomicU64::new(0),
+            drained_us: AtomicU64::new(0),
+            hearing: AtomicBool::new(false),
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl QueueKnown {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the queue is known drained at work epoch `epoch`.
+    pub(crate) fn drained(&self, epoch: u64) -> bool {
+        self.hearing.load(Ordering::Acquire)
+            && self.drained_at.load(Ordering::Acquire) == epoch + 1
+            && self
+                .now_us()
+                .saturating_sub(self.drained_us.load(Ordering::Acquire))
+                < DRAINED_FOR.as_micros() as u64
+    }
+
+    /// The listener hears the other processes (or stopped hearing them).
+    pub(crate) fn hearing(&self, yes: bool) {
+        self.hearing.store(yes, Ordering::Release);
+    }
+
+    /// Whether the listener hears the other processes.
+    pub(crate) fn hears(&self) -> bool {
+        self.hearing.load(Ordering::Acquire)
+    }
+
+    /// After group `g` committed (or ended having written nothing): what
+    /// its reads of the queue found is what the next groups know. A group
+    /// that began while the listener was not hearing tells nothing.
+    pub(crate) fn after(&self, g: &Group, began: Option<u64>) {
+        if !g.queue_read {
+            return;
+        }
+        match began {
+            Some(us) if g.queue_drained => {
+                self.drained_us.store(us, Ordering::Release);
+                self.drained_at.store(g.epoch + 1, Ordering::Release);
+            }
+            _ => self.drained_at.store(0, Ordering::Release),
+        }
+    }
+
+    /// A group begins at work epoch `epoch`: whether it may take the queue
+    /// for drained, and when it began if the listener hears (for
+    /// [`QueueKnown::after`]).
+    pub(crate) fn begin(&self, epoch: u64) -> (bool, Option<u64>) {
+        let hearing = self.hearing.load(Ordering::Acquire);
+        (self.drained(epoch), hearing.then(|| self.now_us()))
+    }
+}
 
 /// The head of the queue, `$2` positions at most: those before 1 first,
 /// then the appended ones from `$3` on; when there are none, the appended
@@ -40,7 +136,7 @@ pub(crate) const FRONT_POSITION: &str =
 impl PgTxn<'_> {
     /// Where a read of the head starts among the appended positions.
     pub(crate) fn queue_from(&self) -> i64 {
-        self.ctx.queue_from.load(Ordering::Relaxed).max(1)
+        self.ctx.queue.from.load(Ordering::Relaxed).max(1)
     }
 
     /// After a read of the head that asked for `max` and took the
@@ -51,8 +147,9 @@ impl PgTxn<'_> {
     /// for the rest of the group (see `Group::queue_drained`).
     pub(crate) fn queue_read(&mut self, max: usize, taken: &[i64]) {
         if let Some(lowest) = taken.iter().copied().filter(|seq| *seq >= 1).min() {
-            self.ctx.queue_from.store(lowest, Ordering::Relaxed);
+            self.ctx.queue.from.store(lowest, Ordering::Relaxed);
         }
         self.g.queue_drained = taken.len() < max;
+        self.g.queue_read = true;
     }
 }

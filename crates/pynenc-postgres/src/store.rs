@@ -100,7 +100,7 @@ impl PostgresStore {
             app_id: app_id.to_string(),
             app,
             lock_key: lock_key(app),
-            queue_from: Default::default(),
+            queue: Default::default(),
         };
         let shared = Arc::new(Shared::new(ctx));
         shared.set_writer_pid(pid);
@@ -164,6 +164,13 @@ impl PostgresStore {
     /// The server's URL, without its password.
     pub fn url(&self) -> &str {
         &self.shared.ctx.shown
+    }
+
+    /// Whether this store's listener hears the other processes' `NOTIFY`s
+    /// (false while it connects or reconnects: waits then fall back to
+    /// rechecks, and every pick-up reads the queue).
+    pub fn hears_others(&self) -> bool {
+        self.shared.ctx.queue.hears()
     }
 
     /// The statuses of `ids` (`None` for an id that does not exist), read

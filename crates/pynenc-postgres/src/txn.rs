@@ -143,10 +143,22 @@ pub(crate) struct Group {
     /// The call edges leaving the calls the group has read them for
     /// (those it added included).
     pub(crate) callees: FxHashMap<pynenc_model::CallId, Vec<pynenc_model::CallId>>,
-    /// A read of the queue's head found fewer than it asked for, and the
-    /// group queued nothing since: under the app's lock the queue stays
-    /// empty, so a `dequeue` answers without a round trip.
+    /// A read of the queue's head found fewer than it asked for (or the
+    /// group began with the queue known drained, see
+    /// [`crate::queue_head::QueueKnown`]), and the group queued nothing
+    /// since: under the app's lock the queue stays empty, so a pick-up
+    /// answers without a round trip.
     pub(crate) queue_drained: bool,
+    /// Whether the group read the queue's head.
+    pub(crate) queue_read: bool,
+    /// The store's work epoch when the group began.
+    pub(crate) epoch: u64,
+    /// The running section said its writes are redone if a crash loses
+    /// them (`StoreTxn::redone_if_lost`).
+    pub(crate) section_redone: bool,
+    /// Every section so far said so: the commit need not wait for the
+    /// disk (`synchronous_commit = off` for this transaction).
+    pub(crate) all_redone: bool,
     /// Ids taken from the queue ahead of the step's `dequeue` (`Some`
     /// and empty: the queue was found empty).
     pub(crate) taken: Option<Vec<InvocationId>>,

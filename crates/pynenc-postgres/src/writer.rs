@@ -234,19 +234,27 @@ impl Writer {
     fn attempt(&mut self, jobs: &[Job], failed: &[Option<StoreError>]) -> Attempt {
         let shared = self.shared.clone();
         let ctx = &shared.ctx;
-        let mut g = Group::default();
+        let mut g = Group {
+            epoch: shared.work.epoch(),
+            all_redone: true,
+            ..Group::default()
+        };
+        let (drained, began) = ctx.queue.begin(g.epoch);
+        g.queue_drained = drained;
         let mut values = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.iter().enumerate() {
             if failed[i].is_some() {
                 values.push(None);
                 continue;
             }
+            g.section_redone = false;
             let mut txn = PgTxn {
                 conn: &self.conn,
                 ctx,
                 g: &mut g,
             };
             let mut result = (job.run)(&mut txn);
+            txn.g.all_redone &= txn.g.section_redone;
             if result.is_ok() {
                 // ids a step took ahead and did not use go back first
                 if let Err(e) = txn.put_back_taken() {
@@ -268,6 +276,7 @@ impl Writer {
             }
         }
         if !g.wrote && !g.pending.holds(tables::ALL) && g.effects.is_empty() {
+            ctx.queue.after(&g, began);
             return Attempt::ReadOnly(values, g.begun);
         }
         let effects = std::mem::take(&mut g.effects);
@@ -287,8 +296,7 @@ impl Writer {
             self.rollback();
             return Attempt::Failed(ctx.fail("the server did not say which transaction began"));
         };
-        let mut commit = notify_sql(&shared.channel, &effects);
-        commit.push_str("COMMIT");
+        let commit = commit_sql(&shared.channel, &effects, g.all_redone);
         let mut txn = PgTxn {
             conn: &self.conn,
             ctx,
@@ -299,7 +307,10 @@ impl Writer {
         // a held write that fails is returned before the COMMIT's answer
         // (the server then answers COMMIT with ROLLBACK)
         match committed {
-            Ok(_) => Attempt::Committed(values, effects),
+            Ok(_) => {
+                ctx.queue.after(&g, began);
+                Attempt::Committed(values, effects)
+            }
             Err(e) if g.lost.get() => Attempt::Ambiguous(xid, values, effects, e),
             Err(e) => {
                 self.rollback();
@@ -328,5 +339,39 @@ impl Writer {
                 self.broken = true;
             }
         }
+    }
+}
+
+/// What ends a group's transaction: the notifications of `effects` on
+/// `channel`, then `COMMIT`, which does not wait for the disk when every
+/// step of the group is `redone` if a crash of the server loses it (a
+/// pick-up is taken again; a later commit that waits flushes this one too).
+fn commit_sql(channel: &str, effects: &Effects, redone: bool) -> String {
+    let mut sql = notify_sql(channel, effects);
+    if redone {
+        sql.push_str("SET LOCAL synchronous_commit = off; ");
+    }
+    sql.push_str("COMMIT");
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_group_of_steps_redone_if_lost_commits_without_waiting_for_the_disk() {
+        let effects = Effects {
+            enqueued: true,
+            ..Effects::default()
+        };
+        assert_eq!(
+            commit_sql("ch", &effects, false),
+            "SELECT pg_notify('ch', 'w'); COMMIT"
+        );
+        assert_eq!(
+            commit_sql("ch", &effects, true),
+            "SELECT pg_notify('ch', 'w'); SET LOCAL synchronous_commit = off; COMMIT"
+        );
     }
 }

@@ -373,8 +373,93 @@ async fn an_entry_below_the_start_of_the_head_is_still_taken() {
         .await
         .expect("put it back");
     assert_eq!(take(5).await, vec![ids[2]], "above the start first");
+    // that read took fewer than it asked for: the queue is believed
+    // drained (nobody announced the entry put back) for a while
+    tokio::time::sleep(BELIEVED_DRAINED_FOR).await;
     assert_eq!(take(5).await, vec![ids[0]], "then below it");
     assert_eq!(take(5).await, Vec::<InvocationId>::new());
+}
+
+/// How long a store believes its app's queue drained without reading it,
+/// at most (`queue_head::DRAINED_FOR` is 250 ms).
+const BELIEVED_DRAINED_FOR: Duration = Duration::from_millis(300);
+
+/// Waits until `store`'s listener hears the other processes.
+async fn until_hearing(store: &PostgresStore) {
+    for _ in 0..500 {
+        if store.hears_others() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the store's listener did not connect within 10 s");
+}
+
+/// A queue found drained is believed drained by the next steps (they do
+/// not read it: an entry that nobody announced is not taken) until another
+/// process announces work, or for a short while; then it is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_queue_is_believed_until_another_process_queues() {
+    let Some(db) = test_database() else { return };
+    let a = open(&db, "believed");
+    let b = open(&db, "believed");
+    until_hearing(&a).await;
+    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let take = |store: &Arc<PostgresStore>| {
+        let store = store.clone();
+        async move { store.atomic(move |t| t.dequeue(5)).await.expect("dequeue") }
+    };
+    // an invocation whose queue entry is written behind the stores' backs
+    let (unannounced, status) = new_invocation("tests.queued");
+    let x = unannounced.invocation_id;
+    a.atomic(move |t| t.insert_invocation(&unannounced, &status))
+        .await
+        .expect("insert");
+    assert_eq!(take(&a).await, Vec::<InvocationId>::new());
+    let found_drained = std::time::Instant::now();
+    client
+        .execute(
+            "INSERT INTO pynenc_queue (app, seq, invocation_id) \
+             SELECT app, nextval('pynenc_queue_seq'), $1 FROM pynenc_apps WHERE app_id = 'believed'",
+            &[&x.as_str()],
+        )
+        .await
+        .expect("queue behind the stores' backs");
+    let believed = take(&a).await;
+    if found_drained.elapsed() < Duration::from_millis(200) {
+        assert_eq!(
+            believed,
+            Vec::<InvocationId>::new(),
+            "believed drained, not read"
+        );
+    } else {
+        eprintln!("the machine was too slow to see the belief (it lasts 250 ms)");
+    }
+    // another process queues and announces it: the next step reads again
+    let epoch = a.work_epoch();
+    let (announced, status) = new_invocation("tests.queued");
+    let y = announced.invocation_id;
+    b.atomic(move |t| {
+        t.insert_invocation(&announced, &status)?;
+        t.enqueue(&y)
+    })
+    .await
+    .expect("queue on the other store");
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        a.wait_for_work(epoch, Duration::from_secs(10)),
+    )
+    .await
+    .expect("the announcement is heard");
+    assert_ne!(a.work_epoch(), epoch, "the announcement is heard");
+    let mut both = take(&a).await;
+    both.sort();
+    let mut want = vec![x, y];
+    want.sort();
+    assert_eq!(both, want, "after the announcement the queue is read");
 }
 
 /// A step that found the queue drained and then queues an invocation takes

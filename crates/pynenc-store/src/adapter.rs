@@ -151,7 +151,11 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
     ) -> Result<Vec<Arc<InvocationRecord>>> {
         let runner = runner_id.clone();
         self.store
-            .atomic(move |t| engine::pick(t, &runner, max, Timestamp::now()))
+            .atomic(move |t| {
+                // lost in a crash, the invocations are taken again
+                t.redone_if_lost();
+                engine::pick(t, &runner, max, Timestamp::now())
+            })
             .await
     }
 
@@ -165,6 +169,8 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         let context = execution_context.map(str::to_string);
         self.store
             .atomic(move |t| {
+                // lost in a crash, the invocations are taken and run again
+                t.redone_if_lost();
                 engine::pick_and_start(t, &runner, max, context.as_deref(), Timestamp::now())
             })
             .await

@@ -237,6 +237,13 @@ pub trait StoreTxn: QueryTxn + DataTxn {
     fn prefetch(&mut self, _ids: &[InvocationId]) -> Result<()> {
         Ok(())
     }
+
+    /// A hint: whatever this section writes is redone if a crash of the
+    /// store's server loses it, so its commit need not wait for the disk
+    /// (a pick-up: what it took goes back to the queue and runs again). A
+    /// later commit that waits makes it durable too. The default does
+    /// nothing.
+    fn redone_if_lost(&mut self) {}
 }
 
 /// The primitives of the data store (see [`crate::DataStore`]), run inside
