@@ -25,7 +25,7 @@ use super::run::{run_invocation, RunResult};
 use super::shared::{running_key, Role, RunnerShared, Running};
 use super::stop::{stop_on_signal, StopSignal};
 use super::turns::Turns;
-use super::upkeep::{idle, maintain, PickBackoff, Presence};
+use super::upkeep::{maintain, Idle, PickBackoff, Presence};
 use super::{RunnerHandle, SpawnedRunner};
 use crate::app::Pynenc;
 use crate::conf::{BackendKind, RunnerKind};
@@ -204,6 +204,7 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
     let orch = shared.app.orchestrator();
     let coordination = shared.app.coordination();
     let mut backoff = PickBackoff::new();
+    let mut idle = Idle::new();
     while !shared.stop.is_stopped() {
         let free = shared.slots.available_permits();
         if free == 0 {
@@ -237,7 +238,7 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
             }
         };
         if batch.is_empty() {
-            idle(&shared.app, &shared.stop, epoch).await;
+            idle.wait(&shared.app, &shared.stop, epoch).await;
             continue;
         }
         for record in batch {

@@ -41,22 +41,56 @@ impl PickBackoff {
     }
 }
 
-/// A runner found nothing to pick: promotes the scheduled calls that are
-/// due, and when there were none, waits for work (or a stop) up to 100 ms.
-pub(crate) async fn idle(app: &Pynenc, stop: &StopSignal, epoch: u64) {
-    match app.orchestrator().promote_scheduled().await {
-        Ok(0) => {}
-        Ok(n) => {
-            debug!(promoted = n, "scheduled invocations are due");
-            return;
-        }
-        Err(e) => warn!(error = %e, "could not promote scheduled invocations"),
+/// What a runner does when it found nothing to pick: it promotes the
+/// scheduled calls that are due, and when there were none, waits for work
+/// (or a stop) up to [`Idle::WAIT`].
+///
+/// It looks for due scheduled calls at most every [`Idle::LOOK_EVERY`]: a
+/// runner idles after every pick that found nothing (behind a sequential
+/// caller, after every call), and a look is a step of the store each time.
+/// A due call is still promoted within about [`Idle::WAIT`], as when every
+/// idle looked: the wait is longer than the pause between looks.
+pub(crate) struct Idle {
+    looked: Option<Instant>,
+}
+
+impl Idle {
+    /// The least time between two looks for due scheduled calls.
+    pub(crate) const LOOK_EVERY: Duration = Duration::from_millis(50);
+    /// The longest wait for work before the runner picks again.
+    pub(crate) const WAIT: Duration = Duration::from_millis(100);
+
+    pub(crate) fn new() -> Self {
+        Idle { looked: None }
     }
-    stop.or_stopped(
-        app.coordination()
-            .wait_for_work(epoch, Duration::from_millis(100)),
-    )
-    .await;
+
+    /// Whether it is time to look for due scheduled calls (and, if so,
+    /// the look starts now).
+    fn look_now(&mut self) -> bool {
+        if self.looked.is_some_and(|t| t.elapsed() < Self::LOOK_EVERY) {
+            return false;
+        }
+        self.looked = Some(Instant::now());
+        true
+    }
+
+    /// Nothing was picked at work epoch `epoch` (read before the pick).
+    pub(crate) async fn wait(&mut self, app: &Pynenc, stop: &StopSignal, epoch: u64) {
+        if self.look_now() {
+            match app.orchestrator().promote_scheduled().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    debug!(promoted = n, "scheduled invocations are due");
+                    // more may be due: the next idle looks again
+                    self.looked = None;
+                    return;
+                }
+                Err(e) => warn!(error = %e, "could not promote scheduled invocations"),
+            }
+        }
+        stop.or_stopped(app.coordination().wait_for_work(epoch, Self::WAIT))
+            .await;
+    }
 }
 
 /// What a runner says of itself to the store: who it is and, at every
@@ -287,4 +321,22 @@ pub(crate) async fn maintain(presence: Arc<Presence>, upkeep: bool) {
         }
     };
     tokio::join!(beats, duties);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_runner_looks_for_scheduled_calls_at_most_every_50_ms() {
+        let mut idle = Idle::new();
+        assert!(idle.look_now(), "the first idle looks");
+        assert!(!idle.look_now(), "one right after does not");
+        idle.looked = Some(Instant::now() - Idle::LOOK_EVERY);
+        assert!(idle.look_now(), "one 50 ms later looks again");
+        assert!(
+            Idle::WAIT > Idle::LOOK_EVERY,
+            "a waiting runner looks at every pause"
+        );
+    }
 }

@@ -18,7 +18,7 @@ use crate::exceptions::Result;
 use crate::runner::cancel::{log_if_cancelled, requests_now, watch_requests};
 use crate::runner::ids::new_runner_id;
 use crate::runner::stop::{stop_on_signal, StopSignal};
-use crate::runner::upkeep::{idle, maintain, PickBackoff, Presence};
+use crate::runner::upkeep::{maintain, Idle, PickBackoff, Presence};
 use crate::runner::{RunnerHandle, SpawnedRunner};
 
 /// One child process per invocation.
@@ -103,6 +103,7 @@ impl ProcessRunner {
             let orch = me.app.orchestrator();
             let coordination = me.app.coordination();
             let mut backoff = PickBackoff::new();
+            let mut idle = Idle::new();
             while !me.stop.is_stopped() {
                 let free = slots.available_permits();
                 if free == 0 {
@@ -121,7 +122,7 @@ impl ProcessRunner {
                     }
                 };
                 if picked.is_empty() {
-                    idle(&me.app, &me.stop, epoch).await;
+                    idle.wait(&me.app, &me.stop, epoch).await;
                     continue;
                 }
                 for record in picked {
