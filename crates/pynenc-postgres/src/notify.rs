@@ -153,7 +153,15 @@ pub(crate) fn notify_sql(channel: &str, effects: &Effects) -> String {
             payloads.push("w".to_string());
         }
         split_ids(&mut payloads, "f", &effects.finals);
-        split_ids(&mut payloads, "s", &effects.changed);
+        // `f` wakes the status waiters too
+        let finals: FxHashSet<&InvocationId> = effects.finals.iter().collect();
+        let changed: Vec<InvocationId> = effects
+            .changed
+            .iter()
+            .filter(|id| !finals.contains(id))
+            .copied()
+            .collect();
+        split_ids(&mut payloads, "s", &changed);
     }
     let mut sql = String::new();
     for payload in payloads {
@@ -301,5 +309,24 @@ async fn listen(weak: Weak<Shared>, server: Server) {
         reconnected = true;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invocation_that_became_final_is_announced_once() {
+        let (a, b) = (InvocationId::time_ordered(), InvocationId::time_ordered());
+        let effects = Effects {
+            finals: vec![a],
+            changed: vec![a, b],
+            ..Effects::default()
+        };
+        assert_eq!(
+            notify_sql("ch", &effects),
+            format!("SELECT pg_notify('ch', 'f {a}'); SELECT pg_notify('ch', 's {b}'); ")
+        );
     }
 }
