@@ -47,7 +47,8 @@
 //! - **What waits for the disk.** A routed call, the end of a run, a
 //!   cancel — every commit that anybody is told about — waits until the
 //!   server has flushed it (`synchronous_commit` as the server sets it). A
-//!   group made only of pick-ups commits with `synchronous_commit = off`:
+//!   group made only of pick-ups, none of which ended an invocation
+//!   (concurrency control), commits with `synchronous_commit = off`:
 //!   if the server crashes before flushing it (a crash, not a restart,
 //!   which flushes), the invocations it took are back in the queue and run
 //!   again, as when a runner dies; the next commit that waits flushes it

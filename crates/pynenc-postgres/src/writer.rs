@@ -345,10 +345,12 @@ impl Writer {
 /// What ends a group's transaction: the notifications of `effects` on
 /// `channel`, then `COMMIT`, which does not wait for the disk when every
 /// step of the group is `redone` if a crash of the server loses it (a
-/// pick-up is taken again; a later commit that waits flushes this one too).
+/// pick-up is taken again; a later commit that waits flushes this one too)
+/// and none ended an invocation (a pick-up can, by concurrency control: its
+/// waiters are told, so it waits like every end).
 fn commit_sql(channel: &str, effects: &Effects, redone: bool) -> String {
     let mut sql = notify_sql(channel, effects);
-    if redone {
+    if redone && effects.finals.is_empty() {
         sql.push_str("SET LOCAL synchronous_commit = off; ");
     }
     sql.push_str("COMMIT");
@@ -372,6 +374,16 @@ mod tests {
         assert_eq!(
             commit_sql("ch", &effects, true),
             "SELECT pg_notify('ch', 'w'); SET LOCAL synchronous_commit = off; COMMIT"
+        );
+        let id = pynenc_model::InvocationId::time_ordered();
+        let ended = Effects {
+            finals: vec![id],
+            ..Effects::default()
+        };
+        assert_eq!(
+            commit_sql("ch", &ended, true),
+            format!("SELECT pg_notify('ch', 'f {id}'); COMMIT"),
+            "a pick-up that ended an invocation waits for the disk"
         );
     }
 }
