@@ -155,13 +155,8 @@ pub(crate) fn notify_sql(channel: &str, effects: &Effects) -> String {
         split_ids(&mut payloads, "f", &effects.finals);
         // `f` wakes the status waiters too
         let finals: FxHashSet<&InvocationId> = effects.finals.iter().collect();
-        let changed: Vec<InvocationId> = effects
-            .changed
-            .iter()
-            .filter(|id| !finals.contains(id))
-            .copied()
-            .collect();
-        split_ids(&mut payloads, "s", &changed);
+        let changed = effects.changed.iter().filter(|id| !finals.contains(id));
+        split_ids(&mut payloads, "s", changed);
     }
     let mut sql = String::new();
     for payload in payloads {
@@ -174,7 +169,11 @@ pub(crate) fn notify_sql(channel: &str, effects: &Effects) -> String {
     sql
 }
 
-fn split_ids(out: &mut Vec<String>, kind: &str, ids: &[InvocationId]) {
+fn split_ids<'a>(
+    out: &mut Vec<String>,
+    kind: &str,
+    ids: impl IntoIterator<Item = &'a InvocationId>,
+) {
     let mut current = String::new();
     for id in ids {
         if current.is_empty() {

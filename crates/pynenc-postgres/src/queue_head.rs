@@ -71,16 +71,6 @@ impl QueueKnown {
         u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Whether the queue is known drained at work epoch `epoch`.
-    pub(crate) fn drained(&self, epoch: u64) -> bool {
-        self.hearing.load(Ordering::Acquire)
-            && self.drained_at.load(Ordering::Acquire) == epoch + 1
-            && self
-                .now_us()
-                .saturating_sub(self.drained_us.load(Ordering::Acquire))
-                < DRAINED_FOR.as_micros() as u64
-    }
-
     /// The listener hears the other processes (or stopped hearing them).
     pub(crate) fn hearing(&self, yes: bool) {
         self.hearing.store(yes, Ordering::Release);
@@ -111,8 +101,14 @@ impl QueueKnown {
     /// for drained, and when it began if the listener hears (for
     /// [`QueueKnown::after`]).
     pub(crate) fn begin(&self, epoch: u64) -> (bool, Option<u64>) {
-        let hearing = self.hearing.load(Ordering::Acquire);
-        (self.drained(epoch), hearing.then(|| self.now_us()))
+        if !self.hearing.load(Ordering::Acquire) {
+            return (false, None);
+        }
+        let now = self.now_us();
+        let drained = self.drained_at.load(Ordering::Acquire) == epoch + 1
+            && now.saturating_sub(self.drained_us.load(Ordering::Acquire))
+                < DRAINED_FOR.as_micros() as u64;
+        (drained, Some(now))
     }
 }
 

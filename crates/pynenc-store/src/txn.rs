@@ -241,8 +241,10 @@ pub trait StoreTxn: QueryTxn + DataTxn {
     /// A hint: whatever this section writes is redone if a crash of the
     /// store's server loses it, so its commit need not wait for the disk
     /// (a pick-up: what it took goes back to the queue and runs again). A
-    /// later commit that waits makes it durable too. The default does
-    /// nothing.
+    /// later commit that waits makes it durable too. An invocation the
+    /// section ended (a pick-up can, by concurrency control) was told to
+    /// its waiters: a backend still waits for the disk then. The default
+    /// does nothing.
     fn redone_if_lost(&mut self) {}
 }
 
