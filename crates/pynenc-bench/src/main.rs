@@ -160,8 +160,9 @@ struct Args {
     /// Runner slots (0: the configured default).
     #[arg(long, default_value_t = 0)]
     slots: usize,
-    /// The runner that drains `burn` (process runners need SQLite, Redis
-    /// or PostgreSQL).
+    /// The runner that drains `burn` and answers `latency` (process runners
+    /// need SQLite, Redis or PostgreSQL; with them the latency is that of a
+    /// caller in another process than the runner's workers).
     #[arg(long, value_enum, default_value = "thread")]
     runner: RunnerChoice,
     /// Worker processes of `--runner persistent-process` and `multi-thread`.
@@ -334,11 +335,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn latency(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
+/// Sequential call → result on the runner `choice`: with a process runner
+/// the bodies run, and their ends are written, in another process than the
+/// caller's (a client in one process, workers in another).
+async fn latency(
+    app: &Pynenc,
+    n: u64,
+    fresh: bool,
+    choice: RunnerChoice,
+    processes: usize,
+) -> Result<Row> {
     if fresh {
         app.purge().await?;
     }
-    let runner = ThreadRunner::new(app).spawn();
+    let (runner, runner_name) = start_runner(app, choice, processes);
     // the caller runs as a task on the runtime, as a request handler would
     let caller = app.clone();
     let (mut samples, total) = tokio::spawn(async move {
@@ -367,7 +377,7 @@ async fn latency(app: &Pynenc, n: u64, fresh: bool) -> Result<Row> {
         n,
         seconds: total.as_secs_f64(),
         detail: format!(
-            "p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, max {:.1} µs (call → result, sequential)",
+            "p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, max {:.1} µs (call → result, sequential); {runner_name}",
             us(percentile(&samples, 0.50)),
             us(percentile(&samples, 0.90)),
             us(percentile(&samples, 0.99)),
@@ -552,7 +562,7 @@ async fn run() -> Result<()> {
             );
         }
         if wants(Workload::Latency) {
-            rows.push(latency(&app, args.latency_calls, fresh).await?);
+            rows.push(latency(&app, args.latency_calls, fresh, args.runner, args.processes).await?);
         }
         if wants(Workload::Fanout) {
             rows.push(fanout(&app, args.fanout_tasks, fresh).await?);
