@@ -165,9 +165,10 @@
 //! end per ~5) and 3 hash writes.
 //!
 //! Calls routed at the same time by one process share route steps (a web
-//! service whose request handlers each call a task): a lone call goes at
-//! once, and the calls that come in while a route step is in flight go
-//! together in the next one. Calls made by a task (cycle control) and calls
+//! service whose request handlers each call a task): a call goes at once
+//! while fewer than two route steps are in flight, and the calls that come
+//! in while two are go together in the next one (two in flight keep the
+//! server busy while the next step travels). Calls made by a task (cycle control) and calls
 //! that raise on a registration conflict go alone, so that a refusal reaches
 //! only its own caller.
 //!
