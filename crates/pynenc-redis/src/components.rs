@@ -377,7 +377,9 @@ impl Coordination for RedisBackend {
             let _ = tokio::time::timeout(timeout, self.conn()).await;
             return;
         }
-        self.notifier.wait_for_work(epoch, timeout).await
+        self.notifier
+            .wait_for_work(epoch, timeout, &self.prefix)
+            .await
     }
 
     async fn wait_status_change(

@@ -151,7 +151,11 @@
 //! registers first and then reads the status, so a wake-up is never lost;
 //! after the pub/sub connection comes back every waiter re-reads its
 //! statuses, and a waiter that heard nothing for 2 s re-reads them as a
-//! safety net.
+//! safety net. The `work` channel is subscribed only once something of the
+//! process waits for work (a runner, a live monitor page), and again after
+//! every reconnection from then on; that first wait returns at once, so
+//! the runner looks for what was queued before: a process that only calls
+//! tasks hears neither its own calls nor those of other processes.
 //!
 //! # Round trips
 //!

@@ -110,6 +110,7 @@ mod pauses;
 mod queries;
 mod replays;
 mod status_waits;
+mod work;
 
 /// A call of `task` with the argument `i`.
 /// The URL of a user who may do everything on pynenc's keys but load

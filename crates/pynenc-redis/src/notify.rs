@@ -9,6 +9,13 @@
 //!
 //! The process that ran a script also applies the script's own reply
 //! (queued? which became final?) at once, without waiting for the message.
+//!
+//! The `work` channel is heard only once something in the process waits
+//! for work (a runner, a monitor's live page): a process that only calls
+//! tasks — a web service enqueuing jobs — would otherwise be woken by every
+//! call it makes and every call of the other processes (a sequential caller
+//! spent a fifth of each call on its own messages). Until then the process
+//! learns of its own queued work from its scripts' replies.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +24,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use parking_lot::Mutex;
+use redis::aio::{PubSub, PubSubSink, PubSubStream};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
@@ -49,9 +57,33 @@ pub(crate) struct Notifier {
     /// Woken after the pub/sub connection came back: every waiter re-reads its statuses.
     pub recheck: Notify,
     pub connected: AtomicBool,
+    /// Something of this process waited for work: the `work` channel is
+    /// (re)subscribed with the others from now on.
+    wants_work: AtomicBool,
+    /// The current pub/sub connection hears the `work` channel.
+    hears_work: AtomicBool,
+    /// Subscribes more channels on the current pub/sub connection.
+    sink: Mutex<Option<PubSubSink>>,
 }
 
 impl Notifier {
+    /// A subscribed connection (hearing `work` or not) is the current one:
+    /// its sink is kept for later subscriptions, its stream returned.
+    fn listen(&self, pubsub: PubSub, hears_work: bool) -> Option<PubSubStream> {
+        let (sink, stream) = pubsub.split();
+        *self.sink.lock() = Some(sink);
+        self.hears_work.store(hears_work, Ordering::Release);
+        self.connected.store(true, Ordering::Release);
+        Some(stream)
+    }
+
+    /// The pub/sub connection is gone.
+    fn lost(&self) {
+        *self.sink.lock() = None;
+        self.hears_work.store(false, Ordering::Release);
+        self.connected.store(false, Ordering::Release);
+    }
+
     pub fn work_epoch(&self) -> u64 {
         self.work.epoch()
     }
@@ -61,8 +93,31 @@ impl Notifier {
         self.work.bump();
     }
 
-    /// Resolves when the epoch moved past `epoch` or after `timeout`.
-    pub async fn wait_for_work(&self, epoch: u64, timeout: Duration) {
+    /// Resolves when the epoch moved past `epoch` or after `timeout`. The
+    /// first wait subscribes the `work` channel and returns at once: work
+    /// queued by other processes before it was not announced here.
+    /// `prefix`: the app's key prefix (the channels' names start with it).
+    pub async fn wait_for_work(&self, epoch: u64, timeout: Duration, prefix: &str) {
+        if !self.hears_work.load(Ordering::Acquire) {
+            self.wants_work.store(true, Ordering::Release);
+            let sink = self.sink.lock().clone();
+            if let Some(mut sink) = sink {
+                let channel = Channels::of(prefix).work;
+                match tokio::time::timeout(timeout, sink.subscribe(&channel)).await {
+                    Ok(Ok(())) => {
+                        self.hears_work.store(true, Ordering::Release);
+                        debug!(%channel, "listening for work");
+                        self.bump_work();
+                        return;
+                    }
+                    // the reconnection subscribes it (`wants_work`)
+                    Ok(Err(e)) => {
+                        debug!(%channel, error = %e, "subscribing the work channel failed")
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
         self.work.wait(epoch, timeout).await
     }
 
@@ -126,17 +181,19 @@ pub(crate) async fn start_listener(
     address: String,
 ) -> redis::RedisResult<()> {
     let channels = Channels::of(&prefix);
-    let pubsub = subscribe(&client, &channels).await?;
-    if let Some(n) = notifier.upgrade() {
-        n.connected.store(true, Ordering::Release);
-    }
+    let wants_work = notifier
+        .upgrade()
+        .is_some_and(|n| n.wants_work.load(Ordering::Acquire));
+    let pubsub = subscribe(&client, &channels, wants_work).await?;
+    let mut stream = match notifier.upgrade() {
+        Some(n) => n.listen(pubsub, wants_work),
+        None => return Ok(()),
+    };
     tokio::spawn(async move {
-        let mut pubsub = Some(pubsub);
         let mut backoff = Duration::from_millis(50);
         loop {
-            if let Some(mut ps) = pubsub.take() {
+            if let Some(mut stream) = stream.take() {
                 {
-                    let mut stream = ps.on_message();
                     while let Some(msg) = stream.next().await {
                         let Some(n) = notifier.upgrade() else {
                             return;
@@ -167,7 +224,7 @@ pub(crate) async fn start_listener(
                     }
                 }
                 match notifier.upgrade() {
-                    Some(n) => n.connected.store(false, Ordering::Release),
+                    Some(n) => n.lost(),
                     None => return,
                 }
                 warn!(redis = %address, "redis pub/sub connection lost; reconnecting");
@@ -176,15 +233,17 @@ pub(crate) async fn start_listener(
             if notifier.strong_count() == 0 {
                 return;
             }
-            match subscribe(&client, &channels).await {
+            let wants_work = notifier
+                .upgrade()
+                .is_some_and(|n| n.wants_work.load(Ordering::Acquire));
+            match subscribe(&client, &channels, wants_work).await {
                 Ok(ps) => {
                     debug!(redis = %address, "redis pub/sub connection restored");
                     backoff = Duration::from_millis(50);
-                    pubsub = Some(ps);
                     let Some(n) = notifier.upgrade() else {
                         return;
                     };
-                    n.connected.store(true, Ordering::Release);
+                    stream = n.listen(ps, wants_work);
                     // messages may have been missed while disconnected
                     n.recheck.notify_waiters();
                     n.status_waiters
@@ -220,13 +279,20 @@ impl Channels {
     }
 }
 
+/// A pub/sub connection subscribed to the app's channels (`work` only
+/// when something of the process waits for work).
 async fn subscribe(
     client: &redis::Client,
     channels: &Channels,
+    work: bool,
 ) -> redis::RedisResult<redis::aio::PubSub> {
     let mut ps = client.get_async_pubsub().await?;
-    ps.subscribe(&[&channels.work, &channels.finals, &channels.status])
-        .await?;
+    if work {
+        ps.subscribe(&[&channels.work, &channels.finals, &channels.status])
+            .await?;
+    } else {
+        ps.subscribe(&[&channels.finals, &channels.status]).await?;
+    }
     Ok(ps)
 }
 
