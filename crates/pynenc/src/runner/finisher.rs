@@ -1,6 +1,6 @@
 //! Recording the ends of runs in batches, by flat combining.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,28 +30,52 @@ type QueuedEnd = (Arc<InvocationRecord>, RunEnd, bool, FinishReply);
 type OwnEnd<'a> = (&'a Arc<InvocationRecord>, RunEnd, bool);
 
 /// Records the ends of runs in batches by flat combining: a finishing
-/// invocation that finds no flush in progress records its own end at once,
-/// with whatever others queued; one that finds a flush in progress queues
-/// its end, and the flushing caller takes it too (one
+/// invocation that finds room for a flush records its own end at once,
+/// with whatever others queued; one that finds the flushes in flight
+/// queues its end, and a flushing caller takes it too (one
 /// `finish_many_and_start` for all of them: one transaction, round trip or
 /// lock), which also takes the next invocation of every slot the batch
-/// frees.
-#[derive(Default)]
+/// frees. Where a step costs a round trip, two flushes go at once, so the
+/// backend works on one while the next travels (Redis burn: drain +30 %);
+/// in memory, where it costs a lock, one (two only contend for the lock:
+/// drain −13 %).
 pub(crate) struct Finisher {
     queue: Mutex<Vec<QueuedEnd>>,
-    flushing: AtomicBool,
+    /// Flushes in flight.
+    flushing: AtomicUsize,
+    /// Flushes in flight at once, at most.
+    most: usize,
 }
 
-/// Clears the flushing flag even if the flushing future is dropped.
-struct FlushGuard<'a>(&'a AtomicBool);
+/// Ends a flush even if the flushing future is dropped.
+struct FlushGuard<'a>(&'a AtomicUsize);
 
 impl Drop for FlushGuard<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Finisher {
+    /// A finisher of up to `most` flushes in flight at once (at least one).
+    pub(crate) fn new(most: usize) -> Finisher {
+        Finisher {
+            queue: Mutex::new(Vec::new()),
+            flushing: AtomicUsize::new(0),
+            most: most.max(1),
+        }
+    }
+
+    /// Starts a flush if fewer than `most` are in flight.
+    fn start_flush(&self) -> Option<FlushGuard<'_>> {
+        self.flushing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.most).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| FlushGuard(&self.flushing))
+    }
+
     /// Records the end of the run of `record` (which took `ran_for`), at
     /// once or with the batch in flight; a next invocation is taken for it
     /// only if it `frees_slot`.
@@ -68,9 +92,8 @@ impl Finisher {
             outcome,
             ran_for: Some(ran_for),
         };
-        if !self.flushing.swap(true, Ordering::AcqRel) {
-            // no flush in progress: this end goes now, with what waits
-            let guard = FlushGuard(&self.flushing);
+        if let Some(guard) = self.start_flush() {
+            // room for a flush: this end goes now, with what waits
             let queued = std::mem::take(&mut *self.queue.lock());
             let own = self
                 .record(host, Some((record, end, frees_slot)), queued)
@@ -91,8 +114,10 @@ impl Finisher {
     /// Records the queued ends, unless another caller is already doing it
     /// (it will take them too).
     async fn flush(&self, host: &RunnerShared) {
-        while !self.queue.lock().is_empty() && !self.flushing.swap(true, Ordering::AcqRel) {
-            let guard = FlushGuard(&self.flushing);
+        while !self.queue.lock().is_empty() {
+            let Some(guard) = self.start_flush() else {
+                return;
+            };
             let queued = std::mem::take(&mut *self.queue.lock());
             if !queued.is_empty() {
                 self.record(host, None, queued).await;
@@ -175,5 +200,27 @@ fn not_recorded(record: &InvocationRecord) -> Finished {
             record.invocation_id
         ))),
         next: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_more_flushes_than_allowed_go_at_once() {
+        let f = Finisher::new(2);
+        let a = f.start_flush().expect("first");
+        let b = f.start_flush().expect("second");
+        assert!(f.start_flush().is_none(), "a third flush went");
+        drop(a);
+        let c = f.start_flush().expect("room again after one ended");
+        drop((b, c));
+        assert_eq!(f.flushing.load(Ordering::Acquire), 0);
+
+        let one = Finisher::new(0);
+        let g = one.start_flush().expect("at least one");
+        assert!(one.start_flush().is_none());
+        drop(g);
     }
 }

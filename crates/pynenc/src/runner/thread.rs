@@ -103,7 +103,7 @@ impl ThreadRunner {
                 running: Mutex::new(FxHashMap::default()),
                 idle: Notify::new(),
                 busy: Notify::new(),
-                finisher: Finisher::default(),
+                finisher: Finisher::new(if steps_cost { 2 } else { 1 }),
                 role,
                 spare_chains: Mutex::new(Vec::new()),
             }),
