@@ -22,9 +22,26 @@ fn function_missing(e: &redis::RedisError) -> bool {
     text.contains("Function not found") || text.contains("unknown command")
 }
 
+/// Which connection of the pool a step goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The next one, in turn.
+    Any,
+    /// Always the first: route steps, so that steps in flight at once
+    /// (batches of one `parallelize`, calls that waited together) reach
+    /// the server in the order they were sent, and their invocations are
+    /// created and queued in call order.
+    Routes,
+}
+
 impl RedisBackend {
     /// A connection of the pool (opened, with the pub/sub listener, on first use).
     pub(crate) async fn conn(&self) -> RedisResult<ConnectionManager> {
+        self.conn_in(Lane::Any).await
+    }
+
+    /// The connection of `lane` (the pool opened on first use).
+    pub(crate) async fn conn_in(&self, lane: Lane) -> RedisResult<ConnectionManager> {
         let conns = self
             .conns
             .get_or_try_init(|| async {
@@ -53,7 +70,10 @@ impl RedisBackend {
                 Ok::<_, redis::RedisError>(conns)
             })
             .await?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % conns.len();
+        let i = match lane {
+            Lane::Any => self.next.fetch_add(1, Ordering::Relaxed) % conns.len(),
+            Lane::Routes => 0,
+        };
         Ok(conns[i].clone())
     }
 
@@ -106,6 +126,7 @@ impl RedisBackend {
         step: &Step,
         args: &[Vec<u8>],
         replayable: bool,
+        lane: Lane,
     ) -> std::result::Result<Reply, (StoreError, Failure)> {
         let command = format!("FCALL {}", step.name);
         let started = Instant::now();
@@ -113,7 +134,7 @@ impl RedisBackend {
         let mut replay = false;
         loop {
             let res: RedisResult<Value> = async {
-                let mut con = self.conn().await?;
+                let mut con = self.conn_in(lane).await?;
                 // the replay flag and who calls (see lib.lua)
                 let flag = format!("{}:{}", if replay { 1 } else { 0 }, self.instance);
                 if self.functions.load(Ordering::Acquire) != FUNCTIONS_OFF {
@@ -185,7 +206,7 @@ impl RedisBackend {
     /// Runs a step and returns its result, or its failure as a store error.
     pub(crate) async fn script(&self, step: &Step, args: &[Vec<u8>]) -> Result<Value> {
         let reply = self
-            .run_script(step, args, true)
+            .run_script(step, args, true, Lane::Any)
             .await
             .map_err(|(e, _)| e)?;
         match reply.body {

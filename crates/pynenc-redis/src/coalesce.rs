@@ -9,8 +9,14 @@
 //!
 //! A caller whose step is in flight is a leader. When it is done (or
 //! dropped), it hands what waited to a task that routes it in merged steps
-//! until nothing waits. A batch of [`OWN_STEP`] calls or more is a step of
-//! its own, sent at once. Only calls the route step cannot refuse are merged:
+//! until nothing waits; two such tasks may run at once, so merged steps
+//! may reach the server in any order. Only single calls are merged: a
+//! batch (of a `parallelize`) is a step of its own, sent at once on the
+//! connection of the route steps, so that the batches of one `parallelize`,
+//! sent one after the other by its task, reach the server in call order
+//! and their invocations are created and queued in that order (a batch
+//! merged with others could overtake an earlier one: the conformance suite
+//! saw it). Only calls the route step cannot refuse are merged:
 //! calls made by a task (cycle control) and calls that raise on a
 //! registration conflict go in steps of their own, so that a refusal
 //! reaches only the call it belongs to. A merged step that fails (the
@@ -26,11 +32,6 @@ use tracing::debug;
 
 use crate::backend::RedisBackend;
 use crate::orchestrator::new_ids;
-
-/// A batch this large is a step of its own, sent at once even while
-/// another step is in flight (the batches of one `parallelize` are
-/// pipelined): merging it would save little and make it wait.
-const OWN_STEP: usize = 16;
 
 /// Route steps of one backend in flight at once: while one is on the
 /// server, the next is on its way.
@@ -74,7 +75,7 @@ impl RouteCoalescer {
         backend: &RedisBackend,
         requests: Vec<RouteRequest>,
     ) -> Result<Vec<RouteOutcome>> {
-        if requests.len() >= OWN_STEP || !requests.iter().all(mergeable) {
+        if requests.len() > 1 || !requests.iter().all(mergeable) {
             return backend.route_step(requests).await;
         }
         let waiting = {

@@ -15,6 +15,7 @@ use redis::Value;
 use tracing::warn;
 
 use crate::backend::{bytes, micros, opt_bytes, RedisBackend};
+use crate::client::Lane;
 use crate::decode::scope_field;
 use crate::script::{as_int, as_list, as_string, scripts};
 use crate::step::{error_json, PickUp, STEP_ENDS};
@@ -132,7 +133,7 @@ impl RedisBackend {
             self.route_args(req, id, &mut args)?;
         }
         let reply = self
-            .run_script(&scripts().route, &args, true)
+            .run_script(&scripts().route, &args, true, Lane::Routes)
             .await
             .map_err(|(e, _)| e)?;
         drop(args);

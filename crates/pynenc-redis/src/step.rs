@@ -11,6 +11,7 @@ use pynenc_model::{InvocationId, RunOutcome, RunnerId, TaskError};
 use pynenc_store::{EndOutcome, Result, RunEnd, StepReport, StoreError};
 
 use crate::backend::{bytes, RedisBackend};
+use crate::client::Lane;
 use crate::script::{as_list, as_string, scripts, Reply};
 
 /// A task error as the scripts store it (a `TaskError` always serializes).
@@ -148,7 +149,10 @@ impl RedisBackend {
 
     /// Runs `step.lua`; its two parts: the ends' outcomes and the pick-ups'.
     async fn run_step(&self, args: &[Vec<u8>]) -> Result<(Value, Value)> {
-        let body = match self.run_script(&scripts().step, args, true).await {
+        let body = match self
+            .run_script(&scripts().step, args, true, Lane::Any)
+            .await
+        {
             Err((e, _)) => return Err(e),
             Ok(Reply { body: Err(f), .. }) => return Err(self.script_failure(&f)),
             Ok(Reply { body: Ok(v), .. }) => v,

@@ -126,9 +126,9 @@ impl InvocationHost for ChainHost {
     }
 
     /// The end joins the finisher's next batch (flat combining: one step
-    /// for the ends that come in while a step is in flight, on every
-    /// backend — a transaction or round trip saved, or one lock taken
-    /// instead of many), which also takes the next invocation of each slot
+    /// for the ends that come in while the steps in flight are on their
+    /// way, on every backend — a transaction or round trip saved, or one
+    /// lock taken instead of many), which also takes the next invocation of each slot
     /// it frees. The next invocation runs in this tokio task, so a busy
     /// runner spawns no task and hands no slot over per invocation; a
     /// stopping runner, and a run that holds no slot, take none.

@@ -18,10 +18,11 @@
 //! invocation in a tokio task that holds its slot. When a run ends, the same
 //! step that records the end takes the slot's next invocation, and the task
 //! runs it too: a busy runner spawns no task and hands no slot over per
-//! invocation. On the in-process backend each end is its own locked step;
-//! where a step is a transaction or a round trip (SQLite, Redis), the ends
-//! that come in while one step is in flight go together in the next, with
-//! one pick-up for all the slots they free.
+//! invocation. The ends that come in while a step of ends is on its way go
+//! together in the next, with one pick-up for all the slots they free: one
+//! step in flight at a time on the in-process backend (a lock), two where a
+//! step is a transaction or a round trip (SQLite, Redis, PostgreSQL), so
+//! that the backend works on one while the next travels.
 //!
 //! Every runner lists itself (`Coordination::register_runner`, read back by
 //! `Queries::runners`): at start with its kind (`thread`, `process`,
