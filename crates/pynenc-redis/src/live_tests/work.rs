@@ -25,14 +25,36 @@ async fn woken_after(b: &RedisBackend, epoch: u64) -> Duration {
     t.elapsed()
 }
 
+/// How long `runner`, waiting for work, takes to hear a call `caller`
+/// routes (a route of another process).
+async fn woken_by_a_route(caller: &RedisBackend, runner: &Arc<RedisBackend>) -> Duration {
+    let epoch = runner.work_epoch();
+    let waiter = {
+        let runner = runner.clone();
+        tokio::spawn(async move { woken_after(&runner, epoch).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    route(caller, 1).await;
+    waiter.await.expect("joined")
+}
+
+/// Two processes of the app `app`, both connected (the caller by a route,
+/// the runner by a read), neither having waited for work.
+async fn caller_and_runner(
+    server: &RedisServer,
+    app: &str,
+) -> (Arc<RedisBackend>, Arc<RedisBackend>) {
+    let caller = backend(&server.url(), app);
+    let runner = backend(&server.url(), app);
+    route(&caller, 1).await;
+    assert_eq!(runner.queue_len().await.expect("queue"), 1);
+    (caller, runner)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_process_waiting_for_work_hears_it() {
     let server = server_or_skip!();
-    let caller = backend(&server.url(), "work-channel");
-    let runner = backend(&server.url(), "work-channel");
-    route(&caller, 1).await;
-    // both are connected (the runner by a read): neither waited for work
-    assert_eq!(runner.queue_len().await.expect("queue"), 1);
+    let (caller, runner) = caller_and_runner(&server, "work-channel").await;
     assert_eq!(work_listeners(&server, &caller), 0);
 
     // the first wait subscribes and returns at once: what was queued
@@ -43,14 +65,7 @@ async fn only_a_process_waiting_for_work_hears_it() {
     assert_eq!(work_listeners(&server, &runner), 1);
 
     // from then on, work queued by the other process wakes it
-    let epoch = runner.work_epoch();
-    let waiter = {
-        let runner = runner.clone();
-        tokio::spawn(async move { woken_after(&runner, epoch).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    route(&caller, 1).await;
-    let woken = waiter.await.expect("joined");
+    let woken = woken_by_a_route(&caller, &runner).await;
     assert!(
         woken < Duration::from_secs(5),
         "work routed by another process woke the runner after {woken:?}"
@@ -62,10 +77,7 @@ async fn only_a_process_waiting_for_work_hears_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_is_heard_again_after_the_connection_is_lost() {
     let server = server_or_skip!();
-    let caller = backend(&server.url(), "work-reconnect");
-    let runner = backend(&server.url(), "work-reconnect");
-    route(&caller, 1).await;
-    assert_eq!(runner.queue_len().await.expect("queue"), 1);
+    let (caller, runner) = caller_and_runner(&server, "work-reconnect").await;
     let epoch = runner.work_epoch();
     woken_after(&runner, epoch).await;
     assert_eq!(work_listeners(&server, &runner), 1);
@@ -84,13 +96,6 @@ async fn work_is_heard_again_after_the_connection_is_lost() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let epoch = runner.work_epoch();
-    let waiter = {
-        let runner = runner.clone();
-        tokio::spawn(async move { woken_after(&runner, epoch).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    route(&caller, 1).await;
-    let woken = waiter.await.expect("joined");
+    let woken = woken_by_a_route(&caller, &runner).await;
     assert!(woken < Duration::from_secs(5), "woken after {woken:?}");
 }
