@@ -28,9 +28,9 @@ pub(crate) enum Lane {
     /// The next one, in turn.
     Any,
     /// Always the first: route steps, so that steps in flight at once
-    /// (batches of one `parallelize`, calls that waited together) reach
-    /// the server in the order they were sent, and their invocations are
-    /// created and queued in call order.
+    /// (the batches of one `parallelize`) reach the server in the order
+    /// they were sent, and their invocations are created and queued in
+    /// call order.
     Routes,
 }
 

@@ -13,9 +13,10 @@
 //! The `work` channel is heard only once something in the process waits
 //! for work (a runner, a monitor's live page): a process that only calls
 //! tasks — a web service enqueuing jobs — would otherwise be woken by every
-//! call it makes and every call of the other processes (a sequential caller
-//! spent a fifth of each call on its own messages). Until then the process
-//! learns of its own queued work from its scripts' replies.
+//! call it makes and every call of the other processes (a caller whose
+//! calls alternated with other commands took a fifth longer per call while
+//! it heard its own messages). Until then the process learns of its own
+//! queued work from its scripts' replies.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
