@@ -70,12 +70,12 @@ pub(crate) struct Notifier {
 impl Notifier {
     /// A subscribed connection (hearing `work` or not) is the current one:
     /// its sink is kept for later subscriptions, its stream returned.
-    fn listen(&self, pubsub: PubSub, hears_work: bool) -> Option<PubSubStream> {
+    fn listen(&self, pubsub: PubSub, hears_work: bool) -> PubSubStream {
         let (sink, stream) = pubsub.split();
         *self.sink.lock() = Some(sink);
         self.hears_work.store(hears_work, Ordering::Release);
         self.connected.store(true, Ordering::Release);
-        Some(stream)
+        stream
     }
 
     /// The pub/sub connection is gone.
@@ -182,14 +182,7 @@ pub(crate) async fn start_listener(
     address: String,
 ) -> redis::RedisResult<()> {
     let channels = Channels::of(&prefix);
-    let wants_work = notifier
-        .upgrade()
-        .is_some_and(|n| n.wants_work.load(Ordering::Acquire));
-    let pubsub = subscribe(&client, &channels, wants_work).await?;
-    let mut stream = match notifier.upgrade() {
-        Some(n) => n.listen(pubsub, wants_work),
-        None => return Ok(()),
-    };
+    let mut stream = connect(&client, &channels, &notifier).await?;
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -234,17 +227,14 @@ pub(crate) async fn start_listener(
             if notifier.strong_count() == 0 {
                 return;
             }
-            let wants_work = notifier
-                .upgrade()
-                .is_some_and(|n| n.wants_work.load(Ordering::Acquire));
-            match subscribe(&client, &channels, wants_work).await {
-                Ok(ps) => {
+            match connect(&client, &channels, &notifier).await {
+                Ok(listening) => {
                     debug!(redis = %address, "redis pub/sub connection restored");
                     backoff = Duration::from_millis(50);
                     let Some(n) = notifier.upgrade() else {
                         return;
                     };
-                    stream = n.listen(ps, wants_work);
+                    stream = listening;
                     // messages may have been missed while disconnected
                     n.recheck.notify_waiters();
                     n.status_waiters
@@ -280,13 +270,17 @@ impl Channels {
     }
 }
 
-/// A pub/sub connection subscribed to the app's channels (`work` only
-/// when something of the process waits for work).
-async fn subscribe(
+/// A new pub/sub connection subscribed to the app's channels (`work` only
+/// when something of the process waited for work), made the notifier's
+/// current one; its stream of messages (`None` when the notifier is gone).
+async fn connect(
     client: &redis::Client,
     channels: &Channels,
-    work: bool,
-) -> redis::RedisResult<redis::aio::PubSub> {
+    notifier: &Weak<Notifier>,
+) -> redis::RedisResult<Option<PubSubStream>> {
+    let work = notifier
+        .upgrade()
+        .is_some_and(|n| n.wants_work.load(Ordering::Acquire));
     let mut ps = client.get_async_pubsub().await?;
     if work {
         ps.subscribe(&[&channels.work, &channels.finals, &channels.status])
@@ -294,7 +288,7 @@ async fn subscribe(
     } else {
         ps.subscribe(&[&channels.finals, &channels.status]).await?;
     }
-    Ok(ps)
+    Ok(notifier.upgrade().map(|n| n.listen(ps, work)))
 }
 
 #[cfg(test)]
