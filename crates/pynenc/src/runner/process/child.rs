@@ -74,6 +74,12 @@ pub fn run_child_if_requested() {
 }
 
 async fn child_main(mode: &str) -> i32 {
+    // the parent's pipe is read from the start: the suspects it sent while
+    // this process started are known before the app picks anything (read
+    // after building the app, they could come after the first pick-up, and
+    // a suspect re-routed meanwhile ran beside others again)
+    let (go_tx, go_rx) = tokio::sync::mpsc::unbounded_channel();
+    watch_parent(go_tx);
     let app = match child_app() {
         Ok(app) => app,
         Err(e) => {
@@ -81,8 +87,6 @@ async fn child_main(mode: &str) -> i32 {
             return 78;
         }
     };
-    let (go_tx, go_rx) = tokio::sync::mpsc::unbounded_channel();
-    watch_parent(go_tx);
     let out = match mode {
         "invocation" => invocation_child(app, go_rx).await,
         "worker" => worker_child(app).await,
