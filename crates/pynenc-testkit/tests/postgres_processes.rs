@@ -169,7 +169,10 @@ async fn a_runner_killed_with_sigkill_loses_nothing() {
     let key = unique("sleep");
 
     const N: usize = 300;
-    let group = sleeper::parallelize_on(&app, (0..N).map(|i| (format!("{key}-{i}"), 20u64)))
+    // long enough that the worker is still at it when the check below has
+    // read the statuses (at 20 ms a fast worker finished first)
+    const SLEEP_MS: u64 = 100;
+    let group = sleeper::parallelize_on(&app, (0..N).map(|i| (format!("{key}-{i}"), SLEEP_MS)))
         .await
         .expect("route the group");
 
@@ -225,7 +228,7 @@ async fn a_runner_killed_with_sigkill_loses_nothing() {
         held.len(),
         killed_at.elapsed().as_secs_f64()
     );
-    assert_eq!(results, vec![20u64; N]);
+    assert_eq!(results, vec![SLEEP_MS; N]);
     let held: HashSet<String> = held.into_iter().collect();
     assert_only_held_were_recovered(group.invocations(), &held).await;
     assert_eq!(check_histories(&app).await, N);
