@@ -14,9 +14,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use parking_lot::Mutex;
 use pynenc_model::InvocationId;
-use pynenc_store::{FinalWaiters, WorkSignal};
+use pynenc_store::{FinalWaiters, GroupWait, WorkSignal};
 use rustc_hash::FxHashSet;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::UnboundedSender;
@@ -30,23 +29,6 @@ use crate::txn::Effects;
 
 /// The longest payload sent (the server refuses 8,000 bytes and more).
 const PAYLOAD_MAX: usize = 7_000;
-
-/// A wait for a group of invocations to become final.
-pub(crate) struct GroupWait {
-    pub(crate) pending: Mutex<FxHashSet<InvocationId>>,
-    pub(crate) done: Notify,
-}
-
-impl GroupWait {
-    /// `id` became final.
-    fn mark(&self, id: &InvocationId) {
-        let mut pending = self.pending.lock();
-        pending.remove(id);
-        if pending.is_empty() {
-            self.done.notify_one();
-        }
-    }
-}
 
 /// What a store shares between its handles, its writer and its listener.
 pub(crate) struct Shared {
@@ -95,28 +77,20 @@ impl Shared {
     }
 
     fn on_final(&self, id: &InvocationId) {
-        for w in self.final_waiters.take(id) {
-            w.mark(id);
-        }
+        self.final_waiters.mark_final(id);
         self.on_status(id);
     }
 
     fn on_status(&self, id: &InvocationId) {
-        for w in self.status_waiters.take(id) {
-            w.notify_one();
-        }
+        self.status_waiters.notify(id);
     }
 
     /// Everything may have changed (a purge, or notifications missed while
     /// the listener reconnected): every waiter looks again.
     fn wake_everyone(&self) {
         self.work.bump();
-        for w in self.final_waiters.take_all() {
-            w.done.notify_one();
-        }
-        for w in self.status_waiters.take_all() {
-            w.notify_one();
-        }
+        self.final_waiters.wake_all();
+        self.status_waiters.notify_all();
     }
 
     /// Handles a notification of another process.

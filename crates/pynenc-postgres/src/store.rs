@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pynenc_model::{InvocationId, InvocationStatus, RunnerId, RunnerInfo, Serializer, Timestamp};
-use pynenc_store::{AtomicStore, Components, Result, StoreError, StoreTxn, TxnBackend};
-use rustc_hash::FxHashSet;
+use pynenc_store::{AtomicStore, Components, GroupWait, Result, StoreError, StoreTxn, TxnBackend};
 use tokio::sync::Notify;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::conn::{connect, redact, Server};
 use crate::error::{Ctx, BACKEND};
-use crate::notify::{start_listener, GroupWait, Shared};
+use crate::notify::{start_listener, Shared};
 use crate::readers::{ReadJob, Readers};
 use crate::txn::{Conn, PgTxn};
 use crate::writer::{AnyValue, Job, JobFn, Writer};
@@ -419,10 +418,7 @@ impl AtomicStore for PostgresStore {
     fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send {
         let ids = ids.to_vec();
         async move {
-            let wait = Arc::new(GroupWait {
-                pending: Mutex::new(ids.iter().copied().collect()),
-                done: Notify::new(),
-            });
+            let wait = Arc::new(GroupWait::new(&ids));
             let waiters = &self.shared.final_waiters;
             let _registered = Unregister {
                 ids: ids.clone(),
@@ -434,37 +430,27 @@ impl AtomicStore for PostgresStore {
             };
             loop {
                 // register before reading: a commit in between is not missed
-                let pending: Vec<InvocationId> = wait.pending.lock().iter().copied().collect();
+                let pending = wait.pending();
                 if pending.is_empty() {
                     return Ok(());
                 }
                 waiters.remove(&pending, &wait);
                 waiters.add(&pending, &wait);
                 let statuses = self.statuses(pending.clone()).await?;
-                let mut left = FxHashSet::default();
                 for (id, status) in pending.iter().zip(statuses) {
                     match status {
                         None => {
                             return Err(StoreError::not_found(id, "while waiting for its result"))
                         }
-                        Some(s) if s.is_final() => {}
-                        Some(_) => {
-                            left.insert(*id);
-                        }
+                        Some(s) if s.is_final() => wait.mark(id),
+                        Some(_) => {}
                     }
                 }
-                if left.is_empty() {
+                if wait.left() == 0 {
                     return Ok(());
                 }
-                {
-                    let mut p = wait.pending.lock();
-                    p.retain(|id| left.contains(id));
-                    if p.is_empty() {
-                        return Ok(());
-                    }
-                }
                 tokio::select! {
-                    _ = wait.done.notified() => {}
+                    _ = wait.woken() => {}
                     _ = tokio::time::sleep(SAFETY_RECHECK) => {}
                 }
             }

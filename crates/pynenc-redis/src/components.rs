@@ -443,7 +443,7 @@ impl Coordination for RedisBackend {
             // wait for the notifications; re-read the statuses only after a
             // reconnect, or when nothing arrived for WAIT_RECHECK (safety net)
             loop {
-                let left = reg.wait.pending.lock().len();
+                let left = reg.wait.left();
                 if left == 0 {
                     return Ok(());
                 }
@@ -455,17 +455,17 @@ impl Coordination for RedisBackend {
                     .map(|t| (WAITING_TTL / 2).saturating_sub(t.elapsed()))
                     .unwrap_or_default();
                 tokio::select! {
-                    _ = reg.wait.done.notified() => return Ok(()),
+                    _ = reg.wait.woken() => return Ok(()),
                     _ = recheck => break,
                     _ = tokio::time::sleep(renew) => break,
                     _ = tokio::time::sleep(WAIT_RECHECK) => {
-                        if reg.wait.pending.lock().len() == left {
+                        if reg.wait.left() == left {
                             break;
                         }
                     }
                 }
             }
-            check = reg.wait.pending.lock().iter().copied().collect();
+            check = reg.wait.pending();
             if check.is_empty() {
                 return Ok(());
             }

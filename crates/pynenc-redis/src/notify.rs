@@ -18,7 +18,6 @@
 //! it heard its own messages). Until then the process learns of its own
 //! queued work from its scripts' replies.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -30,23 +29,7 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use pynenc_model::InvocationId;
-use pynenc_store::{FinalWaiters, WorkSignal};
-
-/// A group of invocations one `wait_final` call waits for.
-pub(crate) struct GroupWait {
-    pub pending: Mutex<HashSet<InvocationId>>,
-    pub done: Notify,
-}
-
-impl GroupWait {
-    /// Marks `id` final; wakes the waiter when nothing is left.
-    pub fn mark(&self, id: &InvocationId) {
-        let mut p = self.pending.lock();
-        if p.remove(id) && p.is_empty() {
-            self.done.notify_one();
-        }
-    }
-}
+use pynenc_store::{FinalWaiters, GroupWait, WorkSignal};
 
 /// Local waiters of one backend.
 #[derive(Default)]
@@ -124,24 +107,17 @@ impl Notifier {
 
     /// `id` became final.
     pub fn on_final(&self, id: &InvocationId) {
-        for w in self.waiters.take(id) {
-            w.mark(id);
-        }
+        self.waiters.mark_final(id);
     }
 
     /// The status of `id` changed (or it was deleted).
     pub fn on_status(&self, id: &InvocationId) {
-        for w in self.status_waiters.take(id) {
-            w.notify_one();
-        }
+        self.status_waiters.notify(id);
     }
 
     /// Registers a wait for `ids` (before their statuses are read).
     pub fn register(self: &Arc<Self>, ids: &[InvocationId]) -> Registration {
-        let wait = Arc::new(GroupWait {
-            pending: Mutex::new(ids.iter().copied().collect()),
-            done: Notify::new(),
-        });
+        let wait = Arc::new(GroupWait::new(ids));
         self.waiters.add(ids, &wait);
         Registration {
             notifier: self.clone(),
@@ -164,7 +140,7 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let left: Vec<InvocationId> = self.wait.pending.lock().iter().copied().collect();
+        let left = self.wait.pending();
         if left.is_empty() {
             return;
         }
@@ -237,10 +213,7 @@ pub(crate) async fn start_listener(
                     stream = listening;
                     // messages may have been missed while disconnected
                     n.recheck.notify_waiters();
-                    n.status_waiters
-                        .take_all()
-                        .iter()
-                        .for_each(|w| w.notify_one());
+                    n.status_waiters.notify_all();
                     n.bump_work();
                 }
                 Err(e) => {
@@ -303,7 +276,7 @@ mod tests {
         assert_eq!(n.waited_len(), 2);
         n.on_final(&a);
         assert_eq!(n.waited_len(), 1);
-        assert_eq!(r.wait.pending.lock().len(), 1);
+        assert_eq!(r.wait.left(), 1);
         drop(r);
         assert_eq!(n.waited_len(), 0);
     }
@@ -316,7 +289,7 @@ mod tests {
         n.on_final(&a);
         n.on_final(&b);
         // the permit is stored: no lost wake-up
-        tokio::time::timeout(Duration::from_secs(1), r.wait.done.notified())
+        tokio::time::timeout(Duration::from_secs(1), r.wait.woken())
             .await
             .expect("woken");
     }

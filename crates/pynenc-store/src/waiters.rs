@@ -1,12 +1,98 @@
 //! Local `result()` waiters by invocation id, for the backends that learn
 //! which invocations became final after their sections: SQLite after each
-//! commit, Redis from its scripts' replies and messages.
+//! commit (and from its watch of other processes' finals), Redis from its
+//! scripts' replies and messages, PostgreSQL from its commits and
+//! notifications.
 
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pynenc_model::InvocationId;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+
+/// A wait for a group of invocations to become final: the ids not known to
+/// be final yet, and the notification that wakes the waiter once none is
+/// left (or when it must look again, after a purge or a lost connection).
+pub struct GroupWait {
+    pending: Mutex<FxHashSet<InvocationId>>,
+    done: Notify,
+}
+
+impl GroupWait {
+    /// A wait for `ids`, none of them known final yet.
+    pub fn new(ids: &[InvocationId]) -> GroupWait {
+        GroupWait {
+            pending: Mutex::new(ids.iter().copied().collect()),
+            done: Notify::new(),
+        }
+    }
+
+    /// `id` is final: the waiter is woken when nothing is left.
+    pub fn mark(&self, id: &InvocationId) {
+        let mut pending = self.pending.lock();
+        if pending.remove(id) && pending.is_empty() {
+            self.done.notify_one();
+        }
+    }
+
+    /// The ids not known to be final yet.
+    pub fn pending(&self) -> Vec<InvocationId> {
+        self.pending.lock().iter().copied().collect()
+    }
+
+    /// How many ids are not known to be final yet.
+    pub fn left(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// Wakes the waiter to look again, whatever is left.
+    pub fn wake(&self) {
+        self.done.notify_one();
+    }
+
+    /// Resolves once the waiter is woken: nothing is left, or it must look
+    /// again (a wake-up given before this is called is kept for it).
+    pub fn woken(&self) -> Notified<'_> {
+        self.done.notified()
+    }
+}
+
+impl FinalWaiters<GroupWait> {
+    /// `id` became final: each of its waits is told. Whether it had any.
+    pub fn mark_final(&self, id: &InvocationId) -> bool {
+        let waits = self.take(id);
+        for wait in &waits {
+            wait.mark(id);
+        }
+        !waits.is_empty()
+    }
+
+    /// Everything may have changed (a purge, missed messages): every wait
+    /// looks again.
+    pub fn wake_all(&self) {
+        for wait in self.take_all() {
+            wait.wake();
+        }
+    }
+}
+
+impl FinalWaiters<Notify> {
+    /// Wakes each waiter of `id`.
+    pub fn notify(&self, id: &InvocationId) {
+        for waiter in self.take(id) {
+            waiter.notify_one();
+        }
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        for waiter in self.take_all() {
+            waiter.notify_one();
+        }
+    }
+}
 
 /// The waits of this process, by the invocation id they wait on; `W` is
 /// whatever a backend wakes (a notification, a group of ids).
@@ -92,5 +178,39 @@ mod tests {
         waiters.add([&z], &b);
         assert_eq!(waiters.take_all().len(), 2);
         assert_eq!(waiters.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_group_wait_is_woken_once_every_id_is_final() {
+        let (x, y) = (InvocationId::from_u128(1), InvocationId::from_u128(2));
+        let waiters = FinalWaiters::<GroupWait>::default();
+        let wait = Arc::new(GroupWait::new(&[x, y]));
+        waiters.add([&x, &y], &wait);
+        assert!(waiters.mark_final(&x));
+        assert_eq!(wait.pending(), vec![y]);
+        let woken = tokio::time::timeout(std::time::Duration::from_millis(20), wait.woken());
+        assert!(woken.await.is_err(), "woken with an id left");
+        assert!(!waiters.mark_final(&x), "told once");
+        waiters.mark_final(&y);
+        assert_eq!(wait.left(), 0);
+        // the wake-up given before the waiter listens is kept for it
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait.woken())
+            .await
+            .expect("woken once nothing is left");
+        assert!(waiters.is_empty());
+    }
+
+    #[tokio::test]
+    async fn waking_all_reaches_every_wait_with_ids_left() {
+        let x = InvocationId::from_u128(1);
+        let waiters = FinalWaiters::<GroupWait>::default();
+        let wait = Arc::new(GroupWait::new(&[x]));
+        waiters.add([&x], &wait);
+        waiters.wake_all();
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait.woken())
+            .await
+            .expect("woken to look again");
+        assert_eq!(wait.left(), 1, "the id is still pending");
+        assert!(waiters.is_empty());
     }
 }
