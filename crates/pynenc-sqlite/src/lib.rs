@@ -63,8 +63,13 @@
 //!   (default 50 ms) while the database stays idle. Work queued by another
 //!   process is therefore seen within at most `poll_max` (plus one cheap
 //!   index lookup), and within about `poll_min` while work keeps coming.
-//! - `result()` waits the same way: the waited invocations are re-checked
-//!   after `poll_min`, backing off to `poll_max`.
+//! - `result()` waits, and the pauses of invocations waiting for others,
+//!   share one watch per store: while any wait is registered, one task
+//!   reads the final statuses recorded since its last look (`poll_min`,
+//!   doubling up to `poll_max` while nothing it finds is waited for) and
+//!   hands each to the waits for it — one read per pause for the whole
+//!   process, however many invocations wait. Each wait re-reads its own
+//!   statuses only every two seconds (ids purged meanwhile).
 //! - Inside one process nothing polls: work queued and invocations finished
 //!   through the same [`SqliteStore`] wake the waiting runners and `result()`
 //!   callers right after the commit.
@@ -145,6 +150,7 @@ mod codes;
 mod counts;
 mod data;
 mod error;
+mod final_watch;
 mod history;
 mod listing;
 mod primitives;

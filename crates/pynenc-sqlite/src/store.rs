@@ -70,6 +70,7 @@ impl SqliteStore {
                 read_gate: Arc::new(Semaphore::new(READ_CONNECTIONS)),
                 work: WorkSignal::default(),
                 final_waiters: FinalWaiters::default(),
+                final_watch: Default::default(),
                 status_waiters: FinalWaiters::default(),
                 names: Mutex::new(FxHashMap::default()),
             }),

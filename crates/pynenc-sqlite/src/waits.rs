@@ -2,57 +2,59 @@
 //! commits, and by adaptive polling for other processes' (SQLite cannot
 //! notify them).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{InvocationId, InvocationStatus, Timestamp};
-use pynenc_store::{FinalWaiters, Result, StoreError};
+use pynenc_store::{FinalWaiters, GroupWait, Result, StoreError};
 use tokio::sync::Notify;
 
 use crate::writer::Inner;
 
-/// Which of this process's waiter lists a wait is in.
-#[derive(Clone, Copy)]
-enum List {
-    /// `wait_final`: woken when one of its ids is final.
-    Finals,
-    /// `wait_status_change`: woken when its id's status changed.
-    Changes,
-}
+/// How often a `result()` wait re-reads the statuses it waits for, a
+/// guard against ids purged by another process.
+const FULL_CHECK: Duration = Duration::from_secs(2);
 
-/// A waiter in one of the lists, unregistered when it ends (or is dropped).
-struct Registered {
+/// A waiter in one of the store's lists, taken off the ids it still waits
+/// for when it ends (or is dropped).
+struct Registered<W> {
     inner: Arc<Inner>,
-    list: List,
+    list: fn(&Inner) -> &FinalWaiters<W>,
     ids: Vec<InvocationId>,
-    notify: Arc<Notify>,
+    waiter: Arc<W>,
 }
 
-impl Registered {
-    fn new(inner: &Arc<Inner>, list: List, ids: &[InvocationId]) -> Registered {
-        let notify = Arc::new(Notify::new());
-        let reg = Registered {
+impl<W> Registered<W> {
+    fn new(
+        inner: &Arc<Inner>,
+        list: fn(&Inner) -> &FinalWaiters<W>,
+        ids: &[InvocationId],
+        waiter: W,
+    ) -> Registered<W> {
+        let waiter = Arc::new(waiter);
+        list(inner).add(ids, &waiter);
+        Registered {
             inner: inner.clone(),
             list,
             ids: ids.to_vec(),
-            notify,
-        };
-        reg.waiters().add(ids, &reg.notify);
-        reg
-    }
-
-    fn waiters(&self) -> &FinalWaiters<Notify> {
-        match self.list {
-            List::Finals => &self.inner.final_waiters,
-            List::Changes => &self.inner.status_waiters,
+            waiter,
         }
     }
 }
 
-impl Drop for Registered {
+impl<W> Registered<W> {
+    /// Registers the waiter again on `ids` (it may have been taken off
+    /// them all by a purge that woke it).
+    fn renew(&self, ids: &[InvocationId]) {
+        let list = (self.list)(&self.inner);
+        list.remove(ids, &self.waiter);
+        list.add(ids, &self.waiter);
+    }
+}
+
+impl<W> Drop for Registered<W> {
     fn drop(&mut self) {
-        self.waiters().remove(&self.ids, &self.notify);
+        (self.list)(&self.inner).remove(&self.ids, &self.waiter);
     }
 }
 
@@ -86,65 +88,48 @@ pub(crate) async fn wait_for_work(inner: Arc<Inner>, epoch: u64, timeout: Durati
     }
 }
 
-/// Waits for a group without re-reading it: one pass over the ids, then
-/// only the final statuses recorded in the history since the last look
-/// (a sequence watermark), woken at once by commits of this process and
-/// by adaptive polling for other processes. A full re-check every two
-/// seconds guards against ids purged meanwhile.
+/// Waits for a group: one read of its statuses, then the ids are handed
+/// over as they become final — by this process's writer right after its
+/// commits, by the store's [`crate::final_watch`] for other processes'. The
+/// statuses left are read again every [`FULL_CHECK`] (ids purged meanwhile)
+/// and after a purge of this process.
 pub(crate) async fn wait_final(inner: Arc<Inner>, ids: Vec<InvocationId>) -> Result<()> {
-    let wait = Registered::new(&inner, List::Finals, &ids);
-    let full_check = |ids: Vec<InvocationId>| {
-        let inner = inner.clone();
-        async move {
-            inner
-                .read(move |t| {
-                    let mark = t.history_max_seq()?;
-                    let mut left = HashSet::new();
-                    for id in ids {
-                        match t.status_code_of(&id)? {
-                            Some(s) if s.is_final() => {}
-                            Some(_) => {
-                                left.insert(id);
-                            }
-                            None => {
-                                return Err(StoreError::not_found(
-                                    &id,
-                                    "while waiting for its result",
-                                ))
-                            }
+    // registered before reading: a final committed in between is not missed
+    let wait = Registered::new(&inner, |i| &i.final_waiters, &ids, GroupWait::new(&ids));
+    loop {
+        let pending = wait.waiter.pending();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        wait.renew(&pending);
+        let (finals, seen) = inner
+            .read(move |t| {
+                let seen = t.history_max_seq()?;
+                let mut finals = Vec::new();
+                for id in pending {
+                    match t.status_code_of(&id)? {
+                        Some(s) if s.is_final() => finals.push(id),
+                        Some(_) => {}
+                        None => {
+                            return Err(StoreError::not_found(&id, "while waiting for its result"))
                         }
                     }
-                    Ok((left, mark))
-                })
-                .await
-        }
-    };
-    let (mut pending, mut mark) = full_check(ids).await?;
-    let mut poll = inner.poll_min;
-    let mut last_full = tokio::time::Instant::now();
-    while !pending.is_empty() {
-        tokio::select! {
-            _ = wait.notify.notified() => {
-                poll = inner.poll_min;
-                if pending.len() > 1 {
-                    // a group: let a few more commits land before looking
-                    tokio::time::sleep(poll).await;
                 }
-            }
-            _ = tokio::time::sleep(poll) => poll = (poll * 2).min(inner.poll_max),
+                Ok((finals, seen))
+            })
+            .await?;
+        for id in &finals {
+            wait.waiter.mark(id);
         }
-        if last_full.elapsed() >= Duration::from_secs(2) {
-            last_full = tokio::time::Instant::now();
-            (pending, mark) = full_check(pending.into_iter().collect()).await?;
-            continue;
+        if wait.waiter.left() == 0 {
+            return Ok(());
         }
-        let (finals, new_mark) = inner.read(move |t| t.finals_since(mark)).await?;
-        mark = new_mark;
-        for id in finals {
-            pending.remove(&id);
+        inner.final_watch.cover(&inner, seen);
+        tokio::select! {
+            _ = wait.waiter.woken() => {}
+            _ = tokio::time::sleep(FULL_CHECK) => {}
         }
     }
-    Ok(())
 }
 
 /// Waits until the status of `id` is no longer `seen`, or `timeout`: woken
@@ -160,7 +145,7 @@ pub(crate) async fn wait_status_change(
     let mut poll = inner.poll_min;
     loop {
         // register before reading: a commit in between is not missed
-        let wait = Registered::new(&inner, List::Changes, &[id]);
+        let wait = Registered::new(&inner, |i| &i.status_waiters, &[id], Notify::new());
         let status = inner.read(move |t| t.status_code_of(&id)).await?;
         match status {
             None => return Err(StoreError::not_found(&id, "while waiting for a status")),
@@ -172,7 +157,7 @@ pub(crate) async fn wait_status_change(
             return Ok(());
         }
         tokio::select! {
-            _ = wait.notify.notified() => poll = inner.poll_min,
+            _ = wait.waiter.notified() => poll = inner.poll_min,
             _ = tokio::time::sleep(poll.min(deadline - now)) => poll = (poll * 2).min(inner.poll_max),
         }
     }

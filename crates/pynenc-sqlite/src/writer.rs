@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pynenc_model::InvocationId;
-use pynenc_store::{FinalWaiters, Result, StoreError, StoreTxn, WorkSignal};
+use pynenc_store::{FinalWaiters, GroupWait, Result, StoreError, StoreTxn, WorkSignal};
 use rusqlite::Connection;
 use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::error::{is_busy, Ctx, Key};
+use crate::final_watch::FinalWatch;
 use crate::schema::connect;
 use crate::txn::SqliteTxn;
 
@@ -85,7 +86,9 @@ pub(crate) struct Inner {
     pub(crate) readers: Mutex<Vec<Connection>>,
     pub(crate) read_gate: Arc<Semaphore>,
     pub(crate) work: WorkSignal,
-    pub(crate) final_waiters: FinalWaiters<Notify>,
+    pub(crate) final_waiters: FinalWaiters<GroupWait>,
+    /// Hands the finals of other processes to `final_waiters`.
+    pub(crate) final_watch: FinalWatch,
     /// This process's waits for a status change (`wait_status_change`).
     pub(crate) status_waiters: FinalWaiters<Notify>,
     /// Committed rows of `names` (they are never changed or deleted).
@@ -258,9 +261,18 @@ impl Inner {
         if effects.enqueued {
             self.work.bump();
         }
-        // a woken wait re-reads what it still waits for
-        wake(&self.final_waiters, effects.purged, &effects.finals);
-        wake(&self.status_waiters, effects.purged, &effects.changed);
+        // after a purge every wait re-reads what it still waits for
+        if effects.purged {
+            self.final_waiters.wake_all();
+            self.status_waiters.notify_all();
+            return;
+        }
+        for id in &effects.finals {
+            self.final_waiters.mark_final(id);
+        }
+        for id in &effects.changed {
+            self.status_waiters.notify(id);
+        }
     }
 
     /// Runs `f` in a read-only transaction on a blocking thread.
@@ -357,18 +369,4 @@ pub(crate) fn finish_txn<R>(ctx: &Ctx, conn: &Connection, out: Result<R>) -> Res
         let _ = conn.execute_batch("ROLLBACK");
     }
     out
-}
-
-/// Wakes the waiters of `ids` (of every id after a purge).
-fn wake(waiters: &FinalWaiters<Notify>, purged: bool, ids: &[InvocationId]) {
-    if waiters.is_empty() {
-        return;
-    }
-    if purged {
-        waiters.take_all().iter().for_each(|n| n.notify_one());
-    } else {
-        for id in ids {
-            waiters.take(id).iter().for_each(|n| n.notify_one());
-        }
-    }
 }
