@@ -1104,99 +1104,6 @@ async fn another_process_sees_work_and_finals_by_polling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_waits_in_another_process_share_one_watch_that_stops_when_they_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w.db");
-    let a = TxnBackend::new(open_app(&path, "app"), Serializer::Json);
-    let b_store = open_app(&path, "app");
-    let b = TxnBackend::new(b_store.clone(), Serializer::Json);
-    let requests = (0..300).map(|i| request("tests.watched", i)).collect();
-    let routed = a.route_calls(requests).await.unwrap();
-    let all: Vec<InvocationId> = routed.iter().map(|r| r.record().invocation_id).collect();
-    // one wait per invocation, and one for the whole group, all in `b`
-    let mut waits: Vec<_> = all
-        .iter()
-        .map(|id| {
-            let (b, ids) = (b.clone(), vec![*id]);
-            tokio::spawn(async move { b.wait_final(&ids).await })
-        })
-        .collect();
-    waits.push({
-        let (b, ids) = (b.clone(), all.clone());
-        tokio::spawn(async move { b.wait_final(&ids).await })
-    });
-    tokio::time::sleep(50 * MS).await;
-    assert!(
-        b_store.inner.final_watch.is_running(),
-        "the waits started the watch"
-    );
-    assert!(
-        waits.iter().all(|w| !w.is_finished()),
-        "nothing is final yet"
-    );
-    // `a` runs them in three rounds; `b` hears of them only through its watch
-    for chunk in all.chunks(100) {
-        let picked = a.get_invocations_to_run(&r("ra"), 100).await.unwrap();
-        assert_eq!(picked.len(), chunk.len());
-        for id in chunk {
-            a.set_status(id, Running, &r("ra"), None).await.unwrap();
-            a.finish(id, &r("ra"), RunOutcome::Success("1".into()))
-                .await
-                .unwrap();
-        }
-        tokio::time::sleep(10 * MS).await;
-    }
-    for wait in waits {
-        tokio::time::timeout(Duration::from_secs(5), wait)
-            .await
-            .expect("every wait ends once its invocations are final")
-            .unwrap()
-            .unwrap();
-    }
-    assert!(
-        b_store.inner.final_waiters.is_empty(),
-        "no wait is left registered"
-    );
-    let handed = b_store
-        .inner
-        .final_watch
-        .handed
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(
-        handed, 300,
-        "each final reached its waits through the watch"
-    );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while b_store.inner.final_watch.is_running() {
-        assert!(
-            Instant::now() < deadline,
-            "the watch stops once no wait is left"
-        );
-        tokio::time::sleep(5 * MS).await;
-    }
-    // a later wait starts it again, and it still sees another process's finals
-    let late = a
-        .route_calls(vec![request("tests.watched", 1_000)])
-        .await
-        .unwrap();
-    let id = late[0].record().invocation_id;
-    let wait = {
-        let (b, ids) = (b.clone(), vec![id]);
-        tokio::spawn(async move { b.wait_final(&ids).await })
-    };
-    a.get_invocations_to_run(&r("ra"), 1).await.unwrap();
-    a.set_status(&id, Running, &r("ra"), None).await.unwrap();
-    a.finish(&id, &r("ra"), RunOutcome::Success("2".into()))
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), wait)
-        .await
-        .expect("the restarted watch hands the final over")
-        .unwrap()
-        .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pickers_never_share_an_invocation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.db");
@@ -1275,5 +1182,6 @@ async fn a_20_mb_argument_round_trips() {
 }
 
 mod data_values;
+mod final_watch;
 mod held_writes;
 mod status_waits;

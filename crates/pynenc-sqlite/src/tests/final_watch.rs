@@ -1,0 +1,92 @@
+//! `result()` waits for other processes' finals: one watch per store
+//! reads them for every wait of the process.
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+/// Waits in `b` for `ids`, on a task of its own.
+fn wait_in(
+    b: &TxnBackend<SqliteStore>,
+    ids: Vec<InvocationId>,
+) -> tokio::task::JoinHandle<Result<()>> {
+    let b = b.clone();
+    tokio::spawn(async move { b.wait_final(&ids).await })
+}
+
+/// `a` picks `ids`, runs them and ends them with `result`.
+async fn run_in(a: &TxnBackend<SqliteStore>, ids: &[InvocationId], result: &str) {
+    let picked = a.get_invocations_to_run(&r("ra"), ids.len()).await.unwrap();
+    assert_eq!(picked.len(), ids.len());
+    for id in ids {
+        a.set_status(id, Running, &r("ra"), None).await.unwrap();
+        a.finish(id, &r("ra"), RunOutcome::Success(result.into()))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_waits_in_another_process_share_one_watch_that_stops_when_they_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let a = TxnBackend::new(open_app(&path, "app"), Serializer::Json);
+    let b_store = open_app(&path, "app");
+    let b = TxnBackend::new(b_store.clone(), Serializer::Json);
+    let requests = (0..300).map(|i| request("tests.watched", i)).collect();
+    let routed = a.route_calls(requests).await.unwrap();
+    let all: Vec<InvocationId> = routed.iter().map(|r| r.record().invocation_id).collect();
+    // one wait per invocation, and one for the whole group, all in `b`
+    let mut waits: Vec<_> = all.iter().map(|id| wait_in(&b, vec![*id])).collect();
+    waits.push(wait_in(&b, all.clone()));
+    tokio::time::sleep(50 * MS).await;
+    let watch = &b_store.inner.final_watch;
+    assert!(watch.is_running(), "the waits started the watch");
+    assert!(
+        waits.iter().all(|w| !w.is_finished()),
+        "nothing is final yet"
+    );
+    // `a` runs them in three rounds; `b` hears of them only through its watch
+    for chunk in all.chunks(100) {
+        run_in(&a, chunk, "1").await;
+        tokio::time::sleep(10 * MS).await;
+    }
+    for wait in waits {
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("every wait ends once its invocations are final")
+            .unwrap()
+            .unwrap();
+    }
+    assert!(
+        b_store.inner.final_waiters.is_empty(),
+        "no wait is left registered"
+    );
+    let handed = watch.handed.load(Ordering::Relaxed);
+    assert_eq!(
+        handed, 300,
+        "each final reached its waits through the watch"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watch.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the watch stops once no wait is left"
+        );
+        tokio::time::sleep(5 * MS).await;
+    }
+    // a later wait starts it again, and it still sees another process's finals
+    let late = a
+        .route_calls(vec![request("tests.watched", 1_000)])
+        .await
+        .unwrap();
+    let id = late[0].record().invocation_id;
+    let wait = wait_in(&b, vec![id]);
+    run_in(&a, &[id], "2").await;
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect("the restarted watch hands the final over")
+        .unwrap()
+        .unwrap();
+    assert_eq!(watch.handed.load(Ordering::Relaxed), 301);
+}
