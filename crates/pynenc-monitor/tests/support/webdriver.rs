@@ -20,6 +20,11 @@ use super::http::Req;
 pub const SKIP_MESSAGE: &str = "chromium and chromedriver not found on PATH; install them \
      (Debian: apt-get install chromium chromium-driver) or set PYNENC_REQUIRE_BROWSER=1 to make this a failure";
 
+/// The failure when the browser is required and missing.
+const REQUIRED_MESSAGE: &str = "PYNENC_REQUIRE_BROWSER=1 but chromium and chromedriver are not \
+     found on PATH (nor named by PYNENC_CHROMIUM and PYNENC_CHROMEDRIVER); install them \
+     (Debian: apt-get install chromium chromium-driver)";
+
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -56,7 +61,7 @@ impl Browser {
         let driver = find("PYNENC_CHROMEDRIVER", &["chromedriver"]);
         let (Some(chromium), Some(driver)) = (chromium, driver) else {
             if std::env::var("PYNENC_REQUIRE_BROWSER").as_deref() == Ok("1") {
-                panic!("PYNENC_REQUIRE_BROWSER=1 but {SKIP_MESSAGE}");
+                panic!("{REQUIRED_MESSAGE}");
             }
             eprintln!("skipped: {SKIP_MESSAGE}");
             return None;
