@@ -104,7 +104,7 @@ async fn child_main(mode: &str) -> i32 {
 }
 
 /// Reads the parent's pipe: `go` lines resume a paused child, `suspect
-/// <id>` lines quarantine an invocation; end of file means the parent is
+/// <id>` lines quarantine an invocation (answered with `suspected <id>`); end of file means the parent is
 /// gone, and the child exits at once.
 fn watch_parent(go: tokio::sync::mpsc::UnboundedSender<()>) {
     std::thread::spawn(move || {
@@ -118,6 +118,8 @@ fn watch_parent(go: tokio::sync::mpsc::UnboundedSender<()>) {
             } else if let Some(id) = line.strip_prefix("suspect ") {
                 if let Ok(id) = InvocationId::parse(id) {
                     quarantine().lock().insert(id);
+                    // the parent re-routes it once every worker has said so
+                    report_to_parent("suspected", id.as_str());
                 }
             }
         }

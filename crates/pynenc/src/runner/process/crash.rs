@@ -28,12 +28,15 @@ pub(crate) struct CrashLedger {
     /// Invocations re-routed after a death that was not pinned on them.
     pub(crate) suspects: parking_lot::Mutex<HashMap<InvocationId, Instant>>,
     /// Tells the live worker processes of a pool about new suspects; each
-    /// worker's briefing adds a permit to the announcement's semaphore once
-    /// it has written it to the worker's pipe.
+    /// worker adds a permit to the announcement's semaphore once it has
+    /// read it from its pipe (its `suspected` line), or its briefing does
+    /// when the pipe is gone.
     pub(crate) announce: tokio::sync::broadcast::Sender<Announcement>,
+    /// The announcements waiting for the workers to have read them.
+    reading: parking_lot::Mutex<HashMap<InvocationId, Arc<Semaphore>>>,
 }
 
-/// A new suspect, and the permits its briefings add once it is written.
+/// A new suspect, and the permits its workers add once they have read it.
 pub(crate) type Announcement = (InvocationId, Arc<Semaphore>);
 
 /// How long a death waits for the live workers to have read of a suspect
@@ -45,6 +48,7 @@ impl Default for CrashLedger {
         CrashLedger {
             suspects: Default::default(),
             announce: tokio::sync::broadcast::channel(1024).0,
+            reading: Default::default(),
         }
     }
 }
@@ -81,24 +85,42 @@ impl CrashLedger {
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
-            let sent = write_suspect(&mut pipe, &id).await;
-            written.add_permits(1);
-            if sent.is_err() {
+            if write_suspect(&mut pipe, &id).await.is_err() {
+                // the worker is gone: nobody waits for it to read
+                written.add_permits(1);
                 return;
             }
         }
     }
 
+    /// A worker read `id` from its pipe (it quarantined it).
+    pub(crate) fn suspect_read(&self, id: &InvocationId) {
+        if let Some(read) = self.reading.lock().get(id) {
+            read.add_permits(1);
+        }
+    }
+
     /// Tells every live worker that `id` is a suspect, and waits until each
-    /// has it in its pipe (or `ANNOUNCE_WAIT`): a worker that picks it once
-    /// it is re-routed runs it alone.
+    /// has read it (or `ANNOUNCE_WAIT`): a worker that picks it once it is
+    /// re-routed runs it alone. Waiting only for the line to be written
+    /// left a window: a worker could pick the re-routed suspect before its
+    /// thread reading the pipe got to the line.
     async fn announce(&self, id: InvocationId) {
-        let written = Arc::new(Semaphore::new(0));
-        let Ok(workers) = self.announce.send((id, written.clone())) else {
-            return; // no worker listens
-        };
-        let workers = u32::try_from(workers).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(ANNOUNCE_WAIT, written.acquire_many(workers)).await;
+        let read = Arc::new(Semaphore::new(0));
+        self.reading.lock().insert(id, read.clone());
+        if let Ok(workers) = self.announce.send((id, read.clone())) {
+            let workers = u32::try_from(workers).unwrap_or(u32::MAX);
+            let waited = tokio::time::timeout(ANNOUNCE_WAIT, read.acquire_many(workers)).await;
+            if waited.is_err() {
+                warn!(
+                    invocation_id = %id,
+                    workers,
+                    "not every worker process said it read the suspect within {} s; re-routed anyway",
+                    ANNOUNCE_WAIT.as_secs()
+                );
+            }
+        }
+        self.reading.lock().remove(&id);
     }
 
     /// `held` were running for `owner` in process `pid` (a `what`), which
@@ -189,5 +211,40 @@ async fn record_crash(app: &Pynenc, owner: &RunnerId, id: &InvocationId, message
     let outcome = failure_outcome(orch, &options, id, error).await;
     if let Err(e) = orch.finish(id, owner, outcome).await {
         warn!(invocation_id = %id, error = %e, "could not record the crash");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_suspect_is_announced_once_every_worker_has_read_it() {
+        let ledger = Arc::new(CrashLedger::default());
+        // two workers listening, as their briefings do
+        let mut workers = [ledger.announce.subscribe(), ledger.announce.subscribe()];
+        let id = InvocationId::from_u128(7);
+        let announcing = tokio::spawn({
+            let ledger = ledger.clone();
+            async move { ledger.announce(id).await }
+        });
+        for worker in &mut workers {
+            let (announced, _) = worker.recv().await.expect("announced to each worker");
+            assert_eq!(announced, id);
+        }
+        ledger.suspect_read(&id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!announcing.is_finished(), "one worker has not read it yet");
+        ledger.suspect_read(&id);
+        tokio::time::timeout(Duration::from_secs(1), announcing)
+            .await
+            .expect("done once both read it (before ANNOUNCE_WAIT)")
+            .unwrap();
+        assert!(
+            ledger.reading.lock().is_empty(),
+            "the announcement is forgotten"
+        );
+        // a late line of a worker changes nothing
+        ledger.suspect_read(&id);
     }
 }

@@ -92,7 +92,8 @@ impl WorkerOutput {
     /// Forwards a worker's output and keeps `held` up to date from its
     /// `taken` / `wait-alone` / `start` / `end` / `cancel` lines (`taken`:
     /// taken ahead, waiting for its turn; `wait-alone`: waiting to run
-    /// alone; both not started).
+    /// alone; both not started); `suspected` lines tell the crash ledger
+    /// the worker read a suspect.
     pub(crate) async fn read(self, out: tokio::process::ChildStdout) {
         let mut lines = BufReader::new(out).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -107,6 +108,7 @@ impl WorkerOutput {
                 .split_once(' ')
                 .and_then(|(what, id)| Some((what, InvocationId::parse(id).ok()?)));
             match parsed {
+                Some(("suspected", id)) => self.crashes.suspect_read(&id),
                 Some(("taken" | "wait-alone", id)) => {
                     self.held.lock().waiting.insert(id);
                 }
