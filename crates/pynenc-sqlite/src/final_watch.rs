@@ -32,8 +32,26 @@ pub(crate) struct FinalWatch {
 #[derive(Default)]
 struct WatchState {
     running: bool,
+    /// Counts the tasks started: the one that runs is the latest.
+    task: u64,
     /// The history sequence up to which finals were handed over.
     mark: i64,
+}
+
+/// Marks the watch stopped when its task ends, also when it is dropped
+/// unfinished (its runtime shut down): the next wait starts another.
+struct TaskGuard {
+    inner: Arc<Inner>,
+    task: u64,
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        let mut state = self.inner.final_watch.state.lock();
+        if state.task == self.task {
+            state.running = false;
+        }
+    }
 }
 
 impl FinalWatch {
@@ -47,8 +65,13 @@ impl FinalWatch {
             return;
         }
         state.running = true;
+        state.task += 1;
         state.mark = seen;
-        tokio::spawn(watch(inner.clone()));
+        let guard = TaskGuard {
+            inner: inner.clone(),
+            task: state.task,
+        };
+        tokio::spawn(watch(guard));
     }
 
     /// Whether the watch's task runs.
@@ -81,7 +104,8 @@ impl FinalWatch {
 
 /// The watch's task: reads the finals since the watermark, hands each to
 /// its waits, pauses; ends once no wait is registered.
-async fn watch(inner: Arc<Inner>) {
+async fn watch(guard: TaskGuard) {
+    let inner = guard.inner.clone();
     let mut pause = inner.poll_min;
     loop {
         tokio::time::sleep(pause).await;

@@ -40,9 +40,7 @@ impl<W> Registered<W> {
             waiter,
         }
     }
-}
 
-impl<W> Registered<W> {
     /// Registers the waiter again on `ids` (it may have been taken off
     /// them all by a purge that woke it).
     fn renew(&self, ids: &[InvocationId]) {

@@ -90,3 +90,50 @@ async fn many_waits_in_another_process_share_one_watch_that_stops_when_they_end(
         .unwrap();
     assert_eq!(watch.handed.load(Ordering::Relaxed), 301);
 }
+
+#[test]
+fn a_watch_dropped_with_its_runtime_is_started_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let a = TxnBackend::new(open_app(&path, "app"), Serializer::Json);
+    let b_store = open_app(&path, "app");
+    let b = TxnBackend::new(b_store.clone(), Serializer::Json);
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // a wait in a runtime that shuts down before its invocation ends
+    let first = runtime();
+    let id = first.block_on(async {
+        let routed = a
+            .route_calls(vec![request("tests.watched", 1)])
+            .await
+            .unwrap();
+        let id = routed[0].record().invocation_id;
+        drop(wait_in(&b, vec![id]));
+        tokio::time::sleep(50 * MS).await;
+        id
+    });
+    assert!(b_store.inner.final_watch.is_running());
+    drop(first);
+    assert!(
+        !b_store.inner.final_watch.is_running(),
+        "the dropped task said so"
+    );
+    // the next wait, in another runtime, has a watch again
+    runtime().block_on(async {
+        let wait = wait_in(&b, vec![id]);
+        tokio::time::sleep(50 * MS).await;
+        run_in(&a, &[id], "1").await;
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("the wait ends")
+            .unwrap()
+            .unwrap();
+    });
+    let handed = b_store.inner.final_watch.handed.load(Ordering::Relaxed);
+    assert_eq!(handed, 1, "the final came through a new watch");
+}
