@@ -14,6 +14,15 @@ fn wait_in(
     tokio::spawn(async move { b.wait_final(&ids).await })
 }
 
+/// Waits for `wait` to end well, at most five seconds (`what` it shows).
+async fn ends(wait: tokio::task::JoinHandle<Result<()>>, what: &str) {
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .expect(what)
+        .unwrap()
+        .unwrap();
+}
+
 /// `a` picks `ids`, runs them and ends them with `result`.
 async fn run_in(a: &TxnBackend<SqliteStore>, ids: &[InvocationId], result: &str) {
     let picked = a.get_invocations_to_run(&r("ra"), ids.len()).await.unwrap();
@@ -52,11 +61,7 @@ async fn many_waits_in_another_process_share_one_watch_that_stops_when_they_end(
         tokio::time::sleep(10 * MS).await;
     }
     for wait in waits {
-        tokio::time::timeout(Duration::from_secs(5), wait)
-            .await
-            .expect("every wait ends once its invocations are final")
-            .unwrap()
-            .unwrap();
+        ends(wait, "every wait ends once its invocations are final").await;
     }
     assert!(
         b_store.inner.final_waiters.is_empty(),
@@ -83,11 +88,7 @@ async fn many_waits_in_another_process_share_one_watch_that_stops_when_they_end(
     let id = late[0].record().invocation_id;
     let wait = wait_in(&b, vec![id]);
     run_in(&a, &[id], "2").await;
-    tokio::time::timeout(Duration::from_secs(5), wait)
-        .await
-        .expect("the restarted watch hands the final over")
-        .unwrap()
-        .unwrap();
+    ends(wait, "the restarted watch hands the final over").await;
     assert_eq!(watch.handed.load(Ordering::Relaxed), 301);
 }
 
@@ -128,11 +129,7 @@ fn a_watch_dropped_with_its_runtime_is_started_again() {
         let wait = wait_in(&b, vec![id]);
         tokio::time::sleep(50 * MS).await;
         run_in(&a, &[id], "1").await;
-        tokio::time::timeout(Duration::from_secs(5), wait)
-            .await
-            .expect("the wait ends")
-            .unwrap()
-            .unwrap();
+        ends(wait, "the wait ends").await;
     });
     let handed = b_store.inner.final_watch.handed.load(Ordering::Relaxed);
     assert_eq!(handed, 1, "the final came through a new watch");

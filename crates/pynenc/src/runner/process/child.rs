@@ -104,8 +104,8 @@ async fn child_main(mode: &str) -> i32 {
 }
 
 /// Reads the parent's pipe: `go` lines resume a paused child, `suspect
-/// <id>` lines quarantine an invocation (answered with `suspected <id>`); end of file means the parent is
-/// gone, and the child exits at once.
+/// <id>` lines quarantine an invocation (answered with `suspected <id>`);
+/// end of file means the parent is gone, and the child exits at once.
 fn watch_parent(go: tokio::sync::mpsc::UnboundedSender<()>) {
     std::thread::spawn(move || {
         use std::io::BufRead;

@@ -27,17 +27,13 @@ const SUSPECT_MEMORY: Duration = Duration::from_secs(3600);
 pub(crate) struct CrashLedger {
     /// Invocations re-routed after a death that was not pinned on them.
     pub(crate) suspects: parking_lot::Mutex<HashMap<InvocationId, Instant>>,
-    /// Tells the live worker processes of a pool about new suspects; each
-    /// worker adds a permit to the announcement's semaphore once it has
-    /// read it from its pipe (its `suspected` line), or its briefing does
-    /// when the pipe is gone.
-    pub(crate) announce: tokio::sync::broadcast::Sender<Announcement>,
-    /// The announcements waiting for the workers to have read them.
+    /// Tells the live worker processes of a pool about new suspects.
+    pub(crate) announce: tokio::sync::broadcast::Sender<InvocationId>,
+    /// The announcements waiting for the workers to have read them: each
+    /// worker adds a permit once it has read the suspect from its pipe (its
+    /// `suspected` line), or its briefing does when the pipe is gone.
     reading: parking_lot::Mutex<HashMap<InvocationId, Arc<Semaphore>>>,
 }
-
-/// A new suspect, and the permits its workers add once they have read it.
-pub(crate) type Announcement = (InvocationId, Arc<Semaphore>);
 
 /// How long a death waits for the live workers to have read of a suspect
 /// before it re-routes it (a briefing that cannot write gives up at once).
@@ -70,7 +66,8 @@ impl CrashLedger {
     /// subscribed before `current` is read, so that no suspect falls
     /// between the two.
     pub(crate) async fn brief_worker(
-        mut suspects: tokio::sync::broadcast::Receiver<Announcement>,
+        self: Arc<Self>,
+        mut suspects: tokio::sync::broadcast::Receiver<InvocationId>,
         current: Vec<InvocationId>,
         mut pipe: ChildStdin,
     ) {
@@ -80,20 +77,20 @@ impl CrashLedger {
             }
         }
         loop {
-            let (id, written) = match suspects.recv().await {
+            let id = match suspects.recv().await {
                 Ok(announced) => announced,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
             if write_suspect(&mut pipe, &id).await.is_err() {
                 // the worker is gone: nobody waits for it to read
-                written.add_permits(1);
+                self.suspect_read(&id);
                 return;
             }
         }
     }
 
-    /// A worker read `id` from its pipe (it quarantined it).
+    /// A worker read `id` from its pipe (it quarantined it), or is gone.
     pub(crate) fn suspect_read(&self, id: &InvocationId) {
         if let Some(read) = self.reading.lock().get(id) {
             read.add_permits(1);
@@ -108,7 +105,7 @@ impl CrashLedger {
     async fn announce(&self, id: InvocationId) {
         let read = Arc::new(Semaphore::new(0));
         self.reading.lock().insert(id, read.clone());
-        if let Ok(workers) = self.announce.send((id, read.clone())) {
+        if let Ok(workers) = self.announce.send(id) {
             let workers = u32::try_from(workers).unwrap_or(u32::MAX);
             let waited = tokio::time::timeout(ANNOUNCE_WAIT, read.acquire_many(workers)).await;
             if waited.is_err() {
@@ -229,7 +226,7 @@ mod tests {
             async move { ledger.announce(id).await }
         });
         for worker in &mut workers {
-            let (announced, _) = worker.recv().await.expect("announced to each worker");
+            let announced = worker.recv().await.expect("announced to each worker");
             assert_eq!(announced, id);
         }
         ledger.suspect_read(&id);

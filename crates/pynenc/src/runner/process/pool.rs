@@ -134,7 +134,7 @@ impl WorkerPool {
             // subscribed first: a suspect announced meanwhile is in one or both
             let announced = self.crashes.announce.subscribe();
             let current = self.crashes.suspects.lock().keys().copied().collect();
-            tokio::spawn(CrashLedger::brief_worker(announced, current, pipe))
+            tokio::spawn(self.crashes.clone().brief_worker(announced, current, pipe))
         });
         info!(pid, worker = %owner, slots = self.slots_per_worker, "worker process started");
         self.live.lock().push(held.clone());
