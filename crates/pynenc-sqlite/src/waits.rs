@@ -94,12 +94,8 @@ pub(crate) async fn wait_for_work(inner: Arc<Inner>, epoch: u64, timeout: Durati
 pub(crate) async fn wait_final(inner: Arc<Inner>, ids: Vec<InvocationId>) -> Result<()> {
     // registered before reading: a final committed in between is not missed
     let wait = Registered::new(&inner, |i| &i.final_waiters, &ids, GroupWait::new(&ids));
+    let mut pending = wait.waiter.pending();
     loop {
-        let pending = wait.waiter.pending();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        wait.renew(&pending);
         let (finals, seen) = inner
             .read(move |t| {
                 let seen = t.history_max_seq()?;
@@ -127,6 +123,12 @@ pub(crate) async fn wait_final(inner: Arc<Inner>, ids: Vec<InvocationId>) -> Res
             _ = wait.waiter.woken() => {}
             _ = tokio::time::sleep(FULL_CHECK) => {}
         }
+        pending = wait.waiter.pending();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // a purge that woke it took it off them all
+        wait.renew(&pending);
     }
 }
 
