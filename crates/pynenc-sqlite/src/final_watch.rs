@@ -27,6 +27,9 @@ pub(crate) struct FinalWatch {
     /// How many finals the watch handed to a wait.
     #[cfg(test)]
     pub(crate) handed: std::sync::atomic::AtomicU64,
+    /// How many times a wait, having read its statuses, asked for cover.
+    #[cfg(test)]
+    pub(crate) covered: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -59,6 +62,9 @@ impl FinalWatch {
     /// `seen`: the watch reads every final after `seen` (going back if it
     /// was further), and its task is started when none runs.
     pub(crate) fn cover(&self, inner: &Arc<Inner>, seen: i64) {
+        #[cfg(test)]
+        self.covered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut state = self.state.lock();
         if state.running {
             state.mark = state.mark.min(seen);

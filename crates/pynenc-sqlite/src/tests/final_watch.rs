@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
+use crate::final_watch::FinalWatch;
 
 /// Waits in `b` for `ids`, on a task of its own.
 fn wait_in(
@@ -21,6 +22,17 @@ async fn ends(wait: tokio::task::JoinHandle<Result<()>>, what: &str) {
         .expect(what)
         .unwrap()
         .unwrap();
+}
+
+/// Waits until the waits of `watch` asked for cover `times` in all: each
+/// has then read its statuses, so whatever ends afterwards reaches it
+/// only through the watch (or its re-read, seconds later).
+async fn covered(watch: &FinalWatch, times: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watch.covered.load(Ordering::Relaxed) < times {
+        assert!(Instant::now() < deadline, "the waits read their statuses");
+        tokio::time::sleep(MS).await;
+    }
 }
 
 /// `a` picks `ids`, runs them and ends them with `result`.
@@ -48,8 +60,8 @@ async fn many_waits_in_another_process_share_one_watch_that_stops_when_they_end(
     // one wait per invocation, and one for the whole group, all in `b`
     let mut waits: Vec<_> = all.iter().map(|id| wait_in(&b, vec![*id])).collect();
     waits.push(wait_in(&b, all.clone()));
-    tokio::time::sleep(50 * MS).await;
     let watch = &b_store.inner.final_watch;
+    covered(watch, 301).await;
     assert!(watch.is_running(), "the waits started the watch");
     assert!(
         waits.iter().all(|w| !w.is_finished()),
@@ -87,6 +99,7 @@ async fn many_waits_in_another_process_share_one_watch_that_stops_when_they_end(
         .unwrap();
     let id = late[0].record().invocation_id;
     let wait = wait_in(&b, vec![id]);
+    covered(watch, 302).await;
     run_in(&a, &[id], "2").await;
     ends(wait, "the restarted watch hands the final over").await;
     assert_eq!(watch.handed.load(Ordering::Relaxed), 301);
@@ -115,7 +128,7 @@ fn a_watch_dropped_with_its_runtime_is_started_again() {
             .unwrap();
         let id = routed[0].record().invocation_id;
         drop(wait_in(&b, vec![id]));
-        tokio::time::sleep(50 * MS).await;
+        covered(&b_store.inner.final_watch, 1).await;
         id
     });
     assert!(b_store.inner.final_watch.is_running());
@@ -127,7 +140,7 @@ fn a_watch_dropped_with_its_runtime_is_started_again() {
     // the next wait, in another runtime, has a watch again
     runtime().block_on(async {
         let wait = wait_in(&b, vec![id]);
-        tokio::time::sleep(50 * MS).await;
+        covered(&b_store.inner.final_watch, 2).await;
         run_in(&a, &[id], "1").await;
         ends(wait, "the wait ends").await;
     });
