@@ -35,9 +35,13 @@
 //!   app's channel with what it changed (work queued, invocations that
 //!   became final or changed status); a listener connection in every
 //!   process wakes the runners waiting for work and the callers waiting for
-//!   results, so nothing polls on the hot path. A check every
-//!   [`SAFETY_RECHECK`] guards against notifications lost while a listener
-//!   reconnects.
+//!   results, so nothing polls on the hot path. The listener asks its
+//!   connection for a reply every second, so a connection that died
+//!   silently is found within seconds; after reconnecting it wakes every
+//!   waiter to look again (what was announced meanwhile is lost). A wait
+//!   re-reads what it waits for every [`SAFETY_RECHECK`] while the listener
+//!   does not hear (starting, reconnecting), and every [`HEARD_RECHECK`]
+//!   while it does.
 //! - **Survives a server restart.** A step whose connection is lost before
 //!   its transaction committed is rolled back by the server and runs again
 //!   on a new connection (steps are `Fn`), for up to `retry_for`; a
@@ -125,9 +129,23 @@ pub use schema::SCHEMA_VERSION;
 pub use store::PostgresStore;
 pub use writer::MAX_GROUP;
 
-/// How often a wait re-reads what it waits for even without a
-/// notification (notifications sent while a listener reconnects are lost).
+/// How often a wait re-reads what it waits for without a notification
+/// while the process's listener does not hear the app's channel (it is
+/// connecting, or reconnecting: notifications sent meanwhile are lost).
 pub const SAFETY_RECHECK: Duration = Duration::from_secs(1);
+
+/// How often a wait re-reads what it waits for without a notification
+/// while the listener hears: only a guard, since every change a wait looks
+/// for is announced and a listener that reconnects wakes every wait. A
+/// wait for many invocations re-reads them all, so this is kept long.
+pub const HEARD_RECHECK: Duration = Duration::from_secs(30);
+
+/// How often the listener asks its connection for a reply (a connection
+/// that died without closing is found by the reply not coming).
+pub(crate) const LISTENER_PING: Duration = Duration::from_secs(1);
+
+/// How long the listener waits for that reply before it reconnects.
+pub(crate) const LISTENER_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to open a PostgreSQL store.
 #[derive(Clone, PartialEq, Eq)]

@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 use crate::conn::{Server, Tls};
 use crate::error::{describe, Ctx};
 use crate::txn::Effects;
+use crate::{LISTENER_PING, LISTENER_PING_TIMEOUT};
 
 /// The longest payload sent (the server refuses 8,000 bytes and more).
 const PAYLOAD_MAX: usize = 7_000;
@@ -213,7 +214,12 @@ where
     })
 }
 
-async fn listen(weak: Weak<Shared>, server: Server) {
+/// The `application_name` of the listener's connection (the other
+/// connections of a store are `pynenc`).
+const LISTENER_NAME: &str = "pynenc listener";
+
+async fn listen(weak: Weak<Shared>, mut server: Server) {
+    server.config.application_name(LISTENER_NAME);
     let mut backoff = Duration::from_millis(20);
     let mut reconnected = false;
     loop {
@@ -262,13 +268,28 @@ async fn listen(weak: Weak<Shared>, server: Server) {
                                 },
                                 None => break,
                             },
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                            _ = tokio::time::sleep(LISTENER_PING) => {
                                 if weak.strong_count() == 0 {
                                     return;
+                                }
+                                // a connection that died without closing
+                                // would otherwise hear nothing, for ever
+                                let ping = client.simple_query("");
+                                match tokio::time::timeout(LISTENER_PING_TIMEOUT, ping).await {
+                                    Ok(Ok(_)) => {}
+                                    Ok(Err(e)) => {
+                                        debug!(error = %describe(&e), "the listener's connection does not answer");
+                                        break;
+                                    }
+                                    Err(_) => {
+                                        debug!("the listener's connection did not answer in time");
+                                        break;
+                                    }
                                 }
                             }
                         }
                     }
+                    driver.abort();
                     if let Some(s) = weak.upgrade() {
                         s.ctx.queue.hearing(false);
                     }

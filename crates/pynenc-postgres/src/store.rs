@@ -16,7 +16,7 @@ use crate::notify::{start_listener, Shared};
 use crate::readers::{ReadJob, Readers};
 use crate::txn::{Conn, PgTxn};
 use crate::writer::{AnyValue, Job, JobFn, Writer};
-use crate::{PostgresOptions, SAFETY_RECHECK};
+use crate::{PostgresOptions, HEARD_RECHECK, SAFETY_RECHECK};
 
 /// The PostgreSQL store of one app: an [`AtomicStore`] over one database.
 ///
@@ -170,6 +170,16 @@ impl PostgresStore {
     /// rechecks, and every pick-up reads the queue).
     pub fn hears_others(&self) -> bool {
         self.shared.ctx.queue.hears()
+    }
+
+    /// How long a wait goes without re-reading what it waits for: long
+    /// while the listener hears every change announced, short otherwise.
+    fn recheck(&self) -> Duration {
+        if self.hears_others() {
+            HEARD_RECHECK
+        } else {
+            SAFETY_RECHECK
+        }
     }
 
     /// The statuses of `ids` (`None` for an id that does not exist), read
@@ -451,7 +461,7 @@ impl AtomicStore for PostgresStore {
                 }
                 tokio::select! {
                     _ = wait.woken() => {}
-                    _ = tokio::time::sleep(SAFETY_RECHECK) => {}
+                    _ = tokio::time::sleep(self.recheck()) => {}
                 }
             }
         }
@@ -488,7 +498,7 @@ impl AtomicStore for PostgresStore {
                 }
                 tokio::select! {
                     _ = notify.notified() => {}
-                    _ = tokio::time::sleep(SAFETY_RECHECK.min(deadline - now)) => {}
+                    _ = tokio::time::sleep(self.recheck().min(deadline - now)) => {}
                 }
             }
         }
