@@ -11,21 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pynenc_model::{InvocationStatus, StatusRecord, Timestamp};
-use pynenc_postgres::{PostgresStore, HEARD_RECHECK};
+use pynenc_postgres::HEARD_RECHECK;
 use pynenc_store::AtomicStore;
 use pynenc_testservers::postgres::TestDatabase;
-
-/// Waits until `store`'s listener hears the other processes.
-async fn until_hearing(store: &PostgresStore) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !store.hears_others() {
-        assert!(
-            Instant::now() < deadline,
-            "the listener connects within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A server process stopped with `SIGSTOP` (its connection stays open and
 /// answers nothing), continued when dropped so that the server can stop.
@@ -63,10 +51,7 @@ async fn a_listener_whose_connection_stops_answering_reconnects_and_wakes_the_wa
     }
     let waiting = open(&db, "pinged");
     until_hearing(&waiting).await;
-    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = client(&db.url()).await;
     // the only listener so far is `waiting`'s
     let pids: Vec<i32> = client
         .query(

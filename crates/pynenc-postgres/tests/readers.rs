@@ -28,10 +28,7 @@ async fn insert_one(store: &PostgresStore) {
 /// A connection of the test holding the app's lock until it is dropped
 /// (its transaction rolled back).
 async fn hold_lock(url: &str, key: i64) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = client(url).await;
     client
         .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({key})"))
         .await

@@ -258,10 +258,7 @@ fn a_schema_of_another_version_is_refused_and_left_alone() {
 async fn a_final_invocation_is_waited_on_no_more() {
     let Some(db) = test_database() else { return };
     let store = open(&db, "unwaited");
-    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = client(&db.url()).await;
     let (a, first) = new_invocation("tests.waited");
     let (b, _) = new_invocation("tests.waited");
     let (w, _) = new_invocation("tests.waiter");
@@ -329,10 +326,7 @@ async fn a_final_invocation_is_waited_on_no_more() {
 async fn an_entry_below_the_start_of_the_head_is_still_taken() {
     let Some(db) = test_database() else { return };
     let store = open(&db, "head");
-    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = client(&db.url()).await;
     let records: Vec<_> = (0..3).map(|_| new_invocation("tests.queued")).collect();
     let ids: Vec<InvocationId> = records.iter().map(|(r, _)| r.invocation_id).collect();
     let queued = ids.clone();
@@ -384,17 +378,6 @@ async fn an_entry_below_the_start_of_the_head_is_still_taken() {
 /// at most (`queue_head::DRAINED_FOR` is 250 ms).
 const BELIEVED_DRAINED_FOR: Duration = Duration::from_millis(300);
 
-/// Waits until `store`'s listener hears the other processes.
-async fn until_hearing(store: &PostgresStore) {
-    for _ in 0..500 {
-        if store.hears_others() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the store's listener did not connect within 10 s");
-}
-
 /// A queue found drained is believed drained by the next steps (they do
 /// not read it: an entry that nobody announced is not taken) until another
 /// process announces work, or for a short while; then it is read again.
@@ -404,10 +387,7 @@ async fn a_drained_queue_is_believed_until_another_process_queues() {
     let a = open(&db, "believed");
     let b = open(&db, "believed");
     until_hearing(&a).await;
-    let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = client(&db.url()).await;
     let take = |store: &Arc<PostgresStore>| {
         let store = store.clone();
         async move { store.atomic(move |t| t.dequeue(5)).await.expect("dequeue") }

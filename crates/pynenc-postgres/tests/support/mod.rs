@@ -51,3 +51,24 @@ pub fn new_invocation(task: &str) -> (Arc<InvocationRecord>, StatusRecord) {
     };
     (record, status)
 }
+
+/// Waits until `store`'s listener hears the other processes (at most 10 s).
+pub async fn until_hearing(store: &PostgresStore) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !store.hears_others() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's listener did not connect within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A connection of the test's own to `url` (its connection task spawned).
+pub async fn client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
