@@ -66,12 +66,7 @@ async fn a_listener_whose_connection_stops_answering_reconnects_and_wakes_the_wa
         .collect();
     assert_eq!(pids.len(), 1, "one listener: {pids:?}");
     let other = open(&db, "pinged");
-    let (record, registered) = new_invocation("tests.pinged");
-    let id = record.invocation_id;
-    other
-        .atomic(move |t| t.insert_invocation(&record, &registered))
-        .await
-        .expect("insert");
+    let id = insert_new(&other, "tests.pinged").await;
     // the listener's server process stops answering, its connection open
     let stopped = Stopped::new(pids[0]);
     let wait = tokio::spawn({

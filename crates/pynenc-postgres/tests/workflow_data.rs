@@ -16,13 +16,7 @@ use pynenc_testservers::postgres::{test_database, TestDatabase};
 
 /// Stores a new invocation (one step); its id.
 async fn insert(store: &PostgresStore) -> InvocationId {
-    let (record, status) = new_invocation("tests.workflow");
-    let id = record.invocation_id;
-    store
-        .atomic(move |t| t.insert_invocation(&record, &status))
-        .await
-        .expect("insert");
-    id
+    insert_new(store, "tests.workflow").await
 }
 
 /// Puts `key` = `value` of `id` in one step; the value the key holds after.

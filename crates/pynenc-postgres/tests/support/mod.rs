@@ -12,6 +12,7 @@ use pynenc_model::{
     StatusRecord, Timestamp,
 };
 use pynenc_postgres::{PostgresOptions, PostgresStore};
+use pynenc_store::AtomicStore;
 use pynenc_testservers::postgres::TestDatabase;
 
 /// The options for `url`, with short timeouts (a test fails fast).
@@ -71,4 +72,15 @@ pub async fn client(url: &str) -> tokio_postgres::Client {
         .expect("connect");
     tokio::spawn(connection);
     client
+}
+
+/// Stores a new invocation of `task` (one step); its id.
+pub async fn insert_new(store: &PostgresStore, task: &str) -> InvocationId {
+    let (record, status) = new_invocation(task);
+    let id = record.invocation_id;
+    store
+        .atomic(move |t| t.insert_invocation(&record, &status))
+        .await
+        .expect("insert");
+    id
 }
