@@ -36,8 +36,8 @@
 //!   became final or changed status); a listener connection in every
 //!   process wakes the runners waiting for work and the callers waiting for
 //!   results, so nothing polls on the hot path. The listener asks its
-//!   connection for a reply every second, so a connection that died
-//!   silently is found within seconds; after reconnecting it wakes every
+//!   connection for a reply after every second in which it heard nothing,
+//!   so a connection that died silently is found within seconds; after reconnecting it wakes every
 //!   waiter to look again (what was announced meanwhile is lost). A wait
 //!   re-reads what it waits for every [`SAFETY_RECHECK`] while the listener
 //!   does not hear (starting, reconnecting), and every [`HEARD_RECHECK`]
@@ -140,8 +140,9 @@ pub const SAFETY_RECHECK: Duration = Duration::from_secs(1);
 /// wait for many invocations re-reads them all, so this is kept long.
 pub const HEARD_RECHECK: Duration = Duration::from_secs(30);
 
-/// How often the listener asks its connection for a reply (a connection
-/// that died without closing is found by the reply not coming).
+/// How long the listener goes without a notification before it asks its
+/// connection for a reply (a connection that died without closing is
+/// found by the reply not coming).
 pub(crate) const LISTENER_PING: Duration = Duration::from_secs(1);
 
 /// How long the listener waits for that reply before it reconnects.
