@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pynenc_model::{InvocationId, InvocationStatus, RunnerId, RunnerInfo, Serializer, Timestamp};
-use pynenc_store::{AtomicStore, Components, GroupWait, Result, StoreError, StoreTxn, TxnBackend};
+use pynenc_store::{
+    AtomicStore, Components, GroupWait, Registered, Result, StoreError, StoreTxn, TxnBackend,
+};
 use tokio::sync::Notify;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -428,41 +430,41 @@ impl AtomicStore for PostgresStore {
     fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send {
         let ids = ids.to_vec();
         async move {
-            let wait = Arc::new(GroupWait::new(&ids));
-            let waiters = &self.shared.final_waiters;
-            let _registered = Unregister {
-                ids: ids.clone(),
-                release: Box::new({
-                    let shared = self.shared.clone();
-                    let wait = wait.clone();
-                    move |ids: &[InvocationId]| shared.final_waiters.remove(ids, &wait)
-                }),
-            };
+            if ids.is_empty() {
+                return Ok(());
+            }
+            // registered before reading: a commit in between is not missed
+            let mut wait = Registered::new(
+                &self.shared,
+                |s| &s.final_waiters,
+                &ids,
+                GroupWait::new(&ids),
+            );
+            let mut pending = ids;
             loop {
-                // register before reading: a commit in between is not missed
-                let pending = wait.pending();
-                if pending.is_empty() {
-                    return Ok(());
-                }
-                waiters.remove(&pending, &wait);
-                waiters.add(&pending, &wait);
                 let statuses = self.statuses(pending.clone()).await?;
                 for (id, status) in pending.iter().zip(statuses) {
                     match status {
                         None => {
                             return Err(StoreError::not_found(id, "while waiting for its result"))
                         }
-                        Some(s) if s.is_final() => wait.mark(id),
+                        Some(s) if s.is_final() => wait.waiter().mark(id),
                         Some(_) => {}
                     }
                 }
-                if wait.left() == 0 {
+                if wait.waiter().left() == 0 {
                     return Ok(());
                 }
                 tokio::select! {
-                    _ = wait.woken() => {}
+                    _ = wait.waiter().woken() => {}
                     _ = tokio::time::sleep(self.recheck()) => {}
                 }
+                pending = wait.waiter().pending();
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                // a wake-up of every wait took it off them all
+                wait.renew(&pending);
             }
         }
     }
@@ -477,16 +479,8 @@ impl AtomicStore for PostgresStore {
         async move {
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
-                let notify = Arc::new(Notify::new());
-                self.shared.status_waiters.add([&id], &notify);
-                let _registered = Unregister {
-                    ids: vec![id],
-                    release: Box::new({
-                        let shared = self.shared.clone();
-                        let notify = notify.clone();
-                        move |ids: &[InvocationId]| shared.status_waiters.remove(ids, &notify)
-                    }),
-                };
+                let wait =
+                    Registered::new(&self.shared, |s| &s.status_waiters, &[id], Notify::new());
                 match self.statuses(vec![id]).await?.pop().flatten() {
                     None => return Err(StoreError::not_found(&id, "while waiting for a status")),
                     Some(s) if s != seen => return Ok(()),
@@ -497,25 +491,10 @@ impl AtomicStore for PostgresStore {
                     return Ok(());
                 }
                 tokio::select! {
-                    _ = notify.notified() => {}
+                    _ = wait.waiter().notified() => {}
                     _ = tokio::time::sleep(self.recheck().min(deadline - now)) => {}
                 }
             }
         }
-    }
-}
-
-/// Removes a waiter from its list.
-type Release = Box<dyn Fn(&[InvocationId]) + Send + Sync>;
-
-/// Leaves a waiter list when the wait ends or is dropped.
-struct Unregister {
-    ids: Vec<InvocationId>,
-    release: Release,
-}
-
-impl Drop for Unregister {
-    fn drop(&mut self) {
-        (self.release)(&self.ids);
     }
 }

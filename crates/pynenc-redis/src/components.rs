@@ -1,7 +1,6 @@
 //! The broker, state backend and coordination of a Redis app.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -9,46 +8,18 @@ use pynenc_model::{
     HistoryEntry, InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus, RunnerId,
     RunnerInfo, SerializationError, TaskError, Timestamp, TriggerRecord,
 };
-use pynenc_store::{Broker, Coordination, Result, StateBackend, StoreError};
+use pynenc_store::{Broker, Coordination, Registered, Result, StateBackend, StoreError};
 use redis::Value;
 use tokio::sync::Notify;
 
 use crate::backend::{bytes, escape_glob, micros, RedisBackend};
 use crate::decode::{corrupt, corrupt_by, RECORD_FIELDS};
-use crate::notify::Notifier;
 use crate::script::{as_int, as_string, scripts};
 
 /// The safety-net re-check of `wait_final`.
 const WAIT_RECHECK: Duration = Duration::from_secs(2);
 /// How long a `wait_final` registration (hash `waiters`) lasts.
 const WAITING_TTL: Duration = Duration::from_secs(60);
-
-/// A local wait for the next status of an invocation, forgotten when it
-/// ends or is dropped.
-struct LocalWatch<'a> {
-    notifier: &'a Notifier,
-    id: InvocationId,
-    notify: Arc<Notify>,
-}
-
-impl<'a> LocalWatch<'a> {
-    fn new(notifier: &'a Notifier, id: InvocationId, notify: Arc<Notify>) -> Self {
-        notifier.status_waiters.add([&id], &notify);
-        LocalWatch {
-            notifier,
-            id,
-            notify,
-        }
-    }
-}
-
-impl Drop for LocalWatch<'_> {
-    fn drop(&mut self) {
-        self.notifier
-            .status_waiters
-            .remove([&self.id], &self.notify);
-    }
-}
 
 impl RedisBackend {
     /// An outcome from the fields `status`, `result`, `error` of an
@@ -394,8 +365,7 @@ impl Coordination for RedisBackend {
             .map_err(|e| self.command_error("SUBSCRIBE", &e))?;
         // register here first, then on the server with the read: a change
         // published in between is not lost
-        let notify = Arc::new(Notify::new());
-        let local = LocalWatch::new(&self.notifier, *id, notify.clone());
+        let local = Registered::new(&self.notifier, |n| &n.status_waiters, &[*id], Notify::new());
         let status = self.watch_status(id, 1).await?;
         let waited = match status {
             None => Err(StoreError::not_found(id, "while waiting for a status")),
@@ -404,7 +374,7 @@ impl Coordination for RedisBackend {
                 // a change wakes it; a reconnect too (messages may be lost),
                 // and the caller reads again at least every WAIT_RECHECK
                 tokio::select! {
-                    _ = notify.notified() => {}
+                    _ = local.waiter().notified() => {}
                     _ = self.notifier.recheck.notified() => {}
                     _ = tokio::time::sleep(timeout.min(WAIT_RECHECK)) => {}
                 }
@@ -437,13 +407,13 @@ impl Coordination for RedisBackend {
             self.register_waiting().await?;
             for (id, fin) in check.iter().zip(self.finals_of(&check).await?) {
                 if fin {
-                    reg.wait.mark(id);
+                    reg.waiter().mark(id);
                 }
             }
             // wait for the notifications; re-read the statuses only after a
             // reconnect, or when nothing arrived for WAIT_RECHECK (safety net)
             loop {
-                let left = reg.wait.left();
+                let left = reg.waiter().left();
                 if left == 0 {
                     return Ok(());
                 }
@@ -455,17 +425,17 @@ impl Coordination for RedisBackend {
                     .map(|t| (WAITING_TTL / 2).saturating_sub(t.elapsed()))
                     .unwrap_or_default();
                 tokio::select! {
-                    _ = reg.wait.woken() => return Ok(()),
+                    _ = reg.waiter().woken() => return Ok(()),
                     _ = recheck => break,
                     _ = tokio::time::sleep(renew) => break,
                     _ = tokio::time::sleep(WAIT_RECHECK) => {
-                        if reg.wait.left() == left {
+                        if reg.waiter().left() == left {
                             break;
                         }
                     }
                 }
             }
-            check = reg.wait.pending();
+            check = reg.waiter().pending();
             if check.is_empty() {
                 return Ok(());
             }

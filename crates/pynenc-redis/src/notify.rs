@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use pynenc_model::InvocationId;
-use pynenc_store::{FinalWaiters, GroupWait, WorkSignal};
+use pynenc_store::{FinalWaiters, GroupWait, Registered, WorkSignal};
 
 /// Local waiters of one backend.
 #[derive(Default)]
@@ -116,35 +116,14 @@ impl Notifier {
     }
 
     /// Registers a wait for `ids` (before their statuses are read).
-    pub fn register(self: &Arc<Self>, ids: &[InvocationId]) -> Registration {
-        let wait = Arc::new(GroupWait::new(ids));
-        self.waiters.add(ids, &wait);
-        Registration {
-            notifier: self.clone(),
-            wait,
-        }
+    pub fn register(self: &Arc<Self>, ids: &[InvocationId]) -> Registered<Notifier, GroupWait> {
+        Registered::new(self, |n| &n.waiters, ids, GroupWait::new(ids))
     }
 
     /// How many invocations have local waiters.
     #[cfg(test)]
     pub fn waited_len(&self) -> usize {
         self.waiters.len()
-    }
-}
-
-/// A registered wait; dropping it forgets the ids still pending.
-pub(crate) struct Registration {
-    notifier: Arc<Notifier>,
-    pub wait: Arc<GroupWait>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let left = self.wait.pending();
-        if left.is_empty() {
-            return;
-        }
-        self.notifier.waiters.remove(&left, &self.wait);
     }
 }
 
@@ -276,7 +255,7 @@ mod tests {
         assert_eq!(n.waited_len(), 2);
         n.on_final(&a);
         assert_eq!(n.waited_len(), 1);
-        assert_eq!(r.wait.left(), 1);
+        assert_eq!(r.waiter().left(), 1);
         drop(r);
         assert_eq!(n.waited_len(), 0);
     }
@@ -289,7 +268,7 @@ mod tests {
         n.on_final(&a);
         n.on_final(&b);
         // the permit is stored: no lost wake-up
-        tokio::time::timeout(Duration::from_secs(1), r.wait.woken())
+        tokio::time::timeout(Duration::from_secs(1), r.waiter().woken())
             .await
             .expect("woken");
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{InvocationId, InvocationStatus, Timestamp};
-use pynenc_store::{FinalWaiters, GroupWait, Result, StoreError};
+use pynenc_store::{GroupWait, Registered, Result, StoreError};
 use tokio::sync::Notify;
 
 use crate::writer::Inner;
@@ -14,47 +14,6 @@ use crate::writer::Inner;
 /// How often a `result()` wait re-reads the statuses it waits for, a
 /// guard against ids purged by another process.
 const FULL_CHECK: Duration = Duration::from_secs(2);
-
-/// A waiter in one of the store's lists, taken off the ids it still waits
-/// for when it ends (or is dropped).
-struct Registered<W> {
-    inner: Arc<Inner>,
-    list: fn(&Inner) -> &FinalWaiters<W>,
-    ids: Vec<InvocationId>,
-    waiter: Arc<W>,
-}
-
-impl<W> Registered<W> {
-    fn new(
-        inner: &Arc<Inner>,
-        list: fn(&Inner) -> &FinalWaiters<W>,
-        ids: &[InvocationId],
-        waiter: W,
-    ) -> Registered<W> {
-        let waiter = Arc::new(waiter);
-        list(inner).add(ids, &waiter);
-        Registered {
-            inner: inner.clone(),
-            list,
-            ids: ids.to_vec(),
-            waiter,
-        }
-    }
-
-    /// Registers the waiter again on `ids` (it may have been taken off
-    /// them all by a purge that woke it).
-    fn renew(&self, ids: &[InvocationId]) {
-        let list = (self.list)(&self.inner);
-        list.remove(ids, &self.waiter);
-        list.add(ids, &self.waiter);
-    }
-}
-
-impl<W> Drop for Registered<W> {
-    fn drop(&mut self) {
-        (self.list)(&self.inner).remove(&self.ids, &self.waiter);
-    }
-}
 
 /// Resolves when work may be available (the epoch moved, or the database
 /// has queued or due work) or after `timeout`.
@@ -93,8 +52,8 @@ pub(crate) async fn wait_for_work(inner: Arc<Inner>, epoch: u64, timeout: Durati
 /// and after a purge of this process.
 pub(crate) async fn wait_final(inner: Arc<Inner>, ids: Vec<InvocationId>) -> Result<()> {
     // registered before reading: a final committed in between is not missed
-    let wait = Registered::new(&inner, |i| &i.final_waiters, &ids, GroupWait::new(&ids));
-    let mut pending = wait.waiter.pending();
+    let mut wait = Registered::new(&inner, |i| &i.final_waiters, &ids, GroupWait::new(&ids));
+    let mut pending = wait.waiter().pending();
     loop {
         let (finals, seen) = inner
             .read(move |t| {
@@ -113,17 +72,17 @@ pub(crate) async fn wait_final(inner: Arc<Inner>, ids: Vec<InvocationId>) -> Res
             })
             .await?;
         for id in &finals {
-            wait.waiter.mark(id);
+            wait.waiter().mark(id);
         }
-        if wait.waiter.left() == 0 {
+        if wait.waiter().left() == 0 {
             return Ok(());
         }
         inner.final_watch.cover(&inner, seen);
         tokio::select! {
-            _ = wait.waiter.woken() => {}
+            _ = wait.waiter().woken() => {}
             _ = tokio::time::sleep(FULL_CHECK) => {}
         }
-        pending = wait.waiter.pending();
+        pending = wait.waiter().pending();
         if pending.is_empty() {
             return Ok(());
         }
@@ -157,7 +116,7 @@ pub(crate) async fn wait_status_change(
             return Ok(());
         }
         tokio::select! {
-            _ = wait.waiter.notified() => poll = inner.poll_min,
+            _ = wait.waiter().notified() => poll = inner.poll_min,
             _ = tokio::time::sleep(poll.min(deadline - now)) => poll = (poll * 2).min(inner.poll_max),
         }
     }

@@ -41,4 +41,4 @@ pub use components::{
 pub use error::{Result, StoreError};
 pub use signal::WorkSignal;
 pub use txn::{DataTxn, OwnedClaim, QueryTxn, StoreTxn};
-pub use waiters::{FinalWaiters, GroupWait};
+pub use waiters::{FinalWaiters, GroupWait, Registered};

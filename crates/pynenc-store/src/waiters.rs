@@ -151,6 +151,55 @@ impl<W> FinalWaiters<W> {
     }
 }
 
+/// A waiter registered on ids in one of `owner`'s lists, taken off them
+/// when it is dropped (its wait ended, failed or was given up): register
+/// before reading what is waited for, so that a change in between wakes it.
+pub struct Registered<O, W> {
+    owner: Arc<O>,
+    list: fn(&O) -> &FinalWaiters<W>,
+    ids: Vec<InvocationId>,
+    waiter: Arc<W>,
+}
+
+impl<O, W> Registered<O, W> {
+    /// Registers `waiter` on each of `ids` in the list `list` of `owner`.
+    pub fn new(
+        owner: &Arc<O>,
+        list: fn(&O) -> &FinalWaiters<W>,
+        ids: &[InvocationId],
+        waiter: W,
+    ) -> Registered<O, W> {
+        let waiter = Arc::new(waiter);
+        list(owner).add(ids, &waiter);
+        Registered {
+            owner: owner.clone(),
+            list,
+            ids: ids.to_vec(),
+            waiter,
+        }
+    }
+
+    /// The registered waiter.
+    pub fn waiter(&self) -> &W {
+        &self.waiter
+    }
+
+    /// Registers the waiter again, on `ids` alone (a wake-up of every
+    /// waiter took it off them all; the others are done).
+    pub fn renew(&mut self, ids: &[InvocationId]) {
+        let list = (self.list)(&self.owner);
+        list.remove(ids, &self.waiter);
+        list.add(ids, &self.waiter);
+        self.ids = ids.to_vec();
+    }
+}
+
+impl<O, W> Drop for Registered<O, W> {
+    fn drop(&mut self) {
+        (self.list)(&self.owner).remove(&self.ids, &self.waiter);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +247,28 @@ mod tests {
             .await
             .expect("woken once nothing is left");
         assert!(waiters.is_empty());
+    }
+
+    #[test]
+    fn a_registered_waiter_leaves_its_ids_when_dropped() {
+        struct Owner {
+            waiters: FinalWaiters<u8>,
+        }
+        let owner = Arc::new(Owner {
+            waiters: FinalWaiters::default(),
+        });
+        let (x, y) = (InvocationId::from_u128(1), InvocationId::from_u128(2));
+        let mut reg = Registered::new(&owner, |o| &o.waiters, &[x, y], 7);
+        assert_eq!(*reg.waiter(), 7);
+        assert_eq!(owner.waiters.len(), 2);
+        // everything taken (a purge), then registered again on `y` alone
+        assert_eq!(owner.waiters.take_all().len(), 2);
+        reg.renew(&[y]);
+        assert_eq!(owner.waiters.len(), 1);
+        assert_eq!(owner.waiters.take(&y).len(), 1);
+        reg.renew(&[y]);
+        drop(reg);
+        assert!(owner.waiters.is_empty(), "dropped, it left `y`");
     }
 
     #[tokio::test]
