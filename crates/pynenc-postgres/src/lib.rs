@@ -115,6 +115,7 @@ mod reuses;
 mod rows;
 mod runners;
 mod schema;
+mod statements;
 mod store;
 #[cfg(feature = "tls")]
 mod tls;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use pynenc_model::InvocationId;
-use pynenc_store::{FinalWaiters, GroupWait, WorkSignal};
+use pynenc_store::{FinalWaiters, GroupWait, KnownOutcomes, WorkSignal};
 use rustc_hash::FxHashSet;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc::UnboundedSender;
@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) work: WorkSignal,
     pub(crate) final_waiters: FinalWaiters<GroupWait>,
     pub(crate) status_waiters: FinalWaiters<Notify>,
+    /// Outcomes this process committed for its own waits.
+    pub(crate) known: KnownOutcomes,
     /// The backend process of this store's writer (its notifications are
     /// announced by the writer itself).
     writer_pid: AtomicI32,
@@ -52,6 +54,7 @@ impl Shared {
             work: WorkSignal::default(),
             final_waiters: FinalWaiters::default(),
             status_waiters: FinalWaiters::default(),
+            known: KnownOutcomes::default(),
             writer_pid: AtomicI32::new(0),
         }
     }
@@ -68,6 +71,15 @@ impl Shared {
         }
         if effects.enqueued {
             self.work.bump();
+        }
+        // an outcome kept earlier is no longer the one to read (a deletion
+        // announces a final too); those known whole are kept before the
+        // waits wake, for the read that follows
+        self.known.forget(&effects.finals);
+        for (id, outcome) in &effects.outcomes {
+            if self.final_waiters.is_waited(id) {
+                self.known.keep(*id, outcome.clone());
+            }
         }
         for id in &effects.finals {
             self.on_final(id);
@@ -89,6 +101,8 @@ impl Shared {
     /// Everything may have changed (a purge, or notifications missed while
     /// the listener reconnected): every waiter looks again.
     fn wake_everyone(&self) {
+        // outcomes kept may be of purged invocations
+        self.known.forget_all();
         self.work.bump();
         self.final_waiters.wake_all();
         self.status_waiters.notify_all();
@@ -106,7 +120,10 @@ impl Shared {
             Some(kind @ ("f" | "s")) => {
                 for word in words {
                     match InvocationId::parse(word) {
-                        Ok(id) if kind == "f" => self.on_final(&id),
+                        Ok(id) if kind == "f" => {
+                            self.known.forget([&id]);
+                            self.on_final(&id)
+                        }
                         Ok(id) => self.on_status(&id),
                         Err(e) => debug!(error = %e, "a notification names no invocation"),
                     }

@@ -200,8 +200,14 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     fn set_result(&mut self, id: &InvocationId, result: String) -> Result<()> {
-        if self.row(id)?.is_none() {
+        let Some(row) = self.row(id)? else {
             return Err(self.ctx.not_found(id));
+        };
+        // after a retry the row keeps the error that caused it: not known whole
+        if row.error_kind.is_none() {
+            self.g.outcomes.insert(*id, (Some(result.clone()), None));
+        } else {
+            self.g.outcomes.remove(id);
         }
         self.g.pending.result(id, result);
         Ok(())
@@ -215,6 +221,8 @@ impl StoreTxn for PgTxn<'_> {
             SerializationError::serialize(format_args!("error of invocation {id}"), e)
         })?;
         self.g.pending.error(id, json);
+        // a result is only ever written with a final SUCCESS: none before this
+        self.g.outcomes.insert(*id, (None, Some(error.clone())));
         self.set_error_kind(id, &error.kind)
     }
 
@@ -747,6 +755,16 @@ impl StoreTxn for PgTxn<'_> {
 
     fn on_final(&mut self, id: &InvocationId) {
         self.g.effects.finals.push(*id);
+        if let (Some((result, error)), Some(row)) =
+            (self.g.outcomes.remove(id), self.g.rows.get(id))
+        {
+            let outcome = InvocationOutcome {
+                status: row.status.status,
+                result,
+                error,
+            };
+            self.g.effects.outcomes.push((*id, outcome));
+        }
     }
 
     fn prefetch(&mut self, ids: &[InvocationId]) -> Result<()> {

@@ -18,7 +18,8 @@ use tracing::debug;
 
 use crate::conn::{connect, Server};
 use crate::error::{is_connection_lost, Ctx};
-use crate::txn::{Conn, Group, PgTxn};
+use crate::statements::Conn;
+use crate::txn::{Group, PgTxn};
 use crate::writer::{AnyValue, JobFn};
 
 /// A section's value, and the connection whose transaction is to end.

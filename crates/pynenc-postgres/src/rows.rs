@@ -169,6 +169,9 @@ impl PgTxn<'_> {
         };
         self.g.records.remove(id);
         self.g.callees.clear();
+        // a read after this group finds nothing
+        self.g.outcomes.remove(id);
+        self.g.effects.outcomes.retain(|(o, _)| o != id);
         self.g
             .pending
             .count(&row.task, row.status.status, row.error_kind.as_deref(), -1);

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pynenc_model::{InvocationId, InvocationStatus, RunnerId, RunnerInfo, Serializer, Timestamp};
+use pynenc_model::{
+    InvocationId, InvocationOutcome, InvocationStatus, RunnerId, RunnerInfo, Serializer, Timestamp,
+};
 use pynenc_store::{
     AtomicStore, Components, GroupWait, Registered, Result, StoreError, StoreTxn, TxnBackend,
 };
@@ -16,7 +18,8 @@ use crate::conn::{connect, redact, Server};
 use crate::error::{Ctx, BACKEND};
 use crate::notify::{start_listener, Shared};
 use crate::readers::{ReadJob, Readers};
-use crate::txn::{Conn, PgTxn};
+use crate::statements::Conn;
+use crate::txn::PgTxn;
 use crate::writer::{AnyValue, Job, JobFn, Writer};
 use crate::{PostgresOptions, HEARD_RECHECK, SAFETY_RECHECK};
 
@@ -425,6 +428,10 @@ impl AtomicStore for PostgresStore {
     fn wait_for_work(&self, epoch: u64, timeout: Duration) -> impl Future<Output = ()> + Send {
         let shared = self.shared.clone();
         async move { shared.work.wait(epoch, timeout).await }
+    }
+
+    fn known_outcomes(&self, ids: &[InvocationId]) -> Option<Vec<InvocationOutcome>> {
+        self.shared.known.take_all(ids)
     }
 
     fn wait_final(&self, ids: &[InvocationId]) -> impl Future<Output = Result<()>> + Send {

@@ -9,86 +9,27 @@
 //! can see (see [`crate::pending`]) until a statement reads
 //! their table or the group commits, when they go in one round trip.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::sync::Arc;
 
 use std::future::Future;
 
-use pynenc_model::{InvocationId, InvocationRecord, InvocationStatus, RunnerId, StatusRecord};
+use pynenc_model::{
+    InvocationId, InvocationOutcome, InvocationRecord, InvocationStatus, RunnerId, StatusRecord,
+    TaskError,
+};
 use pynenc_store::codes::status_from_code;
 use pynenc_store::{Result, StoreError};
 use rustc_hash::FxHashMap;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use tokio_postgres::{SimpleQueryMessage, Statement};
 
 use crate::error::{is_connection_lost, Ctx};
-use crate::one_row::one_row;
 use crate::pending::{Pending, Write};
+use crate::statements::Conn;
 
 /// Parameters of a statement.
 pub(crate) type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
-
-/// The writer's connection: its client, the runtime that drives it, and
-/// the statements prepared on it.
-pub(crate) struct Conn {
-    pub(crate) rt: tokio::runtime::Runtime,
-    pub(crate) client: Client,
-    /// By text, and whether in its one-row form (see `one_row.rs`).
-    prepared: RefCell<FxHashMap<(&'static str, bool), Statement>>,
-}
-
-impl Conn {
-    pub(crate) fn new(rt: tokio::runtime::Runtime, client: Client) -> Conn {
-        Conn {
-            rt,
-            client,
-            prepared: RefCell::default(),
-        }
-    }
-
-    /// Uses a new client (the old connection is gone): statements are
-    /// prepared again on it.
-    pub(crate) fn replace_client(&mut self, client: Client) {
-        self.client = client;
-        self.prepared.get_mut().clear();
-    }
-
-    /// A statement built at run time, prepared for one use.
-    pub(crate) fn prepared_once(
-        &self,
-        sql: &str,
-    ) -> std::result::Result<Statement, tokio_postgres::Error> {
-        self.rt.block_on(self.client.prepare(sql))
-    }
-
-    /// The statement for `sql`, prepared on first use.
-    pub(crate) fn prepared(
-        &self,
-        sql: &'static str,
-    ) -> std::result::Result<Statement, tokio_postgres::Error> {
-        self.prepared_for(sql, usize::MAX)
-    }
-
-    /// The statement for `sql` over arrays of `rows` elements, prepared on
-    /// first use: in its one-row form when `rows` is 1 (see `one_row.rs`).
-    pub(crate) fn prepared_for(
-        &self,
-        sql: &'static str,
-        rows: usize,
-    ) -> std::result::Result<Statement, tokio_postgres::Error> {
-        let key = (sql, rows == 1);
-        if let Some(s) = self.prepared.borrow().get(&key) {
-            return Ok(s.clone());
-        }
-        let s = if key.1 {
-            self.rt.block_on(self.client.prepare(&one_row(sql)))?
-        } else {
-            self.rt.block_on(self.client.prepare(sql))?
-        };
-        self.prepared.borrow_mut().insert(key, s.clone());
-        Ok(s)
-    }
-}
 
 /// What a step knows about an invocation it has read or written.
 #[derive(Clone)]
@@ -111,6 +52,9 @@ pub(crate) struct Effects {
     /// Invocations whose status changed (or that were deleted).
     pub(crate) changed: Vec<InvocationId>,
     pub(crate) purged: bool,
+    /// The whole outcomes of invocations made final, where the group wrote
+    /// all of it (see [`Group::outcomes`]).
+    pub(crate) outcomes: Vec<(InvocationId, InvocationOutcome)>,
 }
 
 impl Effects {
@@ -128,6 +72,11 @@ pub(crate) struct Group {
     pub(crate) records: FxHashMap<InvocationId, Arc<InvocationRecord>>,
     pub(crate) pending: Pending,
     pub(crate) effects: Effects,
+    /// The result or error the group wrote for an invocation that had no
+    /// earlier error (so the row of `pynenc_outcomes` holds this and
+    /// nothing else): when it becomes final, its whole outcome is known
+    /// without a read (see [`pynenc_store::KnownOutcomes`]).
+    pub(crate) outcomes: FxHashMap<InvocationId, (Option<String>, Option<TaskError>)>,
     /// The connection was lost: the group must run again.
     pub(crate) lost: Cell<bool>,
     /// Whether the transaction has begun (sent with the group's first statement).

@@ -21,7 +21,8 @@ use tracing::{debug, warn};
 use crate::conn::connect;
 use crate::error::is_connection_lost;
 use crate::notify::{notify_sql, Shared};
-use crate::txn::{tables, Conn, Effects, Group, PgTxn};
+use crate::statements::Conn;
+use crate::txn::{tables, Effects, Group, PgTxn};
 
 /// The most steps committed together.
 pub const MAX_GROUP: usize = 256;

@@ -109,6 +109,9 @@ impl<S: AtomicStore> StateBackend for TxnBackend<S> {
         {
             return out;
         }
+        if let Some(known) = self.store.known_outcomes(ids) {
+            return Ok(known);
+        }
         // committed outcomes: where the store reads apart from its steps
         // (PostgreSQL), a wait for results never queues behind them
         let ids = ids.to_vec();

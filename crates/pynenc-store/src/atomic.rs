@@ -3,7 +3,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use pynenc_model::{InvocationId, InvocationStatus, RunnerId, RunnerInfo, Timestamp};
+use pynenc_model::{
+    InvocationId, InvocationOutcome, InvocationStatus, RunnerId, RunnerInfo, Timestamp,
+};
 
 use crate::error::Result;
 use crate::txn::StoreTxn;
@@ -56,6 +58,15 @@ pub trait AtomicStore: Send + Sync + 'static {
     {
         let _ = f;
         Inline::NotHere(input)
+    }
+
+    /// The outcomes of every one of `ids` when the store already holds them
+    /// in memory — this process committed them a moment ago, for a wait of
+    /// its own (see [`crate::KnownOutcomes`]) — taken without a read;
+    /// `None` (the default) sends the caller to [`AtomicStore::read`].
+    fn known_outcomes(&self, ids: &[InvocationId]) -> Option<Vec<InvocationOutcome>> {
+        let _ = ids;
+        None
     }
 
     /// A counter that changes whenever ids are queued.

@@ -28,6 +28,7 @@ pub mod codes;
 pub mod components;
 pub mod engine;
 mod error;
+mod known;
 mod signal;
 mod txn;
 mod waiters;
@@ -39,6 +40,7 @@ pub use components::{
     RunEnd, StateBackend, StepReport, WorkflowData,
 };
 pub use error::{Result, StoreError};
+pub use known::{KnownOutcomes, KNOWN_BYTES, KNOWN_ENTRIES};
 pub use signal::WorkSignal;
 pub use txn::{DataTxn, OwnedClaim, QueryTxn, StoreTxn};
 pub use waiters::{FinalWaiters, GroupWait, Registered};

@@ -140,6 +140,11 @@ impl<W> FinalWaiters<W> {
         self.map.lock().drain().flat_map(|(_, list)| list).collect()
     }
 
+    /// Whether `id` has a waiter.
+    pub fn is_waited(&self, id: &InvocationId) -> bool {
+        self.map.lock().contains_key(id)
+    }
+
     /// How many invocations have waiters.
     pub fn len(&self) -> usize {
         self.map.lock().len()

@@ -1,0 +1,248 @@
+//! [`Conn`]: a connection of the store's own (the writer's or a query
+//! reader's), the runtime that drives it, and the statements prepared on
+//! it.
+//!
+//! A prepared statement runs with a generic plan, made for the table sizes
+//! the server sees when it is made, and kept for as long as the connection
+//! lives unless the server analyzes the table again. Made on an empty or
+//! nearly empty invocations table — a new database, the first second of a
+//! burst — the plan of a lookup by id may walk a whole index: there, a
+//! scan of the index by task (whose last column is the id) costs the
+//! planner the same as the primary key's one-row lookup, and it takes the
+//! former. On a table of a thousand invocations that lookup took 80 µs
+//! instead of 8, and the table grows by thousands a second before the
+//! server's first analysis, a minute later. So once a second a connection
+//! looks at the invocations table's size and prepares its statements again
+//! when the table has doubled since they were prepared: a handful of times
+//! in the life of a database, each costing one round trip per statement.
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use tracing::debug;
+
+use crate::one_row::one_row;
+
+/// How often a connection looks at the size of the invocations table.
+pub(crate) const PLAN_CHECK: Duration = Duration::from_secs(1);
+
+/// The invocations table's size on disk, in bytes (0 when it is missing:
+/// nothing here may fail inside a transaction).
+const TABLE_SIZE: &str = "SELECT COALESCE(pg_relation_size(to_regclass('pynenc_invocations')), 0)";
+
+/// One page: the size below which a table counts as empty.
+const PAGE: i64 = 8192;
+
+/// A connection of the store's own: its client, the runtime that drives
+/// it, and the statements prepared on it.
+pub(crate) struct Conn {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) client: Client,
+    /// By text, and whether in its one-row form (see `one_row.rs`).
+    prepared: RefCell<FxHashMap<(&'static str, bool), Statement>>,
+    /// The invocations table's size when the statements were prepared.
+    planned_at: Cell<i64>,
+    /// When the table's size was last looked at.
+    looked: Cell<Instant>,
+}
+
+impl Conn {
+    pub(crate) fn new(rt: tokio::runtime::Runtime, client: Client) -> Conn {
+        Conn {
+            rt,
+            client,
+            prepared: RefCell::default(),
+            planned_at: Cell::new(0),
+            looked: Cell::new(Instant::now()),
+        }
+    }
+
+    /// Uses a new client (the old connection is gone): statements are
+    /// prepared again on it.
+    pub(crate) fn replace_client(&mut self, client: Client) {
+        self.client = client;
+        self.prepared.get_mut().clear();
+    }
+
+    /// A statement built at run time, prepared for one use.
+    pub(crate) fn prepared_once(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        self.rt.block_on(self.client.prepare(sql))
+    }
+
+    /// The statement for `sql`, prepared on first use.
+    pub(crate) fn prepared(
+        &self,
+        sql: &'static str,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        self.prepared_for(sql, usize::MAX)
+    }
+
+    /// The statement for `sql` over arrays of `rows` elements, prepared on
+    /// first use: in its one-row form when `rows` is 1 (see `one_row.rs`).
+    pub(crate) fn prepared_for(
+        &self,
+        sql: &'static str,
+        rows: usize,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        if self.looked.get().elapsed() >= PLAN_CHECK {
+            self.replan_if_grown()?;
+        }
+        let key = (sql, rows == 1);
+        if let Some(s) = self.prepared.borrow().get(&key) {
+            return Ok(s.clone());
+        }
+        let s = if key.1 {
+            self.rt.block_on(self.client.prepare(&one_row(sql)))?
+        } else {
+            self.rt.block_on(self.client.prepare(sql))?
+        };
+        self.prepared.borrow_mut().insert(key, s.clone());
+        Ok(s)
+    }
+
+    /// Forgets the prepared statements when the invocations table has
+    /// doubled since they were prepared (see the module documentation).
+    fn replan_if_grown(&self) -> std::result::Result<(), tokio_postgres::Error> {
+        self.looked.set(Instant::now());
+        let size = table_size(&self.rt.block_on(self.client.simple_query(TABLE_SIZE))?);
+        if size >= 2 * self.planned_at.get().max(PAGE) {
+            debug!(
+                bytes = size,
+                was = self.planned_at.get(),
+                statements = self.prepared.borrow().len(),
+                "the invocations table has doubled: statements are prepared again"
+            );
+            self.prepared.borrow_mut().clear();
+            self.planned_at.set(size);
+        }
+        Ok(())
+    }
+
+    /// Makes the next statement look at the table's size (for tests).
+    #[cfg(test)]
+    pub(crate) fn look_now(&self) {
+        self.looked.set(Instant::now() - PLAN_CHECK);
+    }
+
+    /// How many statements are prepared (for tests).
+    #[cfg(test)]
+    pub(crate) fn prepared_count(&self) -> usize {
+        self.prepared.borrow().len()
+    }
+}
+
+/// The one value of [`TABLE_SIZE`]'s answer.
+fn table_size(messages: &[SimpleQueryMessage]) -> i64 {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOOKUP: &str = "SELECT i.invocation_id, i.status FROM UNNEST($2::text[]) AS u(id) \
+         JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id";
+
+    /// The rows of `sql`'s answer, each its columns joined by `|`.
+    fn rows(conn: &Conn, sql: &str) -> Vec<String> {
+        let messages = conn.rt.block_on(conn.client.simple_query(sql)).expect(sql);
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or(""))
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The names of the lookups prepared on the connection, oldest first.
+    fn lookups(conn: &Conn) -> Vec<String> {
+        rows(
+            conn,
+            "SELECT name FROM pg_prepared_statements \
+             WHERE statement LIKE '%JOIN pynenc_invocations AS i ON%' ORDER BY prepare_time",
+        )
+    }
+
+    /// The plan of the prepared statement `name` for a lookup of one id.
+    fn plan(conn: &Conn, name: &str) -> String {
+        let app = rows(conn, "SELECT app FROM pynenc_apps WHERE app_id = 'replan'").join("");
+        rows(conn, &format!("EXPLAIN EXECUTE {name}({app}, '{{x}}')")).join("\n")
+    }
+
+    /// A lookup by id prepared on the empty table is prepared again once the
+    /// table has grown (at the next look, a second later), and its new plan
+    /// takes the primary key.
+    #[test]
+    fn statements_are_prepared_again_once_the_invocations_table_has_doubled() {
+        let Some(db) = pynenc_testservers::postgres::test_database() else {
+            return;
+        };
+        // opening a store creates the schema and the app
+        let store = crate::PostgresStore::open(&crate::PostgresOptions::new(db.url()), "replan")
+            .expect("open the store");
+        drop(store);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (client, connection) = rt
+            .block_on(tokio_postgres::connect(&db.url(), tokio_postgres::NoTls))
+            .expect("connect");
+        rt.spawn(connection);
+        let conn = Conn::new(rt, client);
+        // the generic plan from the first use on, as after a few uses
+        rows(&conn, "SET plan_cache_mode = force_generic_plan");
+        // held, so that the server keeps it once the connection forgets it
+        let _first = conn.prepared_for(LOOKUP, 1).expect("prepare");
+        let names = lookups(&conn);
+        assert_eq!(names.len(), 1);
+        let empty_plan = plan(&conn, &names[0]);
+        rows(
+            &conn,
+            "INSERT INTO pynenc_invocations \
+                 (app, invocation_id, task, status, status_at_us, created_at_us, due_at_us, call_id) \
+             SELECT (SELECT app FROM pynenc_apps WHERE app_id = 'replan'), md5(i::text), \
+                 'tests.task', 13, i, i, i, 'c' \
+             FROM generate_series(1, 5000) AS i",
+        );
+        conn.prepared_for(LOOKUP, 1).expect("prepare");
+        assert_eq!(
+            lookups(&conn).len(),
+            1,
+            "within a second, the statement is kept"
+        );
+        conn.look_now();
+        conn.prepared_for(LOOKUP, 1).expect("prepare");
+        let names = lookups(&conn);
+        assert_eq!(names.len(), 2, "prepared again on the grown table");
+        assert_eq!(conn.prepared_count(), 1);
+        let new_plan = plan(&conn, &names[1]);
+        println!(
+            "plan made on the empty table:\n{empty_plan}\nplan made on 5,000 rows:\n{new_plan}"
+        );
+        assert!(
+            new_plan.contains("pynenc_invocations_pkey"),
+            "the lookup takes the primary key: {new_plan}"
+        );
+        conn.look_now();
+        conn.prepared_for(LOOKUP, 1).expect("prepare");
+        assert_eq!(lookups(&conn).len(), 2, "the table has not doubled again");
+    }
+}
