@@ -1,34 +1,36 @@
--- The pynenc PostgreSQL schema (version 4; see the crate documentation).
+-- The pynenc PostgreSQL schema (version 5; see the crate documentation).
 -- Status codes are those of pynenc_store::codes: 0 SCHEDULED, 1 REGISTERED,
 -- 4 REROUTED, 5 PENDING, 7 RUNNING, 8 PAUSED, 9 RESUMED, 12 RETRY,
 -- 13 SUCCESS, 14 FAILED ...
+-- Every text column has the collation "C": ids, task names and keys
+-- compare byte by byte whatever the database's own collation.
 CREATE TABLE pynenc_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
+    key TEXT COLLATE "C" PRIMARY KEY,
+    value TEXT COLLATE "C" NOT NULL
 );
 CREATE TABLE pynenc_apps (
     app SERIAL PRIMARY KEY,
-    app_id TEXT NOT NULL UNIQUE
+    app_id TEXT COLLATE "C" NOT NULL UNIQUE
 );
 CREATE TABLE pynenc_invocations (
     app INTEGER NOT NULL,
-    invocation_id TEXT NOT NULL,
-    task TEXT NOT NULL,
+    invocation_id TEXT COLLATE "C" NOT NULL,
+    task TEXT COLLATE "C" NOT NULL,
     status SMALLINT NOT NULL,
-    owner TEXT,
+    owner TEXT COLLATE "C",
     status_at_us BIGINT NOT NULL,
     created_at_us BIGINT NOT NULL,
     due_at_us BIGINT NOT NULL,
-    registration_key TEXT,
-    running_key TEXT,
+    registration_key TEXT COLLATE "C",
+    running_key TEXT COLLATE "C",
     retries INTEGER NOT NULL DEFAULT 0,
     waited BOOLEAN NOT NULL DEFAULT FALSE,
     final_at_us BIGINT,
-    parent TEXT,
-    call_id TEXT NOT NULL,
-    error_kind TEXT,
-    cancel_owner TEXT,
-    cancel_error TEXT,
+    parent TEXT COLLATE "C",
+    call_id TEXT COLLATE "C" NOT NULL,
+    error_kind TEXT COLLATE "C",
+    cancel_owner TEXT COLLATE "C",
+    cancel_error TEXT COLLATE "C",
     PRIMARY KEY (app, invocation_id)
 );
 CREATE INDEX pynenc_invocations_registration
@@ -63,37 +65,38 @@ CREATE INDEX pynenc_invocations_cancel
     WHERE cancel_owner IS NOT NULL;
 CREATE TABLE pynenc_records (
     app INTEGER NOT NULL,
-    invocation_id TEXT NOT NULL,
-    record TEXT NOT NULL,
+    invocation_id TEXT COLLATE "C" NOT NULL,
+    record TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, invocation_id)
 );
 CREATE TABLE pynenc_outcomes (
     app INTEGER NOT NULL,
-    invocation_id TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
+    invocation_id TEXT COLLATE "C" NOT NULL,
+    result TEXT COLLATE "C",
+    error TEXT COLLATE "C",
     PRIMARY KEY (app, invocation_id)
 );
 CREATE TABLE pynenc_history (
-    seq BIGSERIAL PRIMARY KEY,
+    seq BIGSERIAL,
     app INTEGER NOT NULL,
-    invocation_id TEXT NOT NULL,
+    invocation_id TEXT COLLATE "C" NOT NULL,
     status SMALLINT NOT NULL,
-    owner TEXT,
-    actor TEXT NOT NULL,
+    owner TEXT COLLATE "C",
+    actor TEXT COLLATE "C" NOT NULL,
     timestamp_us BIGINT NOT NULL,
-    execution_context TEXT
+    execution_context TEXT COLLATE "C",
+    -- one index: an invocation's entries in the order they were written
+    PRIMARY KEY (app, invocation_id, seq)
 );
-CREATE INDEX pynenc_history_invocation ON pynenc_history (app, invocation_id, seq);
 -- the calls registration concurrency folded into an invocation
 -- (pynenc_model::reuse): seq numbers them per invocation from 1, so the
 -- total is MAX(seq); only the latest REUSES_KEPT rows are kept, and they
 -- go with their invocation
 CREATE TABLE pynenc_reuses (
     app INTEGER NOT NULL,
-    invocation_id TEXT NOT NULL,
+    invocation_id TEXT COLLATE "C" NOT NULL,
     seq BIGINT NOT NULL,
-    note TEXT NOT NULL,
+    note TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, invocation_id, seq)
 );
 -- the data of workflow invocations (StoreTxn::put_workflow_data): a text
@@ -101,14 +104,14 @@ CREATE TABLE pynenc_reuses (
 -- go with their invocation
 CREATE TABLE pynenc_workflow_data (
     app INTEGER NOT NULL,
-    invocation_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
+    invocation_id TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    value TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, invocation_id, key)
 );
 CREATE TABLE pynenc_status_counts (
     app INTEGER NOT NULL,
-    task TEXT NOT NULL,
+    task TEXT COLLATE "C" NOT NULL,
     status SMALLINT NOT NULL,
     n BIGINT NOT NULL,
     PRIMARY KEY (app, task, status)
@@ -118,23 +121,23 @@ CREATE TABLE pynenc_status_counts (
 -- buckets); kept when invocations are deleted, forgotten by the app purge
 CREATE TABLE pynenc_task_totals (
     app INTEGER NOT NULL,
-    task TEXT NOT NULL,
+    task TEXT COLLATE "C" NOT NULL,
     counter SMALLINT NOT NULL,
     n BIGINT NOT NULL,
     PRIMARY KEY (app, task, counter)
 );
 CREATE TABLE pynenc_failed_counts (
     app INTEGER NOT NULL,
-    task TEXT NOT NULL,
-    kind TEXT NOT NULL,
+    task TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
     n BIGINT NOT NULL,
     PRIMARY KEY (app, task, kind)
 );
 -- who waits on whom; external waiters are not recorded
 CREATE TABLE pynenc_waits (
     app INTEGER NOT NULL,
-    waited TEXT NOT NULL,
-    waiter TEXT NOT NULL,
+    waited TEXT COLLATE "C" NOT NULL,
+    waiter TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, waited, waiter)
 );
 CREATE INDEX pynenc_waits_waiter ON pynenc_waits (app, waiter);
@@ -142,52 +145,52 @@ CREATE SEQUENCE pynenc_queue_seq;
 CREATE TABLE pynenc_queue (
     app INTEGER NOT NULL,
     seq BIGINT NOT NULL,
-    invocation_id TEXT NOT NULL,
+    invocation_id TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, seq)
 );
 CREATE TABLE pynenc_controlled (
     seq BIGSERIAL PRIMARY KEY,
     app INTEGER NOT NULL,
-    running_key TEXT NOT NULL,
-    invocation_id TEXT NOT NULL
+    running_key TEXT COLLATE "C" NOT NULL,
+    invocation_id TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX pynenc_controlled_key ON pynenc_controlled (app, running_key, seq);
 CREATE TABLE pynenc_edges (
     seq BIGSERIAL PRIMARY KEY,
     app INTEGER NOT NULL,
-    caller_invocation_id TEXT NOT NULL,
-    caller_call_id TEXT NOT NULL,
-    callee_call_id TEXT NOT NULL
+    caller_invocation_id TEXT COLLATE "C" NOT NULL,
+    caller_call_id TEXT COLLATE "C" NOT NULL,
+    callee_call_id TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX pynenc_edges_call ON pynenc_edges (app, caller_call_id, callee_call_id);
 CREATE INDEX pynenc_edges_invocation ON pynenc_edges (app, caller_invocation_id);
 CREATE TABLE pynenc_heartbeats (
     app INTEGER NOT NULL,
-    runner_id TEXT NOT NULL,
+    runner_id TEXT COLLATE "C" NOT NULL,
     beat_us BIGINT NOT NULL,
     PRIMARY KEY (app, runner_id)
 );
 CREATE TABLE pynenc_runners (
     app INTEGER NOT NULL,
-    runner_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    host TEXT NOT NULL,
+    runner_id TEXT COLLATE "C" NOT NULL,
+    kind TEXT COLLATE "C" NOT NULL,
+    host TEXT COLLATE "C" NOT NULL,
     pid BIGINT NOT NULL,
     started_us BIGINT NOT NULL,
     slots BIGINT NOT NULL,
-    running TEXT NOT NULL,
+    running TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, runner_id)
 );
 CREATE TABLE pynenc_triggers (
     app INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    record TEXT NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    record TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, name)
 );
 CREATE TABLE pynenc_leases (
     app INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    holder TEXT NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    holder TEXT COLLATE "C" NOT NULL,
     expires_us BIGINT NOT NULL,
     PRIMARY KEY (app, name)
 );
@@ -198,7 +201,7 @@ CREATE TABLE pynenc_data (
     app INTEGER NOT NULL,
     digest BYTEA NOT NULL CHECK (octet_length(digest) = 32),
     length BIGINT NOT NULL,
-    value TEXT NOT NULL,
+    value TEXT COLLATE "C" NOT NULL,
     claimed_us BIGINT NOT NULL,
     PRIMARY KEY (app, digest)
 );
@@ -206,6 +209,6 @@ CREATE INDEX pynenc_data_claimed ON pynenc_data (app, claimed_us, digest);
 CREATE TABLE pynenc_data_refs (
     app INTEGER NOT NULL,
     digest BYTEA NOT NULL,
-    invocation_id TEXT NOT NULL,
+    invocation_id TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, digest, invocation_id)
 );
