@@ -211,10 +211,6 @@ impl StateBackend for RedisBackend {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // published by the process that ended them, for a wait of this one
-        if let Some(known) = self.notifier.known.take_all(ids) {
-            return Ok(known);
-        }
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.cmd("HMGET")
@@ -278,7 +274,6 @@ impl StateBackend for RedisBackend {
             .arg(&self.app_member)
             .ignore();
         self.query::<()>("SREM apps", &srem).await?;
-        self.notifier.known.forget_all();
         self.notifier.recheck.notify_waiters();
         Ok(())
     }

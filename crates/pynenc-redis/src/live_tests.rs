@@ -106,7 +106,6 @@ macro_rules! server_or_skip {
 mod coalesce;
 mod control;
 mod data;
-mod outcomes;
 mod pauses;
 mod queries;
 mod replays;

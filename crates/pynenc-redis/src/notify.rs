@@ -7,11 +7,6 @@
 //! from invocation id to the groups waiting for it for `wait_final`, and one
 //! to the waits for its next status (`wait_status_change`).
 //!
-//! Before the ids on `final`, a script that ended runs publishes on
-//! `{prefix}outcome` the outcomes it wrote whole (see `apply.lua`): the
-//! notifier keeps those its process waits for ([`KnownOutcomes`]), and the
-//! caller's read of the outcome takes them without a round trip.
-//!
 //! The process that ran a script also applies the script's own reply
 //! (queued? which became final?) at once, without waiting for the message.
 //!
@@ -33,8 +28,8 @@ use redis::aio::{PubSub, PubSubSink, PubSubStream};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
-use pynenc_model::{InvocationId, InvocationOutcome, InvocationStatus, TaskError};
-use pynenc_store::{FinalWaiters, GroupWait, KnownOutcomes, Registered, WorkSignal};
+use pynenc_model::InvocationId;
+use pynenc_store::{FinalWaiters, GroupWait, Registered, WorkSignal};
 
 /// Local waiters of one backend.
 #[derive(Default)]
@@ -43,8 +38,6 @@ pub(crate) struct Notifier {
     waiters: FinalWaiters<GroupWait>,
     /// Waits for the next status of an invocation.
     pub status_waiters: FinalWaiters<Notify>,
-    /// Outcomes published by other processes for this process's waits.
-    pub known: KnownOutcomes,
     /// Woken after the pub/sub connection came back: every waiter re-reads its statuses.
     pub recheck: Notify,
     pub connected: AtomicBool,
@@ -117,40 +110,6 @@ impl Notifier {
         self.waiters.mark_final(id);
     }
 
-    /// Keeps the outcomes of a message on `outcome` that this process
-    /// waits for; a message that cannot be read is ignored (the outcomes
-    /// are read from the server instead).
-    fn on_outcomes(&self, payload: &str) {
-        let Ok(published) = serde_json::from_str::<Vec<Published>>(payload) else {
-            debug!("ignored a message of outcomes that could not be read");
-            return;
-        };
-        for p in published {
-            let Ok(id) = InvocationId::parse(&p.i) else {
-                continue;
-            };
-            if !self.waiters.is_waited(&id) {
-                continue;
-            }
-            let Ok(status) = p.s.parse::<InvocationStatus>() else {
-                continue;
-            };
-            let error = match p.e.as_deref().map(serde_json::from_str::<TaskError>) {
-                Some(Ok(e)) => Some(e),
-                Some(Err(_)) => continue,
-                None => None,
-            };
-            self.known.keep(
-                id,
-                InvocationOutcome {
-                    status,
-                    result: p.r,
-                    error,
-                },
-            );
-        }
-    }
-
     /// The status of `id` changed (or it was deleted).
     pub fn on_status(&self, id: &InvocationId) {
         self.status_waiters.notify(id);
@@ -166,17 +125,6 @@ impl Notifier {
     pub fn waited_len(&self) -> usize {
         self.waiters.len()
     }
-}
-
-/// One outcome of a message on `outcome` (see `apply.lua`).
-#[derive(serde::Deserialize)]
-struct Published {
-    i: String,
-    s: String,
-    #[serde(default)]
-    r: Option<String>,
-    #[serde(default)]
-    e: Option<String>,
 }
 
 /// Subscribes to the app's channels; returns once the subscription is
@@ -202,12 +150,6 @@ pub(crate) async fn start_listener(
                         let channel = msg.get_channel_name();
                         if channel == channels.work {
                             n.bump_work();
-                            continue;
-                        }
-                        if channel == channels.outcomes {
-                            if let Ok(payload) = msg.get_payload::<String>() {
-                                n.on_outcomes(&payload);
-                            }
                             continue;
                         }
                         let on: fn(&Notifier, &InvocationId) = if channel == channels.finals {
@@ -249,7 +191,6 @@ pub(crate) async fn start_listener(
                     };
                     stream = listening;
                     // messages may have been missed while disconnected
-                    n.known.forget_all();
                     n.recheck.notify_waiters();
                     n.status_waiters.notify_all();
                     n.bump_work();
@@ -267,7 +208,6 @@ pub(crate) async fn start_listener(
 /// The channels of one app.
 struct Channels {
     work: String,
-    outcomes: String,
     finals: String,
     status: String,
 }
@@ -276,7 +216,6 @@ impl Channels {
     fn of(prefix: &str) -> Channels {
         Channels {
             work: format!("{prefix}work"),
-            outcomes: format!("{prefix}outcome"),
             finals: format!("{prefix}final"),
             status: format!("{prefix}status"),
         }
@@ -296,16 +235,10 @@ async fn connect(
         .is_some_and(|n| n.wants_work.load(Ordering::Acquire));
     let mut ps = client.get_async_pubsub().await?;
     if work {
-        ps.subscribe(&[
-            &channels.work,
-            &channels.outcomes,
-            &channels.finals,
-            &channels.status,
-        ])
-        .await?;
-    } else {
-        ps.subscribe(&[&channels.outcomes, &channels.finals, &channels.status])
+        ps.subscribe(&[&channels.work, &channels.finals, &channels.status])
             .await?;
+    } else {
+        ps.subscribe(&[&channels.finals, &channels.status]).await?;
     }
     Ok(notifier.upgrade().map(|n| n.listen(ps, work)))
 }

@@ -334,27 +334,6 @@ local function others_wait()
   return found
 end
 
--- Publishes on `{prefix}outcome`, before the ids on `final`, the whole
--- outcomes of the ends this call made final (`OUTCOMES`): a process that
--- waits for one keeps it and its caller reads it without a round trip. A
--- JSON list of {i = id, s = status, r = result} or {i, s, e = error JSON};
--- a success whose invocation kept the error of an earlier retry is left
--- out (its outcome holds both: it is read).
-local function publish_outcomes()
-  local out = {}
-  for _, o in ipairs(OUTCOMES) do
-    local rec, status, success, payload = o[1], o[2], o[3], o[4]
-    if not success then
-      out[#out + 1] = {i = rec.id, s = status, e = payload}
-    elseif rcall('HEXISTS', rec.key, 'error') == 0 then
-      out[#out + 1] = {i = rec.id, s = status, r = payload}
-    end
-  end
-  if #out > 0 then
-    rcall('PUBLISH', P .. 'outcome', cjson.encode(out))
-  end
-end
-
 local function invoke(main, keys, argv)
   begin(keys, argv)
   local ok, res = pcall(main)
@@ -363,9 +342,6 @@ local function invoke(main, keys, argv)
     rcall('PUBLISH', P .. 'work', '1')
   end
   if #FINALS > 0 and others_wait() then
-    if #OUTCOMES > 0 then
-      publish_outcomes()
-    end
     rcall('PUBLISH', P .. 'final', table.concat(FINALS, ' '))
   end
   if #CHANGED > 0 then

@@ -54,9 +54,6 @@ local rcall, tonumber, tostring, ipairs, pairs, unpack, pcall, type, error, next
 -- function library these locals outlive a call, so nothing may leak from
 -- one call into the next.
 local P, ARGV, REPLAY, ME, NOW_S, NOW, ENQUEUED, FINALS
--- the ends this call made final with their result or error, small enough
--- to publish: {rec, status, success, payload} (see `publish_outcomes`)
-local OUTCOMES
 -- ids of watched invocations (field `sw`) whose status this call changed
 local CHANGED
 -- records read by this call (id -> rec), records with staged fields (in order)
@@ -91,15 +88,11 @@ local function begin(keys, argv)
   NOW = tonumber(NOW_S)
   ENQUEUED = false
   FINALS, RECS, DIRTY, CHANGED = {}, {}, {}, {}
-  OUTCOMES = {}
   QUEUE_TAIL, QUEUE_HEAD, NO_EDGES = {}, {}, {}
   ZREMS, SREMS, ZADDS, HINCRS, MOVES, NEW_TASKS, ENDS = {}, {}, {}, {}, {}, {}, {}
   TOTS = {}
   QUOTED, ENTRIES = {}, {}
 end
-
--- the longest result or error published with its end (see `publish_outcomes`)
-local OUTCOME_MAX = 4096
 
 -- an empty list, never written to
 local EMPTY = {}

@@ -58,9 +58,6 @@ local function finish_one(id, runner, kind, payload, us)
   end
   -- apply checks before it writes anything
   apply(rec, to, runner, false, code == 'S' and 'result' or 'error', payload)
-  if FINAL[to] and #payload <= OUTCOME_MAX then
-    OUTCOMES[#OUTCOMES + 1] = {rec, to, code == 'S', payload}
-  end
   us = tonumber(us)
   if us then
     add_run_time(task_of(rec), us)
