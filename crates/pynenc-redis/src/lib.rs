@@ -86,13 +86,8 @@
 //! | `dclaim` | zset | every value's digest by the time it was last claimed (µs, server clock): the sweep's order |
 //! | `dusage` | hash | `values`, `bytes`, `refs`: the data store's counters |
 //!
-//! Channels: `{prefix}work` (something was queued), `{prefix}final`
-//! (payload: the ids that became final in one step, separated by spaces),
-//! `{prefix}status` (the same, for the ids whose status someone watches)
-//! and `{prefix}outcome` (published just before `final` by a step that
-//! ended runs: a JSON list of the outcomes it wrote whole,
-//! `{"i": id, "s": status, "r": result}` or `{"i", "s", "e": error JSON}`,
-//! each result or error at most 4,096 bytes).
+//! Channels: `{prefix}work` (something was queued) and `{prefix}final`
+//! (payload: the ids that became final in one step, separated by spaces).
 //! The library `pynenc_{hash of its code}` holds the functions
 //! `pynenc_{hash}_{step}`; processes of different versions each load their
 //! own.
@@ -152,12 +147,7 @@
 //! step's reply locally at once (work queued, ids that became final), so
 //! the end of an invocation is published only while some *other* backend
 //! waits for results: `wait_final` registers its backend in `waiters` for
-//! a minute (renewed while it waits) before it reads any status. With
-//! those ids goes the `outcome` message: a waiting process keeps the
-//! outcomes its own waits are registered on, and the caller's read takes
-//! them instead of sending `HMGET` (a round trip less per result across
-//! processes); a success after a retry is not in it, since its stored
-//! outcome keeps the retry's error. A waiter
+//! a minute (renewed while it waits) before it reads any status. A waiter
 //! registers first and then reads the status, so a wake-up is never lost;
 //! after the pub/sub connection comes back every waiter re-reads its
 //! statuses, and a waiter that heard nothing for 2 s re-reads them as a
