@@ -110,7 +110,7 @@ impl Conn {
         Ok(s)
     }
 
-    /// Forgets the prepared statements when the invocations table has
+    /// Forgets the prepared one-row statements when the invocations table has
     /// doubled since they were prepared (see the module documentation).
     fn replan_if_grown(&self) -> std::result::Result<(), tokio_postgres::Error> {
         self.looked.set(Instant::now());
