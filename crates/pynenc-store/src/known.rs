@@ -17,10 +17,10 @@ use pynenc_model::{InvocationId, InvocationOutcome};
 use rustc_hash::FxHashMap;
 
 /// The most outcomes kept.
-pub const KNOWN_ENTRIES: usize = 16_384;
+const KNOWN_ENTRIES: usize = 16_384;
 
 /// The most bytes of results and error messages kept.
-pub const KNOWN_BYTES: usize = 16 << 20;
+const KNOWN_BYTES: usize = 16 << 20;
 
 #[derive(Default)]
 struct Kept {
@@ -31,7 +31,8 @@ struct Kept {
 }
 
 /// Outcomes committed by this process and waited for in it (see the
-/// module documentation).
+/// module documentation): at most 16,384 of them and 16 MiB of results and
+/// error messages, the oldest dropped first.
 #[derive(Default)]
 pub struct KnownOutcomes {
     kept: Mutex<Kept>,
@@ -78,13 +79,15 @@ impl KnownOutcomes {
     /// The outcomes of every one of `ids`, taken, when all are kept;
     /// otherwise `None` and nothing is taken.
     pub fn take_all(&self, ids: &[InvocationId]) -> Option<Vec<InvocationOutcome>> {
-        let mut k = self.kept.lock();
-        if ids.is_empty() || !ids.iter().all(|id| k.map.contains_key(id)) {
+        if ids.is_empty() {
             return None;
         }
-        // an id given twice gets its outcome twice
-        let out: Vec<InvocationOutcome> =
-            ids.iter().filter_map(|id| k.map.get(id).cloned()).collect();
+        let mut k = self.kept.lock();
+        // every one or none (an id given twice gets its outcome twice)
+        let out = ids
+            .iter()
+            .map(|id| k.map.get(id).cloned())
+            .collect::<Option<Vec<InvocationOutcome>>>()?;
         for id in ids {
             if let Some(o) = k.map.remove(id) {
                 k.bytes -= weight(&o);

@@ -40,7 +40,7 @@ pub use components::{
     RunEnd, StateBackend, StepReport, WorkflowData,
 };
 pub use error::{Result, StoreError};
-pub use known::{KnownOutcomes, KNOWN_BYTES, KNOWN_ENTRIES};
+pub use known::KnownOutcomes;
 pub use signal::WorkSignal;
 pub use txn::{DataTxn, OwnedClaim, QueryTxn, StoreTxn};
 pub use waiters::{FinalWaiters, GroupWait, Registered};
