@@ -1,7 +1,9 @@
 //! The writes a group holds back: new invocations and their records,
-//! status writes (one per invocation, merged), history rows, counter
+//! status writes (one per invocation, merged), history entries, counter
 //! changes (the task totals included), results and errors, error kinds,
-//! queue appends and the removal of call edges. They are sent together — one statement per table over
+//! queue appends and the removal of call edges. History entries, results
+//! and errors live in the invocation's row: they go with its insert or its
+//! status write when one is held, else in one update of their own. They are sent together — one statement per table over
 //! arrays (`UNNEST`), all in one round trip — before the first statement
 //! that reads one of their tables, or when the group commits. The group's
 //! own view ([`crate::txn::Row`]) answers its reads of statuses meanwhile.
@@ -31,11 +33,28 @@ pub(crate) struct StatusWrite {
     /// Whether it is no longer waited on (final: see
     /// [`Pending::release_waited`]).
     pub(crate) clear_waited: bool,
+    /// What goes into the row with it (filled when the writes are taken).
+    pub(crate) extras: Extras,
 }
+
+/// What a group adds to an invocation's row besides its status.
+#[derive(Default)]
+pub(crate) struct Extras {
+    /// History lines to append, in the order written ([`HistoryLine`]).
+    pub(crate) history: String,
+    /// The result, when written.
+    pub(crate) result: Option<String>,
+    /// The error (JSON), when written.
+    pub(crate) error: Option<String>,
+}
+
+/// One line of the `history` column, a JSON array: status code, owner,
+/// actor, timestamp (µs), execution context.
+pub(crate) type HistoryLine<S> = (i16, Option<S>, S, i64, Option<S>);
 
 /// A new invocation's row.
 pub(crate) struct NewRow {
-    pub(crate) id: String,
+    pub(crate) id: InvocationId,
     pub(crate) task: String,
     pub(crate) code: i16,
     pub(crate) owner: Option<String>,
@@ -47,16 +66,8 @@ pub(crate) struct NewRow {
     pub(crate) parent: Option<String>,
     pub(crate) call_id: String,
     pub(crate) record: String,
-}
-
-/// A history row.
-pub(crate) struct HistoryRow {
-    id: String,
-    code: i16,
-    owner: Option<String>,
-    actor: String,
-    at: i64,
-    context: Option<String>,
+    /// What goes into the row with it (filled when the writes are taken).
+    pub(crate) extras: Extras,
 }
 
 /// The writes a group holds back, by table.
@@ -65,13 +76,12 @@ pub(crate) struct Pending {
     pub(crate) inserts: Vec<NewRow>,
     status: Vec<(InvocationId, StatusWrite)>,
     status_at: FxHashMap<InvocationId, usize>,
-    history: Vec<HistoryRow>,
+    /// History entries, results and errors, by invocation.
+    extras: FxHashMap<InvocationId, Extras>,
     status_counts: FxHashMap<(String, i16), i64>,
     failed_counts: FxHashMap<(String, String), i64>,
     /// What to add to the task totals, by task and [`TotalKey::code`].
     totals: FxHashMap<(String, i16), i64>,
-    results: FxHashMap<InvocationId, String>,
-    errors: FxHashMap<InvocationId, String>,
     pub(crate) error_kinds: FxHashMap<InvocationId, String>,
     edges_removed: Vec<String>,
     /// Edges added: caller invocation, caller call, callee call.
@@ -89,13 +99,13 @@ pub(crate) struct Pending {
 pub(crate) enum Write {
     Inserts(Vec<NewRow>),
     Status(Vec<(InvocationId, StatusWrite)>),
-    History(Vec<HistoryRow>),
+    /// History entries, results and errors of rows with no held insert or
+    /// status write.
+    Extras(Vec<(InvocationId, Extras)>),
     StatusCounts(Vec<((String, i16), i64)>),
     FailedCounts(Vec<((String, String), i64)>),
     /// Additions to the task totals, by task and [`TotalKey::code`].
     Totals(Vec<((String, i16), i64)>),
-    Results(Vec<(InvocationId, String)>),
-    Errors(Vec<(InvocationId, String)>),
     ErrorKinds(Vec<(InvocationId, String)>),
     EdgesRemoved(Vec<String>),
     EdgesAdded(Vec<(String, String, String)>),
@@ -106,13 +116,14 @@ pub(crate) enum Write {
 
 const INSERTS: &str = "WITH u AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::smallint[], \
         $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], \
-        $11::text[], $12::text[], $13::text[]) AS u(id, task, status, owner, created, due, \
-        rkey, runkey, final_at, parent, call_id, record)), \
+        $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[]) \
+        AS u(id, task, status, owner, created, due, rkey, runkey, final_at, parent, call_id, \
+        record, history, result, error)), \
     inv AS (INSERT INTO pynenc_invocations (app, invocation_id, task, status, owner, \
         status_at_us, created_at_us, due_at_us, registration_key, running_key, final_at_us, \
-        parent, call_id) \
+        parent, call_id, history, result, error) \
         SELECT $1, id, task, status, owner, created, created, due, rkey, runkey, final_at, \
-        parent, call_id FROM u) \
+        parent, call_id, history, result, error FROM u) \
     INSERT INTO pynenc_records (app, invocation_id, record) SELECT $1, id, record FROM u";
 
 const STATUS: &str = "UPDATE pynenc_invocations AS i SET status = u.status, status_at_us = u.at, \
@@ -120,16 +131,21 @@ const STATUS: &str = "UPDATE pynenc_invocations AS i SET status = u.status, stat
         final_at_us = CASE WHEN u.set_final THEN u.final_at ELSE i.final_at_us END, \
         cancel_owner = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_owner END, \
         cancel_error = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_error END, \
-        waited = i.waited AND NOT u.clear_waited \
+        waited = i.waited AND NOT u.clear_waited, \
+        history = i.history || u.history, \
+        result = COALESCE(u.result, i.result), error = COALESCE(u.error, i.error) \
     FROM UNNEST($2::text[], $3::smallint[], $4::bigint[], $5::bool[], $6::text[], $7::bool[], \
-        $8::bigint[], $9::bool[], $10::bool[]) AS u(id, status, at, set_owner, owner, set_final, \
-        final_at, clear_cancel, clear_waited) \
+        $8::bigint[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[]) \
+        AS u(id, status, at, set_owner, owner, set_final, final_at, clear_cancel, clear_waited, \
+        history, result, error) \
     WHERE i.app = $1 AND i.invocation_id = u.id";
 
-const HISTORY: &str = "INSERT INTO pynenc_history (app, invocation_id, status, owner, actor, \
-        timestamp_us, execution_context) \
-    SELECT $1, * FROM UNNEST($2::text[], $3::smallint[], $4::text[], $5::text[], $6::bigint[], \
-        $7::text[])";
+/// History entries, a result or an error (never cleared: a success after
+/// a retry keeps the retry's error) for rows with no held status write.
+const EXTRAS: &str = "UPDATE pynenc_invocations AS i SET history = i.history || u.history, \
+        result = COALESCE(u.result, i.result), error = COALESCE(u.error, i.error) \
+    FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, history, result, error) \
+    WHERE i.app = $1 AND i.invocation_id = u.id";
 
 const STATUS_COUNTS: &str = "INSERT INTO pynenc_status_counts (app, task, status, n) \
     SELECT $1, * FROM UNNEST($2::text[], $3::smallint[], $4::bigint[]) \
@@ -146,14 +162,6 @@ const TOTALS: &str = "INSERT INTO pynenc_task_totals (app, task, counter, n) \
     ON CONFLICT (app, task, counter) DO UPDATE SET n = CASE \
         WHEN pynenc_task_totals.n > 9223372036854775807 - excluded.n \
         THEN 9223372036854775807 ELSE pynenc_task_totals.n + excluded.n END";
-
-const RESULTS: &str = "INSERT INTO pynenc_outcomes (app, invocation_id, result) \
-    SELECT $1, * FROM UNNEST($2::text[], $3::text[]) \
-    ON CONFLICT (app, invocation_id) DO UPDATE SET result = excluded.result";
-
-const ERRORS: &str = "INSERT INTO pynenc_outcomes (app, invocation_id, error) \
-    SELECT $1, * FROM UNNEST($2::text[], $3::text[]) \
-    ON CONFLICT (app, invocation_id) DO UPDATE SET error = excluded.error";
 
 const ERROR_KINDS: &str = "UPDATE pynenc_invocations AS i SET error_kind = u.kind \
     FROM UNNEST($2::text[], $3::text[]) AS u(id, kind) \
@@ -182,10 +190,10 @@ impl Write {
         match self {
             Write::Inserts(v) => v.len(),
             Write::Status(v) => v.len(),
-            Write::History(v) => v.len(),
+            Write::Extras(v) => v.len(),
             Write::StatusCounts(v) | Write::Totals(v) => v.len(),
             Write::FailedCounts(v) => v.len(),
-            Write::Results(v) | Write::Errors(v) | Write::ErrorKinds(v) => v.len(),
+            Write::ErrorKinds(v) => v.len(),
             Write::EdgesAdded(v) => v.len(),
             Write::EdgesRemoved(v)
             | Write::Enqueued(v)
@@ -199,12 +207,10 @@ impl Write {
         match self {
             Write::Inserts(_) => INSERTS,
             Write::Status(_) => STATUS,
-            Write::History(_) => HISTORY,
+            Write::Extras(_) => EXTRAS,
             Write::StatusCounts(_) => STATUS_COUNTS,
             Write::FailedCounts(_) => FAILED_COUNTS,
             Write::Totals(_) => TOTALS,
-            Write::Results(_) => RESULTS,
-            Write::Errors(_) => ERRORS,
             Write::ErrorKinds(_) => ERROR_KINDS,
             Write::EdgesRemoved(_) => EDGES_REMOVED,
             Write::EdgesAdded(_) => EDGES_ADDED,
@@ -224,6 +230,7 @@ impl Write {
         match self {
             Write::Inserts(rows) => {
                 let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                let (history, results, errors) = extra_arrays(rows.iter().map(|r| &r.extras));
                 let tasks: Vec<&str> = rows.iter().map(|r| r.task.as_str()).collect();
                 let codes: Vec<i16> = rows.iter().map(|r| r.code).collect();
                 let owners: Vec<Option<&str>> = rows.iter().map(|r| r.owner.as_deref()).collect();
@@ -243,7 +250,8 @@ impl Write {
                             stmt,
                             &[
                                 &app, &ids, &tasks, &codes, &owners, &created, &due, &rkeys,
-                                &runkeys, &finals, &parents, &calls, &records,
+                                &runkeys, &finals, &parents, &calls, &records, &history, &results,
+                                &errors,
                             ],
                         )
                         .await
@@ -264,32 +272,26 @@ impl Write {
                     writes.iter().map(|(_, w)| w.final_at.flatten()).collect();
                 let clear: Vec<bool> = writes.iter().map(|(_, w)| w.clear_cancel).collect();
                 let unwaited: Vec<bool> = writes.iter().map(|(_, w)| w.clear_waited).collect();
+                let (history, results, errors) =
+                    extra_arrays(writes.iter().map(|(_, w)| &w.extras));
                 Box::pin(async move {
                     client
                         .execute(
                             stmt,
                             &[
                                 &app, &ids, &codes, &at, &set_owner, &owners, &set_final, &finals,
-                                &clear, &unwaited,
+                                &clear, &unwaited, &history, &results, &errors,
                             ],
                         )
                         .await
                 })
             }
-            Write::History(rows) => {
-                let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-                let codes: Vec<i16> = rows.iter().map(|r| r.code).collect();
-                let owners: Vec<Option<&str>> = rows.iter().map(|r| r.owner.as_deref()).collect();
-                let actors: Vec<&str> = rows.iter().map(|r| r.actor.as_str()).collect();
-                let at: Vec<i64> = rows.iter().map(|r| r.at).collect();
-                let contexts: Vec<Option<&str>> =
-                    rows.iter().map(|r| r.context.as_deref()).collect();
+            Write::Extras(writes) => {
+                let ids: Vec<&str> = writes.iter().map(|(id, _)| id.as_str()).collect();
+                let (history, results, errors) = extra_arrays(writes.iter().map(|(_, x)| x));
                 Box::pin(async move {
                     client
-                        .execute(
-                            stmt,
-                            &[&app, &ids, &codes, &owners, &actors, &at, &contexts],
-                        )
+                        .execute(stmt, &[&app, &ids, &history, &results, &errors])
                         .await
                 })
             }
@@ -305,7 +307,7 @@ impl Write {
                 let n: Vec<i64> = deltas.iter().map(|(_, n)| *n).collect();
                 Box::pin(async move { client.execute(stmt, &[&app, &tasks, &kinds, &n]).await })
             }
-            Write::Results(values) | Write::Errors(values) | Write::ErrorKinds(values) => {
+            Write::ErrorKinds(values) => {
                 let ids: Vec<&str> = values.iter().map(|(id, _)| id.as_str()).collect();
                 let texts: Vec<&str> = values.iter().map(|(_, v)| v.as_str()).collect();
                 Box::pin(async move { client.execute(stmt, &[&app, &ids, &texts]).await })
@@ -330,6 +332,22 @@ impl Write {
     }
 }
 
+/// The history, result and error arrays of a statement's rows.
+#[allow(clippy::type_complexity)]
+fn extra_arrays<'x>(
+    extras: impl Iterator<Item = &'x Extras>,
+) -> (Vec<&'x str>, Vec<Option<&'x str>>, Vec<Option<&'x str>>) {
+    let mut history = Vec::new();
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for x in extras {
+        history.push(x.history.as_str());
+        results.push(x.result.as_deref());
+        errors.push(x.error.as_deref());
+    }
+    (history, results, errors)
+}
+
 impl Pending {
     /// Whether writes to one of the tables in `mask` are held.
     pub(crate) fn holds(&self, mask: u8) -> bool {
@@ -346,19 +364,32 @@ impl Pending {
         }
         let mut out = Vec::new();
         if mask & tables::INVOCATIONS != 0 {
+            // each row's extras go with the first of its writes sent
             if !self.inserts.is_empty() {
-                out.push(Write::Inserts(std::mem::take(&mut self.inserts)));
+                let mut rows = std::mem::take(&mut self.inserts);
+                for row in &mut rows {
+                    if let Some(extras) = self.extras.remove(&row.id) {
+                        row.extras = extras;
+                    }
+                }
+                out.push(Write::Inserts(rows));
             }
             if !self.status.is_empty() {
                 self.status_at.clear();
-                out.push(Write::Status(std::mem::take(&mut self.status)));
+                let mut writes = std::mem::take(&mut self.status);
+                for (id, write) in &mut writes {
+                    if let Some(extras) = self.extras.remove(id) {
+                        write.extras = extras;
+                    }
+                }
+                out.push(Write::Status(writes));
+            }
+            if !self.extras.is_empty() {
+                out.push(Write::Extras(self.extras.drain().collect()));
             }
             if !self.error_kinds.is_empty() {
                 out.push(Write::ErrorKinds(self.error_kinds.drain().collect()));
             }
-        }
-        if mask & tables::HISTORY != 0 && !self.history.is_empty() {
-            out.push(Write::History(std::mem::take(&mut self.history)));
         }
         if mask & tables::COUNTS != 0 {
             let status: Vec<_> = self
@@ -379,14 +410,6 @@ impl Pending {
             }
             if !self.totals.is_empty() {
                 out.push(Write::Totals(self.totals.drain().collect()));
-            }
-        }
-        if mask & tables::OUTCOMES != 0 {
-            if !self.results.is_empty() {
-                out.push(Write::Results(self.results.drain().collect()));
-            }
-            if !self.errors.is_empty() {
-                out.push(Write::Errors(self.errors.drain().collect()));
             }
         }
         if mask & tables::EDGES != 0 {
@@ -457,13 +480,13 @@ impl Pending {
     }
 
     pub(crate) fn result(&mut self, id: &InvocationId, result: String) {
-        self.results.insert(*id, result);
-        self.hold(tables::OUTCOMES);
+        self.extras.entry(*id).or_default().result = Some(result);
+        self.hold(tables::INVOCATIONS);
     }
 
     pub(crate) fn error(&mut self, id: &InvocationId, error: String) {
-        self.errors.insert(*id, error);
-        self.hold(tables::OUTCOMES);
+        self.extras.entry(*id).or_default().error = Some(error);
+        self.hold(tables::INVOCATIONS);
     }
 
     /// `id` is final: it is waited on no more. Its flag is cleared by its
@@ -503,16 +526,21 @@ impl Pending {
         self.hold(tables::EDGES);
     }
 
-    pub(crate) fn history(&mut self, step: &HistoryStep<'_>) {
-        self.history.push(HistoryRow {
-            id: step.invocation_id.as_str().to_string(),
-            code: code(step.status),
-            owner: step.owner.map(|o| o.as_str().to_string()),
-            actor: step.actor.as_str().to_string(),
-            at: step.timestamp.as_micros(),
-            context: step.execution_context.map(str::to_string),
-        });
-        self.hold(tables::HISTORY);
+    /// A history entry, appended to the invocation's `history` column.
+    pub(crate) fn history(&mut self, step: &HistoryStep<'_>) -> serde_json::Result<()> {
+        let line: HistoryLine<&str> = (
+            code(step.status),
+            step.owner.map(|o| o.as_str()),
+            step.actor.as_str(),
+            step.timestamp.as_micros(),
+            step.execution_context,
+        );
+        let line = serde_json::to_string(&line)?;
+        let held = &mut self.extras.entry(*step.invocation_id).or_default().history;
+        held.push_str(&line);
+        held.push('\n');
+        self.hold(tables::INVOCATIONS);
+        Ok(())
     }
 
     pub(crate) fn status(&mut self, id: &InvocationId, write: StatusWrite) {
@@ -562,12 +590,10 @@ mod tests {
         for sql in [
             super::INSERTS,
             super::STATUS,
-            super::HISTORY,
+            super::EXTRAS,
             super::STATUS_COUNTS,
             super::FAILED_COUNTS,
             super::TOTALS,
-            super::RESULTS,
-            super::ERRORS,
             super::ERROR_KINDS,
             super::ENQUEUED,
             super::UNWAITED,

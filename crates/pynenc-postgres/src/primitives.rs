@@ -11,7 +11,7 @@ use pynenc_model::{
 use pynenc_store::codes::FINAL_CODES;
 use pynenc_store::{OwnedClaim, Result, StoreTxn};
 
-use crate::pending::code;
+use crate::pending::{code, HistoryLine};
 use crate::queue_head::{FRONT_POSITION, QUEUE_HEAD};
 use crate::txn::{tables, PgTxn};
 
@@ -117,36 +117,44 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     fn append_history(&mut self, step: HistoryStep<'_>) -> Result<()> {
-        self.g.pending.history(&step);
+        let id = step.invocation_id;
+        self.g.pending.history(&step).map_err(|e| {
+            SerializationError::serialize(format_args!("history entry of invocation {id}"), e)
+        })?;
         Ok(())
     }
 
     fn get_history(&mut self, id: &InvocationId) -> Result<Vec<HistoryEntry>> {
         let app = self.app();
-        let rows = self.query(
-            "SELECT status, owner, actor, timestamp_us, execution_context FROM pynenc_history \
-             WHERE app = $1 AND invocation_id = $2 ORDER BY seq",
+        let found = self.query_opt(
+            "SELECT history FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
             &[&app, &id.as_str()],
             "reading a history",
-            tables::HISTORY,
+            tables::INVOCATIONS,
         )?;
+        let Some(found) = found else {
+            return Ok(Vec::new());
+        };
         // a step reads the clock before its group waits for the app's
         // lock, so a step of another writer that waited can carry a time a
         // few µs before the step it follows: the entries come in the order
-        // they were written (`seq`), each dated no earlier than the one
-        // before it
+        // they were written, each dated no earlier than the one before it
         let mut last = i64::MIN;
-        rows.iter()
-            .map(|r| {
-                let at: i64 = r.get(3);
+        found
+            .get::<_, &str>(0)
+            .lines()
+            .map(|line| {
+                let (code, owner, actor, at, context): HistoryLine<String> =
+                    serde_json::from_str(line)
+                        .map_err(|e| self.ctx.corrupt(id.as_str(), "history", e))?;
                 last = last.max(at);
                 Ok(HistoryEntry {
                     invocation_id: *id,
-                    status: self.parse_status(id.as_str(), r.get(0))?,
-                    owner: r.get::<_, Option<String>>(1).map(RunnerId::from),
-                    actor: RunnerId::from(r.get::<_, String>(2)),
+                    status: self.parse_status(id.as_str(), code)?,
+                    owner: owner.map(RunnerId::from),
+                    actor: RunnerId::from(actor),
                     timestamp: Timestamp::from_micros(last),
-                    execution_context: r.get(4),
+                    execution_context: context,
                 })
             })
             .collect()
@@ -232,10 +240,10 @@ impl StoreTxn for PgTxn<'_> {
         };
         let app = self.app();
         let found = self.query_opt(
-            "SELECT result, error FROM pynenc_outcomes WHERE app = $1 AND invocation_id = $2",
+            "SELECT result, error FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
             &[&app, &id.as_str()],
             "reading an outcome",
-            tables::OUTCOMES,
+            tables::INVOCATIONS,
         )?;
         let (result, error) = match found {
             Some(r) => (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1)),

@@ -11,7 +11,7 @@ use pynenc_model::{
 };
 use pynenc_store::Result;
 
-use crate::pending::{code, NewRow, StatusWrite};
+use crate::pending::{code, Extras, NewRow, StatusWrite};
 use crate::txn::{tables, PgTxn, Row};
 
 impl PgTxn<'_> {
@@ -117,15 +117,13 @@ impl PgTxn<'_> {
         let texts: Vec<&str> = ids.iter().map(InvocationId::as_str).collect();
         let app = self.app();
         let rows = self.query_over(
-            "SELECT i.invocation_id, i.status, o.result, o.error \
+            "SELECT i.invocation_id, i.status, i.result, i.error \
              FROM UNNEST($2::text[]) AS u(id) \
-             JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id \
-             LEFT JOIN pynenc_outcomes AS o \
-                 ON o.app = i.app AND o.invocation_id = i.invocation_id",
+             JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id",
             texts.len(),
             &[&app, &texts],
             "reading outcomes",
-            tables::INVOCATIONS | tables::OUTCOMES,
+            tables::INVOCATIONS,
         )?;
         let mut found = rustc_hash::FxHashMap::default();
         for r in &rows {
@@ -180,8 +178,6 @@ impl PgTxn<'_> {
         let text = id.as_str();
         let statements = [
             "DELETE FROM pynenc_records WHERE app = $1 AND invocation_id = $2",
-            "DELETE FROM pynenc_outcomes WHERE app = $1 AND invocation_id = $2",
-            "DELETE FROM pynenc_history WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_reuses WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_workflow_data WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
@@ -220,7 +216,7 @@ impl PgTxn<'_> {
         let id = &record.invocation_id;
         let created = record.created_at.as_micros();
         let row = NewRow {
-            id: id.as_str().to_string(),
+            id: *id,
             task: record.call.task_id.as_str().to_string(),
             code: code(status.status),
             owner: status.owner.as_ref().map(|o| o.as_str().to_string()),
@@ -235,6 +231,7 @@ impl PgTxn<'_> {
                 .map(|p| p.as_str().to_string()),
             call_id: record.call.call_id().as_str().to_string(),
             record: record.to_json()?,
+            extras: Extras::default(),
         };
         self.g.pending.inserts.push(row);
         self.g.pending.hold(tables::INVOCATIONS);
@@ -287,6 +284,7 @@ impl PgTxn<'_> {
             final_at: (was_final != is_final).then(|| is_final.then_some(now.as_micros())),
             clear_cancel,
             clear_waited: false,
+            extras: Extras::default(),
         };
         self.g.pending.status(id, write);
         if old.status != status.status {

@@ -115,14 +115,11 @@ pub(crate) struct Group {
 
 /// Tables whose held writes a statement needs sent first.
 pub(crate) mod tables {
-    /// `pynenc_invocations` (status writes).
+    /// `pynenc_invocations` (inserts, status writes, history entries,
+    /// results and errors).
     pub(crate) const INVOCATIONS: u8 = 1;
-    /// `pynenc_history`.
-    pub(crate) const HISTORY: u8 = 2;
     /// The counters: counts by status, failures by kind, task totals.
     pub(crate) const COUNTS: u8 = 4;
-    /// `pynenc_outcomes`.
-    pub(crate) const OUTCOMES: u8 = 8;
     /// `pynenc_edges`.
     pub(crate) const EDGES: u8 = 16;
     /// `pynenc_queue` (appends).
@@ -132,7 +129,7 @@ pub(crate) mod tables {
     /// None of them.
     pub(crate) const NONE: u8 = 0;
     /// All of them.
-    pub(crate) const ALL: u8 = 127;
+    pub(crate) const ALL: u8 = INVOCATIONS | COUNTS | EDGES | QUEUE | WAITS;
 }
 
 /// One step's view of the store: the primitives of

@@ -1,4 +1,4 @@
--- The pynenc PostgreSQL schema (version 5; see the crate documentation).
+-- The pynenc PostgreSQL schema (version 6; see the crate documentation).
 -- Status codes are those of pynenc_store::codes: 0 SCHEDULED, 1 REGISTERED,
 -- 4 REROUTED, 5 PENDING, 7 RUNNING, 8 PAUSED, 9 RESUMED, 12 RETRY,
 -- 13 SUCCESS, 14 FAILED ...
@@ -31,6 +31,14 @@ CREATE TABLE pynenc_invocations (
     error_kind TEXT COLLATE "C",
     cancel_owner TEXT COLLATE "C",
     cancel_error TEXT COLLATE "C",
+    -- the outcome: the result, and the error (JSON) a failure or a retry
+    -- left (a success after a retry keeps it)
+    result TEXT COLLATE "C",
+    error TEXT COLLATE "C",
+    -- the status history: one line per entry, in the order written, each
+    -- a JSON array [status code, owner, actor, timestamp µs, execution
+    -- context] (appended by the status writes of the same step)
+    history TEXT COLLATE "C" NOT NULL DEFAULT '',
     PRIMARY KEY (app, invocation_id)
 );
 CREATE INDEX pynenc_invocations_registration
@@ -68,25 +76,6 @@ CREATE TABLE pynenc_records (
     invocation_id TEXT COLLATE "C" NOT NULL,
     record TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, invocation_id)
-);
-CREATE TABLE pynenc_outcomes (
-    app INTEGER NOT NULL,
-    invocation_id TEXT COLLATE "C" NOT NULL,
-    result TEXT COLLATE "C",
-    error TEXT COLLATE "C",
-    PRIMARY KEY (app, invocation_id)
-);
-CREATE TABLE pynenc_history (
-    seq BIGSERIAL,
-    app INTEGER NOT NULL,
-    invocation_id TEXT COLLATE "C" NOT NULL,
-    status SMALLINT NOT NULL,
-    owner TEXT COLLATE "C",
-    actor TEXT COLLATE "C" NOT NULL,
-    timestamp_us BIGINT NOT NULL,
-    execution_context TEXT COLLATE "C",
-    -- one index: an invocation's entries in the order they were written
-    PRIMARY KEY (app, invocation_id, seq)
 );
 -- the calls registration concurrency folded into an invocation
 -- (pynenc_model::reuse): seq numbers them per invocation from 1, so the
