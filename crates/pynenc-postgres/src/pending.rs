@@ -114,17 +114,16 @@ pub(crate) enum Write {
     WaitsReleased(Vec<String>),
 }
 
-const INSERTS: &str = "WITH u AS (SELECT * FROM UNNEST($2::text[], $3::text[], $4::smallint[], \
-        $5::text[], $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::bigint[], \
-        $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[]) \
-        AS u(id, task, status, owner, created, due, rkey, runkey, final_at, parent, call_id, \
-        record, history, result, error)), \
-    inv AS (INSERT INTO pynenc_invocations (app, invocation_id, task, status, owner, \
+const INSERTS: &str = "INSERT INTO pynenc_invocations (app, invocation_id, task, status, owner, \
         status_at_us, created_at_us, due_at_us, registration_key, running_key, final_at_us, \
-        parent, call_id, history, result, error) \
-        SELECT $1, id, task, status, owner, created, created, due, rkey, runkey, final_at, \
-        parent, call_id, history, result, error FROM u) \
-    INSERT INTO pynenc_records (app, invocation_id, record) SELECT $1, id, record FROM u";
+        parent, call_id, record, history, result, error) \
+    SELECT $1, id, task, status, owner, created, created, due, rkey, runkey, final_at, \
+        parent, call_id, record, history, result, error \
+    FROM UNNEST($2::text[], $3::text[], $4::smallint[], $5::text[], $6::bigint[], \
+        $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
+        $13::text[], $14::text[], $15::text[], $16::text[]) \
+        AS u(id, task, status, owner, created, due, rkey, runkey, final_at, parent, call_id, \
+        record, history, result, error)";
 
 const STATUS: &str = "UPDATE pynenc_invocations AS i SET status = u.status, status_at_us = u.at, \
         owner = CASE WHEN u.set_owner THEN u.owner ELSE i.owner END, \
