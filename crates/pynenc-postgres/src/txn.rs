@@ -73,7 +73,7 @@ pub(crate) struct Group {
     pub(crate) pending: Pending,
     pub(crate) effects: Effects,
     /// The result or error the group wrote for an invocation that had no
-    /// earlier error (so the row of `pynenc_outcomes` holds this and
+    /// earlier error (so the row's `result` and `error` hold this and
     /// nothing else): when it becomes final, its whole outcome is known
     /// without a read (see [`pynenc_store::KnownOutcomes`]).
     pub(crate) outcomes: FxHashMap<InvocationId, (Option<String>, Option<TaskError>)>,
