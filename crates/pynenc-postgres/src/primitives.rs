@@ -79,6 +79,11 @@ impl StoreTxn for PgTxn<'_> {
         if let Some(record) = self.g.records.get(id) {
             return Ok(Some(record.clone()));
         }
+        if let Some(json) = self.g.record_texts.remove(id) {
+            let record = self.parse_record(id.as_str(), &json)?;
+            self.g.records.insert(*id, record.clone());
+            return Ok(Some(record));
+        }
         let app = self.app();
         let found = self.query_opt(
             "SELECT record FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
@@ -609,6 +614,7 @@ impl StoreTxn for PgTxn<'_> {
         self.g.pending.clear();
         self.g.rows.clear();
         self.g.records.clear();
+        self.g.record_texts.clear();
         self.g.callees.clear();
         let sql = PURGE_APP.replace("$APP", &self.app().to_string());
         let client = &self.conn.client;

@@ -98,9 +98,8 @@ impl PgTxn<'_> {
                 continue;
             }
             let row = self.row_from(text, r, at + 1)?;
-            if let Some(json) = r.get::<_, Option<&str>>(at + 8) {
-                let record = self.parse_record(text, json)?;
-                self.g.records.insert(id, record);
+            if let Some(json) = r.get::<_, Option<String>>(at + 8) {
+                self.g.record_texts.insert(id, json);
             }
             self.g.rows.insert(id, row);
         }
@@ -164,6 +163,7 @@ impl PgTxn<'_> {
             return Ok(());
         };
         self.g.records.remove(id);
+        self.g.record_texts.remove(id);
         self.g.callees.clear();
         // a read after this group finds nothing
         self.g.outcomes.remove(id);

@@ -68,8 +68,11 @@ impl Effects {
 #[derive(Default)]
 pub(crate) struct Group {
     pub(crate) rows: FxHashMap<InvocationId, Row>,
-    /// Records read with their rows (a pick-up reads both at once).
+    /// Records the group stored or has parsed.
     pub(crate) records: FxHashMap<InvocationId, Arc<InvocationRecord>>,
+    /// Records read with their rows (a pick-up reads both at once), as
+    /// JSON until a step asks for one (an end never does).
+    pub(crate) record_texts: FxHashMap<InvocationId, String>,
     pub(crate) pending: Pending,
     pub(crate) effects: Effects,
     /// The result or error the group wrote for an invocation that had no
