@@ -112,6 +112,7 @@
 
 #![deny(missing_docs)]
 
+mod combined;
 mod conn;
 mod data;
 mod error;

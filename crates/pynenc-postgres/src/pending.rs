@@ -8,11 +8,10 @@
 //! that reads one of their tables, or when the group commits. The group's
 //! own view ([`crate::txn::Row`]) answers its reads of statuses meanwhile.
 
-use futures::future::BoxFuture;
 use pynenc_model::{HistoryStep, InvocationId, InvocationStatus, TotalKey};
 use pynenc_store::codes::status_code;
 use rustc_hash::FxHashMap;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::ToSql;
 
 use crate::txn::tables;
 
@@ -95,6 +94,9 @@ pub(crate) struct Pending {
     mask: u8,
 }
 
+/// A statement parameter of a held write (an array).
+pub(crate) type Param<'w> = Box<dyn ToSql + Sync + Send + 'w>;
+
 /// One statement of held writes, ready to send.
 pub(crate) enum Write {
     Inserts(Vec<NewRow>),
@@ -114,74 +116,82 @@ pub(crate) enum Write {
     WaitsReleased(Vec<String>),
 }
 
-const INSERTS: &str = "INSERT INTO pynenc_invocations (app, invocation_id, task, status, owner, \
-        status_at_us, created_at_us, due_at_us, registration_key, running_key, final_at_us, \
-        parent, call_id, record, history, result, error) \
-    SELECT $1, id, task, status, owner, created, created, due, rkey, runkey, final_at, \
-        parent, call_id, record, history, result, error \
-    FROM UNNEST($2::text[], $3::text[], $4::smallint[], $5::text[], $6::bigint[], \
-        $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
-        $13::text[], $14::text[], $15::text[], $16::text[]) \
-        AS u(id, task, status, owner, created, due, rkey, runkey, final_at, parent, call_id, \
-        record, history, result, error)";
+/// The statements of the held writes.
+pub(crate) mod statements {
+    pub(crate) const INSERTS: &str =
+        "INSERT INTO pynenc_invocations (app, invocation_id, task, status, owner, \
+            status_at_us, created_at_us, due_at_us, registration_key, running_key, final_at_us, \
+            parent, call_id, record, history, result, error) \
+        SELECT $1, id, task, status, owner, created, created, due, rkey, runkey, final_at, \
+            parent, call_id, record, history, result, error \
+        FROM UNNEST($2::text[], $3::text[], $4::smallint[], $5::text[], $6::bigint[], \
+            $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
+            $13::text[], $14::text[], $15::text[], $16::text[]) \
+            AS u(id, task, status, owner, created, due, rkey, runkey, final_at, parent, call_id, \
+            record, history, result, error)";
 
-const STATUS: &str = "UPDATE pynenc_invocations AS i SET status = u.status, status_at_us = u.at, \
-        owner = CASE WHEN u.set_owner THEN u.owner ELSE i.owner END, \
-        final_at_us = CASE WHEN u.set_final THEN u.final_at ELSE i.final_at_us END, \
-        cancel_owner = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_owner END, \
-        cancel_error = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_error END, \
-        waited = i.waited AND NOT u.clear_waited, \
-        history = i.history || u.history, \
-        result = COALESCE(u.result, i.result), error = COALESCE(u.error, i.error) \
-    FROM UNNEST($2::text[], $3::smallint[], $4::bigint[], $5::bool[], $6::text[], $7::bool[], \
-        $8::bigint[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[]) \
-        AS u(id, status, at, set_owner, owner, set_final, final_at, clear_cancel, clear_waited, \
-        history, result, error) \
-    WHERE i.app = $1 AND i.invocation_id = u.id";
+    pub(crate) const STATUS: &str = "UPDATE pynenc_invocations AS i SET status = u.status, status_at_us = u.at, \
+            owner = CASE WHEN u.set_owner THEN u.owner ELSE i.owner END, \
+            final_at_us = CASE WHEN u.set_final THEN u.final_at ELSE i.final_at_us END, \
+            cancel_owner = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_owner END, \
+            cancel_error = CASE WHEN u.clear_cancel THEN NULL ELSE i.cancel_error END, \
+            waited = i.waited AND NOT u.clear_waited, \
+            history = i.history || u.history, \
+            result = COALESCE(u.result, i.result), error = COALESCE(u.error, i.error) \
+        FROM UNNEST($2::text[], $3::smallint[], $4::bigint[], $5::bool[], $6::text[], $7::bool[], \
+            $8::bigint[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::text[]) \
+            AS u(id, status, at, set_owner, owner, set_final, final_at, clear_cancel, clear_waited, \
+            history, result, error) \
+        WHERE i.app = $1 AND i.invocation_id = u.id";
 
-/// History entries, a result or an error (never cleared: a success after
-/// a retry keeps the retry's error) for rows with no held status write.
-const EXTRAS: &str = "UPDATE pynenc_invocations AS i SET history = i.history || u.history, \
-        result = COALESCE(u.result, i.result), error = COALESCE(u.error, i.error) \
-    FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, history, result, error) \
-    WHERE i.app = $1 AND i.invocation_id = u.id";
+    /// History entries, a result or an error (never cleared: a success after
+    /// a retry keeps the retry's error) for rows with no held status write.
+    pub(crate) const EXTRAS: &str = "UPDATE pynenc_invocations AS i SET history = i.history || u.history, \
+            result = COALESCE(u.result, i.result), error = COALESCE(u.error, i.error) \
+        FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, history, result, error) \
+        WHERE i.app = $1 AND i.invocation_id = u.id";
 
-const STATUS_COUNTS: &str = "INSERT INTO pynenc_status_counts (app, task, status, n) \
-    SELECT $1, * FROM UNNEST($2::text[], $3::smallint[], $4::bigint[]) \
-    ON CONFLICT (app, task, status) DO UPDATE SET n = pynenc_status_counts.n + excluded.n";
+    pub(crate) const STATUS_COUNTS: &str =
+        "INSERT INTO pynenc_status_counts (app, task, status, n) \
+        SELECT $1, * FROM UNNEST($2::text[], $3::smallint[], $4::bigint[]) \
+        ON CONFLICT (app, task, status) DO UPDATE SET n = pynenc_status_counts.n + excluded.n";
 
-const FAILED_COUNTS: &str = "INSERT INTO pynenc_failed_counts (app, task, kind, n) \
-    SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[]) \
-    ON CONFLICT (app, task, kind) DO UPDATE SET n = pynenc_failed_counts.n + excluded.n";
+    pub(crate) const FAILED_COUNTS: &str = "INSERT INTO pynenc_failed_counts (app, task, kind, n) \
+        SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::bigint[]) \
+        ON CONFLICT (app, task, kind) DO UPDATE SET n = pynenc_failed_counts.n + excluded.n";
 
-/// Adds to the task totals (the additions are never negative: the sum
-/// stops at the largest `bigint` rather than failing the group).
-const TOTALS: &str = "INSERT INTO pynenc_task_totals (app, task, counter, n) \
-    SELECT $1, * FROM UNNEST($2::text[], $3::smallint[], $4::bigint[]) \
-    ON CONFLICT (app, task, counter) DO UPDATE SET n = CASE \
-        WHEN pynenc_task_totals.n > 9223372036854775807 - excluded.n \
-        THEN 9223372036854775807 ELSE pynenc_task_totals.n + excluded.n END";
+    /// Adds to the task totals (the additions are never negative: the sum
+    /// stops at the largest `bigint` rather than failing the group).
+    pub(crate) const TOTALS: &str = "INSERT INTO pynenc_task_totals (app, task, counter, n) \
+        SELECT $1, * FROM UNNEST($2::text[], $3::smallint[], $4::bigint[]) \
+        ON CONFLICT (app, task, counter) DO UPDATE SET n = CASE \
+            WHEN pynenc_task_totals.n > 9223372036854775807 - excluded.n \
+            THEN 9223372036854775807 ELSE pynenc_task_totals.n + excluded.n END";
 
-const ERROR_KINDS: &str = "UPDATE pynenc_invocations AS i SET error_kind = u.kind \
-    FROM UNNEST($2::text[], $3::text[]) AS u(id, kind) \
-    WHERE i.app = $1 AND i.invocation_id = u.id";
+    pub(crate) const ERROR_KINDS: &str = "UPDATE pynenc_invocations AS i SET error_kind = u.kind \
+        FROM UNNEST($2::text[], $3::text[]) AS u(id, kind) \
+        WHERE i.app = $1 AND i.invocation_id = u.id";
 
-const ENQUEUED: &str = "INSERT INTO pynenc_queue (app, seq, invocation_id) \
-    SELECT $1, nextval('pynenc_queue_seq'), u.id \
-    FROM UNNEST($2::text[]) WITH ORDINALITY AS u(id, n) ORDER BY u.n";
+    pub(crate) const ENQUEUED: &str = "INSERT INTO pynenc_queue (app, seq, invocation_id) \
+        SELECT $1, nextval('pynenc_queue_seq'), u.id \
+        FROM UNNEST($2::text[]) WITH ORDINALITY AS u(id, n) ORDER BY u.n";
 
-const UNWAITED: &str = "UPDATE pynenc_invocations AS i SET waited = FALSE \
-    FROM UNNEST($2::text[]) AS u(id) WHERE i.app = $1 AND i.invocation_id = u.id";
+    pub(crate) const UNWAITED: &str = "UPDATE pynenc_invocations AS i SET waited = FALSE \
+        FROM UNNEST($2::text[]) AS u(id) WHERE i.app = $1 AND i.invocation_id = u.id";
 
-const WAITS_RELEASED: &str = "DELETE FROM pynenc_waits AS w USING UNNEST($2::text[]) AS u(id) \
-    WHERE w.app = $1 AND w.waited = u.id";
+    pub(crate) const WAITS_RELEASED: &str =
+        "DELETE FROM pynenc_waits AS w USING UNNEST($2::text[]) AS u(id) \
+        WHERE w.app = $1 AND w.waited = u.id";
 
-const EDGES_ADDED: &str = "INSERT INTO pynenc_edges \
-    (app, caller_invocation_id, caller_call_id, callee_call_id) \
-    SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[])";
+    pub(crate) const EDGES_ADDED: &str = "INSERT INTO pynenc_edges \
+        (app, caller_invocation_id, caller_call_id, callee_call_id) \
+        SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[])";
 
-const EDGES_REMOVED: &str = "DELETE FROM pynenc_edges AS e USING UNNEST($2::text[]) AS u(id) \
-    WHERE e.app = $1 AND e.caller_invocation_id = u.id";
+    pub(crate) const EDGES_REMOVED: &str =
+        "DELETE FROM pynenc_edges AS e USING UNNEST($2::text[]) AS u(id) \
+        WHERE e.app = $1 AND e.caller_invocation_id = u.id";
+}
+use statements::*;
 
 impl Write {
     /// The number of rows in its arrays.
@@ -219,113 +229,134 @@ impl Write {
         }
     }
 
-    /// Sends the statement (polled with the others: one round trip).
-    pub(crate) fn send<'c>(
-        &'c self,
-        client: &'c Client,
-        stmt: &'c Statement,
-        app: i32,
-    ) -> BoxFuture<'c, std::result::Result<u64, tokio_postgres::Error>> {
+    /// The table it writes (writes of one table are never combined into
+    /// one statement: a statement does not see its own changes).
+    pub(crate) fn table(&self) -> u8 {
+        match self {
+            Write::Inserts(_)
+            | Write::Status(_)
+            | Write::Extras(_)
+            | Write::ErrorKinds(_)
+            | Write::Unwaited(_) => 0,
+            Write::StatusCounts(_) => 1,
+            Write::FailedCounts(_) => 2,
+            Write::Totals(_) => 3,
+            Write::EdgesRemoved(_) | Write::EdgesAdded(_) => 4,
+            Write::Enqueued(_) => 5,
+            Write::WaitsReleased(_) => 6,
+        }
+    }
+
+    /// Its parameters after the app (`$2` on), one array each.
+    pub(crate) fn arrays(&self) -> Vec<Param<'_>> {
+        fn p<'x>(v: impl ToSql + Sync + Send + 'x) -> Param<'x> {
+            Box::new(v)
+        }
         match self {
             Write::Inserts(rows) => {
-                let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
                 let (history, results, errors) = extra_arrays(rows.iter().map(|r| &r.extras));
-                let tasks: Vec<&str> = rows.iter().map(|r| r.task.as_str()).collect();
-                let codes: Vec<i16> = rows.iter().map(|r| r.code).collect();
-                let owners: Vec<Option<&str>> = rows.iter().map(|r| r.owner.as_deref()).collect();
-                let created: Vec<i64> = rows.iter().map(|r| r.created).collect();
-                let due: Vec<i64> = rows.iter().map(|r| r.due).collect();
-                let rkeys: Vec<Option<&str>> =
-                    rows.iter().map(|r| r.registration_key.as_deref()).collect();
-                let runkeys: Vec<Option<&str>> =
-                    rows.iter().map(|r| r.running_key.as_deref()).collect();
-                let finals: Vec<Option<i64>> = rows.iter().map(|r| r.final_at).collect();
-                let parents: Vec<Option<&str>> = rows.iter().map(|r| r.parent.as_deref()).collect();
-                let calls: Vec<&str> = rows.iter().map(|r| r.call_id.as_str()).collect();
-                let records: Vec<&str> = rows.iter().map(|r| r.record.as_str()).collect();
-                Box::pin(async move {
-                    client
-                        .execute(
-                            stmt,
-                            &[
-                                &app, &ids, &tasks, &codes, &owners, &created, &due, &rkeys,
-                                &runkeys, &finals, &parents, &calls, &records, &history, &results,
-                                &errors,
-                            ],
-                        )
-                        .await
-                })
+                vec![
+                    p(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()),
+                    p(rows.iter().map(|r| r.task.as_str()).collect::<Vec<_>>()),
+                    p(rows.iter().map(|r| r.code).collect::<Vec<_>>()),
+                    p(rows.iter().map(|r| r.owner.as_deref()).collect::<Vec<_>>()),
+                    p(rows.iter().map(|r| r.created).collect::<Vec<_>>()),
+                    p(rows.iter().map(|r| r.due).collect::<Vec<_>>()),
+                    p(rows
+                        .iter()
+                        .map(|r| r.registration_key.as_deref())
+                        .collect::<Vec<_>>()),
+                    p(rows
+                        .iter()
+                        .map(|r| r.running_key.as_deref())
+                        .collect::<Vec<_>>()),
+                    p(rows.iter().map(|r| r.final_at).collect::<Vec<_>>()),
+                    p(rows.iter().map(|r| r.parent.as_deref()).collect::<Vec<_>>()),
+                    p(rows.iter().map(|r| r.call_id.as_str()).collect::<Vec<_>>()),
+                    p(rows.iter().map(|r| r.record.as_str()).collect::<Vec<_>>()),
+                    p(history),
+                    p(results),
+                    p(errors),
+                ]
             }
             Write::Status(writes) => {
-                let ids: Vec<&str> = writes.iter().map(|(id, _)| id.as_str()).collect();
-                let codes: Vec<i16> = writes.iter().map(|(_, w)| w.code).collect();
-                let at: Vec<i64> = writes.iter().map(|(_, w)| w.at).collect();
-                let set_owner: Vec<bool> = writes.iter().map(|(_, w)| w.owner.is_some()).collect();
-                let owners: Vec<Option<&str>> = writes
-                    .iter()
-                    .map(|(_, w)| w.owner.as_ref().and_then(|o| o.as_deref()))
-                    .collect();
-                let set_final: Vec<bool> =
-                    writes.iter().map(|(_, w)| w.final_at.is_some()).collect();
-                let finals: Vec<Option<i64>> =
-                    writes.iter().map(|(_, w)| w.final_at.flatten()).collect();
-                let clear: Vec<bool> = writes.iter().map(|(_, w)| w.clear_cancel).collect();
-                let unwaited: Vec<bool> = writes.iter().map(|(_, w)| w.clear_waited).collect();
                 let (history, results, errors) =
                     extra_arrays(writes.iter().map(|(_, w)| &w.extras));
-                Box::pin(async move {
-                    client
-                        .execute(
-                            stmt,
-                            &[
-                                &app, &ids, &codes, &at, &set_owner, &owners, &set_final, &finals,
-                                &clear, &unwaited, &history, &results, &errors,
-                            ],
-                        )
-                        .await
-                })
+                vec![
+                    p(writes.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()),
+                    p(writes.iter().map(|(_, w)| w.code).collect::<Vec<_>>()),
+                    p(writes.iter().map(|(_, w)| w.at).collect::<Vec<_>>()),
+                    p(writes
+                        .iter()
+                        .map(|(_, w)| w.owner.is_some())
+                        .collect::<Vec<_>>()),
+                    p(writes
+                        .iter()
+                        .map(|(_, w)| w.owner.as_ref().and_then(|o| o.as_deref()))
+                        .collect::<Vec<_>>()),
+                    p(writes
+                        .iter()
+                        .map(|(_, w)| w.final_at.is_some())
+                        .collect::<Vec<_>>()),
+                    p(writes
+                        .iter()
+                        .map(|(_, w)| w.final_at.flatten())
+                        .collect::<Vec<_>>()),
+                    p(writes
+                        .iter()
+                        .map(|(_, w)| w.clear_cancel)
+                        .collect::<Vec<_>>()),
+                    p(writes
+                        .iter()
+                        .map(|(_, w)| w.clear_waited)
+                        .collect::<Vec<_>>()),
+                    p(history),
+                    p(results),
+                    p(errors),
+                ]
             }
             Write::Extras(writes) => {
-                let ids: Vec<&str> = writes.iter().map(|(id, _)| id.as_str()).collect();
                 let (history, results, errors) = extra_arrays(writes.iter().map(|(_, x)| x));
-                Box::pin(async move {
-                    client
-                        .execute(stmt, &[&app, &ids, &history, &results, &errors])
-                        .await
-                })
+                vec![
+                    p(writes.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()),
+                    p(history),
+                    p(results),
+                    p(errors),
+                ]
             }
-            Write::StatusCounts(deltas) | Write::Totals(deltas) => {
-                let tasks: Vec<&str> = deltas.iter().map(|((t, _), _)| t.as_str()).collect();
-                let codes: Vec<i16> = deltas.iter().map(|((_, c), _)| *c).collect();
-                let n: Vec<i64> = deltas.iter().map(|(_, n)| *n).collect();
-                Box::pin(async move { client.execute(stmt, &[&app, &tasks, &codes, &n]).await })
-            }
-            Write::FailedCounts(deltas) => {
-                let tasks: Vec<&str> = deltas.iter().map(|((t, _), _)| t.as_str()).collect();
-                let kinds: Vec<&str> = deltas.iter().map(|((_, k), _)| k.as_str()).collect();
-                let n: Vec<i64> = deltas.iter().map(|(_, n)| *n).collect();
-                Box::pin(async move { client.execute(stmt, &[&app, &tasks, &kinds, &n]).await })
-            }
-            Write::ErrorKinds(values) => {
-                let ids: Vec<&str> = values.iter().map(|(id, _)| id.as_str()).collect();
-                let texts: Vec<&str> = values.iter().map(|(_, v)| v.as_str()).collect();
-                Box::pin(async move { client.execute(stmt, &[&app, &ids, &texts]).await })
-            }
-            Write::EdgesAdded(edges) => {
-                let invocations: Vec<&str> = edges.iter().map(|e| e.0.as_str()).collect();
-                let callers: Vec<&str> = edges.iter().map(|e| e.1.as_str()).collect();
-                let callees: Vec<&str> = edges.iter().map(|e| e.2.as_str()).collect();
-                Box::pin(async move {
-                    client
-                        .execute(stmt, &[&app, &invocations, &callers, &callees])
-                        .await
-                })
-            }
+            Write::StatusCounts(deltas) | Write::Totals(deltas) => vec![
+                p(deltas
+                    .iter()
+                    .map(|((t, _), _)| t.as_str())
+                    .collect::<Vec<_>>()),
+                p(deltas.iter().map(|((_, c), _)| *c).collect::<Vec<_>>()),
+                p(deltas.iter().map(|(_, n)| *n).collect::<Vec<_>>()),
+            ],
+            Write::FailedCounts(deltas) => vec![
+                p(deltas
+                    .iter()
+                    .map(|((t, _), _)| t.as_str())
+                    .collect::<Vec<_>>()),
+                p(deltas
+                    .iter()
+                    .map(|((_, k), _)| k.as_str())
+                    .collect::<Vec<_>>()),
+                p(deltas.iter().map(|(_, n)| *n).collect::<Vec<_>>()),
+            ],
+            Write::ErrorKinds(values) => vec![
+                p(values.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()),
+                p(values.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>()),
+            ],
+            Write::EdgesAdded(edges) => vec![
+                p(edges.iter().map(|e| e.0.as_str()).collect::<Vec<_>>()),
+                p(edges.iter().map(|e| e.1.as_str()).collect::<Vec<_>>()),
+                p(edges.iter().map(|e| e.2.as_str()).collect::<Vec<_>>()),
+            ],
             Write::EdgesRemoved(ids)
             | Write::Enqueued(ids)
             | Write::Unwaited(ids)
             | Write::WaitsReleased(ids) => {
-                Box::pin(async move { client.execute(stmt, &[&app, ids]).await })
+                vec![p(ids.iter().map(String::as_str).collect::<Vec<_>>())]
             }
         }
     }
@@ -586,19 +617,20 @@ mod tests {
             .await
             .expect("connect");
         tokio::spawn(connection);
+        use super::statements as s;
         for sql in [
-            super::INSERTS,
-            super::STATUS,
-            super::EXTRAS,
-            super::STATUS_COUNTS,
-            super::FAILED_COUNTS,
-            super::TOTALS,
-            super::ERROR_KINDS,
-            super::ENQUEUED,
-            super::UNWAITED,
-            super::WAITS_RELEASED,
-            super::EDGES_ADDED,
-            super::EDGES_REMOVED,
+            s::INSERTS,
+            s::STATUS,
+            s::EXTRAS,
+            s::STATUS_COUNTS,
+            s::FAILED_COUNTS,
+            s::TOTALS,
+            s::ERROR_KINDS,
+            s::ENQUEUED,
+            s::UNWAITED,
+            s::WAITS_RELEASED,
+            s::EDGES_ADDED,
+            s::EDGES_REMOVED,
         ] {
             for text in [sql.to_string(), one_row(sql)] {
                 if let Err(e) = client.prepare(&text).await {

@@ -37,6 +37,10 @@ pub(crate) const PLAN_CHECK: Duration = Duration::from_secs(1);
 /// nothing here may fail inside a transaction).
 const TABLE_SIZE: &str = "SELECT COALESCE(pg_relation_size(to_regclass('pynenc_invocations')), 0)";
 
+/// The most statements built at run time a connection keeps prepared
+/// (the combinations of held writes a workload makes are far fewer).
+const BUILT_KEPT: usize = 256;
+
 /// One page: the size below which a table counts as empty.
 const PAGE: i64 = 8192;
 
@@ -47,6 +51,9 @@ pub(crate) struct Conn {
     pub(crate) client: Client,
     /// By text, and whether in its one-row form (see `one_row.rs`).
     prepared: RefCell<FxHashMap<(&'static str, bool), Statement>>,
+    /// Statements built at run time (see `combined.rs`), by the statements
+    /// they are made of and whether each is in its one-row form.
+    built: RefCell<FxHashMap<Vec<(&'static str, bool)>, Statement>>,
     /// The invocations table's size when the statements were prepared.
     planned_at: Cell<i64>,
     /// When the table's size was last looked at.
@@ -59,6 +66,7 @@ impl Conn {
             rt,
             client,
             prepared: RefCell::default(),
+            built: RefCell::default(),
             planned_at: Cell::new(0),
             looked: Cell::new(Instant::now()),
         }
@@ -69,6 +77,7 @@ impl Conn {
     pub(crate) fn replace_client(&mut self, client: Client) {
         self.client = client;
         self.prepared.get_mut().clear();
+        self.built.get_mut().clear();
     }
 
     /// A statement built at run time, prepared for one use.
@@ -110,6 +119,31 @@ impl Conn {
         Ok(s)
     }
 
+    /// The statement made of the statements of `parts` (each in its
+    /// one-row form where it says so), its text built by `build` and
+    /// prepared on first use; one with a one-row part is prepared again
+    /// like the others when the table has grown. At most [`BUILT_KEPT`]
+    /// are kept.
+    pub(crate) fn prepared_built(
+        &self,
+        parts: Vec<(&'static str, bool)>,
+        build: impl FnOnce(&[(&'static str, bool)]) -> String,
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        if self.looked.get().elapsed() >= PLAN_CHECK {
+            self.replan_if_grown()?;
+        }
+        if let Some(s) = self.built.borrow().get(&parts) {
+            return Ok(s.clone());
+        }
+        let s = self.rt.block_on(self.client.prepare(&build(&parts)))?;
+        let mut built = self.built.borrow_mut();
+        if built.len() >= BUILT_KEPT {
+            built.clear();
+        }
+        built.insert(parts, s.clone());
+        Ok(s)
+    }
+
     /// Forgets the prepared one-row statements when the invocations table has
     /// doubled since they were prepared (see the module documentation).
     fn replan_if_grown(&self) -> std::result::Result<(), tokio_postgres::Error> {
@@ -128,6 +162,9 @@ impl Conn {
             self.prepared
                 .borrow_mut()
                 .retain(|(_, one_row), _| !*one_row);
+            self.built
+                .borrow_mut()
+                .retain(|parts, _| !parts.iter().any(|(_, one_row)| *one_row));
             self.planned_at.set(size);
         }
         Ok(())

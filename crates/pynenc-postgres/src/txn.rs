@@ -24,6 +24,7 @@ use rustc_hash::FxHashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{SimpleQueryMessage, Statement};
 
+use crate::combined;
 use crate::error::{is_connection_lost, Ctx};
 use crate::pending::{Pending, Write};
 use crate::statements::Conn;
@@ -182,9 +183,10 @@ impl<'a> PgTxn<'a> {
         if !writes.is_empty() {
             self.g.wrote = true;
         }
-        let prepared: Vec<(Statement, &Write)> = writes
+        let stages = combined::stages(writes);
+        let prepared: Vec<(Statement, &[Write])> = stages
             .iter()
-            .map(|w| self.conn.prepared_for(w.sql(), w.len()).map(|s| (s, w)))
+            .map(|parts| combined::prepared(self.conn, parts).map(|s| (s, parts.as_slice())))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| self.fail(e, "preparing held writes"))?;
         let begin = (!self.g.begun).then(|| {
@@ -207,7 +209,9 @@ impl<'a> PgTxn<'a> {
                 }
             };
             let writes = futures::future::join_all(
-                prepared.iter().map(|(stmt, w)| w.send(client, stmt, app)),
+                prepared
+                    .iter()
+                    .map(|(stmt, parts)| combined::send(client, stmt, app, parts)),
             );
             futures::join!(begin, writes, last)
         };
