@@ -80,7 +80,17 @@ impl PostgresStore {
                 let (client, app, pid) = rt.block_on(async {
                     let client = connect(&cfg, &shown).await?;
                     let app = crate::schema::init(&client, &shown, &app_id).await?;
-                    let pid = crate::writer::start_session(&client, &shown).await?;
+                    let pid: i32 = client
+                        .query_one("SELECT pg_backend_pid()", &[])
+                        .await
+                        .map_err(|e| {
+                            StoreError::backend_caused(
+                                BACKEND,
+                                format!("PostgreSQL {shown}: {e}"),
+                                e,
+                            )
+                        })?
+                        .get(0);
                     Ok::<_, StoreError>((client, app, pid))
                 })?;
                 Ok((rt, client, app, pid))

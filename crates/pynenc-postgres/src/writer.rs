@@ -16,48 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pynenc_store::{Result, StoreError};
-use tokio_postgres::SimpleQueryMessage;
 use tracing::{debug, warn};
 
 use crate::conn::connect;
-use crate::error::{describe, is_connection_lost, BACKEND};
+use crate::error::is_connection_lost;
 use crate::notify::{notify_sql, Shared};
 use crate::statements::Conn;
 use crate::txn::{tables, Effects, Group, PgTxn};
-
-/// What the writer's session sets before its first step, then its
-/// backend's pid. The steps' statements look rows up by key; a plan made
-/// while the invocations table's statistics are young — a prepared
-/// statement's first five runs are planned for their arguments — hashed
-/// the whole app's rows (100,000 in 110 ms) to join the few hundred ids of
-/// one status write, where a lookup by primary key per id takes 20 µs.
-/// Joins by hashing or merging are off for its session.
-const WRITER_SESSION: &str =
-    "SET enable_hashjoin = off; SET enable_mergejoin = off; SELECT pg_backend_pid()";
-
-/// Sets up the writer's session ([`WRITER_SESSION`]); its backend's pid.
-pub(crate) async fn start_session(client: &tokio_postgres::Client, shown: &str) -> Result<i32> {
-    let what = "setting up the writer's session";
-    let messages = client.simple_query(WRITER_SESSION).await.map_err(|e| {
-        StoreError::backend_caused(
-            BACKEND,
-            format!("PostgreSQL {shown}: {what}: {}", describe(&e)),
-            e,
-        )
-    })?;
-    messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            StoreError::backend(
-                BACKEND,
-                format!("PostgreSQL {shown}: {what}: no backend pid"),
-            )
-        })
-}
 
 /// The most steps committed together.
 pub const MAX_GROUP: usize = 256;
@@ -233,8 +198,12 @@ impl Writer {
     fn reconnect(&mut self) -> Result<()> {
         let shown = self.shared.ctx.shown.clone();
         let client = self.conn.rt.block_on(connect(&self.config, &shown))?;
-        let pid = self.conn.rt.block_on(start_session(&client, &shown))?;
-        self.shared.set_writer_pid(pid);
+        let pid = self
+            .conn
+            .rt
+            .block_on(client.query_one("SELECT pg_backend_pid()", &[]))
+            .map_err(|e| self.shared.ctx.err(e, "reading the backend pid"))?;
+        self.shared.set_writer_pid(pid.get(0));
         self.conn.replace_client(client);
         self.broken = false;
         Ok(())
