@@ -20,7 +20,7 @@ use crate::pending::{Param, Write};
 use crate::statements::Conn;
 
 /// How many tables the held writes name (see [`Write::table`]).
-const TABLES: usize = 7;
+const TABLES: usize = 8;
 
 /// The held writes in statements: each holds at most one write of each
 /// table; a table's writes go in successive statements, in their order.
@@ -214,6 +214,7 @@ mod tests {
                         first,
                         s::STATUS_COUNTS,
                         s::FAILED_COUNTS,
+                        s::RECORDS,
                         s::TOTALS,
                         edges,
                         s::ENQUEUED,

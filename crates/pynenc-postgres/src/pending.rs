@@ -100,6 +100,8 @@ pub(crate) type Param<'w> = Box<dyn ToSql + Sync + Send + 'w>;
 /// One statement of held writes, ready to send.
 pub(crate) enum Write {
     Inserts(Vec<NewRow>),
+    /// The records of the rows inserted (taken from them).
+    Records(Vec<(InvocationId, String)>),
     Status(Vec<(InvocationId, StatusWrite)>),
     /// History entries, results and errors of rows with no held insert or
     /// status write.
@@ -121,14 +123,19 @@ pub(crate) mod statements {
     pub(crate) const INSERTS: &str =
         "INSERT INTO pynenc_invocations (app, invocation_id, task, status, owner, \
             status_at_us, created_at_us, due_at_us, registration_key, running_key, final_at_us, \
-            parent, call_id, record, history, result, error) \
+            parent, call_id, history, result, error) \
         SELECT $1, id, task, status, owner, created, created, due, rkey, runkey, final_at, \
-            parent, call_id, record, history, result, error \
+            parent, call_id, history, result, error \
         FROM UNNEST($2::text[], $3::text[], $4::smallint[], $5::text[], $6::bigint[], \
             $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
-            $13::text[], $14::text[], $15::text[], $16::text[]) \
+            $13::text[], $14::text[], $15::text[]) \
             AS u(id, task, status, owner, created, due, rkey, runkey, final_at, parent, call_id, \
-            record, history, result, error)";
+            history, result, error)";
+
+    /// The records of new invocations (a table of their own: written once,
+    /// never copied by a status write).
+    pub(crate) const RECORDS: &str = "INSERT INTO pynenc_records (app, invocation_id, record) \
+        SELECT $1, * FROM UNNEST($2::text[], $3::text[])";
 
     pub(crate) const STATUS: &str = "UPDATE pynenc_invocations AS i SET status = u.status, status_at_us = u.at, \
             owner = CASE WHEN u.set_owner THEN u.owner ELSE i.owner END, \
@@ -198,6 +205,7 @@ impl Write {
     pub(crate) fn len(&self) -> usize {
         match self {
             Write::Inserts(v) => v.len(),
+            Write::Records(v) => v.len(),
             Write::Status(v) => v.len(),
             Write::Extras(v) => v.len(),
             Write::StatusCounts(v) | Write::Totals(v) => v.len(),
@@ -215,6 +223,7 @@ impl Write {
     pub(crate) fn sql(&self) -> &'static str {
         match self {
             Write::Inserts(_) => INSERTS,
+            Write::Records(_) => RECORDS,
             Write::Status(_) => STATUS,
             Write::Extras(_) => EXTRAS,
             Write::StatusCounts(_) => STATUS_COUNTS,
@@ -244,6 +253,7 @@ impl Write {
             Write::EdgesRemoved(_) | Write::EdgesAdded(_) => 4,
             Write::Enqueued(_) => 5,
             Write::WaitsReleased(_) => 6,
+            Write::Records(_) => 7,
         }
     }
 
@@ -273,7 +283,6 @@ impl Write {
                     p(rows.iter().map(|r| r.final_at).collect::<Vec<_>>()),
                     p(rows.iter().map(|r| r.parent.as_deref()).collect::<Vec<_>>()),
                     p(rows.iter().map(|r| r.call_id.as_str()).collect::<Vec<_>>()),
-                    p(rows.iter().map(|r| r.record.as_str()).collect::<Vec<_>>()),
                     p(history),
                     p(results),
                     p(errors),
@@ -343,7 +352,7 @@ impl Write {
                     .collect::<Vec<_>>()),
                 p(deltas.iter().map(|(_, n)| *n).collect::<Vec<_>>()),
             ],
-            Write::ErrorKinds(values) => vec![
+            Write::Records(values) | Write::ErrorKinds(values) => vec![
                 p(values.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()),
                 p(values.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>()),
             ],
@@ -402,7 +411,12 @@ impl Pending {
                         row.extras = extras;
                     }
                 }
+                let records = rows
+                    .iter_mut()
+                    .map(|r| (r.id, std::mem::take(&mut r.record)))
+                    .collect();
                 out.push(Write::Inserts(rows));
+                out.push(Write::Records(records));
             }
             if !self.status.is_empty() {
                 self.status_at.clear();
@@ -620,6 +634,7 @@ mod tests {
         use super::statements as s;
         for sql in [
             s::INSERTS,
+            s::RECORDS,
             s::STATUS,
             s::EXTRAS,
             s::STATUS_COUNTS,

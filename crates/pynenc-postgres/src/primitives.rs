@@ -31,9 +31,10 @@ const TAKE_HEAD: &str = "q AS (DELETE FROM pynenc_queue AS d USING h \
 /// The columns read of what `q` took (its status row and record, then its
 /// position), with their `FROM`.
 const TAKEN_ROWS: &str = "q.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
-     i.error_kind, i.cancel_owner IS NOT NULL, i.record, q.seq \
+     i.error_kind, i.cancel_owner IS NOT NULL, r.record, q.seq \
      FROM q \
-     LEFT JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = q.invocation_id";
+     LEFT JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = q.invocation_id \
+     LEFT JOIN pynenc_records AS r ON r.app = $1 AND r.invocation_id = q.invocation_id";
 
 /// Takes the head of the queue (see [`QUEUE_HEAD`]) and reads the rows and
 /// records of what it took; the last column is the position.
@@ -46,7 +47,7 @@ static DEQUEUE: LazyLock<String> = LazyLock::new(|| {
 static BLOCKING: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH b AS (SELECT invocation_id, status, owner, running_key, waited, task, \
-                 error_kind, cancel_owner IS NOT NULL AS asked, record, created_at_us \
+                 error_kind, cancel_owner IS NOT NULL AS asked, created_at_us \
                  FROM pynenc_invocations \
                  WHERE app = $1 AND waited AND status IN (1, 4, 12) \
                  ORDER BY created_at_us, invocation_id LIMIT $2), \
@@ -54,8 +55,10 @@ static BLOCKING: LazyLock<String> = LazyLock::new(|| {
                  WHERE NOT EXISTS (SELECT 1 FROM b)), \
              {TAKE_HEAD} \
              SELECT TRUE, b.invocation_id, b.status, b.owner, b.running_key, b.waited, b.task, \
-                 b.error_kind, b.asked, b.record, b.created_at_us \
+                 b.error_kind, b.asked, r.record, b.created_at_us \
              FROM b \
+             LEFT JOIN pynenc_records AS r \
+                 ON r.app = $1 AND r.invocation_id = b.invocation_id \
              UNION ALL \
              SELECT FALSE, {TAKEN_ROWS}"
     )
@@ -86,7 +89,7 @@ impl StoreTxn for PgTxn<'_> {
         }
         let app = self.app();
         let found = self.query_opt(
-            "SELECT record FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
+            "SELECT record FROM pynenc_records WHERE app = $1 AND invocation_id = $2",
             &[&app, &id.as_str()],
             "reading an invocation",
             tables::NONE,

@@ -109,15 +109,19 @@ impl PgTxn<'_> {
             b.and(format!("i.invocation_id {cmp} {p}"));
         }
         let lim = b.bind(i64::try_from(max).unwrap_or(i64::MAX));
-        let record = if with_records {
-            ", i.record"
+        let (record, join) = if with_records {
+            (
+                ", r.record",
+                " LEFT JOIN pynenc_records AS r \
+                 ON r.app = i.app AND r.invocation_id = i.invocation_id",
+            )
         } else {
-            ", NULL::text"
+            (", NULL::text", "")
         };
         let sql = format!(
             "SELECT i.invocation_id, i.task, i.status, i.owner, i.parent, i.call_id, \
                  i.created_at_us, i.status_at_us, i.final_at_us, i.retries{record} \
-             FROM pynenc_invocations AS i WHERE {} \
+             FROM pynenc_invocations AS i{join} WHERE {} \
              ORDER BY i.invocation_id {dir} LIMIT {lim}",
             b.conditions.join(" AND ")
         );

@@ -64,9 +64,11 @@ impl PgTxn<'_> {
         let app = self.app();
         let rows = self.query_over(
             "SELECT i.invocation_id, i.status, i.owner, i.running_key, i.waited, i.task, \
-                 i.error_kind, i.cancel_owner IS NOT NULL, i.record \
+                 i.error_kind, i.cancel_owner IS NOT NULL, r.record \
              FROM UNNEST($2::text[]) AS u(id) \
-             JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id",
+             JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id \
+             LEFT JOIN pynenc_records AS r \
+                 ON r.app = i.app AND r.invocation_id = i.invocation_id",
             missing.len(),
             &[&app, &missing],
             "reading invocations",
@@ -175,6 +177,7 @@ impl PgTxn<'_> {
         let app = self.app();
         let text = id.as_str();
         let statements = [
+            "DELETE FROM pynenc_records WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_reuses WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_workflow_data WHERE app = $1 AND invocation_id = $2",
             "DELETE FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",

@@ -271,10 +271,9 @@ mod tests {
         rows(
             &conn,
             "INSERT INTO pynenc_invocations \
-                 (app, invocation_id, task, status, status_at_us, created_at_us, due_at_us, \
-                 call_id, record) \
+                 (app, invocation_id, task, status, status_at_us, created_at_us, due_at_us, call_id) \
              SELECT (SELECT app FROM pynenc_apps WHERE app_id = 'replan'), md5(i::text), \
-                 'tests.task', 13, i, i, i, 'c', '{}' \
+                 'tests.task', 13, i, i, i, 'c' \
              FROM generate_series(1, 5000) AS i",
         );
         conn.prepared_for(LOOKUP, 1).expect("prepare");

@@ -1,5 +1,6 @@
 -- Deletes every row of the app whose number is given (the caller
 -- substitutes it: an integer it read itself).
+DELETE FROM pynenc_records WHERE app = $APP;
 DELETE FROM pynenc_reuses WHERE app = $APP;
 DELETE FROM pynenc_workflow_data WHERE app = $APP;
 DELETE FROM pynenc_waits WHERE app = $APP;

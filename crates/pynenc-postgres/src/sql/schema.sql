@@ -31,8 +31,6 @@ CREATE TABLE pynenc_invocations (
     error_kind TEXT COLLATE "C",
     cancel_owner TEXT COLLATE "C",
     cancel_error TEXT COLLATE "C",
-    -- the invocation record as JSON (arguments included)
-    record TEXT COLLATE "C" NOT NULL,
     -- the outcome: the result, and the error (JSON) a failure or a retry
     -- left (a success after a retry keeps it)
     result TEXT COLLATE "C",
@@ -73,6 +71,12 @@ CREATE INDEX pynenc_invocations_parent
 CREATE INDEX pynenc_invocations_cancel
     ON pynenc_invocations (app, cancel_owner)
     WHERE cancel_owner IS NOT NULL;
+CREATE TABLE pynenc_records (
+    app INTEGER NOT NULL,
+    invocation_id TEXT COLLATE "C" NOT NULL,
+    record TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (app, invocation_id)
+);
 -- the calls registration concurrency folded into an invocation
 -- (pynenc_model::reuse): seq numbers them per invocation from 1, so the
 -- total is MAX(seq); only the latest REUSES_KEPT rows are kept, and they
