@@ -77,11 +77,12 @@
 //! compare byte by byte, as in the other backends, whatever the database's
 //! collation (a linguistic one costs every index comparison; with the
 //! default of this machine's `initdb`, `C.UTF-8`, the burn-down ran 5–6 %
-//! slower). An invocation's record, outcome and history live in its row,
-//! written by the statement that writes its status (version 5 kept them in
-//! three tables of their own: every status change also inserted a history
-//! row, every end an outcome row, and a pick-up joined the records). A
-//! database of an older version is refused (recreate it). A history grows
+//! slower). An invocation's outcome and history live in its row, written
+//! by the statement that writes its status (version 5 kept them in tables
+//! of their own: every status change also inserted a history row, every
+//! end an outcome row); its record, written once, has a table of its own,
+//! so that no status write copies it. A database of an older version is
+//! refused (recreate it). A history grows
 //! with its invocation's status changes and every write of the row copies
 //! it: an invocation with thousands of them (a workflow paused and resumed
 //! again and again) makes each of its writes larger (PostgreSQL stores a
@@ -91,7 +92,8 @@
 //! |---|---|---|
 //! | `pynenc_meta` | `key` | `schema_version` |
 //! | `pynenc_apps` | `app` | the `app_id` of each app number |
-//! | `pynenc_invocations` | `app, invocation_id` | task, status (code), owner, times, concurrency keys, retries, waited flag, parent, call id, error kind, cancel request; the record as JSON (arguments included); the result and the error (JSON; a success after a retry keeps the retry's error); the history, one line per entry in the order written (a JSON array: status code, owner, actor, timestamp, execution context), each entry read as dated no earlier than the one before (a step reads the clock before its group waits for the app's lock) |
+//! | `pynenc_invocations` | `app, invocation_id` | task, status (code), owner, times, concurrency keys, retries, waited flag, parent, call id, error kind, cancel request; the result and the error (JSON; a success after a retry keeps the retry's error); the history, one line per entry in the order written (a JSON array: status code, owner, actor, timestamp, execution context), each entry read as dated no earlier than the one before (a step reads the clock before its group waits for the app's lock) |
+//! | `pynenc_records` | `app, invocation_id` | the invocation record as JSON (arguments included) |
 //! | `pynenc_reuses` | `app, invocation_id, seq` | the calls registration concurrency folded into an invocation ([`pynenc_model::Reuses`]): `seq` numbers them from 1 (the total is the largest), a [`pynenc_model::ReuseRecord::to_text`] each; the latest [`pynenc_model::REUSES_KEPT`] kept, deleted with the invocation |
 //! | `pynenc_workflow_data` | `app, invocation_id, key` | the data of workflow invocations ([`pynenc_store::StoreTxn::put_workflow_data`]): a text value per key, deleted with the invocation |
 //! | `pynenc_status_counts`, `pynenc_failed_counts` | `app, task, status/kind` | counters kept by the steps |
