@@ -194,13 +194,7 @@ mod tests {
         let Some(db) = pynenc_testservers::postgres::test_database() else {
             return;
         };
-        let store = crate::PostgresStore::open(&crate::PostgresOptions::new(db.url()), "combined")
-            .expect("open the store");
-        drop(store);
-        let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(connection);
+        let client = crate::pending::client_on_schema(&db.url(), "combined").await;
         for rows in [1, 2] {
             for first in [
                 s::INSERTS,

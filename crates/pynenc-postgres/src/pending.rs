@@ -611,6 +611,20 @@ impl Pending {
     }
 }
 
+/// A connection of a test's own to `url`, whose schema a store of `app`
+/// created.
+#[cfg(test)]
+pub(crate) async fn client_on_schema(url: &str, app: &str) -> tokio_postgres::Client {
+    let store =
+        crate::PostgresStore::open(&crate::PostgresOptions::new(url), app).expect("open the store");
+    drop(store);
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
 #[cfg(test)]
 mod tests {
     use crate::one_row::one_row;
@@ -623,14 +637,7 @@ mod tests {
         let Some(db) = pynenc_testservers::postgres::test_database() else {
             return;
         };
-        // opening a store creates the schema
-        let store = crate::PostgresStore::open(&crate::PostgresOptions::new(db.url()), "forms")
-            .expect("open the store");
-        drop(store);
-        let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(connection);
+        let client = super::client_on_schema(&db.url(), "forms").await;
         use super::statements as s;
         for sql in [
             s::INSERTS,
