@@ -240,31 +240,8 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     fn get_outcome(&mut self, id: &InvocationId) -> Result<Option<InvocationOutcome>> {
-        let Some(status) = self.row(id)?.map(|r| r.status.status) else {
-            return Ok(None);
-        };
-        let app = self.app();
-        let found = self.query_opt(
-            "SELECT result, error FROM pynenc_invocations WHERE app = $1 AND invocation_id = $2",
-            &[&app, &id.as_str()],
-            "reading an outcome",
-            tables::INVOCATIONS,
-        )?;
-        let (result, error) = match found {
-            Some(r) => (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1)),
-            None => (None, None),
-        };
-        let error = error
-            .map(|j| {
-                serde_json::from_str::<TaskError>(&j)
-                    .map_err(|e| self.ctx.corrupt(id.as_str(), "error", e))
-            })
-            .transpose()?;
-        Ok(Some(InvocationOutcome {
-            status,
-            result,
-            error,
-        }))
+        // status, result and error are one row's: one statement
+        Ok(self.outcomes_of(std::slice::from_ref(id))?.pop().flatten())
     }
 
     fn get_outcomes(&mut self, ids: &[InvocationId]) -> Result<Vec<Option<InvocationOutcome>>> {

@@ -103,9 +103,7 @@ impl Conn {
         sql: &'static str,
         rows: usize,
     ) -> std::result::Result<Statement, tokio_postgres::Error> {
-        if self.looked.get().elapsed() >= PLAN_CHECK {
-            self.replan_if_grown()?;
-        }
+        self.replan_if_due()?;
         let key = (sql, rows == 1);
         if let Some(s) = self.prepared.borrow().get(&key) {
             return Ok(s.clone());
@@ -129,9 +127,7 @@ impl Conn {
         parts: Vec<(&'static str, bool)>,
         build: impl FnOnce(&[(&'static str, bool)]) -> String,
     ) -> std::result::Result<Statement, tokio_postgres::Error> {
-        if self.looked.get().elapsed() >= PLAN_CHECK {
-            self.replan_if_grown()?;
-        }
+        self.replan_if_due()?;
         if let Some(s) = self.built.borrow().get(&parts) {
             return Ok(s.clone());
         }
@@ -142,6 +138,14 @@ impl Conn {
         }
         built.insert(parts, s.clone());
         Ok(s)
+    }
+
+    /// [`Conn::replan_if_grown`] once every [`PLAN_CHECK`].
+    fn replan_if_due(&self) -> std::result::Result<(), tokio_postgres::Error> {
+        if self.looked.get().elapsed() >= PLAN_CHECK {
+            self.replan_if_grown()?;
+        }
+        Ok(())
     }
 
     /// Forgets the prepared one-row statements when the invocations table has
