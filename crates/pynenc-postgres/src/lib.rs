@@ -35,7 +35,17 @@
 //!   app's channel with what it changed (work queued, invocations that
 //!   became final or changed status); a listener connection in every
 //!   process wakes the runners waiting for work and the callers waiting for
-//!   results, so nothing polls on the hot path. The listener asks its
+//!   results, so nothing polls on the hot path. A group notifies only
+//!   when a listener of another store of the app is registered
+//!   (`pynenc_listeners`): a process alone with its app (a service running
+//!   its own runner) sends no `NOTIFY`, whose delivery to its own listener
+//!   cost a third of a millisecond per call → result, and wakes its own
+//!   waiters itself. A listener registers under the app's lock after its
+//!   `LISTEN` and before it counts as hearing, so every commit either
+//!   comes before the registration (and the reads that follow it see it)
+//!   or sees the registration and notifies; rows of ended processes go
+//!   when a listener registers, and a listener whose row was deleted
+//!   registers again at its next ping and wakes every waiter. The listener asks its
 //!   connection for a reply after every second in which it heard nothing,
 //!   so a connection that died silently is found within seconds; after reconnecting it wakes every
 //!   waiter to look again (what was announced meanwhile is lost). A wait
@@ -71,7 +81,7 @@
 //!   `pynenc_apps` table); two apps can share a database, and purging one
 //!   leaves the other intact.
 //!
-//! # Schema (version 6)
+//! # Schema (version 7)
 //!
 //! Every text column has the collation `C`: ids, task names and keys
 //! compare byte by byte, as in the other backends, whatever the database's
@@ -106,6 +116,7 @@
 //! | `pynenc_triggers` | `app, name` | the triggers runners declared (a JSON record each) |
 //! | `pynenc_data` | `app, digest` | the data store's values by SHA-256 (`bytea`): length, text, claim time (indexed for the sweep) |
 //! | `pynenc_data_refs` | `app, digest, invocation_id` | the invocations that refer to each value |
+//! | `pynenc_listeners` | `app, pid` | the server process of each store's listener connection, and since when (see the wake-ups above) |
 //!
 //! Status codes are those of [`pynenc_store::codes`]. Each question of the
 //! hot path (registration and running concurrency, due scheduled
@@ -118,6 +129,8 @@ mod combined;
 mod conn;
 mod data;
 mod error;
+mod listener;
+mod listener_registry;
 mod notify;
 mod one_row;
 mod pending;

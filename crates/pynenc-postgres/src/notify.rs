@@ -1,6 +1,6 @@
 //! Wake-ups: what a committed group announces on the app's channel
-//! (`NOTIFY`), the listener that hears the other processes' groups
-//! (`LISTEN`), and the waiters they wake.
+//! (`NOTIFY`), and the waiters that it and the other processes' groups
+//! (heard by [`crate::listener`]) wake.
 //!
 //! A notification's payload is a letter and, for some, invocation ids:
 //! `w` (work was queued), `p` (the app was purged), `f id…` (they became
@@ -10,23 +10,15 @@
 //! this process's waiters itself, right after its commit.
 
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
 
-use futures::StreamExt;
 use pynenc_model::InvocationId;
 use pynenc_store::{FinalWaiters, GroupWait, KnownOutcomes, WorkSignal};
 use rustc_hash::FxHashSet;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Connection, NoTls, Notification, Socket};
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::conn::{Server, Tls};
-use crate::error::{describe, Ctx};
+use crate::error::Ctx;
 use crate::txn::Effects;
-use crate::{LISTENER_PING, LISTENER_PING_TIMEOUT};
 
 /// The longest payload sent (the server refuses 8,000 bytes and more).
 const PAYLOAD_MAX: usize = 7_000;
@@ -44,6 +36,9 @@ pub(crate) struct Shared {
     /// The backend process of this store's writer (its notifications are
     /// announced by the writer itself).
     writer_pid: AtomicI32,
+    /// The backend process of this store's registered listener (0 while
+    /// it has none): the groups notify when another one is registered.
+    pub(crate) listener_pid: AtomicI32,
 }
 
 impl Shared {
@@ -56,11 +51,18 @@ impl Shared {
             status_waiters: FinalWaiters::default(),
             known: KnownOutcomes::default(),
             writer_pid: AtomicI32::new(0),
+            listener_pid: AtomicI32::new(0),
         }
     }
 
     pub(crate) fn set_writer_pid(&self, pid: i32) {
         self.writer_pid.store(pid, Ordering::Release);
+    }
+
+    /// The server process of this store's registered listener (0 while it
+    /// has none).
+    pub(crate) fn listener_pid(&self) -> i32 {
+        self.listener_pid.load(Ordering::Acquire)
     }
 
     /// Wakes this process's waiters after a commit of its own writer.
@@ -100,7 +102,7 @@ impl Shared {
 
     /// Everything may have changed (a purge, or notifications missed while
     /// the listener reconnected): every waiter looks again.
-    fn wake_everyone(&self) {
+    pub(crate) fn wake_everyone(&self) {
         // outcomes kept may be of purged invocations
         self.known.forget_all();
         self.work.bump();
@@ -109,7 +111,7 @@ impl Shared {
     }
 
     /// Handles a notification of another process.
-    fn heard(&self, from_pid: i32, payload: &str) {
+    pub(crate) fn heard(&self, from_pid: i32, payload: &str) {
         if from_pid == self.writer_pid.load(Ordering::Acquire) {
             return;
         }
@@ -179,147 +181,6 @@ fn split_ids<'a>(
     }
     if !current.is_empty() {
         out.push(current);
-    }
-}
-
-/// Starts the listener thread of a store: it lives until the store is gone.
-pub(crate) fn start_listener(shared: &Arc<Shared>, config: Server) -> std::io::Result<()> {
-    let weak = Arc::downgrade(shared);
-    std::thread::Builder::new()
-        .name("pynenc-pg-listen".to_string())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    warn!(error = %e, "cannot start the PostgreSQL listener; waits fall back to rechecks");
-                    return;
-                }
-            };
-            rt.block_on(listen(weak, config));
-        })
-        .map(|_| ())
-}
-
-/// Drives a listener connection, sending the notifications it hears to
-/// `tx` until the connection ends or nobody listens.
-fn drive<T>(
-    mut connection: Connection<Socket, T>,
-    tx: UnboundedSender<Notification>,
-) -> tokio::task::JoinHandle<()>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-    tokio::spawn(async move {
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    debug!(error = %describe(&e), "PostgreSQL listener connection ended");
-                    return;
-                }
-            }
-        }
-    })
-}
-
-/// The `application_name` of the listener's connection (the other
-/// connections of a store are `pynenc`).
-const LISTENER_NAME: &str = "pynenc listener";
-
-async fn listen(weak: Weak<Shared>, mut server: Server) {
-    server.config.application_name(LISTENER_NAME);
-    let mut backoff = Duration::from_millis(20);
-    let mut reconnected = false;
-    loop {
-        let Some((channel, shown)) = weak
-            .upgrade()
-            .map(|s| (s.channel.clone(), s.ctx.shown.clone()))
-        else {
-            return;
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let connected = match &server.tls {
-            Tls::Plain => server
-                .config
-                .connect(NoTls)
-                .await
-                .map(|(client, connection)| (client, drive(connection, tx))),
-            #[cfg(feature = "tls")]
-            Tls::Rustls(make) => server
-                .config
-                .connect(make.clone())
-                .await
-                .map(|(client, connection)| (client, drive(connection, tx))),
-        };
-        match connected {
-            Ok((client, driver)) => {
-                if let Err(e) = client.batch_execute(&format!("LISTEN {channel}")).await {
-                    warn!(postgres = %shown, error = %describe(&e), "cannot LISTEN; retrying");
-                    driver.abort();
-                } else {
-                    backoff = Duration::from_millis(20);
-                    if let Some(s) = weak.upgrade() {
-                        s.ctx.queue.hearing(true);
-                    }
-                    if reconnected {
-                        // notifications sent meanwhile are lost: look again
-                        if let Some(s) = weak.upgrade() {
-                            s.wake_everyone();
-                        }
-                    }
-                    loop {
-                        tokio::select! {
-                            heard = rx.recv() => match heard {
-                                Some(n) => match weak.upgrade() {
-                                    Some(s) => s.heard(n.process_id(), n.payload()),
-                                    None => return,
-                                },
-                                None => break,
-                            },
-                            _ = tokio::time::sleep(LISTENER_PING) => {
-                                if weak.strong_count() == 0 {
-                                    return;
-                                }
-                                // a connection that died without closing
-                                // would otherwise hear nothing, for ever
-                                let ping = client.simple_query("");
-                                match tokio::time::timeout(LISTENER_PING_TIMEOUT, ping).await {
-                                    Ok(Ok(_)) => {}
-                                    Ok(Err(e)) => {
-                                        debug!(error = %describe(&e), "the listener's connection does not answer");
-                                        break;
-                                    }
-                                    Err(_) => {
-                                        debug!("the listener's connection did not answer in time");
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    driver.abort();
-                    if let Some(s) = weak.upgrade() {
-                        s.ctx.queue.hearing(false);
-                    }
-                    warn!(postgres = %shown, "PostgreSQL listener disconnected; reconnecting");
-                }
-            }
-            Err(e) => {
-                debug!(postgres = %shown, error = %describe(&e), "PostgreSQL listener cannot connect");
-            }
-        }
-        reconnected = true;
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

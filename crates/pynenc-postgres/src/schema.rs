@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use crate::error::{describe, BACKEND};
 
 /// The schema version this library writes and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// The tables and indexes.
 const SCHEMA: &str = include_str!("sql/schema.sql");

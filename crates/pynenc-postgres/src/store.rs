@@ -16,7 +16,8 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::conn::{connect, redact, Server};
 use crate::error::{Ctx, BACKEND};
-use crate::notify::{start_listener, Shared};
+use crate::listener::start_listener;
+use crate::notify::Shared;
 use crate::readers::{ReadJob, Readers};
 use crate::statements::Conn;
 use crate::txn::PgTxn;

@@ -238,6 +238,8 @@ impl Writer {
         let mut g = Group {
             epoch: shared.work.epoch(),
             all_redone: true,
+            own_listener: shared.listener_pid(),
+            others_listen: true,
             ..Group::default()
         };
         let (drained, began) = ctx.queue.begin(g.epoch);
@@ -297,7 +299,7 @@ impl Writer {
             self.rollback();
             return Attempt::Failed(ctx.fail("the server did not say which transaction began"));
         };
-        let commit = commit_sql(&shared.channel, &effects, g.all_redone);
+        let commit = commit_sql(&shared.channel, &effects, g.all_redone, g.others_listen);
         let mut txn = PgTxn {
             conn: &self.conn,
             ctx,
@@ -344,13 +346,18 @@ impl Writer {
 }
 
 /// What ends a group's transaction: the notifications of `effects` on
-/// `channel`, then `COMMIT`, which does not wait for the disk when every
+/// `channel` when `others_listen` (see [`crate::listener_registry`]), then
+/// `COMMIT`, which does not wait for the disk when every
 /// step of the group is `redone` if a crash of the server loses it (a
 /// pick-up is taken again; a later commit that waits flushes this one too)
 /// and none ended an invocation (a pick-up can, by concurrency control: its
 /// waiters are told, so it waits like every end).
-fn commit_sql(channel: &str, effects: &Effects, redone: bool) -> String {
-    let mut sql = notify_sql(channel, effects);
+fn commit_sql(channel: &str, effects: &Effects, redone: bool, others_listen: bool) -> String {
+    let mut sql = if others_listen {
+        notify_sql(channel, effects)
+    } else {
+        String::new()
+    };
     if redone && effects.finals.is_empty() {
         sql.push_str("SET LOCAL synchronous_commit = off; ");
     }
@@ -369,12 +376,17 @@ mod tests {
             ..Effects::default()
         };
         assert_eq!(
-            commit_sql("ch", &effects, false),
+            commit_sql("ch", &effects, false, true),
             "SELECT pg_notify('ch', 'w'); COMMIT"
         );
         assert_eq!(
-            commit_sql("ch", &effects, true),
+            commit_sql("ch", &effects, true, true),
             "SELECT pg_notify('ch', 'w'); SET LOCAL synchronous_commit = off; COMMIT"
+        );
+        assert_eq!(
+            commit_sql("ch", &effects, false, false),
+            "COMMIT",
+            "no other store listens: nothing is announced"
         );
         let id = pynenc_model::InvocationId::time_ordered();
         let ended = Effects {
@@ -382,7 +394,7 @@ mod tests {
             ..Effects::default()
         };
         assert_eq!(
-            commit_sql("ch", &ended, true),
+            commit_sql("ch", &ended, true, true),
             format!("SELECT pg_notify('ch', 'f {id}'); COMMIT"),
             "a pick-up that ended an invocation waits for the disk"
         );

@@ -1,4 +1,4 @@
--- The pynenc PostgreSQL schema (version 6; see the crate documentation).
+-- The pynenc PostgreSQL schema (version 7; see the crate documentation).
 -- Status codes are those of pynenc_store::codes: 0 SCHEDULED, 1 REGISTERED,
 -- 4 REROUTED, 5 PENDING, 7 RUNNING, 8 PAUSED, 9 RESUMED, 12 RETRY,
 -- 13 SUCCESS, 14 FAILED ...
@@ -200,4 +200,14 @@ CREATE TABLE pynenc_data_refs (
     digest BYTEA NOT NULL,
     invocation_id TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (app, digest, invocation_id)
+);
+-- the listener connections of the app's stores, by server process id: a
+-- group notifies the app's channel only when a listener of another store
+-- is registered (written under the app's lock; rows of ended processes
+-- are removed when a listener registers)
+CREATE TABLE pynenc_listeners (
+    app INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    since_us BIGINT NOT NULL,
+    PRIMARY KEY (app, pid)
 );
