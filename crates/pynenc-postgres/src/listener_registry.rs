@@ -6,9 +6,8 @@
 //! no `NOTIFY`: its writer wakes its own waiters after each commit, and
 //! the server's delivery of every notification to the process's own
 //! listener, which drops it, cost about a third of a millisecond per call
-//! → result. So a group reads, right after taking the app's lock, whether
-//! another listener is registered ([`OTHERS_LISTEN`]), and notifies only
-//! then.
+//! → result. So a group's notifications run only when another listener
+//! is registered ([`GUARDED_NOTIFY`], sent with the `COMMIT`).
 //!
 //! The handshake that no commit can slip past: a listener first `LISTEN`s,
 //! then registers in a transaction under the app's advisory lock
@@ -26,13 +25,12 @@
 use pynenc_model::Timestamp;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-/// Whether a listener of another store of app `$1` is registered (`$2`:
-/// the server process of this store's listener, 0 while it has none). A
-/// statement of its own after the one that takes the lock: under `READ
-/// COMMITTED` each statement sees what committed before it began, so it
-/// sees a registration that committed while the group waited for the lock.
-pub(crate) const OTHERS_LISTEN: &str =
-    "SELECT EXISTS (SELECT 1 FROM pynenc_listeners WHERE app = $1 AND pid <> $2)";
+/// Notifies channel `$1` with payload `$2` when a listener of another
+/// store of app `$3` is registered (`$4`: the server process of this
+/// store's listener, 0 while it has none). Sent under the app's lock, with
+/// the `COMMIT` (a prepared statement: planned once per connection).
+pub(crate) const GUARDED_NOTIFY: &str = "SELECT pg_notify($1, $2) \
+     WHERE EXISTS (SELECT 1 FROM pynenc_listeners WHERE app = $3 AND pid <> $4)";
 
 /// Registers the listener connected by `client` for app `app` (whose
 /// advisory lock is `lock_key`), removing the rows of server processes

@@ -136,9 +136,9 @@ impl Shared {
     }
 }
 
-/// The `SELECT pg_notify(…);` statements announcing `effects` on `channel`
-/// (empty when there is nothing to announce), to send before `COMMIT`.
-pub(crate) fn notify_sql(channel: &str, effects: &Effects) -> String {
+/// The payloads announcing `effects` (none when there is nothing to
+/// announce), to notify before `COMMIT`.
+pub(crate) fn notify_payloads(effects: &Effects) -> Vec<String> {
     let mut payloads = Vec::new();
     if effects.purged {
         payloads.push("p".to_string());
@@ -152,15 +152,7 @@ pub(crate) fn notify_sql(channel: &str, effects: &Effects) -> String {
         let changed = effects.changed.iter().filter(|id| !finals.contains(id));
         split_ids(&mut payloads, "s", changed);
     }
-    let mut sql = String::new();
-    for payload in payloads {
-        // ids and letters only; quotes doubled all the same
-        sql.push_str(&format!(
-            "SELECT pg_notify('{channel}', '{}'); ",
-            payload.replace('\'', "''")
-        ));
-    }
-    sql
+    payloads
 }
 
 fn split_ids<'a>(
@@ -197,8 +189,8 @@ mod tests {
             ..Effects::default()
         };
         assert_eq!(
-            notify_sql("ch", &effects),
-            format!("SELECT pg_notify('ch', 'f {a}'); SELECT pg_notify('ch', 's {b}'); ")
+            notify_payloads(&effects),
+            vec![format!("f {a}"), format!("s {b}")]
         );
     }
 }

@@ -26,7 +26,6 @@ use tokio_postgres::{SimpleQueryMessage, Statement};
 
 use crate::combined;
 use crate::error::{is_connection_lost, Ctx};
-use crate::listener_registry::OTHERS_LISTEN;
 use crate::pending::{Pending, Write};
 use crate::statements::Conn;
 
@@ -116,13 +115,6 @@ pub(crate) struct Group {
     /// Ids taken from the queue ahead of the step's `dequeue` (`Some`
     /// and empty: the queue was found empty).
     pub(crate) taken: Option<Vec<InvocationId>>,
-    /// The server process of the store's registered listener when the
-    /// group began (0: none).
-    pub(crate) own_listener: i32,
-    /// Whether a listener of another store of the app was registered when
-    /// the group took the lock: its commit notifies only then (see
-    /// [`crate::listener_registry`]).
-    pub(crate) others_listen: bool,
 }
 
 /// Tables whose held writes a statement needs sent first.
@@ -207,31 +199,13 @@ impl<'a> PgTxn<'a> {
                 )
             }
         });
-        // after the lock, in the same round trip: who else listens
-        let others = match (&begin, self.g.read_only) {
-            (Some(_), false) => Some(
-                self.conn
-                    .prepared_for(OTHERS_LISTEN, usize::MAX)
-                    .map_err(|e| self.fail(e, "preparing the listeners' read"))?,
-            ),
-            _ => None,
-        };
         let client = &self.conn.client;
         let app = self.ctx.app;
-        let own_listener = self.g.own_listener;
         let sent = async {
             let begin = async {
-                match (&begin, &others) {
-                    (Some(sql), Some(stmt)) => {
-                        let params: [&(dyn ToSql + Sync); 2] = [&app, &own_listener];
-                        let (began, others) = futures::join!(
-                            client.simple_query(sql),
-                            client.query_one(stmt, &params)
-                        );
-                        Some(began.and_then(|b| others.map(|o| (b, o.get::<_, bool>(0)))))
-                    }
-                    (Some(sql), None) => Some(client.simple_query(sql).await.map(|b| (b, false))),
-                    (None, _) => None,
+                match &begin {
+                    Some(sql) => Some(client.simple_query(sql).await),
+                    None => None,
                 }
             };
             let writes = futures::future::join_all(
@@ -243,10 +217,8 @@ impl<'a> PgTxn<'a> {
         };
         let (began, written, out) = self.conn.rt.block_on(sent);
         if let Some(began) = began {
-            let (messages, others_listen) =
-                began.map_err(|e| self.fail(e, "beginning a transaction"))?;
+            let messages = began.map_err(|e| self.fail(e, "beginning a transaction"))?;
             self.g.begun = true;
-            self.g.others_listen = others_listen;
             self.g.xid = messages.iter().find_map(|m| match m {
                 SimpleQueryMessage::Row(row) => row.get(1).and_then(|x| x.parse::<i64>().ok()),
                 _ => None,

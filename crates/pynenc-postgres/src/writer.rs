@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pynenc_store::{Result, StoreError};
+use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
 use crate::conn::connect;
 use crate::error::is_connection_lost;
-use crate::notify::{notify_sql, Shared};
+use crate::listener_registry::GUARDED_NOTIFY;
+use crate::notify::{notify_payloads, Shared};
 use crate::statements::Conn;
 use crate::txn::{tables, Effects, Group, PgTxn};
 
@@ -238,8 +240,6 @@ impl Writer {
         let mut g = Group {
             epoch: shared.work.epoch(),
             all_redone: true,
-            own_listener: shared.listener_pid(),
-            others_listen: true,
             ..Group::default()
         };
         let (drained, began) = ctx.queue.begin(g.epoch);
@@ -299,16 +299,46 @@ impl Writer {
             self.rollback();
             return Attempt::Failed(ctx.fail("the server did not say which transaction began"));
         };
-        let commit = commit_sql(&shared.channel, &effects, g.all_redone, g.others_listen);
+        let commit = commit_sql(&effects, g.all_redone);
+        let payloads = notify_payloads(&effects);
         let mut txn = PgTxn {
             conn: &self.conn,
             ctx,
             g: &mut g,
         };
+        let notify = match payloads.is_empty() {
+            true => None,
+            false => match self.conn.prepared_for(GUARDED_NOTIFY, usize::MAX) {
+                Ok(stmt) => Some(stmt),
+                Err(e) => {
+                    let e = txn.fail(e, "preparing the notification");
+                    return self.abandon(&g, e);
+                }
+            },
+        };
+        // the notifications, under the guard, then COMMIT (see
+        // `crate::listener_registry`)
+        let (app, own) = (ctx.app, shared.listener_pid());
+        let params: Vec<[&(dyn ToSql + Sync); 4]> = payloads
+            .iter()
+            .map(|p| [&shared.channel as &(dyn ToSql + Sync), p, &app, &own])
+            .collect();
         let client = &self.conn.client;
-        let committed = txn.pipeline(tables::ALL, "committing", client.simple_query(&commit));
-        // a held write that fails is returned before the COMMIT's answer
-        // (the server then answers COMMIT with ROLLBACK)
+        let last = async {
+            let notified = futures::future::join_all(
+                notify
+                    .iter()
+                    .flat_map(|stmt| params.iter().map(move |p| client.execute(stmt, p))),
+            );
+            let (notified, committed) = futures::join!(notified, client.simple_query(commit));
+            notified
+                .into_iter()
+                .collect::<std::result::Result<Vec<u64>, _>>()?;
+            committed
+        };
+        let committed = txn.pipeline(tables::ALL, "committing", last);
+        // a held write or notification that fails is returned before the
+        // COMMIT's answer (the server then answers COMMIT with ROLLBACK)
         match committed {
             Ok(_) => {
                 ctx.queue.after(&g, began);
@@ -345,24 +375,18 @@ impl Writer {
     }
 }
 
-/// What ends a group's transaction: the notifications of `effects` on
-/// `channel` when `others_listen` (see [`crate::listener_registry`]), then
-/// `COMMIT`, which does not wait for the disk when every
+/// What ends a group's transaction, after its notifications: `COMMIT`,
+/// which does not wait for the disk when every
 /// step of the group is `redone` if a crash of the server loses it (a
 /// pick-up is taken again; a later commit that waits flushes this one too)
 /// and none ended an invocation (a pick-up can, by concurrency control: its
 /// waiters are told, so it waits like every end).
-fn commit_sql(channel: &str, effects: &Effects, redone: bool, others_listen: bool) -> String {
-    let mut sql = if others_listen {
-        notify_sql(channel, effects)
-    } else {
-        String::new()
-    };
+fn commit_sql(effects: &Effects, redone: bool) -> &'static str {
     if redone && effects.finals.is_empty() {
-        sql.push_str("SET LOCAL synchronous_commit = off; ");
+        "SET LOCAL synchronous_commit = off; COMMIT"
+    } else {
+        "COMMIT"
     }
-    sql.push_str("COMMIT");
-    sql
 }
 
 #[cfg(test)]
@@ -375,18 +399,10 @@ mod tests {
             enqueued: true,
             ..Effects::default()
         };
+        assert_eq!(commit_sql(&effects, false), "COMMIT");
         assert_eq!(
-            commit_sql("ch", &effects, false, true),
-            "SELECT pg_notify('ch', 'w'); COMMIT"
-        );
-        assert_eq!(
-            commit_sql("ch", &effects, true, true),
-            "SELECT pg_notify('ch', 'w'); SET LOCAL synchronous_commit = off; COMMIT"
-        );
-        assert_eq!(
-            commit_sql("ch", &effects, false, false),
-            "COMMIT",
-            "no other store listens: nothing is announced"
+            commit_sql(&effects, true),
+            "SET LOCAL synchronous_commit = off; COMMIT"
         );
         let id = pynenc_model::InvocationId::time_ordered();
         let ended = Effects {
@@ -394,8 +410,8 @@ mod tests {
             ..Effects::default()
         };
         assert_eq!(
-            commit_sql("ch", &ended, true, true),
-            format!("SELECT pg_notify('ch', 'f {id}'); COMMIT"),
+            commit_sql(&ended, true),
+            "COMMIT",
             "a pick-up that ended an invocation waits for the disk"
         );
     }
