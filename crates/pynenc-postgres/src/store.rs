@@ -290,9 +290,8 @@ impl PostgresStore {
         // one round trip: no named statement to prepare
         let rows = client
             .query_typed(
-                "SELECT i.invocation_id, i.status \
-                 FROM UNNEST($2::text[]) AS u(id) \
-                 JOIN pynenc_invocations AS i ON i.app = $1 AND i.invocation_id = u.id",
+                "SELECT invocation_id, status FROM pynenc_invocations \
+                 WHERE app = $1 AND invocation_id = ANY($2::text[])",
                 &[
                     (&self.shared.ctx.app, Type::INT4),
                     (&texts, Type::TEXT_ARRAY),
