@@ -210,7 +210,7 @@ async fn hear(
 /// again: what was committed meanwhile was not announced). `None`: all is
 /// well.
 async fn ping(weak: &Weak<Shared>, client: &Client, app: &App) -> Option<Ended> {
-    let asked = registry::is_registered(client, app.app);
+    let asked = registry::ping(client, app.app);
     match tokio::time::timeout(LISTENER_PING_TIMEOUT, asked).await {
         Ok(Ok(true)) => None,
         Ok(Ok(false)) => {

@@ -15,12 +15,12 @@
 //! lock, so a group either committed before the registration — the store
 //! of the new listener reads after it, and sees what the group wrote — or
 //! sees the registered row and notifies a listener that is already
-//! listening. A registration also removes the rows of server processes
-//! that are gone (a store whose process ended without removing its own);
-//! until then such a row only costs notifications nobody hears. A listener
-//! checks its row at every ping and registers again if it was removed,
-//! then wakes every waiter of its store (what was committed meanwhile was
-//! not announced).
+//! listening. Every listener's ping (once a second) and every registration
+//! remove the rows of server processes that are gone (a store whose
+//! process ended without removing its own, a `pynenc` command): such a row
+//! only costs notifications nobody hears. A listener checks its own row at
+//! every ping and registers again if it was removed, then wakes every
+//! waiter of its store (what was committed meanwhile was not announced).
 
 use pynenc_model::Timestamp;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -32,6 +32,14 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 pub(crate) const GUARDED_NOTIFY: &str = "SELECT pg_notify($1, $2) \
      WHERE EXISTS (SELECT 1 FROM pynenc_listeners WHERE app = $3 AND pid <> $4)";
 
+/// Removes the rows of app `app` whose server processes are gone.
+fn forget_gone(app: i32) -> String {
+    format!(
+        "DELETE FROM pynenc_listeners WHERE app = {app} \
+         AND pid NOT IN (SELECT pid FROM pg_stat_activity)"
+    )
+}
+
 /// Registers the listener connected by `client` for app `app` (whose
 /// advisory lock is `lock_key`), removing the rows of server processes
 /// that are gone; returns the listener's server process id.
@@ -42,14 +50,13 @@ pub(crate) async fn register(
 ) -> Result<i32, tokio_postgres::Error> {
     let now = Timestamp::now().as_micros();
     let sql = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({lock_key}); \
-         DELETE FROM pynenc_listeners WHERE app = {app} \
-             AND pid NOT IN (SELECT pid FROM pg_stat_activity); \
+        "BEGIN; SELECT pg_advisory_xact_lock({lock_key}); {}; \
          INSERT INTO pynenc_listeners (app, pid, since_us) \
              VALUES ({app}, pg_backend_pid(), {now}) \
              ON CONFLICT (app, pid) DO UPDATE SET since_us = excluded.since_us \
              RETURNING pid; \
-         COMMIT"
+         COMMIT",
+        forget_gone(app)
     );
     let messages = client.simple_query(&sql).await?;
     // the last row is the INSERT's (the lock's row comes first)
@@ -63,14 +70,14 @@ pub(crate) async fn register(
     Ok(pid.unwrap_or(0))
 }
 
-/// Whether the listener connected by `client` is registered for app `app`
-/// (asked at every ping, which also checks that the connection answers).
-pub(crate) async fn is_registered(
-    client: &Client,
-    app: i32,
-) -> Result<bool, tokio_postgres::Error> {
-    let sql =
-        format!("SELECT 1 FROM pynenc_listeners WHERE app = {app} AND pid = pg_backend_pid()");
+/// Removes the rows of app `app` whose server processes are gone, and
+/// says whether the listener connected by `client` is registered (at every
+/// ping, which also checks that the connection answers).
+pub(crate) async fn ping(client: &Client, app: i32) -> Result<bool, tokio_postgres::Error> {
+    let sql = format!(
+        "{}; SELECT 1 FROM pynenc_listeners WHERE app = {app} AND pid = pg_backend_pid()",
+        forget_gone(app)
+    );
     let messages = client.simple_query(&sql).await?;
     Ok(messages
         .iter()
@@ -78,7 +85,7 @@ pub(crate) async fn is_registered(
 }
 
 /// Removes the row of the listener connected by `client` (its store is
-/// gone; a row left behind goes at the next registration).
+/// gone; a row left behind goes at the next ping of another listener).
 pub(crate) async fn unregister(client: &Client, app: i32) -> Result<(), tokio_postgres::Error> {
     let sql = format!("DELETE FROM pynenc_listeners WHERE app = {app} AND pid = pg_backend_pid()");
     client.batch_execute(&sql).await

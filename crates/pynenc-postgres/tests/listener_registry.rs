@@ -195,7 +195,7 @@ async fn a_registration_removed_by_hand_is_written_again_and_the_waits_wake() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_of_server_processes_that_are_gone_go_at_the_next_registration() {
+async fn rows_of_server_processes_that_are_gone_go_at_a_registration_or_a_ping() {
     let Some(db) = pynenc_testservers::postgres::test_database() else {
         return;
     };
@@ -225,5 +225,23 @@ async fn rows_of_server_processes_that_are_gone_go_at_the_next_registration() {
     );
     assert!(rows.contains(&live[0]));
     assert!(!rows.contains(&2147483000));
+    // and without a registration, at the next ping (once a second)
+    client
+        .execute(
+            "INSERT INTO pynenc_listeners (app, pid, since_us) \
+             SELECT app, 2147483001, 0 FROM pynenc_apps WHERE app_id = 'stale'",
+            &[],
+        )
+        .await
+        .expect("another stale row");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while registered(&client, "stale").await.contains(&2147483001) {
+        assert!(
+            Instant::now() < deadline,
+            "the stale row stayed past the pings"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(registered(&client, "stale").await, rows);
     drop((first, second));
 }
