@@ -8,7 +8,6 @@
 //! seconds; after reconnecting it wakes every waiter to look again (what
 //! was announced meanwhile is lost).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -137,7 +136,7 @@ async fn listen(weak: Weak<Shared>, mut server: Server) {
                     Ok(pid) => {
                         backoff = Duration::from_millis(20);
                         let Some(s) = weak.upgrade() else { return };
-                        s.listener_pid.store(pid, Ordering::Release);
+                        s.set_listener_pid(pid);
                         s.ctx.queue.hearing(true);
                         if reconnected {
                             // notifications sent meanwhile are lost: look again
@@ -147,7 +146,7 @@ async fn listen(weak: Weak<Shared>, mut server: Server) {
                         let ended = hear(&weak, &client, rx, &app).await;
                         if let Some(s) = weak.upgrade() {
                             s.ctx.queue.hearing(false);
-                            s.listener_pid.store(0, Ordering::Release);
+                            s.set_listener_pid(0);
                         }
                         if let Ended::StoreGone = ended {
                             let gone = registry::unregister(&client, app.app);

@@ -38,7 +38,7 @@ pub(crate) struct Shared {
     writer_pid: AtomicI32,
     /// The backend process of this store's registered listener (0 while
     /// it has none): the groups notify when another one is registered.
-    pub(crate) listener_pid: AtomicI32,
+    listener_pid: AtomicI32,
 }
 
 impl Shared {
@@ -63,6 +63,12 @@ impl Shared {
     /// has none).
     pub(crate) fn listener_pid(&self) -> i32 {
         self.listener_pid.load(Ordering::Acquire)
+    }
+
+    /// The listener registered from server process `pid` (0: it stopped
+    /// hearing).
+    pub(crate) fn set_listener_pid(&self, pid: i32) {
+        self.listener_pid.store(pid, Ordering::Release);
     }
 
     /// Wakes this process's waiters after a commit of its own writer.
