@@ -57,7 +57,11 @@
 //!   on a new connection (steps are `Fn`), for up to `retry_for`; a
 //!   connection lost during `COMMIT` is settled by asking the server
 //!   whether the transaction committed (`txid_status`), so a step is never
-//!   applied twice.
+//!   applied twice. A group that read nothing before its commit (a routed
+//!   call) sends `BEGIN`, its writes and `COMMIT` in one round trip, with
+//!   its writer's next commit number (`pynenc_commits`): lost before its
+//!   transaction's id arrived, it is settled by that number, read back
+//!   under the app's lock (see `commit_counter.rs`).
 //! - **What waits for the disk.** A routed call, the end of a run, a
 //!   cancel — every commit that anybody is told about — waits until the
 //!   server has flushed it (`synchronous_commit` as the server sets it). A
@@ -116,6 +120,7 @@
 //! | `pynenc_triggers` | `app, name` | the triggers runners declared (a JSON record each) |
 //! | `pynenc_data` | `app, digest` | the data store's values by SHA-256 (`bytea`): length, text, claim time (indexed for the sweep) |
 //! | `pynenc_data_refs` | `app, digest, invocation_id` | the invocations that refer to each value |
+//! | `pynenc_commits` | `app, writer` | each writer's last commit number of a group sent in one round trip, and when (see the restart below) |
 //! | `pynenc_listeners` | `app, pid` | the server process of each store's listener connection, and since when (see the wake-ups above) |
 //!
 //! Status codes are those of [`pynenc_store::codes`]. Each question of the
@@ -126,6 +131,7 @@
 #![deny(missing_docs)]
 
 mod combined;
+mod commit_counter;
 mod conn;
 mod data;
 mod error;

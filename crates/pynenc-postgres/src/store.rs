@@ -81,6 +81,7 @@ impl PostgresStore {
                 let (client, app, pid) = rt.block_on(async {
                     let client = connect(&cfg, &shown).await?;
                     let app = crate::schema::init(&client, &shown, &app_id).await?;
+                    crate::commit_counter::forget_old(&client, app).await;
                     let pid: i32 = client
                         .query_one("SELECT pg_backend_pid()", &[])
                         .await
@@ -116,6 +117,8 @@ impl PostgresStore {
             config: cfg.clone(),
             retry_for: options.retry_for,
             broken: false,
+            key: crate::commit_counter::new_writer_key(),
+            counted: 0,
         };
         std::thread::Builder::new()
             .name("pynenc-pg-writer".to_string())

@@ -371,12 +371,6 @@ impl<'a> PgTxn<'a> {
             .transpose()
     }
 
-    /// Sends the held writes of the tables in `mask` (and `BEGIN` if the
-    /// group has not begun), in one round trip.
-    pub(crate) fn flush(&mut self, mask: u8) -> Result<()> {
-        self.pipeline(mask, "sending held writes", async { Ok(()) })
-    }
-
     pub(crate) fn parse_status(&self, id: &str, code: i16) -> Result<InvocationStatus> {
         status_from_code(i64::from(code)).ok_or_else(|| {
             self.ctx

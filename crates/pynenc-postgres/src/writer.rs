@@ -15,10 +15,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pynenc_model::Timestamp;
 use pynenc_store::{Result, StoreError};
 use tokio_postgres::types::ToSql;
 use tracing::{debug, warn};
 
+use crate::commit_counter::{self, COUNT_COMMIT};
 use crate::conn::connect;
 use crate::error::is_connection_lost;
 use crate::listener_registry::GUARDED_NOTIFY;
@@ -51,13 +53,22 @@ enum Attempt {
     StepFailed(usize, StoreError),
     /// The connection was lost before the commit: rolled back by the server.
     Lost(StoreError),
-    /// The connection was lost during the commit of transaction `xid`.
-    Ambiguous(i64, Vec<Option<AnyValue>>, Effects, StoreError),
+    /// The connection was lost during the commit: settled by what it says.
+    Ambiguous(Settle, Vec<Option<AnyValue>>, Effects, StoreError),
     /// Every step ran and none wrote: the values, and whether a
     /// transaction is open (to end once the steps have their answers).
     ReadOnly(Vec<Option<AnyValue>>, bool),
     /// The group failed as a whole (its held writes were refused).
     Failed(StoreError),
+}
+
+/// What tells whether a commit whose answer was lost took place.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Settle {
+    /// The transaction's id (`txid_status`).
+    Xid(i64),
+    /// The writer's commit number it wrote (see [`crate::commit_counter`]).
+    Counted(i64),
 }
 
 /// The writer thread's state.
@@ -68,6 +79,10 @@ pub(crate) struct Writer {
     pub(crate) retry_for: Duration,
     /// Whether the connection is known to be gone.
     pub(crate) broken: bool,
+    /// This writer's number in `pynenc_commits`, and its last commit
+    /// number there.
+    pub(crate) key: i64,
+    pub(crate) counted: i64,
 }
 
 impl Writer {
@@ -77,7 +92,10 @@ impl Writer {
             let first = match jobs.recv_timeout(Duration::from_secs(30)) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.forget_counter();
+                    return;
+                }
             };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -138,9 +156,9 @@ impl Writer {
                         return self.answer(jobs, all, Vec::new());
                     }
                 }
-                Attempt::Ambiguous(xid, values, effects, e) => {
+                Attempt::Ambiguous(how, values, effects, e) => {
                     self.broken = true;
-                    match self.settle(xid, started) {
+                    match self.settle(how, started) {
                         Some(true) => {
                             self.shared.announce_local(&effects);
                             return self.answer(jobs, failed, values);
@@ -163,9 +181,13 @@ impl Writer {
         }
     }
 
-    /// Whether transaction `xid` committed, asked on a new connection
-    /// (`None` when the server cannot be reached in time, or cannot tell).
-    fn settle(&mut self, xid: i64, started: Instant) -> Option<bool> {
+    /// Whether the commit committed, asked on a new connection (`None`
+    /// when the server cannot be reached in time, or cannot tell).
+    fn settle(&mut self, how: Settle, started: Instant) -> Option<bool> {
+        let xid = match how {
+            Settle::Xid(xid) => xid,
+            Settle::Counted(seq) => return self.settle_counted(seq, started),
+        };
         let mut backoff = BACKOFF_MIN;
         loop {
             if self.reconnect().is_ok() {
@@ -194,6 +216,51 @@ impl Writer {
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Whether commit number `seq` of this writer committed (see
+    /// [`crate::commit_counter`]), asked on a new connection until
+    /// `retry_for` has passed since the group began.
+    fn settle_counted(&mut self, seq: i64, started: Instant) -> Option<bool> {
+        let (app, lock_key) = (self.shared.ctx.app, self.shared.ctx.lock_key);
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if self.reconnect().is_ok() {
+                let asked = self.conn.rt.block_on(commit_counter::settled(
+                    &self.conn.client,
+                    app,
+                    lock_key,
+                    self.key,
+                    seq,
+                ));
+                match asked {
+                    Ok(committed) => return Some(committed),
+                    Err(e) if is_connection_lost(&e) => self.broken = true,
+                    // the lost session still holds the app's lock: again
+                    Err(e) => debug!(error = %e, "settling a commit by its number: asking again"),
+                }
+            }
+            if started.elapsed() >= self.retry_for {
+                return None;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Removes this writer's row of `pynenc_commits` (its store is gone).
+    fn forget_counter(&mut self) {
+        if self.counted == 0 || self.broken {
+            return;
+        }
+        let (app, key) = (self.shared.ctx.app, self.key);
+        let forgot = self
+            .conn
+            .rt
+            .block_on(commit_counter::forget(&self.conn.client, app, key));
+        if let Err(e) = forgot {
+            debug!(error = %e, "the writer's commit number stays a day");
         }
     }
 
@@ -232,8 +299,8 @@ impl Writer {
     }
 
     /// One attempt at a group: every step not failed yet (the first
-    /// statement goes with `BEGIN` and the app's lock), then the held
-    /// writes, the notification and `COMMIT` in one round trip.
+    /// statement goes with `BEGIN` and the app's lock), then its commit
+    /// ([`Writer::commit`]).
     fn attempt(&mut self, jobs: &[Job], failed: &[Option<StoreError>]) -> Attempt {
         let shared = self.shared.clone();
         let ctx = &shared.ctx;
@@ -283,73 +350,103 @@ impl Writer {
             return Attempt::ReadOnly(values, g.begun);
         }
         let effects = std::mem::take(&mut g.effects);
+        self.commit(g, effects, values, began)
+    }
+
+    /// Commits group `g`: its held writes, its commit number when it has
+    /// not begun (`BEGIN` and `COMMIT` then go in one round trip: see
+    /// [`crate::commit_counter`]), the notifications of `effects` under
+    /// the registry's guard (see [`crate::listener_registry`]), then
+    /// `COMMIT`, all in one round trip.
+    fn commit(
+        &mut self,
+        mut g: Group,
+        effects: Effects,
+        values: Vec<Option<AnyValue>>,
+        began: Option<u64>,
+    ) -> Attempt {
+        let shared = self.shared.clone();
+        let ctx = &shared.ctx;
+        let counted = (!g.begun).then(|| {
+            self.counted += 1;
+            self.counted
+        });
+        let payloads = notify_payloads(&effects);
+        let prepared = self
+            .statement_if(counted.is_some(), COUNT_COMMIT)
+            .and_then(|c| Ok((c, self.statement_if(!payloads.is_empty(), GUARDED_NOTIFY)?)));
         let mut txn = PgTxn {
             conn: &self.conn,
             ctx,
             g: &mut g,
         };
-        // the transaction's id must be known before COMMIT is sent, to
-        // settle a commit whose answer is lost
-        if !txn.g.begun {
-            if let Err(e) = txn.flush(tables::ALL) {
+        let (count, notify) = match prepared {
+            Ok(statements) => statements,
+            Err(e) => {
+                let e = txn.fail(e, "preparing the commit's statements");
                 return self.abandon(&g, e);
             }
-        }
-        let Some(xid) = g.xid else {
-            self.rollback();
-            return Attempt::Failed(ctx.fail("the server did not say which transaction began"));
         };
-        let commit = commit_sql(&effects, g.all_redone);
-        let payloads = notify_payloads(&effects);
-        let mut txn = PgTxn {
-            conn: &self.conn,
-            ctx,
-            g: &mut g,
-        };
-        let notify = match payloads.is_empty() {
-            true => None,
-            false => match self.conn.prepared_for(GUARDED_NOTIFY, usize::MAX) {
-                Ok(stmt) => Some(stmt),
-                Err(e) => {
-                    let e = txn.fail(e, "preparing the notification");
-                    return self.abandon(&g, e);
-                }
-            },
-        };
-        // the notifications, under the guard, then COMMIT (see
-        // `crate::listener_registry`)
+        let commit = commit_sql(&effects, txn.g.all_redone);
         let (app, own) = (ctx.app, shared.listener_pid());
+        let (key, seq, now) = (self.key, counted.unwrap_or(0), Timestamp::now().as_micros());
+        let count_params: [&(dyn ToSql + Sync); 4] = [&app, &key, &seq, &now];
         let params: Vec<[&(dyn ToSql + Sync); 4]> = payloads
             .iter()
             .map(|p| [&shared.channel as &(dyn ToSql + Sync), p, &app, &own])
             .collect();
         let client = &self.conn.client;
         let last = async {
+            let counted = async {
+                match &count {
+                    Some(stmt) => client.execute(stmt, &count_params).await.map(|_| ()),
+                    None => Ok(()),
+                }
+            };
             let notified = futures::future::join_all(
                 notify
                     .iter()
                     .flat_map(|stmt| params.iter().map(move |p| client.execute(stmt, p))),
             );
-            let (notified, committed) = futures::join!(notified, client.simple_query(commit));
+            let (counted, notified, committed) =
+                futures::join!(counted, notified, client.simple_query(commit));
+            counted?;
             notified
                 .into_iter()
                 .collect::<std::result::Result<Vec<u64>, _>>()?;
             committed
         };
         let committed = txn.pipeline(tables::ALL, "committing", last);
-        // a held write or notification that fails is returned before the
-        // COMMIT's answer (the server then answers COMMIT with ROLLBACK)
+        // a held write, the commit number or a notification that fails is
+        // returned before the COMMIT's answer (the server then answers
+        // COMMIT with ROLLBACK)
         match committed {
             Ok(_) => {
                 ctx.queue.after(&g, began);
                 Attempt::Committed(values, effects)
             }
-            Err(e) if g.lost.get() => Attempt::Ambiguous(xid, values, effects, e),
+            Err(e) if g.lost.get() => match (g.xid, counted) {
+                (Some(xid), _) => Attempt::Ambiguous(Settle::Xid(xid), values, effects, e),
+                (None, Some(seq)) => Attempt::Ambiguous(Settle::Counted(seq), values, effects, e),
+                // begun earlier, so its id is known: not reached
+                (None, None) => Attempt::Lost(e),
+            },
             Err(e) => {
                 self.rollback();
                 Attempt::Failed(e)
             }
         }
+    }
+
+    /// The statement for `sql` on the writer's connection when `wanted`.
+    fn statement_if(
+        &self,
+        wanted: bool,
+        sql: &'static str,
+    ) -> std::result::Result<Option<tokio_postgres::Statement>, tokio_postgres::Error> {
+        wanted
+            .then(|| self.conn.prepared_for(sql, usize::MAX))
+            .transpose()
     }
 
     /// The end of an attempt whose statements failed.

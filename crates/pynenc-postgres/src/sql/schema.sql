@@ -211,3 +211,13 @@ CREATE TABLE pynenc_listeners (
     since_us BIGINT NOT NULL,
     PRIMARY KEY (app, pid)
 );
+-- the last commit number of each writer (process and store) written by a
+-- group that sent BEGIN and COMMIT in one round trip: what settles it when
+-- the connection is lost before any answer
+CREATE TABLE pynenc_commits (
+    app INTEGER NOT NULL,
+    writer BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    at_us BIGINT NOT NULL,
+    PRIMARY KEY (app, writer)
+);
