@@ -104,88 +104,71 @@ mod tests {
 
     /// A commit is settled by its number: there (or passed) is committed,
     /// missing is not; a session holding the app's lock is waited for.
-    #[test]
-    fn a_commit_is_settled_by_its_number_under_the_apps_lock() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_is_settled_by_its_number_under_the_apps_lock() {
         let Some(db) = pynenc_testservers::postgres::test_database() else {
             return;
         };
-        let store = crate::PostgresStore::open(&crate::PostgresOptions::new(db.url()), "counted")
-            .expect("open the store");
-        let lock_key = store.lock_key();
-        drop(store);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let connect = || async {
-                let (client, connection) =
-                    tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
-                        .await
-                        .expect("connect");
-                tokio::spawn(connection);
-                client
-            };
-            let (asker, other) = (connect().await, connect().await);
-            let app: i32 = asker
-                .query_one("SELECT app FROM pynenc_apps WHERE app_id = 'counted'", &[])
-                .await
-                .expect("the app's number")
-                .get(0);
-            let writer = new_writer_key();
-            assert!(!settled(&asker, app, lock_key, writer, 1)
-                .await
-                .expect("ask"));
-            other
-                .execute(COUNT_COMMIT, &[&app, &writer, &5_i64, &1_i64])
-                .await
-                .expect("count");
-            assert!(settled(&asker, app, lock_key, writer, 5)
-                .await
-                .expect("ask"));
-            assert!(settled(&asker, app, lock_key, writer, 4)
-                .await
-                .expect("ask"));
-            assert!(!settled(&asker, app, lock_key, writer, 6)
-                .await
-                .expect("ask"));
-            assert!(!settled(&asker, app, lock_key, writer + 1, 5)
-                .await
-                .expect("ask"));
-            // a session still in its transaction, holding the lock, commits
-            // number 6 after 300 ms: the ask waits for it
-            other
-                .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock_key})"))
-                .await
-                .expect("lock");
-            other
-                .execute(COUNT_COMMIT, &[&app, &writer, &6_i64, &2_i64])
-                .await
-                .expect("count");
-            let started = Instant::now();
-            let commit = async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                other.batch_execute("COMMIT").await.expect("commit");
-            };
-            let (asked, ()) = tokio::join!(settled(&asker, app, lock_key, writer, 6), commit);
-            assert!(asked.expect("ask"), "committed while the ask waited");
-            assert!(started.elapsed() >= Duration::from_millis(250));
-            // a session holding the lock for longer than the ask waits: an
-            // error, to ask again
-            other
-                .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock_key})"))
-                .await
-                .expect("lock");
-            assert!(settled(&asker, app, lock_key, writer, 7).await.is_err());
-            other.batch_execute("ROLLBACK").await.expect("rollback");
-            assert!(!settled(&asker, app, lock_key, writer, 7)
-                .await
-                .expect("ask"));
-            forget(&asker, app, writer).await.expect("forget");
-            assert!(!settled(&asker, app, lock_key, writer, 1)
-                .await
-                .expect("ask"));
-        });
+        let asker = crate::pending::client_on_schema(&db.url(), "counted").await;
+        let other = crate::pending::client_on_schema(&db.url(), "counted").await;
+        let app: i32 = asker
+            .query_one("SELECT app FROM pynenc_apps WHERE app_id = 'counted'", &[])
+            .await
+            .expect("the app's number")
+            .get(0);
+        let lock_key = crate::store::lock_key(app);
+        let writer = new_writer_key();
+        assert!(!settled(&asker, app, lock_key, writer, 1)
+            .await
+            .expect("ask"));
+        other
+            .execute(COUNT_COMMIT, &[&app, &writer, &5_i64, &1_i64])
+            .await
+            .expect("count");
+        assert!(settled(&asker, app, lock_key, writer, 5)
+            .await
+            .expect("ask"));
+        assert!(settled(&asker, app, lock_key, writer, 4)
+            .await
+            .expect("ask"));
+        assert!(!settled(&asker, app, lock_key, writer, 6)
+            .await
+            .expect("ask"));
+        assert!(!settled(&asker, app, lock_key, writer + 1, 5)
+            .await
+            .expect("ask"));
+        // a session still in its transaction, holding the lock, commits
+        // number 6 after 300 ms: the ask waits for it
+        other
+            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock_key})"))
+            .await
+            .expect("lock");
+        other
+            .execute(COUNT_COMMIT, &[&app, &writer, &6_i64, &2_i64])
+            .await
+            .expect("count");
+        let started = Instant::now();
+        let commit = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            other.batch_execute("COMMIT").await.expect("commit");
+        };
+        let (asked, ()) = tokio::join!(settled(&asker, app, lock_key, writer, 6), commit);
+        assert!(asked.expect("ask"), "committed while the ask waited");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        // a session holding the lock for longer than the ask waits: an
+        // error, to ask again
+        other
+            .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({lock_key})"))
+            .await
+            .expect("lock");
+        assert!(settled(&asker, app, lock_key, writer, 7).await.is_err());
+        other.batch_execute("ROLLBACK").await.expect("rollback");
+        assert!(!settled(&asker, app, lock_key, writer, 7)
+            .await
+            .expect("ask"));
+        forget(&asker, app, writer).await.expect("forget");
+        assert!(!settled(&asker, app, lock_key, writer, 1)
+            .await
+            .expect("ask"));
     }
 }

@@ -51,7 +51,7 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 /// The key of an app's advisory lock: the app's number in a range of its own.
-fn lock_key(app: i32) -> i64 {
+pub(crate) fn lock_key(app: i32) -> i64 {
     0x7079_6e65_6e63_0000_i64 ^ (i64::from(app) << 1)
 }
 
