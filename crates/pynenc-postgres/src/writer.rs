@@ -181,34 +181,15 @@ impl Writer {
         }
     }
 
-    /// Whether the commit committed, asked on a new connection (`None`
-    /// when the server cannot be reached in time, or cannot tell).
+    /// Whether the commit committed, asked on a new connection until
+    /// `retry_for` has passed since the group began (`None` when the
+    /// server cannot be reached in time, or cannot tell).
     fn settle(&mut self, how: Settle, started: Instant) -> Option<bool> {
-        let xid = match how {
-            Settle::Xid(xid) => xid,
-            Settle::Counted(seq) => return self.settle_counted(seq, started),
-        };
         let mut backoff = BACKOFF_MIN;
         loop {
             if self.reconnect().is_ok() {
-                let asked = self.conn.rt.block_on(
-                    self.conn
-                        .client
-                        .query_opt("SELECT txid_status($1)::text", &[&xid]),
-                );
-                match asked {
-                    Ok(row) => match row.and_then(|r| r.get::<_, Option<String>>(0)).as_deref() {
-                        Some("committed") => return Some(true),
-                        Some("aborted") => return Some(false),
-                        // the old session has not ended yet (its server
-                        // process has not seen the connection close): ask
-                        // again until it committed or rolled back
-                        Some(_) => {}
-                        // too old for the server to know
-                        None => return None,
-                    },
-                    Err(e) if is_connection_lost(&e) => self.broken = true,
-                    Err(_) => return None,
+                if let Some(answer) = self.ask(how) {
+                    return answer;
                 }
             }
             if started.elapsed() >= self.retry_for {
@@ -219,33 +200,57 @@ impl Writer {
         }
     }
 
-    /// Whether commit number `seq` of this writer committed (see
-    /// [`crate::commit_counter`]), asked on a new connection until
-    /// `retry_for` has passed since the group began.
-    fn settle_counted(&mut self, seq: i64, started: Instant) -> Option<bool> {
-        let (app, lock_key) = (self.shared.ctx.app, self.shared.ctx.lock_key);
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            if self.reconnect().is_ok() {
-                let asked = self.conn.rt.block_on(commit_counter::settled(
-                    &self.conn.client,
-                    app,
-                    lock_key,
-                    self.key,
-                    seq,
-                ));
-                match asked {
-                    Ok(committed) => return Some(committed),
-                    Err(e) if is_connection_lost(&e) => self.broken = true,
-                    // the lost session still holds the app's lock: again
-                    Err(e) => debug!(error = %e, "settling a commit by its number: asking again"),
-                }
+    /// One question of [`Writer::settle`] on the current connection: its
+    /// answer, or `None` to ask again.
+    fn ask(&mut self, how: Settle) -> Option<Option<bool>> {
+        let asked = match how {
+            Settle::Xid(xid) => self
+                .conn
+                .rt
+                .block_on(
+                    self.conn
+                        .client
+                        .query_opt("SELECT txid_status($1)::text", &[&xid]),
+                )
+                .map(
+                    |row| match row.and_then(|r| r.get::<_, Option<String>>(0)).as_deref() {
+                        Some("committed") => Some(Some(true)),
+                        Some("aborted") => Some(Some(false)),
+                        // the old session has not ended yet (its server
+                        // process has not seen the connection close): ask
+                        // again until it committed or rolled back
+                        Some(_) => None,
+                        // too old for the server to know
+                        None => Some(None),
+                    },
+                ),
+            // see `crate::commit_counter`
+            Settle::Counted(seq) => {
+                let ctx = &self.shared.ctx;
+                self.conn
+                    .rt
+                    .block_on(commit_counter::settled(
+                        &self.conn.client,
+                        ctx.app,
+                        ctx.lock_key,
+                        self.key,
+                        seq,
+                    ))
+                    .map(|committed| Some(Some(committed)))
             }
-            if started.elapsed() >= self.retry_for {
-                return None;
+        };
+        match asked {
+            Ok(answer) => answer,
+            Err(e) if is_connection_lost(&e) => {
+                self.broken = true;
+                None
             }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            // the lost session still holds the app's lock: again
+            Err(e) if matches!(how, Settle::Counted(_)) => {
+                debug!(error = %e, "settling a commit by its number: asking again");
+                None
+            }
+            Err(_) => Some(None),
         }
     }
 

@@ -53,17 +53,7 @@ async fn a_listener_whose_connection_stops_answering_reconnects_and_wakes_the_wa
     until_hearing(&waiting).await;
     let client = client(&db.url()).await;
     // the only listener so far is `waiting`'s
-    let pids: Vec<i32> = client
-        .query(
-            "SELECT pid FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'pynenc listener'",
-            &[],
-        )
-        .await
-        .expect("listeners")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let pids = listener_pids(&client).await;
     assert_eq!(pids.len(), 1, "one listener: {pids:?}");
     let other = open(&db, "pinged");
     let id = insert_new(&other, "tests.pinged").await;

@@ -73,22 +73,6 @@ async fn registered(client: &tokio_postgres::Client, app: &str) -> Vec<i32> {
         .collect()
 }
 
-/// The server processes of the listener connections (by their name).
-async fn listener_pids(client: &tokio_postgres::Client) -> Vec<i32> {
-    client
-        .query(
-            "SELECT pid FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'pynenc listener' \
-             ORDER BY pid",
-            &[],
-        )
-        .await
-        .expect("listeners")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_alone_announces_nothing_until_a_second_store_of_its_app_listens() {
     let Some(db) = pynenc_testservers::postgres::test_database() else {

@@ -84,3 +84,20 @@ pub async fn insert_new(store: &PostgresStore, task: &str) -> InvocationId {
         .expect("insert");
     id
 }
+
+/// The server processes of the database's listener connections (by their
+/// name), in order.
+pub async fn listener_pids(client: &tokio_postgres::Client) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'pynenc listener' \
+             ORDER BY pid",
+            &[],
+        )
+        .await
+        .expect("listeners")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
