@@ -22,6 +22,9 @@ pub(crate) struct Ctx {
     /// What this process knows of the queue: where a read of its head
     /// starts, and whether it was found drained (see [`crate::queue_head`]).
     pub(crate) queue: std::sync::Arc<crate::queue_head::QueueKnown>,
+    /// The rows of running invocations as this process's writer last
+    /// committed them (see [`crate::seen_rows`]).
+    pub(crate) seen: std::sync::Arc<crate::seen_rows::SeenRows>,
 }
 
 /// Whether a driver error means the connection is gone (the statement did

@@ -139,6 +139,7 @@ mod listener;
 mod listener_registry;
 mod notify;
 mod one_row;
+mod parked;
 mod pending;
 mod primitives;
 mod queries;
@@ -148,6 +149,7 @@ mod reuses;
 mod rows;
 mod runners;
 mod schema;
+mod seen_rows;
 mod statements;
 mod store;
 #[cfg(feature = "tls")]

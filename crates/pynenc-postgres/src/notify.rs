@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) status_waiters: FinalWaiters<Notify>,
     /// Outcomes this process committed for its own waits.
     pub(crate) known: KnownOutcomes,
+    /// Picks of this process's runners parked until work comes.
+    pub(crate) parked: crate::parked::Parked,
     /// The backend process of this store's writer (its notifications are
     /// announced by the writer itself).
     writer_pid: AtomicI32,
@@ -50,6 +52,7 @@ impl Shared {
             final_waiters: FinalWaiters::default(),
             status_waiters: FinalWaiters::default(),
             known: KnownOutcomes::default(),
+            parked: Default::default(),
             writer_pid: AtomicI32::new(0),
             listener_pid: AtomicI32::new(0),
         }

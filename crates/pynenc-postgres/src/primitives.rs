@@ -591,6 +591,7 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     fn purge(&mut self) -> Result<()> {
+        self.ctx.seen.clear();
         self.g.pending.clear();
         self.g.rows.clear();
         self.g.records.clear();
@@ -759,7 +760,7 @@ impl StoreTxn for PgTxn<'_> {
     }
 
     fn prefetch(&mut self, ids: &[InvocationId]) -> Result<()> {
-        self.read_rows(ids)
+        self.prefetch_seen(ids)
     }
 
     fn redone_if_lost(&mut self) {

@@ -84,17 +84,29 @@ impl QueueKnown {
     /// After group `g` committed (or ended having written nothing): what
     /// its reads of the queue found is what the next groups know. A group
     /// that began while the listener was not hearing tells nothing.
-    pub(crate) fn after(&self, g: &Group, began: Option<u64>) {
+    ///
+    /// A group that `queued` (and read the queue after, as a parked pick
+    /// does) moves the epoch once itself, after its commit: what it found
+    /// holds at the epoch after that move. Another move meanwhile makes
+    /// the epoch larger still, and the group then tells nothing.
+    pub(crate) fn after(&self, g: &Group, began: Option<u64>, queued: bool) {
         if !g.queue_read {
             return;
         }
         match began {
             Some(us) if g.queue_drained => {
                 self.drained_us.store(us, Ordering::Release);
-                self.drained_at.store(g.epoch + 1, Ordering::Release);
+                let epoch = g.epoch + u64::from(queued);
+                self.drained_at.store(epoch + 1, Ordering::Release);
             }
             _ => self.drained_at.store(0, Ordering::Release),
         }
+    }
+
+    /// Whether a group beginning now at work epoch `epoch` would take the
+    /// queue for drained.
+    pub(crate) fn drained_at(&self, epoch: u64) -> bool {
+        self.begin(epoch).0
     }
 
     /// A group begins at work epoch `epoch`: whether it may take the queue

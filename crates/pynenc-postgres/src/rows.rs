@@ -164,6 +164,7 @@ impl PgTxn<'_> {
         let Some(row) = self.g.rows.remove(id) else {
             return Ok(());
         };
+        self.ctx.seen.forget(id);
         self.g.records.remove(id);
         self.g.record_texts.remove(id);
         self.g.callees.clear();

@@ -18,6 +18,7 @@ use crate::conn::{connect, redact, Server};
 use crate::error::{Ctx, BACKEND};
 use crate::listener::start_listener;
 use crate::notify::Shared;
+use crate::parked::Withdraw;
 use crate::readers::{ReadJob, Readers};
 use crate::statements::Conn;
 use crate::txn::PgTxn;
@@ -107,6 +108,7 @@ impl PostgresStore {
             app,
             lock_key: lock_key(app),
             queue: Default::default(),
+            seen: Default::default(),
         };
         let shared = Arc::new(Shared::new(ctx));
         shared.set_writer_pid(pid);
@@ -179,6 +181,12 @@ impl PostgresStore {
     /// rechecks, and every pick-up reads the queue).
     pub fn hears_others(&self) -> bool {
         self.shared.ctx.queue.hears()
+    }
+
+    /// How many picks of this process's runners are parked until work
+    /// comes (see [`pynenc_store::Orchestrator::start_when_work`]).
+    pub fn parked_picks(&self) -> usize {
+        self.shared.parked.len()
     }
 
     /// How long a wait goes without re-reading what it waits for: long
@@ -323,13 +331,7 @@ impl PostgresStore {
             f(t).map(|v| Box::new(v) as AnyValue)
         }));
         let shared = self.shared.clone();
-        async move {
-            value.await?.downcast::<R>().map(|b| *b).map_err(|_| {
-                shared
-                    .ctx
-                    .fail("the writer returned a value of another type")
-            })
-        }
+        async move { value.await.and_then(|v| downcast(&shared, v)) }
     }
 
     /// Runs `run` in a group transaction of the writer; its value.
@@ -346,6 +348,15 @@ impl PostgresStore {
                 .map_err(|_| shared.ctx.fail("the writer stopped before answering"))?
         }
     }
+}
+
+/// The value a section returned, as the type its caller expects.
+fn downcast<R: 'static>(shared: &Shared, value: AnyValue) -> Result<R> {
+    value.downcast::<R>().map(|b| *b).map_err(|_| {
+        shared
+            .ctx
+            .fail("a section returned a value of another type")
+    })
 }
 
 impl AtomicStore for PostgresStore {
@@ -384,13 +395,7 @@ impl AtomicStore for PostgresStore {
                     Err(_) => Err(shared.ctx.fail("the reader stopped before answering")),
                 },
             };
-            value.and_then(|v| {
-                v.downcast::<R>().map(|b| *b).map_err(|_| {
-                    shared
-                        .ctx
-                        .fail("a section returned a value of another type")
-                })
-            })
+            value.and_then(|v| downcast(&shared, v))
         }
     }
 
@@ -421,6 +426,67 @@ impl AtomicStore for PostgresStore {
                     .await?;
             }
             Ok(())
+        }
+    }
+
+    fn parks_sections(&self) -> bool {
+        true
+    }
+
+    /// Parks `f` for the writer's next group that queues work (see
+    /// `parked.rs`); taken back and sent on its own when work came from
+    /// another process, and dropped when none came within `timeout`.
+    /// The future must be awaited to its end: dropped after the writer
+    /// took `f`, what `f` returned is lost (taken back otherwise).
+    fn atomic_when_work<R, F>(
+        &self,
+        epoch: Option<u64>,
+        timeout: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<Option<R>>> + Send
+    where
+        R: Send + 'static,
+        F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        async move {
+            let run: JobFn =
+                Box::new(move |t: &mut PgTxn<'_>| f(t).map(|v| Box::new(v) as AnyValue));
+            // parked at the epoch at which the caller, or this process,
+            // knows the queue drained; otherwise the work may be there
+            let now = shared.work.epoch();
+            if epoch != Some(now) && !shared.ctx.queue.drained_at(now) {
+                return self
+                    .run_job(run)
+                    .await
+                    .and_then(|v| downcast(&shared, v))
+                    .map(Some);
+            }
+            let epoch = now;
+            let (reply, mut answer) = tokio::sync::oneshot::channel();
+            let ticket = shared.parked.park(Job { run, reply });
+            let _withdraw = Withdraw {
+                parked: &shared.parked,
+                ticket,
+            };
+            let answered = tokio::select! {
+                answered = &mut answer => Some(answered),
+                () = shared.work.wait(epoch, timeout) => None,
+            };
+            let value = match answered {
+                Some(answered) => answered,
+                None => match shared.parked.withdraw(ticket) {
+                    // no work came
+                    Some(_) if shared.work.epoch() == epoch => return Ok(None),
+                    // work came from elsewhere: the pick goes on its own
+                    Some(job) => Ok(self.run_job(job.run).await),
+                    // the writer took it: its answer comes
+                    None => answer.await,
+                },
+            };
+            let value =
+                value.map_err(|_| shared.ctx.fail("the writer stopped before answering"))?;
+            value.and_then(|v| downcast(&shared, v)).map(Some)
         }
     }
 

@@ -83,6 +83,11 @@ pub(crate) struct Group {
     pub(crate) outcomes: FxHashMap<InvocationId, (Option<String>, Option<TaskError>)>,
     /// The connection was lost: the group must run again.
     pub(crate) lost: Cell<bool>,
+    /// Rows taken from [`crate::seen_rows::SeenRows`] and not checked yet.
+    pub(crate) assumed: Vec<(InvocationId, Row)>,
+    /// A check of rows taken found one changed: the group must run again
+    /// (reading them).
+    pub(crate) stale: Cell<bool>,
     /// Whether the transaction has begun (sent with the group's first statement).
     pub(crate) begun: bool,
     /// Whether a statement that may write was sent (held writes, or a
@@ -165,7 +170,9 @@ impl<'a> PgTxn<'a> {
     }
 
     /// Sends, in ONE round trip: `BEGIN` with the app's lock when the group
-    /// has not begun, the held writes of the tables in `mask`, then `last`
+    /// has not begun, the check of the rows it took from what the process
+    /// saw (see [`crate::seen_rows`]), the held writes of the tables in
+    /// `mask`, then `last`
     /// (requests sent back to back are answered in order, so `last` sees
     /// the writes). A held write that fails aborts the transaction: `last`
     /// then fails too, and the write's error is returned.
@@ -189,6 +196,7 @@ impl<'a> PgTxn<'a> {
             .map(|parts| combined::prepared(self.conn, parts).map(|s| (s, parts.as_slice())))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| self.fail(e, "preparing held writes"))?;
+        let check = self.take_check()?;
         let begin = (!self.g.begun).then(|| {
             if self.g.read_only {
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string()
@@ -201,6 +209,7 @@ impl<'a> PgTxn<'a> {
         });
         let client = &self.conn.client;
         let app = self.ctx.app;
+        let check_params = check.as_ref().map(|c| (&c.statement, c.params(&app)));
         let sent = async {
             let begin = async {
                 match &begin {
@@ -208,14 +217,20 @@ impl<'a> PgTxn<'a> {
                     None => None,
                 }
             };
+            let checked = async {
+                match &check_params {
+                    Some((stmt, params)) => client.execute(*stmt, params).await.map(|_| ()),
+                    None => Ok(()),
+                }
+            };
             let writes = futures::future::join_all(
                 prepared
                     .iter()
                     .map(|(stmt, parts)| combined::send(client, stmt, app, parts)),
             );
-            futures::join!(begin, writes, last)
+            futures::join!(begin, checked, writes, last)
         };
-        let (began, written, out) = self.conn.rt.block_on(sent);
+        let (began, checked, written, out) = self.conn.rt.block_on(sent);
         if let Some(began) = began {
             let messages = began.map_err(|e| self.fail(e, "beginning a transaction"))?;
             self.g.begun = true;
@@ -223,6 +238,13 @@ impl<'a> PgTxn<'a> {
                 SimpleQueryMessage::Row(row) => row.get(1).and_then(|x| x.parse::<i64>().ok()),
                 _ => None,
             });
+        }
+        if let Err(e) = checked {
+            let e = self.fail(e, "checking the rows this process saw");
+            if !self.g.lost.get() {
+                self.g.stale.set(true);
+            }
+            return Err(e);
         }
         for w in written {
             w.map_err(|e| self.fail(e, "sending held writes"))?;
@@ -279,6 +301,11 @@ impl<'a> PgTxn<'a> {
 
     /// [`PgTxn::query`] of a statement that writes only what it returns
     /// (`DELETE … RETURNING`): one that returns no row wrote nothing.
+    ///
+    /// These are the pick-ups' statements, over no arrays: their one-row
+    /// form is their own text, taken so that they are prepared again when
+    /// the invocations table has grown (see `statements.rs`); made on an
+    /// empty table, the plan of their join to it walked the whole app.
     pub(crate) fn query_taking(
         &mut self,
         sql: &'static str,
@@ -286,7 +313,7 @@ impl<'a> PgTxn<'a> {
         op: &str,
         reads: u8,
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let rows = self.rows_of(sql, usize::MAX, params, op, reads)?;
+        let rows = self.rows_of(sql, 1, params, op, reads)?;
         if !rows.is_empty() {
             self.g.wrote = true;
         }

@@ -53,6 +53,9 @@ enum Attempt {
     StepFailed(usize, StoreError),
     /// The connection was lost before the commit: rolled back by the server.
     Lost(StoreError),
+    /// Rows taken from what the process saw had changed: rolled back, to
+    /// run again reading them (see [`crate::seen_rows`]).
+    Stale(StoreError),
     /// The connection was lost during the commit: settled by what it says.
     Ambiguous(Settle, Vec<Option<AnyValue>>, Effects, StoreError),
     /// Every step ran and none wrote: the values, and whether a
@@ -108,7 +111,7 @@ impl Writer {
         }
     }
 
-    fn run_group(&mut self, jobs: Vec<Job>) {
+    fn run_group(&mut self, mut jobs: Vec<Job>) {
         let started = Instant::now();
         let mut failed: Vec<Option<StoreError>> = jobs.iter().map(|_| None).collect();
         let mut backoff = BACKOFF_MIN;
@@ -127,7 +130,7 @@ impl Writer {
                     continue;
                 }
             }
-            match self.attempt(&jobs, &failed) {
+            match self.attempt(&mut jobs, &mut failed) {
                 Attempt::Committed(values, effects) => {
                     self.shared.announce_local(&effects);
                     return self.answer(jobs, failed, values);
@@ -147,6 +150,10 @@ impl Writer {
                 Attempt::Failed(e) => {
                     let all = jobs.iter().map(|_| Some(e.clone())).collect();
                     return self.answer(jobs, all, Vec::new());
+                }
+                Attempt::Stale(e) => {
+                    debug!(error = %e, "a row this process saw had changed; its group runs again");
+                    self.shared.ctx.seen.clear();
                 }
                 Attempt::Lost(e) => {
                     self.broken = true;
@@ -306,7 +313,11 @@ impl Writer {
     /// One attempt at a group: every step not failed yet (the first
     /// statement goes with `BEGIN` and the app's lock), then its commit
     /// ([`Writer::commit`]).
-    fn attempt(&mut self, jobs: &[Job], failed: &[Option<StoreError>]) -> Attempt {
+    ///
+    /// A group that queued work takes in the picks parked by this
+    /// process's runners (see `parked.rs`) after its own steps: they join
+    /// `jobs` for good, answered with the others.
+    fn attempt(&mut self, jobs: &mut Vec<Job>, failed: &mut Vec<Option<StoreError>>) -> Attempt {
         let shared = self.shared.clone();
         let ctx = &shared.ctx;
         let mut g = Group {
@@ -317,8 +328,28 @@ impl Writer {
         let (drained, began) = ctx.queue.begin(g.epoch);
         g.queue_drained = drained;
         let mut values = Vec::with_capacity(jobs.len());
-        for (i, job) in jobs.iter().enumerate() {
-            if failed[i].is_some() {
+        let mut i = 0;
+        loop {
+            if i == jobs.len() {
+                let parked = if g.effects.enqueued {
+                    shared.parked.take(MAX_GROUP.saturating_sub(jobs.len()))
+                } else {
+                    Vec::new()
+                };
+                if parked.is_empty() {
+                    break;
+                }
+                debug!(
+                    picks = parked.len(),
+                    "parked picks join a group that queued work"
+                );
+                failed.extend(parked.iter().map(|_| None));
+                jobs.extend(parked);
+            }
+            let at = i;
+            i += 1;
+            let job = &jobs[at];
+            if failed[at].is_some() {
                 values.push(None);
                 continue;
             }
@@ -340,18 +371,35 @@ impl Writer {
                 let e = result.err().unwrap_or_else(|| ctx.fail("connection lost"));
                 return Attempt::Lost(e);
             }
+            if g.stale.get() {
+                let e = result
+                    .err()
+                    .unwrap_or_else(|| ctx.fail("a row seen had changed"));
+                self.rollback();
+                return Attempt::Stale(e);
+            }
             match result {
                 Ok(v) => values.push(Some(v)),
                 Err(e) => {
                     if g.begun {
                         self.rollback();
                     }
-                    return Attempt::StepFailed(i, e);
+                    // decided on rows not checked yet: the step is not to blame
+                    if !g.assumed.is_empty() {
+                        return Attempt::Stale(e);
+                    }
+                    return Attempt::StepFailed(at, e);
                 }
             }
         }
         if !g.wrote && !g.pending.holds(tables::ALL) && g.effects.is_empty() {
-            ctx.queue.after(&g, began);
+            // answers given on rows taken unchecked wait for their check
+            if !g.assumed.is_empty() {
+                if let Some(attempt) = self.check_assumed(&mut g) {
+                    return attempt;
+                }
+            }
+            ctx.queue.after(&g, began, false);
             return Attempt::ReadOnly(values, g.begun);
         }
         let effects = std::mem::take(&mut g.effects);
@@ -427,7 +475,8 @@ impl Writer {
         // COMMIT with ROLLBACK)
         match committed {
             Ok(_) => {
-                ctx.queue.after(&g, began);
+                ctx.queue.after(&g, began, effects.enqueued);
+                ctx.seen.learn(g.rows.iter());
                 Attempt::Committed(values, effects)
             }
             Err(e) if g.lost.get() => match (g.xid, counted) {
@@ -436,11 +485,39 @@ impl Writer {
                 // begun earlier, so its id is known: not reached
                 (None, None) => Attempt::Lost(e),
             },
+            Err(e) if g.stale.get() => {
+                self.rollback();
+                Attempt::Stale(e)
+            }
             Err(e) => {
                 self.rollback();
                 Attempt::Failed(e)
             }
         }
+    }
+
+    /// Sends the check of the rows group `g` took from what the process
+    /// saw (see [`crate::seen_rows`]) in a round trip of its own; how the
+    /// attempt ends when it fails.
+    fn check_assumed(&mut self, g: &mut Group) -> Option<Attempt> {
+        let shared = self.shared.clone();
+        let mut txn = PgTxn {
+            conn: &self.conn,
+            ctx: &shared.ctx,
+            g,
+        };
+        let nothing = async { Ok::<(), tokio_postgres::Error>(()) };
+        let e = txn
+            .pipeline(tables::NONE, "checking the rows this process saw", nothing)
+            .err()?;
+        Some(if g.lost.get() {
+            Attempt::Lost(e)
+        } else if g.stale.get() {
+            self.rollback();
+            Attempt::Stale(e)
+        } else {
+            self.abandon(g, e)
+        })
     }
 
     /// The statement for `sql` on the writer's connection when `wanted`.

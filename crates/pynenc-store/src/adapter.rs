@@ -16,8 +16,8 @@ use pynenc_model::{
 
 use crate::atomic::{AtomicStore, Inline};
 use crate::components::{
-    Broker, Components, Coordination, DataStore, Orchestrator, Queries, Retention, RunEnd,
-    StateBackend, StepReport, WorkflowData,
+    Broker, Components, Coordination, DataStore, Orchestrator, ParkedPick, Queries, Retention,
+    RunEnd, StateBackend, StepReport, WorkflowData,
 };
 use crate::engine;
 use crate::error::{Result, StoreError};
@@ -177,6 +177,29 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
                 engine::pick_and_start(t, &runner, max, context.as_deref(), Timestamp::now())
             })
             .await
+    }
+
+    fn start_when_work<'s>(
+        &'s self,
+        runner_id: &RunnerId,
+        max: usize,
+        execution_context: Option<&str>,
+        epoch: Option<u64>,
+        timeout: Duration,
+    ) -> Option<ParkedPick<'s>> {
+        if !self.store.parks_sections() {
+            return None;
+        }
+        let runner = runner_id.clone();
+        let context = execution_context.map(str::to_string);
+        Some(Box::pin(self.store.atomic_when_work(
+            epoch,
+            timeout,
+            move |t| {
+                t.redone_if_lost();
+                engine::pick_and_start(t, &runner, max, context.as_deref(), Timestamp::now())
+            },
+        )))
     }
 
     async fn set_status(

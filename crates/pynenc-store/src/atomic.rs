@@ -69,6 +69,42 @@ pub trait AtomicStore: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`AtomicStore::atomic_when_work`] can run a section in the
+    /// transaction that queues work (the default: no, it waits and runs
+    /// the section on its own, which saves nothing over waiting).
+    fn parks_sections(&self) -> bool {
+        false
+    }
+
+    /// Runs `f` once work may have come: at once when the work epoch has
+    /// moved past `epoch` (or `epoch` is `None`: the caller does not know
+    /// the queue drained, and the store does not either), otherwise in the
+    /// first section that queues work (a store that commits sections in
+    /// groups runs it in that section's transaction, before the commit),
+    /// or not at all after `timeout` (`Ok(None)`). The default waits for
+    /// work, then runs `f` on its own.
+    fn atomic_when_work<R, F>(
+        &self,
+        epoch: Option<u64>,
+        timeout: Duration,
+        f: F,
+    ) -> impl Future<Output = Result<Option<R>>> + Send
+    where
+        R: Send + 'static,
+        F: Fn(&mut dyn StoreTxn) -> Result<R> + Send + 'static,
+    {
+        async move {
+            let Some(epoch) = epoch else {
+                return self.atomic(f).await.map(Some);
+            };
+            self.wait_for_work(epoch, timeout).await;
+            if self.work_epoch() == epoch {
+                return Ok(None);
+            }
+            self.atomic(f).await.map(Some)
+        }
+    }
+
     /// A counter that changes whenever ids are queued.
     fn work_epoch(&self) -> u64;
 

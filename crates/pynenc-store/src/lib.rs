@@ -36,8 +36,8 @@ mod waiters;
 pub use adapter::TxnBackend;
 pub use atomic::{AtomicStore, Inline};
 pub use components::{
-    Broker, Components, Coordination, DataStore, EndOutcome, Orchestrator, Queries, Retention,
-    RunEnd, StateBackend, StepReport, WorkflowData,
+    Broker, Components, Coordination, DataStore, EndOutcome, Orchestrator, ParkedPick, Queries,
+    Retention, RunEnd, StateBackend, StepReport, WorkflowData,
 };
 pub use error::{Result, StoreError};
 pub use known::KnownOutcomes;

@@ -119,6 +119,12 @@ impl Retention {
     }
 }
 
+/// A pick parked by [`Orchestrator::start_when_work`]: what it took, or
+/// `None` when no work came in time.
+pub type ParkedPick<'s> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<Vec<Arc<InvocationRecord>>>>> + Send + 's>,
+>;
+
 /// Coordinates invocations. Every method is one atomic step in the backend.
 #[async_trait]
 pub trait Orchestrator: Send + Sync {
@@ -151,6 +157,32 @@ pub trait Orchestrator: Send + Sync {
         max: usize,
         execution_context: Option<&str>,
     ) -> Result<Vec<Arc<InvocationRecord>>>;
+
+    /// [`Orchestrator::get_invocations_to_start`] parked until work may
+    /// have come, for a runner that found nothing: the pick runs once the
+    /// work epoch ([`crate::Coordination::work_epoch`]) has moved past
+    /// `epoch` — where the backend commits steps in groups, inside the very
+    /// transaction that queued the work — or not at all after `timeout`
+    /// (`Ok(None)`). One transaction instead of two, and no wake-up of the
+    /// runner between them. `epoch` is the epoch at which the runner found
+    /// nothing; `None` when it does not know (its last pick, parked, took
+    /// fewer than it asked for): the pick then runs at once unless the
+    /// backend knows the queue is drained.
+    ///
+    /// `None` (the default): this orchestrator does not park picks; the
+    /// runner waits for work ([`crate::Coordination::wait_for_work`]) and
+    /// picks.
+    fn start_when_work<'s>(
+        &'s self,
+        runner_id: &RunnerId,
+        max: usize,
+        execution_context: Option<&str>,
+        epoch: Option<u64>,
+        timeout: Duration,
+    ) -> Option<ParkedPick<'s>> {
+        let _ = (runner_id, max, execution_context, epoch, timeout);
+        None
+    }
 
     /// One status transition by `actor`, checked against the state machine
     /// and recorded.

@@ -205,6 +205,7 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
     let coordination = shared.app.coordination();
     let mut backoff = PickBackoff::new();
     let mut idle = Idle::new();
+    let mut drained = false;
     while !shared.stop.is_stopped() {
         let free = shared.slots.available_permits();
         if free == 0 {
@@ -224,23 +225,50 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
             continue;
         }
         let epoch = coordination.work_epoch();
-        let batch = match orch
-            .get_invocations_to_start(&shared.runner_id, free, Some(process_context()))
-            .await
-        {
-            Ok(b) => {
-                backoff.reset();
-                b
-            }
-            Err(e) => {
-                backoff.failed(&shared.stop, &e.into()).await;
-                continue;
+        // a parked pick that took fewer than it asked for found the queue
+        // drained: the next one parks at once where the store knows it
+        let batch = if drained {
+            Vec::new()
+        } else {
+            match orch
+                .get_invocations_to_start(&shared.runner_id, free, Some(process_context()))
+                .await
+            {
+                Ok(b) => {
+                    backoff.reset();
+                    b
+                }
+                Err(e) => {
+                    backoff.failed(&shared.stop, &e.into()).await;
+                    continue;
+                }
             }
         };
-        if batch.is_empty() {
-            idle.wait(&shared.app, &shared.stop, epoch).await;
-            continue;
-        }
+        let batch = if batch.is_empty() {
+            let known = (!drained).then_some(epoch);
+            drained = false;
+            let parked = idle.wait_and_start(
+                &shared.app,
+                &shared.stop,
+                known,
+                &shared.runner_id,
+                free,
+                Some(process_context()),
+            );
+            match parked.await {
+                Ok(b) if !b.is_empty() => {
+                    drained = b.len() < free;
+                    b
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    backoff.failed(&shared.stop, &e.into()).await;
+                    continue;
+                }
+            }
+        } else {
+            batch
+        };
         for record in batch {
             let permit = match shared.slots.clone().try_acquire_owned() {
                 Ok(p) => p,

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pynenc_model::{InvocationId, RunnerId, RunnerInfo, Timestamp};
+use pynenc_model::{InvocationId, InvocationRecord, RunnerId, RunnerInfo, Timestamp};
+use pynenc_store::StoreError;
 use tracing::{debug, error, info, warn};
 
 use super::cancel::log_if_cancelled;
@@ -76,20 +77,67 @@ impl Idle {
 
     /// Nothing was picked at work epoch `epoch` (read before the pick).
     pub(crate) async fn wait(&mut self, app: &Pynenc, stop: &StopSignal, epoch: u64) {
-        if self.look_now() {
-            match app.orchestrator().promote_scheduled().await {
-                Ok(0) => {}
-                Ok(n) => {
-                    debug!(promoted = n, "scheduled invocations are due");
-                    // more may be due: the next idle looks again
-                    self.looked = None;
-                    return;
-                }
-                Err(e) => warn!(error = %e, "could not promote scheduled invocations"),
-            }
+        if self.promoted(app).await {
+            return;
         }
         stop.or_stopped(app.coordination().wait_for_work(epoch, Self::WAIT))
             .await;
+    }
+
+    /// [`Idle::wait`] of a runner that starts what it picks, for `free`
+    /// slots: where the orchestrator parks picks
+    /// ([`pynenc_store::Orchestrator::start_when_work`]), the pick waits
+    /// for the work in the runner's place and what it started is returned
+    /// (empty: pick again). A parked pick is awaited to its end, a stop
+    /// included (at most [`Idle::WAIT`]): one the store took may have
+    /// started invocations for this runner. `epoch`: the work epoch at
+    /// which the runner found nothing, `None` when its last parked pick
+    /// took fewer than it asked for (only the store knows when the queue
+    /// drained; a store that does not park picks returns at once).
+    pub(crate) async fn wait_and_start(
+        &mut self,
+        app: &Pynenc,
+        stop: &StopSignal,
+        epoch: Option<u64>,
+        runner_id: &RunnerId,
+        free: usize,
+        execution_context: Option<&str>,
+    ) -> Result<Vec<Arc<InvocationRecord>>, StoreError> {
+        if self.promoted(app).await {
+            return Ok(Vec::new());
+        }
+        let orch = app.orchestrator();
+        match orch.start_when_work(runner_id, free, execution_context, epoch, Self::WAIT) {
+            Some(parked) => Ok(parked.await?.unwrap_or_default()),
+            None => {
+                if let Some(epoch) = epoch {
+                    stop.or_stopped(app.coordination().wait_for_work(epoch, Self::WAIT))
+                        .await;
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Promotes the scheduled calls that are due, when it is time to look;
+    /// whether it promoted any (the runner then picks at once).
+    async fn promoted(&mut self, app: &Pynenc) -> bool {
+        if !self.look_now() {
+            return false;
+        }
+        match app.orchestrator().promote_scheduled().await {
+            Ok(0) => false,
+            Ok(n) => {
+                debug!(promoted = n, "scheduled invocations are due");
+                // more may be due: the next idle looks again
+                self.looked = None;
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "could not promote scheduled invocations");
+                false
+            }
+        }
     }
 }
 
