@@ -58,6 +58,9 @@ pub(crate) struct NewRow {
     pub(crate) code: i16,
     pub(crate) owner: Option<String>,
     pub(crate) created: i64,
+    /// When it took its status (its creation, or a status write of the
+    /// group folded into the insert).
+    pub(crate) at: i64,
     pub(crate) due: i64,
     pub(crate) registration_key: Option<String>,
     pub(crate) running_key: Option<String>,
@@ -72,7 +75,9 @@ pub(crate) struct NewRow {
 /// The writes a group holds back, by table.
 #[derive(Default)]
 pub(crate) struct Pending {
-    pub(crate) inserts: Vec<NewRow>,
+    inserts: Vec<NewRow>,
+    /// Where each held insert is in `inserts`.
+    insert_at: FxHashMap<InvocationId, usize>,
     status: Vec<(InvocationId, StatusWrite)>,
     status_at: FxHashMap<InvocationId, usize>,
     /// History entries, results and errors, by invocation.
@@ -124,13 +129,13 @@ pub(crate) mod statements {
         "INSERT INTO pynenc_invocations (app, invocation_id, task, status, owner, \
             status_at_us, created_at_us, due_at_us, registration_key, running_key, final_at_us, \
             parent, call_id, history, result, error) \
-        SELECT $1, id, task, status, owner, created, created, due, rkey, runkey, final_at, \
+        SELECT $1, id, task, status, owner, at, created, due, rkey, runkey, final_at, \
             parent, call_id, history, result, error \
         FROM UNNEST($2::text[], $3::text[], $4::smallint[], $5::text[], $6::bigint[], \
             $7::bigint[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[], \
-            $13::text[], $14::text[], $15::text[]) \
+            $13::text[], $14::text[], $15::text[], $16::bigint[]) \
             AS u(id, task, status, owner, created, due, rkey, runkey, final_at, parent, call_id, \
-            history, result, error)";
+            history, result, error, at)";
 
     /// The records of new invocations (a table of their own: written once,
     /// never copied by a status write).
@@ -286,6 +291,7 @@ impl Write {
                     p(history),
                     p(results),
                     p(errors),
+                    p(rows.iter().map(|r| r.at).collect::<Vec<_>>()),
                 ]
             }
             Write::Status(writes) => {
@@ -405,6 +411,7 @@ impl Pending {
         if mask & tables::INVOCATIONS != 0 {
             // each row's extras go with the first of its writes sent
             if !self.inserts.is_empty() {
+                self.insert_at.clear();
                 let mut rows = std::mem::take(&mut self.inserts);
                 for row in &mut rows {
                     if let Some(extras) = self.extras.remove(&row.id) {
@@ -549,6 +556,18 @@ impl Pending {
         self.hold(tables::QUEUE);
     }
 
+    /// The held queue appends, oldest first.
+    pub(crate) fn enqueued(&self) -> &[String] {
+        &self.enqueued
+    }
+
+    /// Takes up to `max` of the held queue appends, oldest first: they are
+    /// not written (see [`crate::txn::Group::own_queue`]).
+    pub(crate) fn take_enqueued(&mut self, max: usize) -> Vec<String> {
+        let n = max.min(self.enqueued.len());
+        self.enqueued.drain(..n).collect()
+    }
+
     /// Forgets every held write (the app's rows are being deleted).
     pub(crate) fn clear(&mut self) {
         *self = Pending::default();
@@ -587,7 +606,29 @@ impl Pending {
         Ok(())
     }
 
+    /// Holds the insert of a new invocation's row.
+    pub(crate) fn insert(&mut self, row: NewRow) {
+        self.insert_at.insert(row.id, self.inserts.len());
+        self.inserts.push(row);
+        self.hold(tables::INVOCATIONS);
+    }
+
+    /// Holds a status write of `id`, merged with its held insert or status
+    /// write: a row is written once per group.
     pub(crate) fn status(&mut self, id: &InvocationId, write: StatusWrite) {
+        if let Some(&i) = self.insert_at.get(id) {
+            // a new row: not waited on, no cancel asked yet
+            let row = &mut self.inserts[i];
+            row.code = write.code;
+            row.at = write.at;
+            if let Some(owner) = write.owner {
+                row.owner = owner;
+            }
+            if let Some(final_at) = write.final_at {
+                row.final_at = final_at;
+            }
+            return;
+        }
         match self.status_at.get(id) {
             Some(&i) => {
                 let held = &mut self.status[i].1;

@@ -346,6 +346,9 @@ impl StoreTxn for PgTxn<'_> {
         if self.g.queue_drained {
             return Ok(Vec::new());
         }
+        if self.g.own_queue {
+            return self.dequeue_own(max);
+        }
         let app = self.app();
         let from = self.queue_from();
         let rows = self.query_taking(
@@ -422,6 +425,20 @@ impl StoreTxn for PgTxn<'_> {
         // every available invocation, a waited one too, is queued
         if self.g.queue_drained {
             return Ok(Vec::new());
+        }
+        if self.g.own_queue {
+            // what the group queued: none waited (it read their rows or
+            // made them), or the queue is read as usual
+            let rows = &self.g.rows;
+            let waited = self.g.pending.enqueued().iter().any(|text| {
+                InvocationId::parse(text)
+                    .ok()
+                    .and_then(|id| rows.get(&id))
+                    .is_none_or(|r| r.waited)
+            });
+            if !waited {
+                return Ok(Vec::new());
+            }
         }
         // the held status writes matter only if they are of waited
         // invocations (marking one waited is written at once)

@@ -24,6 +24,9 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use pynenc_model::InvocationId;
+use pynenc_store::Result;
+
 use crate::txn::{Group, PgTxn};
 
 /// How long a drained queue is believed without a read, at most (the
@@ -145,6 +148,20 @@ impl PgTxn<'_> {
     /// Where a read of the head starts among the appended positions.
     pub(crate) fn queue_from(&self) -> i64 {
         self.ctx.queue.from.load(Ordering::Relaxed).max(1)
+    }
+
+    /// [`pynenc_store::StoreTxn::dequeue`] from the group's own held
+    /// appends (see [`crate::txn::Group::own_queue`]): the oldest `max`,
+    /// never written. Once none is left, the queue is drained, and the
+    /// group has queued nothing to announce.
+    pub(crate) fn dequeue_own(&mut self, max: usize) -> Result<Vec<InvocationId>> {
+        let taken = self.g.pending.take_enqueued(max);
+        self.g.queue_read = true;
+        self.g.queue_drained = self.g.pending.enqueued().is_empty();
+        if self.g.queue_drained {
+            self.g.effects.enqueued = false;
+        }
+        taken.iter().map(|text| self.parse_id(text)).collect()
     }
 
     /// After a read of the head that asked for `max` and took the

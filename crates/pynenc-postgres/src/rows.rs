@@ -222,6 +222,7 @@ impl PgTxn<'_> {
             code: code(status.status),
             owner: status.owner.as_ref().map(|o| o.as_str().to_string()),
             created,
+            at: created,
             due: record.scheduled_at.map_or(0, Timestamp::as_micros),
             registration_key: record.concurrency.registration_key.clone(),
             running_key: record.concurrency.running_key.clone(),
@@ -234,8 +235,7 @@ impl PgTxn<'_> {
             record: record.to_json()?,
             extras: Extras::default(),
         };
-        self.g.pending.inserts.push(row);
-        self.g.pending.hold(tables::INVOCATIONS);
+        self.g.pending.insert(row);
         let task = record.call.task_id.as_str();
         self.g.pending.count(task, status.status, None, 1);
         self.g

@@ -15,10 +15,7 @@
 //! looks at the invocations table's size and prepares its one-row
 //! statements (see `one_row.rs`) again when the table has doubled since
 //! they were prepared: a handful of times in the life of a database, each
-//! costing one round trip per statement. The pick-ups' statements, which
-//! join what they take from the queue to its invocations, are prepared
-//! like one-row statements for this reason (over no arrays, their one-row
-//! form is their own text). The forms over arrays keep their
+//! costing one round trip per statement. The forms over arrays keep their
 //! plans: only the primary key serves their join well, whatever the size,
 //! and a statement prepared again is planned for its first five runs with
 //! the real lengths of its arrays, which in a burst of thousands cost more

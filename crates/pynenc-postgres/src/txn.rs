@@ -109,6 +109,13 @@ pub(crate) struct Group {
     pub(crate) queue_drained: bool,
     /// Whether the group read the queue's head.
     pub(crate) queue_read: bool,
+    /// The group began with the queue known drained (see
+    /// `queue_head.rs`) and has sent none of its queue appends: the queue
+    /// holds what the group appended and nothing else, so a pick-up takes
+    /// from its held appends, which are then never written (a call routed
+    /// and picked in one group — a runner's parked pick — reads and writes
+    /// no queue).
+    pub(crate) own_queue: bool,
     /// The store's work epoch when the group began.
     pub(crate) epoch: u64,
     /// The running section said its writes are redone if a crash loses
@@ -182,6 +189,10 @@ impl<'a> PgTxn<'a> {
         op: &str,
         last: impl Future<Output = std::result::Result<T, tokio_postgres::Error>> + 's,
     ) -> Result<T> {
+        if mask & tables::QUEUE != 0 {
+            // the appends go (or the queue is read): it is the server's again
+            self.g.own_queue = false;
+        }
         let writes = if mask != tables::NONE && self.g.pending.holds(mask) {
             self.g.pending.take(mask)
         } else {
@@ -301,11 +312,6 @@ impl<'a> PgTxn<'a> {
 
     /// [`PgTxn::query`] of a statement that writes only what it returns
     /// (`DELETE … RETURNING`): one that returns no row wrote nothing.
-    ///
-    /// These are the pick-ups' statements, over no arrays: their one-row
-    /// form is their own text, taken so that they are prepared again when
-    /// the invocations table has grown (see `statements.rs`); made on an
-    /// empty table, the plan of their join to it walked the whole app.
     pub(crate) fn query_taking(
         &mut self,
         sql: &'static str,
@@ -313,7 +319,7 @@ impl<'a> PgTxn<'a> {
         op: &str,
         reads: u8,
     ) -> Result<Vec<tokio_postgres::Row>> {
-        let rows = self.rows_of(sql, 1, params, op, reads)?;
+        let rows = self.rows_of(sql, usize::MAX, params, op, reads)?;
         if !rows.is_empty() {
             self.g.wrote = true;
         }

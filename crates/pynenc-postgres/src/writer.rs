@@ -327,6 +327,7 @@ impl Writer {
         };
         let (drained, began) = ctx.queue.begin(g.epoch);
         g.queue_drained = drained;
+        g.own_queue = drained;
         let mut values = Vec::with_capacity(jobs.len());
         let mut i = 0;
         loop {

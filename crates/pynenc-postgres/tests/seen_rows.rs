@@ -126,32 +126,40 @@ async fn an_end_takes_the_row_its_pick_up_left_unless_another_process_changed_it
 }
 
 /// Parks a pick of up to 4 for `runner` on `store` at its current work
-/// epoch, and waits until it is parked.
+/// epoch, and waits until it is parked (again, when the epoch moved
+/// meanwhile — a listener's reconnection moves it — and the pick ran at
+/// once, finding nothing).
 async fn park(
     store: &Arc<PostgresStore>,
     runner: &'static str,
 ) -> tokio::task::JoinHandle<Option<Vec<InvocationId>>> {
-    let epoch = store.work_epoch();
-    let parked = store.clone();
-    let handle = tokio::spawn(async move {
-        let picked = parked
-            .atomic_when_work(Some(epoch), Duration::from_secs(10), move |t| {
-                let runner = RunnerId::from(runner);
-                engine::pick_and_start(t, &runner, 4, None, Timestamp::now())
-            })
-            .await
-            .expect("the parked pick");
-        picked.map(|records| records.iter().map(|r| r.invocation_id).collect())
-    });
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while store.parked_picks() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pick was not parked"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    loop {
+        let epoch = store.work_epoch();
+        let parked = store.clone();
+        let handle = tokio::spawn(async move {
+            let picked = parked
+                .atomic_when_work(Some(epoch), Duration::from_secs(10), move |t| {
+                    let runner = RunnerId::from(runner);
+                    engine::pick_and_start(t, &runner, 4, None, Timestamp::now())
+                })
+                .await
+                .expect("the parked pick");
+            picked.map(|records| records.iter().map(|r| r.invocation_id).collect())
+        });
+        while store.parked_picks() == 0 && !handle.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pick was not parked"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if store.parked_picks() > 0 {
+            return handle;
+        }
+        let ran = handle.await.expect("join");
+        assert_eq!(ran, Some(Vec::new()), "nothing was queued to pick");
     }
-    handle
 }
 
 /// Stores and queues a new invocation of `task` (one step); its id.
@@ -182,6 +190,42 @@ async fn picked_where_routed(client: &tokio_postgres::Client, id: InvocationId) 
         .get(0)
 }
 
+/// How many queue positions were ever handed out.
+async fn queue_positions(client: &tokio_postgres::Client) -> i64 {
+    let row = client
+        .query_one("SELECT last_value, is_called FROM pynenc_queue_seq", &[])
+        .await
+        .expect("read the queue's sequence");
+    if row.get::<_, bool>(1) {
+        row.get(0)
+    } else {
+        0
+    }
+}
+
+/// The status codes in the history of `id`, in order, and whether its
+/// status time is the last entry's.
+async fn history(client: &tokio_postgres::Client, id: InvocationId) -> (Vec<i64>, bool) {
+    let row = client
+        .query_one(
+            "SELECT history, status_at_us FROM pynenc_invocations WHERE invocation_id = $1",
+            &[&id.as_str()],
+        )
+        .await
+        .expect("read the history");
+    let lines: Vec<serde_json::Value> = row
+        .get::<_, &str>(0)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a history line is JSON"))
+        .collect();
+    let codes = lines
+        .iter()
+        .map(|l| l[0].as_i64().expect("a code"))
+        .collect();
+    let last_at = lines.last().and_then(|l| l[3].as_i64());
+    (codes, last_at == Some(row.get::<_, i64>(1)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_pick_runs_in_the_transaction_that_queued_its_work() {
     let Some(db) = test_database() else { return };
@@ -191,7 +235,14 @@ async fn a_parked_pick_runs_in_the_transaction_that_queued_its_work() {
     until_hearing(&other).await;
     let client = client(&db.url()).await;
 
-    // parked by a runner of this process: picked in the routing transaction
+    // parked by a runner of this process after a pick that found the
+    // queue empty (so the store knows it drained): picked in the routing
+    // transaction, from what it queued
+    let found = store
+        .atomic(|t| engine::pick_and_start(t, &runner(), 4, None, Timestamp::now()))
+        .await
+        .expect("a pick of the empty queue");
+    assert!(found.is_empty());
     let here = park(&store, "runner-1").await;
     let routed = queue_new(&store, "tests.here").await;
     assert_eq!(here.await.expect("join"), Some(vec![routed]));
@@ -204,6 +255,17 @@ async fn a_parked_pick_runs_in_the_transaction_that_queued_its_work() {
         "routed and picked in one transaction"
     );
     assert_eq!(store.parked_picks(), 0);
+    assert_eq!(
+        queue_positions(&client).await,
+        0,
+        "taken from the group's own appends: the queue was never written"
+    );
+    assert_eq!(
+        history(&client, routed).await,
+        (vec![5, 7], true),
+        "PENDING and RUNNING (the test stored no entry for the insert) in one insert, \
+         its status time the last one's"
+    );
 
     // parked in another process: woken by its notification, picked apart
     let there = park(&other, "runner-2").await;
@@ -217,6 +279,12 @@ async fn a_parked_pick_runs_in_the_transaction_that_queued_its_work() {
         !picked_where_routed(&client, routed).await,
         "another process's pick is a transaction of its own"
     );
+    assert_eq!(
+        queue_positions(&client).await,
+        1,
+        "queued for the other process"
+    );
+    assert_eq!(history(&client, routed).await, (vec![5, 7], true));
     assert_eq!(other.parked_picks(), 0, "taken back by its runner");
 
     // no work within the wait: nothing picked, nothing left parked
