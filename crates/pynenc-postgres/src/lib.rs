@@ -75,7 +75,25 @@
 //!   tells the next groups of its process, whose pick-ups then answer
 //!   without reading it until work may have been queued: until the
 //!   process queues something or hears another one do so (`NOTIFY`), for
-//!   250 ms at most, and only while its listener is connected.
+//!   250 ms at most, and only while its listener is connected. A group
+//!   that began with the queue believed drained and queued work itself
+//!   picks that work from what it holds: its queue appends are never
+//!   written, and a new row picked in the group it was routed in is
+//!   inserted once, with its last status.
+//! - **A call made and run in one process is one transaction.** A thread
+//!   runner that found nothing parks its next pick in the store
+//!   ([`pynenc_store::Orchestrator::start_when_work`]); the writer's next
+//!   group that queues work runs the parked picks after its own steps,
+//!   before its commit. A pick parked when work comes from another process
+//!   is taken back by its runner and sent on its own.
+//! - **The end of a run reads nothing first.** Every committed group
+//!   leaves the rows of the running invocations it saw in the process; an
+//!   end whose rows are all there takes them without a read, and the
+//!   group's first statement checks that each still has the columns taken
+//!   (the transaction aborts when one changed — another process recovered
+//!   the run, asked a cancel, registered a wait — and the group runs again,
+//!   reading). An end then costs one round trip: `BEGIN`, the check, the
+//!   writes and `COMMIT` at once.
 //! - **Versioned schema.** The library creates its tables (all named
 //!   `pynenc_*`) when they are missing and records its schema version in
 //!   `pynenc_meta`. A database with another schema version, newer or
