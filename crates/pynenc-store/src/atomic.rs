@@ -82,7 +82,8 @@ pub trait AtomicStore: Send + Sync + 'static {
     /// first section that queues work (a store that commits sections in
     /// groups runs it in that section's transaction, before the commit),
     /// or not at all after `timeout` (`Ok(None)`). The default waits for
-    /// work, then runs `f` on its own.
+    /// work, then runs `f` on its own. Await it to its end: dropped once
+    /// the store took `f`, what `f` returned is lost.
     fn atomic_when_work<R, F>(
         &self,
         epoch: Option<u64>,

@@ -169,6 +169,10 @@ pub trait Orchestrator: Send + Sync {
     /// fewer than it asked for): the pick then runs at once unless the
     /// backend knows the queue is drained.
     ///
+    /// Await the pick to its end: dropped once the backend took it into a
+    /// transaction, what it started is lost to the runner (`RUNNING` for
+    /// it until recovered).
+    ///
     /// `None` (the default): this orchestrator does not park picks; the
     /// runner waits for work ([`crate::Coordination::wait_for_work`]) and
     /// picks.
