@@ -90,7 +90,7 @@ pub(crate) struct Pending {
     edges_removed: Vec<String>,
     /// Edges added: caller invocation, caller call, callee call.
     edges_added: Vec<(String, String, String)>,
-    enqueued: Vec<String>,
+    enqueued: Vec<InvocationId>,
     /// Invocations no longer waited on (final) whose status write is not
     /// held: their flag (the others' goes with their status write).
     unwaited: Vec<String>,
@@ -484,7 +484,10 @@ impl Pending {
             }
         }
         if mask & tables::QUEUE != 0 && !self.enqueued.is_empty() {
-            out.push(Write::Enqueued(std::mem::take(&mut self.enqueued)));
+            let ids = std::mem::take(&mut self.enqueued);
+            out.push(Write::Enqueued(
+                ids.iter().map(|id| id.as_str().to_string()).collect(),
+            ));
         }
         self.mask &= !mask;
         out
@@ -552,18 +555,18 @@ impl Pending {
     }
 
     pub(crate) fn enqueue(&mut self, id: &InvocationId) {
-        self.enqueued.push(id.as_str().to_string());
+        self.enqueued.push(*id);
         self.hold(tables::QUEUE);
     }
 
     /// The held queue appends, oldest first.
-    pub(crate) fn enqueued(&self) -> &[String] {
+    pub(crate) fn enqueued(&self) -> &[InvocationId] {
         &self.enqueued
     }
 
     /// Takes up to `max` of the held queue appends, oldest first: they are
     /// not written (see [`crate::txn::Group::own_queue`]).
-    pub(crate) fn take_enqueued(&mut self, max: usize) -> Vec<String> {
+    pub(crate) fn take_enqueued(&mut self, max: usize) -> Vec<InvocationId> {
         let n = max.min(self.enqueued.len());
         self.enqueued.drain(..n).collect()
     }

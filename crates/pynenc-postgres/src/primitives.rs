@@ -347,7 +347,7 @@ impl StoreTxn for PgTxn<'_> {
             return Ok(Vec::new());
         }
         if self.g.own_queue {
-            return self.dequeue_own(max);
+            return Ok(self.dequeue_own(max));
         }
         let app = self.app();
         let from = self.queue_from();
@@ -430,12 +430,12 @@ impl StoreTxn for PgTxn<'_> {
             // what the group queued: none waited (it read their rows or
             // made them), or the queue is read as usual
             let rows = &self.g.rows;
-            let waited = self.g.pending.enqueued().iter().any(|text| {
-                InvocationId::parse(text)
-                    .ok()
-                    .and_then(|id| rows.get(&id))
-                    .is_none_or(|r| r.waited)
-            });
+            let waited = self
+                .g
+                .pending
+                .enqueued()
+                .iter()
+                .any(|id| rows.get(id).is_none_or(|r| r.waited));
             if !waited {
                 return Ok(Vec::new());
             }

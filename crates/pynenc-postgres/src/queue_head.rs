@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pynenc_model::InvocationId;
-use pynenc_store::Result;
 
 use crate::txn::{Group, PgTxn};
 
@@ -154,14 +153,14 @@ impl PgTxn<'_> {
     /// appends (see [`crate::txn::Group::own_queue`]): the oldest `max`,
     /// never written. Once none is left, the queue is drained, and the
     /// group has queued nothing to announce.
-    pub(crate) fn dequeue_own(&mut self, max: usize) -> Result<Vec<InvocationId>> {
+    pub(crate) fn dequeue_own(&mut self, max: usize) -> Vec<InvocationId> {
         let taken = self.g.pending.take_enqueued(max);
         self.g.queue_read = true;
         self.g.queue_drained = self.g.pending.enqueued().is_empty();
         if self.g.queue_drained {
             self.g.effects.enqueued = false;
         }
-        taken.iter().map(|text| self.parse_id(text)).collect()
+        taken
     }
 
     /// After a read of the head that asked for `max` and took the

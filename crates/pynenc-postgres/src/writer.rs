@@ -368,16 +368,13 @@ impl Writer {
                     result = Err(e);
                 }
             }
-            if g.lost.get() {
-                let e = result.err().unwrap_or_else(|| ctx.fail("connection lost"));
-                return Attempt::Lost(e);
-            }
-            if g.stale.get() {
+            // the group runs again: on a new connection, or reading the
+            // rows a check found changed
+            if g.lost.get() || g.stale.get() {
                 let e = result
                     .err()
-                    .unwrap_or_else(|| ctx.fail("a row seen had changed"));
-                self.rollback();
-                return Attempt::Stale(e);
+                    .unwrap_or_else(|| ctx.fail("the group must run again"));
+                return self.abandon(&g, e);
             }
             match result {
                 Ok(v) => values.push(Some(v)),
@@ -486,14 +483,7 @@ impl Writer {
                 // begun earlier, so its id is known: not reached
                 (None, None) => Attempt::Lost(e),
             },
-            Err(e) if g.stale.get() => {
-                self.rollback();
-                Attempt::Stale(e)
-            }
-            Err(e) => {
-                self.rollback();
-                Attempt::Failed(e)
-            }
+            Err(e) => self.abandon(&g, e),
         }
     }
 
@@ -511,14 +501,7 @@ impl Writer {
         let e = txn
             .pipeline(tables::NONE, "checking the rows this process saw", nothing)
             .err()?;
-        Some(if g.lost.get() {
-            Attempt::Lost(e)
-        } else if g.stale.get() {
-            self.rollback();
-            Attempt::Stale(e)
-        } else {
-            self.abandon(g, e)
-        })
+        Some(self.abandon(g, e))
     }
 
     /// The statement for `sql` on the writer's connection when `wanted`.
@@ -532,13 +515,18 @@ impl Writer {
             .transpose()
     }
 
-    /// The end of an attempt whose statements failed.
+    /// The end of an attempt whose statements failed: run again on a new
+    /// connection, or reading the rows a check found changed, or failed.
     fn abandon(&mut self, g: &Group, e: StoreError) -> Attempt {
         if g.lost.get() {
             return Attempt::Lost(e);
         }
         self.rollback();
-        Attempt::Failed(e)
+        if g.stale.get() {
+            Attempt::Stale(e)
+        } else {
+            Attempt::Failed(e)
+        }
     }
 
     /// Rolls the open transaction back (a lost connection rolls it back anyway).
