@@ -5,8 +5,14 @@
 //! `invocation_id` (creation) order from the cursor: PostgreSQL drives it
 //! by `pynenc_invocations_task` (task, status, id) when tasks are named, by
 //! `pynenc_invocations_parent` for children, and by the primary key
-//! otherwise. Key arguments are checked on the stored records, page by
-//! page, until the page is full or the candidates run out.
+//! otherwise. The task index leaves out the invocations in a runner's
+//! hands ([`IN_HANDS`]: the status writes of a run add no entry to it), so
+//! a listing by task reads them apart, through `pynenc_invocations_owned`
+//! (as many as the runners hold), and merges both in id order: two
+//! ordered, limited selects joined by `UNION ALL`, their status lists
+//! written out so that the planner sees which index each may use. Key
+//! arguments are checked on the stored records, page by page, until the
+//! page is full or the candidates run out.
 
 use pynenc_model::{
     ErrorKindCount, InvocationId, InvocationQuery, InvocationSummary, LeaseHolder, Order, Reuses,
@@ -20,6 +26,11 @@ use crate::txn::{tables, PgTxn};
 
 /// How many candidates a page with key arguments reads at a time (at least).
 const KEY_ARGUMENT_BATCH: usize = 200;
+
+/// The status codes of the invocations in a runner's hands (PENDING,
+/// RUNNING, PAUSED, RESUMED): those `pynenc_invocations_owned` holds and
+/// `pynenc_invocations_task` leaves out (see `sql/schema.sql`).
+const IN_HANDS: [i16; 4] = [5, 7, 8, 9];
 
 /// A statement being built: its conditions and their bound values.
 struct Built {
@@ -64,11 +75,16 @@ impl PgTxn<'_> {
             let p = b.bind(tasks);
             b.and(format!("i.task = ANY({p}::text[])"));
         }
-        if !query.statuses.is_empty() {
-            let codes: Vec<i16> = query.statuses.iter().map(|s| code(*s)).collect();
-            let p = b.bind(codes);
-            b.and(format!("i.status = ANY({p}::smallint[])"));
-        }
+        let codes: Vec<i16> = query.statuses.iter().map(|s| code(*s)).collect();
+        let by_status = if query.task_ids.is_empty() {
+            if !codes.is_empty() {
+                let p = b.bind(codes);
+                b.and(format!("i.status = ANY({p}::smallint[])"));
+            }
+            vec![None]
+        } else {
+            status_parts(&codes).into_iter().map(Some).collect()
+        };
         if let Some(from) = query.created.from {
             let p = b.bind(from.as_micros());
             b.and(format!("i.created_at_us >= {p}"));
@@ -118,13 +134,28 @@ impl PgTxn<'_> {
         } else {
             (", NULL::text", "")
         };
-        let sql = format!(
-            "SELECT i.invocation_id, i.task, i.status, i.owner, i.parent, i.call_id, \
-                 i.created_at_us, i.status_at_us, i.final_at_us, i.retries{record} \
-             FROM pynenc_invocations AS i{join} WHERE {} \
-             ORDER BY i.invocation_id {dir} LIMIT {lim}",
-            b.conditions.join(" AND ")
-        );
+        let conditions = b.conditions.join(" AND ");
+        let selects: Vec<String> = by_status
+            .iter()
+            .map(|status| {
+                let status = status
+                    .as_deref()
+                    .map_or(String::new(), |s| format!(" AND {s}"));
+                format!(
+                    "SELECT i.invocation_id, i.task, i.status, i.owner, i.parent, i.call_id, \
+                         i.created_at_us, i.status_at_us, i.final_at_us, i.retries{record} \
+                     FROM pynenc_invocations AS i{join} WHERE {conditions}{status} \
+                     ORDER BY i.invocation_id {dir} LIMIT {lim}"
+                )
+            })
+            .collect();
+        let sql = match selects.as_slice() {
+            [one] => one.clone(),
+            _ => format!(
+                "({}) ORDER BY invocation_id {dir} LIMIT {lim}",
+                selects.join(") UNION ALL (")
+            ),
+        };
         let params: Vec<&(dyn ToSql + Sync)> = b
             .args
             .iter()
@@ -153,6 +184,32 @@ impl PgTxn<'_> {
             })
             .collect()
     }
+}
+
+/// The status conditions of a listing by task, one per index that serves
+/// it: the codes asked for (all when `codes` is empty) in a runner's hands,
+/// and the others, each part written out only when it can match.
+fn status_parts(codes: &[i16]) -> Vec<String> {
+    let list = |codes: &[i16]| {
+        codes
+            .iter()
+            .map(i16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if codes.is_empty() {
+        let held = list(&IN_HANDS);
+        return vec![
+            format!("i.status IN ({held})"),
+            format!("i.status NOT IN ({held})"),
+        ];
+    }
+    let (held, other): (Vec<i16>, Vec<i16>) = codes.iter().partition(|c| IN_HANDS.contains(c));
+    [held, other]
+        .iter()
+        .filter(|part| !part.is_empty())
+        .map(|part| format!("i.status IN ({})", list(part)))
+        .collect()
 }
 
 impl QueryTxn for PgTxn<'_> {

@@ -2,14 +2,19 @@
 
 use pynenc_store::{Result, StoreError};
 use tokio_postgres::Client;
+use tracing::info;
 
 use crate::error::{describe, BACKEND};
 
 /// The schema version this library writes and understands.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// The tables and indexes.
 const SCHEMA: &str = include_str!("sql/schema.sql");
+
+/// The version upgraded in place to [`SCHEMA_VERSION`] when found, and how
+/// (version 8 only changed an index: nothing stored is rewritten).
+const UPGRADED: (i64, &str) = (7, include_str!("sql/upgrade_7.sql"));
 
 /// The key of the session lock held while the schema is checked or created
 /// (so two processes opening a new database do not both create it).
@@ -54,7 +59,11 @@ async fn init_locked(client: &Client, shown: &str, app_id: &str) -> Result<i32> 
             )
             .await
             .map_err(|e| fail(e, "reading the schema version"))?;
-        let version: Option<i64> = found.and_then(|r| r.get::<_, String>(0).parse().ok());
+        let mut version: Option<i64> = found.and_then(|r| r.get::<_, String>(0).parse().ok());
+        if version == Some(UPGRADED.0) {
+            upgrade(client, shown).await?;
+            version = Some(SCHEMA_VERSION);
+        }
         if version != Some(SCHEMA_VERSION) {
             let found = version.map_or("none or unreadable".to_string(), |v| v.to_string());
             return Err(StoreError::backend(
@@ -62,8 +71,10 @@ async fn init_locked(client: &Client, shown: &str, app_id: &str) -> Result<i32> 
                 format!(
                     "PostgreSQL {shown}: the database holds pynenc schema version {found}, \
                      this library uses version {SCHEMA_VERSION}; nothing was written. \
-                     Older schemas are not migrated (pynenc keeps transient work state): \
-                     drop the pynenc_* tables or use another database"
+                     Version {} is upgraded in place; other versions are not migrated \
+                     (pynenc keeps transient work state): drop the pynenc_* tables or use \
+                     another database",
+                    UPGRADED.0
                 ),
             ));
         }
@@ -89,4 +100,25 @@ async fn init_locked(client: &Client, shown: &str, app_id: &str) -> Result<i32> 
         .await
         .map_err(|e| fail(e, "reading the app's number"))?;
     Ok(row.get(0))
+}
+
+/// Upgrades a schema of version [`UPGRADED`] to [`SCHEMA_VERSION`] in one
+/// transaction (the caller holds the schema lock).
+async fn upgrade(client: &Client, shown: &str) -> Result<()> {
+    info!(
+        from = UPGRADED.0,
+        to = SCHEMA_VERSION,
+        "PostgreSQL {shown}: upgrading the pynenc schema in place"
+    );
+    let sql = format!("BEGIN;\n{}\nCOMMIT;", UPGRADED.1);
+    if let Err(e) = client.batch_execute(&sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        let message = format!(
+            "PostgreSQL {shown}: upgrading the schema from version {} to {SCHEMA_VERSION}: {}",
+            UPGRADED.0,
+            describe(&e)
+        );
+        return Err(StoreError::backend_caused(BACKEND, message, e));
+    }
+    Ok(())
 }

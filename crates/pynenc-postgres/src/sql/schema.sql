@@ -1,4 +1,4 @@
--- The pynenc PostgreSQL schema (version 7; see the crate documentation).
+-- The pynenc PostgreSQL schema (version 8; see the crate documentation).
 -- Status codes are those of pynenc_store::codes: 0 SCHEDULED, 1 REGISTERED,
 -- 4 REROUTED, 5 PENDING, 7 RUNNING, 8 PAUSED, 9 RESUMED, 12 RETRY,
 -- 13 SUCCESS, 14 FAILED ...
@@ -62,9 +62,15 @@ CREATE INDEX pynenc_invocations_owned
 CREATE INDEX pynenc_invocations_blocking
     ON pynenc_invocations (app, created_at_us)
     WHERE waited AND status IN (1, 4, 12);
--- the listings, in id (creation) order: per task and status, and children
+-- the listings, in id (creation) order: per task and status, and children.
+-- The invocations in a runner's hands (PENDING, RUNNING, PAUSED, RESUMED:
+-- those of pynenc_invocations_owned) are left out of the task index, so
+-- that the status writes of a run add no entry to it: a listing by task
+-- finds them through pynenc_invocations_owned. Keep the list in step
+-- with IN_HANDS in queries.rs.
 CREATE INDEX pynenc_invocations_task
-    ON pynenc_invocations (app, task, status, invocation_id);
+    ON pynenc_invocations (app, task, status, invocation_id)
+    WHERE status NOT IN (5, 7, 8, 9);
 CREATE INDEX pynenc_invocations_parent
     ON pynenc_invocations (app, parent, invocation_id)
     WHERE parent IS NOT NULL;
