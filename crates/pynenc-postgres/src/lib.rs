@@ -157,6 +157,7 @@
 
 #![deny(missing_docs)]
 
+mod analyze;
 mod combined;
 mod commit_counter;
 mod conn;

@@ -58,6 +58,8 @@ pub(crate) struct Conn {
     planned_at: Cell<i64>,
     /// When the table's size was last looked at.
     looked: Cell<Instant>,
+    /// Whether the table was found doubled since [`Conn::take_grown`].
+    grown: Cell<bool>,
 }
 
 impl Conn {
@@ -69,6 +71,7 @@ impl Conn {
             built: RefCell::default(),
             planned_at: Cell::new(0),
             looked: Cell::new(Instant::now()),
+            grown: Cell::new(false),
         }
     }
 
@@ -170,8 +173,16 @@ impl Conn {
                 .borrow_mut()
                 .retain(|parts, _| !parts.iter().any(|(_, one_row)| *one_row));
             self.planned_at.set(size);
+            self.grown.set(true);
         }
         Ok(())
+    }
+
+    /// Whether the invocations table was found doubled since the last
+    /// call (its statistics are then worth taking again: see
+    /// [`crate::analyze`]).
+    pub(crate) fn take_grown(&self) -> bool {
+        self.grown.replace(false)
     }
 
     /// Makes the next statement look at the table's size (for tests).
@@ -286,12 +297,15 @@ mod tests {
             1,
             "within a second, the statement is kept"
         );
+        assert!(!conn.take_grown(), "not looked at yet");
         conn.look_now();
         conn.prepared_for(LOOKUP, 1).expect("prepare");
         conn.prepared_for(LOOKUP, 2)
             .expect("prepare the form over arrays");
         let names = lookups(&conn, true);
         assert_eq!(names.len(), 2, "prepared again on the grown table");
+        assert!(conn.take_grown(), "the growth is told once");
+        assert!(!conn.take_grown());
         assert_eq!(
             lookups(&conn, false).len(),
             1,

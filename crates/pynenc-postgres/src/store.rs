@@ -117,6 +117,7 @@ impl PostgresStore {
             shared: shared.clone(),
             conn: Conn::new(rt, client),
             config: cfg.clone(),
+            analyzer: crate::analyze::Analyzer::new(cfg.clone(), shared.ctx.shown.clone()),
             retry_for: options.retry_for,
             broken: false,
             key: crate::commit_counter::new_writer_key(),

@@ -79,6 +79,8 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) conn: Conn,
     pub(crate) config: crate::conn::Server,
+    /// Takes the tables' statistics again when they have grown.
+    pub(crate) analyzer: crate::analyze::Analyzer,
     pub(crate) retry_for: Duration,
     /// Whether the connection is known to be gone.
     pub(crate) broken: bool,
@@ -108,6 +110,9 @@ impl Writer {
                 }
             }
             self.run_group(group);
+            if self.conn.take_grown() {
+                self.analyzer.grown();
+            }
         }
     }
 
