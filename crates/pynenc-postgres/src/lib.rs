@@ -30,7 +30,11 @@
 //!   the others run again without it; its error goes to its caller alone.
 //! - **Statements prepared once per connection**, and the section's view
 //!   of every invocation it read or wrote kept in memory, so a transition
-//!   reads the row once.
+//!   reads the row once. Plans made before the server has statistics of
+//!   a new table can read every row of the app for each id of a batch:
+//!   when the writer finds the invocations table doubled, the tables never
+//!   analyzed are analyzed on a connection of their own, and the plans
+//!   made again (autovacuum keeps the statistics after that).
 //! - **Wake-ups by `LISTEN`/`NOTIFY`.** A committing group notifies the
 //!   app's channel with what it changed (work queued, invocations that
 //!   became final or changed status); a listener connection in every
