@@ -16,19 +16,6 @@ use pynenc_postgres::PostgresStore;
 use pynenc_store::{engine, AtomicStore, EndOutcome, RunEnd};
 use pynenc_testservers::postgres::test_database;
 
-/// Moves `id` to `RUNNING` for the tests' runner (one step).
-async fn start(store: &PostgresStore, id: InvocationId) {
-    store
-        .atomic(move |t| {
-            for to in [InvocationStatus::Pending, InvocationStatus::Running] {
-                engine::transition(t, &id, to, &runner(), None, Timestamp::now())?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("start");
-}
-
 /// Ends the run of `id` by the tests' runner with a success (one step).
 async fn end(store: &PostgresStore, id: InvocationId) -> EndOutcome {
     end_by(store, id, "runner-1").await

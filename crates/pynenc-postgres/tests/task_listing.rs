@@ -18,19 +18,6 @@ use pynenc_postgres::{PostgresStore, SCHEMA_VERSION};
 use pynenc_store::{engine, AtomicStore, RunEnd};
 use pynenc_testservers::postgres::test_database;
 
-/// Moves `id` to `RUNNING` for the tests' runner (one step).
-async fn start(store: &PostgresStore, id: InvocationId) {
-    store
-        .atomic(move |t| {
-            for to in [InvocationStatus::Pending, InvocationStatus::Running] {
-                engine::transition(t, &id, to, &runner(), None, Timestamp::now())?;
-            }
-            Ok(())
-        })
-        .await
-        .expect("start");
-}
-
 /// Ends the run of `id` with a success (one step).
 async fn succeed(store: &PostgresStore, id: InvocationId) {
     let ends = vec![RunEnd::new(id, RunOutcome::Success("1".to_string()))];

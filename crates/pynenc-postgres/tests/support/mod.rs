@@ -12,7 +12,7 @@ use pynenc_model::{
     StatusRecord, Timestamp,
 };
 use pynenc_postgres::{PostgresOptions, PostgresStore};
-use pynenc_store::AtomicStore;
+use pynenc_store::{engine, AtomicStore};
 use pynenc_testservers::postgres::TestDatabase;
 
 /// The options for `url`, with short timeouts (a test fails fast).
@@ -100,4 +100,17 @@ pub async fn listener_pids(client: &tokio_postgres::Client) -> Vec<i32> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+/// Moves `id` to `RUNNING` for the tests' runner (one step).
+pub async fn start(store: &PostgresStore, id: InvocationId) {
+    store
+        .atomic(move |t| {
+            for to in [InvocationStatus::Pending, InvocationStatus::Running] {
+                engine::transition(t, &id, to, &runner(), None, Timestamp::now())?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("start");
 }
