@@ -18,7 +18,10 @@
 //! dropped when its tables are analyzed). Once a table has statistics,
 //! the planner scales them to its current size, and autovacuum keeps them:
 //! analyzing again at every doubling cost a burn-down 8 % (two or three
-//! analyses of a growing table, and every plan made again after each).
+//! analyses of a growing table, and every plan made again after each). A
+//! table analyzed while empty (the queue, often drained) is analyzed again
+//! at the next doubling the gap allows; a doubling found within the gap is
+//! not kept for later.
 //!
 //! A role that does not own the tables cannot analyze them: the server
 //! answers with a warning, and nothing else changes.
@@ -81,8 +84,9 @@ impl Analyzer {
         let spawned = std::thread::Builder::new()
             .name("pynenc-pg-analyze".into())
             .spawn(move || {
+                // free again however the analysis ends, a panic included
+                let _free = Free(busy);
                 analyze(&server, &shown);
-                busy.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
             self.busy.store(false, Ordering::Release);
@@ -94,6 +98,15 @@ impl Analyzer {
     #[cfg(test)]
     pub(crate) fn busy(&self) -> bool {
         self.busy.load(Ordering::Acquire)
+    }
+}
+
+/// Clears an analyzer's busy flag when dropped.
+struct Free(Arc<AtomicBool>);
+
+impl Drop for Free {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -101,9 +101,14 @@
 //! - **Versioned schema.** The library creates its tables (all named
 //!   `pynenc_*`) when they are missing and records its schema version in
 //!   `pynenc_meta`. A database of version 7 is upgraded in place when a
-//!   store opens it (one transaction under the schema lock: its task index
-//!   is built again); one of another version, newer or older, is refused
-//!   before anything is written to it, with both versions in the error.
+//!   store opens it (one transaction under the schema lock: the new task
+//!   index is built beside the old one, which holds back writes meanwhile,
+//!   then replaces it; a lock not had within 30 s fails the opening and
+//!   leaves version 7 as it was). Processes of the older version still
+//!   running keep working on it, but their listings by task may then read
+//!   the whole app. A database of another version, newer or older, is
+//!   refused before anything is written to it, with both versions in the
+//!   error.
 //! - **Apps are isolated.** Every row carries the app's number (the
 //!   `pynenc_apps` table); two apps can share a database, and purging one
 //!   leaves the other intact.
@@ -154,9 +159,9 @@
 //! entry in each index whose condition the row meets, so the listing by
 //! task (`pynenc_invocations_task`: task, status, id) leaves out the
 //! invocations in a runner's hands (PENDING, RUNNING, PAUSED, RESUMED): a
-//! run's status writes add no entry to it, and a listing by task reads
-//! those through `pynenc_invocations_owned` (as many as the runners hold)
-//! and merges them in id order. Version 7 indexed every status there: the
+//! run's status writes add no entry to it, and a listing by task selects
+//! those apart, where `pynenc_invocations_owned` (as many as the runners
+//! hold) may serve, and merges them in id order. Version 7 indexed every status there: the
 //! burn-down's server time was 11 % higher (see the README).
 
 #![deny(missing_docs)]

@@ -2,15 +2,16 @@
 //! or a counter.
 //!
 //! A listing is one statement built from the query's filters, read in
-//! `invocation_id` (creation) order from the cursor: PostgreSQL drives it
-//! by `pynenc_invocations_task` (task, status, id) when tasks are named, by
-//! `pynenc_invocations_parent` for children, and by the primary key
-//! otherwise. The task index leaves out the invocations in a runner's
-//! hands ([`IN_HANDS`]: the status writes of a run add no entry to it), so
-//! a listing by task reads them apart, through `pynenc_invocations_owned`
-//! (as many as the runners hold), and merges both in id order: two
-//! ordered, limited selects joined by `UNION ALL`, their status lists
-//! written out so that the planner sees which index each may use. Key
+//! `invocation_id` (creation) order from the cursor: PostgreSQL may drive
+//! it by `pynenc_invocations_task` (task, status, id) when tasks are named,
+//! by `pynenc_invocations_parent` for children, and by the primary key
+//! (the planner's choice, by the statistics). The task index leaves out the
+//! invocations in a runner's hands ([`IN_HANDS`]: the status writes of a
+//! run add no entry to it), so a listing by task selects them apart, where
+//! `pynenc_invocations_owned` (as many as the runners hold) may serve, and
+//! merges both in id order: two ordered, limited selects joined by
+//! `UNION ALL`, their status lists written out so that the planner sees
+//! which partial index each may use. Key
 //! arguments are checked on the stored records, page by page, until the
 //! page is full or the candidates run out.
 
@@ -430,5 +431,67 @@ impl QueryTxn for PgTxn<'_> {
             tables::INVOCATIONS,
         )?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status lists are written out (a bound array would hide from the
+    /// planner which partial index may serve), one part per index.
+    #[test]
+    fn a_listing_by_task_splits_its_statuses_by_index() {
+        assert_eq!(
+            status_parts(&[]),
+            vec![
+                "i.status IN (5, 7, 8, 9)".to_string(),
+                "i.status NOT IN (5, 7, 8, 9)".to_string()
+            ]
+        );
+        assert_eq!(
+            status_parts(&[7, 5]),
+            vec!["i.status IN (7, 5)".to_string()]
+        );
+        assert_eq!(
+            status_parts(&[13, 14]),
+            vec!["i.status IN (13, 14)".to_string()]
+        );
+        assert_eq!(
+            status_parts(&[13, 7, 1]),
+            vec![
+                "i.status IN (7)".to_string(),
+                "i.status IN (13, 1)".to_string()
+            ]
+        );
+    }
+
+    /// The schema and its upgrade leave out of the task index exactly the
+    /// statuses listed apart.
+    #[test]
+    fn the_task_index_leaves_out_the_statuses_listed_apart() {
+        let held = IN_HANDS.map(|c| c.to_string()).join(", ");
+        let predicate = format!("WHERE status NOT IN ({held});");
+        for (name, sql) in [
+            ("schema.sql", include_str!("sql/schema.sql")),
+            ("upgrade_7.sql", include_str!("sql/upgrade_7.sql")),
+        ] {
+            let index = sql
+                .split("CREATE INDEX pynenc_invocations_task")
+                .nth(1)
+                .and_then(|rest| rest.split(';').next())
+                .unwrap_or_default();
+            assert!(format!("{index};").contains(&predicate), "{name}: {index}");
+        }
+        let owned = include_str!("sql/schema.sql")
+            .split("CREATE INDEX pynenc_invocations_owned")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            owned.contains(&format!("WHERE status IN ({held})")),
+            "{owned}"
+        );
     }
 }

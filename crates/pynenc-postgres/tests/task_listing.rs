@@ -172,5 +172,15 @@ fn a_schema_of_version_7_is_upgraded_in_place() {
     let version = db.psql("SELECT value FROM pynenc_meta WHERE key = 'schema_version'");
     assert_eq!(version.trim(), SCHEMA_VERSION.to_string());
     let definition = db.psql("SELECT pg_get_indexdef('pynenc_invocations_task'::regclass)");
-    assert!(definition.contains("WHERE"), "{definition}");
+    assert!(
+        definition.contains(
+            "(app, task, status, invocation_id) WHERE (status <> ALL (ARRAY[5, 7, 8, 9]))"
+        ),
+        "{definition}"
+    );
+    let indexes = db.psql(
+        "SELECT count(*) FROM pg_indexes WHERE tablename = 'pynenc_invocations' \
+         AND indexname LIKE 'pynenc_invocations_task%'",
+    );
+    assert_eq!(indexes.trim(), "1", "the old index is gone");
 }
