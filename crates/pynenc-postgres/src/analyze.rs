@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::conn::{connect, Server};
+use crate::conn::{connect, spawn_with_runtime, Server};
 use crate::error::describe;
 
 /// The tables whose statistics the joins of the steps depend on, of those
@@ -80,16 +80,20 @@ impl Analyzer {
             return;
         }
         self.last = Some(Instant::now());
-        let (server, shown, busy) = (self.server.clone(), self.shown.clone(), self.busy.clone());
-        let spawned = std::thread::Builder::new()
-            .name("pynenc-pg-analyze".into())
-            .spawn(move || {
-                // free again however the analysis ends, a panic included
-                let _free = Free(busy);
-                analyze(&server, &shown);
-            });
+        let (server, shown) = (self.server.clone(), self.shown.clone());
+        // free again however the analysis ends: done, failed, panicked or
+        // never started
+        let free = Free(self.busy.clone());
+        let spawned = spawn_with_runtime(
+            "pynenc-pg-analyze",
+            "could not start a runtime to analyze the PostgreSQL tables",
+            move || async move {
+                let _free = free;
+                analyze(&server, &shown).await;
+            },
+        );
+        // a thread that did not start dropped the guard with its task
         if let Err(e) = spawned {
-            self.busy.store(false, Ordering::Release);
             warn!(error = %e, "could not start a thread to analyze the PostgreSQL tables");
         }
     }
@@ -111,19 +115,9 @@ impl Drop for Free {
 }
 
 /// Connects to `server` and analyzes the tables; the outcome is logged.
-fn analyze(server: &Server, shown: &str) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            warn!(error = %e, "could not start a runtime to analyze the PostgreSQL tables");
-            return;
-        }
-    };
+async fn analyze(server: &Server, shown: &str) {
     let started = Instant::now();
-    let done = rt.block_on(async {
+    let done = async {
         let client = connect(server, shown).await.map_err(|e| e.to_string())?;
         let tables: String = client
             .query_one(UNKNOWN, &[])
@@ -137,7 +131,8 @@ fn analyze(server: &Server, shown: &str) {
                 .map_err(|e| describe(&e))?;
         }
         Ok::<_, String>(tables)
-    });
+    }
+    .await;
     match done {
         Ok(tables) => debug!(
             postgres = %shown,

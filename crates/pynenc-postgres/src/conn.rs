@@ -118,6 +118,33 @@ pub(crate) async fn connect(server: &Server, shown: &str) -> Result<Client> {
     }
 }
 
+/// Runs the future `task` makes on a thread named `name` with a runtime of
+/// its own (the threads of a store's own connections besides the writer);
+/// a runtime that cannot start is logged with `failed` and `task` dropped
+/// unrun.
+pub(crate) fn spawn_with_runtime<F, Fut>(
+    name: &str,
+    failed: &'static str,
+    task: F,
+) -> std::io::Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(task()),
+                Err(e) => warn!(error = %e, "{failed}"),
+            }
+        })
+        .map(|_| ())
+}
+
 /// The client of a connection attempt, its connection spawned.
 fn spawned<T>(
     connected: std::result::Result<(Client, Connection<Socket, T>), tokio_postgres::Error>,

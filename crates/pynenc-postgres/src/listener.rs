@@ -17,7 +17,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Notification, Socket};
 use tracing::{debug, warn};
 
-use crate::conn::{Server, Tls};
+use crate::conn::{spawn_with_runtime, Server, Tls};
 use crate::error::describe;
 use crate::listener_registry as registry;
 use crate::notify::Shared;
@@ -26,22 +26,11 @@ use crate::{LISTENER_PING, LISTENER_PING_TIMEOUT};
 /// Starts the listener thread of a store: it lives until the store is gone.
 pub(crate) fn start_listener(shared: &Arc<Shared>, config: Server) -> std::io::Result<()> {
     let weak = Arc::downgrade(shared);
-    std::thread::Builder::new()
-        .name("pynenc-pg-listen".to_string())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    warn!(error = %e, "cannot start the PostgreSQL listener; waits fall back to rechecks");
-                    return;
-                }
-            };
-            rt.block_on(listen(weak, config));
-        })
-        .map(|_| ())
+    spawn_with_runtime(
+        "pynenc-pg-listen",
+        "cannot start the PostgreSQL listener; waits fall back to rechecks",
+        move || listen(weak, config),
+    )
 }
 
 /// Drives a listener connection, sending the notifications it hears to
