@@ -113,6 +113,18 @@ impl RedisBackend {
                     )),
                 }
             }
+            "STILL_WAITING" => {
+                let (waiter, waited) = (s(1).unwrap_or_default(), s(2).unwrap_or_default());
+                match (InvocationId::parse(&waiter), InvocationId::parse(&waited)) {
+                    (Ok(invocation_id), Ok(waited)) => StoreError::StillWaiting {
+                        invocation_id,
+                        waited,
+                    },
+                    (Err(e), _) | (_, Err(e)) => {
+                        StoreError::bad_id(format!("redis at {}", self.settings.address), e)
+                    }
+                }
+            }
             "CORRUPT" => corrupt(
                 &s(1).unwrap_or_default(),
                 &s(2).unwrap_or_default(),

@@ -10,7 +10,10 @@ use pynenc_model::{
     SerializationError, StatusRecord,
 };
 use pynenc_store::engine;
-use pynenc_store::{EndOutcome, Orchestrator, Result, Retention, RunEnd, StepReport, StoreError};
+use pynenc_store::{
+    EndOutcome, Orchestrator, Result, Retention, RunEnd, StepReport, StoreError, WaitChange,
+    WaitOutcome,
+};
 use redis::Value;
 use tracing::warn;
 
@@ -36,7 +39,7 @@ impl RedisBackend {
         if pick.max == 0 {
             return Ok(Vec::new());
         }
-        let body = self.step(runner_id, &[], Some(pick)).await.pick;
+        let body = self.step(runner_id, &[], &[], Some(pick)).await.pick;
         let body = body.unwrap_or_else(|| Err(self.bad_reply("a pick-up returned nothing")))?;
         self.decode_pick(runner_id, body, start.is_some()).await
     }
@@ -418,25 +421,66 @@ impl Orchestrator for RedisBackend {
         max_next: usize,
         execution_context: Option<&str>,
     ) -> StepReport {
-        if ends.is_empty() && max_next == 0 {
+        self.runner_step(runner_id, ends, Vec::new(), max_next, execution_context)
+            .await
+    }
+
+    async fn runner_step(
+        &self,
+        runner_id: &RunnerId,
+        ends: Vec<RunEnd>,
+        waits: Vec<WaitChange>,
+        max_next: usize,
+        execution_context: Option<&str>,
+    ) -> StepReport {
+        if ends.is_empty() && waits.is_empty() && max_next == 0 {
             return StepReport::default();
         }
         // one `step` script per STEP_ENDS ends (at least one), the last with
-        // the pick-up (see `step.rs`)
+        // the wait changes and the pick-up (see `step.rs`); a pause on more
+        // invocations than one step records goes in chunks of its own, after
+        let big = |w: &WaitChange| matches!(w, WaitChange::Pause { waited, .. } if waited.len() > WAIT_CHUNK);
+        let (in_step, apart): (Vec<_>, Vec<_>) =
+            waits.into_iter().enumerate().partition(|(_, w)| !big(w));
         let mut outcomes = Vec::with_capacity(ends.len());
         let mut chunks: Vec<&[RunEnd]> = ends.chunks(STEP_ENDS).collect();
         if chunks.is_empty() {
             chunks.push(&[]);
         }
+        let step_waits: Vec<WaitChange> = in_step.iter().map(|(_, w)| w.clone()).collect();
+        let mut wait_outcomes: Vec<(usize, Result<WaitOutcome>)> = Vec::new();
         let mut picked = None;
         for (i, items) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
-            let pick = (last && max_next > 0)
+            // a pause that takes the next invocation for its slot needs the
+            // pick-up, whose size the script grows
+            let pauses_take = step_waits.iter().any(|w| {
+                matches!(
+                    w,
+                    WaitChange::Pause {
+                        take_next: true,
+                        ..
+                    }
+                )
+            });
+            let pick = (last && (max_next > 0 || pauses_take))
                 .then(|| PickUp::new(max_next, Some(execution_context.unwrap_or_default())));
-            let reply = self.step(runner_id, items, pick).await;
+            let waits: &[WaitChange] = if last { &step_waits } else { &[] };
+            let reply = self.step(runner_id, items, waits, pick).await;
             outcomes.extend(reply.ends);
+            if last {
+                wait_outcomes.extend(in_step.iter().map(|(i, _)| *i).zip(reply.waits));
+            }
             picked = reply.pick;
         }
+        for (i, change) in apart {
+            if let WaitChange::Pause { waiter, waited, .. } = change {
+                // (the slot it frees is filled by the runner's next pick-up)
+                let paused = self.pause_for_results(&waiter, runner_id, &waited).await;
+                wait_outcomes.push((i, paused.map(WaitOutcome::Paused)));
+            }
+        }
+        wait_outcomes.sort_by_key(|(i, _)| *i);
         let (next, pick_error) = match picked {
             None => (Vec::new(), None),
             Some(Err(e)) => (Vec::new(), Some(e)),
@@ -447,6 +491,7 @@ impl Orchestrator for RedisBackend {
         };
         StepReport {
             ends: outcomes,
+            waits: wait_outcomes.into_iter().map(|(_, o)| o).collect(),
             next,
             pick_error,
         }

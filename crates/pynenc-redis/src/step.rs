@@ -1,14 +1,16 @@
-//! The runners' step script, `step.lua`: ends of runs and pick-ups. The
-//! script takes any number of each and checks and applies every one on its
-//! own. A runner sends the ends it gathered together with one pick-up for
-//! the slots those ends free (`finish_many_and_start`), so a busy runner
-//! makes one step per batch of ends; a pick-up alone serves slots that were
-//! free, and ends alone a stopping runner.
+//! The runners' step script, `step.lua`: ends of runs, the pauses and
+//! resumes of the runner's waiting invocations, and pick-ups. The script
+//! takes any number of each and checks and applies every one on its own. A
+//! runner sends the ends it gathered together with the resumes of the
+//! invocations it hands their slots to and one pick-up for the other slots
+//! those ends free (`runner_step`), so a busy runner makes one step per
+//! batch; a pick-up alone serves slots that were free, and ends alone a
+//! stopping runner.
 
 use redis::Value;
 
 use pynenc_model::{InvocationId, RunOutcome, RunnerId, TaskError};
-use pynenc_store::{EndOutcome, Result, RunEnd, StepReport, StoreError};
+use pynenc_store::{EndOutcome, Result, RunEnd, StepReport, StoreError, WaitChange, WaitOutcome};
 
 use crate::backend::{bytes, RedisBackend};
 use crate::client::Lane;
@@ -42,24 +44,28 @@ impl<'a> PickUp<'a> {
     }
 }
 
-/// What one step did: the outcome of each end, in order, and the raw
-/// outcome of its pick-up (`{picked, corrupt}`), if it had one.
+/// What one step did: the outcome of each end and each wait change, in
+/// order, and the raw outcome of its pick-up (`{picked, corrupt}`), if it
+/// had one.
 pub(crate) struct StepReply {
     pub ends: Vec<EndOutcome>,
+    pub waits: Vec<Result<WaitOutcome>>,
     pub pick: Option<Result<Value>>,
 }
 
 impl RedisBackend {
     /// One step of `runner`: the ends of runs `items` (at most
-    /// [`STEP_ENDS`]), each with its own outcome, then the pick-up, if any,
-    /// whose raw outcome the caller decodes.
+    /// [`STEP_ENDS`]), then the wait changes `waits`, each with its own
+    /// outcome, then the pick-up, if any, whose raw outcome the caller
+    /// decodes.
     pub(crate) async fn step(
         &self,
         runner: &RunnerId,
         items: &[RunEnd],
+        waits: &[WaitChange],
         pick: Option<PickUp<'_>>,
     ) -> StepReply {
-        let mut args = Vec::with_capacity(8 + items.len() * 4);
+        let mut args = Vec::with_capacity(8 + items.len() * 4 + waits.len() * 4);
         // the runner once: every end and the pick-up are its own
         args.push(bytes(runner.as_str()));
         args.push(bytes(items.len().to_string()));
@@ -80,6 +86,21 @@ impl RedisBackend {
                     .unwrap_or_default(),
             ));
         }
+        args.push(bytes(waits.len().to_string()));
+        for change in waits {
+            let (kind, waiter, waited) = match change {
+                WaitChange::Pause {
+                    waiter,
+                    waited,
+                    take_next,
+                } => (if *take_next { "N" } else { "P" }, waiter, waited),
+                WaitChange::Resume { waiter, waited } => ("R", waiter, waited),
+            };
+            args.push(bytes(kind));
+            args.push(bytes(waiter.as_str()));
+            args.push(bytes(waited.len().to_string()));
+            args.extend(waited.iter().map(|id| bytes(id.as_str())));
+        }
         match &pick {
             None => args.push(bytes("0")),
             Some(p) => {
@@ -90,12 +111,13 @@ impl RedisBackend {
                 args.push(bytes(p.start.unwrap_or_default()));
             }
         }
-        let (ends, picks) = match self.run_step(&args).await {
+        let (ends, picks, wait_list) = match self.run_step(&args).await {
             Ok(parts) => parts,
             Err(e) => {
-                let ends = StepReport::failed(items.len(), e.clone()).ends;
+                let failed = StepReport::failed_with_waits(items.len(), waits.len(), e.clone());
                 return StepReply {
-                    ends,
+                    ends: failed.ends,
+                    waits: failed.waits,
                     pick: pick.map(|_| Err(e)),
                 };
             }
@@ -122,9 +144,59 @@ impl RedisBackend {
                 }
             })
             .collect();
+        let wait_list = as_list(&wait_list);
+        let waits = waits
+            .iter()
+            .enumerate()
+            .map(|(i, change)| self.wait_outcome(change, wait_list.get(i)))
+            .collect();
         StepReply {
             ends,
+            waits,
             pick: pick.map(|_| self.pick_outcome(picks)),
+        }
+    }
+
+    /// The outcome of one wait change: `{'OK', open}` for a pause,
+    /// `{'OK', {{status, result, error}...}}` for a resume, or
+    /// `{'ERR', failure}`.
+    fn wait_outcome(&self, change: &WaitChange, reply: Option<&Value>) -> Result<WaitOutcome> {
+        let parts = reply.map(as_list).unwrap_or_default();
+        let ok = parts.first().and_then(as_string).as_deref() == Some("OK");
+        let Some(body) = parts.get(1) else {
+            return Err(self.bad_reply(format!(
+                "a step returned no outcome for the wait of invocation {}",
+                change.waiter()
+            )));
+        };
+        if !ok {
+            return Err(self.script_failure(as_list(body)));
+        }
+        match change {
+            WaitChange::Pause { .. } => match body {
+                Value::Int(open) => Ok(WaitOutcome::Paused(*open > 0)),
+                _ => Err(self.bad_reply("a pause in a step returned no count")),
+            },
+            WaitChange::Resume { waited, .. } => {
+                let rows = as_list(body);
+                if rows.len() != waited.len() {
+                    return Err(self.bad_reply(format!(
+                        "a resume in a step returned {} outcomes for {} invocations",
+                        rows.len(),
+                        waited.len()
+                    )));
+                }
+                waited
+                    .iter()
+                    .zip(rows)
+                    .map(|(id, row)| {
+                        let f = as_list(row);
+                        let field = |i: usize| f.get(i).and_then(as_string);
+                        self.decode_outcome(id, field(0), field(1), field(2))
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(WaitOutcome::Resumed)
+            }
         }
     }
 
@@ -147,8 +219,9 @@ impl RedisBackend {
         }
     }
 
-    /// Runs `step.lua`; its two parts: the ends' outcomes and the pick-ups'.
-    async fn run_step(&self, args: &[Vec<u8>]) -> Result<(Value, Value)> {
+    /// Runs `step.lua`; its three parts: the ends' outcomes, the pick-ups'
+    /// and the wait changes'.
+    async fn run_step(&self, args: &[Vec<u8>]) -> Result<(Value, Value, Value)> {
         let body = match self
             .run_script(&scripts().step, args, true, Lane::Any)
             .await
@@ -158,12 +231,14 @@ impl RedisBackend {
             Ok(Reply { body: Ok(v), .. }) => v,
         };
         Ok(match body {
-            Value::Array(mut parts) if parts.len() >= 2 => {
-                let picks = parts.pop().unwrap_or(Value::Nil);
-                let ends = parts.pop().unwrap_or(Value::Nil);
-                (ends, picks)
+            Value::Array(parts) => {
+                let mut parts = parts.into_iter();
+                let ends = parts.next().unwrap_or(Value::Nil);
+                let picks = parts.next().unwrap_or(Value::Nil);
+                let waits = parts.next().unwrap_or(Value::Nil);
+                (ends, picks, waits)
             }
-            _ => (Value::Nil, Value::Nil),
+            _ => (Value::Nil, Value::Nil, Value::Nil),
         })
     }
 

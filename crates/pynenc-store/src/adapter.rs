@@ -17,7 +17,7 @@ use pynenc_model::{
 use crate::atomic::{AtomicStore, Inline};
 use crate::components::{
     Broker, Components, Coordination, DataStore, Orchestrator, ParkedPick, Queries, Retention,
-    RunEnd, StateBackend, StepReport, WorkflowData,
+    RunEnd, StateBackend, StepReport, WaitChange, WorkflowData,
 };
 use crate::engine;
 use crate::error::{Result, StoreError};
@@ -241,13 +241,26 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         max_next: usize,
         execution_context: Option<&str>,
     ) -> StepReport {
-        let n = ends.len();
+        self.runner_step(runner_id, ends, Vec::new(), max_next, execution_context)
+            .await
+    }
+
+    async fn runner_step(
+        &self,
+        runner_id: &RunnerId,
+        ends: Vec<RunEnd>,
+        waits: Vec<WaitChange>,
+        max_next: usize,
+        execution_context: Option<&str>,
+    ) -> StepReport {
+        let (n, w) = (ends.len(), waits.len());
         // an in-process store runs the section on the caller's values
-        let inline = self.store.atomic_inline(ends, |t, ends| {
-            engine::finish_many_and_start(
+        let inline = self.store.atomic_inline((ends, waits), |t, (ends, waits)| {
+            engine::runner_step(
                 t,
                 runner_id,
                 ends,
+                waits,
                 max_next,
                 execution_context,
                 Timestamp::now(),
@@ -255,15 +268,16 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
         });
         let out = match inline {
             Inline::Ran(out) => out,
-            Inline::NotHere(ends) => {
+            Inline::NotHere((ends, waits)) => {
                 let runner = runner_id.clone();
                 let context = execution_context.map(str::to_string);
                 self.store
                     .atomic(move |t| {
-                        engine::finish_many_and_start(
+                        engine::runner_step(
                             t,
                             &runner,
                             ends.clone(),
+                            waits.clone(),
                             max_next,
                             context.as_deref(),
                             Timestamp::now(),
@@ -272,7 +286,7 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
                     .await
             }
         };
-        out.unwrap_or_else(|e| StepReport::failed(n, e))
+        out.unwrap_or_else(|e| StepReport::failed_with_waits(n, w, e))
     }
 
     async fn kill_and_reroute(&self, id: &InvocationId, runner_id: &RunnerId) -> Result<()> {

@@ -29,6 +29,18 @@ pub enum StoreError {
         #[source]
         source: TransitionError,
     },
+    /// A resume that travelled with the end of a run it waited for
+    /// ([`crate::Orchestrator::runner_step`]) found that run, or another
+    /// invocation it waits for, not final (the end was refused in the same
+    /// step): nothing was written, the invocation stays `PAUSED` and goes
+    /// on waiting.
+    #[error("invocation {invocation_id} still waits for invocation {waited}: it was not resumed")]
+    StillWaiting {
+        /// The invocation that was to resume.
+        invocation_id: InvocationId,
+        /// An invocation it waits for that is not final.
+        waited: InvocationId,
+    },
     /// Cycle control refused a call: it would close a cycle of invocations
     /// waiting for each other.
     #[error("cycle detected: {0}")]
@@ -203,7 +215,9 @@ impl StoreError {
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::NotFound { .. } => pynenc_model::NOT_FOUND_ERROR_KIND,
-            StoreError::Transition { .. } => pynenc_model::STATUS_TRANSITION_ERROR_KIND,
+            StoreError::Transition { .. } | StoreError::StillWaiting { .. } => {
+                pynenc_model::STATUS_TRANSITION_ERROR_KIND
+            }
             StoreError::Cycle(_) => pynenc_model::CYCLE_ERROR_KIND,
             StoreError::RegistrationConflict { .. } => {
                 pynenc_model::REGISTRATION_CONFLICT_ERROR_KIND
@@ -219,9 +233,19 @@ impl StoreError {
     /// invocation is gone or no longer in a status its runner may end (it
     /// was killed or recovered meanwhile).
     pub fn is_refused_finish(&self) -> bool {
+        self.is_refused()
+    }
+
+    /// Whether one change of a runner's step (an end, a pause, a resume) was
+    /// refused before it wrote anything: an invocation it names is gone,
+    /// the state machine refused its transition, or a resume found what it
+    /// waits for not final. The rest of the step goes on.
+    pub fn is_refused(&self) -> bool {
         matches!(
             self,
-            StoreError::Transition { .. } | StoreError::NotFound { .. }
+            StoreError::Transition { .. }
+                | StoreError::NotFound { .. }
+                | StoreError::StillWaiting { .. }
         )
     }
 }

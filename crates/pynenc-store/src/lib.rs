@@ -37,7 +37,7 @@ pub use adapter::TxnBackend;
 pub use atomic::{AtomicStore, Inline};
 pub use components::{
     Broker, Components, Coordination, DataStore, EndOutcome, Orchestrator, ParkedPick, Queries,
-    Retention, RunEnd, StateBackend, StepReport, WorkflowData,
+    Retention, RunEnd, StateBackend, StepReport, WaitChange, WaitOutcome, WorkflowData,
 };
 pub use error::{Result, StoreError};
 pub use known::KnownOutcomes;

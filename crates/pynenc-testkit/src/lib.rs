@@ -470,6 +470,8 @@ macro_rules! conformance_tests {
             s12_blocking_control_priority,
             s12b_blocking_control_off,
             s12c_pause_for_results_is_one_step,
+            s12d_runner_steps_carry_waits,
+            s12e_a_waiter_takes_the_slot_of_the_run_it_waited_for,
             s13_stop_runner_mid_task,
             s14_large_argument,
             s15_app_isolation,

@@ -637,3 +637,16 @@ pub async fn wf_replay(key: String, n: u32) -> Result<u64, TaskError> {
     }
     Ok(total)
 }
+
+/// Calls `filler(group, "child")`, waits for it, then records `resumed`
+/// (the order shows when the parent went on).
+#[pynenc::task]
+pub async fn parent_then_resumed(group: String) -> Result<String, pynenc::PynencError> {
+    record(&group, "parent");
+    let child = filler::call(group.clone(), "child".into(), 0)
+        .await?
+        .result()
+        .await?;
+    record(&group, "resumed");
+    Ok(child)
+}

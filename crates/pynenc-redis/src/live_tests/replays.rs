@@ -8,13 +8,15 @@ use super::*;
 async fn pick(b: &RedisBackend, runner: &str, token: &str, replay: bool) -> Vec<InvocationId> {
     let step = &crate::script::scripts().step;
     let mut con = b.conn().await.expect("connection");
-    // the step's arguments (see step.lua): no ends, one pick-up of 2, started
+    // the step's arguments (see step.lua): no ends, no wait changes, one
+    // pick-up of 2, started
     let reply: redis::Value = redis::cmd("FCALL")
         .arg(&step.function)
         .arg(1)
         .arg(b.prefix.as_str())
         .arg(format!("{}:{}", u8::from(replay), b.instance))
         .arg(runner)
+        .arg("0")
         .arg("0")
         .arg("1")
         .arg("2")

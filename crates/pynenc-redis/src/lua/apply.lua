@@ -313,6 +313,126 @@ local function flush()
   end
 end
 
+-- Records that `waiter_inv` (nil = an external caller) waits for `ids`
+-- (field `waited`, and `blocking` while available; final ones ignored, a
+-- missing one NOT_FOUND with nothing recorded) and, when `pause_by` (a
+-- runner) is given, sets the waiter `PAUSED` by it in the same step, unless
+-- every waited invocation is final already (nothing recorded then); a
+-- pause that would be refused is refused before anything is written.
+-- Returns the number of waited invocations not final
+-- (store::engine::pause_for_results, waiting_for_results).
+local function wait_for(waiter_inv, pause_by, ids)
+  if REPLAY and pause_by then
+    -- the first attempt's reply was lost: it is paused already
+    local rec = load(waiter_inv)
+    if rec and rec.status == ST.PAUSED and already_done(rec, ST.PAUSED, pause_by) then
+      return 1
+    end
+  end
+  local paused
+  if pause_by then
+    paused = load(waiter_inv)
+    if not paused then
+      fail('NOT_FOUND', waiter_inv, 'while pausing it to wait')
+    end
+    next_owner(paused, ST.PAUSED, pause_by)
+  end
+  local open = {}
+  for i = 1, #ids do
+    local id = ids[i]
+    local key = k('inv', id)
+    -- {status, created, waited}; a record this call changed is read as
+    -- staged (an end earlier in the step made it final)
+    local rec = RECS[id]
+    local v
+    if rec then
+      v = {rec.status, rec.created or rcall('HGET', key, 'created'), rec.waited}
+    else
+      v = rcall('HMGET', key, 'status', 'created', 'waited')
+    end
+    if not v[1] then
+      fail('NOT_FOUND', id, 'while registering a wait for it')
+    end
+    if not ST[v[1]] then
+      fail('CORRUPT', key, 'status', v[1])
+    end
+    if not FINAL[v[1]] then
+      v[4], v[5] = id, key
+      open[#open + 1] = v
+    end
+  end
+  -- the wait graph only links invocations that exist
+  local graph = waiter_inv and #open > 0 and (RECS[waiter_inv] or rcall('HEXISTS', k('inv', waiter_inv), 'status') == 1)
+  local linked = {}
+  local token = graph and waiter_inv or '(external)'
+  for _, v in ipairs(open) do
+    local waited, id = v[3], v[4]
+    local nv
+    if not waited or waited == '-' then
+      nv = token
+    elseif waited ~= token and not string.find(' ' .. waited .. ' ', ' ' .. token .. ' ', 1, true) then
+      nv = waited .. ' ' .. token
+    end
+    if nv then
+      local rec = RECS[id]
+      if rec then
+        -- loaded by this call (its flush writes it)
+        stage(rec, 'waited', nv)
+        stage(rec, 'x', '1')
+        rec.waited = nv
+      elseif nv == token then
+        rcall('HSET', v[5], 'waited', nv, 'x', '1')
+      else
+        rcall('HSET', v[5], 'waited', nv)
+      end
+    end
+    if not waited and AVAILABLE[v[1]] then
+      rcall('ZADD', P .. 'blocking', v[2], id)
+    end
+    if graph then
+      linked[#linked + 1] = id
+    end
+  end
+  if #linked > 0 then
+    call_chunked('SADD', k('wo', waiter_inv), linked)
+    rcall('HSET', k('inv', waiter_inv), 'wo', '1', 'x', '1')
+    local rec = RECS[waiter_inv]
+    if rec then
+      rec.wo = '1'
+    end
+  end
+  if paused and #open > 0 then
+    apply(paused, ST.PAUSED, pause_by, false)
+  end
+  return #open
+end
+
+-- Reads the outcomes of `ids` ({status, result, error} each; NOT_FOUND for
+-- a missing one, and with `final_only` STILL_WAITING for one not final,
+-- before anything is written), then sets `id` to `to` by `actor` (a checked
+-- transition; a replay finds its own effect). Returns the record and the
+-- outcomes (store::engine::resume_with_outcomes, resume_when_final).
+local function set_with_outcomes(id, to, actor, ctx, ids, final_only)
+  local outcomes = {}
+  for i = 1, #ids do
+    local v = rcall('HMGET', k('inv', ids[i]), 'status', 'result', 'error')
+    if not v[1] then
+      fail('NOT_FOUND', ids[i], 'while reading its result')
+    end
+    if final_only and not FINAL[v[1]] then
+      fail('STILL_WAITING', id, ids[i])
+    end
+    outcomes[#outcomes + 1] = v
+  end
+  if REPLAY then
+    local rec = load(id)
+    if rec and rec.status == to and already_done(rec, to, actor) then
+      return rec, outcomes
+    end
+  end
+  return transition(id, to, actor, ctx or false), outcomes
+end
+
 -- Runs `main` for one call (`keys`, `argv`: the script's KEYS and ARGV or
 -- the function's arguments), writes what it staged, publishes the
 -- notifications and shapes the reply:

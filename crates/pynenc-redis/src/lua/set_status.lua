@@ -5,21 +5,10 @@
 -- Returns {status, owner, {{status, result, error}...}}.
 
 local function main()
-  local id, to, actor, ctx = ARGV[2], ARGV[3], ARGV[4], nz(ARGV[5])
-  local outcomes = {}
+  local ids = {}
   for i = 6, #ARGV do
-    local v = rcall('HMGET', k('inv', ARGV[i]), 'status', 'result', 'error')
-    if not v[1] then
-      fail('NOT_FOUND', ARGV[i], 'while reading its result')
-    end
-    outcomes[#outcomes + 1] = v
+    ids[#ids + 1] = ARGV[i]
   end
-  if REPLAY then
-    local rec = load(id)
-    if rec and rec.status == to and already_done(rec, to, actor) then
-      return {rec.status, rec.owner or false, outcomes}
-    end
-  end
-  local rec = transition(id, to, actor, ctx or false)
+  local rec, outcomes = set_with_outcomes(ARGV[2], ARGV[3], ARGV[4], nz(ARGV[5]), ids)
   return {rec.status, rec.owner or false, outcomes}
 end

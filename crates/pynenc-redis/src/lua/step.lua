@@ -7,12 +7,22 @@
 --
 -- ARGV[2] = the runner, ARGV[3] = n, then per end: id, 'S' | 'R' |
 -- 'F<error kind>' | 'C', the result or the error JSON, the run time in µs
--- ('' = not measured); then m, then per pick-up: max, token, '1' to start,
--- execution context of RUNNING ('' = none).
--- Returns {{end outcome...}, {pick outcome...}}: an end outcome is the
--- new status, or {'ERR', failure}; a pick outcome is
+-- ('' = not measured); then w, then per wait change of the runner's
+-- waiting invocations: 'P' (pause) | 'N' (pause that takes one more
+-- invocation, for the slot it frees, in the first pick-up, when it pauses)
+-- | 'R' (resume), the waiter, the number
+-- of waited ids and the ids (store::engine::runner_step: after the ends,
+-- so that a resume reads the outcomes they wrote, refused with
+-- STILL_WAITING unless all are final — a runner hands the slot of a run
+-- that ends to the invocation that waited for it); then m, then
+-- per pick-up: max, token, '1' to start, execution context of RUNNING
+-- ('' = none).
+-- Returns {{end outcome...}, {pick outcome...}, {wait outcome...}}: an end
+-- outcome is the new status, or {'ERR', failure}; a pick outcome is
 -- {'OK', {the picked invocations, four values each (`append_picked`)}, {corrupt keys}} or
--- {'ERR', failure}.
+-- {'ERR', failure}; a wait outcome is {'OK', the number of waited
+-- invocations not final} for a pause, {'OK', {{status, result, error}...}}
+-- for a resume, or {'ERR', failure}.
 --
 -- An end: result or error, SUCCESS / FAILED / RETRY (queued again) /
 -- CANCELLED (the body stopped at a cancel request); a refused end writes
@@ -177,13 +187,43 @@ local function main()
     ends[e] = ok and res or failed(res)
   end
   i = i + 1
+  local w = tonumber(ARGV[i])
+  local waits = {}
+  -- the slots of the pauses that take the next invocation
+  local freed = 0
+  if w > 0 and n > 0 then
+    -- the waits read what the ends wrote
+    flush()
+  end
+  for c = 1, w do
+    local kind, waiter, cnt = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    local ids = {}
+    for j = 1, cnt do
+      ids[j] = ARGV[i + 3 + j]
+    end
+    i = i + 3 + cnt
+    local ok, res, outcomes
+    if kind ~= 'R' then
+      ok, res = pcall(wait_for, waiter, runner, ids)
+      if ok and kind == 'N' and res > 0 then
+        freed = freed + 1
+      end
+    else
+      ok, res, outcomes = pcall(set_with_outcomes, waiter, ST.RESUMED, runner, nil, ids, true)
+      if ok then
+        res = outcomes
+      end
+    end
+    waits[c] = ok and {'OK', res} or failed(res)
+  end
+  i = i + 1
   local m = tonumber(ARGV[i])
   local picks = {}
   for p = 1, m do
-    local ok, picked, corrupt = pcall(pick_one, runner, tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3] == '1',
-      nz(ARGV[i + 4]))
+    local ok, picked, corrupt = pcall(pick_one, runner, tonumber(ARGV[i + 1]) + (p == 1 and freed or 0), ARGV[i + 2],
+      ARGV[i + 3] == '1', nz(ARGV[i + 4]))
     i = i + 4
     picks[p] = ok and {'OK', picked, corrupt} or failed(picked)
   end
-  return {ends, picks}
+  return {ends, picks, waits}
 end

@@ -30,7 +30,9 @@ use std::sync::Arc;
 pub use broker::Broker;
 pub use coordination::Coordination;
 pub use data_store::DataStore;
-pub use orchestrator::{EndOutcome, Orchestrator, ParkedPick, Retention, RunEnd, StepReport};
+pub use orchestrator::{
+    EndOutcome, Orchestrator, ParkedPick, Retention, RunEnd, StepReport, WaitChange, WaitOutcome,
+};
 pub use queries::Queries;
 pub use state_backend::StateBackend;
 pub use workflow_data::WorkflowData;

@@ -56,12 +56,61 @@ impl EndOutcome {
     }
 }
 
+/// A change to an invocation of the runner that waits for others, carried
+/// by the runner's step with its ends ([`Orchestrator::runner_step`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitChange {
+    /// [`Orchestrator::pause_for_results`]: `waiter` waits for `waited`
+    /// and frees its slot, unless all of them are final already.
+    Pause {
+        /// The invocation that waits.
+        waiter: InvocationId,
+        /// What it waits for.
+        waited: Vec<InvocationId>,
+        /// When it pauses, the step takes one more invocation, for the
+        /// slot it frees (as an end's slot).
+        take_next: bool,
+    },
+    /// [`Orchestrator::resume_with_outcomes`]: `waiter` takes a slot back
+    /// and reads the outcomes of `waited`.
+    Resume {
+        /// The invocation that waited.
+        waiter: InvocationId,
+        /// What it waited for (outcomes in this order).
+        waited: Vec<InvocationId>,
+    },
+}
+
+impl WaitChange {
+    /// The invocation that waits or waited.
+    pub fn waiter(&self) -> &InvocationId {
+        match self {
+            WaitChange::Pause { waiter, .. } | WaitChange::Resume { waiter, .. } => waiter,
+        }
+    }
+}
+
+/// What became of one [`WaitChange`] in a step.
+#[derive(Debug, Clone)]
+pub enum WaitOutcome {
+    /// The pause: `true` when the waiter is `PAUSED` now, `false` when
+    /// everything it waits for was final already (nothing recorded).
+    Paused(bool),
+    /// The resume: the waiter is `RESUMED`; the outcomes of what it waited
+    /// for, in the order asked.
+    Resumed(Vec<InvocationOutcome>),
+}
+
 /// What a step that ends runs and takes the next invocations did
-/// ([`Orchestrator::finish_many_and_start`]).
+/// ([`Orchestrator::finish_many_and_start`], [`Orchestrator::runner_step`]).
 #[derive(Debug, Clone, Default)]
 pub struct StepReport {
     /// One outcome per end, in the order given.
     pub ends: Vec<EndOutcome>,
+    /// One outcome per [`WaitChange`], in the order given; a refused one
+    /// (its waiter or a waited invocation unknown, the transition refused)
+    /// wrote nothing.
+    pub waits: Vec<Result<WaitOutcome>>,
     /// The invocations taken next, already `RUNNING` for the runner.
     pub next: Vec<Arc<InvocationRecord>>,
     /// Why nothing was taken next, when the pick-up failed.
@@ -72,10 +121,17 @@ impl StepReport {
     /// The report of a step that failed as a whole: no end was recorded
     /// and nothing was taken.
     pub fn failed(ends: usize, error: StoreError) -> Self {
+        Self::failed_with_waits(ends, 0, error)
+    }
+
+    /// [`StepReport::failed`] for a step that also carried `waits` wait
+    /// changes: none of them was recorded either.
+    pub fn failed_with_waits(ends: usize, waits: usize, error: StoreError) -> Self {
         StepReport {
             ends: (0..ends)
                 .map(|_| EndOutcome::NotRecorded(error.clone()))
                 .collect(),
+            waits: (0..waits).map(|_| Err(error.clone())).collect(),
             next: Vec::new(),
             pick_error: Some(error),
         }
@@ -229,6 +285,89 @@ pub trait Orchestrator: Send + Sync {
         max_next: usize,
         execution_context: Option<&str>,
     ) -> StepReport;
+
+    /// [`Orchestrator::finish_many_and_start`] that also pauses and
+    /// resumes invocations of the runner that wait for others (`waits`,
+    /// each checked on its own: a refused one writes nothing and stops
+    /// nothing else): the ends first, then the wait changes in the order
+    /// given (a pause whose waited invocations ended in the same step does
+    /// not pause; a resume reads the outcomes those ends wrote and is
+    /// refused with [`StoreError::StillWaiting`] unless they are final),
+    /// then the pick-ups: `max_next`, and one more for each pause with
+    /// `take_next` that paused — one step where the backend can. A runner
+    /// hands the slot of a run that ends to the invocation that waited for
+    /// it this way (the end and the resume in one step), and the slot of an
+    /// invocation that pauses to its next invocation.
+    ///
+    /// The default runs the ends, then the wait changes one by one (a
+    /// resume after reading the statuses of what it waited for), then the
+    /// pick-ups.
+    async fn runner_step(
+        &self,
+        runner_id: &RunnerId,
+        ends: Vec<RunEnd>,
+        waits: Vec<WaitChange>,
+        mut max_next: usize,
+        execution_context: Option<&str>,
+    ) -> StepReport {
+        if waits.is_empty() {
+            return self
+                .finish_many_and_start(runner_id, ends, max_next, execution_context)
+                .await;
+        }
+        let mut report = self
+            .finish_many_and_start(runner_id, ends, 0, execution_context)
+            .await;
+        for change in waits {
+            report.waits.push(match change {
+                WaitChange::Pause {
+                    waiter,
+                    waited,
+                    take_next,
+                } => {
+                    let paused = self.pause_for_results(&waiter, runner_id, &waited).await;
+                    if take_next && matches!(paused, Ok(true)) {
+                        max_next += 1;
+                    }
+                    paused.map(WaitOutcome::Paused)
+                }
+                WaitChange::Resume { waiter, waited } => {
+                    let mut still_waiting = None;
+                    for id in &waited {
+                        match self.get_status(id).await {
+                            Ok(s) if s.status.is_final() => {}
+                            Ok(_) => {
+                                still_waiting = Some(Err(StoreError::StillWaiting {
+                                    invocation_id: waiter,
+                                    waited: *id,
+                                }));
+                                break;
+                            }
+                            Err(e) => {
+                                still_waiting = Some(Err(e));
+                                break;
+                            }
+                        }
+                    }
+                    match still_waiting {
+                        Some(refused) => refused,
+                        None => self
+                            .resume_with_outcomes(&waiter, runner_id, &waited)
+                            .await
+                            .map(WaitOutcome::Resumed),
+                    }
+                }
+            });
+        }
+        if max_next > 0 {
+            let picked = self
+                .finish_many_and_start(runner_id, Vec::new(), max_next, execution_context)
+                .await;
+            report.next = picked.next;
+            report.pick_error = picked.pick_error;
+        }
+        report
+    }
 
     /// Stops an owned invocation: `KILLED` then `REROUTED`, at the head of the queue.
     async fn kill_and_reroute(

@@ -5,8 +5,9 @@ use std::time::Duration;
 use pynenc_model::{InvocationId, InvocationStatus, RunOutcome, RunnerId, Timestamp};
 
 use super::pick::pick_and_start;
+use super::upkeep::{pause_for_results, resume_when_final};
 use super::{transition, transition_from};
-use crate::components::{EndOutcome, RunEnd, StepReport};
+use crate::components::{EndOutcome, RunEnd, StepReport, WaitChange, WaitOutcome};
 use crate::error::{Result, StoreError};
 use crate::txn::StoreTxn;
 
@@ -70,6 +71,34 @@ pub fn finish_many_and_start(
     execution_context: Option<&str>,
     now: Timestamp,
 ) -> Result<StepReport> {
+    runner_step(
+        txn,
+        runner_id,
+        ends,
+        Vec::new(),
+        max_next,
+        execution_context,
+        now,
+    )
+}
+
+/// [`finish_many_and_start`] with the pauses and resumes of the runner's
+/// waiting invocations between the ends and the pick-ups
+/// ([`crate::Orchestrator::runner_step`]): a pause whose waited invocations
+/// ended in this step does not pause, a resume reads what the ends wrote
+/// and is refused unless everything it waited for is final, a pause with
+/// `take_next` that pauses takes one more invocation. A
+/// refused wait change ([`StoreError::is_refused`]: checked before it
+/// writes) is its own outcome; any other error ends the section.
+pub fn runner_step(
+    txn: &mut dyn StoreTxn,
+    runner_id: &RunnerId,
+    ends: Vec<RunEnd>,
+    waits: Vec<WaitChange>,
+    mut max_next: usize,
+    execution_context: Option<&str>,
+    now: Timestamp,
+) -> Result<StepReport> {
     let ids: Vec<InvocationId> = ends.iter().map(|e| e.invocation_id).collect();
     txn.prefetch(&ids)?;
     let mut outcomes = Vec::with_capacity(ends.len());
@@ -89,9 +118,34 @@ pub fn finish_many_and_start(
             },
         );
     }
+    let mut wait_outcomes = Vec::with_capacity(waits.len());
+    for change in waits {
+        let done = match change {
+            WaitChange::Pause {
+                waiter,
+                waited,
+                take_next,
+            } => {
+                let paused = pause_for_results(txn, &waiter, runner_id, &waited, now);
+                if take_next && matches!(paused, Ok(true)) {
+                    // the slot it frees takes the next invocation
+                    max_next += 1;
+                }
+                paused.map(WaitOutcome::Paused)
+            }
+            WaitChange::Resume { waiter, waited } => {
+                resume_when_final(txn, &waiter, runner_id, &waited, now).map(WaitOutcome::Resumed)
+            }
+        };
+        match done {
+            Err(e) if !e.is_refused() => return Err(e),
+            done => wait_outcomes.push(done),
+        }
+    }
     let next = pick_and_start(txn, runner_id, max_next, execution_context, now)?;
     Ok(StepReport {
         ends: outcomes,
+        waits: wait_outcomes,
         next,
         pick_error: None,
     })

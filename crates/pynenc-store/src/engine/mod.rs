@@ -8,7 +8,8 @@
 //! - [`route`]: registration concurrency, cycle control, new invocations;
 //! - [`pick`] / [`pick_and_start`]: blocking control first, then the queue,
 //!   with running concurrency;
-//! - [`finish`] / [`finish_many_and_start`] / [`kill_and_reroute`]: the ends of runs;
+//! - [`finish`] / [`finish_many_and_start`] / [`runner_step`] / [`kill_and_reroute`]: the ends of runs
+//!   (with the pauses and resumes of waiting invocations, for [`runner_step`]);
 //! - [`promote_scheduled`], [`auto_purge`], [`recover`], [`waiting_for_results`];
 //! - [`cancel`], [`delete_final`], [`queue_stats`]: what operators do and ask;
 //! - [`claim_data`], [`put_data`], [`sweep_data`]: the data store's values.
@@ -24,7 +25,7 @@ mod upkeep;
 pub use control::{cancel, cancelled_error, delete_final, queue_stats};
 pub use cycle::{cycle_error, ANCESTORS_SEARCHED};
 pub use data::{claim_data, put_data, sweep_data, sweep_in_batches, DATA_SWEEP_BATCH};
-pub use finish::{finish, finish_many_and_start, kill_and_reroute};
+pub use finish::{finish, finish_many_and_start, kill_and_reroute, runner_step};
 pub use pick::{pick, pick_and_start};
 pub use route::route;
 pub use upkeep::{

@@ -76,6 +76,29 @@ pub fn resume_with_outcomes(
     Ok(out)
 }
 
+/// [`resume_with_outcomes`] for a resume that travels with the ends of a
+/// runner's step ([`super::runner_step`]): refused with
+/// [`StoreError::StillWaiting`], before anything is written, unless every
+/// waited invocation is final (an end refused in the same step leaves its
+/// waiter paused).
+pub fn resume_when_final(
+    txn: &mut dyn StoreTxn,
+    waiter: &InvocationId,
+    runner: &RunnerId,
+    waited: &[InvocationId],
+    now: Timestamp,
+) -> Result<Vec<InvocationOutcome>> {
+    let out = super::outcomes(txn, waited)?;
+    if let Some((id, _)) = waited.iter().zip(&out).find(|(_, o)| !o.status.is_final()) {
+        return Err(StoreError::StillWaiting {
+            invocation_id: *waiter,
+            waited: *id,
+        });
+    }
+    transition(txn, waiter, InvocationStatus::Resumed, runner, None, now)?;
+    Ok(out)
+}
+
 /// Registers due scheduled invocations.
 pub fn promote_scheduled(
     txn: &mut dyn StoreTxn,

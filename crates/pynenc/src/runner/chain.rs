@@ -6,13 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pynenc_model::{InvocationId, InvocationOutcome, InvocationRecord, RunOutcome, RunnerId};
+use pynenc_store::{WaitChange, WaitOutcome};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::cancel::CancelSignal;
-use super::host::{BodyTurn, InvocationHost, RunFinish};
+use super::handoff::Handed;
+use super::host::{BodyTurn, InvocationHost, RunFinish, SlotState};
+use super::ids::process_context;
 use super::process;
 use super::shared::{Role, RunnerShared};
+use super::thread::spawn_invocation;
 use crate::app::Pynenc;
 use crate::context::InvocationContext;
 use crate::exceptions::{PynencError, Result};
@@ -148,14 +152,17 @@ impl InvocationHost for ChainHost {
         RunFinish {
             end: finished.end,
             next: finished.next.into_iter().collect(),
+            handoff: finished.handoff,
         }
     }
 
     /// Pauses `ctx` while it waits for `ids`: the wait is recorded for
     /// blocking control, the slot is freed, and taken back when all are
-    /// final, in the step that reads their outcomes. A cancel of the waiting
-    /// invocation ends the wait at once with [`PynencError::Cancelled`],
-    /// without taking a slot back.
+    /// final, in the step that reads their outcomes. A wait for one run
+    /// offers to take that run's slot when it ends (`super::handoff`): the
+    /// step that records the end resumes this invocation, which goes on in
+    /// that slot. A cancel of the waiting invocation ends the wait at once
+    /// with [`PynencError::Cancelled`], without taking a slot back.
     async fn waiting_for_results(
         &self,
         ctx: &InvocationContext,
@@ -166,54 +173,88 @@ impl InvocationHost for ChainHost {
         if self.cancel.is_cancelled(&id) {
             return Err(own_cancel(ctx, &shared.runner_id));
         }
+        let mut offer = None;
         {
             let mut slot = ctx.slot.lock().await;
-            let orchestrator = shared.app.orchestrator();
             if slot.waits == 0 {
-                // the waits and the pause in one step
-                if !orchestrator
-                    .pause_for_results(&id, &shared.runner_id, ids)
-                    .await?
-                {
-                    // everything waited on has ended: go on, slot kept
-                    return Ok(None);
+                // a wait for one run offers to take that run's slot when it
+                // ends: before the pause, whose step may take the run for
+                // the slot it frees (a step that takes the offer before the
+                // pause is recorded finds the waiter not PAUSED: refused)
+                if let [waited] = ids {
+                    offer = shared.handoffs.offer(*waited, id).map(|rx| (*waited, rx));
                 }
+                // the waits, the pause and the next invocation of the slot
+                // it frees, in one step
+                let paused = self.pause(&id, ids, &mut slot.permit).await;
+                if !matches!(paused, Ok(true)) {
+                    if let Some((waited, _)) = &offer {
+                        shared.handoffs.withdraw(waited, &id);
+                    }
+                    // everything waited on has ended: go on, slot kept
+                    return paused.map(|_| None);
+                }
+                slot.offered = offer.as_ref().map(|(w, _)| *w);
+                // the slot went to the next invocation, or back to the runner
                 slot.permit = None;
                 // another body may run meanwhile
                 slot.turn = None;
+                slot.resumed = false;
                 debug!(invocation_id = %id, waiting_for = ids.len(), "paused");
             } else {
-                // paused already by another wait of this invocation
-                orchestrator.waiting_for_results(Some(&id), ids).await?;
+                // paused already by another wait of this invocation, which
+                // no longer takes the slot of its run (unless a step took the
+                // offer already: then that wait holds a slot when it ends)
+                if let Some(waited) = slot.offered.take() {
+                    shared.handoffs.withdraw(&waited, &id);
+                }
+                shared
+                    .app
+                    .orchestrator()
+                    .waiting_for_results(Some(&id), ids)
+                    .await?;
             }
             slot.waits += 1;
         }
-        let waited = tokio::select! {
-            biased;
-            () = self.cancel.cancelled(&id) => None,
-            waited = shared.app.coordination().wait_final(ids) => Some(waited),
+        let handed = match offer {
+            Some((waited, rx)) => self.handed_or_final(ctx, ids, waited, rx).await,
+            None => tokio::select! {
+                biased;
+                () = self.cancel.cancelled(&id) => Woken::Cancelled,
+                waited = shared.app.coordination().wait_final(ids) => Woken::Final(waited),
+            },
         };
         let mut slot = ctx.slot.lock().await;
         slot.waits -= 1;
-        let Some(waited) = waited else {
-            return Err(own_cancel(ctx, &shared.runner_id));
+        let waited = match handed {
+            Woken::Cancelled => {
+                if let Some(waited) = slot.offered.take() {
+                    shared.handoffs.withdraw(&waited, &id);
+                }
+                return Err(own_cancel(ctx, &shared.runner_id));
+            }
+            Woken::Handed(permit, outcomes) => {
+                // resumed with the end of the run, in its slot
+                slot.offered = None;
+                slot.permit = permit.or(slot.permit.take());
+                if slot.waits == 0 {
+                    self.take_slot_and_turn(ctx, &mut slot).await?;
+                    debug!(invocation_id = %id, "resumed in the slot of the run it waited for");
+                } else {
+                    // another wait goes on: the last one takes the turn
+                    slot.resumed = true;
+                }
+                return Ok(Some(outcomes));
+            }
+            Woken::Final(waited) => waited,
         };
         if slot.waits == 0 {
-            let permit = tokio::select! {
-                biased;
-                () = self.cancel.cancelled(&id) => {
-                    return Err(own_cancel(ctx, &shared.runner_id));
-                }
-                permit = shared.slots.clone().acquire_owned() => permit,
-            };
-            slot.permit = Some(permit.map_err(|_| PynencError::runner("runner slots closed"))?);
-            if self.shared.turns.is_some() {
-                let BodyTurn::Now(Some(turn)) = self.take_turn(&id, false).await else {
-                    return Err(own_cancel(ctx, &shared.runner_id));
-                };
-                slot.turn = Some(turn);
-            }
+            self.take_slot_and_turn(ctx, &mut slot).await?;
             waited?;
+            if std::mem::take(&mut slot.resumed) {
+                // resumed already, with the end of another run it waited for
+                return Ok(None);
+            }
             // RESUMED and the outcomes in one step
             let outcomes = shared
                 .app
@@ -225,5 +266,152 @@ impl InvocationHost for ChainHost {
         }
         waited?;
         Ok(None)
+    }
+}
+
+/// How a wait of [`ChainHost::waiting_for_results`] ended.
+enum Woken {
+    /// The waiting invocation was cancelled.
+    Cancelled,
+    /// Everything waited on is final (or could not be waited on).
+    Final(pynenc_store::Result<()>),
+    /// Resumed with the end of the run it waited for: that run's slot (none
+    /// when it could not be handed) and the outcome.
+    Handed(Option<OwnedSemaphorePermit>, Vec<InvocationOutcome>),
+}
+
+impl ChainHost {
+    /// Pauses `id` while it waits for `ids` and, when it pauses, takes the
+    /// next invocation for the slot it frees in the same step and runs it
+    /// there (taking `permit`). `false` when everything waited on is final
+    /// already: nothing recorded, nothing taken.
+    async fn pause(
+        &self,
+        id: &InvocationId,
+        ids: &[InvocationId],
+        permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<bool> {
+        let shared = &self.shared;
+        let take_next = permit.is_some() && !shared.stop.is_stopped();
+        let change = WaitChange::Pause {
+            waiter: *id,
+            waited: ids.to_vec(),
+            take_next,
+        };
+        let mut report = shared
+            .app
+            .orchestrator()
+            .runner_step(
+                &shared.runner_id,
+                Vec::new(),
+                vec![change],
+                0,
+                Some(process_context()),
+            )
+            .await;
+        if let Some(e) = &report.pick_error {
+            warn!(error = %e, "could not take the next invocation of a paused one's slot");
+        }
+        let paused = match report.waits.pop() {
+            Some(Ok(WaitOutcome::Paused(paused))) => paused,
+            Some(Ok(WaitOutcome::Resumed(_))) => {
+                return Err(PynencError::runner("a pause was answered as a resume"))
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(PynencError::runner("a pause got no outcome")),
+        };
+        let mut next = report.next.into_iter();
+        if let Some(record) = next.next() {
+            match permit.take().filter(|_| paused) {
+                Some(slot) => spawn_invocation(shared, record, slot),
+                // no slot for it (a pause that keeps its slot takes nothing)
+                None => {
+                    shared
+                        .give_back(&record, "taken for a slot that was not freed")
+                        .await
+                }
+            }
+        }
+        for lost in next {
+            shared
+                .give_back(&lost, "taken for a slot that was not freed")
+                .await;
+        }
+        Ok(paused)
+    }
+
+    /// The wait of an invocation that offered to take the slot of the run
+    /// of `waited`: the slot handed with its resume, or, when the run's end
+    /// was heard first and no step took the offer, the end alone (the
+    /// invocation resumes on its own).
+    async fn handed_or_final(
+        &self,
+        ctx: &InvocationContext,
+        ids: &[InvocationId],
+        waited: InvocationId,
+        mut rx: tokio::sync::oneshot::Receiver<Handed>,
+    ) -> Woken {
+        let id = *ctx.invocation_id();
+        let shared = &self.shared;
+        let handed = tokio::select! {
+            biased;
+            () = self.cancel.cancelled(&id) => return Woken::Cancelled,
+            handed = &mut rx => handed.ok(),
+            finals = shared.app.coordination().wait_final(ids) => {
+                match rx.try_recv() {
+                    Ok(handed) => Some(handed),
+                    // no step took the offer (or another wait withdrew it)
+                    Err(_) if shared.handoffs.withdraw(&waited, &id) => return Woken::Final(finals),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Woken::Final(finals),
+                    // a step took it: its answer is on the way
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => tokio::select! {
+                        biased;
+                        () = self.cancel.cancelled(&id) => return Woken::Cancelled,
+                        handed = rx => handed.ok(),
+                    },
+                }
+            }
+        };
+        match handed {
+            Some(Handed::Slot(permit, outcomes)) => Woken::Handed(Some(permit), outcomes),
+            Some(Handed::Resumed(outcomes)) => Woken::Handed(None, outcomes),
+            // not resumed: on its own, once everything waited on is final
+            Some(Handed::OnItsOwn) | None => {
+                tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled(&id) => Woken::Cancelled,
+                    waited = shared.app.coordination().wait_final(ids) => Woken::Final(waited),
+                }
+            }
+        }
+    }
+
+    /// A slot (unless it holds one) and, in a runner that takes invocations
+    /// ahead, a turn, for an invocation that goes on after its waits; not
+    /// past a cancel of it.
+    async fn take_slot_and_turn(
+        &self,
+        ctx: &InvocationContext,
+        slot: &mut SlotState,
+    ) -> Result<()> {
+        let shared = &self.shared;
+        let id = *ctx.invocation_id();
+        if slot.permit.is_none() {
+            let permit = tokio::select! {
+                biased;
+                () = self.cancel.cancelled(&id) => {
+                    return Err(own_cancel(ctx, &shared.runner_id));
+                }
+                permit = shared.slots.clone().acquire_owned() => permit,
+            };
+            slot.permit = Some(permit.map_err(|_| PynencError::runner("runner slots closed"))?);
+        }
+        if shared.turns.is_some() && slot.turn.is_none() {
+            let BodyTurn::Now(Some(turn)) = self.take_turn(&id, false).await else {
+                return Err(own_cancel(ctx, &shared.runner_id));
+            };
+            slot.turn = Some(turn);
+        }
+        Ok(())
     }
 }

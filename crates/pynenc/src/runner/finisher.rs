@@ -6,18 +6,22 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use pynenc_model::{InvocationRecord, InvocationStatus, RunOutcome};
-use pynenc_store::{EndOutcome, RunEnd};
-use tracing::warn;
+use pynenc_store::{RunEnd, WaitChange, WaitOutcome};
+use tracing::{debug, warn};
 
+use super::handoff::Taken;
+use super::host::Handoff;
 use super::ids::process_context;
 use super::shared::RunnerShared;
 use crate::exceptions::{PynencError, Result};
 
 /// The answer to a queued end: its result, and the next invocation of the
-/// slot it frees, if one was taken.
+/// slot it frees, if one was taken, or the invocation that waited for the
+/// run, resumed in the same step, which takes the slot.
 pub(crate) struct Finished {
     pub(crate) end: Result<InvocationStatus>,
     pub(crate) next: Option<Arc<InvocationRecord>>,
+    pub(crate) handoff: Option<Handoff>,
 }
 
 type FinishReply = tokio::sync::oneshot::Sender<Finished>;
@@ -29,7 +33,9 @@ type QueuedEnd = (Arc<InvocationRecord>, RunEnd, bool, FinishReply);
 /// The end of the caller that records a batch: answered directly.
 type OwnEnd<'a> = (&'a Arc<InvocationRecord>, RunEnd, bool);
 
-/// Records the ends of runs in batches by flat combining: a finishing
+/// Records the ends of runs in batches by flat combining (with the resumes
+/// of the invocations that take the slots of those runs, see
+/// [`super::handoff`]): a finishing
 /// invocation that finds room for a flush records its own end at once,
 /// with whatever others queued; one that finds the flushes in flight
 /// queues its end, and a flushing caller takes it too (one
@@ -135,60 +141,105 @@ impl Finisher {
         queued: Vec<QueuedEnd>,
     ) -> Option<Finished> {
         let orch = host.app.orchestrator();
-        // a stopping runner takes no new work
-        let max_next = if host.stop.is_stopped() {
-            0
-        } else {
-            queued.iter().filter(|(_, _, frees, _)| *frees).count()
-                + usize::from(own.as_ref().is_some_and(|(_, _, frees)| *frees))
-        };
+        // a stopping runner takes no new work, nor hands slots over
+        let stopping = host.stop.is_stopped();
         let mut ends = Vec::with_capacity(queued.len() + 1);
-        let mut waiting = Vec::with_capacity(queued.len());
+        let mut waits = Vec::new();
+        let mut waiting = Vec::with_capacity(queued.len() + 1);
+        let mut offer = |end: &RunEnd, frees_slot: bool| -> Option<Taken> {
+            let taken = (frees_slot && !stopping)
+                .then(|| host.handoffs.take(&end.invocation_id))
+                .flatten()?;
+            waits.push(WaitChange::Resume {
+                waiter: taken.waiter,
+                waited: vec![end.invocation_id],
+            });
+            Some(taken)
+        };
         for (record, end, frees_slot, reply) in queued {
+            let taken = offer(&end, frees_slot);
             ends.push(end);
-            waiting.push((record, frees_slot, reply));
+            waiting.push((record, frees_slot, Some(reply), taken));
         }
         let own = own.map(|(record, end, frees_slot)| {
+            let taken = offer(&end, frees_slot);
             ends.push(end);
-            (record, frees_slot)
+            (record.clone(), frees_slot, None, taken)
         });
+        waiting.extend(own);
+        // a slot handed to a waiter takes nothing next
+        let max_next = if stopping {
+            0
+        } else {
+            waiting
+                .iter()
+                .filter(|(_, frees, _, taken)| *frees && taken.is_none())
+                .count()
+        };
         let report = orch
-            .finish_many_and_start(&host.runner_id, ends, max_next, Some(process_context()))
+            .runner_step(
+                &host.runner_id,
+                ends,
+                waits,
+                max_next,
+                Some(process_context()),
+            )
             .await;
         if let Some(e) = &report.pick_error {
             warn!(error = %e, "could not take next invocations while recording ends");
         }
         let mut next = report.next.into_iter();
-        let mut answer =
-            |record: &Arc<InvocationRecord>, frees_slot: bool, end: Option<EndOutcome>| {
-                let taken = if frees_slot { next.next() } else { None };
-                if let Some(n) = &taken {
-                    host.hand_over(record, std::slice::from_ref(n));
-                }
-                Finished {
-                    end: match end {
-                        Some(end) => end.into_result().map_err(Into::into),
-                        None => Err(PynencError::runner("the end of the run got no outcome")),
-                    },
-                    next: taken,
-                }
-            };
+        let mut resumed = report.waits.into_iter();
         let mut results = report.ends.into_iter();
-        for (record, frees_slot, reply) in waiting {
-            let finished = answer(&record, frees_slot, results.next());
-            if let Err(Finished {
-                next: Some(lost), ..
-            }) = reply.send(finished)
-            {
-                // the run that was to take it is gone
-                host.give_back(&lost, "its slot's run is gone").await;
+        let mut own_answer = None;
+        for (record, frees_slot, reply, taken) in waiting {
+            let end = match results.next() {
+                Some(end) => end.into_result().map_err(Into::into),
+                None => Err(PynencError::runner("the end of the run got no outcome")),
+            };
+            let handoff = taken.and_then(|to| match resumed.next() {
+                Some(Ok(WaitOutcome::Resumed(outcomes))) => Some(Handoff { to, outcomes }),
+                other => {
+                    if let Some(Err(e)) = other {
+                        debug!(invocation_id = %to.waiter, error = %e, "not resumed with the end it waited for");
+                    }
+                    to.not_handed();
+                    None
+                }
+            });
+            let taken_next = if frees_slot && handoff.is_none() {
+                next.next()
+            } else {
+                None
+            };
+            if let Some(n) = &taken_next {
+                host.hand_over(&record, std::slice::from_ref(n));
+            }
+            let finished = Finished {
+                end,
+                next: taken_next,
+                handoff,
+            };
+            match reply {
+                None => own_answer = Some(finished),
+                Some(reply) => {
+                    if let Err(lost) = reply.send(finished) {
+                        // the run that was to take it is gone
+                        if let Some(n) = lost.next {
+                            host.give_back(&n, "its slot's run is gone").await;
+                        }
+                        if let Some(h) = lost.handoff {
+                            // the waiter is resumed: it takes a slot of its own
+                            h.to.without_slot(h.outcomes);
+                        }
+                    }
+                }
             }
         }
-        let own = own.map(|(record, frees_slot)| answer(record, frees_slot, results.next()));
         for lost in next {
             host.give_back(&lost, "its slot's run is gone").await;
         }
-        own
+        own_answer
     }
 }
 
@@ -200,6 +251,7 @@ fn not_recorded(record: &InvocationRecord) -> Finished {
             record.invocation_id
         ))),
         next: None,
+        handoff: None,
     }
 }
 

@@ -19,6 +19,12 @@ use crate::exceptions::{PynencError, Result};
 pub(crate) struct SlotState {
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) waits: usize,
+    /// While it waits for one run: that run, whose slot it offered to take
+    /// when the run ends (`super::handoff`).
+    pub(crate) offered: Option<InvocationId>,
+    /// Resumed by the end of a run it waited for while another of its
+    /// waits went on (the last wait then does not resume it again).
+    pub(crate) resumed: bool,
     /// Its turn, in a host that takes invocations ahead (given up while
     /// it is paused).
     pub(crate) turn: Option<OwnedSemaphorePermit>,
@@ -39,6 +45,16 @@ pub(crate) struct RunFinish {
     pub(crate) end: Result<InvocationStatus>,
     /// Invocations taken for the slot in the same step (already `RUNNING`).
     pub(crate) next: Vec<Arc<InvocationRecord>>,
+    /// The invocation that waited for this run, resumed in the same step:
+    /// the run's slot goes to it (`super::handoff`).
+    pub(crate) handoff: Option<Handoff>,
+}
+
+/// A waiter resumed with the end of the run it waited for, and the outcomes
+/// it reads: the run's slot is handed to it.
+pub(crate) struct Handoff {
+    pub(crate) to: super::handoff::Taken,
+    pub(crate) outcomes: Vec<InvocationOutcome>,
 }
 
 /// What an invocation needs from the runner hosting it.
@@ -125,6 +141,7 @@ pub(crate) trait InvocationHost: Send + Sync {
         RunFinish {
             end,
             next: Vec::new(),
+            handoff: None,
         }
     }
 }

@@ -47,6 +47,7 @@ mod cancel;
 mod chain;
 mod execute;
 mod finisher;
+mod handoff;
 mod host;
 mod ids;
 mod prefetch;

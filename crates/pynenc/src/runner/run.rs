@@ -155,6 +155,8 @@ pub(crate) async fn run_invocation(
         slot: tokio::sync::Mutex::new(SlotState {
             permit,
             waits: 0,
+            offered: None,
+            resumed: false,
             turn: None,
         }),
         caller: None,
@@ -285,9 +287,19 @@ pub(crate) async fn run_invocation(
     // take the slot back now (the context may outlive this function in user
     // clones); a run cancelled while PAUSED holds none, and takes nothing next
     let permit = host.run_ended(started.elapsed(), ctx.slot.lock().await.permit.take());
-    let RunFinish { end, next } = host
+    let RunFinish { end, next, handoff } = host
         .finish(app, &kept, outcome, started.elapsed(), permit.is_some())
         .await;
+    // the invocation that waited for this run, resumed with its end, takes
+    // the slot (back here when it is gone)
+    let permit = match (handoff, permit) {
+        (Some(h), Some(permit)) => h.to.give(permit, h.outcomes),
+        (Some(h), None) => {
+            h.to.without_slot(h.outcomes);
+            None
+        }
+        (None, permit) => permit,
+    };
     match end {
         Ok(status) => {
             debug!(%status, elapsed_us = started.elapsed().as_micros() as u64, "finished");

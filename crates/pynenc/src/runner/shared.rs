@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use super::cancel::log_if_cancelled;
 use super::chain::ChainHost;
 use super::finisher::Finisher;
+use super::handoff::Handoffs;
 use super::process;
 use super::stop::StopSignal;
 use super::turns::Turns;
@@ -60,6 +61,9 @@ pub(crate) struct RunnerShared {
     /// Notified when the runner starts running something after running nothing.
     pub(crate) busy: Notify,
     pub(crate) finisher: Finisher,
+    /// Waiting invocations that take the slot of the run they wait for
+    /// when it ends.
+    pub(crate) handoffs: Handoffs,
     pub(crate) role: Role,
     /// Hosts of tokio tasks that ended, for the next ones (one allocation
     /// fewer per task); cleared when the runner stops.

@@ -104,6 +104,7 @@ impl ThreadRunner {
                 idle: Notify::new(),
                 busy: Notify::new(),
                 finisher: Finisher::new(if steps_cost { 2 } else { 1 }),
+                handoffs: Default::default(),
                 role,
                 spare_chains: Mutex::new(Vec::new()),
             }),
@@ -284,7 +285,7 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
 
 /// Runs `record` in a new tokio task holding `permit`, then, in the same
 /// task, the invocations its host takes next (see [`super::chain::ChainHost::finish`]).
-fn spawn_invocation(
+pub(crate) fn spawn_invocation(
     shared: &Arc<RunnerShared>,
     record: Arc<InvocationRecord>,
     permit: OwnedSemaphorePermit,
