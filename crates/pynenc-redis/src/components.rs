@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::backend::{bytes, escape_glob, micros, RedisBackend};
 use crate::decode::{corrupt, corrupt_by, RECORD_FIELDS};
-use crate::script::{as_int, as_string, scripts};
+use crate::script::{as_int, as_list, as_string, scripts};
 
 /// The safety-net re-check of `wait_final`.
 const WAIT_RECHECK: Duration = Duration::from_secs(2);
@@ -45,6 +45,33 @@ impl RedisBackend {
             result,
             error,
         })
+    }
+
+    /// The outcomes of `waited` from a script's rows `{status, result,
+    /// error}`, one per id in order (`what` names the step in the error of a
+    /// reply with another count).
+    pub(crate) fn decode_outcome_rows(
+        &self,
+        waited: &[InvocationId],
+        rows: &[Value],
+        what: &str,
+    ) -> Result<Vec<InvocationOutcome>> {
+        if rows.len() != waited.len() {
+            return Err(self.bad_reply(format!(
+                "{what} returned {} outcomes for {} invocations",
+                rows.len(),
+                waited.len()
+            )));
+        }
+        waited
+            .iter()
+            .zip(rows)
+            .map(|(id, row)| {
+                let f = as_list(row);
+                let field = |i: usize| f.get(i).and_then(as_string);
+                self.decode_outcome(id, field(0), field(1), field(2))
+            })
+            .collect()
     }
 
     /// Makes sure the server knows this backend waits for results, so that

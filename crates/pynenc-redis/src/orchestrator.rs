@@ -414,17 +414,6 @@ impl Orchestrator for RedisBackend {
             .unwrap_or_else(|| Err(self.bad_reply("the end of a run got no outcome")))
     }
 
-    async fn finish_many_and_start(
-        &self,
-        runner_id: &RunnerId,
-        ends: Vec<RunEnd>,
-        max_next: usize,
-        execution_context: Option<&str>,
-    ) -> StepReport {
-        self.runner_step(runner_id, ends, Vec::new(), max_next, execution_context)
-            .await
-    }
-
     async fn runner_step(
         &self,
         runner_id: &RunnerId,
@@ -597,22 +586,7 @@ impl Orchestrator for RedisBackend {
         let v = self.script(&scripts().set_status, &args).await?;
         let parts = as_list(&v);
         let rows = parts.get(2).map(as_list).unwrap_or_default();
-        if rows.len() != waited.len() {
-            return Err(self.bad_reply(format!(
-                "set_status returned {} outcomes for {} invocations",
-                rows.len(),
-                waited.len()
-            )));
-        }
-        waited
-            .iter()
-            .zip(rows)
-            .map(|(id, row)| {
-                let f = as_list(row);
-                let field = |i: usize| f.get(i).and_then(as_string);
-                self.decode_outcome(id, field(0), field(1), field(2))
-            })
-            .collect()
+        self.decode_outcome_rows(waited, rows, "set_status")
     }
 
     async fn promote_scheduled(&self) -> Result<usize> {

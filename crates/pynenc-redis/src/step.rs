@@ -177,26 +177,9 @@ impl RedisBackend {
                 Value::Int(open) => Ok(WaitOutcome::Paused(*open > 0)),
                 _ => Err(self.bad_reply("a pause in a step returned no count")),
             },
-            WaitChange::Resume { waited, .. } => {
-                let rows = as_list(body);
-                if rows.len() != waited.len() {
-                    return Err(self.bad_reply(format!(
-                        "a resume in a step returned {} outcomes for {} invocations",
-                        rows.len(),
-                        waited.len()
-                    )));
-                }
-                waited
-                    .iter()
-                    .zip(rows)
-                    .map(|(id, row)| {
-                        let f = as_list(row);
-                        let field = |i: usize| f.get(i).and_then(as_string);
-                        self.decode_outcome(id, field(0), field(1), field(2))
-                    })
-                    .collect::<Result<Vec<_>>>()
-                    .map(WaitOutcome::Resumed)
-            }
+            WaitChange::Resume { waited, .. } => self
+                .decode_outcome_rows(waited, as_list(body), "a resume in a step")
+                .map(WaitOutcome::Resumed),
         }
     }
 

@@ -234,17 +234,6 @@ impl<S: AtomicStore> Orchestrator for TxnBackend<S> {
             .await
     }
 
-    async fn finish_many_and_start(
-        &self,
-        runner_id: &RunnerId,
-        ends: Vec<RunEnd>,
-        max_next: usize,
-        execution_context: Option<&str>,
-    ) -> StepReport {
-        self.runner_step(runner_id, ends, Vec::new(), max_next, execution_context)
-            .await
-    }
-
     async fn runner_step(
         &self,
         runner_id: &RunnerId,

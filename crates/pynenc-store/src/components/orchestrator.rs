@@ -278,13 +278,18 @@ pub trait Orchestrator: Send + Sync {
     /// invocations for it, `RUNNING` at once, in one step where the backend
     /// can (one lock, one transaction, one round trip): the runner slots that
     /// end their runs take their next invocations.
+    ///
+    /// [`Orchestrator::runner_step`] without wait changes.
     async fn finish_many_and_start(
         &self,
         runner_id: &RunnerId,
         ends: Vec<RunEnd>,
         max_next: usize,
         execution_context: Option<&str>,
-    ) -> StepReport;
+    ) -> StepReport {
+        self.runner_step(runner_id, ends, Vec::new(), max_next, execution_context)
+            .await
+    }
 
     /// [`Orchestrator::finish_many_and_start`] that also pauses and
     /// resumes invocations of the runner that wait for others (`waits`,
@@ -298,76 +303,14 @@ pub trait Orchestrator: Send + Sync {
     /// hands the slot of a run that ends to the invocation that waited for
     /// it this way (the end and the resume in one step), and the slot of an
     /// invocation that pauses to its next invocation.
-    ///
-    /// The default runs the ends, then the wait changes one by one (a
-    /// resume after reading the statuses of what it waited for), then the
-    /// pick-ups.
     async fn runner_step(
         &self,
         runner_id: &RunnerId,
         ends: Vec<RunEnd>,
         waits: Vec<WaitChange>,
-        mut max_next: usize,
+        max_next: usize,
         execution_context: Option<&str>,
-    ) -> StepReport {
-        if waits.is_empty() {
-            return self
-                .finish_many_and_start(runner_id, ends, max_next, execution_context)
-                .await;
-        }
-        let mut report = self
-            .finish_many_and_start(runner_id, ends, 0, execution_context)
-            .await;
-        for change in waits {
-            report.waits.push(match change {
-                WaitChange::Pause {
-                    waiter,
-                    waited,
-                    take_next,
-                } => {
-                    let paused = self.pause_for_results(&waiter, runner_id, &waited).await;
-                    if take_next && matches!(paused, Ok(true)) {
-                        max_next += 1;
-                    }
-                    paused.map(WaitOutcome::Paused)
-                }
-                WaitChange::Resume { waiter, waited } => {
-                    let mut still_waiting = None;
-                    for id in &waited {
-                        match self.get_status(id).await {
-                            Ok(s) if s.status.is_final() => {}
-                            Ok(_) => {
-                                still_waiting = Some(Err(StoreError::StillWaiting {
-                                    invocation_id: waiter,
-                                    waited: *id,
-                                }));
-                                break;
-                            }
-                            Err(e) => {
-                                still_waiting = Some(Err(e));
-                                break;
-                            }
-                        }
-                    }
-                    match still_waiting {
-                        Some(refused) => refused,
-                        None => self
-                            .resume_with_outcomes(&waiter, runner_id, &waited)
-                            .await
-                            .map(WaitOutcome::Resumed),
-                    }
-                }
-            });
-        }
-        if max_next > 0 {
-            let picked = self
-                .finish_many_and_start(runner_id, Vec::new(), max_next, execution_context)
-                .await;
-            report.next = picked.next;
-            report.pick_error = picked.pick_error;
-        }
-        report
-    }
+    ) -> StepReport;
 
     /// Stops an owned invocation: `KILLED` then `REROUTED`, at the head of the queue.
     async fn kill_and_reroute(
