@@ -196,7 +196,8 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     query_samples: usize,
     /// With `--backend redis`: read `INFO commandstats` and `INFO cpu` before
-    /// and after `burn` and print the commands, scripts and server CPU per task.
+    /// and after `burn` and `recursive` and print the commands, scripts and
+    /// server CPU per task (per invocation for `recursive`).
     #[arg(long)]
     redis_commandstats: bool,
 }
@@ -387,15 +388,19 @@ async fn latency(
 }
 
 /// `fib(18)`, 8,361 invocations, on a runner with 2 slots.
-async fn recursive(app: &Pynenc, fresh: bool) -> Result<Row> {
+async fn recursive(app: &Pynenc, fresh: bool, stats: Option<&redis_stats::Probe>) -> Result<Row> {
     const N: u64 = 18;
     if fresh {
         app.purge().await?;
     }
     let runner = ThreadRunner::with_slots(app, 2).spawn();
+    let before = stats.map(|p| p.snapshot()).transpose()?;
     let t0 = Instant::now();
     let v = fib::call_on(app, N).await?.result().await?;
     let total = t0.elapsed();
+    if let (Some(probe), Some(before)) = (stats, before) {
+        probe.report("recursive", &before, &probe.snapshot()?, 8_361);
+    }
     runner.stop().await?;
     if v != 2584 {
         bail!("fib({N}) returned {v}, expected 2584");
@@ -568,7 +573,7 @@ async fn run() -> Result<()> {
             rows.push(fanout(&app, args.fanout_tasks, fresh).await?);
         }
         if wants(Workload::Recursive) {
-            rows.push(recursive(&app, fresh).await?);
+            rows.push(recursive(&app, fresh, probe.as_ref()).await?);
         }
         if wants(Workload::Enqueue) {
             rows.extend(enqueue(&app, args.latency_calls, fresh).await?);
