@@ -174,6 +174,9 @@ impl InvocationHost for ChainHost {
             return Err(own_cancel(ctx, &shared.runner_id));
         }
         let mut offer = None;
+        // the offer goes with the wait, however it ends (also when this
+        // future is dropped), unless a step took it
+        let mut _offer_guard = None;
         {
             let mut slot = ctx.slot.lock().await;
             if slot.waits == 0 {
@@ -183,6 +186,9 @@ impl InvocationHost for ChainHost {
                 // pause is recorded finds the waiter not PAUSED: refused)
                 if let [waited] = ids {
                     offer = shared.handoffs.offer(*waited, id).map(|rx| (*waited, rx));
+                    if offer.is_some() {
+                        _offer_guard = Some(shared.handoffs.guard(*waited, id));
+                    }
                 }
                 // the waits, the pause and the next invocation of the slot
                 // it frees, in one step

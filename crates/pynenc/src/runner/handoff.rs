@@ -105,6 +105,17 @@ impl Handoffs {
         }
     }
 
+    /// Withdraws the offer of `waiter` for the run of `waited` when the
+    /// guard is dropped — however its wait ends, also when the waiting
+    /// future is dropped — unless a step took it.
+    pub(crate) fn guard(&self, waited: InvocationId, waiter: InvocationId) -> OfferGuard<'_> {
+        OfferGuard {
+            handoffs: self,
+            waited,
+            waiter,
+        }
+    }
+
     /// The offer for the slot of the run of `waited`, taken by the step
     /// that records its end.
     pub(crate) fn take(&self, waited: &InvocationId) -> Option<Taken> {
@@ -112,6 +123,19 @@ impl Handoffs {
             .lock()
             .remove(waited)
             .map(|(waiter, reply)| Taken { waiter, reply })
+    }
+}
+
+/// See [`Handoffs::guard`].
+pub(crate) struct OfferGuard<'a> {
+    handoffs: &'a Handoffs,
+    waited: InvocationId,
+    waiter: InvocationId,
+}
+
+impl Drop for OfferGuard<'_> {
+    fn drop(&mut self) {
+        self.handoffs.withdraw(&self.waited, &self.waiter);
     }
 }
 
@@ -167,5 +191,21 @@ mod tests {
         let permit = sem.clone().acquire_owned().await.expect("permit");
         let back = h.take(&waited).expect("taken").give(permit, Vec::new());
         assert!(back.is_some(), "the slot of a gone waiter was lost");
+    }
+
+    #[test]
+    fn a_dropped_guard_withdraws_an_offer_no_step_took() {
+        let h = Handoffs::default();
+        let (waited, waiter) = (InvocationId::random(), InvocationId::random());
+        let _answer = h.offer(waited, waiter).expect("offered");
+        drop(h.guard(waited, waiter));
+        assert!(h.take(&waited).is_none(), "the offer outlived its wait");
+        // another waiter's offer is not withdrawn by this waiter's guard
+        let _answer = h.offer(waited, InvocationId::random()).expect("offered");
+        drop(h.guard(waited, waiter));
+        assert!(
+            h.take(&waited).is_some(),
+            "another waiter's offer was withdrawn"
+        );
     }
 }
