@@ -407,15 +407,28 @@ local function wait_for(waiter_inv, pause_by, ids)
   return #open
 end
 
--- Reads the outcomes of `ids` ({status, result, error} each; NOT_FOUND for
--- a missing one, and with `final_only` STILL_WAITING for one not final,
--- before anything is written), then sets `id` to `to` by `actor` (a checked
--- transition; a replay finds its own effect). Returns the record and the
--- outcomes (store::engine::resume_with_outcomes, resume_when_final).
+-- Reads the outcomes of `ids` ({status, result, error} each, as this call
+-- sees them: an end earlier in the step staged its status and result;
+-- NOT_FOUND for a missing one, and with `final_only` STILL_WAITING for one
+-- not final, before anything is written), then sets `id` to `to` by `actor`
+-- (a checked transition; a replay finds its own effect). Returns the record
+-- and the outcomes (store::engine::resume_with_outcomes, resume_when_final).
 local function set_with_outcomes(id, to, actor, ctx, ids, final_only)
   local outcomes = {}
   for i = 1, #ids do
     local v = rcall('HMGET', k('inv', ids[i]), 'status', 'result', 'error')
+    local rec = RECS[ids[i]]
+    if rec then
+      v[1] = rec.status
+      local w = rec.w or EMPTY
+      for j = 1, #w - 1, 2 do
+        if w[j] == 'result' then
+          v[2] = w[j + 1]
+        elseif w[j] == 'error' then
+          v[3] = w[j + 1]
+        end
+      end
+    end
     if not v[1] then
       fail('NOT_FOUND', ids[i], 'while reading its result')
     end

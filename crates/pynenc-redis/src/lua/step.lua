@@ -189,12 +189,9 @@ local function main()
   i = i + 1
   local w = tonumber(ARGV[i])
   local waits = {}
-  -- the slots of the pauses that take the next invocation
+  -- the slots of the pauses that take the next invocation (the waits read
+  -- what the ends staged through the records this call loaded)
   local freed = 0
-  if w > 0 and n > 0 then
-    -- the waits read what the ends wrote
-    flush()
-  end
   for c = 1, w do
     local kind, waiter, cnt = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
     local ids = {}

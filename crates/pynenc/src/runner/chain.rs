@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use super::cancel::CancelSignal;
-use super::handoff::Handed;
+use super::handoff::{Handed, Offer};
 use super::host::{BodyTurn, InvocationHost, RunFinish, SlotState};
 use super::ids::process_context;
 use super::process;
@@ -173,10 +173,8 @@ impl InvocationHost for ChainHost {
         if self.cancel.is_cancelled(&id) {
             return Err(own_cancel(ctx, &shared.runner_id));
         }
+        // withdrawn when dropped, unless a step took it
         let mut offer = None;
-        // the offer goes with the wait, however it ends (also when this
-        // future is dropped), unless a step took it
-        let mut _offer_guard = None;
         {
             let mut slot = ctx.slot.lock().await;
             if slot.waits == 0 {
@@ -185,22 +183,16 @@ impl InvocationHost for ChainHost {
                 // the slot it frees (a step that takes the offer before the
                 // pause is recorded finds the waiter not PAUSED: refused)
                 if let [waited] = ids {
-                    offer = shared.handoffs.offer(*waited, id).map(|rx| (*waited, rx));
-                    if offer.is_some() {
-                        _offer_guard = Some(shared.handoffs.guard(*waited, id));
-                    }
+                    offer = shared.handoffs.offer(*waited, id);
                 }
                 // the waits, the pause and the next invocation of the slot
                 // it frees, in one step
-                let paused = self.pause(&id, ids, &mut slot.permit).await;
-                if !matches!(paused, Ok(true)) {
-                    if let Some((waited, _)) = &offer {
-                        shared.handoffs.withdraw(waited, &id);
-                    }
-                    // everything waited on has ended: go on, slot kept
-                    return paused.map(|_| None);
+                if !self.pause(&id, ids, &mut slot.permit).await? {
+                    // everything waited on has ended: go on, slot kept (the
+                    // offer is withdrawn as it is dropped)
+                    return Ok(None);
                 }
-                slot.offered = offer.as_ref().map(|(w, _)| *w);
+                slot.offered = offer.as_ref().map(|o| o.waited);
                 // the slot went to the next invocation, or back to the runner
                 slot.permit = None;
                 // another body may run meanwhile
@@ -222,8 +214,8 @@ impl InvocationHost for ChainHost {
             }
             slot.waits += 1;
         }
-        let handed = match offer {
-            Some((waited, rx)) => self.handed_or_final(ctx, ids, waited, rx).await,
+        let handed = match offer.as_mut() {
+            Some(offer) => self.handed_or_final(ctx, ids, offer).await,
             None => tokio::select! {
                 biased;
                 () = self.cancel.cancelled(&id) => Woken::Cancelled,
@@ -234,9 +226,8 @@ impl InvocationHost for ChainHost {
         slot.waits -= 1;
         let waited = match handed {
             Woken::Cancelled => {
-                if let Some(waited) = slot.offered.take() {
-                    shared.handoffs.withdraw(&waited, &id);
-                }
+                // (the offer is withdrawn as it is dropped)
+                slot.offered = None;
                 return Err(own_cancel(ctx, &shared.runner_id));
             }
             Woken::Handed(permit, outcomes) => {
@@ -347,33 +338,32 @@ impl ChainHost {
     }
 
     /// The wait of an invocation that offered to take the slot of the run
-    /// of `waited`: the slot handed with its resume, or, when the run's end
+    /// it waits for (`offer`): the slot handed with its resume, or, when the run's end
     /// was heard first and no step took the offer, the end alone (the
     /// invocation resumes on its own).
     async fn handed_or_final(
         &self,
         ctx: &InvocationContext,
         ids: &[InvocationId],
-        waited: InvocationId,
-        mut rx: tokio::sync::oneshot::Receiver<Handed>,
+        offer: &mut Offer<'_>,
     ) -> Woken {
         let id = *ctx.invocation_id();
         let shared = &self.shared;
         let handed = tokio::select! {
             biased;
             () = self.cancel.cancelled(&id) => return Woken::Cancelled,
-            handed = &mut rx => handed.ok(),
+            handed = &mut offer.answer => handed.ok(),
             finals = shared.app.coordination().wait_final(ids) => {
-                match rx.try_recv() {
+                match offer.answer.try_recv() {
                     Ok(handed) => Some(handed),
                     // no step took the offer (or another wait withdrew it)
-                    Err(_) if shared.handoffs.withdraw(&waited, &id) => return Woken::Final(finals),
+                    Err(_) if offer.withdraw() => return Woken::Final(finals),
                     Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return Woken::Final(finals),
                     // a step took it: its answer is on the way
                     Err(tokio::sync::oneshot::error::TryRecvError::Empty) => tokio::select! {
                         biased;
                         () = self.cancel.cancelled(&id) => return Woken::Cancelled,
-                        handed = rx => handed.ok(),
+                        handed = &mut offer.answer => handed.ok(),
                     },
                 }
             }

@@ -76,19 +76,22 @@ pub(crate) struct Handoffs {
 
 impl Handoffs {
     /// `waiter` offers to take the slot of the run of `waited` when it
-    /// ends; `None` when another waiter has offered already.
-    pub(crate) fn offer(
-        &self,
-        waited: InvocationId,
-        waiter: InvocationId,
-    ) -> Option<oneshot::Receiver<Handed>> {
+    /// ends; `None` when another waiter has offered already. The offer is
+    /// withdrawn when it is dropped (however the wait ends, also when the
+    /// waiting future is dropped), unless a step took it.
+    pub(crate) fn offer(&self, waited: InvocationId, waiter: InvocationId) -> Option<Offer<'_>> {
         let mut offers = self.offers.lock();
         if offers.contains_key(&waited) {
             return None;
         }
         let (reply, answer) = oneshot::channel();
         offers.insert(waited, (waiter, reply));
-        Some(answer)
+        Some(Offer {
+            handoffs: self,
+            waited,
+            waiter,
+            answer,
+        })
     }
 
     /// Takes the offer of `waiter` back: `true` when no step took it (the
@@ -105,17 +108,6 @@ impl Handoffs {
         }
     }
 
-    /// Withdraws the offer of `waiter` for the run of `waited` when the
-    /// guard is dropped — however its wait ends, also when the waiting
-    /// future is dropped — unless a step took it.
-    pub(crate) fn guard(&self, waited: InvocationId, waiter: InvocationId) -> OfferGuard<'_> {
-        OfferGuard {
-            handoffs: self,
-            waited,
-            waiter,
-        }
-    }
-
     /// The offer for the slot of the run of `waited`, taken by the step
     /// that records its end.
     pub(crate) fn take(&self, waited: &InvocationId) -> Option<Taken> {
@@ -126,16 +118,26 @@ impl Handoffs {
     }
 }
 
-/// See [`Handoffs::guard`].
-pub(crate) struct OfferGuard<'a> {
+/// A waiter's offer ([`Handoffs::offer`]): the answer of the step that
+/// takes it arrives on `answer`.
+pub(crate) struct Offer<'a> {
     handoffs: &'a Handoffs,
-    waited: InvocationId,
+    /// The run whose slot is offered for.
+    pub(crate) waited: InvocationId,
     waiter: InvocationId,
+    pub(crate) answer: oneshot::Receiver<Handed>,
 }
 
-impl Drop for OfferGuard<'_> {
+impl Offer<'_> {
+    /// [`Handoffs::withdraw`] of this offer.
+    pub(crate) fn withdraw(&self) -> bool {
+        self.handoffs.withdraw(&self.waited, &self.waiter)
+    }
+}
+
+impl Drop for Offer<'_> {
     fn drop(&mut self) {
-        self.handoffs.withdraw(&self.waited, &self.waiter);
+        self.withdraw();
     }
 }
 
@@ -145,11 +147,18 @@ mod tests {
     use std::sync::Arc;
     use tokio::sync::Semaphore;
 
+    async fn permit() -> OwnedSemaphorePermit {
+        Arc::new(Semaphore::new(1))
+            .acquire_owned()
+            .await
+            .expect("permit")
+    }
+
     #[tokio::test]
     async fn an_offer_is_taken_once_and_answered() {
         let h = Handoffs::default();
         let (waited, waiter) = (InvocationId::random(), InvocationId::random());
-        let answer = h.offer(waited, waiter).expect("offered");
+        let mut offer = h.offer(waited, waiter).expect("offered");
         assert!(
             h.offer(waited, InvocationId::random()).is_none(),
             "a second waiter of the same run was offered the slot"
@@ -157,55 +166,39 @@ mod tests {
         let taken = h.take(&waited).expect("taken");
         assert_eq!(taken.waiter, waiter);
         assert!(h.take(&waited).is_none(), "taken twice");
+        assert!(!offer.withdraw(), "withdrawn after a step took it");
         assert!(
-            !h.withdraw(&waited, &waiter),
-            "withdrawn after a step took it"
-        );
-        let permit = Arc::new(Semaphore::new(1))
-            .acquire_owned()
-            .await
-            .expect("permit");
-        assert!(
-            taken.give(permit, Vec::new()).is_none(),
+            taken.give(permit().await, Vec::new()).is_none(),
             "the permit came back"
         );
-        assert!(matches!(answer.await, Ok(Handed::Slot(_, _))));
+        assert!(matches!((&mut offer.answer).await, Ok(Handed::Slot(_, _))));
     }
 
     #[tokio::test]
-    async fn a_withdrawn_offer_is_not_taken_and_a_gone_waiter_gives_the_slot_back() {
+    async fn a_withdrawn_or_dropped_offer_is_not_taken_and_a_gone_waiter_gives_the_slot_back() {
         let h = Handoffs::default();
         let (waited, waiter) = (InvocationId::random(), InvocationId::random());
-        let answer = h.offer(waited, waiter).expect("offered");
+        let offer = h.offer(waited, waiter).expect("offered");
         assert!(
             !h.withdraw(&waited, &InvocationId::random()),
             "another waiter withdrew it"
         );
-        assert!(h.withdraw(&waited, &waiter));
+        assert!(offer.withdraw());
         assert!(h.take(&waited).is_none(), "a withdrawn offer was taken");
-        drop(answer);
+        drop(offer);
 
-        let answer = h.offer(waited, waiter).expect("offered again");
-        drop(answer);
-        let sem = Arc::new(Semaphore::new(1));
-        let permit = sem.clone().acquire_owned().await.expect("permit");
-        let back = h.take(&waited).expect("taken").give(permit, Vec::new());
-        assert!(back.is_some(), "the slot of a gone waiter was lost");
-    }
+        drop(h.offer(waited, waiter).expect("offered again"));
+        assert!(h.take(&waited).is_none(), "a dropped offer was taken");
 
-    #[test]
-    fn a_dropped_guard_withdraws_an_offer_no_step_took() {
-        let h = Handoffs::default();
-        let (waited, waiter) = (InvocationId::random(), InvocationId::random());
-        let _answer = h.offer(waited, waiter).expect("offered");
-        drop(h.guard(waited, waiter));
-        assert!(h.take(&waited).is_none(), "the offer outlived its wait");
-        // another waiter's offer is not withdrawn by this waiter's guard
-        let _answer = h.offer(waited, InvocationId::random()).expect("offered");
-        drop(h.guard(waited, waiter));
+        // taken by a step, then the waiter goes: the slot comes back
+        let offer = h.offer(waited, waiter).expect("offered a third time");
+        let taken = h.take(&waited).expect("taken");
+        drop(offer);
         assert!(
-            h.take(&waited).is_some(),
-            "another waiter's offer was withdrawn"
+            h.offer(waited, InvocationId::random()).is_some(),
+            "the run's slot could not be offered again"
         );
+        let back = taken.give(permit().await, Vec::new());
+        assert!(back.is_some(), "the slot of a gone waiter was lost");
     }
 }
