@@ -1,6 +1,6 @@
 //! [`RedisBackend`]: one app's keys on one server, and how it is opened.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,12 @@ pub struct RedisBackend {
     pub(crate) notifier: Arc<Notifier>,
     /// This backend's id in the hash `waiters`.
     pub(crate) instance: String,
+    /// The invocations this backend picked that have rarer fields (see
+    /// [`RareEnds`]).
+    pub(crate) rare_ends: RareEnds,
+    /// The pick-ups this backend sent (a pick-up's token starts with the
+    /// count: its slot among the runner's latest, `lastpick:{runner}:{slot}`).
+    pub(crate) picks: AtomicU64,
     /// When this backend last registered in `waiters`.
     pub(crate) waiting_since: parking_lot::Mutex<Option<Instant>>,
     /// Whether the steps run as Redis functions ([`FUNCTIONS_ON`]), as
@@ -94,6 +100,8 @@ impl RedisBackend {
             notifier: Arc::new(Notifier::default()),
             functions: AtomicU8::new(FUNCTIONS_UNKNOWN),
             instance: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
+            picks: AtomicU64::new(0),
+            rare_ends: RareEnds::default(),
             waiting_since: parking_lot::Mutex::new(None),
             coalescer: crate::coalesce::RouteCoalescer::default(),
             me: me.clone(),
@@ -191,5 +199,33 @@ mod tests {
             assert_eq!(unescape_app_id(&escape_app_id(id)), id);
         }
         assert_eq!(escape_glob("p:a*[x]?:"), "p:a\\*\\[x\\]\\?:");
+    }
+}
+
+/// The invocations this backend picked whose records have rarer fields (a
+/// parent, a key of concurrency control...: a pick-up replies them), until
+/// their end is sent: the step reads the record of such an end whole in one
+/// command instead of two. Only a hint: an end without it reads the record
+/// as usual, and the set forgets everything past [`RareEnds::MOST`]
+/// (invocations picked here that ended elsewhere).
+#[derive(Default)]
+pub(crate) struct RareEnds(parking_lot::Mutex<std::collections::HashSet<InvocationId>>);
+
+impl RareEnds {
+    /// The most invocations remembered.
+    const MOST: usize = 65_536;
+
+    /// `id` was picked, and its record has rarer fields.
+    pub(crate) fn note(&self, id: InvocationId) {
+        let mut set = self.0.lock();
+        if set.len() >= Self::MOST {
+            set.clear();
+        }
+        set.insert(id);
+    }
+
+    /// Whether `id` was noted (forgotten from now on).
+    pub(crate) fn take(&self, id: &InvocationId) -> bool {
+        self.0.lock().remove(id)
     }
 }

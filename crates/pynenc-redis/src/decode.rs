@@ -235,7 +235,13 @@ impl RedisBackend {
         let mut out = Vec::with_capacity(picked.len() / PICK_LEN);
         for fields in picked.chunks(PICK_LEN) {
             match self.decode_picked(fields) {
-                Ok(r) => out.push(Arc::new(r)),
+                Ok(r) => {
+                    if matches!(fields.get(3), Some(Value::Array(_))) {
+                        // its end reads the rarer fields at once
+                        self.rare_ends.note(r.invocation_id);
+                    }
+                    out.push(Arc::new(r))
+                }
                 Err(e) => {
                     let id = fields.first().and_then(as_string).unwrap_or_default();
                     match InvocationId::parse(&id) {

@@ -73,6 +73,7 @@
 //! | `wfd:{id}` | hash | the data of a workflow: key → value (the invocation's field `wd` is set while it has any) |
 //! | `reuse:{id}` | list | the latest reuses of an invocation by registration concurrency (`ReuseRecord` JSON, oldest first; the invocation's field `rn` counts them all) |
 //! | `tot:{task}` | hash | the task totals: code of a `pynenc_model::TotalKey` → how many (routed, started, ended, runs per run-time bucket, the run times' sum in µs); only grow, a retention purge leaves them |
+//! | `totl:{task}` | list | what steps added to the task totals, not yet in `tot:{task}`: one entry per step, `code n code n ...`; the 32nd entry moves them into the hash, a reader adds them |
 //! | `wo:{id}` | set | the invocations it waits on (until they, or it, are final or deleted; who waits on an invocation is its field `waited`) |
 //! | `cxl:{runner}` | set | the invocations the runner was asked to stop (until they are final) |
 //! | `heartbeats` | hash | runner id → last heartbeat (µs, server clock) |
@@ -80,7 +81,7 @@
 //! | `triggers` | hash | trigger name → the trigger a runner declared (`TriggerRecord` JSON) |
 //! | `waiters` | hash | backend id → until when (µs) it waits for results (`wait_final`) |
 //! | `lease:{name}` | hash | `holder`, `expires` |
-//! | `lastpicks:{runner}` | list | the token and ids of the runner's latest 64 pick-ups (10 min), for a replay |
+//! | `lastpick:{runner}:{slot}` | string | the token and ids of a pick-up of the runner, one key per slot `0..64` (the runner's pick-ups counted modulo 64: its latest 64), 10 min, for a replay |
 //! | `data:{digest}` | string | a value of the data store ([`pynenc_store::DataStore`]): the serialized text whose SHA-256 is `digest` (64 hex digits, [`pynenc_model::DataRef::key`]) |
 //! | `dref:{digest}` | set | the invocations that refer to the value (a sweep forgets those that no longer exist) |
 //! | `dclaim` | zset | every value's digest by the time it was last claimed (µs, server clock): the sweep's order |
@@ -193,7 +194,7 @@
 //! *replay* flag that makes it recognise its own earlier effect: routing
 //! reuses the ids it generated, a transition already made by the same actor
 //! (the last history entry) is accepted, and a pick-up returns the ids it
-//! handed out under its token (`lastpicks:{runner}`) instead of claiming
+//! handed out under its token (`lastpick:{runner}:{slot}`) instead of claiming
 //! more, so a runner never owns work it did not receive. A call that finds
 //! its function missing (a server restarted without its data) loads the
 //! library again and calls once more; it had not run.

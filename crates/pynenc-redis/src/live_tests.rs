@@ -110,9 +110,9 @@ mod pauses;
 mod queries;
 mod replays;
 mod status_waits;
+mod totals;
 mod work;
 
-/// A call of `task` with the argument `i`.
 /// The URL of a user who may do everything on pynenc's keys but load
 /// functions (steps then run as scripts).
 fn user_without_functions(server: &RedisServer) -> String {
@@ -134,6 +134,7 @@ fn user_without_functions(server: &RedisServer) -> String {
     format!("redis://nofn:pw@127.0.0.1:{}/0", server.port())
 }
 
+/// A call of `task` with the argument `i`.
 fn call_of(task: &str, i: i64) -> RouteRequest {
     let arguments = Arguments::new()
         .with(Serializer::Json, "i", &i)

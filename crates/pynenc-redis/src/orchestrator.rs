@@ -487,6 +487,8 @@ impl Orchestrator for RedisBackend {
     }
 
     async fn kill_and_reroute(&self, id: &InvocationId, runner_id: &RunnerId) -> Result<()> {
+        // it will not end here
+        self.rare_ends.take(id);
         let args = [
             bytes(id.as_str()),
             bytes(runner_id.as_str()),

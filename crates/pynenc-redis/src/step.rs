@@ -7,6 +7,8 @@
 //! batch; a pick-up alone serves slots that were free, and ends alone a
 //! stopping runner.
 
+use std::sync::atomic::Ordering;
+
 use redis::Value;
 
 use pynenc_model::{InvocationId, RunOutcome, RunnerId, TaskError};
@@ -78,7 +80,12 @@ impl RedisBackend {
                 RunOutcome::Cancelled(e) => ("C".to_string(), error_json(e)),
             };
             args.push(bytes(end.invocation_id.as_str()));
-            args.push(bytes(kind));
+            // '+': its record has rarer fields, read with the others
+            if self.rare_ends.take(&end.invocation_id) {
+                args.push(bytes(format!("+{kind}")));
+            } else {
+                args.push(bytes(kind));
+            }
             args.push(bytes(payload));
             args.push(bytes(
                 end.ran_for
@@ -106,7 +113,10 @@ impl RedisBackend {
             Some(p) => {
                 args.push(bytes("1"));
                 args.push(bytes(p.max.to_string()));
-                args.push(bytes(InvocationId::random().as_str()));
+                // its slot among the runner's latest pick-ups (the count
+                // of this backend's pick-ups), then what makes it unique
+                let count = self.picks.fetch_add(1, Ordering::Relaxed);
+                args.push(bytes(format!("{count}.{}", self.instance)));
                 args.push(bytes(if p.start.is_some() { "1" } else { "0" }));
                 args.push(bytes(p.start.unwrap_or_default()));
             }

@@ -3,8 +3,9 @@
 
 use super::*;
 
-/// One pick-up of `runner` by the step script, under `token`, as a first
-/// run or as a replay; the ids it hands out.
+/// One pick-up of `runner` by the step script, under `token` (its slot
+/// among the runner's latest pick-ups, '.', what makes it unique), as a
+/// first run or as a replay; the ids it hands out.
 async fn pick(b: &RedisBackend, runner: &str, token: &str, replay: bool) -> Vec<InvocationId> {
     let step = &crate::script::scripts().step;
     let mut con = b.conn().await.expect("connection");
@@ -43,13 +44,13 @@ async fn a_replayed_pick_up_gets_its_own_invocations_after_later_ones() {
     let b = backend(&server.url(), "replays");
     let routed = route(&b, 6).await;
     // the library is loaded by the route step: call the function directly
-    let first = pick(&b, "r", "token-a", false).await;
-    let second = pick(&b, "r", "token-b", false).await;
+    let first = pick(&b, "r", "1.a", false).await;
+    let second = pick(&b, "r", "2.b", false).await;
     assert_eq!((first.len(), second.len()), (2, 2));
     assert!(first.iter().all(|id| !second.contains(id)));
     // both replies lost: each replay hands out what its own first run did
-    assert_eq!(pick(&b, "r", "token-a", true).await, first);
-    assert_eq!(pick(&b, "r", "token-b", true).await, second);
+    assert_eq!(pick(&b, "r", "1.a", true).await, first);
+    assert_eq!(pick(&b, "r", "2.b", true).await, second);
     // and claimed nothing more: the last two are still queued
     let rest = b
         .get_invocations_to_start(&RunnerId::from("r"), 10, None)

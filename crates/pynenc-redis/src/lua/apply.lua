@@ -100,8 +100,7 @@ local function add_edge(parent_inv, parent_call, callee)
   rcall('RPUSH', k('iedges', parent_inv), parent_call, callee)
   if NO_EDGES[parent_inv] ~= false then
     -- flag the caller so that removing its edges is free when it has none
-    set_field(parent_inv, 'edges', '1')
-    set_field(parent_inv, 'x', '1')
+    set_field(parent_inv, 'edges', '1', 'x', '1')
     NO_EDGES[parent_inv] = false
   end
 end
@@ -274,9 +273,13 @@ local function flush()
   end
   HINCRS = {}
   for task, t in pairs(TOTS) do
-    local key = tkey('tot', task)
-    for code, n in pairs(t) do
-      rcall('HINCRBY', key, code, n)
+    local entry, n = {}, 0
+    for code, by in pairs(t) do
+      entry[n + 1], entry[n + 2] = code, fmt(by)
+      n = n + 2
+    end
+    if rcall('RPUSH', tkey('totl', task), table.concat(entry, ' ')) >= TOTALS_FOLDED_AT then
+      fold_totals(task)
     end
   end
   TOTS = {}
@@ -324,14 +327,16 @@ end
 local function wait_for(waiter_inv, pause_by, ids)
   if REPLAY and pause_by then
     -- the first attempt's reply was lost: it is paused already
-    local rec = load(waiter_inv)
+    local rec = load(waiter_inv, ALL)
     if rec and rec.status == ST.PAUSED and already_done(rec, ST.PAUSED, pause_by) then
       return 1
     end
   end
   local paused
   if pause_by then
-    paused = load(waiter_inv)
+    -- a waiting invocation most likely called what it waits for (`edges`)
+    -- or waited before (`wo`): its rarer fields are read at once
+    paused = load(waiter_inv, ALL)
     if not paused then
       fail('NOT_FOUND', waiter_inv, 'while pausing it to wait')
     end
@@ -395,9 +400,13 @@ local function wait_for(waiter_inv, pause_by, ids)
   end
   if #linked > 0 then
     call_chunked('SADD', k('wo', waiter_inv), linked)
-    rcall('HSET', k('inv', waiter_inv), 'wo', '1', 'x', '1')
     local rec = RECS[waiter_inv]
-    if rec then
+    if not rec then
+      rcall('HSET', k('inv', waiter_inv), 'wo', '1', 'x', '1')
+    elseif not rec.wo then
+      -- loaded by this call (a pause): written with its status
+      stage(rec, 'wo', '1')
+      stage(rec, 'x', '1')
       rec.wo = '1'
     end
   end
@@ -437,13 +446,15 @@ local function set_with_outcomes(id, to, actor, ctx, ids, final_only)
     end
     outcomes[#outcomes + 1] = v
   end
-  if REPLAY then
-    local rec = load(id)
-    if rec and rec.status == to and already_done(rec, to, actor) then
-      return rec, outcomes
-    end
+  -- a resumed invocation has waited: its rarer fields are read at once
+  local rec = load(id, to == ST.RESUMED and ALL or nil)
+  if not rec then
+    fail('NOT_FOUND', id, 'while setting it ' .. to)
   end
-  return transition(id, to, actor, ctx or false), outcomes
+  if REPLAY and rec.status == to and already_done(rec, to, actor) then
+    return rec, outcomes
+  end
+  return apply(rec, to, actor, ctx or false), outcomes
 end
 
 -- Runs `main` for one call (`keys`, `argv`: the script's KEYS and ARGV or

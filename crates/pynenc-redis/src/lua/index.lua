@@ -76,7 +76,40 @@ local function hincr_later(key, field, by)
 end
 
 -- The task totals, `tot:{task}` (codes of pynenc_model::TotalKey, from
--- the prelude): they only grow, and a retention purge leaves them.
+-- the prelude): they only grow, and a retention purge leaves them. A call
+-- appends what it adds to a task's totals to the list `totl:{task}` as one
+-- entry ('code n code n ...': one command, where a hash takes one per
+-- code); the entry that makes the list TOTALS_FOLDED_AT long folds it into
+-- the hash, and a reader adds what the list holds.
+local TOTALS_FOLDED_AT = 32
+
+-- code -> n: the pending entries of a task's totals (`totl:{task}`) added
+-- to `into`
+local function pending_totals(task, into)
+  for _, e in ipairs(rcall('LRANGE', tkey('totl', task), 0, -1)) do
+    local code
+    for word in string.gmatch(e, '%S+') do
+      if code then
+        into[code] = (into[code] or 0) + (tonumber(word) or 0)
+        code = nil
+      else
+        code = word
+      end
+    end
+  end
+  return into
+end
+
+-- moves the pending entries of a task's totals into its hash
+local function fold_totals(task)
+  local key = tkey('tot', task)
+  for code, n in pairs(pending_totals(task, {})) do
+    if n ~= 0 then
+      rcall('HINCRBY', key, code, fmt(n))
+    end
+  end
+  rcall('DEL', tkey('totl', task))
+end
 
 -- the totals staged for `task` (per code)
 local function tots_of(task)
@@ -154,8 +187,8 @@ end
 -- the waits `id` made are over (it is final or deleted): it leaves the
 -- field `waited` of each invocation it waited on, and its `wo:` set goes
 local function release_own_waits(id)
-  local wo = k('wo', id)
-  for _, w in ipairs(rcall('SMEMBERS', wo)) do
+  -- the whole set, which goes with it (a count above its size)
+  for _, w in ipairs(rcall('SPOP', k('wo', id), 2147483647)) do
     local left = {}
     for t in string.gmatch(rcall('HGET', k('inv', w), 'waited') or '', '%S+') do
       if t ~= id then
@@ -164,7 +197,6 @@ local function release_own_waits(id)
     end
     set_field(w, 'waited', #left > 0 and table.concat(left, ' ') or '-')
   end
-  rcall('DEL', wo)
 end
 
 -- not final and not SCHEDULED: what registration scope `active` reuses

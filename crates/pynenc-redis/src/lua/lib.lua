@@ -177,11 +177,17 @@ local function stage(rec, field, value)
   w[n + 2] = value
 end
 
--- sets a field of any invocation: staged when this script loaded it
-local function set_field(id, field, value)
+-- sets a field (and a second one, when given) of any invocation: staged
+-- when this script loaded it, else written at once
+local function set_field(id, field, value, field2, value2)
   local rec = RECS[id]
   if rec then
     stage(rec, field, value)
+    if field2 then
+      stage(rec, field2, value2)
+    end
+  elseif field2 then
+    rcall('HSET', k('inv', id), field, value, field2, value2)
   else
     rcall('HSET', k('inv', id), field, value)
   end
@@ -241,13 +247,41 @@ local function append_picked(out, id, call, created, parent, sched, gkey, graise
   end
 end
 
--- the fields of an invocation that transitions need, unchecked; nil if it
--- does not exist. The table is made with every field a usual step sets
--- (nil until then): a field added to a full table makes Lua resize it,
--- which cost more than the rest of the step's table work. `full`: also
--- what a pick-up replies (`rec.call` and the rarer fields). `st0`: the
--- status as read, for the band `flush` changes.
-local function read(id, full)
+-- the rarer fields of a record, from `r[o + 1]` on (RARE_FIELDS, or with
+-- `full` RARE_FULL_FIELDS)
+local function take_rare(rec, r, o, full)
+  rec.gkey, rec.rkey, rec.reroute = nz(r[o + 1]), nz(r[o + 2]), r[o + 3] == '1'
+  rec.waited, rec.edges, rec.cxl, rec.wo, rec.sw = nz(r[o + 4]), nz(r[o + 5]), nz(r[o + 6]), nz(r[o + 7]),
+    nz(r[o + 8])
+  if full then
+    rec.rerun, rec.gscope, rec.graise = nz(r[o + 9]), nz(r[o + 10]), nz(r[o + 11])
+    rec.parent, rec.sched = nz(r[o + 12]), nz(r[o + 13])
+  else
+    rec.created = r[o + 9]
+  end
+end
+
+-- The fields of an invocation that transitions need, unchecked; nil if it
+-- does not exist. `how`: nil for a transition, FULL for a pick-up (also
+-- what a pick-up replies: `rec.call` and the rarer fields; an invocation
+-- not available for a run is only its status), ALL for a transition of an
+-- invocation that most likely has rarer fields (a waiting one: its
+-- `wo`), read with the others in one command (a missing field costs a
+-- scan of the hash, a second command much more). The table is made with
+-- every field a usual step sets (nil until then): a field added to a full
+-- table makes Lua resize it, which cost more than the rest of the step's
+-- table work. `st0`: the status as read, for the band `flush` changes.
+local FULL, ALL = 1, 2
+local ALL_FIELDS = {}
+for i = 1, #READ_FIELDS do
+  ALL_FIELDS[i] = READ_FIELDS[i]
+end
+for i = 1, #RARE_FIELDS do
+  ALL_FIELDS[#READ_FIELDS + i] = RARE_FIELDS[i]
+end
+
+local function read(id, how)
+  local full = how == FULL
   local rec = RECS[id]
   if rec then
     if full and not rec.call then
@@ -265,15 +299,17 @@ local function read(id, full)
     if not v[1] then
       return nil
     end
+    if not AVAILABLE[v[1]] then
+      -- not to be picked (a stale queue entry: one picked from `blocking`
+      -- or ended since): its status alone, and not kept, so that a later
+      -- read in this call reads it whole
+      return {id = id, key = key, status = v[1]}
+    end
     rec = {id = id, key = key, status = v[1], created = v[2], hn = HN_OF[v[3]] or tonumber(v[3]) or 0,
       tc = nz(v[5]), st0 = v[1], owner = nil, call = nil, dirty = nil, w = nil, hist = nil, task = nil,
       owner_changed = nil, owned = nil}
-    if not AVAILABLE[v[1]] then
-      -- not to be picked (a stale queue entry): its owner as it is
-      rec.owner = nz(rcall('HGET', key, 'owner'))
-    end
   else
-    v = rcall('HMGET', key, unpack(READ_FIELDS))
+    v = rcall('HMGET', key, unpack(how == ALL and ALL_FIELDS or READ_FIELDS))
     if not v[1] then
       return nil
     end
@@ -281,16 +317,10 @@ local function read(id, full)
       hn = HN_OF[v[3]] or tonumber(v[3]) or 0, tc = nz(v[5]), st0 = v[1], call = nil, dirty = nil, w = nil,
       hist = nil, task = nil, owner_changed = nil, owned = nil}
   end
-  if rec.tc == nil or v[4] then
-    local r = rcall('HMGET', key, unpack(full and RARE_FULL_FIELDS or RARE_FIELDS))
-    rec.gkey, rec.rkey, rec.reroute = nz(r[1]), nz(r[2]), r[3] == '1'
-    rec.waited, rec.edges, rec.cxl, rec.wo, rec.sw = nz(r[4]), nz(r[5]), nz(r[6]), nz(r[7]), nz(r[8])
-    if full then
-      rec.rerun, rec.gscope, rec.graise = nz(r[9]), nz(r[10]), nz(r[11])
-      rec.parent, rec.sched = nz(r[12]), nz(r[13])
-    else
-      rec.created = r[9]
-    end
+  if how == ALL then
+    take_rare(rec, v, #READ_FIELDS, false)
+  elseif rec.tc == nil or v[4] then
+    take_rare(rec, rcall('HMGET', key, unpack(full and RARE_FULL_FIELDS or RARE_FIELDS)), 0, full)
   end
   if full then
     rec.call = v[6]
@@ -316,9 +346,10 @@ local function task_of(rec)
   return t
 end
 
--- like `read`, failing with CORRUPT when the status is not a status
-local function load(id)
-  local rec = read(id)
+-- like `read` (`how`: nil or ALL), failing with CORRUPT when the status
+-- is not a status
+local function load(id, how)
+  local rec = read(id, how)
   if rec and not ST[rec.status] then
     fail('CORRUPT', rec.key, 'status', rec.status)
   end

@@ -80,7 +80,7 @@ end
 local function finish_section()
   flush()
   for task in pairs(TOUCHED) do
-    if rcall('ZCARD', tkey('idx', task)) == 0 and rcall('EXISTS', tkey('tot', task)) == 0 then
+    if rcall('ZCARD', tkey('idx', task)) == 0 and rcall('EXISTS', tkey('tot', task), tkey('totl', task)) == 0 then
       rcall('SREM', P .. 'tasks', task)
     end
   end

@@ -443,9 +443,14 @@ end
 local function totals()
   local out = {}
   for _, t in ipairs((task_list(3))) do
+    -- the hash and the entries not folded into it yet
+    local sums = {}
     local h = rcall('HGETALL', tkey('tot', t))
     for j = 1, #h - 1, 2 do
-      out[#out + 1], out[#out + 2], out[#out + 3] = t, h[j], tonumber(h[j + 1]) or 0
+      sums[h[j]] = (sums[h[j]] or 0) + (tonumber(h[j + 1]) or 0)
+    end
+    for code, n in pairs(pending_totals(t, sums)) do
+      out[#out + 1], out[#out + 2], out[#out + 3] = t, code, n
     end
   end
   return out

@@ -6,7 +6,8 @@
 -- own.
 --
 -- ARGV[2] = the runner, ARGV[3] = n, then per end: id, 'S' | 'R' |
--- 'F<error kind>' | 'C', the result or the error JSON, the run time in µs
+-- 'F<error kind>' | 'C' (after '+' when the record has rarer fields: read
+-- at once), the result or the error JSON, the run time in µs
 -- ('' = not measured); then w, then per wait change of the runner's
 -- waiting invocations: 'P' (pause) | 'N' (pause that takes one more
 -- invocation, for the slot it frees, in the first pick-up, when it pauses)
@@ -15,8 +16,9 @@
 -- so that a resume reads the outcomes they wrote, refused with
 -- STILL_WAITING unless all are final — a runner hands the slot of a run
 -- that ends to the invocation that waited for it); then m, then
--- per pick-up: max, token, '1' to start, execution context of RUNNING
--- ('' = none).
+-- per pick-up: max, token (its slot among the runner's latest PICKS_KEPT,
+-- a number, then '.' and what makes it unique), '1' to start, execution
+-- context of RUNNING ('' = none).
 -- Returns {{end outcome...}, {pick outcome...}, {wait outcome...}}: an end
 -- outcome is the new status, or {'ERR', failure}; a pick outcome is
 -- {'OK', {the picked invocations, four values each (`append_picked`)}, {corrupt keys}} or
@@ -34,6 +36,11 @@
 -- claiming more, also when other steps of the runner ran since.
 
 local function finish_one(id, runner, kind, payload, us)
+  -- '+': the record has rarer fields (its pick-up replied them)
+  local how = nil
+  if string.byte(kind, 1) == 43 then
+    how, kind = ALL, string.sub(kind, 2)
+  end
   local code, to = kind, ST.SUCCESS
   if kind ~= 'S' then
     code = string.sub(kind, 1, 1)
@@ -45,7 +52,7 @@ local function finish_one(id, runner, kind, payload, us)
       to = ST.FAILED
     end
   end
-  local rec = load(id)
+  local rec = load(id, how)
   if not rec then
     fail('NOT_FOUND', id, 'while finishing it')
   end
@@ -80,23 +87,30 @@ local function finish_one(id, runner, kind, payload, us)
 end
 
 -- how many of a runner's latest pick-ups a replay may find: more than its
--- steps in flight at once, each of which may lose its reply
+-- steps in flight at once, each of which may lose its reply (a pick-up's
+-- token starts with its slot, the runner's pick-ups counted modulo this)
 local PICKS_KEPT = 64
 
--- the ids the pick-up `token` of the runner handed out, if it is among the
--- latest PICKS_KEPT
+-- the key that keeps what the pick-up `token` of the runner handed out:
+-- one per slot, a later pick-up of the slot replacing it
+local function last_pick_key(runner, token)
+  local slot = tonumber(string.match(token, '^%d+')) or 0
+  return k('lastpick', runner .. ':' .. (slot % PICKS_KEPT))
+end
+
+-- the ids the pick-up `token` of the runner handed out, if its slot still
+-- keeps them
 local function picked_before(last_key, token)
+  local last = rcall('GET', last_key)
   local prefix = token .. ' '
-  for _, last in ipairs(rcall('LRANGE', last_key, 0, -1)) do
-    if string.sub(last, 1, #prefix) == prefix then
-      return string.sub(last, #prefix + 1)
-    end
+  if last and string.sub(last, 1, #prefix) == prefix then
+    return string.sub(last, #prefix + 1)
   end
   return nil
 end
 
 local function pick_one(runner, max, token, start, ctx)
-  local last_key = k('lastpicks', runner)
+  local last_key = last_pick_key(runner, token)
   local picked, corrupt, ids = {}, {}, {}
   if REPLAY then
     local last = picked_before(last_key, token)
@@ -116,7 +130,7 @@ local function pick_one(runner, max, token, start, ctx)
     return picked, corrupt
   end
   local function try_claim(id)
-    local rec = read(id, true)
+    local rec = read(id, FULL)
     if not rec then
       return -- purged while queued: a stale id
     end
@@ -161,9 +175,7 @@ local function pick_one(runner, max, token, start, ctx)
     end
   end
   if #ids > 0 then
-    rcall('LPUSH', last_key, token .. ' ' .. table.concat(ids, ' '))
-    rcall('LTRIM', last_key, 0, PICKS_KEPT - 1)
-    rcall('EXPIRE', last_key, 600)
+    rcall('SET', last_key, token .. ' ' .. table.concat(ids, ' '), 'EX', 600)
   end
   return picked, corrupt
 end
