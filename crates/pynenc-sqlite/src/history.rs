@@ -6,7 +6,7 @@ use pynenc_model::{
 use pynenc_store::{OwnedClaim, Result};
 use rusqlite::params;
 
-use crate::codes::status_code;
+use crate::codes::{owned_running, status_code};
 use crate::error::{inv, Key};
 use crate::txn::{limit, SqliteTxn};
 
@@ -116,9 +116,12 @@ impl SqliteTxn<'_> {
         }
         let op = "finding claimed invocations";
         let mut stmt = self.stmt(
-            "SELECT invocation_id, status, owner, status_at_us FROM invocations
-             WHERE app = ?1 AND status IN (5, 7, 8, 9) AND status_at_us < ?2
-             ORDER BY status_at_us, rid LIMIT ?3",
+            concat!(
+                "SELECT invocation_id, status, owner, status_at_us FROM invocations
+                 WHERE app = ?1 AND ",
+                owned_running!(),
+                " AND status_at_us < ?2 ORDER BY status_at_us, rid LIMIT ?3"
+            ),
             op,
             Key::None,
         )?;

@@ -36,7 +36,11 @@
 //!   with another schema version, newer or older, is refused before anything
 //!   is written to it, with both versions in the error: older files are not
 //!   migrated (pynenc's data is transient work state), delete the file or
-//!   point the store at another one.
+//!   point the store at another one. The one exception is version 6, which
+//!   differs only in how three partial indexes state their condition: a
+//!   store opening it rebuilds them in the transaction that creates the
+//!   schema and records version 7 (processes of the older build then refuse
+//!   the file).
 //! - **Few, small, ordered index entries.** Invocations are rows with an
 //!   integer key (`rid`) given in creation order; everything attached to an
 //!   invocation (record, outcome, history) is keyed by that integer, and the

@@ -11,6 +11,7 @@ use pynenc_model::{
 use pynenc_store::{OwnedClaim, Result, StoreTxn};
 use rusqlite::params;
 
+use crate::codes::{available, owned_running};
 use crate::error::{inv, Key};
 use crate::txn::{limit, SqliteTxn};
 
@@ -191,8 +192,11 @@ impl StoreTxn for SqliteTxn<'_> {
         let op = "looking up a running key";
         let key = Key::Of("key", running_key);
         self.stmt(
-            "SELECT EXISTS (SELECT 1 FROM invocations WHERE app = ?1 AND running_key = ?2
-                 AND status IN (5, 7, 8, 9))",
+            concat!(
+                "SELECT EXISTS (SELECT 1 FROM invocations WHERE app = ?1 AND running_key = ?2 AND ",
+                owned_running!(),
+                ")"
+            ),
             op,
             key,
         )?
@@ -262,9 +266,11 @@ impl StoreTxn for SqliteTxn<'_> {
             return Ok(Vec::new());
         }
         self.ids(
-            "SELECT invocation_id FROM invocations
-             WHERE app = ?1 AND waited = 1 AND status IN (1, 4, 12)
-             ORDER BY created_at_us, rid LIMIT ?2",
+            concat!(
+                "SELECT invocation_id FROM invocations WHERE app = ?1 AND waited = 1 AND ",
+                available!(),
+                " ORDER BY created_at_us, rid LIMIT ?2"
+            ),
             "finding waited invocations",
             Key::None,
             params![self.app(), limit(max)],

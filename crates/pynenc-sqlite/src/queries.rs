@@ -8,6 +8,7 @@ use pynenc_model::{
 use pynenc_store::{QueryTxn, Result};
 use rusqlite::params;
 
+use crate::codes::available;
 use crate::error::{inv, Key};
 use crate::txn::SqliteTxn;
 
@@ -36,10 +37,14 @@ impl QueryTxn for SqliteTxn<'_> {
     /// a run (rows of invocations taken meanwhile are skipped).
     fn queue_oldest(&mut self) -> Result<Option<(InvocationId, Timestamp)>> {
         let found: Option<(String, i64)> = self.opt_row(
-            "SELECT q.invocation_id, i.created_at_us FROM queue AS q
-             JOIN invocations AS i ON i.app = q.app AND i.invocation_id = q.invocation_id
-             WHERE q.app = ?1 AND i.status IN (1, 4, 12)
-             ORDER BY q.seq LIMIT 1",
+            concat!(
+                "SELECT q.invocation_id, i.created_at_us FROM queue AS q
+                 JOIN invocations AS i ON i.app = q.app AND i.invocation_id = q.invocation_id
+                 WHERE q.app = ?1 AND ",
+                // (the queue has no column `status`)
+                available!(),
+                " ORDER BY q.seq LIMIT 1"
+            ),
             "reading the queue",
             Key::None,
             params![self.app()],

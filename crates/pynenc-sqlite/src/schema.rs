@@ -10,7 +10,16 @@ use crate::writer::{begin_immediate, finish_txn};
 use pynenc_store::Result;
 
 /// The schema version this library writes and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
+
+/// The older version upgraded in place when a store opens it (version 7
+/// wrote the conditions of three partial indexes without `IN`: see
+/// `sql/schema.sql`); the indexes are dropped here and built again by the
+/// schema.
+const UPGRADED_FROM: i64 = 6;
+const UPGRADE_FROM_6: &str = "DROP INDEX IF EXISTS invocations_running;
+     DROP INDEX IF EXISTS invocations_owned;
+     DROP INDEX IF EXISTS invocations_blocking;";
 
 /// How many pages the write-ahead log may grow by before a commit copies it
 /// back into the database (SQLite's default is 1000; a larger log makes the
@@ -128,7 +137,7 @@ fn check_version(ctx: &Ctx, version: Option<i64>) -> Result<()> {
             "the file has pynenc schema version {v}, newer than version {SCHEMA_VERSION} \
              supported by this pynenc library; upgrade pynenc or use another file (nothing was written)"
         ))),
-        Some(v) if v < SCHEMA_VERSION => Err(ctx.fail(format!(
+        Some(v) if v < SCHEMA_VERSION && v != UPGRADED_FROM => Err(ctx.fail(format!(
             "the file has pynenc schema version {v}, older than version {SCHEMA_VERSION} \
              used by this pynenc library, and is not migrated: delete the file (with its -wal and \
              -shm files) once no process uses it, or set sqlite.sqlite_path to another file \
@@ -195,9 +204,14 @@ pub(crate) fn init_schema(ctx: &Ctx, conn: &Connection) -> Result<i64> {
         // another process may have created or upgraded it meanwhile
         let version = read_schema_version(ctx, conn)?;
         check_version(ctx, version)?;
+        let upgrade = version == Some(UPGRADED_FROM);
+        if upgrade {
+            conn.execute_batch(UPGRADE_FROM_6)
+                .map_err(|e| ctx.err(e, "upgrading the schema from version 6", Key::None))?;
+        }
         conn.execute_batch(SCHEMA)
             .map_err(|e| ctx.err(e, "creating the schema", Key::None))?;
-        if version.is_none() {
+        if version.is_none() || upgrade {
             conn.execute(
                 "INSERT OR REPLACE INTO pynenc_meta (key, value) VALUES ('schema_version', ?1)",
                 params![SCHEMA_VERSION.to_string()],

@@ -279,6 +279,95 @@ async fn apps_are_isolated_and_purge_keeps_the_other_app() {
     );
 }
 
+/// The indexes of a file whose condition names statuses (their SQL), by name.
+fn status_index_sql(path: &Path) -> Vec<(String, String)> {
+    let raw = Connection::open(path).unwrap();
+    let mut stmt = raw
+        .prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index'
+             AND name IN ('invocations_running', 'invocations_owned', 'invocations_blocking')
+             ORDER BY name",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<(String, String)>>>()
+        .unwrap();
+    rows
+}
+
+#[tokio::test]
+async fn a_version_6_file_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.db");
+    let store = open_app(&path, "app");
+    store
+        .atomic(|t| {
+            t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
+            t.enqueue(&iid("a"))
+        })
+        .await
+        .unwrap();
+    drop(store);
+    // the file as version 6 left it: the conditions as IN lists
+    raw_database(
+        &path,
+        "DROP INDEX invocations_running;
+         DROP INDEX invocations_owned;
+         DROP INDEX invocations_blocking;
+         CREATE INDEX invocations_running ON invocations (app, running_key)
+             WHERE running_key IS NOT NULL AND status IN (5, 7, 8, 9);
+         CREATE INDEX invocations_owned ON invocations (app, status_at_us)
+             WHERE status IN (5, 7, 8, 9);
+         CREATE INDEX invocations_blocking ON invocations (app, created_at_us)
+             WHERE waited = 1 AND status IN (1, 4, 12);
+         UPDATE pynenc_meta SET value = '6' WHERE key = 'schema_version';",
+    );
+    assert!(status_index_sql(&path).iter().all(|(_, sql)| sql.contains(" IN (")));
+
+    let store = open_app(&path, "app");
+    let (status, queued) = store
+        .atomic(|t| Ok((t.get_status(&iid("a"))?, t.queue_len()?)))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(st(Registered, None)), "the work stays");
+    assert_eq!(queued, 1);
+    drop(store);
+    let indexes = status_index_sql(&path);
+    assert_eq!(indexes.len(), 3, "{indexes:?}");
+    for (name, sql) in &indexes {
+        assert!(!sql.contains(" IN ("), "{name} still uses IN: {sql}");
+        assert!(sql.contains(" OR "), "{name}: {sql}");
+    }
+    let version: String = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM pynenc_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION.to_string());
+}
+
+/// The status conditions of the partial indexes and of the queries using
+/// them are written alike, without `IN` (see `sql/schema.sql`).
+#[test]
+fn partial_index_conditions_are_spelled_like_the_queries() {
+    let schema = include_str!("sql/schema.sql");
+    assert_eq!(schema.matches(crate::codes::owned_running!()).count(), 2);
+    assert_eq!(schema.matches(crate::codes::available!()).count(), 1);
+    // the statements, without their comments
+    let sql: String = schema
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(sql.contains("CREATE INDEX"), "the schema was read");
+    assert!(!sql.contains(" IN ("), "an IN list in the schema");
+}
+
 #[test]
 fn a_text_file_is_not_a_database() {
     let dir = tempfile::tempdir().unwrap();

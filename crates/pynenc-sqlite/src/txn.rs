@@ -9,7 +9,7 @@ use pynenc_store::{Result, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::FxHashMap;
 
-use crate::codes::status_from_code;
+use crate::codes::{history_final, status_from_code};
 use crate::counts::CountDeltas;
 use crate::error::{inv, Ctx, Key};
 use crate::status_write::StatusWrite;
@@ -278,9 +278,13 @@ impl<'a> SqliteTxn<'a> {
     pub(crate) fn finals_since(&mut self, seq: i64) -> Result<(Vec<InvocationId>, i64)> {
         let ids = self.ids(
             // a range of the rowid: only the rows written since the watermark
-            "SELECT i.invocation_id FROM history AS h NOT INDEXED
-             JOIN invocations AS i ON i.rid = h.rid
-             WHERE h.seq > ?1 AND h.status IN (3, 13, 14, 15) AND i.app = ?2",
+            concat!(
+                "SELECT i.invocation_id FROM history AS h NOT INDEXED
+                 JOIN invocations AS i ON i.rid = h.rid
+                 WHERE h.seq > ?1 AND ",
+                history_final!(),
+                " AND i.app = ?2"
+            ),
             "reading recent final statuses",
             Key::None,
             params![seq, self.app()],

@@ -1,4 +1,10 @@
--- The pynenc SQLite schema (version 4; see the crate documentation).
+-- The pynenc SQLite schema (version 7; see the crate documentation).
+-- The partial indexes name their statuses as comparisons joined by OR,
+-- never `status IN (...)`: SQLite evaluates a list of more than two
+-- constants through a temporary b-tree that it builds anew for every
+-- statement that writes a row (an index's condition is checked for the
+-- old and the new row), and a query uses such an index only when its WHERE
+-- has the same condition, written the same way (see `codes.rs`).
 CREATE TABLE IF NOT EXISTS pynenc_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -45,7 +51,7 @@ CREATE INDEX IF NOT EXISTS invocations_success
     WHERE registration_key IS NOT NULL AND status = 13;
 CREATE INDEX IF NOT EXISTS invocations_running
     ON invocations (app, running_key)
-    WHERE running_key IS NOT NULL AND status IN (5, 7, 8, 9);
+    WHERE running_key IS NOT NULL AND (status = 5 OR status = 7 OR status = 8 OR status = 9);
 CREATE INDEX IF NOT EXISTS invocations_scheduled
     ON invocations (app, due_at_us)
     WHERE status = 0;
@@ -54,10 +60,10 @@ CREATE INDEX IF NOT EXISTS invocations_final
     WHERE final_at_us IS NOT NULL;
 CREATE INDEX IF NOT EXISTS invocations_owned
     ON invocations (app, status_at_us)
-    WHERE status IN (5, 7, 8, 9);
+    WHERE (status = 5 OR status = 7 OR status = 8 OR status = 9);
 CREATE INDEX IF NOT EXISTS invocations_blocking
     ON invocations (app, created_at_us)
-    WHERE waited = 1 AND status IN (1, 4, 12);
+    WHERE waited = 1 AND (status = 1 OR status = 4 OR status = 12);
 -- the listings, each in id (creation) order: per task the invocations not
 -- final yet, and per task and final status the final ones
 CREATE INDEX IF NOT EXISTS invocations_open
