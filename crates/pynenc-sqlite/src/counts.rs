@@ -1,5 +1,9 @@
 //! The counters of the query API: invocations per task and status
-//! (`status_counts`), `FAILED` invocations per task and error kind
+//! (`status_counts`; the statuses of a runner's hands — `PENDING`,
+//! `RUNNING`, `PAUSED`, `RESUMED` — are not kept there but counted from the
+//! index `invocations_owned` when read: they are few, and most of an
+//! invocation's transitions go between them, so its steps mostly change no
+//! counter), `FAILED` invocations per task and error kind
 //! (`failed_counts`), and the task totals (`task_totals`: what was routed,
 //! started and ended, and run times; they only grow).
 //!
@@ -15,7 +19,7 @@ use pynenc_store::Result;
 use rusqlite::params;
 use rustc_hash::FxHashMap;
 
-use crate::codes::{status_code, FAILED_CODE};
+use crate::codes::{owned_running, status_code, FAILED_CODE};
 use crate::error::Key;
 use crate::txn::SqliteTxn;
 
@@ -42,7 +46,8 @@ impl CountDeltas {
     }
 
     /// One invocation of `task` more (`delta` 1) or less (-1) in `status`,
-    /// whose stored error has the kind `error_kind`.
+    /// whose stored error has the kind `error_kind` (nothing for the
+    /// statuses of a runner's hands, counted when read).
     pub(crate) fn status(
         &mut self,
         task: i64,
@@ -50,6 +55,9 @@ impl CountDeltas {
         error_kind: Option<i64>,
         delta: i64,
     ) {
+        if status.is_owned_running() {
+            return;
+        }
         let code = status_code(status);
         *self.statuses.entry((task, code)).or_default() += delta;
         if code == FAILED_CODE {
@@ -152,9 +160,38 @@ impl SqliteTxn<'_> {
     }
 
     /// `(task, status code, count)` of the non-zero counters of the tasks
-    /// `tasks` (every task when `None`), by task then status.
+    /// `tasks` (every task when `None`), by task then status: the kept
+    /// counters and those of a runner's hands.
     pub(crate) fn status_counts(&mut self, tasks: Option<&[i64]>) -> Result<Vec<(i64, i64, u64)>> {
-        self.counter_rows("status_counts", "status", tasks)
+        let mut rows = self.counter_rows("status_counts", "status", tasks)?;
+        rows.extend(self.owned_counts(tasks)?);
+        rows.sort_unstable_by_key(|&(task, status, _)| (task, status));
+        Ok(rows)
+    }
+
+    /// `(task, status code, count)` of the invocations of `tasks` (every
+    /// task when `None`) in a runner's hands, read through the index
+    /// `invocations_owned` and counted here (no temporary b-tree).
+    fn owned_counts(&mut self, tasks: Option<&[i64]>) -> Result<Vec<(i64, i64, u64)>> {
+        let op = "counting the invocations in runners' hands";
+        let sql = concat!(
+            "SELECT task, status FROM invocations WHERE app = ?1 AND ",
+            owned_running!()
+        );
+        let mut stmt = self.stmt(sql, op, Key::None)?;
+        let rows = stmt
+            .query_map(params![self.app()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.ctx.err(e, op, Key::None))?;
+        let mut counted: FxHashMap<(i64, i64), u64> = FxHashMap::default();
+        for row in rows {
+            let (task, status) = row.map_err(|e| self.ctx.err(e, op, Key::None))?;
+            if tasks.is_none_or(|t| t.contains(&task)) {
+                *counted.entry((task, status)).or_default() += 1;
+            }
+        }
+        Ok(counted.into_iter().map(|((t, s), n)| (t, s, n)).collect())
     }
 
     /// [`SqliteTxn::counter_rows`] of the tasks named `task_ids` (every

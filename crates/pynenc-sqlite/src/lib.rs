@@ -37,10 +37,11 @@
 //!   is written to it, with both versions in the error: older files are not
 //!   migrated (pynenc's data is transient work state), delete the file or
 //!   point the store at another one. The one exception is version 6, which
-//!   differs only in how three partial indexes state their condition: a
-//!   store opening it rebuilds them in the transaction that creates the
-//!   schema and records version 7 (processes of the older build then refuse
-//!   the file).
+//!   differs only in how three partial indexes state their condition and
+//!   in counting the statuses of a runner's hands in `status_counts`: a
+//!   store opening it rebuilds the indexes and drops those counters in the
+//!   transaction that creates the schema, and records version 7 (processes
+//!   of the older build then refuse the file).
 //! - **Few, small, ordered index entries.** Invocations are rows with an
 //!   integer key (`rid`) given in creation order; everything attached to an
 //!   invocation (record, outcome, history) is keyed by that integer, and the
@@ -93,7 +94,7 @@
 //! | `records` | `rid` | the invocation record as JSON (arguments included) |
 //! | `outcomes` | `rid` | result and error (JSON) |
 //! | `history` | `seq` (indexed by `rid`) | one row per status transition |
-//! | `status_counts` | `app, task, status` | how many invocations of a task are in a status |
+//! | `status_counts` | `app, task, status` | how many invocations of a task are in a status (not `PENDING`, `RUNNING`, `PAUSED`, `RESUMED`: those are counted from `invocations_owned` when read) |
 //! | `failed_counts` | `app, task, kind` | how many `FAILED` invocations of a task failed with an error kind |
 //! | `waits` | `waited, waiter` (`rid`s; indexed by `waiter`) | which invocation waits on which |
 //! | `queue` | `app, seq` | the broker's FIFO of invocation ids |

@@ -12,14 +12,16 @@ use pynenc_store::Result;
 /// The schema version this library writes and understands.
 pub const SCHEMA_VERSION: i64 = 7;
 
-/// The older version upgraded in place when a store opens it (version 7
-/// wrote the conditions of three partial indexes without `IN`: see
-/// `sql/schema.sql`); the indexes are dropped here and built again by the
-/// schema.
+/// The older version upgraded in place when a store opens it: version 7
+/// writes the conditions of three partial indexes without `IN` (see
+/// `sql/schema.sql`; the indexes are dropped here and built again by the
+/// schema) and keeps no counters of the statuses of a runner's hands (see
+/// `counts.rs`; dropped here).
 const UPGRADED_FROM: i64 = 6;
 const UPGRADE_FROM_6: &str = "DROP INDEX IF EXISTS invocations_running;
      DROP INDEX IF EXISTS invocations_owned;
-     DROP INDEX IF EXISTS invocations_blocking;";
+     DROP INDEX IF EXISTS invocations_blocking;
+     DELETE FROM status_counts WHERE status = 5 OR status = 7 OR status = 8 OR status = 9;";
 
 /// How many pages the write-ahead log may grow by before a commit copies it
 /// back into the database (SQLite's default is 1000; a larger log makes the

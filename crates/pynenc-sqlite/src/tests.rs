@@ -324,7 +324,9 @@ async fn a_version_6_file_is_upgraded_in_place() {
              WHERE waited = 1 AND status IN (1, 4, 12);
          UPDATE pynenc_meta SET value = '6' WHERE key = 'schema_version';",
     );
-    assert!(status_index_sql(&path).iter().all(|(_, sql)| sql.contains(" IN (")));
+    assert!(status_index_sql(&path)
+        .iter()
+        .all(|(_, sql)| sql.contains(" IN (")));
 
     let store = open_app(&path, "app");
     let (status, queued) = store

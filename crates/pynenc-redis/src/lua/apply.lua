@@ -278,7 +278,13 @@ local function flush()
       entry[n + 1], entry[n + 2] = code, fmt(by)
       n = n + 2
     end
-    if rcall('RPUSH', tkey('totl', task), table.concat(entry, ' ')) >= TOTALS_FOLDED_AT then
+    local pending = rcall('RPUSH', tkey('totl', task), table.concat(entry, ' '))
+    if pending == 1 then
+      -- the task's first totals, or the first since the last fold: a task
+      -- with totals is in `tasks` (a purge removes it only when it has
+      -- none), so only then may it be missing there
+      NEW_TASKS[task] = true
+    elseif pending >= TOTALS_FOLDED_AT then
       fold_totals(task)
     end
   end

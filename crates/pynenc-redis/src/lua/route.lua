@@ -222,7 +222,7 @@ local function route_one(i, b)
     end
     zadd_later(pk, id)
   end
-  NEW_TASKS[task] = true
+  -- (the set `tasks` learns the task with its first totals: see `flush`)
   add_total(task, TOT_ROUTED)
   if status == ST.REGISTERED then
     enqueue(id)

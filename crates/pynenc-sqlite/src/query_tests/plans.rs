@@ -200,6 +200,13 @@ async fn listings_and_counts_read_index_ranges_only() {
             "SELECT task, status, n FROM status_counts WHERE app = ?1 AND n > 0 ORDER BY task, status",
         ),
         (
+            "owned counts",
+            concat!(
+                "SELECT task, status FROM invocations WHERE app = ?1 AND ",
+                crate::codes::owned_running!()
+            ),
+        ),
+        (
             "final_before",
             "SELECT final_at_us, rid, invocation_id FROM invocations
              WHERE app = ?1 AND status = 14 AND final_at_us < 5 ORDER BY final_at_us, rid LIMIT 9",
