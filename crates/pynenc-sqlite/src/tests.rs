@@ -322,7 +322,9 @@ async fn a_version_6_file_is_upgraded_in_place() {
              WHERE status IN (5, 7, 8, 9);
          CREATE INDEX invocations_blocking ON invocations (app, created_at_us)
              WHERE waited = 1 AND status IN (1, 4, 12);
-         UPDATE pynenc_meta SET value = '6' WHERE key = 'schema_version';",
+         UPDATE pynenc_meta SET value = '6' WHERE key = 'schema_version';
+         -- version 6 kept the counts of a runner's hands (3 RUNNING here)
+         INSERT INTO status_counts (app, task, status, n) SELECT app, task, 7, 3 FROM invocations;",
     );
     assert!(status_index_sql(&path)
         .iter()
@@ -335,6 +337,13 @@ async fn a_version_6_file_is_upgraded_in_place() {
         .unwrap();
     assert_eq!(status, Some(st(Registered, None)), "the work stays");
     assert_eq!(queued, 1);
+    let counts = store.atomic(|t| t.count_by_status(&[])).await.unwrap();
+    let counts: Vec<(InvocationStatus, u64)> = counts.iter().map(|c| (c.status, c.count)).collect();
+    assert_eq!(
+        counts,
+        vec![(Registered, 1)],
+        "the kept RUNNING counter is gone"
+    );
     drop(store);
     let indexes = status_index_sql(&path);
     assert_eq!(indexes.len(), 3, "{indexes:?}");
