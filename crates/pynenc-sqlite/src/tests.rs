@@ -145,11 +145,10 @@ fn request(task_id: &str, x: i64) -> RouteRequest {
     RouteRequest::new(Call::new(task_id, arguments), "external".into())
 }
 
-#[tokio::test]
-async fn open_creates_schema_and_reopens() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pynenc.db");
-    let store = open_app(&path, "app");
+/// Opens a store of app `app` on `path`, queues one invocation ("a") and
+/// closes it.
+async fn one_queued_invocation(path: &Path) {
+    let store = open_app(path, "app");
     store
         .atomic(|t| {
             t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
@@ -157,7 +156,13 @@ async fn open_creates_schema_and_reopens() {
         })
         .await
         .unwrap();
-    drop(store);
+}
+
+#[tokio::test]
+async fn open_creates_schema_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pynenc.db");
+    one_queued_invocation(&path).await;
 
     let raw = Connection::open(&path).unwrap();
     let version: String = raw
@@ -301,15 +306,7 @@ fn status_index_sql(path: &Path) -> Vec<(String, String)> {
 async fn a_version_6_file_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v6.db");
-    let store = open_app(&path, "app");
-    store
-        .atomic(|t| {
-            t.insert_invocation(&plain("a", 1), &st(Registered, None))?;
-            t.enqueue(&iid("a"))
-        })
-        .await
-        .unwrap();
-    drop(store);
+    one_queued_invocation(&path).await;
     // the file as version 6 left it: the conditions as IN lists
     raw_database(
         &path,
