@@ -71,9 +71,7 @@ pub fn resume_with_outcomes(
     waited: &[InvocationId],
     now: Timestamp,
 ) -> Result<Vec<InvocationOutcome>> {
-    let out = super::outcomes(txn, waited)?;
-    transition(txn, waiter, InvocationStatus::Resumed, runner, None, now)?;
-    Ok(out)
+    resume(txn, waiter, runner, waited, now, false)
 }
 
 /// [`resume_with_outcomes`] for a resume that travels with the ends of a
@@ -88,12 +86,27 @@ pub fn resume_when_final(
     waited: &[InvocationId],
     now: Timestamp,
 ) -> Result<Vec<InvocationOutcome>> {
+    resume(txn, waiter, runner, waited, now, true)
+}
+
+/// The outcomes of `waited`, then `waiter` `RESUMED` (with `final_only`,
+/// refused unless every waited invocation is final).
+fn resume(
+    txn: &mut dyn StoreTxn,
+    waiter: &InvocationId,
+    runner: &RunnerId,
+    waited: &[InvocationId],
+    now: Timestamp,
+    final_only: bool,
+) -> Result<Vec<InvocationOutcome>> {
     let out = super::outcomes(txn, waited)?;
-    if let Some((id, _)) = waited.iter().zip(&out).find(|(_, o)| !o.status.is_final()) {
-        return Err(StoreError::StillWaiting {
-            invocation_id: *waiter,
-            waited: *id,
-        });
+    if final_only {
+        if let Some((id, _)) = waited.iter().zip(&out).find(|(_, o)| !o.status.is_final()) {
+            return Err(StoreError::StillWaiting {
+                invocation_id: *waiter,
+                waited: *id,
+            });
+        }
     }
     transition(txn, waiter, InvocationStatus::Resumed, runner, None, now)?;
     Ok(out)
