@@ -374,7 +374,7 @@ async fn run_hosted(
         }
         if s.turns.is_some() {
             // taken ahead: its body begins at its turn, which says `start`
-            process::report_to_parent("taken", id.as_str());
+            process::report_to_parent_soon("taken", id.as_str());
         } else {
             process::report_to_parent("start", id.as_str());
         }
@@ -386,7 +386,7 @@ async fn run_hosted(
         turns.ended(&invocation_id);
     }
     if let Some(id) = &id {
-        process::report_to_parent("end", id.as_str());
+        process::report_to_parent_soon("end", id.as_str());
         process::end_quarantine(id);
     }
     end

@@ -12,7 +12,7 @@ use pynenc_model::{
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::{info_span, Instrument};
 
-use super::protocol::report_to_parent;
+use super::protocol::{flush_reports, report_to_parent};
 use super::{
     CANCEL_ENV, CHILD_ENV, CONFIG_ENV, INVOCATION_ENV, ONE_BODY_ENV, OWNER_ENV, SLOTS_ENV,
 };
@@ -57,6 +57,7 @@ pub fn run_child_if_requested() {
         {
             Ok(rt) => {
                 let code = rt.block_on(child_main(&mode));
+                flush_reports();
                 // what is left on blocking threads (a sync body that ignored
                 // a cancel or outlived a stop) was ended already: do not wait for it
                 rt.shutdown_background();

@@ -42,6 +42,22 @@ pub(crate) fn child_command(app: &Pynenc, mode: &str) -> Result<Command> {
 }
 
 /// Sends `sig` to the child process `pid`.
+/// Clears `O_NONBLOCK` on `fd` (the pipe was read by the runtime's
+/// reactor until now), so that a read waits for the worker's output.
+#[allow(unsafe_code)]
+pub(crate) fn set_blocking(fd: &std::os::fd::OwnedFd) -> std::io::Result<()> {
+    let raw = std::os::fd::AsRawFd::as_raw_fd(fd);
+    // SAFETY: `fd` is an open descriptor owned by the caller for the call's
+    // duration; F_GETFL and F_SETFL touch only its status flags.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(raw, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 #[allow(unsafe_code)]
 pub(crate) fn signal(pid: u32, sig: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {

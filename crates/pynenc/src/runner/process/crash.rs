@@ -6,7 +6,7 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pynenc_model::{InvocationId, InvocationStatus, RunnerId, TaskError};
+use pynenc_model::{InvocationId, InvocationStatus, RunnerId, StatusRecord, TaskError};
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 use tokio::sync::Semaphore;
@@ -132,6 +132,7 @@ impl CrashLedger {
         what: &str,
     ) {
         let exit = describe_exit(status);
+        let held = still_held(app, owner, held).await;
         let pinned = held.len() == 1 && died_of_a_fault(status);
         for id in held {
             let seen_before = {
@@ -170,6 +171,31 @@ impl CrashLedger {
     }
 }
 
+/// Whether an invocation in `current` is still in the hands of `owner`
+/// (`PENDING`, `RUNNING`, `PAUSED` or `RESUMED`, owned by it): not ended,
+/// nor recovered by another runner.
+pub(crate) fn runs_for(current: &StatusRecord, owner: &RunnerId) -> bool {
+    current.owner.as_ref() == Some(owner) && current.status.is_owned_running()
+}
+
+/// Those of `held` that `owner` still runs: a worker reports the end of a
+/// run a moment later than the run ends (with its next line), so a process
+/// that died between the two is not blamed for a run it finished. An id
+/// whose status cannot be read stays held.
+async fn still_held(app: &Pynenc, owner: &RunnerId, held: Vec<InvocationId>) -> Vec<InvocationId> {
+    let orch = app.orchestrator();
+    let mut left = Vec::with_capacity(held.len());
+    for id in held {
+        match orch.get_status(&id).await {
+            Ok(current) if !runs_for(&current, owner) => {
+                debug!(invocation_id = %id, status = %current.status, "ended before its process died");
+            }
+            _ => left.push(id),
+        }
+    }
+    left
+}
+
 /// Fails (or retries, when its task's `retry_for` names `ProcessCrashed`)
 /// an invocation that crashed the process running it for `owner`.
 async fn record_crash(app: &Pynenc, owner: &RunnerId, id: &InvocationId, message: String) {
@@ -177,7 +203,7 @@ async fn record_crash(app: &Pynenc, owner: &RunnerId, id: &InvocationId, message
     let Ok(current) = orch.get_status(id).await else {
         return;
     };
-    if current.owner.as_ref() != Some(owner) || !current.status.is_owned_running() {
+    if !runs_for(&current, owner) {
         return; // it ended (or was recovered) already
     }
     error!(invocation_id = %id, "{message}");
@@ -214,6 +240,48 @@ async fn record_crash(app: &Pynenc, owner: &RunnerId, id: &InvocationId, message
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_what_its_owner_still_runs_is_blamed() {
+        let owner = RunnerId::from("pool/worker-1");
+        let record = |status, owner: &str| StatusRecord {
+            status,
+            owner: Some(RunnerId::from(owner)),
+        };
+        for status in [
+            InvocationStatus::Pending,
+            InvocationStatus::Running,
+            InvocationStatus::Paused,
+            InvocationStatus::Resumed,
+        ] {
+            assert!(
+                runs_for(&record(status, "pool/worker-1"), &owner),
+                "{status}"
+            );
+            // recovered and taken by another runner meanwhile
+            assert!(
+                !runs_for(&record(status, "pool/worker-2"), &owner),
+                "{status}"
+            );
+        }
+        // ended (its `end` line had not reached the pool) or back in the queue
+        for status in [
+            InvocationStatus::Success,
+            InvocationStatus::Failed,
+            InvocationStatus::Retry,
+            InvocationStatus::Rerouted,
+        ] {
+            assert!(
+                !runs_for(&record(status, "pool/worker-1"), &owner),
+                "{status}"
+            );
+        }
+        let unowned = StatusRecord {
+            status: InvocationStatus::Running,
+            owner: None,
+        };
+        assert!(!runs_for(&unowned, &owner));
+    }
 
     #[tokio::test]
     async fn a_suspect_is_announced_once_every_worker_has_read_it() {

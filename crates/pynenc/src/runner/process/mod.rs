@@ -40,9 +40,18 @@
 //!   dies is then treated as the culprit. So a task that always kills its
 //!   process ends `FAILED` after at most two crashes instead of looping.
 //!
-//! Invocations a dead worker was holding back to run alone are re-routed at
-//! once; anything else it had taken but not started is re-routed by the
-//! recovery service once its heartbeat expires.
+//! Invocations a dead worker had taken and not started are re-routed at
+//! once; one it took in the last millisecond before it died (the line
+//! saying so not written yet, see below) is re-routed by the recovery
+//! service once the worker's heartbeat expires.
+//!
+//! A worker tells its pool what it holds in lines on its standard output:
+//! `start` before a body begins, written at once (the body may crash the
+//! process); `taken` and `end` wait up to a millisecond to go in the same
+//! write as the next line, so that a busy worker writes once per
+//! invocation, and the pool reads them every millisecond at most. Before
+//! blaming a crash on the invocations a worker held, the pool asks the
+//! store which of them the worker still runs.
 //!
 //! Who is a runner: a [`ProcessRunner`]'s children act for it (they own
 //! nothing, beat no heartbeat and are not listed among the runners). A
@@ -73,7 +82,7 @@ pub use child::run_child_if_requested;
 pub(crate) use child::{end_quarantine, is_quarantined};
 pub use per_invocation::ProcessRunner;
 pub use pool::{MultiThreadRunner, PersistentProcessRunner};
-pub(crate) use protocol::report_to_parent;
+pub(crate) use protocol::{report_to_parent, report_to_parent_soon};
 
 /// Set in a child's environment: `invocation` or `worker`.
 pub const CHILD_ENV: &str = "PYNENC_CHILD";

@@ -120,16 +120,25 @@ impl WorkerPool {
         let pid = child.id().unwrap_or(0);
         let held: Arc<Mutex<Holdings>> = Arc::default();
         let grace = Duration::from_secs_f64(self.app.conf().runner.shutdown_grace_seconds.max(0.0));
-        let reader = child.stdout.take().map(|out| {
-            let output = WorkerOutput {
-                held: held.clone(),
-                crashes: self.crashes.clone(),
-                pid,
-                owner: owner.clone(),
-                kill_after: grace + KILL_MARGIN,
-            };
-            tokio::spawn(output.read(out).instrument(tracing::Span::current()))
-        });
+        let reader = match child.stdout.take() {
+            Some(out) => {
+                let output = WorkerOutput {
+                    held: held.clone(),
+                    crashes: self.crashes.clone(),
+                    pid,
+                    owner: owner.clone(),
+                    kill_after: grace + KILL_MARGIN,
+                };
+                let reader = output.spawn_reader(out).map_err(|e| {
+                    PynencError::runner_caused("cannot read the output of a worker process", e)
+                });
+                if reader.is_err() {
+                    let _ = child.start_kill();
+                }
+                Some(reader?)
+            }
+            None => None,
+        };
         let briefing = child.stdin.take().map(|pipe| {
             // subscribed first: a suspect announced meanwhile is in one or both
             let announced = self.crashes.announce.subscribe();

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pynenc_model::{InvocationId, InvocationStatus, RunnerId};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::io::Read;
 use tokio::process::Child;
 use tracing::{debug, info, warn, Instrument};
 
-use super::children::{describe_exit, signal};
-use super::crash::CrashLedger;
+use super::children::{describe_exit, set_blocking, signal};
+use super::crash::{runs_for, CrashLedger};
 use super::protocol::protocol_request;
 use crate::app::Pynenc;
 use crate::runner::cancel::{cancelled_outcome, log_if_cancelled};
@@ -23,6 +23,12 @@ use crate::runner::cancel::{cancelled_outcome, log_if_cancelled};
 /// cancel gets `SIGKILL`: the worker's own graceful stop ends the cancelled
 /// invocation at the grace period, this leaves it the time to record that.
 pub(crate) const KILL_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long the reader of a worker's output pauses after a read.
+const READ_PAUSE: Duration = Duration::from_millis(1);
+
+/// The most read from a worker's output at once.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// A worker process of a pool and what it reported running.
 pub(crate) struct Worker {
@@ -35,8 +41,8 @@ pub(crate) struct Worker {
     pub(crate) started: Instant,
     /// What the worker reported holding.
     pub(crate) held: Arc<Mutex<Holdings>>,
-    /// Reads the worker's output until it closes.
-    pub(crate) reader: Option<tokio::task::JoinHandle<()>>,
+    /// Resolves once the worker's output closed and was read to its end.
+    pub(crate) reader: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Worker {
@@ -93,41 +99,97 @@ impl WorkerOutput {
     /// `taken` / `wait-alone` / `start` / `end` / `cancel` lines (`taken`:
     /// taken ahead, waiting for its turn; `wait-alone`: waiting to run
     /// alone; both not started); `suspected` lines tell the crash ledger
-    /// the worker read a suspect.
-    pub(crate) async fn read(self, out: tokio::process::ChildStdout) {
-        let mut lines = BufReader::new(out).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let Some(request) = protocol_request(&line) else {
-                continue;
+    /// the worker read a suspect. Reads on a thread of its own until the
+    /// output closes, then sends on `done`.
+    ///
+    /// After each read it pauses [`READ_PAUSE`] (unless the read filled its
+    /// buffer): the lines written meanwhile wait in the pipe and are read
+    /// together, instead of each write waking this process (a busy worker
+    /// writes a line per invocation). What the pool does with the lines
+    /// (its bookkeeping for a crash, a cancel, a suspect's announcement)
+    /// takes that much longer at most; a worker's death is handled once its
+    /// last lines are read.
+    pub(crate) fn spawn_reader(
+        self,
+        out: tokio::process::ChildStdout,
+    ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+        let fd = out.into_owned_fd()?;
+        set_blocking(&fd)?;
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name(format!("pynenc-worker-{}", self.pid))
+            .spawn(move || {
+                let _entered = span.enter();
+                self.read(std::fs::File::from(fd));
+                let _ = done.send(());
+            })?;
+        Ok(finished)
+    }
+
+    /// Reads `out` to its end, line by line, pausing after each read that
+    /// did not fill the buffer.
+    fn read(&self, mut out: impl Read) {
+        let mut buf = vec![0u8; READ_BUFFER];
+        let mut partial: Vec<u8> = Vec::new();
+        loop {
+            let n = match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!(pid = self.pid, error = %e, "cannot read the output of a worker process");
+                    break;
+                }
             };
-            if let Some(rest) = request.strip_prefix("cancel ") {
-                self.cancel_requested(rest);
-                continue;
+            partial.extend_from_slice(&buf[..n]);
+            let mut used = 0;
+            while let Some(at) = partial[used..].iter().position(|b| *b == b'\n') {
+                self.line(&String::from_utf8_lossy(&partial[used..used + at]));
+                used += at + 1;
             }
-            let parsed = request
-                .split_once(' ')
-                .and_then(|(what, id)| Some((what, InvocationId::parse(id).ok()?)));
-            match parsed {
-                Some(("suspected", id)) => self.crashes.suspect_read(&id),
-                Some(("taken" | "wait-alone", id)) => {
-                    self.held.lock().waiting.insert(id);
-                }
-                Some(("start", id)) => {
-                    let mut held = self.held.lock();
-                    held.waiting.remove(&id);
-                    held.running.insert(id);
-                }
-                Some(("end", id)) => {
-                    let mut held = self.held.lock();
-                    // an invocation taken ahead may end without starting
-                    // (given back to the queue)
-                    held.waiting.remove(&id);
-                    held.running.remove(&id);
-                    drop(held);
-                    self.crashes.cleared(&id);
-                }
-                _ => warn!(request, "unknown line from a worker process"),
+            partial.drain(..used);
+            if n < buf.len() {
+                std::thread::sleep(READ_PAUSE);
             }
+        }
+        if !partial.is_empty() {
+            self.line(&String::from_utf8_lossy(&partial));
+        }
+    }
+
+    /// One line of a worker's output.
+    fn line(&self, line: &str) {
+        let Some(request) = protocol_request(line) else {
+            return;
+        };
+        if let Some(rest) = request.strip_prefix("cancel ") {
+            self.cancel_requested(rest);
+            return;
+        }
+        let parsed = request
+            .split_once(' ')
+            .and_then(|(what, id)| Some((what, InvocationId::parse(id).ok()?)));
+        match parsed {
+            Some(("suspected", id)) => self.crashes.suspect_read(&id),
+            Some(("taken" | "wait-alone", id)) => {
+                self.held.lock().waiting.insert(id);
+            }
+            Some(("start", id)) => {
+                let mut held = self.held.lock();
+                held.waiting.remove(&id);
+                held.running.insert(id);
+            }
+            Some(("end", id)) => {
+                let mut held = self.held.lock();
+                // an invocation taken ahead may end without starting
+                // (given back to the queue)
+                held.waiting.remove(&id);
+                held.running.remove(&id);
+                drop(held);
+                self.crashes.cleared(&id);
+            }
+            _ => warn!(request, "unknown line from a worker process"),
         }
     }
 
@@ -248,7 +310,7 @@ async fn end_cancelled(app: &Pynenc, owner: &RunnerId, id: &InvocationId, task_i
     let Ok(current) = orch.get_status(id).await else {
         return;
     };
-    if current.owner.as_ref() != Some(owner) || !current.status.is_owned_running() {
+    if !runs_for(&current, owner) {
         return; // ended already
     }
     // PENDING, RUNNING, PAUSED and RESUMED may all end CANCELLED
@@ -263,5 +325,47 @@ async fn end_cancelled(app: &Pynenc, owner: &RunnerId, id: &InvocationId, task_i
             "worker process killed: invocation cancelled"
         ),
         Err(e) => warn!(invocation_id = %id, error = %e, "could not record the cancel"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gives its bytes a few at a time, as a pipe may.
+    struct Trickle(Vec<u8>, usize);
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0.drain(..n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reads_keep_the_holdings_right() {
+        let output = WorkerOutput {
+            held: Arc::default(),
+            crashes: Arc::default(),
+            pid: 0,
+            owner: RunnerId::from("pool/worker-1"),
+            kill_after: Duration::from_secs(1),
+        };
+        let [a, b, c] = [1u128, 2, 3].map(InvocationId::from_u128);
+        let mark = "\u{1e}pynenc:";
+        // printed output without a newline, a line cut anywhere, bytes
+        // that are not UTF-8, and a last line without its newline
+        let mut bytes = format!(
+            "hello{mark}taken {a}\n{mark}taken {b}\n{mark}start {a}\n{mark}end {a}\n{mark}start {b}\n"
+        )
+        .into_bytes();
+        bytes.extend_from_slice(b"\xff\xfe printed\n");
+        bytes.extend_from_slice(format!("{mark}taken {c}").as_bytes());
+        output.read(Trickle(bytes, 7));
+        let held = output.held.lock();
+        assert_eq!(held.running, HashSet::from([b]));
+        assert_eq!(held.waiting, HashSet::from([c]));
     }
 }
