@@ -88,6 +88,7 @@ impl RedisBackend {
         };
         let app_member = escape_app_id(app_id);
         let prefix = format!("{base}:{app_member}:");
+        let instance = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
         Ok(Arc::new_cyclic(|me| RedisBackend {
             prefix,
             apps_key: format!("{base}:apps"),
@@ -97,9 +98,9 @@ impl RedisBackend {
             pool_size: options.pool_size.max(1),
             conns: tokio::sync::OnceCell::new(),
             next: AtomicUsize::new(0),
-            notifier: Arc::new(Notifier::default()),
+            notifier: Arc::new(Notifier::for_instance(instance.clone())),
             functions: AtomicU8::new(FUNCTIONS_UNKNOWN),
-            instance: uuid::Uuid::new_v4().simple().to_string()[..16].to_string(),
+            instance,
             picks: AtomicU64::new(0),
             rare_ends: RareEnds::default(),
             waiting_since: parking_lot::Mutex::new(None),

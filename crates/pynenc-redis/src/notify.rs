@@ -48,9 +48,21 @@ pub(crate) struct Notifier {
     hears_work: AtomicBool,
     /// Subscribes more channels on the current pub/sub connection.
     sink: Mutex<Option<PubSubSink>>,
+    /// The id of the backend served (`RedisBackend::instance`): a `work`
+    /// message naming it is skipped, the reply of the call that queued the
+    /// work moved the epoch already.
+    instance: String,
 }
 
 impl Notifier {
+    /// The notifier of the backend `instance`.
+    pub(crate) fn for_instance(instance: String) -> Self {
+        Notifier {
+            instance,
+            ..Notifier::default()
+        }
+    }
+
     /// A subscribed connection (hearing `work` or not) is the current one:
     /// its sink is kept for later subscriptions, its stream returned.
     fn listen(&self, pubsub: PubSub, hears_work: bool) -> PubSubStream {
@@ -149,7 +161,12 @@ pub(crate) async fn start_listener(
                         };
                         let channel = msg.get_channel_name();
                         if channel == channels.work {
-                            n.bump_work();
+                            // one of this backend's calls queued it: its
+                            // reply moved the epoch (a second move would
+                            // send the runners to pick again, for nothing)
+                            if msg.get_payload_bytes() != n.instance.as_bytes() {
+                                n.bump_work();
+                            }
                             continue;
                         }
                         let on: fn(&Notifier, &InvocationId) = if channel == channels.finals {

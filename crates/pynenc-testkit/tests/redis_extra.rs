@@ -439,3 +439,48 @@ async fn a_replayed_workflow_step_costs_one_read() {
     ok(runner.stop().await, "stop");
     check_histories(&app).await;
 }
+
+/// A call answered by an idle runner of the same process costs three
+/// script calls: its route, the runner's pick-up and the end (whose step
+/// also looks for a next invocation). The runner does not pick again when
+/// its pick-up took fewer than it asked for, nor when the route's message
+/// on `work` comes back to the process that routed it (its reply said so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_answered_by_an_idle_runner_costs_three_script_calls() {
+    let f = pynenc_testkit::factory_or_skip!(RedisFactory::new());
+    let server = f.server().expect("server");
+    // the runner's periodic work made rare, so that the window counts the calls
+    let app = ok(
+        Pynenc::builder()
+            .env_vars(Vec::new())
+            .app_id("call-cost")
+            .config_value("backend", "redis")
+            .config_value("redis.redis_url", server.url())
+            .config_value("runner.heartbeat_interval_seconds", 30)
+            .config_value("runner.runner_dead_after_seconds", 600)
+            .config_value("runner.recovery_interval_seconds", 30)
+            .config_value("runner.cancel_poll_seconds", 30)
+            .build(),
+        "app",
+    );
+    let runner = start_runner(&app, 4);
+    assert_add_works(&app, 5, 5).await;
+    let calls = 40i64;
+    let before = fcalls_and_hmgets(server).0;
+    for i in 0..calls {
+        let inv = ok(add::call_on(&app, i, 1).await, "call");
+        assert_eq!(ok(inv.result().await, "result"), i + 1);
+    }
+    let fcalls = fcalls_and_hmgets(server).0 - before;
+    println!("{calls} calls, each awaited: {fcalls} FCALL");
+    // four each when the runner picked twice per call; a few more than
+    // three each can only be an idle runner's look for scheduled calls
+    // (every 50 ms at most)
+    let most = 3 * calls as u64 + 8;
+    assert!(
+        fcalls <= most,
+        "{calls} calls made {fcalls} script calls (at most {most} expected)"
+    );
+    ok(runner.stop().await, "stop");
+    check_histories(&app).await;
+}

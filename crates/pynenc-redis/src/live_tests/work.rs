@@ -99,3 +99,29 @@ async fn work_is_heard_again_after_the_connection_is_lost() {
     let woken = woken_by_a_route(&caller, &runner).await;
     assert!(woken < Duration::from_secs(5), "woken after {woken:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_hears_of_its_own_work_once() {
+    let server = server_or_skip!();
+    let (caller, runner) = caller_and_runner(&server, "work-own").await;
+    let epoch = runner.work_epoch();
+    woken_after(&runner, epoch).await;
+    assert_eq!(work_listeners(&server, &runner), 1);
+
+    // the reply of its own route moves its epoch
+    let before = runner.work_epoch();
+    route(&runner, 1).await;
+    assert_eq!(runner.work_epoch(), before + 1, "the reply moved the epoch");
+    // the route's message on `work` names this backend and is skipped (a
+    // second move would send its runners to pick again for nothing); one
+    // connection delivers messages in order, so once the other process's
+    // route is heard, the first message was read too
+    let woken = woken_by_a_route(&caller, &runner).await;
+    assert!(woken < Duration::from_secs(5), "woken after {woken:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        runner.work_epoch(),
+        before + 2,
+        "its own route and the other's, each heard once"
+    );
+}

@@ -489,7 +489,8 @@ local function invoke(main, keys, argv)
   local ok, res = pcall(main)
   flush()
   if ENQUEUED then
-    rcall('PUBLISH', P .. 'work', '1')
+    -- naming the caller, whose own reply says it (its runners heard it)
+    rcall('PUBLISH', P .. 'work', ME)
   end
   if #FINALS > 0 and others_wait() then
     rcall('PUBLISH', P .. 'final', table.concat(FINALS, ' '))

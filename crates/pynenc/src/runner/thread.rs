@@ -207,6 +207,8 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
     let mut backoff = PickBackoff::new();
     let mut idle = Idle::new();
     let mut drained = false;
+    // the work epoch before a direct pick that took fewer than it asked for
+    let mut drained_at: Option<u64> = None;
     while !shared.stop.is_stopped() {
         let free = shared.slots.available_permits();
         if free == 0 {
@@ -228,7 +230,7 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
         let epoch = coordination.work_epoch();
         // a parked pick that took fewer than it asked for found the queue
         // drained: the next one parks at once where the store knows it
-        let batch = if drained {
+        let batch = if drained || drained_at.is_some() {
             Vec::new()
         } else {
             match orch
@@ -237,6 +239,13 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
             {
                 Ok(b) => {
                     backoff.reset();
+                    // fewer than it asked for: the queue was drained when
+                    // it picked, so the next pick waits for work routed
+                    // since `epoch` (instead of a round trip that finds
+                    // nothing, beside this batch's ends)
+                    if !b.is_empty() && b.len() < free {
+                        drained_at = Some(epoch);
+                    }
                     b
                 }
                 Err(e) => {
@@ -246,7 +255,10 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
             }
         };
         let batch = if batch.is_empty() {
-            let known = (!drained).then_some(epoch);
+            let known = match drained_at.take() {
+                Some(at) => Some(at),
+                None => (!drained).then_some(epoch),
+            };
             drained = false;
             let parked = idle.wait_and_start(
                 &shared.app,
