@@ -156,7 +156,10 @@
 //! process waits for work (a runner, a live monitor page), and again after
 //! every reconnection from then on; that first wait returns at once, so
 //! the runner looks for what was queued before: a process that only calls
-//! tasks hears neither its own calls nor those of other processes.
+//! tasks hears neither its own calls nor those of other processes. A
+//! `work` message names the backend whose step queued the ids; that
+//! backend skips it (the step's reply moved its epoch already), so its
+//! runners do not pick a second time for one call.
 //!
 //! # Round trips
 //!
