@@ -351,6 +351,28 @@ fn fcalls_and_hmgets(server: &pynenc_testkit::redis_server::RedisServer) -> (u64
     (calls("fcall"), calls("hmget"))
 }
 
+/// An app on `server` whose runners' periodic work (heartbeats, recovery,
+/// cancel polls) is rare, so that a window of the server's command counts
+/// holds what a test does.
+fn app_with_rare_upkeep(
+    server: &pynenc_testkit::redis_server::RedisServer,
+    app_id: &str,
+) -> Pynenc {
+    ok(
+        Pynenc::builder()
+            .env_vars(Vec::new())
+            .app_id(app_id)
+            .config_value("backend", "redis")
+            .config_value("redis.redis_url", server.url())
+            .config_value("runner.heartbeat_interval_seconds", 30)
+            .config_value("runner.runner_dead_after_seconds", 600)
+            .config_value("runner.recovery_interval_seconds", 30)
+            .config_value("runner.cancel_poll_seconds", 30)
+            .build(),
+        "app",
+    )
+}
+
 /// A workflow replaying `n` recorded steps: the server's commands from the
 /// signal that ends its first run to the end of its second.
 async fn replay_cost(
@@ -404,21 +426,8 @@ async fn replay_cost(
 async fn a_replayed_workflow_step_costs_one_read() {
     let f = pynenc_testkit::factory_or_skip!(RedisFactory::new());
     let server = f.server().expect("server");
-    // the runner's periodic work (heartbeats, recovery, cancel polls) made
-    // rare, so that the windows count the workflows' commands
-    let app = ok(
-        Pynenc::builder()
-            .env_vars(Vec::new())
-            .app_id("replay-cost")
-            .config_value("backend", "redis")
-            .config_value("redis.redis_url", server.url())
-            .config_value("runner.heartbeat_interval_seconds", 30)
-            .config_value("runner.runner_dead_after_seconds", 600)
-            .config_value("runner.recovery_interval_seconds", 30)
-            .config_value("runner.cancel_poll_seconds", 30)
-            .build(),
-        "app",
-    );
+    // the windows count the workflows' commands
+    let app = app_with_rare_upkeep(server, "replay-cost");
     let runner = start_runner(&app, 2);
     let (fcalls_10, hmgets_10) = replay_cost(&app, server, 10).await;
     let (fcalls_30, hmgets_30) = replay_cost(&app, server, 30).await;
@@ -449,20 +458,8 @@ async fn a_replayed_workflow_step_costs_one_read() {
 async fn a_call_answered_by_an_idle_runner_costs_three_script_calls() {
     let f = pynenc_testkit::factory_or_skip!(RedisFactory::new());
     let server = f.server().expect("server");
-    // the runner's periodic work made rare, so that the window counts the calls
-    let app = ok(
-        Pynenc::builder()
-            .env_vars(Vec::new())
-            .app_id("call-cost")
-            .config_value("backend", "redis")
-            .config_value("redis.redis_url", server.url())
-            .config_value("runner.heartbeat_interval_seconds", 30)
-            .config_value("runner.runner_dead_after_seconds", 600)
-            .config_value("runner.recovery_interval_seconds", 30)
-            .config_value("runner.cancel_poll_seconds", 30)
-            .build(),
-        "app",
-    );
+    // the window counts the calls
+    let app = app_with_rare_upkeep(server, "call-cost");
     let runner = start_runner(&app, 4);
     assert_add_works(&app, 5, 5).await;
     let calls = 40i64;

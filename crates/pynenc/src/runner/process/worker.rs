@@ -3,13 +3,13 @@
 //! accounting for its invocations when it dies.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pynenc_model::{InvocationId, InvocationStatus, RunnerId};
-use std::io::Read;
 use tokio::process::Child;
 use tracing::{debug, info, warn, Instrument};
 
@@ -99,8 +99,9 @@ impl WorkerOutput {
     /// `taken` / `wait-alone` / `start` / `end` / `cancel` lines (`taken`:
     /// taken ahead, waiting for its turn; `wait-alone`: waiting to run
     /// alone; both not started); `suspected` lines tell the crash ledger
-    /// the worker read a suspect. Reads on a thread of its own until the
-    /// output closes, then sends on `done`.
+    /// the worker read a suspect. Reads on a thread of its own; the
+    /// receiver returned resolves once the output closed and was read to
+    /// its end.
     ///
     /// After each read it pauses [`READ_PAUSE`] (unless the read filled its
     /// buffer): the lines written meanwhile wait in the pipe and are read
