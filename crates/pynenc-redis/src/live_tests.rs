@@ -336,3 +336,32 @@ async fn ends_over_one_step_and_their_pick_up() {
     }
     check_histories(&b, &ids, "runner-c").await;
 }
+
+/// One step claims at most `MAX_PICK`; a pick-up asking for more takes
+/// the rest in further steps, so that it returns fewer than it asked for
+/// only when the queue had no more (a runner then waits for new work).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pick_up_larger_than_one_step_takes_all_it_asks_for() {
+    let server = server_or_skip!();
+    let b = backend(&server.url(), "big-pick");
+    let n = crate::step::MAX_PICK + 30;
+    let ids = route(&b, i64::try_from(n).expect("fits")).await;
+    let runner = RunnerId::from("runner-big");
+    let first = b
+        .get_invocations_to_start(&runner, n - 10, None)
+        .await
+        .expect("pick");
+    assert_eq!(first.len(), n - 10, "all it asked for, over two steps");
+    let rest = b
+        .get_invocations_to_start(&runner, n, None)
+        .await
+        .expect("pick the rest");
+    assert_eq!(rest.len(), 10, "fewer than asked: the queue is empty");
+    let mut picked: Vec<InvocationId> =
+        first.iter().chain(&rest).map(|r| r.invocation_id).collect();
+    picked.sort();
+    let mut routed = ids;
+    routed.sort();
+    assert_eq!(picked, routed, "each routed invocation picked once");
+    assert_eq!(b.queue_len().await.expect("queue"), 0);
+}

@@ -35,13 +35,35 @@ impl RedisBackend {
         max: usize,
         start: Option<&str>,
     ) -> Result<Vec<Arc<InvocationRecord>>> {
-        let pick = PickUp::new(max, start);
-        if pick.max == 0 {
-            return Ok(Vec::new());
+        // one step claims at most MAX_PICK: more are asked for in further
+        // steps while each takes all it asks for, so that fewer than `max`
+        // means the queue had no more (runners rely on it)
+        let mut picked = Vec::new();
+        while picked.len() < max {
+            let pick = PickUp::new(max - picked.len(), start);
+            let asked = pick.max;
+            let body = self.step(runner_id, &[], &[], Some(pick)).await.pick;
+            let got = match body {
+                Some(Ok(body)) => self.decode_pick(runner_id, body, start.is_some()).await,
+                Some(Err(e)) => Err(e),
+                None => Err(self.bad_reply("a pick-up returned nothing")),
+            };
+            let got = match got {
+                Ok(got) => got,
+                Err(e) if picked.is_empty() => return Err(e),
+                // what the earlier steps claimed is this runner's already
+                Err(e) => {
+                    warn!(runner_id = %runner_id, picked = picked.len(), error = %e, "a further pick-up failed; running what was picked");
+                    break;
+                }
+            };
+            let short = got.len() < asked;
+            picked.extend(got);
+            if short {
+                break;
+            }
         }
-        let body = self.step(runner_id, &[], &[], Some(pick)).await.pick;
-        let body = body.unwrap_or_else(|| Err(self.bad_reply("a pick-up returned nothing")))?;
-        self.decode_pick(runner_id, body, start.is_some()).await
+        Ok(picked)
     }
 
     /// The error of a `CYCLE` failure of routing: `{'CYCLE', request index,

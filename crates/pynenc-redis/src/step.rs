@@ -27,7 +27,7 @@ pub(crate) fn error_json(e: &TaskError) -> String {
 pub(crate) const STEP_ENDS: usize = 256;
 
 /// The most invocations one pick-up claims.
-const MAX_PICK: usize = 10_000;
+pub(crate) const MAX_PICK: usize = 10_000;
 
 /// A pick-up in a step: at most `max`, for `runner`; `start`: also
 /// `RUNNING` with this execution context.

@@ -197,7 +197,9 @@ pub trait Orchestrator: Send + Sync {
 
     /// Up to `max` invocations for `runner_id`: first those others wait on
     /// (oldest first), then the queue; each passes running concurrency and is
-    /// set `PENDING` with `runner_id` as owner.
+    /// set `PENDING` with `runner_id` as owner. Fewer than `max` only when
+    /// no more were available: a runner then waits for new work instead of
+    /// asking again.
     async fn get_invocations_to_run(
         &self,
         runner_id: &RunnerId,
