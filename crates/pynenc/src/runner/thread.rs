@@ -206,9 +206,11 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
     let coordination = shared.app.coordination();
     let mut backoff = PickBackoff::new();
     let mut idle = Idle::new();
-    let mut drained = false;
-    // the work epoch before a direct pick that took fewer than it asked for
-    let mut drained_at: Option<u64> = None;
+    // the last pick took fewer than it asked for, so the queue was drained:
+    // the next pick parks at once, for work routed since this epoch (the
+    // one read before a direct pick; `None` after a parked pick: where the
+    // store knows it)
+    let mut drained: Option<Option<u64>> = None;
     while !shared.stop.is_stopped() {
         let free = shared.slots.available_permits();
         if free == 0 {
@@ -228,9 +230,7 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
             continue;
         }
         let epoch = coordination.work_epoch();
-        // a parked pick that took fewer than it asked for found the queue
-        // drained: the next one parks at once where the store knows it
-        let batch = if drained || drained_at.is_some() {
+        let batch = if drained.is_some() {
             Vec::new()
         } else {
             match orch
@@ -239,12 +239,10 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
             {
                 Ok(b) => {
                     backoff.reset();
-                    // fewer than it asked for: the queue was drained when
-                    // it picked, so the next pick waits for work routed
-                    // since `epoch` (instead of a round trip that finds
-                    // nothing, beside this batch's ends)
+                    // (not a round trip that finds nothing, beside this
+                    // batch's ends)
                     if !b.is_empty() && b.len() < free {
-                        drained_at = Some(epoch);
+                        drained = Some(Some(epoch));
                     }
                     b
                 }
@@ -255,11 +253,7 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
             }
         };
         let batch = if batch.is_empty() {
-            let known = match drained_at.take() {
-                Some(at) => Some(at),
-                None => (!drained).then_some(epoch),
-            };
-            drained = false;
+            let known = drained.take().unwrap_or(Some(epoch));
             let parked = idle.wait_and_start(
                 &shared.app,
                 &shared.stop,
@@ -270,7 +264,9 @@ async fn pick_and_run(shared: &Arc<RunnerShared>) {
             );
             match parked.await {
                 Ok(b) if !b.is_empty() => {
-                    drained = b.len() < free;
+                    if b.len() < free {
+                        drained = Some(None);
+                    }
                     b
                 }
                 Ok(_) => continue,

@@ -129,13 +129,10 @@ impl WorkerPool {
                     owner: owner.clone(),
                     kill_after: grace + KILL_MARGIN,
                 };
-                let reader = output.spawn_reader(out).map_err(|e| {
-                    PynencError::runner_caused("cannot read the output of a worker process", e)
-                });
-                if reader.is_err() {
+                Some(output.spawn_reader(out).map_err(|e| {
                     let _ = child.start_kill();
-                }
-                Some(reader?)
+                    PynencError::runner_caused("cannot read the output of a worker process", e)
+                })?)
             }
             None => None,
         };

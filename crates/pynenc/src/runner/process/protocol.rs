@@ -32,10 +32,7 @@ pub(crate) fn protocol_request(line: &str) -> Option<&str> {
 const LINGER: Duration = Duration::from_millis(1);
 
 /// Lines that may wait, not written yet, and whether a flush is scheduled.
-static OUTBOX: Mutex<Outbox> = Mutex::new(Outbox {
-    pending: String::new(),
-    flush_scheduled: false,
-});
+static OUTBOX: Mutex<Outbox> = Mutex::new(Outbox::new());
 
 struct Outbox {
     pending: String,
@@ -43,6 +40,13 @@ struct Outbox {
 }
 
 impl Outbox {
+    const fn new() -> Self {
+        Outbox {
+            pending: String::new(),
+            flush_scheduled: false,
+        }
+    }
+
     fn push(&mut self, what: &str, detail: &str) {
         self.pending.push_str(MARK);
         self.pending.push_str(what);
@@ -116,10 +120,7 @@ mod tests {
 
     #[test]
     fn lines_that_may_wait_go_before_the_next_one_in_one_write() {
-        let mut outbox = Outbox {
-            pending: String::new(),
-            flush_scheduled: false,
-        };
+        let mut outbox = Outbox::new();
         let mut written: Vec<Vec<u8>> = Vec::new();
         let mut write = |outbox: &mut Outbox| {
             let mut out = Vec::new();
